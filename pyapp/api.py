@@ -1,0 +1,282 @@
+"""Route declarations: one decorator gives validation, auth, the tenant transaction and OpenAPI.
+
+Handlers stay thin: they receive a `Call` with the validated body/query and open the
+tenant transaction with `call.tx()`; the pydantic models double as the OpenAPI schemas.
+"""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from pyapp.db import Actor, tenant_tx
+from pyapp.errors import ApiError
+from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
+
+POOL = web.AppKey("pool", object)
+SETTINGS = web.AppKey("settings", object)
+TRUST_PROXY = web.AppKey("trust_proxy", bool)
+REQUEST_ID = web.RequestKey("request_id", str)
+SESSION_TOKEN = web.RequestKey("session_token", str)
+
+
+@dataclass
+class RouteSpec:
+    method: str
+    path: str
+    handler: Callable[["Call"], Awaitable[Any]]
+    auth: str
+    min_role: str
+    keys: bool
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    response: Any
+    status: int
+    summary: str
+    tags: tuple[str, ...]
+
+
+@dataclass
+class Call:
+    """What a handler gets: the request, validated input, and the authenticated actor."""
+
+    request: web.Request
+    body: Any = None
+    query: Any = None
+    actor: Actor | None = None
+    user_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    scopes: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def pool(self):
+        return self.request.app[POOL]
+
+    @property
+    def settings(self):
+        return self.request.app[SETTINGS]
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+    def uuid_param(self, name: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(self.request.match_info[name])
+        except ValueError:
+            raise ApiError(404, "not_found", f"No such {name.removesuffix('_id')}.") from None
+
+    def tx(self):
+        if self.actor is None:
+            raise ApiError(401, "unauthenticated", "Sign in first.")
+        return tenant_tx(self.pool, self.actor)
+
+
+def client_ip(request: web.Request) -> str | None:
+    """The peer address; X-Forwarded-For is trusted only when PARLEY_TRUST_PROXY is set."""
+    trust = request.app.get(TRUST_PROXY, False)
+    if trust and request.headers.get("X-Forwarded-For"):
+        return request.headers["X-Forwarded-For"].split(",")[0].strip()
+    return request.remote
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip() or None
+    return None
+
+
+async def _resolve_public(request: web.Request, spec: RouteSpec, call: Call) -> None:
+    return None
+
+
+async def _resolve_user(request: web.Request, spec: RouteSpec, call: Call) -> None:
+    """A signed-in person (JWT); tenant optional. Session liveness is checked by SQL."""
+    token = bearer_token(request) or request.get(SESSION_TOKEN)
+    if not token or token.startswith(API_KEY_PREFIX):
+        raise ApiError(401, "unauthenticated", "Sign in with a user access token.")
+    try:
+        claims = decode_access_token(request.app[SETTINGS].secret_key, token)
+    except TokenError:
+        raise ApiError(401, "invalid_token", "The access token is invalid or expired.") from None
+    call.user_id = claims.user_id
+    call.session_id = claims.session_id
+    if claims.tenant_id:
+        call.actor = Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
+                           session_id=claims.session_id, ip=client_ip(request),
+                           request_id=request.get(REQUEST_ID), min_role=spec.min_role)
+
+
+async def _resolve_member(request: web.Request, spec: RouteSpec, call: Call) -> None:
+    """A member of a tenant: a user JWT carrying a tenant, or a tenant API key."""
+    token = bearer_token(request) or request.get(SESSION_TOKEN)
+    if token and token.startswith(API_KEY_PREFIX):
+        if not spec.keys:
+            raise ApiError(403, "api_key_not_allowed", "API keys cannot use this endpoint; sign in as a person.")
+        row = await request.app[POOL].fetchrow("SELECT * FROM parley.authenticate_api_key($1)", sha256(token))
+        if row is None:
+            raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
+        scopes = tuple(row["scopes"] or ())
+        needed = "read" if spec.method in ("GET", "HEAD") else "write"
+        if needed not in scopes:
+            raise ApiError(403, "insufficient_scope", f"This API key lacks the '{needed}' scope.")
+        call.scopes = scopes
+        call.actor = Actor(tenant_id=row["tenant_id"], kind="api_key", actor_id=str(row["key_id"]),
+                           ip=client_ip(request), request_id=request.get(REQUEST_ID), min_role=spec.min_role)
+        return
+    await _resolve_user(request, spec, call)
+    if call.actor is None:
+        raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+
+
+AUTH_RESOLVERS: dict[str, Callable[[web.Request, RouteSpec, Call], Awaitable[None]]] = {
+    "public": _resolve_public,
+    "user": _resolve_user,
+    "member": _resolve_member,
+}
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    fields = [{"field": ".".join(str(p) for p in err["loc"]), "message": err["msg"]} for err in exc.errors()]
+    return ApiError(422, "validation_failed", "Some fields are not valid.", {"fields": fields})
+
+
+class Api:
+    """The registry every surface declares its routes in."""
+
+    def __init__(self) -> None:
+        self.routes: list[RouteSpec] = []
+
+    def route(self, method: str, path: str, *, auth: str = "member", min_role: str = "agent",
+              keys: bool = True, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
+              response: Any = None, status: int = 200, summary: str = "", tags: tuple[str, ...] = ()):
+        def deco(fn):
+            self.routes.append(RouteSpec(method.upper(), path, fn, auth, min_role, keys, body, query,
+                                         response, status, summary or (fn.__doc__ or "").strip().split("\n")[0],
+                                         tags))
+            return fn
+        return deco
+
+    def install(self, app: web.Application) -> None:
+        for spec in self.routes:
+            app.router.add_route(spec.method, spec.path, self._wrap(spec))
+
+    def _wrap(self, spec: RouteSpec):
+        resolver = AUTH_RESOLVERS[spec.auth]
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            call = Call(request=request)
+            await resolver(request, spec, call)
+            if spec.body is not None:
+                raw = await request.read()
+                try:
+                    data = json.loads(raw or b"null")
+                except (ValueError, UnicodeDecodeError):
+                    raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+                try:
+                    call.body = spec.body.model_validate(data)
+                except ValidationError as exc:
+                    raise _validation_error(exc) from None
+            if spec.query is not None:
+                try:
+                    call.query = spec.query.model_validate(dict(request.query))
+                except ValidationError as exc:
+                    raise _validation_error(exc) from None
+            result = await spec.handler(call)
+            if isinstance(result, web.StreamResponse):
+                return result
+            if result is None and spec.status == 204:
+                return web.Response(status=204)
+            return web.json_response(result, status=spec.status, dumps=_dumps)
+
+        handler.__name__ = spec.handler.__name__
+        return handler
+
+    def openapi(self, *, title: str = "Parley API", version: str = "1") -> dict:
+        components: dict[str, Any] = {}
+        paths: dict[str, Any] = {}
+
+        def schema_of(tp: Any) -> dict:
+            schema = TypeAdapter(tp).json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in schema.pop("$defs", {}).items():
+                components[name] = sub
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                components[tp.__name__] = schema
+                return {"$ref": f"#/components/schemas/{tp.__name__}"}
+            return schema
+
+        for spec in self.routes:
+            op: dict[str, Any] = {"summary": spec.summary, "operationId": spec.handler.__name__,
+                                  "tags": list(spec.tags) or [spec.path.split("/")[2] if spec.path.count("/") > 1 else "root"]}
+            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for n in re.findall(r"{(\w+)}", spec.path)]
+            if spec.query is not None:
+                qschema = spec.query.model_json_schema()
+                for name, prop in qschema.get("properties", {}).items():
+                    params.append({"name": name, "in": "query", "required": name in qschema.get("required", []),
+                                   "schema": prop})
+            if params:
+                op["parameters"] = params
+            if spec.body is not None:
+                op["requestBody"] = {"required": True,
+                                     "content": {"application/json": {"schema": schema_of(spec.body)}}}
+            responses: dict[str, Any] = {}
+            if spec.status == 204:
+                responses["204"] = {"description": "No content"}
+            else:
+                content = {"application/json": {"schema": schema_of(spec.response)}} if spec.response is not None else {}
+                responses[str(spec.status)] = {"description": "OK", **({"content": content} if content else {})}
+            responses["default"] = {"description": "Error",
+                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            if spec.auth != "public":
+                op["security"] = [{"bearer": []}]
+            paths.setdefault(spec.path, {})[spec.method.lower()] = op
+        components["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                           "details": {"type": "object"}}}}}
+        return {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths,
+                "components": {"schemas": components,
+                               "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    if isinstance(value, bytes):
+        return None  # hashes and other binary never go to clients
+    import decimal
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    import ipaddress
+    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, ensure_ascii=False)
+
+
+def row(record) -> dict | None:
+    return dict(record) if record is not None else None
+
+
+def rows(records) -> list[dict]:
+    return [dict(r) for r in records]
+
+
+api = Api()
+json_dumps = _dumps

@@ -1,0 +1,119 @@
+"""The aiohttp application: middleware (request ids, JSON errors, logs), health, OpenAPI, surfaces."""
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import re
+import secrets
+import time
+
+import asyncpg
+from aiohttp import web
+
+from pyapp import migrate
+from pyapp.api import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY, api
+from pyapp.config import Settings
+from pyapp.db import create_pool
+from pyapp.errors import ApiError, from_postgres
+
+log = logging.getLogger("parley.http")
+
+# Each surface module declares its routes on `pyapp.api.api` when imported and may
+# expose `setup(app)` for non-API routes (WebSockets, static files, console pages).
+SURFACES: list[str] = [
+]
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler):
+    """Request id, JSON error shape, and one structured log line per request."""
+    rid = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = rid if _REQUEST_ID.match(rid) else secrets.token_hex(8)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+    except ApiError as exc:
+        status = exc.status
+        response = web.json_response(exc.body(), status=exc.status)
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc)
+        if mapped is None:
+            log.exception("database error", extra={"request_id": request[REQUEST_ID]})
+            mapped = ApiError(500, "internal", "Internal error.")
+        status = mapped.status
+        response = web.json_response(mapped.body(), status=mapped.status)
+    except web.HTTPException as exc:
+        status = exc.status
+        if exc.status < 400 or exc.status in (101,):
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
+                400: "bad_request"}.get(exc.status, "http_error")
+        response = web.json_response({"error": {"code": code, "message": exc.reason}}, status=exc.status,
+                                     headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
+        response = web.json_response({"error": {"code": "internal", "message": "Internal error."}}, status=500)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
+    log.info(json.dumps({"request_id": request[REQUEST_ID], "method": request.method, "path": request.path,
+                         "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks: dict[str, dict] = {}
+    ok = True
+    try:
+        async with request.app[POOL].acquire(timeout=2) as conn:
+            fingerprint = await conn.fetchval(
+                "SELECT fingerprint FROM parley_migrations.schema_state WHERE id = 1")
+        checks["database"] = {"ok": True}
+        current, message = migrate.schema_status(fingerprint)
+        checks["schema"] = {"ok": current, "message": message}
+        ok = current
+    except Exception as exc:  # any failure to reach the database means not ready
+        checks["database"] = {"ok": False, "message": type(exc).__name__}
+        checks["schema"] = {"ok": False, "message": "unknown"}
+        ok = False
+    return web.json_response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(api.openapi())
+
+
+def load_surfaces() -> list:
+    return [importlib.import_module(name) for name in SURFACES]
+
+
+def create_app(settings: Settings, *, pool=None) -> web.Application:
+    app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app[TRUST_PROXY] = bool(settings.extra.get("trust_proxy"))
+    modules = load_surfaces()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/api/openapi.json", openapi_json)
+    api.install(app)
+    for module in modules:
+        if hasattr(module, "setup"):
+            module.setup(app)
+
+    async def open_pool(app: web.Application):
+        owned = pool is None
+        app[POOL] = pool or await create_pool(settings.app_url)
+        yield
+        if owned:
+            await app[POOL].close()
+
+    app.cleanup_ctx.insert(0, open_pool)
+    return app

@@ -1,0 +1,124 @@
+"""The `parley` command: db, migrate, serve, jobs, demo."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+
+
+def _cluster():
+    from pyapp.config import data_dir
+    from pyapp.embedded import EmbeddedCluster
+
+    return EmbeddedCluster(data_dir())
+
+
+def cmd_db(args) -> int:
+    if os.environ.get("DATABASE_URL") and args.action in ("start", "stop"):
+        print("DATABASE_URL is set: Parley uses that server and manages no local one.", file=sys.stderr)
+        return 2
+    cluster = _cluster()
+    if args.action == "start":
+        cluster.start()
+        print(json.dumps(cluster.status()))
+    elif args.action == "stop":
+        cluster.stop()
+        print(json.dumps(cluster.status()))
+    elif args.action == "status":
+        print(json.dumps(cluster.status()))
+        return 0 if cluster.running() else 3
+    elif args.action == "url":
+        from pyapp.config import load_settings
+
+        print(load_settings(start_embedded=False).admin_url)
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from pyapp.config import load_settings
+    from pyapp.migrate import migrate
+
+    applied = migrate(load_settings())
+    print(f"migrations applied: {len(applied)} {' '.join(applied)}".strip())
+    print("sql/ re-applied; schema current")
+    return 0
+
+
+async def _schema_current(settings) -> tuple[bool, str]:
+    import asyncpg
+
+    from pyapp.migrate import schema_status
+
+    conn = await asyncpg.connect(settings.app_url)
+    try:
+        fingerprint = await conn.fetchval("SELECT fingerprint FROM parley_migrations.schema_state WHERE id = 1")
+    except asyncpg.PostgresError:
+        fingerprint = None
+    finally:
+        await conn.close()
+    return schema_status(fingerprint)
+
+
+def cmd_serve(args) -> int:
+    from aiohttp import web
+
+    from pyapp.app import create_app
+    from pyapp.config import load_settings
+
+    settings = load_settings(host=args.host, port=args.port)
+    if settings.embedded and args.migrate:
+        from pyapp.migrate import migrate
+
+        migrate(settings)
+    try:
+        current, message = asyncio.run(_schema_current(settings))
+    except Exception as exc:
+        print(f"cannot reach the database: {exc}", file=sys.stderr)
+        return 2
+    if not current:
+        print(f"refusing to start: {message}", file=sys.stderr)
+        return 2
+    if args.demo:
+        from pyapp.demo import seed_demo
+
+        info = asyncio.run(seed_demo(settings))
+        print(f"\n  Console:   {settings.base_url}/console/  (sign in as {info['email']} / {info['password']})")
+        print(f"  Demo site: {settings.base_url}/demo  (the widget of the demo tenant)\n", flush=True)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=lambda *_: None,
+                access_log=None)
+    return 0
+
+
+def cmd_jobs(args) -> int:
+    from jobs.runner import main as jobs_main
+    from pyapp.config import load_settings
+
+    return asyncio.run(jobs_main(load_settings(), once=args.once))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
+    parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="manage the embedded PostgreSQL")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.set_defaults(func=cmd_db)
+    sub.add_parser("migrate", help="apply migrations and re-apply sql/").set_defaults(func=cmd_migrate)
+    serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--demo", action="store_true", help="seed the demo tenant and print where to look")
+    serve.add_argument("--migrate", action="store_true", help="migrate first (embedded database only)")
+    serve.set_defaults(func=cmd_serve)
+    jobs = sub.add_parser("jobs", help="run scheduled SQL jobs and drain queues")
+    jobs.add_argument("--once", action="store_true")
+    jobs.set_defaults(func=cmd_jobs)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Settings read once from the environment; embedded mode fills the gaps from ./.parley/."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+APP_ROLE = "parley_app"
+JOBS_ROLE = "parley_jobs"
+ANALYST_ROLE = "parley_analyst"
+OWNER_ROLE = "parley_owner"
+LOGIN_ROLES = (APP_ROLE, JOBS_ROLE, ANALYST_ROLE)
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("PARLEY_DATA_DIR", ".parley")).resolve()
+
+
+def _read_or_create_secret(path: Path) -> str:
+    """A per-installation secret kept beside the embedded cluster, so dev setups need no config."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value)
+    return value
+
+
+def role_password(secret_key: str, role: str) -> str:
+    """Login roles get passwords derived from the secret key: one secret to deploy, none stored twice."""
+    return hmac.new(secret_key.encode(), f"db-role:{role}".encode(), hashlib.sha256).hexdigest()
+
+
+def url_for_role(admin_url: str, role: str, password: str, dbname: str | None = None) -> str:
+    parts = urlsplit(admin_url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{quote(role)}:{quote(password)}@{host}"
+    if parts.port:
+        netloc += f":{parts.port}"
+    path = f"/{dbname}" if dbname else parts.path
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
+def with_database(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{dbname}", parts.query, parts.fragment))
+
+
+@dataclass
+class Settings:
+    """Everything the processes need; built by `load_settings`, overridable in tests."""
+
+    admin_url: str  # schema owner / superuser connection: migrations only
+    secret_key: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    embedded: bool = True
+    access_token_ttl: int = 900
+    refresh_token_ttl: int = 30 * 86400
+    max_body_bytes: int = 1_048_576
+    extra: dict = field(default_factory=dict)
+
+    def role_url(self, role: str) -> str:
+        override = os.environ.get(f"PARLEY_{role.upper()}_DATABASE_URL")
+        if override:
+            return override
+        return url_for_role(self.admin_url, role, role_password(self.secret_key, role))
+
+    @property
+    def app_url(self) -> str:
+        return self.role_url(APP_ROLE)
+
+    @property
+    def jobs_url(self) -> str:
+        return self.role_url(JOBS_ROLE)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def load_settings(*, start_embedded: bool = True, host: str | None = None, port: int | None = None) -> Settings:
+    """Use DATABASE_URL when given (never start a server then); otherwise the embedded cluster."""
+    ddir = data_dir()
+    secret = os.environ.get("PARLEY_SECRET_KEY") or _read_or_create_secret(ddir / "secret_key")
+    url = os.environ.get("DATABASE_URL")
+    embedded = not url
+    if embedded:
+        from pyapp.embedded import EmbeddedCluster
+
+        cluster = EmbeddedCluster(ddir)
+        if start_embedded:
+            cluster.start()
+        url = cluster.admin_url("parley")
+    return Settings(
+        admin_url=url,
+        secret_key=secret,
+        host=host or os.environ.get("PARLEY_HOST", "127.0.0.1"),
+        port=int(port or os.environ.get("PARLEY_PORT", "8080")),
+        public_url=os.environ.get("PARLEY_PUBLIC_URL", ""),
+        embedded=embedded,
+    )

@@ -1,0 +1,50 @@
+"""One error shape for every client: {"error": {"code", "message"}} with the right status."""
+from __future__ import annotations
+
+import asyncpg
+
+# Postgres errors the schema raises on purpose, mapped to what the client did wrong.
+_SQLSTATE_MAP = {
+    "23505": (409, "conflict", "That already exists."),
+    "23503": (404, "not_found", "A referenced object does not exist."),
+    "23514": (422, "invalid", "A value is out of range or not allowed."),
+    "23502": (422, "invalid", "A required value is missing."),
+    "22P02": (422, "invalid", "A value has the wrong format."),
+    "22001": (413, "too_long", "A value is too long."),
+    "22021": (422, "invalid_encoding", "Text contains characters that cannot be stored."),
+    "22023": (422, "invalid", "A parameter is not valid."),
+    "42501": (403, "forbidden", "Not allowed."),
+    "40001": (409, "retry", "A concurrent change conflicted; retry."),
+    "40P01": (409, "retry", "A concurrent change conflicted; retry."),
+    "55P03": (409, "busy", "The object is locked by another change; retry."),
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def body(self) -> dict:
+        err = {"code": self.code, "message": self.message}
+        if self.details:
+            err["details"] = self.details
+        return {"error": err}
+
+
+def from_postgres(exc: asyncpg.PostgresError) -> ApiError | None:
+    """Translate a database error to an ApiError, or None for a real server fault."""
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith("PT") and state[2:].isdigit():
+        return ApiError(int(state[2:]), getattr(exc, "hint", None) or "error", str(exc.args[0] if exc.args else exc))
+    if state in _SQLSTATE_MAP:
+        status, code, message = _SQLSTATE_MAP[state]
+        return ApiError(status, code, message)
+    return None
+
+
+def not_found(what: str = "object") -> ApiError:
+    return ApiError(404, "not_found", f"No such {what}.")

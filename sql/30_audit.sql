@@ -1,0 +1,84 @@
+-- The audit trail: append-only, written only by SQL (this function, called from
+-- triggers and stored functions), never by the app roles directly.
+
+ALTER TABLE parley.audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE parley.audit_log FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS select_tenant ON parley.audit_log;
+CREATE POLICY select_tenant ON parley.audit_log FOR SELECT
+  USING (tenant_id = (SELECT parley.current_tenant_id()));
+DROP POLICY IF EXISTS insert_tenant ON parley.audit_log;
+CREATE POLICY insert_tenant ON parley.audit_log FOR INSERT
+  WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()) OR current_user = 'parley_auth');
+REVOKE ALL ON parley.audit_log FROM parley_app, parley_jobs;
+GRANT SELECT ON parley.audit_log TO parley_app;
+GRANT INSERT ON parley.audit_log TO parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.write_audit(
+  p_action text, p_target_kind text DEFAULT NULL, p_target_id text DEFAULT NULL,
+  p_details jsonb DEFAULT '{}', p_tenant_id uuid DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := coalesce(p_tenant_id, parley.current_tenant_id());
+BEGIN
+  IF v_tenant IS NULL THEN
+    RETURN;  -- nothing tenant-scoped happened (e.g. a failed sign-in for an unknown email)
+  END IF;
+  INSERT INTO parley.audit_log (tenant_id, actor_kind, actor_id, action, target_kind, target_id, ip, request_id, details)
+  VALUES (v_tenant, parley.current_actor_kind(), parley.current_actor_id(), p_action, p_target_kind, p_target_id,
+          parley.current_request_ip(), parley.current_request_id(), coalesce(p_details, '{}'));
+END $$;
+COMMENT ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) IS
+  'Append one audit row for the current (or given) tenant with the actor, ip and request id of the transaction. Owned by parley_auth so a sign-in can be audited for each tenant of the user; the app cannot insert audit rows itself.';
+ALTER FUNCTION parley.write_audit(text, text, text, jsonb, uuid) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) TO parley_app, parley_jobs;
+
+-- A generic row-change auditor for the tenancy tables; secrets (hashes) never reach details.
+CREATE OR REPLACE FUNCTION parley.audit_row_change() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_row jsonb := to_jsonb(coalesce(NEW, OLD)) - 'key_hash' - 'token_hash' - 'password_hash';
+  v_old jsonb := CASE WHEN TG_OP = 'UPDATE' THEN to_jsonb(OLD) - 'key_hash' - 'token_hash' - 'password_hash' END;
+  v_target text := coalesce(v_row->>'id', v_row->>'user_id', v_row->>'key');
+  v_tenant uuid := coalesce((v_row->>'tenant_id')::uuid, CASE WHEN TG_TABLE_NAME = 'tenants' THEN (v_row->>'id')::uuid END);
+BEGIN
+  PERFORM parley.write_audit(
+    TG_ARGV[0] || '.' || lower(TG_OP),
+    TG_ARGV[0], v_target,
+    CASE WHEN TG_OP = 'UPDATE' THEN jsonb_build_object('before', v_old, 'after', v_row)
+         ELSE jsonb_build_object('row', v_row) END,
+    v_tenant);
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.audit_row_change() IS
+  'AFTER trigger: audit an insert/update/delete of a tenancy row as <kind>.<op>, with hashes stripped.';
+ALTER FUNCTION parley.audit_row_change() OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.audit_row_change() FROM PUBLIC;
+
+DROP TRIGGER IF EXISTS t90_audit ON parley.members;
+CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.members
+  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('member');
+DROP TRIGGER IF EXISTS t90_audit ON parley.invites;
+CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.invites
+  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('invite');
+DROP TRIGGER IF EXISTS t90_audit ON parley.api_keys;
+CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OF name, revoked_at, scopes, expires_at OR DELETE ON parley.api_keys
+  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('api_key');
+DROP TRIGGER IF EXISTS t90_audit ON parley.tenant_settings;
+CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.tenant_settings
+  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('setting');
+DROP TRIGGER IF EXISTS t90_audit ON parley.tenants;
+CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.tenants
+  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('tenant');
+
+-- Analysts see the trail without secrets or free-text details.
+CREATE OR REPLACE VIEW analytics.audit_events WITH (security_barrier = true) AS
+  SELECT tenant_id, id, at, actor_kind, actor_id, action, target_kind, target_id, request_id
+    FROM parley.audit_log;
+COMMENT ON VIEW analytics.audit_events IS 'Audit trail for analysts: who did what to which object, without ip addresses or details.';
+GRANT SELECT ON parley.audit_log TO parley_reporting;
+ALTER VIEW analytics.audit_events OWNER TO parley_reporting;
+GRANT SELECT ON analytics.audit_events TO parley_analyst;

@@ -1,0 +1,25 @@
+async def test_healthz_and_readyz(server):
+    status, body = await server.call("GET", "/healthz")
+    assert (status, body) == (200, {"status": "ok"})
+    status, body = await server.call("GET", "/readyz")
+    assert status == 200, body
+    assert body["checks"]["schema"]["ok"] is True
+
+
+async def test_readyz_503_when_schema_behind(server, owner_conn):
+    await owner_conn.execute("UPDATE parley_migrations.schema_state SET fingerprint = 'old'")
+    status, body = await server.call("GET", "/readyz")
+    assert status == 503
+    assert body["checks"]["schema"] == {"ok": False, "message": "database schema is behind the code: run `parley migrate`"}
+
+
+async def test_unknown_route_uses_error_shape(server):
+    status, body = await server.call("GET", "/api/nope")
+    assert status == 404
+    assert body["error"]["code"] == "not_found"
+
+
+async def test_openapi_document(server):
+    status, body = await server.call("GET", "/api/openapi.json")
+    assert status == 200
+    assert body["openapi"].startswith("3.")
