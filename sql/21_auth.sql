@@ -48,7 +48,13 @@ BEGIN
     END IF;
     v_role := 'admin';
   ELSIF p_actor_kind = 'visitor' THEN
+    -- actor_id is the visitor's conversation id (from the signed widget token); SQL that
+    -- touches a conversation checks it against parley.current_actor_id().
     v_role := 'visitor';
+  ELSIF p_actor_kind = 'service' AND session_user = 'parley_app' THEN
+    -- The server acting on its own behalf inside one tenant: the relay reading events,
+    -- the assistant storing a bot reply. Never reachable from a client credential.
+    v_role := 'agent';
   ELSIF p_actor_kind = 'system' AND session_user IN ('parley_jobs') THEN
     v_role := 'owner';
   ELSE
