@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs everything Parley needs on a fresh Debian machine (root, Python 3.11):
+# system packages, the virtualenv with Python packages, the widget build.
+# `scripts/setup.sh` for running, `scripts/setup.sh --test` adds test tools and Chromium.
+# Re-running is cheap: each step is skipped when its inputs have not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WANT_TEST=0
+[ "${1:-}" = "--test" ] && WANT_TEST=1
+
+log() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+apt_install() {
+  local missing=()
+  for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ]; then
+    log "please install: ${missing[*]} (needs root)"; return 1
+  fi
+  log "apt-get install ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# System packages: a venv-capable Python, Node for the widget build, Chromium for browser tests.
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3-venv; fi
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+if [ $WANT_TEST = 1 ]; then
+  apt_install chromium fonts-dejavu-core
+fi
+
+# Python packages into .venv, re-installed only when pyproject.toml changes.
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+extras=""; [ $WANT_TEST = 1 ] && extras="[test]"
+stamp=".venv/.parley-installed$( [ $WANT_TEST = 1 ] && echo -test )"
+want="$(sha256sum pyproject.toml | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "pip install -e .${extras}"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+  .venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v -i 'warning' || true
+  .venv/bin/python -c 'import pyapp, aiohttp, asyncpg' >/dev/null
+  echo "$want" > "$stamp"
+fi
+
+# The widget: esbuild from the lockfile, rebuilt when its sources change.
+if [ -f widget/package.json ]; then
+  wstamp="widget/node_modules/.parley-built"
+  wwant="$(cat widget/package-lock.json widget/build.mjs $(find widget/src -type f | sort) 2>/dev/null | sha256sum | cut -c1-16)"
+  if [ "$(cat "$wstamp" 2>/dev/null)" != "$wwant" ] || [ ! -f widget/dist/widget.js ]; then
+    log "building the widget"
+    (cd widget && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build)
+    echo "$wwant" > "$wstamp"
+  fi
+fi
+log "ready"

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets everything up (test tools and Chromium included) and runs the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+set +e
+.venv/bin/python -m pytest -q "$@"
+code=$?
+set -e
+# pytest exits 5 when nothing was collected: that is a failure here, not a pass.
+exit $code
