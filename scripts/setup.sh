@@ -42,7 +42,9 @@ want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "pip install -e .${extras}"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  .venv/bin/python -m pip install -q -e ".${extras}" 2>&1 | grep -v -i 'warning' || true
+  if ! .venv/bin/python -m pip install -q -e ".${extras}" > .venv/pip-install.log 2>&1; then
+    cat .venv/pip-install.log; exit 1
+  fi
   .venv/bin/python -c 'import pyapp, aiohttp, asyncpg' >/dev/null
   echo "$want" > "$stamp"
 fi
