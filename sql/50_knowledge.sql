@@ -1,0 +1,424 @@
+-- Knowledge: sources, documents, chunks and the embedding queue; hybrid retrieval.
+-- Writes go through the functions below so checksum reuse, the tsvector config and
+-- the queue stay consistent; reads are plain SELECTs under RLS.
+
+SELECT parley.apply_tenant_policies('parley.knowledge_sources');
+SELECT parley.apply_tenant_policies('parley.knowledge_documents');
+SELECT parley.apply_tenant_policies('parley.knowledge_chunks');
+SELECT parley.apply_tenant_policies('parley.embedding_jobs');
+SELECT parley.apply_tenant_policies('parley.llm_settings');
+SELECT parley.apply_tenant_policies('parley.assistant_turns');
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.knowledge_sources, parley.knowledge_documents,
+  parley.knowledge_chunks, parley.embedding_jobs, parley.llm_settings TO parley_app;
+GRANT SELECT, INSERT ON parley.assistant_turns TO parley_app;
+GRANT SELECT, UPDATE ON parley.knowledge_sources TO parley_jobs;
+GRANT SELECT ON parley.knowledge_documents, parley.assistant_turns TO parley_jobs;
+GRANT SELECT, UPDATE (embedding, embedding_model, updated_at) ON parley.knowledge_chunks TO parley_jobs;
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.embedding_jobs TO parley_jobs;
+GRANT SELECT ON parley.embedding_jobs TO parley_auth;
+
+-- The chatbot's language picks the text-search configuration for its chunks and queries.
+CREATE OR REPLACE FUNCTION parley.ts_config_for(p_language text) RETURNS regconfig
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE lower(split_part(split_part(coalesce(p_language, ''), '-', 1), '_', 1))
+           WHEN 'en' THEN 'english' WHEN 'english' THEN 'english'
+           WHEN 'es' THEN 'spanish' WHEN 'spanish' THEN 'spanish'
+           WHEN 'fr' THEN 'french'  WHEN 'french' THEN 'french'
+           WHEN 'de' THEN 'german'  WHEN 'german' THEN 'german'
+           WHEN 'tr' THEN 'turkish' WHEN 'turkish' THEN 'turkish'
+           ELSE 'simple' END::regconfig
+$$;
+COMMENT ON FUNCTION parley.ts_config_for(text) IS
+  'Text-search configuration for a chatbot language (en/es/fr/de/tr or their English names); simple otherwise.';
+
+CREATE OR REPLACE FUNCTION parley.chatbot_ts_config(p_chatbot_id uuid) RETURNS regconfig
+LANGUAGE sql STABLE
+AS $$
+  SELECT parley.ts_config_for(b.config->>'language') FROM parley.chatbots b
+   WHERE b.tenant_id = (SELECT parley.current_tenant_id()) AND b.id = p_chatbot_id
+$$;
+COMMENT ON FUNCTION parley.chatbot_ts_config(uuid) IS
+  'Text-search configuration of a chatbot of the current tenant (NULL when it is not visible).';
+
+-- Weighted tsvector of one chunk: title A, heading path B, body C.
+CREATE OR REPLACE FUNCTION parley.chunk_tsv(p_config regconfig, p_title text, p_heading_path text, p_text text)
+RETURNS tsvector
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT setweight(to_tsvector(p_config, coalesce(p_title, '')), 'A')
+      || setweight(to_tsvector(p_config, coalesce(p_heading_path, '')), 'B')
+      || setweight(to_tsvector(p_config, p_text), 'C')
+$$;
+COMMENT ON FUNCTION parley.chunk_tsv(regconfig, text, text, text) IS
+  'The tsvector stored for a chunk: title weight A, heading path B, text C.';
+
+CREATE OR REPLACE FUNCTION parley.create_knowledge_source(
+  p_chatbot_id uuid, p_kind text, p_title text DEFAULT '', p_url text DEFAULT NULL,
+  p_filename text DEFAULT NULL, p_options jsonb DEFAULT '{}')
+RETURNS parley.knowledge_sources
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_row parley.knowledge_sources;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM parley.chatbots b
+                  WHERE b.tenant_id = (SELECT parley.current_tenant_id()) AND b.id = p_chatbot_id
+                    AND b.deleted_at IS NULL) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title, url, filename, options, created_by)
+  VALUES (parley.current_tenant_id(), p_chatbot_id, p_kind, coalesce(p_title, ''), p_url, p_filename,
+          coalesce(p_options, '{}'), parley.current_user_id())
+  RETURNING * INTO v_row;
+  PERFORM parley.write_audit('knowledge_source.create', 'knowledge_source', v_row.id::text,
+                             jsonb_build_object('kind', p_kind, 'url', p_url, 'filename', p_filename));
+  RETURN v_row;
+END $$;
+COMMENT ON FUNCTION parley.create_knowledge_source(uuid, text, text, text, text, jsonb) IS
+  'Add a knowledge source (text, url, sitemap, crawl, file) to a chatbot of the current tenant; status pending until imported.';
+
+CREATE OR REPLACE FUNCTION parley.set_source_progress(
+  p_source_id uuid, p_status text, p_progress jsonb DEFAULT NULL, p_error text DEFAULT NULL)
+RETURNS void
+LANGUAGE sql
+AS $$
+  UPDATE parley.knowledge_sources s
+     SET status = p_status,
+         progress = CASE WHEN p_progress IS NULL THEN s.progress ELSE s.progress || p_progress END,
+         error = p_error,
+         updated_at = now(),
+         last_imported_at = CASE WHEN p_status IN ('ready', 'failed') THEN now() ELSE s.last_imported_at END
+   WHERE s.tenant_id = (SELECT parley.current_tenant_id()) AND s.id = p_source_id
+$$;
+COMMENT ON FUNCTION parley.set_source_progress(uuid, text, jsonb, text) IS
+  'Record an import''s status and merge its progress counters (what the console polls).';
+
+-- The chunks of a document as rows: ordinal, checksum (title + heading path + text) and
+-- rank among identical chunks, so duplicates pair up one to one.
+CREATE OR REPLACE FUNCTION parley.chunk_rows(p_title text, p_chunks jsonb)
+RETURNS TABLE (ordinal int, text text, heading_path text, checksum text, dup int)
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT x.ordinal, x.text, x.heading_path, x.checksum,
+         (row_number() OVER (PARTITION BY x.checksum ORDER BY x.ordinal))::int
+    FROM (SELECT (row_number() OVER (ORDER BY e.ord) - 1)::int AS ordinal, e.c->>'text' AS text,
+                 coalesce(e.c->>'heading_path', '') AS heading_path,
+                 encode(sha256(convert_to(coalesce(p_title, '') || E'\x1f' || coalesce(e.c->>'heading_path', '')
+                                          || E'\x1f' || (e.c->>'text'), 'UTF8')), 'hex') AS checksum
+            FROM jsonb_array_elements(p_chunks) WITH ORDINALITY AS e(c, ord)
+           WHERE length(coalesce(e.c->>'text', '')) > 0) x
+$$;
+COMMENT ON FUNCTION parley.chunk_rows(text, jsonb) IS
+  'Rows of a chunk array [{text, heading_path}] with ordinal, content checksum and rank among identical chunks.';
+
+-- Replace one document's chunks. Chunks are matched to the stored ones by checksum:
+-- unchanged chunks keep their embedding and only move ordinal; new ones are inserted
+-- and queued for embedding; vanished ones are deleted.
+CREATE OR REPLACE FUNCTION parley.ingest_document(
+  p_source_id uuid, p_doc_key text, p_url text, p_title text, p_chunks jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_chatbot uuid;
+  v_config regconfig;
+  v_doc uuid;
+  v_keep_ids bigint[];
+  v_keep_ord int[];
+  v_added int;
+  v_removed int;
+BEGIN
+  SELECT s.chatbot_id INTO v_chatbot FROM parley.knowledge_sources s
+   WHERE s.tenant_id = v_tenant AND s.id = p_source_id;
+  IF v_chatbot IS NULL THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such knowledge source.');
+  END IF;
+  IF jsonb_typeof(p_chunks) IS DISTINCT FROM 'array' THEN
+    PERFORM parley.raise_error(422, 'invalid', 'Chunks must be an array.');
+  END IF;
+  v_config := coalesce(parley.chatbot_ts_config(v_chatbot), 'simple');
+
+  INSERT INTO parley.knowledge_documents AS d (tenant_id, source_id, chatbot_id, doc_key, url, title, checksum, chars)
+  SELECT v_tenant, p_source_id, v_chatbot, p_doc_key, p_url, coalesce(p_title, ''),
+         encode(sha256(convert_to(coalesce(string_agg(r.checksum, ',' ORDER BY r.ordinal), ''), 'UTF8')), 'hex'),
+         coalesce(sum(length(r.text)), 0)
+    FROM parley.chunk_rows(p_title, p_chunks) r
+  ON CONFLICT (tenant_id, source_id, doc_key) DO UPDATE
+     SET url = EXCLUDED.url, title = EXCLUDED.title, checksum = EXCLUDED.checksum,
+         chars = EXCLUDED.chars, updated_at = now()
+  RETURNING d.id INTO v_doc;
+
+  -- Pair stored chunks with incoming ones by (checksum, rank among equals).
+  SELECT coalesce(array_agg(s.id), '{}'), coalesce(array_agg(i.ordinal), '{}')
+    INTO v_keep_ids, v_keep_ord
+    FROM (SELECT c.id, c.checksum, row_number() OVER (PARTITION BY c.checksum ORDER BY c.ordinal, c.id) AS rn
+            FROM parley.knowledge_chunks c WHERE c.tenant_id = v_tenant AND c.document_id = v_doc) s
+    JOIN parley.chunk_rows(p_title, p_chunks) i ON i.checksum = s.checksum AND i.dup = s.rn;
+
+  DELETE FROM parley.knowledge_chunks c
+   WHERE c.tenant_id = v_tenant AND c.document_id = v_doc AND NOT (c.id = ANY (v_keep_ids));
+  GET DIAGNOSTICS v_removed = ROW_COUNT;
+
+  UPDATE parley.knowledge_chunks c
+     SET ordinal = p.ordinal, url = p_url, updated_at = now(),
+         tsv = CASE WHEN c.ts_config = v_config THEN c.tsv ELSE parley.chunk_tsv(v_config, c.title, c.heading_path, c.text) END,
+         ts_config = v_config
+    FROM unnest(v_keep_ids, v_keep_ord) AS p(chunk_id, ordinal)
+   WHERE c.tenant_id = v_tenant AND c.id = p.chunk_id
+     AND (c.ordinal <> p.ordinal OR c.url IS DISTINCT FROM p_url OR c.ts_config <> v_config);
+
+  WITH added AS (
+    INSERT INTO parley.knowledge_chunks (tenant_id, chatbot_id, document_id, ordinal, text, heading_path, title,
+                                         url, checksum, ts_config, tsv)
+    SELECT v_tenant, v_chatbot, v_doc, i.ordinal, i.text, i.heading_path, coalesce(p_title, ''), p_url, i.checksum,
+           v_config, parley.chunk_tsv(v_config, p_title, i.heading_path, i.text)
+      FROM parley.chunk_rows(p_title, p_chunks) i
+     WHERE NOT (i.ordinal = ANY (v_keep_ord))
+    RETURNING id)
+  INSERT INTO parley.embedding_jobs (tenant_id, chunk_id)
+  SELECT v_tenant, id FROM added;
+  GET DIAGNOSTICS v_added = ROW_COUNT;
+
+  RETURN jsonb_build_object('document_id', v_doc, 'added', v_added,
+                            'unchanged', cardinality(v_keep_ids), 'removed', v_removed);
+END $$;
+COMMENT ON FUNCTION parley.ingest_document(uuid, text, text, text, jsonb) IS
+  'Upsert one document of a source (by doc_key) with its chunks [{text, heading_path}]; unchanged chunks (same checksum) keep their embeddings, new ones are queued. Returns {document_id, added, unchanged, removed}.';
+
+CREATE OR REPLACE FUNCTION parley.prune_source_documents(p_source_id uuid, p_keep_keys text[])
+RETURNS int
+LANGUAGE sql
+AS $$
+  WITH gone AS (
+    DELETE FROM parley.knowledge_documents d
+     WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.source_id = p_source_id
+       AND NOT (d.doc_key = ANY (p_keep_keys))
+    RETURNING 1)
+  SELECT count(*)::int FROM gone
+$$;
+COMMENT ON FUNCTION parley.prune_source_documents(uuid, text[]) IS
+  'After a full re-import of a source, delete its documents (and their chunks) that were not seen again.';
+
+CREATE OR REPLACE FUNCTION parley.delete_knowledge_source(p_source_id uuid) RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_chunks int;
+BEGIN
+  SELECT count(*) INTO v_chunks FROM parley.knowledge_chunks c
+    JOIN parley.knowledge_documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+   WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.source_id = p_source_id;
+  DELETE FROM parley.knowledge_sources s
+   WHERE s.tenant_id = (SELECT parley.current_tenant_id()) AND s.id = p_source_id;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  PERFORM parley.write_audit('knowledge_source.delete', 'knowledge_source', p_source_id::text,
+                             jsonb_build_object('chunks', v_chunks));
+  RETURN true;
+END $$;
+COMMENT ON FUNCTION parley.delete_knowledge_source(uuid) IS
+  'Delete a source with every document, chunk and queued embedding of it (cascade); false when not found.';
+
+-- Hybrid retrieval -----------------------------------------------------------------
+
+-- Chatbots with at most this many embedded chunks are searched exactly (btree on the
+-- chatbot, then a sort by distance); larger ones use HNSW with iterative scans.
+CREATE OR REPLACE FUNCTION parley.exact_knn_limit() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 20000 $$;
+COMMENT ON FUNCTION parley.exact_knn_limit() IS
+  'Embedded chunks per chatbot up to which knowledge_search uses exact kNN instead of the HNSW index.';
+
+CREATE OR REPLACE FUNCTION parley.knowledge_search(
+  p_chatbot_id uuid, p_query text, p_k int, p_query_embedding vector DEFAULT NULL, p_model text DEFAULT NULL)
+RETURNS TABLE (chunk_id bigint, document_id uuid, title text, url text, heading_path text, text text,
+               fts_rank real, vector_distance double precision, score double precision)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_config regconfig := parley.chatbot_ts_config(p_chatbot_id);
+  v_k int := least(greatest(coalesce(p_k, 5), 1), 50);
+  v_pool int := greatest(v_k * 4, 20);
+  v_all tsquery;
+  v_any tsquery;
+  v_fts bigint[] := '{}';
+  v_fts_rank real[] := '{}';
+  v_vec bigint[] := '{}';
+  v_vec_dist double precision[] := '{}';
+  v_embedded int;
+BEGIN
+  IF v_tenant IS NULL OR v_config IS NULL THEN
+    RETURN;  -- no tenant, or the chatbot is not this tenant's: nothing to find
+  END IF;
+
+  -- Full text: websearch syntax (AND of terms, quotes, -not); a chunk matching every
+  -- term ranks first, then chunks matching any term, so questions phrased unlike the
+  -- docs still find something.
+  v_all := websearch_to_tsquery(v_config, coalesce(p_query, ''));
+  SELECT to_tsquery('simple', string_agg(quote_literal(l), ' | '))
+    INTO v_any
+    FROM unnest(tsvector_to_array(to_tsvector(v_config, coalesce(p_query, '')))) AS l;
+  IF v_any IS NOT NULL AND numnode(v_any) > 0 THEN
+    SELECT array_agg(f.id ORDER BY f.r DESC, f.id), array_agg(f.r ORDER BY f.r DESC, f.id)
+      INTO v_fts, v_fts_rank
+      FROM (SELECT c.id, (ts_rank_cd(c.tsv, v_any, 1) + CASE WHEN c.tsv @@ v_all THEN 1 ELSE 0 END)::real AS r
+              FROM parley.knowledge_chunks c
+             WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.tsv @@ v_any
+             ORDER BY r DESC, c.id
+             LIMIT v_pool) f;
+  END IF;
+
+  -- Vectors: exact for small chatbots, HNSW with iterative scan (pgvector 0.8) for big ones.
+  IF p_query_embedding IS NOT NULL THEN
+    SELECT count(*) INTO v_embedded FROM (
+      SELECT 1 FROM parley.knowledge_chunks c
+       WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.embedding IS NOT NULL
+       LIMIT parley.exact_knn_limit() + 1) x;
+    IF v_embedded <= parley.exact_knn_limit() THEN
+      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
+        INTO v_vec, v_vec_dist
+        FROM (SELECT c.id, (c.embedding <=> p_query_embedding) + 0 AS d
+                FROM parley.knowledge_chunks c
+               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.embedding IS NOT NULL
+                 AND (p_model IS NULL OR c.embedding_model = p_model)
+               ORDER BY 2, c.id
+               LIMIT v_pool) v;
+    ELSE
+      PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+      PERFORM set_config('hnsw.ef_search', greatest(v_pool * 2, 40)::text, true);
+      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
+        INTO v_vec, v_vec_dist
+        FROM (SELECT c.id, c.embedding <=> p_query_embedding AS d
+                FROM parley.knowledge_chunks c
+               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id
+                 AND (p_model IS NULL OR c.embedding_model = p_model)
+               ORDER BY c.embedding <=> p_query_embedding
+               LIMIT v_pool) v;
+    END IF;
+  END IF;
+
+  -- Reciprocal-rank fusion, k = 60.
+  RETURN QUERY
+  WITH f AS (SELECT u.id, u.r, u.n FROM unnest(v_fts, v_fts_rank) WITH ORDINALITY AS u(id, r, n)),
+       v AS (SELECT u.id, u.d, u.n FROM unnest(v_vec, v_vec_dist) WITH ORDINALITY AS u(id, d, n)),
+       fused AS (
+         SELECT coalesce(f.id, v.id) AS id, f.r, v.d,
+                coalesce(1.0 / (60 + f.n), 0) + coalesce(1.0 / (60 + v.n), 0) AS s
+           FROM f FULL JOIN v ON v.id = f.id)
+  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r, fused.d, fused.s::double precision
+    FROM fused
+    JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = fused.id
+   ORDER BY fused.s DESC, fused.d NULLS LAST, fused.r DESC NULLS LAST, c.id
+   LIMIT v_k;
+END $$;
+COMMENT ON FUNCTION parley.knowledge_search(uuid, text, int, vector, text) IS
+  'Hybrid retrieval for one chatbot of the current tenant: full text (websearch_to_tsquery in the chatbot''s config, any-term fallback) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (k=60). FTS-only when no query embedding. Tenant-scoped by RLS.';
+
+-- Embedding queue ------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.embedding_backlog() RETURNS bigint
+LANGUAGE sql STABLE
+AS $$ SELECT count(*) FROM parley.embedding_jobs j WHERE j.tenant_id = (SELECT parley.current_tenant_id()) $$;
+COMMENT ON FUNCTION parley.embedding_backlog() IS
+  'Chunks of the current tenant waiting for an embedding (imports are refused above a limit: back-pressure).';
+
+-- Which tenants have due embedding work: the one cross-tenant read of the queue, so a
+-- worker can then drain each tenant inside its own tenant transaction.
+CREATE OR REPLACE FUNCTION parley.embedding_queue_tenants(p_limit int DEFAULT 100)
+RETURNS TABLE (tenant_id uuid, due bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT j.tenant_id, count(*) FROM parley.embedding_jobs j
+   WHERE j.not_before <= now()
+   GROUP BY j.tenant_id
+   ORDER BY min(j.not_before)
+   LIMIT p_limit
+$$;
+COMMENT ON FUNCTION parley.embedding_queue_tenants(int) IS
+  'Tenants with due embedding jobs (oldest first) and how many; ids only, for the queue workers.';
+ALTER FUNCTION parley.embedding_queue_tenants(int) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.embedding_queue_tenants(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.embedding_queue_tenants(int) TO parley_app, parley_jobs;
+
+-- Lease a batch: claimed rows are skipped by other workers (SKIP LOCKED) and hidden for
+-- p_lease; store_embeddings deletes them, a crashed worker's lease simply expires.
+CREATE OR REPLACE FUNCTION parley.claim_embedding_jobs(p_limit int, p_lease interval DEFAULT '5 minutes')
+RETURNS TABLE (chunk_id bigint, title text, heading_path text, text text, attempts int)
+LANGUAGE sql
+AS $$
+  WITH due AS (
+    SELECT j.tenant_id, j.chunk_id FROM parley.embedding_jobs j
+     WHERE j.tenant_id = (SELECT parley.current_tenant_id()) AND j.not_before <= now()
+     ORDER BY j.not_before
+     LIMIT p_limit
+     FOR UPDATE SKIP LOCKED),
+  leased AS (
+    UPDATE parley.embedding_jobs j
+       SET not_before = now() + p_lease, attempts = j.attempts + 1
+      FROM due WHERE j.tenant_id = due.tenant_id AND j.chunk_id = due.chunk_id
+    RETURNING j.chunk_id, j.attempts)
+  SELECT c.id, c.title, c.heading_path, c.text, l.attempts
+    FROM leased l JOIN parley.knowledge_chunks c
+      ON c.tenant_id = (SELECT parley.current_tenant_id()) AND c.id = l.chunk_id
+$$;
+COMMENT ON FUNCTION parley.claim_embedding_jobs(int, interval) IS
+  'Lease up to p_limit due embedding jobs of the current tenant (FOR UPDATE SKIP LOCKED) and return the chunk text to embed.';
+
+CREATE OR REPLACE FUNCTION parley.store_embeddings(p_chunk_ids bigint[], p_embeddings vector[], p_model text)
+RETURNS int
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_n int;
+BEGIN
+  UPDATE parley.knowledge_chunks c
+     SET embedding = u.e, embedding_model = p_model, updated_at = now()
+    FROM unnest(p_chunk_ids, p_embeddings) AS u(id, e)
+   WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.id = u.id;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  DELETE FROM parley.embedding_jobs j
+   WHERE j.tenant_id = (SELECT parley.current_tenant_id()) AND j.chunk_id = ANY (p_chunk_ids);
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.store_embeddings(bigint[], vector[], text) IS
+  'Store embeddings (with the model that made them) for leased chunks and remove their jobs.';
+
+CREATE OR REPLACE FUNCTION parley.fail_embedding_jobs(p_chunk_ids bigint[], p_error text)
+RETURNS void
+LANGUAGE sql
+AS $$
+  UPDATE parley.embedding_jobs j
+     SET last_error = left(p_error, 500),
+         not_before = now() + least(interval '1 hour', interval '10 seconds' * power(2, j.attempts))
+   WHERE j.tenant_id = (SELECT parley.current_tenant_id()) AND j.chunk_id = ANY (p_chunk_ids)
+$$;
+COMMENT ON FUNCTION parley.fail_embedding_jobs(bigint[], text) IS
+  'Record an embedding failure and back off exponentially (capped at an hour).';
+
+-- Changing the embedding model re-embeds: queue every chunk made by another model.
+CREATE OR REPLACE FUNCTION parley.enqueue_stale_embeddings(p_model text, p_limit int DEFAULT 5000)
+RETURNS int
+LANGUAGE sql
+AS $$
+  WITH stale AS (
+    INSERT INTO parley.embedding_jobs (tenant_id, chunk_id)
+    SELECT c.tenant_id, c.id FROM parley.knowledge_chunks c
+     WHERE c.tenant_id = (SELECT parley.current_tenant_id())
+       AND c.embedding_model IS DISTINCT FROM p_model
+       AND NOT EXISTS (SELECT 1 FROM parley.embedding_jobs j WHERE j.tenant_id = c.tenant_id AND j.chunk_id = c.id)
+     LIMIT p_limit
+    ON CONFLICT DO NOTHING
+    RETURNING 1)
+  SELECT count(*)::int FROM stale
+$$;
+COMMENT ON FUNCTION parley.enqueue_stale_embeddings(text, int) IS
+  'Queue re-embedding of the current tenant''s chunks whose embedding was made by another model (or none).';
+
+REVOKE ALL ON FUNCTION parley.claim_embedding_jobs(int, interval), parley.store_embeddings(bigint[], vector[], text),
+  parley.fail_embedding_jobs(bigint[], text), parley.enqueue_stale_embeddings(text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.claim_embedding_jobs(int, interval), parley.store_embeddings(bigint[], vector[], text),
+  parley.fail_embedding_jobs(bigint[], text), parley.enqueue_stale_embeddings(text, int) TO parley_app, parley_jobs;

@@ -1,0 +1,411 @@
+-- Analytics and scheduled work: the assistant's turn log, tenant-scoped statistics for
+-- members (SECURITY INVOKER, so RLS scopes them), the analyst views in schema analytics
+-- (owned by parley_reporting, cross-tenant, no message bodies), the daily rollup, retention,
+-- and the schedule the jobs process claims from.
+
+-- Questions ---------------------------------------------------------------------------
+
+-- The only form in which visitor text reaches analytics: lower-cased, e-mail addresses,
+-- URLs and digits masked, punctuation dropped, whitespace collapsed, 200 characters at most.
+CREATE OR REPLACE FUNCTION parley.normalize_question(p_text text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT left(btrim(regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(
+           lower(coalesce(p_text, '')),
+           '\S+@\S+', ' email ', 'g'),
+           'https?://\S+', ' url ', 'g'),
+           '[0-9]+', '0', 'g'),
+           '[^[:alnum:][:space:]'']+', ' ', 'g'),
+           '\s+', ' ', 'g')), 200)
+$$;
+COMMENT ON FUNCTION parley.normalize_question(text) IS
+  'Normalised question text for grouping and for analysts: lower case, e-mails/URLs/digits masked, punctuation removed, at most 200 characters.';
+
+CREATE OR REPLACE FUNCTION parley.record_assistant_turn(
+  p_conversation_id uuid, p_question text, p_outcome text, p_grounded boolean,
+  p_question_message_id bigint DEFAULT NULL, p_reply_message_id bigint DEFAULT NULL,
+  p_provider text DEFAULT NULL, p_passages int DEFAULT 0, p_first_token_ms int DEFAULT NULL,
+  p_total_ms int DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql
+AS $$
+  INSERT INTO parley.assistant_turns (tenant_id, chatbot_id, conversation_id, question_message_id, reply_message_id,
+                                      question_norm, outcome, grounded, provider, passages, first_token_ms, total_ms)
+  SELECT c.tenant_id, c.chatbot_id, c.id, p_question_message_id, p_reply_message_id,
+         parley.normalize_question(p_question), p_outcome, p_grounded, p_provider, coalesce(p_passages, 0),
+         p_first_token_ms, p_total_ms
+    FROM parley.conversations c
+   WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.id = p_conversation_id
+  RETURNING id
+$$;
+COMMENT ON FUNCTION parley.record_assistant_turn(uuid, text, text, boolean, bigint, bigint, text, int, int, int) IS
+  'Log one assistant turn (answered, unknown, quota, error, handoff) with the normalised question; the source of miss counting and AI analytics.';
+
+-- The trailing run of misses: turns after the last grounded answer (or handoff, quota, error).
+CREATE OR REPLACE FUNCTION parley.consecutive_misses(p_conversation_id uuid) RETURNS int
+LANGUAGE sql STABLE
+AS $$
+  WITH recent AS (
+    SELECT t.id, (NOT t.grounded AND t.outcome IN ('answered', 'unknown')) AS miss
+      FROM parley.assistant_turns t
+     WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.conversation_id = p_conversation_id
+     ORDER BY t.id DESC LIMIT 50)
+  SELECT count(*)::int FROM recent
+   WHERE recent.id > coalesce((SELECT max(r.id) FROM recent r WHERE NOT r.miss), 0)
+$$;
+COMMENT ON FUNCTION parley.consecutive_misses(uuid) IS
+  'How many of the latest assistant turns of a conversation in a row were ungrounded (no knowledge found); a grounded answer or a handoff resets the run.';
+
+GRANT EXECUTE ON FUNCTION parley.normalize_question(text) TO parley_app, parley_jobs, parley_reporting;
+
+-- Member statistics (tenant-scoped by RLS; p_days is 7, 30 or 90 in the API) -------------
+
+CREATE OR REPLACE FUNCTION parley.stats_conversations_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (day date, conversations bigint, closed bigint, closed_without_human bigint)
+LANGUAGE sql STABLE
+AS $$
+  WITH days AS (
+    SELECT d::date AS day FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') d),
+  convs AS (
+    SELECT c.created_at::date AS day, c.status, c.closed_at,
+           EXISTS (SELECT 1 FROM parley.events e
+                    WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
+                      AND e.kind IN ('human_requested', 'claimed', 'assigned')) AS human
+      FROM parley.conversations c
+     WHERE c.tenant_id = (SELECT parley.current_tenant_id())
+       AND c.created_at >= current_date - (p_days - 1)
+       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id))
+  SELECT d.day, count(c.day), count(c.day) FILTER (WHERE c.status = 'closed'),
+         count(c.day) FILTER (WHERE c.status = 'closed' AND NOT c.human)
+    FROM days d LEFT JOIN convs c ON c.day = d.day
+   GROUP BY d.day ORDER BY d.day
+$$;
+COMMENT ON FUNCTION parley.stats_conversations_per_day(int, uuid) IS
+  'Conversations started per day over the last p_days days (every day listed), with how many are closed and closed without a human.';
+
+CREATE OR REPLACE FUNCTION parley.stats_top_questions(p_days int, p_chatbot_id uuid DEFAULT NULL, p_limit int DEFAULT 20,
+                                                      p_unanswered_only boolean DEFAULT false)
+RETURNS TABLE (question text, asked bigint, unanswered bigint, last_asked timestamptz)
+LANGUAGE sql STABLE
+AS $$
+  SELECT t.question_norm, count(*), count(*) FILTER (WHERE NOT t.grounded), max(t.created_at)
+    FROM parley.assistant_turns t
+   WHERE t.tenant_id = (SELECT parley.current_tenant_id())
+     AND t.created_at >= now() - make_interval(days => p_days)
+     AND (p_chatbot_id IS NULL OR t.chatbot_id = p_chatbot_id)
+     AND t.question_norm <> '' AND t.outcome IN ('answered', 'unknown')
+   GROUP BY t.question_norm
+  HAVING NOT p_unanswered_only OR count(*) FILTER (WHERE NOT t.grounded) > 0
+   ORDER BY CASE WHEN p_unanswered_only THEN count(*) FILTER (WHERE NOT t.grounded) ELSE count(*) END DESC,
+            max(t.created_at) DESC
+   LIMIT least(greatest(coalesce(p_limit, 20), 1), 100)
+$$;
+COMMENT ON FUNCTION parley.stats_top_questions(int, uuid, int, boolean) IS
+  'Most asked (normalised) questions over the last p_days days with how often the bot found no grounding; p_unanswered_only lists the unanswered ones.';
+
+CREATE OR REPLACE FUNCTION parley.stats_csat_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (day date, ratings bigint, avg_score numeric, thumbs_up bigint, thumbs_down bigint)
+LANGUAGE sql STABLE
+AS $$
+  WITH days AS (
+    SELECT d::date AS day FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') d),
+  r AS (
+    SELECT x.created_at::date AS day, count(*) AS n, round(avg(x.score), 2) AS avg_score
+      FROM parley.conversation_ratings x
+     WHERE x.tenant_id = (SELECT parley.current_tenant_id()) AND x.created_at >= current_date - (p_days - 1)
+       AND (p_chatbot_id IS NULL OR x.chatbot_id = p_chatbot_id)
+     GROUP BY 1),
+  f AS (
+    SELECT x.created_at::date AS day, count(*) FILTER (WHERE x.value = 'up') AS up,
+           count(*) FILTER (WHERE x.value = 'down') AS down
+      FROM parley.message_feedback x
+     WHERE x.tenant_id = (SELECT parley.current_tenant_id()) AND x.created_at >= current_date - (p_days - 1)
+       AND (p_chatbot_id IS NULL OR x.chatbot_id = p_chatbot_id)
+     GROUP BY 1)
+  SELECT d.day, coalesce(r.n, 0), r.avg_score, coalesce(f.up, 0), coalesce(f.down, 0)
+    FROM days d LEFT JOIN r ON r.day = d.day LEFT JOIN f ON f.day = d.day
+   ORDER BY d.day
+$$;
+COMMENT ON FUNCTION parley.stats_csat_per_day(int, uuid) IS
+  'Per day: number of 1-5 ratings and their average, thumbs up and down on bot replies.';
+
+CREATE OR REPLACE FUNCTION parley.stats_summary(p_days int, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (conversations bigint, closed bigint, closed_without_human bigint, ai_resolution_rate numeric,
+               ai_turns bigint, ai_unanswered bigint, ratings bigint, avg_rating numeric,
+               human_requests bigint, median_first_human_response_s numeric)
+LANGUAGE sql STABLE
+AS $$
+  WITH conv AS (
+    SELECT * FROM parley.stats_conversations_per_day(p_days, p_chatbot_id)),
+  req AS (
+    SELECT e.conversation_id, min(e.at) AS requested_at
+      FROM parley.events e JOIN parley.conversations c ON c.tenant_id = e.tenant_id AND c.id = e.conversation_id
+     WHERE e.tenant_id = (SELECT parley.current_tenant_id()) AND e.kind = 'human_requested'
+       AND e.at >= current_date - (p_days - 1)
+       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)
+     GROUP BY e.conversation_id),
+  resp AS (
+    SELECT req.conversation_id,
+           extract(epoch FROM (SELECT min(m.created_at) FROM parley.messages m
+                                WHERE m.tenant_id = (SELECT parley.current_tenant_id())
+                                  AND m.conversation_id = req.conversation_id
+                                  AND m.author = 'agent' AND m.created_at >= req.requested_at) - req.requested_at) AS s
+      FROM req),
+  turns AS (
+    SELECT count(*) AS n, count(*) FILTER (WHERE NOT t.grounded AND t.outcome IN ('answered', 'unknown')) AS missed
+      FROM parley.assistant_turns t
+     WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.created_at >= current_date - (p_days - 1)
+       AND t.outcome IN ('answered', 'unknown') AND (p_chatbot_id IS NULL OR t.chatbot_id = p_chatbot_id)),
+  rat AS (
+    SELECT count(*) AS n, round(avg(r.score), 2) AS avg_score FROM parley.conversation_ratings r
+     WHERE r.tenant_id = (SELECT parley.current_tenant_id()) AND r.created_at >= current_date - (p_days - 1)
+       AND (p_chatbot_id IS NULL OR r.chatbot_id = p_chatbot_id))
+  SELECT (SELECT sum(conversations)::bigint FROM conv), (SELECT sum(closed)::bigint FROM conv),
+         (SELECT sum(closed_without_human)::bigint FROM conv),
+         (SELECT round(sum(closed_without_human) / nullif(sum(closed), 0), 3) FROM conv),
+         turns.n, turns.missed, rat.n, rat.avg_score,
+         (SELECT count(*) FROM req),
+         (SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY s))::numeric, 1) FROM resp WHERE s IS NOT NULL)
+    FROM turns, rat
+$$;
+COMMENT ON FUNCTION parley.stats_summary(int, uuid) IS
+  'Headline figures over the last p_days days: conversations, closed, AI resolution rate (closed without a human / closed), AI turns and misses, ratings, human requests and the median seconds from a human request to the first agent reply.';
+
+-- Rollup ------------------------------------------------------------------------------
+
+SELECT parley.apply_tenant_policies('parley.daily_stats');
+GRANT SELECT ON parley.daily_stats TO parley_app;
+GRANT SELECT, INSERT, UPDATE ON parley.daily_stats TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.rollup_daily_stats(p_since date DEFAULT current_date - 1)
+RETURNS int
+LANGUAGE sql
+AS $$
+  WITH t AS (SELECT (SELECT parley.current_tenant_id()) AS id),
+  keys AS (
+    SELECT c.chatbot_id, c.created_at::date AS day FROM parley.conversations c, t
+     WHERE c.tenant_id = t.id AND c.created_at >= p_since
+    UNION SELECT a.chatbot_id, a.created_at::date FROM parley.assistant_turns a, t
+     WHERE a.tenant_id = t.id AND a.created_at >= p_since
+    UNION SELECT r.chatbot_id, r.created_at::date FROM parley.conversation_ratings r, t
+     WHERE r.tenant_id = t.id AND r.created_at >= p_since
+    UNION SELECT f.chatbot_id, f.created_at::date FROM parley.message_feedback f, t
+     WHERE f.tenant_id = t.id AND f.created_at >= p_since),
+  up AS (
+    INSERT INTO parley.daily_stats AS s (tenant_id, chatbot_id, day, conversations, closed, closed_without_human,
+                                         ai_turns, ai_unanswered, ratings, rating_sum, thumbs_up, thumbs_down, computed_at)
+    SELECT t.id, k.chatbot_id, k.day,
+           (SELECT count(*) FROM parley.conversations c WHERE c.tenant_id = t.id AND c.chatbot_id = k.chatbot_id
+               AND c.created_at >= k.day AND c.created_at < k.day + 1),
+           (SELECT count(*) FROM parley.conversations c WHERE c.tenant_id = t.id AND c.chatbot_id = k.chatbot_id
+               AND c.created_at >= k.day AND c.created_at < k.day + 1 AND c.status = 'closed'),
+           (SELECT count(*) FROM parley.conversations c WHERE c.tenant_id = t.id AND c.chatbot_id = k.chatbot_id
+               AND c.created_at >= k.day AND c.created_at < k.day + 1 AND c.status = 'closed'
+               AND NOT EXISTS (SELECT 1 FROM parley.events e WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
+                                  AND e.kind IN ('human_requested', 'claimed', 'assigned'))),
+           (SELECT count(*) FROM parley.assistant_turns a WHERE a.tenant_id = t.id AND a.chatbot_id = k.chatbot_id
+               AND a.created_at >= k.day AND a.created_at < k.day + 1 AND a.outcome IN ('answered', 'unknown')),
+           (SELECT count(*) FROM parley.assistant_turns a WHERE a.tenant_id = t.id AND a.chatbot_id = k.chatbot_id
+               AND a.created_at >= k.day AND a.created_at < k.day + 1 AND a.outcome IN ('answered', 'unknown')
+               AND NOT a.grounded),
+           (SELECT count(*) FROM parley.conversation_ratings r WHERE r.tenant_id = t.id AND r.chatbot_id = k.chatbot_id
+               AND r.created_at >= k.day AND r.created_at < k.day + 1),
+           (SELECT coalesce(sum(r.score), 0) FROM parley.conversation_ratings r WHERE r.tenant_id = t.id
+               AND r.chatbot_id = k.chatbot_id AND r.created_at >= k.day AND r.created_at < k.day + 1),
+           (SELECT count(*) FROM parley.message_feedback f WHERE f.tenant_id = t.id AND f.chatbot_id = k.chatbot_id
+               AND f.created_at >= k.day AND f.created_at < k.day + 1 AND f.value = 'up'),
+           (SELECT count(*) FROM parley.message_feedback f WHERE f.tenant_id = t.id AND f.chatbot_id = k.chatbot_id
+               AND f.created_at >= k.day AND f.created_at < k.day + 1 AND f.value = 'down'),
+           now()
+      FROM keys k, t
+    ON CONFLICT (tenant_id, chatbot_id, day) DO UPDATE
+       SET conversations = EXCLUDED.conversations, closed = EXCLUDED.closed,
+           closed_without_human = EXCLUDED.closed_without_human, ai_turns = EXCLUDED.ai_turns,
+           ai_unanswered = EXCLUDED.ai_unanswered, ratings = EXCLUDED.ratings, rating_sum = EXCLUDED.rating_sum,
+           thumbs_up = EXCLUDED.thumbs_up, thumbs_down = EXCLUDED.thumbs_down, computed_at = now()
+    RETURNING 1)
+  SELECT count(*)::int FROM up
+$$;
+COMMENT ON FUNCTION parley.rollup_daily_stats(date) IS
+  'Jobs: recompute the current tenant''s per-chatbot daily_stats rows from p_since (default yesterday) to today; returns rows written.';
+REVOKE ALL ON FUNCTION parley.rollup_daily_stats(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.rollup_daily_stats(date) TO parley_jobs;
+
+-- Retention ---------------------------------------------------------------------------
+
+-- Per tenant: closed conversations older than the plan's retention go, with their
+-- messages, events, feedback, ratings and assistant turns (cascade). SECURITY DEFINER
+-- (owner) so the jobs role needs no DELETE grant on conversations; FORCE RLS still keeps
+-- it inside the tenant set by begin_request.
+CREATE OR REPLACE FUNCTION parley.apply_retention() RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_days int;
+  v_n int := 0;
+BEGIN
+  IF v_tenant IS NULL THEN
+    RETURN 0;
+  END IF;
+  SELECT l.retention_days INTO v_days FROM parley.effective_limits(v_tenant) l;
+  IF coalesce(v_days, 0) = 0 THEN
+    RETURN 0;  -- unlimited
+  END IF;
+  DELETE FROM parley.conversations c
+   WHERE c.tenant_id = v_tenant AND c.status = 'closed'
+     AND coalesce(c.closed_at, c.last_activity_at) < now() - make_interval(days => v_days);
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.apply_retention() IS
+  'Jobs: delete the current tenant''s closed conversations (and everything hanging off them) older than its retention_days (0 = keep forever); returns how many went.';
+REVOKE ALL ON FUNCTION parley.apply_retention() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.apply_retention() TO parley_jobs;
+
+-- Globally: monthly partitions of messages and events older than the longest retention in
+-- force anywhere are dropped whole (cheap), and partitions are created ahead.
+CREATE OR REPLACE FUNCTION parley.maintain_partitions(p_months_ahead int DEFAULT 3)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_max_days int;
+  v_unlimited boolean;
+  v_created int := 0;
+  v_dropped int := 0;
+  v_table regclass;
+BEGIN
+  SELECT bool_or(coalesce(o.retention_days, p.retention_days) = 0), max(coalesce(o.retention_days, p.retention_days))
+    INTO v_unlimited, v_max_days
+    FROM parley.tenants t JOIN parley.plans p ON p.id = t.plan
+    LEFT JOIN parley.tenant_limits o ON o.tenant_id = t.id
+   WHERE t.deleted_at IS NULL;
+  FOREACH v_table IN ARRAY ARRAY['parley.messages'::regclass, 'parley.events'::regclass] LOOP
+    v_created := v_created + parley.ensure_monthly_partitions(v_table, p_months_ahead);
+    IF NOT coalesce(v_unlimited, false) AND v_max_days IS NOT NULL THEN
+      v_dropped := v_dropped + parley.drop_partitions_before(v_table, now() - make_interval(days => v_max_days + 31));
+    END IF;
+  END LOOP;
+  RETURN jsonb_build_object('created', v_created, 'dropped', v_dropped);
+END $$;
+COMMENT ON FUNCTION parley.maintain_partitions(int) IS
+  'Jobs: create monthly partitions of messages and events p_months_ahead months ahead, and drop whole partitions older than the longest retention of any live tenant (none while any tenant keeps forever).';
+REVOKE ALL ON FUNCTION parley.maintain_partitions(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.maintain_partitions(int) TO parley_jobs;
+
+-- The one cross-tenant list the jobs process needs to run per-tenant jobs.
+CREATE OR REPLACE FUNCTION parley.job_tenant_ids() RETURNS SETOF uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$ SELECT t.id FROM parley.tenants t WHERE t.deleted_at IS NULL ORDER BY t.id $$;
+COMMENT ON FUNCTION parley.job_tenant_ids() IS
+  'Ids of live tenants, for the jobs process to open one tenant transaction per tenant; ids only.';
+ALTER FUNCTION parley.job_tenant_ids() OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.job_tenant_ids() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.job_tenant_ids() TO parley_jobs;
+
+-- Schedule ----------------------------------------------------------------------------
+
+INSERT INTO parley.job_schedules (name, every) VALUES
+  ('close_idle_conversations', interval '1 minute'),
+  ('prune_rate_counters',      interval '5 minutes'),
+  ('rollup_daily_stats',       interval '10 minutes'),
+  ('retention',                interval '1 hour'),
+  ('maintain_partitions',      interval '1 day'),
+  ('enqueue_stale_embeddings', interval '1 hour')
+ON CONFLICT (name) DO UPDATE SET every = EXCLUDED.every;
+
+REVOKE ALL ON parley.job_schedules FROM parley_app;
+GRANT SELECT, UPDATE (next_run_at, claimed_by, last_started_at, last_finished_at, last_status, last_result, runs)
+  ON parley.job_schedules TO parley_jobs;
+
+-- Claim the most overdue job: the row is locked (others skip it) and its next_run_at
+-- moved forward in the same committed statement, so a second runner never gets it.
+CREATE OR REPLACE FUNCTION parley.claim_due_job(p_worker text, p_only text[] DEFAULT NULL)
+RETURNS TABLE (name text, every interval, runs bigint)
+LANGUAGE sql
+AS $$
+  UPDATE parley.job_schedules s
+     SET next_run_at = now() + s.every, claimed_by = p_worker, last_started_at = now(),
+         last_status = 'running', runs = s.runs + 1
+   WHERE s.name = (SELECT d.name FROM parley.job_schedules d
+                    WHERE d.enabled AND NOT d.external AND d.next_run_at <= now()
+                      AND (p_only IS NULL OR d.name = ANY (p_only))
+                    ORDER BY d.next_run_at
+                    LIMIT 1
+                    FOR UPDATE SKIP LOCKED)
+     AND s.next_run_at <= now()
+  RETURNING s.name, s.every, s.runs
+$$;
+COMMENT ON FUNCTION parley.claim_due_job(text, text[]) IS
+  'Jobs: claim one due scheduled job (FOR UPDATE SKIP LOCKED, next_run_at moved forward before commit) so concurrent runners never run it twice; empty when nothing is due.';
+
+CREATE OR REPLACE FUNCTION parley.finish_job(p_name text, p_status text, p_result jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE sql
+AS $$
+  UPDATE parley.job_schedules s
+     SET last_finished_at = now(), last_status = p_status, last_result = p_result
+   WHERE s.name = p_name
+$$;
+COMMENT ON FUNCTION parley.finish_job(text, text, jsonb) IS 'Jobs: record how a claimed scheduled job ended (ok or error) and its result.';
+REVOKE ALL ON FUNCTION parley.claim_due_job(text, text[]), parley.finish_job(text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.claim_due_job(text, text[]), parley.finish_job(text, text, jsonb) TO parley_jobs;
+
+-- Analyst views (schema analytics, owned by parley_reporting, across tenants) -------------
+-- Analysts see counts, scores, timings and the normalised question text; never message
+-- bodies, comments, visitor addresses, lead details or knowledge content.
+
+GRANT SELECT ON parley.conversations, parley.events, parley.assistant_turns, parley.conversation_ratings,
+  parley.message_feedback, parley.daily_stats, parley.chatbots TO parley_reporting;
+GRANT SELECT (tenant_id, id, conversation_id, author, created_at) ON parley.messages TO parley_reporting;
+
+CREATE OR REPLACE VIEW analytics.conversations_daily WITH (security_barrier = true) AS
+  SELECT c.tenant_id, c.chatbot_id, c.created_at::date AS day, count(*) AS conversations,
+         count(*) FILTER (WHERE c.status = 'closed') AS closed,
+         count(*) FILTER (WHERE c.status = 'closed' AND NOT EXISTS (
+           SELECT 1 FROM parley.events e WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
+              AND e.kind IN ('human_requested', 'claimed', 'assigned'))) AS closed_without_human
+    FROM parley.conversations c
+   GROUP BY 1, 2, 3;
+COMMENT ON VIEW analytics.conversations_daily IS 'Conversations per tenant, chatbot and day, with closed and closed-without-a-human counts.';
+
+CREATE OR REPLACE VIEW analytics.questions WITH (security_barrier = true) AS
+  SELECT t.tenant_id, t.chatbot_id, t.created_at::date AS day, t.question_norm AS question,
+         count(*) AS asked, count(*) FILTER (WHERE NOT t.grounded) AS unanswered
+    FROM parley.assistant_turns t
+   WHERE t.outcome IN ('answered', 'unknown') AND t.question_norm <> ''
+   GROUP BY 1, 2, 3, 4;
+COMMENT ON VIEW analytics.questions IS 'Normalised visitor questions per day with how often the bot found no grounding (top and unanswered questions).';
+
+CREATE OR REPLACE VIEW analytics.csat_daily WITH (security_barrier = true) AS
+  SELECT s.tenant_id, s.chatbot_id, s.day, s.ratings,
+         round(s.rating_sum::numeric / nullif(s.ratings, 0), 2) AS avg_score, s.thumbs_up, s.thumbs_down
+    FROM parley.daily_stats s;
+COMMENT ON VIEW analytics.csat_daily IS 'Ratings (count, average 1-5) and thumbs per tenant, chatbot and day, from the daily rollup.';
+
+CREATE OR REPLACE VIEW analytics.ai_resolution_daily WITH (security_barrier = true) AS
+  SELECT s.tenant_id, s.chatbot_id, s.day, s.closed, s.closed_without_human,
+         round(s.closed_without_human::numeric / nullif(s.closed, 0), 3) AS ai_resolution_rate,
+         s.ai_turns, s.ai_unanswered
+    FROM parley.daily_stats s;
+COMMENT ON VIEW analytics.ai_resolution_daily IS 'AI resolution (closed without a human / closed) and assistant turns per tenant, chatbot and day, from the daily rollup.';
+
+CREATE OR REPLACE VIEW analytics.first_human_response WITH (security_barrier = true) AS
+  SELECT r.tenant_id, c.chatbot_id, r.conversation_id, r.requested_at,
+         extract(epoch FROM (SELECT min(m.created_at) FROM parley.messages m
+                              WHERE m.tenant_id = r.tenant_id AND m.conversation_id = r.conversation_id
+                                AND m.author = 'agent' AND m.created_at >= r.requested_at) - r.requested_at)
+           AS first_response_s
+    FROM (SELECT e.tenant_id, e.conversation_id, min(e.at) AS requested_at FROM parley.events e
+           WHERE e.kind = 'human_requested' GROUP BY 1, 2) r
+    JOIN parley.conversations c ON c.tenant_id = r.tenant_id AND c.id = r.conversation_id;
+COMMENT ON VIEW analytics.first_human_response IS 'Per conversation that asked for a human: when, and seconds until the first agent reply (NULL while unanswered). Median: percentile_cont(0.5).';
+
+ALTER VIEW analytics.conversations_daily OWNER TO parley_reporting;
+ALTER VIEW analytics.questions OWNER TO parley_reporting;
+ALTER VIEW analytics.csat_daily OWNER TO parley_reporting;
+ALTER VIEW analytics.ai_resolution_daily OWNER TO parley_reporting;
+ALTER VIEW analytics.first_human_response OWNER TO parley_reporting;
+GRANT SELECT ON analytics.conversations_daily, analytics.questions, analytics.csat_daily,
+  analytics.ai_resolution_daily, analytics.first_human_response TO parley_analyst;
