@@ -1,0 +1,1 @@
+"""Knowledge ingestion without a database: extraction, chunking (storage lives elsewhere)."""

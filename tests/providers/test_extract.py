@@ -1,0 +1,161 @@
+"""Text extraction (HTML, PDF, Markdown, text) and the crawler helpers."""
+from __future__ import annotations
+
+import gzip
+
+import pytest
+
+from pyapp.knowledge.extract import (
+    ExtractError,
+    clean_text,
+    extract,
+    extract_html,
+    extract_links,
+    extract_markdown,
+    extract_pdf,
+    parse_sitemap,
+    same_site,
+    sitemaps_from_robots,
+)
+from pyapp.net.safe_fetch import SafeFetcher
+from tests.fakes.pdf import make_pdf
+from tests.fakes.website import PDF_TITLE, FakeWebsite
+
+NOISE = ["TRACKING-SCRIPT-NOISE", "HEADER-NOISE", "NAV-NOISE", "SIDEBAR-NOISE", "FORM-NOISE", "FOOTER-NOISE",
+         "NOSCRIPT-NOISE", "font-family"]
+
+
+@pytest.mark.asyncio
+async def test_site_pages_extract_without_chrome():
+    async with FakeWebsite() as site:
+        fetcher = SafeFetcher(allow_hosts={"127.0.0.1"})
+        for path in site.page_paths():
+            result = await fetcher.fetch(site.url(path))
+            doc = extract(result.body, content_type=result.headers["Content-Type"], url=result.url)
+            assert doc.kind == "html"
+            for marker in NOISE:
+                assert marker not in doc.text, (path, marker)
+            assert doc.text.startswith("# ")
+        billing = extract_html(site.html("/docs/billing"), url=site.url("/docs/billing"))
+        assert "## Refund policy" in billing.text
+        assert "You can request a full refund within 30 days of purchase." in billing.text
+        assert "Basic | $5 / month" in billing.text
+        assert [s.heading_path for s in billing.sections] == [
+            ["Billing and invoices", "Payment methods"], ["Billing and invoices", "Refund policy"]]
+        started = extract_html(site.html("/docs/getting-started"))
+        assert started.title == "Getting started"  # the h1, without the site-name suffix
+        assert "- Keep the widget within ten metres of the router.\n- Use a password" in started.text
+        assert "```\nacme-cli reset --factory\n```" in started.text
+
+
+def test_html_hidden_content_line_breaks_entities_and_article_header():
+    html = """<html><head><title>T</title></head><body>
+      <div hidden>HIDDEN-1</div><p aria-hidden="true">HIDDEN-2</p><p style="display: none">HIDDEN-3</p>
+      <div class="cookie-banner">We use cookies</div>
+      <article><header><h1>Shipping &amp; returns</h1></header>
+      <p>Line one<br>Line   two &mdash; caf&eacute;</p><h3>Small print</h3><p>Fine.</p></article>
+      </body></html>"""
+    doc = extract_html(html)
+    assert "HIDDEN" not in doc.text and "cookies" not in doc.text
+    assert doc.text.startswith("# Shipping & returns")
+    assert "Line one\nLine two — café" in doc.text
+    assert "### Small print\n\nFine." in doc.text
+
+
+def test_html_bytes_use_the_meta_charset_and_hostile_characters_are_removed():
+    html = '<html><head><meta charset="windows-1252"><title>Caf\xe9</title></head><body><p>Cr\xe8me</p></body></html>'
+    doc = extract_html(html.encode("cp1252"))
+    assert doc.title == "Café" and "Crème" in doc.text
+    assert clean_text("a\x00b\u202ec\u200bd\r\ne\n\n\n\nf") == "abcd\ne\n\nf"
+
+
+def test_deeply_nested_html_does_not_recurse():
+    html = "<div>" * 20000 + "deep text" + "</div>" * 20000
+    assert "deep text" in extract_html(html).text
+
+
+def test_pdf_text_and_title():
+    data = make_pdf([["First page line", "Second line"], ["Page two text"]], title="Manual")
+    doc = extract_pdf(data)
+    assert doc.title == "Manual" and doc.kind == "pdf"
+    assert "First page line\nSecond line" in doc.text and "Page two text" in doc.text
+    untitled = extract(make_pdf([["Quick start"]]), content_type="application/pdf")
+    assert untitled.title == "Quick start"
+    with pytest.raises(ExtractError) as info:
+        extract_pdf(b"%PDF-1.4 this is not really a pdf")
+    assert info.value.code == "bad_pdf"
+
+
+@pytest.mark.asyncio
+async def test_pdf_from_the_site():
+    async with FakeWebsite() as site:
+        result = await SafeFetcher(allow_hosts={"127.0.0.1"}).fetch(site.url("/guide.pdf"))
+        doc = extract(result.body, content_type=result.content_type, url=result.url)
+        assert doc.title == PDF_TITLE
+        assert "The warranty covers manufacturing defects for two years." in doc.text
+
+
+def test_markdown_front_matter_and_setext_headings():
+    doc = extract_markdown("---\ntitle: 'Install guide'\nauthor: x\n---\nIntro\n=====\n\nBody text.\n\nPart\n----\nMore.")
+    assert doc.title == "Install guide"
+    assert doc.text == "# Intro\n\nBody text.\n\n## Part\nMore."
+
+
+@pytest.mark.parametrize("data,content_type,name,kind", [
+    (b"<!DOCTYPE html><html><body><p>x</p></body></html>", None, None, "html"),
+    (b"# Title\n\ntext", "text/plain", "notes.md", "markdown"),
+    (b"# Title\n\ntext", "application/octet-stream", "https://x.test/readme.markdown", "markdown"),
+    (b"plain words", None, "a.txt", "text"),
+    (b"plain words", None, None, "text"),
+    (make_pdf([["x"]]), "application/octet-stream", None, "pdf"),
+])
+def test_extract_dispatch(data, content_type, name, kind):
+    assert extract(data, content_type=content_type, filename=name).kind == kind
+
+
+def test_unsupported_content_is_refused():
+    with pytest.raises(ExtractError) as info:
+        extract(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), content_type="image/png")
+    assert info.value.code == "unsupported_type"
+
+
+def test_extract_links_keeps_same_site_pages_only():
+    html = """<html><head><base href="/docs/"></head><body>
+      <a href="intro">Intro</a> <a href="../faq#top">FAQ</a> <a href="/faq">FAQ again</a>
+      <a href="#section">Anchor</a> <a href="mailto:a@b.test">Mail</a> <a href="javascript:alert(1)">JS</a>
+      <a href="https://other.test/page">Other</a> <a href="http://site.test:8081/x">Other port</a>
+      <a href="https://SITE.test/secure">Same host over https</a> <a href="/logo.png">Logo</a>
+      <a href="/file.pdf">PDF</a> <a href="/search?q=1">Search</a></body></html>"""
+    links = extract_links(html, "http://site.test/docs/index.html")
+    assert links == ["http://site.test/docs/intro", "http://site.test/faq", "https://site.test/secure",
+                     "http://site.test/file.pdf", "http://site.test/search?q=1"]
+    assert same_site("https://site.test./a", "http://site.test/") and not same_site("ftp://site.test/", "http://site.test/")
+
+
+@pytest.mark.asyncio
+async def test_sitemap_and_robots_from_the_site():
+    async with FakeWebsite() as site:
+        fetcher = SafeFetcher(allow_hosts={"127.0.0.1"})
+        robots = await fetcher.fetch(site.url("/robots.txt"))
+        [sitemap_url] = sitemaps_from_robots(robots.text())
+        index = parse_sitemap((await fetcher.fetch(site.url("/sitemap_index.xml"))).body, base_url=site.url())
+        assert index.sitemaps == [sitemap_url] and index.urls == []
+        sitemap = parse_sitemap((await fetcher.fetch(sitemap_url)).body, base_url=site.url())
+        assert [u.loc for u in sitemap.urls] == [site.url(p) for p in site.sitemap_paths()]
+        assert sitemap.urls[0].lastmod == "2026-11-01"
+
+
+def test_sitemap_variants_and_hostile_input():
+    xml = ('<?xml version="1.0"?><urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+           "<url><loc> https://a.test/one </loc></url><url><loc>https://evil.test/x</loc></url>"
+           "<url><loc>file:///etc/passwd</loc></url></urlset>")
+    assert [u.loc for u in parse_sitemap(xml).urls] == ["https://a.test/one", "https://evil.test/x"]
+    assert [u.loc for u in parse_sitemap(gzip.compress(xml.encode()), base_url="https://a.test/").urls] == [
+        "https://a.test/one"]
+    assert [u.loc for u in parse_sitemap("https://a.test/1\nhttps://a.test/2\n").urls] == [
+        "https://a.test/1", "https://a.test/2"]
+    bomb = '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><urlset><url><loc>&lol;</loc></url></urlset>'
+    for bad in (bomb, "<urlset><url>", "<html><body>not a sitemap</body></html>"):
+        with pytest.raises(ExtractError) as info:
+            parse_sitemap(bad)
+        assert info.value.code == "bad_sitemap"
