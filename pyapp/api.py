@@ -176,7 +176,7 @@ class Api:
             if spec.body is not None:
                 raw = await request.read()
                 try:
-                    data = json.loads(raw or b"null")
+                    data = json.loads(raw) if raw.strip() else {}  # no body: report the missing fields
                 except (ValueError, UnicodeDecodeError):
                     raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
                 try:

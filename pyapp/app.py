@@ -22,6 +22,7 @@ log = logging.getLogger("parley.http")
 # Each surface module declares its routes on `pyapp.api.api` when imported and may
 # expose `setup(app)` for non-API routes (WebSockets, static files, console pages).
 SURFACES: list[str] = [
+    "pyapp.accounts",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import AsyncIterator
 from uuid import UUID
@@ -28,6 +29,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
                                      command_timeout=60, max_inactive_connection_lifetime=300)
+
+
+_ROLE: ContextVar[str] = ContextVar("parley_role", default="system")
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,14 @@ async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.C
                 "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
                 actor.tenant_id, actor.kind, actor.actor_id, actor.session_id,
                 actor.ip, actor.request_id, actor.min_role)
-            conn._parley_role = role  # type: ignore[attr-defined]
-            yield conn
+            # Pool connection proxies take no attributes (__slots__): keep the role per task.
+            reset = _ROLE.set(role)
+            try:
+                yield conn
+            finally:
+                _ROLE.reset(reset)
 
 
 def role_of(conn: asyncpg.Connection) -> str:
     """The member role begin_request resolved for this transaction (or api_key / visitor / system)."""
-    return getattr(conn, "_parley_role", "system")
+    return _ROLE.get()

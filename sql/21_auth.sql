@@ -25,6 +25,11 @@ BEGIN
   PERFORM set_config('app.ip', coalesce(p_ip, ''), true);
   PERFORM set_config('app.request_id', coalesce(p_request_id, ''), true);
   PERFORM set_config('app.user_id', '', true);
+  -- A soft-deleted workspace is gone for everyone but the jobs process (which purges it).
+  IF p_actor_kind <> 'system' AND NOT EXISTS (
+      SELECT 1 FROM parley.tenants t WHERE t.id = p_tenant_id AND t.deleted_at IS NULL) THEN
+    PERFORM parley.raise_error(404, 'tenant_not_found', 'This workspace does not exist or was deleted.');
+  END IF;
 
   IF p_actor_kind = 'user' THEN
     v_user := p_actor_id::uuid;
@@ -84,12 +89,14 @@ BEGIN
      WHERE k.key_hash = p_key_hash AND k.revoked_at IS NULL
        AND (k.expires_at IS NULL OR k.expires_at > now())
        AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute')
+       AND EXISTS (SELECT 1 FROM parley.tenants t WHERE t.id = k.tenant_id AND t.deleted_at IS NULL)
     RETURNING k.tenant_id, k.id, k.scopes;
   IF NOT FOUND THEN
     RETURN QUERY
       SELECT k.tenant_id, k.id, k.scopes FROM parley.api_keys k
        WHERE k.key_hash = p_key_hash AND k.revoked_at IS NULL
-         AND (k.expires_at IS NULL OR k.expires_at > now());
+         AND (k.expires_at IS NULL OR k.expires_at > now())
+         AND EXISTS (SELECT 1 FROM parley.tenants t WHERE t.id = k.tenant_id AND t.deleted_at IS NULL);
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.authenticate_api_key(bytea) IS

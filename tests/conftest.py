@@ -58,8 +58,10 @@ def template_db(pg_admin_url):
 
 
 def make_settings(admin_url: str, **overrides) -> Settings:
+    # Cheap argon2 parameters: only tests set this (load_settings never does).
+    extra = {"argon2_fast": True, **overrides.pop("extra", {})}
     return Settings(admin_url=admin_url, secret_key=TEST_SECRET, host="127.0.0.1", port=0,
-                    embedded=False, **overrides)
+                    embedded=False, extra=extra, **overrides)
 
 
 @pytest.fixture
@@ -179,3 +181,59 @@ def server_thread(settings):
     srv = ServerThread(settings).start()
     yield srv
     srv.stop()
+
+
+# ---- accounts helpers, for any test that needs a signed-in person or an API key ----------
+
+TEST_PASSWORD = "correct horse battery staple"
+
+
+async def _signup(server, email: str | None = None, tenant: str | None = None, *, join: dict | None = None,
+                  role: str = "agent", name: str = "Test User", password: str = TEST_PASSWORD) -> dict:
+    """Sign up through the API. Returns access_token, refresh_token, tenant_id, user_id, email, password.
+
+    Default: a new workspace (slug `tenant` or random) owned by the new person. With
+    `join=<another signup result>`, the person instead joins that workspace with `role`
+    (invited by that owner/admin) and the tokens are for it.
+    """
+    email = email or f"user-{uuid.uuid4().hex[:12]}@example.test"
+    body = {"email": email, "password": password, "name": name}
+    if join is None:
+        slug = tenant or f"t-{uuid.uuid4().hex[:12]}"
+        body.update(tenant_name=f"Workspace {slug}", slug=slug)
+    status, out = await server.call("POST", "/api/auth/signup", json=body)
+    assert status == 201, out
+    if join is not None:
+        status, invite = await server.call("POST", "/api/invites", json={"email": email, "role": role},
+                                           token=join["access_token"])
+        assert status == 201, invite
+        status, joined = await server.call("POST", "/api/invites/accept", json={"token": invite["token"]},
+                                           token=out["access_token"])
+        assert status == 200, joined
+        status, switched = await server.call("POST", "/api/auth/switch", json={"tenant_id": join["tenant_id"]},
+                                             token=out["access_token"])
+        assert status == 200, switched
+        out["access_token"] = switched["access_token"]
+        out["tenant"] = switched["tenant"]
+    return {"access_token": out["access_token"], "refresh_token": out["refresh_token"],
+            "tenant_id": out["tenant"]["id"], "user_id": out["user"]["id"], "email": email,
+            "password": password}
+
+
+async def _make_api_key(server, token: str, scopes=("read", "write"), name: str = "test key") -> str:
+    """Create an API key as the signed-in admin/owner `token`; returns the full key."""
+    status, out = await server.call("POST", "/api/keys", json={"name": name, "scopes": list(scopes)}, token=token)
+    assert status == 201, out
+    return out["key"]
+
+
+@pytest.fixture
+def signup():
+    """`await signup(server, email=None, tenant=None, join=None, role="agent")` -> dict of tokens and ids."""
+    return _signup
+
+
+@pytest.fixture
+def make_api_key():
+    """`await make_api_key(server, access_token, scopes=("read", "write"))` -> the API key."""
+    return _make_api_key

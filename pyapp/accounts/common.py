@@ -1,0 +1,87 @@
+"""What the account handlers share: the tenant-less auth transaction, token minting, mail."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+from urllib.parse import quote
+
+import asyncpg
+from aiohttp import web
+
+from pyapp.api import REQUEST_ID, SETTINGS, Call, client_ip
+from pyapp.mailer import Mailer, mailer_for
+from pyapp.passwords import Passwords
+from pyapp.security import issue_access_token
+
+log = logging.getLogger("parley.accounts")
+
+PASSWORDS = web.AppKey("passwords", Passwords)
+MAILER = web.AppKey("mailer", object)
+MAIL_TASKS = web.AppKey("mail_tasks", set)
+
+# Console pages the emailed links open (the console reads the token from the query string).
+RESET_PATH = "/console/reset-password"
+INVITE_PATH = "/console/accept-invite"
+
+
+@asynccontextmanager
+async def auth_tx(call: Call, *, signed_in: bool = False) -> AsyncIterator[asyncpg.Connection]:
+    """A transaction for the account steps that have no tenant yet.
+
+    Its first statement is parley.begin_auth_request, which records ip and request id for the
+    audit trail and, for a signed-in person, checks that the session is alive.
+    """
+    async with call.pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT parley.begin_auth_request($1, $2, $3, $4)",
+                               client_ip(call.request), call.request.get(REQUEST_ID),
+                               call.user_id if signed_in else None, call.session_id if signed_in else None)
+            yield conn
+
+
+def access_token(call: Call, session: dict) -> tuple[str, int]:
+    """An access JWT for the session's user and workspace; `sid` is the refresh-token family."""
+    settings = call.settings
+    tenant = session.get("tenant")
+    token, _ = issue_access_token(settings.secret_key, user_id=session["user"]["id"],
+                                  tenant_id=tenant["id"] if tenant else None,
+                                  session_id=session["session_id"], ttl=settings.access_token_ttl)
+    return token, settings.access_token_ttl
+
+
+def passwords(call: Call) -> Passwords:
+    return call.request.app[PASSWORDS]
+
+
+def link(call: Call, path: str, token: str) -> str:
+    return f"{call.settings.base_url}{path}?token={quote(token)}"
+
+
+def send_later(call: Call, to: str, subject: str, body: str) -> None:
+    """Send mail after the response: whether a message goes out must not show in response time."""
+    app = call.request.app
+    task = asyncio.create_task(_deliver(app[MAILER], to, subject, body))
+    app[MAIL_TASKS].add(task)
+    task.add_done_callback(app[MAIL_TASKS].discard)
+
+
+async def _deliver(mailer: Mailer, to: str, subject: str, body: str) -> None:
+    try:
+        await mailer.send(to, subject, body)
+    except Exception as exc:  # the body carries a token: log the failure, never the message
+        log.error("sending %r failed: %s", subject, type(exc).__name__)
+
+
+def setup(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    app[PASSWORDS] = Passwords(fast=bool(settings.extra.get("argon2_fast")))
+    app[MAILER] = mailer_for(settings)
+    app[MAIL_TASKS] = set()
+
+    async def flush_mail(app: web.Application) -> None:
+        if app[MAIL_TASKS]:
+            await asyncio.wait(set(app[MAIL_TASKS]), timeout=10)
+
+    app.on_shutdown.append(flush_mail)

@@ -1,0 +1,925 @@
+-- Accounts: sign-up, sign-in, sessions, password resets, invites, members, API keys,
+-- tenant settings and deletion, the audit reader.
+--
+-- Two kinds of functions live here:
+--  * SECURITY DEFINER, owned by parley_auth (BYPASSRLS), for the steps that happen before a
+--    tenant is known or that cross tenants for one person (sign-in, sessions, accepting an
+--    invite, the list of a person's workspaces). Each filters explicitly by the user or token.
+--  * SECURITY INVOKER, run by parley_app inside parley.begin_request's tenant transaction, so
+--    row-level security confines them to the current tenant.
+-- Tokens (refresh, invite, reset) and API keys are generated in Python; only their SHA-256
+-- reaches the database. Passwords arrive already hashed (argon2id).
+
+---------------------------------------------------------------------------------------------
+-- Request context for the tenant-less auth transactions
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.begin_auth_request(
+  p_ip text, p_request_id text, p_user_id uuid DEFAULT NULL, p_session_id uuid DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+  PERFORM set_config('app.tenant_id', '', true);
+  PERFORM set_config('app.role', '', true);
+  PERFORM set_config('app.ip', coalesce(p_ip, ''), true);
+  PERFORM set_config('app.request_id', coalesce(p_request_id, ''), true);
+  PERFORM set_config('app.user_id', '', true);
+  PERFORM set_config('app.session_id', '', true);
+  PERFORM set_config('app.actor_kind', '', true);
+  PERFORM set_config('app.actor_id', '', true);
+  IF p_user_id IS NOT NULL THEN
+    -- Same liveness rule as begin_request: the access token lives only as long as its session.
+    IF NOT EXISTS (SELECT 1 FROM parley.refresh_tokens r
+                    WHERE r.family_id = p_session_id AND r.user_id = p_user_id
+                      AND r.revoked_at IS NULL AND r.expires_at > now()) THEN
+      PERFORM parley.raise_error(401, 'session_revoked', 'The session has ended; sign in again.');
+    END IF;
+    PERFORM parley.act_as_user(p_user_id);
+    PERFORM set_config('app.session_id', p_session_id::text, true);
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.begin_auth_request(text, text, uuid, uuid) IS
+  'First call of every tenant-less account transaction (sign-up, sign-in, refresh, switch, invite acceptance): sets ip and request id locally and, for a signed-in person, checks the session is alive and sets app.user_id/app.session_id.';
+
+-- Internal: the person acting, for the audit trail of the definer functions below.
+CREATE OR REPLACE FUNCTION parley.act_as_user(p_user_id uuid) RETURNS void
+LANGUAGE sql
+AS $$
+  SELECT set_config('app.actor_kind', 'user', true), set_config('app.actor_id', p_user_id::text, true),
+         set_config('app.user_id', p_user_id::text, true);
+$$;
+COMMENT ON FUNCTION parley.act_as_user(uuid) IS
+  'Internal to the auth functions: record the given user as the actor of this transaction (audit trail, current_user_id()).';
+
+CREATE OR REPLACE FUNCTION parley.current_session_id() RETURNS uuid
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT nullif(current_setting('app.session_id', true), '')::uuid $$;
+COMMENT ON FUNCTION parley.current_session_id() IS
+  'Session (refresh-token family) of the signed-in person in a tenant-less account transaction, or NULL.';
+
+CREATE OR REPLACE FUNCTION parley.current_member_role() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT nullif(current_setting('app.role', true), '') $$;
+COMMENT ON FUNCTION parley.current_member_role() IS
+  'Role begin_request resolved for this tenant transaction (owner, admin, agent; admin for API keys), or NULL.';
+
+CREATE OR REPLACE FUNCTION parley.require_role(p_min_role text) RETURNS text
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_role text := parley.current_member_role();
+BEGIN
+  IF parley.role_rank(coalesce(v_role, '')) < parley.role_rank(p_min_role) THEN
+    PERFORM parley.raise_error(403, 'forbidden', format('This needs the %s role.', p_min_role));
+  END IF;
+  RETURN v_role;
+END $$;
+COMMENT ON FUNCTION parley.require_role(text) IS
+  'Raise 403 unless the transaction''s role is at least p_min_role; returns the role. Functions re-check the route gate so the rule holds for any caller.';
+
+---------------------------------------------------------------------------------------------
+-- Internal helpers of the definer functions (owned by parley_auth, executable by nobody else)
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.tenant_json(p_tenant_id uuid, p_user_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('id', t.id, 'slug', t.slug, 'name', t.name, 'plan', t.plan,
+                            'role', m.role, 'created_at', t.created_at)
+    FROM parley.tenants t JOIN parley.members m ON m.tenant_id = t.id AND m.user_id = p_user_id
+   WHERE t.id = p_tenant_id AND t.deleted_at IS NULL
+$$;
+COMMENT ON FUNCTION parley.tenant_json(uuid, uuid) IS
+  'Internal: a live workspace as the client sees it, with the given member''s role; NULL when not a member or deleted.';
+
+CREATE OR REPLACE FUNCTION parley.user_json(p_user_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('id', u.id, 'email', u.email, 'name', u.name,
+                            'email_verified_at', u.email_verified_at, 'created_at', u.created_at)
+    FROM parley.users u WHERE u.id = p_user_id
+$$;
+COMMENT ON FUNCTION parley.user_json(uuid) IS 'Internal: a person as the client sees them (never the password hash or lock state).';
+
+CREATE OR REPLACE FUNCTION parley.default_tenant_of(p_user_id uuid, p_preferred uuid) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$
+  SELECT m.tenant_id
+    FROM parley.members m
+    JOIN parley.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
+    JOIN parley.users u ON u.id = m.user_id
+   WHERE m.user_id = p_user_id
+   ORDER BY (m.tenant_id = p_preferred) DESC NULLS LAST,
+            (m.tenant_id = u.last_tenant_id) DESC NULLS LAST,
+            m.created_at, m.tenant_id
+   LIMIT 1
+$$;
+COMMENT ON FUNCTION parley.default_tenant_of(uuid, uuid) IS
+  'Internal: the workspace a session lands in: the preferred one if still a member, else the last used, else the oldest membership.';
+
+CREATE OR REPLACE FUNCTION parley.session_json(p_user_id uuid, p_tenant_id uuid, p_session_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('status', 'ok', 'session_id', p_session_id,
+                            'user', parley.user_json(p_user_id),
+                            'tenant', parley.tenant_json(p_tenant_id, p_user_id))
+$$;
+COMMENT ON FUNCTION parley.session_json(uuid, uuid, uuid) IS
+  'Internal: what the server needs to mint an access token and answer a sign-in: session id, user, workspace.';
+
+CREATE OR REPLACE FUNCTION parley.start_session(
+  p_user_id uuid, p_refresh_hash bytea, p_refresh_ttl int, p_tenant_id uuid) RETURNS uuid
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_family uuid := gen_random_uuid();
+BEGIN
+  INSERT INTO parley.refresh_tokens (family_id, user_id, token_hash, expires_at, tenant_id)
+  VALUES (v_family, p_user_id, p_refresh_hash, now() + make_interval(secs => p_refresh_ttl), p_tenant_id);
+  IF p_tenant_id IS NOT NULL THEN
+    UPDATE parley.users SET last_tenant_id = p_tenant_id WHERE id = p_user_id;
+  END IF;
+  RETURN v_family;
+END $$;
+COMMENT ON FUNCTION parley.start_session(uuid, bytea, int, uuid) IS
+  'Internal: open a session (a new refresh-token family) for a person who just proved who they are; returns the family id (the access token''s sid).';
+
+CREATE OR REPLACE FUNCTION parley.audit_for_user(
+  p_user_id uuid, p_action text, p_details jsonb DEFAULT '{}') RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_tenant uuid;
+BEGIN
+  -- A person is global; their security events belong to every workspace they are in.
+  FOR v_tenant IN
+    SELECT m.tenant_id FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id
+     WHERE m.user_id = p_user_id AND t.deleted_at IS NULL
+  LOOP
+    PERFORM parley.write_audit(p_action, 'user', p_user_id::text, p_details, v_tenant);
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION parley.audit_for_user(uuid, text, jsonb) IS
+  'Internal: write one audit row per live workspace of the person (sign-ins, password resets, refresh reuse).';
+
+CREATE OR REPLACE FUNCTION parley.revoke_user_sessions(p_user_id uuid) RETURNS int
+LANGUAGE sql
+AS $$
+  WITH revoked AS (
+    UPDATE parley.refresh_tokens SET revoked_at = now()
+     WHERE user_id = p_user_id AND revoked_at IS NULL
+    RETURNING 1)
+  SELECT count(*)::int FROM revoked
+$$;
+COMMENT ON FUNCTION parley.revoke_user_sessions(uuid) IS
+  'Internal: end every session of a person (password reset, sign out everywhere); returns how many tokens were revoked.';
+
+CREATE OR REPLACE FUNCTION parley.throttle_auth_attempt() RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_ip inet := parley.current_request_ip();
+  v_attempts int;
+BEGIN
+  IF v_ip IS NULL THEN
+    RETURN;  -- no address (unix socket): nothing to key the throttle on
+  END IF;
+  -- One-minute buckets summed over a sliding 15 minutes: more than 20 attempts per address
+  -- are refused. The refused attempt's increment rolls back with the error, so a throttled
+  -- address does not dig itself deeper.
+  INSERT INTO parley.login_throttle AS t (ip, window_start, attempts)
+  VALUES (v_ip, date_trunc('minute', now()), 1)
+  ON CONFLICT (ip, window_start) DO UPDATE SET attempts = t.attempts + 1;
+  SELECT sum(t.attempts) INTO v_attempts FROM parley.login_throttle t
+   WHERE t.ip = v_ip AND t.window_start > now() - interval '15 minutes';
+  IF v_attempts > 20 THEN
+    PERFORM parley.raise_error(429, 'too_many_attempts', 'Too many attempts from this address; try again later.');
+  END IF;
+  DELETE FROM parley.login_throttle t WHERE t.ip = v_ip AND t.window_start <= now() - interval '15 minutes';
+END $$;
+COMMENT ON FUNCTION parley.throttle_auth_attempt() IS
+  'Internal: count one sign-in/reset attempt for the request''s address; raise 429 too_many_attempts above 20 per 15 minutes.';
+
+DO $$
+DECLARE
+  v_fn text;
+BEGIN
+  FOREACH v_fn IN ARRAY ARRAY[
+    'parley.act_as_user(uuid)', 'parley.tenant_json(uuid, uuid)', 'parley.user_json(uuid)',
+    'parley.default_tenant_of(uuid, uuid)', 'parley.session_json(uuid, uuid, uuid)',
+    'parley.start_session(uuid, bytea, int, uuid)', 'parley.audit_for_user(uuid, text, jsonb)',
+    'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()']
+  LOOP
+    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
+  END LOOP;
+END $$;
+
+---------------------------------------------------------------------------------------------
+-- Sign-up, sign-in, sessions
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.sign_up(
+  p_email text, p_password_hash text, p_name text, p_tenant_name text, p_slug text,
+  p_refresh_hash bytea, p_refresh_ttl int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid;
+  v_tenant uuid;
+  v_session uuid;
+BEGIN
+  IF (p_tenant_name IS NULL) <> (p_slug IS NULL) THEN
+    PERFORM parley.raise_error(422, 'tenant_incomplete', 'Give both a workspace name and a slug, or neither.');
+  END IF;
+  BEGIN
+    INSERT INTO parley.users (email, name, password_hash)
+    VALUES (btrim(p_email), coalesce(p_name, ''), p_password_hash)
+    RETURNING id INTO v_user;
+  EXCEPTION WHEN unique_violation THEN
+    PERFORM parley.raise_error(409, 'email_taken', 'An account with this email already exists.');
+  END;
+  PERFORM parley.act_as_user(v_user);
+  IF p_slug IS NOT NULL THEN
+    BEGIN
+      INSERT INTO parley.tenants (slug, name) VALUES (p_slug, p_tenant_name) RETURNING id INTO v_tenant;
+    EXCEPTION WHEN unique_violation THEN
+      PERFORM parley.raise_error(409, 'slug_taken', 'That workspace address is taken.');
+    END;
+    INSERT INTO parley.members (tenant_id, user_id, role) VALUES (v_tenant, v_user, 'owner');
+    PERFORM parley.write_audit('auth.sign_up', 'user', v_user::text, '{}', v_tenant);
+  END IF;
+  v_session := parley.start_session(v_user, p_refresh_hash, p_refresh_ttl, v_tenant);
+  RETURN parley.session_json(v_user, v_tenant, v_session);
+END $$;
+COMMENT ON FUNCTION parley.sign_up(text, text, text, text, text, bytea, int) IS
+  'Create a person and, when a name and slug are given, their workspace with them as owner; opens a session. 409 email_taken (case-insensitive) or slug_taken. Definer: no tenant exists yet.';
+
+CREATE OR REPLACE FUNCTION parley.begin_sign_in(p_email text)
+RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+  PERFORM parley.throttle_auth_attempt();
+  RETURN QUERY
+    SELECT u.id, u.password_hash, u.locked_until FROM parley.users u
+     WHERE lower(u.email) = lower(btrim(p_email));
+END $$;
+COMMENT ON FUNCTION parley.begin_sign_in(text) IS
+  'Step 1 of sign-in: count the attempt against the address (429 too_many_attempts) and return the id, password hash and lock of the account with this email (no row when unknown). The password is verified in Python, then finish_sign_in records the outcome.';
+
+CREATE OR REPLACE FUNCTION parley.finish_sign_in(
+  p_user_id uuid, p_password_hash text, p_password_ok boolean, p_refresh_hash bytea, p_refresh_ttl int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user parley.users%ROWTYPE;
+  v_status text;
+  v_tenant uuid;
+BEGIN
+  IF p_user_id IS NULL THEN
+    RETURN jsonb_build_object('status', 'invalid');
+  END IF;
+  SELECT * INTO v_user FROM parley.users u WHERE u.id = p_user_id FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('status', 'invalid');
+  END IF;
+  PERFORM parley.act_as_user(p_user_id);
+  IF v_user.locked_until > now() THEN
+    v_status := 'locked';  -- refused whatever the password; the lock is not extended
+  ELSIF p_password_ok AND v_user.password_hash = p_password_hash THEN
+    -- (the hash compared is the one verified: a reset in between makes the old password fail)
+    UPDATE parley.users SET failed_logins = 0, locked_until = NULL WHERE id = p_user_id;
+    v_status := 'ok';
+  ELSIF v_user.failed_logins + 1 >= 5 THEN
+    -- The fifth consecutive failure locks the account for 15 minutes and restarts the count.
+    UPDATE parley.users SET failed_logins = 0, locked_until = now() + interval '15 minutes' WHERE id = p_user_id;
+    v_status := 'locked';
+  ELSE
+    UPDATE parley.users SET failed_logins = failed_logins + 1 WHERE id = p_user_id;
+    v_status := 'invalid';
+  END IF;
+  PERFORM parley.audit_for_user(p_user_id,
+    CASE WHEN v_status = 'ok' THEN 'auth.sign_in' ELSE 'auth.sign_in_failed' END,
+    CASE WHEN v_status = 'ok' THEN '{}'::jsonb ELSE jsonb_build_object('reason', v_status) END);
+  IF v_status <> 'ok' THEN
+    RETURN jsonb_build_object('status', v_status);
+  END IF;
+  v_tenant := parley.default_tenant_of(p_user_id, NULL);
+  RETURN parley.session_json(p_user_id, v_tenant,
+                             parley.start_session(p_user_id, p_refresh_hash, p_refresh_ttl, v_tenant));
+END $$;
+COMMENT ON FUNCTION parley.finish_sign_in(uuid, text, boolean, bytea, int) IS
+  'Step 2 of sign-in: record the outcome. Success resets the failure count and opens a session in the last-used workspace; the 5th consecutive failure locks the account for 15 minutes. Audited (auth.sign_in / auth.sign_in_failed) in each workspace of the person. Returns {status: ok|invalid|locked, ...}; never raises, so failures are committed.';
+
+CREATE OR REPLACE FUNCTION parley.rotate_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_old parley.refresh_tokens%ROWTYPE;
+  v_tenant uuid;
+BEGIN
+  SELECT * INTO v_old FROM parley.refresh_tokens r WHERE r.token_hash = p_refresh_hash FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('status', 'invalid');
+  END IF;
+  PERFORM parley.act_as_user(v_old.user_id);
+  IF v_old.used_at IS NOT NULL THEN
+    -- A rotated token came back: it was stolen or replayed. End the whole family.
+    UPDATE parley.refresh_tokens SET revoked_at = now()
+     WHERE family_id = v_old.family_id AND revoked_at IS NULL;
+    PERFORM parley.audit_for_user(v_old.user_id, 'auth.refresh_reused',
+                                  jsonb_build_object('session_id', v_old.family_id));
+    RETURN jsonb_build_object('status', 'reused');
+  END IF;
+  IF v_old.revoked_at IS NOT NULL OR v_old.expires_at <= now() THEN
+    RETURN jsonb_build_object('status', 'invalid');
+  END IF;
+  UPDATE parley.refresh_tokens SET used_at = now() WHERE id = v_old.id;
+  v_tenant := parley.default_tenant_of(v_old.user_id, v_old.tenant_id);
+  INSERT INTO parley.refresh_tokens (family_id, user_id, token_hash, expires_at, tenant_id)
+  VALUES (v_old.family_id, v_old.user_id, p_new_refresh_hash,
+          now() + make_interval(secs => p_refresh_ttl), v_tenant);
+  RETURN parley.session_json(v_old.user_id, v_tenant, v_old.family_id);
+END $$;
+COMMENT ON FUNCTION parley.rotate_session(bytea, bytea, int) IS
+  'Exchange a refresh token for a new one in the same family (the session keeps its workspace). A token presented a second time revokes the whole family and returns {status: reused}; unknown, revoked or expired → {status: invalid}. Never raises, so a revocation is committed.';
+
+CREATE OR REPLACE FUNCTION parley.end_session(p_everywhere boolean DEFAULT false) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+  v_count int;
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  IF p_everywhere THEN
+    v_count := parley.revoke_user_sessions(v_user);
+  ELSE
+    UPDATE parley.refresh_tokens SET revoked_at = now()
+     WHERE family_id = parley.current_session_id() AND user_id = v_user AND revoked_at IS NULL;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+  END IF;
+  PERFORM parley.audit_for_user(v_user, 'auth.sign_out', jsonb_build_object('everywhere', p_everywhere));
+  RETURN v_count;
+END $$;
+COMMENT ON FUNCTION parley.end_session(boolean) IS
+  'Sign out: revoke the current session (refresh-token family) or, with p_everywhere, every session of the signed-in person. Access tokens of a revoked session stop working at once (begin_request checks the family).';
+
+CREATE OR REPLACE FUNCTION parley.switch_tenant(p_tenant_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+  v_tenant jsonb := parley.tenant_json(p_tenant_id, v_user);
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  IF v_tenant IS NULL THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such workspace.');
+  END IF;
+  UPDATE parley.refresh_tokens SET tenant_id = p_tenant_id
+   WHERE family_id = parley.current_session_id() AND user_id = v_user AND revoked_at IS NULL;
+  UPDATE parley.users SET last_tenant_id = p_tenant_id WHERE id = v_user;
+  RETURN parley.session_json(v_user, p_tenant_id, parley.current_session_id());
+END $$;
+COMMENT ON FUNCTION parley.switch_tenant(uuid) IS
+  'Move the current session to another live workspace the person belongs to (404 otherwise); refreshes keep it and the next sign-in lands there.';
+
+CREATE OR REPLACE FUNCTION parley.get_me(p_tenant_id uuid) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  RETURN jsonb_build_object('user', parley.user_json(v_user),
+                            'tenant', parley.tenant_json(p_tenant_id, v_user),
+                            'session_id', parley.current_session_id());
+END $$;
+COMMENT ON FUNCTION parley.get_me(uuid) IS
+  'The signed-in person and the workspace their token names (NULL if none, left or deleted).';
+
+CREATE OR REPLACE FUNCTION parley.list_my_tenants() RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  RETURN coalesce((
+    SELECT jsonb_agg(parley.tenant_json(m.tenant_id, v_user) ORDER BY t.name, t.id)
+      FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
+     WHERE m.user_id = v_user), '[]'::jsonb);
+END $$;
+COMMENT ON FUNCTION parley.list_my_tenants() IS
+  'Every live workspace the signed-in person belongs to, with their role. Definer: memberships of other tenants are outside the RLS scope.';
+
+---------------------------------------------------------------------------------------------
+-- Password reset
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.request_password_reset(p_email text, p_token_hash bytea) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user parley.users%ROWTYPE;
+BEGIN
+  PERFORM parley.throttle_auth_attempt();
+  SELECT * INTO v_user FROM parley.users u WHERE lower(u.email) = lower(btrim(p_email));
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  INSERT INTO parley.password_resets (user_id, token_hash, expires_at)
+  VALUES (v_user.id, p_token_hash, now() + interval '1 hour');
+  PERFORM parley.act_as_user(v_user.id);
+  PERFORM parley.audit_for_user(v_user.id, 'auth.password_reset_requested');
+  RETURN jsonb_build_object('email', v_user.email, 'name', v_user.name);
+END $$;
+COMMENT ON FUNCTION parley.request_password_reset(text, bytea) IS
+  'Store a one-hour reset token for the account with this email and return where to send it; NULL when there is no such account (the caller answers the same either way). Counts against the address throttle.';
+
+CREATE OR REPLACE FUNCTION parley.reset_password(p_token_hash bytea, p_password_hash text) RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_reset parley.password_resets%ROWTYPE;
+BEGIN
+  SELECT * INTO v_reset FROM parley.password_resets r WHERE r.token_hash = p_token_hash FOR UPDATE;
+  IF NOT FOUND OR v_reset.used_at IS NOT NULL OR v_reset.expires_at <= now() THEN
+    PERFORM parley.raise_error(400, 'invalid_reset_token', 'This reset link is invalid, used or expired.');
+  END IF;
+  PERFORM parley.act_as_user(v_reset.user_id);
+  UPDATE parley.users SET password_hash = p_password_hash, failed_logins = 0, locked_until = NULL
+   WHERE id = v_reset.user_id;
+  -- Single use, and every other outstanding link of this person dies with it.
+  UPDATE parley.password_resets SET used_at = now() WHERE user_id = v_reset.user_id AND used_at IS NULL;
+  PERFORM parley.revoke_user_sessions(v_reset.user_id);
+  PERFORM parley.audit_for_user(v_reset.user_id, 'auth.password_reset');
+  RETURN v_reset.user_id;
+END $$;
+COMMENT ON FUNCTION parley.reset_password(bytea, text) IS
+  'Set a new password hash with a live reset token (single use, one hour), unlock the account and revoke every session. 400 invalid_reset_token otherwise.';
+
+---------------------------------------------------------------------------------------------
+-- Invites
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.invite_json(p_invite_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object(
+    'id', i.id, 'email', i.email, 'role', i.role, 'invited_by', i.invited_by,
+    'created_at', i.created_at, 'expires_at', i.expires_at, 'accepted_at', i.accepted_at,
+    'accepted_by', i.accepted_by, 'revoked_at', i.revoked_at,
+    'status', CASE WHEN i.accepted_at IS NOT NULL THEN 'accepted'
+                   WHEN i.revoked_at IS NOT NULL THEN 'revoked'
+                   WHEN i.expires_at <= now() THEN 'expired'
+                   ELSE 'pending' END)
+    FROM parley.invites i WHERE i.id = p_invite_id
+$$;
+COMMENT ON FUNCTION parley.invite_json(uuid) IS
+  'An invite of the current workspace (RLS) as clients see it, with its status; never the token hash.';
+
+CREATE OR REPLACE FUNCTION parley.create_invite(p_email text, p_role text, p_token_hash bytea) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_role text := parley.require_role('admin');
+  v_tenant uuid := parley.current_tenant_id();
+  v_id uuid;
+BEGIN
+  IF parley.role_rank(p_role) < parley.role_rank('agent') THEN
+    PERFORM parley.raise_error(422, 'invalid_role', 'The role must be owner, admin or agent.');
+  END IF;
+  IF parley.role_rank(p_role) > parley.role_rank(v_role) THEN
+    PERFORM parley.raise_error(403, 'role_too_high', 'You cannot invite someone to a role above your own.');
+  END IF;
+  IF EXISTS (SELECT 1 FROM parley.members m JOIN parley.users u ON u.id = m.user_id
+              WHERE m.tenant_id = v_tenant AND lower(u.email) = lower(btrim(p_email))) THEN
+    PERFORM parley.raise_error(409, 'already_member', 'That person is already a member.');
+  END IF;
+  -- One live invite per address: a new one replaces any pending one.
+  UPDATE parley.invites SET revoked_at = now()
+   WHERE tenant_id = v_tenant AND lower(email) = lower(btrim(p_email))
+     AND accepted_at IS NULL AND revoked_at IS NULL;
+  INSERT INTO parley.invites (tenant_id, email, role, token_hash, invited_by, expires_at)
+  VALUES (v_tenant, btrim(p_email), p_role, p_token_hash, parley.current_user_id(), now() + interval '7 days')
+  RETURNING id INTO v_id;
+  RETURN parley.invite_json(v_id)
+      || jsonb_build_object('tenant_name', (SELECT t.name FROM parley.tenants t WHERE t.id = v_tenant));
+END $$;
+COMMENT ON FUNCTION parley.create_invite(text, text, bytea) IS
+  'Invite an email to the current workspace (admin+): single-use token (hash stored), 7-day expiry, replaces a pending invite for the same address. Nobody invites above their own role, so only owners invite owners. Returns the invite plus tenant_name for the email.';
+
+CREATE OR REPLACE FUNCTION parley.list_invites() RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  RETURN coalesce((
+    SELECT jsonb_agg(parley.invite_json(i.id) ORDER BY i.created_at DESC, i.id)
+      FROM parley.invites i), '[]'::jsonb);
+END $$;
+COMMENT ON FUNCTION parley.list_invites() IS 'Every invite of the current workspace, newest first, with status (admin+).';
+
+CREATE OR REPLACE FUNCTION parley.revoke_invite(p_invite_id uuid) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  UPDATE parley.invites SET revoked_at = coalesce(revoked_at, now())
+   WHERE id = p_invite_id AND accepted_at IS NULL;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such pending invite.');
+  END IF;
+  RETURN parley.invite_json(p_invite_id);
+END $$;
+COMMENT ON FUNCTION parley.revoke_invite(uuid) IS 'Revoke a not yet accepted invite of the current workspace (admin+); 404 when there is none.';
+
+CREATE OR REPLACE FUNCTION parley.accept_invite(p_token_hash bytea) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+  v_invite parley.invites%ROWTYPE;
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  SELECT i.* INTO v_invite FROM parley.invites i
+    JOIN parley.tenants t ON t.id = i.tenant_id AND t.deleted_at IS NULL
+   WHERE i.token_hash = p_token_hash
+   FOR UPDATE OF i;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'invite_not_found', 'This invite does not exist.');
+  ELSIF v_invite.accepted_at IS NOT NULL THEN
+    PERFORM parley.raise_error(410, 'invite_used', 'This invite has already been used.');
+  ELSIF v_invite.revoked_at IS NOT NULL THEN
+    PERFORM parley.raise_error(410, 'invite_revoked', 'This invite was revoked.');
+  ELSIF v_invite.expires_at <= now() THEN
+    PERFORM parley.raise_error(410, 'invite_expired', 'This invite has expired.');
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM parley.users u WHERE u.id = v_user AND lower(u.email) = lower(v_invite.email)) THEN
+    PERFORM parley.raise_error(403, 'invite_email_mismatch', 'This invite was sent to another email address.');
+  END IF;
+  IF EXISTS (SELECT 1 FROM parley.members m WHERE m.tenant_id = v_invite.tenant_id AND m.user_id = v_user) THEN
+    PERFORM parley.raise_error(409, 'already_member', 'You are already a member of this workspace.');
+  END IF;
+  PERFORM set_config('app.tenant_id', v_invite.tenant_id::text, true);
+  UPDATE parley.invites SET accepted_at = now(), accepted_by = v_user
+   WHERE tenant_id = v_invite.tenant_id AND id = v_invite.id;
+  INSERT INTO parley.members (tenant_id, user_id, role) VALUES (v_invite.tenant_id, v_user, v_invite.role);
+  RETURN jsonb_build_object('tenant', parley.tenant_json(v_invite.tenant_id, v_user));
+END $$;
+COMMENT ON FUNCTION parley.accept_invite(bytea) IS
+  'Join a workspace with an invite token: the signed-in person''s email must match (case-insensitive); single use, not revoked or expired (410), not already a member (409). Definer: the person is not in the tenant yet.';
+
+---------------------------------------------------------------------------------------------
+-- Members
+---------------------------------------------------------------------------------------------
+
+-- The last owner rule lives on the table so no path (function, direct DML) can break it.
+CREATE OR REPLACE FUNCTION parley.protect_last_owner() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF OLD.role = 'owner' AND (TG_OP = 'DELETE' OR NEW.role <> 'owner') THEN
+    -- Serialise owner changes of one tenant on its row (FOR NO KEY UPDATE does not block the
+    -- KEY SHARE locks of foreign-key checks), then count the owners left in a fresh snapshot.
+    -- When the tenant row itself is being deleted (cascade) there is nothing to protect.
+    PERFORM 1 FROM parley.tenants t WHERE t.id = OLD.tenant_id FOR NO KEY UPDATE;
+    IF FOUND AND NOT EXISTS (SELECT 1 FROM parley.members m
+                              WHERE m.tenant_id = OLD.tenant_id AND m.role = 'owner'
+                                AND m.user_id <> OLD.user_id) THEN
+      PERFORM parley.raise_error(409, 'last_owner', 'A workspace needs at least one owner.');
+    END IF;
+  END IF;
+  IF TG_OP = 'DELETE' THEN
+    RETURN OLD;
+  END IF;
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION parley.protect_last_owner() IS
+  'BEFORE UPDATE/DELETE trigger on members: refuse (409 last_owner) to demote or remove the last owner of a tenant; concurrent changes serialise on the tenant row.';
+DROP TRIGGER IF EXISTS t10_protect_last_owner ON parley.members;
+CREATE TRIGGER t10_protect_last_owner BEFORE UPDATE OF role OR DELETE ON parley.members
+  FOR EACH ROW EXECUTE FUNCTION parley.protect_last_owner();
+
+CREATE OR REPLACE FUNCTION parley.member_json(p_user_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('user_id', m.user_id, 'email', u.email, 'name', u.name,
+                            'role', m.role, 'created_at', m.created_at)
+    FROM parley.members m JOIN parley.users u ON u.id = m.user_id
+   WHERE m.user_id = p_user_id
+$$;
+COMMENT ON FUNCTION parley.member_json(uuid) IS 'A member of the current workspace (RLS) with their email and name.';
+
+CREATE OR REPLACE FUNCTION parley.list_members() RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', m.user_id, 'email', u.email, 'name', u.name,
+                                               'role', m.role, 'created_at', m.created_at)
+                            ORDER BY parley.role_rank(m.role) DESC, u.email), '[]'::jsonb)
+    FROM parley.members m JOIN parley.users u ON u.id = m.user_id
+$$;
+COMMENT ON FUNCTION parley.list_members() IS 'Members of the current workspace (RLS) with email and name, owners first.';
+
+CREATE OR REPLACE FUNCTION parley.check_member_change(p_user_id uuid, p_new_role text) RETURNS text
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_mine text := parley.current_member_role();
+  v_self boolean := p_user_id = parley.current_user_id();
+  v_theirs text;
+BEGIN
+  SELECT m.role INTO v_theirs FROM parley.members m WHERE m.user_id = p_user_id FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such member.');
+  END IF;
+  IF v_self AND p_new_role IS NULL THEN
+    RETURN v_theirs;  -- anyone may leave (the last owner trigger still applies)
+  END IF;
+  IF parley.role_rank(v_mine) < parley.role_rank('admin') THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'This needs the admin role.');
+  END IF;
+  IF v_theirs = 'owner' AND v_mine <> 'owner' THEN
+    PERFORM parley.raise_error(403, 'cannot_modify_owner', 'Only owners can change or remove an owner.');
+  END IF;
+  IF p_new_role IS NOT NULL AND parley.role_rank(p_new_role) > parley.role_rank(v_mine) THEN
+    PERFORM parley.raise_error(403, 'role_too_high', 'You cannot give a role above your own.');
+  END IF;
+  RETURN v_theirs;
+END $$;
+COMMENT ON FUNCTION parley.check_member_change(uuid, text) IS
+  'Shared rules of change_member_role/remove_member: the member exists here (404), admins+ change others, only owners touch owners, nobody grants above their own role; anyone may remove themselves. Locks the member row.';
+
+CREATE OR REPLACE FUNCTION parley.change_member_role(p_user_id uuid, p_role text) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF parley.role_rank(p_role) < parley.role_rank('agent') THEN
+    PERFORM parley.raise_error(422, 'invalid_role', 'The role must be owner, admin or agent.');
+  END IF;
+  PERFORM parley.check_member_change(p_user_id, p_role);
+  UPDATE parley.members SET role = p_role WHERE user_id = p_user_id AND role <> p_role;
+  RETURN parley.member_json(p_user_id);
+END $$;
+COMMENT ON FUNCTION parley.change_member_role(uuid, text) IS
+  'Change a member''s role in the current workspace under the member rules (check_member_change) and the last-owner trigger.';
+
+CREATE OR REPLACE FUNCTION parley.remove_member(p_user_id uuid) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM parley.check_member_change(p_user_id, NULL);
+  DELETE FROM parley.members WHERE user_id = p_user_id;
+END $$;
+COMMENT ON FUNCTION parley.remove_member(uuid) IS
+  'Remove a member from the current workspace (or leave it yourself) under the member rules and the last-owner trigger; their access tokens for it stop working at once.';
+
+---------------------------------------------------------------------------------------------
+-- API keys
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.api_key_json(p_key_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('id', k.id, 'name', k.name, 'prefix', k.prefix, 'scopes', to_jsonb(k.scopes),
+                            'created_by', k.created_by, 'created_at', k.created_at,
+                            'last_used_at', k.last_used_at, 'expires_at', k.expires_at,
+                            'revoked_at', k.revoked_at)
+    FROM parley.api_keys k WHERE k.id = p_key_id
+$$;
+COMMENT ON FUNCTION parley.api_key_json(uuid) IS 'An API key of the current workspace (RLS) as clients see it: never the hash.';
+
+CREATE OR REPLACE FUNCTION parley.create_api_key(
+  p_name text, p_prefix text, p_key_hash bytea, p_scopes text[], p_expires_at timestamptz) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_id uuid;
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF p_scopes IS NULL OR cardinality(p_scopes) = 0 OR NOT p_scopes <@ ARRAY['read', 'write'] THEN
+    PERFORM parley.raise_error(422, 'invalid_scopes', 'Scopes must be a non-empty subset of read, write.');
+  END IF;
+  IF p_expires_at IS NOT NULL AND p_expires_at <= now() THEN
+    PERFORM parley.raise_error(422, 'invalid_expiry', 'The expiry must be in the future.');
+  END IF;
+  INSERT INTO parley.api_keys (tenant_id, name, prefix, key_hash, scopes, created_by, expires_at)
+  VALUES (parley.current_tenant_id(), p_name, p_prefix, p_key_hash,
+          ARRAY(SELECT DISTINCT s FROM unnest(p_scopes) s ORDER BY s), parley.current_user_id(), p_expires_at)
+  RETURNING id INTO v_id;
+  RETURN parley.api_key_json(v_id);
+END $$;
+COMMENT ON FUNCTION parley.create_api_key(text, text, bytea, text[], timestamptz) IS
+  'Store a new API key of the current workspace (admin+) by its hash; the key itself is shown once by the server. Scopes ⊆ {read, write}, expiry in the future.';
+
+CREATE OR REPLACE FUNCTION parley.list_api_keys() RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  RETURN coalesce((
+    SELECT jsonb_agg(parley.api_key_json(k.id) ORDER BY k.created_at DESC, k.id)
+      FROM parley.api_keys k), '[]'::jsonb);
+END $$;
+COMMENT ON FUNCTION parley.list_api_keys() IS 'API keys of the current workspace, newest first, revoked ones included (admin+).';
+
+CREATE OR REPLACE FUNCTION parley.revoke_api_key(p_key_id uuid) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  UPDATE parley.api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = p_key_id;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such API key.');
+  END IF;
+  RETURN parley.api_key_json(p_key_id);
+END $$;
+COMMENT ON FUNCTION parley.revoke_api_key(uuid) IS 'Revoke an API key of the current workspace (admin+); idempotent; 404 when there is none.';
+
+---------------------------------------------------------------------------------------------
+-- Tenant settings and deletion
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.get_tenant_settings() RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  RETURN jsonb_build_object(
+    'tenant', (SELECT jsonb_build_object('id', t.id, 'slug', t.slug, 'name', t.name, 'plan', t.plan,
+                                         'role', parley.current_member_role(), 'created_at', t.created_at)
+                 FROM parley.tenants t WHERE t.id = parley.current_tenant_id()),
+    'values', coalesce((SELECT jsonb_object_agg(s.key, s.value ORDER BY s.key) FROM parley.tenant_settings s),
+                       '{}'::jsonb));
+END $$;
+COMMENT ON FUNCTION parley.get_tenant_settings() IS 'The current workspace and its settings as {key: value} (admin+).';
+
+CREATE OR REPLACE FUNCTION parley.put_tenant_settings(p_name text, p_values jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_key text;
+  v_value jsonb;
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF p_values IS NOT NULL AND jsonb_typeof(p_values) <> 'object' THEN
+    PERFORM parley.raise_error(422, 'invalid_settings', 'Settings must be an object of key: value.');
+  END IF;
+  IF p_name IS NOT NULL THEN
+    UPDATE parley.tenants SET name = p_name WHERE id = parley.current_tenant_id() AND name <> p_name;
+  END IF;
+  FOR v_key, v_value IN SELECT e.key, e.value FROM jsonb_each(coalesce(p_values, '{}')) e LOOP
+    IF v_value = 'null'::jsonb THEN
+      DELETE FROM parley.tenant_settings WHERE key = v_key;
+    ELSE
+      INSERT INTO parley.tenant_settings AS s (tenant_id, key, value)
+      VALUES (parley.current_tenant_id(), v_key, v_value)
+      ON CONFLICT (tenant_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+        WHERE s.value IS DISTINCT FROM EXCLUDED.value;
+    END IF;
+  END LOOP;
+  RETURN parley.get_tenant_settings();
+END $$;
+COMMENT ON FUNCTION parley.put_tenant_settings(text, jsonb) IS
+  'Rename the current workspace and merge settings (admin+): keys given are set, a null value removes the key, keys not given are kept (other features store settings here too).';
+
+CREATE OR REPLACE FUNCTION parley.delete_tenant() RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM parley.require_role('owner');
+  UPDATE parley.tenants SET deleted_at = now() WHERE id = parley.current_tenant_id() AND deleted_at IS NULL;
+  IF FOUND THEN
+    PERFORM parley.write_audit('tenant.deleted', 'tenant', parley.current_tenant_id()::text);
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.delete_tenant() IS
+  'Soft-delete the current workspace (owner only): deleted_at is set and audited; begin_request and API-key lookups refuse it from then on.';
+
+---------------------------------------------------------------------------------------------
+-- Audit trail reader
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.list_audit(
+  p_before bigint, p_limit int, p_action text DEFAULT NULL, p_actor_id text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_items jsonb;
+  v_count int;
+  v_last bigint;
+BEGIN
+  PERFORM parley.require_role('admin');
+  SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.id DESC), '[]'::jsonb), count(*), min(a.id)
+    INTO v_items, v_count, v_last
+    FROM (SELECT l.id, l.at, l.actor_kind, l.actor_id, l.action, l.target_kind, l.target_id,
+                 host(l.ip) AS ip, l.request_id, l.details
+            FROM parley.audit_log l
+           WHERE l.tenant_id = parley.current_tenant_id()
+             AND (p_before IS NULL OR l.id < p_before)
+             AND (p_action IS NULL OR l.action = p_action)
+             AND (p_actor_id IS NULL OR l.actor_id = p_actor_id)
+           ORDER BY l.id DESC
+           LIMIT greatest(1, least(coalesce(p_limit, 50), 200))) a;
+  RETURN jsonb_build_object('items', v_items,
+                            'next_before', CASE WHEN v_count = greatest(1, least(coalesce(p_limit, 50), 200))
+                                                THEN v_last END);
+END $$;
+COMMENT ON FUNCTION parley.list_audit(bigint, int, text, text) IS
+  'The current workspace''s audit trail, newest first (admin+): keyset pagination on id (pass next_before back as p_before), optional exact action and actor filters; limit 1..200.';
+
+---------------------------------------------------------------------------------------------
+-- Housekeeping for the jobs process
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.prune_auth_tables() RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_total int := 0;
+  v_count int;
+BEGIN
+  DELETE FROM parley.login_throttle WHERE window_start < now() - interval '1 hour';
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_total := v_total + v_count;
+  DELETE FROM parley.refresh_tokens WHERE expires_at < now() - interval '7 days'
+     OR revoked_at < now() - interval '7 days';
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  v_total := v_total + v_count;
+  DELETE FROM parley.password_resets WHERE expires_at < now() - interval '1 day';
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  RETURN v_total + v_count;
+END $$;
+COMMENT ON FUNCTION parley.prune_auth_tables() IS
+  'Delete stale login-throttle buckets, long-dead refresh tokens and expired reset tokens; returns rows deleted. For the jobs process.';
+
+---------------------------------------------------------------------------------------------
+-- Ownership and grants
+---------------------------------------------------------------------------------------------
+
+DO $$
+DECLARE
+  v_fn text;
+BEGIN
+  -- Definer functions: owned by parley_auth (BYPASSRLS), executable by the server only.
+  FOREACH v_fn IN ARRAY ARRAY[
+    'parley.begin_auth_request(text, text, uuid, uuid)',
+    'parley.sign_up(text, text, text, text, text, bytea, int)',
+    'parley.begin_sign_in(text)',
+    'parley.finish_sign_in(uuid, text, boolean, bytea, int)',
+    'parley.rotate_session(bytea, bytea, int)',
+    'parley.end_session(boolean)',
+    'parley.switch_tenant(uuid)',
+    'parley.get_me(uuid)',
+    'parley.list_my_tenants()',
+    'parley.request_password_reset(text, bytea)',
+    'parley.reset_password(bytea, text)',
+    'parley.accept_invite(bytea)',
+    'parley.prune_auth_tables()']
+  LOOP
+    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
+    IF v_fn = 'parley.prune_auth_tables()' THEN
+      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_jobs', v_fn);
+    ELSE
+      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_app', v_fn);
+    END IF;
+  END LOOP;
+  -- Invoker functions: run under RLS in the tenant transaction.
+  FOREACH v_fn IN ARRAY ARRAY[
+    'parley.current_session_id()', 'parley.current_member_role()', 'parley.require_role(text)',
+    'parley.invite_json(uuid)', 'parley.create_invite(text, text, bytea)',
+    'parley.list_invites()', 'parley.revoke_invite(uuid)',
+    'parley.protect_last_owner()', 'parley.member_json(uuid)', 'parley.list_members()',
+    'parley.check_member_change(uuid, text)', 'parley.change_member_role(uuid, text)',
+    'parley.remove_member(uuid)',
+    'parley.api_key_json(uuid)', 'parley.create_api_key(text, text, bytea, text[], timestamptz)',
+    'parley.list_api_keys()', 'parley.revoke_api_key(uuid)',
+    'parley.get_tenant_settings()', 'parley.put_tenant_settings(text, jsonb)', 'parley.delete_tenant()',
+    'parley.list_audit(bigint, int, text, text)']
+  LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_app', v_fn);
+  END LOOP;
+  GRANT EXECUTE ON FUNCTION parley.current_session_id(), parley.current_member_role(),
+    parley.require_role(text) TO parley_jobs, parley_auth;
+END $$;
+
+-- The new columns of 0002 are for the auth functions only.
+GRANT SELECT (last_tenant_id) ON parley.users TO parley_app;
