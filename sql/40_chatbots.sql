@@ -1,0 +1,223 @@
+-- Chatbots: the widget's configuration, its public key, and the one cross-tenant lookup
+-- the widget needs before the tenant is known (parley.widget_chatbot, owned by parley_auth).
+
+SELECT parley.apply_tenant_policies('parley.chatbots');
+GRANT SELECT, INSERT, UPDATE ON parley.chatbots TO parley_app;
+GRANT SELECT ON parley.chatbots TO parley_jobs, parley_auth;
+
+-- A number from a jsonb value, or NULL when it is missing or not a number (config is user data).
+CREATE OR REPLACE FUNCTION parley.jsonb_int(p_value jsonb) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN jsonb_typeof(p_value) = 'number' AND p_value::numeric BETWEEN -2147483648 AND 2147483647
+                  THEN trunc(p_value::numeric)::int END $$;
+COMMENT ON FUNCTION parley.jsonb_int(jsonb) IS 'An int from a jsonb number (truncated), NULL for anything else.';
+GRANT EXECUTE ON FUNCTION parley.jsonb_int(jsonb) TO parley_app, parley_jobs, parley_auth;
+
+-- The protocol's widget "config" (docs/protocol.md) with defaults filled in. Private keys
+-- (persona, handoff, idle_close, unknown keys) never reach the browser.
+CREATE OR REPLACE FUNCTION parley.chatbot_public_config(p_name text, p_config jsonb, p_allow_hide_branding boolean)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT jsonb_build_object(
+    'name', p_name,
+    'greeting', coalesce(p_config->>'greeting', 'Hi! How can we help?'),
+    'language', coalesce(p_config->>'language', 'en'),
+    'starters', CASE WHEN jsonb_typeof(p_config->'starters') = 'array' THEN p_config->'starters' ELSE '[]'::jsonb END,
+    'branding', jsonb_build_object('primary_color', '#4f46e5', 'position', 'right', 'title', p_name,
+                                   'avatar_url', NULL, 'launcher_icon', 'chat', 'hide_powered_by', false)
+                || CASE WHEN jsonb_typeof(p_config->'branding') = 'object' THEN p_config->'branding' ELSE '{}'::jsonb END
+                || CASE WHEN coalesce(p_allow_hide_branding, false) THEN '{}'::jsonb
+                        ELSE jsonb_build_object('hide_powered_by', false) END,
+    'lead_capture', jsonb_build_object('mode', 'never', 'after', 2)
+                || CASE WHEN jsonb_typeof(p_config->'lead_capture') = 'object' THEN p_config->'lead_capture' ELSE '{}'::jsonb END,
+    'nudges', CASE WHEN jsonb_typeof(p_config->'nudges') = 'array' THEN p_config->'nudges' ELSE '[]'::jsonb END,
+    'max_nudges', coalesce(parley.jsonb_int(p_config->'max_nudges'), 1))
+$$;
+COMMENT ON FUNCTION parley.chatbot_public_config(text, jsonb, boolean) IS
+  'The widget-facing config of a chatbot (protocol shape, defaults filled); hide_powered_by is forced false unless the plan allows hiding branding.';
+GRANT EXECUTE ON FUNCTION parley.chatbot_public_config(text, jsonb, boolean) TO parley_app, parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.widget_chatbot(p_public_key text)
+RETURNS TABLE (tenant_id uuid, chatbot_id uuid, name text, allowed_origins text[], config jsonb, public_config jsonb)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+BEGIN
+  IF p_public_key IS NULL OR p_public_key !~ '^pk_[A-Za-z0-9_-]{16,80}$' THEN
+    RETURN;
+  END IF;
+  -- Keys are random and server-generated; should two tenants ever hold the same one,
+  -- refuse both rather than pick one (no row unless exactly one matches).
+  RETURN QUERY
+    SELECT c.tenant_id, c.id, c.name, c.allowed_origins, c.config,
+           parley.chatbot_public_config(c.name, c.config, l.allow_hide_branding)
+      FROM parley.chatbots c
+      JOIN parley.tenants t ON t.id = c.tenant_id AND t.deleted_at IS NULL
+      CROSS JOIN LATERAL parley.effective_limits(c.tenant_id) l
+     WHERE c.public_key = p_public_key AND c.deleted_at IS NULL
+       AND (SELECT count(*) FROM parley.chatbots c2 WHERE c2.public_key = p_public_key) = 1;
+END $$;
+COMMENT ON FUNCTION parley.widget_chatbot(text) IS
+  'Widget session bootstrap (POST /api/widget/sessions), before the tenant is known: the live chatbot with this public key and its tenant, allowed origins, full config and widget-facing config. Empty when unknown, deleted, or the tenant is deleted. Owned by parley_auth (cross-tenant); filters explicitly.';
+ALTER FUNCTION parley.widget_chatbot(text) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.widget_chatbot(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.widget_chatbot(text) TO parley_app;
+
+-- Admin gate inside SQL too (the route gate is the first line of defence).
+CREATE OR REPLACE FUNCTION parley.require_chatbot_admin() RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF parley.role_rank(coalesce(current_setting('app.role', true), '')) < parley.role_rank('admin') THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Managing chatbots needs the admin role.');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.require_chatbot_admin() IS 'Raise 403 unless the transaction''s role (app.role) is admin or owner.';
+REVOKE ALL ON FUNCTION parley.require_chatbot_admin() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.require_chatbot_admin() TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.check_chatbot_fields(p_allowed_origins text[], p_config jsonb) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_origin text;
+  v_allow boolean;
+BEGIN
+  IF p_config IS NOT NULL AND jsonb_typeof(p_config) <> 'object' THEN
+    PERFORM parley.raise_error(422, 'invalid_config', 'config must be a JSON object.');
+  END IF;
+  IF p_config IS NOT NULL AND octet_length(p_config::text) > 65536 THEN
+    PERFORM parley.raise_error(422, 'invalid_config', 'config is larger than 64 KiB.');
+  END IF;
+  FOREACH v_origin IN ARRAY coalesce(p_allowed_origins, '{}') LOOP
+    IF v_origin IS NULL OR v_origin !~ '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$' THEN
+      PERFORM parley.raise_error(422, 'invalid_origin',
+        format('%s is not an origin (scheme://host[:port], no path).', coalesce(v_origin, 'null')));
+    END IF;
+  END LOOP;
+  IF p_config #> '{branding,hide_powered_by}' = 'true'::jsonb THEN
+    SELECT l.allow_hide_branding INTO v_allow FROM parley.effective_limits(parley.current_tenant_id()) l;
+    IF NOT coalesce(v_allow, false) THEN
+      PERFORM parley.raise_error(402, 'plan_limit', 'Your plan does not allow hiding the Parley branding.');
+    END IF;
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.check_chatbot_fields(text[], jsonb) IS
+  'Validate allowed origins and config of a chatbot (422), and the plan''s allow_hide_branding (402).';
+REVOKE ALL ON FUNCTION parley.check_chatbot_fields(text[], jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.check_chatbot_fields(text[], jsonb) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.create_chatbot(p_name text, p_allowed_origins text[] DEFAULT '{}',
+                                                 p_config jsonb DEFAULT '{}')
+RETURNS parley.chatbots
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_limit int;
+  v_used bigint;
+  v_row parley.chatbots;
+BEGIN
+  PERFORM parley.require_chatbot_admin();
+  PERFORM parley.check_chatbot_fields(p_allowed_origins, p_config);
+  SELECT l.max_chatbots INTO v_limit FROM parley.effective_limits(v_tenant) l;
+  -- Two admins creating the last allowed chatbot at once: the second counts after the first commits.
+  PERFORM pg_advisory_xact_lock(7261005, hashtext(v_tenant::text));
+  SELECT count(*) INTO v_used FROM parley.chatbots c WHERE c.tenant_id = v_tenant AND c.deleted_at IS NULL;
+  IF parley.limit_reached(v_limit, v_used) THEN
+    PERFORM parley.raise_error(402, 'plan_limit', format('Your plan allows %s chatbots.', v_limit));
+  END IF;
+  INSERT INTO parley.chatbots (tenant_id, name, allowed_origins, config)
+  VALUES (v_tenant, btrim(p_name), coalesce(p_allowed_origins, '{}'), coalesce(p_config, '{}'))
+  RETURNING * INTO v_row;
+  PERFORM parley.write_audit('chatbot.create', 'chatbot', v_row.id::text, jsonb_build_object('name', v_row.name));
+  RETURN v_row;
+END $$;
+COMMENT ON FUNCTION parley.create_chatbot(text, text[], jsonb) IS
+  'Admin: create a chatbot with a fresh public key; 402 plan_limit at max_chatbots (live chatbots), 402 when hiding branding is not allowed, 422 on a bad origin or config.';
+REVOKE ALL ON FUNCTION parley.create_chatbot(text, text[], jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.create_chatbot(text, text[], jsonb) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.update_chatbot(p_chatbot_id uuid, p_name text DEFAULT NULL,
+                                                 p_allowed_origins text[] DEFAULT NULL, p_config jsonb DEFAULT NULL)
+RETURNS parley.chatbots
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_row parley.chatbots;
+  v_config jsonb;
+BEGIN
+  PERFORM parley.require_chatbot_admin();
+  SELECT * INTO v_row FROM parley.chatbots c
+   WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_chatbot_id AND c.deleted_at IS NULL
+   FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  -- Top-level merge: keys in p_config replace the stored ones, a null value removes a key,
+  -- every other key (including ones this version does not know) is kept.
+  v_config := v_row.config;
+  IF p_config IS NOT NULL THEN
+    PERFORM parley.check_chatbot_fields(NULL, p_config);
+    v_config := (v_config || p_config)
+                - coalesce((SELECT array_agg(e.key) FROM jsonb_each(p_config) e WHERE e.value = 'null'::jsonb), '{}');
+    PERFORM parley.check_chatbot_fields(NULL, v_config);
+  END IF;
+  PERFORM parley.check_chatbot_fields(p_allowed_origins, NULL);
+  UPDATE parley.chatbots c
+     SET name = coalesce(btrim(p_name), c.name),
+         allowed_origins = coalesce(p_allowed_origins, c.allowed_origins),
+         config = v_config,
+         updated_at = now()
+   WHERE c.tenant_id = v_row.tenant_id AND c.id = v_row.id
+  RETURNING * INTO v_row;
+  PERFORM parley.write_audit('chatbot.update', 'chatbot', v_row.id::text, '{}');
+  RETURN v_row;
+END $$;
+COMMENT ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) IS
+  'Admin: change name, allowed origins and/or config of a live chatbot. Config is merged at the top level (null removes a key; unknown keys survive). 404 when missing or deleted.';
+REVOKE ALL ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.rotate_chatbot_key(p_chatbot_id uuid)
+RETURNS parley.chatbots
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_row parley.chatbots;
+BEGIN
+  PERFORM parley.require_chatbot_admin();
+  UPDATE parley.chatbots c
+     SET public_key = 'pk_' || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', ''),
+         updated_at = now()
+   WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_chatbot_id AND c.deleted_at IS NULL
+  RETURNING * INTO v_row;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  PERFORM parley.write_audit('chatbot.rotate_key', 'chatbot', v_row.id::text, '{}');
+  RETURN v_row;
+END $$;
+COMMENT ON FUNCTION parley.rotate_chatbot_key(uuid) IS
+  'Admin: give a chatbot a new public key (the old embed code stops working).';
+REVOKE ALL ON FUNCTION parley.rotate_chatbot_key(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.rotate_chatbot_key(uuid) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.delete_chatbot(p_chatbot_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM parley.require_chatbot_admin();
+  -- Soft delete: conversations and leads keep pointing at it; the widget key stops working.
+  UPDATE parley.chatbots c SET deleted_at = now(), updated_at = now()
+   WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_chatbot_id AND c.deleted_at IS NULL;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  PERFORM parley.write_audit('chatbot.delete', 'chatbot', p_chatbot_id::text, '{}');
+END $$;
+COMMENT ON FUNCTION parley.delete_chatbot(uuid) IS
+  'Admin: soft-delete a chatbot (deleted_at); its widget key stops working and it no longer counts against max_chatbots.';
+REVOKE ALL ON FUNCTION parley.delete_chatbot(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.delete_chatbot(uuid) TO parley_app;

@@ -1,0 +1,118 @@
+-- Usage: per-tenant daily counters (messages, ai_messages, conversations, active_seats).
+--
+-- Design: a single counter row per tenant/day/metric would be a hot row: every message of
+-- a busy tenant would queue on its row lock until the previous writer commits. Instead each
+-- metric has up to 16 shard rows per tenant and day; a writer upserts the shard chosen by
+-- its backend pid (pg_backend_pid() % 16), so concurrent transactions on different
+-- connections almost never touch the same row, and an upsert (INSERT ... ON CONFLICT DO
+-- UPDATE) is exact under concurrency: colliding writers simply wait for each other. Readers
+-- sum the shards (at most 16 rows through the primary key). Past days can be folded into
+-- shard 0 by parley.compact_usage. active_seats counts first appearances of a user on a day
+-- (usage_seats, ON CONFLICT DO NOTHING), so it is exact too.
+
+SELECT parley.apply_tenant_policies('parley.usage_counters');
+SELECT parley.apply_tenant_policies('parley.usage_seats');
+GRANT SELECT, INSERT, UPDATE ON parley.usage_counters, parley.usage_seats TO parley_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.usage_counters, parley.usage_seats TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.bump_usage(p_metric text, p_n bigint DEFAULT 1)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF coalesce(p_n, 0) = 0 THEN
+    RETURN;
+  END IF;
+  INSERT INTO parley.usage_counters AS u (tenant_id, day, metric, shard, value)
+  VALUES (parley.current_tenant_id(), (now() AT TIME ZONE 'UTC')::date, p_metric, pg_backend_pid() % 16, p_n)
+  ON CONFLICT (tenant_id, day, metric, shard) DO UPDATE SET value = u.value + EXCLUDED.value;
+END $$;
+COMMENT ON FUNCTION parley.bump_usage(text, bigint) IS
+  'Add p_n to today''s (UTC) counter of p_metric for the current tenant, in the shard row of this backend (no single hot row).';
+REVOKE ALL ON FUNCTION parley.bump_usage(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.bump_usage(text, bigint) TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.note_active_seat(p_user_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_new boolean;
+BEGIN
+  IF p_user_id IS NULL THEN
+    RETURN;
+  END IF;
+  INSERT INTO parley.usage_seats (tenant_id, day, user_id)
+  VALUES (parley.current_tenant_id(), (now() AT TIME ZONE 'UTC')::date, p_user_id)
+  ON CONFLICT DO NOTHING
+  RETURNING true INTO v_new;
+  IF v_new THEN
+    PERFORM parley.bump_usage('active_seats', 1);
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.note_active_seat(uuid) IS
+  'Record that a member acted today (UTC); the first time per day bumps the active_seats counter.';
+REVOKE ALL ON FUNCTION parley.note_active_seat(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.note_active_seat(uuid) TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.usage_on(p_metric text, p_day date DEFAULT NULL)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(sum(u.value), 0)::bigint FROM parley.usage_counters u
+   WHERE u.tenant_id = parley.current_tenant_id() AND u.metric = p_metric
+     AND u.day = coalesce(p_day, (now() AT TIME ZONE 'UTC')::date)
+$$;
+COMMENT ON FUNCTION parley.usage_on(text, date) IS
+  'The current tenant''s total of p_metric on a day (default today, UTC): the sum of its shard rows.';
+REVOKE ALL ON FUNCTION parley.usage_on(text, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.usage_on(text, date) TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.compact_usage(p_before date DEFAULT NULL)
+RETURNS int
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_n int;
+BEGIN
+  -- Fold the shards of finished days into shard 0 (one row per tenant/day/metric).
+  WITH gone AS (
+    DELETE FROM parley.usage_counters u
+     WHERE u.tenant_id = parley.current_tenant_id() AND u.shard <> 0
+       AND u.day < coalesce(p_before, (now() AT TIME ZONE 'UTC')::date)
+    RETURNING u.tenant_id, u.day, u.metric, u.value
+  ), sums AS (
+    SELECT g.tenant_id, g.day, g.metric, sum(g.value)::bigint AS value FROM gone g GROUP BY 1, 2, 3
+  )
+  INSERT INTO parley.usage_counters AS u (tenant_id, day, metric, shard, value)
+  SELECT s.tenant_id, s.day, s.metric, 0, s.value FROM sums s
+  ON CONFLICT (tenant_id, day, metric, shard) DO UPDATE SET value = u.value + EXCLUDED.value;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.compact_usage(date) IS
+  'Jobs: fold the current tenant''s usage shards of days before p_before (default today) into shard 0; returns rows written.';
+REVOKE ALL ON FUNCTION parley.compact_usage(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.compact_usage(date) TO parley_jobs;
+
+-- The tenant's own daily usage (RLS applies: security_invoker).
+CREATE OR REPLACE VIEW parley.usage_daily WITH (security_invoker = true) AS
+  SELECT u.tenant_id, u.day, u.metric, sum(u.value)::bigint AS value
+    FROM parley.usage_counters u GROUP BY u.tenant_id, u.day, u.metric;
+COMMENT ON VIEW parley.usage_daily IS 'Per-day usage totals of the current tenant (shards summed).';
+GRANT SELECT ON parley.usage_daily TO parley_app, parley_jobs;
+
+-- Analysts: every tenant's daily usage, one row per tenant/day with a column per metric.
+GRANT SELECT ON parley.usage_counters TO parley_reporting;
+CREATE OR REPLACE VIEW analytics.usage_daily WITH (security_barrier = true) AS
+  SELECT u.tenant_id, u.day,
+         coalesce(sum(u.value) FILTER (WHERE u.metric = 'messages'), 0)::bigint AS messages,
+         coalesce(sum(u.value) FILTER (WHERE u.metric = 'ai_messages'), 0)::bigint AS ai_messages,
+         coalesce(sum(u.value) FILTER (WHERE u.metric = 'conversations'), 0)::bigint AS conversations,
+         coalesce(sum(u.value) FILTER (WHERE u.metric = 'active_seats'), 0)::bigint AS active_seats
+    FROM parley.usage_counters u
+   GROUP BY u.tenant_id, u.day;
+COMMENT ON VIEW analytics.usage_daily IS
+  'Daily usage per tenant for analysts: messages, AI messages, conversations started and active seats (UTC days, shards summed).';
+ALTER VIEW analytics.usage_daily OWNER TO parley_reporting;
+GRANT SELECT ON analytics.usage_daily TO parley_analyst;
