@@ -362,7 +362,7 @@ BEGIN
   RETURN v_msg;
 END $$;
 COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
-  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event. Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.miss=true counts toward handoff.miss_threshold. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
+  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.miss=true counts toward handoff.miss_threshold. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
 
 CREATE OR REPLACE FUNCTION parley.agent_reply(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages
@@ -776,8 +776,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.create_lead(uuid, text, text, text, jsonb) IS 'Members: record a lead by hand (no conversation).';
 
+DROP FUNCTION IF EXISTS parley.update_lead(uuid, text, text, text, jsonb);
 CREATE OR REPLACE FUNCTION parley.update_lead(p_lead_id uuid, p_name text DEFAULT NULL, p_email text DEFAULT NULL,
-                                              p_phone text DEFAULT NULL, p_custom jsonb DEFAULT NULL)
+                                              p_phone text DEFAULT NULL, p_custom jsonb DEFAULT NULL,
+                                              p_status text DEFAULT NULL)
 RETURNS parley.leads
 LANGUAGE plpgsql
 AS $$
@@ -797,10 +799,13 @@ BEGIN
   IF NOT FOUND THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such lead.');
   END IF;
+  IF p_status IS NOT NULL THEN
+    v_lead := parley.set_lead_status(p_lead_id, p_status);
+  END IF;
   RETURN v_lead;
 END $$;
-COMMENT ON FUNCTION parley.update_lead(uuid, text, text, text, jsonb) IS
-  'Members: change a lead''s fields (NULL keeps, empty string clears; custom replaces). 404 when not in this tenant.';
+COMMENT ON FUNCTION parley.update_lead(uuid, text, text, text, jsonb, text) IS
+  'Members: change a lead''s fields (NULL keeps, empty string clears; custom replaces) and, with p_status, move its status through set_lead_status (409 on an invalid move). 404 when not in this tenant.';
 
 CREATE OR REPLACE FUNCTION parley.set_lead_status(p_lead_id uuid, p_status text)
 RETURNS parley.leads
