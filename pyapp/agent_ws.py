@@ -1,0 +1,268 @@
+"""`/ws/agent`: every event of the member's tenant, live, with resume from `last_event_id`.
+
+The first frame carries the credential (a member's access JWT or a tenant API key with the
+`read` scope), resolved exactly like the REST API does and then checked by
+`parley.begin_request` in the transaction that replays the missed events. The session is
+re-checked every `RECHECK_SECONDS`; a revoked session or key closes the socket (4401).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Literal
+
+import asyncpg
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
+from pyapp.db import Actor, tenant_tx
+from pyapp.errors import ApiError, from_postgres
+from pyapp.realtime import BATCH, Relay, Sink, event_json, get_relay, install as install_relay
+from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
+
+log = logging.getLogger("parley.agent_ws")
+
+HELLO_TIMEOUT = 10.0
+HEARTBEAT = 30.0
+RECHECK_SECONDS = 60.0
+MAX_REPLAY = 10_000  # events replayed on resume; beyond that the client reloads (error replay_truncated)
+MAX_FRAME_BYTES = 16 * 1024
+
+
+async def resolve_member(app: web.Application, token: str | None, *, ip: str | None = None,
+                         request_id: str | None = None, scope: str = "read") -> Actor:
+    """The Actor for a member credential (access JWT or API key), as pyapp.api resolves it.
+
+    Raises ApiError(401/403). The caller must still open `tenant_tx` with it, which runs
+    `parley.begin_request` (session alive, still a member, key not revoked).
+    """
+    if not token:
+        raise ApiError(401, "unauthenticated", "Sign in with a user access token or an API key.")
+    if token.startswith(API_KEY_PREFIX):
+        row = await app[POOL].fetchrow("SELECT * FROM parley.authenticate_api_key($1)", sha256(token))
+        if row is None:
+            raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
+        if scope not in tuple(row["scopes"] or ()):
+            raise ApiError(403, "insufficient_scope", f"This API key lacks the '{scope}' scope.")
+        return Actor(tenant_id=row["tenant_id"], kind="api_key", actor_id=str(row["key_id"]), ip=ip,
+                     request_id=request_id, min_role="agent")
+    try:
+        claims = decode_access_token(app[SETTINGS].secret_key, token)
+    except TokenError:
+        raise ApiError(401, "invalid_token", "The access token is invalid or expired.") from None
+    if claims.tenant_id is None:
+        raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+    return Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
+                 session_id=claims.session_id, ip=ip, request_id=request_id, min_role="agent")
+
+
+async def replay_events(pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink, *,
+                        limit: int = MAX_REPLAY) -> tuple[int, bool]:
+    """Send every event after `after` as the member sees it (checked by begin_request).
+
+    Returns (events sent, truncated). Event ids sent are remembered in `sink.replayed` so the
+    relay's held copies are dropped.
+    """
+    sent = 0
+    while True:
+        async with tenant_tx(pool, actor) as conn:
+            rows = await conn.fetch("SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+        for row in rows:
+            ev = event_json(row)
+            after = max(after, int(ev["id"]))
+            sink.replayed.add(int(ev["id"]))
+            sink.push(_replay_item(sink, ev), bounded=False)
+            sent += 1
+        if len(rows) < BATCH:
+            return sent, False
+        if sent >= limit:
+            return sent, True
+
+
+def _replay_item(sink: Sink, ev: dict):
+    if sink.kind == "sse":
+        return f"id: {ev['id']}\ndata: {json_dumps(ev)}\n\n".encode()
+    return json_dumps({"type": "event", "event": ev})
+
+
+async def recheck(pool: asyncpg.Pool, actor: Actor) -> ApiError | None:
+    """None while the credential is still good, else the reason to hang up."""
+    try:
+        async with tenant_tx(pool, actor):
+            pass
+        return None
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc)
+        if mapped is None or mapped.status >= 500:
+            return None  # a database hiccup is not a reason to drop a member
+        return mapped
+    except (OSError, asyncio.TimeoutError):
+        return None
+
+
+class _Hello(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["hello"]
+    token: str = Field(min_length=10, max_length=4096)
+    last_event_id: int | None = Field(default=None, ge=0)
+
+
+class _Typing(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["typing"]
+    conversation_id: uuid.UUID
+    on: bool
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["read"]
+    conversation_id: uuid.UUID
+    message_id: int = Field(ge=1)
+
+
+def _error(code: str, message: str) -> str:
+    return json_dumps({"type": "error", "code": code, "message": message})
+
+
+class AgentSession:
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, actor: Actor) -> None:
+        self.app = app
+        self.ws = ws
+        self.actor = actor
+        self.relay: Relay = get_relay(app)
+        self.sink = Sink(actor.tenant_id, self._send, self._close, label=f"agent:{actor.actor_id}")
+        self._typing: dict[uuid.UUID, tuple[bool, float]] = {}
+        self._read: dict[uuid.UUID, int] = {}
+
+    async def _send(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def watch_credential(self) -> None:
+        while not self.ws.closed:
+            await asyncio.sleep(RECHECK_SECONDS)
+            err = await recheck(self.app[POOL], self.actor)
+            if err is not None:
+                self.sink.push(_error(err.code, err.message))
+                await self.sink.flush()
+                self.sink.close_soon(4401, err.code)
+                return
+
+    async def handle(self, raw: str) -> None:
+        if len(raw) > MAX_FRAME_BYTES:
+            self.sink.push(_error("frame_too_large", "Frame too large."))
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            self.sink.push(_error("invalid_json", "The frame is not valid JSON."))
+            return
+        kind = data.get("type") if isinstance(data, dict) else None
+        try:
+            if kind == "ping":
+                self.sink.push('{"type":"pong"}')
+            elif kind == "typing":
+                frame = _Typing.model_validate(data)
+                now = time.monotonic()
+                last_on, last_at = self._typing.get(frame.conversation_id, (False, 0.0))
+                if frame.on != last_on or now - last_at >= 3.0:
+                    self._typing[frame.conversation_id] = (frame.on, now)
+                    await self.relay.signal("typing", self.actor.tenant_id, frame.conversation_id, "agent",
+                                            int(frame.on), exclude=self.sink)
+            elif kind == "read":
+                frame = _Read.model_validate(data)
+                if frame.message_id > self._read.get(frame.conversation_id, 0):
+                    self._read[frame.conversation_id] = frame.message_id
+                    await self.relay.signal("read", self.actor.tenant_id, frame.conversation_id, "agent",
+                                            frame.message_id, exclude=self.sink)
+            elif kind == "hello":
+                self.sink.push(_error("already_authenticated", "hello was already received."))
+            else:
+                self.sink.push(_error("unknown_type", "Unknown frame type."))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            self.sink.push(_error("invalid_frame", f"{'.'.join(map(str, err['loc']))}: {err['msg']}"))
+
+
+async def agent_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=64 * 1024)
+    await ws.prepare(request)
+    app = request.app
+    session: AgentSession | None = None
+    watcher: asyncio.Task | None = None
+    try:
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        except asyncio.TimeoutError:
+            await ws.send_str(_error("hello_timeout", "Send hello first."))
+            await ws.close(code=4408, message=b"hello timeout")
+            return ws
+        if msg.type != WSMsgType.TEXT:
+            if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                await ws.close(code=4400, message=b"hello expected")
+            return ws
+        try:
+            hello = _Hello.model_validate_json(msg.data)
+        except ValidationError:
+            await ws.send_str(_error("hello_expected", "The first frame must be a valid hello."))
+            await ws.close(code=4400, message=b"hello expected")
+            return ws
+        try:
+            actor = await resolve_member(app, hello.token, ip=client_ip(request), request_id=request.get(REQUEST_ID))
+            async with tenant_tx(app[POOL], actor):
+                pass  # begin_request: session alive, still a member (or key live)
+        except ApiError as exc:
+            await ws.send_str(_error(exc.code, exc.message))
+            await ws.close(code=4401 if exc.status == 401 else 4403, message=exc.code.encode())
+            return ws
+        except asyncpg.PostgresError as exc:
+            mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
+            await ws.send_str(_error(mapped.code, mapped.message))
+            await ws.close(code=4401 if mapped.status == 401 else 4403 if mapped.status < 500 else 1011,
+                           message=mapped.code.encode())
+            return ws
+        session = AgentSession(app, ws, actor)
+        await session.relay.attach(session.sink)
+        session.sink.push(json_dumps({"type": "ready", "tenant_id": actor.tenant_id}), bounded=False)
+        if hello.last_event_id is not None:
+            _, truncated = await replay_events(app[POOL], actor, hello.last_event_id, session.sink)
+            if truncated:
+                session.sink.push(_error("replay_truncated", "Too many events missed; reload the conversations."))
+        session.sink.go_live()
+        watcher = asyncio.get_running_loop().create_task(session.watch_credential())
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await session.handle(msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                break
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
+        if mapped.status >= 500:
+            log.exception("agent socket failed")
+        if not ws.closed:
+            await ws.send_str(_error(mapped.code, mapped.message))
+            await ws.close(code=4403 if mapped.status < 500 else 1011)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("agent socket failed")
+        if not ws.closed:
+            await ws.close(code=1011, message=b"internal error")
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+        if session is not None:
+            session.relay.detach(session.sink)
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    install_relay(app)
+    app.router.add_get("/ws/agent", agent_socket)

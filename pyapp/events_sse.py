@@ -1,0 +1,86 @@
+"""`GET /api/events`: the tenant's event stream as Server-Sent Events, for members.
+
+`id:` is the event id; a reconnecting EventSource sends `Last-Event-ID` (or pass
+`?last_event_id=N`) and gets every event after it from the table first. Without either the
+stream starts live. A comment line every `KEEPALIVE` seconds keeps proxies from timing out.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from pyapp.agent_ws import RECHECK_SECONDS, recheck, replay_events
+from pyapp.api import Call, api
+from pyapp.errors import ApiError
+from pyapp.realtime import SseSink, get_relay, install as install_relay
+
+KEEPALIVE = 15.0
+
+
+class EventsQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    last_event_id: int | None = Field(default=None, ge=0)
+
+
+@api.route("GET", "/api/events", auth="member", query=EventsQuery, summary="The tenant's events as Server-Sent Events",
+           tags=("events",))
+async def stream_events(call: Call):
+    """The tenant's events as Server-Sent Events (resume with Last-Event-ID)."""
+    request = call.request
+    after = call.query.last_event_id
+    header = request.headers.get("Last-Event-ID", "").strip()
+    if header:
+        if not header.isdigit() or len(header) > 19:
+            raise ApiError(422, "validation_failed", "Last-Event-ID must be an event id.")
+        after = int(header)
+    async with call.tx():
+        pass  # begin_request checks the session (or key) and membership before anything streams
+    response = web.StreamResponse(status=200, headers={
+        "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
+        "X-Accel-Buffering": "no", "Connection": "keep-alive"})
+    await response.prepare(request)
+    closed = asyncio.Event()
+
+    async def send(data: bytes) -> None:
+        await response.write(data)
+
+    async def close(code: int, reason: str) -> None:
+        closed.set()
+
+    relay = get_relay(request.app)
+    sink = SseSink(call.actor.tenant_id, send, close, label="sse")
+    await relay.attach(sink)
+    try:
+        sink.push(b"retry: 2000\n\n", bounded=False)
+        if after is not None:
+            _, truncated = await replay_events(call.pool, call.actor, after, sink)
+            if truncated:
+                sink.push(b"event: error\ndata: {\"code\":\"replay_truncated\"}\n\n", bounded=False)
+        sink.go_live()
+        last_check = asyncio.get_running_loop().time()
+        while not closed.is_set() and not sink.closed:
+            try:
+                await asyncio.wait_for(closed.wait(), KEEPALIVE)
+            except asyncio.TimeoutError:
+                sink.push(b": keep-alive\n\n")
+            now = asyncio.get_running_loop().time()
+            if now - last_check >= RECHECK_SECONDS:
+                last_check = now
+                err = await recheck(call.pool, call.actor)
+                if err is not None:
+                    sink.push(f"event: error\ndata: {{\"code\":\"{err.code}\"}}\n\n".encode())
+                    await sink.flush()
+                    break
+            if request.transport is None or request.transport.is_closing():
+                break
+    except ConnectionResetError:
+        pass
+    finally:
+        relay.detach(sink)
+    return response
+
+
+def setup(app: web.Application) -> None:
+    install_relay(app)

@@ -1,0 +1,669 @@
+"""The relay: one LISTEN connection per process, routing stored events to the sockets that care.
+
+NOTIFY only wakes the relay (payload `<tenant_id>:<event_id>:<conversation_id>`); the events
+table is the truth. For each tenant with connected sockets the relay keeps a feed: it reads
+new events with `parley.events_after` once per process (one `service` transaction per batch,
+not per socket), builds each frame once, and hands it to the sinks (visitor sockets by
+conversation, agent sockets and SSE streams by tenant). A transaction may write several events
+but NOTIFYs once, so a feed always reads everything after its cursor. Event ids of a tenant
+become visible in id order (per-tenant lock in parley.emit_event), so after the LISTEN
+connection comes back every feed re-reads from its cursor and recovers exactly what was
+notified while nobody listened; ids already delivered are dropped anyway, defensively.
+
+Ephemeral facts (typing, read receipts) are not stored: they go to local sinks directly and to
+other instances as signals on the `parley_signals` channel (ids and small integers only).
+Bot streaming chunks never go through NOTIFY: `Relay.broadcast_local` reaches the visitor and
+the agents connected to *this* instance; agents on other instances see only the final message.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Protocol
+
+import asyncpg
+from aiohttp import web
+
+from pyapp.api import POOL, SETTINGS, json_dumps
+from pyapp.db import Actor, tenant_tx
+
+log = logging.getLogger("parley.realtime")
+
+CHANNEL = "parley_events"
+SIGNAL_CHANNEL = "parley_signals"
+RELAY_APP_NAME = "parley-relay"
+BATCH = 500  # events read per service transaction
+MAX_QUEUE = 2000  # frames waiting for one slow client before it is dropped (it resumes by id)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A NOTIFY payload: an event was committed for this tenant (and conversation)."""
+
+    tenant_id: uuid.UUID
+    event_id: int
+    conversation_id: uuid.UUID | None
+
+
+def parse_notice(payload: str) -> Notice | None:
+    try:
+        tenant, event_id, conv = payload.split(":", 2)
+        return Notice(uuid.UUID(tenant), int(event_id), uuid.UUID(conv) if conv else None)
+    except (ValueError, AttributeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """An ephemeral fact shared between instances: typing on/off, read up to a message id."""
+
+    kind: str  # typing | read
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID
+    author: str  # visitor | agent | bot
+    value: int  # typing: 1/0; read: message id
+    origin: str  # instance that published it (it has already delivered locally)
+
+    def payload(self) -> str:
+        return f"{self.kind}:{self.tenant_id}:{self.conversation_id}:{self.author}:{self.value}:{self.origin}"
+
+    @classmethod
+    def parse(cls, payload: str) -> "Signal | None":
+        try:
+            kind, tenant, conv, author, value, origin = payload.split(":")
+            if kind not in ("typing", "read") or author not in ("visitor", "agent", "bot"):
+                return None
+            return cls(kind, uuid.UUID(tenant), uuid.UUID(conv), author, int(value), origin)
+        except (ValueError, AttributeError):
+            return None
+
+
+class EventSource(Protocol):
+    """Where the relay learns that events were stored (NOTIFY today; logical decoding could replace it).
+
+    `on_notice` is called for every committed event it hears of; `on_gap(outage_seconds)` whenever
+    notices may have been lost (after a (re)connect), so the relay re-reads from the table.
+    """
+
+    def subscribe(self, on_notice: Callable[[Notice], None], on_gap: Callable[[float], None]) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class SignalBus(Protocol):
+    """Best-effort fan-out of ephemeral signals to the other instances."""
+
+    def subscribe_signals(self, on_signal: Callable[[Signal], None]) -> None: ...
+
+    async def publish(self, signal: Signal) -> None: ...
+
+
+class PgNotifySource:
+    """LISTEN on one dedicated connection (outside the pool) with heartbeat and reconnect.
+
+    Implements both EventSource (channel parley_events) and SignalBus (channel parley_signals).
+    """
+
+    def __init__(self, dsn: str, pool: asyncpg.Pool | None = None, *, heartbeat: float = 10.0,
+                 max_backoff: float = 5.0) -> None:
+        self.dsn = dsn
+        self.pool = pool
+        self.heartbeat = heartbeat
+        self.max_backoff = max_backoff
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.backend_pid: int | None = None
+        self._on_notice: list[Callable[[Notice], None]] = []
+        self._on_gap: list[Callable[[], None]] = []
+        self._on_signal: list[Callable[[Signal], None]] = []
+        self._task: asyncio.Task | None = None
+        self._conn: asyncpg.Connection | None = None
+        self._stopping = False
+        self._lost_at: float | None = None
+
+    def subscribe(self, on_notice, on_gap) -> None:
+        self._on_notice.append(on_notice)
+        self._on_gap.append(on_gap)
+
+    def subscribe_signals(self, on_signal) -> None:
+        self._on_signal.append(on_signal)
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="parley-relay-listen")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._conn is not None and not self._conn.is_closed():
+            self._conn.terminate()
+
+    async def publish(self, signal: Signal) -> None:
+        if self.pool is None:
+            return
+        try:
+            await self.pool.execute("SELECT pg_notify($1, $2)", SIGNAL_CHANNEL, signal.payload())
+        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("signal not published: %s", type(exc).__name__)
+
+    def _notice(self, conn, pid, channel, payload) -> None:
+        if channel == CHANNEL:
+            notice = parse_notice(payload)
+            if notice is None:
+                log.warning("ignored malformed notification %r", payload[:200])
+                return
+            for cb in self._on_notice:
+                cb(notice)
+        elif channel == SIGNAL_CHANNEL:
+            sig = Signal.parse(payload)
+            if sig is not None:
+                for cb in self._on_signal:
+                    cb(sig)
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            lost = loop.create_future()
+            started = time.monotonic()
+            try:
+                conn = await asyncpg.connect(self.dsn, timeout=10,
+                                             server_settings={"application_name": RELAY_APP_NAME})
+                self._conn = conn
+                conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
+                await conn.add_listener(CHANNEL, self._notice)
+                await conn.add_listener(SIGNAL_CHANNEL, self._notice)
+                self.backend_pid = conn.get_server_pid()
+                self.connects += 1
+                self.connected.set()
+                log.info("relay listening (connect #%d, pid %s)", self.connects, self.backend_pid)
+                outage = time.monotonic() - self._lost_at if self._lost_at is not None else 0.0
+                for cb in self._on_gap:
+                    cb(outage)
+                while True:
+                    done, _ = await asyncio.wait([lost], timeout=self.heartbeat)
+                    if done:
+                        raise ConnectionError("listen connection closed")
+                    await conn.fetchval("SELECT 1", timeout=max(1.0, self.heartbeat / 2))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # any failure: drop the connection and reconnect
+                if not self._stopping:
+                    log.warning("relay connection lost: %s: %s", type(exc).__name__, exc)
+            finally:
+                if self.connected.is_set():
+                    self._lost_at = time.monotonic()
+                self.connected.clear()
+                conn_, self._conn = self._conn, None
+                if conn_ is not None and not conn_.is_closed():
+                    conn_.terminate()
+            if self._stopping:
+                return
+            if time.monotonic() - started > 30:
+                backoff = 0.1
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(self.max_backoff, backoff * 2)
+
+
+# --------------------------------------------------------------------------- events -> frames
+
+
+def event_json(row: Any) -> dict:
+    """One row of parley.events_after as the agent protocol shows it (None fields left out)."""
+    rec = dict(row)
+    out = {"id": rec.get("id"), "kind": rec.get("kind"), "conversation_id": rec.get("conversation_id")}
+    for key in ("at", "message_id", "actor_kind", "actor_id", "data", "message", "conversation"):
+        if rec.get(key) is not None:
+            out[key] = rec[key]
+    return out
+
+
+# Status a visitor sees after each kind of event (events_after's `conversation` is the
+# conversation's *current* summary, so the kind, not the summary, says what happened then).
+_STATUS_BY_KIND = {"human_requested": "waiting_human", "claimed": "human", "assigned": "human",
+                   "released": "bot", "closed": "closed"}
+_VISITOR_HIDDEN = ("author_id", "meta")
+
+
+def visitor_message(message: dict) -> dict:
+    """A stored message as visitors see it: parley.message_json(m, true), i.e. no author ids, no meta."""
+    return {k: v for k, v in message.items() if k not in _VISITOR_HIDDEN}
+
+
+def visitor_frames(ev: dict) -> list[dict]:
+    """What the visitor of the event's conversation sees of it (maybe nothing; never notes)."""
+    kind = ev.get("kind")
+    if kind == "message_added":
+        msg = ev.get("message")
+        if not isinstance(msg, dict) or msg.get("author") == "note":
+            return []
+        return [{"type": "message", "message": visitor_message(msg)}]
+    if kind == "reopened":
+        status = (ev.get("data") or {}).get("status") or "bot"
+        return [{"type": "status", "status": status}]
+    if kind in _STATUS_BY_KIND:
+        return [{"type": "status", "status": _STATUS_BY_KIND[kind]}]
+    return []
+
+
+class PreparedEvent:
+    """An event read once per process, with its frames serialised once (lazily) for every sink."""
+
+    __slots__ = ("id", "tenant_id", "conversation_id", "data", "_agent", "_sse", "_visitor")
+
+    def __init__(self, tenant_id: uuid.UUID, data: dict) -> None:
+        self.tenant_id = tenant_id
+        self.id = int(data["id"])
+        conv = data.get("conversation_id")
+        self.conversation_id = uuid.UUID(str(conv)) if conv else None
+        self.data = data
+        self._agent: str | None = None
+        self._sse: bytes | None = None
+        self._visitor: list[tuple[int | None, str]] | None = None
+
+    @property
+    def agent_text(self) -> str:
+        if self._agent is None:
+            self._agent = json_dumps({"type": "event", "event": self.data})
+        return self._agent
+
+    @property
+    def sse_bytes(self) -> bytes:
+        if self._sse is None:
+            self._sse = f"id: {self.id}\ndata: {json_dumps(self.data)}\n\n".encode()
+        return self._sse
+
+    @property
+    def visitor_texts(self) -> list[tuple[int | None, str]]:
+        """(message id or None, frame text) pairs."""
+        if self._visitor is None:
+            self._visitor = [((f.get("message") or {}).get("id"), json_dumps(f)) for f in visitor_frames(self.data)]
+        return self._visitor
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+class Sink:
+    """One connected client: ordered, non-blocking writes through a lazy writer task.
+
+    Until `go_live()` the relay's events are held (the client is being replayed from the
+    table); after it, events already replayed are dropped by id.
+    """
+
+    kind = "agent"
+
+    def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
+                 close: Callable[[int, str], Awaitable[None]], *, conversation_id: uuid.UUID | None = None,
+                 label: str = "") -> None:
+        self.tenant_id = tenant_id
+        self.conversation_id = conversation_id
+        self.label = label
+        self._send = send
+        self._close = close
+        self._queue: deque = deque()
+        self._writer: asyncio.Task | None = None
+        self._held: list[PreparedEvent] | None = []
+        self.replayed: set[int] = set()
+        self.closed = False
+
+    # Writes ----------------------------------------------------------------
+    def push(self, item: Any, *, bounded: bool = True) -> None:
+        if self.closed:
+            return
+        if bounded and len(self._queue) >= MAX_QUEUE:
+            log.warning("dropping a slow %s client (%d frames queued)", self.kind, len(self._queue))
+            self.close_soon(4408, "too slow; reconnect and resume")
+            return
+        self._queue.append(item)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                await self._send(self._queue.popleft())
+        except Exception as exc:  # the peer went away mid-write
+            log.debug("send failed: %s", exc)
+            self.closed = True
+            self._queue.clear()
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until every queued frame has been handed to the transport."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    def close_soon(self, code: int = 1001, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    # Events ------------------------------------------------------------------
+    def offer(self, ev: PreparedEvent) -> None:
+        if self._held is not None:
+            self._held.append(ev)
+        else:
+            self.emit(ev)
+
+    def go_live(self) -> None:
+        held, self._held = self._held or [], None
+        for ev in held:
+            self.emit(ev)
+        self.replayed.clear()
+
+    def emit(self, ev: PreparedEvent) -> None:
+        if ev.id in self.replayed:
+            return
+        self.push(ev.agent_text)
+
+    def frame(self, frame: dict) -> None:
+        """An ephemeral frame (typing, read, stream)."""
+        self.push(json_dumps(frame))
+
+
+class SseSink(Sink):
+    kind = "sse"
+
+    def emit(self, ev: PreparedEvent) -> None:
+        if ev.id in self.replayed:
+            return
+        self.push(ev.sse_bytes)
+
+    def frame(self, frame: dict) -> None:
+        pass  # SSE carries stored events only
+
+
+class VisitorSink(Sink):
+    kind = "visitor"
+
+    def emit(self, ev: PreparedEvent) -> None:
+        for message_id, text in ev.visitor_texts:
+            if message_id is not None and message_id in self.replayed:
+                continue
+            self.push(text)
+
+
+# --------------------------------------------------------------------------- the relay
+
+
+class _Feed:
+    """Per-tenant read position of this process."""
+
+    def __init__(self, tenant_id: uuid.UUID) -> None:
+        self.tenant_id = tenant_id
+        self.sinks = 0
+        self.cursor: int | None = None  # highest event id delivered (or present at start)
+        self.low: int | None = None  # lowest notified id not read yet
+        self.delivered: OrderedDict[int, None] = OrderedDict()
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task | None = None
+
+    def remember(self, event_id: int) -> None:
+        self.delivered[event_id] = None
+        while len(self.delivered) > 8192:
+            self.delivered.popitem(last=False)
+
+
+RELAY = web.AppKey("relay", object)
+
+
+class Relay:
+    """Routes stored events and ephemeral frames to this process's sinks."""
+
+    def __init__(self, pool: asyncpg.Pool, source: EventSource, bus: SignalBus | None = None) -> None:
+        self.pool = pool
+        self.source = source
+        self.bus = bus
+        self.instance_id = secrets.token_hex(6)
+        self._agents: dict[uuid.UUID, set[Sink]] = {}
+        self._visitors: dict[tuple[uuid.UUID, uuid.UUID], set[Sink]] = {}
+        self._feeds: dict[uuid.UUID, _Feed] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.reads = 0  # service transactions that read events (for tests and the benchmark)
+        self._stopped = False
+        self.gaps = 0  # times the source reported possibly lost notices
+        source.subscribe(self._on_notice, self._on_gap)
+        if bus is not None:
+            bus.subscribe_signals(self._on_signal)
+
+    async def start(self) -> None:
+        await self.source.start()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for sink in list(self.sinks()):
+            sink.close_soon(1001, "server shutting down")
+        await asyncio.sleep(0)
+        await self.source.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for feed in self._feeds.values():
+            if feed.task:
+                feed.task.cancel()
+        await asyncio.gather(*self._tasks, *(f.task for f in self._feeds.values() if f.task),
+                             return_exceptions=True)
+
+    def spawn(self, coro: Awaitable, *, name: str | None = None) -> asyncio.Task:
+        """A background task owned by the relay: kept referenced, logged on failure, cancelled on stop."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task) -> None:
+            self._tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("background task %s failed", t.get_name(), exc_info=t.exception())
+        task.add_done_callback(done)
+        return task
+
+    def sinks(self):
+        for group in self._agents.values():
+            yield from group
+        for group in self._visitors.values():
+            yield from group
+
+    def counts(self) -> dict:
+        return {"agents": sum(len(g) for g in self._agents.values()),
+                "visitors": sum(len(g) for g in self._visitors.values()), "tenants": len(self._feeds)}
+
+    # Registration -------------------------------------------------------------
+    async def attach(self, sink: Sink) -> None:
+        """Register a sink (its events are held until go_live) and wait until its tenant's feed is ready."""
+        if isinstance(sink, VisitorSink):
+            self._visitors.setdefault((sink.tenant_id, sink.conversation_id), set()).add(sink)
+        else:
+            self._agents.setdefault(sink.tenant_id, set()).add(sink)
+        feed = self._feeds.get(sink.tenant_id)
+        if feed is None:
+            feed = self._feeds[sink.tenant_id] = _Feed(sink.tenant_id)
+            self.spawn(self._init_feed(feed), name=f"feed-init-{sink.tenant_id}")
+        feed.sinks += 1
+        await asyncio.wait_for(feed.ready.wait(), 30)
+
+    def detach(self, sink: Sink) -> None:
+        if isinstance(sink, VisitorSink):
+            key = (sink.tenant_id, sink.conversation_id)
+            group = self._visitors.get(key)
+        else:
+            key = sink.tenant_id
+            group = self._agents.get(key)
+        if group is None or sink not in group:
+            return
+        group.discard(sink)
+        if not group:
+            (self._visitors if isinstance(sink, VisitorSink) else self._agents).pop(key, None)
+        feed = self._feeds.get(sink.tenant_id)
+        if feed is not None:
+            feed.sinks -= 1
+            if feed.sinks <= 0:
+                self._feeds.pop(sink.tenant_id, None)
+                if feed.task:
+                    feed.task.cancel()
+
+    def local_visitors(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> set[Sink]:
+        return self._visitors.get((tenant_id, conversation_id), set())
+
+    # Ephemeral frames ----------------------------------------------------------
+    def broadcast_local(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID, frame: dict, *,
+                        visitors: bool = True, agents: bool = True, exclude: Sink | None = None) -> None:
+        """Send a frame to this instance's visitor(s) of the conversation and its agents of the tenant.
+
+        For bot `stream` chunks and typing: nothing is stored and nothing goes through NOTIFY,
+        so agents connected to other instances see only the final stored message.
+        """
+        if visitors:
+            text = json_dumps(frame)
+            for sink in self._visitors.get((tenant_id, conversation_id), ()):
+                if sink is not exclude and sink._held is None:
+                    sink.push(text)
+        if agents:
+            group = [s for s in self._agents.get(tenant_id, ()) if s is not exclude and s.kind == "agent"]
+            if group:
+                text = json_dumps({**frame, "conversation_id": str(conversation_id)})
+                for sink in group:
+                    if sink._held is None:
+                        sink.push(text)
+
+    async def signal(self, kind: str, tenant_id: uuid.UUID, conversation_id: uuid.UUID, author: str,
+                     value: int, *, exclude: Sink | None = None) -> None:
+        """Typing or read receipt: delivered here at once, then published to the other instances."""
+        sig = Signal(kind, tenant_id, conversation_id, author, int(value), self.instance_id)
+        self._deliver_signal(sig, exclude=exclude)
+        if self.bus is not None:
+            await self.bus.publish(sig)
+
+    def _on_signal(self, sig: Signal) -> None:
+        if sig.origin != self.instance_id:
+            self._deliver_signal(sig)
+
+    def _deliver_signal(self, sig: Signal, *, exclude: Sink | None = None) -> None:
+        if sig.kind == "typing":
+            frame = {"type": "typing", "author": sig.author, "on": bool(sig.value)}
+        else:
+            frame = {"type": "read", "message_id": sig.value, "author": sig.author}
+        # Visitors see the other side only; agents see everyone but themselves.
+        self.broadcast_local(sig.tenant_id, sig.conversation_id, frame,
+                             visitors=sig.author != "visitor", exclude=exclude)
+
+    # Feeds ---------------------------------------------------------------------
+    async def _init_feed(self, feed: _Feed) -> None:
+        async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
+            feed.cursor = await conn.fetchval(
+                "SELECT coalesce(max(id), 0) FROM parley.events WHERE tenant_id = parley.current_tenant_id()")
+        feed.ready.set()
+        if feed.low is not None:
+            self._kick(feed)
+
+    def _on_notice(self, notice: Notice) -> None:
+        feed = self._feeds.get(notice.tenant_id)
+        if feed is None:
+            return  # nobody here cares about this tenant
+        if notice.event_id in feed.delivered:
+            return
+        feed.low = notice.event_id if feed.low is None else min(feed.low, notice.event_id)
+        if feed.ready.is_set():
+            self._kick(feed)
+
+    def _on_gap(self, outage: float) -> None:
+        self.gaps += 1
+        for feed in self._feeds.values():
+            if not feed.ready.is_set():
+                continue
+            # Event ids of a tenant become visible in id order (sql/41_conversations.sql), so
+            # reading after the cursor recovers everything notified while nobody listened.
+            start = feed.cursor or 0
+            feed.low = start + 1 if feed.low is None else min(feed.low, start + 1)
+            self._kick(feed)
+
+    def _kick(self, feed: _Feed) -> None:
+        if feed.task is None or feed.task.done():
+            feed.task = self.spawn(self._pump(feed), name=f"feed-{feed.tenant_id}")
+
+    async def _pump(self, feed: _Feed) -> None:
+        while feed.low is not None and self._feeds.get(feed.tenant_id) is feed:
+            low, feed.low = feed.low, None
+            after = min(low - 1, feed.cursor or 0)
+            while True:
+                try:
+                    async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
+                        rows = await conn.fetch("SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+                except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+                    log.warning("relay read failed for %s: %s", feed.tenant_id, exc)
+                    feed.low = after + 1 if feed.low is None else min(feed.low, after + 1)
+                    await asyncio.sleep(0.5)
+                    break
+                self.reads += 1
+                for row in rows:
+                    event_id = row["id"]
+                    after = max(after, event_id)
+                    if event_id in feed.delivered:
+                        continue
+                    feed.remember(event_id)
+                    self._dispatch(PreparedEvent(feed.tenant_id, event_json(row)))
+                    if feed.cursor is None or event_id > feed.cursor:
+                        feed.cursor = event_id
+                if len(rows) < BATCH:
+                    break
+
+    def _dispatch(self, ev: PreparedEvent) -> None:
+        for sink in self._agents.get(ev.tenant_id, ()):
+            sink.offer(ev)
+        if ev.conversation_id is not None:
+            for sink in self._visitors.get((ev.tenant_id, ev.conversation_id), ()):
+                sink.offer(ev)
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def install(app: web.Application) -> None:
+    """Give the app its relay (idempotent; every realtime surface calls it from setup)."""
+    if app.get(_INSTALLED):
+        return
+    app[_INSTALLED] = True
+
+    async def relay_ctx(app: web.Application):
+        settings = app[SETTINGS]
+        source = PgNotifySource(settings.app_url, app[POOL],
+                                heartbeat=float(settings.extra.get("relay_heartbeat", 10.0)))
+        relay = Relay(app[POOL], source, source)
+        app[RELAY] = relay
+        await relay.start()
+        yield
+        await relay.stop()
+
+    async def on_shutdown(app: web.Application):
+        relay = app.get(RELAY)
+        if relay is not None:
+            await relay.stop()
+
+    app.cleanup_ctx.append(relay_ctx)
+    app.on_shutdown.append(on_shutdown)
+
+
+_INSTALLED = web.AppKey("realtime_installed", bool)
+
+
+def get_relay(app: web.Application) -> Relay:
+    return app[RELAY]

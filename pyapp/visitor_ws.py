@@ -1,0 +1,594 @@
+"""`/ws/visitor`: the widget's WebSocket (docs/protocol.md), and the hooks the assistant plugs into.
+
+Hooks (set once at import/startup by the module that provides them):
+- `set_bot_responder(fn)`: `async fn(turn: BotTurn)` runs as a background task on the instance
+  holding the visitor's socket, after a visitor message is stored while the conversation is
+  with the bot. It may stream chunks with `turn.stream(...)` (local sockets only, never NOTIFY)
+  and stores its answer with `await turn.reply(body, meta=...)`. Turns of one conversation run
+  one after another on this instance. The default posts a short placeholder reply.
+- `set_frame_handler("feedback" | "rating", fn)`: `async fn(ctx: VisitorContext, frame: dict)`
+  stores a CSAT frame (in `ctx.tx()`, the visitor's own transaction) and may return a frame to
+  send back. Without a handler the visitor gets `{"type":"error","code":"unsupported"}`.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal
+
+import asyncpg
+from aiohttp import WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
+from pyapp.db import Actor, tenant_tx
+from pyapp.errors import ApiError, from_postgres
+from pyapp.realtime import Relay, VisitorSink, get_relay, install as install_relay
+from pyapp.security import TokenError
+from pyapp.widget_api import VisitorClaims, decode_visitor_token, visitor_actor
+
+log = logging.getLogger("parley.visitor_ws")
+
+MAX_FRAME_BYTES = 16 * 1024  # larger frames get an error frame
+HARD_FRAME_BYTES = 64 * 1024  # larger frames close the socket (aiohttp's limit)
+HELLO_TIMEOUT = 10.0
+HEARTBEAT = 30.0
+FRAMES_PER_SECOND = 10.0  # token bucket per socket, before anything touches the database
+FRAME_BURST = 30.0
+REPLAY_PAGE = 1000  # visible_messages page size on hello
+NOTICE_EVERY = 60.0  # at most one stored limit notice per code per socket per minute
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+@dataclass
+class BotTurn:
+    """What a bot responder gets: the conversation, the visitor's message, and ways to answer."""
+
+    app: web.Application
+    tenant_id: uuid.UUID
+    chatbot_id: uuid.UUID
+    conversation_id: uuid.UUID
+    message: dict
+    chatbot_config: dict = field(default_factory=dict)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.app[POOL]
+
+    @property
+    def relay(self) -> Relay:
+        return get_relay(self.app)
+
+    @property
+    def settings(self):
+        return self.app[SETTINGS]
+
+    def service_tx(self):
+        """A transaction in the tenant as the server itself (actor kind `service`)."""
+        return tenant_tx(self.pool, Actor(self.tenant_id, kind="service", actor_id="bot"))
+
+    def stream(self, stream_id: str, delta: str) -> None:
+        """A chunk of the reply being generated: local visitor + local agents only."""
+        self.relay.broadcast_local(self.tenant_id, self.conversation_id,
+                                   {"type": "stream", "stream_id": stream_id, "delta": delta})
+
+    def typing(self, on: bool = True) -> None:
+        self.relay.broadcast_local(self.tenant_id, self.conversation_id,
+                                   {"type": "typing", "author": "bot", "on": bool(on)})
+
+    async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
+        """Store the bot's answer (one post_message); everyone gets it through the relay."""
+        async with self.service_tx() as conn:
+            return await conn.fetchval(
+                "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, NULL, $4) m",
+                self.conversation_id, author, body, meta or {})
+
+
+BotResponder = Callable[[BotTurn], Awaitable[None]]
+FrameHandler = Callable[["VisitorContext", dict], Awaitable[dict | None]]
+
+PLACEHOLDER_REPLY = ("Thanks for your message! Our assistant is not set up yet. "
+                     "If you'd like to talk to a person, choose \u201cTalk to a human\u201d.")
+
+
+async def placeholder_responder(turn: BotTurn) -> None:
+    """Until the assistant lands: a short reply offering a human."""
+    await turn.reply(PLACEHOLDER_REPLY, meta={"placeholder": True, "offer_human": True})
+
+
+_bot_responder: BotResponder = placeholder_responder
+_frame_handlers: dict[str, FrameHandler] = {}
+
+
+def set_bot_responder(responder: BotResponder | None) -> None:
+    """Install the bot (None restores the placeholder)."""
+    global _bot_responder
+    _bot_responder = responder or placeholder_responder
+
+
+def get_bot_responder() -> BotResponder:
+    return _bot_responder
+
+
+def set_frame_handler(frame_type: str, handler: FrameHandler | None) -> None:
+    """Handle a visitor frame type this module only routes (`feedback`, `rating`)."""
+    if frame_type not in ("feedback", "rating"):
+        raise ValueError(f"frame type {frame_type!r} is handled by visitor_ws itself")
+    if handler is None:
+        _frame_handlers.pop(frame_type, None)
+    else:
+        _frame_handlers[frame_type] = handler
+
+
+@dataclass
+class VisitorContext:
+    """One visitor socket as hooks see it."""
+
+    app: web.Application
+    claims: VisitorClaims
+    ip: str | None
+    request_id: str | None
+    sink: VisitorSink
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self.claims.tenant_id
+
+    @property
+    def chatbot_id(self) -> uuid.UUID:
+        return self.claims.chatbot_id
+
+    @property
+    def conversation_id(self) -> uuid.UUID:
+        return self.claims.conversation_id
+
+    def tx(self):
+        """The visitor's own tenant transaction (actor kind `visitor`, actor id = conversation id)."""
+        return tenant_tx(self.app[POOL], Actor(self.tenant_id, kind="visitor", actor_id=str(self.conversation_id),
+                                               ip=self.ip, request_id=self.request_id, min_role="visitor"))
+
+    def send(self, frame: dict) -> None:
+        self.sink.frame(frame)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+def _clean_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode") from None
+    return value
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text(cls, v):
+        return _clean_text(v) if isinstance(v, str) else v
+
+
+class HelloFrame(_Frame):
+    type: Literal["hello"]
+    token: str = Field(min_length=10, max_length=4096)
+    last_seen_id: int = Field(default=0, ge=0)
+
+
+class MessageFrame(_Frame):
+    type: Literal["message"]
+    client_id: str = Field(min_length=1, max_length=100)
+    body: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("body")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("message is empty")
+        return v
+
+
+class TypingFrame(_Frame):
+    type: Literal["typing"]
+    on: bool
+
+
+class ReadFrame(_Frame):
+    type: Literal["read"]
+    message_id: int = Field(ge=1)
+
+
+class HumanFrame(_Frame):
+    type: Literal["human"]
+
+
+class LeadFrame(_Frame):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["lead"]
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=50)
+
+
+class FeedbackFrame(_Frame):
+    type: Literal["feedback"]
+    message_id: int = Field(ge=1)
+    value: Literal["up", "down"]
+    comment: str = Field(default="", max_length=2000)
+
+
+class RatingFrame(_Frame):
+    type: Literal["rating"]
+    score: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=2000)
+
+
+FRAME_MODELS: dict[str, type[BaseModel]] = {
+    "message": MessageFrame, "typing": TypingFrame, "read": ReadFrame, "human": HumanFrame, "lead": LeadFrame,
+    "feedback": FeedbackFrame, "rating": RatingFrame,
+}
+
+
+def error_frame(code: str, message: str, **extra) -> dict:
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "frame"
+    return f"{where}: {err.get('msg')}"
+
+
+# --------------------------------------------------------------------------- the socket
+
+
+class VisitorSession:
+    """One visitor WebSocket after hello."""
+
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, claims: VisitorClaims,
+                 ip: str | None, request_id: str | None, chatbot: dict) -> None:
+        self.app = app
+        self.ws = ws
+        self.claims = claims
+        self.relay = get_relay(app)
+        self.pool = app[POOL]
+        self.chatbot = chatbot
+        self.actor = dataclasses.replace(visitor_actor(None, claims, ip=ip), request_id=request_id)
+        self.sink = VisitorSink(claims.tenant_id, self._send, self._close,
+                                conversation_id=claims.conversation_id, label="visitor")
+        self.ctx = VisitorContext(app, claims, ip, request_id, self.sink)
+        self.status = "bot"
+        self.visitor_messages = 0
+        self.lead_sent = False
+        self.lead_requested = False
+        self._typing: tuple[bool, float] = (False, 0.0)
+        self._read = 0
+        self._notices: dict[str, float] = {}
+        self._tokens = FRAME_BURST
+        self._refill = time.monotonic()
+
+    async def _send(self, text: str) -> None:
+        await self.ws.send_str(text)
+
+    async def _close(self, code: int, reason: str) -> None:
+        await self.ws.close(code=code, message=reason.encode()[:120])
+
+    def tx(self):
+        return tenant_tx(self.pool, self.actor)
+
+    def send(self, frame: dict) -> None:
+        self.sink.frame(frame)
+
+    # Start -------------------------------------------------------------------
+    async def start(self, last_seen_id: int) -> bool:
+        await self.relay.attach(self.sink)
+        messages: list[dict] = []
+        async with self.tx() as conn:
+            conv = await conn.fetchrow(
+                "SELECT c.status, c.chatbot_id FROM parley.conversations c WHERE c.id = $1",
+                self.claims.conversation_id)
+            if conv is None or conv["chatbot_id"] != self.claims.chatbot_id:
+                return False
+            after = last_seen_id
+            while True:
+                page = await conn.fetch("SELECT v.id, v.message FROM parley.visible_messages($1, $2, $3) v",
+                                        self.claims.conversation_id, after, REPLAY_PAGE)
+                messages.extend(r["message"] for r in page)
+                if len(page) < REPLAY_PAGE:
+                    break
+                after = page[-1]["id"]
+            if last_seen_id:
+                self.visitor_messages = await conn.fetchval(
+                    "SELECT count(*) FROM parley.visible_messages($1, 0, 1000) v WHERE v.author = 'visitor'",
+                    self.claims.conversation_id)
+        self.status = conv["status"]
+        self.sink.push(json_dumps({"type": "ready", "conversation_id": self.claims.conversation_id,
+                                   "status": self.status}), bounded=False)
+        for msg in messages:
+            if not last_seen_id and msg.get("author") == "visitor":
+                self.visitor_messages += 1
+            self.sink.replayed.add(msg["id"])
+            self.sink.push(json_dumps({"type": "message", "message": msg}), bounded=False)
+        self.sink.go_live()
+        return True
+
+    # Frames ------------------------------------------------------------------
+    def _allow_frame(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refill) * FRAMES_PER_SECOND)
+        self._refill = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def handle(self, raw: str) -> None:
+        if len(raw.encode()) > MAX_FRAME_BYTES:
+            self.send(error_frame("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes."))
+            return
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            self.send(error_frame("invalid_json", "The frame is not valid JSON."))
+            return
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            self.send(error_frame("invalid_frame", "A frame is a JSON object with a type."))
+            return
+        kind = data["type"]
+        if kind == "ping":
+            self.send({"type": "pong"})
+            return
+        if not self._allow_frame():
+            self.send(error_frame("rate_limited", "Too many frames; slow down."))
+            return
+        if kind == "hello":
+            self.send(error_frame("already_authenticated", "hello was already received."))
+            return
+        model = FRAME_MODELS.get(kind)
+        if model is None:
+            self.send(error_frame("unknown_type", f"Unknown frame type {kind[:40]!r}."))
+            return
+        try:
+            frame = model.model_validate(data)
+        except ValidationError as exc:
+            self.send(error_frame("invalid_frame", _validation_message(exc),
+                                  **({"client_id": data["client_id"]} if isinstance(data.get("client_id"), str)
+                                     and len(data["client_id"]) <= 100 else {})))
+            return
+        try:
+            await getattr(self, f"on_{kind}")(frame)
+        except asyncpg.PostgresError as exc:
+            await self._refused(exc, frame)
+        except (UnicodeEncodeError, asyncpg.DataError):
+            self.send(error_frame("invalid_encoding", "Text contains characters that cannot be stored."))
+        except ApiError as exc:
+            self.send(error_frame(exc.code, exc.message))
+
+    async def _refused(self, exc: asyncpg.PostgresError, frame: BaseModel) -> None:
+        mapped = from_postgres(exc)
+        if mapped is None:
+            log.exception("visitor frame failed", exc_info=exc)
+            mapped = ApiError(500, "internal", "Something went wrong; please try again.")
+        extra = {"client_id": frame.client_id} if isinstance(frame, MessageFrame) else {}
+        self.send(error_frame(mapped.code, mapped.message, **extra))
+        if mapped.status in (402, 429):
+            await self._notice(mapped)
+
+    async def _notice(self, err: ApiError) -> None:
+        """Limits: the visitor must see it in the conversation, so store one system message (throttled)."""
+        now = time.monotonic()
+        if now - self._notices.get(err.code, -NOTICE_EVERY) < NOTICE_EVERY:
+            return
+        self._notices[err.code] = now
+        body = ("You're sending messages too quickly. Please wait a moment before sending more."
+                if err.status == 429 else
+                "This chat can't take more messages right now. Please try again later.")
+        try:
+            async with tenant_tx(self.pool, Actor(self.claims.tenant_id, kind="service", actor_id="limits")) as conn:
+                await conn.fetchval("SELECT m.id FROM parley.post_message($1, 'system', $2, NULL, $3) m",
+                                    self.claims.conversation_id, body, {"notice": err.code})
+        except asyncpg.PostgresError:
+            # Could not store it (the limit covers system messages too): show it unstored.
+            self.send({"type": "message", "message": {
+                "id": None, "author": "system", "body": body, "client_id": None,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
+
+    async def on_message(self, frame: MessageFrame) -> None:
+        async with self.tx() as conn:
+            # A resend returns the row stored by an earlier transaction: its created_at is not
+            # this transaction's now().
+            row = await conn.fetchrow(
+                "SELECT parley.message_json(m, true) AS message, m.created_at <> now() AS duplicate"
+                "  FROM parley.post_message($1, 'visitor', $2, $3, '{}') m",
+                self.claims.conversation_id, frame.body, frame.client_id)
+            self.status = await conn.fetchval("SELECT c.status FROM parley.conversations c WHERE c.id = $1",
+                                              self.claims.conversation_id)
+        msg = row["message"]
+        if row["duplicate"]:
+            # No new event will come through the relay: answer the resend directly.
+            self.send({"type": "message", "message": msg})
+            return
+        self.visitor_messages += 1
+        self._maybe_request_lead(after_message=True)
+        if self.status == "bot":
+            schedule_bot_turn(self.app, BotTurn(self.app, self.claims.tenant_id, self.claims.chatbot_id,
+                                                self.claims.conversation_id, msg,
+                                                dict(self.chatbot.get("config") or {})))
+
+    async def on_typing(self, frame: TypingFrame) -> None:
+        now = time.monotonic()
+        last_on, last_at = self._typing
+        if frame.on == last_on and now - last_at < 3.0:
+            return
+        self._typing = (frame.on, now)
+        await self.relay.signal("typing", self.claims.tenant_id, self.claims.conversation_id, "visitor",
+                                int(frame.on), exclude=self.sink)
+
+    async def on_read(self, frame: ReadFrame) -> None:
+        if frame.message_id <= self._read:
+            return
+        self._read = frame.message_id
+        await self.relay.signal("read", self.claims.tenant_id, self.claims.conversation_id, "visitor",
+                                frame.message_id, exclude=self.sink)
+
+    async def on_human(self, frame: HumanFrame) -> None:
+        self._maybe_request_lead(before_handoff=True)  # the form is shown; the handoff goes ahead anyway
+        async with self.tx() as conn:
+            self.status = await conn.fetchval("SELECT c.status FROM parley.request_human($1) c",
+                                              self.claims.conversation_id)
+
+    async def on_lead(self, frame: LeadFrame) -> None:
+        custom = {k: v for k, v in (frame.model_extra or {}).items()
+                  if k != "type" and isinstance(v, (str, int, float, bool)) and len(str(k)) <= 64}
+        async with self.tx() as conn:
+            await conn.fetchval("SELECT l.id FROM parley.capture_lead($1, $2, $3, $4, $5) l",
+                                self.claims.conversation_id, frame.name, frame.email, frame.phone, custom)
+        self.lead_sent = True
+
+    async def _hooked(self, kind: str, frame: BaseModel) -> None:
+        handler = _frame_handlers.get(kind)
+        if handler is None:
+            self.send(error_frame("unsupported", f"{kind} is not supported yet."))
+            return
+        reply = await handler(self.ctx, frame.model_dump())
+        if reply:
+            self.send(reply)
+
+    async def on_feedback(self, frame: FeedbackFrame) -> None:
+        await self._hooked("feedback", frame)
+
+    async def on_rating(self, frame: RatingFrame) -> None:
+        await self._hooked("rating", frame)
+
+    def _maybe_request_lead(self, *, after_message: bool = False, before_handoff: bool = False) -> bool:
+        lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}
+        mode = lead.get("mode")
+        if self.lead_sent or self.lead_requested:
+            return False
+        due = ((after_message and mode == "after_messages" and self.visitor_messages >= int(lead.get("after") or 1))
+               or (before_handoff and mode == "before_handoff"))
+        if due:
+            self.lead_requested = True
+            self.send({"type": "lead_request", "fields": list(lead.get("fields") or ["name", "email"])})
+        return due
+
+
+# --------------------------------------------------------------------------- bot turns
+
+
+_BOT_LOCKS = web.AppKey("bot_locks", dict)
+
+
+def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
+    """Run the bot responder in the background; turns of one conversation run in order."""
+    locks: dict = app[_BOT_LOCKS]
+    relay = get_relay(app)
+
+    async def run() -> None:
+        lock = locks.setdefault(turn.conversation_id, asyncio.Lock())
+        try:
+            async with lock:
+                await _bot_responder(turn)
+        except asyncpg.PostgresError as exc:
+            mapped = from_postgres(exc)
+            if mapped is None:
+                log.exception("bot responder failed")
+            else:
+                log.info("bot reply refused: %s", mapped.code)
+        except Exception:
+            log.exception("bot responder failed")
+        finally:
+            if not lock.locked() and locks.get(turn.conversation_id) is lock:
+                locks.pop(turn.conversation_id, None)
+
+    return relay.spawn(run(), name=f"bot-{turn.conversation_id}")
+
+
+# --------------------------------------------------------------------------- handler
+
+
+async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=HARD_FRAME_BYTES)
+    await ws.prepare(request)
+    app = request.app
+    session: VisitorSession | None = None
+    try:
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT)
+        except asyncio.TimeoutError:
+            await ws.send_json(error_frame("hello_timeout", "Send hello first."))
+            await ws.close(code=4408, message=b"hello timeout")
+            return ws
+        if msg.type != WSMsgType.TEXT:
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return ws
+            await ws.send_json(error_frame("invalid_frame", "The first frame must be hello."))
+            await ws.close(code=4400, message=b"hello expected")
+            return ws
+        try:
+            hello = HelloFrame.model_validate_json(msg.data)
+        except ValidationError:
+            await ws.send_json(error_frame("hello_expected", "The first frame must be a valid hello."))
+            await ws.close(code=4400, message=b"hello expected")
+            return ws
+        try:
+            claims = decode_visitor_token(app[SETTINGS].secret_key, hello.token)
+        except TokenError:
+            await ws.send_json(error_frame("invalid_token", "The conversation token is invalid or expired."))
+            await ws.close(code=4401, message=b"invalid token")
+            return ws
+        chatbot = await app[POOL].fetchrow("SELECT * FROM parley.widget_chatbot($1)", claims.public_key)
+        if chatbot is None or chatbot["chatbot_id"] != claims.chatbot_id:
+            await ws.send_json(error_frame("unknown_chatbot", "This chatbot no longer exists."))
+            await ws.close(code=4403, message=b"unknown chatbot")
+            return ws
+        session = VisitorSession(app, ws, claims, client_ip(request), request.get(REQUEST_ID), dict(chatbot))
+        if not await session.start(hello.last_seen_id):
+            session.sink.push(json_dumps(error_frame("not_found", "No such conversation.")))
+            await session.sink.flush()
+            await ws.close(code=4403, message=b"no such conversation")
+            return ws
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                await session.handle(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                session.send(error_frame("invalid_frame", "Frames are JSON text."))
+            elif msg.type == WSMsgType.ERROR:
+                break
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
+        if mapped.status == 500:
+            log.exception("visitor socket failed")
+        if not ws.closed:
+            await ws.send_json(error_frame(mapped.code, mapped.message))
+            await ws.close(code=4403 if mapped.status in (401, 403, 404) else 1011)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("visitor socket failed")
+        if not ws.closed:
+            await ws.close(code=1011, message=b"internal error")
+    finally:
+        if session is not None:
+            session.relay.detach(session.sink)
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    install_relay(app)
+    app[_BOT_LOCKS] = {}
+    app.router.add_get("/ws/visitor", visitor_socket)

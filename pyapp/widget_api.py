@@ -1,0 +1,271 @@
+"""Widget sessions: the public REST calls a visitor's browser makes before opening /ws/visitor.
+
+`POST /api/widget/sessions` checks the page's Origin against the chatbot's allowed origins,
+starts (or resumes) a conversation and returns a short-lived conversation token: an HS256 JWT
+with its own audience (`parley:visitor`) and its own key (derived from the secret key), so it
+can never pass for a member's access token or the other way round.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import jwt
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from pyapp.api import REQUEST_ID, TRUST_PROXY, Call, api, client_ip
+from pyapp.db import Actor, tenant_tx
+from pyapp.errors import ApiError
+from pyapp.security import TokenError
+
+VISITOR_AUDIENCE = "parley:visitor"
+VISITOR_TOKEN_TTL = 900  # seconds; the widget refreshes before it runs out
+REFRESH_GRACE = 3600  # an expired token may still be refreshed this long after it expired
+CORS_ORIGIN = web.RequestKey("cors_origin", str)
+_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class VisitorClaims:
+    tenant_id: uuid.UUID
+    chatbot_id: uuid.UUID
+    conversation_id: uuid.UUID
+    public_key: str
+    expires_at: int
+
+
+def _visitor_key(secret: str) -> bytes:
+    """A key only for visitor tokens: a leaked or confused token of another kind never verifies."""
+    return hmac.new(secret.encode(), b"jwt:parley:visitor", hashlib.sha256).digest()
+
+
+def issue_visitor_token(secret: str, *, tenant_id, chatbot_id, conversation_id, public_key: str,
+                        ttl: int = VISITOR_TOKEN_TTL) -> tuple[str, int]:
+    now = int(time.time())
+    claims = {"sub": str(conversation_id), "tid": str(tenant_id), "cb": str(chatbot_id), "pk": public_key,
+              "aud": VISITOR_AUDIENCE, "iat": now, "exp": now + min(ttl, VISITOR_TOKEN_TTL),
+              "jti": secrets.token_urlsafe(9)}
+    return jwt.encode(claims, _visitor_key(secret), algorithm="HS256"), claims["exp"]
+
+
+def decode_visitor_token(secret: str, token: str, *, grace: int = 0) -> VisitorClaims:
+    """Verify signature, audience and expiry (an expired token is accepted for `grace` seconds)."""
+    try:
+        claims = jwt.decode(token, _visitor_key(secret), algorithms=["HS256"], audience=VISITOR_AUDIENCE,
+                            leeway=grace, options={"require": ["exp", "iat", "sub", "tid", "cb", "aud"]})
+        return VisitorClaims(tenant_id=uuid.UUID(claims["tid"]), chatbot_id=uuid.UUID(claims["cb"]),
+                             conversation_id=uuid.UUID(claims["sub"]), public_key=str(claims.get("pk") or ""),
+                             expires_at=int(claims["exp"]))
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise TokenError(str(exc)) from exc
+
+
+def visitor_actor(request: web.Request | None, claims: VisitorClaims, ip: str | None = None) -> Actor:
+    """The actor of every visitor transaction: the conversation is the visitor's identity."""
+    return Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=str(claims.conversation_id),
+                 ip=ip if ip is not None else (client_ip(request) if request is not None else None),
+                 request_id=request.get(REQUEST_ID) if request is not None else None, min_role="visitor")
+
+
+# --------------------------------------------------------------------------- origins
+
+
+def normalise_origin(value: str) -> str | None:
+    """scheme://host[:port] in lower case without a default port, or None when not an origin."""
+    value = (value or "").strip()
+    if not value or value == "null":
+        return None
+    try:
+        parts = urlsplit(value)
+        scheme = parts.scheme.lower()
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return None
+    if scheme not in ("http", "https") or not host:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
+        return f"{scheme}://{host}"
+    return f"{scheme}://{host}:{port}"
+
+
+def _pattern_matches(pattern: str, origin: str) -> bool:
+    pattern = pattern.strip().rstrip("/").lower()
+    if "*." in pattern:
+        scheme, _, rest = pattern.partition("://*.")
+        o_scheme, _, o_host = origin.partition("://")
+        return bool(rest) and o_scheme == scheme and o_host.endswith("." + rest)
+    return normalise_origin(pattern) == origin
+
+
+def origin_allowed(origin_header: str | None, allowed: list[str] | None) -> bool:
+    """An empty list allows any origin except local development hosts, which must be listed."""
+    origin = normalise_origin(origin_header or "")
+    allowed = [a for a in (allowed or []) if a and a.strip()]
+    if not allowed:
+        if origin is None:
+            return origin_header is None  # a non-browser client sends no Origin at all
+        host = urlsplit(origin).hostname or ""
+        return host not in _LOCAL_HOSTS and not host.endswith(".localhost")
+    if origin is None:
+        return False
+    return any(_pattern_matches(p, origin) for p in allowed)
+
+
+# --------------------------------------------------------------------------- routes
+
+
+class SessionIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    chatbot_key: str = Field(min_length=3, max_length=100)
+    conversation_id: uuid.UUID | None = None
+    page_url: str | None = Field(default=None, max_length=2048)
+    referrer: str | None = Field(default=None, max_length=2048)
+    locale: str | None = Field(default=None, max_length=35)
+
+
+class RefreshIn(BaseModel):
+    token: str = Field(min_length=10, max_length=4096)
+
+
+class SessionOut(BaseModel):
+    token: str
+    expires_at: str
+    conversation_id: uuid.UUID
+    status: str
+    config: dict[str, Any]
+
+
+async def _chatbot_by_key(pool: asyncpg.Pool, public_key: str):
+    row = await pool.fetchrow("SELECT * FROM parley.widget_chatbot($1)", public_key)
+    if row is None:
+        raise ApiError(404, "unknown_chatbot", "No chatbot has this key.")
+    return row
+
+
+def _check_origin(request: web.Request, chatbot) -> None:
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, list(chatbot["allowed_origins"] or [])):
+        raise ApiError(403, "origin_not_allowed", "This site is not allowed to use this chatbot.")
+    if origin:
+        request[CORS_ORIGIN] = origin
+
+
+def _country(request: web.Request) -> str | None:
+    if not request.app.get(TRUST_PROXY, False):
+        return None
+    value = (request.headers.get("CF-IPCountry") or request.headers.get("X-Country-Code") or "").strip().upper()
+    return value if len(value) == 2 and value.isalpha() and value != "XX" else None
+
+
+async def _conversation_status(conn: asyncpg.Connection, conversation_id: uuid.UUID,
+                               chatbot_id: uuid.UUID) -> str | None:
+    """Status of the visitor's own conversation if it belongs to this chatbot, else None."""
+    row = await conn.fetchrow(
+        "SELECT c.status, c.chatbot_id FROM parley.conversations c WHERE c.id = $1", conversation_id)
+    if row is None or row["chatbot_id"] != chatbot_id:
+        return None
+    return row["status"]
+
+
+def _session_body(call: Call, claims_args: dict, status: str, chatbot) -> dict:
+    token, exp = issue_visitor_token(call.settings.secret_key, **claims_args)
+    return {"token": token, "expires_at": dt.datetime.fromtimestamp(exp, dt.timezone.utc).isoformat(),
+            "conversation_id": claims_args["conversation_id"], "status": status,
+            "config": chatbot["public_config"]}
+
+
+@api.route("POST", "/api/widget/sessions", auth="public", body=SessionIn, response=SessionOut, status=201,
+           tags=("widget",))
+async def create_session(call: Call):
+    """Start or resume a visitor's conversation and get a conversation token."""
+    request, body = call.request, call.body
+    chatbot = await _chatbot_by_key(call.pool, body.chatbot_key)
+    _check_origin(request, chatbot)
+    tenant_id, chatbot_id = chatbot["tenant_id"], chatbot["chatbot_id"]
+    ip = client_ip(request)
+    status = None
+    conversation_id = body.conversation_id
+    if conversation_id is not None:
+        claims = VisitorClaims(tenant_id, chatbot_id, conversation_id, body.chatbot_key, 0)
+        async with tenant_tx(call.pool, visitor_actor(request, claims)) as conn:
+            status = await _conversation_status(conn, conversation_id, chatbot_id)
+    if status is None:  # new visitor, or a stale id from localStorage: start afresh
+        # The visitor has no conversation yet, so no actor id (the event records none).
+        actor = Actor(tenant_id=tenant_id, kind="visitor", actor_id=None, ip=ip,
+                      request_id=request.get(REQUEST_ID), min_role="visitor")
+        async with tenant_tx(call.pool, actor) as conn:
+            row = await conn.fetchrow(
+                "SELECT c.id, c.status FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
+                chatbot_id, uuid.uuid4(), body.page_url, body.referrer,
+                (request.headers.get("User-Agent") or "")[:512] or None, body.locale, ip, _country(request))
+        conversation_id, status = row["id"], row["status"]
+    return _session_body(call, {"tenant_id": tenant_id, "chatbot_id": chatbot_id,
+                                "conversation_id": conversation_id, "public_key": body.chatbot_key},
+                         status, chatbot)
+
+
+@api.route("POST", "/api/widget/sessions/refresh", auth="public", body=RefreshIn, response=SessionOut,
+           status=201, tags=("widget",))
+async def refresh_session(call: Call):
+    """A fresh conversation token for a current (or recently expired) one."""
+    try:
+        claims = decode_visitor_token(call.settings.secret_key, call.body.token, grace=REFRESH_GRACE)
+    except TokenError:
+        raise ApiError(401, "invalid_token", "The conversation token is invalid or expired too long ago.") from None
+    chatbot = await _chatbot_by_key(call.pool, claims.public_key)
+    if chatbot["chatbot_id"] != claims.chatbot_id or chatbot["tenant_id"] != claims.tenant_id:
+        raise ApiError(401, "invalid_token", "The chatbot of this token no longer exists.")
+    _check_origin(call.request, chatbot)
+    async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
+        status = await _conversation_status(conn, claims.conversation_id, claims.chatbot_id)
+    if status is None:
+        raise ApiError(404, "not_found", "No such conversation; start a new session.")
+    return _session_body(call, {"tenant_id": claims.tenant_id, "chatbot_id": claims.chatbot_id,
+                                "conversation_id": claims.conversation_id, "public_key": claims.public_key},
+                         status, chatbot)
+
+
+# --------------------------------------------------------------------------- CORS
+
+
+_CORS_PATHS = ("/api/widget/sessions", "/api/widget/sessions/refresh")
+
+
+async def _preflight(request: web.Request) -> web.Response:
+    """Answer CORS preflight for any origin; the POST itself enforces the chatbot's list."""
+    origin = request.headers.get("Origin")
+    headers = {"Access-Control-Allow-Methods": "POST, OPTIONS",
+               "Access-Control-Allow-Headers": "Content-Type, X-Request-Id",
+               "Access-Control-Max-Age": "600", "Vary": "Origin"}
+    if origin:
+        headers["Access-Control-Allow-Origin"] = origin
+    return web.Response(status=204, headers=headers)
+
+
+async def _add_cors(request: web.Request, response: web.StreamResponse) -> None:
+    origin = request.get(CORS_ORIGIN)
+    if origin and request.path in _CORS_PATHS:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
+
+
+def setup(app: web.Application) -> None:
+    for path in _CORS_PATHS:
+        app.router.add_route("OPTIONS", path, _preflight)
+    app.on_response_prepare.append(_add_cors)
