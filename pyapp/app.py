@@ -21,13 +21,13 @@ log = logging.getLogger("parley.http")
 
 # Each surface module declares its routes on `pyapp.api.api` when imported and may
 # expose `setup(app)` for non-API routes (WebSockets, static files, console pages).
-SURFACES: list[str    "pyapp.console",
-] = [
+SURFACES: list[str] = [
     "pyapp.accounts",
     "pyapp.widget_api",
     "pyapp.visitor_ws",
     "pyapp.agent_ws",
     "pyapp.events_sse",
+    "pyapp.console",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")
