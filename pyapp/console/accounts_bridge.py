@@ -1,0 +1,111 @@
+"""The console's way into the accounts surface: its handlers, called with a console-built `Call`.
+
+Sign-in, refresh rotation, sign-out, switching and invites stay implemented once (in
+pyapp.accounts and sql/22_accounts.sql); the console only carries the tokens in its cookie.
+"""
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from pyapp.api import REQUEST_ID, Call, client_ip
+from pyapp.db import Actor
+from pyapp.errors import ApiError
+
+
+def _call(request: web.Request, body=None, *, session=None, min_role: str = "agent", query=None) -> Call:
+    call = Call(request=request, body=body, query=query)
+    if session is not None:
+        claims = session.claims
+        call.user_id = claims.user_id
+        call.session_id = claims.session_id
+        if claims.tenant_id:
+            call.actor = Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
+                               session_id=claims.session_id, ip=client_ip(request),
+                               request_id=request.get(REQUEST_ID), min_role=min_role)
+    return call
+
+
+async def sign_in(request: web.Request, email: str, password: str):
+    """AuthOut (access + refresh token, user, tenant); raises ApiError 401/429 on failure."""
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import LoginIn
+
+    return await sessions.log_in(_call(request, LoginIn(email=email, password=password)))
+
+
+async def sign_up(request: web.Request, body):
+    from pyapp.accounts import sessions
+
+    return await sessions.sign_up(_call(request, body))
+
+
+async def refresh(request: web.Request, refresh_token: str) -> tuple[str, str] | None:
+    """A rotated (access, refresh) pair, or None when the session is over."""
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import RefreshIn
+
+    try:
+        out = await sessions.refresh_session(_call(request, RefreshIn(refresh_token=refresh_token)))
+    except ApiError:
+        return None
+    return out.access_token, out.refresh_token
+
+
+async def sign_out(request: web.Request, session) -> None:
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import LogoutIn
+
+    try:
+        await sessions.log_out(_call(request, LogoutIn(everywhere=False), session=session))
+    except ApiError:
+        pass  # already over
+
+
+async def my_tenants(request: web.Request, session) -> list:
+    from pyapp.accounts import sessions
+
+    out = await sessions.list_tenants(_call(request, session=session))
+    return list(out.tenants)
+
+
+async def switch(request: web.Request, session, tenant_id: uuid.UUID) -> str:
+    """A new access token for another workspace (the session's refresh token keeps working there)."""
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import SwitchIn
+
+    out = await sessions.switch_tenant(_call(request, SwitchIn(tenant_id=tenant_id), session=session))
+    return out.access_token
+
+
+async def accept_invite(request: web.Request, session, token: str):
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import AcceptIn
+
+    return await sessions.accept_invite(_call(request, AcceptIn(token=token), session=session))
+
+
+async def forgot(request: web.Request, email: str) -> None:
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import ForgotIn
+
+    await sessions.forgot_password(_call(request, ForgotIn(email=email)))
+
+
+async def reset(request: web.Request, token: str, password: str) -> None:
+    from pyapp.accounts import sessions
+    from pyapp.accounts.models import ResetIn
+
+    await sessions.reset_password(_call(request, ResetIn(token=token, password=password)))
+
+
+async def workspace_call(request: web.Request, session, handler: str, *, body=None, query=None,
+                         min_role: str = "admin", params: dict | None = None):
+    """Run one of pyapp.accounts.workspace's handlers (invites, members, keys, settings, audit)."""
+    from pyapp.accounts import workspace
+
+    call = _call(request, body, session=session, min_role=min_role, query=query)
+    if params:
+        request.match_info.update({k: str(v) for k, v in params.items()})
+    return await getattr(workspace, handler)(call)

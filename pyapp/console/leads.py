@@ -1,0 +1,135 @@
+"""Leads: table with the status workflow, search and filters, CSV export of the same selection."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import uuid
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError, field_validator
+
+from pyapp.console import queries
+from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect
+from pyapp.errors import ApiError
+
+STATUSES = ("new", "contacted", "qualified", "won", "lost")
+CSV_LIMIT = 50_000
+
+
+class LeadFilters(BaseModel):
+    q: str | None = None
+    status: str | None = None
+    chatbot: uuid.UUID | None = None
+    date_from: dt.date | None = None
+    date_to: dt.date | None = None
+
+    @field_validator("q", "status", "chatbot", "date_from", "date_to", mode="before")
+    @classmethod
+    def _blank(cls, value):
+        if isinstance(value, str):
+            value = value.strip()
+        return value or None
+
+    @field_validator("q")
+    @classmethod
+    def _short(cls, value):
+        return value[:200] if value else value
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value):
+        if value is not None and value not in STATUSES:
+            raise ValueError(f"Choose one of: {', '.join(STATUSES)}.")
+        return value
+
+    def args(self, limit: int) -> list:
+        start = dt.datetime.combine(self.date_from, dt.time(), dt.timezone.utc) if self.date_from else None
+        end = (dt.datetime.combine(self.date_to + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+               if self.date_to else None)
+        return [self.q, self.status, self.chatbot, start, end, limit]
+
+    def query_string(self) -> str:
+        from urllib.parse import urlencode
+        pairs = {"q": self.q, "status": self.status, "chatbot": self.chatbot,
+                 "date_from": self.date_from, "date_to": self.date_to}
+        return urlencode({k: str(v) for k, v in pairs.items() if v is not None})
+
+
+def _filters(request: web.Request) -> tuple[LeadFilters, dict]:
+    raw = {k: request.query.get(k, "") for k in ("q", "status", "chatbot", "date_from", "date_to")}
+    try:
+        return LeadFilters.model_validate(raw), {}
+    except ValidationError as exc:
+        errors = form_errors(exc)
+        cleaned = {k: v for k, v in raw.items() if k not in errors}
+        return LeadFilters.model_validate(cleaned), errors
+
+
+@page("GET", "/console/leads")
+async def leads(ctx: Ctx):
+    filters, errors = _filters(ctx.request)
+    rows = await queries.fetch(ctx.conn, "leads", *filters.args(500))
+    counts = {r["status"]: r["n"] for r in await queries.fetch(ctx.conn, "lead_status_counts")}
+    chatbots = await queries.fetch(ctx.conn, "chatbots")
+    flash = {"updated": "Lead updated."}.get(ctx.request.query.get("done", ""))
+    return ctx.render("leads.html", rows=rows, filters=filters, raw=dict(ctx.request.query), errors=errors,
+                      statuses=STATUSES, counts=counts, chatbots=chatbots, flash=flash,
+                      export_qs=filters.query_string())
+
+
+def _cell(value) -> str:
+    """A CSV cell that a spreadsheet will not run as a formula."""
+    if value is None:
+        return ""
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    text = str(value)
+    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        text = "'" + text
+    return text
+
+
+@page("GET", "/console/leads.csv")
+async def leads_csv(ctx: Ctx):
+    filters, _ = _filters(ctx.request)
+    rows = await queries.fetch(ctx.conn, "leads", *filters.args(CSV_LIMIT))
+    custom_keys = sorted({k for r in rows for k in (r["custom"] or {}).keys()})
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(["id", "created_at", "status", "name", "email", "phone", "chatbot", "conversation_id",
+                     *[f"custom.{k}" for k in custom_keys]])
+    for r in rows:
+        custom = r["custom"] or {}
+        writer.writerow([_cell(v) for v in (r["id"], r["created_at"], r["status"], r["name"], r["email"],
+                                             r["phone"], r["chatbot_name"], r["conversation_id"],
+                                             *[custom.get(k) for k in custom_keys])])
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+    return web.Response(body=("\ufeff" + buf.getvalue()).encode("utf-8"), content_type="text/csv", charset="utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="leads-{stamp}.csv"',
+                                 "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+
+
+class StatusForm(BaseModel):
+    status: str
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value):
+        if value not in STATUSES:
+            raise ValueError(f"Choose one of: {', '.join(STATUSES)}.")
+        return value
+
+
+@page("POST", "/console/leads/{lead_id}/status")
+async def lead_status(ctx: Ctx):
+    lead_id = ctx.uuid("lead_id")
+    try:
+        data = StatusForm.model_validate(ctx.form)
+    except ValidationError as exc:
+        raise ApiError(422, "validation_failed", "Choose a valid status.", {"fields": form_errors(exc)}) from None
+    await ctx.conn.execute("SELECT parley.set_lead_status($1, $2)", lead_id, data.status)
+    if ctx.wants_json:
+        return json_ok({"ok": True, "status": data.status})
+    back = ctx.form.get("back") or ""
+    return redirect(f"/console/leads?{back}&done=updated" if back else "/console/leads?done=updated")

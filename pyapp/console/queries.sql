@@ -1,0 +1,164 @@
+-- The console's reads, one per page need. Each runs inside the page's tenant
+-- transaction as parley_app: RLS scopes every table to the tenant, so none of them
+-- filters by tenant itself. Writes go through SQL functions (sql/4x, sql/70_console.sql).
+
+-- name: inbox_counts
+-- Badge counts for the inbox tabs and the navigation: per tab, plus conversations with unread visitor messages.
+SELECT count(*) FILTER (WHERE c.status <> 'closed' AND c.assignee_id IS NULL AND r.user_id IS NULL) AS new,
+       count(*) FILTER (WHERE c.status = 'waiting_human') AS waiting,
+       count(*) FILTER (WHERE c.status <> 'closed' AND c.assignee_id = parley.current_user_id()) AS mine,
+       count(*) FILTER (WHERE c.status <> 'closed') AS "all",
+       count(*) FILTER (WHERE c.status <> 'closed' AND EXISTS (
+         SELECT 1 FROM parley.messages m
+          WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'visitor'
+            AND m.id > coalesce(r.last_read_message_id, 0))) AS unread
+  FROM parley.conversations c
+  LEFT JOIN parley.conversation_reads r
+    ON r.tenant_id = c.tenant_id AND r.conversation_id = c.id AND r.user_id = parley.current_user_id()
+ WHERE c.status <> 'closed';
+
+-- name: inbox_closed_count
+-- How many conversations are closed (the closed tab's badge; separate so the open counts stay cheap).
+SELECT count(*) FROM parley.conversations WHERE status = 'closed';
+
+-- name: inbox_list
+-- One inbox tab ($1 = new|waiting|mine|all|closed), newest activity first, with the last visible message and unread flag; $2 = search text or NULL, $3 = limit.
+SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
+       coalesce(nullif(u.name, ''), u.email) AS assignee_name,
+       c.visitor_id, c.page_url, c.locale, c.country, c.created_at, c.last_activity_at, c.closed_at,
+       lm.id AS last_message_id, lm.author AS last_author, left(lm.body, 200) AS last_body,
+       l.name AS lead_name, l.email AS lead_email,
+       EXISTS (SELECT 1 FROM parley.messages m
+                WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'visitor'
+                  AND m.id > coalesce(r.last_read_message_id, 0)) AS unread
+  FROM parley.conversations c
+  JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
+  LEFT JOIN parley.users u ON u.id = c.assignee_id
+  LEFT JOIN parley.leads l ON l.tenant_id = c.tenant_id AND l.conversation_id = c.id
+  LEFT JOIN parley.conversation_reads r
+    ON r.tenant_id = c.tenant_id AND r.conversation_id = c.id AND r.user_id = parley.current_user_id()
+  LEFT JOIN LATERAL (
+    SELECT m.id, m.author, m.body FROM parley.messages m
+     WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author <> 'note'
+     ORDER BY m.id DESC LIMIT 1) lm ON true
+ WHERE CASE $1::text
+         WHEN 'new' THEN c.status <> 'closed' AND c.assignee_id IS NULL AND r.user_id IS NULL
+         WHEN 'waiting' THEN c.status = 'waiting_human'
+         WHEN 'mine' THEN c.status <> 'closed' AND c.assignee_id = parley.current_user_id()
+         WHEN 'closed' THEN c.status = 'closed'
+         ELSE c.status <> 'closed'
+       END
+   AND ($2::text IS NULL
+        OR c.id IN (SELECT s.conversation_id FROM parley.search_conversation_ids($2::text, 5000) s)
+        OR l.email ILIKE '%' || $2::text || '%' OR l.name ILIKE '%' || $2::text || '%')
+ ORDER BY c.last_activity_at DESC
+ LIMIT $3;
+
+-- name: conversation
+-- One conversation with its chatbot, assignee, visitor details and lead, for the conversation pane.
+SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
+       coalesce(nullif(u.name, ''), u.email) AS assignee_name,
+       c.visitor_id, c.page_url, c.referrer, c.user_agent, c.locale, c.country, c.created_at,
+       c.last_activity_at, c.closed_at, c.bot_misses,
+       l.id AS lead_id, l.name AS lead_name, l.email AS lead_email, l.phone AS lead_phone,
+       l.custom AS lead_custom, l.status AS lead_status,
+       r.last_read_message_id
+  FROM parley.conversations c
+  JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
+  LEFT JOIN parley.users u ON u.id = c.assignee_id
+  LEFT JOIN parley.leads l ON l.tenant_id = c.tenant_id AND l.conversation_id = c.id
+  LEFT JOIN parley.conversation_reads r
+    ON r.tenant_id = c.tenant_id AND r.conversation_id = c.id AND r.user_id = parley.current_user_id()
+ WHERE c.id = $1;
+
+-- name: transcript
+-- Messages of a conversation after id $2 (0 = from the start), private notes included, with the author's display name.
+SELECT m.id, m.created_at, m.author, m.author_id, m.body, m.meta,
+       CASE WHEN m.author IN ('agent', 'note') THEN coalesce(nullif(u.name, ''), u.email)
+            WHEN m.author = 'bot' THEN b.name END AS author_name
+  FROM parley.messages m
+  JOIN parley.conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id
+  JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
+  LEFT JOIN parley.users u ON u.id = m.author_id
+ WHERE m.conversation_id = $1 AND m.id > $2
+ ORDER BY m.id
+ LIMIT 1000;
+
+-- name: members
+-- Members of the workspace with their name, email and role, for assignment and the team page.
+SELECT m.user_id, u.email, u.name, coalesce(nullif(u.name, ''), u.email) AS display_name, m.role, m.created_at
+  FROM parley.members m JOIN parley.users u ON u.id = m.user_id
+ ORDER BY parley.role_rank(m.role) DESC, lower(u.email);
+
+-- name: me
+-- The signed-in person (name and email) for the header.
+SELECT id, email, name FROM parley.users WHERE id = parley.current_user_id();
+
+-- name: canned_replies
+-- The workspace's canned replies, by shortcut.
+SELECT id, shortcut, body, created_by, updated_at FROM parley.canned_replies ORDER BY shortcut;
+
+-- name: canned_reply
+-- One canned reply for the edit form.
+SELECT id, shortcut, body FROM parley.canned_replies WHERE id = $1;
+
+-- name: chatbots
+-- The workspace's chatbots (not deleted), for filters and pickers.
+SELECT id, name, public_key, allowed_origins, config, created_at, updated_at
+  FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY created_at;
+
+-- name: chatbot
+-- One chatbot (not deleted).
+SELECT id, name, public_key, allowed_origins, config, created_at, updated_at
+  FROM parley.chatbots WHERE id = $1 AND deleted_at IS NULL;
+
+-- name: leads
+-- Leads filtered by search text ($1: name, email, phone), status ($2), chatbot ($3), created from ($4) / before ($5); newest first, limit $6.
+SELECT l.id, l.chatbot_id, b.name AS chatbot_name, l.conversation_id, l.name, l.email, l.phone, l.custom,
+       l.status, l.created_at, l.updated_at
+  FROM parley.leads l
+  LEFT JOIN parley.chatbots b ON b.tenant_id = l.tenant_id AND b.id = l.chatbot_id
+ WHERE ($1::text IS NULL OR l.name ILIKE '%' || $1::text || '%' OR l.email ILIKE '%' || $1::text || '%'
+        OR l.phone ILIKE '%' || $1::text || '%')
+   AND ($2::text IS NULL OR l.status = $2::text)
+   AND ($3::uuid IS NULL OR l.chatbot_id = $3::uuid)
+   AND ($4::timestamptz IS NULL OR l.created_at >= $4::timestamptz)
+   AND ($5::timestamptz IS NULL OR l.created_at < $5::timestamptz)
+ ORDER BY l.created_at DESC
+ LIMIT $6;
+
+-- name: lead_status_counts
+-- How many leads are in each status (the workflow summary above the table).
+SELECT status, count(*) AS n FROM parley.leads GROUP BY status;
+
+-- name: audit
+-- Audit rows filtered by action prefix ($1), actor id ($2), target kind ($3), from ($4) / before ($5); newest first, limit $6.
+SELECT a.id, a.at, a.actor_kind, a.actor_id, a.action, a.target_kind, a.target_id, a.ip, a.request_id, a.details,
+       coalesce(nullif(u.name, ''), u.email) AS actor_name
+  FROM parley.audit_log a
+  LEFT JOIN parley.users u ON a.actor_kind = 'user' AND u.id::text = a.actor_id
+ WHERE ($1::text IS NULL OR a.action LIKE $1::text || '%')
+   AND ($2::text IS NULL OR a.actor_id = $2::text)
+   AND ($3::text IS NULL OR a.target_kind = $3::text)
+   AND ($4::timestamptz IS NULL OR a.at >= $4::timestamptz)
+   AND ($5::timestamptz IS NULL OR a.at < $5::timestamptz)
+ ORDER BY a.at DESC, a.id DESC
+ LIMIT $6;
+
+-- name: audit_actions
+-- Distinct audit action names of the workspace, for the filter menu.
+SELECT DISTINCT action FROM parley.audit_log ORDER BY action LIMIT 200;
+
+-- name: invites
+-- Pending (not accepted, not revoked, not expired) invitations.
+SELECT id, email, role, invited_by, created_at, expires_at
+  FROM parley.invites
+ WHERE accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+ ORDER BY created_at DESC;
+
+-- name: api_keys
+-- API keys of the workspace (never the hash), newest first.
+SELECT k.id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires_at, k.revoked_at,
+       coalesce(nullif(u.name, ''), u.email) AS created_by_name
+  FROM parley.api_keys k LEFT JOIN parley.users u ON u.id = k.created_by
+ ORDER BY k.revoked_at IS NOT NULL, k.created_at DESC;

@@ -1,0 +1,357 @@
+"""Console page plumbing: one decorator gives session, CSRF, role gate, tenant transaction, HTML errors.
+
+A page handler receives a `Ctx` whose `conn` is already inside the tenant transaction that
+`parley.begin_request` opened with the page's minimum role, so the database itself refuses
+an agent on an admin page (403 page). Every state-changing request must carry the
+session's CSRF token (form field `_csrf` or header `X-CSRF-Token`) or it is refused with 403.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import quote
+
+import asyncpg
+from aiohttp import web
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
+from pyapp.console import session as sess
+from pyapp.db import Actor, tenant_tx
+from pyapp.errors import ApiError, from_postgres
+
+log = logging.getLogger("parley.console")
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
+ROLE_RANK = {"agent": 1, "admin": 2, "owner": 3}
+
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self' ws: wss:; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+       "form-action 'self'; object-src 'none'")
+
+
+def _tojson(value: Any) -> Markup:
+    """JSON safe inside <script type="application/json"> (no '<', '>', '&' or quotes raw)."""
+    text = json_dumps(value)
+    text = (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("'", "\\u0027"))
+    return Markup(text)
+
+
+def _timeago(value) -> str:
+    if value is None:
+        return ""
+    import datetime as dt
+    now = dt.datetime.now(dt.timezone.utc)
+    secs = int((now - value).total_seconds())
+    if secs < 60:
+        return "just now"
+    if secs < 3600:
+        return f"{secs // 60} min ago"
+    if secs < 86400:
+        return f"{secs // 3600} h ago"
+    return value.strftime("%Y-%m-%d")
+
+
+def _dt(value) -> str:
+    return value.strftime("%Y-%m-%d %H:%M") if value is not None else ""
+
+
+ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True,
+                  default_for_string=True), trim_blocks=True, lstrip_blocks=True)
+ENV.filters["tojson"] = _tojson
+ENV.filters["timeago"] = _timeago
+ENV.filters["dt"] = _dt
+
+
+@dataclass
+class Ctx:
+    """What a console handler gets: request, session, the open tenant transaction and the role."""
+
+    request: web.Request
+    session: sess.Session | None = None
+    conn: asyncpg.Connection | None = None
+    role: str | None = None
+    form: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)
+    nav: dict = field(default_factory=dict)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.request.app[POOL]
+
+    @property
+    def settings(self):
+        return self.request.app[SETTINGS]
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.session.claims.user_id
+
+    @property
+    def tenant_id(self) -> uuid.UUID | None:
+        return self.session.claims.tenant_id
+
+    @property
+    def csrf(self) -> str:
+        return sess.csrf_token(self.request, self.session.claims.session_id)
+
+    def actor(self, min_role: str = "agent") -> Actor:
+        return Actor(tenant_id=self.tenant_id, kind="user", actor_id=str(self.user_id),
+                     session_id=self.session.claims.session_id, ip=client_ip(self.request),
+                     request_id=self.request.get(REQUEST_ID), min_role=min_role)
+
+    def tx(self, min_role: str = "agent"):
+        """A separate tenant transaction (the page's own is `conn`)."""
+        return tenant_tx(self.pool, self.actor(min_role))
+
+    def at_least(self, role: str) -> bool:
+        return ROLE_RANK.get(self.role or "", 0) >= ROLE_RANK[role]
+
+    @property
+    def wants_json(self) -> bool:
+        return wants_json(self.request)
+
+    def uuid(self, name: str) -> uuid.UUID:
+        try:
+            return uuid.UUID(self.request.match_info[name])
+        except (KeyError, ValueError):
+            raise ApiError(404, "not_found", "No such page.") from None
+
+    @asynccontextmanager
+    async def savepoint(self):
+        """Run a step that may fail (a SQL rule) without aborting the page's transaction."""
+        async with self.conn.transaction():
+            yield self.conn
+
+    def render(self, template: str, status: int = 200, **values) -> web.Response:
+        return render(self.request, template, status=status, ctx=self, **values)
+
+
+def wants_json(request: web.Request) -> bool:
+    return "application/json" in request.headers.get("Accept", "") or \
+        request.headers.get("X-Requested-With") == "fetch"
+
+
+def render(request: web.Request, template: str, *, status: int = 200, ctx: Ctx | None = None,
+           **values) -> web.Response:
+    csrf = values.pop("csrf", "")
+    if ctx is not None and ctx.session is not None:
+        csrf = ctx.csrf
+    base = {"ctx": ctx, "request": request, "path": request.path, "csrf": csrf}
+    html = ENV.get_template(f"console/{template}").render(**base, **values)
+    response = web.Response(text=html, status=status, content_type="text/html", charset="utf-8")
+    secure_headers(response)
+    return response
+
+
+def secure_headers(response: web.StreamResponse, csp: str = CSP) -> None:
+    response.headers["Content-Security-Policy"] = csp
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"
+    if "frame-ancestors 'none'" in csp:
+        response.headers["X-Frame-Options"] = "DENY"
+
+
+def error_response(request: web.Request, ctx: Ctx | None, status: int, code: str, message: str,
+                   details: dict | None = None) -> web.Response:
+    if wants_json(request):
+        body = {"error": {"code": code, "message": message, **({"details": details} if details else {})}}
+        resp = web.json_response(body, status=status)
+        secure_headers(resp)
+        return resp
+    return render(request, "error.html", status=status, ctx=ctx if ctx and ctx.session else None,
+                  code=code, message=message, error_status=status)
+
+
+def redirect(location: str) -> web.Response:
+    """303 See Other as a plain response (so cookies can still be set on it)."""
+    if not location.startswith("/") or location.startswith("//"):
+        location = "/console/"
+    return web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
+ROUTES: list[tuple[str, str, Callable]] = []
+
+
+def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True):
+    """Declare a console route; signed-in only, CSRF-checked when not GET, gated on min_role."""
+
+    def deco(fn: Handler):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ctx = Ctx(request=request)
+            try:
+                ctx.session = await sess.load_session(request)
+                if ctx.session is None:
+                    if request.method in ("GET", "HEAD") and not wants_json(request):
+                        nxt = request.path_qs if request.path != "/console/sign-in" else "/console/"
+                        response = redirect(f"/console/sign-in?next={quote(nxt, safe='')}")
+                    else:
+                        response = error_response(request, None, 401, "unauthenticated",
+                                                  "Your session has ended; sign in again.")
+                    sess.clear_session_cookie(request, response)
+                    return response
+                if request.method not in ("GET", "HEAD"):
+                    await _read_form(ctx)
+                    presented = request.headers.get(sess.CSRF_HEADER) or ctx.form.get(sess.CSRF_FIELD)
+                    if not sess.csrf_ok(request, ctx.session.claims.session_id, presented):
+                        return error_response(request, ctx, 403, "csrf_failed",
+                                              "This form has expired or did not come from the console. "
+                                              "Reload the page and try again.")
+                if ctx.tenant_id is None and tx:
+                    response = redirect("/console/workspaces")
+                elif tx:
+                    async with tenant_tx(ctx.pool, ctx.actor(min_role)) as conn:
+                        ctx.conn = conn
+                        ctx.role = await conn.fetchval("SELECT current_setting('app.role', true)")
+                        ctx.nav = await _nav(ctx)
+                        response = await fn(ctx)
+                        ctx.conn = None
+                else:
+                    response = await fn(ctx)
+            except web.HTTPException as exc:
+                if exc.status >= 400:
+                    return error_response(request, ctx, exc.status, "http_error", exc.reason)
+                raise
+            except ApiError as exc:
+                response = _api_error(request, ctx, exc)
+            except asyncpg.PostgresError as exc:
+                mapped = from_postgres(exc)
+                if mapped is None:
+                    log.exception("console database error", extra={"request_id": request.get(REQUEST_ID)})
+                    mapped = ApiError(500, "internal", "Something went wrong on our side.")
+                response = _api_error(request, ctx, mapped)
+            if ctx.session is not None and ctx.session.renewed and response.status != 401:
+                sess.set_session_cookie(request, response, ctx.session.access_token, ctx.session.refresh_token)
+            return response
+
+        handler.__name__ = fn.__name__
+        ROUTES.append((method, path, handler))
+        return fn
+
+    return deco
+
+
+def _api_error(request: web.Request, ctx: Ctx, exc: ApiError) -> web.Response:
+    if exc.status == 401 and not wants_json(request):
+        response = redirect(f"/console/sign-in?next={quote(request.path_qs, safe='')}")
+        sess.clear_session_cookie(request, response)
+        return response
+    if exc.status == 403 and exc.code == "forbidden":
+        return error_response(request, ctx, 403, "forbidden",
+                              "Your role cannot open this page. Ask an admin or the owner of the workspace.")
+    return error_response(request, ctx, exc.status, exc.code, exc.message, exc.details)
+
+
+async def _read_form(ctx: Ctx) -> None:
+    request = ctx.request
+    ctype = request.content_type
+    if ctype == "application/json":
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+        ctx.form = data if isinstance(data, dict) else {}
+        return
+    if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        post = await request.post()
+        form: dict = {}
+        for key, value in post.items():
+            if isinstance(value, web.FileField):
+                ctx.files.setdefault(key, []).append(value)
+            elif key in form:
+                form[key] = form[key] if isinstance(form[key], list) else [form[key]]
+                form[key].append(value)
+            else:
+                form[key] = value
+        ctx.form = form
+
+
+async def _nav(ctx: Ctx) -> dict:
+    """Workspace name and the badges in the navigation (waiting and unread conversations)."""
+    from pyapp.console import queries
+
+    nav = {"tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id)}
+    try:
+        async with ctx.conn.transaction():
+            counts = await queries.fetchrow(ctx.conn, "inbox_counts")
+        nav["counts"] = dict(counts) if counts else {}
+    except asyncpg.PostgresError:
+        nav["counts"] = {}  # conversations schema not installed yet
+    return nav
+
+
+def json_ok(data: Any = None, status: int = 200) -> web.Response:
+    resp = web.json_response(data if data is not None else {"ok": True}, status=status, dumps=json_dumps)
+    secure_headers(resp)
+    return resp
+
+
+def form_errors(exc) -> dict[str, str]:
+    """pydantic ValidationError → {field: message} for display next to each field."""
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        name = str(err["loc"][0]) if err["loc"] else "__all__"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.setdefault(name, msg)
+    return out
+
+
+def jsonable(value: Any) -> Any:
+    return json.loads(json_dumps(value))
+
+
+def public_page(method: str, path: str):
+    """A console route that needs no session (sign-in, sign-up, password reset, invite landing).
+
+    POSTs are checked against the double-submit token of the sign-in forms instead of the
+    session's CSRF token. `ctx.session` is loaded when a valid cookie is present.
+    """
+
+    def deco(fn: Handler):
+        async def handler(request: web.Request) -> web.StreamResponse:
+            ctx = Ctx(request=request)
+            try:
+                ctx.session = await sess.load_session(request)
+                if request.method not in ("GET", "HEAD"):
+                    await _read_form(ctx)
+                    presented = request.headers.get(sess.CSRF_HEADER) or ctx.form.get(sess.CSRF_FIELD)
+                    if not sess.pre_csrf_ok(request, presented):
+                        return error_response(request, None, 403, "csrf_failed",
+                                              "This form has expired. Reload the page and try again.")
+                response = await fn(ctx)
+            except ApiError as exc:
+                response = error_response(request, None, exc.status, exc.code, exc.message, exc.details)
+            except asyncpg.PostgresError as exc:
+                mapped = from_postgres(exc)
+                if mapped is None:
+                    log.exception("console database error", extra={"request_id": request.get(REQUEST_ID)})
+                    mapped = ApiError(500, "internal", "Something went wrong on our side.")
+                response = error_response(request, None, mapped.status, mapped.code, mapped.message)
+            if ctx.session is not None and ctx.session.renewed and "Set-Cookie" not in response.headers:
+                sess.set_session_cookie(request, response, ctx.session.access_token, ctx.session.refresh_token)
+            return response
+
+        handler.__name__ = fn.__name__
+        ROUTES.append((method, path, handler))
+        return fn
+
+    return deco
+
+
+def render_public(ctx: Ctx, template: str, *, status: int = 200, **values) -> web.Response:
+    """Render a session-less form page with its double-submit token (setting the cookie if new)."""
+    token, fresh = sess.pre_csrf(ctx.request)
+    response = render(ctx.request, template, status=status, ctx=None, csrf=token, **values)
+    if fresh:
+        sess.set_pre_cookie(ctx.request, response, token)
+    return response
