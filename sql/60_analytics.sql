@@ -41,21 +41,6 @@ $$;
 COMMENT ON FUNCTION parley.record_assistant_turn(uuid, text, text, boolean, bigint, bigint, text, int, int, int) IS
   'Log one assistant turn (answered, unknown, quota, error, handoff) with the normalised question; the source of miss counting and AI analytics.';
 
--- The trailing run of misses: turns after the last grounded answer (or handoff, quota, error).
-CREATE OR REPLACE FUNCTION parley.consecutive_misses(p_conversation_id uuid) RETURNS int
-LANGUAGE sql STABLE
-AS $$
-  WITH recent AS (
-    SELECT t.id, (NOT t.grounded AND t.outcome IN ('answered', 'unknown')) AS miss
-      FROM parley.assistant_turns t
-     WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.conversation_id = p_conversation_id
-     ORDER BY t.id DESC LIMIT 50)
-  SELECT count(*)::int FROM recent
-   WHERE recent.id > coalesce((SELECT max(r.id) FROM recent r WHERE NOT r.miss), 0)
-$$;
-COMMENT ON FUNCTION parley.consecutive_misses(uuid) IS
-  'How many of the latest assistant turns of a conversation in a row were ungrounded (no knowledge found); a grounded answer or a handoff resets the run.';
-
 GRANT EXECUTE ON FUNCTION parley.normalize_question(text) TO parley_app, parley_jobs, parley_reporting;
 
 -- Member statistics (tenant-scoped by RLS; p_days is 7, 30 or 90 in the API) -------------
@@ -312,7 +297,8 @@ INSERT INTO parley.job_schedules (name, every) VALUES
   ('rollup_daily_stats',       interval '10 minutes'),
   ('retention',                interval '1 hour'),
   ('maintain_partitions',      interval '1 day'),
-  ('enqueue_stale_embeddings', interval '1 hour')
+  ('enqueue_stale_embeddings', interval '1 hour'),
+  ('compact_usage',            interval '1 day')
 ON CONFLICT (name) DO UPDATE SET every = EXCLUDED.every;
 
 REVOKE ALL ON parley.job_schedules FROM parley_app;

@@ -1,0 +1,80 @@
+"""`parley jobs`: run due scheduled SQL jobs and drain the embedding queue, as parley_jobs.
+
+Scheduled jobs are claimed from parley.job_schedules one at a time (FOR UPDATE SKIP LOCKED,
+next_run_at moved forward in the claiming statement), so any number of jobs processes can
+run side by side and none runs a job twice. Rows marked `external` are left to pg_cron.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import time
+
+import asyncpg
+
+from jobs.schedule import JOBS, disabled_jobs, run_job
+from pyapp.db import create_pool
+
+log = logging.getLogger("parley.jobs")
+IDLE_SLEEP_S = 2.0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: list[str] | None = None) -> list[str]:
+    """Claim and run every due job (one at a time); returns the names run."""
+    worker = worker or worker_name()
+    skip = disabled_jobs()
+    names = [n for n in (only or JOBS) if n not in skip]
+    ran: list[str] = []
+    while True:
+        row = await pool.fetchrow("SELECT * FROM parley.claim_due_job($1, $2)", worker, names)
+        if row is None:
+            return ran
+        job = JOBS[row["name"]]
+        started = time.monotonic()
+        try:
+            result, status = await run_job(pool, job), "ok"
+        except Exception as exc:  # a broken job must not stop the others
+            log.exception("job %s failed", job.name)
+            result, status = {"error": f"{type(exc).__name__}: {exc}"[:500]}, "error"
+        result["ms"] = round((time.monotonic() - started) * 1000, 1)
+        await pool.execute("SELECT parley.finish_job($1, $2, $3)", job.name, status, result)
+        log.info(json.dumps({"job": job.name, "status": status, **result}, default=str))
+        ran.append(job.name)
+
+
+async def main(settings, once: bool = False) -> int:
+    """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code."""
+    from pyapp.knowledge.ingest import drain_embeddings
+
+    pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    worker = worker_name()
+    log.info("jobs process %s started", worker)
+    try:
+        while not stop.is_set():
+            ran = await run_due_jobs(pool, worker)
+            embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once)
+            if once:
+                break
+            if not ran and not embedded:
+                try:
+                    await asyncio.wait_for(stop.wait(), IDLE_SLEEP_S)
+                except TimeoutError:
+                    pass
+    finally:
+        await pool.close()
+    return 0
