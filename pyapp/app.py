@@ -27,7 +27,12 @@ SURFACES: list[str] = [
     "pyapp.visitor_ws",
     "pyapp.agent_ws",
     "pyapp.events_sse",
+    "pyapp.static",
+    "pyapp.demo",
     "pyapp.console",
+    "pyapp.chatbots",
+    "pyapp.conversations",
+    "pyapp.leads",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")
