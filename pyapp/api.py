@@ -234,6 +234,7 @@ class Api:
                 responses[str(spec.status)] = {"description": "OK", **({"content": content} if content else {})}
             responses["default"] = {"description": "Error",
                                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            op["responses"] = responses
             if spec.auth != "public":
                 op["security"] = [{"bearer": []}]
             paths.setdefault(spec.path, {})[spec.method.lower()] = op

@@ -513,7 +513,7 @@ BEGIN
   -- One live invite per address: a new one replaces any pending one.
   UPDATE parley.invites SET revoked_at = now()
    WHERE tenant_id = v_tenant AND lower(email) = lower(btrim(p_email))
-     AND accepted_at IS NULL AND revoked_at IS NULL;
+     AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > now();
   INSERT INTO parley.invites (tenant_id, email, role, token_hash, invited_by, expires_at)
   VALUES (v_tenant, btrim(p_email), p_role, p_token_hash, parley.current_user_id(), now() + interval '7 days')
   RETURNING id INTO v_id;

@@ -22,7 +22,8 @@ from pyapp.config import Settings, with_database
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_SECRET = "test-secret-key-for-parley-tests-only"
-TEMPLATE = "parley_template"
+# One template per test run: several people (and CI jobs) share the embedded test cluster.
+TEMPLATE = f"parley_template_{os.getpid()}"
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,8 @@ def template_db(pg_admin_url):
     migrate(make_settings(with_database(pg_admin_url, TEMPLATE)))
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         conn.execute(f'ALTER DATABASE "{TEMPLATE}" WITH is_template true')
-    return TEMPLATE
+    yield TEMPLATE
+    _drop_database(pg_admin_url, TEMPLATE)
 
 
 def make_settings(admin_url: str, **overrides) -> Settings:
@@ -189,12 +191,14 @@ TEST_PASSWORD = "correct horse battery staple"
 
 
 async def _signup(server, email: str | None = None, tenant: str | None = None, *, join: dict | None = None,
-                  role: str = "agent", name: str = "Test User", password: str = TEST_PASSWORD) -> dict:
+                  role: str = "agent", name: str = "Test User", password: str = TEST_PASSWORD,
+                  plan: str | None = None) -> dict:
     """Sign up through the API. Returns access_token, refresh_token, tenant_id, user_id, email, password.
 
-    Default: a new workspace (slug `tenant` or random) owned by the new person. With
-    `join=<another signup result>`, the person instead joins that workspace with `role`
-    (invited by that owner/admin) and the tokens are for it.
+    Default: a new workspace (slug `tenant` or random) owned by the new person; `plan` moves it
+    to another plan (e.g. "pro" for more seats than free's 3). With `join=<another signup
+    result>`, the person instead joins that workspace with `role` (invited by that
+    owner/admin) and the tokens are for it.
     """
     email = email or f"user-{uuid.uuid4().hex[:12]}@example.test"
     body = {"email": email, "password": password, "name": name}
@@ -215,6 +219,14 @@ async def _signup(server, email: str | None = None, tenant: str | None = None, *
         assert status == 200, switched
         out["access_token"] = switched["access_token"]
         out["tenant"] = switched["tenant"]
+    if plan is not None and join is None:
+        from pyapp.api import SETTINGS
+
+        conn = await asyncpg.connect(server.app[SETTINGS].admin_url)
+        try:
+            await conn.execute("UPDATE parley.tenants SET plan = $1 WHERE id = $2", plan, uuid.UUID(out["tenant"]["id"]))
+        finally:
+            await conn.close()
     return {"access_token": out["access_token"], "refresh_token": out["refresh_token"],
             "tenant_id": out["tenant"]["id"], "user_id": out["user"]["id"], "email": email,
             "password": password}

@@ -277,7 +277,7 @@ class MemberPatch(Input):
 
 class ApiKeyIn(Input):
     name: ShortText
-    scopes: list[Scope] = Field(default_factory=lambda: ["read"], min_length=1, max_length=2)
+    scopes: list[Scope] = Field(default_factory=lambda: ["read"], min_length=1, max_length=8)
     expires_at: AwareDatetime | None = None
 
 
