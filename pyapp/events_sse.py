@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from pyapp.agent_ws import RECHECK_SECONDS, recheck, replay_events
-from pyapp.api import Call, api
+from pyapp.api import SETTINGS, Call, api
 from pyapp.errors import ApiError
 from pyapp.realtime import SseSink, get_relay, install as install_relay
 
@@ -59,10 +59,11 @@ async def stream_events(call: Call):
             if truncated:
                 sink.push(b"event: error\ndata: {\"code\":\"replay_truncated\"}\n\n", bounded=False)
         sink.go_live()
+        keepalive = float(request.app[SETTINGS].extra.get("sse_keepalive", KEEPALIVE))
         last_check = asyncio.get_running_loop().time()
         while not closed.is_set() and not sink.closed:
             try:
-                await asyncio.wait_for(closed.wait(), KEEPALIVE)
+                await asyncio.wait_for(closed.wait(), keepalive)
             except asyncio.TimeoutError:
                 sink.push(b": keep-alive\n\n")
             now = asyncio.get_running_loop().time()

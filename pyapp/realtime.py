@@ -117,10 +117,11 @@ class PgNotifySource:
     """
 
     def __init__(self, dsn: str, pool: asyncpg.Pool | None = None, *, heartbeat: float = 10.0,
-                 max_backoff: float = 5.0) -> None:
+                 min_backoff: float = 0.1, max_backoff: float = 5.0) -> None:
         self.dsn = dsn
         self.pool = pool
         self.heartbeat = heartbeat
+        self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connected = asyncio.Event()
         self.connects = 0
@@ -177,7 +178,7 @@ class PgNotifySource:
                     cb(sig)
 
     async def _run(self) -> None:
-        backoff = 0.1
+        backoff = self.min_backoff
         loop = asyncio.get_running_loop()
         while not self._stopping:
             lost = loop.create_future()
@@ -216,7 +217,7 @@ class PgNotifySource:
             if self._stopping:
                 return
             if time.monotonic() - started > 30:
-                backoff = 0.1
+                backoff = self.min_backoff
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(self.max_backoff, backoff * 2)
 
@@ -646,7 +647,8 @@ def install(app: web.Application) -> None:
     async def relay_ctx(app: web.Application):
         settings = app[SETTINGS]
         source = PgNotifySource(settings.app_url, app[POOL],
-                                heartbeat=float(settings.extra.get("relay_heartbeat", 10.0)))
+                                heartbeat=float(settings.extra.get("relay_heartbeat", 10.0)),
+                                min_backoff=float(settings.extra.get("relay_min_backoff", 0.1)))
         relay = Relay(app[POOL], source, source)
         app[RELAY] = relay
         await relay.start()

@@ -143,3 +143,64 @@ async def clients():
             await c.close()
         except Exception:
             pass
+
+
+class SseClient:
+    """A streaming GET /api/events reader that parses Server-Sent Events."""
+
+    def __init__(self, resp: aiohttp.ClientResponse, session: aiohttp.ClientSession):
+        self.resp = resp
+        self.session = session
+        self.events: list[dict] = []  # {"id", "event", "data"} plus comments as {"comment"}
+        self._seen = 0
+        self._buf: dict = {}
+
+    @classmethod
+    async def connect(cls, server, token: str, last_event_id: int | None = None) -> "SseClient":
+        session = aiohttp.ClientSession()
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        resp = await session.get(server.base_url + "/api/events", headers=headers)
+        return cls(resp, session)
+
+    async def _read_one(self, timeout: float) -> None:
+        line = await asyncio.wait_for(self.resp.content.readline(), timeout)
+        if not line:
+            raise ConnectionError("stream ended")
+        text = line.decode().rstrip("\n")
+        if text == "":
+            if self._buf:
+                if "data" in self._buf:
+                    self._buf["data"] = json.loads(self._buf["data"])
+                self.events.append(self._buf)
+                self._buf = {}
+        elif text.startswith(":"):
+            self.events.append({"comment": text[1:].strip()})
+        else:
+            field, _, value = text.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            self._buf[field] = self._buf.get(field, "") + value if field == "data" else value
+
+    async def expect(self, pred, timeout: float = TIMEOUT) -> dict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            while self._seen < len(self.events):
+                ev = self.events[self._seen]
+                self._seen += 1
+                if pred(ev):
+                    return ev
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"no matching SSE event within {timeout}s; got {self.events[-10:]}")
+            await self._read_one(remaining)
+
+    async def expect_event(self, kind: str, pred=None, timeout: float = TIMEOUT) -> dict:
+        ev = await self.expect(lambda e: isinstance(e.get("data"), dict) and e["data"].get("kind") == kind
+                               and (pred is None or pred(e["data"])), timeout)
+        return ev
+
+    async def close(self) -> None:
+        self.resp.close()
+        await self.session.close()
