@@ -33,6 +33,10 @@ SURFACES: list[str] = [
     "pyapp.chatbots",
     "pyapp.conversations",
     "pyapp.leads",
+    "pyapp.knowledge.routes",
+    "pyapp.assistant",
+    "pyapp.feedback",
+    "pyapp.analytics",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

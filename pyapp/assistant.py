@@ -1,0 +1,418 @@
+"""The AI assistant: the realtime bot responder, grounded in the chatbot's knowledge.
+
+For each visitor message stored while the conversation is with the bot (visitor_ws runs
+`respond` as a background task on the instance holding the visitor's socket):
+
+1. Silent unless the conversation is still `bot` (a human owns it, or it waits for one).
+2. A handoff phrase ("talk to a human", "hablar con una persona", …) → request_human.
+3. AI quota (ai_msgs_per_day) checked BEFORE any model call: over → a system notice
+   offering a person, no LLM call.
+4. knowledge_search (query embedded when an embedder is configured, else full text).
+5. The provider of the chatbot, else the tenant's, else the global env (PARLEY_LLM…), else
+   none: with an LLM the answer streams to local sockets as `stream` frames; without one
+   the extractive answer (quotes with citations) when retrieval is confident, else
+   "I don't know" with an offer of a person.
+6. The complete reply is stored once with post_message (author bot, meta citations,
+   stream_id, grounded, miss). post_message counts ai_messages, enforces the quota again
+   and hands off after handoff.miss_threshold misses in a row.
+A provider failure stores a system notice instead. The visitor may disconnect at any time:
+the turn does not depend on the socket, and the stored reply is replayed on reconnect.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import time
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import asyncpg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pydantic import BaseModel, Field
+
+from pyapp.api import Call, api, rows
+from pyapp.errors import ApiError, from_postgres, not_found
+from pyapp.knowledge.ingest import get_embedder
+from pyapp.knowledge.routes import search_passages
+from pyapp.net import FetchError, vet_url
+from pyapp.net.safe_fetch import allow_hosts_from_env
+from pyapp.providers.http import RetryPolicy
+from pyapp.providers.llm import AnthropicLLM, LLMError, OpenAICompatibleLLM, get_llm
+from pyapp.providers.prompt import build_prompt, extractive_answer
+from pyapp.visitor_ws import BotTurn, set_bot_responder
+
+log = logging.getLogger("parley.assistant")
+
+TOP_K = 5
+HISTORY_MESSAGES = 10
+# Retrieval confidence of a passage, 0..1: cosine similarity when it has a vector distance,
+# else 0.6 for a chunk matching every query term (0.3 for some terms). A reply is grounded
+# when its best passage reaches GROUNDED_AT; only passages above USE_AT go to the prompt.
+GROUNDED_AT = 0.5
+USE_AT = 0.35
+
+HANDOFF_PHRASES = {
+    "en": ["talk to a human", "speak to a human", "talk to a person", "speak to a person", "talk with a human",
+           "speak with a human", "talk to someone", "speak to someone", "real person", "human agent", "live agent",
+           "talk to an agent", "speak to an agent", "customer service representative", "talk to support staff",
+           "connect me to a human", "i want a human", "human please"],
+    "es": ["hablar con una persona", "hablar con un humano", "hablar con alguien", "persona real", "agente humano",
+           "hablar con un agente", "quiero un humano", "atencion humana"],
+    "fr": ["parler a un humain", "parler a une personne", "parler avec un humain", "parler a quelqu'un",
+           "vraie personne", "agent humain", "parler a un conseiller", "un humain svp"],
+    "de": ["mit einem menschen sprechen", "mit einem mitarbeiter sprechen", "mit jemandem sprechen",
+           "echten menschen", "menschlichen mitarbeiter", "echte person", "mit einer person sprechen"],
+    "tr": ["insanla konusmak", "insanla gorusmek", "bir insanla", "musteri temsilcisi", "canli destek",
+           "gercek bir insan", "temsilciyle gorusmek", "yetkiliyle gorusmek"],
+}
+HANDOFF_WORDS = {"human", "agent", "operator", "humano", "humain", "mensch", "insan", "temsilci", "person"}
+
+TEXTS = {
+    "handoff": {
+        "en": "I'm connecting you with a person from our team. They'll reply here as soon as they can.",
+        "es": "Te pongo en contacto con una persona de nuestro equipo. Te responderá aquí lo antes posible.",
+        "fr": "Je vous mets en relation avec une personne de notre équipe. Elle vous répondra ici dès que possible.",
+        "de": "Ich verbinde Sie mit einer Person aus unserem Team. Sie antwortet hier, sobald sie kann.",
+        "tr": "Sizi ekibimizden bir kişiye bağlıyorum. En kısa sürede buradan yanıt verecek.",
+    },
+    "unknown": {
+        "en": "I'm sorry, I don't know the answer to that. Would you like to talk to a person from our team?",
+        "es": "Lo siento, no sé la respuesta. ¿Quieres hablar con una persona de nuestro equipo?",
+        "fr": "Désolé, je ne connais pas la réponse. Voulez-vous parler à une personne de notre équipe ?",
+        "de": "Das weiß ich leider nicht. Möchten Sie mit einer Person aus unserem Team sprechen?",
+        "tr": "Üzgünüm, bunun cevabını bilmiyorum. Ekibimizden biriyle konuşmak ister misiniz?",
+    },
+    "quota": {
+        "en": "Our assistant has answered all the questions it can for today. You can ask for a person from our team instead.",
+        "es": "Nuestro asistente ya no puede responder más preguntas hoy. Puedes pedir hablar con una persona de nuestro equipo.",
+        "fr": "Notre assistant a répondu à toutes les questions possibles pour aujourd'hui. Vous pouvez demander une personne de notre équipe.",
+        "de": "Unser Assistent kann heute keine weiteren Fragen beantworten. Sie können nach einer Person aus unserem Team fragen.",
+        "tr": "Asistanımız bugün daha fazla soru yanıtlayamıyor. Bunun yerine ekibimizden birini isteyebilirsiniz.",
+    },
+    "unavailable": {
+        "en": "Sorry, the assistant is unavailable right now. You can ask for a person from our team.",
+        "es": "Lo siento, el asistente no está disponible ahora. Puedes pedir hablar con una persona de nuestro equipo.",
+        "fr": "Désolé, l'assistant n'est pas disponible pour le moment. Vous pouvez demander une personne de notre équipe.",
+        "de": "Der Assistent ist gerade nicht verfügbar. Sie können nach einer Person aus unserem Team fragen.",
+        "tr": "Üzgünüm, asistan şu anda kullanılamıyor. Ekibimizden birini isteyebilirsiniz.",
+    },
+}
+
+
+def _fold(text: str) -> str:
+    """Case-, accent- and punctuation-insensitive form for phrase matching (İ/ş/ü/é → i/s/u/e)."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).replace("ı", "i")
+    return " ".join(re.sub(r"[^\w']+", " ", plain).split())
+
+
+_PHRASES = [_fold(p) for group in HANDOFF_PHRASES.values() for p in group]
+
+
+def wants_human(text: str) -> bool:
+    """Does the visitor ask for a person? Phrases in en/es/fr/de/tr, or a bare 'human'/'agent'."""
+    folded = _fold(text)
+    if folded in HANDOFF_WORDS or folded.rstrip("s") in HANDOFF_WORDS:
+        return True
+    padded = f" {folded} "
+    return any(f" {p} " in padded for p in _PHRASES)
+
+
+def language_of(config: dict) -> str:
+    lang = str(config.get("language") or "en").lower().split("-")[0].split("_")[0]
+    return lang if lang in TEXTS["unknown"] else "en"
+
+
+def confidence(passage: dict) -> float:
+    scores = []
+    if passage.get("vector_distance") is not None:
+        scores.append(1.0 - float(passage["vector_distance"]))
+    if passage.get("fts_rank") is not None:
+        scores.append(0.6 if passage["fts_rank"] >= 1.0 else 0.3)
+    return max(scores, default=0.0)
+
+
+# --------------------------------------------------------------------------- provider keys
+
+
+def _key_cipher(secret_key: str) -> AESGCM:
+    """AES-256-GCM with a key derived from the server secret (purpose-separated by HMAC)."""
+    return AESGCM(hmac.new(secret_key.encode(), b"parley:llm-api-keys:v1", hashlib.sha256).digest())
+
+
+def encrypt_key(secret_key: str, tenant_id: uuid.UUID, api_key: str) -> bytes:
+    nonce = os.urandom(12)
+    return nonce + _key_cipher(secret_key).encrypt(nonce, api_key.encode(), tenant_id.bytes)
+
+
+def decrypt_key(secret_key: str, tenant_id: uuid.UUID, blob: bytes | None) -> str | None:
+    if not blob:
+        return None
+    return _key_cipher(secret_key).decrypt(bytes(blob[:12]), bytes(blob[12:]), tenant_id.bytes).decode()
+
+
+def global_llm(settings):
+    """The env-wide LLM: PARLEY_LLM (or PARLEY_LLM_PROVIDER) = openai | anthropic | none."""
+    env = dict(os.environ)
+    if env.get("PARLEY_LLM_PROVIDER") and not env.get("PARLEY_LLM"):
+        env["PARLEY_LLM"] = env["PARLEY_LLM_PROVIDER"]
+    return get_llm(settings, env=env)
+
+
+async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, chatbot_id: uuid.UUID):
+    """The chatbot's own provider, else the tenant default, else the global one (None = no LLM)."""
+    row = await conn.fetchrow(
+        """SELECT provider, base_url, model, api_key_enc FROM parley.llm_settings
+            WHERE tenant_id = parley.current_tenant_id() AND (chatbot_id = $1 OR chatbot_id IS NULL)
+            ORDER BY chatbot_id NULLS LAST LIMIT 1""", chatbot_id)
+    if row is None:
+        return global_llm(settings)
+    if row["provider"] == "none":
+        return None
+    cls = OpenAICompatibleLLM if row["provider"] == "openai" else AnthropicLLM
+    base_url = row["base_url"] or ("https://api.openai.com/v1" if row["provider"] == "openai"
+                                   else "https://api.anthropic.com")
+    await vet_url(base_url, allow_hosts=allow_hosts_from_env())  # a tenant's URL: no internal targets
+    return cls(base_url, decrypt_key(settings.secret_key, tenant_id, row["api_key_enc"]),
+               row["model"] or "default", retry=RetryPolicy(max_retries=1, max_wait=5.0))
+
+
+# --------------------------------------------------------------------------- the turn
+
+
+@dataclass
+class TurnState:
+    status: str
+    config: dict
+    quota_left: bool
+    lead_mode: str
+    has_lead: bool
+    history: list[dict]
+
+
+async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
+    conv = await conn.fetchrow(
+        """SELECT c.status, b.config FROM parley.conversations c
+             JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
+            WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""", turn.conversation_id)
+    if conv is None:
+        return None
+    over = await conn.fetchval(
+        "SELECT parley.limit_reached(l.ai_msgs_per_day, parley.usage_on('ai_messages')) "
+        "FROM parley.effective_limits(parley.current_tenant_id()) l")
+    has_lead = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1)",
+                                   turn.conversation_id)
+    history = await conn.fetch(
+        """SELECT author, body FROM parley.messages
+            WHERE tenant_id = parley.current_tenant_id() AND conversation_id = $1
+              AND author IN ('visitor', 'bot', 'agent') AND id < $2
+            ORDER BY id DESC LIMIT $3""", turn.conversation_id, int(turn.message.get("id") or 2**62),
+        HISTORY_MESSAGES)
+    config = dict(conv["config"] or {})
+    return TurnState(status=conv["status"], config=config, quota_left=not over,
+                     lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
+                     has_lead=bool(has_lead),
+                     history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)])
+
+
+async def _record(turn: BotTurn, question: str, outcome: str, grounded: bool, *, reply_id=None, provider=None,
+                  passages: int = 0, first_token_ms=None, total_ms=None) -> None:
+    try:
+        async with turn.service_tx() as conn:
+            await conn.execute(
+                "SELECT parley.record_assistant_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                turn.conversation_id, question, outcome, grounded, turn.message.get("id"), reply_id, provider,
+                passages, first_token_ms, total_ms)
+    except asyncpg.PostgresError as exc:
+        log.warning("assistant turn not recorded: %s", exc)
+
+
+async def _notice(turn: BotTurn, body: str, code: str) -> None:
+    """A system message the visitor must see (stored, so it survives reconnects)."""
+    try:
+        async with turn.service_tx() as conn:
+            await conn.fetchrow("SELECT * FROM parley.post_message($1, 'system', $2, NULL, $3)",
+                                turn.conversation_id, body, {"notice": code, "offer_human": code != "handoff"})
+    except asyncpg.PostgresError as exc:
+        log.warning("notice %s not stored: %s", code, exc)
+
+
+def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
+    if state.lead_mode == "before_handoff" and not state.has_lead:
+        fields = (state.config.get("lead_capture") or {}).get("fields") or ["name", "email"]
+        turn.relay.broadcast_local(turn.tenant_id, turn.conversation_id,
+                                   {"type": "lead_request", "fields": list(fields)}, agents=False)
+
+
+async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
+    _lead_before_handoff(turn, state)
+    async with turn.service_tx() as conn:
+        await conn.fetchrow("SELECT * FROM parley.request_human($1)", turn.conversation_id)
+    await _notice(turn, TEXTS["handoff"][language_of(state.config)], "handoff")
+    await _record(turn, question, "handoff", False)
+
+
+def citations_of(text: str, passages: list[dict]) -> list[dict]:
+    cited = []
+    for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d{1,2})\]", text)):
+        if 1 <= n <= len(passages):
+            p = passages[n - 1]
+            cited.append({"n": n, "title": p.get("title") or "", "url": p.get("url"), "chunk_id": p.get("chunk_id")})
+    return cited
+
+
+async def respond(turn: BotTurn) -> None:
+    """The bot responder (see the module docstring)."""
+    started = time.monotonic()
+    question = str(turn.message.get("body") or "").strip()
+    async with turn.service_tx() as conn:
+        state = await _state(conn, turn)
+    if state is None or state.status != "bot" or not question:
+        return  # a human owns the conversation (or waits to): the bot stays silent
+    lang = language_of(state.config)
+
+    if wants_human(question):
+        await hand_off(turn, state, question)
+        return
+    if not state.quota_left:
+        await _notice(turn, TEXTS["quota"][lang], "ai_quota")
+        await _record(turn, question, "quota", False)
+        return
+
+    turn.typing(True)
+    embedder = get_embedder()
+    async with turn.service_tx() as conn:
+        found, _mode = await search_passages(conn, turn.chatbot_id, question, TOP_K, embedder)
+        try:
+            llm = await resolve_llm(conn, turn.settings, turn.tenant_id, turn.chatbot_id)
+        except (FetchError, ValueError) as exc:
+            log.warning("LLM settings unusable for tenant %s: %s", turn.tenant_id, exc)
+            llm = False
+    for p in found:
+        p["confidence"] = confidence(p)
+    passages = [p for p in found if p["confidence"] >= USE_AT]
+    grounded = bool(passages) and max(p["confidence"] for p in passages) >= GROUNDED_AT
+    stream_id = uuid.uuid4().hex
+    first_token_ms = None
+    provider = "extractive"
+
+    if llm is False:
+        turn.typing(False)
+        await _notice(turn, TEXTS["unavailable"][lang], "assistant_unavailable")
+        await _record(turn, question, "error", grounded, passages=len(passages))
+        return
+    if llm is None:
+        answer = extractive_answer(question, [{**p, "score": p["confidence"]} for p in passages], GROUNDED_AT)
+        text = str(answer) if answer else TEXTS["unknown"][lang]
+        grounded = answer is not None
+    else:
+        provider = llm.provider
+        messages = build_prompt(state.config.get("persona"), passages, state.history, question)
+        parts: list[str] = []
+        try:
+            async with contextlib.aclosing(llm.stream_chat(messages)) as stream:
+                async for delta in stream:
+                    if first_token_ms is None:
+                        first_token_ms = int((time.monotonic() - started) * 1000)
+                    parts.append(delta)
+                    turn.stream(stream_id, delta)
+        except (LLMError, OSError) as exc:
+            log.warning("LLM failed for conversation %s: %s", turn.conversation_id, exc)
+            turn.typing(False)
+            await _notice(turn, TEXTS["unavailable"][lang], "assistant_unavailable")
+            await _record(turn, question, "error", grounded, provider=provider, passages=len(passages))
+            return
+        text = "".join(parts).strip() or TEXTS["unknown"][lang]
+
+    meta = {"citations": citations_of(text, passages) if grounded else [], "stream_id": stream_id,
+            "grounded": grounded, "miss": not grounded, "provider": provider}
+    turn.typing(False)
+    try:
+        reply = await turn.reply(text, meta=meta)
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc)
+        if mapped is not None and mapped.code == "plan_limit":
+            await _notice(turn, TEXTS["quota"][lang], "ai_quota")
+            await _record(turn, question, "quota", grounded, provider=provider)
+            return
+        if mapped is not None and mapped.status == 409:
+            return  # a human took over while the answer was generated: stay silent
+        raise
+    await _record(turn, question, "answered" if grounded else "unknown", grounded, reply_id=reply.get("id"),
+                  provider=provider, passages=len(passages), first_token_ms=first_token_ms,
+                  total_ms=int((time.monotonic() - started) * 1000))
+    if meta["miss"] and await _handed_off(turn):
+        # post_message handed off after handoff.miss_threshold misses in a row.
+        _lead_before_handoff(turn, state)
+        await _notice(turn, TEXTS["handoff"][lang], "handoff")
+
+
+async def _handed_off(turn: BotTurn) -> bool:
+    async with turn.service_tx() as conn:
+        return await conn.fetchval("SELECT status = 'waiting_human' FROM parley.conversations WHERE id = $1",
+                                   turn.conversation_id)
+
+
+set_bot_responder(respond)
+
+
+# --------------------------------------------------------------------------- REST: provider settings
+
+
+class LLMSettingsIn(BaseModel):
+    chatbot_id: uuid.UUID | None = None
+    provider: Literal["openai", "anthropic", "none"]
+    base_url: str | None = Field(None, max_length=500)
+    model: str | None = Field(None, max_length=200)
+    api_key: str | None = Field(None, max_length=500)
+
+
+@api.route("GET", "/api/assistant/llm", tags=("assistant",))
+async def list_llm_settings(call: Call):
+    """The LLM providers set for the tenant (chatbot_id null) and per chatbot; keys are never returned."""
+    async with call.tx() as conn:
+        return rows(await conn.fetch(
+            """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
+                 FROM parley.llm_settings ORDER BY chatbot_id NULLS FIRST"""))
+
+
+@api.route("PUT", "/api/assistant/llm", body=LLMSettingsIn, min_role="admin", tags=("assistant",))
+async def put_llm_settings(call: Call):
+    """Set the tenant's (or one chatbot's) LLM provider; the API key is stored encrypted."""
+    body: LLMSettingsIn = call.body
+    if body.base_url:
+        try:
+            await vet_url(body.base_url, allow_hosts=allow_hosts_from_env())
+        except FetchError as exc:
+            raise ApiError(422, "url_not_allowed", f"This provider URL cannot be used: {exc.message}") from None
+    enc = encrypt_key(call.settings.secret_key, call.actor.tenant_id, body.api_key) if body.api_key else None
+    async with call.tx() as conn:
+        if body.chatbot_id and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)",
+                                                       body.chatbot_id):
+            raise not_found("chatbot")
+        existing = await conn.fetchval(
+            "SELECT id FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1", body.chatbot_id)
+        if existing:
+            await conn.execute(
+                """UPDATE parley.llm_settings SET provider = $2, base_url = $3, model = $4,
+                          api_key_enc = coalesce($5, api_key_enc), updated_at = now() WHERE id = $1""",
+                existing, body.provider, body.base_url, body.model, enc)
+        else:
+            await conn.execute(
+                """INSERT INTO parley.llm_settings (tenant_id, chatbot_id, provider, base_url, model, api_key_enc)
+                   VALUES (parley.current_tenant_id(), $1, $2, $3, $4, $5)""",
+                body.chatbot_id, body.provider, body.base_url, body.model, enc)
+        await conn.execute("SELECT parley.write_audit('llm_settings.set', 'chatbot', $1, $2)",
+                           str(body.chatbot_id) if body.chatbot_id else None,
+                           {"provider": body.provider, "base_url": body.base_url, "model": body.model,
+                            "key_set": enc is not None})
+        return dict(await conn.fetchrow(
+            """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
+                 FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1""", body.chatbot_id))
+
