@@ -1,0 +1,1 @@
+"""Model providers: embeddings and chat LLMs, plus prompt building. No tenants, no database."""

@@ -1,0 +1,117 @@
+"""Embedders: the bundled local MiniLM model and the OpenAI-compatible client (fake server)."""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pytest
+
+from pyapp.providers.embeddings import (
+    EmbeddingError,
+    LocalMiniLMEmbedder,
+    OpenAICompatibleEmbedder,
+    configured_model_name,
+    get_embedder,
+)
+from pyapp.providers.http import RetryPolicy
+from tests.fakes.llm_servers import FakeOpenAIServer, Reply
+
+
+def cosine(a, b):
+    return sum(x * y for x, y in zip(a, b))
+
+
+@pytest.mark.asyncio
+async def test_local_minilm_vectors_are_normalised_and_meaningful():
+    embedder = get_embedder(env={"PARLEY_EMBEDDINGS": "local"})
+    assert isinstance(embedder, LocalMiniLMEmbedder) and embedder.dim == 384
+    assert get_embedder(env={"PARLEY_EMBEDDINGS": "local"}) is embedder  # one model per process
+
+    # The first call loads the model (seconds): the event loop must keep running meanwhile.
+    gaps: list[float] = []
+
+    async def heartbeat():
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.02)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        vectors = await embedder.embed([
+            "How do I reset my password?",
+            "Click Forgot password on the sign-in page and follow the link we email you.",
+            "Orders ship within two business days.",
+            "The widget status light blinks blue while starting.",
+        ])
+    finally:
+        beat.cancel()
+    assert len(gaps) > 5 and max(gaps) < 1.0
+    assert [len(v) for v in vectors] == [384] * 4
+    assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-4 for v in vectors)
+    question, answer, shipping, light = vectors
+    assert cosine(question, answer) > cosine(question, shipping) + 0.1
+    assert cosine(question, answer) > cosine(question, light) + 0.1
+    assert await embedder.embed([]) == []
+    [again] = await embedder.embed_queries(["How do I reset my password?"])
+    assert cosine(again, question) > 0.9999
+
+
+@pytest.mark.asyncio
+async def test_openai_compatible_embedder_against_the_fake():
+    async with FakeOpenAIServer(api_key="test-key") as srv:
+        embedder = OpenAICompatibleEmbedder(srv.base_url + "/v1", "test-key", "text-embedding-3-small", batch_size=2)
+        texts = ["refund policy", "refund policy details", "", "shipping times", "refund"]
+        vectors = await embedder.embed(texts)
+        assert len(vectors) == 5 and all(len(v) == 384 for v in vectors)
+        assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-9 for v in vectors)
+        assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[3])  # order preserved
+        assert len(srv.requests) == 3
+        first = srv.requests[0]
+        assert first.path == "/v1/embeddings" and first.headers["Authorization"] == "Bearer test-key"
+        assert first.json["dimensions"] == 384 and first.json["model"] == "text-embedding-3-small"
+        assert srv.requests[1].json["input"] == [" ", "shipping times"]  # empty text sent as a space
+
+
+@pytest.mark.asyncio
+async def test_openai_embedder_retries_and_errors():
+    async with FakeOpenAIServer(api_key="test-key", embedding_dim=10) as srv:
+        fast = RetryPolicy(max_retries=1, base_delay=0.01)
+        embedder = OpenAICompatibleEmbedder(srv.base_url, "test-key", "m", retry=fast)
+        srv.embedding_script.extend([Reply.rate_limited(retry_after="0"), Reply()])
+        assert len((await embedder.embed(["a"]))[0]) == 384
+        srv.embedding_script.extend([Reply.server_error(502), Reply.server_error(502)])
+        with pytest.raises(EmbeddingError) as info:
+            await embedder.embed(["a"])
+        assert info.value.code == "upstream_error"
+        mismatched = OpenAICompatibleEmbedder(srv.base_url, "test-key", "m", send_dimensions=False)
+        with pytest.raises(EmbeddingError) as info:
+            await mismatched.embed(["a"])
+        assert info.value.code == "dimension_mismatch"
+        with pytest.raises(EmbeddingError) as info:
+            await OpenAICompatibleEmbedder(srv.base_url, "wrong", "m", retry=fast).embed(["a"])
+        assert info.value.code == "auth_failed"
+
+
+def test_factory_reads_the_environment():
+    assert get_embedder(env={"PARLEY_EMBEDDINGS": "none"}) is None
+    assert configured_model_name(env={"PARLEY_EMBEDDINGS": "none"}) is None
+    assert configured_model_name(env={"PARLEY_EMBEDDINGS": "local"}) == "all-MiniLM-L6-v2"
+    env = {"PARLEY_EMBEDDINGS_URL": "http://127.0.0.1:1/v1", "PARLEY_EMBEDDINGS_KEY": "k",
+           "PARLEY_EMBEDDINGS_MODEL": "nomic-embed-text"}
+    embedder = get_embedder(env=env)
+    assert isinstance(embedder, OpenAICompatibleEmbedder) and embedder.model == "nomic-embed-text"
+    assert embedder.url == "http://127.0.0.1:1/v1/embeddings" and embedder.dim == 384
+    assert configured_model_name(env=env) == "nomic-embed-text"
+
+    class Settings:
+        extra = {"PARLEY_EMBEDDINGS": "none"}
+
+    assert get_embedder(Settings(), env=env) is None  # settings override the environment
+    with pytest.raises(ValueError):
+        get_embedder(env={"PARLEY_EMBEDDINGS": "openai"})
+    with pytest.raises(ValueError):
+        get_embedder(env={"PARLEY_EMBEDDINGS": "bert"})
