@@ -71,7 +71,7 @@ def corpus_documents() -> list[tuple[str, str]]:
 
 
 @pytest.fixture(autouse=True)
-def _no_ambient_embedder(monkeypatch):
+def no_ambient_embedder(monkeypatch):
     """Tests choose their embedder explicitly; none is picked up from the environment."""
     from pyapp.knowledge import ingest
 

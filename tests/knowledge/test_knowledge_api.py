@@ -1,0 +1,210 @@
+"""Knowledge sources through the REST API: text, URL, sitemap, crawl, upload; re-import in
+place, checksum reuse, delete, progress, hostile URLs, tenant isolation, try-a-question."""
+import asyncio
+import uuid
+
+import aiohttp
+import pytest
+
+from tests.fakes.fixtures import fake_website  # noqa: F401
+from tests.fakes.pdf import make_pdf
+
+HOSTILE = [
+    "http://127.1/", "http://0/", "http://2130706433/", "http://0177.0.0.1/", "http://0x7f000001/",
+    "http://[::]/", "http://[::ffff:127.0.0.1]/", "http://localhost./", "http://localhost/admin",
+    "http://169.254.169.254/latest/meta-data/", "http://[fd00:ec2::254]/", "http://100.100.100.200/",
+    "http://metadata.google.internal/computeMetadata/v1/", "http://user@127.0.0.1/", "http://127.0.0.1@10.0.0.1/",
+    "http://10.0.0.1/", "http://192.168.1.1/", "http://[64:ff9b::7f00:1]/", "http://[::1]:8080/",
+    "file:///etc/passwd", "gopher://127.0.0.1/", "ftp://example.org/",
+]
+
+
+@pytest.fixture
+async def owner(server, signup, owner_conn):
+    """A signed-up owner with one English chatbot."""
+    who = await signup(server)
+    chatbot_id = await owner_conn.fetchval(
+        "INSERT INTO parley.chatbots (tenant_id, name, config) VALUES ($1, 'Helper', '{\"language\": \"en\"}')"
+        " RETURNING id", uuid.UUID(who["tenant_id"]))
+    return {**who, "chatbot_id": str(chatbot_id)}
+
+
+@pytest.fixture
+def allow_local(monkeypatch):
+    monkeypatch.setenv("PARLEY_FETCH_ALLOW_HOSTS", "127.0.0.1")
+
+
+async def _wait_ready(server, token, source_id, timeout=15.0):
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        status, source = await server.call("GET", f"/api/knowledge/sources/{source_id}", token=token)
+        assert status == 200, source
+        if source["status"] in ("ready", "failed"):
+            return source
+        assert loop.time() < deadline, source
+        task = server.app[_imports_key()].tasks.get(uuid.UUID(source_id))
+        if task is not None:
+            await asyncio.wait([task], timeout=deadline - loop.time())
+        else:
+            await asyncio.sleep(0.05)
+
+
+def _imports_key():
+    from pyapp.knowledge.routes import IMPORTS
+
+    return IMPORTS
+
+
+async def test_text_source_edit_reuses_unchanged_chunks_and_delete_removes_all(server, owner, owner_conn):
+    base = f"/api/chatbots/{owner['chatbot_id']}/knowledge"
+    text = "# Refunds\n\nRefunds are possible within 30 days.\n\n# Shipping\n\nShipping takes 5 days."
+    status, src = await server.call("POST", f"{base}/sources", json={"kind": "text", "title": "Policies", "text": text},
+                                    token=owner["access_token"])
+    assert status == 201, src
+    assert (src["status"], src["documents"], src["chunks"]) == ("ready", 1, 2)
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.embedding_jobs") == 2
+    # Pretend the queue ran: every chunk has an embedding.
+    await owner_conn.execute("UPDATE parley.knowledge_chunks SET embedding = array_fill(0.1, ARRAY[384])::vector,"
+                             " embedding_model = 'm'")
+    await owner_conn.execute("DELETE FROM parley.embedding_jobs")
+    before = {r["text"]: r["id"] for r in await owner_conn.fetch("SELECT id, text FROM parley.knowledge_chunks")}
+
+    edited = text.replace("5 days", "3 days")
+    status, src = await server.call("PUT", f"/api/knowledge/sources/{src['id']}/text", json={"text": edited},
+                                    token=owner["access_token"])
+    assert status == 200, src
+    after = await owner_conn.fetch("SELECT id, text, embedding IS NOT NULL AS embedded FROM parley.knowledge_chunks")
+    kept = [r for r in after if r["text"] in before]
+    assert len(kept) == 1 and kept[0]["id"] == before[kept[0]["text"]] and kept[0]["embedded"]
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.embedding_jobs") == 1  # only the changed chunk
+
+    status, _ = await server.call("DELETE", f"/api/knowledge/sources/{src['id']}", token=owner["access_token"])
+    assert status == 204
+    for table in ("knowledge_sources", "knowledge_documents", "knowledge_chunks", "embedding_jobs"):
+        assert await owner_conn.fetchval(f"SELECT count(*) FROM parley.{table}") == 0, table
+
+
+@pytest.mark.parametrize("url", HOSTILE)
+async def test_hostile_urls_refused_at_the_api(server, owner, owner_conn, url, monkeypatch):
+    monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS", raising=False)
+    for kind in ("url", "crawl"):
+        status, body = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
+                                         json={"kind": kind, "url": url}, token=owner["access_token"])
+        assert status == 422, body
+        assert body["error"]["code"] in ("url_not_allowed", "url_unreachable"), body
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.knowledge_sources") == 0
+
+
+async def test_local_site_refused_without_allow_list(server, owner, fake_website, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS", raising=False)
+    status, body = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
+                                     json={"kind": "url", "url": fake_website.url("/faq")}, token=owner["access_token"])
+    assert (status, body["error"]["code"]) == (422, "url_not_allowed")
+
+
+async def test_url_import_then_reimport_updates_in_place(server, owner, owner_conn, fake_website,  # noqa: F811
+                                                         allow_local):
+    token = owner["access_token"]
+    status, src = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
+                                    json={"kind": "url", "url": fake_website.url("/faq")}, token=token)
+    assert status == 201, src
+    src = await _wait_ready(server, token, src["id"])
+    assert src["status"] == "ready", src
+    assert src["documents"] == 1 and src["chunks"] >= 1
+    text = " ".join(r["text"] for r in await owner_conn.fetch("SELECT text FROM parley.knowledge_chunks"))
+    assert "NAV-NOISE" not in text and "FOOTER-NOISE" not in text
+    ids = sorted(r["id"] for r in await owner_conn.fetch("SELECT id FROM parley.knowledge_chunks"))
+
+    status, again = await server.call("POST", f"/api/knowledge/sources/{src['id']}/reimport", token=token)
+    assert status == 202, again
+    again = await _wait_ready(server, token, src["id"])
+    assert again["status"] == "ready" and again["documents"] == 1
+    assert again["progress"]["chunks_unchanged"] == len(ids) and again["progress"]["chunks_added"] == 0
+    assert sorted(r["id"] for r in await owner_conn.fetch("SELECT id FROM parley.knowledge_chunks")) == ids
+
+
+async def test_redirect_to_metadata_fails_the_import(server, owner, owner_conn, fake_website, allow_local):  # noqa: F811
+    token = owner["access_token"]
+    status, src = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
+                                    json={"kind": "url", "url": fake_website.url("/redirect/metadata")}, token=token)
+    assert status == 201, src
+    src = await _wait_ready(server, token, src["id"])
+    assert (src["status"], src["error"], src["documents"]) == ("failed", "address_not_allowed", 0)
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks") == 0
+
+
+async def test_sitemap_and_bounded_crawl(server, owner, fake_website, allow_local):  # noqa: F811
+    token = owner["access_token"]
+    base = f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources"
+    status, sm = await server.call("POST", base, json={"kind": "sitemap", "url": fake_website.url("/sitemap_index.xml")},
+                                   token=token)
+    assert status == 201, sm
+    sm = await _wait_ready(server, token, sm["id"])
+    assert sm["status"] == "ready", sm
+    assert sm["documents"] == len(fake_website.sitemap_paths()), sm
+    assert "/private" not in fake_website.requested_paths()
+
+    status, crawl = await server.call("POST", base, json={"kind": "crawl", "url": fake_website.url("/"),
+                                                          "max_pages": 3, "max_depth": 1}, token=token)
+    assert status == 201, crawl
+    crawl = await _wait_ready(server, token, crawl["id"])
+    assert crawl["status"] == "ready", crawl
+    assert crawl["progress"]["pages_done"] + crawl["progress"]["pages_failed"] <= 3
+    assert 1 <= crawl["documents"] <= 3
+
+
+async def _upload(server, token, chatbot_id, filename, data, content_type):
+    form = aiohttp.FormData()
+    form.add_field("title", "Uploaded")
+    form.add_field("file", data, filename=filename, content_type=content_type)
+    return await server.call("POST", f"/api/chatbots/{chatbot_id}/knowledge/upload", data=form, token=token)
+
+
+async def test_uploads(server, owner, owner_conn, monkeypatch):
+    token, bot = owner["access_token"], owner["chatbot_id"]
+    status, src = await _upload(server, token, bot, "notes.md", b"# Opening hours\n\nWe open at 9 am.", "text/markdown")
+    assert status == 201, src
+    assert (src["kind"], src["filename"], src["chunks"]) == ("file", "notes.md", 1)
+    pdf = make_pdf([["Warranty", "Devices carry a two year warranty."]], title="Guide")
+    status, src = await _upload(server, token, bot, "guide.pdf", pdf, "application/pdf")
+    assert status == 201, src
+    assert "two year warranty" in await owner_conn.fetchval(
+        "SELECT string_agg(text, ' ') FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d"
+        " ON d.id = c.document_id WHERE d.source_id = $1", uuid.UUID(src["id"]))
+    status, body = await _upload(server, token, bot, "tool.exe", b"MZ...", "application/octet-stream")
+    assert (status, body["error"]["code"]) == (415, "unsupported_type")
+    import pyapp.knowledge.routes as routes
+    monkeypatch.setattr(routes, "UPLOAD_MAX_BYTES", 1000)
+    status, body = await _upload(server, token, bot, "big.txt", b"x" * 5000, "text/plain")
+    assert (status, body["error"]["code"]) == (413, "payload_too_large")
+
+
+async def test_try_question_and_tenant_isolation(server, owner, signup):
+    token, bot = owner["access_token"], owner["chatbot_id"]
+    status, src = await server.call("POST", f"/api/chatbots/{bot}/knowledge/sources", json={
+        "kind": "text", "title": "Returns", "text": "Unused products can be returned within 30 days of delivery."},
+        token=token)
+    assert status == 201
+    status, out = await server.call("POST", f"/api/chatbots/{bot}/knowledge/search",
+                                    json={"query": "can I return a product?"}, token=token)
+    assert status == 200, out
+    assert out["mode"] == "fts" and out["passages"][0]["title"] == "Returns"
+
+    other = await signup(server)
+    status, _ = await server.call("GET", f"/api/knowledge/sources/{src['id']}", token=other["access_token"])
+    assert status == 404
+    status, _ = await server.call("POST", f"/api/chatbots/{bot}/knowledge/search", json={"query": "return"},
+                                  token=other["access_token"])
+    assert status == 404
+    status, _ = await server.call("DELETE", f"/api/knowledge/sources/{src['id']}", token=other["access_token"])
+    assert status == 404
+    status, listed = await server.call("GET", f"/api/chatbots/{bot}/knowledge/sources", token=other["access_token"])
+    assert (status, listed) == (200, [])
+
+
+async def test_agents_cannot_change_knowledge(server, owner, signup):
+    agent = await signup(server, join=owner, role="agent")
+    status, body = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
+                                     json={"kind": "text", "text": "x"}, token=agent["access_token"])
+    assert status == 403, body
