@@ -1,0 +1,106 @@
+"""Events and NOTIFY: one notification per transaction with ids only, gap-free resume, search."""
+import asyncio
+
+from pyapp.config import role_password, url_for_role  # noqa: F401  (documentation of the roles involved)
+
+
+async def _listen(settings):
+    import asyncpg
+    conn = await asyncpg.connect(settings.admin_url)
+    got: list[str] = []
+    await conn.add_listener("parley_events", lambda *args: got.append(args[3]))
+    return conn, got
+
+
+async def test_one_notify_per_transaction_with_ids(ws, owner_conn, settings):
+    bot = await ws.chatbot()
+    listener, got = await _listen(settings)
+    try:
+        conv = await ws.start(bot["id"])
+        msg = await ws.visitor_says(conv, "hello")
+        # an agent reply to an unassigned conversation writes two events (claimed, message_added)
+        status, _ = await ws.call("POST", f"/api/conversations/{conv}/reply", json={"body": "hi"})
+        assert status == 201
+        await asyncio.sleep(0.2)
+    finally:
+        await listener.close()
+    events = await owner_conn.fetch("SELECT id, kind, message_id FROM parley.events WHERE conversation_id = $1 ORDER BY id", conv)
+    assert [e["kind"] for e in events] == ["conversation_started", "message_added", "claimed", "message_added"]
+    assert events[1]["message_id"] == msg["id"]
+    t, c = ws.tenant_id, conv
+    assert got == [f"{t}:{events[0]['id']}:{c}", f"{t}:{events[1]['id']}:{c}", f"{t}:{events[2]['id']}:{c}"]
+
+
+async def test_events_after_never_skips_under_concurrency(make_workspace, owner_conn):
+    ws = await make_workspace(plan="pro")
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, msgs_per_min_chatbot, msgs_per_min_ip) "
+                             "VALUES ($1, 0, 0)", ws.tenant_id)
+    bot = await ws.chatbot()
+    convs = [await ws.start(bot["id"]) for _ in range(6)]
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def poll():
+        last = max(await owner_conn.fetchval("SELECT max(id) FROM parley.events WHERE tenant_id = $1", ws.tenant_id), 0)
+        while True:
+            finished = done.is_set()
+            async with ws.tx() as conn:
+                rows = await conn.fetch("SELECT id FROM parley.events_after($1, 1000)", last)
+            for r in rows:
+                seen.append(r["id"])
+                last = r["id"]
+            if finished and not rows:
+                return
+            await asyncio.sleep(0)
+
+    async def write(conv):
+        for i in range(40):
+            await ws.visitor_says(conv, f"m{i}", ip=f"192.0.2.{i % 200}")
+
+    poller = asyncio.create_task(poll())
+    await asyncio.gather(*(write(c) for c in convs))
+    done.set()
+    await poller
+    expected = [r["id"] for r in await owner_conn.fetch(
+        "SELECT id FROM parley.events WHERE tenant_id = $1 AND kind = 'message_added' ORDER BY id", ws.tenant_id)]
+    assert seen == expected  # every event, once, in order: resuming after the last id never skips
+
+
+async def test_full_text_search_and_filters(ws, owner_conn):
+    bot = await ws.chatbot()
+    refund = await ws.start(bot["id"])
+    shipping = await ws.start(bot["id"])
+    await ws.visitor_says(refund, "I would like a refund for order 1234")
+    await ws.visitor_says(shipping, "When does shipping to Norway arrive?")
+    await ws.call("POST", f"/api/conversations/{shipping}/notes", json={"body": "customer prefers DHL"})
+    await ws.call("POST", f"/api/conversations/{refund}/claim", token=ws.agents[0]["access_token"])
+
+    async def ids(query, token=None):
+        status, body = await ws.call("GET", "/api/conversations" + query, token=token)
+        assert status == 200, body
+        return {c["id"] for c in body["conversations"]}
+
+    assert await ids("?q=refund") == {str(refund)}
+    assert await ids("?q=norway") == {str(shipping)}
+    assert await ids("?q=dhl") == {str(shipping)}  # agents search notes too
+    assert await ids("?q=%22order 1234%22") == {str(refund)}
+    assert await ids("?q=nothing-like-this") == set()
+    assert await ids("?status=human") == {str(refund)}
+    assert await ids("?assignee=me", token=ws.agents[0]["access_token"]) == {str(refund)}
+    assert await ids("?assignee=me") == set()
+    assert await ids(f"?chatbot={bot['id']}&from=2000-01-01&to=2999-01-01") == {str(refund), str(shipping)}
+    assert await ids("?from=2999-01-01") == set()
+    status, body = await ws.call("GET", "/api/conversations?status=open")
+    assert status == 422
+    status, body = await ws.call("GET", "/api/conversations?limit=1")
+    assert len(body["conversations"]) == 1 and body["next_before"]
+    assert body["conversations"][0]["last_message"]["body"]
+
+    # The search query, run as the function's owner, can use the tenant-led GIN index.
+    async with owner_conn.transaction():
+        await owner_conn.execute("SET LOCAL enable_seqscan = off")
+        await owner_conn.execute("SET LOCAL ROLE parley_auth")
+        plan = "\n".join(r[0] for r in await owner_conn.fetch(
+            "EXPLAIN SELECT DISTINCT m.conversation_id FROM parley.messages m WHERE m.tenant_id = $1 "
+            "AND to_tsvector('simple'::regconfig, m.body) @@ websearch_to_tsquery('simple', 'refund')", ws.tenant_id))
+    assert "Bitmap Index Scan" in plan and "to_tsvector" in plan, plan
