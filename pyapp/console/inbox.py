@@ -168,13 +168,13 @@ class AssignForm(BaseModel):
 
 ACTIONS = {
     # action: (SQL, form model or None, flash code)
-    "claim": ("SELECT parley.claim_conversation($1)", None, "claimed"),
-    "release": ("SELECT parley.release_conversation($1)", None, "released"),
-    "close": ("SELECT parley.close_conversation($1)", None, "closed"),
-    "reopen": ("SELECT parley.reopen_conversation($1)", None, "reopened"),
-    "reply": ("SELECT parley.agent_reply($1, $2)", ReplyForm, "replied"),
-    "note": ("SELECT parley.add_note($1, $2)", ReplyForm, "noted"),
-    "assign": ("SELECT parley.assign_conversation($1, $2)", AssignForm, "assigned"),
+    "claim": ("SELECT 1 FROM parley.claim_conversation($1)", None, "claimed"),
+    "release": ("SELECT 1 FROM parley.release_conversation($1)", None, "released"),
+    "close": ("SELECT 1 FROM parley.close_conversation($1)", None, "closed"),
+    "reopen": ("SELECT 1 FROM parley.reopen_conversation($1)", None, "reopened"),
+    "reply": ("SELECT 1 FROM parley.agent_reply($1, $2)", ReplyForm, "replied"),
+    "note": ("SELECT 1 FROM parley.add_note($1, $2)", ReplyForm, "noted"),
+    "assign": ("SELECT 1 FROM parley.assign_conversation($1, $2)", AssignForm, "assigned"),
 }
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from pyapp.console import queries
 from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect
 from pyapp.errors import ApiError
+from pyapp.leads import csv_cell
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
 CSV_LIMIT = 50_000
@@ -79,15 +80,8 @@ async def leads(ctx: Ctx):
 
 
 def _cell(value) -> str:
-    """A CSV cell that a spreadsheet will not run as a formula."""
-    if value is None:
-        return ""
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    text = str(value)
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        text = "'" + text
-    return text
+    """A CSV cell a spreadsheet will not run as a formula (the leads surface's rule)."""
+    return csv_cell(value)
 
 
 @page("GET", "/console/leads.csv")
@@ -128,7 +122,7 @@ async def lead_status(ctx: Ctx):
         data = StatusForm.model_validate(ctx.form)
     except ValidationError as exc:
         raise ApiError(422, "validation_failed", "Choose a valid status.", {"fields": form_errors(exc)}) from None
-    await ctx.conn.execute("SELECT parley.set_lead_status($1, $2)", lead_id, data.status)
+    await ctx.conn.execute("SELECT 1 FROM parley.set_lead_status($1, $2)", lead_id, data.status)
     if ctx.wants_json:
         return json_ok({"ok": True, "status": data.status})
     back = ctx.form.get("back") or ""

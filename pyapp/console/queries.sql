@@ -131,20 +131,6 @@ SELECT l.id, l.chatbot_id, b.name AS chatbot_name, l.conversation_id, l.name, l.
 -- How many leads are in each status (the workflow summary above the table).
 SELECT status, count(*) AS n FROM parley.leads GROUP BY status;
 
--- name: audit
--- Audit rows filtered by action prefix ($1), actor id ($2), target kind ($3), from ($4) / before ($5); newest first, limit $6.
-SELECT a.id, a.at, a.actor_kind, a.actor_id, a.action, a.target_kind, a.target_id, a.ip, a.request_id, a.details,
-       coalesce(nullif(u.name, ''), u.email) AS actor_name
-  FROM parley.audit_log a
-  LEFT JOIN parley.users u ON a.actor_kind = 'user' AND u.id::text = a.actor_id
- WHERE ($1::text IS NULL OR a.action LIKE $1::text || '%')
-   AND ($2::text IS NULL OR a.actor_id = $2::text)
-   AND ($3::text IS NULL OR a.target_kind = $3::text)
-   AND ($4::timestamptz IS NULL OR a.at >= $4::timestamptz)
-   AND ($5::timestamptz IS NULL OR a.at < $5::timestamptz)
- ORDER BY a.at DESC, a.id DESC
- LIMIT $6;
-
 -- name: audit_actions
 -- Distinct audit action names of the workspace, for the filter menu.
 SELECT DISTINCT action FROM parley.audit_log ORDER BY action LIMIT 200;
@@ -162,3 +148,24 @@ SELECT k.id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires
        coalesce(nullif(u.name, ''), u.email) AS created_by_name
   FROM parley.api_keys k LEFT JOIN parley.users u ON u.id = k.created_by
  ORDER BY k.revoked_at IS NOT NULL, k.created_at DESC;
+
+-- name: usage_30_days
+-- Daily usage of the last 30 days (UTC), newest first, from the sharded counters.
+SELECT day,
+       coalesce(sum(value) FILTER (WHERE metric = 'messages'), 0) AS messages,
+       coalesce(sum(value) FILTER (WHERE metric = 'ai_messages'), 0) AS ai_messages,
+       coalesce(sum(value) FILTER (WHERE metric = 'conversations'), 0) AS conversations,
+       coalesce(sum(value) FILTER (WHERE metric = 'active_seats'), 0) AS active_seats
+  FROM parley.usage_daily
+ WHERE day >= current_date - 30
+ GROUP BY day ORDER BY day DESC;
+
+-- name: plans
+-- The plans on offer, in order.
+SELECT id, name FROM parley.plans ORDER BY sort_order;
+
+-- name: plan_counts
+-- What counts against the plan right now: seats, live chatbots, open conversations.
+SELECT (SELECT count(*) FROM parley.members) AS seats,
+       (SELECT count(*) FROM parley.chatbots WHERE deleted_at IS NULL) AS chatbots,
+       (SELECT count(*) FROM parley.conversations WHERE status <> 'closed') AS open_conversations;

@@ -61,7 +61,12 @@ def _timeago(value) -> str:
 
 
 def _dt(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M") if value is not None else ""
+    """A timestamp for tables; accepts datetimes and the ISO strings that jsonb results carry."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str):
+        return value[:16].replace("T", " ")
+    return value.strftime("%Y-%m-%d %H:%M")
 
 
 ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True,
