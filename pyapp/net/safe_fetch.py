@@ -253,13 +253,38 @@ class VettedURL:
     allow_listed: bool = False
 
 
-async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
-                  resolver: Resolver | None = None) -> VettedURL:
-    """Check one URL (one hop): scheme, host form, name, every resolved address.
+async def _vet_host(raw_host: str, port: int, allow_hosts: Collection[str], resolver: Resolver | None,
+                    url_text: str) -> tuple[str, list[str], bool]:
+    """Canonical host, its vetted addresses, and whether the allow-list let it through."""
+    written = _normalise_allow_entry(raw_host)
+    allow_listed = written in {_normalise_allow_entry(h) for h in allow_hosts}
+    host, ip = parse_host(raw_host)
+    if ip is not None:
+        addresses = [str(ip)]
+    else:
+        if not allow_listed and (host in _FORBIDDEN_NAMES or host.endswith(_FORBIDDEN_SUFFIXES)):
+            raise FetchRefused("address_not_allowed", f"the host {host!r} is internal", url=url_text)
+        try:
+            addresses = [str(ipaddress.ip_address(a.split("%", 1)[0])) for a in
+                         await (resolver or system_resolver)(host, port)]
+        except FetchError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise FetchFailed("dns_failed", f"could not resolve {host!r}: {exc}", url=url_text) from None
+        addresses = list(dict.fromkeys(addresses))
+        if not addresses:
+            raise FetchFailed("dns_failed", f"{host!r} has no addresses", url=url_text)
+    if not allow_listed:
+        for address in addresses:
+            why = forbidden_reason(address)
+            if why:
+                raise FetchRefused("address_not_allowed",
+                                   f"{host!r} resolves to {address}, which is not allowed ({why})", url=url_text)
+    return host, addresses, allow_listed
 
-    ``allow_hosts`` (test hosts only) matches the host exactly as written (lowercased,
-    without a trailing dot): allowing ``127.0.0.1`` does not allow ``2130706433``.
-    """
+
+def _parse_url(url: str | URL) -> tuple[URL, int, str]:
+    """Form checks that need no DNS: parseable, http(s), absolute, no user info, valid port."""
     try:
         parsed = url if isinstance(url, URL) else URL(str(url))
     except (ValueError, TypeError) as exc:
@@ -280,35 +305,33 @@ async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
         raise FetchRefused("invalid_url", "invalid port", url=text) from None
     if not port or not 0 < port < 65536:
         raise FetchRefused("invalid_url", "invalid port", url=text)
+    return parsed, port, text
 
-    written = _normalise_allow_entry(parsed.raw_host)
-    allowed = {_normalise_allow_entry(h) for h in allow_hosts}
-    allow_listed = written in allowed
+
+def check_url_form(url: str | URL, *, allow_hosts: Collection[str] = frozenset()) -> None:
+    """Everything ``vet_url`` checks except DNS: scheme, user info, port, IP-literal hosts in
+    any notation, internal names. For validating configuration before anything is resolved."""
+    parsed, _port, text = _parse_url(url)
+    if _normalise_allow_entry(parsed.raw_host) in {_normalise_allow_entry(h) for h in allow_hosts}:
+        return
     host, ip = parse_host(parsed.raw_host)
-
     if ip is not None:
-        addresses = [str(ip)]
-    else:
-        if not allow_listed and (host in _FORBIDDEN_NAMES or host.endswith(_FORBIDDEN_SUFFIXES)):
-            raise FetchRefused("address_not_allowed", f"the host {host!r} is internal", url=text)
-        try:
-            addresses = [str(ipaddress.ip_address(a.split("%", 1)[0])) for a in
-                         await (resolver or system_resolver)(host, port)]
-        except FetchError:
-            raise
-        except (OSError, ValueError) as exc:
-            raise FetchFailed("dns_failed", f"could not resolve {host!r}: {exc}", url=text) from None
-        addresses = list(dict.fromkeys(addresses))
-        if not addresses:
-            raise FetchFailed("dns_failed", f"{host!r} has no addresses", url=text)
+        why = forbidden_reason(ip)
+        if why:
+            raise FetchRefused("address_not_allowed", f"{host} is not allowed ({why})", url=text)
+    elif host in _FORBIDDEN_NAMES or host.endswith(_FORBIDDEN_SUFFIXES):
+        raise FetchRefused("address_not_allowed", f"the host {host!r} is internal", url=text)
 
-    if not allow_listed:
-        for address in addresses:
-            why = forbidden_reason(address)
-            if why:
-                raise FetchRefused("address_not_allowed",
-                                   f"{host!r} resolves to {address}, which is not allowed ({why})", url=text)
 
+async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
+                  resolver: Resolver | None = None) -> VettedURL:
+    """Check one URL (one hop): scheme, host form, name, every resolved address.
+
+    ``allow_hosts`` (test hosts only) matches the host exactly as written (lowercased,
+    without a trailing dot): allowing ``127.0.0.1`` does not allow ``2130706433``.
+    """
+    parsed, port, text = _parse_url(url)
+    host, addresses, allow_listed = await _vet_host(parsed.raw_host, port, allow_hosts, resolver, text)
     request_url = parsed if parsed.raw_host == host else parsed.with_host(host)
     return VettedURL(url=request_url, host=host, port=port, addresses=tuple(addresses), allow_listed=allow_listed)
 
@@ -498,3 +521,58 @@ async def safe_fetch(url: str, *, allow_hosts: Collection[str] | None = None, re
                      **kwargs) -> FetchResult:
     """One-off fetch with default limits; keyword arguments are those of ``SafeFetcher.fetch``."""
     return await SafeFetcher(allow_hosts=allow_hosts, resolver=resolver).fetch(url, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------
+# A guarded aiohttp session, for streaming clients that cannot use SafeFetcher.fetch
+# ---------------------------------------------------------------------------------------
+
+
+class _GuardedResolver(AbstractResolver):
+    """Resolves and vets in one step at connect time, so aiohttp connects only to vetted addresses."""
+
+    def __init__(self, allow_hosts: frozenset[str], resolver: Resolver | None):
+        self.allow_hosts = allow_hosts
+        self.resolver = resolver
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
+        _name, addresses, _allowed = await _vet_host(host, port, self.allow_hosts, self.resolver, host)
+        return [
+            {"hostname": host, "host": a, "port": port,
+             "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
+             "proto": 0, "flags": socket.AI_NUMERICHOST}
+            for a in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def guarded_session(*, allow_hosts: Collection[str] | None = None, resolver: Resolver | None = None,
+                    ssl=None, **session_kwargs) -> aiohttp.ClientSession:
+    """An ``aiohttp.ClientSession`` that refuses internal destinations, for clients that need
+    a raw session (streaming LLM calls to a tenant-configured base URL).
+
+    Names are resolved and vetted by the connector itself (the address connected to is the
+    address checked, so DNS rebinding has no window); IP literals and every redirect
+    target are vetted by trace hooks before the request is sent. Refusals raise
+    :class:`FetchRefused`. ``allow_hosts`` None reads ``PARLEY_FETCH_ALLOW_HOSTS``.
+    """
+    allow = frozenset(_normalise_allow_entry(h) for h in allow_hosts) if allow_hosts is not None \
+        else allow_hosts_from_env()
+
+    async def on_request_start(_session, _ctx, params: aiohttp.TraceRequestStartParams) -> None:
+        check_url_form(params.url, allow_hosts=allow)
+
+    async def on_request_redirect(_session, _ctx, params: aiohttp.TraceRequestRedirectParams) -> None:
+        location = params.response.headers.get("Location", "")
+        await vet_url(params.url.join(URL(location)), allow_hosts=allow, resolver=resolver)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    trace.on_request_redirect.append(on_request_redirect)
+    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(allow, resolver), use_dns_cache=False,
+                                     ssl=ssl if ssl is not None else True)
+    session_kwargs.setdefault("trust_env", False)
+    return aiohttp.ClientSession(connector=connector, trace_configs=[trace], **session_kwargs)
+

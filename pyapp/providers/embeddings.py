@@ -22,11 +22,12 @@ import math
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
+from pyapp.net.safe_fetch import FetchError
 from pyapp.providers.http import ProviderError, RetryPolicy, endpoint, error_from_response
 
 SCHEMA_DIM = 384
@@ -71,14 +72,16 @@ class OpenAICompatibleEmbedder(Embedder):
 
     ``dim``: the vector size required; sent as ``dimensions`` when ``send_dimensions`` (turn
     it off for servers that reject the field and already return ``dim``-sized vectors).
-    ``session``: an aiohttp session to use (e.g. a guarded one for tenant-supplied URLs);
-    otherwise one is opened per call, so an instance is safe to share across event loops.
+    ``session``: an aiohttp session to use; otherwise ``session_factory()`` (default
+    ``aiohttp.ClientSession``; ``pyapp.net.guarded_session`` for tenant-supplied URLs) opens
+    one per call, so an instance is safe to share across event loops.
     """
 
     def __init__(self, base_url: str, api_key: str | None, model: str = DEFAULT_API_MODEL, *,
                  dim: int = SCHEMA_DIM, send_dimensions: bool = True, batch_size: int = 64,
                  timeout: float = 30.0, retry: RetryPolicy | None = None,
-                 session: aiohttp.ClientSession | None = None):
+                 session: aiohttp.ClientSession | None = None,
+                 session_factory: Callable[[], aiohttp.ClientSession] | None = None):
         self.url = endpoint(base_url, "/v1/embeddings")
         self.api_key = api_key
         self.model_name = model
@@ -88,6 +91,7 @@ class OpenAICompatibleEmbedder(Embedder):
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.session = session
+        self.session_factory = session_factory or aiohttp.ClientSession
 
     async def embed(self, texts: Sequence[str]) -> list[list[float]]:
         texts = list(texts)
@@ -95,7 +99,7 @@ class OpenAICompatibleEmbedder(Embedder):
             return []
         if self.session is not None:
             return await self._embed_all(self.session, texts)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as session:
+        async with self.session_factory() as session:
             return await self._embed_all(session, texts)
 
     async def _embed_all(self, session: aiohttp.ClientSession, texts: list[str]) -> list[list[float]]:
@@ -122,6 +126,8 @@ class OpenAICompatibleEmbedder(Embedder):
                 return self._vectors(payload, len(batch))
             except EmbeddingError as exc:
                 error = exc
+            except FetchError as exc:  # a guarded session refused the destination
+                raise EmbeddingError(exc.code, exc.message) from None
             except TimeoutError:
                 error = EmbeddingError("timeout", f"no response within {self.timeout:g}s", retryable=True)
             except (aiohttp.ClientError, OSError) as exc:

@@ -27,11 +27,12 @@ import asyncio
 import json
 import os
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 
+from pyapp.net.safe_fetch import FetchError
 from pyapp.providers.http import ProviderError, RetryPolicy, SSEEvent, endpoint, error_from_response, iter_sse
 from pyapp.providers.prompt import ExtractiveAnswer, Passage, build_prompt, estimate_tokens, extractive_answer
 
@@ -55,8 +56,11 @@ class _Done(Exception):
 class LLM(ABC):
     """A streaming chat model behind an HTTP API.
 
-    ``session``: an aiohttp session to use; otherwise one is opened per call, so an instance
-    is safe to share and to use from any event loop.
+    ``session``: an aiohttp session to use. Otherwise ``session_factory()`` (default
+    ``aiohttp.ClientSession``) opens one per call, so an instance is safe to share and to use
+    from any event loop. For a tenant-configured base URL pass
+    ``session_factory=pyapp.net.guarded_session`` so no internal address can be reached;
+    refusals surface as ``LLMError`` with the fetch code (``address_not_allowed``, …).
     """
 
     provider = "llm"
@@ -64,7 +68,8 @@ class LLM(ABC):
 
     def __init__(self, base_url: str, api_key: str | None, model: str, *, connect_timeout: float = 10.0,
                  read_timeout: float = 60.0, retry: RetryPolicy | None = None,
-                 session: aiohttp.ClientSession | None = None):
+                 session: aiohttp.ClientSession | None = None,
+                 session_factory: Callable[[], aiohttp.ClientSession] | None = None):
         self.base_url = base_url
         self.url = endpoint(base_url, self.path)
         self.api_key = api_key
@@ -73,6 +78,7 @@ class LLM(ABC):
         self.read_timeout = read_timeout
         self.retry = retry or RetryPolicy()
         self.session = session
+        self.session_factory = session_factory or aiohttp.ClientSession
 
     @abstractmethod
     def _request(self, messages: Sequence[Message], *, model: str, temperature: float, max_tokens: int,
@@ -100,7 +106,7 @@ class LLM(ABC):
             async for delta in self._stream(self.session, headers, body, timeout, usage):
                 yield delta
             return
-        async with aiohttp.ClientSession() as session:
+        async with self.session_factory() as session:
             async for delta in self._stream(session, headers, body, timeout, usage):
                 yield delta
 
@@ -131,6 +137,8 @@ class LLM(ABC):
                 return
             except LLMError as exc:
                 error = exc
+            except FetchError as exc:  # a guarded session refused the destination
+                error = LLMError(exc.code, exc.message)
             except TimeoutError:
                 error = LLMError("timeout", f"no data for {self.read_timeout:g}s", retryable=True)
             except aiohttp.ClientPayloadError as exc:

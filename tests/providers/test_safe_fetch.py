@@ -11,6 +11,7 @@ from pyapp.net.safe_fetch import (
     FetchRefused,
     SafeFetcher,
     forbidden_reason,
+    guarded_session,
     parse_host,
     vet_url,
 )
@@ -310,3 +311,41 @@ async def test_gzip_is_decoded():
     async with FakeWebsite() as site:
         result = await SafeFetcher(allow_hosts={"127.0.0.1"}).fetch(site.url("/gzip"))
         assert "Compressed page body." in result.text()
+
+
+# --- the guarded session (raw aiohttp, for streaming API clients) ---------------------------
+
+
+@pytest.mark.asyncio
+async def test_guarded_session_refuses_internal_destinations():
+    async with FakeWebsite() as site:
+        dns = FakeDNS({**HOSTILE_DNS, "site.test": ["127.0.0.1"]})
+        async with guarded_session(resolver=dns) as session:
+            for url in (site.url("/"), f"http://2130706433:{site.port}/", "http://internal.test/",
+                        "http://metadata.google.internal/", "http://[::ffff:127.0.0.1]/", "http://0x7f.1/"):
+                with pytest.raises(FetchRefused):
+                    async with session.get(url):
+                        pass
+        async with guarded_session(allow_hosts={"site.test"}, resolver=dns) as session:
+            async with session.get(f"http://site.test:{site.port}/echo") as resp:
+                assert (await resp.json())["headers"]["Host"] == f"site.test:{site.port}"
+            with pytest.raises(FetchRefused):  # redirect hops are vetted too
+                async with session.get(f"http://site.test:{site.port}/redirect/local"):
+                    pass
+        assert "/private" not in site.requested_paths()
+
+
+@pytest.mark.asyncio
+async def test_llm_client_with_a_guarded_session_refuses_a_loopback_base_url():
+    from pyapp.providers.llm import LLMError, OpenAICompatibleLLM
+    from tests.fakes.llm_servers import FakeOpenAIServer
+
+    async with FakeOpenAIServer() as srv:
+        llm = OpenAICompatibleLLM(srv.base_url, "k", "m", session_factory=guarded_session)
+        with pytest.raises(LLMError) as info:
+            async for _ in llm.stream_chat([{"role": "user", "content": "hi"}]):
+                pass
+        assert info.value.code == "address_not_allowed" and srv.requests == []
+        allowed = OpenAICompatibleLLM(srv.base_url, "k", "m",
+                                      session_factory=lambda: guarded_session(allow_hosts={"127.0.0.1"}))
+        assert "".join([d async for d in allowed.stream_chat([{"role": "user", "content": "hi"}])])
