@@ -132,3 +132,28 @@ class Visitor:
     async def close(self):
         await self.ws.close()
         await self.http.close()
+
+
+# ---- browser (Playwright with Debian chromium; never `playwright install`) -----------------
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+SCREENSHOTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def browser_sign_in(page, base_url: str, email: str, password: str, next_path: str = "/console/inbox") -> None:
+    page.goto(f"{base_url}/console/sign-in?next={next_path}")
+    page.fill("#f-email", email)
+    page.fill("#f-password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**{next_path}*")
