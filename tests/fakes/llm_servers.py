@@ -80,10 +80,20 @@ class RecordedRequest:
     json: Any
 
 
+_STOPWORDS = frozenset("""a an the and or but of to in on at by for with from is are was were be been do does did
+how what when where why who which can could should would will i you we my your our it its this that there
+""".split())
+
+
 def hash_embedding(text: str, dim: int) -> list[float]:
-    """Deterministic bag-of-words vector: each word adds ±1 at a hashed position."""
+    """Deterministic bag-of-words vector: each content word (stop words dropped, a plural
+    "s" stripped) adds ±1 at a hashed position."""
     vector = [0.0] * dim
     for word in re.findall(r"\w+", text.lower()):
+        if word in _STOPWORDS:
+            continue
+        if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+            word = word[:-1]
         digest = hashlib.sha256(word.encode()).digest()
         index = int.from_bytes(digest[:4], "big") % dim
         vector[index] += 1.0 if digest[4] & 1 else -1.0
