@@ -1,1 +1,0 @@
-from tests.fakes.fixtures import fake_anthropic, fake_openai, fake_website  # noqa: F401
