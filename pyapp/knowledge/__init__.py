@@ -1,1 +1,1 @@
-"""Knowledge ingestion without a database: extraction, chunking (storage lives elsewhere)."""
+"""Knowledge base: pure extraction and chunking (extract, chunking); import and storage (crawl, ingest)."""

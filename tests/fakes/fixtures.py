@@ -1,4 +1,4 @@
-"""Pytest fixtures around the fakes. Use them from a conftest.py::
+"""Pytest fixtures around the fakes. Import them into a test module (or a conftest.py)::
 
     from tests.fakes.fixtures import fake_anthropic, fake_openai, fake_website  # noqa: F401
 
