@@ -13,8 +13,9 @@ For each visitor message stored while the conversation is with the bot (visitor_
    the extractive answer (quotes with citations) when retrieval is confident, else
    "I don't know" with an offer of a person.
 6. The complete reply is stored once with post_message (author bot, meta citations,
-   stream_id, grounded, miss). post_message counts ai_messages, enforces the quota again
-   and hands off after handoff.miss_threshold misses in a row.
+   stream_id, grounded); post_message counts ai_messages and enforces the quota again.
+7. handoff.miss_threshold ungrounded answers in a row (parley.consecutive_misses, from the
+   assistant's turn log) → request_human.
 A provider failure stores a system notice instead. The visitor may disconnect at any time:
 the turn does not depend on the socket, and the stored reply is replayed on reconnect.
 """
@@ -51,9 +52,9 @@ log = logging.getLogger("parley.assistant")
 
 TOP_K = 5
 HISTORY_MESSAGES = 10
-# Retrieval confidence of a passage, 0..1: cosine similarity when it has a vector distance,
-# else 0.6 for a chunk matching every query term (0.3 for some terms). A reply is grounded
-# when its best passage reaches GROUNDED_AT; only passages above USE_AT go to the prompt.
+# Retrieval confidence of a passage, 0..1: the better of its cosine similarity to the
+# question and the share of the question's terms it contains. A reply is grounded when its
+# best passage reaches GROUNDED_AT; only passages reaching USE_AT go to the prompt.
 GROUNDED_AT = 0.5
 USE_AT = 0.35
 
@@ -133,8 +134,8 @@ def confidence(passage: dict) -> float:
     scores = []
     if passage.get("vector_distance") is not None:
         scores.append(1.0 - float(passage["vector_distance"]))
-    if passage.get("fts_rank") is not None:
-        scores.append(0.6 if passage["fts_rank"] >= 1.0 else 0.3)
+    if passage.get("fts_coverage") is not None:
+        scores.append(float(passage["fts_coverage"]))
     return max(scores, default=0.0)
 
 
@@ -250,12 +251,14 @@ def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
                                    {"type": "lead_request", "fields": list(fields)}, agents=False)
 
 
-async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
+async def hand_off(turn: BotTurn, state: TurnState, question: str, *, record: bool = True) -> None:
+    """Ask for a person (the lead form first when configured so), and say so."""
     _lead_before_handoff(turn, state)
     async with turn.service_tx() as conn:
         await conn.fetchrow("SELECT * FROM parley.request_human($1)", turn.conversation_id)
     await _notice(turn, TEXTS["handoff"][language_of(state.config)], "handoff")
-    await _record(turn, question, "handoff", False)
+    if record:
+        await _record(turn, question, "handoff", False)
 
 
 def citations_of(text: str, passages: list[dict]) -> list[dict]:
@@ -263,12 +266,21 @@ def citations_of(text: str, passages: list[dict]) -> list[dict]:
     for n in dict.fromkeys(int(m) for m in re.findall(r"\[(\d{1,2})\]", text)):
         if 1 <= n <= len(passages):
             p = passages[n - 1]
-            cited.append({"n": n, "title": p.get("title") or "", "url": p.get("url"), "chunk_id": p.get("chunk_id")})
+            cited.append({"n": n, "title": p.get("title") or "", "url": p.get("url")})
     return cited
 
 
 async def respond(turn: BotTurn) -> None:
-    """The bot responder (see the module docstring)."""
+    """The bot responder (see the module docstring); an unexpected failure still tells the visitor."""
+    try:
+        await _respond(turn)
+    except Exception:
+        log.exception("assistant failed in conversation %s", turn.conversation_id)
+        turn.typing(False)
+        await _notice(turn, TEXTS["unavailable"][language_of(turn.chatbot_config or {})], "assistant_unavailable")
+
+
+async def _respond(turn: BotTurn) -> None:
     started = time.monotonic()
     question = str(turn.message.get("body") or "").strip()
     async with turn.service_tx() as conn:
@@ -331,7 +343,7 @@ async def respond(turn: BotTurn) -> None:
         text = "".join(parts).strip() or TEXTS["unknown"][lang]
 
     meta = {"citations": citations_of(text, passages) if grounded else [], "stream_id": stream_id,
-            "grounded": grounded, "miss": not grounded, "provider": provider}
+            "grounded": grounded, "provider": provider}
     turn.typing(False)
     try:
         reply = await turn.reply(text, meta=meta)
@@ -347,16 +359,20 @@ async def respond(turn: BotTurn) -> None:
     await _record(turn, question, "answered" if grounded else "unknown", grounded, reply_id=reply.get("id"),
                   provider=provider, passages=len(passages), first_token_ms=first_token_ms,
                   total_ms=int((time.monotonic() - started) * 1000))
-    if meta["miss"] and await _handed_off(turn):
-        # post_message handed off after handoff.miss_threshold misses in a row.
-        _lead_before_handoff(turn, state)
-        await _notice(turn, TEXTS["handoff"][lang], "handoff")
+    threshold = miss_threshold(state.config)
+    if not grounded and threshold:
+        async with turn.service_tx() as conn:
+            misses = await conn.fetchval("SELECT parley.consecutive_misses($1)", turn.conversation_id)
+        if misses >= threshold:
+            await hand_off(turn, state, question, record=False)
 
 
-async def _handed_off(turn: BotTurn) -> bool:
-    async with turn.service_tx() as conn:
-        return await conn.fetchval("SELECT status = 'waiting_human' FROM parley.conversations WHERE id = $1",
-                                   turn.conversation_id)
+def miss_threshold(config: dict) -> int:
+    """handoff.miss_threshold: ungrounded answers in a row before a person is asked for (0 = never)."""
+    try:
+        return max(0, int((config.get("handoff") or {}).get("miss_threshold") or 0))
+    except (TypeError, ValueError):
+        return 0
 
 
 set_bot_responder(respond)

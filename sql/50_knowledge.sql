@@ -232,10 +232,11 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 20000 $$;
 COMMENT ON FUNCTION parley.exact_knn_limit() IS
   'Embedded chunks per chatbot up to which knowledge_search uses exact kNN instead of the HNSW index.';
 
-CREATE OR REPLACE FUNCTION parley.knowledge_search(
+DROP FUNCTION IF EXISTS parley.knowledge_search(uuid, text, int, vector, text);
+CREATE FUNCTION parley.knowledge_search(
   p_chatbot_id uuid, p_query text, p_k int, p_query_embedding vector DEFAULT NULL, p_model text DEFAULT NULL)
 RETURNS TABLE (chunk_id bigint, document_id uuid, title text, url text, heading_path text, text text,
-               fts_rank real, vector_distance double precision, score double precision)
+               fts_rank real, fts_coverage real, vector_distance double precision, score double precision)
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -245,6 +246,7 @@ DECLARE
   v_pool int := greatest(v_k * 4, 20);
   v_all tsquery;
   v_any tsquery;
+  v_terms text[];
   v_fts bigint[] := '{}';
   v_fts_rank real[] := '{}';
   v_vec bigint[] := '{}';
@@ -259,9 +261,8 @@ BEGIN
   -- term ranks first, then chunks matching any term, so questions phrased unlike the
   -- docs still find something.
   v_all := websearch_to_tsquery(v_config, coalesce(p_query, ''));
-  SELECT to_tsquery('simple', string_agg(quote_literal(l), ' | '))
-    INTO v_any
-    FROM unnest(tsvector_to_array(to_tsvector(v_config, coalesce(p_query, '')))) AS l;
+  v_terms := tsvector_to_array(to_tsvector(v_config, coalesce(p_query, '')));
+  SELECT to_tsquery('simple', string_agg(quote_literal(l), ' | ')) INTO v_any FROM unnest(v_terms) AS l;
   IF v_any IS NOT NULL AND numnode(v_any) > 0 THEN
     SELECT array_agg(f.id ORDER BY f.r DESC, f.id), array_agg(f.r ORDER BY f.r DESC, f.id)
       INTO v_fts, v_fts_rank
@@ -309,14 +310,18 @@ BEGIN
          SELECT coalesce(f.id, v.id) AS id, f.r, v.d,
                 coalesce(1.0 / (60 + f.n), 0) + coalesce(1.0 / (60 + v.n), 0) AS s
            FROM f FULL JOIN v ON v.id = f.id)
-  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r, fused.d, fused.s::double precision
+  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r,
+         CASE WHEN fused.r IS NOT NULL THEN
+           ((SELECT count(*) FROM unnest(v_terms) t WHERE c.tsv @@ to_tsquery('simple', quote_literal(t)))::real
+            / cardinality(v_terms))::real END,
+         fused.d, fused.s::double precision
     FROM fused
     JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = fused.id
    ORDER BY fused.s DESC, fused.d NULLS LAST, fused.r DESC NULLS LAST, c.id
    LIMIT v_k;
 END $$;
 COMMENT ON FUNCTION parley.knowledge_search(uuid, text, int, vector, text) IS
-  'Hybrid retrieval for one chatbot of the current tenant: full text (websearch_to_tsquery in the chatbot''s config, any-term fallback) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (k=60). FTS-only when no query embedding. Tenant-scoped by RLS.';
+  'Hybrid retrieval for one chatbot of the current tenant: full text (websearch_to_tsquery in the chatbot''s config, any-term fallback) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (k=60). FTS-only when no query embedding. fts_coverage: share of the query''s terms a passage contains. Tenant-scoped by RLS.';
 
 -- Embedding queue ------------------------------------------------------------------
 

@@ -1,0 +1,208 @@
+"""The assistant end to end: a real server, a real visitor WebSocket, fake LLM servers."""
+import asyncio
+import uuid
+
+import pytest
+
+from pyapp.providers.prompt import RULES
+from tests.fakes.fixtures import fake_anthropic, fake_openai  # noqa: F401
+from tests.fakes.llm_servers import Reply
+from tests.realtime.conftest import create_chatbot, visitor, widget_session
+
+KNOWLEDGE = ("# Refund policy\n\nYou can ask for your money back within 30 days of purchase. Refunds go to the "
+             "original payment method and take 5 to 10 business days.\n\n# Shipping\n\nStandard delivery takes "
+             "2 to 4 working days.")
+
+
+@pytest.fixture
+async def bot(server, signup, owner_conn, monkeypatch):
+    """An owner, a chatbot (handoff after 2 misses) with a little knowledge, the fakes allowed."""
+    monkeypatch.setenv("PARLEY_FETCH_ALLOW_HOSTS", "127.0.0.1")
+    for key in ("PARLEY_LLM", "PARLEY_LLM_PROVIDER"):
+        monkeypatch.delenv(key, raising=False)
+    owner = await signup(server)
+    chatbot = await create_chatbot(owner_conn, owner["tenant_id"], config={
+        "language": "en", "handoff": {"miss_threshold": 2},
+        "lead_capture": {"mode": "before_handoff", "fields": ["name", "email"]}})
+    status, src = await server.call("POST", f"/api/chatbots/{chatbot['chatbot_id']}/knowledge/sources",
+                                    json={"kind": "text", "title": "Help", "text": KNOWLEDGE},
+                                    token=owner["access_token"])
+    assert status == 201, src
+    return {**owner, **chatbot}
+
+
+@pytest.fixture
+async def clients():
+    opened = []
+    yield opened
+    for c in opened:
+        try:
+            await c.close()
+        except Exception:
+            pass
+
+
+async def use_llm(server, bot, provider, url):
+    status, out = await server.call("PUT", "/api/assistant/llm", json={
+        "provider": provider, "base_url": url, "model": "fake-model", "api_key": "test-key"},
+        token=bot["access_token"])
+    assert status == 200, out
+    assert out["has_key"] is True and "api_key" not in out
+
+
+async def open_visitor(server, bot, clients, session=None, last_seen_id=0):
+    session = session or await widget_session(server, bot["key"])
+    v = await visitor(server, session, last_seen_id)
+    clients.append(v)
+    return session, v
+
+
+async def bot_messages(owner_conn, conversation_id):
+    return await owner_conn.fetch("SELECT id, author, body, meta FROM parley.messages WHERE conversation_id = $1"
+                                  " AND author IN ('bot', 'system') ORDER BY id", uuid.UUID(conversation_id))
+
+
+async def test_streams_then_stores_the_reply_once(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+    fake_openai.script.append(Reply.text("Refunds are possible within 30 days of purchase [1]."))
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    first = await v.expect(type="stream")
+    final = await v.expect_message(author="bot")
+    deltas = "".join(f["delta"] for f in v.frames if f.get("type") == "stream")
+    assert final["stream_id"] == first["stream_id"]
+    assert final["body"] == deltas.strip() == "Refunds are possible within 30 days of purchase [1]."
+    assert final["citations"] == [{"n": 1, "title": "Help", "url": None}]
+    stored = await bot_messages(owner_conn, session["conversation_id"])
+    assert [m["author"] for m in stored] == ["bot"]
+    assert stored[0]["meta"]["grounded"] is True
+    # The prompt was grounded: rules plus the refund passage, the question last.
+    request = fake_openai.requests[0].json
+    assert RULES in request["messages"][0]["content"] and "30 days" in request["messages"][0]["content"]
+    assert request["messages"][-1] == {"role": "user", "content": "Can I get a refund?"}
+    assert await owner_conn.fetchval("SELECT parley_usage_ai FROM (SELECT sum(value) AS parley_usage_ai"
+                                     " FROM parley.usage_counters WHERE metric = 'ai_messages') x") == 1
+
+
+async def test_visitor_disconnect_mid_stream_still_stores_and_replays(server, bot, owner_conn, clients,
+                                                                      fake_openai):  # noqa: F811
+    fake_openai.script.append(Reply.text("Refunds take 5 to 10 business days [1].", delay=0.05))
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "How long does a refund take?"})
+    mine = await v.expect_message(author="visitor")
+    await v.expect(type="stream")
+    await v.close()  # gone mid-stream
+    clients.remove(v)
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not (stored := await bot_messages(owner_conn, session["conversation_id"])):
+        assert loop.time() < deadline, "the reply was never stored"
+        await asyncio.sleep(0.05)
+    assert stored[0]["body"] == "Refunds take 5 to 10 business days [1]."
+
+    _, again = await open_visitor(server, bot, clients, session=session, last_seen_id=mine["id"])
+    replayed = await again.expect_message(author="bot")
+    assert replayed["body"] == stored[0]["body"] and replayed["stream_id"] == stored[0]["meta"]["stream_id"]
+
+
+@pytest.mark.parametrize("phrase", ["Can I talk to a human please?", "Quiero hablar con una persona",
+                                    "Je veux parler à un humain", "Kann ich mit einem Menschen sprechen?",
+                                    "İnsanla konuşmak istiyorum", "agent"])
+async def test_handoff_by_phrase_makes_no_llm_call(server, bot, owner_conn, clients, fake_openai, phrase):  # noqa: F811
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": phrase})
+    await v.expect(type="lead_request")
+    await v.expect(type="status", status="waiting_human")
+    notice = await v.expect_message(author="system")
+    assert "person" in notice["body"]
+    assert fake_openai.requests == []
+    assert await owner_conn.fetchval("SELECT status FROM parley.conversations WHERE id = $1",
+                                     uuid.UUID(session["conversation_id"])) == "waiting_human"
+
+
+async def test_handoff_after_repeated_misses_then_silent_until_released(server, bot, owner_conn, clients):
+    # No LLM configured: the extractive answerer. Two unanswerable questions in a row hand off.
+    session, v = await open_visitor(server, bot, clients)
+    conv = uuid.UUID(session["conversation_id"])
+    await v.send({"type": "message", "client_id": "c1", "body": "What's the airspeed of a swallow?"})
+    first = await v.expect_message(author="bot")
+    assert "don't know" in first["body"] and first["citations"] == []
+    await v.send({"type": "message", "client_id": "c2", "body": "Who painted the Mona Lisa?"})
+    await v.expect_message(author="bot")
+    await v.expect(type="status", status="waiting_human")
+    await v.expect_message(author="system")
+
+    # While waiting for / owned by a human the bot stays silent.
+    await v.send({"type": "message", "client_id": "c3", "body": "Can I get a refund?"})
+    await v.expect_message(author="visitor", body="Can I get a refund?")
+    count = len(await bot_messages(owner_conn, session["conversation_id"]))
+
+    status, _ = await server.call("POST", f"/api/conversations/{conv}/release", token=bot["access_token"])
+    assert status == 200
+    await v.expect(type="status", status="bot")
+    await v.send({"type": "message", "client_id": "c4", "body": "Can I get my money back?"})
+    answer = await v.expect_message(author="bot")
+    assert "30 days" in answer["body"] and answer["citations"][0]["n"] == 1
+    assert len(await bot_messages(owner_conn, session["conversation_id"])) == count + 1
+    assert await owner_conn.fetchval("SELECT status FROM parley.conversations WHERE id = $1", conv) == "bot"
+
+
+async def test_quota_refusal_makes_no_llm_call(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, ai_msgs_per_day) VALUES ($1, 1)",
+                             uuid.UUID(bot["tenant_id"]))
+    await owner_conn.execute("INSERT INTO parley.usage_counters (tenant_id, day, metric, shard, value)"
+                             " VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 'ai_messages', 0, 1)",
+                             uuid.UUID(bot["tenant_id"]))
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    notice = await v.expect_message(author="system")
+    assert "for today" in notice["body"]
+    stored = await bot_messages(owner_conn, session["conversation_id"])
+    assert [(m["author"], m["meta"]["notice"]) for m in stored] == [("system", "ai_quota")]
+    assert fake_openai.requests == []
+
+
+async def test_anthropic_provider(server, bot, owner_conn, clients, fake_anthropic):  # noqa: F811
+    fake_anthropic.script.append(Reply.text("Standard delivery takes 2 to 4 working days [1]."))
+    await use_llm(server, bot, "anthropic", fake_anthropic.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "How long does shipping take?"})
+    await v.expect(type="stream")
+    final = await v.expect_message(author="bot")
+    assert final["body"] == "Standard delivery takes 2 to 4 working days [1]."
+    assert fake_anthropic.requests[0].path == "/v1/messages"
+    assert fake_anthropic.requests[0].headers.get("x-api-key") == "test-key"
+
+
+async def test_provider_failure_gives_a_clear_notice(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+    fake_openai.default_reply = Reply.server_error(500)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    notice = await v.expect_message(author="system")
+    assert "unavailable" in notice["body"]
+    stored = await bot_messages(owner_conn, session["conversation_id"])
+    assert [(m["author"], m["meta"].get("notice")) for m in stored] == [("system", "assistant_unavailable")]
+
+
+async def test_extractive_answer_without_llm_cites(server, bot, clients):
+    _, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "How many days do I have to ask for a refund?"})
+    answer = await v.expect_message(author="bot")
+    assert "30 days" in answer["body"] and "[1]" in answer["body"]
+    assert answer["citations"] == [{"n": 1, "title": "Help", "url": None}]
+
+
+async def test_llm_keys_are_encrypted_at_rest(server, bot, owner_conn, fake_openai):  # noqa: F811
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    blob = await owner_conn.fetchval("SELECT api_key_enc FROM parley.llm_settings")
+    assert b"test-key" not in bytes(blob)
+    status, listed = await server.call("GET", "/api/assistant/llm", token=bot["access_token"])
+    assert status == 200 and listed[0]["has_key"] is True and "api_key_enc" not in listed[0]
+    status, body = await server.call("PUT", "/api/assistant/llm", json={
+        "provider": "openai", "base_url": "http://169.254.169.254/v1", "model": "m"}, token=bot["access_token"])
+    assert (status, body["error"]["code"]) == (422, "url_not_allowed")
