@@ -1,1 +1,191 @@
-"""Console pages (in progress)."""
+"""Knowledge per chatbot: add text, import a URL / sitemap / site, upload files, progress, re-import,
+delete, and "try a question" showing the passages the bot would use.
+
+Writes and the search call the knowledge surface's handlers (pyapp.knowledge.routes), so URL
+vetting (SSRF rules), extraction, chunking, background imports and the embedding worker
+stay in one place; the console renders their results and errors next to the fields.
+"""
+from __future__ import annotations
+
+import uuid
+
+from pydantic import ValidationError
+
+from pyapp.console import bridge, queries
+from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
+from pyapp.errors import ApiError
+
+KINDS = (("url", "One page"), ("sitemap", "A sitemap"), ("crawl", "A whole site (follow links)"))
+
+
+def _routes():
+    from pyapp.knowledge import routes
+    return routes
+
+
+async def _chatbot(ctx: Ctx, chatbot_id: uuid.UUID):
+    bot = await queries.fetchrow(ctx.conn, "chatbot", chatbot_id)
+    if bot is None:
+        raise ApiError(404, "not_found", "No such chatbot.")
+    return bot
+
+
+@page("GET", "/console/knowledge")
+async def knowledge_home(ctx: Ctx):
+    bots = await queries.fetch(ctx.conn, "chatbots")
+    if len(bots) == 1:
+        return redirect(f"/console/knowledge/{bots[0]['id']}")
+    return ctx.render("knowledge_home.html", bots=bots)
+
+
+async def _page(ctx: Ctx, chatbot_id: uuid.UUID, *, status: int = 200, errors: dict | None = None,
+                values: dict | None = None, answer: dict | None = None, flash: str | None = None, form: str = ""):
+    bot = await _chatbot(ctx, chatbot_id)
+    sources = await queries.fetch(ctx.conn, "knowledge_sources", chatbot_id)
+    bots = await queries.fetch(ctx.conn, "chatbots")
+    done = {"added": "Added. Passages are searchable at once; embeddings follow in the background.",
+            "importing": "Import started; progress shows below.", "deleted": "Source deleted.",
+            "reimporting": "Re-import started.", "uploaded": "File added."}
+    return ctx.render("knowledge.html", status=status, bot=bot, bots=bots, sources=sources, kinds=KINDS,
+                      errors=errors or {}, values=values or {"kind": "url"}, answer=answer, form=form,
+                      flash=flash or done.get(ctx.request.query.get("done", "")))
+
+
+@page("GET", "/console/knowledge/{chatbot_id}")
+async def knowledge(ctx: Ctx):
+    return await _page(ctx, ctx.uuid("chatbot_id"))
+
+
+def _api_errors(exc: ApiError, default_field: str) -> dict:
+    fields = (exc.details or {}).get("fields") or []
+    out = {f["field"].split(".")[0]: f["message"] for f in fields if isinstance(f, dict) and "field" in f}
+    return out or {default_field: exc.message}
+
+
+@page("POST", "/console/knowledge/{chatbot_id}/text", min_role="admin")
+async def add_text(ctx: Ctx):
+    routes = _routes()
+    chatbot_id = ctx.uuid("chatbot_id")
+    values = {"title": str(ctx.form.get("title", ""))[:300], "text": str(ctx.form.get("text", ""))}
+    try:
+        body = routes.SourceIn.model_validate({"kind": "text", "title": values["title"].strip(),
+                                               "text": values["text"]})
+        if not body.text.strip():
+            raise ApiError(422, "text_required", "Paste some text.")
+        await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
+    except ValidationError as exc:
+        return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form="text")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return await _page(ctx, chatbot_id, status=exc.status, errors={"text": exc.message}, values=values,
+                           form="text")
+    return redirect(f"/console/knowledge/{chatbot_id}?done=added")
+
+
+def _int(raw, field: str, lo: int, hi: int, errors: dict) -> int | None:
+    raw = str(raw or "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        errors[field] = "A whole number."
+        return None
+    if not lo <= value <= hi:
+        errors[field] = f"Between {lo} and {hi}."
+    return value
+
+
+@page("POST", "/console/knowledge/{chatbot_id}/import", min_role="admin")
+async def import_url(ctx: Ctx):
+    routes = _routes()
+    chatbot_id = ctx.uuid("chatbot_id")
+    values = {k: str(ctx.form.get(k, ""))[:2048] for k in ("kind", "url", "title", "max_pages", "max_depth")}
+    errors: dict = {}
+    if values["kind"] not in dict(KINDS):
+        errors["kind"] = "Choose a page, a sitemap or a whole site."
+    if not values["url"].strip():
+        errors["url"] = "Enter the address (https://…)."
+    max_pages = _int(values["max_pages"], "max_pages", 1, routes.HARD_MAX_PAGES, errors)
+    max_depth = _int(values["max_depth"], "max_depth", 0, routes.HARD_MAX_DEPTH, errors)
+    if errors:
+        return await _page(ctx, chatbot_id, status=422, errors=errors, values=values, form="import")
+    try:
+        body = routes.SourceIn.model_validate({"kind": values["kind"], "url": values["url"].strip(),
+                                               "title": values["title"].strip()[:300],
+                                               "max_pages": max_pages, "max_depth": max_depth})
+        await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
+    except ValidationError as exc:
+        return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form="import")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return await _page(ctx, chatbot_id, status=exc.status, errors={"url": exc.message}, values=values,
+                           form="import")
+    return redirect(f"/console/knowledge/{chatbot_id}?done=importing")
+
+
+@page("POST", "/console/knowledge/{chatbot_id}/upload", min_role="admin", stream=True)
+async def upload(ctx: Ctx):
+    routes = _routes()
+    chatbot_id = ctx.uuid("chatbot_id")
+    try:
+        if ctx.multipart is None:
+            raise ApiError(422, "file_required", "Choose a file to upload.")
+        await bridge.call(ctx, routes.upload_source, min_role="admin")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return await _page(ctx, chatbot_id, status=exc.status, errors={"file": exc.message}, form="upload")
+    return redirect(f"/console/knowledge/{chatbot_id}?done=uploaded")
+
+
+async def _source_chatbot(ctx: Ctx, source_id: uuid.UUID) -> uuid.UUID:
+    row = await queries.fetchrow(ctx.conn, "knowledge_source", source_id)
+    if row is None:
+        raise ApiError(404, "not_found", "No such knowledge source.")
+    return row["chatbot_id"]
+
+
+@page("POST", "/console/knowledge/sources/{source_id}/reimport", min_role="admin")
+async def reimport(ctx: Ctx):
+    chatbot_id = await _source_chatbot(ctx, ctx.uuid("source_id"))
+    try:
+        await bridge.call(ctx, _routes().reimport_source, min_role="admin")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return await _page(ctx, chatbot_id, status=exc.status, errors={"__all__": exc.message})
+    return redirect(f"/console/knowledge/{chatbot_id}?done=reimporting")
+
+
+@page("POST", "/console/knowledge/sources/{source_id}/delete", min_role="admin")
+async def delete(ctx: Ctx):
+    chatbot_id = await _source_chatbot(ctx, ctx.uuid("source_id"))
+    await bridge.call(ctx, _routes().delete_source, min_role="admin")
+    return redirect(f"/console/knowledge/{chatbot_id}?done=deleted")
+
+
+@page("GET", "/console/knowledge/sources/{source_id}/status")
+async def source_status(ctx: Ctx):
+    """The progress cells of one source, for polling while an import runs."""
+    row = await queries.fetchrow(ctx.conn, "knowledge_source", ctx.uuid("source_id"))
+    if row is None:
+        raise ApiError(404, "not_found", "No such knowledge source.")
+    html = ENV.get_template("console/_source_status.html").render(s=row)
+    return json_ok({"html": html, "done": row["status"] in ("ready", "failed"), "status": row["status"]})
+
+
+@page("POST", "/console/knowledge/{chatbot_id}/try")
+async def try_question(ctx: Ctx):
+    routes = _routes()
+    chatbot_id = ctx.uuid("chatbot_id")
+    values = {"query": str(ctx.form.get("query", ""))[:2000]}
+    try:
+        body = routes.SearchIn.model_validate({"query": values["query"].strip(), "k": 5})
+    except ValidationError:
+        return await _page(ctx, chatbot_id, status=422, errors={"query": "Ask a question (up to 2000 characters)."},
+                           values=values, form="try")
+    result = await bridge.call(ctx, routes.try_question, body=body)
+    return await _page(ctx, chatbot_id, values=values, answer=result, form="try")

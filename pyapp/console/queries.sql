@@ -169,3 +169,32 @@ SELECT id, name FROM parley.plans ORDER BY sort_order;
 SELECT (SELECT count(*) FROM parley.members) AS seats,
        (SELECT count(*) FROM parley.chatbots WHERE deleted_at IS NULL) AS chatbots,
        (SELECT count(*) FROM parley.conversations WHERE status <> 'closed') AS open_conversations;
+
+-- name: knowledge_sources
+-- A chatbot's knowledge sources with status, progress, document and chunk counts and the last import, newest first.
+SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
+       s.created_at, s.updated_at, s.last_imported_at,
+       (SELECT count(*) FROM parley.knowledge_documents d WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS documents,
+       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
+           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS chunks,
+       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
+           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id AND c.embedding IS NOT NULL) AS chunks_embedded
+  FROM parley.knowledge_sources s
+ WHERE s.chatbot_id = $1
+ ORDER BY s.created_at DESC;
+
+-- name: knowledge_source
+-- One knowledge source with its counts (progress polling, finding its chatbot).
+SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
+       s.created_at, s.updated_at, s.last_imported_at,
+       (SELECT count(*) FROM parley.knowledge_documents d WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS documents,
+       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
+           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS chunks,
+       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
+           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id AND c.embedding IS NOT NULL) AS chunks_embedded
+  FROM parley.knowledge_sources s
+ WHERE s.id = $1;

@@ -87,6 +87,7 @@ class Ctx:
     form: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     nav: dict = field(default_factory=dict)
+    multipart: Any = None  # streamed uploads: the reader, positioned after the CSRF part
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -188,8 +189,12 @@ Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 ROUTES: list[tuple[str, str, Callable]] = []
 
 
-def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True):
-    """Declare a console route; signed-in only, CSRF-checked when not GET, gated on min_role."""
+def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, stream: bool = False):
+    """Declare a console route; signed-in only, CSRF-checked when not GET, gated on min_role.
+
+    With `stream=True` a multipart body is not read into memory: its first part must be the
+    CSRF token, and the handler continues from `ctx.multipart` (file uploads).
+    """
 
     def deco(fn: Handler):
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -206,8 +211,11 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True):
                     sess.clear_session_cookie(request, response)
                     return response
                 if request.method not in ("GET", "HEAD"):
-                    await _read_form(ctx)
-                    presented = request.headers.get(sess.CSRF_HEADER) or ctx.form.get(sess.CSRF_FIELD)
+                    if stream and request.content_type == "multipart/form-data":
+                        presented = await _first_part_csrf(ctx)
+                    else:
+                        await _read_form(ctx)
+                        presented = request.headers.get(sess.CSRF_HEADER) or ctx.form.get(sess.CSRF_FIELD)
                     if not sess.csrf_ok(request, ctx.session.claims.session_id, presented):
                         return error_response(request, ctx, 403, "csrf_failed",
                                               "This form has expired or did not come from the console. "
@@ -255,6 +263,22 @@ def _api_error(request: web.Request, ctx: Ctx, exc: ApiError) -> web.Response:
         return error_response(request, ctx, 403, "forbidden",
                               "Your role cannot open this page. Ask an admin or the owner of the workspace.")
     return error_response(request, ctx, exc.status, exc.code, exc.message, exc.details)
+
+
+async def _first_part_csrf(ctx: Ctx) -> str | None:
+    """Read only the first multipart part, which must be the CSRF field; keep the reader for the handler."""
+    presented = ctx.request.headers.get(sess.CSRF_HEADER)
+    try:
+        reader = await ctx.request.multipart()
+        part = await reader.next()
+    except (ValueError, AssertionError):
+        return None
+    if part is not None and part.name == sess.CSRF_FIELD:
+        presented = presented or (await part.text())[:200]
+    elif presented is None:
+        return None
+    ctx.multipart = reader
+    return presented
 
 
 async def _read_form(ctx: Ctx) -> None:

@@ -154,3 +154,57 @@ async def test_team_keys_audit_settings(server, signup, console_client):
     assert status == 200 and "Acme &lt;Support&gt;" in html and 'value="45"' in html
     status, html, _ = await c.get("/console/billing")
     assert status == 200 and "seats" in html
+
+
+async def test_knowledge_text_url_upload_try(server, signup, console_client, monkeypatch):
+    import asyncio
+
+    from tests.fakes.website import FakeWebsite
+
+    owner = await signup(server)
+    bot = await make_chatbot(server, owner["access_token"])
+    c = console_client()
+    await c.sign_in(owner["email"], owner["password"])
+    base = f"/console/knowledge/{bot['id']}"
+    status, html, resp = await c.get("/console/knowledge")
+    assert str(resp.url).endswith(base)  # one chatbot: straight to it
+    status, html, _ = await c.post(f"{base}/text", {"title": "Shipping", "text": "   "})
+    assert status == 422 and "Paste some text" in html
+    status, html, _ = await c.post(f"{base}/text", {"title": "Shipping policy",
+                                                    "text": "# Shipping\n\nParcels to Lisbon take 2 days and cost 6 EUR."})
+    assert status == 200 and "Shipping policy" in html
+    status, html, _ = await c.post(f"{base}/try", {"query": "how long does shipping to Lisbon take?"})
+    assert status == 200 and 'id="passages"' in html and "Parcels to Lisbon take 2 days" in html
+    monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS", raising=False)
+    status, html, _ = await c.post(f"{base}/import", {"kind": "url", "url": "http://169.254.169.254/latest/meta-data/"})
+    assert status == 422 and "cannot be imported" in html
+    monkeypatch.setenv("PARLEY_FETCH_ALLOW_HOSTS", "127.0.0.1")
+    async with FakeWebsite() as site:
+        status, html, _ = await c.post(f"{base}/import", {"kind": "url", "url": site.url("/faq"), "title": "FAQ"})
+        assert status == 200 and "Import started" in html
+        source_id = re.search(r'data-poll-url="/console/knowledge/sources/([0-9a-f-]{36})/status"', html).group(1)
+        for _ in range(100):
+            async with c.http.get(f"{server.base_url}/console/knowledge/sources/{source_id}/status",
+                                  headers={"Accept": "application/json"}) as r:
+                state = await r.json()
+            if state["done"]:
+                break
+            await asyncio.sleep(0.1)
+        assert state["status"] == "ready", state
+    form = __import__("aiohttp").FormData()
+    form.add_field("_csrf", c.csrf)
+    form.add_field("title", "Notes")
+    form.add_field("file", b"Opening hours: Monday to Friday, 9 to 6.", filename="notes.txt", content_type="text/plain")
+    async with c.http.post(server.base_url + f"{base}/upload", data=form) as r:
+        html = await r.text()
+        assert r.status == 200 and "File added" in html and "Notes" in html
+    form = __import__("aiohttp").FormData()
+    form.add_field("_csrf", "forged")
+    form.add_field("file", b"x", filename="x.txt", content_type="text/plain")
+    async with c.http.post(server.base_url + f"{base}/upload", data=form) as r:
+        assert r.status == 403
+    status, html, _ = await c.get(base)
+    assert html.count('class="chunks"') == 3
+    delete_id = re.search(r'/console/knowledge/sources/([0-9a-f-]{36})/delete', html).group(1)
+    status, html, _ = await c.post(f"/console/knowledge/sources/{delete_id}/delete", {})
+    assert status == 200 and "Source deleted" in html and html.count('class="chunks"') == 2
