@@ -165,3 +165,39 @@ async def test_rate_limit_per_chatbot_across_visitors(make_workspace, owner_conn
     # agents and the bot are never rate limited
     status, _ = await ws.call("POST", f"/api/conversations/{convs[1]}/reply", json={"body": "hi"})
     assert status == 201
+
+
+async def test_retention_days_edge(make_workspace, owner_conn, settings):
+    """retention_days (free: 30) through the jobs' retention sweep; override 0 keeps everything."""
+    from pyapp.config import role_password, url_for_role
+    from tests.conftest import TEST_SECRET
+
+    ws = await make_workspace()
+    bot = await ws.chatbot()
+    old, young, open_old = [await ws.start(bot["id"]) for _ in range(3)]
+    for conv in (old, young):
+        await ws.visitor_says(conv, "bye")
+        await ws.call("POST", f"/api/conversations/{conv}/close")
+    back = "UPDATE parley.conversations SET closed_at = now() - make_interval(days => $2), " \
+           "last_activity_at = now() - make_interval(days => $2) WHERE id = $1"
+    await owner_conn.execute(back, old, 31)
+    await owner_conn.execute(back, young, 29)
+    await owner_conn.execute("UPDATE parley.conversations SET last_activity_at = now() - interval '90 days' "
+                             "WHERE id = $1", open_old)
+    jobs = await asyncpg.connect(url_for_role(settings.admin_url, "parley_jobs", role_password(TEST_SECRET, "parley_jobs")))
+
+    async def sweep():
+        async with jobs.transaction():
+            await jobs.execute("SELECT parley.begin_request($1, 'system', 'jobs', NULL, NULL, NULL, 'agent')", ws.tenant_id)
+            return await jobs.fetchval("SELECT parley.apply_retention()")
+
+    try:
+        await _override(owner_conn, ws.tenant_id, retention_days=0)
+        assert await sweep() == 0
+        await _override(owner_conn, ws.tenant_id, retention_days=None)  # inherit free: 30 days
+        assert await sweep() == 1
+    finally:
+        await jobs.close()
+    left = {r["id"] for r in await owner_conn.fetch("SELECT id FROM parley.conversations WHERE tenant_id = $1", ws.tenant_id)}
+    assert left == {young, open_old}
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE conversation_id = $1", old) == 0
