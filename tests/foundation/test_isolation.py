@@ -15,7 +15,7 @@ import asyncpg
 import psycopg
 import pytest
 import pytest_asyncio
-from conftest import _drop_database, _make_api_key, _signup, make_settings, start_server
+from support import _drop_database, _make_api_key, _signup, make_settings, start_server
 
 from pyapp.config import with_database
 from pyapp.db import _init_connection
