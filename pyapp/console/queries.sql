@@ -198,3 +198,38 @@ SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progr
          WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id AND c.embedding IS NOT NULL) AS chunks_embedded
   FROM parley.knowledge_sources s
  WHERE s.id = $1;
+
+-- name: first_response_per_day
+-- Per day of the last $1 days (chatbot $2 or all): median seconds from a human request to the first agent reply, and how many requests.
+WITH days AS (
+  SELECT d::date AS day FROM generate_series(current_date - ($1::int - 1), current_date, interval '1 day') d),
+req AS (
+  SELECT e.conversation_id, min(e.at) AS requested_at
+    FROM parley.events e
+    JOIN parley.conversations c ON c.tenant_id = e.tenant_id AND c.id = e.conversation_id
+   WHERE e.kind = 'human_requested' AND e.at >= current_date - ($1::int - 1)
+     AND ($2::uuid IS NULL OR c.chatbot_id = $2::uuid)
+   GROUP BY e.conversation_id),
+resp AS (
+  SELECT req.requested_at::date AS day,
+         extract(epoch FROM (SELECT min(m.created_at) FROM parley.messages m
+                              WHERE m.conversation_id = req.conversation_id AND m.author = 'agent'
+                                AND m.created_at >= req.requested_at) - req.requested_at) AS s
+    FROM req)
+SELECT d.day,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY r.s) FROM resp r WHERE r.day = d.day AND r.s IS NOT NULL) AS median_s,
+       (SELECT count(*) FROM resp r WHERE r.day = d.day) AS requests
+  FROM days d
+ ORDER BY d.day;
+
+-- name: question_conversations
+-- Conversations in which the normalised question $1 was asked in the last $2 days (chatbot $3 or all), newest first.
+SELECT t.conversation_id, max(t.created_at) AS asked_at, count(*) AS times,
+       bool_or(NOT t.grounded) AS unanswered, c.status
+  FROM parley.assistant_turns t
+  JOIN parley.conversations c ON c.tenant_id = t.tenant_id AND c.id = t.conversation_id
+ WHERE t.question_norm = $1 AND t.created_at >= now() - make_interval(days => $2::int)
+   AND ($3::uuid IS NULL OR t.chatbot_id = $3::uuid)
+ GROUP BY t.conversation_id, c.status
+ ORDER BY max(t.created_at) DESC
+ LIMIT 100;

@@ -157,3 +157,66 @@ def browser_sign_in(page, base_url: str, email: str, password: str, next_path: s
     page.fill("#f-password", password)
     page.click("button[type=submit]")
     page.wait_for_url(f"**{next_path}*")
+
+
+async def seed_analytics(conn, tenant_id, chatbot_id) -> dict:
+    """Arrange a month of history as the schema owner: conversations, human requests and agent
+    replies, assistant turns (some ungrounded), ratings and thumbs. Returns a few ids."""
+    import datetime as _dt
+    import random
+    import uuid as _uuid
+
+    rnd = random.Random(7)
+    tenant_id, chatbot_id = _uuid.UUID(str(tenant_id)), _uuid.UUID(str(chatbot_id))
+    now = _dt.datetime.now(_dt.timezone.utc)
+    questions = ["how long does shipping take", "can i return a mug", "do you ship to brazil",
+                 "are the bowls dishwasher safe", "what are your opening hours"]
+    down_conv = None
+    for day in range(29, -1, -1):
+        for _ in range(rnd.randint(1, 5)):
+            at = now - _dt.timedelta(days=day, minutes=rnd.randint(5, 600))
+            human = rnd.random() < 0.35
+            closed = rnd.random() < 0.8
+            conv = await conn.fetchval(
+                "INSERT INTO parley.conversations (tenant_id, chatbot_id, status, visitor_id, created_at,"
+                " last_activity_at, closed_at, page_url, locale) VALUES ($1, $2, $3, $4, $5, $5, $6,"
+                " 'https://shop.example/', 'en') RETURNING id",
+                tenant_id, chatbot_id, "closed" if closed else "bot", _uuid.uuid4(), at,
+                at + _dt.timedelta(minutes=20) if closed else None)
+            q = rnd.choice(questions)
+            qid = await conn.fetchval(
+                "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+                " VALUES ($1, $2, 'visitor', $3, $4) RETURNING id", tenant_id, conv, q + "?", at)
+            grounded = q != "do you ship to brazil"
+            rid = await conn.fetchval(
+                "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+                " VALUES ($1, $2, 'bot', $3, $4) RETURNING id", tenant_id, conv,
+                "Here is what I found." if grounded else "I'm not sure.", at + _dt.timedelta(seconds=3))
+            await conn.execute(
+                "INSERT INTO parley.assistant_turns (tenant_id, chatbot_id, conversation_id, question_message_id,"
+                " reply_message_id, question_norm, outcome, grounded, created_at) VALUES ($1, $2, $3, $4, $5, $6,"
+                " $7, $8, $9)", tenant_id, chatbot_id, conv, qid, rid, q, "answered" if grounded else "unknown",
+                grounded, at + _dt.timedelta(seconds=3))
+            if human:
+                req = at + _dt.timedelta(minutes=1)
+                await conn.execute(
+                    "INSERT INTO parley.events (tenant_id, kind, conversation_id, actor_kind, at)"
+                    " VALUES ($1, 'human_requested', $2, 'visitor', $3)", tenant_id, conv, req)
+                await conn.execute(
+                    "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+                    " VALUES ($1, $2, 'agent', 'Hello, a human here.', $3)", tenant_id, conv,
+                    req + _dt.timedelta(seconds=rnd.randint(20, 400)))
+            if closed and rnd.random() < 0.6:
+                await conn.execute(
+                    "INSERT INTO parley.conversation_ratings (tenant_id, conversation_id, chatbot_id, score, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5)", tenant_id, conv, chatbot_id, rnd.choice([3, 4, 4, 5, 5]),
+                    at + _dt.timedelta(minutes=21))
+            if rnd.random() < 0.5:
+                value = "up" if grounded else "down"
+                await conn.execute(
+                    "INSERT INTO parley.message_feedback (tenant_id, message_id, conversation_id, chatbot_id, value,"
+                    " comment, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)", tenant_id, rid, conv, chatbot_id,
+                    value, "" if value == "up" else "<b>useless</b> answer", at + _dt.timedelta(seconds=10))
+                if value == "down":
+                    down_conv = conv
+    return {"down_conversation": down_conv}

@@ -88,3 +88,44 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
     finally:
         context.close()
     assert dialogs == []
+
+
+def test_knowledge_try_question_and_analytics(server_thread, browser):
+    import asyncpg
+
+    from tests.console.conftest import seed_analytics
+
+    srv = server_thread
+    owner = srv.run(_signup(srv.server))
+    bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Demo Co assistant"))
+
+    async def seed():
+        conn = await asyncpg.connect(srv.settings.admin_url)
+        try:
+            return await seed_analytics(conn, owner["tenant_id"], bot["id"])
+        finally:
+            await conn.close()
+
+    srv.run(seed())
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        browser_sign_in(page, srv.base_url, owner["email"], owner["password"], f"/console/knowledge/{bot['id']}")
+        page.fill("#f-title", "Returns policy")
+        page.fill("#f-text", "# Returns\n\nYou can return any unused mug within 30 days for a full refund.")
+        page.click("form[action$='/text'] button[type=submit]")
+        expect(page.locator("#sources")).to_contain_text("Returns policy")
+        expect(page.locator("#sources .chunks").first).not_to_have_text("0")
+        page.fill("#f-query", "can I return a mug?")
+        page.click("#try button[type=submit]")
+        expect(page.locator("#passages .passage").first).to_contain_text("within 30 days for a full refund")
+
+        page.goto(f"{srv.base_url}/console/analytics?days=30")
+        expect(page.locator("figure.chart svg")).to_have_count(4)
+        expect(page.locator("#unanswered-questions")).to_contain_text("do you ship to brazil")
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "analytics.png"), full_page=True)
+        page.click("#unanswered-questions a")
+        expect(page.locator("table")).to_contain_text("Open conversation")
+    finally:
+        context.close()

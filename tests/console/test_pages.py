@@ -208,3 +208,28 @@ async def test_knowledge_text_url_upload_try(server, signup, console_client, mon
     delete_id = re.search(r'/console/knowledge/sources/([0-9a-f-]{36})/delete', html).group(1)
     status, html, _ = await c.post(f"/console/knowledge/sources/{delete_id}/delete", {})
     assert status == 200 and "Source deleted" in html and html.count('class="chunks"') == 2
+
+
+async def test_analytics_and_feedback_triage(server, signup, console_client, owner_conn):
+    from tests.console.conftest import seed_analytics
+
+    owner = await signup(server)
+    bot = await make_chatbot(server, owner["access_token"])
+    seeded = await seed_analytics(owner_conn, owner["tenant_id"], bot["id"])
+    c = console_client()
+    await c.sign_in(owner["email"], owner["password"])
+    for days in (7, 30, 90):
+        status, html, _ = await c.get(f"/console/analytics?days={days}")
+        assert status == 200
+        assert html.count("<svg") == 4 and "Conversations per day" in html and "First human response" in html
+    assert "do you ship to brazil" in html  # unanswered question, ranked
+    assert "&lt;b&gt;useless&lt;/b&gt; answer" in html and "<b>useless</b>" not in html
+    link = re.search(r'href="(/console/analytics/question\?q=do%20you%20ship%20to%20brazil[^"]*)"', html).group(1)
+    status, page, _ = await c.get(link.replace("&amp;", "&"))
+    assert status == 200 and "/console/conversations/" in page
+    message_id = re.search(r'action="/console/feedback/(\d+)/triage"', html).group(1)
+    before = html.count('action="/console/feedback/')
+    status, html, _ = await c.post(f"/console/feedback/{message_id}/triage", {"done": "1", "back": "days=90"})
+    assert status == 200 and "Marked as triaged" in html
+    assert html.count('action="/console/feedback/') == before - 1
+    assert seeded["down_conversation"] is not None
