@@ -78,10 +78,14 @@ class Call:
 
 
 def client_ip(request: web.Request) -> str | None:
-    """The peer address; X-Forwarded-For is trusted only when PARLEY_TRUST_PROXY is set."""
+    """The peer address; X-Forwarded-For is trusted only when PARLEY_TRUST_PROXY is set.
+
+    The last entry is the one our (single) proxy appended; earlier entries are whatever the
+    client sent, so taking them would let anyone dodge per-address limits.
+    """
     trust = request.app.get(TRUST_PROXY, False)
     if trust and request.headers.get("X-Forwarded-For"):
-        return request.headers["X-Forwarded-For"].split(",")[0].strip()
+        return request.headers["X-Forwarded-For"].split(",")[-1].strip()
     return request.remote
 
 

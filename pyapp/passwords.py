@@ -29,14 +29,18 @@ class Passwords:
         self._hasher = PasswordHasher(**_FAST) if fast else PasswordHasher()
         self._dummy: str | None = None
 
+    async def warm(self) -> None:
+        """Make the dummy hash up front, so the first unknown-email sign-in is not slower than the rest."""
+        if self._dummy is None:
+            self._dummy = await self.hash(secrets.token_urlsafe(16))
+
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; with no hash (unknown account) burn the same time and say no."""
         if password_hash is None:
-            if self._dummy is None:
-                self._dummy = await self.hash(secrets.token_urlsafe(16))
+            await self.warm()
             await asyncio.to_thread(self._check, self._dummy, password)
             return False
         return await asyncio.to_thread(self._check, password_hash, password)

@@ -461,7 +461,9 @@ BEGIN
     PERFORM parley.raise_error(400, 'invalid_reset_token', 'This reset link is invalid, used or expired.');
   END IF;
   PERFORM parley.act_as_user(v_reset.user_id);
-  UPDATE parley.users SET password_hash = p_password_hash, failed_logins = 0, locked_until = NULL
+  -- Using the emailed link also proves the person reads that mailbox.
+  UPDATE parley.users SET password_hash = p_password_hash, failed_logins = 0, locked_until = NULL,
+                          email_verified_at = coalesce(email_verified_at, now())
    WHERE id = v_reset.user_id;
   -- Single use, and every other outstanding link of this person dies with it.
   UPDATE parley.password_resets SET used_at = now() WHERE user_id = v_reset.user_id AND used_at IS NULL;
@@ -470,7 +472,7 @@ BEGIN
   RETURN v_reset.user_id;
 END $$;
 COMMENT ON FUNCTION parley.reset_password(bytea, text) IS
-  'Set a new password hash with a live reset token (single use, one hour), unlock the account and revoke every session. 400 invalid_reset_token otherwise.';
+  'Set a new password hash with a live reset token (single use, one hour), unlock the account, mark the email verified and revoke every session. 400 invalid_reset_token otherwise.';
 
 ---------------------------------------------------------------------------------------------
 -- Invites

@@ -80,8 +80,12 @@ def setup(app: web.Application) -> None:
     app[MAILER] = mailer_for(settings)
     app[MAIL_TASKS] = set()
 
+    async def warm_passwords(app: web.Application) -> None:
+        await app[PASSWORDS].warm()
+
     async def flush_mail(app: web.Application) -> None:
         if app[MAIL_TASKS]:
             await asyncio.wait(set(app[MAIL_TASKS]), timeout=10)
 
+    app.on_startup.append(warm_passwords)
     app.on_shutdown.append(flush_mail)

@@ -388,3 +388,29 @@ async def test_openapi_lists_every_route_with_schemas(server):
             assert {p["name"] for p in op["parameters"]} >= {"before", "limit"}
     mine = {(s.method, s.path) for s in api.routes if s.handler.__module__.startswith("pyapp.accounts")}
     assert len(mine) == 23
+
+
+JUNK_BODIES = [None, [], "text", 12, {"email": 5}, {"email": ["a@b"]}, {"password": {"x": 1}},
+               {"role": "superuser"}, {"tenant_id": "not-a-uuid"}, {"token": ""}, {"token": "x" * 5000},
+               {"name": "x" * 5000, "values": {"k": {"deep": ["\x00"]}}}, {"scopes": "read"},
+               {"expires_at": "yesterday"}, {"values": {"ok": 1e400}}, {"everywhere": "maybe"}]
+
+
+async def test_junk_input_is_never_a_server_error(server, signup):
+    owner = await signup(server)
+    token = owner["access_token"]
+    destructive = {("POST", "/api/auth/logout"), ("DELETE", "/api/tenant")}  # last, or the token dies
+    specs = sorted((s for s in api.routes if s.handler.__module__.startswith("pyapp.accounts")),
+                   key=lambda s: (s.method, s.path) in destructive)
+    for spec in specs:
+        path = spec.path.replace("{invite_id}", str(uuid.uuid4())).replace("{user_id}", str(uuid.uuid4())) \
+                        .replace("{key_id}", "%00")
+        if spec.body is not None:
+            for junk in JUNK_BODIES:
+                status, body = await server.call(spec.method, path, json=junk, token=token)
+                # No body at all means {}: valid only where every field has a default (logout).
+                assert 400 <= status < 500 or (junk is None and status < 300), (spec.method, path, junk, status, body)
+        for query in ("?limit=abc&before=%00", "?action=" + "x" * 500, "?actor=%F0%28"):
+            status, body = await server.call(spec.method, path + query, token=token,
+                                             json={} if spec.body is not None else None)
+            assert status < 500, (spec.method, path, query, status, body)
