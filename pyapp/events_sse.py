@@ -41,18 +41,16 @@ async def stream_events(call: Call):
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
         "X-Accel-Buffering": "no", "Connection": "keep-alive"})
     await response.prepare(request)
-    closed = asyncio.Event()
-
     async def send(data: bytes) -> None:
         await response.write(data)
 
     async def close(code: int, reason: str) -> None:
-        closed.set()
+        pass  # the handler returns once the sink is closed
 
     relay = get_relay(request.app)
     sink = SseSink(call.actor.tenant_id, send, close, label="sse")
-    await relay.attach(sink)
     try:
+        await relay.attach(sink)
         sink.push(b"retry: 2000\n\n", bounded=False)
         if after is not None:
             _, truncated = await replay_events(call.pool, call.actor, after, sink)
@@ -61,11 +59,8 @@ async def stream_events(call: Call):
         sink.go_live()
         keepalive = float(request.app[SETTINGS].extra.get("sse_keepalive", KEEPALIVE))
         last_check = asyncio.get_running_loop().time()
-        while not closed.is_set() and not sink.closed:
-            try:
-                await asyncio.wait_for(closed.wait(), keepalive)
-            except asyncio.TimeoutError:
-                sink.push(b": keep-alive\n\n")
+        while not await sink.wait_closed(keepalive):
+            sink.push(b": keep-alive\n\n")
             now = asyncio.get_running_loop().time()
             if now - last_check >= RECHECK_SECONDS:
                 last_check = now
@@ -76,8 +71,8 @@ async def stream_events(call: Call):
                     break
             if request.transport is None or request.transport.is_closing():
                 break
-    except ConnectionResetError:
-        pass
+    except (ConnectionResetError, ConnectionError):
+        pass  # the client went away, or the relay is shutting down
     finally:
         relay.detach(sink)
     return response

@@ -323,6 +323,8 @@ class Sink:
         self._held: list[PreparedEvent] | None = []
         self.replayed: set[int] = set()
         self.closed = False
+        self.feed: _Feed | None = None
+        self._done: asyncio.Event | None = None
 
     # Writes ----------------------------------------------------------------
     def push(self, item: Any, *, bounded: bool = True) -> None:
@@ -342,8 +344,8 @@ class Sink:
                 await self._send(self._queue.popleft())
         except Exception as exc:  # the peer went away mid-write
             log.debug("send failed: %s", exc)
-            self.closed = True
-            self._queue.clear()
+            self._writer = None
+            self.close_soon(1011, "send failed")
         finally:
             self._writer = None
 
@@ -353,11 +355,26 @@ class Sink:
             await asyncio.shield(self._writer)
 
     def close_soon(self, code: int = 1001, reason: str = "") -> None:
+        """Stop writing and close the client (the handler notices through `wait_closed`)."""
         if self.closed:
             return
         self.closed = True
         self._queue.clear()
+        if self._done is not None:
+            self._done.set()
         asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def wait_closed(self, timeout: float | None = None) -> bool:
+        """True once the sink is closed (by the relay, a failed write, or close_soon); False on timeout."""
+        if self.closed:
+            return True
+        if self._done is None:
+            self._done = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     # Events ------------------------------------------------------------------
     def offer(self, ev: PreparedEvent) -> None:
@@ -417,6 +434,7 @@ class _Feed:
         self.low: int | None = None  # lowest notified id not read yet
         self.delivered: OrderedDict[int, None] = OrderedDict()
         self.ready = asyncio.Event()
+        self.failed: BaseException | None = None
         self.task: asyncio.Task | None = None
 
     def remember(self, event_id: int) -> None:
@@ -454,6 +472,10 @@ class Relay:
         if self._stopped:
             return
         self._stopped = True
+        for feed in self._feeds.values():
+            if not feed.ready.is_set():
+                feed.failed = ConnectionError("relay stopped")
+                feed.ready.set()
         for sink in list(self.sinks()):
             sink.close_soon(1001, "server shutting down")
         await asyncio.sleep(0)
@@ -490,7 +512,13 @@ class Relay:
 
     # Registration -------------------------------------------------------------
     async def attach(self, sink: Sink) -> None:
-        """Register a sink (its events are held until go_live) and wait until its tenant's feed is ready."""
+        """Register a sink (its events are held until go_live) and wait until its tenant's feed is ready.
+
+        Raises ConnectionError when the relay is stopping or cannot read the tenant's events;
+        the caller must still `detach` the sink (it always does, in `finally`).
+        """
+        if self._stopped:
+            raise ConnectionError("the relay is stopping")
         if isinstance(sink, VisitorSink):
             self._visitors.setdefault((sink.tenant_id, sink.conversation_id), set()).add(sink)
         else:
@@ -500,7 +528,10 @@ class Relay:
             feed = self._feeds[sink.tenant_id] = _Feed(sink.tenant_id)
             self.spawn(self._init_feed(feed), name=f"feed-init-{sink.tenant_id}")
         feed.sinks += 1
+        sink.feed = feed
         await asyncio.wait_for(feed.ready.wait(), 30)
+        if feed.failed is not None:
+            raise ConnectionError(f"cannot read events: {feed.failed}")
 
     def detach(self, sink: Sink) -> None:
         if isinstance(sink, VisitorSink):
@@ -515,7 +546,7 @@ class Relay:
         if not group:
             (self._visitors if isinstance(sink, VisitorSink) else self._agents).pop(key, None)
         feed = self._feeds.get(sink.tenant_id)
-        if feed is not None:
+        if feed is not None and feed is sink.feed:
             feed.sinks -= 1
             if feed.sinks <= 0:
                 self._feeds.pop(sink.tenant_id, None)
@@ -569,9 +600,16 @@ class Relay:
 
     # Feeds ---------------------------------------------------------------------
     async def _init_feed(self, feed: _Feed) -> None:
-        async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
-            feed.cursor = await conn.fetchval(
-                "SELECT coalesce(max(id), 0) FROM parley.events WHERE tenant_id = parley.current_tenant_id()")
+        try:
+            async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
+                feed.cursor = await conn.fetchval(
+                    "SELECT coalesce(max(id), 0) FROM parley.events WHERE tenant_id = parley.current_tenant_id()")
+        except BaseException as exc:  # wake the waiting sockets; the next attach tries again
+            feed.failed = exc if not isinstance(exc, asyncio.CancelledError) else ConnectionError("relay stopped")
+            if self._feeds.get(feed.tenant_id) is feed:
+                self._feeds.pop(feed.tenant_id)
+            feed.ready.set()
+            raise
         feed.ready.set()
         if feed.low is not None:
             self._kick(feed)

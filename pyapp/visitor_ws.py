@@ -80,6 +80,10 @@ class BotTurn:
         self.relay.broadcast_local(self.tenant_id, self.conversation_id,
                                    {"type": "stream", "stream_id": stream_id, "delta": delta})
 
+    def to_visitor(self, frame: dict) -> None:
+        """A frame for the visitor's socket(s) on this instance only (e.g. lead_request)."""
+        self.relay.broadcast_local(self.tenant_id, self.conversation_id, frame, agents=False)
+
     def typing(self, on: bool = True) -> None:
         self.relay.broadcast_local(self.tenant_id, self.conversation_id,
                                    {"type": "typing", "author": "bot", "on": bool(on)})
