@@ -281,7 +281,9 @@ class ApiKeyIn(Input):
     expires_at: AwareDatetime | None = None
 
 
-class AuditQuery(Input):
+class AuditQuery(BaseModel):
+    """Query strings often carry unrelated parameters (cache busters); unknown ones are ignored."""
+
     before: int | None = Field(None, ge=1, le=2**63 - 1)
     limit: int = Field(50, ge=1, le=200)
     action: ShortText | None = None
