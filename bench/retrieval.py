@@ -1,0 +1,284 @@
+"""Retrieval latency of parley.knowledge_search, and the assistant's streaming overhead.
+
+    .venv/bin/python bench/retrieval.py [--quick] [--tenants 100] [--chunks 1000]
+
+Loads N tenants × M chunks (random-ish text over a 3,000-word vocabulary, random vectors)
+into a fresh database `parley_bench` (on DATABASE_URL's server, else an embedded cluster in
+.parley/bench-cluster), then as parley_app inside tenant transactions (RLS on):
+* p50/p95 of knowledge_search full-text only and hybrid (query vector given);
+* the server's added latency from the LLM's first token to the visitor's first `stream`
+  frame: a fake OpenAI-compatible server stamps the moment it writes its first token, a
+  real visitor WebSocket stamps the moment the first stream frame arrives (same clock).
+The last line is `fts_p95_ms=N hybrid_p95_ms=N first_chunk_overhead_ms=N`.
+--quick skips the HNSW index build (chatbots under parley.exact_knn_limit() chunks never
+use it) and runs fewer queries, to finish in under a minute.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("PARLEY_EMBEDDINGS", "none")   # the overhead run measures the LLM path only
+os.environ["PARLEY_FETCH_ALLOW_HOSTS"] = "127.0.0.1"  # the fake LLM listens there
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+import psycopg  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+from pyapp.config import Settings, with_database  # noqa: E402
+from pyapp.db import Actor, create_pool, tenant_tx  # noqa: E402
+
+DB = "parley_bench"
+SECRET = "bench-secret-not-for-production-use"
+ORIGIN = "https://bench.example"
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(p / 100 * len(ordered))) - 1))]
+
+
+def admin_base_url() -> str:
+    url = os.environ.get("DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    from pyapp.embedded import EmbeddedCluster
+
+    cluster = EmbeddedCluster(ROOT / ".parley" / "bench-cluster")
+    cluster.start()
+    return cluster.admin_url("postgres")
+
+
+def fresh_database(admin: str) -> Settings:
+    from pyapp.migrate import migrate
+
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
+    settings = Settings(admin_url=with_database(admin, DB), secret_key=SECRET, host="127.0.0.1", port=0,
+                        embedded=False)
+    migrate(settings)
+    return settings
+
+
+SEED_SQL = """
+CREATE TEMP TABLE vocab AS
+  SELECT i, (SELECT string_agg(chr(97 + ((i * 7 + k * 13 + i / (k + 1)) % 26)), '')
+               FROM generate_series(0, 3 + i % 6) k) AS w
+    FROM generate_series(1, 3000) i;
+INSERT INTO parley.tenants (id, slug, name)
+  SELECT gen_random_uuid(), 'bench-' || t, 'Bench ' || t FROM generate_series(1, $1::int) t;
+INSERT INTO parley.chatbots (tenant_id, name, config, allowed_origins)
+  SELECT id, 'Bot', '{"language": "en"}', ARRAY['https://bench.example'] FROM parley.tenants;
+INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title, status)
+  SELECT tenant_id, id, 'text', 'Bench', 'ready' FROM parley.chatbots;
+INSERT INTO parley.knowledge_documents (tenant_id, source_id, chatbot_id, doc_key, title, checksum)
+  SELECT s.tenant_id, s.id, s.chatbot_id, 'doc-' || d, 'Document ' || d, md5(d::text)
+    FROM parley.knowledge_sources s, generate_series(1, 10) d;
+"""
+
+CHUNK_SQL = """
+INSERT INTO parley.knowledge_chunks (tenant_id, chatbot_id, document_id, ordinal, text, title, checksum,
+                                     ts_config, tsv, embedding, embedding_model)
+SELECT d.tenant_id, d.chatbot_id, d.id, n, t.body, d.title, md5(t.body), 'english',
+       parley.chunk_tsv('english', d.title, '', t.body), e.v, 'random'
+  FROM parley.knowledge_documents d
+  CROSS JOIN generate_series(1, $1::int) n
+  CROSS JOIN LATERAL (
+    SELECT string_agg(v.w, ' ') AS body FROM generate_series(1, 60) g
+      JOIN vocab v ON v.i = 1 + abs(hashint4(g + n * 101 + hashtext(d.id::text))) % 3000) t
+  CROSS JOIN LATERAL (
+    SELECT array_agg(random() - 0.5)::vector AS v FROM generate_series(1, 384) WHERE n > 0) e
+"""
+
+
+async def seed(settings: Settings, tenants: int, chunks: int, hnsw: bool) -> float:
+    started = time.perf_counter()
+    conn = await asyncpg.connect(settings.admin_url)
+    try:
+        await conn.execute("DROP INDEX IF EXISTS parley.knowledge_chunks__embedding_idx")
+        await conn.execute("SET maintenance_work_mem = '512MB'")
+        for statement in SEED_SQL.strip().split(";\n"):
+            if "$1" in statement:
+                await conn.execute(statement, tenants)
+            else:
+                await conn.execute(statement)
+        await conn.execute(CHUNK_SQL, max(1, chunks // 10))
+        if hnsw:
+            await conn.execute("SET max_parallel_maintenance_workers = 2")
+            await conn.execute("CREATE INDEX knowledge_chunks__embedding_idx ON parley.knowledge_chunks"
+                               " USING hnsw (embedding vector_cosine_ops)")
+        await conn.execute("VACUUM ANALYZE parley.knowledge_chunks")
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
+async def search_latencies(settings: Settings, queries: int) -> dict:
+    pool = await create_pool(settings.app_url, min_size=1, max_size=2)
+    admin = await asyncpg.connect(settings.admin_url)
+    try:
+        bots = await admin.fetch("SELECT tenant_id, id FROM parley.chatbots")
+        words = [r["t"] for r in await admin.fetch(
+            "SELECT split_part(text, ' ', 1 + (id % 40)::int) AS t FROM parley.knowledge_chunks"
+            " ORDER BY random() LIMIT 500")]
+        plan = None
+        rng = random.Random(7)
+        results: dict[str, list[float]] = {"fts": [], "hybrid": []}
+        for i in range(queries * 2):
+            mode = "fts" if i % 2 == 0 else "hybrid"
+            bot = rng.choice(bots)
+            query = " ".join(rng.choice(words) for _ in range(rng.randint(2, 5)))
+            vector = [rng.uniform(-0.5, 0.5) for _ in range(384)] if mode == "hybrid" else None
+            async with tenant_tx(pool, Actor(tenant_id=bot["tenant_id"], kind="service", actor_id="bench")) as conn:
+                t0 = time.perf_counter()
+                found = await conn.fetch("SELECT chunk_id FROM parley.knowledge_search($1, $2, 5, $3)",
+                                         bot["id"], query, vector)
+                results[mode].append((time.perf_counter() - t0) * 1000)
+                if plan is None and found:
+                    plan = await explain_inner(conn, bot["id"], query)
+        return {**results, "plan": plan}
+    finally:
+        await admin.close()
+        await pool.close()
+
+
+async def explain_inner(conn, chatbot_id, query) -> str:
+    """The plan of knowledge_search's full-text step as the app role (RLS applied)."""
+    rows = await conn.fetch(
+        """EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)
+           SELECT c.id FROM parley.knowledge_chunks c
+            WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = $1
+              AND c.tsv @@ to_tsquery('simple', $2) ORDER BY ts_rank_cd(c.tsv, to_tsquery('simple', $2), 1) DESC
+            LIMIT 20""", chatbot_id, " | ".join(f"'{w}'" for w in query.split()))
+    return "\n".join(r[0] for r in rows)
+
+
+class TimedLLM:
+    """A minimal OpenAI-compatible streaming endpoint that stamps its first token's send time."""
+
+    def __init__(self, chunks: int = 20, gap: float = 0.005):
+        self.chunks = chunks
+        self.gap = gap
+        self.first_sent: list[float] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.chat)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for i in range(self.chunks):
+            payload = {"id": "x", "object": "chat.completion.chunk", "model": "bench",
+                       "choices": [{"index": 0, "delta": {"content": f" word{i}"}, "finish_reason": None}]}
+            await resp.write(f"data: {json.dumps(payload)}\n\n".encode())
+            if i == 0:
+                self.first_sent.append(time.perf_counter())
+            await asyncio.sleep(self.gap)
+        await resp.write(b'data: {"id":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    async def close(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+async def first_chunk_overhead(settings: Settings, turns: int) -> list[float]:
+    from pyapp.app import create_app
+
+    llm = TimedLLM()
+    await llm.start()
+    admin = await asyncpg.connect(settings.admin_url)
+    bot = await admin.fetchrow("SELECT tenant_id, id, public_key FROM parley.chatbots LIMIT 1")
+    await admin.execute("INSERT INTO parley.llm_settings (tenant_id, provider, base_url, model) VALUES ($1, 'openai',"
+                        " $2, 'bench')", bot["tenant_id"], llm.url)
+    await admin.close()
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    overheads: list[float] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
+                    "chatbot_key": bot["public_key"], "conversation_id": None, "page_url": ORIGIN + "/",
+                    "referrer": None, "locale": "en"}) as resp:
+                session = await resp.json()
+                assert resp.status == 201, session
+            ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
+            await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
+            for i in range(turns):
+                await ws.send_json({"type": "message", "client_id": f"m{i}", "body": f"question number {i}?"})
+                got_stream = False
+                while True:
+                    frame = json.loads((await ws.receive(timeout=30)).data)
+                    if frame.get("type") == "stream" and not got_stream:
+                        overheads.append((time.perf_counter() - llm.first_sent[-1]) * 1000)
+                        got_stream = True
+                    if frame.get("type") == "message" and frame["message"].get("author") == "bot":
+                        break
+            await ws.close()
+    finally:
+        await runner.cleanup()
+        await llm.close()
+    return overheads
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="under a minute: no HNSW build, fewer queries")
+    parser.add_argument("--tenants", type=int, default=100)
+    parser.add_argument("--chunks", type=int, default=1000, help="chunks per tenant (one chatbot each)")
+    parser.add_argument("--queries", type=int, default=None, help="queries per mode")
+    parser.add_argument("--turns", type=int, default=None, help="assistant turns for the overhead figure")
+    args = parser.parse_args()
+    queries = args.queries or (150 if args.quick else 500)
+    turns = args.turns or (15 if args.quick else 50)
+
+    t0 = time.perf_counter()
+    settings = fresh_database(admin_base_url())
+    print(f"migrated in {time.perf_counter() - t0:.1f} s", flush=True)
+    took = await seed(settings, args.tenants, args.chunks, hnsw=not args.quick)
+    print(f"loaded {args.tenants} tenants x {args.chunks} chunks in {took:.1f} s"
+          f"{' (no HNSW index: --quick)' if args.quick else ' (with HNSW index)'}", flush=True)
+
+    lat = await search_latencies(settings, queries)
+    for mode in ("fts", "hybrid"):
+        values = lat[mode]
+        print(f"knowledge_search {mode:6s} as parley_app: n={len(values)} p50={statistics.median(values):.2f} ms "
+              f"p95={pct(values, 95):.2f} ms max={max(values):.2f} ms")
+    print("plan of the full-text step (as parley_app):\n  " + (lat["plan"] or "n/a").replace("\n", "\n  "))
+
+    overheads = await first_chunk_overhead(settings, turns)
+    print(f"first-token → visitor first chunk: n={len(overheads)} p50={statistics.median(overheads):.2f} ms "
+          f"p95={pct(overheads, 95):.2f} ms")
+    print(f"total {time.perf_counter() - t0:.1f} s")
+    print(f"fts_p95_ms={pct(lat['fts'], 95):.1f} hybrid_p95_ms={pct(lat['hybrid'], 95):.1f} "
+          f"first_chunk_overhead_ms={statistics.median(overheads):.1f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
