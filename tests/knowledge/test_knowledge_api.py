@@ -6,7 +6,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.fakes.fixtures import fake_website  # noqa: F401
+from tests.fakes.fixtures import fake_openai, fake_website  # noqa: F401
 from tests.fakes.pdf import make_pdf
 
 HOSTILE = [
@@ -207,3 +207,31 @@ async def test_agents_cannot_change_knowledge(server, owner, signup):
     status, body = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
                                      json={"kind": "text", "text": "x"}, token=agent["access_token"])
     assert status == 403, body
+
+
+async def test_dev_worker_in_serve_embeds_new_chunks(settings, signup, owner_conn, monkeypatch, fake_openai):  # noqa: F811
+    from pyapp.knowledge import ingest
+    from pyapp.providers.embeddings import OpenAICompatibleEmbedder
+    from tests.conftest import start_server
+
+    monkeypatch.setenv("PARLEY_EMBED_WORKER", "1")
+    ingest.set_embedder(OpenAICompatibleEmbedder(fake_openai.base_url, "test-key", "fake-embed"))
+    srv = await start_server(settings)
+    try:
+        who = await signup(srv)
+        bot = await owner_conn.fetchval("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, 'B') RETURNING id",
+                                        uuid.UUID(who["tenant_id"]))
+        status, src = await srv.call("POST", f"/api/chatbots/{bot}/knowledge/sources",
+                                     json={"kind": "text", "text": "We open at nine."}, token=who["access_token"])
+        assert status == 201
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (await srv.call("GET", f"/api/knowledge/sources/{src['id']}", token=who["access_token"]))[1][
+                "chunks_embedded"] < 1:
+            assert loop.time() < deadline, "the dev worker never embedded the chunk"
+            await asyncio.sleep(0.05)
+        status, out = await srv.call("POST", f"/api/chatbots/{bot}/knowledge/search", json={"query": "open"},
+                                     token=who["access_token"])
+        assert out["mode"] == "hybrid" and out["passages"][0]["vector_distance"] is not None
+    finally:
+        await srv.close()
