@@ -5,7 +5,7 @@ import csv
 import io
 import re
 
-from tests.console.conftest import Visitor, make_chatbot, widget_session
+from console_helpers import Visitor, make_chatbot, widget_session
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -68,11 +68,12 @@ async def test_inbox_actions_and_escaping(server, signup, console_client):
         await visitor.say(HOSTILE)
         c = console_client()
         await c.sign_in(owner["email"], owner["password"])
-        status, html, _ = await c.get("/console/inbox?tab=all")
-        assert status == 200
-        assert HOSTILE not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+        status, html, _ = await c.get("/console/inbox?tab=all&q=onerror")
+        assert status == 200 and HOSTILE not in html
         conv = session["conversation_id"]
+        assert f'data-id="{conv}"' in html  # found by full-text search
         status, html, _ = await c.get(f"/console/conversations/{conv}")
+        assert HOSTILE not in html
         assert "&lt;img src=x onerror=alert(1)&gt;" in html and "https://shop.example/pricing" in html
         status, html, _ = await c.post(f"/console/conversations/{conv}/claim", {"tab": "all"})
         assert status == 200 and "With an agent" in html
@@ -211,7 +212,7 @@ async def test_knowledge_text_url_upload_try(server, signup, console_client, mon
 
 
 async def test_analytics_and_feedback_triage(server, signup, console_client, owner_conn):
-    from tests.console.conftest import seed_analytics
+    from console_helpers import seed_analytics
 
     owner = await signup(server)
     bot = await make_chatbot(server, owner["access_token"])

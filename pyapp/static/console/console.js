@@ -137,17 +137,27 @@
     });
   }
 
+  /* After a state change, swap the header (status, actions) and the visitor panel; the
+     transcript only ever grows and the composer is kept, so nothing typed is lost. */
   function refreshPane() {
     var c = conv();
     if (!c) { return; }
-    var draft = (document.getElementById("reply-body") || {}).value || "";
     request("GET", "/console/conversations/" + c.dataset.id + "/pane?tab=" + encodeURIComponent(c.dataset.tab || "all")).then(function (res) {
       if (!res.ok || conv() !== c) { return; }
-      pane.innerHTML = res.data.html;
-      var box = document.getElementById("reply-body");
-      if (box && draft) { box.value = draft; }
-      wireConversation();
-      scrollDown();
+      var tmp = document.createElement("div");
+      tmp.innerHTML = res.data.html;
+      var fresh = tmp.querySelector("#conversation");
+      if (!fresh) { return; }
+      ["conv-head", "visitor"].forEach(function (cls) {
+        var old = c.querySelector("." + cls), now = fresh.querySelector("." + cls);
+        if (old && now) { old.replaceWith(now); }
+      });
+      var oldComp = c.querySelector("#composer"), newComp = fresh.querySelector("#composer");
+      if (oldComp && !newComp) { oldComp.remove(); }
+      if (!oldComp && newComp) { c.querySelector(".transcript-wrap").appendChild(newComp); }
+      c.dataset.status = fresh.dataset.status;
+      wireForms(c);
+      fetchMessages();
     });
   }
 
@@ -278,10 +288,10 @@
     field.appendChild(el);
   }
 
-  function wireConversation() {
-    var c = conv();
-    if (!c) { return; }
+  function wireForms(c) {
     c.querySelectorAll("form[data-action]").forEach(function (form) {
+      if (form.dataset.wired) { return; }
+      form.dataset.wired = "1";
       form.addEventListener("submit", function (e) {
         e.preventDefault();
         var submitter = e.submitter;
@@ -296,10 +306,10 @@
             showError(form, err.message || "That did not work; try again.");
             return;
           }
+          var old = form.querySelector(".error.live"); if (old) { old.remove(); }
           if (form.id === "composer") {
             var box = document.getElementById("reply-body");
             box.value = ""; box.focus();
-            var old = form.querySelector(".error.live"); if (old) { old.remove(); }
             fetchMessages();
             if (c.dataset.status !== "human") { refreshPane(); }
           } else {
@@ -310,7 +320,13 @@
       });
     });
     var box = document.getElementById("reply-body");
-    if (box) { wireComposer(box, c.dataset.id); }
+    if (box && !box.dataset.wired) { box.dataset.wired = "1"; wireComposer(box, c.dataset.id); }
+  }
+
+  function wireConversation() {
+    var c = conv();
+    if (!c) { return; }
+    wireForms(c);
     scrollDown();
   }
 
