@@ -8,7 +8,6 @@ knowledge functions exist.
 from __future__ import annotations
 
 import html
-import json
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -17,6 +16,7 @@ import asyncpg
 from aiohttp import web
 
 from pyapp.api import SETTINGS
+from pyapp.db import _init_connection
 from pyapp.errors import ApiError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +84,7 @@ async def seed_demo(settings) -> dict:
     """Create (or find) the demo tenant; returns email, password, chatbot_key, tenant_id."""
     global _seeded
     conn = await asyncpg.connect(settings.admin_url)
+    await _init_connection(conn)
     try:
         async with conn.transaction():
             user_id, password_hash = (await conn.fetchrow(
@@ -149,10 +150,10 @@ async def _seed_knowledge(conn: asyncpg.Connection, chatbot_id: uuid.UUID) -> No
         chunks = [{"text": part.strip(), "heading_path": ""} for part in DEMO_KNOWLEDGE.split("\n## ") if part.strip()]
     source_id = await conn.fetchval(
         "SELECT s.id FROM parley.create_knowledge_source($1, 'text', $2) s", chatbot_id, DEMO_SOURCE)
-    await conn.fetchval("SELECT parley.ingest_document($1, 'text', NULL, $2, $3::jsonb)",
-                        source_id, DEMO_SOURCE, json.dumps(chunks))
-    await conn.execute("SELECT parley.set_source_progress($1, 'ready', $2::jsonb)", source_id,
-                       json.dumps({"documents": 1, "chunks": len(chunks)}))
+    await conn.fetchval("SELECT parley.ingest_document($1, 'text', NULL, $2, $3)",
+                        source_id, DEMO_SOURCE, chunks)
+    await conn.execute("SELECT parley.set_source_progress($1, 'ready', $2)", source_id,
+                       {"documents": 1, "chunks": len(chunks)})
 
 
 def _api_base(request: web.Request) -> str:

@@ -354,15 +354,15 @@ class Sink:
         while self._writer is not None:
             await asyncio.shield(self._writer)
 
-    def close_soon(self, code: int = 1001, reason: str = "") -> None:
+    def close_soon(self, code: int = 1001, reason: str = "") -> asyncio.Task | None:
         """Stop writing and close the client (the handler notices through `wait_closed`)."""
         if self.closed:
-            return
+            return None
         self.closed = True
         self._queue.clear()
         if self._done is not None:
             self._done.set()
-        asyncio.get_running_loop().create_task(self._close(code, reason))
+        return asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def wait_closed(self, timeout: float | None = None) -> bool:
         """True once the sink is closed (by the relay, a failed write, or close_soon); False on timeout."""
@@ -476,9 +476,9 @@ class Relay:
             if not feed.ready.is_set():
                 feed.failed = ConnectionError("relay stopped")
                 feed.ready.set()
-        for sink in list(self.sinks()):
-            sink.close_soon(1001, "server shutting down")
-        await asyncio.sleep(0)
+        closing = [t for t in (sink.close_soon(1001, "server shutting down") for sink in list(self.sinks())) if t]
+        if closing:  # let clients see a clean "going away" and reconnect elsewhere
+            await asyncio.wait(closing, timeout=5)
         await self.source.stop()
         for task in list(self._tasks):
             task.cancel()
