@@ -29,4 +29,5 @@ def setup(app: web.Application) -> None:
             continue
         seen.add((method, path))
         app.router.add_route(method, path, handler)
+    chatbots.setup_preview(app)
     app.router.add_static("/console/static/", STATIC, name="console_static", append_version=False)

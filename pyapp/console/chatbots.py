@@ -1,1 +1,396 @@
-"""Console pages (in progress)."""
+"""Chatbot settings & branding (admins): persona, greeting, starter chips, proactive nudges, language,
+colours, position, allowed origins, handoff and lead capture, idle close; embed snippet, key
+rotation, deletion; and a live widget preview.
+
+Saving goes through the chatbots surface's handlers (pyapp.chatbots), whose pydantic models
+validate the config; their errors are mapped back to the form fields.
+
+The preview is an iframe of a console page that embeds the real /widget.js, pointed (via
+`data-api`) at a sandbox under /console/preview/<signed draft>/ that answers the widget's
+session and socket with the draft's public config and a canned bot line. The draft is signed
+with the server secret and expires, so nothing is stored and no conversation is created.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from pyapp.api import POOL, SETTINGS, json_dumps
+from pyapp.console import bridge, queries
+from pyapp.console.web import Ctx, json_ok, page, redirect, secure_headers
+from pyapp.errors import ApiError
+from pyapp.security import sign, verify
+
+NUDGE_ROWS = 3
+PREVIEW_TTL = 3600
+PREVIEW_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
+               "connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
+               "object-src 'none'")
+
+
+def _models():
+    from pyapp import chatbots
+    return chatbots
+
+
+# ------------------------------------------------------------------------ form <-> config
+
+
+def form_values(bot) -> dict:
+    """The settings form's values from a stored chatbot."""
+    cfg = bot["config"] or {}
+    b = cfg.get("branding") or {}
+    h = cfg.get("handoff") or {}
+    lc = cfg.get("lead_capture") or {}
+    idle = cfg.get("idle_close") or {}
+    values = {
+        "name": bot["name"], "allowed_origins": "\n".join(bot["allowed_origins"] or []),
+        "persona": cfg.get("persona") or "", "greeting": cfg.get("greeting") or "",
+        "language": cfg.get("language") or "", "starters": "\n".join(cfg.get("starters") or []),
+        "primary_color": b.get("primary_color") or "#4f46e5", "position": b.get("position") or "right",
+        "title": b.get("title") or "", "avatar_url": b.get("avatar_url") or "",
+        "launcher_icon": b.get("launcher_icon") or "", "hide_powered_by": bool(b.get("hide_powered_by")),
+        "miss_threshold": "" if h.get("miss_threshold") is None else h.get("miss_threshold"),
+        "lead_mode": lc.get("mode") or "never", "lead_after": "" if lc.get("after") is None else lc.get("after"),
+        "max_nudges": "" if cfg.get("max_nudges") is None else cfg.get("max_nudges"),
+        "idle_bot_minutes": idle.get("bot_minutes") or "", "idle_human_minutes": idle.get("human_minutes") or "",
+    }
+    for i, n in enumerate((cfg.get("nudges") or [])[:NUDGE_ROWS]):
+        values[f"nudge_{i}_after_seconds"] = n.get("after_seconds", "")
+        values[f"nudge_{i}_url_pattern"] = n.get("url_pattern") or ""
+        values[f"nudge_{i}_text"] = n.get("text") or ""
+    return values
+
+
+def _lines(raw: str) -> list[str]:
+    return [line.strip() for line in str(raw or "").replace("\r", "").split("\n") if line.strip()]
+
+
+def _num(raw, field: str, errors: dict):
+    raw = str(raw if raw is not None else "").strip()
+    if raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        errors[field] = "A whole number."
+        return None
+
+
+def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
+    """(values echoed back, PATCH body for pyapp.chatbots, errors found before the model)."""
+    errors: dict = {}
+    get = lambda k: str(form.get(k, "") or "")  # noqa: E731
+    values = {k: get(k) for k in ("name", "allowed_origins", "persona", "greeting", "language", "starters",
+                                  "primary_color", "position", "title", "avatar_url", "launcher_icon",
+                                  "miss_threshold", "lead_mode", "lead_after", "max_nudges",
+                                  "idle_bot_minutes", "idle_human_minutes")}
+    values["hide_powered_by"] = get("hide_powered_by") in ("1", "on", "true")
+    branding = {k: v for k, v in (("primary_color", values["primary_color"].strip() or None),
+                                  ("position", values["position"] or None), ("title", values["title"].strip() or None),
+                                  ("avatar_url", values["avatar_url"].strip() or None),
+                                  ("launcher_icon", values["launcher_icon"].strip() or None)) if v is not None}
+    if values["hide_powered_by"]:
+        branding["hide_powered_by"] = True
+    nudges = []
+    for i in range(NUDGE_ROWS):
+        for part in ("after_seconds", "url_pattern", "text"):
+            values[f"nudge_{i}_{part}"] = get(f"nudge_{i}_{part}")
+        text = values[f"nudge_{i}_text"].strip()
+        after = _num(values[f"nudge_{i}_after_seconds"], f"nudge_{i}_after_seconds", errors)
+        if text or after is not None or values[f"nudge_{i}_url_pattern"].strip():
+            if not text:
+                errors[f"nudge_{i}_text"] = "Write the message to show."
+            nudges.append({"after_seconds": after if after is not None else 0, "text": text,
+                           **({"url_pattern": values[f"nudge_{i}_url_pattern"].strip()}
+                              if values[f"nudge_{i}_url_pattern"].strip() else {})})
+    miss = _num(values["miss_threshold"], "miss_threshold", errors)
+    lead_after = _num(values["lead_after"], "lead_after", errors)
+    max_nudges = _num(values["max_nudges"], "max_nudges", errors)
+    idle_bot = _num(values["idle_bot_minutes"], "idle_bot_minutes", errors)
+    idle_human = _num(values["idle_human_minutes"], "idle_human_minutes", errors)
+    config = {
+        "persona": values["persona"].strip() or None,
+        "greeting": values["greeting"].strip() or None,
+        "language": values["language"].strip() or None,
+        "starters": _lines(values["starters"]) or None,
+        "branding": branding or None,
+        "handoff": {"miss_threshold": miss} if miss is not None else None,
+        "lead_capture": {"mode": values["lead_mode"] or "never",
+                         **({"after": lead_after} if lead_after is not None else {})},
+        "nudges": nudges or None,
+        "max_nudges": max_nudges,
+        "idle_close": {k: v for k, v in (("bot_minutes", idle_bot), ("human_minutes", idle_human)) if v is not None}
+                      or None,
+    }
+    body = {"name": values["name"].strip(), "allowed_origins": _lines(values["allowed_origins"]), "config": config}
+    return values, body, errors
+
+
+FIELD_OF = {
+    ("config", "branding"): None, ("config", "handoff", "miss_threshold"): "miss_threshold",
+    ("config", "lead_capture", "mode"): "lead_mode", ("config", "lead_capture", "after"): "lead_after",
+    ("config", "idle_close", "bot_minutes"): "idle_bot_minutes",
+    ("config", "idle_close", "human_minutes"): "idle_human_minutes",
+}
+
+
+def model_errors(exc: ValidationError) -> dict:
+    """Map ChatbotPatch errors (nested locations) to the form's field names."""
+    out: dict = {}
+    for err in exc.errors():
+        loc = tuple(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if loc[:1] == ("allowed_origins",):
+            field, msg = "allowed_origins", "One origin per line, like https://www.example.com (no path)."
+        elif loc[:2] == ("config", "nudges") and len(loc) >= 4:
+            field = f"nudge_{loc[2]}_{loc[3]}"
+        elif loc[:2] == ("config", "branding") and len(loc) >= 3:
+            field = loc[2]
+            if field == "primary_color":
+                msg = "A colour like #4f46e5."
+            elif field == "avatar_url":
+                msg = "An https:// address of an image."
+        elif loc in FIELD_OF and FIELD_OF[loc]:
+            field = FIELD_OF[loc]
+        elif loc[:2] == ("config", "starters"):
+            field = "starters"
+        elif len(loc) >= 2 and loc[0] == "config":
+            field = loc[1]
+            if field == "language":
+                msg = "A language code like en, pt-BR or de."
+        else:
+            field = loc[0] if loc else "__all__"
+        out.setdefault(field, msg)
+    return out
+
+
+def snippet(base_url: str, public_key: str) -> str:
+    return f'<script src="{base_url}/widget.js" data-chatbot="{public_key}" async></script>'
+
+
+def base_url(request: web.Request) -> str:
+    public = request.app[SETTINGS].public_url
+    return public.rstrip("/") if public else f"{request.scheme}://{request.host}"
+
+
+# ------------------------------------------------------------------------------------ pages
+
+
+@page("GET", "/console/chatbots", min_role="admin")
+async def chatbots(ctx: Ctx):
+    bots = await queries.fetch(ctx.conn, "chatbots")
+    return ctx.render("chatbots.html", bots=bots, values={}, errors={},
+                      flash={"deleted": "Chatbot deleted."}.get(ctx.request.query.get("done", "")))
+
+
+@page("POST", "/console/chatbots", min_role="admin")
+async def create(ctx: Ctx):
+    """Create with a name; the settings page comes next."""
+    models = _models()
+    name = str(ctx.form.get("name", "")).strip()
+    next_page = "onboarding" if ctx.form.get("from") == "onboarding" else "settings"
+    try:
+        body = models.ChatbotIn.model_validate({"name": name})
+        bot = await bridge.call(ctx, models.create_chatbot, body=body, min_role="admin")
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and (exc.status >= 500 or exc.status in (401, 403)):
+            raise
+        message = "Name the chatbot (1-100 characters)." if isinstance(exc, ValidationError) else exc.message
+        if next_page == "onboarding":
+            from pyapp.console.onboarding import render_step
+            return await render_step(ctx, "chatbot", status=422, errors={"name": message}, values={"name": name})
+        bots = await queries.fetch(ctx.conn, "chatbots")
+        return ctx.render("chatbots.html", status=422, bots=bots, values={"name": name}, errors={"name": message})
+    if next_page == "onboarding":
+        return redirect(f"/console/onboarding?chatbot={bot['id']}&step=knowledge")
+    return redirect(f"/console/chatbots/{bot['id']}?done=created")
+
+
+async def _settings_page(ctx: Ctx, bot, *, values=None, errors=None, status=200, flash=None):
+    preview = preview_url(ctx.request, bot["id"], bot["name"], bot["config"] or {}, bot["public_key"])
+    return ctx.render("chatbot.html", status=status, bot=bot, values=values or form_values(bot), errors=errors or {},
+                      nudge_rows=range(NUDGE_ROWS), snippet=snippet(base_url(ctx.request), bot["public_key"]),
+                      preview=preview,
+                      flash=flash or {"created": "Chatbot created: set it up below.", "saved": "Saved.",
+                                      "rotated": "New key issued: update the embed code on your site."}
+                      .get(ctx.request.query.get("done", "")))
+
+
+async def _bot(ctx: Ctx):
+    bot = await queries.fetchrow(ctx.conn, "chatbot", ctx.uuid("chatbot_id"))
+    if bot is None:
+        raise ApiError(404, "not_found", "No such chatbot.")
+    return bot
+
+
+@page("GET", "/console/chatbots/{chatbot_id}", min_role="admin")
+async def settings(ctx: Ctx):
+    return await _settings_page(ctx, await _bot(ctx))
+
+
+@page("POST", "/console/chatbots/{chatbot_id}", min_role="admin")
+async def save(ctx: Ctx):
+    models = _models()
+    bot = await _bot(ctx)
+    values, body, errors = patch_from_form(ctx.form)
+    patch = None
+    try:
+        patch = models.ChatbotPatch.model_validate(body)
+    except ValidationError as exc:
+        errors = {**model_errors(exc), **errors}
+    if not body["name"]:
+        errors["name"] = "Name the chatbot (1-100 characters)."
+    if errors:
+        return await _settings_page(ctx, bot, values=values, errors=errors, status=422)
+    try:
+        await bridge.call(ctx, models.update_chatbot, body=patch, min_role="admin")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        field = {"invalid_origin": "allowed_origins", "plan_limit": "hide_powered_by"}.get(exc.code, "__all__")
+        return await _settings_page(ctx, bot, values=values, errors={field: exc.message}, status=exc.status)
+    return redirect(f"/console/chatbots/{bot['id']}?done=saved")
+
+
+@page("POST", "/console/chatbots/{chatbot_id}/rotate-key", min_role="admin")
+async def rotate(ctx: Ctx):
+    await _bot(ctx)
+    await bridge.call(ctx, _models().rotate_key, min_role="admin")
+    return redirect(f"/console/chatbots/{ctx.uuid('chatbot_id')}?done=rotated")
+
+
+@page("POST", "/console/chatbots/{chatbot_id}/delete", min_role="admin")
+async def delete(ctx: Ctx):
+    bot = await _bot(ctx)
+    if str(ctx.form.get("confirm", "")).strip() != bot["name"]:
+        return await _settings_page(ctx, bot, errors={"confirm": "Type the chatbot's name exactly to confirm."},
+                                    status=422)
+    await bridge.call(ctx, _models().delete_chatbot, min_role="admin")
+    return redirect("/console/chatbots?done=deleted")
+
+
+@page("POST", "/console/chatbots/{chatbot_id}/preview-url", min_role="admin")
+async def preview_for_form(ctx: Ctx):
+    """A signed preview URL for the form as it is now (unsaved), for the live preview iframe."""
+    models = _models()
+    bot = await _bot(ctx)
+    _, body, errors = patch_from_form(ctx.form)
+    try:
+        patch = models.ChatbotPatch.model_validate(body)
+    except ValidationError as exc:
+        return json_ok({"errors": {**model_errors(exc), **errors}}, status=422)
+    config = {**(bot["config"] or {}), **{k: v for k, v in patch.model_dump(mode="json")["config"].items()
+                                          if v is not None}}
+    return json_ok({"url": preview_url(ctx.request, bot["id"], body["name"] or bot["name"], config,
+                                       bot["public_key"])})
+
+
+# ---------------------------------------------------------------------- preview sandbox
+
+_PUBLIC_KEYS = ("greeting", "language", "starters", "branding", "lead_capture", "nudges", "max_nudges")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def preview_url(request: web.Request, chatbot_id, name: str, config: dict, public_key: str) -> str:
+    draft = {"c": str(chatbot_id), "n": name, "k": public_key, "x": int(time.time()) + PREVIEW_TTL,
+             "cfg": {k: config[k] for k in _PUBLIC_KEYS if k in config}}
+    raw = json.dumps(draft, separators=(",", ":")).encode()
+    token = _b64(raw) + "." + sign(request.app[SETTINGS].secret_key, "console-preview", raw)
+    return f"/console/preview/{token}"
+
+
+def _draft(request: web.Request) -> dict:
+    token = request.match_info.get("draft", "")
+    body, _, signature = token.partition(".")
+    try:
+        raw = _unb64(body)
+    except ValueError:
+        raise web.HTTPNotFound() from None
+    if not signature or not verify(request.app[SETTINGS].secret_key, "console-preview", raw, signature):
+        raise web.HTTPNotFound()
+    draft = json.loads(raw)
+    if draft.get("x", 0) < time.time():
+        raise web.HTTPGone(text="This preview has expired; reload the settings page.")
+    return draft
+
+
+async def preview_page(request: web.Request) -> web.Response:
+    draft = _draft(request)
+    try:
+        from pyapp.static import widget_script_url
+        script = widget_script_url(request.app)
+    except (ImportError, KeyError):
+        script = "/widget.js"
+    from pyapp.console.web import ENV
+    html = ENV.get_template("console/preview.html").render(
+        script=script, key=draft["k"], api=f"{base_url(request)}{request.path}", name=draft["n"])
+    response = web.Response(text=html, content_type="text/html", charset="utf-8")
+    secure_headers(response, PREVIEW_CSP)
+    response.headers["X-Frame-Options"] = "SAMEORIGIN"
+    return response
+
+
+async def _public_config(request: web.Request, draft: dict) -> dict:
+    allow = False  # the preview shows what the widget would show on this plan
+    return await request.app[POOL].fetchval("SELECT parley.chatbot_public_config($1, $2, $3)",
+                                            draft["n"], draft["cfg"], allow)
+
+
+async def preview_session(request: web.Request) -> web.Response:
+    draft = _draft(request)
+    config = await _public_config(request, draft)
+    body = {"token": "preview", "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900)),
+            "conversation_id": str(uuid.uuid4()), "status": "bot", "config": config}
+    return web.Response(text=json_dumps(body), status=201, content_type="application/json")
+
+
+PREVIEW_REPLY = "This is a preview: on your site, the bot answers here from its knowledge."
+
+
+async def preview_socket(request: web.Request) -> web.WebSocketResponse:
+    _draft(request)
+    ws = web.WebSocketResponse(heartbeat=30, max_msg_size=16 * 1024)
+    await ws.prepare(request)
+    next_id = 1
+    async for msg in ws:
+        if msg.type != WSMsgType.TEXT:
+            break
+        try:
+            frame = json.loads(msg.data)
+        except ValueError:
+            continue
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if kind == "hello":
+            await ws.send_str(json_dumps({"type": "ready", "conversation_id": str(uuid.uuid4()), "status": "bot"}))
+        elif kind == "ping":
+            await ws.send_str('{"type":"pong"}')
+        elif kind == "message" and isinstance(frame.get("body"), str):
+            await ws.send_str(json_dumps({"type": "message", "message": {
+                "id": next_id, "author": "visitor", "body": frame["body"][:4000], "client_id": frame.get("client_id"),
+                "created_at": now, "author_name": None, "citations": [], "stream_id": None}}))
+            await ws.send_str(json_dumps({"type": "message", "message": {
+                "id": next_id + 1, "author": "bot", "body": PREVIEW_REPLY, "client_id": None, "created_at": now,
+                "author_name": None, "citations": [], "stream_id": None}}))
+            next_id += 2
+    return ws
+
+
+def setup_preview(app: web.Application) -> None:
+    app.router.add_get("/console/preview/{draft}", preview_page)
+    app.router.add_post("/console/preview/{draft}/api/widget/sessions", preview_session)
+    app.router.add_post("/console/preview/{draft}/api/widget/sessions/refresh", preview_session)
+    app.router.add_get("/console/preview/{draft}/ws/visitor", preview_socket)

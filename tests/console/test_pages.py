@@ -50,7 +50,8 @@ async def test_agent_cannot_open_admin_pages(server, signup, console_client):
     agent = await signup(server, join=owner, role="agent")
     c = console_client()
     await c.sign_in(agent["email"], agent["password"])
-    for path in ("/console/team", "/console/keys", "/console/audit", "/console/settings", "/console/billing"):
+    for path in ("/console/team", "/console/keys", "/console/audit", "/console/settings", "/console/billing",
+                 "/console/chatbots", "/console/onboarding"):
         status, text, _ = await c.get(path)
         assert status == 403, (path, status)
         assert "Not allowed" in text
@@ -234,3 +235,102 @@ async def test_analytics_and_feedback_triage(server, signup, console_client, own
     assert status == 200 and "Marked as triaged" in html
     assert html.count('action="/console/feedback/') == before - 1
     assert seeded["down_conversation"] is not None
+
+
+async def test_chatbot_settings_preview_and_onboarding(server, signup, console_client, monkeypatch):
+    from aiohttp import web
+
+    owner = await signup(server)
+    c = console_client()
+    await c.sign_in(owner["email"], owner["password"])
+    # onboarding 1: create the chatbot
+    status, html, _ = await c.get("/console/onboarding")
+    assert status == 200 and 'id="step-chatbot"' in html
+    status, html, _ = await c.post("/console/chatbots", {"name": "", "from": "onboarding"})
+    assert status == 422 and "Name the chatbot" in html
+    status, html, resp = await c.post("/console/chatbots", {"name": "Acme support", "from": "onboarding"})
+    assert status == 200 and "step=knowledge" in str(resp.url) and 'id="step-knowledge"' in html
+    bot_id = re.search(r"chatbot=([0-9a-f-]{36})", str(resp.url)).group(1)
+    # 2: knowledge
+    status, html, _ = await c.post("/console/onboarding/knowledge", {"chatbot": bot_id, "text": "", "url": ""})
+    assert status == 422 and "Paste some text" in html
+    status, html, resp = await c.post("/console/onboarding/knowledge",
+                                      {"chatbot": bot_id, "text": "We open 9 to 5 on weekdays."})
+    assert status == 200 and 'id="step-embed"' in html
+    key = re.search(r'data-chatbot=&#34;(pk_[A-Za-z0-9_-]+)&#34;|data-chatbot="(pk_[A-Za-z0-9_-]+)"', html)
+    key = key.group(1) or key.group(2)
+    # 4: install check against a local page (allowed for the fetcher only in tests)
+    monkeypatch.setenv("PARLEY_FETCH_ALLOW_HOSTS", "127.0.0.1")
+    pages = {"/with": f'<html><body><p>Hi</p><script src="{server.base_url}/widget.js" data-chatbot="{key}" async>'
+                      '</script></body></html>',
+             "/other": '<html><body><script src="https://x.example/widget.js" data-chatbot="pk_someoneelse1234567">'
+                       '</script></body></html>',
+             "/without": "<html><body>nothing here</body></html>"}
+    site = web.Application()
+    site.router.add_get("/{name}", lambda r: web.Response(text=pages["/" + r.match_info["name"]],
+                                                          content_type="text/html"))
+    runner = web.AppRunner(site)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    port = runner.addresses[0][1]
+    try:
+        status, html, _ = await c.post("/console/onboarding/install-check",
+                                       {"chatbot": bot_id, "url": f"http://127.0.0.1:{port}/with"})
+        assert status == 200 and "Found it" in html
+        status, html, _ = await c.post("/console/onboarding/install-check",
+                                       {"chatbot": bot_id, "url": f"http://127.0.0.1:{port}/other"})
+        assert "with another key" in html
+        status, html, _ = await c.post("/console/onboarding/install-check",
+                                       {"chatbot": bot_id, "url": f"http://127.0.0.1:{port}/without"})
+        assert "does not load the widget yet" in html
+    finally:
+        await runner.cleanup()
+    monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS")
+    status, html, _ = await c.post("/console/onboarding/install-check",
+                                   {"chatbot": bot_id, "url": "http://169.254.169.254/latest/meta-data/"})
+    assert status == 422 and "could not read that page" in html
+
+    # settings: errors next to the fields, then a valid save
+    form = {"name": "Acme support", "primary_color": "red", "position": "left", "allowed_origins": "not an origin",
+            "starters": "Shipping?\nReturns?", "nudge_0_after_seconds": "abc", "lead_mode": "after_messages",
+            "lead_after": "3", "language": "english please"}
+    status, html, _ = await c.post(f"/console/chatbots/{bot_id}", form)
+    assert status == 422
+    for msg in ("A colour like #4f46e5", "One origin per line", "A whole number", "A language code"):
+        assert msg in html, msg
+    form.update(primary_color="#ff5500", allowed_origins="https://shop.example\nhttps://www.shop.example",
+                nudge_0_after_seconds="20", nudge_0_url_pattern="/pricing", nudge_0_text="Questions about <plans>?",
+                language="pt-BR", greeting="Olá! <b>Como</b> posso ajudar?")
+    status, html, _ = await c.post(f"/console/chatbots/{bot_id}", form)
+    assert status == 200 and "Saved." in html
+    status, body = await server.call("GET", f"/api/chatbots/{bot_id}", token=owner["access_token"])
+    cfg = body["config"]
+    assert cfg["branding"]["primary_color"] == "#ff5500" and cfg["branding"]["position"] == "left"
+    assert cfg["starters"] == ["Shipping?", "Returns?"] and cfg["nudges"][0]["url_pattern"] == "/pricing"
+    assert body["allowed_origins"] == ["https://shop.example", "https://www.shop.example"]
+    assert "&lt;b&gt;Como&lt;/b&gt;" in html
+    # the preview sandbox serves the draft's public config and never creates a conversation
+    preview = re.search(r'id="preview-frame" src="(/console/preview/[^"]+)"', html).group(1)
+    status, page_html, resp = await c.get(preview)
+    assert status == 200 and 'data-chatbot="' in page_html and resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+    async with c.http.post(server.base_url + preview + "/api/widget/sessions", json={}) as r:
+        session = await r.json()
+        assert r.status == 201 and session["config"]["branding"]["primary_color"] == "#ff5500"
+    async with c.http.post(server.base_url + f"/console/chatbots/{bot_id}/preview-url",
+                           data={"_csrf": c.csrf, "name": "Acme support", "primary_color": "#00aa00",
+                                 "lead_mode": "never"}) as r:
+        draft = (await r.json())["url"]
+    async with c.http.post(server.base_url + draft + "/api/widget/sessions", json={}) as r:
+        assert (await r.json())["config"]["branding"]["primary_color"] == "#00aa00"
+    async with c.http.get(server.base_url + preview.replace("/console/preview/", "/console/preview/x")) as r:
+        assert r.status == 404  # forged drafts are refused
+    status, body = await server.call("GET", "/api/conversations", token=owner["access_token"])
+    assert body["conversations"] == []
+    # rotate and delete
+    status, html, _ = await c.post(f"/console/chatbots/{bot_id}/rotate-key", {})
+    assert status == 200 and "New key issued" in html and key not in html
+    status, html, _ = await c.post(f"/console/chatbots/{bot_id}/delete", {"confirm": "nope"})
+    assert status == 422 and "Type the chatbot" in html
+    status, html, _ = await c.post(f"/console/chatbots/{bot_id}/delete", {"confirm": "Acme support"})
+    assert status == 200 and "Chatbot deleted" in html

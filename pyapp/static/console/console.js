@@ -54,22 +54,23 @@
   }
   document.querySelectorAll("[data-poll-url]").forEach(pollStatus);
 
-  /* Live preview of chatbot branding: reload the preview iframe after edits settle. */
+  /* Live preview of chatbot settings: the server signs a preview URL for the unsaved form. */
   var previewForm = document.getElementById("chatbot-form");
   var previewFrame = document.getElementById("preview-frame");
   if (previewForm && previewFrame) {
     var timer = null;
-    previewForm.addEventListener("input", function () {
+    var refreshPreview = function () {
       clearTimeout(timer);
       timer = setTimeout(function () {
-        var params = new URLSearchParams();
-        ["primary_color", "position", "title", "greeting", "starters", "launcher_icon"].forEach(function (n) {
-          var el = previewForm.elements[n];
-          if (el) { params.set(n, el.value); }
+        request("POST", previewForm.dataset.previewUrl, new FormData(previewForm)).then(function (res) {
+          if (res.ok && res.data.url && res.data.url !== previewFrame.getAttribute("src")) {
+            previewFrame.setAttribute("src", res.data.url);
+          }
         });
-        previewFrame.src = previewFrame.dataset.base + "?" + params.toString();
-      }, 600);
-    });
+      }, 700);
+    };
+    previewForm.addEventListener("input", refreshPreview);
+    previewForm.addEventListener("change", refreshPreview);
   }
 
   /* ---------------------------------------------------------------- the inbox */
