@@ -213,6 +213,9 @@ async def first_chunk_overhead(settings: Settings, turns: int) -> list[float]:
     bot = await admin.fetchrow("SELECT tenant_id, id, public_key FROM parley.chatbots LIMIT 1")
     await admin.execute("INSERT INTO parley.llm_settings (tenant_id, provider, base_url, model) VALUES ($1, 'openai',"
                         " $2, 'bench')", bot["tenant_id"], llm.url)
+    # One visitor sends every turn: lift the per-minute and daily limits of the bench tenant.
+    await admin.execute("INSERT INTO parley.tenant_limits (tenant_id, msgs_per_min_chatbot, msgs_per_min_ip,"
+                        " ai_msgs_per_day) VALUES ($1, 0, 0, 0)", bot["tenant_id"])
     await admin.close()
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -235,6 +238,8 @@ async def first_chunk_overhead(settings: Settings, turns: int) -> list[float]:
                 got_stream = False
                 while True:
                     frame = json.loads((await ws.receive(timeout=30)).data)
+                    if frame.get("type") == "error":
+                        raise RuntimeError(f"refused: {frame}")
                     if frame.get("type") == "stream" and not got_stream:
                         overheads.append((time.perf_counter() - llm.first_sent[-1]) * 1000)
                         got_stream = True

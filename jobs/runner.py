@@ -67,7 +67,8 @@ async def main(settings, once: bool = False) -> int:
     try:
         while not stop.is_set():
             ran = await run_due_jobs(pool, worker)
-            embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once)
+            embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
+                                              max_batches=1_000_000 if once else 50)
             if once:
                 break
             if not ran and not embedded:

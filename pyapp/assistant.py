@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from pyapp.api import Call, api, rows
 from pyapp.errors import ApiError, from_postgres, not_found
 from pyapp.knowledge.ingest import get_embedder
-from pyapp.knowledge.routes import search_passages
+from pyapp.knowledge.routes import query_vector, search_passages
 from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 from pyapp.providers.http import RetryPolicy
@@ -299,8 +299,10 @@ async def _respond(turn: BotTurn) -> None:
 
     turn.typing(True)
     embedder = get_embedder()
+    vector = await query_vector(embedder, question)
     async with turn.service_tx() as conn:
-        found, _mode = await search_passages(conn, turn.chatbot_id, question, TOP_K, embedder)
+        found, _mode = await search_passages(conn, turn.chatbot_id, question, TOP_K, vector,
+                                             embedder.model if embedder else None)
         try:
             llm = await resolve_llm(conn, turn.settings, turn.tenant_id, turn.chatbot_id)
         except (FetchError, ValueError) as exc:

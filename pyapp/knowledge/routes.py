@@ -274,16 +274,22 @@ async def list_documents(call: Call):
                 ORDER BY d.doc_key""", call.uuid_param("source_id")))
 
 
-async def search_passages(conn, chatbot_id: uuid.UUID, query: str, k: int, embedder=None) -> tuple[list[dict], str]:
-    """knowledge_search with the query embedded when an embedder is available (else FTS only)."""
-    vector = None
-    if embedder is not None:
-        try:
-            vector = await embed_query(embedder, query)
-        except Exception as exc:  # the embedder failing must not take retrieval down
-            log.warning("query embedding failed, full text only: %s", exc)
+async def query_vector(embedder, query: str):
+    """The query's embedding, or None (no embedder, or it failed: retrieval falls back to full text)."""
+    if embedder is None:
+        return None
+    try:
+        return await embed_query(embedder, query)
+    except Exception as exc:  # the embedder failing must not take retrieval down
+        log.warning("query embedding failed, full text only: %s", exc)
+        return None
+
+
+async def search_passages(conn, chatbot_id: uuid.UUID, query: str, k: int, vector=None,
+                          model: str | None = None) -> tuple[list[dict], str]:
+    """knowledge_search, hybrid when a query vector is given (embed it before opening the transaction)."""
     found = await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, $3, $4, $5)", chatbot_id, query, k,
-                             vector, embedder.model if vector is not None else None)
+                             vector, model if vector is not None else None)
     return [dict(r) for r in found], ("hybrid" if vector is not None else "fts")
 
 
@@ -292,10 +298,12 @@ async def try_question(call: Call):
     """Try a question: the passages the bot would ground its answer in, with their scores."""
     chatbot_id = call.uuid_param("chatbot_id")
     embedder = get_embedder()
+    vector = await query_vector(embedder, call.body.query)
     async with call.tx() as conn:
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)", chatbot_id):
             raise not_found("chatbot")
-        passages, mode = await search_passages(conn, chatbot_id, call.body.query, call.body.k, embedder)
+        passages, mode = await search_passages(conn, chatbot_id, call.body.query, call.body.k, vector,
+                                               embedder.model if embedder else None)
     return {"mode": mode, "passages": passages}
 
 

@@ -15,10 +15,10 @@ CORPUS = Path(__file__).parent / "corpus"
 
 @pytest.fixture(scope="session")
 def local_embedder():
-    """all-MiniLM-L6-v2 from the package, loaded once for the whole session."""
-    from pyapp.providers.embeddings import get_embedder
+    """all-MiniLM-L6-v2 from the package, loaded once per test session."""
+    from pyapp.providers.embeddings import LocalMiniLMEmbedder
 
-    embedder = get_embedder(env={"PARLEY_EMBEDDINGS": "local"})
+    embedder = LocalMiniLMEmbedder()
     embedder._encode(["warm up"])
     return embedder
 
