@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from console_helpers import CHROMIUM_ARGS, ConsoleClient
+from console.console_helpers import CHROMIUM_ARGS, ConsoleClient
 
 
 @pytest.fixture

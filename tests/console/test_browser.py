@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from console_helpers import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
+from console.console_helpers import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
 from support import _signup
 
 HOSTILE = "<img src=x onerror=alert(1)>"
@@ -93,7 +93,7 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
 def test_knowledge_try_question_and_analytics(server_thread, browser):
     import asyncpg
 
-    from console_helpers import seed_analytics
+    from console.console_helpers import seed_analytics
 
     srv = server_thread
     owner = srv.run(_signup(srv.server))

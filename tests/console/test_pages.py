@@ -5,7 +5,7 @@ import csv
 import io
 import re
 
-from console_helpers import Visitor, make_chatbot, widget_session
+from console.console_helpers import Visitor, make_chatbot, widget_session
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -213,7 +213,7 @@ async def test_knowledge_text_url_upload_try(server, signup, console_client, mon
 
 
 async def test_analytics_and_feedback_triage(server, signup, console_client, owner_conn):
-    from console_helpers import seed_analytics
+    from console.console_helpers import seed_analytics
 
     owner = await signup(server)
     bot = await make_chatbot(server, owner["access_token"])
@@ -266,9 +266,11 @@ async def test_chatbot_settings_preview_and_onboarding(server, signup, console_c
              "/other": '<html><body><script src="https://x.example/widget.js" data-chatbot="pk_someoneelse1234567">'
                        '</script></body></html>',
              "/without": "<html><body>nothing here</body></html>"}
+    async def serve(request):
+        return web.Response(text=pages["/" + request.match_info["name"]], content_type="text/html")
+
     site = web.Application()
-    site.router.add_get("/{name}", lambda r: web.Response(text=pages["/" + r.match_info["name"]],
-                                                          content_type="text/html"))
+    site.router.add_get("/{name}", serve)
     runner = web.AppRunner(site)
     await runner.setup()
     tcp = web.TCPSite(runner, "127.0.0.1", 0)
