@@ -7,7 +7,23 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from pyapp.console.web import ROUTES, STATIC
+from pyapp.console.web import ROUTES, STATIC, Ctx, page
+from pyapp.errors import ApiError
+
+
+@page("GET", "/console/__not_found__")
+async def _not_found(ctx: Ctx):
+    raise ApiError(404, "not_found", "There is no such page in the console.")
+
+
+async def not_found(request: web.Request) -> web.StreamResponse:
+    """Any other /console/... address: an HTML 404 (signed in) or the sign-in page."""
+    handler = next(h for m, p, h in ROUTES if p == "/console/__not_found__")
+    return await handler(request)
+
+
+async def lambda_redirect(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=303, headers={"Location": "/console/"})
 
 
 def setup(app: web.Application) -> None:
@@ -25,9 +41,11 @@ def setup(app: web.Application) -> None:
 
     seen: set[tuple[str, str]] = set()
     for method, path, handler in ROUTES:
-        if (method, path) in seen:
+        if (method, path) in seen or path == "/console/__not_found__":
             continue
         seen.add((method, path))
         app.router.add_route(method, path, handler)
     chatbots.setup_preview(app)
     app.router.add_static("/console/static/", STATIC, name="console_static", append_version=False)
+    app.router.add_route("GET", "/console/{tail:.*}", not_found)
+    app.router.add_route("GET", "/console", lambda_redirect)

@@ -336,3 +336,82 @@ async def test_chatbot_settings_preview_and_onboarding(server, signup, console_c
     assert status == 422 and "Type the chatbot" in html
     status, html, _ = await c.post(f"/console/chatbots/{bot_id}/delete", {"confirm": "Acme support"})
     assert status == 200 and "Chatbot deleted" in html
+
+
+async def test_session_refresh_sign_out_and_cookie_flags(settings, signup):
+    import asyncio
+
+    from console.console_helpers import ConsoleClient
+    from support import start_server
+
+    settings.access_token_ttl = 30  # within REFRESH_MARGIN at once: refreshed on every request
+    srv = await start_server(settings)
+    c = ConsoleClient(srv.base_url)
+    try:
+        owner = await signup(srv)
+        status, text, _ = await c.get("/console/sign-in")
+        token = re.search(r'name="_csrf" value="([^"]+)"', text).group(1)
+        async with c.http.post(srv.base_url + "/console/sign-in", allow_redirects=False,
+                               data={"email": owner["email"], "password": owner["password"], "_csrf": token}) as r:
+            assert r.status == 303
+            cookie = r.cookies["parley_console"]
+            assert cookie["httponly"] and cookie["path"] == "/console" and cookie["samesite"] == "Lax"
+            assert not cookie["secure"]  # plain http here; Secure when the request is https
+        first = c.http.cookie_jar.filter_cookies(__import__("yarl").URL(srv.base_url + "/console/"))["parley_console"].value
+        # parallel requests with an expiring access token share one refresh rotation
+        results = await asyncio.gather(*[c.get("/console/inbox") for _ in range(6)])
+        assert all(status == 200 and "Inbox" in text for status, text, _ in results)
+        second = c.http.cookie_jar.filter_cookies(__import__("yarl").URL(srv.base_url + "/console/"))["parley_console"].value
+        assert second != first
+        status, text, resp = await c.get("/console/leads")
+        assert status == 200 and "/console/leads" in str(resp.url)
+        # sign out: the cookie goes, and the old cookie no longer works
+        status, text, resp = await c.post("/console/sign-out", {})
+        assert "/console/sign-in" in str(resp.url) and "You are signed out" in text
+        stale = ConsoleClient(srv.base_url)
+        stale.http.cookie_jar.update_cookies({"parley_console": second})
+        status, text, resp = await stale.get("/console/inbox")
+        assert "/console/sign-in" in str(resp.url)
+        await stale.close()
+    finally:
+        await c.close()
+        await srv.close()
+
+
+async def test_invite_sign_up_and_accept(server, signup, console_client):
+    owner = await signup(server)
+    c = console_client()
+    await c.sign_in(owner["email"], owner["password"])
+    status, html, _ = await c.post("/console/team/invites", {"email": "newbie@example.com", "role": "agent"})
+    link = re.search(r'id="invite-link">([^<]+)<', html).group(1).replace("&amp;", "&")
+    path = link[link.index("/console/"):]
+    newbie = console_client()
+    status, html, _ = await newbie.get(path)
+    assert status == 200 and "Create an account" in html
+    nxt = re.search(r'href="/console/sign-up\?next=([^"]+)"', html).group(1)
+    status, html, _ = await newbie.get(f"/console/sign-up?next={nxt}")
+    token = re.search(r'name="_csrf" value="([^"]+)"', html).group(1)
+    next_value = re.search(r'name="next" value="([^"]*)"', html).group(1).replace("&amp;", "&")
+    status, html, resp = await newbie.post("/console/sign-up", {"_csrf": token, "next": next_value, "name": "New Bie",
+                                                               "email": "newbie@example.com", "password": "short"})
+    assert status == 422 and "At least 8 characters" in html
+    status, html, resp = await newbie.post("/console/sign-up", {"_csrf": token, "next": next_value, "name": "New Bie",
+                                                               "email": "newbie@example.com",
+                                                               "password": "a good long password"})
+    assert status == 200 and "/console/accept-invite" in str(resp.url) and "Join" in html
+    newbie.csrf = re.search(r'name="_csrf" value="([^"]+)"', html).group(1)
+    invite_token = re.search(r'name="token" value="([^"]+)"', html).group(1)
+    status, html, resp = await newbie.post("/console/accept-invite", {"token": invite_token})
+    assert status == 200 and "/console/inbox" in str(resp.url)
+    status, html, _ = await c.get("/console/team")
+    assert "newbie@example.com" in html and "New Bie" in html
+
+
+async def test_unknown_console_page_is_html(server, signup, console_client):
+    owner = await signup(server)
+    c = console_client()
+    await c.sign_in(owner["email"], owner["password"])
+    status, html, resp = await c.get("/console/no-such-page")
+    assert status == 404 and resp.content_type == "text/html" and "Not found" in html
+    status, html, _ = await c.get("/console/conversations/not-a-uuid")
+    assert status == 404 and "Not found" in html
