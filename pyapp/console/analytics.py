@@ -11,7 +11,7 @@ import uuid
 from urllib.parse import urlencode
 
 from pyapp.console import charts, queries
-from pyapp.console.web import Ctx, json_ok, page, redirect
+from pyapp.console.web import Ctx, json_ok, page, redirect, safe_query
 from pyapp.errors import ApiError
 
 WINDOWS = (7, 30, 90)
@@ -92,6 +92,6 @@ async def triage(ctx: Ctx):
         raise ApiError(404, "not_found", "No such feedback.")
     if ctx.wants_json:
         return json_ok({"ok": True, "triaged": done})
-    back = str(ctx.form.get("back") or "")
+    back = safe_query(ctx.form.get("back"))
     back = back if back.startswith("days=") else "days=30"
     return redirect(f"/console/analytics?{back}&done={'triaged' if done else 'reopened'}#feedback")

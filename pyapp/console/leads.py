@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError, field_validator
 
 from pyapp.console import queries
-from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect
+from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
 from pyapp.errors import ApiError
 from pyapp.leads import csv_cell
 
@@ -125,5 +125,5 @@ async def lead_status(ctx: Ctx):
     await ctx.conn.execute("SELECT 1 FROM parley.set_lead_status($1, $2)", lead_id, data.status)
     if ctx.wants_json:
         return json_ok({"ok": True, "status": data.status})
-    back = ctx.form.get("back") or ""
+    back = safe_query(ctx.form.get("back"))
     return redirect(f"/console/leads?{back}&done=updated" if back else "/console/leads?done=updated")

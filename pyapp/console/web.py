@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -69,11 +70,26 @@ def _dt(value) -> str:
     return value.strftime("%Y-%m-%d %H:%M")
 
 
+def _safe_url(value) -> str:
+    """Only http(s) URLs become links; anything else (javascript:, data:) is dropped."""
+    text = str(value or "").strip()
+    return text if re.match(r"^https?://", text, re.I) else ""
+
+
+_QS_UNSAFE = re.compile(r"[^A-Za-z0-9=&%._+~-]")
+
+
+def safe_query(value) -> str:
+    """A query string from a form field, reduced to URL-safe characters (for redirects)."""
+    return _QS_UNSAFE.sub("", str(value or ""))[:500]
+
+
 ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True,
                   default_for_string=True), trim_blocks=True, lstrip_blocks=True)
 ENV.filters["tojson"] = _tojson
 ENV.filters["timeago"] = _timeago
 ENV.filters["dt"] = _dt
+ENV.filters["safe_url"] = _safe_url
 
 
 @dataclass

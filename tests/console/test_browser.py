@@ -25,8 +25,10 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
         page.click("form[action='/console/canned'] button[type=submit]")
         expect(page.locator("table")).to_contain_text("/thanks")
 
+        context.grant_permissions(["notifications"], origin=srv.base_url)
         page.goto(f"{srv.base_url}/console/inbox?tab=all")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        page.check("#notify-toggle")  # opt in to desktop notifications + sound
         # a visitor arrives while the inbox is open: it shows up without a reload
         session = srv.run(widget_session(srv.server, bot["public_key"], page_url="https://shop.example/pricing",
                                          locale="pt-PT"))
@@ -42,6 +44,8 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
         srv.run(visitor.send({"type": "human"}))
         expect(page.locator("[data-count='waiting']").first).to_have_text("1", timeout=10_000)
         expect(page.locator("#nav-waiting")).to_have_text("1")
+        expect(page.locator("body")).to_have_attribute("data-last-alert", conv_id)
+        assert page.evaluate("Notification.permission") == "granted"
 
         row.locator("a").click()
         page.wait_for_url(f"**/console/conversations/{conv_id}*")
