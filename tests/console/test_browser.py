@@ -133,3 +133,32 @@ def test_knowledge_try_question_and_analytics(server_thread, browser):
         expect(page.locator("table")).to_contain_text("Open conversation")
     finally:
         context.close()
+
+
+def test_chatbot_settings_live_preview(server_thread, browser):
+    srv = server_thread
+    owner = srv.run(_signup(srv.server))
+    bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Preview bot",
+                               config={"greeting": "Hello from the preview", "starters": ["Pricing?"]}))
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        browser_sign_in(page, srv.base_url, owner["email"], owner["password"], f"/console/chatbots/{bot['id']}")
+        frame = page.frame_locator("#preview-frame")
+        expect(frame.locator("parley-chat .pl-panel")).to_be_visible(timeout=10_000)
+        expect(frame.locator("parley-chat .pl-log")).to_contain_text("Hello from the preview")
+        first_src = page.get_attribute("#preview-frame", "src")
+        page.fill("#f-greeting", "Olá, tudo bem?")
+        expect(page.locator("#preview-frame")).not_to_have_attribute("src", first_src, timeout=5000)
+        expect(frame.locator("parley-chat .pl-log")).to_contain_text("Olá, tudo bem?", timeout=10_000)
+        frame.locator("parley-chat .pl-form textarea").fill("Is this live?")
+        frame.locator("parley-chat .pl-form textarea").press("Enter")
+        expect(frame.locator("parley-chat .pl-log")).to_contain_text("This is a preview", timeout=10_000)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "chatbot-settings.png"), full_page=True)
+    finally:
+        context.close()
+    status, body = srv.run(srv.server.call("GET", "/api/conversations", token=owner["access_token"]))
+    assert body["conversations"] == []  # the preview never creates a conversation
