@@ -269,7 +269,8 @@ const boot = () => {
   };
 
   const onMessage = (m) => {
-    if (!m || m.id == null || byId.has(m.id)) return;
+    // Stored messages are deduped by id; an unstored notice (id null) is just shown.
+    if (!m || byId.has(m.id)) return;
     if (m.id > lastSeen) lastSeen = m.id;
     const el = bubble(m);
     const old = (m.client_id && byCid.get(m.client_id)) || (m.stream_id && streams.get(m.stream_id)?.el);
@@ -284,7 +285,7 @@ const boot = () => {
     }
     if (old) old.replaceWith(el);
     else add(el, m.author === 'visitor');
-    byId.set(m.id, el);
+    if (m.id != null) byId.set(m.id, el);
     if (m.author === 'visitor') chips.hidden = true;
     else {
       showTyping(false);

@@ -1,0 +1,44 @@
+"""Embedding: shadow DOM, sessions, storage, isolation from host CSS, theming, layout, JS API."""
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+
+from widget.protocol_double import KEY
+
+
+def test_renders_in_shadow_dom_with_session_and_hello(double, visit, context):
+    w = visit("/")
+    page = w.page
+    info = page.evaluate("""() => {
+        const host = document.querySelector('parley-chat');
+        return {shadow: !!host.shadowRoot, lightChildren: host.children.length,
+                lightWidget: document.querySelectorAll('.pl, .pl-launch, .pl-panel').length,
+                cookie: document.cookie, storage: Object.keys(localStorage)}
+    }""")
+    assert info["shadow"] and info["lightChildren"] == 0 and info["lightWidget"] == 0
+    conv = double.conversation
+    assert info["cookie"] == "" and context.cookies() == []
+    assert info["storage"] == [f"parley:{KEY}:cid"]
+    assert page.evaluate(f"localStorage.getItem('parley:{KEY}:cid')") == conv.id
+
+    path, body, headers = double.session_requests[0]
+    assert path == "/api/widget/sessions"
+    assert body["chatbot_key"] == KEY and body["conversation_id"] is None
+    assert body["page_url"] == double.site_url + "/" and body["locale"] == "en-US" and "referrer" in body
+    assert headers["Origin"] == double.site_url and "Cookie" not in headers
+
+    # The token goes in the first frame, not the URL; a fresh page asks for the whole history.
+    expect(w.launcher).to_have_attribute("aria-label", "Open chat")
+    page.wait_for_function("() => true")
+    assert double.hellos and double.hellos[0]["type"] == "hello"
+    assert double.hellos[0]["last_seen_id"] == 0 and double.hellos[0]["token"] in double.tokens
+
+    w.open()
+    expect(w.q(".pl-head h2")).to_have_text("Acme support")
+    expect(w.q(".pl-greet")).to_contain_text("Hi! Ask me anything about Acme Bikes.")
+    expect(w.q(".pl-greet strong")).to_have_text("Acme Bikes")
+    expect(w.q(".pl-by")).to_have_text("Powered by Parley")
+    assert page.parley_errors == []
+    w.shot("embed-open-panel")
