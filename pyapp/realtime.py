@@ -309,6 +309,8 @@ class Sink:
     """
 
     kind = "agent"
+    __slots__ = ("tenant_id", "conversation_id", "label", "_send", "_close", "_queue", "_writer", "_held",
+                 "replayed", "closed", "feed", "_done")
 
     def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], *, conversation_id: uuid.UUID | None = None,
@@ -318,7 +320,7 @@ class Sink:
         self.label = label
         self._send = send
         self._close = close
-        self._queue: deque = deque()
+        self._queue: deque | None = None  # created on demand: idle sockets hold none
         self._writer: asyncio.Task | None = None
         self._held: list[PreparedEvent] | None = []
         self.replayed: set[int] = set()
@@ -330,7 +332,9 @@ class Sink:
     def push(self, item: Any, *, bounded: bool = True) -> None:
         if self.closed:
             return
-        if bounded and len(self._queue) >= MAX_QUEUE:
+        if self._queue is None:
+            self._queue = deque()
+        elif bounded and len(self._queue) >= MAX_QUEUE:
             log.warning("dropping a slow %s client (%d frames queued)", self.kind, len(self._queue))
             self.close_soon(4408, "too slow; reconnect and resume")
             return
@@ -342,6 +346,7 @@ class Sink:
         try:
             while self._queue and not self.closed:
                 await self._send(self._queue.popleft())
+            self._queue = None
         except Exception as exc:  # the peer went away mid-write
             log.debug("send failed: %s", exc)
             self._writer = None
@@ -359,7 +364,7 @@ class Sink:
         if self.closed:
             return None
         self.closed = True
-        self._queue.clear()
+        self._queue = None
         if self._done is not None:
             self._done.set()
         return asyncio.get_running_loop().create_task(self._close(code, reason))
@@ -387,7 +392,7 @@ class Sink:
         held, self._held = self._held or [], None
         for ev in held:
             self.emit(ev)
-        self.replayed.clear()
+        self.replayed = _NOTHING
 
     def emit(self, ev: PreparedEvent) -> None:
         if ev.id in self.replayed:
@@ -399,8 +404,12 @@ class Sink:
         self.push(json_dumps(frame))
 
 
+_NOTHING: frozenset = frozenset()
+
+
 class SseSink(Sink):
     kind = "sse"
+    __slots__ = ()
 
     def emit(self, ev: PreparedEvent) -> None:
         if ev.id in self.replayed:
@@ -413,6 +422,7 @@ class SseSink(Sink):
 
 class VisitorSink(Sink):
     kind = "visitor"
+    __slots__ = ()
 
     def emit(self, ev: PreparedEvent) -> None:
         for message_id, text in ev.visitor_texts:

@@ -263,6 +263,10 @@ def _validation_message(exc: ValidationError) -> str:
 class VisitorSession:
     """One visitor WebSocket after hello."""
 
+    __slots__ = ("app", "ws", "claims", "relay", "pool", "chatbot", "actor", "sink", "ip", "request_id", "status",
+                 "visitor_messages", "lead_sent", "lead_requested", "_typing", "_read", "_notices", "_tokens",
+                 "_refill")
+
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, claims: VisitorClaims,
                  ip: str | None, request_id: str | None, chatbot: dict) -> None:
         self.app = app
@@ -274,14 +278,15 @@ class VisitorSession:
         self.actor = dataclasses.replace(visitor_actor(None, claims, ip=ip), request_id=request_id)
         self.sink = VisitorSink(claims.tenant_id, self._send, self._close,
                                 conversation_id=claims.conversation_id, label="visitor")
-        self.ctx = VisitorContext(app, claims, ip, request_id, self.sink)
+        self.ip = ip
+        self.request_id = request_id
         self.status = "bot"
         self.visitor_messages = 0
         self.lead_sent = False
         self.lead_requested = False
         self._typing: tuple[bool, float] = (False, 0.0)
         self._read = 0
-        self._notices: dict[str, float] = {}
+        self._notices: dict[str, float] | None = None
         self._tokens = FRAME_BURST
         self._refill = time.monotonic()
 
@@ -395,6 +400,8 @@ class VisitorSession:
     async def _notice(self, err: ApiError) -> None:
         """Limits: the visitor must see it in the conversation, so store one system message (throttled)."""
         now = time.monotonic()
+        if self._notices is None:
+            self._notices = {}
         if now - self._notices.get(err.code, -NOTICE_EVERY) < NOTICE_EVERY:
             return
         self._notices[err.code] = now
@@ -413,14 +420,18 @@ class VisitorSession:
 
     async def on_message(self, frame: MessageFrame) -> None:
         async with self.tx() as conn:
-            # A resend returns the row stored by an earlier transaction: its created_at is not
-            # this transaction's now().
+            # One round trip. A resend returns the row stored by an earlier transaction (its
+            # created_at is not this transaction's now()). The status subquery sees the statement's
+            # snapshot, from before post_message ran: a visitor message only ever changes
+            # closed → bot, so that is what "closed" means here.
             row = await conn.fetchrow(
-                "SELECT parley.message_json(m, true) AS message, m.created_at <> now() AS duplicate"
+                "SELECT parley.message_json(m, true) AS message, m.created_at <> now() AS duplicate,"
+                "       (SELECT c.status FROM parley.conversations c"
+                "         WHERE c.tenant_id = m.tenant_id AND c.id = m.conversation_id) AS status_before"
                 "  FROM parley.post_message($1, 'visitor', $2, $3, '{}') m",
                 self.claims.conversation_id, frame.body, frame.client_id)
-            self.status = await conn.fetchval("SELECT c.status FROM parley.conversations c WHERE c.id = $1",
-                                              self.claims.conversation_id)
+        before = row["status_before"]
+        self.status = "bot" if before == "closed" and not row["duplicate"] else before
         msg = row["message"]
         if row["duplicate"]:
             # No new event will come through the relay: answer the resend directly.
@@ -468,7 +479,8 @@ class VisitorSession:
         if handler is None:
             self.send(error_frame("unsupported", f"{kind} is not supported yet."))
             return
-        reply = await handler(self.ctx, frame.model_dump())
+        ctx = VisitorContext(self.app, self.claims, self.ip, self.request_id, self.sink)
+        reply = await handler(ctx, frame.model_dump())
         if reply:
             self.send(reply)
 
@@ -525,6 +537,26 @@ def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
 # --------------------------------------------------------------------------- handler
 
 
+CHATBOT_TTL = 10.0  # seconds a chatbot's row is reused for new sockets (config changes show up after this)
+_CHATBOTS = web.AppKey("visitor_chatbots", dict)
+
+
+async def chatbot_by_key(app: web.Application, public_key: str) -> dict | None:
+    """parley.widget_chatbot, cached briefly and shared by every socket of the chatbot (read-only)."""
+    cache: dict = app[_CHATBOTS]
+    now = time.monotonic()
+    hit = cache.get(public_key)
+    if hit is not None and now - hit[0] < CHATBOT_TTL:
+        return hit[1]
+    row = await app[POOL].fetchrow("SELECT * FROM parley.widget_chatbot($1)", public_key)
+    value = dict(row) if row is not None else None
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[public_key] = (now, value)
+    return value
+
+
+
 async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=HARD_FRAME_BYTES)
     await ws.prepare(request)
@@ -555,12 +587,12 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_json(error_frame("invalid_token", "The conversation token is invalid or expired."))
             await ws.close(code=4401, message=b"invalid token")
             return ws
-        chatbot = await app[POOL].fetchrow("SELECT * FROM parley.widget_chatbot($1)", claims.public_key)
+        chatbot = await chatbot_by_key(app, claims.public_key)
         if chatbot is None or chatbot["chatbot_id"] != claims.chatbot_id:
             await ws.send_json(error_frame("unknown_chatbot", "This chatbot no longer exists."))
             await ws.close(code=4403, message=b"unknown chatbot")
             return ws
-        session = VisitorSession(app, ws, claims, client_ip(request), request.get(REQUEST_ID), dict(chatbot))
+        session = VisitorSession(app, ws, claims, client_ip(request), request.get(REQUEST_ID), chatbot)
         if not await session.start(hello.last_seen_id):
             session.sink.push(json_dumps(error_frame("not_found", "No such conversation.")))
             await session.sink.flush()
@@ -595,4 +627,5 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
 def setup(app: web.Application) -> None:
     install_relay(app)
     app[_BOT_LOCKS] = {}
+    app[_CHATBOTS] = {}
     app.router.add_get("/ws/visitor", visitor_socket)

@@ -201,3 +201,17 @@ async def test_sse_keepalive_comments(settings, signup):
 async def test_sse_needs_a_member(server):
     status, body = await server.call("GET", "/api/events")
     assert status == 401 and body["error"]["code"] == "unauthenticated"
+
+
+async def test_visitor_message_reopens_a_closed_conversation_with_the_bot(server, tenant, clients):
+    sess = await widget_session(server, tenant["key"])
+    conv = sess["conversation_id"]
+    vis = await visitor(server, sess)
+    clients.append(vis)
+    status, _ = await server.call("POST", f"/api/conversations/{conv}/close", token=tenant["access_token"])
+    assert status == 200
+    assert (await vis.expect(type="status"))["status"] == "closed"
+    await vis.send({"type": "message", "client_id": "c-1", "body": "one more thing"})
+    assert (await vis.expect(type="status"))["status"] == "bot"
+    await vis.expect_message("one more thing", author="visitor")
+    await vis.expect_message(author="bot")

@@ -1,0 +1,480 @@
+"""Chat benchmark: visitors and agents through the real server, against a bare baseline.
+
+    python bench/chat_flow.py [--quick] [--visitors N] [--agents M] [--seconds S] [--idle K]
+
+Uses DATABASE_URL when set, else the embedded PostgreSQL (./.parley); creates its own
+database with `migrate` and drops it afterwards. Everything runs in this process on one
+event loop (server, relay and clients alike), and so does the baseline, so the ratio compares
+like with like:
+
+* Parley: N visitors (widget session + /ws/visitor, conversations claimed by an agent so no
+  bot runs) each send a message, wait for it to come back over their socket, and send the
+  next; M agent sockets (/ws/agent) receive every event of the tenant. Latency is from the
+  visitor's send to each agent's receipt of the `message_added` event.
+* Baseline: the same clients against a bare aiohttp app: one asyncpg transaction
+  `INSERT` + `pg_notify(payload)`, one LISTEN connection, the payload relayed to the visitor's
+  and the agents' WebSockets. No auth, RLS, limits, usage, events table or state machine.
+* Idle memory: K visitor sockets (after hello) held open by a child process; the server
+  process's RSS growth divided by K.
+
+The last line is `msgs_per_s=N p99_ms=N baseline_ratio=R kb_per_idle_ws=N`
+(baseline_ratio = Parley msgs/s ÷ baseline msgs/s).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+from aiohttp import web  # noqa: E402
+
+ORIGIN = "https://bench.example"
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+# --------------------------------------------------------------------------- database
+
+
+def prepare_database() -> tuple[object, str, str]:
+    """(settings for a fresh migrated database, admin url of the maintenance db, db name)."""
+    from pyapp.config import Settings, _read_or_create_secret, data_dir, with_database
+    from pyapp.migrate import migrate
+
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        secret = os.environ.get("PARLEY_SECRET_KEY") or _read_or_create_secret(data_dir() / "secret_key")
+        maint = with_database(url, "postgres")
+    else:
+        from pyapp.embedded import EmbeddedCluster
+
+        cluster = EmbeddedCluster(data_dir())
+        cluster.start()
+        secret = os.environ.get("PARLEY_SECRET_KEY") or _read_or_create_secret(data_dir() / "secret_key")
+        maint = cluster.admin_url("postgres")
+    name = f"parley_chatbench_{secrets.token_hex(4)}"
+    settings = Settings(admin_url=with_database(maint, name), secret_key=secret, host="127.0.0.1", port=0,
+                        embedded=not url, extra={"argon2_fast": True})
+    migrate(settings)
+    return settings, maint, name
+
+
+async def drop_database(maint: str, name: str) -> None:
+    conn = await asyncpg.connect(maint)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    return runner, f"http://127.0.0.1:{port}"
+
+
+def baseline_app(pool: asyncpg.Pool, listen_dsn: str) -> web.Application:
+    """The bare minimum: INSERT + NOTIFY in one transaction, one LISTEN connection, WS fan-out."""
+    app = web.Application()
+    visitors: dict[str, set] = {}
+    agents: set = set()
+    state: dict = {}
+
+    def on_notify(_conn, _pid, _channel, payload: str) -> None:
+        msg = json.loads(payload)
+        to_visitor = json.dumps({"type": "message", "message": msg})
+        to_agent = json.dumps({"type": "event", "event": {"kind": "message_added",
+                                                          "conversation_id": msg["conversation_id"],
+                                                          "message": msg}})
+        for ws in visitors.get(msg["conversation_id"], ()):
+            asyncio.ensure_future(ws.send_str(to_visitor))
+        for ws in agents:
+            asyncio.ensure_future(ws.send_str(to_agent))
+
+    async def startup(app):
+        state["listen"] = await asyncpg.connect(listen_dsn)
+        await state["listen"].add_listener("bench_baseline", on_notify)
+
+    async def cleanup(app):
+        await state["listen"].close()
+
+    async def visitor_ws(request):
+        ws = web.WebSocketResponse(max_msg_size=65536)
+        await ws.prepare(request)
+        conv = None
+        try:
+            async for msg in ws:
+                frame = json.loads(msg.data)
+                if frame["type"] == "hello":
+                    conv = frame["token"]
+                    visitors.setdefault(conv, set()).add(ws)
+                    await ws.send_str(json.dumps({"type": "ready", "conversation_id": conv, "status": "human"}))
+                elif frame["type"] == "message":
+                    async with pool.acquire() as conn:
+                        async with conn.transaction():
+                            row = await conn.fetchrow(
+                                "INSERT INTO bench_baseline (conversation_id, body, client_id) VALUES ($1, $2, $3)"
+                                " RETURNING id, created_at", conv, frame["body"], frame["client_id"])
+                            payload = json.dumps({"id": row["id"], "conversation_id": conv, "author": "visitor",
+                                                  "body": frame["body"], "client_id": frame["client_id"],
+                                                  "created_at": row["created_at"].isoformat()})
+                            await conn.execute("SELECT pg_notify('bench_baseline', $1)", payload)
+        finally:
+            if conv:
+                visitors.get(conv, set()).discard(ws)
+        return ws
+
+    async def agent_ws(request):
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        agents.add(ws)
+        try:
+            async for msg in ws:
+                frame = json.loads(msg.data)
+                if frame["type"] == "hello":
+                    await ws.send_str(json.dumps({"type": "ready"}))
+        finally:
+            agents.discard(ws)
+        return ws
+
+    app.router.add_get("/ws/visitor", visitor_ws)
+    app.router.add_get("/ws/agent", agent_ws)
+    app.on_startup.append(startup)
+    app.on_cleanup.append(cleanup)
+    return app
+
+
+# --------------------------------------------------------------------------- clients
+
+
+class Run:
+    """Counters of one measured run."""
+
+    def __init__(self, warmup_until: float, end_at: float) -> None:
+        self.warmup_until = warmup_until
+        self.end_at = end_at
+        self.sent = 0
+        self.acked = 0
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+
+    def in_window(self, t: float) -> bool:
+        return self.warmup_until <= t < self.end_at
+
+
+async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run: Run, vid: int) -> None:
+    async with session.ws_connect(base.replace("http", "ws", 1) + "/ws/visitor", heartbeat=None) as ws:
+        await ws.send_str(json.dumps({"type": "hello", "token": token, "last_seen_id": 0}))
+        while True:
+            frame = json.loads((await ws.receive()).data)
+            if frame["type"] == "ready":
+                break
+        seq = 0
+        while time.perf_counter() < run.end_at:
+            seq += 1
+            cid = f"v{vid}-{seq}"
+            t0 = time.perf_counter()
+            await ws.send_str(json.dumps({"type": "message", "client_id": cid, "body": f"{t0!r}|hello from {vid}"}))
+            if run.in_window(t0):
+                run.sent += 1
+            while True:
+                msg = await ws.receive(timeout=30)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    return
+                frame = json.loads(msg.data)
+                if frame["type"] == "message" and frame["message"].get("client_id") == cid:
+                    if run.in_window(t0):
+                        run.acked += 1
+                    break
+                if frame["type"] == "error":
+                    run.errors[frame.get("code", "?")] = run.errors.get(frame.get("code", "?"), 0) + 1
+                    await asyncio.sleep(0.05)
+                    break
+
+
+async def run_agent(session: aiohttp.ClientSession, base: str, token: str, run: Run, ready: asyncio.Event,
+                    stop: asyncio.Event) -> None:
+    async with session.ws_connect(base.replace("http", "ws", 1) + "/ws/agent", heartbeat=None) as ws:
+        await ws.send_str(json.dumps({"type": "hello", "token": token}))
+        receiving = asyncio.ensure_future(ws.receive())
+        stopping = asyncio.ensure_future(stop.wait())
+        while True:
+            done, _ = await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                receiving.cancel()
+                return
+            msg = receiving.result()
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                stopping.cancel()
+                return
+            receiving = asyncio.ensure_future(ws.receive())
+            now = time.perf_counter()
+            frame = json.loads(msg.data)
+            if frame["type"] == "ready":
+                ready.set()
+            elif frame["type"] == "event" and frame["event"].get("kind") == "message_added":
+                message = frame["event"].get("message") or {}
+                if message.get("author") == "visitor":
+                    t0 = float(message["body"].split("|", 1)[0])
+                    if run.in_window(t0):
+                        run.latencies.append(now - t0)
+
+
+async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], seconds: float,
+                warmup: float) -> dict:
+    """Run the flow against one server; returns msgs/s and latency percentiles (ms)."""
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        start = time.perf_counter() + 1.0
+        run = Run(start + warmup, start + warmup + seconds)
+        stop = asyncio.Event()
+        readies = [asyncio.Event() for _ in agent_tokens]
+        agents = [asyncio.ensure_future(run_agent(session, base, t, run, r, stop))
+                  for t, r in zip(agent_tokens, readies)]
+        await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
+        visitors = [asyncio.ensure_future(run_visitor(session, base, t, run, i))
+                    for i, t in enumerate(visitor_tokens)]
+        await asyncio.gather(*visitors)
+        # Let the last events reach the agents, then stop them.
+        await asyncio.sleep(0.5)
+        stop.set()
+        await asyncio.gather(*agents, return_exceptions=True)
+    lat = [x * 1000 for x in run.latencies]
+    return {"msgs_per_s": run.acked / seconds, "sent": run.sent, "acked": run.acked,
+            "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
+            "deliveries": len(lat), "errors": run.errors}
+
+
+# --------------------------------------------------------------------------- arranging
+
+
+async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int) -> dict:
+    """A tenant with unlimited limits, a chatbot, and visitor sessions (conversations claimed)."""
+    async with aiohttp.ClientSession() as http:
+        slug = f"bench-{secrets.token_hex(4)}"
+        async with http.post(base + "/api/auth/signup", json={
+                "email": f"{slug}@bench.example", "password": "bench-password-123", "name": "Bench Agent",
+                "tenant_name": "Bench Co", "slug": slug}) as resp:
+            body = await resp.json()
+            assert resp.status == 201, body
+        token, tenant_id = body["access_token"], uuid.UUID(body["tenant"]["id"])
+        owner = await asyncpg.connect(settings.admin_url)
+        try:
+            await owner.execute(
+                "INSERT INTO parley.tenant_limits (tenant_id, max_open_conversations, msgs_per_min_chatbot,"
+                " msgs_per_min_ip, ai_msgs_per_day) VALUES ($1, 0, 0, 0, 0)", tenant_id)
+            key = await owner.fetchval(
+                "INSERT INTO parley.chatbots (tenant_id, name, allowed_origins) VALUES ($1, 'Bench', $2)"
+                " RETURNING public_key", tenant_id, [ORIGIN])
+        finally:
+            await owner.close()
+
+        sem = asyncio.Semaphore(16)
+
+        async def session(claim: bool) -> str:
+            async with sem:
+                async with http.post(base + "/api/widget/sessions", json={"chatbot_key": key},
+                                     headers={"Origin": ORIGIN}) as resp:
+                    out = await resp.json()
+                    assert resp.status == 201, out
+                if claim:  # a human has it: no bot turn, visitor → agent only
+                    async with http.post(f"{base}/api/conversations/{out['conversation_id']}/claim",
+                                         headers={"Authorization": f"Bearer {token}"}) as resp:
+                        assert resp.status == 200, await resp.text()
+                return out["token"]
+
+        tokens = await asyncio.gather(*(session(True) for _ in range(n_visitors)))
+        idle = await asyncio.gather(*(session(False) for _ in range(n_conversations)))
+    return {"agent_token": token, "visitor_tokens": list(tokens), "idle_tokens": list(idle), "key": key}
+
+
+# --------------------------------------------------------------------------- idle sockets
+
+
+async def idle_client_main(url: str, token_file: str) -> None:
+    """Child process: open one visitor socket per token, hello, report, then hold them."""
+    raise_fd_limit()
+    tokens = json.loads(Path(token_file).read_text())
+    sem = asyncio.Semaphore(100)
+    conn = aiohttp.TCPConnector(limit=0)
+    session = aiohttp.ClientSession(connector=conn)
+    sockets = []
+
+    async def one(token: str) -> None:
+        async with sem:
+            ws = await session.ws_connect(url, heartbeat=None, autoping=True)
+            await ws.send_str(json.dumps({"type": "hello", "token": token, "last_seen_id": 0}))
+            while True:
+                frame = json.loads((await ws.receive(timeout=60)).data)
+                if frame["type"] == "ready":
+                    break
+            sockets.append(ws)
+
+    results = await asyncio.gather(*(one(t) for t in tokens), return_exceptions=True)
+    failed = sum(1 for r in results if isinstance(r, BaseException))
+    print(f"READY {len(sockets)} {failed}", flush=True)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(None, sys.stdin.read)  # until the parent closes our stdin
+    for ws in sockets:
+        await ws.close()
+    await session.close()
+
+
+async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
+    """Server-side RSS growth per idle visitor socket (KB), and how many were open."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        json.dump(tokens, fh)
+        path = fh.name
+    try:
+        gc.collect()
+        before = rss_kb()
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--idle-client", base.replace("http", "ws", 1) + "/ws/visitor", path,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        line = (await asyncio.wait_for(child.stdout.readline(), 300)).decode().split()
+        opened = int(line[1])
+        await asyncio.sleep(1.0)  # let the last hellos' replies and buffers settle
+        gc.collect()
+        after = rss_kb()
+        child.stdin.close()
+        await asyncio.wait_for(child.wait(), 60)
+    finally:
+        os.unlink(path)
+    return (after - before) / max(opened, 1), opened
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def bench(args) -> None:
+    from pyapp import visitor_ws
+    from pyapp.app import create_app, load_surfaces
+    from pyapp.db import create_pool
+
+    raise_fd_limit()
+    t_start = time.perf_counter()
+    settings, maint, dbname = await asyncio.to_thread(prepare_database)
+    print(f"database {dbname} migrated in {time.perf_counter() - t_start:.1f}s", flush=True)
+    load_surfaces()
+    visitor_ws.set_bot_responder(_no_bot)  # conversations are claimed; make sure no model loads
+    try:
+        app = create_app(settings)
+        runner, base = await serve(app)
+        try:
+            arranged = await arrange_parley(base, settings, args.visitors, args.idle)
+            print(f"arranged {args.visitors} claimed + {args.idle} idle conversations", flush=True)
+            parley = await drive(base, arranged["visitor_tokens"], [arranged["agent_token"]] * args.agents,
+                                 args.seconds, args.warmup)
+            _report("parley", parley, args)
+            kb, opened = await idle_memory(base, arranged["idle_tokens"])
+            print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
+        finally:
+            await runner.cleanup()
+
+        owner = await asyncpg.connect(settings.admin_url)
+        try:
+            await owner.execute("CREATE TABLE bench_baseline (id bigserial PRIMARY KEY, conversation_id text NOT NULL,"
+                                " body text NOT NULL, client_id text, created_at timestamptz NOT NULL DEFAULT now())")
+            await owner.execute("GRANT SELECT, INSERT ON bench_baseline TO parley_app;"
+                                " GRANT USAGE ON SEQUENCE bench_baseline_id_seq TO parley_app")
+        finally:
+            await owner.close()
+        pool = await create_pool(settings.app_url)
+        try:
+            runner, base = await serve(baseline_app(pool, settings.app_url))
+            try:
+                tokens = [f"conv-{i}" for i in range(args.visitors)]
+                baseline = await drive(base, tokens, ["agent"] * args.agents, args.seconds, args.warmup)
+                _report("baseline", baseline, args)
+            finally:
+                await runner.cleanup()
+        finally:
+            await pool.close()
+    finally:
+        await drop_database(maint, dbname)
+
+    ratio = parley["msgs_per_s"] / baseline["msgs_per_s"] if baseline["msgs_per_s"] else float("nan")
+    print(f"parley/baseline throughput ratio {ratio:.2f}; p99 {parley['p99_ms']:.1f} ms vs "
+          f"{baseline['p99_ms']:.1f} ms; total {time.perf_counter() - t_start:.1f}s", flush=True)
+    print(f"msgs_per_s={parley['msgs_per_s']:.0f} p99_ms={parley['p99_ms']:.0f} baseline_ratio={ratio:.2f} "
+          f"kb_per_idle_ws={kb:.0f}")
+
+
+async def _no_bot(turn) -> None:
+    return None
+
+
+def _report(name: str, r: dict, args) -> None:
+    print(f"{name}: {args.visitors} visitors, {args.agents} agents, {args.seconds:.0f}s: "
+          f"{r['msgs_per_s']:.0f} visitor msgs/s ({r['acked']} acked), "
+          f"visitor→agent p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
+          f"over {r['deliveries']} deliveries" + (f", errors {r['errors']}" if r["errors"] else ""), flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--idle-client":
+        asyncio.run(idle_client_main(sys.argv[2], sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (< 60 s)")
+    parser.add_argument("--visitors", type=int)
+    parser.add_argument("--agents", type=int)
+    parser.add_argument("--seconds", type=float)
+    parser.add_argument("--warmup", type=float)
+    parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
+    args = parser.parse_args()
+    defaults = dict(visitors=40, agents=2, seconds=8.0, warmup=2.0, idle=1000) if args.quick else \
+        dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, idle=5000)
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    import logging
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    asyncio.run(bench(args))
+
+
+if __name__ == "__main__":
+    main()
