@@ -9,14 +9,43 @@ from support import _signup
 HOSTILE = "<img src=x onerror=alert(1)>"
 
 
-def test_live_inbox_claim_reply_note(server_thread, browser):
+async def _shop_site(base_url: str, key: str):
+    """A customer's page on its own origin that embeds the widget (served by the test)."""
+    from aiohttp import web
+
+    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head><body>'
+            f'<h1>Pricing</h1><script src="{base_url}/widget.js" data-chatbot="{key}" data-api="{base_url}">'
+            f'</script></body></html>')
+
+    async def page(request):
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/pricing", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def test_live_inbox_with_the_widget(server_thread, browser):
+    """A visitor writes through the real widget on a customer page; the agent sees it live in the
+    inbox, claims it and replies; the visitor gets the reply, never the private note."""
     srv = server_thread
     owner = srv.run(_signup(srv.server, name="Olivia Owner"))
-    bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Shop helper"))
-    context = browser.new_context(viewport={"width": 1400, "height": 860})
-    page = context.new_page()
+    # the page's origin must be listed: local hosts are never implicitly allowed
+    bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Shop helper", origins=()))
+    runner, shop = srv.run(_shop_site(srv.base_url, bot["public_key"]))
+    srv.run(srv.server.call("PATCH", f"/api/chatbots/{bot['id']}", json={"allowed_origins": [shop]},
+                            token=owner["access_token"]))
+    agent_ctx = browser.new_context(viewport={"width": 1400, "height": 860})
+    visitor_ctx = browser.new_context(viewport={"width": 420, "height": 760}, locale="pt-PT")
+    page = agent_ctx.new_page()
+    shop_page = visitor_ctx.new_page()
     dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    for p in (page, shop_page):
+        p.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     try:
         # a canned reply to insert later with "/"
         browser_sign_in(page, srv.base_url, owner["email"], owner["password"], "/console/canned")
@@ -25,23 +54,24 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
         page.click("form[action='/console/canned'] button[type=submit]")
         expect(page.locator("table")).to_contain_text("/thanks")
 
-        context.grant_permissions(["notifications"], origin=srv.base_url)
+        agent_ctx.grant_permissions(["notifications"], origin=srv.base_url)
         page.goto(f"{srv.base_url}/console/inbox?tab=all")
         expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
         page.check("#notify-toggle")  # opt in to desktop notifications + sound
-        # a visitor arrives while the inbox is open: it shows up without a reload
-        session = srv.run(widget_session(srv.server, bot["public_key"], page_url="https://shop.example/pricing",
-                                         locale="pt-PT"))
-        visitor = srv.run(Visitor.connect(srv.base_url, session["token"]))
-        conv_id = session["conversation_id"]
-        srv.run(visitor.say(HOSTILE))
-        row = page.locator(f"li.conv[data-id='{conv_id}']")
-        expect(row).to_be_visible(timeout=10_000)
-        expect(row).to_contain_text(HOSTILE)  # rendered as text
-        assert page.locator("#inbox-rows img").count() == 0
 
-        # the visitor asks for a human: the waiting count goes up live
-        srv.run(visitor.send({"type": "human"}))
+        # the visitor arrives on the shop and writes something hostile through the widget
+        shop_page.goto(f"{shop}/pricing")
+        widget = shop_page.locator("parley-chat")
+        widget.locator(".pl-launch").click()
+        widget.locator(".pl-form textarea").fill(HOSTILE)
+        widget.locator(".pl-form textarea").press("Enter")
+        row = page.locator("li.conv").filter(has_text=HOSTILE)
+        expect(row).to_be_visible(timeout=10_000)  # appears live, rendered as text
+        assert page.locator("#inbox-rows img").count() == 0
+        conv_id = row.get_attribute("data-id")
+
+        # the visitor asks for a human: the waiting count goes up live and the alert fires
+        widget.locator(".pl-human").click()
         expect(page.locator("[data-count='waiting']").first).to_have_text("1", timeout=10_000)
         expect(page.locator("#nav-waiting")).to_have_text("1")
         expect(page.locator("body")).to_have_attribute("data-last-alert", conv_id)
@@ -51,7 +81,7 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
         page.wait_for_url(f"**/console/conversations/{conv_id}*")
         expect(page.locator("#transcript")).to_contain_text(HOSTILE)
         assert page.locator("#transcript img").count() == 0
-        expect(page.locator(".visitor")).to_contain_text("https://shop.example/pricing")
+        expect(page.locator(".visitor")).to_contain_text(f"{shop}/pricing")
         expect(page.locator(".visitor")).to_contain_text("pt-PT")
 
         page.click("form[data-action='claim'] button")
@@ -65,10 +95,10 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
         box.press("Enter")
         expect(box).to_have_value("Thanks for waiting, {{ I am on it }}!")
         page.click("#composer button[value='reply']")
-        frame = srv.run(visitor.expect(lambda f: f.get("type") == "message" and f["message"]["author"] == "agent"))
-        assert frame["message"]["body"] == "Thanks for waiting, {{ I am on it }}!"
         expect(page.locator("#transcript .msg-agent")).to_contain_text("Thanks for waiting")
         expect(box).to_have_value("")
+        expect(widget.locator(".pl-log .pl-agent").last).to_contain_text("Thanks for waiting, {{ I am on it }}!",
+                                                                         timeout=10_000)
 
         # a private note is shown to agents, never to the visitor
         box.fill("Customer seems upset, be gentle")
@@ -76,22 +106,58 @@ def test_live_inbox_claim_reply_note(server_thread, browser):
         expect(page.locator("#transcript .msg-note")).to_contain_text("be gentle")
 
         # the visitor answers: it streams into the open transcript
-        srv.run(visitor.say("Great, thank you!"))
+        widget.locator(".pl-form textarea").fill("Great, thank you!")
+        widget.locator(".pl-form textarea").press("Enter")
         expect(page.locator("#transcript .msg-visitor").last).to_contain_text("Great, thank you!", timeout=10_000)
+        expect(widget.locator(".pl-log")).not_to_contain_text("be gentle")
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "inbox.png"), full_page=True)
+        shop_page.screenshot(path=str(SCREENSHOTS / "inbox-visitor-widget.png"))
 
         # close, then reopen
         page.click("form[data-action='close'] button")
         expect(page.locator("#conv-status")).to_have_text("Closed", timeout=10_000)
         page.click("form[data-action='reopen'] button")
         expect(page.locator("#conv-status")).to_have_text("With an agent", timeout=10_000)
+    finally:
+        agent_ctx.close()
+        visitor_ctx.close()
+        srv.run(runner.cleanup())
+    assert dialogs == []
+
+
+def test_inbox_with_a_protocol_visitor(server_thread, browser):
+    """The same loop over the raw protocol (POST /api/widget/sessions + /ws/visitor)."""
+    srv = server_thread
+    owner = srv.run(_signup(srv.server))
+    bot = srv.run(make_chatbot(srv.server, owner["access_token"]))
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    try:
+        browser_sign_in(page, srv.base_url, owner["email"], owner["password"], "/console/inbox")
+        expect(page.locator("#live-state")).to_have_attribute("data-state", "live", timeout=10_000)
+        session = srv.run(widget_session(srv.server, bot["public_key"]))
+        visitor = srv.run(Visitor.connect(srv.base_url, session["token"]))
+        conv_id = session["conversation_id"]
+        srv.run(visitor.say("Hello there"))
+        row = page.locator(f"li.conv[data-id='{conv_id}']")
+        expect(row).to_be_visible(timeout=10_000)
+        row.locator("a").click()
+        page.fill("#reply-body", "Hi! An agent here.")
+        page.click("#composer button[value='reply']")
+        frame = srv.run(visitor.expect(lambda f: f.get("type") == "message" and f["message"]["author"] == "agent"))
+        assert frame["message"]["body"] == "Hi! An agent here."
+        expect(page.locator("#conv-status")).to_have_text("With an agent", timeout=10_000)  # reply claims
+        page.fill("#reply-body", "internal: check the order")
+        page.click("#composer button[value='note']")
+        expect(page.locator("#transcript .msg-note")).to_contain_text("check the order")
+        srv.run(visitor.say("thanks!"))
+        expect(page.locator("#transcript .msg-visitor").last).to_contain_text("thanks!", timeout=10_000)
         assert not any(f.get("type") == "message" and f["message"]["author"] == "note" for f in visitor.frames)
         srv.run(visitor.close())
     finally:
         context.close()
-    assert dialogs == []
 
 
 def test_knowledge_try_question_and_analytics(server_thread, browser):
