@@ -122,7 +122,12 @@ class WidgetPage:
         if not self.panel.is_visible():
             self.launcher.click()
         self.panel.wait_for(state="visible")
+        self.settle()
         return self
+
+    def settle(self) -> None:
+        """Wait for the widget's CSS animations (panel slide-in) to finish."""
+        self.eval("(r) => Promise.all(r.getAnimations().map(a => a.finished))")
 
     def close(self) -> None:
         self.q(".pl-head .pl-x").click()

@@ -76,6 +76,7 @@ class ProtocolDouble:
         self.auto_reply = True  # answer visitor messages with a streamed bot reply
         self.reply_chunks = ["Thanks for ", "asking! ", "See **our docs**."]
         self.refuse = False  # refuse new WebSockets (the visitor is "offline")
+        self.silent = False  # stop answering pings (a half-open connection)
         self.conversations: dict[str, Conversation] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (conversation id, expires at)
         self.sockets: dict[web.WebSocketResponse, str] = {}  # live, authenticated sockets
@@ -259,7 +260,8 @@ class ProtocolDouble:
     async def _on_frame(self, ws: web.WebSocketResponse, conv: Conversation, frame: dict) -> None:
         kind = frame.get("type")
         if kind == "ping":
-            await ws.send_json({"type": "pong"})
+            if not self.silent:
+                await ws.send_json({"type": "pong"})
         elif kind == "message":
             cid = frame.get("client_id")
             if cid in conv.by_client_id:  # an idempotent resend

@@ -437,7 +437,7 @@ const boot = () => {
   const launcherIcon = () => {
     const v = cfg.branding?.launcher_icon;
     const u = /^https:/.test(v) && safeUrl(v);
-    return u ? h('img', { src: u, alt: '' }) : icon(ICONS[v] || ICONS.chat);
+    return u ? h('img', { src: u, alt: '', onerror: (e) => e.target.replaceWith(icon(ICONS.chat)) }) : icon(ICONS[v] || ICONS.chat);
   };
 
   // Text colour on the brand colour: black or white, whichever has the higher WCAG contrast.
@@ -537,7 +537,7 @@ const boot = () => {
       hidden: true, onkeydown: trap,
     },
     h('div', { class: 'pl-head' },
-      avatar && h('img', { class: 'pl-av', src: avatar, alt: '' }),
+      avatar && h('img', { class: 'pl-av', src: avatar, alt: '', onerror: (e) => e.target.remove() }),
       h('div', { class: 'pl-ttl' }, h('h2', { id: 'pl-title', dir: 'auto' }, title), subEl),
       h('button', { type: 'button', class: 'pl-x', 'aria-label': t.close, onclick: close }, icon(ICONS.close))),
     stateEl, log, typingEl, chips,
