@@ -264,7 +264,7 @@ const boot = () => {
   const setUnread = (n) => {
     unread = n;
     badge.hidden = !n;
-    badge.textContent = n > 9 ? '9+' : n;
+    badge.textContent = n > 9 ? '9+' : n || '';
     launcher.setAttribute('aria-label', isOpen ? t.close : n ? `${t.open} (${fill(t.unread, n)})` : t.open);
   };
 
@@ -344,7 +344,7 @@ const boot = () => {
   const rating = () => {
     if (rated) return;
     rated = 1;
-    const box = add(h('div', { class: 'pl-card', role: 'group', 'aria-label': t.rate }, h('p', {}, t.rate)), true);
+    const box = h('div', { class: 'pl-card', role: 'group', 'aria-label': t.rate }, h('p', {}, t.rate));
     const row = h('div', { class: 'pl-stars' });
     for (let n = 1; n <= 5; n++) {
       row.append(h('button', {
@@ -357,6 +357,7 @@ const boot = () => {
       }, '★'));
     }
     box.append(row);
+    add(box, true);
   };
 
   const handle = (f) => {
