@@ -121,8 +121,6 @@ class Visitor:
 
 # ---- browser (Playwright with Debian chromium; never `playwright install`) -----------------
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 SCREENSHOTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
