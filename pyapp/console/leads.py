@@ -6,15 +6,19 @@ import datetime as dt
 import io
 import uuid
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError, field_validator
 
 from pyapp.console import queries
 from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
-from pyapp.errors import ApiError
+from pyapp.errors import ApiError, from_postgres
 from pyapp.leads import csv_cell
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
+# The workflow of parley.set_lead_status, to offer only the moves it accepts.
+NEXT = {"new": ("contacted", "qualified", "lost"), "contacted": ("qualified", "won", "lost"),
+        "qualified": ("contacted", "won", "lost"), "lost": ("new",), "won": ()}
 CSV_LIMIT = 50_000
 
 
@@ -69,14 +73,18 @@ def _filters(request: web.Request) -> tuple[LeadFilters, dict]:
 
 @page("GET", "/console/leads")
 async def leads(ctx: Ctx):
+    return await _leads_page(ctx)
+
+
+async def _leads_page(ctx: Ctx, *, status: int = 200, row_errors: dict | None = None):
     filters, errors = _filters(ctx.request)
     rows = await queries.fetch(ctx.conn, "leads", *filters.args(500))
     counts = {r["status"]: r["n"] for r in await queries.fetch(ctx.conn, "lead_status_counts")}
     chatbots = await queries.fetch(ctx.conn, "chatbots")
     flash = {"updated": "Lead updated."}.get(ctx.request.query.get("done", ""))
-    return ctx.render("leads.html", rows=rows, filters=filters, raw=dict(ctx.request.query), errors=errors,
-                      statuses=STATUSES, counts=counts, chatbots=chatbots, flash=flash,
-                      export_qs=filters.query_string())
+    return ctx.render("leads.html", status=status, rows=rows, filters=filters, raw=dict(ctx.request.query),
+                      errors=errors, statuses=STATUSES, next_statuses=NEXT, counts=counts, chatbots=chatbots,
+                      flash=flash, export_qs=filters.query_string(), row_errors=row_errors or {})
 
 
 def _cell(value) -> str:
@@ -122,7 +130,14 @@ async def lead_status(ctx: Ctx):
         data = StatusForm.model_validate(ctx.form)
     except ValidationError as exc:
         raise ApiError(422, "validation_failed", "Choose a valid status.", {"fields": form_errors(exc)}) from None
-    await ctx.conn.execute("SELECT 1 FROM parley.set_lead_status($1, $2)", lead_id, data.status)
+    try:
+        async with ctx.savepoint() as conn:
+            await conn.execute("SELECT 1 FROM parley.set_lead_status($1, $2)", lead_id, data.status)
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc)
+        if mapped is None or mapped.status not in (409, 422) or ctx.wants_json:
+            raise
+        return await _leads_page(ctx, status=mapped.status, row_errors={str(lead_id): mapped.message})
     if ctx.wants_json:
         return json_ok({"ok": True, "status": data.status})
     back = safe_query(ctx.form.get("back"))

@@ -113,7 +113,7 @@ async def test_leads_filters_status_and_csv(server, signup, console_client):
     assert status == 200 and "ada@example.com" in html and "evil@example.com" not in html
     lead_id = re.search(r'data-id="([0-9a-f-]{36})"', html).group(1)
     status, html, _ = await c.post(f"/console/leads/{lead_id}/status", {"status": "won"})
-    assert status == 409  # new → won is not a valid move
+    assert status == 409 and "A new lead cannot become won" in html  # shown next to the lead
     status, html, _ = await c.post(f"/console/leads/{lead_id}/status", {"status": "contacted"})
     assert status == 200 and "Lead updated" in html
     status, text, resp = await c.get("/console/leads.csv")
