@@ -101,11 +101,11 @@ async def reset(request: web.Request, token: str, password: str) -> None:
 
 
 async def workspace_call(request: web.Request, session, handler: str, *, body=None, query=None,
-                         min_role: str = "admin", params: dict | None = None):
-    """Run one of pyapp.accounts.workspace's handlers (invites, members, keys, settings, audit)."""
+                         min_role: str = "admin"):
+    """Run one of pyapp.accounts.workspace's handlers (invites, members, keys, settings, audit).
+
+    Path parameters (user_id, invite_id, key_id) are the console route's own, same names."""
     from pyapp.accounts import workspace
 
     call = _call(request, body, session=session, min_role=min_role, query=query)
-    if params:
-        request.match_info.update({k: str(v) for k, v in params.items()})
     return await getattr(workspace, handler)(call)

@@ -97,7 +97,8 @@ async def sign_up(ctx: Ctx):
             errors["slug"] = "Choose an address: 2-63 lower-case letters, digits or dashes."
         if "password" in errors:
             errors["password"] = "At least 8 characters."
-        errors.pop("__all__", None) if errors.keys() - {"__all__"} else None
+        if errors.keys() - {"__all__"}:
+            errors.pop("__all__", None)  # a field error says it better
         return render_public(ctx, "sign_up.html", status=422, values=values, errors=errors, next=nxt)
     try:
         out = await accounts.sign_up(ctx.request, body)

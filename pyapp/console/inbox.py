@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import uuid
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pyapp.console import queries
 from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
-from pyapp.errors import ApiError
+from pyapp.errors import ApiError, from_postgres
 
 TABS = (("new", "New"), ("waiting", "Waiting for a human"), ("mine", "Mine"), ("all", "All"), ("closed", "Closed"))
 TAB_KEYS = {key for key, _ in TABS}
@@ -199,19 +200,10 @@ async def _act(ctx: Ctx, action: str):
     try:
         async with ctx.savepoint() as conn:
             await conn.execute(sql, *args)
-    except ApiError:
-        raise
-    except Exception as exc:  # a rule of the state machine: show it beside the actions
-        from asyncpg import PostgresError
-
-        from pyapp.errors import from_postgres
-        if not isinstance(exc, PostgresError):
-            raise
+    except asyncpg.PostgresError as exc:  # a rule of the state machine: show it beside the actions
         mapped = from_postgres(exc)
-        if mapped is None or mapped.status >= 500:
+        if mapped is None or mapped.status >= 500 or ctx.wants_json:
             raise
-        if ctx.wants_json:
-            raise mapped from None
         field = "body" if model is ReplyForm else "__all__"
         return await _rerender(ctx, conversation_id, {field: mapped.message}, status=mapped.status)
     if ctx.wants_json:
@@ -317,11 +309,8 @@ async def canned_save(ctx: Ctx):
     try:
         async with ctx.savepoint() as conn:
             await conn.execute("SELECT parley.save_canned_reply($1, $2, $3)", reply_id, data.shortcut, data.body)
-    except Exception as exc:
-        from asyncpg import PostgresError
-
-        from pyapp.errors import from_postgres
-        mapped = from_postgres(exc) if isinstance(exc, PostgresError) else None
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc)
         if mapped is None or mapped.status >= 500 or mapped.status == 404:
             raise
         field = "body" if mapped.code == "invalid_body" else "shortcut"

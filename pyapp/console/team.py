@@ -7,7 +7,6 @@ are minted, hashed, mailed and audited in one place.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 from pydantic import ValidationError
 
@@ -287,10 +286,3 @@ async def me(ctx: Ctx):
     row = await queries.fetchrow(ctx.conn, "me")
     return json_ok({"user": dict(row) if row else None, "tenant_id": ctx.tenant_id, "role": ctx.role,
                     "session_id": str(ctx.session.claims.session_id)})
-
-
-def _uuid_or_none(value) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
