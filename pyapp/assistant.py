@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from pyapp.api import Call, api, rows
 from pyapp.errors import ApiError, from_postgres, not_found
 from pyapp.knowledge.ingest import get_embedder
-from pyapp.knowledge.routes import query_vector, search_passages
+from pyapp.knowledge.routes import HAS_VECTORS, query_vector, search_passages
 from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 from pyapp.providers.http import RetryPolicy
@@ -194,6 +194,7 @@ class TurnState:
     quota_left: bool
     lead_mode: str
     has_lead: bool
+    has_vectors: bool
     history: list[dict]
 
 
@@ -209,6 +210,7 @@ async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
         "FROM parley.effective_limits(parley.current_tenant_id()) l")
     has_lead = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1)",
                                    turn.conversation_id)
+    has_vectors = await conn.fetchval(HAS_VECTORS, turn.chatbot_id)
     history = await conn.fetch(
         """SELECT author, body FROM parley.messages
             WHERE tenant_id = parley.current_tenant_id() AND conversation_id = $1
@@ -218,7 +220,7 @@ async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
     config = dict(conv["config"] or {})
     return TurnState(status=conv["status"], config=config, quota_left=not over,
                      lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
-                     has_lead=bool(has_lead),
+                     has_lead=bool(has_lead), has_vectors=bool(has_vectors),
                      history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)])
 
 
@@ -298,7 +300,7 @@ async def _respond(turn: BotTurn) -> None:
         return
 
     turn.typing(True)
-    embedder = get_embedder()
+    embedder = get_embedder() if state.has_vectors else None
     vector = await query_vector(embedder, question)
     async with turn.service_tx() as conn:
         found, _mode = await search_passages(conn, turn.chatbot_id, question, TOP_K, vector,

@@ -274,6 +274,14 @@ async def list_documents(call: Call):
                 ORDER BY d.doc_key""", call.uuid_param("source_id")))
 
 
+# NULL: no such chatbot; false: none of its chunks has a vector yet (then the query is not
+# embedded at all: no model load, no latency, full text only).
+HAS_VECTORS = """SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks c
+                                 WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = b.id
+                                   AND c.embedding IS NOT NULL)
+                   FROM parley.chatbots b WHERE b.id = $1"""
+
+
 async def query_vector(embedder, query: str):
     """The query's embedding, or None (no embedder, or it failed: retrieval falls back to full text)."""
     if embedder is None:
@@ -297,11 +305,13 @@ async def search_passages(conn, chatbot_id: uuid.UUID, query: str, k: int, vecto
 async def try_question(call: Call):
     """Try a question: the passages the bot would ground its answer in, with their scores."""
     chatbot_id = call.uuid_param("chatbot_id")
-    embedder = get_embedder()
+    async with call.tx() as conn:
+        embedded = await conn.fetchval(HAS_VECTORS, chatbot_id)
+        if embedded is None:
+            raise not_found("chatbot")
+    embedder = get_embedder() if embedded else None
     vector = await query_vector(embedder, call.body.query)
     async with call.tx() as conn:
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)", chatbot_id):
-            raise not_found("chatbot")
         passages, mode = await search_passages(conn, chatbot_id, call.body.query, call.body.k, vector,
                                                embedder.model if embedder else None)
     return {"mode": mode, "passages": passages}
