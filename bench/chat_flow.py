@@ -7,18 +7,23 @@ database with `migrate` and drops it afterwards. Everything runs in this process
 event loop (server, relay and clients alike), and so does the baseline, so the ratio compares
 like with like:
 
-* Parley: N visitors (widget session + /ws/visitor, conversations claimed by an agent so no
-  bot runs) each send a message, wait for it to come back over their socket, and send the
-  next; M agent sockets (/ws/agent) receive every event of the tenant. Latency is from the
-  visitor's send to each agent's receipt of the `message_added` event.
+* Parley, flat out: N visitors (widget session + /ws/visitor, conversations claimed by an
+  agent so no bot runs) each send a message, wait for it to come back over their socket, and
+  send the next; M agent sockets (/ws/agent) receive every event of the tenant. This gives the
+  sustained msgs/s (latency here is mostly queueing: N in flight).
+* Parley, paced: the same clients at a fixed offered load of half that rate (open loop), for
+  latency that is not queueing. Latency is from the visitor's send to each agent's receipt of
+  the `message_added` event.
 * Baseline: the same clients against a bare aiohttp app: one asyncpg transaction
   `INSERT` + `pg_notify(payload)`, one LISTEN connection, the payload relayed to the visitor's
   and the agents' WebSockets. No auth, RLS, limits, usage, events table or state machine.
 * Idle memory: K visitor sockets (after hello) held open by a child process; the server
   process's RSS growth divided by K.
 
-The last line is `msgs_per_s=N p99_ms=N baseline_ratio=R kb_per_idle_ws=N`
-(baseline_ratio = Parley msgs/s ÷ baseline msgs/s).
+Both runs are repeated against the baseline (paced at the same rate). The last line is
+`msgs_per_s=N p99_ms=N baseline_ratio=R kb_per_idle_ws=N`: Parley's flat-out msgs/s, its
+visitor→agent p99 in the paced run, flat-out Parley msgs/s ÷ baseline msgs/s, and the idle
+socket memory.
 """
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import asyncio
 import gc
 import json
 import os
+import random
 import resource
 import secrets
 import statistics
@@ -45,6 +51,7 @@ import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 
 ORIGIN = "https://bench.example"
+PACED_FRACTION = 0.5  # the paced run offers this share of Parley's flat-out rate, to both servers
 
 
 def raise_fd_limit() -> int:
@@ -142,7 +149,7 @@ def baseline_app(pool: asyncpg.Pool, listen_dsn: str) -> web.Application:
         await state["listen"].close()
 
     async def visitor_ws(request):
-        ws = web.WebSocketResponse(max_msg_size=65536)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=65536)
         await ws.prepare(request)
         conv = None
         try:
@@ -200,22 +207,28 @@ class Run:
         self.acked = 0
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
+        self.tag = secrets.token_hex(3)  # client ids are unique per run (a reused one is an idempotent resend)
 
     def in_window(self, t: float) -> bool:
         return self.warmup_until <= t < self.end_at
 
 
-async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run: Run, vid: int) -> None:
+async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run: Run, vid: int,
+                      interval: float | None = None) -> None:
+    """Closed loop (send, wait for the echo, send again) or, with `interval`, a fixed pace."""
     async with session.ws_connect(base.replace("http", "ws", 1) + "/ws/visitor", heartbeat=None) as ws:
         await ws.send_str(json.dumps({"type": "hello", "token": token, "last_seen_id": 0}))
         while True:
             frame = json.loads((await ws.receive()).data)
             if frame["type"] == "ready":
                 break
+        if interval is not None:
+            await _paced(ws, run, vid, interval)
+            return
         seq = 0
         while time.perf_counter() < run.end_at:
             seq += 1
-            cid = f"v{vid}-{seq}"
+            cid = f"{run.tag}-{vid}-{seq}"
             t0 = time.perf_counter()
             await ws.send_str(json.dumps({"type": "message", "client_id": cid, "body": f"{t0!r}|hello from {vid}"}))
             if run.in_window(t0):
@@ -233,6 +246,38 @@ async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run
                     run.errors[frame.get("code", "?")] = run.errors.get(frame.get("code", "?"), 0) + 1
                     await asyncio.sleep(0.05)
                     break
+
+
+async def _paced(ws, run: Run, vid: int, interval: float) -> None:
+    pending: dict[str, float] = {}
+
+    async def reader() -> None:
+        async for msg in ws:
+            frame = json.loads(msg.data)
+            if frame["type"] == "message":
+                t0 = pending.pop(frame["message"].get("client_id"), None)
+                if t0 is not None and run.in_window(t0):
+                    run.acked += 1
+            elif frame["type"] == "error":
+                run.errors[frame.get("code", "?")] = run.errors.get(frame.get("code", "?"), 0) + 1
+
+    reading = asyncio.ensure_future(reader())
+    next_at = time.perf_counter() + random.uniform(0, interval)
+    seq = 0
+    while next_at < run.end_at:
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+        seq += 1
+        cid = f"{run.tag}-{vid}-{seq}"
+        t0 = time.perf_counter()
+        pending[cid] = t0
+        await ws.send_str(json.dumps({"type": "message", "client_id": cid, "body": f"{t0!r}|hello from {vid}"}))
+        if run.in_window(t0):
+            run.sent += 1
+        next_at += interval
+    deadline = time.perf_counter() + 5
+    while pending and time.perf_counter() < deadline:
+        await asyncio.sleep(0.05)
+    reading.cancel()
 
 
 async def run_agent(session: aiohttp.ClientSession, base: str, token: str, run: Run, ready: asyncio.Event,
@@ -264,7 +309,7 @@ async def run_agent(session: aiohttp.ClientSession, base: str, token: str, run: 
 
 
 async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], seconds: float,
-                warmup: float) -> dict:
+                warmup: float, rate: float | None = None) -> dict:
     """Run the flow against one server; returns msgs/s and latency percentiles (ms)."""
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -275,7 +320,8 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
         agents = [asyncio.ensure_future(run_agent(session, base, t, run, r, stop))
                   for t, r in zip(agent_tokens, readies)]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
-        visitors = [asyncio.ensure_future(run_visitor(session, base, t, run, i))
+        interval = len(visitor_tokens) / rate if rate else None
+        visitors = [asyncio.ensure_future(run_visitor(session, base, t, run, i, interval))
                     for i, t in enumerate(visitor_tokens)]
         await asyncio.gather(*visitors)
         # Let the last events reach the agents, then stop them.
@@ -406,9 +452,12 @@ async def bench(args) -> None:
         try:
             arranged = await arrange_parley(base, settings, args.visitors, args.idle)
             print(f"arranged {args.visitors} claimed + {args.idle} idle conversations", flush=True)
-            parley = await drive(base, arranged["visitor_tokens"], [arranged["agent_token"]] * args.agents,
-                                 args.seconds, args.warmup)
+            agents = [arranged["agent_token"]] * args.agents
+            parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup)
             _report("parley", parley, args)
+            rate = max(1.0, round(parley["msgs_per_s"] * PACED_FRACTION))
+            parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate)
+            _report("parley", parley_paced, args, rate)
             kb, opened = await idle_memory(base, arranged["idle_tokens"])
             print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
         finally:
@@ -429,6 +478,8 @@ async def bench(args) -> None:
                 tokens = [f"conv-{i}" for i in range(args.visitors)]
                 baseline = await drive(base, tokens, ["agent"] * args.agents, args.seconds, args.warmup)
                 _report("baseline", baseline, args)
+                baseline_paced = await drive(base, tokens, ["agent"] * args.agents, args.paced_seconds, 1.0, rate)
+                _report("baseline", baseline_paced, args, rate)
             finally:
                 await runner.cleanup()
         finally:
@@ -437,9 +488,9 @@ async def bench(args) -> None:
         await drop_database(maint, dbname)
 
     ratio = parley["msgs_per_s"] / baseline["msgs_per_s"] if baseline["msgs_per_s"] else float("nan")
-    print(f"parley/baseline throughput ratio {ratio:.2f}; p99 {parley['p99_ms']:.1f} ms vs "
-          f"{baseline['p99_ms']:.1f} ms; total {time.perf_counter() - t_start:.1f}s", flush=True)
-    print(f"msgs_per_s={parley['msgs_per_s']:.0f} p99_ms={parley['p99_ms']:.0f} baseline_ratio={ratio:.2f} "
+    print(f"parley/baseline: throughput ratio {ratio:.2f}; p99 at {rate:.0f} msgs/s {parley_paced['p99_ms']:.1f} ms "
+          f"vs {baseline_paced['p99_ms']:.1f} ms; total {time.perf_counter() - t_start:.1f}s", flush=True)
+    print(f"msgs_per_s={parley['msgs_per_s']:.0f} p99_ms={parley_paced['p99_ms']:.0f} baseline_ratio={ratio:.2f} "
           f"kb_per_idle_ws={kb:.0f}")
 
 
@@ -447,8 +498,10 @@ async def _no_bot(turn) -> None:
     return None
 
 
-def _report(name: str, r: dict, args) -> None:
-    print(f"{name}: {args.visitors} visitors, {args.agents} agents, {args.seconds:.0f}s: "
+def _report(name: str, r: dict, args, rate: float | None = None) -> None:
+    how = (f"paced at {rate:.0f} msgs/s, {args.paced_seconds:.0f}s" if rate else
+           f"flat out, {args.seconds:.0f}s")
+    print(f"{name}: {args.visitors} visitors, {args.agents} agents, {how}: "
           f"{r['msgs_per_s']:.0f} visitor msgs/s ({r['acked']} acked), "
           f"visitor→agent p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
           f"over {r['deliveries']} deliveries" + (f", errors {r['errors']}" if r["errors"] else ""), flush=True)
@@ -464,10 +517,11 @@ def main() -> None:
     parser.add_argument("--agents", type=int)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--warmup", type=float)
+    parser.add_argument("--paced-seconds", type=float)
     parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
     args = parser.parse_args()
-    defaults = dict(visitors=40, agents=2, seconds=8.0, warmup=2.0, idle=1000) if args.quick else \
-        dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, idle=5000)
+    defaults = dict(visitors=40, agents=2, seconds=6.0, warmup=1.5, paced_seconds=4.0, idle=1000) if args.quick else \
+        dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, paced_seconds=20.0, idle=5000)
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)

@@ -209,6 +209,11 @@ async def create_session(call: Call):
         actor = Actor(tenant_id=tenant_id, kind="visitor", actor_id=None, ip=ip,
                       request_id=request.get(REQUEST_ID), min_role="visitor")
         async with tenant_tx(call.pool, actor) as conn:
+            # New conversations count against the per-address message rate (own key), so an
+            # unauthenticated script cannot fill the tenant's open-conversation allowance at once.
+            await conn.execute(
+                "SELECT parley.hit_rate_limit('ip', 'session:' || $1, l.msgs_per_min_ip)"
+                "  FROM parley.effective_limits(parley.current_tenant_id()) l", ip or "unknown")
             row = await conn.fetchrow(
                 "SELECT c.id, c.status FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
                 chatbot_id, uuid.uuid4(), body.page_url, body.referrer,

@@ -164,3 +164,15 @@ async def test_visitor_token_cannot_read_or_post_another_conversation(server, te
                 raise AssertionError(f"{sql} was allowed")
     finally:
         await pool.close()
+
+
+async def test_new_sessions_are_rate_limited_per_address(server, tenant, owner_conn):
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, msgs_per_min_ip) VALUES ($1, 2)",
+                             uuid.UUID(tenant["tenant_id"]))
+    first = await widget_session(server, tenant["key"])
+    await widget_session(server, tenant["key"])
+    out = await widget_session(server, tenant["key"], expect=429)
+    assert out["error"]["code"] == "rate_limited"
+    # Resuming an existing conversation is not a new one: still fine.
+    again = await widget_session(server, tenant["key"], conversation_id=first["conversation_id"])
+    assert again["conversation_id"] == first["conversation_id"]
