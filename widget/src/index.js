@@ -175,6 +175,7 @@ const boot = () => {
   const finished = new Set(); // stream ids whose final message arrived
 
   const fill = (s, n) => s.replace('{n}', n);
+  const btn = (props, ...kids) => h('button', { type: 'button', ...props }, ...kids);
 
   const setOnline = (on) => {
     online = on;
@@ -212,8 +213,8 @@ const boot = () => {
   const thumbs = (id) => {
     const row = h('div', { class: 'pl-fb' });
     for (const v of ['up', 'down']) {
-      row.append(h('button', {
-        type: 'button', class: `pl-${v}`, 'aria-label': t[v], 'aria-pressed': 'false',
+      row.append(btn({
+        class: `pl-${v}`, 'aria-label': t[v], 'aria-pressed': 'false',
         onclick(e) {
           queue({ type: 'feedback', message_id: id, value: v });
           e.currentTarget.setAttribute('aria-pressed', 'true');
@@ -347,8 +348,8 @@ const boot = () => {
     const box = h('div', { class: 'pl-card', role: 'group', 'aria-label': t.rate }, h('p', {}, t.rate));
     const row = h('div', { class: 'pl-stars' });
     for (let n = 1; n <= 5; n++) {
-      row.append(h('button', {
-        type: 'button', 'aria-label': fill(t.star, n),
+      row.append(btn({
+        'aria-label': fill(t.star, n),
         onclick() {
           queue({ type: 'rating', score: n });
           box.replaceChildren(h('p', {}, t.thanks));
@@ -435,11 +436,7 @@ const boot = () => {
     emit('close');
   };
 
-  const launcherIcon = () => {
-    const v = cfg.branding?.launcher_icon;
-    const u = /^https:/.test(v) && safeUrl(v);
-    return u ? h('img', { src: u, alt: '', onerror: (e) => e.target.replaceWith(icon(ICONS.chat)) }) : icon(ICONS[v] || ICONS.chat);
-  };
+  const launcherIcon = () => icon(ICONS[cfg.branding?.launcher_icon] || ICONS.chat);
 
   // Text colour on the brand colour: black or white, whichever has the higher WCAG contrast.
   const onColor = (hex) => {
@@ -498,8 +495,8 @@ const boot = () => {
     const host = h('parley-chat');
     root = host.attachShadow({ mode: 'open' });
     badge = h('span', { class: 'pl-badge', 'aria-hidden': 'true', hidden: true });
-    launcher = h('button', {
-      type: 'button', class: 'pl-launch', 'aria-expanded': 'false', 'aria-controls': 'pl-panel',
+    launcher = btn({
+      class: 'pl-launch', 'aria-expanded': 'false', 'aria-controls': 'pl-panel',
       onclick: () => (isOpen ? close() : open()),
     }, launcherIcon(), badge);
     input = h('textarea', {
@@ -531,8 +528,8 @@ const boot = () => {
       h('div', { class: 'pl-m pl-bot pl-greet' }, h('div', { class: 'pl-b', dir: 'auto' }, md(cfg.greeting || ''))));
     if (!cfg.greeting) log.firstChild.hidden = true;
     chips = h('div', { class: 'pl-chips', role: 'group', 'aria-label': t.starters },
-      (cfg.starters || []).map((s) => h('button', { type: 'button', class: 'pl-chip', onclick: () => say(s) }, s)));
-    humanBtn = h('button', { type: 'button', class: 'pl-human', hidden: true, onclick: () => { queue({ type: 'human' }); humanBtn.hidden = true; input.focus(); } }, t.human);
+      (cfg.starters || []).map((s) => btn({ class: 'pl-chip', onclick: () => say(s) }, s)));
+    humanBtn = btn({ class: 'pl-human', hidden: true, onclick: () => { queue({ type: 'human' }); humanBtn.hidden = true; input.focus(); } }, t.human);
     panel = h('div', {
       class: 'pl-panel', id: 'pl-panel', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'pl-title',
       hidden: true, onkeydown: trap,
@@ -540,14 +537,14 @@ const boot = () => {
     h('div', { class: 'pl-head' },
       avatar && h('img', { class: 'pl-av', src: avatar, alt: '', onerror: (e) => e.target.remove() }),
       h('div', { class: 'pl-ttl' }, h('h2', { id: 'pl-title', dir: 'auto' }, title), subEl),
-      h('button', { type: 'button', class: 'pl-x', 'aria-label': t.close, onclick: close }, icon(ICONS.close))),
+      btn({ class: 'pl-x', 'aria-label': t.close, onclick: close }, icon(ICONS.close))),
     stateEl, log, typingEl, chips,
     h('form', { class: 'pl-form', onsubmit: (e) => { e.preventDefault(); submit(); } }, input,
       h('button', { type: 'submit', class: 'pl-send', 'aria-label': t.send }, icon(ICONS.send))),
     h('div', { class: 'pl-foot' }, humanBtn, !b.hide_powered_by && h('span', { class: 'pl-by' }, t.by)));
     nudge = h('div', { class: 'pl-nudge', role: 'status', hidden: true },
-      h('button', { type: 'button', class: 'pl-nt', dir: 'auto', onclick: open }),
-      h('button', { type: 'button', class: 'pl-x', 'aria-label': t.dismiss, onclick: () => (nudge.hidden = true) }, icon(ICONS.close)));
+      btn({ class: 'pl-nt', dir: 'auto', onclick: open }),
+      btn({ class: 'pl-x', 'aria-label': t.dismiss, onclick: () => (nudge.hidden = true) }, icon(ICONS.close)));
     wrap = h('div', { class: 'pl', lang, dir: 'ltr', 'data-pos': b.position === 'left' ? 'left' : 'right' },
       nudge, panel, launcher);
     wrap.style.setProperty('--pl-p', color);

@@ -17,9 +17,10 @@ export const safeUrl = (u) => {
 export const link = (href, text) =>
   h('a', { href, target: '_blank', rel: 'noopener noreferrer nofollow' }, text);
 
-// 1 bold | 2 link text, 3 link url | 4 delimiter, 5 italic | 6 bare url | 7 code
+// 1 bold | 2 link text, 3 link url | 4 char before, 5 delimiter, 6 italic | 7 bare url | 8 code
+// (no lookbehind: Safari < 16.4 cannot parse it)
 const INLINE =
-  /\*\*(.+?)\*\*|\[([^\]\n]+)\]\(([^)\s]+)\)|(?<![\w*])([*_])(?![\s*_])(.+?)(?<!\s)\4(?![\w*])|(https?:\/\/[^\s<>"]*[^\s<>".,;:!?)'])|`([^`\n]+)`/g;
+  /\*\*(.+?)\*\*|\[([^\]\n]+)\]\(([^)\s]+)\)|(^|[^\w*])([*_])([^\s*_](?:.*?\S)?)\5(?![\w*])|(https?:\/\/[^\s<>"]*[^\s<>".,;:!?)'])|`([^`\n]+)`/g;
 
 const inline = (el, s) => {
   let i = 0;
@@ -29,9 +30,12 @@ const inline = (el, s) => {
     let u;
     if (m[1]) inline(el.appendChild(h('strong')), m[1]);
     else if (m[2]) (u = safeUrl(m[3])) ? inline(el.appendChild(link(u)), m[2]) : el.append(m[0]);
-    else if (m[5]) inline(el.appendChild(h('em')), m[5]);
-    else if (m[6]) (u = safeUrl(m[6])) ? el.append(link(u, m[6])) : el.append(m[0]);
-    else el.append(h('code', { text: m[7] }));
+    else if (m[6]) {
+      el.append(m[4]);
+      inline(el.appendChild(h('em')), m[6]);
+    }
+    else if (m[7]) (u = safeUrl(m[7])) ? el.append(link(u, m[7])) : el.append(m[0]);
+    else el.append(h('code', { text: m[8] }));
   }
   el.append(s.slice(i));
 };
