@@ -212,7 +212,7 @@ async def test_agents_cannot_change_knowledge(server, owner, signup):
 async def test_dev_worker_in_serve_embeds_new_chunks(settings, signup, owner_conn, monkeypatch, fake_openai):  # noqa: F811
     from pyapp.knowledge import ingest
     from pyapp.providers.embeddings import OpenAICompatibleEmbedder
-    from tests.conftest import start_server
+    from support import start_server
 
     monkeypatch.setenv("PARLEY_EMBED_WORKER", "1")
     ingest.set_embedder(OpenAICompatibleEmbedder(fake_openai.base_url, "test-key", "fake-embed"))
