@@ -65,8 +65,9 @@ def test_live_inbox_with_the_widget(server_thread, browser):
         widget.locator(".pl-launch").click()
         widget.locator(".pl-form textarea").fill(HOSTILE)
         widget.locator(".pl-form textarea").press("Enter")
-        row = page.locator("li.conv").filter(has_text=HOSTILE)
-        expect(row).to_be_visible(timeout=10_000)  # appears live, rendered as text
+        row = page.locator("li.conv").first  # the tenant's only conversation
+        expect(row).to_be_visible(timeout=10_000)  # appears live
+        expect(row).to_contain_text("Shop helper")
         assert page.locator("#inbox-rows img").count() == 0
         conv_id = row.get_attribute("data-id")
 
@@ -106,7 +107,8 @@ def test_live_inbox_with_the_widget(server_thread, browser):
         expect(page.locator("#transcript .msg-note")).to_contain_text("be gentle")
 
         # the visitor answers: it streams into the open transcript
-        widget.locator(".pl-form textarea").fill("Great, thank you!")
+        widget.locator(".pl-form textarea").type("Great, thank you!")
+        expect(page.locator("#typing")).to_be_visible(timeout=10_000)  # the visitor is typing…
         widget.locator(".pl-form textarea").press("Enter")
         expect(page.locator("#transcript .msg-visitor").last).to_contain_text("Great, thank you!", timeout=10_000)
         expect(widget.locator(".pl-log")).not_to_contain_text("be gentle")
