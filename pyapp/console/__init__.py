@@ -5,7 +5,7 @@ HttpOnly cookie scoped to /console holding the session; /api stays bearer-only.
 """
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import web as aioweb
 
 from pyapp.console.web import ROUTES, STATIC, Ctx, page
 from pyapp.errors import ApiError
@@ -16,17 +16,17 @@ async def _not_found(ctx: Ctx):
     raise ApiError(404, "not_found", "There is no such page in the console.")
 
 
-async def not_found(request: web.Request) -> web.StreamResponse:
+async def not_found(request: aioweb.Request) -> aioweb.StreamResponse:
     """Any other /console/... address: an HTML 404 (signed in) or the sign-in page."""
     handler = next(h for m, p, h in ROUTES if p == "/console/__not_found__")
     return await handler(request)
 
 
-async def lambda_redirect(request: web.Request) -> web.StreamResponse:
-    return web.Response(status=303, headers={"Location": "/console/"})
+async def to_console_root(request: aioweb.Request) -> aioweb.StreamResponse:
+    return aioweb.Response(status=303, headers={"Location": "/console/"})
 
 
-def setup(app: web.Application) -> None:
+def setup(app: aioweb.Application) -> None:
     # Importing the page modules declares their routes on ROUTES.
     from pyapp.console import (  # noqa: F401
         analytics,
@@ -48,4 +48,4 @@ def setup(app: web.Application) -> None:
     chatbots.setup_preview(app)
     app.router.add_static("/console/static/", STATIC, name="console_static", append_version=False)
     app.router.add_route("GET", "/console/{tail:.*}", not_found)
-    app.router.add_route("GET", "/console", lambda_redirect)
+    app.router.add_route("GET", "/console", to_console_root)

@@ -275,6 +275,8 @@ def _api_error(request: web.Request, ctx: Ctx, exc: ApiError) -> web.Response:
         response = redirect(f"/console/sign-in?next={quote(request.path_qs, safe='')}")
         sess.clear_session_cookie(request, response)
         return response
+    if exc.code == "not_a_member" and not wants_json(request):
+        return redirect("/console/workspaces")  # removed from this workspace: pick another
     if exc.status == 403 and exc.code == "forbidden":
         return error_response(request, ctx, 403, "forbidden",
                               "Your role cannot open this page. Ask an admin or the owner of the workspace.")

@@ -415,3 +415,5 @@ async def test_unknown_console_page_is_html(server, signup, console_client):
     assert status == 404 and resp.content_type == "text/html" and "Not found" in html
     status, html, _ = await c.get("/console/conversations/not-a-uuid")
     assert status == 404 and "Not found" in html
+    status, html, resp = await c.get("/console")
+    assert status == 200 and str(resp.url).endswith("/console/inbox")
