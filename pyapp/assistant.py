@@ -55,7 +55,7 @@ HISTORY_MESSAGES = 10
 # Retrieval confidence of a passage, 0..1: the better of its cosine similarity to the
 # question and the share of the question's terms it contains. A reply is grounded when its
 # best passage reaches GROUNDED_AT; only passages reaching USE_AT go to the prompt.
-GROUNDED_AT = 0.5
+GROUNDED_AT = 0.45
 USE_AT = 0.35
 
 HANDOFF_PHRASES = {
