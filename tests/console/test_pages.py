@@ -345,6 +345,7 @@ async def test_session_refresh_sign_out_and_cookie_flags(settings, signup):
     from support import start_server
 
     settings.access_token_ttl = 30  # within REFRESH_MARGIN at once: refreshed on every request
+    settings.extra["trust_proxy"] = True  # so X-Forwarded-Proto: https marks the cookie Secure
     srv = await start_server(settings)
     c = ConsoleClient(srv.base_url)
     try:
@@ -357,6 +358,14 @@ async def test_session_refresh_sign_out_and_cookie_flags(settings, signup):
             cookie = r.cookies["parley_console"]
             assert cookie["httponly"] and cookie["path"] == "/console" and cookie["samesite"] == "Lax"
             assert not cookie["secure"]  # plain http here; Secure when the request is https
+        https = ConsoleClient(srv.base_url)
+        status, text, _ = await https.get("/console/sign-in")
+        token2 = re.search(r'name="_csrf" value="([^"]+)"', text).group(1)
+        async with https.http.post(srv.base_url + "/console/sign-in", allow_redirects=False,
+                                   headers={"X-Forwarded-Proto": "https"},
+                                   data={"email": owner["email"], "password": owner["password"], "_csrf": token2}) as r:
+            assert r.status == 303 and r.cookies["parley_console"]["secure"]
+        await https.close()
         first = c.http.cookie_jar.filter_cookies(__import__("yarl").URL(srv.base_url + "/console/"))["parley_console"].value
         # parallel requests with an expiring access token share one refresh rotation
         results = await asyncio.gather(*[c.get("/console/inbox") for _ in range(6)])
