@@ -200,9 +200,12 @@ def baseline_app(pool: asyncpg.Pool, listen_dsn: str) -> web.Application:
 class Run:
     """Counters of one measured run."""
 
-    def __init__(self, warmup_until: float, end_at: float) -> None:
-        self.warmup_until = warmup_until
-        self.end_at = end_at
+    def __init__(self, warmup: float, seconds: float) -> None:
+        self.warmup = warmup
+        self.seconds = seconds
+        self.warmup_until = self.end_at = float("inf")
+        self.go = asyncio.Event()  # set once every visitor socket is open and said hello
+        self.connected = 0
         self.sent = 0
         self.acked = 0
         self.latencies: list[float] = []
@@ -211,6 +214,12 @@ class Run:
 
     def in_window(self, t: float) -> bool:
         return self.warmup_until <= t < self.end_at
+
+    def start(self) -> None:
+        now = time.perf_counter()
+        self.warmup_until = now + self.warmup
+        self.end_at = self.warmup_until + self.seconds
+        self.go.set()
 
 
 async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run: Run, vid: int,
@@ -222,6 +231,14 @@ async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run
             frame = json.loads((await ws.receive()).data)
             if frame["type"] == "ready":
                 break
+        # Drain the replay of earlier runs, then wait for everyone before the clock starts.
+        while True:
+            try:
+                await ws.receive(timeout=0.2)
+            except asyncio.TimeoutError:
+                break
+        run.connected += 1
+        await run.go.wait()
         if interval is not None:
             await _paced(ws, run, vid, interval)
             return
@@ -313,8 +330,7 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
     """Run the flow against one server; returns msgs/s and latency percentiles (ms)."""
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
-        start = time.perf_counter() + 1.0
-        run = Run(start + warmup, start + warmup + seconds)
+        run = Run(warmup, seconds)
         stop = asyncio.Event()
         readies = [asyncio.Event() for _ in agent_tokens]
         agents = [asyncio.ensure_future(run_agent(session, base, t, run, r, stop))
@@ -323,6 +339,12 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
         interval = len(visitor_tokens) / rate if rate else None
         visitors = [asyncio.ensure_future(run_visitor(session, base, t, run, i, interval))
                     for i, t in enumerate(visitor_tokens)]
+        while run.connected < len(visitor_tokens):
+            done = [v for v in visitors if v.done()]
+            if done and any(v.exception() for v in done):
+                raise next(v.exception() for v in done if v.exception())
+            await asyncio.sleep(0.05)
+        run.start()
         await asyncio.gather(*visitors)
         # Let the last events reach the agents, then stop them.
         await asyncio.sleep(0.5)

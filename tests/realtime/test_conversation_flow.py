@@ -184,7 +184,7 @@ async def test_sse_stream_and_resume(server, tenant):
 
 
 async def test_sse_keepalive_comments(settings, signup):
-    from tests.conftest import start_server
+    from support import start_server
     settings.extra["sse_keepalive"] = 0.1
     srv = await start_server(settings)
     try:

@@ -5,7 +5,7 @@ import asyncio
 
 from pyapp import visitor_ws
 from pyapp.realtime import RELAY_APP_NAME, get_relay
-from tests.conftest import start_server
+from support import start_server
 from tests.realtime.conftest import agent, visitor, widget_session
 
 

@@ -1,7 +1,7 @@
 """An agent of tenant A never receives tenant B's events: WebSocket, SSE, REST, on one or two instances."""
 from __future__ import annotations
 
-from tests.conftest import start_server
+from support import start_server
 from tests.realtime.conftest import SseClient, agent, create_chatbot, visitor, widget_session
 
 

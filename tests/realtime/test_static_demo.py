@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pyapp import demo, static
-from tests.conftest import start_server
+from support import start_server
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import uuid
 import jwt
 
 from pyapp.widget_api import decode_visitor_token, issue_visitor_token, origin_allowed
-from tests.conftest import TEST_SECRET
+from support import TEST_SECRET
 from tests.realtime.conftest import ORIGIN, Client, create_chatbot, visitor, widget_session
 
 
