@@ -247,6 +247,7 @@ DECLARE
   v_all tsquery;
   v_any tsquery;
   v_terms text[];
+  v_term_q tsquery[];
   v_fts bigint[] := '{}';
   v_fts_rank real[] := '{}';
   v_vec bigint[] := '{}';
@@ -259,16 +260,22 @@ BEGIN
 
   -- Full text: websearch syntax (AND of terms, quotes, -not); a chunk matching every
   -- term ranks first, then chunks matching any term, so questions phrased unlike the
-  -- docs still find something.
+  -- docs still find something. With a query vector, only chunks holding more than a third
+  -- of the terms enter the fusion: weak lexical matches (one common word of a long
+  -- question) are noise the vector list ranks better (measured: docs/knowledge.md).
   v_all := websearch_to_tsquery(v_config, coalesce(p_query, ''));
   v_terms := tsvector_to_array(to_tsvector(v_config, coalesce(p_query, '')));
-  SELECT to_tsquery('simple', string_agg(quote_literal(l), ' | ')) INTO v_any FROM unnest(v_terms) AS l;
+  SELECT to_tsquery('simple', string_agg(quote_literal(l), ' | ')), array_agg(to_tsquery('simple', quote_literal(l)))
+    INTO v_any, v_term_q
+    FROM unnest(v_terms) AS l;
   IF v_any IS NOT NULL AND numnode(v_any) > 0 THEN
     SELECT array_agg(f.id ORDER BY f.r DESC, f.id), array_agg(f.r ORDER BY f.r DESC, f.id)
       INTO v_fts, v_fts_rank
       FROM (SELECT c.id, (ts_rank_cd(c.tsv, v_any, 1) + CASE WHEN c.tsv @@ v_all THEN 1 ELSE 0 END)::real AS r
               FROM parley.knowledge_chunks c
              WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.tsv @@ v_any
+               AND (p_query_embedding IS NULL
+                    OR (SELECT count(*) FROM unnest(v_term_q) q WHERE c.tsv @@ q) * 3 > cardinality(v_term_q))
              ORDER BY r DESC, c.id
              LIMIT v_pool) f;
   END IF;
@@ -312,8 +319,7 @@ BEGIN
            FROM f FULL JOIN v ON v.id = f.id)
   SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r,
          CASE WHEN fused.r IS NOT NULL THEN
-           ((SELECT count(*) FROM unnest(v_terms) t WHERE c.tsv @@ to_tsquery('simple', quote_literal(t)))::real
-            / cardinality(v_terms))::real END,
+           ((SELECT count(*) FROM unnest(v_term_q) q WHERE c.tsv @@ q)::real / cardinality(v_term_q))::real END,
          fused.d, fused.s::double precision
     FROM fused
     JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = fused.id
