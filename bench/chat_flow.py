@@ -380,7 +380,7 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
         finally:
             await owner.close()
 
-        sem = asyncio.Semaphore(16)
+        sem = asyncio.Semaphore(32)
 
         async def session(claim: bool) -> str:
             async with sem:
@@ -542,7 +542,7 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float)
     parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
     args = parser.parse_args()
-    defaults = dict(visitors=40, agents=2, seconds=6.0, warmup=1.5, paced_seconds=4.0, idle=1000) if args.quick else \
+    defaults = dict(visitors=40, agents=2, seconds=5.0, warmup=1.0, paced_seconds=3.0, idle=600) if args.quick else \
         dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, paced_seconds=20.0, idle=5000)
     for k, v in defaults.items():
         if getattr(args, k) is None:

@@ -124,6 +124,7 @@ class PgNotifySource:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.connected = asyncio.Event()
+        self.disconnected = asyncio.Event()  # set while down (after a first connection was lost)
         self.connects = 0
         self.backend_pid: int | None = None
         self._on_notice: list[Callable[[Notice], None]] = []
@@ -192,6 +193,7 @@ class PgNotifySource:
                 await conn.add_listener(SIGNAL_CHANNEL, self._notice)
                 self.backend_pid = conn.get_server_pid()
                 self.connects += 1
+                self.disconnected.clear()
                 self.connected.set()
                 log.info("relay listening (connect #%d, pid %s)", self.connects, self.backend_pid)
                 outage = time.monotonic() - self._lost_at if self._lost_at is not None else 0.0
@@ -210,6 +212,7 @@ class PgNotifySource:
             finally:
                 if self.connected.is_set():
                     self._lost_at = time.monotonic()
+                    self.disconnected.set()
                 self.connected.clear()
                 conn_, self._conn = self._conn, None
                 if conn_ is not None and not conn_.is_closed():
