@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/retrieval.py [--quick] [--tenants 100] [--chunks 1000]
 
-Loads N tenants × M chunks (random-ish text over a 3,000-word vocabulary, random vectors)
+Loads N tenants × M chunks (random-ish text over a 3,000-word vocabulary, vectors drawn from
+4,096 random ones)
 into a fresh database `parley_bench` (on DATABASE_URL's server, else an embedded cluster in
 .parley/bench-cluster), then as parley_app inside tenant transactions (RLS on):
 * p50/p95 of knowledge_search full-text only and hybrid (query vector given);
@@ -77,6 +78,9 @@ CREATE TEMP TABLE vocab AS
   SELECT i, (SELECT string_agg(chr(97 + ((i * 7 + k * 13 + i / (k + 1)) % 26)), '')
                FROM generate_series(0, 3 + i % 6) k) AS w
     FROM generate_series(1, 3000) i;
+CREATE TEMP TABLE vecs AS
+  SELECT i, (SELECT array_agg(random() - 0.5) FROM generate_series(1, 384) WHERE i > 0)::vector AS v
+    FROM generate_series(0, 4095) i;
 INSERT INTO parley.tenants (id, slug, name)
   SELECT gen_random_uuid(), 'bench-' || t, 'Bench ' || t FROM generate_series(1, $1::int) t;
 INSERT INTO parley.chatbots (tenant_id, name, config, allowed_origins)
@@ -98,8 +102,7 @@ SELECT d.tenant_id, d.chatbot_id, d.id, n, t.body, d.title, md5(t.body), 'englis
   CROSS JOIN LATERAL (
     SELECT string_agg(v.w, ' ') AS body FROM generate_series(1, 60) g
       JOIN vocab v ON v.i = 1 + abs(hashint4(g + n * 101 + hashtext(d.id::text))) % 3000) t
-  CROSS JOIN LATERAL (
-    SELECT array_agg(random() - 0.5)::vector AS v FROM generate_series(1, 384) WHERE n > 0) e
+  JOIN vecs e ON e.i = abs(hashint4(n * 7 + hashtext(d.id::text))) % 4096
 """
 
 
