@@ -33,6 +33,7 @@ from aiohttp import web
 
 from pyapp.api import POOL, SETTINGS, json_dumps
 from pyapp.db import Actor, tenant_tx
+from pyapp.errors import from_postgres
 
 log = logging.getLogger("parley.realtime")
 
@@ -566,6 +567,15 @@ class Relay:
                 if feed.task:
                     feed.task.cancel()
 
+    def close_tenant(self, tenant_id: uuid.UUID, code: int = 4403, reason: str = "") -> None:
+        """Close every socket of a tenant on this instance (their handlers detach them)."""
+        for sink in list(self._agents.get(tenant_id, ())):
+            sink.close_soon(code, reason)
+        for (tenant, _conv), group in list(self._visitors.items()):
+            if tenant == tenant_id:
+                for sink in list(group):
+                    sink.close_soon(code, reason)
+
     def local_visitors(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> set[Sink]:
         return self._visitors.get((tenant_id, conversation_id), set())
 
@@ -661,6 +671,12 @@ class Relay:
                     async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
                         rows = await conn.fetch("SELECT * FROM parley.events_after($1, $2)", after, BATCH)
                 except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+                    refused = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
+                    if refused is not None and refused.status in (401, 403, 404):
+                        # The tenant is gone (deleted workspace): nothing more will come.
+                        log.info("relay: tenant %s refused (%s); closing its sockets", feed.tenant_id, refused.code)
+                        self.close_tenant(feed.tenant_id, 4403, refused.code)
+                        return
                     log.warning("relay read failed for %s: %s", feed.tenant_id, exc)
                     feed.low = after + 1 if feed.low is None else min(feed.low, after + 1)
                     await asyncio.sleep(0.5)

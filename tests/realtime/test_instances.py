@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from pyapp import visitor_ws
 from pyapp.realtime import RELAY_APP_NAME, get_relay
@@ -148,3 +149,18 @@ async def test_dropped_listen_connection_is_reestablished_and_the_gap_backfilled
     finally:
         await srv.close()
 
+
+
+async def test_sockets_of_a_deleted_workspace_are_closed(server, tenant, clients, owner_conn):
+    ag = await agent(server, tenant["access_token"])
+    clients.append(ag)
+    sess = await widget_session(server, tenant["key"])
+    await ag.expect_event("conversation_started")
+    vis = await visitor(server, sess)
+    clients.append(vis)
+    await owner_conn.execute("UPDATE parley.tenants SET deleted_at = now() WHERE id = $1",
+                             uuid.UUID(tenant["tenant_id"]))
+    # Any wake-up makes the relay read; its service transaction is refused for a deleted tenant.
+    await owner_conn.execute("SELECT pg_notify('parley_events', $1)", f"{tenant['tenant_id']}:999999999:")
+    assert await ag.expect_closed() == 4403
+    assert await vis.expect_closed() == 4403
