@@ -34,13 +34,20 @@ def widget_build() -> Path:
     return build_widget()
 
 
-@pytest.fixture
-def double(widget_build):
+@pytest.fixture(scope="session")
+def double_server(widget_build):
     from widget.protocol_double import ProtocolDouble
 
     d = ProtocolDouble().start()
     yield d
     d.stop()
+
+
+@pytest.fixture
+def double(double_server):
+    """The protocol double, reset to its defaults for this test."""
+    double_server.reset()
+    return double_server
 
 
 @pytest.fixture

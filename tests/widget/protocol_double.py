@@ -71,6 +71,18 @@ class Conversation:
 
 class ProtocolDouble:
     def __init__(self) -> None:
+        self._set_defaults()
+        self._tasks: set[asyncio.Task] = set()
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="protocol-double")
+        self.api_port = _free_port()
+        self.site_port = _free_port()
+        self.api_url = f"http://127.0.0.1:{self.api_port}"
+        self.site_url = f"http://localhost:{self.site_port}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def _set_defaults(self) -> None:
         self.config: dict = copy.deepcopy(DEFAULT_CONFIG)
         self.token_ttl = 900.0  # seconds
         self.auto_reply = True  # answer visitor messages with a streamed bot reply
@@ -86,16 +98,18 @@ class ProtocolDouble:
         self.ws_attempts = 0
         self.pages: dict[str, str] = {}
         self._next_id = 100
-        self._tasks: set[asyncio.Task] = set()
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="protocol-double")
-        self.api_port = _free_port()
-        self.site_port = _free_port()
-        self.api_url = f"http://127.0.0.1:{self.api_port}"
-        self.site_url = f"http://localhost:{self.site_port}"
+        self.__dict__.pop("_on_frame", None)  # a test's patched frame handler
 
-    # ------------------------------------------------------------------ lifecycle
+    def reset(self) -> None:
+        """Forget everything (between tests): state, config, sockets, patched handlers."""
+        async def run():
+            for task in list(self._tasks):
+                task.cancel()
+            for ws in list(self.sockets):
+                await ws.close()
+            self._set_defaults()
+        self.call(run)
+
     def start(self) -> "ProtocolDouble":
         self._thread.start()
         if not self._ready.wait(10):

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from playwright.sync_api import expect
 
 from widget.protocol_double import KEY
@@ -42,3 +44,28 @@ def test_renders_in_shadow_dom_with_session_and_hello(double, visit, context):
     expect(w.q(".pl-by")).to_have_text("Powered by Parley")
     assert page.parley_errors == []
     w.shot("embed-open-panel")
+
+
+def test_demo_page_template(double, widget_page):
+    from widget.conftest import WIDGET
+
+    template = (WIDGET / "demo.html").read_text()
+    assert "{{API_BASE}}/widget.js" in template and 'data-chatbot="{{CHATBOT_KEY}}"' in template
+    w = widget_page(double.site_url, "/demo")
+    expect(w.launcher).to_be_visible()
+    w.page.get_by_role("button", name="Ask us anything").click()
+    expect(w.panel).to_be_visible()
+    w.settle()
+    w.send("How much is shipping?")
+    w.expect_bubble("bot", "Thanks for asking")
+    assert w.page.parley_errors == []
+    w.shot("demo-page")
+
+
+@pytest.mark.browser_context(viewport={"width": 390, "height": 760}, is_mobile=True, has_touch=True)
+def test_demo_page_on_a_phone(double, widget_page):
+    w = widget_page(double.site_url, "/demo")
+    w.shot("demo-page-phone-closed")
+    w.open()
+    w.shot("demo-page-phone-open")
+    assert w.panel.bounding_box()["width"] == 390

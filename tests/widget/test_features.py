@@ -58,7 +58,7 @@ def test_nudge_after_seconds_on_matching_pages_capped_per_visitor(double, visit)
     ]
     double.config["max_nudges"] = 2
     w = visit("/about")
-    w.page.wait_for_timeout(600)
+    w.page.wait_for_timeout(450)
     expect(w.q(".pl-nudge")).to_be_hidden()  # no pattern matches /about
 
     w = visit("/en/pricing")
@@ -78,7 +78,7 @@ def test_nudge_after_seconds_on_matching_pages_capped_per_visitor(double, visit)
     assert w.page.evaluate(f"localStorage.getItem('parley:{KEY}:nudges')") == "2"
 
     w = visit("/pricing")  # the visitor has had max_nudges
-    w.page.wait_for_timeout(600)
+    w.page.wait_for_timeout(450)
     expect(w.q(".pl-nudge")).to_be_hidden()
 
 

@@ -37,8 +37,7 @@ const boot = () => {
     const b = crypto.getRandomValues(new Uint8Array(16));
     b[6] = (b[6] & 15) | 64;
     b[8] = (b[8] & 63) | 128;
-    const x = [...b].map((v) => (v + 256).toString(16).slice(1)).join('');
-    return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+    return [...b].map((v, i) => ([4, 6, 8, 10].includes(i) ? '-' : '') + (v + 256).toString(16).slice(1)).join('');
   };
 
   // ---- session (REST) -----------------------------------------------------------------------
@@ -102,7 +101,7 @@ const boot = () => {
 
   const retry = () => {
     clearTimeout(retryTimer);
-    const base = Math.min(3e4, 1e3 * 2 ** attempt++);
+    const base = Math.min(3e4, 500 * 2 ** attempt++); // 0.25–0.5 s, 0.5–1 s, … ≤ 30 s, with jitter
     retryTimer = setTimeout(connect, base / 2 + (Math.random() * base) / 2);
   };
 
@@ -412,6 +411,7 @@ const boot = () => {
     if (isOpen) return;
     isOpen = true;
     panel.hidden = false;
+    wrap.classList.add('pl-open');
     nudge.hidden = true;
     launcher.setAttribute('aria-expanded', 'true');
     launcher.replaceChildren(icon(ICONS.down), badge);
@@ -429,6 +429,7 @@ const boot = () => {
     const hadFocus = !!root.activeElement;
     isOpen = false;
     panel.hidden = true;
+    wrap.classList.remove('pl-open');
     launcher.setAttribute('aria-expanded', 'false');
     launcher.replaceChildren(launcherIcon(), badge);
     setUnread(unread);
