@@ -1,0 +1,112 @@
+"""The real widget against the real Parley server (database, /api/widget/*, /ws/visitor, agent API).
+
+A customer page on its own origin embeds `/widget.js`; the visitor asks a question and gets the
+bot's answer, asks for a human, an agent replies through the API, a reload keeps the
+conversation, and a network drop loses nothing (what was written while offline arrives once).
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from support import _signup
+
+STATIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "widget" / "dist" / "widget.js"
+
+
+async def _customer_site(api_base: str, key: str):
+    """A shop page on another origin embedding the widget like a business would."""
+    from aiohttp import web
+
+    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>'
+            f'<body><h1>Pricing</h1><p><a href="#plans">Plans</a></p>'
+            f'<script src="{api_base}/widget.js" data-chatbot="{key}" async></script></body></html>')
+
+    async def page(request):
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/pricing", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@pytest.fixture
+def widget_built():
+    if not STATIC.exists():
+        from widget.conftest import build_widget
+        build_widget()
+
+
+def test_visitor_journey_against_the_real_server(server_thread, widget_page, widget_built):
+    srv = server_thread
+    owner = srv.run(_signup(srv.server, name="Olivia Owner"))
+    token = owner["access_token"]
+    status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
+        "name": "Shop helper", "allowed_origins": [], "config": {}}))
+    assert status == 201, bot
+    runner, shop = srv.run(_customer_site(srv.base_url, bot["public_key"]))
+    status, out = srv.run(srv.server.call("PATCH", f"/api/chatbots/{bot['id']}", token=token,
+                                          json={"allowed_origins": [shop]}))
+    assert status == 200, out
+    try:
+        w = widget_page(shop, "/pricing")
+        page = w.page
+        # The widget's script came from the server (with CORS), the session from /api/widget/sessions.
+        cid = page.evaluate(f"localStorage.getItem('parley:{bot['public_key']}:cid')")
+        assert re.fullmatch(r"[0-9a-f-]{36}", cid)
+        assert page.context.cookies() == []
+
+        w.open()
+        w.send("What are your opening hours?")
+        w.expect_bubble("visitor", "What are your opening hours?")
+        # Without an LLM or knowledge the bot still answers (extractive or "I don't know").
+        expect(w.bubbles("bot").first).to_be_visible(timeout=15_000)
+
+        w.q(".pl-human").click()
+        expect(w.q(".pl-sub")).not_to_be_empty(timeout=10_000)
+
+        status, msg = srv.run(srv.server.call("POST", f"/api/conversations/{cid}/reply", token=token,
+                                              json={"body": "Hi, Olivia here. We open at **9:00**.",
+                                                    "client_id": str(uuid.uuid4())}))
+        assert status == 201, msg
+        agent = w.expect_bubble("agent", "Olivia here")
+        expect(agent.locator("strong")).to_have_text("9:00")
+        w.shot("e2e-agent-replied")
+
+        # Reload: same conversation, history replayed once.
+        page.reload()
+        w.wait_ready().open()
+        w.expect_bubble("agent", "Olivia here")
+        expect(w.bubbles("visitor")).to_have_count(1)
+        expect(w.bubbles("agent")).to_have_count(1)
+        assert page.evaluate(f"localStorage.getItem('parley:{bot['public_key']}:cid')") == cid
+
+        # Network drop: the visitor writes while offline, the agent writes meanwhile.
+        page.context.set_offline(True)
+        page.evaluate("window.dispatchEvent(new Event('offline'))")
+        expect(w.q(".pl-state")).not_to_be_empty()
+        w.send("Sent while offline")
+        srv.run(srv.server.call("POST", f"/api/conversations/{cid}/reply", token=token,
+                                json={"body": "Anything else?", "client_id": str(uuid.uuid4())}))
+        page.context.set_offline(False)
+        page.evaluate("window.dispatchEvent(new Event('online'))")
+        expect(w.q(".pl-state")).to_be_empty(timeout=15_000)
+        w.expect_bubble("agent", "Anything else?")
+        expect(w.bubbles("visitor").last).not_to_have_class(re.compile(r"\bpl-pending\b"), timeout=10_000)
+        status, transcript = srv.run(srv.server.call("GET", f"/api/conversations/{cid}", token=token))
+        assert status == 200, transcript
+        bodies = [m["body"] for m in transcript["messages"] if m["author"] == "visitor"]
+        assert bodies.count("Sent while offline") == 1
+        expect(w.bubbles("visitor").filter(has_text="Sent while offline")).to_have_count(1)
+        expect(w.bubbles("agent")).to_have_count(2)
+        assert page.parley_errors == []
+        w.shot("e2e-after-reconnect")
+    finally:
+        srv.run(runner.cleanup())
