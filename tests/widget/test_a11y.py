@@ -40,10 +40,13 @@ def test_keyboard_focus_trap_escape_and_return(double, visit):
     page.keyboard.type("line one")
     page.keyboard.press("Shift+Enter")
     page.keyboard.type("line two")
+    wait_for(page, lambda: double.frames_of("typing"), what="typing frame")
+    assert double.frames_of("typing") == [{"type": "typing", "on": True}]  # once, not per key
     page.keyboard.press("Enter")
     w.expect_bubble("visitor", "line one")
     wait_for(page, lambda: double.frames_of("message"), what="message")
     assert double.frames_of("message")[0]["body"] == "line one\nline two"
+    assert double.frames_of("typing")[-1] == {"type": "typing", "on": False}
 
     page.keyboard.press("Escape")
     expect(w.panel).to_be_hidden()

@@ -133,6 +133,12 @@ def test_markdown_lite(double, visit):
     assert b.locator("a").nth(1).get_attribute("href") == "mailto:help@acme.example"
     expect(b).to_contain_text("snake_case_word")
     assert b.get_attribute("dir") == "auto"
+    # Right-to-left text lays itself out right to left inside the (left-to-right) widget.
+    double.post("agent", "مرحبا، كيف يمكنني مساعدتك؟", author_name="سارة")
+    rtl = w.bubbles("agent").last.locator(".pl-b")
+    expect(rtl).to_be_visible()
+    assert rtl.evaluate("el => getComputedStyle(el).direction") == "rtl"
+    assert b.evaluate("el => getComputedStyle(el).direction") == "ltr"
 
 
 def test_agent_and_system_messages_status_and_read(double, visit):
