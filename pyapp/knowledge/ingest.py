@@ -63,9 +63,7 @@ def passage_text(title: str, heading_path: str, text: str) -> str:
 
 
 async def embed_query(embedder, query: str):
-    vectors = await embedder.embed_queries([query]) if hasattr(embedder, "embed_queries") \
-        else await embedder.embed([query])
-    return vectors[0]
+    return (await embedder.embed_queries([query]))[0]
 
 
 # ----------------------------------------------------------------------------- documents
@@ -118,8 +116,8 @@ async def drain_tenant(pool: asyncpg.Pool, tenant_id: uuid.UUID, embedder, *, ac
 
 async def drain_embeddings(pool: asyncpg.Pool, *, actor_kind: str, embedder=None, until_empty: bool = False,
                            max_batches: int = 50) -> int:
-    """One fair pass over the tenants with due jobs (a batch each), repeated until the queue
-    is empty (until_empty) or max_batches batches ran. Returns chunks embedded."""
+    """One fair pass over the tenants with due jobs (a batch each); with until_empty, passes
+    repeat until the queue is empty or max_batches batches ran. Returns chunks embedded."""
     embedder = embedder or get_embedder()
     if embedder is None:
         return 0
@@ -134,7 +132,7 @@ async def drain_embeddings(pool: asyncpg.Pool, *, actor_kind: str, embedder=None
             progressed += n
             batches += 1
         done += progressed
-        if not progressed or not until_empty and batches >= max_batches:
+        if not progressed or not until_empty:
             break
     return done
 
