@@ -1,7 +1,7 @@
 """Browser fixtures (Playwright sync API, Debian's chromium, headless) and the widget helper.
 
 Fixtures
-- `browser`: one chromium per test session (`/usr/bin/chromium`, or $PARLEY_CHROMIUM).
+- `browser`: one chromium per test module (`/usr/bin/chromium`, or $PARLEY_CHROMIUM).
 - `context`: a fresh browser context per test (no shared storage). Options per test with
   `@pytest.mark.browser_context(locale="de-DE", viewport={"width": 375, "height": 700})`.
 - `page`: a page in that context; uncaught page errors are collected in `page.parley_errors`,
@@ -52,8 +52,11 @@ def screenshot(page, name: str, **kwargs) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped on purpose: while a sync Playwright is alive its event loop counts as
+    "running" in this thread, which breaks pytest-asyncio tests (and other sync_playwright()
+    starts) in later modules. A module's last test closes it."""
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
