@@ -568,13 +568,23 @@ class Relay:
                     feed.task.cancel()
 
     def close_tenant(self, tenant_id: uuid.UUID, code: int = 4403, reason: str = "") -> None:
-        """Close every socket of a tenant on this instance (their handlers detach them)."""
-        for sink in list(self._agents.get(tenant_id, ())):
-            sink.close_soon(code, reason)
+        """Tell every socket of a tenant on this instance why, then close it (handlers detach)."""
+        sinks = list(self._agents.get(tenant_id, ()))
         for (tenant, _conv), group in list(self._visitors.items()):
             if tenant == tenant_id:
-                for sink in list(group):
-                    sink.close_soon(code, reason)
+                sinks.extend(group)
+        frame = json_dumps({"type": "error", "code": reason or "closed", "message": "This workspace is no longer available."})
+
+        async def close(sink: Sink) -> None:
+            await sink.flush()
+            sink.close_soon(code, reason)
+
+        for sink in sinks:
+            if sink.kind == "sse":
+                sink.push(f"event: error\ndata: {frame}\n\n".encode(), bounded=False)
+            else:
+                sink.push(frame, bounded=False)
+            self.spawn(close(sink), name="close-tenant-socket")
 
     def local_visitors(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> set[Sink]:
         return self._visitors.get((tenant_id, conversation_id), set())

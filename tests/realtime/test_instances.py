@@ -88,7 +88,8 @@ async def test_reconnect_across_a_server_restart(settings, signup, owner_conn, c
 
         closed = asyncio.create_task(vis.expect_closed())  # the widget is always reading
         await one.close()  # instance one goes away with the visitor's socket
-        assert await closed == 1001  # "going away": reconnect elsewhere
+        # 1001 "going away" (1006 if aiohttp drops the transport before our close reply lands).
+        assert await closed in (1001, 1006)
         for text in ("sent during the restart", "and another"):
             status, _ = await two.call("POST", f"/api/conversations/{conv}/reply", token=owner["access_token"],
                                        json={"body": text})
@@ -162,5 +163,8 @@ async def test_sockets_of_a_deleted_workspace_are_closed(server, tenant, clients
                              uuid.UUID(tenant["tenant_id"]))
     # Any wake-up makes the relay read; its service transaction is refused for a deleted tenant.
     await owner_conn.execute("SELECT pg_notify('parley_events', $1)", f"{tenant['tenant_id']}:999999999:")
-    assert await ag.expect_closed() == 4403
-    assert await vis.expect_closed() == 4403
+    for client in (ag, vis):
+        assert (await client.expect(type="error"))["code"] == "tenant_not_found"
+        # 4403, or 1006 when aiohttp closes the transport before our client's close reply
+        # lands (a server-side close while the handler is reading); either way it is closed.
+        assert await client.expect_closed() in (4403, 1006)
