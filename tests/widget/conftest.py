@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from browser.conftest import *  # noqa: F401,F403  (browser, context, page, widget_page, screenshot)
-from browser.conftest import WidgetPage
+from browser.conftest import *  # noqa: F401,F403  (context, page, widget_page, screenshot)
+from browser.conftest import CHROMIUM, CHROMIUM_ARGS, WidgetPage
 
 WIDGET = Path(__file__).resolve().parents[2] / "widget"
 AXE = WIDGET / "node_modules" / "axe-core" / "axe.min.js"
@@ -27,6 +27,20 @@ def build_widget() -> Path:
         subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WIDGET, check=True)
     subprocess.run([npm, "run", "--silent", "build"], cwd=WIDGET, check=True)
     return out
+
+
+@pytest.fixture(scope="package")
+def browser():
+    """One chromium for this directory's tests (they are all sync), closed when they are done so
+    later asyncio tests don't meet Playwright's loop."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"chromium not found at {CHROMIUM} (scripts/setup.sh --test installs it)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session")
