@@ -155,9 +155,14 @@ const boot = () => {
     };
   }
 
-  // Heartbeat: ping every 25 s; a socket silent for 60 s is dead, reconnect.
+  // Heartbeat: ping every 25 s; nothing heard since the previous ping means a dead socket.
+  // (Not a fixed silence limit: background tabs may run this timer only once a minute.)
+  let pinged = 0;
   setInterval(() => {
-    if (online) Date.now() - lastRx > 6e4 ? drop() : send({ type: 'ping' });
+    if (!online) return;
+    if (pinged > lastRx) return drop();
+    pinged = Date.now();
+    send({ type: 'ping' });
   }, 25e3);
   W.addEventListener('online', () => {
     attempt = 0;
@@ -167,7 +172,7 @@ const boot = () => {
 
   // ---- UI -----------------------------------------------------------------------------------
   let ui, t, root, wrap, launcher, badge, panel, log, input, stateEl, subEl, typingEl, chips, humanBtn, nudge, seenEl;
-  let isOpen, wantOpen, unread = 0, status, readSent = 0, typingTimer, myTyping, typingOff, leadBox, rated;
+  let isOpen, wantOpen, unread = 0, status, readSent = 0, typingTimer, myTyping = false, typingOff, leadBox, rated;
   const byId = new Map(); // message id -> element (dedupe)
   const byCid = new Map(); // client_id -> pending visitor bubble
   const streams = new Map(); // stream_id -> {text, el, b}
@@ -188,7 +193,7 @@ const boot = () => {
   const setStatus = (s) => {
     status = s || status;
     if (!ui) return;
-    humanBtn.hidden = !status || status !== 'bot';
+    humanBtn.hidden = status !== 'bot';
     subEl.textContent = { waiting_human: t.waiting, human: t.human_on, closed: t.closed }[status] || '';
   };
 
@@ -400,7 +405,7 @@ const boot = () => {
   const typing = (on) => {
     clearTimeout(typingTimer);
     if (on) typingTimer = setTimeout(() => typing(false), 3e3);
-    if (myTyping !== on && (on || myTyping)) {
+    if (myTyping !== on) {
       myTyping = on;
       send({ type: 'typing', on });
     }
