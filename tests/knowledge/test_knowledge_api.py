@@ -235,3 +235,15 @@ async def test_dev_worker_in_serve_embeds_new_chunks(settings, signup, owner_con
         assert out["mode"] == "hybrid" and out["passages"][0]["vector_distance"] is not None
     finally:
         await srv.close()
+
+
+async def test_embedding_backlog_refuses_new_imports(server, owner, monkeypatch):
+    import pyapp.knowledge.routes as routes
+
+    monkeypatch.setattr(routes, "MAX_BACKLOG", 2)
+    base = f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources"
+    status, _ = await server.call("POST", base, json={"kind": "text", "text": "# A\n\none\n\n# B\n\ntwo"},
+                                  token=owner["access_token"])
+    assert status == 201  # two chunks now wait for an embedding
+    status, body = await server.call("POST", base, json={"kind": "text", "text": "three"}, token=owner["access_token"])
+    assert (status, body["error"]["code"]) == (429, "embedding_backlog")
