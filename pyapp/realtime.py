@@ -667,6 +667,14 @@ class Relay:
             feed.low = start + 1 if feed.low is None else min(feed.low, start + 1)
             self._kick(feed)
 
+    def wake(self, tenant_id: uuid.UUID) -> None:
+        """This process just committed events for the tenant: read them now rather than after
+        the NOTIFY round trip (the notice that follows finds them delivered)."""
+        feed = self._feeds.get(tenant_id)
+        if feed is not None and feed.ready.is_set() and feed.cursor is not None:
+            feed.low = feed.cursor + 1 if feed.low is None else min(feed.low, feed.cursor + 1)
+            self._kick(feed)
+
     def _kick(self, feed: _Feed) -> None:
         if feed.task is None or feed.task.done():
             feed.task = self.spawn(self._pump(feed), name=f"feed-{feed.tenant_id}")

@@ -91,9 +91,11 @@ class BotTurn:
     async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
         """Store the bot's answer (one post_message); everyone gets it through the relay."""
         async with self.service_tx() as conn:
-            return await conn.fetchval(
+            stored = await conn.fetchval(
                 "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, NULL, $4) m",
                 self.conversation_id, author, body, meta or {})
+        self.relay.wake(self.tenant_id)
+        return stored
 
 
 BotResponder = Callable[[BotTurn], Awaitable[None]]
@@ -430,6 +432,8 @@ class VisitorSession:
                 "         WHERE c.tenant_id = m.tenant_id AND c.id = m.conversation_id) AS status_before"
                 "  FROM parley.post_message($1, 'visitor', $2, $3, '{}') m",
                 self.claims.conversation_id, frame.body, frame.client_id)
+        if not row["duplicate"]:
+            self.relay.wake(self.claims.tenant_id)
         before = row["status_before"]
         self.status = "bot" if before == "closed" and not row["duplicate"] else before
         msg = row["message"]
@@ -465,6 +469,7 @@ class VisitorSession:
         async with self.tx() as conn:
             self.status = await conn.fetchval("SELECT c.status FROM parley.request_human($1) c",
                                               self.claims.conversation_id)
+        self.relay.wake(self.claims.tenant_id)
 
     async def on_lead(self, frame: LeadFrame) -> None:
         custom = {k: v for k, v in (frame.model_extra or {}).items()
