@@ -36,8 +36,8 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-extras=""; [ $WANT_TEST = 1 ] && extras="[test]"
-stamp=".venv/.parley-installed$( [ $WANT_TEST = 1 ] && echo -test )"
+extras=""; stamp=".venv/.parley-installed"
+if [ $WANT_TEST = 1 ]; then extras="[test]"; stamp="$stamp-test"; fi
 want="$(sha256sum pyproject.toml | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "pip install -e .${extras}"
