@@ -41,7 +41,7 @@ from pyapp.api import Call, api, rows
 from pyapp.errors import ApiError, from_postgres, not_found
 from pyapp.knowledge.ingest import get_embedder
 from pyapp.knowledge.routes import HAS_VECTORS, query_vector, search_passages
-from pyapp.net import FetchError, vet_url
+from pyapp.net import FetchError, guarded_session, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 from pyapp.providers.http import RetryPolicy
 from pyapp.providers.llm import AnthropicLLM, LLMError, OpenAICompatibleLLM, get_llm
@@ -179,9 +179,13 @@ async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, 
     cls = OpenAICompatibleLLM if row["provider"] == "openai" else AnthropicLLM
     base_url = row["base_url"] or ("https://api.openai.com/v1" if row["provider"] == "openai"
                                    else "https://api.anthropic.com")
-    await vet_url(base_url, allow_hosts=allow_hosts_from_env())  # a tenant's URL: no internal targets
+    allow = allow_hosts_from_env()
+    await vet_url(base_url, allow_hosts=allow)  # a tenant's URL: no internal targets (clear error early)
+    # ...and the connection itself is vetted too, so DNS rebinding between the check and the call
+    # cannot reach an internal address.
     return cls(base_url, decrypt_key(settings.secret_key, tenant_id, row["api_key_enc"]),
-               row["model"] or "default", retry=RetryPolicy(max_retries=1, max_wait=5.0))
+               row["model"] or "default", retry=RetryPolicy(max_retries=1, max_wait=5.0),
+               session_factory=lambda: guarded_session(allow_hosts=allow))
 
 
 # --------------------------------------------------------------------------- the turn
