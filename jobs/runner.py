@@ -50,6 +50,18 @@ async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: l
         ran.append(job.name)
 
 
+HEARTBEAT_FILE = os.environ.get("PARLEY_JOBS_HEARTBEAT", "/tmp/parley-jobs.alive")
+
+
+def _touch_heartbeat() -> None:
+    """A file whose mtime says the loop is alive: the container health check reads it."""
+    try:
+        with open(HEARTBEAT_FILE, "a"):
+            os.utime(HEARTBEAT_FILE)
+    except OSError:
+        pass
+
+
 async def main(settings, once: bool = False) -> int:
     """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code."""
     from pyapp.knowledge.ingest import drain_embeddings
@@ -67,6 +79,7 @@ async def main(settings, once: bool = False) -> int:
     try:
         while not stop.is_set():
             ran = await run_due_jobs(pool, worker)
+            _touch_heartbeat()
             embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
                                               max_batches=1_000_000 if once else 50)
             if once:
