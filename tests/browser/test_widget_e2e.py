@@ -110,3 +110,59 @@ def test_visitor_journey_against_the_real_server(server_thread, widget_page, wid
         w.shot("e2e-after-reconnect")
     finally:
         srv.run(runner.cleanup())
+
+
+def test_streamed_grounded_answer_against_the_real_server(server_thread, widget_page, widget_built, monkeypatch):
+    """With an LLM configured, the visitor sees the answer grow in one bubble, then the stored reply."""
+    from fakes.llm_servers import FakeOpenAIServer, Reply
+
+    srv = server_thread
+    fake = FakeOpenAIServer(default_reply=Reply.text("We open at nine every weekday [1].", delay=0.35))
+    srv.run(fake.start())
+    monkeypatch.setenv("PARLEY_LLM", "openai")
+    monkeypatch.setenv("PARLEY_LLM_URL", fake.base_url)
+    monkeypatch.setenv("PARLEY_LLM_KEY", "test-key")
+    monkeypatch.setenv("PARLEY_LLM_MODEL", "fake-model")
+    owner = srv.run(_signup(srv.server, name="Olivia Owner"))
+    token = owner["access_token"]
+    status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
+        "name": "Shop helper", "allowed_origins": [], "config": {"language": "en"}}))
+    assert status == 201, bot
+    status, src = srv.run(srv.server.call(
+        "POST", f"/api/chatbots/{bot['id']}/knowledge/sources", token=token,
+        json={"kind": "text", "title": "Opening hours",
+              "text": "# Opening hours\n\nThe shop opens at nine in the morning every weekday and closes at six."}))
+    assert status == 201, src
+    runner, shop = srv.run(_customer_site(srv.base_url, bot["public_key"]))
+    status, out = srv.run(srv.server.call("PATCH", f"/api/chatbots/{bot['id']}", token=token,
+                                          json={"allowed_origins": [shop]}))
+    assert status == 200, out
+    try:
+        w = widget_page(shop, "/pricing")
+        w.open()
+        w.send("When do you open?")
+        # Mid-stream: the bot bubble holds the first words but not yet the last ones.
+        last_bot = ("(r) => { const b = r.querySelectorAll('.pl-log .pl-m.pl-bot:not(.pl-greet)');"
+                    " return b.length ? b[b.length - 1].textContent : ''; }")
+        seen_partial = False
+        for _ in range(300):  # polls every 50 ms for at most 15 s; chunks arrive every 350 ms
+            text = w.eval(last_bot)
+            if "We open" in text and "weekday" not in text:
+                seen_partial = True
+                break
+            if "weekday" in text:
+                break
+            w.page.wait_for_timeout(50)
+        assert seen_partial, "the answer never showed up part-way through (not streamed)"
+        w.expect_bubble("bot", "every weekday")
+        w.shot("e2e-streamed-answer")
+        expect(w.bubbles("bot").filter(has_text="every weekday")).to_have_count(1)
+        assert len(fake.requests) == 1
+        cid = w.page.evaluate(f"localStorage.getItem('parley:{bot['public_key']}:cid')")
+        status, transcript = srv.run(srv.server.call("GET", f"/api/conversations/{cid}", token=token))
+        replies = [m for m in transcript["messages"] if m["author"] == "bot"]
+        assert len(replies) == 1 and "every weekday" in replies[0]["body"]
+        assert replies[0]["meta"].get("stream_id")
+    finally:
+        srv.run(runner.cleanup())
+        srv.run(fake.close())
