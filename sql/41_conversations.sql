@@ -30,6 +30,20 @@ SELECT parley.apply_tenant_policies('parley.messages');
 SELECT parley.apply_tenant_policies('parley.events');
 SELECT parley.apply_tenant_policies('parley.leads');
 
+-- Visitors: a widget transaction (actor kind 'visitor', actor id = its conversation) sees only
+-- its own conversation, that conversation's messages without notes, and its lead, whatever
+-- SQL runs in it. RESTRICTIVE, so these narrow the tenant policies rather than widen them.
+DROP POLICY IF EXISTS select_visitor_own ON parley.conversations;
+CREATE POLICY select_visitor_own ON parley.conversations AS RESTRICTIVE FOR SELECT
+  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR id::text = (SELECT parley.current_actor_id()));
+DROP POLICY IF EXISTS select_visitor_own ON parley.messages;
+CREATE POLICY select_visitor_own ON parley.messages AS RESTRICTIVE FOR SELECT
+  USING ((SELECT parley.current_actor_kind()) <> 'visitor'
+         OR (conversation_id::text = (SELECT parley.current_actor_id()) AND author <> 'note'));
+DROP POLICY IF EXISTS select_visitor_own ON parley.leads;
+CREATE POLICY select_visitor_own ON parley.leads AS RESTRICTIVE FOR SELECT
+  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR conversation_id::text = (SELECT parley.current_actor_id()));
+
 GRANT SELECT, INSERT,
       UPDATE (status, assignee_id, last_activity_at, closed_at, bot_misses, last_message_id)
    ON parley.conversations TO parley_app;
@@ -154,7 +168,7 @@ COMMENT ON FUNCTION parley.conversation_json(parley.conversations) IS
   'Conversation summary for agents and the relay (no ip or user agent).';
 
 CREATE OR REPLACE FUNCTION parley.check_open_conversation_limit() RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -174,7 +188,11 @@ BEGIN
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.check_open_conversation_limit() IS
-  'Raise 402 plan_limit when the current tenant already has max_open_conversations conversations not closed (0 = unlimited).';
+  'Raise 402 plan_limit when the current tenant already has max_open_conversations conversations not closed (0 = unlimited). Owned by parley_auth and filtered by the current tenant explicitly: a visitor transaction sees only its own conversation, yet must be counted against the whole tenant.';
+GRANT SELECT ON parley.conversations, parley.tenant_limits TO parley_auth;
+ALTER FUNCTION parley.check_open_conversation_limit() OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.check_open_conversation_limit() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.check_open_conversation_limit() TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.clean_text(p_value text, p_max int) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -193,14 +211,21 @@ AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
   v_conv parley.conversations;
+  v_id uuid;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM parley.chatbots b
                   WHERE b.tenant_id = v_tenant AND b.id = p_chatbot_id AND b.deleted_at IS NULL) THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
   END IF;
   PERFORM parley.check_open_conversation_limit();
-  INSERT INTO parley.conversations (tenant_id, chatbot_id, visitor_id, page_url, referrer, user_agent, locale, country, ip)
-  VALUES (v_tenant, p_chatbot_id, coalesce(p_visitor_id, gen_random_uuid()),
+  v_id := gen_random_uuid();
+  -- A visitor starting a conversation has no conversation id yet; from here on it is this
+  -- one, so the visitor policies let it see (RETURNING) what it just created and nothing else.
+  IF parley.current_actor_kind() = 'visitor' AND parley.current_actor_id() IS NULL THEN
+    PERFORM set_config('app.actor_id', v_id::text, true);
+  END IF;
+  INSERT INTO parley.conversations (tenant_id, id, chatbot_id, visitor_id, page_url, referrer, user_agent, locale, country, ip)
+  VALUES (v_tenant, v_id, p_chatbot_id, coalesce(p_visitor_id, gen_random_uuid()),
           parley.clean_text(p_page_url, 2048), parley.clean_text(p_referrer, 2048),
           parley.clean_text(p_user_agent, 512), parley.clean_text(p_locale, 35),
           CASE WHEN p_country ~ '^[A-Za-z]{2}$' THEN upper(p_country) END, p_ip)

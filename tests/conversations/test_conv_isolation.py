@@ -96,3 +96,32 @@ async def test_agent_cannot_manage_chatbots(ws):
     assert (await ws.call("DELETE", f"/api/chatbots/{bot['id']}", token=agent))[0] == 403
     status, body = await ws.call("GET", f"/api/chatbots/{bot['id']}", token=agent)
     assert status == 200 and body["name"] == "Helper"
+
+
+async def test_visitor_transaction_sees_only_its_own_rows_even_with_raw_sql(ws):
+    """RLS, not just the stored functions, confines a visitor to its conversation (no notes)."""
+    bot = await ws.chatbot()
+    mine, other = await ws.start(bot["id"]), await ws.start(bot["id"])
+    await ws.visitor_says(mine, "my question")
+    await ws.visitor_says(other, "someone else's words")
+    status, out = await ws.call("POST", f"/api/conversations/{mine}/notes", json={"body": "internal note"})
+    assert status == 201, out
+    async with ws.visitor_tx(mine) as conn:
+        convs = await conn.fetch("SELECT id FROM parley.conversations")
+        bodies = [r["body"] for r in await conn.fetch("SELECT body FROM parley.messages")]
+    assert [r["id"] for r in convs] == [mine]
+    assert bodies == ["my question"]
+    async with ws.tx() as conn:  # the server itself still sees the whole tenant
+        assert await conn.fetchval("SELECT count(*) FROM parley.conversations") == 2
+
+
+async def test_a_new_visitor_session_sees_only_the_conversation_it_starts(ws):
+    bot = await ws.chatbot()
+    await ws.start(bot["id"])
+    async with ws.tx("visitor") as conn:  # no conversation yet, as in POST /api/widget/sessions
+        row = await conn.fetchrow(
+            "SELECT * FROM parley.start_conversation($1, $2, NULL, NULL, NULL, NULL, NULL, NULL)",
+            bot["id"] if not isinstance(bot["id"], str) else __import__("uuid").UUID(bot["id"]),
+            __import__("uuid").uuid4())
+        visible = await conn.fetch("SELECT id FROM parley.conversations")
+    assert [r["id"] for r in visible] == [row["id"]]
