@@ -72,6 +72,42 @@ def rss_kb() -> int:
     return 0
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU time of one process (0 when it is gone or not visible)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+class CpuMeter:
+    """CPU seconds spent by this process and by the PostgreSQL server's processes (when local).
+
+    Throughput on a shared 2-core VM swings with its neighbours; CPU time per message does
+    much less, so the bench reports both.
+    """
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.pg_pids: list[int] = []
+
+    async def refresh(self) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            self.pg_pids = [r["pid"] for r in await conn.fetch("SELECT pid FROM pg_stat_activity")]
+            self.pg_pids.append(await conn.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await conn.close()
+
+    def sample(self) -> tuple[float, float]:
+        return cpu_seconds(), sum(cpu_seconds(p) for p in self.pg_pids)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -332,7 +368,7 @@ async def run_agent(session: aiohttp.ClientSession, base: str, token: str, run: 
 
 
 async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], seconds: float,
-                warmup: float, rate: float | None = None) -> dict:
+                warmup: float, rate: float | None = None, meter: CpuMeter | None = None) -> dict:
     """Run the flow against one server; returns msgs/s and latency percentiles (ms)."""
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as session:
@@ -350,7 +386,19 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
                 raise next(v.exception() for v in done if v.exception())
             await asyncio.sleep(0.05)
         run.start()
+        cpu = {}
+
+        async def measure_cpu() -> None:
+            await asyncio.sleep(max(0.0, run.warmup_until - time.perf_counter()))
+            if meter is not None:
+                await meter.refresh()  # the pool has grown during the warm-up
+                cpu["start"] = meter.sample()
+                await asyncio.sleep(max(0.0, run.end_at - time.perf_counter()))
+                cpu["end"] = meter.sample()
+
+        measuring = asyncio.ensure_future(measure_cpu())
         await asyncio.gather(*visitors)
+        await measuring
         # Let the last events reach the agents (later ones do not count anyway), then stop them.
         await asyncio.sleep(max(0.0, run.end_at + DELIVERY_GRACE - time.perf_counter()))
         for task in agents:
@@ -359,7 +407,13 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
     lat = [x * 1000 for x in run.latencies]
     # Sustained = reached every agent by the end of the run (+ DELIVERY_GRACE): a relay that
     # acknowledges senders but builds a backlog towards the agents gets no credit for the backlog.
-    return {"msgs_per_s": len(lat) / max(1, len(agent_tokens)) / seconds, "acked_per_s": run.acked / seconds,
+    delivered = len(lat) / max(1, len(agent_tokens))
+    if "end" in cpu and delivered:
+        py_ms, pg_ms = ((b - a) * 1000 / delivered for a, b in zip(cpu["start"], cpu["end"]))
+    else:
+        py_ms = pg_ms = float("nan")
+    return {"msgs_per_s": delivered / seconds, "acked_per_s": run.acked / seconds,
+            "py_cpu_ms": py_ms, "pg_cpu_ms": pg_ms,
             "sent": run.sent, "acked": run.acked,
             "p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "p99_ms": pct(lat, 99),
             "deliveries": len(lat), "errors": run.errors}
@@ -484,10 +538,12 @@ async def bench(args) -> None:
             arranged = await arrange_parley(base, settings, args.visitors, args.idle)
             print(f"arranged {args.visitors} claimed + {args.idle} idle conversations", flush=True)
             agents = [arranged["agent_token"]] * args.agents
-            parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup)
+            meter = CpuMeter(settings.admin_url)
+            parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup, meter=meter)
             _report("parley", parley, args)
             rate = max(1.0, round(parley["msgs_per_s"] * PACED_FRACTION))
-            parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate)
+            parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
+                                       meter=meter)
             _report("parley", parley_paced, args, rate)
             kb, opened = await idle_memory(base, arranged["idle_tokens"])
             print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
@@ -507,9 +563,10 @@ async def bench(args) -> None:
             runner, base = await serve(baseline_app(pool, settings.app_url))
             try:
                 tokens = [f"conv-{i}" for i in range(args.visitors)]
-                baseline = await drive(base, tokens, ["agent"] * args.agents, args.seconds, args.warmup)
+                baseline = await drive(base, tokens, ["agent"] * args.agents, args.seconds, args.warmup, meter=meter)
                 _report("baseline", baseline, args)
-                baseline_paced = await drive(base, tokens, ["agent"] * args.agents, args.paced_seconds, 1.0, rate)
+                baseline_paced = await drive(base, tokens, ["agent"] * args.agents, args.paced_seconds, 1.0, rate,
+                                             meter=meter)
                 _report("baseline", baseline_paced, args, rate)
             finally:
                 await runner.cleanup()
@@ -519,8 +576,12 @@ async def bench(args) -> None:
         await drop_database(maint, dbname)
 
     ratio = parley["msgs_per_s"] / baseline["msgs_per_s"] if baseline["msgs_per_s"] else float("nan")
-    print(f"parley/baseline: throughput ratio {ratio:.2f}; p99 at {rate:.0f} msgs/s {parley_paced['p99_ms']:.1f} ms "
-          f"vs {baseline_paced['p99_ms']:.1f} ms; total {time.perf_counter() - t_start:.1f}s", flush=True)
+    cpu_ratio = ((baseline["py_cpu_ms"] + baseline["pg_cpu_ms"]) / (parley["py_cpu_ms"] + parley["pg_cpu_ms"])
+                 if parley["py_cpu_ms"] == parley["py_cpu_ms"] else float("nan"))
+    print(f"parley/baseline: throughput ratio {ratio:.2f}, CPU-time ratio {cpu_ratio:.2f} (baseline CPU per message"
+          f" / Parley's: the share of the baseline's rate Parley would reach with the same CPU); p99 at {rate:.0f} msgs/s"
+          f" {parley_paced['p99_ms']:.1f} ms vs {baseline_paced['p99_ms']:.1f} ms; total {time.perf_counter() - t_start:.1f}s",
+          flush=True)
     print(f"msgs_per_s={parley['msgs_per_s']:.0f} p99_ms={parley_paced['p99_ms']:.0f} baseline_ratio={ratio:.2f} "
           f"kb_per_idle_ws={kb:.0f}")
 
@@ -535,7 +596,8 @@ def _report(name: str, r: dict, args, rate: float | None = None) -> None:
     print(f"{name}: {args.visitors} visitors, {args.agents} agents, {how}: "
           f"{r['msgs_per_s']:.0f} visitor msgs/s delivered to every agent ({r['acked_per_s']:.0f}/s echoed back), "
           f"visitor→agent p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
-          f"over {r['deliveries']} deliveries" + (f", errors {r['errors']}" if r["errors"] else ""), flush=True)
+          f"over {r['deliveries']} deliveries; CPU per message {r['py_cpu_ms']:.2f} ms in this process "
+          f"+ {r['pg_cpu_ms']:.2f} ms in PostgreSQL" + (f", errors {r['errors']}" if r["errors"] else ""), flush=True)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import json
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import AsyncIterator
 from uuid import UUID
 
@@ -26,9 +27,19 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         pass  # vector extension not installed in this database
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset query (RESET ALL, UNLISTEN *, ...): one round trip saved per use.
+
+    Safe because the app keeps no session state on pooled connections: settings are
+    transaction-local (set_config(..., true)), advisory locks are xact locks, LISTEN lives on
+    the relay's own connection. asyncpg still rolls back a transaction left open.
+    """
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     command_timeout=60, max_inactive_connection_lifetime=300)
+                                     reset=_keep_session, command_timeout=60,
+                                     max_inactive_connection_lifetime=300)
 
 
 _ROLE: ContextVar[str] = ContextVar("parley_role", default="system")
@@ -62,6 +73,41 @@ async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.C
                 yield conn
             finally:
                 _ROLE.reset(reset)
+
+
+@lru_cache(maxsize=256)
+def in_request(query: str, nargs: int) -> str:
+    """`query` (parameters $1..$nargs) as one statement that begins the request itself.
+
+    begin_request takes parameters $nargs+1..$nargs+7 and is the outer side of a LATERAL join
+    whose gate (`WHERE request.role IS NOT NULL`, a one-time filter) references it, so Postgres
+    runs it first; the statement is its own transaction, so set_config(..., true) ends with it.
+    """
+    p = ", ".join(f"${nargs + i}" for i in range(1, 8))
+    return (f"SELECT result.* FROM parley.begin_request({p}) AS request(role)"
+            f" CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q WHERE request.role IS NOT NULL OFFSET 0) AS result")
+
+
+def _request_args(actor: Actor) -> tuple:
+    return (actor.tenant_id, actor.kind, actor.actor_id, actor.session_id, actor.ip, actor.request_id,
+            actor.min_role)
+
+
+async def tenant_fetch(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> list[asyncpg.Record]:
+    """Run one query as `actor` in a single round trip and its own transaction (hot paths).
+
+    The same checks as tenant_tx (begin_request runs first, in the same statement); a
+    statement that takes locks releases them as soon as it ends, not after a COMMIT round
+    trip, which matters for the relay's event barrier (parley.events_after).
+    """
+    async with pool.acquire() as conn:
+        return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))
+
+
+async def tenant_fetchrow(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> asyncpg.Record | None:
+    """tenant_fetch for a query that returns at most one row."""
+    rows = await tenant_fetch(pool, actor, query, *args)
+    return rows[0] if rows else None
 
 
 def role_of(conn: asyncpg.Connection) -> str:

@@ -31,7 +31,7 @@ import asyncpg
 from aiohttp import web
 
 from pyapp.api import POOL, SETTINGS, json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, tenant_fetch, tenant_tx
 from pyapp.errors import from_postgres
 
 log = logging.getLogger("parley.realtime")
@@ -685,8 +685,9 @@ class Relay:
             after = min(low - 1, feed.cursor or 0)
             while True:
                 try:
-                    async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
-                        rows = await conn.fetch("SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+                    # One statement: events_after's barrier lock ends with it (sql/41_conversations.sql).
+                    rows = await tenant_fetch(self.pool, Actor(feed.tenant_id, kind="service"),
+                                              "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
                 except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
                     refused = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
                     if refused is not None and refused.status in (401, 403, 404):

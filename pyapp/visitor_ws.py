@@ -27,7 +27,7 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, tenant_fetchrow, tenant_tx
 from pyapp.errors import ApiError, from_postgres
 from pyapp.realtime import Relay, VisitorSink, get_relay, install as install_relay
 from pyapp.security import TokenError
@@ -421,17 +421,17 @@ class VisitorSession:
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
 
     async def on_message(self, frame: MessageFrame) -> None:
-        async with self.tx() as conn:
-            # One round trip. A resend returns the row stored by an earlier transaction (its
-            # created_at is not this transaction's now()). The status subquery sees the statement's
-            # snapshot, from before post_message ran: a visitor message only ever changes
-            # closed → bot, so that is what "closed" means here.
-            row = await conn.fetchrow(
-                "SELECT parley.message_json(m, true) AS message, m.created_at <> now() AS duplicate,"
-                "       (SELECT c.status FROM parley.conversations c"
-                "         WHERE c.tenant_id = m.tenant_id AND c.id = m.conversation_id) AS status_before"
-                "  FROM parley.post_message($1, 'visitor', $2, $3, '{}') m",
-                self.claims.conversation_id, frame.body, frame.client_id)
+        # One round trip, one transaction. A resend returns the row stored by an earlier
+        # transaction (its created_at is not this transaction's now()). The status subquery sees
+        # the statement's snapshot, from before post_message ran: a visitor message only ever
+        # changes closed → bot, so that is what "closed" means here.
+        row = await tenant_fetchrow(
+            self.pool, self.actor,
+            "SELECT parley.message_json(m, true) AS message, m.created_at <> now() AS duplicate,"
+            "       (SELECT c.status FROM parley.conversations c"
+            "         WHERE c.tenant_id = m.tenant_id AND c.id = m.conversation_id) AS status_before"
+            "  FROM parley.post_message($1, 'visitor', $2, $3, '{}') m",
+            self.claims.conversation_id, frame.body, frame.client_id)
         if not row["duplicate"]:
             self.relay.wake(self.claims.tenant_id)
         before = row["status_before"]

@@ -19,9 +19,15 @@
 --   * messages: ids of one conversation increase in commit order, because every writer holds
 --     the conversation row lock (SELECT ... FOR UPDATE in parley.lock_conversation) from before
 --     nextval() until commit. Resume with visible_messages(conversation, last_seen_id) is exact.
---   * events: ids of one tenant increase in commit order, because emit_event takes a per-tenant
---     transaction advisory lock before nextval() (held to commit; NOTIFY already serialises
---     notifying commits database-wide, so this costs little). events_after(last_id) never skips.
+--   * events: ids of one tenant are not assigned in commit order (writers run concurrently),
+--     but a reader never sees a gap that could still be filled. Writers take a SHARED
+--     per-tenant advisory lock (7261003) in emit_event before nextval() and hold it to commit;
+--     writers never wait for each other on it. events_after takes the same lock EXCLUSIVE
+--     first: that waits until every writer already holding it has committed or rolled back,
+--     and keeps new writers (whose ids will be larger) out while it reads. So every event
+--     with an id up to the largest one returned is already visible, and resuming after the
+--     last seen id (relay cursor, Last-Event-ID) never skips. The reader holds the lock for one
+--     short read; writers of the tenant wait at most that long (a barrier, not a queue).
 --   Lock order is always: conversation row → open-conversation limit lock → tenant event lock.
 --   Call event-writing functions for at most one conversation per transaction.
 
@@ -107,8 +113,9 @@ DECLARE
   v_tenant uuid := parley.current_tenant_id();
   v_id bigint;
 BEGIN
-  -- Per-tenant commit order of event ids (see the header): lock before nextval().
-  PERFORM pg_advisory_xact_lock(7261003, hashtext(v_tenant::text));
+  -- Gap-safe reading (see the header): announce this writer before nextval(); shared, so
+  -- writers of one tenant do not wait for each other, only for a reader's short barrier.
+  PERFORM pg_advisory_xact_lock_shared(7261003, hashtext(v_tenant::text));
   INSERT INTO parley.events (tenant_id, kind, conversation_id, message_id, actor_kind, actor_id, data)
   VALUES (v_tenant, p_kind, p_conversation_id, p_message_id, parley.current_actor_kind(),
           parley.current_actor_id(), coalesce(p_data, '{}'))
@@ -121,7 +128,7 @@ BEGIN
   RETURN v_id;
 END $$;
 COMMENT ON FUNCTION parley.emit_event(text, uuid, bigint, jsonb) IS
-  'Append a domain event for the current tenant and, once per transaction, NOTIFY parley_events with payload <tenant_id>:<event_id>:<conversation_id> (ids only). Event ids of a tenant become visible in id order (per-tenant advisory lock held to commit).';
+  'Append a domain event for the current tenant and, once per transaction, NOTIFY parley_events with payload <tenant_id>:<event_id>:<conversation_id> (ids only). Holds the tenant''s event lock (7261003) SHARED to commit, so events_after can wait for writers in flight and never skip an id.';
 
 CREATE OR REPLACE FUNCTION parley.message_json(p_message parley.messages, p_for_visitor boolean DEFAULT false)
 RETURNS jsonb
@@ -639,10 +646,13 @@ COMMENT ON FUNCTION parley.visible_messages(uuid, bigint, int) IS
 CREATE OR REPLACE FUNCTION parley.events_after(p_after_id bigint, p_limit int DEFAULT 100)
 RETURNS TABLE (id bigint, at timestamptz, kind text, conversation_id uuid, message_id bigint,
                actor_kind text, actor_id text, data jsonb, message jsonb, conversation jsonb)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_staff();
+  -- The barrier (see the header): wait for the tenant's writers in flight, keep new ones out
+  -- until this transaction ends. VOLATILE, so the query below takes its snapshot after it.
+  PERFORM pg_advisory_xact_lock(7261003, hashtext(parley.current_tenant_id()::text));
   RETURN QUERY
     SELECT e.id, e.at, e.kind, e.conversation_id, e.message_id, e.actor_kind, e.actor_id, e.data,
            (SELECT parley.message_json(m) FROM parley.messages m
@@ -655,7 +665,7 @@ BEGIN
      LIMIT least(greatest(coalesce(p_limit, 100), 1), 1000);
 END $$;
 COMMENT ON FUNCTION parley.events_after(bigint, int) IS
-  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. Ids are in commit order per tenant, so resuming after the last seen id never skips. Members and the service actor only (403 for visitors).';
+  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips. Call it in a short transaction (the lock is held to its end). Members and the service actor only (403 for visitors).';
 
 CREATE OR REPLACE FUNCTION parley.search_conversation_ids(p_query text, p_limit int DEFAULT 200)
 RETURNS TABLE (conversation_id uuid)
