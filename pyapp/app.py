@@ -125,7 +125,7 @@ def create_app(settings: Settings, *, pool=None) -> web.Application:
 
     async def open_pool(app: web.Application):
         owned = pool is None
-        app[POOL] = pool or await create_pool(settings.app_url)
+        app[POOL] = pool or await create_pool(settings.app_url, max_size=int(settings.extra.get("db_pool_size") or 10))
         yield
         if owned:
             await app[POOL].close()

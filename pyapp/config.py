@@ -108,5 +108,6 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
         port=int(port or os.environ.get("PARLEY_PORT", "8080")),
         public_url=os.environ.get("PARLEY_PUBLIC_URL", ""),
         embedded=embedded,
-        extra={"trust_proxy": os.environ.get("PARLEY_TRUST_PROXY", "").lower() in ("1", "true", "yes")},
+        extra={"trust_proxy": os.environ.get("PARLEY_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
+               "db_pool_size": int(os.environ.get("PARLEY_DB_POOL_SIZE") or 10)},
     )

@@ -36,7 +36,9 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asyncpg.Pool:
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+    """The app's pool. Small on purpose: past ~5 backends per core, more connections add lock
+    and scheduler churn in PostgreSQL, not throughput (bench/chat_flow.py; PARLEY_DB_POOL_SIZE)."""
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
                                      reset=_keep_session, command_timeout=60,
                                      max_inactive_connection_lifetime=300)

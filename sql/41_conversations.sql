@@ -298,8 +298,11 @@ BEGIN
   --    conversation, which the realtime resume (last_seen_id) relies on.
   v_conv := parley.lock_conversation(p_conversation_id);
   IF p_client_id IS NOT NULL THEN
+    -- The created_at bounds only prune partitions (months before the conversation, months
+    -- created ahead); the day of slack covers a clock stepping back.
     SELECT * INTO v_msg FROM parley.messages m
      WHERE m.tenant_id = v_conv.tenant_id AND m.conversation_id = v_conv.id AND m.client_id = p_client_id
+       AND m.created_at >= v_conv.created_at - interval '1 day' AND m.created_at <= now() + interval '1 day'
      ORDER BY m.id LIMIT 1;
     IF FOUND THEN
       RETURN v_msg;  -- a resend: the stored row, no new event, no usage
@@ -338,8 +341,12 @@ BEGIN
 
   SELECT * INTO v_lim FROM parley.effective_limits(v_conv.tenant_id);
   IF p_author = 'visitor' THEN
-    PERFORM parley.hit_rate_limit('chatbot', v_conv.chatbot_id::text, v_lim.msgs_per_min_chatbot);
-    PERFORM parley.hit_rate_limit('ip', host(coalesce(parley.current_request_ip(), v_conv.ip)), v_lim.msgs_per_min_ip);
+    IF coalesce(v_lim.msgs_per_min_chatbot, 0) > 0 THEN
+      PERFORM parley.hit_rate_limit('chatbot', v_conv.chatbot_id::text, v_lim.msgs_per_min_chatbot);
+    END IF;
+    IF coalesce(v_lim.msgs_per_min_ip, 0) > 0 THEN
+      PERFORM parley.hit_rate_limit('ip', host(coalesce(parley.current_request_ip(), v_conv.ip)), v_lim.msgs_per_min_ip);
+    END IF;
   ELSIF p_author = 'bot' THEN
     IF parley.limit_reached(v_lim.ai_msgs_per_day, parley.usage_on('ai_messages')) THEN
       PERFORM parley.raise_error(402, 'plan_limit',
@@ -655,8 +662,11 @@ BEGIN
   PERFORM pg_advisory_xact_lock(7261003, hashtext(parley.current_tenant_id()::text));
   RETURN QUERY
     SELECT e.id, e.at, e.kind, e.conversation_id, e.message_id, e.actor_kind, e.actor_id, e.data,
+           -- A message's event is written in its transaction (at = created_at = now()); the
+           -- created_at range only lets each lookup visit one partition.
            (SELECT parley.message_json(m) FROM parley.messages m
-             WHERE m.tenant_id = e.tenant_id AND m.id = e.message_id),
+             WHERE m.tenant_id = e.tenant_id AND m.id = e.message_id
+               AND m.created_at BETWEEN e.at - interval '1 day' AND e.at + interval '1 day'),
            (SELECT parley.conversation_json(c) FROM parley.conversations c
              WHERE c.tenant_id = e.tenant_id AND c.id = e.conversation_id)
       FROM parley.events e
