@@ -5,10 +5,12 @@ table is the truth. For each tenant with connected sockets the relay keeps a fee
 new events with `parley.events_after` once per process (one `service` transaction per batch,
 not per socket), builds each frame once, and hands it to the sinks (visitor sockets by
 conversation, agent sockets and SSE streams by tenant). A transaction may write several events
-but NOTIFYs once, so a feed always reads everything after its cursor. Event ids of a tenant
-become visible in id order (per-tenant lock in parley.emit_event), so after the LISTEN
-connection comes back every feed re-reads from its cursor and recovers exactly what was
-notified while nobody listened; ids already delivered are dropped anyway, defensively.
+but NOTIFYs once, so a feed always reads everything after its cursor. events_after never
+returns an id while a smaller one can still commit (its barrier on the tenant's event lock,
+sql/41_conversations.sql), so after the LISTEN connection comes back every feed re-reads from
+its cursor and recovers exactly what was notified while nobody listened; ids already delivered
+are dropped anyway, defensively. Reads are one statement each (db.tenant_fetch), so the barrier
+lasts as long as the read inside PostgreSQL, not as long as this event loop takes to COMMIT.
 
 Ephemeral facts (typing, read receipts) are not stored: they go to local sinks directly and to
 other instances as signals on the `parley_signals` channel (ids and small integers only).
@@ -661,8 +663,8 @@ class Relay:
         for feed in self._feeds.values():
             if not feed.ready.is_set():
                 continue
-            # Event ids of a tenant become visible in id order (sql/41_conversations.sql), so
-            # reading after the cursor recovers everything notified while nobody listened.
+            # events_after never skips an id (sql/41_conversations.sql), so reading after the
+            # cursor recovers everything notified while nobody listened.
             start = feed.cursor or 0
             feed.low = start + 1 if feed.low is None else min(feed.low, start + 1)
             self._kick(feed)

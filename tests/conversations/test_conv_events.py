@@ -66,6 +66,59 @@ async def test_events_after_never_skips_under_concurrency(make_workspace, owner_
     assert seen == expected  # every event, once, in order: resuming after the last id never skips
 
 
+async def test_a_reader_waits_for_an_earlier_writer_still_in_flight(ws, owner_conn):
+    """Two sessions interleaved step by step: event ids are taken in one order and committed in
+    the other; events_after must neither skip the late commit nor block the second writer."""
+    bot = await ws.chatbot()
+    slow_conv, fast_conv = await ws.start(bot["id"]), await ws.start(bot["id"])
+    start = await owner_conn.fetchval("SELECT max(id) FROM parley.events WHERE tenant_id = $1", ws.tenant_id)
+
+    slow = ws.visitor_tx(slow_conv)
+    conn = await slow.__aenter__()
+    try:
+        slow_msg = await conn.fetchrow("SELECT * FROM parley.post_message($1, 'visitor', 'first id, late commit')",
+                                       slow_conv)
+        # The second writer is not held up by the first (writers share the tenant's event lock).
+        fast_msg = await asyncio.wait_for(ws.visitor_says(fast_conv, "second id, committed first"), 5)
+
+        async def read():
+            async with ws.tx() as reader:
+                return [(r["id"], r["message_id"]) for r in
+                        await reader.fetch("SELECT id, message_id FROM parley.events_after($1, 100)", start)]
+
+        reading = asyncio.create_task(read())
+        await asyncio.sleep(0.3)
+        # Returning now could only show the second event: a reader that then resumed after
+        # its id would never see the first one.
+        assert not reading.done()
+    except BaseException as exc:
+        await slow.__aexit__(type(exc), exc, exc.__traceback__)
+        raise
+    await slow.__aexit__(None, None, None)  # commit the first writer
+    got = await asyncio.wait_for(reading, 5)
+    assert [m for _, m in got] == [slow_msg["id"], fast_msg["id"]]
+    assert [i for i, _ in got] == sorted(i for i, _ in got)
+
+
+async def test_a_rolled_back_writer_releases_the_reader(ws, owner_conn):
+    bot = await ws.chatbot()
+    conv = await ws.start(bot["id"])
+    start = await owner_conn.fetchval("SELECT max(id) FROM parley.events WHERE tenant_id = $1", ws.tenant_id)
+    tx = ws.visitor_tx(conv)
+    conn = await tx.__aenter__()
+    await conn.fetchrow("SELECT * FROM parley.post_message($1, 'visitor', 'never stored')", conv)
+
+    async def read():
+        async with ws.tx() as reader:
+            return await reader.fetch("SELECT id FROM parley.events_after($1, 100)", start)
+
+    reading = asyncio.create_task(read())
+    await asyncio.sleep(0.2)
+    assert not reading.done()
+    await tx.__aexit__(RuntimeError, RuntimeError("abandoned"), None)  # roll back
+    assert await asyncio.wait_for(reading, 5) == []
+
+
 async def test_full_text_search_and_filters(ws, owner_conn):
     bot = await ws.chatbot()
     refund = await ws.start(bot["id"])
