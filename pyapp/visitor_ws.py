@@ -90,12 +90,12 @@ class BotTurn:
 
     async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
         """Store the bot's answer (one post_message); everyone gets it through the relay."""
-        async with self.service_tx() as conn:
-            stored = await conn.fetchval(
-                "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, NULL, $4) m",
-                self.conversation_id, author, body, meta or {})
+        row = await tenant_fetchrow(
+            self.pool, Actor(self.tenant_id, kind="service", actor_id="bot"),
+            "SELECT parley.message_json(m) AS message FROM parley.post_message($1, $2, $3, NULL, $4) m",
+            self.conversation_id, author, body, meta or {})
         self.relay.wake(self.tenant_id)
-        return stored
+        return row["message"]
 
 
 BotResponder = Callable[[BotTurn], Awaitable[None]]
