@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, tenant_fetch, tenant_tx
 from pyapp.errors import ApiError, from_postgres
 from pyapp.realtime import BATCH, Relay, Sink, event_json, get_relay, install as install_relay
 from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
@@ -69,8 +69,8 @@ async def replay_events(pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink
     """
     sent = 0
     while True:
-        async with tenant_tx(pool, actor) as conn:
-            rows = await conn.fetch("SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+        # One statement per batch: events_after's barrier on the tenant's writers ends with it.
+        rows = await tenant_fetch(pool, actor, "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
         for row in rows:
             ev = event_json(row)
             after = max(after, int(ev["id"]))

@@ -28,7 +28,9 @@
 --     with an id up to the largest one returned is already visible, and resuming after the
 --     last seen id (relay cursor, Last-Event-ID) never skips. The reader holds the lock for one
 --     short read; writers of the tenant wait at most that long (a barrier, not a queue).
---   Lock order is always: conversation row → open-conversation limit lock → tenant event lock.
+--   Lock order is always: conversation row → open-conversation limit lock → usage rows → tenant
+--   event lock, and nothing waits for a lock after its first event (a writer that did could
+--   stall behind a queued reader that waits for it, until the deadlock detector steps in).
 --   Call event-writing functions for at most one conversation per transaction.
 
 SELECT parley.apply_tenant_policies('parley.conversations');
