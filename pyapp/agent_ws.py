@@ -70,7 +70,14 @@ async def replay_events(pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink
     sent = 0
     while True:
         # One statement per batch: events_after's barrier on the tenant's writers ends with it.
-        rows = await tenant_fetch(pool, actor, "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+        for attempt in range(20):  # it times out (55P03) while a writer keeps a transaction open
+            try:
+                rows = await tenant_fetch(pool, actor, "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+                break
+            except asyncpg.LockNotAvailableError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.25)
         for row in rows:
             ev = event_json(row)
             after = max(after, int(ev["id"]))

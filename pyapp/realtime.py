@@ -697,7 +697,12 @@ class Relay:
                         log.info("relay: tenant %s refused (%s); closing its sockets", feed.tenant_id, refused.code)
                         self.close_tenant(feed.tenant_id, 4403, refused.code)
                         return
-                    log.warning("relay read failed for %s: %s", feed.tenant_id, exc)
+                    if isinstance(exc, asyncpg.LockNotAvailableError):
+                        # A writer of this tenant keeps its transaction open past events_after's
+                        # lock timeout; pausing lets the tenant's other writers through meanwhile.
+                        log.info("relay: events of %s wait for a long transaction", feed.tenant_id)
+                    else:
+                        log.warning("relay read failed for %s: %s", feed.tenant_id, exc)
                     feed.low = after + 1 if feed.low is None else min(feed.low, after + 1)
                     await asyncio.sleep(0.5)
                     break

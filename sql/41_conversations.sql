@@ -27,7 +27,9 @@
 --     and keeps new writers (whose ids will be larger) out while it reads. So every event
 --     with an id up to the largest one returned is already visible, and resuming after the
 --     last seen id (relay cursor, Last-Event-ID) never skips. The reader holds the lock for one
---     short read; writers of the tenant wait at most that long (a barrier, not a queue).
+--     short read; writers of the tenant wait at most that long (a barrier, not a queue). A
+--     writer that keeps its transaction open makes the reader give up after 250 ms (55P03)
+--     and retry, so the tenant's other writers are never stalled for longer than that.
 --   Lock order is always: conversation row → open-conversation limit lock → usage rows → tenant
 --   event lock, and nothing waits for a lock after its first event (a writer that did could
 --   stall behind a queued reader that waits for it, until the deadlock detector steps in).
@@ -695,6 +697,9 @@ BEGIN
   PERFORM parley.require_staff();
   -- The barrier (see the header): wait for the tenant's writers in flight, keep new ones out
   -- until this transaction ends. VOLATILE, so the query below takes its snapshot after it.
+  -- While it waits, the tenant's new writers queue behind it; the lock timeout bounds that
+  -- stall when a writer keeps its transaction open (55P03: the caller retries later).
+  PERFORM set_config('lock_timeout', '250ms', true);
   PERFORM pg_advisory_xact_lock(7261003, hashtext(parley.current_tenant_id()::text));
   RETURN QUERY
     SELECT e.id, e.at, e.kind, e.conversation_id, e.message_id, e.actor_kind, e.actor_id, e.data,
@@ -711,7 +716,7 @@ BEGIN
      LIMIT least(greatest(coalesce(p_limit, 100), 1), 1000);
 END $$;
 COMMENT ON FUNCTION parley.events_after(bigint, int) IS
-  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips. Call it in a short transaction (the lock is held to its end). Members and the service actor only (403 for visitors).';
+  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips. Waits at most 250 ms (sets lock_timeout for the transaction), then raises 55P03 lock_not_available: retry. Call it in a short transaction (the lock is held to its end). Members and the service actor only (403 for visitors).';
 
 CREATE OR REPLACE FUNCTION parley.search_conversation_ids(p_query text, p_limit int DEFAULT 200)
 RETURNS TABLE (conversation_id uuid)
