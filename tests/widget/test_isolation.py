@@ -58,6 +58,9 @@ def test_hostile_host_css_changes_nothing(double, visit):
     double.auto_reply = False
     w = visit("/plain").open()
     w.send("Hello there")
+    # The reply must be stored after the visitor's message, or the replay below shows them
+    # in the other order (a race of the test, not of the widget).
+    wait_for(w.page, lambda: double.conversation.by_client_id, what="the visitor message stored")
     double.post("agent", "Hi! **Welcome** to Acme.", author_name="Dana")
     w.expect_bubble("agent", "Welcome")
     w.page.mouse.move(0, 0)
