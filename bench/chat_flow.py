@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import gc
 import json
+import math
 import os
 import random
 import resource
@@ -577,7 +578,7 @@ async def bench(args) -> None:
 
     ratio = parley["msgs_per_s"] / baseline["msgs_per_s"] if baseline["msgs_per_s"] else float("nan")
     cpu_ratio = ((baseline["py_cpu_ms"] + baseline["pg_cpu_ms"]) / (parley["py_cpu_ms"] + parley["pg_cpu_ms"])
-                 if parley["py_cpu_ms"] == parley["py_cpu_ms"] else float("nan"))
+                 if not math.isnan(parley["py_cpu_ms"]) else float("nan"))
     print(f"parley/baseline: throughput ratio {ratio:.2f}, CPU-time ratio {cpu_ratio:.2f} (baseline CPU per message"
           f" / Parley's: the share of the baseline's rate Parley would reach with the same CPU); p99 at {rate:.0f} msgs/s"
           f" {parley_paced['p99_ms']:.1f} ms vs {baseline_paced['p99_ms']:.1f} ms; total {time.perf_counter() - t_start:.1f}s",

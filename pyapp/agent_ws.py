@@ -19,9 +19,9 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
-from pyapp.db import Actor, tenant_fetch, tenant_tx
+from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
-from pyapp.realtime import BATCH, Relay, Sink, event_json, get_relay, install as install_relay
+from pyapp.realtime import BATCH, Relay, Sink, event_json, get_relay, install as install_relay, read_events
 from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
 
 log = logging.getLogger("parley.agent_ws")
@@ -69,15 +69,7 @@ async def replay_events(pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink
     """
     sent = 0
     while True:
-        # One statement per batch: events_after's barrier on the tenant's writers ends with it.
-        for attempt in range(20):  # it times out (55P03) while a writer keeps a transaction open
-            try:
-                rows = await tenant_fetch(pool, actor, "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
-                break
-            except asyncpg.LockNotAvailableError:
-                if attempt == 19:
-                    raise
-                await asyncio.sleep(0.25)
+        rows = await read_events(pool, actor, after, retries=19)
         for row in rows:
             ev = event_json(row)
             after = max(after, int(ev["id"]))

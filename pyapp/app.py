@@ -14,7 +14,7 @@ from aiohttp import web
 from pyapp import migrate
 from pyapp.api import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY, api
 from pyapp.config import Settings
-from pyapp.db import create_pool
+from pyapp.db import POOL_SIZE, create_pool
 from pyapp.errors import ApiError, from_postgres
 
 log = logging.getLogger("parley.http")
@@ -125,7 +125,7 @@ def create_app(settings: Settings, *, pool=None) -> web.Application:
 
     async def open_pool(app: web.Application):
         owned = pool is None
-        app[POOL] = pool or await create_pool(settings.app_url, max_size=int(settings.extra.get("db_pool_size") or 10))
+        app[POOL] = pool or await create_pool(settings.app_url, max_size=settings.extra.get("db_pool_size") or POOL_SIZE)
         yield
         if owned:
             await app[POOL].close()

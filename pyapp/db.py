@@ -36,7 +36,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE)
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE) -> asyncpg.Pool:
     """The app's pool. Small on purpose: past ~5 backends per core, more connections add lock
     and scheduler churn in PostgreSQL, not throughput (bench/chat_flow.py; PARLEY_DB_POOL_SIZE)."""
     return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,

@@ -230,6 +230,22 @@ class PgNotifySource:
 # --------------------------------------------------------------------------- events -> frames
 
 
+async def read_events(pool: asyncpg.Pool, actor: Actor, after: int, *, retries: int = 0) -> list[asyncpg.Record]:
+    """parley.events_after in one statement (its barrier on the tenant's writers ends with it).
+
+    While a writer keeps its transaction open, events_after gives up after 250 ms
+    (LockNotAvailableError); `retries` more attempts are made 0.25 s apart before it propagates.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return await tenant_fetch(pool, actor, "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+        except asyncpg.LockNotAvailableError:
+            if attempt == retries:
+                raise
+            await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
 def event_json(row: Any) -> dict:
     """One row of parley.events_after as the agent protocol shows it (None fields left out)."""
     rec = dict(row)
@@ -687,9 +703,7 @@ class Relay:
             after = min(low - 1, feed.cursor or 0)
             while True:
                 try:
-                    # One statement: events_after's barrier lock ends with it (sql/41_conversations.sql).
-                    rows = await tenant_fetch(self.pool, Actor(feed.tenant_id, kind="service"),
-                                              "SELECT * FROM parley.events_after($1, $2)", after, BATCH)
+                    rows = await read_events(self.pool, Actor(feed.tenant_id, kind="service"), after)
                 except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
                     refused = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
                     if refused is not None and refused.status in (401, 403, 404):

@@ -71,9 +71,14 @@ class BotTurn:
     def settings(self):
         return self.app[SETTINGS]
 
+    @property
+    def service_actor(self) -> Actor:
+        """The server itself acting in the tenant (actor kind `service`)."""
+        return Actor(self.tenant_id, kind="service", actor_id="bot")
+
     def service_tx(self):
-        """A transaction in the tenant as the server itself (actor kind `service`)."""
-        return tenant_tx(self.pool, Actor(self.tenant_id, kind="service", actor_id="bot"))
+        """A transaction in the tenant as the server itself."""
+        return tenant_tx(self.pool, self.service_actor)
 
     def stream(self, stream_id: str, delta: str) -> None:
         """A chunk of the reply being generated: local visitor + local agents only."""
@@ -91,7 +96,7 @@ class BotTurn:
     async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
         """Store the bot's answer (one post_message); everyone gets it through the relay."""
         row = await tenant_fetchrow(
-            self.pool, Actor(self.tenant_id, kind="service", actor_id="bot"),
+            self.pool, self.service_actor,
             "SELECT parley.message_json(m) AS message FROM parley.post_message($1, $2, $3, NULL, $4) m",
             self.conversation_id, author, body, meta or {})
         self.relay.wake(self.tenant_id)

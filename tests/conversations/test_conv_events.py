@@ -1,6 +1,8 @@
 """Events and NOTIFY: one notification per transaction with ids only, gap-free resume, search."""
 import asyncio
 
+import asyncpg
+
 from pyapp.config import role_password, url_for_role  # noqa: F401  (documentation of the roles involved)
 
 
@@ -99,7 +101,6 @@ async def test_a_reader_waits_for_an_earlier_writer_still_in_flight(ws, owner_co
 
 async def _read_until_free(ws, after: int) -> list[tuple[int, int]]:
     """Read events as the relay does: retry while events_after times out on the barrier."""
-    import asyncpg
     while True:
         try:
             async with ws.tx() as reader:
