@@ -155,6 +155,9 @@ def test_streamed_grounded_answer_against_the_real_server(server_thread, widget_
             w.page.wait_for_timeout(50)
         assert seen_partial, "the answer never showed up part-way through (not streamed)"
         w.expect_bubble("bot", "every weekday")
+        # The last delta can land before the reply is stored; the stored message replaces the
+        # streaming bubble, so wait for that before reading the transcript.
+        expect(w.q(".pl-log .pl-streaming")).to_have_count(0, timeout=10_000)
         w.shot("e2e-streamed-answer")
         expect(w.bubbles("bot").filter(has_text="every weekday")).to_have_count(1)
         assert len(fake.requests) == 1
