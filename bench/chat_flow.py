@@ -460,6 +460,14 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
 
         tokens = await asyncio.gather(*(session(True) for _ in range(n_visitors)))
         idle = await asyncio.gather(*(session(False) for _ in range(n_conversations)))
+    # A live database has statistics (autovacuum analyzes within a minute of this much change);
+    # a freshly arranged one has none, and plans made on a guess stay cached in the pool's
+    # sessions (foreign-key checks too) until an ANALYZE invalidates them.
+    owner = await asyncpg.connect(settings.admin_url)
+    try:
+        await owner.execute("ANALYZE")
+    finally:
+        await owner.close()
     return {"agent_token": token, "visitor_tokens": list(tokens), "idle_tokens": list(idle), "key": key}
 
 

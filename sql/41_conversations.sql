@@ -337,11 +337,14 @@ BEGIN
   v_conv := parley.lock_conversation(p_conversation_id);
   IF p_client_id IS NOT NULL THEN
     -- The created_at bounds only prune partitions (months before the conversation, months
-    -- created ahead); the day of slack covers a clock stepping back.
+    -- created ahead); the day of slack covers a clock stepping back. No ORDER BY: the lock
+    -- keeps client_id unique per conversation, and "ORDER BY id LIMIT 1" lets the planner
+    -- (before the first ANALYZE of a new partition) walk the whole conversation by id
+    -- instead of probing the client_id index: every new message then cost O(conversation).
     SELECT * INTO v_msg FROM parley.messages m
      WHERE m.tenant_id = v_conv.tenant_id AND m.conversation_id = v_conv.id AND m.client_id = p_client_id
        AND m.created_at >= v_conv.created_at - interval '1 day' AND m.created_at <= now() + interval '1 day'
-     ORDER BY m.id LIMIT 1;
+     LIMIT 1;
     IF FOUND THEN
       RETURN v_msg;  -- a resend: the stored row, no new event, no usage
     END IF;
@@ -704,9 +707,11 @@ BEGIN
   RETURN QUERY
     SELECT e.id, e.at, e.kind, e.conversation_id, e.message_id, e.actor_kind, e.actor_id, e.data,
            -- A message's event is written in its transaction (at = created_at = now()); the
-           -- created_at range only lets each lookup visit one partition.
+           -- created_at range only lets each lookup visit one partition. The conversation_id
+           -- makes it one probe of (tenant_id, conversation_id, id) whatever the statistics
+           -- say (without them the planner skip-scanned that index once per conversation).
            (SELECT parley.message_json(m) FROM parley.messages m
-             WHERE m.tenant_id = e.tenant_id AND m.id = e.message_id
+             WHERE m.tenant_id = e.tenant_id AND m.conversation_id = e.conversation_id AND m.id = e.message_id
                AND m.created_at BETWEEN e.at - interval '1 day' AND e.at + interval '1 day'),
            (SELECT parley.conversation_json(c) FROM parley.conversations c
              WHERE c.tenant_id = e.tenant_id AND c.id = e.conversation_id)
