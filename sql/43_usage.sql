@@ -59,9 +59,11 @@ CREATE OR REPLACE FUNCTION parley.usage_on(p_metric text, p_day date DEFAULT NUL
 RETURNS bigint
 LANGUAGE sql STABLE
 AS $$
+  -- The day in a sub-SELECT: under RLS, timezone() is not leakproof, so written inline it
+  -- would filter every day of the tenant's history instead of bounding the index scan.
   SELECT coalesce(sum(u.value), 0)::bigint FROM parley.usage_counters u
    WHERE u.tenant_id = parley.current_tenant_id() AND u.metric = p_metric
-     AND u.day = coalesce(p_day, (now() AT TIME ZONE 'UTC')::date)
+     AND u.day = (SELECT coalesce(p_day, (now() AT TIME ZONE 'UTC')::date))
 $$;
 COMMENT ON FUNCTION parley.usage_on(text, date) IS
   'The current tenant''s total of p_metric on a day (default today, UTC): the sum of its shard rows.';

@@ -76,29 +76,72 @@ async def test_the_relay_reads_each_event_message_with_one_probe(ws, owner_conn,
         rows = await conn.fetch("SELECT * FROM parley.events_after(0, 1000)")
     assert sum(1 for r in rows if r["kind"] == "message_added") == CONVERSATIONS
     read = plan_of(plans, "FROM parley.events e")
+    # The scan of events starts at the cursor instead of filtering the tenant's whole history.
+    events = index_scans(read, "events_")
+    assert events and all("id >" in cond and removed == 0 for cond, removed, _, _ in events), read
     # Each lookup of a message (one per event) is one descent of one index, not a skip scan
     # over every conversation of the tenant.
-    scans = message_index_scans(read)
+    scans = index_scans(read, "messages_")
     assert scans, read
-    for cond, loops, searches in scans:
+    for cond, _removed, loops, searches in scans:
         assert "conversation_id = e.conversation_id" in cond, read
         assert searches <= loops, read
 
 
-def message_index_scans(plan: str) -> list[tuple[str, int, int]]:
-    """(index condition, loops, index searches) of each executed index scan on messages."""
+async def test_a_replay_starts_at_the_last_seen_message(ws, owner_conn, explaining_app):
+    conv = await busy_conversation(ws, owner_conn)
+    last = await owner_conn.fetchval("SELECT max(id) FROM parley.messages WHERE conversation_id = $1", conv)
+    conn, plans = explaining_app
+    # Long-lived pooled sessions end up on the generic plan: check that one.
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    async with conn.transaction():
+        await conn.fetchval("SELECT parley.begin_request($1, 'visitor', $2, NULL, NULL, NULL, 'visitor')",
+                            ws.tenant_id, str(conv))
+        rows = await conn.fetch("SELECT id FROM parley.visible_messages($1, $2, 100)", conv, last - 5)
+    assert len(rows) == 5
+    read = plan_of(plans, "FROM parley.messages m")
+    scans = index_scans(read, "messages_")
+    assert scans, read
+    for cond, removed, _loops, _searches in scans:
+        assert "id >" in cond and removed < 10, read
+
+
+def index_scans(plan: str, table_prefix: str) -> list[tuple[str, int, int, int]]:
+    """(index condition, rows removed by filter, loops, index searches) of each executed index
+    scan of a table whose name starts with table_prefix."""
     out, current = [], None
     for line in plan.splitlines():
         if "->" in line:
             if current:
                 out.append(tuple(current))
-            head = re.search(r"Index Scan using \S+ on messages_\S+ .*loops=(\d+)\)", line)
-            current = ["", int(head.group(1)), 0] if head else None
+            head = re.search(rf"Index Scan using \S+ on {table_prefix}\S* .*loops=(\d+)\)", line)
+            current = ["", 0, int(head.group(1)), 0] if head else None
         elif current is not None:
             if "Index Cond:" in line:
                 current[0] = line
+            elif m := re.search(r"Rows Removed by Filter: (\d+)", line):
+                current[1] = int(m.group(1))
             elif m := re.search(r"Index Searches: (\d+)", line):
-                current[2] = int(m.group(1))
+                current[3] = int(m.group(1))
     if current:
         out.append(tuple(current))
     return out
+
+
+async def test_todays_usage_reads_only_today(ws, owner_conn, explaining_app):
+    # A year of history: the quota check of every bot reply must not walk it.
+    await owner_conn.execute(
+        "INSERT INTO parley.usage_counters (tenant_id, day, metric, shard, value)"
+        " SELECT $1, current_date - d, m, s, 1 FROM generate_series(1, 365) d,"
+        " unnest(ARRAY['messages', 'ai_messages']) m, generate_series(0, 3) s", ws.tenant_id)
+    conn, plans = explaining_app
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    async with conn.transaction():
+        await conn.fetchval("SELECT parley.begin_request($1, 'service', 'bot', NULL, NULL, NULL, 'agent')",
+                            ws.tenant_id)
+        assert await conn.fetchval("SELECT parley.usage_on('ai_messages')") == 0
+    read = plan_of(plans, "FROM parley.usage_counters u")
+    scans = index_scans(read, "usage_counters")
+    assert scans, read
+    for cond, removed, _loops, _searches in scans:
+        assert "day =" in cond and removed == 0, read
