@@ -51,9 +51,15 @@ async def busy_conversation(ws, owner_conn) -> uuid.UUID:
     return conv
 
 
-async def test_a_new_visitor_message_probes_the_client_id_index(ws, owner_conn, explaining_app):
+@pytest.mark.parametrize("statistics", ["none", "taken while empty", "taken"])
+async def test_a_new_visitor_message_probes_the_client_id_index(ws, owner_conn, explaining_app, statistics):
+    if statistics == "taken while empty":
+        await owner_conn.execute("ANALYZE parley.messages")
     conv = await busy_conversation(ws, owner_conn)
+    if statistics == "taken":
+        await owner_conn.execute("ANALYZE parley.messages")
     conn, plans = explaining_app
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
     async with conn.transaction():
         await conn.fetchval("SELECT parley.begin_request($1, 'visitor', $2, NULL, NULL, NULL, 'visitor')",
                             ws.tenant_id, str(conv))
