@@ -9,8 +9,8 @@ but NOTIFYs once, so a feed always reads everything after its cursor. events_aft
 returns an id while a smaller one can still commit (its barrier on the tenant's event lock,
 sql/41_conversations.sql), so after the LISTEN connection comes back every feed re-reads from
 its cursor and recovers exactly what was notified while nobody listened; ids already delivered
-are dropped anyway, defensively. Reads are one statement each (db.tenant_fetch), so the barrier
-lasts as long as the read inside PostgreSQL, not as long as this event loop takes to COMMIT.
+are dropped anyway, defensively. The barrier lasts only while the read waits for the writers
+ahead of it and notes its horizon; reads are one statement each (db.tenant_fetch).
 
 Ephemeral facts (typing, read receipts) are not stored: they go to local sinks directly and to
 other instances as signals on the `parley_signals` channel (ids and small integers only).
@@ -231,7 +231,7 @@ class PgNotifySource:
 
 
 async def read_events(pool: asyncpg.Pool, actor: Actor, after: int, *, retries: int = 0) -> list[asyncpg.Record]:
-    """parley.events_after in one statement (its barrier on the tenant's writers ends with it).
+    """parley.events_after in one statement (one round trip; its barrier ends before the read).
 
     While a writer keeps its transaction open, events_after gives up after 250 ms
     (LockNotAvailableError); `retries` more attempts are made 0.25 s apart before it propagates.

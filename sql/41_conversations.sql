@@ -23,13 +23,15 @@
 --     but a reader never sees a gap that could still be filled. Writers take a SHARED
 --     per-tenant advisory lock (7261003) in emit_event before nextval() and hold it to commit;
 --     writers never wait for each other on it. events_after takes the same lock EXCLUSIVE
---     first: that waits until every writer already holding it has committed or rolled back,
---     and keeps new writers (whose ids will be larger) out while it reads. So every event
+--     first: that waits until every writer already holding it has committed or rolled back.
+--     Holding it, it reads the horizon (the last id the events sequence handed out) and lets
+--     go at once: every id up to the horizon belongs to a transaction that has ended, and any
+--     later writer gets a larger id. It returns only events up to the horizon, so every event
 --     with an id up to the largest one returned is already visible, and resuming after the
---     last seen id (relay cursor, Last-Event-ID) never skips. The reader holds the lock for one
---     short read; writers of the tenant wait at most that long (a barrier, not a queue). A
---     writer that keeps its transaction open makes the reader give up after 250 ms (55P03)
---     and retry, so the tenant's other writers are never stalled for longer than that.
+--     last seen id (relay cursor, Last-Event-ID) never skips. Writers of the tenant wait only
+--     while a reader waits for the writers ahead of them (a barrier, not a queue). A writer
+--     that keeps its transaction open makes the reader give up after 250 ms (55P03) and
+--     retry, so the tenant's other writers are never stalled for longer than that.
 --   Lock order is always: conversation row → open-conversation limit lock → usage rows → tenant
 --   event lock, and nothing waits for a lock after its first event (a writer that did could
 --   stall behind a queued reader that waits for it, until the deadlock detector steps in).
@@ -60,6 +62,8 @@ GRANT SELECT, INSERT,
 GRANT SELECT, INSERT ON parley.messages, parley.events TO parley_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.leads TO parley_app;
 GRANT USAGE ON SEQUENCE parley.messages_id_seq, parley.events_id_seq TO parley_app, parley_jobs;
+-- events_after reads the events sequence's last value (its horizon).
+GRANT SELECT ON SEQUENCE parley.events_id_seq TO parley_app, parley_jobs;
 GRANT SELECT, UPDATE, DELETE ON parley.conversations TO parley_jobs;
 GRANT SELECT, DELETE ON parley.messages TO parley_jobs;
 GRANT SELECT, INSERT, DELETE ON parley.events TO parley_jobs;
@@ -709,14 +713,31 @@ DECLARE
   -- Plain variables, so that "e.id > v_after" bounds the index scan (see visible_messages).
   v_after bigint := coalesce(p_after_id, 0);
   v_limit int := least(greatest(coalesce(p_limit, 100), 1), 1000);
+  v_key int := hashtext(parley.current_tenant_id()::text);
+  v_high bigint;
 BEGIN
   PERFORM parley.require_staff();
-  -- The barrier (see the header): wait for the tenant's writers in flight, keep new ones out
-  -- until this transaction ends. VOLATILE, so the query below takes its snapshot after it.
-  -- While it waits, the tenant's new writers queue behind it; the lock timeout bounds that
-  -- stall when a writer keeps its transaction open (55P03: the caller retries later).
+  -- The barrier (see the header): wait for the tenant's writers in flight, note the horizon
+  -- (the last event id handed out, to anyone), let writers go again. While it waits, new
+  -- writers queue behind it; the lock timeout bounds that stall when a writer keeps its
+  -- transaction open (55P03: the caller retries later). The lock is session-level so that it
+  -- ends right after the horizon is read, not after the read below; the handler makes sure
+  -- no error or cancel can leave a pooled session holding it.
   PERFORM set_config('lock_timeout', '250ms', true);
-  PERFORM pg_advisory_xact_lock(7261003, hashtext(parley.current_tenant_id()::text));
+  BEGIN
+    PERFORM pg_advisory_lock(7261003, v_key);
+    SELECT CASE WHEN s.is_called THEN s.last_value ELSE 0 END INTO v_high FROM parley.events_id_seq s;
+    PERFORM pg_advisory_unlock(7261003, v_key);
+  EXCEPTION WHEN query_canceled OR others THEN
+    IF EXISTS (SELECT 1 FROM pg_locks l
+                WHERE l.locktype = 'advisory' AND l.pid = pg_backend_pid() AND l.mode = 'ExclusiveLock'
+                  AND l.classid = 7261003 AND l.objid = v_key::oid AND l.objsubid = 2) THEN
+      PERFORM pg_advisory_unlock(7261003, v_key);
+    END IF;
+    RAISE;
+  END;
+  -- VOLATILE: this query takes its snapshot now, after every writer holding an id up to
+  -- v_high has ended; ids above it may still be in flight and wait for the next read.
   RETURN QUERY
     SELECT e.id, e.at, e.kind, e.conversation_id, e.message_id, e.actor_kind, e.actor_id, e.data,
            -- A message's event is written in its transaction (at = created_at = now()); the
@@ -729,12 +750,12 @@ BEGIN
            (SELECT parley.conversation_json(c) FROM parley.conversations c
              WHERE c.tenant_id = e.tenant_id AND c.id = e.conversation_id)
       FROM parley.events e
-     WHERE e.tenant_id = parley.current_tenant_id() AND e.id > v_after
+     WHERE e.tenant_id = parley.current_tenant_id() AND e.id > v_after AND e.id <= v_high
      ORDER BY e.id
      LIMIT v_limit;
 END $$;
 COMMENT ON FUNCTION parley.events_after(bigint, int) IS
-  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips. Waits at most 250 ms (sets lock_timeout for the transaction), then raises 55P03 lock_not_available: retry. Call it in a short transaction (the lock is held to its end). Members and the service actor only (403 for visitors).';
+  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, reads the horizon (the events sequence''s last value) and releases the lock; it returns events up to the horizon only, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips (events above the horizon come with the next read). Waits at most 250 ms (sets lock_timeout for the transaction), then raises 55P03 lock_not_available: retry. The lock is session-level for that moment only; an error or cancel while holding it releases it. Members and the service actor only (403 for visitors).';
 
 CREATE OR REPLACE FUNCTION parley.search_conversation_ids(p_query text, p_limit int DEFAULT 200)
 RETURNS TABLE (conversation_id uuid)
