@@ -31,8 +31,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's reset query (RESET ALL, UNLISTEN *, ...): one round trip saved per use.
 
     Safe because the app keeps no session state on pooled connections: settings are
-    transaction-local (set_config(..., true)), advisory locks are xact locks, LISTEN lives on
-    the relay's own connection. asyncpg still rolls back a transaction left open.
+    transaction-local (set_config(..., true)), advisory locks are xact locks (the one exception,
+    events_after's barrier, is released inside the function on every path, errors and cancels
+    included), LISTEN lives on the relay's own connection. asyncpg still rolls back a
+    transaction left open.
     """
 
 
