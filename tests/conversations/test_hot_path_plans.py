@@ -185,3 +185,14 @@ async def test_todays_usage_reads_only_today(ws, owner_conn, explaining_app):
     assert scans, read
     for cond, removed, _loops, _searches in scans:
         assert "day =" in cond and removed == 0, read
+
+
+async def test_the_message_search_index_has_no_pending_list(owner_conn):
+    """With GIN's fastupdate the insert that overflows the pending list merges it (a stall of
+    a tenant's live delivery); every partition's search index, later ones too, is without it."""
+    await owner_conn.execute("SELECT parley.ensure_monthly_partitions('parley.messages'::regclass, 8)")
+    rows = await owner_conn.fetch(
+        "SELECT c.relname, c.reloptions FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = 'parley.messages__tenant_id_body_tsv_idx'::regclass")
+    assert len(rows) >= 9
+    assert all("fastupdate=off" in (r["reloptions"] or []) for r in rows), rows
