@@ -2,6 +2,7 @@
 import asyncio
 
 import asyncpg
+import pytest
 
 from pyapp.config import role_password, url_for_role  # noqa: F401  (documentation of the roles involved)
 
@@ -130,61 +131,49 @@ async def _advisory_locks_of(owner_conn, pid: int) -> int:
         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7261003 AND pid = $1", pid)
 
 
+async def _relay_read_fails(ws, owner_conn, errors, *, cancel: bool = False) -> None:
+    """One events_after call as the relay on a pooled session that must fail with `errors`
+    (cancelled by the server once it waits on a lock, with cancel=True), leaving that session
+    without the barrier lock."""
+    async with ws.pool.acquire() as reader:
+        pid = await reader.fetchval("SELECT pg_backend_pid()")
+        async with reader.transaction():
+            await reader.fetchval("SELECT parley.begin_request($1, 'service', 'relay', NULL, NULL, NULL, 'agent')",
+                                  ws.tenant_id)
+            reading = asyncio.create_task(reader.fetch("SELECT id FROM parley.events_after(0, 10)"))
+            if cancel:
+                for _ in range(100):
+                    if await owner_conn.fetchval(
+                            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
+                        break
+                    await asyncio.sleep(0.02)
+                await owner_conn.execute("SELECT pg_cancel_backend($1)", pid)
+            with pytest.raises(errors):
+                await reading
+        assert await _advisory_locks_of(owner_conn, pid) == 0
+
+
 async def test_a_reader_that_gives_up_or_is_cancelled_leaves_no_lock_behind(ws, owner_conn):
     """The barrier is a session-level lock held only while the horizon is read: a reader that
-    times out, or is cancelled while it waits, must not leave its pooled session holding it
-    (every writer of the tenant would then wait forever)."""
+    times out, is cancelled while it waits, or fails while holding it must not leave its
+    pooled session holding it (every writer of the tenant would then wait forever)."""
     bot = await ws.chatbot()
     conv, other = await ws.start(bot["id"]), await ws.start(bot["id"])
     tx = ws.visitor_tx(conv)
     writer = await tx.__aenter__()
     try:
         await writer.fetchrow("SELECT * FROM parley.post_message($1, 'visitor', 'kept open')", conv)
-        async with ws.pool.acquire() as reader:
-            pid = await reader.fetchval("SELECT pg_backend_pid()")
-            # 1. It gives up after its lock timeout.
-            async with reader.transaction():
-                await reader.fetchval("SELECT parley.begin_request($1, 'service', 'relay', NULL, NULL, NULL, 'agent')",
-                                      ws.tenant_id)
-                try:
-                    await reader.fetch("SELECT id FROM parley.events_after(0, 10)")
-                    raise AssertionError("events_after returned while a writer was in flight")
-                except asyncpg.LockNotAvailableError:
-                    pass
-            assert await _advisory_locks_of(owner_conn, pid) == 0
-            # 2. It is cancelled while it waits.
-            async with reader.transaction():
-                await reader.fetchval("SELECT parley.begin_request($1, 'service', 'relay', NULL, NULL, NULL, 'agent')",
-                                      ws.tenant_id)
-                waiting = asyncio.create_task(reader.fetch("SELECT id FROM parley.events_after(0, 10)"))
-                for _ in range(100):
-                    if await owner_conn.fetchval("SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
-                                                 pid):
-                        break
-                    await asyncio.sleep(0.02)
-                await owner_conn.execute("SELECT pg_cancel_backend($1)", pid)
-                try:
-                    await waiting
-                    raise AssertionError("events_after returned while a writer was in flight")
-                except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError):
-                    pass  # cancelled (or, on a slow machine, timed out first)
-            assert await _advisory_locks_of(owner_conn, pid) == 0
+        # 1. It gives up after its lock timeout.
+        await _relay_read_fails(ws, owner_conn, asyncpg.LockNotAvailableError)
+        # 2. It is cancelled while it waits (on a slow machine the timeout may come first).
+        await _relay_read_fails(ws, owner_conn, (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError),
+                                cancel=True)
     finally:
         await tx.__aexit__(None, None, None)
     # 3. It fails after taking the lock (reading the horizon is refused here on purpose).
     await owner_conn.execute("REVOKE SELECT ON SEQUENCE parley.events_id_seq FROM parley_app")
     try:
-        async with ws.pool.acquire() as reader:
-            pid = await reader.fetchval("SELECT pg_backend_pid()")
-            async with reader.transaction():
-                await reader.fetchval("SELECT parley.begin_request($1, 'service', 'relay', NULL, NULL, NULL, 'agent')",
-                                      ws.tenant_id)
-                try:
-                    await reader.fetch("SELECT id FROM parley.events_after(0, 10)")
-                    raise AssertionError("the horizon was readable")
-                except asyncpg.InsufficientPrivilegeError:
-                    pass
-            assert await _advisory_locks_of(owner_conn, pid) == 0
+        await _relay_read_fails(ws, owner_conn, asyncpg.InsufficientPrivilegeError)
     finally:
         await owner_conn.execute("GRANT SELECT ON SEQUENCE parley.events_id_seq TO parley_app")
     # The tenant's writers are not held up by anything left behind.
