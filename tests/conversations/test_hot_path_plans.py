@@ -58,6 +58,13 @@ async def post_as_visitor(conn, ws, conv, client_id: str) -> None:
         await conn.fetchval("SELECT m.id FROM parley.post_message($1, 'visitor', 'hello', $2, '{}') m", conv, client_id)
 
 
+async def replay_as_visitor(conn, ws, conv, after: int) -> list:
+    async with conn.transaction():
+        await conn.fetchval("SELECT parley.begin_request($1, 'visitor', $2, NULL, NULL, NULL, 'visitor')",
+                            ws.tenant_id, str(conv))
+        return await conn.fetch("SELECT id FROM parley.visible_messages($1, $2, 100)", conv, after)
+
+
 @pytest.mark.parametrize("statistics", ["none", "taken while empty", "taken", "plan cached while small"])
 async def test_a_new_visitor_message_probes_the_client_id_index(ws, owner_conn, explaining_app, statistics):
     conn, plans = explaining_app
@@ -128,16 +135,10 @@ async def test_a_replay_starts_at_the_last_seen_message(ws, owner_conn, explaini
         first = await ws.start(bot["id"])
         await ws.visitor_says(first, "hello", "early-1")
         await owner_conn.execute("ANALYZE parley.messages")
-        async with conn.transaction():
-            await conn.fetchval("SELECT parley.begin_request($1, 'visitor', $2, NULL, NULL, NULL, 'visitor')",
-                                ws.tenant_id, str(first))
-            await conn.fetch("SELECT id FROM parley.visible_messages($1, 0, 100)", first)
+        await replay_as_visitor(conn, ws, first, 0)
     conv = await busy_conversation(ws, owner_conn, bot)
     last = await owner_conn.fetchval("SELECT max(id) FROM parley.messages WHERE conversation_id = $1", conv)
-    async with conn.transaction():
-        await conn.fetchval("SELECT parley.begin_request($1, 'visitor', $2, NULL, NULL, NULL, 'visitor')",
-                            ws.tenant_id, str(conv))
-        rows = await conn.fetch("SELECT id FROM parley.visible_messages($1, $2, 100)", conv, last - 5)
+    rows = await replay_as_visitor(conn, ws, conv, last - 5)
     assert len(rows) == 5
     read = plan_of(plans, "FROM parley.messages m")
     scans = index_scans(read, "messages_")
