@@ -12,11 +12,13 @@ like with like:
   send the next; M agent sockets (/ws/agent) receive every event of the tenant. This gives the
   sustained msgs/s, counted as messages that reached every agent (latency here is mostly
   queueing: N in flight). Visitors stay under the per-socket frame limit (10/s) only when N is
-  large enough; rate_limited errors in the output mean it was not.
+  large enough; rate_limited errors in the output mean it was not. The server stores visitor
+  messages of a tenant that arrive together with one statement and one commit
+  (pyapp/message_batch.py); each run reports how many shared a statement on average.
 * Parley, paced: the same clients at a fixed offered load of half that rate (open loop), for
   latency that is not queueing. Latency is from the visitor's send to each agent's receipt of
   the `message_added` event.
-* Baseline: the same clients against a bare aiohttp app: one asyncpg transaction
+* Baseline: the same clients against a bare aiohttp app: one asyncpg transaction per message,
   `INSERT` + `pg_notify(payload)`, one LISTEN connection, the payload relayed to the visitor's
   and the agents' WebSockets. No auth, RLS, limits, usage, events table or state machine.
 * Idle memory: K visitor sockets (after hello) held open by a child process; the server
@@ -531,6 +533,7 @@ async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
 
 async def bench(args) -> None:
     from pyapp import visitor_ws
+    from pyapp.visitor_ws import message_batcher
     from pyapp.app import create_app, load_surfaces
     from pyapp.db import create_pool
 
@@ -548,12 +551,15 @@ async def bench(args) -> None:
             print(f"arranged {args.visitors} claimed + {args.idle} idle conversations", flush=True)
             agents = [arranged["agent_token"]] * args.agents
             meter = CpuMeter(settings.admin_url)
+            batcher = message_batcher(app)
+            counted = (batcher.messages, batcher.statements)
             parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup, meter=meter)
-            _report("parley", parley, args)
+            _report("parley", parley, args, batches=_per_statement(batcher, counted))
             rate = max(1.0, round(parley["msgs_per_s"] * PACED_FRACTION))
+            counted = (batcher.messages, batcher.statements)
             parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
                                        meter=meter)
-            _report("parley", parley_paced, args, rate)
+            _report("parley", parley_paced, args, rate, batches=_per_statement(batcher, counted))
             kb, opened = await idle_memory(base, arranged["idle_tokens"])
             print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
         finally:
@@ -599,14 +605,22 @@ async def _no_bot(turn) -> None:
     return None
 
 
-def _report(name: str, r: dict, args, rate: float | None = None) -> None:
+def _per_statement(batcher, before: tuple[int, int]) -> float:
+    """Visitor messages per statement since `before` (the batcher's counters then)."""
+    messages, statements = batcher.messages - before[0], batcher.statements - before[1]
+    return messages / statements if statements else float("nan")
+
+
+def _report(name: str, r: dict, args, rate: float | None = None, batches: float | None = None) -> None:
     how = (f"paced at {rate:.0f} msgs/s, {args.paced_seconds:.0f}s" if rate else
            f"flat out, {args.seconds:.0f}s")
     print(f"{name}: {args.visitors} visitors, {args.agents} agents, {how}: "
           f"{r['msgs_per_s']:.0f} visitor msgs/s delivered to every agent ({r['acked_per_s']:.0f}/s echoed back), "
           f"visitor→agent p50 {r['p50_ms']:.1f} ms, p95 {r['p95_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
           f"over {r['deliveries']} deliveries; CPU per message {r['py_cpu_ms']:.2f} ms in this process "
-          f"+ {r['pg_cpu_ms']:.2f} ms in PostgreSQL" + (f", errors {r['errors']}" if r["errors"] else ""), flush=True)
+          f"+ {r['pg_cpu_ms']:.2f} ms in PostgreSQL"
+          + (f"; {batches:.1f} visitor messages per statement" if batches is not None else "")
+          + (f", errors {r['errors']}" if r["errors"] else ""), flush=True)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_fetchrow, tenant_tx
 from pyapp.errors import ApiError, from_postgres
+from pyapp.message_batch import MessageRefused, VisitorMessages
 from pyapp.realtime import Relay, VisitorSink, get_relay, install as install_relay
 from pyapp.security import TokenError
 from pyapp.widget_api import VisitorClaims, decode_visitor_token, visitor_actor
@@ -387,14 +388,14 @@ class VisitorSession:
             return
         try:
             await getattr(self, f"on_{kind}")(frame)
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, MessageRefused) as exc:
             await self._refused(exc, frame)
         except (UnicodeEncodeError, asyncpg.DataError):
             self.send(error_frame("invalid_encoding", "Text contains characters that cannot be stored."))
         except ApiError as exc:
             self.send(error_frame(exc.code, exc.message))
 
-    async def _refused(self, exc: asyncpg.PostgresError, frame: BaseModel) -> None:
+    async def _refused(self, exc: asyncpg.PostgresError | MessageRefused, frame: BaseModel) -> None:
         mapped = from_postgres(exc)
         if mapped is None:
             log.exception("visitor frame failed", exc_info=exc)
@@ -426,26 +427,19 @@ class VisitorSession:
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
 
     async def on_message(self, frame: MessageFrame) -> None:
-        # One round trip, one transaction. A resend returns the row stored by an earlier
-        # transaction (its created_at is not this transaction's now()). The status subquery sees
-        # the statement's snapshot, from before post_message ran: a visitor message only ever
-        # changes closed → bot, so that is what "closed" means here.
-        row = await tenant_fetchrow(
-            self.pool, self.actor,
-            "SELECT parley.message_json(m, true) AS message, m.created_at <> now() AS duplicate,"
-            "       (SELECT c.status FROM parley.conversations c"
-            "         WHERE c.tenant_id = m.tenant_id AND c.id = m.conversation_id) AS status_before"
-            "  FROM parley.post_message($1, 'visitor', $2, $3, '{}') m",
-            self.claims.conversation_id, frame.body, frame.client_id)
-        if not row["duplicate"]:
-            self.relay.wake(self.claims.tenant_id)
-        before = row["status_before"]
-        self.status = "bot" if before == "closed" and not row["duplicate"] else before
-        msg = row["message"]
-        if row["duplicate"]:
+        # Stored together with whatever other visitors of this tenant sent meanwhile (one
+        # statement, one commit; see message_batch), each exactly as post_message would. A
+        # resend returns the row stored by an earlier transaction and writes nothing.
+        posted = await message_batcher(self.app).post(
+            self.claims.tenant_id, self.claims.conversation_id, frame.body, frame.client_id,
+            self.actor.ip, self.actor.request_id)
+        self.status = posted.status
+        msg = posted.message
+        if posted.duplicate:
             # No new event will come through the relay: answer the resend directly.
             self.send({"type": "message", "message": msg})
             return
+        self.relay.wake(self.claims.tenant_id)
         self.visitor_messages += 1
         self._maybe_request_lead(after_message=True)
         if self.status == "bot":
@@ -517,6 +511,15 @@ class VisitorSession:
 
 
 _BOT_LOCKS = web.AppKey("bot_locks", dict)
+_MESSAGES = web.AppKey("visitor_messages", dict)
+
+
+def message_batcher(app: web.Application) -> VisitorMessages:
+    """The app's visitor message batcher (made on first use: it needs the pool, opened at startup)."""
+    holder = app[_MESSAGES]
+    if "batcher" not in holder:
+        holder["batcher"] = VisitorMessages(app[POOL], get_relay(app).spawn)
+    return holder["batcher"]
 
 
 def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
@@ -637,5 +640,6 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
 def setup(app: web.Application) -> None:
     install_relay(app)
     app[_BOT_LOCKS] = {}
+    app[_MESSAGES] = {}
     app[_CHATBOTS] = {}
     app.router.add_get("/ws/visitor", visitor_socket)

@@ -35,7 +35,9 @@
 --   Lock order is always: conversation row → open-conversation limit lock → usage rows → tenant
 --   event lock, and nothing waits for a lock after its first event (a writer that did could
 --   stall behind a queued reader that waits for it, until the deadlock detector steps in).
---   Call event-writing functions for at most one conversation per transaction.
+--   Call event-writing functions for at most one conversation per transaction; the one
+--   exception, post_visitor_messages, stores all its messages (taking every lock) before it
+--   writes the first event.
 
 SELECT parley.apply_tenant_policies('parley.conversations');
 SELECT parley.apply_tenant_policies('parley.messages');
@@ -286,9 +288,10 @@ END $$;
 COMMENT ON FUNCTION parley.start_conversation(uuid, uuid, text, text, text, text, inet, text) IS
   'Start a conversation (status bot) with a live chatbot of the current tenant. Visitor metadata is trimmed/cut, never refused. 402 plan_limit at max_open_conversations; counts usage ''conversations''; event conversation_started + NOTIFY.';
 
-CREATE OR REPLACE FUNCTION parley.post_message(
-  p_conversation_id uuid, p_author text, p_body text, p_client_id text DEFAULT NULL, p_meta jsonb DEFAULT '{}')
-RETURNS parley.messages
+CREATE OR REPLACE FUNCTION parley.store_message(
+  p_conversation_id uuid, p_author text, p_body text, p_client_id text, p_meta jsonb,
+  OUT message parley.messages, OUT duplicate boolean, OUT status text, OUT assignee_id uuid,
+  OUT reopened boolean, OUT claimed boolean, OUT handoff boolean)
 LANGUAGE plpgsql
 -- Every statement here is a point lookup or a write. A pooled session caches its plans; made
 -- while this month's partition was still small, the idempotency check's plan was a sequential
@@ -300,7 +303,6 @@ DECLARE
   v_kind text := parley.current_actor_kind();
   v_user uuid := parley.current_user_id();
   v_conv parley.conversations;
-  v_msg parley.messages;
   v_lim record;
   v_status text;
   v_assignee uuid;
@@ -350,12 +352,15 @@ BEGIN
     -- keeps client_id unique per conversation, and "ORDER BY id LIMIT 1" lets the planner
     -- (before the first ANALYZE of a new partition) walk the whole conversation by id
     -- instead of probing the client_id index: every new message then cost O(conversation).
-    SELECT * INTO v_msg FROM parley.messages m
+    SELECT * INTO message FROM parley.messages m
      WHERE m.tenant_id = v_conv.tenant_id AND m.conversation_id = v_conv.id AND m.client_id = p_client_id
        AND m.created_at >= v_conv.created_at - interval '1 day' AND m.created_at <= now() + interval '1 day'
      LIMIT 1;
     IF FOUND THEN
-      RETURN v_msg;  -- a resend: the stored row, no new event, no usage
+      -- A resend: the stored row, no new event, no usage.
+      duplicate := true; status := v_conv.status; assignee_id := v_conv.assignee_id;
+      reopened := false; claimed := false; handoff := false;
+      RETURN;
     END IF;
   END IF;
 
@@ -418,13 +423,13 @@ BEGIN
   VALUES (v_conv.tenant_id, v_conv.id, p_author,
           CASE WHEN p_author IN ('agent', 'note') THEN v_user WHEN p_author = 'visitor' THEN v_conv.visitor_id END,
           p_body, p_client_id, coalesce(p_meta, '{}'))
-  RETURNING * INTO v_msg;
+  RETURNING * INTO message;
 
   -- Notes are internal: they neither keep a conversation alive nor move last_message_id.
   UPDATE parley.conversations c
      SET status = v_status, assignee_id = v_assignee, closed_at = v_closed_at, bot_misses = v_misses,
          last_activity_at = CASE WHEN p_author = 'note' THEN c.last_activity_at ELSE now() END,
-         last_message_id = CASE WHEN p_author = 'note' THEN c.last_message_id ELSE v_msg.id END
+         last_message_id = CASE WHEN p_author = 'note' THEN c.last_message_id ELSE message.id END
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id;
 
   IF p_author NOT IN ('note', 'system') THEN
@@ -437,21 +442,140 @@ BEGIN
     PERFORM parley.note_active_seat(v_user);
   END IF;
 
-  IF v_reopened THEN
-    PERFORM parley.emit_event('reopened', v_conv.id, NULL, jsonb_build_object('status', v_status, 'by', 'visitor_message'));
+  duplicate := false; status := v_status; assignee_id := v_assignee;
+  reopened := v_reopened; claimed := v_claimed; handoff := v_handoff;
+END $$;
+COMMENT ON FUNCTION parley.store_message(uuid, text, text, text, jsonb) IS
+  'The writing half of post_message: every check, the message row, the conversation''s new state, usage; no event. Returns the message, whether it was a resend (duplicate: the stored row, nothing written), the conversation''s status and assignee after it, and which events it calls for (reopened, claimed, handoff; message_added or note_added always unless duplicate), to be written with emit_message_events in the same transaction. Only post_message and post_visitor_messages call it: a message stored without its events would never reach the relay.';
+
+-- The events of one stored message, in the order post_message always wrote them.
+CREATE OR REPLACE FUNCTION parley.emit_message_events(
+  p_message parley.messages, p_status text, p_assignee_id uuid, p_reopened boolean, p_claimed boolean,
+  p_handoff boolean)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF p_reopened THEN
+    PERFORM parley.emit_event('reopened', p_message.conversation_id, NULL,
+                              jsonb_build_object('status', p_status, 'by', 'visitor_message'));
   END IF;
-  IF v_claimed THEN
-    PERFORM parley.emit_event('claimed', v_conv.id, NULL, jsonb_build_object('assignee_id', v_assignee, 'implicit', true));
+  IF p_claimed THEN
+    PERFORM parley.emit_event('claimed', p_message.conversation_id, NULL,
+                              jsonb_build_object('assignee_id', p_assignee_id, 'implicit', true));
   END IF;
-  PERFORM parley.emit_event(CASE WHEN p_author = 'note' THEN 'note_added' ELSE 'message_added' END,
-                            v_conv.id, v_msg.id, jsonb_build_object('author', p_author));
-  IF v_handoff THEN
-    PERFORM parley.emit_event('human_requested', v_conv.id, NULL, jsonb_build_object('reason', 'bot_misses'));
+  PERFORM parley.emit_event(CASE WHEN p_message.author = 'note' THEN 'note_added' ELSE 'message_added' END,
+                            p_message.conversation_id, p_message.id, jsonb_build_object('author', p_message.author));
+  IF p_handoff THEN
+    PERFORM parley.emit_event('human_requested', p_message.conversation_id, NULL, jsonb_build_object('reason', 'bot_misses'));
   END IF;
-  RETURN v_msg;
+END $$;
+COMMENT ON FUNCTION parley.emit_message_events(parley.messages, text, uuid, boolean, boolean, boolean) IS
+  'Write the events of a message stored by store_message (reopened, claimed, message_added or note_added, human_requested, as flagged); the first event of the transaction sends its NOTIFY.';
+
+CREATE OR REPLACE FUNCTION parley.post_message(
+  p_conversation_id uuid, p_author text, p_body text, p_client_id text DEFAULT NULL, p_meta jsonb DEFAULT '{}')
+RETURNS parley.messages
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v record;
+BEGIN
+  SELECT * INTO v FROM parley.store_message(p_conversation_id, p_author, p_body, p_client_id, p_meta);
+  IF NOT v.duplicate THEN
+    PERFORM parley.emit_message_events(v.message, v.status, v.assignee_id, v.reopened, v.claimed, v.handoff);
+  END IF;
+  RETURN v.message;
 END $$;
 COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
   'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.miss=true counts toward handoff.miss_threshold. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
+
+-- Visitor messages of one tenant, many per statement: most of PostgreSQL's time per message
+-- was the round trip, the transaction and its WAL flush, not the work (bench/chat_flow.py),
+-- so the server hands over what arrived together (pyapp/message_batch.py). Each message is
+-- exactly what post_message would do for that visitor: the actor is set per item with
+-- begin_request (its conversation, IP and request id), store_message checks and writes it in
+-- a subtransaction of its own, so a refused message (rate limit, validation, a deleted
+-- conversation) is rolled back alone and reported in its row, while the others commit.
+--
+-- Lock order (see the header): nothing may wait for a lock after the transaction's first
+-- event, and a batch touches several conversations. So all messages are stored first, in
+-- conversation id order (two batches never wait for each other crosswise on conversation
+-- rows), and the events of all of them are written afterwards, in the same order; their ids
+-- are assigned after every lock the batch needs is held. At most 32 messages: each stored
+-- one keeps a subtransaction id until commit, and past 64 a backend's subtransaction cache
+-- overflows and every snapshot in the cluster gets slower.
+CREATE OR REPLACE FUNCTION parley.post_visitor_messages(
+  p_tenant_id uuid, p_conversation_ids uuid[], p_bodies text[], p_client_ids text[], p_ips text[],
+  p_request_ids text[])
+RETURNS TABLE (ord int, message jsonb, duplicate boolean, status text,
+               error_state text, error_message text, error_hint text)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_n int := coalesce(cardinality(p_conversation_ids), 0);
+  v_item record;
+  v_stored record;
+  -- The stored messages, for their events: message, status after, flags, and who wrote it.
+  v_messages parley.messages[] := '{}';
+  v_statuses text[] := '{}';
+  v_reopened boolean[] := '{}';
+  v_actors text[] := '{}';
+  v_ips text[] := '{}';
+  v_request_ids text[] := '{}';
+  v_role text;
+BEGIN
+  IF v_n > 32 THEN
+    PERFORM parley.raise_error(413, 'batch_too_large', 'At most 32 messages per batch.');
+  END IF;
+  IF coalesce(cardinality(p_bodies), 0) <> v_n OR coalesce(cardinality(p_client_ids), 0) <> v_n
+     OR coalesce(cardinality(p_ips), 0) <> v_n OR coalesce(cardinality(p_request_ids), 0) <> v_n THEN
+    PERFORM parley.raise_error(422, 'invalid_batch', 'Every array needs one entry per message.');
+  END IF;
+
+  FOR v_item IN
+    SELECT x.conversation_id, x.body, x.client_id, x.ip, x.request_id, x.n::int AS n
+      FROM unnest(p_conversation_ids, p_bodies, p_client_ids, p_ips, p_request_ids) WITH ORDINALITY
+           AS x(conversation_id, body, client_id, ip, request_id, n)
+     ORDER BY x.conversation_id, x.n
+  LOOP
+    ord := v_item.n;
+    BEGIN
+      v_role := parley.begin_request(p_tenant_id, 'visitor', v_item.conversation_id::text, NULL, v_item.ip,
+                                     v_item.request_id, 'visitor');
+      SELECT * INTO v_stored
+        FROM parley.store_message(v_item.conversation_id, 'visitor', v_item.body, v_item.client_id, '{}');
+      message := parley.message_json(v_stored.message, true);
+      duplicate := v_stored.duplicate;
+      status := v_stored.status;
+      error_state := NULL; error_message := NULL; error_hint := NULL;
+      IF NOT v_stored.duplicate THEN
+        v_messages := v_messages || v_stored.message;
+        v_statuses := v_statuses || v_stored.status;
+        v_reopened := v_reopened || v_stored.reopened;
+        v_actors := v_actors || v_item.conversation_id::text;
+        v_ips := v_ips || v_item.ip;
+        v_request_ids := v_request_ids || v_item.request_id;
+      END IF;
+    EXCEPTION WHEN others THEN  -- not query_canceled: a cancel ends the whole batch
+      GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
+                              error_hint = PG_EXCEPTION_HINT;
+      message := NULL; duplicate := NULL; status := NULL;
+    END;
+    RETURN NEXT;
+  END LOOP;
+
+  -- The events, once every message holds its locks; each as written by its own visitor.
+  -- (A visitor message never claims a conversation or hands it off: only reopened varies.)
+  FOR i IN 1..cardinality(v_messages) LOOP
+    v_role := parley.begin_request(p_tenant_id, 'visitor', v_actors[i], NULL, v_ips[i], v_request_ids[i], 'visitor');
+    PERFORM parley.emit_message_events(v_messages[i], v_statuses[i], NULL, v_reopened[i], false, false);
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) IS
+  'Store up to 32 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Events are written after all messages are stored, so no lock is awaited after the first event.';
+REVOKE ALL ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.agent_reply(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages

@@ -1,0 +1,206 @@
+"""parley.post_visitor_messages: many visitors' messages in one statement, each as post_message
+would store it for that visitor; a refused one is rolled back alone; no lock is awaited after
+the batch's first event; the server's batcher retries a message that lost a deadlock."""
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from pyapp.db import Actor, tenant_fetch
+from pyapp.message_batch import MessageRefused, VisitorMessages
+
+from .test_conv_limits import _override
+
+IP = "198.51.100.20"
+BATCH = "SELECT * FROM parley.post_visitor_messages($1, $2, $3, $4, $5, $6)"
+
+
+async def _batch(ws, convs, bodies, client_ids=None, ips=None, tenant_id=None):
+    n = len(convs)
+    return await ws.pool.fetch(BATCH, tenant_id or ws.tenant_id, convs, bodies, client_ids or [None] * n,
+                               ips or [IP] * n, [f"req-{i}" for i in range(n)])
+
+
+async def _conversations(ws, n):
+    bot = await ws.chatbot()
+    return sorted([await ws.start(bot["id"]) for _ in range(n)])
+
+
+async def test_each_message_is_stored_and_announced_as_its_own_visitor(make_workspace, owner_conn):
+    ws = await make_workspace()
+    c1, c2, c3 = await _conversations(ws, 3)
+    heard = []
+    await owner_conn.add_listener("parley_events", lambda *args: heard.append(args[3]))
+    rows = await _batch(ws, [c3, c1, c2], ["third", "first", "second"], ["k3", "k1", "k2"])
+
+    # One row per message, in conversation order; ord points back into the arrays.
+    assert [(r["ord"], r["message"]["body"], r["duplicate"], r["status"], r["error_state"]) for r in rows] == [
+        (2, "first", False, "bot", None), (3, "second", False, "bot", None), (1, "third", False, "bot", None)]
+    stored = await owner_conn.fetch(
+        "SELECT m.id, m.conversation_id, m.author, m.author_id, m.client_id, c.visitor_id, c.last_message_id"
+        "  FROM parley.messages m JOIN parley.conversations c ON c.tenant_id = m.tenant_id AND c.id = m.conversation_id"
+        " WHERE m.tenant_id = $1 ORDER BY m.id", ws.tenant_id)
+    assert [(r["conversation_id"], r["client_id"]) for r in stored] == [(c1, "k1"), (c2, "k2"), (c3, "k3")]
+    assert all(r["author"] == "visitor" and r["author_id"] == r["visitor_id"] and r["last_message_id"] == r["id"]
+               for r in stored)
+    events = await owner_conn.fetch(
+        "SELECT kind, conversation_id, message_id, actor_kind, actor_id FROM parley.events"
+        " WHERE tenant_id = $1 AND kind = 'message_added' ORDER BY id", ws.tenant_id)
+    assert [(e["conversation_id"], e["message_id"], e["actor_kind"], e["actor_id"]) for e in events] == [
+        (r["conversation_id"], r["id"], "visitor", str(r["conversation_id"])) for r in stored]
+    assert await owner_conn.fetchval(
+        "SELECT sum(value) FROM parley.usage_counters WHERE tenant_id = $1 AND metric = 'messages'", ws.tenant_id) == 3
+    await asyncio.sleep(0.2)
+    assert len([p for p in heard if p.startswith(str(ws.tenant_id))]) == 1  # one NOTIFY per transaction
+
+
+async def test_a_refused_message_is_rolled_back_alone(make_workspace, owner_conn):
+    ws = await make_workspace()
+    await _override(owner_conn, ws.tenant_id, msgs_per_min_ip=1, msgs_per_min_chatbot=0)
+    c1, c2, c3, c4 = await _conversations(ws, 4)
+    rows = await _batch(ws, [c1, c2, c3, c4], ["ok", "over the limit", "  ", "other address"],
+                        ips=[IP, IP, "198.51.100.21", "198.51.100.22"])
+    got = {r["ord"]: (r["error_state"], r["error_hint"], r["message"] is None) for r in rows}
+    assert got == {1: (None, None, False), 2: ("PT429", "rate_limited", True), 3: ("PT422", "empty_body", True),
+                   4: (None, None, False)}
+    assert next(r["error_message"] for r in rows if r["ord"] == 2) == \
+        "Too many messages (1 per minute per ip); wait a moment."
+    # Nothing of the refused ones: no message, no event, no usage, no rate-limit hit.
+    assert await owner_conn.fetchval("SELECT array_agg(conversation_id ORDER BY conversation_id) FROM parley.messages"
+                                     " WHERE tenant_id = $1", ws.tenant_id) == [c1, c4]
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.events WHERE tenant_id = $1 AND kind = 'message_added'",
+                                     ws.tenant_id) == 2
+    assert await owner_conn.fetchval("SELECT sum(value) FROM parley.usage_counters WHERE tenant_id = $1"
+                                     " AND metric = 'messages'", ws.tenant_id) == 2
+    assert await owner_conn.fetchval("SELECT sum(hits) FROM parley.rate_counters WHERE tenant_id = $1 AND scope = 'ip'"
+                                     " AND key = $2", ws.tenant_id, IP) == 1
+    last = await owner_conn.fetchval("SELECT last_message_id FROM parley.conversations WHERE id = $1", c2)
+    assert last is None
+
+
+async def test_resends_and_reopening_in_a_batch(make_workspace, owner_conn):
+    ws = await make_workspace()
+    c1, c2 = await _conversations(ws, 2)
+    first = await _batch(ws, [c1], ["hello"], ["same"])
+    await owner_conn.execute("UPDATE parley.conversations SET status = 'closed', closed_at = now() WHERE id = $1", c2)
+    rows = await _batch(ws, [c1, c1, c2], ["hello", "hello", "back again"], ["same", "same", "k"])
+    assert [(r["message"]["id"], r["duplicate"]) for r in rows[:2]] == [(first[0]["message"]["id"], True)] * 2
+    assert (rows[2]["duplicate"], rows[2]["status"]) == (False, "bot")  # a closed conversation reopens
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE conversation_id = $1", c1) == 1
+    kinds = await owner_conn.fetch("SELECT kind, conversation_id FROM parley.events WHERE tenant_id = $1"
+                                   " AND kind IN ('message_added', 'reopened') ORDER BY id", ws.tenant_id)
+    assert [(k["kind"], k["conversation_id"]) for k in kinds] == [
+        ("message_added", c1), ("reopened", c2), ("message_added", c2)]
+
+
+async def test_a_batch_never_reaches_another_tenant(make_workspace, owner_conn):
+    a, b = await make_workspace(), await make_workspace()
+    (ca,), (cb,) = await _conversations(a, 1), await _conversations(b, 1)
+    # Tenant A's batch naming B's conversation, and B's conversation under A's id in B's batch call.
+    rows = await _batch(a, [cb, ca], ["sneaky", "mine"])
+    assert {r["ord"]: (r["error_state"], r["error_hint"]) for r in rows} == {
+        1: ("PT404", "not_found"), 2: (None, None)}
+    rows = await _batch(b, [ca], ["sneaky"], tenant_id=b.tenant_id)
+    assert (rows[0]["error_state"], rows[0]["error_hint"]) == ("PT404", "not_found")
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", b.tenant_id) == 0
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.events WHERE tenant_id = $1 AND kind = 'message_added'",
+                                     b.tenant_id) == 0
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", a.tenant_id) == 1
+
+
+async def test_batch_bounds(make_workspace):
+    ws = await make_workspace()
+    (c,) = await _conversations(ws, 1)
+    with pytest.raises(asyncpg.PostgresError) as exc:
+        await _batch(ws, [c] * 33, ["x"] * 33)
+    assert (exc.value.sqlstate, exc.value.hint) == ("PT413", "batch_too_large")
+    with pytest.raises(asyncpg.PostgresError) as exc:
+        await ws.pool.fetch(BATCH, ws.tenant_id, [c, c], ["one"], [None, None], [IP, IP], [None, None])
+    assert (exc.value.sqlstate, exc.value.hint) == ("PT422", "invalid_batch")
+    assert await ws.pool.fetch(BATCH, ws.tenant_id, [], [], [], [], []) == []
+
+
+async def test_no_lock_is_awaited_after_the_first_event(make_workspace, owner_conn, settings):
+    """A batch waiting for its second conversation must not hold the tenant's event lock: the
+    relay's read (events_after's barrier) would queue behind it and every writer behind that."""
+    ws = await make_workspace()
+    c1, c2 = await _conversations(ws, 2)
+    blocker = await asyncpg.connect(settings.admin_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
+        batch = asyncio.ensure_future(_batch(ws, [c1, c2], ["first", "second"]))
+        await _until_waiting_for_a_lock(owner_conn)
+        service = Actor(ws.tenant_id, kind="service", actor_id="relay")
+        rows = await asyncio.wait_for(
+            tenant_fetch(ws.pool, service, "SELECT * FROM parley.events_after($1, $2)", 0, 100), 5)
+        assert not [r for r in rows if r["kind"] == "message_added"]  # nothing of the batch yet
+        assert not batch.done()
+        await tx.rollback()
+        out = await asyncio.wait_for(batch, 10)
+        assert [r["error_state"] for r in out] == [None, None]
+    finally:
+        await blocker.close()
+    rows = await tenant_fetch(ws.pool, service, "SELECT * FROM parley.events_after($1, $2)", 0, 100)
+    assert [r["message"]["body"] for r in rows if r["kind"] == "message_added"] == ["first", "second"]
+
+
+async def _until_waiting_for_a_lock(owner_conn, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if await owner_conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = 'parley_app'"
+                                     " AND wait_event_type = 'Lock'"):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the batch never waited for the lock")
+
+
+async def test_batcher_groups_what_arrives_together_and_answers_each_sender(make_workspace, owner_conn):
+    ws = await make_workspace()
+    convs = await _conversations(ws, 5)
+    tasks: set = set()
+    batcher = VisitorMessages(ws.pool, lambda coro, name=None: _keep(tasks, coro))
+    posted = await asyncio.gather(
+        *(batcher.post(ws.tenant_id, c, f"hello {i}", f"k{i}", IP, None) for i, c in enumerate(convs)),
+        batcher.post(ws.tenant_id, convs[0], "\t", "blank", IP, None), return_exceptions=True)
+    assert batcher.statements == 1  # everything queued before the first flush ran went into it
+    assert [p.message["body"] for p in posted[:5]] == [f"hello {i}" for i in range(5)]
+    assert all(not p.duplicate and p.status == "bot" for p in posted[:5])
+    refused = posted[5]
+    assert isinstance(refused, MessageRefused) and (refused.sqlstate, refused.hint) == ("PT422", "empty_body")
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", ws.tenant_id) == 5
+
+
+async def test_batcher_retries_a_message_that_lost_a_deadlock(make_workspace, owner_conn, settings):
+    """A job locking conversations in another order than a batch: the deadlock detector aborts
+    one message of the batch (its subtransaction); the batcher sends it again, and it lands."""
+    ws = await make_workspace()
+    c1, c2 = await _conversations(ws, 2)
+    tasks: set = set()
+    batcher = VisitorMessages(ws.pool, lambda coro, name=None: _keep(tasks, coro))
+    job = await asyncpg.connect(settings.admin_url)
+    try:
+        await job.execute("SET deadlock_timeout = '30s'")  # so the batch's backend is the one that detects it
+        tx = job.transaction()
+        await tx.start()
+        await job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
+        posts = asyncio.ensure_future(asyncio.gather(batcher.post(ws.tenant_id, c1, "one", "k1", IP, None),
+                                                     batcher.post(ws.tenant_id, c2, "two", "k2", IP, None)))
+        await _until_waiting_for_a_lock(owner_conn)
+        # The job now wants c1, which the batch holds: a cycle; the batch's item for c2 gives way.
+        await asyncio.wait_for(job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c1), 20)
+        await tx.commit()
+        one, two = await asyncio.wait_for(posts, 20)
+    finally:
+        await job.close()
+    assert (one.message["body"], two.message["body"]) == ("one", "two")
+    assert batcher.statements == 2
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", ws.tenant_id) == 2
+
+
+def _keep(tasks: set, coro) -> asyncio.Task:
+    task = asyncio.ensure_future(coro)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task
