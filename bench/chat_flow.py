@@ -15,8 +15,9 @@ like with like:
   large enough; rate_limited errors in the output mean it was not. The server stores visitor
   messages of a tenant that arrive together with one statement and one commit
   (pyapp/message_batch.py); each run reports how many shared a statement on average.
-* Parley, paced: the same clients at a fixed offered load of half that rate (open loop), for
-  latency that is not queueing. Latency is from the visitor's send to each agent's receipt of
+* Parley, paced: the same clients at a fixed offered load (open loop), for latency that is not
+  queueing: 500 msgs/s, the rate of the latency target (--paced-rate), or half the flat-out rate
+  when that is below 1,000. Latency is from the visitor's send to each agent's receipt of
   the `message_added` event.
 * Baseline: the same clients against a bare aiohttp app: one asyncpg transaction per message,
   `INSERT` + `pg_notify(payload)`, one LISTEN connection, the payload relayed to the visitor's
@@ -56,7 +57,8 @@ from aiohttp import web  # noqa: E402
 
 ORIGIN = "https://bench.example"
 DELIVERY_GRACE = 0.5  # a delivery counts only if it lands by the end of the run + this (no backlog credit)
-PACED_FRACTION = 0.5  # the paced run offers this share of Parley's flat-out rate, to both servers
+PACED_RATE = 500.0  # msgs/s the paced run offers to both servers (the latency target's rate) ...
+PACED_FRACTION = 0.5  # ... or at most this share of Parley's flat-out rate, so it measures latency, not overload
 
 
 def raise_fd_limit() -> int:
@@ -555,7 +557,7 @@ async def bench(args) -> None:
             counted = (batcher.messages, batcher.statements)
             parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup, meter=meter)
             _report("parley", parley, args, batches=_per_statement(batcher, counted))
-            rate = max(1.0, round(parley["msgs_per_s"] * PACED_FRACTION))
+            rate = max(1.0, round(min(args.paced_rate, parley["msgs_per_s"] * PACED_FRACTION)))
             counted = (batcher.messages, batcher.statements)
             parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
                                        meter=meter)
@@ -634,9 +636,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--warmup", type=float)
     parser.add_argument("--paced-seconds", type=float)
+    parser.add_argument("--paced-rate", type=float, default=PACED_RATE,
+                        help="offered msgs/s of the paced runs (at most half the flat-out rate)")
     parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
     args = parser.parse_args()
-    defaults = dict(visitors=100, agents=2, seconds=5.0, warmup=1.0, paced_seconds=3.0, idle=600) if args.quick else \
+    defaults = dict(visitors=200, agents=2, seconds=5.0, warmup=1.0, paced_seconds=3.0, idle=600) if args.quick else \
         dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, paced_seconds=20.0, idle=5000)
     for k, v in defaults.items():
         if getattr(args, k) is None:

@@ -52,10 +52,10 @@ async def busy_conversation(ws, owner_conn, bot: dict | None = None) -> uuid.UUI
 
 
 async def post_as_visitor(conn, ws, conv, client_id: str) -> None:
-    async with conn.transaction():
-        await conn.fetchval("SELECT parley.begin_request($1, 'visitor', $2, NULL, NULL, NULL, 'visitor')",
-                            ws.tenant_id, str(conv))
-        await conn.fetchval("SELECT m.id FROM parley.post_message($1, 'visitor', 'hello', $2, '{}') m", conv, client_id)
+    """The server's visitor path: a batch (here of one) of parley.post_visitor_messages."""
+    rows = await conn.fetch("SELECT * FROM parley.post_visitor_messages($1, $2, $3, $4, $5, $6)",
+                            ws.tenant_id, [conv], ["hello"], [client_id], [None], [None])
+    assert rows[0]["error_state"] is None, rows[0]
 
 
 async def replay_as_visitor(conn, ws, conv, after: int) -> list:
