@@ -13,20 +13,18 @@ alone and reported to its sender only.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
+from typing import Callable
 
 import asyncpg
 
-log = logging.getLogger(__name__)
-
 MAX_BATCH = 32  # parley.post_visitor_messages refuses more (subtransaction cache; see there)
 FLUSHES_PER_TENANT = 2  # statements in flight per tenant: enough to keep both cores busy
-# Lost a lock race with another batch or a job (deadlock victim, lock timeout, serialization):
-# nothing of it was written, so it goes round once more before the sender hears of it.
+# Lost a lock race with another batch or a job (deadlock victim, serialization), or waited over
+# a second for a lock (its conversation busy in a long transaction): nothing of it was written,
+# so it goes round once more, in a later statement, before the sender hears of it.
 RETRY_STATES = frozenset({"40001", "40P01", "55P03"})
 
 
@@ -74,6 +72,7 @@ class VisitorMessages:
         self._queues: dict[uuid.UUID, _Queue] = {}
         self.statements = 0  # statements run, and the messages they carried (tests, the benchmark)
         self.messages = 0
+        self.retried: Counter[str] = Counter()  # messages sent again, by SQLSTATE
 
     async def post(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID, body: str, client_id: str | None,
                    ip: str | None, request_id: str | None) -> Posted:
@@ -128,6 +127,7 @@ class VisitorMessages:
                 item.future.set_result(Posted(row["message"], row["duplicate"], row["status"]))
             elif state in RETRY_STATES and item.attempts == 0:
                 item.attempts += 1
+                self.retried[state] += 1
                 self._enqueue(tenant_id, item)
             else:
                 item.future.set_exception(MessageRefused(state, row["error_message"], row["error_hint"]))

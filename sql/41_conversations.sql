@@ -524,6 +524,7 @@ DECLARE
   v_ips text[] := '{}';
   v_request_ids text[] := '{}';
   v_role text;
+  v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
   IF v_n > 32 THEN
     PERFORM parley.raise_error(413, 'batch_too_large', 'At most 32 messages per batch.');
@@ -533,6 +534,9 @@ BEGIN
     PERFORM parley.raise_error(422, 'invalid_batch', 'Every array needs one entry per message.');
   END IF;
 
+  -- A message whose conversation is locked by a long transaction must not hold up the rest:
+  -- it gives up after a second (55P03 in its row; the server sends it once more).
+  PERFORM set_config('lock_timeout', '1s', true);
   FOR v_item IN
     SELECT x.conversation_id, x.body, x.client_id, x.ip, x.request_id, x.n::int AS n
       FROM unnest(p_conversation_ids, p_bodies, p_client_ids, p_ips, p_request_ids) WITH ORDINALITY
@@ -566,6 +570,7 @@ BEGIN
   END LOOP;
 
   -- The events, once every message holds its locks; each as written by its own visitor.
+  PERFORM set_config('lock_timeout', v_lock_timeout, true);
   -- (A visitor message never claims a conversation or hands it off: only reopened varies.)
   FOR i IN 1..cardinality(v_messages) LOOP
     v_role := parley.begin_request(p_tenant_id, 'visitor', v_actors[i], NULL, v_ips[i], v_request_ids[i], 'visitor');
@@ -573,7 +578,7 @@ BEGIN
   END LOOP;
 END $$;
 COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) IS
-  'Store up to 32 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Events are written after all messages are stored, so no lock is awaited after the first event.';
+  'Store up to 32 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Events are written after all messages are stored, so no lock is awaited after the first event. A message waits at most 1 s for its locks (then 55P03 in its row), so one busy conversation does not hold up the others.';
 REVOKE ALL ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) TO parley_app;
 

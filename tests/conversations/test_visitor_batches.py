@@ -7,7 +7,8 @@ import uuid
 import asyncpg
 import pytest
 
-from pyapp.db import Actor, tenant_fetch
+from pyapp.db import Actor, create_pool, tenant_fetch
+from pyapp.errors import from_postgres
 from pyapp.message_batch import MessageRefused, VisitorMessages
 
 from .test_conv_limits import _override
@@ -177,11 +178,16 @@ async def test_batcher_retries_a_message_that_lost_a_deadlock(make_workspace, ow
     one message of the batch (its subtransaction); the batcher sends it again, and it lands."""
     ws = await make_workspace()
     c1, c2 = await _conversations(ws, 2)
+    # The batch's backend checks for deadlocks first (the job's would after 30 s), and before
+    # its own one-second lock timeout.
+    db = await owner_conn.fetchval("SELECT current_database()")
+    await owner_conn.execute(f'ALTER ROLE parley_app IN DATABASE "{db}" SET deadlock_timeout = \'300ms\'')
+    pool = await create_pool(settings.app_url, min_size=1, max_size=2)
     tasks: set = set()
-    batcher = VisitorMessages(ws.pool, lambda coro, name=None: _keep(tasks, coro))
+    batcher = VisitorMessages(pool, lambda coro, name=None: _keep(tasks, coro))
     job = await asyncpg.connect(settings.admin_url)
     try:
-        await job.execute("SET deadlock_timeout = '30s'")  # so the batch's backend is the one that detects it
+        await job.execute("SET deadlock_timeout = '30s'")
         tx = job.transaction()
         await tx.start()
         await job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
@@ -194,8 +200,10 @@ async def test_batcher_retries_a_message_that_lost_a_deadlock(make_workspace, ow
         one, two = await asyncio.wait_for(posts, 20)
     finally:
         await job.close()
+        await pool.close()
+        await owner_conn.execute(f'ALTER ROLE parley_app IN DATABASE "{db}" RESET deadlock_timeout')
     assert (one.message["body"], two.message["body"]) == ("one", "two")
-    assert batcher.statements == 2
+    assert batcher.retried == {"40P01": 1} and batcher.statements == 2
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", ws.tenant_id) == 2
 
 
@@ -204,3 +212,30 @@ def _keep(tasks: set, coro) -> asyncio.Task:
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+async def test_a_busy_conversation_does_not_hold_up_the_others(make_workspace, owner_conn, settings):
+    """A long transaction holds one conversation: the rest of the batch commits while it still
+    does, and that message, after waiting a second twice, is refused as busy (nothing written)."""
+    ws = await make_workspace()
+    c1, c2 = await _conversations(ws, 2)
+    tasks: set = set()
+    batcher = VisitorMessages(ws.pool, lambda coro, name=None: _keep(tasks, coro))
+    holder = await asyncpg.connect(settings.admin_url)
+    try:
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
+        one = asyncio.ensure_future(batcher.post(ws.tenant_id, c1, "one", "k1", IP, None))
+        two = asyncio.ensure_future(batcher.post(ws.tenant_id, c2, "two", "k2", IP, None))
+        assert (await asyncio.wait_for(one, 10)).message["body"] == "one"  # the lock is still held
+        with pytest.raises(MessageRefused) as refused:
+            await asyncio.wait_for(two, 10)
+        assert refused.value.sqlstate == "55P03"
+        await tx.rollback()
+    finally:
+        await holder.close()
+    assert batcher.statements == 2  # the first batch, then the one retry
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE conversation_id = $1", c2) == 0
+    assert from_postgres(refused.value).code == "busy"
+    assert batcher.retried == {"55P03": 1}
