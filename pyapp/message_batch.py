@@ -20,7 +20,7 @@ from typing import Callable
 
 import asyncpg
 
-MAX_BATCH = 32  # parley.post_visitor_messages refuses more (subtransaction cache; see there)
+MAX_BATCH = 24  # parley.post_visitor_messages refuses more (subtransaction cache; see there)
 FLUSHES_PER_TENANT = 2  # statements in flight per tenant: enough to keep both cores busy
 # Lost a lock race with another batch or a job (deadlock victim, serialization), or waited over
 # a second for a lock (its conversation busy in a long transaction): nothing of it was written,

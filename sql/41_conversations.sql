@@ -36,8 +36,8 @@
 --   event lock, and nothing waits for a lock after its first event (a writer that did could
 --   stall behind a queued reader that waits for it, until the deadlock detector steps in).
 --   Call event-writing functions for at most one conversation per transaction; the one
---   exception, post_visitor_messages, stores all its messages (taking every lock) before it
---   writes the first event.
+--   exception, post_visitor_messages, locks all its conversations (in id order) before
+--   anything else and stores all its messages before it writes the first event.
 
 SELECT parley.apply_tenant_policies('parley.conversations');
 SELECT parley.apply_tenant_policies('parley.messages');
@@ -493,18 +493,23 @@ COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
 -- Visitor messages of one tenant, many per statement: most of PostgreSQL's time per message
 -- was the round trip, the transaction and its WAL flush, not the work (bench/chat_flow.py),
 -- so the server hands over what arrived together (pyapp/message_batch.py). Each message is
--- exactly what post_message would do for that visitor: the actor is set per item with
--- begin_request (its conversation, IP and request id), store_message checks and writes it in
--- a subtransaction of its own, so a refused message (rate limit, validation, a deleted
--- conversation) is rolled back alone and reported in its row, while the others commit.
+-- exactly what post_message would do for that visitor: the actor is set per message with
+-- begin_request (its conversation, IP and request id), and each step runs in a subtransaction
+-- of that message's own, so a refused message (rate limit, validation, a conversation of
+-- another tenant, a lock it could not get) is rolled back alone and reported in its row,
+-- while the others commit.
 --
--- Lock order (see the header): nothing may wait for a lock after the transaction's first
--- event, and a batch touches several conversations. So all messages are stored first, in
--- conversation id order (two batches never wait for each other crosswise on conversation
--- rows), and the events of all of them are written afterwards, in the same order; their ids
--- are assigned after every lock the batch needs is held. At most 32 messages: each stored
--- one keeps a subtransaction id until commit, and past 64 a backend's subtransaction cache
--- overflows and every snapshot in the cluster gets slower.
+-- Lock order (see the header) holds for the batch as a whole, in three passes over the
+-- messages in conversation id order:
+--   1. lock every conversation (two batches never wait for each other crosswise, and a batch
+--      holds nothing else yet, so a single writer holding a conversation and wanting a usage
+--      row cannot be waiting for it);
+--   2. store every message (limits, usage and rate-limit rows, the message, the conversation);
+--   3. write the events: nothing is awaited after the first one.
+-- A lock is awaited at most a second in passes 1 and 2, so a conversation held by a long
+-- transaction does not hold up the rest. At most 24 messages: each one's two subtransactions
+-- keep their ids until commit, and past 64 a backend's subtransaction cache overflows, which
+-- makes every snapshot in the cluster slower.
 CREATE OR REPLACE FUNCTION parley.post_visitor_messages(
   p_tenant_id uuid, p_conversation_ids uuid[], p_bodies text[], p_client_ids text[], p_ips text[],
   p_request_ids text[])
@@ -514,71 +519,94 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
   v_n int := coalesce(cardinality(p_conversation_ids), 0);
-  v_item record;
+  -- The messages in conversation id order (then array order), and what became of each.
+  v_ord int[];
+  v_conv uuid[];
+  v_body text[];
+  v_client_id text[];
+  v_ip text[];
+  v_request_id text[];
+  v_state text[] := array_fill(NULL::text, ARRAY[v_n]);
+  v_text text[] := array_fill(NULL::text, ARRAY[v_n]);
+  v_hint text[] := array_fill(NULL::text, ARRAY[v_n]);
+  v_stored_message parley.messages[] := array_fill(NULL::parley.messages, ARRAY[v_n]);
+  v_status text[] := array_fill(NULL::text, ARRAY[v_n]);
+  v_reopened boolean[] := array_fill(NULL::boolean, ARRAY[v_n]);
+  v_duplicate boolean[] := array_fill(NULL::boolean, ARRAY[v_n]);
   v_stored record;
-  -- The stored messages, for their events: message, status after, flags, and who wrote it.
-  v_messages parley.messages[] := '{}';
-  v_statuses text[] := '{}';
-  v_reopened boolean[] := '{}';
-  v_actors text[] := '{}';
-  v_ips text[] := '{}';
-  v_request_ids text[] := '{}';
   v_role text;
+  v_e_state text;
+  v_e_text text;
+  v_e_hint text;
   v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
-  IF v_n > 32 THEN
-    PERFORM parley.raise_error(413, 'batch_too_large', 'At most 32 messages per batch.');
+  IF v_n > 24 THEN
+    PERFORM parley.raise_error(413, 'batch_too_large', 'At most 24 messages per batch.');
   END IF;
   IF coalesce(cardinality(p_bodies), 0) <> v_n OR coalesce(cardinality(p_client_ids), 0) <> v_n
      OR coalesce(cardinality(p_ips), 0) <> v_n OR coalesce(cardinality(p_request_ids), 0) <> v_n THEN
     PERFORM parley.raise_error(422, 'invalid_batch', 'Every array needs one entry per message.');
   END IF;
+  IF v_n = 0 THEN
+    RETURN;
+  END IF;
+  SELECT array_agg(x.n::int ORDER BY x.conversation_id, x.n), array_agg(x.conversation_id ORDER BY x.conversation_id, x.n),
+         array_agg(x.body ORDER BY x.conversation_id, x.n), array_agg(x.client_id ORDER BY x.conversation_id, x.n),
+         array_agg(x.ip ORDER BY x.conversation_id, x.n), array_agg(x.request_id ORDER BY x.conversation_id, x.n)
+    INTO v_ord, v_conv, v_body, v_client_id, v_ip, v_request_id
+    FROM unnest(p_conversation_ids, p_bodies, p_client_ids, p_ips, p_request_ids) WITH ORDINALITY
+         AS x(conversation_id, body, client_id, ip, request_id, n);
 
-  -- A message whose conversation is locked by a long transaction must not hold up the rest:
-  -- it gives up after a second (55P03 in its row; the server sends it once more).
   PERFORM set_config('lock_timeout', '1s', true);
-  FOR v_item IN
-    SELECT x.conversation_id, x.body, x.client_id, x.ip, x.request_id, x.n::int AS n
-      FROM unnest(p_conversation_ids, p_bodies, p_client_ids, p_ips, p_request_ids) WITH ORDINALITY
-           AS x(conversation_id, body, client_id, ip, request_id, n)
-     ORDER BY x.conversation_id, x.n
-  LOOP
-    ord := v_item.n;
+  -- 1. The conversations.
+  FOR i IN 1..v_n LOOP
     BEGIN
-      v_role := parley.begin_request(p_tenant_id, 'visitor', v_item.conversation_id::text, NULL, v_item.ip,
-                                     v_item.request_id, 'visitor');
-      SELECT * INTO v_stored
-        FROM parley.store_message(v_item.conversation_id, 'visitor', v_item.body, v_item.client_id, '{}');
-      message := parley.message_json(v_stored.message, true);
-      duplicate := v_stored.duplicate;
-      status := v_stored.status;
-      error_state := NULL; error_message := NULL; error_hint := NULL;
-      IF NOT v_stored.duplicate THEN
-        v_messages := v_messages || v_stored.message;
-        v_statuses := v_statuses || v_stored.status;
-        v_reopened := v_reopened || v_stored.reopened;
-        v_actors := v_actors || v_item.conversation_id::text;
-        v_ips := v_ips || v_item.ip;
-        v_request_ids := v_request_ids || v_item.request_id;
-      END IF;
+      v_role := parley.begin_request(p_tenant_id, 'visitor', v_conv[i]::text, NULL, v_ip[i], v_request_id[i],
+                                     'visitor');
+      PERFORM parley.lock_conversation(v_conv[i]);
     EXCEPTION WHEN others THEN  -- not query_canceled: a cancel ends the whole batch
-      GET STACKED DIAGNOSTICS error_state = RETURNED_SQLSTATE, error_message = MESSAGE_TEXT,
-                              error_hint = PG_EXCEPTION_HINT;
-      message := NULL; duplicate := NULL; status := NULL;
+      GET STACKED DIAGNOSTICS v_e_state = RETURNED_SQLSTATE, v_e_text = MESSAGE_TEXT, v_e_hint = PG_EXCEPTION_HINT;
+      v_state[i] := v_e_state; v_text[i] := v_e_text; v_hint[i] := v_e_hint;
     END;
-    RETURN NEXT;
+  END LOOP;
+  -- 2. The messages.
+  FOR i IN 1..v_n LOOP
+    CONTINUE WHEN v_state[i] IS NOT NULL;
+    BEGIN
+      v_role := parley.begin_request(p_tenant_id, 'visitor', v_conv[i]::text, NULL, v_ip[i], v_request_id[i],
+                                     'visitor');
+      SELECT * INTO v_stored FROM parley.store_message(v_conv[i], 'visitor', v_body[i], v_client_id[i], '{}');
+      v_stored_message[i] := v_stored.message;
+      v_status[i] := v_stored.status;
+      v_reopened[i] := v_stored.reopened;
+      v_duplicate[i] := v_stored.duplicate;
+    EXCEPTION WHEN others THEN
+      GET STACKED DIAGNOSTICS v_e_state = RETURNED_SQLSTATE, v_e_text = MESSAGE_TEXT, v_e_hint = PG_EXCEPTION_HINT;
+      v_state[i] := v_e_state; v_text[i] := v_e_text; v_hint[i] := v_e_hint;
+    END;
+  END LOOP;
+  PERFORM set_config('lock_timeout', v_lock_timeout, true);
+  -- 3. The events, each as written by its own visitor. (A visitor message never claims a
+  --    conversation or hands it off: only reopened varies.)
+  FOR i IN 1..v_n LOOP
+    CONTINUE WHEN v_state[i] IS NOT NULL OR v_duplicate[i];
+    v_role := parley.begin_request(p_tenant_id, 'visitor', v_conv[i]::text, NULL, v_ip[i], v_request_id[i], 'visitor');
+    PERFORM parley.emit_message_events(v_stored_message[i], v_status[i], NULL, v_reopened[i], false, false);
   END LOOP;
 
-  -- The events, once every message holds its locks; each as written by its own visitor.
-  PERFORM set_config('lock_timeout', v_lock_timeout, true);
-  -- (A visitor message never claims a conversation or hands it off: only reopened varies.)
-  FOR i IN 1..cardinality(v_messages) LOOP
-    v_role := parley.begin_request(p_tenant_id, 'visitor', v_actors[i], NULL, v_ips[i], v_request_ids[i], 'visitor');
-    PERFORM parley.emit_message_events(v_messages[i], v_statuses[i], NULL, v_reopened[i], false, false);
+  FOR i IN 1..v_n LOOP
+    ord := v_ord[i];
+    message := CASE WHEN v_state[i] IS NULL THEN parley.message_json(v_stored_message[i], true) END;
+    duplicate := v_duplicate[i];
+    status := v_status[i];
+    error_state := v_state[i];
+    error_message := v_text[i];
+    error_hint := v_hint[i];
+    RETURN NEXT;
   END LOOP;
 END $$;
 COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) IS
-  'Store up to 32 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Events are written after all messages are stored, so no lock is awaited after the first event. A message waits at most 1 s for its locks (then 55P03 in its row), so one busy conversation does not hold up the others.';
+  'Store up to 24 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Locks all conversations first (in id order), then stores the messages, then writes the events, so the batch keeps the lock order of single writers and awaits no lock after its first event. A message waits at most 1 s for a lock (then 55P03 in its row), so one busy conversation does not hold up the others.';
 REVOKE ALL ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) TO parley_app;
 
