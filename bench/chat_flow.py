@@ -12,7 +12,9 @@ like with like:
   send the next; M agent sockets (/ws/agent) receive every event of the tenant. This gives the
   sustained msgs/s, counted as messages that reached every agent (latency here is mostly
   queueing: N in flight). Visitors stay under the per-socket frame limit (10/s) only when N is
-  large enough; rate_limited errors in the output mean it was not. The server stores visitor
+  large enough; rate_limited errors in the output mean it was not. With --bot the conversations
+  stay with the bot and the placeholder answers each visitor message (stored and relayed like
+  any reply); the counts are still visitor messages. The server stores visitor
   messages of a tenant that arrive together with one statement and one commit
   (pyapp/message_batch.py); each run reports how many shared a statement on average.
 * Parley, paced: the same clients at a fixed offered load (open loop), for latency that is not
@@ -427,8 +429,8 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
 # --------------------------------------------------------------------------- arranging
 
 
-async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int) -> dict:
-    """A tenant with unlimited limits, a chatbot, and visitor sessions (conversations claimed)."""
+async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int, claim: bool = True) -> dict:
+    """A tenant with unlimited limits, a chatbot, and visitor sessions (conversations claimed unless `claim` is off)."""
     async with aiohttp.ClientSession() as http:
         slug = f"bench-{secrets.token_hex(4)}"
         async with http.post(base + "/api/auth/signup", json={
@@ -462,7 +464,7 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
                         assert resp.status == 200, await resp.text()
                 return out["token"]
 
-        tokens = await asyncio.gather(*(session(True) for _ in range(n_visitors)))
+        tokens = await asyncio.gather(*(session(claim) for _ in range(n_visitors)))
         idle = await asyncio.gather(*(session(False) for _ in range(n_conversations)))
     # A live database has statistics (autovacuum analyzes within a minute of this much change);
     # a freshly arranged one has none, and plans made on a guess stay cached in the pool's
@@ -544,13 +546,16 @@ async def bench(args) -> None:
     settings, maint, dbname = await asyncio.to_thread(prepare_database)
     print(f"database {dbname} migrated in {time.perf_counter() - t_start:.1f}s", flush=True)
     load_surfaces()
-    visitor_ws.set_bot_responder(_no_bot)  # conversations are claimed; make sure no model loads
+    # Conversations are claimed, so no bot runs (and no model loads); with --bot they stay with
+    # the bot and the placeholder answers every visitor message (one more post_message each).
+    visitor_ws.set_bot_responder(None if args.bot else _no_bot)
     try:
         app = create_app(settings)
         runner, base = await serve(app)
         try:
-            arranged = await arrange_parley(base, settings, args.visitors, args.idle)
-            print(f"arranged {args.visitors} claimed + {args.idle} idle conversations", flush=True)
+            arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot)
+            print(f"arranged {args.visitors} {'bot' if args.bot else 'claimed'} + {args.idle} idle conversations",
+                  flush=True)
             agents = [arranged["agent_token"]] * args.agents
             meter = CpuMeter(settings.admin_url)
             batcher = message_batcher(app)
@@ -639,6 +644,8 @@ def main() -> None:
     parser.add_argument("--paced-rate", type=float, default=PACED_RATE,
                         help="offered msgs/s of the paced runs (at most half the flat-out rate)")
     parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
+    parser.add_argument("--bot", action="store_true",
+                        help="leave the conversations with the bot: the placeholder answers every visitor message")
     args = parser.parse_args()
     defaults = dict(visitors=200, agents=2, seconds=5.0, warmup=1.0, paced_seconds=3.0, idle=600) if args.quick else \
         dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, paced_seconds=20.0, idle=5000)
