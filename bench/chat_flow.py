@@ -25,7 +25,7 @@ like with like:
   `INSERT` + `pg_notify(payload)`, one LISTEN connection, the payload relayed to the visitor's
   and the agents' WebSockets. No auth, RLS, limits, usage, events table or state machine.
 * Idle memory: K visitor sockets (after hello) held open by a child process; the server
-  process's RSS growth divided by K.
+  process's RSS growth divided by K, measured first (memory the runs leave free would hide it).
 
 Both runs are repeated against the baseline (paced at the same rate). The last line is
 `msgs_per_s=N p99_ms=N baseline_ratio=R kb_per_idle_ws=N`: Parley's flat-out msgs/s, its
@@ -556,6 +556,9 @@ async def bench(args) -> None:
             arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot)
             print(f"arranged {args.visitors} {'bot' if args.bot else 'claimed'} + {args.idle} idle conversations",
                   flush=True)
+            # Measured before the flat-out runs: memory they leave free would hide the sockets' own.
+            kb, opened = await idle_memory(base, arranged["idle_tokens"])
+            print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
             agents = [arranged["agent_token"]] * args.agents
             meter = CpuMeter(settings.admin_url)
             batcher = message_batcher(app)
@@ -567,8 +570,6 @@ async def bench(args) -> None:
             parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
                                        meter=meter)
             _report("parley", parley_paced, args, rate, batches=_per_statement(batcher, counted))
-            kb, opened = await idle_memory(base, arranged["idle_tokens"])
-            print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
         finally:
             await runner.cleanup()
 
