@@ -105,7 +105,7 @@ async def tenant_fetch(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> l
 
     The same checks as tenant_tx (begin_request runs first, in the same statement); a
     statement that takes locks releases them as soon as it ends, not after a COMMIT round
-    trip (a visitor message holds its conversation row and the tenant's event lock until then).
+    trip (a bot reply holds its conversation row and the tenant's event lock until then).
     """
     async with pool.acquire() as conn:
         return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))

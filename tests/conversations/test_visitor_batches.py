@@ -3,6 +3,7 @@ would store it for that visitor; a refused one is rolled back alone; no lock is 
 the batch's first event; the server's batcher retries a message that lost a deadlock."""
 import asyncio
 import uuid
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
@@ -21,6 +22,33 @@ async def _batch(ws, convs, bodies, client_ids=None, ips=None, tenant_id=None):
     n = len(convs)
     return await ws.pool.fetch(BATCH, tenant_id or ws.tenant_id, convs, bodies, client_ids or [None] * n,
                                ips or [IP] * n, [f"req-{i}" for i in range(n)])
+
+
+@asynccontextmanager
+async def _holding(settings, conversation_id):
+    """Another transaction (a job, a reply) holding one conversation's row lock until it ends;
+    it never runs the deadlock check first, so the app's backend is the one that does."""
+    conn = await asyncpg.connect(settings.admin_url)
+    try:
+        await conn.execute("SET deadlock_timeout = '30s'")
+        tx = conn.transaction()
+        await tx.start()
+        await conn.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", conversation_id)
+        yield conn, tx
+    finally:
+        await conn.close()  # rolls back whatever it did not commit
+
+
+def _batcher(pool) -> VisitorMessages:
+    """The server's batcher on `pool`, its flushes kept referenced by the test."""
+    tasks: set = set()
+
+    def spawn(coro, name=None) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
+    return VisitorMessages(pool, spawn)
 
 
 async def _conversations(ws, n):
@@ -127,11 +155,7 @@ async def test_no_lock_is_awaited_after_the_first_event(make_workspace, owner_co
     relay's read (events_after's barrier) would queue behind it and every writer behind that."""
     ws = await make_workspace()
     c1, c2 = await _conversations(ws, 2)
-    blocker = await asyncpg.connect(settings.admin_url)
-    try:
-        tx = blocker.transaction()
-        await tx.start()
-        await blocker.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
+    async with _holding(settings, c2) as (_blocker, tx):
         batch = asyncio.ensure_future(_batch(ws, [c1, c2], ["first", "second"]))
         await _until_waiting_for_a_lock(owner_conn)
         service = Actor(ws.tenant_id, kind="service", actor_id="relay")
@@ -142,8 +166,6 @@ async def test_no_lock_is_awaited_after_the_first_event(make_workspace, owner_co
         await tx.rollback()
         out = await asyncio.wait_for(batch, 10)
         assert [r["error_state"] for r in out] == [None, None]
-    finally:
-        await blocker.close()
     rows = await tenant_fetch(ws.pool, service, "SELECT * FROM parley.events_after($1, $2)", 0, 100)
     assert [r["message"]["body"] for r in rows if r["kind"] == "message_added"] == ["first", "second"]
 
@@ -154,12 +176,7 @@ async def test_a_batch_takes_its_conversations_before_any_usage_row(make_workspa
     two would wait for each other (the lock order is conversations first, then usage rows)."""
     ws = await make_workspace()
     c1, c2 = await _conversations(ws, 2)
-    writer = await asyncpg.connect(settings.admin_url)
-    try:
-        await writer.execute("SET deadlock_timeout = '30s'")
-        tx = writer.transaction()
-        await tx.start()
-        await writer.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
+    async with _holding(settings, c2) as (writer, tx):
         batch = asyncio.ensure_future(_batch(ws, [c1, c2], ["first", "second"]))
         pid = await _until_waiting_for_a_lock(owner_conn)
         await asyncio.wait_for(writer.execute(
@@ -168,8 +185,6 @@ async def test_a_batch_takes_its_conversations_before_any_usage_row(make_workspa
             " ON CONFLICT (tenant_id, day, metric, shard) DO UPDATE SET value = u.value + 1", ws.tenant_id, pid % 16), 5)
         await tx.commit()
         rows = await asyncio.wait_for(batch, 10)
-    finally:
-        await writer.close()
     assert [(r["message"]["body"], r["error_state"]) for r in rows] == [("first", None), ("second", None)]
     assert await owner_conn.fetchval("SELECT sum(value) FROM parley.usage_counters WHERE tenant_id = $1"
                                      " AND metric = 'messages'", ws.tenant_id) == 3
@@ -189,8 +204,7 @@ async def _until_waiting_for_a_lock(owner_conn, timeout: float = 10.0) -> int:
 async def test_batcher_groups_what_arrives_together_and_answers_each_sender(make_workspace, owner_conn):
     ws = await make_workspace()
     convs = await _conversations(ws, 5)
-    tasks: set = set()
-    batcher = VisitorMessages(ws.pool, lambda coro, name=None: _keep(tasks, coro))
+    batcher = _batcher(ws.pool)
     posted = await asyncio.gather(
         *(batcher.post(ws.tenant_id, c, f"hello {i}", f"k{i}", IP, None) for i, c in enumerate(convs)),
         batcher.post(ws.tenant_id, convs[0], "\t", "blank", IP, None), return_exceptions=True)
@@ -212,23 +226,17 @@ async def test_batcher_retries_a_message_that_lost_a_deadlock(make_workspace, ow
     db = await owner_conn.fetchval("SELECT current_database()")
     await owner_conn.execute(f'ALTER ROLE parley_app IN DATABASE "{db}" SET deadlock_timeout = \'500ms\'')
     pool = await create_pool(settings.app_url, min_size=1, max_size=2)
-    tasks: set = set()
-    batcher = VisitorMessages(pool, lambda coro, name=None: _keep(tasks, coro))
-    job = await asyncpg.connect(settings.admin_url)
+    batcher = _batcher(pool)
     try:
-        await job.execute("SET deadlock_timeout = '30s'")
-        tx = job.transaction()
-        await tx.start()
-        await job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
-        posts = asyncio.ensure_future(asyncio.gather(batcher.post(ws.tenant_id, c1, "one", "k1", IP, None),
-                                                     batcher.post(ws.tenant_id, c2, "two", "k2", IP, None)))
-        await _until_waiting_for_a_lock(owner_conn)
-        # The job now wants c1, which the batch holds: a cycle; the batch's item for c2 gives way.
-        await asyncio.wait_for(job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c1), 20)
-        await tx.commit()
-        one, two = await asyncio.wait_for(posts, 20)
+        async with _holding(settings, c2) as (job, tx):
+            posts = asyncio.ensure_future(asyncio.gather(batcher.post(ws.tenant_id, c1, "one", "k1", IP, None),
+                                                         batcher.post(ws.tenant_id, c2, "two", "k2", IP, None)))
+            await _until_waiting_for_a_lock(owner_conn)
+            # The job now wants c1, which the batch holds: a cycle; the batch's item for c2 gives way.
+            await asyncio.wait_for(job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c1), 20)
+            await tx.commit()
+            one, two = await asyncio.wait_for(posts, 20)
     finally:
-        await job.close()
         await pool.close()
         await owner_conn.execute(f'ALTER ROLE parley_app IN DATABASE "{db}" RESET deadlock_timeout')
     assert (one.message["body"], two.message["body"]) == ("one", "two")
@@ -239,34 +247,19 @@ async def test_batcher_retries_a_message_that_lost_a_deadlock(make_workspace, ow
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", ws.tenant_id) == 2
 
 
-def _keep(tasks: set, coro) -> asyncio.Task:
-    task = asyncio.ensure_future(coro)
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)
-    return task
-
-
 async def test_a_busy_conversation_does_not_hold_up_the_others(make_workspace, owner_conn, settings):
     """A long transaction holds one conversation: the rest of the batch commits while it still
     does, and that message, after waiting a second twice, is refused as busy (nothing written)."""
     ws = await make_workspace()
     c1, c2 = await _conversations(ws, 2)
-    tasks: set = set()
-    batcher = VisitorMessages(ws.pool, lambda coro, name=None: _keep(tasks, coro))
-    holder = await asyncpg.connect(settings.admin_url)
-    try:
-        tx = holder.transaction()
-        await tx.start()
-        await holder.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c2)
+    batcher = _batcher(ws.pool)
+    async with _holding(settings, c2):
         one = asyncio.ensure_future(batcher.post(ws.tenant_id, c1, "one", "k1", IP, None))
         two = asyncio.ensure_future(batcher.post(ws.tenant_id, c2, "two", "k2", IP, None))
         assert (await asyncio.wait_for(one, 10)).message["body"] == "one"  # the lock is still held
         with pytest.raises(MessageRefused) as refused:
             await asyncio.wait_for(two, 10)
         assert refused.value.sqlstate == "55P03"
-        await tx.rollback()
-    finally:
-        await holder.close()
     assert batcher.statements == 2  # the first batch, then the one retry
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE conversation_id = $1", c2) == 0
     assert from_postgres(refused.value).code == "busy"
