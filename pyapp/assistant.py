@@ -40,7 +40,7 @@ from pydantic import BaseModel, Field
 from pyapp.api import Call, api, rows
 from pyapp.errors import ApiError, from_postgres, not_found
 from pyapp.knowledge.ingest import get_embedder
-from pyapp.knowledge.routes import HAS_VECTORS, query_vector, search_passages
+from pyapp.knowledge.search import HAS_VECTORS, query_vector, search_passages
 from pyapp.net import FetchError, guarded_session, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 from pyapp.providers.http import RetryPolicy

@@ -7,7 +7,6 @@ stored; the fetcher checks again on every hop while importing.
 """
 from __future__ import annotations
 
-import logging
 import os
 import uuid
 from typing import Literal
@@ -19,11 +18,10 @@ from pyapp.api import POOL, SETTINGS, Call, api, rows
 from pyapp.errors import ApiError, not_found
 from pyapp.knowledge import extract as ex
 from pyapp.knowledge.crawl import HARD_MAX_DEPTH, HARD_MAX_PAGES, ImportManager
-from pyapp.knowledge.ingest import MAX_BACKLOG, EmbeddingWorker, backlog, embed_query, get_embedder, ingest_document
+from pyapp.knowledge.ingest import MAX_BACKLOG, EmbeddingWorker, backlog, get_embedder, ingest_document
+from pyapp.knowledge.search import HAS_VECTORS, query_vector, search_passages
 from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
-
-log = logging.getLogger("parley.knowledge")
 
 IMPORTS = web.AppKey("knowledge_imports", ImportManager)
 WORKER = web.AppKey("embedding_worker", object)
@@ -272,33 +270,6 @@ async def list_documents(call: Call):
                  FROM parley.knowledge_documents d
                 WHERE d.tenant_id = parley.current_tenant_id() AND d.source_id = $1
                 ORDER BY d.doc_key""", call.uuid_param("source_id")))
-
-
-# NULL: no such chatbot; false: none of its chunks has a vector yet (then the query is not
-# embedded at all: no model load, no latency, full text only).
-HAS_VECTORS = """SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks c
-                                 WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = b.id
-                                   AND c.embedding IS NOT NULL)
-                   FROM parley.chatbots b WHERE b.id = $1"""
-
-
-async def query_vector(embedder, query: str):
-    """The query's embedding, or None (no embedder, or it failed: retrieval falls back to full text)."""
-    if embedder is None:
-        return None
-    try:
-        return await embed_query(embedder, query)
-    except Exception as exc:  # the embedder failing must not take retrieval down
-        log.warning("query embedding failed, full text only: %s", exc)
-        return None
-
-
-async def search_passages(conn, chatbot_id: uuid.UUID, query: str, k: int, vector=None,
-                          model: str | None = None) -> tuple[list[dict], str]:
-    """knowledge_search, hybrid when a query vector is given (embed it before opening the transaction)."""
-    found = await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, $3, $4, $5)", chatbot_id, query, k,
-                             vector, model if vector is not None else None)
-    return [dict(r) for r in found], ("hybrid" if vector is not None else "fts")
 
 
 @api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/search", body=SearchIn, tags=("knowledge",))
