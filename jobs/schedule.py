@@ -1,7 +1,7 @@
 """The scheduled jobs: each is one SQL function, run once globally or once per tenant.
 
 The schedule itself (how often, enabled, run by pg_cron instead) lives in the table
-parley.job_schedules (seeded by sql/60_analytics.sql); this module says what each name does.
+parley.job_schedules (seeded by sql/63_jobs.sql); this module says what each name does.
 Per-tenant jobs run inside a `system` tenant transaction, so RLS scopes every statement.
 """
 from __future__ import annotations

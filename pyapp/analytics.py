@@ -1,5 +1,6 @@
 """Analytics for members: tenant-scoped SQL functions (SECURITY INVOKER, so RLS scopes them)
-served as JSON. The cross-tenant analyst views live in schema `analytics` (sql/60_analytics.sql)."""
+served as JSON. The cross-tenant analyst views live in schema `analytics` (sql/61_analytics.sql);
+the member statistics are in sql/60_statistics.sql."""
 from __future__ import annotations
 
 import uuid

@@ -82,3 +82,37 @@ COMMENT ON VIEW analytics.audit_events IS 'Audit trail for analysts: who did wha
 GRANT SELECT ON parley.audit_log TO parley_reporting;
 ALTER VIEW analytics.audit_events OWNER TO parley_reporting;
 GRANT SELECT ON analytics.audit_events TO parley_analyst;
+
+---------------------------------------------------------------------------------------------
+-- Audit trail reader
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.list_audit(
+  p_before bigint, p_limit int, p_action text DEFAULT NULL, p_actor_id text DEFAULT NULL) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_items jsonb;
+  v_count int;
+  v_last bigint;
+BEGIN
+  PERFORM parley.require_role('admin');
+  SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.id DESC), '[]'::jsonb), count(*), min(a.id)
+    INTO v_items, v_count, v_last
+    FROM (SELECT l.id, l.at, l.actor_kind, l.actor_id, l.action, l.target_kind, l.target_id,
+                 host(l.ip) AS ip, l.request_id, l.details
+            FROM parley.audit_log l
+           WHERE l.tenant_id = parley.current_tenant_id()
+             AND (p_before IS NULL OR l.id < p_before)
+             AND (p_action IS NULL OR l.action = p_action)
+             AND (p_actor_id IS NULL OR l.actor_id = p_actor_id)
+           ORDER BY l.id DESC
+           LIMIT greatest(1, least(coalesce(p_limit, 50), 200))) a;
+  RETURN jsonb_build_object('items', v_items,
+                            'next_before', CASE WHEN v_count = greatest(1, least(coalesce(p_limit, 50), 200))
+                                                THEN v_last END);
+END $$;
+COMMENT ON FUNCTION parley.list_audit(bigint, int, text, text) IS
+  'The current workspace''s audit trail, newest first (admin+): keyset pagination on id (pass next_before back as p_before), optional exact action and actor filters; limit 1..200.';
+REVOKE ALL ON FUNCTION parley.list_audit(bigint, int, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.list_audit(bigint, int, text, text) TO parley_app;

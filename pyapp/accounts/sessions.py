@@ -1,7 +1,7 @@
 """Sign-up, sign-in, sessions, password reset, workspace switching, joining by invite.
 
 These run before a tenant is chosen, so they call SECURITY DEFINER functions inside
-`auth_tx`; the rules (throttle, lockout, rotation, reuse detection) are in sql/22_accounts.sql.
+`auth_tx`; the rules (throttle, lockout, rotation, reuse detection) are in sql/22_sessions.sql.
 Outcomes that must be committed even though the client gets an error (a failed sign-in, a
 reused refresh token) come back as a status and are raised here after the commit.
 """

@@ -1,7 +1,7 @@
 """The console's way into the accounts surface: its handlers, called with a console-built `Call`.
 
 Sign-in, refresh rotation, sign-out, switching and invites stay implemented once (in
-pyapp.accounts and sql/22_accounts.sql); the console only carries the tokens in its cookie.
+pyapp.accounts and sql/22_sessions.sql); the console only carries the tokens in its cookie.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 response time), ranked top and unanswered questions linking to their conversations, and the
 CSAT negative-feedback triage list.
 
-Figures come from the analytics SQL functions (sql/60_analytics.sql, sql/55_feedback.sql);
+Figures come from the analytics SQL functions (sql/60_statistics.sql, sql/55_feedback.sql);
 the per-day first response time is the console's own read (queries.sql).
 """
 from __future__ import annotations

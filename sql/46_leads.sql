@@ -1,0 +1,169 @@
+-- Leads: captured in a conversation by the visitor, or recorded and worked by members.
+
+SELECT parley.apply_tenant_policies('parley.leads');
+
+-- A visitor transaction sees only the lead of its own conversation (see 41_conversations.sql).
+DROP POLICY IF EXISTS select_visitor_own ON parley.leads;
+CREATE POLICY select_visitor_own ON parley.leads AS RESTRICTIVE FOR SELECT
+  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR conversation_id::text = (SELECT parley.current_actor_id()));
+
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.leads TO parley_app;
+GRANT SELECT ON parley.leads TO parley_jobs;
+
+------------------------------------------------------------------------------------------
+-- Leads. Status workflow: new → contacted | qualified | lost; contacted → qualified | won | lost;
+-- qualified → contacted | won | lost; lost → new (reopened); won is final.
+
+CREATE OR REPLACE FUNCTION parley.check_lead_fields(p_name text, p_email text, p_phone text, p_custom jsonb)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_email IS NOT NULL AND (length(p_email) > 320 OR p_email !~ '^[^@\s]+@[^@\s]+\.[^@\s]+$') THEN
+    PERFORM parley.raise_error(422, 'invalid_email', 'That email address does not look right.');
+  END IF;
+  IF p_phone IS NOT NULL AND (length(p_phone) > 50 OR p_phone !~ '^[0-9+()./ -]{3,50}$') THEN
+    PERFORM parley.raise_error(422, 'invalid_phone', 'That phone number does not look right.');
+  END IF;
+  IF p_name IS NOT NULL AND length(p_name) > 200 THEN
+    PERFORM parley.raise_error(422, 'invalid_name', 'A name is at most 200 characters.');
+  END IF;
+  IF p_custom IS NOT NULL AND (jsonb_typeof(p_custom) <> 'object' OR octet_length(p_custom::text) > 8192) THEN
+    PERFORM parley.raise_error(422, 'invalid_custom', 'custom must be a JSON object of at most 8 KiB.');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Validate lead fields (422 with a field-specific code).';
+
+CREATE OR REPLACE FUNCTION parley.capture_lead(p_conversation_id uuid, p_name text, p_email text, p_phone text,
+                                               p_custom jsonb DEFAULT '{}')
+RETURNS parley.leads
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_conv parley.conversations;
+  v_lead parley.leads;
+  v_name text := parley.clean_text(p_name, 201);
+  v_email text := lower(parley.clean_text(p_email, 321));
+  v_phone text := parley.clean_text(p_phone, 51);
+BEGIN
+  v_conv := parley.lock_conversation(p_conversation_id);
+  IF v_name IS NULL AND v_email IS NULL AND v_phone IS NULL THEN
+    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
+  END IF;
+  PERFORM parley.check_lead_fields(v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  -- One lead per conversation: a second form fills in / updates the first.
+  INSERT INTO parley.leads AS l (tenant_id, chatbot_id, conversation_id, name, email, phone, custom)
+  VALUES (v_conv.tenant_id, v_conv.chatbot_id, v_conv.id, v_name, v_email, v_phone, coalesce(p_custom, '{}'))
+  ON CONFLICT (tenant_id, conversation_id) WHERE conversation_id IS NOT NULL DO UPDATE
+     SET name = coalesce(EXCLUDED.name, l.name), email = coalesce(EXCLUDED.email, l.email),
+         phone = coalesce(EXCLUDED.phone, l.phone), custom = l.custom || EXCLUDED.custom, updated_at = now()
+  RETURNING * INTO v_lead;
+  PERFORM parley.emit_event('lead_captured', v_conv.id, NULL, jsonb_build_object('lead_id', v_lead.id));
+  RETURN v_lead;
+END $$;
+COMMENT ON FUNCTION parley.capture_lead(uuid, text, text, text, jsonb) IS
+  'The lead form of a conversation (visitor of that conversation, or a member): creates the conversation''s lead or updates it (non-empty fields replace, custom merges). 422 on an invalid email/phone or when all are empty. Event lead_captured.';
+
+CREATE OR REPLACE FUNCTION parley.create_lead(p_chatbot_id uuid, p_name text, p_email text, p_phone text,
+                                              p_custom jsonb DEFAULT '{}')
+RETURNS parley.leads
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_lead parley.leads;
+  v_name text := parley.clean_text(p_name, 201);
+  v_email text := lower(parley.clean_text(p_email, 321));
+  v_phone text := parley.clean_text(p_phone, 51);
+BEGIN
+  PERFORM parley.require_staff();
+  IF v_name IS NULL AND v_email IS NULL AND v_phone IS NULL THEN
+    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
+  END IF;
+  PERFORM parley.check_lead_fields(v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  IF p_chatbot_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parley.chatbots b
+      WHERE b.tenant_id = parley.current_tenant_id() AND b.id = p_chatbot_id) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  INSERT INTO parley.leads (tenant_id, chatbot_id, name, email, phone, custom)
+  VALUES (parley.current_tenant_id(), p_chatbot_id, v_name, v_email, v_phone, coalesce(p_custom, '{}'))
+  RETURNING * INTO v_lead;
+  RETURN v_lead;
+END $$;
+COMMENT ON FUNCTION parley.create_lead(uuid, text, text, text, jsonb) IS 'Members: record a lead by hand (no conversation).';
+
+DROP FUNCTION IF EXISTS parley.update_lead(uuid, text, text, text, jsonb);
+CREATE OR REPLACE FUNCTION parley.update_lead(p_lead_id uuid, p_name text DEFAULT NULL, p_email text DEFAULT NULL,
+                                              p_phone text DEFAULT NULL, p_custom jsonb DEFAULT NULL,
+                                              p_status text DEFAULT NULL)
+RETURNS parley.leads
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_lead parley.leads;
+BEGIN
+  PERFORM parley.require_staff();
+  PERFORM parley.check_lead_fields(parley.clean_text(p_name, 201), lower(parley.clean_text(p_email, 321)),
+                                   parley.clean_text(p_phone, 51), p_custom);
+  UPDATE parley.leads l
+     SET name = CASE WHEN p_name IS NULL THEN l.name ELSE parley.clean_text(p_name, 201) END,
+         email = CASE WHEN p_email IS NULL THEN l.email ELSE lower(parley.clean_text(p_email, 321)) END,
+         phone = CASE WHEN p_phone IS NULL THEN l.phone ELSE parley.clean_text(p_phone, 51) END,
+         custom = coalesce(p_custom, l.custom), updated_at = now()
+   WHERE l.tenant_id = parley.current_tenant_id() AND l.id = p_lead_id
+  RETURNING * INTO v_lead;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such lead.');
+  END IF;
+  IF p_status IS NOT NULL THEN
+    v_lead := parley.set_lead_status(p_lead_id, p_status);
+  END IF;
+  RETURN v_lead;
+END $$;
+COMMENT ON FUNCTION parley.update_lead(uuid, text, text, text, jsonb, text) IS
+  'Members: change a lead''s fields (NULL keeps, empty string clears; custom replaces) and, with p_status, move its status through set_lead_status (409 on an invalid move). 404 when not in this tenant.';
+
+CREATE OR REPLACE FUNCTION parley.set_lead_status(p_lead_id uuid, p_status text)
+RETURNS parley.leads
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_lead parley.leads;
+BEGIN
+  PERFORM parley.require_staff();
+  SELECT * INTO v_lead FROM parley.leads l
+   WHERE l.tenant_id = parley.current_tenant_id() AND l.id = p_lead_id FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such lead.');
+  END IF;
+  IF p_status IS NULL OR p_status NOT IN ('new', 'contacted', 'qualified', 'won', 'lost') THEN
+    PERFORM parley.raise_error(422, 'invalid_status', 'status must be new, contacted, qualified, won or lost.');
+  END IF;
+  IF v_lead.status = p_status THEN
+    RETURN v_lead;
+  END IF;
+  IF NOT (v_lead.status, p_status) IN (('new', 'contacted'), ('new', 'qualified'), ('new', 'lost'),
+                                       ('contacted', 'qualified'), ('contacted', 'won'), ('contacted', 'lost'),
+                                       ('qualified', 'contacted'), ('qualified', 'won'), ('qualified', 'lost'),
+                                       ('lost', 'new')) THEN
+    PERFORM parley.raise_error(409, 'invalid_transition', format('A %s lead cannot become %s.', v_lead.status, p_status));
+  END IF;
+  UPDATE parley.leads l SET status = p_status, updated_at = now()
+   WHERE l.tenant_id = v_lead.tenant_id AND l.id = v_lead.id RETURNING * INTO v_lead;
+  RETURN v_lead;
+END $$;
+COMMENT ON FUNCTION parley.set_lead_status(uuid, text) IS
+  'Members: move a lead along new → contacted → qualified → won | lost (lost → new reopens; won is final); other moves 409 invalid_transition, same status is a no-op.';
+
+CREATE OR REPLACE FUNCTION parley.delete_lead(p_lead_id uuid)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  PERFORM parley.require_staff();
+  DELETE FROM parley.leads l WHERE l.tenant_id = parley.current_tenant_id() AND l.id = p_lead_id;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such lead.');
+  END IF;
+  PERFORM parley.write_audit('lead.delete', 'lead', p_lead_id::text, '{}');
+END $$;
+COMMENT ON FUNCTION parley.delete_lead(uuid) IS 'Members: delete a lead (audited).';
