@@ -16,7 +16,7 @@ like with like:
   stay with the bot and the placeholder answers each visitor message (stored and relayed like
   any reply); the counts are still visitor messages. The server stores visitor
   messages of a tenant that arrive together with one statement and one commit
-  (pyapp/message_batch.py); each run reports how many shared a statement on average.
+  (pyapp/widget/batch.py); each run reports how many shared a statement on average.
 * Parley, paced: the same clients at a fixed offered load (open loop), for latency that is not
   queueing: 500 msgs/s, the rate of the latency target (--paced-rate), or half the flat-out rate
   when that is below 1,000. Latency is from the visitor's send to each agent's receipt of
@@ -536,8 +536,8 @@ async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
 
 
 async def bench(args) -> None:
-    from pyapp import visitor_ws
-    from pyapp.visitor_ws import message_batcher
+    from pyapp.widget import hooks
+    from pyapp.widget.socket import message_batcher
     from pyapp.app import create_app, load_surfaces
     from pyapp.db import create_pool
 
@@ -548,7 +548,7 @@ async def bench(args) -> None:
     load_surfaces()
     # Conversations are claimed, so no bot runs (and no model loads); with --bot they stay with
     # the bot and the placeholder answers every visitor message (one more post_message each).
-    visitor_ws.set_bot_responder(None if args.bot else _no_bot)
+    hooks.set_bot_responder(None if args.bot else _no_bot)
     try:
         app = create_app(settings)
         runner, base = await serve(app)

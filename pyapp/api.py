@@ -14,15 +14,11 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from pyapp.context import POOL, REQUEST_ID, SESSION_TOKEN, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
 from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
 
-POOL = web.AppKey("pool", object)
-SETTINGS = web.AppKey("settings", object)
-TRUST_PROXY = web.AppKey("trust_proxy", bool)
-REQUEST_ID = web.RequestKey("request_id", str)
-SESSION_TOKEN = web.RequestKey("session_token", str)
 
 
 @dataclass
@@ -75,18 +71,6 @@ class Call:
         if self.actor is None:
             raise ApiError(401, "unauthenticated", "Sign in first.")
         return tenant_tx(self.pool, self.actor)
-
-
-def client_ip(request: web.Request) -> str | None:
-    """The peer address; X-Forwarded-For is trusted only when PARLEY_TRUST_PROXY is set.
-
-    The last entry is the one our (single) proxy appended; earlier entries are whatever the
-    client sent, so taking them would let anyone dodge per-address limits.
-    """
-    trust = request.app.get(TRUST_PROXY, False)
-    if trust and request.headers.get("X-Forwarded-For"):
-        return request.headers["X-Forwarded-For"].split(",")[-1].strip()
-    return request.remote
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -197,7 +181,7 @@ class Api:
                 return result
             if result is None and spec.status == 204:
                 return web.Response(status=204)
-            return web.json_response(result, status=spec.status, dumps=_dumps)
+            return web.json_response(result, status=spec.status, dumps=json_dumps)
 
         handler.__name__ = spec.handler.__name__
         return handler
@@ -251,30 +235,6 @@ class Api:
                                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
 
 
-def _default(value: Any) -> Any:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return None  # hashes and other binary never go to clients
-    import decimal
-    if isinstance(value, decimal.Decimal):
-        return float(value)
-    import ipaddress
-    if isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_default, ensure_ascii=False)
-
-
 def row(record) -> dict | None:
     return dict(record) if record is not None else None
 
@@ -284,4 +244,3 @@ def rows(records) -> list[dict]:
 
 
 api = Api()
-json_dumps = _dumps

@@ -12,7 +12,8 @@ import asyncpg
 from aiohttp import web
 
 from pyapp import migrate
-from pyapp.api import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY, api
+from pyapp.api import api
+from pyapp.context import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
 from pyapp.config import Settings
 from pyapp.db import POOL_SIZE, create_pool
 from pyapp.errors import ApiError, from_postgres
@@ -23,18 +24,19 @@ log = logging.getLogger("parley.http")
 # expose `setup(app)` for non-API routes (WebSockets, static files, console pages).
 SURFACES: list[str] = [
     "pyapp.accounts",
-    "pyapp.widget_api",
-    "pyapp.visitor_ws",
-    "pyapp.agent_ws",
-    "pyapp.events_sse",
-    "pyapp.static",
-    "pyapp.demo",
+    "pyapp.widget.sessions",
+    "pyapp.widget.socket",
+    "pyapp.widget.assets",
+    "pyapp.widget.demo",
+    "pyapp.agent.socket",
+    "pyapp.agent.sse",
     "pyapp.console",
-    "pyapp.chatbots",
-    "pyapp.conversations",
-    "pyapp.leads",
+    "pyapp.chatbots.routes",
+    "pyapp.conversations.routes",
+    "pyapp.leads.routes",
     "pyapp.knowledge.routes",
-    "pyapp.assistant",
+    "pyapp.assistant.routes",
+    "pyapp.assistant.responder",
     "pyapp.feedback",
     "pyapp.analytics",
 ]

@@ -82,7 +82,7 @@ def cmd_serve(args) -> int:
         print(f"refusing to start: {message}", file=sys.stderr)
         return 2
     if args.demo:
-        from pyapp.demo import seed_demo
+        from pyapp.widget.demo import seed_demo
 
         info = asyncio.run(seed_demo(settings))
         print(f"\n  Console:   {settings.base_url}/console/  (sign in as {info['email']} / {info['password']})")

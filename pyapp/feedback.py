@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api, rows
 from pyapp.errors import not_found
-from pyapp.visitor_ws import VisitorContext, set_frame_handler
+from pyapp.widget.hooks import VisitorContext, set_frame_handler
 
 
 async def on_feedback(ctx: VisitorContext, frame: dict) -> dict:

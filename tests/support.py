@@ -155,7 +155,7 @@ async def _signup(server, email: str | None = None, tenant: str | None = None, *
         out["access_token"] = switched["access_token"]
         out["tenant"] = switched["tenant"]
     if plan is not None and join is None:
-        from pyapp.api import SETTINGS
+        from pyapp.context import SETTINGS
 
         conn = await asyncpg.connect(server.app[SETTINGS].admin_url)
         try:

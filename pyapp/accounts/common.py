@@ -10,7 +10,8 @@ from urllib.parse import quote
 import asyncpg
 from aiohttp import web
 
-from pyapp.api import REQUEST_ID, SETTINGS, Call, client_ip
+from pyapp.api import Call
+from pyapp.context import REQUEST_ID, SETTINGS, client_ip
 from pyapp.mailer import Mailer, mailer_for
 from pyapp.passwords import Passwords
 from pyapp.security import issue_access_token

@@ -9,7 +9,8 @@ import uuid
 
 from aiohttp import web
 
-from pyapp.api import REQUEST_ID, Call, client_ip
+from pyapp.api import Call
+from pyapp.context import REQUEST_ID, client_ip
 from pyapp.db import Actor
 from pyapp.errors import ApiError
 

@@ -20,7 +20,7 @@ import uuid
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from pyapp.api import POOL, SETTINGS, json_dumps
+from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.console import bridge, queries
 from pyapp.console.web import Ctx, json_ok, page, redirect, secure_headers
 from pyapp.errors import ApiError
@@ -34,7 +34,7 @@ PREVIEW_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-
 
 
 def _models():
-    from pyapp import chatbots
+    from pyapp.chatbots import routes as chatbots
     return chatbots
 
 
@@ -330,7 +330,7 @@ def _draft(request: web.Request) -> dict:
 async def preview_page(request: web.Request) -> web.Response:
     draft = _draft(request)
     try:
-        from pyapp.static import widget_script_url
+        from pyapp.widget.assets import widget_script_url
         script = widget_script_url(request.app)
     except (ImportError, KeyError):
         script = "/widget.js"

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from pyapp.console import queries
 from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
 from pyapp.errors import ApiError, from_postgres
-from pyapp.leads import csv_cell
+from pyapp.leads.routes import csv_cell
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
 # The workflow of parley.set_lead_status, to offer only the moves it accepts.

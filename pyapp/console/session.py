@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from pyapp.api import SETTINGS, TRUST_PROXY
+from pyapp.context import SETTINGS, TRUST_PROXY
 from pyapp.security import AccessClaims, TokenError, decode_access_token, sha256, sign, verify
 
 COOKIE = "parley_console"

@@ -14,7 +14,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from pyapp.api import POOL, SETTINGS, Call, api, rows
+from pyapp.api import Call, api, rows
+from pyapp.context import POOL, SETTINGS
 from pyapp.errors import ApiError, not_found
 from pyapp.knowledge import extract as ex
 from pyapp.knowledge.crawl import HARD_MAX_DEPTH, HARD_MAX_PAGES, ImportManager

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pyapp.api import POOL
+from pyapp.context import POOL
 from pyapp.db import Actor, tenant_tx
 
 VISITOR_IP = "203.0.113.7"

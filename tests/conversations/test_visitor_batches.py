@@ -10,7 +10,7 @@ import pytest
 
 from pyapp.db import Actor, create_pool, tenant_fetch
 from pyapp.errors import from_postgres
-from pyapp.message_batch import MessageRefused, VisitorMessages
+from pyapp.widget.batch import MessageRefused, VisitorMessages
 
 from .test_conv_limits import _override
 

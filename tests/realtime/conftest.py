@@ -128,13 +128,13 @@ async def agent(server, token: str, last_event_id: int | None = None) -> Client:
 @pytest.fixture(autouse=True)
 def placeholder_bot():
     """Realtime tests use the placeholder bot (fast, deterministic); the assistant has its own tests."""
-    from pyapp import visitor_ws
+    from pyapp.widget import hooks
     from pyapp.app import load_surfaces
     load_surfaces()  # surfaces install their hooks at import; replace the bot after that
-    previous = visitor_ws.get_bot_responder()
-    visitor_ws.set_bot_responder(None)
+    previous = hooks.get_bot_responder()
+    hooks.set_bot_responder(None)
     yield
-    visitor_ws.set_bot_responder(previous)
+    hooks.set_bot_responder(previous)
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 """Many visitors writing at once through the real server: their messages share statements
-(pyapp/message_batch.py), yet each visitor hears only of its own, and one refused message
+(pyapp/widget/batch.py), yet each visitor hears only of its own, and one refused message
 does not take the others with it."""
 from __future__ import annotations
 
 import asyncio
 import uuid
 
-from pyapp.visitor_ws import message_batcher
+from pyapp.widget.socket import message_batcher
 from tests.realtime.conftest import agent, visitor, widget_session
 
 VISITORS = 12

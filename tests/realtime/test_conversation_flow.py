@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from pyapp import visitor_ws
+from pyapp.widget import hooks
 from tests.realtime.conftest import SseClient, agent, visitor, widget_session
 
 
@@ -22,7 +22,7 @@ async def test_visitor_bot_and_agent_see_the_conversation(server, tenant, client
     mine = await vis.expect_message("Do you ship to Lisbon?", author="visitor")
     assert mine["client_id"] == "c-1" and "meta" not in mine and "author_id" not in mine
     bot = await vis.expect_message(author="bot")
-    assert bot["body"] == visitor_ws.PLACEHOLDER_REPLY and bot["id"] > mine["id"]
+    assert bot["body"] == hooks.PLACEHOLDER_REPLY and bot["id"] > mine["id"]
 
     seen = await ag.expect_event("message_added", lambda e: e["message"]["id"] == mine["id"])
     assert seen["conversation_id"] == sess["conversation_id"] and seen["message"]["author"] == "visitor"

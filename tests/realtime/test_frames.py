@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from pyapp import visitor_ws
+from pyapp.widget import hooks, socket as visitor_ws
 from tests.realtime.conftest import Client, agent, visitor, widget_session
 
 
@@ -62,26 +62,26 @@ async def test_frame_flood_is_throttled_before_the_database(server, tenant, clie
 
 async def test_feedback_and_rating_go_to_the_hook(server, tenant, clients):
     saved = {}
-    old = {k: visitor_ws._frame_handlers.get(k) for k in ("feedback", "rating")}
+    old = {k: hooks._frame_handlers.get(k) for k in ("feedback", "rating")}
     try:
-        visitor_ws.set_frame_handler("feedback", None)
-        visitor_ws.set_frame_handler("rating", None)
+        hooks.set_frame_handler("feedback", None)
+        hooks.set_frame_handler("rating", None)
         sess = await widget_session(server, tenant["key"])
         vis = await visitor(server, sess)
         clients.append(vis)
         await vis.send({"type": "rating", "score": 5})
         assert (await vis.expect(type="error"))["code"] == "unsupported"
 
-        async def on_rating(ctx: visitor_ws.VisitorContext, frame: dict):
+        async def on_rating(ctx: hooks.VisitorContext, frame: dict):
             saved["rating"] = (str(ctx.conversation_id), frame["score"], frame["comment"])
             return {"type": "rating_saved"}
-        visitor_ws.set_frame_handler("rating", on_rating)
+        hooks.set_frame_handler("rating", on_rating)
         await vis.send({"type": "rating", "score": 4, "comment": "nice"})
         await vis.expect(type="rating_saved")
         assert saved["rating"] == (sess["conversation_id"], 4, "nice")
     finally:
         for k, v in old.items():
-            visitor_ws.set_frame_handler(k, v)
+            hooks.set_frame_handler(k, v)
 
 
 async def test_lead_request_after_messages_and_lead_frame(server, tenant, clients, owner_conn):

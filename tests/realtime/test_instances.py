@@ -4,8 +4,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pyapp import visitor_ws
-from pyapp.realtime import RELAY_APP_NAME, get_relay
+from pyapp.widget import hooks
+from pyapp.realtime.relay import get_relay
+from pyapp.realtime.source import RELAY_APP_NAME
 from support import start_server
 from tests.realtime.conftest import agent, visitor, widget_session
 
@@ -43,12 +44,12 @@ async def test_visitor_on_one_instance_agent_on_another(server, settings, tenant
 
 
 async def test_bot_stream_reaches_local_sockets_only(server, settings, tenant, clients):
-    async def streaming_bot(turn: visitor_ws.BotTurn) -> None:
+    async def streaming_bot(turn: hooks.BotTurn) -> None:
         for delta in ("Hel", "lo ", "there"):
             turn.stream("s-1", delta)
         await turn.reply("Hello there", meta={"stream_id": "s-1"})
 
-    visitor_ws.set_bot_responder(streaming_bot)
+    hooks.set_bot_responder(streaming_bot)
     other = await start_server(settings)
     try:
         local_agent = await agent(server, tenant["access_token"])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pyapp import demo, static
+from pyapp.widget import assets as static, demo
 from support import start_server
 
 

@@ -6,7 +6,8 @@ import uuid
 
 import jwt
 
-from pyapp.widget_api import decode_visitor_token, issue_visitor_token, origin_allowed
+from pyapp.widget.sessions import origin_allowed
+from pyapp.widget.tokens import decode_visitor_token, issue_visitor_token
 from support import TEST_SECRET
 from tests.realtime.conftest import ORIGIN, Client, create_chatbot, visitor, widget_session
 
@@ -98,7 +99,7 @@ async def test_resume_and_refresh(server, tenant, clients):
 
 
 def _token_at(issued: float, **kw) -> str:
-    from pyapp import widget_api
+    from pyapp.widget import tokens as widget_api
     real = widget_api.time.time
     widget_api.time.time = lambda: issued
     try:

@@ -18,18 +18,18 @@ import asyncpg
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
+from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
+from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
-from pyapp.realtime import BATCH, Relay, Sink, event_json, get_relay, install as install_relay, read_events
+from pyapp.realtime.relay import Relay, get_relay, install as install_relay
+from pyapp.realtime.sinks import Sink
 from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
 
-log = logging.getLogger("parley.agent_ws")
+log = logging.getLogger("parley.agent.socket")
 
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
-RECHECK_SECONDS = 60.0
-MAX_REPLAY = 10_000  # events replayed on resume; beyond that the client reloads (error replay_truncated)
 MAX_FRAME_BYTES = 16 * 1024
 
 
@@ -58,49 +58,6 @@ async def resolve_member(app: web.Application, token: str | None, *, ip: str | N
         raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
     return Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
                  session_id=claims.session_id, ip=ip, request_id=request_id, min_role="agent")
-
-
-async def replay_events(pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink, *,
-                        limit: int = MAX_REPLAY) -> tuple[int, bool]:
-    """Send every event after `after` as the member sees it (checked by begin_request).
-
-    Returns (events sent, truncated). Event ids sent are remembered in `sink.replayed` so the
-    relay's held copies are dropped.
-    """
-    sent = 0
-    while True:
-        rows = await read_events(pool, actor, after, retries=19)
-        for row in rows:
-            ev = event_json(row)
-            after = max(after, int(ev["id"]))
-            sink.replayed.add(int(ev["id"]))
-            sink.push(_replay_item(sink, ev), bounded=False)
-            sent += 1
-        if len(rows) < BATCH:
-            return sent, False
-        if sent >= limit:
-            return sent, True
-
-
-def _replay_item(sink: Sink, ev: dict):
-    if sink.kind == "sse":
-        return f"id: {ev['id']}\ndata: {json_dumps(ev)}\n\n".encode()
-    return json_dumps({"type": "event", "event": ev})
-
-
-async def recheck(pool: asyncpg.Pool, actor: Actor) -> ApiError | None:
-    """None while the credential is still good, else the reason to hang up."""
-    try:
-        async with tenant_tx(pool, actor):
-            pass
-        return None
-    except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc)
-        if mapped is None or mapped.status >= 500:
-            return None  # a database hiccup is not a reason to drop a member
-        return mapped
-    except (OSError, asyncio.TimeoutError):
-        return None
 
 
 class _Hello(BaseModel):

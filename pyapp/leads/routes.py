@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, Field, JsonValue
 
 from pyapp.api import Call, api
-from pyapp.conversations import Strict, storable_text
+from pyapp.conversations.routes import Strict, storable_text
 from pyapp.errors import not_found
 
 TAGS = ("leads",)

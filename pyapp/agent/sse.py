@@ -11,10 +11,12 @@ import asyncio
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyapp.agent_ws import RECHECK_SECONDS, recheck, replay_events
-from pyapp.api import SETTINGS, Call, api
+from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
+from pyapp.api import Call, api
+from pyapp.context import SETTINGS
 from pyapp.errors import ApiError
-from pyapp.realtime import SseSink, get_relay, install as install_relay
+from pyapp.realtime.relay import get_relay, install as install_relay
+from pyapp.realtime.sinks import SseSink
 
 KEEPALIVE = 15.0
 

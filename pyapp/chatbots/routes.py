@@ -14,7 +14,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pyapp.api import Call, api
-from pyapp.conversations import Strict, storable_text
+from pyapp.conversations.routes import Strict, storable_text
 from pyapp.errors import not_found
 
 TAGS = ("chatbots",)

@@ -1,15 +1,4 @@
-"""`/ws/visitor`: the widget's WebSocket (docs/protocol.md), and the hooks the assistant plugs into.
-
-Hooks (set once at import/startup by the module that provides them):
-- `set_bot_responder(fn)`: `async fn(turn: BotTurn)` runs as a background task on the instance
-  holding the visitor's socket, after a visitor message is stored while the conversation is
-  with the bot. It may stream chunks with `turn.stream(...)` (local sockets only, never NOTIFY)
-  and stores its answer with `await turn.reply(body, meta=...)`. Turns of one conversation run
-  one after another on this instance. The default posts a short placeholder reply.
-- `set_frame_handler("feedback" | "rating", fn)`: `async fn(ctx: VisitorContext, frame: dict)`
-  stores a CSAT frame (in `ctx.tx()`, the visitor's own transaction) and may return a frame to
-  send back. Without a handler the visitor gets `{"type":"error","code":"unsupported"}`.
-"""
+"""`/ws/visitor`: the widget's WebSocket (docs/protocol.md); what plugs into it is in `pyapp.widget.hooks`."""
 from __future__ import annotations
 
 import asyncio
@@ -18,23 +7,25 @@ import datetime as dt
 import json
 import logging
 import time
-import uuid
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Literal
 
 import asyncpg
 from aiohttp import WSMsgType, web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ValidationError
 
-from pyapp.api import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
-from pyapp.db import Actor, tenant_fetchrow, tenant_tx
+from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
+from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
-from pyapp.message_batch import MessageRefused, VisitorMessages
-from pyapp.realtime import Relay, VisitorSink, get_relay, install as install_relay
+from pyapp.realtime.relay import get_relay, install as install_relay
+from pyapp.realtime.sinks import VisitorSink
 from pyapp.security import TokenError
-from pyapp.widget_api import VisitorClaims, decode_visitor_token, visitor_actor
+from pyapp.widget import hooks
+from pyapp.widget.batch import MessageRefused, VisitorMessages
+from pyapp.widget.frames import (FRAME_MODELS, FeedbackFrame, HelloFrame, HumanFrame, LeadFrame, MessageFrame,
+                                 RatingFrame, ReadFrame, TypingFrame, _validation_message, error_frame)
+from pyapp.widget.hooks import BotTurn, VisitorContext
+from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor
 
-log = logging.getLogger("parley.visitor_ws")
+log = logging.getLogger("parley.widget.socket")
 
 MAX_FRAME_BYTES = 16 * 1024  # larger frames get an error frame
 HARD_FRAME_BYTES = 64 * 1024  # larger frames close the socket (aiohttp's limit)
@@ -44,225 +35,6 @@ FRAMES_PER_SECOND = 10.0  # token bucket per socket, before anything touches the
 FRAME_BURST = 30.0
 REPLAY_PAGE = 1000  # visible_messages page size on hello
 NOTICE_EVERY = 60.0  # at most one stored limit notice per code per socket per minute
-
-
-# --------------------------------------------------------------------------- hooks
-
-
-@dataclass
-class BotTurn:
-    """What a bot responder gets: the conversation, the visitor's message, and ways to answer."""
-
-    app: web.Application
-    tenant_id: uuid.UUID
-    chatbot_id: uuid.UUID
-    conversation_id: uuid.UUID
-    message: dict
-    chatbot_config: dict = field(default_factory=dict)
-
-    @property
-    def pool(self) -> asyncpg.Pool:
-        return self.app[POOL]
-
-    @property
-    def relay(self) -> Relay:
-        return get_relay(self.app)
-
-    @property
-    def settings(self):
-        return self.app[SETTINGS]
-
-    @property
-    def service_actor(self) -> Actor:
-        """The server itself acting in the tenant (actor kind `service`)."""
-        return Actor(self.tenant_id, kind="service", actor_id="bot")
-
-    def service_tx(self):
-        """A transaction in the tenant as the server itself."""
-        return tenant_tx(self.pool, self.service_actor)
-
-    def stream(self, stream_id: str, delta: str) -> None:
-        """A chunk of the reply being generated: local visitor + local agents only."""
-        self.relay.broadcast_local(self.tenant_id, self.conversation_id,
-                                   {"type": "stream", "stream_id": stream_id, "delta": delta})
-
-    def to_visitor(self, frame: dict) -> None:
-        """A frame for the visitor's socket(s) on this instance only (e.g. lead_request)."""
-        self.relay.broadcast_local(self.tenant_id, self.conversation_id, frame, agents=False)
-
-    def typing(self, on: bool = True) -> None:
-        self.relay.broadcast_local(self.tenant_id, self.conversation_id,
-                                   {"type": "typing", "author": "bot", "on": bool(on)})
-
-    async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
-        """Store the bot's answer (one post_message); everyone gets it through the relay."""
-        row = await tenant_fetchrow(
-            self.pool, self.service_actor,
-            "SELECT parley.message_json(m) AS message FROM parley.post_message($1, $2, $3, NULL, $4) m",
-            self.conversation_id, author, body, meta or {})
-        self.relay.wake(self.tenant_id)
-        return row["message"]
-
-
-BotResponder = Callable[[BotTurn], Awaitable[None]]
-FrameHandler = Callable[["VisitorContext", dict], Awaitable[dict | None]]
-
-PLACEHOLDER_REPLY = ("Thanks for your message! Our assistant is not set up yet. "
-                     "If you'd like to talk to a person, choose \u201cTalk to a human\u201d.")
-
-
-async def placeholder_responder(turn: BotTurn) -> None:
-    """Until the assistant lands: a short reply offering a human."""
-    await turn.reply(PLACEHOLDER_REPLY, meta={"placeholder": True, "offer_human": True})
-
-
-_bot_responder: BotResponder = placeholder_responder
-_frame_handlers: dict[str, FrameHandler] = {}
-
-
-def set_bot_responder(responder: BotResponder | None) -> None:
-    """Install the bot (None restores the placeholder)."""
-    global _bot_responder
-    _bot_responder = responder or placeholder_responder
-
-
-def get_bot_responder() -> BotResponder:
-    return _bot_responder
-
-
-def set_frame_handler(frame_type: str, handler: FrameHandler | None) -> None:
-    """Handle a visitor frame type this module only routes (`feedback`, `rating`)."""
-    if frame_type not in ("feedback", "rating"):
-        raise ValueError(f"frame type {frame_type!r} is handled by visitor_ws itself")
-    if handler is None:
-        _frame_handlers.pop(frame_type, None)
-    else:
-        _frame_handlers[frame_type] = handler
-
-
-@dataclass
-class VisitorContext:
-    """One visitor socket as hooks see it."""
-
-    app: web.Application
-    claims: VisitorClaims
-    ip: str | None
-    request_id: str | None
-    sink: VisitorSink
-
-    @property
-    def tenant_id(self) -> uuid.UUID:
-        return self.claims.tenant_id
-
-    @property
-    def chatbot_id(self) -> uuid.UUID:
-        return self.claims.chatbot_id
-
-    @property
-    def conversation_id(self) -> uuid.UUID:
-        return self.claims.conversation_id
-
-    def tx(self):
-        """The visitor's own tenant transaction (actor kind `visitor`, actor id = conversation id)."""
-        return tenant_tx(self.app[POOL], Actor(self.tenant_id, kind="visitor", actor_id=str(self.conversation_id),
-                                               ip=self.ip, request_id=self.request_id, min_role="visitor"))
-
-    def send(self, frame: dict) -> None:
-        self.sink.frame(frame)
-
-
-# --------------------------------------------------------------------------- frames
-
-
-def _clean_text(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode") from None
-    return value
-
-
-class _Frame(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _text(cls, v):
-        return _clean_text(v) if isinstance(v, str) else v
-
-
-class HelloFrame(_Frame):
-    type: Literal["hello"]
-    token: str = Field(min_length=10, max_length=4096)
-    last_seen_id: int = Field(default=0, ge=0)
-
-
-class MessageFrame(_Frame):
-    type: Literal["message"]
-    client_id: str = Field(min_length=1, max_length=100)
-    body: str = Field(min_length=1, max_length=4000)
-
-    @field_validator("body")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("message is empty")
-        return v
-
-
-class TypingFrame(_Frame):
-    type: Literal["typing"]
-    on: bool
-
-
-class ReadFrame(_Frame):
-    type: Literal["read"]
-    message_id: int = Field(ge=1)
-
-
-class HumanFrame(_Frame):
-    type: Literal["human"]
-
-
-class LeadFrame(_Frame):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["lead"]
-    name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=50)
-
-
-class FeedbackFrame(_Frame):
-    type: Literal["feedback"]
-    message_id: int = Field(ge=1)
-    value: Literal["up", "down"]
-    comment: str = Field(default="", max_length=2000)
-
-
-class RatingFrame(_Frame):
-    type: Literal["rating"]
-    score: int = Field(ge=1, le=5)
-    comment: str = Field(default="", max_length=2000)
-
-
-FRAME_MODELS: dict[str, type[BaseModel]] = {
-    "message": MessageFrame, "typing": TypingFrame, "read": ReadFrame, "human": HumanFrame, "lead": LeadFrame,
-    "feedback": FeedbackFrame, "rating": RatingFrame,
-}
-
-
-def error_frame(code: str, message: str, **extra) -> dict:
-    return {"type": "error", "code": code, "message": message, **extra}
-
-
-def _validation_message(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "frame"
-    return f"{where}: {err.get('msg')}"
 
 
 # --------------------------------------------------------------------------- the socket
@@ -479,7 +251,7 @@ class VisitorSession:
         self.lead_sent = True
 
     async def _hooked(self, kind: str, frame: BaseModel) -> None:
-        handler = _frame_handlers.get(kind)
+        handler = hooks.frame_handler(kind)
         if handler is None:
             self.send(error_frame("unsupported", f"{kind} is not supported yet."))
             return
@@ -531,7 +303,7 @@ def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
         lock = locks.setdefault(turn.conversation_id, asyncio.Lock())
         try:
             async with lock:
-                await _bot_responder(turn)
+                await hooks.get_bot_responder()(turn)
         except asyncpg.PostgresError as exc:
             mapped = from_postgres(exc)
             if mapped is None:

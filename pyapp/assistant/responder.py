@@ -22,31 +22,23 @@ the turn does not depend on the socket, and the stored reply is replayed on reco
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
-import os
 import re
 import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from typing import Literal
 
 import asyncpg
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from pydantic import BaseModel, Field
 
-from pyapp.api import Call, api, rows
-from pyapp.errors import ApiError, from_postgres, not_found
+from pyapp.assistant.provider import resolve_llm
+from pyapp.errors import from_postgres
 from pyapp.knowledge.ingest import get_embedder
 from pyapp.knowledge.search import HAS_VECTORS, query_vector, search_passages
-from pyapp.net import FetchError, guarded_session, vet_url
-from pyapp.net.safe_fetch import allow_hosts_from_env
-from pyapp.providers.http import RetryPolicy
-from pyapp.providers.llm import AnthropicLLM, LLMError, OpenAICompatibleLLM, get_llm
+from pyapp.net import FetchError
+from pyapp.providers.llm import LLMError
 from pyapp.providers.prompt import build_prompt, extractive_answer
-from pyapp.visitor_ws import BotTurn, set_bot_responder
+from pyapp.widget.hooks import BotTurn, set_bot_responder
 
 log = logging.getLogger("parley.assistant")
 
@@ -137,55 +129,6 @@ def confidence(passage: dict) -> float:
     if passage.get("fts_coverage") is not None:
         scores.append(float(passage["fts_coverage"]))
     return max(scores, default=0.0)
-
-
-# --------------------------------------------------------------------------- provider keys
-
-
-def _key_cipher(secret_key: str) -> AESGCM:
-    """AES-256-GCM with a key derived from the server secret (purpose-separated by HMAC)."""
-    return AESGCM(hmac.new(secret_key.encode(), b"parley:llm-api-keys:v1", hashlib.sha256).digest())
-
-
-def encrypt_key(secret_key: str, tenant_id: uuid.UUID, api_key: str) -> bytes:
-    nonce = os.urandom(12)
-    return nonce + _key_cipher(secret_key).encrypt(nonce, api_key.encode(), tenant_id.bytes)
-
-
-def decrypt_key(secret_key: str, tenant_id: uuid.UUID, blob: bytes | None) -> str | None:
-    if not blob:
-        return None
-    return _key_cipher(secret_key).decrypt(bytes(blob[:12]), bytes(blob[12:]), tenant_id.bytes).decode()
-
-
-def global_llm(settings):
-    """The env-wide LLM: PARLEY_LLM (or PARLEY_LLM_PROVIDER) = openai | anthropic | none."""
-    env = dict(os.environ)
-    if env.get("PARLEY_LLM_PROVIDER") and not env.get("PARLEY_LLM"):
-        env["PARLEY_LLM"] = env["PARLEY_LLM_PROVIDER"]
-    return get_llm(settings, env=env)
-
-
-async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, chatbot_id: uuid.UUID):
-    """The chatbot's own provider, else the tenant default, else the global one (None = no LLM)."""
-    row = await conn.fetchrow(
-        """SELECT provider, base_url, model, api_key_enc FROM parley.llm_settings
-            WHERE tenant_id = parley.current_tenant_id() AND (chatbot_id = $1 OR chatbot_id IS NULL)
-            ORDER BY chatbot_id NULLS LAST LIMIT 1""", chatbot_id)
-    if row is None:
-        return global_llm(settings)
-    if row["provider"] == "none":
-        return None
-    cls = OpenAICompatibleLLM if row["provider"] == "openai" else AnthropicLLM
-    base_url = row["base_url"] or ("https://api.openai.com/v1" if row["provider"] == "openai"
-                                   else "https://api.anthropic.com")
-    allow = allow_hosts_from_env()
-    await vet_url(base_url, allow_hosts=allow)  # a tenant's URL: no internal targets (clear error early)
-    # ...and the connection itself is vetted too, so DNS rebinding between the check and the call
-    # cannot reach an internal address.
-    return cls(base_url, decrypt_key(settings.secret_key, tenant_id, row["api_key_enc"]),
-               row["model"] or "default", retry=RetryPolicy(max_retries=1, max_wait=5.0),
-               session_factory=lambda: guarded_session(allow_hosts=allow))
 
 
 # --------------------------------------------------------------------------- the turn
@@ -384,59 +327,3 @@ def miss_threshold(config: dict) -> int:
 
 
 set_bot_responder(respond)
-
-
-# --------------------------------------------------------------------------- REST: provider settings
-
-
-class LLMSettingsIn(BaseModel):
-    chatbot_id: uuid.UUID | None = None
-    provider: Literal["openai", "anthropic", "none"]
-    base_url: str | None = Field(None, max_length=500)
-    model: str | None = Field(None, max_length=200)
-    api_key: str | None = Field(None, max_length=500)
-
-
-@api.route("GET", "/api/assistant/llm", tags=("assistant",))
-async def list_llm_settings(call: Call):
-    """The LLM providers set for the tenant (chatbot_id null) and per chatbot; keys are never returned."""
-    async with call.tx() as conn:
-        return rows(await conn.fetch(
-            """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
-                 FROM parley.llm_settings ORDER BY chatbot_id NULLS FIRST"""))
-
-
-@api.route("PUT", "/api/assistant/llm", body=LLMSettingsIn, min_role="admin", tags=("assistant",))
-async def put_llm_settings(call: Call):
-    """Set the tenant's (or one chatbot's) LLM provider; the API key is stored encrypted."""
-    body: LLMSettingsIn = call.body
-    if body.base_url:
-        try:
-            await vet_url(body.base_url, allow_hosts=allow_hosts_from_env())
-        except FetchError as exc:
-            raise ApiError(422, "url_not_allowed", f"This provider URL cannot be used: {exc.message}") from None
-    enc = encrypt_key(call.settings.secret_key, call.actor.tenant_id, body.api_key) if body.api_key else None
-    async with call.tx() as conn:
-        if body.chatbot_id and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)",
-                                                       body.chatbot_id):
-            raise not_found("chatbot")
-        existing = await conn.fetchval(
-            "SELECT id FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1", body.chatbot_id)
-        if existing:
-            await conn.execute(
-                """UPDATE parley.llm_settings SET provider = $2, base_url = $3, model = $4,
-                          api_key_enc = coalesce($5, api_key_enc), updated_at = now() WHERE id = $1""",
-                existing, body.provider, body.base_url, body.model, enc)
-        else:
-            await conn.execute(
-                """INSERT INTO parley.llm_settings (tenant_id, chatbot_id, provider, base_url, model, api_key_enc)
-                   VALUES (parley.current_tenant_id(), $1, $2, $3, $4, $5)""",
-                body.chatbot_id, body.provider, body.base_url, body.model, enc)
-        await conn.execute("SELECT parley.write_audit('llm_settings.set', 'chatbot', $1, $2)",
-                           str(body.chatbot_id) if body.chatbot_id else None,
-                           {"provider": body.provider, "base_url": body.base_url, "model": body.model,
-                            "key_set": enc is not None})
-        return dict(await conn.fetchrow(
-            """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
-                 FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1""", body.chatbot_id))
-

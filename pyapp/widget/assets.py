@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pyapp.errors import ApiError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "widget" / "dist"
 PLAIN_CACHE = "public, max-age=300"
 HASHED_CACHE = "public, max-age=31536000, immutable"

@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 import asyncpg
 from aiohttp import web
 
-from pyapp.api import SETTINGS
+from pyapp.context import SETTINGS
 from pyapp.db import _init_connection
 from pyapp.errors import ApiError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEMO_HTML = ROOT / "widget" / "demo.html"
 DEMO_EMAIL = "demo@parley.local"
 DEMO_PASSWORD = "parley-demo-password"  # printed by `parley serve --demo`; local development only

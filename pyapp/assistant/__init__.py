@@ -1,0 +1,1 @@
+"""The AI assistant: the bot responder, which LLM it uses, and the tenants' provider settings."""

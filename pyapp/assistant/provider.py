@@ -1,0 +1,43 @@
+"""Which LLM answers a chatbot: its own provider, else the tenant's, else the global one (or none)."""
+from __future__ import annotations
+
+import os
+import uuid
+
+import asyncpg
+
+from pyapp.assistant.secrets import decrypt_key
+from pyapp.net import guarded_session, vet_url
+from pyapp.net.safe_fetch import allow_hosts_from_env
+from pyapp.providers.http import RetryPolicy
+from pyapp.providers.llm import AnthropicLLM, OpenAICompatibleLLM, get_llm
+
+
+def global_llm(settings):
+    """The env-wide LLM: PARLEY_LLM (or PARLEY_LLM_PROVIDER) = openai | anthropic | none."""
+    env = dict(os.environ)
+    if env.get("PARLEY_LLM_PROVIDER") and not env.get("PARLEY_LLM"):
+        env["PARLEY_LLM"] = env["PARLEY_LLM_PROVIDER"]
+    return get_llm(settings, env=env)
+
+
+async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, chatbot_id: uuid.UUID):
+    """The chatbot's own provider, else the tenant default, else the global one (None = no LLM)."""
+    row = await conn.fetchrow(
+        """SELECT provider, base_url, model, api_key_enc FROM parley.llm_settings
+            WHERE tenant_id = parley.current_tenant_id() AND (chatbot_id = $1 OR chatbot_id IS NULL)
+            ORDER BY chatbot_id NULLS LAST LIMIT 1""", chatbot_id)
+    if row is None:
+        return global_llm(settings)
+    if row["provider"] == "none":
+        return None
+    cls = OpenAICompatibleLLM if row["provider"] == "openai" else AnthropicLLM
+    base_url = row["base_url"] or ("https://api.openai.com/v1" if row["provider"] == "openai"
+                                   else "https://api.anthropic.com")
+    allow = allow_hosts_from_env()
+    await vet_url(base_url, allow_hosts=allow)  # a tenant's URL: no internal targets (clear error early)
+    # ...and the connection itself is vetted too, so DNS rebinding between the check and the call
+    # cannot reach an internal address.
+    return cls(base_url, decrypt_key(settings.secret_key, tenant_id, row["api_key_enc"]),
+               row["model"] or "default", retry=RetryPolicy(max_retries=1, max_wait=5.0),
+               session_factory=lambda: guarded_session(allow_hosts=allow))

@@ -1,0 +1,1 @@
+"""Chatbots: their configuration (branding, lead capture, handoff, allowed origins) and public keys."""

@@ -1,0 +1,1 @@
+"""Leads: contact details captured in conversations or added by agents, and their CSV export."""

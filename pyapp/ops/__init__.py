@@ -1,0 +1,1 @@
+"""Operating the service: retention, partitions, health and maintenance tasks run by operators or jobs."""

@@ -1,0 +1,148 @@
+"""Connected clients as the relay sees them: ordered, non-blocking writes, held until live."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+from pyapp.context import json_dumps
+from pyapp.realtime.frames import PreparedEvent
+
+if TYPE_CHECKING:
+    from pyapp.realtime.relay import _Feed
+
+log = logging.getLogger("parley.realtime")
+
+MAX_QUEUE = 2000  # frames waiting for one slow client before it is dropped (it resumes by id)
+
+
+class Sink:
+    """One connected client: ordered, non-blocking writes through a lazy writer task.
+
+    Until `go_live()` the relay's events are held (the client is being replayed from the
+    table); after it, events already replayed are dropped by id.
+    """
+
+    kind = "agent"
+    __slots__ = ("tenant_id", "conversation_id", "label", "_send", "_close", "_queue", "_writer", "_held",
+                 "replayed", "closed", "feed", "_done")
+
+    def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
+                 close: Callable[[int, str], Awaitable[None]], *, conversation_id: uuid.UUID | None = None,
+                 label: str = "") -> None:
+        self.tenant_id = tenant_id
+        self.conversation_id = conversation_id
+        self.label = label
+        self._send = send
+        self._close = close
+        self._queue: deque | None = None  # created on demand: idle sockets hold none
+        self._writer: asyncio.Task | None = None
+        self._held: list[PreparedEvent] | None = []
+        self.replayed: set[int] = set()
+        self.closed = False
+        self.feed: _Feed | None = None
+        self._done: asyncio.Event | None = None
+
+    # Writes ----------------------------------------------------------------
+    def push(self, item: Any, *, bounded: bool = True) -> None:
+        if self.closed:
+            return
+        if self._queue is None:
+            self._queue = deque()
+        elif bounded and len(self._queue) >= MAX_QUEUE:
+            log.warning("dropping a slow %s client (%d frames queued)", self.kind, len(self._queue))
+            self.close_soon(4408, "too slow; reconnect and resume")
+            return
+        self._queue.append(item)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue and not self.closed:
+                await self._send(self._queue.popleft())
+            self._queue = None
+        except Exception as exc:  # the peer went away mid-write
+            log.debug("send failed: %s", exc)
+            self._writer = None
+            self.close_soon(1011, "send failed")
+        finally:
+            self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until every queued frame has been handed to the transport."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    def close_soon(self, code: int = 1001, reason: str = "") -> asyncio.Task | None:
+        """Stop writing and close the client (the handler notices through `wait_closed`)."""
+        if self.closed:
+            return None
+        self.closed = True
+        self._queue = None
+        if self._done is not None:
+            self._done.set()
+        return asyncio.get_running_loop().create_task(self._close(code, reason))
+
+    async def wait_closed(self, timeout: float | None = None) -> bool:
+        """True once the sink is closed (by the relay, a failed write, or close_soon); False on timeout."""
+        if self.closed:
+            return True
+        if self._done is None:
+            self._done = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._done.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    # Events ------------------------------------------------------------------
+    def offer(self, ev: PreparedEvent) -> None:
+        if self._held is not None:
+            self._held.append(ev)
+        else:
+            self.emit(ev)
+
+    def go_live(self) -> None:
+        held, self._held = self._held or [], None
+        for ev in held:
+            self.emit(ev)
+        self.replayed = _NOTHING
+
+    def emit(self, ev: PreparedEvent) -> None:
+        if ev.id in self.replayed:
+            return
+        self.push(ev.agent_text)
+
+    def frame(self, frame: dict) -> None:
+        """An ephemeral frame (typing, read, stream)."""
+        self.push(json_dumps(frame))
+
+
+_NOTHING: frozenset = frozenset()
+
+
+class SseSink(Sink):
+    kind = "sse"
+    __slots__ = ()
+
+    def emit(self, ev: PreparedEvent) -> None:
+        if ev.id in self.replayed:
+            return
+        self.push(ev.sse_bytes)
+
+    def frame(self, frame: dict) -> None:
+        pass  # SSE carries stored events only
+
+
+class VisitorSink(Sink):
+    kind = "visitor"
+    __slots__ = ()
+
+    def emit(self, ev: PreparedEvent) -> None:
+        for message_id, text in ev.visitor_texts:
+            if message_id is not None and message_id in self.replayed:
+                continue
+            self.push(text)

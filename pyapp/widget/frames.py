@@ -1,0 +1,97 @@
+"""The frames a visitor may send (docs/protocol.md), validated before anything touches the database."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+def _clean_text(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text is not valid Unicode") from None
+    return value
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _text(cls, v):
+        return _clean_text(v) if isinstance(v, str) else v
+
+
+class HelloFrame(_Frame):
+    type: Literal["hello"]
+    token: str = Field(min_length=10, max_length=4096)
+    last_seen_id: int = Field(default=0, ge=0)
+
+
+class MessageFrame(_Frame):
+    type: Literal["message"]
+    client_id: str = Field(min_length=1, max_length=100)
+    body: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("body")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("message is empty")
+        return v
+
+
+class TypingFrame(_Frame):
+    type: Literal["typing"]
+    on: bool
+
+
+class ReadFrame(_Frame):
+    type: Literal["read"]
+    message_id: int = Field(ge=1)
+
+
+class HumanFrame(_Frame):
+    type: Literal["human"]
+
+
+class LeadFrame(_Frame):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["lead"]
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    phone: str | None = Field(default=None, max_length=50)
+
+
+class FeedbackFrame(_Frame):
+    type: Literal["feedback"]
+    message_id: int = Field(ge=1)
+    value: Literal["up", "down"]
+    comment: str = Field(default="", max_length=2000)
+
+
+class RatingFrame(_Frame):
+    type: Literal["rating"]
+    score: int = Field(ge=1, le=5)
+    comment: str = Field(default="", max_length=2000)
+
+
+FRAME_MODELS: dict[str, type[BaseModel]] = {
+    "message": MessageFrame, "typing": TypingFrame, "read": ReadFrame, "human": HumanFrame, "lead": LeadFrame,
+    "feedback": FeedbackFrame, "rating": RatingFrame,
+}
+
+
+def error_frame(code: str, message: str, **extra) -> dict:
+    return {"type": "error", "code": code, "message": message, **extra}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "frame"
+    return f"{where}: {err.get('msg')}"
