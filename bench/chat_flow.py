@@ -536,7 +536,7 @@ async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
 
 
 async def bench(args) -> None:
-    from pyapp.widget import hooks
+    from pyapp.widget.hooks import visitor_hooks
     from pyapp.widget.socket import message_batcher
     from pyapp.app import create_app, load_surfaces
     from pyapp.db import create_pool
@@ -546,11 +546,11 @@ async def bench(args) -> None:
     settings, maint, dbname = await asyncio.to_thread(prepare_database)
     print(f"database {dbname} migrated in {time.perf_counter() - t_start:.1f}s", flush=True)
     load_surfaces()
-    # Conversations are claimed, so no bot runs (and no model loads); with --bot they stay with
-    # the bot and the placeholder answers every visitor message (one more post_message each).
-    hooks.set_bot_responder(None if args.bot else _no_bot)
     try:
         app = create_app(settings)
+        # Conversations are claimed, so no bot runs (and no model loads); with --bot they stay with
+        # the bot and the placeholder answers every visitor message (one more post_message each).
+        visitor_hooks(app).set_bot_responder(None if args.bot else _no_bot)
         runner, base = await serve(app)
         try:
             arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot)

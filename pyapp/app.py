@@ -13,8 +13,8 @@ from aiohttp import web
 
 from pyapp import migrate
 from pyapp.api import api
-from pyapp.context import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
 from pyapp.config import Settings
+from pyapp.context import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
 from pyapp.db import POOL_SIZE, create_pool
 from pyapp.errors import ApiError, from_postgres
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 
+from aiohttp import web
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api, rows
 from pyapp.errors import not_found
-from pyapp.widget.hooks import VisitorContext, set_frame_handler
+from pyapp.widget.hooks import VisitorContext, visitor_hooks
 
 
 async def on_feedback(ctx: VisitorContext, frame: dict) -> dict:
@@ -28,8 +29,10 @@ async def on_rating(ctx: VisitorContext, frame: dict) -> dict:
     return {"type": "rating_saved", "score": frame["score"]}
 
 
-set_frame_handler("feedback", on_feedback)
-set_frame_handler("rating", on_rating)
+def setup(app: web.Application) -> None:
+    hooks = visitor_hooks(app)
+    hooks.set_frame_handler("feedback", on_feedback)
+    hooks.set_frame_handler("rating", on_rating)
 
 
 class NegativeQuery(BaseModel):

@@ -1,6 +1,6 @@
 """The AI assistant: the realtime bot responder, grounded in the chatbot's knowledge.
 
-For each visitor message stored while the conversation is with the bot (visitor_ws runs
+For each visitor message stored while the conversation is with the bot (the visitor socket runs
 `respond` as a background task on the instance holding the visitor's socket):
 
 1. Silent unless the conversation is still `bot` (a human owns it, or it waits for one).
@@ -30,6 +30,7 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
+from aiohttp import web
 
 from pyapp.assistant.provider import resolve_llm
 from pyapp.errors import from_postgres
@@ -38,7 +39,7 @@ from pyapp.knowledge.search import HAS_VECTORS, query_vector, search_passages
 from pyapp.net import FetchError
 from pyapp.providers.llm import LLMError
 from pyapp.providers.prompt import build_prompt, extractive_answer
-from pyapp.widget.hooks import BotTurn, set_bot_responder
+from pyapp.widget.hooks import BotTurn, visitor_hooks
 
 log = logging.getLogger("parley.assistant")
 
@@ -326,4 +327,6 @@ def miss_threshold(config: dict) -> int:
         return 0
 
 
-set_bot_responder(respond)
+def setup(app: web.Application) -> None:
+    """This app's visitor messages to the bot are answered by `respond`."""
+    visitor_hooks(app).set_bot_responder(respond)

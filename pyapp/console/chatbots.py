@@ -20,11 +20,12 @@ import uuid
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.console import bridge, queries
 from pyapp.console.web import Ctx, json_ok, page, redirect, secure_headers
+from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.errors import ApiError
 from pyapp.security import sign, verify
+from pyapp.widget.assets import base_url, snippet, widget_script_url
 
 NUDGE_ROWS = 3
 PREVIEW_TTL = 3600
@@ -168,15 +169,6 @@ def model_errors(exc: ValidationError) -> dict:
             field = loc[0] if loc else "__all__"
         out.setdefault(field, msg)
     return out
-
-
-def snippet(base_url: str, public_key: str) -> str:
-    return f'<script src="{base_url}/widget.js" data-chatbot="{public_key}" async></script>'
-
-
-def base_url(request: web.Request) -> str:
-    public = request.app[SETTINGS].public_url
-    return public.rstrip("/") if public else f"{request.scheme}://{request.host}"
 
 
 # ------------------------------------------------------------------------------------ pages
@@ -330,9 +322,8 @@ def _draft(request: web.Request) -> dict:
 async def preview_page(request: web.Request) -> web.Response:
     draft = _draft(request)
     try:
-        from pyapp.widget.assets import widget_script_url
         script = widget_script_url(request.app)
-    except (ImportError, KeyError):
+    except KeyError:
         script = "/widget.js"
     from pyapp.console.web import ENV
     html = ENV.get_template("console/preview.html").render(

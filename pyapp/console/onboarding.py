@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from pyapp.console import bridge, queries
-from pyapp.console.chatbots import base_url, snippet
 from pyapp.console.web import Ctx, form_errors, page, redirect
 from pyapp.errors import ApiError
+from pyapp.widget.assets import base_url, snippet
 
 STEPS = (("chatbot", "Create a chatbot"), ("knowledge", "Add knowledge"), ("embed", "Copy the embed code"),
          ("install", "Check the installation"))

@@ -5,13 +5,10 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from pyapp.context import json_dumps
 from pyapp.realtime.frames import PreparedEvent
-
-if TYPE_CHECKING:
-    from pyapp.realtime.relay import _Feed
 
 log = logging.getLogger("parley.realtime")
 
@@ -42,7 +39,7 @@ class Sink:
         self._held: list[PreparedEvent] | None = []
         self.replayed: set[int] = set()
         self.closed = False
-        self.feed: _Feed | None = None
+        self.feed: Any = None  # set by the relay: its per-tenant feed this sink counts in
         self._done: asyncio.Event | None = None
 
     # Writes ----------------------------------------------------------------

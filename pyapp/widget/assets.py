@@ -15,6 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pyapp.context import SETTINGS
 from pyapp.errors import ApiError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -117,6 +118,17 @@ def widget_script_url(app: web.Application, base_url: str = "") -> str:
         return f"{base_url}/widget.js"
     name = min(script.aliases) if len(script.aliases) == 1 else script.digest
     return f"{base_url}/widget.{name}.js"
+
+
+def base_url(request: web.Request) -> str:
+    """The server's public address (PARLEY_PUBLIC_URL), else the one this request came to."""
+    public = request.app[SETTINGS].public_url
+    return public.rstrip("/") if public else f"{request.scheme}://{request.host}"
+
+
+def snippet(base_url: str, public_key: str) -> str:
+    """The embed code a site owner pastes into their pages."""
+    return f'<script src="{base_url}/widget.js" data-chatbot="{public_key}" async></script>'
 
 
 def _script_response(request: web.Request, body: bytes, etag: str, cache: str) -> web.Response:

@@ -1,11 +1,13 @@
 """What plugs into the visitor socket: the bot responder and handlers of the frames it only routes.
 
-- `set_bot_responder(fn)`: `async fn(turn: BotTurn)` runs as a background task on the instance
+Hooks belong to one application (`visitor_hooks(app)`), set by the surfaces' `setup(app)`;
+nothing is installed process-wide at import, so two apps in one process can differ.
+- `visitor_hooks(app).set_bot_responder(fn)`: `async fn(turn: BotTurn)` runs as a background task on the instance
   holding the visitor's socket, after a visitor message is stored while the conversation is
   with the bot. It may stream chunks with `turn.stream(...)` (local sockets only, never NOTIFY)
   and stores its answer with `await turn.reply(body, meta=...)`. Turns of one conversation run
   one after another on this instance. The default posts a short placeholder reply.
-- `set_frame_handler("feedback" | "rating", fn)`: `async fn(ctx: VisitorContext, frame: dict)`
+- `visitor_hooks(app).set_frame_handler("feedback" | "rating", fn)`: `async fn(ctx: VisitorContext, frame: dict)`
   stores a CSAT frame (in `ctx.tx()`, the visitor's own transaction) and may return a frame to
   send back. Without a handler the visitor gets `{"type":"error","code":"unsupported"}`.
 """
@@ -92,32 +94,41 @@ async def placeholder_responder(turn: BotTurn) -> None:
     await turn.reply(PLACEHOLDER_REPLY, meta={"placeholder": True, "offer_human": True})
 
 
-_bot_responder: BotResponder = placeholder_responder
-_frame_handlers: dict[str, FrameHandler] = {}
+ROUTED_FRAMES = ("feedback", "rating")  # frame types the socket only routes to a handler
 
 
-def set_bot_responder(responder: BotResponder | None) -> None:
-    """Install the bot (None restores the placeholder)."""
-    global _bot_responder
-    _bot_responder = responder or placeholder_responder
+class VisitorHooks:
+    """One application's bot responder and routed-frame handlers."""
+
+    __slots__ = ("bot_responder", "frame_handlers")
+
+    def __init__(self) -> None:
+        self.bot_responder: BotResponder = placeholder_responder
+        self.frame_handlers: dict[str, FrameHandler] = {}
+
+    def set_bot_responder(self, responder: BotResponder | None) -> None:
+        """Install the bot (None restores the placeholder)."""
+        self.bot_responder = responder or placeholder_responder
+
+    def set_frame_handler(self, frame_type: str, handler: FrameHandler | None) -> None:
+        """Handle a visitor frame type the socket only routes (`feedback`, `rating`); None removes it."""
+        if frame_type not in ROUTED_FRAMES:
+            raise ValueError(f"frame type {frame_type!r} is handled by the visitor socket itself")
+        if handler is None:
+            self.frame_handlers.pop(frame_type, None)
+        else:
+            self.frame_handlers[frame_type] = handler
 
 
-def get_bot_responder() -> BotResponder:
-    return _bot_responder
+HOOKS = web.AppKey("visitor_hooks", VisitorHooks)
 
 
-def frame_handler(frame_type: str) -> FrameHandler | None:
-    return _frame_handlers.get(frame_type)
-
-
-def set_frame_handler(frame_type: str, handler: FrameHandler | None) -> None:
-    """Handle a visitor frame type this module only routes (`feedback`, `rating`)."""
-    if frame_type not in ("feedback", "rating"):
-        raise ValueError(f"frame type {frame_type!r} is handled by visitor_ws itself")
-    if handler is None:
-        _frame_handlers.pop(frame_type, None)
-    else:
-        _frame_handlers[frame_type] = handler
+def visitor_hooks(app: web.Application) -> VisitorHooks:
+    """The app's hooks (made on first use, which is some surface's `setup`, before the app starts)."""
+    hooks = app.get(HOOKS)
+    if hooks is None:
+        hooks = app[HOOKS] = VisitorHooks()
+    return hooks
 
 
 @dataclass

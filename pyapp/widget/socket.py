@@ -18,11 +18,10 @@ from pyapp.errors import ApiError, from_postgres
 from pyapp.realtime.relay import get_relay, install as install_relay
 from pyapp.realtime.sinks import VisitorSink
 from pyapp.security import TokenError
-from pyapp.widget import hooks
 from pyapp.widget.batch import MessageRefused, VisitorMessages
 from pyapp.widget.frames import (FRAME_MODELS, FeedbackFrame, HelloFrame, HumanFrame, LeadFrame, MessageFrame,
                                  RatingFrame, ReadFrame, TypingFrame, _validation_message, error_frame)
-from pyapp.widget.hooks import BotTurn, VisitorContext
+from pyapp.widget.hooks import BotTurn, VisitorContext, visitor_hooks
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor
 
 log = logging.getLogger("parley.widget.socket")
@@ -251,7 +250,7 @@ class VisitorSession:
         self.lead_sent = True
 
     async def _hooked(self, kind: str, frame: BaseModel) -> None:
-        handler = hooks.frame_handler(kind)
+        handler = visitor_hooks(self.app).frame_handlers.get(kind)
         if handler is None:
             self.send(error_frame("unsupported", f"{kind} is not supported yet."))
             return
@@ -299,11 +298,13 @@ def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
     locks: dict = app[_BOT_LOCKS]
     relay = get_relay(app)
 
+    responder = visitor_hooks(app).bot_responder
+
     async def run() -> None:
         lock = locks.setdefault(turn.conversation_id, asyncio.Lock())
         try:
             async with lock:
-                await hooks.get_bot_responder()(turn)
+                await responder(turn)
         except asyncpg.PostgresError as exc:
             mapped = from_postgres(exc)
             if mapped is None:
@@ -411,6 +412,7 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
 
 def setup(app: web.Application) -> None:
     install_relay(app)
+    visitor_hooks(app)
     app[_BOT_LOCKS] = {}
     app[_MESSAGES] = {}
     app[_CHATBOTS] = {}

@@ -126,15 +126,13 @@ async def agent(server, token: str, last_event_id: int | None = None) -> Client:
 
 
 @pytest.fixture(autouse=True)
-def placeholder_bot():
-    """Realtime tests use the placeholder bot (fast, deterministic); the assistant has its own tests."""
-    from pyapp.widget import hooks
-    from pyapp.app import load_surfaces
-    load_surfaces()  # surfaces install their hooks at import; replace the bot after that
-    previous = hooks.get_bot_responder()
-    hooks.set_bot_responder(None)
-    yield
-    hooks.set_bot_responder(previous)
+def placeholder_bot(monkeypatch):
+    """Realtime tests use the placeholder bot (fast, deterministic); the assistant has its own tests.
+
+    The assistant installs itself per application in its `setup(app)`; apps made during the test
+    skip that, so their visitor hooks keep the placeholder."""
+    from pyapp.assistant import responder
+    monkeypatch.setattr(responder, "setup", lambda app: None)
 
 
 @pytest.fixture

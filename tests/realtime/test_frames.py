@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from pyapp.widget import hooks, socket as visitor_ws
+from pyapp.widget.hooks import visitor_hooks
 from tests.realtime.conftest import Client, agent, visitor, widget_session
 
 
@@ -62,10 +63,11 @@ async def test_frame_flood_is_throttled_before_the_database(server, tenant, clie
 
 async def test_feedback_and_rating_go_to_the_hook(server, tenant, clients):
     saved = {}
-    old = {k: hooks._frame_handlers.get(k) for k in ("feedback", "rating")}
+    app_hooks = visitor_hooks(server.app)
+    old = dict(app_hooks.frame_handlers)
     try:
-        hooks.set_frame_handler("feedback", None)
-        hooks.set_frame_handler("rating", None)
+        app_hooks.set_frame_handler("feedback", None)
+        app_hooks.set_frame_handler("rating", None)
         sess = await widget_session(server, tenant["key"])
         vis = await visitor(server, sess)
         clients.append(vis)
@@ -75,13 +77,13 @@ async def test_feedback_and_rating_go_to_the_hook(server, tenant, clients):
         async def on_rating(ctx: hooks.VisitorContext, frame: dict):
             saved["rating"] = (str(ctx.conversation_id), frame["score"], frame["comment"])
             return {"type": "rating_saved"}
-        hooks.set_frame_handler("rating", on_rating)
+        app_hooks.set_frame_handler("rating", on_rating)
         await vis.send({"type": "rating", "score": 4, "comment": "nice"})
         await vis.expect(type="rating_saved")
         assert saved["rating"] == (sess["conversation_id"], 4, "nice")
     finally:
         for k, v in old.items():
-            hooks.set_frame_handler(k, v)
+            app_hooks.set_frame_handler(k, v)
 
 
 async def test_lead_request_after_messages_and_lead_frame(server, tenant, clients, owner_conn):

@@ -4,9 +4,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from pyapp.widget import hooks
 from pyapp.realtime.relay import get_relay
 from pyapp.realtime.source import RELAY_APP_NAME
+from pyapp.widget import hooks
+from pyapp.widget.hooks import visitor_hooks
 from support import start_server
 from tests.realtime.conftest import agent, visitor, widget_session
 
@@ -49,7 +50,7 @@ async def test_bot_stream_reaches_local_sockets_only(server, settings, tenant, c
             turn.stream("s-1", delta)
         await turn.reply("Hello there", meta={"stream_id": "s-1"})
 
-    hooks.set_bot_responder(streaming_bot)
+    visitor_hooks(server.app).set_bot_responder(streaming_bot)
     other = await start_server(settings)
     try:
         local_agent = await agent(server, tenant["access_token"])
