@@ -41,7 +41,7 @@ AS $$ SELECT nullif(current_setting('app.request_id', true), '') $$;
 COMMENT ON FUNCTION parley.current_request_id() IS 'Request id of the HTTP request that opened this transaction.';
 
 CREATE OR REPLACE FUNCTION parley.raise_error(p_status int, p_code text, p_message text) RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   -- SQLSTATE PT<status> carries the HTTP status; HINT carries the stable error code.
@@ -53,7 +53,7 @@ COMMENT ON FUNCTION parley.raise_error(int, text, text) IS
 -- Monthly range partitions for the append-heavy tables, created ahead by migrate and the jobs process.
 CREATE OR REPLACE FUNCTION parley.ensure_monthly_partitions(p_table regclass, p_months_ahead int DEFAULT 3)
 RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_month date := date_trunc('month', now())::date;
@@ -80,7 +80,7 @@ COMMENT ON FUNCTION parley.ensure_monthly_partitions(regclass, int) IS
 
 CREATE OR REPLACE FUNCTION parley.drop_partitions_before(p_table regclass, p_before timestamptz)
 RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   r record;

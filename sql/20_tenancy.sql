@@ -49,7 +49,7 @@ GRANT SELECT, INSERT, UPDATE ON parley.members, parley.invites, parley.api_keys 
 
 -- The standard tenant policies, applied to every plain tenant-owned table by one helper.
 CREATE OR REPLACE FUNCTION parley.apply_tenant_policies(p_table regclass) RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);

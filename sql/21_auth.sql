@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION parley.begin_request(
   p_tenant_id uuid, p_actor_kind text, p_actor_id text, p_session_id uuid,
   p_ip text, p_request_id text, p_min_role text DEFAULT 'agent')
 RETURNS text
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_role text;
@@ -80,7 +80,7 @@ GRANT EXECUTE ON FUNCTION parley.begin_request(uuid, text, text, uuid, text, tex
 
 CREATE OR REPLACE FUNCTION parley.authenticate_api_key(p_key_hash bytea)
 RETURNS TABLE (tenant_id uuid, key_id uuid, scopes text[])
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 BEGIN
   RETURN QUERY

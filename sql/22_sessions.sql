@@ -18,7 +18,7 @@
 CREATE OR REPLACE FUNCTION parley.begin_auth_request(
   p_ip text, p_request_id text, p_user_id uuid DEFAULT NULL, p_session_id uuid DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 BEGIN
   PERFORM set_config('app.tenant_id', '', true);
@@ -45,7 +45,7 @@ COMMENT ON FUNCTION parley.begin_auth_request(text, text, uuid, uuid) IS
 
 -- Internal: the person acting, for the audit trail of the definer functions below.
 CREATE OR REPLACE FUNCTION parley.act_as_user(p_user_id uuid) RETURNS void
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   SELECT set_config('app.actor_kind', 'user', true), set_config('app.actor_id', p_user_id::text, true),
          set_config('app.user_id', p_user_id::text, true);
@@ -110,7 +110,7 @@ COMMENT ON FUNCTION parley.session_json(uuid, uuid, uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.start_session(
   p_user_id uuid, p_refresh_hash bytea, p_refresh_ttl int, p_tenant_id uuid) RETURNS uuid
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_family uuid := gen_random_uuid();
@@ -127,7 +127,7 @@ COMMENT ON FUNCTION parley.start_session(uuid, bytea, int, uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.audit_for_user(
   p_user_id uuid, p_action text, p_details jsonb DEFAULT '{}') RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid;
@@ -144,7 +144,7 @@ COMMENT ON FUNCTION parley.audit_for_user(uuid, text, jsonb) IS
   'Internal: write one audit row per live workspace of the person (sign-ins, password resets, refresh reuse).';
 
 CREATE OR REPLACE FUNCTION parley.revoke_user_sessions(p_user_id uuid) RETURNS int
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   WITH revoked AS (
     UPDATE parley.refresh_tokens SET revoked_at = now()
@@ -156,7 +156,7 @@ COMMENT ON FUNCTION parley.revoke_user_sessions(uuid) IS
   'Internal: end every session of a person (password reset, sign out everywhere); returns how many tokens were revoked.';
 
 CREATE OR REPLACE FUNCTION parley.throttle_auth_attempt() RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_ip inet := parley.current_request_ip();
@@ -204,7 +204,7 @@ CREATE OR REPLACE FUNCTION parley.sign_up(
   p_email text, p_password_hash text, p_name text, p_tenant_name text, p_slug text,
   p_refresh_hash bytea, p_refresh_ttl int)
 RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid;
@@ -239,7 +239,7 @@ COMMENT ON FUNCTION parley.sign_up(text, text, text, text, text, bytea, int) IS
 
 CREATE OR REPLACE FUNCTION parley.begin_sign_in(p_email text)
 RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 BEGIN
   PERFORM parley.throttle_auth_attempt();
@@ -253,7 +253,7 @@ COMMENT ON FUNCTION parley.begin_sign_in(text) IS
 CREATE OR REPLACE FUNCTION parley.finish_sign_in(
   p_user_id uuid, p_password_hash text, p_password_ok boolean, p_refresh_hash bytea, p_refresh_ttl int)
 RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user parley.users%ROWTYPE;
@@ -297,7 +297,7 @@ COMMENT ON FUNCTION parley.finish_sign_in(uuid, text, boolean, bytea, int) IS
 
 CREATE OR REPLACE FUNCTION parley.rotate_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl int)
 RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_old parley.refresh_tokens%ROWTYPE;
@@ -330,7 +330,7 @@ COMMENT ON FUNCTION parley.rotate_session(bytea, bytea, int) IS
   'Exchange a refresh token for a new one in the same family (the session keeps its workspace). A token presented a second time revokes the whole family and returns {status: reused}; unknown, revoked or expired → {status: invalid}. Never raises, so a revocation is committed.';
 
 CREATE OR REPLACE FUNCTION parley.end_session(p_everywhere boolean DEFAULT false) RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -353,7 +353,7 @@ COMMENT ON FUNCTION parley.end_session(boolean) IS
   'Sign out: revoke the current session (refresh-token family) or, with p_everywhere, every session of the signed-in person. Access tokens of a revoked session stop working at once (begin_request checks the family).';
 
 CREATE OR REPLACE FUNCTION parley.switch_tenant(p_tenant_id uuid) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -374,7 +374,7 @@ COMMENT ON FUNCTION parley.switch_tenant(uuid) IS
   'Move the current session to another live workspace the person belongs to (404 otherwise); refreshes keep it and the next sign-in lands there.';
 
 CREATE OR REPLACE FUNCTION parley.get_me(p_tenant_id uuid) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -390,7 +390,7 @@ COMMENT ON FUNCTION parley.get_me(uuid) IS
   'The signed-in person and the workspace their token names (NULL if none, left or deleted).';
 
 CREATE OR REPLACE FUNCTION parley.list_my_tenants() RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -411,7 +411,7 @@ COMMENT ON FUNCTION parley.list_my_tenants() IS
 ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION parley.request_password_reset(p_email text, p_token_hash bytea) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user parley.users%ROWTYPE;
@@ -431,7 +431,7 @@ COMMENT ON FUNCTION parley.request_password_reset(text, bytea) IS
   'Store a one-hour reset token for the account with this email and return where to send it; NULL when there is no such account (the caller answers the same either way). Counts against the address throttle.';
 
 CREATE OR REPLACE FUNCTION parley.reset_password(p_token_hash bytea, p_password_hash text) RETURNS uuid
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_reset parley.password_resets%ROWTYPE;
@@ -458,7 +458,7 @@ COMMENT ON FUNCTION parley.reset_password(bytea, text) IS
 ---------------------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION parley.prune_auth_tables() RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_total int := 0;

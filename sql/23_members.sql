@@ -45,7 +45,7 @@ COMMENT ON FUNCTION parley.invite_json(uuid) IS
   'An invite of the current workspace (RLS) as clients see it, with its status; never the token hash.';
 
 CREATE OR REPLACE FUNCTION parley.create_invite(p_email text, p_role text, p_token_hash bytea) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_role text := parley.require_role('admin');
@@ -87,7 +87,7 @@ END $$;
 COMMENT ON FUNCTION parley.list_invites() IS 'Every invite of the current workspace, newest first, with status (admin+).';
 
 CREATE OR REPLACE FUNCTION parley.revoke_invite(p_invite_id uuid) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_role('admin');
@@ -101,7 +101,7 @@ END $$;
 COMMENT ON FUNCTION parley.revoke_invite(uuid) IS 'Revoke a not yet accepted invite of the current workspace (admin+); 404 when there is none.';
 
 CREATE OR REPLACE FUNCTION parley.accept_invite(p_token_hash bytea) RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -144,7 +144,7 @@ COMMENT ON FUNCTION parley.accept_invite(bytea) IS
 
 -- The last owner rule lives on the table so no path (function, direct DML) can break it.
 CREATE OR REPLACE FUNCTION parley.protect_last_owner() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   IF OLD.role = 'owner' AND (TG_OP = 'DELETE' OR NEW.role <> 'owner') THEN
@@ -190,7 +190,7 @@ $$;
 COMMENT ON FUNCTION parley.list_members() IS 'Members of the current workspace (RLS) with email and name, owners first.';
 
 CREATE OR REPLACE FUNCTION parley.check_member_change(p_user_id uuid, p_new_role text) RETURNS text
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_mine text := parley.current_member_role();
@@ -219,7 +219,7 @@ COMMENT ON FUNCTION parley.check_member_change(uuid, text) IS
   'Shared rules of change_member_role/remove_member: the member exists here (404), admins+ change others, only owners touch owners, nobody grants above their own role; anyone may remove themselves. Locks the member row.';
 
 CREATE OR REPLACE FUNCTION parley.change_member_role(p_user_id uuid, p_role text) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   IF parley.role_rank(p_role) < parley.role_rank('agent') THEN
@@ -233,7 +233,7 @@ COMMENT ON FUNCTION parley.change_member_role(uuid, text) IS
   'Change a member''s role in the current workspace under the member rules (check_member_change) and the last-owner trigger.';
 
 CREATE OR REPLACE FUNCTION parley.remove_member(p_user_id uuid) RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.check_member_change(p_user_id, NULL);

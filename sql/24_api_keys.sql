@@ -14,7 +14,7 @@ COMMENT ON FUNCTION parley.api_key_json(uuid) IS 'An API key of the current work
 
 CREATE OR REPLACE FUNCTION parley.create_api_key(
   p_name text, p_prefix text, p_key_hash bytea, p_scopes text[], p_expires_at timestamptz) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_id uuid;
@@ -47,7 +47,7 @@ END $$;
 COMMENT ON FUNCTION parley.list_api_keys() IS 'API keys of the current workspace, newest first, revoked ones included (admin+).';
 
 CREATE OR REPLACE FUNCTION parley.revoke_api_key(p_key_id uuid) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_role('admin');

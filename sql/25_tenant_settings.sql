@@ -15,7 +15,7 @@ END $$;
 COMMENT ON FUNCTION parley.get_tenant_settings() IS 'The current workspace and its settings as {key: value} (admin+).';
 
 CREATE OR REPLACE FUNCTION parley.put_tenant_settings(p_name text, p_values jsonb) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_key text;
@@ -44,7 +44,7 @@ COMMENT ON FUNCTION parley.put_tenant_settings(text, jsonb) IS
   'Rename the current workspace and merge settings (admin+): keys given are set, a null value removes the key, keys not given are kept (other features store settings here too).';
 
 CREATE OR REPLACE FUNCTION parley.delete_tenant() RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_role('owner');

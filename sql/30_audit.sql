@@ -17,7 +17,7 @@ CREATE OR REPLACE FUNCTION parley.write_audit(
   p_action text, p_target_kind text DEFAULT NULL, p_target_id text DEFAULT NULL,
   p_details jsonb DEFAULT '{}', p_tenant_id uuid DEFAULT NULL)
 RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := coalesce(p_tenant_id, parley.current_tenant_id());
@@ -37,7 +37,7 @@ GRANT EXECUTE ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) TO p
 
 -- A generic row-change auditor for the tenancy tables; secrets (hashes) never reach details.
 CREATE OR REPLACE FUNCTION parley.audit_row_change() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_row jsonb := to_jsonb(coalesce(NEW, OLD)) - 'key_hash' - 'token_hash' - 'password_hash';

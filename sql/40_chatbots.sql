@@ -110,7 +110,7 @@ GRANT EXECUTE ON FUNCTION parley.check_chatbot_fields(text[], jsonb) TO parley_a
 CREATE OR REPLACE FUNCTION parley.create_chatbot(p_name text, p_allowed_origins text[] DEFAULT '{}',
                                                  p_config jsonb DEFAULT '{}')
 RETURNS parley.chatbots
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -141,7 +141,7 @@ GRANT EXECUTE ON FUNCTION parley.create_chatbot(text, text[], jsonb) TO parley_a
 CREATE OR REPLACE FUNCTION parley.update_chatbot(p_chatbot_id uuid, p_name text DEFAULT NULL,
                                                  p_allowed_origins text[] DEFAULT NULL, p_config jsonb DEFAULT NULL)
 RETURNS parley.chatbots
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_row parley.chatbots;
@@ -181,7 +181,7 @@ GRANT EXECUTE ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) TO pa
 
 CREATE OR REPLACE FUNCTION parley.rotate_chatbot_key(p_chatbot_id uuid)
 RETURNS parley.chatbots
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_row parley.chatbots;
@@ -205,7 +205,7 @@ GRANT EXECUTE ON FUNCTION parley.rotate_chatbot_key(uuid) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.delete_chatbot(p_chatbot_id uuid)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_chatbot_admin();

@@ -50,7 +50,7 @@ COMMENT ON FUNCTION parley.require_staff() IS 'Raise 403 for visitors (and anyon
 
 CREATE OR REPLACE FUNCTION parley.lock_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_conv parley.conversations;
@@ -105,7 +105,7 @@ COMMENT ON FUNCTION parley.conversation_json(parley.conversations) IS
   'Conversation summary for agents and the relay (no ip or user agent). Inlined into the caller (no sub-SELECT).';
 
 CREATE OR REPLACE FUNCTION parley.check_open_conversation_limit() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -142,7 +142,7 @@ CREATE OR REPLACE FUNCTION parley.start_conversation(
   p_chatbot_id uuid, p_visitor_id uuid, p_page_url text DEFAULT NULL, p_referrer text DEFAULT NULL,
   p_user_agent text DEFAULT NULL, p_locale text DEFAULT NULL, p_ip inet DEFAULT NULL, p_country text DEFAULT NULL)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -177,7 +177,7 @@ COMMENT ON FUNCTION parley.start_conversation(uuid, uuid, text, text, text, text
 
 CREATE OR REPLACE FUNCTION parley.request_human(p_conversation_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_conv parley.conversations;
@@ -199,7 +199,7 @@ COMMENT ON FUNCTION parley.request_human(uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.claim_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -229,7 +229,7 @@ COMMENT ON FUNCTION parley.claim_conversation(uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.assign_conversation(p_conversation_id uuid, p_user_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_conv parley.conversations;
@@ -259,7 +259,7 @@ COMMENT ON FUNCTION parley.assign_conversation(uuid, uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.release_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -285,7 +285,7 @@ COMMENT ON FUNCTION parley.release_conversation(uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.close_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_conv parley.conversations;
@@ -304,7 +304,7 @@ COMMENT ON FUNCTION parley.close_conversation(uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.reopen_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
@@ -327,7 +327,7 @@ COMMENT ON FUNCTION parley.reopen_conversation(uuid) IS
 
 CREATE OR REPLACE FUNCTION parley.close_idle_conversations(p_idle interval DEFAULT NULL)
 RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();

@@ -60,7 +60,7 @@ GRANT EXECUTE ON FUNCTION parley.limit_reached(int, bigint) TO parley_app, parle
 -- at the edge of a window, which is acceptable for abuse protection.
 CREATE OR REPLACE FUNCTION parley.hit_rate_limit(p_scope text, p_key text, p_limit int)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -91,7 +91,7 @@ GRANT SELECT, DELETE ON parley.rate_counters TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.prune_rate_counters(p_older_than interval DEFAULT '10 minutes')
 RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_n int;
@@ -108,7 +108,7 @@ GRANT EXECUTE ON FUNCTION parley.prune_rate_counters(interval) TO parley_jobs;
 
 -- Seats: enforced where a membership is created, whoever creates it (signup, invites, admin).
 CREATE OR REPLACE FUNCTION parley.check_seat_limit() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_limit int;

@@ -17,7 +17,7 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON parley.usage_counters, parley.usage_seat
 
 CREATE OR REPLACE FUNCTION parley.bump_usage(p_metric text, p_n bigint DEFAULT 1)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   IF coalesce(p_n, 0) = 0 THEN
@@ -34,7 +34,7 @@ GRANT EXECUTE ON FUNCTION parley.bump_usage(text, bigint) TO parley_app, parley_
 
 CREATE OR REPLACE FUNCTION parley.note_active_seat(p_user_id uuid)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_new boolean;
@@ -72,7 +72,7 @@ GRANT EXECUTE ON FUNCTION parley.usage_on(text, date) TO parley_app, parley_jobs
 
 CREATE OR REPLACE FUNCTION parley.compact_usage(p_before date DEFAULT NULL)
 RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_n int;

@@ -73,7 +73,7 @@ CREATE OR REPLACE FUNCTION parley.store_message(
   p_conversation_id uuid, p_author text, p_body text, p_client_id text, p_meta jsonb,
   OUT message parley.messages, OUT duplicate boolean, OUT status text, OUT assignee_id uuid,
   OUT reopened boolean, OUT claimed boolean, OUT handoff boolean)
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 -- Every statement here is a point lookup or a write. A pooled session caches its plans; made
 -- while this month's partition was still small, the idempotency check's plan was a sequential
 -- scan of the partition, kept until autovacuum's next ANALYZE of it (seen in the benchmark:
@@ -234,7 +234,7 @@ CREATE OR REPLACE FUNCTION parley.emit_message_events(
   p_message parley.messages, p_status text, p_assignee_id uuid, p_reopened boolean, p_claimed boolean,
   p_handoff boolean)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   IF p_reopened THEN
@@ -257,7 +257,7 @@ COMMENT ON FUNCTION parley.emit_message_events(parley.messages, text, uuid, bool
 CREATE OR REPLACE FUNCTION parley.post_message(
   p_conversation_id uuid, p_author text, p_body text, p_client_id text DEFAULT NULL, p_meta jsonb DEFAULT '{}')
 RETURNS parley.messages
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v record;
@@ -296,7 +296,7 @@ CREATE OR REPLACE FUNCTION parley.post_visitor_messages(
   p_request_ids text[])
 RETURNS TABLE (ord int, message jsonb, duplicate boolean, status text,
                error_state text, error_message text, error_hint text)
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_n int := coalesce(cardinality(p_conversation_ids), 0);
@@ -393,7 +393,7 @@ GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], tex
 
 CREATE OR REPLACE FUNCTION parley.agent_reply(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_staff();
@@ -404,7 +404,7 @@ COMMENT ON FUNCTION parley.agent_reply(uuid, text, text) IS
 
 CREATE OR REPLACE FUNCTION parley.add_note(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_staff();

@@ -40,7 +40,7 @@ GRANT SELECT, INSERT, DELETE ON parley.events TO parley_jobs;
 CREATE OR REPLACE FUNCTION parley.emit_event(p_kind text, p_conversation_id uuid, p_message_id bigint DEFAULT NULL,
                                              p_data jsonb DEFAULT '{}')
 RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();

@@ -37,7 +37,7 @@ COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Valida
 CREATE OR REPLACE FUNCTION parley.capture_lead(p_conversation_id uuid, p_name text, p_email text, p_phone text,
                                                p_custom jsonb DEFAULT '{}')
 RETURNS parley.leads
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_conv parley.conversations;
@@ -67,7 +67,7 @@ COMMENT ON FUNCTION parley.capture_lead(uuid, text, text, text, jsonb) IS
 CREATE OR REPLACE FUNCTION parley.create_lead(p_chatbot_id uuid, p_name text, p_email text, p_phone text,
                                               p_custom jsonb DEFAULT '{}')
 RETURNS parley.leads
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_lead parley.leads;
@@ -96,7 +96,7 @@ CREATE OR REPLACE FUNCTION parley.update_lead(p_lead_id uuid, p_name text DEFAUL
                                               p_phone text DEFAULT NULL, p_custom jsonb DEFAULT NULL,
                                               p_status text DEFAULT NULL)
 RETURNS parley.leads
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_lead parley.leads;
@@ -124,7 +124,7 @@ COMMENT ON FUNCTION parley.update_lead(uuid, text, text, text, jsonb, text) IS
 
 CREATE OR REPLACE FUNCTION parley.set_lead_status(p_lead_id uuid, p_status text)
 RETURNS parley.leads
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_lead parley.leads;
@@ -156,7 +156,7 @@ COMMENT ON FUNCTION parley.set_lead_status(uuid, text) IS
 
 CREATE OR REPLACE FUNCTION parley.delete_lead(p_lead_id uuid)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_staff();

@@ -58,7 +58,7 @@ CREATE OR REPLACE FUNCTION parley.create_knowledge_source(
   p_chatbot_id uuid, p_kind text, p_title text DEFAULT '', p_url text DEFAULT NULL,
   p_filename text DEFAULT NULL, p_options jsonb DEFAULT '{}')
 RETURNS parley.knowledge_sources
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_row parley.knowledge_sources;
@@ -82,7 +82,7 @@ COMMENT ON FUNCTION parley.create_knowledge_source(uuid, text, text, text, text,
 CREATE OR REPLACE FUNCTION parley.set_source_progress(
   p_source_id uuid, p_status text, p_progress jsonb DEFAULT NULL, p_error text DEFAULT NULL)
 RETURNS void
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   UPDATE parley.knowledge_sources s
      SET status = p_status,
@@ -119,7 +119,7 @@ COMMENT ON FUNCTION parley.chunk_rows(text, jsonb) IS
 CREATE OR REPLACE FUNCTION parley.ingest_document(
   p_source_id uuid, p_doc_key text, p_url text, p_title text, p_chunks jsonb)
 RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -190,7 +190,7 @@ COMMENT ON FUNCTION parley.ingest_document(uuid, text, text, text, jsonb) IS
 
 CREATE OR REPLACE FUNCTION parley.prune_source_documents(p_source_id uuid, p_keep_keys text[])
 RETURNS int
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   WITH gone AS (
     DELETE FROM parley.knowledge_documents d
@@ -203,7 +203,7 @@ COMMENT ON FUNCTION parley.prune_source_documents(uuid, text[]) IS
   'After a full re-import of a source, delete its documents (and their chunks) that were not seen again.';
 
 CREATE OR REPLACE FUNCTION parley.delete_knowledge_source(p_source_id uuid) RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_chunks int;
@@ -237,7 +237,7 @@ CREATE FUNCTION parley.knowledge_search(
   p_chatbot_id uuid, p_query text, p_k int, p_query_embedding vector DEFAULT NULL, p_model text DEFAULT NULL)
 RETURNS TABLE (chunk_id bigint, document_id uuid, title text, url text, heading_path text, text text,
                fts_rank real, fts_coverage real, vector_distance double precision, score double precision)
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -359,7 +359,7 @@ GRANT EXECUTE ON FUNCTION parley.embedding_queue_tenants(int) TO parley_app, par
 -- p_lease; store_embeddings deletes them, a crashed worker's lease simply expires.
 CREATE OR REPLACE FUNCTION parley.claim_embedding_jobs(p_limit int, p_lease interval DEFAULT '5 minutes')
 RETURNS TABLE (chunk_id bigint, title text, heading_path text, text text, attempts int)
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   WITH due AS (
     SELECT j.tenant_id, j.chunk_id FROM parley.embedding_jobs j
@@ -381,7 +381,7 @@ COMMENT ON FUNCTION parley.claim_embedding_jobs(int, interval) IS
 
 CREATE OR REPLACE FUNCTION parley.store_embeddings(p_chunk_ids bigint[], p_embeddings vector[], p_model text)
 RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_n int;
@@ -400,7 +400,7 @@ COMMENT ON FUNCTION parley.store_embeddings(bigint[], vector[], text) IS
 
 CREATE OR REPLACE FUNCTION parley.fail_embedding_jobs(p_chunk_ids bigint[], p_error text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   UPDATE parley.embedding_jobs j
      SET last_error = left(p_error, 500),
@@ -413,7 +413,7 @@ COMMENT ON FUNCTION parley.fail_embedding_jobs(bigint[], text) IS
 -- Changing the embedding model re-embeds: queue every chunk made by another model.
 CREATE OR REPLACE FUNCTION parley.enqueue_stale_embeddings(p_model text, p_limit int DEFAULT 5000)
 RETURNS int
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   WITH stale AS (
     INSERT INTO parley.embedding_jobs (tenant_id, chunk_id)

@@ -31,7 +31,7 @@ COMMENT ON FUNCTION parley.check_conversation_access(uuid) IS
 CREATE OR REPLACE FUNCTION parley.record_feedback(
   p_conversation_id uuid, p_message_id bigint, p_value text, p_comment text DEFAULT '')
 RETURNS parley.message_feedback
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_chatbot uuid := parley.check_conversation_access(p_conversation_id);
@@ -60,7 +60,7 @@ COMMENT ON FUNCTION parley.record_feedback(uuid, bigint, text, text) IS
 
 CREATE OR REPLACE FUNCTION parley.rate_conversation(p_conversation_id uuid, p_score int, p_comment text DEFAULT '')
 RETURNS parley.conversation_ratings
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_chatbot uuid := parley.check_conversation_access(p_conversation_id);
@@ -110,7 +110,7 @@ COMMENT ON FUNCTION parley.negative_feedback(uuid, boolean, int, timestamptz) IS
   'Thumbs-down replies of the current tenant, newest first, with the visitor question before each and the reply''s citations: the triage list.';
 
 CREATE OR REPLACE FUNCTION parley.triage_feedback(p_message_id bigint, p_done boolean DEFAULT true) RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   UPDATE parley.message_feedback f

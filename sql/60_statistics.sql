@@ -27,7 +27,7 @@ CREATE OR REPLACE FUNCTION parley.record_assistant_turn(
   p_provider text DEFAULT NULL, p_passages int DEFAULT 0, p_first_token_ms int DEFAULT NULL,
   p_total_ms int DEFAULT NULL)
 RETURNS bigint
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   INSERT INTO parley.assistant_turns (tenant_id, chatbot_id, conversation_id, question_message_id, reply_message_id,
                                       question_norm, outcome, grounded, provider, passages, first_token_ms, total_ms)
@@ -185,7 +185,7 @@ GRANT SELECT, INSERT, UPDATE ON parley.daily_stats TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.rollup_daily_stats(p_since date DEFAULT current_date - 1)
 RETURNS int
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   WITH t AS (SELECT (SELECT parley.current_tenant_id()) AS id),
   keys AS (

@@ -7,7 +7,7 @@
 -- (owner) so the jobs role needs no DELETE grant on conversations; FORCE RLS still keeps
 -- it inside the tenant set by begin_request.
 CREATE OR REPLACE FUNCTION parley.apply_retention() RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -36,7 +36,7 @@ GRANT EXECUTE ON FUNCTION parley.apply_retention() TO parley_jobs;
 -- force anywhere are dropped whole (cheap), and partitions are created ahead.
 CREATE OR REPLACE FUNCTION parley.maintain_partitions(p_months_ahead int DEFAULT 3)
 RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_max_days int;

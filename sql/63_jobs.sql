@@ -30,7 +30,7 @@ GRANT SELECT, UPDATE (next_run_at, claimed_by, last_started_at, last_finished_at
 -- moved forward in the same committed statement, so a second runner never gets it.
 CREATE OR REPLACE FUNCTION parley.claim_due_job(p_worker text, p_only text[] DEFAULT NULL)
 RETURNS TABLE (name text, every interval, runs bigint)
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   UPDATE parley.job_schedules s
      SET next_run_at = now() + s.every, claimed_by = p_worker, last_started_at = now(),
@@ -49,7 +49,7 @@ COMMENT ON FUNCTION parley.claim_due_job(text, text[]) IS
 
 CREATE OR REPLACE FUNCTION parley.finish_job(p_name text, p_status text, p_result jsonb DEFAULT '{}')
 RETURNS void
-LANGUAGE sql
+LANGUAGE sql VOLATILE
 AS $$
   UPDATE parley.job_schedules s
      SET last_finished_at = now(), last_status = p_status, last_result = p_result

@@ -12,7 +12,7 @@ GRANT SELECT, INSERT, UPDATE ON parley.conversation_reads TO parley_app;
 -- Saving a canned reply: create (p_id NULL) or update; the shortcut is unique per tenant.
 CREATE OR REPLACE FUNCTION parley.save_canned_reply(p_id uuid, p_shortcut text, p_body text)
 RETURNS uuid
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_id uuid;
@@ -52,7 +52,7 @@ COMMENT ON FUNCTION parley.save_canned_reply(uuid, text, text) IS
 
 CREATE OR REPLACE FUNCTION parley.delete_canned_reply(p_id uuid)
 RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_shortcut text;
@@ -69,7 +69,7 @@ COMMENT ON FUNCTION parley.delete_canned_reply(uuid) IS 'Delete one canned reply
 -- Read position: only ever moves forward, one row per (signed-in agent, conversation).
 CREATE OR REPLACE FUNCTION parley.mark_conversation_read(p_conversation_id uuid, p_message_id bigint)
 RETURNS bigint
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();

@@ -6,9 +6,15 @@ parent (they inherit its keys and policies).
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
 import pytest
 
 SCHEMAS = ("parley", "analytics")
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 # Tables that are not tenant-owned, and why. Keep each reason honest: the tenant rules
 # (tenant_id leading the PK and every unique/FK, RLS policies) do not apply to them.
@@ -72,6 +78,118 @@ SELECT p.oid::regprocedure::text AS name, p.prosecdef, p.proconfig,
                                                AND d.deptype = 'e')
  ORDER BY 1
 """
+
+
+# Every function of ours, for the "defined in sql/" lint (extension members excluded).
+OUR_FUNCTIONS = """
+SELECT p.oid, p.oid::regprocedure::text AS name
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+ WHERE n.nspname = ANY($1::text[])
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                               AND d.deptype = 'e')
+ ORDER BY 2
+"""
+
+
+@dataclass
+class SqlFunction:
+    """One CREATE FUNCTION statement of an sql/ file, as written."""
+    name: str
+    args: list[str]  # each argument's text: [mode] [name] type [DEFAULT ...]
+    attributes: str  # everything but the name, arguments and body (LANGUAGE, volatility, SET ...)
+    where: str
+
+
+_CREATE_FUNCTION = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([\w.]+)\s*\(", re.I)
+_DOLLAR_QUOTE = re.compile(r"\$(\w*)\$")
+_LINE_COMMENT = re.compile(r"--[^\n]*")
+_VOLATILITY = re.compile(r"\b(IMMUTABLE|STABLE|VOLATILE)\b", re.I)
+_ARG_MODE = re.compile(r"^(IN|OUT|INOUT|VARIADIC)\s+", re.I)
+_ARG_DEFAULT = re.compile(r"\s+DEFAULT\s+|\s*=\s*", re.I)
+
+
+def _top_level_split(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    parts.append(current)
+    return [p.strip() for p in parts if p.strip()]
+
+
+def sql_functions(text: str, source: str = "") -> list[SqlFunction]:
+    """The CREATE FUNCTION statements of one file. Bodies are dollar-quoted in sql/ (a rule of
+    its own: a body in single quotes would not be found, so its function would be reported as
+    not defined anywhere)."""
+    found: list[SqlFunction] = []
+    pos = 0
+    while match := _CREATE_FUNCTION.search(text, pos):
+        end, depth = match.end(), 1
+        while depth:
+            depth += {"(": 1, ")": -1}.get(text[end], 0)
+            end += 1
+        body_open = _DOLLAR_QUOTE.search(text, end)
+        quote = body_open.group(0)
+        body_close = text.index(quote, body_open.end())
+        statement_end = text.index(";", body_close + len(quote))
+        attributes = text[end:body_open.start()] + " " + text[body_close + len(quote):statement_end]
+        found.append(SqlFunction(
+            name=match.group(1),
+            args=_top_level_split(_LINE_COMMENT.sub("", text[match.end():end - 1])),
+            attributes=" ".join(_LINE_COMMENT.sub("", attributes).split()),
+            where=f"{source}:{text.count(chr(10), 0, match.start()) + 1}"))
+        pos = statement_end
+    return found
+
+
+def sql_dir_functions() -> list[SqlFunction]:
+    return [fn for path in sorted(SQL_DIR.glob("*.sql")) for fn in sql_functions(path.read_text(), path.name)]
+
+
+def volatility_problems(functions: list[SqlFunction]) -> list[str]:
+    """A function without IMMUTABLE/STABLE/VOLATILE is VOLATILE by default: say which it is."""
+    return [f"{fn.where} {fn.name}: volatility not stated (IMMUTABLE, STABLE or VOLATILE)"
+            for fn in functions if not _VOLATILITY.search(fn.attributes)]
+
+
+async def _input_type(conn, arg: str) -> str | None:
+    """The type of an IN argument as the catalog names it; None for OUT arguments."""
+    mode = _ARG_MODE.match(arg)
+    if mode and mode.group(1).upper() == "OUT":
+        return None
+    arg = _ARG_DEFAULT.split(arg[mode.end():] if mode else arg, maxsplit=1)[0].strip()
+    words = arg.split(None, 1)
+    for candidate in ([words[1]] if len(words) == 2 else []) + [arg]:  # named, else unnamed
+        try:
+            type_name = await conn.fetchval("SELECT to_regtype($1)::text", candidate)
+        except asyncpg.PostgresError:
+            type_name = None
+        if type_name:
+            return type_name
+    raise ValueError(f"cannot read the type of argument {arg!r}")
+
+
+async def undefined_function_problems(conn, functions: list[SqlFunction]) -> list[str]:
+    """Functions in the database that no sql/ file defines (a rename or removal without its DROP
+    leaves the old one behind in every database migrated before), and definitions that do not
+    resolve to a function (the parser is wrong, or the file did not create it)."""
+    problems: list[str] = []
+    defined: set[int] = set()
+    for fn in functions:
+        types = [t for t in [await _input_type(conn, a) for a in fn.args] if t is not None]
+        oid = await conn.fetchval("SELECT to_regprocedure($1)::oid", f"{fn.name}({', '.join(types)})")
+        if oid is None:
+            problems.append(f"{fn.where} {fn.name}({', '.join(types)}): not in the database")
+        else:
+            defined.add(oid)
+    for row in await conn.fetch(OUR_FUNCTIONS, list(SCHEMAS)):
+        if row["oid"] not in defined:
+            problems.append(f"{row['name']}: defined by no sql/ file (drop it in the file that removed it)")
+    return problems
 
 
 async def _tables(conn):
@@ -165,6 +283,44 @@ async def test_lint_catches_violations(owner_conn):
     assert "parley.lint_bad_fn(): no COMMENT" in functions
     assert "parley.lint_bad_fn(): SECURITY DEFINER without a fixed search_path" in functions
     assert "parley.lint_bad_fn(): SECURITY DEFINER executable by PUBLIC" in functions
+
+
+async def test_every_function_is_defined_in_sql_dir(owner_conn):
+    problems = await undefined_function_problems(owner_conn, sql_dir_functions())
+    assert not problems, "functions without a home in sql/:\n  " + "\n  ".join(problems)
+
+
+def test_every_function_states_its_volatility():
+    problems = volatility_problems(sql_dir_functions())
+    assert not problems, "\n  ".join(["volatility left to the default:"] + problems)
+
+
+async def test_function_lints_catch_violations(owner_conn):
+    """The checks themselves: a function no file defines (also a stale overload of a defined name)
+    and a definition that creates nothing are reported; volatility is read outside the body only."""
+    await owner_conn.execute("""
+        CREATE FUNCTION parley.lint_orphan(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+        CREATE FUNCTION parley.update_lead(uuid) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+        CREATE FUNCTION analytics.lint_orphan() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+    """)
+    sample = sql_functions("""
+        CREATE OR REPLACE FUNCTION parley.lint_missing(p_a int DEFAULT 1, OUT o text, p_b timestamptz = now())
+        RETURNS text LANGUAGE sql AS $fn$ SELECT 'STABLE' $fn$;
+        -- CREATE FUNCTION in a comment is not a definition
+        CREATE FUNCTION parley.lint_after_body(double precision, VARIADIC p_rest text[]) RETURNS int
+        AS $$ SELECT 1 $$ LANGUAGE sql IMMUTABLE;
+    """, "sample.sql")
+    assert [fn.name for fn in sample] == ["parley.lint_missing", "parley.lint_after_body"]
+    volatility = volatility_problems(sample)
+    assert volatility == ["sample.sql:2 parley.lint_missing: volatility not stated (IMMUTABLE, STABLE or VOLATILE)"]
+    undefined = "\n".join(await undefined_function_problems(owner_conn, sql_dir_functions() + sample))
+    assert "parley.lint_orphan(integer): defined by no sql/ file" in undefined
+    assert "analytics.lint_orphan(): defined by no sql/ file" in undefined
+    assert "parley.update_lead(uuid): defined by no sql/ file" in undefined
+    assert "sample.sql:2 parley.lint_missing(integer, timestamp with time zone): not in the database" in undefined
+    assert "sample.sql:5 parley.lint_after_body(double precision, text[]): not in the database" in undefined
+    assert "parley.update_lead(uuid, text" not in undefined  # the defined overload is found
+    assert len(undefined.splitlines()) == 5
 
 
 @pytest.mark.parametrize("role", ["parley_app", "parley_jobs", "parley_analyst"])
