@@ -1,2 +1,4 @@
-"""Shared fixtures: see tests/knowledge/fixtures.py."""
-from tests.knowledge.fixtures import *  # noqa: F401,F403
+"""Assistant tests: an owner with a chatbot and its knowledge (`support.assistant.bot`), visitors."""
+from support.assistant import bot  # noqa: F401 (fixtures)
+from support.knowledge import no_ambient_embedder, tenant  # noqa: F401 (fixtures)
+from support.realtime import clients  # noqa: F401 (fixtures)

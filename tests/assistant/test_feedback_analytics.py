@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from pyapp.config import ANALYST_ROLE
-from tests.assistant.test_assistant import bot, clients, open_visitor  # noqa: F401
+from support.assistant import open_visitor
 
 
 async def test_thumbs_rating_triage_and_analytics(server, bot, owner_conn, clients):  # noqa: F811

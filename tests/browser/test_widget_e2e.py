@@ -9,12 +9,9 @@ from __future__ import annotations
 import re
 import uuid
 
-import pytest
 from playwright.sync_api import expect
 
-from support import _signup
-
-STATIC = __import__("pathlib").Path(__file__).resolve().parents[2] / "widget" / "dist" / "widget.js"
+from support.accounts import sign_up
 
 
 async def _customer_site(api_base: str, key: str):
@@ -37,16 +34,9 @@ async def _customer_site(api_base: str, key: str):
     return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
-@pytest.fixture
-def widget_built():
-    if not STATIC.exists():
-        from widget.conftest import build_widget
-        build_widget()
-
-
-def test_visitor_journey_against_the_real_server(server_thread, widget_page, widget_built):
+def test_visitor_journey_against_the_real_server(server_thread, widget_page, widget_build):
     srv = server_thread
-    owner = srv.run(_signup(srv.server, name="Olivia Owner"))
+    owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
     token = owner["access_token"]
     status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
         "name": "Shop helper", "allowed_origins": [], "config": {}}))
@@ -112,9 +102,9 @@ def test_visitor_journey_against_the_real_server(server_thread, widget_page, wid
         srv.run(runner.cleanup())
 
 
-def test_streamed_grounded_answer_against_the_real_server(server_thread, widget_page, widget_built, monkeypatch):
+def test_streamed_grounded_answer_against_the_real_server(server_thread, widget_page, widget_build, monkeypatch):
     """With an LLM configured, the visitor sees the answer grow in one bubble, then the stored reply."""
-    from fakes.llm_servers import FakeOpenAIServer, Reply
+    from support.fakes.llm_servers import FakeOpenAIServer, Reply
 
     srv = server_thread
     fake = FakeOpenAIServer(default_reply=Reply.text("We open at nine every weekday [1].", delay=0.35))
@@ -123,7 +113,7 @@ def test_streamed_grounded_answer_against_the_real_server(server_thread, widget_
     monkeypatch.setenv("PARLEY_LLM_URL", fake.base_url)
     monkeypatch.setenv("PARLEY_LLM_KEY", "test-key")
     monkeypatch.setenv("PARLEY_LLM_MODEL", "fake-model")
-    owner = srv.run(_signup(srv.server, name="Olivia Owner"))
+    owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
     token = owner["access_token"]
     status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
         "name": "Shop helper", "allowed_origins": [], "config": {"language": "en"}}))

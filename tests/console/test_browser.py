@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from console.console_helpers import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
-from support import _signup
+from support.console import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
+from support.accounts import sign_up
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -33,7 +33,7 @@ def test_live_inbox_with_the_widget(server_thread, browser):
     """A visitor writes through the real widget on a customer page; the agent sees it live in the
     inbox, claims it and replies; the visitor gets the reply, never the private note."""
     srv = server_thread
-    owner = srv.run(_signup(srv.server, name="Olivia Owner"))
+    owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
     # the page's origin must be listed: local hosts are never implicitly allowed
     bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Shop helper", origins=()))
     runner, shop = srv.run(_shop_site(srv.base_url, bot["public_key"]))
@@ -132,7 +132,7 @@ def test_live_inbox_with_the_widget(server_thread, browser):
 def test_inbox_with_a_protocol_visitor(server_thread, browser):
     """The same loop over the raw protocol (POST /api/widget/sessions + /ws/visitor)."""
     srv = server_thread
-    owner = srv.run(_signup(srv.server))
+    owner = srv.run(sign_up(srv.server))
     bot = srv.run(make_chatbot(srv.server, owner["access_token"]))
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
@@ -165,10 +165,10 @@ def test_inbox_with_a_protocol_visitor(server_thread, browser):
 def test_knowledge_try_question_and_analytics(server_thread, browser):
     import asyncpg
 
-    from console.console_helpers import seed_analytics
+    from support.console import seed_analytics
 
     srv = server_thread
-    owner = srv.run(_signup(srv.server))
+    owner = srv.run(sign_up(srv.server))
     bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Demo Co assistant"))
 
     async def seed():
@@ -205,7 +205,7 @@ def test_knowledge_try_question_and_analytics(server_thread, browser):
 
 def test_chatbot_settings_live_preview(server_thread, browser):
     srv = server_thread
-    owner = srv.run(_signup(srv.server))
+    owner = srv.run(sign_up(srv.server))
     bot = srv.run(make_chatbot(srv.server, owner["access_token"], name="Preview bot",
                                config={"greeting": "Hello from the preview", "starters": ["Pricing?"]}))
     context = browser.new_context(viewport={"width": 1400, "height": 1000})

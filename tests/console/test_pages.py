@@ -5,7 +5,7 @@ import csv
 import io
 import re
 
-from console.console_helpers import Visitor, make_chatbot, widget_session
+from support.console import Visitor, make_chatbot, widget_session
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -161,7 +161,7 @@ async def test_team_keys_audit_settings(server, signup, console_client):
 async def test_knowledge_text_url_upload_try(server, signup, console_client, monkeypatch):
     import asyncio
 
-    from tests.fakes.website import FakeWebsite
+    from support.fakes.website import FakeWebsite
 
     owner = await signup(server)
     bot = await make_chatbot(server, owner["access_token"])
@@ -213,7 +213,7 @@ async def test_knowledge_text_url_upload_try(server, signup, console_client, mon
 
 
 async def test_analytics_and_feedback_triage(server, signup, console_client, owner_conn):
-    from console.console_helpers import seed_analytics
+    from support.console import seed_analytics
 
     owner = await signup(server)
     bot = await make_chatbot(server, owner["access_token"])
@@ -341,8 +341,8 @@ async def test_chatbot_settings_preview_and_onboarding(server, signup, console_c
 async def test_session_refresh_sign_out_and_cookie_flags(settings, signup):
     import asyncio
 
-    from console.console_helpers import ConsoleClient
-    from support import start_server
+    from support.console import ConsoleClient
+    from support.server import start_server
 
     settings.access_token_ttl = 30  # within REFRESH_MARGIN at once: refreshed on every request
     settings.extra["trust_proxy"] = True  # so X-Forwarded-Proto: https marks the cookie Secure

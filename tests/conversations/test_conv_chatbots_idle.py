@@ -5,7 +5,7 @@ import asyncpg
 
 from pyapp.config import role_password, url_for_role
 from pyapp.db import _init_connection
-from tests.conftest import TEST_SECRET
+from support.server import TEST_SECRET
 
 
 async def test_chatbot_crud_keeps_unknown_config_keys(ws, owner_conn):

@@ -4,14 +4,7 @@ import uuid
 import asyncpg
 import pytest
 
-
-async def _override(owner_conn, tenant_id, **values):
-    cols = ", ".join(values)
-    params = ", ".join(f"${i + 2}" for i in range(len(values)))
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in values)
-    await owner_conn.execute(
-        f"INSERT INTO parley.tenant_limits (tenant_id, {cols}) VALUES ($1, {params}) "
-        f"ON CONFLICT (tenant_id) DO UPDATE SET {updates}", tenant_id, *values.values())
+from support.workspace import override_limits
 
 
 async def test_max_chatbots_plan_override_and_unlimited(make_workspace, owner_conn):
@@ -24,15 +17,15 @@ async def test_max_chatbots_plan_override_and_unlimited(make_workspace, owner_co
     await ws.call("DELETE", f"/api/chatbots/{listed['chatbots'][0]['id']}")
     await ws.chatbot("two")
     # override 2: one more fits, then 402
-    await _override(owner_conn, ws.tenant_id, max_chatbots=2)
+    await override_limits(owner_conn, ws.tenant_id, max_chatbots=2)
     await ws.chatbot("three")
     assert (await ws.call("POST", "/api/chatbots", json={"name": "four"}))[0] == 402
     # override 0: unlimited
-    await _override(owner_conn, ws.tenant_id, max_chatbots=0)
+    await override_limits(owner_conn, ws.tenant_id, max_chatbots=0)
     for n in range(3):
         await ws.chatbot(f"many {n}")
     # NULL inherits the plan again (free: 1, and 4 exist)
-    await _override(owner_conn, ws.tenant_id, max_chatbots=None)
+    await override_limits(owner_conn, ws.tenant_id, max_chatbots=None)
     assert (await ws.call("POST", "/api/chatbots", json={"name": "again"}))[0] == 402
     # a plan change is picked up by the same resolver
     await owner_conn.execute("UPDATE parley.tenants SET plan = 'pro' WHERE id = $1", ws.tenant_id)
@@ -43,7 +36,7 @@ async def test_max_chatbots_plan_override_and_unlimited(make_workspace, owner_co
 
 async def test_effective_limits_resolution(make_workspace, owner_conn):
     ws = await make_workspace(plan="starter")
-    await _override(owner_conn, ws.tenant_id, msgs_per_min_ip=0, ai_msgs_per_day=7, allow_hide_branding=False)
+    await override_limits(owner_conn, ws.tenant_id, msgs_per_min_ip=0, ai_msgs_per_day=7, allow_hide_branding=False)
     async with ws.tx() as conn:
         row = dict(await conn.fetchrow("SELECT * FROM parley.effective_limits($1)", ws.tenant_id))
         other = await conn.fetch("SELECT * FROM parley.effective_limits($1)", uuid.uuid4())
@@ -57,7 +50,7 @@ async def test_effective_limits_resolution(make_workspace, owner_conn):
 async def test_max_open_conversations_edge(make_workspace, owner_conn):
     ws = await make_workspace()
     bot = await ws.chatbot()
-    await _override(owner_conn, ws.tenant_id, max_open_conversations=2)
+    await override_limits(owner_conn, ws.tenant_id, max_open_conversations=2)
     first = await ws.start(bot["id"])
     await ws.start(bot["id"])
     with pytest.raises(asyncpg.PostgresError) as exc:
@@ -70,7 +63,7 @@ async def test_max_open_conversations_edge(make_workspace, owner_conn):
     assert (status, body["error"]["code"]) == (402, "plan_limit")
     with pytest.raises(asyncpg.PostgresError):
         await ws.visitor_says(first, "anyone there?")  # a visitor message would reopen it: refused too
-    await _override(owner_conn, ws.tenant_id, max_open_conversations=0)
+    await override_limits(owner_conn, ws.tenant_id, max_open_conversations=0)
     for _ in range(3):
         await ws.start(bot["id"])
     assert third
@@ -82,7 +75,7 @@ async def test_max_seats_enforced_on_membership(make_workspace, signup, owner_co
     await ws.add_agent(signup)
     with pytest.raises(AssertionError, match="plan_limit"):
         await ws.add_agent(signup)
-    await _override(owner_conn, ws.tenant_id, max_seats=4)
+    await override_limits(owner_conn, ws.tenant_id, max_seats=4)
     await ws.add_agent(signup)
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.members WHERE tenant_id = $1", ws.tenant_id) == 4
 
@@ -91,7 +84,7 @@ async def test_ai_messages_per_day(make_workspace, owner_conn):
     ws = await make_workspace()
     bot = await ws.chatbot()
     conv = await ws.start(bot["id"])
-    await _override(owner_conn, ws.tenant_id, ai_msgs_per_day=3)
+    await override_limits(owner_conn, ws.tenant_id, ai_msgs_per_day=3)
     async with ws.tx() as conn:
         for n in range(3):
             await conn.fetchrow("SELECT * FROM parley.post_message($1, 'bot', $2)", conv, f"answer {n}")
@@ -134,7 +127,7 @@ async def _burst(ws, conv, n, ip, prefix):
 async def test_rate_limit_per_ip_hit_then_recovered(make_workspace, owner_conn):
     ws = await make_workspace()
     bot = await ws.chatbot()
-    await _override(owner_conn, ws.tenant_id, msgs_per_min_ip=5, msgs_per_min_chatbot=0)
+    await override_limits(owner_conn, ws.tenant_id, msgs_per_min_ip=5, msgs_per_min_chatbot=0)
     conv = await ws.start(bot["id"])
     assert await _burst(ws, conv, 7, "198.51.100.1", "a") == ["ok"] * 5 + ["rate_limited"] * 2
     # another address is not affected
@@ -151,7 +144,7 @@ async def test_rate_limit_per_ip_hit_then_recovered(make_workspace, owner_conn):
 async def test_rate_limit_per_chatbot_across_visitors(make_workspace, owner_conn):
     ws = await make_workspace()
     bot = await ws.chatbot()
-    await _override(owner_conn, ws.tenant_id, msgs_per_min_chatbot=4, msgs_per_min_ip=0)
+    await override_limits(owner_conn, ws.tenant_id, msgs_per_min_chatbot=4, msgs_per_min_ip=0)
     convs = [await ws.start(bot["id"]) for _ in range(3)]
     results = []
     for i, conv in enumerate(convs * 2):
@@ -170,7 +163,7 @@ async def test_rate_limit_per_chatbot_across_visitors(make_workspace, owner_conn
 async def test_retention_days_edge(make_workspace, owner_conn, settings):
     """retention_days (free: 30) through the jobs' retention sweep; override 0 keeps everything."""
     from pyapp.config import role_password, url_for_role
-    from tests.conftest import TEST_SECRET
+    from support.server import TEST_SECRET
 
     ws = await make_workspace()
     bot = await ws.chatbot()
@@ -192,9 +185,9 @@ async def test_retention_days_edge(make_workspace, owner_conn, settings):
             return await jobs.fetchval("SELECT parley.apply_retention()")
 
     try:
-        await _override(owner_conn, ws.tenant_id, retention_days=0)
+        await override_limits(owner_conn, ws.tenant_id, retention_days=0)
         assert await sweep() == 0
-        await _override(owner_conn, ws.tenant_id, retention_days=None)  # inherit free: 30 days
+        await override_limits(owner_conn, ws.tenant_id, retention_days=None)  # inherit free: 30 days
         assert await sweep() == 1
     finally:
         await jobs.close()

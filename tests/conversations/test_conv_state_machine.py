@@ -168,7 +168,7 @@ async def test_concurrent_claim_exactly_one_wins(ws, signup, owner_conn):
 
 def _session_of(agent):
     from pyapp.security import decode_access_token
-    from tests.conftest import TEST_SECRET
+    from support.server import TEST_SECRET
     return decode_access_token(TEST_SECRET, agent["access_token"]).session_id
 
 

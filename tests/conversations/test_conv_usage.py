@@ -7,7 +7,7 @@ import asyncpg
 
 from pyapp.config import role_password, url_for_role
 from pyapp.db import _init_connection
-from tests.conftest import TEST_SECRET
+from support.server import TEST_SECRET
 
 WORKERS = 8
 MESSAGES = 200

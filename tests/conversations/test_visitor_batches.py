@@ -12,7 +12,7 @@ from pyapp.db import Actor, create_pool, tenant_fetch
 from pyapp.errors import from_postgres
 from pyapp.widget.batch import MessageRefused, VisitorMessages
 
-from .test_conv_limits import _override
+from support.workspace import override_limits
 
 IP = "198.51.100.20"
 BATCH = "SELECT * FROM parley.post_visitor_messages($1, $2, $3, $4, $5, $6)"
@@ -86,7 +86,7 @@ async def test_each_message_is_stored_and_announced_as_its_own_visitor(make_work
 
 async def test_a_refused_message_is_rolled_back_alone(make_workspace, owner_conn):
     ws = await make_workspace()
-    await _override(owner_conn, ws.tenant_id, msgs_per_min_ip=1, msgs_per_min_chatbot=0)
+    await override_limits(owner_conn, ws.tenant_id, msgs_per_min_ip=1, msgs_per_min_chatbot=0)
     c1, c2, c3, c4 = await _conversations(ws, 4)
     rows = await _batch(ws, [c1, c2, c3, c4], ["ok", "over the limit", "  ", "other address"],
                         ips=[IP, IP, "198.51.100.21", "198.51.100.22"])

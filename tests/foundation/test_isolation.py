@@ -15,7 +15,9 @@ import asyncpg
 import psycopg
 import pytest
 import pytest_asyncio
-from support import _drop_database, _make_api_key, _signup, make_settings, start_server
+from support.accounts import create_api_key, sign_up
+from support.database import drop_database
+from support.server import make_settings, start_server
 
 from pyapp.config import with_database
 from pyapp.db import _init_connection
@@ -91,10 +93,10 @@ async def world(pg_admin_url, template_db):
     w = World()
     w.settings, w.server, w.admin_conn = settings, server, admin_conn
     for side in ("a", "b"):
-        owner = await _signup(server, plan="pro")
-        admin = await _signup(server, join=owner, role="admin")
-        agent = await _signup(server, join=owner, role="agent")
-        key = await _make_api_key(server, owner["access_token"])
+        owner = await sign_up(server, plan="pro")
+        admin = await sign_up(server, join=owner, role="admin")
+        agent = await sign_up(server, join=owner, role="agent")
+        key = await create_api_key(server, owner["access_token"])
         status, invite = await server.call("POST", "/api/invites", json={"email": f"{side}-new@example.test"},
                                            token=owner["access_token"])
         status, keys = await server.call("GET", "/api/keys", token=owner["access_token"])
@@ -116,7 +118,7 @@ async def world(pg_admin_url, template_db):
     yield w
     await admin_conn.close()
     await server.close()
-    _drop_database(pg_admin_url, name)
+    drop_database(pg_admin_url, name)
 
 
 def _fill(value, b: dict):

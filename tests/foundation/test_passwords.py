@@ -11,7 +11,7 @@ from urllib.parse import unquote
 
 import pytest
 from aiosmtpd.controller import Controller
-from support import free_port, start_server
+from support.server import free_port, start_server
 
 from pyapp.accounts.common import MAIL_TASKS
 from pyapp.security import sha256

@@ -8,7 +8,7 @@ import uuid
 
 import jwt
 import pytest
-from support import TEST_SECRET, start_server
+from support.server import TEST_SECRET, start_server
 
 from pyapp.api import RouteSpec, api
 from pyapp.security import ACCESS_AUDIENCE, issue_access_token

@@ -7,8 +7,7 @@ from pyapp.db import create_pool
 from pyapp.knowledge import extract, ingest
 from pyapp.providers.embeddings import OpenAICompatibleEmbedder
 from pyapp.providers.http import RetryPolicy
-from tests.fakes.fixtures import fake_openai  # noqa: F401
-from tests.knowledge.fixtures import make_tenant
+from support.knowledge import make_tenant
 
 
 async def _conversation(owner_conn, tenant, *, status="bot", idle="2 hours", closed_days=None):
@@ -141,7 +140,7 @@ async def test_failed_embeddings_back_off_and_model_change_requeues(settings, ow
 
 
 def _embedding_failure():
-    from tests.fakes.llm_servers import Reply
+    from support.fakes.llm_servers import Reply
 
     return Reply.server_error(500)
 

@@ -1,3 +1,2 @@
-"""Shared fixtures: see tests/knowledge/fixtures.py."""
-from tests.knowledge.fixtures import *  # noqa: F401,F403
-
+"""A tenant with a chatbot arranged as the superuser (`support.knowledge.tenant`); no ambient embedder."""
+from support.knowledge import no_ambient_embedder, tenant  # noqa: F401 (fixtures)

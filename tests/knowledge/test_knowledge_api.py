@@ -6,8 +6,7 @@ import uuid
 import aiohttp
 import pytest
 
-from tests.fakes.fixtures import fake_openai, fake_website  # noqa: F401
-from tests.fakes.pdf import make_pdf
+from support.fakes.pdf import make_pdf
 
 HOSTILE = [
     "http://127.1/", "http://0/", "http://2130706433/", "http://0177.0.0.1/", "http://0x7f000001/",
@@ -212,7 +211,7 @@ async def test_agents_cannot_change_knowledge(server, owner, signup):
 async def test_dev_worker_in_serve_embeds_new_chunks(settings, signup, owner_conn, monkeypatch, fake_openai):  # noqa: F811
     from pyapp.knowledge import ingest
     from pyapp.providers.embeddings import OpenAICompatibleEmbedder
-    from support import start_server
+    from support.server import start_server
 
     monkeypatch.setenv("PARLEY_EMBED_WORKER", "1")
     ingest.set_embedder(OpenAICompatibleEmbedder(fake_openai.base_url, "test-key", "fake-embed"))

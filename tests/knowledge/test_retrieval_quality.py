@@ -7,7 +7,7 @@ hybrid one (docs/knowledge.md records both).
 import json
 
 from pyapp.knowledge import extract, ingest
-from tests.knowledge.fixtures import CORPUS, corpus_documents
+from support.knowledge import CORPUS, corpus_documents
 
 
 async def _load_corpus(tenant, embedder) -> dict:

@@ -2,7 +2,7 @@
 import random
 
 from pyapp.knowledge import extract, ingest
-from tests.knowledge.fixtures import make_tenant
+from support.knowledge import make_tenant
 
 FTS_STEP = """EXPLAIN (COSTS OFF)
   SELECT c.id FROM parley.knowledge_chunks c

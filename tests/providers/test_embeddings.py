@@ -15,7 +15,7 @@ from pyapp.providers.embeddings import (
     get_embedder,
 )
 from pyapp.providers.http import RetryPolicy
-from tests.fakes.llm_servers import FakeOpenAIServer, Reply
+from support.fakes.llm_servers import FakeOpenAIServer, Reply
 
 
 def cosine(a, b):

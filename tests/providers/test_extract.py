@@ -18,8 +18,8 @@ from pyapp.knowledge.extract import (
     sitemaps_from_robots,
 )
 from pyapp.net.safe_fetch import SafeFetcher
-from tests.fakes.pdf import make_pdf
-from tests.fakes.website import PDF_TITLE, FakeWebsite
+from support.fakes.pdf import make_pdf
+from support.fakes.website import PDF_TITLE, FakeWebsite
 
 NOISE = ["TRACKING-SCRIPT-NOISE", "HEADER-NOISE", "NAV-NOISE", "SIDEBAR-NOISE", "FORM-NOISE", "FOOTER-NOISE",
          "NOSCRIPT-NOISE", "font-family"]

@@ -8,7 +8,7 @@ import pytest
 
 from pyapp.providers.http import RetryPolicy, endpoint, parse_retry_after
 from pyapp.providers.llm import AnthropicLLM, LLMError, OpenAICompatibleLLM, get_llm
-from tests.fakes.llm_servers import FakeAnthropicServer, FakeOpenAIServer, Reply
+from support.fakes.llm_servers import FakeAnthropicServer, FakeOpenAIServer, Reply
 
 FAST = RetryPolicy(max_retries=2, base_delay=0.01, max_delay=0.05, max_wait=5)
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]

@@ -9,8 +9,7 @@ from pyapp.knowledge.extract import SUPPORTED_TYPES, extract, extract_links
 from pyapp.net.safe_fetch import SafeFetcher
 from pyapp.providers.embeddings import OpenAICompatibleEmbedder
 from pyapp.providers.llm import AnthropicLLM, build_prompt, extractive_answer
-from tests.fakes.fixtures import fake_anthropic, fake_openai, fake_website  # noqa: F401 (fixtures)
-from tests.fakes.llm_servers import Reply
+from support.fakes.llm_servers import Reply
 
 
 @pytest.mark.asyncio

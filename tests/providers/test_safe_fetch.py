@@ -15,8 +15,8 @@ from pyapp.net.safe_fetch import (
     parse_host,
     vet_url,
 )
-from tests.fakes.tls import make_certificate
-from tests.fakes.website import FakeWebsite
+from support.fakes.tls import make_certificate
+from support.fakes.website import FakeWebsite
 
 PUBLIC = "93.184.216.34"
 
@@ -338,7 +338,7 @@ async def test_guarded_session_refuses_internal_destinations():
 @pytest.mark.asyncio
 async def test_llm_client_with_a_guarded_session_refuses_a_loopback_base_url():
     from pyapp.providers.llm import LLMError, OpenAICompatibleLLM
-    from tests.fakes.llm_servers import FakeOpenAIServer
+    from support.fakes.llm_servers import FakeOpenAIServer
 
     async with FakeOpenAIServer() as srv:
         llm = OpenAICompatibleLLM(srv.base_url, "k", "m", session_factory=guarded_session)

@@ -7,7 +7,7 @@ import asyncio
 import uuid
 
 from pyapp.widget.socket import message_batcher
-from tests.realtime.conftest import agent, visitor, widget_session
+from support.realtime import agent, visitor, widget_session
 
 VISITORS = 12
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import uuid
 
 from pyapp.widget import hooks
-from tests.realtime.conftest import SseClient, agent, visitor, widget_session
+from support.realtime import SseClient, agent, visitor, widget_session
 
 
 async def test_visitor_bot_and_agent_see_the_conversation(server, tenant, clients):
@@ -184,7 +184,7 @@ async def test_sse_stream_and_resume(server, tenant):
 
 
 async def test_sse_keepalive_comments(settings, signup):
-    from support import start_server
+    from support.server import start_server
     settings.extra["sse_keepalive"] = 0.1
     srv = await start_server(settings)
     try:

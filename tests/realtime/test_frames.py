@@ -5,7 +5,7 @@ import json
 
 from pyapp.widget import hooks, socket as visitor_ws
 from pyapp.widget.hooks import visitor_hooks
-from tests.realtime.conftest import Client, agent, visitor, widget_session
+from support.realtime import Client, agent, visitor, widget_session
 
 
 async def test_bad_frames_get_error_frames_and_the_socket_lives_on(server, tenant, clients):

@@ -8,8 +8,8 @@ from pyapp.realtime.relay import get_relay
 from pyapp.realtime.source import RELAY_APP_NAME
 from pyapp.widget import hooks
 from pyapp.widget.hooks import visitor_hooks
-from support import start_server
-from tests.realtime.conftest import agent, visitor, widget_session
+from support.server import start_server
+from support.realtime import agent, visitor, widget_session
 
 
 async def test_visitor_on_one_instance_agent_on_another(server, settings, tenant, clients):
@@ -74,7 +74,7 @@ async def test_bot_stream_reaches_local_sockets_only(server, settings, tenant, c
 
 
 async def test_reconnect_across_a_server_restart(settings, signup, owner_conn, clients):
-    from tests.realtime.conftest import create_chatbot
+    from support.realtime import create_chatbot
     one = await start_server(settings)
     two = await start_server(settings)
     try:
@@ -113,7 +113,7 @@ async def test_reconnect_across_a_server_restart(settings, signup, owner_conn, c
 
 async def test_dropped_listen_connection_is_reestablished_and_the_gap_backfilled(settings, signup, owner_conn,
                                                                                  clients):
-    from tests.realtime.conftest import create_chatbot
+    from support.realtime import create_chatbot
     settings.extra["relay_min_backoff"] = 2.0  # a visible gap: reconnects after 1..3 s
     srv = await start_server(settings)
     try:

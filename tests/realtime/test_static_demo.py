@@ -6,7 +6,7 @@ import json
 import pytest
 
 from pyapp.widget import assets as static, demo
-from support import start_server
+from support.server import start_server
 
 
 @pytest.fixture

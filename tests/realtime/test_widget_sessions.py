@@ -8,8 +8,8 @@ import jwt
 
 from pyapp.widget.sessions import origin_allowed
 from pyapp.widget.tokens import decode_visitor_token, issue_visitor_token
-from support import TEST_SECRET
-from tests.realtime.conftest import ORIGIN, Client, create_chatbot, visitor, widget_session
+from support.server import TEST_SECRET
+from support.realtime import ORIGIN, Client, create_chatbot, visitor, widget_session
 
 
 async def test_allowed_origin_gets_cors_and_a_short_lived_token(server, tenant):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from playwright.sync_api import expect
 
-from widget.conftest import AXE
-from widget.test_messages import wait_for
+from support.browser import AXE
+from support.browser import wait_for
 
 
 def test_keyboard_focus_trap_escape_and_return(double, visit):

@@ -7,7 +7,7 @@ import pytest
 
 from playwright.sync_api import expect
 
-from widget.protocol_double import KEY
+from support.fakes.protocol_double import KEY
 
 
 def test_renders_in_shadow_dom_with_session_and_hello(double, visit, context):
@@ -47,7 +47,7 @@ def test_renders_in_shadow_dom_with_session_and_hello(double, visit, context):
 
 
 def test_demo_page_template(double, widget_page):
-    from widget.conftest import WIDGET
+    from support.browser import WIDGET
 
     template = (WIDGET / "demo.html").read_text()
     assert "{{API_BASE}}/widget.js" in template and 'data-chatbot="{{CHATBOT_KEY}}"' in template

@@ -5,8 +5,8 @@ import re
 
 from playwright.sync_api import expect
 
-from widget.protocol_double import KEY
-from widget.test_messages import wait_for
+from support.fakes.protocol_double import KEY
+from support.browser import wait_for
 
 
 def test_lead_form_on_lead_request(double, visit):

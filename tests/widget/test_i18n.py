@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from playwright.sync_api import expect
 
-from widget.conftest import WIDGET
+from support.browser import WIDGET
 
 LANGS = ["en", "es", "fr", "de", "tr"]
 # Spot checks written by hand (the UI must not merely echo whatever the catalog holds).

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from browser.conftest import SCREENSHOTS
-from widget.test_messages import wait_for
+from support.browser import SCREENSHOTS
+from support.browser import wait_for
 
 HOSTILE_CSS = """<style>
 * { all: unset !important; }

@@ -5,18 +5,7 @@ import re
 
 from playwright.sync_api import expect
 
-
-def wait_for(page, predicate, timeout: float = 5.0, what: str = "condition"):
-    """Poll a Python predicate while letting Playwright dispatch events."""
-    import time
-
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        out = predicate()
-        if out:
-            return out
-        page.wait_for_timeout(25)
-    raise AssertionError(f"timed out waiting for {what}")
+from support.browser import wait_for
 
 
 def test_send_gets_streamed_bot_reply_with_citations_and_thumbs(double, visit):

@@ -5,8 +5,8 @@ import re
 
 from playwright.sync_api import expect
 
-from widget.protocol_double import KEY
-from widget.test_messages import wait_for
+from support.fakes.protocol_double import KEY
+from support.browser import wait_for
 
 
 def test_offline_queue_is_sent_once_after_reconnect_and_nothing_is_missed(double, visit):

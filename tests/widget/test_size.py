@@ -5,7 +5,7 @@ import gzip
 import hashlib
 import json
 
-from widget.conftest import WIDGET, build_widget
+from support.browser import WIDGET, build_widget
 
 BUDGET = 15 * 1024
 AIM = 10 * 1024

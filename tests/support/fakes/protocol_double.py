@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from aiohttp import WSMsgType, web
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DIST = ROOT / "widget" / "dist"
 DEMO_HTML = ROOT / "widget" / "demo.html"
 KEY = "pk_test_widget"

@@ -44,7 +44,7 @@ import ssl
 
 from aiohttp import web
 
-from tests.fakes.pdf import make_pdf
+from support.fakes.pdf import make_pdf
 
 _LAYOUT = """<!doctype html>
 <html lang="en">
@@ -170,7 +170,7 @@ def _fixed(**response_kwargs):
 class FakeWebsite:
     """The Acme help site described in the module docstring, on 127.0.0.1 and a random port.
 
-    ``ssl_context``: serve HTTPS with this server context (see ``tests.fakes.tls``).
+    ``ssl_context``: serve HTTPS with this server context (see ``support.fakes.tls``).
     ``extra_pages``: ``{path: html}`` added to (or replacing) the built-in pages, served as-is.
     """
 

@@ -1,13 +1,9 @@
-"""Fixtures for knowledge, assistant and jobs tests: a tenant with a chatbot, app/jobs pools,
-and the local embedding model loaded once per test session."""
+"""Knowledge, assistant and jobs tests: a tenant with a chatbot arranged as the superuser, its
+app/jobs pools, the retrieval corpus. The directories' conftest.py pick `tenant` and
+`no_ambient_embedder` from here; the local model is `support.embedder`."""
 from __future__ import annotations
 
-import asyncio
-import json
 import os
-import subprocess
-import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -15,56 +11,8 @@ import pytest
 
 from pyapp.db import Actor, create_pool, tenant_tx
 
-CORPUS = Path(__file__).parent / "corpus"
-ROOT = Path(__file__).resolve().parent.parent.parent
-
-
-_EMBED_SERVER = """
-import json, sys
-from pyapp.providers.embeddings import LocalMiniLMEmbedder
-model = LocalMiniLMEmbedder()
-model._encode(["warm up"])
-print(json.dumps({"model": model.model}), flush=True)
-for line in sys.stdin:
-    print(json.dumps(model._encode(json.loads(line))), flush=True)
-"""
-
-
-class SubprocessEmbedder:
-    """The local MiniLM embedder (providers' LocalMiniLMEmbedder) in a child process.
-
-    The model loads once per test session, and torch never enters the pytest process, so
-    tests elsewhere that time a cold first model load are unaffected by test order."""
-
-    def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", _EMBED_SERVER], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True, cwd=ROOT)
-        self.model = json.loads(self.proc.stdout.readline())["model"]
-        self.lock = threading.Lock()
-
-    def _call(self, texts: list[str]) -> list[list[float]]:
-        with self.lock:
-            self.proc.stdin.write(json.dumps(texts) + "\n")
-            self.proc.stdin.flush()
-            return json.loads(self.proc.stdout.readline())
-
-    async def embed(self, texts):
-        return await asyncio.to_thread(self._call, list(texts))
-
-    async def embed_queries(self, texts):
-        return await self.embed(texts)
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait(10)
-
-
-@pytest.fixture(scope="session")
-def local_embedder():
-    """all-MiniLM-L6-v2 from the package, loaded once per test session (in a child process)."""
-    embedder = SubprocessEmbedder()
-    yield embedder
-    embedder.close()
+ROOT = Path(__file__).resolve().parents[2]
+CORPUS = ROOT / "tests" / "knowledge" / "corpus"
 
 
 class Tenant:

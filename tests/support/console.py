@@ -1,9 +1,12 @@
-"""Console test helpers (imported as `console_helpers`; fixtures live in conftest.py)."""
+"""Console tests: a cookie-keeping client for /console, visitors, chatbots, seeded analytics."""
 from __future__ import annotations
 
 import re
 
 import aiohttp
+import pytest
+
+from support.browser import SCREENSHOTS  # noqa: F401 (the console tests' screenshots go there too)
 
 CSRF_RE = re.compile(r'name="_csrf" value="([^"]+)"')
 
@@ -121,9 +124,6 @@ class Visitor:
 
 # ---- browser (Playwright with Debian chromium; never `playwright install`) -----------------
 
-SCREENSHOTS = __import__("pathlib").Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-
-
 def browser_sign_in(page, base_url: str, email: str, password: str, next_path: str = "/console/inbox") -> None:
     page.goto(f"{base_url}/console/sign-in?next={next_path}")
     page.fill("#f-email", email)
@@ -193,3 +193,18 @@ async def seed_analytics(conn, tenant_id, chatbot_id) -> dict:
                 if value == "down":
                     down_conv = conv
     return {"down_conversation": down_conv}
+
+
+@pytest.fixture
+async def console_client(server):
+    """`make()` -> a new ConsoleClient on the test's server; all are closed after the test."""
+    clients = []
+
+    def make():
+        client = ConsoleClient(server.base_url)
+        clients.append(client)
+        return client
+
+    yield make
+    for c in clients:
+        await c.close()

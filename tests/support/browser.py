@@ -1,7 +1,11 @@
 """Browser fixtures (Playwright sync API, Debian's chromium, headless) and the widget helper.
 
-Fixtures
-- `browser`: one chromium per test module (`/usr/bin/chromium`, or $PARLEY_CHROMIUM).
+Fixtures (the one browser of the suite; every directory uses these)
+- `browser`: chromium (`/usr/bin/chromium`, or $PARLEY_CHROMIUM), launched when a test first
+  needs it and kept while the tests that follow need it too: it is closed as soon as the next
+  test does not use it. While a sync Playwright is alive its event loop counts as "running" in
+  this thread, which breaks pytest-asyncio tests and later `sync_playwright()` starts, so no
+  other test may ever run beside it; a run of browser tests (a module, a directory) shares one.
 - `context`: a fresh browser context per test (no shared storage). Options per test with
   `@pytest.mark.browser_context(locale="de-DE", viewport={"width": 375, "height": 700})`.
 - `page`: a page in that context; uncaught page errors are collected in `page.parley_errors`,
@@ -9,35 +13,35 @@ Fixtures
 - `widget_page`: `visit(base_url, path="/demo")` (or `visit(full_url)`) opens a page that embeds
   the widget, waits until its launcher is shown, and returns a `WidgetPage` driver.
 
+- `widget_build`: widget/dist/widget.js, (re)built once per run when older than its sources.
+
 The sync API runs in the test's thread; servers under test run in their own threads
-(`tests/conftest.py: server_thread`, `tests/widget/protocol_double.py`), so any base URL works:
+(`support.server: server_thread`, `support.fakes.protocol_double`), so any base URL works:
 
     def test_e2e(server_thread, widget_page):
         w = widget_page(server_thread.base_url, "/demo")
         w.open(); w.send("What are your opening hours?")
         w.expect_bubble("bot", "open")
-
-Other directories reuse these with `from browser.conftest import *` in their conftest.py
-(`tests/` is on pythonpath).
 """
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+WIDGET = ROOT / "widget"
+AXE = WIDGET / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 HOST = "parley-chat"  # the widget's shadow host element
-
-__all__ = ["browser", "context", "page", "widget_page", "WidgetPage", "screenshot", "pytest_configure",
-           "CHROMIUM", "CHROMIUM_ARGS", "HOST"]
-
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "browser_context(**options): options for the test's browser context")
@@ -52,19 +56,52 @@ def screenshot(page, name: str, **kwargs) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def browser():
-    """Module-scoped on purpose: while a sync Playwright is alive its event loop counts as
-    "running" in this thread, which breaks pytest-asyncio tests (and other sync_playwright()
-    starts) in later modules. A module's last test closes it."""
-    from playwright.sync_api import sync_playwright
+class _Chromium:
+    """The suite's one chromium, started on first use and closed by `pytest_runtest_teardown`."""
 
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"chromium not found at {CHROMIUM} (scripts/setup.sh --test installs it)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+    def __init__(self):
+        self.playwright = None
+        self.browser = None
+
+    def get(self):
+        if self.browser is None:
+            from playwright.sync_api import sync_playwright
+
+            if not Path(CHROMIUM).exists():
+                pytest.fail(f"chromium not found at {CHROMIUM} (scripts/setup.sh --test installs it)")
+            self.playwright = sync_playwright().start()
+            self.browser = self.playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                          args=CHROMIUM_ARGS)
+        return self.browser
+
+    def close(self):
+        if self.browser is not None:
+            try:
+                self.browser.close()
+            finally:
+                self.browser = None
+                self.playwright.stop()
+                self.playwright = None
+
+
+_CHROMIUM = _Chromium()
+
+
+@pytest.fixture
+def browser():
+    """The shared chromium (see the module docstring for its lifetime)."""
+    return _CHROMIUM.get()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item, nextitem):
+    # After the test's own fixtures are torn down: stop Playwright unless the next test uses it.
+    if nextitem is None or "browser" not in nextitem.fixturenames:
+        _CHROMIUM.close()
+
+
+def pytest_sessionfinish(session):
+    _CHROMIUM.close()
 
 
 @pytest.fixture
@@ -176,3 +213,34 @@ def widget_page(page):
         return w.wait_ready() if wait else w
 
     return visit
+
+
+def wait_for(page, predicate, timeout: float = 5.0, what: str = "condition"):
+    """Poll a Python predicate while letting Playwright dispatch events."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        out = predicate()
+        if out:
+            return out
+        page.wait_for_timeout(25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def build_widget() -> Path:
+    """widget/dist/widget.js, (re)built when missing or older than its sources."""
+    out = WIDGET / "dist" / "widget.js"
+    sources = [WIDGET / "build.mjs", WIDGET / "package.json", *(WIDGET / "src").rglob("*")]
+    newest = max(p.stat().st_mtime for p in sources if p.is_file())
+    if out.exists() and out.stat().st_mtime >= newest and AXE.exists():
+        return out
+    npm = shutil.which("npm")
+    assert npm, "npm is needed to build the widget"
+    if not (WIDGET / "node_modules" / "esbuild").exists() or not AXE.exists():
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=WIDGET, check=True)
+    subprocess.run([npm, "run", "--silent", "build"], cwd=WIDGET, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def widget_build() -> Path:
+    return build_widget()
