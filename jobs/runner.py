@@ -1,8 +1,9 @@
 """`parley jobs`: run due scheduled SQL jobs and drain the embedding queue, as parley_jobs.
 
-Scheduled jobs are claimed from parley.job_schedules one at a time (FOR UPDATE SKIP LOCKED,
-next_run_at moved forward in the claiming statement), so any number of jobs processes can
-run side by side and none runs a job twice. Rows marked `external` are left to pg_cron.
+At start it registers the jobs of jobs/scheduled/ in parley.job_schedules; then it claims
+due jobs from there one at a time (FOR UPDATE SKIP LOCKED, next_run_at moved forward in the
+claiming statement), so any number of jobs processes can run side by side and none runs a
+job twice. Rows marked `external` are left to pg_cron.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import time
 
 import asyncpg
 
-from jobs.schedule import JOBS, disabled_jobs, run_job
+from jobs.schedule import JOBS, disabled_jobs, register, run_job
 from pyapp.db import create_pool
 
 log = logging.getLogger("parley.jobs")
@@ -28,7 +29,8 @@ def worker_name() -> str:
 
 
 async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: list[str] | None = None) -> list[str]:
-    """Claim and run every due job (one at a time); returns the names run."""
+    """Claim and run every due job (one at a time); returns the names run. The jobs must be
+    registered (`jobs.schedule.register`) first."""
     worker = worker or worker_name()
     skip = disabled_jobs()
     names = [n for n in (only or JOBS) if n not in skip]
@@ -77,6 +79,7 @@ async def main(settings, once: bool = False) -> int:
     worker = worker_name()
     log.info("jobs process %s started", worker)
     try:
+        await register(pool)
         while not stop.is_set():
             ran = await run_due_jobs(pool, worker)
             _touch_heartbeat()

@@ -1,18 +1,26 @@
-"""The scheduled jobs: each is one SQL function, run once globally or once per tenant.
+"""The scheduled jobs: one module per job in `jobs/scheduled/`, found here.
 
-The schedule itself (how often, enabled, run by pg_cron instead) lives in the table
-parley.job_schedules (seeded by sql/63_jobs.sql); this module says what each name does.
-Per-tenant jobs run inside a `system` tenant transaction, so RLS scopes every statement.
+A job module's name is the job's name, and its `JOB` says everything else once: how often it
+runs, whether once globally or once per tenant, and the SQL it runs. The jobs process writes
+names and intervals into parley.job_schedules (`register`, through parley.register_jobs) before
+it claims anything; the table keeps only what operators set (enabled, external = run by pg_cron)
+and the run history. Per-tenant jobs run inside a `system` tenant transaction, so RLS scopes
+every statement.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-from dataclasses import dataclass
-from typing import Awaitable, Callable
+import pkgutil
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from types import ModuleType
+from typing import Callable
 
 import asyncpg
 
+import jobs.scheduled
 from pyapp.db import Actor, tenant_tx
 
 log = logging.getLogger("parley.jobs")
@@ -20,33 +28,40 @@ log = logging.getLogger("parley.jobs")
 
 @dataclass(frozen=True)
 class Job:
-    name: str
+    every: timedelta
     per_tenant: bool
-    run: Callable[[asyncpg.Connection], Awaitable[object]]
+    sql: str  # one statement calling one parley function; $1.. come from `args`
+    # The statement's arguments, read when the job runs; None skips this run (nothing to do).
+    args: Callable[[], tuple | None] = tuple
+    name: str = ""  # set by discovery: the module's name
+
+    async def run(self, conn: asyncpg.Connection):
+        args = self.args()
+        if args is None:
+            return 0
+        return await conn.fetchval(self.sql, *args)
 
 
-def _embedding_model() -> str:
-    from pyapp.knowledge.ingest import embedding_model_name
+def discover(package: ModuleType = jobs.scheduled) -> dict[str, Job]:
+    """Every `JOB` of the package's modules (jobs/scheduled/), by module name."""
+    found: dict[str, Job] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        job = getattr(module, "JOB", None)
+        if not isinstance(job, Job):
+            raise TypeError(f"{module.__name__} declares no JOB = Job(...)")
+        found[info.name] = replace(job, name=info.name)
+    return dict(sorted(found.items()))
 
-    return embedding_model_name()
+
+JOBS: dict[str, Job] = discover()
 
 
-async def _stale_embeddings(conn: asyncpg.Connection):
-    model = _embedding_model()
-    if not model:
-        return 0
-    return await conn.fetchval("SELECT parley.enqueue_stale_embeddings($1)", model)
-
-
-JOBS: dict[str, Job] = {job.name: job for job in (
-    Job("close_idle_conversations", True, lambda c: c.fetchval("SELECT parley.close_idle_conversations()")),
-    Job("prune_rate_counters", True, lambda c: c.fetchval("SELECT parley.prune_rate_counters()")),
-    Job("rollup_daily_stats", True, lambda c: c.fetchval("SELECT parley.rollup_daily_stats()")),
-    Job("retention", True, lambda c: c.fetchval("SELECT parley.apply_retention()")),
-    Job("maintain_partitions", False, lambda c: c.fetchval("SELECT parley.maintain_partitions()")),
-    Job("enqueue_stale_embeddings", True, _stale_embeddings),
-    Job("compact_usage", True, lambda c: c.fetchval("SELECT parley.compact_usage()")),
-)}
+async def register(pool: asyncpg.Pool, jobs: dict[str, Job] | None = None) -> None:
+    """Write the registry's names and intervals into parley.job_schedules (idempotent)."""
+    jobs = JOBS if jobs is None else jobs
+    await pool.execute("SELECT parley.register_jobs($1::text[], $2::interval[])",
+                       list(jobs), [job.every for job in jobs.values()])
 
 
 async def tenant_ids(pool: asyncpg.Pool) -> list:

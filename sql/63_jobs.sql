@@ -1,5 +1,5 @@
--- Jobs: the schedule the jobs process claims from (jobs/), and the one cross-tenant list it
--- needs to run per-tenant jobs.
+-- Jobs: the schedule the jobs process registers (from jobs/scheduled/) and claims from, and the
+-- one cross-tenant list it needs to run per-tenant jobs.
 
 CREATE OR REPLACE FUNCTION parley.job_tenant_ids() RETURNS SETOF uuid
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
@@ -12,15 +12,36 @@ GRANT EXECUTE ON FUNCTION parley.job_tenant_ids() TO parley_jobs;
 
 -- Schedule ----------------------------------------------------------------------------
 
-INSERT INTO parley.job_schedules (name, every) VALUES
-  ('close_idle_conversations', interval '1 minute'),
-  ('prune_rate_counters',      interval '5 minutes'),
-  ('rollup_daily_stats',       interval '10 minutes'),
-  ('retention',                interval '1 hour'),
-  ('maintain_partitions',      interval '1 day'),
-  ('enqueue_stale_embeddings', interval '1 hour'),
-  ('compact_usage',            interval '1 day')
-ON CONFLICT (name) DO UPDATE SET every = EXCLUDED.every;
+-- The jobs are declared in Python, one module each (jobs/scheduled/): name, interval, SQL.
+-- The jobs process registers them here before it claims anything; the rows keep what only
+-- operators set (enabled, external) and the run history.
+CREATE OR REPLACE FUNCTION parley.register_jobs(p_names text[], p_every interval[])
+RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_added int;
+  v_changed int;
+BEGIN
+  IF cardinality(p_names) IS DISTINCT FROM cardinality(p_every) THEN
+    PERFORM parley.raise_error(422, 'invalid_jobs', 'One interval per job name.');
+  END IF;
+  -- Written only when something changed: runners start often, the rows rarely change.
+  INSERT INTO parley.job_schedules (name, every)
+  SELECT j.name, j.every FROM unnest(p_names, p_every) AS j(name, every)
+   WHERE NOT EXISTS (SELECT 1 FROM parley.job_schedules s WHERE s.name = j.name)
+  ON CONFLICT (name) DO NOTHING;
+  GET DIAGNOSTICS v_added = ROW_COUNT;
+  UPDATE parley.job_schedules s SET every = j.every
+    FROM unnest(p_names, p_every) AS j(name, every)
+   WHERE s.name = j.name AND s.every IS DISTINCT FROM j.every;
+  GET DIAGNOSTICS v_changed = ROW_COUNT;
+  RETURN v_added + v_changed;
+END $$;
+COMMENT ON FUNCTION parley.register_jobs(text[], interval[]) IS
+  'Jobs process, at start: make parley.job_schedules hold one row per declared job (name, interval) from the Python registry (jobs/scheduled/); new rows are due at once, existing rows keep enabled, external, next_run_at and history. Rows of jobs no longer declared are left alone (an older runner may still be running them during a deploy) and never claimed by a newer one. Returns the rows added or changed.';
+REVOKE ALL ON FUNCTION parley.register_jobs(text[], interval[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.register_jobs(text[], interval[]) TO parley_jobs;
 
 REVOKE ALL ON parley.job_schedules FROM parley_app;
 GRANT SELECT, UPDATE (next_run_at, claimed_by, last_started_at, last_finished_at, last_status, last_result, runs)

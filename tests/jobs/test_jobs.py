@@ -23,6 +23,8 @@ async def _conversation(owner_conn, tenant, *, status="bot", idle="2 hours", clo
 
 
 async def _make_due(owner_conn, *names):
+    """Register the jobs as the jobs process does at start, then make these due now."""
+    await schedule.register(owner_conn)
     await owner_conn.execute("UPDATE parley.job_schedules SET next_run_at = now() - interval '1 second'"
                              " WHERE name = ANY ($1)", list(names))
 
@@ -64,13 +66,10 @@ async def test_partitions_rollup_and_usage_compaction(settings, owner_conn, tena
 
 async def test_two_runners_never_run_a_job_twice(settings, owner_conn, tenant, monkeypatch):
     calls = []
-
-    async def slow(conn):
-        calls.append(1)
-        await asyncio.sleep(0.2)
-        return 0
-
-    monkeypatch.setitem(schedule.JOBS, "rollup_daily_stats", schedule.Job("rollup_daily_stats", False, slow))
+    # The job's own statement holds it for a moment, so the second runner claims while it runs.
+    slow = schedule.Job(every=schedule.JOBS["rollup_daily_stats"].every, per_tenant=False,
+                        sql="SELECT pg_sleep(0.2)::text", args=lambda: calls.append(1) or (), name="rollup_daily_stats")
+    monkeypatch.setitem(schedule.JOBS, "rollup_daily_stats", slow)
     await _make_due(owner_conn, "rollup_daily_stats")
     pool_a = await create_pool(settings.jobs_url, min_size=1, max_size=2)
     pool_b = await create_pool(settings.jobs_url, min_size=1, max_size=2)
