@@ -66,9 +66,11 @@ def _touch_heartbeat() -> None:
 
 async def main(settings, once: bool = False) -> int:
     """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code."""
+    from jobs.outbox import OutboxDrainer
     from pyapp.knowledge.ingest import drain_embeddings
 
     pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
+    outbox_pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -78,6 +80,8 @@ async def main(settings, once: bool = False) -> int:
             pass
     worker = worker_name()
     log.info("jobs process %s started", worker)
+    drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url)
+    outbox_task = None if once else asyncio.create_task(drainer.run(stop))
     try:
         await register(pool)
         while not stop.is_set():
@@ -86,6 +90,7 @@ async def main(settings, once: bool = False) -> int:
             embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
                                               max_batches=1_000_000 if once else 50)
             if once:
+                await drainer.drain()
                 break
             if not ran and not embedded:
                 try:
@@ -93,5 +98,10 @@ async def main(settings, once: bool = False) -> int:
                 except TimeoutError:
                     pass
     finally:
+        stop.set()
+        if outbox_task is not None:
+            await asyncio.gather(outbox_task, return_exceptions=True)
+        await drainer.close()
+        await outbox_pool.close()
         await pool.close()
     return 0

@@ -39,6 +39,7 @@ SURFACES: list[str] = [
     "pyapp.assistant.responder",
     "pyapp.feedback",
     "pyapp.analytics",
+    "pyapp.outbox.routes",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

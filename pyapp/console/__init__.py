@@ -38,6 +38,7 @@ def setup(app: aioweb.Application) -> None:
         onboarding,
         team,
     )
+    from pyapp.outbox import console as _outbox  # noqa: F401
 
     seen: set[tuple[str, str]] = set()
     for method, path, handler in ROUTES:

@@ -26,7 +26,6 @@ from pyapp.console import session as sess
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
-from pyapp.inputs import parse_json
 
 log = logging.getLogger("parley.console")
 
@@ -304,14 +303,14 @@ async def _read_form(ctx: Ctx) -> None:
     request = ctx.request
     ctype = request.content_type
     if ctype == "application/json":
-        data = parse_json(await request.read())
+        try:
+            data = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
         ctx.form = data if isinstance(data, dict) else {}
         return
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        try:
-            post = await request.post()
-        except (ValueError, AssertionError):  # multipart without a (valid) boundary
-            raise ApiError(400, "invalid_form", "The form body is malformed.") from None
+        post = await request.post()
         form: dict = {}
         for key, value in post.items():
             if isinstance(value, web.FileField):

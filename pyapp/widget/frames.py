@@ -5,8 +5,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pyapp.inputs import INT64_MAX
-
 
 def _clean_text(value: str | None) -> str | None:
     if value is None:
@@ -32,7 +30,7 @@ class _Frame(BaseModel):
 class HelloFrame(_Frame):
     type: Literal["hello"]
     token: str = Field(min_length=10, max_length=4096)
-    last_seen_id: int = Field(default=0, ge=0, le=INT64_MAX)
+    last_seen_id: int = Field(default=0, ge=0)
 
 
 class MessageFrame(_Frame):
@@ -55,7 +53,7 @@ class TypingFrame(_Frame):
 
 class ReadFrame(_Frame):
     type: Literal["read"]
-    message_id: int = Field(ge=1, le=INT64_MAX)
+    message_id: int = Field(ge=1)
 
 
 class HumanFrame(_Frame):
@@ -72,7 +70,7 @@ class LeadFrame(_Frame):
 
 class FeedbackFrame(_Frame):
     type: Literal["feedback"]
-    message_id: int = Field(ge=1, le=INT64_MAX)
+    message_id: int = Field(ge=1)
     value: Literal["up", "down"]
     comment: str = Field(default="", max_length=2000)
 

@@ -1,0 +1,216 @@
+"""Outbox benchmark: deliveries drained to a local webhook sink.
+
+    python bench/outbox.py [--quick] [--events N] [--destinations D] [--rate R] [--seconds S]
+
+Uses DATABASE_URL when set, else the embedded PostgreSQL (./.parley); creates its own database
+(bench/chat_flow.py's prepare_database) and drops it afterwards. The sink is an aiohttp server
+in a child process that answers 200 and notes when each webhook-id arrived.
+
+* Throughput: N events are written as the server writes them (parley.emit_event in a tenant
+  transaction), each enqueuing one delivery per subscribed destination through the events
+  trigger; then one drainer (jobs/outbox.py, as parley_jobs) sends the backlog. outbox_per_s =
+  deliveries ÷ time from the drainer's start to the last one recorded as delivered.
+* Latency: events at R deliveries/s for S seconds while the drainer runs (LISTEN wake-ups and
+  polling as in `parley jobs`); enqueue-to-send = the sink's arrival time − the delivery's
+  created_at (its transaction's start).
+* Afterwards: the outbox's size and dead tuples (autovacuum has to keep up with one UPDATE per
+  delivery), and the enqueue cost: the same events with no destination subscribed and with D.
+
+Last line: `outbox_per_s=N p99_enqueue_to_send_ms=N`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import asyncpg
+
+SINK = r"""
+import asyncio, json, sys, time
+from aiohttp import web
+seen = {}
+async def hook(request):
+    await request.read()
+    seen.setdefault(request.headers.get("webhook-id", ""), time.time())
+    return web.Response(text="ok")
+async def stats(request):
+    return web.json_response(seen)
+async def main():
+    app = web.Application()
+    app.router.add_post("/hook/{n}", hook)
+    app.router.add_get("/stats", stats)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
+    await site.start()
+    print(site._server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+
+
+async def emit(pool, tenant, conv, n, per_tx=50):
+    from pyapp.db import Actor, tenant_tx
+    done = 0
+    while done < n:
+        k = min(per_tx, n - done)
+        async with tenant_tx(pool, Actor(tenant_id=tenant, kind="service", actor_id="bench")) as conn:
+            await conn.execute("SELECT parley.emit_event('message_added', $1, NULL, '{}') FROM generate_series(1, $2)",
+                               conv, k)
+        done += k
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of a process in seconds (/proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+async def pg_cpu(owner) -> float:
+    """CPU seconds of every PostgreSQL process so far (postmaster's children, via /proc)."""
+    pids = [r[0] for r in await owner.fetch("SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL")]
+    return sum(proc_cpu(p) for p in pids)
+
+
+async def enqueue_cost(pool, tenant, conv, n) -> float:
+    """µs of wall time per event written (no drainer running)."""
+    t = time.perf_counter()
+    await emit(pool, tenant, conv, n)
+    return (time.perf_counter() - t) / n * 1e6
+
+
+async def run(args) -> None:
+    from chat_flow import drop_database, prepare_database
+
+    from jobs.outbox import OutboxDrainer
+    from pyapp.db import create_pool
+    from pyapp.outbox.senders import Destination  # noqa: F401  (import check)
+    from pyapp.webhooks.sender import WebhookSender
+
+    settings, maint, dbname = prepare_database()
+    sink = subprocess.Popen([sys.executable, "-c", SINK], stdout=subprocess.PIPE, text=True)
+    port = int(sink.stdout.readline())
+    owner = await asyncpg.connect(settings.admin_url)
+    app_pool = await create_pool(settings.app_url, min_size=2, max_size=4)
+    jobs_pool = await create_pool(settings.jobs_url, min_size=2, max_size=8)
+    try:
+        tenant = await owner.fetchval("INSERT INTO parley.tenants (slug, name) VALUES ('bench', 'Bench') RETURNING id")
+        bot = await owner.fetchval("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, 'b') RETURNING id", tenant)
+        conv = await owner.fetchval("INSERT INTO parley.conversations (tenant_id, chatbot_id, visitor_id)"
+                                    " VALUES ($1, $2, gen_random_uuid()) RETURNING id", tenant, bot)
+        cost_none = await enqueue_cost(app_pool, tenant, conv, 2000)
+        for i in range(args.destinations):
+            await owner.execute("INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, event_kinds)"
+                                " VALUES ($1, 'webhook', $2, $3, '{message_added}')", tenant, f"d{i}",
+                                f"http://127.0.0.1:{port}/hook/{i}")
+        cost_some = await enqueue_cost(app_pool, tenant, conv, 2000)
+        await owner.execute("DELETE FROM parley.outbox")  # the cost probe's rows are not part of the run
+        await owner.execute("ANALYZE")
+
+        # Throughput: a backlog.
+        await emit(app_pool, tenant, conv, args.events)
+        total = args.events * args.destinations
+        sender = WebhookSender(allow_hosts=["127.0.0.1"], limit=400)
+        drainer = OutboxDrainer(jobs_pool, "bench", senders={"webhook": sender}, batch=args.batch,
+                                max_destinations=args.destinations)
+        t0, cpu0, sink0 = time.perf_counter(), time.process_time(), proc_cpu(sink.pid)
+        pg0 = await pg_cpu(owner)
+        sent = await drainer.drain(timeout=600)
+        elapsed = time.perf_counter() - t0
+        cpu = (time.process_time() - cpu0) / max(sent, 1) * 1e6
+        sink_cpu = (proc_cpu(sink.pid) - sink0) / max(sent, 1) * 1e6
+        pg = (await pg_cpu(owner) - pg0) / max(sent, 1) * 1e6
+        per_s = sent / elapsed
+        print(f"backlog: {sent:,}/{total:,} deliveries in {elapsed:.2f} s = {per_s:,.0f}/s "
+              f"(batch {args.batch}, {args.destinations} destinations); CPU per delivery: drainer {cpu:.0f} µs, "
+              f"PostgreSQL {pg:.0f} µs, sink {sink_cpu:.0f} µs; load average {os.getloadavg()[0]:.1f}", flush=True)
+
+        # Latency: paced, drainer woken by NOTIFY and polling.
+        stop = asyncio.Event()
+        drainer2 = OutboxDrainer(jobs_pool, "bench-live", senders={"webhook": sender}, batch=args.batch,
+                                 max_destinations=args.destinations, listen_dsn=settings.jobs_url)
+        task = asyncio.create_task(drainer2.run(stop))
+        await asyncio.sleep(0.5)
+        start_id = await owner.fetchval("SELECT coalesce(max(id), 0) FROM parley.outbox")
+        events_per_tick = max(1, round(args.rate / args.destinations / 50))
+        t_end = time.perf_counter() + args.seconds
+        next_tick = time.perf_counter()
+        while time.perf_counter() < t_end:
+            await emit(app_pool, tenant, conv, events_per_tick, per_tx=events_per_tick)
+            next_tick += 0.02
+            await asyncio.sleep(max(0, next_tick - time.perf_counter()))
+        async with asyncio.timeout(120):
+            while await owner.fetchval("SELECT count(*) FROM parley.outbox WHERE status = 'pending'"):
+                await asyncio.sleep(0.2)
+        stop.set()
+        await task
+        await sender.close()
+        import aiohttp
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/stats") as r:
+                seen = await r.json()
+        rows = await owner.fetch("SELECT delivery_key, extract(epoch FROM created_at) AS t FROM parley.outbox"
+                                 " WHERE id > $1", start_id)
+        lat = [(seen[f"msg_{r['delivery_key'].hex}"] - float(r["t"])) * 1000 for r in rows
+               if f"msg_{r['delivery_key'].hex}" in seen]
+        live = len(rows)
+        print(f"paced: {live:,} deliveries at {live / args.seconds:,.0f}/s offered; enqueue→send "
+              f"p50 {pct(lat, 50):.1f} ms, p99 {pct(lat, 99):.1f} ms, max {max(lat):.1f} ms", flush=True)
+
+        stats = await owner.fetchrow(
+            "SELECT sum(n_live_tup) AS live, sum(n_dead_tup) AS dead, sum(n_tup_upd) AS upd,"
+            "       sum(n_tup_hot_upd) AS hot, sum(autovacuum_count) AS av"
+            "  FROM pg_stat_user_tables WHERE relname LIKE 'outbox\\_2%' OR relname = 'outbox_default'")
+        size = await owner.fetchval("SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c"
+                                    " JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'parley.outbox'::regclass")
+        attempts = await owner.fetchval("SELECT count(*) FROM parley.outbox_attempts")
+        print(f"outbox after: {stats['live']} live / {stats['dead']} dead tuples, {size} with indexes, "
+              f"{stats['upd']} updates ({stats['hot']} HOT), autovacuum runs {stats['av']}; {attempts} attempts rows",
+              flush=True)
+        print(f"enqueue cost per event: {cost_none:.0f} µs with no destination, {cost_some:.0f} µs with "
+              f"{args.destinations} (50 events per transaction)", flush=True)
+        print(f"outbox_per_s={per_s:.0f} p99_enqueue_to_send_ms={pct(lat, 99):.1f}", flush=True)
+    finally:
+        await app_pool.close()
+        await jobs_pool.close()
+        await owner.close()
+        sink.kill()
+        await drop_database(maint, dbname)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run (< 2 min)")
+    parser.add_argument("--events", type=int)
+    parser.add_argument("--destinations", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--rate", type=float, default=1000.0, help="deliveries/s offered in the paced run")
+    parser.add_argument("--seconds", type=float)
+    args = parser.parse_args()
+    args.events = args.events or (5_000 if args.quick else 25_000)
+    args.seconds = args.seconds or (10 if args.quick else 30)
+    os.environ.setdefault("PARLEY_FETCH_ALLOW_HOSTS", "127.0.0.1")
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()

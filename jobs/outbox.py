@@ -1,0 +1,218 @@
+"""Drain the outbox: lease destinations, send their deliveries, record every attempt.
+
+Many drainers (tasks in one process, or several `parley jobs` processes) run side by side:
+parley.lease_outbox_destinations hands each destination to one worker at a time (a lease that
+expires if the worker dies), so a destination's deliveries keep their order. Sends happen
+outside any transaction; results are recorded in one statement per batch. NOTIFY on
+`parley_events` / `parley_outbox` only wakes the loop early: it polls every POLL_S anyway.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+
+import asyncpg
+
+from pyapp.db import Actor, tenant_tx
+from pyapp.outbox.registry import default_senders
+from pyapp.outbox.senders import Delivery, Destination, Result, Sender
+
+log = logging.getLogger("parley.jobs.outbox")
+
+CHANNELS = ("parley_events", "parley_outbox")
+POLL_S = 1.0
+LEASE_S = int(os.environ.get("PARLEY_OUTBOX_LEASE_S", "30"))  # a dead drainer's destinations wait this long
+BATCH = 100
+MAX_DESTINATIONS = 16        # destinations worked on at once per drainer
+SEND_CONCURRENCY = 32        # sends in flight per unordered destination
+
+_DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
+                    FROM parley.outbox_destinations d WHERE d.id = $1"""
+_TAKE = "SELECT * FROM parley.take_outbox_batch($1, $2, $3, $4)"
+_RECORD = "SELECT parley.record_outbox_results($1, $2, $3)"
+
+
+class OutboxDrainer:
+    def __init__(self, pool: asyncpg.Pool, worker: str, *, senders: dict[str, Sender] | None = None,
+                 listen_dsn: str | None = None, lease_s: int = LEASE_S, batch: int = BATCH,
+                 max_destinations: int = MAX_DESTINATIONS, poll_s: float = POLL_S):
+        self.pool = pool
+        self.worker = worker
+        self.senders = senders if senders is not None else default_senders()
+        self.listen_dsn = listen_dsn
+        self.lease_s = lease_s
+        self.batch = batch
+        self.max_destinations = max_destinations
+        self.poll_s = poll_s
+        self.wake = asyncio.Event()
+        self.active: dict[object, asyncio.Task] = {}
+        self.sent = 0
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Drain until stop is set."""
+        listener = asyncio.create_task(self._listen(stop)) if self.listen_dsn else None
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    leased = await self.lease_more()
+                    failures = 0
+                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+                    # The database restarting or away: keep trying, what is pending stays in its table.
+                    failures += 1
+                    log.warning("outbox lease failed (%s); retrying", exc)
+                    await _wait(stop, min(0.2 * 2 ** failures, 5))
+                    continue
+                if not leased:
+                    self.wake.clear()
+                    waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+                    await asyncio.wait(waiters + list(self.active.values()), timeout=self.poll_s,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    for w in waiters:
+                        w.cancel()
+        finally:
+            if listener:
+                listener.cancel()
+            for task in list(self.active.values()):
+                task.cancel()
+            await asyncio.gather(*self.active.values(), return_exceptions=True)
+
+    async def drain(self, timeout: float = 60.0) -> int:
+        """Send everything that is ready now (tests, `parley jobs --once`); returns deliveries sent."""
+        before = self.sent
+        async with asyncio.timeout(timeout):
+            while True:
+                leased = await self.lease_more()
+                if not leased and not self.active:
+                    return self.sent - before
+                if self.active:
+                    await asyncio.wait(list(self.active.values()), return_when=asyncio.FIRST_COMPLETED)
+
+    async def lease_more(self) -> int:
+        room = self.max_destinations - len(self.active)
+        if room <= 0:
+            return 0
+        rows = await self.pool.fetch("SELECT * FROM parley.lease_outbox_destinations($1, $2, $3)",
+                                     self.worker, room, self.lease_s)
+        for row in rows:
+            key = (row["tenant_id"], row["destination_id"])
+            task = asyncio.create_task(self._work(row["tenant_id"], row["destination_id"]))
+            self.active[key] = task
+            task.add_done_callback(lambda _t, key=key: self.active.pop(key, None))
+        return len(rows)
+
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """One LISTEN connection outside the pool; reconnects; a missed notice only delays."""
+        backoff = 0.5
+        while not stop.is_set():
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.listen_dsn)
+                for channel in CHANNELS:
+                    await conn.add_listener(channel, lambda *_a: self.wake.set())
+                backoff = 0.5
+                while not stop.is_set():
+                    await asyncio.sleep(10)
+                    await conn.fetchval("SELECT 1")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the poll keeps draining meanwhile
+                log.warning("outbox listener: %s", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10)
+            finally:
+                if conn is not None:
+                    await conn.close(timeout=2)
+
+    # -- one destination -----------------------------------------------------------------
+
+    def _tx(self, tenant_id):
+        return tenant_tx(self.pool, Actor(tenant_id=tenant_id, kind="system", actor_id=self.worker))
+
+    async def _work(self, tenant_id, destination_id) -> None:
+        try:
+            deadline = time.monotonic() + self.lease_s * 0.8
+            while time.monotonic() < deadline:
+                async with self._tx(tenant_id) as conn:
+                    dest_row = await conn.fetchrow(_DESTINATION, destination_id)
+                    rows = await conn.fetch(_TAKE, destination_id, self.worker, self.batch, self.lease_s)
+                    destination = await self._destination(conn, dest_row) if dest_row and rows else None
+                if not rows or destination is None:
+                    return
+                deliveries = [Delivery(id=r["id"], created_at=r["created_at"], delivery_key=r["delivery_key"],
+                                       kind=r["kind"], payload=r["payload"], attempts=r["attempts"]) for r in rows]
+                results = await self._send(destination, deliveries)
+                async with self._tx(tenant_id) as conn:
+                    await conn.fetchval(_RECORD, destination_id, self.worker,
+                                        [res.record(d) for d, res in results])
+                self.sent += sum(1 for _d, res in results if res.outcome == "delivered")
+                if len(results) < len(deliveries) or any(res.outcome != "delivered" for _d, res in results):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("outbox: destination %s of tenant %s", destination_id, tenant_id)
+        finally:
+            try:
+                async with self._tx(tenant_id) as conn:
+                    await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id,
+                                       self.worker)
+            except Exception as exc:  # the lease expires by itself
+                log.warning("outbox: release of %s failed: %s", destination_id, exc)
+
+    async def _destination(self, conn, row) -> Destination:
+        return Destination(id=row["id"], kind=row["kind"], target=row["target"], config=row["config"],
+                           ordered=row["ordered"], secrets=tuple(await load_secrets(conn, row)))
+
+    async def _send(self, destination: Destination, deliveries: list[Delivery]) -> list[tuple[Delivery, Result]]:
+        sender = self.senders.get(destination.kind)
+        if sender is None:
+            return [(d, Result("retry", error=f"no adapter for {destination.kind!r} in this process"))
+                    for d in deliveries]
+        if destination.ordered:
+            done = []
+            for d in deliveries:  # one at a time, stop at the first that did not get through
+                res = await _safe_send(sender, destination, d)
+                done.append((d, res))
+                if res.outcome != "delivered":
+                    break
+            return done
+        gate = asyncio.Semaphore(SEND_CONCURRENCY)
+
+        async def one(d):
+            async with gate:
+                return d, await _safe_send(sender, destination, d)
+        return list(await asyncio.gather(*(one(d) for d in deliveries)))
+
+    async def close(self) -> None:
+        for sender in self.senders.values():
+            await sender.close()
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+async def _safe_send(sender: Sender, destination: Destination, delivery: Delivery) -> Result:
+    try:
+        return await sender.send(destination, delivery)
+    except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
+        log.exception("outbox adapter %s", destination.kind)
+        return Result("retry", error=f"adapter error: {type(exc).__name__}"[:1000])
+
+
+async def load_secrets(conn, destination_row) -> list[str]:
+    """Secrets an adapter signs or authenticates with; none for kinds without any."""
+    return []
+
+
+def dumps(value) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -1,0 +1,70 @@
+"""What the drainer hands an adapter, what it gets back, and the adapters by destination kind.
+
+Adapters know nothing about tenants or the database: they get a destination (kind, target,
+config, decrypted secrets) and a delivery (key, kind, payload, attempt), send it, and classify
+the answer. The rules about what happens next (backoff, dead letters, pausing) are in SQL
+(parley.record_outbox_results).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+Outcome = Literal["delivered", "retry", "failed"]
+
+
+@dataclass(frozen=True)
+class Destination:
+    id: UUID
+    kind: str
+    target: str
+    config: dict[str, Any]
+    ordered: bool
+    secrets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    created_at: datetime
+    delivery_key: UUID
+    kind: str
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str | None = None
+    request: dict[str, Any] | None = None
+    response: str | None = None
+    retry_after: float | None = None      # seconds: nothing more goes to this destination before
+    pause_reason: str | None = None       # the destination is gone (bot removed, address refused)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def record(self, delivery: Delivery) -> dict[str, Any]:
+        """The JSON object parley.record_outbox_results takes for this attempt."""
+        return {"id": delivery.id, "created_at": delivery.created_at.isoformat(), "outcome": self.outcome,
+                "status_code": self.status_code, "latency_ms": self.latency_ms, "error": self.error,
+                "request": self.request, "response": self.response, "retry_after": self.retry_after,
+                "pause_reason": self.pause_reason}
+
+
+class Sender(Protocol):
+    async def send(self, destination: Destination, delivery: Delivery) -> Result: ...
+
+    async def close(self) -> None: ...
+
+
+def classify_http(status: int) -> Outcome:
+    """2xx delivered; 429, 408, 3xx (redirects are never followed) and 5xx retried; other 4xx stop."""
+    if 200 <= status < 300:
+        return "delivered"
+    if status in (408, 429) or status < 400 or status >= 500:
+        return "retry"
+    return "failed"

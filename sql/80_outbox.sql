@@ -1,0 +1,612 @@
+-- The outbox: every side effect that leaves Parley (customer webhooks, alerts, channel posts).
+--
+-- Enqueue: an AFTER INSERT trigger on parley.events writes one parley.outbox row per
+-- destination that subscribes to the event's kind, in the event's own transaction, so no code
+-- path can change state without its deliveries being recorded (and a rolled-back change sends
+-- nothing). When the tenant has no subscribed destination it costs one index probe.
+-- Wake-up: the drainers LISTEN on `parley_events` (emit_event's one NOTIFY per transaction,
+-- payload <tenant>:<event>:<conversation>) and `parley_outbox` (payload: tenant id, sent by
+-- replays and deliveries written outside an event); NOTIFY is only a wake-up, they poll too.
+-- Drain (parley_jobs only, see jobs/outbox.py):
+--   1. lease_outbox_destinations(worker, n, seconds) leases destinations, not rows
+--      (FOR NO KEY UPDATE SKIP LOCKED on the destination), so a destination's deliveries are
+--      sent by one worker at a time and an ordered destination keeps its order; a lease that
+--      is not renewed (the worker died) expires and another worker takes over;
+--   2. take_outbox_batch(destination, worker, n) returns up to n ready deliveries in id order,
+--      as many as the destination's token buckets allow;
+--   3. the worker sends them outside any transaction, then record_outbox_results(...) writes
+--      one parley.outbox_attempts row per attempt and moves each delivery on: delivered;
+--      failed (a 4xx other than 429: not retried, shown); retry with exponential backoff and
+--      jitter (or exactly retry_after) until its deadline (created + retry_window, ≥ 72 h),
+--      then dead (the dead-letter queue, replayable).
+-- A crash between send and record sends the delivery again with the same delivery_key
+-- (at-least-once; receivers deduplicate on webhook-id / Idempotency-Key).
+-- Destination health: a retryable failure with no success in its batch holds the destination
+-- until the earliest retry (a 429's retry_after exactly); a destination failing for
+-- pause_after (or whose adapter says it is gone, e.g. a bot removed) is paused with its reason.
+
+SELECT parley.apply_tenant_policies('parley.outbox_destinations');
+SELECT parley.apply_tenant_policies('parley.outbox');
+SELECT parley.apply_tenant_policies('parley.outbox_attempts');
+SELECT parley.apply_tenant_policies('parley.outbox_rate_buckets');
+
+-- Append-only attempts: no role may change or remove one (partitions are dropped whole).
+DROP POLICY IF EXISTS update_tenant ON parley.outbox_attempts;
+DROP POLICY IF EXISTS delete_tenant ON parley.outbox_attempts;
+
+GRANT SELECT ON parley.outbox_destinations, parley.outbox, parley.outbox_attempts TO parley_app, parley_jobs;
+-- Enqueue happens inside whatever transaction writes an event (server or jobs).
+GRANT INSERT ON parley.outbox TO parley_app, parley_jobs;
+GRANT USAGE ON SEQUENCE parley.outbox_id_seq TO parley_app, parley_jobs;
+GRANT UPDATE (status, attempts, next_attempt_at, last_status_code, last_error, finished_at)
+   ON parley.outbox TO parley_jobs;
+GRANT UPDATE (status, finished_at) ON parley.outbox TO parley_app;
+GRANT INSERT ON parley.outbox_attempts TO parley_jobs;
+GRANT USAGE ON SEQUENCE parley.outbox_attempts_id_seq TO parley_jobs;
+GRANT UPDATE (status, paused_reason, paused_at, failing_since, consecutive_failures, last_success_at,
+              last_error, next_send_at, leased_by, leased_until, updated_at)
+   ON parley.outbox_destinations TO parley_jobs;
+GRANT SELECT, INSERT, UPDATE ON parley.outbox_rate_buckets TO parley_jobs;
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.outbox_rate_buckets TO parley_app;
+-- The cross-tenant lease (owned by parley_auth, BYPASSRLS) reads and leases destinations.
+GRANT SELECT, UPDATE (leased_by, leased_until) ON parley.outbox_destinations TO parley_auth;
+GRANT SELECT ON parley.outbox TO parley_auth;
+
+SELECT parley.ensure_monthly_partitions('parley.outbox', 3);
+SELECT parley.ensure_monthly_partitions('parley.outbox_attempts', 3);
+
+------------------------------------------------------------------------------------------
+-- Enqueue
+
+CREATE OR REPLACE FUNCTION parley.outbox_event_kinds() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT ARRAY['conversation_started', 'message_added', 'human_requested', 'claimed', 'released', 'assigned',
+                   'closed', 'reopened', 'lead_captured', 'note_added']::text[] $$;
+COMMENT ON FUNCTION parley.outbox_event_kinds() IS
+  'The domain event kinds (parley.events.kind) a destination may subscribe to.';
+
+CREATE OR REPLACE FUNCTION parley.enqueue_event_deliveries() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_chatbot uuid;
+  v_message jsonb;
+  v_payload jsonb;
+BEGIN
+  -- The common case: nobody subscribes. One probe of the tenant's few destinations.
+  IF NOT EXISTS (SELECT 1 FROM parley.outbox_destinations d
+                  WHERE d.tenant_id = NEW.tenant_id AND d.status <> 'disabled' AND NEW.kind = ANY (d.event_kinds)) THEN
+    RETURN NULL;
+  END IF;
+  IF NEW.conversation_id IS NOT NULL THEN
+    SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
+     WHERE c.tenant_id = NEW.tenant_id AND c.id = NEW.conversation_id;
+  END IF;
+  IF NEW.message_id IS NOT NULL THEN
+    SELECT parley.message_json(m) INTO v_message FROM parley.messages m
+     WHERE m.tenant_id = NEW.tenant_id AND m.conversation_id = NEW.conversation_id AND m.id = NEW.message_id;
+  END IF;
+  -- The delivery body (Standard Webhooks shape), built once per event.
+  v_payload := jsonb_build_object(
+    'type', 'conversation.' || NEW.kind,
+    'timestamp', NEW.at,
+    'data', jsonb_build_object('event_id', NEW.id, 'conversation_id', NEW.conversation_id, 'chatbot_id', v_chatbot,
+                               'actor', jsonb_build_object('kind', NEW.actor_kind, 'id', NEW.actor_id),
+                               'details', NEW.data, 'message', v_message));
+  INSERT INTO parley.outbox (tenant_id, destination_id, event_id, kind, conversation_id, payload, deadline)
+  SELECT NEW.tenant_id, d.id, NEW.id, 'conversation.' || NEW.kind, NEW.conversation_id, v_payload, now() + d.retry_window
+    FROM parley.outbox_destinations d
+   WHERE d.tenant_id = NEW.tenant_id AND d.status <> 'disabled' AND NEW.kind = ANY (d.event_kinds)
+     AND (d.chatbot_id IS NULL OR d.chatbot_id = v_chatbot);
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.enqueue_event_deliveries() IS
+  'Trigger t50_enqueue_deliveries on parley.events: one outbox row per active or paused destination of the tenant subscribed to the event kind (and chatbot), in the event''s transaction; payload {type: conversation.<kind>, timestamp, data: {event_id, conversation_id, chatbot_id, actor, details, message}}. No NOTIFY of its own: emit_event''s parley_events wakes the drainers.';
+
+DROP TRIGGER IF EXISTS t50_enqueue_deliveries ON parley.events;
+CREATE TRIGGER t50_enqueue_deliveries AFTER INSERT ON parley.events
+  FOR EACH ROW EXECUTE FUNCTION parley.enqueue_event_deliveries();
+
+CREATE OR REPLACE FUNCTION parley.enqueue_delivery(p_destination_id uuid, p_kind text, p_payload jsonb,
+                                                  p_conversation_id uuid DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_id bigint;
+BEGIN
+  INSERT INTO parley.outbox (tenant_id, destination_id, kind, conversation_id, payload, deadline)
+  SELECT d.tenant_id, d.id, p_kind, p_conversation_id, p_payload, now() + d.retry_window
+    FROM parley.outbox_destinations d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id AND d.status <> 'disabled'
+  RETURNING id INTO v_id;
+  IF v_id IS NULL THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such destination, or it is disabled.');
+  END IF;
+  PERFORM pg_notify('parley_outbox', parley.current_tenant_id()::text);
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION parley.enqueue_delivery(uuid, text, jsonb, uuid) IS
+  'Write one delivery that no domain event causes (test event, alert, owner notice) to a destination of the current tenant, and NOTIFY parley_outbox (payload: tenant id). Call it at most once per transaction that already notifies.';
+
+------------------------------------------------------------------------------------------
+-- Drain (parley_jobs)
+
+CREATE OR REPLACE FUNCTION parley.lease_outbox_destinations(p_worker text, p_limit int, p_lease_seconds int)
+RETURNS TABLE (tenant_id uuid, destination_id uuid, kind text)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+  UPDATE parley.outbox_destinations d
+     SET leased_by = p_worker, leased_until = now() + make_interval(secs => p_lease_seconds)
+    FROM (SELECT c.tenant_id, c.id FROM parley.outbox_destinations c
+           WHERE c.status = 'active' AND c.next_send_at <= now()
+             AND (c.leased_until IS NULL OR c.leased_until < now())
+             AND EXISTS (SELECT 1 FROM parley.outbox o
+                          WHERE o.tenant_id = c.tenant_id AND o.destination_id = c.id AND o.status = 'pending')
+           ORDER BY c.next_send_at
+           LIMIT p_limit
+           FOR NO KEY UPDATE OF c SKIP LOCKED) pick
+   WHERE d.tenant_id = pick.tenant_id AND d.id = pick.id
+  RETURNING d.tenant_id, d.id, d.kind
+$$;
+COMMENT ON FUNCTION parley.lease_outbox_destinations(text, int, int) IS
+  'Drainers: lease up to p_limit active destinations of any tenant that have pending deliveries and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. Returns ids only; the worker then works in that tenant''s transaction.';
+ALTER FUNCTION parley.lease_outbox_destinations(text, int, int) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.lease_outbox_destinations(text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.lease_outbox_destinations(text, int, int) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.release_outbox_destination(p_destination_id uuid, p_worker text)
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.outbox_destinations d SET leased_by = NULL, leased_until = NULL
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id AND d.leased_by = p_worker
+$$;
+COMMENT ON FUNCTION parley.release_outbox_destination(uuid, text) IS
+  'Drainers: give back a destination this worker leased (no-op when the lease was lost).';
+REVOKE ALL ON FUNCTION parley.release_outbox_destination(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.release_outbox_destination(uuid, text) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.take_rate_tokens(p_keys text[], p_want int, OUT granted int, OUT wait_s numeric)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+BEGIN
+  granted := p_want;
+  wait_s := 0;
+  IF cardinality(p_keys) = 0 OR p_want <= 0 THEN
+    RETURN;
+  END IF;
+  UPDATE parley.outbox_rate_buckets b
+     SET tokens = least(b.capacity, b.tokens + b.per_second * extract(epoch FROM now() - b.refilled_at)),
+         refilled_at = now()
+   WHERE b.tenant_id = v_tenant AND b.key = ANY (p_keys);
+  SELECT least(p_want, min(floor(b.tokens)))::int, max(greatest(0, 1 - b.tokens) / b.per_second)
+    INTO granted, wait_s
+    FROM parley.outbox_rate_buckets b WHERE b.tenant_id = v_tenant AND b.key = ANY (p_keys);
+  granted := greatest(coalesce(granted, p_want), 0);
+  IF granted > 0 THEN
+    UPDATE parley.outbox_rate_buckets b SET tokens = b.tokens - granted
+     WHERE b.tenant_id = v_tenant AND b.key = ANY (p_keys);
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.take_rate_tokens(text[], int) IS
+  'Token buckets: refill the current tenant''s buckets p_keys, take as many tokens (≤ p_want) as every one of them holds, and return that count with the seconds until the emptiest holds one again. Unknown keys limit nothing.';
+REVOKE ALL ON FUNCTION parley.take_rate_tokens(text[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.take_rate_tokens(text[], int) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.take_outbox_batch(p_destination_id uuid, p_worker text, p_limit int,
+                                                   p_lease_seconds int DEFAULT 30)
+RETURNS TABLE (id bigint, created_at timestamptz, delivery_key uuid, kind text, payload jsonb, attempts int,
+               event_id bigint, conversation_id uuid)
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_dest parley.outbox_destinations;
+  v_ready bigint[];
+  v_tokens record;
+  v_n int;
+BEGIN
+  SELECT * INTO v_dest FROM parley.outbox_destinations d
+   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id FOR NO KEY UPDATE;
+  IF NOT FOUND OR v_dest.leased_by IS DISTINCT FROM p_worker OR v_dest.leased_until < now()
+     OR v_dest.status <> 'active' OR v_dest.next_send_at > now() THEN
+    RETURN;
+  END IF;
+  UPDATE parley.outbox_destinations d SET leased_until = now() + make_interval(secs => p_lease_seconds)
+   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
+  -- Ready deliveries in id order; an ordered destination stops before its first one not ready.
+  SELECT array_agg(r.id ORDER BY r.id) INTO v_ready FROM (
+    SELECT o.id, o.next_attempt_at,
+           bool_or(o.next_attempt_at > now()) OVER (ORDER BY o.id) AS blocked
+      FROM parley.outbox o
+     WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+       AND (v_dest.ordered OR o.next_attempt_at <= now())
+     ORDER BY o.id LIMIT p_limit) r
+   WHERE NOT (v_dest.ordered AND r.blocked);
+  v_n := coalesce(cardinality(v_ready), 0);
+  IF v_n = 0 THEN
+    -- Everything waits for a retry: hold the destination until the first one is due, so no
+    -- drainer leases it in vain meanwhile (an ordered one waits for its head).
+    UPDATE parley.outbox_destinations d
+       SET next_send_at = coalesce(
+             CASE WHEN v_dest.ordered
+                  THEN (SELECT o.next_attempt_at FROM parley.outbox o
+                         WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+                         ORDER BY o.id LIMIT 1)
+                  ELSE (SELECT min(o.next_attempt_at) FROM parley.outbox o
+                         WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending')
+             END, d.next_send_at)
+     WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
+    RETURN;
+  END IF;
+  v_tokens := parley.take_rate_tokens(v_dest.rate_keys, v_n);
+  IF v_tokens.granted < v_n THEN
+    v_ready := v_ready[1:v_tokens.granted];
+    IF v_tokens.granted = 0 THEN
+      UPDATE parley.outbox_destinations d SET next_send_at = now() + make_interval(secs => v_tokens.wait_s::float8)
+       WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
+      RETURN;
+    END IF;
+  END IF;
+  RETURN QUERY
+    SELECT o.id, o.created_at, o.delivery_key, o.kind, o.payload, o.attempts, o.event_id, o.conversation_id
+      FROM parley.outbox o
+     WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+       AND o.id = ANY (v_ready)
+     ORDER BY o.id;
+END $$;
+COMMENT ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) IS
+  'Drainers: up to p_limit ready pending deliveries of a destination this worker leases, in id order, renewing the lease for p_lease_seconds (an ordered destination: only the run before its first delivery waiting for a retry), cut to what its token buckets allow (none left: the destination is held until one refills). Empty when the lease is lost or the destination is paused or held.';
+REVOKE ALL ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.outbox_backoff(p_attempt int) RETURNS interval
+LANGUAGE sql VOLATILE
+AS $$
+  SELECT make_interval(secs => least(5 * power(2, least(greatest(p_attempt, 1) - 1, 20)), 6 * 3600)
+                               * (0.75 + random() * 0.5))
+$$;
+COMMENT ON FUNCTION parley.outbox_backoff(int) IS
+  'Delay before retry number p_attempt + 1: 5 s doubling per attempt, capped at 6 h, with ±25 % jitter (about 20 attempts in the 72 h window).';
+
+CREATE OR REPLACE FUNCTION parley.record_outbox_results(p_destination_id uuid, p_worker text, p_results jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_dest parley.outbox_destinations;
+  v_ok int;
+  v_bad int;
+  v_retry int;
+  v_retry_after numeric;
+  v_earliest timestamptz;
+  v_pause text;
+  v_error text;
+  v_dead int;
+BEGIN
+  SELECT * INTO v_dest FROM parley.outbox_destinations d
+   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('recorded', 0);
+  END IF;
+  WITH res AS (
+    SELECT * FROM jsonb_to_recordset(p_results) AS x(id bigint, created_at timestamptz, outcome text,
+             status_code int, latency_ms int, error text, request jsonb, response text, retry_after numeric)
+     WHERE x.outcome IN ('delivered', 'retry', 'failed')
+  ), moved AS (
+    UPDATE parley.outbox o
+       SET attempts = o.attempts + 1,
+           status = CASE WHEN r.outcome = 'delivered' THEN 'delivered'
+                         WHEN r.outcome = 'failed' THEN 'failed'
+                         WHEN r.retry_after IS NULL AND now() >= o.deadline THEN 'dead'
+                         ELSE 'pending' END,
+           next_attempt_at = CASE WHEN r.outcome <> 'retry' THEN o.next_attempt_at
+                                  WHEN r.retry_after IS NOT NULL THEN now() + make_interval(secs => r.retry_after::float8)
+                                  ELSE least(o.deadline, now() + parley.outbox_backoff(o.attempts + 1)) END,
+           last_status_code = r.status_code,
+           last_error = left(r.error, 1000),
+           finished_at = CASE WHEN r.outcome <> 'retry' OR (r.retry_after IS NULL AND now() >= o.deadline)
+                              THEN now() END
+      FROM res r
+     WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.id = r.id
+       AND o.created_at = r.created_at AND o.status = 'pending'
+    RETURNING o.id, o.attempts, o.status, o.next_attempt_at, r.outcome, r.status_code, r.latency_ms, r.error,
+              r.request, r.response, r.retry_after
+  ), logged AS (
+    INSERT INTO parley.outbox_attempts (tenant_id, delivery_id, destination_id, attempt, outcome, status_code,
+                                        latency_ms, error, request, response, worker)
+    SELECT v_tenant, m.id, p_destination_id, m.attempts, m.outcome, m.status_code, m.latency_ms,
+           left(m.error, 1000), m.request, left(m.response, 2000), left(p_worker, 200)
+      FROM moved m
+    RETURNING 1
+  )
+  SELECT count(*) FILTER (WHERE m.outcome = 'delivered'),
+         count(*) FILTER (WHERE m.outcome <> 'delivered'),
+         count(*) FILTER (WHERE m.outcome = 'retry'),
+         max(m.retry_after),
+         min(m.next_attempt_at) FILTER (WHERE m.outcome = 'retry' AND m.status = 'pending'),
+         count(*) FILTER (WHERE m.status = 'dead'),
+         (array_agg(coalesce(m.status_code::text || ' ', '') || coalesce(m.error, '') ORDER BY m.id DESC)
+            FILTER (WHERE m.outcome <> 'delivered'))[1]
+    INTO v_ok, v_bad, v_retry, v_retry_after, v_earliest, v_dead, v_error
+    FROM moved m;
+  v_pause := (SELECT max(x.pause_reason) FROM jsonb_to_recordset(p_results) AS x(pause_reason text));
+
+  UPDATE parley.outbox_destinations d
+     SET consecutive_failures = CASE WHEN v_ok > 0 AND v_bad = 0 THEN 0 ELSE d.consecutive_failures + v_bad END,
+         failing_since = CASE WHEN v_ok > 0 AND v_bad = 0 THEN NULL
+                              WHEN v_bad > 0 THEN coalesce(d.failing_since, now()) ELSE d.failing_since END,
+         last_success_at = CASE WHEN v_ok > 0 THEN now() ELSE d.last_success_at END,
+         last_error = CASE WHEN v_bad > 0 THEN left(v_error, 1000) ELSE d.last_error END,
+         -- Held: exactly until retry_after; else, when nothing in the batch got through, until
+         -- the earliest retry (a circuit breaker: a down endpoint is not hammered by new events).
+         next_send_at = CASE WHEN v_retry_after IS NOT NULL
+                               THEN greatest(d.next_send_at, now() + make_interval(secs => v_retry_after::float8))
+                             WHEN v_retry > 0 AND v_ok = 0 AND v_earliest IS NOT NULL
+                               THEN greatest(d.next_send_at, v_earliest)
+                             ELSE d.next_send_at END,
+         updated_at = now()
+   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id
+  RETURNING * INTO v_dest;
+
+  IF v_pause IS NOT NULL OR (v_dest.status = 'active' AND v_dest.failing_since <= now() - v_dest.pause_after) THEN
+    PERFORM parley.pause_destination(p_destination_id,
+      coalesce(v_pause, format('Failing since %s: %s', to_char(v_dest.failing_since, 'YYYY-MM-DD HH24:MI TZ'),
+                               coalesce(v_dest.last_error, 'no answer'))));
+  END IF;
+  RETURN jsonb_build_object('delivered', v_ok, 'failed', v_bad - v_retry, 'retry', v_retry, 'dead', v_dead);
+END $$;
+COMMENT ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) IS
+  'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
+REVOKE ALL ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.pause_destination(p_destination_id uuid, p_reason text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  UPDATE parley.outbox_destinations d
+     SET status = 'paused', paused_reason = left(p_reason, 1000), paused_at = now(), updated_at = now()
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id AND d.status = 'active';
+  IF FOUND THEN
+    PERFORM parley.on_destination_paused(p_destination_id);
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.pause_destination(uuid, text) IS
+  'Pause an active destination of the current tenant with a visible reason (its deliveries wait, pending, until it is resumed) and run parley.on_destination_paused.';
+REVOKE ALL ON FUNCTION parley.pause_destination(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.pause_destination(uuid, text) TO parley_jobs;
+
+-- Replaced by domains that must react to a pause (the webhooks file e-mails the owner).
+CREATE OR REPLACE FUNCTION parley.on_destination_paused(p_destination_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  PERFORM 1;
+END $$;
+COMMENT ON FUNCTION parley.on_destination_paused(uuid) IS
+  'Hook run in the transaction that pauses a destination; sql/81_webhooks.sql redefines it.';
+
+CREATE OR REPLACE FUNCTION parley.expire_outbox_deliveries() RETURNS int
+LANGUAGE sql VOLATILE
+SET enable_seqscan = off
+AS $$
+  WITH gone AS (
+    UPDATE parley.outbox o SET status = 'dead', finished_at = now(),
+                               last_error = coalesce(o.last_error, 'Not delivered within the retry window.')
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.status = 'pending' AND o.deadline < now() - interval '1 hour'
+    RETURNING 1)
+  SELECT count(*)::int FROM gone
+$$;
+COMMENT ON FUNCTION parley.expire_outbox_deliveries() IS
+  'Jobs, per tenant: dead-letter pending deliveries more than an hour past their deadline that no drainer got to (their destination is paused or held); returns how many.';
+REVOKE ALL ON FUNCTION parley.expire_outbox_deliveries() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.expire_outbox_deliveries() TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.maintain_outbox_partitions(p_keep interval DEFAULT interval '62 days')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_created int := 0;
+  v_dropped int := 0;
+  v_table regclass;
+BEGIN
+  FOREACH v_table IN ARRAY ARRAY['parley.outbox'::regclass, 'parley.outbox_attempts'::regclass] LOOP
+    v_created := v_created + parley.ensure_monthly_partitions(v_table, 3);
+    v_dropped := v_dropped + parley.drop_partitions_before(v_table, now() - p_keep);
+  END LOOP;
+  RETURN jsonb_build_object('created', v_created, 'dropped', v_dropped);
+END $$;
+COMMENT ON FUNCTION parley.maintain_outbox_partitions(interval) IS
+  'Jobs: monthly partitions of outbox and outbox_attempts three months ahead; drop whole months older than p_keep (the delivery log and dead letters are kept about two months; a delivery retries for 72 h).';
+REVOKE ALL ON FUNCTION parley.maintain_outbox_partitions(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.maintain_outbox_partitions(interval) TO parley_jobs;
+
+------------------------------------------------------------------------------------------
+-- Operators: the delivery log, replay, resume (admins)
+
+CREATE OR REPLACE FUNCTION parley.replay_delivery(p_delivery_id bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_row parley.outbox;
+  v_id bigint;
+BEGIN
+  PERFORM parley.require_role('admin');
+  SELECT * INTO v_row FROM parley.outbox o
+   WHERE o.tenant_id = parley.current_tenant_id() AND o.id = p_delivery_id FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such delivery.');
+  END IF;
+  IF v_row.status = 'pending' THEN
+    PERFORM parley.raise_error(409, 'pending', 'This delivery is still being tried.');
+  END IF;
+  INSERT INTO parley.outbox (tenant_id, destination_id, event_id, kind, conversation_id, payload, delivery_key,
+                             deadline, replay_of)
+  SELECT v_row.tenant_id, v_row.destination_id, v_row.event_id, v_row.kind, v_row.conversation_id, v_row.payload,
+         v_row.delivery_key, now() + d.retry_window, v_row.id
+    FROM parley.outbox_destinations d WHERE d.tenant_id = v_row.tenant_id AND d.id = v_row.destination_id
+  RETURNING id INTO v_id;
+  IF v_row.status IN ('dead', 'failed') THEN
+    UPDATE parley.outbox o SET status = 'replayed'
+     WHERE o.tenant_id = v_row.tenant_id AND o.id = v_row.id AND o.created_at = v_row.created_at;
+  END IF;
+  PERFORM pg_notify('parley_outbox', v_row.tenant_id::text);
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION parley.replay_delivery(bigint) IS
+  'Admins: send a finished delivery of the current tenant again as a new pending delivery with the same delivery_key (receivers see the same webhook-id) and a fresh retry window; a dead or failed original becomes replayed. 404 for another tenant''s id, 409 while it is pending. NOTIFY parley_outbox.';
+
+CREATE OR REPLACE FUNCTION parley.replay_dead_letters(p_destination_id uuid, p_include_failed boolean DEFAULT false)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_n int;
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF NOT EXISTS (SELECT 1 FROM parley.outbox_destinations d
+                  WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such destination.');
+  END IF;
+  WITH old AS (
+    UPDATE parley.outbox o SET status = 'replayed'
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+       AND (o.status = 'dead' OR (p_include_failed AND o.status = 'failed'))
+    RETURNING o.*
+  ), fresh AS (
+    INSERT INTO parley.outbox (tenant_id, destination_id, event_id, kind, conversation_id, payload, delivery_key,
+                               deadline, replay_of)
+    SELECT o.tenant_id, o.destination_id, o.event_id, o.kind, o.conversation_id, o.payload, o.delivery_key,
+           now() + d.retry_window, o.id
+      FROM old o JOIN parley.outbox_destinations d ON d.tenant_id = o.tenant_id AND d.id = o.destination_id
+     ORDER BY o.id
+    RETURNING 1
+  )
+  SELECT count(*) INTO v_n FROM fresh;
+  IF v_n > 0 THEN
+    PERFORM pg_notify('parley_outbox', parley.current_tenant_id()::text);
+  END IF;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.replay_dead_letters(uuid, boolean) IS
+  'Admins: replay a destination''s whole dead-letter queue (and its failed deliveries with p_include_failed), in their original order, each with its delivery_key; returns how many. NOTIFY parley_outbox.';
+
+CREATE OR REPLACE FUNCTION parley.resume_destination(p_destination_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  UPDATE parley.outbox_destinations d
+     SET status = 'active', paused_reason = NULL, paused_at = NULL, failing_since = NULL,
+         consecutive_failures = 0, next_send_at = '-infinity', updated_at = now()
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id AND d.status <> 'disabled';
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such destination.');
+  END IF;
+  PERFORM pg_notify('parley_outbox', parley.current_tenant_id()::text);
+END $$;
+COMMENT ON FUNCTION parley.resume_destination(uuid) IS
+  'Admins: resume a paused destination (its waiting deliveries go out, nothing held); 404 when unknown or disabled.';
+GRANT UPDATE (status, paused_reason, paused_at, failing_since, consecutive_failures, next_send_at, updated_at)
+   ON parley.outbox_destinations TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.list_destinations()
+RETURNS TABLE (id uuid, kind text, name text, target text, event_kinds text[], chatbot_id uuid, ordered boolean,
+               status text, paused_reason text, paused_at timestamptz, failing_since timestamptz,
+               consecutive_failures int, last_success_at timestamptz, last_error text, next_send_at timestamptz,
+               pending bigint, dead bigint, failed bigint, created_at timestamptz)
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  RETURN QUERY
+    SELECT d.id, d.kind, d.name, d.target, d.event_kinds, d.chatbot_id, d.ordered, d.status, d.paused_reason,
+           d.paused_at, d.failing_since, d.consecutive_failures, d.last_success_at, d.last_error,
+           CASE WHEN d.next_send_at > now() THEN d.next_send_at END,
+           (SELECT count(*) FROM parley.outbox o WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'pending'),
+           (SELECT count(*) FROM parley.outbox o WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'dead'),
+           (SELECT count(*) FROM parley.outbox o WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'failed'),
+           d.created_at
+      FROM parley.outbox_destinations d
+     WHERE d.tenant_id = parley.current_tenant_id()
+     ORDER BY d.kind, d.name, d.id;
+END $$;
+COMMENT ON FUNCTION parley.list_destinations() IS
+  'Admins: the current tenant''s destinations with their health (status, pause reason, failing since, last error, held until) and how many deliveries are pending, dead or failed.';
+
+CREATE OR REPLACE FUNCTION parley.list_deliveries(p_destination_id uuid DEFAULT NULL, p_status text DEFAULT NULL,
+                                                 p_before_id bigint DEFAULT NULL, p_limit int DEFAULT 50)
+RETURNS TABLE (id bigint, created_at timestamptz, destination_id uuid, destination_name text, kind text,
+               delivery_key uuid, status text, attempts int, next_attempt_at timestamptz, deadline timestamptz,
+               last_status_code int, last_error text, finished_at timestamptz, replay_of bigint, event_id bigint,
+               conversation_id uuid)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_before bigint := coalesce(p_before_id, 9223372036854775807);
+  v_limit int := least(greatest(coalesce(p_limit, 50), 1), 500);
+BEGIN
+  PERFORM parley.require_role('admin');
+  RETURN QUERY
+    SELECT o.id, o.created_at, o.destination_id, d.name, o.kind, o.delivery_key, o.status, o.attempts,
+           o.next_attempt_at, o.deadline, o.last_status_code, o.last_error, o.finished_at, o.replay_of,
+           o.event_id, o.conversation_id
+      FROM parley.outbox o JOIN parley.outbox_destinations d ON d.tenant_id = o.tenant_id AND d.id = o.destination_id
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.id < v_before
+       AND (p_destination_id IS NULL OR o.destination_id = p_destination_id)
+       AND (p_status IS NULL OR o.status = p_status)
+     ORDER BY o.id DESC
+     LIMIT v_limit;
+END $$;
+COMMENT ON FUNCTION parley.list_deliveries(uuid, text, bigint, int) IS
+  'Admins: the delivery log of the current tenant, newest first (keyset on id), optionally one destination and one status (''dead'' = the dead-letter queue); at most 500 rows.';
+
+CREATE OR REPLACE FUNCTION parley.get_delivery(p_delivery_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v jsonb;
+BEGIN
+  PERFORM parley.require_role('admin');
+  SELECT to_jsonb(o) - 'tenant_id' || jsonb_build_object('destination_name', d.name,
+           'attempts_log', coalesce((SELECT jsonb_agg(to_jsonb(a) - 'tenant_id' ORDER BY a.attempt, a.id)
+                                       FROM parley.outbox_attempts a
+                                      WHERE a.tenant_id = o.tenant_id AND a.delivery_id = o.id), '[]'))
+    INTO v
+    FROM parley.outbox o JOIN parley.outbox_destinations d ON d.tenant_id = o.tenant_id AND d.id = o.destination_id
+   WHERE o.tenant_id = parley.current_tenant_id() AND o.id = p_delivery_id;
+  IF v IS NULL THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such delivery.');
+  END IF;
+  RETURN v;
+END $$;
+COMMENT ON FUNCTION parley.get_delivery(bigint) IS
+  'Admins: one delivery of the current tenant with its payload and every attempt (status, latency, error, request headers, truncated response); 404 otherwise.';
+
+CREATE OR REPLACE FUNCTION parley.delete_destination(p_destination_id uuid) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  DELETE FROM parley.outbox_destinations d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such destination.');
+  END IF;
+  -- No foreign key from the outbox (see migration 0009): its deliveries and attempts go here.
+  DELETE FROM parley.outbox o WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id;
+  DELETE FROM parley.outbox_rate_buckets b
+   WHERE b.tenant_id = parley.current_tenant_id() AND b.key LIKE 'dest:' || p_destination_id::text || '%';
+END $$;
+COMMENT ON FUNCTION parley.delete_destination(uuid) IS
+  'Admins: delete a destination of the current tenant with its deliveries (the attempts log ages out with its partitions); 404 when unknown.';
+GRANT DELETE ON parley.outbox_destinations, parley.outbox TO parley_app;

@@ -1,0 +1,52 @@
+"""Outbox helpers and fixtures: webhook destinations pointing at a local sink, conversations
+whose events enqueue deliveries, and drainers as parley_jobs (jobs/outbox.py)."""
+from __future__ import annotations
+
+import pytest
+from support.fakes.webhook_sink import WebhookSink
+
+from jobs.outbox import OutboxDrainer
+from pyapp.webhooks.sender import WebhookSender
+
+
+@pytest.fixture
+async def sink():
+    s = await WebhookSink().start()
+    yield s
+    await s.close()
+
+
+async def add_destination(owner_conn, tenant, url, *, kinds=("message_added",), ordered=False, rate_keys=(),
+                          kind="webhook", chatbot_id=None, name="hook"):
+    return await owner_conn.fetchval(
+        "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, event_kinds, ordered, rate_keys,"
+        " chatbot_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+        tenant.id, kind, name, url, list(kinds), ordered, list(rate_keys), chatbot_id)
+
+
+async def start_conversation(tenant):
+    async with await tenant.tx("service") as conn:
+        return await conn.fetchval(
+            "SELECT id FROM parley.start_conversation($1, gen_random_uuid(), NULL, NULL, NULL, 'en', NULL, NULL)",
+            tenant.chatbot_id)
+
+
+async def post(tenant, conv, *bodies, author="bot"):
+    """Each body in its own transaction, as the server stores a message (one event each)."""
+    ids = []
+    for body in bodies:
+        async with await tenant.tx("service") as conn:
+            ids.append(await conn.fetchval("SELECT id FROM parley.post_message($1, $2, $3)", conv, author, body))
+    return ids
+
+
+def make_drainer(pool, worker="w1", **kw) -> OutboxDrainer:
+    kw.setdefault("senders", {"webhook": WebhookSender(allow_hosts=["127.0.0.1"])})
+    return OutboxDrainer(pool, worker, **kw)
+
+
+@pytest.fixture
+async def drainer(tenant):
+    d = make_drainer(await tenant.pool("jobs"))
+    yield d
+    await d.close()
