@@ -129,10 +129,14 @@ def _text_document(title: str, text: str, *, filename: str | None = None, data: 
 @api.route("GET", "/api/chatbots/{chatbot_id}/knowledge/sources", response=list[Source], tags=("knowledge",))
 async def list_sources(call: Call):
     """List a chatbot's knowledge sources with progress and counts."""
+    chatbot_id = call.uuid_param("chatbot_id")
     async with call.tx() as conn:
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots b WHERE b.id = $1"
+                                   " AND b.deleted_at IS NULL)", chatbot_id):
+            raise not_found("chatbot")  # RLS hides another tenant's: the same answer as a made-up id
         return rows(await conn.fetch(
             f"SELECT {SOURCE_COLUMNS} FROM parley.knowledge_sources s WHERE s.tenant_id = parley.current_tenant_id() "
-            "AND s.chatbot_id = $1 ORDER BY s.created_at DESC", call.uuid_param("chatbot_id")))
+            "AND s.chatbot_id = $1 ORDER BY s.created_at DESC", chatbot_id))
 
 
 @api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/sources", body=SourceIn, response=Source, status=201,

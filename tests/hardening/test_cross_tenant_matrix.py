@@ -1,0 +1,150 @@
+"""The cross-tenant matrix, generated from /api/openapi.json: every route x the other tenant's ids x each
+role and API-key scope. A new route is covered the day it is added (a route with a body must have a
+sample below, or this test fails), and the other tenant's rows must be exactly as they were afterwards."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import aiohttp
+
+from support.realtime import create_chatbot, widget_session
+
+# A valid body per route, so each request gets past validation to the tenant check. "{x}" is replaced by
+# the other tenant's id of that kind. Routes of the caller's own account (sign-up, login, logout, ...) act
+# on nothing another tenant owns: they are listed with None and checked only for leaks in what they return.
+BODIES: dict[tuple[str, str], dict | None] = {
+    ("POST", "/api/auth/signup"): None, ("POST", "/api/auth/login"): None, ("POST", "/api/auth/refresh"): None,
+    ("POST", "/api/auth/logout"): None, ("POST", "/api/auth/forgot"): None, ("POST", "/api/auth/reset"): None,
+    ("POST", "/api/invites/accept"): None, ("POST", "/api/widget/sessions/refresh"): None,
+    ("PUT", "/api/settings"): None, ("POST", "/api/invites"): None, ("POST", "/api/keys"): None,
+    ("POST", "/api/chatbots"): None, ("PUT", "/api/assistant/llm"): None,
+    ("POST", "/api/auth/switch"): {"tenant_id": "{tenant_id}"},
+    ("POST", "/api/widget/sessions"): {"chatbot_key": "{chatbot_key}"},
+    ("PATCH", "/api/members/{user_id}"): {"role": "admin"},
+    ("POST", "/api/conversations/{conversation_id}/assign"): {"user_id": "{user_id}"},
+    ("POST", "/api/conversations/{conversation_id}/reply"): {"body": "cross-tenant reply"},
+    ("POST", "/api/conversations/{conversation_id}/notes"): {"body": "cross-tenant note"},
+    ("POST", "/api/conversations/{conversation_id}/lead"): {"name": "Mallory", "email": "m@example.test"},
+    ("PATCH", "/api/chatbots/{chatbot_id}"): {"name": "owned"},
+    ("POST", "/api/leads"): {"chatbot_id": "{chatbot_id}", "name": "Mallory"},
+    ("PATCH", "/api/leads/{lead_id}"): {"name": "owned"},
+    ("POST", "/api/chatbots/{chatbot_id}/knowledge/sources"): {"kind": "text", "text": "owned", "title": "x"},
+    ("PUT", "/api/knowledge/sources/{source_id}/text"): {"text": "owned"},
+    ("POST", "/api/chatbots/{chatbot_id}/knowledge/search"): {"query": "secret"},
+    ("POST", "/api/feedback/{message_id}/triage"): {"done": True},
+}
+# Query parameters that name an object: the other tenant's id goes there.
+QUERY_IDS = {"chatbot": "chatbot_id", "chatbot_id": "chatbot_id", "assignee": "user_id", "actor": "user_id"}
+MARKER = "b-secret-7f3a"
+# The other tenant's rows, read back as superuser before and after.
+SNAPSHOT = """SELECT (SELECT json_agg(t ORDER BY t.id)::text FROM (SELECT id, name, allowed_origins, config, public_key,
+                  deleted_at FROM parley.chatbots WHERE tenant_id = $1) t)
+          || (SELECT json_agg(t ORDER BY t.id)::text FROM (SELECT id, status, assignee_id, closed_at
+                  FROM parley.conversations WHERE tenant_id = $1) t)
+          || (SELECT count(*)::text FROM parley.messages WHERE tenant_id = $1)
+          || coalesce((SELECT json_agg(t ORDER BY t.id)::text FROM (SELECT id, name, email, status, custom
+                  FROM parley.leads WHERE tenant_id = $1) t), '')
+          || (SELECT json_agg(t ORDER BY t.id)::text FROM (SELECT id, title, status FROM parley.knowledge_sources
+                  WHERE tenant_id = $1) t)
+          || (SELECT json_agg(t ORDER BY t.user_id)::text FROM (SELECT user_id, role FROM parley.members
+                  WHERE tenant_id = $1) t)
+          || (SELECT json_agg(t ORDER BY t.id)::text FROM (SELECT id, revoked_at FROM parley.api_keys
+                  WHERE tenant_id = $1) t)
+          || (SELECT json_agg(t ORDER BY t.id)::text FROM (SELECT id, revoked_at, accepted_at FROM parley.invites
+                  WHERE tenant_id = $1) t)"""
+
+
+async def _other_tenant(server, signup, owner_conn) -> dict:
+    owner = await signup(server)
+    member = await signup(server, join=owner, role="agent")
+    token = owner["access_token"]
+    bot = await create_chatbot(owner_conn, owner["tenant_id"], name="B bot")
+    session = await widget_session(server, bot["key"])
+    conv = session["conversation_id"]
+    status, msg = await server.call("POST", f"/api/conversations/{conv}/reply", json={"body": MARKER}, token=token)
+    assert status == 201, msg
+    status, lead = await server.call("POST", "/api/leads", json={"name": MARKER, "email": "b@example.test",
+                                                                 "chatbot_id": str(bot["chatbot_id"])}, token=token)
+    assert status == 201, lead
+    status, source = await server.call("POST", f"/api/chatbots/{bot['chatbot_id']}/knowledge/sources",
+                                       json={"kind": "text", "title": MARKER, "text": f"{MARKER} refund policy"},
+                                       token=token)
+    assert status == 201, source
+    status, invite = await server.call("POST", "/api/invites", json={"email": "inv@example.test"}, token=token)
+    assert status == 201, invite
+    status, key = await server.call("POST", "/api/keys", json={"name": MARKER, "scopes": ["read"]}, token=token)
+    assert status == 201, key
+    return {"tenant_id": owner["tenant_id"], "chatbot_id": str(bot["chatbot_id"]), "chatbot_key": bot["key"],
+            "conversation_id": conv, "message_id": str(msg["id"]), "lead_id": lead["id"], "source_id": source["id"],
+            "invite_id": invite["id"], "key_id": key["id"], "user_id": member["user_id"]}
+
+
+def _fill(template, ids: dict):
+    if isinstance(template, str):
+        return re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], template)
+    if isinstance(template, dict):
+        return {k: _fill(v, ids) for k, v in template.items()}
+    return template
+
+
+async def test_cross_tenant_matrix(server, signup, make_api_key, owner_conn):
+    b = await _other_tenant(server, signup, owner_conn)
+    a_owner = await signup(server)
+    a_admin = await signup(server, join=a_owner, role="admin")
+    a_agent = await signup(server, join=a_owner, role="agent")
+    creds = {"owner": a_owner["access_token"], "admin": a_admin["access_token"], "agent": a_agent["access_token"]}
+    for scopes in (("read",), ("write",), ("read", "write")):
+        creds["key:" + "+".join(scopes)] = await make_api_key(server, a_owner["access_token"], scopes)
+    before = await owner_conn.fetchval(SNAPSHOT, uuid.UUID(b["tenant_id"]))
+    secrets = [b[k] for k in ("conversation_id", "lead_id", "source_id", "invite_id", "key_id", "chatbot_key")] + [MARKER]
+
+    status, doc = await server.call("GET", "/api/openapi.json")
+    assert status == 200
+    missing = [(m.upper(), p) for p, ops in doc["paths"].items() for m, op in ops.items()
+               if "requestBody" in op and (m.upper(), p) not in BODIES]
+    assert not missing, f"routes without a cross-tenant body sample: {missing}"
+    calls = 0
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            method = method.upper()
+            has_ids = "{" in path
+            body = BODIES.get((method, path))
+            if method != "GET" and not has_ids and body is None:
+                continue  # acts on the caller's own account or tenant only
+            if path == "/api/events":
+                continue  # a stream; covered by the realtime isolation tests
+            url = _fill(path, b)
+            query = {p["name"]: b[QUERY_IDS[p["name"]]] for p in op.get("parameters", [])
+                     if p["in"] == "query" and p["name"] in QUERY_IDS}
+            for who, token in creds.items():
+                headers = {"Authorization": f"Bearer {token}"}
+                kwargs: dict = {"params": query, "headers": headers}
+                if path.endswith("/knowledge/upload"):
+                    form = aiohttp.FormData()
+                    form.add_field("file", b"owned", filename="x.txt", content_type="text/plain")
+                    kwargs["data"] = form
+                elif body is not None:
+                    kwargs["json"] = _fill(body, b)
+                async with server.http.request(method, server.base_url + url, **kwargs) as resp:
+                    text = await resp.text()
+                    status = resp.status
+                calls += 1
+                where = f"{method} {url} as {who}"
+                assert status < 500, (where, status, text[:300])
+                leaked = [s for s in secrets if s in text]
+                assert not leaked, (where, status, leaked, text[:300])
+                if has_ids or (method != "GET" and body is not None and "{" in json.dumps(BODIES[(method, path)])):
+                    assert status in (401, 403, 404, 409, 422) or (method == "GET" and status == 200), \
+                        (where, status, text[:300])
+                    if status >= 400:
+                        err = json.loads(text)["error"]
+                        assert err["code"] and err["message"], (where, text)
+                    if has_ids and method == "GET":
+                        assert status in (401, 403, 404), (where, status, text[:300])
+                if status >= 400 and resp.content_type == "application/json":
+                    assert isinstance(json.loads(text).get("error"), dict), (where, text[:300])
+    assert calls > 250
+    after = await owner_conn.fetchval(SNAPSHOT, uuid.UUID(b["tenant_id"]))
+    assert after == before, "the other tenant's rows changed"
