@@ -34,6 +34,7 @@ BODIES: dict[tuple[str, str], dict | None] = {
     ("PUT", "/api/knowledge/sources/{source_id}/text"): {"text": "owned"},
     ("POST", "/api/chatbots/{chatbot_id}/knowledge/search"): {"query": "secret"},
     ("POST", "/api/feedback/{message_id}/triage"): {"done": True},
+    ("POST", "/api/outbox/destinations/{destination_id}/replay"): {"include_failed": True},
 }
 # Query parameters that name an object: the other tenant's id goes there.
 QUERY_IDS = {"chatbot": "chatbot_id", "chatbot_id": "chatbot_id", "assignee": "user_id", "actor": "user_id"}
@@ -82,8 +83,9 @@ async def _other_tenant(server, signup, owner_conn) -> dict:
 
 
 def _fill(template, ids: dict):
+    """Put the other tenant's ids in; a kind of id it has none of yet gets a made-up one (still must not be 2xx)."""
     if isinstance(template, str):
-        return re.sub(r"{(\w+)}", lambda m: ids[m.group(1)], template)
+        return re.sub(r"{(\w+)}", lambda m: ids.get(m.group(1)) or str(uuid.uuid4()), template)
     if isinstance(template, dict):
         return {k: _fill(v, ids) for k, v in template.items()}
     return template
