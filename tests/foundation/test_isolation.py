@@ -12,14 +12,12 @@ import uuid
 from dataclasses import dataclass
 
 import asyncpg
-import psycopg
 import pytest
 import pytest_asyncio
 from support.accounts import create_api_key, sign_up
-from support.database import drop_database
+from support.database import CopyJanitor, admin_url
 from support.server import make_settings, start_server
 
-from pyapp.config import with_database
 from pyapp.db import _init_connection
 from pyapp.security import issue_access_token
 
@@ -82,11 +80,11 @@ async def _snapshot_b(conn, tenant_id) -> dict:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(pg_admin_url, template_db):
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" STRATEGY FILE_COPY')
-    settings = make_settings(with_database(pg_admin_url, name))
+async def world(pg_server, template_db):
+    janitor = CopyJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
+                          password=pg_server.password, dbname=f"t_{uuid.uuid4().hex[:16]}", template_dbname=template_db)
+    janitor.init()
+    settings = make_settings(admin_url(pg_server, janitor.dbname))
     server = await start_server(settings)
     admin_conn = await asyncpg.connect(settings.admin_url)
     await _init_connection(admin_conn)
@@ -118,7 +116,7 @@ async def world(pg_admin_url, template_db):
     yield w
     await admin_conn.close()
     await server.close()
-    drop_database(pg_admin_url, name)
+    janitor.drop()
 
 
 def _fill(value, b: dict):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from support.database import crash_and_restart
 from support.outbox import add_destination, make_drainer, post, start_conversation
 from support.server import TEST_SECRET
 
@@ -76,12 +77,9 @@ async def test_kill_9_mid_drain_loses_nothing(settings, owner_conn, tenant, sink
     assert attempts >= 300
 
 
-async def test_postgres_crash_restart_loses_nothing(settings, tenant, sink, pg_admin_url):
+async def test_postgres_crash_restart_loses_nothing(settings, tenant, sink, pg_server):
     if os.environ.get("TEST_DATABASE_URL"):
-        pytest.skip("needs the embedded test cluster to restart it")
-    from pyapp.embedded import EmbeddedCluster
-
-    cluster = EmbeddedCluster(ROOT / ".parley" / "test-cluster")
+        pytest.skip("needs the run's own server to restart it")
     owner = await asyncpg.connect(settings.admin_url)
     await add_destination(owner, tenant, sink.url)
     conv = await start_conversation(tenant)
@@ -96,8 +94,7 @@ async def test_postgres_crash_restart_loses_nothing(settings, tenant, sink, pg_a
     try:
         await sink.wait_for(10)
         # Crash (no shutdown checkpoint), then recover from the WAL.
-        cluster._run("pg_ctl", ["-D", str(cluster.pgdata), "-m", "immediate", "stop"], timeout=60)
-        await asyncio.to_thread(cluster.start)
+        await asyncio.to_thread(crash_and_restart, pg_server)
         # Written after the restart: the drainer's pool and listener come back by themselves.
         for p in tenant.pools.values():
             await p.expire_connections()

