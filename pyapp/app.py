@@ -40,6 +40,7 @@ SURFACES: list[str] = [
     "pyapp.feedback",
     "pyapp.analytics",
     "pyapp.outbox.routes",
+    "pyapp.billing",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")
@@ -57,14 +58,14 @@ async def request_context(request: web.Request, handler):
         status = response.status
     except ApiError as exc:
         status = exc.status
-        response = web.json_response(exc.body(), status=exc.status)
+        response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
     except asyncpg.PostgresError as exc:
         mapped = from_postgres(exc)
         if mapped is None:
             log.exception("database error", extra={"request_id": request[REQUEST_ID]})
             mapped = ApiError(500, "internal", "Internal error.")
         status = mapped.status
-        response = web.json_response(mapped.body(), status=mapped.status)
+        response = web.json_response(mapped.body(), status=mapped.status, headers=mapped.headers)
     except web.HTTPException as exc:
         status = exc.status
         if exc.status < 400 or exc.status in (101,):

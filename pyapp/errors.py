@@ -21,12 +21,14 @@ _SQLSTATE_MAP = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None,
+                 headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}
 
     def body(self) -> dict:
         err = {"code": self.code, "message": self.message}
@@ -39,11 +41,19 @@ def from_postgres(exc: asyncpg.PostgresError) -> ApiError | None:
     """Translate a database error to an ApiError, or None for a real server fault."""
     state = getattr(exc, "sqlstate", None) or ""
     if state.startswith("PT") and state[2:].isdigit():
-        return ApiError(int(state[2:]), getattr(exc, "hint", None) or "error", str(exc.args[0] if exc.args else exc))
+        return ApiError(int(state[2:]), getattr(exc, "hint", None) or "error", str(exc.args[0] if exc.args else exc),
+                        headers=_retry_after(getattr(exc, "detail", None)))
     if state in _SQLSTATE_MAP:
         status, code, message = _SQLSTATE_MAP[state]
         return ApiError(status, code, message)
     return None
+
+
+def _retry_after(detail: str | None) -> dict:
+    """SQL's rate limits put `retry_after=<seconds>` in DETAIL: it becomes the Retry-After header."""
+    if detail and detail.startswith("retry_after=") and detail[12:].isdigit():
+        return {"Retry-After": detail[12:]}
+    return {}
 
 
 def not_found(what: str = "object") -> ApiError:

@@ -2,10 +2,6 @@
 -- API keys, settings. Every tenant-owned table: ENABLE + FORCE RLS, one policy per
 -- command keyed on (SELECT parley.current_tenant_id()), evaluated once per query.
 
-INSERT INTO parley.plans (id, name, sort_order) VALUES
-  ('free', 'Free', 0), ('starter', 'Starter', 1), ('pro', 'Pro', 2)
-ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, sort_order = EXCLUDED.sort_order;
-
 -- tenants: a tenant sees only itself.
 ALTER TABLE parley.tenants ENABLE ROW LEVEL SECURITY;
 ALTER TABLE parley.tenants FORCE ROW LEVEL SECURITY;

@@ -52,6 +52,9 @@ BEGIN
       PERFORM parley.raise_error(401, 'invalid_api_key', 'The API key is revoked or expired.');
     END IF;
     v_role := 'admin';
+    -- Requests per minute per key (429 + Retry-After), in the tenant's own rate windows.
+    PERFORM parley.hit_rate_limit('api_key', p_actor_id,
+      (SELECT l.api_requests_per_min FROM parley.effective_limits(p_tenant_id) l));
   ELSIF p_actor_kind = 'visitor' THEN
     -- actor_id is the visitor's conversation id (from the signed widget token); SQL that
     -- touches a conversation checks it against parley.current_actor_id().

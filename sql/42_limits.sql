@@ -2,45 +2,94 @@
 -- Semantics: a tenant_limits column that is NULL inherits the plan's value; 0 means unlimited
 -- (for allow_hide_branding: NULL inherits, true/false override).
 
-UPDATE parley.plans p SET
-  max_chatbots = v.max_chatbots, max_seats = v.max_seats, max_open_conversations = v.max_open_conversations,
-  msgs_per_min_chatbot = v.msgs_per_min_chatbot, msgs_per_min_ip = v.msgs_per_min_ip,
-  ai_msgs_per_day = v.ai_msgs_per_day, retention_days = v.retention_days, allow_hide_branding = v.allow_hide_branding
-FROM (VALUES
-  --           bots seats open  /min/bot /min/ip  ai/day  keep  hide branding
-  ('free',        1,    3,   50,     60,     20,     200,   30, false),
-  ('starter',     3,   10,  500,    300,     30,    5000,  180, true),
-  ('pro',        20,   50,    0,   1200,     60,   50000,  730, true)
-) AS v(id, max_chatbots, max_seats, max_open_conversations, msgs_per_min_chatbot, msgs_per_min_ip,
-       ai_msgs_per_day, retention_days, allow_hide_branding)
-WHERE p.id = v.id;
+-- The plan catalog (one home: names, prices, allowances, limits). Prices in USD cents; the
+-- annual price is a generated column (10 months); monthly allowances are billed past on
+-- metered plans and hard caps on the others.
+INSERT INTO parley.plans AS p (id, name, sort_order, public, max_chatbots, max_seats, max_open_conversations,
+  msgs_per_min_chatbot, msgs_per_min_ip, ai_msgs_per_day, retention_days, allow_hide_branding,
+  price_monthly_cents, seat_price_cents, max_extra_seats, metered, included_conversations, included_ai_messages,
+  overage_cents_per_100, msgs_per_min_tenant, msgs_per_min_conversation, api_requests_per_min, allow_custom_domain)
+VALUES
+  --                               bots seats open  /bot  /ip  ai/day keep hide  $/mo  seat+ max+ meter conv/mo ai/mo  over/100 /tenant /conv /key domain
+  ('free',        'Free',        0, true,  1,   3,   50,   60,  20,    200,  30, false,    0,   0,   0, false,   300,   1000,  0,   600,  120,   60, false),
+  ('starter',     'Starter',     1, true,  3,  10,  500,  300,  30,   5000, 180, true,  2900, 900,  20, true,   2000,  20000, 50,  3000,  120,  300, false),
+  ('pro',         'Pro',         2, true, 20,  50,    0, 1200,  60,  50000, 730, true,  9900, 900, 100, true,  10000, 100000, 40, 12000,  120, 1200, false),
+  ('white_label', 'White label', 3, true, 50, 200,    0, 3000,  60, 200000, 730, true, 29900, 700, 500, true,  50000, 500000, 30, 30000,  120, 3000, true)
+ON CONFLICT (id) DO UPDATE SET
+  name = EXCLUDED.name, sort_order = EXCLUDED.sort_order, public = EXCLUDED.public,
+  max_chatbots = EXCLUDED.max_chatbots, max_seats = EXCLUDED.max_seats,
+  max_open_conversations = EXCLUDED.max_open_conversations, msgs_per_min_chatbot = EXCLUDED.msgs_per_min_chatbot,
+  msgs_per_min_ip = EXCLUDED.msgs_per_min_ip, ai_msgs_per_day = EXCLUDED.ai_msgs_per_day,
+  retention_days = EXCLUDED.retention_days, allow_hide_branding = EXCLUDED.allow_hide_branding,
+  price_monthly_cents = EXCLUDED.price_monthly_cents, seat_price_cents = EXCLUDED.seat_price_cents,
+  max_extra_seats = EXCLUDED.max_extra_seats, metered = EXCLUDED.metered,
+  included_conversations = EXCLUDED.included_conversations, included_ai_messages = EXCLUDED.included_ai_messages,
+  overage_cents_per_100 = EXCLUDED.overage_cents_per_100, msgs_per_min_tenant = EXCLUDED.msgs_per_min_tenant,
+  msgs_per_min_conversation = EXCLUDED.msgs_per_min_conversation,
+  api_requests_per_min = EXCLUDED.api_requests_per_min, allow_custom_domain = EXCLUDED.allow_custom_domain;
 
 SELECT parley.apply_tenant_policies('parley.tenant_limits');
 -- Tenants read their limits; only the platform operator (owner/superuser) sets overrides.
 GRANT SELECT ON parley.tenant_limits TO parley_app, parley_jobs, parley_auth;
 
+GRANT SELECT ON parley.subscriptions TO parley_auth;
+
+-- The result grew columns (billing): the old shape is dropped once, then replaced in place.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.effective_limits(uuid)')
+              AND NOT 'limited' = ANY (proargnames)) THEN
+    DROP FUNCTION parley.effective_limits(uuid);
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION parley.effective_limits(p_tenant_id uuid)
 RETURNS TABLE (plan text, max_chatbots int, max_seats int, max_open_conversations int,
                msgs_per_min_chatbot int, msgs_per_min_ip int, ai_msgs_per_day int,
-               retention_days int, allow_hide_branding boolean)
+               retention_days int, allow_hide_branding boolean,
+               msgs_per_min_tenant int, msgs_per_min_conversation int, api_requests_per_min int,
+               included_conversations int, included_ai_messages int, metered boolean,
+               allow_custom_domain boolean, limited boolean)
 LANGUAGE sql STABLE
 AS $$
-  SELECT p.id,
-         coalesce(o.max_chatbots, p.max_chatbots),
-         coalesce(o.max_seats, p.max_seats),
-         coalesce(o.max_open_conversations, p.max_open_conversations),
-         coalesce(o.msgs_per_min_chatbot, p.msgs_per_min_chatbot),
-         coalesce(o.msgs_per_min_ip, p.msgs_per_min_ip),
-         coalesce(o.ai_msgs_per_day, p.ai_msgs_per_day),
+  -- A delinquent subscription past its grace period (or marked limited by the dunning
+  -- sweep) gets the Free plan's limits, overrides ignored, no overage; retention keeps the
+  -- longer of the two, so being limited never deletes data.
+  SELECT t.plan,
+         CASE WHEN d.limited THEN f.max_chatbots ELSE coalesce(o.max_chatbots, p.max_chatbots) END,
+         CASE WHEN d.limited THEN f.max_seats
+              ELSE coalesce(o.max_seats, p.max_seats + CASE WHEN p.max_seats > 0
+                                                            THEN least(coalesce(s.extra_seats, 0), p.max_extra_seats)
+                                                            ELSE 0 END) END,
+         CASE WHEN d.limited THEN f.max_open_conversations
+              ELSE coalesce(o.max_open_conversations, p.max_open_conversations) END,
+         CASE WHEN d.limited THEN f.msgs_per_min_chatbot ELSE coalesce(o.msgs_per_min_chatbot, p.msgs_per_min_chatbot) END,
+         CASE WHEN d.limited THEN f.msgs_per_min_ip ELSE coalesce(o.msgs_per_min_ip, p.msgs_per_min_ip) END,
+         CASE WHEN d.limited THEN f.ai_msgs_per_day ELSE coalesce(o.ai_msgs_per_day, p.ai_msgs_per_day) END,
          coalesce(o.retention_days, p.retention_days),
-         coalesce(o.allow_hide_branding, p.allow_hide_branding)
+         CASE WHEN d.limited THEN f.allow_hide_branding ELSE coalesce(o.allow_hide_branding, p.allow_hide_branding) END,
+         CASE WHEN d.limited THEN f.msgs_per_min_tenant ELSE coalesce(o.msgs_per_min_tenant, p.msgs_per_min_tenant) END,
+         CASE WHEN d.limited THEN f.msgs_per_min_conversation
+              ELSE coalesce(o.msgs_per_min_conversation, p.msgs_per_min_conversation) END,
+         CASE WHEN d.limited THEN f.api_requests_per_min ELSE coalesce(o.api_requests_per_min, p.api_requests_per_min) END,
+         CASE WHEN d.limited THEN f.included_conversations
+              ELSE coalesce(o.included_conversations, p.included_conversations) END,
+         CASE WHEN d.limited THEN f.included_ai_messages ELSE coalesce(o.included_ai_messages, p.included_ai_messages) END,
+         p.metered AND NOT d.limited,
+         p.allow_custom_domain AND NOT d.limited,
+         d.limited
     FROM parley.tenants t
     JOIN parley.plans p ON p.id = t.plan
+    JOIN parley.plans f ON f.id = 'free'
     LEFT JOIN parley.tenant_limits o ON o.tenant_id = t.id
+    LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id
+    CROSS JOIN LATERAL (
+      SELECT coalesce(s.status IN ('past_due', 'unpaid', 'incomplete')
+                      AND (s.limited_at IS NOT NULL OR s.grace_until <= now()), false) AS limited) d
    WHERE t.id = p_tenant_id
 $$;
 COMMENT ON FUNCTION parley.effective_limits(uuid) IS
-  'The limits in force for a tenant: per-tenant override (tenant_limits) where not NULL, else the plan''s value; 0 means unlimited. The single resolver used by every enforcement point. Under RLS the app sees only its own tenant (other tenants give no row).';
+  'The limits in force for a tenant: per-tenant override (tenant_limits) where not NULL, else the plan''s value (max_seats plus the subscription''s extra seats); 0 means unlimited. A delinquent subscription past its grace period is limited: Free''s limits, no overage, retention unchanged. The single resolver used by every enforcement point. Under RLS the app sees only its own tenant (other tenants give no row).';
 REVOKE ALL ON FUNCTION parley.effective_limits(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.effective_limits(uuid) TO parley_app, parley_jobs, parley_auth;
 
@@ -73,20 +122,24 @@ BEGIN
   SELECT coalesce(sum(r.hits), 0) INTO v_used FROM parley.rate_counters r
    WHERE r.tenant_id = v_tenant AND r.scope = p_scope AND r.key = p_key AND r.window_start = v_window;
   IF parley.limit_reached(p_limit, v_used) THEN
-    PERFORM parley.raise_error(429, 'rate_limited',
-      format('Too many messages (%s per minute per %s); wait a moment.', p_limit, p_scope));
+    -- The window is a fixed minute: the client may retry when it ends.
+    RAISE EXCEPTION USING ERRCODE = 'PT429', HINT = 'rate_limited',
+      MESSAGE = CASE WHEN p_scope = 'api_key'
+                     THEN format('Too many requests (%s per minute per API key); wait a moment.', p_limit)
+                     ELSE format('Too many messages (%s per minute per %s); wait a moment.', p_limit, p_scope) END,
+      DETAIL = 'retry_after=' || greatest(1, ceil(extract(epoch FROM v_window + interval '1 minute' - clock_timestamp())))::int;
   END IF;
   INSERT INTO parley.rate_counters AS r (tenant_id, scope, key, window_start, shard, hits)
   VALUES (v_tenant, p_scope, p_key, v_window, pg_backend_pid() % 8, 1)
   ON CONFLICT (tenant_id, scope, key, window_start, shard) DO UPDATE SET hits = r.hits + 1;
 END $$;
 COMMENT ON FUNCTION parley.hit_rate_limit(text, text, int) IS
-  'Count one hit in the current one-minute window of (scope, key) for the current tenant, or raise 429 rate_limited when the window already holds p_limit hits (0 = unlimited). Sharded by backend so writers do not serialise.';
+  'Count one hit in the current one-minute window of (scope, key) for the current tenant (scopes: chatbot, ip, tenant, conversation, api_key), or raise 429 rate_limited with DETAIL retry_after=<seconds to the window''s end> (the server''s Retry-After) when the window already holds p_limit hits (0 = unlimited). Sharded by backend so writers do not serialise.';
 REVOKE ALL ON FUNCTION parley.hit_rate_limit(text, text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.hit_rate_limit(text, text, int) TO parley_app;
+GRANT EXECUTE ON FUNCTION parley.hit_rate_limit(text, text, int) TO parley_app, parley_auth;
 
 SELECT parley.apply_tenant_policies('parley.rate_counters');
-GRANT SELECT, INSERT, UPDATE ON parley.rate_counters TO parley_app;
+GRANT SELECT, INSERT, UPDATE ON parley.rate_counters TO parley_app, parley_auth;
 GRANT SELECT, DELETE ON parley.rate_counters TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.prune_rate_counters(p_older_than interval DEFAULT '10 minutes')

@@ -1,0 +1,357 @@
+-- Billing: subscriptions, the one plan-change function, allowances (monthly, calendar
+-- month UTC), soft warnings, the dunning sweep and the tenant's billing overview.
+-- Payment providers (Stripe) are reached by the server; everything they change lands here
+-- through parley.change_plan, whoever calls it (webhook, staff, the tenant's own downgrade).
+
+SELECT parley.apply_tenant_policies('parley.subscriptions');
+SELECT parley.apply_tenant_policies('parley.plan_changes');
+SELECT parley.apply_tenant_policies('parley.usage_warnings');
+SELECT parley.apply_tenant_policies('parley.billing_events');
+SELECT parley.apply_tenant_policies('parley.usage_reports');
+-- Writes go through the functions below (definer for plan and subscription state).
+GRANT SELECT ON parley.subscriptions, parley.plan_changes, parley.usage_warnings TO parley_app, parley_jobs;
+GRANT INSERT ON parley.billing_events TO parley_app;
+GRANT SELECT ON parley.billing_events TO parley_app;
+GRANT SELECT, INSERT, UPDATE ON parley.usage_warnings TO parley_jobs;
+GRANT UPDATE (notified_at) ON parley.usage_warnings TO parley_app;
+GRANT SELECT, INSERT, UPDATE ON parley.usage_reports TO parley_jobs;
+GRANT SELECT ON parley.usage_reports TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.grace_period() RETURNS interval
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('parley.grace_period', true), '')::interval, interval '7 days') $$;
+COMMENT ON FUNCTION parley.grace_period() IS
+  'How long a delinquent subscription keeps its plan''s limits: the database setting parley.grace_period (ALTER DATABASE ... SET), default 7 days.';
+GRANT EXECUTE ON FUNCTION parley.grace_period() TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.usage_between(p_metric text, p_from date, p_to date)
+RETURNS bigint
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(sum(u.value), 0)::bigint FROM parley.usage_counters u
+   WHERE u.tenant_id = (SELECT parley.current_tenant_id()) AND u.metric = p_metric
+     AND u.day >= p_from AND u.day < p_to
+$$;
+COMMENT ON FUNCTION parley.usage_between(text, date, date) IS
+  'The current tenant''s total of p_metric over the UTC days [p_from, p_to).';
+REVOKE ALL ON FUNCTION parley.usage_between(text, date, date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.usage_between(text, date, date) TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.period_start(p_day date DEFAULT NULL) RETURNS date
+LANGUAGE sql STABLE
+AS $$ SELECT date_trunc('month', coalesce(p_day, (now() AT TIME ZONE 'UTC')::date))::date $$;
+COMMENT ON FUNCTION parley.period_start(date) IS
+  'First day of the allowance period holding p_day (default today): allowances are per calendar month, UTC, for monthly and annual subscriptions alike.';
+GRANT EXECUTE ON FUNCTION parley.period_start(date) TO parley_app, parley_jobs;
+
+-- Monthly allowances: a hard cap on plans without overage (Free), nothing on metered plans.
+CREATE OR REPLACE FUNCTION parley.check_allowance(p_metric text) RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_lim record;
+  v_allowance int;
+  v_start date := parley.period_start();
+BEGIN
+  SELECT * INTO v_lim FROM parley.effective_limits(parley.current_tenant_id());
+  IF v_lim.metered THEN
+    RETURN;
+  END IF;
+  v_allowance := CASE p_metric WHEN 'conversations' THEN v_lim.included_conversations
+                               WHEN 'ai_messages' THEN v_lim.included_ai_messages END;
+  IF parley.limit_reached(v_allowance, parley.usage_between(p_metric, v_start, (v_start + interval '1 month')::date)) THEN
+    PERFORM parley.raise_error(402, 'plan_limit',
+      format('This month''s allowance of %s %s is used up; upgrade for more.', v_allowance,
+             CASE p_metric WHEN 'conversations' THEN 'conversations' ELSE 'AI replies' END));
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.check_allowance(text) IS
+  'Raise 402 plan_limit when the current tenant has used this month''s allowance of p_metric (conversations, ai_messages) on a plan without overage; metered plans are billed past it instead.';
+REVOKE ALL ON FUNCTION parley.check_allowance(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.check_allowance(text) TO parley_app, parley_jobs;
+
+-- The meters: each allowance with what is used of it now.
+CREATE OR REPLACE FUNCTION parley.usage_meters()
+RETURNS TABLE (metric text, period text, used bigint, allowance int, percent int)
+LANGUAGE sql STABLE
+AS $$
+  WITH l AS (SELECT * FROM parley.effective_limits(parley.current_tenant_id())),
+  p AS (SELECT parley.period_start() AS s),
+  m(metric, period, used, allowance) AS (
+    SELECT 'conversations', 'month',
+           parley.usage_between('conversations', p.s, (p.s + interval '1 month')::date), l.included_conversations FROM l, p
+    UNION ALL
+    SELECT 'ai_messages', 'month',
+           parley.usage_between('ai_messages', p.s, (p.s + interval '1 month')::date), l.included_ai_messages FROM l, p
+    UNION ALL
+    SELECT 'ai_messages_today', 'day', parley.usage_on('ai_messages'), l.ai_msgs_per_day FROM l
+    UNION ALL
+    SELECT 'seats', 'now', (SELECT count(*) FROM parley.members), l.max_seats FROM l
+    UNION ALL
+    SELECT 'chatbots', 'now', (SELECT count(*) FROM parley.chatbots c WHERE c.deleted_at IS NULL), l.max_chatbots FROM l
+    UNION ALL
+    SELECT 'open_conversations', 'now', (SELECT count(*) FROM parley.conversations c WHERE c.status <> 'closed'),
+           l.max_open_conversations FROM l)
+  SELECT m.metric, m.period, m.used, m.allowance,
+         CASE WHEN coalesce(m.allowance, 0) = 0 THEN NULL ELSE (100 * m.used / m.allowance)::int END
+    FROM m
+$$;
+COMMENT ON FUNCTION parley.usage_meters() IS
+  'The current tenant''s meters: used vs allowance (0 = unlimited, percent NULL) for this month''s conversations and AI replies, today''s AI replies, seats, chatbots and open conversations.';
+REVOKE ALL ON FUNCTION parley.usage_meters() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.usage_meters() TO parley_app, parley_jobs;
+
+-- Soft warnings: the 80 % and 100 % marks of each allowance, kept once per period, so the
+-- owners are told once (the outbox mails rows with notified_at NULL).
+CREATE OR REPLACE FUNCTION parley.record_usage_warnings() RETURNS int
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_n int;
+BEGIN
+  INSERT INTO parley.usage_warnings (tenant_id, period_start, metric, threshold, used, allowance)
+  SELECT parley.current_tenant_id(),
+         CASE m.period WHEN 'month' THEN parley.period_start()
+                       WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date
+                       ELSE parley.period_start() END,
+         m.metric, t.threshold, m.used, m.allowance
+    FROM parley.usage_meters() m
+    CROSS JOIN (VALUES (80), (100)) AS t(threshold)
+   WHERE m.percent >= t.threshold
+  ON CONFLICT DO NOTHING;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.record_usage_warnings() IS
+  'Jobs: record the current tenant''s allowances that reached 80 % or 100 % (once per period, metric and threshold; notified_at NULL until the owners are mailed); returns rows added.';
+REVOKE ALL ON FUNCTION parley.record_usage_warnings() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.record_usage_warnings() TO parley_jobs;
+
+-- The one function that changes a tenant's plan and subscription state, with every side
+-- effect: tenants.plan, the subscription row, the grace period, plan_changes, the period's
+-- warnings (new allowances warn afresh) and the audit trail. Definer: the app may not
+-- write tenants.plan or subscriptions itself; who may call it for what is checked here.
+CREATE OR REPLACE FUNCTION parley.change_plan(p_plan text, p_source text, p_state jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_kind text := parley.current_actor_kind();
+  v_from text;
+  v_sub parley.subscriptions;
+  v_state jsonb := coalesce(p_state, '{}');
+  v_status text;
+  v_synced timestamptz := (v_state->>'synced_at')::timestamptz;
+  v_grace timestamptz;
+  v_allowed boolean;
+BEGIN
+  IF v_tenant IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'No tenant in this transaction.');
+  END IF;
+  -- Who may do what: the provider's webhook and checkout return run as the server
+  -- (service), staff as staff, the dunning sweep as jobs; a member may only go down to a
+  -- free plan (upgrades are paid through checkout).
+  v_allowed := CASE p_source
+                 WHEN 'webhook' THEN v_kind = 'service'
+                 WHEN 'checkout' THEN v_kind = 'service'
+                 WHEN 'staff' THEN v_kind = 'staff'
+                 WHEN 'dunning' THEN v_kind IN ('system', 'service')
+                 WHEN 'downgrade' THEN v_kind = 'user'
+                 ELSE false END;
+  IF NOT v_allowed THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'This actor cannot change the plan this way.');
+  END IF;
+  IF p_source = 'downgrade' THEN
+    PERFORM parley.require_role('admin');
+    IF (SELECT p.price_monthly_cents FROM parley.plans p WHERE p.id = p_plan) IS DISTINCT FROM 0 THEN
+      PERFORM parley.raise_error(402, 'payment_required', 'Paid plans are bought through checkout.');
+    END IF;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM parley.plans p WHERE p.id = p_plan AND (p.public OR p_source IN ('staff', 'webhook'))) THEN
+    PERFORM parley.raise_error(422, 'unknown_plan', 'No such plan.');
+  END IF;
+  IF coalesce(v_state->>'interval', 'month') NOT IN ('month', 'year')
+     OR coalesce(v_state->>'status', 'active') NOT IN ('active', 'trialing', 'past_due', 'unpaid', 'canceled', 'incomplete')
+     OR coalesce(v_state->>'provider', 'none') NOT IN ('none', 'stripe', 'staff')
+     OR coalesce((v_state->>'extra_seats')::int, 0) < 0 THEN
+    PERFORM parley.raise_error(422, 'invalid', 'The subscription state is not valid.');
+  END IF;
+
+  SELECT t.plan INTO v_from FROM parley.tenants t WHERE t.id = v_tenant FOR UPDATE;
+  SELECT * INTO v_sub FROM parley.subscriptions s WHERE s.tenant_id = v_tenant;
+  -- A provider state read earlier than the one applied already is stale (deliveries race).
+  IF v_synced IS NOT NULL AND v_sub.provider_synced_at IS NOT NULL AND v_synced < v_sub.provider_synced_at THEN
+    RETURN jsonb_build_object('applied', false, 'plan', v_from);
+  END IF;
+
+  v_status := coalesce(v_state->>'status', 'active');
+  IF v_status IN ('past_due', 'unpaid', 'incomplete') THEN
+    -- Grace starts at the first failure (the event's time when the provider gives one).
+    v_grace := coalesce(v_sub.grace_until,
+                        coalesce((v_state->>'delinquent_since')::timestamptz, now()) + parley.grace_period());
+  END IF;
+
+  INSERT INTO parley.subscriptions AS s (tenant_id, provider, plan, billing_interval, status, current_period_start,
+      current_period_end, extra_seats, cancel_at_period_end, grace_until, limited_at, customer_ref,
+      subscription_ref, provider_synced_at, updated_at)
+  VALUES (v_tenant, coalesce(v_state->>'provider', 'none'), p_plan, coalesce(v_state->>'interval', 'month'), v_status,
+          (v_state->>'current_period_start')::timestamptz, (v_state->>'current_period_end')::timestamptz,
+          coalesce((v_state->>'extra_seats')::int, 0), coalesce((v_state->>'cancel_at_period_end')::boolean, false),
+          v_grace, CASE WHEN v_grace IS NOT NULL THEN v_sub.limited_at END,
+          coalesce(v_state->>'customer_ref', v_sub.customer_ref), v_state->>'subscription_ref', v_synced, now())
+  ON CONFLICT (tenant_id) DO UPDATE SET
+    provider = EXCLUDED.provider, plan = EXCLUDED.plan, billing_interval = EXCLUDED.billing_interval,
+    status = EXCLUDED.status, current_period_start = EXCLUDED.current_period_start,
+    current_period_end = EXCLUDED.current_period_end, extra_seats = EXCLUDED.extra_seats,
+    cancel_at_period_end = EXCLUDED.cancel_at_period_end, grace_until = EXCLUDED.grace_until,
+    limited_at = EXCLUDED.limited_at, customer_ref = EXCLUDED.customer_ref,
+    subscription_ref = EXCLUDED.subscription_ref,
+    provider_synced_at = coalesce(EXCLUDED.provider_synced_at, s.provider_synced_at), updated_at = now();
+
+  IF v_from IS DISTINCT FROM p_plan THEN
+    UPDATE parley.tenants t SET plan = p_plan WHERE t.id = v_tenant;
+    INSERT INTO parley.plan_changes (tenant_id, from_plan, to_plan, billing_interval, source, actor_kind)
+    VALUES (v_tenant, v_from, p_plan, coalesce(v_state->>'interval', 'month'), p_source, v_kind);
+    DELETE FROM parley.usage_warnings w WHERE w.tenant_id = v_tenant AND w.period_start >= parley.period_start();
+    PERFORM parley.write_audit('billing.plan_changed', 'tenant', v_tenant::text,
+      jsonb_build_object('from', v_from, 'to', p_plan, 'source', p_source, 'status', v_status));
+  ELSIF v_sub.status IS DISTINCT FROM v_status THEN
+    PERFORM parley.write_audit('billing.status_changed', 'tenant', v_tenant::text,
+      jsonb_build_object('plan', p_plan, 'from', v_sub.status, 'to', v_status, 'source', p_source,
+                         'grace_until', v_grace));
+  END IF;
+  RETURN jsonb_build_object('applied', true, 'plan', p_plan, 'from', v_from, 'status', v_status,
+                            'grace_until', v_grace);
+END $$;
+COMMENT ON FUNCTION parley.change_plan(text, text, jsonb) IS
+  'Set the current tenant''s plan and subscription state (p_state: provider, interval, status, current_period_start/end, extra_seats, cancel_at_period_end, customer_ref, subscription_ref, synced_at, delinquent_since) with every side effect: tenants.plan, subscriptions (grace period from the first delinquency, parley.grace_period()), plan_changes, this period''s warnings reset, audit. p_source: webhook/checkout (service), staff (staff), dunning (jobs), downgrade (an admin, to a free plan only). A state read before the one applied (synced_at) is ignored: {"applied": false}.';
+ALTER FUNCTION parley.change_plan(text, text, jsonb) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.change_plan(text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.change_plan(text, text, jsonb) TO parley_app, parley_jobs;
+
+-- The payment provider's customer of this tenant, stored before checkout so the portal and
+-- later checkouts reuse it.
+CREATE OR REPLACE FUNCTION parley.attach_billing_customer(p_customer_ref text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF p_customer_ref IS NULL OR length(p_customer_ref) NOT BETWEEN 1 AND 255 THEN
+    PERFORM parley.raise_error(422, 'invalid', 'Customer reference missing.');
+  END IF;
+  INSERT INTO parley.subscriptions AS s (tenant_id, plan, customer_ref)
+  SELECT t.id, t.plan, p_customer_ref FROM parley.tenants t WHERE t.id = v_tenant
+  ON CONFLICT (tenant_id) DO UPDATE SET customer_ref = EXCLUDED.customer_ref, updated_at = now()
+   WHERE s.customer_ref IS NULL;
+END $$;
+COMMENT ON FUNCTION parley.attach_billing_customer(text) IS
+  'Record the payment provider''s customer id of the current tenant (admin; only when none is stored yet).';
+ALTER FUNCTION parley.attach_billing_customer(text) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.attach_billing_customer(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.attach_billing_customer(text) TO parley_app;
+
+-- Provider events: applied once per event id.
+CREATE OR REPLACE FUNCTION parley.claim_billing_event(p_event_id text, p_type text, p_created timestamptz)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  v_new boolean;
+BEGIN
+  IF parley.current_actor_kind() <> 'service' THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Only the server records provider events.');
+  END IF;
+  INSERT INTO parley.billing_events (tenant_id, event_id, type, created)
+  VALUES (parley.current_tenant_id(), p_event_id, p_type, p_created)
+  ON CONFLICT DO NOTHING
+  RETURNING true INTO v_new;
+  RETURN coalesce(v_new, false);
+END $$;
+COMMENT ON FUNCTION parley.claim_billing_event(text, text, timestamptz) IS
+  'Webhook dedupe: true the first time this provider event id is seen for the current tenant (in the transaction that applies it), false for a replay.';
+REVOKE ALL ON FUNCTION parley.claim_billing_event(text, text, timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.claim_billing_event(text, text, timestamptz) TO parley_app;
+
+-- Dunning: a delinquent subscription whose grace ended is marked limited (Free limits in
+-- effective_limits, from grace_until on even before this runs); p_now is the clock.
+CREATE OR REPLACE FUNCTION parley.sweep_grace(p_now timestamptz DEFAULT now()) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_n int;
+BEGIN
+  IF parley.current_actor_kind() NOT IN ('system', 'service') THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Only the jobs process sweeps grace periods.');
+  END IF;
+  UPDATE parley.subscriptions s SET limited_at = p_now, updated_at = now()
+   WHERE s.tenant_id = v_tenant AND s.status IN ('past_due', 'unpaid', 'incomplete')
+     AND s.grace_until <= p_now AND s.limited_at IS NULL;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  IF v_n > 0 THEN
+    PERFORM parley.write_audit('billing.limited', 'tenant', v_tenant::text,
+      jsonb_build_object('at', p_now, 'reason', 'grace period ended'));
+  END IF;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.sweep_grace(timestamptz) IS
+  'Jobs: mark the current tenant''s delinquent subscription limited once its grace period ended by p_now (its limits become Free''s; no data is removed); audited as billing.limited. Returns 1 when it did.';
+ALTER FUNCTION parley.sweep_grace(timestamptz) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.sweep_grace(timestamptz) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.sweep_grace(timestamptz) TO parley_jobs, parley_app;
+
+-- What the billing page and GET /api/billing show.
+CREATE OR REPLACE FUNCTION parley.plan_catalog() RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'id', p.id, 'name', p.name, 'price_monthly_cents', p.price_monthly_cents,
+           'price_annual_cents', p.price_annual_cents, 'seat_price_cents', p.seat_price_cents,
+           'max_extra_seats', p.max_extra_seats, 'metered', p.metered,
+           'included_conversations', p.included_conversations, 'included_ai_messages', p.included_ai_messages,
+           'overage_cents_per_100', p.overage_cents_per_100, 'max_chatbots', p.max_chatbots,
+           'max_seats', p.max_seats, 'max_open_conversations', p.max_open_conversations,
+           'ai_msgs_per_day', p.ai_msgs_per_day, 'retention_days', p.retention_days,
+           'allow_hide_branding', p.allow_hide_branding, 'allow_custom_domain', p.allow_custom_domain)
+         ORDER BY p.sort_order), '[]')
+    FROM parley.plans p WHERE p.public
+$$;
+COMMENT ON FUNCTION parley.plan_catalog() IS
+  'The public plans with prices (USD cents; annual = 10 months), extra seats, allowances and limits, in display order.';
+GRANT EXECUTE ON FUNCTION parley.plan_catalog() TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.billing_overview() RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object(
+    'tenant_id', t.id,
+    'plan', t.plan,
+    'limited', l.limited,
+    'limits', to_jsonb(l) - 'plan' - 'limited',
+    'subscription', (SELECT jsonb_build_object(
+        'provider', s.provider, 'plan', s.plan, 'interval', s.billing_interval, 'status', s.status,
+        'current_period_end', s.current_period_end, 'cancel_at_period_end', s.cancel_at_period_end,
+        'grace_until', s.grace_until, 'limited_at', s.limited_at, 'extra_seats', s.extra_seats,
+        'has_customer', s.customer_ref IS NOT NULL)
+        FROM parley.subscriptions s WHERE s.tenant_id = t.id),
+    'period_start', parley.period_start(),
+    'meters', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM parley.usage_meters() m),
+    'warnings', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+        'metric', m.metric, 'level', CASE WHEN m.percent >= 100 THEN 'limit' ELSE 'warning' END,
+        'used', m.used, 'allowance', m.allowance, 'percent', m.percent)), '[]')
+        FROM parley.usage_meters() m WHERE m.percent >= 80))
+    FROM parley.tenants t, parley.effective_limits(t.id) l
+   WHERE t.id = parley.current_tenant_id()
+$$;
+COMMENT ON FUNCTION parley.billing_overview() IS
+  'The current tenant''s plan, limits (limited = past its grace period), subscription (no provider ids), period start, meters and live warnings (80 % warning, 100 % limit).';
+REVOKE ALL ON FUNCTION parley.billing_overview() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.billing_overview() TO parley_app, parley_jobs;
+
+INSERT INTO parley.job_schedules (name, every) VALUES
+  ('record_usage_warnings', interval '5 minutes'),
+  ('sweep_grace',           interval '10 minutes')
+ON CONFLICT (name) DO UPDATE SET every = EXCLUDED.every;
