@@ -443,7 +443,8 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
         try:
             await owner.execute(
                 "INSERT INTO parley.tenant_limits (tenant_id, max_open_conversations, msgs_per_min_chatbot,"
-                " msgs_per_min_ip, ai_msgs_per_day) VALUES ($1, 0, 0, 0, 0)", tenant_id)
+                " msgs_per_min_ip, ai_msgs_per_day, msgs_per_min_tenant, msgs_per_min_conversation,"
+                " included_conversations, included_ai_messages) VALUES ($1, 0, 0, 0, 0, 0, 0, 0, 0)", tenant_id)
             key = await owner.fetchval(
                 "INSERT INTO parley.chatbots (tenant_id, name, allowed_origins) VALUES ($1, 'Bench', $2)"
                 " RETURNING public_key", tenant_id, [ORIGIN])

@@ -218,7 +218,8 @@ async def first_chunk_overhead(settings: Settings, turns: int) -> list[float]:
                         " $2, 'bench')", bot["tenant_id"], llm.url)
     # One visitor sends every turn: lift the per-minute and daily limits of the bench tenant.
     await admin.execute("INSERT INTO parley.tenant_limits (tenant_id, msgs_per_min_chatbot, msgs_per_min_ip,"
-                        " ai_msgs_per_day) VALUES ($1, 0, 0, 0)", bot["tenant_id"])
+                        " ai_msgs_per_day, msgs_per_min_conversation, included_ai_messages)"
+                        " VALUES ($1, 0, 0, 0, 0, 0)", bot["tenant_id"])
     await admin.close()
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)

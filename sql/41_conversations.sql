@@ -154,6 +154,7 @@ BEGIN
     PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
   END IF;
   PERFORM parley.check_open_conversation_limit();
+  PERFORM parley.check_allowance('conversations');  -- a hard cap on plans without overage
   v_id := gen_random_uuid();
   -- A visitor starting a conversation has no conversation id yet; from here on it is this
   -- one, so the visitor policies let it see (RETURNING) what it just created and nothing else.

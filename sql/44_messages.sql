@@ -183,10 +183,19 @@ BEGIN
     IF coalesce(v_lim.msgs_per_min_ip, 0) > 0 THEN
       PERFORM parley.hit_rate_limit('ip', host(coalesce(parley.current_request_ip(), v_conv.ip)), v_lim.msgs_per_min_ip);
     END IF;
+    IF coalesce(v_lim.msgs_per_min_conversation, 0) > 0 THEN
+      PERFORM parley.hit_rate_limit('conversation', v_conv.id::text, v_lim.msgs_per_min_conversation);
+    END IF;
+    IF coalesce(v_lim.msgs_per_min_tenant, 0) > 0 THEN
+      PERFORM parley.hit_rate_limit('tenant', 'all', v_lim.msgs_per_min_tenant);
+    END IF;
   ELSIF p_author = 'bot' THEN
     IF parley.limit_reached(v_lim.ai_msgs_per_day, parley.usage_on('ai_messages')) THEN
       PERFORM parley.raise_error(402, 'plan_limit',
         format('The daily allowance of %s AI replies is used up.', v_lim.ai_msgs_per_day));
+    END IF;
+    IF NOT v_lim.metered THEN
+      PERFORM parley.check_allowance('ai_messages');  -- Free: this month's allowance is a hard cap
     END IF;
     -- A reply the bot marks as a miss (meta.miss = true) counts toward the handoff threshold.
     IF p_meta->'miss' = 'true'::jsonb THEN

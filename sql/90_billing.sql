@@ -46,7 +46,7 @@ GRANT EXECUTE ON FUNCTION parley.period_start(date) TO parley_app, parley_jobs;
 
 -- Monthly allowances: a hard cap on plans without overage (Free), nothing on metered plans.
 CREATE OR REPLACE FUNCTION parley.check_allowance(p_metric text) RETURNS void
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_lim record;
@@ -104,7 +104,7 @@ GRANT EXECUTE ON FUNCTION parley.usage_meters() TO parley_app, parley_jobs;
 -- Soft warnings: the 80 % and 100 % marks of each allowance, kept once per period, so the
 -- owners are told once (the outbox mails rows with notified_at NULL).
 CREATE OR REPLACE FUNCTION parley.record_usage_warnings() RETURNS int
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_n int;
@@ -133,7 +133,7 @@ GRANT EXECUTE ON FUNCTION parley.record_usage_warnings() TO parley_jobs;
 -- write tenants.plan or subscriptions itself; who may call it for what is checked here.
 CREATE OR REPLACE FUNCTION parley.change_plan(p_plan text, p_source text, p_state jsonb DEFAULT '{}')
 RETURNS jsonb
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -233,7 +233,7 @@ GRANT EXECUTE ON FUNCTION parley.change_plan(text, text, jsonb) TO parley_app, p
 -- The payment provider's customer of this tenant, stored before checkout so the portal and
 -- later checkouts reuse it.
 CREATE OR REPLACE FUNCTION parley.attach_billing_customer(p_customer_ref text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -256,7 +256,7 @@ GRANT EXECUTE ON FUNCTION parley.attach_billing_customer(text) TO parley_app;
 -- Provider events: applied once per event id.
 CREATE OR REPLACE FUNCTION parley.claim_billing_event(p_event_id text, p_type text, p_created timestamptz)
 RETURNS boolean
-LANGUAGE plpgsql
+LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_new boolean;
@@ -278,7 +278,7 @@ GRANT EXECUTE ON FUNCTION parley.claim_billing_event(text, text, timestamptz) TO
 -- Dunning: a delinquent subscription whose grace ended is marked limited (Free limits in
 -- effective_limits, from grace_until on even before this runs); p_now is the clock.
 CREATE OR REPLACE FUNCTION parley.sweep_grace(p_now timestamptz DEFAULT now()) RETURNS int
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = ''
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
@@ -350,8 +350,3 @@ COMMENT ON FUNCTION parley.billing_overview() IS
   'The current tenant''s plan, limits (limited = past its grace period), subscription (no provider ids), period start, meters and live warnings (80 % warning, 100 % limit).';
 REVOKE ALL ON FUNCTION parley.billing_overview() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.billing_overview() TO parley_app, parley_jobs;
-
-INSERT INTO parley.job_schedules (name, every) VALUES
-  ('record_usage_warnings', interval '5 minutes'),
-  ('sweep_grace',           interval '10 minutes')
-ON CONFLICT (name) DO UPDATE SET every = EXCLUDED.every;

@@ -17,7 +17,8 @@ import stripe
 from aiohttp import web
 from pydantic import BaseModel, Field
 
-from pyapp.api import POOL, REQUEST_ID, SETTINGS, Call, api
+from pyapp.api import Call, api
+from pyapp.context import POOL, REQUEST_ID, SETTINGS
 from pyapp.billing.config import billing_config
 from pyapp.billing.gateway import Gateway, invoice_subscription
 from pyapp.db import Actor, tenant_tx

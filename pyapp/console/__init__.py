@@ -31,6 +31,7 @@ def setup(app: aioweb.Application) -> None:
     from pyapp.console import (  # noqa: F401
         analytics,
         auth,
+        billing,
         chatbots,
         inbox,
         knowledge,

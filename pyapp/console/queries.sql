@@ -160,16 +160,6 @@ SELECT day,
  WHERE day >= current_date - 30
  GROUP BY day ORDER BY day DESC;
 
--- name: plans
--- The plans on offer, in order.
-SELECT id, name FROM parley.plans ORDER BY sort_order;
-
--- name: plan_counts
--- What counts against the plan right now: seats, live chatbots, open conversations.
-SELECT (SELECT count(*) FROM parley.members) AS seats,
-       (SELECT count(*) FROM parley.chatbots WHERE deleted_at IS NULL) AS chatbots,
-       (SELECT count(*) FROM parley.conversations WHERE status <> 'closed') AS open_conversations;
-
 -- name: knowledge_sources
 -- A chatbot's knowledge sources with status, progress, document and chunk counts and the last import, newest first.
 SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,

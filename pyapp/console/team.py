@@ -1,4 +1,4 @@
-"""Admin pages: team (members, roles, invites), API keys, audit log, workspace settings, plan & usage.
+"""Admin pages: team (members, roles, invites), API keys, audit log, workspace settings.
 
 Reads call the accounts SQL functions inside the page's transaction (begin_request already
 refused anyone below admin); writes go through the accounts handlers, so tokens and keys
@@ -266,18 +266,6 @@ async def delete_workspace(ctx: Ctx):
                                     errors={"confirm": "Type the workspace address exactly to confirm."})
     await _ws(ctx, "delete_tenant", min_role="owner")
     return redirect("/console/workspaces")
-
-
-# -------------------------------------------------------------------------- plan & usage
-
-
-@page("GET", "/console/billing", min_role="admin")
-async def billing(ctx: Ctx):
-    limits = await ctx.conn.fetchrow("SELECT * FROM parley.effective_limits(parley.current_tenant_id())")
-    usage = await queries.fetch(ctx.conn, "usage_30_days")
-    plans = await queries.fetch(ctx.conn, "plans")
-    counts = await queries.fetchrow(ctx.conn, "plan_counts")
-    return ctx.render("billing.html", limits=limits, usage=usage, plans=plans, counts=counts)
 
 
 @page("GET", "/console/me", tx=True)

@@ -3,6 +3,7 @@ it, the grace period and the drop to Free limits, stale provider states, per-ten
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import asyncpg
 import pytest
@@ -185,3 +186,77 @@ async def test_warnings_at_80_and_100_percent(tenant, jobs_tx, owner_conn):
     assert [(r["threshold"], r["notified_at"]) for r in rows] == [(80, None), (100, None)]
     status, body = await tenant.call("GET", "/api/billing")
     assert body["warnings"][0]["level"] == "limit"
+
+
+async def _bot(t, owner_conn):
+    bot = await owner_conn.fetchval("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, 'B') RETURNING id", t.id)
+    return bot
+
+
+async def _start(t, bot):
+    async with t.tx() as conn:
+        return (await conn.fetchrow("SELECT * FROM parley.start_conversation($1, gen_random_uuid(), NULL, NULL, NULL,"
+                                    " NULL, '203.0.113.9'::inet, NULL)", bot))["id"]
+
+
+async def _visitor_says(t, conv, body, ip="203.0.113.9"):
+    from pyapp.db import Actor, tenant_tx
+    from pyapp.context import POOL
+
+    async with tenant_tx(t.server.app[POOL], Actor(tenant_id=t.id, kind="visitor", actor_id=str(conv), ip=ip,
+                                                   min_role="visitor")) as conn:
+        return await conn.fetchrow("SELECT * FROM parley.post_message($1, 'visitor', $2)", conv, body)
+
+
+@pytest.mark.parametrize("scope", ["conversation", "tenant"])
+async def test_message_windows_per_conversation_and_tenant(tenant, owner_conn, scope):
+    await owner_conn.execute(
+        "INSERT INTO parley.tenant_limits (tenant_id, msgs_per_min_ip, msgs_per_min_chatbot, msgs_per_min_conversation,"
+        " msgs_per_min_tenant) VALUES ($1, 0, 0, $2, $3)", tenant.id,
+        2 if scope == "conversation" else 0, 3 if scope == "tenant" else 0)
+    bot = await _bot(tenant, owner_conn)
+    first = await _start(tenant, bot)
+    await _visitor_says(tenant, first, "one")
+    await _visitor_says(tenant, first, "two")
+    other = await _start(tenant, bot)
+    if scope == "conversation":
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await _visitor_says(tenant, first, "three")
+        await _visitor_says(tenant, other, "another conversation has its own window")
+    else:
+        await _visitor_says(tenant, other, "third of the tenant")
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await _visitor_says(tenant, other, "fourth")
+    assert err.value.sqlstate == "PT429" and err.value.hint == "rate_limited"
+    assert err.value.detail.startswith("retry_after=")
+
+
+async def test_free_monthly_allowances_are_hard_caps_paid_are_not(tenant, owner_conn):
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, included_conversations) VALUES ($1, 2)",
+                             tenant.id)
+    bot = await _bot(tenant, owner_conn)
+    await _start(tenant, bot)
+    await _start(tenant, bot)
+    with pytest.raises(asyncpg.PostgresError) as err:
+        await _start(tenant, bot)
+    assert err.value.sqlstate == "PT402" and err.value.hint == "plan_limit"
+    await change(tenant, "starter", provider="stripe", status="active")
+    await owner_conn.execute("UPDATE parley.tenant_limits SET included_conversations = 2, max_open_conversations = 0 "
+                             "WHERE tenant_id = $1", tenant.id)
+    await _start(tenant, bot)  # metered: past the allowance is overage, not a block
+
+
+async def test_webhook_refuses_forged_events_with_payments_off(tenant, owner_conn):
+    from support.fakes.stripe_api import sign
+
+    payload = json.dumps({"id": "evt_1", "type": "checkout.session.completed", "created": 0,
+                          "data": {"object": {"client_reference_id": str(tenant.id), "subscription": "sub_1"}}}).encode()
+    for signature in (sign(payload, "whsec_guess"), None):
+        headers = {"Content-Type": "application/json"}
+        if signature:
+            headers["Stripe-Signature"] = signature
+        async with tenant.server.http.post(tenant.server.base_url + "/api/billing/webhook", data=payload,
+                                           headers=headers) as resp:
+            body = await resp.json()
+            assert resp.status == 400 and body["error"]["code"] == "invalid_signature"
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.billing_events") == 0

@@ -1,0 +1,189 @@
+"""A fake Stripe API on 127.0.0.1 and events signed with Stripe's own webhook scheme.
+
+Speaks the parts of the real API Parley uses, with Stripe's form-encoded request bodies
+(`a[b][0][c]=…`) and JSON answers: customers, Checkout Sessions, Billing Portal sessions,
+subscriptions (retrieve, update) and Billing Meter events (deduplicated on `identifier`,
+as Stripe does). Every request is recorded (method, path, headers, decoded params).
+
+Test helpers drive what Stripe itself would do: `complete_checkout` turns a session into a
+subscription and returns the `checkout.session.completed` event, `set_status` moves a
+subscription (e.g. to past_due), `event` builds any event, and `sign` produces the
+`Stripe-Signature` header (HMAC-SHA256 over `t.` + body with the endpoint secret).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import time
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+WEBHOOK_SECRET = "whsec_test_parley_fake"
+SECRET_KEY = "sk_test_parley_fake"
+
+
+def sign(payload: bytes, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
+    """The Stripe-Signature header for payload, as Stripe computes it."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    mac = hmac.new(secret.encode(), f"{ts}.".encode() + payload, hashlib.sha256).hexdigest()
+    return f"t={ts},v1={mac}"
+
+
+def decode_form(body: str) -> dict:
+    """Stripe's nested form encoding back into dicts and lists."""
+    out: dict = {}
+    for key, value in parse_qsl(body, keep_blank_values=True):
+        parts = re.findall(r"[^\[\]]+", key)
+        node: Any = out
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            nxt_is_index = not last and parts[i + 1].isdigit()
+            if isinstance(node, list):
+                idx = int(part)
+                while len(node) <= idx:
+                    node.append(None)
+                if last:
+                    node[idx] = value
+                else:
+                    if node[idx] is None:
+                        node[idx] = [] if nxt_is_index else {}
+                    node = node[idx]
+            else:
+                if last:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, [] if nxt_is_index else {})
+    return out
+
+
+class FakeStripe:
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.customers: dict[str, dict] = {}
+        self.sessions: dict[str, dict] = {}
+        self.subscriptions: dict[str, dict] = {}
+        self.meter_events: dict[str, dict] = {}  # identifier -> first event
+        self.meter_posts = 0
+        self.fail_next: int = 0  # answer the next N API calls with 500
+        self._ids = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_fake{next(self._ids):06d}"
+
+    async def __aenter__(self) -> "FakeStripe":
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._runner.cleanup()
+
+    # ------------------------------------------------------------------ the API
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        params = decode_form(await request.text()) if request.method == "POST" else dict(request.query)
+        self.requests.append({"method": request.method, "path": request.path, "headers": dict(request.headers),
+                              "params": params})
+        if request.headers.get("Authorization") != f"Bearer {SECRET_KEY}":
+            return _error(401, "Invalid API Key provided.")
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            return _error(500, "Something went wrong.", "api_error")
+        path, method = request.path, request.method
+        if method == "POST" and path == "/v1/customers":
+            cus = {"id": self._id("cus"), "object": "customer", "name": params.get("name"),
+                   "email": params.get("email"), "metadata": params.get("metadata", {})}
+            self.customers[cus["id"]] = cus
+            return web.json_response(cus)
+        if method == "POST" and path == "/v1/checkout/sessions":
+            sid = self._id("cs")
+            session = {"id": sid, "object": "checkout.session", "url": f"https://checkout.stripe.test/c/pay/{sid}",
+                       "mode": params.get("mode"), "customer": params.get("customer"),
+                       "client_reference_id": params.get("client_reference_id"), "metadata": params.get("metadata", {}),
+                       "success_url": params.get("success_url"), "cancel_url": params.get("cancel_url"),
+                       "line_items": params.get("line_items", []),
+                       "subscription_data": params.get("subscription_data", {}), "subscription": None,
+                       "status": "open"}
+            self.sessions[sid] = session
+            return web.json_response(session)
+        if method == "POST" and path == "/v1/billing_portal/sessions":
+            sid = self._id("bps")
+            return web.json_response({"id": sid, "object": "billing_portal.session", "customer": params.get("customer"),
+                                      "return_url": params.get("return_url"),
+                                      "url": f"https://billing.stripe.test/p/session/{sid}"})
+        m = re.fullmatch(r"/v1/subscriptions/([A-Za-z0-9_]+)", path)
+        if m:
+            sub = self.subscriptions.get(m.group(1))
+            if sub is None:
+                return _error(404, "No such subscription.", code="resource_missing")
+            if method == "POST":
+                if "cancel_at_period_end" in params:
+                    sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+            return web.json_response(sub)
+        if method == "POST" and path == "/v1/billing/meter_events":
+            self.meter_posts += 1
+            ident = params.get("identifier")
+            self.meter_events.setdefault(ident, params)
+            return web.json_response({"object": "billing.meter_event", "event_name": params.get("event_name"),
+                                      "identifier": ident, "payload": params.get("payload"),
+                                      "timestamp": int(params.get("timestamp", 0))})
+        return _error(404, f"Unrecognized request URL ({method}: {path}).")
+
+    # ------------------------------------------------------------------ what Stripe would do
+
+    def complete_checkout(self, session_id: str, *, status: str = "active") -> dict:
+        """The customer paid: the session gets a subscription; returns checkout.session.completed."""
+        session = self.sessions[session_id]
+        now = int(time.time())
+        items = []
+        for li in session["line_items"]:
+            if "price" in li:
+                price = {"id": li["price"], "object": "price", "recurring": {"interval": "month"}}
+            else:
+                pd = li["price_data"]
+                price = {"id": self._id("price"), "object": "price", "unit_amount": int(pd["unit_amount"]),
+                         "recurring": {"interval": pd["recurring"]["interval"]}}
+            items.append({"id": self._id("si"), "object": "subscription_item", "price": price,
+                          "quantity": int(li.get("quantity", 1)), "current_period_start": now,
+                          "current_period_end": now + 30 * 86400})
+        sub = {"id": self._id("sub"), "object": "subscription", "customer": session["customer"], "status": status,
+               "cancel_at_period_end": False, "metadata": dict(session["subscription_data"].get("metadata", {})),
+               "items": {"object": "list", "data": items}}
+        self.subscriptions[sub["id"]] = sub
+        session.update(subscription=sub["id"], status="complete")
+        return self.event("checkout.session.completed", session)
+
+    def set_status(self, sub_id: str, status: str) -> dict:
+        self.subscriptions[sub_id]["status"] = status
+        return self.subscriptions[sub_id]
+
+    def invoice(self, sub_id: str, *, paid: bool) -> dict:
+        sub = self.subscriptions[sub_id]
+        return {"id": self._id("in"), "object": "invoice", "customer": sub["customer"],
+                "status": "paid" if paid else "open",
+                "parent": {"type": "subscription_details", "subscription_details": {"subscription": sub_id}}}
+
+    def event(self, kind: str, obj: dict, *, created: int | None = None) -> dict:
+        return {"id": self._id("evt"), "object": "event", "type": kind, "api_version": "2026-10-28.endive",
+                "created": int(time.time()) if created is None else created, "livemode": False,
+                "pending_webhooks": 1, "data": {"object": json.loads(json.dumps(obj))}}
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> web.Response:
+    err = {"type": kind, "message": message}
+    if code:
+        err["code"] = code
+    return web.json_response({"error": err}, status=status)
