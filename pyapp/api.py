@@ -14,10 +14,10 @@ from typing import Any, Awaitable, Callable
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
+from pyapp.auth import Credential, bearer_token, resolve_member, resolve_user
 from pyapp.context import POOL, REQUEST_ID, SESSION_TOKEN, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
-from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
 
 
 
@@ -73,54 +73,33 @@ class Call:
         return tenant_tx(self.pool, self.actor)
 
 
-def bearer_token(request: web.Request) -> str | None:
-    header = request.headers.get("Authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip() or None
-    return None
-
-
 async def _resolve_public(request: web.Request, spec: RouteSpec, call: Call) -> None:
     return None
 
 
+def _credential_of(request: web.Request) -> str | None:
+    return bearer_token(request) or request.get(SESSION_TOKEN)
+
+
 async def _resolve_user(request: web.Request, spec: RouteSpec, call: Call) -> None:
     """A signed-in person (JWT); tenant optional. Session liveness is checked by SQL."""
-    token = bearer_token(request) or request.get(SESSION_TOKEN)
-    if not token or token.startswith(API_KEY_PREFIX):
-        raise ApiError(401, "unauthenticated", "Sign in with a user access token.")
-    try:
-        claims = decode_access_token(request.app[SETTINGS].secret_key, token)
-    except TokenError:
-        raise ApiError(401, "invalid_token", "The access token is invalid or expired.") from None
-    call.user_id = claims.user_id
-    call.session_id = claims.session_id
-    if claims.tenant_id:
-        call.actor = Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
-                           session_id=claims.session_id, ip=client_ip(request),
-                           request_id=request.get(REQUEST_ID), min_role=spec.min_role)
+    _apply(call, resolve_user(request.app, _credential_of(request), min_role=spec.min_role, ip=client_ip(request),
+                              request_id=request.get(REQUEST_ID)))
 
 
 async def _resolve_member(request: web.Request, spec: RouteSpec, call: Call) -> None:
-    """A member of a tenant: a user JWT carrying a tenant, or a tenant API key."""
-    token = bearer_token(request) or request.get(SESSION_TOKEN)
-    if token and token.startswith(API_KEY_PREFIX):
-        if not spec.keys:
-            raise ApiError(403, "api_key_not_allowed", "API keys cannot use this endpoint; sign in as a person.")
-        row = await request.app[POOL].fetchrow("SELECT * FROM parley.authenticate_api_key($1)", sha256(token))
-        if row is None:
-            raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
-        scopes = tuple(row["scopes"] or ())
-        needed = "read" if spec.method in ("GET", "HEAD") else "write"
-        if needed not in scopes:
-            raise ApiError(403, "insufficient_scope", f"This API key lacks the '{needed}' scope.")
-        call.scopes = scopes
-        call.actor = Actor(tenant_id=row["tenant_id"], kind="api_key", actor_id=str(row["key_id"]),
-                           ip=client_ip(request), request_id=request.get(REQUEST_ID), min_role=spec.min_role)
-        return
-    await _resolve_user(request, spec, call)
-    if call.actor is None:
-        raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+    """A member of a tenant: a user JWT carrying a tenant, or a tenant API key (read scope for GET/HEAD)."""
+    _apply(call, await resolve_member(request.app, _credential_of(request),
+                                      scope="read" if spec.method in ("GET", "HEAD") else "write",
+                                      min_role=spec.min_role, keys=spec.keys, ip=client_ip(request),
+                                      request_id=request.get(REQUEST_ID)))
+
+
+def _apply(call: Call, credential: Credential) -> None:
+    call.actor = credential.actor
+    call.user_id = credential.user_id
+    call.session_id = credential.session_id
+    call.scopes = credential.scopes
 
 
 AUTH_RESOLVERS: dict[str, Callable[[web.Request, RouteSpec, Call], Awaitable[None]]] = {

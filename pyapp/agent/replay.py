@@ -6,7 +6,8 @@ import asyncio
 import asyncpg
 
 from pyapp.context import json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.auth import check_member
+from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.realtime.frames import BATCH, event_json, read_events
 from pyapp.realtime.sinks import Sink
@@ -46,8 +47,7 @@ def _replay_item(sink: Sink, ev: dict):
 async def recheck(pool: asyncpg.Pool, actor: Actor) -> ApiError | None:
     """None while the credential is still good, else the reason to hang up."""
     try:
-        async with tenant_tx(pool, actor):
-            pass
+        await check_member(pool, actor)
         return None
     except asyncpg.PostgresError as exc:
         mapped = from_postgres(exc)

@@ -1,8 +1,8 @@
 """`/ws/agent`: every event of the member's tenant, live, with resume from `last_event_id`.
 
 The first frame carries the credential (a member's access JWT or a tenant API key with the
-`read` scope), resolved exactly like the REST API does and then checked by
-`parley.begin_request` in the transaction that replays the missed events. The session is
+`read` scope), resolved by `pyapp.auth.resolve_member` as for REST and SSE, then checked by
+`parley.begin_request` before anything is sent. The session is
 re-checked every `RECHECK_SECONDS`; a revoked session or key closes the socket (4401).
 """
 from __future__ import annotations
@@ -19,45 +19,18 @@ from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
-from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.auth import check_member, resolve_member
+from pyapp.context import POOL, REQUEST_ID, client_ip, json_dumps
+from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.realtime.relay import Relay, get_relay, install as install_relay
 from pyapp.realtime.sinks import Sink
-from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
 
 log = logging.getLogger("parley.agent.socket")
 
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
 MAX_FRAME_BYTES = 16 * 1024
-
-
-async def resolve_member(app: web.Application, token: str | None, *, ip: str | None = None,
-                         request_id: str | None = None, scope: str = "read") -> Actor:
-    """The Actor for a member credential (access JWT or API key), as pyapp.api resolves it.
-
-    Raises ApiError(401/403). The caller must still open `tenant_tx` with it, which runs
-    `parley.begin_request` (session alive, still a member, key not revoked).
-    """
-    if not token:
-        raise ApiError(401, "unauthenticated", "Sign in with a user access token or an API key.")
-    if token.startswith(API_KEY_PREFIX):
-        row = await app[POOL].fetchrow("SELECT * FROM parley.authenticate_api_key($1)", sha256(token))
-        if row is None:
-            raise ApiError(401, "invalid_api_key", "The API key is invalid, revoked or expired.")
-        if scope not in tuple(row["scopes"] or ()):
-            raise ApiError(403, "insufficient_scope", f"This API key lacks the '{scope}' scope.")
-        return Actor(tenant_id=row["tenant_id"], kind="api_key", actor_id=str(row["key_id"]), ip=ip,
-                     request_id=request_id, min_role="agent")
-    try:
-        claims = decode_access_token(app[SETTINGS].secret_key, token)
-    except TokenError:
-        raise ApiError(401, "invalid_token", "The access token is invalid or expired.") from None
-    if claims.tenant_id is None:
-        raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
-    return Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
-                 session_id=claims.session_id, ip=ip, request_id=request_id, min_role="agent")
 
 
 class _Hello(BaseModel):
@@ -171,9 +144,9 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=4400, message=b"hello expected")
             return ws
         try:
-            actor = await resolve_member(app, hello.token, ip=client_ip(request), request_id=request.get(REQUEST_ID))
-            async with tenant_tx(app[POOL], actor):
-                pass  # begin_request: session alive, still a member (or key live)
+            actor = (await resolve_member(app, hello.token, scope="read", ip=client_ip(request),
+                                          request_id=request.get(REQUEST_ID))).actor
+            await check_member(app[POOL], actor)
         except ApiError as exc:
             await ws.send_str(_error(exc.code, exc.message))
             await ws.close(code=4401 if exc.status == 401 else 4403, message=exc.code.encode())

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
 from pyapp.api import Call, api
+from pyapp.auth import check_member
 from pyapp.context import SETTINGS
 from pyapp.errors import ApiError
 from pyapp.realtime.relay import get_relay, install as install_relay
@@ -37,8 +38,7 @@ async def stream_events(call: Call):
         if not header.isdigit() or len(header) > 19:
             raise ApiError(422, "validation_failed", "Last-Event-ID must be an event id.")
         after = int(header)
-    async with call.tx():
-        pass  # begin_request checks the session (or key) and membership before anything streams
+    await check_member(call.pool, call.actor)  # before anything streams
     response = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
         "X-Accel-Buffering": "no", "Connection": "keep-alive"})
