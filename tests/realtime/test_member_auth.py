@@ -12,7 +12,7 @@ import aiohttp
 from pyapp.context import SETTINGS
 from pyapp.security import issue_access_token
 from pyapp.widget.tokens import issue_visitor_token
-from tests.realtime.conftest import Client, agent, widget_session
+from support.realtime import Client, agent, widget_session
 
 
 async def _rest(server, token: str) -> tuple[int, str]:
