@@ -66,6 +66,7 @@ def _touch_heartbeat() -> None:
 
 async def main(settings, once: bool = False) -> int:
     """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code."""
+    from jobs.metering import Metering
     from jobs.outbox import OutboxDrainer
     from pyapp.knowledge.ingest import drain_embeddings
 
@@ -81,11 +82,14 @@ async def main(settings, once: bool = False) -> int:
     worker = worker_name()
     log.info("jobs process %s started", worker)
     drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url)
+    metering = Metering(settings)
     outbox_task = None if once else asyncio.create_task(drainer.run(stop))
     try:
         await register(pool)
         while not stop.is_set():
             ran = await run_due_jobs(pool, worker)
+            if "report_overage" in ran:  # the SQL job wrote the rows; send them to Stripe
+                await metering.send(pool)
             _touch_heartbeat()
             embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
                                               max_batches=1_000_000 if once else 50)
@@ -102,6 +106,7 @@ async def main(settings, once: bool = False) -> int:
         if outbox_task is not None:
             await asyncio.gather(outbox_task, return_exceptions=True)
         await drainer.close()
+        await metering.close()
         await outbox_pool.close()
         await pool.close()
     return 0

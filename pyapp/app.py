@@ -40,7 +40,7 @@ SURFACES: list[str] = [
     "pyapp.feedback",
     "pyapp.analytics",
     "pyapp.outbox.routes",
-    "pyapp.billing",
+    "pyapp.billing.routes",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

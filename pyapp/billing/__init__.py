@@ -1,12 +1,7 @@
-"""Billing surface: plans, checkout, the customer portal, the Stripe webhook, usage feeds.
+"""Billing: plans, checkout, the customer portal, the Stripe webhook, usage feeds and metering.
 
-The rules (plans, limits, who may change a plan, grace periods, allowances) live in
-sql/90_billing.sql and sql/42_limits.sql; this package talks to Stripe and calls them.
-Importing it declares its routes on `pyapp.api.api`; `setup(app)` makes the Stripe client.
+The rules (plans, limits, who may change a plan, grace periods, allowances, overage) live in
+sql/42_limits.sql, sql/90_billing.sql and sql/91_metering.sql. `config` and `gateway` (the
+Stripe adapter) import nothing from the web layer, so the jobs process uses them too;
+`routes` is the HTTP surface (listed in pyapp.app.SURFACES).
 """
-from __future__ import annotations
-
-from . import routes  # noqa: F401  (route declarations)
-from .routes import setup
-
-__all__ = ["setup"]

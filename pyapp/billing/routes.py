@@ -160,6 +160,29 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
     return {"scheduled": True, "at": end}
 
 
+class UsageQuery(BaseModel):
+    month: str | None = Field(None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month")
+    format: Literal["json", "csv"] = "json"
+
+
+@api.route("GET", "/api/billing/usage", query=UsageQuery, summary="Usage per day of a month (JSON or CSV)", tags=TAGS)
+async def usage_feed(call: Call):
+    month = dt.date.fromisoformat(call.query.month + "-01") if call.query.month else None
+    async with call.tx() as conn:
+        start = month or await conn.fetchval("SELECT parley.period_start()")
+        end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        days = await conn.fetch("SELECT * FROM parley.usage_days($1, $2)", start, end)
+        reported = await conn.fetch("SELECT metric, sum(quantity) AS quantity FROM parley.usage_reports "
+                                    "WHERE period_start = $1 GROUP BY metric ORDER BY metric", start)
+    if call.query.format == "csv":
+        lines = ["day,messages,ai_messages,conversations,active_seats"]
+        lines += [f"{d['day']},{d['messages']},{d['ai_messages']},{d['conversations']},{d['active_seats']}" for d in days]
+        return web.Response(text="\r\n".join(lines) + "\r\n", content_type="text/csv", charset="utf-8",
+                            headers={"Content-Disposition": f'attachment; filename="usage-{start:%Y-%m}.csv"'})
+    return {"month": f"{start:%Y-%m}", "days": [dict(d) for d in days],
+            "overage_reported": {r["metric"]: r["quantity"] for r in reported}}
+
+
 # ---------------------------------------------------------------------------------- webhook
 
 
