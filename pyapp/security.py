@@ -29,6 +29,16 @@ def new_opaque_token(nbytes: int = 32) -> tuple[str, bytes]:
     return token, sha256(token)
 
 
+def successor_token(secret: str, token: str) -> tuple[str, bytes]:
+    """The refresh token that replaces `token` (and its hash): derived, so parallel refreshes agree on it.
+
+    Only the server can compute it (HMAC with its key); it is as long and as random as a new token.
+    """
+    key = hmac.new(secret.encode(), b"parley:refresh-successor", hashlib.sha256).digest()
+    new = base64.urlsafe_b64encode(hmac.new(key, token.encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    return new, sha256(new)
+
+
 def new_api_key() -> tuple[str, str, bytes]:
     """Returns (full key shown once, visible prefix, stored hash)."""
     prefix = secrets.token_hex(4)

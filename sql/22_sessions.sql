@@ -237,21 +237,33 @@ END $$;
 COMMENT ON FUNCTION parley.sign_up(text, text, text, text, text, bytea, int) IS
   'Create a person and, when a name and slug are given, their workspace with them as owner; opens a session. 409 email_taken (case-insensitive) or slug_taken. Definer: no tenant exists yet.';
 
+-- Until 0011 sign-in returned the account's lock and finished without the email.
+DROP FUNCTION IF EXISTS parley.finish_sign_in(uuid, text, boolean, bytea, int);
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.begin_sign_in(text)')
+                                     AND pg_get_function_result(oid) LIKE '%locked_until%') THEN
+    DROP FUNCTION parley.begin_sign_in(text);
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION parley.begin_sign_in(p_email text)
-RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz)
+RETURNS TABLE (user_id uuid, password_hash text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 BEGIN
   PERFORM parley.throttle_auth_attempt();
+  PERFORM parley.check_sign_in_backoff(p_email);
   RETURN QUERY
-    SELECT u.id, u.password_hash, u.locked_until FROM parley.users u
+    SELECT u.id, u.password_hash FROM parley.users u
      WHERE lower(u.email) = lower(btrim(p_email));
 END $$;
 COMMENT ON FUNCTION parley.begin_sign_in(text) IS
-  'Step 1 of sign-in: count the attempt against the address (429 too_many_attempts) and return the id, password hash and lock of the account with this email (no row when unknown). The password is verified in Python, then finish_sign_in records the outcome.';
+  'Step 1 of sign-in: count the attempt against the address (429 too_many_attempts above 20 per 15 minutes), refuse it while this email is in backoff at this address (429 too_many_attempts, the same for unknown emails), and return the id and password hash of the account with this email (no row when unknown). The password is verified in Python (against a dummy hash when unknown), then finish_sign_in records the outcome.';
 
 CREATE OR REPLACE FUNCTION parley.finish_sign_in(
-  p_user_id uuid, p_password_hash text, p_password_ok boolean, p_refresh_hash bytea, p_refresh_ttl int)
+  p_email text, p_user_id uuid, p_password_hash text, p_password_ok boolean, p_refresh_hash bytea,
+  p_refresh_ttl int)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
@@ -260,28 +272,22 @@ DECLARE
   v_status text;
   v_tenant uuid;
 BEGIN
-  IF p_user_id IS NULL THEN
-    RETURN jsonb_build_object('status', 'invalid');
+  -- No account lock: failures slow down this email at this address only (21_sign_in_throttle.sql).
+  IF p_user_id IS NOT NULL THEN
+    SELECT * INTO v_user FROM parley.users u WHERE u.id = p_user_id FOR UPDATE;
   END IF;
-  SELECT * INTO v_user FROM parley.users u WHERE u.id = p_user_id FOR UPDATE;
-  IF NOT FOUND THEN
+  IF p_user_id IS NULL OR v_user.id IS NULL THEN
+    PERFORM parley.record_sign_in_result(p_email, false);  -- unknown emails count alike
     RETURN jsonb_build_object('status', 'invalid');
   END IF;
   PERFORM parley.act_as_user(p_user_id);
-  IF v_user.locked_until > now() THEN
-    v_status := 'locked';  -- refused whatever the password; the lock is not extended
-  ELSIF p_password_ok AND v_user.password_hash = p_password_hash THEN
+  IF p_password_ok AND v_user.password_hash = p_password_hash THEN
     -- (the hash compared is the one verified: a reset in between makes the old password fail)
-    UPDATE parley.users SET failed_logins = 0, locked_until = NULL WHERE id = p_user_id;
     v_status := 'ok';
-  ELSIF v_user.failed_logins + 1 >= 5 THEN
-    -- The fifth consecutive failure locks the account for 15 minutes and restarts the count.
-    UPDATE parley.users SET failed_logins = 0, locked_until = now() + interval '15 minutes' WHERE id = p_user_id;
-    v_status := 'locked';
   ELSE
-    UPDATE parley.users SET failed_logins = failed_logins + 1 WHERE id = p_user_id;
     v_status := 'invalid';
   END IF;
+  PERFORM parley.record_sign_in_result(p_email, v_status = 'ok');
   PERFORM parley.audit_for_user(p_user_id,
     CASE WHEN v_status = 'ok' THEN 'auth.sign_in' ELSE 'auth.sign_in_failed' END,
     CASE WHEN v_status = 'ok' THEN '{}'::jsonb ELSE jsonb_build_object('reason', v_status) END);
@@ -292,8 +298,8 @@ BEGIN
   RETURN parley.session_json(p_user_id, v_tenant,
                              parley.start_session(p_user_id, p_refresh_hash, p_refresh_ttl, v_tenant));
 END $$;
-COMMENT ON FUNCTION parley.finish_sign_in(uuid, text, boolean, bytea, int) IS
-  'Step 2 of sign-in: record the outcome. Success resets the failure count and opens a session in the last-used workspace; the 5th consecutive failure locks the account for 15 minutes. Audited (auth.sign_in / auth.sign_in_failed) in each workspace of the person. Returns {status: ok|invalid|locked, ...}; never raises, so failures are committed.';
+COMMENT ON FUNCTION parley.finish_sign_in(text, uuid, text, boolean, bytea, int) IS
+  'Step 2 of sign-in: record the outcome for this email at the request''s address (record_sign_in_result: a failure counts towards the backoff, also for an unknown email; a success clears it) and, for a success, open a session in the last-used workspace. No account-wide lock. Audited (auth.sign_in / auth.sign_in_failed) in each workspace of the person. Returns {status: ok|invalid, ...}; never raises, so failures are committed.';
 
 CREATE OR REPLACE FUNCTION parley.rotate_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl int)
 RETURNS jsonb
@@ -301,6 +307,7 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_old parley.refresh_tokens%ROWTYPE;
+  v_new parley.refresh_tokens%ROWTYPE;
   v_tenant uuid;
 BEGIN
   SELECT * INTO v_old FROM parley.refresh_tokens r WHERE r.token_hash = p_refresh_hash FOR UPDATE;
@@ -308,6 +315,18 @@ BEGIN
     RETURN jsonb_build_object('status', 'invalid');
   END IF;
   PERFORM parley.act_as_user(v_old.user_id);
+  IF v_old.used_at IS NOT NULL AND v_old.revoked_at IS NULL AND v_old.used_at > now() - interval '10 seconds' THEN
+    -- Grace window: the client's parallel refreshes (tabs, retries) present the same token at once.
+    -- The successor is derived from the presented token with the server's key, so a repeat names the
+    -- same successor: while that one is unused, the repeat gets the same new pair instead of ending the
+    -- session. (These requests waited on this row's lock for the first one to commit.)
+    SELECT * INTO v_new FROM parley.refresh_tokens r
+     WHERE r.token_hash = p_new_refresh_hash AND r.family_id = v_old.family_id;
+    IF FOUND AND v_new.used_at IS NULL AND v_new.revoked_at IS NULL AND v_new.expires_at > now() THEN
+      RETURN parley.session_json(v_old.user_id, parley.default_tenant_of(v_old.user_id, v_new.tenant_id),
+                                 v_old.family_id);
+    END IF;
+  END IF;
   IF v_old.used_at IS NOT NULL THEN
     -- A rotated token came back: it was stolen or replayed. End the whole family.
     UPDATE parley.refresh_tokens SET revoked_at = now()
@@ -327,7 +346,7 @@ BEGIN
   RETURN parley.session_json(v_old.user_id, v_tenant, v_old.family_id);
 END $$;
 COMMENT ON FUNCTION parley.rotate_session(bytea, bytea, int) IS
-  'Exchange a refresh token for a new one in the same family (the session keeps its workspace). A token presented a second time revokes the whole family and returns {status: reused}; unknown, revoked or expired → {status: invalid}. Never raises, so a revocation is committed.';
+  'Exchange a refresh token for a new one in the same family (the session keeps its workspace). The caller derives the new token from the presented one (HMAC with the server key), so parallel refreshes name the same successor: within 10 seconds of the rotation, while that successor is unused, a repeat returns the same session (the same new pair) instead of counting as reuse. Otherwise a token presented a second time revokes the whole family and returns {status: reused}; unknown, revoked or expired → {status: invalid}. Never raises, so a revocation is committed.';
 
 CREATE OR REPLACE FUNCTION parley.end_session(p_everywhere boolean DEFAULT false) RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -473,10 +492,11 @@ BEGIN
   v_total := v_total + v_count;
   DELETE FROM parley.password_resets WHERE expires_at < now() - interval '1 day';
   GET DIAGNOSTICS v_count = ROW_COUNT;
-  RETURN v_total + v_count;
+  v_total := v_total + v_count;
+  RETURN v_total + parley.prune_sign_in_failures();
 END $$;
 COMMENT ON FUNCTION parley.prune_auth_tables() IS
-  'Delete stale login-throttle buckets, long-dead refresh tokens and expired reset tokens; returns rows deleted. For the jobs process.';
+  'Delete stale login-throttle buckets and sign-in backoff rows, long-dead refresh tokens and expired reset tokens; returns rows deleted. For the jobs process.';
 
 ---------------------------------------------------------------------------------------------
 -- Ownership and grants
@@ -490,7 +510,7 @@ BEGIN
     'parley.begin_auth_request(text, text, uuid, uuid)',
     'parley.sign_up(text, text, text, text, text, bytea, int)',
     'parley.begin_sign_in(text)',
-    'parley.finish_sign_in(uuid, text, boolean, bytea, int)',
+    'parley.finish_sign_in(text, uuid, text, boolean, bytea, int)',
     'parley.rotate_session(bytea, bytea, int)',
     'parley.end_session(boolean)',
     'parley.switch_tenant(uuid)',

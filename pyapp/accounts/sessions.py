@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pyapp.api import Call, api
 from pyapp.errors import ApiError
-from pyapp.security import new_opaque_token, sha256
+from pyapp.security import new_opaque_token, sha256, successor_token
 
 from .common import INVITE_PATH, RESET_PATH, access_token, auth_tx, link, passwords, send_later
 from .models import (AcceptedOut, AcceptIn, AccessOut, AuthOut, ForgotIn, JoinedOut, LoginIn, LogoutIn,
@@ -48,11 +48,9 @@ async def log_in(call: Call):
     ok = await passwords(call).verify(password_hash, body.password)
     refresh, refresh_hash = new_opaque_token()
     async with auth_tx(call) as conn:
-        session = await conn.fetchval("SELECT parley.finish_sign_in($1, $2, $3, $4, $5)",
+        session = await conn.fetchval("SELECT parley.finish_sign_in($1, $2, $3, $4, $5, $6)", body.email,
                                       account["user_id"] if account else None, password_hash, ok,
                                       refresh_hash, call.settings.refresh_token_ttl)
-    if session["status"] == "locked":
-        raise ApiError(429, "account_locked", "Too many failed sign-ins; the account is locked for 15 minutes.")
     if session["status"] != "ok":
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
     return _auth_response(call, session, refresh)
@@ -60,8 +58,11 @@ async def log_in(call: Call):
 
 @api.route("POST", "/api/auth/refresh", auth="public", body=RefreshIn, response=AuthOut, tags=TAGS)
 async def refresh_session(call: Call):
-    """Exchange a refresh token for a new access and refresh token (rotation; reuse ends the session)."""
-    refresh, refresh_hash = new_opaque_token()
+    """Exchange a refresh token for a new access and refresh token (rotation; reuse ends the session).
+
+    Parallel refreshes with one token within a few seconds all get the same new refresh token.
+    """
+    refresh, refresh_hash = successor_token(call.settings.secret_key, call.body.refresh_token)
     async with auth_tx(call) as conn:
         session = await conn.fetchval("SELECT parley.rotate_session($1, $2, $3)", sha256(call.body.refresh_token),
                                       refresh_hash, call.settings.refresh_token_ttl)
