@@ -50,8 +50,8 @@ async def test_login_roles_cannot_change_the_schema(settings, role):
         await conn.close()
 
 
-async def test_analyst_reads_analytics_only(settings, server, signup):
-    await signup(server)
+async def test_analyst_reads_analytics_only(settings, rows):
+    await rows.tenant()  # a sign-up: something in the audit trail
     conn = await _connect(settings.role_url("parley_analyst"))
     try:
         rows = await conn.fetch("SELECT * FROM analytics.audit_events")

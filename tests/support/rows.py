@@ -1,16 +1,18 @@
 """Rows for SQL-level tests, made in SQL through the product's own functions (no HTTP server,
 no password hashing): `rows.tenant()` signs a person up with a workspace (parley.sign_up, as the
-server does after hashing), `rows.member()` adds someone with a session, `rows.chatbot()` is
-parley.create_chatbot as the owner, `rows.conversation()` parley.start_conversation as the
-server, `rows.message()` parley.post_message as the conversation's visitor. Each step is its
-own committed tenant transaction on a parley_app pool, so every session sees the rows.
+server does after hashing), `rows.member()` adds someone with a session (as the schema owner:
+the invite routes have their own tests), `rows.chatbot()` is parley.create_chatbot as an admin,
+`rows.conversation()` parley.start_conversation as the server, `rows.message()`
+parley.post_message as the conversation's visitor. Each is committed, so every session sees it;
+the app's steps run on a parley_app pool like the server's.
 
 `tenant_conn` is a parley_app connection inside a transaction that `parley.begin_request` has
-bound to a freshly made tenant (as its owner by default); it is rolled back after the test.
+bound to a freshly made tenant's owner (`sql_tenant`); it is rolled back after the test.
 """
 from __future__ import annotations
 
 import uuid
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import asyncpg
@@ -49,28 +51,28 @@ class Rows:
         self.pool = pool  # parley_app, as the server's
         self.owner_conn = owner_conn  # the schema owner, for what no app function does (a plan)
 
-    async def tenant(self, plan: str = "free") -> Person:
+    async def tenant(self, plan: str = "free", name: str = "Test User") -> Person:
         """A new workspace and its owner (parley.sign_up); `plan` moves it to another plan."""
         slug = f"t-{uuid.uuid4().hex[:12]}"
         email = f"owner-{uuid.uuid4().hex[:12]}@example.test"
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT parley.begin_auth_request(NULL, NULL, NULL, NULL)")
-            session = await conn.fetchval("SELECT parley.sign_up($1, 'not-a-hash', 'Owner', $2, $3, $4, $5)",
-                                          email, f"Workspace {slug}", slug, new_opaque_token()[1], REFRESH_TTL)
+            session = await conn.fetchval("SELECT parley.sign_up($1, 'not-a-hash', $2, $3, $4, $5, $6)",
+                                          email, name, f"Workspace {slug}", slug, new_opaque_token()[1], REFRESH_TTL)
         owner = Person(uuid.UUID(str(session["user"]["id"])), uuid.UUID(str(session["tenant"]["id"])),
                        uuid.UUID(str(session["session_id"])), email, "owner")
         if plan != "free":
             await self.owner_conn.execute("UPDATE parley.tenants SET plan = $1 WHERE id = $2", plan, owner.tenant_id)
         return owner
 
-    async def member(self, tenant: Person, role: str = "agent") -> Person:
+    async def member(self, tenant: Person, role: str = "agent", name: str = "Test User") -> Person:
         """Someone else in `tenant`'s workspace with `role`, signed in there (no plan check: the
         invite routes have their own tests)."""
         email = f"{role}-{uuid.uuid4().hex[:12]}@example.test"
         async with self.owner_conn.transaction():
             user_id = await self.owner_conn.fetchval(
-                "INSERT INTO parley.users (email, name, password_hash) VALUES ($1, 'Member', 'not-a-hash')"
-                " RETURNING id", email)
+                "INSERT INTO parley.users (email, name, password_hash) VALUES ($1, $2, 'not-a-hash')"
+                " RETURNING id", email, name)
             await self.owner_conn.execute("INSERT INTO parley.members (tenant_id, user_id, role) VALUES ($1, $2, $3)",
                                           tenant.tenant_id, user_id, role)
             session_id = await self.owner_conn.fetchval("SELECT parley.start_session($1, $2, $3, $4)", user_id,
@@ -104,7 +106,7 @@ class Rows:
 @pytest.fixture
 async def app_pool(settings):
     """A parley_app pool on the test database, like the server's."""
-    pool = await create_pool(settings.app_url, min_size=1, max_size=8)
+    pool = await create_pool(settings.app_url, min_size=1)
     yield pool
     await pool.close()
 
@@ -120,6 +122,21 @@ async def sql_tenant(rows) -> Person:
     return await rows.tenant()
 
 
+@asynccontextmanager
+async def bound(conn: asyncpg.Connection, person: Person):
+    """A transaction on `conn` that parley.begin_request has bound to `person` in their tenant,
+    rolled back when the block ends (whatever happened in it)."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        actor = person.actor
+        await conn.fetchval("SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)", actor.tenant_id, actor.kind,
+                            actor.actor_id, actor.session_id, actor.ip, actor.request_id, actor.min_role)
+        yield conn
+    finally:
+        await tx.rollback()
+
+
 @pytest.fixture
 async def tenant_conn(settings, sql_tenant):
     """A parley_app connection in a transaction begun (parley.begin_request) as `sql_tenant`'s
@@ -129,14 +146,7 @@ async def tenant_conn(settings, sql_tenant):
     conn = await asyncpg.connect(settings.app_url)
     try:
         await _init_connection(conn)
-        tx = conn.transaction()
-        await tx.start()
-        actor = sql_tenant.actor
-        await conn.fetchval("SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)", actor.tenant_id, actor.kind,
-                            actor.actor_id, actor.session_id, actor.ip, actor.request_id, actor.min_role)
-        try:
+        async with bound(conn, sql_tenant):
             yield conn
-        finally:
-            await tx.rollback()
     finally:
         await conn.close()
