@@ -1,11 +1,10 @@
 """Chatbot CRUD and the widget lookup; idle close as the jobs process runs it."""
-import asyncio
-
 import asyncpg
 
 from pyapp.config import role_password, url_for_role
 from pyapp.db import _init_connection
 from support.server import TEST_SECRET
+from support.waits import notifications_delivered
 
 
 async def test_chatbot_crud_keeps_unknown_config_keys(ws, owner_conn):
@@ -83,7 +82,7 @@ async def test_idle_close_from_the_jobs_role(ws, owner_conn, settings):
         assert await run() == 0
     finally:
         await jobs.close()
-        await asyncio.sleep(0.1)
+        await notifications_delivered(listener, owner_conn)
         await listener.close()
     reasons = [r["data"]["reason"] for r in await owner_conn.fetch(
         "SELECT data FROM parley.events WHERE tenant_id = $1 AND kind = 'closed' ORDER BY id", ws.tenant_id)]

@@ -6,6 +6,8 @@ import pytest
 
 from pyapp.config import role_password, url_for_role  # noqa: F401  (documentation of the roles involved)
 
+from support.waits import notifications_delivered, until
+
 
 async def _listen(settings):
     import asyncpg
@@ -24,7 +26,7 @@ async def test_one_notify_per_transaction_with_ids(ws, owner_conn, settings):
         # an agent reply to an unassigned conversation writes two events (claimed, message_added)
         status, _ = await ws.call("POST", f"/api/conversations/{conv}/reply", json={"body": "hi"})
         assert status == 201
-        await asyncio.sleep(0.2)
+        await notifications_delivered(listener, owner_conn)
     finally:
         await listener.close()
     events = await owner_conn.fetch("SELECT id, kind, message_id FROM parley.events WHERE conversation_id = $1 ORDER BY id", conv)
@@ -84,8 +86,9 @@ async def test_a_reader_waits_for_an_earlier_writer_still_in_flight(ws, owner_co
         # The second writer is not held up by the first (writers share the tenant's event lock).
         fast_msg = await asyncio.wait_for(ws.visitor_says(fast_conv, "second id, committed first"), 5)
 
-        reading = asyncio.create_task(_read_until_free(ws, start))
-        await asyncio.sleep(0.8)
+        timeouts: list[int] = []
+        reading = asyncio.create_task(_read_until_free(ws, start, timeouts))
+        await until(lambda: len(timeouts) >= 3 or reading.done(), what="the reader to time out three times")
         # Returning now could only show the second event: a reader that then resumed after
         # its id would never see the first one. It keeps timing out (55P03) instead.
         assert not reading.done()
@@ -100,14 +103,16 @@ async def test_a_reader_waits_for_an_earlier_writer_still_in_flight(ws, owner_co
     assert [i for i, _ in got] == sorted(i for i, _ in got)
 
 
-async def _read_until_free(ws, after: int) -> list[tuple[int, int]]:
-    """Read events as the relay does: retry while events_after times out on the barrier."""
+async def _read_until_free(ws, after: int, timeouts: list[int]) -> list[tuple[int, int]]:
+    """Read events as the relay does: retry while events_after times out on the barrier (each
+    time out is appended to `timeouts`)."""
     while True:
         try:
             async with ws.tx() as reader:
                 return [(r["id"], r["message_id"]) for r in
                         await reader.fetch("SELECT id, message_id FROM parley.events_after($1, 100)", after)]
         except asyncpg.LockNotAvailableError:
+            timeouts.append(1)
             await asyncio.sleep(0.05)
 
 
@@ -119,8 +124,9 @@ async def test_a_rolled_back_writer_releases_the_reader(ws, owner_conn):
     conn = await tx.__aenter__()
     await conn.fetchrow("SELECT * FROM parley.post_message($1, 'visitor', 'never stored')", conv)
 
-    reading = asyncio.create_task(_read_until_free(ws, start))
-    await asyncio.sleep(0.4)
+    timeouts: list[int] = []
+    reading = asyncio.create_task(_read_until_free(ws, start, timeouts))
+    await until(lambda: len(timeouts) >= 2 or reading.done(), what="the reader to time out twice")
     assert not reading.done()
     await tx.__aexit__(RuntimeError, RuntimeError("abandoned"), None)  # roll back
     assert await asyncio.wait_for(reading, 5) == []
@@ -142,11 +148,10 @@ async def _relay_read_fails(ws, owner_conn, errors, *, cancel: bool = False) -> 
                                   ws.tenant_id)
             reading = asyncio.create_task(reader.fetch("SELECT id FROM parley.events_after(0, 10)"))
             if cancel:
-                for _ in range(100):
-                    if await owner_conn.fetchval(
-                            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid):
-                        break
-                    await asyncio.sleep(0.02)
+                async def waiting_or_done():
+                    return reading.done() or await owner_conn.fetchval(
+                        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid)
+                await until(waiting_or_done, what="the reader to wait for the barrier")
                 await owner_conn.execute("SELECT pg_cancel_backend($1)", pid)
             with pytest.raises(errors):
                 await reading

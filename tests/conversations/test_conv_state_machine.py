@@ -4,6 +4,8 @@ import asyncio
 import asyncpg
 import pytest
 
+from support.waits import blocked_on_lock
+
 
 async def test_lifecycle_and_invalid_transitions(ws, owner_conn):
     bot = await ws.chatbot()
@@ -127,8 +129,8 @@ async def test_idempotent_resend(ws, owner_conn):
         "SELECT count(*) FROM parley.messages WHERE conversation_id = $1 AND client_id = 'c-2'", conv) == 1
 
 
-async def test_concurrent_claim_exactly_one_wins(ws, signup, owner_conn):
-    second = await ws.add_agent(signup)
+async def test_concurrent_claim_exactly_one_wins(ws, owner_conn):
+    second = await ws.add_agent()
     first = ws.agents[0]
     bot = await ws.chatbot()
     conv = await ws.start(bot["id"])
@@ -148,7 +150,7 @@ async def test_concurrent_claim_exactly_one_wins(ws, signup, owner_conn):
             async with agent_tx(second) as b:
                 return await b.fetchrow("SELECT * FROM parley.claim_conversation($1)", conv)
         b_task = asyncio.create_task(b_claims())
-        await asyncio.sleep(0.2)
+        await blocked_on_lock(owner_conn)
         assert not b_task.done()  # blocked on A's lock
     with pytest.raises(asyncpg.PostgresError) as exc:
         await b_task

@@ -12,6 +12,7 @@ from pyapp.db import Actor, create_pool, tenant_fetch
 from pyapp.errors import from_postgres
 from pyapp.widget.batch import MessageRefused, VisitorMessages
 
+from support.waits import blocked_on_lock, notifications_delivered
 from support.workspace import override_limits
 
 IP = "198.51.100.20"
@@ -80,7 +81,7 @@ async def test_each_message_is_stored_and_announced_as_its_own_visitor(make_work
         (r["conversation_id"], r["id"], "visitor", str(r["conversation_id"])) for r in stored]
     assert await owner_conn.fetchval(
         "SELECT sum(value) FROM parley.usage_counters WHERE tenant_id = $1 AND metric = 'messages'", ws.tenant_id) == 3
-    await asyncio.sleep(0.2)
+    await notifications_delivered(owner_conn, owner_conn)
     assert len([p for p in heard if p.startswith(str(ws.tenant_id))]) == 1  # one NOTIFY per transaction
 
 
@@ -157,7 +158,7 @@ async def test_no_lock_is_awaited_after_the_first_event(make_workspace, owner_co
     c1, c2 = await _conversations(ws, 2)
     async with _holding(settings, c2) as (_blocker, tx):
         batch = asyncio.ensure_future(_batch(ws, [c1, c2], ["first", "second"]))
-        await _until_waiting_for_a_lock(owner_conn)
+        await blocked_on_lock(owner_conn)
         service = Actor(ws.tenant_id, kind="service", actor_id="relay")
         rows = await asyncio.wait_for(
             tenant_fetch(ws.pool, service, "SELECT * FROM parley.events_after($1, $2)", 0, 100), 5)
@@ -178,7 +179,7 @@ async def test_a_batch_takes_its_conversations_before_any_usage_row(make_workspa
     c1, c2 = await _conversations(ws, 2)
     async with _holding(settings, c2) as (writer, tx):
         batch = asyncio.ensure_future(_batch(ws, [c1, c2], ["first", "second"]))
-        pid = await _until_waiting_for_a_lock(owner_conn)
+        pid = await blocked_on_lock(owner_conn)
         await asyncio.wait_for(writer.execute(
             "INSERT INTO parley.usage_counters AS u (tenant_id, day, metric, shard, value)"
             " VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 'messages', $2, 1)"
@@ -188,17 +189,6 @@ async def test_a_batch_takes_its_conversations_before_any_usage_row(make_workspa
     assert [(r["message"]["body"], r["error_state"]) for r in rows] == [("first", None), ("second", None)]
     assert await owner_conn.fetchval("SELECT sum(value) FROM parley.usage_counters WHERE tenant_id = $1"
                                      " AND metric = 'messages'", ws.tenant_id) == 3
-
-
-async def _until_waiting_for_a_lock(owner_conn, timeout: float = 10.0) -> int:
-    """The pid of the app's backend that waits for a lock."""
-    for _ in range(int(timeout / 0.02)):
-        pid = await owner_conn.fetchval("SELECT pid FROM pg_stat_activity WHERE usename = 'parley_app'"
-                                        " AND wait_event_type = 'Lock' LIMIT 1")
-        if pid:
-            return pid
-        await asyncio.sleep(0.02)
-    raise AssertionError("the batch never waited for the lock")
 
 
 async def test_batcher_groups_what_arrives_together_and_answers_each_sender(make_workspace, owner_conn):
@@ -231,7 +221,7 @@ async def test_batcher_retries_a_message_that_lost_a_deadlock(make_workspace, ow
         async with _holding(settings, c2) as (job, tx):
             posts = asyncio.ensure_future(asyncio.gather(batcher.post(ws.tenant_id, c1, "one", "k1", IP, None),
                                                          batcher.post(ws.tenant_id, c2, "two", "k2", IP, None)))
-            await _until_waiting_for_a_lock(owner_conn)
+            await blocked_on_lock(owner_conn)
             # The job now wants c1, which the batch holds: a cycle; the batch's item for c2 gives way.
             await asyncio.wait_for(job.execute("SELECT 1 FROM parley.conversations WHERE id = $1 FOR UPDATE", c1), 20)
             await tx.commit()
