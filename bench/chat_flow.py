@@ -455,7 +455,7 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
 
         async def session(claim: bool) -> str:
             async with sem:
-                async with http.post(base + "/api/widget/sessions", json={"chatbot_key": key},
+                async with http.post(base + "/api/widget/sessions", json={"chatbot_key": key, "start": True},
                                      headers={"Origin": ORIGIN}) as resp:
                     out = await resp.json()
                     assert resp.status == 201, out

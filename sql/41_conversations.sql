@@ -155,6 +155,9 @@ BEGIN
   END IF;
   PERFORM parley.check_open_conversation_limit();
   PERFORM parley.check_allowance('conversations');  -- a hard cap on plans without overage
+  IF parley.current_actor_kind() = 'visitor' THEN
+    PERFORM parley.check_visitor_start(p_chatbot_id, p_ip);
+  END IF;
   v_id := gen_random_uuid();
   -- A visitor starting a conversation has no conversation id yet; from here on it is this
   -- one, so the visitor policies let it see (RETURNING) what it just created and nothing else.
@@ -172,7 +175,7 @@ BEGIN
   RETURN v_conv;
 END $$;
 COMMENT ON FUNCTION parley.start_conversation(uuid, uuid, text, text, text, text, inet, text) IS
-  'Start a conversation (status bot) with a live chatbot of the current tenant. Visitor metadata is trimmed/cut, never refused. 402 plan_limit at max_open_conversations; counts usage ''conversations''; event conversation_started + NOTIFY.';
+  'Start a conversation (status bot) with a live chatbot of the current tenant. Visitor metadata is trimmed/cut, never refused. 402 plan_limit at max_open_conversations; a visitor (the widget, when the visitor first speaks) is also held to check_visitor_start (429 per address and per chatbot). Counts usage ''conversations''; event conversation_started + NOTIFY.';
 ------------------------------------------------------------------------------------------
 -- Transitions
 

@@ -27,6 +27,16 @@ ON CONFLICT (id) DO UPDATE SET
   overage_cents_per_100 = EXCLUDED.overage_cents_per_100, msgs_per_min_tenant = EXCLUDED.msgs_per_min_tenant,
   msgs_per_min_conversation = EXCLUDED.msgs_per_min_conversation,
   api_requests_per_min = EXCLUDED.api_requests_per_min, allow_custom_domain = EXCLUDED.allow_custom_domain;
+-- Abuse limits on visitors starting conversations (migration 0012; rules in check_visitor_start).
+UPDATE parley.plans p SET max_open_conversations_per_ip = v.open_per_ip, conversations_per_min_chatbot = v.starts_per_min
+FROM (VALUES
+  --               open/ip  starts/min/bot
+  ('free',            5,       20),
+  ('starter',        10,      120),
+  ('pro',            20,      600),
+  ('white_label',    20,     1500)
+) AS v(id, open_per_ip, starts_per_min)
+WHERE p.id = v.id;
 
 SELECT parley.apply_tenant_policies('parley.tenant_limits');
 -- Tenants read their limits; only the platform operator (owner/superuser) sets overrides.
@@ -34,11 +44,11 @@ GRANT SELECT ON parley.tenant_limits TO parley_app, parley_jobs, parley_auth;
 
 GRANT SELECT ON parley.subscriptions TO parley_auth;
 
--- The result grew columns (billing): the old shape is dropped once, then replaced in place.
+-- The result grew columns (billing, visitor starts): an old shape is dropped once, then replaced in place.
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.effective_limits(uuid)')
-              AND NOT 'limited' = ANY (proargnames)) THEN
+              AND NOT 'conversations_per_min_chatbot' = ANY (proargnames)) THEN
     DROP FUNCTION parley.effective_limits(uuid);
   END IF;
 END $$;
@@ -49,7 +59,8 @@ RETURNS TABLE (plan text, max_chatbots int, max_seats int, max_open_conversation
                retention_days int, allow_hide_branding boolean,
                msgs_per_min_tenant int, msgs_per_min_conversation int, api_requests_per_min int,
                included_conversations int, included_ai_messages int, metered boolean,
-               allow_custom_domain boolean, limited boolean)
+               allow_custom_domain boolean, limited boolean,
+               max_open_conversations_per_ip int, conversations_per_min_chatbot int)
 LANGUAGE sql STABLE
 AS $$
   -- A delinquent subscription past its grace period (or marked limited by the dunning
@@ -77,7 +88,9 @@ AS $$
          CASE WHEN d.limited THEN f.included_ai_messages ELSE coalesce(o.included_ai_messages, p.included_ai_messages) END,
          p.metered AND NOT d.limited,
          p.allow_custom_domain AND NOT d.limited,
-         d.limited
+         d.limited,
+         coalesce(o.max_open_conversations_per_ip, p.max_open_conversations_per_ip),
+         coalesce(o.conversations_per_min_chatbot, p.conversations_per_min_chatbot)
     FROM parley.tenants t
     JOIN parley.plans p ON p.id = t.plan
     JOIN parley.plans f ON f.id = 'free'
@@ -137,6 +150,43 @@ COMMENT ON FUNCTION parley.hit_rate_limit(text, text, int) IS
   'Count one hit in the current one-minute window of (scope, key) for the current tenant (scopes: chatbot, ip, tenant, conversation, api_key), or raise 429 rate_limited with DETAIL retry_after=<seconds to the window''s end> (the server''s Retry-After) when the window already holds p_limit hits (0 = unlimited). Sharded by backend so writers do not serialise.';
 REVOKE ALL ON FUNCTION parley.hit_rate_limit(text, text, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.hit_rate_limit(text, text, int) TO parley_app, parley_auth;
+
+-- Starting a conversation from the widget (parley.start_conversation as a visitor). Widget
+-- sessions write nothing, so page views cost no conversation; what a visitor can start is
+-- bounded per address (rate and open conversations) and per chatbot (rate), so one address
+-- cannot fill the tenant's max_open_conversations for everyone.
+CREATE OR REPLACE FUNCTION parley.count_open_conversations_from(p_ip inet) RETURNS bigint
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT count(*) FROM parley.conversations c
+   WHERE c.tenant_id = parley.current_tenant_id() AND c.ip = p_ip AND c.status <> 'closed'
+$$;
+COMMENT ON FUNCTION parley.count_open_conversations_from(inet) IS
+  'Open (not closed) conversations of the current tenant started from one client address. Owned by parley_auth and filtered by the current tenant explicitly: a visitor transaction sees only its own conversation under RLS.';
+ALTER FUNCTION parley.count_open_conversations_from(inet) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.count_open_conversations_from(inet) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.count_open_conversations_from(inet) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.check_visitor_start(p_chatbot_id uuid, p_ip inet) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_lim record;
+BEGIN
+  SELECT * INTO v_lim FROM parley.effective_limits(parley.current_tenant_id());
+  PERFORM parley.hit_rate_limit('ip', 'session:' || coalesce(host(p_ip), 'unknown'), v_lim.msgs_per_min_ip);
+  PERFORM parley.hit_rate_limit('chatbot', 'start:' || p_chatbot_id::text, v_lim.conversations_per_min_chatbot);
+  IF p_ip IS NOT NULL
+     AND parley.limit_reached(v_lim.max_open_conversations_per_ip, parley.count_open_conversations_from(p_ip)) THEN
+    PERFORM parley.raise_error(429, 'too_many_conversations',
+      format('This address already has %s open conversations; continue one of them or wait until one is closed.',
+             v_lim.max_open_conversations_per_ip));
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.check_visitor_start(uuid, inet) IS
+  'Limits on a visitor starting a conversation (called by start_conversation for visitor actors, after the tenant''s open-conversation lock): 429 rate_limited beyond msgs_per_min_ip starts per address or conversations_per_min_chatbot starts per chatbot per minute; 429 too_many_conversations when the address already has max_open_conversations_per_ip open conversations (0 = unlimited).';
+REVOKE ALL ON FUNCTION parley.check_visitor_start(uuid, inet) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.check_visitor_start(uuid, inet) TO parley_app;
 
 SELECT parley.apply_tenant_policies('parley.rate_counters');
 GRANT SELECT, INSERT, UPDATE ON parley.rate_counters TO parley_app, parley_auth;

@@ -91,6 +91,39 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.create_lead(uuid, text, text, text, jsonb) IS 'Members: record a lead by hand (no conversation).';
 
+CREATE OR REPLACE FUNCTION parley.leave_lead(p_chatbot_id uuid, p_name text, p_email text, p_phone text,
+                                             p_custom jsonb DEFAULT '{}', p_ip inet DEFAULT NULL)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_id uuid := gen_random_uuid();
+  v_name text := parley.clean_text(p_name, 201);
+  v_email text := lower(parley.clean_text(p_email, 321));
+  v_phone text := parley.clean_text(p_phone, 51);
+BEGIN
+  IF parley.current_actor_kind() IS DISTINCT FROM 'visitor' OR parley.current_actor_id() IS NOT NULL THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Only a visitor without a conversation leaves a lead this way.');
+  END IF;
+  IF v_name IS NULL AND v_email IS NULL AND v_phone IS NULL THEN
+    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
+  END IF;
+  PERFORM parley.check_lead_fields(v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  IF NOT EXISTS (SELECT 1 FROM parley.chatbots b WHERE b.tenant_id = parley.current_tenant_id()
+                    AND b.id = p_chatbot_id AND b.deleted_at IS NULL) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  PERFORM parley.hit_rate_limit('ip', 'lead:' || coalesce(host(p_ip), 'unknown'), l.msgs_per_min_ip)
+     FROM parley.effective_limits(parley.current_tenant_id()) l;
+  -- No RETURNING: the visitor may not read leads that are not its conversation's.
+  INSERT INTO parley.leads (tenant_id, id, chatbot_id, name, email, phone, custom)
+  VALUES (parley.current_tenant_id(), v_id, p_chatbot_id, v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  PERFORM parley.emit_event('lead_captured', NULL, NULL, jsonb_build_object('lead_id', v_id));
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION parley.leave_lead(uuid, text, text, text, jsonb, inet) IS
+  'The widget''s lead form when no conversation could start (a limit was reached): a visitor without a conversation leaves a lead of the chatbot with no conversation. 422 as capture_lead; 429 beyond msgs_per_min_ip leads per address and minute. Event lead_captured (tenant-wide).';
+
 DROP FUNCTION IF EXISTS parley.update_lead(uuid, text, text, text, jsonb);
 CREATE OR REPLACE FUNCTION parley.update_lead(p_lead_id uuid, p_name text DEFAULT NULL, p_email text DEFAULT NULL,
                                               p_phone text DEFAULT NULL, p_custom jsonb DEFAULT NULL,

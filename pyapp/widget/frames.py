@@ -31,6 +31,10 @@ class HelloFrame(_Frame):
     type: Literal["hello"]
     token: str = Field(min_length=10, max_length=4096)
     last_seen_id: int = Field(default=0, ge=0)
+    # Where the visitor is: recorded on the conversation if the visitor starts one on this socket.
+    page_url: str | None = Field(default=None, max_length=2048)
+    referrer: str | None = Field(default=None, max_length=2048)
+    locale: str | None = Field(default=None, max_length=35)
 
 
 class MessageFrame(_Frame):

@@ -1,12 +1,16 @@
 """Widget sessions: the public REST calls a visitor's browser makes before opening /ws/visitor.
 
-`POST /api/widget/sessions` checks the page's Origin against the chatbot's allowed origins,
-starts (or resumes) a conversation and returns a short-lived conversation token: an HS256 JWT
-with its own audience (`parley:visitor`) and its own key (derived from the secret key), so it
-can never pass for a member's access token or the other way round.
+`POST /api/widget/sessions` checks the page's Origin against the chatbot's allowed origins and
+returns a short-lived visitor token: an HS256 JWT with its own audience (`parley:visitor`) and
+its own key (derived from the secret key), so it can never pass for a member's access token or
+the other way round. A page view writes nothing: the token names only the chatbot and the
+visitor until the visitor speaks (first message, lead form, "talk to a person" on the socket,
+which then starts the conversation), or resumes the conversation the browser kept. API clients
+that speak at once may ask for the conversation now (`start: true`).
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -28,7 +32,6 @@ CORS_ORIGIN = web.RequestKey("cors_origin", str)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 
-# --------------------------------------------------------------------------- tokens
 # --------------------------------------------------------------------------- origins
 
 
@@ -83,6 +86,8 @@ class SessionIn(BaseModel):
     model_config = ConfigDict(extra="ignore")
     chatbot_key: str = Field(min_length=3, max_length=100)
     conversation_id: uuid.UUID | None = None
+    visitor_id: uuid.UUID | None = None  # kept in the page's storage; a new one when absent
+    start: bool = False  # start the conversation now instead of when the visitor first speaks
     page_url: str | None = Field(default=None, max_length=2048)
     referrer: str | None = Field(default=None, max_length=2048)
     locale: str | None = Field(default=None, max_length=35)
@@ -95,8 +100,9 @@ class RefreshIn(BaseModel):
 class SessionOut(BaseModel):
     token: str
     expires_at: str
-    conversation_id: uuid.UUID
-    status: str
+    conversation_id: uuid.UUID | None  # None until the visitor speaks
+    visitor_id: uuid.UUID | None  # None only for a conversation token of version 1 being refreshed
+    status: str | None  # the conversation's status; None without a conversation
     config: dict[str, Any]
 
 
@@ -115,69 +121,83 @@ def _check_origin(request: web.Request, chatbot) -> None:
         request[CORS_ORIGIN] = origin
 
 
-def _country(request: web.Request) -> str | None:
+def country_of(request: web.Request) -> str | None:
+    """The visitor's country from a trusted proxy's header (Cloudflare's or a generic one), else None."""
     if not request.app.get(TRUST_PROXY, False):
         return None
     value = (request.headers.get("CF-IPCountry") or request.headers.get("X-Country-Code") or "").strip().upper()
     return value if len(value) == 2 and value.isalpha() and value != "XX" else None
 
 
-async def _conversation_status(conn: asyncpg.Connection, conversation_id: uuid.UUID,
-                               chatbot_id: uuid.UUID) -> str | None:
-    """Status of the visitor's own conversation if it belongs to this chatbot, else None."""
+async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, chatbot_id: uuid.UUID):
+    """Status and visitor of the visitor's own conversation if it belongs to this chatbot, else None."""
     row = await conn.fetchrow(
-        "SELECT c.status, c.chatbot_id FROM parley.conversations c WHERE c.id = $1", conversation_id)
+        "SELECT c.status, c.chatbot_id, c.visitor_id FROM parley.conversations c WHERE c.id = $1", conversation_id)
     if row is None or row["chatbot_id"] != chatbot_id:
         return None
-    return row["status"]
+    return row
 
 
-def _session_body(call: Call, claims_args: dict, status: str, chatbot) -> dict:
-    token, exp = issue_visitor_token(call.settings.secret_key, **claims_args)
-    return {"token": token, "expires_at": dt.datetime.fromtimestamp(exp, dt.timezone.utc).isoformat(),
-            "conversation_id": claims_args["conversation_id"], "status": status,
-            "config": chatbot["public_config"]}
+async def start_visitor_conversation(pool: asyncpg.Pool, claims: VisitorClaims, *, ip: str | None,
+                                     request_id: str | None, page_url: str | None, referrer: str | None,
+                                     user_agent: str | None, locale: str | None, country: str | None):
+    """Start the conversation of a visitor who has none yet (the limits are start_conversation's)."""
+    # The visitor has no conversation yet, so no actor id (the event records none).
+    actor = Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=None, ip=ip, request_id=request_id,
+                  min_role="visitor")
+    async with tenant_tx(pool, actor) as conn:
+        return await conn.fetchrow(
+            "SELECT c.id, c.status, c.visitor_id"
+            "  FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
+            claims.chatbot_id, claims.visitor_id or uuid.uuid4(), page_url, referrer,
+            (user_agent or "")[:512] or None, locale, ip, country)
+
+
+def visitor_token(settings_secret: str, claims: VisitorClaims) -> tuple[str, str]:
+    """A fresh token for these claims and its expiry as ISO-8601."""
+    token, exp = issue_visitor_token(settings_secret, tenant_id=claims.tenant_id, chatbot_id=claims.chatbot_id,
+                                     conversation_id=claims.conversation_id, public_key=claims.public_key,
+                                     visitor_id=claims.visitor_id)
+    return token, dt.datetime.fromtimestamp(exp, dt.timezone.utc).isoformat()
+
+
+def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot) -> dict:
+    token, expires_at = visitor_token(call.settings.secret_key, claims)
+    return {"token": token, "expires_at": expires_at, "conversation_id": claims.conversation_id,
+            "visitor_id": claims.visitor_id, "status": status, "config": chatbot["public_config"]}
 
 
 @api.route("POST", "/api/widget/sessions", auth="public", body=SessionIn, response=SessionOut, status=201,
            tags=("widget",))
 async def create_session(call: Call):
-    """Start or resume a visitor's conversation and get a conversation token."""
+    """A visitor token: resumes the visitor's conversation, or none until the visitor speaks (or `start`)."""
     request, body = call.request, call.body
     chatbot = await _chatbot_by_key(call.pool, body.chatbot_key)
     _check_origin(request, chatbot)
-    tenant_id, chatbot_id = chatbot["tenant_id"], chatbot["chatbot_id"]
-    ip = client_ip(request)
-    status = None
-    conversation_id = body.conversation_id
-    if conversation_id is not None:
-        claims = VisitorClaims(tenant_id, chatbot_id, conversation_id, body.chatbot_key, 0)
-        async with tenant_tx(call.pool, visitor_actor(request, claims)) as conn:
-            status = await _conversation_status(conn, conversation_id, chatbot_id)
-    if status is None:  # new visitor, or a stale id from localStorage: start afresh
-        # The visitor has no conversation yet, so no actor id (the event records none).
-        actor = Actor(tenant_id=tenant_id, kind="visitor", actor_id=None, ip=ip,
-                      request_id=request.get(REQUEST_ID), min_role="visitor")
-        async with tenant_tx(call.pool, actor) as conn:
-            # New conversations count against the per-address message rate (own key), so an
-            # unauthenticated script cannot fill the tenant's open-conversation allowance at once.
-            await conn.execute(
-                "SELECT parley.hit_rate_limit('ip', 'session:' || $1, l.msgs_per_min_ip)"
-                "  FROM parley.effective_limits(parley.current_tenant_id()) l", ip or "unknown")
-            row = await conn.fetchrow(
-                "SELECT c.id, c.status FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
-                chatbot_id, uuid.uuid4(), body.page_url, body.referrer,
-                (request.headers.get("User-Agent") or "")[:512] or None, body.locale, ip, _country(request))
-        conversation_id, status = row["id"], row["status"]
-    return _session_body(call, {"tenant_id": tenant_id, "chatbot_id": chatbot_id,
-                                "conversation_id": conversation_id, "public_key": body.chatbot_key},
-                         status, chatbot)
+    claims = VisitorClaims(chatbot["tenant_id"], chatbot["chatbot_id"], None, body.chatbot_key, 0,
+                           body.visitor_id or uuid.uuid4())
+    if body.conversation_id is not None:
+        mine = dataclasses.replace(claims, conversation_id=body.conversation_id)
+        async with tenant_tx(call.pool, visitor_actor(request, mine)) as conn:
+            row = await _conversation(conn, body.conversation_id, claims.chatbot_id)
+        if row is not None:
+            return _session_body(call, dataclasses.replace(mine, visitor_id=row["visitor_id"]), row["status"],
+                                 chatbot)
+        # a stale id from the page's storage: carry on as a visitor without a conversation
+    if not body.start:
+        return _session_body(call, claims, None, chatbot)
+    row = await start_visitor_conversation(
+        call.pool, claims, ip=client_ip(request), request_id=request.get(REQUEST_ID), page_url=body.page_url,
+        referrer=body.referrer, user_agent=request.headers.get("User-Agent"), locale=body.locale,
+        country=country_of(request))
+    return _session_body(call, dataclasses.replace(claims, conversation_id=row["id"], visitor_id=row["visitor_id"]),
+                         row["status"], chatbot)
 
 
 @api.route("POST", "/api/widget/sessions/refresh", auth="public", body=RefreshIn, response=SessionOut,
            status=201, tags=("widget",))
 async def refresh_session(call: Call):
-    """A fresh conversation token for a current (or recently expired) one."""
+    """A fresh visitor token for a current (or recently expired) one."""
     try:
         claims = decode_visitor_token(call.settings.secret_key, call.body.token, grace=REFRESH_GRACE)
     except TokenError:
@@ -186,13 +206,15 @@ async def refresh_session(call: Call):
     if chatbot["chatbot_id"] != claims.chatbot_id or chatbot["tenant_id"] != claims.tenant_id:
         raise ApiError(401, "invalid_token", "The chatbot of this token no longer exists.")
     _check_origin(call.request, chatbot)
-    async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
-        status = await _conversation_status(conn, claims.conversation_id, claims.chatbot_id)
-    if status is None:
-        raise ApiError(404, "not_found", "No such conversation; start a new session.")
-    return _session_body(call, {"tenant_id": claims.tenant_id, "chatbot_id": claims.chatbot_id,
-                                "conversation_id": claims.conversation_id, "public_key": claims.public_key},
-                         status, chatbot)
+    status = None
+    if claims.conversation_id is not None:
+        async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
+            row = await _conversation(conn, claims.conversation_id, claims.chatbot_id)
+        if row is None:
+            raise ApiError(404, "not_found", "No such conversation; start a new session.")
+        status = row["status"]
+        claims = dataclasses.replace(claims, visitor_id=row["visitor_id"])
+    return _session_body(call, claims, status, chatbot)
 
 
 # --------------------------------------------------------------------------- CORS

@@ -22,6 +22,7 @@ from pyapp.widget.batch import MessageRefused, VisitorMessages
 from pyapp.widget.frames import (FRAME_MODELS, FeedbackFrame, HelloFrame, HumanFrame, LeadFrame, MessageFrame,
                                  RatingFrame, ReadFrame, TypingFrame, _validation_message, error_frame)
 from pyapp.widget.hooks import BotTurn, VisitorContext, visitor_hooks
+from pyapp.widget.sessions import country_of, start_visitor_conversation, visitor_token
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor
 
 log = logging.getLogger("parley.widget.socket")
@@ -44,10 +45,11 @@ class VisitorSession:
 
     __slots__ = ("app", "ws", "claims", "relay", "pool", "chatbot", "actor", "sink", "ip", "request_id", "status",
                  "visitor_messages", "lead_sent", "lead_requested", "_typing", "_read", "_notices", "_tokens",
-                 "_refill")
+                 "_refill", "request", "hello")
 
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, claims: VisitorClaims,
-                 ip: str | None, request_id: str | None, chatbot: dict) -> None:
+                 ip: str | None, request_id: str | None, chatbot: dict, request: web.Request | None = None,
+                 hello: HelloFrame | None = None) -> None:
         self.app = app
         self.ws = ws
         self.claims = claims
@@ -59,7 +61,9 @@ class VisitorSession:
                                 conversation_id=claims.conversation_id, label="visitor")
         self.ip = ip
         self.request_id = request_id
-        self.status = "bot"
+        self.request = request
+        self.hello = hello
+        self.status = "bot" if claims.conversation_id is not None else None
         self.visitor_messages = 0
         self.lead_sent = False
         self.lead_requested = False
@@ -83,6 +87,10 @@ class VisitorSession:
 
     # Start -------------------------------------------------------------------
     async def start(self, last_seen_id: int) -> bool:
+        if self.claims.conversation_id is None:
+            # Nobody has spoken yet: nothing to replay and nothing to hear, so no relay feed.
+            self.sink.push(json_dumps({"type": "ready", "conversation_id": None, "status": None}), bounded=False)
+            return True
         await self.relay.attach(self.sink)
         messages: list[dict] = []
         async with self.tx() as conn:
@@ -174,7 +182,10 @@ class VisitorSession:
         extra = {"client_id": frame.client_id} if isinstance(frame, MessageFrame) else {}
         self.send(error_frame(mapped.code, mapped.message, **extra))
         if mapped.status in (402, 429):
-            await self._notice(mapped)
+            if self.claims.conversation_id is None:
+                self._limit_reached(mapped)  # the conversation could not start
+            else:
+                await self._notice(mapped)
 
     async def _notice(self, err: ApiError) -> None:
         """Limits: the visitor must see it in the conversation, so store one system message (throttled)."""
@@ -197,7 +208,43 @@ class VisitorSession:
                 "id": None, "author": "system", "body": body, "client_id": None,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
 
+    async def _converse(self) -> bool:
+        """Start the visitor's conversation if it has none: the visitor spoke. False when refused by a limit."""
+        if self.claims.conversation_id is not None:
+            return True
+        request, hello = self.request, self.hello
+        row = await start_visitor_conversation(
+            self.pool, self.claims, ip=self.ip, request_id=self.request_id,
+            page_url=hello.page_url if hello else None, referrer=hello.referrer if hello else None,
+            user_agent=request.headers.get("User-Agent") if request is not None else None,
+            locale=hello.locale if hello else None, country=country_of(request) if request is not None else None)
+        self.claims = dataclasses.replace(self.claims, conversation_id=row["id"], visitor_id=row["visitor_id"])
+        self.actor = dataclasses.replace(visitor_actor(None, self.claims, ip=self.ip), request_id=self.request_id)
+        self.status = row["status"]
+        self.sink.conversation_id = row["id"]
+        await self.relay.attach(self.sink)
+        self.sink.go_live()
+        token, expires_at = visitor_token(self.app[SETTINGS].secret_key, self.claims)
+        self.send({"type": "conversation", "conversation_id": row["id"], "status": row["status"],
+                   "token": token, "expires_at": expires_at})
+        self.relay.wake(self.claims.tenant_id)
+        return True
+
+    def _limit_reached(self, err: ApiError) -> None:
+        """No conversation could start: say so (unstored, there is nowhere to store it) and offer the form."""
+        body = ("You're sending messages too quickly. Please wait a moment and try again."
+                if err.code == "rate_limited" else
+                "We can't start a new chat right now. Leave your details and we'll get back to you.")
+        self.send({"type": "message", "message": {
+            "id": None, "author": "system", "body": body, "client_id": None,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
+        if err.code != "rate_limited" and not self.lead_sent:
+            lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}
+            self.send({"type": "lead_request", "fields": list(lead.get("fields") or ["name", "email"]),
+                       "reason": err.code})
+
     async def on_message(self, frame: MessageFrame) -> None:
+        await self._converse()
         # Stored together with whatever other visitors of this tenant sent meanwhile (one
         # statement, one commit; see message_batch), each exactly as post_message would. A
         # resend returns the row stored by an earlier transaction and writes nothing.
@@ -219,6 +266,8 @@ class VisitorSession:
                                                 dict(self.chatbot.get("config") or {})))
 
     async def on_typing(self, frame: TypingFrame) -> None:
+        if self.claims.conversation_id is None:
+            return  # typing is not speaking: nobody to tell yet
         now = time.monotonic()
         last_on, last_at = self._typing
         if frame.on == last_on and now - last_at < 3.0:
@@ -228,13 +277,14 @@ class VisitorSession:
                                 int(frame.on), exclude=self.sink)
 
     async def on_read(self, frame: ReadFrame) -> None:
-        if frame.message_id <= self._read:
+        if self.claims.conversation_id is None or frame.message_id <= self._read:
             return
         self._read = frame.message_id
         await self.relay.signal("read", self.claims.tenant_id, self.claims.conversation_id, "visitor",
                                 frame.message_id, exclude=self.sink)
 
     async def on_human(self, frame: HumanFrame) -> None:
+        await self._converse()
         self._maybe_request_lead(before_handoff=True)  # the form is shown; the handoff goes ahead anyway
         async with self.tx() as conn:
             self.status = await conn.fetchval("SELECT c.status FROM parley.request_human($1) c",
@@ -244,12 +294,29 @@ class VisitorSession:
     async def on_lead(self, frame: LeadFrame) -> None:
         custom = {k: v for k, v in (frame.model_extra or {}).items()
                   if k != "type" and isinstance(v, (str, int, float, bool)) and len(str(k)) <= 64}
+        if self.claims.conversation_id is None:
+            try:
+                await self._converse()
+            except asyncpg.PostgresError as exc:
+                mapped = from_postgres(exc)
+                if mapped is None or mapped.code == "rate_limited":
+                    raise
+                # No conversation can start now (a limit): the lead is kept on its own.
+                async with self.tx() as conn:
+                    await conn.execute("SELECT parley.leave_lead($1, $2, $3, $4, $5, $6::inet)", self.claims.chatbot_id,
+                                       frame.name, frame.email, frame.phone, custom, self.ip)
+                self.lead_sent = True
+                self.send({"type": "lead_saved"})
+                return
         async with self.tx() as conn:
             await conn.fetchval("SELECT l.id FROM parley.capture_lead($1, $2, $3, $4, $5) l",
                                 self.claims.conversation_id, frame.name, frame.email, frame.phone, custom)
         self.lead_sent = True
 
     async def _hooked(self, kind: str, frame: BaseModel) -> None:
+        if self.claims.conversation_id is None:
+            self.send(error_frame("no_conversation", "There is no conversation to rate yet."))
+            return
         handler = visitor_hooks(self.app).frame_handlers.get(kind)
         if handler is None:
             self.send(error_frame("unsupported", f"{kind} is not supported yet."))
@@ -378,7 +445,7 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_json(error_frame("unknown_chatbot", "This chatbot no longer exists."))
             await ws.close(code=4403, message=b"unknown chatbot")
             return ws
-        session = VisitorSession(app, ws, claims, client_ip(request), request.get(REQUEST_ID), chatbot)
+        session = VisitorSession(app, ws, claims, client_ip(request), request.get(REQUEST_ID), chatbot, request, hello)
         if not await session.start(hello.last_seen_id):
             session.sink.push(json_dumps(error_frame("not_found", "No such conversation.")))
             await session.sink.flush()

@@ -1,7 +1,11 @@
-"""Conversation tokens: a visitor's credential for one conversation.
+"""Visitor tokens: a visitor's credential for one chatbot and, once the visitor has spoken, one conversation.
 
 An HS256 JWT with its own audience (`parley:visitor`) and its own key (derived from the secret
 key), so it can never pass for a member's access token or the other way round.
+
+Claims: `tid` tenant, `cb` chatbot, `pk` widget key, `vid` visitor id (version 2), `sub` the
+conversation. Version 2 tokens (`ver: 2`) may lack `sub`: a visitor who has not spoken yet
+has no conversation. Version 1 tokens (no `ver`, no `vid`, always a `sub`) stay valid.
 """
 from __future__ import annotations
 
@@ -27,9 +31,10 @@ VISITOR_TOKEN_TTL = 900  # seconds; the widget refreshes before it runs out
 class VisitorClaims:
     tenant_id: uuid.UUID
     chatbot_id: uuid.UUID
-    conversation_id: uuid.UUID
+    conversation_id: uuid.UUID | None
     public_key: str
     expires_at: int
+    visitor_id: uuid.UUID | None = None  # None only in version 1 tokens
 
 
 def _visitor_key(secret: str) -> bytes:
@@ -38,11 +43,15 @@ def _visitor_key(secret: str) -> bytes:
 
 
 def issue_visitor_token(secret: str, *, tenant_id, chatbot_id, conversation_id, public_key: str,
-                        ttl: int = VISITOR_TOKEN_TTL) -> tuple[str, int]:
+                        visitor_id=None, ttl: int = VISITOR_TOKEN_TTL) -> tuple[str, int]:
     now = int(time.time())
-    claims = {"sub": str(conversation_id), "tid": str(tenant_id), "cb": str(chatbot_id), "pk": public_key,
+    claims = {"ver": 2, "tid": str(tenant_id), "cb": str(chatbot_id), "pk": public_key,
               "aud": VISITOR_AUDIENCE, "iat": now, "exp": now + min(ttl, VISITOR_TOKEN_TTL),
               "jti": secrets.token_urlsafe(9)}
+    if conversation_id is not None:
+        claims["sub"] = str(conversation_id)
+    if visitor_id is not None:
+        claims["vid"] = str(visitor_id)
     return jwt.encode(claims, _visitor_key(secret), algorithm="HS256"), claims["exp"]
 
 
@@ -50,16 +59,22 @@ def decode_visitor_token(secret: str, token: str, *, grace: int = 0) -> VisitorC
     """Verify signature, audience and expiry (an expired token is accepted for `grace` seconds)."""
     try:
         claims = jwt.decode(token, _visitor_key(secret), algorithms=["HS256"], audience=VISITOR_AUDIENCE,
-                            leeway=grace, options={"require": ["exp", "iat", "sub", "tid", "cb", "aud"]})
+                            leeway=grace, options={"require": ["exp", "iat", "tid", "cb", "aud"]})
+        version = claims.get("ver", 1)
+        if version not in (1, 2) or (version == 1 and "sub" not in claims) or (version == 2 and "vid" not in claims):
+            raise ValueError("unsupported visitor token")
+        sub, vid = claims.get("sub"), claims.get("vid")
         return VisitorClaims(tenant_id=uuid.UUID(claims["tid"]), chatbot_id=uuid.UUID(claims["cb"]),
-                             conversation_id=uuid.UUID(claims["sub"]), public_key=str(claims.get("pk") or ""),
-                             expires_at=int(claims["exp"]))
+                             conversation_id=uuid.UUID(sub) if sub is not None else None,
+                             public_key=str(claims.get("pk") or ""), expires_at=int(claims["exp"]),
+                             visitor_id=uuid.UUID(vid) if vid is not None else None)
     except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
         raise TokenError(str(exc)) from exc
 
 
 def visitor_actor(request: web.Request | None, claims: VisitorClaims, ip: str | None = None) -> Actor:
-    """The actor of every visitor transaction: the conversation is the visitor's identity."""
-    return Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=str(claims.conversation_id),
+    """The actor of every visitor transaction: the conversation is the visitor's identity (none yet: no id)."""
+    conversation = str(claims.conversation_id) if claims.conversation_id is not None else None
+    return Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=conversation,
                  ip=ip if ip is not None else (client_ip(request) if request is not None else None),
                  request_id=request.get(REQUEST_ID) if request is not None else None, min_role="visitor")

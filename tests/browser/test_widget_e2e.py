@@ -48,14 +48,18 @@ def test_visitor_journey_against_the_real_server(server_thread, widget_page, wid
     try:
         w = widget_page(shop, "/pricing")
         page = w.page
-        # The widget's script came from the server (with CORS), the session from /api/widget/sessions.
-        cid = page.evaluate(f"localStorage.getItem('parley:{bot['public_key']}:cid')")
-        assert re.fullmatch(r"[0-9a-f-]{36}", cid)
+        # The widget's script came from the server (with CORS), the session from /api/widget/sessions:
+        # a visitor id, and no conversation until the visitor speaks.
+        vid = page.evaluate(f"localStorage.getItem('parley:{bot['public_key']}:vid')")
+        assert re.fullmatch(r"[0-9a-f-]{36}", vid)
+        assert page.evaluate(f"localStorage.getItem('parley:{bot['public_key']}:cid')") is None
         assert page.context.cookies() == []
 
         w.open()
         w.send("What are your opening hours?")
         w.expect_bubble("visitor", "What are your opening hours?")
+        cid = page.wait_for_function(f"localStorage.getItem('parley:{bot['public_key']}:cid')").json_value()
+        assert re.fullmatch(r"[0-9a-f-]{36}", cid)
         # Without an LLM or knowledge the bot still answers (extractive or "I don't know").
         expect(w.bubbles("bot").first).to_be_visible(timeout=15_000)
 

@@ -23,7 +23,10 @@ async def test_allowed_origin_gets_cors_and_a_short_lived_token(server, tenant):
     claims = jwt.decode(body["token"], options={"verify_signature": False})
     assert claims["aud"] == "parley:visitor" and claims["exp"] - claims["iat"] <= 900
     assert jwt.get_unverified_header(body["token"])["alg"] == "HS256"
-    assert claims["sub"] == body["conversation_id"] and claims["tid"] == tenant["tenant_id"]
+    # A page view has no conversation: the token names the chatbot and the visitor only.
+    assert "sub" not in claims and claims["tid"] == tenant["tenant_id"] and claims["ver"] == 2
+    assert body["conversation_id"] is None and body["status"] is None
+    assert claims["vid"] == body["visitor_id"]
     assert set(body["config"]) >= {"name", "greeting", "language", "starters", "branding", "lead_capture",
                                    "nudges", "max_nudges"}
 
@@ -81,7 +84,7 @@ async def test_resume_and_refresh(server, tenant, clients):
     # Expired for less than an hour: still refreshable; longer: not.
     claims = decode_visitor_token(TEST_SECRET, first["token"])
     kwargs = dict(tenant_id=claims.tenant_id, chatbot_id=claims.chatbot_id, conversation_id=claims.conversation_id,
-                  public_key=claims.public_key)
+                  public_key=claims.public_key, visitor_id=claims.visitor_id)
     old = _token_at(time.time() - 1800, **kwargs)
     status, _ = await server.call("POST", "/api/widget/sessions/refresh", json={"token": old}, headers={"Origin": ORIGIN})
     assert status == 201

@@ -63,8 +63,10 @@ async def make_chatbot(server, token: str, *, name: str = "Helper", origins=(ORI
 
 
 async def widget_session(server, key: str, *, origin: str = ORIGIN, page_url="https://shop.example/pricing",
-                         locale="en-US") -> dict:
-    body = {"chatbot_key": key, "conversation_id": None, "page_url": page_url, "referrer": None, "locale": locale}
+                         locale="en-US", start: bool = True) -> dict:
+    """A widget session; with `start` (the default here) its conversation starts at once."""
+    body = {"chatbot_key": key, "conversation_id": None, "page_url": page_url, "referrer": None, "locale": locale,
+            "start": start}
     status, out = await server.call("POST", "/api/widget/sessions", json=body, headers={"Origin": origin})
     assert status == 201, out
     return out

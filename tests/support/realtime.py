@@ -99,10 +99,11 @@ async def create_chatbot(owner_conn, tenant_id, *, origins=(ORIGIN,), config=Non
 
 
 async def widget_session(server, key: str, *, origin: str | None = ORIGIN, conversation_id=None,
-                         expect: int = 201) -> dict:
+                         expect: int = 201, start: bool = True) -> dict:
+    """A widget session; with `start` (the default here) its conversation starts at once."""
     headers = {"Origin": origin} if origin else {}
     body = {"chatbot_key": key, "conversation_id": str(conversation_id) if conversation_id else None,
-            "page_url": "https://shop.example/pricing", "referrer": None, "locale": "en-US"}
+            "page_url": "https://shop.example/pricing", "referrer": None, "locale": "en-US", "start": start}
     status, out = await server.call("POST", "/api/widget/sessions", json=body, headers=headers)
     assert status == expect, out
     return out

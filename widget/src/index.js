@@ -1,7 +1,9 @@
 // Parley chat widget. Embedded with
 //   <script src="https://HOST/widget.js" data-chatbot="PUBLIC_KEY" async></script>
-// Wire protocol: docs/protocol.md. Rendered in a Shadow DOM; no cookies; only the conversation id
-// (and a nudge counter) in localStorage; tokens live in memory.
+// Wire protocol: docs/protocol.md. Rendered in a Shadow DOM; no cookies; only the visitor id, the
+// conversation id (and a nudge counter) in localStorage; tokens live in memory. A page view starts
+// no conversation: the socket opens when the visitor opens the chat or acts, and the server starts
+// the conversation when the visitor first speaks.
 import { h, icon, ICONS } from './dom.js';
 import { md, safeUrl, link } from './md.js';
 import { pickLang, catalog } from './i18n.js';
@@ -19,6 +21,7 @@ const boot = () => {
 
   // ---- storage (may throw: blocked storage, sandboxed frames) -------------------------------
   const CID = `parley:${key}:cid`;
+  const VID = `parley:${key}:vid`;
   const NUDGES = `parley:${key}:nudges`;
   const load = (k) => {
     try { return localStorage.getItem(k); } catch { return null; }
@@ -60,7 +63,7 @@ const boot = () => {
     }
     if (!s) {
       const body = {
-        chatbot_key: key, conversation_id: load(CID), page_url: location.href,
+        chatbot_key: key, conversation_id: load(CID), visitor_id: load(VID), page_url: location.href,
         referrer: D.referrer, locale: navigator.language,
       };
       try {
@@ -72,6 +75,15 @@ const boot = () => {
         s = await post('/api/widget/sessions', body);
       }
     }
+    if (conversationId && s.conversation_id !== conversationId) resetLog();
+    adopt(s);
+    if (s.visitor_id) store(VID, s.visitor_id);
+    cfg ||= s.config || {};
+    return s;
+  };
+
+  // A token (and its conversation, once there is one) from a session or a `conversation` frame.
+  const adopt = (s) => {
     token = s.token;
     staleToken = 0;
     // Lifetime clamped to what the protocol allows (≤ 15 min), robust to clock skew.
@@ -80,11 +92,8 @@ const boot = () => {
     clearTimeout(refreshTimer);
     const again = () => session(1).catch(() => { refreshTimer = setTimeout(again, 3e4); });
     refreshTimer = setTimeout(again, ttl * 0.8);
-    if (conversationId && s.conversation_id !== conversationId) resetLog();
     conversationId = s.conversation_id;
     store(CID, conversationId);
-    cfg ||= s.config || {};
-    return s;
   };
 
   // ---- WebSocket ----------------------------------------------------------------------------
@@ -97,7 +106,7 @@ const boot = () => {
     if (online) ws.send(JSON.stringify(f));
     return online;
   };
-  const queue = (f) => send(f) || outbox.push(f);
+  const queue = (f) => send(f) || (outbox.push(f), ws || connect());
 
   const retry = () => {
     clearTimeout(retryTimer);
@@ -129,7 +138,10 @@ const boot = () => {
     busy = 0;
     const sock = (ws = new WebSocket(wsUrl));
     let ready;
-    sock.onopen = () => sock.send(JSON.stringify({ type: 'hello', token, last_seen_id: lastSeen }));
+    sock.onopen = () => sock.send(JSON.stringify({
+      type: 'hello', token, last_seen_id: lastSeen, page_url: location.href, referrer: D.referrer,
+      locale: navigator.language,
+    }));
     sock.onmessage = (e) => {
       lastRx = Date.now();
       let f;
@@ -193,7 +205,7 @@ const boot = () => {
   const setStatus = (s) => {
     status = s || status;
     if (!ui) return;
-    humanBtn.hidden = status !== 'bot';
+    humanBtn.hidden = !!status && status !== 'bot';
     subEl.textContent = { waiting_human: t.waiting, human: t.human_on, closed: t.closed }[status] || '';
   };
 
@@ -375,6 +387,9 @@ const boot = () => {
         setStatus(f.status);
         return f.status === 'closed' && rating();
       case 'lead_request': return leadForm(f.fields);
+      case 'conversation':
+        adopt(f);
+        return setStatus(f.status);
       case 'error':
         if (f.client_id && byCid.has(f.client_id)) {
           pending.delete(f.client_id);
@@ -575,7 +590,7 @@ const boot = () => {
     }
     status = s.status;
     build();
-    connect();
+    if (conversationId) connect(); // resume; otherwise the socket waits for the visitor
     nudges();
     if (wantOpen) open();
   };
