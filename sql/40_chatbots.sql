@@ -63,6 +63,67 @@ ALTER FUNCTION parley.widget_chatbot(text) OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.widget_chatbot(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.widget_chatbot(text) TO parley_app;
 
+-- Origins --------------------------------------------------------------------------------
+-- The one rule for which pages may start the widget (widget sessions) and which the console's
+-- install check reports as allowed. Browsers send Origin in one canonical form (RFC 6454:
+-- lower-case scheme and host, IPv4 dotted decimal, IPv6 in brackets, no default port, no
+-- path), so anything else is not an origin and is refused: no guessing at what a strange
+-- spelling might resolve to.
+CREATE OR REPLACE FUNCTION parley.normalize_origin(p_value text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+AS $$
+DECLARE
+  v_match text[];
+  v_port int;
+BEGIN
+  v_match := regexp_match(lower(btrim(coalesce(p_value, ''))),
+                          '^(https?)://([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[[0-9a-f:.]+\])(?::([1-9][0-9]{0,4}))?/?$');
+  IF v_match IS NULL OR v_match[2] LIKE '%..%' THEN
+    RETURN NULL;
+  END IF;
+  v_port := v_match[3]::int;
+  IF v_port > 65535 THEN
+    RETURN NULL;
+  END IF;
+  IF v_port IS NULL OR (v_match[1] = 'http' AND v_port = 80) OR (v_match[1] = 'https' AND v_port = 443) THEN
+    RETURN v_match[1] || '://' || v_match[2];
+  END IF;
+  RETURN v_match[1] || '://' || v_match[2] || ':' || v_port;
+END $$;
+COMMENT ON FUNCTION parley.normalize_origin(text) IS
+  'scheme://host[:port] in lower case without the default port (a trailing slash is dropped), or NULL when the value is not an http(s) origin in canonical form (no path, user info, trailing dot in the host, empty labels or port 0).';
+
+CREATE OR REPLACE FUNCTION parley.origin_is_local(p_origin text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT coalesce(
+    -- the host of a canonical origin: between :// and the optional :port
+    substring(parley.normalize_origin(p_origin) FROM '^https?://(\[[^]]+\]|[^:]+)') ~
+      ('^(localhost|[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.localhost'
+       || '|127\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+       || '\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|\[::1\])$'),
+    false)
+$$;
+COMMENT ON FUNCTION parley.origin_is_local(text) IS
+  'Whether an origin is a local development page, decided strictly on the canonical form: localhost, *.localhost, 127.0.0.0/8 in dotted decimal (127.0.0.2 included: every loopback address is the visitor''s own machine), [::1]. Not local: localhost. (trailing dot), 127.1, 2130706433, 0x7f.0.0.1, 0.0.0.0, [::ffff:127.0.0.1], anything not canonical.';
+
+CREATE OR REPLACE FUNCTION parley.origin_allowed(p_allowed text[], p_origin text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+    -- No Origin header: not a browser page; accepted only while the list is empty.
+    WHEN p_origin IS NULL THEN coalesce(cardinality(p_allowed), 0) = 0
+    WHEN parley.normalize_origin(p_origin) IS NULL THEN false
+    WHEN coalesce(cardinality(p_allowed), 0) = 0 THEN parley.origin_is_local(p_origin)
+    ELSE EXISTS (SELECT 1 FROM unnest(p_allowed) a
+                  WHERE parley.normalize_origin(a) = parley.normalize_origin(p_origin))
+  END
+$$;
+COMMENT ON FUNCTION parley.origin_allowed(text[], text) IS
+  'May a page of this origin start the widget of a chatbot with these allowed origins? An empty list allows local development pages only (parley.origin_is_local); otherwise the origin must equal a listed one (both normalised: case, default port, trailing slash). NULL origin (no Origin header): only while the list is empty. Used by widget sessions and the console install check.';
+GRANT EXECUTE ON FUNCTION parley.normalize_origin(text), parley.origin_is_local(text),
+  parley.origin_allowed(text[], text) TO parley_app, parley_auth;
+
 -- Admin gate inside SQL too (the route gate is the first line of defence).
 CREATE OR REPLACE FUNCTION parley.require_chatbot_admin() RETURNS void
 LANGUAGE plpgsql STABLE

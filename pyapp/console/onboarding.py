@@ -123,8 +123,11 @@ async def install_check(ctx: Ctx):
                                  errors={"url": f"We could not read that page: {exc.message} ({exc.code})."})
     found = find_widget(result.text(), bot["public_key"])
     parts = urlsplit(result.url)
-    origin = f"{parts.scheme}://{parts.netloc}".lower()
     allowed = list(bot["allowed_origins"] or [])
+    # The widget's own rule (parley.origin_allowed), so the check says what the widget will do.
+    origin, origin_allowed = await ctx.conn.fetchrow(
+        "SELECT coalesce(parley.normalize_origin($1), $1), parley.origin_allowed($2::text[], $1)",
+        f"{parts.scheme}://{parts.netloc}", allowed)
     check = {"ok": found["found"], "url": result.url, "other_keys": found["other_keys"],
-             "origin": origin, "origin_allowed": not allowed or origin in allowed, "allowed": allowed}
+             "origin": origin, "origin_allowed": origin_allowed, "allowed": allowed}
     return await render_step(ctx, "install", values=values, check=check)

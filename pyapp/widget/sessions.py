@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from pyapp.api import Call, api
-from pyapp.context import REQUEST_ID, TRUST_PROXY, client_ip
+from pyapp.context import POOL, REQUEST_ID, TRUST_PROXY, client_ip
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
 from pyapp.security import TokenError
@@ -29,54 +29,8 @@ from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, issue_visit
 
 REFRESH_GRACE = 3600  # an expired token may still be refreshed this long after it expired
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
-_LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]", "::1")
-
-
-# --------------------------------------------------------------------------- origins
-
-
-def normalise_origin(value: str) -> str | None:
-    """scheme://host[:port] in lower case without a default port, or None when not an origin."""
-    value = (value or "").strip()
-    if not value or value == "null":
-        return None
-    try:
-        parts = urlsplit(value)
-        scheme = parts.scheme.lower()
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        return None
-    if scheme not in ("http", "https") or not host:
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or (scheme, port) in (("http", 80), ("https", 443)):
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def _pattern_matches(pattern: str, origin: str) -> bool:
-    pattern = pattern.strip().rstrip("/").lower()
-    if "*." in pattern:
-        scheme, _, rest = pattern.partition("://*.")
-        o_scheme, _, o_host = origin.partition("://")
-        return bool(rest) and o_scheme == scheme and o_host.endswith("." + rest)
-    return normalise_origin(pattern) == origin
-
-
-def origin_allowed(origin_header: str | None, allowed: list[str] | None) -> bool:
-    """An empty list allows any origin except local development hosts, which must be listed."""
-    origin = normalise_origin(origin_header or "")
-    allowed = [a for a in (allowed or []) if a and a.strip()]
-    if not allowed:
-        if origin is None:
-            return origin_header is None  # a non-browser client sends no Origin at all
-        host = urlsplit(origin).hostname or ""
-        return host not in _LOCAL_HOSTS and not host.endswith(".localhost")
-    if origin is None:
-        return False
-    return any(_pattern_matches(p, origin) for p in allowed)
+CHATBOT_TTL = 10.0  # seconds a chatbot's row is reused for new sockets (config changes show up after this)
+_CHATBOTS = web.AppKey("widget_chatbots", dict)
 
 
 # --------------------------------------------------------------------------- routes
@@ -106,19 +60,37 @@ class SessionOut(BaseModel):
     config: dict[str, Any]
 
 
-async def _chatbot_by_key(pool: asyncpg.Pool, public_key: str):
-    row = await pool.fetchrow("SELECT * FROM parley.widget_chatbot($1)", public_key)
-    if row is None:
+async def chatbot_by_key(app: web.Application, public_key: str, *, max_age: float = CHATBOT_TTL) -> dict | None:
+    """parley.widget_chatbot: the one lookup of a chatbot by its public key, for sessions (always
+    fresh, max_age=0) and sockets (reused for CHATBOT_TTL, shared by every socket of the chatbot)."""
+    cache: dict = app[_CHATBOTS]
+    now = time.monotonic()
+    hit = cache.get(public_key)
+    if hit is not None and now - hit[0] < max_age:
+        return hit[1]
+    row = await app[POOL].fetchrow("SELECT * FROM parley.widget_chatbot($1)", public_key)
+    value = dict(row) if row is not None else None
+    if len(cache) > 10_000:
+        cache.clear()
+    cache[public_key] = (now, value)
+    return value
+
+
+async def _chatbot(call: Call, public_key: str) -> dict:
+    chatbot = await chatbot_by_key(call.request.app, public_key, max_age=0)
+    if chatbot is None:
         raise ApiError(404, "unknown_chatbot", "No chatbot has this key.")
-    return row
+    return chatbot
 
 
-def _check_origin(request: web.Request, chatbot) -> None:
-    origin = request.headers.get("Origin")
-    if not origin_allowed(origin, list(chatbot["allowed_origins"] or [])):
+async def _check_origin(call: Call, chatbot) -> None:
+    """The origin rule is parley.origin_allowed (sql/40_chatbots.sql), also used by the install check."""
+    origin = call.request.headers.get("Origin")
+    if not await call.pool.fetchval("SELECT parley.origin_allowed($1::text[], $2)",
+                                    list(chatbot["allowed_origins"] or []), origin):
         raise ApiError(403, "origin_not_allowed", "This site is not allowed to use this chatbot.")
     if origin:
-        request[CORS_ORIGIN] = origin
+        call.request[CORS_ORIGIN] = origin
 
 
 def country_of(request: web.Request) -> str | None:
@@ -172,8 +144,8 @@ def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot
 async def create_session(call: Call):
     """A visitor token: resumes the visitor's conversation, or none until the visitor speaks (or `start`)."""
     request, body = call.request, call.body
-    chatbot = await _chatbot_by_key(call.pool, body.chatbot_key)
-    _check_origin(request, chatbot)
+    chatbot = await _chatbot(call, body.chatbot_key)
+    await _check_origin(call, chatbot)
     claims = VisitorClaims(chatbot["tenant_id"], chatbot["chatbot_id"], None, body.chatbot_key, 0,
                            body.visitor_id or uuid.uuid4())
     if body.conversation_id is not None:
@@ -202,10 +174,10 @@ async def refresh_session(call: Call):
         claims = decode_visitor_token(call.settings.secret_key, call.body.token, grace=REFRESH_GRACE)
     except TokenError:
         raise ApiError(401, "invalid_token", "The conversation token is invalid or expired too long ago.") from None
-    chatbot = await _chatbot_by_key(call.pool, claims.public_key)
+    chatbot = await _chatbot(call, claims.public_key)
     if chatbot["chatbot_id"] != claims.chatbot_id or chatbot["tenant_id"] != claims.tenant_id:
         raise ApiError(401, "invalid_token", "The chatbot of this token no longer exists.")
-    _check_origin(call.request, chatbot)
+    await _check_origin(call, chatbot)
     status = None
     if claims.conversation_id is not None:
         async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
@@ -243,6 +215,7 @@ async def _add_cors(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def setup(app: web.Application) -> None:
+    app[_CHATBOTS] = {}
     for path in _CORS_PATHS:
         app.router.add_route("OPTIONS", path, _preflight)
     app.on_response_prepare.append(_add_cors)

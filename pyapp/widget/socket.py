@@ -22,7 +22,7 @@ from pyapp.widget.batch import MessageRefused, VisitorMessages
 from pyapp.widget.frames import (FRAME_MODELS, FeedbackFrame, HelloFrame, HumanFrame, LeadFrame, MessageFrame,
                                  RatingFrame, ReadFrame, TypingFrame, _validation_message, error_frame)
 from pyapp.widget.hooks import BotTurn, VisitorContext, visitor_hooks
-from pyapp.widget.sessions import country_of, start_visitor_conversation, visitor_token
+from pyapp.widget.sessions import chatbot_by_key, country_of, start_visitor_conversation, visitor_token
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor
 
 log = logging.getLogger("parley.widget.socket")
@@ -390,26 +390,6 @@ def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
 # --------------------------------------------------------------------------- handler
 
 
-CHATBOT_TTL = 10.0  # seconds a chatbot's row is reused for new sockets (config changes show up after this)
-_CHATBOTS = web.AppKey("visitor_chatbots", dict)
-
-
-async def chatbot_by_key(app: web.Application, public_key: str) -> dict | None:
-    """parley.widget_chatbot, cached briefly and shared by every socket of the chatbot (read-only)."""
-    cache: dict = app[_CHATBOTS]
-    now = time.monotonic()
-    hit = cache.get(public_key)
-    if hit is not None and now - hit[0] < CHATBOT_TTL:
-        return hit[1]
-    row = await app[POOL].fetchrow("SELECT * FROM parley.widget_chatbot($1)", public_key)
-    value = dict(row) if row is not None else None
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[public_key] = (now, value)
-    return value
-
-
-
 async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(heartbeat=HEARTBEAT, max_msg_size=HARD_FRAME_BYTES)
     await ws.prepare(request)
@@ -482,5 +462,4 @@ def setup(app: web.Application) -> None:
     visitor_hooks(app)
     app[_BOT_LOCKS] = {}
     app[_MESSAGES] = {}
-    app[_CHATBOTS] = {}
     app.router.add_get("/ws/visitor", visitor_socket)
