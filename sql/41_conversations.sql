@@ -13,6 +13,12 @@
 --
 -- Every transition locks the conversation row first (lock_conversation) and writes its events
 -- through parley.emit_event; the lock order all writers keep is in 45_events.sql.
+--
+-- Bot handoff after misses: bot_misses counts the bot's ungrounded answers in a row (a bot
+-- message with meta.grounded = false; store_message, 44_messages.sql). A grounded answer and
+-- every transition a person takes part in (request, claim, assign, release, reopen, an agent's
+-- reply, a returning visitor) start it again at 0; at the chatbot's handoff.miss_threshold the
+-- conversation goes to waiting_human in the same transaction as the answer.
 
 SELECT parley.apply_tenant_policies('parley.conversations');
 
@@ -193,7 +199,7 @@ BEGIN
     PERFORM parley.raise_error(409, 'invalid_transition',
       format('Cannot ask for a human in a conversation that is %s.', v_conv.status));
   END IF;
-  UPDATE parley.conversations c SET status = 'waiting_human', last_activity_at = now()
+  UPDATE parley.conversations c SET status = 'waiting_human', last_activity_at = now(), bot_misses = 0
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
   PERFORM parley.emit_event('human_requested', v_conv.id, NULL, jsonb_build_object('reason', 'requested'));
   RETURN v_conv;
@@ -222,7 +228,7 @@ BEGIN
       CASE WHEN v_conv.status = 'closed' THEN 'The conversation is closed.'
            ELSE 'Another agent has already claimed this conversation.' END);
   END IF;
-  UPDATE parley.conversations c SET status = 'human', assignee_id = v_user, last_activity_at = now()
+  UPDATE parley.conversations c SET status = 'human', assignee_id = v_user, last_activity_at = now(), bot_misses = 0
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
   PERFORM parley.note_active_seat(v_user);
   PERFORM parley.emit_event('claimed', v_conv.id, NULL, jsonb_build_object('assignee_id', v_user));
@@ -252,7 +258,8 @@ BEGIN
     RETURN v_conv;
   END IF;
   v_previous := v_conv.assignee_id;
-  UPDATE parley.conversations c SET status = 'human', assignee_id = p_user_id, last_activity_at = now()
+  UPDATE parley.conversations c SET status = 'human', assignee_id = p_user_id, last_activity_at = now(),
+         bot_misses = 0
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
   PERFORM parley.emit_event('assigned', v_conv.id, NULL,
                             jsonb_build_object('assignee_id', p_user_id, 'previous_assignee_id', v_previous));
@@ -279,7 +286,7 @@ BEGIN
      AND parley.actor_role_rank() < parley.role_rank('admin') THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Only the assignee or an admin can release this conversation.');
   END IF;
-  UPDATE parley.conversations c SET status = 'bot', assignee_id = NULL, last_activity_at = now()
+  UPDATE parley.conversations c SET status = 'bot', assignee_id = NULL, last_activity_at = now(), bot_misses = 0
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
   PERFORM parley.emit_event('released', v_conv.id, NULL, '{}');
   RETURN v_conv;
@@ -321,7 +328,7 @@ BEGIN
   PERFORM parley.check_open_conversation_limit();
   UPDATE parley.conversations c
      SET status = CASE WHEN v_user IS NOT NULL THEN 'human' ELSE 'bot' END,
-         assignee_id = v_user, closed_at = NULL, last_activity_at = now()
+         assignee_id = v_user, closed_at = NULL, last_activity_at = now(), bot_misses = 0
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
   PERFORM parley.emit_event('reopened', v_conv.id, NULL, jsonb_build_object('status', v_conv.status));
   RETURN v_conv;

@@ -153,7 +153,7 @@ BEGIN
   IF v_status = 'closed' AND p_author <> 'note' THEN
     IF p_author = 'visitor' THEN
       PERFORM parley.check_open_conversation_limit();
-      v_status := 'bot'; v_assignee := NULL; v_closed_at := NULL; v_reopened := true;
+      v_status := 'bot'; v_assignee := NULL; v_closed_at := NULL; v_reopened := true; v_misses := 0;
     ELSE
       PERFORM parley.raise_error(409, 'invalid_transition', 'The conversation is closed; reopen it first.');
     END IF;
@@ -169,6 +169,7 @@ BEGIN
       v_status := 'human';
       v_assignee := coalesce(v_user, v_assignee);
       v_claimed := true;
+      v_misses := 0;
     ELSIF v_user IS NOT NULL AND v_assignee IS DISTINCT FROM v_user THEN
       PERFORM parley.raise_error(409, 'invalid_transition',
         'This conversation is assigned to another agent; assign it to yourself first.');
@@ -197,15 +198,20 @@ BEGIN
     IF NOT v_lim.metered THEN
       PERFORM parley.check_allowance('ai_messages');  -- Free: this month's allowance is a hard cap
     END IF;
-    -- A reply the bot marks as a miss (meta.miss = true) counts toward the handoff threshold.
-    IF p_meta->'miss' = 'true'::jsonb THEN
+    -- The one handoff-after-misses rule (see 41_conversations.sql): an answer the bot could not
+    -- ground (meta.grounded = false) is a miss; handoff.miss_threshold misses in a row hand the
+    -- conversation to a person; a grounded answer starts the count again.
+    IF p_meta->'grounded' = 'false'::jsonb THEN
       v_misses := v_misses + 1;
       SELECT parley.jsonb_int(b.config #> '{handoff,miss_threshold}') INTO v_threshold
         FROM parley.chatbots b WHERE b.tenant_id = v_conv.tenant_id AND b.id = v_conv.chatbot_id;
       IF v_status = 'bot' AND coalesce(v_threshold, 0) > 0 AND v_misses >= v_threshold THEN
         v_status := 'waiting_human';
         v_handoff := true;
+        v_misses := 0;
       END IF;
+    ELSIF p_meta->'grounded' = 'true'::jsonb THEN
+      v_misses := 0;
     END IF;
   END IF;
 
@@ -278,7 +284,7 @@ BEGIN
   RETURN v.message;
 END $$;
 COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
-  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.miss=true counts toward handoff.miss_threshold. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
+  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.grounded=false is a miss: handoff.miss_threshold misses in a row set waiting_human (event human_requested, reason bot_misses), meta.grounded=true resets the count. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
 
 -- Visitor messages of one tenant, many per statement: most of PostgreSQL's time per message
 -- was the round trip, the transaction and its WAL flush, not the work (bench/chat_flow.py),

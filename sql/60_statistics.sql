@@ -39,28 +39,11 @@ AS $$
   RETURNING id
 $$;
 COMMENT ON FUNCTION parley.record_assistant_turn(uuid, text, text, boolean, bigint, bigint, text, int, int, int) IS
-  'Log one assistant turn (answered, unknown, quota, error, handoff) with the normalised question; the source of miss counting and AI analytics.';
+  'Log one assistant turn (answered, unknown, quota, error, handoff) with the normalised question; the source of AI analytics (the handoff after misses counts on the conversation: bot_misses).';
 
--- Handoff after N ungrounded answers in a row: the run of misses since the last grounded
--- answer, and since a human last had the conversation (released/reopened/requested).
-CREATE OR REPLACE FUNCTION parley.consecutive_misses(p_conversation_id uuid) RETURNS int
-LANGUAGE sql STABLE
-AS $$
-  WITH since AS (
-    SELECT coalesce(max(e.at), '-infinity') AS at FROM parley.events e
-     WHERE e.tenant_id = (SELECT parley.current_tenant_id()) AND e.conversation_id = p_conversation_id
-       AND e.kind IN ('human_requested', 'claimed', 'released', 'reopened')),
-  recent AS (
-    SELECT t.id, (NOT t.grounded AND t.outcome IN ('answered', 'unknown')) AS miss
-      FROM parley.assistant_turns t, since
-     WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.conversation_id = p_conversation_id
-       AND t.created_at > since.at
-     ORDER BY t.id DESC LIMIT 50)
-  SELECT count(*)::int FROM recent
-   WHERE recent.id > coalesce((SELECT max(r.id) FROM recent r WHERE NOT r.miss), 0)
-$$;
-COMMENT ON FUNCTION parley.consecutive_misses(uuid) IS
-  'Ungrounded assistant answers in a row in a conversation: since the last grounded answer and since a human last had it (human_requested, claimed, released, reopened).';
+-- The handoff after misses is store_message's rule (bot_misses, 44_messages.sql); the turn
+-- log's reading of it is gone.
+DROP FUNCTION IF EXISTS parley.consecutive_misses(uuid);
 
 GRANT EXECUTE ON FUNCTION parley.normalize_question(text) TO parley_app, parley_jobs, parley_reporting;
 

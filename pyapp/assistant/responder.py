@@ -14,8 +14,9 @@ For each visitor message stored while the conversation is with the bot (the visi
    "I don't know" with an offer of a person.
 6. The complete reply is stored once with post_message (author bot, meta citations,
    stream_id, grounded); post_message counts ai_messages and enforces the quota again.
-7. handoff.miss_threshold ungrounded answers in a row (parley.consecutive_misses, from the
-   assistant's turn log) → request_human.
+7. handoff.miss_threshold ungrounded answers in a row → waiting_human: the rule is SQL's
+   (store_message counts meta.grounded = false answers in conversations.bot_misses and hands
+   off in the answer's own transaction); here only the lead form and the notice follow.
 A provider failure stores a system notice instead. The visitor may disconnect at any time:
 the turn does not depend on the socket, and the stored reply is replayed on reconnect.
 """
@@ -201,14 +202,13 @@ def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
                                    {"type": "lead_request", "fields": list(fields)}, agents=False)
 
 
-async def hand_off(turn: BotTurn, state: TurnState, question: str, *, record: bool = True) -> None:
+async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
     """Ask for a person (the lead form first when configured so), and say so."""
     _lead_before_handoff(turn, state)
     async with turn.service_tx() as conn:
         await conn.fetchrow("SELECT * FROM parley.request_human($1)", turn.conversation_id)
     await _notice(turn, TEXTS["handoff"][language_of(state.config)], "handoff")
-    if record:
-        await _record(turn, question, "handoff", False)
+    await _record(turn, question, "handoff", False)
 
 
 def citations_of(text: str, passages: list[dict]) -> list[dict]:
@@ -311,20 +311,13 @@ async def _respond(turn: BotTurn) -> None:
     await _record(turn, question, "answered" if grounded else "unknown", grounded, reply_id=reply.get("id"),
                   provider=provider, passages=len(passages), first_token_ms=first_token_ms,
                   total_ms=int((time.monotonic() - started) * 1000))
-    threshold = miss_threshold(state.config)
-    if not grounded and threshold:
+    if not grounded:
         async with turn.service_tx() as conn:
-            misses = await conn.fetchval("SELECT parley.consecutive_misses($1)", turn.conversation_id)
-        if misses >= threshold:
-            await hand_off(turn, state, question, record=False)
-
-
-def miss_threshold(config: dict) -> int:
-    """handoff.miss_threshold: ungrounded answers in a row before a person is asked for (0 = never)."""
-    try:
-        return max(0, int((config.get("handoff") or {}).get("miss_threshold") or 0))
-    except (TypeError, ValueError):
-        return 0
+            status = await conn.fetchval("SELECT c.status FROM parley.conversations c WHERE c.id = $1",
+                                         turn.conversation_id)
+        if status == "waiting_human":  # this miss reached handoff.miss_threshold (store_message)
+            _lead_before_handoff(turn, state)
+            await _notice(turn, TEXTS["handoff"][lang], "handoff")
 
 
 def setup(app: web.Application) -> None:
