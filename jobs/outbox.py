@@ -16,6 +16,7 @@ import time
 
 import asyncpg
 
+from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.db import Actor, tenant_tx
 from pyapp.outbox.registry import default_senders
 from pyapp.outbox.senders import Delivery, Destination, Result, Sender
@@ -29,6 +30,8 @@ BATCH = 100
 MAX_DESTINATIONS = 16        # destinations worked on at once per drainer
 SEND_CONCURRENCY = 32        # sends in flight per unordered destination
 
+SECRET_PURPOSE = {"webhook": "signing", "telegram": "token"}
+
 _DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
                     FROM parley.outbox_destinations d WHERE d.id = $1"""
 _TAKE = "SELECT * FROM parley.take_outbox_batch($1, $2, $3, $4)"
@@ -38,8 +41,10 @@ _RECORD = "SELECT parley.record_outbox_results($1, $2, $3)"
 class OutboxDrainer:
     def __init__(self, pool: asyncpg.Pool, worker: str, *, senders: dict[str, Sender] | None = None,
                  listen_dsn: str | None = None, lease_s: int = LEASE_S, batch: int = BATCH,
-                 max_destinations: int = MAX_DESTINATIONS, poll_s: float = POLL_S):
+                 max_destinations: int = MAX_DESTINATIONS, poll_s: float = POLL_S,
+                 keyring: Keyring | None = None):
         self.pool = pool
+        self.keyring = keyring
         self.worker = worker
         self.senders = senders if senders is not None else default_senders()
         self.listen_dsn = listen_dsn
@@ -141,7 +146,7 @@ class OutboxDrainer:
                 async with self._tx(tenant_id) as conn:
                     dest_row = await conn.fetchrow(_DESTINATION, destination_id)
                     rows = await conn.fetch(_TAKE, destination_id, self.worker, self.batch, self.lease_s)
-                    destination = await self._destination(conn, dest_row) if dest_row and rows else None
+                    destination = await self._destination(conn, tenant_id, dest_row) if dest_row and rows else None
                 if not rows or destination is None:
                     return
                 deliveries = [Delivery(id=r["id"], created_at=r["created_at"], delivery_key=r["delivery_key"],
@@ -165,9 +170,20 @@ class OutboxDrainer:
             except Exception as exc:  # the lease expires by itself
                 log.warning("outbox: release of %s failed: %s", destination_id, exc)
 
-    async def _destination(self, conn, row) -> Destination:
+    async def _destination(self, conn, tenant_id, row) -> Destination:
         return Destination(id=row["id"], kind=row["kind"], target=row["target"], config=row["config"],
-                           ordered=row["ordered"], secrets=tuple(await load_secrets(conn, row)))
+                           ordered=row["ordered"], secrets=tuple(await self._secrets(conn, tenant_id, row)))
+
+    async def _secrets(self, conn, tenant_id, row) -> list[str]:
+        """Opened secrets the adapter signs or authenticates with (none for kinds without any)."""
+        purpose = SECRET_PURPOSE.get(row["kind"])
+        if purpose is None or self.keyring is None:
+            return []
+        try:
+            return await open_secrets(conn, self.keyring, tenant_id, row["id"], purpose)
+        except SecretUnavailable as exc:  # never the secret itself: the reason only
+            log.error("outbox: secrets of destination %s unavailable: %s", row["id"], exc)
+            return []
 
     async def _send(self, destination: Destination, deliveries: list[Delivery]) -> list[tuple[Delivery, Result]]:
         sender = self.senders.get(destination.kind)
@@ -207,11 +223,6 @@ async def _safe_send(sender: Sender, destination: Destination, delivery: Deliver
     except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
         log.exception("outbox adapter %s", destination.kind)
         return Result("retry", error=f"adapter error: {type(exc).__name__}"[:1000])
-
-
-async def load_secrets(conn, destination_row) -> list[str]:
-    """Secrets an adapter signs or authenticates with; none for kinds without any."""
-    return []
 
 
 def dumps(value) -> str:

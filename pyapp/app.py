@@ -41,6 +41,7 @@ SURFACES: list[str] = [
     "pyapp.analytics",
     "pyapp.outbox.routes",
     "pyapp.billing.routes",
+    "pyapp.webhooks.routes",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

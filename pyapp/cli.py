@@ -99,6 +99,33 @@ def cmd_jobs(args) -> int:
     return asyncio.run(jobs_main(load_settings(), once=args.once))
 
 
+def cmd_rotate_kek(args) -> int:
+    """Re-wrap every tenant data key under the current key-encryption key (the first of PARLEY_KEKS).
+
+    Keep the old key in PARLEY_KEKS (after the new one) until this has run on every database:
+    servers keep opening secrets with either, so nothing stops meanwhile.
+    """
+    import asyncpg
+
+    from pyapp.channels.envelope import Keyring, rotate_kek
+    from pyapp.config import load_settings
+
+    settings = load_settings()
+    keyring = Keyring.from_settings(settings.secret_key)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(settings.admin_url)
+        try:
+            async with conn.transaction():
+                return await rotate_kek(conn, keyring)
+        finally:
+            await conn.close()
+
+    done = asyncio.run(run())
+    print(f"re-wrapped {done} data key(s) under {keyring.current}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
     parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
@@ -116,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     jobs = sub.add_parser("jobs", help="run scheduled SQL jobs and drain queues")
     jobs.add_argument("--once", action="store_true")
     jobs.set_defaults(func=cmd_jobs)
+    sub.add_parser("rotate-kek", help="re-wrap tenant data keys under the current PARLEY_KEKS key"
+                   ).set_defaults(func=cmd_rotate_kek)
     args = parser.parse_args(argv)
     return args.func(args)
 

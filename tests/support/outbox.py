@@ -2,11 +2,17 @@
 whose events enqueue deliveries, and drainers as parley_jobs (jobs/outbox.py)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from support.fakes.webhook_sink import WebhookSink
+from support.server import TEST_SECRET
 
 from jobs.outbox import OutboxDrainer
+from pyapp.channels.envelope import Keyring
 from pyapp.webhooks.sender import WebhookSender
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -42,6 +48,7 @@ async def post(tenant, conv, *bodies, author="bot"):
 
 def make_drainer(pool, worker="w1", **kw) -> OutboxDrainer:
     kw.setdefault("senders", {"webhook": WebhookSender(allow_hosts=["127.0.0.1"])})
+    kw.setdefault("keyring", Keyring.from_settings(TEST_SECRET))
     return OutboxDrainer(pool, worker, **kw)
 
 
@@ -50,3 +57,30 @@ async def drainer(tenant):
     d = make_drainer(await tenant.pool("jobs"))
     yield d
     await d.close()
+
+
+class Workspace:
+    """A workspace signed up through the API, with a chatbot, for SQL-level steps as its tenant."""
+
+    def __init__(self, server, owner, settings, owner_conn, chatbot_id):
+        import uuid as _uuid
+
+        from support.knowledge import Tenant
+
+        self.server = server
+        self.owner = owner
+        self.token = owner["access_token"]
+        self.tenant = Tenant(settings, owner_conn, _uuid.UUID(owner["tenant_id"]), chatbot_id)
+
+    async def call(self, method, path, **kw):
+        return await self.server.call(method, path, token=self.token, **kw)
+
+    async def close(self):
+        await self.tenant.close()
+
+
+async def make_workspace(server, signup, settings, owner_conn) -> Workspace:
+    owner = await signup(server)
+    bot = await owner_conn.fetchval("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, 'Bot') RETURNING id",
+                                    __import__("uuid").UUID(owner["tenant_id"]))
+    return Workspace(server, owner, settings, owner_conn, bot)

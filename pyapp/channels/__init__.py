@@ -1,0 +1,1 @@
+"""Channels: where agents and customers are reached outside the console (secrets, adapters)."""

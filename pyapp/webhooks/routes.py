@@ -1,0 +1,184 @@
+"""Webhook endpoints API: create (SSRF-vetted URL, a whsec_ secret shown once), list, change,
+delete, rotate the secret with an overlap, send a test event, read the delivery log.
+
+Rules live in sql/82_webhooks.sql (fields, limits, roles) and sql/81_channels.sql (secrets);
+this module vets the address (pyapp/net) and seals secrets (pyapp/channels/envelope).
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pyapp.api import Call, api
+from pyapp.channels.envelope import Keyring, seal_for
+from pyapp.conversations.routes import Strict
+from pyapp.errors import ApiError
+from pyapp.net import FetchError, FetchRefused, vet_url
+from pyapp.net.safe_fetch import allow_hosts_from_env
+from pyapp.outbox.routes import DeliveriesOut
+from pyapp.webhooks.signing import new_secret
+
+TAGS = ("webhooks",)
+
+
+class EndpointIn(Strict):
+    name: str = Field("Webhook", max_length=100)
+    url: str = Field(max_length=2048, description="http(s) URL; internal addresses are refused")
+    event_kinds: list[str] = Field(min_length=1, max_length=50, description="e.g. message_added, human_requested")
+    chatbot_id: uuid.UUID | None = Field(None, description="only this chatbot's conversations")
+
+
+class EndpointPatch(Strict):
+    name: str | None = Field(None, max_length=100)
+    url: str | None = Field(None, max_length=2048)
+    event_kinds: list[str] | None = Field(None, min_length=1, max_length=50)
+    enabled: bool | None = None
+
+
+class SecretInfo(BaseModel):
+    id: uuid.UUID
+    hint: str | None = None
+    created_at: Any
+    expires_at: Any = None
+
+
+class EndpointOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    url: str
+    event_kinds: list[str]
+    chatbot_id: uuid.UUID | None = None
+    status: str
+    paused_reason: str | None = None
+    paused_at: Any = None
+    failing_since: Any = None
+    last_success_at: Any = None
+    last_error: str | None = None
+    created_at: Any
+    updated_at: Any
+    secrets: list[SecretInfo] = []
+    secret: str | None = Field(None, description="the new whsec_ secret: shown once, on creation and rotation")
+
+
+class EndpointsOut(BaseModel):
+    endpoints: list[EndpointOut]
+
+
+class RotateIn(Strict):
+    overlap_hours: int = Field(24, ge=0, le=168, description="how long the old secret stays valid as well")
+
+
+class TestOut(BaseModel):
+    delivery_id: int
+
+
+def keyring(call: Call) -> Keyring:
+    return Keyring.from_settings(call.settings.secret_key)
+
+
+async def vet(url: str) -> None:
+    """The SSRF guard at creation: the URL's form and every address its name resolves to."""
+    try:
+        await vet_url(url, allow_hosts=allow_hosts_from_env())
+    except FetchRefused as exc:
+        raise ApiError(422, "url_not_allowed", exc.message) from None
+    except FetchError as exc:
+        raise ApiError(422, "url_unreachable", exc.message) from None
+
+
+async def _new_secret(conn, call: Call, endpoint_id: uuid.UUID, overlap: timedelta | None) -> str:
+    secret = new_secret()
+    tenant_id = call.actor.tenant_id
+    key_id, sealed = await seal_for(conn, keyring(call), tenant_id, endpoint_id, "signing", secret)
+    await conn.execute("SELECT parley.store_channel_secret($1, 'signing', $2, $3, $4, $5)",
+                       endpoint_id, key_id, sealed, secret[-4:], overlap)
+    return secret
+
+
+async def _endpoint(conn, endpoint_id) -> dict:
+    row = await conn.fetchval("SELECT parley.webhook_endpoint_json($1)", endpoint_id)
+    if row is None:
+        raise ApiError(404, "not_found", "No such webhook endpoint.")
+    return row
+
+
+@api.route("POST", "/api/webhooks", body=EndpointIn, response=EndpointOut, status=201, min_role="admin", tags=TAGS)
+async def create_endpoint(call: Call):
+    """Add an endpoint; the response carries its whsec_ signing secret, shown this once."""
+    b = call.body
+    await vet(b.url)
+    endpoint_id = uuid.uuid4()
+    async with call.tx() as conn:
+        await conn.fetchval("SELECT parley.create_webhook_endpoint($1, $2, $3, $4, $5)",
+                            endpoint_id, b.name, b.url, b.event_kinds, b.chatbot_id)
+        secret = await _new_secret(conn, call, endpoint_id, None)
+        return {**await _endpoint(conn, endpoint_id), "secret": secret}
+
+
+@api.route("GET", "/api/webhooks", response=EndpointsOut, min_role="admin", tags=TAGS)
+async def list_endpoints(call: Call):
+    """Every endpoint with its health (paused ones say why)."""
+    async with call.tx() as conn:
+        rows = await conn.fetch("SELECT parley.webhook_endpoint_json(d.id) AS e FROM parley.outbox_destinations d"
+                                " WHERE d.kind = 'webhook' ORDER BY d.created_at, d.id")
+    return {"endpoints": [r["e"] for r in rows]}
+
+
+@api.route("GET", "/api/webhooks/{endpoint_id}", response=EndpointOut, min_role="admin", tags=TAGS)
+async def get_endpoint(call: Call):
+    """One endpoint."""
+    async with call.tx() as conn:
+        return await _endpoint(conn, call.uuid_param("endpoint_id"))
+
+
+@api.route("PATCH", "/api/webhooks/{endpoint_id}", body=EndpointPatch, response=EndpointOut, min_role="admin",
+           tags=TAGS)
+async def update_endpoint(call: Call):
+    """Change the name, URL (vetted again), event kinds, or disable/enable it."""
+    b = call.body
+    if b.url is not None:
+        await vet(b.url)
+    async with call.tx() as conn:
+        return await conn.fetchval("SELECT parley.update_webhook_endpoint($1, $2, $3, $4, $5)",
+                                   call.uuid_param("endpoint_id"), b.name, b.url, b.event_kinds, b.enabled)
+
+
+@api.route("DELETE", "/api/webhooks/{endpoint_id}", status=204, min_role="admin", tags=TAGS)
+async def delete_endpoint(call: Call):
+    """Delete an endpoint with its deliveries and secrets."""
+    async with call.tx() as conn:
+        await _endpoint(conn, call.uuid_param("endpoint_id"))
+        await conn.execute("SELECT parley.delete_destination($1)", call.uuid_param("endpoint_id"))
+
+
+@api.route("POST", "/api/webhooks/{endpoint_id}/rotate-secret", body=RotateIn, response=EndpointOut,
+           min_role="admin", tags=TAGS)
+async def rotate_secret(call: Call):
+    """A new signing secret (shown once); the old one keeps signing too for overlap_hours."""
+    endpoint_id = call.uuid_param("endpoint_id")
+    async with call.tx() as conn:
+        await _endpoint(conn, endpoint_id)
+        secret = await _new_secret(conn, call, endpoint_id, timedelta(hours=call.body.overlap_hours))
+        return {**await _endpoint(conn, endpoint_id), "secret": secret}
+
+
+@api.route("POST", "/api/webhooks/{endpoint_id}/test", response=TestOut, status=202, min_role="admin", tags=TAGS)
+async def send_test(call: Call):
+    """Queue a signed webhook.test event to the endpoint."""
+    async with call.tx() as conn:
+        return {"delivery_id": await conn.fetchval("SELECT parley.send_test_webhook($1)",
+                                                   call.uuid_param("endpoint_id"))}
+
+
+@api.route("GET", "/api/webhooks/{endpoint_id}/deliveries", response=DeliveriesOut, min_role="admin", tags=TAGS)
+async def endpoint_deliveries(call: Call):
+    """The endpoint's delivery log, newest first (replay: POST /api/outbox/deliveries/{id}/replay)."""
+    endpoint_id = call.uuid_param("endpoint_id")
+    async with call.tx() as conn:
+        await _endpoint(conn, endpoint_id)
+        rows = [dict(r) for r in await conn.fetch("SELECT * FROM parley.list_deliveries($1, NULL, NULL, 100)",
+                                                  endpoint_id)]
+    return {"deliveries": rows, "next_before_id": rows[-1]["id"] if len(rows) == 100 else None}
