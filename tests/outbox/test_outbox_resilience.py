@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from support.database import crash_and_restart
+from support.database import crash_and_restart
 from support.outbox import add_destination, make_drainer, post, start_conversation
 from support.server import TEST_SECRET
 

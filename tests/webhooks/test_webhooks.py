@@ -4,6 +4,7 @@ guard at creation and at delivery, no redirects, tamper and replay cases, secret
 logs, audit rows, errors and dumps, and other workspaces kept out."""
 import logging
 import subprocess
+from pathlib import Path
 
 import pytest
 from support.fakes.webhook_sink import verify
@@ -159,7 +160,7 @@ async def test_timeout_is_a_retry(ws, sink, allow_local, owner_conn):
 
 
 async def test_secrets_stay_out_of_logs_audit_errors_and_dumps(ws, sink, allow_local, owner_conn, caplog,
-                                                               settings, pg_admin_url):
+                                                               settings):
     caplog.set_level(logging.DEBUG)
     ep = await _endpoint(ws, sink)
     _, rotated = await ws.call("POST", f"/api/webhooks/{ep['id']}/rotate-secret", json={})
@@ -179,14 +180,12 @@ async def test_secrets_stay_out_of_logs_audit_errors_and_dumps(ws, sink, allow_l
 
     from support.outbox import ROOT
 
-    from pyapp.embedded import EmbeddedCluster
-    if not os.environ.get("TEST_DATABASE_URL"):
-        pg_dump = EmbeddedCluster(ROOT / ".parley" / "test-cluster").bin("pg_dump")
-        dump = subprocess.run([str(pg_dump), "--data-only", settings.admin_url], capture_output=True, text=True,
-                              timeout=120)
-        assert dump.returncode == 0, dump.stderr[-500:]
-        assert "destination_secrets" in dump.stdout
-        texts.append(dump.stdout)
+    from pyapp.embedded import POSTGRES_BIN_PATH
+    dump = subprocess.run([str(Path(POSTGRES_BIN_PATH) / "pg_dump"), "--data-only", settings.admin_url],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert dump.returncode == 0, dump.stderr[-500:]
+    assert "destination_secrets" in dump.stdout
+    texts.append(dump.stdout)
     for secret in secrets:
         for text in texts:
             assert secret not in text and secret[6:] not in text
