@@ -36,6 +36,10 @@ BODIES: dict[tuple[str, str], dict | None] = {
     ("POST", "/api/chatbots/{chatbot_id}/knowledge/search"): {"query": "secret"},
     ("POST", "/api/feedback/{message_id}/triage"): {"done": True},
     ("POST", "/api/outbox/destinations/{destination_id}/replay"): {"include_failed": True},
+    ("POST", "/api/webhooks"): {"url": "https://example.com/hook", "event_kinds": ["closed"],
+                                "chatbot_id": "{chatbot_id}"},
+    ("PATCH", "/api/webhooks/{endpoint_id}"): {"enabled": False},
+    ("POST", "/api/webhooks/{endpoint_id}/rotate-secret"): {"overlap_hours": 0},
 }
 # Query parameters that name an object: the other tenant's id goes there.
 QUERY_IDS = {"chatbot": "chatbot_id", "chatbot_id": "chatbot_id", "assignee": "user_id", "actor": "user_id"}
