@@ -5,7 +5,6 @@ tenant transaction with `call.tx()`; the pydantic models double as the OpenAPI s
 """
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pyapp.auth import Credential, bearer_token, resolve_member, resolve_user
 from pyapp.context import POOL, REQUEST_ID, SESSION_TOKEN, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
+from pyapp.inputs import INT64_MAX, check_value, parse_json
 
 
 
@@ -66,6 +66,22 @@ class Call:
             return uuid.UUID(self.request.match_info[name])
         except ValueError:
             raise ApiError(404, "not_found", f"No such {name.removesuffix('_id')}.") from None
+
+    def int_param(self, name: str, what: str) -> int:
+        """A positive bigint id from the path; anything else (or past int64) is 404, not a database error."""
+        raw = self.request.match_info[name]
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not 0 < int(raw) <= INT64_MAX:
+            raise ApiError(404, "not_found", f"No such {what}.")
+        return int(raw)
+
+    async def multipart(self):
+        """The multipart reader; a body that is not multipart, or has no boundary, is 415/400, not a 500."""
+        if not self.request.content_type.startswith("multipart/"):
+            raise ApiError(415, "multipart_required", "Upload the file as multipart/form-data.")
+        try:
+            return await self.request.multipart()
+        except (ValueError, AssertionError):  # aiohttp: "boundary missed", malformed Content-Type
+            raise ApiError(400, "invalid_multipart", "The multipart body has no valid boundary.") from None
 
     def tx(self):
         if self.actor is None:
@@ -141,11 +157,7 @@ class Api:
             call = Call(request=request)
             await resolver(request, spec, call)
             if spec.body is not None:
-                raw = await request.read()
-                try:
-                    data = json.loads(raw) if raw.strip() else {}  # no body: report the missing fields
-                except (ValueError, UnicodeDecodeError):
-                    raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+                data = parse_json(await request.read(), empty={})  # no body: report the missing fields
                 try:
                     call.body = spec.body.model_validate(data)
                 except ValidationError as exc:
@@ -155,6 +167,7 @@ class Api:
                     call.query = spec.query.model_validate(dict(request.query))
                 except ValidationError as exc:
                     raise _validation_error(exc) from None
+                check_value(call.query.model_dump())  # e.g. an id past int64 reaching a bigint parameter
             result = await spec.handler(call)
             if isinstance(result, web.StreamResponse):
                 return result

@@ -58,10 +58,7 @@ async def negative_feedback(call: Call):
 @api.route("POST", "/api/feedback/{message_id}/triage", body=TriageIn, status=204, tags=("feedback",))
 async def triage_feedback(call: Call):
     """Mark one feedback item triaged (done=false reopens it)."""
-    try:
-        message_id = int(call.param("message_id"))
-    except ValueError:
-        raise not_found("feedback") from None
+    message_id = call.int_param("message_id", "feedback")
     async with call.tx() as conn:
         if not await conn.fetchval("SELECT parley.triage_feedback($1, $2)", message_id, call.body.done):
             raise not_found("feedback")

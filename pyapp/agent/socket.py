@@ -8,7 +8,6 @@ re-checked every `RECHECK_SECONDS`; a revoked session or key closes the socket (
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import uuid
@@ -23,6 +22,7 @@ from pyapp.auth import check_member, resolve_member
 from pyapp.context import POOL, REQUEST_ID, client_ip, json_dumps
 from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
+from pyapp.inputs import INT64_MAX, parse_json
 from pyapp.realtime.relay import Relay, get_relay, install as install_relay
 from pyapp.realtime.sinks import Sink
 
@@ -37,7 +37,7 @@ class _Hello(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["hello"]
     token: str = Field(min_length=10, max_length=4096)
-    last_event_id: int | None = Field(default=None, ge=0)
+    last_event_id: int | None = Field(default=None, ge=0, le=INT64_MAX)
 
 
 class _Typing(BaseModel):
@@ -51,7 +51,7 @@ class _Read(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: Literal["read"]
     conversation_id: uuid.UUID
-    message_id: int = Field(ge=1)
+    message_id: int = Field(ge=1, le=INT64_MAX)
 
 
 def _error(code: str, message: str) -> str:
@@ -89,9 +89,9 @@ class AgentSession:
             self.sink.push(_error("frame_too_large", "Frame too large."))
             return
         try:
-            data = json.loads(raw)
-        except ValueError:
-            self.sink.push(_error("invalid_json", "The frame is not valid JSON."))
+            data = parse_json(raw)
+        except ApiError as exc:
+            self.sink.push(_error(exc.code, exc.message))
             return
         kind = data.get("type") if isinstance(data, dict) else None
         try:
@@ -138,8 +138,8 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
                 await ws.close(code=4400, message=b"hello expected")
             return ws
         try:
-            hello = _Hello.model_validate_json(msg.data)
-        except ValidationError:
+            hello = _Hello.model_validate(parse_json(msg.data))
+        except (ValidationError, ApiError):
             await ws.send_str(_error("hello_expected", "The first frame must be a valid hello."))
             await ws.close(code=4400, message=b"hello expected")
             return ws

@@ -16,6 +16,7 @@ from pyapp.api import Call, api
 from pyapp.auth import check_member
 from pyapp.context import SETTINGS
 from pyapp.errors import ApiError
+from pyapp.inputs import INT64_MAX
 from pyapp.realtime.relay import get_relay, install as install_relay
 from pyapp.realtime.sinks import SseSink
 
@@ -35,7 +36,7 @@ async def stream_events(call: Call):
     after = call.query.last_event_id
     header = request.headers.get("Last-Event-ID", "").strip()
     if header:
-        if not header.isdigit() or len(header) > 19:
+        if not header.isascii() or not header.isdigit() or len(header) > 19 or int(header) > INT64_MAX:
             raise ApiError(422, "validation_failed", "Last-Event-ID must be an event id.")
         after = int(header)
     await check_member(call.pool, call.actor)  # before anything streams

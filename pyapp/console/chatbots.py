@@ -24,6 +24,7 @@ from pyapp.console import bridge, queries
 from pyapp.console.web import Ctx, json_ok, page, redirect, secure_headers
 from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.errors import ApiError
+from pyapp.inputs import parse_json
 from pyapp.security import sign, verify
 from pyapp.widget.assets import base_url, snippet, widget_script_url
 
@@ -360,8 +361,8 @@ async def preview_socket(request: web.Request) -> web.WebSocketResponse:
         if msg.type != WSMsgType.TEXT:
             break
         try:
-            frame = json.loads(msg.data)
-        except ValueError:
+            frame = parse_json(msg.data)
+        except ApiError:
             continue
         kind = frame.get("type") if isinstance(frame, dict) else None
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -55,7 +55,7 @@ def decode_cookie(value: str) -> tuple[str, str] | None:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         data = json.loads(raw)
         access, refresh = data["a"], data["r"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None
     if not isinstance(access, str) or not isinstance(refresh, str) or not access or not refresh:
         return None

@@ -26,6 +26,7 @@ from pyapp.console import session as sess
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
+from pyapp.inputs import parse_json
 
 log = logging.getLogger("parley.console")
 
@@ -303,14 +304,14 @@ async def _read_form(ctx: Ctx) -> None:
     request = ctx.request
     ctype = request.content_type
     if ctype == "application/json":
-        try:
-            data = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+        data = parse_json(await request.read())
         ctx.form = data if isinstance(data, dict) else {}
         return
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        post = await request.post()
+        try:
+            post = await request.post()
+        except (ValueError, AssertionError):  # multipart without a (valid) boundary
+            raise ApiError(400, "invalid_form", "The form body is malformed.") from None
         form: dict = {}
         for key, value in post.items():
             if isinstance(value, web.FileField):

@@ -175,9 +175,7 @@ async def create_source(call: Call):
 async def upload_source(call: Call):
     """Upload a .txt, .md, .html or .pdf file (multipart field "file"; optional "title")."""
     chatbot_id = call.uuid_param("chatbot_id")
-    if not call.request.content_type.startswith("multipart/"):
-        raise ApiError(415, "multipart_required", "Upload the file as multipart/form-data.")
-    reader = await call.request.multipart()
+    reader = await call.multipart()
     data, filename, content_type, title = None, None, None, ""
     async for part in reader:
         if part.name == "title":

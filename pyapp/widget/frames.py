@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pyapp.inputs import INT64_MAX
+
 
 def _clean_text(value: str | None) -> str | None:
     if value is None:
@@ -30,7 +32,7 @@ class _Frame(BaseModel):
 class HelloFrame(_Frame):
     type: Literal["hello"]
     token: str = Field(min_length=10, max_length=4096)
-    last_seen_id: int = Field(default=0, ge=0)
+    last_seen_id: int = Field(default=0, ge=0, le=INT64_MAX)
     # Where the visitor is: recorded on the conversation if the visitor starts one on this socket.
     page_url: str | None = Field(default=None, max_length=2048)
     referrer: str | None = Field(default=None, max_length=2048)
@@ -57,7 +59,7 @@ class TypingFrame(_Frame):
 
 class ReadFrame(_Frame):
     type: Literal["read"]
-    message_id: int = Field(ge=1)
+    message_id: int = Field(ge=1, le=INT64_MAX)
 
 
 class HumanFrame(_Frame):
@@ -74,7 +76,7 @@ class LeadFrame(_Frame):
 
 class FeedbackFrame(_Frame):
     type: Literal["feedback"]
-    message_id: int = Field(ge=1)
+    message_id: int = Field(ge=1, le=INT64_MAX)
     value: Literal["up", "down"]
     comment: str = Field(default="", max_length=2000)
 

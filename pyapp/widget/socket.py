@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-import json
 import logging
 import time
 
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
+from pyapp.inputs import check_value, parse_json
 from pyapp.realtime.relay import get_relay, install as install_relay
 from pyapp.realtime.sinks import VisitorSink
 from pyapp.security import TokenError
@@ -137,9 +137,9 @@ class VisitorSession:
             self.send(error_frame("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes."))
             return
         try:
-            data = json.loads(raw)
-        except ValueError:
-            self.send(error_frame("invalid_json", "The frame is not valid JSON."))
+            data = parse_json(raw, check=False)
+        except ApiError as exc:
+            self.send(error_frame(exc.code, exc.message))
             return
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             self.send(error_frame("invalid_frame", "A frame is a JSON object with a type."))
@@ -159,9 +159,11 @@ class VisitorSession:
             self.send(error_frame("unknown_type", f"Unknown frame type {kind[:40]!r}."))
             return
         try:
+            check_value(data)
             frame = model.model_validate(data)
-        except ValidationError as exc:
-            self.send(error_frame("invalid_frame", _validation_message(exc),
+        except (ValidationError, ApiError) as exc:
+            message = exc.message if isinstance(exc, ApiError) else _validation_message(exc)
+            self.send(error_frame("invalid_frame", message,
                                   **({"client_id": data["client_id"]} if isinstance(data.get("client_id"), str)
                                      and len(data["client_id"]) <= 100 else {})))
             return
@@ -409,8 +411,8 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=4400, message=b"hello expected")
             return ws
         try:
-            hello = HelloFrame.model_validate_json(msg.data)
-        except ValidationError:
+            hello = HelloFrame.model_validate(parse_json(msg.data))
+        except (ValidationError, ApiError):
             await ws.send_json(error_frame("hello_expected", "The first frame must be a valid hello."))
             await ws.close(code=4400, message=b"hello expected")
             return ws

@@ -1,7 +1,7 @@
 """The architecture, checked: every pyapp module imports, no import circle, and the layers hold.
 
 Layers, lowest first; a module may import from its own layer or lower ones, never higher:
-0. infrastructure: context, auth, config, errors, security, db, passwords, mailer, embedded, migrate,
+0. infrastructure: context, auth, config, errors, inputs, security, db, passwords, mailer, embedded, migrate,
    pyapp.net, pyapp.providers (no app knowledge beyond `pyapp.context`);
 1. realtime delivery: pyapp.realtime (source, frames, sinks, relay);
 2. the route registry: pyapp.api;
@@ -19,8 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "pyapp"
 
-INFRASTRUCTURE = ("pyapp.context", "pyapp.auth", "pyapp.config", "pyapp.errors", "pyapp.security", "pyapp.db", "pyapp.passwords",
-                  "pyapp.mailer", "pyapp.embedded", "pyapp.migrate", "pyapp.net", "pyapp.providers")
+INFRASTRUCTURE = ("pyapp.context", "pyapp.auth", "pyapp.config", "pyapp.errors", "pyapp.inputs", "pyapp.security",
+                  "pyapp.db", "pyapp.passwords", "pyapp.mailer", "pyapp.embedded", "pyapp.migrate", "pyapp.net",
+                  "pyapp.providers")
 LAYERS = [INFRASTRUCTURE, ("pyapp.realtime",), ("pyapp.api",), ("pyapp",), ("pyapp.app", "pyapp.cli")]
 LAYER_NAMES = ["infrastructure", "realtime", "route registry", "domains and surfaces", "composition root"]
 
