@@ -89,13 +89,18 @@ async def vet(url: str) -> None:
         raise ApiError(422, "url_unreachable", exc.message) from None
 
 
-async def _new_secret(conn, call: Call, endpoint_id: uuid.UUID, overlap: timedelta | None) -> str:
+async def new_signing_secret(conn, ring: Keyring, tenant_id: uuid.UUID, endpoint_id: uuid.UUID,
+                             overlap: timedelta | None) -> str:
+    """A fresh whsec_ secret for the endpoint, sealed and stored; the old ones stay valid for overlap."""
     secret = new_secret()
-    tenant_id = call.actor.tenant_id
-    key_id, sealed = await seal_for(conn, keyring(call), tenant_id, endpoint_id, "signing", secret)
+    key_id, sealed = await seal_for(conn, ring, tenant_id, endpoint_id, "signing", secret)
     await conn.execute("SELECT parley.store_channel_secret($1, 'signing', $2, $3, $4, $5)",
                        endpoint_id, key_id, sealed, secret[-4:], overlap)
     return secret
+
+
+async def _new_secret(conn, call: Call, endpoint_id: uuid.UUID, overlap: timedelta | None) -> str:
+    return await new_signing_secret(conn, keyring(call), call.actor.tenant_id, endpoint_id, overlap)
 
 
 async def _endpoint(conn, endpoint_id) -> dict:

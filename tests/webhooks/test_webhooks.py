@@ -226,3 +226,36 @@ async def test_validation_errors_are_4xx(ws, allow_local, sink):
     status, _ = await ws.call("DELETE", f"/api/webhooks/{ep['id']}")
     assert status == 204
     assert (await ws.call("GET", f"/api/webhooks/{ep['id']}"))[0] == 404
+
+
+async def test_console_page_creates_tests_rotates_and_refuses_internal_urls(ws, sink, allow_local, monkeypatch):
+    from support.console import ConsoleClient
+
+    client = ConsoleClient(ws.server.base_url)
+    try:
+        await client.sign_in(ws.owner["email"], ws.owner["password"])
+        status, html, _ = await client.get("/console/webhooks")
+        assert status == 200 and "Add an endpoint" in html
+        status, html, _ = await client.post("/console/webhooks", {"name": "CRM", "url": sink.url,
+                                                                  "kind_closed": "1", "kind_message_added": "1"})
+        assert status == 201 and 'id="webhook-secret-value">whsec_' in html
+        secret = html.split('id="webhook-secret-value">')[1].split("<")[0]
+        status, html, _ = await client.get("/console/webhooks")
+        assert secret not in html and "CRM" in html
+        _, body = await ws.call("GET", "/api/webhooks")
+        ep = body["endpoints"][0]
+        assert sorted(ep["event_kinds"]) == ["closed", "message_added"]
+        status, html, _ = await client.post(f"/console/webhooks/{ep['id']}/test")
+        assert status == 200 and "Test event queued." in html
+        await _drain(ws)
+        got = sink.received[0]
+        assert verify(secret, got.headers, got.body) and got.json()["type"] == "webhook.test"
+        status, html, _ = await client.post(f"/console/webhooks/{ep['id']}/rotate")
+        assert status == 200 and "whsec_" in html
+        monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS")
+        status, html, _ = await client.post("/console/webhooks", {"url": "http://169.254.169.254/", "kind_closed": "1"})
+        assert status == 422 and 'id="webhook-error"' in html
+        status, html, _ = await client.post(f"/console/webhooks/{ep['id']}/delete")
+        assert status == 200 and "Endpoint deleted." in html
+    finally:
+        await client.close()
