@@ -62,9 +62,38 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.emit_event(text, uuid, bigint, jsonb) IS
   'Append a domain event for the current tenant and, once per transaction, NOTIFY parley_events with payload <tenant_id>:<event_id>:<conversation_id> (ids only). Holds the tenant''s event lock (7261003) SHARED to commit, so events_after can wait for writers in flight and never skip an id.';
+CREATE OR REPLACE FUNCTION parley.visitor_frame(p_kind text, p_data jsonb, p_message parley.messages)
+RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE
+           WHEN p_kind = 'message_added' THEN
+             CASE WHEN p_message.id IS NOT NULL AND p_message.author <> 'note'
+                  THEN jsonb_build_object('type', 'message', 'message', parley.message_json(p_message, true)) END
+           WHEN p_kind = 'reopened' THEN
+             jsonb_build_object('type', 'status', 'status', coalesce(nullif(p_data->>'status', ''), 'bot'))
+           ELSE
+             (SELECT jsonb_build_object('type', 'status', 'status', s.status)
+                FROM (VALUES ('human_requested', 'waiting_human'), ('claimed', 'human'), ('assigned', 'human'),
+                             ('released', 'bot'), ('closed', 'closed')) s(kind, status)
+               WHERE s.kind = p_kind)
+         END
+$$;
+COMMENT ON FUNCTION parley.visitor_frame(text, jsonb, parley.messages) IS
+  'What the visitor of an event''s conversation is sent for it (docs/protocol.md), or NULL for nothing: {"type":"message","message":message_json(m, true)} for message_added (never for a note), {"type":"status","status":...} for the status changes a visitor sees (the status the event brought, not the current one). The one place that decides what a visitor sees of an event; events_after returns it as its visitor column.';
+
+-- The result grew the visitor column: the old shape is dropped once, then replaced in place.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.events_after(bigint, int)')
+              AND NOT 'visitor' = ANY (proargnames)) THEN
+    DROP FUNCTION parley.events_after(bigint, int);
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION parley.events_after(p_after_id bigint, p_limit int DEFAULT 100)
 RETURNS TABLE (id bigint, at timestamptz, kind text, conversation_id uuid, message_id bigint,
-               actor_kind text, actor_id text, data jsonb, message jsonb, conversation jsonb)
+               actor_kind text, actor_id text, data jsonb, message jsonb, conversation jsonb, visitor jsonb)
 LANGUAGE plpgsql VOLATILE
 -- A custom plan knows the LIMIT and always looks cheaper than the generic one, so the read
 -- was planned afresh on every call (0.8 ms, more than running it); the generic plan is the
@@ -108,17 +137,22 @@ BEGIN
            -- created_at range only lets each lookup visit one partition. The conversation_id
            -- makes it one probe of (tenant_id, conversation_id, id) whatever the statistics
            -- say (without them the planner skip-scanned that index once per conversation).
-           (SELECT parley.message_json(m) FROM parley.messages m
-             WHERE m.tenant_id = e.tenant_id AND m.conversation_id = e.conversation_id AND m.id = e.message_id
-               AND m.created_at BETWEEN e.at - interval '1 day' AND e.at + interval '1 day'),
+           CASE WHEN (em.m).id IS NOT NULL THEN parley.message_json(em.m) END,
            (SELECT parley.conversation_json(c) FROM parley.conversations c
-             WHERE c.tenant_id = e.tenant_id AND c.id = e.conversation_id)
+             WHERE c.tenant_id = e.tenant_id AND c.id = e.conversation_id),
+           parley.visitor_frame(e.kind, e.data, em.m)
       FROM parley.events e
+      -- The event's message, looked up once for both audiences (NULL for other events).
+      CROSS JOIN LATERAL (SELECT (SELECT m FROM parley.messages m
+                                   WHERE m.tenant_id = e.tenant_id AND m.conversation_id = e.conversation_id
+                                     AND m.id = e.message_id
+                                     AND m.created_at BETWEEN e.at - interval '1 day' AND e.at + interval '1 day')
+                          AS m) em
      WHERE e.tenant_id = parley.current_tenant_id() AND e.id > v_after AND e.id <= v_high
      ORDER BY e.id
      LIMIT v_limit;
 END $$;
 COMMENT ON FUNCTION parley.events_after(bigint, int) IS
-  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included: never forward kind note_added to visitors) for message_added/note_added; conversation = the conversation''s CURRENT summary. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, reads the horizon (the events sequence''s last value) and releases the lock; it returns events up to the horizon only, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips (events above the horizon come with the next read). Waits at most 250 ms (sets lock_timeout for the transaction), then raises 55P03 lock_not_available: retry. The lock is session-level for that moment only; an error or cancel while holding it releases it. Members and the service actor only (403 for visitors).';
+  'The current tenant''s events with id > p_after_id, oldest first (≤ 1000), for the relay, the agent socket and SSE. message = the message (staff shape, notes included) for message_added/note_added; conversation = the conversation''s CURRENT summary; visitor = parley.visitor_frame: what the conversation''s visitor is sent for this event (NULL: nothing; never a note), so no caller decides what a visitor may see. It first takes the tenant''s event lock (7261003) EXCLUSIVE, waiting for writers in flight, reads the horizon (the events sequence''s last value) and releases the lock; it returns events up to the horizon only, so no event with a smaller id than those returned can appear later: resuming after the last seen id never skips (events above the horizon come with the next read). Waits at most 250 ms (sets lock_timeout for the transaction), then raises 55P03 lock_not_available: retry. The lock is session-level for that moment only; an error or cancel while holding it releases it. Members and the service actor only (403 for visitors).';
 -- The jobs process writes events (idle sweep).
 GRANT EXECUTE ON FUNCTION parley.emit_event(text, uuid, bigint, jsonb) TO parley_jobs;

@@ -39,48 +39,31 @@ def event_json(row: Any) -> dict:
     return out
 
 
-# Status a visitor sees after each kind of event (events_after's `conversation` is the
-# conversation's *current* summary, so the kind, not the summary, says what happened then).
-_STATUS_BY_KIND = {"human_requested": "waiting_human", "claimed": "human", "assigned": "human",
-                   "released": "bot", "closed": "closed"}
-_VISITOR_HIDDEN = ("author_id", "meta")
-
-
-def visitor_message(message: dict) -> dict:
-    """A stored message as visitors see it: parley.message_json(m, true), i.e. no author ids, no meta."""
-    return {k: v for k, v in message.items() if k not in _VISITOR_HIDDEN}
-
-
-def visitor_frames(ev: dict) -> list[dict]:
-    """What the visitor of the event's conversation sees of it (maybe nothing; never notes)."""
-    kind = ev.get("kind")
-    if kind == "message_added":
-        msg = ev.get("message")
-        if not isinstance(msg, dict) or msg.get("author") == "note":
-            return []
-        return [{"type": "message", "message": visitor_message(msg)}]
-    if kind == "reopened":
-        status = (ev.get("data") or {}).get("status") or "bot"
-        return [{"type": "status", "status": status}]
-    if kind in _STATUS_BY_KIND:
-        return [{"type": "status", "status": _STATUS_BY_KIND[kind]}]
-    return []
-
-
 class PreparedEvent:
-    """An event read once per process, with its frames serialised once (lazily) for every sink."""
+    """An event read once per process, with its frames serialised once (lazily) for every sink.
 
-    __slots__ = ("id", "tenant_id", "conversation_id", "data", "_agent", "_sse", "_visitor")
+    `data` is the members' view (event_json); `visitor_frame` is what the conversation's visitor
+    is sent, exactly as SQL shaped it (events_after's visitor column, parley.visitor_frame), or
+    None: nothing here decides what a visitor may see.
+    """
 
-    def __init__(self, tenant_id: uuid.UUID, data: dict) -> None:
+    __slots__ = ("id", "tenant_id", "conversation_id", "data", "visitor_frame", "_agent", "_sse", "_visitor")
+
+    def __init__(self, tenant_id: uuid.UUID, data: dict, visitor_frame: dict | None = None) -> None:
         self.tenant_id = tenant_id
         self.id = int(data["id"])
         conv = data.get("conversation_id")
         self.conversation_id = uuid.UUID(str(conv)) if conv else None
         self.data = data
+        self.visitor_frame = visitor_frame
         self._agent: str | None = None
         self._sse: bytes | None = None
-        self._visitor: list[tuple[int | None, str]] | None = None
+        self._visitor: tuple[int | None, str] | None = None
+
+    @classmethod
+    def from_row(cls, tenant_id: uuid.UUID, row: Any) -> "PreparedEvent":
+        """One row of parley.events_after."""
+        return cls(tenant_id, event_json(row), row["visitor"])
 
     @property
     def agent_text(self) -> str:
@@ -95,8 +78,8 @@ class PreparedEvent:
         return self._sse
 
     @property
-    def visitor_texts(self) -> list[tuple[int | None, str]]:
-        """(message id or None, frame text) pairs."""
-        if self._visitor is None:
-            self._visitor = [((f.get("message") or {}).get("id"), json_dumps(f)) for f in visitor_frames(self.data)]
+    def visitor_text(self) -> tuple[int | None, str] | None:
+        """(message id or None, frame text) for the visitor, or None when the visitor is sent nothing."""
+        if self._visitor is None and self.visitor_frame is not None:
+            self._visitor = ((self.visitor_frame.get("message") or {}).get("id"), json_dumps(self.visitor_frame))
         return self._visitor

@@ -32,7 +32,7 @@ from aiohttp import web
 from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import from_postgres
-from pyapp.realtime.frames import BATCH, PreparedEvent, event_json, read_events
+from pyapp.realtime.frames import BATCH, PreparedEvent, read_events
 from pyapp.realtime.sinks import Sink, VisitorSink
 from pyapp.realtime.source import EventSource, Notice, PgNotifySource, Signal, SignalBus
 
@@ -311,7 +311,7 @@ class Relay:
                     if event_id in feed.delivered:
                         continue
                     feed.remember(event_id)
-                    self._dispatch(PreparedEvent(feed.tenant_id, event_json(row)))
+                    self._dispatch(PreparedEvent.from_row(feed.tenant_id, row))
                     if feed.cursor is None or event_id > feed.cursor:
                         feed.cursor = event_id
                 if len(rows) < BATCH:

@@ -139,7 +139,10 @@ class VisitorSink(Sink):
     __slots__ = ()
 
     def emit(self, ev: PreparedEvent) -> None:
-        for message_id, text in ev.visitor_texts:
-            if message_id is not None and message_id in self.replayed:
-                continue
-            self.push(text)
+        frame = ev.visitor_text
+        if frame is None:
+            return
+        message_id, text = frame
+        if message_id is not None and message_id in self.replayed:
+            return
+        self.push(text)
