@@ -24,7 +24,7 @@ from pyapp.context import POOL, SETTINGS
 from pyapp.db import Actor, tenant_fetchrow, tenant_tx
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.sinks import VisitorSink
-from pyapp.widget.tokens import VisitorClaims
+from pyapp.widget.tokens import VisitorClaims, visitor_actor
 
 
 @dataclass
@@ -155,8 +155,7 @@ class VisitorContext:
 
     def tx(self):
         """The visitor's own tenant transaction (actor kind `visitor`, actor id = conversation id)."""
-        return tenant_tx(self.app[POOL], Actor(self.tenant_id, kind="visitor", actor_id=str(self.conversation_id),
-                                               ip=self.ip, request_id=self.request_id, min_role="visitor"))
+        return tenant_tx(self.app[POOL], visitor_actor(None, self.claims, ip=self.ip, request_id=self.request_id))
 
     def send(self, frame: dict) -> None:
         self.sink.frame(frame)

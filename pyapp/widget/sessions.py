@@ -11,8 +11,6 @@ that speak at once may ask for the conversation now (`start: true`).
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import time
 import uuid
 from typing import Any
 
@@ -21,16 +19,15 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from pyapp.api import Call, api
-from pyapp.context import POOL, REQUEST_ID, TRUST_PROXY, client_ip
-from pyapp.db import Actor, tenant_tx
+from pyapp.context import REQUEST_ID, client_ip
+from pyapp.db import tenant_tx
 from pyapp.errors import ApiError
 from pyapp.security import TokenError
-from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, issue_visitor_token, visitor_actor
+from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor, visitor_token
+from pyapp.widget.visitors import chatbot_by_key, country_of, install as install_visitors, start_visitor_conversation
 
 REFRESH_GRACE = 3600  # an expired token may still be refreshed this long after it expired
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
-CHATBOT_TTL = 10.0  # seconds a chatbot's row is reused for new sockets (config changes show up after this)
-_CHATBOTS = web.AppKey("widget_chatbots", dict)
 
 
 # --------------------------------------------------------------------------- routes
@@ -60,22 +57,6 @@ class SessionOut(BaseModel):
     config: dict[str, Any]
 
 
-async def chatbot_by_key(app: web.Application, public_key: str, *, max_age: float = CHATBOT_TTL) -> dict | None:
-    """parley.widget_chatbot: the one lookup of a chatbot by its public key, for sessions (always
-    fresh, max_age=0) and sockets (reused for CHATBOT_TTL, shared by every socket of the chatbot)."""
-    cache: dict = app[_CHATBOTS]
-    now = time.monotonic()
-    hit = cache.get(public_key)
-    if hit is not None and now - hit[0] < max_age:
-        return hit[1]
-    row = await app[POOL].fetchrow("SELECT * FROM parley.widget_chatbot($1)", public_key)
-    value = dict(row) if row is not None else None
-    if len(cache) > 10_000:
-        cache.clear()
-    cache[public_key] = (now, value)
-    return value
-
-
 async def _chatbot(call: Call, public_key: str) -> dict:
     chatbot = await chatbot_by_key(call.request.app, public_key, max_age=0)
     if chatbot is None:
@@ -93,14 +74,6 @@ async def _check_origin(call: Call, chatbot) -> None:
         call.request[CORS_ORIGIN] = origin
 
 
-def country_of(request: web.Request) -> str | None:
-    """The visitor's country from a trusted proxy's header (Cloudflare's or a generic one), else None."""
-    if not request.app.get(TRUST_PROXY, False):
-        return None
-    value = (request.headers.get("CF-IPCountry") or request.headers.get("X-Country-Code") or "").strip().upper()
-    return value if len(value) == 2 and value.isalpha() and value != "XX" else None
-
-
 async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, chatbot_id: uuid.UUID):
     """Status and visitor of the visitor's own conversation if it belongs to this chatbot, else None."""
     row = await conn.fetchrow(
@@ -108,29 +81,6 @@ async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, ch
     if row is None or row["chatbot_id"] != chatbot_id:
         return None
     return row
-
-
-async def start_visitor_conversation(pool: asyncpg.Pool, claims: VisitorClaims, *, ip: str | None,
-                                     request_id: str | None, page_url: str | None, referrer: str | None,
-                                     user_agent: str | None, locale: str | None, country: str | None):
-    """Start the conversation of a visitor who has none yet (the limits are start_conversation's)."""
-    # The visitor has no conversation yet, so no actor id (the event records none).
-    actor = Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=None, ip=ip, request_id=request_id,
-                  min_role="visitor")
-    async with tenant_tx(pool, actor) as conn:
-        return await conn.fetchrow(
-            "SELECT c.id, c.status, c.visitor_id"
-            "  FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
-            claims.chatbot_id, claims.visitor_id or uuid.uuid4(), page_url, referrer,
-            (user_agent or "")[:512] or None, locale, ip, country)
-
-
-def visitor_token(settings_secret: str, claims: VisitorClaims) -> tuple[str, str]:
-    """A fresh token for these claims and its expiry as ISO-8601."""
-    token, exp = issue_visitor_token(settings_secret, tenant_id=claims.tenant_id, chatbot_id=claims.chatbot_id,
-                                     conversation_id=claims.conversation_id, public_key=claims.public_key,
-                                     visitor_id=claims.visitor_id)
-    return token, dt.datetime.fromtimestamp(exp, dt.timezone.utc).isoformat()
 
 
 def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot) -> dict:
@@ -215,7 +165,7 @@ async def _add_cors(request: web.Request, response: web.StreamResponse) -> None:
 
 
 def setup(app: web.Application) -> None:
-    app[_CHATBOTS] = {}
+    install_visitors(app)
     for path in _CORS_PATHS:
         app.router.add_route("OPTIONS", path, _preflight)
     app.on_response_prepare.append(_add_cors)

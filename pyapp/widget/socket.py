@@ -22,8 +22,8 @@ from pyapp.widget.batch import MessageRefused, VisitorMessages
 from pyapp.widget.frames import (FRAME_MODELS, FeedbackFrame, HelloFrame, HumanFrame, LeadFrame, MessageFrame,
                                  RatingFrame, ReadFrame, TypingFrame, _validation_message, error_frame)
 from pyapp.widget.hooks import BotTurn, VisitorContext, visitor_hooks
-from pyapp.widget.sessions import chatbot_by_key, country_of, start_visitor_conversation, visitor_token
-from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor
+from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor, visitor_token
+from pyapp.widget.visitors import chatbot_by_key, country_of, install as install_visitors, start_visitor_conversation
 
 log = logging.getLogger("parley.widget.socket")
 
@@ -56,7 +56,7 @@ class VisitorSession:
         self.relay = get_relay(app)
         self.pool = app[POOL]
         self.chatbot = chatbot
-        self.actor = dataclasses.replace(visitor_actor(None, claims, ip=ip), request_id=request_id)
+        self.actor = visitor_actor(None, claims, ip=ip, request_id=request_id)
         self.sink = VisitorSink(claims.tenant_id, self._send, self._close,
                                 conversation_id=claims.conversation_id, label="visitor")
         self.ip = ip
@@ -221,7 +221,7 @@ class VisitorSession:
             user_agent=request.headers.get("User-Agent") if request is not None else None,
             locale=hello.locale if hello else None, country=country_of(request) if request is not None else None)
         self.claims = dataclasses.replace(self.claims, conversation_id=row["id"], visitor_id=row["visitor_id"])
-        self.actor = dataclasses.replace(visitor_actor(None, self.claims, ip=self.ip), request_id=self.request_id)
+        self.actor = visitor_actor(None, self.claims, ip=self.ip, request_id=self.request_id)
         self.status = row["status"]
         self.sink.conversation_id = row["id"]
         await self.relay.attach(self.sink)
@@ -461,6 +461,7 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
 
 def setup(app: web.Application) -> None:
     install_relay(app)
+    install_visitors(app)
     visitor_hooks(app)
     app[_BOT_LOCKS] = {}
     app[_MESSAGES] = {}

@@ -9,6 +9,7 @@ has no conversation. Version 1 tokens (no `ver`, no `vid`, always a `sub`) stay 
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import secrets
@@ -72,9 +73,19 @@ def decode_visitor_token(secret: str, token: str, *, grace: int = 0) -> VisitorC
         raise TokenError(str(exc)) from exc
 
 
-def visitor_actor(request: web.Request | None, claims: VisitorClaims, ip: str | None = None) -> Actor:
+def visitor_actor(request: web.Request | None, claims: VisitorClaims, ip: str | None = None,
+                  request_id: str | None = None) -> Actor:
     """The actor of every visitor transaction: the conversation is the visitor's identity (none yet: no id)."""
     conversation = str(claims.conversation_id) if claims.conversation_id is not None else None
     return Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=conversation,
                  ip=ip if ip is not None else (client_ip(request) if request is not None else None),
-                 request_id=request.get(REQUEST_ID) if request is not None else None, min_role="visitor")
+                 request_id=request_id if request_id is not None else
+                 (request.get(REQUEST_ID) if request is not None else None), min_role="visitor")
+
+
+def visitor_token(settings_secret: str, claims: VisitorClaims) -> tuple[str, str]:
+    """A fresh token for these claims and its expiry as ISO-8601."""
+    token, exp = issue_visitor_token(settings_secret, tenant_id=claims.tenant_id, chatbot_id=claims.chatbot_id,
+                                     conversation_id=claims.conversation_id, public_key=claims.public_key,
+                                     visitor_id=claims.visitor_id)
+    return token, dt.datetime.fromtimestamp(exp, dt.timezone.utc).isoformat()

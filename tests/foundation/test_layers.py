@@ -8,6 +8,9 @@ Layers, lowest first; a module may import from its own layer or lower ones, neve
 3. domains and surfaces: everything else (widget, agent, assistant, conversations, console, ...);
 4. the composition root: pyapp.app, pyapp.cli.
 Imports inside functions count too: a deferred import is still a dependency.
+Within a layer, request handlers are the top: a module that declares no routes (`@api.route`)
+imports none that does, unless it is the console (which calls handlers through its bridge) or a
+package's `__init__`. So sockets, hooks and domain code never depend on a REST handler module.
 """
 from __future__ import annotations
 
@@ -104,6 +107,20 @@ def test_layers_hold():
     assert not wrong, "\n".join(wrong)
 
 
+ROUTE_MODULES = {name for name, path in MODULES.items() if "api.route(" in path.read_text()}
+
+
+def _may_import_routes(name: str) -> bool:
+    return (name in ROUTE_MODULES or name.startswith("pyapp.console") or name.endswith(".console")
+            or MODULES[name].name == "__init__.py" or _layer(name) == len(LAYERS) - 1)
+
+
+def test_only_handlers_and_the_console_import_handler_modules():
+    wrong = [f"{name} imports the route module {dep}" for name, deps in sorted(GRAPH.items())
+             if not _may_import_routes(name) for dep in sorted(deps & ROUTE_MODULES)]
+    assert not wrong, "\n".join(wrong)
+
+
 def test_the_checks_can_fail():
     """The graph sees deferred and relative imports, and a module in a higher layer is caught."""
     assert "pyapp.realtime.relay" in GRAPH["pyapp.widget.socket"]
@@ -111,3 +128,4 @@ def test_the_checks_can_fail():
     assert "pyapp.accounts.models" in GRAPH["pyapp.accounts.workspace"]  # `from .models import`
     assert _layer("pyapp.realtime.relay") < _layer("pyapp.api") < _layer("pyapp.widget.socket") < _layer("pyapp.app")
     assert _layer("pyapp.net.safe_fetch") == 0 and _layer("pyapp.knowledge.search") == 3
+    assert "pyapp.widget.sessions" in ROUTE_MODULES and not _may_import_routes("pyapp.widget.socket")
