@@ -30,7 +30,7 @@ BATCH = 100
 MAX_DESTINATIONS = 16        # destinations worked on at once per drainer
 SEND_CONCURRENCY = 32        # sends in flight per unordered destination
 
-SECRET_PURPOSE = {"webhook": "signing", "telegram": "token"}
+SECRET_PURPOSE = {"webhook": "signing", "slack": "token", "telegram": "token"}
 
 _DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
                     FROM parley.outbox_destinations d WHERE d.id = $1"""

@@ -69,6 +69,7 @@ async def main(settings, once: bool = False) -> int:
     from jobs.metering import Metering
     from jobs.outbox import OutboxDrainer
     from pyapp.channels.envelope import Keyring
+    from pyapp.outbox.registry import default_senders
     from pyapp.knowledge.ingest import drain_embeddings
 
     pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
@@ -82,7 +83,7 @@ async def main(settings, once: bool = False) -> int:
             pass
     worker = worker_name()
     log.info("jobs process %s started", worker)
-    drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url,
+    drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url, senders=default_senders(settings),
                             keyring=Keyring.from_settings(settings.secret_key))
     metering = Metering(settings)
     outbox_task = None if once else asyncio.create_task(drainer.run(stop))

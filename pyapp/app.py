@@ -42,6 +42,7 @@ SURFACES: list[str] = [
     "pyapp.outbox.routes",
     "pyapp.billing.routes",
     "pyapp.webhooks.routes",
+    "pyapp.channels.alerts",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

@@ -61,9 +61,9 @@ SELECT parley.ensure_monthly_partitions('parley.outbox_attempts', 3);
 CREATE OR REPLACE FUNCTION parley.outbox_event_kinds() RETURNS text[]
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT ARRAY['conversation_started', 'message_added', 'human_requested', 'claimed', 'released', 'assigned',
-                   'closed', 'reopened', 'lead_captured', 'note_added']::text[] $$;
+                   'closed', 'reopened', 'lead_captured', 'note_added', 'negative_feedback']::text[] $$;
 COMMENT ON FUNCTION parley.outbox_event_kinds() IS
-  'The domain event kinds (parley.events.kind) a destination may subscribe to.';
+  'The kinds a destination may subscribe to: the domain event kinds (parley.events.kind) and negative_feedback (a thumbs-down or a rating of 1-2, sql/83_alerts.sql).';
 
 CREATE OR REPLACE FUNCTION parley.enqueue_event_deliveries() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
@@ -380,19 +380,9 @@ BEGIN
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.pause_destination(uuid, text) IS
-  'Pause an active destination of the current tenant with a visible reason (its deliveries wait, pending, until it is resumed) and run parley.on_destination_paused.';
+  'Pause an active destination of the current tenant with a visible reason (its deliveries wait, pending, until it is resumed) and run parley.on_destination_paused (sql/83_alerts.sql: owners are e-mailed about a paused webhook endpoint).';
 REVOKE ALL ON FUNCTION parley.pause_destination(uuid, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.pause_destination(uuid, text) TO parley_jobs;
-
--- Replaced by domains that must react to a pause (the webhooks file e-mails the owner).
-CREATE OR REPLACE FUNCTION parley.on_destination_paused(p_destination_id uuid) RETURNS void
-LANGUAGE plpgsql VOLATILE
-AS $$
-BEGIN
-  PERFORM 1;
-END $$;
-COMMENT ON FUNCTION parley.on_destination_paused(uuid) IS
-  'Hook run in the transaction that pauses a destination; sql/81_webhooks.sql redefines it.';
 
 CREATE OR REPLACE FUNCTION parley.expire_outbox_deliveries() RETURNS int
 LANGUAGE sql VOLATILE

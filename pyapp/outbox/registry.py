@@ -1,10 +1,15 @@
 """The adapters by destination kind: what the drainer sends with."""
 from __future__ import annotations
 
+from pyapp.channels.senders import EmailSender, SlackSender
+from pyapp.mailer import mailer_for
 from pyapp.outbox.senders import Sender
 from pyapp.webhooks.sender import WebhookSender
 
 
-def default_senders() -> dict[str, Sender]:
-    """One adapter per destination kind."""
-    return {"webhook": WebhookSender()}
+def default_senders(settings=None) -> dict[str, Sender]:
+    """One adapter per destination kind (e-mail needs the settings' mail server)."""
+    senders: dict[str, Sender] = {"webhook": WebhookSender(), "slack": SlackSender()}
+    if settings is not None:
+        senders["email"] = EmailSender(mailer_for(settings), getattr(settings, "public_url", "") or "")
+    return senders

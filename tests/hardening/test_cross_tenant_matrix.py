@@ -40,6 +40,8 @@ BODIES: dict[tuple[str, str], dict | None] = {
                                 "chatbot_id": "{chatbot_id}"},
     ("PATCH", "/api/webhooks/{endpoint_id}"): {"enabled": False},
     ("POST", "/api/webhooks/{endpoint_id}/rotate-secret"): {"overlap_hours": 0},
+    ("POST", "/api/chatbots/{chatbot_id}/alerts"): {"kind": "email", "email": "m@example.test",
+                                                     "events": ["lead_captured"]},
 }
 # Query parameters that name an object: the other tenant's id goes there.
 QUERY_IDS = {"chatbot": "chatbot_id", "chatbot_id": "chatbot_id", "assignee": "user_id", "actor": "user_id"}

@@ -1,0 +1,104 @@
+"""Alert channels per chatbot API: e-mail or Slack on handoff requests, new leads, negative
+feedback; list, delete, test-send. Rules in sql/83_alerts.sql; the Slack URL is vetted here by
+the SSRF guard and sealed (pyapp/channels/envelope), never stored or shown in clear."""
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from pyapp.api import Call, api
+from pyapp.channels.envelope import Keyring, seal_for
+from pyapp.conversations.routes import Strict
+from pyapp.errors import ApiError
+from pyapp.webhooks.routes import vet
+
+TAGS = ("alerts",)
+AlertEvent = Literal["human_requested", "lead_captured", "negative_feedback"]
+
+
+class AlertIn(Strict):
+    kind: Literal["email", "slack"]
+    name: str = Field("Alerts", min_length=1, max_length=100)
+    email: str | None = Field(None, max_length=320, description="kind email: the address")
+    slack_webhook_url: str | None = Field(None, max_length=2048, description="kind slack: the incoming-webhook URL")
+    events: list[AlertEvent] = Field(min_length=1, max_length=3)
+
+
+class AlertOut(BaseModel):
+    id: uuid.UUID
+    chatbot_id: uuid.UUID
+    kind: str
+    name: str
+    target: str
+    events: list[str]
+    status: str
+    paused_reason: str | None = None
+    last_error: str | None = None
+    last_success_at: Any = None
+    created_at: Any
+
+
+class AlertsOut(BaseModel):
+    alerts: list[AlertOut]
+
+
+class TestOut(BaseModel):
+    delivery_id: int
+
+
+@api.route("POST", "/api/chatbots/{chatbot_id}/alerts", body=AlertIn, response=AlertOut, status=201,
+           min_role="admin", tags=TAGS)
+async def create_alert(call: Call):
+    """Alert someone by e-mail or Slack when this chatbot's visitors ask for a person, leave details or are unhappy."""
+    b = call.body
+    alert_id = uuid.uuid4()
+    if b.kind == "slack":
+        if not b.slack_webhook_url:
+            raise ApiError(422, "invalid_url", "Give the Slack incoming-webhook URL.")
+        await vet(b.slack_webhook_url)
+        target = "Slack incoming webhook …" + b.slack_webhook_url[-4:]
+    else:
+        if not b.email:
+            raise ApiError(422, "invalid_email", "Give one e-mail address.")
+        target = b.email.strip()
+    async with call.tx() as conn:
+        row = await conn.fetchval("SELECT parley.create_alert_channel($1, $2, $3, $4, $5, $6)", alert_id,
+                                  call.uuid_param("chatbot_id"), b.kind, b.name, target, list(b.events))
+        if b.kind == "slack":
+            key_id, sealed = await seal_for(conn, Keyring.from_settings(call.settings.secret_key),
+                                            call.actor.tenant_id, alert_id, "token", b.slack_webhook_url)
+            await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
+                               alert_id, key_id, sealed, b.slack_webhook_url[-4:])
+    return row
+
+
+@api.route("GET", "/api/chatbots/{chatbot_id}/alerts", response=AlertsOut, min_role="admin", tags=TAGS)
+async def list_alerts(call: Call):
+    """The chatbot's alert channels and their health."""
+    async with call.tx() as conn:
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots c WHERE c.id = $1"
+                                   " AND c.deleted_at IS NULL)", call.uuid_param("chatbot_id")):
+            raise ApiError(404, "not_found", "No such chatbot.")
+        rows = await conn.fetch("SELECT parley.alert_channel_json(d.id) AS a FROM parley.outbox_destinations d"
+                                " WHERE d.chatbot_id = $1 AND d.kind IN ('email', 'slack') ORDER BY d.created_at, d.id",
+                                call.uuid_param("chatbot_id"))
+    return {"alerts": [r["a"] for r in rows]}
+
+
+@api.route("POST", "/api/alerts/{alert_id}/test", response=TestOut, status=202, min_role="admin", tags=TAGS)
+async def test_alert(call: Call):
+    """Send a test alert through the channel."""
+    async with call.tx() as conn:
+        return {"delivery_id": await conn.fetchval("SELECT parley.send_test_alert($1)", call.uuid_param("alert_id"))}
+
+
+@api.route("DELETE", "/api/alerts/{alert_id}", status=204, min_role="admin", tags=TAGS)
+async def delete_alert(call: Call):
+    """Delete an alert channel."""
+    alert_id = call.uuid_param("alert_id")
+    async with call.tx() as conn:
+        if await conn.fetchval("SELECT parley.alert_channel_json($1)", alert_id) is None:
+            raise ApiError(404, "not_found", "No such alert channel.")
+        await conn.execute("SELECT parley.delete_destination($1)", alert_id)
