@@ -3,7 +3,8 @@
 The first frame carries the credential (a member's access JWT or a tenant API key with the
 `read` scope), resolved by `pyapp.auth.resolve_member` as for REST and SSE, then checked by
 `parley.begin_request` before anything is sent. The session is
-re-checked every `RECHECK_SECONDS`; a revoked session or key closes the socket (4401).
+re-checked every `RECHECK_SECONDS`; a removed member, revoked key or ended session closes the socket (4401)
+at once through the relay (sql/26_revocation.sql).
 """
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ class AgentSession:
         self.actor = actor
         self.relay: Relay = get_relay(app)
         self.sink = Sink(actor.tenant_id, self._send, self._close, label=f"agent:{actor.actor_id}")
+        self.sink.actor = actor  # a revocation (parley_revoked) closes it at once
         self._typing: dict[uuid.UUID, tuple[bool, float]] = {}
         self._read: dict[uuid.UUID, int] = {}
 

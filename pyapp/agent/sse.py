@@ -52,6 +52,7 @@ async def stream_events(call: Call):
 
     relay = get_relay(request.app)
     sink = SseSink(call.actor.tenant_id, send, close, label="sse")
+    sink.actor = call.actor  # a revocation (parley_revoked) ends the stream at once
     try:
         await relay.attach(sink)
         sink.push(b"retry: 2000\n\n", bounded=False)

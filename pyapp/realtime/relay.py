@@ -34,7 +34,7 @@ from pyapp.db import Actor, tenant_tx
 from pyapp.errors import from_postgres
 from pyapp.realtime.frames import BATCH, PreparedEvent, read_events
 from pyapp.realtime.sinks import Sink, VisitorSink
-from pyapp.realtime.source import EventSource, Notice, PgNotifySource, Signal, SignalBus
+from pyapp.realtime.source import EventSource, Notice, PgNotifySource, Revocation, Signal, SignalBus
 
 log = logging.getLogger("parley.realtime")
 
@@ -79,6 +79,8 @@ class Relay:
         source.subscribe(self._on_notice, self._on_gap)
         if bus is not None:
             bus.subscribe_signals(self._on_signal)
+        if hasattr(source, "subscribe_revocations"):
+            source.subscribe_revocations(self.revoke)
 
     async def start(self) -> None:
         await self.source.start()
@@ -187,6 +189,56 @@ class Relay:
                 sink.push(frame, bounded=False)
             self.spawn(close(sink), name="close-tenant-socket")
 
+    # Revocation ------------------------------------------------------------------
+    _REVOKED = {"session": ("session_revoked", "The session has ended; sign in again."),
+                "member": ("not_a_member", "You are no longer a member of this workspace."),
+                "key": ("invalid_api_key", "The API key was revoked.")}
+
+    def revoke(self, rev: Revocation) -> None:
+        """Close this instance's member streams that a revocation names (the parley_revoked notice)."""
+        groups = self._agents.values() if rev.tenant_id is None else [self._agents.get(rev.tenant_id, ())]
+        for group in groups:
+            for sink in list(group):
+                actor = sink.actor
+                if actor is None:
+                    continue
+                if rev.kind == "session":
+                    hit = actor.kind == "user" and str(actor.session_id) in rev.ids
+                elif rev.kind == "member":
+                    hit = actor.kind == "user" and str(actor.actor_id) in rev.ids
+                else:
+                    hit = actor.kind == "api_key" and str(actor.actor_id) in rev.ids
+                if hit:
+                    self._hang_up(sink, *self._REVOKED[rev.kind])
+
+    def _hang_up(self, sink: Sink, code: str, message: str) -> None:
+        if sink.closed:
+            return
+        if sink.kind == "sse":
+            sink.push(f"event: error\ndata: {json_dumps({'code': code})}\n\n".encode(), bounded=False)
+        else:
+            sink.push(json_dumps({"type": "error", "code": code, "message": message}), bounded=False)
+
+        async def close() -> None:
+            await sink.flush()
+            sink.close_soon(4401, code)
+        self.spawn(close(), name="revoke-stream")
+
+    async def _recheck_members(self) -> None:
+        """After the LISTEN connection was down: revocations may have been missed; ask SQL for each stream."""
+        for sink in [s for group in list(self._agents.values()) for s in group if s.actor is not None]:
+            if sink.closed:
+                continue
+            try:
+                async with tenant_tx(self.pool, sink.actor):
+                    pass  # begin_request: session alive, key live, still a member
+            except asyncpg.PostgresError as exc:
+                mapped = from_postgres(exc)
+                if mapped is not None and mapped.status in (401, 403):
+                    self._hang_up(sink, mapped.code, mapped.message)
+            except (OSError, asyncio.TimeoutError):
+                return  # the database is away again; the next reconnect re-checks
+
     def local_visitors(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> set[Sink]:
         return self._visitors.get((tenant_id, conversation_id), set())
 
@@ -268,6 +320,8 @@ class Relay:
             start = feed.cursor or 0
             feed.low = start + 1 if feed.low is None else min(feed.low, start + 1)
             self._kick(feed)
+        if self.gaps > 1 and self._agents:  # a reconnect, not the first connect
+            self.spawn(self._recheck_members(), name="recheck-members")
 
     def wake(self, tenant_id: uuid.UUID) -> None:
         """This process just committed events for the tenant: read them now rather than after

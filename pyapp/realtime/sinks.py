@@ -24,7 +24,7 @@ class Sink:
 
     kind = "agent"
     __slots__ = ("tenant_id", "conversation_id", "label", "_send", "_close", "_queue", "_writer", "_held",
-                 "replayed", "closed", "feed", "_done")
+                 "replayed", "closed", "feed", "_done", "actor")
 
     def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], *, conversation_id: uuid.UUID | None = None,
@@ -41,6 +41,7 @@ class Sink:
         self.closed = False
         self.feed: Any = None  # set by the relay: its per-tenant feed this sink counts in
         self._done: asyncio.Event | None = None
+        self.actor: Any = None  # a member's stream: its db.Actor, so a revocation can find it
 
     # Writes ----------------------------------------------------------------
     def push(self, item: Any, *, bounded: bool = True) -> None:

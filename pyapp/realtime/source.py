@@ -4,6 +4,8 @@ NOTIFY only wakes the relay (payload `<tenant_id>:<event_id>:<conversation_id>`)
 table is the truth. `PgNotifySource` LISTENs on one dedicated connection with heartbeat and
 reconnect, and reports a possible gap after every (re)connect so feeds re-read from their
 cursor. Signals (typing, read receipts) travel on `parley_signals`: ids and small integers only.
+Revocations (a member removed, an API key revoked, a session ended) arrive on `parley_revoked`
+(sent by the triggers of sql/26_revocation.sql), so every instance closes those streams at once.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ log = logging.getLogger("parley.realtime")
 
 CHANNEL = "parley_events"
 SIGNAL_CHANNEL = "parley_signals"
+REVOKE_CHANNEL = "parley_revoked"
 RELAY_APP_NAME = "parley-relay"
 
 
@@ -62,6 +65,30 @@ class Signal:
             if kind not in ("typing", "read") or author not in ("visitor", "agent", "bot"):
                 return None
             return cls(kind, uuid.UUID(tenant), uuid.UUID(conv), author, int(value), origin)
+        except (ValueError, AttributeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """Credentials that stopped being valid: sessions (families), members of a tenant, or API keys of a tenant."""
+
+    kind: str  # session | member | key
+    tenant_id: uuid.UUID | None  # None for sessions (a person's, across tenants)
+    ids: frozenset[str]
+
+    @classmethod
+    def parse(cls, payload: str) -> "Revocation | None":
+        try:
+            kind, rest = payload.split(":", 1)
+            if kind == "session":
+                tenant, ids = None, rest
+            elif kind in ("member", "key"):
+                tenant_text, ids = rest.split(":", 1)
+                tenant = uuid.UUID(tenant_text)
+            else:
+                return None
+            return cls(kind, tenant, frozenset(str(uuid.UUID(i)) for i in ids.split(",") if i))
         except (ValueError, AttributeError):
             return None
 
@@ -108,6 +135,7 @@ class PgNotifySource:
         self._on_notice: list[Callable[[Notice], None]] = []
         self._on_gap: list[Callable[[], None]] = []
         self._on_signal: list[Callable[[Signal], None]] = []
+        self._on_revoke: list[Callable[[Revocation], None]] = []
         self._task: asyncio.Task | None = None
         self._conn: asyncpg.Connection | None = None
         self._stopping = False
@@ -119,6 +147,9 @@ class PgNotifySource:
 
     def subscribe_signals(self, on_signal) -> None:
         self._on_signal.append(on_signal)
+
+    def subscribe_revocations(self, on_revoke) -> None:
+        self._on_revoke.append(on_revoke)
 
     async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="parley-relay-listen")
@@ -155,6 +186,13 @@ class PgNotifySource:
             if sig is not None:
                 for cb in self._on_signal:
                     cb(sig)
+        elif channel == REVOKE_CHANNEL:
+            rev = Revocation.parse(payload)
+            if rev is None:
+                log.warning("ignored malformed revocation %r", payload[:200])
+                return
+            for cb in self._on_revoke:
+                cb(rev)
 
     async def _run(self) -> None:
         backoff = self.min_backoff
@@ -169,6 +207,7 @@ class PgNotifySource:
                 conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
                 await conn.add_listener(CHANNEL, self._notice)
                 await conn.add_listener(SIGNAL_CHANNEL, self._notice)
+                await conn.add_listener(REVOKE_CHANNEL, self._notice)
                 self.backend_pid = conn.get_server_pid()
                 self.connects += 1
                 self.disconnected.clear()
