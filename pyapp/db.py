@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import AsyncIterator
@@ -49,9 +48,6 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE)
                                      max_inactive_connection_lifetime=300)
 
 
-_ROLE: ContextVar[str] = ContextVar("parley_role", default="system")
-
-
 @dataclass(frozen=True)
 class Actor:
     """Who is acting: a signed-in user, an API key, a widget visitor, or the system."""
@@ -70,16 +66,11 @@ async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.C
     """A transaction bound to one tenant; begin_request checks the session/key and role first."""
     async with pool.acquire() as conn:
         async with conn.transaction():
-            role = await conn.fetchval(
+            await conn.fetchval(
                 "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
                 actor.tenant_id, actor.kind, actor.actor_id, actor.session_id,
                 actor.ip, actor.request_id, actor.min_role)
-            # Pool connection proxies take no attributes (__slots__): keep the role per task.
-            reset = _ROLE.set(role)
-            try:
-                yield conn
-            finally:
-                _ROLE.reset(reset)
+            yield conn
 
 
 @lru_cache(maxsize=256)
@@ -116,7 +107,3 @@ async def tenant_fetchrow(pool: asyncpg.Pool, actor: Actor, query: str, *args) -
     rows = await tenant_fetch(pool, actor, query, *args)
     return rows[0] if rows else None
 
-
-def role_of(conn: asyncpg.Connection) -> str:
-    """The member role begin_request resolved for this transaction (or api_key / visitor / system)."""
-    return _ROLE.get()

@@ -11,13 +11,18 @@ AS $$ SELECT nullif(current_setting('app.role', true), '') $$;
 COMMENT ON FUNCTION parley.current_member_role() IS
   'Role begin_request resolved for this tenant transaction (owner, admin, agent; admin for API keys), or NULL.';
 
+CREATE OR REPLACE FUNCTION parley.actor_role_rank() RETURNS int
+LANGUAGE sql STABLE
+AS $$ SELECT parley.role_rank(coalesce(parley.current_member_role(), '')) $$;
+COMMENT ON FUNCTION parley.actor_role_rank() IS 'role_rank of the role begin_request resolved for this transaction (-1 when none): the one reading of the acting role''s rank.';
+
 CREATE OR REPLACE FUNCTION parley.require_role(p_min_role text) RETURNS text
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
   v_role text := parley.current_member_role();
 BEGIN
-  IF parley.role_rank(coalesce(v_role, '')) < parley.role_rank(p_min_role) THEN
+  IF parley.actor_role_rank() < parley.role_rank(p_min_role) THEN
     PERFORM parley.raise_error(403, 'forbidden', format('This needs the %s role.', p_min_role));
   END IF;
   RETURN v_role;

@@ -129,7 +129,7 @@ CREATE OR REPLACE FUNCTION parley.require_chatbot_admin() RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
 BEGIN
-  IF parley.role_rank(coalesce(current_setting('app.role', true), '')) < parley.role_rank('admin') THEN
+  IF parley.actor_role_rank() < parley.role_rank('admin') THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Managing chatbots needs the admin role.');
   END IF;
 END $$;

@@ -39,11 +39,6 @@ GRANT SELECT ON parley.conversations TO parley_auth;
 ------------------------------------------------------------------------------------------
 -- Helpers
 
-CREATE OR REPLACE FUNCTION parley.actor_role_rank() RETURNS int
-LANGUAGE sql STABLE
-AS $$ SELECT parley.role_rank(coalesce(current_setting('app.role', true), '')) $$;
-COMMENT ON FUNCTION parley.actor_role_rank() IS 'role_rank of the role begin_request resolved for this transaction (-1 when none).';
-
 CREATE OR REPLACE FUNCTION parley.require_staff() RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
@@ -391,7 +386,7 @@ BEGIN
   -- GIN index: under RLS, @@ is not leakproof and cannot be an index condition. The tenant
   -- filter is therefore explicit, and the caller must be a member of that tenant.
   IF v_tenant IS NULL OR parley.current_actor_kind() = 'visitor'
-     OR parley.role_rank(coalesce(current_setting('app.role', true), '')) < parley.role_rank('agent') THEN
+     OR parley.actor_role_rank() < parley.role_rank('agent') THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Only members can search conversations.');
   END IF;
   v_query := websearch_to_tsquery('simple'::regconfig, coalesce(p_query, ''));

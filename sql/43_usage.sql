@@ -97,16 +97,12 @@ COMMENT ON FUNCTION parley.compact_usage(date) IS
 REVOKE ALL ON FUNCTION parley.compact_usage(date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.compact_usage(date) TO parley_jobs;
 
--- The tenant's own daily usage (RLS applies: security_invoker).
-CREATE OR REPLACE VIEW parley.usage_daily WITH (security_invoker = true) AS
-  SELECT u.tenant_id, u.day, u.metric, sum(u.value)::bigint AS value
-    FROM parley.usage_counters u GROUP BY u.tenant_id, u.day, u.metric;
-COMMENT ON VIEW parley.usage_daily IS 'Per-day usage totals of the current tenant (shards summed).';
-GRANT SELECT ON parley.usage_daily TO parley_app, parley_jobs;
-
--- Analysts: every tenant's daily usage, one row per tenant/day with a column per metric.
-GRANT SELECT ON parley.usage_counters TO parley_reporting;
-CREATE OR REPLACE VIEW analytics.usage_daily WITH (security_barrier = true) AS
+-- The one pivot of the counters: a row per tenant and UTC day, a column per metric, shards
+-- summed. security_invoker, so the app sees its own tenant (RLS); the analysts' view and the
+-- metering feed (91_metering.sql) read it too. (It replaces parley.usage_daily, one row per
+-- metric, which three readers each pivoted for themselves.)
+DROP VIEW IF EXISTS parley.usage_daily;
+CREATE OR REPLACE VIEW parley.usage_by_day WITH (security_invoker = true) AS
   SELECT u.tenant_id, u.day,
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'messages'), 0)::bigint AS messages,
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'ai_messages'), 0)::bigint AS ai_messages,
@@ -114,6 +110,26 @@ CREATE OR REPLACE VIEW analytics.usage_daily WITH (security_barrier = true) AS
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'active_seats'), 0)::bigint AS active_seats
     FROM parley.usage_counters u
    GROUP BY u.tenant_id, u.day;
+COMMENT ON VIEW parley.usage_by_day IS
+  'Usage per tenant and UTC day (shards summed): messages, AI replies, conversations started, active seats. The app sees its own tenant only (security_invoker, RLS).';
+GRANT SELECT ON parley.usage_by_day TO parley_app, parley_jobs, parley_reporting;
+
+-- Analysts: every tenant's daily usage, the same pivot read as parley_reporting (which reads
+-- past RLS): a security_invoker view is checked as the querying role, so the analysts' view
+-- reaches it through this definer function.
+GRANT SELECT ON parley.usage_counters TO parley_reporting;
+CREATE OR REPLACE FUNCTION analytics.usage_by_day()
+RETURNS TABLE (tenant_id uuid, day date, messages bigint, ai_messages bigint, conversations bigint, active_seats bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$ SELECT u.tenant_id, u.day, u.messages, u.ai_messages, u.conversations, u.active_seats FROM parley.usage_by_day u $$;
+COMMENT ON FUNCTION analytics.usage_by_day() IS
+  'Every tenant''s parley.usage_by_day, for analytics.usage_daily (definer, owned by parley_reporting: no message bodies or secrets here, only counts).';
+ALTER FUNCTION analytics.usage_by_day() OWNER TO parley_reporting;
+REVOKE ALL ON FUNCTION analytics.usage_by_day() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION analytics.usage_by_day() TO parley_analyst;
+CREATE OR REPLACE VIEW analytics.usage_daily WITH (security_barrier = true) AS
+  SELECT u.tenant_id, u.day, u.messages, u.ai_messages, u.conversations, u.active_seats
+    FROM analytics.usage_by_day() u;
 COMMENT ON VIEW analytics.usage_daily IS
   'Daily usage per tenant for analysts: messages, AI messages, conversations started and active seats (UTC days, shards summed).';
 ALTER VIEW analytics.usage_daily OWNER TO parley_reporting;

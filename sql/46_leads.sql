@@ -200,3 +200,31 @@ BEGIN
   PERFORM parley.write_audit('lead.delete', 'lead', p_lead_id::text, '{}');
 END $$;
 COMMENT ON FUNCTION parley.delete_lead(uuid) IS 'Members: delete a lead (audited).';
+
+-- The one lead export (the API's /api/leads.csv and the console's): its columns are these, in
+-- this order; both surfaces write them as CSV with one writer (pyapp/leads/routes.leads_csv).
+CREATE OR REPLACE FUNCTION parley.export_leads(
+  p_q text DEFAULT NULL, p_status text DEFAULT NULL, p_chatbot_id uuid DEFAULT NULL,
+  p_from timestamptz DEFAULT NULL, p_before timestamptz DEFAULT NULL, p_limit int DEFAULT 50000)
+RETURNS TABLE (id uuid, created_at timestamptz, status text, name text, email text, phone text,
+               chatbot_id uuid, chatbot text, conversation_id uuid, custom jsonb)
+LANGUAGE sql STABLE
+AS $$
+  SELECT l.id, l.created_at, l.status, l.name, l.email, l.phone, l.chatbot_id, b.name, l.conversation_id, l.custom
+    FROM parley.leads l
+    LEFT JOIN parley.chatbots b ON b.tenant_id = l.tenant_id AND b.id = l.chatbot_id
+   WHERE l.tenant_id = (SELECT parley.current_tenant_id())
+     AND (p_q IS NULL OR l.name ILIKE '%' || p_q || '%' OR l.email ILIKE '%' || p_q || '%'
+          OR l.phone ILIKE '%' || p_q || '%')
+     AND (p_status IS NULL OR l.status = p_status)
+     AND (p_chatbot_id IS NULL OR l.chatbot_id = p_chatbot_id)
+     AND (p_from IS NULL OR l.created_at >= p_from)
+     AND (p_before IS NULL OR l.created_at < p_before)
+   ORDER BY l.created_at DESC, l.id
+   LIMIT least(greatest(coalesce(p_limit, 50000), 1), 100000)
+$$;
+COMMENT ON FUNCTION parley.export_leads(text, text, uuid, timestamptz, timestamptz, int) IS
+  'Members: the leads export, newest first, filtered by search text (name, email, phone), status, chatbot and a creation range [p_from, p_before); at most p_limit (1..100000) rows. Its columns are the CSV''s columns.';
+REVOKE ALL ON FUNCTION parley.export_leads(text, text, uuid, timestamptz, timestamptz, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.export_leads(text, text, uuid, timestamptz, timestamptz, int) TO parley_app;
+

@@ -433,3 +433,20 @@ REVOKE ALL ON FUNCTION parley.claim_embedding_jobs(int, interval), parley.store_
   parley.fail_embedding_jobs(bigint[], text), parley.enqueue_stale_embeddings(text, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.claim_embedding_jobs(int, interval), parley.store_embeddings(bigint[], vector[], text),
   parley.fail_embedding_jobs(bigint[], text), parley.enqueue_stale_embeddings(text, int) TO parley_app, parley_jobs;
+
+-- The one count of a source's documents and chunks (the API's source list and the console's).
+CREATE OR REPLACE FUNCTION parley.knowledge_source_counts(p_tenant_id uuid, p_source_id uuid)
+RETURNS TABLE (documents bigint, chunks bigint, chunks_embedded bigint)
+LANGUAGE sql STABLE
+AS $$
+  SELECT (SELECT count(*) FROM parley.knowledge_documents d WHERE d.tenant_id = p_tenant_id AND d.source_id = p_source_id),
+         count(c.*), count(c.*) FILTER (WHERE c.embedding IS NOT NULL)
+    FROM parley.knowledge_chunks c
+    JOIN parley.knowledge_documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id
+   WHERE d.tenant_id = p_tenant_id AND d.source_id = p_source_id
+$$;
+COMMENT ON FUNCTION parley.knowledge_source_counts(uuid, uuid) IS
+  'Documents, chunks and embedded chunks of one knowledge source (one row; RLS applies). Use it LATERAL beside parley.knowledge_sources.';
+REVOKE ALL ON FUNCTION parley.knowledge_source_counts(uuid, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.knowledge_source_counts(uuid, uuid) TO parley_app;
+

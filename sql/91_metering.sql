@@ -6,15 +6,12 @@ CREATE OR REPLACE FUNCTION parley.usage_days(p_from date, p_to date)
 RETURNS TABLE (day date, messages bigint, ai_messages bigint, conversations bigint, active_seats bigint)
 LANGUAGE sql STABLE
 AS $$
-  SELECT d::date,
-         coalesce(sum(u.value) FILTER (WHERE u.metric = 'messages'), 0)::bigint,
-         coalesce(sum(u.value) FILTER (WHERE u.metric = 'ai_messages'), 0)::bigint,
-         coalesce(sum(u.value) FILTER (WHERE u.metric = 'conversations'), 0)::bigint,
-         coalesce(sum(u.value) FILTER (WHERE u.metric = 'active_seats'), 0)::bigint
+  SELECT d::date, coalesce(u.messages, 0), coalesce(u.ai_messages, 0), coalesce(u.conversations, 0),
+         coalesce(u.active_seats, 0)
     FROM generate_series(p_from, p_to - 1, interval '1 day') AS d
-    LEFT JOIN parley.usage_counters u
+    LEFT JOIN parley.usage_by_day u  -- the one pivot (43_usage.sql)
       ON u.tenant_id = (SELECT parley.current_tenant_id()) AND u.day = d::date
-   GROUP BY d ORDER BY d
+   ORDER BY d
 $$;
 COMMENT ON FUNCTION parley.usage_days(date, date) IS
   'The current tenant''s usage per UTC day over [p_from, p_to), one row per day (zeros included): messages, AI replies, conversations started, active seats.';

@@ -1,9 +1,7 @@
 """Leads: table with the status workflow, search and filters, CSV export of the same selection."""
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import uuid
 
 import asyncpg
@@ -13,7 +11,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from pyapp.console import queries
 from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
 from pyapp.errors import ApiError, from_postgres
-from pyapp.leads.routes import csv_cell
+from pyapp.leads.routes import EXPORT_LEADS, leads_csv as write_leads_csv
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
 # The workflow of parley.set_lead_status, to offer only the moves it accepts.
@@ -87,27 +85,12 @@ async def _leads_page(ctx: Ctx, *, status: int = 200, row_errors: dict | None = 
                       flash=flash, export_qs=filters.query_string(), row_errors=row_errors or {})
 
 
-def _cell(value) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (the leads surface's rule)."""
-    return csv_cell(value)
-
-
 @page("GET", "/console/leads.csv")
 async def leads_csv(ctx: Ctx):
     filters, _ = _filters(ctx.request)
-    rows = await queries.fetch(ctx.conn, "leads", *filters.args(CSV_LIMIT))
-    custom_keys = sorted({k for r in rows for k in (r["custom"] or {}).keys()})
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(["id", "created_at", "status", "name", "email", "phone", "chatbot", "conversation_id",
-                     *[f"custom.{k}" for k in custom_keys]])
-    for r in rows:
-        custom = r["custom"] or {}
-        writer.writerow([_cell(v) for v in (r["id"], r["created_at"], r["status"], r["name"], r["email"],
-                                             r["phone"], r["chatbot_name"], r["conversation_id"],
-                                             *[custom.get(k) for k in custom_keys])])
+    rows = await ctx.conn.fetch(EXPORT_LEADS, *filters.args(CSV_LIMIT))
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
-    return web.Response(body=("\ufeff" + buf.getvalue()).encode("utf-8"), content_type="text/csv", charset="utf-8",
+    return web.Response(body=write_leads_csv(rows, bom=True), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="leads-{stamp}.csv"',
                                  "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 

@@ -151,27 +151,17 @@ SELECT k.id, k.name, k.prefix, k.scopes, k.created_at, k.last_used_at, k.expires
 
 -- name: usage_30_days
 -- Daily usage of the last 30 days (UTC), newest first, from the sharded counters.
-SELECT day,
-       coalesce(sum(value) FILTER (WHERE metric = 'messages'), 0) AS messages,
-       coalesce(sum(value) FILTER (WHERE metric = 'ai_messages'), 0) AS ai_messages,
-       coalesce(sum(value) FILTER (WHERE metric = 'conversations'), 0) AS conversations,
-       coalesce(sum(value) FILTER (WHERE metric = 'active_seats'), 0) AS active_seats
-  FROM parley.usage_daily
+SELECT day, messages, ai_messages, conversations, active_seats
+  FROM parley.usage_by_day
  WHERE day >= current_date - 30
- GROUP BY day ORDER BY day DESC;
+ ORDER BY day DESC;
 
 -- name: knowledge_sources
 -- A chatbot's knowledge sources with status, progress, document and chunk counts and the last import, newest first.
 SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
        s.created_at, s.updated_at, s.last_imported_at,
-       (SELECT count(*) FROM parley.knowledge_documents d WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS documents,
-       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
-           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS chunks,
-       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
-           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id AND c.embedding IS NOT NULL) AS chunks_embedded
-  FROM parley.knowledge_sources s
+       n.documents, n.chunks, n.chunks_embedded
+  FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n
  WHERE s.chatbot_id = $1
  ORDER BY s.created_at DESC;
 
@@ -179,14 +169,8 @@ SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progr
 -- One knowledge source with its counts (progress polling, finding its chatbot).
 SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
        s.created_at, s.updated_at, s.last_imported_at,
-       (SELECT count(*) FROM parley.knowledge_documents d WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS documents,
-       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
-           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS chunks,
-       (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
-           ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-         WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id AND c.embedding IS NOT NULL) AS chunks_embedded
-  FROM parley.knowledge_sources s
+       n.documents, n.chunks, n.chunks_embedded
+  FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n
  WHERE s.id = $1;
 
 -- name: first_response_per_day

@@ -273,12 +273,7 @@ async def usage(call: Call):
     q = call.query
     async with call.tx() as conn:
         rows = await conn.fetch(
-            """SELECT day,
-                      coalesce(sum(value) FILTER (WHERE metric = 'messages'), 0) AS messages,
-                      coalesce(sum(value) FILTER (WHERE metric = 'ai_messages'), 0) AS ai_messages,
-                      coalesce(sum(value) FILTER (WHERE metric = 'conversations'), 0) AS conversations,
-                      coalesce(sum(value) FILTER (WHERE metric = 'active_seats'), 0) AS active_seats
-                 FROM parley.usage_daily
+            """SELECT day, messages, ai_messages, conversations, active_seats FROM parley.usage_by_day
                 WHERE day >= coalesce($1, current_date - 30) AND day <= coalesce($2, current_date)
-                GROUP BY day ORDER BY day""", q.date_from, q.date_to)
+                ORDER BY day""", q.date_from, q.date_to)
     return {"days": [dict(r) for r in rows]}

@@ -30,15 +30,9 @@ UPLOAD_MAX_BYTES = int(os.environ.get("PARLEY_UPLOAD_MAX_BYTES", str(10 * 1024 *
 TEXT_MAX_CHARS = 500_000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 
-SOURCE_COLUMNS = """s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.options, s.status, s.progress, s.error,
-  s.created_at, s.updated_at, s.last_imported_at,
-  (SELECT count(*) FROM parley.knowledge_documents d WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS documents,
-  (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
-      ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-    WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id) AS chunks,
-  (SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d
-      ON d.tenant_id = c.tenant_id AND d.id = c.document_id
-    WHERE d.tenant_id = s.tenant_id AND d.source_id = s.id AND c.embedding IS NOT NULL) AS chunks_embedded"""
+SOURCES = """SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.options, s.status, s.progress, s.error,
+  s.created_at, s.updated_at, s.last_imported_at, n.documents, n.chunks, n.chunks_embedded
+  FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n"""
 
 
 class SourceIn(BaseModel):
@@ -99,7 +93,7 @@ async def _vet(url: str | None) -> str:
 
 
 async def _source(conn, source_id: uuid.UUID) -> dict:
-    row = await conn.fetchrow(f"SELECT {SOURCE_COLUMNS} FROM parley.knowledge_sources s WHERE s.id = $1", source_id)
+    row = await conn.fetchrow(f"{SOURCES} WHERE s.id = $1", source_id)
     if row is None:
         raise not_found("knowledge source")
     return dict(row)
@@ -135,7 +129,7 @@ async def list_sources(call: Call):
                                    " AND b.deleted_at IS NULL)", chatbot_id):
             raise not_found("chatbot")  # RLS hides another tenant's: the same answer as a made-up id
         return rows(await conn.fetch(
-            f"SELECT {SOURCE_COLUMNS} FROM parley.knowledge_sources s WHERE s.tenant_id = parley.current_tenant_id() "
+            f"{SOURCES} WHERE s.tenant_id = parley.current_tenant_id() "
             "AND s.chatbot_id = $1 ORDER BY s.created_at DESC", chatbot_id))
 
 
