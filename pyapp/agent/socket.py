@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from typing import Literal
 
 import asyncpg
@@ -32,6 +33,9 @@ log = logging.getLogger("parley.agent.socket")
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
 MAX_FRAME_BYTES = 16 * 1024
+FRAMES_PER_SECOND = 10.0  # token bucket per socket (pings exempt): each typing/read frame may be a pg_notify
+FRAME_BURST = 30.0
+MAX_TRACKED = 256  # conversations whose typing/read state one socket remembers
 
 
 class _Hello(BaseModel):
@@ -59,16 +63,37 @@ def _error(code: str, message: str) -> str:
     return json_dumps({"type": "error", "code": code, "message": message})
 
 
+def _remember(state: OrderedDict, key, value) -> None:
+    """Per-socket state per conversation, bounded: the oldest conversations are forgotten first."""
+    state[key] = value
+    state.move_to_end(key)
+    while len(state) > MAX_TRACKED:
+        state.popitem(last=False)
+
+
 class AgentSession:
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, actor: Actor) -> None:
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, actor: Actor, *, can_write: bool) -> None:
         self.app = app
         self.ws = ws
         self.actor = actor
+        self.can_write = can_write  # typing and read receipts reach visitors: not for read-only API keys
         self.relay: Relay = get_relay(app)
         self.sink = Sink(actor.tenant_id, self._send, self._close, label=f"agent:{actor.actor_id}")
         self.sink.actor = actor  # a revocation (parley_revoked) closes it at once
-        self._typing: dict[uuid.UUID, tuple[bool, float]] = {}
-        self._read: dict[uuid.UUID, int] = {}
+        self._typing: OrderedDict[uuid.UUID, tuple[bool, float]] = OrderedDict()
+        self._read: OrderedDict[uuid.UUID, int] = OrderedDict()
+        self._tokens = FRAME_BURST
+        self._refill = time.monotonic()
+
+    def _allow_frame(self) -> bool:
+        """Token bucket per socket, before anything reaches the pool or NOTIFY."""
+        now = time.monotonic()
+        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refill) * FRAMES_PER_SECOND)
+        self._refill = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     async def _send(self, text: str) -> None:
         await self.ws.send_str(text)
@@ -96,21 +121,28 @@ class AgentSession:
             self.sink.push(_error(exc.code, exc.message))
             return
         kind = data.get("type") if isinstance(data, dict) else None
+        if kind == "ping":
+            self.sink.push('{"type":"pong"}')
+            return
+        if not self._allow_frame():
+            self.sink.push(_error("rate_limited", "Too many frames; slow down."))
+            return
+        if kind in ("typing", "read") and not self.can_write:
+            self.sink.push(_error("insufficient_scope", "This API key lacks the 'write' scope."))
+            return
         try:
-            if kind == "ping":
-                self.sink.push('{"type":"pong"}')
-            elif kind == "typing":
+            if kind == "typing":
                 frame = _Typing.model_validate(data)
                 now = time.monotonic()
                 last_on, last_at = self._typing.get(frame.conversation_id, (False, 0.0))
                 if frame.on != last_on or now - last_at >= 3.0:
-                    self._typing[frame.conversation_id] = (frame.on, now)
+                    _remember(self._typing, frame.conversation_id, (frame.on, now))
                     await self.relay.signal("typing", self.actor.tenant_id, frame.conversation_id, "agent",
                                             int(frame.on), exclude=self.sink)
             elif kind == "read":
                 frame = _Read.model_validate(data)
                 if frame.message_id > self._read.get(frame.conversation_id, 0):
-                    self._read[frame.conversation_id] = frame.message_id
+                    _remember(self._read, frame.conversation_id, frame.message_id)
                     await self.relay.signal("read", self.actor.tenant_id, frame.conversation_id, "agent",
                                             frame.message_id, exclude=self.sink)
             elif kind == "hello":
@@ -146,8 +178,9 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=4400, message=b"hello expected")
             return ws
         try:
-            actor = (await resolve_member(app, hello.token, scope="read", ip=client_ip(request),
-                                          request_id=request.get(REQUEST_ID))).actor
+            credential = await resolve_member(app, hello.token, scope="read", ip=client_ip(request),
+                                              request_id=request.get(REQUEST_ID))
+            actor = credential.actor
             await check_member(app[POOL], actor)
         except ApiError as exc:
             await ws.send_str(_error(exc.code, exc.message))
@@ -159,7 +192,7 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=4401 if mapped.status == 401 else 4403 if mapped.status < 500 else 1011,
                            message=mapped.code.encode())
             return ws
-        session = AgentSession(app, ws, actor)
+        session = AgentSession(app, ws, actor, can_write=actor.kind != "api_key" or "write" in credential.scopes)
         await session.relay.attach(session.sink)
         session.sink.push(json_dumps({"type": "ready", "tenant_id": actor.tenant_id}), bounded=False)
         if hello.last_event_id is not None:
