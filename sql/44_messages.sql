@@ -62,11 +62,14 @@ AS $$
            'citations', CASE WHEN jsonb_typeof(p_message.meta->'citations') = 'array'
                              THEN p_message.meta->'citations' ELSE '[]'::jsonb END,
            'stream_id', p_message.meta->>'stream_id')
+         -- A reply that offers a person: the widget shows a button, and a yes hands off.
+         || CASE WHEN p_message.meta->'offer_human' = 'true'::jsonb THEN '{"offer_human": true}'::jsonb
+                 ELSE '{}'::jsonb END
          || CASE WHEN p_for_visitor THEN '{}'::jsonb
                  ELSE jsonb_build_object('author_id', p_message.author_id, 'meta', p_message.meta) END
 $$;
 COMMENT ON FUNCTION parley.message_json(parley.messages, boolean) IS
-  'A message as the protocol''s "message" object (id, author, body, client_id, created_at, author_name, citations, stream_id); for staff also author_id and meta. Visitors get no author ids and no meta. Inlined into the caller (no sub-SELECT).';
+  'A message as the protocol''s "message" object (id, author, body, client_id, created_at, author_name, citations, stream_id, offer_human when the message offers a person); for staff also author_id and meta. Visitors get no author ids and no meta. Inlined into the caller (no sub-SELECT).';
 ------------------------------------------------------------------------------------------
 -- Writing
 CREATE OR REPLACE FUNCTION parley.store_message(
@@ -200,12 +203,13 @@ BEGIN
     END IF;
     -- The one handoff-after-misses rule (see 41_conversations.sql): an answer the bot could not
     -- ground (meta.grounded = false) is a miss; handoff.miss_threshold misses in a row hand the
-    -- conversation to a person; a grounded answer starts the count again.
+    -- conversation to a person (2 when the chatbot does not say; 0 = never); a grounded answer
+    -- starts the count again.
     IF p_meta->'grounded' = 'false'::jsonb THEN
       v_misses := v_misses + 1;
       SELECT parley.jsonb_int(b.config #> '{handoff,miss_threshold}') INTO v_threshold
         FROM parley.chatbots b WHERE b.tenant_id = v_conv.tenant_id AND b.id = v_conv.chatbot_id;
-      IF v_status = 'bot' AND coalesce(v_threshold, 0) > 0 AND v_misses >= v_threshold THEN
+      IF v_status = 'bot' AND coalesce(v_threshold, 2) > 0 AND v_misses >= coalesce(v_threshold, 2) THEN
         v_status := 'waiting_human';
         v_handoff := true;
         v_misses := 0;
@@ -284,7 +288,7 @@ BEGIN
   RETURN v.message;
 END $$;
 COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
-  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.grounded=false is a miss: handoff.miss_threshold misses in a row set waiting_human (event human_requested, reason bot_misses), meta.grounded=true resets the count. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
+  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.grounded=false is a miss: handoff.miss_threshold (default 2, 0 = never) misses in a row set waiting_human (event human_requested, reason bot_misses), meta.grounded=true resets the count. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
 
 -- Visitor messages of one tenant, many per statement: most of PostgreSQL's time per message
 -- was the round trip, the transaction and its WAL flush, not the work (bench/chat_flow.py),

@@ -4,14 +4,15 @@ For each visitor message stored while the conversation is with the bot (the visi
 `respond` as a background task on the instance holding the visitor's socket):
 
 1. Silent unless the conversation is still `bot` (a human owns it, or it waits for one).
-2. A handoff phrase ("talk to a human", "hablar con una persona", …) → request_human.
+2. A handoff phrase ("talk to a human", "hablar con una persona", …), or a yes ("yes", "ja
+   gerne", "sí", "oui", "evet", …) right after a message that offered a person → request_human.
 3. AI quota (ai_msgs_per_day) checked BEFORE any model call: over → a system notice
    offering a person, no LLM call.
 4. knowledge_search (query embedded when an embedder is configured, else full text).
 5. The provider of the chatbot, else the tenant's, else the global env (PARLEY_LLM…), else
    none: with an LLM the answer streams to local sockets as `stream` frames; without one
    the extractive answer (quotes with citations) when retrieval is confident, else
-   "I don't know" with an offer of a person.
+   "I don't know" with an offer of a person (meta offer_human: the widget shows a button).
 6. The complete reply is stored once with post_message (author bot, meta citations,
    stream_id, grounded); post_message counts ai_messages and enforces the quota again.
 7. handoff.miss_threshold ungrounded answers in a row → waiting_human: the rule is SQL's
@@ -67,6 +68,15 @@ HANDOFF_PHRASES = {
            "gercek bir insan", "temsilciyle gorusmek", "yetkiliyle gorusmek"],
 }
 HANDOFF_WORDS = {"human", "agent", "operator", "humano", "humain", "mensch", "insan", "temsilci", "person"}
+# A yes to "would you like to talk to a person?" (folded: no accents, lower case). Only a short
+# answer counts: "yes, but what about shipping?" is a new question.
+AFFIRMATIVE = {
+    "en": ["yes", "yeah", "yep", "yup", "sure", "ok", "okay", "please", "of course", "y", "absolutely", "definitely"],
+    "es": ["si", "claro", "vale", "por favor", "de acuerdo", "por supuesto", "bueno", "dale"],
+    "fr": ["oui", "ouais", "d'accord", "bien sur", "volontiers", "svp", "s'il vous plait", "ok", "avec plaisir"],
+    "de": ["ja", "gerne", "gern", "klar", "natuerlich", "naturlich", "jawohl", "ok", "okay", "bitte", "sehr gerne"],
+    "tr": ["evet", "tamam", "olur", "lutfen", "tabii", "tabi", "tabii ki", "elbette", "peki"],
+}
 
 TEXTS = {
     "handoff": {
@@ -110,6 +120,17 @@ def _fold(text: str) -> str:
 _PHRASES = [_fold(p) for group in HANDOFF_PHRASES.values() for p in group]
 
 
+_YES = {_fold(p) for group in AFFIRMATIVE.values() for p in group}
+
+
+def says_yes(text: str) -> bool:
+    """A short yes in en/es/fr/de/tr: "yes", "Ja, gerne!", "sí, por favor", "oui merci", "evet lütfen"."""
+    words = _fold(text).split()
+    if not words or len(words) > 4:
+        return False
+    return any(" ".join(words[:n]) in _YES for n in (3, 2, 1))
+
+
 def wants_human(text: str) -> bool:
     """Does the visitor ask for a person? Phrases in en/es/fr/de/tr, or a bare 'human'/'agent'."""
     folded = _fold(text)
@@ -145,6 +166,7 @@ class TurnState:
     has_lead: bool
     has_vectors: bool
     history: list[dict]
+    offered: bool = False  # the message before the visitor's offered a person
 
 
 async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
@@ -166,11 +188,17 @@ async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
               AND author IN ('visitor', 'bot', 'agent') AND id < $2
             ORDER BY id DESC LIMIT $3""", turn.conversation_id, int(turn.message.get("id") or 2**62),
         HISTORY_MESSAGES)
+    offered = await conn.fetchval(
+        """SELECT m.meta->'offer_human' = 'true'::jsonb FROM parley.messages m
+            WHERE m.tenant_id = parley.current_tenant_id() AND m.conversation_id = $1
+              AND m.author <> 'note' AND m.id < $2
+            ORDER BY m.id DESC LIMIT 1""", turn.conversation_id, int(turn.message.get("id") or 2**62))
     config = dict(conv["config"] or {})
     return TurnState(status=conv["status"], config=config, quota_left=not over,
                      lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
                      has_lead=bool(has_lead), has_vectors=bool(has_vectors),
-                     history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)])
+                     history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)],
+                     offered=bool(offered))
 
 
 async def _record(turn: BotTurn, question: str, outcome: str, grounded: bool, *, reply_id=None, provider=None,
@@ -239,7 +267,7 @@ async def _respond(turn: BotTurn) -> None:
         return  # a human owns the conversation (or waits to): the bot stays silent
     lang = language_of(state.config)
 
-    if wants_human(question):
+    if wants_human(question) or (state.offered and says_yes(question)):
         await hand_off(turn, state, question)
         return
     if not state.quota_left:
@@ -271,10 +299,12 @@ async def _respond(turn: BotTurn) -> None:
         await _notice(turn, TEXTS["unavailable"][lang], "assistant_unavailable")
         await _record(turn, question, "error", grounded, passages=len(passages))
         return
+    offer = False
     if llm is None:
         answer = extractive_answer(question, [{**p, "score": p["confidence"]} for p in passages], GROUNDED_AT)
         text = str(answer) if answer else TEXTS["unknown"][lang]
         grounded = answer is not None
+        offer = answer is None
     else:
         provider = llm.provider
         messages = build_prompt(state.config.get("persona"), passages, state.history, question)
@@ -292,10 +322,14 @@ async def _respond(turn: BotTurn) -> None:
             await _notice(turn, TEXTS["unavailable"][lang], "assistant_unavailable")
             await _record(turn, question, "error", grounded, provider=provider, passages=len(passages))
             return
-        text = "".join(parts).strip() or TEXTS["unknown"][lang]
+        text = "".join(parts).strip()
+        if not text:
+            text, offer = TEXTS["unknown"][lang], True
 
     meta = {"citations": citations_of(text, passages) if grounded else [], "stream_id": stream_id,
             "grounded": grounded, "provider": provider}
+    if offer:
+        meta["offer_human"] = True
     turn.typing(False)
     try:
         reply = await turn.reply(text, meta=meta)

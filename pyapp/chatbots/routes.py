@@ -40,7 +40,7 @@ class Branding(Open):
 
 
 class Handoff(Open):
-    miss_threshold: int | None = Field(None, ge=0, le=100, description="bot misses before a human is requested (0 = never)")
+    miss_threshold: int | None = Field(None, ge=0, le=100, description="ungrounded bot answers in a row before a person is asked for (default 2, 0 = never)")
 
 
 class LeadCapture(Open):

@@ -70,17 +70,20 @@ async def test_handoff_by_phrase_makes_no_llm_call(server, bot, owner_conn, clie
                                      uuid.UUID(session["conversation_id"])) == "waiting_human"
 
 
-async def test_handoff_after_repeated_misses_then_silent_until_released(server, bot, owner_conn, clients):
-    # No LLM configured: the extractive answerer. Two unanswerable questions in a row hand off.
+async def test_a_yes_after_the_offer_hands_off_then_silent_until_released(server, bot, owner_conn, clients):
+    # No LLM configured: the extractive answerer. An unanswerable question: "I don't know", with an
+    # offer of a person (a button in the widget); the visitor's "yes" hands off.
     session, v = await open_visitor(server, bot, clients)
     conv = uuid.UUID(session["conversation_id"])
     await v.send({"type": "message", "client_id": "c1", "body": "What's the airspeed of a swallow?"})
     first = await v.expect_message(author="bot")
-    assert "don't know" in first["body"] and first["citations"] == []
-    await v.send({"type": "message", "client_id": "c2", "body": "Who painted the Mona Lisa?"})
-    await v.expect_message(author="bot")
+    assert "don't know" in first["body"] and first["citations"] == [] and first["offer_human"] is True
+    await v.send({"type": "message", "client_id": "c2", "body": "Yes please!"})
     await v.expect(type="status", status="waiting_human")
     await v.expect_message(author="system")
+    turn = await owner_conn.fetchrow("SELECT outcome FROM parley.assistant_turns WHERE conversation_id = $1"
+                                     " ORDER BY id DESC LIMIT 1", conv)
+    assert turn["outcome"] == "handoff"
 
     # While waiting for / owned by a human the bot stays silent.
     await v.send({"type": "message", "client_id": "c3", "body": "Can I get a refund?"})
@@ -153,3 +156,39 @@ async def test_llm_keys_are_encrypted_at_rest(server, bot, owner_conn, fake_open
     status, body = await server.call("PUT", "/api/assistant/llm", json={
         "provider": "openai", "base_url": "http://169.254.169.254/v1", "model": "m"}, token=bot["access_token"])
     assert (status, body["error"]["code"]) == (422, "url_not_allowed")
+
+
+async def test_a_yes_without_an_offer_is_just_a_message(server, bot, owner_conn, clients):
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get my money back?"})
+    answer = await v.expect_message(author="bot")
+    assert "30 days" in answer["body"] and "offer_human" not in answer
+    await v.send({"type": "message", "client_id": "c2", "body": "yes"})
+    await v.expect_message(author="bot")
+    assert await owner_conn.fetchval("SELECT status FROM parley.conversations WHERE id = $1",
+                                     uuid.UUID(session["conversation_id"])) == "bot"
+
+
+async def test_two_misses_hand_off_by_default(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+    await owner_conn.execute("UPDATE parley.chatbots SET config = config - 'handoff' WHERE id = $1", bot["chatbot_id"])
+    fake_openai.script.extend([Reply.text("Hmm, maybe ask around."), Reply.text("I am not sure about that.")])
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "What's the airspeed of a swallow?"})
+    first = await v.expect_message(author="bot")
+    assert first["body"] == "Hmm, maybe ask around."
+    await v.send({"type": "message", "client_id": "c2", "body": "Who painted the Mona Lisa?"})
+    await v.expect_message("I am not sure about that.", author="bot")
+    await v.expect(type="status", status="waiting_human")
+    assert "person" in (await v.expect_message(author="system"))["body"]
+
+
+@pytest.mark.parametrize("text,yes", [
+    ("yes", True), ("Yes please!", True), ("sure", True), ("yeah ok", True),
+    ("sí, por favor", True), ("Claro", True), ("oui merci", True), ("D'accord.", True),
+    ("Ja, gerne", True), ("ja bitte", True), ("Evet lütfen", True), ("tamam", True),
+    ("no", False), ("nein danke", False), ("yes but what does shipping to Norway cost", False),
+    ("What are your opening hours?", False), ("", False), ("hayır", False)])
+def test_says_yes_in_the_five_widget_languages(text, yes):
+    from pyapp.assistant.responder import says_yes
+    assert says_yes(text) is yes

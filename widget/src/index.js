@@ -206,6 +206,7 @@ const boot = () => {
     status = s || status;
     if (!ui) return;
     humanBtn.hidden = !!status && status !== 'bot';
+    if (status && status !== 'bot') log.querySelectorAll('.pl-offer').forEach((b) => b.remove());
     subEl.textContent = { waiting_human: t.waiting, human: t.human_on, closed: t.closed }[status] || '';
   };
 
@@ -261,6 +262,9 @@ const boot = () => {
       })));
     }
     if (a === 'bot' && m.id) el.append(thumbs(m.id));
+    if (m.offer_human && status === 'bot') {
+      el.append(btn({ class: 'pl-offer', onclick: (e) => { queue({ type: 'human' }); e.currentTarget.remove(); } }, t.human));
+    }
     if (visitor) el.append(h('div', { class: 'pl-meta' }, t.queued));
     return el;
   };
