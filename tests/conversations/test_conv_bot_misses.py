@@ -40,8 +40,15 @@ async def test_a_person_taking_part_starts_the_count_again(ws):
     assert tuple(await _bot_says(ws, conv, False)) == ("bot", 1)
 
 
-async def test_no_threshold_never_hands_off(ws):
-    bot = await ws.chatbot()
+async def test_two_misses_hand_off_by_default(ws):
+    bot = await ws.chatbot()  # no handoff.miss_threshold: 2
     conv = await ws.start(bot["id"])
+    assert tuple(await _bot_says(ws, conv, False)) == ("bot", 1)
+    assert tuple(await _bot_says(ws, conv, False)) == ("waiting_human", 0)
+
+
+async def test_threshold_zero_never_hands_off(ws):
+    never = await ws.chatbot(config={"handoff": {"miss_threshold": 0}})
+    conv = await ws.start(never["id"])
     for n in range(1, 4):
         assert tuple(await _bot_says(ws, conv, False)) == ("bot", n)
