@@ -100,28 +100,33 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_rotate_kek(args) -> int:
-    """Re-wrap every tenant data key under the current key-encryption key (the first of PARLEY_KEKS).
+    """Re-wrap every tenant data key under the current key-encryption key (the first of PARLEY_KEKS),
+    after moving LLM API keys stored before the envelope into it.
 
     Keep the old key in PARLEY_KEKS (after the new one) until this has run on every database:
     servers keep opening secrets with either, so nothing stops meanwhile.
     """
     import asyncpg
 
+    from pyapp.assistant.secrets import move_legacy_keys
     from pyapp.channels.envelope import Keyring, rotate_kek
     from pyapp.config import load_settings
 
     settings = load_settings()
     keyring = Keyring.from_settings(settings.secret_key)
 
-    async def run() -> int:
+    async def run() -> tuple[int, int]:
         conn = await asyncpg.connect(settings.admin_url)
         try:
             async with conn.transaction():
-                return await rotate_kek(conn, keyring)
+                moved = await move_legacy_keys(conn, settings.secret_key)
+                return await rotate_kek(conn, keyring), moved
         finally:
             await conn.close()
 
-    done = asyncio.run(run())
+    done, moved = asyncio.run(run())
+    if moved:
+        print(f"moved {moved} LLM API key(s) into the envelope", flush=True)
     print(f"re-wrapped {done} data key(s) under {keyring.current}", flush=True)
     return 0
 

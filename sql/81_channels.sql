@@ -103,3 +103,13 @@ $$;
 COMMENT ON FUNCTION parley.rewrap_data_key(uuid, int, text, text, bytea) IS
   'Operators: replace one data key''s wrapping (the same key under the current key-encryption key), only if it is still wrapped by p_old_kek; returns 1 or 0.';
 REVOKE ALL ON FUNCTION parley.rewrap_data_key(uuid, int, text, text, bytea) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION parley.data_key_by_id(p_id int)
+RETURNS TABLE (id int, kek_id text, wrapped bytea)
+LANGUAGE sql STABLE
+AS $$
+  SELECT k.id, k.kek_id, k.wrapped FROM parley.tenant_data_keys k
+   WHERE k.tenant_id = parley.current_tenant_id() AND k.id = p_id
+$$;
+COMMENT ON FUNCTION parley.data_key_by_id(int) IS
+  'One data key of the current tenant, wrapped (a secret sealed under an older data key names it); empty when unknown.';

@@ -6,7 +6,7 @@ import uuid
 
 import asyncpg
 
-from pyapp.assistant.secrets import decrypt_key
+from pyapp.assistant.secrets import open_llm_key
 from pyapp.net import guarded_session, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 from pyapp.providers.http import RetryPolicy
@@ -24,7 +24,7 @@ def global_llm(settings):
 async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, chatbot_id: uuid.UUID):
     """The chatbot's own provider, else the tenant default, else the global one (None = no LLM)."""
     row = await conn.fetchrow(
-        """SELECT provider, base_url, model, api_key_enc FROM parley.llm_settings
+        """SELECT provider, base_url, model, api_key_enc, chatbot_id FROM parley.llm_settings
             WHERE tenant_id = parley.current_tenant_id() AND (chatbot_id = $1 OR chatbot_id IS NULL)
             ORDER BY chatbot_id NULLS LAST LIMIT 1""", chatbot_id)
     if row is None:
@@ -38,6 +38,7 @@ async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, 
     await vet_url(base_url, allow_hosts=allow)  # a tenant's URL: no internal targets (clear error early)
     # ...and the connection itself is vetted too, so DNS rebinding between the check and the call
     # cannot reach an internal address.
-    return cls(base_url, decrypt_key(settings.secret_key, tenant_id, row["api_key_enc"]),
+    api_key = await open_llm_key(conn, settings.secret_key, tenant_id, row["chatbot_id"], row["api_key_enc"])
+    return cls(base_url, api_key,
                row["model"] or "default", retry=RetryPolicy(max_retries=1, max_wait=5.0),
                session_factory=lambda: guarded_session(allow_hosts=allow))

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api, rows
-from pyapp.assistant.secrets import encrypt_key
+from pyapp.assistant.secrets import seal_llm_key
 from pyapp.errors import ApiError, not_found
 from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
@@ -39,11 +39,12 @@ async def put_llm_settings(call: Call):
             await vet_url(body.base_url, allow_hosts=allow_hosts_from_env())
         except FetchError as exc:
             raise ApiError(422, "url_not_allowed", f"This provider URL cannot be used: {exc.message}") from None
-    enc = encrypt_key(call.settings.secret_key, call.actor.tenant_id, body.api_key) if body.api_key else None
     async with call.tx() as conn:
         if body.chatbot_id and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)",
                                                        body.chatbot_id):
             raise not_found("chatbot")
+        enc = (await seal_llm_key(conn, call.settings.secret_key, call.actor.tenant_id, body.chatbot_id, body.api_key)
+               if body.api_key else None)
         existing = await conn.fetchval(
             "SELECT id FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1", body.chatbot_id)
         if existing:

@@ -104,3 +104,39 @@ async def test_the_app_role_cannot_read_another_tenants_secrets(server, signup, 
     finally:
         await a.close()
         await b.close()
+
+
+async def test_llm_api_keys_live_in_the_envelope_and_old_ones_move(server, signup, settings, owner_conn):
+    from pyapp.assistant.secrets import MAGIC, _legacy_cipher, open_llm_key
+    from pyapp.db import Actor, tenant_tx
+
+    ws = await make_workspace(server, signup, settings, owner_conn)
+    try:
+        status, _ = await ws.call("PUT", "/api/assistant/llm", json={"provider": "openai", "api_key": "sk-new-123456"})
+        assert status == 200
+        blob = await owner_conn.fetchval("SELECT api_key_enc FROM parley.llm_settings WHERE tenant_id = $1", ws.tenant.id)
+        assert blob.startswith(MAGIC) and b"sk-new-123456" not in blob
+        # A key stored before the envelope, for a chatbot:
+        nonce = os.urandom(12)
+        legacy = nonce + _legacy_cipher(TEST_SECRET).encrypt(nonce, b"sk-old-abcdef", ws.tenant.id.bytes)
+        await owner_conn.execute("INSERT INTO parley.llm_settings (tenant_id, chatbot_id, provider, api_key_enc)"
+                                 " VALUES ($1, $2, 'openai', $3)", ws.tenant.id, ws.tenant.chatbot_id, legacy)
+        env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
+               "PYTHONPATH": str(ROOT)}
+        env.pop("PARLEY_KEKS", None)
+        out = subprocess.run([sys.executable, "-m", "pyapp.cli", "rotate-kek"], cwd=ROOT, env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        assert "moved 1 LLM API key(s) into the envelope" in out.stdout and "sk-old" not in out.stdout + out.stderr
+        moved = await owner_conn.fetchval("SELECT api_key_enc FROM parley.llm_settings WHERE chatbot_id = $1",
+                                          ws.tenant.chatbot_id)
+        assert moved.startswith(MAGIC)
+        async with tenant_tx(await ws.tenant.pool("app"), Actor(tenant_id=ws.tenant.id, kind="service",
+                                                                  actor_id="t")) as conn:
+            assert await open_llm_key(conn, TEST_SECRET, ws.tenant.id, ws.tenant.chatbot_id, moved) == "sk-old-abcdef"
+            assert await open_llm_key(conn, TEST_SECRET, ws.tenant.id, None, blob) == "sk-new-123456"
+            # Sealed for the tenant default, it does not open as the chatbot's key.
+            with pytest.raises(SecretUnavailable):
+                await open_llm_key(conn, TEST_SECRET, ws.tenant.id, ws.tenant.chatbot_id, blob)
+    finally:
+        await ws.close()
