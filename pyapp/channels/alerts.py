@@ -48,30 +48,40 @@ class TestOut(BaseModel):
     delivery_id: int
 
 
+async def add_alert_channel(conn, keyring: Keyring, tenant_id: uuid.UUID, chatbot_id: uuid.UUID, kind: str,
+                            name: str, email: str | None, slack_url: str | None, events: list[str]) -> dict:
+    """Create an alert channel (the API and the console): vet and seal a Slack URL, then the SQL rule.
+    Call vet_alert_target first, outside the transaction (it resolves names)."""
+    alert_id = uuid.uuid4()
+    target = ("Slack incoming webhook …" + (slack_url or "")[-4:]) if kind == "slack" else (email or "").strip()
+    row = await conn.fetchval("SELECT parley.create_alert_channel($1, $2, $3, $4, $5, $6)", alert_id,
+                              chatbot_id, kind, name, target, list(events))
+    if kind == "slack":
+        key_id, sealed = await seal_for(conn, keyring, tenant_id, alert_id, "token", slack_url)
+        await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
+                           alert_id, key_id, sealed, slack_url[-4:])
+    return row
+
+
+async def vet_alert_target(kind: str, email: str | None, slack_url: str | None) -> None:
+    if kind == "slack":
+        if not slack_url:
+            raise ApiError(422, "invalid_url", "Give the Slack incoming-webhook URL.")
+        await vet(slack_url)
+    elif kind == "email" and not email:
+        raise ApiError(422, "invalid_email", "Give one e-mail address.")
+
+
 @api.route("POST", "/api/chatbots/{chatbot_id}/alerts", body=AlertIn, response=AlertOut, status=201,
            min_role="admin", tags=TAGS)
 async def create_alert(call: Call):
     """Alert someone by e-mail or Slack when this chatbot's visitors ask for a person, leave details or are unhappy."""
     b = call.body
-    alert_id = uuid.uuid4()
-    if b.kind == "slack":
-        if not b.slack_webhook_url:
-            raise ApiError(422, "invalid_url", "Give the Slack incoming-webhook URL.")
-        await vet(b.slack_webhook_url)
-        target = "Slack incoming webhook …" + b.slack_webhook_url[-4:]
-    else:
-        if not b.email:
-            raise ApiError(422, "invalid_email", "Give one e-mail address.")
-        target = b.email.strip()
+    await vet_alert_target(b.kind, b.email, b.slack_webhook_url)
     async with call.tx() as conn:
-        row = await conn.fetchval("SELECT parley.create_alert_channel($1, $2, $3, $4, $5, $6)", alert_id,
-                                  call.uuid_param("chatbot_id"), b.kind, b.name, target, list(b.events))
-        if b.kind == "slack":
-            key_id, sealed = await seal_for(conn, Keyring.from_settings(call.settings.secret_key),
-                                            call.actor.tenant_id, alert_id, "token", b.slack_webhook_url)
-            await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
-                               alert_id, key_id, sealed, b.slack_webhook_url[-4:])
-    return row
+        return await add_alert_channel(conn, Keyring.from_settings(call.settings.secret_key), call.actor.tenant_id,
+                                       call.uuid_param("chatbot_id"), b.kind, b.name, b.email, b.slack_webhook_url,
+                                       list(b.events))
 
 
 @api.route("GET", "/api/chatbots/{chatbot_id}/alerts", response=AlertsOut, min_role="admin", tags=TAGS)

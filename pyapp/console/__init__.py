@@ -41,6 +41,7 @@ def setup(app: aioweb.Application) -> None:
     )
     from pyapp.outbox import console as _outbox  # noqa: F401
     from pyapp.webhooks import console as _webhooks  # noqa: F401
+    from pyapp.channels import console as _alerts  # noqa: F401
 
     seen: set[tuple[str, str]] = set()
     for method, path, handler in ROUTES:

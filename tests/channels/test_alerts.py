@@ -121,3 +121,31 @@ async def test_alert_validation_roles_and_other_workspaces(ws, server, signup):
     status, body = await ws.call("GET", f"/api/chatbots/{bot}/alerts")
     assert [a["id"] for a in body["alerts"]] == [alert["id"]]
     assert (await ws.call("DELETE", f"/api/alerts/{alert['id']}"))[0] == 204
+
+
+async def test_console_page_adds_tests_and_deletes(ws, smtp):
+    from support.console import ConsoleClient
+
+    client = ConsoleClient(ws.server.base_url)
+    try:
+        await client.sign_in(ws.owner["email"], ws.owner["password"])
+        status, html, _ = await client.get("/console/alerts")
+        assert status == 200 and "Add an alert channel" in html
+        status, html, _ = await client.post("/console/alerts", {"chatbot_id": str(ws.tenant.chatbot_id), "kind": "email",
+                                                                "email": "bad", "event_lead_captured": "1"})
+        assert status == 422 and 'id="alert-error"' in html
+        status, html, _ = await client.post("/console/alerts", {"chatbot_id": str(ws.tenant.chatbot_id), "kind": "email",
+                                                                "email": "desk@shop.example",
+                                                                "event_human_requested": "1"})
+        assert status == 200 and "Alert channel added." in html and "desk@shop.example" in html
+        _, body = await ws.call("GET", f"/api/chatbots/{ws.tenant.chatbot_id}/alerts")
+        alert = body["alerts"][0]
+        status, html, _ = await client.post(f"/console/alerts/{alert['id']}/test")
+        assert status == 200 and "Test alert queued." in html
+        await _drain(ws, smtp)
+        (rcpt, msg), = await smtp.wait_for(1)
+        assert rcpt == ["desk@shop.example"] and msg["Subject"].startswith("[Parley] Test alert")
+        status, html, _ = await client.post(f"/console/alerts/{alert['id']}/delete")
+        assert status == 200 and "Alert channel deleted." in html
+    finally:
+        await client.close()

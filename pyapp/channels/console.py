@@ -1,0 +1,72 @@
+"""Console page /console/alerts: every chatbot's alert channels, add one (e-mail or Slack), send a
+test alert, delete. Same SQL and checks as /api/chatbots/{id}/alerts."""
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from pyapp.channels.alerts import add_alert_channel, vet_alert_target
+from pyapp.channels.envelope import Keyring
+from pyapp.console.web import Ctx, page, redirect
+from pyapp.errors import ApiError, from_postgres
+
+_LIST = ("SELECT parley.alert_channel_json(d.id) AS a, c.name AS chatbot_name FROM parley.outbox_destinations d"
+         " JOIN parley.chatbots c ON c.tenant_id = d.tenant_id AND c.id = d.chatbot_id"
+         " WHERE d.kind IN ('email', 'slack') ORDER BY c.name, d.created_at, d.id")
+
+
+async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None, form: dict | None = None):
+    alerts = [{**r["a"], "chatbot_name": r["chatbot_name"]} for r in await ctx.conn.fetch(_LIST)]
+    chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
+    events = await ctx.conn.fetchval("SELECT parley.alert_event_kinds()")
+    flash = {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}.get(
+        ctx.request.query.get("done", ""))
+    return ctx.render("alerts.html", status=status, alerts=alerts, chatbots=chatbots, events=events, error=error,
+                      form=form or {}, flash=flash)
+
+
+@page("GET", "/console/alerts", min_role="admin")
+async def alerts(ctx: Ctx):
+    return await _page(ctx)
+
+
+@page("POST", "/console/alerts", min_role="admin")
+async def create(ctx: Ctx):
+    f = ctx.form
+    kind = f.get("kind") or "email"
+    events = [e for e in await ctx.conn.fetchval("SELECT parley.alert_event_kinds()") if f.get(f"event_{e}")]
+    form = {"kind": kind, "email": f.get("email", ""), "chatbot_id": f.get("chatbot_id", ""), "events": events}
+    try:
+        try:
+            chatbot_id = uuid.UUID(f.get("chatbot_id", ""))
+        except ValueError:
+            raise ApiError(422, "invalid_chatbot", "Choose a chatbot.") from None
+        await vet_alert_target(kind, f.get("email"), f.get("slack_webhook_url"))
+        async with ctx.savepoint() as conn:
+            await add_alert_channel(conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant_id, chatbot_id,
+                                    kind, (f.get("name") or "Alerts").strip() or "Alerts", f.get("email"),
+                                    f.get("slack_webhook_url"), events)
+    except ApiError as exc:
+        return await _page(ctx, status=exc.status, error=exc.message, form=form)
+    except asyncpg.PostgresError as exc:
+        mapped = from_postgres(exc)
+        if mapped is None:
+            raise
+        return await _page(ctx, status=mapped.status, error=mapped.message, form=form)
+    return redirect("/console/alerts?done=added")
+
+
+@page("POST", "/console/alerts/{alert_id}/test", min_role="admin")
+async def test(ctx: Ctx):
+    await ctx.conn.fetchval("SELECT parley.send_test_alert($1)", ctx.uuid("alert_id"))
+    return redirect("/console/alerts?done=tested")
+
+
+@page("POST", "/console/alerts/{alert_id}/delete", min_role="admin")
+async def delete(ctx: Ctx):
+    alert_id = ctx.uuid("alert_id")
+    if await ctx.conn.fetchval("SELECT parley.alert_channel_json($1)", alert_id) is None:
+        raise ApiError(404, "not_found", "No such alert channel.")
+    await ctx.conn.execute("SELECT parley.delete_destination($1)", alert_id)
+    return redirect("/console/alerts?done=deleted")
