@@ -22,7 +22,8 @@ AS $$
   SELECT jsonb_build_object(
     'name', p_name,
     'greeting', coalesce(p_config->>'greeting', 'Hi! How can we help?'),
-    'language', coalesce(p_config->>'language', 'en'),
+    -- 'auto' (the default): the visitor's browser language (widget catalogs en, es, fr, de, tr).
+    'language', coalesce(p_config->>'language', 'auto'),
     'starters', CASE WHEN jsonb_typeof(p_config->'starters') = 'array' THEN p_config->'starters' ELSE '[]'::jsonb END,
     'branding', jsonb_build_object('primary_color', '#4f46e5', 'position', 'right', 'title', p_name,
                                    'avatar_url', NULL, 'launcher_icon', 'chat', 'hide_powered_by', false)

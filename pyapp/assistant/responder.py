@@ -140,9 +140,13 @@ def wants_human(text: str) -> bool:
     return any(f" {p} " in padded for p in _PHRASES)
 
 
-def language_of(config: dict) -> str:
-    lang = str(config.get("language") or "en").lower().split("-")[0].split("_")[0]
-    return lang if lang in TEXTS["unknown"] else "en"
+def language_of(config: dict, locale: str | None = None) -> str:
+    """The chatbot's language; with none or "auto", the visitor's (the conversation's locale), else en."""
+    for value in (config.get("language"), locale):
+        lang = str(value or "").lower().split("-")[0].split("_")[0]
+        if lang in TEXTS["unknown"]:
+            return lang
+    return "en"
 
 
 def confidence(passage: dict) -> float:
@@ -166,12 +170,13 @@ class TurnState:
     has_lead: bool
     has_vectors: bool
     history: list[dict]
+    locale: str | None = None  # the visitor's browser language, from the conversation
     offered: bool = False  # the message before the visitor's offered a person
 
 
 async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
     conv = await conn.fetchrow(
-        """SELECT c.status, b.config FROM parley.conversations c
+        """SELECT c.status, c.locale, b.config FROM parley.conversations c
              JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
             WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""", turn.conversation_id)
     if conv is None:
@@ -198,7 +203,7 @@ async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
                      lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
                      has_lead=bool(has_lead), has_vectors=bool(has_vectors),
                      history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)],
-                     offered=bool(offered))
+                     offered=bool(offered), locale=conv["locale"])
 
 
 async def _record(turn: BotTurn, question: str, outcome: str, grounded: bool, *, reply_id=None, provider=None,
@@ -235,7 +240,7 @@ async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
     _lead_before_handoff(turn, state)
     async with turn.service_tx() as conn:
         await conn.fetchrow("SELECT * FROM parley.request_human($1)", turn.conversation_id)
-    await _notice(turn, TEXTS["handoff"][language_of(state.config)], "handoff")
+    await _notice(turn, TEXTS["handoff"][language_of(state.config, state.locale)], "handoff")
     await _record(turn, question, "handoff", False)
 
 
@@ -265,7 +270,7 @@ async def _respond(turn: BotTurn) -> None:
         state = await _state(conn, turn)
     if state is None or state.status != "bot" or not question:
         return  # a human owns the conversation (or waits to): the bot stays silent
-    lang = language_of(state.config)
+    lang = language_of(state.config, state.locale)
 
     if wants_human(question) or (state.offered and says_yes(question)):
         await hand_off(turn, state, question)

@@ -62,7 +62,8 @@ class IdleClose(Open):
 class ChatbotConfig(Open):
     persona: _text(8000) | None = None
     greeting: _text(500) | None = None
-    language: Annotated[str, Field(max_length=16, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
+    # "auto" (or none): the visitor's browser language.
+    language: Annotated[str, Field(max_length=16, pattern=r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")] | None = None
     starters: list[_text(200)] | None = Field(None, max_length=10)
     branding: Branding | None = None
     handoff: Handoff | None = None

@@ -111,6 +111,11 @@ class VisitorSession:
                 self.visitor_messages = await conn.fetchval(
                     "SELECT count(*) FROM parley.visible_messages($1, 0, 1000) v WHERE v.author = 'visitor'",
                     self.claims.conversation_id)
+            if self._lead_mode() != "never":
+                # The visitor's own lead only (RLS): a form already filled in is not asked again.
+                self.lead_sent = await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM parley.leads l WHERE l.conversation_id = $1)",
+                    self.claims.conversation_id)
         self.status = conv["status"]
         self.sink.push(json_dumps({"type": "ready", "conversation_id": self.claims.conversation_id,
                                    "status": self.status}), bounded=False)
@@ -119,6 +124,9 @@ class VisitorSession:
                 self.visitor_messages += 1
             self.sink.replayed.add(msg["id"])
             self.sink.push(json_dumps({"type": "message", "message": msg}), bounded=False)
+        # A lead form that was due and not filled in is asked for again on resume (after a reload).
+        self._maybe_request_lead(after_message=True) or self._maybe_request_lead(
+            before_handoff=self.status == "waiting_human")
         self.sink.go_live()
         return True
 
@@ -333,6 +341,9 @@ class VisitorSession:
 
     async def on_rating(self, frame: RatingFrame) -> None:
         await self._hooked("rating", frame)
+
+    def _lead_mode(self) -> str:
+        return str(((self.chatbot.get("public_config") or {}).get("lead_capture") or {}).get("mode") or "never")
 
     def _maybe_request_lead(self, *, after_message: bool = False, before_handoff: bool = False) -> bool:
         lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}

@@ -190,3 +190,9 @@ async def test_two_misses_hand_off_by_default(server, bot, owner_conn, clients, 
 def test_says_yes_in_the_five_widget_languages(text, yes):
     from pyapp.assistant.responder import says_yes
     assert says_yes(text) is yes
+
+
+def test_language_auto_is_the_visitors():
+    from pyapp.assistant.responder import language_of
+    assert language_of({}, "de-DE") == "de" and language_of({"language": "auto"}, "tr") == "tr"
+    assert language_of({"language": "fr"}, "de-DE") == "fr" and language_of({"language": "auto"}, "pt-BR") == "en"

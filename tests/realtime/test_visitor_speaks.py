@@ -247,3 +247,28 @@ async def test_leave_lead_is_for_visitors_without_a_conversation(server, tenant,
                 raise AssertionError(f"{actor.kind} left a conversation-less lead")
     finally:
         await pool.close()
+
+
+async def test_the_lead_form_is_asked_again_on_resume_until_filled_in(server, tenant, owner_conn, clients):
+    await owner_conn.execute("UPDATE parley.chatbots SET config = $2 WHERE id = $1", tenant["chatbot_id"],
+                             {"lead_capture": {"mode": "after_messages", "after": 1}})
+    sess = await widget_session(server, tenant["key"])
+    v = await visitor(server, sess)
+    clients.append(v)
+    await v.send({"type": "message", "client_id": "c-1", "body": "hi"})
+    await v.expect(type="lead_request")
+    await v.close()
+    clients.remove(v)
+    # A reload (replay from 0) and a reconnect (resume after the last message) both ask again.
+    for last_seen in (0, 10**9):
+        again = await visitor(server, sess, last_seen_id=last_seen)
+        clients.append(again)
+        assert (await again.expect(type="lead_request"))["fields"] == ["name", "email"]
+    await again.send({"type": "lead", "name": "Ana", "email": "ana@example.test"})
+    await again.send({"type": "ping"})
+    await again.expect(type="pong")
+    filled = await visitor(server, sess)
+    clients.append(filled)
+    await filled.send({"type": "ping"})
+    await filled.expect(type="pong")
+    assert not any(f["type"] == "lead_request" for f in filled.frames)

@@ -167,3 +167,14 @@ async def test_new_sessions_are_rate_limited_per_address(server, tenant, owner_c
     # Resuming an existing conversation is not a new one: still fine.
     again = await widget_session(server, tenant["key"], conversation_id=first["conversation_id"])
     assert again["conversation_id"] == first["conversation_id"]
+
+
+async def test_language_defaults_to_auto_and_auto_is_accepted(server, tenant):
+    out = await widget_session(server, tenant["key"], start=False)
+    assert out["config"]["language"] == "auto"  # the visitor's browser language
+    status, body = await server.call("PATCH", f"/api/chatbots/{tenant['chatbot_id']}", token=tenant["access_token"],
+                                     json={"config": {"language": "auto"}})
+    assert status == 200, body
+    status, body = await server.call("PATCH", f"/api/chatbots/{tenant['chatbot_id']}", token=tenant["access_token"],
+                                     json={"config": {"language": "autox"}})
+    assert status == 422, body
