@@ -1,6 +1,7 @@
 """The aiohttp application: middleware (request ids, JSON errors, logs), health, OpenAPI, surfaces."""
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 import logging
@@ -17,6 +18,7 @@ from pyapp.config import Settings
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
 from pyapp.db import POOL_SIZE, create_pool
 from pyapp.errors import ApiError, from_postgres
+from pyapp.http_guard import GuardedRunner, GuardLimits
 
 log = logging.getLogger("parley.http")
 
@@ -114,6 +116,28 @@ async def openapi_json(request: web.Request) -> web.Response:
 
 def load_surfaces() -> list:
     return [importlib.import_module(name) for name in SURFACES]
+
+
+def make_runner(app: web.Application, **kwargs) -> web.AppRunner:
+    """The runner every server uses (`parley serve`, tests): slow or crowding clients are cut off."""
+    return GuardedRunner(app, GuardLimits.from_settings(app[SETTINGS]), **kwargs)
+
+
+async def serve(app: web.Application, host: str, port: int) -> None:
+    """Run until SIGINT/SIGTERM, then shut down cleanly (sockets get 1001 and reconnect elsewhere)."""
+    import signal
+
+    runner = make_runner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def create_app(settings: Settings, *, pool=None) -> web.Application:

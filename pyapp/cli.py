@@ -65,7 +65,7 @@ async def _schema_current(settings) -> tuple[bool, str]:
 def cmd_serve(args) -> int:
     from aiohttp import web
 
-    from pyapp.app import create_app
+    from pyapp.app import create_app, serve
     from pyapp.config import load_settings
 
     settings = load_settings(host=args.host, port=args.port)
@@ -87,8 +87,7 @@ def cmd_serve(args) -> int:
         info = asyncio.run(seed_demo(settings))
         print(f"\n  Console:   {settings.base_url}/console/  (sign in as {info['email']} / {info['password']})")
         print(f"  Demo site: {settings.base_url}/demo  (the widget of the demo tenant)\n", flush=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=lambda *_: None,
-                access_log=None)
+    asyncio.run(serve(create_app(settings), settings.host, settings.port))
     return 0
 
 

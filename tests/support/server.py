@@ -56,10 +56,10 @@ def free_port() -> int:
 
 
 async def start_server(settings: Settings, port: int | None = None) -> RunningServer:
-    from pyapp.app import create_app
+    from pyapp.app import create_app, make_runner
 
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
+    runner = make_runner(app, access_log=None)
     await runner.setup()
     port = port or free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

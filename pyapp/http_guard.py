@@ -1,0 +1,176 @@
+"""Slow and crowded clients: header and body read deadlines, and a cap on connections per address.
+
+aiohttp closes idle keep-alive connections but has no deadline for a request that arrives
+slowly: a client sending one header line every few seconds (or a body a byte at a time) holds
+its connection, and a handler's coroutine, for ever. `GuardedRunner` serves the app with a
+request handler that tracks each connection's phase, and one watchdog per server that closes:
+- a connection whose request head is not complete `header_timeout` seconds after its first byte;
+- a connection whose request body has been silent for `body_idle_timeout`, or still incomplete
+  `body_timeout` after its head;
+- a new connection from an address that already holds `max_connections_per_ip` (0: no cap;
+  behind a proxy every client shares the proxy's address, so set it there, not here).
+WebSockets and streaming responses are not touched once their request has been read.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.web_log import AccessLogger
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_server import Server
+
+log = logging.getLogger("parley.http")
+
+
+@dataclass
+class GuardLimits:
+    header_timeout: float = 10.0
+    body_idle_timeout: float = 15.0
+    body_timeout: float = 120.0
+    max_connections_per_ip: int = 256
+    tick: float = 0.5  # how often the watchdog looks
+
+    @classmethod
+    def from_settings(cls, settings) -> "GuardLimits":
+        extra = getattr(settings, "extra", {}) or {}
+        behind_proxy = bool(extra.get("trust_proxy"))
+        return cls(header_timeout=float(extra.get("header_timeout", cls.header_timeout)),
+                   body_idle_timeout=float(extra.get("body_idle_timeout", cls.body_idle_timeout)),
+                   body_timeout=float(extra.get("body_timeout", cls.body_timeout)),
+                   max_connections_per_ip=int(extra.get("max_connections_per_ip",
+                                                        0 if behind_proxy else cls.max_connections_per_ip)))
+
+
+class _Guard:
+    """Per server: live connections by address and the watchdog over them."""
+
+    def __init__(self, limits: GuardLimits) -> None:
+        self.limits = limits
+        self.by_ip: Counter[str] = Counter()
+        self.handlers: set["GuardedHandler"] = set()
+        self.refused = 0
+        self.timed_out = 0
+        self._task: asyncio.Task | None = None
+
+    def watch(self, handler: "GuardedHandler") -> None:
+        self.handlers.add(handler)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._watchdog(), name="http-guard")
+
+    async def _watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.handlers:
+            await asyncio.sleep(self.limits.tick)
+            now = loop.time()
+            for handler in list(self.handlers):
+                reason = handler.overdue(now, self.limits)
+                if reason:
+                    self.timed_out += 1
+                    log.info("closing a slow connection from %s (%s)", handler.peer_ip, reason)
+                    handler.force_close()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class GuardedHandler(RequestHandler):
+    """aiohttp's request handler plus the phase of the request being read (idle, head, body)."""
+
+    def __init__(self, manager: "GuardedServer", **kwargs) -> None:
+        super().__init__(manager, **kwargs)
+        self._guard = manager.guard
+        self.peer_ip = ""
+        self._phase = "idle"  # idle | head | body | upgraded
+        self._phase_start = 0.0
+        self._last_data = 0.0
+        self._body = None
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if isinstance(peer, (tuple, list)) and peer else ""
+        guard = self._guard
+        guard.by_ip[self.peer_ip] += 1
+        cap = guard.limits.max_connections_per_ip
+        if cap and guard.by_ip[self.peer_ip] > cap:
+            guard.refused += 1
+            self.force_close()
+            return
+        guard.watch(self)
+
+    def connection_lost(self, exc) -> None:
+        guard = self._guard
+        guard.handlers.discard(self)
+        if self.peer_ip in guard.by_ip:
+            guard.by_ip[self.peer_ip] -= 1
+            if guard.by_ip[self.peer_ip] <= 0:
+                del guard.by_ip[self.peer_ip]
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        now = self._loop.time()
+        self._last_data = now
+        if self._phase == "idle" and data:
+            self._phase, self._phase_start = "head", now
+        before = self._request_count
+        super().data_received(data)
+        if self._upgraded:
+            self._phase = "upgraded"
+        elif self._request_count > before:  # a request head is complete
+            payload = self._messages[-1][1] if self._messages else None
+            if payload is not None and not payload.is_eof():
+                self._phase, self._phase_start, self._body = "body", now, payload
+            else:
+                self._phase, self._body = "idle", None
+
+    def overdue(self, now: float, limits: GuardLimits) -> str | None:
+        if self._phase == "head" and now - self._phase_start > limits.header_timeout:
+            return "request head too slow"
+        if self._phase == "body":
+            if self._body is None or self._body.is_eof():
+                self._phase, self._body = "idle", None
+            elif now - self._last_data > limits.body_idle_timeout:
+                return "request body stalled"
+            elif now - self._phase_start > limits.body_timeout:
+                return "request body too slow"
+        return None
+
+
+class GuardedServer(Server):
+    def __init__(self, *args, guard: _Guard, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+
+    def __call__(self) -> RequestHandler:
+        return GuardedHandler(self, loop=self._loop, **self._kwargs)
+
+
+class GuardedRunner(web.AppRunner):
+    """`web.AppRunner` whose connections are guarded (see the module docstring)."""
+
+    def __init__(self, app: web.Application, limits: GuardLimits, **kwargs) -> None:
+        super().__init__(app, **kwargs)
+        self.guard = _Guard(limits)
+
+    async def _make_server(self) -> Server:
+        app = self._app
+        loop = asyncio.get_running_loop()
+        app._set_loop(loop)
+        app.on_startup.freeze()
+        await app.startup()
+        app.freeze()
+        kwargs = dict(self._kwargs)
+        kwargs["debug"] = app._debug
+        kwargs.setdefault("access_log_class", AccessLogger)
+        for k, v in (app._handler_args or {}).items():
+            kwargs[k] = v
+        return GuardedServer(app._handle, request_factory=app._make_request, loop=loop, guard=self.guard, **kwargs)
+
+    async def cleanup(self) -> None:
+        self.guard.stop()
+        await super().cleanup()
