@@ -1,18 +1,23 @@
-"""Retrieval latency of parley.knowledge_search, and the assistant's streaming overhead.
+"""Retrieval latency of parley.knowledge_search, the assistant's streaming overhead, the
+embedder's rate and retrieval-only answers per second.
 
-    .venv/bin/python bench/retrieval.py [--quick] [--tenants 100] [--chunks 1000]
+    .venv/bin/python bench/retrieval.py [--quick] [--tenants 100] [--chunks 1000] [--large 20000]
 
 Loads N tenants × M chunks (random-ish text over a 3,000-word vocabulary, vectors drawn from
-4,096 random ones)
-into a fresh database `parley_bench` (on DATABASE_URL's server, else an embedded cluster in
-.parley/bench-cluster), then as parley_app inside tenant transactions (RLS on):
-* p50/p95 of knowledge_search full-text only and hybrid (query vector given);
+4,096 random ones) plus one tenant whose chatbot holds --large passages (a whole documentation
+site), builds the HNSW index, into a fresh database `parley_bench` (on DATABASE_URL's server,
+else an embedded cluster in .parley/bench-cluster), then as parley_app inside tenant
+transactions (RLS on):
+* p50/p95 of knowledge_search full-text only and hybrid (query vector given), k=5, over the
+  1,000-chunk chatbots, and the same on the large chatbot (HNSW with iterative scan);
 * the server's added latency from the LLM's first token to the visitor's first `stream`
   frame: a fake OpenAI-compatible server stamps the moment it writes its first token, a
-  real visitor WebSocket stamps the moment the first stream frame arrives (same clock).
-The last line is `fts_p95_ms=N hybrid_p95_ms=N first_chunk_overhead_ms=N`.
---quick skips the HNSW index build (chatbots under parley.exact_knn_limit() chunks never
-use it) and runs fewer queries, to finish in under a minute.
+  real visitor WebSocket stamps the moment the first stream frame arrives (same clock);
+* the local embedder's passages per second on real documentation passages (batches of 32);
+* retrieval-only answers per second through the bot path on the large chatbot (8 visitor
+  sockets, no LLM: the extractive answer or "I don't know").
+The last line is `fts_p95_ms=N hybrid_p95_ms=N first_chunk_overhead_ms=N large_hybrid_p95_ms=N
+embed_per_s=N answers_per_s=N`. --quick uses 30 small tenants and fewer queries.
 """
 from __future__ import annotations
 
@@ -106,7 +111,19 @@ SELECT d.tenant_id, d.chatbot_id, d.id, n, t.body, d.title, md5(t.body), 'englis
 """
 
 
-async def seed(settings: Settings, tenants: int, chunks: int, hnsw: bool) -> float:
+LARGE_SQL = """
+WITH t AS (INSERT INTO parley.tenants (id, slug, name, plan) VALUES (gen_random_uuid(), 'bench-large', 'Bench large', 'pro')
+           RETURNING id),
+     b AS (INSERT INTO parley.chatbots (tenant_id, name, config, allowed_origins)
+           SELECT id, 'Docs', '{"language": "en"}', ARRAY['https://bench.example'] FROM t RETURNING tenant_id, id),
+     s AS (INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title, status)
+           SELECT tenant_id, id, 'crawl', 'Docs site', 'ready' FROM b RETURNING tenant_id, id, chatbot_id)
+INSERT INTO parley.knowledge_documents (tenant_id, source_id, chatbot_id, doc_key, title, checksum)
+SELECT s.tenant_id, s.id, s.chatbot_id, 'page-' || d, 'Page ' || d, md5(d::text) FROM s, generate_series(1, 500) d
+"""
+
+
+async def seed(settings: Settings, tenants: int, chunks: int, hnsw: bool, large: int = 0) -> float:
     started = time.perf_counter()
     conn = await asyncpg.connect(settings.admin_url)
     try:
@@ -118,7 +135,11 @@ async def seed(settings: Settings, tenants: int, chunks: int, hnsw: bool) -> flo
             else:
                 await conn.execute(statement)
         await conn.execute(CHUNK_SQL, max(1, chunks // 10))
-        if hnsw:
+        if large:
+            # One chatbot the size of a whole documentation site: 500 pages of large/500 passages.
+            await conn.execute(LARGE_SQL)
+            await conn.execute(CHUNK_SQL.rstrip() + "\n WHERE d.doc_key LIKE 'page-%'", max(1, large // 500))
+        if hnsw or large:
             await conn.execute("SET max_parallel_maintenance_workers = 2")
             await conn.execute("CREATE INDEX knowledge_chunks__embedding_idx ON parley.knowledge_chunks"
                                " USING hnsw (embedding vector_cosine_ops)")
@@ -132,7 +153,8 @@ async def search_latencies(settings: Settings, queries: int) -> dict:
     pool = await create_pool(settings.app_url, min_size=1, max_size=2)
     admin = await asyncpg.connect(settings.admin_url)
     try:
-        bots = await admin.fetch("SELECT tenant_id, id FROM parley.chatbots")
+        bots = await admin.fetch("SELECT b.tenant_id, b.id FROM parley.chatbots b JOIN parley.tenants t"
+                                 " ON t.id = b.tenant_id WHERE t.slug <> 'bench-large'")
         words = [r["t"] for r in await admin.fetch(
             "SELECT split_part(text, ' ', 1 + (id % 40)::int) AS t FROM parley.knowledge_chunks"
             " ORDER BY random() LIMIT 500")]
@@ -158,14 +180,132 @@ async def search_latencies(settings: Settings, queries: int) -> dict:
 
 
 async def explain_inner(conn, chatbot_id, query) -> str:
-    """The plan of knowledge_search's full-text step as the app role (RLS applied)."""
+    """The plan of knowledge_fts's candidate step (it runs as parley_auth, filtering the tenant
+    itself): the (chatbot_id, tsv) GIN index, not every row of the chatbot."""
     rows = await conn.fetch(
         """EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)
            SELECT c.id FROM parley.knowledge_chunks c
-            WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = $1
-              AND c.tsv @@ to_tsquery('simple', $2) ORDER BY ts_rank_cd(c.tsv, to_tsquery('simple', $2), 1) DESC
-            LIMIT 20""", chatbot_id, " | ".join(f"'{w}'" for w in query.split()))
+            WHERE c.chatbot_id = $1 AND c.tsv @@ to_tsquery('simple', $2)
+              AND c.tenant_id = (SELECT tenant_id FROM parley.chatbots WHERE id = $1)""",
+        chatbot_id, f"'{query.split()[0]}'")
     return "\n".join(r[0] for r in rows)
+
+
+async def large_latencies(settings: Settings, queries: int) -> dict:
+    """knowledge_search on the 20,000-passage chatbot as parley_app: hybrid at k=5 (HNSW with
+    iterative scan), full text alone, and the vector step's plan."""
+    pool = await create_pool(settings.app_url, min_size=1, max_size=2)
+    admin = await asyncpg.connect(settings.admin_url)
+    try:
+        bot = await admin.fetchrow("SELECT b.tenant_id, b.id FROM parley.chatbots b JOIN parley.tenants t"
+                                   " ON t.id = b.tenant_id WHERE t.slug = 'bench-large'")
+        chunks = await admin.fetchval("SELECT count(*) FROM parley.knowledge_chunks WHERE chatbot_id = $1", bot["id"])
+        words = [r["t"] for r in await admin.fetch(
+            "SELECT split_part(text, ' ', 1 + (id % 40)::int) AS t FROM parley.knowledge_chunks WHERE chatbot_id = $1"
+            " ORDER BY random() LIMIT 500", bot["id"])]
+        rng = random.Random(11)
+        results: dict[str, list[float]] = {"fts": [], "hybrid": []}
+        plan = None
+        for i in range(queries * 2):
+            mode = "fts" if i % 2 == 0 else "hybrid"
+            query = " ".join(rng.choice(words) for _ in range(rng.randint(2, 6)))
+            vector = [rng.uniform(-0.5, 0.5) for _ in range(384)] if mode == "hybrid" else None
+            async with tenant_tx(pool, Actor(tenant_id=bot["tenant_id"], kind="service", actor_id="bench")) as conn:
+                t0 = time.perf_counter()
+                await conn.fetch("SELECT chunk_id FROM parley.knowledge_search($1, $2, 5, $3)", bot["id"], query, vector)
+                results[mode].append((time.perf_counter() - t0) * 1000)
+                if plan is None and vector is not None:
+                    await conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                    plan = "\n".join(r[0] for r in await conn.fetch(
+                        """EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF)
+                           SELECT c.id FROM parley.knowledge_chunks c WHERE c.tenant_id = parley.current_tenant_id()
+                              AND c.chatbot_id = $1 ORDER BY c.embedding <=> $2 LIMIT 20""", bot["id"], vector))
+        return {**results, "plan": plan, "chunks": chunks}
+    finally:
+        await admin.close()
+        await pool.close()
+
+
+def embed_rate(n: int = 256) -> tuple[float, int]:
+    """Passages per second through the local embedder as the queue drains (batches of 32),
+    on real documentation passages when python3.11-doc is installed."""
+    from pyapp.knowledge import extract
+    from pyapp.knowledge.ingest import EMBED_BATCH, chunk_document, passage_text
+    from pyapp.providers.embeddings import LocalMiniLMEmbedder
+
+    texts: list[str] = []
+    docs = Path("/usr/share/doc/python3.11/html/library")
+    for page in sorted(docs.glob("*.html"))[:60] if docs.is_dir() else []:
+        doc = extract.extract(page.read_bytes(), content_type="text/html", url=f"http://docs/{page.name}")
+        texts.extend(passage_text(doc.title, c["heading_path"], c["text"]) for c in chunk_document(doc))
+        if len(texts) >= n:
+            break
+    while len(texts) < n:
+        texts.append(" ".join(f"word{i} sample passage text about configuration" for i in range(20)))
+    texts = texts[:n]
+    embedder = LocalMiniLMEmbedder()
+    embedder._encode(["warm up"])
+    started = time.perf_counter()
+    for i in range(0, n, EMBED_BATCH):
+        embedder._encode(texts[i:i + EMBED_BATCH])
+    return n / (time.perf_counter() - started), n
+
+
+async def answer_rate(settings: Settings, visitors: int, per_visitor: int) -> float:
+    """Retrieval-only answers per second through the bot path on the large chatbot: visitor
+    sockets ask, the assistant searches (full text: no embedder here) and stores an extractive
+    answer or "I don't know"; counted when the bot's message reaches the visitor."""
+    from pyapp.app import create_app
+
+    admin = await asyncpg.connect(settings.admin_url)
+    bot = await admin.fetchrow("SELECT b.tenant_id, b.id, b.public_key FROM parley.chatbots b JOIN parley.tenants t"
+                               " ON t.id = b.tenant_id WHERE t.slug = 'bench-large'")
+    columns = [r["column_name"] for r in await admin.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'parley'"
+        " AND table_name = 'tenant_limits' AND data_type = 'integer'")]
+    await admin.execute(f"INSERT INTO parley.tenant_limits (tenant_id, {', '.join(columns)})"
+                        f" VALUES ($1, {', '.join('0' for _ in columns)})", bot["tenant_id"])
+    words = [r["t"] for r in await admin.fetch(
+        "SELECT split_part(text, ' ', 1 + (id % 40)::int) AS t FROM parley.knowledge_chunks WHERE chatbot_id = $1"
+        " ORDER BY random() LIMIT 200", bot["id"])]
+    await admin.close()
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    rng = random.Random(5)
+
+    async def visitor(http: aiohttp.ClientSession, n: int) -> int:
+        async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
+                "chatbot_key": bot["public_key"], "conversation_id": None, "page_url": ORIGIN + "/",
+                "referrer": None, "locale": "en"}) as resp:
+            session = await resp.json()
+            assert resp.status == 201, session
+        ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
+        await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
+        answered = 0
+        for i in range(n):
+            question = "how do I " + " ".join(rng.choice(words) for _ in range(3))
+            await ws.send_json({"type": "message", "client_id": f"q{i}", "body": question})
+            while True:
+                frame = json.loads((await ws.receive(timeout=60)).data)
+                if frame.get("type") == "error":
+                    raise RuntimeError(f"refused: {frame}")
+                if frame.get("type") == "message" and frame["message"].get("author") in ("bot", "system"):
+                    answered += 1
+                    break
+        await ws.close()
+        return answered
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            started = time.perf_counter()
+            done = await asyncio.gather(*(visitor(http, per_visitor) for _ in range(visitors)))
+            return sum(done) / (time.perf_counter() - started)
+    finally:
+        await runner.cleanup()
 
 
 class TimedLLM:
@@ -261,32 +401,47 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="under a minute: no HNSW build, fewer queries")
     parser.add_argument("--tenants", type=int, default=100)
     parser.add_argument("--chunks", type=int, default=1000, help="chunks per tenant (one chatbot each)")
+    parser.add_argument("--large", type=int, default=20000, help="passages of the one large chatbot")
     parser.add_argument("--queries", type=int, default=None, help="queries per mode")
     parser.add_argument("--turns", type=int, default=None, help="assistant turns for the overhead figure")
     args = parser.parse_args()
     queries = args.queries or (150 if args.quick else 500)
+    if args.quick and args.tenants == 100:
+        args.tenants = 30  # the HNSW build over every tenant's vectors is the slow part
     turns = args.turns or (15 if args.quick else 50)
 
     t0 = time.perf_counter()
     settings = fresh_database(admin_base_url())
     print(f"migrated in {time.perf_counter() - t0:.1f} s", flush=True)
-    took = await seed(settings, args.tenants, args.chunks, hnsw=not args.quick)
-    print(f"loaded {args.tenants} tenants x {args.chunks} chunks in {took:.1f} s"
-          f"{' (no HNSW index: --quick)' if args.quick else ' (with HNSW index)'}", flush=True)
+    took = await seed(settings, args.tenants, args.chunks, hnsw=not args.quick, large=args.large)
+    print(f"loaded {args.tenants} tenants x {args.chunks} chunks + one chatbot of {args.large} in {took:.1f} s"
+          " (HNSW index built)", flush=True)
 
     lat = await search_latencies(settings, queries)
     for mode in ("fts", "hybrid"):
         values = lat[mode]
         print(f"knowledge_search {mode:6s} as parley_app: n={len(values)} p50={statistics.median(values):.2f} ms "
               f"p95={pct(values, 95):.2f} ms max={max(values):.2f} ms")
-    print("plan of the full-text step (as parley_app):\n  " + (lat["plan"] or "n/a").replace("\n", "\n  "))
+    print("plan of the full-text candidates (knowledge_fts runs as parley_auth):\n  "
+          + (lat["plan"] or "n/a").replace("\n", "\n  "))
+    large = await large_latencies(settings, queries)
+    for mode in ("fts", "hybrid"):
+        values = large[mode]
+        print(f"large chatbot ({large['chunks']} passages) {mode:6s} k=5 as parley_app: n={len(values)} "
+              f"p50={statistics.median(values):.2f} ms p95={pct(values, 95):.2f} ms max={max(values):.2f} ms")
+    print("plan of the vector step on the large chatbot:\n  " + (large["plan"] or "n/a").replace("\n", "\n  "))
 
     overheads = await first_chunk_overhead(settings, turns)
     print(f"first-token → visitor first chunk: n={len(overheads)} p50={statistics.median(overheads):.2f} ms "
           f"p95={pct(overheads, 95):.2f} ms")
+    per_s, n = embed_rate(128 if args.quick else 512)
+    print(f"local embedder: {n} documentation passages at {per_s:.1f}/s (batches of 32)")
+    answers = await answer_rate(settings, visitors=8, per_visitor=10 if args.quick else 40)
+    print(f"retrieval-only answers through the bot path (large chatbot, 8 visitors): {answers:.1f}/s")
     print(f"total {time.perf_counter() - t0:.1f} s")
     print(f"fts_p95_ms={pct(lat['fts'], 95):.1f} hybrid_p95_ms={pct(lat['hybrid'], 95):.1f} "
-          f"first_chunk_overhead_ms={statistics.median(overheads):.1f}")
+          f"first_chunk_overhead_ms={statistics.median(overheads):.1f} "
+          f"large_hybrid_p95_ms={pct(large['hybrid'], 95):.1f} embed_per_s={per_s:.1f} answers_per_s={answers:.1f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from aiohttp import web
 from pyapp import migrate
 from pyapp.api import api
 from pyapp.config import Settings
-from pyapp.context import POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
+from pyapp.context import EMBEDDER_WARM, POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
 from pyapp.db import POOL_SIZE, create_pool
 from pyapp.errors import ApiError, from_postgres
 from pyapp.http_guard import GuardedRunner, GuardLimits
@@ -107,6 +107,10 @@ async def readyz(request: web.Request) -> web.Response:
         checks["database"] = {"ok": False, "message": type(exc).__name__}
         checks["schema"] = {"ok": False, "message": "unknown"}
         ok = False
+    warming = request.app.get(EMBEDDER_WARM)  # the embedding model loading at start
+    if warming is not None:
+        checks["embedder"] = {"ok": warming.done()}
+        ok = ok and warming.done()
     return web.json_response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
 
 

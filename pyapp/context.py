@@ -18,6 +18,7 @@ from pydantic import BaseModel
 POOL = web.AppKey("pool", object)
 SETTINGS = web.AppKey("settings", object)
 TRUST_PROXY = web.AppKey("trust_proxy", bool)
+EMBEDDER_WARM = web.AppKey("embedder_warm", object)  # the embedding model loading at start (/readyz waits)
 REQUEST_ID = web.RequestKey("request_id", str)
 SESSION_TOKEN = web.RequestKey("session_token", str)
 

@@ -29,6 +29,8 @@ if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 if [ $WANT_TEST = 1 ]; then
   apt_install chromium fonts-dejavu-core
+  # A real documentation site for the answer-quality test and bench (tests/knowledge/pydocs).
+  apt_install python3.11-doc
 fi
 
 # Python packages into .venv, re-installed only when pyproject.toml changes.

@@ -27,6 +27,10 @@ ON CONFLICT (id) DO UPDATE SET
   overage_cents_per_100 = EXCLUDED.overage_cents_per_100, msgs_per_min_tenant = EXCLUDED.msgs_per_min_tenant,
   msgs_per_min_conversation = EXCLUDED.msgs_per_min_conversation,
   api_requests_per_min = EXCLUDED.api_requests_per_min, allow_custom_domain = EXCLUDED.allow_custom_domain;
+-- Pages one knowledge import may bring in (migration 0008; knowledge_page_limit, ingest_document).
+UPDATE parley.plans p SET knowledge_pages = v.pages
+FROM (VALUES ('free', 100), ('starter', 1000), ('pro', 5000), ('white_label', 20000)) AS v(id, pages)
+WHERE p.id = v.id;
 -- Abuse limits on visitors starting conversations (migration 0012; rules in check_visitor_start).
 UPDATE parley.plans p SET max_open_conversations_per_ip = v.open_per_ip, conversations_per_min_chatbot = v.starts_per_min
 FROM (VALUES
@@ -44,11 +48,11 @@ GRANT SELECT ON parley.tenant_limits TO parley_app, parley_jobs, parley_auth;
 
 GRANT SELECT ON parley.subscriptions TO parley_auth;
 
--- The result grew columns (billing, visitor starts): an old shape is dropped once, then replaced in place.
+-- The result grew columns (billing, visitor starts, knowledge pages): an old shape is dropped once, then replaced in place.
 DO $$
 BEGIN
   IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.effective_limits(uuid)')
-              AND NOT 'conversations_per_min_chatbot' = ANY (proargnames)) THEN
+              AND NOT ('{conversations_per_min_chatbot,knowledge_pages}'::text[] <@ proargnames)) THEN
     DROP FUNCTION parley.effective_limits(uuid);
   END IF;
 END $$;
@@ -60,7 +64,7 @@ RETURNS TABLE (plan text, max_chatbots int, max_seats int, max_open_conversation
                msgs_per_min_tenant int, msgs_per_min_conversation int, api_requests_per_min int,
                included_conversations int, included_ai_messages int, metered boolean,
                allow_custom_domain boolean, limited boolean,
-               max_open_conversations_per_ip int, conversations_per_min_chatbot int)
+               max_open_conversations_per_ip int, conversations_per_min_chatbot int, knowledge_pages int)
 LANGUAGE sql STABLE
 AS $$
   -- A delinquent subscription past its grace period (or marked limited by the dunning
@@ -90,7 +94,8 @@ AS $$
          p.allow_custom_domain AND NOT d.limited,
          d.limited,
          coalesce(o.max_open_conversations_per_ip, p.max_open_conversations_per_ip),
-         coalesce(o.conversations_per_min_chatbot, p.conversations_per_min_chatbot)
+         coalesce(o.conversations_per_min_chatbot, p.conversations_per_min_chatbot),
+         CASE WHEN d.limited THEN f.knowledge_pages ELSE coalesce(o.knowledge_pages, p.knowledge_pages) END
     FROM parley.tenants t
     JOIN parley.plans p ON p.id = t.plan
     JOIN parley.plans f ON f.id = 'free'

@@ -42,6 +42,16 @@ $$;
 COMMENT ON FUNCTION parley.chatbot_ts_config(uuid) IS
   'Text-search configuration of a chatbot of the current tenant (NULL when it is not visible).';
 
+-- Pages per site import: the plan's knowledge_pages (0 = unlimited, capped at 50,000).
+CREATE OR REPLACE FUNCTION parley.knowledge_page_limit() RETURNS int
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce(nullif(least(l.knowledge_pages, 50000), 0), 50000)
+    FROM parley.effective_limits((SELECT parley.current_tenant_id())) l
+$$;
+COMMENT ON FUNCTION parley.knowledge_page_limit() IS
+  'Pages one knowledge source may import for the current tenant (effective_limits.knowledge_pages; 0 = unlimited, capped at 50,000).';
+
 -- Weighted tsvector of one chunk: title A, heading path B, body C.
 CREATE OR REPLACE FUNCTION parley.chunk_tsv(p_config regconfig, p_title text, p_heading_path text, p_text text)
 RETURNS tsvector
@@ -140,6 +150,14 @@ BEGIN
     PERFORM parley.raise_error(422, 'invalid', 'Chunks must be an array.');
   END IF;
   v_config := coalesce(parley.chatbot_ts_config(v_chatbot), 'simple');
+  -- The plan's page limit: a source holds at most knowledge_page_limit() documents.
+  IF NOT EXISTS (SELECT 1 FROM parley.knowledge_documents d
+                  WHERE d.tenant_id = v_tenant AND d.source_id = p_source_id AND d.doc_key = p_doc_key)
+     AND (SELECT count(*) FROM parley.knowledge_documents d
+           WHERE d.tenant_id = v_tenant AND d.source_id = p_source_id) >= parley.knowledge_page_limit() THEN
+    PERFORM parley.raise_error(402, 'plan_limit',
+      format('Your plan imports at most %s pages per source; upgrade to import more.', parley.knowledge_page_limit()));
+  END IF;
 
   INSERT INTO parley.knowledge_documents AS d (tenant_id, source_id, chatbot_id, doc_key, url, title, checksum, chars)
   SELECT v_tenant, p_source_id, v_chatbot, p_doc_key, p_url, coalesce(p_title, ''),
@@ -188,6 +206,28 @@ END $$;
 COMMENT ON FUNCTION parley.ingest_document(uuid, text, text, text, jsonb) IS
   'Upsert one document of a source (by doc_key) with its chunks [{text, heading_path}]; unchanged chunks (same checksum) keep their embeddings, new ones are queued. Returns {document_id, added, unchanged, removed}.';
 
+CREATE OR REPLACE FUNCTION parley.knowledge_document_fetched(p_document_id uuid, p_etag text, p_last_modified text,
+                                                             p_links text[])
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.knowledge_documents d
+     SET etag = left(p_etag, 500), last_modified = left(p_last_modified, 100), links = coalesce(p_links, '{}')
+   WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.id = p_document_id
+$$;
+COMMENT ON FUNCTION parley.knowledge_document_fetched(uuid, text, text, text[]) IS
+  'Record what a fetched page came with: its validators (sent back as If-None-Match / If-Modified-Since on the next crawl) and its same-site links (followed when the page answers 304).';
+
+CREATE OR REPLACE FUNCTION parley.set_source_frontier(p_source_id uuid, p_frontier text[])
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.knowledge_sources s SET frontier = coalesce(p_frontier, '{}'), updated_at = now()
+   WHERE s.tenant_id = (SELECT parley.current_tenant_id()) AND s.id = p_source_id
+$$;
+COMMENT ON FUNCTION parley.set_source_frontier(uuid, text[]) IS
+  'The pages an import had not reached when it stopped at its page limit (empty when it finished); "continue" imports them.';
+
 CREATE OR REPLACE FUNCTION parley.prune_source_documents(p_source_id uuid, p_keep_keys text[])
 RETURNS int
 LANGUAGE sql VOLATILE
@@ -222,112 +262,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.delete_knowledge_source(uuid) IS
   'Delete a source with every document, chunk and queued embedding of it (cascade); false when not found.';
-
--- Hybrid retrieval -----------------------------------------------------------------
-
--- Chatbots with at most this many embedded chunks are searched exactly (btree on the
--- chatbot, then a sort by distance); larger ones use HNSW with iterative scans.
-CREATE OR REPLACE FUNCTION parley.exact_knn_limit() RETURNS int
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 20000 $$;
-COMMENT ON FUNCTION parley.exact_knn_limit() IS
-  'Embedded chunks per chatbot up to which knowledge_search uses exact kNN instead of the HNSW index.';
-
-DROP FUNCTION IF EXISTS parley.knowledge_search(uuid, text, int, vector, text);
-CREATE FUNCTION parley.knowledge_search(
-  p_chatbot_id uuid, p_query text, p_k int, p_query_embedding vector DEFAULT NULL, p_model text DEFAULT NULL)
-RETURNS TABLE (chunk_id bigint, document_id uuid, title text, url text, heading_path text, text text,
-               fts_rank real, fts_coverage real, vector_distance double precision, score double precision)
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_tenant uuid := parley.current_tenant_id();
-  v_config regconfig := parley.chatbot_ts_config(p_chatbot_id);
-  v_k int := least(greatest(coalesce(p_k, 5), 1), 50);
-  v_pool int := greatest(v_k * 4, 20);
-  v_all tsquery;
-  v_any tsquery;
-  v_terms text[];
-  v_term_q tsquery[];
-  v_fts bigint[] := '{}';
-  v_fts_rank real[] := '{}';
-  v_vec bigint[] := '{}';
-  v_vec_dist double precision[] := '{}';
-  v_embedded int;
-BEGIN
-  IF v_tenant IS NULL OR v_config IS NULL THEN
-    RETURN;  -- no tenant, or the chatbot is not this tenant's: nothing to find
-  END IF;
-
-  -- Full text: websearch syntax (AND of terms, quotes, -not); a chunk matching every
-  -- term ranks first, then chunks matching any term, so questions phrased unlike the
-  -- docs still find something. With a query vector, only chunks holding more than a third
-  -- of the terms enter the fusion: weak lexical matches (one common word of a long
-  -- question) are noise the vector list ranks better (measured: docs/knowledge.md).
-  v_all := websearch_to_tsquery(v_config, coalesce(p_query, ''));
-  v_terms := tsvector_to_array(to_tsvector(v_config, coalesce(p_query, '')));
-  SELECT to_tsquery('simple', string_agg(quote_literal(l), ' | ')), array_agg(to_tsquery('simple', quote_literal(l)))
-    INTO v_any, v_term_q
-    FROM unnest(v_terms) AS l;
-  IF v_any IS NOT NULL AND numnode(v_any) > 0 THEN
-    SELECT array_agg(f.id ORDER BY f.r DESC, f.id), array_agg(f.r ORDER BY f.r DESC, f.id)
-      INTO v_fts, v_fts_rank
-      FROM (SELECT c.id, (ts_rank_cd(c.tsv, v_any, 1) + CASE WHEN c.tsv @@ v_all THEN 1 ELSE 0 END)::real AS r
-              FROM parley.knowledge_chunks c
-             WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.tsv @@ v_any
-               AND (p_query_embedding IS NULL
-                    OR (SELECT count(*) FROM unnest(v_term_q) q WHERE c.tsv @@ q) * 3 > cardinality(v_term_q))
-             ORDER BY r DESC, c.id
-             LIMIT v_pool) f;
-  END IF;
-
-  -- Vectors: exact for small chatbots, HNSW with iterative scan (pgvector 0.8) for big ones.
-  IF p_query_embedding IS NOT NULL THEN
-    SELECT count(*) INTO v_embedded FROM (
-      SELECT 1 FROM parley.knowledge_chunks c
-       WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.embedding IS NOT NULL
-       LIMIT parley.exact_knn_limit() + 1) x;
-    IF v_embedded <= parley.exact_knn_limit() THEN
-      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
-        INTO v_vec, v_vec_dist
-        FROM (SELECT c.id, (c.embedding <=> p_query_embedding) + 0 AS d
-                FROM parley.knowledge_chunks c
-               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.embedding IS NOT NULL
-                 AND (p_model IS NULL OR c.embedding_model = p_model)
-               ORDER BY 2, c.id
-               LIMIT v_pool) v;
-    ELSE
-      PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
-      PERFORM set_config('hnsw.ef_search', greatest(v_pool * 2, 40)::text, true);
-      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
-        INTO v_vec, v_vec_dist
-        FROM (SELECT c.id, c.embedding <=> p_query_embedding AS d
-                FROM parley.knowledge_chunks c
-               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id
-                 AND (p_model IS NULL OR c.embedding_model = p_model)
-               ORDER BY c.embedding <=> p_query_embedding
-               LIMIT v_pool) v;
-    END IF;
-  END IF;
-
-  -- Reciprocal-rank fusion, k = 60.
-  RETURN QUERY
-  WITH f AS (SELECT u.id, u.r, u.n FROM unnest(v_fts, v_fts_rank) WITH ORDINALITY AS u(id, r, n)),
-       v AS (SELECT u.id, u.d, u.n FROM unnest(v_vec, v_vec_dist) WITH ORDINALITY AS u(id, d, n)),
-       fused AS (
-         SELECT coalesce(f.id, v.id) AS id, f.r, v.d,
-                coalesce(1.0 / (60 + f.n), 0) + coalesce(1.0 / (60 + v.n), 0) AS s
-           FROM f FULL JOIN v ON v.id = f.id)
-  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r,
-         CASE WHEN fused.r IS NOT NULL THEN
-           ((SELECT count(*) FROM unnest(v_term_q) q WHERE c.tsv @@ q)::real / cardinality(v_term_q))::real END,
-         fused.d, fused.s::double precision
-    FROM fused
-    JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = fused.id
-   ORDER BY fused.s DESC, fused.d NULLS LAST, fused.r DESC NULLS LAST, c.id
-   LIMIT v_k;
-END $$;
-COMMENT ON FUNCTION parley.knowledge_search(uuid, text, int, vector, text) IS
-  'Hybrid retrieval for one chatbot of the current tenant: full text (websearch_to_tsquery in the chatbot''s config, any-term fallback) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (k=60). FTS-only when no query embedding. fts_coverage: share of the query''s terms a passage contains. Tenant-scoped by RLS.';
 
 -- Embedding queue ------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from aiohttp import web
 from pyapp.assistant.provider import resolve_llm
 from pyapp.errors import from_postgres
 from pyapp.knowledge.ingest import get_embedder
-from pyapp.knowledge.search import HAS_VECTORS, query_vector, search_passages
+from pyapp.knowledge.search import HAS_VECTORS, answerable, query_vector, search_passages
 from pyapp.net import FetchError
 from pyapp.providers.llm import LLMError
 from pyapp.providers.prompt import build_prompt, extractive_answer
@@ -48,9 +48,8 @@ log = logging.getLogger("parley.assistant")
 TOP_K = 5
 HISTORY_MESSAGES = 10
 # Retrieval confidence of a passage, 0..1: the better of its cosine similarity to the
-# question and the share of the question's terms it contains. A reply is grounded when its
-# best passage reaches GROUNDED_AT; only passages reaching USE_AT go to the prompt.
-GROUNDED_AT = 0.45
+# question and the share of the question's terms it contains. Whether a reply is grounded at
+# all is knowledge_search's decline rule; then only passages reaching USE_AT go to the prompt.
 USE_AT = 0.35
 
 HANDOFF_PHRASES = {
@@ -293,8 +292,9 @@ async def _respond(turn: BotTurn) -> None:
             llm = False
     for p in found:
         p["confidence"] = confidence(p)
-    passages = [p for p in found if p["confidence"] >= USE_AT]
-    grounded = bool(passages) and max(p["confidence"] for p in passages) >= GROUNDED_AT
+    # The decline rule is SQL's (parley.knowledge_answerable, via knowledge_search).
+    grounded = answerable(found)
+    passages = [p for p in found if p["confidence"] >= USE_AT] if grounded else []
     stream_id = uuid.uuid4().hex
     first_token_ms = None
     provider = "extractive"
@@ -306,7 +306,7 @@ async def _respond(turn: BotTurn) -> None:
         return
     offer = False
     if llm is None:
-        answer = extractive_answer(question, [{**p, "score": p["confidence"]} for p in passages], GROUNDED_AT)
+        answer = extractive_answer(question, [{**p, "score": p["confidence"]} for p in passages], USE_AT)
         text = str(answer) if answer else TEXTS["unknown"][lang]
         grounded = answer is not None
         offer = answer is None
@@ -333,7 +333,7 @@ async def _respond(turn: BotTurn) -> None:
 
     meta = {"citations": citations_of(text, passages) if grounded else [], "stream_id": stream_id,
             "grounded": grounded, "provider": provider}
-    if offer:
+    if offer or not grounded:  # a declined question (decline rule, no passage) offers a person
         meta["offer_human"] = True
     turn.typing(False)
     try:

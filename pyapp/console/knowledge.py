@@ -45,7 +45,7 @@ async def _page(ctx: Ctx, chatbot_id: uuid.UUID, *, status: int = 200, errors: d
     bots = await queries.fetch(ctx.conn, "chatbots")
     done = {"added": "Added. Passages are searchable at once; embeddings follow in the background.",
             "importing": "Import started; progress shows below.", "deleted": "Source deleted.",
-            "reimporting": "Re-import started.", "uploaded": "File added."}
+            "reimporting": "Re-import started.", "continuing": "Import continues from where it stopped.", "uploaded": "File added."}
     return ctx.render("knowledge.html", status=status, bot=bot, bots=bots, sources=sources, kinds=KINDS,
                       errors=errors or {}, values=values or {"kind": "url"}, answer=answer, form=form,
                       flash=flash or done.get(ctx.request.query.get("done", "")))
@@ -158,6 +158,19 @@ async def reimport(ctx: Ctx):
             raise
         return await _page(ctx, chatbot_id, status=exc.status, errors={"__all__": exc.message})
     return redirect(f"/console/knowledge/{chatbot_id}?done=reimporting")
+
+
+@page("POST", "/console/knowledge/sources/{source_id}/continue", min_role="admin")
+async def continue_import(ctx: Ctx):
+    """Import the pages a crawl left when it stopped at its page limit."""
+    chatbot_id = await _source_chatbot(ctx, ctx.uuid("source_id"))
+    try:
+        await bridge.call(ctx, _routes().continue_source, min_role="admin")
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return await _page(ctx, chatbot_id, status=exc.status, errors={"__all__": exc.message})
+    return redirect(f"/console/knowledge/{chatbot_id}?done=continuing")
 
 
 @page("POST", "/console/knowledge/sources/{source_id}/delete", min_role="admin")

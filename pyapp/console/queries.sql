@@ -160,7 +160,7 @@ SELECT day, messages, ai_messages, conversations, active_seats
 -- A chatbot's knowledge sources with status, progress, document and chunk counts and the last import, newest first.
 SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
        s.created_at, s.updated_at, s.last_imported_at,
-       n.documents, n.chunks, n.chunks_embedded
+       n.documents, n.chunks, n.chunks_embedded, cardinality(s.frontier) AS pages_left
   FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n
  WHERE s.chatbot_id = $1
  ORDER BY s.created_at DESC;
@@ -169,7 +169,7 @@ SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progr
 -- One knowledge source with its counts (progress polling, finding its chatbot).
 SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
        s.created_at, s.updated_at, s.last_imported_at,
-       n.documents, n.chunks, n.chunks_embedded
+       n.documents, n.chunks, n.chunks_embedded, cardinality(s.frontier) AS pages_left
   FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n
  WHERE s.id = $1;
 

@@ -15,9 +15,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-DEFAULT_TARGET = 800
-DEFAULT_MAX = 1200
-DEFAULT_OVERLAP = 150
+DEFAULT_TARGET = 700
+DEFAULT_MAX = 1000
+DEFAULT_OVERLAP = 100
 
 _HEADING = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
 _FENCE = re.compile(r"^[ \t]*(```|~~~)")
@@ -213,6 +213,35 @@ def chunk_text(text: str, *, target: int = DEFAULT_TARGET, max_chars: int = DEFA
         if current:
             chunks.append(Chunk(ordinal=len(chunks), heading_path=list(section.heading_path), text=current))
     return chunks
+
+
+def _halves(chunk: Chunk) -> list[Chunk]:
+    """A chunk cut in about two at its best boundary (paragraph, line, sentence, word)."""
+    text = chunk.text
+    half = len(text) // 2 + 1
+    parts = [c.text for c in chunk_text(text, target=half, max_chars=max(half, int(len(text) * 0.6)), overlap=0)]
+    if len(parts) < 2:
+        parts = [text[:half], text[half:]]
+    return [Chunk(0, list(chunk.heading_path), p) for p in parts if p.strip()]
+
+
+def fit_window(chunks: list[Chunk], count, limit: int, as_embedded=None) -> list[Chunk]:
+    """Split every chunk whose embedded form is longer than ``limit`` units in about two, at
+    a paragraph, line, sentence or word boundary, until each fits; ordinals are renumbered.
+    ``count(texts)`` returns one length per text (e.g. a model's word pieces);
+    ``as_embedded(chunk)`` is the text the model will see (default: the chunk's own text)."""
+    render = as_embedded or (lambda c: c.text)
+
+    def fit(batch: list[Chunk]) -> list[Chunk]:
+        out: list[Chunk] = []
+        for chunk, size in zip(batch, count([render(c) for c in batch]) if batch else []):
+            if size <= limit or len(chunk.text) < 40:
+                out.append(chunk)
+            else:
+                out.extend(fit(_halves(chunk)))
+        return out
+
+    return [Chunk(ordinal=i, heading_path=c.heading_path, text=c.text) for i, c in enumerate(fit(chunks))]
 
 
 def chunk_document(document: _HasText | str, *, target: int = DEFAULT_TARGET, max_chars: int = DEFAULT_MAX,

@@ -50,6 +50,7 @@ class Document:
     text: str
     kind: str = "text"
     url: str | None = None
+    link_density: float = 0.0  # share of the text that is link text (HTML): index and TOC pages are near 1
 
     @property
     def sections(self) -> list["Section"]:
@@ -131,11 +132,16 @@ def _has_ancestor(node: LexborNode, tags: frozenset[str]) -> bool:
     return False
 
 
+_PERMALINK_MARKS = frozenset({"¶", "§", "#", "🔗", "link"})
+
+
 def _dropped(node: LexborNode) -> bool:
     """Page chrome and invisible content, which would pollute every passage of the site."""
     tag = node.tag
     if tag in _DROP_TAGS:
         return True
+    if tag == "a" and (node.text(deep=True) or "").strip() in _PERMALINK_MARKS:
+        return True  # a heading's permalink anchor (Sphinx's ¶, MkDocs' #): not part of the heading
     if tag == "header" and not _has_ancestor(node, frozenset({"article", "main"})):
         # A site header is chrome; an article's own header usually holds its h1.
         return True
@@ -269,7 +275,24 @@ def extract_html(html: str | bytes, *, url: str | None = None, charset: str | No
     root = _content_root(tree)
     text = clean_text(_walk(root)) if root is not None else ""
     title = clean_text(_html_title(tree, text)) or _title_from_url(url)
-    return Document(title=title, text=text, kind="html", url=url)
+    return Document(title=title, text=text, kind="html", url=url, link_density=_link_density(root, text))
+
+
+def _link_density(root: LexborNode | None, text: str) -> float:
+    """Characters of link text (outside dropped chrome) per character of the page's text."""
+    if root is None or not text:
+        return 0.0
+    linked = 0
+    for anchor in root.css("a[href]"):
+        node, hidden = anchor, False
+        while node is not None and node is not root:
+            if _dropped(node):
+                hidden = True
+                break
+            node = node.parent
+        if not hidden:
+            linked += len(_collapse(anchor.text(deep=True) or ""))
+    return min(1.0, linked / max(1, len(re.sub(r"\s+", " ", text))))
 
 
 # ---------------------------------------------------------------------------------------

@@ -68,11 +68,31 @@ async def embed_query(embedder, query: str):
 
 # ----------------------------------------------------------------------------- documents
 
-def chunk_document(doc) -> list[dict]:
-    """[{text, heading_path}] for parley.ingest_document, from an extracted Document."""
-    from pyapp.knowledge.chunking import chunk_document as split
+_NO_WINDOW = object()
+_WINDOW: Any = _NO_WINDOW
 
-    chunks = [{"text": c.text, "heading_path": " > ".join(c.heading_path)} for c in split(doc)]
+
+def passage_window():
+    """The embedding model's window (pyapp.providers.embeddings.passage_window), looked up once."""
+    global _WINDOW
+    if _WINDOW is _NO_WINDOW:
+        from pyapp.providers.embeddings import passage_window as configured
+
+        _WINDOW = configured()
+    return _WINDOW
+
+
+def chunk_document(doc, window=_NO_WINDOW) -> list[dict]:
+    """[{text, heading_path}] for parley.ingest_document, from an extracted Document. With an
+    embedding window, every passage fits it as embedded (title and heading path included)."""
+    from pyapp.knowledge.chunking import chunk_document as split, fit_window
+
+    chunks = split(doc)
+    window = passage_window() if window is _NO_WINDOW else window
+    if window is not None:
+        chunks = fit_window(chunks, lambda texts: window.tokens(texts), window.limit,
+                            lambda c: passage_text(doc.title or "", " > ".join(c.heading_path), c.text))
+    chunks = [{"text": c.text, "heading_path": " > ".join(c.heading_path)} for c in chunks]
     return chunks[:MAX_CHUNKS_PER_DOCUMENT]
 
 

@@ -7,6 +7,8 @@ stored; the fetcher checks again on every hop while importing.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import uuid
 from typing import Literal
@@ -15,7 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api, rows
-from pyapp.context import POOL, SETTINGS
+from pyapp.context import EMBEDDER_WARM, POOL, SETTINGS
 from pyapp.errors import ApiError, not_found
 from pyapp.knowledge import extract as ex
 from pyapp.knowledge.crawl import HARD_MAX_DEPTH, HARD_MAX_PAGES, ImportManager
@@ -31,7 +33,8 @@ TEXT_MAX_CHARS = 500_000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 
 SOURCES = """SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.options, s.status, s.progress, s.error,
-  s.created_at, s.updated_at, s.last_imported_at, n.documents, n.chunks, n.chunks_embedded
+  s.created_at, s.updated_at, s.last_imported_at, n.documents, n.chunks, n.chunks_embedded,
+  cardinality(s.frontier) AS pages_left
   FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n"""
 
 
@@ -67,6 +70,7 @@ class Source(BaseModel):
     documents: int
     chunks: int
     chunks_embedded: int
+    pages_left: int = 0  # pages a crawl or sitemap import did not reach at its page limit ("continue")
 
 
 def _imports(call: Call) -> ImportManager:
@@ -244,6 +248,29 @@ async def reimport_source(call: Call):
     return source
 
 
+@api.route("POST", "/api/knowledge/sources/{source_id}/continue", response=Source, status=202, min_role="admin",
+           tags=("knowledge",))
+async def continue_source(call: Call):
+    """Import the pages a crawl or sitemap import had not reached when it stopped at its page
+    limit (`pages_left`); the pages already imported stay as they are."""
+    source_id = call.uuid_param("source_id")
+    async with call.tx() as conn:
+        source = await _source(conn, source_id)
+        if source["kind"] not in ("sitemap", "crawl") or not source["pages_left"]:
+            raise ApiError(409, "nothing_to_continue", "This import did not stop at its page limit.")
+        if source["status"] in ("pending", "running"):
+            raise ApiError(409, "import_running", "This source is being imported; wait for it to finish.")
+        if source["documents"] >= await conn.fetchval("SELECT parley.knowledge_page_limit()"):
+            raise ApiError(402, "plan_limit", "Your plan's page limit is reached for this source; upgrade to import more.")
+        await _check_backlog(conn)
+        await _vet(source["url"])
+        frontier = await conn.fetchval("SELECT frontier FROM parley.knowledge_sources WHERE id = $1", source_id)
+        await conn.execute("SELECT parley.set_source_progress($1, 'pending', '{}', NULL)", source_id)
+        source = await _source(conn, source_id)
+    _imports(call).start(call.actor.tenant_id, {**source, "frontier": frontier}, resume=True)
+    return source
+
+
 @api.route("DELETE", "/api/knowledge/sources/{source_id}", status=204, min_role="admin", tags=("knowledge",))
 async def delete_source(call: Call):
     """Delete a source and every document, chunk and queued embedding of it."""
@@ -294,12 +321,38 @@ def setup(app: web.Application) -> None:
             worker.start()
             app[WORKER] = worker
         app[IMPORTS] = ImportManager(app[POOL], on_chunks=lambda: _poke_worker(app))
+        warming = _warm_embedder(app)
         yield
+        if warming is not None and not warming.done():
+            warming.cancel()
         await app[IMPORTS].stop()
         if worker is not None:
             await worker.stop()
 
     app.cleanup_ctx.append(ctx)
+
+
+def _warm_embedder(app: web.Application) -> asyncio.Task | None:
+    """Load the local model now, in a thread, so the first question does not wait seconds
+    for it (settings.extra["embed_warm"], on for `parley serve` unless PARLEY_EMBED_WARM=0)."""
+    if not app[SETTINGS].extra.get("embed_warm"):
+        return None
+    try:
+        embedder = get_embedder()
+    except ValueError as exc:  # a bad embeddings setting: retrieval falls back to full text
+        logging.getLogger("parley.knowledge").warning("embeddings misconfigured: %s", exc)
+        return None
+    if embedder is None or not hasattr(embedder, "warm_up"):
+        return None
+
+    async def warm() -> None:
+        try:
+            await embedder.warm_up()
+        except Exception as exc:  # an unloadable model must not keep the server from serving
+            logging.getLogger("parley.knowledge").warning("embedding model did not load: %s", exc)
+
+    app[EMBEDDER_WARM] = asyncio.get_running_loop().create_task(warm(), name="parley-embedder-warm")
+    return app[EMBEDDER_WARM]
 
 
 def _worker_enabled(app: web.Application) -> bool:

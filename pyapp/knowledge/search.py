@@ -37,3 +37,9 @@ async def search_passages(conn, chatbot_id: uuid.UUID, query: str, k: int, vecto
     found = await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, $3, $4, $5)", chatbot_id, query, k,
                              vector, model if vector is not None else None)
     return [dict(r) for r in found], ("hybrid" if vector is not None else "fts")
+
+
+def answerable(passages: list[dict]) -> bool:
+    """Whether the passages answer the question at all: the decline rule of knowledge_search
+    (parley.knowledge_answerable), the same on every row. No passage: decline."""
+    return bool(passages) and bool(passages[0].get("answerable"))

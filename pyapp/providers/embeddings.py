@@ -243,6 +243,41 @@ class LocalMiniLMEmbedder(Embedder):
         return await asyncio.to_thread(self._encode, texts)
 
 
+class PassageWindow:
+    """How many word pieces the local model reads (256: longer texts are truncated) and a
+    counter for them, so the chunker can keep every passage inside it. Uses only the model's
+    tokenizer file (the ``tokenizers`` library): no torch, loads in milliseconds."""
+
+    def __init__(self, tokenizer_path: str, limit: int):
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(tokenizer_path)
+        self.tokenizer.no_truncation()
+        self.limit = limit
+
+    def tokens(self, texts: Sequence[str]) -> list[int]:
+        """Word pieces of each text as the model sees it (special tokens included)."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+
+
+_WINDOWS: dict[str, PassageWindow] = {}
+
+
+def local_passage_window() -> PassageWindow | None:
+    """The local model's window (None when its package is missing)."""
+    try:
+        path = _bundled_model_path()
+    except EmbeddingError:
+        return None
+    with _LOAD_LOCK:
+        if path not in _WINDOWS:
+            try:
+                _WINDOWS[path] = PassageWindow(os.path.join(path, "tokenizer.json"), 256)
+            except (ImportError, OSError, ValueError):
+                return None
+        return _WINDOWS[path]
+
+
 # ---------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------
@@ -291,6 +326,14 @@ def get_embedder(settings: Any = None, *, env: Mapping[str, str] | None = None) 
     return OpenAICompatibleEmbedder(url, config.get("PARLEY_EMBEDDINGS_KEY"),
                                     config.get("PARLEY_EMBEDDINGS_MODEL", DEFAULT_API_MODEL),
                                     dim=int(config.get("PARLEY_EMBEDDINGS_DIM", SCHEMA_DIM)))
+
+
+def passage_window(settings: Any = None, *, env: Mapping[str, str] | None = None) -> PassageWindow | None:
+    """The configured model's input window when it is small enough to matter (the local
+    model's 256 word pieces); None for API models (8k tokens) or when embeddings are off."""
+    if _mode(_config(settings, env)) != "local":
+        return None
+    return local_passage_window()
 
 
 def embedder_from_env() -> Embedder | None:

@@ -246,3 +246,129 @@ async def test_embedding_backlog_refuses_new_imports(server, owner, monkeypatch)
     assert status == 201  # two chunks now wait for an embedding
     status, body = await server.call("POST", base, json={"kind": "text", "text": "three"}, token=owner["access_token"])
     assert (status, body["error"]["code"]) == (429, "embedding_backlog")
+
+
+class _GatedEmbedder:
+    """An embedder whose model "loads" until the test opens the gate."""
+
+    model = "gated"
+
+    def __init__(self):
+        self.gate = asyncio.Event()
+        self.loads = 0
+
+    async def warm_up(self):
+        self.loads += 1
+        await self.gate.wait()
+
+    async def embed(self, texts):
+        return [[0.1] * 384 for _ in texts]
+
+    async def embed_queries(self, texts):
+        return await self.embed(texts)
+
+
+async def test_model_loads_at_start_and_readyz_waits_for_it(settings, monkeypatch):
+    from dataclasses import replace
+
+    from pyapp.context import EMBEDDER_WARM
+    from pyapp.knowledge import ingest
+    from support.server import start_server
+
+    embedder = _GatedEmbedder()
+    monkeypatch.setattr(ingest, "_EMBEDDER", embedder)
+    srv = await start_server(replace(settings, extra={**settings.extra, "embed_warm": True}))
+    try:
+        assert embedder.loads == 1  # started with the server, before any question
+        status, body = await srv.call("GET", "/readyz")
+        assert status == 503 and body["checks"]["embedder"] == {"ok": False}, body
+        embedder.gate.set()
+        await srv.app[EMBEDDER_WARM]
+        status, body = await srv.call("GET", "/readyz")
+        assert status == 200 and body["checks"]["embedder"] == {"ok": True}, body
+    finally:
+        await srv.close()
+
+
+async def test_continue_imports_what_the_page_limit_left(server, owner, owner_conn, fake_website, allow_local):  # noqa: F811
+    token = owner["access_token"]
+    base = f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources"
+    status, crawl = await server.call("POST", base, json={"kind": "crawl", "url": fake_website.url("/"),
+                                                          "max_pages": 2}, token=token)
+    assert status == 201, crawl
+    crawl = await _wait_ready(server, token, crawl["id"])
+    progress = crawl["progress"]
+    assert crawl["status"] == "ready" and progress["limited"] is True, crawl
+    assert crawl["pages_left"] >= 1 and progress["pages_found"] > progress["pages_done"] == crawl["documents"] == 2
+    # The crawl read robots.txt and queued the sitemap's pages: every section was in reach.
+    assert "/robots.txt" in fake_website.requested_paths()
+
+    status, more = await server.call("POST", f"/api/knowledge/sources/{crawl['id']}/continue", token=token)
+    assert status == 202, more
+    more = await _wait_ready(server, token, crawl["id"])
+    assert more["status"] == "ready" and more["documents"] > 2, more
+    done = await owner_conn.fetchval("SELECT count(*) FROM parley.knowledge_documents WHERE source_id = $1",
+                                     uuid.UUID(crawl["id"]))
+    assert done == more["documents"]
+    # Nothing left: continuing again is refused, as is continuing a text source.
+    if not more["pages_left"]:
+        status, body = await server.call("POST", f"/api/knowledge/sources/{crawl['id']}/continue", token=token)
+        assert (status, body["error"]["code"]) == (409, "nothing_to_continue")
+
+
+async def test_plan_page_limit_is_enforced_in_sql(server, owner, owner_conn, fake_website, allow_local):  # noqa: F811
+    token = owner["access_token"]
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, knowledge_pages) VALUES ($1, 2)",
+                             uuid.UUID(owner["tenant_id"]))
+    status, crawl = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
+                                      json={"kind": "crawl", "url": fake_website.url("/"), "max_pages": 50},
+                                      token=token)
+    assert status == 201, crawl
+    crawl = await _wait_ready(server, token, crawl["id"])
+    assert crawl["documents"] == 2 and crawl["progress"]["page_limit"] == 2 and crawl["progress"]["limited"], crawl
+    status, body = await server.call("POST", f"/api/knowledge/sources/{crawl['id']}/continue", token=token)
+    assert (status, body["error"]["code"]) == (402, "plan_limit")
+    # The rule itself lives in SQL: a third page is refused whoever writes it.
+    async with owner_conn.transaction():
+        await owner_conn.execute("SELECT set_config('app.tenant_id', $1, true)", owner["tenant_id"])
+        with pytest.raises(Exception) as refused:
+            await owner_conn.execute("SELECT parley.ingest_document($1, 'http://x/third', NULL, 'T',"
+                                     " '[{\"text\": \"third page\"}]')", uuid.UUID(crawl["id"]))
+    assert "plan_limit" in str(getattr(refused.value, "hint", "")) or "at most 2 pages" in str(refused.value)
+
+
+async def test_recrawl_sends_validators_and_keeps_unchanged_pages(tenant):
+    from pyapp.knowledge.crawl import Importer
+    from pyapp.net import SafeFetcher
+    from tests.knowledge.pydocs.evaluation import DOC_ROOT, DocSite
+
+    pages = ["library/json.html", "library/glob.html", "tutorial/venv.html"]
+    site = DocSite(DOC_ROOT, only=pages)  # static files: ETag and Last-Modified on every page
+    base = await site.start()
+    try:
+        pool = await tenant.pool()
+        async with await tenant.tx() as conn:
+            source = dict(await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'sitemap', 'Docs', $2)",
+                                              tenant.chatbot_id, base + "/sitemap.xml"))
+
+        async def run() -> dict:
+            await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
+            async with await tenant.tx() as conn:
+                return dict(await conn.fetchrow("SELECT status, progress FROM parley.knowledge_sources WHERE id = $1",
+                                                source["id"]))
+
+        first = await run()
+        assert first["status"] == "ready" and first["progress"]["pages_done"] == 3, first
+        async with await tenant.tx() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM parley.knowledge_documents WHERE source_id = $1"
+                                       " AND etag IS NOT NULL AND last_modified IS NOT NULL", source["id"]) == 3
+            chunks = await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks")
+        site.headers.clear()
+        again = await run()
+        assert again["status"] == "ready", again
+        assert again["progress"]["pages_unchanged"] == 3 and again["progress"]["pages_done"] == 0, again
+        assert all(h.get("If-None-Match") for path, h in site.headers if path in pages)
+        async with await tenant.tx() as conn:  # nothing was pruned or re-chunked
+            assert await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks") == chunks
+    finally:
+        await site.close()

@@ -1,0 +1,282 @@
+-- Knowledge retrieval: term statistics, full text, vectors, fusion and the decline rule.
+-- Figures behind every constant here: docs/knowledge.md ("Answer quality" and "Speed"),
+-- measured with bench/answer_quality.py (tuning half only) and bench/retrieval.py.
+
+SELECT parley.apply_tenant_policies('parley.knowledge_terms');
+SELECT parley.apply_tenant_policies('parley.knowledge_stats');
+-- Chunk writes keep the statistics (trigger below, as the writing role); the search function
+-- reads them as parley_auth.
+GRANT SELECT, INSERT, UPDATE ON parley.knowledge_terms, parley.knowledge_stats TO parley_app, parley_jobs;
+GRANT SELECT ON parley.knowledge_terms, parley.knowledge_stats, parley.knowledge_chunks TO parley_auth;
+GRANT SELECT (tenant_id, id, config) ON parley.chatbots TO parley_auth;
+
+-- Term statistics ------------------------------------------------------------------
+
+-- Document frequency per chatbot and lexeme, kept exact by every write of chunks (ingest,
+-- re-import, cascade deletes): one set-based delta per statement, rows locked in key order
+-- so concurrent imports of one chatbot cannot deadlock on them.
+CREATE OR REPLACE FUNCTION parley.knowledge_terms_delta() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' THEN
+    -- Most updates (vectors stored, ordinals moved) leave the text alone.
+    IF NOT EXISTS (SELECT 1 FROM old_rows o JOIN new_rows n ON n.tenant_id = o.tenant_id AND n.id = o.id
+                    WHERE n.tsv IS DISTINCT FROM o.tsv OR n.chatbot_id <> o.chatbot_id) THEN
+      RETURN NULL;
+    END IF;
+    INSERT INTO parley.knowledge_terms AS t (tenant_id, chatbot_id, term, chunks)
+    SELECT x.tenant_id, x.chatbot_id, x.term, sum(x.d)::int
+      FROM (SELECT n.tenant_id, n.chatbot_id, l.lexeme AS term, 1 AS d FROM new_rows n, unnest(n.tsv) l
+            UNION ALL
+            SELECT o.tenant_id, o.chatbot_id, l.lexeme, -1 FROM old_rows o, unnest(o.tsv) l) x
+     GROUP BY 1, 2, 3 HAVING sum(x.d) <> 0
+     ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, chatbot_id, term) DO UPDATE SET chunks = t.chunks + EXCLUDED.chunks;
+  ELSIF TG_OP = 'INSERT' THEN
+    INSERT INTO parley.knowledge_terms AS t (tenant_id, chatbot_id, term, chunks)
+    SELECT n.tenant_id, n.chatbot_id, l.lexeme, count(*)::int FROM new_rows n, unnest(n.tsv) l
+     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, chatbot_id, term) DO UPDATE SET chunks = t.chunks + EXCLUDED.chunks;
+    INSERT INTO parley.knowledge_stats AS s (tenant_id, chatbot_id, chunks)
+    SELECT n.tenant_id, n.chatbot_id, count(*)::int FROM new_rows n GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (tenant_id, chatbot_id) DO UPDATE SET chunks = s.chunks + EXCLUDED.chunks;
+  ELSE
+    INSERT INTO parley.knowledge_terms AS t (tenant_id, chatbot_id, term, chunks)
+    SELECT o.tenant_id, o.chatbot_id, l.lexeme, -count(*)::int FROM old_rows o, unnest(o.tsv) l
+     GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+    ON CONFLICT (tenant_id, chatbot_id, term) DO UPDATE SET chunks = t.chunks + EXCLUDED.chunks;
+    INSERT INTO parley.knowledge_stats AS s (tenant_id, chatbot_id, chunks)
+    SELECT o.tenant_id, o.chatbot_id, -count(*)::int FROM old_rows o GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (tenant_id, chatbot_id) DO UPDATE SET chunks = s.chunks + EXCLUDED.chunks;
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.knowledge_terms_delta() IS
+  'Statement trigger on knowledge_chunks: applies the chunks'' lexemes to knowledge_terms (document frequency per chatbot) and their count to knowledge_stats.';
+
+DROP TRIGGER IF EXISTS knowledge_terms_insert ON parley.knowledge_chunks;
+CREATE TRIGGER knowledge_terms_insert AFTER INSERT ON parley.knowledge_chunks
+  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION parley.knowledge_terms_delta();
+DROP TRIGGER IF EXISTS knowledge_terms_update ON parley.knowledge_chunks;
+CREATE TRIGGER knowledge_terms_update AFTER UPDATE ON parley.knowledge_chunks
+  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+  EXECUTE FUNCTION parley.knowledge_terms_delta();
+DROP TRIGGER IF EXISTS knowledge_terms_delete ON parley.knowledge_chunks;
+CREATE TRIGGER knowledge_terms_delete AFTER DELETE ON parley.knowledge_chunks
+  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION parley.knowledge_terms_delta();
+
+-- Full text ------------------------------------------------------------------------
+
+-- The question's terms: lexemes of its words in the chatbot's configuration, so plain words
+-- are never operators ("or", "-x", quotes and "!" mean nothing), each with its document
+-- frequency and BM25 weight ln(1 + (N - df + 0.5) / (df + 0.5)) over the chatbot's chunks.
+-- A term no chunk contains gets the weight of one that a single chunk contains. N is at least
+-- 1,000: a small knowledge base is weighed as if it sat in a larger one, so a word in both of
+-- its two passages still counts (there the score tends to the plain share of terms).
+CREATE OR REPLACE FUNCTION parley.knowledge_query_terms(p_chatbot_id uuid, p_config regconfig, p_query text)
+RETURNS TABLE (term text, df int, idf real)
+LANGUAGE sql STABLE
+AS $$
+  WITH n AS (SELECT coalesce((SELECT s.chunks FROM parley.knowledge_stats s
+                               WHERE s.tenant_id = (SELECT parley.current_tenant_id())
+                                 AND s.chatbot_id = p_chatbot_id), 0) AS n)
+  SELECT q.term, coalesce(t.chunks, 0),
+         ln(1 + (greatest(n.n, 1000) - greatest(coalesce(t.chunks, 0), 1) + 0.5)
+                / (greatest(coalesce(t.chunks, 0), 1) + 0.5))::real
+    FROM (SELECT DISTINCT l AS term FROM unnest(tsvector_to_array(to_tsvector(p_config, left(coalesce(p_query, ''), 2000)))) l) q
+    CROSS JOIN n
+    LEFT JOIN parley.knowledge_terms t
+      ON t.tenant_id = (SELECT parley.current_tenant_id()) AND t.chatbot_id = p_chatbot_id AND t.term = q.term
+$$;
+COMMENT ON FUNCTION parley.knowledge_query_terms(uuid, regconfig, text) IS
+  'The lexemes of a question in a chatbot''s text-search configuration with their document frequency and BM25 idf over the chatbot''s chunks (current tenant).';
+
+-- Full-text candidates of one chatbot, best first. SECURITY DEFINER (owned by parley_auth,
+-- which bypasses RLS) so the (chatbot_id, tsv) GIN index is usable: under RLS `@@` is not
+-- leakproof and the planner would filter every row of the chatbot instead (PITFALLS). The
+-- tenant is filtered explicitly, from the caller's own context; a chatbot of another tenant
+-- finds nothing.
+-- Score: the idf-weighted share of the question's terms a chunk contains, title and heading
+-- matches counting extra (field weights), in 0..1. Candidates come from the index postings of
+-- the informative terms only (those in at most a quarter of the chunks, else the rarest one);
+-- the common ones still count in the score of the best 200.
+CREATE OR REPLACE FUNCTION parley.knowledge_fts(p_chatbot_id uuid, p_terms text[], p_idf real[], p_df int[],
+                                                p_pool int)
+RETURNS TABLE (chunk_id bigint, score real, coverage real)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_total real;
+  v_n int;
+BEGIN
+  IF v_tenant IS NULL OR cardinality(p_terms) = 0 THEN
+    RETURN;
+  END IF;
+  SELECT sum(i) INTO v_total FROM unnest(p_idf) i;
+  SELECT s.chunks INTO v_n FROM parley.knowledge_stats s WHERE s.tenant_id = v_tenant AND s.chatbot_id = p_chatbot_id;
+  IF coalesce(v_n, 0) = 0 OR coalesce(v_total, 0) <= 0 THEN
+    RETURN;
+  END IF;
+  RETURN QUERY
+  WITH t AS (SELECT u.term, u.idf, u.df, to_tsquery('simple', quote_literal(u.term)) AS q,
+                    to_tsquery('simple', quote_literal(u.term) || ':AB') AS qh,
+                    row_number() OVER (ORDER BY u.df = 0, u.df, u.term) AS rarity
+               FROM unnest(p_terms, p_idf, p_df) AS u(term, idf, df)),
+       gen AS (SELECT * FROM t WHERE t.df > 0 AND (t.df * 4 <= v_n OR t.rarity = 1)),
+       hits AS (
+         SELECT h.id, sum(gen.idf) AS s
+           FROM gen CROSS JOIN LATERAL (
+             SELECT c.id FROM parley.knowledge_chunks c
+              WHERE c.chatbot_id = p_chatbot_id AND c.tsv @@ gen.q AND c.tenant_id = v_tenant) h
+          GROUP BY h.id
+          ORDER BY s DESC, h.id
+          LIMIT 200),
+       scored AS (
+         SELECT c.id,
+                (SELECT coalesce(sum(t.idf), 0) FROM t WHERE c.tsv @@ t.q) AS body,
+                (SELECT coalesce(sum(t.idf), 0) FROM t WHERE c.tsv @@ t.qh) AS head
+           FROM hits JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = hits.id)
+  SELECT scored.id, ((scored.body + 0.5 * scored.head) / (1.5 * v_total))::real,
+         (scored.body / v_total)::real
+    FROM scored
+   ORDER BY 2 DESC, scored.id
+   LIMIT p_pool;
+END $$;
+COMMENT ON FUNCTION parley.knowledge_fts(uuid, text[], real[], int[], int) IS
+  'Full-text candidates of a chatbot of the caller''s tenant (explicit filter; definer so the GIN index serves it): score = idf-weighted term share with title/heading matches weighing 1.5x, coverage = idf-weighted share of the question''s terms present. Called by knowledge_search.';
+ALTER FUNCTION parley.knowledge_fts(uuid, text[], real[], int[], int) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.knowledge_fts(uuid, text[], real[], int[], int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.knowledge_fts(uuid, text[], real[], int[], int) TO parley_app, parley_jobs;
+
+-- Hybrid retrieval -----------------------------------------------------------------
+
+-- Chatbots with at most this many chunks are searched exactly (btree on the chatbot, then a
+-- sort by distance); larger ones use HNSW with iterative scans.
+CREATE OR REPLACE FUNCTION parley.exact_knn_limit() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 3000 $$;
+COMMENT ON FUNCTION parley.exact_knn_limit() IS
+  'Chunks per chatbot up to which knowledge_search uses exact kNN instead of the HNSW index.';
+
+-- Reciprocal-rank fusion: score = w_fts / (k + rank in full text) + w_vec / (k + rank in vectors).
+CREATE OR REPLACE FUNCTION parley.knowledge_fusion(OUT k int, OUT w_fts real, OUT w_vec real)
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 60, 1.0::real, 1.0::real $$;
+COMMENT ON FUNCTION parley.knowledge_fusion() IS
+  'The fusion constants of knowledge_search (RRF k and the weights of the full-text and vector lists), tuned on the tuning half of bench/answer_quality.py.';
+
+-- The decline rule: whether the best passages answer the question at all. Inputs: the best
+-- cosine similarity of the vector list (NULL without vectors), the idf-weighted coverage of
+-- the question's terms by the best full-text passage, the share of the question's term
+-- weight the chatbot's knowledge contains anywhere, and whether both lists agree on the top
+-- document. Constants calibrated on the tuning half of the evaluation (docs/knowledge.md).
+CREATE OR REPLACE FUNCTION parley.knowledge_answerable(p_cosine double precision, p_coverage real, p_known real,
+                                                       p_agree boolean)
+RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+    WHEN p_cosine IS NULL THEN coalesce(p_coverage, 0) >= 0.45
+    ELSE p_cosine >= 0.62
+         OR (p_cosine >= 0.45 AND coalesce(p_coverage, 0) >= 0.5)
+         OR (p_agree AND p_cosine >= 0.40)
+  END
+$$;
+COMMENT ON FUNCTION parley.knowledge_answerable(double precision, real, real, boolean) IS
+  'Decline rule: true when the retrieved passages can answer (best cosine, idf-weighted term coverage of the best full-text passage, share of the question''s term weight the knowledge knows, agreement of the two lists on the top document). Calibrated on the tuning half of bench/answer_quality.py.';
+
+DROP FUNCTION IF EXISTS parley.knowledge_search(uuid, text, int, vector, text);
+CREATE FUNCTION parley.knowledge_search(
+  p_chatbot_id uuid, p_query text, p_k int, p_query_embedding vector DEFAULT NULL, p_model text DEFAULT NULL)
+RETURNS TABLE (chunk_id bigint, document_id uuid, title text, url text, heading_path text, text text,
+               fts_rank real, fts_coverage real, vector_distance double precision, score double precision,
+               answerable boolean, signals jsonb)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_config regconfig := parley.chatbot_ts_config(p_chatbot_id);
+  v_k int := least(greatest(coalesce(p_k, 5), 1), 50);
+  v_pool int := greatest(v_k * 4, 20);
+  v_terms text[];
+  v_idf real[];
+  v_df int[];
+  v_known real;
+  v_fts bigint[] := '{}';
+  v_fts_rank real[] := '{}';
+  v_fts_cov real[] := '{}';
+  v_vec bigint[] := '{}';
+  v_vec_dist double precision[] := '{}';
+  v_chunks int;
+  v_agree boolean := false;
+  v_answerable boolean;
+BEGIN
+  IF v_tenant IS NULL OR v_config IS NULL THEN
+    RETURN;  -- no tenant, or the chatbot is not this tenant's: nothing to find
+  END IF;
+
+  SELECT array_agg(q.term ORDER BY q.term), array_agg(q.idf ORDER BY q.term), array_agg(q.df ORDER BY q.term),
+         (sum(q.idf) FILTER (WHERE q.df > 0) / nullif(sum(q.idf), 0))::real
+    INTO v_terms, v_idf, v_df, v_known
+    FROM parley.knowledge_query_terms(p_chatbot_id, v_config, p_query) q;
+  IF v_terms IS NOT NULL THEN
+    SELECT array_agg(f.chunk_id ORDER BY f.score DESC, f.chunk_id), array_agg(f.score ORDER BY f.score DESC, f.chunk_id),
+           array_agg(f.coverage ORDER BY f.score DESC, f.chunk_id)
+      INTO v_fts, v_fts_rank, v_fts_cov
+      FROM parley.knowledge_fts(p_chatbot_id, v_terms, v_idf, v_df, v_pool) f;
+  END IF;
+
+  -- Vectors: exact for small chatbots, HNSW with iterative scan (pgvector 0.8) for big ones.
+  IF p_query_embedding IS NOT NULL THEN
+    SELECT s.chunks INTO v_chunks FROM parley.knowledge_stats s
+     WHERE s.tenant_id = v_tenant AND s.chatbot_id = p_chatbot_id;
+    IF coalesce(v_chunks, 0) <= parley.exact_knn_limit() THEN
+      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
+        INTO v_vec, v_vec_dist
+        FROM (SELECT c.id, (c.embedding <=> p_query_embedding) + 0 AS d
+                FROM parley.knowledge_chunks c
+               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id AND c.embedding IS NOT NULL
+                 AND (p_model IS NULL OR c.embedding_model = p_model)
+               ORDER BY 2, c.id
+               LIMIT v_pool) v;
+    ELSE
+      PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
+      PERFORM set_config('hnsw.ef_search', greatest(v_pool * 2, 40)::text, true);
+      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
+        INTO v_vec, v_vec_dist
+        FROM (SELECT c.id, c.embedding <=> p_query_embedding AS d
+                FROM parley.knowledge_chunks c
+               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id
+                 AND (p_model IS NULL OR c.embedding_model = p_model)
+               ORDER BY c.embedding <=> p_query_embedding
+               LIMIT v_pool) v;
+    END IF;
+    -- Agreement: the best vector passage's document is among the best full-text ones.
+    SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks a JOIN parley.knowledge_chunks b
+                     ON b.tenant_id = a.tenant_id AND b.document_id = a.document_id
+                    WHERE a.tenant_id = v_tenant AND a.id = v_vec[1] AND b.id = ANY (v_fts[1:5]))
+      INTO v_agree;
+  END IF;
+
+  v_answerable := parley.knowledge_answerable(1 - v_vec_dist[1], v_fts_cov[1], v_known, v_agree);
+
+  -- Reciprocal-rank fusion (knowledge_fusion).
+  RETURN QUERY
+  WITH w AS (SELECT * FROM parley.knowledge_fusion()),
+       f AS (SELECT u.id, u.r, u.cov, u.n FROM unnest(v_fts, v_fts_rank, v_fts_cov) WITH ORDINALITY AS u(id, r, cov, n)),
+       v AS (SELECT u.id, u.d, u.n FROM unnest(v_vec, v_vec_dist) WITH ORDINALITY AS u(id, d, n)),
+       fused AS (
+         SELECT coalesce(f.id, v.id) AS id, f.r, f.cov, v.d,
+                coalesce(w.w_fts / (w.k + f.n), 0) + coalesce(w.w_vec / (w.k + v.n), 0) AS s
+           FROM f FULL JOIN v ON v.id = f.id CROSS JOIN w)
+  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r, fused.cov,
+         fused.d, fused.s::double precision, v_answerable,
+         jsonb_build_object('cosine', round((1 - v_vec_dist[1])::numeric, 4), 'coverage', round(v_fts_cov[1]::numeric, 4),
+                            'known', round(v_known::numeric, 4), 'agree', v_agree)
+    FROM fused
+    JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = fused.id
+   ORDER BY fused.s DESC, fused.d NULLS LAST, fused.r DESC NULLS LAST, c.id
+   LIMIT v_k;
+END $$;
+COMMENT ON FUNCTION parley.knowledge_search(uuid, text, int, vector, text) IS
+  'Hybrid retrieval for one chatbot of the current tenant: full text (knowledge_fts: plain-word terms, idf and field weights, normalised 0..1) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (knowledge_fusion). FTS-only without a query embedding. fts_coverage: idf-weighted share of the question''s terms a passage contains; answerable: the decline rule (knowledge_answerable) for the question and signals: its inputs, the same on every row.';

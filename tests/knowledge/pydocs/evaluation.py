@@ -1,0 +1,184 @@
+"""Answer-quality evaluation on a real documentation site: the Python 3.11 docs (Debian's
+python3.11-doc package, HTML under /usr/share/doc/python3.11/html), served on 127.0.0.1 and
+imported with the product's own crawl (pyapp.knowledge.crawl.Importer, SSRF guard on).
+
+Shared by bench/answer_quality.py (the whole site) and tests/knowledge/test_answer_quality.py
+(a small slice in CI). questions.tsv holds the questions with their acceptable pages; every
+other one belongs to the held-out half, never used to tune anything.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from pyapp.db import Actor, tenant_tx
+
+HERE = Path(__file__).parent
+DOC_ROOT = Path("/usr/share/doc/python3.11/html")
+QUESTIONS = HERE / "questions.tsv"
+
+
+@dataclass
+class Question:
+    n: int
+    text: str
+    pages: list[str]  # acceptable pages (paths under the doc root); empty: the site does not cover it
+    half: str  # "tune" or "held"
+
+    @property
+    def answerable(self) -> bool:
+        return bool(self.pages)
+
+
+def load_questions() -> list[Question]:
+    out: list[Question] = []
+    for line in QUESTIONS.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        text, _, pages = line.partition("\t")
+        n = len(out)
+        out.append(Question(n, text.strip(), pages.split(), "tune" if n % 2 == 0 else "held"))
+    return out
+
+
+class DocSite:
+    """The doc tree served as a static site on 127.0.0.1 (ETag/Last-Modified from aiohttp's
+    FileResponse). ``only``: serve just these paths (404 for the rest), with a sitemap of them."""
+
+    def __init__(self, root: Path = DOC_ROOT, only: list[str] | None = None, robots: str | None = None):
+        self.root = root
+        self.only = set(only) if only is not None else None
+        self.robots = robots
+        self.runner: web.AppRunner | None = None
+        self.base = ""
+        self.requests: list[str] = []
+        self.headers: list[tuple[str, dict]] = []  # (path, request headers) of every request
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_get("/{path:.*}", self.serve)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        return self.base
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        path = request.match_info["path"] or "index.html"
+        self.requests.append(path)
+        self.headers.append((path, dict(request.headers)))
+        if path == "robots.txt":
+            if self.robots is None:
+                raise web.HTTPNotFound()
+            return web.Response(text=self.robots)
+        if path == "sitemap.xml" and self.only is not None:
+            urls = "".join(f"<url><loc>{self.base}/{p}</loc></url>" for p in sorted(self.only))
+            return web.Response(text='<?xml version="1.0" encoding="UTF-8"?>'
+                                '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+                                f"{urls}</urlset>", content_type="application/xml")
+        if path.endswith("/"):
+            path += "index.html"
+        if self.only is not None and path not in self.only:
+            raise web.HTTPNotFound()
+        file = (self.root / path).resolve()
+        if not file.is_relative_to(self.root.resolve()) or not file.is_file():
+            raise web.HTTPNotFound()
+        return web.FileResponse(file)
+
+    async def close(self) -> None:
+        if self.runner:
+            await self.runner.cleanup()
+
+
+def page_of(url: str | None, base: str) -> str:
+    path = urlsplit(url or "").path.lstrip("/")
+    return path or "index.html"
+
+
+@dataclass
+class Outcome:
+    question: Question
+    pages: list[str]  # pages of the top passages, best first (duplicates kept)
+    declined: bool
+    ms: float
+    features: dict = field(default_factory=dict)  # what the decline rule saw (calibration)
+
+    def rank(self) -> int | None:
+        for i, page in enumerate(self.pages):
+            if page in self.question.pages:
+                return i + 1
+        return None
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def subset(self, half: str | None) -> list[Outcome]:
+        return [o for o in self.outcomes if half is None or o.question.half == half]
+
+    def figures(self, half: str | None = None) -> dict:
+        items = self.subset(half)
+        answerable = [o for o in items if o.question.answerable]
+        unanswerable = [o for o in items if not o.question.answerable]
+
+        def hit(k: int) -> float:
+            return sum(1 for o in answerable if (o.rank() or 99) <= k) / max(1, len(answerable))
+
+        times = sorted(o.ms for o in items)
+        return {
+            "hit1": hit(1), "hit5": hit(5), "hit10": hit(10),
+            "declined": sum(o.declined for o in unanswerable) / max(1, len(unanswerable)),
+            "wrong_declines": sum(o.declined for o in answerable) / max(1, len(answerable)),
+            "answerable": len(answerable), "unanswerable": len(unanswerable),
+            "p50_ms": statistics.median(times) if times else 0.0,
+            "p95_ms": times[min(len(times) - 1, int(round(0.95 * len(times))) - 1)] if times else 0.0,
+        }
+
+
+def line(figures: dict) -> str:
+    return (f"hit1={figures['hit1']:.3f} hit5={figures['hit5']:.3f} hit10={figures['hit10']:.3f} "
+            f"declined={figures['declined']:.3f} wrong_declines={figures['wrong_declines']:.3f}")
+
+
+def _assistant_rule(found: list[dict]) -> bool:
+    """The assistant's rule before the decline rule moved into SQL: best max(cosine, term share) >= 0.45."""
+    best = 0.0
+    for p in found:
+        cos = 1 - p["vector_distance"] if p["vector_distance"] is not None else 0.0
+        best = max(best, cos, p["fts_coverage"] or 0.0)
+    return best >= 0.45
+
+
+async def ask(pool, tenant_id: uuid.UUID, chatbot_id: uuid.UUID, question: Question, base: str, embedder, *,
+              k: int = 10) -> Outcome:
+    """One question through the product's retrieval and decline rule, as the app role under RLS."""
+    from pyapp.knowledge import search
+
+    answerable = getattr(search, "answerable", _assistant_rule)
+    query_vector, search_passages = search.query_vector, search.search_passages
+
+    vector = await query_vector(embedder, question.text)
+    started = time.perf_counter()
+    async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="service", actor_id="eval")) as conn:
+        found, _mode = await search_passages(conn, chatbot_id, question.text, k, vector,
+                                             embedder.model if embedder is not None and vector is not None else None)
+    ms = (time.perf_counter() - started) * 1000
+    signals = found[0].get("signals") if found else None
+    features = json.loads(signals) if isinstance(signals, str) else dict(signals or {})
+    return Outcome(question, [page_of(p["url"], base) for p in found], not answerable(found), ms, features)
+
+
+async def evaluate(pool, tenant_id, chatbot_id, questions: list[Question], base: str, embedder) -> Report:
+    report = Report()
+    for question in questions:
+        report.outcomes.append(await ask(pool, tenant_id, chatbot_id, question, base, embedder))
+    return report
