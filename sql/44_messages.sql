@@ -155,6 +155,18 @@ BEGIN
 
   IF v_status = 'closed' AND p_author <> 'note' THEN
     IF p_author = 'visitor' THEN
+      -- A returning visitor continues a conversation closed less than the chatbot's
+      -- reopen_window_minutes ago (default 30; 0 = never) that the visitor has not rated;
+      -- otherwise the widget starts a new conversation (409 conversation_closed).
+      SELECT parley.jsonb_int(b.config -> 'reopen_window_minutes') INTO v_threshold
+        FROM parley.chatbots b WHERE b.tenant_id = v_conv.tenant_id AND b.id = v_conv.chatbot_id;
+      IF v_conv.closed_at < now() - make_interval(mins => greatest(coalesce(v_threshold, 30), 0))
+         OR EXISTS (SELECT 1 FROM parley.conversation_ratings r
+                     WHERE r.tenant_id = v_conv.tenant_id AND r.conversation_id = v_conv.id) THEN
+        PERFORM parley.raise_error(409, 'conversation_closed',
+          'This conversation has ended; a new message starts a new conversation.');
+      END IF;
+      v_threshold := NULL;
       PERFORM parley.check_open_conversation_limit();
       v_status := 'bot'; v_assignee := NULL; v_closed_at := NULL; v_reopened := true; v_misses := 0;
     ELSE
@@ -288,7 +300,7 @@ BEGIN
   RETURN v.message;
 END $$;
 COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
-  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.grounded=false is a miss: handoff.miss_threshold (default 2, 0 = never) misses in a row set waiting_human (event human_requested, reason bot_misses), meta.grounded=true resets the count. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
+  'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot) only within the chatbot''s reopen_window_minutes (default 30, 0 = never) and when not rated, else 409 conversation_closed (the widget starts a new conversation). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.grounded=false is a miss: handoff.miss_threshold (default 2, 0 = never) misses in a row set waiting_human (event human_requested, reason bot_misses), meta.grounded=true resets the count. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
 
 -- Visitor messages of one tenant, many per statement: most of PostgreSQL's time per message
 -- was the round trip, the transaction and its WAL flush, not the work (bench/chat_flow.py),

@@ -71,6 +71,9 @@ class ChatbotConfig(Open):
     nudges: list[Nudge] | None = Field(None, max_length=10)
     max_nudges: int | None = Field(None, ge=0, le=10)
     idle_close: IdleClose | None = None
+    # A visitor writing after a close continues the conversation within this many minutes (unless
+    # rated), else starts a new one (sql/44_messages.sql: store_message).
+    reopen_window_minutes: int | None = Field(None, ge=0, le=60 * 24 * 30)
 
 
 Origin = Annotated[str, Field(max_length=300, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")]

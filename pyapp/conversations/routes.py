@@ -124,10 +124,20 @@ class ConversationsOut(BaseModel):
     next_before: datetime | None = Field(None, description="pass as `before` for the next page")
 
 
+class OtherConversationOut(BaseModel):
+    id: UUID
+    status: str
+    created_at: datetime
+    last_activity_at: datetime
+    messages: int
+
+
 class TranscriptOut(BaseModel):
     conversation: ConversationOut
     messages: list[MessageOut]
     lead: dict[str, Any] | None = None
+    visitor_conversations: list[OtherConversationOut] = Field(
+        default_factory=list, description="the same visitor's other conversations with this chatbot, newest first")
 
 
 class LimitsOut(BaseModel):
@@ -193,7 +203,17 @@ async def get_conversation(call: Call):
             conversation_id)
         lead = await conn.fetchval("SELECT to_jsonb(l) FROM parley.leads l WHERE l.conversation_id = $1",
                                    conversation_id)
-    return {"conversation": conv, "messages": [r["m"] for r in messages], "lead": lead}
+        others = await conn.fetch(
+            """SELECT o.id, o.status, o.created_at, o.last_activity_at,
+                      (SELECT count(*) FROM parley.messages m
+                        WHERE m.tenant_id = o.tenant_id AND m.conversation_id = o.id AND m.author <> 'note') AS messages
+                 FROM parley.conversations c
+                 JOIN parley.conversations o ON o.tenant_id = c.tenant_id AND o.visitor_id = c.visitor_id
+                                            AND o.chatbot_id = c.chatbot_id AND o.id <> c.id
+                WHERE c.id = $1
+                ORDER BY o.created_at DESC LIMIT 20""", conversation_id)
+    return {"conversation": conv, "messages": [r["m"] for r in messages], "lead": lead,
+            "visitor_conversations": [dict(r) for r in others]}
 
 
 async def _transition(call: Call, sql: str, *args) -> dict:

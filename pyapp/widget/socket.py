@@ -218,9 +218,9 @@ class VisitorSession:
                 "id": None, "author": "system", "body": body, "client_id": None,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
 
-    async def _converse(self) -> bool:
-        """Start the visitor's conversation if it has none: the visitor spoke. False when refused by a limit."""
-        if self.claims.conversation_id is not None:
+    async def _converse(self, *, anew: bool = False) -> bool:
+        """Start the visitor's conversation if it has none (or `anew`: its conversation has ended)."""
+        if self.claims.conversation_id is not None and not anew:
             return True
         request, hello = self.request, self.hello
         row = await start_visitor_conversation(
@@ -228,6 +228,10 @@ class VisitorSession:
             page_url=hello.page_url if hello else None, referrer=hello.referrer if hello else None,
             user_agent=request.headers.get("User-Agent") if request is not None else None,
             locale=hello.locale if hello else None, country=country_of(request) if request is not None else None)
+        if self.claims.conversation_id is not None:  # the ended one: this socket follows the new one
+            self.relay.detach(self.sink)  # re-attached below under the new conversation
+            self.visitor_messages = 0
+            self.lead_requested = self.lead_sent = False
         self.claims = dataclasses.replace(self.claims, conversation_id=row["id"], visitor_id=row["visitor_id"])
         self.actor = visitor_actor(None, self.claims, ip=self.ip, request_id=self.request_id)
         self.status = row["status"]
@@ -258,9 +262,17 @@ class VisitorSession:
         # Stored together with whatever other visitors of this tenant sent meanwhile (one
         # statement, one commit; see message_batch), each exactly as post_message would. A
         # resend returns the row stored by an earlier transaction and writes nothing.
-        posted = await message_batcher(self.app).post(
-            self.claims.tenant_id, self.claims.conversation_id, frame.body, frame.client_id,
-            self.actor.ip, self.actor.request_id)
+        batcher = message_batcher(self.app)
+        try:
+            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation_id, frame.body,
+                                        frame.client_id, self.actor.ip, self.actor.request_id)
+        except MessageRefused as exc:
+            mapped = from_postgres(exc)
+            if mapped is None or mapped.code != "conversation_closed":
+                raise
+            await self._converse(anew=True)  # ended (rated, or closed too long ago): a new conversation
+            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation_id, frame.body,
+                                        frame.client_id, self.actor.ip, self.actor.request_id)
         self.status = posted.status
         msg = posted.message
         if posted.duplicate:

@@ -272,3 +272,65 @@ async def test_the_lead_form_is_asked_again_on_resume_until_filled_in(server, te
     await filled.send({"type": "ping"})
     await filled.expect(type="pong")
     assert not any(f["type"] == "lead_request" for f in filled.frames)
+
+
+async def _closed_conversation(server, tenant, clients, owner_conn):
+    sess = await widget_session(server, tenant["key"])
+    v = await visitor(server, sess)
+    clients.append(v)
+    await v.send({"type": "message", "client_id": "first", "body": "first question"})
+    await v.expect_message("first question")
+    status, out = await server.call("POST", f"/api/conversations/{sess['conversation_id']}/close",
+                                    token=tenant["access_token"])
+    assert status == 200, out
+    await v.expect(type="status", status="closed")
+    return sess, v
+
+
+async def test_writing_after_a_rated_close_starts_a_new_conversation(server, tenant, owner_conn, clients):
+    sess, v = await _closed_conversation(server, tenant, clients, owner_conn)
+    old = uuid.UUID(sess["conversation_id"])
+    await owner_conn.execute("INSERT INTO parley.conversation_ratings (tenant_id, conversation_id, chatbot_id, score)"
+                             " VALUES ($1, $2, $3, 5)", uuid.UUID(tenant["tenant_id"]), old, tenant["chatbot_id"])
+    await v.send({"type": "message", "client_id": "again", "body": "one more thing"})
+    new = await v.expect(type="conversation")
+    assert new["conversation_id"] != sess["conversation_id"] and new["status"] == "bot"
+    echo = await v.expect_message("one more thing")
+    assert echo["conversation_id"] == new["conversation_id"]
+    await v.expect_message(author="bot")  # the socket now follows the new conversation
+    rows = {r["id"]: r for r in await owner_conn.fetch(
+        "SELECT id, status, visitor_id FROM parley.conversations WHERE tenant_id = $1", uuid.UUID(tenant["tenant_id"]))}
+    assert rows[old]["status"] == "closed"
+    assert rows[uuid.UUID(new["conversation_id"])]["visitor_id"] == rows[old]["visitor_id"]  # the same visitor
+    # The agent sees the visitor's other conversations (and nobody else's).
+    await widget_session(server, tenant["key"])  # another visitor
+    status, out = await server.call("GET", f"/api/conversations/{new['conversation_id']}",
+                                    token=tenant["access_token"])
+    assert status == 200, out
+    assert [(c["id"], c["status"], c["messages"]) for c in out["visitor_conversations"]] == [(str(old), "closed", 2)]  # question + reply
+
+
+async def test_reopen_only_within_the_window(server, tenant, owner_conn, clients):
+    sess, v = await _closed_conversation(server, tenant, clients, owner_conn)
+    conv = uuid.UUID(sess["conversation_id"])
+    # Within the default window (30 minutes): the same conversation continues.
+    await v.send({"type": "message", "client_id": "soon", "body": "back again"})
+    await v.expect_message("back again")
+    assert await owner_conn.fetchval("SELECT status FROM parley.conversations WHERE id = $1", conv) == "bot"
+    assert not any(f["type"] == "conversation" for f in v.frames)
+    # Closed again, an hour ago: too long ago, a new conversation.
+    status, _ = await server.call("POST", f"/api/conversations/{conv}/close", token=tenant["access_token"])
+    assert status == 200
+    await owner_conn.execute("UPDATE parley.conversations SET closed_at = now() - interval '1 hour' WHERE id = $1",
+                             conv)
+    await v.send({"type": "message", "client_id": "late", "body": "much later"})
+    assert (await v.expect(type="conversation"))["conversation_id"] != str(conv)
+
+
+async def test_a_window_of_zero_never_reopens(server, tenant, owner_conn, clients):
+    status, out = await server.call("PATCH", f"/api/chatbots/{tenant['chatbot_id']}", token=tenant["access_token"],
+                                    json={"config": {"reopen_window_minutes": 0}})
+    assert status == 200, out
+    sess, v = await _closed_conversation(server, tenant, clients, owner_conn)
+    await v.send({"type": "message", "client_id": "soon", "body": "back at once"})
+    assert (await v.expect(type="conversation"))["conversation_id"] != sess["conversation_id"]

@@ -391,8 +391,9 @@ const boot = () => {
         setStatus(f.status);
         return f.status === 'closed' && rating();
       case 'lead_request': return leadForm(f.fields);
-      case 'conversation':
+      case 'conversation': // a new conversation (the first message, or writing after an ended one)
         adopt(f);
+        rated = 0;
         return setStatus(f.status);
       case 'error':
         if (f.client_id && byCid.has(f.client_id)) {
