@@ -143,11 +143,12 @@ async def _seed_knowledge(conn: asyncpg.Connection, chatbot_id: uuid.UUID) -> No
         " AND chatbot_id = $1 AND title = $2", chatbot_id, DEMO_SOURCE)
     if exists:
         return
-    try:
-        from pyapp.knowledge.ingest import chunk_document
-        chunks = chunk_document(DEMO_KNOWLEDGE)
-    except ImportError:  # the chunker is the knowledge module's; one chunk per section will do
-        chunks = [{"text": part.strip(), "heading_path": ""} for part in DEMO_KNOWLEDGE.split("\n## ") if part.strip()]
+    from pyapp.knowledge.extract import extract_markdown
+    from pyapp.knowledge.ingest import chunk_document
+
+    doc = extract_markdown(DEMO_KNOWLEDGE)
+    doc.title = DEMO_SOURCE
+    chunks = chunk_document(doc)
     source_id = await conn.fetchval(
         "SELECT s.id FROM parley.create_knowledge_source($1, 'text', $2) s", chatbot_id, DEMO_SOURCE)
     await conn.fetchval("SELECT parley.ingest_document($1, 'text', NULL, $2, $3)",
