@@ -429,7 +429,8 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
 # --------------------------------------------------------------------------- arranging
 
 
-async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int, claim: bool = True) -> dict:
+async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int, claim: bool = True,
+                         webhooks: int = 0) -> dict:
     """A tenant with unlimited limits, a chatbot, and visitor sessions (conversations claimed unless `claim` is off)."""
     async with aiohttp.ClientSession() as http:
         slug = f"bench-{secrets.token_hex(4)}"
@@ -444,10 +445,15 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
             await owner.execute(
                 "INSERT INTO parley.tenant_limits (tenant_id, max_open_conversations, msgs_per_min_chatbot,"
                 " msgs_per_min_ip, ai_msgs_per_day, msgs_per_min_tenant, msgs_per_min_conversation,"
-                " included_conversations, included_ai_messages) VALUES ($1, 0, 0, 0, 0, 0, 0, 0, 0)", tenant_id)
+                " included_conversations, included_ai_messages, max_open_conversations_per_ip,"
+                " conversations_per_min_chatbot) VALUES ($1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)", tenant_id)
             key = await owner.fetchval(
                 "INSERT INTO parley.chatbots (tenant_id, name, allowed_origins) VALUES ($1, 'Bench', $2)"
                 " RETURNING public_key", tenant_id, [ORIGIN])
+            for i in range(webhooks):  # subscribed endpoints: every message also writes a delivery each
+                await owner.execute(
+                    "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, event_kinds)"
+                    " VALUES ($1, 'webhook', $2, 'http://127.0.0.1:9/bench', '{message_added}')", tenant_id, f"w{i}")
         finally:
             await owner.close()
 
@@ -554,7 +560,8 @@ async def bench(args) -> None:
         visitor_hooks(app).set_bot_responder(None if args.bot else _no_bot)
         runner, base = await serve(app)
         try:
-            arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot)
+            arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot,
+                                            webhooks=args.webhooks)
             print(f"arranged {args.visitors} {'bot' if args.bot else 'claimed'} + {args.idle} idle conversations",
                   flush=True)
             # Measured before the flat-out runs: memory they leave free would hide the sockets' own.
@@ -648,6 +655,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
     parser.add_argument("--bot", action="store_true",
                         help="leave the conversations with the bot: the placeholder answers every visitor message")
+    parser.add_argument("--webhooks", type=int, default=0,
+                        help="webhook endpoints subscribed to message_added (deliveries written, not drained)")
     args = parser.parse_args()
     defaults = dict(visitors=200, agents=2, seconds=5.0, warmup=1.0, paced_seconds=3.0, idle=600) if args.quick else \
         dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, paced_seconds=20.0, idle=5000)

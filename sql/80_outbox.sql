@@ -38,7 +38,7 @@ GRANT SELECT ON parley.outbox_destinations, parley.outbox, parley.outbox_attempt
 -- Enqueue happens inside whatever transaction writes an event (server or jobs).
 GRANT INSERT ON parley.outbox TO parley_app, parley_jobs;
 GRANT USAGE ON SEQUENCE parley.outbox_id_seq TO parley_app, parley_jobs;
-GRANT UPDATE (status, attempts, next_attempt_at, last_status_code, last_error, finished_at)
+GRANT UPDATE (status, attempts, next_attempt_at, last_status_code, last_error, finished_at, payload)
    ON parley.outbox TO parley_jobs;
 GRANT UPDATE (status, finished_at) ON parley.outbox TO parley_app;
 GRANT INSERT ON parley.outbox_attempts TO parley_jobs;
@@ -70,8 +70,6 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_chatbot uuid;
-  v_message jsonb;
-  v_payload jsonb;
 BEGIN
   -- The common case: nobody subscribes. One probe of the tenant's few destinations.
   IF NOT EXISTS (SELECT 1 FROM parley.outbox_destinations d
@@ -82,26 +80,49 @@ BEGIN
     SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
      WHERE c.tenant_id = NEW.tenant_id AND c.id = NEW.conversation_id;
   END IF;
-  IF NEW.message_id IS NOT NULL THEN
-    SELECT parley.message_json(m) INTO v_message FROM parley.messages m
-     WHERE m.tenant_id = NEW.tenant_id AND m.conversation_id = NEW.conversation_id AND m.id = NEW.message_id;
-  END IF;
-  -- The delivery body (Standard Webhooks shape), built once per event.
-  v_payload := jsonb_build_object(
-    'type', 'conversation.' || NEW.kind,
-    'timestamp', NEW.at,
-    'data', jsonb_build_object('event_id', NEW.id, 'conversation_id', NEW.conversation_id, 'chatbot_id', v_chatbot,
-                               'actor', jsonb_build_object('kind', NEW.actor_kind, 'id', NEW.actor_id),
-                               'details', NEW.data, 'message', v_message));
+  -- Rows only: the body ('{}' here) is built by the drainer when it first takes the delivery
+  -- (parley.event_delivery_payload), so the chat transaction that writes the event (holding its
+  -- conversations and the tenant's event lock) pays for an insert, not for JSON.
   INSERT INTO parley.outbox (tenant_id, destination_id, event_id, kind, conversation_id, payload, deadline)
-  SELECT NEW.tenant_id, d.id, NEW.id, 'conversation.' || NEW.kind, NEW.conversation_id, v_payload, now() + d.retry_window
+  SELECT NEW.tenant_id, d.id, NEW.id, 'conversation.' || NEW.kind, NEW.conversation_id, '{}', now() + d.retry_window
     FROM parley.outbox_destinations d
    WHERE d.tenant_id = NEW.tenant_id AND d.status <> 'disabled' AND NEW.kind = ANY (d.event_kinds)
      AND (d.chatbot_id IS NULL OR d.chatbot_id = v_chatbot);
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION parley.enqueue_event_deliveries() IS
-  'Trigger t50_enqueue_deliveries on parley.events: one outbox row per active or paused destination of the tenant subscribed to the event kind (and chatbot), in the event''s transaction; payload {type: conversation.<kind>, timestamp, data: {event_id, conversation_id, chatbot_id, actor, details, message}}. No NOTIFY of its own: emit_event''s parley_events wakes the drainers.';
+  'Trigger t50_enqueue_deliveries on parley.events: one outbox row per active or paused destination of the tenant subscribed to the event kind (and chatbot), in the event''s transaction, with an empty body that take_outbox_batch fills from the event (event_delivery_payload). No NOTIFY of its own: emit_event''s parley_events wakes the drainers.';
+
+CREATE OR REPLACE FUNCTION parley.event_delivery_payload(p_event_id bigint) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_event parley.events;
+  v_chatbot uuid;
+  v_message jsonb;
+BEGIN
+  SELECT * INTO v_event FROM parley.events e WHERE e.tenant_id = parley.current_tenant_id() AND e.id = p_event_id;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('type', 'conversation.event', 'data', jsonb_build_object('event_id', p_event_id));
+  END IF;
+  IF v_event.conversation_id IS NOT NULL THEN
+    SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
+     WHERE c.tenant_id = v_event.tenant_id AND c.id = v_event.conversation_id;
+  END IF;
+  IF v_event.message_id IS NOT NULL THEN
+    SELECT parley.message_json(m) INTO v_message FROM parley.messages m
+     WHERE m.tenant_id = v_event.tenant_id AND m.conversation_id = v_event.conversation_id AND m.id = v_event.message_id;
+  END IF;
+  RETURN jsonb_build_object(
+    'type', 'conversation.' || v_event.kind,
+    'timestamp', v_event.at,
+    'data', jsonb_build_object('event_id', v_event.id, 'conversation_id', v_event.conversation_id,
+                               'chatbot_id', v_chatbot,
+                               'actor', jsonb_build_object('kind', v_event.actor_kind, 'id', v_event.actor_id),
+                               'details', v_event.data, 'message', v_message));
+END $$;
+COMMENT ON FUNCTION parley.event_delivery_payload(bigint) IS
+  'The delivery body of a domain event of the current tenant (Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, actor, details, message}); a minimal body when the event is gone.';
 
 DROP TRIGGER IF EXISTS t50_enqueue_deliveries ON parley.events;
 CREATE TRIGGER t50_enqueue_deliveries AFTER INSERT ON parley.events
@@ -252,6 +273,10 @@ BEGIN
       RETURN;
     END IF;
   END IF;
+  -- Bodies of event deliveries are built on first take (see enqueue_event_deliveries) and kept.
+  UPDATE parley.outbox o SET payload = parley.event_delivery_payload(o.event_id)
+   WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+     AND o.id = ANY (v_ready) AND o.event_id IS NOT NULL AND o.payload = '{}';
   RETURN QUERY
     SELECT o.id, o.created_at, o.delivery_key, o.kind, o.payload, o.attempts, o.event_id, o.conversation_id
       FROM parley.outbox o
@@ -568,6 +593,9 @@ DECLARE
 BEGIN
   PERFORM parley.require_role('admin');
   SELECT to_jsonb(o) - 'tenant_id' || jsonb_build_object('destination_name', d.name,
+           -- Not taken yet: the body it will carry.
+           'payload', CASE WHEN o.payload = '{}' AND o.event_id IS NOT NULL
+                           THEN parley.event_delivery_payload(o.event_id) ELSE o.payload END,
            'attempts_log', coalesce((SELECT jsonb_agg(to_jsonb(a) - 'tenant_id' ORDER BY a.attempt, a.id)
                                        FROM parley.outbox_attempts a
                                       WHERE a.tenant_id = o.tenant_id AND a.delivery_id = o.id), '[]'))

@@ -30,8 +30,14 @@ async def test_delivery_is_written_with_its_event_or_not_at_all(owner_conn, tena
     assert len(rows) == 1
     row = rows[0]
     assert row["destination_id"] == dest and row["status"] == "pending" and row["kind"] == "conversation.message_added"
-    payload = row["payload"]
+    assert row["payload"] == {}  # the body is built when a drainer first takes it, off the chat path
+    async with tenant_tx(await tenant.pool("jobs"), Actor(tenant_id=tenant.id, kind="system", actor_id="t")) as conn:
+        await conn.fetch("SELECT * FROM parley.lease_outbox_destinations('t', 10, 30)")
+        taken = await conn.fetch("SELECT * FROM parley.take_outbox_batch($1, 't', 10)", dest)
+    payload = taken[0]["payload"]
     assert payload["data"]["message"]["body"] == "hello" and payload["data"]["conversation_id"] == str(conv)
+    assert payload["type"] == "conversation.message_added" and payload["data"]["chatbot_id"] == str(tenant.chatbot_id)
+    assert (await _deliveries(owner_conn, tenant))[0]["payload"] == payload  # kept for the log and replays
     assert row["deadline"] - row["created_at"] >= datetime.timedelta(hours=72)
     # Other event kinds are not subscribed.
     async with await tenant.tx("service") as conn:
