@@ -45,6 +45,7 @@ SURFACES: list[str] = [
     "pyapp.billing.routes",
     "pyapp.webhooks.routes",
     "pyapp.channels.alerts",
+    "pyapp.billing.staff",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

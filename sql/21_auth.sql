@@ -15,6 +15,8 @@ AS $$
 DECLARE
   v_role text;
   v_user uuid;
+  v_live boolean;
+  v_suspended boolean;
 BEGIN
   IF p_tenant_id IS NULL THEN
     PERFORM parley.raise_error(401, 'unauthenticated', 'No tenant in the credentials.');
@@ -25,10 +27,16 @@ BEGIN
   PERFORM set_config('app.ip', coalesce(p_ip, ''), true);
   PERFORM set_config('app.request_id', coalesce(p_request_id, ''), true);
   PERFORM set_config('app.user_id', '', true);
-  -- A soft-deleted workspace is gone for everyone but the jobs process (which purges it).
-  IF p_actor_kind <> 'system' AND NOT EXISTS (
-      SELECT 1 FROM parley.tenants t WHERE t.id = p_tenant_id AND t.deleted_at IS NULL) THEN
+  -- One look at the tenant row. A soft-deleted workspace is gone for everyone but the jobs
+  -- process (which purges it); one suspended by staff keeps its data, and only staff, the
+  -- server and jobs reach it.
+  SELECT t.deleted_at IS NULL, t.suspended_at IS NOT NULL INTO v_live, v_suspended
+    FROM parley.tenants t WHERE t.id = p_tenant_id;
+  IF p_actor_kind <> 'system' AND v_live IS NOT TRUE THEN
     PERFORM parley.raise_error(404, 'tenant_not_found', 'This workspace does not exist or was deleted.');
+  END IF;
+  IF v_suspended AND p_actor_kind IN ('user', 'api_key', 'visitor') THEN
+    PERFORM parley.raise_error(403, 'tenant_suspended', 'This workspace is suspended; contact the operator.');
   END IF;
 
   IF p_actor_kind = 'user' THEN
@@ -63,6 +71,13 @@ BEGIN
     -- The server acting on its own behalf inside one tenant: the relay reading events,
     -- the assistant storing a bot reply. Never reachable from a client credential.
     v_role := 'agent';
+  ELSIF p_actor_kind = 'staff' AND session_user = 'parley_app' THEN
+    -- An operator of the installation acting inside this tenant (sql/92_staff.sql).
+    IF NOT parley.is_staff(p_actor_id::uuid, p_session_id) THEN
+      PERFORM parley.raise_error(403, 'not_staff', 'This needs an operator of this installation.');
+    END IF;
+    PERFORM set_config('app.session_id', p_session_id::text, true);
+    v_role := 'owner';
   ELSIF p_actor_kind = 'system' AND session_user IN ('parley_jobs') THEN
     v_role := 'owner';
   ELSE

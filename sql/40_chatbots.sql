@@ -53,7 +53,7 @@ BEGIN
     SELECT c.tenant_id, c.id, c.name, c.allowed_origins, c.config,
            parley.chatbot_public_config(c.name, c.config, l.allow_hide_branding)
       FROM parley.chatbots c
-      JOIN parley.tenants t ON t.id = c.tenant_id AND t.deleted_at IS NULL
+      JOIN parley.tenants t ON t.id = c.tenant_id AND t.deleted_at IS NULL AND t.suspended_at IS NULL
       CROSS JOIN LATERAL parley.effective_limits(c.tenant_id) l
      WHERE c.public_key = p_public_key AND c.deleted_at IS NULL
        AND (SELECT count(*) FROM parley.chatbots c2 WHERE c2.public_key = p_public_key) = 1;

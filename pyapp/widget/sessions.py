@@ -51,6 +51,8 @@ class RefreshIn(BaseModel):
 class SessionOut(BaseModel):
     token: str
     expires_at: str
+    tenant_id: uuid.UUID  # for proxies that map chatbot -> customer -> plan
+    chatbot_id: uuid.UUID
     conversation_id: uuid.UUID | None  # None until the visitor speaks
     visitor_id: uuid.UUID | None  # None only for a conversation token of version 1 being refreshed
     status: str | None  # the conversation's status; None without a conversation
@@ -85,7 +87,8 @@ async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, ch
 
 def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot) -> dict:
     token, expires_at = visitor_token(call.settings.secret_key, claims)
-    return {"token": token, "expires_at": expires_at, "conversation_id": claims.conversation_id,
+    return {"token": token, "expires_at": expires_at, "tenant_id": claims.tenant_id,
+            "chatbot_id": claims.chatbot_id, "conversation_id": claims.conversation_id,
             "visitor_id": claims.visitor_id, "status": status, "config": chatbot["public_config"]}
 
 

@@ -260,3 +260,27 @@ async def test_webhook_refuses_forged_events_with_payments_off(tenant, owner_con
             body = await resp.json()
             assert resp.status == 400 and body["error"]["code"] == "invalid_signature"
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.billing_events") == 0
+
+
+async def test_analyst_views(make_tenant, owner_conn, settings):
+    a, b = await make_tenant(), await make_tenant()
+    await change(a, "pro", provider="stripe", status="active", interval="year", extra_seats=2,
+                 customer_ref="cus_secret", subscription_ref="sub_secret")
+    await change(b, "starter", provider="stripe", status="active")
+    from pyapp.config import ANALYST_ROLE
+
+    conn = await asyncpg.connect(settings.role_url(ANALYST_ROLE))
+    try:
+        mrr = {r["plan"]: r for r in await conn.fetch("SELECT * FROM analytics.mrr_by_plan")}
+        assert mrr["pro"]["subscriptions"] == 1 and mrr["pro"]["mrr_cents"] == (99000 + 10 * 900 * 2) // 12
+        assert mrr["starter"]["mrr_cents"] == 2900 and mrr["free"]["mrr_cents"] == 0
+        changes = await conn.fetch("SELECT to_plan, source FROM analytics.plan_changes ORDER BY at")
+        assert [tuple(r) for r in changes] == [("pro", "webhook"), ("starter", "webhook")]
+        subs = await conn.fetch("SELECT * FROM analytics.subscriptions")
+        assert len(subs) == 2 and "customer_ref" not in subs[0].keys()
+        await conn.fetch("SELECT * FROM analytics.usage_monthly")
+        await conn.fetch("SELECT * FROM analytics.overage")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch("SELECT * FROM parley.subscriptions")
+    finally:
+        await conn.close()

@@ -1,0 +1,144 @@
+"""The staff back-office API (/api/staff): operators of this installation, member sessions only.
+
+Staff are the people whose verified email is in PARLEY_ADMIN_EMAILS (written to SQL at server
+start). Cross-tenant reads run in a staff transaction (`parley.begin_staff_request`); work
+inside a tenant runs in that tenant's transaction as actor `staff` through begin_request, so
+plan changes use parley.change_plan like the webhook and every action lands in the tenant's
+audit trail with actor staff.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from pyapp.api import Call, api
+from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip
+from pyapp.db import Actor, tenant_tx
+
+TAGS = ("staff",)
+
+
+class TenantsQuery(BaseModel):
+    q: str = Field("", max_length=200)
+    limit: int = Field(50, ge=1, le=200)
+
+
+class AuditQuery(BaseModel):
+    tenant_id: uuid.UUID | None = None
+    limit: int = Field(100, ge=1, le=500)
+
+
+class PlanIn(BaseModel):
+    plan: str = Field(min_length=1, max_length=40, pattern=r"^[a-z_]+$")
+    interval: Literal["month", "year"] = "month"
+
+
+class LimitsIn(BaseModel):
+    """Overrides: null inherits the plan, 0 is unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_chatbots: int | None = Field(None, ge=0)
+    max_seats: int | None = Field(None, ge=0)
+    max_open_conversations: int | None = Field(None, ge=0)
+    msgs_per_min_chatbot: int | None = Field(None, ge=0)
+    msgs_per_min_ip: int | None = Field(None, ge=0)
+    msgs_per_min_tenant: int | None = Field(None, ge=0)
+    msgs_per_min_conversation: int | None = Field(None, ge=0)
+    api_requests_per_min: int | None = Field(None, ge=0)
+    ai_msgs_per_day: int | None = Field(None, ge=0)
+    included_conversations: int | None = Field(None, ge=0)
+    included_ai_messages: int | None = Field(None, ge=0)
+    retention_days: int | None = Field(None, ge=0)
+    allow_hide_branding: bool | None = None
+    note: str | None = Field(None, max_length=500)
+
+
+class SuspendIn(BaseModel):
+    reason: str = Field("", max_length=500)
+
+
+def admin_emails(settings) -> list[str]:
+    configured = settings.extra.get("admin_emails")
+    if configured is None:
+        configured = os.environ.get("PARLEY_ADMIN_EMAILS", "").split(",")
+    return [e.strip().lower() for e in configured if e.strip()]
+
+
+@asynccontextmanager
+async def staff_tx(call: Call):
+    """A cross-tenant staff transaction: SQL checks the person is staff first."""
+    async with call.pool.acquire() as conn:
+        async with conn.transaction():
+            await conn.execute("SELECT parley.begin_staff_request($1, $2, $3, $4)", call.user_id, call.session_id,
+                               client_ip(call.request), call.request.get(REQUEST_ID))
+            yield conn
+
+
+def in_tenant(call: Call):
+    """The target tenant's transaction, as staff (begin_request checks staff and the session)."""
+    return tenant_tx(call.pool, Actor(tenant_id=call.uuid_param("tenant_id"), kind="staff",
+                                      actor_id=str(call.user_id), session_id=call.session_id,
+                                      ip=client_ip(call.request), request_id=call.request.get(REQUEST_ID),
+                                      min_role="owner"))
+
+
+@api.route("GET", "/api/staff/stats", auth="user", summary="Installation-wide figures", tags=TAGS)
+async def stats(call: Call):
+    async with staff_tx(call) as conn:
+        return await conn.fetchval("SELECT parley.staff_stats()")
+
+
+@api.route("GET", "/api/staff/tenants", auth="user", query=TenantsQuery, summary="Find tenants", tags=TAGS)
+async def find_tenants(call: Call):
+    async with staff_tx(call) as conn:
+        return {"tenants": await conn.fetchval("SELECT parley.staff_find_tenants($1, $2)", call.query.q,
+                                               call.query.limit)}
+
+
+@api.route("GET", "/api/staff/audit", auth="user", query=AuditQuery, summary="Audit trail across tenants", tags=TAGS)
+async def audit(call: Call):
+    async with staff_tx(call) as conn:
+        return {"events": await conn.fetchval("SELECT parley.staff_audit($1, $2)", call.query.tenant_id,
+                                              call.query.limit)}
+
+
+@api.route("POST", "/api/staff/tenants/{tenant_id}/plan", auth="user", body=PlanIn,
+           summary="Assign a plan (the same plan change the webhook makes)", tags=TAGS)
+async def assign_plan(call: Call):
+    async with in_tenant(call) as conn:
+        return await conn.fetchval("SELECT parley.change_plan($1, 'staff', $2)", call.body.plan,
+                                   {"provider": "staff", "status": "active", "interval": call.body.interval})
+
+
+@api.route("POST", "/api/staff/tenants/{tenant_id}/limits", auth="user", body=LimitsIn,
+           summary="Set per-tenant limit overrides (null inherits, 0 unlimited)", tags=TAGS)
+async def set_limits(call: Call):
+    async with in_tenant(call) as conn:
+        return await conn.fetchval("SELECT parley.staff_set_limits($1)",
+                                   call.body.model_dump(exclude_unset=True))
+
+
+@api.route("POST", "/api/staff/tenants/{tenant_id}/suspend", auth="user", body=SuspendIn,
+           summary="Suspend a tenant (data kept)", tags=TAGS)
+async def suspend(call: Call):
+    async with in_tenant(call) as conn:
+        return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend(true, $1)", call.body.reason)}
+
+
+@api.route("POST", "/api/staff/tenants/{tenant_id}/unsuspend", auth="user", body=SuspendIn,
+           summary="Lift a suspension", tags=TAGS)
+async def unsuspend(call: Call):
+    async with in_tenant(call) as conn:
+        return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend(false, $1)", call.body.reason)}
+
+
+def setup(app: web.Application) -> None:
+    async def sync(app: web.Application):
+        await app[POOL].fetchval("SELECT parley.sync_staff_emails($1)", admin_emails(app[SETTINGS]))
+
+    app.on_startup.append(sync)
