@@ -350,3 +350,30 @@ COMMENT ON FUNCTION parley.billing_overview() IS
   'The current tenant''s plan, limits (limited = past its grace period), subscription (no provider ids), period start, meters and live warnings (80 % warning, 100 % limit).';
 REVOKE ALL ON FUNCTION parley.billing_overview() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.billing_overview() TO parley_app, parley_jobs;
+
+-- The console's banner on every page: the most urgent billing state, or NULL.
+CREATE OR REPLACE FUNCTION parley.billing_banner() RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE
+    WHEN l.limited THEN jsonb_build_object('level', 'limit',
+      'message', 'Payment is overdue: the Free plan''s limits apply until it is paid. Nothing has been deleted.')
+    WHEN s.grace_until IS NOT NULL THEN jsonb_build_object('level', 'warning',
+      'message', format('The last payment failed: update the payment method before %s to keep your plan.',
+                        to_char(s.grace_until AT TIME ZONE 'UTC', 'YYYY-MM-DD')))
+    WHEN w.threshold = 100 THEN jsonb_build_object('level', 'limit',
+      'message', 'An allowance of your plan is used up.')
+    WHEN w.threshold = 80 THEN jsonb_build_object('level', 'warning',
+      'message', 'You have used 80 % of an allowance of your plan.')
+  END
+    FROM parley.effective_limits(parley.current_tenant_id()) l
+    LEFT JOIN parley.subscriptions s ON s.tenant_id = (SELECT parley.current_tenant_id())
+    LEFT JOIN LATERAL (
+      SELECT max(w.threshold) AS threshold FROM parley.usage_warnings w
+       WHERE w.tenant_id = (SELECT parley.current_tenant_id()) AND w.period_start >= parley.period_start()
+         AND (w.metric <> 'ai_messages_today' OR w.period_start = (now() AT TIME ZONE 'UTC')::date)) w ON true
+$$;
+COMMENT ON FUNCTION parley.billing_banner() IS
+  'The console banner for the current tenant: limited (grace over), payment failed (in grace), or an allowance at 100 % / 80 % this period (recorded by the record_usage_warnings job); NULL when all is well.';
+REVOKE ALL ON FUNCTION parley.billing_banner() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.billing_banner() TO parley_app;

@@ -325,10 +325,11 @@ async def _read_form(ctx: Ctx) -> None:
 
 
 async def _nav(ctx: Ctx) -> dict:
-    """Workspace name and the badges in the navigation (waiting and unread conversations)."""
+    """Workspace name, the badges in the navigation (waiting and unread conversations), the billing banner."""
     from pyapp.console import queries
 
-    nav = {"tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id)}
+    nav = {"tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id),
+           "billing": await ctx.conn.fetchval("SELECT parley.billing_banner()")}
     try:
         async with ctx.conn.transaction():
             counts = await queries.fetchrow(ctx.conn, "inbox_counts")

@@ -75,3 +75,22 @@ async def test_checkout_and_portal_redirect_to_stripe(stripe_settings, server, s
     assert status == 303 and resp.headers["Location"].startswith("https://billing.stripe.test/")
     status, html, _ = await c.post("/console/billing/checkout", {"plan": "pro", "interval": "weekly"})
     assert status == 422 and re.search(r"Choose a plan", html)
+
+
+async def test_banner_on_every_page(server, signup, console_client, owner_conn):
+    owner = await signup(server)
+    c = console_client()
+    await c.sign_in(owner["email"], owner["password"])
+    status, html, _ = await c.get("/console/inbox")
+    assert 'id="billing-banner"' not in html
+    await owner_conn.execute(
+        "INSERT INTO parley.usage_warnings (tenant_id, period_start, metric, threshold, used, allowance)"
+        " VALUES ($1::uuid, date_trunc('month', now() AT TIME ZONE 'UTC')::date, 'conversations', 80, 240, 300)",
+        owner["tenant_id"])
+    status, html, _ = await c.get("/console/inbox")
+    assert 'id="billing-banner"' in html and "80 % of an allowance" in html
+    await owner_conn.execute(
+        "INSERT INTO parley.subscriptions (tenant_id, provider, plan, status, grace_until)"
+        " VALUES ($1::uuid, 'stripe', 'free', 'past_due', now() - interval '1 hour')", owner["tenant_id"])
+    status, html, _ = await c.get("/console/leads")
+    assert "Payment is overdue" in html and 'href="/console/billing">Plan' in html
