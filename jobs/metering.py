@@ -13,7 +13,6 @@ import logging
 
 import asyncpg
 import stripe
-
 from pyapp.billing.config import billing_config
 from pyapp.billing.gateway import Gateway
 from pyapp.db import Actor, tenant_tx
@@ -36,7 +35,7 @@ async def report_overage(pool: asyncpg.Pool, gateway: Gateway, today: dt.date | 
                 await gateway.meter_event(
                     event_name=gateway.config.meters[row["metric"]], customer=row["customer_ref"],
                     value=row["quantity"], identifier=row["identifier"],
-                    timestamp=int(dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.timezone.utc).timestamp()))
+                    timestamp=int(dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC).timestamp()))
                 async with tenant_tx(pool, actor) as conn:
                     await conn.fetchval("SELECT parley.mark_usage_reported($1)", row["identifier"])
                 sent += 1

@@ -9,13 +9,13 @@ outside any transaction; results are recorded in one statement per batch. NOTIFY
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import time
 
 import asyncpg
-
 from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.db import Actor, tenant_tx
 from pyapp.outbox.registry import default_senders
@@ -211,10 +211,8 @@ class OutboxDrainer:
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 async def _safe_send(sender: Sender, destination: Destination, delivery: Delivery) -> Result:

@@ -8,6 +8,7 @@ job twice. Rows marked `external` are left to pg_cron.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,9 +17,9 @@ import socket
 import time
 
 import asyncpg
+from pyapp.db import create_pool
 
 from jobs.schedule import JOBS, disabled_jobs, register, run_job
-from pyapp.db import create_pool
 
 log = logging.getLogger("parley.jobs")
 IDLE_SLEEP_S = 2.0
@@ -66,21 +67,20 @@ def _touch_heartbeat() -> None:
 
 async def main(settings, once: bool = False) -> int:
     """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code."""
+    from pyapp.channels.envelope import Keyring
+    from pyapp.knowledge.ingest import drain_embeddings
+    from pyapp.outbox.registry import default_senders
+
     from jobs.metering import Metering
     from jobs.outbox import OutboxDrainer
-    from pyapp.channels.envelope import Keyring
-    from pyapp.outbox.registry import default_senders
-    from pyapp.knowledge.ingest import drain_embeddings
 
     pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
     outbox_pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
     worker = worker_name()
     log.info("jobs process %s started", worker)
     drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url, senders=default_senders(settings),
@@ -100,10 +100,8 @@ async def main(settings, once: bool = False) -> int:
                 await drainer.drain()
                 break
             if not ran and not embedded:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), IDLE_SLEEP_S)
-                except TimeoutError:
-                    pass
     finally:
         stop.set()
         if outbox_task is not None:

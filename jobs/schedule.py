@@ -13,15 +13,15 @@ import importlib
 import logging
 import os
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from types import ModuleType
-from typing import Callable
 
 import asyncpg
+from pyapp.db import Actor, tenant_tx
 
 import jobs.scheduled
-from pyapp.db import Actor, tenant_tx
 
 log = logging.getLogger("parley.jobs")
 

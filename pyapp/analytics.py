@@ -4,6 +4,7 @@ the member statistics are in sql/60_statistics.sql."""
 from __future__ import annotations
 
 import uuid
+
 from pydantic import BaseModel, Field, field_validator
 
 from pyapp.api import Call, api, row, rows

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -20,12 +21,11 @@ from pyapp.errors import ApiError
 from pyapp.inputs import INT64_MAX, check_value, parse_json
 
 
-
 @dataclass
 class RouteSpec:
     method: str
     path: str
-    handler: Callable[["Call"], Awaitable[Any]]
+    handler: Callable[[Call], Awaitable[Any]]
     auth: str
     min_role: str
     keys: bool

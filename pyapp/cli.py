@@ -63,7 +63,6 @@ async def _schema_current(settings) -> tuple[bool, str]:
 
 
 def cmd_serve(args) -> int:
-    from aiohttp import web
 
     from pyapp.app import create_app, serve
     from pyapp.config import load_settings
@@ -93,6 +92,7 @@ def cmd_serve(args) -> int:
 
 def cmd_jobs(args) -> int:
     from jobs.runner import main as jobs_main
+
     from pyapp.config import load_settings
 
     return asyncio.run(jobs_main(load_settings(), once=args.once))

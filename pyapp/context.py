@@ -2,7 +2,7 @@
 
 The pool, the settings, whether to trust a proxy, the request id, and `json_dumps` live here
 (not in the route registry) so the relay, the sockets and the console use them without
-importing `pyapp.api`. This module imports nothing from `pyapp`.
+importing `pyapp.api`. This module imports nothing from `pyapp` but the settings type (`pyapp.config`, a leaf).
 """
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import json
 import uuid
 from typing import Any
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
-POOL = web.AppKey("pool", object)
-SETTINGS = web.AppKey("settings", object)
+from pyapp.config import Settings
+
+POOL = web.AppKey("pool", asyncpg.Pool)
+SETTINGS = web.AppKey("settings", Settings)
 TRUST_PROXY = web.AppKey("trust_proxy", bool)
 EMBEDDER_WARM = web.AppKey("embedder_warm", object)  # the embedding model loading at start (/readyz waits)
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -6,11 +6,12 @@ them to the next request.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import AsyncIterator
 from uuid import UUID
 
 import asyncpg
@@ -20,10 +21,8 @@ from pgvector.asyncpg import register_vector
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    try:
+    with contextlib.suppress(ValueError):  # vector extension not installed in this database
         await register_vector(conn)
-    except ValueError:
-        pass  # vector extension not installed in this database
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -64,13 +63,12 @@ class Actor:
 @asynccontextmanager
 async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.Connection]:
     """A transaction bound to one tenant; begin_request checks the session/key and role first."""
-    async with pool.acquire() as conn:
-        async with conn.transaction():
-            await conn.fetchval(
-                "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
-                actor.tenant_id, actor.kind, actor.actor_id, actor.session_id,
-                actor.ip, actor.request_id, actor.min_role)
-            yield conn
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.fetchval(
+            "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
+            actor.tenant_id, actor.kind, actor.actor_id, actor.session_id,
+            actor.ip, actor.request_id, actor.min_role)
+        yield conn
 
 
 @lru_cache(maxsize=256)

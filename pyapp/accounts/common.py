@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 from urllib.parse import quote
 
 import asyncpg
@@ -34,12 +34,11 @@ async def auth_tx(call: Call, *, signed_in: bool = False) -> AsyncIterator[async
     Its first statement is parley.begin_auth_request, which records ip and request id for the
     audit trail and, for a signed-in person, checks that the session is alive.
     """
-    async with call.pool.acquire() as conn:
-        async with conn.transaction():
-            await conn.execute("SELECT parley.begin_auth_request($1, $2, $3, $4)",
-                               client_ip(call.request), call.request.get(REQUEST_ID),
-                               call.user_id if signed_in else None, call.session_id if signed_in else None)
-            yield conn
+    async with call.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT parley.begin_auth_request($1, $2, $3, $4)",
+                           client_ip(call.request), call.request.get(REQUEST_ID),
+                           call.user_id if signed_in else None, call.session_id if signed_in else None)
+        yield conn
 
 
 def access_token(call: Call, session: dict) -> tuple[str, int]:

@@ -12,8 +12,22 @@ from pyapp.errors import ApiError
 from pyapp.security import new_opaque_token, sha256, successor_token
 
 from .common import INVITE_PATH, RESET_PATH, access_token, auth_tx, link, passwords, send_later
-from .models import (AcceptedOut, AcceptIn, AccessOut, AuthOut, ForgotIn, JoinedOut, LoginIn, LogoutIn,
-                     MeOut, RefreshIn, ResetIn, SignupIn, SwitchIn, TenantsOut)
+from .models import (
+    AcceptedOut,
+    AcceptIn,
+    AccessOut,
+    AuthOut,
+    ForgotIn,
+    JoinedOut,
+    LoginIn,
+    LogoutIn,
+    MeOut,
+    RefreshIn,
+    ResetIn,
+    SignupIn,
+    SwitchIn,
+    TenantsOut,
+)
 
 TAGS = ("auth",)
 

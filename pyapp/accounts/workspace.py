@@ -11,8 +11,23 @@ from pyapp.api import Call, api
 from pyapp.security import new_api_key, new_opaque_token
 
 from .common import send_later
-from .models import (ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, ApiKeysOut, AuditOut, AuditQuery, InviteCreatedOut,
-                     InviteIn, InviteOut, InvitesOut, MemberOut, MemberPatch, MembersOut, SettingsIn, SettingsOut)
+from .models import (
+    ApiKeyCreatedOut,
+    ApiKeyIn,
+    ApiKeyOut,
+    ApiKeysOut,
+    AuditOut,
+    AuditQuery,
+    InviteCreatedOut,
+    InviteIn,
+    InviteOut,
+    InvitesOut,
+    MemberOut,
+    MemberPatch,
+    MembersOut,
+    SettingsIn,
+    SettingsOut,
+)
 from .sessions import invite_link
 
 

@@ -1,12 +1,10 @@
 """What the agent socket and the SSE stream share: replay from the events table, credential re-checks."""
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 
-from pyapp.context import json_dumps
 from pyapp.auth import check_member
+from pyapp.context import json_dumps
 from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.realtime.frames import BATCH, event_json, read_events
@@ -54,5 +52,5 @@ async def recheck(pool: asyncpg.Pool, actor: Actor) -> ApiError | None:
         if mapped is None or mapped.status >= 500:
             return None  # a database hiccup is not a reason to drop a member
         return mapped
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return None

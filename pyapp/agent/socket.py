@@ -25,7 +25,8 @@ from pyapp.context import POOL, REQUEST_ID, client_ip, json_dumps
 from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import INT64_MAX, parse_json
-from pyapp.realtime.relay import Relay, get_relay, install as install_relay
+from pyapp.realtime.relay import Relay, get_relay
+from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import Sink
 
 log = logging.getLogger("parley.agent.socket")
@@ -163,7 +164,7 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
     try:
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await ws.send_str(_error("hello_timeout", "Send hello first."))
             await ws.close(code=4408, message=b"hello timeout")
             return ws

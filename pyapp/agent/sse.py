@@ -17,7 +17,8 @@ from pyapp.auth import check_member
 from pyapp.context import SETTINGS
 from pyapp.errors import ApiError
 from pyapp.inputs import INT64_MAX
-from pyapp.realtime.relay import get_relay, install as install_relay
+from pyapp.realtime.relay import get_relay
+from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import SseSink
 
 KEEPALIVE = 15.0

@@ -168,7 +168,7 @@ def _status(status: str | None) -> str:
 def _iso(epoch) -> str | None:
     if not epoch:
         return None
-    return dt.datetime.fromtimestamp(int(epoch), dt.timezone.utc).isoformat()
+    return dt.datetime.fromtimestamp(int(epoch), dt.UTC).isoformat()
 
 
 def invoice_subscription(invoice: dict) -> str | None:

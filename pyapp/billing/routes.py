@@ -18,9 +18,9 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
-from pyapp.context import POOL, REQUEST_ID, SETTINGS
 from pyapp.billing.config import billing_config
 from pyapp.billing.gateway import Gateway, invoice_subscription
+from pyapp.context import POOL, REQUEST_ID, SETTINGS
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
 
@@ -156,7 +156,7 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
         updated = await gw.cancel_at_period_end(sub["subscription_ref"])
     except stripe.StripeError as exc:
         raise _stripe_failed(exc) from None
-    end = gw.state_of(updated, synced_at=dt.datetime.now(dt.timezone.utc))["current_period_end"]
+    end = gw.state_of(updated, synced_at=dt.datetime.now(dt.UTC))["current_period_end"]
     return {"scheduled": True, "at": end}
 
 
@@ -220,9 +220,9 @@ async def webhook(request: web.Request) -> web.Response:
         tenant_id = uuid.UUID(str(tenant))
     except ValueError:
         return web.json_response({"received": True, "ignored": "no tenant"})
-    created = dt.datetime.fromtimestamp(int(event.get("created") or 0), dt.timezone.utc)
+    created = dt.datetime.fromtimestamp(int(event.get("created") or 0), dt.UTC)
     plan, _, _ = gw.plan_of(sub)
-    state = gw.state_of(sub, synced_at=dt.datetime.now(dt.timezone.utc),
+    state = gw.state_of(sub, synced_at=dt.datetime.now(dt.UTC),
                         delinquent_since=created if kind == "invoice.payment_failed" else None)
     if state["status"] == "canceled":
         plan = "free"

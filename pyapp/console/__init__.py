@@ -28,6 +28,7 @@ async def to_console_root(request: aioweb.Request) -> aioweb.StreamResponse:
 
 def setup(app: aioweb.Application) -> None:
     # Importing the page modules declares their routes on ROUTES.
+    from pyapp.channels import console as _alerts  # noqa: F401
     from pyapp.console import (  # noqa: F401
         analytics,
         auth,
@@ -41,7 +42,6 @@ def setup(app: aioweb.Application) -> None:
     )
     from pyapp.outbox import console as _outbox  # noqa: F401
     from pyapp.webhooks import console as _webhooks  # noqa: F401
-    from pyapp.channels import console as _alerts  # noqa: F401
 
     seen: set[tuple[str, str]] = set()
     for method, path, handler in ROUTES:

@@ -9,8 +9,17 @@ from pydantic import ValidationError
 
 from pyapp.console import accounts_bridge as accounts
 from pyapp.console import session as sess
-from pyapp.console.web import (Ctx, error_response, form_errors, json_ok, page, public_page, redirect, render,
-                               render_public)
+from pyapp.console.web import (
+    Ctx,
+    error_response,
+    form_errors,
+    json_ok,
+    page,
+    public_page,
+    redirect,
+    render,
+    render_public,
+)
 from pyapp.errors import ApiError
 
 _SAFE_NEXT = re.compile(r"^/console/[A-Za-z0-9/_\-.?=&%:+,~]*$")

@@ -7,7 +7,8 @@ role is carried by the actor, and parley.begin_request enforces it.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 

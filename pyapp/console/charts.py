@@ -72,7 +72,7 @@ def bar_chart(title: str, labels: list[str], values: list[float | None], *, unit
     vmax = _nice_max(max(clean + [v or 0 for v in (overlay or [])] + [0]))
     inner_w, inner_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
     step = inner_w / max(1, len(labels))
-    for i, (label, v) in enumerate(zip(labels, clean)):
+    for i, (label, v) in enumerate(zip(labels, clean, strict=False)):
         h = inner_h * v / vmax
         chart.bars.append({"x": round(PAD_L + step * i + step * 0.15, 1), "y": round(PAD_T + inner_h - h, 1),
                            "w": round(max(1.0, step * 0.7), 1), "h": round(h, 1), "label": label,
@@ -107,11 +107,11 @@ def line_chart(title: str, labels: list[str], values: list[float | None], *, uni
     """A line with a dot per known value; unknown days (None) leave a gap."""
     chart = Chart("line", title, unit)
     known = [v for v in values if v is not None]
-    top = vmax if vmax is not None else _nice_max(max(known + [0]))
+    top = vmax if vmax is not None else _nice_max(max([*known, 0]))
     inner_w, inner_h = W - PAD_L - PAD_R, H - PAD_T - PAD_B
     step = inner_w / max(1, len(labels))
     chart.paths = _paths(values, step, top)
-    for i, (label, v) in enumerate(zip(labels, values)):
+    for i, (label, v) in enumerate(zip(labels, values, strict=False)):
         if v is None:
             continue
         chart.dots.append({"x": round(PAD_L + step * (i + 0.5), 1),

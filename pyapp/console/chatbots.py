@@ -158,7 +158,7 @@ def model_errors(exc: ValidationError) -> dict:
                 msg = "A colour like #4f46e5."
             elif field == "avatar_url":
                 msg = "An https:// address of an image."
-        elif loc in FIELD_OF and FIELD_OF[loc]:
+        elif FIELD_OF.get(loc):
             field = FIELD_OF[loc]
         elif loc[:2] == ("config", "starters"):
             field = "starters"

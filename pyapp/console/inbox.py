@@ -194,7 +194,7 @@ async def _act(ctx: Ctx, action: str):
         except ValidationError as exc:
             errors = form_errors(exc)
             if ctx.wants_json:
-                raise ApiError(422, "validation_failed", next(iter(errors.values())), {"fields": errors})
+                raise ApiError(422, "validation_failed", next(iter(errors.values())), {"fields": errors}) from None
             return await _rerender(ctx, conversation_id, errors)
         args.append(data.body if isinstance(data, ReplyForm) else data.assignee_id)
     try:

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ValidationError, field_validator
 from pyapp.console import queries
 from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
 from pyapp.errors import ApiError, from_postgres
-from pyapp.leads.routes import EXPORT_LEADS, leads_csv as write_leads_csv
+from pyapp.leads.routes import EXPORT_LEADS
+from pyapp.leads.routes import leads_csv as write_leads_csv
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
 # The workflow of parley.set_lead_status, to offer only the moves it accepts.
@@ -47,8 +48,8 @@ class LeadFilters(BaseModel):
         return value
 
     def args(self, limit: int) -> list:
-        start = dt.datetime.combine(self.date_from, dt.time(), dt.timezone.utc) if self.date_from else None
-        end = (dt.datetime.combine(self.date_to + dt.timedelta(days=1), dt.time(), dt.timezone.utc)
+        start = dt.datetime.combine(self.date_from, dt.time(), dt.UTC) if self.date_from else None
+        end = (dt.datetime.combine(self.date_to + dt.timedelta(days=1), dt.time(), dt.UTC)
                if self.date_to else None)
         return [self.q, self.status, self.chatbot, start, end, limit]
 
@@ -89,7 +90,7 @@ async def _leads_page(ctx: Ctx, *, status: int = 200, row_errors: dict | None = 
 async def leads_csv(ctx: Ctx):
     filters, _ = _filters(ctx.request)
     rows = await ctx.conn.fetch(EXPORT_LEADS, *filters.args(CSV_LIMIT))
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M")
     return web.Response(body=write_leads_csv(rows, bom=True), content_type="text/csv", charset="utf-8",
                         headers={"Content-Disposition": f'attachment; filename="leads-{stamp}.csv"',
                                  "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})

@@ -139,7 +139,7 @@ async def create_key(ctx: Ctx):
     if expires_raw:
         try:
             day = dt.date.fromisoformat(expires_raw)
-            expires_at = dt.datetime.combine(day, dt.time(23, 59, 59), dt.timezone.utc)
+            expires_at = dt.datetime.combine(day, dt.time(23, 59, 59), dt.UTC)
             if day <= dt.date.today():
                 errors["expires_on"] = "Choose a day after today."
         except ValueError:

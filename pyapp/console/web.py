@@ -11,10 +11,11 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -51,7 +52,7 @@ def _timeago(value) -> str:
     if value is None:
         return ""
     import datetime as dt
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     secs = int((now - value).total_seconds())
     if secs < 60:
         return "just now"

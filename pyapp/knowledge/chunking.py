@@ -234,7 +234,7 @@ def fit_window(chunks: list[Chunk], count, limit: int, as_embedded=None) -> list
 
     def fit(batch: list[Chunk]) -> list[Chunk]:
         out: list[Chunk] = []
-        for chunk, size in zip(batch, count([render(c) for c in batch]) if batch else []):
+        for chunk, size in zip(batch, count([render(c) for c in batch]) if batch else [], strict=False):
             if size <= limit or len(chunk.text) < 40:
                 out.append(chunk)
             else:

@@ -144,7 +144,7 @@ class RepeatedBlocks:
     def filter(self, text: str) -> str:
         blocks = text.split("\n\n")
         keys = [self._key(b) for b in blocks]
-        kept = [b for b, k in zip(blocks, keys) if k is None or self.seen[k] < self.pages]
+        kept = [b for b, k in zip(blocks, keys, strict=True) if k is None or self.seen[k] < self.pages]
         self.seen.update({k for k in keys if k})
         return "\n\n".join(kept)
 

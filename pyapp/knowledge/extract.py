@@ -53,7 +53,7 @@ class Document:
     link_density: float = 0.0  # share of the text that is link text (HTML): index and TOC pages are near 1
 
     @property
-    def sections(self) -> list["Section"]:
+    def sections(self) -> list[Section]:
         """The text split at its headings, each with its heading path."""
         from pyapp.knowledge.chunking import split_sections
 

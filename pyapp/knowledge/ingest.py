@@ -8,6 +8,7 @@ turns queued chunks into vectors with the configured embedder.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -85,7 +86,8 @@ def passage_window():
 def chunk_document(doc, window=_NO_WINDOW) -> list[dict]:
     """[{text, heading_path}] for parley.ingest_document, from an extracted Document. With an
     embedding window, every passage fits it as embedded (title and heading path included)."""
-    from pyapp.knowledge.chunking import chunk_document as split, fit_window
+    from pyapp.knowledge.chunking import chunk_document as split
+    from pyapp.knowledge.chunking import fit_window
 
     chunks = split(doc)
     window = passage_window() if window is _NO_WINDOW else window
@@ -175,10 +177,8 @@ class EmbeddingWorker:
     async def stop(self) -> None:
         if self.task:
             self.task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         while True:
@@ -193,7 +193,5 @@ class EmbeddingWorker:
             except Exception:
                 log.exception("embedding worker pass failed")
             self.wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), self.idle_sleep * 5)
-            except TimeoutError:
-                pass

@@ -37,8 +37,17 @@ from pyapp.providers.http import ProviderError, RetryPolicy, SSEEvent, endpoint,
 from pyapp.providers.prompt import ExtractiveAnswer, Passage, build_prompt, estimate_tokens, extractive_answer
 
 __all__ = [
-    "LLM", "LLMError", "OpenAICompatibleLLM", "AnthropicLLM", "get_llm", "RetryPolicy",
-    "build_prompt", "extractive_answer", "estimate_tokens", "Passage", "ExtractiveAnswer",
+    "LLM",
+    "AnthropicLLM",
+    "ExtractiveAnswer",
+    "LLMError",
+    "OpenAICompatibleLLM",
+    "Passage",
+    "RetryPolicy",
+    "build_prompt",
+    "estimate_tokens",
+    "extractive_answer",
+    "get_llm",
 ]
 
 ANTHROPIC_VERSION = "2023-06-01"

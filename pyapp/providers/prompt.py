@@ -137,13 +137,7 @@ def build_prompt(persona: str | None, passages: Sequence[Any], history: Iterable
 # The no-LLM answerer
 # ---------------------------------------------------------------------------------------
 
-_STOPWORDS = frozenset("""
-a an the and or but if then else of to in on at by for with from into onto about as is are was were be been
-being am do does did done have has had having i me my we our you your he she it its they them their this that
-these those what which who whom whose when where why how can could should would will shall may might must
-not no yes there here so than too very just also any some all each more most other such only own same both
-please hi hello thanks thank get got there's what's how's i'm it's don't doesn't can't
-""".split())
+_STOPWORDS = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "else", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "about", "as", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "have", "has", "had", "having", "i", "me", "my", "we", "our", "you", "your", "he", "she", "it", "its", "they", "them", "their", "this", "that", "these", "those", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "not", "no", "yes", "there", "here", "so", "than", "too", "very", "just", "also", "any", "some", "all", "each", "more", "most", "other", "such", "only", "own", "same", "both", "please", "hi", "hello", "thanks", "thank", "get", "got", "there's", "what's", "how's", "i'm", "it's", "don't", "doesn't", "can't"])
 _WORD = re.compile(r"[\w][\w'-]*", re.UNICODE)
 
 

@@ -47,7 +47,7 @@ class PreparedEvent:
     None: nothing here decides what a visitor may see.
     """
 
-    __slots__ = ("id", "tenant_id", "conversation_id", "data", "visitor_frame", "_agent", "_sse", "_visitor")
+    __slots__ = ("_agent", "_sse", "_visitor", "conversation_id", "data", "id", "tenant_id", "visitor_frame")
 
     def __init__(self, tenant_id: uuid.UUID, data: dict, visitor_frame: dict | None = None) -> None:
         self.tenant_id = tenant_id
@@ -61,7 +61,7 @@ class PreparedEvent:
         self._visitor: tuple[int | None, str] | None = None
 
     @classmethod
-    def from_row(cls, tenant_id: uuid.UUID, row: Any) -> "PreparedEvent":
+    def from_row(cls, tenant_id: uuid.UUID, row: Any) -> PreparedEvent:
         """One row of parley.events_after."""
         return cls(tenant_id, event_json(row), row["visitor"])
 

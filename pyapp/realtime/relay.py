@@ -24,7 +24,8 @@ import logging
 import secrets
 import uuid
 from collections import OrderedDict
-from typing import Awaitable
+from collections.abc import Awaitable
+from typing import ClassVar
 
 import asyncpg
 from aiohttp import web
@@ -190,7 +191,7 @@ class Relay:
             self.spawn(close(sink), name="close-tenant-socket")
 
     # Revocation ------------------------------------------------------------------
-    _REVOKED = {"session": ("session_revoked", "The session has ended; sign in again."),
+    _REVOKED: ClassVar[dict[str, tuple[str, str]]] = {"session": ("session_revoked", "The session has ended; sign in again."),
                 "member": ("not_a_member", "You are no longer a member of this workspace."),
                 "key": ("invalid_api_key", "The API key was revoked.")}
 
@@ -236,7 +237,7 @@ class Relay:
                 mapped = from_postgres(exc)
                 if mapped is not None and mapped.status in (401, 403):
                     self._hang_up(sink, mapped.code, mapped.message)
-            except (OSError, asyncio.TimeoutError):
+            except (TimeoutError, OSError):
                 return  # the database is away again; the next reconnect re-checks
 
     def local_visitors(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> set[Sink]:
@@ -342,7 +343,7 @@ class Relay:
             while True:
                 try:
                     rows = await read_events(self.pool, Actor(feed.tenant_id, kind="service"), after)
-                except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
                     refused = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
                     if refused is not None and refused.status in (401, 403, 404):
                         # The tenant is gone (deleted workspace): nothing more will come.

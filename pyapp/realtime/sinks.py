@@ -5,7 +5,8 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pyapp.context import json_dumps
 from pyapp.realtime.frames import PreparedEvent
@@ -23,8 +24,21 @@ class Sink:
     """
 
     kind = "agent"
-    __slots__ = ("tenant_id", "conversation_id", "label", "_send", "_close", "_queue", "_writer", "_held",
-                 "replayed", "closed", "feed", "_done", "actor")
+    __slots__ = (
+        "_close",
+        "_done",
+        "_held",
+        "_queue",
+        "_send",
+        "_writer",
+        "actor",
+        "closed",
+        "conversation_id",
+        "feed",
+        "label",
+        "replayed",
+        "tenant_id",
+    )
 
     def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
                  close: Callable[[int, str], Awaitable[None]], *, conversation_id: uuid.UUID | None = None,
@@ -93,7 +107,7 @@ class Sink:
         try:
             await asyncio.wait_for(self._done.wait(), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     # Events ------------------------------------------------------------------

@@ -10,12 +10,14 @@ Revocations (a member removed, an API key revoked, a session ended) arrive on `p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import asyncpg
 
@@ -59,7 +61,7 @@ class Signal:
         return f"{self.kind}:{self.tenant_id}:{self.conversation_id}:{self.author}:{self.value}:{self.origin}"
 
     @classmethod
-    def parse(cls, payload: str) -> "Signal | None":
+    def parse(cls, payload: str) -> Signal | None:
         try:
             kind, tenant, conv, author, value, origin = payload.split(":")
             if kind not in ("typing", "read") or author not in ("visitor", "agent", "bot"):
@@ -78,7 +80,7 @@ class Revocation:
     ids: frozenset[str]
 
     @classmethod
-    def parse(cls, payload: str) -> "Revocation | None":
+    def parse(cls, payload: str) -> Revocation | None:
         try:
             kind, rest = payload.split(":", 1)
             if kind == "session":
@@ -158,10 +160,8 @@ class PgNotifySource:
         self._stopping = True
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
         if self._conn is not None and not self._conn.is_closed():
             self._conn.terminate()
 
@@ -170,7 +170,7 @@ class PgNotifySource:
             return
         try:
             await self.pool.execute("SELECT pg_notify($1, $2)", SIGNAL_CHANNEL, signal.payload())
-        except (asyncpg.PostgresError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, OSError) as exc:
             log.warning("signal not published: %s", type(exc).__name__)
 
     def _notice(self, conn, pid, channel, payload) -> None:
@@ -204,7 +204,7 @@ class PgNotifySource:
                 conn = await asyncpg.connect(self.dsn, timeout=10,
                                              server_settings={"application_name": RELAY_APP_NAME})
                 self._conn = conn
-                conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
+                conn.add_termination_listener(lambda _c, lost=lost: lost.done() or lost.set_result(None))
                 await conn.add_listener(CHANNEL, self._notice)
                 await conn.add_listener(SIGNAL_CHANNEL, self._notice)
                 await conn.add_listener(REVOKE_CHANNEL, self._notice)

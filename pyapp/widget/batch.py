@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import asyncpg
 

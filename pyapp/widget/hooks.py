@@ -14,8 +14,8 @@ nothing is installed process-wide at import, so two apps in one process can diff
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 import asyncpg
 from aiohttp import web

@@ -24,7 +24,8 @@ from pyapp.db import tenant_tx
 from pyapp.errors import ApiError
 from pyapp.security import TokenError
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor, visitor_token
-from pyapp.widget.visitors import chatbot_by_key, country_of, install as install_visitors, start_visitor_conversation
+from pyapp.widget.visitors import chatbot_by_key, country_of, start_visitor_conversation
+from pyapp.widget.visitors import install as install_visitors
 
 REFRESH_GRACE = 3600  # an expired token may still be refreshed this long after it expired
 CORS_ORIGIN = web.RequestKey("cors_origin", str)

@@ -15,15 +15,28 @@ from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import check_value, parse_json
-from pyapp.realtime.relay import get_relay, install as install_relay
+from pyapp.realtime.relay import get_relay
+from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import VisitorSink
 from pyapp.security import TokenError
 from pyapp.widget.batch import MessageRefused, VisitorMessages
-from pyapp.widget.frames import (FRAME_MODELS, FeedbackFrame, HelloFrame, HumanFrame, LeadFrame, MessageFrame,
-                                 RatingFrame, ReadFrame, TypingFrame, _validation_message, error_frame)
+from pyapp.widget.frames import (
+    FRAME_MODELS,
+    FeedbackFrame,
+    HelloFrame,
+    HumanFrame,
+    LeadFrame,
+    MessageFrame,
+    RatingFrame,
+    ReadFrame,
+    TypingFrame,
+    _validation_message,
+    error_frame,
+)
 from pyapp.widget.hooks import BotTurn, VisitorContext, visitor_hooks
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor, visitor_token
-from pyapp.widget.visitors import chatbot_by_key, country_of, install as install_visitors, start_visitor_conversation
+from pyapp.widget.visitors import chatbot_by_key, country_of, start_visitor_conversation
+from pyapp.widget.visitors import install as install_visitors
 
 log = logging.getLogger("parley.widget.socket")
 
@@ -43,9 +56,29 @@ NOTICE_EVERY = 60.0  # at most one stored limit notice per code per socket per m
 class VisitorSession:
     """One visitor WebSocket after hello."""
 
-    __slots__ = ("app", "ws", "claims", "relay", "pool", "chatbot", "actor", "sink", "ip", "request_id", "status",
-                 "visitor_messages", "lead_sent", "lead_requested", "_typing", "_read", "_notices", "_tokens",
-                 "_refill", "request", "hello")
+    __slots__ = (
+        "_notices",
+        "_read",
+        "_refill",
+        "_tokens",
+        "_typing",
+        "actor",
+        "app",
+        "chatbot",
+        "claims",
+        "hello",
+        "ip",
+        "lead_requested",
+        "lead_sent",
+        "pool",
+        "relay",
+        "request",
+        "request_id",
+        "sink",
+        "status",
+        "visitor_messages",
+        "ws",
+    )
 
     def __init__(self, app: web.Application, ws: web.WebSocketResponse, claims: VisitorClaims,
                  ip: str | None, request_id: str | None, chatbot: dict, request: web.Request | None = None,
@@ -216,7 +249,7 @@ class VisitorSession:
             # Could not store it (the limit covers system messages too): show it unstored.
             self.send({"type": "message", "message": {
                 "id": None, "author": "system", "body": body, "client_id": None,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
+                "created_at": dt.datetime.now(dt.UTC).isoformat(), "notice": err.code}})
 
     async def _converse(self, *, anew: bool = False) -> bool:
         """Start the visitor's conversation if it has none (or `anew`: its conversation has ended)."""
@@ -251,7 +284,7 @@ class VisitorSession:
                 "We can't start a new chat right now. Leave your details and we'll get back to you.")
         self.send({"type": "message", "message": {
             "id": None, "author": "system", "body": body, "client_id": None,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(), "notice": err.code}})
+            "created_at": dt.datetime.now(dt.UTC).isoformat(), "notice": err.code}})
         if err.code != "rate_limited" and not self.lead_sent:
             lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}
             self.send({"type": "lead_request", "fields": list(lead.get("fields") or ["name", "email"]),
@@ -423,7 +456,7 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
     try:
         try:
             msg = await ws.receive(timeout=HELLO_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await ws.send_json(error_frame("hello_timeout", "Send hello first."))
             await ws.close(code=4408, message=b"hello timeout")
             return ws

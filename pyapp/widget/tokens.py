@@ -88,4 +88,4 @@ def visitor_token(settings_secret: str, claims: VisitorClaims) -> tuple[str, str
     token, exp = issue_visitor_token(settings_secret, tenant_id=claims.tenant_id, chatbot_id=claims.chatbot_id,
                                      conversation_id=claims.conversation_id, public_key=claims.public_key,
                                      visitor_id=claims.visitor_id)
-    return token, dt.datetime.fromtimestamp(exp, dt.timezone.utc).isoformat()
+    return token, dt.datetime.fromtimestamp(exp, dt.UTC).isoformat()
