@@ -51,6 +51,13 @@ class Call:
     extra: dict = field(default_factory=dict)
 
     @property
+    def member(self) -> Actor:
+        """The actor of a route that requires a workspace member (auth guarantees one)."""
+        if self.actor is None:
+            raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+        return self.actor
+
+    @property
     def pool(self):
         return self.request.app[POOL]
 

@@ -29,6 +29,13 @@ class Credential:
     session_id: uuid.UUID | None = None
     scopes: tuple[str, ...] = ()
 
+    @property
+    def member(self) -> Actor:
+        """The actor of a caller that must be in a workspace (resolve_member guarantees one)."""
+        if self.actor is None:
+            raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+        return self.actor
+
 
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")

@@ -130,7 +130,7 @@ async def switch_tenant(call: Call):
 async def get_me(call: Call):
     """Who the access token belongs to and which workspace it is for."""
     async with auth_tx(call, signed_in=True) as conn:
-        me = await conn.fetchval("SELECT parley.get_me($1)", call.actor.tenant_id if call.actor else None)
+        me = await conn.fetchval("SELECT parley.get_me($1)", call.member.tenant_id if call.actor else None)
     return MeOut.model_validate(me)
 
 

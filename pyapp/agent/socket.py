@@ -181,7 +181,7 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
         try:
             credential = await resolve_member(app, hello.token, scope="read", ip=client_ip(request),
                                               request_id=request.get(REQUEST_ID))
-            actor = credential.actor
+            actor = credential.member
             await check_member(app[POOL], actor)
         except ApiError as exc:
             await ws.send_str(_error(exc.code, exc.message))

@@ -40,7 +40,7 @@ async def stream_events(call: Call):
         if not header.isascii() or not header.isdigit() or len(header) > 19 or int(header) > INT64_MAX:
             raise ApiError(422, "validation_failed", "Last-Event-ID must be an event id.")
         after = int(header)
-    await check_member(call.pool, call.actor)  # before anything streams
+    await check_member(call.pool, call.member)  # before anything streams
     response = web.StreamResponse(status=200, headers={
         "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
         "X-Accel-Buffering": "no", "Connection": "keep-alive"})
@@ -52,13 +52,13 @@ async def stream_events(call: Call):
         pass  # the handler returns once the sink is closed
 
     relay = get_relay(request.app)
-    sink = SseSink(call.actor.tenant_id, send, close, label="sse")
-    sink.actor = call.actor  # a revocation (parley_revoked) ends the stream at once
+    sink = SseSink(call.member.tenant_id, send, close, label="sse")
+    sink.actor = call.member  # a revocation (parley_revoked) ends the stream at once
     try:
         await relay.attach(sink)
         sink.push(b"retry: 2000\n\n", bounded=False)
         if after is not None:
-            _, truncated = await replay_events(call.pool, call.actor, after, sink)
+            _, truncated = await replay_events(call.pool, call.member, after, sink)
             if truncated:
                 sink.push(b"event: error\ndata: {\"code\":\"replay_truncated\"}\n\n", bounded=False)
         sink.go_live()
@@ -69,7 +69,7 @@ async def stream_events(call: Call):
             now = asyncio.get_running_loop().time()
             if now - last_check >= RECHECK_SECONDS:
                 last_check = now
-                err = await recheck(call.pool, call.actor)
+                err = await recheck(call.pool, call.member)
                 if err is not None:
                     sink.push(f"event: error\ndata: {{\"code\":\"{err.code}\"}}\n\n".encode())
                     await sink.flush()

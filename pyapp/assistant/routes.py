@@ -43,7 +43,7 @@ async def put_llm_settings(call: Call):
         if body.chatbot_id and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)",
                                                        body.chatbot_id):
             raise not_found("chatbot")
-        enc = (await seal_llm_key(conn, call.settings.secret_key, call.actor.tenant_id, body.chatbot_id, body.api_key)
+        enc = (await seal_llm_key(conn, call.settings.secret_key, call.member.tenant_id, body.chatbot_id, body.api_key)
                if body.api_key else None)
         existing = await conn.fetchval(
             "SELECT id FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1", body.chatbot_id)

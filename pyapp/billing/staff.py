@@ -72,11 +72,10 @@ def admin_emails(settings) -> list[str]:
 @asynccontextmanager
 async def staff_tx(call: Call):
     """A cross-tenant staff transaction: SQL checks the person is staff first."""
-    async with call.pool.acquire() as conn:
-        async with conn.transaction():
-            await conn.execute("SELECT parley.begin_staff_request($1, $2, $3, $4)", call.user_id, call.session_id,
-                               client_ip(call.request), call.request.get(REQUEST_ID))
-            yield conn
+    async with call.pool.acquire() as conn, conn.transaction():
+        await conn.execute("SELECT parley.begin_staff_request($1, $2, $3, $4)", call.user_id, call.session_id,
+                           client_ip(call.request), call.request.get(REQUEST_ID))
+        yield conn
 
 
 def in_tenant(call: Call):

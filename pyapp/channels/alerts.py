@@ -79,7 +79,7 @@ async def create_alert(call: Call):
     b = call.body
     await vet_alert_target(b.kind, b.email, b.slack_webhook_url)
     async with call.tx() as conn:
-        return await add_alert_channel(conn, Keyring.from_settings(call.settings.secret_key), call.actor.tenant_id,
+        return await add_alert_channel(conn, Keyring.from_settings(call.settings.secret_key), call.member.tenant_id,
                                        call.uuid_param("chatbot_id"), b.kind, b.name, b.email, b.slack_webhook_url,
                                        list(b.events))
 

@@ -28,6 +28,7 @@ from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import parse_json
+from pyapp.security import AccessClaims
 
 log = logging.getLogger("parley.console")
 
@@ -100,12 +101,30 @@ class Ctx:
 
     request: web.Request
     session: sess.Session | None = None
-    conn: asyncpg.Connection | None = None
     role: str | None = None
     form: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)
     nav: dict = field(default_factory=dict)
     multipart: Any = None  # streamed uploads: the reader, positioned after the CSRF part
+    _conn: asyncpg.Connection | None = None
+
+    @property
+    def conn(self) -> asyncpg.Connection:
+        """The page's tenant transaction (pages declared with tx=True run inside one)."""
+        if self._conn is None:
+            raise RuntimeError("this page runs outside a tenant transaction")
+        return self._conn
+
+    @conn.setter
+    def conn(self, value: asyncpg.Connection | None) -> None:
+        self._conn = value
+
+    @property
+    def claims(self) -> AccessClaims:
+        """The signed-in member's session claims (member pages only run with a session)."""
+        if self.session is None:
+            raise RuntimeError("no session on this page")
+        return self.session.claims
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -117,19 +136,19 @@ class Ctx:
 
     @property
     def user_id(self) -> uuid.UUID:
-        return self.session.claims.user_id
+        return self.claims.user_id
 
     @property
     def tenant_id(self) -> uuid.UUID | None:
-        return self.session.claims.tenant_id
+        return self.claims.tenant_id
 
     @property
     def csrf(self) -> str:
-        return sess.csrf_token(self.request, self.session.claims.session_id)
+        return sess.csrf_token(self.request, self.claims.session_id)
 
     def actor(self, min_role: str = "agent") -> Actor:
         return Actor(tenant_id=self.tenant_id, kind="user", actor_id=str(self.user_id),
-                     session_id=self.session.claims.session_id, ip=client_ip(self.request),
+                     session_id=self.claims.session_id, ip=client_ip(self.request),
                      request_id=self.request.get(REQUEST_ID), min_role=min_role)
 
     def tx(self, min_role: str = "agent"):

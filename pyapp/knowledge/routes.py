@@ -164,7 +164,7 @@ async def create_source(call: Call):
     if body.kind == "text":
         _poke_worker(call.request.app)
     else:
-        _imports(call).start(call.actor.tenant_id, source)
+        _imports(call).start(call.member.tenant_id, source)
     return source
 
 
@@ -244,7 +244,7 @@ async def reimport_source(call: Call):
         await _vet(source["url"])
         await conn.execute("SELECT parley.set_source_progress($1, 'pending', '{}', NULL)", source_id)
         source = await _source(conn, source_id)
-    _imports(call).start(call.actor.tenant_id, source)
+    _imports(call).start(call.member.tenant_id, source)
     return source
 
 
@@ -267,7 +267,7 @@ async def continue_source(call: Call):
         frontier = await conn.fetchval("SELECT frontier FROM parley.knowledge_sources WHERE id = $1", source_id)
         await conn.execute("SELECT parley.set_source_progress($1, 'pending', '{}', NULL)", source_id)
         source = await _source(conn, source_id)
-    _imports(call).start(call.actor.tenant_id, {**source, "frontier": frontier}, resume=True)
+    _imports(call).start(call.member.tenant_id, {**source, "frontier": frontier}, resume=True)
     return source
 
 

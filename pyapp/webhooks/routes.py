@@ -100,7 +100,7 @@ async def new_signing_secret(conn, ring: Keyring, tenant_id: uuid.UUID, endpoint
 
 
 async def _new_secret(conn, call: Call, endpoint_id: uuid.UUID, overlap: timedelta | None) -> str:
-    return await new_signing_secret(conn, keyring(call), call.actor.tenant_id, endpoint_id, overlap)
+    return await new_signing_secret(conn, keyring(call), call.member.tenant_id, endpoint_id, overlap)
 
 
 async def _endpoint(conn, endpoint_id) -> dict:
