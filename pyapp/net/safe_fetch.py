@@ -312,9 +312,10 @@ def check_url_form(url: str | URL, *, allow_hosts: Collection[str] = frozenset()
     """Everything ``vet_url`` checks except DNS: scheme, user info, port, IP-literal hosts in
     any notation, internal names. For validating configuration before anything is resolved."""
     parsed, _port, text = _parse_url(url)
-    if _normalise_allow_entry(parsed.raw_host) in {_normalise_allow_entry(h) for h in allow_hosts}:
+    raw_host = parsed.raw_host or ""  # _parse_url refused URLs without a host
+    if _normalise_allow_entry(raw_host) in {_normalise_allow_entry(h) for h in allow_hosts}:
         return
-    host, ip = parse_host(parsed.raw_host)
+    host, ip = parse_host(raw_host)
     if ip is not None:
         why = forbidden_reason(ip)
         if why:
@@ -331,7 +332,7 @@ async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
     without a trailing dot): allowing ``127.0.0.1`` does not allow ``2130706433``.
     """
     parsed, port, text = _parse_url(url)
-    host, addresses, allow_listed = await _vet_host(parsed.raw_host, port, allow_hosts, resolver, text)
+    host, addresses, allow_listed = await _vet_host(parsed.raw_host or "", port, allow_hosts, resolver, text)
     request_url = parsed if parsed.raw_host == host else parsed.with_host(host)
     return VettedURL(url=request_url, host=host, port=port, addresses=tuple(addresses), allow_listed=allow_listed)
 

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import cast
 
 import aiohttp
 
@@ -118,7 +119,7 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
     """Server-sent events of a streaming response (``event:``/``data:`` fields, blank-line
     terminated, ``:`` comments ignored). A final event without its blank line is still
     delivered: some OpenAI-compatible servers close right after the last ``data:``."""
-    event, data = "", []
+    event, data = "", cast(list[str], [])
     async for raw in resp.content:
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if not line:

@@ -159,7 +159,7 @@ def content_terms(text: str) -> set[str]:
 
 
 def _sentences(text: str) -> list[str]:
-    out = []
+    out: list[str] = []
     for block in re.split(r"\n+", text):
         block = re.sub(r"^\s*(#{1,6}\s+|[-*+]\s+|\d+[.)]\s+|```.*$)", "", block).strip()
         if not block:
