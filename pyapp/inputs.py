@@ -40,6 +40,11 @@ def _refuse(node: tuple | None, message: str) -> ApiError:
                     {"fields": [{"field": field, "message": message}]})
 
 
+def storable(text: str) -> bool:
+    """True when a string can be stored and sent back as UTF-8 (no NUL, no unpaired surrogate)."""
+    return _UNSTORABLE.search(text) is None
+
+
 def check_value(data: Any) -> None:
     """Raise ApiError(422) if a parsed JSON value holds something no column can store."""
     stack: list[tuple[Any, int, tuple | None]] = [(data, 0, None)]

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
-from pyapp.inputs import check_value, parse_json
+from pyapp.inputs import check_value, parse_json, storable
 from pyapp.realtime.relay import get_relay
 from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import VisitorSink
@@ -206,7 +206,7 @@ class VisitorSession:
             message = exc.message if isinstance(exc, ApiError) else _validation_message(exc)
             self.send(error_frame("invalid_frame", message,
                                   **({"client_id": data["client_id"]} if isinstance(data.get("client_id"), str)
-                                     and len(data["client_id"]) <= 100 else {})))
+                                     and len(data["client_id"]) <= 100 and storable(data["client_id"]) else {})))
             return
         try:
             await getattr(self, f"on_{kind}")(frame)
