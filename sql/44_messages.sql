@@ -108,15 +108,18 @@ BEGIN
   IF v_kind IN ('user', 'api_key') AND p_author NOT IN ('agent', 'note') THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Members post as agent (reply) or note.');
   END IF;
-  -- Bodies: not blank; at most 4000 characters from people, 16000 from the bot/system.
+  -- Bodies: not blank; at most message_body_max characters (4000 from people, 16000 from the
+  -- bot/system); no control or text-direction characters.
   -- (NUL cannot reach here: Postgres text refuses it and the API answers 422 first.)
   IF p_body IS NULL OR btrim(p_body, E' \t\r\n') = '' THEN
     PERFORM parley.raise_error(422, 'empty_body', 'The message is empty.');
   END IF;
-  IF length(p_body) > (CASE WHEN p_author IN ('bot', 'system') THEN 16000 ELSE 4000 END) THEN
+  IF length(p_body) > parley.message_body_max(p_author) THEN
     PERFORM parley.raise_error(422, 'body_too_long',
-      format('A message is at most %s characters.', CASE WHEN p_author IN ('bot', 'system') THEN 16000 ELSE 4000 END));
+      format('A message is at most %s characters.', parley.message_body_max(p_author)));
   END IF;
+  -- The text rule (15_text.sql): whichever way a message comes, Python's checks or none.
+  PERFORM parley.check_text(p_body, 'invalid_text', 'A message');
   IF p_client_id IS NOT NULL AND (length(p_client_id) NOT BETWEEN 1 AND 100) THEN
     PERFORM parley.raise_error(422, 'invalid_client_id', 'client_id must be 1 to 100 characters.');
   END IF;

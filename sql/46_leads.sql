@@ -28,11 +28,15 @@ BEGIN
   IF p_name IS NOT NULL AND length(p_name) > 200 THEN
     PERFORM parley.raise_error(422, 'invalid_name', 'A name is at most 200 characters.');
   END IF;
+  -- The text rule (15_text.sql). A name may span lines (pasted addresses); email and phone may not.
+  PERFORM parley.check_text(p_name, 'invalid_name', 'A name');
+  PERFORM parley.check_text(p_email, 'invalid_email', 'An email address', true);
+  PERFORM parley.check_text(p_phone, 'invalid_phone', 'A phone number', true);
   IF p_custom IS NOT NULL AND (jsonb_typeof(p_custom) <> 'object' OR octet_length(p_custom::text) > 8192) THEN
     PERFORM parley.raise_error(422, 'invalid_custom', 'custom must be a JSON object of at most 8 KiB.');
   END IF;
 END $$;
-COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Validate lead fields (422 with a field-specific code).';
+COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Validate lead fields (422 with a field-specific code): email (320, a@b.c), phone (50, digits and +()./ -), name (200), the text rule of parley.check_text, custom (an object of at most 8 KiB).';
 
 CREATE OR REPLACE FUNCTION parley.capture_lead(p_conversation_id uuid, p_name text, p_email text, p_phone text,
                                                p_custom jsonb DEFAULT '{}')

@@ -8,7 +8,6 @@ bidirectional overrides) is refused with a field error, never a 500.
 from __future__ import annotations
 
 import json
-import unicodedata
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -25,24 +24,11 @@ from pydantic import (
     model_validator,
 )
 
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+from pyapp import types
 
-
-def _storable(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-def _display(value: str) -> str:
-    _storable(value)
-    if any(ch in _BIDI_CONTROLS or unicodedata.category(ch) == "Cc" for ch in value):
-        raise ValueError("must not contain control or text-direction characters")
-    return value
+# The text rule (pyapp/types.py): names, emails and titles are one line of text people read.
+_storable = types.storable
+_display = types.line
 
 
 Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320,

@@ -7,41 +7,23 @@ and passed straight through.
 """
 from __future__ import annotations
 
-import unicodedata
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
+from pyapp import types
 from pyapp.api import Call, api
 from pyapp.errors import ApiError
 
 TAGS = ("conversations",)
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# The text rule (pyapp/types.py, the copy of SQL's parley.unsafe_text): refuse what Postgres
+# cannot store or what renders deceptively (a field error, never a 500).
+storable_text = types.text
 
 
-def storable_text(value: str) -> str:
-    """Refuse what Postgres cannot store or what renders deceptively (field error, never a 500)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text") from None
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    for ch in value:
-        if ch in _BIDI_CONTROLS or (unicodedata.category(ch) == "Cc" and ch not in "\n\r\t"):
-            raise ValueError("must not contain control or text-direction characters")
-    return value
-
-
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-Body = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(storable_text), AfterValidator(_not_blank)]
+Body = types.MessageBody
 ClientId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
 Text200 = Annotated[str, Field(max_length=200), AfterValidator(storable_text)]
 
@@ -60,9 +42,9 @@ class AssignIn(Strict):
 
 
 class LeadCaptureIn(Strict):
-    name: Text200 | None = None
-    email: Annotated[str, Field(max_length=320), AfterValidator(storable_text)] | None = None
-    phone: Annotated[str, Field(max_length=50), AfterValidator(storable_text)] | None = None
+    name: types.LeadName | None = None
+    email: types.LeadEmail | None = None
+    phone: types.LeadPhone | None = None
     custom: dict[str, JsonValue] = Field(default_factory=dict)
 
 

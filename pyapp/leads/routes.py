@@ -9,36 +9,33 @@ import csv
 import io
 import json
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from uuid import UUID
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field, JsonValue
 
+from pyapp import types
 from pyapp.api import Call, api
-from pyapp.conversations.routes import Strict, storable_text
+from pyapp.conversations.routes import Strict
 from pyapp.errors import not_found
 
 TAGS = ("leads",)
 Status = Literal["new", "contacted", "qualified", "won", "lost"]
 
 
-def _text(max_length: int):
-    return Annotated[str, Field(max_length=max_length), AfterValidator(storable_text)]
-
-
 class LeadIn(Strict):
     chatbot_id: UUID | None = None
-    name: _text(200) | None = None
-    email: _text(320) | None = None
-    phone: _text(50) | None = None
+    name: types.LeadName | None = None
+    email: types.LeadEmail | None = None
+    phone: types.LeadPhone | None = None
     custom: dict[str, JsonValue] = Field(default_factory=dict)
 
 
 class LeadPatch(Strict):
-    name: _text(200) | None = Field(None, description="empty string clears")
-    email: _text(320) | None = None
-    phone: _text(50) | None = None
+    name: types.LeadName | None = Field(None, description="empty string clears")
+    email: types.LeadEmail | None = None
+    phone: types.LeadPhone | None = None
     custom: dict[str, JsonValue] | None = Field(None, description="replaces the custom fields")
     status: Status | None = Field(None, description="new → contacted → qualified → won | lost; lost → new")
 

@@ -5,19 +5,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pyapp import types
 from pyapp.inputs import INT64_MAX
 
 
 def _clean_text(value: str | None) -> str | None:
-    if value is None:
-        return None
-    if "\x00" in value:
-        raise ValueError("text must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode") from None
-    return value
+    """Every string of a frame must be storable; the fields people read are held to the text
+    rule below (pyapp/types.py, the copy of SQL's), the same as over REST."""
+    return None if value is None else types.storable(value)
 
 
 class _Frame(BaseModel):
@@ -42,14 +37,7 @@ class HelloFrame(_Frame):
 class MessageFrame(_Frame):
     type: Literal["message"]
     client_id: str = Field(min_length=1, max_length=100)
-    body: str = Field(min_length=1, max_length=4000)
-
-    @field_validator("body")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("message is empty")
-        return v
+    body: types.MessageBody
 
 
 class TypingFrame(_Frame):
@@ -69,9 +57,9 @@ class HumanFrame(_Frame):
 class LeadFrame(_Frame):
     model_config = ConfigDict(extra="allow")
     type: Literal["lead"]
-    name: str | None = Field(default=None, max_length=200)
-    email: str | None = Field(default=None, max_length=320)
-    phone: str | None = Field(default=None, max_length=50)
+    name: types.LeadName | None = None
+    email: types.LeadEmail | None = None
+    phone: types.LeadPhone | None = None
 
 
 class FeedbackFrame(_Frame):
