@@ -6,6 +6,7 @@ importing `pyapp.api`. This module imports nothing from `pyapp` but the settings
 """
 from __future__ import annotations
 
+import asyncio
 import decimal
 import ipaddress
 import json
@@ -21,7 +22,7 @@ from pyapp.config import Settings
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", Settings)
 TRUST_PROXY = web.AppKey("trust_proxy", bool)
-EMBEDDER_WARM = web.AppKey("embedder_warm", object)  # the embedding model loading at start (/readyz waits)
+EMBEDDER_WARM: web.AppKey[asyncio.Future] = web.AppKey("embedder_warm")  # the embedding model loading at start (/readyz waits)
 REQUEST_ID = web.RequestKey("request_id", str)
 SESSION_TOKEN = web.RequestKey("session_token", str)
 

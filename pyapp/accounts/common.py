@@ -19,8 +19,8 @@ from pyapp.security import issue_access_token
 log = logging.getLogger("parley.accounts")
 
 PASSWORDS = web.AppKey("passwords", Passwords)
-MAILER = web.AppKey("mailer", object)
-MAIL_TASKS = web.AppKey("mail_tasks", set)
+MAILER = web.AppKey("mailer", Mailer)
+MAIL_TASKS: web.AppKey[set[asyncio.Task]] = web.AppKey("mail_tasks")
 
 # Console pages the emailed links open (the console reads the token from the query string).
 RESET_PATH = "/console/reset-password"
@@ -84,8 +84,9 @@ def setup(app: web.Application) -> None:
         await app[PASSWORDS].warm()
 
     async def flush_mail(app: web.Application) -> None:
-        if app[MAIL_TASKS]:
-            await asyncio.wait(set(app[MAIL_TASKS]), timeout=10)
+        tasks = app[MAIL_TASKS]
+        if tasks:
+            await asyncio.wait(set(tasks), timeout=10)
 
     app.on_startup.append(warm_passwords)
     app.on_shutdown.append(flush_mail)

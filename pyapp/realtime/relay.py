@@ -24,8 +24,8 @@ import logging
 import secrets
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable
-from typing import ClassVar
+from collections.abc import Coroutine
+from typing import Any, ClassVar
 
 import asyncpg
 from aiohttp import web
@@ -59,7 +59,7 @@ class _Feed:
             self.delivered.popitem(last=False)
 
 
-RELAY = web.AppKey("relay", object)
+RELAY: web.AppKey[Relay] = web.AppKey("relay")
 
 
 class Relay:
@@ -71,7 +71,7 @@ class Relay:
         self.bus = bus
         self.instance_id = secrets.token_hex(6)
         self._agents: dict[uuid.UUID, set[Sink]] = {}
-        self._visitors: dict[tuple[uuid.UUID, uuid.UUID], set[Sink]] = {}
+        self._visitors: dict[tuple[uuid.UUID, uuid.UUID | None], set[Sink]] = {}
         self._feeds: dict[uuid.UUID, _Feed] = {}
         self._tasks: set[asyncio.Task] = set()
         self.reads = 0  # service transactions that read events (for tests and the benchmark)
@@ -106,7 +106,7 @@ class Relay:
         await asyncio.gather(*self._tasks, *(f.task for f in self._feeds.values() if f.task),
                              return_exceptions=True)
 
-    def spawn(self, coro: Awaitable, *, name: str | None = None) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task:
         """A background task owned by the relay: kept referenced, logged on failure, cancelled on stop."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
@@ -152,17 +152,17 @@ class Relay:
             raise ConnectionError(f"cannot read events: {feed.failed}")
 
     def detach(self, sink: Sink) -> None:
-        if isinstance(sink, VisitorSink):
-            key = (sink.tenant_id, sink.conversation_id)
-            group = self._visitors.get(key)
-        else:
-            key = sink.tenant_id
-            group = self._agents.get(key)
+        visitor_key = (sink.tenant_id, sink.conversation_id)
+        is_visitor = isinstance(sink, VisitorSink)
+        group = self._visitors.get(visitor_key) if is_visitor else self._agents.get(sink.tenant_id)
         if group is None or sink not in group:
             return
         group.discard(sink)
         if not group:
-            (self._visitors if isinstance(sink, VisitorSink) else self._agents).pop(key, None)
+            if is_visitor:
+                self._visitors.pop(visitor_key, None)
+            else:
+                self._agents.pop(sink.tenant_id, None)
         feed = self._feeds.get(sink.tenant_id)
         if feed is not None and feed is sink.feed:
             feed.sinks -= 1

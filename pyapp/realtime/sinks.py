@@ -5,7 +5,7 @@ import asyncio
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from pyapp.context import json_dumps
@@ -41,7 +41,7 @@ class Sink:
     )
 
     def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
-                 close: Callable[[int, str], Awaitable[None]], *, conversation_id: uuid.UUID | None = None,
+                 close: Callable[[int, str], Coroutine[Any, Any, None]], *, conversation_id: uuid.UUID | None = None,
                  label: str = "") -> None:
         self.tenant_id = tenant_id
         self.conversation_id = conversation_id
@@ -51,7 +51,7 @@ class Sink:
         self._queue: deque | None = None  # created on demand: idle sockets hold none
         self._writer: asyncio.Task | None = None
         self._held: list[PreparedEvent] | None = []
-        self.replayed: set[int] = set()
+        self.replayed: set[int] | frozenset[int] = set()
         self.closed = False
         self.feed: Any = None  # set by the relay: its per-tenant feed this sink counts in
         self._done: asyncio.Event | None = None

@@ -135,7 +135,7 @@ class PgNotifySource:
         self.connects = 0
         self.backend_pid: int | None = None
         self._on_notice: list[Callable[[Notice], None]] = []
-        self._on_gap: list[Callable[[], None]] = []
+        self._on_gap: list[Callable[[float], None]] = []
         self._on_signal: list[Callable[[Signal], None]] = []
         self._on_revoke: list[Callable[[Revocation], None]] = []
         self._task: asyncio.Task | None = None
@@ -143,14 +143,14 @@ class PgNotifySource:
         self._stopping = False
         self._lost_at: float | None = None
 
-    def subscribe(self, on_notice, on_gap) -> None:
+    def subscribe(self, on_notice: Callable[[Notice], None], on_gap: Callable[[float], None]) -> None:
         self._on_notice.append(on_notice)
         self._on_gap.append(on_gap)
 
-    def subscribe_signals(self, on_signal) -> None:
+    def subscribe_signals(self, on_signal: Callable[[Signal], None]) -> None:
         self._on_signal.append(on_signal)
 
-    def subscribe_revocations(self, on_revoke) -> None:
+    def subscribe_revocations(self, on_revoke: Callable[[Revocation], None]) -> None:
         self._on_revoke.append(on_revoke)
 
     async def start(self) -> None:
@@ -184,15 +184,15 @@ class PgNotifySource:
         elif channel == SIGNAL_CHANNEL:
             sig = Signal.parse(payload)
             if sig is not None:
-                for cb in self._on_signal:
-                    cb(sig)
+                for on_signal in self._on_signal:
+                    on_signal(sig)
         elif channel == REVOKE_CHANNEL:
             rev = Revocation.parse(payload)
             if rev is None:
                 log.warning("ignored malformed revocation %r", payload[:200])
                 return
-            for cb in self._on_revoke:
-                cb(rev)
+            for on_revoke in self._on_revoke:
+                on_revoke(rev)
 
     async def _run(self) -> None:
         backoff = self.min_backoff
