@@ -1,4 +1,4 @@
-"""The `parley` command: db, migrate, serve, jobs, demo."""
+"""The `parley` command: db, migrate, serve, jobs, partitions, rotate-kek, demo."""
 from __future__ import annotations
 
 import argparse
@@ -130,6 +130,42 @@ def cmd_rotate_kek(args) -> int:
     return 0
 
 
+def cmd_partitions(args) -> int:
+    """List the partitions of parley's range-partitioned tables, create them ahead, drop expired ones."""
+    import asyncpg
+
+    from pyapp.config import load_settings
+    from pyapp.ops import partitions
+
+    settings = load_settings()
+
+    async def run() -> int:
+        conn = await asyncpg.connect(settings.admin_url)
+        try:
+            if args.action == "list":
+                rows = await partitions.list_partitions(conn, args.table)
+                if args.json:
+                    print(json.dumps(rows, default=str))
+                else:
+                    print(partitions.render(rows))
+            elif args.action == "create":
+                created = await partitions.create_ahead(conn, args.months_ahead, args.table)
+                for table, n in created.items():
+                    print(f"{table}: {n} partition(s) created")
+            else:
+                dropped = await partitions.drop_expired(conn, dry_run=args.dry_run, table=args.table)
+                verb = "would drop" if args.dry_run else "dropped"
+                for row in dropped:
+                    print(f"{verb} {row['partition_name']} (to {row['range_to']:%Y-%m-%d},"
+                          f" ~{row['row_estimate'] if row['row_estimate'] is not None else '?'} rows, {row['bytes']} bytes)")
+                print(f"{len(dropped)} partition(s) {verb}")
+            return 0
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
     parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
@@ -149,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     jobs.set_defaults(func=cmd_jobs)
     sub.add_parser("rotate-kek", help="re-wrap tenant data keys under the current PARLEY_KEKS key"
                    ).set_defaults(func=cmd_rotate_kek)
+    parts = sub.add_parser("partitions", help="list partitions, create them ahead, drop expired ones")
+    parts.add_argument("action", nargs="?", choices=["list", "create", "drop"], default="list")
+    parts.add_argument("--table", help="only this table (e.g. parley.messages)")
+    parts.add_argument("--json", action="store_true", help="list as JSON")
+    parts.add_argument("--months-ahead", type=int, default=3, help="create: months after this one (default 3)")
+    parts.add_argument("--dry-run", action="store_true", help="drop: only say what would go")
+    parts.set_defaults(func=cmd_partitions)
     args = parser.parse_args(argv)
     return args.func(args)
 

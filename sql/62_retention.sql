@@ -1,64 +1,206 @@
--- Retention and partitions: what the jobs process deletes, and when.
+-- Retention and partitions: what the jobs process deletes, and when; what DBAs read in the
+-- `ops` schema (ops.partitions, ops.retention_status) and `parley partitions` manages.
+--
+-- The rules, each in one place here:
+--   * messages and events: a tenant keeps them retention_days (parley.effective_limits, the
+--     plan's or the tenant's override; 0 = forever). A monthly partition goes whole only once
+--     every live tenant's retention has passed it (parley.partition_keep); until then the
+--     jobs process deletes each tenant's older rows in batches (parley.apply_retention).
+--   * closed conversations (with everything hanging off them) go retention_days after closing.
+--   * audit_log: 180 days, by partition only (the trail is append-only: no row is deleted).
+--   * outbox, outbox_attempts: about two months (a delivery retries for 72 h).
 
 -- Retention ---------------------------------------------------------------------------
 
--- Per tenant: closed conversations older than the plan's retention go, with their
--- messages, events, feedback, ratings and assistant turns (cascade). SECURITY DEFINER
--- (owner) so the jobs role needs no DELETE grant on conversations; FORCE RLS still keeps
+-- The per-tenant horizon: NULL keeps forever. STABLE reader of effective_limits.
+CREATE OR REPLACE FUNCTION parley.retention_cutoff(p_tenant_id uuid) RETURNS timestamptz
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE WHEN coalesce(l.retention_days, 0) > 0 THEN now() - make_interval(days => l.retention_days) END
+    FROM parley.effective_limits(p_tenant_id) l
+$$;
+COMMENT ON FUNCTION parley.retention_cutoff(uuid) IS
+  'The instant before which a tenant''s messages, events and closed conversations are past retention (its effective retention_days; NULL when it keeps forever or is not visible).';
+GRANT EXECUTE ON FUNCTION parley.retention_cutoff(uuid) TO parley_app, parley_jobs, parley_reporting;
+
+DROP FUNCTION IF EXISTS parley.apply_retention();
+-- Per tenant: closed conversations past retention go (cascade: messages, events, feedback,
+-- ratings, assistant turns), then at most p_batch messages and p_batch events older than
+-- the cutoff, oldest first, so a large backlog is worked off over several short runs.
+-- SECURITY DEFINER (owner) so the jobs role needs no DELETE grant; FORCE RLS still keeps
 -- it inside the tenant set by begin_request.
-CREATE OR REPLACE FUNCTION parley.apply_retention() RETURNS int
+CREATE OR REPLACE FUNCTION parley.apply_retention(p_batch int DEFAULT 5000) RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
-  v_days int;
-  v_n int := 0;
+  v_cutoff timestamptz;
+  v_n int;
+  v_total int := 0;
 BEGIN
   IF v_tenant IS NULL THEN
     RETURN 0;
   END IF;
-  SELECT l.retention_days INTO v_days FROM parley.effective_limits(v_tenant) l;
-  IF coalesce(v_days, 0) = 0 THEN
-    RETURN 0;  -- unlimited
+  v_cutoff := parley.retention_cutoff(v_tenant);
+  IF v_cutoff IS NULL THEN
+    RETURN 0;  -- keeps forever
   END IF;
   DELETE FROM parley.conversations c
    WHERE c.tenant_id = v_tenant AND c.status = 'closed'
-     AND coalesce(c.closed_at, c.last_activity_at) < now() - make_interval(days => v_days);
+     AND coalesce(c.closed_at, c.last_activity_at) < v_cutoff;
   GET DIAGNOSTICS v_n = ROW_COUNT;
-  RETURN v_n;
+  v_total := v_total + v_n;
+  WITH doomed AS (
+    SELECT m.id, m.created_at FROM parley.messages m
+     WHERE m.tenant_id = v_tenant AND m.created_at < v_cutoff
+     ORDER BY m.created_at LIMIT p_batch)
+  DELETE FROM parley.messages m USING doomed d
+   WHERE m.tenant_id = v_tenant AND m.id = d.id AND m.created_at = d.created_at;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  v_total := v_total + v_n;
+  WITH doomed AS (
+    SELECT e.id, e.at FROM parley.events e
+     WHERE e.tenant_id = v_tenant AND e.at < v_cutoff
+     ORDER BY e.at LIMIT p_batch)
+  DELETE FROM parley.events e USING doomed d
+   WHERE e.tenant_id = v_tenant AND e.id = d.id AND e.at = d.at;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_total + v_n;
 END $$;
-COMMENT ON FUNCTION parley.apply_retention() IS
-  'Jobs: delete the current tenant''s closed conversations (and everything hanging off them) older than its retention_days (0 = keep forever); returns how many went.';
-REVOKE ALL ON FUNCTION parley.apply_retention() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.apply_retention() TO parley_jobs;
+COMMENT ON FUNCTION parley.apply_retention(int) IS
+  'Jobs, per tenant: delete the current tenant''s closed conversations past retention (with everything hanging off them), then up to p_batch messages and p_batch events older than its retention cutoff, oldest first; returns how many rows went (0 when it keeps forever). Run again while it returns p_batch or more.';
+REVOKE ALL ON FUNCTION parley.apply_retention(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.apply_retention(int) TO parley_jobs;
 
--- Globally: monthly partitions of messages and events older than the longest retention in
--- force anywhere are dropped whole (cheap), and partitions are created ahead.
+-- Partitions --------------------------------------------------------------------------
+
+-- The views below are parley_reporting's (BYPASSRLS, reads only): every tenant at once.
+GRANT SELECT ON parley.tenants, parley.plans, parley.tenant_limits, parley.subscriptions TO parley_reporting;
+GRANT SELECT (tenant_id, at) ON parley.events TO parley_reporting;
+GRANT SELECT (tenant_id, status, closed_at, last_activity_at) ON parley.conversations TO parley_reporting;
+-- Cross-tenant (every live tenant's retention): SECURITY DEFINER owned by parley_auth, the
+-- owner of the few cross-tenant lookups.
+GRANT SELECT ON parley.tenants, parley.plans, parley.tenant_limits, parley.subscriptions TO parley_auth;
+CREATE OR REPLACE FUNCTION parley.partition_keep(p_table regclass) RETURNS interval
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_forever boolean;
+  v_days int;
+BEGIN
+  IF p_table IN ('parley.messages'::regclass, 'parley.events'::regclass) THEN
+    SELECT bool_or(coalesce(l.retention_days, 0) = 0), max(l.retention_days)
+      INTO v_forever, v_days
+      FROM parley.tenants t CROSS JOIN LATERAL parley.effective_limits(t.id) l
+     WHERE t.deleted_at IS NULL;
+    IF v_forever OR v_days IS NULL THEN
+      RETURN NULL;  -- some tenant keeps forever (or there is none to ask): nothing goes whole
+    END IF;
+    RETURN make_interval(days => v_days);
+  ELSIF p_table = 'parley.audit_log'::regclass THEN
+    RETURN interval '180 days';
+  ELSIF p_table IN ('parley.outbox'::regclass, 'parley.outbox_attempts'::regclass) THEN
+    RETURN interval '62 days';
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.partition_keep(regclass) IS
+  'How long a range-partitioned table''s rows are kept, across all tenants: messages and events the longest effective retention of any live tenant (NULL = forever while any keeps forever), audit_log 180 days, outbox and outbox_attempts 62 days; NULL for other tables (never dropped). A monthly partition whose range ends before now() minus this may be dropped whole.';
+ALTER FUNCTION parley.partition_keep(regclass) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.partition_keep(regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.partition_keep(regclass) TO parley_owner, parley_jobs, parley_reporting;
+
+DROP VIEW IF EXISTS ops.partitions;
+CREATE VIEW ops.partitions AS
+  SELECT p.parent::text AS table_name,
+         p.part::text AS partition_name,
+         p.range_from, p.range_to,
+         p.range_to IS NULL AS is_default,
+         CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint END AS row_estimate,
+         pg_total_relation_size(p.part) AS bytes,
+         pg_size_pretty(pg_total_relation_size(p.part)) AS size,
+         k.keep,
+         coalesce(p.range_to <= now() - k.keep, false) AS expired
+    FROM (SELECT i.inhparent::regclass AS parent, i.inhrelid::regclass AS part,
+                 (regexp_match(pg_get_expr(r.relpartbound, r.oid), 'FROM \(''([^'']+)''\)'))[1]::timestamptz AS range_from,
+                 (regexp_match(pg_get_expr(r.relpartbound, r.oid), 'TO \(''([^'']+)''\)'))[1]::timestamptz AS range_to
+            FROM pg_partitioned_table pt
+            JOIN pg_class t ON t.oid = pt.partrelid
+            JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = 'parley'
+            JOIN pg_inherits i ON i.inhparent = t.oid
+            JOIN pg_class r ON r.oid = i.inhrelid
+           WHERE pt.partstrat = 'r') p
+    JOIN pg_class c ON c.oid = p.part
+    CROSS JOIN LATERAL (SELECT parley.partition_keep(p.parent) AS keep) k
+   ORDER BY p.parent::text, p.range_from NULLS FIRST;
+COMMENT ON VIEW ops.partitions IS
+  'Every partition of parley''s range-partitioned tables: its range (NULL for the default partition), row estimate (from ANALYZE; NULL before), size, how long its table keeps rows, and whether it has expired (may be dropped whole: parley.drop_expired_partitions).';
+ALTER VIEW ops.partitions OWNER TO parley_reporting;
+
+-- Drop (or, with p_dry_run, only list) every expired monthly partition of p_table (all
+-- partitioned tables when NULL). The default partition never goes.
+CREATE OR REPLACE FUNCTION parley.drop_expired_partitions(p_dry_run boolean DEFAULT false, p_table regclass DEFAULT NULL)
+RETURNS TABLE (partition_name text, range_to timestamptz, row_estimate bigint, bytes bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN
+    SELECT p.partition_name, p.range_to, p.row_estimate, p.bytes FROM ops.partitions p
+     WHERE p.expired AND NOT p.is_default AND (p_table IS NULL OR p.table_name = p_table::text)
+     ORDER BY p.table_name, p.range_to
+  LOOP
+    IF NOT p_dry_run THEN
+      EXECUTE format('DROP TABLE %s', r.partition_name);
+    END IF;
+    partition_name := r.partition_name; range_to := r.range_to;
+    row_estimate := r.row_estimate; bytes := r.bytes;
+    RETURN NEXT;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION parley.drop_expired_partitions(boolean, regclass) IS
+  'Operators and jobs: drop the monthly partitions ops.partitions marks expired (of one table, or all), returning each one; with p_dry_run nothing is dropped, only listed.';
+REVOKE ALL ON FUNCTION parley.drop_expired_partitions(boolean, regclass) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.drop_expired_partitions(boolean, regclass) TO parley_jobs;
+
+-- Globally: monthly partitions of messages, events and the audit trail created ahead, and
+-- expired ones dropped (the outbox's are maintain_outbox_partitions').
 CREATE OR REPLACE FUNCTION parley.maintain_partitions(p_months_ahead int DEFAULT 3)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_max_days int;
-  v_unlimited boolean;
   v_created int := 0;
   v_dropped int := 0;
   v_table regclass;
 BEGIN
-  SELECT bool_or(coalesce(o.retention_days, p.retention_days) = 0), max(coalesce(o.retention_days, p.retention_days))
-    INTO v_unlimited, v_max_days
-    FROM parley.tenants t JOIN parley.plans p ON p.id = t.plan
-    LEFT JOIN parley.tenant_limits o ON o.tenant_id = t.id
-   WHERE t.deleted_at IS NULL;
-  FOREACH v_table IN ARRAY ARRAY['parley.messages'::regclass, 'parley.events'::regclass] LOOP
+  FOREACH v_table IN ARRAY ARRAY['parley.messages'::regclass, 'parley.events'::regclass, 'parley.audit_log'::regclass] LOOP
     v_created := v_created + parley.ensure_monthly_partitions(v_table, p_months_ahead);
-    IF NOT coalesce(v_unlimited, false) AND v_max_days IS NOT NULL THEN
-      v_dropped := v_dropped + parley.drop_partitions_before(v_table, now() - make_interval(days => v_max_days + 31));
-    END IF;
+    v_dropped := v_dropped + (SELECT count(*)::int FROM parley.drop_expired_partitions(false, v_table));
   END LOOP;
   RETURN jsonb_build_object('created', v_created, 'dropped', v_dropped);
 END $$;
 COMMENT ON FUNCTION parley.maintain_partitions(int) IS
-  'Jobs: create monthly partitions of messages and events p_months_ahead months ahead, and drop whole partitions older than the longest retention of any live tenant (none while any tenant keeps forever).';
+  'Jobs: create monthly partitions of messages, events and audit_log p_months_ahead months ahead, and drop their expired ones (parley.partition_keep: messages and events only once every live tenant''s retention has passed them, audit after 180 days).';
 REVOKE ALL ON FUNCTION parley.maintain_partitions(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.maintain_partitions(int) TO parley_jobs;
+
+-- Each tenant's retention, for DBAs: what is past its cutoff and still there.
+DROP VIEW IF EXISTS ops.retention_status;
+CREATE VIEW ops.retention_status AS
+  SELECT t.id AS tenant_id, t.slug, t.plan, l.retention_days,
+         parley.retention_cutoff(t.id) AS cutoff,
+         (SELECT min(m.created_at) FROM parley.messages m WHERE m.tenant_id = t.id) AS oldest_message_at,
+         (SELECT count(*) FROM parley.messages m
+           WHERE m.tenant_id = t.id AND m.created_at < parley.retention_cutoff(t.id)) AS messages_due,
+         (SELECT count(*) FROM parley.events e
+           WHERE e.tenant_id = t.id AND e.at < parley.retention_cutoff(t.id)) AS events_due,
+         (SELECT count(*) FROM parley.conversations c
+           WHERE c.tenant_id = t.id AND c.status = 'closed'
+             AND coalesce(c.closed_at, c.last_activity_at) < parley.retention_cutoff(t.id)) AS closed_conversations_due
+    FROM parley.tenants t CROSS JOIN LATERAL parley.effective_limits(t.id) l
+   WHERE t.deleted_at IS NULL;
+COMMENT ON VIEW ops.retention_status IS
+  'Per live tenant: effective retention_days (0 = forever), the cutoff, the oldest message kept, and the messages, events and closed conversations past the cutoff that the retention job has still to delete.';
+ALTER VIEW ops.retention_status OWNER TO parley_reporting;

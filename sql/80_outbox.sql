@@ -425,7 +425,7 @@ COMMENT ON FUNCTION parley.expire_outbox_deliveries() IS
 REVOKE ALL ON FUNCTION parley.expire_outbox_deliveries() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.expire_outbox_deliveries() TO parley_jobs;
 
-CREATE OR REPLACE FUNCTION parley.maintain_outbox_partitions(p_keep interval DEFAULT interval '62 days')
+CREATE OR REPLACE FUNCTION parley.maintain_outbox_partitions(p_keep interval DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
@@ -436,12 +436,12 @@ DECLARE
 BEGIN
   FOREACH v_table IN ARRAY ARRAY['parley.outbox'::regclass, 'parley.outbox_attempts'::regclass] LOOP
     v_created := v_created + parley.ensure_monthly_partitions(v_table, 3);
-    v_dropped := v_dropped + parley.drop_partitions_before(v_table, now() - p_keep);
+    v_dropped := v_dropped + parley.drop_partitions_before(v_table, now() - coalesce(p_keep, parley.partition_keep(v_table)));
   END LOOP;
   RETURN jsonb_build_object('created', v_created, 'dropped', v_dropped);
 END $$;
 COMMENT ON FUNCTION parley.maintain_outbox_partitions(interval) IS
-  'Jobs: monthly partitions of outbox and outbox_attempts three months ahead; drop whole months older than p_keep (the delivery log and dead letters are kept about two months; a delivery retries for 72 h).';
+  'Jobs: monthly partitions of outbox and outbox_attempts three months ahead; drop whole months older than p_keep (default parley.partition_keep: the delivery log and dead letters are kept about two months; a delivery retries for 72 h).';
 REVOKE ALL ON FUNCTION parley.maintain_outbox_partitions(interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.maintain_outbox_partitions(interval) TO parley_jobs;
 
