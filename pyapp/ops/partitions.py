@@ -48,5 +48,5 @@ def render(rows: list[dict]) -> str:
              _cell(r["range_to"]), _cell(r["row_estimate"]), r["size"],
              "forever" if r["keep_days"] is None else f"{r['keep_days']} days", "yes" if r["expired"] else ""]
             for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
-    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [head, *body])
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip() for line in [head, *body])

@@ -9,7 +9,6 @@ import sys
 
 import asyncpg
 import pytest
-
 from support.knowledge import ROOT, make_tenant
 
 
