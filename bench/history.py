@@ -1,0 +1,269 @@
+"""History benchmark: a big tenant's own pages, with years of chat beside another tenant.
+
+    python bench/history.py [--scale 1.0] [--runs 30] [--rebuild] [--drop]
+
+Builds once, in SQL (as the superuser, straight into the tables: minutes at full scale on 2
+cores), a database `parley_history_bench` holding
+  * the big tenant: 400,000 conversations and 4,000,000 messages over the last 90 days
+    (10 per conversation, bodies drawn from a support vocabulary; "refund" and "damaged" are
+    among the rarer words), 20,000 leads, the daily rollups (parley.rollup_daily_stats);
+  * another tenant with 1,000,000 messages, so the big tenant's costs are measured beside them;
+  * a small tenant (200 conversations).
+`--scale` multiplies the sizes (0.1 for a quick look). The database is kept and reused by later
+runs (`--rebuild` builds it again, `--drop` removes it). Then a real server (in this process)
+answers, as each tenant's owner over HTTP:
+  inbox text search GET /api/conversations?q=refund%20damaged, the 90-day analytics summary and
+  conversations per day, the leads CSV (and whether it is streamed: chunked, first byte early);
+and prints p50/p95/max per call and tenant, plus the search's plan as the search runs it
+(parley.search_conversation_ids: parley_auth, the tenant filter explicit) with EXPLAIN ANALYZE.
+Targets (issue 17): search p95 <= 200 ms at 4 M messages; analytics <= 50 ms whatever the history.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+
+DB = "parley_history_bench"
+WORDS = ("order shipping delivery tracking package address invoice payment card account password login "
+         "email help thanks please hello size color return exchange warranty discount coupon price stock "
+         "available week today tomorrow late slow broken missing wrong item box label courier status").split()
+RARE = ("refund", "damaged", "chargeback", "cancelled")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+
+
+def settings_for(name: str):
+    from pyapp.config import Settings, _read_or_create_secret, data_dir, with_database
+
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        maint = with_database(url, "postgres")
+    else:
+        from pyapp.embedded import EmbeddedCluster
+
+        cluster = EmbeddedCluster(data_dir())
+        cluster.start()
+        maint = cluster.admin_url("postgres")
+    secret = os.environ.get("PARLEY_SECRET_KEY") or _read_or_create_secret(data_dir() / "secret_key")
+    return Settings(admin_url=with_database(maint, name), secret_key=secret, host="127.0.0.1", port=0,
+                    embedded=not url, extra={"argon2_fast": True}), maint
+
+
+# The bodies: 8-14 words, one of the rare words in about 1 message in 50 (both in 1 in ~2,500).
+BODY_SQL = """
+  (SELECT string_agg(w, ' ') FROM (
+     SELECT (CASE WHEN random() < 0.02 THEN $3::text[] ELSE $2::text[] END)[1 + floor(random() *
+             CASE WHEN random() < 0.02 THEN cardinality($3::text[]) ELSE cardinality($2::text[]) END)::int] AS w
+       FROM generate_series(1, 8 + (g % 7))) words)"""
+
+
+async def build_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID, n_conv: int, per_conv: int,
+                       n_leads: int) -> None:
+    bot = await conn.fetchval("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, 'History') RETURNING id",
+                              tenant_id)
+    step = 20_000
+    for start in range(0, n_conv, step):
+        count = min(step, n_conv - start)
+        await conn.execute(f"""
+          WITH c AS (
+            INSERT INTO parley.conversations (tenant_id, chatbot_id, visitor_id, status, created_at,
+                                              last_activity_at, closed_at, page_url)
+            SELECT $1, $4, gen_random_uuid(), CASE WHEN g % 5 = 0 THEN 'bot' ELSE 'closed' END, at,
+                   at + interval '20 minutes', CASE WHEN g % 5 = 0 THEN NULL ELSE at + interval '25 minutes' END,
+                   'https://shop.example/p/' || (g % 500)
+              FROM generate_series($5::int, $6::int) g,
+                   LATERAL (SELECT now() - random() * interval '90 days' AS at) t
+            RETURNING id, created_at)
+          INSERT INTO parley.messages (tenant_id, created_at, conversation_id, author, body)
+          SELECT $1, c.created_at + g * interval '90 seconds', c.id,
+                 CASE WHEN g % 2 = 0 THEN 'visitor' WHEN g % 3 = 0 THEN 'agent' ELSE 'bot' END, {BODY_SQL}
+            FROM c, generate_series(1, {per_conv}) g""",
+                           tenant_id, WORDS, list(RARE), bot, start + 1, start + count)
+        print(f"  {tenant_id}: {start + count:,} / {n_conv:,} conversations", flush=True)
+    await conn.execute("""
+      UPDATE parley.conversations c SET last_message_id = m.max_id, last_activity_at = m.last_at
+        FROM (SELECT conversation_id, max(id) AS max_id, max(created_at) AS last_at FROM parley.messages
+               WHERE tenant_id = $1 GROUP BY conversation_id) m
+       WHERE c.tenant_id = $1 AND c.id = m.conversation_id""", tenant_id)
+    await conn.execute("""
+      INSERT INTO parley.leads (tenant_id, chatbot_id, name, email, custom, created_at)
+      SELECT $1, $2, 'Lead ' || g, 'lead' || g || '@example.test', jsonb_build_object('n', g),
+             now() - random() * interval '90 days'
+        FROM generate_series(1, $3::int) g""", tenant_id, bot, n_leads)
+    async with conn.transaction():
+        await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(tenant_id))
+        await conn.execute("SELECT parley.rollup_daily_stats(current_date - 91)")
+
+
+async def build(settings, scale: float, http: aiohttp.ClientSession, base: str) -> dict:
+    tenants = {}
+    for name in ("big", "other", "small"):
+        status, out = await call(http, base, "POST", "/api/auth/signup", json={
+            "email": f"{name}-{uuid.uuid4().hex[:6]}@bench.example", "password": "bench password 1",
+            "tenant_name": name, "slug": f"{name}-{uuid.uuid4().hex[:6]}"})
+        assert status == 201, out
+        tenants[name] = {"id": uuid.UUID(out["tenant"]["id"]), "email": out["user"]["email"]}
+    conn = await asyncpg.connect(settings.admin_url)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS public.history_bench (name text PRIMARY KEY, tenant_id uuid,"
+                           " email text)")
+        sizes = {"big": (int(400_000 * scale), 10, int(20_000 * scale)),
+                 "other": (int(100_000 * scale), 10, 1000), "small": (200, 10, 50)}
+        for name, (n_conv, per_conv, n_leads) in sizes.items():
+            started = time.monotonic()
+            await build_tenant(conn, tenants[name]["id"], n_conv, per_conv, n_leads)
+            print(f"built {name}: {n_conv:,} conversations, {n_conv * per_conv:,} messages "
+                  f"in {time.monotonic() - started:.0f} s", flush=True)
+        await conn.execute("ANALYZE")
+        for name, t in tenants.items():
+            await conn.execute("INSERT INTO public.history_bench VALUES ($1, $2, $3)", name, t["id"], t["email"])
+    finally:
+        await conn.close()
+    return tenants
+
+
+async def call(http, base, method, path, *, token=None, json=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, base + path, json=json, headers=headers) as resp:
+        if resp.content_type == "application/json":
+            return resp.status, await resp.json()
+        return resp.status, await resp.text()
+
+
+async def timed(http, base, path, token, runs: int) -> tuple[list[float], int]:
+    times, status = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        async with http.get(base + path, headers={"Authorization": f"Bearer {token}"}) as resp:
+            await resp.read()
+            status = resp.status
+        times.append((time.perf_counter() - started) * 1000)
+    return times, status
+
+
+async def export_shape(http, base, token) -> str:
+    started = time.perf_counter()
+    async with http.get(base + "/api/leads.csv", headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200, resp.status
+        chunked = resp.headers.get("Transfer-Encoding", "") == "chunked"
+        first = await resp.content.read(1)
+        first_ms = (time.perf_counter() - started) * 1000
+        rest = await resp.read()
+        total_ms = (time.perf_counter() - started) * 1000
+    return (f"{len(first) + len(rest):,} bytes, first byte {first_ms:.0f} ms, all {total_ms:.0f} ms, "
+            f"{'chunked (streamed)' if chunked else 'one body (not streamed)'}")
+
+
+async def plan(settings, tenant_id: uuid.UUID, query: str) -> str:
+    """The search's plan as parley.search_conversation_ids runs it (as its owner, parley_auth)."""
+    conn = await asyncpg.connect(settings.admin_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL ROLE parley_auth")
+            rows = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT DISTINCT m.conversation_id FROM parley.messages m"
+                " WHERE m.tenant_id = $1 AND to_tsvector('simple'::regconfig, m.body)"
+                " @@ websearch_to_tsquery('simple'::regconfig, $2) LIMIT 5000", tenant_id, query)
+        return "\n".join("    " + r[0] for r in rows)
+    finally:
+        await conn.close()
+
+
+async def main(args) -> None:
+    from pyapp.app import create_app, make_runner
+    from pyapp.migrate import migrate
+    from aiohttp import web
+
+    settings, maint = settings_for(DB)
+    admin = await asyncpg.connect(maint)
+    try:
+        exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DB)
+        if exists and (args.rebuild or args.drop):
+            await admin.execute(f'DROP DATABASE "{DB}" WITH (FORCE)')
+            exists = False
+        if args.drop:
+            print(f"dropped {DB}")
+            return
+        if not exists:
+            await admin.execute(f'CREATE DATABASE "{DB}"')
+    finally:
+        await admin.close()
+    migrate(settings)
+    app = create_app(settings)
+    runner = make_runner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    http = aiohttp.ClientSession()
+    try:
+        conn = await asyncpg.connect(settings.admin_url)
+        built = await conn.fetchval("SELECT to_regclass('public.history_bench') IS NOT NULL")
+        tenants = {}
+        if built:
+            tenants = {r["name"]: {"id": r["tenant_id"], "email": r["email"]}
+                       for r in await conn.fetch("SELECT * FROM public.history_bench")}
+        await conn.close()
+        if len(tenants) < 3:
+            print(f"building {DB} at scale {args.scale} (kept for later runs; --rebuild to redo)", flush=True)
+            tenants = await build(settings, args.scale, http, base)
+        sizes = await _sizes(settings)
+        print("tenants:", ", ".join(f"{n}: {sizes.get(t['id'], (0, 0))[0]:,} conversations / "
+                                     f"{sizes.get(t['id'], (0, 0))[1]:,} messages" for n, t in tenants.items()))
+        for name, t in tenants.items():
+            status, out = await call(http, base, "POST", "/api/auth/login",
+                                     json={"email": t["email"], "password": "bench password 1"})
+            assert status == 200, out
+            t["token"] = out["access_token"]
+        pages = {"search": "/api/conversations?q=refund%20damaged",
+                 "search, one word": "/api/conversations?q=refund",
+                 "analytics summary 90d": "/api/analytics/summary?days=90",
+                 "conversations per day 90d": "/api/analytics/conversations?days=90",
+                 "inbox first page": "/api/conversations"}
+        print(f"\n{'call':28} {'tenant':6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        for label, path in pages.items():
+            for name in ("big", "small"):
+                times, status = await timed(http, base, path, tenants[name]["token"], args.runs)
+                assert status == 200, (path, status)
+                print(f"{label:28} {name:6} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {max(times):8.1f}", flush=True)
+        print("\nleads CSV, big tenant:", await export_shape(http, base, tenants["big"]["token"]))
+        print("\nsearch plan (big tenant, 'refund damaged'):")
+        print(await plan(settings, tenants["big"]["id"], "refund damaged"))
+    finally:
+        await http.close()
+        await runner.cleanup()
+
+
+async def _sizes(settings) -> dict:
+    conn = await asyncpg.connect(settings.admin_url)
+    try:
+        rows = await conn.fetch("""SELECT c.tenant_id, c.n, (SELECT count(*) FROM parley.messages m
+                                     WHERE m.tenant_id = c.tenant_id) AS m
+                                     FROM (SELECT tenant_id, count(*) AS n FROM parley.conversations
+                                            GROUP BY tenant_id) c""")
+        return {r["tenant_id"]: (r["n"], r["m"]) for r in rows}
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--rebuild", action="store_true")
+    parser.add_argument("--drop", action="store_true")
+    asyncio.run(main(parser.parse_args()))
