@@ -46,6 +46,11 @@ BODIES: dict[tuple[str, str], dict | None] = {
     ("POST", "/api/webhooks/{endpoint_id}/rotate-secret"): {"overlap_hours": 0},
     ("POST", "/api/chatbots/{chatbot_id}/alerts"): {"kind": "email", "email": "m@example.test",
                                                      "events": ["lead_captured"]},
+    # Staff only (PARLEY_ADMIN_EMAILS): every tenant's member and key is refused.
+    ("POST", "/api/staff/tenants/{tenant_id}/plan"): {"plan": "pro"},
+    ("POST", "/api/staff/tenants/{tenant_id}/limits"): {"max_chatbots": 0},
+    ("POST", "/api/staff/tenants/{tenant_id}/suspend"): {"reason": "cross-tenant"},
+    ("POST", "/api/staff/tenants/{tenant_id}/unsuspend"): {"reason": "cross-tenant"},
 }
 # Query parameters that name an object: the other tenant's id goes there.
 QUERY_IDS = {"chatbot": "chatbot_id", "chatbot_id": "chatbot_id", "assignee": "user_id", "actor": "user_id"}
