@@ -89,7 +89,7 @@ CREATE TEMP TABLE vecs AS
 INSERT INTO parley.tenants (id, slug, name)
   SELECT gen_random_uuid(), 'bench-' || t, 'Bench ' || t FROM generate_series(1, $1::int) t;
 INSERT INTO parley.chatbots (tenant_id, name, config, allowed_origins)
-  SELECT id, 'Bot', '{"language": "en"}', ARRAY['https://bench.example'] FROM parley.tenants;
+  SELECT id, 'Bot', '{"language": "en", "handoff": {"miss_threshold": 0}}', ARRAY['https://bench.example'] FROM parley.tenants;
 INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title, status)
   SELECT tenant_id, id, 'text', 'Bench', 'ready' FROM parley.chatbots;
 INSERT INTO parley.knowledge_documents (tenant_id, source_id, chatbot_id, doc_key, title, checksum)
@@ -115,7 +115,7 @@ LARGE_SQL = """
 WITH t AS (INSERT INTO parley.tenants (id, slug, name, plan) VALUES (gen_random_uuid(), 'bench-large', 'Bench large', 'pro')
            RETURNING id),
      b AS (INSERT INTO parley.chatbots (tenant_id, name, config, allowed_origins)
-           SELECT id, 'Docs', '{"language": "en"}', ARRAY['https://bench.example'] FROM t RETURNING tenant_id, id),
+           SELECT id, 'Docs', '{"language": "en", "handoff": {"miss_threshold": 0}}', ARRAY['https://bench.example'] FROM t RETURNING tenant_id, id),
      s AS (INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title, status)
            SELECT tenant_id, id, 'crawl', 'Docs site', 'ready' FROM b RETURNING tenant_id, id, chatbot_id)
 INSERT INTO parley.knowledge_documents (tenant_id, source_id, chatbot_id, doc_key, title, checksum)

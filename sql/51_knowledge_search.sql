@@ -71,7 +71,8 @@ CREATE TRIGGER knowledge_terms_delete AFTER DELETE ON parley.knowledge_chunks
 -- The question's terms: lexemes of its words in the chatbot's configuration, so plain words
 -- are never operators ("or", "-x", quotes and "!" mean nothing), each with its document
 -- frequency and BM25 weight ln(1 + (N - df + 0.5) / (df + 0.5)) over the chatbot's chunks.
--- A term no chunk contains gets the weight of one that a single chunk contains. N is at least
+-- A term no chunk contains (often a misspelling or a filler word) weighs like one that two chunks
+-- contain. N is at least
 -- 1,000: a small knowledge base is weighed as if it sat in a larger one, so a word in both of
 -- its two passages still counts (there the score tends to the plain share of terms).
 CREATE OR REPLACE FUNCTION parley.knowledge_query_terms(p_chatbot_id uuid, p_config regconfig, p_query text)
@@ -82,8 +83,8 @@ AS $$
                                WHERE s.tenant_id = (SELECT parley.current_tenant_id())
                                  AND s.chatbot_id = p_chatbot_id), 0) AS n)
   SELECT q.term, coalesce(t.chunks, 0),
-         ln(1 + (greatest(n.n, 1000) - greatest(coalesce(t.chunks, 0), 1) + 0.5)
-                / (greatest(coalesce(t.chunks, 0), 1) + 0.5))::real
+         ln(1 + (greatest(n.n, 1000) - coalesce(nullif(t.chunks, 0), 2) + 0.5)
+                / (coalesce(nullif(t.chunks, 0), 2) + 0.5))::real
     FROM (SELECT DISTINCT l AS term FROM unnest(tsvector_to_array(to_tsvector(p_config, left(coalesce(p_query, ''), 2000)))) l) q
     CROSS JOIN n
     LEFT JOIN parley.knowledge_terms t
@@ -98,9 +99,9 @@ COMMENT ON FUNCTION parley.knowledge_query_terms(uuid, regconfig, text) IS
 -- tenant is filtered explicitly, from the caller's own context; a chatbot of another tenant
 -- finds nothing.
 -- Score: the idf-weighted share of the question's terms a chunk contains, title and heading
--- matches counting extra (field weights), in 0..1. Candidates come from the index postings of
--- the informative terms only (those in at most a quarter of the chunks, else the rarest one);
--- the common ones still count in the score of the best 200.
+-- matches counting extra (field weights), in 0..1. Candidates are the chunks holding an
+-- informative term (in at most a quarter of the chunks, else the rarest one); every term
+-- counts in their score; the best 200 by it get the title/heading weight.
 CREATE OR REPLACE FUNCTION parley.knowledge_fts(p_chatbot_id uuid, p_terms text[], p_idf real[], p_df int[],
                                                 p_pool int)
 RETURNS TABLE (chunk_id bigint, score real, coverage real)
@@ -110,6 +111,9 @@ DECLARE
   v_tenant uuid := parley.current_tenant_id();
   v_total real;
   v_n int;
+  v_q tsquery;
+  v_body text;
+  v_head text;
 BEGIN
   IF v_tenant IS NULL OR cardinality(p_terms) = 0 THEN
     RETURN;
@@ -119,30 +123,32 @@ BEGIN
   IF coalesce(v_n, 0) = 0 OR coalesce(v_total, 0) <= 0 THEN
     RETURN;
   END IF;
-  RETURN QUERY
-  WITH t AS (SELECT u.term, u.idf, u.df, to_tsquery('simple', quote_literal(u.term)) AS q,
-                    to_tsquery('simple', quote_literal(u.term) || ':AB') AS qh,
-                    row_number() OVER (ORDER BY u.df = 0, u.df, u.term) AS rarity
-               FROM unnest(p_terms, p_idf, p_df) AS u(term, idf, df)),
-       gen AS (SELECT * FROM t WHERE t.df > 0 AND (t.df * 4 <= v_n OR t.rarity = 1)),
-       hits AS (
-         SELECT h.id, sum(gen.idf) AS s
-           FROM gen CROSS JOIN LATERAL (
-             SELECT c.id FROM parley.knowledge_chunks c
-              WHERE c.chatbot_id = p_chatbot_id AND c.tsv @@ gen.q AND c.tenant_id = v_tenant) h
-          GROUP BY h.id
-          ORDER BY s DESC, h.id
-          LIMIT 200),
-       scored AS (
-         SELECT c.id,
-                (SELECT coalesce(sum(t.idf), 0) FROM t WHERE c.tsv @@ t.q) AS body,
-                (SELECT coalesce(sum(t.idf), 0) FROM t WHERE c.tsv @@ t.qh) AS head
-           FROM hits JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = hits.id)
-  SELECT scored.id, ((scored.body + 0.5 * scored.head) / (1.5 * v_total))::real,
-         (scored.body / v_total)::real
-    FROM scored
-   ORDER BY 2 DESC, scored.id
-   LIMIT p_pool;
+  -- One OR query of the informative terms (in at most a quarter of the chunks, else the rarest
+  -- one), run as dynamic SQL so its plan is made for this query: the planner sees the actual
+  -- terms and takes the GIN index when they are selective (a cached generic plan filtered
+  -- every row of the chatbot instead: 86 ms at 20,000 passages).
+  SELECT to_tsquery('simple', string_agg(quote_literal(g.term), ' | '))
+    INTO v_q
+    FROM (SELECT u.term, u.df, row_number() OVER (ORDER BY u.df = 0, u.df, u.term) AS rarity
+            FROM unnest(p_terms, p_df) AS u(term, df)) g
+   WHERE g.df > 0 AND (g.df * 4 <= v_n OR g.rarity = 1);
+  IF v_q IS NULL THEN
+    RETURN;
+  END IF;
+  -- Each term's weight as a plain expression (no subquery per row); terms and weights enter
+  -- the text only through format's %L and a real.
+  SELECT string_agg(format('CASE WHEN c.tsv @@ %L::tsquery THEN %s ELSE 0 END', quote_literal(u.term), u.idf), ' + '),
+         string_agg(format('CASE WHEN b.tsv @@ %L::tsquery THEN %s ELSE 0 END', quote_literal(u.term) || ':AB', u.idf),
+                    ' + ')
+    INTO v_body, v_head
+    FROM unnest(p_terms, p_idf) AS u(term, idf);
+  RETURN QUERY EXECUTE format(
+    'SELECT b.id, ((b.body + 0.5 * (%s)) / (1.5 * $4))::real, (b.body / $4)::real
+       FROM (SELECT c.id, c.tsv, (%s)::real AS body FROM parley.knowledge_chunks c
+              WHERE c.chatbot_id = $1 AND c.tsv @@ $2 AND c.tenant_id = $3
+              ORDER BY 3 DESC, c.id LIMIT 200) b
+      ORDER BY 2 DESC, b.id LIMIT $5', v_head, v_body)
+    USING p_chatbot_id, v_q, v_tenant, v_total, p_pool;
 END $$;
 COMMENT ON FUNCTION parley.knowledge_fts(uuid, text[], real[], int[], int) IS
   'Full-text candidates of a chatbot of the caller''s tenant (explicit filter; definer so the GIN index serves it): score = idf-weighted term share with title/heading matches weighing 1.5x, coverage = idf-weighted share of the question''s terms present. Called by knowledge_search.';
@@ -176,7 +182,7 @@ RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
   SELECT CASE
-    WHEN p_cosine IS NULL THEN coalesce(p_coverage, 0) >= 0.45
+    WHEN p_cosine IS NULL THEN coalesce(p_coverage, 0) >= 0.4999
     ELSE p_cosine >= 0.62
          OR (p_cosine >= 0.45 AND coalesce(p_coverage, 0) >= 0.5)
          OR (p_agree AND p_cosine >= 0.40)
@@ -242,14 +248,16 @@ BEGIN
     ELSE
       PERFORM set_config('hnsw.iterative_scan', 'relaxed_order', true);
       PERFORM set_config('hnsw.ef_search', greatest(v_pool * 2, 40)::text, true);
-      SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
-        INTO v_vec, v_vec_dist
-        FROM (SELECT c.id, c.embedding <=> p_query_embedding AS d
-                FROM parley.knowledge_chunks c
-               WHERE c.tenant_id = v_tenant AND c.chatbot_id = p_chatbot_id
-                 AND (p_model IS NULL OR c.embedding_model = p_model)
-               ORDER BY c.embedding <=> p_query_embedding
-               LIMIT v_pool) v;
+      -- Dynamic SQL: always a custom plan. A cached generic plan (plpgsql switches after five
+      -- calls) may sort the chatbot's rows by distance instead of walking the index (measured:
+      -- 280 ms instead of 2 ms at 20,000 passages).
+      EXECUTE 'SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
+                 FROM (SELECT c.id, c.embedding <=> $1 AS d
+                         FROM parley.knowledge_chunks c
+                        WHERE c.tenant_id = $2 AND c.chatbot_id = $3 AND ($4::text IS NULL OR c.embedding_model = $4)
+                        ORDER BY c.embedding <=> $1
+                        LIMIT $5) v'
+        INTO v_vec, v_vec_dist USING p_query_embedding, v_tenant, p_chatbot_id, p_model, v_pool;
     END IF;
     -- Agreement: the best vector passage's document is among the best full-text ones.
     SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks a JOIN parley.knowledge_chunks b

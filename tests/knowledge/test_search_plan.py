@@ -1,4 +1,5 @@
-"""knowledge_search as the app role: RLS scoping, the plan it gets, and the large-chatbot HNSW path."""
+"""knowledge_search as the app role: RLS scoping, the definer full-text step (its index, its tenant
+filter, under attack), term statistics, and the large-chatbot HNSW path."""
 import random
 
 from pyapp.knowledge import extract, ingest
@@ -40,6 +41,72 @@ async def test_rls_scopes_search_and_plan_uses_the_chatbot_index(settings, owner
         assert await conn.fetch("SELECT * FROM parley.knowledge_search($1, 'alpha', 5, $2)", other.chatbot_id,
                                 vector) == []
     await other.close()
+
+
+CANDIDATES = """EXPLAIN (COSTS OFF)
+  SELECT c.id FROM parley.knowledge_chunks c
+   WHERE c.chatbot_id = $1 AND c.tsv @@ to_tsquery('simple', '''417''') AND c.tenant_id = $2"""
+
+
+async def test_definer_full_text_uses_its_index_and_only_the_callers_tenant(settings, owner_conn, tenant):
+    other = await make_tenant(settings, owner_conn)
+    await _bulk(owner_conn, tenant, 800)
+    await _bulk(owner_conn, other, 800)
+    # knowledge_fts's candidate query for a rare term, as its owner (parley_auth, no RLS) plans it: the GIN index.
+    await owner_conn.execute("SET enable_seqscan = off")  # 1,600 rows: make the planner show its index choice
+    plan = "\n".join(r[0] for r in await owner_conn.fetch(CANDIDATES, tenant.chatbot_id, tenant.id))
+    await owner_conn.execute("RESET enable_seqscan")
+    assert "knowledge_chunks__chatbot_id_tsv_idx" in plan, plan
+    terms = (["alpha"], [1.0], [800])
+    async with await tenant.tx() as conn:
+        mine = await conn.fetch("SELECT * FROM parley.knowledge_fts($1, $2, $3, $4, 10)", tenant.chatbot_id, *terms)
+        assert len(mine) == 10
+        # The definer bypasses RLS: called directly with another tenant's chatbot it still finds nothing,
+        # and the statistics it reads are the caller's own.
+        assert await conn.fetch("SELECT * FROM parley.knowledge_fts($1, $2, $3, $4, 10)", other.chatbot_id,
+                                *terms) == []
+        assert await conn.fetch("SELECT * FROM parley.knowledge_terms WHERE chatbot_id = $1", other.chatbot_id) == []
+    # Without a tenant in the transaction: nothing either.
+    async with owner_conn.transaction():
+        await owner_conn.execute("SET LOCAL ROLE parley_app")
+        assert await owner_conn.fetch("SELECT * FROM parley.knowledge_fts($1, $2, $3, $4, 10)", tenant.chatbot_id,
+                                      *terms) == []
+    await other.close()
+
+
+async def test_term_statistics_follow_every_write(settings, owner_conn, tenant):
+    async with await tenant.tx() as conn:
+        source = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'text', 'Notes')",
+                                     tenant.chatbot_id)
+        await ingest.ingest_document(conn, source["id"], "text", extract.extract_text(
+            "# Zebra care\n\nZebras eat grass.\n\n# Lions\n\nLions eat zebras at night."))
+        counts = {r["term"]: r["chunks"] for r in await conn.fetch("SELECT term, chunks FROM parley.knowledge_terms")}
+        total = await conn.fetchval("SELECT chunks FROM parley.knowledge_stats WHERE chatbot_id = $1",
+                                    tenant.chatbot_id)
+        stored = await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks")
+        assert total == stored and counts["eat"] == stored and counts["lion"] < stored
+        # A re-import that changes one passage moves the counts; deleting the source empties them.
+        await ingest.ingest_document(conn, source["id"], "text", extract.extract_text(
+            "# Zebra care\n\nZebras eat grass.\n\n# Tigers\n\nTigers sleep all day."))
+        counts = {r["term"]: r["chunks"] for r in await conn.fetch("SELECT term, chunks FROM parley.knowledge_terms")}
+        assert counts.get("lion", 0) == 0 and counts["tiger"] >= 1
+        assert await conn.fetchval("SELECT parley.delete_knowledge_source($1)", source["id"])
+        assert await conn.fetchval("SELECT chunks FROM parley.knowledge_stats WHERE chatbot_id = $1",
+                                   tenant.chatbot_id) == 0
+        assert await conn.fetchval("SELECT coalesce(max(chunks), 0) FROM parley.knowledge_terms") == 0
+
+
+async def test_question_words_are_never_operators(tenant):
+    async with await tenant.tx() as conn:
+        source = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'text', 'Notes')",
+                                     tenant.chatbot_id)
+        await ingest.ingest_document(conn, source["id"], "text", extract.extract_text(
+            "# Exports\n\nExport the report as CSV or PDF from the menu."))
+        for question in ("csv or pdf", "export -pdf", '"export" & !csv', "csv | pdf <-> export", "or and not"):
+            rows = await conn.fetch("SELECT fts_coverage FROM parley.knowledge_search($1, $2, 3)", tenant.chatbot_id,
+                                    question)
+            assert rows or question == "or and not", question  # no syntax error, plain words matched
+        assert await conn.fetch("SELECT * FROM parley.knowledge_search($1, 'export -pdf', 3)", tenant.chatbot_id)
 
 
 async def test_large_chatbot_uses_hnsw_iterative_scan(settings, owner_conn, tenant, monkeypatch):

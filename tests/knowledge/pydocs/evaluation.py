@@ -149,22 +149,10 @@ def line(figures: dict) -> str:
             f"declined={figures['declined']:.3f} wrong_declines={figures['wrong_declines']:.3f}")
 
 
-def _assistant_rule(found: list[dict]) -> bool:
-    """The assistant's rule before the decline rule moved into SQL: best max(cosine, term share) >= 0.45."""
-    best = 0.0
-    for p in found:
-        cos = 1 - p["vector_distance"] if p["vector_distance"] is not None else 0.0
-        best = max(best, cos, p["fts_coverage"] or 0.0)
-    return best >= 0.45
-
-
 async def ask(pool, tenant_id: uuid.UUID, chatbot_id: uuid.UUID, question: Question, base: str, embedder, *,
               k: int = 10) -> Outcome:
     """One question through the product's retrieval and decline rule, as the app role under RLS."""
-    from pyapp.knowledge import search
-
-    answerable = getattr(search, "answerable", _assistant_rule)
-    query_vector, search_passages = search.query_vector, search.search_passages
+    from pyapp.knowledge.search import answerable, query_vector, search_passages
 
     vector = await query_vector(embedder, question.text)
     started = time.perf_counter()
