@@ -29,7 +29,6 @@ os.environ["PARLEY_FETCH_ALLOW_HOSTS"] = "127.0.0.1"  # the doc site listens the
 
 import asyncpg  # noqa: E402
 import psycopg  # noqa: E402
-
 from pyapp.config import Settings, with_database  # noqa: E402
 from pyapp.db import Actor, create_pool, tenant_tx  # noqa: E402
 from tests.knowledge.pydocs import evaluation as ev  # noqa: E402

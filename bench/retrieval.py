@@ -29,7 +29,6 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +41,6 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 import psycopg  # noqa: E402
 from aiohttp import web  # noqa: E402
-
 from pyapp.config import Settings, with_database  # noqa: E402
 from pyapp.db import Actor, create_pool, tenant_tx  # noqa: E402
 

@@ -8,7 +8,6 @@ unanswerable one, goes through knowledge_search and its decline rule as the app 
 Floors sit a little under the figures measured when they were set (docs/knowledge.md).
 """
 import pytest
-
 from pyapp.knowledge import ingest
 from pyapp.knowledge.crawl import Importer
 from pyapp.net import SafeFetcher

@@ -5,7 +5,6 @@ import uuid
 
 import aiohttp
 import pytest
-
 from support.fakes.pdf import make_pdf
 
 HOSTILE = [
@@ -94,14 +93,14 @@ async def test_hostile_urls_refused_at_the_api(server, owner, owner_conn, monkey
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.knowledge_sources") == 0
 
 
-async def test_local_site_refused_without_allow_list(server, owner, fake_website, monkeypatch):  # noqa: F811
+async def test_local_site_refused_without_allow_list(server, owner, fake_website, monkeypatch):
     monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS", raising=False)
     status, body = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
                                      json={"kind": "url", "url": fake_website.url("/faq")}, token=owner["access_token"])
     assert (status, body["error"]["code"]) == (422, "url_not_allowed")
 
 
-async def test_url_import_then_reimport_updates_in_place(server, owner, owner_conn, fake_website,  # noqa: F811
+async def test_url_import_then_reimport_updates_in_place(server, owner, owner_conn, fake_website,
                                                          allow_local):
     token = owner["access_token"]
     status, src = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
@@ -122,7 +121,7 @@ async def test_url_import_then_reimport_updates_in_place(server, owner, owner_co
     assert sorted(r["id"] for r in await owner_conn.fetch("SELECT id FROM parley.knowledge_chunks")) == ids
 
 
-async def test_redirect_to_metadata_fails_the_import(server, owner, owner_conn, fake_website, allow_local):  # noqa: F811
+async def test_redirect_to_metadata_fails_the_import(server, owner, owner_conn, fake_website, allow_local):
     token = owner["access_token"]
     status, src = await server.call("POST", f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources",
                                     json={"kind": "url", "url": fake_website.url("/redirect/metadata")}, token=token)
@@ -132,7 +131,7 @@ async def test_redirect_to_metadata_fails_the_import(server, owner, owner_conn, 
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks") == 0
 
 
-async def test_sitemap_and_bounded_crawl(server, owner, fake_website, allow_local):  # noqa: F811
+async def test_sitemap_and_bounded_crawl(server, owner, fake_website, allow_local):
     token = owner["access_token"]
     base = f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources"
     status, sm = await server.call("POST", base, json={"kind": "sitemap", "url": fake_website.url("/sitemap_index.xml")},
@@ -208,7 +207,7 @@ async def test_agents_cannot_change_knowledge(server, owner, signup):
     assert status == 403, body
 
 
-async def test_dev_worker_in_serve_embeds_new_chunks(settings, signup, owner_conn, monkeypatch, fake_openai):  # noqa: F811
+async def test_dev_worker_in_serve_embeds_new_chunks(settings, signup, owner_conn, monkeypatch, fake_openai):
     from pyapp.knowledge import ingest
     from pyapp.providers.embeddings import OpenAICompatibleEmbedder
     from support.server import start_server
@@ -290,7 +289,7 @@ async def test_model_loads_at_start_and_readyz_waits_for_it(settings, monkeypatc
         await srv.close()
 
 
-async def test_continue_imports_what_the_page_limit_left(server, owner, owner_conn, fake_website, allow_local):  # noqa: F811
+async def test_continue_imports_what_the_page_limit_left(server, owner, owner_conn, fake_website, allow_local):
     token = owner["access_token"]
     base = f"/api/chatbots/{owner['chatbot_id']}/knowledge/sources"
     status, crawl = await server.call("POST", base, json={"kind": "crawl", "url": fake_website.url("/"),
@@ -316,7 +315,7 @@ async def test_continue_imports_what_the_page_limit_left(server, owner, owner_co
         assert (status, body["error"]["code"]) == (409, "nothing_to_continue")
 
 
-async def test_plan_page_limit_is_enforced_in_sql(server, owner, owner_conn, fake_website, allow_local):  # noqa: F811
+async def test_plan_page_limit_is_enforced_in_sql(server, owner, owner_conn, fake_website, allow_local):
     token = owner["access_token"]
     await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, knowledge_pages) VALUES ($1, 2)",
                              uuid.UUID(owner["tenant_id"]))

@@ -17,7 +17,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
-
 from pyapp.db import Actor, tenant_tx
 
 HERE = Path(__file__).parent
@@ -140,7 +139,7 @@ class Report:
             "wrong_declines": sum(o.declined for o in answerable) / max(1, len(answerable)),
             "answerable": len(answerable), "unanswerable": len(unanswerable),
             "p50_ms": statistics.median(times) if times else 0.0,
-            "p95_ms": times[min(len(times) - 1, int(round(0.95 * len(times))) - 1)] if times else 0.0,
+            "p95_ms": times[min(len(times) - 1, round(0.95 * len(times)) - 1)] if times else 0.0,
         }
 
 
