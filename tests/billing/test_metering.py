@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-
 from jobs.metering import report_overage
 from pyapp.billing.config import BillingConfig
 from pyapp.billing.gateway import Gateway
@@ -126,7 +125,7 @@ async def test_scheduled_job_writes_the_rows_the_runner_sends(tenant, owner_conn
     from jobs.schedule import register
 
     await paid(tenant, owner_conn)
-    yesterday = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+    yesterday = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     await use(owner_conn, tenant, yesterday, "ai_messages", 50)
     await register(jobs_pool)
     assert "report_overage" in await run_due_jobs(jobs_pool, "test-worker", only=["report_overage"])

@@ -8,7 +8,7 @@ import json
 import asyncpg
 import pytest
 
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 
 async def limits(t) -> dict:
@@ -174,6 +174,7 @@ async def test_warnings_at_80_and_100_percent(tenant, jobs_tx, owner_conn):
     await owner_conn.execute("INSERT INTO parley.usage_counters (tenant_id, day, metric, shard, value) "
                              "VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 'conversations', 0, 8)", tenant.id)
     status, body = await tenant.call("GET", "/api/billing")
+    assert status == 200
     assert [(w["metric"], w["level"]) for w in body["warnings"]] == [("conversations", "warning")]
     async with jobs_tx(tenant.id) as conn:
         assert await conn.fetchval("SELECT parley.record_usage_warnings()") == 1
@@ -184,7 +185,7 @@ async def test_warnings_at_80_and_100_percent(tenant, jobs_tx, owner_conn):
     rows = await owner_conn.fetch("SELECT threshold, notified_at FROM parley.usage_warnings WHERE tenant_id = $1 "
                                   "ORDER BY threshold", tenant.id)
     assert [(r["threshold"], r["notified_at"]) for r in rows] == [(80, None), (100, None)]
-    status, body = await tenant.call("GET", "/api/billing")
+    _status, body = await tenant.call("GET", "/api/billing")
     assert body["warnings"][0]["level"] == "limit"
 
 
@@ -200,8 +201,8 @@ async def _start(t, bot):
 
 
 async def _visitor_says(t, conv, body, ip="203.0.113.9"):
-    from pyapp.db import Actor, tenant_tx
     from pyapp.context import POOL
+    from pyapp.db import Actor, tenant_tx
 
     async with tenant_tx(t.server.app[POOL], Actor(tenant_id=t.id, kind="visitor", actor_id=str(conv), ip=ip,
                                                    min_role="visitor")) as conn:
@@ -277,7 +278,7 @@ async def test_analyst_views(make_tenant, owner_conn, settings):
         changes = await conn.fetch("SELECT to_plan, source FROM analytics.plan_changes ORDER BY at")
         assert [tuple(r) for r in changes] == [("pro", "webhook"), ("starter", "webhook")]
         subs = await conn.fetch("SELECT * FROM analytics.subscriptions")
-        assert len(subs) == 2 and "customer_ref" not in subs[0].keys()
+        assert len(subs) == 2 and "customer_ref" not in dict(subs[0])
         await conn.fetch("SELECT * FROM analytics.usage_monthly")
         await conn.fetch("SELECT * FROM analytics.overage")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):

@@ -103,7 +103,7 @@ async def test_suspended_widget_is_gone_and_staff_still_reach_the_tenant(server,
     await server.call("POST", f"/api/staff/tenants/{tid}/suspend", json={}, token=staff["access_token"])
     async with owner_conn.transaction():
         assert await owner_conn.fetchval("SELECT count(*) FROM parley.widget_chatbot($1)", bot["public_key"]) == 0
-    status, body = await server.call("POST", f"/api/staff/tenants/{tid}/plan", json={"plan": "pro"},
+    status, _body = await server.call("POST", f"/api/staff/tenants/{tid}/plan", json={"plan": "pro"},
                                      token=staff["access_token"])
     assert status == 200
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.chatbots WHERE tenant_id = $1::uuid", tid) == 1

@@ -3,12 +3,10 @@ forged, stale and replayed events refused with no side effect; out-of-order even
 portal; downgrades; the dunning timeline (grace -> block) with an injected clock."""
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 
 import pytest
-
 from pyapp.billing.config import BillingConfig
 from support.fakes.stripe_api import SECRET_KEY, WEBHOOK_SECRET, FakeStripe, sign
 

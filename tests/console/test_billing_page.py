@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from pyapp.billing.config import BillingConfig
 from support.fakes.stripe_api import SECRET_KEY, WEBHOOK_SECRET, FakeStripe
 
@@ -26,7 +25,7 @@ async def test_billing_page_payments_off_downgrade_and_warnings(server, signup, 
     assert "$99</strong> a month, or <strong>$990</strong> a year" in html
     assert 'data-warning="ai_messages"' in html and "90%" in html
     assert "/console/billing/checkout" not in html and "Payments are not enabled" in html
-    status, html, resp = await c.post("/console/billing/downgrade", {})
+    status, html, _resp = await c.post("/console/billing/downgrade", {})
     assert status == 200 and "You are on the Free plan now." in html, html[:300]
     assert await owner_conn.fetchval("SELECT plan FROM parley.tenants WHERE id = $1::uuid", tenant_id) == "free"
     # Forms need the session's CSRF token.
@@ -39,7 +38,7 @@ async def test_agents_do_not_see_billing(server, signup, console_client):
     agent = await signup(server, join=owner, role="agent")
     c = console_client()
     await c.sign_in(agent["email"], agent["password"])
-    status, html, _ = await c.get("/console/billing")
+    status, _html, _ = await c.get("/console/billing")
     assert status == 403
 
 
@@ -88,9 +87,9 @@ async def test_banner_on_every_page(server, signup, console_client, owner_conn):
         " VALUES ($1::uuid, date_trunc('month', now() AT TIME ZONE 'UTC')::date, 'conversations', 80, 240, 300)",
         owner["tenant_id"])
     status, html, _ = await c.get("/console/inbox")
-    assert 'id="billing-banner"' in html and "80 % of an allowance" in html
+    assert status == 200 and 'id="billing-banner"' in html and "80 % of an allowance" in html
     await owner_conn.execute(
         "INSERT INTO parley.subscriptions (tenant_id, provider, plan, status, grace_until)"
         " VALUES ($1::uuid, 'stripe', 'free', 'past_due', now() - interval '1 hour')", owner["tenant_id"])
-    status, html, _ = await c.get("/console/leads")
+    _status, html, _ = await c.get("/console/leads")
     assert "Payment is overdue" in html and 'href="/console/billing">Plan' in html

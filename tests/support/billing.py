@@ -6,7 +6,6 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
-
 from pyapp.context import POOL
 from pyapp.db import Actor, tenant_tx
 
@@ -31,8 +30,8 @@ class Tenant:
 
     def member_tx(self, person: dict | None = None):
         """A transaction as a signed-in member (the owner by default), exactly as a route opens it."""
-        from pyapp.security import decode_access_token
         from pyapp.context import SETTINGS
+        from pyapp.security import decode_access_token
 
         person = person or self.owner
         claims = decode_access_token(self.server.app[SETTINGS].secret_key, person["access_token"])

@@ -77,7 +77,7 @@ class FakeStripe:
     def _id(self, prefix: str) -> str:
         return f"{prefix}_fake{next(self._ids):06d}"
 
-    async def __aenter__(self) -> "FakeStripe":
+    async def __aenter__(self) -> FakeStripe:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
@@ -129,9 +129,8 @@ class FakeStripe:
             sub = self.subscriptions.get(m.group(1))
             if sub is None:
                 return _error(404, "No such subscription.", code="resource_missing")
-            if method == "POST":
-                if "cancel_at_period_end" in params:
-                    sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
+            if method == "POST" and "cancel_at_period_end" in params:
+                sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
             return web.json_response(sub)
         if method == "POST" and path == "/v1/billing/meter_events":
             self.meter_posts += 1
