@@ -72,8 +72,19 @@ async def test_slack_alert_on_leads_and_negative_feedback(ws, smtp, sink, allow_
         await conn.execute("SELECT 1 FROM parley.capture_lead($1, 'Ada', 'ada@example.test', NULL, '{}')", conv)
     await owner_conn.execute("INSERT INTO parley.conversation_ratings (tenant_id, conversation_id, chatbot_id, score, comment)"
                              " VALUES ($1, $2, $3, 1, 'useless')", ws.tenant.id, conv, bot)
-    assert await _drain(ws, smtp) == 2
+    # A thumbs-up is no alert; a thumbs-down on a bot reply is.
+    async with await ws.tenant.tx("service") as conn:
+        reply = await conn.fetchval("SELECT id FROM parley.post_message($1, 'bot', 'We ship in 2 days.')", conv)
+    for value in ("up", "down"):
+        await owner_conn.execute(
+            "INSERT INTO parley.message_feedback (tenant_id, message_id, conversation_id, chatbot_id, value, comment)"
+            " VALUES ($1, $2, $3, $4, $5, 'wrong') ON CONFLICT (tenant_id, message_id) DO UPDATE SET value = $5",
+            ws.tenant.id, reply, conv, bot, value)
+    assert await _drain(ws, smtp) == 3
     texts = sorted(r.json()["text"] for r in sink.received)
+    thumbs = [t for t in texts if "A visitor was unhappy" in t and "Rating" not in t]
+    assert len(thumbs) == 1 and "wrong" in thumbs[0]
+    texts = [t for t in texts if t not in thumbs]
     assert texts[0].startswith("*[Parley] A visitor was unhappy") and "Rating: 1/5" in texts[0] and "useless" in texts[0]
     assert texts[1].startswith("*[Parley] New lead") and all(r.path.endswith("secretpart") for r in sink.received)
 
