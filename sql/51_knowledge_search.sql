@@ -270,8 +270,13 @@ BEGIN
 
   -- Reciprocal-rank fusion (knowledge_fusion).
   RETURN QUERY
+  -- With vectors, full-text candidates enter the fusion only if they hold more than a third
+  -- of the question's term weight: one shared common word is noise the vector list ranks
+  -- better (help-centre corpus: hit@3 0.929 without the filter, 0.976 with it).
   WITH w AS (SELECT * FROM parley.knowledge_fusion()),
-       f AS (SELECT u.id, u.r, u.cov, u.n FROM unnest(v_fts, v_fts_rank, v_fts_cov) WITH ORDINALITY AS u(id, r, cov, n)),
+       f AS (SELECT u.id, u.r, u.cov, row_number() OVER (ORDER BY u.n) AS n
+               FROM unnest(v_fts, v_fts_rank, v_fts_cov) WITH ORDINALITY AS u(id, r, cov, n)
+              WHERE p_query_embedding IS NULL OR u.cov * 3 > 1),
        v AS (SELECT u.id, u.d, u.n FROM unnest(v_vec, v_vec_dist) WITH ORDINALITY AS u(id, d, n)),
        fused AS (
          SELECT coalesce(f.id, v.id) AS id, f.r, f.cov, v.d,
