@@ -108,6 +108,20 @@ $$;
 COMMENT ON FUNCTION parley.origin_is_local(text) IS
   'Whether an origin is a local development page, decided strictly on the canonical form: localhost, *.localhost, 127.0.0.0/8 in dotted decimal (127.0.0.2 included: every loopback address is the visitor''s own machine), [::1]. Not local: localhost. (trailing dot), 127.1, 2130706433, 0x7f.0.0.1, 0.0.0.0, [::ffff:127.0.0.1], anything not canonical.';
 
+CREATE OR REPLACE FUNCTION parley.origin_is_public_name(p_origin text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT coalesce(
+    -- a canonical origin whose host is a domain name: at least two labels, the last one starting
+    -- with a letter (so no IPv4 in any notation, no bracketed IPv6), and not a local name
+    substring(parley.normalize_origin(p_origin) FROM '^https?://([^:/]+)')
+      ~ '^([a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z](?:[a-z0-9-]*[a-z0-9])?$'
+    AND NOT parley.origin_is_local(p_origin),
+    false)
+$$;
+COMMENT ON FUNCTION parley.origin_is_public_name(text) IS
+  'Whether an origin is a public site by its domain name: canonical (parley.normalize_origin), at least two labels, the last starting with a letter, and not local (parley.origin_is_local). IP literals in any notation (127.1, 2130706433, 0x7f.0.0.1, 0.0.0.0, [::ffff:127.0.0.1], 127.0.0.2) are not names.';
+
 CREATE OR REPLACE FUNCTION parley.origin_allowed(p_allowed text[], p_origin text) RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
@@ -115,14 +129,15 @@ AS $$
     -- No Origin header: not a browser page; accepted only while the list is empty.
     WHEN p_origin IS NULL THEN coalesce(cardinality(p_allowed), 0) = 0
     WHEN parley.normalize_origin(p_origin) IS NULL THEN false
-    WHEN coalesce(cardinality(p_allowed), 0) = 0 THEN parley.origin_is_local(p_origin)
+    -- An empty list: the snippet works on any public site; local pages and bare addresses must be listed.
+    WHEN coalesce(cardinality(p_allowed), 0) = 0 THEN parley.origin_is_public_name(p_origin)
     ELSE EXISTS (SELECT 1 FROM unnest(p_allowed) a
                   WHERE parley.normalize_origin(a) = parley.normalize_origin(p_origin))
   END
 $$;
 COMMENT ON FUNCTION parley.origin_allowed(text[], text) IS
-  'May a page of this origin start the widget of a chatbot with these allowed origins? An empty list allows local development pages only (parley.origin_is_local); otherwise the origin must equal a listed one (both normalised: case, default port, trailing slash). NULL origin (no Origin header): only while the list is empty. Used by widget sessions and the console install check.';
-GRANT EXECUTE ON FUNCTION parley.normalize_origin(text), parley.origin_is_local(text),
+  'May a page of this origin start the widget of a chatbot with these allowed origins? An empty list allows any public site by its domain name (parley.origin_is_public_name), so a pasted snippet works at once; local development pages (parley.origin_is_local, decided strictly: a loopback in disguise is not local, and not a name either) and pages on a bare IP address must be listed. Otherwise the origin must equal a listed one (both normalised: case, default port, trailing slash). NULL origin (no Origin header): only while the list is empty. Used by widget sessions and the console install check.';
+GRANT EXECUTE ON FUNCTION parley.normalize_origin(text), parley.origin_is_local(text), parley.origin_is_public_name(text),
   parley.origin_allowed(text[], text) TO parley_app, parley_auth;
 
 -- Admin gate inside SQL too (the route gate is the first line of defence).

@@ -86,7 +86,7 @@ def _origins(values: list[str] | None) -> list[str] | None:
 class ChatbotIn(Strict):
     name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable_text)]
     allowed_origins: list[Origin] = Field(default_factory=list, max_length=50,
-                                          description="empty: only local development pages (localhost, *.localhost, 127.x.x.x, [::1]) may start the widget")
+                                          description="empty: any public site by its domain name may start the widget; local development pages (localhost, 127.0.0.1, ...) and bare IP addresses must be listed")
     config: ChatbotConfig = Field(default_factory=ChatbotConfig)
 
 
