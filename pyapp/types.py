@@ -70,3 +70,13 @@ MessageBody = Annotated[str, Field(min_length=1, max_length=MESSAGE_BODY_MAX), A
 LeadName = Annotated[str, Field(max_length=LEAD_NAME_MAX), AfterValidator(text)]
 LeadEmail = Annotated[str, Field(max_length=LEAD_EMAIL_MAX), AfterValidator(line)]
 LeadPhone = Annotated[str, Field(max_length=LEAD_PHONE_MAX), AfterValidator(line)]
+
+
+# Bounded text fields whose limits are the API's own (chatbot config, search queries): the
+# text rule plus a length. Annotated aliases, not a factory, so type checkers see plain str.
+Text32 = Annotated[str, Field(max_length=32), AfterValidator(text)]
+Text100 = Annotated[str, Field(max_length=100), AfterValidator(text)]
+Text200 = Annotated[str, Field(max_length=200), AfterValidator(text)]
+Text500 = Annotated[str, Field(max_length=500), AfterValidator(text)]
+Text8000 = Annotated[str, Field(max_length=8000), AfterValidator(text)]
+Name100 = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(text)]

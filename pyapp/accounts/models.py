@@ -190,7 +190,7 @@ class SignupIn(Input):
     email: Email
     password: NewPassword
     name: PersonName = ""
-    tenant_name: TenantName | None = Field(None, description="Create a workspace with this name (with slug).")
+    tenant_name: TenantName | None = Field(default=None, description="Create a workspace with this name (with slug).")
     slug: Slug | None = None
 
     @model_validator(mode="after")
@@ -227,7 +227,7 @@ class SwitchIn(Input):
 
 
 class SettingsIn(Input):
-    name: TenantName | None = Field(None, description="Rename the workspace.")
+    name: TenantName | None = Field(default=None, description="Rename the workspace.")
     values: dict[SettingKey, JsonValue | None] = Field(
         default_factory=dict, description="Keys to set; null removes a key; keys not given are kept.")
 
@@ -279,7 +279,7 @@ class ApiKeyIn(Input):
 class AuditQuery(BaseModel):
     """Query strings often carry unrelated parameters (cache busters); unknown ones are ignored."""
 
-    before: int | None = Field(None, ge=1, le=2**63 - 1)
+    before: int | None = Field(default=None, ge=1, le=2**63 - 1)
     limit: int = Field(50, ge=1, le=200)
     action: ShortText | None = None
-    actor: ShortText | None = Field(None, description="Actor id: a user id, API key id or visitor id.")
+    actor: ShortText | None = Field(default=None, description="Actor id: a user id, API key id or visitor id.")

@@ -16,9 +16,9 @@ from pyapp.net.safe_fetch import allow_hosts_from_env
 class LLMSettingsIn(BaseModel):
     chatbot_id: uuid.UUID | None = None
     provider: Literal["openai", "anthropic", "none"]
-    base_url: str | None = Field(None, max_length=500)
-    model: str | None = Field(None, max_length=200)
-    api_key: str | None = Field(None, max_length=500)
+    base_url: str | None = Field(default=None, max_length=500)
+    model: str | None = Field(default=None, max_length=200)
+    api_key: str | None = Field(default=None, max_length=500)
 
 
 @api.route("GET", "/api/assistant/llm", tags=("assistant",))

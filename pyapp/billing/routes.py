@@ -161,7 +161,7 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
 
 
 class UsageQuery(BaseModel):
-    month: str | None = Field(None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month")
+    month: str | None = Field(default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month")
     format: Literal["json", "csv"] = "json"
 
 

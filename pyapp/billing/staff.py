@@ -42,20 +42,20 @@ class LimitsIn(BaseModel):
     """Overrides: null inherits the plan, 0 is unlimited."""
 
     model_config = ConfigDict(extra="forbid")
-    max_chatbots: int | None = Field(None, ge=0)
-    max_seats: int | None = Field(None, ge=0)
-    max_open_conversations: int | None = Field(None, ge=0)
-    msgs_per_min_chatbot: int | None = Field(None, ge=0)
-    msgs_per_min_ip: int | None = Field(None, ge=0)
-    msgs_per_min_tenant: int | None = Field(None, ge=0)
-    msgs_per_min_conversation: int | None = Field(None, ge=0)
-    api_requests_per_min: int | None = Field(None, ge=0)
-    ai_msgs_per_day: int | None = Field(None, ge=0)
-    included_conversations: int | None = Field(None, ge=0)
-    included_ai_messages: int | None = Field(None, ge=0)
-    retention_days: int | None = Field(None, ge=0)
+    max_chatbots: int | None = Field(default=None, ge=0)
+    max_seats: int | None = Field(default=None, ge=0)
+    max_open_conversations: int | None = Field(default=None, ge=0)
+    msgs_per_min_chatbot: int | None = Field(default=None, ge=0)
+    msgs_per_min_ip: int | None = Field(default=None, ge=0)
+    msgs_per_min_tenant: int | None = Field(default=None, ge=0)
+    msgs_per_min_conversation: int | None = Field(default=None, ge=0)
+    api_requests_per_min: int | None = Field(default=None, ge=0)
+    ai_msgs_per_day: int | None = Field(default=None, ge=0)
+    included_conversations: int | None = Field(default=None, ge=0)
+    included_ai_messages: int | None = Field(default=None, ge=0)
+    retention_days: int | None = Field(default=None, ge=0)
     allow_hide_branding: bool | None = None
-    note: str | None = Field(None, max_length=500)
+    note: str | None = Field(default=None, max_length=500)
 
 
 class SuspendIn(BaseModel):

@@ -21,8 +21,8 @@ AlertEvent = Literal["human_requested", "lead_captured", "negative_feedback"]
 class AlertIn(Strict):
     kind: Literal["email", "slack"]
     name: str = Field("Alerts", min_length=1, max_length=100)
-    email: str | None = Field(None, max_length=320, description="kind email: the address")
-    slack_webhook_url: str | None = Field(None, max_length=2048, description="kind slack: the incoming-webhook URL")
+    email: str | None = Field(default=None, max_length=320, description="kind email: the address")
+    slack_webhook_url: str | None = Field(default=None, max_length=2048, description="kind slack: the incoming-webhook URL")
     events: list[AlertEvent] = Field(min_length=1, max_length=3)
 
 

@@ -11,17 +11,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from pyapp import types
 from pyapp.api import Call, api
-from pyapp.conversations.routes import Strict, storable_text
+from pyapp.conversations.routes import Strict
 from pyapp.errors import not_found
 
 TAGS = ("chatbots",)
-
-
-def _text(max_length: int):
-    return Annotated[str, Field(max_length=max_length), AfterValidator(storable_text)]
 
 
 class Open(BaseModel):
@@ -33,47 +30,47 @@ class Open(BaseModel):
 class Branding(Open):
     primary_color: Annotated[str, Field(pattern=r"^#[0-9a-fA-F]{6}$")] | None = None
     position: Literal["left", "right"] | None = None
-    title: _text(100) | None = None
+    title: types.Text100 | None = None
     avatar_url: Annotated[str, Field(max_length=2048, pattern=r"^https://\S+$")] | None = None
-    launcher_icon: _text(32) | None = None
+    launcher_icon: types.Text32 | None = None
     hide_powered_by: bool | None = None
 
 
 class Handoff(Open):
-    miss_threshold: int | None = Field(None, ge=0, le=100, description="ungrounded bot answers in a row before a person is asked for (default 2, 0 = never)")
+    miss_threshold: int | None = Field(default=None, ge=0, le=100, description="ungrounded bot answers in a row before a person is asked for (default 2, 0 = never)")
 
 
 class LeadCapture(Open):
     mode: Literal["after_messages", "before_handoff", "never"] | None = None
-    after: int | None = Field(None, ge=0, le=100)
+    after: int | None = Field(default=None, ge=0, le=100)
 
 
 class Nudge(Open):
     after_seconds: int = Field(ge=0, le=3600)
-    url_pattern: _text(500) | None = None
-    text: _text(500)
+    url_pattern: types.Text500 | None = None
+    text: types.Text500
 
 
 class IdleClose(Open):
-    bot_minutes: int | None = Field(None, ge=1, le=60 * 24 * 30)
-    human_minutes: int | None = Field(None, ge=1, le=60 * 24 * 30)
+    bot_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 30)
+    human_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 30)
 
 
 class ChatbotConfig(Open):
-    persona: _text(8000) | None = None
-    greeting: _text(500) | None = None
+    persona: types.Text8000 | None = None
+    greeting: types.Text500 | None = None
     # "auto" (or none): the visitor's browser language.
     language: Annotated[str, Field(max_length=16, pattern=r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")] | None = None
-    starters: list[_text(200)] | None = Field(None, max_length=10)
+    starters: list[types.Text200] | None = Field(default=None, max_length=10)
     branding: Branding | None = None
     handoff: Handoff | None = None
     lead_capture: LeadCapture | None = None
-    nudges: list[Nudge] | None = Field(None, max_length=10)
-    max_nudges: int | None = Field(None, ge=0, le=10)
+    nudges: list[Nudge] | None = Field(default=None, max_length=10)
+    max_nudges: int | None = Field(default=None, ge=0, le=10)
     idle_close: IdleClose | None = None
     # A visitor writing after a close continues the conversation within this many minutes (unless
     # rated), else starts a new one (sql/44_messages.sql: store_message).
-    reopen_window_minutes: int | None = Field(None, ge=0, le=60 * 24 * 30)
+    reopen_window_minutes: int | None = Field(default=None, ge=0, le=60 * 24 * 30)
 
 
 Origin = Annotated[str, Field(max_length=300, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")]
@@ -84,16 +81,16 @@ def _origins(values: list[str] | None) -> list[str] | None:
 
 
 class ChatbotIn(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable_text)]
+    name: types.Name100
     allowed_origins: list[Origin] = Field(default_factory=list, max_length=50,
                                           description="empty: any public site by its domain name may start the widget; local development pages (localhost, 127.0.0.1, ...) and bare IP addresses must be listed")
     config: ChatbotConfig = Field(default_factory=ChatbotConfig)
 
 
 class ChatbotPatch(Strict):
-    name: Annotated[str, Field(min_length=1, max_length=100), AfterValidator(storable_text)] | None = None
-    allowed_origins: list[Origin] | None = Field(None, max_length=50)
-    config: ChatbotConfig | None = Field(None, description="merged at the top level; a null value removes a key")
+    name: types.Name100 | None = None
+    allowed_origins: list[Origin] | None = Field(default=None, max_length=50)
+    config: ChatbotConfig | None = Field(default=None, description="merged at the top level; a null value removes a key")
 
 
 class ChatbotOut(BaseModel):

@@ -11,21 +11,16 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from pyapp import types
 from pyapp.api import Call, api
 from pyapp.errors import ApiError
 
 TAGS = ("conversations",)
-# The text rule (pyapp/types.py, the copy of SQL's parley.unsafe_text): refuse what Postgres
-# cannot store or what renders deceptively (a field error, never a 500).
-storable_text = types.text
-
 
 Body = types.MessageBody
 ClientId = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:-]+$")]
-Text200 = Annotated[str, Field(max_length=200), AfterValidator(storable_text)]
 
 
 class Strict(BaseModel):
@@ -58,13 +53,13 @@ def _utc(value: datetime | date | None) -> datetime | None:
 
 class ConversationQuery(Strict):
     status: Literal["bot", "waiting_human", "human", "closed"] | None = None
-    assignee: Literal["me"] | UUID | None = Field(None, description="`me` or a member's user id")
+    assignee: Literal["me"] | UUID | None = Field(default=None, description="`me` or a member's user id")
     chatbot: UUID | None = None
-    date_from: datetime | date | None = Field(None, alias="from", description="created at or after (ISO date/time, UTC)")
-    date_to: datetime | date | None = Field(None, alias="to", description="created before (ISO date/time, UTC)")
-    q: Annotated[str, Field(max_length=200), AfterValidator(storable_text)] | None = Field(
+    date_from: datetime | date | None = Field(default=None, alias="from", description="created at or after (ISO date/time, UTC)")
+    date_to: datetime | date | None = Field(default=None, alias="to", description="created before (ISO date/time, UTC)")
+    q: types.Text200 | None = Field(
         None, description="full-text search over messages (and notes); websearch syntax")
-    before: datetime | None = Field(None, description="keyset: last_activity_at of the last row of the previous page")
+    before: datetime | None = Field(default=None, description="keyset: last_activity_at of the last row of the previous page")
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -103,7 +98,7 @@ class ConversationOut(BaseModel):
 
 class ConversationsOut(BaseModel):
     conversations: list[ConversationOut]
-    next_before: datetime | None = Field(None, description="pass as `before` for the next page")
+    next_before: datetime | None = Field(default=None, description="pass as `before` for the next page")
 
 
 class OtherConversationOut(BaseModel):
@@ -135,8 +130,8 @@ class LimitsOut(BaseModel):
 
 
 class UsageQuery(Strict):
-    date_from: date | None = Field(None, alias="from")
-    date_to: date | None = Field(None, alias="to")
+    date_from: date | None = Field(default=None, alias="from")
+    date_to: date | None = Field(default=None, alias="to")
 
 
 class UsageDay(BaseModel):

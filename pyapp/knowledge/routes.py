@@ -41,14 +41,14 @@ SOURCES = """SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.op
 class SourceIn(BaseModel):
     kind: Literal["text", "url", "sitemap", "crawl"]
     title: str = Field("", max_length=300)
-    text: str | None = Field(None, max_length=TEXT_MAX_CHARS)
-    url: str | None = Field(None, max_length=2048)
-    max_pages: int | None = Field(None, ge=1, le=HARD_MAX_PAGES)
-    max_depth: int | None = Field(None, ge=0, le=HARD_MAX_DEPTH)
+    text: str | None = Field(default=None, max_length=TEXT_MAX_CHARS)
+    url: str | None = Field(default=None, max_length=2048)
+    max_pages: int | None = Field(default=None, ge=1, le=HARD_MAX_PAGES)
+    max_depth: int | None = Field(default=None, ge=0, le=HARD_MAX_DEPTH)
 
 
 class TextIn(BaseModel):
-    title: str | None = Field(None, max_length=300)
+    title: str | None = Field(default=None, max_length=300)
     text: str = Field(..., min_length=1, max_length=TEXT_MAX_CHARS)
 
 

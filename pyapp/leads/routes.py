@@ -33,17 +33,17 @@ class LeadIn(Strict):
 
 
 class LeadPatch(Strict):
-    name: types.LeadName | None = Field(None, description="empty string clears")
+    name: types.LeadName | None = Field(default=None, description="empty string clears")
     email: types.LeadEmail | None = None
     phone: types.LeadPhone | None = None
-    custom: dict[str, JsonValue] | None = Field(None, description="replaces the custom fields")
-    status: Status | None = Field(None, description="new → contacted → qualified → won | lost; lost → new")
+    custom: dict[str, JsonValue] | None = Field(default=None, description="replaces the custom fields")
+    status: Status | None = Field(default=None, description="new → contacted → qualified → won | lost; lost → new")
 
 
 class LeadQuery(Strict):
     status: Status | None = None
     chatbot: UUID | None = None
-    before: datetime | None = Field(None, description="keyset: created_at of the last row of the previous page")
+    before: datetime | None = Field(default=None, description="keyset: created_at of the last row of the previous page")
     limit: int = Field(100, ge=1, le=500)
 
 

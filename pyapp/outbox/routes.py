@@ -33,7 +33,7 @@ class DestinationOut(BaseModel):
     consecutive_failures: int
     last_success_at: datetime | None = None
     last_error: str | None = None
-    next_send_at: datetime | None = Field(None, description="held until (retry_after, backoff, rate limit)")
+    next_send_at: datetime | None = Field(default=None, description="held until (retry_after, backoff, rate limit)")
     pending: int
     dead: int
     failed: int
@@ -46,8 +46,8 @@ class DestinationsOut(BaseModel):
 
 class DeliveryQuery(Strict):
     destination: UUID | None = None
-    status: DeliveryStatus | None = Field(None, description="dead = the dead-letter queue")
-    before_id: int | None = Field(None, ge=1, le=2**63 - 1, description="keyset: id of the last row of the previous page")
+    status: DeliveryStatus | None = Field(default=None, description="dead = the dead-letter queue")
+    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1, description="keyset: id of the last row of the previous page")
     limit: int = Field(50, ge=1, le=500)
 
 

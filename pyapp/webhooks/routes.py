@@ -28,13 +28,13 @@ class EndpointIn(Strict):
     name: str = Field("Webhook", max_length=100)
     url: str = Field(max_length=2048, description="http(s) URL; internal addresses are refused")
     event_kinds: list[str] = Field(min_length=1, max_length=50, description="e.g. message_added, human_requested")
-    chatbot_id: uuid.UUID | None = Field(None, description="only this chatbot's conversations")
+    chatbot_id: uuid.UUID | None = Field(default=None, description="only this chatbot's conversations")
 
 
 class EndpointPatch(Strict):
-    name: str | None = Field(None, max_length=100)
-    url: str | None = Field(None, max_length=2048)
-    event_kinds: list[str] | None = Field(None, min_length=1, max_length=50)
+    name: str | None = Field(default=None, max_length=100)
+    url: str | None = Field(default=None, max_length=2048)
+    event_kinds: list[str] | None = Field(default=None, min_length=1, max_length=50)
     enabled: bool | None = None
 
 
@@ -60,7 +60,7 @@ class EndpointOut(BaseModel):
     created_at: Any
     updated_at: Any
     secrets: list[SecretInfo] = []
-    secret: str | None = Field(None, description="the new whsec_ secret: shown once, on creation and rotation")
+    secret: str | None = Field(default=None, description="the new whsec_ secret: shown once, on creation and rotation")
 
 
 class EndpointsOut(BaseModel):
