@@ -4,6 +4,11 @@ At start it registers the jobs of jobs/scheduled/ in parley.job_schedules; then 
 due jobs from there one at a time (FOR UPDATE SKIP LOCKED, next_run_at moved forward in the
 claiming statement), so any number of jobs processes can run side by side and none runs a
 job twice. Rows marked `external` are left to pg_cron.
+
+It survives the database going away (restart, failover, lost connection): the pass that failed
+is abandoned, the process waits with exponential backoff (0.5 s doubling to 30 s, with jitter)
+and tries again until PostgreSQL answers; it exits only on SIGTERM/SIGINT. Every minute, and
+whenever it reconnects, it logs its lag: how long the oldest due job has waited to be claimed.
 """
 from __future__ import annotations
 
@@ -12,17 +17,40 @@ import contextlib
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import time
 
 import asyncpg
-from pyapp.db import create_pool
+from pyapp.db import create_pool, db_unavailable
 
 from jobs.schedule import JOBS, disabled_jobs, register, run_job
 
 log = logging.getLogger("parley.jobs")
 IDLE_SLEEP_S = 2.0
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 30.0
+LAG_EVERY_S = 60.0
+
+
+class Backoff:
+    """Exponential backoff with full jitter, reset by a success."""
+
+    def __init__(self, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_MAX_S):
+        self.first, self.cap, self.failures = first, cap, 0
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        return random.uniform(self.first / 2, min(self.cap, self.first * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+async def lag_seconds(pool: asyncpg.Pool, names: list[str] | None = None) -> float:
+    """How long the oldest due job this process runs has waited (0 when none is due)."""
+    return float(await pool.fetchval("SELECT parley.jobs_lag($1)", names or list(JOBS)))
 
 
 def worker_name() -> str:
@@ -45,6 +73,8 @@ async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: l
         try:
             result, status = await run_job(pool, job), "ok"
         except Exception as exc:  # a broken job must not stop the others
+            if db_unavailable(exc):
+                raise  # not the job's fault: the runner waits for the database and claims again
             log.exception("job %s failed", job.name)
             result, status = {"error": f"{type(exc).__name__}: {exc}"[:500]}, "error"
         result["ms"] = round((time.monotonic() - started) * 1000, 1)
@@ -74,34 +104,54 @@ async def main(settings, once: bool = False) -> int:
     from jobs.metering import Metering
     from jobs.outbox import OutboxDrainer
 
-    pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
-    outbox_pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    backoff = Backoff()
+    pools = await _pools_when_reachable(settings, stop, backoff, once)
+    if pools is None:
+        return 0 if stop.is_set() else 2
+    pool, outbox_pool = pools
     worker = worker_name()
     log.info("jobs process %s started", worker)
     drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url, senders=default_senders(settings),
                             keyring=Keyring.from_settings(settings.secret_key))
     metering = Metering(settings)
     outbox_task = None if once else asyncio.create_task(drainer.run(stop))
+    registered = False
+    lag_logged = 0.0
     try:
-        await register(pool)
         while not stop.is_set():
-            ran = await run_due_jobs(pool, worker)
-            if "report_overage" in ran:  # the SQL job wrote the rows; send them to Stripe
-                await metering.send(pool)
-            _touch_heartbeat()
-            embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
-                                              max_batches=1_000_000 if once else 50)
-            if once:
-                await drainer.drain()
-                break
+            try:
+                if not registered:
+                    await register(pool)
+                    registered = True
+                ran = await run_due_jobs(pool, worker)
+                if "report_overage" in ran:  # the SQL job wrote the rows; send them to Stripe
+                    await metering.send(pool)
+                _touch_heartbeat()
+                if backoff.failures or time.monotonic() - lag_logged >= LAG_EVERY_S:
+                    log.info(json.dumps({"jobs_lag_s": round(await lag_seconds(pool), 1),
+                                         "reconnected": bool(backoff.failures)}))
+                    lag_logged = time.monotonic()
+                backoff.reset()
+                embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
+                                                  max_batches=1_000_000 if once else 50)
+                if once:
+                    await drainer.drain()
+                    break
+            except Exception as exc:
+                if once or not db_unavailable(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning(json.dumps({"jobs": "database unavailable", "error": f"{type(exc).__name__}: {exc}"[:300],
+                                        "attempt": backoff.failures, "retry_in_s": round(delay, 2)}))
+                await _sleep_unless_stopped(stop, delay)
+                continue
             if not ran and not embedded:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), IDLE_SLEEP_S)
+                await _sleep_unless_stopped(stop, IDLE_SLEEP_S)
     finally:
         stop.set()
         if outbox_task is not None:
@@ -111,3 +161,33 @@ async def main(settings, once: bool = False) -> int:
         await outbox_pool.close()
         await pool.close()
     return 0
+
+
+async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _pools_when_reachable(settings, stop: asyncio.Event, backoff: Backoff, once: bool):
+    """The two pools, retried with backoff while the database is unreachable at start (once: no retry).
+    None when stopped first (or, with once, when the database is down)."""
+    while not stop.is_set():
+        pool = None
+        try:
+            pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
+            outbox_pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
+            backoff.reset()
+            return pool, outbox_pool
+        except Exception as exc:
+            if pool is not None:
+                await pool.close()
+            if not db_unavailable(exc):
+                raise
+            if once:
+                log.error("cannot reach the database: %s", exc)
+                return None
+            delay = backoff.next_delay()
+            log.warning(json.dumps({"jobs": "database unavailable at start", "error": f"{type(exc).__name__}: {exc}"[:300],
+                                    "attempt": backoff.failures, "retry_in_s": round(delay, 2)}))
+            await _sleep_unless_stopped(stop, delay)
+    return None

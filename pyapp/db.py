@@ -36,6 +36,20 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+# The database is unreachable or went away (restart, failover, network): worth retrying later,
+# unlike an error in a statement. Class 08 (connection), class 57 (shutdown, cannot connect now),
+# a connection asyncpg already knows is closed, and the socket's own errors.
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+def db_unavailable(exc: BaseException) -> bool:
+    """Whether an error means the database cannot be reached now (as opposed to a failed statement).
+    A query cancelled by a statement timeout (class 57014) is a statement's failure, not an outage."""
+    return isinstance(exc, DB_UNAVAILABLE) and not isinstance(exc, asyncpg.QueryCanceledError)
+
+
 POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE)
 
 

@@ -79,3 +79,17 @@ $$;
 COMMENT ON FUNCTION parley.finish_job(text, text, jsonb) IS 'Jobs: record how a claimed scheduled job ended (ok or error) and its result.';
 REVOKE ALL ON FUNCTION parley.claim_due_job(text, text[]), parley.finish_job(text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.claim_due_job(text, text[]), parley.finish_job(text, text, jsonb) TO parley_jobs;
+
+-- Lag ---------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.jobs_lag(p_names text[]) RETURNS double precision
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT coalesce(extract(epoch FROM now() - min(s.next_run_at))::float8, 0)
+    FROM parley.job_schedules s
+   WHERE s.name = ANY (p_names) AND s.enabled AND NOT s.external AND s.next_run_at <= now()
+$$;
+COMMENT ON FUNCTION parley.jobs_lag(text[]) IS
+  'Jobs: seconds the oldest due job among p_names (enabled, not left to pg_cron) has waited past its next_run_at; 0 when none is due. What `parley jobs` reports as its lag.';
+REVOKE ALL ON FUNCTION parley.jobs_lag(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.jobs_lag(text[]) TO parley_jobs;
