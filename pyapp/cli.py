@@ -31,9 +31,11 @@ def cmd_db(args) -> int:
         print(json.dumps(cluster.status()))
         return 0 if cluster.running() else 3
     elif args.action == "url":
-        from pyapp.config import load_settings
+        from pyapp.config import ANALYST_ROLE, APP_ROLE, JOBS_ROLE, load_settings
 
-        print(load_settings(start_embedded=False).admin_url)
+        settings = load_settings(start_embedded=False)
+        role = {"analyst": ANALYST_ROLE, "app": APP_ROLE, "jobs": JOBS_ROLE}.get(args.role or "")
+        print(settings.role_url(role) if role else settings.admin_url)
     return 0
 
 
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="manage the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("--role", choices=["admin", "analyst", "app", "jobs"],
+                    help="url: the connection URL of this role (default admin; analyst reads the analytics views)")
     db.set_defaults(func=cmd_db)
     sub.add_parser("migrate", help="apply migrations and re-apply sql/").set_defaults(func=cmd_migrate)
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")

@@ -14,8 +14,10 @@ CREATE OR REPLACE VIEW analytics.conversations_daily WITH (security_barrier = tr
            SELECT 1 FROM parley.events e WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
               AND e.kind IN ('human_requested', 'claimed', 'assigned'))) AS closed_without_human
     FROM parley.conversations c
+   WHERE EXISTS (SELECT 1 FROM parley.messages m
+                  WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'visitor')
    GROUP BY 1, 2, 3;
-COMMENT ON VIEW analytics.conversations_daily IS 'Conversations per tenant, chatbot and day, with closed and closed-without-a-human counts.';
+COMMENT ON VIEW analytics.conversations_daily IS 'Conversations in which the visitor said something, per tenant, chatbot and day (of the conversation''s start), with closed and closed-without-a-human counts.';
 
 CREATE OR REPLACE VIEW analytics.questions WITH (security_barrier = true) AS
   SELECT t.tenant_id, t.chatbot_id, t.created_at::date AS day, t.question_norm AS question,
