@@ -177,6 +177,26 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.start_conversation(uuid, uuid, text, text, text, text, inet, text) IS
   'Start a conversation (status bot) with a live chatbot of the current tenant. Visitor metadata is trimmed/cut, never refused. 402 plan_limit at max_open_conversations; a visitor (the widget, when the visitor first speaks) is also held to check_visitor_start (429 per address and per chatbot). Counts usage ''conversations''; event conversation_started + NOTIFY.';
+CREATE OR REPLACE FUNCTION parley.visitor_conversations(p_chatbot_id uuid, p_visitor_id uuid)
+RETURNS TABLE (id uuid, status text, created_at timestamptz, last_activity_at timestamptz, preview text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT c.id, c.status, c.created_at, c.last_activity_at,
+         (SELECT left(m.body, 80) FROM parley.messages m
+           WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'visitor'
+           ORDER BY m.id LIMIT 1)
+    FROM parley.conversations c
+   WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = p_chatbot_id AND c.visitor_id = p_visitor_id
+     AND parley.current_actor_kind() = 'visitor' AND p_visitor_id IS NOT NULL
+   ORDER BY c.last_activity_at DESC
+   LIMIT 20
+$$;
+COMMENT ON FUNCTION parley.visitor_conversations(uuid, uuid) IS
+  'The widget''s list of a visitor''s conversations with a chatbot (newest activity first, at most 20; preview = the first visitor message, cut to 80 characters). Visitor transactions only (empty otherwise); the visitor id comes from the signed visitor token. Owned by parley_auth: under RLS a visitor sees only its current conversation.';
+ALTER FUNCTION parley.visitor_conversations(uuid, uuid) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.visitor_conversations(uuid, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.visitor_conversations(uuid, uuid) TO parley_app;
+
 ------------------------------------------------------------------------------------------
 -- Transitions
 

@@ -11,6 +11,7 @@ that speak at once may ask for the conversation now (`start: true`).
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -143,10 +144,42 @@ async def refresh_session(call: Call):
     return _session_body(call, claims, status, chatbot)
 
 
+class VisitorConversationOut(BaseModel):
+    id: uuid.UUID
+    status: str
+    created_at: dt.datetime
+    last_activity_at: dt.datetime
+    preview: str | None
+
+
+class VisitorConversationsOut(BaseModel):
+    conversations: list[VisitorConversationOut]
+
+
+@api.route("POST", "/api/widget/conversations", auth="public", body=RefreshIn, response=VisitorConversationsOut,
+           tags=("widget",))
+async def visitor_conversations(call: Call):
+    """The visitor's conversations with this chatbot (the token's visitor), newest first."""
+    try:
+        claims = decode_visitor_token(call.settings.secret_key, call.body.token)
+    except TokenError:
+        raise ApiError(401, "invalid_token", "The visitor token is invalid or expired.") from None
+    chatbot = await _chatbot(call, claims.public_key)
+    if chatbot["chatbot_id"] != claims.chatbot_id or chatbot["tenant_id"] != claims.tenant_id:
+        raise ApiError(401, "invalid_token", "The chatbot of this token no longer exists.")
+    await _check_origin(call, chatbot)
+    if claims.visitor_id is None:
+        return {"conversations": []}
+    async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
+        rows = await conn.fetch("SELECT * FROM parley.visitor_conversations($1, $2)", claims.chatbot_id,
+                                claims.visitor_id)
+    return {"conversations": [dict(r) for r in rows]}
+
+
 # --------------------------------------------------------------------------- CORS
 
 
-_CORS_PATHS = ("/api/widget/sessions", "/api/widget/sessions/refresh")
+_CORS_PATHS = ("/api/widget/sessions", "/api/widget/sessions/refresh", "/api/widget/conversations")
 
 
 async def _preflight(request: web.Request) -> web.Response:

@@ -37,6 +37,8 @@ const C = {
     you: 'You',
     agent: 'Agent',
     starters: 'Suggested questions',
+    history: 'Your conversations',
+    fresh: 'New conversation',
   },
   es: {
     title: 'Chatea con nosotros',
@@ -74,6 +76,8 @@ const C = {
     you: 'Tú',
     agent: 'Agente',
     starters: 'Preguntas sugeridas',
+    history: 'Tus conversaciones',
+    fresh: 'Nueva conversación',
   },
   fr: {
     title: 'Discutez avec nous',
@@ -111,6 +115,8 @@ const C = {
     you: 'Vous',
     agent: 'Conseiller',
     starters: 'Questions suggérées',
+    history: 'Vos conversations',
+    fresh: 'Nouvelle conversation',
   },
   de: {
     title: 'Chatten Sie mit uns',
@@ -148,6 +154,8 @@ const C = {
     you: 'Sie',
     agent: 'Mitarbeiter',
     starters: 'Vorgeschlagene Fragen',
+    history: 'Ihre Unterhaltungen',
+    fresh: 'Neue Unterhaltung',
   },
   tr: {
     title: 'Bize yazın',
@@ -185,6 +193,8 @@ const C = {
     you: 'Siz',
     agent: 'Temsilci',
     starters: 'Önerilen sorular',
+    history: 'Konuşmalarınız',
+    fresh: 'Yeni konuşma',
   },
 };
 

@@ -362,6 +362,40 @@ const boot = () => {
     if (isOpen) inputs[0]?.focus();
   };
 
+  // Another of the visitor's conversations (an id), or none until the visitor speaks (null).
+  const switchTo = async (id) => {
+    const old = ws;
+    ws = null;
+    online = false;
+    if (old) {
+      old.onclose = old.onmessage = null;
+      old.close();
+    }
+    clearTimeout(retryTimer);
+    pending.clear();
+    outbox = [];
+    store(CID, id);
+    conversationId = null;
+    resetLog();
+    leadBox = null;
+    rated = 0;
+    const s = await session();
+    status = null;
+    setStatus(s.status);
+    chips.hidden = !!s.conversation_id;
+    if (s.conversation_id) connect();
+    input.focus();
+  };
+
+  const history = async () => {
+    const { conversations: list = [] } = await post('/api/widget/conversations', { token }).catch(() => ({}));
+    add(h('div', { class: 'pl-card', role: 'group', 'aria-label': t.history }, h('p', {}, t.history),
+      list.map((c) => btn({
+        class: 'pl-chip pl-conv', 'aria-current': c.id === conversationId ? 'true' : null,
+        onclick: () => switchTo(c.id),
+      }, `${new Date(c.last_activity_at).toLocaleDateString(lang)} · ${c.preview || '…'}`))), true);
+  };
+
   const rating = () => {
     if (rated) return;
     rated = 1;
@@ -512,8 +546,9 @@ const boot = () => {
     }
   };
 
+  let lang;
   const build = () => {
-    const lang = pickLang(cfg.language, navigator.languages || [], navigator.language);
+    lang = pickLang(cfg.language, navigator.languages || [], navigator.language);
     t = catalog(lang);
     const b = cfg.branding || {};
     const color = /^#([\da-f]{3}){1,2}$/i.test(b.primary_color) ? b.primary_color : '#4f46e5';
@@ -556,6 +591,8 @@ const boot = () => {
     chips = h('div', { class: 'pl-chips', role: 'group', 'aria-label': t.starters },
       (cfg.starters || []).map((s) => btn({ class: 'pl-chip', onclick: () => say(s) }, s)));
     humanBtn = btn({ class: 'pl-human', hidden: true, onclick: () => { queue({ type: 'human' }); humanBtn.hidden = true; input.focus(); } }, t.human);
+    const histBtn = btn({ class: 'pl-link pl-hist', onclick: history }, t.history);
+    const freshBtn = btn({ class: 'pl-link pl-fresh', onclick: () => switchTo(null) }, t.fresh);
     panel = h('div', {
       class: 'pl-panel', id: 'pl-panel', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'pl-title',
       hidden: true, onkeydown: trap,
@@ -567,7 +604,7 @@ const boot = () => {
     stateEl, log, typingEl, chips,
     h('form', { class: 'pl-form', onsubmit: (e) => { e.preventDefault(); submit(); } }, input,
       h('button', { type: 'submit', class: 'pl-send', 'aria-label': t.send }, icon(ICONS.send))),
-    h('div', { class: 'pl-foot' }, humanBtn, !b.hide_powered_by && h('span', { class: 'pl-by' }, t.by)));
+    h('div', { class: 'pl-foot' }, humanBtn, histBtn, freshBtn, !b.hide_powered_by && h('span', { class: 'pl-by' }, t.by)));
     nudge = h('div', { class: 'pl-nudge', role: 'status', hidden: true },
       btn({ class: 'pl-nt', dir: 'auto', onclick: open }),
       btn({ class: 'pl-x', 'aria-label': t.dismiss, onclick: () => (nudge.hidden = true) }, icon(ICONS.close)));
