@@ -280,6 +280,7 @@ async def _closed_conversation(server, tenant, clients, owner_conn):
     clients.append(v)
     await v.send({"type": "message", "client_id": "first", "body": "first question"})
     await v.expect_message("first question")
+    await v.expect_message(author="bot")  # the reply is in before the close
     status, out = await server.call("POST", f"/api/conversations/{sess['conversation_id']}/close",
                                     token=tenant["access_token"])
     assert status == 200, out
