@@ -50,8 +50,10 @@ async def test_local_minilm_vectors_are_normalised_and_meaningful():
     finally:
         beat.cancel()
     # When another test loaded the model already, the call is quick and few beats happen;
-    # what matters is that no beat was starved while the model loaded or ran.
-    assert max(gaps, default=0.0) < 1.0
+    # what matters is that no beat was starved while the model loaded or ran. Loading on the loop
+    # would stall it for the whole load (~7 s here); the bound leaves room for a busy 2-core machine
+    # (1.3 s gaps were seen at load 16 from GIL contention with the loading thread).
+    assert max(gaps, default=0.0) < 3.0
     assert [len(v) for v in vectors] == [384] * 4
     assert all(abs(math.sqrt(sum(x * x for x in v)) - 1) < 1e-4 for v in vectors)
     question, answer, shipping, light = vectors
