@@ -384,3 +384,27 @@ COMMENT ON FUNCTION parley.knowledge_source_counts(uuid, uuid) IS
 REVOKE ALL ON FUNCTION parley.knowledge_source_counts(uuid, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.knowledge_source_counts(uuid, uuid) TO parley_app;
 
+
+-- A stored LLM key is sent only to the host and provider it was entered for: moving the
+-- setting to another base URL or provider needs the key again (issue 15 item 4), on every
+-- path to the table. Switching to 'none' forgets the key.
+CREATE OR REPLACE FUNCTION parley.llm_key_follows_endpoint() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  IF (NEW.provider IS DISTINCT FROM OLD.provider OR NEW.base_url IS DISTINCT FROM OLD.base_url)
+     AND OLD.api_key_enc IS NOT NULL AND NEW.api_key_enc IS NOT DISTINCT FROM OLD.api_key_enc THEN
+    IF NEW.provider = 'none' THEN
+      NEW.api_key_enc := NULL;
+    ELSE
+      PERFORM parley.raise_error(422, 'llm_key_required',
+        'Enter the API key again to change the provider or the base URL.');
+    END IF;
+  END IF;
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION parley.llm_key_follows_endpoint() IS
+  'BEFORE UPDATE trigger on llm_settings: a new provider or base_url with the old encrypted key is refused (422 llm_key_required), so a key cannot be redirected to another host without entering it again; provider none drops the key.';
+DROP TRIGGER IF EXISTS t10_llm_key_follows_endpoint ON parley.llm_settings;
+CREATE TRIGGER t10_llm_key_follows_endpoint BEFORE UPDATE ON parley.llm_settings
+  FOR EACH ROW EXECUTE FUNCTION parley.llm_key_follows_endpoint();

@@ -156,6 +156,28 @@ async def test_llm_keys_are_encrypted_at_rest(server, bot, owner_conn, fake_open
     assert (status, body["error"]["code"]) == (422, "url_not_allowed")
 
 
+async def test_a_key_is_not_redirected_to_a_new_host_without_entering_it(server, bot, owner_conn,
+                                                                         fake_openai, fake_anthropic):  # noqa: F811
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    before = await owner_conn.fetchrow("SELECT base_url, api_key_enc FROM parley.llm_settings")
+    for change in ({"provider": "openai", "base_url": fake_anthropic.base_url},
+                   {"provider": "anthropic", "base_url": fake_openai.base_url}):
+        status, body = await server.call("PUT", "/api/assistant/llm", json={**change, "model": "m"},
+                                         token=bot["access_token"])
+        assert (status, body["error"]["code"]) == (422, "llm_key_required")
+    assert await owner_conn.fetchrow("SELECT base_url, api_key_enc FROM parley.llm_settings") == before
+    status, body = await server.call("PUT", "/api/assistant/llm", json={
+        "provider": "openai", "base_url": fake_openai.base_url, "model": "other"}, token=bot["access_token"])
+    assert status == 200 and body["has_key"] is True and body["model"] == "other"
+    status, body = await server.call("PUT", "/api/assistant/llm", json={
+        "provider": "openai", "base_url": fake_anthropic.base_url, "model": "m", "api_key": "new-key"},
+        token=bot["access_token"])
+    assert status == 200 and body["has_key"] is True and body["base_url"] == fake_anthropic.base_url
+    status, body = await server.call("PUT", "/api/assistant/llm", json={"provider": "none"},
+                                     token=bot["access_token"])
+    assert status == 200 and body["has_key"] is False
+
+
 async def test_a_yes_without_an_offer_is_just_a_message(server, bot, owner_conn, clients):
     session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": "Can I get my money back?"})
