@@ -180,14 +180,17 @@ async def undefined_function_problems(conn, functions: list[SqlFunction]) -> lis
     leaves the old one behind in every database migrated before), and definitions that do not
     resolve to a function (the parser is wrong, or the file did not create it)."""
     problems: list[str] = []
-    defined: set[int] = set()
+    defined: dict[int, str] = {}
     for fn in functions:
         types = [t for t in [await _input_type(conn, a) for a in fn.args] if t is not None]
         oid = await conn.fetchval("SELECT to_regprocedure($1)::oid", f"{fn.name}({', '.join(types)})")
         if oid is None:
             problems.append(f"{fn.where} {fn.name}({', '.join(types)}): not in the database")
+        elif oid in defined:
+            # The later CREATE OR REPLACE silently replaces the earlier one (one home per function).
+            problems.append(f"{fn.where} {fn.name}({', '.join(types)}): defined again (first at {defined[oid]})")
         else:
-            defined.add(oid)
+            defined[oid] = fn.where
     for row in await conn.fetch(OUR_FUNCTIONS, list(SCHEMAS)):
         if row["oid"] not in defined:
             problems.append(f"{row['name']}: defined by no sql/ file (drop it in the file that removed it)")
@@ -298,8 +301,9 @@ def test_every_function_states_its_volatility():
 
 
 async def test_function_lints_catch_violations(owner_conn):
-    """The checks themselves: a function no file defines (also a stale overload of a defined name)
-    and a definition that creates nothing are reported; volatility is read outside the body only."""
+    """The checks themselves: a function no file defines (also a stale overload of a defined name),
+    a definition that creates nothing and a function defined twice are reported; volatility is read
+    outside the body only."""
     await owner_conn.execute("""
         CREATE FUNCTION parley.lint_orphan(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
         CREATE FUNCTION parley.update_lead(uuid) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
@@ -311,8 +315,9 @@ async def test_function_lints_catch_violations(owner_conn):
         -- CREATE FUNCTION in a comment is not a definition
         CREATE FUNCTION parley.lint_after_body(double precision, VARIADIC p_rest text[]) RETURNS int
         AS $$ SELECT 1 $$ LANGUAGE sql IMMUTABLE;
+        CREATE OR REPLACE FUNCTION parley.role_rank(p_role text) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT 0 $$;
     """, "sample.sql")
-    assert [fn.name for fn in sample] == ["parley.lint_missing", "parley.lint_after_body"]
+    assert [fn.name for fn in sample] == ["parley.lint_missing", "parley.lint_after_body", "parley.role_rank"]
     volatility = volatility_problems(sample)
     assert volatility == ["sample.sql:2 parley.lint_missing: volatility not stated (IMMUTABLE, STABLE or VOLATILE)"]
     undefined = "\n".join(await undefined_function_problems(owner_conn, sql_dir_functions() + sample))
@@ -322,7 +327,8 @@ async def test_function_lints_catch_violations(owner_conn):
     assert "sample.sql:2 parley.lint_missing(integer, timestamp with time zone): not in the database" in undefined
     assert "sample.sql:5 parley.lint_after_body(double precision, text[]): not in the database" in undefined
     assert "parley.update_lead(uuid, text" not in undefined  # the defined overload is found
-    assert len(undefined.splitlines()) == 5
+    assert "sample.sql:7 parley.role_rank(text): defined again (first at 21_auth.sql:" in undefined
+    assert len(undefined.splitlines()) == 6
 
 
 @pytest.mark.parametrize("role", ["parley_app", "parley_jobs", "parley_analyst"])
