@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ MAX_DESTINATIONS = 16        # destinations worked on at once per drainer
 SEND_CONCURRENCY = 32        # sends in flight per unordered destination
 
 SECRET_PURPOSE = {"webhook": "signing", "slack": "token", "telegram": "token"}
+THREADED = {"telegram"}      # kinds that keep a thread per conversation (parley.channel_threads)
 
 _DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
                     FROM parley.outbox_destinations d WHERE d.id = $1"""
@@ -147,12 +149,19 @@ class OutboxDrainer:
                     dest_row = await conn.fetchrow(_DESTINATION, destination_id)
                     rows = await conn.fetch(_TAKE, destination_id, self.worker, self.batch, self.lease_s)
                     destination = await self._destination(conn, tenant_id, dest_row) if dest_row and rows else None
+                    threads = await self._threads(conn, destination, rows) if destination else {}
                 if not rows or destination is None:
                     return
                 deliveries = [Delivery(id=r["id"], created_at=r["created_at"], delivery_key=r["delivery_key"],
-                                       kind=r["kind"], payload=r["payload"], attempts=r["attempts"]) for r in rows]
+                                       kind=r["kind"], payload=r["payload"], attempts=r["attempts"],
+                                       conversation_id=r["conversation_id"], thread=threads.get(r["conversation_id"]))
+                              for r in rows]
                 results = await self._send(destination, deliveries)
                 async with self._tx(tenant_id) as conn:
+                    for d, res in results:
+                        if res.extra.get("thread") and d.conversation_id is not None:
+                            await conn.execute("SELECT parley.record_channel_thread($1, $2, $3)", destination_id,
+                                               d.conversation_id, str(res.extra["thread"]))
                     await conn.fetchval(_RECORD, destination_id, self.worker,
                                         [res.record(d) for d, res in results])
                 self.sent += sum(1 for _d, res in results if res.outcome == "delivered")
@@ -174,6 +183,14 @@ class OutboxDrainer:
         return Destination(id=row["id"], kind=row["kind"], target=row["target"], config=row["config"],
                            ordered=row["ordered"], secrets=tuple(await self._secrets(conn, tenant_id, row)))
 
+    async def _threads(self, conn, destination: Destination, rows) -> dict:
+        """The threads a channel destination already has for the batch's conversations."""
+        if destination.kind not in THREADED:
+            return {}
+        ids = list({r["conversation_id"] for r in rows if r["conversation_id"] is not None})
+        found = await conn.fetch("SELECT * FROM parley.channel_threads_for($1, $2)", destination.id, ids)
+        return {r["conversation_id"]: r["thread_ref"] for r in found}
+
     async def _secrets(self, conn, tenant_id, row) -> list[str]:
         """Opened secrets the adapter signs or authenticates with (none for kinds without any)."""
         purpose = SECRET_PURPOSE.get(row["kind"])
@@ -192,8 +209,13 @@ class OutboxDrainer:
                     for d in deliveries]
         if destination.ordered:
             done = []
+            made: dict = {}  # threads created in this batch serve the conversation's next deliveries
             for d in deliveries:  # one at a time, stop at the first that did not get through
+                if d.thread is None and d.conversation_id in made:
+                    d = dataclasses.replace(d, thread=made[d.conversation_id])
                 res = await _safe_send(sender, destination, d)
+                if res.extra.get("thread") and d.conversation_id is not None:
+                    made[d.conversation_id] = str(res.extra["thread"])
                 done.append((d, res))
                 if res.outcome != "delivered":
                     break

@@ -45,6 +45,7 @@ SURFACES: list[str] = [
     "pyapp.billing.routes",
     "pyapp.webhooks.routes",
     "pyapp.channels.alerts",
+    "pyapp.channels.telegram_routes",
     "pyapp.billing.staff",
 ]
 

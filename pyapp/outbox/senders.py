@@ -33,6 +33,8 @@ class Delivery:
     kind: str
     payload: dict[str, Any]
     attempts: int
+    conversation_id: UUID | None = None
+    thread: str | None = None             # channel kinds: the conversation's thread there, once made
 
 
 @dataclass

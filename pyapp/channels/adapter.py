@@ -1,0 +1,101 @@
+"""Channel adapters: how a conversation's events reach agents where they work (Telegram first).
+
+An adapter knows nothing about tenants or the database. The drainer (jobs/outbox.py) hands
+``ChannelSender`` a destination (its config and opened secrets) and a delivery (the event's
+payload and, when the channel already has one, the conversation's thread); the sender asks the
+adapter to ensure a thread, then posts the text, and reports a thread it created in
+``Result.extra["thread"]`` for the drainer to remember (parley.record_channel_thread).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pyapp.outbox.senders import Delivery, Destination, Result
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button under a post: the action's name (claim, close, release) and its label."""
+    name: str
+    label: str
+
+
+class ChannelError(Exception):
+    """A send the channel refused; ``outcome`` says what the outbox does with the delivery."""
+
+    def __init__(self, outcome: str, message: str, *, status_code: int | None = None,
+                 retry_after: float | None = None, pause_reason: str | None = None):
+        super().__init__(message)
+        self.outcome = outcome
+        self.status_code = status_code
+        self.retry_after = retry_after
+        self.pause_reason = pause_reason
+
+
+class ChannelAdapter(Protocol):
+    async def ensure_thread(self, destination: Destination, conversation_id: str, title: str,
+                            thread: str | None) -> str: ...
+
+    async def send_text(self, destination: Destination, thread: str, text: str) -> None: ...
+
+    async def send_actions(self, destination: Destination, thread: str, text: str,
+                           actions: list[Action]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+AUTHOR = {"visitor": "Visitor", "bot": "Bot", "agent": "Agent", "system": "System"}
+CONVERSATION_ACTIONS = [Action("claim", "Claim"), Action("release", "Release"), Action("close", "Close")]
+
+
+def render(payload: dict[str, Any]) -> tuple[str, list[Action]]:
+    """The text (and buttons) a conversation event becomes in a channel thread."""
+    kind = str(payload.get("type", "")).removeprefix("conversation.")
+    data = payload.get("data") or {}
+    if kind == "message_added":
+        message = data.get("message") or {}
+        who = AUTHOR.get(str(message.get("author")), str(message.get("author") or "Someone"))
+        return f"{who}: {message.get('body') or ''}", []
+    if kind == "human_requested":
+        return "The visitor asked for a person.", CONVERSATION_ACTIONS
+    return {"claimed": "Claimed.", "released": "Released: waiting for a person.", "closed": "Closed.",
+            "reopened": "Reopened."}.get(kind, kind.replace("_", " ").capitalize() + "."), []
+
+
+class ChannelSender:
+    """The outbox Sender for a channel kind: thread, then text (and buttons) through the adapter."""
+
+    def __init__(self, adapter: ChannelAdapter):
+        self.adapter = adapter
+
+    async def send(self, destination: Destination, delivery: Delivery) -> Result:
+        conversation_id = str((delivery.payload.get("data") or {}).get("conversation_id") or "")
+        if not conversation_id:
+            return Result("failed", error="This event belongs to no conversation.")
+        started = time.monotonic()
+        text, actions = render(delivery.payload)
+        created = None
+        try:
+            thread = delivery.thread
+            if thread is None:
+                thread = created = await self.adapter.ensure_thread(
+                    destination, conversation_id, f"Conversation {conversation_id[:8]}", None)
+            if actions:
+                await self.adapter.send_actions(destination, thread, text, actions)
+            else:
+                await self.adapter.send_text(destination, thread, text)
+        except ChannelError as exc:
+            return Result(exc.outcome, status_code=exc.status_code, latency_ms=_ms(started), error=str(exc)[:1000],
+                          retry_after=exc.retry_after, pause_reason=exc.pause_reason,
+                          extra={"thread": created} if created else {})
+        return Result("delivered", status_code=200, latency_ms=_ms(started), request={"chars": len(text)},
+                      extra={"thread": created} if created else {})
+
+    async def close(self) -> None:
+        await self.adapter.close()
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

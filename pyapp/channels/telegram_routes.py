@@ -1,0 +1,96 @@
+"""Telegram channels API: connect a bot and a forum group (the token checked with getMe, then
+sealed under the tenant's data key, never stored, shown or logged in clear), list, delete.
+Rules in sql/84_telegram.sql; delivery in the outbox (pyapp/channels/telegram.py)."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from pyapp.api import Call, api
+from pyapp.channels.adapter import ChannelError
+from pyapp.channels.envelope import Keyring, seal_for
+from pyapp.channels.telegram import TelegramApi
+from pyapp.conversations.routes import Strict
+from pyapp.errors import ApiError
+
+TAGS = ("channels",)
+BOT_TOKEN = r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,100}$"
+
+
+class TelegramIn(Strict):
+    name: str = Field("Telegram", min_length=1, max_length=100)
+    bot_token: str = Field(pattern=BOT_TOKEN, description="The token @BotFather gave (write-only)")
+    chat_id: int = Field(description="The support group's id (a supergroup with topics: -100…)")
+    chatbot_id: uuid.UUID | None = Field(None, description="Only this chatbot's conversations (default: all)")
+
+
+class TelegramOut(BaseModel):
+    id: uuid.UUID
+    name: str
+    chat_id: int
+    bot_username: str
+    chatbot_id: uuid.UUID | None = None
+    status: str
+    paused_reason: str | None = None
+    last_error: str | None = None
+    last_success_at: Any = None
+    created_at: Any
+    token_hint: str | None = None
+
+
+class TelegramListOut(BaseModel):
+    channels: list[TelegramOut]
+
+
+async def check_bot(token: str) -> dict[str, Any]:
+    """getMe with the token: who the bot is; 422 when Telegram does not know the token."""
+    api = TelegramApi()
+    try:
+        me = await api.call(token, "getMe", {})
+    except ChannelError as exc:
+        if exc.outcome == "failed":
+            raise ApiError(422, "invalid_bot_token", "Telegram does not accept this bot token.") from None
+        raise ApiError(502, "telegram_unavailable", "Telegram did not answer; try again.") from None
+    finally:
+        await api.close()
+    if not isinstance(me, dict) or not me.get("is_bot") or not isinstance(me.get("id"), int):
+        raise ApiError(422, "invalid_bot_token", "This token does not belong to a bot.")
+    return me
+
+
+@api.route("POST", "/api/channels/telegram", body=TelegramIn, response=TelegramOut, status=201,
+           min_role="admin", tags=TAGS)
+async def connect_telegram(call: Call):
+    """Connect a Telegram bot and a support group with topics: each conversation gets a topic there."""
+    b = call.body
+    me = await check_bot(b.bot_token)
+    channel_id = uuid.uuid4()
+    async with call.tx() as conn:
+        row = await conn.fetchval("SELECT parley.connect_telegram($1, $2, $3, $4, $5, $6)", channel_id, b.name,
+                                  b.chat_id, me["id"], str(me.get("username") or ""), b.chatbot_id)
+        key_id, sealed = await seal_for(conn, Keyring.from_settings(call.settings.secret_key), call.member.tenant_id,
+                                        channel_id, "token", b.bot_token)
+        await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
+                           channel_id, key_id, sealed, b.bot_token[-4:])
+        return await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) or row
+
+
+@api.route("GET", "/api/channels/telegram", response=TelegramListOut, min_role="admin", tags=TAGS)
+async def list_telegram(call: Call):
+    """The workspace's Telegram channels and their health."""
+    async with call.tx() as conn:
+        rows = await conn.fetch("SELECT parley.telegram_channel_json(d.id) AS c FROM parley.outbox_destinations d"
+                                " WHERE d.kind = 'telegram' ORDER BY d.created_at, d.id")
+    return {"channels": [r["c"] for r in rows]}
+
+
+@api.route("DELETE", "/api/channels/telegram/{channel_id}", status=204, min_role="admin", tags=TAGS)
+async def delete_telegram(call: Call):
+    """Disconnect a Telegram channel (its topics stay in the group)."""
+    channel_id = call.uuid_param("channel_id")
+    async with call.tx() as conn:
+        if await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) is None:
+            raise ApiError(404, "not_found", "No such Telegram channel.")
+        await conn.execute("SELECT parley.delete_destination($1)", channel_id)

@@ -1,0 +1,109 @@
+-- Telegram for agents, outbound: a tenant connects its bot (token sealed by the server as the
+-- destination's 'token' secret, sql/81_channels.sql) and a forum group; the outbox delivers
+-- each conversation's events there in order (an ordered destination), one forum topic per
+-- conversation (parley.channel_threads, written by the drainer when the adapter creates it),
+-- under Telegram's rate limits as token buckets: 1 message/s per chat, 20/min per group,
+-- 30/s per bot token.
+
+SELECT parley.apply_tenant_policies('parley.channel_threads');
+GRANT SELECT ON parley.channel_threads TO parley_app, parley_jobs;
+GRANT INSERT, UPDATE (thread_ref) ON parley.channel_threads TO parley_jobs;
+GRANT DELETE ON parley.channel_threads TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.telegram_event_kinds() RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT ARRAY['message_added', 'human_requested', 'claimed', 'released', 'closed', 'reopened']::text[] $$;
+COMMENT ON FUNCTION parley.telegram_event_kinds() IS
+  'The conversation events a Telegram channel posts into the conversation''s forum topic.';
+
+CREATE OR REPLACE FUNCTION parley.telegram_rate_keys(p_destination_id uuid, p_bot_id bigint) RETURNS text[]
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT ARRAY['dest:' || p_destination_id::text || ':chat', 'dest:' || p_destination_id::text || ':group',
+                   'telegram-bot:' || p_bot_id::text] $$;
+COMMENT ON FUNCTION parley.telegram_rate_keys(uuid, bigint) IS
+  'The token buckets a Telegram channel sends through: its chat (1/s), its group (20/min), its bot (30/s, shared by every channel of the bot in the tenant).';
+
+CREATE OR REPLACE FUNCTION parley.connect_telegram(p_id uuid, p_name text, p_chat_id bigint, p_bot_id bigint,
+                                                  p_bot_username text, p_chatbot_id uuid DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_keys text[] := parley.telegram_rate_keys(p_id, p_bot_id);
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
+    PERFORM parley.raise_error(422, 'invalid_name', 'The name is 1 to 100 characters.');
+  END IF;
+  -- Forum groups are supergroups: ids -100xxxxxxxxxx.
+  IF p_chat_id IS NULL OR p_chat_id > -1000000000000 THEN
+    PERFORM parley.raise_error(422, 'invalid_chat_id',
+      'Give the id of a supergroup with topics enabled (it starts with -100).');
+  END IF;
+  IF p_bot_id IS NULL OR p_bot_id <= 0 OR p_bot_username IS NULL OR p_bot_username !~ '^[A-Za-z0-9_]{1,64}$' THEN
+    PERFORM parley.raise_error(422, 'invalid_bot', 'The bot token does not name a bot.');
+  END IF;
+  IF p_chatbot_id IS NOT NULL AND NOT EXISTS (
+       SELECT 1 FROM parley.chatbots c WHERE c.tenant_id = v_tenant AND c.id = p_chatbot_id AND c.deleted_at IS NULL) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+  IF EXISTS (SELECT 1 FROM parley.outbox_destinations d
+              WHERE d.tenant_id = v_tenant AND d.kind = 'telegram' AND d.target = p_chat_id::text) THEN
+    PERFORM parley.raise_error(409, 'already_connected', 'This group is already connected.');
+  END IF;
+  INSERT INTO parley.outbox_destinations (tenant_id, id, kind, name, target, config, event_kinds, chatbot_id,
+                                          ordered, rate_keys)
+  VALUES (v_tenant, p_id, 'telegram', btrim(p_name), p_chat_id::text,
+          jsonb_build_object('chat_id', p_chat_id, 'bot_id', p_bot_id, 'bot_username', p_bot_username),
+          parley.telegram_event_kinds(), p_chatbot_id, true, v_keys);
+  INSERT INTO parley.outbox_rate_buckets (tenant_id, key, capacity, per_second, tokens)
+  VALUES (v_tenant, v_keys[1], 1, 1, 1), (v_tenant, v_keys[2], 20, 20.0 / 60, 20), (v_tenant, v_keys[3], 30, 30, 30)
+  ON CONFLICT (tenant_id, key) DO NOTHING;
+  PERFORM parley.write_audit('telegram_channel.connected', 'outbox_destination', p_id::text,
+                             jsonb_build_object('chat_id', p_chat_id, 'bot_username', p_bot_username,
+                                                'chatbot_id', p_chatbot_id));
+  RETURN parley.telegram_channel_json(p_id);
+END $$;
+COMMENT ON FUNCTION parley.connect_telegram(uuid, text, bigint, bigint, text, uuid) IS
+  'Admins: connect a Telegram forum group (supergroup id p_chat_id) through the bot p_bot_id/@p_bot_username as an ordered destination of the current tenant (every chatbot, or p_chatbot_id only) with its three rate buckets; the server seals the bot token as the destination''s token secret in the same transaction. 422 bad name/chat/bot, 404 unknown chatbot, 409 group already connected.';
+
+CREATE OR REPLACE FUNCTION parley.telegram_channel_json(p_id uuid) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object('id', d.id, 'name', d.name, 'chat_id', (d.config ->> 'chat_id')::bigint,
+                            'bot_username', d.config ->> 'bot_username', 'chatbot_id', d.chatbot_id,
+                            'status', d.status, 'paused_reason', d.paused_reason, 'last_error', d.last_error,
+                            'last_success_at', d.last_success_at, 'created_at', d.created_at,
+                            'token_hint', (SELECT s.hint FROM parley.channel_secrets(d.id, 'token') s LIMIT 1))
+    FROM parley.outbox_destinations d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_id AND d.kind = 'telegram'
+$$;
+COMMENT ON FUNCTION parley.telegram_channel_json(uuid) IS
+  'One Telegram channel of the current tenant as the API shows it (never the token: its last characters only); NULL when unknown.';
+
+CREATE OR REPLACE FUNCTION parley.channel_threads_for(p_destination_id uuid, p_conversation_ids uuid[])
+RETURNS TABLE (conversation_id uuid, thread_ref text)
+LANGUAGE sql STABLE
+AS $$
+  SELECT t.conversation_id, t.thread_ref FROM parley.channel_threads t
+   WHERE t.tenant_id = parley.current_tenant_id() AND t.destination_id = p_destination_id
+     AND t.conversation_id = ANY (p_conversation_ids)
+$$;
+COMMENT ON FUNCTION parley.channel_threads_for(uuid, uuid[]) IS
+  'Drainers: the threads a channel destination of the current tenant already has for these conversations.';
+
+CREATE OR REPLACE FUNCTION parley.record_channel_thread(p_destination_id uuid, p_conversation_id uuid,
+                                                       p_thread_ref text)
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  INSERT INTO parley.channel_threads (tenant_id, destination_id, conversation_id, thread_ref)
+  SELECT d.tenant_id, d.id, p_conversation_id, p_thread_ref FROM parley.outbox_destinations d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id
+  ON CONFLICT (tenant_id, destination_id, conversation_id) DO UPDATE SET thread_ref = EXCLUDED.thread_ref
+$$;
+COMMENT ON FUNCTION parley.record_channel_thread(uuid, uuid, text) IS
+  'Drainers: remember the thread (Telegram topic) an adapter created for a conversation on a destination of the current tenant.';
+REVOKE ALL ON FUNCTION parley.record_channel_thread(uuid, uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.record_channel_thread(uuid, uuid, text) TO parley_jobs;

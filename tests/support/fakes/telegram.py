@@ -1,0 +1,167 @@
+"""A fake Telegram Bot API on 127.0.0.1, speaking Telegram's HTTP API (POST /bot<token>/<method>,
+JSON in, {"ok": ..., "result"|"description", "parameters"} out).
+
+Methods: getMe, createForumTopic, editForumTopic, closeForumTopic, reopenForumTopic, sendMessage
+(with message_thread_id; 400 "message is too long" past 4096 UTF-16 code units, 400 when the
+topic does not exist), answerCallbackQuery, setWebhook, deleteWebhook, getUpdates (409 while a
+webhook is set). Scripted answers: ``fail_next(method, status, retry_after=...)`` answers the
+next call of a method with that status (429 with ``parameters.retry_after``); ``remove_bot(chat)``
+answers 403 for that chat from then on. Unknown tokens get 401.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass
+class Call:
+    at: float
+    token: str
+    method: str
+    params: dict[str, Any]
+    status: int
+
+
+@dataclass
+class Topic:
+    chat_id: int
+    thread_id: int
+    name: str
+    closed: bool = False
+
+
+class FakeTelegram:
+    def __init__(self):
+        self.bots: dict[str, dict[str, Any]] = {}
+        self.calls: list[Call] = []
+        self.topics: dict[tuple[int, int], Topic] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.updates: list[dict[str, Any]] = []
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.removed: set[int] = set()
+        self.scripted: dict[str, list[tuple[int, int | None]]] = {}
+        self.answered_callbacks: list[dict[str, Any]] = []
+        self._next_thread = 100
+        self._next_message = 1000
+        self._changed = asyncio.Condition()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    def add_bot(self, token: str, bot_id: int, username: str) -> None:
+        self.bots[token] = {"id": bot_id, "is_bot": True, "first_name": username, "username": username}
+
+    def fail_next(self, method: str, status: int, *, retry_after: int | None = None) -> None:
+        self.scripted.setdefault(method, []).append((status, retry_after))
+
+    def remove_bot(self, chat_id: int) -> None:
+        self.removed.add(chat_id)
+
+    def sent(self, chat_id: int, thread_id: int | None = None) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["chat"]["id"] == chat_id
+                and (thread_id is None or m.get("message_thread_id") == thread_id)]
+
+    async def wait_for(self, predicate, timeout: float = 10.0):
+        """Wait until predicate() is truthy (re-checked on every API call); returns its value."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                while not (value := predicate()):
+                    await self._changed.wait()
+                return value
+
+    async def start(self) -> FakeTelegram:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        token, method = request.match_info["token"], request.match_info["method"]
+        try:
+            params = await request.json() if request.can_read_body else {}
+        except ValueError:
+            params = {}
+        status, body = self._answer(token, method, params if isinstance(params, dict) else {})
+        self.calls.append(Call(time.monotonic(), token, method, params, status))
+        async with self._changed:
+            self._changed.notify_all()
+        return web.json_response(body, status=status)
+
+    def _answer(self, token: str, method: str, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        bot = self.bots.get(token)
+        if bot is None:
+            return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
+        if self.scripted.get(method):
+            status, retry_after = self.scripted[method].pop(0)
+            body: dict[str, Any] = {"ok": False, "error_code": status, "description": f"scripted {status}"}
+            if retry_after is not None:
+                body["parameters"] = {"retry_after": retry_after}
+                body["description"] = f"Too Many Requests: retry after {retry_after}"
+            return status, body
+        chat_id = p.get("chat_id")
+        if chat_id in self.removed:
+            return 403, {"ok": False, "error_code": 403, "description": "Forbidden: bot was kicked from the supergroup chat"}
+        ok = lambda result: (200, {"ok": True, "result": result})  # noqa: E731
+        bad = lambda text: (400, {"ok": False, "error_code": 400, "description": f"Bad Request: {text}"})  # noqa: E731
+        if method == "getMe":
+            return ok(bot)
+        if method == "createForumTopic":
+            if not p.get("name") or len(p["name"]) > 128:
+                return bad("invalid topic name")
+            self._next_thread += 1
+            topic = Topic(chat_id, self._next_thread, p["name"])
+            self.topics[(chat_id, topic.thread_id)] = topic
+            return ok({"message_thread_id": topic.thread_id, "name": topic.name, "icon_color": 7322096})
+        if method in ("editForumTopic", "closeForumTopic", "reopenForumTopic"):
+            topic = self.topics.get((chat_id, p.get("message_thread_id")))
+            if topic is None:
+                return bad("message thread not found")
+            if method == "editForumTopic" and p.get("name"):
+                topic.name = p["name"]
+            topic.closed = {"closeForumTopic": True, "reopenForumTopic": False}.get(method, topic.closed)
+            return ok(True)
+        if method == "sendMessage":
+            text = p.get("text")
+            if not isinstance(text, str) or not text:
+                return bad("message text is empty")
+            if len(text.encode("utf-16-le")) // 2 > 4096:
+                return bad("message is too long")
+            thread = p.get("message_thread_id")
+            if thread is not None and (chat_id, thread) not in self.topics:
+                return bad("message thread not found")
+            self._next_message += 1
+            message = {"message_id": self._next_message, "date": int(time.time()), "chat": {"id": chat_id},
+                       "from": bot, "text": text, "message_thread_id": thread,
+                       "reply_markup": p.get("reply_markup")}
+            self.messages.append(message)
+            return ok(message)
+        if method == "answerCallbackQuery":
+            self.answered_callbacks.append(p)
+            return ok(True)
+        if method == "setWebhook":
+            self.webhooks[token] = {"url": p.get("url"), "secret_token": p.get("secret_token")}
+            return ok(True)
+        if method == "deleteWebhook":
+            self.webhooks.pop(token, None)
+            return ok(True)
+        if method == "getUpdates":
+            if token in self.webhooks:
+                return 409, {"ok": False, "error_code": 409,
+                             "description": "Conflict: can't use getUpdates method while webhook is active"}
+            offset = int(p.get("offset") or 0)
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            return ok(list(self.updates))
+        return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
