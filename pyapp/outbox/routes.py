@@ -1,6 +1,6 @@
 """The outbox API: destinations' health, the delivery log, replay of one delivery or a dead-letter queue.
 
-Every rule (who may, what can be replayed, what resuming does) is in sql/80_outbox.sql.
+Every rule (who may, what can be replayed, what resuming does) is in sql/84_outbox_operators.sql.
 """
 from __future__ import annotations
 
