@@ -29,6 +29,11 @@ async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, 
             ORDER BY chatbot_id NULLS LAST LIMIT 1""", chatbot_id)
     if row is None:
         return global_llm(settings)
+    return await llm_from_row(conn, settings, tenant_id, row)
+
+
+async def llm_from_row(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, row):
+    """The client for one llm_settings row (None for provider none); the base URL is vetted."""
     if row["provider"] == "none":
         return None
     cls = OpenAICompatibleLLM if row["provider"] == "openai" else AnthropicLLM

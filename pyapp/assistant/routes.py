@@ -1,6 +1,7 @@
 """`/api/assistant/llm`: the LLM provider of the tenant or of one chatbot (keys stored encrypted, never returned)."""
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Literal
 
@@ -11,6 +12,7 @@ from pyapp.assistant.secrets import seal_llm_key
 from pyapp.errors import ApiError, not_found
 from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
+from pyapp.providers.http import ProviderError
 
 
 class LLMSettingsIn(BaseModel):
@@ -64,3 +66,37 @@ async def put_llm_settings(call: Call):
         return dict(await conn.fetchrow(
             """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
                  FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1""", body.chatbot_id))
+
+
+class LLMTestIn(BaseModel):
+    chatbot_id: uuid.UUID | None = None
+
+
+@api.route("POST", "/api/assistant/llm/test", body=LLMTestIn, min_role="admin", tags=("assistant",))
+async def test_llm_settings(call: Call):
+    """Send the stored provider a tiny request; `ok` with the reply, or the provider's error in words."""
+    from pyapp.assistant.provider import llm_from_row
+
+    body: LLMTestIn = call.body
+    async with call.tx() as conn:
+        row = await conn.fetchrow(
+            """SELECT provider, base_url, model, api_key_enc, chatbot_id FROM parley.llm_settings
+                WHERE chatbot_id IS NOT DISTINCT FROM $1""", body.chatbot_id)
+        if row is None:
+            raise not_found("llm_settings")
+        if row["provider"] == "none":
+            return {"ok": False, "code": "no_provider", "message": "No AI model is set (provider: none)."}
+        try:
+            llm = await llm_from_row(conn, call.settings, call.member.tenant_id, row)
+        except FetchError as exc:
+            return {"ok": False, "code": "url_not_allowed", "message": f"This provider URL cannot be used: {exc.message}"}
+    reply = []
+    try:
+        async with asyncio.timeout(20):
+            async for delta in llm.stream_chat([{"role": "user", "content": "Reply with the word OK."}], max_tokens=5):
+                reply.append(delta)
+    except ProviderError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message, "status": exc.status}
+    except (TimeoutError, FetchError) as exc:
+        return {"ok": False, "code": "unreachable", "message": f"The provider did not answer: {exc}"}
+    return {"ok": True, "reply": "".join(reply)[:200]}
