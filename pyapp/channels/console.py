@@ -44,7 +44,7 @@ async def create(ctx: Ctx):
             raise ApiError(422, "invalid_chatbot", "Choose a chatbot.") from None
         await vet_alert_target(kind, f.get("email"), f.get("slack_webhook_url"))
         async with ctx.savepoint() as conn:
-            await add_alert_channel(conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant_id, chatbot_id,
+            await add_alert_channel(conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, chatbot_id,
                                     kind, (f.get("name") or "Alerts").strip() or "Alerts", f.get("email"),
                                     f.get("slack_webhook_url"), events)
     except ApiError as exc:

@@ -124,7 +124,7 @@ async def sign_up(ctx: Ctx):
 @page("POST", "/console/sign-out", tx=False)
 async def sign_out(ctx: Ctx):
     await accounts.sign_out(ctx.request, ctx.session)
-    ctx.session.renewed = False
+    ctx.signed_in.renewed = False
     response = redirect("/console/sign-in?done=signed_out")
     sess.clear_session_cookie(ctx.request, response)
     return response
@@ -143,9 +143,9 @@ async def switch_workspace(ctx: Ctx):
     except ValueError:
         raise ApiError(404, "not_found", "No such workspace.") from None
     access = await accounts.switch(ctx.request, ctx.session, tenant_id)
-    ctx.session.renewed = False
+    ctx.signed_in.renewed = False
     response = redirect("/console/inbox")
-    sess.set_session_cookie(ctx.request, response, access, ctx.session.refresh_token)
+    sess.set_session_cookie(ctx.request, response, access, ctx.signed_in.refresh_token)
     return response
 
 
@@ -154,7 +154,7 @@ async def realtime_token(ctx: Ctx):
     """The current access token, for the /ws/agent hello (the cookie itself is HttpOnly)."""
     if ctx.tenant_id is None:
         raise ApiError(409, "no_tenant", "Choose a workspace first.")
-    return json_ok({"token": ctx.session.access_token, "expires_at": sess.token_exp(ctx.session.access_token)})
+    return json_ok({"token": ctx.signed_in.access_token, "expires_at": sess.token_exp(ctx.signed_in.access_token)})
 
 
 # ------------------------------------------------------------------ password reset, invites
@@ -224,7 +224,7 @@ async def reset(ctx: Ctx):
 async def accept_invite_form(ctx: Ctx):
     token = ctx.request.query.get("token", "")
     here = f"/console/accept-invite?token={token}"
-    session_csrf = sess.csrf_token(ctx.request, ctx.session.claims.session_id) if ctx.session else ""
+    session_csrf = sess.csrf_token(ctx.request, ctx.signed_in.claims.session_id) if ctx.session else ""
     return render_public(ctx, "accept_invite.html", token=token, signed_in=ctx.session is not None,
                          here=here, session_csrf=session_csrf, errors={})
 
@@ -239,7 +239,7 @@ async def accept_invite(ctx: Ctx):
             raise
         return error_response(ctx.request, ctx, exc.status, exc.code, exc.message)
     access = await accounts.switch(ctx.request, ctx.session, joined.tenant.id)
-    ctx.session.renewed = False
+    ctx.signed_in.renewed = False
     response = redirect("/console/inbox")
-    sess.set_session_cookie(ctx.request, response, access, ctx.session.refresh_token)
+    sess.set_session_cookie(ctx.request, response, access, ctx.signed_in.refresh_token)
     return response

@@ -8,7 +8,7 @@ role is carried by the actor, and parley.begin_request enforces it.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -41,7 +41,9 @@ async def call(ctx: Ctx, handler: Callable[[Call], Awaitable[Any]], *, body=None
                min_role: str = "agent") -> Any:
     request = ctx.request
     if ctx.multipart is not None:
-        request = ContinuedRequest(ctx.request, ctx.multipart)
+        # A proxy with the request's whole interface (every attribute but multipart() is the
+        # request's own), so the handler reads it as the request it stands for.
+        request = cast(web.Request, ContinuedRequest(ctx.request, ctx.multipart))
     c = _call(ctx.request, body, session=ctx.session, min_role=min_role, query=query)
     c.request = request
     return await handler(c)

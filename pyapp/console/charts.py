@@ -87,8 +87,8 @@ def bar_chart(title: str, labels: list[str], values: list[float | None], *, unit
 
 def _paths(values: list[float | None], step: float, vmax: float) -> list[str]:
     inner_h = H - PAD_T - PAD_B
-    paths: list[str] = []
-    current: list[str] = []
+    paths: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
     for i, v in enumerate(values):
         if v is None:
             if current:

@@ -16,6 +16,7 @@ import base64
 import json
 import time
 import uuid
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
@@ -88,7 +89,8 @@ def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
     """(values echoed back, PATCH body for pyapp.chatbots, errors found before the model)."""
     errors: dict = {}
     get = lambda k: str(form.get(k, "") or "")  # noqa: E731
-    values = {k: get(k) for k in ("name", "allowed_origins", "persona", "greeting", "language", "starters",
+    # The form echoed back to the template: text fields, and the checkbox as a bool.
+    values: dict[str, Any] = {k: get(k) for k in ("name", "allowed_origins", "persona", "greeting", "language", "starters",
                                   "primary_color", "position", "title", "avatar_url", "launcher_icon",
                                   "miss_threshold", "lead_mode", "lead_after", "max_nudges",
                                   "idle_bot_minutes", "idle_human_minutes")}
@@ -158,8 +160,8 @@ def model_errors(exc: ValidationError) -> dict:
                 msg = "A colour like #4f46e5."
             elif field == "avatar_url":
                 msg = "An https:// address of an image."
-        elif FIELD_OF.get(loc):
-            field = FIELD_OF[loc]
+        elif mapped := FIELD_OF.get(loc):
+            field = mapped
         elif loc[:2] == ("config", "starters"):
             field = "starters"
         elif len(loc) >= 2 and loc[0] == "config":

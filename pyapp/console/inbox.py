@@ -212,7 +212,7 @@ async def _act(ctx: Ctx, action: str):
 
 
 async def _rerender(ctx: Ctx, conversation_id: uuid.UUID, errors: dict, status: int = 422):
-    tab = ctx.form.get("tab") if ctx.form.get("tab") in TAB_KEYS else "all"
+    tab = ctx.form["tab"] if ctx.form.get("tab") in TAB_KEYS else "all"
     pane = await _pane(ctx, conversation_id)
     rows = await _list(ctx, tab, None)
     canned = await queries.fetch(ctx.conn, "canned_replies")

@@ -273,4 +273,4 @@ async def me(ctx: Ctx):
     """Who is signed in (for scripts and the header)."""
     row = await queries.fetchrow(ctx.conn, "me")
     return json_ok({"user": dict(row) if row else None, "tenant_id": ctx.tenant_id, "role": ctx.role,
-                    "session_id": str(ctx.session.claims.session_id)})
+                    "session_id": str(ctx.signed_in.claims.session_id)})

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 import asyncpg
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
@@ -120,11 +120,16 @@ class Ctx:
         self._conn = value
 
     @property
-    def claims(self) -> AccessClaims:
-        """The signed-in member's session claims (member pages only run with a session)."""
+    def signed_in(self) -> sess.Session:
+        """The signed-in member's session (member pages only run with one)."""
         if self.session is None:
             raise RuntimeError("no session on this page")
-        return self.session.claims
+        return self.session
+
+    @property
+    def claims(self) -> AccessClaims:
+        """The signed-in member's session claims (member pages only run with a session)."""
+        return self.signed_in.claims
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -146,8 +151,15 @@ class Ctx:
     def csrf(self) -> str:
         return sess.csrf_token(self.request, self.claims.session_id)
 
+    @property
+    def tenant(self) -> uuid.UUID:
+        """The workspace the session is in (tx pages only run with one; others check tenant_id)."""
+        if self.claims.tenant_id is None:
+            raise RuntimeError("no workspace chosen on this page")
+        return self.claims.tenant_id
+
     def actor(self, min_role: str = "agent") -> Actor:
-        return Actor(tenant_id=self.tenant_id, kind="user", actor_id=str(self.user_id),
+        return Actor(tenant_id=self.tenant, kind="user", actor_id=str(self.user_id),
                      session_id=self.claims.session_id, ip=client_ip(self.request),
                      request_id=self.request.get(REQUEST_ID), min_role=min_role)
 
@@ -236,6 +248,7 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
     def deco(fn: Handler):
         async def handler(request: web.Request) -> web.StreamResponse:
             ctx = Ctx(request=request)
+            response: web.StreamResponse
             try:
                 ctx.session = await sess.load_session(request)
                 if ctx.session is None:
@@ -312,7 +325,7 @@ async def _first_part_csrf(ctx: Ctx) -> str | None:
         part = await reader.next()
     except (ValueError, AssertionError):
         return None
-    if part is not None and part.name == sess.CSRF_FIELD:
+    if isinstance(part, BodyPartReader) and part.name == sess.CSRF_FIELD:
         presented = presented or (await part.text())[:200]
     elif presented is None:
         return None

@@ -43,7 +43,7 @@ async def create(ctx: Ctx):
         async with ctx.savepoint() as conn:
             await conn.fetchval("SELECT parley.create_webhook_endpoint($1, $2, $3, $4, NULL)",
                                 endpoint_id, name, url, kinds)
-            secret = await new_signing_secret(conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant_id,
+            secret = await new_signing_secret(conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant,
                                               endpoint_id, None)
     except ApiError as exc:
         return await _page(ctx, status=exc.status, error=exc.message, form=form)
@@ -60,7 +60,7 @@ async def rotate(ctx: Ctx):
     endpoint_id = ctx.uuid("endpoint_id")
     if await ctx.conn.fetchval("SELECT parley.webhook_endpoint_json($1)", endpoint_id) is None:
         raise ApiError(404, "not_found", "No such webhook endpoint.")
-    secret = await new_signing_secret(ctx.conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant_id,
+    secret = await new_signing_secret(ctx.conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant,
                                       endpoint_id, timedelta(hours=24))
     return await _page(ctx, created={"name": "rotated (the old secret stays valid for 24 hours)", "secret": secret})
 
