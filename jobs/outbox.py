@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -110,8 +111,11 @@ class OutboxDrainer:
             key = (row["tenant_id"], row["destination_id"])
             task = asyncio.create_task(self._work(row["tenant_id"], row["destination_id"]))
             self.active[key] = task
-            task.add_done_callback(lambda _t, key=key: self.active.pop(key, None))
+            task.add_done_callback(functools.partial(self._forget, key))
         return len(rows)
+
+    def _forget(self, key: object, _task: asyncio.Task) -> None:
+        self.active.pop(key, None)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """One LISTEN connection outside the pool; reconnects; a missed notice only delays."""

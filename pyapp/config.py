@@ -94,7 +94,7 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
     secret = os.environ.get("PARLEY_SECRET_KEY") or _read_or_create_secret(ddir / "secret_key")
     url = os.environ.get("DATABASE_URL")
     embedded = not url
-    if embedded:
+    if not url:
         from pyapp.embedded import EmbeddedCluster
 
         cluster = EmbeddedCluster(ddir)

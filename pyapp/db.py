@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -118,4 +119,10 @@ async def tenant_fetchrow(pool: asyncpg.Pool, actor: Actor, query: str, *args) -
     """tenant_fetch for a query that returns at most one row."""
     rows = await tenant_fetch(pool, actor, query, *args)
     return rows[0] if rows else None
+
+
+async def tenant_fetchval(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> Any:
+    """tenant_fetch for a query that returns one value (None when it returns no row)."""
+    rows = await tenant_fetch(pool, actor, query, *args)
+    return rows[0][0] if rows else None
 

@@ -18,7 +18,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from aiohttp import web
+from aiohttp import StreamReader, web
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
@@ -88,7 +88,7 @@ class GuardedHandler(RequestHandler):
         self._phase = "idle"  # idle | head | body | upgraded
         self._phase_start = 0.0
         self._last_data = 0.0
-        self._body = None
+        self._body: StreamReader | None = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)

@@ -270,9 +270,13 @@ class MemberPatch(Input):
     role: Role
 
 
+def _read_only() -> list[Scope]:
+    return ["read"]
+
+
 class ApiKeyIn(Input):
     name: ShortText
-    scopes: list[Scope] = Field(default_factory=lambda: ["read"], min_length=1, max_length=8)
+    scopes: list[Scope] = Field(default_factory=_read_only, min_length=1, max_length=8)
     expires_at: AwareDatetime | None = None
 
 

@@ -133,19 +133,19 @@ class AgentSession:
             return
         try:
             if kind == "typing":
-                frame = _Typing.model_validate(data)
+                typing = _Typing.model_validate(data)
                 now = time.monotonic()
-                last_on, last_at = self._typing.get(frame.conversation_id, (False, 0.0))
-                if frame.on != last_on or now - last_at >= 3.0:
-                    _remember(self._typing, frame.conversation_id, (frame.on, now))
-                    await self.relay.signal("typing", self.actor.tenant_id, frame.conversation_id, "agent",
-                                            int(frame.on), exclude=self.sink)
+                last_on, last_at = self._typing.get(typing.conversation_id, (False, 0.0))
+                if typing.on != last_on or now - last_at >= 3.0:
+                    _remember(self._typing, typing.conversation_id, (typing.on, now))
+                    await self.relay.signal("typing", self.actor.tenant_id, typing.conversation_id, "agent",
+                                            int(typing.on), exclude=self.sink)
             elif kind == "read":
-                frame = _Read.model_validate(data)
-                if frame.message_id > self._read.get(frame.conversation_id, 0):
-                    _remember(self._read, frame.conversation_id, frame.message_id)
-                    await self.relay.signal("read", self.actor.tenant_id, frame.conversation_id, "agent",
-                                            frame.message_id, exclude=self.sink)
+                read = _Read.model_validate(data)
+                if read.message_id > self._read.get(read.conversation_id, 0):
+                    _remember(self._read, read.conversation_id, read.message_id)
+                    await self.relay.signal("read", self.actor.tenant_id, read.conversation_id, "agent",
+                                            read.message_id, exclude=self.sink)
             elif kind == "hello":
                 self.sink.push(_error("already_authenticated", "hello was already received."))
             else:

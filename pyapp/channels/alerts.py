@@ -57,6 +57,8 @@ async def add_alert_channel(conn, keyring: Keyring, tenant_id: uuid.UUID, chatbo
     row = await conn.fetchval("SELECT parley.create_alert_channel($1, $2, $3, $4, $5, $6)", alert_id,
                               chatbot_id, kind, name, target, list(events))
     if kind == "slack":
+        if not slack_url:  # vet_alert_target refuses this first; the seal must never hold nothing
+            raise ApiError(422, "invalid_url", "Give the Slack incoming-webhook URL.")
         key_id, sealed = await seal_for(conn, keyring, tenant_id, alert_id, "token", slack_url)
         await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
                            alert_id, key_id, sealed, slack_url[-4:])

@@ -32,8 +32,7 @@ class EmailSender:
             for address in to:
                 await self.mailer.send(str(address), subject, body)
         except smtplib.SMTPResponseException as exc:
-            outcome = "retry" if exc.smtp_code < 500 else "failed"
-            return Result(outcome, status_code=exc.smtp_code, latency_ms=_ms(started), request=request,
+            return Result("retry" if exc.smtp_code < 500 else "failed", status_code=exc.smtp_code, latency_ms=_ms(started), request=request,
                           error=f"SMTP {exc.smtp_code}")
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             return Result("retry", latency_ms=_ms(started), request=request, error=f"SMTP: {type(exc).__name__}")

@@ -165,8 +165,8 @@ class Importer:
         opts = source.get("options") or {}
         self.requested_pages = int(opts["max_pages"]) if opts.get("max_pages") else None
         self.max_pages = 1
-        self.max_depth = max(0, min(int(opts.get("max_depth") if opts.get("max_depth") is not None
-                                        else DEFAULT_MAX_DEPTH), HARD_MAX_DEPTH))
+        depth = opts.get("max_depth")
+        self.max_depth = max(0, min(int(depth) if depth is not None else DEFAULT_MAX_DEPTH, HARD_MAX_DEPTH))
         self.known: dict[str, dict] = {}  # doc_key -> stored validators and links
         self.repeated = RepeatedBlocks()
         self.robots: RobotFileParser | None = None
@@ -282,7 +282,8 @@ class Importer:
     def allowed(self, url: str) -> bool:
         return self.robots is None or self.robots.can_fetch(self.fetcher.user_agent, url)
 
-    async def import_urls(self, urls: list[str]) -> set[str]:
+    async def import_urls(self, urls: list[str]) -> set[str] | None:
+        """The pages seen, or None when the page limit left some out (nothing is pruned then)."""
         urls = list(dict.fromkeys(ex.normalise_url(u) for u in urls))
         if self.resume:
             urls = list(self.source.get("frontier") or [])
@@ -303,7 +304,9 @@ class Importer:
 
     async def sitemap_urls(self, url: str) -> list[str]:
         """Page URLs of a sitemap (following a sitemap index one level deep), same site only."""
-        pending, urls, visited = deque([url]), [], set()
+        pending = deque([url])
+        urls: list[str] = []
+        visited: set[str] = set()
         while pending and len(urls) < ex.MAX_SITEMAP_URLS and len(visited) < 20:
             current = pending.popleft()
             if current in visited:

@@ -87,10 +87,10 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
         if data.startswith(bom):
             return data[len(bom):].decode(codec, errors="replace")
-    for codec in (charset, "utf-8"):
-        if codec:
+    for declared in (charset, "utf-8"):
+        if declared:
             try:
-                return data.decode(codec)
+                return data.decode(declared)
             except (LookupError, UnicodeDecodeError):
                 continue
     return data.decode("cp1252", errors="replace")
@@ -284,7 +284,8 @@ def _link_density(root: LexborNode | None, text: str) -> float:
         return 0.0
     linked = 0
     for anchor in root.css("a[href]"):
-        node, hidden = anchor, False
+        node: LexborNode | None = anchor
+        hidden = False
         while node is not None and node is not root:
             if _dropped(node):
                 hidden = True

@@ -94,8 +94,8 @@ def chunk_document(doc, window=_NO_WINDOW) -> list[dict]:
     if window is not None:
         chunks = fit_window(chunks, lambda texts: window.tokens(texts), window.limit,
                             lambda c: passage_text(doc.title or "", " > ".join(c.heading_path), c.text))
-    chunks = [{"text": c.text, "heading_path": " > ".join(c.heading_path)} for c in chunks]
-    return chunks[:MAX_CHUNKS_PER_DOCUMENT]
+    return [{"text": c.text, "heading_path": " > ".join(c.heading_path)}
+            for c in chunks[:MAX_CHUNKS_PER_DOCUMENT]]
 
 
 async def ingest_document(conn: asyncpg.Connection, source_id: uuid.UUID, doc_key: str, doc) -> dict:

@@ -27,7 +27,7 @@ from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 
 IMPORTS = web.AppKey("knowledge_imports", ImportManager)
-WORKER = web.AppKey("embedding_worker", object)
+WORKER = web.AppKey("embedding_worker", EmbeddingWorker)
 UPLOAD_MAX_BYTES = int(os.environ.get("PARLEY_UPLOAD_MAX_BYTES", str(10 * 1024 * 1024)))
 TEXT_MAX_CHARS = 500_000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
@@ -188,7 +188,7 @@ async def upload_source(call: Call):
                     raise ApiError(413, "payload_too_large",
                                    f"Files are limited to {UPLOAD_MAX_BYTES // (1024 * 1024)} MB.")
             data = bytes(buf)
-    if data is None:
+    if data is None or filename is None:
         raise ApiError(422, "file_required", 'Send the file in the multipart field "file".')
     if not filename.lower().endswith(UPLOAD_SUFFIXES):
         raise ApiError(415, "unsupported_type", "Upload a .txt, .md, .html or .pdf file.")
@@ -351,8 +351,9 @@ def _warm_embedder(app: web.Application) -> asyncio.Task | None:
         except Exception as exc:  # an unloadable model must not keep the server from serving
             logging.getLogger("parley.knowledge").warning("embedding model did not load: %s", exc)
 
-    app[EMBEDDER_WARM] = asyncio.get_running_loop().create_task(warm(), name="parley-embedder-warm")
-    return app[EMBEDDER_WARM]
+    task = asyncio.get_running_loop().create_task(warm(), name="parley-embedder-warm")
+    app[EMBEDDER_WARM] = task
+    return task
 
 
 def _worker_enabled(app: web.Application) -> bool:

@@ -51,7 +51,7 @@ class Sink:
         self._queue: deque | None = None  # created on demand: idle sockets hold none
         self._writer: asyncio.Task | None = None
         self._held: list[PreparedEvent] | None = []
-        self.replayed: set[int] | frozenset[int] = set()
+        self.replayed: set[int] = set()
         self.closed = False
         self.feed: Any = None  # set by the relay: its per-tenant feed this sink counts in
         self._done: asyncio.Event | None = None
@@ -121,7 +121,7 @@ class Sink:
         held, self._held = self._held or [], None
         for ev in held:
             self.emit(ev)
-        self.replayed = _NOTHING
+        self.replayed = set()
 
     def emit(self, ev: PreparedEvent) -> None:
         if ev.id in self.replayed:
@@ -132,8 +132,6 @@ class Sink:
         """An ephemeral frame (typing, read, stream)."""
         self.push(json_dumps(frame))
 
-
-_NOTHING: frozenset = frozenset()
 
 
 class SseSink(Sink):

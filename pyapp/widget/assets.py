@@ -42,7 +42,7 @@ class WidgetFiles:
         self._hashed: dict[str, bytes] = {}
 
     def _stat(self) -> tuple:
-        out = []
+        out: list[tuple[str, int | None, int | None]] = []
         for name in ("widget.js", "manifest.json"):
             try:
                 st = (self.dist / name).stat()

@@ -94,7 +94,7 @@ async def seed_demo(settings) -> dict:
                     "INSERT INTO parley.users (email, name, password_hash, email_verified_at)"
                     " VALUES ($1, 'Demo Owner', $2, now()) RETURNING id",
                     DEMO_EMAIL, await _hash_password(settings, DEMO_PASSWORD))
-            elif not await _password_ok(settings, password_hash, DEMO_PASSWORD):
+            elif password_hash is None or not await _password_ok(settings, password_hash, DEMO_PASSWORD):
                 await conn.execute("UPDATE parley.users SET password_hash = $2, failed_logins = 0, locked_until = NULL"
                                    " WHERE id = $1", user_id, await _hash_password(settings, DEMO_PASSWORD))
             tenant_id = await conn.fetchval("SELECT id FROM parley.tenants WHERE slug = $1", DEMO_SLUG)

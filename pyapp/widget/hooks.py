@@ -21,7 +21,7 @@ import asyncpg
 from aiohttp import web
 
 from pyapp.context import POOL, SETTINGS
-from pyapp.db import Actor, tenant_fetchrow, tenant_tx
+from pyapp.db import Actor, tenant_fetchval, tenant_tx
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.sinks import VisitorSink
 from pyapp.widget.tokens import VisitorClaims, visitor_actor
@@ -74,12 +74,12 @@ class BotTurn:
 
     async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
         """Store the bot's answer (one post_message); everyone gets it through the relay."""
-        row = await tenant_fetchrow(
+        message = await tenant_fetchval(
             self.pool, self.service_actor,
-            "SELECT parley.message_json(m) AS message FROM parley.post_message($1, $2, $3, NULL, $4) m",
+            "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, NULL, $4) m",
             self.conversation_id, author, body, meta or {})
         self.relay.wake(self.tenant_id)
-        return row["message"]
+        return message
 
 
 BotResponder = Callable[[BotTurn], Awaitable[None]]
@@ -151,7 +151,8 @@ class VisitorContext:
 
     @property
     def conversation_id(self) -> uuid.UUID:
-        return self.claims.conversation_id
+        """Frame handlers run only once the visitor has a conversation (the socket checks)."""
+        return self.claims.conversation
 
     def tx(self):
         """The visitor's own tenant transaction (actor kind `visitor`, actor id = conversation id)."""

@@ -297,14 +297,14 @@ class VisitorSession:
         # resend returns the row stored by an earlier transaction and writes nothing.
         batcher = message_batcher(self.app)
         try:
-            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation_id, frame.body,
+            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation, frame.body,
                                         frame.client_id, self.actor.ip, self.actor.request_id)
         except MessageRefused as exc:
             mapped = from_postgres(exc)
             if mapped is None or mapped.code != "conversation_closed":
                 raise
             await self._converse(anew=True)  # ended (rated, or closed too long ago): a new conversation
-            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation_id, frame.body,
+            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation, frame.body,
                                         frame.client_id, self.actor.ip, self.actor.request_id)
         self.status = posted.status
         msg = posted.message
@@ -317,7 +317,7 @@ class VisitorSession:
         self._maybe_request_lead(after_message=True)
         if self.status == "bot":
             schedule_bot_turn(self.app, BotTurn(self.app, self.claims.tenant_id, self.claims.chatbot_id,
-                                                self.claims.conversation_id, msg,
+                                                self.claims.conversation, msg,
                                                 dict(self.chatbot.get("config") or {})))
 
     async def on_typing(self, frame: TypingFrame) -> None:

@@ -37,6 +37,13 @@ class VisitorClaims:
     expires_at: int
     visitor_id: uuid.UUID | None = None  # None only in version 1 tokens
 
+    @property
+    def conversation(self) -> uuid.UUID:
+        """The conversation, for code that runs once there is one (it starts when the visitor speaks)."""
+        if self.conversation_id is None:
+            raise RuntimeError("the visitor has no conversation yet")
+        return self.conversation_id
+
 
 def _visitor_key(secret: str) -> bytes:
     """A key only for visitor tokens: a leaked or confused token of another kind never verifies."""
@@ -46,14 +53,15 @@ def _visitor_key(secret: str) -> bytes:
 def issue_visitor_token(secret: str, *, tenant_id, chatbot_id, conversation_id, public_key: str,
                         visitor_id=None, ttl: int = VISITOR_TOKEN_TTL) -> tuple[str, int]:
     now = int(time.time())
-    claims = {"ver": 2, "tid": str(tenant_id), "cb": str(chatbot_id), "pk": public_key,
-              "aud": VISITOR_AUDIENCE, "iat": now, "exp": now + min(ttl, VISITOR_TOKEN_TTL),
-              "jti": secrets.token_urlsafe(9)}
+    exp = now + min(ttl, VISITOR_TOKEN_TTL)
+    claims: dict[str, str | int] = {"ver": 2, "tid": str(tenant_id), "cb": str(chatbot_id), "pk": public_key,
+                                    "aud": VISITOR_AUDIENCE, "iat": now, "exp": exp,
+                                    "jti": secrets.token_urlsafe(9)}
     if conversation_id is not None:
         claims["sub"] = str(conversation_id)
     if visitor_id is not None:
         claims["vid"] = str(visitor_id)
-    return jwt.encode(claims, _visitor_key(secret), algorithm="HS256"), claims["exp"]
+    return jwt.encode(claims, _visitor_key(secret), algorithm="HS256"), exp
 
 
 def decode_visitor_token(secret: str, token: str, *, grace: int = 0) -> VisitorClaims:
