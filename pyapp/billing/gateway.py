@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, Literal
 
 import stripe
+from stripe.params import CustomerCreateParams
+from stripe.params.checkout import SessionCreateParamsLineItem
 
 from pyapp.billing.config import STRIPE_API_VERSION, BillingConfig
 
+Interval = Literal["month", "year"]
 WEBHOOK_TOLERANCE_S = 300
 DELINQUENT = ("past_due", "unpaid", "incomplete")
 
@@ -66,14 +69,14 @@ class Gateway:
     # ------------------------------------------------------------------ customers, checkout, portal
 
     async def create_customer(self, tenant_id: str, name: str, email: str | None) -> str:
-        params: dict[str, Any] = {"name": name, "metadata": {"tenant_id": tenant_id}}
+        params: CustomerCreateParams = {"name": name, "metadata": {"tenant_id": tenant_id}}
         if email:
             params["email"] = email
         customer = await self.client().v1.customers.create_async(
             params, options={"idempotency_key": f"parley-customer-{tenant_id}"})
         return customer.id
 
-    def _line_items(self, plan: dict, interval: str, extra_seats: int) -> list[dict]:
+    def _line_items(self, plan: dict, interval: Interval, extra_seats: int) -> list[SessionCreateParamsLineItem]:
         items = [self._item(plan, interval, f"{plan['id']}:{interval}",
                             plan["price_monthly_cents"] if interval == "month" else plan["price_annual_cents"],
                             f"Parley {plan['name']}", 1)]
@@ -82,7 +85,8 @@ class Gateway:
             items.append(self._item(plan, interval, f"seat:{interval}", seat_cents, "Parley extra seat", extra_seats))
         return items
 
-    def _item(self, plan: dict, interval: str, name: str, cents: int, label: str, quantity: int) -> dict:
+    def _item(self, plan: dict, interval: Interval, name: str, cents: int, label: str,
+              quantity: int) -> SessionCreateParamsLineItem:
         price = self.config.prices.get(name)
         if price:
             return {"price": price, "quantity": quantity}
@@ -90,7 +94,7 @@ class Gateway:
                 "price_data": {"currency": self.config.currency, "unit_amount": cents,
                                "recurring": {"interval": interval}, "product_data": {"name": label}}}
 
-    async def checkout_session(self, *, tenant_id: str, customer: str, plan: dict, interval: str,
+    async def checkout_session(self, *, tenant_id: str, customer: str, plan: dict, interval: Interval,
                                extra_seats: int, success_url: str, cancel_url: str) -> str:
         """A subscription Checkout Session; its metadata names the tenant, plan and interval."""
         meta = {"tenant_id": tenant_id, "plan": plan["id"], "interval": interval, "extra_seats": str(extra_seats)}
@@ -99,6 +103,8 @@ class Gateway:
             "line_items": self._line_items(plan, interval, extra_seats),
             "success_url": success_url, "cancel_url": cancel_url,
             "metadata": meta, "subscription_data": {"metadata": meta}})
+        if session.url is None:  # Stripe sets it for hosted sessions, which these are
+            raise stripe.InvalidRequestError("Stripe returned a Checkout Session without a URL.", None)
         return session.url
 
     async def portal_session(self, customer: str, return_url: str) -> str:
