@@ -28,14 +28,13 @@ from pyapp.inputs import INT64_MAX, parse_json
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import Sink
+from pyapp.realtime.throttle import FrameBucket
 
 log = logging.getLogger("parley.agent.socket")
 
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
 MAX_FRAME_BYTES = 16 * 1024
-FRAMES_PER_SECOND = 10.0  # token bucket per socket (pings exempt): each typing/read frame may be a pg_notify
-FRAME_BURST = 30.0
 MAX_TRACKED = 256  # conversations whose typing/read state one socket remembers
 
 
@@ -83,18 +82,7 @@ class AgentSession:
         self.sink.actor = actor  # a revocation (parley_revoked) closes it at once
         self._typing: OrderedDict[uuid.UUID, tuple[bool, float]] = OrderedDict()
         self._read: OrderedDict[uuid.UUID, int] = OrderedDict()
-        self._tokens = FRAME_BURST
-        self._refill = time.monotonic()
-
-    def _allow_frame(self) -> bool:
-        """Token bucket per socket, before anything reaches the pool or NOTIFY."""
-        now = time.monotonic()
-        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refill) * FRAMES_PER_SECOND)
-        self._refill = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
+        self._frames = FrameBucket()
 
     async def _send(self, text: str) -> None:
         await self.ws.send_str(text)
@@ -125,7 +113,7 @@ class AgentSession:
         if kind == "ping":
             self.sink.push('{"type":"pong"}')
             return
-        if not self._allow_frame():
+        if not self._frames.allow():
             self.sink.push(_error("rate_limited", "Too many frames; slow down."))
             return
         if kind in ("typing", "read") and not self.can_write:

@@ -8,9 +8,12 @@ stay in one place; the console renders their results and errors next to the fiel
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
+from pyapp.api import Call
 from pyapp.console import bridge, queries
 from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
 from pyapp.errors import ApiError
@@ -148,29 +151,27 @@ async def _source_chatbot(ctx: Ctx, source_id: uuid.UUID) -> uuid.UUID:
     return row["chatbot_id"]
 
 
-@page("POST", "/console/knowledge/sources/{source_id}/reimport", min_role="admin")
-async def reimport(ctx: Ctx):
+async def _source_action(ctx: Ctx, handler: Callable[[Call], Awaitable[Any]], done: str):
+    """Run a source's API action; a refusal (plan limit, busy import) re-renders the chatbot's page."""
     chatbot_id = await _source_chatbot(ctx, ctx.uuid("source_id"))
     try:
-        await bridge.call(ctx, _routes().reimport_source, min_role="admin")
+        await bridge.call(ctx, handler, min_role="admin")
     except ApiError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):
             raise
         return await _page(ctx, chatbot_id, status=exc.status, errors={"__all__": exc.message})
-    return redirect(f"/console/knowledge/{chatbot_id}?done=reimporting")
+    return redirect(f"/console/knowledge/{chatbot_id}?done={done}")
+
+
+@page("POST", "/console/knowledge/sources/{source_id}/reimport", min_role="admin")
+async def reimport(ctx: Ctx):
+    return await _source_action(ctx, _routes().reimport_source, "reimporting")
 
 
 @page("POST", "/console/knowledge/sources/{source_id}/continue", min_role="admin")
 async def continue_import(ctx: Ctx):
     """Import the pages a crawl left when it stopped at its page limit."""
-    chatbot_id = await _source_chatbot(ctx, ctx.uuid("source_id"))
-    try:
-        await bridge.call(ctx, _routes().continue_source, min_role="admin")
-    except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={"__all__": exc.message})
-    return redirect(f"/console/knowledge/{chatbot_id}?done=continuing")
+    return await _source_action(ctx, _routes().continue_source, "continuing")
 
 
 @page("POST", "/console/knowledge/sources/{source_id}/delete", min_role="admin")

@@ -288,10 +288,7 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
             except ApiError as exc:
                 response = _api_error(request, ctx, exc)
             except asyncpg.PostgresError as exc:
-                mapped = from_postgres(exc)
-                if mapped is None:
-                    log.exception("console database error", extra={"request_id": request.get(REQUEST_ID)})
-                    mapped = ApiError(500, "internal", "Something went wrong on our side.")
+                mapped = _database_error(request, exc)
                 response = _api_error(request, ctx, mapped)
             if ctx.session is not None and ctx.session.renewed and response.status != 401:
                 sess.set_session_cookie(request, response, ctx.session.access_token, ctx.session.refresh_token)
@@ -302,6 +299,15 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
         return fn
 
     return deco
+
+
+def _database_error(request: web.Request, exc: asyncpg.PostgresError) -> ApiError:
+    """The refusal a database error stands for; one the SQL rules did not raise is logged, a 500."""
+    mapped = from_postgres(exc)
+    if mapped is None:
+        log.exception("console database error", extra={"request_id": request.get(REQUEST_ID)})
+        mapped = ApiError(500, "internal", "Something went wrong on our side.")
+    return mapped
 
 
 def _api_error(request: web.Request, ctx: Ctx, exc: ApiError) -> web.Response:
@@ -414,10 +420,7 @@ def public_page(method: str, path: str):
             except ApiError as exc:
                 response = error_response(request, None, exc.status, exc.code, exc.message, exc.details)
             except asyncpg.PostgresError as exc:
-                mapped = from_postgres(exc)
-                if mapped is None:
-                    log.exception("console database error", extra={"request_id": request.get(REQUEST_ID)})
-                    mapped = ApiError(500, "internal", "Something went wrong on our side.")
+                mapped = _database_error(request, exc)
                 response = error_response(request, None, mapped.status, mapped.code, mapped.message)
             if ctx.session is not None and ctx.session.renewed and "Set-Cookie" not in response.headers:
                 sess.set_session_cookie(request, response, ctx.session.access_token, ctx.session.refresh_token)

@@ -18,6 +18,7 @@ from pyapp.inputs import check_value, parse_json, storable
 from pyapp.realtime.relay import get_relay
 from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import VisitorSink
+from pyapp.realtime.throttle import FrameBucket
 from pyapp.security import TokenError
 from pyapp.widget.batch import MessageRefused, VisitorMessages
 from pyapp.widget.frames import (
@@ -44,8 +45,6 @@ MAX_FRAME_BYTES = 16 * 1024  # larger frames get an error frame
 HARD_FRAME_BYTES = 64 * 1024  # larger frames close the socket (aiohttp's limit)
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
-FRAMES_PER_SECOND = 10.0  # token bucket per socket, before anything touches the database
-FRAME_BURST = 30.0
 REPLAY_PAGE = 1000  # visible_messages page size on hello
 NOTICE_EVERY = 60.0  # at most one stored limit notice per code per socket per minute
 
@@ -57,10 +56,9 @@ class VisitorSession:
     """One visitor WebSocket after hello."""
 
     __slots__ = (
+        "_frames",
         "_notices",
         "_read",
-        "_refill",
-        "_tokens",
         "_typing",
         "actor",
         "app",
@@ -103,8 +101,7 @@ class VisitorSession:
         self._typing: tuple[bool, float] = (False, 0.0)
         self._read = 0
         self._notices: dict[str, float] | None = None
-        self._tokens = FRAME_BURST
-        self._refill = time.monotonic()
+        self._frames = FrameBucket()
 
     async def _send(self, text: str) -> None:
         await self.ws.send_str(text)
@@ -164,15 +161,6 @@ class VisitorSession:
         return True
 
     # Frames ------------------------------------------------------------------
-    def _allow_frame(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(FRAME_BURST, self._tokens + (now - self._refill) * FRAMES_PER_SECOND)
-        self._refill = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
     async def handle(self, raw: str) -> None:
         if len(raw.encode()) > MAX_FRAME_BYTES:
             self.send(error_frame("frame_too_large", f"Frames are limited to {MAX_FRAME_BYTES} bytes."))
@@ -189,7 +177,7 @@ class VisitorSession:
         if kind == "ping":
             self.send({"type": "pong"})
             return
-        if not self._allow_frame():
+        if not self._frames.allow():
             self.send(error_frame("rate_limited", "Too many frames; slow down."))
             return
         if kind == "hello":
