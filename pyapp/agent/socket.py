@@ -25,6 +25,7 @@ from pyapp.context import POOL, REQUEST_ID, client_ip, json_dumps
 from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import INT64_MAX, parse_json
+from pyapp.realtime.hello import read_hello
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import Sink
@@ -150,21 +151,8 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
     session: AgentSession | None = None
     watcher: asyncio.Task | None = None
     try:
-        try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT)
-        except TimeoutError:
-            await ws.send_str(_error("hello_timeout", "Send hello first."))
-            await ws.close(code=4408, message=b"hello timeout")
-            return ws
-        if msg.type != WSMsgType.TEXT:
-            if msg.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                await ws.close(code=4400, message=b"hello expected")
-            return ws
-        try:
-            hello = _Hello.model_validate(parse_json(msg.data))
-        except (ValidationError, ApiError):
-            await ws.send_str(_error("hello_expected", "The first frame must be a valid hello."))
-            await ws.close(code=4400, message=b"hello expected")
+        hello = await read_hello(ws, _Hello, HELLO_TIMEOUT)
+        if hello is None:
             return ws
         try:
             credential = await resolve_member(app, hello.token, scope="read", ip=client_ip(request),

@@ -15,6 +15,7 @@ from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import check_value, parse_json, storable
+from pyapp.realtime.hello import read_hello
 from pyapp.realtime.relay import get_relay
 from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import VisitorSink
@@ -442,23 +443,8 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     session: VisitorSession | None = None
     try:
-        try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT)
-        except TimeoutError:
-            await ws.send_json(error_frame("hello_timeout", "Send hello first."))
-            await ws.close(code=4408, message=b"hello timeout")
-            return ws
-        if msg.type != WSMsgType.TEXT:
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                return ws
-            await ws.send_json(error_frame("invalid_frame", "The first frame must be hello."))
-            await ws.close(code=4400, message=b"hello expected")
-            return ws
-        try:
-            hello = HelloFrame.model_validate(parse_json(msg.data))
-        except (ValidationError, ApiError):
-            await ws.send_json(error_frame("hello_expected", "The first frame must be a valid hello."))
-            await ws.close(code=4400, message=b"hello expected")
+        hello = await read_hello(ws, HelloFrame, HELLO_TIMEOUT)
+        if hello is None:
             return ws
         try:
             claims = decode_visitor_token(app[SETTINGS].secret_key, hello.token)

@@ -7,10 +7,10 @@ import time
 import uuid
 
 import asyncpg
-from support.realtime import agent
-
 from pyapp.agent import socket as agent_socket
+from pyapp.realtime import throttle
 from pyapp.realtime.relay import get_relay
+from support.realtime import agent
 
 
 class SignalCounter:
@@ -20,7 +20,7 @@ class SignalCounter:
         self.count = 0
         self.conn: asyncpg.Connection | None = None
 
-    async def start(self, url: str) -> "SignalCounter":
+    async def start(self, url: str) -> SignalCounter:
         self.conn = await asyncpg.connect(url)
         await self.conn.add_listener("parley_signals", self._on)
         return self
@@ -53,13 +53,13 @@ async def test_typing_flood_is_rate_limited(server, settings, tenant):
     limited = [f for f in ws.frames if f.get("type") == "error" and f.get("code") == "rate_limited"]
     assert limited
     sent = await counter.settle()
-    assert sent <= agent_socket.FRAME_BURST + agent_socket.FRAMES_PER_SECOND * elapsed + 1, (sent, elapsed)
+    assert sent <= throttle.FRAME_BURST + throttle.FRAMES_PER_SECOND * elapsed + 1, (sent, elapsed)
     await ws.close()
     await counter.close()
 
 
 async def test_typing_state_per_socket_is_bounded(server, tenant, monkeypatch):
-    monkeypatch.setattr(agent_socket, "FRAME_BURST", 10_000.0)
+    monkeypatch.setattr(throttle, "FRAME_BURST", 10_000.0)
     ws = await agent(server, tenant["access_token"])
     for _ in range(agent_socket.MAX_TRACKED + 200):
         await ws.send({"type": "typing", "conversation_id": str(uuid.uuid4()), "on": True})

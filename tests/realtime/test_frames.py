@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from pyapp.widget import hooks, socket as visitor_ws
+from pyapp.realtime import throttle
+from pyapp.widget import hooks
 from pyapp.widget.hooks import visitor_hooks
 from support.realtime import Client, agent, visitor, widget_session
 
@@ -53,7 +54,7 @@ async def test_frame_flood_is_throttled_before_the_database(server, tenant, clie
     sess = await widget_session(server, tenant["key"])
     vis = await visitor(server, sess)
     clients.append(vis)
-    for _ in range(int(visitor_ws.FRAME_BURST) + 5):
+    for _ in range(int(throttle.FRAME_BURST) + 5):
         await vis.send({"type": "typing", "on": True})
     err = await vis.expect(type="error")
     assert err["code"] == "rate_limited"
