@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pyapp.outbox.senders import Delivery, Destination, Result
+from pyapp.outbox.senders import Delivery, Destination, Outcome, Result
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Action:
 class ChannelError(Exception):
     """A send the channel refused; ``outcome`` says what the outbox does with the delivery."""
 
-    def __init__(self, outcome: str, message: str, *, status_code: int | None = None,
+    def __init__(self, outcome: Outcome, message: str, *, status_code: int | None = None,
                  retry_after: float | None = None, pause_reason: str | None = None):
         super().__init__(message)
         self.outcome = outcome
