@@ -168,6 +168,36 @@ def cmd_partitions(args) -> int:
     return asyncio.run(run())
 
 
+def cmd_users(args) -> int:
+    """Operator account recovery without mail: a one-hour password-reset link, printed here only."""
+    from urllib.parse import quote
+
+    import asyncpg
+
+    from pyapp.accounts.common import RESET_PATH
+    from pyapp.config import load_settings
+    from pyapp.security import new_opaque_token
+
+    settings = load_settings()
+    token, token_hash = new_opaque_token()
+
+    async def run():
+        conn = await asyncpg.connect(settings.admin_url)
+        try:
+            async with conn.transaction():  # the same reset the forgot-password page makes, audited as such
+                return await conn.fetchval("SELECT parley.request_password_reset($1, $2)", args.email, token_hash)
+        finally:
+            await conn.close()
+
+    if asyncio.run(run()) is None:
+        print(f"no account with the email {args.email}", file=sys.stderr)
+        return 1
+    # To the operator's terminal, never to a log: whoever has the link can set the password.
+    print(f"{settings.base_url}{RESET_PATH}?token={quote(token)}")
+    print("The link works once, for one hour.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
     parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
@@ -196,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     parts.add_argument("--months-ahead", type=int, default=3, help="create: months after this one (default 3)")
     parts.add_argument("--dry-run", action="store_true", help="drop: only say what would go")
     parts.set_defaults(func=cmd_partitions)
+    users = sub.add_parser("users", help="operators: account recovery")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    reset = users_sub.add_parser("reset-password", help="print a one-hour password-reset link for EMAIL")
+    reset.add_argument("email")
+    users.set_defaults(func=cmd_users)
     args = parser.parse_args(argv)
     return args.func(args)
 
