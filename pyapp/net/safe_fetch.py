@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 ALLOW_HOSTS_ENV = "PARLEY_FETCH_ALLOW_HOSTS"
@@ -337,6 +337,12 @@ async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
     return VettedURL(url=request_url, host=host, port=port, addresses=tuple(addresses), allow_listed=allow_listed)
 
 
+def _resolved(host: str, port: int, addresses: Iterable[str]) -> list[ResolveResult]:
+    """Vetted addresses in the form aiohttp's connector takes from a resolver (numeric: no lookup)."""
+    return [{"hostname": host, "host": a, "port": port, "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
+             "proto": 0, "flags": socket.AI_NUMERICHOST} for a in addresses]
+
+
 class _PinnedResolver(AbstractResolver):
     """Answers aiohttp's lookups from the vetted table only: no second DNS query can happen."""
 
@@ -350,12 +356,7 @@ class _PinnedResolver(AbstractResolver):
         addresses = self._pins.get(host.lower().rstrip("."))
         if addresses is None:
             raise OSError(f"refusing to resolve unvetted host {host!r}")
-        return [
-            {"hostname": host, "host": a, "port": port,
-             "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
-             "proto": 0, "flags": socket.AI_NUMERICHOST}
-            for a in addresses
-        ]
+        return _resolved(host, port, addresses)
 
     async def close(self) -> None:
         return None
@@ -538,12 +539,7 @@ class _GuardedResolver(AbstractResolver):
 
     async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET):
         _name, addresses, _allowed = await _vet_host(host, port, self.allow_hosts, self.resolver, host)
-        return [
-            {"hostname": host, "host": a, "port": port,
-             "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
-             "proto": 0, "flags": socket.AI_NUMERICHOST}
-            for a in addresses
-        ]
+        return _resolved(host, port, addresses)
 
     async def close(self) -> None:
         return None
