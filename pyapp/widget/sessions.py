@@ -121,18 +121,25 @@ async def create_session(call: Call):
                          row["status"], chatbot)
 
 
-@api.route("POST", "/api/widget/sessions/refresh", auth="public", body=RefreshIn, response=SessionOut,
-           status=201, tags=("widget",))
-async def refresh_session(call: Call):
-    """A fresh visitor token for a current (or recently expired) one."""
+async def _token_chatbot(call: Call, *, grace: int, expired: str) -> tuple[VisitorClaims, dict]:
+    """The body's visitor token, its chatbot (which must still exist) and the origin check."""
     try:
-        claims = decode_visitor_token(call.settings.secret_key, call.body.token, grace=REFRESH_GRACE)
+        claims = decode_visitor_token(call.settings.secret_key, call.body.token, grace=grace)
     except TokenError:
-        raise ApiError(401, "invalid_token", "The conversation token is invalid or expired too long ago.") from None
+        raise ApiError(401, "invalid_token", expired) from None
     chatbot = await _chatbot(call, claims.public_key)
     if chatbot["chatbot_id"] != claims.chatbot_id or chatbot["tenant_id"] != claims.tenant_id:
         raise ApiError(401, "invalid_token", "The chatbot of this token no longer exists.")
     await _check_origin(call, chatbot)
+    return claims, chatbot
+
+
+@api.route("POST", "/api/widget/sessions/refresh", auth="public", body=RefreshIn, response=SessionOut,
+           status=201, tags=("widget",))
+async def refresh_session(call: Call):
+    """A fresh visitor token for a current (or recently expired) one."""
+    claims, chatbot = await _token_chatbot(
+        call, grace=REFRESH_GRACE, expired="The conversation token is invalid or expired too long ago.")
     status = None
     if claims.conversation_id is not None:
         async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
@@ -160,14 +167,7 @@ class VisitorConversationsOut(BaseModel):
            tags=("widget",))
 async def visitor_conversations(call: Call):
     """The visitor's conversations with this chatbot (the token's visitor), newest first."""
-    try:
-        claims = decode_visitor_token(call.settings.secret_key, call.body.token)
-    except TokenError:
-        raise ApiError(401, "invalid_token", "The visitor token is invalid or expired.") from None
-    chatbot = await _chatbot(call, claims.public_key)
-    if chatbot["chatbot_id"] != claims.chatbot_id or chatbot["tenant_id"] != claims.tenant_id:
-        raise ApiError(401, "invalid_token", "The chatbot of this token no longer exists.")
-    await _check_origin(call, chatbot)
+    claims, _chatbot_row = await _token_chatbot(call, grace=0, expired="The visitor token is invalid or expired.")
     if claims.visitor_id is None:
         return {"conversations": []}
     async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
