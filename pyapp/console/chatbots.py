@@ -209,7 +209,10 @@ async def create(ctx: Ctx):
 
 async def _settings_page(ctx: Ctx, bot, *, values=None, errors=None, status=200, flash=None):
     preview = preview_url(ctx.request, bot["id"], bot["name"], bot["config"] or {}, bot["public_key"])
-    return ctx.render("chatbot.html", status=status, bot=bot, values=values or form_values(bot), errors=errors or {},
+    # offered only where SQL (check_chatbot_fields) would accept it
+    can_hide = bool(await ctx.conn.fetchval(
+        "SELECT allow_hide_branding FROM parley.effective_limits(parley.current_tenant_id())"))
+    return ctx.render("chatbot.html", status=status, bot=bot, can_hide_branding=can_hide, values=values or form_values(bot), errors=errors or {},
                       nudge_rows=range(NUDGE_ROWS), snippet=snippet(base_url(ctx.request), bot["public_key"]),
                       preview=preview,
                       flash=flash or {"created": "Chatbot created: set it up below.", "saved": "Saved.",
