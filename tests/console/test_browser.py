@@ -230,3 +230,24 @@ def test_chatbot_settings_live_preview(server_thread, browser):
         context.close()
     status, body = srv.run(srv.server.call("GET", "/api/conversations", token=owner["access_token"]))
     assert body["conversations"] == []  # the preview never creates a conversation
+
+
+def test_phone_width_nav_and_onboarding_step(server_thread, browser):
+    """At 375 px the navigation stays one row (it scrolls sideways); the current onboarding step is legible."""
+    srv = server_thread
+    owner = srv.run(sign_up(srv.server, name="Pat Phone"))
+    ctx = browser.new_context(viewport={"width": 375, "height": 740})
+    page = ctx.new_page()
+    try:
+        browser_sign_in(page, srv.base_url, owner["email"], owner["password"], "/console/onboarding")
+        nav = page.locator("nav.mainnav")
+        link_height = page.locator("nav.mainnav a").first.bounding_box()["height"]
+        assert nav.bounding_box()["height"] < 2 * link_height + 20
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # the page itself does not scroll
+        current = page.locator(".steps li[aria-current] a")
+        colour, background = page.evaluate(
+            """(a) => [getComputedStyle(a).color, getComputedStyle(a.closest('li')).backgroundColor]""",
+            current.element_handle())
+        assert colour != background, (colour, background)
+    finally:
+        ctx.close()
