@@ -46,6 +46,7 @@ SURFACES: list[str] = [
     "pyapp.webhooks.routes",
     "pyapp.channels.alerts",
     "pyapp.channels.telegram_routes",
+    "pyapp.channels.telegram_inbound",
     "pyapp.billing.staff",
 ]
 

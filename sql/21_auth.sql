@@ -67,6 +67,18 @@ BEGIN
     -- actor_id is the visitor's conversation id (from the signed widget token); SQL that
     -- touches a conversation checks it against parley.current_actor_id().
     v_role := 'visitor';
+  ELSIF p_actor_kind = 'channel' AND session_user = 'parley_app' THEN
+    -- A member acting from a channel (Telegram): actor_id is the user, who must be a member
+    -- linked to a channel user of this tenant (sql/85_telegram_inbound.sql); the server has
+    -- checked the channel's secret token. Never reachable from a client credential.
+    v_user := p_actor_id::uuid;
+    SELECT m.role INTO v_role FROM parley.members m
+     WHERE m.tenant_id = p_tenant_id AND m.user_id = v_user
+       AND EXISTS (SELECT 1 FROM parley.channel_member_links l WHERE l.tenant_id = p_tenant_id AND l.user_id = v_user);
+    IF v_role IS NULL THEN
+      PERFORM parley.raise_error(403, 'not_linked', 'This channel user is not linked to a member.');
+    END IF;
+    PERFORM set_config('app.user_id', v_user::text, true);
   ELSIF p_actor_kind = 'service' AND session_user = 'parley_app' THEN
     -- The server acting on its own behalf inside one tenant: the relay reading events,
     -- the assistant storing a bot reply. Never reachable from a client credential.

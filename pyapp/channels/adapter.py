@@ -34,6 +34,23 @@ class ChannelError(Exception):
         self.pause_reason = pause_reason
 
 
+@dataclass(frozen=True)
+class Inbound:
+    """An update from a channel, normalised: a message (text, or a command with its argument) or
+    a button press (callback_id, command = the button's action), in a thread of a chat."""
+    update_id: int
+    chat: str | None
+    thread: str | None
+    user: str | None
+    text: str = ""
+    command: str | None = None
+    argument: str = ""
+    callback_id: str | None = None
+
+
+COMMANDS = ("claim", "close", "release", "reopen", "note", "link")
+
+
 class ChannelAdapter(Protocol):
     async def ensure_thread(self, destination: Destination, conversation_id: str, title: str,
                             thread: str | None) -> str: ...
@@ -42,6 +59,10 @@ class ChannelAdapter(Protocol):
 
     async def send_actions(self, destination: Destination, thread: str, text: str,
                            actions: list[Action]) -> None: ...
+
+    def parse_update(self, update: dict[str, Any], bot_username: str) -> Inbound | None: ...
+
+    async def answer_action(self, destination: Destination, callback_id: str, text: str) -> None: ...
 
     async def close(self) -> None: ...
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from pyapp.channels.adapter import Action, ChannelError
+from pyapp.channels.adapter import COMMANDS, Action, ChannelError, Inbound
 from pyapp.outbox.senders import Destination
 
 API_ENV = "PARLEY_TELEGRAM_API"
@@ -139,8 +139,53 @@ class TelegramAdapter:
             params["reply_markup"] = markup
         await self.api.call(self._token(destination), "sendMessage", params)
 
+    def parse_update(self, update: dict[str, Any], bot_username: str) -> Inbound | None:
+        """A message (text or /command[@bot] argument) or a button press; None for anything else
+        (edits, joins, another bot's command)."""
+        update_id = update.get("update_id")
+        if not isinstance(update_id, int) or isinstance(update_id, bool):
+            return None
+        query = update.get("callback_query")
+        if isinstance(query, dict):
+            message = query.get("message") if isinstance(query.get("message"), dict) else {}
+            data = query.get("data")
+            return Inbound(update_id, _id(message.get("chat")), _thread(message), _id(query.get("from")),
+                           command=data if data in COMMANDS else None, callback_id=str(query.get("id") or ""))
+        message = update.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("text"), str):
+            return None
+        text = message["text"]
+        base = Inbound(update_id, _id(message.get("chat")), _thread(message), _id(message.get("from")), text=text)
+        if not text.startswith("/"):
+            return base
+        head, _, argument = text.partition(" ")
+        name, _, addressed = head[1:].partition("@")
+        if addressed and addressed.lower() != bot_username.lower():
+            return None                        # a command for another bot in the group
+        name = name.lower()
+        if name not in COMMANDS:
+            return None
+        return Inbound(update_id, base.chat, base.thread, base.user, text=text, command=name, argument=argument.strip())
+
+    async def answer_action(self, destination: Destination, callback_id: str, text: str) -> None:
+        await self.api.call(self._token(destination), "answerCallbackQuery",
+                            {"callback_query_id": callback_id, "text": text[:200]})
+
+    async def set_webhook(self, token: str, url: str, secret_token: str) -> None:
+        await self.api.call(token, "setWebhook", {"url": url, "secret_token": secret_token,
+                                                  "allowed_updates": ["message", "callback_query"]})
+
     async def get_me(self, token: str) -> dict[str, Any]:
         return await self.api.call(token, "getMe", {})
 
     async def close(self) -> None:
         await self.api.close()
+
+
+def _id(obj: Any) -> str | None:
+    return str(obj["id"]) if isinstance(obj, dict) and isinstance(obj.get("id"), int) else None
+
+
+def _thread(message: dict[str, Any]) -> str | None:
+    thread = message.get("message_thread_id")
+    return str(thread) if isinstance(thread, int) and message.get("is_topic_message", True) else None

@@ -3,6 +3,7 @@ sealed under the tenant's data key, never stored, shown or logged in clear), lis
 Rules in sql/84_telegram.sql; delivery in the outbox (pyapp/channels/telegram.py)."""
 from __future__ import annotations
 
+import secrets
 import uuid
 from typing import Any
 
@@ -74,7 +75,37 @@ async def connect_telegram(call: Call):
                                         channel_id, "token", b.bot_token)
         await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
                            channel_id, key_id, sealed, b.bot_token[-4:])
-        return await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) or row
+        # The secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token with every update.
+        hook_secret = secrets.token_urlsafe(32)
+        key_id, sealed = await seal_for(conn, Keyring.from_settings(call.settings.secret_key), call.member.tenant_id,
+                                        channel_id, "signing", hook_secret)
+        await conn.execute("SELECT parley.store_channel_secret($1, 'signing', $2, $3, NULL, NULL)",
+                           channel_id, key_id, sealed)
+        shown = await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) or row
+    if call.settings.public_url:
+        api = TelegramApi()
+        try:
+            await api.call(b.bot_token, "setWebhook", {
+                "url": f"{call.settings.public_url.rstrip('/')}/api/channels/telegram/{channel_id}/webhook",
+                "secret_token": hook_secret, "allowed_updates": ["message", "callback_query"]})
+        except ChannelError as exc:  # connected all the same: the webhook can be set again
+            shown = {**shown, "last_error": str(exc)[:300]}
+        finally:
+            await api.close()
+    return shown
+
+
+class LinkCodeOut(BaseModel):
+    code: str
+    expires_in: int
+
+
+@api.route("POST", "/api/channels/telegram/link-code", response=LinkCodeOut, status=201, tags=TAGS)
+async def link_code(call: Call):
+    """A one-time code (10 minutes) to send as `/link CODE` in the Telegram group: your Telegram
+    account then acts as you there (replies, claim, close, notes)."""
+    async with call.tx() as conn:
+        return {"code": await conn.fetchval("SELECT parley.create_channel_link_code('telegram')"), "expires_in": 600}
 
 
 @api.route("GET", "/api/channels/telegram", response=TelegramListOut, min_role="admin", tags=TAGS)

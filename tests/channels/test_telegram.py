@@ -88,7 +88,7 @@ async def test_connect_checks_the_token_seals_it_and_shows_only_a_hint(ws, tg, o
     dump = [str(listed)]
     for table in ("outbox_destinations", "destination_secrets", "audit_log"):
         dump += [str(dict(r)) for r in await owner_conn.fetch(f"SELECT * FROM parley.{table}")]
-    sealed = await owner_conn.fetch("SELECT sealed FROM parley.destination_secrets WHERE destination_id = $1",
+    sealed = await owner_conn.fetch("SELECT sealed FROM parley.destination_secrets WHERE destination_id = $1 AND purpose = 'token'",
                                     uuid.UUID(channel["id"]))
     assert len(sealed) == 1
     assert not any(secret in d for d in dump) and secret.encode() not in sealed[0]["sealed"]
