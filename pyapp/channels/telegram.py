@@ -147,7 +147,9 @@ class TelegramAdapter:
             return None
         query = update.get("callback_query")
         if isinstance(query, dict):
-            message = query.get("message") if isinstance(query.get("message"), dict) else {}
+            message = query.get("message")
+            if not isinstance(message, dict):
+                message = {}
             data = query.get("data")
             return Inbound(update_id, _id(message.get("chat")), _thread(message), _id(query.get("from")),
                            command=data if data in COMMANDS else None, callback_id=str(query.get("id") or ""))
