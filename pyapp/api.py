@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from pyapp.auth import Credential, bearer_token, resolve_member, resolve_user
+from pyapp.auth import Credential, bearer_token, no_tenant, resolve_member, resolve_user
 from pyapp.context import POOL, REQUEST_ID, SESSION_TOKEN, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
@@ -54,7 +54,7 @@ class Call:
     def member(self) -> Actor:
         """The actor of a route that requires a workspace member (auth guarantees one)."""
         if self.actor is None:
-            raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+            raise no_tenant()
         return self.actor
 
     @property

@@ -20,6 +20,11 @@ from pyapp.errors import ApiError
 from pyapp.security import API_KEY_PREFIX, TokenError, decode_access_token, sha256
 
 
+def no_tenant() -> ApiError:
+    """A person's token that names no workspace, where a member of one is needed."""
+    return ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+
+
 @dataclass(frozen=True)
 class Credential:
     """A resolved caller: the actor in its tenant (None: a person who chose no workspace yet)."""
@@ -33,7 +38,7 @@ class Credential:
     def member(self) -> Actor:
         """The actor of a caller that must be in a workspace (resolve_member guarantees one)."""
         if self.actor is None:
-            raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+            raise no_tenant()
         return self.actor
 
 
@@ -84,7 +89,7 @@ async def resolve_member(app: web.Application, token: str | None, *, scope: str 
                        else "Sign in with a user access token.")
     credential = resolve_user(app, token, min_role=min_role, ip=ip, request_id=request_id)
     if credential.actor is None:
-        raise ApiError(401, "no_tenant", "Choose a workspace first (POST /api/auth/switch).")
+        raise no_tenant()
     return credential
 
 
