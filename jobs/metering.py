@@ -6,6 +6,7 @@ owed: parley.claim_usage_reports), then each row is sent with its identifier as 
 dedupe key, then marked reported. A crash between the two resends the same identifier on the
 next run, which Stripe drops, so a day is billed once however often the job runs.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -33,9 +34,12 @@ async def report_overage(pool: asyncpg.Pool, gateway: Gateway, today: dt.date | 
             for row in rows:
                 day = row["day"]
                 await gateway.meter_event(
-                    event_name=gateway.config.meters[row["metric"]], customer=row["customer_ref"],
-                    value=row["quantity"], identifier=row["identifier"],
-                    timestamp=int(dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC).timestamp()))
+                    event_name=gateway.config.meters[row["metric"]],
+                    customer=row["customer_ref"],
+                    value=row["quantity"],
+                    identifier=row["identifier"],
+                    timestamp=int(dt.datetime(day.year, day.month, day.day, 12, tzinfo=dt.UTC).timestamp()),
+                )
                 async with tenant_tx(pool, actor) as conn:
                     await conn.fetchval("SELECT parley.mark_usage_reported($1)", row["identifier"])
                 sent += 1

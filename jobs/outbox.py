@@ -6,6 +6,7 @@ expires if the worker dies), so a destination's deliveries keep their order. Sen
 outside any transaction; results are recorded in one statement per batch. NOTIFY on
 `parley_events` / `parley_outbox` only wakes the loop early: it polls every POLL_S anyway.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,11 +30,11 @@ CHANNELS = ("parley_events", "parley_outbox")
 POLL_S = 1.0
 LEASE_S = int(os.environ.get("PARLEY_OUTBOX_LEASE_S", "30"))  # a dead drainer's destinations wait this long
 BATCH = 100
-MAX_DESTINATIONS = 16        # destinations worked on at once per drainer
-SEND_CONCURRENCY = 32        # sends in flight per unordered destination
+MAX_DESTINATIONS = 16  # destinations worked on at once per drainer
+SEND_CONCURRENCY = 32  # sends in flight per unordered destination
 
 SECRET_PURPOSE = {"webhook": "signing", "slack": "token", "telegram": "token"}
-THREADED = {"telegram"}      # kinds that keep a thread per conversation (parley.channel_threads)
+THREADED = {"telegram"}  # kinds that keep a thread per conversation (parley.channel_threads)
 
 _DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
                     FROM parley.outbox_destinations d WHERE d.id = $1"""
@@ -42,10 +43,19 @@ _RECORD = "SELECT parley.record_outbox_results($1, $2, $3)"
 
 
 class OutboxDrainer:
-    def __init__(self, pool: asyncpg.Pool, worker: str, *, senders: dict[str, Sender] | None = None,
-                 listen_dsn: str | None = None, lease_s: int = LEASE_S, batch: int = BATCH,
-                 max_destinations: int = MAX_DESTINATIONS, poll_s: float = POLL_S,
-                 keyring: Keyring | None = None):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        worker: str,
+        *,
+        senders: dict[str, Sender] | None = None,
+        listen_dsn: str | None = None,
+        lease_s: int = LEASE_S,
+        batch: int = BATCH,
+        max_destinations: int = MAX_DESTINATIONS,
+        poll_s: float = POLL_S,
+        keyring: Keyring | None = None,
+    ):
         self.pool = pool
         self.keyring = keyring
         self.worker = worker
@@ -74,13 +84,14 @@ class OutboxDrainer:
                     # The database restarting or away: keep trying, what is pending stays in its table.
                     failures += 1
                     log.warning("outbox lease failed (%s); retrying", exc)
-                    await _wait(stop, min(0.2 * 2 ** failures, 5))
+                    await _wait(stop, min(0.2 * 2**failures, 5))
                     continue
                 if not leased:
                     self.wake.clear()
                     waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
-                    await asyncio.wait(waiters + list(self.active.values()), timeout=self.poll_s,
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        waiters + list(self.active.values()), timeout=self.poll_s, return_when=asyncio.FIRST_COMPLETED
+                    )
                     for w in waiters:
                         w.cancel()
         finally:
@@ -105,8 +116,9 @@ class OutboxDrainer:
         room = self.max_destinations - len(self.active)
         if room <= 0:
             return 0
-        rows = await self.pool.fetch("SELECT * FROM parley.lease_outbox_destinations($1, $2, $3)",
-                                     self.worker, room, self.lease_s)
+        rows = await self.pool.fetch(
+            "SELECT * FROM parley.lease_outbox_destinations($1, $2, $3)", self.worker, room, self.lease_s
+        )
         for row in rows:
             key = (row["tenant_id"], row["destination_id"])
             task = asyncio.create_task(self._work(row["tenant_id"], row["destination_id"]))
@@ -156,18 +168,30 @@ class OutboxDrainer:
                     threads = await self._threads(conn, destination, rows) if destination else {}
                 if not rows or destination is None:
                     return
-                deliveries = [Delivery(id=r["id"], created_at=r["created_at"], delivery_key=r["delivery_key"],
-                                       kind=r["kind"], payload=r["payload"], attempts=r["attempts"],
-                                       conversation_id=r["conversation_id"], thread=threads.get(r["conversation_id"]))
-                              for r in rows]
+                deliveries = [
+                    Delivery(
+                        id=r["id"],
+                        created_at=r["created_at"],
+                        delivery_key=r["delivery_key"],
+                        kind=r["kind"],
+                        payload=r["payload"],
+                        attempts=r["attempts"],
+                        conversation_id=r["conversation_id"],
+                        thread=threads.get(r["conversation_id"]),
+                    )
+                    for r in rows
+                ]
                 results = await self._send(destination, deliveries)
                 async with self._tx(tenant_id) as conn:
                     for d, res in results:
                         if res.extra.get("thread") and d.conversation_id is not None:
-                            await conn.execute("SELECT parley.record_channel_thread($1, $2, $3)", destination_id,
-                                               d.conversation_id, str(res.extra["thread"]))
-                    await conn.fetchval(_RECORD, destination_id, self.worker,
-                                        [res.record(d) for d, res in results])
+                            await conn.execute(
+                                "SELECT parley.record_channel_thread($1, $2, $3)",
+                                destination_id,
+                                d.conversation_id,
+                                str(res.extra["thread"]),
+                            )
+                    await conn.fetchval(_RECORD, destination_id, self.worker, [res.record(d) for d, res in results])
                 self.sent += sum(1 for _d, res in results if res.outcome == "delivered")
                 if len(results) < len(deliveries) or any(res.outcome != "delivered" for _d, res in results):
                     return
@@ -178,14 +202,19 @@ class OutboxDrainer:
         finally:
             try:
                 async with self._tx(tenant_id) as conn:
-                    await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id,
-                                       self.worker)
+                    await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id, self.worker)
             except Exception as exc:  # the lease expires by itself
                 log.warning("outbox: release of %s failed: %s", destination_id, exc)
 
     async def _destination(self, conn, tenant_id, row) -> Destination:
-        return Destination(id=row["id"], kind=row["kind"], target=row["target"], config=row["config"],
-                           ordered=row["ordered"], secrets=tuple(await self._secrets(conn, tenant_id, row)))
+        return Destination(
+            id=row["id"],
+            kind=row["kind"],
+            target=row["target"],
+            config=row["config"],
+            ordered=row["ordered"],
+            secrets=tuple(await self._secrets(conn, tenant_id, row)),
+        )
 
     async def _threads(self, conn, destination: Destination, rows) -> dict:
         """The threads a channel destination already has for the batch's conversations."""
@@ -209,8 +238,9 @@ class OutboxDrainer:
     async def _send(self, destination: Destination, deliveries: list[Delivery]) -> list[tuple[Delivery, Result]]:
         sender = self.senders.get(destination.kind)
         if sender is None:
-            return [(d, Result("retry", error=f"no adapter for {destination.kind!r} in this process"))
-                    for d in deliveries]
+            return [
+                (d, Result("retry", error=f"no adapter for {destination.kind!r} in this process")) for d in deliveries
+            ]
         if destination.ordered:
             done = []
             made: dict = {}  # threads created in this batch serve the conversation's next deliveries
@@ -229,6 +259,7 @@ class OutboxDrainer:
         async def one(d):
             async with gate:
                 return d, await _safe_send(sender, destination, d)
+
         return list(await asyncio.gather(*(one(d) for d in deliveries)))
 
     async def close(self) -> None:

@@ -10,6 +10,7 @@ is abandoned, the process waits with exponential backoff (0.5 s doubling to 30 s
 and tries again until PostgreSQL answers; it exits only on SIGTERM/SIGINT. Every minute, and
 whenever it reconnects, it logs its lag: how long the oldest due job has waited to be claimed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -116,8 +117,13 @@ async def main(settings, once: bool = False) -> int:
     pool, outbox_pool = pools
     worker = worker_name()
     log.info("jobs process %s started", worker)
-    drainer = OutboxDrainer(outbox_pool, worker, listen_dsn=settings.jobs_url, senders=default_senders(settings),
-                            keyring=Keyring.from_settings(settings.secret_key))
+    drainer = OutboxDrainer(
+        outbox_pool,
+        worker,
+        listen_dsn=settings.jobs_url,
+        senders=default_senders(settings),
+        keyring=Keyring.from_settings(settings.secret_key),
+    )
     metering = Metering(settings)
     outbox_task = None if once else asyncio.create_task(drainer.run(stop))
     registered = False
@@ -133,12 +139,16 @@ async def main(settings, once: bool = False) -> int:
                     await metering.send(pool)
                 _touch_heartbeat()
                 if backoff.failures or time.monotonic() - lag_logged >= LAG_EVERY_S:
-                    log.info(json.dumps({"jobs_lag_s": round(await lag_seconds(pool), 1),
-                                         "reconnected": bool(backoff.failures)}))
+                    log.info(
+                        json.dumps(
+                            {"jobs_lag_s": round(await lag_seconds(pool), 1), "reconnected": bool(backoff.failures)}
+                        )
+                    )
                     lag_logged = time.monotonic()
                 backoff.reset()
-                embedded = await drain_embeddings(pool, actor_kind="system", until_empty=once,
-                                                  max_batches=1_000_000 if once else 50)
+                embedded = await drain_embeddings(
+                    pool, actor_kind="system", until_empty=once, max_batches=1_000_000 if once else 50
+                )
                 if once:
                     await drainer.drain()
                     break
@@ -146,8 +156,16 @@ async def main(settings, once: bool = False) -> int:
                 if once or not db_unavailable(exc):
                     raise
                 delay = backoff.next_delay()
-                log.warning(json.dumps({"jobs": "database unavailable", "error": f"{type(exc).__name__}: {exc}"[:300],
-                                        "attempt": backoff.failures, "retry_in_s": round(delay, 2)}))
+                log.warning(
+                    json.dumps(
+                        {
+                            "jobs": "database unavailable",
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                            "attempt": backoff.failures,
+                            "retry_in_s": round(delay, 2),
+                        }
+                    )
+                )
                 await _sleep_unless_stopped(stop, delay)
                 continue
             if not ran and not embedded:
@@ -187,7 +205,15 @@ async def _pools_when_reachable(settings, stop: asyncio.Event, backoff: Backoff,
                 log.error("cannot reach the database: %s", exc)
                 return None
             delay = backoff.next_delay()
-            log.warning(json.dumps({"jobs": "database unavailable at start", "error": f"{type(exc).__name__}: {exc}"[:300],
-                                    "attempt": backoff.failures, "retry_in_s": round(delay, 2)}))
+            log.warning(
+                json.dumps(
+                    {
+                        "jobs": "database unavailable at start",
+                        "error": f"{type(exc).__name__}: {exc}"[:300],
+                        "attempt": backoff.failures,
+                        "retry_in_s": round(delay, 2),
+                    }
+                )
+            )
             await _sleep_unless_stopped(stop, delay)
     return None

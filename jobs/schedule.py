@@ -7,6 +7,7 @@ it claims anything; the table keeps only what operators set (enabled, external =
 and the run history. Per-tenant jobs run inside a `system` tenant transaction, so RLS scopes
 every statement.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -60,8 +61,9 @@ JOBS: dict[str, Job] = discover()
 async def register(pool: asyncpg.Pool, jobs: dict[str, Job] | None = None) -> None:
     """Write the registry's names and intervals into parley.job_schedules (idempotent)."""
     jobs = JOBS if jobs is None else jobs
-    await pool.execute("SELECT parley.register_jobs($1::text[], $2::interval[])",
-                       list(jobs), [job.every for job in jobs.values()])
+    await pool.execute(
+        "SELECT parley.register_jobs($1::text[], $2::interval[])", list(jobs), [job.every for job in jobs.values()]
+    )
 
 
 async def tenant_ids(pool: asyncpg.Pool) -> list:

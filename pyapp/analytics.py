@@ -1,6 +1,7 @@
 """Analytics for members: tenant-scoped SQL functions (SECURITY INVOKER, so RLS scopes them)
 served as JSON. The cross-tenant analyst views live in schema `analytics` (sql/61_analytics.sql);
 the member statistics are in sql/60_statistics.sql."""
+
 from __future__ import annotations
 
 import uuid
@@ -31,16 +32,20 @@ class QuestionsQuery(Window):
 async def summary(call: Call):
     """Headline figures: conversations, AI resolution rate, misses, ratings, median first human response."""
     async with call.tx() as conn:
-        return row(await conn.fetchrow("SELECT * FROM parley.stats_summary($1, $2)",
-                                       call.query.days, call.query.chatbot_id))
+        return row(
+            await conn.fetchrow("SELECT * FROM parley.stats_summary($1, $2)", call.query.days, call.query.chatbot_id)
+        )
 
 
 @api.route("GET", "/api/analytics/conversations", query=Window, tags=("analytics",))
 async def conversations_per_day(call: Call):
     """Conversations per day (every day of the window), closed and closed without a human."""
     async with call.tx() as conn:
-        return rows(await conn.fetch("SELECT * FROM parley.stats_conversations_per_day($1, $2)",
-                                     call.query.days, call.query.chatbot_id))
+        return rows(
+            await conn.fetch(
+                "SELECT * FROM parley.stats_conversations_per_day($1, $2)", call.query.days, call.query.chatbot_id
+            )
+        )
 
 
 @api.route("GET", "/api/analytics/questions", query=QuestionsQuery, tags=("analytics",))
@@ -48,13 +53,17 @@ async def questions(call: Call):
     """Top (normalised) questions, or with unanswered=true the ones the bot could not ground."""
     q: QuestionsQuery = call.query
     async with call.tx() as conn:
-        return rows(await conn.fetch("SELECT * FROM parley.stats_top_questions($1, $2, $3, $4)",
-                                     q.days, q.chatbot_id, q.limit, q.unanswered))
+        return rows(
+            await conn.fetch(
+                "SELECT * FROM parley.stats_top_questions($1, $2, $3, $4)", q.days, q.chatbot_id, q.limit, q.unanswered
+            )
+        )
 
 
 @api.route("GET", "/api/analytics/csat", query=Window, tags=("analytics",))
 async def csat_per_day(call: Call):
     """Ratings (count and average) and thumbs per day."""
     async with call.tx() as conn:
-        return rows(await conn.fetch("SELECT * FROM parley.stats_csat_per_day($1, $2)",
-                                     call.query.days, call.query.chatbot_id))
+        return rows(
+            await conn.fetch("SELECT * FROM parley.stats_csat_per_day($1, $2)", call.query.days, call.query.chatbot_id)
+        )

@@ -3,6 +3,7 @@
 Handlers stay thin: they receive a `Call` with the validated body/query and open the
 tenant transaction with `call.tx()`; the pydantic models double as the OpenAPI schemas.
 """
+
 from __future__ import annotations
 
 import re
@@ -106,16 +107,32 @@ def _credential_of(request: web.Request) -> str | None:
 
 async def _resolve_user(request: web.Request, spec: RouteSpec, call: Call) -> None:
     """A signed-in person (JWT); tenant optional. Session liveness is checked by SQL."""
-    _apply(call, resolve_user(request.app, _credential_of(request), min_role=spec.min_role, ip=client_ip(request),
-                              request_id=request.get(REQUEST_ID)))
+    _apply(
+        call,
+        resolve_user(
+            request.app,
+            _credential_of(request),
+            min_role=spec.min_role,
+            ip=client_ip(request),
+            request_id=request.get(REQUEST_ID),
+        ),
+    )
 
 
 async def _resolve_member(request: web.Request, spec: RouteSpec, call: Call) -> None:
     """A member of a tenant: a user JWT carrying a tenant, or a tenant API key (read scope for GET/HEAD)."""
-    _apply(call, await resolve_member(request.app, _credential_of(request),
-                                      scope="read" if spec.method in ("GET", "HEAD") else "write",
-                                      min_role=spec.min_role, keys=spec.keys, ip=client_ip(request),
-                                      request_id=request.get(REQUEST_ID)))
+    _apply(
+        call,
+        await resolve_member(
+            request.app,
+            _credential_of(request),
+            scope="read" if spec.method in ("GET", "HEAD") else "write",
+            min_role=spec.min_role,
+            keys=spec.keys,
+            ip=client_ip(request),
+            request_id=request.get(REQUEST_ID),
+        ),
+    )
 
 
 def _apply(call: Call, credential: Credential) -> None:
@@ -143,14 +160,40 @@ class Api:
     def __init__(self) -> None:
         self.routes: list[RouteSpec] = []
 
-    def route(self, method: str, path: str, *, auth: str = "member", min_role: str = "agent",
-              keys: bool = True, body: type[BaseModel] | None = None, query: type[BaseModel] | None = None,
-              response: Any = None, status: int = 200, summary: str = "", tags: tuple[str, ...] = ()):
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        auth: str = "member",
+        min_role: str = "agent",
+        keys: bool = True,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        summary: str = "",
+        tags: tuple[str, ...] = (),
+    ):
         def deco(fn):
-            self.routes.append(RouteSpec(method.upper(), path, fn, auth, min_role, keys, body, query,
-                                         response, status, summary or (fn.__doc__ or "").strip().split("\n")[0],
-                                         tags))
+            self.routes.append(
+                RouteSpec(
+                    method.upper(),
+                    path,
+                    fn,
+                    auth,
+                    min_role,
+                    keys,
+                    body,
+                    query,
+                    response,
+                    status,
+                    summary or (fn.__doc__ or "").strip().split("\n")[0],
+                    tags,
+                )
+            )
             return fn
+
         return deco
 
     def install(self, app: web.Application) -> None:
@@ -199,39 +242,65 @@ class Api:
             return schema
 
         for spec in self.routes:
-            op: dict[str, Any] = {"summary": spec.summary, "operationId": spec.handler.__name__,
-                                  "tags": list(spec.tags) or [spec.path.split("/")[2] if spec.path.count("/") > 1 else "root"]}
-            params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for n in re.findall(r"{(\w+)}", spec.path)]
+            op: dict[str, Any] = {
+                "summary": spec.summary,
+                "operationId": spec.handler.__name__,
+                "tags": list(spec.tags) or [spec.path.split("/")[2] if spec.path.count("/") > 1 else "root"],
+            }
+            params = [
+                {"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                for n in re.findall(r"{(\w+)}", spec.path)
+            ]
             if spec.query is not None:
                 qschema = spec.query.model_json_schema()
                 for name, prop in qschema.get("properties", {}).items():
-                    params.append({"name": name, "in": "query", "required": name in qschema.get("required", []),
-                                   "schema": prop})
+                    params.append(
+                        {"name": name, "in": "query", "required": name in qschema.get("required", []), "schema": prop}
+                    )
             if params:
                 op["parameters"] = params
             if spec.body is not None:
-                op["requestBody"] = {"required": True,
-                                     "content": {"application/json": {"schema": schema_of(spec.body)}}}
+                op["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": schema_of(spec.body)}},
+                }
             responses: dict[str, Any] = {}
             if spec.status == 204:
                 responses["204"] = {"description": "No content"}
             else:
-                content = {"application/json": {"schema": schema_of(spec.response)}} if spec.response is not None else {}
+                content = (
+                    {"application/json": {"schema": schema_of(spec.response)}} if spec.response is not None else {}
+                )
                 responses[str(spec.status)] = {"description": "OK", **({"content": content} if content else {})}
-            responses["default"] = {"description": "Error",
-                                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            responses["default"] = {
+                "description": "Error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
             op["responses"] = responses
             if spec.auth != "public":
                 op["security"] = [{"bearer": []}]
             paths.setdefault(spec.path, {})[spec.method.lower()] = op
-        components["Error"] = {"type": "object", "required": ["error"], "properties": {"error": {
-            "type": "object", "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"},
-                           "details": {"type": "object"}}}}}
-        return {"openapi": "3.1.0", "info": {"title": title, "version": version}, "paths": paths,
-                "components": {"schemas": components,
-                               "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}
+        components["Error"] = {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {
+                        "code": {"type": "string"},
+                        "message": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                }
+            },
+        }
+        return {
+            "openapi": "3.1.0",
+            "info": {"title": title, "version": version},
+            "paths": paths,
+            "components": {"schemas": components, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        }
 
 
 def row(record) -> dict | None:

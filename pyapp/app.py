@@ -1,4 +1,5 @@
 """The aiohttp application: middleware (request ids, JSON errors, logs), health, OpenAPI, surfaces."""
+
 from __future__ import annotations
 
 import asyncio
@@ -77,17 +78,30 @@ async def request_context(request: web.Request, handler):
         status = exc.status
         if exc.status < 400 or exc.status in (101,):
             raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-                400: "bad_request"}.get(exc.status, "http_error")
-        response = web.json_response({"error": {"code": code, "message": exc.reason}}, status=exc.status,
-                                     headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}.get(
+            exc.status, "http_error"
+        )
+        response = web.json_response(
+            {"error": {"code": code, "message": exc.reason}},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
     except Exception:
         log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
         response = web.json_response({"error": {"code": "internal", "message": "Internal error."}}, status=500)
     if not response.prepared:
         response.headers["X-Request-Id"] = request[REQUEST_ID]
-    log.info(json.dumps({"request_id": request[REQUEST_ID], "method": request.method, "path": request.path,
-                         "status": status, "ms": round((time.perf_counter() - started) * 1000, 1)}))
+    log.info(
+        json.dumps(
+            {
+                "request_id": request[REQUEST_ID],
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )
+    )
     return response
 
 
@@ -100,8 +114,7 @@ async def readyz(request: web.Request) -> web.Response:
     ok = True
     try:
         async with request.app[POOL].acquire(timeout=2) as conn:
-            fingerprint = await conn.fetchval(
-                "SELECT fingerprint FROM parley_migrations.schema_state WHERE id = 1")
+            fingerprint = await conn.fetchval("SELECT fingerprint FROM parley_migrations.schema_state WHERE id = 1")
         checks["database"] = {"ok": True}
         current, message = migrate.schema_status(fingerprint)
         checks["schema"] = {"ok": current, "message": message}
@@ -162,7 +175,9 @@ def create_app(settings: Settings, *, pool=None) -> web.Application:
 
     async def open_pool(app: web.Application):
         owned = pool is None
-        app[POOL] = pool or await create_pool(settings.app_url, max_size=settings.extra.get("db_pool_size") or POOL_SIZE)
+        app[POOL] = pool or await create_pool(
+            settings.app_url, max_size=settings.extra.get("db_pool_size") or POOL_SIZE
+        )
         yield
         if owned:
             await app[POOL].close()

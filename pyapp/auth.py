@@ -7,6 +7,7 @@ actor. Whether the session is still alive and the person still a member with the
 is decided in SQL by `parley.begin_request`, which every tenant transaction runs first;
 `check_member` runs it alone for streams that open no transaction of their own before they start.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -49,8 +50,14 @@ def bearer_token(request: web.Request) -> str | None:
     return None
 
 
-def resolve_user(app: web.Application, token: str | None, *, min_role: str = "agent", ip: str | None = None,
-                 request_id: str | None = None) -> Credential:
+def resolve_user(
+    app: web.Application,
+    token: str | None,
+    *,
+    min_role: str = "agent",
+    ip: str | None = None,
+    request_id: str | None = None,
+) -> Credential:
     """A signed-in person (access JWT); the tenant is optional (no actor without one)."""
     if not token or token.startswith(API_KEY_PREFIX):
         raise ApiError(401, "unauthenticated", "Sign in with a user access token.")
@@ -60,13 +67,28 @@ def resolve_user(app: web.Application, token: str | None, *, min_role: str = "ag
         raise ApiError(401, "invalid_token", "The access token is invalid or expired.") from None
     actor = None
     if claims.tenant_id:
-        actor = Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
-                      session_id=claims.session_id, ip=ip, request_id=request_id, min_role=min_role)
+        actor = Actor(
+            tenant_id=claims.tenant_id,
+            kind="user",
+            actor_id=str(claims.user_id),
+            session_id=claims.session_id,
+            ip=ip,
+            request_id=request_id,
+            min_role=min_role,
+        )
     return Credential(actor, claims.user_id, claims.session_id)
 
 
-async def resolve_member(app: web.Application, token: str | None, *, scope: str = "read", min_role: str = "agent",
-                         keys: bool = True, ip: str | None = None, request_id: str | None = None) -> Credential:
+async def resolve_member(
+    app: web.Application,
+    token: str | None,
+    *,
+    scope: str = "read",
+    min_role: str = "agent",
+    keys: bool = True,
+    ip: str | None = None,
+    request_id: str | None = None,
+) -> Credential:
     """A member of a tenant: a person's access JWT carrying a tenant, or a tenant API key with `scope`.
 
     Raises ApiError 401 (no, bad or revoked credential; no workspace chosen) or 403 (API keys
@@ -82,11 +104,23 @@ async def resolve_member(app: web.Application, token: str | None, *, scope: str 
         scopes = tuple(row["scopes"] or ())
         if scope not in scopes:
             raise ApiError(403, "insufficient_scope", f"This API key lacks the '{scope}' scope.")
-        return Credential(Actor(tenant_id=row["tenant_id"], kind="api_key", actor_id=str(row["key_id"]),
-                                ip=ip, request_id=request_id, min_role=min_role), scopes=scopes)
+        return Credential(
+            Actor(
+                tenant_id=row["tenant_id"],
+                kind="api_key",
+                actor_id=str(row["key_id"]),
+                ip=ip,
+                request_id=request_id,
+                min_role=min_role,
+            ),
+            scopes=scopes,
+        )
     if not token:
-        raise ApiError(401, "unauthenticated", "Sign in with a user access token or an API key." if keys
-                       else "Sign in with a user access token.")
+        raise ApiError(
+            401,
+            "unauthenticated",
+            "Sign in with a user access token or an API key." if keys else "Sign in with a user access token.",
+        )
     credential = resolve_user(app, token, min_role=min_role, ip=ip, request_id=request_id)
     if credential.actor is None:
         raise no_tenant()

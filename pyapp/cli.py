@@ -1,4 +1,5 @@
 """The `parley` command: db, migrate, serve, jobs, partitions, rotate-kek, demo."""
+
 from __future__ import annotations
 
 import argparse
@@ -158,8 +159,10 @@ def cmd_partitions(args) -> int:
                 dropped = await partitions.drop_expired(conn, dry_run=args.dry_run, table=args.table)
                 verb = "would drop" if args.dry_run else "dropped"
                 for row in dropped:
-                    print(f"{verb} {row['partition_name']} (to {row['range_to']:%Y-%m-%d},"
-                          f" ~{row['row_estimate'] if row['row_estimate'] is not None else '?'} rows, {row['bytes']} bytes)")
+                    print(
+                        f"{verb} {row['partition_name']} (to {row['range_to']:%Y-%m-%d},"
+                        f" ~{row['row_estimate'] if row['row_estimate'] is not None else '?'} rows, {row['bytes']} bytes)"
+                    )
                 print(f"{len(dropped)} partition(s) {verb}")
             return 0
         finally:
@@ -204,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="manage the embedded PostgreSQL")
     db.add_argument("action", choices=["start", "stop", "status", "url"])
-    db.add_argument("--role", choices=["admin", "analyst", "app", "jobs"],
-                    help="url: the connection URL of this role (default admin; analyst reads the analytics views)")
+    db.add_argument(
+        "--role",
+        choices=["admin", "analyst", "app", "jobs"],
+        help="url: the connection URL of this role (default admin; analyst reads the analytics views)",
+    )
     db.set_defaults(func=cmd_db)
     sub.add_parser("migrate", help="apply migrations and re-apply sql/").set_defaults(func=cmd_migrate)
     serve = sub.add_parser("serve", help="run the HTTP/WebSocket server")
@@ -217,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     jobs = sub.add_parser("jobs", help="run scheduled SQL jobs and drain queues")
     jobs.add_argument("--once", action="store_true")
     jobs.set_defaults(func=cmd_jobs)
-    sub.add_parser("rotate-kek", help="re-wrap tenant data keys under the current PARLEY_KEKS key"
-                   ).set_defaults(func=cmd_rotate_kek)
+    sub.add_parser("rotate-kek", help="re-wrap tenant data keys under the current PARLEY_KEKS key").set_defaults(
+        func=cmd_rotate_kek
+    )
     parts = sub.add_parser("partitions", help="list partitions, create them ahead, drop expired ones")
     parts.add_argument("action", nargs="?", choices=["list", "create", "drop"], default="list")
     parts.add_argument("--table", help="only this table (e.g. parley.messages)")

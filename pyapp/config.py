@@ -1,4 +1,5 @@
 """Settings read once from the environment; embedded mode fills the gaps from ./.parley/."""
+
 from __future__ import annotations
 
 import hashlib
@@ -108,8 +109,10 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
         port=int(port or os.environ.get("PARLEY_PORT", "8080")),
         public_url=os.environ.get("PARLEY_PUBLIC_URL", ""),
         embedded=embedded,
-        extra={"trust_proxy": os.environ.get("PARLEY_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
-               # Load the embedding model at start, in the background; /readyz waits for it.
-               "embed_warm": os.environ.get("PARLEY_EMBED_WARM", "1").lower() in ("1", "true", "yes"),
-               "db_pool_size": int(os.environ["PARLEY_DB_POOL_SIZE"]) if os.environ.get("PARLEY_DB_POOL_SIZE") else None},
+        extra={
+            "trust_proxy": os.environ.get("PARLEY_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
+            # Load the embedding model at start, in the background; /readyz waits for it.
+            "embed_warm": os.environ.get("PARLEY_EMBED_WARM", "1").lower() in ("1", "true", "yes"),
+            "db_pool_size": int(os.environ["PARLEY_DB_POOL_SIZE"]) if os.environ.get("PARLEY_DB_POOL_SIZE") else None,
+        },
     )

@@ -4,6 +4,7 @@ The pool, the settings, whether to trust a proxy, the request id, and `json_dump
 (not in the route registry) so the relay, the sockets and the console use them without
 importing `pyapp.api`. This module imports nothing from `pyapp` but the settings type (`pyapp.config`, a leaf).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -22,7 +23,9 @@ from pyapp.config import Settings
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", Settings)
 TRUST_PROXY = web.AppKey("trust_proxy", bool)
-EMBEDDER_WARM: web.AppKey[asyncio.Future] = web.AppKey("embedder_warm")  # the embedding model loading at start (/readyz waits)
+EMBEDDER_WARM: web.AppKey[asyncio.Future] = web.AppKey(
+    "embedder_warm"
+)  # the embedding model loading at start (/readyz waits)
 REQUEST_ID = web.RequestKey("request_id", str)
 SESSION_TOKEN = web.RequestKey("session_token", str)
 

@@ -4,6 +4,7 @@ Tenant, actor, ip and request id are set with set_config(..., true) (SET LOCAL) 
 parley.begin_request inside the transaction, so a pooled connection never carries
 them to the next request.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,8 +42,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 # unlike an error in a statement. Class 08 (connection), class 57 (shutdown, cannot connect now),
 # a connection asyncpg already knows is closed, and the socket's own errors.
 DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.ConnectionDoesNotExistError, asyncpg.InterfaceError, OSError, TimeoutError)
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
 
 
 def db_unavailable(exc: BaseException) -> bool:
@@ -57,9 +63,15 @@ POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE) -> asyncpg.Pool:
     """The app's pool. Small on purpose: past ~5 backends per core, more connections add lock
     and scheduler churn in PostgreSQL, not throughput (bench/chat_flow.py; PARLEY_DB_POOL_SIZE)."""
-    return await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection,
-                                     reset=_keep_session, command_timeout=60,
-                                     max_inactive_connection_lifetime=300)
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        command_timeout=60,
+        max_inactive_connection_lifetime=300,
+    )
 
 
 @dataclass(frozen=True)
@@ -81,8 +93,14 @@ async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.C
     async with pool.acquire() as conn, conn.transaction():
         await conn.fetchval(
             "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
-            actor.tenant_id, actor.kind, actor.actor_id, actor.session_id,
-            actor.ip, actor.request_id, actor.min_role)
+            actor.tenant_id,
+            actor.kind,
+            actor.actor_id,
+            actor.session_id,
+            actor.ip,
+            actor.request_id,
+            actor.min_role,
+        )
         yield conn
 
 
@@ -95,13 +113,14 @@ def in_request(query: str, nargs: int) -> str:
     runs it first; the statement is its own transaction, so set_config(..., true) ends with it.
     """
     p = ", ".join(f"${nargs + i}" for i in range(1, 8))
-    return (f"SELECT result.* FROM parley.begin_request({p}) AS request(role)"
-            f" CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q WHERE request.role IS NOT NULL OFFSET 0) AS result")
+    return (
+        f"SELECT result.* FROM parley.begin_request({p}) AS request(role)"
+        f" CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q WHERE request.role IS NOT NULL OFFSET 0) AS result"
+    )
 
 
 def _request_args(actor: Actor) -> tuple:
-    return (actor.tenant_id, actor.kind, actor.actor_id, actor.session_id, actor.ip, actor.request_id,
-            actor.min_role)
+    return (actor.tenant_id, actor.kind, actor.actor_id, actor.session_id, actor.ip, actor.request_id, actor.min_role)
 
 
 async def tenant_fetch(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> list[asyncpg.Record]:
@@ -125,4 +144,3 @@ async def tenant_fetchval(pool: asyncpg.Pool, actor: Actor, query: str, *args) -
     """tenant_fetch for a query that returns one value (None when it returns no row)."""
     rows = await tenant_fetch(pool, actor, query, *args)
     return rows[0][0] if rows else None
-

@@ -4,6 +4,7 @@ Listens on 127.0.0.1 only, with scram passwords; the superuser password lives in
 `<data_dir>/db.json` (mode 0600). As root, PostgreSQL runs as the unprivileged
 `embedded_postgres` user, since it refuses to run as root.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -64,7 +65,12 @@ class EmbeddedCluster:
             kwargs["group"] = pwd.getpwnam(SYSTEM_USER).pw_gid
         return subprocess.run(
             [str(POSTGRES_BIN_PATH / exe), *args],
-            check=True, capture_output=True, text=True, timeout=timeout, cwd="/", **kwargs,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            **kwargs,
         )
 
     def _prepare_root(self) -> None:
@@ -110,9 +116,21 @@ class EmbeddedCluster:
             pw.write(password + "\n")
         os.chmod(pw.name, 0o644)
         try:
-            self._run("initdb", ["-D", str(self.pgdata), "-U", "postgres", "--encoding=UTF8",
-                                 "--locale=C.UTF-8", "--auth-local=scram-sha-256",
-                                 "--auth-host=scram-sha-256", f"--pwfile={pw.name}"], timeout=120)
+            self._run(
+                "initdb",
+                [
+                    "-D",
+                    str(self.pgdata),
+                    "-U",
+                    "postgres",
+                    "--encoding=UTF8",
+                    "--locale=C.UTF-8",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pw.name}",
+                ],
+                timeout=120,
+            )
         finally:
             os.unlink(pw.name)
         self._save_state({"password": password, "port": _free_port()})
@@ -146,8 +164,11 @@ class EmbeddedCluster:
             return
         port = self._state()["port"]
         try:
-            self._run("pg_ctl", ["-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60",
-                                 "-o", f"-p {port}", "start"], timeout=90)
+            self._run(
+                "pg_ctl",
+                ["-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60", "-o", f"-p {port}", "start"],
+                timeout=90,
+            )
         except subprocess.CalledProcessError as exc:
             tail = self.log_file.read_text()[-2000:] if self.log_file.exists() else ""
             raise RuntimeError(f"embedded postgres failed to start: {exc.stderr}\n{tail}") from exc
@@ -166,8 +187,12 @@ class EmbeddedCluster:
 
     def status(self) -> dict:
         state = self._state()
-        return {"data_dir": str(self.pgdata), "initialized": self.initialized(),
-                "running": self.running(), "port": state.get("port")}
+        return {
+            "data_dir": str(self.pgdata),
+            "initialized": self.initialized(),
+            "running": self.running(),
+            "port": state.get("port"),
+        }
 
     def bin(self, name: str) -> Path:
         return POSTGRES_BIN_PATH / name

@@ -1,4 +1,5 @@
 """One error shape for every client: {"error": {"code", "message"}} with the right status."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,7 @@ _SQLSTATE_MAP = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, details: dict | None = None,
-                 headers: dict | None = None):
+    def __init__(self, status: int, code: str, message: str, details: dict | None = None, headers: dict | None = None):
         super().__init__(message)
         self.status = status
         self.code = code
@@ -46,8 +46,12 @@ def from_postgres(exc: asyncpg.PostgresError) -> ApiError | None:
     """Translate a database error to an ApiError, or None for a real server fault."""
     state = getattr(exc, "sqlstate", None) or ""
     if state.startswith("PT") and state[2:].isdigit():
-        return ApiError(int(state[2:]), getattr(exc, "hint", None) or "error", str(exc.args[0] if exc.args else exc),
-                        headers=_retry_after(getattr(exc, "detail", None)))
+        return ApiError(
+            int(state[2:]),
+            getattr(exc, "hint", None) or "error",
+            str(exc.args[0] if exc.args else exc),
+            headers=_retry_after(getattr(exc, "detail", None)),
+        )
     if state in _SQLSTATE_MAP:
         status, code, message = _SQLSTATE_MAP[state]
         return ApiError(status, code, message)

@@ -11,6 +11,7 @@ request handler that tracks each connection's phase, and one watchdog per server
   behind a proxy every client shares the proxy's address, so set it there, not here).
 WebSockets and streaming responses are not touched once their request has been read.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,11 +39,14 @@ class GuardLimits:
     def from_settings(cls, settings) -> GuardLimits:
         extra = getattr(settings, "extra", {}) or {}
         behind_proxy = bool(extra.get("trust_proxy"))
-        return cls(header_timeout=float(extra.get("header_timeout", cls.header_timeout)),
-                   body_idle_timeout=float(extra.get("body_idle_timeout", cls.body_idle_timeout)),
-                   body_timeout=float(extra.get("body_timeout", cls.body_timeout)),
-                   max_connections_per_ip=int(extra.get("max_connections_per_ip",
-                                                        0 if behind_proxy else cls.max_connections_per_ip)))
+        return cls(
+            header_timeout=float(extra.get("header_timeout", cls.header_timeout)),
+            body_idle_timeout=float(extra.get("body_idle_timeout", cls.body_idle_timeout)),
+            body_timeout=float(extra.get("body_timeout", cls.body_timeout)),
+            max_connections_per_ip=int(
+                extra.get("max_connections_per_ip", 0 if behind_proxy else cls.max_connections_per_ip)
+            ),
+        )
 
 
 class _Guard:

@@ -7,6 +7,7 @@ and integers past int64 (no column holds them). They are refused here, before an
 rejected rather than stripped, since a silently changed key, email or message would store
 something the client never sent.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,8 @@ from typing import Any
 
 from pyapp.errors import ApiError
 
-INT64_MIN = -(2 ** 63)
-INT64_MAX = 2 ** 63 - 1
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 MAX_DEPTH = 32  # arrays/objects inside each other; Parley's deepest legitimate input is ~5
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -36,8 +37,7 @@ def _path(node: tuple | None) -> str:
 def _refuse(node: tuple | None, message: str) -> ApiError:
     """The REST API's 422 shape (as pydantic's errors are reported), naming the field."""
     field = _path(node)
-    return ApiError(422, "validation_failed", f"{field}: {message}",
-                    {"fields": [{"field": field, "message": message}]})
+    return ApiError(422, "validation_failed", f"{field}: {message}", {"fields": [{"field": field, "message": message}]})
 
 
 def storable(text: str) -> bool:

@@ -5,6 +5,7 @@ URL forms: smtp://[user:password@]host[:port] (STARTTLS when the server offers i
 (default PARLEY_MAIL_FROM or no-reply@<host of the public URL>). smtplib runs in a worker
 thread so a slow mail server never blocks the event loop.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -3,6 +3,7 @@
 Tables change through numbered, never-edited migrations; functions, policies, views and
 grants are re-applied from sql/ on every deploy, so they always match the code.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,22 +59,33 @@ def ensure_database(admin_url: str) -> None:
 def apply_roles(conn: psycopg.Connection, secret_key: str, dbname: str) -> None:
     conn.execute((SQL_DIR / ROLES_FILE).read_text())
     for role in LOGIN_ROLES:
-        conn.execute(pgsql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
-            pgsql.Identifier(role), pgsql.Literal(role_password(secret_key, role))))
-    conn.execute(pgsql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
-        pgsql.Identifier(dbname), pgsql.SQL(", ").join(pgsql.Identifier(r) for r in LOGIN_ROLES)))
+        conn.execute(
+            pgsql.SQL("ALTER ROLE {} LOGIN PASSWORD {}").format(
+                pgsql.Identifier(role), pgsql.Literal(role_password(secret_key, role))
+            )
+        )
+    conn.execute(
+        pgsql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(
+            pgsql.Identifier(dbname), pgsql.SQL(", ").join(pgsql.Identifier(r) for r in LOGIN_ROLES)
+        )
+    )
     conn.execute(pgsql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC").format(pgsql.Identifier(dbname)))
-    conn.execute(pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
-        pgsql.Identifier(MIGRATION_SCHEMA), pgsql.Identifier(OWNER_ROLE)))
-    conn.execute(pgsql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(
-        pgsql.Identifier(dbname), pgsql.Identifier(OWNER_ROLE)))
+    conn.execute(
+        pgsql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(
+            pgsql.Identifier(MIGRATION_SCHEMA), pgsql.Identifier(OWNER_ROLE)
+        )
+    )
+    conn.execute(
+        pgsql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(pgsql.Identifier(dbname), pgsql.Identifier(OWNER_ROLE))
+    )
 
 
 def apply_migrations(admin_url: str) -> list[str]:
     from yoyo import get_backend, read_migrations
 
-    backend = get_backend(_owner_url(admin_url).replace("postgresql://", "postgresql+psycopg://", 1),
-                          migration_table="_yoyo_migration")
+    backend = get_backend(
+        _owner_url(admin_url).replace("postgresql://", "postgresql+psycopg://", 1), migration_table="_yoyo_migration"
+    )
     migrations = read_migrations(str(MIGRATIONS_DIR))
     try:
         with backend.lock():
@@ -95,11 +107,13 @@ def apply_sql_files(conn: psycopg.Connection) -> None:
     for (table,) in conn.execute(PARTITIONED_TABLES_QUERY).fetchall():
         conn.execute("SELECT parley.ensure_monthly_partitions(%s::regclass, 3)", (table,))
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATION_SCHEMA}.schema_state (id int PRIMARY KEY CHECK (id = 1), fingerprint text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        f"CREATE TABLE IF NOT EXISTS {MIGRATION_SCHEMA}.schema_state (id int PRIMARY KEY CHECK (id = 1), fingerprint text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
     conn.execute(
         f"INSERT INTO {MIGRATION_SCHEMA}.schema_state (id, fingerprint) VALUES (1, %s) "
         "ON CONFLICT (id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, applied_at = now()",
-        (schema_fingerprint(),))
+        (schema_fingerprint(),),
+    )
     conn.execute(f"GRANT USAGE ON SCHEMA {MIGRATION_SCHEMA} TO parley_app, parley_jobs")
     conn.execute(f"GRANT SELECT ON {MIGRATION_SCHEMA}.schema_state TO parley_app, parley_jobs")
     conn.execute("RESET ROLE")

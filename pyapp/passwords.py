@@ -4,6 +4,7 @@ Hashing costs tens of milliseconds of CPU and memory by design, so every call ru
 worker thread. Verifying an unknown account's password still spends the same time
 against a dummy hash, so response timing does not tell whether an email is registered.
 """
+
 from __future__ import annotations
 
 import asyncio

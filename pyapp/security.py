@@ -1,4 +1,5 @@
 """Tokens and hashes: access JWTs (HS256 pinned), opaque tokens stored as SHA-256, API keys."""
+
 from __future__ import annotations
 
 import base64
@@ -70,8 +71,13 @@ def issue_access_token(secret: str, *, user_id, tenant_id, session_id, ttl: int)
 
 def decode_access_token(secret: str, token: str) -> AccessClaims:
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], audience=ACCESS_AUDIENCE,
-                            options={"require": ["exp", "iat", "sub", "sid", "jti", "aud"]})
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=["HS256"],
+            audience=ACCESS_AUDIENCE,
+            options={"require": ["exp", "iat", "sub", "sid", "jti", "aud"]},
+        )
         return AccessClaims(
             user_id=uuid.UUID(claims["sub"]),
             tenant_id=uuid.UUID(claims["tid"]) if claims.get("tid") else None,

@@ -10,6 +10,7 @@ cannot store them), C0/C1 control characters and bidirectional embeddings, overr
 isolates (U+202A-U+202E, U+2066-U+2069). "Text" keeps tab, newline and carriage return;
 "line" (names of people and workspaces, emails, phones, titles) keeps none.
 """
+
 from __future__ import annotations
 
 import re
@@ -65,8 +66,9 @@ def _not_blank(value: str) -> str:
     return value
 
 
-MessageBody = Annotated[str, Field(min_length=1, max_length=MESSAGE_BODY_MAX), AfterValidator(text),
-                        AfterValidator(_not_blank)]
+MessageBody = Annotated[
+    str, Field(min_length=1, max_length=MESSAGE_BODY_MAX), AfterValidator(text), AfterValidator(_not_blank)
+]
 LeadName = Annotated[str, Field(max_length=LEAD_NAME_MAX), AfterValidator(text)]
 LeadEmail = Annotated[str, Field(max_length=LEAD_EMAIL_MAX), AfterValidator(line)]
 LeadPhone = Annotated[str, Field(max_length=LEAD_PHONE_MAX), AfterValidator(line)]

@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 # Habits first (seconds): lint and types of the shipped Python; a finding fails the command.
 .venv/bin/ruff check pyapp jobs
+.venv/bin/ruff format --check pyapp jobs
 .venv/bin/mypy
 set +e
 .venv/bin/python -m pytest -q "$@"

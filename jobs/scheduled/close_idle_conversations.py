@@ -1,4 +1,5 @@
 """Close conversations idle longer than their chatbot's (else the tenant's) idle time."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

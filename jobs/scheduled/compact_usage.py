@@ -1,4 +1,5 @@
 """Fold the usage counter shards of past days into one row each."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

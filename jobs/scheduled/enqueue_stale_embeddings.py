@@ -1,4 +1,5 @@
 """Queue chunks embedded by another model than the configured one (after a model change)."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

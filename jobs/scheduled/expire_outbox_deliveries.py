@@ -1,4 +1,5 @@
 """Dead-letter pending deliveries long past their retry deadline that no drainer reached (paused destination)."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

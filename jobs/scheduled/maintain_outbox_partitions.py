@@ -1,4 +1,5 @@
 """Monthly partitions of the outbox and its attempts ahead; drop whole months past the delivery log's keep."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

@@ -1,4 +1,5 @@
 """Create monthly partitions ahead and drop whole ones older than the longest retention in force."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

@@ -1,4 +1,5 @@
 """Delete rate-limit windows that have ended."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

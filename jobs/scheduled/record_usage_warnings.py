@@ -1,4 +1,5 @@
 """Record allowances that reached 80 % or 100 % (once per period), for the owners' mail."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

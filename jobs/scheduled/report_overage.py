@@ -1,4 +1,5 @@
 """Write each metered tenant's overage rows for finished days (the runner then sends them to Stripe)."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

@@ -2,6 +2,7 @@
 events, feedback, ratings, assistant turns), then a batch of its older messages and events that
 still sit in partitions other tenants keep (parley.apply_retention). Every 15 minutes, so a backlog
 goes in short transactions."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

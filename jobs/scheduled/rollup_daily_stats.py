@@ -1,4 +1,5 @@
 """Roll yesterday and today up into daily_stats (member statistics and analyst views read it)."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

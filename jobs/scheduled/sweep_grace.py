@@ -1,4 +1,5 @@
 """Mark delinquent subscriptions whose grace period ended as limited (Free's limits, no data lost)."""
+
 from datetime import timedelta
 
 from jobs.schedule import Job

@@ -3,6 +3,7 @@
 Importing the package declares its routes on `pyapp.api.api`; `setup(app)` adds the password
 hasher and the mailer the handlers use.
 """
+
 from __future__ import annotations
 
 from . import sessions, workspace  # noqa: F401  (route declarations)

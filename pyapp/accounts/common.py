@@ -1,4 +1,5 @@
 """What the account handlers share: the tenant-less auth transaction, token minting, mail."""
+
 from __future__ import annotations
 
 import asyncio
@@ -35,9 +36,13 @@ async def auth_tx(call: Call, *, signed_in: bool = False) -> AsyncIterator[async
     audit trail and, for a signed-in person, checks that the session is alive.
     """
     async with call.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT parley.begin_auth_request($1, $2, $3, $4)",
-                           client_ip(call.request), call.request.get(REQUEST_ID),
-                           call.user_id if signed_in else None, call.session_id if signed_in else None)
+        await conn.execute(
+            "SELECT parley.begin_auth_request($1, $2, $3, $4)",
+            client_ip(call.request),
+            call.request.get(REQUEST_ID),
+            call.user_id if signed_in else None,
+            call.session_id if signed_in else None,
+        )
         yield conn
 
 
@@ -45,9 +50,13 @@ def access_token(call: Call, session: dict) -> tuple[str, int]:
     """An access JWT for the session's user and workspace; `sid` is the refresh-token family."""
     settings = call.settings
     tenant = session.get("tenant")
-    token, _ = issue_access_token(settings.secret_key, user_id=session["user"]["id"],
-                                  tenant_id=tenant["id"] if tenant else None,
-                                  session_id=session["session_id"], ttl=settings.access_token_ttl)
+    token, _ = issue_access_token(
+        settings.secret_key,
+        user_id=session["user"]["id"],
+        tenant_id=tenant["id"] if tenant else None,
+        session_id=session["session_id"],
+        ttl=settings.access_token_ttl,
+    )
     return token, settings.access_token_ttl
 
 

@@ -5,6 +5,7 @@ is refused (422) instead of silently ignored. Text that Postgres cannot store (N
 surrogates) or that would render deceptively in an agent's view (control characters,
 bidirectional overrides) is refused with a field error, never a 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,13 +32,17 @@ _storable = types.storable
 _display = types.line
 
 
-Email = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=320,
-                                         pattern=r"^[^@\s]+@[^@\s]+$"), AfterValidator(_display)]
+Email = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"),
+    AfterValidator(_display),
+]
 NewPassword = Annotated[str, StringConstraints(min_length=8, max_length=256), AfterValidator(_storable)]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_storable)]
 PersonName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), AfterValidator(_display)]
-TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-                       AfterValidator(_display)]
+TenantName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_display)
+]
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
 Token = Annotated[str, StringConstraints(min_length=1, max_length=512), AfterValidator(_storable)]
 Role = Literal["owner", "admin", "agent"]
@@ -53,6 +58,7 @@ class Input(BaseModel):
 
 
 # ---- shapes returned to clients ----------------------------------------------------------
+
 
 class UserOut(BaseModel):
     id: UUID
@@ -77,8 +83,9 @@ class AuthOut(BaseModel):
     expires_in: int = Field(description="Seconds until the access token expires.")
     token_type: Literal["Bearer"] = "Bearer"
     user: UserOut
-    tenant: TenantOut | None = Field(description="The workspace the access token is for (last used); "
-                                                 "null when the person belongs to none yet.")
+    tenant: TenantOut | None = Field(
+        description="The workspace the access token is for (last used); null when the person belongs to none yet."
+    )
 
 
 class AccessOut(BaseModel):
@@ -186,6 +193,7 @@ class AuditOut(BaseModel):
 
 # ---- request bodies ------------------------------------------------------------------------
 
+
 class SignupIn(Input):
     email: Email
     password: NewPassword
@@ -229,7 +237,8 @@ class SwitchIn(Input):
 class SettingsIn(Input):
     name: TenantName | None = Field(default=None, description="Rename the workspace.")
     values: dict[SettingKey, JsonValue | None] = Field(
-        default_factory=dict, description="Keys to set; null removes a key; keys not given are kept.")
+        default_factory=dict, description="Keys to set; null removes a key; keys not given are kept."
+    )
 
     @field_validator("values")
     @classmethod

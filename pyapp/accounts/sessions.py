@@ -5,6 +5,7 @@ These run before a tenant is chosen, so they call SECURITY DEFINER functions ins
 Outcomes that must be committed even though the client gets an error (a failed sign-in, a
 reused refresh token) come back as a status and are raised here after the commit.
 """
+
 from __future__ import annotations
 
 from pyapp.api import Call, api
@@ -34,8 +35,9 @@ TAGS = ("auth",)
 
 def _auth_response(call: Call, session: dict, refresh_token: str) -> AuthOut:
     token, ttl = access_token(call, session)
-    return AuthOut(access_token=token, refresh_token=refresh_token, expires_in=ttl,
-                   user=session["user"], tenant=session["tenant"])
+    return AuthOut(
+        access_token=token, refresh_token=refresh_token, expires_in=ttl, user=session["user"], tenant=session["tenant"]
+    )
 
 
 @api.route("POST", "/api/auth/signup", auth="public", body=SignupIn, response=AuthOut, status=201, tags=TAGS)
@@ -45,9 +47,16 @@ async def sign_up(call: Call):
     password_hash = await passwords(call).hash(body.password)
     refresh, refresh_hash = new_opaque_token()
     async with auth_tx(call) as conn:
-        session = await conn.fetchval("SELECT parley.sign_up($1, $2, $3, $4, $5, $6, $7)",
-                                      body.email, password_hash, body.name, body.tenant_name, body.slug,
-                                      refresh_hash, call.settings.refresh_token_ttl)
+        session = await conn.fetchval(
+            "SELECT parley.sign_up($1, $2, $3, $4, $5, $6, $7)",
+            body.email,
+            password_hash,
+            body.name,
+            body.tenant_name,
+            body.slug,
+            refresh_hash,
+            call.settings.refresh_token_ttl,
+        )
     return _auth_response(call, session, refresh)
 
 
@@ -62,9 +71,15 @@ async def log_in(call: Call):
     ok = await passwords(call).verify(password_hash, body.password)
     refresh, refresh_hash = new_opaque_token()
     async with auth_tx(call) as conn:
-        session = await conn.fetchval("SELECT parley.finish_sign_in($1, $2, $3, $4, $5, $6)", body.email,
-                                      account["user_id"] if account else None, password_hash, ok,
-                                      refresh_hash, call.settings.refresh_token_ttl)
+        session = await conn.fetchval(
+            "SELECT parley.finish_sign_in($1, $2, $3, $4, $5, $6)",
+            body.email,
+            account["user_id"] if account else None,
+            password_hash,
+            ok,
+            refresh_hash,
+            call.settings.refresh_token_ttl,
+        )
     if session["status"] != "ok":
         raise ApiError(401, "invalid_credentials", "Wrong email or password.")
     return _auth_response(call, session, refresh)
@@ -78,8 +93,12 @@ async def refresh_session(call: Call):
     """
     refresh, refresh_hash = successor_token(call.settings.secret_key, call.body.refresh_token)
     async with auth_tx(call) as conn:
-        session = await conn.fetchval("SELECT parley.rotate_session($1, $2, $3)", sha256(call.body.refresh_token),
-                                      refresh_hash, call.settings.refresh_token_ttl)
+        session = await conn.fetchval(
+            "SELECT parley.rotate_session($1, $2, $3)",
+            sha256(call.body.refresh_token),
+            refresh_hash,
+            call.settings.refresh_token_ttl,
+        )
     if session["status"] == "reused":
         raise ApiError(401, "refresh_reused", "This refresh token was already used; the session has been ended.")
     if session["status"] != "ok":
@@ -101,11 +120,15 @@ async def forgot_password(call: Call):
     async with auth_tx(call) as conn:
         target = await conn.fetchval("SELECT parley.request_password_reset($1, $2)", call.body.email, token_hash)
     if target is not None:
-        send_later(call, target["email"], "Reset your Parley password",
-                   f"Hello {target['name'] or target['email']},\n\n"
-                   f"Someone asked to reset the password of your Parley account. To choose a new one, open\n\n"
-                   f"  {link(call, RESET_PATH, token)}\n\n"
-                   f"The link works once, for one hour. If it wasn't you, ignore this email.\n")
+        send_later(
+            call,
+            target["email"],
+            "Reset your Parley password",
+            f"Hello {target['name'] or target['email']},\n\n"
+            f"Someone asked to reset the password of your Parley account. To choose a new one, open\n\n"
+            f"  {link(call, RESET_PATH, token)}\n\n"
+            f"The link works once, for one hour. If it wasn't you, ignore this email.\n",
+        )
     return AcceptedOut()
 
 

@@ -5,6 +5,7 @@ one SECURITY INVOKER function, so row-level security confines it to the caller's
 the role rules live in SQL. Surfaces that could hand over the account (keys, roles, invites,
 settings, deletion) refuse API keys (`keys=False`).
 """
+
 from __future__ import annotations
 
 from pyapp.api import Call, api
@@ -38,13 +39,13 @@ async def get_settings(call: Call):
         return SettingsOut.model_validate(await conn.fetchval("SELECT parley.get_tenant_settings()"))
 
 
-@api.route("PUT", "/api/settings", min_role="admin", keys=False, body=SettingsIn, response=SettingsOut,
-           tags=("tenants",))
+@api.route(
+    "PUT", "/api/settings", min_role="admin", keys=False, body=SettingsIn, response=SettingsOut, tags=("tenants",)
+)
 async def put_settings(call: Call):
     """Rename the workspace and merge settings: given keys are set, null removes one, others are kept."""
     async with call.tx() as conn:
-        result = await conn.fetchval("SELECT parley.put_tenant_settings($1, $2)",
-                                     call.body.name, call.body.values)
+        result = await conn.fetchval("SELECT parley.put_tenant_settings($1, $2)", call.body.name, call.body.values)
     return SettingsOut.model_validate(result)
 
 
@@ -55,20 +56,33 @@ async def delete_tenant(call: Call):
         await conn.execute("SELECT parley.delete_tenant()")
 
 
-@api.route("POST", "/api/invites", min_role="admin", keys=False, body=InviteIn, response=InviteCreatedOut,
-           status=201, tags=("invites",))
+@api.route(
+    "POST",
+    "/api/invites",
+    min_role="admin",
+    keys=False,
+    body=InviteIn,
+    response=InviteCreatedOut,
+    status=201,
+    tags=("invites",),
+)
 async def create_invite(call: Call):
     """Invite someone by email (7 days, single use); you cannot invite above your own role."""
     token, token_hash = new_opaque_token()
     async with call.tx() as conn:
-        invite = await conn.fetchval("SELECT parley.create_invite($1, $2, $3)",
-                                     call.body.email, call.body.role, token_hash)
+        invite = await conn.fetchval(
+            "SELECT parley.create_invite($1, $2, $3)", call.body.email, call.body.role, token_hash
+        )
     workspace = invite.pop("tenant_name")
     url = invite_link(call, token)
-    send_later(call, invite["email"], f"You are invited to {workspace} on Parley",
-               f"You have been invited to join {workspace} on Parley as {invite['role']}.\n\n"
-               f"Sign in (or create an account) with this email address, then open\n\n  {url}\n\n"
-               f"The invitation works once and expires in 7 days.\n")
+    send_later(
+        call,
+        invite["email"],
+        f"You are invited to {workspace} on Parley",
+        f"You have been invited to join {workspace} on Parley as {invite['role']}.\n\n"
+        f"Sign in (or create an account) with this email address, then open\n\n  {url}\n\n"
+        f"The invitation works once and expires in 7 days.\n",
+    )
     return InviteCreatedOut(**invite, token=token, accept_url=url)
 
 
@@ -79,8 +93,7 @@ async def list_invites(call: Call):
         return InvitesOut(invites=await conn.fetchval("SELECT parley.list_invites()"))
 
 
-@api.route("DELETE", "/api/invites/{invite_id}", min_role="admin", keys=False, response=InviteOut,
-           tags=("invites",))
+@api.route("DELETE", "/api/invites/{invite_id}", min_role="admin", keys=False, response=InviteOut, tags=("invites",))
 async def revoke_invite(call: Call):
     """Revoke a pending invite."""
     invite_id = call.uuid_param("invite_id")
@@ -95,8 +108,15 @@ async def list_members(call: Call):
         return MembersOut(members=await conn.fetchval("SELECT parley.list_members()"))
 
 
-@api.route("PATCH", "/api/members/{user_id}", min_role="admin", keys=False, body=MemberPatch,
-           response=MemberOut, tags=("members",))
+@api.route(
+    "PATCH",
+    "/api/members/{user_id}",
+    min_role="admin",
+    keys=False,
+    body=MemberPatch,
+    response=MemberOut,
+    tags=("members",),
+)
 async def change_member_role(call: Call):
     """Change a member's role: only owners touch owners, nobody grants above their own role, one owner stays."""
     user_id = call.uuid_param("user_id")
@@ -113,14 +133,28 @@ async def remove_member(call: Call):
         await conn.execute("SELECT parley.remove_member($1)", user_id)
 
 
-@api.route("POST", "/api/keys", min_role="admin", keys=False, body=ApiKeyIn, response=ApiKeyCreatedOut,
-           status=201, tags=("keys",))
+@api.route(
+    "POST",
+    "/api/keys",
+    min_role="admin",
+    keys=False,
+    body=ApiKeyIn,
+    response=ApiKeyCreatedOut,
+    status=201,
+    tags=("keys",),
+)
 async def create_api_key(call: Call):
     """Create an API key for this workspace; the key is shown once and stored only as a hash."""
     key, prefix, key_hash = new_api_key()
     async with call.tx() as conn:
-        row = await conn.fetchval("SELECT parley.create_api_key($1, $2, $3, $4, $5)", call.body.name, prefix,
-                                  key_hash, list(call.body.scopes), call.body.expires_at)
+        row = await conn.fetchval(
+            "SELECT parley.create_api_key($1, $2, $3, $4, $5)",
+            call.body.name,
+            prefix,
+            key_hash,
+            list(call.body.scopes),
+            call.body.expires_at,
+        )
     return ApiKeyCreatedOut(**row, key=key)
 
 

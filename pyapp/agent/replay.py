@@ -1,4 +1,5 @@
 """What the agent socket and the SSE stream share: replay from the events table, credential re-checks."""
+
 from __future__ import annotations
 
 import asyncpg
@@ -14,8 +15,9 @@ RECHECK_SECONDS = 60.0  # a live stream re-checks its credential this often
 MAX_REPLAY = 10_000  # events replayed on resume; beyond that the client reloads (error replay_truncated)
 
 
-async def replay_events(pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink, *,
-                        limit: int = MAX_REPLAY) -> tuple[int, bool]:
+async def replay_events(
+    pool: asyncpg.Pool, actor: Actor, after: int, sink: Sink, *, limit: int = MAX_REPLAY
+) -> tuple[int, bool]:
     """Send every event after `after` as the member sees it (checked by begin_request).
 
     Returns (events sent, truncated). Event ids sent are remembered in `sink.replayed` so the

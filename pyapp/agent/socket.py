@@ -6,6 +6,7 @@ The first frame carries the credential (a member's access JWT or a tenant API ke
 re-checked every `RECHECK_SECONDS`; a removed member, revoked key or ended session closes the socket (4401)
 at once through the relay (sql/26_revocation.sql).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -127,14 +128,21 @@ class AgentSession:
                 last_on, last_at = self._typing.get(typing.conversation_id, (False, 0.0))
                 if typing.on != last_on or now - last_at >= 3.0:
                     _remember(self._typing, typing.conversation_id, (typing.on, now))
-                    await self.relay.signal("typing", self.actor.tenant_id, typing.conversation_id, "agent",
-                                            int(typing.on), exclude=self.sink)
+                    await self.relay.signal(
+                        "typing",
+                        self.actor.tenant_id,
+                        typing.conversation_id,
+                        "agent",
+                        int(typing.on),
+                        exclude=self.sink,
+                    )
             elif kind == "read":
                 read = _Read.model_validate(data)
                 if read.message_id > self._read.get(read.conversation_id, 0):
                     _remember(self._read, read.conversation_id, read.message_id)
-                    await self.relay.signal("read", self.actor.tenant_id, read.conversation_id, "agent",
-                                            read.message_id, exclude=self.sink)
+                    await self.relay.signal(
+                        "read", self.actor.tenant_id, read.conversation_id, "agent", read.message_id, exclude=self.sink
+                    )
             elif kind == "hello":
                 self.sink.push(_error("already_authenticated", "hello was already received."))
             else:
@@ -155,8 +163,9 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
         if hello is None:
             return ws
         try:
-            credential = await resolve_member(app, hello.token, scope="read", ip=client_ip(request),
-                                              request_id=request.get(REQUEST_ID))
+            credential = await resolve_member(
+                app, hello.token, scope="read", ip=client_ip(request), request_id=request.get(REQUEST_ID)
+            )
             actor = credential.member
             await check_member(app[POOL], actor)
         except ApiError as exc:
@@ -166,8 +175,10 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
         except asyncpg.PostgresError as exc:
             mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
             await ws.send_str(_error(mapped.code, mapped.message))
-            await ws.close(code=4401 if mapped.status == 401 else 4403 if mapped.status < 500 else 1011,
-                           message=mapped.code.encode())
+            await ws.close(
+                code=4401 if mapped.status == 401 else 4403 if mapped.status < 500 else 1011,
+                message=mapped.code.encode(),
+            )
             return ws
         session = AgentSession(app, ws, actor, can_write=actor.kind != "api_key" or "write" in credential.scopes)
         await session.relay.attach(session.sink)

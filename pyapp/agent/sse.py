@@ -4,6 +4,7 @@
 `?last_event_id=N`) and gets every event after it from the table first. Without either the
 stream starts live. A comment line every `KEEPALIVE` seconds keeps proxies from timing out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -29,8 +30,14 @@ class EventsQuery(BaseModel):
     last_event_id: int | None = Field(default=None, ge=0)
 
 
-@api.route("GET", "/api/events", auth="member", query=EventsQuery, summary="The tenant's events as Server-Sent Events",
-           tags=("events",))
+@api.route(
+    "GET",
+    "/api/events",
+    auth="member",
+    query=EventsQuery,
+    summary="The tenant's events as Server-Sent Events",
+    tags=("events",),
+)
 async def stream_events(call: Call):
     """The tenant's events as Server-Sent Events (resume with Last-Event-ID)."""
     request = call.request
@@ -41,10 +48,17 @@ async def stream_events(call: Call):
             raise ApiError(422, "validation_failed", "Last-Event-ID must be an event id.")
         after = int(header)
     await check_member(call.pool, call.member)  # before anything streams
-    response = web.StreamResponse(status=200, headers={
-        "Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
-        "X-Accel-Buffering": "no", "Connection": "keep-alive"})
+    response = web.StreamResponse(
+        status=200,
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache, no-transform",
+            "X-Accel-Buffering": "no",
+            "Connection": "keep-alive",
+        },
+    )
     await response.prepare(request)
+
     async def send(data: bytes) -> None:
         await response.write(data)
 
@@ -60,7 +74,7 @@ async def stream_events(call: Call):
         if after is not None:
             _, truncated = await replay_events(call.pool, call.member, after, sink)
             if truncated:
-                sink.push(b"event: error\ndata: {\"code\":\"replay_truncated\"}\n\n", bounded=False)
+                sink.push(b'event: error\ndata: {"code":"replay_truncated"}\n\n', bounded=False)
         sink.go_live()
         keepalive = float(request.app[SETTINGS].extra.get("sse_keepalive", KEEPALIVE))
         last_check = asyncio.get_running_loop().time()
@@ -71,7 +85,7 @@ async def stream_events(call: Call):
                 last_check = now
                 err = await recheck(call.pool, call.member)
                 if err is not None:
-                    sink.push(f"event: error\ndata: {{\"code\":\"{err.code}\"}}\n\n".encode())
+                    sink.push(f'event: error\ndata: {{"code":"{err.code}"}}\n\n'.encode())
                     await sink.flush()
                     break
             if request.transport is None or request.transport.is_closing():

@@ -21,6 +21,7 @@ For each visitor message stored while the conversation is with the bot (the visi
 A provider failure stores a system notice instead. The visitor may disconnect at any time:
 the turn does not depend on the socket, and the stored reply is replayed on reconnect.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,18 +54,65 @@ HISTORY_MESSAGES = 10
 USE_AT = 0.35
 
 HANDOFF_PHRASES = {
-    "en": ["talk to a human", "speak to a human", "talk to a person", "speak to a person", "talk with a human",
-           "speak with a human", "talk to someone", "speak to someone", "real person", "human agent", "live agent",
-           "talk to an agent", "speak to an agent", "customer service representative", "talk to support staff",
-           "connect me to a human", "i want a human", "human please"],
-    "es": ["hablar con una persona", "hablar con un humano", "hablar con alguien", "persona real", "agente humano",
-           "hablar con un agente", "quiero un humano", "atencion humana"],
-    "fr": ["parler a un humain", "parler a une personne", "parler avec un humain", "parler a quelqu'un",
-           "vraie personne", "agent humain", "parler a un conseiller", "un humain svp"],
-    "de": ["mit einem menschen sprechen", "mit einem mitarbeiter sprechen", "mit jemandem sprechen",
-           "echten menschen", "menschlichen mitarbeiter", "echte person", "mit einer person sprechen"],
-    "tr": ["insanla konusmak", "insanla gorusmek", "bir insanla", "musteri temsilcisi", "canli destek",
-           "gercek bir insan", "temsilciyle gorusmek", "yetkiliyle gorusmek"],
+    "en": [
+        "talk to a human",
+        "speak to a human",
+        "talk to a person",
+        "speak to a person",
+        "talk with a human",
+        "speak with a human",
+        "talk to someone",
+        "speak to someone",
+        "real person",
+        "human agent",
+        "live agent",
+        "talk to an agent",
+        "speak to an agent",
+        "customer service representative",
+        "talk to support staff",
+        "connect me to a human",
+        "i want a human",
+        "human please",
+    ],
+    "es": [
+        "hablar con una persona",
+        "hablar con un humano",
+        "hablar con alguien",
+        "persona real",
+        "agente humano",
+        "hablar con un agente",
+        "quiero un humano",
+        "atencion humana",
+    ],
+    "fr": [
+        "parler a un humain",
+        "parler a une personne",
+        "parler avec un humain",
+        "parler a quelqu'un",
+        "vraie personne",
+        "agent humain",
+        "parler a un conseiller",
+        "un humain svp",
+    ],
+    "de": [
+        "mit einem menschen sprechen",
+        "mit einem mitarbeiter sprechen",
+        "mit jemandem sprechen",
+        "echten menschen",
+        "menschlichen mitarbeiter",
+        "echte person",
+        "mit einer person sprechen",
+    ],
+    "tr": [
+        "insanla konusmak",
+        "insanla gorusmek",
+        "bir insanla",
+        "musteri temsilcisi",
+        "canli destek",
+        "gercek bir insan",
+        "temsilciyle gorusmek",
+        "yetkiliyle gorusmek",
+    ],
 }
 HANDOFF_WORDS = {"human", "agent", "operator", "humano", "humain", "mensch", "insan", "temsilci", "person"}
 # A yes to "would you like to talk to a person?" (folded: no accents, lower case). Only a short
@@ -177,42 +225,77 @@ async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
     conv = await conn.fetchrow(
         """SELECT c.status, c.locale, b.config FROM parley.conversations c
              JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
-            WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""", turn.conversation_id)
+            WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""",
+        turn.conversation_id,
+    )
     if conv is None:
         return None
     over = await conn.fetchval(
         "SELECT parley.limit_reached(l.ai_msgs_per_day, parley.usage_on('ai_messages')) "
-        "FROM parley.effective_limits(parley.current_tenant_id()) l")
-    has_lead = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1)",
-                                   turn.conversation_id)
+        "FROM parley.effective_limits(parley.current_tenant_id()) l"
+    )
+    has_lead = await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1)", turn.conversation_id
+    )
     has_vectors = await conn.fetchval(HAS_VECTORS, turn.chatbot_id)
     history = await conn.fetch(
         """SELECT author, body FROM parley.messages
             WHERE tenant_id = parley.current_tenant_id() AND conversation_id = $1
               AND author IN ('visitor', 'bot', 'agent') AND id < $2
-            ORDER BY id DESC LIMIT $3""", turn.conversation_id, int(turn.message.get("id") or 2**62),
-        HISTORY_MESSAGES)
+            ORDER BY id DESC LIMIT $3""",
+        turn.conversation_id,
+        int(turn.message.get("id") or 2**62),
+        HISTORY_MESSAGES,
+    )
     offered = await conn.fetchval(
         """SELECT m.meta->'offer_human' = 'true'::jsonb FROM parley.messages m
             WHERE m.tenant_id = parley.current_tenant_id() AND m.conversation_id = $1
               AND m.author <> 'note' AND m.id < $2
-            ORDER BY m.id DESC LIMIT 1""", turn.conversation_id, int(turn.message.get("id") or 2**62))
+            ORDER BY m.id DESC LIMIT 1""",
+        turn.conversation_id,
+        int(turn.message.get("id") or 2**62),
+    )
     config = dict(conv["config"] or {})
-    return TurnState(status=conv["status"], config=config, quota_left=not over,
-                     lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
-                     has_lead=bool(has_lead), has_vectors=bool(has_vectors),
-                     history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)],
-                     offered=bool(offered), locale=conv["locale"])
+    return TurnState(
+        status=conv["status"],
+        config=config,
+        quota_left=not over,
+        lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
+        has_lead=bool(has_lead),
+        has_vectors=bool(has_vectors),
+        history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)],
+        offered=bool(offered),
+        locale=conv["locale"],
+    )
 
 
-async def _record(turn: BotTurn, question: str, outcome: str, grounded: bool, *, reply_id=None, provider=None,
-                  passages: int = 0, first_token_ms=None, total_ms=None) -> None:
+async def _record(
+    turn: BotTurn,
+    question: str,
+    outcome: str,
+    grounded: bool,
+    *,
+    reply_id=None,
+    provider=None,
+    passages: int = 0,
+    first_token_ms=None,
+    total_ms=None,
+) -> None:
     try:
         async with turn.service_tx() as conn:
             await conn.execute(
                 "SELECT parley.record_assistant_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                turn.conversation_id, question, outcome, grounded, turn.message.get("id"), reply_id, provider,
-                passages, first_token_ms, total_ms)
+                turn.conversation_id,
+                question,
+                outcome,
+                grounded,
+                turn.message.get("id"),
+                reply_id,
+                provider,
+                passages,
+                first_token_ms,
+                total_ms,
+            )
     except asyncpg.PostgresError as exc:
         log.warning("assistant turn not recorded: %s", exc)
 
@@ -221,8 +304,12 @@ async def _notice(turn: BotTurn, body: str, code: str) -> None:
     """A system message the visitor must see (stored, so it survives reconnects)."""
     try:
         async with turn.service_tx() as conn:
-            await conn.fetchrow("SELECT * FROM parley.post_message($1, 'system', $2, NULL, $3)",
-                                turn.conversation_id, body, {"notice": code, "offer_human": code != "handoff"})
+            await conn.fetchrow(
+                "SELECT * FROM parley.post_message($1, 'system', $2, NULL, $3)",
+                turn.conversation_id,
+                body,
+                {"notice": code, "offer_human": code != "handoff"},
+            )
     except asyncpg.PostgresError as exc:
         log.warning("notice %s not stored: %s", code, exc)
 
@@ -230,8 +317,9 @@ async def _notice(turn: BotTurn, body: str, code: str) -> None:
 def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
     if state.lead_mode == "before_handoff" and not state.has_lead:
         fields = (state.config.get("lead_capture") or {}).get("fields") or ["name", "email"]
-        turn.relay.broadcast_local(turn.tenant_id, turn.conversation_id,
-                                   {"type": "lead_request", "fields": list(fields)}, agents=False)
+        turn.relay.broadcast_local(
+            turn.tenant_id, turn.conversation_id, {"type": "lead_request", "fields": list(fields)}, agents=False
+        )
 
 
 async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
@@ -283,8 +371,9 @@ async def _respond(turn: BotTurn) -> None:
     embedder = get_embedder() if state.has_vectors else None
     vector = await query_vector(embedder, question)
     async with turn.service_tx() as conn:
-        found, _mode = await search_passages(conn, turn.chatbot_id, question, TOP_K, vector,
-                                             embedder.model if embedder else None)
+        found, _mode = await search_passages(
+            conn, turn.chatbot_id, question, TOP_K, vector, embedder.model if embedder else None
+        )
         try:
             llm = await resolve_llm(conn, turn.settings, turn.tenant_id, turn.chatbot_id)
         except (FetchError, ValueError) as exc:
@@ -331,8 +420,12 @@ async def _respond(turn: BotTurn) -> None:
         if not text:
             text, offer = TEXTS["unknown"][lang], True
 
-    meta = {"citations": citations_of(text, passages) if grounded else [], "stream_id": stream_id,
-            "grounded": grounded, "provider": provider}
+    meta = {
+        "citations": citations_of(text, passages) if grounded else [],
+        "stream_id": stream_id,
+        "grounded": grounded,
+        "provider": provider,
+    }
     if offer or not grounded:  # a declined question (decline rule, no passage) offers a person
         meta["offer_human"] = True
     turn.typing(False)
@@ -347,13 +440,22 @@ async def _respond(turn: BotTurn) -> None:
         if mapped is not None and mapped.status == 409:
             return  # a human took over while the answer was generated: stay silent
         raise
-    await _record(turn, question, "answered" if grounded else "unknown", grounded, reply_id=reply.get("id"),
-                  provider=provider, passages=len(passages), first_token_ms=first_token_ms,
-                  total_ms=int((time.monotonic() - started) * 1000))
+    await _record(
+        turn,
+        question,
+        "answered" if grounded else "unknown",
+        grounded,
+        reply_id=reply.get("id"),
+        provider=provider,
+        passages=len(passages),
+        first_token_ms=first_token_ms,
+        total_ms=int((time.monotonic() - started) * 1000),
+    )
     if not grounded:
         async with turn.service_tx() as conn:
-            status = await conn.fetchval("SELECT c.status FROM parley.conversations c WHERE c.id = $1",
-                                         turn.conversation_id)
+            status = await conn.fetchval(
+                "SELECT c.status FROM parley.conversations c WHERE c.id = $1", turn.conversation_id
+            )
         if status == "waiting_human":  # this miss reached handoff.miss_threshold (store_message)
             _lead_before_handoff(turn, state)
             await _notice(turn, TEXTS["handoff"][lang], "handoff")

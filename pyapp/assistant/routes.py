@@ -1,4 +1,5 @@
 """`/api/assistant/llm`: the LLM provider of the tenant or of one chatbot (keys stored encrypted, never returned)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,9 +28,12 @@ class LLMSettingsIn(BaseModel):
 async def list_llm_settings(call: Call):
     """The LLM providers set for the tenant (chatbot_id null) and per chatbot; keys are never returned."""
     async with call.tx() as conn:
-        return rows(await conn.fetch(
-            """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
-                 FROM parley.llm_settings ORDER BY chatbot_id NULLS FIRST"""))
+        return rows(
+            await conn.fetch(
+                """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
+                 FROM parley.llm_settings ORDER BY chatbot_id NULLS FIRST"""
+            )
+        )
 
 
 @api.route("PUT", "/api/assistant/llm", body=LLMSettingsIn, min_role="admin", tags=("assistant",))
@@ -42,30 +46,50 @@ async def put_llm_settings(call: Call):
         except FetchError as exc:
             raise ApiError(422, "url_not_allowed", f"This provider URL cannot be used: {exc.message}") from None
     async with call.tx() as conn:
-        if body.chatbot_id and not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)",
-                                                       body.chatbot_id):
+        if body.chatbot_id and not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM parley.chatbots WHERE id = $1)", body.chatbot_id
+        ):
             raise not_found("chatbot")
-        enc = (await seal_llm_key(conn, call.settings.secret_key, call.member.tenant_id, body.chatbot_id, body.api_key)
-               if body.api_key else None)
+        enc = (
+            await seal_llm_key(conn, call.settings.secret_key, call.member.tenant_id, body.chatbot_id, body.api_key)
+            if body.api_key
+            else None
+        )
         existing = await conn.fetchval(
-            "SELECT id FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1", body.chatbot_id)
+            "SELECT id FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1", body.chatbot_id
+        )
         if existing:
             await conn.execute(
                 """UPDATE parley.llm_settings SET provider = $2, base_url = $3, model = $4,
                           api_key_enc = coalesce($5, api_key_enc), updated_at = now() WHERE id = $1""",
-                existing, body.provider, body.base_url, body.model, enc)
+                existing,
+                body.provider,
+                body.base_url,
+                body.model,
+                enc,
+            )
         else:
             await conn.execute(
                 """INSERT INTO parley.llm_settings (tenant_id, chatbot_id, provider, base_url, model, api_key_enc)
                    VALUES (parley.current_tenant_id(), $1, $2, $3, $4, $5)""",
-                body.chatbot_id, body.provider, body.base_url, body.model, enc)
-        await conn.execute("SELECT parley.write_audit('llm_settings.set', 'chatbot', $1, $2)",
-                           str(body.chatbot_id) if body.chatbot_id else None,
-                           {"provider": body.provider, "base_url": body.base_url, "model": body.model,
-                            "key_set": enc is not None})
-        return dict(await conn.fetchrow(
-            """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
-                 FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1""", body.chatbot_id))
+                body.chatbot_id,
+                body.provider,
+                body.base_url,
+                body.model,
+                enc,
+            )
+        await conn.execute(
+            "SELECT parley.write_audit('llm_settings.set', 'chatbot', $1, $2)",
+            str(body.chatbot_id) if body.chatbot_id else None,
+            {"provider": body.provider, "base_url": body.base_url, "model": body.model, "key_set": enc is not None},
+        )
+        return dict(
+            await conn.fetchrow(
+                """SELECT id, chatbot_id, provider, base_url, model, api_key_enc IS NOT NULL AS has_key, updated_at
+                 FROM parley.llm_settings WHERE chatbot_id IS NOT DISTINCT FROM $1""",
+                body.chatbot_id,
+            )
+        )
 
 
 class LLMTestIn(BaseModel):
@@ -81,7 +105,9 @@ async def test_llm_settings(call: Call):
     async with call.tx() as conn:
         row = await conn.fetchrow(
             """SELECT provider, base_url, model, api_key_enc, chatbot_id FROM parley.llm_settings
-                WHERE chatbot_id IS NOT DISTINCT FROM $1""", body.chatbot_id)
+                WHERE chatbot_id IS NOT DISTINCT FROM $1""",
+            body.chatbot_id,
+        )
         if row is None:
             raise not_found("llm_settings")
         if row["provider"] == "none":
@@ -89,7 +115,11 @@ async def test_llm_settings(call: Call):
         try:
             llm = await llm_from_row(conn, call.settings, call.member.tenant_id, row)
         except FetchError as exc:
-            return {"ok": False, "code": "url_not_allowed", "message": f"This provider URL cannot be used: {exc.message}"}
+            return {
+                "ok": False,
+                "code": "url_not_allowed",
+                "message": f"This provider URL cannot be used: {exc.message}",
+            }
     reply = []
     try:
         async with asyncio.timeout(20):

@@ -5,6 +5,7 @@ A stored key is b"PE1" + the tenant data key's id (4 bytes) + the key sealed wit
 pyapp/channels/envelope.py. Keys stored before the envelope (nonce + AES-GCM under a key derived
 from the server secret) still open, and `parley rotate-kek` moves them into the envelope.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,16 +33,19 @@ def _channel(chatbot_id: uuid.UUID | None) -> uuid.UUID:
     return chatbot_id or TENANT_DEFAULT
 
 
-async def seal_llm_key(conn, secret_key: str, tenant_id: uuid.UUID, chatbot_id: uuid.UUID | None,
-                       api_key: str) -> bytes:
+async def seal_llm_key(
+    conn, secret_key: str, tenant_id: uuid.UUID, chatbot_id: uuid.UUID | None, api_key: str
+) -> bytes:
     """The stored form of a provider key (inside the tenant's transaction)."""
-    key_id, sealed = await seal_for(conn, Keyring.from_settings(secret_key), tenant_id, _channel(chatbot_id),
-                                    PURPOSE, api_key)
+    key_id, sealed = await seal_for(
+        conn, Keyring.from_settings(secret_key), tenant_id, _channel(chatbot_id), PURPOSE, api_key
+    )
     return MAGIC + key_id.to_bytes(4, "big") + sealed
 
 
-async def open_llm_key(conn, secret_key: str, tenant_id: uuid.UUID, chatbot_id: uuid.UUID | None,
-                       blob: bytes | None) -> str | None:
+async def open_llm_key(
+    conn, secret_key: str, tenant_id: uuid.UUID, chatbot_id: uuid.UUID | None, blob: bytes | None
+) -> str | None:
     """The provider key from its stored form (None when none is stored)."""
     if not blob:
         return None
@@ -58,14 +62,21 @@ async def open_llm_key(conn, secret_key: str, tenant_id: uuid.UUID, chatbot_id: 
 async def move_legacy_keys(conn, secret_key: str) -> int:
     """Re-store every provider key still in the pre-envelope form (admin connection, all tenants)."""
     moved = 0
-    rows = await conn.fetch("SELECT tenant_id, id, chatbot_id, api_key_enc FROM parley.llm_settings"
-                            " WHERE api_key_enc IS NOT NULL AND substring(api_key_enc FROM 1 FOR 3) <> $1", MAGIC)
+    rows = await conn.fetch(
+        "SELECT tenant_id, id, chatbot_id, api_key_enc FROM parley.llm_settings"
+        " WHERE api_key_enc IS NOT NULL AND substring(api_key_enc FROM 1 FOR 3) <> $1",
+        MAGIC,
+    )
     for r in rows:
         plain = _legacy_decrypt(secret_key, r["tenant_id"], r["api_key_enc"])
         await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(r["tenant_id"]))
         blob = await seal_llm_key(conn, secret_key, r["tenant_id"], r["chatbot_id"], plain)
-        await conn.execute("UPDATE parley.llm_settings SET api_key_enc = $2 WHERE tenant_id = $1 AND id = $3",
-                           r["tenant_id"], blob, r["id"])
+        await conn.execute(
+            "UPDATE parley.llm_settings SET api_key_enc = $2 WHERE tenant_id = $1 AND id = $3",
+            r["tenant_id"],
+            blob,
+            r["id"],
+        )
         moved += 1
     await conn.execute("SELECT set_config('app.tenant_id', '', true)")
     return moved

@@ -8,6 +8,7 @@ Read once from the environment (or `Settings.extra["billing"]`, which tests use)
   for overage (default parley_conversations / parley_ai_messages).
 - PARLEY_STRIPE_API_BASE: another API host (tests point it at a local fake).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,8 +24,9 @@ class BillingConfig:
     secret_key: str = ""
     webhook_secret: str = ""
     prices: dict = field(default_factory=dict)  # {"starter:month": "price_..."}
-    meters: dict = field(default_factory=lambda: {"conversations": "parley_conversations",
-                                                  "ai_messages": "parley_ai_messages"})
+    meters: dict = field(
+        default_factory=lambda: {"conversations": "parley_conversations", "ai_messages": "parley_ai_messages"}
+    )
     api_base: str = ""
     currency: str = "usd"
 
@@ -49,8 +51,10 @@ def from_env(env=os.environ) -> BillingConfig:
         secret_key=env.get("PARLEY_STRIPE_SECRET_KEY", ""),
         webhook_secret=env.get("PARLEY_STRIPE_WEBHOOK_SECRET", ""),
         prices=_prices(env.get("PARLEY_STRIPE_PRICES", "")),
-        meters={"conversations": env.get("PARLEY_STRIPE_METER_CONVERSATIONS", "parley_conversations"),
-                "ai_messages": env.get("PARLEY_STRIPE_METER_AI_MESSAGES", "parley_ai_messages")},
+        meters={
+            "conversations": env.get("PARLEY_STRIPE_METER_CONVERSATIONS", "parley_conversations"),
+            "ai_messages": env.get("PARLEY_STRIPE_METER_AI_MESSAGES", "parley_ai_messages"),
+        },
         api_base=env.get("PARLEY_STRIPE_API_BASE", ""),
     )
 

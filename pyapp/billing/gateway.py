@@ -4,6 +4,7 @@ Knows nothing about tenants or rules: it turns Parley's requests into Stripe cal
 `stripe` library, API version pinned) and Stripe's subscriptions into the plain state dict
 `parley.change_plan` takes.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -40,8 +41,11 @@ class Gateway:
             raise PaymentsDisabled()
         if self._client is None:
             self._http = stripe.AIOHTTPClient(timeout=20)
-            kwargs: dict[str, Any] = {"stripe_version": STRIPE_API_VERSION, "http_client": self._http,
-                                      "max_network_retries": 2}
+            kwargs: dict[str, Any] = {
+                "stripe_version": STRIPE_API_VERSION,
+                "http_client": self._http,
+                "max_network_retries": 2,
+            }
             if self.config.api_base:
                 kwargs["base_addresses"] = {"api": self.config.api_base}
             self._client = stripe.StripeClient(self.config.secret_key, **kwargs)
@@ -73,43 +77,75 @@ class Gateway:
         if email:
             params["email"] = email
         customer = await self.client().v1.customers.create_async(
-            params, options={"idempotency_key": f"parley-customer-{tenant_id}"})
+            params, options={"idempotency_key": f"parley-customer-{tenant_id}"}
+        )
         return customer.id
 
     def _line_items(self, plan: dict, interval: Interval, extra_seats: int) -> list[SessionCreateParamsLineItem]:
-        items = [self._item(plan, interval, f"{plan['id']}:{interval}",
-                            plan["price_monthly_cents"] if interval == "month" else plan["price_annual_cents"],
-                            f"Parley {plan['name']}", 1)]
+        items = [
+            self._item(
+                plan,
+                interval,
+                f"{plan['id']}:{interval}",
+                plan["price_monthly_cents"] if interval == "month" else plan["price_annual_cents"],
+                f"Parley {plan['name']}",
+                1,
+            )
+        ]
         if extra_seats:
             seat_cents = plan["seat_price_cents"] * (1 if interval == "month" else 10)
             items.append(self._item(plan, interval, f"seat:{interval}", seat_cents, "Parley extra seat", extra_seats))
         return items
 
-    def _item(self, plan: dict, interval: Interval, name: str, cents: int, label: str,
-              quantity: int) -> SessionCreateParamsLineItem:
+    def _item(
+        self, plan: dict, interval: Interval, name: str, cents: int, label: str, quantity: int
+    ) -> SessionCreateParamsLineItem:
         price = self.config.prices.get(name)
         if price:
             return {"price": price, "quantity": quantity}
-        return {"quantity": quantity,
-                "price_data": {"currency": self.config.currency, "unit_amount": cents,
-                               "recurring": {"interval": interval}, "product_data": {"name": label}}}
+        return {
+            "quantity": quantity,
+            "price_data": {
+                "currency": self.config.currency,
+                "unit_amount": cents,
+                "recurring": {"interval": interval},
+                "product_data": {"name": label},
+            },
+        }
 
-    async def checkout_session(self, *, tenant_id: str, customer: str, plan: dict, interval: Interval,
-                               extra_seats: int, success_url: str, cancel_url: str) -> str:
+    async def checkout_session(
+        self,
+        *,
+        tenant_id: str,
+        customer: str,
+        plan: dict,
+        interval: Interval,
+        extra_seats: int,
+        success_url: str,
+        cancel_url: str,
+    ) -> str:
         """A subscription Checkout Session; its metadata names the tenant, plan and interval."""
         meta = {"tenant_id": tenant_id, "plan": plan["id"], "interval": interval, "extra_seats": str(extra_seats)}
-        session = await self.client().v1.checkout.sessions.create_async({
-            "mode": "subscription", "customer": customer, "client_reference_id": tenant_id,
-            "line_items": self._line_items(plan, interval, extra_seats),
-            "success_url": success_url, "cancel_url": cancel_url,
-            "metadata": meta, "subscription_data": {"metadata": meta}})
+        session = await self.client().v1.checkout.sessions.create_async(
+            {
+                "mode": "subscription",
+                "customer": customer,
+                "client_reference_id": tenant_id,
+                "line_items": self._line_items(plan, interval, extra_seats),
+                "success_url": success_url,
+                "cancel_url": cancel_url,
+                "metadata": meta,
+                "subscription_data": {"metadata": meta},
+            }
+        )
         if session.url is None:  # Stripe sets it for hosted sessions, which these are
             raise stripe.InvalidRequestError("Stripe returned a Checkout Session without a URL.", None)
         return session.url
 
     async def portal_session(self, customer: str, return_url: str) -> str:
         session = await self.client().v1.billing_portal.sessions.create_async(
-            {"customer": customer, "return_url": return_url})
+            {"customer": customer, "return_url": return_url}
+        )
         return session.url
 
     async def cancel_at_period_end(self, subscription_id: str) -> dict:
@@ -148,23 +184,34 @@ class Gateway:
         start = sub.get("current_period_start") or item.get("current_period_start")
         end = sub.get("current_period_end") or item.get("current_period_end")
         customer = sub.get("customer")
-        state = {"provider": "stripe", "interval": interval, "status": _status(sub.get("status")),
-                 "extra_seats": seats, "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
-                 "customer_ref": customer if isinstance(customer, str) else (customer or {}).get("id"),
-                 "subscription_ref": sub.get("id"), "synced_at": synced_at.isoformat(),
-                 "current_period_start": _iso(start), "current_period_end": _iso(end)}
+        state = {
+            "provider": "stripe",
+            "interval": interval,
+            "status": _status(sub.get("status")),
+            "extra_seats": seats,
+            "cancel_at_period_end": bool(sub.get("cancel_at_period_end")),
+            "customer_ref": customer if isinstance(customer, str) else (customer or {}).get("id"),
+            "subscription_ref": sub.get("id"),
+            "synced_at": synced_at.isoformat(),
+            "current_period_start": _iso(start),
+            "current_period_end": _iso(end),
+        }
         if delinquent_since is not None:
             state["delinquent_since"] = delinquent_since.isoformat()
         return state
 
     # ------------------------------------------------------------------ metering
 
-    async def meter_event(self, *, event_name: str, customer: str, value: int, identifier: str,
-                          timestamp: int) -> None:
+    async def meter_event(self, *, event_name: str, customer: str, value: int, identifier: str, timestamp: int) -> None:
         """One Billing Meter event; Stripe drops a second event with the same identifier."""
-        await self.client().v1.billing.meter_events.create_async({
-            "event_name": event_name, "identifier": identifier, "timestamp": timestamp,
-            "payload": {"stripe_customer_id": customer, "value": str(value)}})
+        await self.client().v1.billing.meter_events.create_async(
+            {
+                "event_name": event_name,
+                "identifier": identifier,
+                "timestamp": timestamp,
+                "payload": {"stripe_customer_id": customer, "value": str(value)},
+            }
+        )
 
 
 def _status(status: str | None) -> str:

@@ -5,6 +5,7 @@ admin; redirect URLs come from the configured public URL, never the Host header.
 webhook verifies the raw body, re-reads the subscription from Stripe and applies it with
 `parley.change_plan` in the same transaction that records the event id (a replay is a no-op).
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -28,8 +29,14 @@ log = logging.getLogger("parley.billing")
 TAGS = ("billing",)
 GATEWAY = web.AppKey("billing_gateway", Gateway)
 
-HANDLED = ("checkout.session.completed", "customer.subscription.created", "customer.subscription.updated",
-           "customer.subscription.deleted", "invoice.paid", "invoice.payment_failed")
+HANDLED = (
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+)
 
 
 class CheckoutIn(BaseModel):
@@ -67,8 +74,7 @@ def _public_url(call: Call, path: str) -> str:
 @api.route("GET", "/api/billing/plans", summary="The plans on offer", tags=TAGS)
 async def list_plans(call: Call):
     async with call.tx() as conn:
-        return {"plans": await conn.fetchval("SELECT parley.plan_catalog()"),
-                "payments_live": gateway(call).live}
+        return {"plans": await conn.fetchval("SELECT parley.plan_catalog()"), "payments_live": gateway(call).live}
 
 
 @api.route("GET", "/api/billing", min_role="admin", summary="Plan, subscription, meters and warnings", tags=TAGS)
@@ -79,8 +85,16 @@ async def overview(call: Call):
     return out
 
 
-@api.route("POST", "/api/billing/checkout", min_role="admin", keys=False, body=CheckoutIn, response=UrlOut,
-           summary="Start a Stripe Checkout for a plan and interval", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/billing/checkout",
+    min_role="admin",
+    keys=False,
+    body=CheckoutIn,
+    response=UrlOut,
+    summary="Start a Stripe Checkout for a plan and interval",
+    tags=TAGS,
+)
 async def checkout(call: Call):
     gw = gateway(call)
     if not gw.live:
@@ -94,9 +108,11 @@ async def checkout(call: Call):
             raise ApiError(422, "free_plan", "Free plans need no checkout; downgrade instead.")
         if call.body.extra_seats > plan["max_extra_seats"]:
             raise ApiError(422, "too_many_seats", f"This plan allows at most {plan['max_extra_seats']} extra seats.")
-        tenant = await conn.fetchrow("SELECT t.id, t.name, s.customer_ref FROM parley.tenants t "
-                                     "LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id "
-                                     "WHERE t.id = parley.current_tenant_id()")
+        tenant = await conn.fetchrow(
+            "SELECT t.id, t.name, s.customer_ref FROM parley.tenants t "
+            "LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id "
+            "WHERE t.id = parley.current_tenant_id()"
+        )
         email = await conn.fetchval("SELECT email FROM parley.users WHERE id = parley.current_user_id()")
     try:
         customer = tenant["customer_ref"]
@@ -106,16 +122,28 @@ async def checkout(call: Call):
                 await conn.execute("SELECT parley.attach_billing_customer($1)", customer)
                 customer = await conn.fetchval("SELECT customer_ref FROM parley.subscriptions")
         url = await gw.checkout_session(
-            tenant_id=str(tenant["id"]), customer=customer, plan=plan, interval=call.body.interval,
-            extra_seats=call.body.extra_seats, success_url=_public_url(call, "/console/billing?checkout=done"),
-            cancel_url=_public_url(call, "/console/billing?checkout=cancelled"))
+            tenant_id=str(tenant["id"]),
+            customer=customer,
+            plan=plan,
+            interval=call.body.interval,
+            extra_seats=call.body.extra_seats,
+            success_url=_public_url(call, "/console/billing?checkout=done"),
+            cancel_url=_public_url(call, "/console/billing?checkout=cancelled"),
+        )
     except stripe.StripeError as exc:
         raise _stripe_failed(exc) from None
     return {"url": url}
 
 
-@api.route("POST", "/api/billing/portal", min_role="admin", keys=False, response=UrlOut,
-           summary="Open the Stripe customer portal", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/billing/portal",
+    min_role="admin",
+    keys=False,
+    response=UrlOut,
+    summary="Open the Stripe customer portal",
+    tags=TAGS,
+)
 async def portal(call: Call):
     gw = gateway(call)
     if not gw.live:
@@ -131,8 +159,15 @@ async def portal(call: Call):
     return {"url": url}
 
 
-@api.route("POST", "/api/billing/downgrade", min_role="admin", keys=False, body=DowngradeIn,
-           summary="Go down to a free plan", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/billing/downgrade",
+    min_role="admin",
+    keys=False,
+    body=DowngradeIn,
+    summary="Go down to a free plan",
+    tags=TAGS,
+)
 async def downgrade(call: Call):
     """A paid Stripe subscription is cancelled at its period's end (the webhook then switches);
     otherwise the plan changes now, through parley.change_plan."""
@@ -143,11 +178,13 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
     gw = gateway(request)
     async with tx() as conn:
         sub = await conn.fetchrow("SELECT provider, status, subscription_ref FROM parley.subscriptions")
-        live_sub = (sub is not None and sub["provider"] == "stripe" and sub["subscription_ref"]
-                    and sub["status"] != "canceled")
+        live_sub = (
+            sub is not None and sub["provider"] == "stripe" and sub["subscription_ref"] and sub["status"] != "canceled"
+        )
         if not (live_sub and gw.live):
-            result = await conn.fetchval("SELECT parley.change_plan($1, 'downgrade', $2)", plan,
-                                         {"provider": "none", "status": "active"})
+            result = await conn.fetchval(
+                "SELECT parley.change_plan($1, 'downgrade', $2)", plan, {"provider": "none", "status": "active"}
+            )
             return {"scheduled": False, "plan": result["plan"]}
         # Paid through Stripe: the price check in SQL still applies before we touch Stripe.
         if await conn.fetchval("SELECT price_monthly_cents FROM parley.plans WHERE id = $1", plan) != 0:
@@ -161,7 +198,9 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
 
 
 class UsageQuery(BaseModel):
-    month: str | None = Field(default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month")
+    month: str | None = Field(
+        default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month"
+    )
     format: Literal["json", "csv"] = "json"
 
 
@@ -172,15 +211,27 @@ async def usage_feed(call: Call):
         start = month or await conn.fetchval("SELECT parley.period_start()")
         end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
         days = await conn.fetch("SELECT * FROM parley.usage_days($1, $2)", start, end)
-        reported = await conn.fetch("SELECT metric, sum(quantity) AS quantity FROM parley.usage_reports "
-                                    "WHERE period_start = $1 GROUP BY metric ORDER BY metric", start)
+        reported = await conn.fetch(
+            "SELECT metric, sum(quantity) AS quantity FROM parley.usage_reports "
+            "WHERE period_start = $1 GROUP BY metric ORDER BY metric",
+            start,
+        )
     if call.query.format == "csv":
         lines = ["day,messages,ai_messages,conversations,active_seats"]
-        lines += [f"{d['day']},{d['messages']},{d['ai_messages']},{d['conversations']},{d['active_seats']}" for d in days]
-        return web.Response(text="\r\n".join(lines) + "\r\n", content_type="text/csv", charset="utf-8",
-                            headers={"Content-Disposition": f'attachment; filename="usage-{start:%Y-%m}.csv"'})
-    return {"month": f"{start:%Y-%m}", "days": [dict(d) for d in days],
-            "overage_reported": {r["metric"]: r["quantity"] for r in reported}}
+        lines += [
+            f"{d['day']},{d['messages']},{d['ai_messages']},{d['conversations']},{d['active_seats']}" for d in days
+        ]
+        return web.Response(
+            text="\r\n".join(lines) + "\r\n",
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="usage-{start:%Y-%m}.csv"'},
+        )
+    return {
+        "month": f"{start:%Y-%m}",
+        "days": [dict(d) for d in days],
+        "overage_reported": {r["metric"]: r["quantity"] for r in reported},
+    }
 
 
 # ---------------------------------------------------------------------------------- webhook
@@ -222,8 +273,9 @@ async def webhook(request: web.Request) -> web.Response:
         return web.json_response({"received": True, "ignored": "no tenant"})
     created = dt.datetime.fromtimestamp(int(event.get("created") or 0), dt.UTC)
     plan, _, _ = gw.plan_of(sub)
-    state = gw.state_of(sub, synced_at=dt.datetime.now(dt.UTC),
-                        delinquent_since=created if kind == "invoice.payment_failed" else None)
+    state = gw.state_of(
+        sub, synced_at=dt.datetime.now(dt.UTC), delinquent_since=created if kind == "invoice.payment_failed" else None
+    )
     if state["status"] == "canceled":
         plan = "free"
     if not plan:

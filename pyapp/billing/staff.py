@@ -6,6 +6,7 @@ inside a tenant runs in that tenant's transaction as actor `staff` through begin
 plan changes use parley.change_plan like the webhook and every action lands in the tenant's
 audit trail with actor staff.
 """
+
 from __future__ import annotations
 
 import os
@@ -73,17 +74,30 @@ def admin_emails(settings) -> list[str]:
 async def staff_tx(call: Call):
     """A cross-tenant staff transaction: SQL checks the person is staff first."""
     async with call.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SELECT parley.begin_staff_request($1, $2, $3, $4)", call.user_id, call.session_id,
-                           client_ip(call.request), call.request.get(REQUEST_ID))
+        await conn.execute(
+            "SELECT parley.begin_staff_request($1, $2, $3, $4)",
+            call.user_id,
+            call.session_id,
+            client_ip(call.request),
+            call.request.get(REQUEST_ID),
+        )
         yield conn
 
 
 def in_tenant(call: Call):
     """The target tenant's transaction, as staff (begin_request checks staff and the session)."""
-    return tenant_tx(call.pool, Actor(tenant_id=call.uuid_param("tenant_id"), kind="staff",
-                                      actor_id=str(call.user_id), session_id=call.session_id,
-                                      ip=client_ip(call.request), request_id=call.request.get(REQUEST_ID),
-                                      min_role="owner"))
+    return tenant_tx(
+        call.pool,
+        Actor(
+            tenant_id=call.uuid_param("tenant_id"),
+            kind="staff",
+            actor_id=str(call.user_id),
+            session_id=call.session_id,
+            ip=client_ip(call.request),
+            request_id=call.request.get(REQUEST_ID),
+            min_role="owner",
+        ),
+    )
 
 
 @api.route("GET", "/api/staff/stats", auth="user", summary="Installation-wide figures", tags=TAGS)
@@ -95,42 +109,70 @@ async def stats(call: Call):
 @api.route("GET", "/api/staff/tenants", auth="user", query=TenantsQuery, summary="Find tenants", tags=TAGS)
 async def find_tenants(call: Call):
     async with staff_tx(call) as conn:
-        return {"tenants": await conn.fetchval("SELECT parley.staff_find_tenants($1, $2)", call.query.q,
-                                               call.query.limit)}
+        return {
+            "tenants": await conn.fetchval("SELECT parley.staff_find_tenants($1, $2)", call.query.q, call.query.limit)
+        }
 
 
 @api.route("GET", "/api/staff/audit", auth="user", query=AuditQuery, summary="Audit trail across tenants", tags=TAGS)
 async def audit(call: Call):
     async with staff_tx(call) as conn:
-        return {"events": await conn.fetchval("SELECT parley.staff_audit($1, $2)", call.query.tenant_id,
-                                              call.query.limit)}
+        return {
+            "events": await conn.fetchval("SELECT parley.staff_audit($1, $2)", call.query.tenant_id, call.query.limit)
+        }
 
 
-@api.route("POST", "/api/staff/tenants/{tenant_id}/plan", auth="user", body=PlanIn,
-           summary="Assign a plan (the same plan change the webhook makes)", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/staff/tenants/{tenant_id}/plan",
+    auth="user",
+    body=PlanIn,
+    summary="Assign a plan (the same plan change the webhook makes)",
+    tags=TAGS,
+)
 async def assign_plan(call: Call):
     async with in_tenant(call) as conn:
-        return await conn.fetchval("SELECT parley.change_plan($1, 'staff', $2)", call.body.plan,
-                                   {"provider": "staff", "status": "active", "interval": call.body.interval})
+        return await conn.fetchval(
+            "SELECT parley.change_plan($1, 'staff', $2)",
+            call.body.plan,
+            {"provider": "staff", "status": "active", "interval": call.body.interval},
+        )
 
 
-@api.route("POST", "/api/staff/tenants/{tenant_id}/limits", auth="user", body=LimitsIn,
-           summary="Set per-tenant limit overrides (null inherits, 0 unlimited)", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/staff/tenants/{tenant_id}/limits",
+    auth="user",
+    body=LimitsIn,
+    summary="Set per-tenant limit overrides (null inherits, 0 unlimited)",
+    tags=TAGS,
+)
 async def set_limits(call: Call):
     async with in_tenant(call) as conn:
-        return await conn.fetchval("SELECT parley.staff_set_limits($1)",
-                                   call.body.model_dump(exclude_unset=True))
+        return await conn.fetchval("SELECT parley.staff_set_limits($1)", call.body.model_dump(exclude_unset=True))
 
 
-@api.route("POST", "/api/staff/tenants/{tenant_id}/suspend", auth="user", body=SuspendIn,
-           summary="Suspend a tenant (data kept)", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/staff/tenants/{tenant_id}/suspend",
+    auth="user",
+    body=SuspendIn,
+    summary="Suspend a tenant (data kept)",
+    tags=TAGS,
+)
 async def suspend(call: Call):
     async with in_tenant(call) as conn:
         return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend(true, $1)", call.body.reason)}
 
 
-@api.route("POST", "/api/staff/tenants/{tenant_id}/unsuspend", auth="user", body=SuspendIn,
-           summary="Lift a suspension", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/staff/tenants/{tenant_id}/unsuspend",
+    auth="user",
+    body=SuspendIn,
+    summary="Lift a suspension",
+    tags=TAGS,
+)
 async def unsuspend(call: Call):
     async with in_tenant(call) as conn:
         return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend(false, $1)", call.body.reason)}

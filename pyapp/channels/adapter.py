@@ -6,6 +6,7 @@ payload and, when the channel already has one, the conversation's thread); the s
 adapter to ensure a thread, then posts the text, and reports a thread it created in
 ``Result.extra["thread"]`` for the drainer to remember (parley.record_channel_thread).
 """
+
 from __future__ import annotations
 
 import time
@@ -18,6 +19,7 @@ from pyapp.outbox.senders import Delivery, Destination, Outcome, Result
 @dataclass(frozen=True)
 class Action:
     """A button under a post: the action's name (claim, close, release) and its label."""
+
     name: str
     label: str
 
@@ -25,8 +27,15 @@ class Action:
 class ChannelError(Exception):
     """A send the channel refused; ``outcome`` says what the outbox does with the delivery."""
 
-    def __init__(self, outcome: Outcome, message: str, *, status_code: int | None = None,
-                 retry_after: float | None = None, pause_reason: str | None = None):
+    def __init__(
+        self,
+        outcome: Outcome,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+        pause_reason: str | None = None,
+    ):
         super().__init__(message)
         self.outcome = outcome
         self.status_code = status_code
@@ -38,6 +47,7 @@ class ChannelError(Exception):
 class Inbound:
     """An update from a channel, normalised: a message (text, or a command with its argument) or
     a button press (callback_id, command = the button's action), in a thread of a chat."""
+
     update_id: int
     chat: str | None
     thread: str | None
@@ -52,13 +62,13 @@ COMMANDS = ("claim", "close", "release", "reopen", "note", "link")
 
 
 class ChannelAdapter(Protocol):
-    async def ensure_thread(self, destination: Destination, conversation_id: str, title: str,
-                            thread: str | None) -> str: ...
+    async def ensure_thread(
+        self, destination: Destination, conversation_id: str, title: str, thread: str | None
+    ) -> str: ...
 
     async def send_text(self, destination: Destination, thread: str, text: str) -> None: ...
 
-    async def send_actions(self, destination: Destination, thread: str, text: str,
-                           actions: list[Action]) -> None: ...
+    async def send_actions(self, destination: Destination, thread: str, text: str, actions: list[Action]) -> None: ...
 
     def parse_update(self, update: dict[str, Any], bot_username: str) -> Inbound | None: ...
 
@@ -81,8 +91,12 @@ def render(payload: dict[str, Any]) -> tuple[str, list[Action]]:
         return f"{who}: {message.get('body') or ''}", []
     if kind == "human_requested":
         return "The visitor asked for a person.", CONVERSATION_ACTIONS
-    return {"claimed": "Claimed.", "released": "Released: waiting for a person.", "closed": "Closed.",
-            "reopened": "Reopened."}.get(kind, kind.replace("_", " ").capitalize() + "."), []
+    return {
+        "claimed": "Claimed.",
+        "released": "Released: waiting for a person.",
+        "closed": "Closed.",
+        "reopened": "Reopened.",
+    }.get(kind, kind.replace("_", " ").capitalize() + "."), []
 
 
 class ChannelSender:
@@ -102,17 +116,29 @@ class ChannelSender:
             thread = delivery.thread
             if thread is None:
                 thread = created = await self.adapter.ensure_thread(
-                    destination, conversation_id, f"Conversation {conversation_id[:8]}", None)
+                    destination, conversation_id, f"Conversation {conversation_id[:8]}", None
+                )
             if actions:
                 await self.adapter.send_actions(destination, thread, text, actions)
             else:
                 await self.adapter.send_text(destination, thread, text)
         except ChannelError as exc:
-            return Result(exc.outcome, status_code=exc.status_code, latency_ms=_ms(started), error=str(exc)[:1000],
-                          retry_after=exc.retry_after, pause_reason=exc.pause_reason,
-                          extra={"thread": created} if created else {})
-        return Result("delivered", status_code=200, latency_ms=_ms(started), request={"chars": len(text)},
-                      extra={"thread": created} if created else {})
+            return Result(
+                exc.outcome,
+                status_code=exc.status_code,
+                latency_ms=_ms(started),
+                error=str(exc)[:1000],
+                retry_after=exc.retry_after,
+                pause_reason=exc.pause_reason,
+                extra={"thread": created} if created else {},
+            )
+        return Result(
+            "delivered",
+            status_code=200,
+            latency_ms=_ms(started),
+            request={"chars": len(text)},
+            extra={"thread": created} if created else {},
+        )
 
     async def close(self) -> None:
         await self.adapter.close()

@@ -1,4 +1,5 @@
 """The words of an alert or notice, from a delivery's payload (plain text: e-mail body, Slack text)."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Console page /console/alerts: every chatbot's alert channels, add one (e-mail or Slack), send a
 test alert, delete. Same SQL and checks as /api/chatbots/{id}/alerts."""
+
 from __future__ import annotations
 
 import uuid
@@ -11,9 +12,11 @@ from pyapp.channels.envelope import Keyring
 from pyapp.console.web import Ctx, page, redirect
 from pyapp.errors import ApiError, from_postgres
 
-_LIST = ("SELECT parley.alert_channel_json(d.id) AS a, c.name AS chatbot_name FROM parley.outbox_destinations d"
-         " JOIN parley.chatbots c ON c.tenant_id = d.tenant_id AND c.id = d.chatbot_id"
-         " WHERE d.kind IN ('email', 'slack') ORDER BY c.name, d.created_at, d.id")
+_LIST = (
+    "SELECT parley.alert_channel_json(d.id) AS a, c.name AS chatbot_name FROM parley.outbox_destinations d"
+    " JOIN parley.chatbots c ON c.tenant_id = d.tenant_id AND c.id = d.chatbot_id"
+    " WHERE d.kind IN ('email', 'slack') ORDER BY c.name, d.created_at, d.id"
+)
 
 
 async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None, form: dict | None = None):
@@ -21,9 +24,18 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None, form: 
     chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
     events = await ctx.conn.fetchval("SELECT parley.alert_event_kinds()")
     flash = {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}.get(
-        ctx.request.query.get("done", ""))
-    return ctx.render("alerts.html", status=status, alerts=alerts, chatbots=chatbots, events=events, error=error,
-                      form=form or {}, flash=flash)
+        ctx.request.query.get("done", "")
+    )
+    return ctx.render(
+        "alerts.html",
+        status=status,
+        alerts=alerts,
+        chatbots=chatbots,
+        events=events,
+        error=error,
+        form=form or {},
+        flash=flash,
+    )
 
 
 @page("GET", "/console/alerts", min_role="admin")
@@ -44,9 +56,17 @@ async def create(ctx: Ctx):
             raise ApiError(422, "invalid_chatbot", "Choose a chatbot.") from None
         await vet_alert_target(kind, f.get("email"), f.get("slack_webhook_url"))
         async with ctx.savepoint() as conn:
-            await add_alert_channel(conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, chatbot_id,
-                                    kind, (f.get("name") or "Alerts").strip() or "Alerts", f.get("email"),
-                                    f.get("slack_webhook_url"), events)
+            await add_alert_channel(
+                conn,
+                Keyring.from_settings(ctx.settings.secret_key),
+                ctx.tenant,
+                chatbot_id,
+                kind,
+                (f.get("name") or "Alerts").strip() or "Alerts",
+                f.get("email"),
+                f.get("slack_webhook_url"),
+                events,
+            )
     except ApiError as exc:
         return await _page(ctx, status=exc.status, error=exc.message, form=form)
     except asyncpg.PostgresError as exc:

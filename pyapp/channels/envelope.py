@@ -11,6 +11,7 @@ able to unwrap (rotation); without it, one KEK derived from PARLEY_SECRET_KEY ("
 embedded and development installs). `parley rotate-kek` re-wraps every data key under the current
 KEK while the old one keeps working, so nothing stops during a rotation.
 """
+
 from __future__ import annotations
 
 import base64
@@ -65,8 +66,9 @@ class Keyring:
         if kek is None:
             raise SecretUnavailable(f"the key-encryption key {kek_id!r} is not configured")
         try:
-            return AESGCM(kek).decrypt(bytes(wrapped[:12]), bytes(wrapped[12:]),
-                                       f"parley:dk:{tenant_id}:{key_id}".encode())
+            return AESGCM(kek).decrypt(
+                bytes(wrapped[:12]), bytes(wrapped[12:]), f"parley:dk:{tenant_id}:{key_id}".encode()
+            )
         except InvalidTag:
             raise SecretUnavailable("a data key did not unwrap") from None
 
@@ -82,8 +84,11 @@ def seal(data_key: bytes, tenant_id: uuid.UUID, channel_id: uuid.UUID, purpose: 
 
 def open_sealed(data_key: bytes, tenant_id: uuid.UUID, channel_id: uuid.UUID, purpose: str, sealed: bytes) -> str:
     try:
-        return AESGCM(data_key).decrypt(bytes(sealed[:12]), bytes(sealed[12:]),
-                                        _aad(tenant_id, channel_id, purpose)).decode()
+        return (
+            AESGCM(data_key)
+            .decrypt(bytes(sealed[:12]), bytes(sealed[12:]), _aad(tenant_id, channel_id, purpose))
+            .decode()
+        )
     except InvalidTag:
         raise SecretUnavailable("a secret did not open") from None
 
@@ -98,14 +103,14 @@ async def data_key(conn, keyring: Keyring, tenant_id: uuid.UUID) -> tuple[int, b
     return row["id"], keyring.unwrap(tenant_id, row["id"], row["kek_id"], row["wrapped"])
 
 
-async def seal_for(conn, keyring: Keyring, tenant_id: uuid.UUID, channel_id: uuid.UUID, purpose: str,
-                   plaintext: str) -> tuple[int, bytes]:
+async def seal_for(
+    conn, keyring: Keyring, tenant_id: uuid.UUID, channel_id: uuid.UUID, purpose: str, plaintext: str
+) -> tuple[int, bytes]:
     key_id, key = await data_key(conn, keyring, tenant_id)
     return key_id, seal(key, tenant_id, channel_id, purpose, plaintext)
 
 
-async def open_secrets(conn, keyring: Keyring, tenant_id: uuid.UUID, channel_id: uuid.UUID,
-                       purpose: str) -> list[str]:
+async def open_secrets(conn, keyring: Keyring, tenant_id: uuid.UUID, channel_id: uuid.UUID, purpose: str) -> list[str]:
     """The channel's valid secrets of one purpose, newest first (both during a rotation overlap)."""
     rows = await conn.fetch("SELECT * FROM parley.channel_secrets($1, $2)", channel_id, purpose)
     keys: dict[int, bytes] = {}
@@ -123,6 +128,7 @@ async def rotate_kek(conn, keyring: Keyring) -> int:
     for r in await conn.fetch("SELECT * FROM parley.data_keys_to_rewrap($1)", keyring.current):
         key = keyring.unwrap(r["tenant_id"], r["id"], r["kek_id"], r["wrapped"])
         kek_id, wrapped = keyring.wrap(r["tenant_id"], r["id"], key)
-        done += await conn.fetchval("SELECT parley.rewrap_data_key($1, $2, $3, $4, $5)",
-                                    r["tenant_id"], r["id"], r["kek_id"], kek_id, wrapped)
+        done += await conn.fetchval(
+            "SELECT parley.rewrap_data_key($1, $2, $3, $4, $5)", r["tenant_id"], r["id"], r["kek_id"], kek_id, wrapped
+        )
     return done

@@ -3,6 +3,7 @@
 Like every adapter they know nothing about tenants or the database: the drainer hands them the
 destination (for Slack its sealed URL, opened, as the one secret) and the delivery.
 """
+
 from __future__ import annotations
 
 import smtplib
@@ -32,8 +33,13 @@ class EmailSender:
             for address in to:
                 await self.mailer.send(str(address), subject, body)
         except smtplib.SMTPResponseException as exc:
-            return Result("retry" if exc.smtp_code < 500 else "failed", status_code=exc.smtp_code, latency_ms=_ms(started), request=request,
-                          error=f"SMTP {exc.smtp_code}")
+            return Result(
+                "retry" if exc.smtp_code < 500 else "failed",
+                status_code=exc.smtp_code,
+                latency_ms=_ms(started),
+                request=request,
+                error=f"SMTP {exc.smtp_code}",
+            )
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             return Result("retry", latency_ms=_ms(started), request=request, error=f"SMTP: {type(exc).__name__}")
         return Result("delivered", latency_ms=_ms(started), request=request)
@@ -56,25 +62,38 @@ class SlackSender:
             return Result("retry", error="The Slack webhook URL cannot be opened (key-encryption key missing?).")
         subject, body = alert_text(delivery.payload, self.console_url)
         if self._session is None or self._session.closed:
-            self._session = guarded_session(allow_hosts=self.allow_hosts,
-                                            timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = guarded_session(
+                allow_hosts=self.allow_hosts, timeout=aiohttp.ClientTimeout(total=self.timeout)
+            )
         started = time.monotonic()
         request = {"url": destination.target, "text_chars": len(body)}
         try:
-            async with self._session.post(destination.secrets[0], json={"text": f"*{subject}*\n{body}"},
-                                          allow_redirects=False) as resp:
+            async with self._session.post(
+                destination.secrets[0], json={"text": f"*{subject}*\n{body}"}, allow_redirects=False
+            ) as resp:
                 text = (await resp.content.read(2000)).decode("utf-8", "replace")
                 status = resp.status
         except FetchRefused as exc:
-            return Result("failed", latency_ms=_ms(started), request=request, error="refused: address not allowed",
-                          pause_reason=f"The Slack URL is not allowed: {exc.code}")
+            return Result(
+                "failed",
+                latency_ms=_ms(started),
+                request=request,
+                error="refused: address not allowed",
+                pause_reason=f"The Slack URL is not allowed: {exc.code}",
+            )
         except TimeoutError:
             return Result("retry", latency_ms=_ms(started), request=request, error="no answer in time")
         except (aiohttp.ClientError, OSError) as exc:
             return Result("retry", latency_ms=_ms(started), request=request, error=type(exc).__name__)
         outcome = classify_http(status)
-        return Result(outcome, status_code=status, latency_ms=_ms(started), request=request, response=text,
-                      error=None if outcome == "delivered" else f"HTTP {status}")
+        return Result(
+            outcome,
+            status_code=status,
+            latency_ms=_ms(started),
+            request=request,
+            response=text,
+            error=None if outcome == "delivered" else f"HTTP {status}",
+        )
 
     async def close(self) -> None:
         if self._session is not None:

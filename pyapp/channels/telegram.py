@@ -7,6 +7,7 @@ units, Telegram's limit. Answers: 429 → retry after exactly ``parameters.retry
 (bot removed from the group) → failed and the channel paused; other 4xx → failed; 5xx and
 network errors → retried.
 """
+
 from __future__ import annotations
 
 import os
@@ -85,14 +86,26 @@ class TelegramApi:
         message = f"Telegram {method}: {status} {description}"
         if status == 429:
             retry_after = (body.get("parameters") or {}).get("retry_after")
-            raise ChannelError("retry", message, status_code=status,
-                               retry_after=float(retry_after) if isinstance(retry_after, int | float) else None)
+            raise ChannelError(
+                "retry",
+                message,
+                status_code=status,
+                retry_after=float(retry_after) if isinstance(retry_after, int | float) else None,
+            )
         if status == 403:
-            raise ChannelError("failed", message, status_code=status,
-                               pause_reason=f"The bot cannot post in the group (removed or not an admin): {description}")
+            raise ChannelError(
+                "failed",
+                message,
+                status_code=status,
+                pause_reason=f"The bot cannot post in the group (removed or not an admin): {description}",
+            )
         if status == 401:
-            raise ChannelError("failed", message, status_code=status,
-                               pause_reason="Telegram refuses the bot token (revoked?): connect the bot again.")
+            raise ChannelError(
+                "failed",
+                message,
+                status_code=status,
+                pause_reason="Telegram refuses the bot token (revoked?): connect the bot again.",
+            )
         if 400 <= status < 500:
             raise ChannelError("failed", message, status_code=status)
         raise ChannelError("retry", message, status_code=status)
@@ -113,12 +126,16 @@ class TelegramAdapter:
             raise ChannelError("retry", "The bot token cannot be opened (key-encryption key missing?).")
         return destination.secrets[0]
 
-    async def ensure_thread(self, destination: Destination, conversation_id: str, title: str,
-                            thread: str | None) -> str:
+    async def ensure_thread(
+        self, destination: Destination, conversation_id: str, title: str, thread: str | None
+    ) -> str:
         if thread is not None:
             return thread
-        topic = await self.api.call(self._token(destination), "createForumTopic",
-                                    {"chat_id": destination.config["chat_id"], "name": title[:TOPIC_NAME_MAX]})
+        topic = await self.api.call(
+            self._token(destination),
+            "createForumTopic",
+            {"chat_id": destination.config["chat_id"], "name": title[:TOPIC_NAME_MAX]},
+        )
         return str(topic["message_thread_id"])
 
     async def send_text(self, destination: Destination, thread: str, text: str) -> None:
@@ -133,8 +150,12 @@ class TelegramAdapter:
         await self._send(destination, thread, parts[-1], keyboard)
 
     async def _send(self, destination: Destination, thread: str, text: str, markup: dict | None) -> None:
-        params: dict[str, Any] = {"chat_id": destination.config["chat_id"], "message_thread_id": int(thread),
-                                  "text": text, "disable_web_page_preview": True}
+        params: dict[str, Any] = {
+            "chat_id": destination.config["chat_id"],
+            "message_thread_id": int(thread),
+            "text": text,
+            "disable_web_page_preview": True,
+        }
         if markup is not None:
             params["reply_markup"] = markup
         await self.api.call(self._token(destination), "sendMessage", params)
@@ -151,8 +172,14 @@ class TelegramAdapter:
             if not isinstance(message, dict):
                 message = {}
             data = query.get("data")
-            return Inbound(update_id, _id(message.get("chat")), _thread(message), _id(query.get("from")),
-                           command=data if data in COMMANDS else None, callback_id=str(query.get("id") or ""))
+            return Inbound(
+                update_id,
+                _id(message.get("chat")),
+                _thread(message),
+                _id(query.get("from")),
+                command=data if data in COMMANDS else None,
+                callback_id=str(query.get("id") or ""),
+            )
         message = update.get("message")
         if not isinstance(message, dict) or not isinstance(message.get("text"), str):
             return None
@@ -163,19 +190,23 @@ class TelegramAdapter:
         head, _, argument = text.partition(" ")
         name, _, addressed = head[1:].partition("@")
         if addressed and addressed.lower() != bot_username.lower():
-            return None                        # a command for another bot in the group
+            return None  # a command for another bot in the group
         name = name.lower()
         if name not in COMMANDS:
             return None
         return Inbound(update_id, base.chat, base.thread, base.user, text=text, command=name, argument=argument.strip())
 
     async def answer_action(self, destination: Destination, callback_id: str, text: str) -> None:
-        await self.api.call(self._token(destination), "answerCallbackQuery",
-                            {"callback_query_id": callback_id, "text": text[:200]})
+        await self.api.call(
+            self._token(destination), "answerCallbackQuery", {"callback_query_id": callback_id, "text": text[:200]}
+        )
 
     async def set_webhook(self, token: str, url: str, secret_token: str) -> None:
-        await self.api.call(token, "setWebhook", {"url": url, "secret_token": secret_token,
-                                                  "allowed_updates": ["message", "callback_query"]})
+        await self.api.call(
+            token,
+            "setWebhook",
+            {"url": url, "secret_token": secret_token, "allowed_updates": ["message", "callback_query"]},
+        )
 
     async def get_me(self, token: str) -> dict[str, Any]:
         return await self.api.call(token, "getMe", {})

@@ -9,6 +9,7 @@ the functions the API calls: a message in a topic → agent_reply; /claim /close
 /reopen and the buttons → the transitions; /note → add_note; /link CODE links the sender.
 Button presses are answered with answerCallbackQuery. Telegram gets 200 for every update it
 should not send again (duplicates, unlinked senders, refused actions)."""
+
 from __future__ import annotations
 
 import hmac
@@ -31,8 +32,12 @@ log = logging.getLogger("parley.channels.telegram")
 HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ADAPTER = web.AppKey("telegram_adapter", TelegramAdapter)
 
-TRANSITIONS = {"claim": "parley.claim_conversation($1)", "close": "parley.close_conversation($1)",
-               "release": "parley.release_conversation($1)", "reopen": "parley.reopen_conversation($1)"}
+TRANSITIONS = {
+    "claim": "parley.claim_conversation($1)",
+    "close": "parley.close_conversation($1)",
+    "release": "parley.release_conversation($1)",
+    "reopen": "parley.reopen_conversation($1)",
+}
 DONE = {"claim": "Claimed.", "close": "Closed.", "release": "Released.", "reopen": "Reopened.", "note": "Noted."}
 
 
@@ -65,19 +70,27 @@ async def webhook(request: web.Request) -> web.Response:
     if not isinstance(update, dict):
         raise ApiError(400, "invalid_update", "An update is a JSON object.")
     adapter = request.app[ADAPTER]
-    destination = Destination(id=channel_id, kind="telegram", target="", config=config or {}, ordered=True,
-                              secrets=tuple(tokens))
+    destination = Destination(
+        id=channel_id, kind="telegram", target="", config=config or {}, ordered=True, secrets=tuple(tokens)
+    )
     inbound = adapter.parse_update(update, str((config or {}).get("bot_username") or ""))
     if inbound is None:
         return web.json_response({"ok": True, "ignored": "not a message or action"})
     async with tenant_tx(pool, service) as conn:
-        seen = await conn.fetchval("SELECT parley.accept_channel_update($1, $2, $3, $4, $5)", channel_id,
-                                   inbound.update_id, inbound.chat, inbound.thread, inbound.user)
+        seen = await conn.fetchval(
+            "SELECT parley.accept_channel_update($1, $2, $3, $4, $5)",
+            channel_id,
+            inbound.update_id,
+            inbound.chat,
+            inbound.thread,
+            inbound.user,
+        )
         if seen["duplicate"]:
             return web.json_response({"ok": True, "duplicate": True})
         if inbound.command == "link" and seen["own_chat"] and inbound.user:
-            linked = await conn.fetchval("SELECT parley.link_channel_member('telegram', $1, $2)", inbound.user,
-                                         inbound.argument)
+            linked = await conn.fetchval(
+                "SELECT parley.link_channel_member('telegram', $1, $2)", inbound.user, inbound.argument
+            )
             return web.json_response({"ok": True, "linked": linked is not None})
     outcome = await _act(pool, tenant_id, inbound, seen, request.get(REQUEST_ID))
     if inbound.callback_id:
@@ -104,11 +117,13 @@ async def _act(pool, tenant_id, inbound: Inbound, seen: dict, request_id) -> str
             elif inbound.command == "note":
                 if not inbound.argument:
                     return "Write the note after /note."
-                await conn.execute("SELECT 1 FROM parley.add_note($1, $2, $3)", conversation_id, inbound.argument,
-                                   client_id)
+                await conn.execute(
+                    "SELECT 1 FROM parley.add_note($1, $2, $3)", conversation_id, inbound.argument, client_id
+                )
             elif inbound.command is None and inbound.text and not inbound.callback_id:
-                await conn.execute("SELECT 1 FROM parley.agent_reply($1, $2, $3)", conversation_id, inbound.text,
-                                   client_id)
+                await conn.execute(
+                    "SELECT 1 FROM parley.agent_reply($1, $2, $3)", conversation_id, inbound.text, client_id
+                )
                 return "Sent."
             else:
                 return "Unknown action."

@@ -1,6 +1,7 @@
 """Telegram channels API: connect a bot and a forum group (the token checked with getMe, then
 sealed under the tenant's data key, never stored, shown or logged in clear), list, delete.
 Rules in sql/84_telegram.sql; delivery in the outbox (pyapp/channels/telegram.py)."""
+
 from __future__ import annotations
 
 import secrets
@@ -61,33 +62,65 @@ async def check_bot(token: str) -> dict[str, Any]:
     return me
 
 
-@api.route("POST", "/api/channels/telegram", body=TelegramIn, response=TelegramOut, status=201,
-           min_role="admin", tags=TAGS)
+@api.route(
+    "POST", "/api/channels/telegram", body=TelegramIn, response=TelegramOut, status=201, min_role="admin", tags=TAGS
+)
 async def connect_telegram(call: Call):
     """Connect a Telegram bot and a support group with topics: each conversation gets a topic there."""
     b = call.body
     me = await check_bot(b.bot_token)
     channel_id = uuid.uuid4()
     async with call.tx() as conn:
-        row = await conn.fetchval("SELECT parley.connect_telegram($1, $2, $3, $4, $5, $6)", channel_id, b.name,
-                                  b.chat_id, me["id"], str(me.get("username") or ""), b.chatbot_id)
-        key_id, sealed = await seal_for(conn, Keyring.from_settings(call.settings.secret_key), call.member.tenant_id,
-                                        channel_id, "token", b.bot_token)
-        await conn.execute("SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
-                           channel_id, key_id, sealed, b.bot_token[-4:])
+        row = await conn.fetchval(
+            "SELECT parley.connect_telegram($1, $2, $3, $4, $5, $6)",
+            channel_id,
+            b.name,
+            b.chat_id,
+            me["id"],
+            str(me.get("username") or ""),
+            b.chatbot_id,
+        )
+        key_id, sealed = await seal_for(
+            conn,
+            Keyring.from_settings(call.settings.secret_key),
+            call.member.tenant_id,
+            channel_id,
+            "token",
+            b.bot_token,
+        )
+        await conn.execute(
+            "SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
+            channel_id,
+            key_id,
+            sealed,
+            b.bot_token[-4:],
+        )
         # The secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token with every update.
         hook_secret = secrets.token_urlsafe(32)
-        key_id, sealed = await seal_for(conn, Keyring.from_settings(call.settings.secret_key), call.member.tenant_id,
-                                        channel_id, "signing", hook_secret)
-        await conn.execute("SELECT parley.store_channel_secret($1, 'signing', $2, $3, NULL, NULL)",
-                           channel_id, key_id, sealed)
+        key_id, sealed = await seal_for(
+            conn,
+            Keyring.from_settings(call.settings.secret_key),
+            call.member.tenant_id,
+            channel_id,
+            "signing",
+            hook_secret,
+        )
+        await conn.execute(
+            "SELECT parley.store_channel_secret($1, 'signing', $2, $3, NULL, NULL)", channel_id, key_id, sealed
+        )
         shown = await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) or row
     if call.settings.public_url:
         api = TelegramApi()
         try:
-            await api.call(b.bot_token, "setWebhook", {
-                "url": f"{call.settings.public_url.rstrip('/')}/api/channels/telegram/{channel_id}/webhook",
-                "secret_token": hook_secret, "allowed_updates": ["message", "callback_query"]})
+            await api.call(
+                b.bot_token,
+                "setWebhook",
+                {
+                    "url": f"{call.settings.public_url.rstrip('/')}/api/channels/telegram/{channel_id}/webhook",
+                    "secret_token": hook_secret,
+                    "allowed_updates": ["message", "callback_query"],
+                },
+            )
         except ChannelError as exc:  # connected all the same: the webhook can be set again
             shown = {**shown, "last_error": str(exc)[:300]}
         finally:
@@ -112,8 +145,10 @@ async def link_code(call: Call):
 async def list_telegram(call: Call):
     """The workspace's Telegram channels and their health."""
     async with call.tx() as conn:
-        rows = await conn.fetch("SELECT parley.telegram_channel_json(d.id) AS c FROM parley.outbox_destinations d"
-                                " WHERE d.kind = 'telegram' ORDER BY d.created_at, d.id")
+        rows = await conn.fetch(
+            "SELECT parley.telegram_channel_json(d.id) AS c FROM parley.outbox_destinations d"
+            " WHERE d.kind = 'telegram' ORDER BY d.created_at, d.id"
+        )
     return {"channels": [r["c"] for r in rows]}
 
 

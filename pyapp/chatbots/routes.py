@@ -5,6 +5,7 @@ lead capture, nudges, ...) and passed through untouched for any other key, so se
 written by a newer console or an integration survive a round trip. Rules (plan limits,
 hiding branding) live in sql/40_chatbots.sql.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -37,7 +38,12 @@ class Branding(Open):
 
 
 class Handoff(Open):
-    miss_threshold: int | None = Field(default=None, ge=0, le=100, description="ungrounded bot answers in a row before a person is asked for (default 2, 0 = never)")
+    miss_threshold: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="ungrounded bot answers in a row before a person is asked for (default 2, 0 = never)",
+    )
 
 
 class LeadCapture(Open):
@@ -60,7 +66,9 @@ class ChatbotConfig(Open):
     persona: types.Text8000 | None = None
     greeting: types.Text500 | None = None
     # "auto" (or none): the visitor's browser language.
-    language: Annotated[str, Field(max_length=16, pattern=r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")] | None = None
+    language: Annotated[str, Field(max_length=16, pattern=r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*)$")] | None = (
+        None
+    )
     starters: list[types.Text200] | None = Field(default=None, max_length=10)
     branding: Branding | None = None
     handoff: Handoff | None = None
@@ -82,15 +90,20 @@ def _origins(values: list[str] | None) -> list[str] | None:
 
 class ChatbotIn(Strict):
     name: types.Name100
-    allowed_origins: list[Origin] = Field(default_factory=list, max_length=50,
-                                          description="empty: any public site by its domain name may start the widget; local development pages (localhost, 127.0.0.1, ...) and bare IP addresses must be listed")
+    allowed_origins: list[Origin] = Field(
+        default_factory=list,
+        max_length=50,
+        description="empty: any public site by its domain name may start the widget; local development pages (localhost, 127.0.0.1, ...) and bare IP addresses must be listed",
+    )
     config: ChatbotConfig = Field(default_factory=ChatbotConfig)
 
 
 class ChatbotPatch(Strict):
     name: types.Name100 | None = None
     allowed_origins: list[Origin] | None = Field(default=None, max_length=50)
-    config: ChatbotConfig | None = Field(default=None, description="merged at the top level; a null value removes a key")
+    config: ChatbotConfig | None = Field(
+        default=None, description="merged at the top level; a null value removes a key"
+    )
 
 
 class ChatbotOut(BaseModel):
@@ -131,8 +144,12 @@ async def create_chatbot(call: Call):
     """Create a chatbot (402 plan_limit over the plan's max_chatbots)."""
     b = call.body
     async with call.tx() as conn:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM parley.create_chatbot($1, $2, $3)",
-                                  b.name.strip(), _origins(b.allowed_origins), _config(b.config, patch=False))
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM parley.create_chatbot($1, $2, $3)",
+            b.name.strip(),
+            _origins(b.allowed_origins),
+            _config(b.config, patch=False),
+        )
     return dict(row)
 
 
@@ -140,8 +157,10 @@ async def create_chatbot(call: Call):
 async def get_chatbot(call: Call):
     """One chatbot."""
     async with call.tx() as conn:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM parley.chatbots WHERE id = $1 AND deleted_at IS NULL",
-                                  call.uuid_param("chatbot_id"))
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM parley.chatbots WHERE id = $1 AND deleted_at IS NULL",
+            call.uuid_param("chatbot_id"),
+        )
     if row is None:
         raise not_found("chatbot")
     return dict(row)
@@ -152,9 +171,13 @@ async def update_chatbot(call: Call):
     """Change name, allowed origins or config (config keys are merged; null removes one)."""
     b = call.body
     async with call.tx() as conn:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM parley.update_chatbot($1, $2, $3, $4)",
-                                  call.uuid_param("chatbot_id"), b.name.strip() if b.name else None,
-                                  _origins(b.allowed_origins), _config(b.config, patch=True))
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM parley.update_chatbot($1, $2, $3, $4)",
+            call.uuid_param("chatbot_id"),
+            b.name.strip() if b.name else None,
+            _origins(b.allowed_origins),
+            _config(b.config, patch=True),
+        )
     return dict(row)
 
 
@@ -162,7 +185,9 @@ async def update_chatbot(call: Call):
 async def rotate_key(call: Call):
     """Issue a new public widget key; the old embed code stops working."""
     async with call.tx() as conn:
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM parley.rotate_chatbot_key($1)", call.uuid_param("chatbot_id"))
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM parley.rotate_chatbot_key($1)", call.uuid_param("chatbot_id")
+        )
     return dict(row)
 
 

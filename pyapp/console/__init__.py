@@ -3,6 +3,7 @@
 `setup(app)` registers the page routes and the console's static files. Sign-in sets an
 HttpOnly cookie scoped to /console holding the session; /api stays bearer-only.
 """
+
 from __future__ import annotations
 
 from aiohttp import web as aioweb
@@ -28,8 +29,9 @@ async def to_console_root(request: aioweb.Request) -> aioweb.StreamResponse:
 
 async def favicon(request: aioweb.Request) -> aioweb.StreamResponse:
     """The icon browsers ask every page for (was a 404 in every console page's log)."""
-    return aioweb.FileResponse(STATIC / "favicon.ico", headers={
-        "Content-Type": "image/x-icon", "Cache-Control": "public, max-age=86400"})
+    return aioweb.FileResponse(
+        STATIC / "favicon.ico", headers={"Content-Type": "image/x-icon", "Cache-Control": "public, max-age=86400"}
+    )
 
 
 def setup(app: aioweb.Application) -> None:

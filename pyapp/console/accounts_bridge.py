@@ -3,6 +3,7 @@
 Sign-in, refresh rotation, sign-out, switching and invites stay implemented once (in
 pyapp.accounts and sql/22_sessions.sql); the console only carries the tokens in its cookie.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -23,9 +24,15 @@ def _call(request: web.Request, body=None, *, session=None, min_role: str = "age
         call.user_id = claims.user_id
         call.session_id = claims.session_id
         if claims.tenant_id:
-            call.actor = Actor(tenant_id=claims.tenant_id, kind="user", actor_id=str(claims.user_id),
-                               session_id=claims.session_id, ip=client_ip(request),
-                               request_id=request.get(REQUEST_ID), min_role=min_role)
+            call.actor = Actor(
+                tenant_id=claims.tenant_id,
+                kind="user",
+                actor_id=str(claims.user_id),
+                session_id=claims.session_id,
+                ip=client_ip(request),
+                request_id=request.get(REQUEST_ID),
+                min_role=min_role,
+            )
     return call
 
 
@@ -100,8 +107,9 @@ async def reset(request: web.Request, token: str, password: str) -> None:
     await sessions.reset_password(_call(request, ResetIn(token=token, password=password)))
 
 
-async def workspace_call(request: web.Request, session, handler: str, *, body=None, query=None,
-                         min_role: str = "admin"):
+async def workspace_call(
+    request: web.Request, session, handler: str, *, body=None, query=None, min_role: str = "admin"
+):
     """Run one of pyapp.accounts.workspace's handlers (invites, members, keys, settings, audit).
 
     Path parameters (user_id, invite_id, key_id) are the console route's own, same names."""

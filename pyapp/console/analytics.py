@@ -5,6 +5,7 @@ CSAT negative-feedback triage list.
 Figures come from the analytics SQL functions (sql/60_statistics.sql, sql/55_feedback.sql);
 the per-day first response time is the console's own read (queries.sql).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -54,20 +55,45 @@ async def analytics(ctx: Ctx):
     labels = [_label(r["day"]) for r in per_day]
     rate = [(r["closed_without_human"] / r["closed"]) if r["closed"] else None for r in per_day]
     figures = [
-        charts.bar_chart("Conversations per day", labels, [r["conversations"] for r in per_day],
-                         overlay=[r["closed_without_human"] for r in per_day]),
+        charts.bar_chart(
+            "Conversations per day",
+            labels,
+            [r["conversations"] for r in per_day],
+            overlay=[r["closed_without_human"] for r in per_day],
+        ),
         charts.line_chart("AI resolution rate (closed without a human / closed)", labels, rate, unit="%", vmax=1.0),
-        charts.line_chart("CSAT: average rating (1-5)", [_label(r["day"]) for r in csat],
-                          [float(r["avg_score"]) if r["avg_score"] is not None else None for r in csat], vmax=5.0),
-        charts.line_chart("First human response (median)", [_label(r["day"]) for r in frt],
-                          [float(r["median_s"]) if r["median_s"] is not None else None for r in frt], unit="s"),
+        charts.line_chart(
+            "CSAT: average rating (1-5)",
+            [_label(r["day"]) for r in csat],
+            [float(r["avg_score"]) if r["avg_score"] is not None else None for r in csat],
+            vmax=5.0,
+        ),
+        charts.line_chart(
+            "First human response (median)",
+            [_label(r["day"]) for r in frt],
+            [float(r["median_s"]) if r["median_s"] is not None else None for r in frt],
+            unit="s",
+        ),
     ]
     thumbs = {"up": sum(r["thumbs_up"] for r in csat), "down": sum(r["thumbs_down"] for r in csat)}
     keep = {"days": days, **({"chatbot": str(chatbot)} if chatbot else {})}
     flash = {"triaged": "Marked as triaged.", "reopened": "Back on the list."}.get(ctx.request.query.get("done", ""))
-    return ctx.render("analytics.html", days=days, windows=WINDOWS, chatbot=chatbot, bots=bots, summary=summary,
-                      figures=figures, top=top, unanswered=unanswered, negative=negative, thumbs=thumbs,
-                      include_triaged=include_triaged, keep=urlencode(keep), flash=flash)
+    return ctx.render(
+        "analytics.html",
+        days=days,
+        windows=WINDOWS,
+        chatbot=chatbot,
+        bots=bots,
+        summary=summary,
+        figures=figures,
+        top=top,
+        unanswered=unanswered,
+        negative=negative,
+        thumbs=thumbs,
+        include_triaged=include_triaged,
+        keep=urlencode(keep),
+        flash=flash,
+    )
 
 
 @page("GET", "/console/analytics/question")

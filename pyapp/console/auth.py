@@ -1,4 +1,5 @@
 """Sign-in, sign-up, sign-out, workspaces, password reset, invite landing, and the realtime token."""
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,11 @@ async def sign_in_form(ctx: Ctx):
     nxt = _next(ctx.request.query.get("next"))
     if ctx.session is not None:
         return redirect(nxt)
-    flash = {"signed_out": "You are signed out.", "reset": "Password changed; sign in with the new one.",
-             "expired": "Your session has ended; sign in again."}.get(ctx.request.query.get("done", ""))
+    flash = {
+        "signed_out": "You are signed out.",
+        "reset": "Password changed; sign in with the new one.",
+        "expired": "Your session has ended; sign in again.",
+    }.get(ctx.request.query.get("done", ""))
     return render_public(ctx, "sign_in.html", next=nxt, values={}, errors={}, flash=flash)
 
 
@@ -65,8 +69,14 @@ async def sign_in(ctx: Ctx):
         out = await accounts.sign_in(ctx.request, body.email, body.password)
     except ApiError as exc:
         if exc.status in (401, 429):
-            return render_public(ctx, "sign_in.html", status=exc.status, next=nxt, values=values,
-                                 errors={"__all__": exc.message, "password": " "})
+            return render_public(
+                ctx,
+                "sign_in.html",
+                status=exc.status,
+                next=nxt,
+                values=values,
+                errors={"__all__": exc.message, "password": " "},
+            )
         raise
     location = nxt if out.tenant is not None or nxt.startswith("/console/accept-invite") else "/console/workspaces"
     return _signed_in(ctx, out.access_token, out.refresh_token, location)
@@ -76,8 +86,13 @@ async def sign_in(ctx: Ctx):
 async def sign_up_form(ctx: Ctx):
     if ctx.session is not None:
         return redirect("/console/")
-    return render_public(ctx, "sign_up.html", values={}, errors={},
-                         next=_next(ctx.request.query.get("next")) if ctx.request.query.get("next") else "")
+    return render_public(
+        ctx,
+        "sign_up.html",
+        values={},
+        errors={},
+        next=_next(ctx.request.query.get("next")) if ctx.request.query.get("next") else "",
+    )
 
 
 @public_page("POST", "/console/sign-up")
@@ -86,8 +101,11 @@ async def sign_up(ctx: Ctx):
 
     nxt = _next(ctx.form.get("next")) if ctx.form.get("next") else ""
     values = {k: str(ctx.form.get(k, ""))[:320] for k in ("email", "name", "tenant_name", "slug")}
-    data = {"email": ctx.form.get("email", ""), "password": ctx.form.get("password", ""),
-            "name": ctx.form.get("name", "")}
+    data = {
+        "email": ctx.form.get("email", ""),
+        "password": ctx.form.get("password", ""),
+        "name": ctx.form.get("name", ""),
+    }
     if not nxt or ctx.form.get("tenant_name") or ctx.form.get("slug"):
         data["tenant_name"] = ctx.form.get("tenant_name") or None
         data["slug"] = (ctx.form.get("slug") or "").strip().lower() or None
@@ -115,8 +133,9 @@ async def sign_up(ctx: Ctx):
         field = {"email_taken": "email", "slug_taken": "slug"}.get(exc.code, "__all__")
         if exc.status >= 500:
             raise
-        return render_public(ctx, "sign_up.html", status=exc.status, values=values, errors={field: exc.message},
-                             next=nxt)
+        return render_public(
+            ctx, "sign_up.html", status=exc.status, values=values, errors={field: exc.message}, next=nxt
+        )
     location = nxt or ("/console/onboarding" if out.tenant is not None else "/console/workspaces")
     return _signed_in(ctx, out.access_token, out.refresh_token, location)
 
@@ -173,15 +192,15 @@ async def forgot(ctx: Ctx):
     try:
         body = ForgotIn.model_validate({"email": ctx.form.get("email", "")})
     except ValidationError:
-        return render_public(ctx, "forgot.html", status=422, values=values,
-                             errors={"email": "Enter your email address."}, sent=False)
+        return render_public(
+            ctx, "forgot.html", status=422, values=values, errors={"email": "Enter your email address."}, sent=False
+        )
     try:
         await accounts.forgot(ctx.request, body.email)
     except ApiError as exc:
         if exc.status != 429:
             raise
-        return render_public(ctx, "forgot.html", status=429, values=values, errors={"__all__": exc.message},
-                             sent=False)
+        return render_public(ctx, "forgot.html", status=429, values=values, errors={"__all__": exc.message}, sent=False)
     return render_public(ctx, "forgot.html", values=values, errors={}, sent=True)
 
 
@@ -200,8 +219,9 @@ async def reset(ctx: Ctx):
     try:
         ResetIn.model_validate({"token": token, "password": password})
     except ValidationError as exc:
-        errors = {k: ("At least 8 characters." if k == "password" else "This link is not valid.")
-                  for k in form_errors(exc)}
+        errors = {
+            k: ("At least 8 characters." if k == "password" else "This link is not valid.") for k in form_errors(exc)
+        }
     if password and confirm != password:
         errors.setdefault("confirm", "The two passwords differ.")
     if errors:
@@ -213,8 +233,13 @@ async def reset(ctx: Ctx):
     except ApiError as exc:
         if exc.status >= 500:
             raise
-        return render_public(ctx, "reset.html", status=exc.status, token=token,
-                             errors={"__all__": "This reset link is invalid or has expired. Ask for a new one."})
+        return render_public(
+            ctx,
+            "reset.html",
+            status=exc.status,
+            token=token,
+            errors={"__all__": "This reset link is invalid or has expired. Ask for a new one."},
+        )
     response = redirect("/console/sign-in?done=reset")
     sess.clear_session_cookie(ctx.request, response)
     return response
@@ -225,8 +250,15 @@ async def accept_invite_form(ctx: Ctx):
     token = ctx.request.query.get("token", "")
     here = f"/console/accept-invite?token={token}"
     session_csrf = sess.csrf_token(ctx.request, ctx.signed_in.claims.session_id) if ctx.session else ""
-    return render_public(ctx, "accept_invite.html", token=token, signed_in=ctx.session is not None,
-                         here=here, session_csrf=session_csrf, errors={})
+    return render_public(
+        ctx,
+        "accept_invite.html",
+        token=token,
+        signed_in=ctx.session is not None,
+        here=here,
+        session_csrf=session_csrf,
+        errors={},
+    )
 
 
 @page("POST", "/console/accept-invite", tx=False)

@@ -1,6 +1,7 @@
 """The billing page: plan cards (monthly/annual), meters against allowances, warnings, checkout,
 the customer portal and the downgrade to Free. The work is the billing surface's own handlers
 (pyapp.billing.routes) and SQL (parley.billing_overview, parley.change_plan)."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -11,10 +12,12 @@ from pyapp.console.accounts_bridge import _call
 from pyapp.console.web import Ctx, page, redirect
 from pyapp.errors import ApiError
 
-DONE = {"downgraded": "You are on the Free plan now.",
-        "scheduled": "Your subscription ends with the paid period; Free applies after that.",
-        "done": "Thank you! Your plan changes as soon as the payment is confirmed.",
-        "cancelled": "Checkout cancelled; nothing changed."}
+DONE = {
+    "downgraded": "You are on the Free plan now.",
+    "scheduled": "Your subscription ends with the paid period; Free applies after that.",
+    "done": "Thank you! Your plan changes as soon as the payment is confirmed.",
+    "cancelled": "Checkout cancelled; nothing changed.",
+}
 
 
 async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None):
@@ -22,8 +25,16 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None):
     plans = await ctx.conn.fetchval("SELECT parley.plan_catalog()")
     usage = await queries.fetch(ctx.conn, "usage_30_days")
     key = ctx.request.query.get("done") or ctx.request.query.get("checkout") or ""
-    return ctx.render("billing.html", status=status, o=overview, plans=plans, usage=usage, error=error,
-                      live=billing.gateway(ctx.request).live, flash=DONE.get(key))
+    return ctx.render(
+        "billing.html",
+        status=status,
+        o=overview,
+        plans=plans,
+        usage=usage,
+        error=error,
+        live=billing.gateway(ctx.request).live,
+        flash=DONE.get(key),
+    )
 
 
 @page("GET", "/console/billing", min_role="admin")
@@ -39,9 +50,13 @@ def _external(url: str) -> web.Response:
 @page("POST", "/console/billing/checkout", min_role="admin")
 async def checkout(ctx: Ctx):
     try:
-        body = billing.CheckoutIn.model_validate({"plan": str(ctx.form.get("plan", "")),
-                                                   "interval": str(ctx.form.get("interval", "month")),
-                                                   "extra_seats": str(ctx.form.get("extra_seats") or 0)})
+        body = billing.CheckoutIn.model_validate(
+            {
+                "plan": str(ctx.form.get("plan", "")),
+                "interval": str(ctx.form.get("interval", "month")),
+                "extra_seats": str(ctx.form.get("extra_seats") or 0),
+            }
+        )
     except ValueError:
         return await _page(ctx, status=422, error="Choose a plan, an interval and a number of extra seats.")
     try:

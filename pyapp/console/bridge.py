@@ -5,6 +5,7 @@ The JSON API's handlers are plain `async def handler(call: Call)`; the console b
 side effect (hashing, mail, background import) is implemented once. The route's minimum
 role is carried by the actor, and parley.begin_request enforces it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
@@ -37,8 +38,9 @@ class ContinuedRequest:
         return self._request.get(key, default)
 
 
-async def call(ctx: Ctx, handler: Callable[[Call], Awaitable[Any]], *, body=None, query=None,
-               min_role: str = "agent") -> Any:
+async def call(
+    ctx: Ctx, handler: Callable[[Call], Awaitable[Any]], *, body=None, query=None, min_role: str = "agent"
+) -> Any:
     request = ctx.request
     if ctx.multipart is not None:
         # A proxy with the request's whole interface (every attribute but multipart() is the

@@ -3,6 +3,7 @@
 Numbers only: labels and titles are rendered by the template with autoescape on, so nothing
 from the database is ever put into markup here.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ def _nice_max(value: float) -> float:
     if value <= 0:
         return 1.0
     exp = math.floor(math.log10(value))
-    base = 10 ** exp
+    base = 10**exp
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * base:
             return step * base
@@ -64,8 +65,14 @@ def _y_ticks(vmax: float, unit: str) -> list[dict]:
     return [{"y": round(PAD_T + inner * (1 - f), 1), "label": _fmt(vmax * f, unit)} for f in (0, 0.5, 1)]
 
 
-def bar_chart(title: str, labels: list[str], values: list[float | None], *, unit: str = "",
-              overlay: list[float | None] | None = None) -> Chart:
+def bar_chart(
+    title: str,
+    labels: list[str],
+    values: list[float | None],
+    *,
+    unit: str = "",
+    overlay: list[float | None] | None = None,
+) -> Chart:
     """Bars for `values`; an optional line (e.g. a subset such as resolved by the bot) on top."""
     chart = Chart("bar", title, unit)
     clean = [v or 0 for v in values]
@@ -74,9 +81,16 @@ def bar_chart(title: str, labels: list[str], values: list[float | None], *, unit
     step = inner_w / max(1, len(labels))
     for i, (label, v) in enumerate(zip(labels, clean, strict=False)):
         h = inner_h * v / vmax
-        chart.bars.append({"x": round(PAD_L + step * i + step * 0.15, 1), "y": round(PAD_T + inner_h - h, 1),
-                           "w": round(max(1.0, step * 0.7), 1), "h": round(h, 1), "label": label,
-                           "value": _fmt(v, unit)})
+        chart.bars.append(
+            {
+                "x": round(PAD_L + step * i + step * 0.15, 1),
+                "y": round(PAD_T + inner_h - h, 1),
+                "w": round(max(1.0, step * 0.7), 1),
+                "h": round(h, 1),
+                "label": label,
+                "value": _fmt(v, unit),
+            }
+        )
     if overlay is not None:
         chart.paths = _paths(overlay, step, vmax)
     chart.yticks = _y_ticks(vmax, unit)
@@ -103,8 +117,9 @@ def _paths(values: list[float | None], step: float, vmax: float) -> list[str]:
     return ["M" + " L".join(f"{x},{y}" for x, y in p) for p in paths]
 
 
-def line_chart(title: str, labels: list[str], values: list[float | None], *, unit: str = "",
-               vmax: float | None = None) -> Chart:
+def line_chart(
+    title: str, labels: list[str], values: list[float | None], *, unit: str = "", vmax: float | None = None
+) -> Chart:
     """A line with a dot per known value; unknown days (None) leave a gap."""
     chart = Chart("line", title, unit)
     known = [v for v in values if v is not None]
@@ -115,9 +130,14 @@ def line_chart(title: str, labels: list[str], values: list[float | None], *, uni
     for i, (label, v) in enumerate(zip(labels, values, strict=False)):
         if v is None:
             continue
-        chart.dots.append({"x": round(PAD_L + step * (i + 0.5), 1),
-                           "y": round(PAD_T + inner_h * (1 - min(v, top) / top), 1),
-                           "label": label, "value": _fmt(v, unit)})
+        chart.dots.append(
+            {
+                "x": round(PAD_L + step * (i + 0.5), 1),
+                "y": round(PAD_T + inner_h * (1 - min(v, top) / top), 1),
+                "label": label,
+                "value": _fmt(v, unit),
+            }
+        )
     chart.yticks = _y_ticks(top, unit)
     chart.xlabels = _x_labels(labels, step)
     chart.empty = not known

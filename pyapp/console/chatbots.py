@@ -10,6 +10,7 @@ The preview is an iframe of a console page that embeds the real /widget.js, poin
 session and socket with the draft's public config and a canned bot line. The draft is signed
 with the server secret and expires, so nothing is stored and no conversation is created.
 """
+
 from __future__ import annotations
 
 import base64
@@ -31,13 +32,16 @@ from pyapp.widget.assets import base_url, snippet, widget_script_url
 
 NUDGE_ROWS = 3
 PREVIEW_TTL = 3600
-PREVIEW_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
-               "connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
-               "object-src 'none'")
+PREVIEW_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'self'; base-uri 'none'; form-action 'none'; "
+    "object-src 'none'"
+)
 
 
 def _models():
     from pyapp.chatbots import routes as chatbots
+
     return chatbots
 
 
@@ -52,16 +56,24 @@ def form_values(bot) -> dict:
     lc = cfg.get("lead_capture") or {}
     idle = cfg.get("idle_close") or {}
     values = {
-        "name": bot["name"], "allowed_origins": "\n".join(bot["allowed_origins"] or []),
-        "persona": cfg.get("persona") or "", "greeting": cfg.get("greeting") or "",
-        "language": cfg.get("language") or "", "starters": "\n".join(cfg.get("starters") or []),
-        "primary_color": b.get("primary_color") or "#4f46e5", "position": b.get("position") or "right",
-        "title": b.get("title") or "", "avatar_url": b.get("avatar_url") or "",
-        "launcher_icon": b.get("launcher_icon") or "", "hide_powered_by": bool(b.get("hide_powered_by")),
+        "name": bot["name"],
+        "allowed_origins": "\n".join(bot["allowed_origins"] or []),
+        "persona": cfg.get("persona") or "",
+        "greeting": cfg.get("greeting") or "",
+        "language": cfg.get("language") or "",
+        "starters": "\n".join(cfg.get("starters") or []),
+        "primary_color": b.get("primary_color") or "#4f46e5",
+        "position": b.get("position") or "right",
+        "title": b.get("title") or "",
+        "avatar_url": b.get("avatar_url") or "",
+        "launcher_icon": b.get("launcher_icon") or "",
+        "hide_powered_by": bool(b.get("hide_powered_by")),
         "miss_threshold": "" if h.get("miss_threshold") is None else h.get("miss_threshold"),
-        "lead_mode": lc.get("mode") or "never", "lead_after": "" if lc.get("after") is None else lc.get("after"),
+        "lead_mode": lc.get("mode") or "never",
+        "lead_after": "" if lc.get("after") is None else lc.get("after"),
         "max_nudges": "" if cfg.get("max_nudges") is None else cfg.get("max_nudges"),
-        "idle_bot_minutes": idle.get("bot_minutes") or "", "idle_human_minutes": idle.get("human_minutes") or "",
+        "idle_bot_minutes": idle.get("bot_minutes") or "",
+        "idle_human_minutes": idle.get("human_minutes") or "",
     }
     for i, n in enumerate((cfg.get("nudges") or [])[:NUDGE_ROWS]):
         values[f"nudge_{i}_after_seconds"] = n.get("after_seconds", "")
@@ -90,15 +102,40 @@ def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
     errors: dict = {}
     get = lambda k: str(form.get(k, "") or "")  # noqa: E731
     # The form echoed back to the template: text fields, and the checkbox as a bool.
-    values: dict[str, Any] = {k: get(k) for k in ("name", "allowed_origins", "persona", "greeting", "language", "starters",
-                                  "primary_color", "position", "title", "avatar_url", "launcher_icon",
-                                  "miss_threshold", "lead_mode", "lead_after", "max_nudges",
-                                  "idle_bot_minutes", "idle_human_minutes")}
+    values: dict[str, Any] = {
+        k: get(k)
+        for k in (
+            "name",
+            "allowed_origins",
+            "persona",
+            "greeting",
+            "language",
+            "starters",
+            "primary_color",
+            "position",
+            "title",
+            "avatar_url",
+            "launcher_icon",
+            "miss_threshold",
+            "lead_mode",
+            "lead_after",
+            "max_nudges",
+            "idle_bot_minutes",
+            "idle_human_minutes",
+        )
+    }
     values["hide_powered_by"] = get("hide_powered_by") in ("1", "on", "true")
-    branding = {k: v for k, v in (("primary_color", values["primary_color"].strip() or None),
-                                  ("position", values["position"] or None), ("title", values["title"].strip() or None),
-                                  ("avatar_url", values["avatar_url"].strip() or None),
-                                  ("launcher_icon", values["launcher_icon"].strip() or None)) if v is not None}
+    branding = {
+        k: v
+        for k, v in (
+            ("primary_color", values["primary_color"].strip() or None),
+            ("position", values["position"] or None),
+            ("title", values["title"].strip() or None),
+            ("avatar_url", values["avatar_url"].strip() or None),
+            ("launcher_icon", values["launcher_icon"].strip() or None),
+        )
+        if v is not None
+    }
     if values["hide_powered_by"]:
         branding["hide_powered_by"] = True
     nudges = []
@@ -110,9 +147,17 @@ def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
         if text or after is not None or values[f"nudge_{i}_url_pattern"].strip():
             if not text:
                 errors[f"nudge_{i}_text"] = "Write the message to show."
-            nudges.append({"after_seconds": after if after is not None else 0, "text": text,
-                           **({"url_pattern": values[f"nudge_{i}_url_pattern"].strip()}
-                              if values[f"nudge_{i}_url_pattern"].strip() else {})})
+            nudges.append(
+                {
+                    "after_seconds": after if after is not None else 0,
+                    "text": text,
+                    **(
+                        {"url_pattern": values[f"nudge_{i}_url_pattern"].strip()}
+                        if values[f"nudge_{i}_url_pattern"].strip()
+                        else {}
+                    ),
+                }
+            )
     miss = _num(values["miss_threshold"], "miss_threshold", errors)
     lead_after = _num(values["lead_after"], "lead_after", errors)
     max_nudges = _num(values["max_nudges"], "max_nudges", errors)
@@ -125,20 +170,24 @@ def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
         "starters": _lines(values["starters"]) or None,
         "branding": branding or None,
         "handoff": {"miss_threshold": miss} if miss is not None else None,
-        "lead_capture": {"mode": values["lead_mode"] or "never",
-                         **({"after": lead_after} if lead_after is not None else {})},
+        "lead_capture": {
+            "mode": values["lead_mode"] or "never",
+            **({"after": lead_after} if lead_after is not None else {}),
+        },
         "nudges": nudges or None,
         "max_nudges": max_nudges,
         "idle_close": {k: v for k, v in (("bot_minutes", idle_bot), ("human_minutes", idle_human)) if v is not None}
-                      or None,
+        or None,
     }
     body = {"name": values["name"].strip(), "allowed_origins": _lines(values["allowed_origins"]), "config": config}
     return values, body, errors
 
 
 FIELD_OF = {
-    ("config", "branding"): None, ("config", "handoff", "miss_threshold"): "miss_threshold",
-    ("config", "lead_capture", "mode"): "lead_mode", ("config", "lead_capture", "after"): "lead_after",
+    ("config", "branding"): None,
+    ("config", "handoff", "miss_threshold"): "miss_threshold",
+    ("config", "lead_capture", "mode"): "lead_mode",
+    ("config", "lead_capture", "after"): "lead_after",
     ("config", "idle_close", "bot_minutes"): "idle_bot_minutes",
     ("config", "idle_close", "human_minutes"): "idle_human_minutes",
 }
@@ -180,8 +229,13 @@ def model_errors(exc: ValidationError) -> dict:
 @page("GET", "/console/chatbots", min_role="admin")
 async def chatbots(ctx: Ctx):
     bots = await queries.fetch(ctx.conn, "chatbots")
-    return ctx.render("chatbots.html", bots=bots, values={}, errors={},
-                      flash={"deleted": "Chatbot deleted."}.get(ctx.request.query.get("done", "")))
+    return ctx.render(
+        "chatbots.html",
+        bots=bots,
+        values={},
+        errors={},
+        flash={"deleted": "Chatbot deleted."}.get(ctx.request.query.get("done", "")),
+    )
 
 
 @page("POST", "/console/chatbots", min_role="admin")
@@ -199,6 +253,7 @@ async def create(ctx: Ctx):
         message = "Name the chatbot (1-100 characters)." if isinstance(exc, ValidationError) else exc.message
         if next_page == "onboarding":
             from pyapp.console.onboarding import render_step
+
             return await render_step(ctx, "chatbot", status=422, errors={"name": message}, values={"name": name})
         bots = await queries.fetch(ctx.conn, "chatbots")
         return ctx.render("chatbots.html", status=422, bots=bots, values={"name": name}, errors={"name": message})
@@ -210,14 +265,26 @@ async def create(ctx: Ctx):
 async def _settings_page(ctx: Ctx, bot, *, values=None, errors=None, status=200, flash=None):
     preview = preview_url(ctx.request, bot["id"], bot["name"], bot["config"] or {}, bot["public_key"])
     # offered only where SQL (check_chatbot_fields) would accept it
-    can_hide = bool(await ctx.conn.fetchval(
-        "SELECT allow_hide_branding FROM parley.effective_limits(parley.current_tenant_id())"))
-    return ctx.render("chatbot.html", status=status, bot=bot, can_hide_branding=can_hide, values=values or form_values(bot), errors=errors or {},
-                      nudge_rows=range(NUDGE_ROWS), snippet=snippet(base_url(ctx.request), bot["public_key"]),
-                      preview=preview,
-                      flash=flash or {"created": "Chatbot created: set it up below.", "saved": "Saved.",
-                                      "rotated": "New key issued: update the embed code on your site."}
-                      .get(ctx.request.query.get("done", "")))
+    can_hide = bool(
+        await ctx.conn.fetchval("SELECT allow_hide_branding FROM parley.effective_limits(parley.current_tenant_id())")
+    )
+    return ctx.render(
+        "chatbot.html",
+        status=status,
+        bot=bot,
+        can_hide_branding=can_hide,
+        values=values or form_values(bot),
+        errors=errors or {},
+        nudge_rows=range(NUDGE_ROWS),
+        snippet=snippet(base_url(ctx.request), bot["public_key"]),
+        preview=preview,
+        flash=flash
+        or {
+            "created": "Chatbot created: set it up below.",
+            "saved": "Saved.",
+            "rotated": "New key issued: update the embed code on your site.",
+        }.get(ctx.request.query.get("done", "")),
+    )
 
 
 async def _bot(ctx: Ctx):
@@ -267,8 +334,9 @@ async def rotate(ctx: Ctx):
 async def delete(ctx: Ctx):
     bot = await _bot(ctx)
     if str(ctx.form.get("confirm", "")).strip() != bot["name"]:
-        return await _settings_page(ctx, bot, errors={"confirm": "Type the chatbot's name exactly to confirm."},
-                                    status=422)
+        return await _settings_page(
+            ctx, bot, errors={"confirm": "Type the chatbot's name exactly to confirm."}, status=422
+        )
     await bridge.call(ctx, _models().delete_chatbot, min_role="admin")
     return redirect("/console/chatbots?done=deleted")
 
@@ -283,10 +351,11 @@ async def preview_for_form(ctx: Ctx):
         patch = models.ChatbotPatch.model_validate(body)
     except ValidationError as exc:
         return json_ok({"errors": {**model_errors(exc), **errors}}, status=422)
-    config = {**(bot["config"] or {}), **{k: v for k, v in patch.model_dump(mode="json")["config"].items()
-                                          if v is not None}}
-    return json_ok({"url": preview_url(ctx.request, bot["id"], body["name"] or bot["name"], config,
-                                       bot["public_key"])})
+    config = {
+        **(bot["config"] or {}),
+        **{k: v for k, v in patch.model_dump(mode="json")["config"].items() if v is not None},
+    }
+    return json_ok({"url": preview_url(ctx.request, bot["id"], body["name"] or bot["name"], config, bot["public_key"])})
 
 
 # ---------------------------------------------------------------------- preview sandbox
@@ -303,8 +372,13 @@ def _unb64(text: str) -> bytes:
 
 
 def preview_url(request: web.Request, chatbot_id, name: str, config: dict, public_key: str) -> str:
-    draft = {"c": str(chatbot_id), "n": name, "k": public_key, "x": int(time.time()) + PREVIEW_TTL,
-             "cfg": {k: config[k] for k in _PUBLIC_KEYS if k in config}}
+    draft = {
+        "c": str(chatbot_id),
+        "n": name,
+        "k": public_key,
+        "x": int(time.time()) + PREVIEW_TTL,
+        "cfg": {k: config[k] for k in _PUBLIC_KEYS if k in config},
+    }
     raw = json.dumps(draft, separators=(",", ":")).encode()
     token = _b64(raw) + "." + sign(request.app[SETTINGS].secret_key, "console-preview", raw)
     return f"/console/preview/{token}"
@@ -332,8 +406,10 @@ async def preview_page(request: web.Request) -> web.Response:
     except KeyError:
         script = "/widget.js"
     from pyapp.console.web import ENV
+
     html = ENV.get_template("console/preview.html").render(
-        script=script, key=draft["k"], api=f"{base_url(request)}{request.path}", name=draft["n"])
+        script=script, key=draft["k"], api=f"{base_url(request)}{request.path}", name=draft["n"]
+    )
     response = web.Response(text=html, content_type="text/html", charset="utf-8")
     secure_headers(response, PREVIEW_CSP)
     response.headers["X-Frame-Options"] = "SAMEORIGIN"
@@ -342,15 +418,21 @@ async def preview_page(request: web.Request) -> web.Response:
 
 async def _public_config(request: web.Request, draft: dict) -> dict:
     allow = False  # the preview shows what the widget would show on this plan
-    return await request.app[POOL].fetchval("SELECT parley.chatbot_public_config($1, $2, $3)",
-                                            draft["n"], draft["cfg"], allow)
+    return await request.app[POOL].fetchval(
+        "SELECT parley.chatbot_public_config($1, $2, $3)", draft["n"], draft["cfg"], allow
+    )
 
 
 async def preview_session(request: web.Request) -> web.Response:
     draft = _draft(request)
     config = await _public_config(request, draft)
-    body = {"token": "preview", "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900)),
-            "conversation_id": str(uuid.uuid4()), "status": "bot", "config": config}
+    body = {
+        "token": "preview",
+        "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900)),
+        "conversation_id": str(uuid.uuid4()),
+        "status": "bot",
+        "config": config,
+    }
     return web.Response(text=json_dumps(body), status=201, content_type="application/json")
 
 
@@ -376,12 +458,40 @@ async def preview_socket(request: web.Request) -> web.WebSocketResponse:
         elif kind == "ping":
             await ws.send_str('{"type":"pong"}')
         elif kind == "message" and isinstance(frame.get("body"), str):
-            await ws.send_str(json_dumps({"type": "message", "message": {
-                "id": next_id, "author": "visitor", "body": frame["body"][:4000], "client_id": frame.get("client_id"),
-                "created_at": now, "author_name": None, "citations": [], "stream_id": None}}))
-            await ws.send_str(json_dumps({"type": "message", "message": {
-                "id": next_id + 1, "author": "bot", "body": PREVIEW_REPLY, "client_id": None, "created_at": now,
-                "author_name": None, "citations": [], "stream_id": None}}))
+            await ws.send_str(
+                json_dumps(
+                    {
+                        "type": "message",
+                        "message": {
+                            "id": next_id,
+                            "author": "visitor",
+                            "body": frame["body"][:4000],
+                            "client_id": frame.get("client_id"),
+                            "created_at": now,
+                            "author_name": None,
+                            "citations": [],
+                            "stream_id": None,
+                        },
+                    }
+                )
+            )
+            await ws.send_str(
+                json_dumps(
+                    {
+                        "type": "message",
+                        "message": {
+                            "id": next_id + 1,
+                            "author": "bot",
+                            "body": PREVIEW_REPLY,
+                            "client_id": None,
+                            "created_at": now,
+                            "author_name": None,
+                            "citations": [],
+                            "stream_id": None,
+                        },
+                    }
+                )
+            )
             next_id += 2
     return ws
 

@@ -4,6 +4,7 @@ Pages render the current state; console.js keeps them live from /ws/agent by re-
 list fragment and the messages after the last one shown. Every action is a POST with the
 session's CSRF token that calls the conversations state machine in SQL.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -18,8 +19,12 @@ from pyapp.errors import ApiError, from_postgres
 
 TABS = (("new", "New"), ("waiting", "Waiting for a human"), ("mine", "Mine"), ("all", "All"), ("closed", "Closed"))
 TAB_KEYS = {key for key, _ in TABS}
-STATUS_LABELS = {"bot": "With the bot", "waiting_human": "Waiting for a human", "human": "With an agent",
-                 "closed": "Closed"}
+STATUS_LABELS = {
+    "bot": "With the bot",
+    "waiting_human": "Waiting for a human",
+    "human": "With an agent",
+    "closed": "Closed",
+}
 
 
 def _tab(request: web.Request) -> str:
@@ -71,8 +76,13 @@ async def _pane(ctx: Ctx, conversation_id: uuid.UUID) -> dict:
         async with ctx.savepoint():
             await ctx.conn.execute("SELECT parley.mark_conversation_read($1, $2)", conversation_id, last_id)
     members = await queries.fetch(ctx.conn, "members")
-    return {"conv": conv, "messages": messages, "last_id": last_id, "members": members,
-            "status_label": STATUS_LABELS.get(conv["status"], conv["status"])}
+    return {
+        "conv": conv,
+        "messages": messages,
+        "last_id": last_id,
+        "members": members,
+        "status_label": STATUS_LABELS.get(conv["status"], conv["status"]),
+    }
 
 
 async def _inbox_page(ctx: Ctx, conversation_id: uuid.UUID | None):
@@ -82,10 +92,19 @@ async def _inbox_page(ctx: Ctx, conversation_id: uuid.UUID | None):
         ctx.nav = await _refresh_nav(ctx)
     rows = await _list(ctx, tab, q)
     canned = await queries.fetch(ctx.conn, "canned_replies")
-    return ctx.render("inbox.html", tab=tab, tabs=TABS, q=q or "", rows=rows, counts=await _counts(ctx),
-                      pane=pane, current=conversation_id, canned=[dict(shortcut=c["shortcut"], body=c["body"])
-                                                               for c in canned],
-                      flash=_flash(ctx.request), errors={})
+    return ctx.render(
+        "inbox.html",
+        tab=tab,
+        tabs=TABS,
+        q=q or "",
+        rows=rows,
+        counts=await _counts(ctx),
+        pane=pane,
+        current=conversation_id,
+        canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned],
+        flash=_flash(ctx.request),
+        errors={},
+    )
 
 
 async def _refresh_nav(ctx: Ctx) -> dict:
@@ -122,8 +141,7 @@ async def conversation_messages(ctx: Ctx):
         async with ctx.savepoint():
             await ctx.conn.execute("SELECT parley.mark_conversation_read($1, $2)", conversation_id, last_id)
     html = _render_fragment("_messages.html", ctx, messages=messages)
-    return json_ok({"html": html, "last_id": last_id, "status": conv["status"],
-                    "assignee_id": conv["assignee_id"]})
+    return json_ok({"html": html, "last_id": last_id, "status": conv["status"], "assignee_id": conv["assignee_id"]})
 
 
 @page("GET", "/console/conversations/{conversation_id}/pane")
@@ -131,16 +149,29 @@ async def conversation_pane(ctx: Ctx):
     """The whole conversation pane (after a state change), as a fragment."""
     pane = await _pane(ctx, ctx.uuid("conversation_id"))
     canned = await queries.fetch(ctx.conn, "canned_replies")
-    html = _render_fragment("_conversation.html", ctx, pane=pane, tab=_tab(ctx.request), errors={},
-                            canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned])
+    html = _render_fragment(
+        "_conversation.html",
+        ctx,
+        pane=pane,
+        tab=_tab(ctx.request),
+        errors={},
+        canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned],
+    )
     return json_ok({"html": html, "last_id": pane["last_id"], "status": pane["conv"]["status"]})
 
 
 def _flash(request: web.Request) -> str | None:
-    return {"claimed": "You took this conversation.", "replied": "Reply sent.", "noted": "Note added.",
-            "assigned": "Conversation assigned.", "released": "Handed back to the bot.",
-            "closed": "Conversation closed.", "reopened": "Conversation reopened.",
-            "saved": "Saved.", "deleted": "Deleted."}.get(request.query.get("done", ""))
+    return {
+        "claimed": "You took this conversation.",
+        "replied": "Reply sent.",
+        "noted": "Note added.",
+        "assigned": "Conversation assigned.",
+        "released": "Handed back to the bot.",
+        "closed": "Conversation closed.",
+        "reopened": "Conversation reopened.",
+        "saved": "Saved.",
+        "deleted": "Deleted.",
+    }.get(request.query.get("done", ""))
 
 
 # ---------------------------------------------------------------------------------- actions
@@ -216,14 +247,27 @@ async def _rerender(ctx: Ctx, conversation_id: uuid.UUID, errors: dict, status: 
     pane = await _pane(ctx, conversation_id)
     rows = await _list(ctx, tab, None)
     canned = await queries.fetch(ctx.conn, "canned_replies")
-    return ctx.render("inbox.html", status=status, tab=tab, tabs=TABS, q="", rows=rows, counts=await _counts(ctx),
-                      pane=pane, current=conversation_id, errors=errors, draft=ctx.form.get("body", ""),
-                      canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned], flash=None)
+    return ctx.render(
+        "inbox.html",
+        status=status,
+        tab=tab,
+        tabs=TABS,
+        q="",
+        rows=rows,
+        counts=await _counts(ctx),
+        pane=pane,
+        current=conversation_id,
+        errors=errors,
+        draft=ctx.form.get("body", ""),
+        canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned],
+        flash=None,
+    )
 
 
 def _action_route(action: str):
     async def handler(ctx: Ctx):
         return await _act(ctx, action)
+
     handler.__name__ = f"conversation_{action}"
     page("POST", f"/console/conversations/{{conversation_id}}/{action}")(handler)
 
@@ -241,10 +285,12 @@ async def conversation_read(ctx: Ctx):
     try:
         data = ReadForm.model_validate(ctx.form)
     except ValidationError as exc:
-        raise ApiError(422, "validation_failed", "message_id must be a message id.",
-                       {"fields": form_errors(exc)}) from None
-    upto = await ctx.conn.fetchval("SELECT parley.mark_conversation_read($1, $2)",
-                                   ctx.uuid("conversation_id"), data.message_id)
+        raise ApiError(
+            422, "validation_failed", "message_id must be a message id.", {"fields": form_errors(exc)}
+        ) from None
+    upto = await ctx.conn.fetchval(
+        "SELECT parley.mark_conversation_read($1, $2)", ctx.uuid("conversation_id"), data.message_id
+    )
     return json_ok({"last_read_message_id": upto})
 
 
@@ -274,8 +320,16 @@ SHORTCUT_HELP = "Type /shortcut in a reply to insert it: 1-32 lower-case letters
 
 async def _canned_page(ctx: Ctx, *, values=None, errors=None, editing=None, status=200, flash=None):
     rows = await queries.fetch(ctx.conn, "canned_replies")
-    return ctx.render("canned.html", status=status, rows=rows, values=values or {}, errors=errors or {},
-                      editing=editing, help=SHORTCUT_HELP, flash=flash or _flash(ctx.request))
+    return ctx.render(
+        "canned.html",
+        status=status,
+        rows=rows,
+        values=values or {},
+        errors=errors or {},
+        editing=editing,
+        help=SHORTCUT_HELP,
+        flash=flash or _flash(ctx.request),
+    )
 
 
 @page("GET", "/console/canned")
@@ -314,8 +368,9 @@ async def canned_save(ctx: Ctx):
         if mapped is None or mapped.status >= 500 or mapped.status == 404:
             raise
         field = "body" if mapped.code == "invalid_body" else "shortcut"
-        return await _canned_page(ctx, values=ctx.form, errors={field: mapped.message}, editing=editing,
-                                  status=mapped.status)
+        return await _canned_page(
+            ctx, values=ctx.form, errors={field: mapped.message}, editing=editing, status=mapped.status
+        )
     return redirect("/console/canned?done=saved")
 
 

@@ -5,6 +5,7 @@ Writes and the search call the knowledge surface's handlers (pyapp.knowledge.rou
 vetting (SSRF rules), extraction, chunking, background imports and the embedding worker
 stay in one place; the console renders their results and errors next to the fields.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -23,6 +24,7 @@ KINDS = (("url", "One page"), ("sitemap", "A sitemap"), ("crawl", "A whole site 
 
 def _routes():
     from pyapp.knowledge import routes
+
     return routes
 
 
@@ -41,17 +43,41 @@ async def knowledge_home(ctx: Ctx):
     return ctx.render("knowledge_home.html", bots=bots)
 
 
-async def _page(ctx: Ctx, chatbot_id: uuid.UUID, *, status: int = 200, errors: dict | None = None,
-                values: dict | None = None, answer: dict | None = None, flash: str | None = None, form: str = ""):
+async def _page(
+    ctx: Ctx,
+    chatbot_id: uuid.UUID,
+    *,
+    status: int = 200,
+    errors: dict | None = None,
+    values: dict | None = None,
+    answer: dict | None = None,
+    flash: str | None = None,
+    form: str = "",
+):
     bot = await _chatbot(ctx, chatbot_id)
     sources = await queries.fetch(ctx.conn, "knowledge_sources", chatbot_id)
     bots = await queries.fetch(ctx.conn, "chatbots")
-    done = {"added": "Added. Passages are searchable at once; embeddings follow in the background.",
-            "importing": "Import started; progress shows below.", "deleted": "Source deleted.",
-            "reimporting": "Re-import started.", "continuing": "Import continues from where it stopped.", "uploaded": "File added."}
-    return ctx.render("knowledge.html", status=status, bot=bot, bots=bots, sources=sources, kinds=KINDS,
-                      errors=errors or {}, values=values or {"kind": "url"}, answer=answer, form=form,
-                      flash=flash or done.get(ctx.request.query.get("done", "")))
+    done = {
+        "added": "Added. Passages are searchable at once; embeddings follow in the background.",
+        "importing": "Import started; progress shows below.",
+        "deleted": "Source deleted.",
+        "reimporting": "Re-import started.",
+        "continuing": "Import continues from where it stopped.",
+        "uploaded": "File added.",
+    }
+    return ctx.render(
+        "knowledge.html",
+        status=status,
+        bot=bot,
+        bots=bots,
+        sources=sources,
+        kinds=KINDS,
+        errors=errors or {},
+        values=values or {"kind": "url"},
+        answer=answer,
+        form=form,
+        flash=flash or done.get(ctx.request.query.get("done", "")),
+    )
 
 
 @page("GET", "/console/knowledge/{chatbot_id}")
@@ -71,8 +97,9 @@ async def add_text(ctx: Ctx):
     chatbot_id = ctx.uuid("chatbot_id")
     values = {"title": str(ctx.form.get("title", ""))[:300], "text": str(ctx.form.get("text", ""))}
     try:
-        body = routes.SourceIn.model_validate({"kind": "text", "title": values["title"].strip(),
-                                               "text": values["text"]})
+        body = routes.SourceIn.model_validate(
+            {"kind": "text", "title": values["title"].strip(), "text": values["text"]}
+        )
         if not body.text.strip():
             raise ApiError(422, "text_required", "Paste some text.")
         await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
@@ -81,8 +108,7 @@ async def add_text(ctx: Ctx):
     except ApiError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):
             raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={"text": exc.message}, values=values,
-                           form="text")
+        return await _page(ctx, chatbot_id, status=exc.status, errors={"text": exc.message}, values=values, form="text")
     return redirect(f"/console/knowledge/{chatbot_id}?done=added")
 
 
@@ -115,17 +141,24 @@ async def import_url(ctx: Ctx):
     if errors:
         return await _page(ctx, chatbot_id, status=422, errors=errors, values=values, form="import")
     try:
-        body = routes.SourceIn.model_validate({"kind": values["kind"], "url": values["url"].strip(),
-                                               "title": values["title"].strip()[:300],
-                                               "max_pages": max_pages, "max_depth": max_depth})
+        body = routes.SourceIn.model_validate(
+            {
+                "kind": values["kind"],
+                "url": values["url"].strip(),
+                "title": values["title"].strip()[:300],
+                "max_pages": max_pages,
+                "max_depth": max_depth,
+            }
+        )
         await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
     except ValidationError as exc:
         return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form="import")
     except ApiError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):
             raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={"url": exc.message}, values=values,
-                           form="import")
+        return await _page(
+            ctx, chatbot_id, status=exc.status, errors={"url": exc.message}, values=values, form="import"
+        )
     return redirect(f"/console/knowledge/{chatbot_id}?done=importing")
 
 
@@ -199,7 +232,13 @@ async def try_question(ctx: Ctx):
     try:
         body = routes.SearchIn.model_validate({"query": values["query"].strip(), "k": 5})
     except ValidationError:
-        return await _page(ctx, chatbot_id, status=422, errors={"query": "Ask a question (up to 2000 characters)."},
-                           values=values, form="try")
+        return await _page(
+            ctx,
+            chatbot_id,
+            status=422,
+            errors={"query": "Ask a question (up to 2000 characters)."},
+            values=values,
+            form="try",
+        )
     result = await bridge.call(ctx, routes.try_question, body=body)
     return await _page(ctx, chatbot_id, values=values, answer=result, form="try")

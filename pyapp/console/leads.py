@@ -1,4 +1,5 @@
 """Leads: table with the status workflow, search and filters, CSV export of the same selection."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +17,13 @@ from pyapp.leads.routes import leads_csv as write_leads_csv
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
 # The workflow of parley.set_lead_status, to offer only the moves it accepts.
-NEXT = {"new": ("contacted", "qualified", "lost"), "contacted": ("qualified", "won", "lost"),
-        "qualified": ("contacted", "won", "lost"), "lost": ("new",), "won": ()}
+NEXT = {
+    "new": ("contacted", "qualified", "lost"),
+    "contacted": ("qualified", "won", "lost"),
+    "qualified": ("contacted", "won", "lost"),
+    "lost": ("new",),
+    "won": (),
+}
 CSV_LIMIT = 50_000
 
 
@@ -49,14 +55,19 @@ class LeadFilters(BaseModel):
 
     def args(self, limit: int) -> list:
         start = dt.datetime.combine(self.date_from, dt.time(), dt.UTC) if self.date_from else None
-        end = (dt.datetime.combine(self.date_to + dt.timedelta(days=1), dt.time(), dt.UTC)
-               if self.date_to else None)
+        end = dt.datetime.combine(self.date_to + dt.timedelta(days=1), dt.time(), dt.UTC) if self.date_to else None
         return [self.q, self.status, self.chatbot, start, end, limit]
 
     def query_string(self) -> str:
         from urllib.parse import urlencode
-        pairs = {"q": self.q, "status": self.status, "chatbot": self.chatbot,
-                 "date_from": self.date_from, "date_to": self.date_to}
+
+        pairs = {
+            "q": self.q,
+            "status": self.status,
+            "chatbot": self.chatbot,
+            "date_from": self.date_from,
+            "date_to": self.date_to,
+        }
         return urlencode({k: str(v) for k, v in pairs.items() if v is not None})
 
 
@@ -81,9 +92,21 @@ async def _leads_page(ctx: Ctx, *, status: int = 200, row_errors: dict | None = 
     counts = {r["status"]: r["n"] for r in await queries.fetch(ctx.conn, "lead_status_counts")}
     chatbots = await queries.fetch(ctx.conn, "chatbots")
     flash = {"updated": "Lead updated."}.get(ctx.request.query.get("done", ""))
-    return ctx.render("leads.html", status=status, rows=rows, filters=filters, raw=dict(ctx.request.query),
-                      errors=errors, statuses=STATUSES, next_statuses=NEXT, counts=counts, chatbots=chatbots,
-                      flash=flash, export_qs=filters.query_string(), row_errors=row_errors or {})
+    return ctx.render(
+        "leads.html",
+        status=status,
+        rows=rows,
+        filters=filters,
+        raw=dict(ctx.request.query),
+        errors=errors,
+        statuses=STATUSES,
+        next_statuses=NEXT,
+        counts=counts,
+        chatbots=chatbots,
+        flash=flash,
+        export_qs=filters.query_string(),
+        row_errors=row_errors or {},
+    )
 
 
 @page("GET", "/console/leads.csv")
@@ -91,9 +114,16 @@ async def leads_csv(ctx: Ctx):
     filters, _ = _filters(ctx.request)
     rows = await ctx.conn.fetch(EXPORT_LEADS, *filters.args(CSV_LIMIT))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M")
-    return web.Response(body=write_leads_csv(rows, bom=True), content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="leads-{stamp}.csv"',
-                                 "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        body=write_leads_csv(rows, bom=True),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={
+            "Content-Disposition": f'attachment; filename="leads-{stamp}.csv"',
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 class StatusForm(BaseModel):

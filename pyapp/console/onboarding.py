@@ -5,6 +5,7 @@ The install check fetches the customer's page with the SSRF-guarded fetcher (pya
 and looks for a widget <script> carrying this chatbot's public key; it also says whether the
 page's origin is allowed to start the widget.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -17,8 +18,12 @@ from pyapp.console.web import Ctx, form_errors, page, redirect
 from pyapp.errors import ApiError
 from pyapp.widget.assets import base_url, snippet
 
-STEPS = (("chatbot", "Create a chatbot"), ("knowledge", "Add knowledge"), ("embed", "Copy the embed code"),
-         ("install", "Check the installation"))
+STEPS = (
+    ("chatbot", "Create a chatbot"),
+    ("knowledge", "Add knowledge"),
+    ("embed", "Copy the embed code"),
+    ("install", "Check the installation"),
+)
 INSTALL_MAX_BYTES = 2 * 1024 * 1024
 
 
@@ -35,16 +40,38 @@ async def _chatbot(ctx: Ctx):
     return bots[0] if bots else None
 
 
-async def render_step(ctx: Ctx, step: str, *, status: int = 200, errors: dict | None = None,
-                      values: dict | None = None, check: dict | None = None):
+async def render_step(
+    ctx: Ctx,
+    step: str,
+    *,
+    status: int = 200,
+    errors: dict | None = None,
+    values: dict | None = None,
+    check: dict | None = None,
+):
     bot = await _chatbot(ctx)
     if bot is None:
         step = "chatbot"
     sources = await queries.fetch(ctx.conn, "knowledge_sources", bot["id"]) if bot else []
-    done = {"chatbot": bot is not None, "knowledge": bool(sources), "embed": False, "install": bool(check and check.get("ok"))}
-    return ctx.render("onboarding.html", status=status, step=step, steps=STEPS, bot=bot, sources=sources,
-                      done=done, errors=errors or {}, values=values or {}, check=check,
-                      snippet=snippet(base_url(ctx.request), bot["public_key"]) if bot else "")
+    done = {
+        "chatbot": bot is not None,
+        "knowledge": bool(sources),
+        "embed": False,
+        "install": bool(check and check.get("ok")),
+    }
+    return ctx.render(
+        "onboarding.html",
+        status=status,
+        step=step,
+        steps=STEPS,
+        bot=bot,
+        sources=sources,
+        done=done,
+        errors=errors or {},
+        values=values or {},
+        check=check,
+        snippet=snippet(base_url(ctx.request), bot["public_key"]) if bot else "",
+    )
 
 
 @page("GET", "/console/onboarding", min_role="admin")
@@ -68,23 +95,29 @@ async def add_knowledge(ctx: Ctx):
     values = {k: str(ctx.form.get(k, "")) for k in ("text", "url")}
     text, url = values["text"].strip(), values["url"].strip()
     if not text and not url:
-        return await render_step(ctx, "knowledge", status=422, values=values,
-                                 errors={"text": "Paste some text, or give the address of a page below.",
-                                         "url": " "})
+        return await render_step(
+            ctx,
+            "knowledge",
+            status=422,
+            values=values,
+            errors={"text": "Paste some text, or give the address of a page below.", "url": " "},
+        )
     try:
         if text:
             body = routes.SourceIn.model_validate({"kind": "text", "title": "About us", "text": text})
         else:
-            body = routes.SourceIn.model_validate({"kind": "crawl" if ctx.form.get("whole_site") else "url",
-                                                   "url": url, "max_pages": 50})
+            body = routes.SourceIn.model_validate(
+                {"kind": "crawl" if ctx.form.get("whole_site") else "url", "url": url, "max_pages": 50}
+            )
         await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
     except ValidationError as exc:
         return await render_step(ctx, "knowledge", status=422, values=values, errors=form_errors(exc))
     except ApiError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):
             raise
-        return await render_step(ctx, "knowledge", status=exc.status, values=values,
-                                 errors={"text" if text else "url": exc.message})
+        return await render_step(
+            ctx, "knowledge", status=exc.status, values=values, errors={"text" if text else "url": exc.message}
+        )
     return redirect(f"/console/onboarding?chatbot={bot['id']}&step=embed")
 
 
@@ -113,21 +146,40 @@ async def install_check(ctx: Ctx):
     url = str(ctx.form.get("url", "")).strip()[:2048]
     values = {"url": url}
     if not url.lower().startswith(("http://", "https://")):
-        return await render_step(ctx, "install", status=422, values=values,
-                                 errors={"url": "Enter the full address of a page of your site (https://…)."})
+        return await render_step(
+            ctx,
+            "install",
+            status=422,
+            values=values,
+            errors={"url": "Enter the full address of a page of your site (https://…)."},
+        )
     try:
         result = await SafeFetcher(max_bytes=INSTALL_MAX_BYTES, timeout=15).fetch(
-            url, allowed_types=("text/html", "application/xhtml+xml"))
+            url, allowed_types=("text/html", "application/xhtml+xml")
+        )
     except FetchError as exc:
-        return await render_step(ctx, "install", status=422, values=values,
-                                 errors={"url": f"We could not read that page: {exc.message} ({exc.code})."})
+        return await render_step(
+            ctx,
+            "install",
+            status=422,
+            values=values,
+            errors={"url": f"We could not read that page: {exc.message} ({exc.code})."},
+        )
     found = find_widget(result.text(), bot["public_key"])
     parts = urlsplit(result.url)
     allowed = list(bot["allowed_origins"] or [])
     # The widget's own rule (parley.origin_allowed), so the check says what the widget will do.
     origin, origin_allowed = await ctx.conn.fetchrow(
         "SELECT coalesce(parley.normalize_origin($1), $1), parley.origin_allowed($2::text[], $1)",
-        f"{parts.scheme}://{parts.netloc}", allowed)
-    check = {"ok": found["found"], "url": result.url, "other_keys": found["other_keys"],
-             "origin": origin, "origin_allowed": origin_allowed, "allowed": allowed}
+        f"{parts.scheme}://{parts.netloc}",
+        allowed,
+    )
+    check = {
+        "ok": found["found"],
+        "url": result.url,
+        "other_keys": found["other_keys"],
+        "origin": origin,
+        "origin_allowed": origin_allowed,
+        "allowed": allowed,
+    }
     return await render_step(ctx, "install", values=values, check=check)

@@ -3,6 +3,7 @@
 They run inside the page's tenant transaction as parley_app, so RLS scopes them to the
 tenant; none of them filters by tenant itself.
 """
+
 from __future__ import annotations
 
 import re

@@ -6,6 +6,7 @@ refresh rotation; concurrent requests presenting the same refresh token share on
 (per process) instead of tripping reuse detection. CSRF tokens are an HMAC of the session
 (refresh-token family) id, so they survive refreshes and die with sign-out.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,14 +65,22 @@ def decode_cookie(value: str) -> tuple[str, str] | None:
 
 def set_session_cookie(request: web.Request, response: web.StreamResponse, access: str, refresh: str) -> None:
     ttl = request.app[SETTINGS].refresh_token_ttl
-    response.set_cookie(COOKIE, encode_cookie(access, refresh), path=COOKIE_PATH, httponly=True,
-                        secure=is_https(request), samesite="Lax", max_age=ttl)
+    response.set_cookie(
+        COOKIE,
+        encode_cookie(access, refresh),
+        path=COOKIE_PATH,
+        httponly=True,
+        secure=is_https(request),
+        samesite="Lax",
+        max_age=ttl,
+    )
 
 
 def clear_session_cookie(request: web.Request, response: web.StreamResponse) -> None:
     response.del_cookie(COOKIE, path=COOKIE_PATH)
-    response.set_cookie(COOKIE, "", path=COOKIE_PATH, httponly=True, secure=is_https(request),
-                        samesite="Lax", max_age=0)
+    response.set_cookie(
+        COOKIE, "", path=COOKIE_PATH, httponly=True, secure=is_https(request), samesite="Lax", max_age=0
+    )
 
 
 def token_exp(token: str) -> int:
@@ -156,8 +165,9 @@ def pre_csrf(request: web.Request) -> tuple[str, bool]:
 
 
 def set_pre_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
-    response.set_cookie(PRE_COOKIE, value, path=COOKIE_PATH, httponly=True, secure=is_https(request),
-                        samesite="Lax", max_age=3600)
+    response.set_cookie(
+        PRE_COOKIE, value, path=COOKIE_PATH, httponly=True, secure=is_https(request), samesite="Lax", max_age=3600
+    )
 
 
 def pre_csrf_ok(request: web.Request, presented: str | None) -> bool:

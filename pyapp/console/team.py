@@ -4,6 +4,7 @@ Reads call the accounts SQL functions inside the page's transaction (begin_reque
 refused anyone below admin); writes go through the accounts handlers, so tokens and keys
 are minted, hashed, mailed and audited in one place.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -30,15 +31,22 @@ async def _ws(ctx: Ctx, handler: str, **kw):
 # ---------------------------------------------------------------------------------- team
 
 
-async def _team_page(ctx: Ctx, *, status=200, values=None, errors=None, created=None, flash=None,
-                     member_errors=None):
+async def _team_page(ctx: Ctx, *, status=200, values=None, errors=None, created=None, flash=None, member_errors=None):
     members = await ctx.conn.fetchval("SELECT parley.list_members()")
     invites = [i for i in await ctx.conn.fetchval("SELECT parley.list_invites()") if i["status"] == "pending"]
-    return ctx.render("team.html", status=status, members=members, invites=invites, roles=ROLES,
-                      values=values or {"role": "agent"}, errors=errors or {}, created=created,
-                      member_errors=member_errors or {},
-                      flash=flash or _done(ctx, {"role": "Role changed.", "removed": "Member removed.",
-                                                 "revoked": "Invitation revoked."}))
+    return ctx.render(
+        "team.html",
+        status=status,
+        members=members,
+        invites=invites,
+        roles=ROLES,
+        values=values or {"role": "agent"},
+        errors=errors or {},
+        created=created,
+        member_errors=member_errors or {},
+        flash=flash
+        or _done(ctx, {"role": "Role changed.", "removed": "Member removed.", "revoked": "Invitation revoked."}),
+    )
 
 
 @page("GET", "/console/team", min_role="admin")
@@ -67,8 +75,9 @@ async def invite(ctx: Ctx):
             raise
         field = "role" if exc.status == 403 or "role" in exc.code else "email"
         return await _team_page(ctx, status=exc.status, values=values, errors={field: exc.message})
-    return await _team_page(ctx, values={"role": "agent"}, created=created,
-                            flash=f"Invitation sent to {created.email}.")
+    return await _team_page(
+        ctx, values={"role": "agent"}, created=created, flash=f"Invitation sent to {created.email}."
+    )
 
 
 @page("POST", "/console/team/invites/{invite_id}/revoke", min_role="admin")
@@ -116,9 +125,15 @@ async def remove_member(ctx: Ctx):
 
 async def _keys_page(ctx: Ctx, *, status=200, values=None, errors=None, created=None, flash=None):
     keys = await ctx.conn.fetchval("SELECT parley.list_api_keys()")
-    return ctx.render("keys.html", status=status, keys=keys, values=values or {"scopes": ["read"]},
-                      errors=errors or {}, created=created,
-                      flash=flash or _done(ctx, {"revoked": "API key revoked."}))
+    return ctx.render(
+        "keys.html",
+        status=status,
+        keys=keys,
+        values=values or {"scopes": ["read"]},
+        errors=errors or {},
+        created=created,
+        flash=flash or _done(ctx, {"revoked": "API key revoked."}),
+    )
 
 
 @page("GET", "/console/keys", min_role="admin")
@@ -195,10 +210,20 @@ async def audit(ctx: Ctx):
     members = await queries.fetch(ctx.conn, "members")
     names = {str(m["user_id"]): m["display_name"] for m in members}
     from urllib.parse import urlencode
+
     keep = urlencode({k: v for k, v in (("action", action), ("actor", actor)) if v})
-    return ctx.render("audit.html", items=page_data["items"], next_before=page_data["next_before"],
-                      actions=actions, members=members, names=names, action=action, actor=actor,
-                      errors=errors, keep=keep)
+    return ctx.render(
+        "audit.html",
+        items=page_data["items"],
+        next_before=page_data["next_before"],
+        actions=actions,
+        members=members,
+        names=names,
+        action=action,
+        actor=actor,
+        errors=errors,
+        keep=keep,
+    )
 
 
 # ------------------------------------------------------------------------------- settings
@@ -211,11 +236,20 @@ async def _settings_page(ctx: Ctx, *, status=200, values=None, errors=None, flas
     current = await ctx.conn.fetchval("SELECT parley.get_tenant_settings()")
     idle = (current["values"] or {}).get(IDLE_KEY) or {}
     if values is None:
-        values = {"name": current["tenant"]["name"], "bot_minutes": idle.get("bot_minutes", ""),
-                  "human_minutes": idle.get("human_minutes", "")}
-    return ctx.render("settings.html", status=status, tenant=current["tenant"], values=values,
-                      errors=errors or {}, other=current["values"],
-                      flash=flash or _done(ctx, {"saved": "Settings saved."}))
+        values = {
+            "name": current["tenant"]["name"],
+            "bot_minutes": idle.get("bot_minutes", ""),
+            "human_minutes": idle.get("human_minutes", ""),
+        }
+    return ctx.render(
+        "settings.html",
+        status=status,
+        tenant=current["tenant"],
+        values=values,
+        errors=errors or {},
+        other=current["values"],
+        flash=flash or _done(ctx, {"saved": "Settings saved."}),
+    )
 
 
 @page("GET", "/console/settings", min_role="admin")
@@ -262,8 +296,9 @@ async def save_settings(ctx: Ctx):
 async def delete_workspace(ctx: Ctx):
     current = await ctx.conn.fetchval("SELECT parley.get_tenant_settings()")
     if str(ctx.form.get("confirm", "")).strip() != current["tenant"]["slug"]:
-        return await _settings_page(ctx, status=422,
-                                    errors={"confirm": "Type the workspace address exactly to confirm."})
+        return await _settings_page(
+            ctx, status=422, errors={"confirm": "Type the workspace address exactly to confirm."}
+        )
     await _ws(ctx, "delete_tenant", min_role="owner")
     return redirect("/console/workspaces")
 
@@ -272,5 +307,11 @@ async def delete_workspace(ctx: Ctx):
 async def me(ctx: Ctx):
     """Who is signed in (for scripts and the header)."""
     row = await queries.fetchrow(ctx.conn, "me")
-    return json_ok({"user": dict(row) if row else None, "tenant_id": ctx.tenant_id, "role": ctx.role,
-                    "session_id": str(ctx.signed_in.claims.session_id)})
+    return json_ok(
+        {
+            "user": dict(row) if row else None,
+            "tenant_id": ctx.tenant_id,
+            "role": ctx.role,
+            "session_id": str(ctx.signed_in.claims.session_id),
+        }
+    )

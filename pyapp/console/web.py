@@ -5,6 +5,7 @@ A page handler receives a `Ctx` whose `conn` is already inside the tenant transa
 an agent on an admin page (403 page). Every state-changing request must carry the
 session's CSRF token (form field `_csrf` or header `X-CSRF-Token`) or it is refused with 403.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,16 +37,17 @@ TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 STATIC = Path(__file__).resolve().parent.parent / "static" / "console"
 ROLE_RANK = {"agent": 1, "admin": 2, "owner": 3}
 
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self' ws: wss:; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
-       "form-action 'self'; object-src 'none'")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'; object-src 'none'"
+)
 
 
 def _tojson(value: Any) -> Markup:
     """JSON safe inside <script type="application/json"> (no '<', '>', '&' or quotes raw)."""
     text = json_dumps(value)
-    text = (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("'", "\\u0027"))
+    text = text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e").replace("'", "\\u0027")
     return Markup(text)
 
 
@@ -53,6 +55,7 @@ def _timeago(value) -> str:
     if value is None:
         return ""
     import datetime as dt
+
     now = dt.datetime.now(dt.UTC)
     secs = int((now - value).total_seconds())
     if secs < 60:
@@ -87,8 +90,12 @@ def safe_query(value) -> str:
     return _QS_UNSAFE.sub("", str(value or ""))[:500]
 
 
-ENV = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(default=True,
-                  default_for_string=True), trim_blocks=True, lstrip_blocks=True)
+ENV = Environment(
+    loader=FileSystemLoader(str(TEMPLATES)),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 ENV.filters["tojson"] = _tojson
 ENV.filters["timeago"] = _timeago
 ENV.filters["dt"] = _dt
@@ -159,9 +166,15 @@ class Ctx:
         return self.claims.tenant_id
 
     def actor(self, min_role: str = "agent") -> Actor:
-        return Actor(tenant_id=self.tenant, kind="user", actor_id=str(self.user_id),
-                     session_id=self.claims.session_id, ip=client_ip(self.request),
-                     request_id=self.request.get(REQUEST_ID), min_role=min_role)
+        return Actor(
+            tenant_id=self.tenant,
+            kind="user",
+            actor_id=str(self.user_id),
+            session_id=self.claims.session_id,
+            ip=client_ip(self.request),
+            request_id=self.request.get(REQUEST_ID),
+            min_role=min_role,
+        )
 
     def tx(self, min_role: str = "agent"):
         """A separate tenant transaction (the page's own is `conn`)."""
@@ -191,12 +204,10 @@ class Ctx:
 
 
 def wants_json(request: web.Request) -> bool:
-    return "application/json" in request.headers.get("Accept", "") or \
-        request.headers.get("X-Requested-With") == "fetch"
+    return "application/json" in request.headers.get("Accept", "") or request.headers.get("X-Requested-With") == "fetch"
 
 
-def render(request: web.Request, template: str, *, status: int = 200, ctx: Ctx | None = None,
-           **values) -> web.Response:
+def render(request: web.Request, template: str, *, status: int = 200, ctx: Ctx | None = None, **values) -> web.Response:
     csrf = values.pop("csrf", "")
     if ctx is not None and ctx.session is not None:
         csrf = ctx.csrf
@@ -216,15 +227,23 @@ def secure_headers(response: web.StreamResponse, csp: str = CSP) -> None:
         response.headers["X-Frame-Options"] = "DENY"
 
 
-def error_response(request: web.Request, ctx: Ctx | None, status: int, code: str, message: str,
-                   details: dict | None = None) -> web.Response:
+def error_response(
+    request: web.Request, ctx: Ctx | None, status: int, code: str, message: str, details: dict | None = None
+) -> web.Response:
     if wants_json(request):
         body = {"error": {"code": code, "message": message, **({"details": details} if details else {})}}
         resp = web.json_response(body, status=status)
         secure_headers(resp)
         return resp
-    return render(request, "error.html", status=status, ctx=ctx if ctx and ctx.session else None,
-                  code=code, message=message, error_status=status)
+    return render(
+        request,
+        "error.html",
+        status=status,
+        ctx=ctx if ctx and ctx.session else None,
+        code=code,
+        message=message,
+        error_status=status,
+    )
 
 
 def redirect(location: str) -> web.Response:
@@ -256,8 +275,9 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
                         nxt = request.path_qs if request.path != "/console/sign-in" else "/console/"
                         response = redirect(f"/console/sign-in?next={quote(nxt, safe='')}")
                     else:
-                        response = error_response(request, None, 401, "unauthenticated",
-                                                  "Your session has ended; sign in again.")
+                        response = error_response(
+                            request, None, 401, "unauthenticated", "Your session has ended; sign in again."
+                        )
                     sess.clear_session_cookie(request, response)
                     return response
                 if request.method not in ("GET", "HEAD"):
@@ -267,9 +287,13 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
                         await _read_form(ctx)
                         presented = request.headers.get(sess.CSRF_HEADER) or ctx.form.get(sess.CSRF_FIELD)
                     if not sess.csrf_ok(request, ctx.session.claims.session_id, presented):
-                        return error_response(request, ctx, 403, "csrf_failed",
-                                              "This form has expired or did not come from the console. "
-                                              "Reload the page and try again.")
+                        return error_response(
+                            request,
+                            ctx,
+                            403,
+                            "csrf_failed",
+                            "This form has expired or did not come from the console. Reload the page and try again.",
+                        )
                 if ctx.tenant_id is None and tx:
                     response = redirect("/console/workspaces")
                 elif tx:
@@ -318,8 +342,13 @@ def _api_error(request: web.Request, ctx: Ctx, exc: ApiError) -> web.Response:
     if exc.code == "not_a_member" and not wants_json(request):
         return redirect("/console/workspaces")  # removed from this workspace: pick another
     if exc.status == 403 and exc.code == "forbidden":
-        return error_response(request, ctx, 403, "forbidden",
-                              "Your role cannot open this page. Ask an admin or the owner of the workspace.")
+        return error_response(
+            request,
+            ctx,
+            403,
+            "forbidden",
+            "Your role cannot open this page. Ask an admin or the owner of the workspace.",
+        )
     return error_response(request, ctx, exc.status, exc.code, exc.message, exc.details)
 
 
@@ -367,8 +396,10 @@ async def _nav(ctx: Ctx) -> dict:
     """Workspace name, the badges in the navigation (waiting and unread conversations), the billing banner."""
     from pyapp.console import queries
 
-    nav = {"tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id),
-           "billing": await ctx.conn.fetchval("SELECT parley.billing_banner()")}
+    nav = {
+        "tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id),
+        "billing": await ctx.conn.fetchval("SELECT parley.billing_banner()"),
+    }
     try:
         async with ctx.conn.transaction():
             counts = await queries.fetchrow(ctx.conn, "inbox_counts")
@@ -414,8 +445,9 @@ def public_page(method: str, path: str):
                     await _read_form(ctx)
                     presented = request.headers.get(sess.CSRF_HEADER) or ctx.form.get(sess.CSRF_FIELD)
                     if not sess.pre_csrf_ok(request, presented):
-                        return error_response(request, None, 403, "csrf_failed",
-                                              "This form has expired. Reload the page and try again.")
+                        return error_response(
+                            request, None, 403, "csrf_failed", "This form has expired. Reload the page and try again."
+                        )
                 response = await fn(ctx)
             except ApiError as exc:
                 response = error_response(request, None, exc.status, exc.code, exc.message, exc.details)

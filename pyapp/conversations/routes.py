@@ -5,6 +5,7 @@ Handlers are thin: each opens `call.tx()` and calls one SQL function (sql/41_con
 limits, events, NOTIFY). JSON is shaped in SQL (`parley.conversation_json`, `parley.message_json`)
 and passed straight through.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
@@ -55,11 +56,14 @@ class ConversationQuery(Strict):
     status: Literal["bot", "waiting_human", "human", "closed"] | None = None
     assignee: Literal["me"] | UUID | None = Field(default=None, description="`me` or a member's user id")
     chatbot: UUID | None = None
-    date_from: datetime | date | None = Field(default=None, alias="from", description="created at or after (ISO date/time, UTC)")
+    date_from: datetime | date | None = Field(
+        default=None, alias="from", description="created at or after (ISO date/time, UTC)"
+    )
     date_to: datetime | date | None = Field(default=None, alias="to", description="created before (ISO date/time, UTC)")
-    q: types.Text200 | None = Field(
-        None, description="full-text search over messages (and notes); websearch syntax")
-    before: datetime | None = Field(default=None, description="keyset: last_activity_at of the last row of the previous page")
+    q: types.Text200 | None = Field(None, description="full-text search over messages (and notes); websearch syntax")
+    before: datetime | None = Field(
+        default=None, description="keyset: last_activity_at of the last row of the previous page"
+    )
     limit: int = Field(50, ge=1, le=200)
 
 
@@ -114,7 +118,8 @@ class TranscriptOut(BaseModel):
     messages: list[MessageOut]
     lead: dict[str, Any] | None = None
     visitor_conversations: list[OtherConversationOut] = Field(
-        default_factory=list, description="the same visitor's other conversations with this chatbot, newest first")
+        default_factory=list, description="the same visitor's other conversations with this chatbot, newest first"
+    )
 
 
 class LimitsOut(BaseModel):
@@ -160,7 +165,15 @@ async def list_conversations(call: Call):
     async with call.tx() as conn:
         rows = await conn.fetch(
             "SELECT parley.list_conversations($1, $2, $3, $4, $5, $6, $7, $8) AS c",
-            q.status, assignee, q.chatbot, _utc(q.date_from), _utc(q.date_to), q.q, q.before, q.limit)
+            q.status,
+            assignee,
+            q.chatbot,
+            _utc(q.date_from),
+            _utc(q.date_to),
+            q.q,
+            q.before,
+            q.limit,
+        )
     items = [r["c"] for r in rows]
     next_before = items[-1]["last_activity_at"] if len(items) == q.limit else None
     return {"conversations": items, "next_before": next_before}
@@ -172,14 +185,17 @@ async def get_conversation(call: Call):
     conversation_id = call.uuid_param("conversation_id")
     async with call.tx() as conn:
         conv = await conn.fetchval(
-            "SELECT parley.conversation_json(c) FROM parley.conversations c WHERE c.id = $1", conversation_id)
+            "SELECT parley.conversation_json(c) FROM parley.conversations c WHERE c.id = $1", conversation_id
+        )
         if conv is None:
             raise ApiError(404, "not_found", "No such conversation.")
         messages = await conn.fetch(
             "SELECT parley.message_json(m) AS m FROM parley.messages m WHERE m.conversation_id = $1 ORDER BY m.id",
-            conversation_id)
-        lead = await conn.fetchval("SELECT to_jsonb(l) FROM parley.leads l WHERE l.conversation_id = $1",
-                                   conversation_id)
+            conversation_id,
+        )
+        lead = await conn.fetchval(
+            "SELECT to_jsonb(l) FROM parley.leads l WHERE l.conversation_id = $1", conversation_id
+        )
         others = await conn.fetch(
             """SELECT o.id, o.status, o.created_at, o.last_activity_at,
                       (SELECT count(*) FROM parley.messages m
@@ -188,15 +204,22 @@ async def get_conversation(call: Call):
                  JOIN parley.conversations o ON o.tenant_id = c.tenant_id AND o.visitor_id = c.visitor_id
                                             AND o.chatbot_id = c.chatbot_id AND o.id <> c.id
                 WHERE c.id = $1
-                ORDER BY o.created_at DESC LIMIT 20""", conversation_id)
-    return {"conversation": conv, "messages": [r["m"] for r in messages], "lead": lead,
-            "visitor_conversations": [dict(r) for r in others]}
+                ORDER BY o.created_at DESC LIMIT 20""",
+            conversation_id,
+        )
+    return {
+        "conversation": conv,
+        "messages": [r["m"] for r in messages],
+        "lead": lead,
+        "visitor_conversations": [dict(r) for r in others],
+    }
 
 
 async def _transition(call: Call, sql: str, *args) -> dict:
     async with call.tx() as conn:
-        return await conn.fetchval(f"SELECT parley.conversation_json(c) FROM {sql} c",
-                                   call.uuid_param("conversation_id"), *args)
+        return await conn.fetchval(
+            f"SELECT parley.conversation_json(c) FROM {sql} c", call.uuid_param("conversation_id"), *args
+        )
 
 
 @api.route("POST", "/api/conversations/{conversation_id}/claim", response=ConversationOut, tags=TAGS)
@@ -229,22 +252,32 @@ async def reopen(call: Call):
     return await _transition(call, "parley.reopen_conversation($1)")
 
 
-@api.route("POST", "/api/conversations/{conversation_id}/reply", body=MessageIn, response=MessageOut, status=201,
-           tags=TAGS)
+@api.route(
+    "POST", "/api/conversations/{conversation_id}/reply", body=MessageIn, response=MessageOut, status=201, tags=TAGS
+)
 async def reply(call: Call):
     """Reply to the visitor; claims an unassigned conversation. Idempotent on client_id."""
     async with call.tx() as conn:
-        return await conn.fetchval("SELECT parley.message_json(m) FROM parley.agent_reply($1, $2, $3) m",
-                                   call.uuid_param("conversation_id"), call.body.body, call.body.client_id)
+        return await conn.fetchval(
+            "SELECT parley.message_json(m) FROM parley.agent_reply($1, $2, $3) m",
+            call.uuid_param("conversation_id"),
+            call.body.body,
+            call.body.client_id,
+        )
 
 
-@api.route("POST", "/api/conversations/{conversation_id}/notes", body=MessageIn, response=MessageOut, status=201,
-           tags=TAGS)
+@api.route(
+    "POST", "/api/conversations/{conversation_id}/notes", body=MessageIn, response=MessageOut, status=201, tags=TAGS
+)
 async def add_note(call: Call):
     """An internal note, never shown to the visitor. Idempotent on client_id."""
     async with call.tx() as conn:
-        return await conn.fetchval("SELECT parley.message_json(m) FROM parley.add_note($1, $2, $3) m",
-                                   call.uuid_param("conversation_id"), call.body.body, call.body.client_id)
+        return await conn.fetchval(
+            "SELECT parley.message_json(m) FROM parley.add_note($1, $2, $3) m",
+            call.uuid_param("conversation_id"),
+            call.body.body,
+            call.body.client_id,
+        )
 
 
 @api.route("POST", "/api/conversations/{conversation_id}/lead", body=LeadCaptureIn, status=201, tags=TAGS)
@@ -252,8 +285,14 @@ async def capture_lead(call: Call):
     """Record the visitor's contact details for this conversation (one lead per conversation)."""
     b = call.body
     async with call.tx() as conn:
-        return await conn.fetchval("SELECT to_jsonb(l) FROM parley.capture_lead($1, $2, $3, $4, $5) l",
-                                   call.uuid_param("conversation_id"), b.name, b.email, b.phone, b.custom)
+        return await conn.fetchval(
+            "SELECT to_jsonb(l) FROM parley.capture_lead($1, $2, $3, $4, $5) l",
+            call.uuid_param("conversation_id"),
+            b.name,
+            b.email,
+            b.phone,
+            b.custom,
+        )
 
 
 @api.route("GET", "/api/limits", response=LimitsOut, tags=("limits",))
@@ -272,5 +311,8 @@ async def usage(call: Call):
         rows = await conn.fetch(
             """SELECT day, messages, ai_messages, conversations, active_seats FROM parley.usage_by_day
                 WHERE day >= coalesce($1, current_date - 30) AND day <= coalesce($2, current_date)
-                ORDER BY day""", q.date_from, q.date_to)
+                ORDER BY day""",
+            q.date_from,
+            q.date_to,
+        )
     return {"days": [dict(r) for r in rows]}

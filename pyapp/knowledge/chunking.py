@@ -8,6 +8,7 @@ little overlapping text so an answer that straddles a boundary is still found wh
 
 The checksum lets re-imports skip passages that did not change (no re-embedding).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -178,13 +179,14 @@ def _overlap_tail(text: str, size: int) -> str:
     tail = text[-size:]
     sentence = re.search(r"(?<=[.!?。！？])\s+\S", tail)
     if sentence:
-        return tail[sentence.end() - 1:].strip()
+        return tail[sentence.end() - 1 :].strip()
     space = tail.find(" ")
-    return tail[space + 1:].strip() if space != -1 else ""
+    return tail[space + 1 :].strip() if space != -1 else ""
 
 
-def chunk_text(text: str, *, target: int = DEFAULT_TARGET, max_chars: int = DEFAULT_MAX,
-               overlap: int = DEFAULT_OVERLAP) -> list[Chunk]:
+def chunk_text(
+    text: str, *, target: int = DEFAULT_TARGET, max_chars: int = DEFAULT_MAX, overlap: int = DEFAULT_OVERLAP
+) -> list[Chunk]:
     """Passages of about ``target`` characters, never more than ``max_chars`` (overlap included).
 
     ``overlap``: characters of the previous passage repeated at the start of the next one
@@ -244,8 +246,13 @@ def fit_window(chunks: list[Chunk], count, limit: int, as_embedded=None) -> list
     return [Chunk(ordinal=i, heading_path=c.heading_path, text=c.text) for i, c in enumerate(fit(chunks))]
 
 
-def chunk_document(document: _HasText | str, *, target: int = DEFAULT_TARGET, max_chars: int = DEFAULT_MAX,
-                   overlap: int = DEFAULT_OVERLAP) -> list[Chunk]:
+def chunk_document(
+    document: _HasText | str,
+    *,
+    target: int = DEFAULT_TARGET,
+    max_chars: int = DEFAULT_MAX,
+    overlap: int = DEFAULT_OVERLAP,
+) -> list[Chunk]:
     """``chunk_text`` of a :class:`~pyapp.knowledge.extract.Document` (or of plain text)."""
     text = document if isinstance(document, str) else document.text
     return chunk_text(text, target=target, max_chars=max_chars, overlap=overlap)

@@ -16,6 +16,7 @@ keeps the passages whose checksum did not change. Link-dense pages (indexes, tab
 contents) are followed but not stored, and blocks repeated on many pages of the site
 (navigation the HTML does not mark as such) are dropped.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -41,8 +42,14 @@ HARD_MAX_PAGES = 50_000  # what the API accepts at all; the plan's limit applies
 DEFAULT_MAX_DEPTH = 8
 HARD_MAX_DEPTH = 20
 PAGE_TYPES = ex.SUPPORTED_TYPES
-SITEMAP_TYPES = ("application/xml", "text/xml", "application/gzip", "application/x-gzip", "text/plain",
-                 "application/octet-stream")
+SITEMAP_TYPES = (
+    "application/xml",
+    "text/xml",
+    "application/gzip",
+    "application/x-gzip",
+    "text/plain",
+    "application/octet-stream",
+)
 BACKLOG_WAIT_S = 120.0
 INDEX_LINK_DENSITY = 0.5  # pages whose text is mostly links are followed, not stored
 REPEATED_BLOCK_PAGES = 3  # a short block already seen on this many pages is site chrome
@@ -65,11 +72,20 @@ class Progress:
     errors: list = field(default_factory=list)
 
     def as_json(self) -> dict:
-        return {"pages_found": self.pages_found, "pages_done": self.pages_done, "pages_failed": self.pages_failed,
-                "pages_unchanged": self.pages_unchanged, "pages_skipped": self.pages_skipped,
-                "chunks_added": self.chunks_added, "chunks_unchanged": self.chunks_unchanged,
-                "chunks_removed": self.chunks_removed, "documents_pruned": self.documents_pruned,
-                "page_limit": self.page_limit, "limited": self.limited, "errors": self.errors[-10:]}
+        return {
+            "pages_found": self.pages_found,
+            "pages_done": self.pages_done,
+            "pages_failed": self.pages_failed,
+            "pages_unchanged": self.pages_unchanged,
+            "pages_skipped": self.pages_skipped,
+            "chunks_added": self.chunks_added,
+            "chunks_unchanged": self.chunks_unchanged,
+            "chunks_removed": self.chunks_removed,
+            "documents_pruned": self.documents_pruned,
+            "page_limit": self.page_limit,
+            "limited": self.limited,
+            "errors": self.errors[-10:],
+        }
 
     def count(self, result: dict) -> None:
         self.pages_done += 1
@@ -153,8 +169,16 @@ class Importer:
     """Runs one source's import with a `service` actor of its tenant. ``resume``: continue a
     crawl that stopped at its page limit, from its frontier."""
 
-    def __init__(self, pool: asyncpg.Pool, tenant_id: uuid.UUID, source: dict, *,
-                 fetcher: SafeFetcher | None = None, on_chunks=None, resume: bool = False):
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        tenant_id: uuid.UUID,
+        source: dict,
+        *,
+        fetcher: SafeFetcher | None = None,
+        on_chunks=None,
+        resume: bool = False,
+    ):
         self.pool = pool
         self.tenant_id = tenant_id
         self.source = source
@@ -176,16 +200,23 @@ class Importer:
 
     async def report(self, status: str, error: str | None = None) -> None:
         async with self.tx() as conn:
-            await conn.execute("SELECT parley.set_source_progress($1, $2, $3, $4)",
-                               self.source["id"], status, self.progress.as_json(), error)
+            await conn.execute(
+                "SELECT parley.set_source_progress($1, $2, $3, $4)",
+                self.source["id"],
+                status,
+                self.progress.as_json(),
+                error,
+            )
 
     async def prepare(self) -> None:
         """The page budget (the plan's limit, or less if the source asks) and what is stored."""
         async with self.tx() as conn:
             limit = await conn.fetchval("SELECT parley.knowledge_page_limit()")
-            rows = await conn.fetch("SELECT doc_key, etag, last_modified, links FROM parley.knowledge_documents"
-                                    " WHERE tenant_id = parley.current_tenant_id() AND source_id = $1",
-                                    self.source["id"])
+            rows = await conn.fetch(
+                "SELECT doc_key, etag, last_modified, links FROM parley.knowledge_documents"
+                " WHERE tenant_id = parley.current_tenant_id() AND source_id = $1",
+                self.source["id"],
+            )
         self.progress.page_limit = limit
         self.max_pages = max(1, min(self.requested_pages or limit, limit))
         if self.resume:  # continuing adds pages to those stored, within the plan's limit
@@ -212,7 +243,8 @@ class Importer:
                 # A complete pass: pages that are gone from the site leave the knowledge too.
                 async with self.tx() as conn:
                     self.progress.documents_pruned = await conn.fetchval(
-                        "SELECT parley.prune_source_documents($1, $2)", self.source["id"], list(seen))
+                        "SELECT parley.prune_source_documents($1, $2)", self.source["id"], list(seen)
+                    )
             await self.report("ready")
         except asyncio.CancelledError:
             await asyncio.shield(self.report("failed", "cancelled"))
@@ -253,8 +285,13 @@ class Importer:
             if result is None:
                 self.progress.pages_unchanged += 1
                 return list(self.known[key].get("links") or [])
-            doc = ex.extract(result.body, content_type=result.content_type if not result.charset
-                             else f"{result.content_type}; charset={result.charset}", url=result.url)
+            doc = ex.extract(
+                result.body,
+                content_type=result.content_type
+                if not result.charset
+                else f"{result.content_type}; charset={result.charset}",
+                url=result.url,
+            )
         except (FetchError, ex.ExtractError) as exc:
             self.progress.fail(url, exc.code)
             return None
@@ -270,11 +307,17 @@ class Importer:
         async with self.tx() as conn:
             stored = await ingest_document(conn, self.source["id"], key, doc)
             headers = {k.lower(): v for k, v in result.headers.items()}
-            await conn.execute("SELECT parley.knowledge_document_fetched($1, $2, $3, $4)", stored["document_id"],
-                               headers.get("etag"), headers.get("last-modified"), links[:2000])
+            await conn.execute(
+                "SELECT parley.knowledge_document_fetched($1, $2, $3, $4)",
+                stored["document_id"],
+                headers.get("etag"),
+                headers.get("last-modified"),
+                links[:2000],
+            )
             self.progress.count(stored)
-            await conn.execute("SELECT parley.set_source_progress($1, 'running', $2)",
-                               self.source["id"], self.progress.as_json())
+            await conn.execute(
+                "SELECT parley.set_source_progress($1, 'running', $2)", self.source["id"], self.progress.as_json()
+            )
         if stored["added"] and self.on_chunks:
             self.on_chunks()
         return links
@@ -287,7 +330,7 @@ class Importer:
         urls = list(dict.fromkeys(ex.normalise_url(u) for u in urls))
         if self.resume:
             urls = list(self.source.get("frontier") or [])
-        todo, rest = urls[: self.max_pages], urls[self.max_pages:]
+        todo, rest = urls[: self.max_pages], urls[self.max_pages :]
         self.progress.pages_found = len(urls)
         seen: set[str] = set()
         for url in todo:
@@ -322,8 +365,9 @@ class Importer:
         """Parse the site's robots.txt (rules for our user agent) and return its sitemaps."""
         parts = urlsplit(start)
         try:
-            result = await self.fetcher.fetch(f"{parts.scheme}://{parts.netloc}/robots.txt",
-                                              allowed_types=("text/plain",), max_bytes=512 * 1024)
+            result = await self.fetcher.fetch(
+                f"{parts.scheme}://{parts.netloc}/robots.txt", allowed_types=("text/plain",), max_bytes=512 * 1024
+            )
         except FetchError:
             return []
         text = result.text()
@@ -394,8 +438,9 @@ class ImportManager:
         old = self.tasks.get(source_id)
         if old is not None and not old.done():
             old.cancel()
-        importer = Importer(self.pool, tenant_id, source, fetcher=self.fetcher_factory(), on_chunks=self.on_chunks,
-                            resume=resume)
+        importer = Importer(
+            self.pool, tenant_id, source, fetcher=self.fetcher_factory(), on_chunks=self.on_chunks, resume=resume
+        )
         task = asyncio.get_running_loop().create_task(importer.run(), name=f"import-{source_id}")
         self.tasks[source_id] = task
         task.add_done_callback(lambda t: self.tasks.pop(source_id, None) if self.tasks.get(source_id) is t else None)

@@ -10,6 +10,7 @@ Also here, for the crawler: :func:`extract_links` (same-site links of a page),
 All text is cleaned for storage: Postgres rejects U+0000, lone surrogates cannot be encoded,
 and bidi overrides or zero-width characters make passages render misleadingly.
 """
+
 from __future__ import annotations
 
 import io
@@ -86,7 +87,7 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     """Decode with the declared charset, a BOM, UTF-8, then Windows-1252; never raises."""
     for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")):
         if data.startswith(bom):
-            return data[len(bom):].decode(codec, errors="replace")
+            return data[len(bom) :].decode(codec, errors="replace")
     for declared in (charset, "utf-8"):
         if declared:
             try:
@@ -108,18 +109,69 @@ def _html_charset(data: bytes) -> str | None:
 # HTML
 # ---------------------------------------------------------------------------------------
 
-_DROP_TAGS = frozenset({
-    "script", "style", "noscript", "template", "svg", "math", "iframe", "object", "embed", "canvas",
-    "nav", "footer", "aside", "form", "button", "select", "textarea", "input", "dialog", "head",
-    "video", "audio", "map",
-})
+_DROP_TAGS = frozenset(
+    {
+        "script",
+        "style",
+        "noscript",
+        "template",
+        "svg",
+        "math",
+        "iframe",
+        "object",
+        "embed",
+        "canvas",
+        "nav",
+        "footer",
+        "aside",
+        "form",
+        "button",
+        "select",
+        "textarea",
+        "input",
+        "dialog",
+        "head",
+        "video",
+        "audio",
+        "map",
+    }
+)
 _DROP_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "alert"})
 _DROP_CLASS_HINT = re.compile(r"(^|[\s_-])(cookie|consent|sidebar|navbar|skip-link)([\s_-]|$)", re.I)
-_BLOCK_TAGS = frozenset({
-    "address", "article", "blockquote", "body", "caption", "dd", "details", "div", "dl", "dt", "fieldset",
-    "figcaption", "figure", "header", "hgroup", "hr", "html", "legend", "li", "main", "ol", "p",
-    "section", "summary", "table", "tbody", "tfoot", "thead", "tr", "ul",
-})
+_BLOCK_TAGS = frozenset(
+    {
+        "address",
+        "article",
+        "blockquote",
+        "body",
+        "caption",
+        "dd",
+        "details",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "header",
+        "hgroup",
+        "hr",
+        "html",
+        "legend",
+        "li",
+        "main",
+        "ol",
+        "p",
+        "section",
+        "summary",
+        "table",
+        "tbody",
+        "tfoot",
+        "thead",
+        "tr",
+        "ul",
+    }
+)
 _HEADINGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
 
 
@@ -345,7 +397,7 @@ def extract_markdown(text: str | bytes, *, url: str | None = None) -> Document:
     if front:
         meta = re.search(r"^title\s*:\s*(.+)$", front.group(1), re.M)
         title = meta.group(1).strip().strip("'\"") if meta else ""
-        text = text[front.end():].lstrip("\n") if front.end() <= len(text) else ""
+        text = text[front.end() :].lstrip("\n") if front.end() <= len(text) else ""
     text = _SETEXT.sub(lambda m: ("# " if m.group("rule")[0] == "=" else "## ") + m.group("text").strip(), text)
     if not title:
         title = next((line.lstrip("#").strip() for line in text.split("\n") if re.match(r"#{1,6}\s", line)), "")
@@ -371,13 +423,24 @@ def _title_from_url(url: str | None) -> str:
 
 
 _KIND_BY_TYPE = {
-    "text/html": "html", "application/xhtml+xml": "html",
-    "application/pdf": "pdf", "application/x-pdf": "pdf",
-    "text/markdown": "markdown", "text/x-markdown": "markdown",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/pdf": "pdf",
+    "application/x-pdf": "pdf",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
     "text/plain": "text",
 }
-_KIND_BY_SUFFIX = {".html": "html", ".htm": "html", ".xhtml": "html", ".pdf": "pdf",
-                   ".md": "markdown", ".markdown": "markdown", ".txt": "text", ".text": "text"}
+_KIND_BY_SUFFIX = {
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".pdf": "pdf",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+}
 #: Media types the knowledge importer should accept from a fetch (``SafeFetcher.fetch(allowed_types=...)``).
 SUPPORTED_TYPES = tuple(_KIND_BY_TYPE)
 
@@ -407,8 +470,9 @@ def detect_kind(data: bytes, content_type: str | None = None, name: str | None =
     return None
 
 
-def extract(data: bytes, *, content_type: str | None = None, url: str | None = None,
-            filename: str | None = None) -> Document:
+def extract(
+    data: bytes, *, content_type: str | None = None, url: str | None = None, filename: str | None = None
+) -> Document:
     """Dispatch on the content type, the file or URL name, then the bytes themselves."""
     kind = detect_kind(data, content_type, filename or url)
     charset = None
@@ -429,12 +493,56 @@ def extract(data: bytes, *, content_type: str | None = None, url: str | None = N
 # Crawling helpers
 # ---------------------------------------------------------------------------------------
 
-_SKIP_SUFFIXES = frozenset({
-    ".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".ico", ".bmp", ".avif", ".css", ".js", ".mjs",
-    ".json", ".xml", ".rss", ".atom", ".zip", ".gz", ".tgz", ".rar", ".7z", ".exe", ".dmg", ".pkg",
-    ".mp3", ".mp4", ".m4a", ".wav", ".avi", ".mov", ".webm", ".woff", ".woff2", ".ttf", ".otf", ".eot",
-    ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".csv", ".apk", ".iso", ".bin",
-})
+_SKIP_SUFFIXES = frozenset(
+    {
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".gif",
+        ".webp",
+        ".svg",
+        ".ico",
+        ".bmp",
+        ".avif",
+        ".css",
+        ".js",
+        ".mjs",
+        ".json",
+        ".xml",
+        ".rss",
+        ".atom",
+        ".zip",
+        ".gz",
+        ".tgz",
+        ".rar",
+        ".7z",
+        ".exe",
+        ".dmg",
+        ".pkg",
+        ".mp3",
+        ".mp4",
+        ".m4a",
+        ".wav",
+        ".avi",
+        ".mov",
+        ".webm",
+        ".woff",
+        ".woff2",
+        ".ttf",
+        ".otf",
+        ".eot",
+        ".doc",
+        ".docx",
+        ".xls",
+        ".xlsx",
+        ".ppt",
+        ".pptx",
+        ".csv",
+        ".apk",
+        ".iso",
+        ".bin",
+    }
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -544,8 +652,9 @@ def parse_sitemap(data: str | bytes, *, base_url: str | None = None) -> Sitemap:
 
     def keep(url: str) -> bool:
         url = url.strip()
-        return bool(url) and urlsplit(url).scheme in ("http", "https") and (
-            base_url is None or same_site(url, base_url))
+        return (
+            bool(url) and urlsplit(url).scheme in ("http", "https") and (base_url is None or same_site(url, base_url))
+        )
 
     if not text.startswith("<"):
         for line in text.splitlines():

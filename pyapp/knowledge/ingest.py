@@ -5,6 +5,7 @@ Text extraction and chunking are the providers' (pyapp.knowledge.extract / .chun
 this module decides what becomes a document, writes it with parley.ingest_document, and
 turns queued chunks into vectors with the configured embedder.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -92,17 +93,26 @@ def chunk_document(doc, window=_NO_WINDOW) -> list[dict]:
     chunks = split(doc)
     window = passage_window() if window is _NO_WINDOW else window
     if window is not None:
-        chunks = fit_window(chunks, lambda texts: window.tokens(texts), window.limit,
-                            lambda c: passage_text(doc.title or "", " > ".join(c.heading_path), c.text))
-    return [{"text": c.text, "heading_path": " > ".join(c.heading_path)}
-            for c in chunks[:MAX_CHUNKS_PER_DOCUMENT]]
+        chunks = fit_window(
+            chunks,
+            lambda texts: window.tokens(texts),
+            window.limit,
+            lambda c: passage_text(doc.title or "", " > ".join(c.heading_path), c.text),
+        )
+    return [{"text": c.text, "heading_path": " > ".join(c.heading_path)} for c in chunks[:MAX_CHUNKS_PER_DOCUMENT]]
 
 
 async def ingest_document(conn: asyncpg.Connection, source_id: uuid.UUID, doc_key: str, doc) -> dict:
     """Write one extracted document of a source (inside the caller's tenant transaction)."""
     chunks = chunk_document(doc)
-    return await conn.fetchval("SELECT parley.ingest_document($1, $2, $3, $4, $5)",
-                               source_id, doc_key, doc.url, (doc.title or "")[:500], chunks)
+    return await conn.fetchval(
+        "SELECT parley.ingest_document($1, $2, $3, $4, $5)",
+        source_id,
+        doc_key,
+        doc.url,
+        (doc.title or "")[:500],
+        chunks,
+    )
 
 
 async def backlog(conn: asyncpg.Connection) -> int:
@@ -111,12 +121,14 @@ async def backlog(conn: asyncpg.Connection) -> int:
 
 # ----------------------------------------------------------------------------- queue
 
+
 def _actor(tenant_id: uuid.UUID, actor_kind: str) -> Actor:
     return Actor(tenant_id=tenant_id, kind=actor_kind, actor_id="embedder")
 
 
-async def drain_tenant(pool: asyncpg.Pool, tenant_id: uuid.UUID, embedder, *, actor_kind: str,
-                       batch: int = EMBED_BATCH) -> int:
+async def drain_tenant(
+    pool: asyncpg.Pool, tenant_id: uuid.UUID, embedder, *, actor_kind: str, batch: int = EMBED_BATCH
+) -> int:
     """Lease one batch of a tenant's queue, embed it outside any transaction, store it."""
     async with tenant_tx(pool, _actor(tenant_id, actor_kind)) as conn:
         jobs = await conn.fetch("SELECT * FROM parley.claim_embedding_jobs($1)", batch)
@@ -131,13 +143,15 @@ async def drain_tenant(pool: asyncpg.Pool, tenant_id: uuid.UUID, embedder, *, ac
             await conn.execute("SELECT parley.fail_embedding_jobs($1, $2)", ids, f"{type(exc).__name__}: {exc}")
         return 0
     async with tenant_tx(pool, _actor(tenant_id, actor_kind)) as conn:
-        await conn.execute("SELECT parley.store_embeddings($1, $2, $3)", ids, [Vector(list(v)) for v in vectors],
-                           embedder.model)
+        await conn.execute(
+            "SELECT parley.store_embeddings($1, $2, $3)", ids, [Vector(list(v)) for v in vectors], embedder.model
+        )
     return len(ids)
 
 
-async def drain_embeddings(pool: asyncpg.Pool, *, actor_kind: str, embedder=None, until_empty: bool = False,
-                           max_batches: int = 50) -> int:
+async def drain_embeddings(
+    pool: asyncpg.Pool, *, actor_kind: str, embedder=None, until_empty: bool = False, max_batches: int = 50
+) -> int:
     """One fair pass over the tenants with due jobs (a batch each); with until_empty, passes
     repeat until the queue is empty or max_batches batches ran. Returns chunks embedded."""
     embedder = embedder or get_embedder()

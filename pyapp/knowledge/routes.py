@@ -5,6 +5,7 @@ URLs are vetted at the API (SSRF rules of pyapp.net, allow-list off unless
 PARLEY_FETCH_ALLOW_HOSTS is set) so a hostile URL is refused with 422 before anything is
 stored; the fetcher checks again on every hop while importing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -90,8 +91,11 @@ async def _vet(url: str | None) -> str:
     try:
         vetted = await vet_url(url.strip(), allow_hosts=allow_hosts_from_env())
     except FetchError as exc:
-        status, code = (422, "url_not_allowed") if exc.code in ("address_not_allowed", "scheme_not_allowed",
-                                                                "invalid_url") else (422, "url_unreachable")
+        status, code = (
+            (422, "url_not_allowed")
+            if exc.code in ("address_not_allowed", "scheme_not_allowed", "invalid_url")
+            else (422, "url_unreachable")
+        )
         raise ApiError(status, code, f"This URL cannot be imported: {exc.message}") from None
     return ex.normalise_url(str(vetted.url))
 
@@ -105,12 +109,14 @@ async def _source(conn, source_id: uuid.UUID) -> dict:
 
 async def _check_backlog(conn) -> None:
     if await backlog(conn) >= MAX_BACKLOG:
-        raise ApiError(429, "embedding_backlog",
-                       "Too much knowledge is still waiting to be indexed; try again in a few minutes.")
+        raise ApiError(
+            429, "embedding_backlog", "Too much knowledge is still waiting to be indexed; try again in a few minutes."
+        )
 
 
-def _text_document(title: str, text: str, *, filename: str | None = None, data: bytes | None = None,
-                   content_type: str | None = None) -> ex.Document:
+def _text_document(
+    title: str, text: str, *, filename: str | None = None, data: bytes | None = None, content_type: str | None = None
+) -> ex.Document:
     if data is not None:
         try:
             doc = ex.extract(data, content_type=content_type, filename=filename)
@@ -129,16 +135,28 @@ async def list_sources(call: Call):
     """List a chatbot's knowledge sources with progress and counts."""
     chatbot_id = call.uuid_param("chatbot_id")
     async with call.tx() as conn:
-        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM parley.chatbots b WHERE b.id = $1"
-                                   " AND b.deleted_at IS NULL)", chatbot_id):
+        if not await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM parley.chatbots b WHERE b.id = $1 AND b.deleted_at IS NULL)", chatbot_id
+        ):
             raise not_found("chatbot")  # RLS hides another tenant's: the same answer as a made-up id
-        return rows(await conn.fetch(
-            f"{SOURCES} WHERE s.tenant_id = parley.current_tenant_id() "
-            "AND s.chatbot_id = $1 ORDER BY s.created_at DESC", chatbot_id))
+        return rows(
+            await conn.fetch(
+                f"{SOURCES} WHERE s.tenant_id = parley.current_tenant_id() "
+                "AND s.chatbot_id = $1 ORDER BY s.created_at DESC",
+                chatbot_id,
+            )
+        )
 
 
-@api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/sources", body=SourceIn, response=Source, status=201,
-           min_role="admin", tags=("knowledge",))
+@api.route(
+    "POST",
+    "/api/chatbots/{chatbot_id}/knowledge/sources",
+    body=SourceIn,
+    response=Source,
+    status=201,
+    min_role="admin",
+    tags=("knowledge",),
+)
 async def create_source(call: Call):
     """Add pasted text (imported at once) or a URL, sitemap or crawl (imported in the background)."""
     body: SourceIn = call.body
@@ -153,13 +171,21 @@ async def create_source(call: Call):
     options = {k: v for k, v in (("max_pages", body.max_pages), ("max_depth", body.max_depth)) if v is not None}
     async with call.tx() as conn:
         await _check_backlog(conn)
-        created = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, $2, $3, $4, NULL, $5)",
-                                      chatbot_id, body.kind, body.title or (doc.title if body.kind == "text" else ""),
-                                      url, options)
+        created = await conn.fetchrow(
+            "SELECT * FROM parley.create_knowledge_source($1, $2, $3, $4, NULL, $5)",
+            chatbot_id,
+            body.kind,
+            body.title or (doc.title if body.kind == "text" else ""),
+            url,
+            options,
+        )
         if body.kind == "text":
             result = await ingest_document(conn, created["id"], "text", doc)
-            await conn.execute("SELECT parley.set_source_progress($1, 'ready', $2)", created["id"],
-                               {"pages_found": 1, "pages_done": 1, "chunks_added": result["added"]})
+            await conn.execute(
+                "SELECT parley.set_source_progress($1, 'ready', $2)",
+                created["id"],
+                {"pages_found": 1, "pages_done": 1, "chunks_added": result["added"]},
+            )
         source = await _source(conn, created["id"])
     if body.kind == "text":
         _poke_worker(call.request.app)
@@ -168,8 +194,14 @@ async def create_source(call: Call):
     return source
 
 
-@api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/upload", response=Source, status=201, min_role="admin",
-           tags=("knowledge",))
+@api.route(
+    "POST",
+    "/api/chatbots/{chatbot_id}/knowledge/upload",
+    response=Source,
+    status=201,
+    min_role="admin",
+    tags=("knowledge",),
+)
 async def upload_source(call: Call):
     """Upload a .txt, .md, .html or .pdf file (multipart field "file"; optional "title")."""
     chatbot_id = call.uuid_param("chatbot_id")
@@ -185,8 +217,9 @@ async def upload_source(call: Call):
             while chunk := await part.read_chunk(65536):
                 buf.extend(chunk)
                 if len(buf) > UPLOAD_MAX_BYTES:
-                    raise ApiError(413, "payload_too_large",
-                                   f"Files are limited to {UPLOAD_MAX_BYTES // (1024 * 1024)} MB.")
+                    raise ApiError(
+                        413, "payload_too_large", f"Files are limited to {UPLOAD_MAX_BYTES // (1024 * 1024)} MB."
+                    )
             data = bytes(buf)
     if data is None or filename is None:
         raise ApiError(422, "file_required", 'Send the file in the multipart field "file".')
@@ -195,11 +228,18 @@ async def upload_source(call: Call):
     doc = _text_document(title, "", filename=filename, data=data, content_type=content_type)
     async with call.tx() as conn:
         await _check_backlog(conn)
-        created = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'file', $2, NULL, $3, '{}')",
-                                      chatbot_id, title or doc.title, filename)
+        created = await conn.fetchrow(
+            "SELECT * FROM parley.create_knowledge_source($1, 'file', $2, NULL, $3, '{}')",
+            chatbot_id,
+            title or doc.title,
+            filename,
+        )
         result = await ingest_document(conn, created["id"], filename, doc)
-        await conn.execute("SELECT parley.set_source_progress($1, 'ready', $2)", created["id"],
-                           {"pages_found": 1, "pages_done": 1, "chunks_added": result["added"]})
+        await conn.execute(
+            "SELECT parley.set_source_progress($1, 'ready', $2)",
+            created["id"],
+            {"pages_found": 1, "pages_done": 1, "chunks_added": result["added"]},
+        )
         source = await _source(conn, created["id"])
     _poke_worker(call.request.app)
     return source
@@ -212,8 +252,14 @@ async def get_source(call: Call):
         return await _source(conn, call.uuid_param("source_id"))
 
 
-@api.route("PUT", "/api/knowledge/sources/{source_id}/text", body=TextIn, response=Source, min_role="admin",
-           tags=("knowledge",))
+@api.route(
+    "PUT",
+    "/api/knowledge/sources/{source_id}/text",
+    body=TextIn,
+    response=Source,
+    min_role="admin",
+    tags=("knowledge",),
+)
 async def replace_text(call: Call):
     """Replace the text of a pasted-text source; unchanged passages keep their embeddings."""
     source_id = call.uuid_param("source_id")
@@ -223,16 +269,23 @@ async def replace_text(call: Call):
             raise ApiError(409, "not_text", "Only pasted-text sources can be edited.")
         title = call.body.title if call.body.title is not None else source["title"]
         await ingest_document(conn, source_id, "text", _text_document(title, call.body.text))
-        await conn.execute("UPDATE parley.knowledge_sources SET title = $2, updated_at = now() WHERE id = $1",
-                           source_id, title)
+        await conn.execute(
+            "UPDATE parley.knowledge_sources SET title = $2, updated_at = now() WHERE id = $1", source_id, title
+        )
         await conn.execute("SELECT parley.set_source_progress($1, 'ready')", source_id)
         source = await _source(conn, source_id)
     _poke_worker(call.request.app)
     return source
 
 
-@api.route("POST", "/api/knowledge/sources/{source_id}/reimport", response=Source, status=202, min_role="admin",
-           tags=("knowledge",))
+@api.route(
+    "POST",
+    "/api/knowledge/sources/{source_id}/reimport",
+    response=Source,
+    status=202,
+    min_role="admin",
+    tags=("knowledge",),
+)
 async def reimport_source(call: Call):
     """Fetch a URL, sitemap or crawl source again; documents update in place, unchanged chunks are kept."""
     source_id = call.uuid_param("source_id")
@@ -248,8 +301,14 @@ async def reimport_source(call: Call):
     return source
 
 
-@api.route("POST", "/api/knowledge/sources/{source_id}/continue", response=Source, status=202, min_role="admin",
-           tags=("knowledge",))
+@api.route(
+    "POST",
+    "/api/knowledge/sources/{source_id}/continue",
+    response=Source,
+    status=202,
+    min_role="admin",
+    tags=("knowledge",),
+)
 async def continue_source(call: Call):
     """Import the pages a crawl or sitemap import had not reached when it stopped at its page
     limit (`pages_left`); the pages already imported stay as they are."""
@@ -261,7 +320,9 @@ async def continue_source(call: Call):
         if source["status"] in ("pending", "running"):
             raise ApiError(409, "import_running", "This source is being imported; wait for it to finish.")
         if source["documents"] >= await conn.fetchval("SELECT parley.knowledge_page_limit()"):
-            raise ApiError(402, "plan_limit", "Your plan's page limit is reached for this source; upgrade to import more.")
+            raise ApiError(
+                402, "plan_limit", "Your plan's page limit is reached for this source; upgrade to import more."
+            )
         await _check_backlog(conn)
         await _vet(source["url"])
         frontier = await conn.fetchval("SELECT frontier FROM parley.knowledge_sources WHERE id = $1", source_id)
@@ -287,13 +348,17 @@ async def list_documents(call: Call):
     """The documents (pages, files) of a source with their chunk counts."""
     async with call.tx() as conn:
         await _source(conn, call.uuid_param("source_id"))
-        return rows(await conn.fetch(
-            """SELECT d.id, d.doc_key, d.url, d.title, d.chars, d.created_at, d.updated_at,
+        return rows(
+            await conn.fetch(
+                """SELECT d.id, d.doc_key, d.url, d.title, d.chars, d.created_at, d.updated_at,
                       (SELECT count(*) FROM parley.knowledge_chunks c
                         WHERE c.tenant_id = d.tenant_id AND c.document_id = d.id) AS chunks
                  FROM parley.knowledge_documents d
                 WHERE d.tenant_id = parley.current_tenant_id() AND d.source_id = $1
-                ORDER BY d.doc_key""", call.uuid_param("source_id")))
+                ORDER BY d.doc_key""",
+                call.uuid_param("source_id"),
+            )
+        )
 
 
 @api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/search", body=SearchIn, tags=("knowledge",))
@@ -307,13 +372,15 @@ async def try_question(call: Call):
     embedder = get_embedder() if embedded else None
     vector = await query_vector(embedder, call.body.query)
     async with call.tx() as conn:
-        passages, mode = await search_passages(conn, chatbot_id, call.body.query, call.body.k, vector,
-                                               embedder.model if embedder else None)
+        passages, mode = await search_passages(
+            conn, chatbot_id, call.body.query, call.body.k, vector, embedder.model if embedder else None
+        )
     return {"mode": mode, "passages": passages}
 
 
 def setup(app: web.Application) -> None:
     """Background imports, and the dev embedding worker when enabled (see docs/knowledge.md)."""
+
     async def ctx(app: web.Application):
         worker = None
         if _worker_enabled(app):

@@ -3,6 +3,7 @@
 Used by the "try a question" endpoint and by the assistant. The query is embedded before the
 search transaction opens, and only when the chatbot has vectors at all.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,11 +32,18 @@ async def query_vector(embedder, query: str):
         return None
 
 
-async def search_passages(conn, chatbot_id: uuid.UUID, query: str, k: int, vector=None,
-                          model: str | None = None) -> tuple[list[dict], str]:
+async def search_passages(
+    conn, chatbot_id: uuid.UUID, query: str, k: int, vector=None, model: str | None = None
+) -> tuple[list[dict], str]:
     """knowledge_search, hybrid when a query vector is given (embed it before opening the transaction)."""
-    found = await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, $3, $4, $5)", chatbot_id, query, k,
-                             vector, model if vector is not None else None)
+    found = await conn.fetch(
+        "SELECT * FROM parley.knowledge_search($1, $2, $3, $4, $5)",
+        chatbot_id,
+        query,
+        k,
+        vector,
+        model if vector is not None else None,
+    )
     return [dict(r) for r in found], ("hybrid" if vector is not None else "fts")
 
 

@@ -3,6 +3,7 @@
 The workflow (new → contacted → qualified → won | lost, lost → new) is enforced by
 parley.set_lead_status; the CSV export defuses spreadsheet formulas.
 """
+
 from __future__ import annotations
 
 import csv
@@ -87,8 +88,16 @@ async def create_lead(call: Call):
     """Record a lead by hand."""
     b = call.body
     async with call.tx() as conn:
-        return dict(await conn.fetchrow(f"SELECT {_COLUMNS} FROM parley.create_lead($1, $2, $3, $4, $5)",
-                                        b.chatbot_id, b.name, b.email, b.phone, b.custom))
+        return dict(
+            await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM parley.create_lead($1, $2, $3, $4, $5)",
+                b.chatbot_id,
+                b.name,
+                b.email,
+                b.phone,
+                b.custom,
+            )
+        )
 
 
 @api.route("GET", "/api/leads/{lead_id}", response=LeadOut, tags=TAGS)
@@ -106,8 +115,17 @@ async def update_lead(call: Call):
     """Edit a lead and/or move its status (409 invalid_transition for a move the workflow forbids)."""
     b = call.body
     async with call.tx() as conn:
-        return dict(await conn.fetchrow(f"SELECT {_COLUMNS} FROM parley.update_lead($1, $2, $3, $4, $5, $6)",
-                                        call.uuid_param("lead_id"), b.name, b.email, b.phone, b.custom, b.status))
+        return dict(
+            await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM parley.update_lead($1, $2, $3, $4, $5, $6)",
+                call.uuid_param("lead_id"),
+                b.name,
+                b.email,
+                b.phone,
+                b.custom,
+                b.status,
+            )
+        )
 
 
 @api.route("DELETE", "/api/leads/{lead_id}", status=204, tags=TAGS)
@@ -149,8 +167,18 @@ def leads_csv(rows: list, *, bom: bool = False) -> bytes:
 
 
 # The header of an empty export (a test checks it equals parley.export_leads's columns).
-EXPORT_COLUMNS = ["id", "created_at", "status", "name", "email", "phone", "chatbot_id", "chatbot",
-                  "conversation_id", "custom"]
+EXPORT_COLUMNS = [
+    "id",
+    "created_at",
+    "status",
+    "name",
+    "email",
+    "phone",
+    "chatbot_id",
+    "chatbot",
+    "conversation_id",
+    "custom",
+]
 
 
 @api.route("GET", "/api/leads.csv", query=LeadQuery, tags=TAGS)
@@ -159,5 +187,9 @@ async def export_leads(call: Call):
     q = call.query
     async with call.tx() as conn:
         rows = await conn.fetch(EXPORT_LEADS, None, q.status, q.chatbot, None, q.before, 100_000)
-    return web.Response(body=leads_csv(rows), content_type="text/csv", charset="utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="leads.csv"'})
+    return web.Response(
+        body=leads_csv(rows),
+        content_type="text/csv",
+        charset="utf-8",
+        headers={"Content-Disposition": 'attachment; filename="leads.csv"'},
+    )

@@ -1,4 +1,5 @@
 """Outbound network access that tenants can influence (knowledge import URLs) goes through here."""
+
 from pyapp.net.safe_fetch import (
     FetchError,
     FetchFailed,

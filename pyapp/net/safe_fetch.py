@@ -16,6 +16,7 @@ Why it is built this way:
 Errors are :class:`FetchRefused` (our policy said no) or :class:`FetchFailed` (the remote
 side or the network failed); both carry a stable ``code`` for APIs and job records.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -136,8 +137,16 @@ _NUMERIC_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$")
 _LABEL = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 
 # Names refused before any lookup: they are internal by definition, whatever DNS says.
-_FORBIDDEN_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata", "metadata.google.internal",
-                              "instance-data", "instance-data.ec2.internal"})
+_FORBIDDEN_NAMES = frozenset(
+    {
+        "localhost",
+        "localhost.localdomain",
+        "metadata",
+        "metadata.google.internal",
+        "instance-data",
+        "instance-data.ec2.internal",
+    }
+)
 _FORBIDDEN_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa", ".intranet", ".lan")
 
 
@@ -253,8 +262,9 @@ class VettedURL:
     allow_listed: bool = False
 
 
-async def _vet_host(raw_host: str, port: int, allow_hosts: Collection[str], resolver: Resolver | None,
-                    url_text: str) -> tuple[str, list[str], bool]:
+async def _vet_host(
+    raw_host: str, port: int, allow_hosts: Collection[str], resolver: Resolver | None, url_text: str
+) -> tuple[str, list[str], bool]:
     """Canonical host, its vetted addresses, and whether the allow-list let it through."""
     written = _normalise_allow_entry(raw_host)
     allow_listed = written in {_normalise_allow_entry(h) for h in allow_hosts}
@@ -265,8 +275,9 @@ async def _vet_host(raw_host: str, port: int, allow_hosts: Collection[str], reso
         if not allow_listed and (host in _FORBIDDEN_NAMES or host.endswith(_FORBIDDEN_SUFFIXES)):
             raise FetchRefused("address_not_allowed", f"the host {host!r} is internal", url=url_text)
         try:
-            addresses = [str(ipaddress.ip_address(a.split("%", 1)[0])) for a in
-                         await (resolver or system_resolver)(host, port)]
+            addresses = [
+                str(ipaddress.ip_address(a.split("%", 1)[0])) for a in await (resolver or system_resolver)(host, port)
+            ]
         except FetchError:
             raise
         except (OSError, ValueError) as exc:
@@ -278,8 +289,9 @@ async def _vet_host(raw_host: str, port: int, allow_hosts: Collection[str], reso
         for address in addresses:
             why = forbidden_reason(address)
             if why:
-                raise FetchRefused("address_not_allowed",
-                                   f"{host!r} resolves to {address}, which is not allowed ({why})", url=url_text)
+                raise FetchRefused(
+                    "address_not_allowed", f"{host!r} resolves to {address}, which is not allowed ({why})", url=url_text
+                )
     return host, addresses, allow_listed
 
 
@@ -292,8 +304,7 @@ def _parse_url(url: str | URL) -> tuple[URL, int, str]:
     text = str(url)
     scheme = (parsed.scheme or "").lower()
     if scheme not in ("http", "https"):
-        raise FetchRefused("scheme_not_allowed", f"only http and https are allowed, not {scheme or 'none'!r}",
-                           url=text)
+        raise FetchRefused("scheme_not_allowed", f"only http and https are allowed, not {scheme or 'none'!r}", url=text)
     if not parsed.is_absolute() or not parsed.raw_host:
         raise FetchRefused("invalid_url", "the URL must be absolute with a host", url=text)
     if parsed.raw_user is not None or parsed.raw_password is not None:
@@ -324,8 +335,9 @@ def check_url_form(url: str | URL, *, allow_hosts: Collection[str] = frozenset()
         raise FetchRefused("address_not_allowed", f"the host {host!r} is internal", url=text)
 
 
-async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
-                  resolver: Resolver | None = None) -> VettedURL:
+async def vet_url(
+    url: str | URL, *, allow_hosts: Collection[str] = frozenset(), resolver: Resolver | None = None
+) -> VettedURL:
     """Check one URL (one hop): scheme, host form, name, every resolved address.
 
     ``allow_hosts`` (test hosts only) matches the host exactly as written (lowercased,
@@ -339,8 +351,17 @@ async def vet_url(url: str | URL, *, allow_hosts: Collection[str] = frozenset(),
 
 def _resolved(host: str, port: int, addresses: Iterable[str]) -> list[ResolveResult]:
     """Vetted addresses in the form aiohttp's connector takes from a resolver (numeric: no lookup)."""
-    return [{"hostname": host, "host": a, "port": port, "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
-             "proto": 0, "flags": socket.AI_NUMERICHOST} for a in addresses]
+    return [
+        {
+            "hostname": host,
+            "host": a,
+            "port": port,
+            "family": socket.AF_INET6 if ":" in a else socket.AF_INET,
+            "proto": 0,
+            "flags": socket.AI_NUMERICHOST,
+        }
+        for a in addresses
+    ]
 
 
 class _PinnedResolver(AbstractResolver):
@@ -409,12 +430,23 @@ class SafeFetcher:
     ``ssl``: an ``ssl.SSLContext`` to trust extra CAs (tests); default verification otherwise.
     """
 
-    def __init__(self, *, allow_hosts: Collection[str] | None = None, resolver: Resolver | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES, timeout: float = DEFAULT_TIMEOUT,
-                 connect_timeout: float = DEFAULT_CONNECT_TIMEOUT, max_redirects: int = DEFAULT_MAX_REDIRECTS,
-                 user_agent: str = DEFAULT_USER_AGENT, ssl=None):
-        self.allow_hosts = frozenset(_normalise_allow_entry(h) for h in allow_hosts) \
-            if allow_hosts is not None else allow_hosts_from_env()
+    def __init__(
+        self,
+        *,
+        allow_hosts: Collection[str] | None = None,
+        resolver: Resolver | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        user_agent: str = DEFAULT_USER_AGENT,
+        ssl=None,
+    ):
+        self.allow_hosts = (
+            frozenset(_normalise_allow_entry(h) for h in allow_hosts)
+            if allow_hosts is not None
+            else allow_hosts_from_env()
+        )
         self.resolver = resolver
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -423,10 +455,18 @@ class SafeFetcher:
         self.user_agent = user_agent
         self.ssl = ssl
 
-    async def fetch(self, url: str, *, allowed_types: Collection[str] | None = None,
-                    max_bytes: int | None = None, timeout: float | None = None,
-                    headers: Mapping[str, str] | None = None, method: str = "GET", data: bytes | None = None,
-                    follow_redirects: bool = True) -> FetchResult:
+    async def fetch(
+        self,
+        url: str,
+        *,
+        allowed_types: Collection[str] | None = None,
+        max_bytes: int | None = None,
+        timeout: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        data: bytes | None = None,
+        follow_redirects: bool = True,
+    ) -> FetchResult:
         """Fetch ``url`` and return the whole (capped) body.
 
         ``allowed_types``: media types such as ``text/html`` or ``text/*``; None allows any.
@@ -435,51 +475,71 @@ class SafeFetcher:
         deadline = self.timeout if timeout is None else timeout
         try:
             async with asyncio.timeout(deadline):
-                return await self._fetch(url, allowed_types=allowed_types,
-                                         max_bytes=self.max_bytes if max_bytes is None else max_bytes,
-                                         headers=headers, method=method.upper(), data=data,
-                                         follow_redirects=follow_redirects)
+                return await self._fetch(
+                    url,
+                    allowed_types=allowed_types,
+                    max_bytes=self.max_bytes if max_bytes is None else max_bytes,
+                    headers=headers,
+                    method=method.upper(),
+                    data=data,
+                    follow_redirects=follow_redirects,
+                )
         except TimeoutError:
             raise FetchFailed("timeout", f"no complete response within {deadline:g}s", url=url) from None
 
-    async def _fetch(self, url: str, *, allowed_types, max_bytes: int, headers, method: str, data,
-                     follow_redirects: bool) -> FetchResult:
+    async def _fetch(
+        self, url: str, *, allowed_types, max_bytes: int, headers, method: str, data, follow_redirects: bool
+    ) -> FetchResult:
         pinned = _PinnedResolver()
-        connector = aiohttp.TCPConnector(resolver=pinned, use_dns_cache=False,
-                                         ssl=self.ssl if self.ssl is not None else True)
+        connector = aiohttp.TCPConnector(
+            resolver=pinned, use_dns_cache=False, ssl=self.ssl if self.ssl is not None else True
+        )
         client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout)
         request_headers = {"User-Agent": self.user_agent, "Accept-Encoding": "gzip, deflate"}
         request_headers.update(headers or {})
         redirects: list[str] = []
         current = url
-        async with aiohttp.ClientSession(connector=connector, timeout=client_timeout, trust_env=False,
-                                         cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=True) as session:
+        async with aiohttp.ClientSession(
+            connector=connector,
+            timeout=client_timeout,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=True,
+        ) as session:
             while True:
                 vetted = await vet_url(current, allow_hosts=self.allow_hosts, resolver=self.resolver)
                 pinned.pin(vetted.host, vetted.addresses)
                 try:
-                    async with session.request(method, vetted.url, headers=request_headers, data=data,
-                                               allow_redirects=False) as resp:
+                    async with session.request(
+                        method, vetted.url, headers=request_headers, data=data, allow_redirects=False
+                    ) as resp:
                         if resp.status in REDIRECT_STATUSES and follow_redirects:
                             location = resp.headers.get("Location")
                             if not location:
-                                raise FetchFailed("bad_response", f"redirect {resp.status} without Location",
-                                                  url=current, status=resp.status)
+                                raise FetchFailed(
+                                    "bad_response",
+                                    f"redirect {resp.status} without Location",
+                                    url=current,
+                                    status=resp.status,
+                                )
                             try:
                                 target = vetted.url.join(URL(location))
                             except ValueError as exc:
-                                raise FetchRefused("invalid_url", f"bad redirect target: {exc}",
-                                                   url=current) from None
+                                raise FetchRefused("invalid_url", f"bad redirect target: {exc}", url=current) from None
                             redirects.append(current)
                             if len(redirects) > self.max_redirects:
-                                raise FetchRefused("too_many_redirects",
-                                                   f"more than {self.max_redirects} redirects", url=url)
+                                raise FetchRefused(
+                                    "too_many_redirects", f"more than {self.max_redirects} redirects", url=url
+                                )
                             if resp.status == 303 or (resp.status in (301, 302) and method == "POST"):
                                 method, data = "GET", None
                             if target.host != vetted.url.host:
                                 # Credentials meant for one host must not follow a redirect to another.
-                                request_headers = {k: v for k, v in request_headers.items()
-                                                   if k.lower() not in ("authorization", "cookie")}
+                                request_headers = {
+                                    k: v
+                                    for k, v in request_headers.items()
+                                    if k.lower() not in ("authorization", "cookie")
+                                }
                             current = str(target)
                             continue
                         return await self._read(resp, current, redirects, allowed_types, max_bytes)
@@ -497,30 +557,46 @@ class SafeFetcher:
                     raise FetchFailed("connect_failed", f"could not connect: {exc}", url=current) from None
 
     @staticmethod
-    async def _read(resp: aiohttp.ClientResponse, url: str, redirects: list[str],
-                    allowed_types: Collection[str] | None, max_bytes: int) -> FetchResult:
+    async def _read(
+        resp: aiohttp.ClientResponse,
+        url: str,
+        redirects: list[str],
+        allowed_types: Collection[str] | None,
+        max_bytes: int,
+    ) -> FetchResult:
         if resp.status >= 400:
             raise FetchFailed("http_error", f"HTTP {resp.status}", url=url, status=resp.status)
         media_type = (resp.content_type or "application/octet-stream").lower()
         if allowed_types is not None and not _media_type_allowed(media_type, allowed_types):
-            raise FetchRefused("bad_content_type", f"content type {media_type!r} is not accepted here",
-                               url=url, status=resp.status)
+            raise FetchRefused(
+                "bad_content_type", f"content type {media_type!r} is not accepted here", url=url, status=resp.status
+            )
         if resp.content_length is not None and resp.content_length > max_bytes:
-            raise FetchRefused("too_large", f"{resp.content_length} bytes exceeds the {max_bytes}-byte limit",
-                               url=url, status=resp.status)
+            raise FetchRefused(
+                "too_large",
+                f"{resp.content_length} bytes exceeds the {max_bytes}-byte limit",
+                url=url,
+                status=resp.status,
+            )
         body = bytearray()
         async for chunk in resp.content.iter_chunked(65536):
             body.extend(chunk)
             if len(body) > max_bytes:
-                raise FetchRefused("too_large", f"body exceeds the {max_bytes}-byte limit",
-                                   url=url, status=resp.status)
-        return FetchResult(url=url, status=resp.status, content_type=media_type, charset=resp.charset,
-                           headers={k: v for k, v in resp.headers.items()}, body=bytes(body),
-                           redirects=list(redirects))
+                raise FetchRefused("too_large", f"body exceeds the {max_bytes}-byte limit", url=url, status=resp.status)
+        return FetchResult(
+            url=url,
+            status=resp.status,
+            content_type=media_type,
+            charset=resp.charset,
+            headers={k: v for k, v in resp.headers.items()},
+            body=bytes(body),
+            redirects=list(redirects),
+        )
 
 
-async def safe_fetch(url: str, *, allow_hosts: Collection[str] | None = None, resolver: Resolver | None = None,
-                     **kwargs) -> FetchResult:
+async def safe_fetch(
+    url: str, *, allow_hosts: Collection[str] | None = None, resolver: Resolver | None = None, **kwargs
+) -> FetchResult:
     """One-off fetch with default limits; keyword arguments are those of ``SafeFetcher.fetch``."""
     return await SafeFetcher(allow_hosts=allow_hosts, resolver=resolver).fetch(url, **kwargs)
 
@@ -545,8 +621,9 @@ class _GuardedResolver(AbstractResolver):
         return None
 
 
-def guarded_session(*, allow_hosts: Collection[str] | None = None, resolver: Resolver | None = None,
-                    ssl=None, **session_kwargs) -> aiohttp.ClientSession:
+def guarded_session(
+    *, allow_hosts: Collection[str] | None = None, resolver: Resolver | None = None, ssl=None, **session_kwargs
+) -> aiohttp.ClientSession:
     """An ``aiohttp.ClientSession`` that refuses internal destinations, for clients that need
     a raw session (streaming LLM calls to a tenant-configured base URL).
 
@@ -555,8 +632,9 @@ def guarded_session(*, allow_hosts: Collection[str] | None = None, resolver: Res
     target are vetted by trace hooks before the request is sent. Refusals raise
     :class:`FetchRefused`. ``allow_hosts`` None reads ``PARLEY_FETCH_ALLOW_HOSTS``.
     """
-    allow = frozenset(_normalise_allow_entry(h) for h in allow_hosts) if allow_hosts is not None \
-        else allow_hosts_from_env()
+    allow = (
+        frozenset(_normalise_allow_entry(h) for h in allow_hosts) if allow_hosts is not None else allow_hosts_from_env()
+    )
 
     async def on_request_start(_session, _ctx, params: aiohttp.TraceRequestStartParams) -> None:
         check_url_form(params.url, allow_hosts=allow)
@@ -568,8 +646,8 @@ def guarded_session(*, allow_hosts: Collection[str] | None = None, resolver: Res
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)
     trace.on_request_redirect.append(on_request_redirect)
-    connector = aiohttp.TCPConnector(resolver=_GuardedResolver(allow, resolver), use_dns_cache=False,
-                                     ssl=ssl if ssl is not None else True)
+    connector = aiohttp.TCPConnector(
+        resolver=_GuardedResolver(allow, resolver), use_dns_cache=False, ssl=ssl if ssl is not None else True
+    )
     session_kwargs.setdefault("trust_env", False)
     return aiohttp.ClientSession(connector=connector, trace_configs=[trace], **session_kwargs)
-

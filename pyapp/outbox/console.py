@@ -1,4 +1,5 @@
 """Console page /console/outbox: destinations' health, the delivery log, replay and resume (admins)."""
+
 from __future__ import annotations
 
 from pyapp.console.web import Ctx, page, redirect
@@ -19,15 +20,24 @@ async def outbox(ctx: Ctx):
     if q.get("destination"):
         try:
             import uuid
+
             destination = uuid.UUID(q["destination"])
         except ValueError:
             destination = None
     destinations = await ctx.conn.fetch("SELECT * FROM parley.list_destinations()")
-    deliveries = await ctx.conn.fetch("SELECT * FROM parley.list_deliveries($1, $2, $3, 100)",
-                                      destination, status, _int(q.get("before_id")))
+    deliveries = await ctx.conn.fetch(
+        "SELECT * FROM parley.list_deliveries($1, $2, $3, 100)", destination, status, _int(q.get("before_id"))
+    )
     flash = {"replayed": "Queued again.", "resumed": "Destination resumed."}.get(q.get("done", ""))
-    return ctx.render("outbox.html", destinations=destinations, deliveries=deliveries, chosen_status=status,
-                      destination=destination, statuses=STATUSES, flash=flash)
+    return ctx.render(
+        "outbox.html",
+        destinations=destinations,
+        deliveries=deliveries,
+        chosen_status=status,
+        destination=destination,
+        statuses=STATUSES,
+        flash=flash,
+    )
 
 
 @page("GET", "/console/outbox/deliveries/{delivery_id}", min_role="admin")
@@ -50,8 +60,9 @@ async def replay(ctx: Ctx):
 
 @page("POST", "/console/outbox/destinations/{destination_id}/replay", min_role="admin")
 async def replay_all(ctx: Ctx):
-    await ctx.conn.fetchval("SELECT parley.replay_dead_letters($1, $2)", ctx.uuid("destination_id"),
-                            ctx.form.get("include_failed") == "1")
+    await ctx.conn.fetchval(
+        "SELECT parley.replay_dead_letters($1, $2)", ctx.uuid("destination_id"), ctx.form.get("include_failed") == "1"
+    )
     return redirect("/console/outbox?done=replayed")
 
 

@@ -1,5 +1,6 @@
 """The registry of adapters by destination kind: what the drainer sends with (channel kinds such as
 Telegram through pyapp.channels.adapter.ChannelSender)."""
+
 from __future__ import annotations
 
 from pyapp.channels.adapter import ChannelSender
@@ -12,8 +13,11 @@ from pyapp.webhooks.sender import WebhookSender
 
 def default_senders(settings=None) -> dict[str, Sender]:
     """One adapter per destination kind (e-mail needs the settings' mail server)."""
-    senders: dict[str, Sender] = {"webhook": WebhookSender(), "slack": SlackSender(),
-                                   "telegram": ChannelSender(TelegramAdapter())}
+    senders: dict[str, Sender] = {
+        "webhook": WebhookSender(),
+        "slack": SlackSender(),
+        "telegram": ChannelSender(TelegramAdapter()),
+    }
     if settings is not None:
         senders["email"] = EmailSender(mailer_for(settings), getattr(settings, "public_url", "") or "")
     return senders

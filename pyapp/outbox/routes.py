@@ -2,6 +2,7 @@
 
 Every rule (who may, what can be replayed, what resuming does) is in sql/84_outbox_operators.sql.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -47,7 +48,9 @@ class DestinationsOut(BaseModel):
 class DeliveryQuery(Strict):
     destination: UUID | None = None
     status: DeliveryStatus | None = Field(default=None, description="dead = the dead-letter queue")
-    before_id: int | None = Field(default=None, ge=1, le=2**63 - 1, description="keyset: id of the last row of the previous page")
+    before_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1, description="keyset: id of the last row of the previous page"
+    )
     limit: int = Field(50, ge=1, le=500)
 
 
@@ -108,13 +111,20 @@ async def resume_destination(call: Call):
         await conn.execute("SELECT parley.resume_destination($1)", call.uuid_param("destination_id"))
 
 
-@api.route("POST", "/api/outbox/destinations/{destination_id}/replay", body=ReplayAllIn, response=ReplayedOut,
-           min_role="admin", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/outbox/destinations/{destination_id}/replay",
+    body=ReplayAllIn,
+    response=ReplayedOut,
+    min_role="admin",
+    tags=TAGS,
+)
 async def replay_dead_letters(call: Call):
     """Replay the destination's whole dead-letter queue, in order, each with its original id."""
     async with call.tx() as conn:
-        n = await conn.fetchval("SELECT parley.replay_dead_letters($1, $2)", call.uuid_param("destination_id"),
-                                call.body.include_failed)
+        n = await conn.fetchval(
+            "SELECT parley.replay_dead_letters($1, $2)", call.uuid_param("destination_id"), call.body.include_failed
+        )
     return {"replayed": n}
 
 
@@ -123,8 +133,12 @@ async def list_deliveries(call: Call):
     """The delivery log, newest first; status=dead lists the dead-letter queue."""
     q = call.query
     async with call.tx() as conn:
-        rows = [dict(r) for r in await conn.fetch("SELECT * FROM parley.list_deliveries($1, $2, $3, $4)",
-                                                  q.destination, q.status, q.before_id, q.limit)]
+        rows = [
+            dict(r)
+            for r in await conn.fetch(
+                "SELECT * FROM parley.list_deliveries($1, $2, $3, $4)", q.destination, q.status, q.before_id, q.limit
+            )
+        ]
     return {"deliveries": rows, "next_before_id": rows[-1]["id"] if len(rows) == q.limit else None}
 
 
@@ -135,8 +149,9 @@ async def get_delivery(call: Call):
         return await conn.fetchval("SELECT parley.get_delivery($1)", delivery_id(call))
 
 
-@api.route("POST", "/api/outbox/deliveries/{delivery_id}/replay", response=ReplayOut, status=202, min_role="admin",
-           tags=TAGS)
+@api.route(
+    "POST", "/api/outbox/deliveries/{delivery_id}/replay", response=ReplayOut, status=202, min_role="admin", tags=TAGS
+)
 async def replay_delivery(call: Call):
     """Send a finished delivery again (same webhook-id, fresh retry window)."""
     async with call.tx() as conn:

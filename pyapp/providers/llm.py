@@ -21,6 +21,7 @@ Configuration for :func:`get_llm` (environment, or the same keys in ``settings.e
 ``PARLEY_LLM`` (``openai`` | ``anthropic`` | ``none``; unset: ``none``), ``PARLEY_LLM_URL``,
 ``PARLEY_LLM_KEY``, ``PARLEY_LLM_MODEL``.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -75,10 +76,18 @@ class LLM(ABC):
     provider = "llm"
     path = "/"
 
-    def __init__(self, base_url: str, api_key: str | None, model: str, *, connect_timeout: float = 10.0,
-                 read_timeout: float = 60.0, retry: RetryPolicy | None = None,
-                 session: aiohttp.ClientSession | None = None,
-                 session_factory: Callable[[], aiohttp.ClientSession] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        model: str,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+    ):
         self.base_url = base_url
         self.url = endpoint(base_url, self.path)
         self.api_key = api_key
@@ -90,27 +99,40 @@ class LLM(ABC):
         self.session_factory = session_factory or aiohttp.ClientSession
 
     @abstractmethod
-    def _request(self, messages: Sequence[Message], *, model: str, temperature: float, max_tokens: int,
-                 want_usage: bool) -> tuple[dict[str, str], dict[str, Any]]:
+    def _request(
+        self, messages: Sequence[Message], *, model: str, temperature: float, max_tokens: int, want_usage: bool
+    ) -> tuple[dict[str, str], dict[str, Any]]:
         """Headers and JSON body of the streaming request."""
 
     @abstractmethod
     def _deltas(self, event: SSEEvent, usage: dict[str, int] | None) -> list[str]:
         """Text deltas carried by one SSE event; raises _Done at the end, LLMError on an error event."""
 
-    async def stream_chat(self, messages: Sequence[Message], *, model: str | None = None,
-                          temperature: float = 0.2, max_tokens: int = 512,
-                          usage: dict[str, int] | None = None) -> AsyncIterator[str]:
+    async def stream_chat(
+        self,
+        messages: Sequence[Message],
+        *,
+        model: str | None = None,
+        temperature: float = 0.2,
+        max_tokens: int = 512,
+        usage: dict[str, int] | None = None,
+    ) -> AsyncIterator[str]:
         """Yield the answer's text as it streams.
 
         ``messages``: ``{"role": "system"|"user"|"assistant", "content": str}``, as produced
         by :func:`build_prompt`. ``usage``: pass a dict to receive ``input_tokens`` and
         ``output_tokens`` when the provider reports them.
         """
-        headers, body = self._request(messages, model=model or self.model, temperature=temperature,
-                                      max_tokens=max_tokens, want_usage=usage is not None)
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.connect_timeout,
-                                        sock_connect=self.connect_timeout, sock_read=self.read_timeout)
+        headers, body = self._request(
+            messages,
+            model=model or self.model,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            want_usage=usage is not None,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.connect_timeout, sock_connect=self.connect_timeout, sock_read=self.read_timeout
+        )
         if self.session is not None:
             async for delta in self._stream(self.session, headers, body, timeout, usage):
                 yield delta
@@ -119,14 +141,21 @@ class LLM(ABC):
             async for delta in self._stream(session, headers, body, timeout, usage):
                 yield delta
 
-    async def _stream(self, session: aiohttp.ClientSession, headers: dict[str, str], body: dict[str, Any],
-                      timeout: aiohttp.ClientTimeout, usage: dict[str, int] | None) -> AsyncIterator[str]:
+    async def _stream(
+        self,
+        session: aiohttp.ClientSession,
+        headers: dict[str, str],
+        body: dict[str, Any],
+        timeout: aiohttp.ClientTimeout,
+        usage: dict[str, int] | None,
+    ) -> AsyncIterator[str]:
         attempt = 0
         while True:
             yielded = False
             try:
-                async with session.post(self.url, json=body, headers=headers, timeout=timeout,
-                                        allow_redirects=False) as resp:
+                async with session.post(
+                    self.url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+                ) as resp:
                     if resp.status != 200:
                         raise await error_from_response(resp, LLMError)
                     finished = False
@@ -141,8 +170,11 @@ class LLM(ABC):
                                 yielded = True
                                 yield delta
                     if not finished:
-                        raise LLMError("stream_interrupted" if yielded else "bad_response",
-                                       "the stream ended before its end marker", retryable=not yielded)
+                        raise LLMError(
+                            "stream_interrupted" if yielded else "bad_response",
+                            "the stream ended before its end marker",
+                            retryable=not yielded,
+                        )
                 return
             except LLMError as exc:
                 error = exc
@@ -185,8 +217,9 @@ class OpenAICompatibleLLM(LLM):
     provider = "openai"
     path = "/v1/chat/completions"
 
-    def __init__(self, base_url: str, api_key: str | None, model: str, *, max_tokens_field: str = "max_tokens",
-                 **kwargs):
+    def __init__(
+        self, base_url: str, api_key: str | None, model: str, *, max_tokens_field: str = "max_tokens", **kwargs
+    ):
         super().__init__(base_url, api_key, model, **kwargs)
         self.max_tokens_field = max_tokens_field
 
@@ -195,7 +228,10 @@ class OpenAICompatibleLLM(LLM):
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         body: dict[str, Any] = {
-            "model": model, "stream": True, "temperature": temperature, self.max_tokens_field: max_tokens,
+            "model": model,
+            "stream": True,
+            "temperature": temperature,
+            self.max_tokens_field: max_tokens,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
         }
         if want_usage:
@@ -225,10 +261,14 @@ class OpenAICompatibleLLM(LLM):
 
 
 _ANTHROPIC_ERRORS = {
-    "overloaded_error": ("overloaded", True), "rate_limit_error": ("rate_limited", True),
-    "api_error": ("upstream_error", True), "timeout_error": ("timeout", True),
-    "authentication_error": ("auth_failed", False), "permission_error": ("auth_failed", False),
-    "invalid_request_error": ("bad_request", False), "not_found_error": ("not_found", False),
+    "overloaded_error": ("overloaded", True),
+    "rate_limit_error": ("rate_limited", True),
+    "api_error": ("upstream_error", True),
+    "timeout_error": ("timeout", True),
+    "authentication_error": ("auth_failed", False),
+    "permission_error": ("auth_failed", False),
+    "invalid_request_error": ("bad_request", False),
+    "not_found_error": ("not_found", False),
     "request_too_large": ("too_large", False),
 }
 
@@ -264,8 +304,13 @@ class AnthropicLLM(LLM):
                 turns[-1]["content"] += "\n\n" + content
             else:
                 turns.append({"role": role, "content": content})
-        body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "stream": True,
-                                "temperature": temperature, "messages": turns}
+        body: dict[str, Any] = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "temperature": temperature,
+            "messages": turns,
+        }
         if system_parts:
             body["system"] = "\n\n".join(system_parts)
         return headers, body

@@ -7,6 +7,7 @@ on, in order of importance: the rules and the question, the passages, then the n
 history. ``extractive_answer`` is the built-in answerer for bots without an LLM: it quotes
 the best sentences of confident passages with the same citation markers, or gives up.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,16 @@ RULES = """Rules:
 6. Reply in the language of the visitor's last message, in a few short sentences."""
 
 _MESSAGE_OVERHEAD = 4  # role markers and separators, per message
-_ROLE_ALIASES = {"user": "user", "visitor": "user", "contact": "user", "customer": "user",
-                 "assistant": "assistant", "bot": "assistant", "agent": "assistant", "ai": "assistant"}
+_ROLE_ALIASES = {
+    "user": "user",
+    "visitor": "user",
+    "contact": "user",
+    "customer": "user",
+    "assistant": "assistant",
+    "bot": "assistant",
+    "agent": "assistant",
+    "ai": "assistant",
+}
 
 
 def estimate_tokens(text: str) -> int:
@@ -70,13 +79,14 @@ def _passage_header(number: int, passage: Any) -> str:
 def _truncate(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
-    cut = text[:max(max_chars - 1, 0)]
+    cut = text[: max(max_chars - 1, 0)]
     space = cut.rfind(" ")
     return (cut[:space] if space > max_chars // 2 else cut).rstrip() + "…"
 
 
-def build_prompt(persona: str | None, passages: Sequence[Any], history: Iterable[Any], question: str,
-                 token_budget: int = 3000) -> list[dict[str, str]]:
+def build_prompt(
+    persona: str | None, passages: Sequence[Any], history: Iterable[Any], question: str, token_budget: int = 3000
+) -> list[dict[str, str]]:
     """Chat messages: one system message (persona, rules, numbered passages), the history
     that fits (oldest dropped first), then the question as the last user message.
 
@@ -137,7 +147,122 @@ def build_prompt(persona: str | None, passages: Sequence[Any], history: Iterable
 # The no-LLM answerer
 # ---------------------------------------------------------------------------------------
 
-_STOPWORDS = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "else", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "onto", "about", "as", "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "done", "have", "has", "had", "having", "i", "me", "my", "we", "our", "you", "your", "he", "she", "it", "its", "they", "them", "their", "this", "that", "these", "those", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "not", "no", "yes", "there", "here", "so", "than", "too", "very", "just", "also", "any", "some", "all", "each", "more", "most", "other", "such", "only", "own", "same", "both", "please", "hi", "hello", "thanks", "thank", "get", "got", "there's", "what's", "how's", "i'm", "it's", "don't", "doesn't", "can't"])
+_STOPWORDS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "into",
+        "onto",
+        "about",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "done",
+        "have",
+        "has",
+        "had",
+        "having",
+        "i",
+        "me",
+        "my",
+        "we",
+        "our",
+        "you",
+        "your",
+        "he",
+        "she",
+        "it",
+        "its",
+        "they",
+        "them",
+        "their",
+        "this",
+        "that",
+        "these",
+        "those",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "not",
+        "no",
+        "yes",
+        "there",
+        "here",
+        "so",
+        "than",
+        "too",
+        "very",
+        "just",
+        "also",
+        "any",
+        "some",
+        "all",
+        "each",
+        "more",
+        "most",
+        "other",
+        "such",
+        "only",
+        "own",
+        "same",
+        "both",
+        "please",
+        "hi",
+        "hello",
+        "thanks",
+        "thank",
+        "get",
+        "got",
+        "there's",
+        "what's",
+        "how's",
+        "i'm",
+        "it's",
+        "don't",
+        "doesn't",
+        "can't",
+    ]
+)
 _WORD = re.compile(r"[\w][\w'-]*", re.UNICODE)
 
 
@@ -154,8 +279,11 @@ def _stem(word: str) -> str:
 
 def content_terms(text: str) -> set[str]:
     """Lowercased, stemmed words of ``text`` without stop words."""
-    return {_stem(w) for w in (m.group(0).lower().strip("'-") for m in _WORD.finditer(text))
-            if w and w not in _STOPWORDS and (len(w) > 1 or w.isdigit())}
+    return {
+        _stem(w)
+        for w in (m.group(0).lower().strip("'-") for m in _WORD.finditer(text))
+        if w and w not in _STOPWORDS and (len(w) > 1 or w.isdigit())
+    }
 
 
 def _sentences(text: str) -> list[str]:
@@ -180,8 +308,9 @@ class ExtractiveAnswer:
         return self.text
 
 
-def extractive_answer(question: str, passages: Sequence[Any], min_score: float, *,
-                      max_chars: int = 450, max_passages: int = 2) -> ExtractiveAnswer | None:
+def extractive_answer(
+    question: str, passages: Sequence[Any], min_score: float, *, max_chars: int = 450, max_passages: int = 2
+) -> ExtractiveAnswer | None:
     """Answer by quoting the passages' sentences that best match the question, or None.
 
     Confidence is the retrieval score: passages below ``min_score`` are never used, so with

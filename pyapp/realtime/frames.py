@@ -1,4 +1,5 @@
 """Stored events as clients see them: read once per process, serialised once per audience."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """The first frame of a socket (agent or visitor): a hello, within a time limit."""
+
 from __future__ import annotations
 
 from typing import TypeVar

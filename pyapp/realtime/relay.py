@@ -17,6 +17,7 @@ other instances as signals on the `parley_signals` channel (ids and small intege
 Bot streaming chunks never go through NOTIFY: `Relay.broadcast_local` reaches the visitor and
 the agents connected to *this* instance; agents on other instances see only the final message.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -103,8 +104,7 @@ class Relay:
         for feed in self._feeds.values():
             if feed.task:
                 feed.task.cancel()
-        await asyncio.gather(*self._tasks, *(f.task for f in self._feeds.values() if f.task),
-                             return_exceptions=True)
+        await asyncio.gather(*self._tasks, *(f.task for f in self._feeds.values() if f.task), return_exceptions=True)
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str | None = None) -> asyncio.Task:
         """A background task owned by the relay: kept referenced, logged on failure, cancelled on stop."""
@@ -115,6 +115,7 @@ class Relay:
             self._tasks.discard(t)
             if not t.cancelled() and t.exception() is not None:
                 log.error("background task %s failed", t.get_name(), exc_info=t.exception())
+
         task.add_done_callback(done)
         return task
 
@@ -125,8 +126,11 @@ class Relay:
             yield from group
 
     def counts(self) -> dict:
-        return {"agents": sum(len(g) for g in self._agents.values()),
-                "visitors": sum(len(g) for g in self._visitors.values()), "tenants": len(self._feeds)}
+        return {
+            "agents": sum(len(g) for g in self._agents.values()),
+            "visitors": sum(len(g) for g in self._visitors.values()),
+            "tenants": len(self._feeds),
+        }
 
     # Registration -------------------------------------------------------------
     async def attach(self, sink: Sink) -> None:
@@ -177,7 +181,9 @@ class Relay:
         for (tenant, _conv), group in list(self._visitors.items()):
             if tenant == tenant_id:
                 sinks.extend(group)
-        frame = json_dumps({"type": "error", "code": reason or "closed", "message": "This workspace is no longer available."})
+        frame = json_dumps(
+            {"type": "error", "code": reason or "closed", "message": "This workspace is no longer available."}
+        )
 
         async def close(sink: Sink) -> None:
             await sink.flush()
@@ -191,9 +197,11 @@ class Relay:
             self.spawn(close(sink), name="close-tenant-socket")
 
     # Revocation ------------------------------------------------------------------
-    _REVOKED: ClassVar[dict[str, tuple[str, str]]] = {"session": ("session_revoked", "The session has ended; sign in again."),
-                "member": ("not_a_member", "You are no longer a member of this workspace."),
-                "key": ("invalid_api_key", "The API key was revoked.")}
+    _REVOKED: ClassVar[dict[str, tuple[str, str]]] = {
+        "session": ("session_revoked", "The session has ended; sign in again."),
+        "member": ("not_a_member", "You are no longer a member of this workspace."),
+        "key": ("invalid_api_key", "The API key was revoked."),
+    }
 
     def revoke(self, rev: Revocation) -> None:
         """Close this instance's member streams that a revocation names (the parley_revoked notice)."""
@@ -223,6 +231,7 @@ class Relay:
         async def close() -> None:
             await sink.flush()
             sink.close_soon(4401, code)
+
         self.spawn(close(), name="revoke-stream")
 
     async def _recheck_members(self) -> None:
@@ -244,8 +253,16 @@ class Relay:
         return self._visitors.get((tenant_id, conversation_id), set())
 
     # Ephemeral frames ----------------------------------------------------------
-    def broadcast_local(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID, frame: dict, *,
-                        visitors: bool = True, agents: bool = True, exclude: Sink | None = None) -> None:
+    def broadcast_local(
+        self,
+        tenant_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        frame: dict,
+        *,
+        visitors: bool = True,
+        agents: bool = True,
+        exclude: Sink | None = None,
+    ) -> None:
         """Send a frame to this instance's visitor(s) of the conversation and its agents of the tenant.
 
         For bot `stream` chunks and typing: nothing is stored and nothing goes through NOTIFY,
@@ -264,8 +281,16 @@ class Relay:
                     if sink._held is None:
                         sink.push(text)
 
-    async def signal(self, kind: str, tenant_id: uuid.UUID, conversation_id: uuid.UUID, author: str,
-                     value: int, *, exclude: Sink | None = None) -> None:
+    async def signal(
+        self,
+        kind: str,
+        tenant_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        author: str,
+        value: int,
+        *,
+        exclude: Sink | None = None,
+    ) -> None:
         """Typing or read receipt: delivered here at once, then published to the other instances."""
         sig = Signal(kind, tenant_id, conversation_id, author, int(value), self.instance_id)
         self._deliver_signal(sig, exclude=exclude)
@@ -282,15 +307,17 @@ class Relay:
         else:
             frame = {"type": "read", "message_id": sig.value, "author": sig.author}
         # Visitors see the other side only; agents see everyone but themselves.
-        self.broadcast_local(sig.tenant_id, sig.conversation_id, frame,
-                             visitors=sig.author != "visitor", exclude=exclude)
+        self.broadcast_local(
+            sig.tenant_id, sig.conversation_id, frame, visitors=sig.author != "visitor", exclude=exclude
+        )
 
     # Feeds ---------------------------------------------------------------------
     async def _init_feed(self, feed: _Feed) -> None:
         try:
             async with tenant_tx(self.pool, Actor(feed.tenant_id, kind="service")) as conn:
                 feed.cursor = await conn.fetchval(
-                    "SELECT coalesce(max(id), 0) FROM parley.events WHERE tenant_id = parley.current_tenant_id()")
+                    "SELECT coalesce(max(id), 0) FROM parley.events WHERE tenant_id = parley.current_tenant_id()"
+                )
         except BaseException as exc:  # wake the waiting sockets; the next attach tries again
             feed.failed = exc if not isinstance(exc, asyncio.CancelledError) else ConnectionError("relay stopped")
             if self._feeds.get(feed.tenant_id) is feed:
@@ -391,9 +418,12 @@ def install(app: web.Application) -> None:
 
     async def relay_ctx(app: web.Application):
         settings = app[SETTINGS]
-        source = PgNotifySource(settings.app_url, app[POOL],
-                                heartbeat=float(settings.extra.get("relay_heartbeat", 10.0)),
-                                min_backoff=float(settings.extra.get("relay_min_backoff", 0.1)))
+        source = PgNotifySource(
+            settings.app_url,
+            app[POOL],
+            heartbeat=float(settings.extra.get("relay_heartbeat", 10.0)),
+            min_backoff=float(settings.extra.get("relay_min_backoff", 0.1)),
+        )
         relay = Relay(app[POOL], source, source)
         app[RELAY] = relay
         await relay.start()

@@ -1,4 +1,5 @@
 """Connected clients as the relay sees them: ordered, non-blocking writes, held until live."""
+
 from __future__ import annotations
 
 import asyncio
@@ -40,9 +41,15 @@ class Sink:
         "tenant_id",
     )
 
-    def __init__(self, tenant_id: uuid.UUID, send: Callable[[Any], Awaitable[None]],
-                 close: Callable[[int, str], Coroutine[Any, Any, None]], *, conversation_id: uuid.UUID | None = None,
-                 label: str = "") -> None:
+    def __init__(
+        self,
+        tenant_id: uuid.UUID,
+        send: Callable[[Any], Awaitable[None]],
+        close: Callable[[int, str], Coroutine[Any, Any, None]],
+        *,
+        conversation_id: uuid.UUID | None = None,
+        label: str = "",
+    ) -> None:
         self.tenant_id = tenant_id
         self.conversation_id = conversation_id
         self.label = label
@@ -131,7 +138,6 @@ class Sink:
     def frame(self, frame: dict) -> None:
         """An ephemeral frame (typing, read, stream)."""
         self.push(json_dumps(frame))
-
 
 
 class SseSink(Sink):

@@ -7,6 +7,7 @@ cursor. Signals (typing, read receipts) travel on `parley_signals`: ids and smal
 Revocations (a member removed, an API key revoked, a session ended) arrive on `parley_revoked`
 (sent by the triggers of sql/26_revocation.sql), so every instance closes those streams at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -123,8 +124,15 @@ class PgNotifySource:
     Implements both EventSource (channel parley_events) and SignalBus (channel parley_signals).
     """
 
-    def __init__(self, dsn: str, pool: asyncpg.Pool | None = None, *, heartbeat: float = 10.0,
-                 min_backoff: float = 0.1, max_backoff: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        pool: asyncpg.Pool | None = None,
+        *,
+        heartbeat: float = 10.0,
+        min_backoff: float = 0.1,
+        max_backoff: float = 5.0,
+    ) -> None:
         self.dsn = dsn
         self.pool = pool
         self.heartbeat = heartbeat
@@ -201,8 +209,7 @@ class PgNotifySource:
             lost = loop.create_future()
             started = time.monotonic()
             try:
-                conn = await asyncpg.connect(self.dsn, timeout=10,
-                                             server_settings={"application_name": RELAY_APP_NAME})
+                conn = await asyncpg.connect(self.dsn, timeout=10, server_settings={"application_name": RELAY_APP_NAME})
                 self._conn = conn
                 conn.add_termination_listener(lambda _c, lost=lost: lost.done() or lost.set_result(None))
                 await conn.add_listener(CHANNEL, self._notice)

@@ -1,5 +1,6 @@
 """The frame budget of one socket (agent or visitor): a token bucket checked before a frame
 reaches the pool or NOTIFY (pings are exempt; the sockets decide which frames count)."""
+
 from __future__ import annotations
 
 import time

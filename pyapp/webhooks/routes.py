@@ -4,6 +4,7 @@ delete, rotate the secret with an overlap, send a test event, read the delivery 
 Rules live in sql/82_webhooks.sql (fields, limits, roles) and sql/81_channels.sql (secrets);
 this module vets the address (pyapp/net) and seals secrets (pyapp/channels/envelope).
 """
+
 from __future__ import annotations
 
 import uuid
@@ -89,13 +90,20 @@ async def vet(url: str) -> None:
         raise ApiError(422, "url_unreachable", exc.message) from None
 
 
-async def new_signing_secret(conn, ring: Keyring, tenant_id: uuid.UUID, endpoint_id: uuid.UUID,
-                             overlap: timedelta | None) -> str:
+async def new_signing_secret(
+    conn, ring: Keyring, tenant_id: uuid.UUID, endpoint_id: uuid.UUID, overlap: timedelta | None
+) -> str:
     """A fresh whsec_ secret for the endpoint, sealed and stored; the old ones stay valid for overlap."""
     secret = new_secret()
     key_id, sealed = await seal_for(conn, ring, tenant_id, endpoint_id, "signing", secret)
-    await conn.execute("SELECT parley.store_channel_secret($1, 'signing', $2, $3, $4, $5)",
-                       endpoint_id, key_id, sealed, secret[-4:], overlap)
+    await conn.execute(
+        "SELECT parley.store_channel_secret($1, 'signing', $2, $3, $4, $5)",
+        endpoint_id,
+        key_id,
+        sealed,
+        secret[-4:],
+        overlap,
+    )
     return secret
 
 
@@ -117,8 +125,14 @@ async def create_endpoint(call: Call):
     await vet(b.url)
     endpoint_id = uuid.uuid4()
     async with call.tx() as conn:
-        await conn.fetchval("SELECT parley.create_webhook_endpoint($1, $2, $3, $4, $5)",
-                            endpoint_id, b.name, b.url, b.event_kinds, b.chatbot_id)
+        await conn.fetchval(
+            "SELECT parley.create_webhook_endpoint($1, $2, $3, $4, $5)",
+            endpoint_id,
+            b.name,
+            b.url,
+            b.event_kinds,
+            b.chatbot_id,
+        )
         secret = await _new_secret(conn, call, endpoint_id, None)
         return {**await _endpoint(conn, endpoint_id), "secret": secret}
 
@@ -127,8 +141,10 @@ async def create_endpoint(call: Call):
 async def list_endpoints(call: Call):
     """Every endpoint with its health (paused ones say why)."""
     async with call.tx() as conn:
-        rows = await conn.fetch("SELECT parley.webhook_endpoint_json(d.id) AS e FROM parley.outbox_destinations d"
-                                " WHERE d.kind = 'webhook' ORDER BY d.created_at, d.id")
+        rows = await conn.fetch(
+            "SELECT parley.webhook_endpoint_json(d.id) AS e FROM parley.outbox_destinations d"
+            " WHERE d.kind = 'webhook' ORDER BY d.created_at, d.id"
+        )
     return {"endpoints": [r["e"] for r in rows]}
 
 
@@ -139,16 +155,23 @@ async def get_endpoint(call: Call):
         return await _endpoint(conn, call.uuid_param("endpoint_id"))
 
 
-@api.route("PATCH", "/api/webhooks/{endpoint_id}", body=EndpointPatch, response=EndpointOut, min_role="admin",
-           tags=TAGS)
+@api.route(
+    "PATCH", "/api/webhooks/{endpoint_id}", body=EndpointPatch, response=EndpointOut, min_role="admin", tags=TAGS
+)
 async def update_endpoint(call: Call):
     """Change the name, URL (vetted again), event kinds, or disable/enable it."""
     b = call.body
     if b.url is not None:
         await vet(b.url)
     async with call.tx() as conn:
-        return await conn.fetchval("SELECT parley.update_webhook_endpoint($1, $2, $3, $4, $5)",
-                                   call.uuid_param("endpoint_id"), b.name, b.url, b.event_kinds, b.enabled)
+        return await conn.fetchval(
+            "SELECT parley.update_webhook_endpoint($1, $2, $3, $4, $5)",
+            call.uuid_param("endpoint_id"),
+            b.name,
+            b.url,
+            b.event_kinds,
+            b.enabled,
+        )
 
 
 @api.route("DELETE", "/api/webhooks/{endpoint_id}", status=204, min_role="admin", tags=TAGS)
@@ -159,8 +182,14 @@ async def delete_endpoint(call: Call):
         await conn.execute("SELECT parley.delete_destination($1)", call.uuid_param("endpoint_id"))
 
 
-@api.route("POST", "/api/webhooks/{endpoint_id}/rotate-secret", body=RotateIn, response=EndpointOut,
-           min_role="admin", tags=TAGS)
+@api.route(
+    "POST",
+    "/api/webhooks/{endpoint_id}/rotate-secret",
+    body=RotateIn,
+    response=EndpointOut,
+    min_role="admin",
+    tags=TAGS,
+)
 async def rotate_secret(call: Call):
     """A new signing secret (shown once); the old one keeps signing too for overlap_hours."""
     endpoint_id = call.uuid_param("endpoint_id")
@@ -174,8 +203,9 @@ async def rotate_secret(call: Call):
 async def send_test(call: Call):
     """Queue a signed webhook.test event to the endpoint."""
     async with call.tx() as conn:
-        return {"delivery_id": await conn.fetchval("SELECT parley.send_test_webhook($1)",
-                                                   call.uuid_param("endpoint_id"))}
+        return {
+            "delivery_id": await conn.fetchval("SELECT parley.send_test_webhook($1)", call.uuid_param("endpoint_id"))
+        }
 
 
 @api.route("GET", "/api/webhooks/{endpoint_id}/deliveries", response=DeliveriesOut, min_role="admin", tags=TAGS)
@@ -184,6 +214,7 @@ async def endpoint_deliveries(call: Call):
     endpoint_id = call.uuid_param("endpoint_id")
     async with call.tx() as conn:
         await _endpoint(conn, endpoint_id)
-        rows = [dict(r) for r in await conn.fetch("SELECT * FROM parley.list_deliveries($1, NULL, NULL, 100)",
-                                                  endpoint_id)]
+        rows = [
+            dict(r) for r in await conn.fetch("SELECT * FROM parley.list_deliveries($1, NULL, NULL, 100)", endpoint_id)
+        ]
     return {"deliveries": rows, "next_before_id": rows[-1]["id"] if len(rows) == 100 else None}

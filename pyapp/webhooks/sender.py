@@ -4,6 +4,7 @@ No redirect is followed, the whole request has 15 s, and the response kept for t
 log is cut to 2,000 characters. The webhook-id is the delivery's idempotency key, the same for
 every attempt and every replay.
 """
+
 from __future__ import annotations
 
 import json
@@ -51,36 +52,53 @@ class WebhookSender:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = guarded_session(
-                allow_hosts=self.allow_hosts, timeout=aiohttp.ClientTimeout(total=self.timeout),
-                cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": "Parley-Webhooks/1.0"})
+                allow_hosts=self.allow_hosts,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers={"User-Agent": "Parley-Webhooks/1.0"},
+            )
         return self._session
 
     async def send(self, destination: Destination, delivery: Delivery) -> Result:
         body = body_of(delivery)
         msg_id = webhook_id(delivery)
         headers = signing.headers(list(destination.secrets), msg_id, int(time.time()), body)
-        request = {"url": destination.target, "headers": {k: v for k, v in headers.items()},
-                   "body_bytes": len(body)}
+        request = {"url": destination.target, "headers": {k: v for k, v in headers.items()}, "body_bytes": len(body)}
         started = time.monotonic()
         try:
-            async with self.session().post(destination.target, data=body, headers=headers,
-                                           allow_redirects=False) as resp:
+            async with self.session().post(
+                destination.target, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 text = (await resp.content.read(RESPONSE_KEEP * 4)).decode("utf-8", "replace")[:RESPONSE_KEEP]
                 status = resp.status
                 retry_after = retry_after_seconds(resp.headers.get("Retry-After")) if status == 429 else None
         except FetchRefused as exc:
-            return Result("failed", latency_ms=_ms(started), error=f"refused: {exc.message}"[:1000],
-                          request=request, pause_reason=f"The URL is not allowed: {exc.message}"[:1000])
+            return Result(
+                "failed",
+                latency_ms=_ms(started),
+                error=f"refused: {exc.message}"[:1000],
+                request=request,
+                pause_reason=f"The URL is not allowed: {exc.message}"[:1000],
+            )
         except TimeoutError:
-            return Result("retry", latency_ms=_ms(started), error=f"no answer within {self.timeout:g}s",
-                          request=request)
+            return Result(
+                "retry", latency_ms=_ms(started), error=f"no answer within {self.timeout:g}s", request=request
+            )
         except (aiohttp.ClientError, OSError) as exc:
-            return Result("retry", latency_ms=_ms(started), error=f"{type(exc).__name__}: {exc}"[:1000],
-                          request=request)
+            return Result(
+                "retry", latency_ms=_ms(started), error=f"{type(exc).__name__}: {exc}"[:1000], request=request
+            )
         outcome = classify_http(status)
         error = None if outcome == "delivered" else f"HTTP {status}"
-        return Result(outcome, status_code=status, latency_ms=_ms(started), error=error, request=request,
-                      response=text, retry_after=retry_after)
+        return Result(
+            outcome,
+            status_code=status,
+            latency_ms=_ms(started),
+            error=error,
+            request=request,
+            response=text,
+            retry_after=retry_after,
+        )
 
     async def close(self) -> None:
         if self._session is not None:

@@ -1,4 +1,5 @@
 """Standard Webhooks signatures: `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` with a `whsec_` secret."""
+
 from __future__ import annotations
 
 import base64
@@ -19,7 +20,7 @@ def secret_bytes(secret: str) -> bytes:
     """The key the HMAC uses: the base64-decoded part after whsec_."""
     if not secret.startswith(PREFIX):
         raise ValueError("a webhook secret starts with whsec_")
-    return base64.b64decode(secret[len(PREFIX):], validate=True)
+    return base64.b64decode(secret[len(PREFIX) :], validate=True)
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -4,6 +4,7 @@ Files come from `widget/dist/` (`cd widget && npm run build`) and are re-read wh
 so a rebuild needs no restart. The hashed URL is the content's SHA-256 prefix, or the hashed
 file name the build's `manifest.json` gives; `widget_script_url()` returns it for embed codes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -104,6 +105,7 @@ def _manifest_names(dist: Path) -> list[str]:
         elif isinstance(value, list):
             for v in value:
                 walk(v)
+
     walk(data)
     return names
 
@@ -132,8 +134,13 @@ def snippet(base_url: str, public_key: str) -> str:
 
 
 def _script_response(request: web.Request, body: bytes, etag: str, cache: str) -> web.Response:
-    headers = {"Cache-Control": cache, "ETag": f'"{etag}"', "Access-Control-Allow-Origin": "*",
-               "X-Content-Type-Options": "nosniff", "Cross-Origin-Resource-Policy": "cross-origin"}
+    headers = {
+        "Cache-Control": cache,
+        "ETag": f'"{etag}"',
+        "Access-Control-Allow-Origin": "*",
+        "X-Content-Type-Options": "nosniff",
+        "Cross-Origin-Resource-Policy": "cross-origin",
+    }
     if request.headers.get("If-None-Match") == f'"{etag}"':
         return web.Response(status=304, headers=headers)
     return web.Response(body=body, headers=headers, content_type="application/javascript", charset="utf-8")

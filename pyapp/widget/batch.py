@@ -10,6 +10,7 @@ Every rule stays in SQL: each message is stored as post_message would store it f
 visitor (the function sets the actor per message), and one refused message is rolled back
 alone and reported to its sender only.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,8 +75,15 @@ class VisitorMessages:
         self.messages = 0
         self.retried: Counter[str] = Counter()  # messages sent again, by SQLSTATE
 
-    async def post(self, tenant_id: uuid.UUID, conversation_id: uuid.UUID, body: str, client_id: str | None,
-                   ip: str | None, request_id: str | None) -> Posted:
+    async def post(
+        self,
+        tenant_id: uuid.UUID,
+        conversation_id: uuid.UUID,
+        body: str,
+        client_id: str | None,
+        ip: str | None,
+        request_id: str | None,
+    ) -> Posted:
         """Store one visitor message; raises MessageRefused (or the statement's own error)."""
         future = asyncio.get_running_loop().create_future()
         self._enqueue(tenant_id, _Item(conversation_id, body, client_id, ip, request_id, future))
@@ -110,8 +118,13 @@ class VisitorMessages:
         try:
             rows = await self.pool.fetch(
                 "SELECT * FROM parley.post_visitor_messages($1, $2, $3, $4, $5, $6)",
-                tenant_id, [i.conversation_id for i in batch], [i.body for i in batch],
-                [i.client_id for i in batch], [i.ip for i in batch], [i.request_id for i in batch])
+                tenant_id,
+                [i.conversation_id for i in batch],
+                [i.body for i in batch],
+                [i.client_id for i in batch],
+                [i.ip for i in batch],
+                [i.request_id for i in batch],
+            )
         except asyncio.CancelledError:
             _fail(batch, ConnectionError("server shutting down"))
             raise

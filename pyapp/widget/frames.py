@@ -1,4 +1,5 @@
 """The frames a visitor may send (docs/protocol.md), validated before anything touches the database."""
+
 from __future__ import annotations
 
 from typing import Literal
@@ -76,8 +77,13 @@ class RatingFrame(_Frame):
 
 
 FRAME_MODELS: dict[str, type[BaseModel]] = {
-    "message": MessageFrame, "typing": TypingFrame, "read": ReadFrame, "human": HumanFrame, "lead": LeadFrame,
-    "feedback": FeedbackFrame, "rating": RatingFrame,
+    "message": MessageFrame,
+    "typing": TypingFrame,
+    "read": ReadFrame,
+    "human": HumanFrame,
+    "lead": LeadFrame,
+    "feedback": FeedbackFrame,
+    "rating": RatingFrame,
 }
 
 

@@ -11,6 +11,7 @@ nothing is installed process-wide at import, so two apps in one process can diff
   stores a CSAT frame (in `ctx.tx()`, the visitor's own transaction) and may return a frame to
   send back. Without a handler the visitor gets `{"type":"error","code":"unsupported"}`.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -61,23 +62,30 @@ class BotTurn:
 
     def stream(self, stream_id: str, delta: str) -> None:
         """A chunk of the reply being generated: local visitor + local agents only."""
-        self.relay.broadcast_local(self.tenant_id, self.conversation_id,
-                                   {"type": "stream", "stream_id": stream_id, "delta": delta})
+        self.relay.broadcast_local(
+            self.tenant_id, self.conversation_id, {"type": "stream", "stream_id": stream_id, "delta": delta}
+        )
 
     def to_visitor(self, frame: dict) -> None:
         """A frame for the visitor's socket(s) on this instance only (e.g. lead_request)."""
         self.relay.broadcast_local(self.tenant_id, self.conversation_id, frame, agents=False)
 
     def typing(self, on: bool = True) -> None:
-        self.relay.broadcast_local(self.tenant_id, self.conversation_id,
-                                   {"type": "typing", "author": "bot", "on": bool(on)})
+        self.relay.broadcast_local(
+            self.tenant_id, self.conversation_id, {"type": "typing", "author": "bot", "on": bool(on)}
+        )
 
     async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
         """Store the bot's answer (one post_message); everyone gets it through the relay."""
         message = await tenant_fetchval(
-            self.pool, self.service_actor,
+            self.pool,
+            self.service_actor,
             "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, NULL, $4) m",
-            self.conversation_id, author, body, meta or {})
+            self.conversation_id,
+            author,
+            body,
+            meta or {},
+        )
         self.relay.wake(self.tenant_id)
         return message
 
@@ -85,8 +93,10 @@ class BotTurn:
 BotResponder = Callable[[BotTurn], Awaitable[None]]
 FrameHandler = Callable[["VisitorContext", dict], Awaitable[dict | None]]
 
-PLACEHOLDER_REPLY = ("Thanks for your message! Our assistant is not set up yet. "
-                     "If you'd like to talk to a person, choose \u201cTalk to a human\u201d.")
+PLACEHOLDER_REPLY = (
+    "Thanks for your message! Our assistant is not set up yet. "
+    "If you'd like to talk to a person, choose \u201cTalk to a human\u201d."
+)
 
 
 async def placeholder_responder(turn: BotTurn) -> None:

@@ -8,6 +8,7 @@ visitor until the visitor speaks (first message, lead form, "talk to a person" o
 which then starts the conversation), or resumes the conversation the browser kept. API clients
 that speak at once may ask for the conversation now (`start: true`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -71,8 +72,9 @@ async def _chatbot(call: Call, public_key: str) -> dict:
 async def _check_origin(call: Call, chatbot) -> None:
     """The origin rule is parley.origin_allowed (sql/40_chatbots.sql), also used by the install check."""
     origin = call.request.headers.get("Origin")
-    if not await call.pool.fetchval("SELECT parley.origin_allowed($1::text[], $2)",
-                                    list(chatbot["allowed_origins"] or []), origin):
+    if not await call.pool.fetchval(
+        "SELECT parley.origin_allowed($1::text[], $2)", list(chatbot["allowed_origins"] or []), origin
+    ):
         raise ApiError(403, "origin_not_allowed", "This site is not allowed to use this chatbot.")
     if origin:
         call.request[CORS_ORIGIN] = origin
@@ -81,7 +83,8 @@ async def _check_origin(call: Call, chatbot) -> None:
 async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, chatbot_id: uuid.UUID):
     """Status and visitor of the visitor's own conversation if it belongs to this chatbot, else None."""
     row = await conn.fetchrow(
-        "SELECT c.status, c.chatbot_id, c.visitor_id FROM parley.conversations c WHERE c.id = $1", conversation_id)
+        "SELECT c.status, c.chatbot_id, c.visitor_id FROM parley.conversations c WHERE c.id = $1", conversation_id
+    )
     if row is None or row["chatbot_id"] != chatbot_id:
         return None
     return row
@@ -89,36 +92,55 @@ async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, ch
 
 def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot) -> dict:
     token, expires_at = visitor_token(call.settings.secret_key, claims)
-    return {"token": token, "expires_at": expires_at, "tenant_id": claims.tenant_id,
-            "chatbot_id": claims.chatbot_id, "conversation_id": claims.conversation_id,
-            "visitor_id": claims.visitor_id, "status": status, "config": chatbot["public_config"]}
+    return {
+        "token": token,
+        "expires_at": expires_at,
+        "tenant_id": claims.tenant_id,
+        "chatbot_id": claims.chatbot_id,
+        "conversation_id": claims.conversation_id,
+        "visitor_id": claims.visitor_id,
+        "status": status,
+        "config": chatbot["public_config"],
+    }
 
 
-@api.route("POST", "/api/widget/sessions", auth="public", body=SessionIn, response=SessionOut, status=201,
-           tags=("widget",))
+@api.route(
+    "POST", "/api/widget/sessions", auth="public", body=SessionIn, response=SessionOut, status=201, tags=("widget",)
+)
 async def create_session(call: Call):
     """A visitor token: resumes the visitor's conversation, or none until the visitor speaks (or `start`)."""
     request, body = call.request, call.body
     chatbot = await _chatbot(call, body.chatbot_key)
     await _check_origin(call, chatbot)
-    claims = VisitorClaims(chatbot["tenant_id"], chatbot["chatbot_id"], None, body.chatbot_key, 0,
-                           body.visitor_id or uuid.uuid4())
+    claims = VisitorClaims(
+        chatbot["tenant_id"], chatbot["chatbot_id"], None, body.chatbot_key, 0, body.visitor_id or uuid.uuid4()
+    )
     if body.conversation_id is not None:
         mine = dataclasses.replace(claims, conversation_id=body.conversation_id)
         async with tenant_tx(call.pool, visitor_actor(request, mine)) as conn:
             row = await _conversation(conn, body.conversation_id, claims.chatbot_id)
         if row is not None:
-            return _session_body(call, dataclasses.replace(mine, visitor_id=row["visitor_id"]), row["status"],
-                                 chatbot)
+            return _session_body(call, dataclasses.replace(mine, visitor_id=row["visitor_id"]), row["status"], chatbot)
         # a stale id from the page's storage: carry on as a visitor without a conversation
     if not body.start:
         return _session_body(call, claims, None, chatbot)
     row = await start_visitor_conversation(
-        call.pool, claims, ip=client_ip(request), request_id=request.get(REQUEST_ID), page_url=body.page_url,
-        referrer=body.referrer, user_agent=request.headers.get("User-Agent"), locale=body.locale,
-        country=country_of(request))
-    return _session_body(call, dataclasses.replace(claims, conversation_id=row["id"], visitor_id=row["visitor_id"]),
-                         row["status"], chatbot)
+        call.pool,
+        claims,
+        ip=client_ip(request),
+        request_id=request.get(REQUEST_ID),
+        page_url=body.page_url,
+        referrer=body.referrer,
+        user_agent=request.headers.get("User-Agent"),
+        locale=body.locale,
+        country=country_of(request),
+    )
+    return _session_body(
+        call,
+        dataclasses.replace(claims, conversation_id=row["id"], visitor_id=row["visitor_id"]),
+        row["status"],
+        chatbot,
+    )
 
 
 async def _token_chatbot(call: Call, *, grace: int, expired: str) -> tuple[VisitorClaims, dict]:
@@ -134,12 +156,20 @@ async def _token_chatbot(call: Call, *, grace: int, expired: str) -> tuple[Visit
     return claims, chatbot
 
 
-@api.route("POST", "/api/widget/sessions/refresh", auth="public", body=RefreshIn, response=SessionOut,
-           status=201, tags=("widget",))
+@api.route(
+    "POST",
+    "/api/widget/sessions/refresh",
+    auth="public",
+    body=RefreshIn,
+    response=SessionOut,
+    status=201,
+    tags=("widget",),
+)
 async def refresh_session(call: Call):
     """A fresh visitor token for a current (or recently expired) one."""
     claims, chatbot = await _token_chatbot(
-        call, grace=REFRESH_GRACE, expired="The conversation token is invalid or expired too long ago.")
+        call, grace=REFRESH_GRACE, expired="The conversation token is invalid or expired too long ago."
+    )
     status = None
     if claims.conversation_id is not None:
         async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
@@ -163,16 +193,23 @@ class VisitorConversationsOut(BaseModel):
     conversations: list[VisitorConversationOut]
 
 
-@api.route("POST", "/api/widget/conversations", auth="public", body=RefreshIn, response=VisitorConversationsOut,
-           tags=("widget",))
+@api.route(
+    "POST",
+    "/api/widget/conversations",
+    auth="public",
+    body=RefreshIn,
+    response=VisitorConversationsOut,
+    tags=("widget",),
+)
 async def visitor_conversations(call: Call):
     """The visitor's conversations with this chatbot (the token's visitor), newest first."""
     claims, _chatbot_row = await _token_chatbot(call, grace=0, expired="The visitor token is invalid or expired.")
     if claims.visitor_id is None:
         return {"conversations": []}
     async with tenant_tx(call.pool, visitor_actor(call.request, claims)) as conn:
-        rows = await conn.fetch("SELECT * FROM parley.visitor_conversations($1, $2)", claims.chatbot_id,
-                                claims.visitor_id)
+        rows = await conn.fetch(
+            "SELECT * FROM parley.visitor_conversations($1, $2)", claims.chatbot_id, claims.visitor_id
+        )
     return {"conversations": [dict(r) for r in rows]}
 
 
@@ -185,9 +222,12 @@ _CORS_PATHS = ("/api/widget/sessions", "/api/widget/sessions/refresh", "/api/wid
 async def _preflight(request: web.Request) -> web.Response:
     """Answer CORS preflight for any origin; the POST itself enforces the chatbot's list."""
     origin = request.headers.get("Origin")
-    headers = {"Access-Control-Allow-Methods": "POST, OPTIONS",
-               "Access-Control-Allow-Headers": "Content-Type, X-Request-Id",
-               "Access-Control-Max-Age": "600", "Vary": "Origin"}
+    headers = {
+        "Access-Control-Allow-Methods": "POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, X-Request-Id",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
     if origin:
         headers["Access-Control-Allow-Origin"] = origin
     return web.Response(status=204, headers=headers)

@@ -1,4 +1,5 @@
 """`/ws/visitor`: the widget's WebSocket (docs/protocol.md); what plugs into it is in `pyapp.widget.hooks`."""
+
 from __future__ import annotations
 
 import asyncio
@@ -79,9 +80,17 @@ class VisitorSession:
         "ws",
     )
 
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, claims: VisitorClaims,
-                 ip: str | None, request_id: str | None, chatbot: dict, request: web.Request | None = None,
-                 hello: HelloFrame | None = None) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        ws: web.WebSocketResponse,
+        claims: VisitorClaims,
+        ip: str | None,
+        request_id: str | None,
+        chatbot: dict,
+        request: web.Request | None = None,
+        hello: HelloFrame | None = None,
+    ) -> None:
         self.app = app
         self.ws = ws
         self.claims = claims
@@ -89,8 +98,9 @@ class VisitorSession:
         self.pool = app[POOL]
         self.chatbot = chatbot
         self.actor = visitor_actor(None, claims, ip=ip, request_id=request_id)
-        self.sink = VisitorSink(claims.tenant_id, self._send, self._close,
-                                conversation_id=claims.conversation_id, label="visitor")
+        self.sink = VisitorSink(
+            claims.tenant_id, self._send, self._close, conversation_id=claims.conversation_id, label="visitor"
+        )
         self.ip = ip
         self.request_id = request_id
         self.request = request
@@ -126,14 +136,18 @@ class VisitorSession:
         messages: list[dict] = []
         async with self.tx() as conn:
             conv = await conn.fetchrow(
-                "SELECT c.status, c.chatbot_id FROM parley.conversations c WHERE c.id = $1",
-                self.claims.conversation_id)
+                "SELECT c.status, c.chatbot_id FROM parley.conversations c WHERE c.id = $1", self.claims.conversation_id
+            )
             if conv is None or conv["chatbot_id"] != self.claims.chatbot_id:
                 return False
             after = last_seen_id
             while True:
-                page = await conn.fetch("SELECT v.id, v.message FROM parley.visible_messages($1, $2, $3) v",
-                                        self.claims.conversation_id, after, REPLAY_PAGE)
+                page = await conn.fetch(
+                    "SELECT v.id, v.message FROM parley.visible_messages($1, $2, $3) v",
+                    self.claims.conversation_id,
+                    after,
+                    REPLAY_PAGE,
+                )
                 messages.extend(r["message"] for r in page)
                 if len(page) < REPLAY_PAGE:
                     break
@@ -141,15 +155,19 @@ class VisitorSession:
             if last_seen_id:
                 self.visitor_messages = await conn.fetchval(
                     "SELECT count(*) FROM parley.visible_messages($1, 0, 1000) v WHERE v.author = 'visitor'",
-                    self.claims.conversation_id)
+                    self.claims.conversation_id,
+                )
             if self._lead_mode() != "never":
                 # The visitor's own lead only (RLS): a form already filled in is not asked again.
                 self.lead_sent = await conn.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM parley.leads l WHERE l.conversation_id = $1)",
-                    self.claims.conversation_id)
+                    self.claims.conversation_id,
+                )
         self.status = conv["status"]
-        self.sink.push(json_dumps({"type": "ready", "conversation_id": self.claims.conversation_id,
-                                   "status": self.status}), bounded=False)
+        self.sink.push(
+            json_dumps({"type": "ready", "conversation_id": self.claims.conversation_id, "status": self.status}),
+            bounded=False,
+        )
         for msg in messages:
             if not last_seen_id and msg.get("author") == "visitor":
                 self.visitor_messages += 1
@@ -157,7 +175,8 @@ class VisitorSession:
             self.sink.push(json_dumps({"type": "message", "message": msg}), bounded=False)
         # A lead form that was due and not filled in is asked for again on resume (after a reload).
         self._maybe_request_lead(after_message=True) or self._maybe_request_lead(
-            before_handoff=self.status == "waiting_human")
+            before_handoff=self.status == "waiting_human"
+        )
         self.sink.go_live()
         return True
 
@@ -193,9 +212,19 @@ class VisitorSession:
             frame = model.model_validate(data)
         except (ValidationError, ApiError) as exc:
             message = exc.message if isinstance(exc, ApiError) else _validation_message(exc)
-            self.send(error_frame("invalid_frame", message,
-                                  **({"client_id": data["client_id"]} if isinstance(data.get("client_id"), str)
-                                     and len(data["client_id"]) <= 100 and storable(data["client_id"]) else {})))
+            self.send(
+                error_frame(
+                    "invalid_frame",
+                    message,
+                    **(
+                        {"client_id": data["client_id"]}
+                        if isinstance(data.get("client_id"), str)
+                        and len(data["client_id"]) <= 100
+                        and storable(data["client_id"])
+                        else {}
+                    ),
+                )
+            )
             return
         try:
             await getattr(self, f"on_{kind}")(frame)
@@ -227,18 +256,34 @@ class VisitorSession:
         if now - self._notices.get(err.code, -NOTICE_EVERY) < NOTICE_EVERY:
             return
         self._notices[err.code] = now
-        body = ("You're sending messages too quickly. Please wait a moment before sending more."
-                if err.status == 429 else
-                "This chat can't take more messages right now. Please try again later.")
+        body = (
+            "You're sending messages too quickly. Please wait a moment before sending more."
+            if err.status == 429
+            else "This chat can't take more messages right now. Please try again later."
+        )
         try:
             async with tenant_tx(self.pool, Actor(self.claims.tenant_id, kind="service", actor_id="limits")) as conn:
-                await conn.fetchval("SELECT m.id FROM parley.post_message($1, 'system', $2, NULL, $3) m",
-                                    self.claims.conversation_id, body, {"notice": err.code})
+                await conn.fetchval(
+                    "SELECT m.id FROM parley.post_message($1, 'system', $2, NULL, $3) m",
+                    self.claims.conversation_id,
+                    body,
+                    {"notice": err.code},
+                )
         except asyncpg.PostgresError:
             # Could not store it (the limit covers system messages too): show it unstored.
-            self.send({"type": "message", "message": {
-                "id": None, "author": "system", "body": body, "client_id": None,
-                "created_at": dt.datetime.now(dt.UTC).isoformat(), "notice": err.code}})
+            self.send(
+                {
+                    "type": "message",
+                    "message": {
+                        "id": None,
+                        "author": "system",
+                        "body": body,
+                        "client_id": None,
+                        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                        "notice": err.code,
+                    },
+                }
+            )
 
     async def _converse(self, *, anew: bool = False) -> bool:
         """Start the visitor's conversation if it has none (or `anew`: its conversation has ended)."""
@@ -246,10 +291,16 @@ class VisitorSession:
             return True
         request, hello = self.request, self.hello
         row = await start_visitor_conversation(
-            self.pool, self.claims, ip=self.ip, request_id=self.request_id,
-            page_url=hello.page_url if hello else None, referrer=hello.referrer if hello else None,
+            self.pool,
+            self.claims,
+            ip=self.ip,
+            request_id=self.request_id,
+            page_url=hello.page_url if hello else None,
+            referrer=hello.referrer if hello else None,
             user_agent=request.headers.get("User-Agent") if request is not None else None,
-            locale=hello.locale if hello else None, country=country_of(request) if request is not None else None)
+            locale=hello.locale if hello else None,
+            country=country_of(request) if request is not None else None,
+        )
         if self.claims.conversation_id is not None:  # the ended one: this socket follows the new one
             self.relay.detach(self.sink)  # re-attached below under the new conversation
             self.visitor_messages = 0
@@ -261,23 +312,43 @@ class VisitorSession:
         await self.relay.attach(self.sink)
         self.sink.go_live()
         token, expires_at = visitor_token(self.app[SETTINGS].secret_key, self.claims)
-        self.send({"type": "conversation", "conversation_id": row["id"], "status": row["status"],
-                   "token": token, "expires_at": expires_at})
+        self.send(
+            {
+                "type": "conversation",
+                "conversation_id": row["id"],
+                "status": row["status"],
+                "token": token,
+                "expires_at": expires_at,
+            }
+        )
         self.relay.wake(self.claims.tenant_id)
         return True
 
     def _limit_reached(self, err: ApiError) -> None:
         """No conversation could start: say so (unstored, there is nowhere to store it) and offer the form."""
-        body = ("You're sending messages too quickly. Please wait a moment and try again."
-                if err.code == "rate_limited" else
-                "We can't start a new chat right now. Leave your details and we'll get back to you.")
-        self.send({"type": "message", "message": {
-            "id": None, "author": "system", "body": body, "client_id": None,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(), "notice": err.code}})
+        body = (
+            "You're sending messages too quickly. Please wait a moment and try again."
+            if err.code == "rate_limited"
+            else "We can't start a new chat right now. Leave your details and we'll get back to you."
+        )
+        self.send(
+            {
+                "type": "message",
+                "message": {
+                    "id": None,
+                    "author": "system",
+                    "body": body,
+                    "client_id": None,
+                    "created_at": dt.datetime.now(dt.UTC).isoformat(),
+                    "notice": err.code,
+                },
+            }
+        )
         if err.code != "rate_limited" and not self.lead_sent:
             lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}
-            self.send({"type": "lead_request", "fields": list(lead.get("fields") or ["name", "email"]),
-                       "reason": err.code})
+            self.send(
+                {"type": "lead_request", "fields": list(lead.get("fields") or ["name", "email"]), "reason": err.code}
+            )
 
     async def on_message(self, frame: MessageFrame) -> None:
         await self._converse()
@@ -286,15 +357,27 @@ class VisitorSession:
         # resend returns the row stored by an earlier transaction and writes nothing.
         batcher = message_batcher(self.app)
         try:
-            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation, frame.body,
-                                        frame.client_id, self.actor.ip, self.actor.request_id)
+            posted = await batcher.post(
+                self.claims.tenant_id,
+                self.claims.conversation,
+                frame.body,
+                frame.client_id,
+                self.actor.ip,
+                self.actor.request_id,
+            )
         except MessageRefused as exc:
             mapped = from_postgres(exc)
             if mapped is None or mapped.code != "conversation_closed":
                 raise
             await self._converse(anew=True)  # ended (rated, or closed too long ago): a new conversation
-            posted = await batcher.post(self.claims.tenant_id, self.claims.conversation, frame.body,
-                                        frame.client_id, self.actor.ip, self.actor.request_id)
+            posted = await batcher.post(
+                self.claims.tenant_id,
+                self.claims.conversation,
+                frame.body,
+                frame.client_id,
+                self.actor.ip,
+                self.actor.request_id,
+            )
         self.status = posted.status
         msg = posted.message
         if posted.duplicate:
@@ -305,9 +388,17 @@ class VisitorSession:
         self.visitor_messages += 1
         self._maybe_request_lead(after_message=True)
         if self.status == "bot":
-            schedule_bot_turn(self.app, BotTurn(self.app, self.claims.tenant_id, self.claims.chatbot_id,
-                                                self.claims.conversation, msg,
-                                                dict(self.chatbot.get("config") or {})))
+            schedule_bot_turn(
+                self.app,
+                BotTurn(
+                    self.app,
+                    self.claims.tenant_id,
+                    self.claims.chatbot_id,
+                    self.claims.conversation,
+                    msg,
+                    dict(self.chatbot.get("config") or {}),
+                ),
+            )
 
     async def on_typing(self, frame: TypingFrame) -> None:
         if self.claims.conversation_id is None:
@@ -317,27 +408,33 @@ class VisitorSession:
         if frame.on == last_on and now - last_at < 3.0:
             return
         self._typing = (frame.on, now)
-        await self.relay.signal("typing", self.claims.tenant_id, self.claims.conversation_id, "visitor",
-                                int(frame.on), exclude=self.sink)
+        await self.relay.signal(
+            "typing", self.claims.tenant_id, self.claims.conversation_id, "visitor", int(frame.on), exclude=self.sink
+        )
 
     async def on_read(self, frame: ReadFrame) -> None:
         if self.claims.conversation_id is None or frame.message_id <= self._read:
             return
         self._read = frame.message_id
-        await self.relay.signal("read", self.claims.tenant_id, self.claims.conversation_id, "visitor",
-                                frame.message_id, exclude=self.sink)
+        await self.relay.signal(
+            "read", self.claims.tenant_id, self.claims.conversation_id, "visitor", frame.message_id, exclude=self.sink
+        )
 
     async def on_human(self, frame: HumanFrame) -> None:
         await self._converse()
         self._maybe_request_lead(before_handoff=True)  # the form is shown; the handoff goes ahead anyway
         async with self.tx() as conn:
-            self.status = await conn.fetchval("SELECT c.status FROM parley.request_human($1) c",
-                                              self.claims.conversation_id)
+            self.status = await conn.fetchval(
+                "SELECT c.status FROM parley.request_human($1) c", self.claims.conversation_id
+            )
         self.relay.wake(self.claims.tenant_id)
 
     async def on_lead(self, frame: LeadFrame) -> None:
-        custom = {k: v for k, v in (frame.model_extra or {}).items()
-                  if k != "type" and isinstance(v, (str, int, float, bool)) and len(str(k)) <= 64}
+        custom = {
+            k: v
+            for k, v in (frame.model_extra or {}).items()
+            if k != "type" and isinstance(v, (str, int, float, bool)) and len(str(k)) <= 64
+        }
         if self.claims.conversation_id is None:
             try:
                 await self._converse()
@@ -347,14 +444,27 @@ class VisitorSession:
                     raise
                 # No conversation can start now (a limit): the lead is kept on its own.
                 async with self.tx() as conn:
-                    await conn.execute("SELECT parley.leave_lead($1, $2, $3, $4, $5, $6::inet)", self.claims.chatbot_id,
-                                       frame.name, frame.email, frame.phone, custom, self.ip)
+                    await conn.execute(
+                        "SELECT parley.leave_lead($1, $2, $3, $4, $5, $6::inet)",
+                        self.claims.chatbot_id,
+                        frame.name,
+                        frame.email,
+                        frame.phone,
+                        custom,
+                        self.ip,
+                    )
                 self.lead_sent = True
                 self.send({"type": "lead_saved"})
                 return
         async with self.tx() as conn:
-            await conn.fetchval("SELECT l.id FROM parley.capture_lead($1, $2, $3, $4, $5) l",
-                                self.claims.conversation_id, frame.name, frame.email, frame.phone, custom)
+            await conn.fetchval(
+                "SELECT l.id FROM parley.capture_lead($1, $2, $3, $4, $5) l",
+                self.claims.conversation_id,
+                frame.name,
+                frame.email,
+                frame.phone,
+                custom,
+            )
         self.lead_sent = True
 
     async def _hooked(self, kind: str, frame: BaseModel) -> None:
@@ -384,8 +494,9 @@ class VisitorSession:
         mode = lead.get("mode")
         if self.lead_sent or self.lead_requested:
             return False
-        due = ((after_message and mode == "after_messages" and self.visitor_messages >= int(lead.get("after") or 1))
-               or (before_handoff and mode == "before_handoff"))
+        due = (after_message and mode == "after_messages" and self.visitor_messages >= int(lead.get("after") or 1)) or (
+            before_handoff and mode == "before_handoff"
+        )
         if due:
             self.lead_requested = True
             self.send({"type": "lead_request", "fields": list(lead.get("fields") or ["name", "email"])})

@@ -7,6 +7,7 @@ Claims: `tid` tenant, `cb` chatbot, `pk` widget key, `vid` visitor id (version 2
 conversation. Version 2 tokens (`ver: 2`) may lack `sub`: a visitor who has not spoken yet
 has no conversation. Version 1 tokens (no `ver`, no `vid`, always a `sub`) stay valid.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -50,13 +51,28 @@ def _visitor_key(secret: str) -> bytes:
     return hmac.new(secret.encode(), b"jwt:parley:visitor", hashlib.sha256).digest()
 
 
-def issue_visitor_token(secret: str, *, tenant_id, chatbot_id, conversation_id, public_key: str,
-                        visitor_id=None, ttl: int = VISITOR_TOKEN_TTL) -> tuple[str, int]:
+def issue_visitor_token(
+    secret: str,
+    *,
+    tenant_id,
+    chatbot_id,
+    conversation_id,
+    public_key: str,
+    visitor_id=None,
+    ttl: int = VISITOR_TOKEN_TTL,
+) -> tuple[str, int]:
     now = int(time.time())
     exp = now + min(ttl, VISITOR_TOKEN_TTL)
-    claims: dict[str, str | int] = {"ver": 2, "tid": str(tenant_id), "cb": str(chatbot_id), "pk": public_key,
-                                    "aud": VISITOR_AUDIENCE, "iat": now, "exp": exp,
-                                    "jti": secrets.token_urlsafe(9)}
+    claims: dict[str, str | int] = {
+        "ver": 2,
+        "tid": str(tenant_id),
+        "cb": str(chatbot_id),
+        "pk": public_key,
+        "aud": VISITOR_AUDIENCE,
+        "iat": now,
+        "exp": exp,
+        "jti": secrets.token_urlsafe(9),
+    }
     if conversation_id is not None:
         claims["sub"] = str(conversation_id)
     if visitor_id is not None:
@@ -67,33 +83,53 @@ def issue_visitor_token(secret: str, *, tenant_id, chatbot_id, conversation_id, 
 def decode_visitor_token(secret: str, token: str, *, grace: int = 0) -> VisitorClaims:
     """Verify signature, audience and expiry (an expired token is accepted for `grace` seconds)."""
     try:
-        claims = jwt.decode(token, _visitor_key(secret), algorithms=["HS256"], audience=VISITOR_AUDIENCE,
-                            leeway=grace, options={"require": ["exp", "iat", "tid", "cb", "aud"]})
+        claims = jwt.decode(
+            token,
+            _visitor_key(secret),
+            algorithms=["HS256"],
+            audience=VISITOR_AUDIENCE,
+            leeway=grace,
+            options={"require": ["exp", "iat", "tid", "cb", "aud"]},
+        )
         version = claims.get("ver", 1)
         if version not in (1, 2) or (version == 1 and "sub" not in claims) or (version == 2 and "vid" not in claims):
             raise ValueError("unsupported visitor token")
         sub, vid = claims.get("sub"), claims.get("vid")
-        return VisitorClaims(tenant_id=uuid.UUID(claims["tid"]), chatbot_id=uuid.UUID(claims["cb"]),
-                             conversation_id=uuid.UUID(sub) if sub is not None else None,
-                             public_key=str(claims.get("pk") or ""), expires_at=int(claims["exp"]),
-                             visitor_id=uuid.UUID(vid) if vid is not None else None)
+        return VisitorClaims(
+            tenant_id=uuid.UUID(claims["tid"]),
+            chatbot_id=uuid.UUID(claims["cb"]),
+            conversation_id=uuid.UUID(sub) if sub is not None else None,
+            public_key=str(claims.get("pk") or ""),
+            expires_at=int(claims["exp"]),
+            visitor_id=uuid.UUID(vid) if vid is not None else None,
+        )
     except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
         raise TokenError(str(exc)) from exc
 
 
-def visitor_actor(request: web.Request | None, claims: VisitorClaims, ip: str | None = None,
-                  request_id: str | None = None) -> Actor:
+def visitor_actor(
+    request: web.Request | None, claims: VisitorClaims, ip: str | None = None, request_id: str | None = None
+) -> Actor:
     """The actor of every visitor transaction: the conversation is the visitor's identity (none yet: no id)."""
     conversation = str(claims.conversation_id) if claims.conversation_id is not None else None
-    return Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=conversation,
-                 ip=ip if ip is not None else (client_ip(request) if request is not None else None),
-                 request_id=request_id if request_id is not None else
-                 (request.get(REQUEST_ID) if request is not None else None), min_role="visitor")
+    return Actor(
+        tenant_id=claims.tenant_id,
+        kind="visitor",
+        actor_id=conversation,
+        ip=ip if ip is not None else (client_ip(request) if request is not None else None),
+        request_id=request_id if request_id is not None else (request.get(REQUEST_ID) if request is not None else None),
+        min_role="visitor",
+    )
 
 
 def visitor_token(settings_secret: str, claims: VisitorClaims) -> tuple[str, str]:
     """A fresh token for these claims and its expiry as ISO-8601."""
-    token, exp = issue_visitor_token(settings_secret, tenant_id=claims.tenant_id, chatbot_id=claims.chatbot_id,
-                                     conversation_id=claims.conversation_id, public_key=claims.public_key,
-                                     visitor_id=claims.visitor_id)
+    token, exp = issue_visitor_token(
+        settings_secret,
+        tenant_id=claims.tenant_id,
+        chatbot_id=claims.chatbot_id,
+        conversation_id=claims.conversation_id,
+        public_key=claims.public_key,
+        visitor_id=claims.visitor_id,
+    )
     return token, dt.datetime.fromtimestamp(exp, dt.UTC).isoformat()

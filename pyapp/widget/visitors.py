@@ -3,6 +3,7 @@
 The chatbot by its public key (parley.widget_chatbot, the one lookup), the visitor's country from a
 trusted proxy, and starting the conversation of a visitor who speaks for the first time.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,16 +50,33 @@ def country_of(request: web.Request) -> str | None:
     return value if len(value) == 2 and value.isalpha() and value != "XX" else None
 
 
-async def start_visitor_conversation(pool: asyncpg.Pool, claims: VisitorClaims, *, ip: str | None,
-                                     request_id: str | None, page_url: str | None, referrer: str | None,
-                                     user_agent: str | None, locale: str | None, country: str | None):
+async def start_visitor_conversation(
+    pool: asyncpg.Pool,
+    claims: VisitorClaims,
+    *,
+    ip: str | None,
+    request_id: str | None,
+    page_url: str | None,
+    referrer: str | None,
+    user_agent: str | None,
+    locale: str | None,
+    country: str | None,
+):
     """Start the conversation of a visitor who has none yet (the limits are start_conversation's)."""
     # The visitor has no conversation yet, so no actor id (the event records none).
-    actor = Actor(tenant_id=claims.tenant_id, kind="visitor", actor_id=None, ip=ip, request_id=request_id,
-                  min_role="visitor")
+    actor = Actor(
+        tenant_id=claims.tenant_id, kind="visitor", actor_id=None, ip=ip, request_id=request_id, min_role="visitor"
+    )
     async with tenant_tx(pool, actor) as conn:
         return await conn.fetchrow(
             "SELECT c.id, c.status, c.visitor_id"
             "  FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
-            claims.chatbot_id, claims.visitor_id or uuid.uuid4(), page_url, referrer,
-            (user_agent or "")[:512] or None, locale, ip, country)
+            claims.chatbot_id,
+            claims.visitor_id or uuid.uuid4(),
+            page_url,
+            referrer,
+            (user_agent or "")[:512] or None,
+            locale,
+            ip,
+            country,
+        )
