@@ -14,8 +14,9 @@ runs (`--rebuild` builds it again, `--drop` removes it). Then a real server (in 
 answers, as each tenant's owner over HTTP:
   inbox text search GET /api/conversations?q=refund%20damaged, the 90-day analytics summary and
   conversations per day, the leads CSV (and whether it is streamed: chunked, first byte early);
-and prints p50/p95/max per call and tenant, plus the search's plan as the search runs it
-(parley.search_conversation_ids: parley_auth, the tenant filter explicit) with EXPLAIN ANALYZE.
+and prints p50/p95/max per call and tenant, plus the search's plan as the inbox runs it (parley_app
+under RLS → list_conversations → search_conversation_ids, via auto_explain). Before timing it runs
+the rollup job once per tenant as the jobs process would (analytics read the rollup).
 Targets (issue 17): search p95 <= 200 ms at 4 M messages; analytics <= 50 ms whatever the history.
 """
 from __future__ import annotations
@@ -169,18 +170,44 @@ async def export_shape(http, base, token) -> str:
 
 
 async def plan(settings, tenant_id: uuid.UUID, query: str) -> str:
-    """The search's plan as parley.search_conversation_ids runs it (as its owner, parley_auth)."""
+    """The search's plan as the inbox runs it: parley_app under RLS calls parley.list_conversations,
+    which calls parley.search_conversation_ids (parley_auth, the tenant filter explicit); the nested
+    statement's plan comes back through auto_explain (loaded by the superuser, then SET ROLE)."""
     conn = await asyncpg.connect(settings.admin_url)
+    plans: list[str] = []
+    conn.add_log_listener(lambda _c, msg: plans.append(msg.message))
     try:
+        for statement in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                          "SET auto_explain.log_nested_statements = on", "SET auto_explain.log_analyze = on",
+                          "SET auto_explain.log_buffers = on", "SET auto_explain.log_level = notice"):
+            await conn.execute(statement)
         async with conn.transaction():
-            await conn.execute("SET LOCAL ROLE parley_auth")
-            rows = await conn.fetch(
-                "EXPLAIN (ANALYZE, BUFFERS) SELECT DISTINCT m.conversation_id FROM parley.messages m"
-                " WHERE m.tenant_id = $1 AND to_tsvector('simple'::regconfig, m.body)"
-                " @@ websearch_to_tsquery('simple'::regconfig, $2) LIMIT 5000", tenant_id, query)
-        return "\n".join("    " + r[0] for r in rows)
+            await conn.execute("SET LOCAL ROLE parley_app")
+            await conn.execute("SELECT set_config('app.tenant_id', $1, true), set_config('app.role', 'owner', true),"
+                               " set_config('app.actor_kind', 'user', true)", str(tenant_id))
+            await conn.fetch("SELECT * FROM parley.list_conversations(p_q => $1)", query)
+        nested = [p for p in plans if "search_conversation_ids" in p or "to_tsvector" in p]
+        return "\n".join("    " + line for p in nested[:1] for line in p.splitlines())
     finally:
         await conn.close()
+
+
+async def rollup(settings, tenants: dict) -> str:
+    """What the jobs process does every 10 minutes: parley.rollup_daily_stats() per tenant as
+    parley_jobs (the first run per tenant counts every day, later ones the days touched)."""
+    conn = await asyncpg.connect(settings.jobs_url)
+    out = []
+    try:
+        for name, t in tenants.items():
+            for _ in range(2):
+                started = time.perf_counter()
+                async with conn.transaction():
+                    await conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(t["id"]))
+                    written = await conn.fetchval("SELECT parley.rollup_daily_stats()")
+                out.append(f"{name}: {written} rows in {(time.perf_counter() - started) * 1000:.0f} ms")
+    finally:
+        await conn.close()
+    return "; ".join(out)
 
 
 async def main(args) -> None:
@@ -229,10 +256,13 @@ async def main(args) -> None:
                                      json={"email": t["email"], "password": "bench password 1"})
             assert status == 200, out
             t["token"] = out["access_token"]
+        print("rollup job (run, then again):", await rollup(settings, tenants), flush=True)
         pages = {"search": "/api/conversations?q=refund%20damaged",
                  "search, one word": "/api/conversations?q=refund",
                  "analytics summary 90d": "/api/analytics/summary?days=90",
                  "conversations per day 90d": "/api/analytics/conversations?days=90",
+                 "csat per day 90d": "/api/analytics/csat?days=90",
+                 "top questions 90d": "/api/analytics/questions?days=90",
                  "inbox first page": "/api/conversations"}
         print(f"\n{'call':28} {'tenant':6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for label, path in pages.items():
@@ -241,7 +271,7 @@ async def main(args) -> None:
                 assert status == 200, (path, status)
                 print(f"{label:28} {name:6} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {max(times):8.1f}", flush=True)
         print("\nleads CSV, big tenant:", await export_shape(http, base, tenants["big"]["token"]))
-        print("\nsearch plan (big tenant, 'refund damaged'):")
+        print("\nsearch plan (big tenant, 'refund damaged', as parley_app through list_conversations):")
         print(await plan(settings, tenants["big"]["id"], "refund damaged"))
     finally:
         await http.close()

@@ -49,28 +49,101 @@ GRANT EXECUTE ON FUNCTION parley.normalize_question(text) TO parley_app, parley_
 
 -- Member statistics (tenant-scoped by RLS; p_days is 7, 30 or 90 in the API) -------------
 
+-- The day figures: one rule, two readers. parley.day_stats_from_rows counts them from the rows;
+-- the rollup job stores its answer per chatbot and day in parley.daily_stats and notes when it
+-- ran (parley.daily_stats_state); parley.stats_days serves a window from the rollup for the
+-- days before that run and from the rows for the days since (today at least), so a call costs
+-- a few days of rows whatever the history. Conversations (closed, without a human, human
+-- requests and first human response times) count on the day the conversation started;
+-- assistant turns, ratings and thumbs on their own day.
+
+CREATE OR REPLACE FUNCTION parley.day_stats_from_rows(p_from date, p_to date, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (chatbot_id uuid, day date, conversations int, closed int, closed_without_human int,
+               human_requests int, first_response_s int[], ai_turns int, ai_unanswered int, ratings int,
+               rating_sum int, thumbs_up int, thumbs_down int)
+LANGUAGE sql STABLE
+AS $$
+  WITH t AS (SELECT (SELECT parley.current_tenant_id()) AS id),
+  conv AS (
+    SELECT c.tenant_id, c.id, c.chatbot_id, c.created_at::date AS day, c.status,
+           EXISTS (SELECT 1 FROM parley.events e
+                    WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
+                      AND e.kind IN ('human_requested', 'claimed', 'assigned')) AS human,
+           (SELECT min(e.at) FROM parley.events e
+             WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id AND e.kind = 'human_requested') AS requested_at
+      FROM parley.conversations c, t
+     WHERE c.tenant_id = t.id AND c.created_at >= p_from AND c.created_at < p_to
+       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)),
+  facts AS (
+    SELECT c.chatbot_id, c.day, 1 AS conversations, (c.status = 'closed')::int AS closed,
+           (c.status = 'closed' AND NOT c.human)::int AS closed_without_human,
+           (c.requested_at IS NOT NULL)::int AS human_requests,
+           round(extract(epoch FROM (SELECT min(m.created_at) FROM parley.messages m
+                                      WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
+                                        AND m.author = 'agent' AND m.created_at >= c.requested_at)
+                                    - c.requested_at))::int AS response_s,
+           0 AS ai_turns, 0 AS ai_unanswered, 0 AS ratings, 0 AS rating_sum, 0 AS thumbs_up, 0 AS thumbs_down
+      FROM conv c
+    UNION ALL
+    SELECT a.chatbot_id, a.created_at::date, 0, 0, 0, 0, NULL, 1, (NOT a.grounded)::int, 0, 0, 0, 0
+      FROM parley.assistant_turns a, t
+     WHERE a.tenant_id = t.id AND a.created_at >= p_from AND a.created_at < p_to
+       AND a.outcome IN ('answered', 'unknown') AND (p_chatbot_id IS NULL OR a.chatbot_id = p_chatbot_id)
+    UNION ALL
+    SELECT r.chatbot_id, r.created_at::date, 0, 0, 0, 0, NULL, 0, 0, 1, r.score, 0, 0
+      FROM parley.conversation_ratings r, t
+     WHERE r.tenant_id = t.id AND r.created_at >= p_from AND r.created_at < p_to
+       AND (p_chatbot_id IS NULL OR r.chatbot_id = p_chatbot_id)
+    UNION ALL
+    SELECT f.chatbot_id, f.created_at::date, 0, 0, 0, 0, NULL, 0, 0, 0, 0, (f.value = 'up')::int, (f.value = 'down')::int
+      FROM parley.message_feedback f, t
+     WHERE f.tenant_id = t.id AND f.created_at >= p_from AND f.created_at < p_to
+       AND (p_chatbot_id IS NULL OR f.chatbot_id = p_chatbot_id))
+  SELECT x.chatbot_id, x.day, sum(x.conversations)::int, sum(x.closed)::int, sum(x.closed_without_human)::int,
+         sum(x.human_requests)::int,
+         coalesce(array_agg(x.response_s ORDER BY x.response_s) FILTER (WHERE x.response_s IS NOT NULL), '{}'),
+         sum(x.ai_turns)::int, sum(x.ai_unanswered)::int, sum(x.ratings)::int, sum(x.rating_sum)::int,
+         sum(x.thumbs_up)::int, sum(x.thumbs_down)::int
+    FROM facts x
+   GROUP BY x.chatbot_id, x.day
+$$;
+COMMENT ON FUNCTION parley.day_stats_from_rows(date, date, uuid) IS
+  'The current tenant''s day figures per chatbot and day in [p_from, p_to), counted from the rows: conversations started that day (closed, closed without a human, asking for a human, seconds from the first request to the first agent reply), assistant turns (answered/unknown, ungrounded), ratings (count, sum) and thumbs of that day. The one definition the rollup stores and the readers use for the days since it ran.';
+
+CREATE OR REPLACE FUNCTION parley.stats_days(p_days int, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (chatbot_id uuid, day date, conversations int, closed int, closed_without_human int,
+               human_requests int, first_response_s int[], ai_turns int, ai_unanswered int, ratings int,
+               rating_sum int, thumbs_up int, thumbs_down int)
+LANGUAGE sql STABLE
+AS $$
+  WITH w AS (
+    SELECT current_date - (p_days - 1) AS first_day,
+           greatest(current_date - (p_days - 1),
+                    (SELECT s.rolled_at::date FROM parley.daily_stats_state s
+                      WHERE s.tenant_id = (SELECT parley.current_tenant_id()))) AS live_from)
+  SELECT s.chatbot_id, s.day, s.conversations, s.closed, s.closed_without_human, s.human_requests,
+         s.first_response_s, s.ai_turns, s.ai_unanswered, s.ratings, s.rating_sum, s.thumbs_up, s.thumbs_down
+    FROM parley.daily_stats s, w
+   WHERE s.tenant_id = (SELECT parley.current_tenant_id()) AND s.day >= w.first_day AND s.day < w.live_from
+     AND (p_chatbot_id IS NULL OR s.chatbot_id = p_chatbot_id)
+  UNION ALL
+  SELECT r.* FROM w, parley.day_stats_from_rows(w.live_from, current_date + 1, p_chatbot_id) r
+$$;
+COMMENT ON FUNCTION parley.stats_days(int, uuid) IS
+  'The day figures (parley.day_stats_from_rows) of the last p_days days per chatbot and day: from the rollup (parley.daily_stats) for the days before its last run, from the rows for the days since, so the cost does not grow with the history. A finished day changed after the last run (an old conversation closed) shows on the next run (rollup_daily_stats, every 10 minutes).';
+
 CREATE OR REPLACE FUNCTION parley.stats_conversations_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
 RETURNS TABLE (day date, conversations bigint, closed bigint, closed_without_human bigint)
 LANGUAGE sql STABLE
 AS $$
-  WITH days AS (
-    SELECT d::date AS day FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') d),
-  convs AS (
-    SELECT c.created_at::date AS day, c.status, c.closed_at,
-           EXISTS (SELECT 1 FROM parley.events e
-                    WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
-                      AND e.kind IN ('human_requested', 'claimed', 'assigned')) AS human
-      FROM parley.conversations c
-     WHERE c.tenant_id = (SELECT parley.current_tenant_id())
-       AND c.created_at >= current_date - (p_days - 1)
-       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id))
-  SELECT d.day, count(c.day), count(c.day) FILTER (WHERE c.status = 'closed'),
-         count(c.day) FILTER (WHERE c.status = 'closed' AND NOT c.human)
-    FROM days d LEFT JOIN convs c ON c.day = d.day
+  SELECT d.day::date, coalesce(sum(s.conversations), 0)::bigint, coalesce(sum(s.closed), 0)::bigint,
+         coalesce(sum(s.closed_without_human), 0)::bigint
+    FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') AS d(day)
+    LEFT JOIN parley.stats_days(p_days, p_chatbot_id) s ON s.day = d.day::date
    GROUP BY d.day ORDER BY d.day
 $$;
 COMMENT ON FUNCTION parley.stats_conversations_per_day(int, uuid) IS
-  'Conversations started per day over the last p_days days (every day listed), with how many are closed and closed without a human.';
+  'Conversations started per day over the last p_days days (every day listed), with how many are closed and closed without a human (parley.stats_days).';
 
 CREATE OR REPLACE FUNCTION parley.stats_top_questions(p_days int, p_chatbot_id uuid DEFAULT NULL, p_limit int DEFAULT 20,
                                                       p_unanswered_only boolean DEFAULT false)
@@ -96,27 +169,14 @@ CREATE OR REPLACE FUNCTION parley.stats_csat_per_day(p_days int, p_chatbot_id uu
 RETURNS TABLE (day date, ratings bigint, avg_score numeric, thumbs_up bigint, thumbs_down bigint)
 LANGUAGE sql STABLE
 AS $$
-  WITH days AS (
-    SELECT d::date AS day FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') d),
-  r AS (
-    SELECT x.created_at::date AS day, count(*) AS n, round(avg(x.score), 2) AS avg_score
-      FROM parley.conversation_ratings x
-     WHERE x.tenant_id = (SELECT parley.current_tenant_id()) AND x.created_at >= current_date - (p_days - 1)
-       AND (p_chatbot_id IS NULL OR x.chatbot_id = p_chatbot_id)
-     GROUP BY 1),
-  f AS (
-    SELECT x.created_at::date AS day, count(*) FILTER (WHERE x.value = 'up') AS up,
-           count(*) FILTER (WHERE x.value = 'down') AS down
-      FROM parley.message_feedback x
-     WHERE x.tenant_id = (SELECT parley.current_tenant_id()) AND x.created_at >= current_date - (p_days - 1)
-       AND (p_chatbot_id IS NULL OR x.chatbot_id = p_chatbot_id)
-     GROUP BY 1)
-  SELECT d.day, coalesce(r.n, 0), r.avg_score, coalesce(f.up, 0), coalesce(f.down, 0)
-    FROM days d LEFT JOIN r ON r.day = d.day LEFT JOIN f ON f.day = d.day
-   ORDER BY d.day
+  SELECT d.day::date, coalesce(sum(s.ratings), 0)::bigint, round(sum(s.rating_sum)::numeric / nullif(sum(s.ratings), 0), 2),
+         coalesce(sum(s.thumbs_up), 0)::bigint, coalesce(sum(s.thumbs_down), 0)::bigint
+    FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') AS d(day)
+    LEFT JOIN parley.stats_days(p_days, p_chatbot_id) s ON s.day = d.day::date
+   GROUP BY d.day ORDER BY d.day
 $$;
 COMMENT ON FUNCTION parley.stats_csat_per_day(int, uuid) IS
-  'Per day: number of 1-5 ratings and their average, thumbs up and down on bot replies.';
+  'Per day: number of 1-5 ratings and their average, thumbs up and down on bot replies (parley.stats_days).';
 
 CREATE OR REPLACE FUNCTION parley.stats_summary(p_days int, p_chatbot_id uuid DEFAULT NULL)
 RETURNS TABLE (conversations bigint, closed bigint, closed_without_human bigint, ai_resolution_rate numeric,
@@ -124,98 +184,72 @@ RETURNS TABLE (conversations bigint, closed bigint, closed_without_human bigint,
                human_requests bigint, median_first_human_response_s numeric)
 LANGUAGE sql STABLE
 AS $$
-  WITH conv AS (
-    SELECT * FROM parley.stats_conversations_per_day(p_days, p_chatbot_id)),
-  req AS (
-    SELECT e.conversation_id, min(e.at) AS requested_at
-      FROM parley.events e JOIN parley.conversations c ON c.tenant_id = e.tenant_id AND c.id = e.conversation_id
-     WHERE e.tenant_id = (SELECT parley.current_tenant_id()) AND e.kind = 'human_requested'
-       AND e.at >= current_date - (p_days - 1)
-       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)
-     GROUP BY e.conversation_id),
-  resp AS (
-    SELECT req.conversation_id,
-           extract(epoch FROM (SELECT min(m.created_at) FROM parley.messages m
-                                WHERE m.tenant_id = (SELECT parley.current_tenant_id())
-                                  AND m.conversation_id = req.conversation_id
-                                  AND m.author = 'agent' AND m.created_at >= req.requested_at) - req.requested_at) AS s
-      FROM req),
-  turns AS (
-    SELECT count(*) AS n, count(*) FILTER (WHERE NOT t.grounded AND t.outcome IN ('answered', 'unknown')) AS missed
-      FROM parley.assistant_turns t
-     WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.created_at >= current_date - (p_days - 1)
-       AND t.outcome IN ('answered', 'unknown') AND (p_chatbot_id IS NULL OR t.chatbot_id = p_chatbot_id)),
-  rat AS (
-    SELECT count(*) AS n, round(avg(r.score), 2) AS avg_score FROM parley.conversation_ratings r
-     WHERE r.tenant_id = (SELECT parley.current_tenant_id()) AND r.created_at >= current_date - (p_days - 1)
-       AND (p_chatbot_id IS NULL OR r.chatbot_id = p_chatbot_id))
-  SELECT (SELECT sum(conversations)::bigint FROM conv), (SELECT sum(closed)::bigint FROM conv),
-         (SELECT sum(closed_without_human)::bigint FROM conv),
-         (SELECT round(sum(closed_without_human) / nullif(sum(closed), 0), 3) FROM conv),
-         turns.n, turns.missed, rat.n, rat.avg_score,
-         (SELECT count(*) FROM req),
-         (SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY s))::numeric, 1) FROM resp WHERE s IS NOT NULL)
-    FROM turns, rat
+  WITH d AS (SELECT * FROM parley.stats_days(p_days, p_chatbot_id))
+  SELECT coalesce(sum(d.conversations), 0)::bigint, coalesce(sum(d.closed), 0)::bigint,
+         coalesce(sum(d.closed_without_human), 0)::bigint,
+         round(sum(d.closed_without_human)::numeric / nullif(sum(d.closed), 0), 3),
+         coalesce(sum(d.ai_turns), 0)::bigint, coalesce(sum(d.ai_unanswered), 0)::bigint,
+         coalesce(sum(d.ratings), 0)::bigint, round(sum(d.rating_sum)::numeric / nullif(sum(d.ratings), 0), 2),
+         coalesce(sum(d.human_requests), 0)::bigint,
+         (SELECT round((percentile_cont(0.5) WITHIN GROUP (ORDER BY x.s))::numeric, 1)
+            FROM d, unnest(d.first_response_s) AS x(s))
+    FROM d
 $$;
 COMMENT ON FUNCTION parley.stats_summary(int, uuid) IS
-  'Headline figures over the last p_days days: conversations, closed, AI resolution rate (closed without a human / closed), AI turns and misses, ratings, human requests and the median seconds from a human request to the first agent reply.';
+  'Headline figures over the last p_days days (parley.stats_days): conversations started, closed, AI resolution rate (closed without a human / closed), AI turns and misses, ratings, conversations that asked for a human and the median seconds from that request to the first agent reply.';
 
 -- Rollup ------------------------------------------------------------------------------
 
 SELECT parley.apply_tenant_policies('parley.daily_stats');
-GRANT SELECT ON parley.daily_stats TO parley_app;
-GRANT SELECT, INSERT, UPDATE ON parley.daily_stats TO parley_jobs;
+SELECT parley.apply_tenant_policies('parley.daily_stats_state');
+GRANT SELECT ON parley.daily_stats, parley.daily_stats_state TO parley_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON parley.daily_stats TO parley_jobs;
+GRANT SELECT, INSERT, UPDATE ON parley.daily_stats_state TO parley_jobs;
 
-CREATE OR REPLACE FUNCTION parley.rollup_daily_stats(p_since date DEFAULT current_date - 1)
+CREATE OR REPLACE FUNCTION parley.rollup_daily_stats(p_since date DEFAULT NULL)
 RETURNS int
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
-  WITH t AS (SELECT (SELECT parley.current_tenant_id()) AS id),
-  keys AS (
-    SELECT c.chatbot_id, c.created_at::date AS day FROM parley.conversations c, t
-     WHERE c.tenant_id = t.id AND c.created_at >= p_since
-    UNION SELECT a.chatbot_id, a.created_at::date FROM parley.assistant_turns a, t
-     WHERE a.tenant_id = t.id AND a.created_at >= p_since
-    UNION SELECT r.chatbot_id, r.created_at::date FROM parley.conversation_ratings r, t
-     WHERE r.tenant_id = t.id AND r.created_at >= p_since
-    UNION SELECT f.chatbot_id, f.created_at::date FROM parley.message_feedback f, t
-     WHERE f.tenant_id = t.id AND f.created_at >= p_since),
-  up AS (
-    INSERT INTO parley.daily_stats AS s (tenant_id, chatbot_id, day, conversations, closed, closed_without_human,
-                                         ai_turns, ai_unanswered, ratings, rating_sum, thumbs_up, thumbs_down, computed_at)
-    SELECT t.id, k.chatbot_id, k.day,
-           (SELECT count(*) FROM parley.conversations c WHERE c.tenant_id = t.id AND c.chatbot_id = k.chatbot_id
-               AND c.created_at >= k.day AND c.created_at < k.day + 1),
-           (SELECT count(*) FROM parley.conversations c WHERE c.tenant_id = t.id AND c.chatbot_id = k.chatbot_id
-               AND c.created_at >= k.day AND c.created_at < k.day + 1 AND c.status = 'closed'),
-           (SELECT count(*) FROM parley.conversations c WHERE c.tenant_id = t.id AND c.chatbot_id = k.chatbot_id
-               AND c.created_at >= k.day AND c.created_at < k.day + 1 AND c.status = 'closed'
-               AND NOT EXISTS (SELECT 1 FROM parley.events e WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
-                                  AND e.kind IN ('human_requested', 'claimed', 'assigned'))),
-           (SELECT count(*) FROM parley.assistant_turns a WHERE a.tenant_id = t.id AND a.chatbot_id = k.chatbot_id
-               AND a.created_at >= k.day AND a.created_at < k.day + 1 AND a.outcome IN ('answered', 'unknown')),
-           (SELECT count(*) FROM parley.assistant_turns a WHERE a.tenant_id = t.id AND a.chatbot_id = k.chatbot_id
-               AND a.created_at >= k.day AND a.created_at < k.day + 1 AND a.outcome IN ('answered', 'unknown')
-               AND NOT a.grounded),
-           (SELECT count(*) FROM parley.conversation_ratings r WHERE r.tenant_id = t.id AND r.chatbot_id = k.chatbot_id
-               AND r.created_at >= k.day AND r.created_at < k.day + 1),
-           (SELECT coalesce(sum(r.score), 0) FROM parley.conversation_ratings r WHERE r.tenant_id = t.id
-               AND r.chatbot_id = k.chatbot_id AND r.created_at >= k.day AND r.created_at < k.day + 1),
-           (SELECT count(*) FROM parley.message_feedback f WHERE f.tenant_id = t.id AND f.chatbot_id = k.chatbot_id
-               AND f.created_at >= k.day AND f.created_at < k.day + 1 AND f.value = 'up'),
-           (SELECT count(*) FROM parley.message_feedback f WHERE f.tenant_id = t.id AND f.chatbot_id = k.chatbot_id
-               AND f.created_at >= k.day AND f.created_at < k.day + 1 AND f.value = 'down'),
-           now()
-      FROM keys k, t
-    ON CONFLICT (tenant_id, chatbot_id, day) DO UPDATE
-       SET conversations = EXCLUDED.conversations, closed = EXCLUDED.closed,
-           closed_without_human = EXCLUDED.closed_without_human, ai_turns = EXCLUDED.ai_turns,
-           ai_unanswered = EXCLUDED.ai_unanswered, ratings = EXCLUDED.ratings, rating_sum = EXCLUDED.rating_sum,
-           thumbs_up = EXCLUDED.thumbs_up, thumbs_down = EXCLUDED.thumbs_down, computed_at = now()
-    RETURNING 1)
-  SELECT count(*)::int FROM up
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_prev timestamptz;
+  v_from timestamptz;
+  v_days date[];
+  v_rows int;
+BEGIN
+  SELECT s.rolled_at INTO v_prev FROM parley.daily_stats_state s WHERE s.tenant_id = v_tenant FOR UPDATE;
+  IF p_since IS NOT NULL OR v_prev IS NULL THEN
+    -- Every day from p_since (first run: from the tenant's first row).
+    v_from := coalesce(p_since::timestamptz, least(
+      (SELECT min(c.created_at) FROM parley.conversations c WHERE c.tenant_id = v_tenant),
+      (SELECT min(a.created_at) FROM parley.assistant_turns a WHERE a.tenant_id = v_tenant),
+      (SELECT min(r.created_at) FROM parley.conversation_ratings r WHERE r.tenant_id = v_tenant),
+      (SELECT min(f.created_at) FROM parley.message_feedback f WHERE f.tenant_id = v_tenant)), now());
+    SELECT array_agg(g::date) INTO v_days FROM generate_series(v_from::date, current_date, interval '1 day') g;
+  ELSE
+    -- The days touched since the last run (5 minutes of slack for transactions that were
+    -- running then): every state change and reply moves last_activity_at, and turns, ratings
+    -- and thumbs count on their own day.
+    v_from := v_prev - interval '5 minutes';
+    SELECT array_agg(DISTINCT x.day) INTO v_days FROM (
+      SELECT c.created_at::date AS day FROM parley.conversations c
+       WHERE c.tenant_id = v_tenant AND c.last_activity_at >= v_from
+      UNION SELECT g::date FROM generate_series(v_from::date, current_date, interval '1 day') g) x;
+  END IF;
+  DELETE FROM parley.daily_stats s WHERE s.tenant_id = v_tenant AND s.day = ANY (v_days);
+  INSERT INTO parley.daily_stats (tenant_id, chatbot_id, day, conversations, closed, closed_without_human,
+                                  human_requests, first_response_s, ai_turns, ai_unanswered, ratings, rating_sum,
+                                  thumbs_up, thumbs_down, computed_at)
+  SELECT v_tenant, r.chatbot_id, r.day, r.conversations, r.closed, r.closed_without_human, r.human_requests,
+         r.first_response_s, r.ai_turns, r.ai_unanswered, r.ratings, r.rating_sum, r.thumbs_up, r.thumbs_down, now()
+    FROM unnest(v_days) d, parley.day_stats_from_rows(d, d + 1) r;
+  GET DIAGNOSTICS v_rows = ROW_COUNT;
+  INSERT INTO parley.daily_stats_state AS s (tenant_id, rolled_at) VALUES (v_tenant, now())
+  ON CONFLICT (tenant_id) DO UPDATE SET rolled_at = EXCLUDED.rolled_at;
+  RETURN v_rows;
+END
 $$;
 COMMENT ON FUNCTION parley.rollup_daily_stats(date) IS
-  'Jobs: recompute the current tenant''s per-chatbot daily_stats rows from p_since (default yesterday) to today; returns rows written.';
+  'Jobs: store the current tenant''s day figures (parley.day_stats_from_rows) per chatbot and day in daily_stats for every day from p_since, or (p_since NULL) for the days touched since the last run (all days on the first run), and record the run in daily_stats_state; returns rows written.';
 REVOKE ALL ON FUNCTION parley.rollup_daily_stats(date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.rollup_daily_stats(date) TO parley_jobs;

@@ -22,6 +22,7 @@ from pyapp.api import Call, api
 from pyapp.billing.config import billing_config
 from pyapp.billing.gateway import Gateway, invoice_subscription
 from pyapp.context import POOL, REQUEST_ID, SETTINGS
+from pyapp.csv_export import csv_response, stream_csv
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
 
@@ -197,6 +198,10 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
     return {"scheduled": True, "at": end}
 
 
+USAGE_COLUMNS = ("day", "messages", "ai_messages", "conversations", "active_seats")
+USAGE_CSV = f"SELECT {', '.join(USAGE_COLUMNS)} FROM parley.usage_days($1, $2)"
+
+
 class UsageQuery(BaseModel):
     month: str | None = Field(
         default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month"
@@ -210,22 +215,22 @@ async def usage_feed(call: Call):
     async with call.tx() as conn:
         start = month or await conn.fetchval("SELECT parley.period_start()")
         end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        if call.query.format == "csv":
+            return await stream_csv(
+                call.request,
+                csv_response(f"usage-{start:%Y-%m}.csv"),
+                conn,
+                USAGE_CSV,
+                start,
+                end,
+                columns=USAGE_COLUMNS,
+                cell=str,
+            )
         days = await conn.fetch("SELECT * FROM parley.usage_days($1, $2)", start, end)
         reported = await conn.fetch(
             "SELECT metric, sum(quantity) AS quantity FROM parley.usage_reports "
             "WHERE period_start = $1 GROUP BY metric ORDER BY metric",
             start,
-        )
-    if call.query.format == "csv":
-        lines = ["day,messages,ai_messages,conversations,active_seats"]
-        lines += [
-            f"{d['day']},{d['messages']},{d['ai_messages']},{d['conversations']},{d['active_seats']}" for d in days
-        ]
-        return web.Response(
-            text="\r\n".join(lines) + "\r\n",
-            content_type="text/csv",
-            charset="utf-8",
-            headers={"Content-Disposition": f'attachment; filename="usage-{start:%Y-%m}.csv"'},
         )
     return {
         "month": f"{start:%Y-%m}",

@@ -11,9 +11,9 @@ from pydantic import BaseModel, ValidationError, field_validator
 
 from pyapp.console import queries
 from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
+from pyapp.csv_export import csv_response, stream_csv
 from pyapp.errors import ApiError, from_postgres
-from pyapp.leads.routes import EXPORT_LEADS
-from pyapp.leads.routes import leads_csv as write_leads_csv
+from pyapp.leads.routes import EXPORT_COLUMNS, EXPORT_LEADS
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
 # The workflow of parley.set_lead_status, to offer only the moves it accepts.
@@ -112,17 +112,11 @@ async def _leads_page(ctx: Ctx, *, status: int = 200, row_errors: dict | None = 
 @page("GET", "/console/leads.csv")
 async def leads_csv(ctx: Ctx):
     filters, _ = _filters(ctx.request)
-    rows = await ctx.conn.fetch(EXPORT_LEADS, *filters.args(CSV_LIMIT))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M")
-    return web.Response(
-        body=write_leads_csv(rows, bom=True),
-        content_type="text/csv",
-        charset="utf-8",
-        headers={
-            "Content-Disposition": f'attachment; filename="leads-{stamp}.csv"',
-            "Cache-Control": "no-store",
-            "X-Content-Type-Options": "nosniff",
-        },
+    response = csv_response(f"leads-{stamp}.csv", {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+    ctx.carry_session(response)
+    return await stream_csv(
+        ctx.request, response, ctx.conn, EXPORT_LEADS, *filters.args(CSV_LIMIT), columns=EXPORT_COLUMNS, bom=True
     )
 
 

@@ -199,6 +199,12 @@ class Ctx:
         async with self.conn.transaction():
             yield self.conn
 
+    def carry_session(self, response: web.StreamResponse) -> None:
+        """Put a renewed session's cookie on `response` (before it is sent: a streamed page calls
+        this itself; the page wrapper does it for every other response)."""
+        if self.session is not None and self.session.renewed:
+            sess.set_session_cookie(self.request, response, self.session.access_token, self.session.refresh_token)
+
     def render(self, template: str, status: int = 200, **values) -> web.Response:
         return render(self.request, template, status=status, ctx=self, **values)
 
@@ -314,8 +320,8 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
             except asyncpg.PostgresError as exc:
                 mapped = _database_error(request, exc)
                 response = _api_error(request, ctx, mapped)
-            if ctx.session is not None and ctx.session.renewed and response.status != 401:
-                sess.set_session_cookie(request, response, ctx.session.access_token, ctx.session.refresh_token)
+            if response.status != 401 and not response.prepared:  # a streamed page carried it itself
+                ctx.carry_session(response)
             return response
 
         handler.__name__ = fn.__name__

@@ -6,19 +6,16 @@ parley.set_lead_status; the CSV export defuses spreadsheet formulas.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from aiohttp import web
 from pydantic import BaseModel, Field, JsonValue
 
 from pyapp import types
 from pyapp.api import Call, api
 from pyapp.conversations.routes import Strict
+from pyapp.csv_export import csv_response, stream_csv
 from pyapp.errors import not_found
 
 TAGS = ("leads",)
@@ -135,35 +132,7 @@ async def delete_lead(call: Call):
         await conn.execute("SELECT parley.delete_lead($1)", call.uuid_param("lead_id"))
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> str:
-    """A CSV cell a spreadsheet will not execute: text starting like a formula gets a leading quote."""
-    if value is None:
-        return ""
-    if isinstance(value, dict):
-        text = json.dumps(value, ensure_ascii=False, sort_keys=True) if value else ""
-    elif isinstance(value, datetime):
-        text = value.isoformat()
-    else:
-        text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
 EXPORT_LEADS = "SELECT * FROM parley.export_leads($1, $2, $3, $4, $5, $6)"
-
-
-def leads_csv(rows: list, *, bom: bool = False) -> bytes:
-    """The one lead CSV: parley.export_leads's columns, formula-looking cells defused. A BOM
-    tells spreadsheet programs the file is UTF-8 (the console's download); API clients get none."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    columns = list(rows[0].keys()) if rows else EXPORT_COLUMNS
-    writer.writerow(columns)
-    for r in rows:
-        writer.writerow([csv_cell(r[c]) for c in columns])
-    return (("\ufeff" if bom else "") + out.getvalue()).encode("utf-8")
 
 
 # The header of an empty export (a test checks it equals parley.export_leads's columns).
@@ -183,13 +152,19 @@ EXPORT_COLUMNS = [
 
 @api.route("GET", "/api/leads.csv", query=LeadQuery, tags=TAGS)
 async def export_leads(call: Call):
-    """All matching leads as CSV (formula-looking cells are prefixed with a quote)."""
+    """All matching leads as CSV (formula-looking cells are prefixed with a quote), streamed in chunks."""
     q = call.query
     async with call.tx() as conn:
-        rows = await conn.fetch(EXPORT_LEADS, None, q.status, q.chatbot, None, q.before, 100_000)
-    return web.Response(
-        body=leads_csv(rows),
-        content_type="text/csv",
-        charset="utf-8",
-        headers={"Content-Disposition": 'attachment; filename="leads.csv"'},
-    )
+        return await stream_csv(
+            call.request,
+            csv_response("leads.csv"),
+            conn,
+            EXPORT_LEADS,
+            None,
+            q.status,
+            q.chatbot,
+            None,
+            q.before,
+            100_000,
+            columns=EXPORT_COLUMNS,
+        )
