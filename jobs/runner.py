@@ -1,4 +1,5 @@
-"""`parley jobs`: run due scheduled SQL jobs and drain the embedding queue, as parley_jobs.
+"""`parley jobs`: run due scheduled SQL jobs and drain the embedding queue, as parley_jobs; drain the
+outbox (jobs/outbox.py) and poll Telegram channels without a webhook (jobs/telegram_poll.py).
 
 At start it registers the jobs of jobs/scheduled/ in parley.job_schedules; then it claims
 due jobs from there one at a time (FOR UPDATE SKIP LOCKED, next_run_at moved forward in the
@@ -104,6 +105,7 @@ async def main(settings, once: bool = False) -> int:
 
     from jobs.metering import Metering
     from jobs.outbox import OutboxDrainer
+    from jobs.telegram_poll import TelegramPoller
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -126,6 +128,10 @@ async def main(settings, once: bool = False) -> int:
     )
     metering = Metering(settings)
     outbox_task = None if once else asyncio.create_task(drainer.run(stop))
+    # Telegram long polling acts as the server (the webhook it stands in for): the app's role.
+    app_pool = await create_pool(settings.app_url, min_size=1, max_size=4)
+    poller = TelegramPoller(app_pool, worker, Keyring.from_settings(settings.secret_key))
+    poll_task = None if once else asyncio.create_task(poller.run(stop))
     registered = False
     lag_logged = 0.0
     try:
@@ -151,6 +157,7 @@ async def main(settings, once: bool = False) -> int:
                 )
                 if once:
                     await drainer.drain()
+                    await poller.poll_once()
                     break
             except Exception as exc:
                 if once or not db_unavailable(exc):
@@ -174,7 +181,11 @@ async def main(settings, once: bool = False) -> int:
         stop.set()
         if outbox_task is not None:
             await asyncio.gather(outbox_task, return_exceptions=True)
+        if poll_task is not None:
+            await asyncio.gather(poll_task, return_exceptions=True)
         await drainer.close()
+        await poller.close()
+        await app_pool.close()
         await metering.close()
         await outbox_pool.close()
         await pool.close()

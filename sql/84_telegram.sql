@@ -75,12 +75,15 @@ AS $$
                             'bot_username', d.config ->> 'bot_username', 'chatbot_id', d.chatbot_id,
                             'status', d.status, 'paused_reason', d.paused_reason, 'last_error', d.last_error,
                             'last_success_at', d.last_success_at, 'created_at', d.created_at,
-                            'token_hint', (SELECT s.hint FROM parley.channel_secrets(d.id, 'token') s LIMIT 1))
+                            'token_hint', (SELECT s.hint FROM parley.channel_secrets(d.id, 'token') s LIMIT 1),
+                            'inbound', CASE WHEN p.destination_id IS NULL THEN 'webhook' ELSE 'polling' END,
+                            'polled_at', p.polled_at, 'poll_error', p.last_error)
     FROM parley.outbox_destinations d
+    LEFT JOIN parley.channel_polls p ON p.tenant_id = d.tenant_id AND p.destination_id = d.id
    WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_id AND d.kind = 'telegram'
 $$;
 COMMENT ON FUNCTION parley.telegram_channel_json(uuid) IS
-  'One Telegram channel of the current tenant as the API shows it (never the token: its last characters only); NULL when unknown.';
+  'One Telegram channel of the current tenant as the API shows it (never the token: its last characters only), with how its updates arrive (inbound webhook | polling, sql/86_telegram_polling.sql) and the last poll; NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION parley.channel_threads_for(p_destination_id uuid, p_conversation_ids uuid[])
 RETURNS TABLE (conversation_id uuid, thread_ref text)

@@ -208,6 +208,20 @@ class TelegramAdapter:
             {"url": url, "secret_token": secret_token, "allowed_updates": ["message", "callback_query"]},
         )
 
+    async def delete_webhook(self, token: str) -> None:
+        """Before long polling: getUpdates answers 409 while a webhook is set (pending updates are kept)."""
+        await self.api.call(token, "deleteWebhook", {"drop_pending_updates": False})
+
+    async def get_updates(self, token: str, offset: int, timeout: int) -> list[dict[str, Any]]:
+        """Long polling: updates from ``offset`` on (confirming the ones before it), waiting up to
+        ``timeout`` seconds for one to arrive."""
+        updates = await self.api.call(
+            token,
+            "getUpdates",
+            {"offset": offset, "timeout": timeout, "allowed_updates": ["message", "callback_query"]},
+        )
+        return [u for u in updates if isinstance(u, dict)] if isinstance(updates, list) else []
+
     async def get_me(self, token: str) -> dict[str, Any]:
         return await self.api.call(token, "getMe", {})
 

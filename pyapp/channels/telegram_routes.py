@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
 from pyapp.channels.adapter import ChannelError
-from pyapp.channels.envelope import Keyring, seal_for
+from pyapp.channels.envelope import Keyring, open_secrets, seal_for
 from pyapp.channels.telegram import TelegramApi
 from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
@@ -40,6 +40,9 @@ class TelegramOut(BaseModel):
     last_success_at: Any = None
     created_at: Any
     token_hint: str | None = None
+    inbound: Literal["webhook", "polling"] = "webhook"
+    polled_at: Any = None
+    poll_error: str | None = None
 
 
 class TelegramListOut(BaseModel):
@@ -108,23 +111,68 @@ async def connect_telegram(call: Call):
         await conn.execute(
             "SELECT parley.store_channel_secret($1, 'signing', $2, $3, NULL, NULL)", channel_id, key_id, sealed
         )
+        if not call.settings.public_url:  # Telegram cannot reach us: parley jobs polls instead
+            await conn.execute("SELECT parley.set_telegram_inbound($1, 'polling')", channel_id)
         shown = await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) or row
     if call.settings.public_url:
-        api = TelegramApi()
-        try:
-            await api.call(
-                b.bot_token,
-                "setWebhook",
-                {
-                    "url": f"{call.settings.public_url.rstrip('/')}/api/channels/telegram/{channel_id}/webhook",
-                    "secret_token": hook_secret,
-                    "allowed_updates": ["message", "callback_query"],
-                },
-            )
-        except ChannelError as exc:  # connected all the same: the webhook can be set again
-            shown = {**shown, "last_error": str(exc)[:300]}
-        finally:
-            await api.close()
+        error = await _set_webhook(call, channel_id, b.bot_token, hook_secret)
+        if error:  # connected all the same: the webhook can be set again
+            shown = {**shown, "last_error": error}
+    return shown
+
+
+async def _set_webhook(call: Call, channel_id: uuid.UUID, token: str, hook_secret: str) -> str | None:
+    """setWebhook to this server's public URL for the channel; the error in words, None when set."""
+    api = TelegramApi()
+    try:
+        await api.call(
+            token,
+            "setWebhook",
+            {
+                "url": f"{call.settings.public_url.rstrip('/')}/api/channels/telegram/{channel_id}/webhook",
+                "secret_token": hook_secret,
+                "allowed_updates": ["message", "callback_query"],
+            },
+        )
+    except ChannelError as exc:
+        return str(exc)[:300]
+    finally:
+        await api.close()
+    return None
+
+
+class InboundIn(Strict):
+    mode: Literal["webhook", "polling"] = Field(
+        description="webhook: Telegram calls this server (needs PARLEY_PUBLIC_URL); polling: parley jobs asks"
+    )
+
+
+@api.route(
+    "PUT",
+    "/api/channels/telegram/{channel_id}/inbound",
+    body=InboundIn,
+    response=TelegramOut,
+    min_role="admin",
+    tags=TAGS,
+)
+async def set_inbound(call: Call):
+    """How the channel's updates arrive: by webhook (the server needs a public URL) or by long polling
+    from `parley jobs` (it deletes the webhook first)."""
+    channel_id = call.uuid_param("channel_id")
+    mode = call.body.mode
+    if mode == "webhook" and not call.settings.public_url:
+        raise ApiError(409, "no_public_url", "Telegram can only call a server with a public URL (PARLEY_PUBLIC_URL).")
+    keyring = Keyring.from_settings(call.settings.secret_key)
+    async with call.tx() as conn:
+        shown = await conn.fetchval("SELECT parley.set_telegram_inbound($1, $2)", channel_id, mode)
+        tokens = (
+            await open_secrets(conn, keyring, call.member.tenant_id, channel_id, "token") if mode == "webhook" else []
+        )
+        hooks = await open_secrets(conn, keyring, call.member.tenant_id, channel_id, "signing") if tokens else []
+    if tokens and hooks:
+        error = await _set_webhook(call, channel_id, tokens[0], hooks[0])
+        if error:
+            shown = {**shown, "last_error": error}
     return shown
 
 

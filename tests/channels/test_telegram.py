@@ -6,42 +6,13 @@ import asyncio
 import itertools
 import uuid
 
-import pytest
-from support.fakes.telegram import FakeTelegram
-from support.outbox import TEST_SECRET, make_workspace, post, start_conversation
+from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN
+from support.outbox import TEST_SECRET, post, start_conversation
 
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi, split_text, utf16_units
-
-TOKEN = "123456789:AAH-fake-token-for-tests-0123456789abcd"
-OTHER_TOKEN = "987654321:BBH-other-token-for-tests-987654321xy"
-CHAT = -1001234567890
-
-
-@pytest.fixture
-async def tg(monkeypatch):
-    fake = await FakeTelegram().start()
-    fake.add_bot(TOKEN, 123456789, "parley_support_bot")
-    fake.add_bot(OTHER_TOKEN, 987654321, "other_bot")
-    monkeypatch.setenv("PARLEY_TELEGRAM_API", fake.url)
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def ws(server, signup, settings, owner_conn):
-    w = await make_workspace(server, signup, settings, owner_conn)
-    yield w
-    await w.close()
-
-
-@pytest.fixture
-async def ws2(server, signup, settings, owner_conn):
-    w = await make_workspace(server, signup, settings, owner_conn)
-    yield w
-    await w.close()
 
 
 def _drainer(pool, fake, **kw) -> OutboxDrainer:

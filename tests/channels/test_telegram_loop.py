@@ -9,9 +9,10 @@ import asyncio
 import uuid
 
 import pytest
-from support.fakes.telegram import FakeTelegram
+from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN, FakeTelegram, message_update, press_update
 from support.realtime import clients, create_chatbot, placeholder_bot, tenant, visitor, widget_session  # noqa: F401
 from support.server import TEST_SECRET
+from support.waits import until
 
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
@@ -19,9 +20,6 @@ from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 from pyapp.context import SETTINGS
 
-TOKEN = "123456789:AAH-fake-token-for-tests-0123456789abcd"
-OTHER_TOKEN = "987654321:BBH-other-token-for-tests-987654321xy"
-CHAT = -1001234567890
 AGENT_TG = 5550001
 
 
@@ -65,18 +63,11 @@ async def _update(server, channel, secret, update):
 
 
 def _message(update_id, text, thread=None, user=AGENT_TG):
-    msg = {"message_id": update_id, "date": 0, "chat": {"id": CHAT, "type": "supergroup", "is_forum": True},
-           "from": {"id": user, "is_bot": False, "first_name": "Ana"}, "text": text}
-    if thread is not None:
-        msg |= {"message_thread_id": thread, "is_topic_message": True}
-    return {"update_id": update_id, "message": msg}
+    return message_update(update_id, text, CHAT, thread, user)
 
 
 def _press(update_id, data, thread, user=AGENT_TG):
-    return {"update_id": update_id, "callback_query": {
-        "id": f"cb-{update_id}", "from": {"id": user, "is_bot": False, "first_name": "Ana"}, "data": data,
-        "chat_instance": "1", "message": {"message_id": 1, "date": 0, "chat": {"id": CHAT, "type": "supergroup"},
-                                          "message_thread_id": thread, "is_topic_message": True}}}
+    return press_update(update_id, data, CHAT, thread, user)
 
 
 async def test_full_loop_claim_reply_close_from_telegram(server, tenant, clients, tg, owner_conn, jobs_pool):  # noqa: F811
@@ -107,6 +98,9 @@ async def test_full_loop_claim_reply_close_from_telegram(server, tenant, clients
         assert (await vis.expect(type="status"))["status"] == "waiting_human"
         (ask,) = await tg.wait_for(lambda: [m for m in tg.messages if m.get("reply_markup")])
         thread = ask["message_thread_id"]
+        # The drainer remembers the topic once the batch is sent: wait for that before acting in it.
+        await until(lambda: owner_conn.fetchval("SELECT count(*) FROM parley.channel_threads WHERE thread_ref = $1",
+                                                str(thread)))
         texts = [m["text"] for m in tg.sent(CHAT, thread)]
         assert texts[0] == "Visitor: My parcel is late" and texts[-1] == "The visitor asked for a person."
 

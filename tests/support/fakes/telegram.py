@@ -4,18 +4,24 @@ JSON in, {"ok": ..., "result"|"description", "parameters"} out).
 Methods: getMe, createForumTopic, editForumTopic, closeForumTopic, reopenForumTopic, sendMessage
 (with message_thread_id; 400 "message is too long" past 4096 UTF-16 code units, 400 when the
 topic does not exist), answerCallbackQuery, setWebhook, deleteWebhook, getUpdates (409 while a
-webhook is set). Scripted answers: ``fail_next(method, status, retry_after=...)`` answers the
+webhook is set; with a timeout it waits for ``push_update``). Scripted answers: ``fail_next(method, status, retry_after=...)`` answers the
 next call of a method with that status (429 with ``parameters.retry_after``); ``remove_bot(chat)``
 answers 403 for that chat from then on. Unknown tokens get 401.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+
+# The bots and the forum group the channel tests use (tests/channels/conftest.py: the tg fixture).
+TOKEN = "123456789:AAH-fake-token-for-tests-0123456789abcd"
+OTHER_TOKEN = "987654321:BBH-other-token-for-tests-987654321xy"
+CHAT = -1001234567890
 
 
 @dataclass
@@ -41,11 +47,12 @@ class FakeTelegram:
         self.calls: list[Call] = []
         self.topics: dict[tuple[int, int], Topic] = {}
         self.messages: list[dict[str, Any]] = []
-        self.updates: list[dict[str, Any]] = []
+        self.updates: dict[str, list[dict[str, Any]]] = {}  # per bot token, until confirmed by an offset
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.removed: set[int] = set()
         self.scripted: dict[str, list[tuple[int, int | None]]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
+        self.polls: list[dict[str, Any]] = []  # getUpdates parameters, as each call arrives
         self._next_thread = 100
         self._next_message = 1000
         self._changed = asyncio.Condition()
@@ -57,6 +64,12 @@ class FakeTelegram:
 
     def fail_next(self, method: str, status: int, *, retry_after: int | None = None) -> None:
         self.scripted.setdefault(method, []).append((status, retry_after))
+
+    async def push_update(self, token: str, update: dict[str, Any]) -> None:
+        """Queue an update for the bot's getUpdates (a waiting long poll returns it at once)."""
+        self.updates.setdefault(token, []).append(update)
+        async with self._changed:
+            self._changed.notify_all()
 
     def remove_bot(self, chat_id: int) -> None:
         self.removed.add(chat_id)
@@ -94,11 +107,34 @@ class FakeTelegram:
             params = await request.json() if request.can_read_body else {}
         except ValueError:
             params = {}
-        status, body = self._answer(token, method, params if isinstance(params, dict) else {})
+        params = params if isinstance(params, dict) else {}
+        if method == "getUpdates":
+            self.polls.append(params)  # as it arrives (a long poll is answered later)
+            async with self._changed:
+                self._changed.notify_all()
+        if method == "getUpdates" and token in self.bots and token not in self.webhooks:
+            await self._long_poll(token, params)
+        status, body = self._answer(token, method, params)
         self.calls.append(Call(time.monotonic(), token, method, params, status))
         async with self._changed:
             self._changed.notify_all()
         return web.json_response(body, status=status)
+
+    def _pending(self, token: str, p: dict[str, Any]) -> list[dict[str, Any]]:
+        """Updates from offset on; the ones before it are confirmed and dropped, as Telegram does."""
+        offset = int(p.get("offset") or 0)
+        self.updates[token] = [u for u in self.updates.get(token, []) if u["update_id"] >= offset]
+        return list(self.updates[token])
+
+    async def _long_poll(self, token: str, p: dict[str, Any]) -> None:
+        """getUpdates with a timeout waits until an update is there (or the timeout passes)."""
+        timeout = float(p.get("timeout") or 0)
+        if timeout <= 0 or self.scripted.get("getUpdates"):
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout), self._changed:
+                while not self._pending(token, p):
+                    await self._changed.wait()
 
     def _answer(self, token: str, method: str, p: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         bot = self.bots.get(token)
@@ -161,7 +197,22 @@ class FakeTelegram:
             if token in self.webhooks:
                 return 409, {"ok": False, "error_code": 409,
                              "description": "Conflict: can't use getUpdates method while webhook is active"}
-            offset = int(p.get("offset") or 0)
-            self.updates = [u for u in self.updates if u["update_id"] >= offset]
-            return ok(list(self.updates))
+            return ok(self._pending(token, p))
         return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
+
+
+def message_update(update_id: int, text: str, chat: int, thread: int | None = None, user: int = 5550001):
+    """An update as Telegram sends it: a text message from ``user`` in ``chat`` (in a topic when thread)."""
+    msg: dict[str, Any] = {"message_id": update_id, "date": 0, "chat": {"id": chat, "type": "supergroup", "is_forum": True},
+                           "from": {"id": user, "is_bot": False, "first_name": "Ana"}, "text": text}
+    if thread is not None:
+        msg |= {"message_thread_id": thread, "is_topic_message": True}
+    return {"update_id": update_id, "message": msg}
+
+
+def press_update(update_id: int, data: str, chat: int, thread: int, user: int = 5550001):
+    """An update as Telegram sends it: ``user`` pressed the inline button ``data`` under a post in a topic."""
+    return {"update_id": update_id, "callback_query": {
+        "id": f"cb-{update_id}", "from": {"id": user, "is_bot": False, "first_name": "Ana"}, "data": data,
+        "chat_instance": "1", "message": {"message_id": 1, "date": 0, "chat": {"id": chat, "type": "supergroup"},
+                                          "message_thread_id": thread, "is_topic_message": True}}}
