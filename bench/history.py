@@ -87,7 +87,7 @@ async def build_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID, n_conv: i
                    at + interval '20 minutes', CASE WHEN g % 5 = 0 THEN NULL ELSE at + interval '25 minutes' END,
                    'https://shop.example/p/' || (g % 500)
               FROM generate_series($5::int, $6::int) g,
-                   LATERAL (SELECT now() - random() * interval '90 days' AS at) t
+                   LATERAL (SELECT now() - random() * interval '90 days' AS at WHERE g > 0) t  -- per row (g)
             RETURNING id, created_at)
           INSERT INTO parley.messages (tenant_id, created_at, conversation_id, author, body)
           SELECT $1, c.created_at + g * interval '90 seconds', c.id,
@@ -186,6 +186,8 @@ async def plan(settings, tenant_id: uuid.UUID, query: str) -> str:
             await conn.execute("SELECT set_config('app.tenant_id', $1, true), set_config('app.role', 'owner', true),"
                                " set_config('app.actor_kind', 'user', true)", str(tenant_id))
             await conn.fetch("SELECT * FROM parley.list_conversations(p_q => $1)", query)
+        for _ in range(10):  # notices are handed to the listener on later loop turns
+            await asyncio.sleep(0.05)
         nested = [p for p in plans if "search_conversation_ids" in p or "to_tsvector" in p]
         return "\n".join("    " + line for p in nested[:1] for line in p.splitlines())
     finally:

@@ -63,16 +63,15 @@ RETURNS TABLE (chatbot_id uuid, day date, conversations int, closed int, closed_
                rating_sum int, thumbs_up int, thumbs_down int)
 LANGUAGE sql STABLE
 AS $$
-  WITH t AS (SELECT (SELECT parley.current_tenant_id()) AS id),
-  conv AS (
+  WITH conv AS (
     SELECT c.tenant_id, c.id, c.chatbot_id, c.created_at::date AS day, c.status,
            EXISTS (SELECT 1 FROM parley.events e
                     WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
                       AND e.kind IN ('human_requested', 'claimed', 'assigned')) AS human,
            (SELECT min(e.at) FROM parley.events e
              WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id AND e.kind = 'human_requested') AS requested_at
-      FROM parley.conversations c, t
-     WHERE c.tenant_id = t.id AND c.created_at >= p_from AND c.created_at < p_to
+      FROM parley.conversations c
+     WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.created_at >= p_from AND c.created_at < p_to
        AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)),
   facts AS (
     SELECT c.chatbot_id, c.day, 1 AS conversations, (c.status = 'closed')::int AS closed,
@@ -86,18 +85,18 @@ AS $$
       FROM conv c
     UNION ALL
     SELECT a.chatbot_id, a.created_at::date, 0, 0, 0, 0, NULL, 1, (NOT a.grounded)::int, 0, 0, 0, 0
-      FROM parley.assistant_turns a, t
-     WHERE a.tenant_id = t.id AND a.created_at >= p_from AND a.created_at < p_to
+      FROM parley.assistant_turns a
+     WHERE a.tenant_id = (SELECT parley.current_tenant_id()) AND a.created_at >= p_from AND a.created_at < p_to
        AND a.outcome IN ('answered', 'unknown') AND (p_chatbot_id IS NULL OR a.chatbot_id = p_chatbot_id)
     UNION ALL
     SELECT r.chatbot_id, r.created_at::date, 0, 0, 0, 0, NULL, 0, 0, 1, r.score, 0, 0
-      FROM parley.conversation_ratings r, t
-     WHERE r.tenant_id = t.id AND r.created_at >= p_from AND r.created_at < p_to
+      FROM parley.conversation_ratings r
+     WHERE r.tenant_id = (SELECT parley.current_tenant_id()) AND r.created_at >= p_from AND r.created_at < p_to
        AND (p_chatbot_id IS NULL OR r.chatbot_id = p_chatbot_id)
     UNION ALL
     SELECT f.chatbot_id, f.created_at::date, 0, 0, 0, 0, NULL, 0, 0, 0, 0, (f.value = 'up')::int, (f.value = 'down')::int
-      FROM parley.message_feedback f, t
-     WHERE f.tenant_id = t.id AND f.created_at >= p_from AND f.created_at < p_to
+      FROM parley.message_feedback f
+     WHERE f.tenant_id = (SELECT parley.current_tenant_id()) AND f.created_at >= p_from AND f.created_at < p_to
        AND (p_chatbot_id IS NULL OR f.chatbot_id = p_chatbot_id))
   SELECT x.chatbot_id, x.day, sum(x.conversations)::int, sum(x.closed)::int, sum(x.closed_without_human)::int,
          sum(x.human_requests)::int,
