@@ -209,6 +209,14 @@ BEGIN
     subscription_ref = EXCLUDED.subscription_ref,
     provider_synced_at = coalesce(EXCLUDED.provider_synced_at, s.provider_synced_at), updated_at = now();
 
+  -- A paid conversion earns the referrer's credit (once; sql/94_referrals.sql); a tenant that
+  -- now has a Stripe customer gets its own earned credits queued.
+  IF v_status = 'active' AND coalesce(v_state->>'provider', 'none') = 'stripe'
+     AND (SELECT p.price_monthly_cents FROM parley.plans p WHERE p.id = p_plan) > 0 THEN
+    PERFORM parley.earn_referral_credit(p_plan);
+  END IF;
+  PERFORM parley.queue_referral_credits(v_tenant);
+
   IF v_from IS DISTINCT FROM p_plan THEN
     UPDATE parley.tenants t SET plan = p_plan WHERE t.id = v_tenant;
     INSERT INTO parley.plan_changes (tenant_id, from_plan, to_plan, billing_interval, source, actor_kind)
@@ -246,6 +254,7 @@ BEGIN
   SELECT t.id, t.plan, p_customer_ref FROM parley.tenants t WHERE t.id = v_tenant
   ON CONFLICT (tenant_id) DO UPDATE SET customer_ref = EXCLUDED.customer_ref, updated_at = now()
    WHERE s.customer_ref IS NULL;
+  PERFORM parley.queue_referral_credits(v_tenant);
 END $$;
 COMMENT ON FUNCTION parley.attach_billing_customer(text) IS
   'Record the payment provider''s customer id of the current tenant (admin; only when none is stored yet).';

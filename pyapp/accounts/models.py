@@ -200,6 +200,11 @@ class SignupIn(Input):
     name: PersonName = ""
     tenant_name: TenantName | None = Field(default=None, description="Create a workspace with this name (with slug).")
     slug: Slug | None = None
+    ref: str | None = Field(
+        default=None,
+        max_length=64,
+        description="A referral code (`?ref=` of the sign-up link); unknown codes are ignored.",
+    )
 
     @model_validator(mode="after")
     def _tenant_pair(self):

@@ -57,6 +57,8 @@ async def sign_up(call: Call):
             refresh_hash,
             call.settings.refresh_token_ttl,
         )
+        if body.ref and session["tenant"] is not None:
+            await conn.execute("SELECT parley.attribute_referral($1, $2)", session["tenant"]["id"], body.ref)
     return _auth_response(call, session, refresh)
 
 

@@ -213,6 +213,20 @@ class Gateway:
             }
         )
 
+    # ------------------------------------------------------------------ customer balance
+
+    async def credit_balance(
+        self, *, customer: str, amount_cents: int, currency: str, description: str, idempotency_key: str
+    ) -> str:
+        """Credit a customer's balance (a negative balance transaction: Stripe takes it off the next
+        invoices); the idempotency key makes a resend apply once. Returns the transaction id."""
+        txn = await self.client().v1.customers.balance_transactions.create_async(
+            customer,
+            {"amount": -abs(amount_cents), "currency": currency, "description": description},
+            options={"idempotency_key": idempotency_key},
+        )
+        return txn.id
+
 
 def _status(status: str | None) -> str:
     return {"incomplete_expired": "canceled", "paused": "unpaid"}.get(status or "", status or "incomplete")

@@ -198,6 +198,21 @@ async def downgrade_tenant(request: web.Request, tx, plan: str) -> dict:
     return {"scheduled": True, "at": end}
 
 
+def referral_link(settings, code: str) -> str:
+    """The share link of a referral code: the sign-up page on the configured public URL."""
+    return settings.base_url.rstrip("/") + "/console/sign-up?ref=" + code
+
+
+@api.route("GET", "/api/billing/referrals", min_role="admin", summary="Your referral link and credits", tags=TAGS)
+async def referrals(call: Call):
+    """The share link (`?ref=` on the sign-up page), the credit per paid conversion, the cap, and
+    the credits earned and applied to the Stripe balance (sql/94_referrals.sql)."""
+    async with call.tx() as conn:
+        out = await conn.fetchval("SELECT parley.referral_summary()")
+    out["link"] = referral_link(call.settings, out["code"])
+    return out
+
+
 USAGE_COLUMNS = ("day", "messages", "ai_messages", "conversations", "active_seats")
 USAGE_CSV = f"SELECT {', '.join(USAGE_COLUMNS)} FROM parley.usage_days($1, $2)"
 

@@ -89,7 +89,7 @@ async def sign_up_form(ctx: Ctx):
     return render_public(
         ctx,
         "sign_up.html",
-        values={},
+        values={"ref": str(ctx.request.query.get("ref", ""))[:64]},
         errors={},
         next=_next(ctx.request.query.get("next")) if ctx.request.query.get("next") else "",
     )
@@ -100,11 +100,12 @@ async def sign_up(ctx: Ctx):
     from pyapp.accounts.models import SignupIn
 
     nxt = _next(ctx.form.get("next")) if ctx.form.get("next") else ""
-    values = {k: str(ctx.form.get(k, ""))[:320] for k in ("email", "name", "tenant_name", "slug")}
+    values = {k: str(ctx.form.get(k, ""))[:320] for k in ("email", "name", "tenant_name", "slug", "ref")}
     data = {
         "email": ctx.form.get("email", ""),
         "password": ctx.form.get("password", ""),
         "name": ctx.form.get("name", ""),
+        "ref": str(ctx.form.get("ref") or "")[:64] or None,
     }
     if not nxt or ctx.form.get("tenant_name") or ctx.form.get("slug"):
         data["tenant_name"] = ctx.form.get("tenant_name") or None

@@ -24,6 +24,8 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None):
     overview = await ctx.conn.fetchval("SELECT parley.billing_overview()")
     plans = await ctx.conn.fetchval("SELECT parley.plan_catalog()")
     usage = await queries.fetch(ctx.conn, "usage_30_days")
+    referral = await ctx.conn.fetchval("SELECT parley.referral_summary()")
+    referral["link"] = billing.referral_link(ctx.settings, referral["code"])
     key = ctx.request.query.get("done") or ctx.request.query.get("checkout") or ""
     return ctx.render(
         "billing.html",
@@ -31,6 +33,7 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None):
         o=overview,
         plans=plans,
         usage=usage,
+        referral=referral,
         error=error,
         live=billing.gateway(ctx.request).live,
         flash=DONE.get(key),

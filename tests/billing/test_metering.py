@@ -8,15 +8,9 @@ import pytest
 from jobs.metering import report_overage
 from pyapp.billing.config import BillingConfig
 from pyapp.billing.gateway import Gateway
-from support.fakes.stripe_api import SECRET_KEY, FakeStripe
+from support.fakes.stripe_api import SECRET_KEY
 
 D = dt.date(2026, 11, 1)
-
-
-@pytest.fixture
-async def fake_stripe():
-    async with FakeStripe() as fake:
-        yield fake
 
 
 @pytest.fixture

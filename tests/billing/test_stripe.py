@@ -7,33 +7,12 @@ import json
 import time
 
 import pytest
-from pyapp.billing.config import BillingConfig
-from support.fakes.stripe_api import SECRET_KEY, WEBHOOK_SECRET, FakeStripe, sign
-
-PUBLIC = "https://parley.example.com"
-
-
-@pytest.fixture
-async def fake_stripe():
-    async with FakeStripe() as fake:
-        yield fake
-
+from support.billing import PUBLIC, deliver, stripe_live, subscribe
+from support.fakes.stripe_api import sign
 
 @pytest.fixture
 def settings(settings, fake_stripe):
-    settings.public_url = PUBLIC
-    settings.extra["billing"] = BillingConfig(enabled=True, secret_key=SECRET_KEY, webhook_secret=WEBHOOK_SECRET,
-                                              api_base=fake_stripe.base_url)
-    return settings
-
-
-async def deliver(server, event: dict | bytes, *, secret=WEBHOOK_SECRET, timestamp=None, signature=None):
-    payload = event if isinstance(event, bytes) else json.dumps(event).encode()
-    headers = {"Content-Type": "application/json"}
-    if signature is not False:
-        headers["Stripe-Signature"] = signature or sign(payload, secret, timestamp)
-    async with server.http.post(server.base_url + "/api/billing/webhook", data=payload, headers=headers) as resp:
-        return resp.status, await resp.json()
+    return stripe_live(settings, fake_stripe)
 
 
 async def facts(owner_conn, tenant):
@@ -43,15 +22,6 @@ async def facts(owner_conn, tenant):
         " (SELECT count(*) FROM parley.billing_events e WHERE e.tenant_id = t.id) AS events"
         " FROM parley.tenants t LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id WHERE t.id = $1", tenant.id)
     return dict(row)
-
-
-async def subscribe(tenant, fake, plan="pro", interval="month", extra_seats=0):
-    status, body = await tenant.call("POST", "/api/billing/checkout",
-                                     json={"plan": plan, "interval": interval, "extra_seats": extra_seats},
-                                     headers={"Host": "evil.example"})
-    assert status == 200, body
-    session_id = body["url"].rsplit("/", 1)[1]
-    return fake.sessions[session_id], fake.complete_checkout(session_id)
 
 
 async def test_checkout_webhook_plan_active_limits_changed(tenant, fake_stripe, owner_conn):

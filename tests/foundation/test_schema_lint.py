@@ -28,6 +28,7 @@ ALLOW_GLOBAL: dict[str, str] = {
     "parley.sign_in_failures": "sign-in backoff per (email hash, address), before any tenant is known; parley_auth only",
     "parley.job_schedules": "the jobs process's own schedule (job name, interval, last run); no tenant data",
     "parley.staff_emails": "the installation's operators (PARLEY_ADMIN_EMAILS), before any tenant; parley_auth only",
+    "parley.domain_routes": "Host -> tenant of verified custom domains, read before any tenant is known; parley_auth only",
 }
 
 # Global tables that intentionally have no RLS: no tenant data in them, and no app role may

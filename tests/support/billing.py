@@ -2,6 +2,7 @@
 pool as the server calls it (service for the webhook, system for jobs, a signed-in member)."""
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 
@@ -71,3 +72,49 @@ def jobs_tx(jobs_pool):
     def open_tx(tenant_id):
         return tenant_tx(jobs_pool, Actor(tenant_id=tenant_id, kind="system", actor_id="jobs"))
     return open_tx
+
+
+# ------------------------------------------------------------------ Stripe live against the local fake
+
+PUBLIC = "https://parley.example.com"
+
+
+@pytest.fixture
+async def fake_stripe():
+    from support.fakes.stripe_api import FakeStripe
+
+    async with FakeStripe() as fake:
+        yield fake
+
+
+def stripe_live(settings, fake):
+    """Settings with payments live against the fake and PUBLIC as the public URL."""
+    from pyapp.billing.config import BillingConfig
+    from support.fakes.stripe_api import SECRET_KEY, WEBHOOK_SECRET
+
+    settings.public_url = PUBLIC
+    settings.extra["billing"] = BillingConfig(enabled=True, secret_key=SECRET_KEY, webhook_secret=WEBHOOK_SECRET,
+                                              api_base=fake.base_url)
+    return settings
+
+
+async def deliver(server, event: dict | bytes, *, secret=None, timestamp=None, signature=None):
+    """POST an event to the webhook, signed with Stripe's scheme (or as given)."""
+    from support.fakes.stripe_api import WEBHOOK_SECRET, sign
+
+    payload = event if isinstance(event, bytes) else json.dumps(event).encode()
+    headers = {"Content-Type": "application/json"}
+    if signature is not False:
+        headers["Stripe-Signature"] = signature or sign(payload, secret or WEBHOOK_SECRET, timestamp)
+    async with server.http.post(server.base_url + "/api/billing/webhook", data=payload, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def subscribe(tenant, fake, plan="pro", interval="month", extra_seats=0):
+    """Checkout through the API (a hostile Host header, which must not matter); the fake completes it."""
+    status, body = await tenant.call("POST", "/api/billing/checkout",
+                                     json={"plan": plan, "interval": interval, "extra_seats": extra_seats},
+                                     headers={"Host": "evil.example"})
+    assert status == 200, body
+    session_id = body["url"].rsplit("/", 1)[1]
+    return fake.sessions[session_id], fake.complete_checkout(session_id)

@@ -2,8 +2,8 @@
 
 Speaks the parts of the real API Parley uses, with Stripe's form-encoded request bodies
 (`a[b][0][c]=…`) and JSON answers: customers, Checkout Sessions, Billing Portal sessions,
-subscriptions (retrieve, update) and Billing Meter events (deduplicated on `identifier`,
-as Stripe does). Every request is recorded (method, path, headers, decoded params).
+subscriptions (retrieve, update), customer balance transactions (a repeated Idempotency-Key
+gets the first answer) and Billing Meter events (deduplicated on `identifier`, as Stripe does). Every request is recorded (method, path, headers, decoded params).
 
 Test helpers drive what Stripe itself would do: `complete_checkout` turns a session into a
 subscription and returns the `checkout.session.completed` event, `set_status` moves a
@@ -69,6 +69,8 @@ class FakeStripe:
         self.subscriptions: dict[str, dict] = {}
         self.meter_events: dict[str, dict] = {}  # identifier -> first event
         self.meter_posts = 0
+        self.balance_transactions: list[dict] = []
+        self.idempotent: dict[str, dict] = {}  # Idempotency-Key -> first answer (balance transactions)
         self.fail_next: int = 0  # answer the next N API calls with 500
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -132,6 +134,21 @@ class FakeStripe:
             if method == "POST" and "cancel_at_period_end" in params:
                 sub["cancel_at_period_end"] = params["cancel_at_period_end"] == "true"
             return web.json_response(sub)
+        m = re.fullmatch(r"/v1/customers/([A-Za-z0-9_]+)/balance_transactions", path)
+        if m and method == "POST":
+            if m.group(1) not in self.customers:
+                return _error(404, "No such customer.", code="resource_missing")
+            key = request.headers.get("Idempotency-Key")
+            if key and key in self.idempotent:  # Stripe answers a retried key with the first result
+                return web.json_response(self.idempotent[key])
+            txn = {"id": self._id("cbtxn"), "object": "customer_balance_transaction", "customer": m.group(1),
+                   "amount": int(params["amount"]), "currency": params.get("currency"),
+                   "description": params.get("description")}
+            self.balance_transactions.append(txn)
+            self.customers[m.group(1)]["balance"] = self.customers[m.group(1)].get("balance", 0) + txn["amount"]
+            if key:
+                self.idempotent[key] = txn
+            return web.json_response(txn)
         if method == "POST" and path == "/v1/billing/meter_events":
             self.meter_posts += 1
             ident = params.get("identifier")
