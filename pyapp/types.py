@@ -8,7 +8,8 @@ Decision: text that breaks the rule is refused, never stripped (a silently chang
 name would mislead whoever reads it). Refused everywhere: NUL and unpaired surrogates (Postgres
 cannot store them), C0/C1 control characters and bidirectional embeddings, overrides and
 isolates (U+202A-U+202E, U+2066-U+2069). "Text" keeps tab, newline and carriage return;
-"line" (names of people and workspaces, emails, phones, titles) keeps none.
+"line" (names of people, workspaces, chatbots and API keys, emails, phones, titles, the keys of
+a lead's custom fields) keeps none.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, JsonValue
 
 # The same classes as parley.unsafe_text (NUL added: Postgres refuses it before any rule could).
 UNSAFE_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
@@ -60,6 +61,24 @@ def line(value: str) -> str:
     return value
 
 
+def custom(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """A lead's custom fields (parley.check_lead_fields): every key is a line, every string value text."""
+
+    def walk(item: JsonValue) -> None:
+        if isinstance(item, str):
+            text(item)
+        elif isinstance(item, list):
+            for inner in item:
+                walk(inner)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                line(key)
+                walk(inner)
+
+    walk(value)
+    return value
+
+
 def _not_blank(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -72,6 +91,7 @@ MessageBody = Annotated[
 LeadName = Annotated[str, Field(max_length=LEAD_NAME_MAX), AfterValidator(text)]
 LeadEmail = Annotated[str, Field(max_length=LEAD_EMAIL_MAX), AfterValidator(line)]
 LeadPhone = Annotated[str, Field(max_length=LEAD_PHONE_MAX), AfterValidator(line)]
+LeadCustom = Annotated[dict[str, JsonValue], AfterValidator(custom)]
 
 
 # Bounded text fields whose limits are the API's own (chatbot config, search queries): the
@@ -81,4 +101,4 @@ Text100 = Annotated[str, Field(max_length=100), AfterValidator(text)]
 Text200 = Annotated[str, Field(max_length=200), AfterValidator(text)]
 Text500 = Annotated[str, Field(max_length=500), AfterValidator(text)]
 Text8000 = Annotated[str, Field(max_length=8000), AfterValidator(text)]
-Name100 = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(text)]
+Name100 = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(line)]  # chatbots: parley.check_name_text

@@ -39,3 +39,32 @@ COMMENT ON FUNCTION parley.message_body_max(text) IS
 
 GRANT EXECUTE ON FUNCTION parley.unsafe_text(text, boolean), parley.check_text(text, text, text, boolean),
   parley.message_body_max(text) TO parley_app, parley_jobs, parley_auth;
+
+-- Names people read (a person, a workspace, a chatbot, an API key) are one line of text: every
+-- path that writes one (sign-up, settings, the chatbot and key functions, the demo, staff) meets
+-- this trigger, so the rule does not depend on which function or route stored the name. Their
+-- lengths are the tables' CHECKs; pyapp/types.py (line, Name100) and pyapp/accounts/models.py
+-- answer the same 422 before SQL for the API's fields.
+CREATE OR REPLACE FUNCTION parley.check_name_text() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  PERFORM parley.check_text(NEW.name, 'invalid_name', TG_ARGV[0], true);
+  RETURN NEW;
+END $$;
+COMMENT ON FUNCTION parley.check_name_text() IS
+  'BEFORE INSERT/UPDATE OF name trigger (argument: what the name is, for the message): 422 invalid_name when the name breaks the one-line text rule (parley.unsafe_text(name, true)).';
+
+DROP TRIGGER IF EXISTS t05_check_name_text ON parley.users;
+CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.users
+  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('A person''s name');
+DROP TRIGGER IF EXISTS t05_check_name_text ON parley.tenants;
+CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.tenants
+  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('A workspace name');
+DROP TRIGGER IF EXISTS t05_check_name_text ON parley.chatbots;
+CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.chatbots
+  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('A chatbot name');
+DROP TRIGGER IF EXISTS t05_check_name_text ON parley.api_keys;
+CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.api_keys
+  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('An API key name');
+REVOKE ALL ON FUNCTION parley.check_name_text() FROM PUBLIC;

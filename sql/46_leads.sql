@@ -35,8 +35,15 @@ BEGIN
   IF p_custom IS NOT NULL AND (jsonb_typeof(p_custom) <> 'object' OR octet_length(p_custom::text) > 8192) THEN
     PERFORM parley.raise_error(422, 'invalid_custom', 'custom must be a JSON object of at most 8 KiB.');
   END IF;
+  -- Custom fields are read by agents like the name: every string value is text, every key a line.
+  PERFORM parley.check_text(f.value, 'invalid_custom', 'A custom field', f.is_key)
+     FROM (SELECT v #>> '{}' AS value, false AS is_key
+             FROM jsonb_path_query(p_custom, 'strict $.** ? (@.type() == "string")') v
+           UNION ALL
+           SELECT k #>> '{}', true
+             FROM jsonb_path_query(p_custom, 'strict $.** ? (@.type() == "object").keyvalue().key') k) f;
 END $$;
-COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Validate lead fields (422 with a field-specific code): email (320, a@b.c), phone (50, digits and +()./ -), name (200), the text rule of parley.check_text, custom (an object of at most 8 KiB).';
+COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Validate lead fields (422 with a field-specific code): email (320, a@b.c), phone (50, digits and +()./ -), name (200), the text rule of parley.check_text, custom (an object of at most 8 KiB; its string values held to the text rule, its keys, at any depth, to the one-line rule).';
 
 CREATE OR REPLACE FUNCTION parley.capture_lead(p_conversation_id uuid, p_name text, p_email text, p_phone text,
                                                p_custom jsonb DEFAULT '{}')

@@ -23,9 +23,11 @@ BEGIN
     PERFORM parley.raise_error(422, 'invalid_shortcut',
       'Use 1-32 lower-case letters, digits, "-" or "_", starting with a letter or digit.');
   END IF;
-  IF length(v_body) NOT BETWEEN 1 AND 4000 THEN
-    PERFORM parley.raise_error(422, 'invalid_body', 'The reply must be 1 to 4000 characters.');
+  IF length(v_body) NOT BETWEEN 1 AND parley.message_body_max('agent') THEN
+    PERFORM parley.raise_error(422, 'invalid_body',
+      format('The reply must be 1 to %s characters.', parley.message_body_max('agent')));
   END IF;
+  PERFORM parley.check_text(v_body, 'invalid_text', 'A canned reply');
   IF EXISTS (SELECT 1 FROM parley.canned_replies c
               WHERE c.shortcut = v_shortcut AND c.id IS DISTINCT FROM p_id) THEN
     PERFORM parley.raise_error(409, 'shortcut_taken', format('/%s is already used by another reply.', v_shortcut));
@@ -48,7 +50,7 @@ BEGIN
   RETURN v_id;
 END $$;
 COMMENT ON FUNCTION parley.save_canned_reply(uuid, text, text) IS
-  'Create (p_id NULL) or update a canned reply of the current tenant; shortcut normalised to lower case and unique per tenant (409 shortcut_taken); audited.';
+  'Create (p_id NULL) or update a canned reply of the current tenant; shortcut normalised to lower case and unique per tenant (409 shortcut_taken); the body is an agent message (message_body_max, the text rule); audited.';
 
 CREATE OR REPLACE FUNCTION parley.delete_canned_reply(p_id uuid)
 RETURNS void

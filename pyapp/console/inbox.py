@@ -13,6 +13,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from pyapp import types
 from pyapp.console import queries
 from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
 from pyapp.errors import ApiError, from_postgres
@@ -177,16 +178,26 @@ def _flash(request: web.Request) -> str | None:
 # ---------------------------------------------------------------------------------- actions
 
 
+def _written(value: str, empty: str) -> str:
+    """A text box of an inbox form: the text rule (pyapp/types.py: refused, never stripped, so
+    what the agent sees in the form is what is sent), then trimmed; `empty` when nothing is left."""
+    try:
+        types.text(value)
+    except ValueError as exc:
+        raise ValueError(f"The text {exc}: remove them and send again.") from None
+    value = value.strip()
+    if not value:
+        raise ValueError(empty)
+    return value
+
+
 class ReplyForm(BaseModel):
-    body: str = Field(min_length=1, max_length=16000)
+    body: str = Field(min_length=1, max_length=types.MESSAGE_BODY_MAX)
 
     @field_validator("body")
     @classmethod
     def _clean(cls, value: str) -> str:
-        value = value.replace("\x00", "").strip()
-        if not value:
-            raise ValueError("Write something first.")
-        return value
+        return _written(value, "Write something first.")
 
 
 class AssignForm(BaseModel):
@@ -299,7 +310,7 @@ async def conversation_read(ctx: Ctx):
 
 class CannedForm(BaseModel):
     shortcut: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$")
-    body: str = Field(min_length=1, max_length=4000)
+    body: str = Field(min_length=1, max_length=types.MESSAGE_BODY_MAX)
 
     @field_validator("shortcut", mode="before")
     @classmethod
@@ -309,10 +320,7 @@ class CannedForm(BaseModel):
     @field_validator("body")
     @classmethod
     def _strip(cls, value: str) -> str:
-        value = value.replace("\x00", "").strip()
-        if not value:
-            raise ValueError("Write the reply text.")
-        return value
+        return _written(value, "Write the reply text.")
 
 
 SHORTCUT_HELP = "Type /shortcut in a reply to insert it: 1-32 lower-case letters, digits, - or _."

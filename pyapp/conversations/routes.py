@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from pyapp import types
 from pyapp.api import Call, api
@@ -41,7 +41,7 @@ class LeadCaptureIn(Strict):
     name: types.LeadName | None = None
     email: types.LeadEmail | None = None
     phone: types.LeadPhone | None = None
-    custom: dict[str, JsonValue] = Field(default_factory=dict)
+    custom: types.LeadCustom = Field(default_factory=dict)
 
 
 def _utc(value: datetime | date | None) -> datetime | None:

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import BaseModel, Field
 
 from pyapp import types
 from pyapp.api import Call, api
@@ -27,14 +27,14 @@ class LeadIn(Strict):
     name: types.LeadName | None = None
     email: types.LeadEmail | None = None
     phone: types.LeadPhone | None = None
-    custom: dict[str, JsonValue] = Field(default_factory=dict)
+    custom: types.LeadCustom = Field(default_factory=dict)
 
 
 class LeadPatch(Strict):
     name: types.LeadName | None = Field(default=None, description="empty string clears")
     email: types.LeadEmail | None = None
     phone: types.LeadPhone | None = None
-    custom: dict[str, JsonValue] | None = Field(default=None, description="replaces the custom fields")
+    custom: types.LeadCustom | None = Field(default=None, description="replaces the custom fields")
     status: Status | None = Field(default=None, description="new → contacted → qualified → won | lost; lost → new")
 
 

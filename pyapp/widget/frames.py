@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pyapp import types
 from pyapp.inputs import INT64_MAX
@@ -61,6 +61,12 @@ class LeadFrame(_Frame):
     name: types.LeadName | None = None
     email: types.LeadEmail | None = None
     phone: types.LeadPhone | None = None
+
+    @model_validator(mode="after")
+    def _custom(self) -> LeadFrame:
+        """The form's other fields are the lead's custom fields: the same rule as over REST."""
+        types.custom(dict(self.model_extra or {}))
+        return self
 
 
 class FeedbackFrame(_Frame):

@@ -86,6 +86,12 @@ async def test_inbox_actions_and_escaping(server, signup, console_client):
         assert status == 200 and "VIP customer" in html
         status, html, _ = await c.post(f"/console/conversations/{conv}/reply", {"body": "   "})
         assert status == 422 and "Write something first" in html
+        # Refused, never stripped: what the agent typed is what would be sent.
+        for action, body in (("reply", "pay\x00 here"), ("note", "VIP\x00"), ("reply", "pay \u202ehere")):
+            status, html, _ = await c.post(f"/console/conversations/{conv}/{action}", {"body": body})
+            assert status == 422 and "must not contain" in html, (action, repr(body))
+        status, html, _ = await c.post("/console/canned", {"shortcut": "nul", "body": "Hello\x00!"})
+        assert status == 422 and "must not contain NUL" in html
         status, html, _ = await c.post(f"/console/conversations/{conv}/release", {})
         assert status == 200 and "With the bot" in html
         status, html, _ = await c.post(f"/console/conversations/{conv}/close", {})
@@ -97,6 +103,7 @@ async def test_inbox_actions_and_escaping(server, signup, console_client):
     finally:
         await visitor.close()
     assert not any(f.get("message", {}).get("author") == "note" for f in visitor.frames)
+    assert not any("pay" in f.get("message", {}).get("body", "") for f in visitor.frames)
 
 
 async def test_leads_filters_status_and_csv(server, signup, console_client):

@@ -111,3 +111,67 @@ async def test_every_path_refuses_bad_text(server, tenant, owner_conn, clients):
     assert bodies == ["Hello\tthere\nfriend"]
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.leads WHERE tenant_id = $1",
                                      uuid.UUID(tenant["tenant_id"])) == 0
+
+
+async def test_names_are_one_line_of_text_on_every_write(owner_conn, tenant):  # noqa: F811
+    """Below every route: even the owner writing the tables directly cannot store a name that
+    breaks the one-line rule (people, workspaces, chatbots, API keys), on insert or update."""
+    tenant_id = uuid.UUID(tenant["tenant_id"])
+    key_id = await owner_conn.fetchval(
+        "INSERT INTO parley.api_keys (tenant_id, name, prefix, key_hash, scopes) VALUES ($1, 'ci', 'pk_x', $2, '{read}')"
+        " RETURNING id", tenant_id, uuid.uuid4().bytes)
+    targets = (("UPDATE parley.users SET name = $1 WHERE id = $2", uuid.UUID(tenant["user_id"])),
+               ("UPDATE parley.tenants SET name = $1 WHERE id = $2", tenant_id),
+               ("UPDATE parley.chatbots SET name = $1 WHERE id = $2", tenant["chatbot_id"]),
+               ("UPDATE parley.api_keys SET name = $1 WHERE id = $2", key_id))
+    for sql, row_id in targets:
+        for ch in [*BAD, "\n", "\t", "\r"]:
+            with pytest.raises(asyncpg.PostgresError) as exc:
+                await owner_conn.execute(sql, f"Acme{ch}Support", row_id)
+            assert (exc.value.sqlstate, exc.value.hint) == ("PT422", "invalid_name"), (sql, repr(ch))
+        await owner_conn.execute(sql, "Acme Support — Zürich 支援", row_id)  # any other character is fine
+    with pytest.raises(asyncpg.PostgresError) as exc:
+        await owner_conn.execute("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, $2)", tenant_id, "Bot\u202e")
+    assert exc.value.hint == "invalid_name"
+    with pytest.raises(asyncpg.PostgresError) as exc:
+        await owner_conn.execute("INSERT INTO parley.tenants (slug, name) VALUES ($1, $2)",
+                                 f"t-{uuid.uuid4().hex[:8]}", "Acme\u2066")
+    assert exc.value.hint == "invalid_name"
+
+
+async def test_lead_custom_fields_meet_the_text_rule(server, tenant, owner_conn, clients):  # noqa: F811
+    """Custom values (any depth) are text, their keys one line: SQL refuses the rest whoever calls,
+    REST and the visitor's lead form answer the same before SQL."""
+
+    async def sql_ok(custom) -> bool:
+        try:
+            await owner_conn.execute("SELECT parley.check_lead_fields(NULL, NULL, NULL, $1)", custom)
+            return True
+        except asyncpg.PostgresError as exc:
+            assert (exc.sqlstate, exc.hint) == ("PT422", "invalid_custom")
+            return False
+
+    assert await sql_ok({"address": "1 Main St\nSpringfield", "n": 3, "tags": ["a", {"b": "c\td"}]})
+    for ch in BAD:
+        assert not await sql_ok({"company": f"Acme{ch}"})
+        assert not await sql_ok({"deep": [1, {"x": [f"y{ch}"]}]})
+        assert not await sql_ok({f"key{ch}": "v"})
+        assert not await sql_ok({"outer": {f"in{ch}ner": 1}})
+    assert not await sql_ok({"multi\nline key": 1})
+
+    token = tenant["access_token"]
+    for custom in ({"company": "Acme\u202e"}, {"k": [{"x": "y\x1b"}]}, {"bad\nkey": 1}, {"nul": "a\x00b"}):
+        status, out = await server.call("POST", "/api/leads", json={"name": "Ann", "custom": custom}, token=token)
+        assert status == 422 and "error" in out, (custom, status, out)
+    status, out = await server.call("POST", "/api/leads", json={"name": "Ann", "custom": {"note": "two\nlines"}},
+                                    token=token)
+    assert status == 201, out
+
+    session = await widget_session(server, tenant["key"])
+    v = await visitor(server, session)
+    clients.append(v)
+    await v.send({"type": "lead", "name": "Bea", "email": "bea@example.com", "company": "Acme\u202e"})
+    await v.expect(type="error")
+    names = [r["name"] for r in await owner_conn.fetch("SELECT name FROM parley.leads WHERE tenant_id = $1",
+                                                       uuid.UUID(tenant["tenant_id"]))]
+    assert names == ["Ann"]
