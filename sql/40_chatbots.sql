@@ -13,14 +13,65 @@ AS $$ SELECT CASE WHEN jsonb_typeof(p_value) = 'number' AND p_value::numeric BET
 COMMENT ON FUNCTION parley.jsonb_int(jsonb) IS 'An int from a jsonb number (truncated), NULL for anything else.';
 GRANT EXECUTE ON FUNCTION parley.jsonb_int(jsonb) TO parley_app, parley_jobs, parley_auth;
 
+-- Languages per chatbot: config.languages lists the languages it speaks (the first is its
+-- default), config.language is 'auto' (the visitor's browser language among them) or one fixed
+-- code, and config.texts.<code> holds the greeting and starters in that language (the top-level
+-- greeting/starters are the fallback). The widget gets the texts of the visitor's language only.
+CREATE OR REPLACE FUNCTION parley.chatbot_language(p_config jsonb, p_locale text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  WITH c AS (
+    SELECT ARRAY(SELECT x FROM jsonb_array_elements_text(
+                   CASE WHEN jsonb_typeof(p_config->'languages') = 'array' THEN p_config->'languages'
+                        ELSE '[]'::jsonb END) x) AS langs,
+           nullif(coalesce(p_config->>'language', 'auto'), 'auto') AS fixed,
+           lower(replace(btrim(coalesce(p_locale, '')), '_', '-')) AS loc
+  )
+  SELECT CASE
+           WHEN c.fixed IS NOT NULL THEN c.fixed
+           WHEN cardinality(c.langs) = 0 THEN 'auto'
+           -- the locale itself, then its primary language, then a listed variant of that language
+           ELSE coalesce((SELECT x FROM unnest(c.langs) WITH ORDINALITY u(x, n)
+                           WHERE c.loc <> '' AND (lower(x) = c.loc OR lower(x) = split_part(c.loc, '-', 1)
+                                                  OR split_part(lower(x), '-', 1) = split_part(c.loc, '-', 1))
+                           ORDER BY lower(x) = c.loc DESC, lower(x) = split_part(c.loc, '-', 1) DESC, n
+                           LIMIT 1), c.langs[1])
+         END
+    FROM c
+$$;
+COMMENT ON FUNCTION parley.chatbot_language(jsonb, text) IS
+  'The language a chatbot speaks with a visitor whose browser says p_locale (e.g. de-DE): the fixed config.language if set; else, with a config.languages list, the locale (exact, then its primary subtag, then a listed variant of that language; case-insensitive, spelled as listed) when listed, otherwise the first listed; with no list, auto (the widget picks from the browser).';
+
+CREATE OR REPLACE FUNCTION parley.localize_widget_config(p_public jsonb, p_config jsonb, p_locale text)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT p_public || jsonb_build_object(
+           'language', l.lang,
+           'greeting', coalesce(t.texts->>'greeting', p_public->>'greeting'),
+           'starters', CASE WHEN jsonb_typeof(t.texts->'starters') = 'array' THEN t.texts->'starters'
+                            ELSE p_public->'starters' END)
+    FROM (SELECT parley.chatbot_language(p_config, p_locale) AS lang) l
+    LEFT JOIN LATERAL (SELECT e.value AS texts
+                         FROM jsonb_each(CASE WHEN jsonb_typeof(p_config->'texts') = 'object'
+                                              THEN p_config->'texts' ELSE '{}'::jsonb END) e
+                        WHERE lower(e.key) = lower(l.lang) AND jsonb_typeof(e.value) = 'object'
+                        LIMIT 1) t ON true
+$$;
+COMMENT ON FUNCTION parley.localize_widget_config(jsonb, jsonb, text) IS
+  'A widget config (chatbot_public_config) for a visitor whose browser says p_locale: language = chatbot_language(config, locale), greeting and starters from config.texts.<language> when given there, else the chatbot''s default ones.';
+GRANT EXECUTE ON FUNCTION parley.chatbot_language(jsonb, text), parley.localize_widget_config(jsonb, jsonb, text)
+  TO parley_app, parley_auth;
+
 -- The protocol's widget "config" (docs/protocol.md) with defaults filled in. Private keys
 -- (persona, handoff, idle_close, unknown keys) never reach the browser.
 CREATE OR REPLACE FUNCTION parley.chatbot_public_config(p_name text, p_config jsonb, p_allow_hide_branding boolean)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE
 AS $$
-  SELECT jsonb_build_object(
+  SELECT parley.localize_widget_config(jsonb_build_object(
     'name', p_name,
+    'languages', CASE WHEN jsonb_typeof(p_config->'languages') = 'array' THEN p_config->'languages' ELSE '[]'::jsonb END,
     'greeting', coalesce(p_config->>'greeting', 'Hi! How can we help?'),
     -- 'auto' (the default): the visitor's browser language (widget catalogs en, es, fr, de, tr).
     'language', coalesce(p_config->>'language', 'auto'),
@@ -33,10 +84,10 @@ AS $$
     'lead_capture', jsonb_build_object('mode', 'never', 'after', 2)
                 || CASE WHEN jsonb_typeof(p_config->'lead_capture') = 'object' THEN p_config->'lead_capture' ELSE '{}'::jsonb END,
     'nudges', CASE WHEN jsonb_typeof(p_config->'nudges') = 'array' THEN p_config->'nudges' ELSE '[]'::jsonb END,
-    'max_nudges', coalesce(parley.jsonb_int(p_config->'max_nudges'), 1))
+    'max_nudges', coalesce(parley.jsonb_int(p_config->'max_nudges'), 1)), p_config, NULL)
 $$;
 COMMENT ON FUNCTION parley.chatbot_public_config(text, jsonb, boolean) IS
-  'The widget-facing config of a chatbot (protocol shape, defaults filled); hide_powered_by is forced false unless the plan allows hiding branding.';
+  'The widget-facing config of a chatbot (protocol shape, defaults filled) in its default language (localize_widget_config with no locale; widget sessions localize it for the visitor''s); hide_powered_by is forced false unless the plan allows hiding branding.';
 GRANT EXECUTE ON FUNCTION parley.chatbot_public_config(text, jsonb, boolean) TO parley_app, parley_auth;
 
 CREATE OR REPLACE FUNCTION parley.widget_chatbot(p_public_key text)
@@ -153,6 +204,61 @@ COMMENT ON FUNCTION parley.require_chatbot_admin() IS 'Raise 403 unless the tran
 REVOKE ALL ON FUNCTION parley.require_chatbot_admin() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.require_chatbot_admin() TO parley_app;
 
+CREATE OR REPLACE FUNCTION parley.check_chatbot_languages(p_config jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+  v_code constant text := '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$';
+  v_lang jsonb;
+  v_texts record;
+  v_starter jsonb;
+BEGIN
+  IF p_config IS NULL THEN
+    RETURN;
+  END IF;
+  IF p_config ? 'languages' AND p_config->'languages' <> 'null'::jsonb THEN
+    IF jsonb_typeof(p_config->'languages') <> 'array' OR jsonb_array_length(p_config->'languages') > 10 THEN
+      PERFORM parley.raise_error(422, 'invalid_config', 'languages must be a list of at most 10 language codes.');
+    END IF;
+    FOR v_lang IN SELECT x FROM jsonb_array_elements(p_config->'languages') x LOOP
+      IF jsonb_typeof(v_lang) <> 'string' OR v_lang #>> '{}' !~ v_code OR length(v_lang #>> '{}') > 16 THEN
+        PERFORM parley.raise_error(422, 'invalid_config', format('%s is not a language code (like en, de or pt-BR).', v_lang));
+      END IF;
+    END LOOP;
+  END IF;
+  IF p_config ? 'texts' AND p_config->'texts' <> 'null'::jsonb THEN
+    IF jsonb_typeof(p_config->'texts') <> 'object' THEN
+      PERFORM parley.raise_error(422, 'invalid_config', 'texts must map language codes to a greeting and starters.');
+    END IF;
+    FOR v_texts IN SELECT e.key, e.value FROM jsonb_each(p_config->'texts') e LOOP
+      IF v_texts.key !~ v_code OR length(v_texts.key) > 16 OR jsonb_typeof(v_texts.value) <> 'object' THEN
+        PERFORM parley.raise_error(422, 'invalid_config', format('texts.%s: a language code mapping to {"greeting", "starters"}.', left(v_texts.key, 20)));
+      END IF;
+      IF v_texts.value ? 'greeting' AND v_texts.value->'greeting' <> 'null'::jsonb THEN
+        IF jsonb_typeof(v_texts.value->'greeting') <> 'string' OR length(v_texts.value->>'greeting') > 500 THEN
+          PERFORM parley.raise_error(422, 'invalid_config', format('texts.%s.greeting: text of at most 500 characters.', v_texts.key));
+        END IF;
+        PERFORM parley.check_text(v_texts.value->>'greeting', 'invalid_config', format('texts.%s.greeting', v_texts.key));
+      END IF;
+      IF v_texts.value ? 'starters' AND v_texts.value->'starters' <> 'null'::jsonb THEN
+        IF jsonb_typeof(v_texts.value->'starters') <> 'array' OR jsonb_array_length(v_texts.value->'starters') > 10 THEN
+          PERFORM parley.raise_error(422, 'invalid_config', format('texts.%s.starters: at most 10 starters.', v_texts.key));
+        END IF;
+        FOR v_starter IN SELECT x FROM jsonb_array_elements(v_texts.value->'starters') x LOOP
+          IF jsonb_typeof(v_starter) <> 'string' OR length(v_starter #>> '{}') > 200 THEN
+            PERFORM parley.raise_error(422, 'invalid_config', format('texts.%s.starters: texts of at most 200 characters.', v_texts.key));
+          END IF;
+          PERFORM parley.check_text(v_starter #>> '{}', 'invalid_config', format('texts.%s.starters', v_texts.key));
+        END LOOP;
+      END IF;
+    END LOOP;
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.check_chatbot_languages(jsonb) IS
+  'Validate a chatbot config''s languages (at most 10 language codes) and texts (per language code: greeting of at most 500 characters, at most 10 starters of at most 200, the text rule on each); 422 invalid_config.';
+REVOKE ALL ON FUNCTION parley.check_chatbot_languages(jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.check_chatbot_languages(jsonb) TO parley_app;
+
 CREATE OR REPLACE FUNCTION parley.check_chatbot_fields(p_allowed_origins text[], p_config jsonb) RETURNS void
 LANGUAGE plpgsql STABLE
 AS $$
@@ -166,6 +272,7 @@ BEGIN
   IF p_config IS NOT NULL AND octet_length(p_config::text) > 65536 THEN
     PERFORM parley.raise_error(422, 'invalid_config', 'config is larger than 64 KiB.');
   END IF;
+  PERFORM parley.check_chatbot_languages(p_config);
   FOREACH v_origin IN ARRAY coalesce(p_allowed_origins, '{}') LOOP
     IF v_origin IS NULL OR v_origin !~ '^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$' THEN
       PERFORM parley.raise_error(422, 'invalid_origin',

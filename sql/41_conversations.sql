@@ -216,11 +216,11 @@ BEGIN
   END IF;
   UPDATE parley.conversations c SET status = 'waiting_human', last_activity_at = now(), bot_misses = 0
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event('human_requested', v_conv.id, NULL, jsonb_build_object('reason', 'requested'));
+  PERFORM parley.emit_event('human_requested', v_conv.id, NULL, parley.handoff_data('requested'));
   RETURN v_conv;
 END $$;
 COMMENT ON FUNCTION parley.request_human(uuid) IS
-  'bot → waiting_human (visitor or member); already waiting is a no-op; human/closed give 409 invalid_transition. Event human_requested.';
+  'bot → waiting_human (visitor or member); already waiting is a no-op; human/closed give 409 invalid_transition. Event human_requested (data: parley.handoff_data, with how many members were online).';
 
 CREATE OR REPLACE FUNCTION parley.claim_conversation(p_conversation_id uuid)
 RETURNS parley.conversations

@@ -282,7 +282,7 @@ BEGIN
   PERFORM parley.emit_event(CASE WHEN p_message.author = 'note' THEN 'note_added' ELSE 'message_added' END,
                             p_message.conversation_id, p_message.id, jsonb_build_object('author', p_message.author));
   IF p_handoff THEN
-    PERFORM parley.emit_event('human_requested', p_message.conversation_id, NULL, jsonb_build_object('reason', 'bot_misses'));
+    PERFORM parley.emit_event('human_requested', p_message.conversation_id, NULL, parley.handoff_data('bot_misses'));
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.emit_message_events(parley.messages, text, uuid, boolean, boolean, boolean) IS

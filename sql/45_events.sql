@@ -70,6 +70,10 @@ AS $$
            WHEN p_kind = 'message_added' THEN
              CASE WHEN p_message.id IS NOT NULL AND p_message.author <> 'note'
                   THEN jsonb_build_object('type', 'message', 'message', parley.message_json(p_message, true)) END
+           -- nobody online: the widget says so and offers the lead form (sql/47_presence.sql)
+           WHEN p_kind = 'human_requested' THEN
+             jsonb_build_object('type', 'status', 'status', 'waiting_human')
+             || CASE WHEN p_data->'members_online' = '0'::jsonb THEN '{"available": false}'::jsonb ELSE '{}'::jsonb END
            WHEN p_kind = 'reopened' THEN
              jsonb_build_object('type', 'status', 'status', coalesce(nullif(p_data->>'status', ''), 'bot'))
            ELSE
@@ -80,7 +84,7 @@ AS $$
          END
 $$;
 COMMENT ON FUNCTION parley.visitor_frame(text, jsonb, parley.messages) IS
-  'What the visitor of an event''s conversation is sent for it (docs/protocol.md), or NULL for nothing: {"type":"message","message":message_json(m, true)} for message_added (never for a note), {"type":"status","status":...} for the status changes a visitor sees (the status the event brought, not the current one). The one place that decides what a visitor sees of an event; events_after returns it as its visitor column.';
+  'What the visitor of an event''s conversation is sent for it (docs/protocol.md), or NULL for nothing: {"type":"message","message":message_json(m, true)} for message_added (never for a note), {"type":"status","status":...} for the status changes a visitor sees (the status the event brought, not the current one; a handoff while no member was online adds "available": false). The one place that decides what a visitor sees of an event; events_after returns it as its visitor column.';
 
 -- The result grew the visitor column: the old shape is dropped once, then replaced in place.
 DO $$

@@ -62,6 +62,14 @@ class IdleClose(Open):
     human_minutes: int | None = Field(default=None, ge=1, le=60 * 24 * 30)
 
 
+LanguageCode = Annotated[str, Field(max_length=16, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")]
+
+
+class LanguageTexts(Open):
+    greeting: types.Text500 | None = None
+    starters: list[types.Text200] | None = Field(default=None, max_length=10)
+
+
 class ChatbotConfig(Open):
     persona: types.Text8000 | None = None
     greeting: types.Text500 | None = None
@@ -70,6 +78,10 @@ class ChatbotConfig(Open):
         None
     )
     starters: list[types.Text200] | None = Field(default=None, max_length=10)
+    # The languages it speaks (the first is the default) and the greeting/starters in each; the
+    # widget gets those of the visitor's language (sql/40_chatbots.sql: chatbot_language).
+    languages: list[LanguageCode] | None = Field(default=None, max_length=10)
+    texts: dict[LanguageCode, LanguageTexts] | None = None
     branding: Branding | None = None
     handoff: Handoff | None = None
     lead_capture: LeadCapture | None = None

@@ -35,6 +35,7 @@ from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import from_postgres
 from pyapp.realtime.frames import BATCH, PreparedEvent, read_events
+from pyapp.realtime.presence import Presence
 from pyapp.realtime.sinks import Sink, VisitorSink
 from pyapp.realtime.source import EventSource, Notice, PgNotifySource, Revocation, Signal, SignalBus
 
@@ -78,6 +79,7 @@ class Relay:
         self.reads = 0  # service transactions that read events (for tests and the benchmark)
         self._stopped = False
         self.gaps = 0  # times the source reported possibly lost notices
+        self.presence = Presence(pool, self.instance_id, self.spawn)  # members' streams: who is online
         source.subscribe(self._on_notice, self._on_gap)
         if bus is not None:
             bus.subscribe_signals(self._on_signal)
@@ -98,6 +100,10 @@ class Relay:
         closing = [t for t in (sink.close_soon(1001, "server shutting down") for sink in list(self.sinks())) if t]
         if closing:  # let clients see a clean "going away" and reconnect elsewhere
             await asyncio.wait(closing, timeout=5)
+        try:
+            await self.presence.close()
+        except TimeoutError:
+            log.warning("presence rows left to lapse (the database did not answer)")
         await self.source.stop()
         for task in list(self._tasks):
             task.cancel()
@@ -151,6 +157,8 @@ class Relay:
             self.spawn(self._init_feed(feed), name=f"feed-init-{sink.tenant_id}")
         feed.sinks += 1
         sink.feed = feed
+        if not isinstance(sink, VisitorSink):
+            await self.presence.join(sink.actor)
         await asyncio.wait_for(feed.ready.wait(), 30)
         if feed.failed is not None:
             raise ConnectionError(f"cannot read events: {feed.failed}")
@@ -162,6 +170,8 @@ class Relay:
         if group is None or sink not in group:
             return
         group.discard(sink)
+        if not is_visitor:
+            self.presence.leave(sink.actor)
         if not group:
             if is_visitor:
                 self._visitors.pop(visitor_key, None)

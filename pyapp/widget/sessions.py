@@ -90,7 +90,16 @@ async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, ch
     return row
 
 
-def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot) -> dict:
+async def _localized(call: Call, chatbot, locale: str | None) -> dict:
+    """The widget config in the visitor's language (sql/40_chatbots.sql: localize_widget_config)."""
+    if not locale:
+        return chatbot["public_config"]
+    return await call.pool.fetchval(
+        "SELECT parley.localize_widget_config($1, $2, $3)", chatbot["public_config"], chatbot["config"], locale
+    )
+
+
+def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot, config: dict | None = None) -> dict:
     token, expires_at = visitor_token(call.settings.secret_key, claims)
     return {
         "token": token,
@@ -100,7 +109,7 @@ def _session_body(call: Call, claims: VisitorClaims, status: str | None, chatbot
         "conversation_id": claims.conversation_id,
         "visitor_id": claims.visitor_id,
         "status": status,
-        "config": chatbot["public_config"],
+        "config": chatbot["public_config"] if config is None else config,
     }
 
 
@@ -115,15 +124,18 @@ async def create_session(call: Call):
     claims = VisitorClaims(
         chatbot["tenant_id"], chatbot["chatbot_id"], None, body.chatbot_key, 0, body.visitor_id or uuid.uuid4()
     )
+    config = await _localized(call, chatbot, body.locale)
     if body.conversation_id is not None:
         mine = dataclasses.replace(claims, conversation_id=body.conversation_id)
         async with tenant_tx(call.pool, visitor_actor(request, mine)) as conn:
             row = await _conversation(conn, body.conversation_id, claims.chatbot_id)
         if row is not None:
-            return _session_body(call, dataclasses.replace(mine, visitor_id=row["visitor_id"]), row["status"], chatbot)
+            return _session_body(
+                call, dataclasses.replace(mine, visitor_id=row["visitor_id"]), row["status"], chatbot, config
+            )
         # a stale id from the page's storage: carry on as a visitor without a conversation
     if not body.start:
-        return _session_body(call, claims, None, chatbot)
+        return _session_body(call, claims, None, chatbot, config)
     row = await start_visitor_conversation(
         call.pool,
         claims,
@@ -140,6 +152,7 @@ async def create_session(call: Call):
         dataclasses.replace(claims, conversation_id=row["id"], visitor_id=row["visitor_id"]),
         row["status"],
         chatbot,
+        config,
     )
 
 

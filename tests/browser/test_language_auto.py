@@ -7,6 +7,7 @@ from playwright.sync_api import expect
 
 from browser.test_widget_e2e import _customer_site
 from support.accounts import sign_up
+from support.browser import shop_chatbot
 
 
 @pytest.mark.browser_context(locale="de-DE")
@@ -28,5 +29,40 @@ def test_de_browser_gets_german_with_auto(server_thread, widget_page, widget_bui
         w.send("Wie schnell fliegt eine Schwalbe?")
         w.expect_bubble("bot", "Das weiß ich leider nicht", timeout=15_000)
         w.shot("language-auto-de")
+    finally:
+        srv.run(runner.cleanup())
+
+
+
+@pytest.mark.browser_context(locale="de-DE")
+def test_de_browser_gets_the_german_greeting_and_starters(server_thread, widget_page, widget_build):
+    srv = server_thread
+    owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
+    _, runner, shop = shop_chatbot(srv, owner["access_token"], {
+        "languages": ["en", "de"], "language": "auto", "greeting": "Hi! Ask us anything.", "starters": ["Opening hours"],
+        "texts": {"de": {"greeting": "Hallo! Fragen Sie uns.", "starters": ["Öffnungszeiten"]}}})
+    try:
+        w = widget_page(shop, "/pricing")
+        w.open()
+        expect(w.q(".pl")).to_have_attribute("lang", "de")
+        expect(w.q(".pl-greet")).to_have_text("Hallo! Fragen Sie uns.")
+        expect(w.q(".pl-chips .pl-chip")).to_have_text(["Öffnungszeiten"])
+        w.shot("language-greeting-de")
+    finally:
+        srv.run(runner.cleanup())
+
+
+@pytest.mark.browser_context(locale="fr-FR")
+def test_a_language_the_chatbot_does_not_speak_gets_its_first(server_thread, widget_page, widget_build):
+    srv = server_thread
+    owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
+    _, runner, shop = shop_chatbot(srv, owner["access_token"], {
+        "languages": ["de", "en"], "language": "auto", "greeting": "Hi!",
+        "texts": {"de": {"greeting": "Hallo! Fragen Sie uns."}}})
+    try:
+        w = widget_page(shop, "/pricing")
+        w.open()
+        expect(w.q(".pl")).to_have_attribute("lang", "de")
+        expect(w.q(".pl-greet")).to_have_text("Hallo! Fragen Sie uns.")
     finally:
         srv.run(runner.cleanup())

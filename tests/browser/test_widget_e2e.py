@@ -12,26 +12,7 @@ import uuid
 from playwright.sync_api import expect
 
 from support.accounts import sign_up
-
-
-async def _customer_site(api_base: str, key: str):
-    """A shop page on another origin embedding the widget like a business would."""
-    from aiohttp import web
-
-    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>'
-            f'<body><h1>Pricing</h1><p><a href="#plans">Plans</a></p>'
-            f'<script src="{api_base}/widget.js" data-chatbot="{key}" async></script></body></html>')
-
-    async def page(request):
-        return web.Response(text=html, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/pricing", page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+from support.browser import customer_site as _customer_site
 
 
 def test_visitor_journey_against_the_real_server(server_thread, widget_page, widget_build):

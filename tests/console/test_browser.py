@@ -5,28 +5,9 @@ from playwright.sync_api import expect
 
 from support.console import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
 from support.accounts import sign_up
+from support.browser import customer_site as _shop_site
 
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-async def _shop_site(base_url: str, key: str):
-    """A customer's page on its own origin that embeds the widget (served by the test)."""
-    from aiohttp import web
-
-    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head><body>'
-            f'<h1>Pricing</h1><script src="{base_url}/widget.js" data-chatbot="{key}" data-api="{base_url}">'
-            f'</script></body></html>')
-
-    async def page(request):
-        return web.Response(text=html, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/pricing", page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 def test_live_inbox_with_the_widget(server_thread, browser):

@@ -244,3 +244,37 @@ def build_widget() -> Path:
 @pytest.fixture(scope="session")
 def widget_build() -> Path:
     return build_widget()
+
+
+async def customer_site(api_base: str, key: str):
+    """A shop page on another origin embedding the widget like a business would."""
+    from aiohttp import web
+
+    html = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Shop</title></head>'
+            f'<body><h1>Pricing</h1><p><a href="#plans">Plans</a></p>'
+            f'<script src="{api_base}/widget.js" data-chatbot="{key}" async></script></body></html>')
+
+    async def page(request):
+        return web.Response(text=html, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/pricing", page)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+def shop_chatbot(srv, token: str, config: dict, name: str = "Shop helper"):
+    """A chatbot made through the API (`srv` a server_thread, `token` an admin's) and embedded on a
+    shop page of another origin that its allowed origins list. Returns (chatbot, runner, shop URL);
+    the caller cleans up the runner."""
+    status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
+        "name": name, "allowed_origins": [], "config": config}))
+    assert status == 201, bot
+    runner, shop = srv.run(customer_site(srv.base_url, bot["public_key"]))
+    status, out = srv.run(srv.server.call("PATCH", f"/api/chatbots/{bot['id']}", token=token,
+                                          json={"allowed_origins": [shop]}))
+    assert status == 200, out
+    return bot, runner, shop

@@ -423,6 +423,10 @@ const boot = () => {
       case 'read': return seen(f.message_id);
       case 'status':
         setStatus(f.status);
+        if (f.available === false) { // nobody online: say so, and offer to leave a message
+          add(h('div', { class: 'pl-sys', dir: 'auto' }, t.nobody), true);
+          leadForm();
+        }
         return f.status === 'closed' && rating();
       case 'lead_request': return leadForm(f.fields);
       case 'conversation': // a new conversation (the first message, or writing after an ended one)
