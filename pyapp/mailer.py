@@ -1,5 +1,11 @@
 """Outgoing email behind one small interface: SMTP when PARLEY_SMTP_URL is set, a log line otherwise.
 
+Without SMTP (a fresh install) the LogMailer writes each message's subject, recipient and action
+link (reset, invite, verification) to the server log at WARNING, one line on logger
+`parley.mailer`, so an operator can pass the link on. That line is the only place a link or token
+is ever logged; with SMTP configured nothing of the message reaches the log. Production should
+configure SMTP (docs/operations.md).
+
 URL forms: smtp://[user:password@]host[:port] (STARTTLS when the server offers it and
 `?starttls=1`), smtps://… for implicit TLS; `?from=Name <addr>` sets the sender
 (default PARLEY_MAIL_FROM or no-reply@<host of the public URL>). smtplib runs in a worker
@@ -21,15 +27,16 @@ log = logging.getLogger("parley.mailer")
 
 
 class Mailer(Protocol):
-    async def send(self, to: str, subject: str, body: str) -> None: ...
+    async def send(self, to: str, subject: str, body: str, *, link: str | None = None) -> None:
+        """Send one message; `link` is the action link inside `body` (reset, invite, verification), if any."""
+        ...
 
 
 class LogMailer:
-    """No mail server configured: say so in the log, without the message (it may carry a token)."""
+    """No mail server configured: log the message's subject, recipient and action link, never its body."""
 
-    async def send(self, to: str, subject: str, body: str) -> None:
-        domain = to.rsplit("@", 1)[-1]
-        log.warning("no mailer configured (PARLEY_SMTP_URL unset): not sending %r to a @%s address", subject, domain)
+    async def send(self, to: str, subject: str, body: str, *, link: str | None = None) -> None:
+        log.warning("mail not sent (PARLEY_SMTP_URL unset): %r to %s; action link: %s", subject, to, link or "(none)")
 
 
 class SmtpMailer:
@@ -47,7 +54,7 @@ class SmtpMailer:
         self.sender = query.get("from", [default_from])[0]
         self.timeout = timeout
 
-    async def send(self, to: str, subject: str, body: str) -> None:
+    async def send(self, to: str, subject: str, body: str, *, link: str | None = None) -> None:
         msg = EmailMessage()
         msg["From"] = self.sender
         msg["To"] = to

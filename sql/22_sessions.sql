@@ -493,10 +493,10 @@ BEGIN
   DELETE FROM parley.password_resets WHERE expires_at < now() - interval '1 day';
   GET DIAGNOSTICS v_count = ROW_COUNT;
   v_total := v_total + v_count;
-  RETURN v_total + parley.prune_sign_in_failures();
+  RETURN v_total + parley.prune_sign_in_failures() + parley.prune_email_verifications();
 END $$;
 COMMENT ON FUNCTION parley.prune_auth_tables() IS
-  'Delete stale login-throttle buckets and sign-in backoff rows, long-dead refresh tokens and expired reset tokens; returns rows deleted. For the jobs process.';
+  'Delete stale login-throttle buckets and sign-in backoff rows, long-dead refresh tokens, expired reset tokens and verification links; returns rows deleted. For the jobs process.';
 
 ---------------------------------------------------------------------------------------------
 -- Ownership and grants

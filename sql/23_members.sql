@@ -151,16 +151,22 @@ COMMENT ON FUNCTION parley.accept_invite(bytea) IS
 CREATE OR REPLACE FUNCTION parley.protect_last_owner() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 AS $$
+DECLARE
+  v_name text;
 BEGIN
   IF OLD.role = 'owner' AND (TG_OP = 'DELETE' OR NEW.role <> 'owner') THEN
     -- Serialise owner changes of one tenant on its row (FOR NO KEY UPDATE does not block the
     -- KEY SHARE locks of foreign-key checks), then count the owners left in a fresh snapshot.
     -- When the tenant row itself is being deleted (cascade) there is nothing to protect.
-    PERFORM 1 FROM parley.tenants t WHERE t.id = OLD.tenant_id FOR NO KEY UPDATE;
+    -- A workspace deleted (in its grace period before the purge) needs no owner either: its
+    -- sole owner may leave it or delete their account.
+    SELECT t.name INTO v_name FROM parley.tenants t
+     WHERE t.id = OLD.tenant_id AND t.deleted_at IS NULL FOR NO KEY UPDATE;
     IF FOUND AND NOT EXISTS (SELECT 1 FROM parley.members m
                               WHERE m.tenant_id = OLD.tenant_id AND m.role = 'owner'
                                 AND m.user_id <> OLD.user_id) THEN
-      PERFORM parley.raise_error(409, 'last_owner', 'A workspace needs at least one owner.');
+      PERFORM parley.raise_error(409, 'last_owner',
+        format('%s needs at least one owner: make someone else an owner first, or delete the workspace.', v_name));
     END IF;
   END IF;
   IF TG_OP = 'DELETE' THEN
@@ -169,7 +175,7 @@ BEGIN
   RETURN NEW;
 END $$;
 COMMENT ON FUNCTION parley.protect_last_owner() IS
-  'BEFORE UPDATE/DELETE trigger on members: refuse (409 last_owner) to demote or remove the last owner of a tenant; concurrent changes serialise on the tenant row.';
+  'BEFORE UPDATE/DELETE trigger on members, the one sole-owner rule (leaving, removal, demotion, account deletion): refuse (409 last_owner) to demote or remove the last owner of a live tenant (a deleted one awaiting its purge needs none); concurrent changes serialise on the tenant row.';
 DROP TRIGGER IF EXISTS t10_protect_last_owner ON parley.members;
 CREATE TRIGGER t10_protect_last_owner BEFORE UPDATE OF role OR DELETE ON parley.members
   FOR EACH ROW EXECUTE FUNCTION parley.protect_last_owner();

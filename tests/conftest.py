@@ -11,6 +11,7 @@ pytest_plugins = [
     "support.database",
     "support.server",
     "support.accounts",
+    "support.mail",
     "support.rows",
     "support.browser",
     "support.embedder",

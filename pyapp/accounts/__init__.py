@@ -1,4 +1,4 @@
-"""Accounts surface: sign-up/sign-in and sessions, workspaces, invites, members, API keys, audit.
+"""Accounts surface: sign-up/sign-in and sessions, the person's own account, workspaces, invites, members, API keys, audit.
 
 Importing the package declares its routes on `pyapp.api.api`; `setup(app)` adds the password
 hasher and the mailer the handlers use.
@@ -6,7 +6,7 @@ hasher and the mailer the handlers use.
 
 from __future__ import annotations
 
-from . import sessions, workspace  # noqa: F401  (route declarations)
+from . import profile, sessions, workspace  # noqa: F401  (route declarations)
 from .common import setup
 
 __all__ = ["setup"]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Literal
 from urllib.parse import quote
 
 import asyncpg
@@ -13,7 +14,7 @@ from aiohttp import web
 
 from pyapp.api import Call
 from pyapp.context import REQUEST_ID, SETTINGS, client_ip
-from pyapp.mailer import Mailer, mailer_for
+from pyapp.mailer import LogMailer, Mailer, mailer_for
 from pyapp.passwords import Passwords
 from pyapp.security import issue_access_token
 
@@ -26,6 +27,10 @@ MAIL_TASKS: web.AppKey[set[asyncio.Task]] = web.AppKey("mail_tasks")
 # Console pages the emailed links open (the console reads the token from the query string).
 RESET_PATH = "/console/reset-password"
 INVITE_PATH = "/console/accept-invite"
+VERIFY_PATH = "/console/verify-email"
+
+# What became of a message the sender waits for: sent, no SMTP configured (logged), or refused.
+MailStatus = Literal["sent", "not_configured", "failed"]
 
 
 @asynccontextmanager
@@ -68,19 +73,30 @@ def link(call: Call, path: str, token: str) -> str:
     return f"{call.settings.base_url}{path}?token={quote(token)}"
 
 
-def send_later(call: Call, to: str, subject: str, body: str) -> None:
+def send_later(call: Call, to: str, subject: str, body: str, link: str) -> None:
     """Send mail after the response: whether a message goes out must not show in response time."""
     app = call.request.app
-    task = asyncio.create_task(_deliver(app[MAILER], to, subject, body))
+    task = asyncio.create_task(_deliver(app[MAILER], to, subject, body, link))
     app[MAIL_TASKS].add(task)
     task.add_done_callback(app[MAIL_TASKS].discard)
 
 
-async def _deliver(mailer: Mailer, to: str, subject: str, body: str) -> None:
+async def send_now(call: Call, to: str, subject: str, body: str, link: str) -> MailStatus:
+    """Send mail before answering, for a sender who must hear whether it went out (an admin's invite)."""
+    mailer = call.request.app[MAILER]
+    if isinstance(mailer, LogMailer):
+        await mailer.send(to, subject, body, link=link)
+        return "not_configured"
+    return "sent" if await _deliver(mailer, to, subject, body, link) else "failed"
+
+
+async def _deliver(mailer: Mailer, to: str, subject: str, body: str, link: str) -> bool:
     try:
-        await mailer.send(to, subject, body)
+        await mailer.send(to, subject, body, link=link)
     except Exception as exc:  # the body carries a token: log the failure, never the message
         log.error("sending %r failed: %s", subject, type(exc).__name__)
+        return False
+    return True
 
 
 def setup(app: web.Application) -> None:

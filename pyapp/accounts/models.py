@@ -131,6 +131,20 @@ class InviteOut(BaseModel):
 class InviteCreatedOut(InviteOut):
     token: str = Field(description="The single-use invite token; shown only now (also emailed).")
     accept_url: str
+    mail: Literal["sent", "not_configured", "failed"] = Field(
+        description="Whether the invitation email went out; when not, pass accept_url on yourself."
+    )
+
+
+class ProfileOut(BaseModel):
+    user: UserOut
+    pending_email: str | None = Field(
+        description="A new address that was mailed a confirmation link; it replaces yours once opened."
+    )
+
+
+class PasswordChangedOut(BaseModel):
+    sessions_ended: int = Field(description="How many of your other sessions were ended.")
 
 
 class InvitesOut(BaseModel):
@@ -269,6 +283,24 @@ def _check_json(value: Any, where: str) -> None:
     elif isinstance(value, list):
         for v in value:
             _check_json(v, where)
+
+
+class VerifyIn(Input):
+    token: Token
+
+
+class ProfileIn(Input):
+    name: PersonName | None = Field(default=None, description="Your display name.")
+    email: Email | None = Field(default=None, description="A new email address; it is mailed a confirmation link.")
+
+
+class PasswordChangeIn(Input):
+    current_password: Password
+    new_password: NewPassword
+
+
+class DeleteAccountIn(Input):
+    password: Password = Field(description="Your current password.")
 
 
 class InviteIn(Input):

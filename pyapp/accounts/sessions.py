@@ -8,6 +8,8 @@ reused refresh token) come back as a status and are raised here after the commit
 
 from __future__ import annotations
 
+import uuid
+
 from pyapp.api import Call, api
 from pyapp.errors import ApiError
 from pyapp.security import new_opaque_token, sha256, successor_token
@@ -29,6 +31,7 @@ from .models import (
     SwitchIn,
     TenantsOut,
 )
+from .profile import send_verification
 
 TAGS = ("auth",)
 
@@ -42,7 +45,9 @@ def _auth_response(call: Call, session: dict, refresh_token: str) -> AuthOut:
 
 @api.route("POST", "/api/auth/signup", auth="public", body=SignupIn, response=AuthOut, status=201, tags=TAGS)
 async def sign_up(call: Call):
-    """Create an account, optionally with a new workspace (you become its owner), and sign in."""
+    """Create an account, optionally with a new workspace (you become its owner), and sign in.
+
+    A link to verify the email address is mailed; the account works before it is used."""
     body: SignupIn = call.body
     password_hash = await passwords(call).hash(body.password)
     refresh, refresh_hash = new_opaque_token()
@@ -59,6 +64,8 @@ async def sign_up(call: Call):
         )
         if body.ref and session["tenant"] is not None:
             await conn.execute("SELECT parley.attribute_referral($1, $2)", session["tenant"]["id"], body.ref)
+    # Verification never blocks sign-in; the console shows a banner until the link is used.
+    await send_verification(call, uuid.UUID(session["user"]["id"]), uuid.UUID(session["session_id"]))
     return _auth_response(call, session, refresh)
 
 
@@ -122,14 +129,16 @@ async def forgot_password(call: Call):
     async with auth_tx(call) as conn:
         target = await conn.fetchval("SELECT parley.request_password_reset($1, $2)", call.body.email, token_hash)
     if target is not None:
+        url = link(call, RESET_PATH, token)
         send_later(
             call,
             target["email"],
             "Reset your Parley password",
             f"Hello {target['name'] or target['email']},\n\n"
             f"Someone asked to reset the password of your Parley account. To choose a new one, open\n\n"
-            f"  {link(call, RESET_PATH, token)}\n\n"
+            f"  {url}\n\n"
             f"The link works once, for one hour. If it wasn't you, ignore this email.\n",
+            url,
         )
     return AcceptedOut()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pyapp.api import Call, api
 from pyapp.security import new_api_key, new_opaque_token
 
-from .common import send_later
+from .common import send_now
 from .models import (
     ApiKeyCreatedOut,
     ApiKeyIn,
@@ -67,7 +67,7 @@ async def delete_tenant(call: Call):
     tags=("invites",),
 )
 async def create_invite(call: Call):
-    """Invite someone by email (7 days, single use); you cannot invite above your own role."""
+    """Invite someone by email (7 days, single use); `mail` says whether the email went out."""
     token, token_hash = new_opaque_token()
     async with call.tx() as conn:
         invite = await conn.fetchval(
@@ -75,15 +75,16 @@ async def create_invite(call: Call):
         )
     workspace = invite.pop("tenant_name")
     url = invite_link(call, token)
-    send_later(
+    mail = await send_now(
         call,
         invite["email"],
         f"You are invited to {workspace} on Parley",
         f"You have been invited to join {workspace} on Parley as {invite['role']}.\n\n"
         f"Sign in (or create an account) with this email address, then open\n\n  {url}\n\n"
         f"The invitation works once and expires in 7 days.\n",
+        url,
     )
-    return InviteCreatedOut(**invite, token=token, accept_url=url)
+    return InviteCreatedOut(**invite, token=token, accept_url=url, mail=mail)
 
 
 @api.route("GET", "/api/invites", min_role="admin", keys=False, response=InvitesOut, tags=("invites",))

@@ -38,6 +38,7 @@ def setup(app: aioweb.Application) -> None:
     # Importing the page modules declares their routes on ROUTES.
     from pyapp.channels import console as _alerts  # noqa: F401
     from pyapp.console import (  # noqa: F401
+        account,
         ai,
         analytics,
         auth,

@@ -117,3 +117,23 @@ async def workspace_call(
 
     call = _call(request, body, session=session, min_role=min_role, query=query)
     return await getattr(workspace, handler)(call)
+
+
+async def account_call(request: web.Request, session, handler: str, *, body=None):
+    """Run one of pyapp.accounts.profile's handlers (profile, verification, password, deletion) as the session's person."""
+    from pyapp.accounts import profile
+
+    return await getattr(profile, handler)(_call(request, body, session=session))
+
+
+async def verify_email(request: web.Request, token: str):
+    from pyapp.accounts import profile
+    from pyapp.accounts.models import VerifyIn
+
+    return await profile.verify_email(_call(request, VerifyIn(token=token)))
+
+
+async def me(request: web.Request, session):
+    from pyapp.accounts import sessions
+
+    return await sessions.get_me(_call(request, session=session))

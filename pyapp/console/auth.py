@@ -49,6 +49,7 @@ async def sign_in_form(ctx: Ctx):
         "signed_out": "You are signed out.",
         "reset": "Password changed; sign in with the new one.",
         "expired": "Your session has ended; sign in again.",
+        "deleted": "Your account is deleted.",
     }.get(ctx.request.query.get("done", ""))
     return render_public(ctx, "sign_in.html", next=nxt, values={}, errors={}, flash=flash)
 

@@ -75,9 +75,14 @@ async def invite(ctx: Ctx):
             raise
         field = "role" if exc.status == 403 or "role" in exc.code else "email"
         return await _team_page(ctx, status=exc.status, values=values, errors={field: exc.message})
-    return await _team_page(
-        ctx, values={"role": "agent"}, created=created, flash=f"Invitation sent to {created.email}."
-    )
+    flash = {
+        "sent": f"Invitation sent to {created.email}.",
+        "not_configured": f"The invitation to {created.email} was not emailed: this server has no mail server "
+        "(SMTP) configured. Send them the link below yourself.",
+        "failed": f"The invitation to {created.email} could not be emailed: the mail server refused it or did "
+        "not answer. Send them the link below yourself.",
+    }[created.mail]
+    return await _team_page(ctx, values={"role": "agent"}, created=created, flash=flash)
 
 
 @page("POST", "/console/team/invites/{invite_id}/revoke", min_role="admin")

@@ -399,12 +399,15 @@ async def _read_form(ctx: Ctx) -> None:
 
 
 async def _nav(ctx: Ctx) -> dict:
-    """Workspace name, the badges in the navigation (waiting and unread conversations), the billing banner."""
+    """Workspace name, the badges in the navigation (waiting and unread conversations), the billing and verification banners."""
     from pyapp.console import queries
 
     nav = {
         "tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id),
         "billing": await ctx.conn.fetchval("SELECT parley.billing_banner()"),
+        "unverified": await ctx.conn.fetchval(
+            "SELECT email_verified_at IS NULL FROM parley.users WHERE id = parley.current_user_id()"
+        ),
     }
     try:
         async with ctx.conn.transaction():
