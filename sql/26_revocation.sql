@@ -26,78 +26,58 @@ END $$;
 COMMENT ON FUNCTION parley.notify_revoked(text, text[]) IS
   'Internal to the revocation triggers: NOTIFY parley_revoked with <kind>:<ids>, 150 ids per notice. Channel and payloads: sql/26_revocation.sql.';
 
-CREATE OR REPLACE FUNCTION parley.t_sessions_revoked() RETURNS trigger
-LANGUAGE plpgsql VOLATILE
-SET search_path = ''
-AS $$
-BEGIN
-  PERFORM parley.notify_revoked('session', array_agg(DISTINCT n.family_id::text))
-     FROM new_rows n JOIN old_rows o ON o.id = n.id
-    WHERE o.revoked_at IS NULL AND n.revoked_at IS NOT NULL;
-  RETURN NULL;
-END $$;
-COMMENT ON FUNCTION parley.t_sessions_revoked() IS
-  'Trigger (statement level): sessions (refresh-token families) that this statement revoked → NOTIFY parley_revoked session:<ids>.';
-
-CREATE OR REPLACE FUNCTION parley.t_members_removed() RETURNS trigger
+-- One trigger function for the three kinds. Its arguments: the notice kind, the column whose
+-- ids the notice carries, and (optional) the column that scopes it (kind:<scope>:<ids>).
+-- An UPDATE notifies the rows whose revoked_at it set; a DELETE the rows still live when deleted.
+CREATE OR REPLACE FUNCTION parley.t_notify_revoked() RETURNS trigger
 LANGUAGE plpgsql VOLATILE
 SET search_path = ''
 AS $$
 DECLARE
-  v_row record;
-BEGIN
-  FOR v_row IN SELECT o.tenant_id, array_agg(DISTINCT o.user_id::text) AS ids FROM old_rows o GROUP BY o.tenant_id
-  LOOP
-    PERFORM parley.notify_revoked('member:' || v_row.tenant_id::text, v_row.ids);
-  END LOOP;
-  RETURN NULL;
-END $$;
-COMMENT ON FUNCTION parley.t_members_removed() IS
-  'Trigger (statement level): memberships this statement deleted → NOTIFY parley_revoked member:<tenant>:<user ids>.';
-
-CREATE OR REPLACE FUNCTION parley.t_api_keys_revoked() RETURNS trigger
-LANGUAGE plpgsql VOLATILE
-SET search_path = ''
-AS $$
-DECLARE
+  v_ended jsonb[];
   v_row record;
 BEGIN
   IF TG_OP = 'DELETE' THEN
-    FOR v_row IN SELECT o.tenant_id, array_agg(o.id::text) AS ids FROM old_rows o WHERE o.revoked_at IS NULL
-                  GROUP BY o.tenant_id LOOP
-      PERFORM parley.notify_revoked('key:' || v_row.tenant_id::text, v_row.ids);
-    END LOOP;
+    SELECT array_agg(to_jsonb(o)) INTO v_ended FROM old_rows o WHERE to_jsonb(o) ->> 'revoked_at' IS NULL;
   ELSE
-    FOR v_row IN SELECT n.tenant_id, array_agg(n.id::text) AS ids
-                   FROM new_rows n JOIN old_rows o ON o.tenant_id = n.tenant_id AND o.id = n.id
-                  WHERE o.revoked_at IS NULL AND n.revoked_at IS NOT NULL GROUP BY n.tenant_id LOOP
-      PERFORM parley.notify_revoked('key:' || v_row.tenant_id::text, v_row.ids);
-    END LOOP;
+    SELECT array_agg(to_jsonb(n)) INTO v_ended
+      FROM new_rows n JOIN old_rows o ON o.id = n.id
+     WHERE o.revoked_at IS NULL AND n.revoked_at IS NOT NULL;
   END IF;
+  FOR v_row IN
+    SELECT concat_ws(':', TG_ARGV[0], e ->> TG_ARGV[2]) AS kind, array_agg(DISTINCT e ->> TG_ARGV[1]) AS ids
+      FROM unnest(v_ended) e GROUP BY 1
+  LOOP
+    PERFORM parley.notify_revoked(v_row.kind, v_row.ids);
+  END LOOP;
   RETURN NULL;
 END $$;
-COMMENT ON FUNCTION parley.t_api_keys_revoked() IS
-  'Trigger (statement level): API keys this statement revoked or deleted → NOTIFY parley_revoked key:<tenant>:<key ids>.';
+COMMENT ON FUNCTION parley.t_notify_revoked() IS
+  'Trigger (statement level, arguments: kind, id column[, scope column]): the rows this statement revoked (UPDATE setting revoked_at) or deleted while live → NOTIFY parley_revoked <kind>[:<scope>]:<ids>.';
+
+DROP FUNCTION IF EXISTS parley.t_sessions_revoked() CASCADE;
+DROP FUNCTION IF EXISTS parley.t_members_removed() CASCADE;
+DROP FUNCTION IF EXISTS parley.t_api_keys_revoked() CASCADE;
 
 DROP TRIGGER IF EXISTS t90_notify_revoked ON parley.refresh_tokens;
 CREATE TRIGGER t90_notify_revoked AFTER UPDATE ON parley.refresh_tokens
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_sessions_revoked();
+  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('session', 'family_id');
 
 DROP TRIGGER IF EXISTS t90_notify_removed ON parley.members;
 CREATE TRIGGER t90_notify_removed AFTER DELETE ON parley.members
   REFERENCING OLD TABLE AS old_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_members_removed();
+  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('member', 'user_id', 'tenant_id');
 
 DROP TRIGGER IF EXISTS t90_notify_revoked ON parley.api_keys;
 CREATE TRIGGER t90_notify_revoked AFTER UPDATE ON parley.api_keys
   REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_api_keys_revoked();
+  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id');
 DROP TRIGGER IF EXISTS t91_notify_deleted ON parley.api_keys;
 CREATE TRIGGER t91_notify_deleted AFTER DELETE ON parley.api_keys
   REFERENCING OLD TABLE AS old_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_api_keys_revoked();
+  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id');
 
 REVOKE ALL ON FUNCTION parley.notify_revoked(text, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.notify_revoked(text, text[]) TO parley_app, parley_jobs, parley_auth;
-REVOKE ALL ON FUNCTION parley.t_sessions_revoked(), parley.t_members_removed(), parley.t_api_keys_revoked() FROM PUBLIC;
+REVOKE ALL ON FUNCTION parley.t_notify_revoked() FROM PUBLIC;

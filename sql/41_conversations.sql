@@ -72,6 +72,26 @@ END $$;
 COMMENT ON FUNCTION parley.lock_conversation(uuid) IS
   'Lock a conversation of the current tenant FOR UPDATE (held to commit: serialises its writers) and return it; 404 when not visible, 403 when a visitor names another conversation.';
 
+-- How every transition below is applied, once its rule has been checked on the locked row.
+CREATE OR REPLACE FUNCTION parley.move_conversation(p_conv parley.conversations, p_status text, p_assignee uuid,
+                                                    p_event text, p_data jsonb)
+RETURNS parley.conversations
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_conv parley.conversations;
+BEGIN
+  UPDATE parley.conversations c
+     SET status = p_status, assignee_id = p_assignee, last_activity_at = now(),
+         closed_at = CASE WHEN p_status = 'closed' THEN now() END,
+         bot_misses = CASE WHEN p_status = 'closed' THEN c.bot_misses ELSE 0 END
+   WHERE c.tenant_id = p_conv.tenant_id AND c.id = p_conv.id RETURNING * INTO v_conv;
+  PERFORM parley.emit_event(p_event, v_conv.id, NULL, p_data);
+  RETURN v_conv;
+END $$;
+COMMENT ON FUNCTION parley.move_conversation(parley.conversations, text, uuid, text, jsonb) IS
+  'Internal to the transitions: set a locked conversation''s status and assignee, its activity time, closed_at (now when closing, else none) and the bot-miss count (0 unless closing), and emit p_event with p_data. The caller has checked the move.';
+
 -- The JSON builders are plain expressions with no sub-SELECT, so Postgres inlines them into
 -- the calling query (see 44_messages.sql); the name lookup they need is a small plpgsql
 -- function, which returns at once when there is nothing to look up.
@@ -214,10 +234,8 @@ BEGIN
     PERFORM parley.raise_error(409, 'invalid_transition',
       format('Cannot ask for a human in a conversation that is %s.', v_conv.status));
   END IF;
-  UPDATE parley.conversations c SET status = 'waiting_human', last_activity_at = now(), bot_misses = 0
-   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event('human_requested', v_conv.id, NULL, parley.handoff_data('requested'));
-  RETURN v_conv;
+  RETURN parley.move_conversation(v_conv, 'waiting_human', v_conv.assignee_id, 'human_requested',
+                                  parley.handoff_data('requested'));
 END $$;
 COMMENT ON FUNCTION parley.request_human(uuid) IS
   'bot → waiting_human (visitor or member); already waiting is a no-op; human/closed give 409 invalid_transition. Event human_requested (data: parley.handoff_data, with how many members were online).';
@@ -243,11 +261,8 @@ BEGIN
       CASE WHEN v_conv.status = 'closed' THEN 'The conversation is closed.'
            ELSE 'Another agent has already claimed this conversation.' END);
   END IF;
-  UPDATE parley.conversations c SET status = 'human', assignee_id = v_user, last_activity_at = now(), bot_misses = 0
-   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
   PERFORM parley.note_active_seat(v_user);
-  PERFORM parley.emit_event('claimed', v_conv.id, NULL, jsonb_build_object('assignee_id', v_user));
-  RETURN v_conv;
+  RETURN parley.move_conversation(v_conv, 'human', v_user, 'claimed', jsonb_build_object('assignee_id', v_user));
 END $$;
 COMMENT ON FUNCTION parley.claim_conversation(uuid) IS
   'The signed-in agent takes an unassigned conversation (bot / waiting_human / human without assignee → human, assignee = me). Claiming one''s own is a no-op; claimed by someone else or closed → 409. Exactly one of two concurrent claims wins. Event claimed.';
@@ -258,7 +273,6 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_conv parley.conversations;
-  v_previous uuid;
 BEGIN
   PERFORM parley.require_staff();
   v_conv := parley.lock_conversation(p_conversation_id);
@@ -272,13 +286,8 @@ BEGIN
   IF v_conv.status = 'human' AND v_conv.assignee_id = p_user_id THEN
     RETURN v_conv;
   END IF;
-  v_previous := v_conv.assignee_id;
-  UPDATE parley.conversations c SET status = 'human', assignee_id = p_user_id, last_activity_at = now(),
-         bot_misses = 0
-   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event('assigned', v_conv.id, NULL,
-                            jsonb_build_object('assignee_id', p_user_id, 'previous_assignee_id', v_previous));
-  RETURN v_conv;
+  RETURN parley.move_conversation(v_conv, 'human', p_user_id, 'assigned',
+    jsonb_build_object('assignee_id', p_user_id, 'previous_assignee_id', v_conv.assignee_id));
 END $$;
 COMMENT ON FUNCTION parley.assign_conversation(uuid, uuid) IS
   'Give a conversation to a member (status human, assignee = p_user_id); 422 not_a_member, 409 when closed, no-op when already theirs. Event assigned.';
@@ -301,10 +310,7 @@ BEGIN
      AND parley.actor_role_rank() < parley.role_rank('admin') THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Only the assignee or an admin can release this conversation.');
   END IF;
-  UPDATE parley.conversations c SET status = 'bot', assignee_id = NULL, last_activity_at = now(), bot_misses = 0
-   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event('released', v_conv.id, NULL, '{}');
-  RETURN v_conv;
+  RETURN parley.move_conversation(v_conv, 'bot', NULL, 'released', '{}');
 END $$;
 COMMENT ON FUNCTION parley.release_conversation(uuid) IS
   'human / waiting_human → bot, unassigned (the assignee, an admin, or an API key); bot/closed → 409. Event released.';
@@ -320,10 +326,8 @@ BEGIN
   IF v_conv.status = 'closed' THEN
     PERFORM parley.raise_error(409, 'invalid_transition', 'The conversation is already closed.');
   END IF;
-  UPDATE parley.conversations c SET status = 'closed', closed_at = now(), last_activity_at = now()
-   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event('closed', v_conv.id, NULL, jsonb_build_object('reason', 'closed'));
-  RETURN v_conv;
+  RETURN parley.move_conversation(v_conv, 'closed', v_conv.assignee_id, 'closed',
+                                  jsonb_build_object('reason', 'closed'));
 END $$;
 COMMENT ON FUNCTION parley.close_conversation(uuid) IS
   'Any open status → closed (a member, or the visitor of this conversation); closed → 409. The assignee is kept for the record. Event closed.';
@@ -335,18 +339,15 @@ AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
   v_conv parley.conversations;
+  v_status text;
 BEGIN
   v_conv := parley.lock_conversation(p_conversation_id);
   IF v_conv.status <> 'closed' THEN
     PERFORM parley.raise_error(409, 'invalid_transition', 'Only a closed conversation can be reopened.');
   END IF;
   PERFORM parley.check_open_conversation_limit();
-  UPDATE parley.conversations c
-     SET status = CASE WHEN v_user IS NOT NULL THEN 'human' ELSE 'bot' END,
-         assignee_id = v_user, closed_at = NULL, last_activity_at = now(), bot_misses = 0
-   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event('reopened', v_conv.id, NULL, jsonb_build_object('status', v_conv.status));
-  RETURN v_conv;
+  v_status := CASE WHEN v_user IS NOT NULL THEN 'human' ELSE 'bot' END;
+  RETURN parley.move_conversation(v_conv, v_status, v_user, 'reopened', jsonb_build_object('status', v_status));
 END $$;
 COMMENT ON FUNCTION parley.reopen_conversation(uuid) IS
   'closed → human assigned to the reopening agent (signed-in user), or → bot for anyone else; not closed → 409; 402 at max_open_conversations. Event reopened.';

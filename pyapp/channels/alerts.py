@@ -13,6 +13,7 @@ from pyapp.api import Call, api
 from pyapp.channels.envelope import Keyring, seal_for
 from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
+from pyapp.outbox import destinations
 from pyapp.webhooks.routes import vet
 
 TAGS = ("alerts",)
@@ -98,6 +99,9 @@ async def vet_alert_target(kind: str, email: str | None, slack_url: str | None) 
         raise ApiError(422, "invalid_email", "Give one e-mail address.")
 
 
+ALERT_MISSING = "No such alert channel."
+
+
 @api.route(
     "POST",
     "/api/chatbots/{chatbot_id}/alerts",
@@ -152,8 +156,5 @@ async def test_alert(call: Call):
 @api.route("DELETE", "/api/alerts/{alert_id}", status=204, min_role="admin", tags=TAGS)
 async def delete_alert(call: Call):
     """Delete an alert channel."""
-    alert_id = call.uuid_param("alert_id")
     async with call.tx() as conn:
-        if await conn.fetchval("SELECT parley.alert_channel_json($1)", alert_id) is None:
-            raise ApiError(404, "not_found", "No such alert channel.")
-        await conn.execute("SELECT parley.delete_destination($1)", alert_id)
+        await destinations.delete(conn, "alert_channel_json", call.uuid_param("alert_id"), ALERT_MISSING)

@@ -7,10 +7,11 @@ import uuid
 
 import asyncpg
 
-from pyapp.channels.alerts import add_alert_channel, vet_alert_target
+from pyapp.channels.alerts import ALERT_MISSING, add_alert_channel, vet_alert_target
 from pyapp.channels.envelope import Keyring
-from pyapp.console.web import Ctx, page, redirect
-from pyapp.errors import ApiError, from_postgres
+from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
+from pyapp.errors import ApiError
+from pyapp.outbox import destinations
 
 _LIST = (
     "SELECT parley.alert_channel_json(d.id) AS a, c.name AS chatbot_name FROM parley.outbox_destinations d"
@@ -23,8 +24,8 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None, form: 
     alerts = [{**r["a"], "chatbot_name": r["chatbot_name"]} for r in await ctx.conn.fetch(_LIST)]
     chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
     events = await ctx.conn.fetchval("SELECT parley.alert_event_kinds()")
-    flash = {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}.get(
-        ctx.request.query.get("done", "")
+    flash = done_flash(
+        ctx, {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}
     )
     return ctx.render(
         "alerts.html",
@@ -67,13 +68,9 @@ async def create(ctx: Ctx):
                 f.get("slack_webhook_url"),
                 events,
             )
-    except ApiError as exc:
-        return await _page(ctx, status=exc.status, error=exc.message, form=form)
-    except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc)
-        if mapped is None:
-            raise
-        return await _page(ctx, status=mapped.status, error=mapped.message, form=form)
+    except (ApiError, asyncpg.PostgresError) as exc:
+        failed = refusal(exc)
+        return await _page(ctx, status=failed.status, error=failed.message, form=form)
     return redirect("/console/alerts?done=added")
 
 
@@ -85,8 +82,5 @@ async def test(ctx: Ctx):
 
 @page("POST", "/console/alerts/{alert_id}/delete", min_role="admin")
 async def delete(ctx: Ctx):
-    alert_id = ctx.uuid("alert_id")
-    if await ctx.conn.fetchval("SELECT parley.alert_channel_json($1)", alert_id) is None:
-        raise ApiError(404, "not_found", "No such alert channel.")
-    await ctx.conn.execute("SELECT parley.delete_destination($1)", alert_id)
+    await destinations.delete(ctx.conn, "alert_channel_json", ctx.uuid("alert_id"), ALERT_MISSING)
     return redirect("/console/alerts?done=deleted")

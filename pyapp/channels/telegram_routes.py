@@ -16,6 +16,7 @@ from pyapp.channels.envelope import Keyring, open_secrets, seal_for
 from pyapp.channels.telegram import TelegramApi
 from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
+from pyapp.outbox import destinations
 
 TAGS = ("channels",)
 BOT_TOKEN = r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,100}$"
@@ -193,18 +194,13 @@ async def link_code(call: Call):
 async def list_telegram(call: Call):
     """The workspace's Telegram channels and their health."""
     async with call.tx() as conn:
-        rows = await conn.fetch(
-            "SELECT parley.telegram_channel_json(d.id) AS c FROM parley.outbox_destinations d"
-            " WHERE d.kind = 'telegram' ORDER BY d.created_at, d.id"
-        )
-    return {"channels": [r["c"] for r in rows]}
+        return {"channels": await destinations.listed(conn, "telegram_channel_json", "telegram")}
 
 
 @api.route("DELETE", "/api/channels/telegram/{channel_id}", status=204, min_role="admin", tags=TAGS)
 async def delete_telegram(call: Call):
     """Disconnect a Telegram channel (its topics stay in the group)."""
-    channel_id = call.uuid_param("channel_id")
     async with call.tx() as conn:
-        if await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id) is None:
-            raise ApiError(404, "not_found", "No such Telegram channel.")
-        await conn.execute("SELECT parley.delete_destination($1)", channel_id)
+        await destinations.delete(
+            conn, "telegram_channel_json", call.uuid_param("channel_id"), "No such Telegram channel."
+        )

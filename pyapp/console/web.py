@@ -331,6 +331,22 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
     return deco
 
 
+def done_flash(ctx: Ctx, messages: dict[str, str]) -> str | None:
+    """The confirmation a page shows after a redirect with ?done=<what>."""
+    return messages.get(ctx.request.query.get("done", ""))
+
+
+def refusal(exc: ApiError | asyncpg.PostgresError) -> ApiError:
+    """A form's failure to show on its page: an ApiError, or the refusal a database error stands
+    for; any other database error is re-raised (the page wrapper answers 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    mapped = from_postgres(exc)
+    if mapped is None:
+        raise exc
+    return mapped
+
+
 def _database_error(request: web.Request, exc: asyncpg.PostgresError) -> ApiError:
     """The refusal a database error stands for; one the SQL rules did not raise is logged, a 500."""
     mapped = from_postgres(exc)

@@ -9,23 +9,19 @@ from datetime import timedelta
 import asyncpg
 
 from pyapp.channels.envelope import Keyring
-from pyapp.console.web import Ctx, page, redirect
-from pyapp.errors import ApiError, from_postgres
-from pyapp.webhooks.routes import new_signing_secret, vet
-
-_LIST = (
-    "SELECT parley.webhook_endpoint_json(d.id) AS e FROM parley.outbox_destinations d"
-    " WHERE d.kind = 'webhook' ORDER BY d.created_at, d.id"
-)
+from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
+from pyapp.errors import ApiError
+from pyapp.outbox import destinations
+from pyapp.webhooks.routes import ENDPOINT_MISSING, new_signing_secret, vet
 
 
 async def _page(
     ctx: Ctx, *, status: int = 200, created: dict | None = None, error: str | None = None, form: dict | None = None
 ):
-    endpoints = [r["e"] for r in await ctx.conn.fetch(_LIST)]
+    endpoints = await destinations.listed(ctx.conn, "webhook_endpoint_json", "webhook")
     kinds = await ctx.conn.fetchval("SELECT parley.outbox_event_kinds()")
-    flash = {"tested": "Test event queued.", "updated": "Endpoint updated.", "deleted": "Endpoint deleted."}.get(
-        ctx.request.query.get("done", "")
+    flash = done_flash(
+        ctx, {"tested": "Test event queued.", "updated": "Endpoint updated.", "deleted": "Endpoint deleted."}
     )
     return ctx.render(
         "webhooks.html",
@@ -60,21 +56,16 @@ async def create(ctx: Ctx):
             secret = await new_signing_secret(
                 conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, endpoint_id, None
             )
-    except ApiError as exc:
-        return await _page(ctx, status=exc.status, error=exc.message, form=form)
-    except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc)
-        if mapped is None:
-            raise
-        return await _page(ctx, status=mapped.status, error=mapped.message, form=form)
+    except (ApiError, asyncpg.PostgresError) as exc:
+        failed = refusal(exc)
+        return await _page(ctx, status=failed.status, error=failed.message, form=form)
     return await _page(ctx, status=201, created={"name": name, "secret": secret})
 
 
 @page("POST", "/console/webhooks/{endpoint_id}/rotate", min_role="admin")
 async def rotate(ctx: Ctx):
     endpoint_id = ctx.uuid("endpoint_id")
-    if await ctx.conn.fetchval("SELECT parley.webhook_endpoint_json($1)", endpoint_id) is None:
-        raise ApiError(404, "not_found", "No such webhook endpoint.")
+    await destinations.shown(ctx.conn, "webhook_endpoint_json", endpoint_id, ENDPOINT_MISSING)
     secret = await new_signing_secret(
         ctx.conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, endpoint_id, timedelta(hours=24)
     )
@@ -99,8 +90,5 @@ async def enabled(ctx: Ctx):
 
 @page("POST", "/console/webhooks/{endpoint_id}/delete", min_role="admin")
 async def delete(ctx: Ctx):
-    endpoint_id = ctx.uuid("endpoint_id")
-    if await ctx.conn.fetchval("SELECT parley.webhook_endpoint_json($1)", endpoint_id) is None:
-        raise ApiError(404, "not_found", "No such webhook endpoint.")
-    await ctx.conn.execute("SELECT parley.delete_destination($1)", endpoint_id)
+    await destinations.delete(ctx.conn, "webhook_endpoint_json", ctx.uuid("endpoint_id"), ENDPOINT_MISSING)
     return redirect("/console/webhooks?done=deleted")

@@ -19,6 +19,7 @@ from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
 from pyapp.net import FetchError, FetchRefused, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
+from pyapp.outbox import destinations
 from pyapp.outbox.routes import DeliveriesOut
 from pyapp.webhooks.signing import new_secret
 
@@ -111,11 +112,11 @@ async def _new_secret(conn, call: Call, endpoint_id: uuid.UUID, overlap: timedel
     return await new_signing_secret(conn, keyring(call), call.member.tenant_id, endpoint_id, overlap)
 
 
+ENDPOINT_MISSING = "No such webhook endpoint."
+
+
 async def _endpoint(conn, endpoint_id) -> dict:
-    row = await conn.fetchval("SELECT parley.webhook_endpoint_json($1)", endpoint_id)
-    if row is None:
-        raise ApiError(404, "not_found", "No such webhook endpoint.")
-    return row
+    return await destinations.shown(conn, "webhook_endpoint_json", endpoint_id, ENDPOINT_MISSING)
 
 
 @api.route("POST", "/api/webhooks", body=EndpointIn, response=EndpointOut, status=201, min_role="admin", tags=TAGS)
@@ -141,11 +142,7 @@ async def create_endpoint(call: Call):
 async def list_endpoints(call: Call):
     """Every endpoint with its health (paused ones say why)."""
     async with call.tx() as conn:
-        rows = await conn.fetch(
-            "SELECT parley.webhook_endpoint_json(d.id) AS e FROM parley.outbox_destinations d"
-            " WHERE d.kind = 'webhook' ORDER BY d.created_at, d.id"
-        )
-    return {"endpoints": [r["e"] for r in rows]}
+        return {"endpoints": await destinations.listed(conn, "webhook_endpoint_json", "webhook")}
 
 
 @api.route("GET", "/api/webhooks/{endpoint_id}", response=EndpointOut, min_role="admin", tags=TAGS)
@@ -178,8 +175,7 @@ async def update_endpoint(call: Call):
 async def delete_endpoint(call: Call):
     """Delete an endpoint with its deliveries and secrets."""
     async with call.tx() as conn:
-        await _endpoint(conn, call.uuid_param("endpoint_id"))
-        await conn.execute("SELECT parley.delete_destination($1)", call.uuid_param("endpoint_id"))
+        await destinations.delete(conn, "webhook_endpoint_json", call.uuid_param("endpoint_id"), ENDPOINT_MISSING)
 
 
 @api.route(
