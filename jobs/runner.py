@@ -122,7 +122,7 @@ async def main(settings, once: bool = False) -> int:
     drainer = OutboxDrainer(
         outbox_pool,
         worker,
-        listen_dsn=settings.jobs_url,
+        listen_dsn=settings.jobs_listen_url,
         senders=default_senders(settings),
         keyring=Keyring.from_settings(settings.secret_key),
     )

@@ -85,8 +85,27 @@ class Settings:
         return self.role_url(JOBS_ROLE)
 
     @property
+    def listen_url(self) -> str:
+        """The server relay's LISTEN connection: PARLEY_LISTEN_URL, a direct connection to PostgreSQL
+        (as parley_app) when the pool goes through a transaction pooler such as PgBouncer, which
+        cannot carry LISTEN; by default the app's own URL."""
+        return os.environ.get("PARLEY_LISTEN_URL") or self.app_url
+
+    @property
+    def jobs_listen_url(self) -> str:
+        """The jobs process's LISTEN connection (outbox wake-ups): PARLEY_JOBS_LISTEN_URL, else the jobs URL."""
+        return os.environ.get("PARLEY_JOBS_LISTEN_URL") or self.jobs_url
+
+    @property
     def base_url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def db_statement_cache() -> int:
+    """asyncpg's prepared-statement cache per connection (PARLEY_DB_STATEMENT_CACHE, default 100).
+    0 behind PgBouncer < 1.21 in transaction mode: a named statement prepared on one server
+    connection is unknown on the next (1.21+ with max_prepared_statements keeps them)."""
+    return int(os.environ.get("PARLEY_DB_STATEMENT_CACHE") or 100)
 
 
 def load_settings(*, start_embedded: bool = True, host: str | None = None, port: int | None = None) -> Settings:

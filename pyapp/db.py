@@ -19,6 +19,8 @@ from uuid import UUID
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from pyapp.config import db_statement_cache
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
@@ -62,9 +64,12 @@ POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE) -> asyncpg.Pool:
     """The app's pool. Small on purpose: past ~5 backends per core, more connections add lock
-    and scheduler churn in PostgreSQL, not throughput (bench/chat_flow.py; PARLEY_DB_POOL_SIZE)."""
+    and scheduler churn in PostgreSQL, not throughput (bench/chat_flow.py; PARLEY_DB_POOL_SIZE).
+    Transaction poolers (PgBouncer): nothing here keeps session state (see _keep_session); the
+    statement cache follows PARLEY_DB_STATEMENT_CACHE (0 for PgBouncer < 1.21)."""
     return await asyncpg.create_pool(
         dsn,
+        statement_cache_size=db_statement_cache(),
         min_size=min_size,
         max_size=max_size,
         init=_init_connection,

@@ -31,6 +31,8 @@ if [ $WANT_TEST = 1 ]; then
   apt_install chromium fonts-dejavu-core
   # A real documentation site for the answer-quality test and bench (tests/knowledge/pydocs).
   apt_install python3.11-doc
+  # PgBouncer in transaction mode in front of the test PostgreSQL (tests/hardening/test_pooled_isolation.py).
+  apt_install pgbouncer
 fi
 
 # Python packages into .venv, re-installed only when pyproject.toml changes.

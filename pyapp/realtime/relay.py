@@ -429,7 +429,7 @@ def install(app: web.Application) -> None:
     async def relay_ctx(app: web.Application):
         settings = app[SETTINGS]
         source = PgNotifySource(
-            settings.app_url,
+            settings.listen_url,
             app[POOL],
             heartbeat=float(settings.extra.get("relay_heartbeat", 10.0)),
             min_backoff=float(settings.extra.get("relay_min_backoff", 0.1)),
