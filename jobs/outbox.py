@@ -177,19 +177,22 @@ class OutboxDrainer:
                         payload=r["payload"],
                         attempts=r["attempts"],
                         conversation_id=r["conversation_id"],
-                        thread=threads.get(r["conversation_id"]),
+                        thread=threads.get(r["conversation_id"], (None, None))[0],
+                        thread_title=threads.get(r["conversation_id"], (None, None))[1],
                     )
                     for r in rows
                 ]
                 results = await self._send(destination, deliveries)
                 async with self._tx(tenant_id) as conn:
                     for d, res in results:
-                        if res.extra.get("thread") and d.conversation_id is not None:
+                        thread = res.extra.get("thread") or d.thread
+                        if (res.extra.get("thread") or res.extra.get("title")) and d.conversation_id and thread:
                             await conn.execute(
-                                "SELECT parley.record_channel_thread($1, $2, $3)",
+                                "SELECT parley.record_channel_thread($1, $2, $3, $4)",
                                 destination_id,
                                 d.conversation_id,
-                                str(res.extra["thread"]),
+                                str(thread),
+                                res.extra.get("title"),
                             )
                     await conn.fetchval(_RECORD, destination_id, self.worker, [res.record(d) for d, res in results])
                 self.sent += sum(1 for _d, res in results if res.outcome == "delivered")
@@ -217,12 +220,12 @@ class OutboxDrainer:
         )
 
     async def _threads(self, conn, destination: Destination, rows) -> dict:
-        """The threads a channel destination already has for the batch's conversations."""
+        """The threads (and their titles) a channel destination already has for the batch's conversations."""
         if destination.kind not in THREADED:
             return {}
         ids = list({r["conversation_id"] for r in rows if r["conversation_id"] is not None})
         found = await conn.fetch("SELECT * FROM parley.channel_threads_for($1, $2)", destination.id, ids)
-        return {r["conversation_id"]: r["thread_ref"] for r in found}
+        return {r["conversation_id"]: (r["thread_ref"], r["title"]) for r in found}
 
     async def _secrets(self, conn, tenant_id, row) -> list[str]:
         """Opened secrets the adapter signs or authenticates with (none for kinds without any)."""
@@ -243,13 +246,18 @@ class OutboxDrainer:
             ]
         if destination.ordered:
             done = []
-            made: dict = {}  # threads created in this batch serve the conversation's next deliveries
+            made: dict = {}  # threads made or renamed in this batch serve the conversation's next deliveries
             for d in deliveries:  # one at a time, stop at the first that did not get through
-                if d.thread is None and d.conversation_id in made:
-                    d = dataclasses.replace(d, thread=made[d.conversation_id])
+                if d.conversation_id in made:
+                    d = dataclasses.replace(
+                        d, thread=made[d.conversation_id][0], thread_title=made[d.conversation_id][1]
+                    )
                 res = await _safe_send(sender, destination, d)
-                if res.extra.get("thread") and d.conversation_id is not None:
-                    made[d.conversation_id] = str(res.extra["thread"])
+                if d.conversation_id is not None and (res.extra.get("thread") or res.extra.get("title")):
+                    made[d.conversation_id] = (
+                        str(res.extra.get("thread") or d.thread),
+                        res.extra.get("title") or d.thread_title,
+                    )
                 done.append((d, res))
                 if res.outcome != "delivered":
                     break

@@ -30,6 +30,8 @@ CREATE POLICY update_self ON parley.users FOR UPDATE
   WITH CHECK (id = (SELECT parley.current_user_id()));
 GRANT SELECT (id, email, name, email_verified_at, created_at) ON parley.users TO parley_app;
 GRANT UPDATE (name) ON parley.users TO parley_app;
+-- The outbox drainer builds an agent reply's body with the agent's name (author_display_name).
+GRANT SELECT (id, name) ON parley.users TO parley_jobs;
 
 -- Global tables only the auth functions touch (no app grants at all).
 ALTER TABLE parley.refresh_tokens ENABLE ROW LEVEL SECURITY;

@@ -30,7 +30,7 @@ CREATE POLICY select_visitor_own ON parley.conversations AS RESTRICTIVE FOR SELE
   USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR id::text = (SELECT parley.current_actor_id()));
 
 GRANT SELECT, INSERT,
-      UPDATE (status, assignee_id, last_activity_at, closed_at, bot_misses, last_message_id)
+      UPDATE (status, assignee_id, last_activity_at, closed_at, bot_misses, last_message_id, codename)
    ON parley.conversations TO parley_app;
 GRANT SELECT, UPDATE, DELETE ON parley.conversations TO parley_jobs;
 -- Cross-tenant readers owned by parley_auth (search within the caller's tenant, idle sweep).
@@ -120,7 +120,8 @@ AS $$
            'visitor_id', p_conv.visitor_id, 'page_url', p_conv.page_url, 'referrer', p_conv.referrer,
            'locale', p_conv.locale, 'country', p_conv.country, 'created_at', p_conv.created_at,
            'last_activity_at', p_conv.last_activity_at, 'closed_at', p_conv.closed_at,
-           'bot_misses', p_conv.bot_misses, 'last_message_id', p_conv.last_message_id)
+           'bot_misses', p_conv.bot_misses, 'last_message_id', p_conv.last_message_id,
+           'codename', p_conv.codename)
 $$;
 COMMENT ON FUNCTION parley.conversation_json(parley.conversations) IS
   'Conversation summary for agents and the relay (no ip or user agent). Inlined into the caller (no sub-SELECT).';
@@ -351,6 +352,33 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.reopen_conversation(uuid) IS
   'closed → human assigned to the reopening agent (signed-in user), or → bot for anyone else; not closed → 409; 402 at max_open_conversations. Event reopened.';
+
+CREATE OR REPLACE FUNCTION parley.set_codename(p_conversation_id uuid, p_codename text)
+RETURNS parley.conversations
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_name text := nullif(btrim(coalesce(p_codename, '')), '');
+  v_conv parley.conversations;
+BEGIN
+  PERFORM parley.require_staff();
+  IF v_name IS NOT NULL THEN
+    PERFORM parley.check_text(v_name, 'invalid_codename', 'A codename', true);
+    IF length(v_name) > 64 THEN
+      PERFORM parley.raise_error(422, 'invalid_codename', 'A codename is at most 64 characters.');
+    END IF;
+  END IF;
+  v_conv := parley.lock_conversation(p_conversation_id);
+  IF v_conv.codename IS NOT DISTINCT FROM v_name THEN
+    RETURN v_conv;
+  END IF;
+  UPDATE parley.conversations c SET codename = v_name
+   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
+  PERFORM parley.emit_event('codename_set', v_conv.id, NULL, jsonb_build_object('codename', v_name));
+  RETURN v_conv;
+END $$;
+COMMENT ON FUNCTION parley.set_codename(uuid, text) IS
+  'Members: the conversation''s codename, how agents call the visitor (1-64 characters through check_text; empty clears it; agents'' eyes only, never sent to the visitor). Event codename_set with {codename} when it changes (channels rename the conversation''s topic).';
 
 CREATE OR REPLACE FUNCTION parley.close_idle_conversations(p_idle interval DEFAULT NULL)
 RETURNS int

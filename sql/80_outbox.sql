@@ -61,7 +61,7 @@ SELECT parley.ensure_monthly_partitions('parley.outbox_attempts', 3);
 CREATE OR REPLACE FUNCTION parley.outbox_event_kinds() RETURNS text[]
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT ARRAY['conversation_started', 'message_added', 'human_requested', 'claimed', 'released', 'assigned',
-                   'closed', 'reopened', 'lead_captured', 'note_added', 'negative_feedback']::text[] $$;
+                   'closed', 'reopened', 'lead_captured', 'note_added', 'codename_set', 'negative_feedback']::text[] $$;
 COMMENT ON FUNCTION parley.outbox_event_kinds() IS
   'The kinds a destination may subscribe to: the domain event kinds (parley.events.kind) and negative_feedback (a thumbs-down or a rating of 1-2, sql/83_alerts.sql).';
 
@@ -99,6 +99,7 @@ AS $$
 DECLARE
   v_event parley.events;
   v_chatbot uuid;
+  v_codename text;
   v_message jsonb;
 BEGIN
   SELECT * INTO v_event FROM parley.events e WHERE e.tenant_id = parley.current_tenant_id() AND e.id = p_event_id;
@@ -106,7 +107,7 @@ BEGIN
     RETURN jsonb_build_object('type', 'conversation.event', 'data', jsonb_build_object('event_id', p_event_id));
   END IF;
   IF v_event.conversation_id IS NOT NULL THEN
-    SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
+    SELECT c.chatbot_id, c.codename INTO v_chatbot, v_codename FROM parley.conversations c
      WHERE c.tenant_id = v_event.tenant_id AND c.id = v_event.conversation_id;
   END IF;
   IF v_event.message_id IS NOT NULL THEN
@@ -117,12 +118,15 @@ BEGIN
     'type', 'conversation.' || v_event.kind,
     'timestamp', v_event.at,
     'data', jsonb_build_object('event_id', v_event.id, 'conversation_id', v_event.conversation_id,
-                               'chatbot_id', v_chatbot,
+                               'chatbot_id', v_chatbot, 'codename', v_codename,
+                               'visitor_name', (SELECT l.name FROM parley.leads l
+                                                 WHERE l.tenant_id = v_event.tenant_id
+                                                   AND l.conversation_id = v_event.conversation_id),
                                'actor', jsonb_build_object('kind', v_event.actor_kind, 'id', v_event.actor_id),
                                'details', v_event.data, 'message', v_message));
 END $$;
 COMMENT ON FUNCTION parley.event_delivery_payload(bigint) IS
-  'The delivery body of a domain event of the current tenant (Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, actor, details, message}); a minimal body when the event is gone.';
+  'The delivery body of a domain event of the current tenant (Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, codename, visitor_name (the lead''s), actor, details, message}); a minimal body when the event is gone.';
 
 DROP TRIGGER IF EXISTS t50_enqueue_deliveries ON parley.events;
 CREATE TRIGGER t50_enqueue_deliveries AFTER INSERT ON parley.events

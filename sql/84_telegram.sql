@@ -7,14 +7,15 @@
 
 SELECT parley.apply_tenant_policies('parley.channel_threads');
 GRANT SELECT ON parley.channel_threads TO parley_app, parley_jobs;
-GRANT INSERT, UPDATE (thread_ref) ON parley.channel_threads TO parley_jobs;
+GRANT INSERT, UPDATE (thread_ref, title) ON parley.channel_threads TO parley_jobs;
 GRANT DELETE ON parley.channel_threads TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.telegram_event_kinds() RETURNS text[]
 LANGUAGE sql IMMUTABLE
-AS $$ SELECT ARRAY['message_added', 'human_requested', 'claimed', 'released', 'closed', 'reopened']::text[] $$;
+AS $$ SELECT ARRAY['message_added', 'human_requested', 'claimed', 'released', 'closed', 'reopened',
+                   'lead_captured', 'codename_set']::text[] $$;
 COMMENT ON FUNCTION parley.telegram_event_kinds() IS
-  'The conversation events a Telegram channel posts into the conversation''s forum topic.';
+  'The conversation events a Telegram channel posts into the conversation''s forum topic (closed/reopened also close and reopen the topic; lead_captured and codename_set rename it).';
 
 CREATE OR REPLACE FUNCTION parley.telegram_rate_keys(p_destination_id uuid, p_bot_id bigint) RETURNS text[]
 LANGUAGE sql IMMUTABLE
@@ -85,28 +86,39 @@ $$;
 COMMENT ON FUNCTION parley.telegram_channel_json(uuid) IS
   'One Telegram channel of the current tenant as the API shows it (never the token: its last characters only), with how its updates arrive (inbound webhook | polling, sql/86_telegram_polling.sql) and the last poll; NULL when unknown.';
 
+-- The result grew the title column: the old shape is dropped once, then replaced in place.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.channel_threads_for(uuid, uuid[])')
+              AND NOT 'title' = ANY (proargnames)) THEN
+    DROP FUNCTION parley.channel_threads_for(uuid, uuid[]);
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION parley.channel_threads_for(p_destination_id uuid, p_conversation_ids uuid[])
-RETURNS TABLE (conversation_id uuid, thread_ref text)
+RETURNS TABLE (conversation_id uuid, thread_ref text, title text)
 LANGUAGE sql STABLE
 AS $$
-  SELECT t.conversation_id, t.thread_ref FROM parley.channel_threads t
+  SELECT t.conversation_id, t.thread_ref, t.title FROM parley.channel_threads t
    WHERE t.tenant_id = parley.current_tenant_id() AND t.destination_id = p_destination_id
      AND t.conversation_id = ANY (p_conversation_ids)
 $$;
 COMMENT ON FUNCTION parley.channel_threads_for(uuid, uuid[]) IS
-  'Drainers: the threads a channel destination of the current tenant already has for these conversations.';
+  'Drainers: the threads a channel destination of the current tenant already has for these conversations, with their current titles (NULL: unknown).';
 
+DROP FUNCTION IF EXISTS parley.record_channel_thread(uuid, uuid, text);
 CREATE OR REPLACE FUNCTION parley.record_channel_thread(p_destination_id uuid, p_conversation_id uuid,
-                                                       p_thread_ref text)
+                                                       p_thread_ref text, p_title text)
 RETURNS void
 LANGUAGE sql VOLATILE
 AS $$
-  INSERT INTO parley.channel_threads (tenant_id, destination_id, conversation_id, thread_ref)
-  SELECT d.tenant_id, d.id, p_conversation_id, p_thread_ref FROM parley.outbox_destinations d
+  INSERT INTO parley.channel_threads (tenant_id, destination_id, conversation_id, thread_ref, title)
+  SELECT d.tenant_id, d.id, p_conversation_id, p_thread_ref, left(p_title, 128) FROM parley.outbox_destinations d
    WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id
-  ON CONFLICT (tenant_id, destination_id, conversation_id) DO UPDATE SET thread_ref = EXCLUDED.thread_ref
+  ON CONFLICT (tenant_id, destination_id, conversation_id)
+  DO UPDATE SET thread_ref = EXCLUDED.thread_ref, title = coalesce(EXCLUDED.title, parley.channel_threads.title)
 $$;
-COMMENT ON FUNCTION parley.record_channel_thread(uuid, uuid, text) IS
-  'Drainers: remember the thread (Telegram topic) an adapter created for a conversation on a destination of the current tenant.';
-REVOKE ALL ON FUNCTION parley.record_channel_thread(uuid, uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.record_channel_thread(uuid, uuid, text) TO parley_jobs;
+COMMENT ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) IS
+  'Drainers: remember the thread (Telegram topic) an adapter created for a conversation on a destination of the current tenant, and its title once made or renamed (NULL keeps the one known).';
+REVOKE ALL ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) TO parley_jobs;

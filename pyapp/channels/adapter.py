@@ -58,7 +58,7 @@ class Inbound:
     callback_id: str | None = None
 
 
-COMMANDS = ("claim", "close", "release", "reopen", "note", "link")
+COMMANDS = ("claim", "close", "release", "reopen", "note", "codename", "link")
 
 
 class ChannelAdapter(Protocol):
@@ -69,6 +69,12 @@ class ChannelAdapter(Protocol):
     async def send_text(self, destination: Destination, thread: str, text: str) -> None: ...
 
     async def send_actions(self, destination: Destination, thread: str, text: str, actions: list[Action]) -> None: ...
+
+    async def rename_thread(self, destination: Destination, thread: str, title: str) -> None: ...
+
+    async def close_thread(self, destination: Destination, thread: str) -> None: ...
+
+    async def reopen_thread(self, destination: Destination, thread: str) -> None: ...
 
     def parse_update(self, update: dict[str, Any], bot_username: str) -> Inbound | None: ...
 
@@ -91,6 +97,11 @@ def render(payload: dict[str, Any]) -> tuple[str, list[Action]]:
         return f"{who}: {message.get('body') or ''}", []
     if kind == "human_requested":
         return "The visitor asked for a person.", CONVERSATION_ACTIONS
+    if kind == "codename_set":
+        codename = (data.get("details") or {}).get("codename")
+        return (f"Codename: {codename}." if codename else "Codename removed."), []
+    if kind == "lead_captured":
+        return "The visitor left their contact details.", []
     return {
         "claimed": "Claimed.",
         "released": "Released: waiting for a person.",
@@ -99,8 +110,18 @@ def render(payload: dict[str, Any]) -> tuple[str, list[Action]]:
     }.get(kind, kind.replace("_", " ").capitalize() + "."), []
 
 
+def thread_title(payload: dict[str, Any]) -> str:
+    """A conversation's thread title: its codename, else the visitor's name (from a lead), else its id."""
+    data = payload.get("data") or {}
+    name = str(data.get("codename") or data.get("visitor_name") or "").strip()
+    return name or f"Conversation {str(data.get('conversation_id') or '')[:8]}"
+
+
 class ChannelSender:
-    """The outbox Sender for a channel kind: thread, then text (and buttons) through the adapter."""
+    """The outbox Sender for a channel kind, through the adapter: the conversation's thread (made, or
+    renamed when its title changed), then the text (and buttons); a closed conversation closes its
+    thread after the post, a reopened one reopens it before. What it made or renamed is reported in
+    ``Result.extra`` (thread, title) even when a later step fails, so a retry does not do it again."""
 
     def __init__(self, adapter: ChannelAdapter):
         self.adapter = adapter
@@ -110,18 +131,26 @@ class ChannelSender:
         if not conversation_id:
             return Result("failed", error="This event belongs to no conversation.")
         started = time.monotonic()
+        kind = str(delivery.payload.get("type", "")).removeprefix("conversation.")
         text, actions = render(delivery.payload)
-        created = None
+        title = thread_title(delivery.payload)
+        extra: dict[str, Any] = {}
         try:
             thread = delivery.thread
             if thread is None:
-                thread = created = await self.adapter.ensure_thread(
-                    destination, conversation_id, f"Conversation {conversation_id[:8]}", None
-                )
+                thread = await self.adapter.ensure_thread(destination, conversation_id, title, None)
+                extra.update(thread=thread, title=title)
+            elif delivery.thread_title != title:
+                await self.adapter.rename_thread(destination, thread, title)
+                extra["title"] = title
+            if kind == "reopened":
+                await self.adapter.reopen_thread(destination, thread)
             if actions:
                 await self.adapter.send_actions(destination, thread, text, actions)
             else:
                 await self.adapter.send_text(destination, thread, text)
+            if kind == "closed":
+                await self.adapter.close_thread(destination, thread)
         except ChannelError as exc:
             return Result(
                 exc.outcome,
@@ -130,15 +159,9 @@ class ChannelSender:
                 error=str(exc)[:1000],
                 retry_after=exc.retry_after,
                 pause_reason=exc.pause_reason,
-                extra={"thread": created} if created else {},
+                extra=extra,
             )
-        return Result(
-            "delivered",
-            status_code=200,
-            latency_ms=_ms(started),
-            request={"chars": len(text)},
-            extra={"thread": created} if created else {},
-        )
+        return Result("delivered", status_code=200, latency_ms=_ms(started), request={"chars": len(text)}, extra=extra)
 
     async def close(self) -> None:
         await self.adapter.close()

@@ -138,6 +138,27 @@ class TelegramAdapter:
         )
         return str(topic["message_thread_id"])
 
+    async def rename_thread(self, destination: Destination, thread: str, title: str) -> None:
+        await self._topic(destination, "editForumTopic", thread, name=title[:TOPIC_NAME_MAX])
+
+    async def close_thread(self, destination: Destination, thread: str) -> None:
+        await self._topic(destination, "closeForumTopic", thread)
+
+    async def reopen_thread(self, destination: Destination, thread: str) -> None:
+        await self._topic(destination, "reopenForumTopic", thread)
+
+    async def _topic(self, destination: Destination, method: str, thread: str, **params: Any) -> None:
+        """A topic change; Telegram's 400 TOPIC_NOT_MODIFIED (already so) counts as done."""
+        try:
+            await self.api.call(
+                self._token(destination),
+                method,
+                {"chat_id": destination.config["chat_id"], "message_thread_id": int(thread), **params},
+            )
+        except ChannelError as exc:
+            if exc.status_code != 400 or "NOT_MODIFIED" not in str(exc).upper():
+                raise
+
     async def send_text(self, destination: Destination, thread: str, text: str) -> None:
         for part in split_text(text):
             await self._send(destination, thread, part, None)

@@ -4,8 +4,8 @@ by long polling (jobs/telegram_poll.py).
 As the server in the channel's tenant, parley.accept_channel_update dedupes on update_id and
 resolves the topic's conversation and the sender's linked member; the action runs as that member
 (actor kind 'channel') through the functions the API calls: a message in a topic → agent_reply;
-/claim /close /release /reopen and the buttons → the transitions; /note → add_note; /link CODE
-links the sender. Button presses are answered with answerCallbackQuery.
+/claim /close /release /reopen and the buttons → the transitions; /note → add_note; /codename
+NAME → set_codename (the topic is renamed); /link CODE links the sender. Button presses are answered with answerCallbackQuery.
 """
 
 from __future__ import annotations
@@ -109,6 +109,9 @@ async def _act(pool, service: Actor, inbound: Inbound, seen: dict) -> str:
                 await conn.execute(
                     "SELECT 1 FROM parley.add_note($1, $2, $3)", conversation_id, inbound.argument, client_id
                 )
+            elif inbound.command == "codename":
+                await conn.execute("SELECT 1 FROM parley.set_codename($1, $2)", conversation_id, inbound.argument)
+                return "Codename set." if inbound.argument else "Codename removed."
             elif inbound.command is None and inbound.text and not inbound.callback_id:
                 await conn.execute(
                     "SELECT 1 FROM parley.agent_reply($1, $2, $3)", conversation_id, inbound.text, client_id

@@ -37,6 +37,10 @@ class AssignIn(Strict):
     user_id: UUID
 
 
+class CodenameIn(Strict):
+    codename: str = Field(max_length=64, description="How agents call the visitor; empty removes it")
+
+
 class LeadCaptureIn(Strict):
     name: types.LeadName | None = None
     email: types.LeadEmail | None = None
@@ -97,6 +101,7 @@ class ConversationOut(BaseModel):
     closed_at: datetime | None = None
     bot_misses: int = 0
     last_message_id: int | None = None
+    codename: str | None = None
     last_message: MessageOut | None = None
 
 
@@ -250,6 +255,12 @@ async def close(call: Call):
 async def reopen(call: Call):
     """Reopen a closed conversation (assigned to you when you are signed in)."""
     return await _transition(call, "parley.reopen_conversation($1)")
+
+
+@api.route("PUT", "/api/conversations/{conversation_id}/codename", body=CodenameIn, response=ConversationOut, tags=TAGS)
+async def codename(call: Call):
+    """Name the conversation for agents (never shown to the visitor); its Telegram topic is renamed."""
+    return await _transition(call, "parley.set_codename($1, $2)", call.body.codename)
 
 
 @api.route(

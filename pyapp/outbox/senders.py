@@ -36,6 +36,7 @@ class Delivery:
     attempts: int
     conversation_id: UUID | None = None
     thread: str | None = None  # channel kinds: the conversation's thread there, once made
+    thread_title: str | None = None  # and the title it has (None: unknown)
 
 
 @dataclass

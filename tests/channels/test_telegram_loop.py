@@ -120,9 +120,15 @@ async def test_full_loop_claim_reply_close_from_telegram(server, tenant, clients
         assert status == 200 and dup["duplicate"] is True
         status, out = await _update(server, channel, secret, _message(13, "/note VIP customer", thread))
         assert out["result"] == "Noted."
+        status, out = await _update(server, channel, secret, _message(20, "/codename Falcon", thread))
+        assert out["result"] == "Codename set."
+        # The topic follows: renamed through the outbox, before the "Codename: Falcon." post.
+        await tg.wait_for(lambda: [m for m in tg.sent(CHAT, thread) if m["text"] == "Codename: Falcon."])
+        assert [t.name for t in tg.topics.values()] == ["Falcon"]
         status, out = await _update(server, channel, secret, _message(14, "/close@parley_support_bot", thread))
         assert out["result"] == "Closed."
         assert (await vis.expect(type="status"))["status"] == "closed"
+        await tg.wait_for(lambda: all(t.closed for t in tg.topics.values()))
         # A command for another bot in the group is not ours.
         status, out = await _update(server, channel, secret, _message(15, "/reopen@other_bot", thread))
         assert out.get("ignored")

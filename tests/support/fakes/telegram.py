@@ -50,7 +50,7 @@ class FakeTelegram:
         self.updates: dict[str, list[dict[str, Any]]] = {}  # per bot token, until confirmed by an offset
         self.webhooks: dict[str, dict[str, Any]] = {}
         self.removed: set[int] = set()
-        self.scripted: dict[str, list[tuple[int, int | None]]] = {}
+        self.scripted: dict[str, list[tuple[int, int | None, str | None]]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
         self.polls: list[dict[str, Any]] = []  # getUpdates parameters, as each call arrives
         self._next_thread = 100
@@ -62,8 +62,9 @@ class FakeTelegram:
     def add_bot(self, token: str, bot_id: int, username: str) -> None:
         self.bots[token] = {"id": bot_id, "is_bot": True, "first_name": username, "username": username}
 
-    def fail_next(self, method: str, status: int, *, retry_after: int | None = None) -> None:
-        self.scripted.setdefault(method, []).append((status, retry_after))
+    def fail_next(self, method: str, status: int, *, retry_after: int | None = None,
+                  description: str | None = None) -> None:
+        self.scripted.setdefault(method, []).append((status, retry_after, description))
 
     async def push_update(self, token: str, update: dict[str, Any]) -> None:
         """Queue an update for the bot's getUpdates (a waiting long poll returns it at once)."""
@@ -141,8 +142,8 @@ class FakeTelegram:
         if bot is None:
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
         if self.scripted.get(method):
-            status, retry_after = self.scripted[method].pop(0)
-            body: dict[str, Any] = {"ok": False, "error_code": status, "description": f"scripted {status}"}
+            status, retry_after, description = self.scripted[method].pop(0)
+            body: dict[str, Any] = {"ok": False, "error_code": status, "description": description or f"scripted {status}"}
             if retry_after is not None:
                 body["parameters"] = {"retry_after": retry_after}
                 body["description"] = f"Too Many Requests: retry after {retry_after}"
