@@ -201,6 +201,18 @@ def cmd_users(args) -> int:
     return 0
 
 
+def cmd_embeddings(args) -> int:
+    """Export the local model to ONNX ahead of the first start (else the first load does it)."""
+    from pyapp.providers.embeddings import EmbeddingError, local_model_file
+
+    try:
+        print(local_model_file())
+    except EmbeddingError as exc:
+        print(exc.message, file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
     parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
@@ -238,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     reset = users_sub.add_parser("reset-password", help="print a one-hour password-reset link for EMAIL")
     reset.add_argument("email")
     users.set_defaults(func=cmd_users)
+    embeddings = sub.add_parser("embeddings", help="the local embedding model")
+    embeddings.add_argument("action", choices=["export"], help="export: write its ONNX file now and print where")
+    embeddings.set_defaults(func=cmd_embeddings)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -53,6 +53,10 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The local embedding model on ONNX Runtime: exported once from the installed weights
+# (pyapp/providers/minilm_onnx.py), so the first server start does not spend seconds on it.
+.venv/bin/python -m pyapp.cli embeddings export >/dev/null 2>&1 || log "embedding model not exported (the first load will)"
+
 # The widget: esbuild from the lockfile, rebuilt when its sources change.
 if [ -f widget/package.json ]; then
   wstamp="widget/node_modules/.parley-built"

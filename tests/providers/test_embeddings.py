@@ -119,3 +119,53 @@ def test_factory_reads_the_environment():
         get_embedder(env={"PARLEY_EMBEDDINGS": "openai"})
     with pytest.raises(ValueError):
         get_embedder(env={"PARLEY_EMBEDDINGS": "bert"})
+
+
+_RUNTIMES_AGREE = """
+import json, sys
+from pyapp.providers.embeddings import LocalMiniLMEmbedder
+texts = json.loads(sys.stdin.read())
+onnx = LocalMiniLMEmbedder(runtime="onnx")._encode(texts)
+torch = LocalMiniLMEmbedder(runtime="torch")._encode(texts)
+print(json.dumps([sum(a * b for a, b in zip(x, y)) for x, y in zip(onnx, torch)]))
+"""
+
+
+def test_onnx_runtime_gives_the_torch_vectors():
+    """The default runtime (ONNX, exported from the installed weights, texts sorted by length
+    and run in groups) must give sentence-transformers' vectors text by text, so vectors
+    stored by either stay valid. In a child process: torch stays out of the test process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    texts = [
+        "refund",
+        "How do I reset my password?",
+        "The widget status light blinks blue while starting. " * 3,
+        "A passage far longer than the model reads, so both runtimes must truncate it the same way. " * 40,
+        "",
+        "Orders ship within two business days; tracking links arrive by e-mail.",
+        "héllo wörld — naïve café ☕ 中文",
+        "x " * 9,
+        "def f(x):\n    return x ** 2  # squared",
+        "Traceback (most recent call last): ValueError: invalid literal for int() with base 10: 'abc'",
+    ]
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _RUNTIMES_AGREE], input=json.dumps(texts), capture_output=True,
+                          text=True, cwd=root, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cosines = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(cosines) == len(texts)
+    assert min(cosines) > 0.9999, cosines
+
+
+def test_runtime_setting():
+    from pyapp.providers.embeddings import local_runtime
+
+    assert local_runtime({"PARLEY_EMBED_RUNTIME": "torch"}) == "torch"
+    assert local_runtime({"PARLEY_EMBED_RUNTIME": " ONNX "}) == "onnx"
+    assert local_runtime({}) == "onnx"  # onnxruntime is a dependency
+    with pytest.raises(ValueError):
+        local_runtime({"PARLEY_EMBED_RUNTIME": "tensorflow"})
