@@ -55,11 +55,15 @@ AS $$
     LEFT JOIN LATERAL (SELECT e.value AS texts
                          FROM jsonb_each(CASE WHEN jsonb_typeof(p_config->'texts') = 'object'
                                               THEN p_config->'texts' ELSE '{}'::jsonb END) e
-                        WHERE lower(e.key) = lower(l.lang) AND jsonb_typeof(e.value) = 'object'
+                        -- auto (no list): the texts of the browser's primary language, if any
+                        WHERE lower(e.key) = CASE WHEN l.lang = 'auto'
+                                                  THEN split_part(lower(replace(coalesce(p_locale, ''), '_', '-')), '-', 1)
+                                                  ELSE lower(l.lang) END
+                          AND jsonb_typeof(e.value) = 'object'
                         LIMIT 1) t ON true
 $$;
 COMMENT ON FUNCTION parley.localize_widget_config(jsonb, jsonb, text) IS
-  'A widget config (chatbot_public_config) for a visitor whose browser says p_locale: language = chatbot_language(config, locale), greeting and starters from config.texts.<language> when given there, else the chatbot''s default ones.';
+  'A widget config (chatbot_public_config) for a visitor whose browser says p_locale: language = chatbot_language(config, locale), greeting and starters from config.texts.<language> (with language auto: of the locale''s primary language) when given there, else the chatbot''s default ones.';
 GRANT EXECUTE ON FUNCTION parley.chatbot_language(jsonb, text), parley.localize_widget_config(jsonb, jsonb, text)
   TO parley_app, parley_auth;
 

@@ -100,6 +100,9 @@ def _origins(values: list[str] | None) -> list[str] | None:
     return None if values is None else [v.rstrip("/").lower() for v in values]
 
 
+TemplateKey = Annotated[str, Field(min_length=2, max_length=32, pattern=r"^[a-z][a-z_]+$")]
+
+
 class ChatbotIn(Strict):
     name: types.Name100
     allowed_origins: list[Origin] = Field(
@@ -108,6 +111,9 @@ class ChatbotIn(Strict):
         description="empty: any public site by its domain name may start the widget; local development pages (localhost, 127.0.0.1, ...) and bare IP addresses must be listed",
     )
     config: ChatbotConfig = Field(default_factory=ChatbotConfig)
+    template: TemplateKey | None = Field(
+        default=None, description="apply this template (GET /api/chatbot-templates) after creating"
+    )
 
 
 class ChatbotPatch(Strict):
@@ -153,7 +159,7 @@ async def list_chatbots(call: Call):
 
 @api.route("POST", "/api/chatbots", min_role="admin", body=ChatbotIn, response=ChatbotOut, status=201, tags=TAGS)
 async def create_chatbot(call: Call):
-    """Create a chatbot (402 plan_limit over the plan's max_chatbots)."""
+    """Create a chatbot (402 plan_limit over the plan's max_chatbots), optionally from a template."""
     b = call.body
     async with call.tx() as conn:
         row = await conn.fetchrow(
@@ -162,6 +168,10 @@ async def create_chatbot(call: Call):
             _origins(b.allowed_origins),
             _config(b.config, patch=False),
         )
+        if b.template is not None:
+            row = await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM parley.apply_chatbot_template($1, $2)", row["id"], b.template
+            )
     return dict(row)
 
 
@@ -208,3 +218,40 @@ async def delete_chatbot(call: Call):
     """Delete a chatbot (its conversations and leads are kept)."""
     async with call.tx() as conn:
         await conn.execute("SELECT parley.delete_chatbot($1)", call.uuid_param("chatbot_id"))
+
+
+class TemplateOut(BaseModel):
+    key: str
+    title: str
+    description: str
+    config: dict[str, Any]
+
+
+class TemplatesOut(BaseModel):
+    templates: list[TemplateOut]
+
+
+class TemplateIn(Strict):
+    template: TemplateKey
+
+
+@api.route("GET", "/api/chatbot-templates", response=TemplatesOut, tags=TAGS)
+async def list_templates(call: Call):
+    """The chatbot templates (personas with greeting, starters, handoff and lead settings)."""
+    async with call.tx() as conn:
+        rows = await conn.fetch("SELECT * FROM parley.list_chatbot_templates()")
+    return {"templates": [dict(r) for r in rows]}
+
+
+@api.route(
+    "POST", "/api/chatbots/{chatbot_id}/template", min_role="admin", body=TemplateIn, response=ChatbotOut, tags=TAGS
+)
+async def apply_template(call: Call):
+    """Apply a template: its persona, greeting, starters (per language), handoff and lead settings replace the chatbot's."""
+    async with call.tx() as conn:
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM parley.apply_chatbot_template($1, $2)",
+            call.uuid_param("chatbot_id"),
+            call.body.template,
+        )
+    return dict(row)

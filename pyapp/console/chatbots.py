@@ -31,6 +31,8 @@ from pyapp.security import sign, verify
 from pyapp.widget.assets import base_url, snippet, widget_script_url
 
 NUDGE_ROWS = 3
+# The widget's own catalogs; a chatbot may list other codes too (their texts are edited alike).
+WIDGET_LANGUAGES = (("en", "English"), ("es", "Español"), ("fr", "Français"), ("de", "Deutsch"), ("tr", "Türkçe"))
 PREVIEW_TTL = 3600
 PREVIEW_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' https: data:; "
@@ -75,11 +77,30 @@ def form_values(bot) -> dict:
         "idle_bot_minutes": idle.get("bot_minutes") or "",
         "idle_human_minutes": idle.get("human_minutes") or "",
     }
+    values["languages"] = ", ".join(cfg.get("languages") or [])
+    texts = cfg.get("texts") or {}
+    for code in text_codes(cfg.get("languages"), texts):
+        t = texts.get(code) or {}
+        values[f"text_{code}_greeting"] = t.get("greeting") or ""
+        values[f"text_{code}_starters"] = "\n".join(t.get("starters") or [])
     for i, n in enumerate((cfg.get("nudges") or [])[:NUDGE_ROWS]):
         values[f"nudge_{i}_after_seconds"] = n.get("after_seconds", "")
         values[f"nudge_{i}_url_pattern"] = n.get("url_pattern") or ""
         values[f"nudge_{i}_text"] = n.get("text") or ""
     return values
+
+
+def text_codes(languages, texts) -> list[str]:
+    """The languages whose greeting and starters the form shows: the widget's five, then any other listed."""
+    codes = [code for code, _ in WIDGET_LANGUAGES]
+    for code in [*(languages or []), *(texts or {})]:
+        if code not in codes:
+            codes.append(code)
+    return codes
+
+
+def _codes(raw: str) -> list[str]:
+    return [c.strip() for c in str(raw or "").replace(";", ",").replace(" ", ",").split(",") if c.strip()]
 
 
 def _lines(raw: str) -> list[str]:
@@ -125,6 +146,16 @@ def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
         )
     }
     values["hide_powered_by"] = get("hide_powered_by") in ("1", "on", "true")
+    values["languages"] = get("languages")
+    languages = _codes(values["languages"])
+    posted = [k[5:].rsplit("_", 1)[0] for k in form if k.startswith("text_") and k.count("_") >= 2]
+    texts = {}
+    for code in text_codes(languages, dict.fromkeys(posted)):
+        greeting, starters = get(f"text_{code}_greeting"), get(f"text_{code}_starters")
+        values[f"text_{code}_greeting"], values[f"text_{code}_starters"] = greeting, starters
+        entry = {k: v for k, v in (("greeting", greeting.strip() or None), ("starters", _lines(starters) or None)) if v}
+        if entry:
+            texts[code] = entry
     branding = {
         k: v
         for k, v in (
@@ -168,6 +199,8 @@ def patch_from_form(form: dict) -> tuple[dict, dict, dict]:
         "greeting": values["greeting"].strip() or None,
         "language": values["language"].strip() or None,
         "starters": _lines(values["starters"]) or None,
+        "languages": languages or None,
+        "texts": texts or None,
         "branding": branding or None,
         "handoff": {"miss_threshold": miss} if miss is not None else None,
         "lead_capture": {
@@ -213,6 +246,10 @@ def model_errors(exc: ValidationError) -> dict:
             field = mapped
         elif loc[:2] == ("config", "starters"):
             field = "starters"
+        elif loc[:2] == ("config", "languages"):
+            field, msg = "languages", "Language codes separated by commas, like en, de, pt-BR."
+        elif loc[:2] == ("config", "texts") and len(loc) >= 4:
+            field = f"text_{loc[2]}_{loc[3]}"
         elif len(loc) >= 2 and loc[0] == "config":
             field = loc[1]
             if field == "language":
@@ -243,9 +280,10 @@ async def create(ctx: Ctx):
     """Create with a name; the settings page comes next."""
     models = _models()
     name = str(ctx.form.get("name", "")).strip()
+    template = str(ctx.form.get("template", "") or "").strip() or None
     next_page = "onboarding" if ctx.form.get("from") == "onboarding" else "settings"
     try:
-        body = models.ChatbotIn.model_validate({"name": name})
+        body = models.ChatbotIn.model_validate({"name": name, "template": template})
         bot = await bridge.call(ctx, models.create_chatbot, body=body, min_role="admin")
     except (ValidationError, ApiError) as exc:
         if isinstance(exc, ApiError) and (exc.status >= 500 or exc.status in (401, 403)):
@@ -254,7 +292,9 @@ async def create(ctx: Ctx):
         if next_page == "onboarding":
             from pyapp.console.onboarding import render_step
 
-            return await render_step(ctx, "chatbot", status=422, errors={"name": message}, values={"name": name})
+            return await render_step(
+                ctx, "chatbot", status=422, errors={"name": message}, values={"name": name, "template": template or ""}
+            )
         bots = await queries.fetch(ctx.conn, "chatbots")
         return ctx.render("chatbots.html", status=422, bots=bots, values={"name": name}, errors={"name": message})
     if next_page == "onboarding":
@@ -276,13 +316,21 @@ async def _settings_page(ctx: Ctx, bot, *, values=None, errors=None, status=200,
         values=values or form_values(bot),
         errors=errors or {},
         nudge_rows=range(NUDGE_ROWS),
+        text_codes=text_codes(
+            _codes(values["languages"]) if values else (bot["config"] or {}).get("languages"),
+            (bot["config"] or {}).get("texts"),
+        ),
+        language_names=dict(WIDGET_LANGUAGES),
         snippet=snippet(base_url(ctx.request), bot["public_key"]),
         preview=preview,
+        template_options=[("", "Choose…")]
+        + [(t["key"], t["title"]) for t in await queries.fetch(ctx.conn, "chatbot_templates")],
         flash=flash
         or {
             "created": "Chatbot created: set it up below.",
             "saved": "Saved.",
             "rotated": "New key issued: update the embed code on your site.",
+            "template": "Template applied: persona, greeting, starters, handoff and lead settings replaced.",
         }.get(ctx.request.query.get("done", "")),
     )
 
@@ -330,6 +378,21 @@ async def rotate(ctx: Ctx):
     return redirect(f"/console/chatbots/{ctx.uuid('chatbot_id')}?done=rotated")
 
 
+@page("POST", "/console/chatbots/{chatbot_id}/template", min_role="admin")
+async def apply_template(ctx: Ctx):
+    """Apply a template through the API's handler (sql/48_chatbot_templates.sql holds the templates)."""
+    models = _models()
+    bot = await _bot(ctx)
+    try:
+        body = models.TemplateIn.model_validate({"template": str(ctx.form.get("template", "")).strip()})
+        await bridge.call(ctx, models.apply_template, body=body, min_role="admin")
+    except (ValidationError, ApiError) as exc:
+        if isinstance(exc, ApiError) and (exc.status >= 500 or exc.status in (401, 403, 404)):
+            raise
+        return await _settings_page(ctx, bot, errors={"template": "Choose one of the templates."}, status=422)
+    return redirect(f"/console/chatbots/{bot['id']}?done=template")
+
+
 @page("POST", "/console/chatbots/{chatbot_id}/delete", min_role="admin")
 async def delete(ctx: Ctx):
     bot = await _bot(ctx)
@@ -360,7 +423,17 @@ async def preview_for_form(ctx: Ctx):
 
 # ---------------------------------------------------------------------- preview sandbox
 
-_PUBLIC_KEYS = ("greeting", "language", "starters", "branding", "lead_capture", "nudges", "max_nudges")
+_PUBLIC_KEYS = (
+    "greeting",
+    "language",
+    "languages",
+    "texts",
+    "starters",
+    "branding",
+    "lead_capture",
+    "nudges",
+    "max_nudges",
+)
 
 
 def _b64(data: bytes) -> str:
@@ -416,16 +489,25 @@ async def preview_page(request: web.Request) -> web.Response:
     return response
 
 
-async def _public_config(request: web.Request, draft: dict) -> dict:
-    allow = False  # the preview shows what the widget would show on this plan
+async def _public_config(request: web.Request, draft: dict, locale: str | None) -> dict:
+    allow = False  # the preview shows what the widget would show on this plan, in the browser's language
     return await request.app[POOL].fetchval(
-        "SELECT parley.chatbot_public_config($1, $2, $3)", draft["n"], draft["cfg"], allow
+        "SELECT parley.localize_widget_config(parley.chatbot_public_config($1, $2, $3), $2, $4)",
+        draft["n"],
+        draft["cfg"],
+        allow,
+        locale,
     )
 
 
 async def preview_session(request: web.Request) -> web.Response:
     draft = _draft(request)
-    config = await _public_config(request, draft)
+    try:
+        sent = parse_json(await request.text())
+    except ApiError:
+        sent = {}
+    locale = sent.get("locale") if isinstance(sent, dict) else None
+    config = await _public_config(request, draft, locale if isinstance(locale, str) and len(locale) <= 35 else None)
     body = {
         "token": "preview",
         "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 900)),

@@ -71,6 +71,7 @@ async def render_step(
         values=values or {},
         check=check,
         snippet=snippet(base_url(ctx.request), bot["public_key"]) if bot else "",
+        templates=await queries.fetch(ctx.conn, "chatbot_templates") if step == "chatbot" else [],
     )
 
 

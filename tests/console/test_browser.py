@@ -214,21 +214,37 @@ def test_chatbot_settings_live_preview(server_thread, browser):
 
 
 def test_phone_width_nav_and_onboarding_step(server_thread, browser):
-    """At 375 px the navigation stays one row (it scrolls sideways); the current onboarding step is legible."""
+    """At 375 px the navigation collapses behind a Menu button (links in a column once opened, no
+    sideways scrolling); the current onboarding step is legible."""
     srv = server_thread
     owner = srv.run(sign_up(srv.server, name="Pat Phone"))
     ctx = browser.new_context(viewport={"width": 375, "height": 740})
     page = ctx.new_page()
     try:
         browser_sign_in(page, srv.base_url, owner["email"], owner["password"], "/console/onboarding")
-        nav = page.locator("nav.mainnav")
-        link_height = page.locator("nav.mainnav a").first.bounding_box()["height"]
-        assert nav.bounding_box()["height"] < 2 * link_height + 20
-        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # the page itself does not scroll
+        nav, toggle = page.locator("nav.mainnav"), page.locator("button.nav-toggle")
+        expect(toggle).to_be_visible()
+        expect(nav).to_be_hidden()
+        assert page.locator("header.topbar").bounding_box()["height"] < 100  # not six rows of links (was 217 px)
+        toggle.click()
+        expect(toggle).to_have_attribute("aria-expanded", "true")
+        links = page.locator("nav.mainnav a")
+        expect(links.first).to_be_visible()
+        boxes = [links.nth(i).bounding_box() for i in range(3)]
+        assert boxes[0]["x"] == boxes[1]["x"] == boxes[2]["x"] and boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"]
+        assert page.evaluate("document.documentElement.scrollWidth") <= 375  # nothing scrolls sideways
+        assert page.evaluate("document.querySelector('nav.mainnav').scrollWidth") <= 375
+        page.screenshot(path=str(SCREENSHOTS / "console-phone-nav-open.png"))
+        toggle.click()
+        expect(nav).to_be_hidden()
         current = page.locator(".steps li[aria-current] a")
         colour, background = page.evaluate(
             """(a) => [getComputedStyle(a).color, getComputedStyle(a.closest('li')).backgroundColor]""",
             current.element_handle())
         assert colour != background, (colour, background)
+        # a wide screen shows the navigation and no button
+        page.set_viewport_size({"width": 1280, "height": 800})
+        expect(nav).to_be_visible()
+        expect(toggle).to_be_hidden()
     finally:
         ctx.close()

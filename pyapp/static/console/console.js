@@ -21,6 +21,18 @@
     });
   }
 
+  /* ---------------------------------------------------------------- phone-width navigation */
+  var navToggle = document.querySelector(".nav-toggle");
+  if (navToggle) {
+    var topbar = navToggle.closest(".topbar");
+    topbar.classList.add("nav-js");
+    navToggle.hidden = false;
+    navToggle.addEventListener("click", function () {
+      var open = topbar.classList.toggle("nav-open");
+      navToggle.setAttribute("aria-expanded", open ? "true" : "false");
+    });
+  }
+
   /* ---------------------------------------------------------------- small page helpers */
   document.addEventListener("change", function (e) {
     var el = e.target;
