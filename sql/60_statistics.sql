@@ -63,6 +63,8 @@ RETURNS TABLE (chatbot_id uuid, day date, conversations int, closed int, closed_
                rating_sum int, thumbs_up int, thumbs_down int)
 LANGUAGE sql STABLE
 AS $$
+  -- Bounds as timestamptz: under RLS only leakproof operators are index conditions, and
+  -- timestamptz >= date is not (timestamptz >= timestamptz is).
   WITH conv AS (
     SELECT c.tenant_id, c.id, c.chatbot_id, c.created_at::date AS day, c.status,
            EXISTS (SELECT 1 FROM parley.events e
@@ -71,7 +73,7 @@ AS $$
            (SELECT min(e.at) FROM parley.events e
              WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id AND e.kind = 'human_requested') AS requested_at
       FROM parley.conversations c
-     WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.created_at >= p_from AND c.created_at < p_to
+     WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.created_at >= p_from::timestamptz AND c.created_at < p_to::timestamptz
        AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)),
   facts AS (
     SELECT c.chatbot_id, c.day, 1 AS conversations, (c.status = 'closed')::int AS closed,
@@ -86,17 +88,17 @@ AS $$
     UNION ALL
     SELECT a.chatbot_id, a.created_at::date, 0, 0, 0, 0, NULL, 1, (NOT a.grounded)::int, 0, 0, 0, 0
       FROM parley.assistant_turns a
-     WHERE a.tenant_id = (SELECT parley.current_tenant_id()) AND a.created_at >= p_from AND a.created_at < p_to
+     WHERE a.tenant_id = (SELECT parley.current_tenant_id()) AND a.created_at >= p_from::timestamptz AND a.created_at < p_to::timestamptz
        AND a.outcome IN ('answered', 'unknown') AND (p_chatbot_id IS NULL OR a.chatbot_id = p_chatbot_id)
     UNION ALL
     SELECT r.chatbot_id, r.created_at::date, 0, 0, 0, 0, NULL, 0, 0, 1, r.score, 0, 0
       FROM parley.conversation_ratings r
-     WHERE r.tenant_id = (SELECT parley.current_tenant_id()) AND r.created_at >= p_from AND r.created_at < p_to
+     WHERE r.tenant_id = (SELECT parley.current_tenant_id()) AND r.created_at >= p_from::timestamptz AND r.created_at < p_to::timestamptz
        AND (p_chatbot_id IS NULL OR r.chatbot_id = p_chatbot_id)
     UNION ALL
     SELECT f.chatbot_id, f.created_at::date, 0, 0, 0, 0, NULL, 0, 0, 0, 0, (f.value = 'up')::int, (f.value = 'down')::int
       FROM parley.message_feedback f
-     WHERE f.tenant_id = (SELECT parley.current_tenant_id()) AND f.created_at >= p_from AND f.created_at < p_to
+     WHERE f.tenant_id = (SELECT parley.current_tenant_id()) AND f.created_at >= p_from::timestamptz AND f.created_at < p_to::timestamptz
        AND (p_chatbot_id IS NULL OR f.chatbot_id = p_chatbot_id))
   SELECT x.chatbot_id, x.day, sum(x.conversations)::int, sum(x.closed)::int, sum(x.closed_without_human)::int,
          sum(x.human_requests)::int,
@@ -109,24 +111,30 @@ $$;
 COMMENT ON FUNCTION parley.day_stats_from_rows(date, date, uuid) IS
   'The current tenant''s day figures per chatbot and day in [p_from, p_to), counted from the rows: conversations started that day (closed, closed without a human, asking for a human, seconds from the first request to the first agent reply), assistant turns (answered/unknown, ungrounded), ratings (count, sum) and thumbs of that day. The one definition the rollup stores and the readers use for the days since it ran.';
 
+CREATE OR REPLACE FUNCTION parley.stats_rolled_until() RETURNS date
+LANGUAGE sql STABLE
+AS $$
+  SELECT s.rolled_at::date FROM parley.daily_stats_state s WHERE s.tenant_id = (SELECT parley.current_tenant_id())
+$$;
+COMMENT ON FUNCTION parley.stats_rolled_until() IS
+  'The first day the current tenant''s rollup does not hold complete (the day of its last run); NULL before the first run.';
+
 CREATE OR REPLACE FUNCTION parley.stats_days(p_days int, p_chatbot_id uuid DEFAULT NULL)
 RETURNS TABLE (chatbot_id uuid, day date, conversations int, closed int, closed_without_human int,
                human_requests int, first_response_s int[], ai_turns int, ai_unanswered int, ratings int,
                rating_sum int, thumbs_up int, thumbs_down int)
 LANGUAGE sql STABLE
 AS $$
-  WITH w AS (
-    SELECT current_date - (p_days - 1) AS first_day,
-           greatest(current_date - (p_days - 1),
-                    (SELECT s.rolled_at::date FROM parley.daily_stats_state s
-                      WHERE s.tenant_id = (SELECT parley.current_tenant_id()))) AS live_from)
   SELECT s.chatbot_id, s.day, s.conversations, s.closed, s.closed_without_human, s.human_requests,
          s.first_response_s, s.ai_turns, s.ai_unanswered, s.ratings, s.rating_sum, s.thumbs_up, s.thumbs_down
-    FROM parley.daily_stats s, w
-   WHERE s.tenant_id = (SELECT parley.current_tenant_id()) AND s.day >= w.first_day AND s.day < w.live_from
+    FROM parley.daily_stats s
+   WHERE s.tenant_id = (SELECT parley.current_tenant_id()) AND s.day >= current_date - (p_days - 1)
+     AND s.day < (SELECT parley.stats_rolled_until())
      AND (p_chatbot_id IS NULL OR s.chatbot_id = p_chatbot_id)
   UNION ALL
-  SELECT r.* FROM w, parley.day_stats_from_rows(w.live_from, current_date + 1, p_chatbot_id) r
+  -- Bounds as values (not a join), so the rows are found by (tenant_id, created_at).
+  SELECT r.* FROM parley.day_stats_from_rows(
+    greatest(current_date - (p_days - 1), (SELECT parley.stats_rolled_until())), current_date + 1, p_chatbot_id) r
 $$;
 COMMENT ON FUNCTION parley.stats_days(int, uuid) IS
   'The day figures (parley.day_stats_from_rows) of the last p_days days per chatbot and day: from the rollup (parley.daily_stats) for the days before its last run, from the rows for the days since, so the cost does not grow with the history. A finished day changed after the last run (an old conversation closed) shows on the next run (rollup_daily_stats, every 10 minutes).';
