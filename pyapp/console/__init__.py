@@ -37,6 +37,7 @@ async def favicon(request: aioweb.Request) -> aioweb.StreamResponse:
 def setup(app: aioweb.Application) -> None:
     # Importing the page modules declares their routes on ROUTES.
     from pyapp.channels import console as _alerts  # noqa: F401
+    from pyapp.channels import telegram_console as _telegram  # noqa: F401
     from pyapp.console import (  # noqa: F401
         account,
         ai,

@@ -1,0 +1,134 @@
+"""Console page /console/telegram: every member sees the workspace's Telegram channels and their
+health and gets a one-time link code for their own Telegram account; admins connect a bot and a
+group, choose how updates arrive (webhook or polling) and disconnect. The same SQL and steps as
+/api/channels/telegram (pyapp/channels/telegram_connect.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from pyapp.channels.envelope import Keyring
+from pyapp.channels.telegram_connect import BOT_TOKEN, check_bot, connect, set_inbound, set_webhook
+from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
+from pyapp.errors import ApiError
+from pyapp.outbox import destinations
+
+MISSING = "No such Telegram channel."
+
+
+async def _page(
+    ctx: Ctx,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    form: dict | None = None,
+    code: str | None = None,
+    notice: str | None = None,
+):
+    channels = await destinations.listed(ctx.conn, "telegram_channel_json", "telegram")
+    chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
+    linked = await ctx.conn.fetchval(
+        "SELECT count(*) FROM parley.channel_member_links l WHERE l.user_id = $1 AND l.kind = 'telegram'", ctx.user_id
+    )
+    flash = notice or done_flash(
+        ctx,
+        {
+            "connected": "Telegram channel connected.",
+            "deleted": "Telegram channel disconnected.",
+            "inbound": "Updates now arrive the new way.",
+        },
+    )
+    return ctx.render(
+        "telegram.html",
+        status=status,
+        channels=channels,
+        chatbots=chatbots,
+        linked=linked,
+        code=code,
+        error=error,
+        form=form or {},
+        flash=flash,
+        public_url=ctx.settings.public_url,
+        bot_token_pattern=BOT_TOKEN,
+    )
+
+
+@page("GET", "/console/telegram")
+async def telegram(ctx: Ctx):
+    return await _page(ctx)
+
+
+@page("POST", "/console/telegram/link-code")
+async def link_code(ctx: Ctx):
+    code = await ctx.conn.fetchval("SELECT parley.create_channel_link_code('telegram')")
+    return await _page(ctx, code=code)
+
+
+@page("POST", "/console/telegram", min_role="admin")
+async def create(ctx: Ctx):
+    f = ctx.form
+    form = {"name": f.get("name", ""), "chat_id": f.get("chat_id", ""), "chatbot_id": f.get("chatbot_id", "")}
+    token = (f.get("bot_token") or "").strip()
+    try:
+        try:
+            chat_id = int((f.get("chat_id") or "").strip())
+        except ValueError:
+            raise ApiError(422, "invalid_chat_id", "Give the group's id: a number that starts with -100.") from None
+        try:
+            chatbot_id = uuid.UUID(f["chatbot_id"]) if f.get("chatbot_id") else None
+        except ValueError:
+            raise ApiError(422, "invalid_chatbot", "Choose a chatbot.") from None
+        me = await check_bot(token) if token else None
+        if me is None:
+            raise ApiError(422, "invalid_bot_token", "Paste the token @BotFather gave you.")
+        async with ctx.savepoint() as conn:
+            channel_id, hook_secret = await connect(
+                conn,
+                Keyring.from_settings(ctx.settings.secret_key),
+                ctx.tenant,
+                public_url=ctx.settings.public_url,
+                name=(f.get("name") or "Telegram").strip() or "Telegram",
+                bot_token=token,
+                chat_id=chat_id,
+                chatbot_id=chatbot_id,
+                me=me,
+            )
+    except (ApiError, asyncpg.PostgresError) as exc:
+        failed = refusal(exc)
+        return await _page(ctx, status=failed.status, error=failed.message, form=form)
+    if ctx.settings.public_url:
+        webhook_error = await set_webhook(ctx.settings.public_url, channel_id, token, hook_secret)
+        if webhook_error:
+            return await _page(ctx, notice=f"Connected, but the webhook is not set: {webhook_error}")
+    return redirect("/console/telegram?done=connected")
+
+
+@page("POST", "/console/telegram/{channel_id}/inbound", min_role="admin")
+async def inbound(ctx: Ctx):
+    channel_id = ctx.uuid("channel_id")
+    try:
+        async with ctx.savepoint() as conn:
+            _shown, hook = await set_inbound(
+                conn,
+                Keyring.from_settings(ctx.settings.secret_key),
+                ctx.tenant,
+                channel_id,
+                ctx.form.get("mode", ""),
+                ctx.settings.public_url,
+            )
+    except (ApiError, asyncpg.PostgresError) as exc:
+        failed = refusal(exc)
+        return await _page(ctx, status=failed.status, error=failed.message)
+    if hook:
+        webhook_error = await set_webhook(ctx.settings.public_url, channel_id, *hook)
+        if webhook_error:
+            return await _page(ctx, notice=f"The webhook is not set: {webhook_error}")
+    return redirect("/console/telegram?done=inbound")
+
+
+@page("POST", "/console/telegram/{channel_id}/delete", min_role="admin")
+async def delete(ctx: Ctx):
+    await destinations.delete(ctx.conn, "telegram_channel_json", ctx.uuid("channel_id"), MISSING)
+    return redirect("/console/telegram?done=deleted")
