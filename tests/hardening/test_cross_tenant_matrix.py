@@ -29,6 +29,7 @@ BODIES: dict[tuple[str, str], dict | None] = {
     ("POST", "/api/conversations/{conversation_id}/notes"): {"body": "cross-tenant note"},
     ("POST", "/api/conversations/{conversation_id}/lead"): {"name": "Mallory", "email": "m@example.test"},
     ("PATCH", "/api/chatbots/{chatbot_id}"): {"name": "owned"},
+    ("POST", "/api/chatbots/{chatbot_id}/template"): {"template": "support"},  # a key the schema can't know
     ("POST", "/api/leads"): {"chatbot_id": "{chatbot_id}", "name": "Mallory"},
     ("PATCH", "/api/leads/{lead_id}"): {"name": "owned"},
     ("POST", "/api/chatbots/{chatbot_id}/knowledge/sources"): {"kind": "text", "text": "owned", "title": "x"},
@@ -98,6 +99,62 @@ async def _other_tenant(server, signup, owner_conn) -> dict:
             "invite_id": invite["id"], "key_id": key["id"], "user_id": member["user_id"]}
 
 
+def _resolve(schema: dict, doc: dict) -> dict:
+    while "$ref" in schema:
+        node = doc
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        schema = node
+    return schema
+
+
+def _instance(schema: dict, doc: dict):
+    """A value valid for a JSON schema (required properties only, the simplest valid value each)."""
+    schema = _resolve(schema, doc)
+    if "examples" in schema and schema["examples"]:
+        return schema["examples"][0]
+    if "example" in schema:
+        return schema["example"]
+    for key in ("anyOf", "oneOf"):
+        if key in schema:
+            options = [o for o in schema[key] if _resolve(o, doc).get("type") != "null"]
+            return _instance(options[0] if options else schema[key][0], doc)
+    if "allOf" in schema:
+        return _instance(schema["allOf"][0], doc)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties", {})
+        return {name: _instance(props[name], doc) for name in schema.get("required", []) if name in props}
+    if kind == "array":
+        return [_instance(schema.get("items", {}), doc) for _ in range(schema.get("minItems", 0))]
+    if kind == "boolean":
+        return True
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0) + (1 if "exclusiveMinimum" in schema else 0))
+        return max(low, 1) if schema.get("maximum", 10**9) >= 1 else low
+    fmt = schema.get("format")
+    if fmt == "uuid":
+        return str(uuid.uuid4())
+    if fmt == "email":
+        return "m@example.test"
+    if fmt in ("uri", "url"):
+        return "https://example.com/x"
+    if fmt == "date-time":
+        return "2026-01-01T00:00:00Z"
+    return "x" * max(1, schema.get("minLength", 1))
+
+
+def _valid_body(op: dict, doc: dict):
+    """A valid JSON body for an operation, made from its OpenAPI request schema."""
+    content = op["requestBody"].get("content", {})
+    media = content.get("application/json") or next(iter(content.values()), {})
+    return _instance(media.get("schema", {}), doc)
+
+
 def _fill(template, ids: dict):
     """Put the other tenant's ids in; a kind of id it has none of yet gets a made-up one (still must not be 2xx)."""
     if isinstance(template, str):
@@ -120,10 +177,10 @@ async def test_cross_tenant_matrix(server, signup, make_api_key, owner_conn):
 
     status, doc = await server.call("GET", "/api/openapi.json")
     assert status == 200
-    # A route naming an object in its path should have a valid body sample below, or validation (422)
-    # may answer before the tenant check is reached; until it has one it is tried with {} (still never
-    # 2xx, never a leak). Routes without ids in the path act on the caller's own account or tenant:
-    # without a sample they are only read for leaks (GET) or skipped.
+    # A route naming an object in its path gets a valid body (its sample below, else an instance made
+    # from its OpenAPI schema), so the tenant check answers (401/403/404/409), never validation (422).
+    # Routes without ids in the path act on the caller's own account or tenant: without a sample they
+    # are only read for leaks (GET) or skipped.
     calls = 0
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
@@ -131,7 +188,7 @@ async def test_cross_tenant_matrix(server, signup, make_api_key, owner_conn):
             has_ids = "{" in path
             body = BODIES.get((method, path))
             if body is None and has_ids and "requestBody" in op:
-                body = {}
+                body = _valid_body(op, doc)  # so the tenant check, not validation, answers
             if method != "GET" and not has_ids and body is None:
                 continue  # acts on the caller's own account or tenant only
             if path == "/api/events":
@@ -164,6 +221,8 @@ async def test_cross_tenant_matrix(server, signup, make_api_key, owner_conn):
                         assert err["code"] and err["message"], (where, text)
                     if has_ids and method == "GET":
                         assert status in (401, 403, 404), (where, status, text[:300])
+                    if has_ids and method != "GET" and not path.endswith("/knowledge/upload"):
+                        assert status != 422, ("validation answered before the tenant check", where, text[:300])
                 if status >= 400 and resp.content_type == "application/json":
                     assert isinstance(json.loads(text).get("error"), dict), (where, text[:300])
     assert calls > 250
