@@ -162,18 +162,7 @@ async def main(settings, once: bool = False) -> int:
             except Exception as exc:
                 if once or not db_unavailable(exc):
                     raise
-                delay = backoff.next_delay()
-                log.warning(
-                    json.dumps(
-                        {
-                            "jobs": "database unavailable",
-                            "error": f"{type(exc).__name__}: {exc}"[:300],
-                            "attempt": backoff.failures,
-                            "retry_in_s": round(delay, 2),
-                        }
-                    )
-                )
-                await _sleep_unless_stopped(stop, delay)
+                await _wait_for_database(stop, backoff, exc, "database unavailable")
                 continue
             if not ran and not embedded:
                 await _sleep_unless_stopped(stop, IDLE_SLEEP_S)
@@ -197,6 +186,14 @@ async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def _wait_for_database(stop: asyncio.Event, backoff: Backoff, exc: Exception, what: str) -> None:
+    """Log the failed attempt (one JSON line) and wait the backoff's next delay, or until stopped."""
+    delay = backoff.next_delay()
+    error = f"{type(exc).__name__}: {exc}"[:300]
+    log.warning(json.dumps({"jobs": what, "error": error, "attempt": backoff.failures, "retry_in_s": round(delay, 2)}))
+    await _sleep_unless_stopped(stop, delay)
+
+
 async def _pools_when_reachable(settings, stop: asyncio.Event, backoff: Backoff, once: bool):
     """The two pools, retried with backoff while the database is unreachable at start (once: no retry).
     None when stopped first (or, with once, when the database is down)."""
@@ -215,16 +212,5 @@ async def _pools_when_reachable(settings, stop: asyncio.Event, backoff: Backoff,
             if once:
                 log.error("cannot reach the database: %s", exc)
                 return None
-            delay = backoff.next_delay()
-            log.warning(
-                json.dumps(
-                    {
-                        "jobs": "database unavailable at start",
-                        "error": f"{type(exc).__name__}: {exc}"[:300],
-                        "attempt": backoff.failures,
-                        "retry_in_s": round(delay, 2),
-                    }
-                )
-            )
-            await _sleep_unless_stopped(stop, delay)
+            await _wait_for_database(stop, backoff, exc, "database unavailable at start")
     return None

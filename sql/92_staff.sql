@@ -181,21 +181,16 @@ BEGIN
   IF v_tenant IS NULL OR jsonb_typeof(p_limits) <> 'object' THEN
     PERFORM parley.raise_error(422, 'invalid', 'Give the limits as an object.');
   END IF;
+  -- Two staff changes at once merge one after the other (the second reads what the first wrote).
+  PERFORM pg_advisory_xact_lock(7261011, hashtext(v_tenant::text));
   SELECT to_jsonb(l) INTO v_before FROM parley.tenant_limits l WHERE l.tenant_id = v_tenant;
   -- Only known columns; a key with null inherits the plan again, 0 is unlimited.
   v_row := jsonb_populate_record(NULL::parley.tenant_limits,
     coalesce(v_before, '{}') || (p_limits - 'tenant_id' - 'updated_at')
       || jsonb_build_object('tenant_id', v_tenant, 'updated_at', now()));
-  INSERT INTO parley.tenant_limits SELECT (v_row).*
-  ON CONFLICT (tenant_id) DO UPDATE SET
-    max_chatbots = EXCLUDED.max_chatbots, max_seats = EXCLUDED.max_seats,
-    max_open_conversations = EXCLUDED.max_open_conversations, msgs_per_min_chatbot = EXCLUDED.msgs_per_min_chatbot,
-    msgs_per_min_ip = EXCLUDED.msgs_per_min_ip, ai_msgs_per_day = EXCLUDED.ai_msgs_per_day,
-    retention_days = EXCLUDED.retention_days, allow_hide_branding = EXCLUDED.allow_hide_branding,
-    note = EXCLUDED.note, included_conversations = EXCLUDED.included_conversations,
-    included_ai_messages = EXCLUDED.included_ai_messages, msgs_per_min_tenant = EXCLUDED.msgs_per_min_tenant,
-    msgs_per_min_conversation = EXCLUDED.msgs_per_min_conversation,
-    api_requests_per_min = EXCLUDED.api_requests_per_min, updated_at = now();
+  -- The whole row is replaced, every column of the table (no list here to fall behind a migration).
+  DELETE FROM parley.tenant_limits l WHERE l.tenant_id = v_tenant;
+  INSERT INTO parley.tenant_limits SELECT (v_row).*;
   PERFORM parley.write_audit('staff.limits_changed', 'tenant', v_tenant::text,
     jsonb_build_object('before', v_before, 'after', to_jsonb(v_row)));
   RETURN (SELECT to_jsonb(l) FROM parley.effective_limits(v_tenant) l);

@@ -10,7 +10,6 @@ at once through the relay (sql/26_revocation.sql).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -26,13 +25,12 @@ from pyapp.context import POOL, REQUEST_ID, client_ip, json_dumps
 from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import INT64_MAX, parse_json
+from pyapp.realtime.failure import close_after
 from pyapp.realtime.hello import read_hello
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import Sink
 from pyapp.realtime.throttle import FrameBucket
-
-log = logging.getLogger("parley.agent.socket")
 
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
@@ -194,19 +192,10 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
                 await session.handle(msg.data)
             elif msg.type == WSMsgType.ERROR:
                 break
-    except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
-        if mapped.status >= 500:
-            log.exception("agent socket failed")
-        if not ws.closed:
-            await ws.send_str(_error(mapped.code, mapped.message))
-            await ws.close(code=4403 if mapped.status < 500 else 1011)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
-        log.exception("agent socket failed")
-        if not ws.closed:
-            await ws.close(code=1011, message=b"internal error")
+    except Exception as exc:
+        await close_after(ws, exc, "agent socket", refused=lambda status: status < 500)
     finally:
         if watcher is not None:
             watcher.cancel()

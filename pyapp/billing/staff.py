@@ -55,6 +55,9 @@ class LimitsIn(BaseModel):
     included_conversations: int | None = Field(default=None, ge=0)
     included_ai_messages: int | None = Field(default=None, ge=0)
     retention_days: int | None = Field(default=None, ge=0)
+    knowledge_pages: int | None = Field(default=None, ge=0)
+    max_open_conversations_per_ip: int | None = Field(default=None, ge=0)
+    conversations_per_min_chatbot: int | None = Field(default=None, ge=0)
     allow_hide_branding: bool | None = None
     note: str | None = Field(default=None, max_length=500)
 
@@ -152,6 +155,11 @@ async def set_limits(call: Call):
         return await conn.fetchval("SELECT parley.staff_set_limits($1)", call.body.model_dump(exclude_unset=True))
 
 
+async def _suspended(call: Call, suspended: bool) -> dict:
+    async with in_tenant(call) as conn:
+        return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend($1, $2)", suspended, call.body.reason)}
+
+
 @api.route(
     "POST",
     "/api/staff/tenants/{tenant_id}/suspend",
@@ -161,8 +169,7 @@ async def set_limits(call: Call):
     tags=TAGS,
 )
 async def suspend(call: Call):
-    async with in_tenant(call) as conn:
-        return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend(true, $1)", call.body.reason)}
+    return await _suspended(call, True)
 
 
 @api.route(
@@ -174,8 +181,7 @@ async def suspend(call: Call):
     tags=TAGS,
 )
 async def unsuspend(call: Call):
-    async with in_tenant(call) as conn:
-        return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend(false, $1)", call.body.reason)}
+    return await _suspended(call, False)
 
 
 def setup(app: web.Application) -> None:

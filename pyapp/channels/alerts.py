@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
-from pyapp.channels.envelope import Keyring, seal_for
+from pyapp.channels.envelope import Keyring, store_secret
 from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
@@ -79,14 +79,7 @@ async def add_alert_channel(
     if kind == "slack":
         if not slack_url:  # vet_alert_target refuses this first; the seal must never hold nothing
             raise ApiError(422, "invalid_url", "Give the Slack incoming-webhook URL.")
-        key_id, sealed = await seal_for(conn, keyring, tenant_id, alert_id, "token", slack_url)
-        await conn.execute(
-            "SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)",
-            alert_id,
-            key_id,
-            sealed,
-            slack_url[-4:],
-        )
+        await store_secret(conn, keyring, tenant_id, alert_id, "token", slack_url, hint=slack_url[-4:])
     return row
 
 

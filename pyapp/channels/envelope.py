@@ -20,6 +20,7 @@ import hmac
 import os
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -108,6 +109,26 @@ async def seal_for(
 ) -> tuple[int, bytes]:
     key_id, key = await data_key(conn, keyring, tenant_id)
     return key_id, seal(key, tenant_id, channel_id, purpose, plaintext)
+
+
+async def store_secret(
+    conn,
+    keyring: Keyring,
+    tenant_id: uuid.UUID,
+    channel_id: uuid.UUID,
+    purpose: str,
+    plaintext: str,
+    *,
+    hint: str | None,
+    overlap: timedelta | None = None,
+) -> None:
+    """Seal a channel's secret and store it (parley.store_channel_secret); `hint` is all the API
+    may ever show of it (the last four characters, or nothing), `overlap` how long the previous
+    ones of that purpose stay valid."""
+    key_id, sealed = await seal_for(conn, keyring, tenant_id, channel_id, purpose, plaintext)
+    await conn.execute(
+        "SELECT parley.store_channel_secret($1, $2, $3, $4, $5, $6)", channel_id, purpose, key_id, sealed, hint, overlap
+    )
 
 
 async def open_secrets(conn, keyring: Keyring, tenant_id: uuid.UUID, channel_id: uuid.UUID, purpose: str) -> list[str]:

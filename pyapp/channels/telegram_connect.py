@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from pyapp.channels.adapter import ChannelError
-from pyapp.channels.envelope import Keyring, open_secrets, seal_for
+from pyapp.channels.envelope import Keyring, open_secrets, store_secret
 from pyapp.channels.telegram import TelegramApi
 from pyapp.errors import ApiError
 
@@ -60,16 +60,10 @@ async def connect(
         str(me.get("username") or ""),
         chatbot_id,
     )
-    key_id, sealed = await seal_for(conn, keyring, tenant_id, channel_id, "token", bot_token)
-    await conn.execute(
-        "SELECT parley.store_channel_secret($1, 'token', $2, $3, $4, NULL)", channel_id, key_id, sealed, bot_token[-4:]
-    )
+    await store_secret(conn, keyring, tenant_id, channel_id, "token", bot_token, hint=bot_token[-4:])
     # The secret Telegram sends back in X-Telegram-Bot-Api-Secret-Token with every update.
     hook_secret = secrets.token_urlsafe(32)
-    key_id, sealed = await seal_for(conn, keyring, tenant_id, channel_id, "signing", hook_secret)
-    await conn.execute(
-        "SELECT parley.store_channel_secret($1, 'signing', $2, $3, NULL, NULL)", channel_id, key_id, sealed
-    )
+    await store_secret(conn, keyring, tenant_id, channel_id, "signing", hook_secret, hint=None)
     if not public_url:  # Telegram cannot reach us: parley jobs polls instead
         await conn.execute("SELECT parley.set_telegram_inbound($1, 'polling')", channel_id)
     return channel_id, hook_secret

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pyapp.api import Call
 from pyapp.console import bridge, queries
-from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
+from pyapp.console.web import ENV, Ctx, form_errors, form_int, json_ok, page, redirect
 from pyapp.errors import ApiError
 
 KINDS = (("url", "One page"), ("sitemap", "A sitemap"), ("crawl", "A whole site (follow links)"))
@@ -96,34 +96,25 @@ async def add_text(ctx: Ctx):
     routes = _routes()
     chatbot_id = ctx.uuid("chatbot_id")
     values = {"title": str(ctx.form.get("title", ""))[:300], "text": str(ctx.form.get("text", ""))}
+    source = {"kind": "text", "title": values["title"].strip(), "text": values["text"]}
+    failed = await _create_source(ctx, routes, chatbot_id, source, values=values, form="text", field="text")
+    return failed or redirect(f"/console/knowledge/{chatbot_id}?done=added")
+
+
+async def _create_source(ctx: Ctx, routes, chatbot_id: uuid.UUID, source: dict, *, values: dict, form: str, field: str):
+    """Create a source through the API's handler; the page again with the errors when refused."""
     try:
-        body = routes.SourceIn.model_validate(
-            {"kind": "text", "title": values["title"].strip(), "text": values["text"]}
-        )
-        if not body.text.strip():
+        body = routes.SourceIn.model_validate(source)
+        if body.kind == "text" and not (body.text or "").strip():
             raise ApiError(422, "text_required", "Paste some text.")
         await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
     except ValidationError as exc:
-        return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form="text")
+        return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form=form)
     except ApiError as exc:
         if exc.status >= 500 or exc.status in (401, 403, 404):
             raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={"text": exc.message}, values=values, form="text")
-    return redirect(f"/console/knowledge/{chatbot_id}?done=added")
-
-
-def _int(raw, field: str, lo: int, hi: int, errors: dict) -> int | None:
-    raw = str(raw or "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        errors[field] = "A whole number."
-        return None
-    if not lo <= value <= hi:
-        errors[field] = f"Between {lo} and {hi}."
-    return value
+        return await _page(ctx, chatbot_id, status=exc.status, errors={field: exc.message}, values=values, form=form)
+    return None
 
 
 @page("POST", "/console/knowledge/{chatbot_id}/import", min_role="admin")
@@ -136,30 +127,19 @@ async def import_url(ctx: Ctx):
         errors["kind"] = "Choose a page, a sitemap or a whole site."
     if not values["url"].strip():
         errors["url"] = "Enter the address (https://…)."
-    max_pages = _int(values["max_pages"], "max_pages", 1, routes.HARD_MAX_PAGES, errors)
-    max_depth = _int(values["max_depth"], "max_depth", 0, routes.HARD_MAX_DEPTH, errors)
+    max_pages = form_int(values["max_pages"], "max_pages", 1, routes.HARD_MAX_PAGES, errors)
+    max_depth = form_int(values["max_depth"], "max_depth", 0, routes.HARD_MAX_DEPTH, errors)
     if errors:
         return await _page(ctx, chatbot_id, status=422, errors=errors, values=values, form="import")
-    try:
-        body = routes.SourceIn.model_validate(
-            {
-                "kind": values["kind"],
-                "url": values["url"].strip(),
-                "title": values["title"].strip()[:300],
-                "max_pages": max_pages,
-                "max_depth": max_depth,
-            }
-        )
-        await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
-    except ValidationError as exc:
-        return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form="import")
-    except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await _page(
-            ctx, chatbot_id, status=exc.status, errors={"url": exc.message}, values=values, form="import"
-        )
-    return redirect(f"/console/knowledge/{chatbot_id}?done=importing")
+    source = {
+        "kind": values["kind"],
+        "url": values["url"].strip(),
+        "title": values["title"].strip()[:300],
+        "max_pages": max_pages,
+        "max_depth": max_depth,
+    }
+    failed = await _create_source(ctx, routes, chatbot_id, source, values=values, form="import", field="url")
+    return failed or redirect(f"/console/knowledge/{chatbot_id}?done=importing")
 
 
 @page("POST", "/console/knowledge/{chatbot_id}/upload", min_role="admin", stream=True)

@@ -13,14 +13,10 @@ from pydantic import ValidationError
 
 from pyapp.console import accounts_bridge as accounts
 from pyapp.console import queries
-from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect
+from pyapp.console.web import Ctx, done_flash, form_errors, form_int, json_ok, page, redirect
 from pyapp.errors import ApiError
 
 ROLES = ("agent", "admin", "owner")
-
-
-def _done(ctx: Ctx, messages: dict) -> str | None:
-    return messages.get(ctx.request.query.get("done", ""))
 
 
 async def _ws(ctx: Ctx, handler: str, **kw):
@@ -45,7 +41,7 @@ async def _team_page(ctx: Ctx, *, status=200, values=None, errors=None, created=
         created=created,
         member_errors=member_errors or {},
         flash=flash
-        or _done(ctx, {"role": "Role changed.", "removed": "Member removed.", "revoked": "Invitation revoked."}),
+        or done_flash(ctx, {"role": "Role changed.", "removed": "Member removed.", "revoked": "Invitation revoked."}),
     )
 
 
@@ -137,7 +133,7 @@ async def _keys_page(ctx: Ctx, *, status=200, values=None, errors=None, created=
         values=values or {"scopes": ["read"]},
         errors=errors or {},
         created=created,
-        flash=flash or _done(ctx, {"revoked": "API key revoked."}),
+        flash=flash or done_flash(ctx, {"revoked": "API key revoked."}),
     )
 
 
@@ -253,7 +249,7 @@ async def _settings_page(ctx: Ctx, *, status=200, values=None, errors=None, flas
         values=values,
         errors=errors or {},
         other=current["values"],
-        flash=flash or _done(ctx, {"saved": "Settings saved."}),
+        flash=flash or done_flash(ctx, {"saved": "Settings saved."}),
     )
 
 
@@ -263,17 +259,9 @@ async def settings_page(ctx: Ctx):
 
 
 def _minutes(raw, field: str, errors: dict) -> int | None:
-    raw = str(raw or "").strip()
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        errors[field] = "Minutes, a whole number."
-        return None
-    if not 1 <= value <= 43200:
-        errors[field] = "Between 1 minute and 30 days (43200)."
-    return value
+    return form_int(
+        raw, field, 1, 43200, errors, what="Minutes, a whole number.", bounds="Between 1 minute and 30 days (43200)."
+    )
 
 
 @page("POST", "/console/settings", min_role="admin")

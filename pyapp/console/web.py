@@ -324,16 +324,39 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
                 ctx.carry_session(response)
             return response
 
-        handler.__name__ = fn.__name__
-        ROUTES.append((method, path, handler))
-        return fn
+        return _register(method, path, fn, handler)
 
     return deco
+
+
+def _register(method: str, path: str, fn: Handler, handler) -> Handler:
+    """Add a console route (its wrapped handler, named as the page function) and hand back the page function."""
+    handler.__name__ = fn.__name__
+    ROUTES.append((method, path, handler))
+    return fn
 
 
 def done_flash(ctx: Ctx, messages: dict[str, str]) -> str | None:
     """The confirmation a page shows after a redirect with ?done=<what>."""
     return messages.get(ctx.request.query.get("done", ""))
+
+
+def form_int(
+    raw, field: str, lo: int, hi: int, errors: dict, *, what: str = "A whole number.", bounds: str | None = None
+) -> int | None:
+    """An optional whole number from a form field (None when empty); a bad one adds `what` or
+    `bounds` (default "Between lo and hi.") to errors[field]."""
+    raw = str(raw or "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        errors[field] = what
+        return None
+    if not lo <= value <= hi:
+        errors[field] = bounds or f"Between {lo} and {hi}."
+    return value
 
 
 def refusal(exc: ApiError | asyncpg.PostgresError) -> ApiError:
@@ -479,13 +502,11 @@ def public_page(method: str, path: str):
             except asyncpg.PostgresError as exc:
                 mapped = _database_error(request, exc)
                 response = error_response(request, None, mapped.status, mapped.code, mapped.message)
-            if ctx.session is not None and ctx.session.renewed and "Set-Cookie" not in response.headers:
-                sess.set_session_cookie(request, response, ctx.session.access_token, ctx.session.refresh_token)
+            if "Set-Cookie" not in response.headers:
+                ctx.carry_session(response)
             return response
 
-        handler.__name__ = fn.__name__
-        ROUTES.append((method, path, handler))
-        return fn
+        return _register(method, path, fn, handler)
 
     return deco
 

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
-from pyapp.channels.envelope import Keyring, seal_for
+from pyapp.channels.envelope import Keyring, store_secret
 from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
 from pyapp.net import FetchError, FetchRefused, vet_url
@@ -96,15 +96,7 @@ async def new_signing_secret(
 ) -> str:
     """A fresh whsec_ secret for the endpoint, sealed and stored; the old ones stay valid for overlap."""
     secret = new_secret()
-    key_id, sealed = await seal_for(conn, ring, tenant_id, endpoint_id, "signing", secret)
-    await conn.execute(
-        "SELECT parley.store_channel_secret($1, 'signing', $2, $3, $4, $5)",
-        endpoint_id,
-        key_id,
-        sealed,
-        secret[-4:],
-        overlap,
-    )
+    await store_secret(conn, ring, tenant_id, endpoint_id, "signing", secret, hint=secret[-4:], overlap=overlap)
     return secret
 
 

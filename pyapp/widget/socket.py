@@ -16,6 +16,7 @@ from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import check_value, parse_json, storable
+from pyapp.realtime.failure import close_after
 from pyapp.realtime.hello import read_hello
 from pyapp.realtime.relay import get_relay
 from pyapp.realtime.relay import install as install_relay
@@ -271,19 +272,7 @@ class VisitorSession:
                 )
         except asyncpg.PostgresError:
             # Could not store it (the limit covers system messages too): show it unstored.
-            self.send(
-                {
-                    "type": "message",
-                    "message": {
-                        "id": None,
-                        "author": "system",
-                        "body": body,
-                        "client_id": None,
-                        "created_at": dt.datetime.now(dt.UTC).isoformat(),
-                        "notice": err.code,
-                    },
-                }
-            )
+            self._unstored_notice(body, err.code)
 
     async def _converse(self, *, anew: bool = False) -> bool:
         """Start the visitor's conversation if it has none (or `anew`: its conversation has ended)."""
@@ -324,6 +313,12 @@ class VisitorSession:
         self.relay.wake(self.claims.tenant_id)
         return True
 
+    def _unstored_notice(self, body: str, code: str) -> None:
+        """A system notice the visitor sees that is not (or could not be) stored: a message frame
+        without an id, shaped like a stored one so the widget shows it the same way."""
+        message = {"id": None, "author": "system", "body": body, "client_id": None, "notice": code}
+        self.send({"type": "message", "message": {**message, "created_at": dt.datetime.now(dt.UTC).isoformat()}})
+
     def _limit_reached(self, err: ApiError) -> None:
         """No conversation could start: say so (unstored, there is nowhere to store it) and offer the form."""
         body = (
@@ -331,19 +326,7 @@ class VisitorSession:
             if err.code == "rate_limited"
             else "We can't start a new chat right now. Leave your details and we'll get back to you."
         )
-        self.send(
-            {
-                "type": "message",
-                "message": {
-                    "id": None,
-                    "author": "system",
-                    "body": body,
-                    "client_id": None,
-                    "created_at": dt.datetime.now(dt.UTC).isoformat(),
-                    "notice": err.code,
-                },
-            }
-        )
+        self._unstored_notice(body, err.code)
         if err.code != "rate_limited" and not self.lead_sent:
             lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}
             self.send(
@@ -581,19 +564,10 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
                 session.send(error_frame("invalid_frame", "Frames are JSON text."))
             elif msg.type == WSMsgType.ERROR:
                 break
-    except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
-        if mapped.status == 500:
-            log.exception("visitor socket failed")
-        if not ws.closed:
-            await ws.send_json(error_frame(mapped.code, mapped.message))
-            await ws.close(code=4403 if mapped.status in (401, 403, 404) else 1011)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
-    except Exception:
-        log.exception("visitor socket failed")
-        if not ws.closed:
-            await ws.close(code=1011, message=b"internal error")
+    except Exception as exc:
+        await close_after(ws, exc, "visitor socket", refused=lambda status: status in (401, 403, 404))
     finally:
         if session is not None:
             session.relay.detach(session.sink)

@@ -67,6 +67,16 @@ async def test_search_plan_limits_suspend_all_audited_as_staff(server, signup, s
     status, body = await server.call("POST", f"/api/staff/tenants/{tid}/limits", json={"ai_msgs_per_day": None},
                                      token=token)
     assert body["ai_msgs_per_day"] == 200000 and body["max_chatbots"] == 0  # back to the plan; others kept
+    # Every column of the overrides follows a second change too (the whole row is written).
+    for pages in (7, 9):
+        status, body = await server.call("POST", f"/api/staff/tenants/{tid}/limits", token=token,
+                                         json={"knowledge_pages": pages, "max_open_conversations_per_ip": pages,
+                                               "conversations_per_min_chatbot": pages})
+        assert status == 200, body
+        row = await owner_conn.fetchrow(
+            "SELECT knowledge_pages, max_open_conversations_per_ip, conversations_per_min_chatbot, max_chatbots"
+            " FROM parley.tenant_limits WHERE tenant_id = $1::uuid", tid)
+        assert tuple(row) == (pages, pages, pages, 0)
     for bad in ({"max_chatbots": -1}, {"plan": "pro"}, {"max_seats": "many"}):
         status, body = await server.call("POST", f"/api/staff/tenants/{tid}/limits", json=bad, token=token)
         assert status == 422, (bad, body)
