@@ -26,6 +26,9 @@ like with like:
   and the agents' WebSockets. No auth, RLS, limits, usage, events table or state machine.
 * Idle memory: K visitor sockets (after hello) held open by a child process; the server
   process's RSS growth divided by K, measured first (memory the runs leave free would hide it).
+* --server-process: Parley runs as its own `parley serve` process, so the clients (this process)
+  no longer share its event loop, as with real users; CPU per message and idle memory are then
+  the server process's. The baseline stays in this process.
 
 Both runs are repeated against the baseline (paced at the same rate). The last line is
 `msgs_per_s=N p99_ms=N baseline_ratio=R kb_per_idle_ws=N`: Parley's flat-out msgs/s, its
@@ -71,8 +74,8 @@ def raise_fd_limit() -> int:
     return target
 
 
-def rss_kb() -> int:
-    with open("/proc/self/status") as fh:
+def rss_kb(pid: int | str = "self") -> int:
+    with open(f"/proc/{pid}/status") as fh:
         for line in fh:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
@@ -99,8 +102,9 @@ class CpuMeter:
     much less, so the bench reports both.
     """
 
-    def __init__(self, admin_url: str) -> None:
+    def __init__(self, admin_url: str, server_pid: int | str = "self") -> None:
         self.admin_url = admin_url
+        self.server_pid = server_pid  # the Parley server's process (this one unless --server-process)
         self.pg_pids: list[int] = []
 
     async def refresh(self) -> None:
@@ -112,7 +116,7 @@ class CpuMeter:
             await conn.close()
 
     def sample(self) -> tuple[float, float]:
-        return cpu_seconds(), sum(cpu_seconds(p) for p in self.pg_pids)
+        return cpu_seconds(self.server_pid), sum(cpu_seconds(p) for p in self.pg_pids)
 
 
 def pct(values: list[float], q: float) -> float:
@@ -516,14 +520,14 @@ async def idle_client_main(url: str, token_file: str) -> None:
     await session.close()
 
 
-async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
+async def idle_memory(base: str, tokens: list[str], server_pid: int | str = "self") -> tuple[float, int]:
     """Server-side RSS growth per idle visitor socket (KB), and how many were open."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
         json.dump(tokens, fh)
         path = fh.name
     try:
         gc.collect()
-        before = rss_kb()
+        before = rss_kb(server_pid)
         child = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--idle-client", base.replace("http", "ws", 1) + "/ws/visitor", path,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -531,7 +535,7 @@ async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
         opened = int(line[1])
         await asyncio.sleep(1.0)  # let the last hellos' replies and buffers settle
         gc.collect()
-        after = rss_kb()
+        after = rss_kb(server_pid)
         child.stdin.close()
         await asyncio.wait_for(child.wait(), 60)
     finally:
@@ -543,9 +547,7 @@ async def idle_memory(base: str, tokens: list[str]) -> tuple[float, int]:
 
 
 async def bench(args) -> None:
-    from pyapp.widget.hooks import visitor_hooks
-    from pyapp.widget.socket import message_batcher
-    from pyapp.app import create_app, load_surfaces
+    from pyapp.app import load_surfaces
     from pyapp.db import create_pool
 
     raise_fd_limit()
@@ -554,32 +556,11 @@ async def bench(args) -> None:
     print(f"database {dbname} migrated in {time.perf_counter() - t_start:.1f}s", flush=True)
     load_surfaces()
     try:
-        app = create_app(settings)
-        # Conversations are claimed, so no bot runs (and no model loads); with --bot they stay with
-        # the bot and the placeholder answers every visitor message (one more post_message each).
-        visitor_hooks(app).set_bot_responder(None if args.bot else _no_bot)
-        runner, base = await serve(app)
-        try:
-            arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot,
-                                            webhooks=args.webhooks)
-            print(f"arranged {args.visitors} {'bot' if args.bot else 'claimed'} + {args.idle} idle conversations",
-                  flush=True)
-            # Measured before the flat-out runs: memory they leave free would hide the sockets' own.
-            kb, opened = await idle_memory(base, arranged["idle_tokens"])
-            print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
-            agents = [arranged["agent_token"]] * args.agents
-            meter = CpuMeter(settings.admin_url)
-            batcher = message_batcher(app)
-            counted = (batcher.messages, batcher.statements)
-            parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup, meter=meter)
-            _report("parley", parley, args, batches=_per_statement(batcher, counted))
-            rate = max(1.0, round(min(args.paced_rate, parley["msgs_per_s"] * PACED_FRACTION)))
-            counted = (batcher.messages, batcher.statements)
-            parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
-                                       meter=meter)
-            _report("parley", parley_paced, args, rate, batches=_per_statement(batcher, counted))
-        finally:
-            await runner.cleanup()
+        if args.server_process:
+            parley, parley_paced, kb, rate = await _run_server_process(settings, args)
+        else:
+            parley, parley_paced, kb, rate = await _run_in_process(settings, args)
+        meter = CpuMeter(settings.admin_url)
 
         owner = await asyncpg.connect(settings.admin_url)
         try:
@@ -615,6 +596,92 @@ async def bench(args) -> None:
           flush=True)
     print(f"msgs_per_s={parley['msgs_per_s']:.0f} p99_ms={parley_paced['p99_ms']:.0f} baseline_ratio={ratio:.2f} "
           f"kb_per_idle_ws={kb:.0f}")
+
+
+async def _run_in_process(settings, args) -> tuple[dict, dict, float, float]:
+    """Parley's runs with the server in this process (the clients share its event loop)."""
+    from pyapp.app import create_app
+    from pyapp.widget.hooks import visitor_hooks
+    from pyapp.widget.socket import message_batcher
+
+    app = create_app(settings)
+    # Conversations are claimed, so no bot runs (and no model loads); with --bot they stay with
+    # the bot and the placeholder answers every visitor message (one more post_message each).
+    visitor_hooks(app).set_bot_responder(None if args.bot else _no_bot)
+    runner, base = await serve(app)
+    try:
+        arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot,
+                                        webhooks=args.webhooks)
+        print(f"arranged {args.visitors} {'bot' if args.bot else 'claimed'} + {args.idle} idle conversations",
+              flush=True)
+        # Measured before the flat-out runs: memory they leave free would hide the sockets' own.
+        kb, opened = await idle_memory(base, arranged["idle_tokens"])
+        print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server RSS growth)", flush=True)
+        agents = [arranged["agent_token"]] * args.agents
+        meter = CpuMeter(settings.admin_url)
+        batcher = message_batcher(app)
+        counted = (batcher.messages, batcher.statements)
+        parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup, meter=meter)
+        _report("parley", parley, args, batches=_per_statement(batcher, counted))
+        rate = max(1.0, round(min(args.paced_rate, parley["msgs_per_s"] * PACED_FRACTION)))
+        counted = (batcher.messages, batcher.statements)
+        parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
+                                   meter=meter)
+        _report("parley", parley_paced, args, rate, batches=_per_statement(batcher, counted))
+    finally:
+        await runner.cleanup()
+    return parley, parley_paced, kb, rate
+
+
+async def _run_server_process(settings, args) -> tuple[dict, dict, float, float]:
+    """Parley's runs with the server as its own `parley serve` process: the clients (this process)
+    no longer share its event loop, as with real users. CPU and memory are the server process's."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": settings.secret_key,
+           "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT),
+           # Every client comes from 127.0.0.1, as from a load balancer: no per-address connection cap.
+           "PARLEY_TRUST_PROXY": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 60
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError("parley serve exited")
+                try:
+                    async with http.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    if time.monotonic() > deadline:
+                        raise
+                await asyncio.sleep(0.1)
+        arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=True, webhooks=args.webhooks)
+        print(f"server process {proc.pid}; arranged {args.visitors} claimed + {args.idle} idle conversations",
+              flush=True)
+        kb, opened = await idle_memory(base, arranged["idle_tokens"], proc.pid)
+        print(f"idle visitor sockets: {opened} open, {kb:.1f} KB each (server process RSS growth)", flush=True)
+        agents = [arranged["agent_token"]] * args.agents
+        meter = CpuMeter(settings.admin_url, proc.pid)
+        parley = await drive(base, arranged["visitor_tokens"], agents, args.seconds, args.warmup, meter=meter)
+        _report("parley (server process)", parley, args)
+        rate = max(1.0, round(min(args.paced_rate, parley["msgs_per_s"] * PACED_FRACTION)))
+        parley_paced = await drive(base, arranged["visitor_tokens"], agents, args.paced_seconds, 1.0, rate,
+                                   meter=meter)
+        _report("parley (server process)", parley_paced, args, rate)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return parley, parley_paced, kb, rate
 
 
 async def _no_bot(turn) -> None:
@@ -655,6 +722,8 @@ def main() -> None:
     parser.add_argument("--idle", type=int, help="idle visitor sockets for the memory figure")
     parser.add_argument("--bot", action="store_true",
                         help="leave the conversations with the bot: the placeholder answers every visitor message")
+    parser.add_argument("--server-process", action="store_true",
+                        help="run Parley as its own `parley serve` process (clients outside its event loop)")
     parser.add_argument("--webhooks", type=int, default=0,
                         help="webhook endpoints subscribed to message_added (deliveries written, not drained)")
     args = parser.parse_args()
