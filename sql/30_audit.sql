@@ -45,6 +45,11 @@ DECLARE
   v_target text := coalesce(v_row->>'id', v_row->>'user_id', v_row->>'key');
   v_tenant uuid := coalesce((v_row->>'tenant_id')::uuid, CASE WHEN TG_TABLE_NAME = 'tenants' THEN (v_row->>'id')::uuid END);
 BEGIN
+  -- An UPDATE that changed nothing (e.g. setting the plan a tenant already has) is no event:
+  -- it used to leave a tenant.update row with identical before and after.
+  IF TG_OP = 'UPDATE' AND v_old = v_row THEN
+    RETURN NULL;
+  END IF;
   PERFORM parley.write_audit(
     TG_ARGV[0] || '.' || lower(TG_OP),
     TG_ARGV[0], v_target,
@@ -54,7 +59,7 @@ BEGIN
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION parley.audit_row_change() IS
-  'AFTER trigger: audit an insert/update/delete of a tenancy row as <kind>.<op>, with hashes stripped.';
+  'AFTER trigger: audit an insert/update/delete of a tenancy row as <kind>.<op>, with hashes stripped; an update that changed nothing (hashes aside) is not audited.';
 ALTER FUNCTION parley.audit_row_change() OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.audit_row_change() FROM PUBLIC;
 
@@ -87,6 +92,29 @@ GRANT SELECT ON analytics.audit_events TO parley_analyst;
 -- Audit trail reader
 ---------------------------------------------------------------------------------------------
 
+-- What an audit row changed, for people: one {field, before, after} per top-level field that
+-- differs when the details carry a before and an after (row updates), else one {field, value}
+-- per detail.
+CREATE OR REPLACE FUNCTION parley.audit_changes(p_details jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE
+    WHEN jsonb_typeof(p_details->'before') = 'object' AND jsonb_typeof(p_details->'after') = 'object' THEN
+      coalesce((SELECT jsonb_agg(jsonb_build_object('field', k, 'before', p_details->'before'->k,
+                                                    'after', p_details->'after'->k) ORDER BY k)
+                  FROM (SELECT jsonb_object_keys(p_details->'before') UNION
+                        SELECT jsonb_object_keys(p_details->'after')) f(k)
+                 WHERE (p_details->'before'->k) IS DISTINCT FROM (p_details->'after'->k)), '[]'::jsonb)
+    WHEN jsonb_typeof(p_details) = 'object' THEN
+      coalesce((SELECT jsonb_agg(jsonb_build_object('field', e.key, 'value', e.value) ORDER BY e.key)
+                  FROM jsonb_each(p_details) e), '[]'::jsonb)
+    ELSE '[]'::jsonb
+  END
+$$;
+COMMENT ON FUNCTION parley.audit_changes(jsonb) IS
+  'An audit row''s details as a list for people: [{field, before, after}] for the fields that differ when details has before and after objects (row updates), else [{field, value}] per top-level detail.';
+GRANT EXECUTE ON FUNCTION parley.audit_changes(jsonb) TO parley_app;
+
 CREATE OR REPLACE FUNCTION parley.list_audit(
   p_before bigint, p_limit int, p_action text DEFAULT NULL, p_actor_id text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -100,7 +128,7 @@ BEGIN
   SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.id DESC), '[]'::jsonb), count(*), min(a.id)
     INTO v_items, v_count, v_last
     FROM (SELECT l.id, l.at, l.actor_kind, l.actor_id, l.action, l.target_kind, l.target_id,
-                 host(l.ip) AS ip, l.request_id, l.details
+                 host(l.ip) AS ip, l.request_id, l.details, parley.audit_changes(l.details) AS changes
             FROM parley.audit_log l
            WHERE l.tenant_id = parley.current_tenant_id()
              AND (p_before IS NULL OR l.id < p_before)
@@ -113,6 +141,6 @@ BEGIN
                                                 THEN v_last END);
 END $$;
 COMMENT ON FUNCTION parley.list_audit(bigint, int, text, text) IS
-  'The current workspace''s audit trail, newest first (admin+): keyset pagination on id (pass next_before back as p_before), optional exact action and actor filters; limit 1..200.';
+  'The current workspace''s audit trail, newest first (admin+): keyset pagination on id (pass next_before back as p_before), optional exact action and actor filters; limit 1..200. Each item has its details and their readable changes (parley.audit_changes).';
 REVOKE ALL ON FUNCTION parley.list_audit(bigint, int, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.list_audit(bigint, int, text, text) TO parley_app;

@@ -218,6 +218,29 @@ ALTER FUNCTION parley.visitor_conversations(uuid, uuid) OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.visitor_conversations(uuid, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.visitor_conversations(uuid, uuid) TO parley_app;
 
+-- The members' view of the same list: beside an open conversation, the visitor's others.
+CREATE OR REPLACE FUNCTION parley.other_visitor_conversations(p_conversation_id uuid)
+RETURNS TABLE (id uuid, status text, created_at timestamptz, last_activity_at timestamptz, messages bigint,
+               preview text)
+LANGUAGE sql STABLE
+AS $$
+  SELECT o.id, o.status, o.created_at, o.last_activity_at,
+         (SELECT count(*) FROM parley.messages m
+           WHERE m.tenant_id = o.tenant_id AND m.conversation_id = o.id AND m.author <> 'note'),
+         (SELECT left(m.body, 80) FROM parley.messages m
+           WHERE m.tenant_id = o.tenant_id AND m.conversation_id = o.id AND m.author = 'visitor'
+           ORDER BY m.id LIMIT 1)
+    FROM parley.conversations c
+    JOIN parley.conversations o ON o.tenant_id = c.tenant_id AND o.visitor_id = c.visitor_id
+                               AND o.chatbot_id = c.chatbot_id AND o.id <> c.id
+   WHERE c.id = p_conversation_id AND parley.current_actor_kind() <> 'visitor'
+   ORDER BY o.created_at DESC
+   LIMIT 20
+$$;
+COMMENT ON FUNCTION parley.other_visitor_conversations(uuid) IS
+  'For members (API transcript, console inbox): the same visitor''s other conversations with the same chatbot, newest first, at most 20, with their message count (notes left out) and first visitor message (80 characters). Runs under RLS (the tenant''s own rows only); empty for visitors.';
+GRANT EXECUTE ON FUNCTION parley.other_visitor_conversations(uuid) TO parley_app;
+
 ------------------------------------------------------------------------------------------
 -- Transitions
 

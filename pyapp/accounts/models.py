@@ -198,6 +198,10 @@ class AuditEntry(BaseModel):
     ip: str | None
     request_id: str | None
     details: dict[str, Any]
+    changes: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="the details for people: {field, before, after} per changed field, else {field, value}",
+    )
 
 
 class AuditOut(BaseModel):

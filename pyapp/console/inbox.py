@@ -77,8 +77,10 @@ async def _pane(ctx: Ctx, conversation_id: uuid.UUID) -> dict:
         async with ctx.savepoint():
             await ctx.conn.execute("SELECT parley.mark_conversation_read($1, $2)", conversation_id, last_id)
     members = await queries.fetch(ctx.conn, "members")
+    others = await queries.fetch(ctx.conn, "other_visitor_conversations", conversation_id)
     return {
         "conv": conv,
+        "others": [{**o, "status_label": STATUS_LABELS.get(o["status"], o["status"])} for o in others],
         "messages": messages,
         "last_id": last_id,
         "members": members,

@@ -64,6 +64,7 @@ async def _page(
         "reimporting": "Re-import started.",
         "continuing": "Import continues from where it stopped.",
         "uploaded": "File added.",
+        "edited": "Text saved. Passages are searchable at once; embeddings follow in the background.",
     }
     return ctx.render(
         "knowledge.html",
@@ -185,6 +186,52 @@ async def reimport(ctx: Ctx):
 async def continue_import(ctx: Ctx):
     """Import the pages a crawl left when it stopped at its page limit."""
     return await _source_action(ctx, _routes().continue_source, "continuing")
+
+
+async def _text_page(ctx: Ctx, *, values: dict | None = None, errors: dict | None = None, status: int = 200):
+    """A pasted-text source's text, shown to members and editable by admins (the API's GET/PUT .../text)."""
+    routes = _routes()
+    source_id = ctx.uuid("source_id")
+    chatbot_id = await _source_chatbot(ctx, source_id)
+    try:
+        kept = await bridge.call(ctx, routes.get_text)
+    except ApiError as exc:
+        if exc.code != "not_text":
+            raise
+        return redirect(f"/console/knowledge/{chatbot_id}")
+    return ctx.render(
+        "source_text.html",
+        status=status,
+        bot=await _chatbot(ctx, chatbot_id),
+        source_id=source_id,
+        exact=kept["exact"],
+        values=values or {"title": kept["title"], "text": kept["text"]},
+        errors=errors or {},
+    )
+
+
+@page("GET", "/console/knowledge/sources/{source_id}/text")
+async def source_text(ctx: Ctx):
+    return await _text_page(ctx)
+
+
+@page("POST", "/console/knowledge/sources/{source_id}/text", min_role="admin")
+async def save_source_text(ctx: Ctx):
+    routes = _routes()
+    chatbot_id = await _source_chatbot(ctx, ctx.uuid("source_id"))
+    values = {"title": str(ctx.form.get("title", ""))[:300], "text": str(ctx.form.get("text", ""))}
+    try:
+        body = routes.TextIn.model_validate({"title": values["title"].strip() or None, "text": values["text"]})
+        if not values["text"].strip():
+            raise ApiError(422, "text_required", "Paste some text.")
+        await bridge.call(ctx, routes.replace_text, body=body, min_role="admin")
+    except ValidationError as exc:
+        return await _text_page(ctx, values=values, errors=form_errors(exc), status=422)
+    except ApiError as exc:
+        if exc.status >= 500 or exc.status in (401, 403, 404):
+            raise
+        return await _text_page(ctx, values=values, errors=_api_errors(exc, "text"), status=exc.status)
+    return redirect(f"/console/knowledge/{chatbot_id}?done=edited")
 
 
 @page("POST", "/console/knowledge/sources/{source_id}/delete", min_role="admin")

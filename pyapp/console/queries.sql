@@ -107,6 +107,10 @@ SELECT id, shortcut, body FROM parley.canned_replies WHERE id = $1;
 SELECT id, name, public_key, allowed_origins, config, created_at, updated_at
   FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY created_at;
 
+-- name: other_visitor_conversations
+-- The open conversation's visitor's other conversations with the same chatbot ($1: the conversation).
+SELECT * FROM parley.other_visitor_conversations($1);
+
 -- name: chatbot_templates
 -- The chatbot templates (key, title, description, config) in display order.
 SELECT * FROM parley.list_chatbot_templates();

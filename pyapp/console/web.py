@@ -90,6 +90,15 @@ def safe_query(value) -> str:
     return _QS_UNSAFE.sub("", str(value or ""))[:500]
 
 
+def _audit_value(value) -> str:
+    """One audited value for people: text as it is, nothing as an em dash, anything else as compact JSON."""
+    if value is None:
+        return "—"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+
+
 ENV = Environment(
     loader=FileSystemLoader(str(TEMPLATES)),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -100,6 +109,7 @@ ENV.filters["tojson"] = _tojson
 ENV.filters["timeago"] = _timeago
 ENV.filters["dt"] = _dt
 ENV.filters["safe_url"] = _safe_url
+ENV.filters["audit_value"] = _audit_value
 
 
 @dataclass

@@ -116,6 +116,7 @@ class OtherConversationOut(BaseModel):
     created_at: datetime
     last_activity_at: datetime
     messages: int
+    preview: str | None = None
 
 
 class TranscriptOut(BaseModel):
@@ -202,14 +203,7 @@ async def get_conversation(call: Call):
             "SELECT to_jsonb(l) FROM parley.leads l WHERE l.conversation_id = $1", conversation_id
         )
         others = await conn.fetch(
-            """SELECT o.id, o.status, o.created_at, o.last_activity_at,
-                      (SELECT count(*) FROM parley.messages m
-                        WHERE m.tenant_id = o.tenant_id AND m.conversation_id = o.id AND m.author <> 'note') AS messages
-                 FROM parley.conversations c
-                 JOIN parley.conversations o ON o.tenant_id = c.tenant_id AND o.visitor_id = c.visitor_id
-                                            AND o.chatbot_id = c.chatbot_id AND o.id <> c.id
-                WHERE c.id = $1
-                ORDER BY o.created_at DESC LIMIT 20""",
+            "SELECT * FROM parley.other_visitor_conversations($1)",
             conversation_id,
         )
     return {

@@ -23,7 +23,7 @@ from pyapp.errors import ApiError, not_found
 from pyapp.knowledge import extract as ex
 from pyapp.knowledge.crawl import HARD_MAX_DEPTH, HARD_MAX_PAGES, ImportManager
 from pyapp.knowledge.ingest import MAX_BACKLOG, EmbeddingWorker, backlog, get_embedder, ingest_document
-from pyapp.knowledge.search import HAS_VECTORS, query_vector, search_passages
+from pyapp.knowledge.search import HAS_VECTORS, answerable, query_vector, search_passages
 from pyapp.net import FetchError, vet_url
 from pyapp.net.safe_fetch import allow_hosts_from_env
 
@@ -33,7 +33,9 @@ UPLOAD_MAX_BYTES = int(os.environ.get("PARLEY_UPLOAD_MAX_BYTES", str(10 * 1024 *
 TEXT_MAX_CHARS = 500_000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 
-SOURCES = """SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.options, s.status, s.progress, s.error,
+# options.text: a pasted-text source's own text (read only by GET .../text, never listed)
+SOURCES = """SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.options - 'text' AS options,
+  s.status, s.progress, s.error,
   s.created_at, s.updated_at, s.last_imported_at, n.documents, n.chunks, n.chunks_embedded,
   cardinality(s.frontier) AS pages_left
   FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n"""
@@ -168,7 +170,9 @@ async def create_source(call: Call):
         doc = _text_document(body.title, body.text)
     else:
         url = await _vet(body.url)
-    options = {k: v for k, v in (("max_pages", body.max_pages), ("max_depth", body.max_depth)) if v is not None}
+    options: dict = {k: v for k, v in (("max_pages", body.max_pages), ("max_depth", body.max_depth)) if v is not None}
+    if body.kind == "text":
+        options["text"] = body.text  # kept, so the console can show and edit it
     async with call.tx() as conn:
         await _check_backlog(conn)
         created = await conn.fetchrow(
@@ -252,6 +256,34 @@ async def get_source(call: Call):
         return await _source(conn, call.uuid_param("source_id"))
 
 
+class SourceTextOut(BaseModel):
+    title: str
+    text: str
+    exact: bool = Field(description="false: an older source whose text was not kept, joined from its passages")
+
+
+@api.route("GET", "/api/knowledge/sources/{source_id}/text", response=SourceTextOut, tags=("knowledge",))
+async def get_text(call: Call):
+    """The text of a pasted-text source, to read or edit (PUT the same path to replace it)."""
+    source_id = call.uuid_param("source_id")
+    async with call.tx() as conn:
+        source = await _source(conn, source_id)
+        if source["kind"] != "text":
+            raise ApiError(409, "not_text", "Only pasted-text sources have a text to show.")
+        kept = await conn.fetchval(
+            "SELECT s.options->>'text' FROM parley.knowledge_sources s WHERE s.id = $1", source_id
+        )
+        if kept is not None:
+            return {"title": source["title"], "text": kept, "exact": True}
+        passages = await conn.fetch(
+            "SELECT c.text FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d"
+            "  ON d.tenant_id = c.tenant_id AND d.id = c.document_id"
+            " WHERE d.source_id = $1 ORDER BY c.ordinal",
+            source_id,
+        )
+    return {"title": source["title"], "text": "\n\n".join(r["text"] for r in passages), "exact": False}
+
+
 @api.route(
     "PUT",
     "/api/knowledge/sources/{source_id}/text",
@@ -270,7 +302,11 @@ async def replace_text(call: Call):
         title = call.body.title if call.body.title is not None else source["title"]
         await ingest_document(conn, source_id, "text", _text_document(title, call.body.text))
         await conn.execute(
-            "UPDATE parley.knowledge_sources SET title = $2, updated_at = now() WHERE id = $1", source_id, title
+            "UPDATE parley.knowledge_sources SET title = $2, options = options || jsonb_build_object('text', $3::text),"
+            " updated_at = now() WHERE id = $1",
+            source_id,
+            title,
+            call.body.text,
         )
         await conn.execute("SELECT parley.set_source_progress($1, 'ready')", source_id)
         source = await _source(conn, source_id)
@@ -363,7 +399,7 @@ async def list_documents(call: Call):
 
 @api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/search", body=SearchIn, tags=("knowledge",))
 async def try_question(call: Call):
-    """Try a question: the passages the bot would ground its answer in, with their scores."""
+    """Try a question: the passages the bot would ground its answer in, and whether it would answer or decline."""
     chatbot_id = call.uuid_param("chatbot_id")
     async with call.tx() as conn:
         embedded = await conn.fetchval(HAS_VECTORS, chatbot_id)
@@ -375,7 +411,8 @@ async def try_question(call: Call):
         passages, mode = await search_passages(
             conn, chatbot_id, call.body.query, call.body.k, vector, embedder.model if embedder else None
         )
-    return {"mode": mode, "passages": passages}
+    # the decline rule is SQL's (parley.knowledge_answerable), the same on every row
+    return {"mode": mode, "answerable": answerable(passages), "passages": passages}
 
 
 def setup(app: web.Application) -> None:
