@@ -152,25 +152,46 @@ $$;
 COMMENT ON FUNCTION parley.stats_conversations_per_day(int, uuid) IS
   'Conversations started per day over the last p_days days (every day listed), with how many are closed and closed without a human (parley.stats_days).';
 
+CREATE OR REPLACE FUNCTION parley.day_questions_from_rows(p_from date, p_to date, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (chatbot_id uuid, day date, question_norm text, asked int, unanswered int, last_asked timestamptz)
+LANGUAGE sql STABLE
+AS $$
+  SELECT t.chatbot_id, t.created_at::date, t.question_norm, count(*)::int, (count(*) FILTER (WHERE NOT t.grounded))::int,
+         max(t.created_at)
+    FROM parley.assistant_turns t
+   WHERE t.tenant_id = (SELECT parley.current_tenant_id())
+     AND t.created_at >= p_from::timestamptz AND t.created_at < p_to::timestamptz
+     AND (p_chatbot_id IS NULL OR t.chatbot_id = p_chatbot_id)
+     AND t.question_norm <> '' AND t.outcome IN ('answered', 'unknown')
+   GROUP BY t.chatbot_id, t.created_at::date, t.question_norm
+$$;
+COMMENT ON FUNCTION parley.day_questions_from_rows(date, date, uuid) IS
+  'The current tenant''s questions per chatbot, day in [p_from, p_to) and normalised text: how often asked (answered or unknown turns), how often without grounding, when last. The one definition the rollup stores (daily_questions) and stats_top_questions reads for the days since it ran.';
+
 CREATE OR REPLACE FUNCTION parley.stats_top_questions(p_days int, p_chatbot_id uuid DEFAULT NULL, p_limit int DEFAULT 20,
                                                       p_unanswered_only boolean DEFAULT false)
 RETURNS TABLE (question text, asked bigint, unanswered bigint, last_asked timestamptz)
 LANGUAGE sql STABLE
 AS $$
-  SELECT t.question_norm, count(*), count(*) FILTER (WHERE NOT t.grounded), max(t.created_at)
-    FROM parley.assistant_turns t
-   WHERE t.tenant_id = (SELECT parley.current_tenant_id())
-     AND t.created_at >= now() - make_interval(days => p_days)
-     AND (p_chatbot_id IS NULL OR t.chatbot_id = p_chatbot_id)
-     AND t.question_norm <> '' AND t.outcome IN ('answered', 'unknown')
-   GROUP BY t.question_norm
-  HAVING NOT p_unanswered_only OR count(*) FILTER (WHERE NOT t.grounded) > 0
-   ORDER BY CASE WHEN p_unanswered_only THEN count(*) FILTER (WHERE NOT t.grounded) ELSE count(*) END DESC,
-            max(t.created_at) DESC
+  WITH q AS (
+    SELECT d.question_norm, d.asked, d.unanswered, d.last_asked
+      FROM parley.daily_questions d
+     WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.day >= current_date - (p_days - 1)
+       AND d.day < (SELECT parley.stats_rolled_until())
+       AND (p_chatbot_id IS NULL OR d.chatbot_id = p_chatbot_id)
+    UNION ALL
+    SELECT r.question_norm, r.asked, r.unanswered, r.last_asked
+      FROM parley.day_questions_from_rows(
+        greatest(current_date - (p_days - 1), (SELECT parley.stats_rolled_until())), current_date + 1, p_chatbot_id) r)
+  SELECT q.question_norm, sum(q.asked)::bigint, sum(q.unanswered)::bigint, max(q.last_asked)
+    FROM q
+   GROUP BY q.question_norm
+  HAVING NOT p_unanswered_only OR sum(q.unanswered) > 0
+   ORDER BY CASE WHEN p_unanswered_only THEN sum(q.unanswered) ELSE sum(q.asked) END DESC, max(q.last_asked) DESC
    LIMIT least(greatest(coalesce(p_limit, 20), 1), 100)
 $$;
 COMMENT ON FUNCTION parley.stats_top_questions(int, uuid, int, boolean) IS
-  'Most asked (normalised) questions over the last p_days days with how often the bot found no grounding; p_unanswered_only lists the unanswered ones.';
+  'Most asked (normalised) questions over the last p_days days (from the rollup, daily_questions, for the days before its last run and from the rows since) with how often the bot found no grounding; p_unanswered_only lists the unanswered ones.';
 
 CREATE OR REPLACE FUNCTION parley.stats_csat_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
 RETURNS TABLE (day date, ratings bigint, avg_score numeric, thumbs_up bigint, thumbs_down bigint)
@@ -209,6 +230,9 @@ COMMENT ON FUNCTION parley.stats_summary(int, uuid) IS
 
 SELECT parley.apply_tenant_policies('parley.daily_stats');
 SELECT parley.apply_tenant_policies('parley.daily_stats_state');
+SELECT parley.apply_tenant_policies('parley.daily_questions');
+GRANT SELECT ON parley.daily_questions TO parley_app;
+GRANT SELECT, INSERT, DELETE ON parley.daily_questions TO parley_jobs;
 GRANT SELECT ON parley.daily_stats, parley.daily_stats_state TO parley_app;
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.daily_stats TO parley_jobs;
 GRANT SELECT, INSERT, UPDATE ON parley.daily_stats_state TO parley_jobs;
@@ -251,12 +275,16 @@ BEGIN
          r.first_response_s, r.ai_turns, r.ai_unanswered, r.ratings, r.rating_sum, r.thumbs_up, r.thumbs_down, now()
     FROM unnest(v_days) d, parley.day_stats_from_rows(d, d + 1) r;
   GET DIAGNOSTICS v_rows = ROW_COUNT;
+  DELETE FROM parley.daily_questions q WHERE q.tenant_id = v_tenant AND q.day = ANY (v_days);
+  INSERT INTO parley.daily_questions (tenant_id, day, chatbot_id, question_norm, asked, unanswered, last_asked)
+  SELECT v_tenant, r.day, r.chatbot_id, r.question_norm, r.asked, r.unanswered, r.last_asked
+    FROM unnest(v_days) d, parley.day_questions_from_rows(d, d + 1) r;
   INSERT INTO parley.daily_stats_state AS s (tenant_id, rolled_at) VALUES (v_tenant, now())
   ON CONFLICT (tenant_id) DO UPDATE SET rolled_at = EXCLUDED.rolled_at;
   RETURN v_rows;
 END
 $$;
 COMMENT ON FUNCTION parley.rollup_daily_stats(date) IS
-  'Jobs: store the current tenant''s day figures (parley.day_stats_from_rows) per chatbot and day in daily_stats for every day from p_since, or (p_since NULL) for the days touched since the last run (all days on the first run), and record the run in daily_stats_state; returns rows written.';
+  'Jobs: store the current tenant''s day figures (parley.day_stats_from_rows) per chatbot and day in daily_stats, and its questions (parley.day_questions_from_rows) in daily_questions, for every day from p_since, or (p_since NULL) for the days touched since the last run (all days on the first run), and record the run in daily_stats_state; returns rows written.';
 REVOKE ALL ON FUNCTION parley.rollup_daily_stats(date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.rollup_daily_stats(date) TO parley_jobs;

@@ -10,6 +10,7 @@ from pyapp.db import Actor, tenant_tx
 from support.knowledge import make_tenant
 
 HUMAN_KINDS = ("human_requested", "claimed", "assigned")
+QUESTIONS = ("where is my order", "refund", "opening hours", "")
 
 
 async def _history(owner_conn, tenant, other_bot, rng: random.Random) -> None:
@@ -37,8 +38,10 @@ async def _history(owner_conn, tenant, other_bot, rng: random.Random) -> None:
         for _ in range(rng.randrange(0, 3)):
             await owner_conn.execute(
                 "INSERT INTO parley.assistant_turns (tenant_id, chatbot_id, conversation_id, question_norm, outcome,"
-                " grounded, created_at) VALUES ($1, $2, $3, 'q', $4, $5, now() - $6::interval)",
-                tenant.id, bot, conv, rng.choice(["answered", "unknown", "quota"]), rng.random() < 0.6, age)
+                " grounded, created_at) VALUES ($1, $2, $3, $4, $5, $6, now() - $7::interval"
+                " + make_interval(secs => $8))",
+                tenant.id, bot, conv, rng.choice(QUESTIONS), rng.choice(["answered", "unknown", "quota"]),
+                rng.random() < 0.6, age, rng.random() * 600)
         if rng.random() < 0.3:
             await owner_conn.execute(
                 "INSERT INTO parley.conversation_ratings (tenant_id, conversation_id, chatbot_id, score, created_at)"
@@ -86,11 +89,17 @@ async def _expected(owner_conn, tenant_id, days: int, chatbot_id) -> dict:
                 " AND author = 'agent'", tenant_id, c["id"]) if m["created_at"] >= c["requested"]]
             if replies:
                 responses.append(round((min(replies) - c["requested"]).total_seconds()))
-    for t in await owner_conn.fetch("SELECT chatbot_id, created_at::date AS day, outcome, grounded"
-                                    " FROM parley.assistant_turns WHERE tenant_id = $1", tenant_id):
+    questions: dict[str, list] = {}
+    for t in await owner_conn.fetch("SELECT chatbot_id, created_at::date AS day, created_at, outcome, grounded,"
+                                    " question_norm FROM parley.assistant_turns WHERE tenant_id = $1", tenant_id):
         if keep(t, t["day"]) and t["outcome"] in ("answered", "unknown"):
             summary["ai_turns"] += 1
             summary["ai_unanswered"] += not t["grounded"]
+            if t["question_norm"]:
+                q = questions.setdefault(t["question_norm"], [0, 0, t["created_at"]])
+                q[0] += 1
+                q[1] += not t["grounded"]
+                q[2] = max(q[2], t["created_at"])
     for r in await owner_conn.fetch("SELECT chatbot_id, created_at::date AS day, score"
                                     " FROM parley.conversation_ratings WHERE tenant_id = $1", tenant_id):
         if keep(r, r["day"]):
@@ -102,7 +111,9 @@ async def _expected(owner_conn, tenant_id, days: int, chatbot_id) -> dict:
         if keep(f, f["day"]):
             per_day[f["day"]][3 if f["value"] == "up" else 4] += 1
     summary["median"] = float(median(responses)) if responses else None
-    return {"summary": summary, "per_day": per_day}
+    top = sorted((k, a, u, last) for k, (a, u, last) in questions.items())
+    return {"summary": summary, "per_day": per_day, "questions": top,
+            "unanswered": [q for q in top if q[2] > 0]}
 
 
 async def _served(pool, tenant_id, days: int, chatbot_id) -> dict:
@@ -110,13 +121,16 @@ async def _served(pool, tenant_id, days: int, chatbot_id) -> dict:
         s = await conn.fetchrow("SELECT * FROM parley.stats_summary($1, $2)", days, chatbot_id)
         conv = await conn.fetch("SELECT * FROM parley.stats_conversations_per_day($1, $2)", days, chatbot_id)
         csat = await conn.fetch("SELECT * FROM parley.stats_csat_per_day($1, $2)", days, chatbot_id)
+        top = {only: sorted(tuple(r) for r in await conn.fetch(
+            "SELECT * FROM parley.stats_top_questions($1, $2, 100, $3)", days, chatbot_id, only))
+            for only in (False, True)}
     summary = {k: s[k] for k in ("conversations", "closed", "closed_without_human", "human_requests", "ai_turns",
                                  "ai_unanswered", "ratings")}
     summary["rating_sum"] = round(float(s["avg_rating"] or 0) * s["ratings"])
     summary["median"] = None if s["median_first_human_response_s"] is None else float(s["median_first_human_response_s"])
     per_day = {c["day"]: [c["conversations"], c["closed"], c["closed_without_human"], r["thumbs_up"],
                           r["thumbs_down"], r["ratings"]] for c, r in zip(conv, csat, strict=True)}
-    return {"summary": summary, "per_day": per_day}
+    return {"summary": summary, "per_day": per_day, "questions": top[False], "unanswered": top[True]}
 
 
 async def _agree(owner_conn, pool, tenant, other_bot) -> None:
@@ -161,6 +175,14 @@ async def test_rollup_answers_equal_a_count_from_scratch(settings, owner_conn):
             "summary"]["conversations"] + 1000
         await owner_conn.execute("UPDATE parley.daily_stats SET conversations = conversations - 1000"
                                  " WHERE tenant_id = $1 AND day = $2", tenant.id, day)
+        qday = await owner_conn.fetchval("SELECT max(day) FROM parley.daily_questions WHERE tenant_id = $1"
+                                         " AND day < current_date", tenant.id)
+        await owner_conn.execute("UPDATE parley.daily_questions SET asked = asked + 1000 WHERE tenant_id = $1"
+                                 " AND day = $2", tenant.id, qday)
+        served = await _served(app, tenant.id, 90, None)
+        assert max(q[1] for q in served["questions"]) > 1000
+        await owner_conn.execute("UPDATE parley.daily_questions SET asked = asked - 1000 WHERE tenant_id = $1"
+                                 " AND day = $2", tenant.id, qday)
         computed = dict(await owner_conn.fetch("SELECT DISTINCT day, computed_at FROM parley.daily_stats"
                                                " WHERE tenant_id = $1", tenant.id))
 
