@@ -213,6 +213,54 @@ def cmd_embeddings(args) -> int:
     return 0
 
 
+def cmd_gdpr(args) -> int:
+    """Export or erase a visitor's data, export a whole workspace, purge deleted workspaces."""
+    import uuid as uuid_
+    from pathlib import Path
+
+    from pyapp.config import load_settings
+    from pyapp.errors import from_postgres
+    from pyapp.gdpr import operator
+
+    settings = load_settings()
+
+    async def run() -> int:
+        tenant_id = None
+        if args.action != "purge" or args.now:
+            ref = args.tenant if args.action != "purge" else args.now
+            tenant_id = await operator.resolve_tenant(settings.admin_url, ref)
+            if tenant_id is None:
+                print(f"no workspace {ref}", file=sys.stderr)
+                return 1
+        conversation = uuid_.UUID(args.conversation) if getattr(args, "conversation", None) else None
+        email = getattr(args, "email", None)
+        try:
+            if args.action == "export" and tenant_id is not None:
+                out = Path(args.out)
+                scope = await operator.export_to(settings.jobs_url, tenant_id, out, conversation, email)
+                print(f"{scope['scope']} export written to {out} ({out.stat().st_size} bytes)")
+            elif args.action == "erase" and tenant_id is not None:
+                counts = await operator.erase(settings.jobs_url, tenant_id, conversation, email)
+                print(json.dumps(counts, sort_keys=True))
+            else:
+                rows = await operator.purge(settings.admin_url, settings.jobs_url, tenant_id, args.batch)
+                print(f"{rows} row(s) purged")
+        except LookupError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        except asyncpg.PostgresError as exc:
+            error = from_postgres(exc)
+            if error is None:
+                raise
+            print(f"{error.code}: {error.message}", file=sys.stderr)
+            return 1
+        return 0
+
+    import asyncpg
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
     parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
@@ -253,6 +301,19 @@ def main(argv: list[str] | None = None) -> int:
     embeddings = sub.add_parser("embeddings", help="the local embedding model")
     embeddings.add_argument("action", choices=["export"], help="export: write its ONNX file now and print where")
     embeddings.set_defaults(func=cmd_embeddings)
+    gdpr = sub.add_parser("gdpr", help="export or erase a visitor's data, export a workspace, purge deleted ones")
+    gdpr_sub = gdpr.add_subparsers(dest="action", required=True)
+    export = gdpr_sub.add_parser("export", help="a zip of a visitor's data, or of the whole workspace")
+    erase = gdpr_sub.add_parser("erase", help="erase a visitor's messages, leads, feedback and personal fields")
+    for p in (export, erase):
+        p.add_argument("tenant", help="the workspace's slug or id")
+        p.add_argument("--conversation", help="the visitor of this conversation")
+        p.add_argument("--email", help="the visitor who left this email in a lead form")
+    export.add_argument("--out", required=True, help="the zip file to write")
+    purge = gdpr_sub.add_parser("purge", help="purge deleted workspaces whose grace period is over")
+    purge.add_argument("--now", metavar="TENANT", help="end this deleted workspace's grace first (slug or id)")
+    purge.add_argument("--batch", type=int, default=5000, help="rows per transaction (default 5000)")
+    gdpr.set_defaults(func=cmd_gdpr)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -16,6 +16,11 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_reporting') THEN
     CREATE ROLE parley_reporting NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS;
   END IF;
+  -- Owns only the functions that delete personal data (sql/66_gdpr.sql): erasing a visitor in
+  -- the current tenant, purging a deleted tenant past its grace. Row-level security applies.
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_purge') THEN
+    CREATE ROLE parley_purge NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+  END IF;
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_app') THEN
     CREATE ROLE parley_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
   END IF;
@@ -27,8 +32,8 @@ BEGIN
   END IF;
 END $$;
 
--- parley_owner may hand function ownership to parley_auth (and nothing else).
-GRANT parley_auth, parley_reporting TO parley_owner;
+-- parley_owner may hand function ownership to parley_auth, parley_reporting and parley_purge (and nothing else).
+GRANT parley_auth, parley_reporting, parley_purge TO parley_owner;
 
 -- Login roles must never be able to become the owner or each other.
 ALTER ROLE parley_app NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
@@ -45,9 +50,9 @@ ALTER SCHEMA analytics OWNER TO parley_owner;
 
 -- Nobody creates objects in public; the app roles only use what is granted.
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-GRANT USAGE ON SCHEMA parley TO parley_app, parley_jobs, parley_auth, parley_reporting;
+GRANT USAGE ON SCHEMA parley TO parley_app, parley_jobs, parley_auth, parley_reporting, parley_purge;
 GRANT USAGE, CREATE ON SCHEMA analytics TO parley_reporting;
 -- Needed only so parley_owner can hand it function ownership (ALTER ... OWNER requires it).
-GRANT CREATE ON SCHEMA parley TO parley_auth;
+GRANT CREATE ON SCHEMA parley TO parley_auth, parley_purge;
 GRANT USAGE ON SCHEMA analytics TO parley_analyst;
 REVOKE ALL ON SCHEMA parley FROM parley_analyst;

@@ -48,13 +48,15 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
   PERFORM parley.require_role('owner');
-  UPDATE parley.tenants SET deleted_at = now() WHERE id = parley.current_tenant_id() AND deleted_at IS NULL;
+  UPDATE parley.tenants SET deleted_at = now(), purge_after = now() + parley.tenant_purge_grace()
+   WHERE id = parley.current_tenant_id() AND deleted_at IS NULL;
   IF FOUND THEN
-    PERFORM parley.write_audit('tenant.deleted', 'tenant', parley.current_tenant_id()::text);
+    PERFORM parley.write_audit('tenant.deleted', 'tenant', parley.current_tenant_id()::text,
+                               jsonb_build_object('purge_after', now() + parley.tenant_purge_grace()));
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.delete_tenant() IS
-  'Soft-delete the current workspace (owner only): deleted_at is set and audited; begin_request and API-key lookups refuse it from then on.';
+  'Delete the current workspace (owner, or staff acting in it): deleted_at is set and audited, begin_request and API-key lookups refuse it from then on, and once its grace (tenant_purge_grace, 30 days) is over parley.purge_deleted_tenants deletes every row of it; an owner can restore it until then (restore_tenant).';
 -- Invoker functions: run under RLS in the tenant transaction, by the server.
 DO $$
 DECLARE

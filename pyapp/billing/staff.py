@@ -184,6 +184,20 @@ async def unsuspend(call: Call):
     return await _suspended(call, False)
 
 
+@api.route(
+    "DELETE",
+    "/api/staff/tenants/{tenant_id}",
+    auth="user",
+    status=204,
+    summary="Delete a tenant (purged after the grace period; its owners can restore it until then)",
+    tags=TAGS,
+)
+async def delete_tenant(call: Call):
+    """The owners' own deletion (parley.delete_tenant), as staff: the purge job deletes its rows after the grace."""
+    async with in_tenant(call) as conn:
+        await conn.execute("SELECT parley.delete_tenant()")
+
+
 def setup(app: web.Application) -> None:
     async def sync(app: web.Application):
         await app[POOL].fetchval("SELECT parley.sync_staff_emails($1)", admin_emails(app[SETTINGS]))

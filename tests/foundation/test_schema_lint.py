@@ -26,6 +26,7 @@ ALLOW_GLOBAL: dict[str, str] = {
     "parley.refresh_tokens": "sessions belong to a person, not a tenant; only parley_auth functions touch them",
     "parley.password_resets": "reset tokens belong to a person; only parley_auth functions touch them",
     "parley.email_verifications": "verification links belong to a person; only parley_auth functions touch them",
+    "parley.tenant_purges": "the record that a tenant was purged (ids and times), outliving the tenant; parley_purge only",
     "parley.login_throttle": "per-address sign-in throttle, before any tenant is known; parley_auth only",
     "parley.sign_in_failures": "sign-in backoff per (email hash, address), before any tenant is known; parley_auth only",
     "parley.job_schedules": "the jobs process's own schedule (job name, interval, last run); no tenant data",

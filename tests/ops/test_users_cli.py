@@ -1,21 +1,8 @@
 """`parley users reset-password EMAIL`: an operator recovers an account on an install without mail.
 The link goes to the terminal only, works once, and ends the account's sessions like any reset."""
-import asyncio
-import os
-import sys
 from urllib.parse import parse_qs, urlsplit
 
-from support.knowledge import ROOT
-from support.server import TEST_SECRET
-
-
-async def _cli(settings, *args):
-    env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
-           "PARLEY_PUBLIC_URL": "https://chat.example", "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "pyapp.cli", *args, cwd=ROOT, env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, out.decode(), err.decode()
+from support.cli import run_parley as _cli
 
 
 async def test_reset_password_link_recovers_the_account(server, settings, signup, owner_conn):
