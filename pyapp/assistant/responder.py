@@ -217,13 +217,16 @@ class TurnState:
     has_lead: bool
     has_vectors: bool
     history: list[dict]
-    locale: str | None = None  # the visitor's browser language, from the conversation
+    locale: str | None = None  # the language spoken with the visitor (chatbot_language of the conversation's locale)
     offered: bool = False  # the message before the visitor's offered a person
 
 
 async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
     conv = await conn.fetchrow(
-        """SELECT c.status, c.locale, b.config FROM parley.conversations c
+        # the language the chatbot speaks with this visitor (sql/40_chatbots.sql: chatbot_language;
+        # auto without a list of languages: the visitor's browser language)
+        """SELECT c.status, coalesce(nullif(parley.chatbot_language(b.config, c.locale), 'auto'), c.locale) AS locale,
+                  b.config FROM parley.conversations c
              JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
             WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""",
         turn.conversation_id,

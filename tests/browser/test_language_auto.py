@@ -64,5 +64,7 @@ def test_a_language_the_chatbot_does_not_speak_gets_its_first(server_thread, wid
         w.open()
         expect(w.q(".pl")).to_have_attribute("lang", "de")
         expect(w.q(".pl-greet")).to_have_text("Hallo! Fragen Sie uns.")
+        w.send("Quelle est la vitesse d'une hirondelle ?")  # the bot speaks the chatbot's language too
+        w.expect_bubble("bot", "Das weiß ich leider nicht", timeout=15_000)
     finally:
         srv.run(runner.cleanup())
