@@ -49,6 +49,7 @@ def setup(app: aioweb.Application) -> None:
         knowledge,
         leads,
         onboarding,
+        privacy,
         team,
     )
     from pyapp.outbox import console as _outbox  # noqa: F401

@@ -137,3 +137,8 @@ async def me(request: web.Request, session):
     from pyapp.accounts import sessions
 
     return await sessions.get_me(_call(request, session=session))
+
+
+def session_call(request: web.Request, session) -> Call:
+    """A handler call as the session's person (for handlers in other packages: GDPR restore)."""
+    return _call(request, session=session)

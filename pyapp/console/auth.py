@@ -153,8 +153,11 @@ async def sign_out(ctx: Ctx):
 
 @page("GET", "/console/workspaces", tx=False)
 async def workspaces(ctx: Ctx):
+    from pyapp.console.privacy import deleted_workspaces
+
     tenants = await accounts.my_tenants(ctx.request, ctx.session)
-    return render(ctx.request, "workspaces.html", ctx=ctx, tenants=tenants, current=ctx.tenant_id)
+    deleted = await deleted_workspaces(ctx)
+    return render(ctx.request, "workspaces.html", ctx=ctx, tenants=tenants, deleted=deleted, current=ctx.tenant_id)
 
 
 @page("POST", "/console/workspaces/switch", tx=False)

@@ -39,8 +39,9 @@
     if (el.matches && el.matches("select[data-autosubmit]")) { el.form.requestSubmit ? el.form.requestSubmit() : el.form.submit(); }
   });
   document.addEventListener("submit", function (e) {
-    var f = e.target;
-    if (f.dataset && f.dataset.confirm && !window.confirm(f.dataset.confirm)) { e.preventDefault(); }
+    var f = e.target, by = e.submitter;
+    var ask = (by && by.dataset && by.dataset.confirm) || (f.dataset && f.dataset.confirm);
+    if (ask && !window.confirm(ask)) { e.preventDefault(); }
   }, true);
   document.addEventListener("click", function (e) {
     var b = e.target.closest && e.target.closest("[data-copy]");
