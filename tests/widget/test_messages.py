@@ -66,8 +66,11 @@ def test_stream_grows_one_bubble_and_final_message_replaces_it(double, visit):
     expect(w.q(".pl-log")).to_have_attribute("aria-busy", "false")
     # A late chunk of a finished stream does not resurrect the bubble.
     double.push({"type": "stream", "stream_id": "s1", "delta": "late"})
-    w.page.wait_for_timeout(100)
+    # Frames are handled in order: once a later message is shown, the late chunk has been handled.
+    double.post("agent", "after the late chunk", author_name="Dana")
+    w.expect_bubble("agent", "after the late chunk")
     expect(w.bubbles("bot")).to_have_count(1)
+    expect(final.locator(".pl-b")).to_have_text("Our shop opens at 9am on weekdays [1].")
 
 
 HOSTILE_BODIES = [
@@ -185,8 +188,10 @@ def test_duplicates_are_shown_once(double, visit):
     msg = double.post("agent", "Only once", author_name="Dana")
     double.push({"type": "message", "message": msg})
     double.push({"type": "message", "message": msg})
-    w.page.wait_for_timeout(150)
-    expect(w.bubbles("agent")).to_have_count(1)
+    double.post("agent", "Then this", author_name="Dana")  # handled after both copies
+    w.expect_bubble("agent", "Then this")
+    expect(w.bubbles("agent")).to_have_count(2)
+    expect(w.bubbles("agent").first).to_have_text(re.compile("Only once"))
 
 
 def test_starter_chip_sends_its_question(double, visit):
