@@ -55,16 +55,16 @@ END $$;
 COMMENT ON FUNCTION parley.check_name_text() IS
   'BEFORE INSERT/UPDATE OF name trigger (argument: what the name is, for the message): 422 invalid_name when the name breaks the one-line text rule (parley.unsafe_text(name, true)).';
 
-DROP TRIGGER IF EXISTS t05_check_name_text ON parley.users;
-CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.users
-  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('A person''s name');
-DROP TRIGGER IF EXISTS t05_check_name_text ON parley.tenants;
-CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.tenants
-  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('A workspace name');
-DROP TRIGGER IF EXISTS t05_check_name_text ON parley.chatbots;
-CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.chatbots
-  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('A chatbot name');
-DROP TRIGGER IF EXISTS t05_check_name_text ON parley.api_keys;
-CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON parley.api_keys
-  FOR EACH ROW EXECUTE FUNCTION parley.check_name_text('An API key name');
+DO $$
+DECLARE
+  v record;
+BEGIN
+  FOR v IN SELECT * FROM (VALUES ('parley.users', 'A person''s name'), ('parley.tenants', 'A workspace name'),
+                                 ('parley.chatbots', 'A chatbot name'), ('parley.api_keys', 'An API key name')) t(tbl, what)
+  LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS t05_check_name_text ON %s', v.tbl);
+    EXECUTE format('CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON %s'
+                   ' FOR EACH ROW EXECUTE FUNCTION parley.check_name_text(%L)', v.tbl, v.what);
+  END LOOP;
+END $$;
 REVOKE ALL ON FUNCTION parley.check_name_text() FROM PUBLIC;

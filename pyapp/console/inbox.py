@@ -93,20 +93,25 @@ async def _inbox_page(ctx: Ctx, conversation_id: uuid.UUID | None):
     pane = await _pane(ctx, conversation_id) if conversation_id else None
     if pane is not None:
         ctx.nav = await _refresh_nav(ctx)
+    return await _render_inbox(ctx, tab, q, pane, conversation_id, flash=_flash(ctx.request), errors={})
+
+
+async def _render_inbox(ctx: Ctx, tab: str, q: str | None, pane, current, *, status: int = 200, **extra):
+    """The inbox page: the tab's list, its counts, the open conversation's pane, canned replies."""
     rows = await _list(ctx, tab, q)
     canned = await queries.fetch(ctx.conn, "canned_replies")
     return ctx.render(
         "inbox.html",
+        status=status,
         tab=tab,
         tabs=TABS,
         q=q or "",
         rows=rows,
         counts=await _counts(ctx),
         pane=pane,
-        current=conversation_id,
+        current=current,
         canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned],
-        flash=_flash(ctx.request),
-        errors={},
+        **extra,
     )
 
 
@@ -258,22 +263,8 @@ async def _act(ctx: Ctx, action: str):
 async def _rerender(ctx: Ctx, conversation_id: uuid.UUID, errors: dict, status: int = 422):
     tab = ctx.form["tab"] if ctx.form.get("tab") in TAB_KEYS else "all"
     pane = await _pane(ctx, conversation_id)
-    rows = await _list(ctx, tab, None)
-    canned = await queries.fetch(ctx.conn, "canned_replies")
-    return ctx.render(
-        "inbox.html",
-        status=status,
-        tab=tab,
-        tabs=TABS,
-        q="",
-        rows=rows,
-        counts=await _counts(ctx),
-        pane=pane,
-        current=conversation_id,
-        errors=errors,
-        draft=ctx.form.get("body", ""),
-        canned=[dict(shortcut=c["shortcut"], body=c["body"]) for c in canned],
-        flash=None,
+    return await _render_inbox(
+        ctx, tab, None, pane, conversation_id, status=status, errors=errors, draft=ctx.form.get("body", ""), flash=None
     )
 
 
