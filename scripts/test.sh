@@ -8,7 +8,9 @@ bash scripts/setup.sh --test
 .venv/bin/ruff format --check pyapp jobs
 .venv/bin/mypy
 set +e
-.venv/bin/python -m pytest -q "$@"
+# Two workers (pytest-xdist), each with its own PostgreSQL (tests/support/database.py names the
+# cluster by the worker's pid), a test file at a time so module fixtures are made once.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"
 code=$?
 set -e
 # pytest exits 5 when nothing was collected: that is a failure here, not a pass.
