@@ -50,6 +50,7 @@ SURFACES: list[str] = [
     "pyapp.channels.telegram_inbound",
     "pyapp.billing.staff",
     "pyapp.gdpr.routes",
+    "pyapp.domains.routes",
 ]
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")

@@ -106,7 +106,8 @@ BEGIN
   -- refuse both rather than pick one (no row unless exactly one matches).
   RETURN QUERY
     SELECT c.tenant_id, c.id, c.name, c.allowed_origins, c.config,
-           parley.chatbot_public_config(c.name, c.config, l.allow_hide_branding)
+           jsonb_set(parley.chatbot_public_config(c.name, c.config, l.allow_hide_branding), '{branding,powered_by}',
+                     parley.widget_branding(c.tenant_id, c.config, l.allow_hide_branding))
       FROM parley.chatbots c
       JOIN parley.tenants t ON t.id = c.tenant_id AND t.deleted_at IS NULL AND t.suspended_at IS NULL
       CROSS JOIN LATERAL parley.effective_limits(c.tenant_id) l
@@ -283,7 +284,10 @@ BEGIN
         format('%s is not an origin (scheme://host[:port], no path).', coalesce(v_origin, 'null')));
     END IF;
   END LOOP;
-  IF p_config #> '{branding,hide_powered_by}' = 'true'::jsonb THEN
+  -- The credit line's override (sql/96_branding.sql: one check; 402 below like hiding it).
+  PERFORM parley.check_branding(p_config #>> '{branding,powered_by_label}', p_config #>> '{branding,powered_by_url}');
+  IF p_config #> '{branding,hide_powered_by}' = 'true'::jsonb
+     OR coalesce(p_config #>> '{branding,powered_by_label}', p_config #>> '{branding,powered_by_url}') IS NOT NULL THEN
     SELECT l.allow_hide_branding INTO v_allow FROM parley.effective_limits(parley.current_tenant_id()) l;
     IF NOT coalesce(v_allow, false) THEN
       PERFORM parley.raise_error(402, 'plan_limit', 'Your plan does not allow hiding the Parley branding.');

@@ -136,32 +136,48 @@ REVOKE ALL ON FUNCTION parley.workspace_owner_emails() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.workspace_owner_emails() TO parley_app, parley_jobs;
 GRANT SELECT ON parley.members TO parley_auth;
 
+-- The workspace's notice channel: e-mail to its owners (their addresses go with each notice).
+CREATE OR REPLACE FUNCTION parley.notify_owners(p_kind text, p_data jsonb) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_notices uuid;
+  v_id bigint;
+BEGIN
+  SELECT d.id INTO v_notices FROM parley.outbox_destinations d
+   WHERE d.tenant_id = v_tenant AND d.kind = 'email' AND d.target = 'owners' AND d.chatbot_id IS NULL;
+  IF v_notices IS NULL THEN
+    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target)
+    VALUES (v_tenant, 'email', 'Workspace owners', 'owners')
+    RETURNING id INTO v_notices;
+  END IF;
+  INSERT INTO parley.outbox (tenant_id, destination_id, kind, payload, deadline)
+  VALUES (v_tenant, v_notices, p_kind, jsonb_build_object(
+            'type', p_kind, 'timestamp', now(), 'to', to_jsonb(parley.workspace_owner_emails()), 'data', p_data),
+          now() + interval '72 hours')
+  RETURNING id INTO v_id;
+  RETURN v_id;
+END $$;
+COMMENT ON FUNCTION parley.notify_owners(text, jsonb) IS
+  'Queue one e-mail notice (p_kind, e.g. notice.webhook_paused, notice.usage_warning; p_data its details) to the current workspace''s owners through the outbox (destination "Workspace owners", created on first use); returns the delivery id.';
+REVOKE ALL ON FUNCTION parley.notify_owners(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.notify_owners(text, jsonb) TO parley_app, parley_jobs;
+
 CREATE OR REPLACE FUNCTION parley.on_destination_paused(p_destination_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_dest parley.outbox_destinations;
-  v_notices uuid;
 BEGIN
   SELECT * INTO v_dest FROM parley.outbox_destinations d
    WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id;
   IF v_dest.kind <> 'webhook' THEN
     RETURN;
   END IF;
-  -- The workspace's notice channel: e-mail to its owners (their addresses go with each notice).
-  SELECT d.id INTO v_notices FROM parley.outbox_destinations d
-   WHERE d.tenant_id = v_dest.tenant_id AND d.kind = 'email' AND d.target = 'owners' AND d.chatbot_id IS NULL;
-  IF v_notices IS NULL THEN
-    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target)
-    VALUES (v_dest.tenant_id, 'email', 'Workspace owners', 'owners')
-    RETURNING id INTO v_notices;
-  END IF;
-  INSERT INTO parley.outbox (tenant_id, destination_id, kind, payload, deadline)
-  VALUES (v_dest.tenant_id, v_notices, 'notice.webhook_paused', jsonb_build_object(
-            'type', 'notice.webhook_paused', 'timestamp', now(), 'to', to_jsonb(parley.workspace_owner_emails()),
-            'data', jsonb_build_object('endpoint_id', v_dest.id, 'name', v_dest.name, 'url', v_dest.target,
-                                       'reason', v_dest.paused_reason, 'failing_since', v_dest.failing_since)),
-          now() + interval '72 hours');
+  PERFORM parley.notify_owners('notice.webhook_paused', jsonb_build_object(
+    'endpoint_id', v_dest.id, 'name', v_dest.name, 'url', v_dest.target,
+    'reason', v_dest.paused_reason, 'failing_since', v_dest.failing_since));
 END $$;
 COMMENT ON FUNCTION parley.on_destination_paused(uuid) IS
   'Run in the transaction that pauses a destination: for a webhook endpoint (auto-disabled after failing for 5 days), queue an e-mail to the workspace owners through the outbox (destination "Workspace owners", created on first use).';

@@ -1,5 +1,5 @@
--- Billing: subscriptions, the one plan-change function, allowances (monthly, calendar
--- month UTC), soft warnings, the dunning sweep and the tenant's billing overview.
+-- Billing: subscriptions, the one plan-change function, allowances (monthly, on the
+-- subscription's own billing period), soft warnings, the dunning sweep and the tenant's billing overview.
 -- Payment providers (Stripe) are reached by the server; everything they change lands here
 -- through parley.change_plan, whoever calls it (webhook, staff, the tenant's own downgrade).
 
@@ -37,12 +37,50 @@ COMMENT ON FUNCTION parley.usage_between(text, date, date) IS
 REVOKE ALL ON FUNCTION parley.usage_between(text, date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.usage_between(text, date, date) TO parley_app, parley_jobs;
 
+-- Allowance periods follow the subscription's own billing period: monthly periods anchored on
+-- the day its current period started (an annual subscription's allowances renew monthly on that
+-- day too); without a provider period (Free, staff-assigned) calendar months, UTC.
+CREATE OR REPLACE FUNCTION parley.allowance_period(p_day date DEFAULT NULL, OUT period_start date, OUT period_end date)
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_day date := coalesce(p_day, (now() AT TIME ZONE 'UTC')::date);
+  v_anchor date;
+  v_n int;
+BEGIN
+  SELECT (s.current_period_start AT TIME ZONE 'UTC')::date INTO v_anchor FROM parley.subscriptions s
+   WHERE s.tenant_id = parley.current_tenant_id() AND s.provider = 'stripe' AND s.current_period_start IS NOT NULL;
+  IF v_anchor IS NULL THEN
+    period_start := date_trunc('month', v_day)::date;
+    period_end := (period_start + interval '1 month')::date;
+    RETURN;
+  END IF;
+  v_n := ((extract(year FROM v_day) - extract(year FROM v_anchor)) * 12
+          + extract(month FROM v_day) - extract(month FROM v_anchor))::int;
+  IF (v_anchor + v_n * interval '1 month')::date > v_day THEN
+    v_n := v_n - 1;
+  END IF;
+  period_start := (v_anchor + v_n * interval '1 month')::date;
+  period_end := (v_anchor + (v_n + 1) * interval '1 month')::date;
+END $$;
+COMMENT ON FUNCTION parley.allowance_period(date) IS
+  'The current tenant''s allowance period [period_start, period_end) holding p_day (default today, UTC): monthly from the day its Stripe subscription''s current period started (annual subscriptions renew allowances monthly on that day), else the calendar month.';
+REVOKE ALL ON FUNCTION parley.allowance_period(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.allowance_period(date) TO parley_app, parley_jobs;
+
 CREATE OR REPLACE FUNCTION parley.period_start(p_day date DEFAULT NULL) RETURNS date
 LANGUAGE sql STABLE
-AS $$ SELECT date_trunc('month', coalesce(p_day, (now() AT TIME ZONE 'UTC')::date))::date $$;
+AS $$ SELECT (parley.allowance_period(p_day)).period_start $$;
 COMMENT ON FUNCTION parley.period_start(date) IS
-  'First day of the allowance period holding p_day (default today): allowances are per calendar month, UTC, for monthly and annual subscriptions alike.';
+  'First day of the current tenant''s allowance period holding p_day (default today): see parley.allowance_period.';
 GRANT EXECUTE ON FUNCTION parley.period_start(date) TO parley_app, parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.period_end(p_day date DEFAULT NULL) RETURNS date
+LANGUAGE sql STABLE
+AS $$ SELECT (parley.allowance_period(p_day)).period_end $$;
+COMMENT ON FUNCTION parley.period_end(date) IS
+  'The day after the current tenant''s allowance period holding p_day (default today) ends: see parley.allowance_period.';
+GRANT EXECUTE ON FUNCTION parley.period_end(date) TO parley_app, parley_jobs;
 
 -- Monthly allowances: a hard cap on plans without overage (Free), nothing on metered plans.
 CREATE OR REPLACE FUNCTION parley.check_allowance(p_metric text) RETURNS void
@@ -51,22 +89,23 @@ AS $$
 DECLARE
   v_lim record;
   v_allowance int;
-  v_start date := parley.period_start();
+  v_period record;
 BEGIN
   SELECT * INTO v_lim FROM parley.effective_limits(parley.current_tenant_id());
   IF v_lim.metered THEN
     RETURN;
   END IF;
+  SELECT * INTO v_period FROM parley.allowance_period();
   v_allowance := CASE p_metric WHEN 'conversations' THEN v_lim.included_conversations
                                WHEN 'ai_messages' THEN v_lim.included_ai_messages END;
-  IF parley.limit_reached(v_allowance, parley.usage_between(p_metric, v_start, (v_start + interval '1 month')::date)) THEN
+  IF parley.limit_reached(v_allowance, parley.usage_between(p_metric, v_period.period_start, v_period.period_end)) THEN
     PERFORM parley.raise_error(402, 'plan_limit',
-      format('This month''s allowance of %s %s is used up; upgrade for more.', v_allowance,
+      format('This period''s allowance of %s %s is used up; upgrade for more.', v_allowance,
              CASE p_metric WHEN 'conversations' THEN 'conversations' ELSE 'AI replies' END));
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.check_allowance(text) IS
-  'Raise 402 plan_limit when the current tenant has used this month''s allowance of p_metric (conversations, ai_messages) on a plan without overage; metered plans are billed past it instead.';
+  'Raise 402 plan_limit when the current tenant has used this allowance period''s (parley.allowance_period) allowance of p_metric (conversations, ai_messages) on a plan without overage; metered plans are billed past it instead.';
 REVOKE ALL ON FUNCTION parley.check_allowance(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.check_allowance(text) TO parley_app, parley_jobs;
 
@@ -76,13 +115,13 @@ RETURNS TABLE (metric text, period text, used bigint, allowance int, percent int
 LANGUAGE sql STABLE
 AS $$
   WITH l AS (SELECT * FROM parley.effective_limits(parley.current_tenant_id())),
-  p AS (SELECT parley.period_start() AS s),
+  p AS (SELECT a.period_start AS s, a.period_end AS e FROM parley.allowance_period() a),
   m(metric, period, used, allowance) AS (
     SELECT 'conversations', 'month',
-           parley.usage_between('conversations', p.s, (p.s + interval '1 month')::date), l.included_conversations FROM l, p
+           parley.usage_between('conversations', p.s, p.e), l.included_conversations FROM l, p
     UNION ALL
     SELECT 'ai_messages', 'month',
-           parley.usage_between('ai_messages', p.s, (p.s + interval '1 month')::date), l.included_ai_messages FROM l, p
+           parley.usage_between('ai_messages', p.s, p.e), l.included_ai_messages FROM l, p
     UNION ALL
     SELECT 'ai_messages_today', 'day', parley.usage_on('ai_messages'), l.ai_msgs_per_day FROM l
     UNION ALL
@@ -107,23 +146,32 @@ CREATE OR REPLACE FUNCTION parley.record_usage_warnings() RETURNS int
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
+  v_new jsonb;
   v_n int;
 BEGIN
-  INSERT INTO parley.usage_warnings (tenant_id, period_start, metric, threshold, used, allowance)
-  SELECT parley.current_tenant_id(),
-         CASE m.period WHEN 'month' THEN parley.period_start()
-                       WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date
-                       ELSE parley.period_start() END,
-         m.metric, t.threshold, m.used, m.allowance
-    FROM parley.usage_meters() m
-    CROSS JOIN (VALUES (80), (100)) AS t(threshold)
-   WHERE m.percent >= t.threshold
-  ON CONFLICT DO NOTHING;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
+  WITH added AS (
+    INSERT INTO parley.usage_warnings (tenant_id, period_start, metric, threshold, used, allowance)
+    SELECT parley.current_tenant_id(),
+           CASE m.period WHEN 'day' THEN (now() AT TIME ZONE 'UTC')::date ELSE parley.period_start() END,
+           m.metric, t.threshold, m.used, m.allowance
+      FROM parley.usage_meters() m
+      CROSS JOIN (VALUES (80), (100)) AS t(threshold)
+     WHERE m.percent >= t.threshold
+    ON CONFLICT DO NOTHING
+    RETURNING metric, threshold, used, allowance, period_start)
+  SELECT count(*), jsonb_agg(to_jsonb(a) ORDER BY a.metric, a.threshold) INTO v_n, v_new FROM added a;
+  IF v_n > 0 THEN
+    -- One e-mail to the owners for what this run found (each threshold is found once a period).
+    PERFORM parley.notify_owners('notice.usage_warning', jsonb_build_object(
+      'warnings', v_new, 'period_start', parley.period_start(), 'period_end', parley.period_end(),
+      'plan', (SELECT t.plan FROM parley.tenants t WHERE t.id = parley.current_tenant_id())));
+    UPDATE parley.usage_warnings w SET notified_at = now()
+     WHERE w.tenant_id = parley.current_tenant_id() AND w.notified_at IS NULL;
+  END IF;
   RETURN v_n;
 END $$;
 COMMENT ON FUNCTION parley.record_usage_warnings() IS
-  'Jobs: record the current tenant''s allowances that reached 80 % or 100 % (once per period, metric and threshold; notified_at NULL until the owners are mailed); returns rows added.';
+  'Jobs: record the current tenant''s allowances that reached 80 % or 100 % (once per allowance period, metric and threshold) and queue one e-mail to the workspace owners through the outbox (parley.notify_owners, notice.usage_warning) listing them; notified_at is set then. Returns rows added.';
 REVOKE ALL ON FUNCTION parley.record_usage_warnings() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_usage_warnings() TO parley_jobs;
 
@@ -216,6 +264,10 @@ BEGIN
     PERFORM parley.earn_referral_credit(p_plan);
   END IF;
   PERFORM parley.queue_referral_credits(v_tenant);
+  -- Custom domains end with a plan that has none (sql/95_domains.sql).
+  IF NOT (SELECT p.allow_custom_domain FROM parley.plans p WHERE p.id = p_plan) THEN
+    PERFORM parley.disable_custom_domains(format('the %s plan has no custom domains', p_plan));
+  END IF;
 
   IF v_from IS DISTINCT FROM p_plan THEN
     UPDATE parley.tenants t SET plan = p_plan WHERE t.id = v_tenant;
@@ -347,6 +399,7 @@ AS $$
         'has_customer', s.customer_ref IS NOT NULL)
         FROM parley.subscriptions s WHERE s.tenant_id = t.id),
     'period_start', parley.period_start(),
+    'period_end', parley.period_end(),
     'meters', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM parley.usage_meters() m),
     'warnings', (SELECT coalesce(jsonb_agg(jsonb_build_object(
         'metric', m.metric, 'level', CASE WHEN m.percent >= 100 THEN 'limit' ELSE 'warning' END,

@@ -220,3 +220,35 @@ COMMENT ON FUNCTION parley.staff_suspend(boolean, text) IS
 ALTER FUNCTION parley.staff_suspend(boolean, text) OWNER TO parley_owner;
 REVOKE ALL ON FUNCTION parley.staff_suspend(boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.staff_suspend(boolean, text) TO parley_app;
+
+-- GET /api/tenants?ids=: a batch fetch for proxies that map chatbot → workspace → plan (the widget's
+-- session names the tenant). Staff see any workspace; anyone else only those they belong to; the
+-- rest are left out, indistinguishable from ids that do not exist. API keys never reach it (a key
+-- belongs to one workspace: GET /api/billing answers for it).
+CREATE OR REPLACE FUNCTION parley.tenants_by_ids(p_ids uuid[]) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+  v_staff boolean;
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  IF coalesce(cardinality(p_ids), 0) NOT BETWEEN 1 AND 100 THEN
+    PERFORM parley.raise_error(422, 'invalid_ids', 'Give 1 to 100 workspace ids.');
+  END IF;
+  v_staff := parley.is_staff(v_user, parley.current_session_id());
+  RETURN coalesce((
+    SELECT jsonb_agg(jsonb_build_object('id', t.id, 'slug', t.slug, 'name', t.name, 'plan', t.plan, 'role', m.role,
+                                        'created_at', t.created_at, 'suspended', t.suspended_at IS NOT NULL)
+                     ORDER BY array_position(p_ids, t.id))
+      FROM parley.tenants t
+      LEFT JOIN parley.members m ON m.tenant_id = t.id AND m.user_id = v_user
+     WHERE t.id = ANY (p_ids) AND t.deleted_at IS NULL AND (m.user_id IS NOT NULL OR v_staff)), '[]'::jsonb);
+END $$;
+COMMENT ON FUNCTION parley.tenants_by_ids(uuid[]) IS
+  'The signed-in person''s view of up to 100 workspaces by id (id, slug, name, plan, their role, created, suspended), in the order asked: staff any live workspace, others only those they are a member of; the rest are left out. Definer: other tenants'' rows are outside RLS.';
+ALTER FUNCTION parley.tenants_by_ids(uuid[]) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.tenants_by_ids(uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.tenants_by_ids(uuid[]) TO parley_app;

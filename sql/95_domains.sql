@@ -14,3 +14,245 @@ DROP POLICY IF EXISTS all_auth ON parley.domain_routes;
 CREATE POLICY all_auth ON parley.domain_routes FOR ALL USING (current_user = 'parley_auth')
   WITH CHECK (current_user = 'parley_auth');
 GRANT SELECT, INSERT, DELETE ON parley.domain_routes TO parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.normalize_hostname(p_value text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT CASE WHEN v ~ '^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$' AND length(v) <= 253
+                   AND v !~ '(^|\.)(localhost|local|internal|localdomain|invalid|test|example|onion)$'
+              THEN v END
+    FROM (SELECT rtrim(lower(btrim(coalesce(p_value, ''))), '.') AS v) x
+$$;
+COMMENT ON FUNCTION parley.normalize_hostname(text) IS
+  'A custom domain as stored: lower case, no trailing dot, at least two DNS labels (letters, digits, inner dashes), a top-level label that is not a number (no IP addresses), not a reserved or local name (localhost, .local, .internal, .test, .example, .invalid, .onion); NULL when it is not one.';
+GRANT EXECUTE ON FUNCTION parley.normalize_hostname(text) TO parley_app, parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.domain_txt_name(p_hostname text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT '_parley.' || p_hostname $$;
+COMMENT ON FUNCTION parley.domain_txt_name(text) IS 'Where the ownership TXT record of a custom domain lives: _parley.<hostname>.';
+GRANT EXECUTE ON FUNCTION parley.domain_txt_name(text) TO parley_app, parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.custom_domain_json(p_hostname text) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT jsonb_build_object(
+    'hostname', d.hostname, 'status', d.status, 'created_at', d.created_at, 'checked_at', d.checked_at,
+    'check', d.check_result, 'verified_at', d.verified_at, 'activated_by', d.activated_by,
+    'disabled_at', d.disabled_at, 'disabled_reason', d.disabled_reason,
+    'txt', jsonb_build_object('name', parley.domain_txt_name(d.hostname), 'value', 'parley-verify=' || d.token))
+    FROM parley.custom_domains d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname
+$$;
+COMMENT ON FUNCTION parley.custom_domain_json(text) IS
+  'A custom domain of the current tenant as the API shows it, with the ownership TXT record to create (name, value); NULL when unknown. The routing record (CNAME to the server''s target, or A records) is configuration the server adds.';
+GRANT EXECUTE ON FUNCTION parley.custom_domain_json(text) TO parley_app;
+
+-- The global route of a verified name (definer: the table is parley_auth's alone).
+CREATE OR REPLACE FUNCTION parley.set_domain_route(p_hostname text, p_active boolean) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_owner uuid;
+BEGIN
+  IF v_tenant IS NULL OR NOT EXISTS (SELECT 1 FROM parley.custom_domains d
+                                      WHERE d.tenant_id = v_tenant AND d.hostname = p_hostname) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
+  END IF;
+  IF NOT p_active THEN
+    DELETE FROM parley.domain_routes r WHERE r.hostname = p_hostname AND r.tenant_id = v_tenant;
+    RETURN;
+  END IF;
+  INSERT INTO parley.domain_routes (hostname, tenant_id) VALUES (p_hostname, v_tenant)
+  ON CONFLICT (hostname) DO NOTHING;
+  SELECT r.tenant_id INTO v_owner FROM parley.domain_routes r WHERE r.hostname = p_hostname;
+  IF v_owner IS DISTINCT FROM v_tenant THEN
+    PERFORM parley.raise_error(409, 'domain_taken', 'This domain is already in use by another workspace.');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.set_domain_route(text, boolean) IS
+  'Internal: route p_hostname (a claim of the current tenant) to it, or remove its route; 409 domain_taken when another workspace already has the name routed.';
+ALTER FUNCTION parley.set_domain_route(text, boolean) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.set_domain_route(text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.set_domain_route(text, boolean) TO parley_app, parley_owner;
+
+CREATE OR REPLACE FUNCTION parley.claim_domain(p_hostname text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_host text := parley.normalize_hostname(p_hostname);
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF NOT (SELECT l.allow_custom_domain FROM parley.effective_limits(parley.current_tenant_id()) l) THEN
+    PERFORM parley.raise_error(402, 'plan_limit', 'Custom domains come with the White label plan.');
+  END IF;
+  IF v_host IS NULL THEN
+    PERFORM parley.raise_error(422, 'invalid_hostname', 'Give a public host name such as chat.example.com.');
+  END IF;
+  IF (SELECT count(*) FROM parley.custom_domains d WHERE d.tenant_id = parley.current_tenant_id()) >= 5 THEN
+    PERFORM parley.raise_error(409, 'too_many_domains', 'A workspace has at most 5 custom domains.');
+  END IF;
+  INSERT INTO parley.custom_domains (tenant_id, hostname, token)
+  VALUES (parley.current_tenant_id(), v_host, replace(gen_random_uuid()::text, '-', ''))
+  ON CONFLICT (tenant_id, hostname) DO NOTHING;
+  PERFORM parley.write_audit('domain.claimed', 'domain', v_host, '{}');
+  RETURN parley.custom_domain_json(v_host);
+END $$;
+COMMENT ON FUNCTION parley.claim_domain(text) IS
+  'Admins on a plan with allow_custom_domain: claim a host name (normalize_hostname; at most 5 per workspace) with a fresh verification token; pending until verified. Claiming again returns the claim unchanged. 402 plan_limit, 422 invalid_hostname, 409 too_many_domains.';
+ALTER FUNCTION parley.claim_domain(text) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.claim_domain(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.claim_domain(text) TO parley_app;
+
+-- Writes go through these definer functions (owned by parley_owner, under the tenant's RLS):
+-- the app role only reads claims, so a domain is active only through a check or staff.
+
+-- The DNS check's verdict. The server asks the resolver; the rule is here: the TXT record at
+-- _parley.<host> holds parley-verify=<token>, and the name routes to this installation (a CNAME
+-- to the target, or, when it has no CNAME (e.g. a zone apex), an A/AAAA address of the target's).
+CREATE OR REPLACE FUNCTION parley.record_domain_check(p_hostname text, p_observed jsonb, p_expected jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_dom parley.custom_domains;
+  v_txt boolean;
+  v_cname text := rtrim(lower(p_observed->>'cname'), '.');
+  v_routed boolean;
+  v_result jsonb;
+BEGIN
+  PERFORM parley.require_role('admin');
+  SELECT * INTO v_dom FROM parley.custom_domains d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = parley.normalize_hostname(p_hostname) FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
+  END IF;
+  v_txt := EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_observed->'txt', '[]')) t
+                    WHERE btrim(t) = 'parley-verify=' || v_dom.token);
+  v_routed := (v_cname IS NOT NULL AND v_cname = rtrim(lower(p_expected->>'target'), '.'))
+              OR (v_cname IS NULL AND EXISTS (
+                    SELECT 1 FROM jsonb_array_elements_text(coalesce(p_observed->'addresses', '[]')) a
+                     WHERE a IN (SELECT jsonb_array_elements_text(coalesce(p_expected->'addresses', '[]')))));
+  v_result := jsonb_build_object('txt', v_txt, 'routed', v_routed, 'observed', p_observed,
+                                 'error', p_observed->'error');
+  UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
+   WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+  IF v_txt AND v_routed AND v_dom.status = 'pending'
+     AND (SELECT l.allow_custom_domain FROM parley.effective_limits(v_dom.tenant_id) l) THEN
+    PERFORM parley.set_domain_route(v_dom.hostname, true);
+    UPDATE parley.custom_domains d SET status = 'active', verified_at = now(), activated_by = 'dns'
+     WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+    PERFORM parley.write_audit('domain.verified', 'domain', v_dom.hostname, v_result - 'observed');
+  END IF;
+  RETURN parley.custom_domain_json(v_dom.hostname);
+END $$;
+COMMENT ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) IS
+  'Admins: store what the DNS showed for a pending domain (p_observed: txt strings at _parley.<host>, cname, addresses, error) against what routes here (p_expected: target, addresses) and activate it when the TXT holds parley-verify=<token> and the name is a CNAME to the target or (without CNAME) has one of its addresses, on a plan that allows custom domains. A disabled domain stays disabled (staff or a plan change did it). Returns the domain.';
+ALTER FUNCTION parley.record_domain_check(text, jsonb, jsonb) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.remove_domain(p_hostname text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_host text := parley.normalize_hostname(p_hostname);
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF NOT EXISTS (SELECT 1 FROM parley.custom_domains d
+                  WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host) THEN
+    RETURN false;
+  END IF;
+  PERFORM parley.set_domain_route(v_host, false);
+  DELETE FROM parley.custom_domains d WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host;
+  PERFORM parley.write_audit('domain.removed', 'domain', v_host, '{}');
+  RETURN true;
+END $$;
+COMMENT ON FUNCTION parley.remove_domain(text) IS 'Admins: drop a custom domain claim and its route; false when there was none.';
+ALTER FUNCTION parley.remove_domain(text) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.remove_domain(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.remove_domain(text) TO parley_app;
+
+-- Staff (inside the tenant, actor staff): force a domain active (no DNS check) or disable it.
+CREATE OR REPLACE FUNCTION parley.staff_set_domain(p_hostname text, p_status text, p_reason text DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_host text := parley.normalize_hostname(p_hostname);
+BEGIN
+  PERFORM parley.require_operator();
+  IF p_status NOT IN ('active', 'disabled') THEN
+    PERFORM parley.raise_error(422, 'invalid_status', 'A domain is set active or disabled.');
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM parley.custom_domains d
+                  WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
+  END IF;
+  PERFORM parley.set_domain_route(v_host, p_status = 'active');
+  UPDATE parley.custom_domains d
+     SET status = p_status,
+         verified_at = CASE WHEN p_status = 'active' THEN coalesce(d.verified_at, now()) ELSE d.verified_at END,
+         activated_by = CASE WHEN p_status = 'active' THEN 'staff' ELSE d.activated_by END,
+         disabled_at = CASE WHEN p_status = 'disabled' THEN now() END,
+         disabled_reason = CASE WHEN p_status = 'disabled' THEN left(coalesce(p_reason, 'disabled by the operator'), 200) END
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host;
+  PERFORM parley.write_audit('staff.domain_' || p_status, 'domain', v_host, jsonb_build_object('reason', left(p_reason, 200)));
+  RETURN parley.custom_domain_json(v_host);
+END $$;
+COMMENT ON FUNCTION parley.staff_set_domain(text, text, text) IS
+  'Staff, inside the tenant: force a claimed domain active (routed without a DNS check; 409 domain_taken when another workspace has it) or disable it (route removed, reason kept); audited as staff.domain_active / staff.domain_disabled.';
+ALTER FUNCTION parley.staff_set_domain(text, text, text) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.staff_set_domain(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.staff_set_domain(text, text, text) TO parley_app;
+
+-- A plan change that loses custom domains (parley.change_plan) disables them all.
+CREATE OR REPLACE FUNCTION parley.disable_custom_domains(p_reason text) RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_n int;
+BEGIN
+  DELETE FROM parley.domain_routes r WHERE r.tenant_id = v_tenant;
+  UPDATE parley.custom_domains d SET status = 'disabled', disabled_at = now(), disabled_reason = left(p_reason, 200)
+   WHERE d.tenant_id = v_tenant AND d.status <> 'disabled';
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  IF v_n > 0 THEN
+    PERFORM parley.write_audit('domain.disabled', 'tenant', v_tenant::text, jsonb_build_object('domains', v_n, 'reason', p_reason));
+  END IF;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.disable_custom_domains(text) IS
+  'Internal to parley.change_plan: disable every custom domain of the current tenant (routes removed, reason kept, audited) when its new plan has no custom domains; returns how many.';
+ALTER FUNCTION parley.disable_custom_domains(text) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.disable_custom_domains(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.disable_custom_domains(text) TO parley_owner;
+
+-- Before any tenant is known: which tenant serves widget traffic on this Host (NULL: none).
+CREATE OR REPLACE FUNCTION parley.domain_tenant(p_host text) RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT r.tenant_id FROM parley.domain_routes r
+    JOIN parley.tenants t ON t.id = r.tenant_id AND t.deleted_at IS NULL AND t.suspended_at IS NULL
+    CROSS JOIN LATERAL parley.effective_limits(r.tenant_id) l
+   WHERE r.hostname = parley.normalize_hostname(p_host) AND l.allow_custom_domain
+$$;
+COMMENT ON FUNCTION parley.domain_tenant(text) IS
+  'The tenant an active custom domain routes to, or NULL (unknown, disabled, tenant deleted or suspended, or its plan, e.g. limited after the grace period, no longer allows custom domains). Answers the widget''s Host check and the reverse proxy''s on-demand TLS question.';
+ALTER FUNCTION parley.domain_tenant(text) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.domain_tenant(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.domain_tenant(text) TO parley_app;
+
+CREATE OR REPLACE FUNCTION parley.active_domain() RETURNS text
+LANGUAGE sql STABLE
+AS $$
+  SELECT d.hostname FROM parley.custom_domains d
+   WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.status = 'active'
+     AND (SELECT l.allow_custom_domain FROM parley.effective_limits(parley.current_tenant_id()) l)
+   ORDER BY d.verified_at, d.hostname LIMIT 1
+$$;
+COMMENT ON FUNCTION parley.active_domain() IS
+  'The current tenant''s active custom domain (the first verified) that embed snippets use, or NULL.';
+GRANT EXECUTE ON FUNCTION parley.active_domain() TO parley_app;

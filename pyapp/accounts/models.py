@@ -73,8 +73,9 @@ class TenantOut(BaseModel):
     slug: str
     name: str
     plan: str
-    role: str = Field(description="The caller's role in this workspace.")
+    role: str | None = Field(description="The caller's role in this workspace (null: staff, not a member).")
     created_at: datetime
+    suspended: bool | None = Field(default=None, description="Suspended by the operator (batch fetch only).")
 
 
 class AuthOut(BaseModel):
@@ -100,6 +101,26 @@ class MeOut(BaseModel):
     user: UserOut
     tenant: TenantOut | None
     session_id: UUID
+
+
+class TenantsQuery(Input):
+    ids: str | None = Field(
+        default=None,
+        max_length=3800,
+        description="Comma-separated workspace ids (at most 100): a batch fetch. Staff get any workspace; "
+        "anyone else the ones they belong to; the rest are left out.",
+    )
+
+    def id_list(self) -> list[UUID] | None:
+        if self.ids is None:
+            return None
+        try:
+            ids = list(dict.fromkeys(UUID(part.strip()) for part in self.ids.split(",") if part.strip()))
+        except ValueError:
+            raise ValueError("ids are workspace ids (UUIDs) separated by commas") from None
+        if not ids or len(ids) > 100:
+            raise ValueError("give 1 to 100 workspace ids")
+        return ids
 
 
 class TenantsOut(BaseModel):

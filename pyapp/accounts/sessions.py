@@ -30,6 +30,7 @@ from .models import (
     SignupIn,
     SwitchIn,
     TenantsOut,
+    TenantsQuery,
 )
 from .profile import send_verification
 
@@ -168,11 +169,19 @@ async def get_me(call: Call):
     return MeOut.model_validate(me)
 
 
-@api.route("GET", "/api/tenants", auth="user", response=TenantsOut, tags=("tenants",))
+@api.route("GET", "/api/tenants", auth="user", query=TenantsQuery, response=TenantsOut, tags=("tenants",))
 async def list_tenants(call: Call):
-    """The workspaces you belong to, with your role in each."""
+    """The workspaces you belong to, with your role in each; with `ids`, those workspaces (a batch
+    fetch for proxies that map chatbot → workspace → plan: staff any, others their own)."""
+    try:
+        ids = call.query.id_list()
+    except ValueError as exc:
+        raise ApiError(422, "invalid_ids", str(exc)) from None
     async with auth_tx(call, signed_in=True) as conn:
-        tenants = await conn.fetchval("SELECT parley.list_my_tenants()")
+        if ids is None:
+            tenants = await conn.fetchval("SELECT parley.list_my_tenants()")
+        else:
+            tenants = await conn.fetchval("SELECT parley.tenants_by_ids($1::uuid[])", ids)
     return TenantsOut(tenants=tenants)
 
 

@@ -213,6 +213,32 @@ async def referrals(call: Call):
     return out
 
 
+class BrandingIn(BaseModel):
+    label: str | None = Field(default=None, max_length=60, description="Null or empty: the server's default.")
+    url: str | None = Field(default=None, max_length=2048, description="http(s) link; null: the server's default.")
+
+
+@api.route("GET", "/api/branding", min_role="admin", summary="Your widgets' default credit line", tags=TAGS)
+async def get_branding(call: Call):
+    async with call.tx() as conn:
+        return await conn.fetchval("SELECT parley.get_default_branding()")
+
+
+@api.route(
+    "PUT",
+    "/api/branding",
+    min_role="admin",
+    body=BrandingIn,
+    summary="Set your widgets' default credit line (label and link)",
+    tags=TAGS,
+)
+async def put_branding(call: Call):
+    """Chatbot override (config.branding.powered_by_label / powered_by_url) → this default → the
+    server's; only on plans that allow replacing the Parley branding (sql/96_branding.sql)."""
+    async with call.tx() as conn:
+        return await conn.fetchval("SELECT parley.set_default_branding($1, $2)", call.body.label, call.body.url)
+
+
 USAGE_COLUMNS = ("day", "messages", "ai_messages", "conversations", "active_seats")
 USAGE_CSV = f"SELECT {', '.join(USAGE_COLUMNS)} FROM parley.usage_days($1, $2)"
 
@@ -226,10 +252,13 @@ class UsageQuery(BaseModel):
 
 @api.route("GET", "/api/billing/usage", query=UsageQuery, summary="Usage per day of a month (JSON or CSV)", tags=TAGS)
 async def usage_feed(call: Call):
-    month = dt.date.fromisoformat(call.query.month + "-01") if call.query.month else None
+    """A calendar month with `month`, else the current allowance period (the subscription's own)."""
     async with call.tx() as conn:
-        start = month or await conn.fetchval("SELECT parley.period_start()")
-        end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        if call.query.month:
+            start = dt.date.fromisoformat(call.query.month + "-01")
+            end = (start.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        else:
+            start, end = await conn.fetchrow("SELECT period_start, period_end FROM parley.allowance_period()")
         if call.query.format == "csv":
             return await stream_csv(
                 call.request,
@@ -244,11 +273,14 @@ async def usage_feed(call: Call):
         days = await conn.fetch("SELECT * FROM parley.usage_days($1, $2)", start, end)
         reported = await conn.fetch(
             "SELECT metric, sum(quantity) AS quantity FROM parley.usage_reports "
-            "WHERE period_start = $1 GROUP BY metric ORDER BY metric",
+            "WHERE day >= $1 AND day < $2 GROUP BY metric ORDER BY metric",
             start,
+            end,
         )
     return {
         "month": f"{start:%Y-%m}",
+        "from": start,
+        "to": end,
         "days": [dict(d) for d in days],
         "overage_reported": {r["metric"]: r["quantity"] for r in reported},
     }

@@ -10,6 +10,15 @@ TITLES = {
     "conversation.negative_feedback": "A visitor was unhappy",
     "alert.test": "Test alert",
     "notice.webhook_paused": "A webhook endpoint was paused",
+    "notice.usage_warning": "Usage of your plan",
+}
+METERS = {
+    "conversations": "conversations this period",
+    "ai_messages": "AI replies this period",
+    "ai_messages_today": "AI replies today",
+    "seats": "seats",
+    "chatbots": "chatbots",
+    "open_conversations": "open conversations",
 }
 
 
@@ -36,11 +45,26 @@ def alert_text(payload: dict[str, Any], console_url: str = "") -> tuple[str, str
         lines.append(f"Endpoint: {data.get('name')} ({data.get('url')})")
         lines.append(f"Reason: {data.get('reason')}")
         lines.append("Fix the endpoint, then resume it from the console's Deliveries page; nothing was lost.")
+    if kind == "notice.usage_warning":
+        lines += _usage_lines(data, console_url)
     if kind == "alert.test":
         lines.append("This alert channel works.")
     if data.get("conversation_id") and console_url:
         lines.append(f"Open: {console_url.rstrip('/')}/console/conversations/{data['conversation_id']}")
     return subject, "\n".join(lines)
+
+
+def _usage_lines(data: dict[str, Any], console_url: str) -> list[str]:
+    lines = [f"Plan: {data.get('plan')}; period {data.get('period_start')} to {data.get('period_end')} (exclusive)."]
+    for w in data.get("warnings") or []:
+        what = METERS.get(str(w.get("metric")), str(w.get("metric")))
+        if int(w.get("threshold") or 0) >= 100:
+            lines.append(f"All of your {what} are used: {w.get('used')} of {w.get('allowance')}.")
+        else:
+            lines.append(f"{w.get('threshold')} % of your {what} are used: {w.get('used')} of {w.get('allowance')}.")
+    if console_url:
+        lines.append(f"Plans and usage: {console_url.rstrip('/')}/console/billing")
+    return lines
 
 
 def _cut(text: str, n: int) -> str:

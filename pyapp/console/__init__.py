@@ -52,6 +52,7 @@ def setup(app: aioweb.Application) -> None:
         privacy,
         team,
     )
+    from pyapp.domains import console as _domains  # noqa: F401
     from pyapp.outbox import console as _outbox  # noqa: F401
     from pyapp.webhooks import console as _webhooks  # noqa: F401
 

@@ -4,19 +4,21 @@ the customer portal and the downgrade to Free. The work is the billing surface's
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from pyapp.billing import routes as billing
 from pyapp.console import queries
 from pyapp.console.accounts_bridge import _call
 from pyapp.console.web import Ctx, page, redirect
-from pyapp.errors import ApiError
+from pyapp.errors import ApiError, from_postgres
 
 DONE = {
     "downgraded": "You are on the Free plan now.",
     "scheduled": "Your subscription ends with the paid period; Free applies after that.",
     "done": "Thank you! Your plan changes as soon as the payment is confirmed.",
     "cancelled": "Checkout cancelled; nothing changed.",
+    "branding": "Your widgets' credit line is saved.",
 }
 
 
@@ -26,6 +28,7 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None):
     usage = await queries.fetch(ctx.conn, "usage_30_days")
     referral = await ctx.conn.fetchval("SELECT parley.referral_summary()")
     referral["link"] = billing.referral_link(ctx.settings, referral["code"])
+    branding = await ctx.conn.fetchval("SELECT parley.get_default_branding()")
     key = ctx.request.query.get("done") or ctx.request.query.get("checkout") or ""
     return ctx.render(
         "billing.html",
@@ -34,6 +37,7 @@ async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None):
         plans=plans,
         usage=usage,
         referral=referral,
+        branding=branding,
         error=error,
         live=billing.gateway(ctx.request).live,
         flash=DONE.get(key),
@@ -87,3 +91,21 @@ async def downgrade(ctx: Ctx):
             ctx.conn = conn
             return await _page(ctx, status=exc.status, error=exc.message)
     return redirect("/console/billing?done=" + ("scheduled" if out["scheduled"] else "downgraded"))
+
+
+@page("POST", "/console/billing/branding", min_role="admin")
+async def branding(ctx: Ctx):
+    """The workspace's default credit line (parley.set_default_branding: the rules and the plan check)."""
+    try:
+        async with ctx.conn.transaction():
+            await ctx.conn.fetchval(
+                "SELECT parley.set_default_branding($1, $2)",
+                str(ctx.form.get("label", ""))[:200],
+                str(ctx.form.get("url", ""))[:2048],
+            )
+    except asyncpg.PostgresError as exc:
+        refused = from_postgres(exc)
+        if refused is None:
+            raise
+        return await _page(ctx, status=refused.status, error=refused.message)
+    return redirect("/console/billing?done=branding")

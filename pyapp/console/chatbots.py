@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from pyapp.console import bridge, queries
 from pyapp.console.web import Ctx, json_ok, page, redirect, secure_headers
 from pyapp.context import POOL, SETTINGS, json_dumps
+from pyapp.domains.host import embed_base
 from pyapp.errors import ApiError
 from pyapp.inputs import parse_json
 from pyapp.security import sign, verify
@@ -321,7 +322,7 @@ async def _settings_page(ctx: Ctx, bot, *, values=None, errors=None, status=200,
             (bot["config"] or {}).get("texts"),
         ),
         language_names=dict(WIDGET_LANGUAGES),
-        snippet=snippet(base_url(ctx.request), bot["public_key"]),
+        snippet=snippet(await embed_base(ctx.conn, ctx.request), bot["public_key"]),
         preview=preview,
         template_options=[("", "Choose…")]
         + [(t["key"], t["title"]) for t in await queries.fetch(ctx.conn, "chatbot_templates")],

@@ -15,8 +15,9 @@ from pydantic import ValidationError
 
 from pyapp.console import bridge, queries
 from pyapp.console.web import Ctx, form_errors, page, redirect
+from pyapp.domains.host import embed_base
 from pyapp.errors import ApiError
-from pyapp.widget.assets import base_url, snippet
+from pyapp.widget.assets import snippet
 
 STEPS = (
     ("chatbot", "Create a chatbot"),
@@ -70,7 +71,7 @@ async def render_step(
         errors=errors or {},
         values=values or {},
         check=check,
-        snippet=snippet(base_url(ctx.request), bot["public_key"]) if bot else "",
+        snippet=snippet(await embed_base(ctx.conn, ctx.request), bot["public_key"]) if bot else "",
         templates=await queries.fetch(ctx.conn, "chatbot_templates") if step == "chatbot" else [],
     )
 

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pyapp.api import Call, api
 from pyapp.context import REQUEST_ID, client_ip
 from pyapp.db import tenant_tx
+from pyapp.domains.host import domain_tenant_refuses
 from pyapp.errors import ApiError
 from pyapp.security import TokenError
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor, visitor_token
@@ -64,7 +65,7 @@ class SessionOut(BaseModel):
 
 async def _chatbot(call: Call, public_key: str) -> dict:
     chatbot = await chatbot_by_key(call.request.app, public_key, max_age=0)
-    if chatbot is None:
+    if chatbot is None or domain_tenant_refuses(call.request, chatbot["tenant_id"]):
         raise ApiError(404, "unknown_chatbot", "No chatbot has this key.")
     return chatbot
 

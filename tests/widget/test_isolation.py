@@ -174,3 +174,16 @@ def test_js_api(double, visit):
     expect(w.bubbles("agent").filter(has_text="hello")).to_have_count(1)
     assert page.evaluate("__n") == 0
     expect(w.host).to_have_count(1)
+
+
+def test_credit_line_label_and_link_from_the_server(double, visit):
+    """The server resolves the credit line (chatbot → workspace → server default); the widget shows
+    the label and, with a link, opens it outside the host page."""
+    double.config["branding"] = {"powered_by": {"label": "Support by Acme", "url": "https://acme.example/help"}}
+    w = visit("/")
+    w.open()
+    credit = w.q("a.pl-by")
+    expect(credit).to_have_text("Support by Acme")
+    expect(credit).to_have_attribute("href", "https://acme.example/help")
+    expect(credit).to_have_attribute("target", "_blank")
+    expect(credit).to_have_attribute("rel", "noopener noreferrer")

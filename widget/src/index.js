@@ -12,6 +12,12 @@ import { pickLang, catalog } from './i18n.js';
 const W = window;
 const D = document;
 
+// The credit line: label and link resolved by the server (chatbot → workspace → server default);
+// the link is http(s) only (checked in SQL) and opens outside the host page.
+const poweredBy = (p, fallback) => (p.url
+  ? h('a', { class: 'pl-by', href: p.url, target: '_blank', rel: 'noopener noreferrer' }, p.label || fallback)
+  : h('span', { class: 'pl-by' }, p.label || fallback));
+
 const boot = () => {
   if (W.Parley?.version) return;
   const script = D.currentScript || D.querySelector('script[data-chatbot]');
@@ -608,7 +614,7 @@ const boot = () => {
     stateEl, log, typingEl, chips,
     h('form', { class: 'pl-form', onsubmit: (e) => { e.preventDefault(); submit(); } }, input,
       h('button', { type: 'submit', class: 'pl-send', 'aria-label': t.send }, icon(ICONS.send))),
-    h('div', { class: 'pl-foot' }, humanBtn, histBtn, freshBtn, !b.hide_powered_by && h('span', { class: 'pl-by' }, t.by)));
+    h('div', { class: 'pl-foot' }, humanBtn, histBtn, freshBtn, !b.hide_powered_by && poweredBy(b.powered_by || {}, t.by)));
     nudge = h('div', { class: 'pl-nudge', role: 'status', hidden: true },
       btn({ class: 'pl-nt', dir: 'auto', onclick: open }),
       btn({ class: 'pl-x', 'aria-label': t.dismiss, onclick: () => (nudge.hidden = true) }, icon(ICONS.close)));

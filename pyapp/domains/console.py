@@ -1,0 +1,76 @@
+"""Console → Custom domain (admins): claim a host name, the DNS records to create, "Verify", remove.
+The work is SQL's (sql/95_domains.sql) and the API's own DNS check (pyapp.domains.routes)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from pyapp.console.web import Ctx, page, redirect
+from pyapp.domains import routes as domains
+from pyapp.errors import ApiError, from_postgres
+
+DONE = {"removed": "Domain removed.", "claimed": "Domain added: create the two DNS records below, then verify."}
+
+
+async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None, flash: str | None = None):
+    rows = await ctx.conn.fetch("SELECT parley.custom_domain_json(hostname) AS d FROM parley.custom_domains ORDER BY 1")
+    allowed = await ctx.conn.fetchval(
+        "SELECT allow_custom_domain FROM parley.effective_limits(parley.current_tenant_id())"
+    )
+    return ctx.render(
+        "domains.html",
+        status=status,
+        domains=[domains.routing(ctx.request, r["d"]) for r in rows],
+        allowed=allowed,
+        error=error,
+        flash=flash or DONE.get(ctx.request.query.get("done", "")),
+    )
+
+
+@page("GET", "/console/domains", min_role="admin")
+async def domains_page(ctx: Ctx):
+    return await _page(ctx)
+
+
+@page("POST", "/console/domains", min_role="admin")
+async def claim(ctx: Ctx):
+    try:
+        async with ctx.conn.transaction():
+            await ctx.conn.fetchval("SELECT parley.claim_domain($1)", str(ctx.form.get("hostname", ""))[:253])
+    except asyncpg.PostgresError as exc:
+        refused = from_postgres(exc)
+        if refused is None:
+            raise
+        return await _page(ctx, status=refused.status, error=refused.message)
+    return redirect("/console/domains?done=claimed")
+
+
+@page("POST", "/console/domains/verify", min_role="admin", tx=False)
+async def verify(ctx: Ctx):
+    hostname = str(ctx.form.get("hostname", ""))[:253]
+    try:
+        out = await domains.verify_domain(ctx.request, lambda: ctx.tx("admin"), hostname)
+        error, flash = (
+            None,
+            (
+                f"{out['hostname']} is active."
+                if out["status"] == "active"
+                else "Not verified yet: see what the DNS shows."
+            ),
+        )
+    except asyncpg.PostgresError as exc:
+        refused = from_postgres(exc)
+        if refused is None:
+            raise
+        error, flash = refused.message, None
+    except ApiError as exc:
+        error, flash = exc.message, None
+    async with ctx.tx("admin") as conn:
+        ctx.conn = conn
+        return await _page(ctx, error=error, flash=flash)
+
+
+@page("POST", "/console/domains/remove", min_role="admin")
+async def remove(ctx: Ctx):
+    await ctx.conn.fetchval("SELECT parley.remove_domain($1)", str(ctx.form.get("hostname", ""))[:253])
+    return redirect("/console/domains?done=removed")
