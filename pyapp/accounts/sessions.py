@@ -174,7 +174,7 @@ async def list_tenants(call: Call):
     """The workspaces you belong to, with your role in each; with `ids`, those workspaces (a batch
     fetch for proxies that map chatbot → workspace → plan: staff any, others their own)."""
     try:
-        ids = call.query.id_list()
+        ids = call.query.id_list() if call.query is not None else None  # the console asks without a query
     except ValueError as exc:
         raise ApiError(422, "invalid_ids", str(exc)) from None
     async with auth_tx(call, signed_in=True) as conn:

@@ -286,3 +286,35 @@ async def test_analyst_views(make_tenant, owner_conn, settings):
             await conn.fetch("SELECT * FROM parley.subscriptions")
     finally:
         await conn.close()
+
+
+async def test_every_billing_ledger_is_per_tenant(make_tenant, owner_conn, jobs_tx):
+    """A's subscription, provider events, warnings, overage reports, referral credits, domains and branding
+    are invisible to B and cannot be written for A from B's transaction."""
+    a, b = await make_tenant(), await make_tenant()
+    await change(a, "white_label", provider="stripe", customer_ref="cus_a", subscription_ref="sub_a")
+    async with a.tx() as conn:
+        assert await conn.fetchval("SELECT parley.claim_billing_event('evt_a', 'invoice.paid', now())")
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, included_conversations) VALUES ($1, 1)", a.id)
+    await owner_conn.execute("INSERT INTO parley.usage_counters (tenant_id, day, metric, shard, value) "
+                             "VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 'conversations', 0, 5)", a.id)
+    async with jobs_tx(a.id) as conn:
+        assert await conn.fetchval("SELECT parley.record_usage_warnings()") >= 1
+    await owner_conn.execute("INSERT INTO parley.usage_reports (tenant_id, period_start, metric, day, quantity, "
+                             "identifier) VALUES ($1, '2026-11-01', 'conversations', '2026-11-02', 3, 'x')", a.id)
+    await owner_conn.execute("INSERT INTO parley.referral_credits (tenant_id, referred_tenant_id) VALUES ($1, $2)",
+                             a.id, b.id)
+    async with a.member_tx() as conn:
+        await conn.fetchval("SELECT parley.claim_domain('chat.a-shop.com')")
+        await conn.fetchval("SELECT parley.set_default_branding('By A', NULL)")
+    tables = ("subscriptions", "billing_events", "plan_changes", "usage_warnings", "usage_reports",
+              "referral_credits", "custom_domains", "tenant_branding")
+    async with a.member_tx() as conn:
+        assert all([await conn.fetchval(f"SELECT count(*) FROM parley.{t}") for t in tables])
+    async with b.member_tx() as conn:
+        assert {t: await conn.fetchval(f"SELECT count(*) FROM parley.{t}") for t in tables} == dict.fromkeys(tables, 0)
+    async with b.tx() as conn:  # even the server's own role, in B's transaction, cannot write for A
+        with pytest.raises(asyncpg.PostgresError):
+            async with conn.transaction():
+                await conn.execute("INSERT INTO parley.billing_events (tenant_id, event_id, type, created) "
+                                   "VALUES ($1, 'evt_forged', 'invoice.paid', now())", a.id)

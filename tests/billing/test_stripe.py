@@ -163,3 +163,18 @@ async def test_stripe_down_answers_502_and_the_event_is_retried(tenant, fake_str
     fake_stripe.fail_next = 0
     status, body = await deliver(tenant.server, event)
     assert status == 200 and body["applied"]
+
+
+async def test_an_event_naming_another_tenants_customer_changes_nothing(make_tenant, fake_stripe, owner_conn):
+    a, b = await make_tenant(), await make_tenant()
+    for t in (a, b):
+        _, event = await subscribe(t, fake_stripe, "starter")
+        assert (await deliver(t.server, event))[0] == 200
+    before = await facts(owner_conn, a)
+    # b's subscription claims to be a's (metadata is Stripe's, but the customer decides).
+    b_sub = next(s for s in fake_stripe.subscriptions.values() if s["metadata"]["tenant_id"] == str(b.id))
+    b_sub["metadata"] = {**b_sub["metadata"], "tenant_id": str(a.id), "plan": "pro"}
+    status, body = await deliver(a.server, fake_stripe.event("customer.subscription.updated", b_sub))
+    assert status == 200 and body.get("ignored") == "customer mismatch", body
+    after = await facts(owner_conn, a)  # the event id is recorded as handled; nothing else moved
+    assert {**after, "events": 0} == {**before, "events": 0} and after["plan"] == "starter"
