@@ -39,6 +39,8 @@ THREADED = {"telegram"}  # kinds that keep a thread per conversation (parley.cha
 _DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
                     FROM parley.outbox_destinations d WHERE d.id = $1"""
 _TAKE = "SELECT * FROM parley.take_outbox_batch($1, $2, $3, $4)"
+# Channel kinds take posts: a conversation's messages coalesced, handoffs first (sql/84_telegram.sql).
+_TAKE_POSTS = "SELECT * FROM parley.take_channel_batch($1, $2, $3, $4)"
 _RECORD = "SELECT parley.record_outbox_results($1, $2, $3)"
 
 
@@ -121,7 +123,7 @@ class OutboxDrainer:
         )
         for row in rows:
             key = (row["tenant_id"], row["destination_id"])
-            task = asyncio.create_task(self._work(row["tenant_id"], row["destination_id"]))
+            task = asyncio.create_task(self._work(row["tenant_id"], row["destination_id"], row["kind"]))
             self.active[key] = task
             task.add_done_callback(functools.partial(self._forget, key))
         return len(rows)
@@ -157,13 +159,14 @@ class OutboxDrainer:
     def _tx(self, tenant_id):
         return tenant_tx(self.pool, Actor(tenant_id=tenant_id, kind="system", actor_id=self.worker))
 
-    async def _work(self, tenant_id, destination_id) -> None:
+    async def _work(self, tenant_id, destination_id, kind: str) -> None:
+        take = _TAKE_POSTS if kind in THREADED else _TAKE
         try:
             deadline = time.monotonic() + self.lease_s * 0.8
             while time.monotonic() < deadline:
                 async with self._tx(tenant_id) as conn:
                     dest_row = await conn.fetchrow(_DESTINATION, destination_id)
-                    rows = await conn.fetch(_TAKE, destination_id, self.worker, self.batch, self.lease_s)
+                    rows = await conn.fetch(take, destination_id, self.worker, self.batch, self.lease_s)
                     destination = await self._destination(conn, tenant_id, dest_row) if dest_row and rows else None
                     threads = await self._threads(conn, destination, rows) if destination else {}
                 if not rows or destination is None:
@@ -179,10 +182,11 @@ class OutboxDrainer:
                         conversation_id=r["conversation_id"],
                         thread=threads.get(r["conversation_id"], (None, None))[0],
                         thread_title=threads.get(r["conversation_id"], (None, None))[1],
+                        parts_sent=r.get("parts_sent") or 0,
                     )
                     for r in rows
                 ]
-                results = await self._send(destination, deliveries)
+                results = await self._send(destination, deliveries, _posts(rows))
                 async with self._tx(tenant_id) as conn:
                     for d, res in results:
                         thread = res.extra.get("thread") or d.thread
@@ -238,7 +242,11 @@ class OutboxDrainer:
             log.error("outbox: secrets of destination %s unavailable: %s", row["id"], exc)
             return []
 
-    async def _send(self, destination: Destination, deliveries: list[Delivery]) -> list[tuple[Delivery, Result]]:
+    async def _send(
+        self, destination: Destination, deliveries: list[Delivery], posts: list[int]
+    ) -> list[tuple[Delivery, Result]]:
+        """Send a batch; ``posts[i]`` is the post delivery i belongs to (ordered destinations send
+        each post, several deliveries coalesced or one, in turn and stop at the first not delivered)."""
         sender = self.senders.get(destination.kind)
         if sender is None:
             return [
@@ -247,18 +255,19 @@ class OutboxDrainer:
         if destination.ordered:
             done = []
             made: dict = {}  # threads made or renamed in this batch serve the conversation's next deliveries
-            for d in deliveries:  # one at a time, stop at the first that did not get through
-                if d.conversation_id in made:
-                    d = dataclasses.replace(
-                        d, thread=made[d.conversation_id][0], thread_title=made[d.conversation_id][1]
+            for group in _grouped(deliveries, posts):  # one post at a time, stop at the first not through
+                first = group[0]
+                if first.conversation_id in made:
+                    thread, title = made[first.conversation_id]
+                    group = [dataclasses.replace(d, thread=thread, thread_title=title) for d in group]
+                    first = group[0]
+                res = await _safe_send(sender, destination, first, group)
+                if first.conversation_id is not None and (res.extra.get("thread") or res.extra.get("title")):
+                    made[first.conversation_id] = (
+                        str(res.extra.get("thread") or first.thread),
+                        res.extra.get("title") or first.thread_title,
                     )
-                res = await _safe_send(sender, destination, d)
-                if d.conversation_id is not None and (res.extra.get("thread") or res.extra.get("title")):
-                    made[d.conversation_id] = (
-                        str(res.extra.get("thread") or d.thread),
-                        res.extra.get("title") or d.thread_title,
-                    )
-                done.append((d, res))
+                done += [(d, res) for d in group]
                 if res.outcome != "delivered":
                     break
             return done
@@ -280,8 +289,31 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
-async def _safe_send(sender: Sender, destination: Destination, delivery: Delivery) -> Result:
+def _posts(rows) -> list[int]:
+    """The post each taken row belongs to: take_channel_batch's post column, else one post per row."""
+    return [r["post"] if "post" in r.keys() else i for i, r in enumerate(rows)]  # noqa: SIM118 (a Record)
+
+
+def _grouped(deliveries: list[Delivery], posts: list[int]) -> list[list[Delivery]]:
+    """Consecutive deliveries of the same post, in order."""
+    groups: list[list[Delivery]] = []
+    for i, d in enumerate(deliveries):
+        if groups and posts[i] == posts[i - 1]:
+            groups[-1].append(d)
+        else:
+            groups.append([d])
+    return groups
+
+
+async def _safe_send(
+    sender: Sender, destination: Destination, delivery: Delivery, group: list[Delivery] | None = None
+) -> Result:
+    """One delivery, or a coalesced post of several through the sender's send_post."""
     try:
+        if group is not None and len(group) > 1:
+            send_post = getattr(sender, "send_post", None)
+            if send_post is not None:
+                return await send_post(destination, group)
         return await sender.send(destination, delivery)
     except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
         log.exception("outbox adapter %s", destination.kind)

@@ -38,7 +38,7 @@ GRANT SELECT ON parley.outbox_destinations, parley.outbox, parley.outbox_attempt
 -- Enqueue happens inside whatever transaction writes an event (server or jobs).
 GRANT INSERT ON parley.outbox TO parley_app, parley_jobs;
 GRANT USAGE ON SEQUENCE parley.outbox_id_seq TO parley_app, parley_jobs;
-GRANT UPDATE (status, attempts, next_attempt_at, last_status_code, last_error, finished_at, payload)
+GRANT UPDATE (status, attempts, next_attempt_at, last_status_code, last_error, finished_at, payload, parts_sent)
    ON parley.outbox TO parley_jobs;
 GRANT UPDATE (status, finished_at) ON parley.outbox TO parley_app;
 GRANT INSERT ON parley.outbox_attempts TO parley_jobs;
@@ -221,6 +221,48 @@ COMMENT ON FUNCTION parley.take_rate_tokens(text[], int) IS
 REVOKE ALL ON FUNCTION parley.take_rate_tokens(text[], int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.take_rate_tokens(text[], int) TO parley_jobs;
 
+CREATE OR REPLACE FUNCTION parley.renew_destination_lease(p_destination_id uuid, p_worker text, p_lease_seconds int)
+RETURNS parley.outbox_destinations
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_dest parley.outbox_destinations;
+BEGIN
+  SELECT * INTO v_dest FROM parley.outbox_destinations d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id FOR NO KEY UPDATE;
+  IF NOT FOUND OR v_dest.leased_by IS DISTINCT FROM p_worker OR v_dest.leased_until < now()
+     OR v_dest.status <> 'active' OR v_dest.next_send_at > now() THEN
+    RETURN NULL;
+  END IF;
+  UPDATE parley.outbox_destinations d SET leased_until = now() + make_interval(secs => p_lease_seconds)
+   WHERE d.tenant_id = v_dest.tenant_id AND d.id = p_destination_id;
+  RETURN v_dest;
+END $$;
+COMMENT ON FUNCTION parley.renew_destination_lease(uuid, text, int) IS
+  'Drainers, before taking a batch: lock a destination of the current tenant and renew this worker''s lease on it for p_lease_seconds; NULL (take nothing) when the lease is lost or the destination is paused or held.';
+REVOKE ALL ON FUNCTION parley.renew_destination_lease(uuid, text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.renew_destination_lease(uuid, text, int) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.hold_destination_until_due(p_destination_id uuid, p_ordered boolean)
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.outbox_destinations d
+     SET next_send_at = coalesce(
+           CASE WHEN p_ordered
+                THEN (SELECT o.next_attempt_at FROM parley.outbox o
+                       WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'pending'
+                       ORDER BY o.id LIMIT 1)
+                ELSE (SELECT min(o.next_attempt_at) FROM parley.outbox o
+                       WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'pending')
+           END, d.next_send_at)
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id
+$$;
+COMMENT ON FUNCTION parley.hold_destination_until_due(uuid, boolean) IS
+  'Drainers, when everything pending waits for a retry: hold a destination of the current tenant until its first delivery is due (an ordered one: its head), so no drainer leases it in vain meanwhile.';
+REVOKE ALL ON FUNCTION parley.hold_destination_until_due(uuid, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.hold_destination_until_due(uuid, boolean) TO parley_jobs;
+
 CREATE OR REPLACE FUNCTION parley.take_outbox_batch(p_destination_id uuid, p_worker text, p_limit int,
                                                    p_lease_seconds int DEFAULT 30)
 RETURNS TABLE (id bigint, created_at timestamptz, delivery_key uuid, kind text, payload jsonb, attempts int,
@@ -235,14 +277,10 @@ DECLARE
   v_tokens record;
   v_n int;
 BEGIN
-  SELECT * INTO v_dest FROM parley.outbox_destinations d
-   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id FOR NO KEY UPDATE;
-  IF NOT FOUND OR v_dest.leased_by IS DISTINCT FROM p_worker OR v_dest.leased_until < now()
-     OR v_dest.status <> 'active' OR v_dest.next_send_at > now() THEN
+  v_dest := parley.renew_destination_lease(p_destination_id, p_worker, p_lease_seconds);
+  IF v_dest.id IS NULL THEN
     RETURN;
   END IF;
-  UPDATE parley.outbox_destinations d SET leased_until = now() + make_interval(secs => p_lease_seconds)
-   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
   -- Ready deliveries in id order; an ordered destination stops before its first one not ready.
   SELECT array_agg(r.id ORDER BY r.id) INTO v_ready FROM (
     SELECT o.id, o.next_attempt_at,
@@ -256,16 +294,7 @@ BEGIN
   IF v_n = 0 THEN
     -- Everything waits for a retry: hold the destination until the first one is due, so no
     -- drainer leases it in vain meanwhile (an ordered one waits for its head).
-    UPDATE parley.outbox_destinations d
-       SET next_send_at = coalesce(
-             CASE WHEN v_dest.ordered
-                  THEN (SELECT o.next_attempt_at FROM parley.outbox o
-                         WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
-                         ORDER BY o.id LIMIT 1)
-                  ELSE (SELECT min(o.next_attempt_at) FROM parley.outbox o
-                         WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending')
-             END, d.next_send_at)
-     WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
+    PERFORM parley.hold_destination_until_due(p_destination_id, v_dest.ordered);
     RETURN;
   END IF;
   v_tokens := parley.take_rate_tokens(v_dest.rate_keys, v_n);
@@ -326,7 +355,8 @@ BEGIN
   END IF;
   WITH res AS (
     SELECT * FROM jsonb_to_recordset(p_results) AS x(id bigint, created_at timestamptz, outcome text,
-             status_code int, latency_ms int, error text, request jsonb, response text, retry_after numeric)
+             status_code int, latency_ms int, error text, request jsonb, response text, retry_after numeric,
+             parts_sent int)
      WHERE x.outcome IN ('delivered', 'retry', 'failed')
   ), moved AS (
     UPDATE parley.outbox o
@@ -340,6 +370,7 @@ BEGIN
                                   ELSE least(o.deadline, now() + parley.outbox_backoff(o.attempts + 1)) END,
            last_status_code = r.status_code,
            last_error = left(r.error, 1000),
+           parts_sent = greatest(o.parts_sent, coalesce(r.parts_sent, 0)),
            finished_at = CASE WHEN r.outcome <> 'retry' OR (r.retry_after IS NULL AND now() >= o.deadline)
                               THEN now() END
       FROM res r
@@ -392,7 +423,7 @@ BEGIN
   RETURN jsonb_build_object('delivered', v_ok, 'failed', v_bad - v_retry, 'retry', v_retry, 'dead', v_dead);
 END $$;
 COMMENT ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) IS
-  'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
+  'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason, parts_sent (of a split post, delivered so far: a retry sends the rest)}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
 REVOKE ALL ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) TO parley_jobs;
 

@@ -122,3 +122,116 @@ COMMENT ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) IS
   'Drainers: remember the thread (Telegram topic) an adapter created for a conversation on a destination of the current tenant, and its title once made or renamed (NULL keeps the one known).';
 REVOKE ALL ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) TO parley_jobs;
+
+-- Posting to a busy group (the 20/min per group limit is shared by every topic): a conversation's
+-- consecutive messages waiting for the same topic go as ONE post, and conversations waiting for a
+-- person go before the backlog. Posts, not deliveries, take the rate buckets' tokens.
+CREATE OR REPLACE FUNCTION parley.channel_post_bytes_max() RETURNS int
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT 3500 $$;
+COMMENT ON FUNCTION parley.channel_post_bytes_max() IS
+  'The most UTF-8 bytes of message bodies coalesced into one channel post (UTF-8 bytes ≥ UTF-16 units, so with the authors'' prefixes the post stays under Telegram''s 4096 units); a longer message goes alone, split in parts.';
+
+-- The result grew parts_sent and post: the old shape (if any) is dropped once.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.take_channel_batch(uuid, text, int, int)')
+              AND NOT 'post' = ANY (proargnames)) THEN
+    DROP FUNCTION parley.take_channel_batch(uuid, text, int, int);
+  END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION parley.take_channel_batch(p_destination_id uuid, p_worker text, p_limit int,
+                                                    p_lease_seconds int DEFAULT 30)
+RETURNS TABLE (id bigint, created_at timestamptz, delivery_key uuid, kind text, payload jsonb, attempts int,
+               event_id bigint, conversation_id uuid, parts_sent int, post int)
+LANGUAGE plpgsql VOLATILE
+SET enable_seqscan = off
+AS $$
+DECLARE
+  v_tenant uuid := parley.current_tenant_id();
+  v_dest parley.outbox_destinations;
+  v_ids bigint[];
+  v_tokens record;
+  r record;
+  v_group int := 0;
+  v_open jsonb := '{}';     -- conversation → {"g": its open group, "bytes": bodies in it}
+  v_rows jsonb := '[]';     -- [{"id", "g"}] in id order
+  v_bytes int;
+  v_joinable boolean;
+  v_key text;
+  v_posts int;
+BEGIN
+  v_dest := parley.renew_destination_lease(p_destination_id, p_worker, p_lease_seconds);
+  IF v_dest.id IS NULL THEN
+    RETURN;
+  END IF;
+  -- The run of pending deliveries before the first one waiting for a retry (the topic's order).
+  SELECT array_agg(x.id ORDER BY x.id) INTO v_ids FROM (
+    SELECT o.id, bool_or(o.next_attempt_at > now()) OVER (ORDER BY o.id) AS blocked
+      FROM parley.outbox o
+     WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+     ORDER BY o.id LIMIT p_limit) x
+   WHERE NOT x.blocked;
+  IF coalesce(cardinality(v_ids), 0) = 0 THEN
+    PERFORM parley.hold_destination_until_due(p_destination_id, true);
+    RETURN;
+  END IF;
+  -- Bodies first (built on first take, see enqueue_event_deliveries): coalescing reads them.
+  UPDATE parley.outbox o SET payload = parley.event_delivery_payload(o.event_id)
+   WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+     AND o.id = ANY (v_ids) AND o.event_id IS NOT NULL AND o.payload = '{}';
+  -- Posts: a message joins its conversation's open post when both are whole messages (not part
+  -- way through a split) and the bodies stay under channel_post_bytes_max; anything else
+  -- (another kind, a long message) is a post of its own and closes the conversation's open one.
+  FOR r IN SELECT o.id, o.conversation_id, o.kind, o.parts_sent,
+                  octet_length(coalesce(o.payload #>> '{data,message,body}', '')) AS bytes
+             FROM parley.outbox o
+            WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+              AND o.id = ANY (v_ids)
+            ORDER BY o.id LOOP
+    v_key := coalesce(r.conversation_id::text, 'none');
+    v_joinable := r.kind = 'conversation.message_added' AND r.parts_sent = 0
+                  AND r.bytes <= parley.channel_post_bytes_max();
+    v_bytes := (v_open -> v_key ->> 'bytes')::int;
+    IF v_joinable AND v_bytes IS NOT NULL AND v_bytes + r.bytes <= parley.channel_post_bytes_max() THEN
+      v_rows := v_rows || jsonb_build_object('id', r.id, 'g', (v_open -> v_key ->> 'g')::int);
+      v_open := jsonb_set(v_open, ARRAY[v_key, 'bytes'], to_jsonb(v_bytes + r.bytes));
+    ELSE
+      v_group := v_group + 1;
+      v_rows := v_rows || jsonb_build_object('id', r.id, 'g', v_group);
+      v_open := CASE WHEN v_joinable THEN v_open || jsonb_build_object(v_key, jsonb_build_object('g', v_group, 'bytes', r.bytes))
+                     ELSE v_open - v_key END;
+    END IF;
+  END LOOP;
+  v_tokens := parley.take_rate_tokens(v_dest.rate_keys, v_group);
+  IF v_tokens.granted = 0 THEN
+    UPDATE parley.outbox_destinations d SET next_send_at = now() + make_interval(secs => v_tokens.wait_s::float8)
+     WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
+    RETURN;
+  END IF;
+  -- Conversations waiting for a person first (their own order kept), then the rest by age; as many
+  -- posts as the buckets granted.
+  RETURN QUERY
+    WITH g AS (
+      SELECT (x ->> 'id')::bigint AS id, (x ->> 'g')::int AS g FROM jsonb_array_elements(v_rows) x
+    ), rows AS (
+      SELECT o.*, g.g,
+             bool_or(o.kind = 'conversation.human_requested') OVER (PARTITION BY o.conversation_id) AS urgent,
+             min(o.id) OVER (PARTITION BY g.g) AS first_id
+        FROM parley.outbox o JOIN g ON g.id = o.id
+       WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+         AND o.id = ANY (v_ids)
+    ), ranked AS (
+      SELECT rows.*, dense_rank() OVER (ORDER BY NOT rows.urgent, rows.first_id)::int AS rank FROM rows
+    )
+    SELECT k.id, k.created_at, k.delivery_key, k.kind, k.payload, k.attempts, k.event_id, k.conversation_id,
+           k.parts_sent, k.rank
+      FROM ranked k
+     WHERE k.rank <= v_tokens.granted
+     ORDER BY k.rank, k.id;
+END $$;
+COMMENT ON FUNCTION parley.take_channel_batch(uuid, text, int, int) IS
+  'Drainers, for a channel destination (Telegram) this worker leases: the run of ready pending deliveries (up to p_limit, before the first waiting for a retry) as posts: a conversation''s consecutive whole messages coalesced into one post (bodies up to channel_post_bytes_max), anything else a post of its own; conversations with a handoff request first, then by age, each conversation in its own order; as many posts as the rate buckets grant (one token per post; none: the destination is held until one refills). Column post numbers the posts in sending order.';
+REVOKE ALL ON FUNCTION parley.take_channel_batch(uuid, text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.take_channel_batch(uuid, text, int, int) TO parley_jobs;

@@ -66,9 +66,13 @@ class ChannelAdapter(Protocol):
         self, destination: Destination, conversation_id: str, title: str, thread: str | None
     ) -> str: ...
 
-    async def send_text(self, destination: Destination, thread: str, text: str) -> None: ...
+    def split(self, text: str) -> list[str]:
+        """The parts a text is posted in (the channel's length limit)."""
+        ...
 
-    async def send_actions(self, destination: Destination, thread: str, text: str, actions: list[Action]) -> None: ...
+    async def post(self, destination: Destination, thread: str, text: str, actions: list[Action] | None) -> None:
+        """One part into the thread, with buttons under it when actions are given."""
+        ...
 
     async def rename_thread(self, destination: Destination, thread: str, title: str) -> None: ...
 
@@ -119,36 +123,48 @@ def thread_title(payload: dict[str, Any]) -> str:
 
 class ChannelSender:
     """The outbox Sender for a channel kind, through the adapter: the conversation's thread (made, or
-    renamed when its title changed), then the text (and buttons); a closed conversation closes its
-    thread after the post, a reopened one reopens it before. What it made or renamed is reported in
-    ``Result.extra`` (thread, title) even when a later step fails, so a retry does not do it again."""
+    renamed when its title changed), then the text (and buttons) in parts; a closed conversation
+    closes its thread after the post, a reopened one reopens it before. What it made or renamed is
+    reported in ``Result.extra`` (thread, title), and the parts delivered in ``Result.parts_sent``,
+    even when a later step fails, so a retry does neither again.
+
+    ``send_post`` sends several deliveries of one conversation as one post (the drainer's
+    coalesced messages, parley.take_channel_batch): their lines joined, one Result for all."""
 
     def __init__(self, adapter: ChannelAdapter):
         self.adapter = adapter
 
     async def send(self, destination: Destination, delivery: Delivery) -> Result:
-        conversation_id = str((delivery.payload.get("data") or {}).get("conversation_id") or "")
+        return await self.send_post(destination, [delivery])
+
+    async def send_post(self, destination: Destination, deliveries: list[Delivery]) -> Result:
+        first = deliveries[0]
+        conversation_id = str((first.payload.get("data") or {}).get("conversation_id") or "")
         if not conversation_id:
             return Result("failed", error="This event belongs to no conversation.")
         started = time.monotonic()
-        kind = str(delivery.payload.get("type", "")).removeprefix("conversation.")
-        text, actions = render(delivery.payload)
-        title = thread_title(delivery.payload)
+        kind = str(first.payload.get("type", "")).removeprefix("conversation.")
+        rendered = [render(d.payload) for d in deliveries]
+        text = "\n".join(t for t, _a in rendered)
+        actions = rendered[-1][1]
+        title = thread_title(deliveries[-1].payload)
         extra: dict[str, Any] = {}
+        parts = self.adapter.split(text)
+        done = first.parts_sent if len(deliveries) == 1 else 0
         try:
-            thread = delivery.thread
+            thread = first.thread
             if thread is None:
                 thread = await self.adapter.ensure_thread(destination, conversation_id, title, None)
                 extra.update(thread=thread, title=title)
-            elif delivery.thread_title != title:
+            elif first.thread_title != title:
                 await self.adapter.rename_thread(destination, thread, title)
                 extra["title"] = title
-            if kind == "reopened":
+            if kind == "reopened" and done == 0:
                 await self.adapter.reopen_thread(destination, thread)
-            if actions:
-                await self.adapter.send_actions(destination, thread, text, actions)
-            else:
-                await self.adapter.send_text(destination, thread, text)
+            while done < len(parts):
+                last = done == len(parts) - 1
+                await self.adapter.post(destination, thread, parts[done], actions if last and actions else None)
+                done += 1
             if kind == "closed":
                 await self.adapter.close_thread(destination, thread)
         except ChannelError as exc:
@@ -160,8 +176,16 @@ class ChannelSender:
                 retry_after=exc.retry_after,
                 pause_reason=exc.pause_reason,
                 extra=extra,
+                parts_sent=done,
             )
-        return Result("delivered", status_code=200, latency_ms=_ms(started), request={"chars": len(text)}, extra=extra)
+        return Result(
+            "delivered",
+            status_code=200,
+            latency_ms=_ms(started),
+            request={"chars": len(text), "parts": len(parts), "deliveries": len(deliveries)},
+            extra=extra,
+            parts_sent=done,
+        )
 
     async def close(self) -> None:
         await self.adapter.close()

@@ -159,16 +159,14 @@ class TelegramAdapter:
             if exc.status_code != 400 or "NOT_MODIFIED" not in str(exc).upper():
                 raise
 
-    async def send_text(self, destination: Destination, thread: str, text: str) -> None:
-        for part in split_text(text):
-            await self._send(destination, thread, part, None)
+    def split(self, text: str) -> list[str]:
+        return split_text(text)
 
-    async def send_actions(self, destination: Destination, thread: str, text: str, actions: list[Action]) -> None:
-        parts = split_text(text)
-        for part in parts[:-1]:
-            await self._send(destination, thread, part, None)
-        keyboard = {"inline_keyboard": [[{"text": a.label, "callback_data": a.name} for a in actions]]}
-        await self._send(destination, thread, parts[-1], keyboard)
+    async def post(self, destination: Destination, thread: str, text: str, actions: list[Action] | None) -> None:
+        markup = None
+        if actions:
+            markup = {"inline_keyboard": [[{"text": a.label, "callback_data": a.name} for a in actions]]}
+        await self._send(destination, thread, text, markup)
 
     async def _send(self, destination: Destination, thread: str, text: str, markup: dict | None) -> None:
         params: dict[str, Any] = {

@@ -37,6 +37,7 @@ class Delivery:
     conversation_id: UUID | None = None
     thread: str | None = None  # channel kinds: the conversation's thread there, once made
     thread_title: str | None = None  # and the title it has (None: unknown)
+    parts_sent: int = 0  # of a post split in parts, those earlier attempts delivered
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Result:
     response: str | None = None
     retry_after: float | None = None  # seconds: nothing more goes to this destination before
     pause_reason: str | None = None  # the destination is gone (bot removed, address refused)
+    parts_sent: int | None = None  # a split post: parts delivered so far (a retry sends the rest)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self, delivery: Delivery) -> dict[str, Any]:
@@ -64,6 +66,7 @@ class Result:
             "response": self.response,
             "retry_after": self.retry_after,
             "pause_reason": self.pause_reason,
+            "parts_sent": self.parts_sent,
         }
 
 

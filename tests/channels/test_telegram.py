@@ -7,25 +7,11 @@ import itertools
 import uuid
 
 from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN
-from support.outbox import TEST_SECRET, post, start_conversation
+from support.outbox import drain_telegram, post, start_conversation, telegram_drainer
 
-from jobs.outbox import OutboxDrainer
-from pyapp.channels.adapter import ChannelSender
-from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram import TelegramAdapter, TelegramApi, split_text, utf16_units
+from pyapp.channels.telegram import split_text, utf16_units
 
 
-def _drainer(pool, fake, **kw) -> OutboxDrainer:
-    sender = ChannelSender(TelegramAdapter(TelegramApi(base=fake.url)))
-    return OutboxDrainer(pool, "tg", senders={"telegram": sender}, keyring=Keyring.from_settings(TEST_SECRET), **kw)
-
-
-async def _drain(ws, fake) -> int:
-    drainer = _drainer(await ws.tenant.pool("jobs"), fake)
-    try:
-        return await drainer.drain()
-    finally:
-        await drainer.close()
 
 
 async def _connect(ws, chat=CHAT, token=TOKEN):
@@ -76,7 +62,7 @@ async def test_a_topic_per_conversation_messages_in_order_and_split(ws, tg, owne
     await post(ws.tenant, conv, "Sorry to hear that!", author="bot")
     other = await start_conversation(ws.tenant)
     await post(ws.tenant, other, "Another question", author="visitor")
-    assert await _drain(ws, tg) == 4
+    assert await drain_telegram(ws.tenant, tg) == 4
     topics = sorted(tg.topics.values(), key=lambda t: t.thread_id)
     assert len(topics) == 2 and all(t.chat_id == CHAT for t in topics)
     first = [m["text"] for m in tg.sent(CHAT, topics[0].thread_id)]
@@ -91,7 +77,7 @@ async def test_a_topic_per_conversation_messages_in_order_and_split(ws, tg, owne
                                                                      other: str(topics[1].thread_id)}
     # A later message goes to the existing topic (no new one).
     await post(ws.tenant, conv, "Any news?", author="visitor")
-    assert await _drain(ws, tg) == 1
+    assert await drain_telegram(ws.tenant, tg) == 1
     assert len(tg.topics) == 2 and tg.sent(CHAT, topics[0].thread_id)[-1]["text"] == "Visitor: Any news?"
 
 
@@ -102,7 +88,7 @@ async def test_handoff_request_posts_claim_release_close_buttons(ws, tg):
     async with await ws.tenant.tx("service") as conn:
         await conn.execute("SELECT parley.request_human($1)", conv)
     stop = asyncio.Event()
-    drainer = _drainer(await ws.tenant.pool("jobs"), tg, poll_s=0.05)
+    drainer = telegram_drainer(await ws.tenant.pool("jobs"), tg, poll_s=0.05)
     runner = asyncio.create_task(drainer.run(stop))
     try:
         last = await tg.wait_for(lambda: [m for m in tg.messages if m.get("reply_markup")])
@@ -117,10 +103,11 @@ async def test_handoff_request_posts_claim_release_close_buttons(ws, tg):
 
 async def test_chat_rate_bucket_spaces_posts_a_second_apart(ws, tg):
     await _connect(ws)
-    conv = await start_conversation(ws.tenant)
-    await post(ws.tenant, conv, "one", "two", "three", author="visitor")
+    # Three conversations (one conversation's queued messages would go as one post).
+    for body in ("one", "two", "three"):
+        await post(ws.tenant, await start_conversation(ws.tenant), body, author="visitor")
     stop = asyncio.Event()
-    drainer = _drainer(await ws.tenant.pool("jobs"), tg, poll_s=0.05)
+    drainer = telegram_drainer(await ws.tenant.pool("jobs"), tg, poll_s=0.05)
     runner = asyncio.create_task(drainer.run(stop))
     try:
         await tg.wait_for(lambda: len(tg.sent(CHAT)) == 3, timeout=15)
@@ -141,7 +128,7 @@ async def test_429_retry_after_is_honoured_exactly(ws, tg, owner_conn):
     conv = await start_conversation(ws.tenant)
     await post(ws.tenant, conv, "Hello", author="visitor")
     tg.fail_next("sendMessage", 429, retry_after=7)
-    assert await _drain(ws, tg) == 0
+    assert await drain_telegram(ws.tenant, tg) == 0
     (row,) = await _outbox(owner_conn, channel["id"])
     assert row["status"] == "pending" and row["last_status_code"] == 429
     held = await owner_conn.fetchval("SELECT extract(epoch FROM next_send_at - now()) FROM parley.outbox_destinations"
@@ -150,7 +137,7 @@ async def test_429_retry_after_is_honoured_exactly(ws, tg, owner_conn):
     # The topic made before the 429 is remembered: the retry will not make a second one.
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.channel_threads WHERE destination_id = $1",
                                      uuid.UUID(channel["id"])) == 1
-    assert await _drain(ws, tg) == 0 and len(tg.topics) == 1 and tg.sent(CHAT) == []
+    assert await drain_telegram(ws.tenant, tg) == 0 and len(tg.topics) == 1 and tg.sent(CHAT) == []
 
 
 async def test_403_bot_removed_pauses_the_channel(ws, tg, owner_conn):
@@ -158,7 +145,7 @@ async def test_403_bot_removed_pauses_the_channel(ws, tg, owner_conn):
     tg.remove_bot(CHAT)
     conv = await start_conversation(ws.tenant)
     await post(ws.tenant, conv, "Hello", author="visitor")
-    assert await _drain(ws, tg) == 0
+    assert await drain_telegram(ws.tenant, tg) == 0
     (row,) = await _outbox(owner_conn, channel["id"])
     assert row["status"] == "failed" and row["last_status_code"] == 403
     status, listed = await ws.call("GET", "/api/channels/telegram")

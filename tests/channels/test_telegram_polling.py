@@ -6,7 +6,6 @@ update fetched again after a lost offset acts once; one poller per channel; a we
 import asyncio
 import uuid
 
-import pytest
 from support.fakes.telegram import CHAT, TOKEN, message_update, press_update
 from support.outbox import TEST_SECRET, make_workspace, start_conversation
 

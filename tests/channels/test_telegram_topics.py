@@ -6,22 +6,9 @@ rule, never shown to the visitor."""
 import asyncpg
 import pytest
 from support.fakes.telegram import CHAT
-from support.outbox import TEST_SECRET, post, start_conversation
-
-from jobs.outbox import OutboxDrainer
-from pyapp.channels.adapter import ChannelSender
-from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram import TelegramAdapter, TelegramApi
+from support.outbox import drain_telegram, post, start_conversation
 
 
-async def _drain(ws, fake) -> int:
-    sender = ChannelSender(TelegramAdapter(TelegramApi(base=fake.url)))
-    drainer = OutboxDrainer(await ws.tenant.pool("jobs"), "tg", senders={"telegram": sender},
-                            keyring=Keyring.from_settings(TEST_SECRET))
-    try:
-        return await drainer.drain()
-    finally:
-        await drainer.close()
 
 
 @pytest.fixture
@@ -49,7 +36,7 @@ def _topic_calls(tg):
 async def test_topic_is_renamed_closed_and_reopened_with_the_conversation(ws, tg, channel, owner_conn):
     conv = await start_conversation(ws.tenant)
     await post(ws.tenant, conv, "Hello", author="visitor")
-    assert await _drain(ws, tg) == 1
+    assert await drain_telegram(ws.tenant, tg) == 1
     (topic,) = tg.topics.values()
     assert topic.name == f"Conversation {str(conv)[:8]}"
     await _as_service(ws, "SELECT 1 FROM parley.capture_lead($1, 'Ana Silva', 'ana@example.com', NULL)", conv)
@@ -58,7 +45,7 @@ async def test_topic_is_renamed_closed_and_reopened_with_the_conversation(ws, tg
     await _as_service(ws, "SELECT 1 FROM parley.reopen_conversation($1)", conv)
     await post(ws.tenant, conv, "Still there?", author="visitor")
     tg.calls.clear()
-    assert await _drain(ws, tg) == 5
+    assert await drain_telegram(ws.tenant, tg) == 5
     assert len(tg.topics) == 1 and topic.name == "Falcon" and not topic.closed
     # Bodies are built when first taken, so the lead's delivery already knows the codename: one
     # rename, to the codename, before the lead's post.
@@ -78,12 +65,12 @@ async def test_topic_is_renamed_closed_and_reopened_with_the_conversation(ws, tg
     # Codename removed: the visitor's name again.
     await _as_service(ws, "SELECT 1 FROM parley.set_codename($1, '')", conv)
     tg.calls.clear()
-    assert await _drain(ws, tg) == 1
+    assert await drain_telegram(ws.tenant, tg) == 1
     assert _topic_calls(tg) == [("editForumTopic", "Ana Silva"), ("sendMessage", "Codename removed.")]
     # Any other 400 (the topic deleted by hand, say) stops that delivery and shows it.
     tg.fail_next("closeForumTopic", 400, description="Bad Request: message thread not found")
     await _as_service(ws, "SELECT 1 FROM parley.close_conversation($1)", conv)
-    assert await _drain(ws, tg) == 0  # a plain 400 is a failed delivery, shown
+    assert await drain_telegram(ws.tenant, tg) == 0  # a plain 400 is a failed delivery, shown
     row = await owner_conn.fetchrow("SELECT status, last_status_code FROM parley.outbox WHERE conversation_id = $1"
                                     " ORDER BY id DESC LIMIT 1", conv)
     assert (row["status"], row["last_status_code"]) == ("failed", 400)
@@ -93,10 +80,10 @@ async def test_topic_not_modified_counts_as_done(ws, tg, channel):
     """Closed by hand in Telegram already: Telegram's TOPIC_NOT_MODIFIED counts as done."""
     conv = await start_conversation(ws.tenant)
     await post(ws.tenant, conv, "Hello", author="visitor")
-    await _drain(ws, tg)
+    await drain_telegram(ws.tenant, tg)
     tg.fail_next("closeForumTopic", 400, description="Bad Request: TOPIC_NOT_MODIFIED")
     await _as_service(ws, "SELECT 1 FROM parley.close_conversation($1)", conv)
-    assert await _drain(ws, tg) == 1
+    assert await drain_telegram(ws.tenant, tg) == 1
 
 
 async def test_codename_rules(ws, ws2, tg, channel, owner_conn):

@@ -9,7 +9,9 @@ from support.fakes.webhook_sink import WebhookSink
 from support.server import TEST_SECRET
 
 from jobs.outbox import OutboxDrainer
+from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.envelope import Keyring
+from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 from pyapp.webhooks.sender import WebhookSender
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +52,21 @@ def make_drainer(pool, worker="w1", **kw) -> OutboxDrainer:
     kw.setdefault("senders", {"webhook": WebhookSender(allow_hosts=["127.0.0.1"])})
     kw.setdefault("keyring", Keyring.from_settings(TEST_SECRET))
     return OutboxDrainer(pool, worker, **kw)
+
+
+def telegram_drainer(pool, fake, worker="tg", **kw) -> OutboxDrainer:
+    """A drainer whose Telegram adapter talks to the fake Bot API `fake` (support.fakes.telegram)."""
+    sender = ChannelSender(TelegramAdapter(TelegramApi(base=fake.url)))
+    return OutboxDrainer(pool, worker, senders={"telegram": sender}, keyring=Keyring.from_settings(TEST_SECRET), **kw)
+
+
+async def drain_telegram(tenant, fake) -> int:
+    """Send every Telegram delivery ready now, as parley_jobs; returns how many were delivered."""
+    drainer = telegram_drainer(await tenant.pool("jobs"), fake)
+    try:
+        return await drainer.drain()
+    finally:
+        await drainer.close()
 
 
 @pytest.fixture
