@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -162,10 +161,7 @@ async def workspaces(ctx: Ctx):
 
 @page("POST", "/console/workspaces/switch", tx=False)
 async def switch_workspace(ctx: Ctx):
-    try:
-        tenant_id = uuid.UUID(str(ctx.form.get("tenant_id", "")))
-    except ValueError:
-        raise ApiError(404, "not_found", "No such workspace.") from None
+    tenant_id = ctx.form_uuid("tenant_id", "No such workspace.")
     access = await accounts.switch(ctx.request, ctx.session, tenant_id)
     ctx.signed_in.renewed = False
     response = redirect("/console/inbox")

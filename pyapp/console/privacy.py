@@ -8,7 +8,6 @@ erasure is parley.gdpr_erase_visitor in it. SQL checks the role and audits both.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import asyncpg
 from aiohttp import web
@@ -119,10 +118,7 @@ async def restore_workspace(ctx: Ctx):
     """Cancel a workspace's deletion during its grace (owners of it), then work in it."""
     from pyapp.gdpr import routes
 
-    try:
-        tenant_id = uuid.UUID(str(ctx.form.get("tenant_id", "")))
-    except ValueError:
-        raise ApiError(404, "not_found", "No such workspace.") from None
+    tenant_id = ctx.form_uuid("tenant_id", "No such workspace.")
     call = accounts.session_call(ctx.request, ctx.session)
     call.request.match_info["tenant_id"] = str(tenant_id)
     await routes.restore_tenant(call)

@@ -197,6 +197,13 @@ class Ctx:
     def wants_json(self) -> bool:
         return wants_json(self.request)
 
+    def form_uuid(self, name: str, missing: str) -> uuid.UUID:
+        """A form field naming a row by its id; 404 `missing` when it is not an id."""
+        try:
+            return uuid.UUID(str(self.form.get(name, "")))
+        except ValueError:
+            raise ApiError(404, "not_found", missing) from None
+
     def uuid(self, name: str) -> uuid.UUID:
         try:
             return uuid.UUID(self.request.match_info[name])
