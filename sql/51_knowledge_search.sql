@@ -281,15 +281,19 @@ BEGIN
        fused AS (
          SELECT coalesce(f.id, v.id) AS id, f.r, f.cov, v.d,
                 coalesce(w.w_fts / (w.k + f.n), 0) + coalesce(w.w_vec / (w.k + v.n), 0) AS s
-           FROM f FULL JOIN v ON v.id = f.id CROSS JOIN w)
-  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, fused.r, fused.cov,
-         fused.d, fused.s::double precision, v_answerable,
+           FROM f FULL JOIN v ON v.id = f.id CROSS JOIN w),
+       best AS (SELECT * FROM fused ORDER BY fused.s DESC, fused.d NULLS LAST, fused.r DESC NULLS LAST, fused.id
+                 LIMIT v_k)
+  -- The passages of the best k only, each by its key (LATERAL ... OFFSET 0: a plain join was
+  -- planned as a hash join over every chunk of the tenant, 20,000 rows for a docs site).
+  SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, best.r, best.cov,
+         best.d, best.s::double precision, v_answerable,
          jsonb_build_object('cosine', round((1 - v_vec_dist[1])::numeric, 4), 'coverage', round(v_fts_cov[1]::numeric, 4),
                             'known', round(v_known::numeric, 4), 'agree', v_agree)
-    FROM fused
-    JOIN parley.knowledge_chunks c ON c.tenant_id = v_tenant AND c.id = fused.id
-   ORDER BY fused.s DESC, fused.d NULLS LAST, fused.r DESC NULLS LAST, c.id
-   LIMIT v_k;
+    FROM best
+    CROSS JOIN LATERAL (SELECT k.id, k.document_id, k.title, k.url, k.heading_path, k.text
+                          FROM parley.knowledge_chunks k WHERE k.tenant_id = v_tenant AND k.id = best.id OFFSET 0) c
+   ORDER BY best.s DESC, best.d NULLS LAST, best.r DESC NULLS LAST, c.id;
 END $$;
 COMMENT ON FUNCTION parley.knowledge_search(uuid, text, int, vector, text) IS
   'Hybrid retrieval for one chatbot of the current tenant: full text (knowledge_fts: plain-word terms, idf and field weights, normalised 0..1) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (knowledge_fusion). FTS-only without a query embedding. fts_coverage: idf-weighted share of the question''s terms a passage contains; answerable: the decline rule (knowledge_answerable) for the question and signals: its inputs, the same on every row.';

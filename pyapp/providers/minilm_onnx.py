@@ -20,6 +20,7 @@ missing file is exported at first load (a few seconds) or ahead with ``parley em
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import threading
@@ -100,23 +101,65 @@ def export(model_dir: str | Path, target: Path) -> Path:
     return target
 
 
-def ensure_exported(model_dir: str | Path) -> Path:
-    """The exported file for these weights, exporting it first when missing."""
+def quantize(source: Path, target: Path) -> Path:
+    """int8 weights for the matrix products of the exported graph (dynamic quantisation: the
+    activations are quantised per call), except each layer's feed-forward output, whose
+    large activations lose the most: with it in int8 the cosine to the float vectors fell to
+    0.988 on documentation passages, without it the worst was 0.993 (mean 0.9975) for 30%
+    fewer CPU milliseconds per passage (docs/knowledge.md, "Speed")."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(source), load_external_data=False).graph
+    keep_float = [
+        node.name
+        for node in graph.node
+        if node.op_type == "MatMul" and node.name.endswith("/output/dense/MatMul") and "/attention/" not in node.name
+    ]
+    fd, tmp = tempfile.mkstemp(prefix=".quantize-", suffix=".onnx", dir=target.parent)
+    os.close(fd)
+    logging.disable(logging.INFO)  # the quantiser reports every tensor it leaves alone on the root logger
+    try:
+        quantize_dynamic(
+            str(source),
+            tmp,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=keep_float,
+        )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    finally:
+        logging.disable(logging.NOTSET)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
+
+
+def ensure_exported(model_dir: str | Path, *, int8: bool = False) -> Path:
+    """The exported file for these weights (``int8``: its quantised form), exporting first
+    when missing."""
     target = onnx_file(model_dir)
     with _EXPORT_LOCK:
         if not target.is_file():
             export(model_dir, target)
-    return target
+        if not int8:
+            return target
+        quantised = target.with_name(target.stem + "-int8.onnx")
+        if not quantised.is_file():
+            quantize(target, quantised)
+        return quantised
 
 
 class OnnxMiniLM:
     """One ONNX Runtime session and the model's tokenizer. ``encode`` is thread-safe."""
 
-    def __init__(self, model_dir: str | Path, *, threads: int | None = None):
+    def __init__(self, model_dir: str | Path, *, int8: bool = True, threads: int | None = None):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        path = ensure_exported(model_dir)
+        path = ensure_exported(model_dir, int8=int8)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
