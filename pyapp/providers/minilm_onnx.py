@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 MAX_TOKENS = 256  # sentence_bert_config.json's max_seq_length: longer texts are truncated
-GROUP = 8  # texts per run after sorting by length (measured: docs/knowledge.md)
+# Texts per run after sorting by length (measured: docs/knowledge.md). int8 runs one text at
+# a time: dynamic quantisation scales the activations over the whole run, so in a group a
+# text's vector would depend on its neighbours (and their padding); alone it is also cheaper.
+GROUP_FLOAT = 8
+GROUP_INT8 = 1
 
 _EXPORT_LOCK = threading.Lock()
 
@@ -160,6 +164,7 @@ class OnnxMiniLM:
         from tokenizers import Tokenizer
 
         path = ensure_exported(model_dir, int8=int8)
+        self.group = GROUP_INT8 if int8 else GROUP_FLOAT
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
@@ -178,8 +183,8 @@ class OnnxMiniLM:
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         out: list[list[float]] = [[] for _ in encodings]
-        for start in range(0, len(order), GROUP):
-            group = order[start : start + GROUP]
+        for start in range(0, len(order), self.group):
+            group = order[start : start + self.group]
             width = max(len(encodings[i].ids) for i in group)
             ids = np.zeros((len(group), width), dtype=np.int64)
             mask = np.zeros((len(group), width), dtype=np.int64)
