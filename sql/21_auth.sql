@@ -17,6 +17,7 @@ DECLARE
   v_user uuid;
   v_live boolean;
   v_suspended boolean;
+  v_require_sso boolean;
 BEGIN
   IF p_tenant_id IS NULL THEN
     PERFORM parley.raise_error(401, 'unauthenticated', 'No tenant in the credentials.');
@@ -30,7 +31,7 @@ BEGIN
   -- One look at the tenant row. A soft-deleted workspace is gone for everyone but the jobs
   -- process (which purges it); one suspended by staff keeps its data, and only staff, the
   -- server and jobs reach it.
-  SELECT t.deleted_at IS NULL, t.suspended_at IS NOT NULL INTO v_live, v_suspended
+  SELECT t.deleted_at IS NULL, t.suspended_at IS NOT NULL, t.require_sso INTO v_live, v_suspended, v_require_sso
     FROM parley.tenants t WHERE t.id = p_tenant_id;
   IF p_actor_kind <> 'system' AND v_live IS NOT TRUE THEN
     PERFORM parley.raise_error(404, 'tenant_not_found', 'This workspace does not exist or was deleted.');
@@ -52,7 +53,13 @@ BEGIN
     IF v_role IS NULL THEN
       PERFORM parley.raise_error(403, 'not_a_member', 'You are not a member of this workspace.');
     END IF;
+    -- A workspace that requires single sign-on admits only sessions an identity provider opened.
+    IF v_require_sso AND NOT parley.is_sso_session(p_session_id) THEN
+      PERFORM parley.raise_error(403, 'sso_required',
+        'This workspace requires single sign-on: sign in with your identity provider.');
+    END IF;
     PERFORM set_config('app.user_id', v_user::text, true);
+    PERFORM set_config('app.session_id', p_session_id::text, true);
   ELSIF p_actor_kind = 'api_key' THEN
     IF NOT EXISTS (SELECT 1 FROM parley.api_keys k
                     WHERE k.tenant_id = p_tenant_id AND k.id = p_actor_id::uuid

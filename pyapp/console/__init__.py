@@ -50,6 +50,7 @@ def setup(app: aioweb.Application) -> None:
         leads,
         onboarding,
         privacy,
+        sso,
         team,
     )
     from pyapp.domains import console as _domains  # noqa: F401

@@ -19,10 +19,16 @@ _DONE = {
     "profile": "Profile saved.",
     "verification": "A new verification link is on its way; it works once, for 24 hours.",
     "left": "You left the workspace.",
+    "sso_linked": "The identity is linked: you can sign in with it.",
+    "sso_unlinked": "The identity is unlinked.",
+    "sso_required": "This workspace now requires single sign-on.",
+    "sso_optional": "This workspace no longer requires single sign-on.",
 }
 
 
 async def _account_page(ctx: Ctx, *, status: int = 200, errors: dict | None = None, flash: str | None = None):
+    from pyapp.console.sso import panel
+
     me = await accounts.me(ctx.request, ctx.session)
     return render(
         ctx.request,
@@ -30,6 +36,7 @@ async def _account_page(ctx: Ctx, *, status: int = 200, errors: dict | None = No
         status=status,
         ctx=ctx,
         me=me,
+        sso=await panel(ctx),
         errors=errors or {},
         flash=flash or _DONE.get(ctx.request.query.get("done", "")),
     )

@@ -142,3 +142,32 @@ async def me(request: web.Request, session):
 def session_call(request: web.Request, session) -> Call:
     """A handler call as the session's person (for handlers in other packages: GDPR restore)."""
     return _call(request, session=session)
+
+
+def sso_providers(request: web.Request) -> list:
+    """The identity providers on offer, as (id, label) objects, for the sign-in and account pages."""
+    from pyapp.accounts import sso
+
+    return list(request.app[sso.OIDC_PROVIDERS].values())
+
+
+async def sso_call(request: web.Request, session, handler: str, *, body=None, min_role: str = "agent"):
+    """Run one of pyapp.accounts.sso's handlers (identities, the workspace's require-SSO switch)."""
+    from pyapp.accounts import sso
+
+    return await getattr(sso, handler)(_call(request, body, session=session, min_role=min_role))
+
+
+async def sso_start(request: web.Request, session, provider_id: str, *, next_path: str, link: bool):
+    """(authorization URL, browser binding) for a sign-in, or for linking an identity to the session's person."""
+    from pyapp.accounts import sso
+
+    call = _call(request, session=session)
+    return await sso.start(call, sso.provider_of(request, provider_id), next_path=next_path, link=link)
+
+
+async def sso_finish(request: web.Request, provider_id: str, *, code: str, state: str, binding: str):
+    from pyapp.accounts import sso
+
+    provider = sso.provider_of(request, provider_id)
+    return await sso.finish(_call(request), provider, code=code, state=state, binding=binding)

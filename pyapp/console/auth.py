@@ -50,7 +50,9 @@ async def sign_in_form(ctx: Ctx):
         "expired": "Your session has ended; sign in again.",
         "deleted": "Your account is deleted.",
     }.get(ctx.request.query.get("done", ""))
-    return render_public(ctx, "sign_in.html", next=nxt, values={}, errors={}, flash=flash)
+    return render_public(
+        ctx, "sign_in.html", next=nxt, values={}, errors={}, flash=flash, providers=accounts.sso_providers(ctx.request)
+    )
 
 
 @public_page("POST", "/console/sign-in")
@@ -64,7 +66,15 @@ async def sign_in(ctx: Ctx):
     except ValidationError as exc:
         errors = form_errors(exc)
         errors = {k: ("Enter your email address." if k == "email" else "Enter your password.") for k in errors}
-        return render_public(ctx, "sign_in.html", status=422, next=nxt, values=values, errors=errors)
+        return render_public(
+            ctx,
+            "sign_in.html",
+            status=422,
+            next=nxt,
+            values=values,
+            errors=errors,
+            providers=accounts.sso_providers(ctx.request),
+        )
     try:
         out = await accounts.sign_in(ctx.request, body.email, body.password)
     except ApiError as exc:
@@ -76,6 +86,7 @@ async def sign_in(ctx: Ctx):
                 next=nxt,
                 values=values,
                 errors={"__all__": exc.message, "password": " "},
+                providers=accounts.sso_providers(ctx.request),
             )
         raise
     location = nxt if out.tenant is not None or nxt.startswith("/console/accept-invite") else "/console/workspaces"

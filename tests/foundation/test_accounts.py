@@ -387,7 +387,7 @@ async def test_openapi_lists_every_route_with_schemas(server):
         if spec.query is not None:
             assert {p["name"] for p in op["parameters"]} == set(spec.query.model_fields), spec.path
     mine = {(s.method, s.path) for s in api.routes if s.handler.__module__.startswith("pyapp.accounts")}
-    assert len(mine) == 28  # + verify-email, resend, profile, password, delete account
+    assert len(mine) == 33  # + SSO: providers, identities (list, unlink), the require-SSO switch (get, put)
 
 
 JUNK_BODIES = [None, [], "text", 12, {"email": 5}, {"email": ["a@b"]}, {"password": {"x": 1}},

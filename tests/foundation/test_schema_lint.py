@@ -31,6 +31,9 @@ ALLOW_GLOBAL: dict[str, str] = {
     "parley.sign_in_failures": "sign-in backoff per (email hash, address), before any tenant is known; parley_auth only",
     "parley.job_schedules": "the jobs process's own schedule (job name, interval, last run); no tenant data",
     "parley.staff_emails": "the installation's operators (PARLEY_ADMIN_EMAILS), before any tenant; parley_auth only",
+    "parley.user_identities": "a person's identities at identity providers, before any tenant; parley_auth only",
+    "parley.oidc_logins": "single sign-on attempts in flight, before any person or tenant is known; parley_auth only",
+    "parley.sso_sessions": "which sessions an identity provider opened; belongs to a person; parley_auth only",
     "parley.domain_routes": "Host -> tenant of verified custom domains, read before any tenant is known; parley_auth only",
 }
 

@@ -8,6 +8,7 @@ import time
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings as hsettings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from support.accounts import sign_up
 from support.server import free_port
@@ -70,7 +71,12 @@ def test_fuzz_every_route(server_thread, monkeypatch):
                     problems.append(f"{op.method.upper()} {op.path} [{mode.value}] {case.path_parameters} "
                                     f"{case.query} {str(case.body)[:120]!r}: {problem}")
 
-            run()
+            try:
+                run()
+            except Unsatisfiable:
+                # Nothing to make invalid: a public operation without parameters or body.
+                if mode is not GenerationMode.NEGATIVE:
+                    raise
     print(f"fuzz: {calls} requests over {len(operations)} operations in {time.monotonic() - started:.0f} s")
     assert calls > 250
     assert not problems, "\n".join(problems[:30])
