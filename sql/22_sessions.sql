@@ -58,6 +58,21 @@ LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT nullif(current_setting('app.session_id', true), '')::uuid $$;
 COMMENT ON FUNCTION parley.current_session_id() IS
   'Session (refresh-token family) of the signed-in person in a tenant-less account transaction, or NULL.';
+
+CREATE OR REPLACE FUNCTION parley.require_signed_in() RETURNS uuid
+LANGUAGE plpgsql STABLE
+AS $$
+DECLARE
+  v_user uuid := parley.current_user_id();
+BEGIN
+  IF v_user IS NULL THEN
+    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
+  END IF;
+  RETURN v_user;
+END $$;
+COMMENT ON FUNCTION parley.require_signed_in() IS
+  'Internal: the signed-in person of this account transaction; 401 unauthenticated when there is none.';
+
 ---------------------------------------------------------------------------------------------
 -- Internal helpers of the definer functions (owned by parley_auth, executable by nobody else)
 ---------------------------------------------------------------------------------------------
@@ -189,7 +204,7 @@ BEGIN
     'parley.act_as_user(uuid)', 'parley.tenant_json(uuid, uuid)', 'parley.user_json(uuid)',
     'parley.default_tenant_of(uuid, uuid)', 'parley.session_json(uuid, uuid, uuid)',
     'parley.start_session(uuid, bytea, int, uuid)', 'parley.audit_for_user(uuid, text, jsonb)',
-    'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()']
+    'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()', 'parley.require_signed_in()']
   LOOP
     EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
     EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
@@ -352,12 +367,9 @@ CREATE OR REPLACE FUNCTION parley.end_session(p_everywhere boolean DEFAULT false
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_user uuid := parley.current_user_id();
+  v_user uuid := parley.require_signed_in();
   v_count int;
 BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
   IF p_everywhere THEN
     v_count := parley.revoke_user_sessions(v_user);
   ELSE
@@ -375,12 +387,9 @@ CREATE OR REPLACE FUNCTION parley.switch_tenant(p_tenant_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_user uuid := parley.current_user_id();
+  v_user uuid := parley.require_signed_in();
   v_tenant jsonb := parley.tenant_json(p_tenant_id, v_user);
 BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
   IF v_tenant IS NULL THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such workspace.');
   END IF;
@@ -396,11 +405,8 @@ CREATE OR REPLACE FUNCTION parley.get_me(p_tenant_id uuid) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_user uuid := parley.current_user_id();
+  v_user uuid := parley.require_signed_in();
 BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
   RETURN jsonb_build_object('user', parley.user_json(v_user),
                             'tenant', parley.tenant_json(p_tenant_id, v_user),
                             'session_id', parley.current_session_id());
@@ -412,11 +418,8 @@ CREATE OR REPLACE FUNCTION parley.list_my_tenants() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_user uuid := parley.current_user_id();
+  v_user uuid := parley.require_signed_in();
 BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
   RETURN coalesce((
     SELECT jsonb_agg(parley.tenant_json(m.tenant_id, v_user) ORDER BY t.name, t.id)
       FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL

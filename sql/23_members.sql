@@ -109,12 +109,9 @@ CREATE OR REPLACE FUNCTION parley.accept_invite(p_token_hash bytea) RETURNS json
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_user uuid := parley.current_user_id();
+  v_user uuid := parley.require_signed_in();
   v_invite parley.invites%ROWTYPE;
 BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
   SELECT i.* INTO v_invite FROM parley.invites i
     JOIN parley.tenants t ON t.id = i.tenant_id AND t.deleted_at IS NULL
    WHERE i.token_hash = p_token_hash

@@ -10,20 +10,6 @@
 -- returns, then finish_password_check records the outcome in the sign-in backoff, so a stolen
 -- access token cannot be used to guess the password faster than sign-in allows.
 
-CREATE OR REPLACE FUNCTION parley.require_signed_in() RETURNS uuid
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-  v_user uuid := parley.current_user_id();
-BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
-  RETURN v_user;
-END $$;
-COMMENT ON FUNCTION parley.require_signed_in() IS
-  'Internal: the signed-in person of this account transaction; 401 unauthenticated when there is none.';
-
 ---------------------------------------------------------------------------------------------
 -- E-mail verification and e-mail change
 ---------------------------------------------------------------------------------------------
@@ -223,7 +209,7 @@ DECLARE
   v_fn text;
 BEGIN
   FOREACH v_fn IN ARRAY ARRAY[
-    'parley.require_signed_in()', 'parley.finish_password_check(text, boolean)',
+    'parley.finish_password_check(text, boolean)',
     'parley.request_email_verification(bytea, text)', 'parley.verify_email(bytea)',
     'parley.update_profile(text)', 'parley.begin_password_check()',
     'parley.change_password(text, boolean, text)', 'parley.delete_account(text, boolean)',

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 
 from aiohttp import web
 from pydantic import ValidationError
@@ -163,8 +164,6 @@ async def sign_out(ctx: Ctx):
 
 @page("GET", "/console/workspaces", tx=False)
 async def workspaces(ctx: Ctx):
-    from pyapp.console.privacy import deleted_workspaces
-
     tenants = await accounts.my_tenants(ctx.request, ctx.session)
     deleted = await deleted_workspaces(ctx)
     return render(ctx.request, "workspaces.html", ctx=ctx, tenants=tenants, deleted=deleted, current=ctx.tenant_id)
@@ -172,12 +171,35 @@ async def workspaces(ctx: Ctx):
 
 @page("POST", "/console/workspaces/switch", tx=False)
 async def switch_workspace(ctx: Ctx):
-    tenant_id = ctx.form_uuid("tenant_id", "No such workspace.")
+    return await enter_workspace(ctx, ctx.form_uuid("tenant_id", "No such workspace."))
+
+
+async def enter_workspace(ctx: Ctx, tenant_id: uuid.UUID) -> web.Response:
+    """Switch the session to a workspace (its rules in SQL) and open its inbox."""
     access = await accounts.switch(ctx.request, ctx.session, tenant_id)
     ctx.signed_in.renewed = False
     response = redirect("/console/inbox")
     sess.set_session_cookie(ctx.request, response, access, ctx.signed_in.refresh_token)
     return response
+
+
+@page("POST", "/console/workspaces/restore", tx=False)
+async def restore_workspace(ctx: Ctx):
+    """Cancel a workspace's deletion during its grace (owners of it), then work in it."""
+    from pyapp.gdpr import routes
+
+    tenant_id = ctx.form_uuid("tenant_id", "No such workspace.")
+    call = accounts.session_call(ctx.request, ctx.session)
+    call.request.match_info["tenant_id"] = str(tenant_id)
+    await routes.restore_tenant(call)
+    return await enter_workspace(ctx, tenant_id)
+
+
+async def deleted_workspaces(ctx: Ctx) -> list:
+    """Workspaces the person owns that are deleted but restorable (for the workspace list)."""
+    from pyapp.gdpr import routes
+
+    return list((await routes.deleted_tenants(accounts.session_call(ctx.request, ctx.session))).tenants)
 
 
 @page("POST", "/console/session/token", tx=False)
@@ -282,8 +304,4 @@ async def accept_invite(ctx: Ctx):
         if exc.status >= 500:
             raise
         return error_response(ctx.request, ctx, exc.status, exc.code, exc.message)
-    access = await accounts.switch(ctx.request, ctx.session, joined.tenant.id)
-    ctx.signed_in.renewed = False
-    response = redirect("/console/inbox")
-    sess.set_session_cookie(ctx.request, response, access, ctx.signed_in.refresh_token)
-    return response
+    return await enter_workspace(ctx, joined.tenant.id)

@@ -1,5 +1,5 @@
 """Console → Privacy (/console/privacy, admins): export a visitor's data or the whole workspace's,
-erase a visitor; and restoring a deleted workspace from the workspace list.
+erase a visitor. (Restoring a deleted workspace is on the workspace list, pyapp/console/auth.py.)
 
 The export is the API's archive (pyapp.gdpr.archive) streamed in the page's own transaction; the
 erasure is parley.gdpr_erase_visitor in it. SQL checks the role and audits both.
@@ -13,9 +13,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import ValidationError
 
-from pyapp.console import accounts_bridge as accounts
-from pyapp.console import session as sess
-from pyapp.console.web import Ctx, page, redirect
+from pyapp.console.web import Ctx, page
 from pyapp.errors import ApiError, from_postgres
 from pyapp.gdpr.archive import archive_chunks, begin_export
 from pyapp.gdpr.routes import EraseIn, VisitorQuery, zip_response
@@ -111,26 +109,3 @@ async def erase(ctx: Ctx):
         refusal = _refusal(exc)
         return await _privacy_page(ctx, status=refusal.status, values=values, errors={"__all__": refusal.message})
     return await _privacy_page(ctx, erased=erased)
-
-
-@page("POST", "/console/workspaces/restore", tx=False)
-async def restore_workspace(ctx: Ctx):
-    """Cancel a workspace's deletion during its grace (owners of it), then work in it."""
-    from pyapp.gdpr import routes
-
-    tenant_id = ctx.form_uuid("tenant_id", "No such workspace.")
-    call = accounts.session_call(ctx.request, ctx.session)
-    call.request.match_info["tenant_id"] = str(tenant_id)
-    await routes.restore_tenant(call)
-    access = await accounts.switch(ctx.request, ctx.session, tenant_id)
-    ctx.signed_in.renewed = False
-    response = redirect("/console/inbox")
-    sess.set_session_cookie(ctx.request, response, access, ctx.signed_in.refresh_token)
-    return response
-
-
-async def deleted_workspaces(ctx: Ctx) -> list:
-    """Workspaces the person owns that are deleted but restorable (for the workspace list)."""
-    from pyapp.gdpr import routes
-
-    return list((await routes.deleted_tenants(accounts.session_call(ctx.request, ctx.session))).tenants)

@@ -146,6 +146,10 @@ async def test_erase_leaves_nothing_of_the_visitor(server, rows, owner_conn):
     for body in ({"conversation_id": str(seeded["conversations"][0])}, {"email": "no-such@example.test"}):
         status, out = await server.call("POST", "/api/gdpr/erase", json=body, token=other.access_token())
         assert (status, out["error"]["code"]) == (404, "visitor_not_found"), out
+    # ...nor export them.
+    status, _, body = await _get_zip(server, f"/api/gdpr/export?conversation_id={seeded['conversations'][0]}",
+                                     other.access_token())
+    assert status == 404 and seeded["marker"] not in body.decode()
     status, out = await server.call("POST", "/api/gdpr/erase", json={}, token=owner.access_token())
     assert status == 422
     status, out = await server.call("POST", "/api/gdpr/erase", json={"email": seeded["email"]},
