@@ -93,6 +93,14 @@ $$;
 COMMENT ON FUNCTION parley.knowledge_query_terms(uuid, regconfig, text) IS
   'The lexemes of a question in a chatbot''s text-search configuration with their document frequency and BM25 idf over the chatbot''s chunks (current tenant).';
 
+-- How many index postings the candidate step may read: the informative terms are taken from
+-- the rarest while their chunk counts add up to at most this (the rarest always). Every
+-- question term still counts in the candidates' scores.
+CREATE OR REPLACE FUNCTION parley.knowledge_fts_budget() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 1000 $$;
+COMMENT ON FUNCTION parley.knowledge_fts_budget() IS
+  'Postings (chunks) the full-text candidate step of knowledge_fts may read, rarest terms first; see docs/knowledge.md.';
+
 -- Full-text candidates of one chatbot, best first. SECURITY DEFINER (owned by parley_auth,
 -- which bypasses RLS) so the (chatbot_id, tsv) GIN index is usable: under RLS `@@` is not
 -- leakproof and the planner would filter every row of the chatbot instead (PITFALLS). The
@@ -129,9 +137,10 @@ BEGIN
   -- every row of the chatbot instead: 86 ms at 20,000 passages).
   SELECT to_tsquery('simple', string_agg(quote_literal(g.term), ' | '))
     INTO v_q
-    FROM (SELECT u.term, u.df, row_number() OVER (ORDER BY u.df = 0, u.df, u.term) AS rarity
+    FROM (SELECT u.term, u.df, row_number() OVER (ORDER BY u.df = 0, u.df, u.term) AS rarity,
+                 sum(u.df) OVER (ORDER BY u.df = 0, u.df, u.term) AS postings
             FROM unnest(p_terms, p_df) AS u(term, df)) g
-   WHERE g.df > 0 AND (g.df * 4 <= v_n OR g.rarity = 1);
+   WHERE g.df > 0 AND ((g.df * 4 <= v_n AND g.postings <= parley.knowledge_fts_budget()) OR g.rarity = 1);
   IF v_q IS NULL THEN
     RETURN;
   END IF;

@@ -109,6 +109,36 @@ async def test_question_words_are_never_operators(tenant):
         assert await conn.fetch("SELECT * FROM parley.knowledge_search($1, 'export -pdf', 3)", tenant.chatbot_id)
 
 
+async def test_candidates_come_from_the_rarest_terms_within_the_budget(settings, owner_conn, tenant):
+    await _bulk(owner_conn, tenant, 200)
+    doc = await owner_conn.fetchval("SELECT id FROM parley.knowledge_documents WHERE tenant_id = $1", tenant.id)
+    texts = ["zeta omega one", "zeta omega two", "zeta omega three", "zeta four", "zeta five",
+             "omega six", "omega seven", "omega eight", "omega nine"]
+    await owner_conn.execute(
+        """INSERT INTO parley.knowledge_chunks (tenant_id, chatbot_id, document_id, ordinal, text, checksum, ts_config, tsv)
+           SELECT $1, $2, $3, 1000 + n, t, md5(t), 'simple', to_tsvector('simple', t)
+             FROM unnest($4::text[]) WITH ORDINALITY AS u(t, n)""", tenant.id, tenant.chatbot_id, doc, texts)
+
+    async def search():
+        async with await tenant.tx() as conn:
+            return [(r["text"], r["fts_coverage"]) for r in await conn.fetch(
+                "SELECT text, fts_coverage FROM parley.knowledge_search($1, 'zeta omega', 10)", tenant.chatbot_id)]
+
+    everything = await search()  # the default budget holds both terms' postings (5 + 7 chunks)
+    assert {t for t, _ in everything} == set(texts)
+    # A budget of 5 postings: the rarest term (zeta, 5 chunks) fits, omega (7 more) does not. Only
+    # zeta's chunks are candidates, and omega still counts in their score.
+    await owner_conn.execute("CREATE OR REPLACE FUNCTION parley.knowledge_fts_budget() RETURNS int"
+                             " LANGUAGE sql IMMUTABLE AS $$ SELECT 5 $$")
+    found = await search()
+    assert {t for t, _ in found} == set(texts[:5])
+    assert [c for _, c in found[:3]] == [1.0] * 3 and {t for t, _ in found[:3]} == set(texts[:3])
+    # A budget below the rarest term's count still reads that term.
+    await owner_conn.execute("CREATE OR REPLACE FUNCTION parley.knowledge_fts_budget() RETURNS int"
+                             " LANGUAGE sql IMMUTABLE AS $$ SELECT 1 $$")
+    assert await search() == found
+
+
 async def test_large_chatbot_uses_hnsw_iterative_scan(settings, owner_conn, tenant, monkeypatch):
     await _bulk(owner_conn, tenant, 300)
     # Pretend the exact-search ceiling is tiny so this chatbot takes the HNSW path.
