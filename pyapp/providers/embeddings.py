@@ -23,6 +23,7 @@ import math
 import os
 import threading
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -284,10 +285,13 @@ class LocalMiniLMEmbedder(Embedder):
     dim = 384
     model_name = LOCAL_MODEL_NAME
 
+    QUERY_CACHE = 2048  # recent questions' vectors kept (visitors ask the same short things)
+
     def __init__(self, model_path: str | None = None, *, batch_size: int = 32, runtime: str | None = None):
         self.model_path = model_path
         self.batch_size = batch_size
         self.runtime = runtime or local_runtime()
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
 
     @staticmethod
     def available() -> bool:
@@ -330,6 +334,21 @@ class LocalMiniLMEmbedder(Embedder):
         if not texts:
             return []
         return await asyncio.to_thread(self._encode, texts)
+
+    async def embed_queries(self, texts: Sequence[str]) -> list[list[float]]:
+        """Questions' vectors, the recent ones from a cache (a text's vector depends on the
+        text alone, so a repeated question skips the model)."""
+        texts = list(texts)
+        known = {t: self._queries[t] for t in texts if t in self._queries}
+        missing = [t for t in dict.fromkeys(texts) if t not in known]
+        if missing:
+            known.update(zip(missing, await self.embed(missing), strict=True))
+        for text in texts:
+            self._queries[text] = known[text]
+            self._queries.move_to_end(text)
+        while len(self._queries) > self.QUERY_CACHE:
+            self._queries.popitem(last=False)
+        return [known[t] for t in texts]
 
 
 class PassageWindow:

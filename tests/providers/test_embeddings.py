@@ -174,3 +174,23 @@ def test_runtime_setting():
     assert local_runtime({}) == "onnx-int8"  # onnxruntime is a dependency
     with pytest.raises(ValueError):
         local_runtime({"PARLEY_EMBED_RUNTIME": "tensorflow"})
+
+
+@pytest.mark.asyncio
+async def test_repeated_questions_skip_the_model(monkeypatch):
+    embedder = LocalMiniLMEmbedder(runtime="onnx-int8")
+    calls: list[list[str]] = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return [[float(len(t))] + [0.0] * 383 for t in texts]
+
+    monkeypatch.setattr(embedder, "_encode", encode)
+    monkeypatch.setattr(embedder, "QUERY_CACHE", 3)
+    first = await embedder.embed_queries(["refund?", "hi", "refund?"])
+    assert calls == [["refund?", "hi"]] and first[0] == first[2] and first[0][0] == 7.0
+    assert await embedder.embed_queries(["hi"]) == [first[1]] and len(calls) == 1  # from the cache
+    await embedder.embed_queries(["a", "bb"])  # the cache holds 3: "refund?" (least recent) goes
+    await embedder.embed_queries(["refund?"])
+    assert calls[1:] == [["a", "bb"], ["refund?"]]
+    assert await embedder.embed(["hi"]) == [first[1]] and len(calls) == 4  # passages never use the cache
