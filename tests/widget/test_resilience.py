@@ -146,3 +146,20 @@ def test_rejected_hello_refreshes_the_session(double, visit):
     w.send("still here")
     w.expect_bubble("visitor", "still here")
     expect(w.bubbles("bot")).to_have_count(2)
+
+
+def test_writing_while_a_new_conversation_session_is_on_its_way(double, visit):
+    """"New conversation" then typing at once, on a slow server: the message goes to the new
+    conversation once its session is in, never to the old one with the old token."""
+    w = visit("/").open()
+    w.send("first question")
+    w.expect_bubble("bot", "Thanks for asking")
+    first = double.conversation.id
+    double.session_delay = 1.5
+    w.q(".pl-fresh").click()
+    w.send("second question")
+    w.expect_bubble("bot", "Thanks for asking")
+    by_body = {m["body"]: cid for cid, c in double.conversations.items() for m in c.messages
+               if m["author"] == "visitor"}
+    assert by_body["first question"] == first and by_body["second question"] != first
+    assert w.page.evaluate(f"localStorage.getItem('parley:{KEY}:cid')") == by_body["second question"]

@@ -385,11 +385,14 @@ const boot = () => {
     resetLog();
     leadBox = null;
     rated = 0;
-    const s = await session();
+    // No socket until this session is in: one opened meanwhile would still carry the old token.
+    let s;
+    busy = 1;
+    try { s = await session(); } finally { busy = 0; }
     status = null;
     setStatus(s.status);
-    chips.hidden = !!s.conversation_id;
-    if (s.conversation_id) connect();
+    chips.hidden = !!s.conversation_id || pending.size > 0;
+    if (s.conversation_id || pending.size || outbox.length) connect();
     input.focus();
   };
 

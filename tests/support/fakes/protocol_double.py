@@ -88,6 +88,7 @@ class ProtocolDouble:
         self.auto_reply = True  # answer visitor messages with a streamed bot reply
         self.reply_chunks = ["Thanks for ", "asking! ", "See **our docs**."]
         self.refuse = False  # refuse new WebSockets (the visitor is "offline")
+        self.session_delay = 0.0  # seconds a new session takes to answer (a slow server)
         self.silent = False  # stop answering pings (a half-open connection)
         self.conversations: dict[str, Conversation] = {}
         self.tokens: dict[str, tuple[str, float]] = {}  # token -> (conversation id, expires at)
@@ -207,6 +208,8 @@ class ProtocolDouble:
         cors = self._cors(request)
         body = await request.json()
         self.session_requests.append(("/api/widget/sessions", body, dict(request.headers)))
+        if self.session_delay:
+            await asyncio.sleep(self.session_delay)  # the slow server being simulated, not a test's wait
         if body.get("chatbot_key") != KEY:
             return error(404, "unknown_chatbot", "No such chatbot.", cors)
         conv = self.conversations.get(body.get("conversation_id") or "")
