@@ -434,7 +434,7 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
 
 
 async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int, claim: bool = True,
-                         webhooks: int = 0) -> dict:
+                         webhooks: int = 0, telegram: bool = False) -> dict:
     """A tenant with unlimited limits, a chatbot, and visitor sessions (conversations claimed unless `claim` is off)."""
     async with aiohttp.ClientSession() as http:
         slug = f"bench-{secrets.token_hex(4)}"
@@ -458,6 +458,11 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
                 await owner.execute(
                     "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, event_kinds)"
                     " VALUES ($1, 'webhook', $2, 'http://127.0.0.1:9/bench', '{message_added}')", tenant_id, f"w{i}")
+            if telegram:  # a connected Telegram group: an ordered destination subscribed to the conversation events
+                await owner.execute(
+                    "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, config, event_kinds, ordered)"
+                    " VALUES ($1, 'telegram', 'Telegram', '-1001234567890', $2::jsonb, parley.telegram_event_kinds(), true)",
+                    tenant_id, '{"chat_id": -1001234567890, "bot_id": 1, "bot_username": "bench_bot"}')
         finally:
             await owner.close()
 
@@ -611,7 +616,7 @@ async def _run_in_process(settings, args) -> tuple[dict, dict, float, float]:
     runner, base = await serve(app)
     try:
         arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=not args.bot,
-                                        webhooks=args.webhooks)
+                                        webhooks=args.webhooks, telegram=args.telegram)
         print(f"arranged {args.visitors} {'bot' if args.bot else 'claimed'} + {args.idle} idle conversations",
               flush=True)
         # Measured before the flat-out runs: memory they leave free would hide the sockets' own.
@@ -662,7 +667,8 @@ async def _run_server_process(settings, args) -> tuple[dict, dict, float, float]
                     if time.monotonic() > deadline:
                         raise
                 await asyncio.sleep(0.1)
-        arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=True, webhooks=args.webhooks)
+        arranged = await arrange_parley(base, settings, args.visitors, args.idle, claim=True, webhooks=args.webhooks,
+                                        telegram=args.telegram)
         print(f"server process {proc.pid}; arranged {args.visitors} claimed + {args.idle} idle conversations",
               flush=True)
         kb, opened = await idle_memory(base, arranged["idle_tokens"], proc.pid)
@@ -726,6 +732,8 @@ def main() -> None:
                         help="run Parley as its own `parley serve` process (clients outside its event loop)")
     parser.add_argument("--webhooks", type=int, default=0,
                         help="webhook endpoints subscribed to message_added (deliveries written, not drained)")
+    parser.add_argument("--telegram", action="store_true",
+                        help="a Telegram group connected (its deliveries written, not drained)")
     args = parser.parse_args()
     defaults = dict(visitors=200, agents=2, seconds=5.0, warmup=1.0, paced_seconds=3.0, idle=600) if args.quick else \
         dict(visitors=200, agents=5, seconds=30.0, warmup=5.0, paced_seconds=20.0, idle=5000)

@@ -1,6 +1,6 @@
 """Outbox benchmark: deliveries drained to a local webhook sink.
 
-    python bench/outbox.py [--quick] [--events N] [--destinations D] [--rate R] [--seconds S]
+    python bench/outbox.py [--quick] [--events N] [--destinations D] [--rate R] [--seconds S] [--profile N]
 
 Uses DATABASE_URL when set, else the embedded PostgreSQL (./.parley); creates its own database
 (bench/chat_flow.py's prepare_database) and drops it afterwards. The sink is an aiohttp server
@@ -134,8 +134,17 @@ async def run(args) -> None:
                                 max_destinations=args.destinations)
         t0, cpu0, sink0 = time.perf_counter(), time.process_time(), proc_cpu(sink.pid)
         pg0 = await pg_cpu(owner)
+        profiler = None
+        if args.profile:
+            import cProfile
+            profiler = cProfile.Profile()
+            profiler.enable()
         sent = await drainer.drain(timeout=600)
         elapsed = time.perf_counter() - t0
+        if profiler is not None:
+            import pstats
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
         cpu = (time.process_time() - cpu0) / max(sent, 1) * 1e6
         sink_cpu = (proc_cpu(sink.pid) - sink0) / max(sent, 1) * 1e6
         pg = (await pg_cpu(owner) - pg0) / max(sent, 1) * 1e6
@@ -205,6 +214,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--rate", type=float, default=1000.0, help="deliveries/s offered in the paced run")
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile the backlog drain (cProfile) and print its N costliest functions")
     args = parser.parse_args()
     args.events = args.events or (5_000 if args.quick else 25_000)
     args.seconds = args.seconds or (10 if args.quick else 30)

@@ -93,40 +93,57 @@ END $$;
 COMMENT ON FUNCTION parley.enqueue_event_deliveries() IS
   'Trigger t50_enqueue_deliveries on parley.events: one outbox row per active or paused destination of the tenant subscribed to the event kind (and chatbot), in the event''s transaction, with an empty body that take_outbox_batch fills from the event (event_delivery_payload). No NOTIFY of its own: emit_event''s parley_events wakes the drainers.';
 
-CREATE OR REPLACE FUNCTION parley.event_delivery_payload(p_event_id bigint) RETURNS jsonb
-LANGUAGE plpgsql STABLE
+CREATE OR REPLACE FUNCTION parley.event_delivery_payloads(p_event_ids bigint[])
+RETURNS TABLE (event_id bigint, payload jsonb)
+LANGUAGE sql STABLE
 AS $$
-DECLARE
-  v_event parley.events;
-  v_chatbot uuid;
-  v_codename text;
-  v_message jsonb;
-BEGIN
-  SELECT * INTO v_event FROM parley.events e WHERE e.tenant_id = parley.current_tenant_id() AND e.id = p_event_id;
-  IF NOT FOUND THEN
-    RETURN jsonb_build_object('type', 'conversation.event', 'data', jsonb_build_object('event_id', p_event_id));
-  END IF;
-  IF v_event.conversation_id IS NOT NULL THEN
-    SELECT c.chatbot_id, c.codename INTO v_chatbot, v_codename FROM parley.conversations c
-     WHERE c.tenant_id = v_event.tenant_id AND c.id = v_event.conversation_id;
-  END IF;
-  IF v_event.message_id IS NOT NULL THEN
-    SELECT parley.message_json(m) INTO v_message FROM parley.messages m
-     WHERE m.tenant_id = v_event.tenant_id AND m.conversation_id = v_event.conversation_id AND m.id = v_event.message_id;
-  END IF;
-  RETURN jsonb_build_object(
-    'type', 'conversation.' || v_event.kind,
-    'timestamp', v_event.at,
-    'data', jsonb_build_object('event_id', v_event.id, 'conversation_id', v_event.conversation_id,
-                               'chatbot_id', v_chatbot, 'codename', v_codename,
-                               'visitor_name', (SELECT l.name FROM parley.leads l
-                                                 WHERE l.tenant_id = v_event.tenant_id
-                                                   AND l.conversation_id = v_event.conversation_id),
-                               'actor', jsonb_build_object('kind', v_event.actor_kind, 'id', v_event.actor_id),
-                               'details', v_event.data, 'message', v_message));
-END $$;
+  SELECT e.id, jsonb_build_object(
+           'type', 'conversation.' || e.kind,
+           'timestamp', e.at,
+           'data', jsonb_build_object(
+             'event_id', e.id, 'conversation_id', e.conversation_id, 'chatbot_id', c.chatbot_id,
+             'codename', c.codename, 'visitor_name', l.name,
+             'actor', jsonb_build_object('kind', e.actor_kind, 'id', e.actor_id),
+             'details', e.data,
+             'message', (SELECT parley.message_json(m) FROM parley.messages m
+                          WHERE m.tenant_id = e.tenant_id AND m.conversation_id = e.conversation_id
+                            AND m.id = e.message_id)))
+    FROM parley.events e
+    LEFT JOIN parley.conversations c ON c.tenant_id = e.tenant_id AND c.id = e.conversation_id
+    LEFT JOIN parley.leads l ON l.tenant_id = e.tenant_id AND l.conversation_id = e.conversation_id
+   WHERE e.tenant_id = parley.current_tenant_id() AND e.id = ANY (p_event_ids)
+$$;
+COMMENT ON FUNCTION parley.event_delivery_payloads(bigint[]) IS
+  'The delivery bodies of domain events of the current tenant, set-based (one statement for a drainer''s whole batch; Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, codename, visitor_name (the lead''s), actor, details, message}); no row for an event that is gone.';
+
+CREATE OR REPLACE FUNCTION parley.event_delivery_payload(p_event_id bigint) RETURNS jsonb
+LANGUAGE sql STABLE
+AS $$
+  SELECT coalesce((SELECT p.payload FROM parley.event_delivery_payloads(ARRAY[p_event_id]) p),
+                  jsonb_build_object('type', 'conversation.event', 'data', jsonb_build_object('event_id', p_event_id)))
+$$;
 COMMENT ON FUNCTION parley.event_delivery_payload(bigint) IS
-  'The delivery body of a domain event of the current tenant (Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, codename, visitor_name (the lead''s), actor, details, message}); a minimal body when the event is gone.';
+  'The delivery body of one domain event of the current tenant (event_delivery_payloads); a minimal body {type conversation.event, data {event_id}} when the event is gone.';
+
+CREATE OR REPLACE FUNCTION parley.fill_delivery_payloads(p_destination_id uuid, p_ids bigint[]) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  WITH todo AS (
+    SELECT o.id, o.event_id FROM parley.outbox o
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+       AND o.status = 'pending' AND o.id = ANY (p_ids) AND o.event_id IS NOT NULL AND o.payload = '{}'
+  ), built AS (
+    SELECT b.event_id, b.payload FROM parley.event_delivery_payloads(ARRAY(SELECT t.event_id FROM todo t)) b
+  )
+  UPDATE parley.outbox o SET payload = coalesce(b.payload, parley.event_delivery_payload(t.event_id))
+    FROM todo t LEFT JOIN built b ON b.event_id = t.event_id
+   WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+     AND o.status = 'pending' AND o.id = t.id
+$$;
+COMMENT ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) IS
+  'Drainers, on first take: build the bodies of the pending event deliveries p_ids of a destination of the current tenant that have none yet (see enqueue_event_deliveries), in one statement.';
+REVOKE ALL ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) TO parley_jobs;
 
 DROP TRIGGER IF EXISTS t50_enqueue_deliveries ON parley.events;
 CREATE TRIGGER t50_enqueue_deliveries AFTER INSERT ON parley.events
@@ -307,9 +324,7 @@ BEGIN
     END IF;
   END IF;
   -- Bodies of event deliveries are built on first take (see enqueue_event_deliveries) and kept.
-  UPDATE parley.outbox o SET payload = parley.event_delivery_payload(o.event_id)
-   WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
-     AND o.id = ANY (v_ready) AND o.event_id IS NOT NULL AND o.payload = '{}';
+  PERFORM parley.fill_delivery_payloads(p_destination_id, v_ready);
   RETURN QUERY
     SELECT o.id, o.created_at, o.delivery_key, o.kind, o.payload, o.attempts, o.event_id, o.conversation_id
       FROM parley.outbox o

@@ -178,9 +178,7 @@ BEGIN
     RETURN;
   END IF;
   -- Bodies first (built on first take, see enqueue_event_deliveries): coalescing reads them.
-  UPDATE parley.outbox o SET payload = parley.event_delivery_payload(o.event_id)
-   WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
-     AND o.id = ANY (v_ids) AND o.event_id IS NOT NULL AND o.payload = '{}';
+  PERFORM parley.fill_delivery_payloads(p_destination_id, v_ids);
   -- Posts: a message joins its conversation's open post when both are whole messages (not part
   -- way through a split) and the bodies stay under channel_post_bytes_max; anything else
   -- (another kind, a long message) is a post of its own and closes the conversation's open one.
