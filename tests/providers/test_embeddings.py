@@ -134,6 +134,7 @@ print(json.dumps(cosines))
 """
 
 
+@pytest.mark.timeout(600)  # loads torch and two ONNX sessions in a child: minutes on a loaded machine
 def test_onnx_runtimes_give_the_torch_vectors():
     """The ONNX runtimes (exported from the installed weights, texts sorted by length and run
     in groups) must give sentence-transformers' vectors text by text: the float graph the
