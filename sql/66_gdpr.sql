@@ -433,3 +433,6 @@ GRANT EXECUTE ON FUNCTION parley.tenant_owned_tables(), parley.gdpr_visitor_scop
   parley.tenants_due_for_purge(int), parley.write_audit(text, text, text, jsonb, uuid), parley.require_role(text),
   parley.current_member_role(), parley.notify_revoked(text, text[]) TO parley_purge;
 GRANT UPDATE (purge_after) ON parley.tenants TO parley_app;  -- parley.delete_tenant sets it
+-- `parley gdpr export` runs as the jobs role in the tenant's transaction: it reads the tenant's
+-- trail (row-level security scopes it; the trail stays append-only).
+GRANT SELECT ON parley.audit_log TO parley_jobs;

@@ -273,6 +273,12 @@ async def test_the_cli_exports_erases_and_purges(rows, owner_conn, settings, tmp
     assert code == 0, err
     files = _zip(out.read_bytes())
     assert files["manifest"]["scope"] == "visitor" and len(files["messages.csv"]) == 2
+    whole = tmp_path / "workspace.zip"
+    code, stdout, err = await _cli(settings, "gdpr", "export", slug, "--out", str(whole))
+    assert code == 0, err
+    files = _zip(whole.read_bytes())
+    assert files["manifest"]["scope"] == "tenant" and any(r["action"] == "gdpr.visitor_exported"
+                                                          for r in files["audit.csv"])
     code, stdout, err = await _cli(settings, "gdpr", "erase", slug, "--conversation", str(seeded["conversations"][0]))
     assert code == 0, err
     assert json.loads(stdout)["messages"] == 2
