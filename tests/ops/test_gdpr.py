@@ -54,6 +54,18 @@ async def _seed(rows, owner_conn, owner, marker: str) -> dict:
     await owner_conn.execute(
         "INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title) VALUES ($1, $2, 'text', 'FAQ')",
         t, bot["id"])
+    # A webhook delivery of the visitor's message and its logged attempt (the request it sent).
+    hook = await owner_conn.fetchval(
+        "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target) VALUES ($1, 'webhook', 'CRM',"
+        " 'https://crm.example/hook') RETURNING id", t)
+    delivery = await owner_conn.fetchval(
+        "INSERT INTO parley.outbox (tenant_id, destination_id, kind, conversation_id, payload, deadline)"
+        " VALUES ($1, $2, 'conversation.message_added', $3, $4::text::jsonb, now() + interval '3 days') RETURNING id",
+        t, hook, first, json.dumps({"body": f"my order {marker} never came"}))
+    await owner_conn.execute(
+        "INSERT INTO parley.outbox_attempts (tenant_id, delivery_id, destination_id, attempt, outcome, request)"
+        " VALUES ($1, $2, $3, 1, 'delivered', $4::text::jsonb)",
+        t, delivery, hook, json.dumps({"body": f"my order {marker} never came"}))
     return {"chatbot": bot, "conversations": [first, second], "email": email, "visitor": visitor,
             "marker": marker}
 
