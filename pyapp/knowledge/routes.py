@@ -256,6 +256,14 @@ async def get_source(call: Call):
         return await _source(conn, call.uuid_param("source_id"))
 
 
+async def _text_source(conn, source_id: uuid.UUID) -> dict:
+    """A pasted-text source (404 when unknown, 409 not_text for the other kinds)."""
+    source = await _source(conn, source_id)
+    if source["kind"] != "text":
+        raise ApiError(409, "not_text", "Only pasted-text sources have a text to show or edit.")
+    return source
+
+
 class SourceTextOut(BaseModel):
     title: str
     text: str
@@ -267,9 +275,7 @@ async def get_text(call: Call):
     """The text of a pasted-text source, to read or edit (PUT the same path to replace it)."""
     source_id = call.uuid_param("source_id")
     async with call.tx() as conn:
-        source = await _source(conn, source_id)
-        if source["kind"] != "text":
-            raise ApiError(409, "not_text", "Only pasted-text sources have a text to show.")
+        source = await _text_source(conn, source_id)
         kept = await conn.fetchval(
             "SELECT s.options->>'text' FROM parley.knowledge_sources s WHERE s.id = $1", source_id
         )
@@ -296,9 +302,7 @@ async def replace_text(call: Call):
     """Replace the text of a pasted-text source; unchanged passages keep their embeddings."""
     source_id = call.uuid_param("source_id")
     async with call.tx() as conn:
-        source = await _source(conn, source_id)
-        if source["kind"] != "text":
-            raise ApiError(409, "not_text", "Only pasted-text sources can be edited.")
+        source = await _text_source(conn, source_id)
         title = call.body.title if call.body.title is not None else source["title"]
         await ingest_document(conn, source_id, "text", _text_document(title, call.body.text))
         await conn.execute(

@@ -34,37 +34,32 @@ def test_de_browser_gets_german_with_auto(server_thread, widget_page, widget_bui
 
 
 
-@pytest.mark.browser_context(locale="de-DE")
-def test_de_browser_gets_the_german_greeting_and_starters(server_thread, widget_page, widget_build):
+
+TWO = {"languages": ["en", "de"], "language": "auto", "greeting": "Hi! Ask us anything.", "starters": ["Opening hours"],
+       "texts": {"de": {"greeting": "Hallo! Fragen Sie uns.", "starters": ["Öffnungszeiten"]}}}
+
+
+@pytest.mark.parametrize("config,starters,question", [
+    # a German browser gets the chatbot's German greeting and starters
+    pytest.param(TWO, ["Öffnungszeiten"], None, marks=pytest.mark.browser_context(locale="de-DE"), id="de-DE"),
+    # a language the chatbot does not speak gets its first one, and so does the bot's own text
+    pytest.param({**TWO, "languages": ["de", "en"]}, ["Öffnungszeiten"], "Quelle est la vitesse d'une hirondelle ?",
+                 marks=pytest.mark.browser_context(locale="fr-FR"), id="fr-FR"),
+])
+def test_the_greeting_and_starters_of_the_visitors_language(server_thread, widget_page, widget_build, config,
+                                                             starters, question):
     srv = server_thread
     owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
-    _, runner, shop = shop_chatbot(srv, owner["access_token"], {
-        "languages": ["en", "de"], "language": "auto", "greeting": "Hi! Ask us anything.", "starters": ["Opening hours"],
-        "texts": {"de": {"greeting": "Hallo! Fragen Sie uns.", "starters": ["Öffnungszeiten"]}}})
+    _, runner, shop = shop_chatbot(srv, owner["access_token"], config)
     try:
         w = widget_page(shop, "/pricing")
         w.open()
         expect(w.q(".pl")).to_have_attribute("lang", "de")
         expect(w.q(".pl-greet")).to_have_text("Hallo! Fragen Sie uns.")
-        expect(w.q(".pl-chips .pl-chip")).to_have_text(["Öffnungszeiten"])
-        w.shot("language-greeting-de")
-    finally:
-        srv.run(runner.cleanup())
-
-
-@pytest.mark.browser_context(locale="fr-FR")
-def test_a_language_the_chatbot_does_not_speak_gets_its_first(server_thread, widget_page, widget_build):
-    srv = server_thread
-    owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
-    _, runner, shop = shop_chatbot(srv, owner["access_token"], {
-        "languages": ["de", "en"], "language": "auto", "greeting": "Hi!",
-        "texts": {"de": {"greeting": "Hallo! Fragen Sie uns."}}})
-    try:
-        w = widget_page(shop, "/pricing")
-        w.open()
-        expect(w.q(".pl")).to_have_attribute("lang", "de")
-        expect(w.q(".pl-greet")).to_have_text("Hallo! Fragen Sie uns.")
-        w.send("Quelle est la vitesse d'une hirondelle ?")  # the bot speaks the chatbot's language too
-        w.expect_bubble("bot", "Das weiß ich leider nicht", timeout=15_000)
+        expect(w.q(".pl-chips .pl-chip")).to_have_text(starters)
+        if question:
+            w.send(question)
+            w.expect_bubble("bot", "Das weiß ich leider nicht", timeout=15_000)
+        w.shot(f"language-greeting-{w.page.evaluate('navigator.language')}")
     finally:
         srv.run(runner.cleanup())
