@@ -73,14 +73,17 @@ async def stream_csv(
     if bom:
         out.write("\ufeff")
     writer.writerow(names)
-    while True:
-        for r in batch:
-            writer.writerow([cell(r[c]) for c in names])
-        await response.write(out.getvalue().encode("utf-8"))
-        out.seek(0)
-        out.truncate()
-        if len(batch) < CHUNK_ROWS:
-            break
-        batch = await cursor.fetch(CHUNK_ROWS)
-    await response.write_eof()
+    try:
+        while True:
+            for r in batch:
+                writer.writerow([cell(r[c]) for c in names])
+            await response.write(out.getvalue().encode("utf-8"))
+            out.seek(0)
+            out.truncate()
+            if len(batch) < CHUNK_ROWS:
+                break
+            batch = await cursor.fetch(CHUNK_ROWS)
+        await response.write_eof()
+    except ConnectionResetError:  # the client went away: nothing to answer, the transaction just ends
+        pass
     return response

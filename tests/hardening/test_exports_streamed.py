@@ -48,3 +48,20 @@ async def test_leads_csv_streams_in_cursor_chunks(server, tenant, owner_conn, mo
     async with server.http.get(server.base_url + "/api/leads.csv?status=nope",
                                headers={"Authorization": f"Bearer {tenant['access_token']}"}) as resp:
         assert resp.status == 422 and (await resp.json())["error"]["code"]
+
+
+async def test_a_download_abandoned_midway_ends_quietly(server, tenant, owner_conn, monkeypatch, caplog):
+    monkeypatch.setattr(csv_export, "CHUNK_ROWS", 20)
+    tenant_id = uuid.UUID(tenant["tenant_id"])
+    await owner_conn.execute(
+        "INSERT INTO parley.leads (tenant_id, name, email) SELECT $1, 'Lead ' || g, 'l' || g || '@example.test'"
+        " FROM generate_series(1, 3000) g", tenant_id)
+    async with server.http.get(server.base_url + "/api/leads.csv",
+                               headers={"Authorization": f"Bearer {tenant['access_token']}"}) as resp:
+        assert resp.status == 200
+        await resp.content.readany()
+        resp.connection.transport.abort()  # the client goes away mid-download
+    # The server carries on: the next download is whole, and nothing was logged as an error.
+    status, _, body, _ = await _chunks(server, "/api/leads.csv", tenant["access_token"])
+    assert status == 200 and body.decode().count("\r\n") == 3001
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
