@@ -165,11 +165,13 @@ async def client_main(config_path: str) -> None:
         for t in agent_tasks:
             t.cancel()
         await asyncio.gather(*agent_tasks, return_exceptions=True)
-    print(json.dumps({"event": "done", "sent": sorted(sent), "echoed": len(echoed & set(sent)),
+    # The result (every client id sent) goes to a file: too long for one line on a pipe.
+    Path(cfg["result"]).write_text(json.dumps({"sent": sorted(sent), "echoed": len(echoed & set(sent)),
                       "delivered_min": min((len(s) for s in per_agent), default=0),
                       "delivered_max": max((len(s) for s in per_agent), default=0),
                       "p50_ms": pct(latencies, 50), "p95_ms": pct(latencies, 95), "p99_ms": pct(latencies, 99),
-                      "errors": errors}), flush=True)
+                      "errors": errors}))
+    print(json.dumps({"event": "done"}), flush=True)
 
 
 # --------------------------------------------------------------------------- main
@@ -189,7 +191,7 @@ async def soak(args) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
             json.dump({"bases": bases, "visitor_tokens": arranged["visitor_tokens"],
                        "agent_tokens": [arranged["agent_token"]] * args.agents,
-                       "seconds": args.minutes * 60, "rate": args.rate}, fh)
+                       "seconds": args.minutes * 60, "rate": args.rate, "result": fh.name + ".result"}, fh)
             path = fh.name
         child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--client", path,
                                                      stdout=subprocess.PIPE)
@@ -213,13 +215,15 @@ async def soak(args) -> None:
                     print(f"clients open: {msg['visitors']} visitors, {msg['agents']} agents; server RSS"
                           f" {baseline[0]:.0f} / {baseline[1]:.0f} MB", flush=True)
                 elif msg["event"] == "done":
-                    result = msg
+                    result = json.loads(Path(path + ".result").read_text())
                 continue
             now = [rss_mb(p.pid) for p in servers]
             samples.append((time.monotonic() - started, now))
             print(f"  t={time.monotonic() - started:5.0f}s RSS {now[0]:.0f} / {now[1]:.0f} MB", flush=True)
         await child.wait()
         os.unlink(path)
+        if os.path.exists(path + ".result"):
+            os.unlink(path + ".result")
         if result is None:
             raise RuntimeError("the client process ended without a result")
         owner = await asyncpg.connect(settings.admin_url)
