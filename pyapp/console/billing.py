@@ -4,14 +4,13 @@ the customer portal and the downgrade to Free. The work is the billing surface's
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 
 from pyapp.billing import routes as billing
 from pyapp.console import queries
 from pyapp.console.accounts_bridge import _call
-from pyapp.console.web import Ctx, page, redirect
-from pyapp.errors import ApiError, from_postgres
+from pyapp.console.web import Ctx, page, redirect, sql_refusal
+from pyapp.errors import ApiError
 
 DONE = {
     "downgraded": "You are on the Free plan now.",
@@ -97,15 +96,12 @@ async def downgrade(ctx: Ctx):
 async def branding(ctx: Ctx):
     """The workspace's default credit line (parley.set_default_branding: the rules and the plan check)."""
     try:
-        async with ctx.conn.transaction():
-            await ctx.conn.fetchval(
+        async with sql_refusal(ctx.conn) as conn:
+            await conn.fetchval(
                 "SELECT parley.set_default_branding($1, $2)",
                 str(ctx.form.get("label", ""))[:200],
                 str(ctx.form.get("url", ""))[:2048],
             )
-    except asyncpg.PostgresError as exc:
-        refused = from_postgres(exc)
-        if refused is None:
-            raise
-        return await _page(ctx, status=refused.status, error=refused.message)
+    except ApiError as exc:
+        return await _page(ctx, status=exc.status, error=exc.message)
     return redirect("/console/billing?done=branding")

@@ -269,6 +269,20 @@ def error_response(
     )
 
 
+@asynccontextmanager
+async def sql_refusal(conn: asyncpg.Connection):
+    """A savepoint for a form's SQL call: a refusal raised there (a 4xx from parley.raise_error)
+    comes out as ApiError for the page to show; a real fault passes on."""
+    try:
+        async with conn.transaction():
+            yield conn
+    except asyncpg.PostgresError as exc:
+        refused = from_postgres(exc)
+        if refused is None:
+            raise
+        raise refused from None
+
+
 def redirect(location: str) -> web.Response:
     """303 See Other as a plain response (so cookies can still be set on it)."""
     if not location.startswith("/") or location.startswith("//"):

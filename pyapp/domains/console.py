@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from pyapp.console.web import Ctx, page, redirect
+from pyapp.console.web import Ctx, page, redirect, sql_refusal
 from pyapp.domains import routes as domains
 from pyapp.errors import ApiError, from_postgres
 
@@ -35,13 +35,10 @@ async def domains_page(ctx: Ctx):
 @page("POST", "/console/domains", min_role="admin")
 async def claim(ctx: Ctx):
     try:
-        async with ctx.conn.transaction():
-            await ctx.conn.fetchval("SELECT parley.claim_domain($1)", str(ctx.form.get("hostname", ""))[:253])
-    except asyncpg.PostgresError as exc:
-        refused = from_postgres(exc)
-        if refused is None:
-            raise
-        return await _page(ctx, status=refused.status, error=refused.message)
+        async with sql_refusal(ctx.conn) as conn:
+            await conn.fetchval("SELECT parley.claim_domain($1)", str(ctx.form.get("hostname", ""))[:253])
+    except ApiError as exc:
+        return await _page(ctx, status=exc.status, error=exc.message)
     return redirect("/console/domains?done=claimed")
 
 

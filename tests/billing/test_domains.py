@@ -122,6 +122,16 @@ async def test_a_record_fallback_and_resolver_errors(make_tenant, fake_dns):
     fake_dns.records[("shopco.com", "A")] = ["198.51.100.7", "203.0.113.10"]
     out = await verify(t, "shopco.com")
     assert out["status"] == "active", out
+    assert await tls_ask(t.server, "shopco.com") == 200
+    # Unpaid past the grace period: Free's limits, so the domain stops being served (claim kept); paid: back.
+    async with t.tx() as conn:
+        await conn.fetchval("SELECT parley.change_plan('white_label', 'webhook', jsonb_build_object('provider', "
+                            "'stripe', 'status', 'past_due', 'delinquent_since', now() - interval '8 days'))")
+    assert await tls_ask(t.server, "shopco.com") == 404
+    async with t.tx() as conn:
+        await conn.fetchval("SELECT parley.change_plan('white_label', 'webhook', "
+                            "'{\"provider\": \"stripe\", \"status\": \"active\"}')")
+    assert await tls_ask(t.server, "shopco.com") == 200
 
 
 async def test_a_name_belongs_to_whoever_proves_it_first(make_tenant, fake_dns):
@@ -208,7 +218,12 @@ async def test_embed_snippet_switches_to_the_active_domain(make_tenant, fake_dns
     await c.sign_in(owner["email"], owner["password"])
     status, html, _ = await c.get(f"/console/chatbots/{bot['id']}")
     assert status == 200 and f'https://{HOST}/widget.js' not in html
-    status, d = await server.call("POST", "/api/domains", json={"hostname": HOST}, token=owner["access_token"])
+    status, html, _ = await c.post("/console/domains", {"hostname": "localhost"})
+    assert status == 422 and "public host name" in html
+    status, html, _ = await c.post("/console/domains", {"hostname": HOST})
+    assert status == 200 and f"_parley.{HOST}" in html and TARGET in html and "Verify" in html
+    status, listed = await server.call("GET", "/api/domains", token=owner["access_token"])
+    d = listed["domains"][0]
     fake_dns.records[(f"_parley.{HOST}", "TXT")] = [d["txt"]["value"]]
     fake_dns.records[(HOST, "CNAME")] = [TARGET]
     status, html, _ = await c.post("/console/domains/verify", {"hostname": HOST})
