@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
+from pyapp.domains.host import domain_tenant_refuses
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import check_value, parse_json, storable
 from pyapp.realtime.failure import close_after
@@ -547,7 +548,11 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=4401, message=b"invalid token")
             return ws
         chatbot = await chatbot_by_key(app, claims.public_key)
-        if chatbot is None or chatbot["chatbot_id"] != claims.chatbot_id:
+        if (
+            chatbot is None
+            or chatbot["chatbot_id"] != claims.chatbot_id
+            or domain_tenant_refuses(request, chatbot["tenant_id"])  # another workspace's custom domain
+        ):
             await ws.send_json(error_frame("unknown_chatbot", "This chatbot no longer exists."))
             await ws.close(code=4403, message=b"unknown chatbot")
             return ws

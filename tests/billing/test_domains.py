@@ -4,6 +4,7 @@ that Host reaches only the owner's chatbots and nothing else; the on-demand TLS 
 snippets switch; staff force-activate and disable; a downgrade disables; per-tenant isolation."""
 from __future__ import annotations
 
+import aiohttp
 import pytest
 from pyapp.domains.dns import DomainConfig
 from support.console import console_client  # noqa: F401 (fixture)
@@ -93,15 +94,23 @@ async def test_claim_verify_activate_then_widget_traffic_on_that_host(make_tenan
     status, other_bot = await other.call("POST", "/api/chatbots", json={"name": "Other"})
     assert status == 201
     on_host = {"Host": HOST, "Origin": "https://shopco.com"}
-    status, body = await t.server.call("POST", "/api/widget/sessions", json={"chatbot_key": bot["public_key"]},
+    status, mine = await t.server.call("POST", "/api/widget/sessions", json={"chatbot_key": bot["public_key"]},
                                        headers=on_host)
-    assert status == 201 and body["tenant_id"] == str(t.id), body
+    assert status == 201 and mine["tenant_id"] == str(t.id), mine
     status, body = await t.server.call("POST", "/api/widget/sessions", json={"chatbot_key": other_bot["public_key"]},
                                        headers=on_host)
     assert status == 404 and body["error"]["code"] == "unknown_chatbot"
     status, body = await t.server.call("POST", "/api/widget/sessions", json={"chatbot_key": other_bot["public_key"]},
                                        headers={"Origin": "https://shopco.com"})
     assert status == 201  # the same chatbot on the server's own address is fine
+    # Its visitor token does not open a socket on this workspace's domain either; the owner's does.
+    async with aiohttp.ClientSession() as http:
+        for token, ready in ((body["token"], False), (mine["token"], True)):
+            async with http.ws_connect(t.server.base_url.replace("http", "ws", 1) + "/ws/visitor",
+                                       headers={"Host": HOST}) as ws:
+                await ws.send_json({"type": "hello", "token": token})
+                frame = await ws.receive_json(timeout=10)
+                assert (frame["type"] == "ready") is ready, frame
     for path in ("/api/billing", "/console/", "/api/domains"):
         status, body = await t.call("GET", path, headers={"Host": HOST})
         assert status == 404 and body["error"]["code"] == "not_found", path
