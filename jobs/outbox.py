@@ -19,6 +19,7 @@ import os
 import time
 
 import asyncpg
+from pyapp import metrics, tracing
 from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.db import Actor, tenant_tx
 from pyapp.outbox.registry import default_senders
@@ -308,16 +309,28 @@ def _grouped(deliveries: list[Delivery], posts: list[int]) -> list[list[Delivery
 async def _safe_send(
     sender: Sender, destination: Destination, delivery: Delivery, group: list[Delivery] | None = None
 ) -> Result:
-    """One delivery, or a coalesced post of several through the sender's send_post."""
-    try:
-        if group is not None and len(group) > 1:
-            send_post = getattr(sender, "send_post", None)
-            if send_post is not None:
-                return await send_post(destination, group)
-        return await sender.send(destination, delivery)
-    except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
-        log.exception("outbox adapter %s", destination.kind)
-        return Result("retry", error=f"adapter error: {type(exc).__name__}"[:1000])
+    """One delivery, or a coalesced post of several through the sender's send_post; counted in
+    /metrics (attempts by outcome, latency, retry_after) and traced (outbox.send)."""
+    started = time.perf_counter()
+    with tracing.span(
+        "outbox.send", **{"parley.destination_kind": destination.kind, "parley.delivery_id": delivery.id}
+    ):
+        try:
+            result = None
+            if group is not None and len(group) > 1:
+                send_post = getattr(sender, "send_post", None)
+                if send_post is not None:
+                    result = await send_post(destination, group)
+            if result is None:
+                result = await sender.send(destination, delivery)
+        except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
+            log.exception("outbox adapter %s", destination.kind)
+            result = Result("retry", error=f"adapter error: {type(exc).__name__}"[:1000])
+    metrics.CHANNEL_SECONDS.labels(destination.kind).observe(time.perf_counter() - started)
+    metrics.CHANNEL_SENDS.labels(destination.kind, result.outcome).inc()
+    if result.retry_after is not None:
+        metrics.CHANNEL_RETRY_AFTER.labels(destination.kind).observe(result.retry_after)
+    return result
 
 
 def dumps(value) -> str:

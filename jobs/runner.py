@@ -25,6 +25,7 @@ import socket
 import time
 
 import asyncpg
+from pyapp import metrics, tracing
 from pyapp.db import create_pool, db_unavailable
 
 from jobs.schedule import JOBS, disabled_jobs, register, run_job
@@ -80,6 +81,7 @@ async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: l
             log.exception("job %s failed", job.name)
             result, status = {"error": f"{type(exc).__name__}: {exc}"[:500]}, "error"
         result["ms"] = round((time.monotonic() - started) * 1000, 1)
+        metrics.JOB_RUNS.labels(job.name, "ok" if status == "ok" else "failed").inc()
         await pool.execute("SELECT parley.finish_job($1, $2, $3)", job.name, status, result)
         log.info(json.dumps({"job": job.name, "status": status, **result}, default=str))
         ran.append(job.name)
@@ -98,7 +100,33 @@ def _touch_heartbeat() -> None:
 
 
 async def main(settings, once: bool = False) -> int:
-    """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code."""
+    """Loop until SIGTERM/SIGINT (or one pass with once=True); returns the exit code.
+    With PARLEY_JOBS_METRICS_BIND (host:port) the process serves its own /metrics there."""
+    from pyapp.ops.metrics import serve_metrics
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    backoff = Backoff()
+    tracing.configure(service="parley-jobs")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    held: dict = {}  # the pool, once there is one: the metrics listener reads the database with it
+    bind = settings.extra.get("jobs_metrics_bind")
+    listener = None if once or not bind else await serve_metrics(lambda: held.get("pool"), bind)
+    try:
+        pools = await _pools_when_reachable(settings, stop, backoff, once)
+        if pools is None:
+            return 0 if stop.is_set() else 2
+        held["pool"] = pools[0]
+        return await _loop(settings, stop, backoff, pools, once)
+    finally:
+        if listener is not None:
+            await listener.cleanup()
+        tracing.shutdown()
+
+
+async def _loop(settings, stop: asyncio.Event, backoff: Backoff, pools, once: bool) -> int:
     from pyapp.channels.envelope import Keyring
     from pyapp.knowledge.ingest import drain_embeddings
     from pyapp.outbox.registry import default_senders
@@ -107,15 +135,6 @@ async def main(settings, once: bool = False) -> int:
     from jobs.outbox import OutboxDrainer
     from jobs.telegram_poll import TelegramPoller
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    backoff = Backoff()
-    pools = await _pools_when_reachable(settings, stop, backoff, once)
-    if pools is None:
-        return 0 if stop.is_set() else 2
     pool, outbox_pool = pools
     worker = worker_name()
     log.info("jobs process %s started", worker)
@@ -189,6 +208,7 @@ async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:
 async def _wait_for_database(stop: asyncio.Event, backoff: Backoff, exc: Exception, what: str) -> None:
     """Log the failed attempt (one JSON line) and wait the backoff's next delay, or until stopped."""
     delay = backoff.next_delay()
+    metrics.JOBS_DB_RETRIES.inc()
     error = f"{type(exc).__name__}: {exc}"[:300]
     log.warning(json.dumps({"jobs": what, "error": error, "attempt": backoff.failures, "retry_in_s": round(delay, 2)}))
     await _sleep_unless_stopped(stop, delay)

@@ -13,12 +13,12 @@ import time
 import asyncpg
 from aiohttp import web
 
-from pyapp import migrate
+from pyapp import logs, metrics, migrate, tracing
 from pyapp.api import api
 from pyapp.config import Settings
 from pyapp.context import EMBEDDER_WARM, POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
-from pyapp.db import POOL_SIZE, create_pool
-from pyapp.errors import ApiError, from_postgres
+from pyapp.db import POOL_SIZE, create_pool, database_outage
+from pyapp.errors import ApiError, database_unavailable, from_postgres
 from pyapp.http_guard import GuardedRunner, GuardLimits
 
 log = logging.getLogger("parley.http")
@@ -51,9 +51,40 @@ SURFACES: list[str] = [
     "pyapp.billing.staff",
     "pyapp.gdpr.routes",
     "pyapp.domains.routes",
+    "pyapp.ops.metrics",
 ]
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # metric labels: others are "other"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{6,64}$")
+
+
+def _error_response(exc: BaseException, request_id: str) -> web.StreamResponse | None:
+    """The JSON error a failed handler answers with; None: let aiohttp handle it (redirects, 101)."""
+    if isinstance(exc, ApiError):
+        return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
+    if database_outage(exc):  # before PostgresError: a shutdown or a lost connection is an outage too
+        log.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+        metrics.DB_UNAVAILABLE.inc()
+        return _error_response(database_unavailable(), request_id)
+    if isinstance(exc, asyncpg.PostgresError):
+        mapped = from_postgres(exc)
+        if mapped is None:
+            log.exception("database error", extra={"request_id": request_id})
+            mapped = ApiError(500, "internal", "Internal error.")
+        return _error_response(mapped, request_id)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400 or exc.status in (101,):
+            return None
+        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}.get(
+            exc.status, "http_error"
+        )
+        return web.json_response(
+            {"error": {"code": code, "message": exc.reason}},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
+    log.exception("unhandled error", extra={"request_id": request_id})
+    return web.json_response({"error": {"code": "internal", "message": "Internal error."}}, status=500)
 
 
 @web.middleware
@@ -61,38 +92,33 @@ async def request_context(request: web.Request, handler):
     """Request id, JSON error shape, and one structured log line per request."""
     rid = request.headers.get("X-Request-Id", "")
     request[REQUEST_ID] = rid if _REQUEST_ID.match(rid) else secrets.token_hex(8)
+    logs.bind(request_id=request[REQUEST_ID], conversation_id=request.match_info.get("conversation_id"))
     started = time.perf_counter()
     status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-    except ApiError as exc:
-        status = exc.status
-        response = web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-    except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc)
-        if mapped is None:
-            log.exception("database error", extra={"request_id": request[REQUEST_ID]})
-            mapped = ApiError(500, "internal", "Internal error.")
-        status = mapped.status
-        response = web.json_response(mapped.body(), status=mapped.status, headers=mapped.headers)
-    except web.HTTPException as exc:
-        status = exc.status
-        if exc.status < 400 or exc.status in (101,):
-            raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}.get(
-            exc.status, "http_error"
-        )
-        response = web.json_response(
-            {"error": {"code": code, "message": exc.reason}},
-            status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
-        )
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request[REQUEST_ID]})
-        response = web.json_response({"error": {"code": "internal", "message": "Internal error."}}, status=500)
+    route = request.match_info.route.resource
+    with tracing.server_span(
+        f"{request.method} {route.canonical if route is not None else 'unmatched'}",
+        request.headers,
+        **{"http.request.method": request.method, "url.path": request.path, "parley.request_id": request[REQUEST_ID]},
+    ) as span:
+        try:
+            response = await handler(request)
+            status = response.status
+        except Exception as exc:
+            failed = _error_response(exc, request[REQUEST_ID])
+            if failed is None:
+                raise
+            response = failed
+            status = response.status
+        if span is not None:
+            span.set_attribute("http.response.status_code", status)
     if not response.prepared:
         response.headers["X-Request-Id"] = request[REQUEST_ID]
+    elapsed = time.perf_counter() - started
+    metrics.HTTP_REQUESTS.labels(
+        request.method if request.method in _METHODS else "other", metrics.status_class(status)
+    ).inc()
+    metrics.HTTP_SECONDS.observe(elapsed)
     log.info(
         json.dumps(
             {
@@ -100,7 +126,7 @@ async def request_context(request: web.Request, handler):
                 "method": request.method,
                 "path": request.path,
                 "status": status,
-                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "ms": round(elapsed * 1000, 1),
             }
         )
     )

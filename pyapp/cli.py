@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 
@@ -89,7 +88,13 @@ def cmd_serve(args) -> int:
         info = asyncio.run(seed_demo(settings))
         print(f"\n  Console:   {settings.base_url}/console/  (sign in as {info['email']} / {info['password']})")
         print(f"  Demo site: {settings.base_url}/demo  (the widget of the demo tenant)\n", flush=True)
-    asyncio.run(serve(create_app(settings), settings.host, settings.port))
+    from pyapp import tracing
+
+    tracing.configure(service="parley-server")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
+    try:
+        asyncio.run(serve(create_app(settings), settings.host, settings.port))
+    finally:
+        tracing.shutdown()
     return 0
 
 
@@ -262,7 +267,9 @@ def cmd_gdpr(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=os.environ.get("PARLEY_LOG_LEVEL", "INFO"), format="%(message)s")
+    from pyapp import logs
+
+    logs.configure()  # PARLEY_LOG_FORMAT=json: one JSON object per line, with the request/tenant/conversation ids
     parser = argparse.ArgumentParser(prog="parley", description="Parley customer-support chat")
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="manage the embedded PostgreSQL")

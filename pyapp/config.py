@@ -132,6 +132,10 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
             "trust_proxy": os.environ.get("PARLEY_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
             # Load the embedding model at start, in the background; /readyz waits for it.
             "embed_warm": os.environ.get("PARLEY_EMBED_WARM", "1").lower() in ("1", "true", "yes"),
+            # /metrics: a bearer token for the main listener, and/or a listener of its own (host:port).
+            "metrics_token": os.environ.get("PARLEY_METRICS_TOKEN") or None,
+            "metrics_bind": os.environ.get("PARLEY_METRICS_BIND") or None,
+            "jobs_metrics_bind": os.environ.get("PARLEY_JOBS_METRICS_BIND") or None,
             "db_pool_size": int(os.environ["PARLEY_DB_POOL_SIZE"]) if os.environ.get("PARLEY_DB_POOL_SIZE") else None,
         },
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from uuid import UUID
 import asyncpg
 from pgvector.asyncpg import register_vector
 
+from pyapp import logs, metrics, tracing
 from pyapp.config import db_statement_cache
 
 
@@ -59,6 +61,22 @@ def db_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, DB_UNAVAILABLE) and not isinstance(exc, asyncpg.QueryCanceledError)
 
 
+def database_outage(exc: BaseException) -> bool:
+    """db_unavailable, narrowed for the server, where a socket error may also come from an outside
+    service (a webhook, a model provider): a plain OSError or TimeoutError counts only when asyncpg
+    raised it (connecting, or waiting for a pooled connection)."""
+    if not db_unavailable(exc):
+        return False
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__", "").startswith("asyncpg."):
+            return True
+        tb = tb.tb_next
+    return False
+
+
 POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE)
 
 
@@ -92,21 +110,37 @@ class Actor:
     min_role: str = "agent"
 
 
+_TX_SECONDS = metrics.DB_QUERY.labels("transaction")
+_STATEMENT_SECONDS = metrics.DB_QUERY.labels("statement")
+
+
+@asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """pool.acquire(), its wait counted in parley_db_pool_wait_seconds."""
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        metrics.DB_POOL_WAIT.observe(time.perf_counter() - started)
+        yield conn
+
+
 @asynccontextmanager
 async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.Connection]:
     """A transaction bound to one tenant; begin_request checks the session/key and role first."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.fetchval(
-            "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
-            actor.tenant_id,
-            actor.kind,
-            actor.actor_id,
-            actor.session_id,
-            actor.ip,
-            actor.request_id,
-            actor.min_role,
-        )
-        yield conn
+    logs.bind(tenant_id=actor.tenant_id)
+    async with acquire(pool) as conn:
+        with metrics.timed(_TX_SECONDS), tracing.span("db.transaction", actor_kind=actor.kind):
+            async with conn.transaction():
+                await conn.fetchval(
+                    "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
+                    actor.tenant_id,
+                    actor.kind,
+                    actor.actor_id,
+                    actor.session_id,
+                    actor.ip,
+                    actor.request_id,
+                    actor.min_role,
+                )
+                yield conn
 
 
 @lru_cache(maxsize=256)
@@ -135,8 +169,10 @@ async def tenant_fetch(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> l
     statement that takes locks releases them as soon as it ends, not after a COMMIT round
     trip (a bot reply holds its conversation row and the tenant's event lock until then).
     """
-    async with pool.acquire() as conn:
-        return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))
+    logs.bind(tenant_id=actor.tenant_id)
+    async with acquire(pool) as conn:
+        with metrics.timed(_STATEMENT_SECONDS), tracing.span("db.statement", actor_kind=actor.kind):
+            return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))
 
 
 async def tenant_fetchrow(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> asyncpg.Record | None:

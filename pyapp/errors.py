@@ -6,6 +6,8 @@ from typing import Any
 
 import asyncpg
 
+from pyapp.metrics import count_refusal
+
 # Postgres errors the schema raises on purpose, mapped to what the client did wrong.
 _SQLSTATE_MAP = {
     "23505": (409, "conflict", "That already exists."),
@@ -34,6 +36,7 @@ class ApiError(Exception):
         self.message = message
         self.details = details
         self.headers = headers or {}
+        count_refusal(status, code)
 
     def body(self) -> dict:
         err: dict[str, Any] = {"code": self.code, "message": self.message}
@@ -63,6 +66,19 @@ def _retry_after(detail: str | None) -> dict:
     if detail and detail.startswith("retry_after=") and detail[12:].isdigit():
         return {"Retry-After": detail[12:]}
     return {}
+
+
+OUTAGE_RETRY_AFTER_S = 5  # what a client is told to wait while the database is unreachable
+
+
+def database_unavailable() -> ApiError:
+    """The answer while the database cannot be reached (stopped, restarting, failing over): retryable."""
+    return ApiError(
+        503,
+        "database_unavailable",
+        "The database is unavailable; retry shortly.",
+        headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
+    )
 
 
 def not_found(what: str = "object") -> ApiError:

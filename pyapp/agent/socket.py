@@ -19,13 +19,14 @@ import asyncpg
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from pyapp import metrics
 from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
 from pyapp.auth import check_member, resolve_member
 from pyapp.context import POOL, REQUEST_ID, client_ip, json_dumps
 from pyapp.db import Actor
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import INT64_MAX, parse_json
-from pyapp.realtime.failure import close_after
+from pyapp.realtime.failure import close_after, closed_for_outage
 from pyapp.realtime.hello import read_hello
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.relay import install as install_relay
@@ -171,6 +172,8 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.close(code=4401 if exc.status == 401 else 4403, message=exc.code.encode())
             return ws
         except asyncpg.PostgresError as exc:
+            if await closed_for_outage(ws, exc):
+                return ws
             mapped = from_postgres(exc) or ApiError(500, "internal", "Internal error.")
             await ws.send_str(_error(mapped.code, mapped.message))
             await ws.close(
@@ -206,4 +209,4 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
 
 def setup(app: web.Application) -> None:
     install_relay(app)
-    app.router.add_get("/ws/agent", agent_socket)
+    app.router.add_get("/ws/agent", metrics.tracked("agent", agent_socket))

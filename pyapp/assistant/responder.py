@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from pyapp import metrics
 from pyapp.assistant.provider import resolve_llm
 from pyapp.errors import from_postgres
 from pyapp.knowledge.ingest import get_embedder
@@ -284,6 +285,7 @@ async def _record(
     first_token_ms=None,
     total_ms=None,
 ) -> None:
+    metrics.BOT_TURNS.labels(outcome).inc()
     try:
         async with turn.service_tx() as conn:
             await conn.execute(
@@ -377,6 +379,7 @@ async def _respond(turn: BotTurn) -> None:
         found, _mode = await search_passages(
             conn, turn.chatbot_id, question, TOP_K, vector, embedder.model if embedder else None
         )
+        metrics.BOT_SECONDS.labels("retrieval").observe(time.monotonic() - started)
         try:
             llm = await resolve_llm(conn, turn.settings, turn.tenant_id, turn.chatbot_id)
         except (FetchError, ValueError) as exc:
@@ -411,6 +414,7 @@ async def _respond(turn: BotTurn) -> None:
                 async for delta in stream:
                     if first_token_ms is None:
                         first_token_ms = int((time.monotonic() - started) * 1000)
+                        metrics.BOT_SECONDS.labels("first_token").observe(first_token_ms / 1000)
                     parts.append(delta)
                     turn.stream(stream_id, delta)
         except (LLMError, OSError) as exc:
@@ -443,6 +447,7 @@ async def _respond(turn: BotTurn) -> None:
         if mapped is not None and mapped.status == 409:
             return  # a human took over while the answer was generated: stay silent
         raise
+    metrics.BOT_SECONDS.labels("answer").observe(time.monotonic() - started)
     await _record(
         turn,
         question,

@@ -14,7 +14,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pyapp import types
+from pyapp import metrics, types
 from pyapp.api import Call, api
 from pyapp.errors import ApiError
 
@@ -263,12 +263,14 @@ async def codename(call: Call):
 async def reply(call: Call):
     """Reply to the visitor; claims an unassigned conversation. Idempotent on client_id."""
     async with call.tx() as conn:
-        return await conn.fetchval(
+        message = await conn.fetchval(
             "SELECT parley.message_json(m) FROM parley.agent_reply($1, $2, $3) m",
             call.uuid_param("conversation_id"),
             call.body.body,
             call.body.client_id,
         )
+    metrics.MESSAGES.labels("agent").inc()
+    return message
 
 
 @api.route(

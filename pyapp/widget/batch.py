@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from pyapp import metrics
+
 MAX_BATCH = 24  # parley.post_visitor_messages refuses more (subtransaction cache; see there)
 FLUSHES_PER_TENANT = 2  # statements in flight per tenant: enough to keep both cores busy
 # Lost a lock race with another batch or a job (deadlock victim, serialization), or waited over
@@ -137,6 +139,8 @@ class VisitorMessages:
                 continue
             state = row["error_state"]
             if state is None:
+                if not row["duplicate"]:
+                    metrics.MESSAGES.labels("visitor").inc()
                 item.future.set_result(Posted(row["message"], row["duplicate"], row["status"]))
             elif state in RETRY_STATES and item.attempts == 0:
                 item.attempts += 1

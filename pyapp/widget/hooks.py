@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import asyncpg
 from aiohttp import web
 
+from pyapp import metrics
 from pyapp.context import POOL, SETTINGS
 from pyapp.db import Actor, tenant_fetchval, tenant_tx
 from pyapp.realtime.relay import Relay, get_relay
@@ -86,6 +87,7 @@ class BotTurn:
             body,
             meta or {},
         )
+        metrics.MESSAGES.labels(author).inc()
         self.relay.wake(self.tenant_id)
         return message
 

@@ -12,6 +12,7 @@ import asyncpg
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ValidationError
 
+from pyapp import logs, metrics
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.domains.host import domain_tenant_refuses
@@ -547,6 +548,7 @@ async def visitor_socket(request: web.Request) -> web.WebSocketResponse:
             await ws.send_json(error_frame("invalid_token", "The conversation token is invalid or expired."))
             await ws.close(code=4401, message=b"invalid token")
             return ws
+        logs.bind(tenant_id=claims.tenant_id, conversation_id=claims.conversation_id)
         chatbot = await chatbot_by_key(app, claims.public_key)
         if (
             chatbot is None
@@ -585,4 +587,4 @@ def setup(app: web.Application) -> None:
     visitor_hooks(app)
     app[_BOT_LOCKS] = {}
     app[_MESSAGES] = {}
-    app.router.add_get("/ws/visitor", visitor_socket)
+    app.router.add_get("/ws/visitor", metrics.tracked("visitor", visitor_socket))

@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import from its own layer or lower ones, never higher:
 0. infrastructure: context, auth, config, errors, inputs, security, db, passwords, mailer, embedded, migrate,
-   pyapp.net, pyapp.providers (no app knowledge beyond `pyapp.context`);
+   pyapp.net, pyapp.providers, and the leaves metrics, logs, tracing (no app knowledge beyond `pyapp.context`);
 1. realtime delivery: pyapp.realtime (source, frames, sinks, relay);
 2. the route registry: pyapp.api;
 3. domains and surfaces: everything else (widget, agent, assistant, conversations, console, ...);
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2] / "pyapp"
 
 INFRASTRUCTURE = ("pyapp.context", "pyapp.auth", "pyapp.config", "pyapp.errors", "pyapp.inputs", "pyapp.security",
                   "pyapp.db", "pyapp.passwords", "pyapp.mailer", "pyapp.embedded", "pyapp.migrate", "pyapp.net",
-                  "pyapp.providers")
+                  "pyapp.providers", "pyapp.metrics", "pyapp.logs", "pyapp.tracing")
 LAYERS = [INFRASTRUCTURE, ("pyapp.realtime",), ("pyapp.api",), ("pyapp",), ("pyapp.app", "pyapp.cli")]
 LAYER_NAMES = ["infrastructure", "realtime", "route registry", "domains and surfaces", "composition root"]
 

@@ -4,14 +4,12 @@ its lag and claims due jobs again. Before, the first failed query ended the proc
 import asyncio
 import json
 import os
-import shlex
 import signal
-import subprocess
 import sys
-from pathlib import Path
 
 import asyncpg
 import pytest
+from support.database import postgres_down
 from support.knowledge import ROOT
 from support.server import TEST_SECRET
 from support.waits import until
@@ -52,14 +50,9 @@ def _json(line: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _pg_ctl(pg_server, *args):
-    subprocess.run([pg_server.executable, *args], check=True, capture_output=True, timeout=120)
-
-
 async def test_jobs_survive_a_postgresql_restart(settings, pg_server, tmp_path):
     if not getattr(pg_server, "datadir", None):
         pytest.skip("TEST_DATABASE_URL: the run's PostgreSQL is not ours to restart")
-    datadir = Path(pg_server.datadir)
     env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
            "PARLEY_JOBS_HEARTBEAT": str(tmp_path / "alive"), "PYTHONPATH": str(ROOT)}
     proc = await asyncio.create_subprocess_exec(
@@ -71,16 +64,10 @@ async def test_jobs_survive_a_postgresql_restart(settings, pg_server, tmp_path):
         assert _json(out.lines[first])["reconnected"] is False
 
         # Down hard (no shutdown checkpoint), and kept down: the process retries, with growing delays.
-        options = shlex.split((datadir / "postmaster.opts").read_text())[1:]
-        options = [o for i, o in enumerate(options) if o != "-D" and (i == 0 or options[i - 1] != "-D")]
-        await asyncio.to_thread(_pg_ctl, pg_server, "stop", "-D", str(datadir), "-m", "immediate", "-w")
-        try:
+        async with postgres_down(pg_server):
             down = await out.wait_for(lambda line: _json(line).get("attempt") == 3, start=first)
             delays = [_json(line)["retry_in_s"] for line in out.lines[first:down + 1] if _json(line).get("attempt")]
             assert proc.returncode is None and len(delays) >= 3 and all(0 < d <= 30 for d in delays)
-        finally:
-            await asyncio.to_thread(_pg_ctl, pg_server, "start", "-D", str(datadir), "-w", "-l", pg_server.logfile,
-                                    "-o", shlex.join(options))
 
         back = await out.wait_for(lambda line: _json(line).get("reconnected") is True, start=first)
         assert _json(out.lines[back])["jobs_lag_s"] >= 0

@@ -14,12 +14,15 @@ Only fsync is off (see SERVER_OPTIONS), which makes each copy's checkpoints chea
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
+import shlex
 import shutil
 import signal
 import subprocess
 import uuid
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
@@ -122,6 +125,27 @@ def crash_and_restart(server: PostgreSQLExecutor) -> None:
     with the same options: it recovers from the WAL."""
     subprocess.run([server.executable, "restart", "-D", server.datadir, "-m", "immediate", "-w", "-l", server.logfile],
                    check=True, capture_output=True, timeout=120)
+
+
+def _pg_ctl_run(server: PostgreSQLExecutor, *args: str) -> None:
+    subprocess.run([server.executable, *args], check=True, capture_output=True, timeout=120)
+
+
+@asynccontextmanager
+async def postgres_down(server):
+    """The run's PostgreSQL stopped hard (no shutdown checkpoint, as a crash would) for the block,
+    then started again with its own options. Skips the test when the server is TEST_DATABASE_URL's."""
+    if not getattr(server, "datadir", None):
+        pytest.skip("TEST_DATABASE_URL: the run's PostgreSQL is not ours to stop")
+    datadir = Path(server.datadir)
+    options = shlex.split((datadir / "postmaster.opts").read_text())[1:]
+    options = [o for i, o in enumerate(options) if o != "-D" and (i == 0 or options[i - 1] != "-D")]
+    await asyncio.to_thread(_pg_ctl_run, server, "stop", "-D", str(datadir), "-m", "immediate", "-w")
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(_pg_ctl_run, server, "start", "-D", str(datadir), "-w", "-l", server.logfile,
+                                "-o", shlex.join(options))
 
 
 @pytest.fixture(scope="session")

@@ -164,9 +164,11 @@ const boot = () => {
         q.forEach(send);
       } else if (ui) handle(f);
     };
-    sock.onclose = () => {
+    sock.onclose = (e) => {
       if (ws !== sock) return;
-      if (!ready) staleToken = 1; // hello refused: refresh the token before the next try
+      // hello refused: refresh the token before the next try (1013: the server's database is
+      // away for now, the token is fine; the backoff below retries)
+      if (!ready && e.code !== 1013) staleToken = 1;
       ws = null;
       setOnline(false);
       retry();
