@@ -37,6 +37,7 @@ from aiohttp import web
 
 from pyapp import metrics
 from pyapp.assistant.provider import resolve_llm
+from pyapp.db import database_outage
 from pyapp.errors import from_postgres
 from pyapp.knowledge.ingest import get_embedder
 from pyapp.knowledge.search import HAS_VECTORS, answerable, query_vector, search_passages
@@ -349,9 +350,12 @@ async def respond(turn: BotTurn) -> None:
     """The bot responder (see the module docstring); an unexpected failure still tells the visitor."""
     try:
         await _respond(turn)
-    except Exception:
-        log.exception("assistant failed in conversation %s", turn.conversation_id)
+    except Exception as exc:
         turn.typing(False)
+        if database_outage(exc):  # nothing can be stored now, the notice included: the turn is lost
+            log.warning("assistant: database unavailable in conversation %s", turn.conversation_id)
+            return
+        log.exception("assistant failed in conversation %s", turn.conversation_id)
         await _notice(turn, TEXTS["unavailable"][language_of(turn.chatbot_config or {})], "assistant_unavailable")
 
 

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from pyapp import logs, metrics
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, database_outage, tenant_tx
 from pyapp.domains.host import domain_tenant_refuses
 from pyapp.errors import ApiError, from_postgres
 from pyapp.inputs import check_value, parse_json, storable
@@ -232,6 +232,8 @@ class VisitorSession:
         try:
             await getattr(self, f"on_{kind}")(frame)
         except (asyncpg.PostgresError, MessageRefused) as exc:
+            if database_outage(exc):  # not this frame's fault: the socket closes with 1013, the widget resends
+                raise
             await self._refused(exc, frame)
         except (UnicodeEncodeError, asyncpg.DataError):
             self.send(error_frame("invalid_encoding", "Text contains characters that cannot be stored."))
@@ -515,14 +517,14 @@ def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
         try:
             async with lock:
                 await responder(turn)
-        except asyncpg.PostgresError as exc:
-            mapped = from_postgres(exc)
-            if mapped is None:
-                log.exception("bot responder failed")
-            else:
+        except Exception as exc:
+            mapped = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
+            if database_outage(exc):
+                log.warning("bot turn dropped: database unavailable (%s)", type(exc).__name__)
+            elif mapped is not None:
                 log.info("bot reply refused: %s", mapped.code)
-        except Exception:
-            log.exception("bot responder failed")
+            else:
+                log.exception("bot responder failed")
         finally:
             if not lock.locked() and locks.get(turn.conversation_id) is lock:
                 locks.pop(turn.conversation_id, None)

@@ -131,21 +131,30 @@ def _pg_ctl_run(server: PostgreSQLExecutor, *args: str) -> None:
     subprocess.run([server.executable, *args], check=True, capture_output=True, timeout=120)
 
 
-@asynccontextmanager
-async def postgres_down(server):
-    """The run's PostgreSQL stopped hard (no shutdown checkpoint, as a crash would) for the block,
-    then started again with its own options. Skips the test when the server is TEST_DATABASE_URL's."""
+def stop_postgres(server) -> list[str]:
+    """Stop the run's PostgreSQL hard (no shutdown checkpoint, as a crash would); returns the options
+    to start it with again (`start_postgres`). Skips the test when the server is TEST_DATABASE_URL's."""
     if not getattr(server, "datadir", None):
         pytest.skip("TEST_DATABASE_URL: the run's PostgreSQL is not ours to stop")
     datadir = Path(server.datadir)
     options = shlex.split((datadir / "postmaster.opts").read_text())[1:]
     options = [o for i, o in enumerate(options) if o != "-D" and (i == 0 or options[i - 1] != "-D")]
-    await asyncio.to_thread(_pg_ctl_run, server, "stop", "-D", str(datadir), "-m", "immediate", "-w")
+    _pg_ctl_run(server, "stop", "-D", str(datadir), "-m", "immediate", "-w")
+    return options
+
+
+def start_postgres(server, options: list[str]) -> None:
+    _pg_ctl_run(server, "start", "-D", server.datadir, "-w", "-l", server.logfile, "-o", shlex.join(options))
+
+
+@asynccontextmanager
+async def postgres_down(server):
+    """The run's PostgreSQL stopped hard for the block, then started again with its own options."""
+    options = await asyncio.to_thread(stop_postgres, server)
     try:
         yield
     finally:
-        await asyncio.to_thread(_pg_ctl_run, server, "start", "-D", str(datadir), "-w", "-l", server.logfile,
-                                "-o", shlex.join(options))
+        await asyncio.to_thread(start_postgres, server, options)
 
 
 @pytest.fixture(scope="session")
