@@ -60,6 +60,8 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from pyapp.client import ParleyClient  # noqa: E402  (the API's own client: HTTP arranging goes through it)
+
 ORIGIN = "https://bench.example"
 DELIVERY_GRACE = 0.5  # a delivery counts only if it lands by the end of the run + this (no backlog credit)
 PACED_RATE = 500.0  # msgs/s the paced run offers to both servers (the latency target's rate) ...
@@ -436,14 +438,13 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
 async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: int, claim: bool = True,
                          webhooks: int = 0, telegram: bool = False) -> dict:
     """A tenant with unlimited limits, a chatbot, and visitor sessions (conversations claimed unless `claim` is off)."""
-    async with aiohttp.ClientSession() as http:
+    async with ParleyClient(base) as api:
         slug = f"bench-{secrets.token_hex(4)}"
-        async with http.post(base + "/api/auth/signup", json={
-                "email": f"{slug}@bench.example", "password": "bench-password-123", "name": "Bench Agent",
-                "tenant_name": "Bench Co", "slug": slug}) as resp:
-            body = await resp.json()
-            assert resp.status == 201, body
+        body = await api.sign_up(body={
+            "email": f"{slug}@bench.example", "password": "bench-password-123", "name": "Bench Agent",
+            "tenant_name": "Bench Co", "slug": slug})
         token, tenant_id = body["access_token"], uuid.UUID(body["tenant"]["id"])
+        agent = api.with_token(token)
         owner = await asyncpg.connect(settings.admin_url)
         try:
             await owner.execute(
@@ -470,14 +471,9 @@ async def arrange_parley(base: str, settings, n_visitors: int, n_conversations: 
 
         async def session(claim: bool) -> str:
             async with sem:
-                async with http.post(base + "/api/widget/sessions", json={"chatbot_key": key, "start": True},
-                                     headers={"Origin": ORIGIN}) as resp:
-                    out = await resp.json()
-                    assert resp.status == 201, out
+                out = await api.create_session(body={"chatbot_key": key, "start": True}, headers={"Origin": ORIGIN})
                 if claim:  # a human has it: no bot turn, visitor → agent only
-                    async with http.post(f"{base}/api/conversations/{out['conversation_id']}/claim",
-                                         headers={"Authorization": f"Bearer {token}"}) as resp:
-                        assert resp.status == 200, await resp.text()
+                    await agent.claim(out["conversation_id"])
                 return out["token"]
 
         tokens = await asyncio.gather(*(session(claim) for _ in range(n_visitors)))

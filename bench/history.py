@@ -35,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
+from pyapp.client import ParleyClient  # noqa: E402  (the API's own client)
+
 DB = "parley_history_bench"
 WORDS = ("order shipping delivery tracking package address invoice payment card account password login "
          "email help thanks please hello size color return exchange warranty discount coupon price stock "
@@ -110,13 +112,12 @@ async def build_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID, n_conv: i
         await conn.execute("SELECT parley.rollup_daily_stats(current_date - 91)")
 
 
-async def build(settings, scale: float, http: aiohttp.ClientSession, base: str) -> dict:
+async def build(settings, scale: float, api: ParleyClient) -> dict:
     tenants = {}
     for name in ("big", "other", "small"):
-        status, out = await call(http, base, "POST", "/api/auth/signup", json={
+        out = await api.sign_up(body={
             "email": f"{name}-{uuid.uuid4().hex[:6]}@bench.example", "password": "bench password 1",
             "tenant_name": name, "slug": f"{name}-{uuid.uuid4().hex[:6]}"})
-        assert status == 201, out
         tenants[name] = {"id": uuid.UUID(out["tenant"]["id"]), "email": out["user"]["email"]}
     conn = await asyncpg.connect(settings.admin_url)
     try:
@@ -137,26 +138,19 @@ async def build(settings, scale: float, http: aiohttp.ClientSession, base: str) 
     return tenants
 
 
-async def call(http, base, method, path, *, token=None, json=None):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    async with http.request(method, base + path, json=json, headers=headers) as resp:
-        if resp.content_type == "application/json":
-            return resp.status, await resp.json()
-        return resp.status, await resp.text()
-
-
-async def timed(http, base, path, token, runs: int) -> tuple[list[float], int]:
-    times, status = [], 0
+async def timed(call, runs: int) -> list[float]:
+    """Milliseconds of `runs` calls of `call()` (a client method: the answer is parsed, as an
+    integrator's would be; an error answer raises ParleyError)."""
+    times = []
     for _ in range(runs):
         started = time.perf_counter()
-        async with http.get(base + path, headers={"Authorization": f"Bearer {token}"}) as resp:
-            await resp.read()
-            status = resp.status
+        await call()
         times.append((time.perf_counter() - started) * 1000)
-    return times, status
+    return times
 
 
 async def export_shape(http, base, token) -> str:
+    """The CSV export read raw (not through the client, which reads whole answers): is it streamed?"""
     started = time.perf_counter()
     async with http.get(base + "/api/leads.csv", headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 200, resp.status
@@ -239,6 +233,7 @@ async def main(args) -> None:
     await site.start()
     base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
     http = aiohttp.ClientSession()
+    api = ParleyClient(base, session=http)
     try:
         conn = await asyncpg.connect(settings.admin_url)
         built = await conn.fetchval("SELECT to_regclass('public.history_bench') IS NOT NULL")
@@ -249,28 +244,26 @@ async def main(args) -> None:
         await conn.close()
         if len(tenants) < 3:
             print(f"building {DB} at scale {args.scale} (kept for later runs; --rebuild to redo)", flush=True)
-            tenants = await build(settings, args.scale, http, base)
+            tenants = await build(settings, args.scale, api)
         sizes = await _sizes(settings)
         print("tenants:", ", ".join(f"{n}: {sizes.get(t['id'], (0, 0))[0]:,} conversations / "
                                      f"{sizes.get(t['id'], (0, 0))[1]:,} messages" for n, t in tenants.items()))
         for name, t in tenants.items():
-            status, out = await call(http, base, "POST", "/api/auth/login",
-                                     json={"email": t["email"], "password": "bench password 1"})
-            assert status == 200, out
+            out = await api.log_in(body={"email": t["email"], "password": "bench password 1"})
             t["token"] = out["access_token"]
         print("rollup job (run, then again):", await rollup(settings, tenants), flush=True)
-        pages = {"search": "/api/conversations?q=refund%20damaged",
-                 "search, one word": "/api/conversations?q=refund",
-                 "analytics summary 90d": "/api/analytics/summary?days=90",
-                 "conversations per day 90d": "/api/analytics/conversations?days=90",
-                 "csat per day 90d": "/api/analytics/csat?days=90",
-                 "top questions 90d": "/api/analytics/questions?days=90",
-                 "inbox first page": "/api/conversations"}
+        pages = {"search": lambda c: c.list_conversations(q="refund damaged"),
+                 "search, one word": lambda c: c.list_conversations(q="refund"),
+                 "analytics summary 90d": lambda c: c.summary(days=90),
+                 "conversations per day 90d": lambda c: c.conversations_per_day(days=90),
+                 "csat per day 90d": lambda c: c.csat_per_day(days=90),
+                 "top questions 90d": lambda c: c.questions(days=90),
+                 "inbox first page": lambda c: c.list_conversations()}
         print(f"\n{'call':28} {'tenant':6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
-        for label, path in pages.items():
+        for label, page in pages.items():
             for name in ("big", "small"):
-                times, status = await timed(http, base, path, tenants[name]["token"], args.runs)
-                assert status == 200, (path, status)
+                member = api.with_token(tenants[name]["token"])
+                times = await timed(lambda page=page, member=member: page(member), args.runs)
                 print(f"{label:28} {name:6} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {max(times):8.1f}", flush=True)
         # The rollup a day behind (the jobs process down since yesterday): yesterday and today
         # are counted from the rows.

@@ -52,6 +52,7 @@ SURFACES: list[str] = [
     "pyapp.gdpr.routes",
     "pyapp.domains.routes",
     "pyapp.ops.metrics",
+    "pyapp.api_docs",
 ]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # metric labels: others are "other"

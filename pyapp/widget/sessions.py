@@ -179,7 +179,7 @@ async def _token_chatbot(call: Call, *, grace: int, expired: str) -> tuple[Visit
     status=201,
     tags=("widget",),
 )
-async def refresh_session(call: Call):
+async def refresh_widget_session(call: Call):
     """A fresh visitor token for a current (or recently expired) one."""
     claims, chatbot = await _token_chatbot(
         call, grace=REFRESH_GRACE, expired="The conversation token is invalid or expired too long ago."

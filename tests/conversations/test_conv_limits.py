@@ -6,6 +6,8 @@ import pytest
 
 from support.workspace import override_limits
 
+from pyapp.client import ParleyError
+
 
 async def test_max_chatbots_plan_override_and_unlimited(make_workspace, owner_conn):
     ws = await make_workspace()  # free: 1 chatbot
@@ -73,8 +75,9 @@ async def test_max_seats_enforced_on_membership(make_workspace, signup, owner_co
     ws = await make_workspace()  # free: 3 seats, the owner uses one
     await ws.add_agent(signup)
     await ws.add_agent(signup)
-    with pytest.raises(AssertionError, match="plan_limit"):
+    with pytest.raises(ParleyError) as refused:  # the invite (sign_up goes through pyapp/client)
         await ws.add_agent(signup)
+    assert (refused.value.status, refused.value.code) == (402, "plan_limit")
     await override_limits(owner_conn, ws.tenant_id, max_seats=4)
     await ws.add_agent(signup)
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.members WHERE tenant_id = $1", ws.tenant_id) == 4

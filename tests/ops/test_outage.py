@@ -5,9 +5,12 @@ same server serves again once PostgreSQL is back, without a restart."""
 from __future__ import annotations
 
 import aiohttp
+import pytest
 from support.database import postgres_down
 from support.realtime import Client, agent, create_chatbot, visitor, widget_session
 from support.waits import until
+
+from pyapp.client import ParleyError
 
 
 async def test_rest_and_sockets_during_a_database_outage(server, signup, owner_conn, pg_server):
@@ -19,17 +22,16 @@ async def test_rest_and_sockets_during_a_database_outage(server, signup, owner_c
     await owner_conn.close()  # the fixture's connection would not survive the stop
     try:
         async with postgres_down(pg_server):
-            # REST, signed in: the credential check itself needs the database.
-            async with server.http.get(server.base_url + "/api/conversations",
-                                       headers={"Authorization": f"Bearer {owner['access_token']}"}) as resp:
-                assert resp.status == 503
-                assert resp.headers["Retry-After"] == "5"
-                body = await resp.json()
-            assert body["error"]["code"] == "database_unavailable" and body["error"]["message"]
+            # REST, signed in (the credential check itself needs the database), through the client.
+            with pytest.raises(ParleyError) as err:
+                await server.client(owner["access_token"]).list_conversations()
+            assert (err.value.status, err.value.code, err.value.retry_after) == (503, "database_unavailable", 5)
+            assert err.value.message
             # A public route (widget sessions) too.
-            status, body = await server.call("POST", "/api/widget/sessions", json={"chatbot_key": bot["key"]},
-                                             headers={"Origin": "https://shop.example"})
-            assert status == 503 and body["error"]["code"] == "database_unavailable"
+            with pytest.raises(ParleyError) as err:
+                await server.client().create_session(body={"chatbot_key": bot["key"]},
+                                                     headers={"Origin": "https://shop.example"})
+            assert (err.value.status, err.value.code) == (503, "database_unavailable")
             # /readyz says why; /healthz (the process) is still fine.
             status, body = await server.call("GET", "/readyz")
             assert status == 503 and body["checks"]["database"]["ok"] is False
@@ -52,8 +54,12 @@ async def test_rest_and_sockets_during_a_database_outage(server, signup, owner_c
 
         # Back: the same server (its pool reconnects) answers again.
         async def answers():
-            status, _ = await server.call("GET", "/api/conversations", token=owner["access_token"])
-            return status == 200
+            try:
+                await server.client(owner["access_token"]).list_conversations()
+            except ParleyError as exc:
+                assert exc.code == "database_unavailable"
+                return False
+            return True
         await until(answers, timeout=30, what="REST to answer again after the restart")
         again = await visitor(server, sess)
         await again.send({"type": "message", "client_id": "c-2", "body": "back?"})

@@ -1,6 +1,7 @@
 """Signed-in people and API keys through the real API, for tests that need them.
 
-`sign_up` / `create_api_key` are plain coroutines (usable from a server thread); the
+`sign_up` / `create_api_key` are plain coroutines (usable from a server thread) calling the API
+through the Python client (pyapp/client: an error answer raises ParleyError); the
 `signup` / `make_api_key` fixtures hand them to tests.
 """
 from __future__ import annotations
@@ -28,18 +29,12 @@ async def sign_up(server, email: str | None = None, tenant: str | None = None, *
     if join is None:
         slug = tenant or f"t-{uuid.uuid4().hex[:12]}"
         body.update(tenant_name=f"Workspace {slug}", slug=slug)
-    status, out = await server.call("POST", "/api/auth/signup", json=body)
-    assert status == 201, out
+    out = await server.client().sign_up(body=body)
     if join is not None:
-        status, invite = await server.call("POST", "/api/invites", json={"email": email, "role": role},
-                                           token=join["access_token"])
-        assert status == 201, invite
-        status, joined = await server.call("POST", "/api/invites/accept", json={"token": invite["token"]},
-                                           token=out["access_token"])
-        assert status == 200, joined
-        status, switched = await server.call("POST", "/api/auth/switch", json={"tenant_id": join["tenant_id"]},
-                                             token=out["access_token"])
-        assert status == 200, switched
+        invite = await server.client(join["access_token"]).create_invite(body={"email": email, "role": role})
+        joiner = server.client(out["access_token"])
+        await joiner.accept_invite(body={"token": invite["token"]})
+        switched = await joiner.switch_tenant(body={"tenant_id": join["tenant_id"]})
         out["access_token"] = switched["access_token"]
         out["tenant"] = switched["tenant"]
     if plan is not None and join is None:
@@ -57,8 +52,7 @@ async def sign_up(server, email: str | None = None, tenant: str | None = None, *
 
 async def create_api_key(server, token: str, scopes=("read", "write"), name: str = "test key") -> str:
     """Create an API key as the signed-in admin/owner `token`; returns the full key."""
-    status, out = await server.call("POST", "/api/keys", json={"name": name, "scopes": list(scopes)}, token=token)
-    assert status == 201, out
+    out = await server.client(token).create_api_key(body={"name": name, "scopes": list(scopes)})
     return out["key"]
 
 

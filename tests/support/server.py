@@ -44,6 +44,12 @@ class RunningServer:
                 return resp.status, await resp.json()
             return resp.status, await resp.text()
 
+    def client(self, token: str | None = None):
+        """The Python client (pyapp/client) on this server, sharing its session, acting with `token`."""
+        from pyapp.client import ParleyClient
+
+        return ParleyClient(self.base_url, token, session=self.http)
+
     async def close(self):
         await self.http.close()
         await self.runner.cleanup()
