@@ -1,0 +1,47 @@
+"""The production image and the compose file, checked as far as this machine can (it has no
+Docker): the compose file parses, every long-running service has a health check (the web's reads
+/readyz), start order waits on health; the Dockerfile installs torch from the CPU wheel index at
+pyproject's pin before the project, and copies only paths that exist."""
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+from support.knowledge import ROOT
+
+
+def test_compose_parses_and_checks_health():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert set(services) >= {"db", "migrate", "web", "jobs"}
+    for name in ("db", "web", "jobs"):
+        check = services[name]["healthcheck"]
+        assert check["test"] and check["interval"] and check["retries"], name
+    assert "/readyz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    for name in ("web", "jobs"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://") and "PARLEY_SECRET_KEY" in env
+    assert services["jobs"]["environment"]["PARLEY_JOBS_METRICS_BIND"]
+    assert "ports" not in services["jobs"]  # its metrics stay on the compose network
+
+
+def test_dockerfile_installs_the_cpu_torch_first():
+    text = (ROOT / "Dockerfile").read_text()
+    pins = [d for d in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+            if re.match(r"torch\b", d)]
+    assert len(pins) == 1 and re.fullmatch(r"torch==[\d.]+", pins[0]), pins  # an exact pin, no local label
+    cpu = text.index("--index-url \"$TORCH_INDEX\"")
+    assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in text
+    project = text.index("pip install --no-cache-dir .")
+    assert cpu < project
+    # The project install must not swap the CPU build for another one.
+    assert "torch.version.cuda is None" in text[project:]
+    # Every COPY source exists in the repository (widget/dist comes from the build stage).
+    for line in text.splitlines():
+        if line.startswith("COPY ") and "--from=" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source.rstrip("/")).exists(), source
+    assert "nodejs" not in text.split("FROM python")[1]  # no Node in the final image
