@@ -10,14 +10,17 @@ from pyapp.client.base import ClientBase, segment
 OPERATIONS: dict[str, tuple[str, str]] = {
     "accept_invite": ("POST", "/api/invites/accept"),
     "add_note": ("POST", "/api/conversations/{conversation_id}/notes"),
+    "apply_template": ("POST", "/api/chatbots/{chatbot_id}/template"),
     "assign": ("POST", "/api/conversations/{conversation_id}/assign"),
     "assign_plan": ("POST", "/api/staff/tenants/{tenant_id}/plan"),
     "audit": ("GET", "/api/staff/audit"),
     "capture_lead": ("POST", "/api/conversations/{conversation_id}/lead"),
     "change_member_role": ("PATCH", "/api/members/{user_id}"),
+    "change_password": ("POST", "/api/me/password"),
     "checkout": ("POST", "/api/billing/checkout"),
     "claim": ("POST", "/api/conversations/{conversation_id}/claim"),
     "close": ("POST", "/api/conversations/{conversation_id}/close"),
+    "codename": ("PUT", "/api/conversations/{conversation_id}/codename"),
     "connect_telegram": ("POST", "/api/channels/telegram"),
     "continue_source": ("POST", "/api/knowledge/sources/{source_id}/continue"),
     "conversations_per_day": ("GET", "/api/analytics/conversations"),
@@ -30,6 +33,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "create_session": ("POST", "/api/widget/sessions"),
     "create_source": ("POST", "/api/chatbots/{chatbot_id}/knowledge/sources"),
     "csat_per_day": ("GET", "/api/analytics/csat"),
+    "delete_account": ("POST", "/api/me/delete"),
     "delete_alert": ("DELETE", "/api/alerts/{alert_id}"),
     "delete_chatbot": ("DELETE", "/api/chatbots/{chatbot_id}"),
     "delete_endpoint": ("DELETE", "/api/webhooks/{endpoint_id}"),
@@ -68,6 +72,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_plans": ("GET", "/api/billing/plans"),
     "list_sources": ("GET", "/api/chatbots/{chatbot_id}/knowledge/sources"),
     "list_telegram": ("GET", "/api/channels/telegram"),
+    "list_templates": ("GET", "/api/chatbot-templates"),
     "list_tenants": ("GET", "/api/tenants"),
     "log_in": ("POST", "/api/auth/login"),
     "log_out": ("POST", "/api/auth/logout"),
@@ -77,6 +82,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "put_llm_settings": ("PUT", "/api/assistant/llm"),
     "put_settings": ("PUT", "/api/settings"),
     "questions": ("GET", "/api/analytics/questions"),
+    "referrals": ("GET", "/api/billing/referrals"),
     "refresh_session": ("POST", "/api/auth/refresh"),
     "refresh_widget_session": ("POST", "/api/widget/sessions/refresh"),
     "reimport_source": ("POST", "/api/knowledge/sources/{source_id}/reimport"),
@@ -87,6 +93,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "replay_dead_letters": ("POST", "/api/outbox/destinations/{destination_id}/replay"),
     "replay_delivery": ("POST", "/api/outbox/deliveries/{delivery_id}/replay"),
     "reply": ("POST", "/api/conversations/{conversation_id}/reply"),
+    "resend_verification": ("POST", "/api/me/verification"),
     "reset_password": ("POST", "/api/auth/reset"),
     "resume_destination": ("POST", "/api/outbox/destinations/{destination_id}/resume"),
     "revoke_api_key": ("DELETE", "/api/keys/{key_id}"),
@@ -110,9 +117,11 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "update_chatbot": ("PATCH", "/api/chatbots/{chatbot_id}"),
     "update_endpoint": ("PATCH", "/api/webhooks/{endpoint_id}"),
     "update_lead": ("PATCH", "/api/leads/{lead_id}"),
+    "update_profile": ("PATCH", "/api/me"),
     "upload_source": ("POST", "/api/chatbots/{chatbot_id}/knowledge/upload"),
     "usage": ("GET", "/api/usage"),
     "usage_feed": ("GET", "/api/billing/usage"),
+    "verify_email": ("POST", "/api/auth/verify-email"),
     "visitor_conversations": ("POST", "/api/widget/conversations"),
 }
 
@@ -131,6 +140,12 @@ class Operations(ClientBase):
         return await self.request(
             "POST", f"/api/conversations/{segment(conversation_id)}/notes", body=body, headers=headers
         )
+
+    async def apply_template(
+        self, chatbot_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """POST /api/chatbots/{chatbot_id}/template (200): Apply a template: its persona, greeting, starters (per language), handoff and lead settings replace the chatbot's."""
+        return await self.request("POST", f"/api/chatbots/{segment(chatbot_id)}/template", body=body, headers=headers)
 
     async def assign(self, conversation_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/conversations/{conversation_id}/assign (200): Give the conversation to a member."""
@@ -164,6 +179,10 @@ class Operations(ClientBase):
         """PATCH /api/members/{user_id} (200): Change a member's role: only owners touch owners, nobody grants above their own role, one owner stays."""
         return await self.request("PATCH", f"/api/members/{segment(user_id)}", body=body, headers=headers)
 
+    async def change_password(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """POST /api/me/password (200): Change your password (the current one is required); every other session of yours ends."""
+        return await self.request("POST", "/api/me/password", body=body, headers=headers)
+
     async def checkout(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/billing/checkout (200): Start a Stripe Checkout for a plan and interval"""
         return await self.request("POST", "/api/billing/checkout", body=body, headers=headers)
@@ -175,6 +194,14 @@ class Operations(ClientBase):
     async def close(self, conversation_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/conversations/{conversation_id}/close (200): Close the conversation."""
         return await self.request("POST", f"/api/conversations/{segment(conversation_id)}/close", headers=headers)
+
+    async def codename(
+        self, conversation_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """PUT /api/conversations/{conversation_id}/codename (200): Name the conversation for agents (never shown to the visitor); its Telegram topic is renamed."""
+        return await self.request(
+            "PUT", f"/api/conversations/{segment(conversation_id)}/codename", body=body, headers=headers
+        )
 
     async def connect_telegram(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/channels/telegram (201): Connect a Telegram bot and a support group with topics: each conversation gets a topic there."""
@@ -203,7 +230,7 @@ class Operations(ClientBase):
         return await self.request("POST", "/api/keys", body=body, headers=headers)
 
     async def create_chatbot(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-        """POST /api/chatbots (201): Create a chatbot (402 plan_limit over the plan's max_chatbots)."""
+        """POST /api/chatbots (201): Create a chatbot (402 plan_limit over the plan's max_chatbots), optionally from a template."""
         return await self.request("POST", "/api/chatbots", body=body, headers=headers)
 
     async def create_endpoint(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
@@ -211,7 +238,7 @@ class Operations(ClientBase):
         return await self.request("POST", "/api/webhooks", body=body, headers=headers)
 
     async def create_invite(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-        """POST /api/invites (201): Invite someone by email (7 days, single use); you cannot invite above your own role."""
+        """POST /api/invites (201): Invite someone by email (7 days, single use); `mail` says whether the email went out."""
         return await self.request("POST", "/api/invites", body=body, headers=headers)
 
     async def create_lead(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
@@ -237,6 +264,10 @@ class Operations(ClientBase):
         return await self.request(
             "GET", "/api/analytics/csat", query={"days": days, "chatbot_id": chatbot_id}, headers=headers
         )
+
+    async def delete_account(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """POST /api/me/delete (204): Delete your account (password required); refused while you are a workspace's only owner."""
+        return await self.request("POST", "/api/me/delete", body=body, headers=headers)
 
     async def delete_alert(self, alert_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """DELETE /api/alerts/{alert_id} (204): Delete an alert channel."""
@@ -470,6 +501,10 @@ class Operations(ClientBase):
         """GET /api/channels/telegram (200): The workspace's Telegram channels and their health."""
         return await self.request("GET", "/api/channels/telegram", headers=headers)
 
+    async def list_templates(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/chatbot-templates (200): The chatbot templates (personas with greeting, starters, handoff and lead settings)."""
+        return await self.request("GET", "/api/chatbot-templates", headers=headers)
+
     async def list_tenants(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/tenants (200): The workspaces you belong to, with your role in each."""
         return await self.request("GET", "/api/tenants", headers=headers)
@@ -532,6 +567,10 @@ class Operations(ClientBase):
             headers=headers,
         )
 
+    async def referrals(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/billing/referrals (200): Your referral link and credits"""
+        return await self.request("GET", "/api/billing/referrals", headers=headers)
+
     async def refresh_session(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/auth/refresh (200): Exchange a refresh token for a new access and refresh token (rotation; reuse ends the session). Public (no token)."""
         return await self.request("POST", "/api/auth/refresh", body=body, headers=headers)
@@ -579,6 +618,10 @@ class Operations(ClientBase):
         return await self.request(
             "POST", f"/api/conversations/{segment(conversation_id)}/reply", body=body, headers=headers
         )
+
+    async def resend_verification(self, *, headers: dict[str, str] | None = None) -> Any:
+        """POST /api/me/verification (202): Email a new verification link to your address (409 when already verified; one a minute)."""
+        return await self.request("POST", "/api/me/verification", headers=headers)
 
     async def reset_password(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/auth/reset (204): Set a new password with an emailed reset token; every session of the account is ended. Public (no token)."""
@@ -696,6 +739,10 @@ class Operations(ClientBase):
         """PATCH /api/leads/{lead_id} (200): Edit a lead and/or move its status (409 invalid_transition for a move the workflow forbids)."""
         return await self.request("PATCH", f"/api/leads/{segment(lead_id)}", body=body, headers=headers)
 
+    async def update_profile(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """PATCH /api/me (200): Change your display name; a new email address is mailed a link and changes only once it is opened."""
+        return await self.request("PATCH", "/api/me", body=body, headers=headers)
+
     async def upload_source(self, chatbot_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/chatbots/{chatbot_id}/knowledge/upload (201): Upload a .txt, .md, .html or .pdf file (multipart field "file"; optional "title")."""
         return await self.request("POST", f"/api/chatbots/{segment(chatbot_id)}/knowledge/upload", headers=headers)
@@ -713,6 +760,10 @@ class Operations(ClientBase):
         return await self.request(
             "GET", "/api/billing/usage", query={"month": month, "format": format}, headers=headers
         )
+
+    async def verify_email(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """POST /api/auth/verify-email (200): Use an emailed verification link: the address is verified (or, for an e-mail change, becomes yours). Public (no token)."""
+        return await self.request("POST", "/api/auth/verify-email", body=body, headers=headers)
 
     async def visitor_conversations(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/widget/conversations (200): The visitor's conversations with this chatbot (the token's visitor), newest first. Public (no token)."""
