@@ -128,7 +128,7 @@ async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.C
     """A transaction bound to one tenant; begin_request checks the session/key and role first."""
     logs.bind(tenant_id=actor.tenant_id)
     async with acquire(pool) as conn:
-        with metrics.timed(_TX_SECONDS), tracing.span("db.transaction", actor_kind=actor.kind):
+        with metrics.timed(_TX_SECONDS), tracing.child_span("db.transaction", actor_kind=actor.kind):
             async with conn.transaction():
                 await conn.fetchval(
                     "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
@@ -171,7 +171,7 @@ async def tenant_fetch(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> l
     """
     logs.bind(tenant_id=actor.tenant_id)
     async with acquire(pool) as conn:
-        with metrics.timed(_STATEMENT_SECONDS), tracing.span("db.statement", actor_kind=actor.kind):
+        with metrics.timed(_STATEMENT_SECONDS), tracing.child_span("db.statement", actor_kind=actor.kind):
             return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))
 
 

@@ -4,7 +4,7 @@
 OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set: spans go in batches to
 that OTLP/HTTP endpoint (the exporter reads the standard OTEL_* variables: headers, timeout).
 Tests pass their own exporter. Spans: one per HTTP request (server kind, continuing an incoming
-W3C `traceparent`), one per tenant transaction or statement under it (pyapp.db), one per
+W3C `traceparent`), one per tenant transaction or statement under it (pyapp.db; none outside a span), one per
 outbox delivery attempt in the jobs process (the send to a webhook or channel). A leaf: imports
 nothing from pyapp.
 """
@@ -57,6 +57,18 @@ def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager:
     if _tracer is None:
         return contextlib.nullcontext()
     return _tracer.start_as_current_span(name, attributes={k: v for k, v in attributes.items() if v is not None})
+
+
+def child_span(name: str, **attributes: Any) -> contextlib.AbstractContextManager:
+    """A span only inside another one (a request's, a delivery's): the SQL of background work (the
+    relay's reads, the batcher) would otherwise make a trace of its own per statement."""
+    if _tracer is None:
+        return contextlib.nullcontext()
+    from opentelemetry.trace import get_current_span
+
+    if not get_current_span().get_span_context().is_valid:
+        return contextlib.nullcontext()
+    return span(name, **attributes)
 
 
 @contextlib.contextmanager

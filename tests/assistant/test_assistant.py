@@ -4,6 +4,7 @@ import uuid
 
 import pytest
 
+from pyapp.metrics import REGISTRY
 from pyapp.providers.prompt import RULES
 from support.assistant import bot_messages, open_visitor, use_llm
 from support.fakes.llm_servers import Reply
@@ -13,9 +14,12 @@ async def test_streams_then_stores_the_reply_once(server, bot, owner_conn, clien
     fake_openai.script.append(Reply.text("Refunds are possible within 30 days of purchase [1]."))
     await use_llm(server, bot, "openai", fake_openai.base_url)
     session, v = await open_visitor(server, bot, clients)
+    first_tokens = REGISTRY.get_sample_value("parley_bot_turn_seconds_count", {"phase": "first_token"}) or 0
     await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
     first = await v.expect(type="stream")
     final = await v.expect_message(author="bot")
+    # /metrics' first-token histogram counted this turn (retrieval and whole answer: tests/ops/test_metrics.py)
+    assert REGISTRY.get_sample_value("parley_bot_turn_seconds_count", {"phase": "first_token"}) == first_tokens + 1
     deltas = "".join(f["delta"] for f in v.frames if f.get("type") == "stream")
     assert final["stream_id"] == first["stream_id"]
     assert final["body"] == deltas.strip() == "Refunds are possible within 30 days of purchase [1]."

@@ -87,6 +87,7 @@ async def test_traffic_moves_the_figures(metered, signup, owner_conn):
                                                                             kind="agent") + 1
         await vis.send({"type": "message", "client_id": "m-1", "body": "Hello?"})
         await vis.expect_message("Hello?", author="visitor")
+        await vis.expect_message(author="bot", timeout=30)  # the assistant's turn (no model: extractive)
         status, _ = await metered.call("POST", f"/api/conversations/{sess['conversation_id']}/reply",
                                        token=owner["access_token"], json={"body": "Hi!", "client_id": "a-1"})
         assert status == 201
@@ -115,6 +116,11 @@ async def test_traffic_moves_the_figures(metered, signup, owner_conn):
     assert value(after, "parley_messages_total", author="agent") == value(
         before, "parley_messages_total", author="agent") + 1
     assert value(after, "parley_rate_limited_total", code=refused["error"]["code"]) >= 1
+    turns = sum(v for (name, _labels), v in after.items() if name == "parley_bot_turns_total")
+    assert turns >= 1 + sum(v for (name, _labels), v in before.items() if name == "parley_bot_turns_total")
+    for phase in ("retrieval", "answer"):
+        assert value(after, "parley_bot_turn_seconds_count", phase=phase) > value(
+            before, "parley_bot_turn_seconds_count", phase=phase), phase
     assert value(after, "parley_http_requests_total", method="POST", status="2xx") > value(
         before, "parley_http_requests_total", method="POST", status="2xx")
     assert value(after, "parley_db_pool_wait_seconds_count") > value(before, "parley_db_pool_wait_seconds_count")
