@@ -241,10 +241,11 @@ class Api:
                 return {"$ref": f"#/components/schemas/{tp.__name__}"}
             return schema
 
+        taken: set[str] = set()
         for spec in self.routes:
             op: dict[str, Any] = {
                 "summary": spec.summary,
-                "operationId": spec.handler.__name__,
+                "operationId": _operation_id(spec, taken),
                 "tags": list(spec.tags) or [spec.path.split("/")[2] if spec.path.count("/") > 1 else "root"],
             }
             params = [
@@ -301,6 +302,18 @@ class Api:
             "paths": paths,
             "components": {"schemas": components, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         }
+
+
+def _operation_id(spec: RouteSpec, taken: set[str]) -> str:
+    """The handler's name; a name another surface took first is prefixed with its own package
+    (`pyapp.gdpr.routes.delete_tenant` → `gdpr_delete_tenant`), so ids stay unique and stable (the
+    Python client's methods are named by them)."""
+    name = spec.handler.__name__
+    if name in taken:
+        package = [p for p in spec.handler.__module__.split(".")[1:] if p != "routes"]
+        name = "_".join([*package, name])
+    taken.add(name)
+    return name
 
 
 def row(record) -> dict | None:

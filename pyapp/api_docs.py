@@ -69,6 +69,17 @@ def fields_of(schema: dict[str, Any], components: dict[str, Any]) -> list[dict[s
     ]
 
 
+def ref_of(schema: dict[str, Any] | None) -> str | None:
+    """The component a schema names (directly or as a list's items), for a link; else None."""
+    if not schema:
+        return None
+    if "$ref" in schema:
+        return schema["$ref"].rsplit("/", 1)[-1]
+    if schema.get("type") == "array":
+        return ref_of(schema.get("items"))
+    return None
+
+
 def python_name(name: str) -> str:
     """A parameter name as the Python client spells it (`from` → `from_`)."""
     name = re.sub(r"\W", "_", name)
@@ -114,8 +125,10 @@ def describe(doc: dict[str, Any]) -> dict[str, Any]:
                     "query": query,
                     "body": fields_of(body, components) if body else None,
                     "body_type": type_of(body) if body else None,
+                    "body_ref": ref_of(body),
                     "status": status,
                     "answer": type_of(answer_schema) if answer_schema else None,
+                    "answer_ref": ref_of(answer_schema),
                     "client": f"await client.{op['operationId']}({', '.join(args)})",
                 }
             )

@@ -14,6 +14,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "assign": ("POST", "/api/conversations/{conversation_id}/assign"),
     "assign_plan": ("POST", "/api/staff/tenants/{tenant_id}/plan"),
     "audit": ("GET", "/api/staff/audit"),
+    "billing_staff_delete_tenant": ("DELETE", "/api/staff/tenants/{tenant_id}"),
     "capture_lead": ("POST", "/api/conversations/{conversation_id}/lead"),
     "change_member_role": ("PATCH", "/api/members/{user_id}"),
     "change_password": ("POST", "/api/me/password"),
@@ -41,8 +42,11 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "delete_source": ("DELETE", "/api/knowledge/sources/{source_id}"),
     "delete_telegram": ("DELETE", "/api/channels/telegram/{channel_id}"),
     "delete_tenant": ("DELETE", "/api/tenant"),
+    "deleted_tenants": ("GET", "/api/tenants/deleted"),
     "downgrade": ("POST", "/api/billing/downgrade"),
     "endpoint_deliveries": ("GET", "/api/webhooks/{endpoint_id}/deliveries"),
+    "erase": ("POST", "/api/gdpr/erase"),
+    "export": ("GET", "/api/gdpr/export"),
     "export_leads": ("GET", "/api/leads.csv"),
     "find_tenants": ("GET", "/api/staff/tenants"),
     "forgot_password": ("POST", "/api/auth/forgot"),
@@ -54,6 +58,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "get_me": ("GET", "/api/me"),
     "get_settings": ("GET", "/api/settings"),
     "get_source": ("GET", "/api/knowledge/sources/{source_id}"),
+    "get_text": ("GET", "/api/knowledge/sources/{source_id}/text"),
     "limits": ("GET", "/api/limits"),
     "link_code": ("POST", "/api/channels/telegram/link-code"),
     "list_alerts": ("GET", "/api/chatbots/{chatbot_id}/alerts"),
@@ -79,6 +84,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "negative_feedback": ("GET", "/api/feedback/negative"),
     "overview": ("GET", "/api/billing"),
     "portal": ("POST", "/api/billing/portal"),
+    "put_inbound": ("PUT", "/api/channels/telegram/{channel_id}/inbound"),
     "put_llm_settings": ("PUT", "/api/assistant/llm"),
     "put_settings": ("PUT", "/api/settings"),
     "questions": ("GET", "/api/analytics/questions"),
@@ -95,13 +101,13 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "reply": ("POST", "/api/conversations/{conversation_id}/reply"),
     "resend_verification": ("POST", "/api/me/verification"),
     "reset_password": ("POST", "/api/auth/reset"),
+    "restore_tenant": ("POST", "/api/tenants/{tenant_id}/restore"),
     "resume_destination": ("POST", "/api/outbox/destinations/{destination_id}/resume"),
     "revoke_api_key": ("DELETE", "/api/keys/{key_id}"),
     "revoke_invite": ("DELETE", "/api/invites/{invite_id}"),
     "rotate_key": ("POST", "/api/chatbots/{chatbot_id}/rotate-key"),
     "rotate_secret": ("POST", "/api/webhooks/{endpoint_id}/rotate-secret"),
     "send_test": ("POST", "/api/webhooks/{endpoint_id}/test"),
-    "set_inbound": ("PUT", "/api/channels/telegram/{channel_id}/inbound"),
     "set_limits": ("POST", "/api/staff/tenants/{tenant_id}/limits"),
     "sign_up": ("POST", "/api/auth/signup"),
     "stats": ("GET", "/api/staff/stats"),
@@ -164,6 +170,10 @@ class Operations(ClientBase):
         return await self.request(
             "GET", "/api/staff/audit", query={"tenant_id": tenant_id, "limit": limit}, headers=headers
         )
+
+    async def billing_staff_delete_tenant(self, tenant_id: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """DELETE /api/staff/tenants/{tenant_id} (204): Delete a tenant (purged after the grace period; its owners can restore it until then)"""
+        return await self.request("DELETE", f"/api/staff/tenants/{segment(tenant_id)}", headers=headers)
 
     async def capture_lead(
         self, conversation_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
@@ -297,6 +307,10 @@ class Operations(ClientBase):
         """DELETE /api/tenant (204): Delete the workspace (owners only); every token and key for it stops working."""
         return await self.request("DELETE", "/api/tenant", headers=headers)
 
+    async def deleted_tenants(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/tenants/deleted (200): Workspaces you own that were deleted and can still be restored, with when they are purged."""
+        return await self.request("GET", "/api/tenants/deleted", headers=headers)
+
     async def downgrade(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/billing/downgrade (200): Go down to a free plan"""
         return await self.request("POST", "/api/billing/downgrade", body=body, headers=headers)
@@ -304,6 +318,18 @@ class Operations(ClientBase):
     async def endpoint_deliveries(self, endpoint_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/webhooks/{endpoint_id}/deliveries (200): The endpoint's delivery log, newest first (replay: POST /api/outbox/deliveries/{id}/replay)."""
         return await self.request("GET", f"/api/webhooks/{segment(endpoint_id)}/deliveries", headers=headers)
+
+    async def erase(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """POST /api/gdpr/erase (200): Erase a visitor: messages, leads, feedback go; their conversations stay without personal fields."""
+        return await self.request("POST", "/api/gdpr/erase", body=body, headers=headers)
+
+    async def export(
+        self, *, conversation_id: str | None = None, email: str | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        """GET /api/gdpr/export (200): A zip of CSV files: one visitor's data (by conversation or email), or the whole workspace's"""
+        return await self.request(
+            "GET", "/api/gdpr/export", query={"conversation_id": conversation_id, "email": email}, headers=headers
+        )
 
     async def export_leads(
         self,
@@ -363,6 +389,10 @@ class Operations(ClientBase):
     async def get_source(self, source_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/knowledge/sources/{source_id} (200): One source with its import status and progress (poll this while it runs)."""
         return await self.request("GET", f"/api/knowledge/sources/{segment(source_id)}", headers=headers)
+
+    async def get_text(self, source_id: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/knowledge/sources/{source_id}/text (200): The text of a pasted-text source, to read or edit (PUT the same path to replace it)."""
+        return await self.request("GET", f"/api/knowledge/sources/{segment(source_id)}/text", headers=headers)
 
     async def limits(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/limits (200): The limits in force for this workspace (plan, with any per-workspace overrides; 0 = unlimited)."""
@@ -542,6 +572,12 @@ class Operations(ClientBase):
         """POST /api/billing/portal (200): Open the Stripe customer portal"""
         return await self.request("POST", "/api/billing/portal", headers=headers)
 
+    async def put_inbound(self, channel_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """PUT /api/channels/telegram/{channel_id}/inbound (200): How the channel's updates arrive: by webhook (the server needs a public URL) or by long polling"""
+        return await self.request(
+            "PUT", f"/api/channels/telegram/{segment(channel_id)}/inbound", body=body, headers=headers
+        )
+
     async def put_llm_settings(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """PUT /api/assistant/llm (200): Set the tenant's (or one chatbot's) LLM provider; the API key is stored encrypted."""
         return await self.request("PUT", "/api/assistant/llm", body=body, headers=headers)
@@ -627,6 +663,10 @@ class Operations(ClientBase):
         """POST /api/auth/reset (204): Set a new password with an emailed reset token; every session of the account is ended. Public (no token)."""
         return await self.request("POST", "/api/auth/reset", body=body, headers=headers)
 
+    async def restore_tenant(self, tenant_id: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """POST /api/tenants/{tenant_id}/restore (200): Cancel a workspace's deletion during its grace period (owners of it)."""
+        return await self.request("POST", f"/api/tenants/{segment(tenant_id)}/restore", headers=headers)
+
     async def resume_destination(self, destination_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/outbox/destinations/{destination_id}/resume (204): Resume a paused destination: its waiting deliveries go out."""
         return await self.request("POST", f"/api/outbox/destinations/{segment(destination_id)}/resume", headers=headers)
@@ -654,12 +694,6 @@ class Operations(ClientBase):
     async def send_test(self, endpoint_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/webhooks/{endpoint_id}/test (202): Queue a signed webhook.test event to the endpoint."""
         return await self.request("POST", f"/api/webhooks/{segment(endpoint_id)}/test", headers=headers)
-
-    async def set_inbound(self, channel_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-        """PUT /api/channels/telegram/{channel_id}/inbound (200): How the channel's updates arrive: by webhook (the server needs a public URL) or by long polling"""
-        return await self.request(
-            "PUT", f"/api/channels/telegram/{segment(channel_id)}/inbound", body=body, headers=headers
-        )
 
     async def set_limits(self, tenant_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/staff/tenants/{tenant_id}/limits (200): Set per-tenant limit overrides (null inherits, 0 unlimited)"""
@@ -712,7 +746,7 @@ class Operations(ClientBase):
     async def try_question(
         self, chatbot_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
     ) -> Any:
-        """POST /api/chatbots/{chatbot_id}/knowledge/search (200): Try a question: the passages the bot would ground its answer in, with their scores."""
+        """POST /api/chatbots/{chatbot_id}/knowledge/search (200): Try a question: the passages the bot would ground its answer in, and whether it would answer or decline."""
         return await self.request(
             "POST", f"/api/chatbots/{segment(chatbot_id)}/knowledge/search", body=body, headers=headers
         )

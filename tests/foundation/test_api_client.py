@@ -89,6 +89,9 @@ async def test_the_reference_page(server):
             assert f"client.{op['operationId']}(" in section[:8000]
     for name in doc["components"]["schemas"]:
         assert f'id="schema-{name}"' in html
+    # Every in-page link lands on an anchor of the page.
+    anchors = set(re.findall(r'id="([^"]+)"', html))
+    assert {target for target in re.findall(r'href="#([^"]+)"', html)} <= anchors
     # Nothing from outside: no script, no external stylesheet, image, font or frame.
     assert "<script" not in html.lower()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html, re.I)
