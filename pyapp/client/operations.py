@@ -43,6 +43,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "delete_telegram": ("DELETE", "/api/channels/telegram/{channel_id}"),
     "delete_tenant": ("DELETE", "/api/tenant"),
     "deleted_tenants": ("GET", "/api/tenants/deleted"),
+    "domains_claim": ("POST", "/api/domains"),
     "downgrade": ("POST", "/api/billing/downgrade"),
     "endpoint_deliveries": ("GET", "/api/webhooks/{endpoint_id}/deliveries"),
     "erase": ("POST", "/api/gdpr/erase"),
@@ -50,12 +51,14 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "export_leads": ("GET", "/api/leads.csv"),
     "find_tenants": ("GET", "/api/staff/tenants"),
     "forgot_password": ("POST", "/api/auth/forgot"),
+    "get_branding": ("GET", "/api/branding"),
     "get_chatbot": ("GET", "/api/chatbots/{chatbot_id}"),
     "get_conversation": ("GET", "/api/conversations/{conversation_id}"),
     "get_delivery": ("GET", "/api/outbox/deliveries/{delivery_id}"),
     "get_endpoint": ("GET", "/api/webhooks/{endpoint_id}"),
     "get_lead": ("GET", "/api/leads/{lead_id}"),
     "get_me": ("GET", "/api/me"),
+    "get_require_sso": ("GET", "/api/tenant/sso"),
     "get_settings": ("GET", "/api/settings"),
     "get_source": ("GET", "/api/knowledge/sources/{source_id}"),
     "get_text": ("GET", "/api/knowledge/sources/{source_id}/text"),
@@ -69,12 +72,15 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_deliveries": ("GET", "/api/outbox/deliveries"),
     "list_destinations": ("GET", "/api/outbox/destinations"),
     "list_documents": ("GET", "/api/knowledge/sources/{source_id}/documents"),
+    "list_domains": ("GET", "/api/domains"),
     "list_endpoints": ("GET", "/api/webhooks"),
+    "list_identities": ("GET", "/api/me/identities"),
     "list_invites": ("GET", "/api/invites"),
     "list_leads": ("GET", "/api/leads"),
     "list_llm_settings": ("GET", "/api/assistant/llm"),
     "list_members": ("GET", "/api/members"),
     "list_plans": ("GET", "/api/billing/plans"),
+    "list_providers": ("GET", "/api/auth/sso/providers"),
     "list_sources": ("GET", "/api/chatbots/{chatbot_id}/knowledge/sources"),
     "list_telegram": ("GET", "/api/channels/telegram"),
     "list_templates": ("GET", "/api/chatbot-templates"),
@@ -84,8 +90,10 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "negative_feedback": ("GET", "/api/feedback/negative"),
     "overview": ("GET", "/api/billing"),
     "portal": ("POST", "/api/billing/portal"),
+    "put_branding": ("PUT", "/api/branding"),
     "put_inbound": ("PUT", "/api/channels/telegram/{channel_id}/inbound"),
     "put_llm_settings": ("PUT", "/api/assistant/llm"),
+    "put_require_sso": ("PUT", "/api/tenant/sso"),
     "put_settings": ("PUT", "/api/settings"),
     "questions": ("GET", "/api/analytics/questions"),
     "referrals": ("GET", "/api/billing/referrals"),
@@ -93,6 +101,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "refresh_widget_session": ("POST", "/api/widget/sessions/refresh"),
     "reimport_source": ("POST", "/api/knowledge/sources/{source_id}/reimport"),
     "release": ("POST", "/api/conversations/{conversation_id}/release"),
+    "remove": ("DELETE", "/api/domains/{hostname}"),
     "remove_member": ("DELETE", "/api/members/{user_id}"),
     "reopen": ("POST", "/api/conversations/{conversation_id}/reopen"),
     "replace_text": ("PUT", "/api/knowledge/sources/{source_id}/text"),
@@ -110,6 +119,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "send_test": ("POST", "/api/webhooks/{endpoint_id}/test"),
     "set_limits": ("POST", "/api/staff/tenants/{tenant_id}/limits"),
     "sign_up": ("POST", "/api/auth/signup"),
+    "staff_set": ("POST", "/api/staff/tenants/{tenant_id}/domains/{hostname}"),
     "stats": ("GET", "/api/staff/stats"),
     "stream_events": ("GET", "/api/events"),
     "summary": ("GET", "/api/analytics/summary"),
@@ -119,6 +129,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "test_llm_settings": ("POST", "/api/assistant/llm/test"),
     "triage_feedback": ("POST", "/api/feedback/{message_id}/triage"),
     "try_question": ("POST", "/api/chatbots/{chatbot_id}/knowledge/search"),
+    "unlink_identity": ("DELETE", "/api/me/identities/{provider}"),
     "unsuspend": ("POST", "/api/staff/tenants/{tenant_id}/unsuspend"),
     "update_chatbot": ("PATCH", "/api/chatbots/{chatbot_id}"),
     "update_endpoint": ("PATCH", "/api/webhooks/{endpoint_id}"),
@@ -127,6 +138,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "upload_source": ("POST", "/api/chatbots/{chatbot_id}/knowledge/upload"),
     "usage": ("GET", "/api/usage"),
     "usage_feed": ("GET", "/api/billing/usage"),
+    "verify": ("POST", "/api/domains/{hostname}/verify"),
     "verify_email": ("POST", "/api/auth/verify-email"),
     "visitor_conversations": ("POST", "/api/widget/conversations"),
 }
@@ -311,6 +323,10 @@ class Operations(ClientBase):
         """GET /api/tenants/deleted (200): Workspaces you own that were deleted and can still be restored, with when they are purged."""
         return await self.request("GET", "/api/tenants/deleted", headers=headers)
 
+    async def domains_claim(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """POST /api/domains (201): Claim a custom domain"""
+        return await self.request("POST", "/api/domains", body=body, headers=headers)
+
     async def downgrade(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/billing/downgrade (200): Go down to a free plan"""
         return await self.request("POST", "/api/billing/downgrade", body=body, headers=headers)
@@ -358,6 +374,10 @@ class Operations(ClientBase):
         """POST /api/auth/forgot (202): Email a password-reset link if the account exists; the answer is the same either way. Public (no token)."""
         return await self.request("POST", "/api/auth/forgot", body=body, headers=headers)
 
+    async def get_branding(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/branding (200): Your widgets' default credit line"""
+        return await self.request("GET", "/api/branding", headers=headers)
+
     async def get_chatbot(self, chatbot_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/chatbots/{chatbot_id} (200): One chatbot."""
         return await self.request("GET", f"/api/chatbots/{segment(chatbot_id)}", headers=headers)
@@ -381,6 +401,10 @@ class Operations(ClientBase):
     async def get_me(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/me (200): Who the access token belongs to and which workspace it is for."""
         return await self.request("GET", "/api/me", headers=headers)
+
+    async def get_require_sso(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/tenant/sso (200): Whether this workspace requires single sign-on."""
+        return await self.request("GET", "/api/tenant/sso", headers=headers)
 
     async def get_settings(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/settings (200): The workspace and its settings."""
@@ -486,9 +510,17 @@ class Operations(ClientBase):
         """GET /api/knowledge/sources/{source_id}/documents (200): The documents (pages, files) of a source with their chunk counts."""
         return await self.request("GET", f"/api/knowledge/sources/{segment(source_id)}/documents", headers=headers)
 
+    async def list_domains(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/domains (200): Your custom domains and their DNS records"""
+        return await self.request("GET", "/api/domains", headers=headers)
+
     async def list_endpoints(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/webhooks (200): Every endpoint with its health (paused ones say why)."""
         return await self.request("GET", "/api/webhooks", headers=headers)
+
+    async def list_identities(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/me/identities (200): The identities (provider accounts) that sign you in."""
+        return await self.request("GET", "/api/me/identities", headers=headers)
 
     async def list_invites(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/invites (200): Invites of the workspace, newest first, with their status."""
@@ -523,6 +555,10 @@ class Operations(ClientBase):
         """GET /api/billing/plans (200): The plans on offer"""
         return await self.request("GET", "/api/billing/plans", headers=headers)
 
+    async def list_providers(self, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/auth/sso/providers (200): The identity providers this server offers for signing in (empty when none is configured). Public (no token)."""
+        return await self.request("GET", "/api/auth/sso/providers", headers=headers)
+
     async def list_sources(self, chatbot_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/chatbots/{chatbot_id}/knowledge/sources (200): List a chatbot's knowledge sources with progress and counts."""
         return await self.request("GET", f"/api/chatbots/{segment(chatbot_id)}/knowledge/sources", headers=headers)
@@ -535,9 +571,9 @@ class Operations(ClientBase):
         """GET /api/chatbot-templates (200): The chatbot templates (personas with greeting, starters, handoff and lead settings)."""
         return await self.request("GET", "/api/chatbot-templates", headers=headers)
 
-    async def list_tenants(self, *, headers: dict[str, str] | None = None) -> Any:
-        """GET /api/tenants (200): The workspaces you belong to, with your role in each."""
-        return await self.request("GET", "/api/tenants", headers=headers)
+    async def list_tenants(self, *, ids: str | None = None, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/tenants (200): The workspaces you belong to, with your role in each; with `ids`, those workspaces (a batch"""
+        return await self.request("GET", "/api/tenants", query={"ids": ids}, headers=headers)
 
     async def log_in(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/auth/login (200): Sign in with email and password; lands in the workspace used last. Public (no token)."""
@@ -572,6 +608,10 @@ class Operations(ClientBase):
         """POST /api/billing/portal (200): Open the Stripe customer portal"""
         return await self.request("POST", "/api/billing/portal", headers=headers)
 
+    async def put_branding(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """PUT /api/branding (200): Set your widgets' default credit line (label and link)"""
+        return await self.request("PUT", "/api/branding", body=body, headers=headers)
+
     async def put_inbound(self, channel_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """PUT /api/channels/telegram/{channel_id}/inbound (200): How the channel's updates arrive: by webhook (the server needs a public URL) or by long polling"""
         return await self.request(
@@ -581,6 +621,10 @@ class Operations(ClientBase):
     async def put_llm_settings(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """PUT /api/assistant/llm (200): Set the tenant's (or one chatbot's) LLM provider; the API key is stored encrypted."""
         return await self.request("PUT", "/api/assistant/llm", body=body, headers=headers)
+
+    async def put_require_sso(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        """PUT /api/tenant/sso (200): Require single sign-on for this workspace (owners, from a session opened by an identity provider), or stop."""
+        return await self.request("PUT", "/api/tenant/sso", body=body, headers=headers)
 
     async def put_settings(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """PUT /api/settings (200): Rename the workspace and merge settings: given keys are set, null removes one, others are kept."""
@@ -622,6 +666,10 @@ class Operations(ClientBase):
     async def release(self, conversation_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/conversations/{conversation_id}/release (200): Hand the conversation back to the bot."""
         return await self.request("POST", f"/api/conversations/{segment(conversation_id)}/release", headers=headers)
+
+    async def remove(self, hostname: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """DELETE /api/domains/{hostname} (204): Remove a domain"""
+        return await self.request("DELETE", f"/api/domains/{segment(hostname)}", headers=headers)
 
     async def remove_member(self, user_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """DELETE /api/members/{user_id} (204): Remove a member (admins; owners for owners), or leave yourself; the last owner cannot go."""
@@ -703,6 +751,14 @@ class Operations(ClientBase):
         """POST /api/auth/signup (201): Create an account, optionally with a new workspace (you become its owner), and sign in. Public (no token)."""
         return await self.request("POST", "/api/auth/signup", body=body, headers=headers)
 
+    async def staff_set(
+        self, tenant_id: Any, hostname: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """POST /api/staff/tenants/{tenant_id}/domains/{hostname} (200): Staff: force a domain active or disable it"""
+        return await self.request(
+            "POST", f"/api/staff/tenants/{segment(tenant_id)}/domains/{segment(hostname)}", body=body, headers=headers
+        )
+
     async def stats(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/staff/stats (200): Installation-wide figures"""
         return await self.request("GET", "/api/staff/stats", headers=headers)
@@ -751,6 +807,10 @@ class Operations(ClientBase):
             "POST", f"/api/chatbots/{segment(chatbot_id)}/knowledge/search", body=body, headers=headers
         )
 
+    async def unlink_identity(self, provider: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """DELETE /api/me/identities/{provider} (204): Stop signing in with this provider; refused when it is your only way in (409 last_sign_in_method)."""
+        return await self.request("DELETE", f"/api/me/identities/{segment(provider)}", headers=headers)
+
     async def unsuspend(self, tenant_id: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/staff/tenants/{tenant_id}/unsuspend (200): Lift a suspension"""
         return await self.request(
@@ -794,6 +854,10 @@ class Operations(ClientBase):
         return await self.request(
             "GET", "/api/billing/usage", query={"month": month, "format": format}, headers=headers
         )
+
+    async def verify(self, hostname: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """POST /api/domains/{hostname}/verify (200): Check the DNS records now"""
+        return await self.request("POST", f"/api/domains/{segment(hostname)}/verify", headers=headers)
 
     async def verify_email(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/auth/verify-email (200): Use an emailed verification link: the address is verified (or, for an e-mail change, becomes yours). Public (no token)."""
