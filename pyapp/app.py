@@ -36,6 +36,7 @@ SURFACES: list[str] = [
     "pyapp.console",
     "pyapp.chatbots.routes",
     "pyapp.conversations.routes",
+    "pyapp.conversations.system_texts",
     "pyapp.leads.routes",
     "pyapp.knowledge.routes",
     "pyapp.assistant.routes",

@@ -28,6 +28,7 @@ BOT_MESSAGE_BODY_MAX = 16000  # parley.message_body_max('bot' | 'system'), the m
 LEAD_NAME_MAX = 200  # parley.check_lead_fields
 LEAD_EMAIL_MAX = 320
 LEAD_PHONE_MAX = 50
+SYSTEM_TEXT_MAX = 2000  # parley.system_texts.body CHECK (migration 0029)
 
 
 def _encodable(value: str) -> str:
@@ -92,6 +93,9 @@ LeadName = Annotated[str, Field(max_length=LEAD_NAME_MAX), AfterValidator(text)]
 LeadEmail = Annotated[str, Field(max_length=LEAD_EMAIL_MAX), AfterValidator(line)]
 LeadPhone = Annotated[str, Field(max_length=LEAD_PHONE_MAX), AfterValidator(line)]
 LeadCustom = Annotated[dict[str, JsonValue], AfterValidator(custom)]
+SystemTextBody = Annotated[
+    str, Field(min_length=1, max_length=SYSTEM_TEXT_MAX), AfterValidator(text), AfterValidator(_not_blank)
+]
 
 
 # Bounded text fields whose limits are the API's own (chatbot config, search queries): the

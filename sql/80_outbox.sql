@@ -70,6 +70,7 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_chatbot uuid;
+  v_channels boolean := true;
 BEGIN
   -- The common case: nobody subscribes. One probe of the tenant's few destinations.
   IF NOT EXISTS (SELECT 1 FROM parley.outbox_destinations d
@@ -80,6 +81,13 @@ BEGIN
     SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
      WHERE c.tenant_id = NEW.tenant_id AND c.id = NEW.conversation_id;
   END IF;
+  -- A system text whose template says "not to channels" (sql/49_system_texts.sql) skips the agents' channels.
+  IF NEW.kind = 'message_added' AND NEW.message_id IS NOT NULL THEN
+    SELECT coalesce((m.meta->>'to_channels')::boolean, true) INTO v_channels FROM parley.messages m
+     WHERE m.tenant_id = NEW.tenant_id AND m.conversation_id = NEW.conversation_id AND m.id = NEW.message_id
+       AND m.author = 'system';
+    v_channels := coalesce(v_channels, true);
+  END IF;
   -- Rows only: the body ('{}' here) is built by the drainer when it first takes the delivery
   -- (parley.event_delivery_payload), so the chat transaction that writes the event (holding its
   -- conversations and the tenant's event lock) pays for an insert, not for JSON.
@@ -87,11 +95,12 @@ BEGIN
   SELECT NEW.tenant_id, d.id, NEW.id, 'conversation.' || NEW.kind, NEW.conversation_id, '{}', now() + d.retry_window
     FROM parley.outbox_destinations d
    WHERE d.tenant_id = NEW.tenant_id AND d.status <> 'disabled' AND NEW.kind = ANY (d.event_kinds)
-     AND (d.chatbot_id IS NULL OR d.chatbot_id = v_chatbot);
+     AND (d.chatbot_id IS NULL OR d.chatbot_id = v_chatbot)
+     AND (v_channels OR d.kind <> 'telegram');
   RETURN NULL;
 END $$;
 COMMENT ON FUNCTION parley.enqueue_event_deliveries() IS
-  'Trigger t50_enqueue_deliveries on parley.events: one outbox row per active or paused destination of the tenant subscribed to the event kind (and chatbot), in the event''s transaction, with an empty body that take_outbox_batch fills from the event (event_delivery_payload). No NOTIFY of its own: emit_event''s parley_events wakes the drainers.';
+  'Trigger t50_enqueue_deliveries on parley.events: one outbox row per active or paused destination of the tenant subscribed to the event kind (and chatbot; a system text whose template is not for channels skips Telegram), in the event''s transaction, with an empty body that take_outbox_batch fills from the event (event_delivery_payload). No NOTIFY of its own: emit_event''s parley_events wakes the drainers.';
 
 CREATE OR REPLACE FUNCTION parley.event_delivery_payloads(p_event_ids bigint[])
 RETURNS TABLE (event_id bigint, payload jsonb)

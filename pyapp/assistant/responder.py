@@ -127,36 +127,9 @@ AFFIRMATIVE = {
     "tr": ["evet", "tamam", "olur", "lutfen", "tabii", "tabi", "tabii ki", "elbette", "peki"],
 }
 
-TEXTS = {
-    "handoff": {
-        "en": "I'm connecting you with a person from our team. They'll reply here as soon as they can.",
-        "es": "Te pongo en contacto con una persona de nuestro equipo. Te responderá aquí lo antes posible.",
-        "fr": "Je vous mets en relation avec une personne de notre équipe. Elle vous répondra ici dès que possible.",
-        "de": "Ich verbinde Sie mit einer Person aus unserem Team. Sie antwortet hier, sobald sie kann.",
-        "tr": "Sizi ekibimizden bir kişiye bağlıyorum. En kısa sürede buradan yanıt verecek.",
-    },
-    "unknown": {
-        "en": "I'm sorry, I don't know the answer to that. Would you like to talk to a person from our team?",
-        "es": "Lo siento, no sé la respuesta. ¿Quieres hablar con una persona de nuestro equipo?",
-        "fr": "Désolé, je ne connais pas la réponse. Voulez-vous parler à une personne de notre équipe ?",
-        "de": "Das weiß ich leider nicht. Möchten Sie mit einer Person aus unserem Team sprechen?",
-        "tr": "Üzgünüm, bunun cevabını bilmiyorum. Ekibimizden biriyle konuşmak ister misiniz?",
-    },
-    "quota": {
-        "en": "Our assistant has answered all the questions it can for today. You can ask for a person from our team instead.",
-        "es": "Nuestro asistente ya no puede responder más preguntas hoy. Puedes pedir hablar con una persona de nuestro equipo.",
-        "fr": "Notre assistant a répondu à toutes les questions possibles pour aujourd'hui. Vous pouvez demander une personne de notre équipe.",
-        "de": "Unser Assistent kann heute keine weiteren Fragen beantworten. Sie können nach einer Person aus unserem Team fragen.",
-        "tr": "Asistanımız bugün daha fazla soru yanıtlayamıyor. Bunun yerine ekibimizden birini isteyebilirsiniz.",
-    },
-    "unavailable": {
-        "en": "Sorry, the assistant is unavailable right now. You can ask for a person from our team.",
-        "es": "Lo siento, el asistente no está disponible ahora. Puedes pedir hablar con una persona de nuestro equipo.",
-        "fr": "Désolé, l'assistant n'est pas disponible pour le moment. Vous pouvez demander une personne de notre équipe.",
-        "de": "Der Assistent ist gerade nicht verfügbar. Sie können nach einer Person aus unserem Team fragen.",
-        "tr": "Üzgünüm, asistan şu anda kullanılamıyor. Ekibimizden birini isteyebilirsiniz.",
-    },
-}
+# The widget's languages: what language_of answers. The texts said in them are system texts
+# (sql/49_system_texts.sql: per tenant and locale, edited in the console).
+LANGUAGES = ("en", "es", "fr", "de", "tr")
 
 
 def _fold(text: str) -> str:
@@ -193,7 +166,7 @@ def language_of(config: dict, locale: str | None = None) -> str:
     """The chatbot's language; with none or "auto", the visitor's (the conversation's locale), else en."""
     for value in (config.get("language"), locale):
         lang = str(value or "").lower().split("-")[0].split("_")[0]
-        if lang in TEXTS["unknown"]:
+        if lang in LANGUAGES:
             return lang
     return "en"
 
@@ -306,18 +279,25 @@ async def _record(
         log.warning("assistant turn not recorded: %s", exc)
 
 
-async def _notice(turn: BotTurn, body: str, code: str) -> None:
-    """A system message the visitor must see (stored, so it survives reconnects)."""
+async def _notice(turn: BotTurn, kind: str, lang: str) -> None:
+    """Say a system text (handoff, ai_quota, assistant_unavailable) as the tenant's template for it asks."""
     try:
         async with turn.service_tx() as conn:
-            await conn.fetchrow(
-                "SELECT * FROM parley.post_message($1, 'system', $2, NULL, $3)",
+            await conn.fetchval(
+                "SELECT parley.post_system_text($1, $2, $3, $4)",
                 turn.conversation_id,
-                body,
-                {"notice": code, "offer_human": code != "handoff"},
+                kind,
+                lang,
+                {"offer_human": kind != "handoff"},
             )
     except asyncpg.PostgresError as exc:
-        log.warning("notice %s not stored: %s", code, exc)
+        log.warning("notice %s not stored: %s", kind, exc)
+
+
+async def _declined_text(turn: BotTurn, lang: str) -> str:
+    """The "I don't know" reply in the visitor's language, as the tenant worded it."""
+    async with turn.service_tx() as conn:
+        return await conn.fetchval("SELECT parley.system_text('unknown', $1, $2)->>'body'", lang, turn.conversation_id)
 
 
 def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
@@ -333,7 +313,7 @@ async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
     _lead_before_handoff(turn, state)
     async with turn.service_tx() as conn:
         await conn.fetchrow("SELECT * FROM parley.request_human($1)", turn.conversation_id)
-    await _notice(turn, TEXTS["handoff"][language_of(state.config, state.locale)], "handoff")
+    await _notice(turn, "handoff", language_of(state.config, state.locale))
     await _record(turn, question, "handoff", False)
 
 
@@ -356,7 +336,7 @@ async def respond(turn: BotTurn) -> None:
             log.warning("assistant: database unavailable in conversation %s", turn.conversation_id)
             return
         log.exception("assistant failed in conversation %s", turn.conversation_id)
-        await _notice(turn, TEXTS["unavailable"][language_of(turn.chatbot_config or {})], "assistant_unavailable")
+        await _notice(turn, "assistant_unavailable", language_of(turn.chatbot_config or {}))
 
 
 async def _respond(turn: BotTurn) -> None:
@@ -372,7 +352,7 @@ async def _respond(turn: BotTurn) -> None:
         await hand_off(turn, state, question)
         return
     if not state.quota_left:
-        await _notice(turn, TEXTS["quota"][lang], "ai_quota")
+        await _notice(turn, "ai_quota", lang)
         await _record(turn, question, "quota", False)
         return
 
@@ -400,13 +380,13 @@ async def _respond(turn: BotTurn) -> None:
 
     if llm is False:
         turn.typing(False)
-        await _notice(turn, TEXTS["unavailable"][lang], "assistant_unavailable")
+        await _notice(turn, "assistant_unavailable", lang)
         await _record(turn, question, "error", grounded, passages=len(passages))
         return
     offer = False
     if llm is None:
         answer = extractive_answer(question, [{**p, "score": p["confidence"]} for p in passages], USE_AT)
-        text = str(answer) if answer else TEXTS["unknown"][lang]
+        text = str(answer) if answer else await _declined_text(turn, lang)
         grounded = answer is not None
         offer = answer is None
     else:
@@ -424,12 +404,12 @@ async def _respond(turn: BotTurn) -> None:
         except (LLMError, OSError) as exc:
             log.warning("LLM failed for conversation %s: %s", turn.conversation_id, exc)
             turn.typing(False)
-            await _notice(turn, TEXTS["unavailable"][lang], "assistant_unavailable")
+            await _notice(turn, "assistant_unavailable", lang)
             await _record(turn, question, "error", grounded, provider=provider, passages=len(passages))
             return
         text = "".join(parts).strip()
         if not text:
-            text, offer = TEXTS["unknown"][lang], True
+            text, offer = await _declined_text(turn, lang), True
 
     meta = {
         "citations": citations_of(text, passages) if grounded else [],
@@ -445,7 +425,7 @@ async def _respond(turn: BotTurn) -> None:
     except asyncpg.PostgresError as exc:
         mapped = from_postgres(exc)
         if mapped is not None and mapped.code == "plan_limit":
-            await _notice(turn, TEXTS["quota"][lang], "ai_quota")
+            await _notice(turn, "ai_quota", lang)
             await _record(turn, question, "quota", grounded, provider=provider)
             return
         if mapped is not None and mapped.status == 409:
@@ -470,7 +450,7 @@ async def _respond(turn: BotTurn) -> None:
             )
         if status == "waiting_human":  # this miss reached handoff.miss_threshold (store_message)
             _lead_before_handoff(turn, state)
-            await _notice(turn, TEXTS["handoff"][lang], "handoff")
+            await _notice(turn, "handoff", lang)
 
 
 def setup(app: web.Application) -> None:

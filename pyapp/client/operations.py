@@ -82,6 +82,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "list_plans": ("GET", "/api/billing/plans"),
     "list_providers": ("GET", "/api/auth/sso/providers"),
     "list_sources": ("GET", "/api/chatbots/{chatbot_id}/knowledge/sources"),
+    "list_system_texts": ("GET", "/api/system-texts"),
     "list_telegram": ("GET", "/api/channels/telegram"),
     "list_templates": ("GET", "/api/chatbot-templates"),
     "list_tenants": ("GET", "/api/tenants"),
@@ -95,6 +96,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "put_llm_settings": ("PUT", "/api/assistant/llm"),
     "put_require_sso": ("PUT", "/api/tenant/sso"),
     "put_settings": ("PUT", "/api/settings"),
+    "put_system_text": ("PUT", "/api/system-texts/{kind}/{locale}"),
     "questions": ("GET", "/api/analytics/questions"),
     "referrals": ("GET", "/api/billing/referrals"),
     "refresh_session": ("POST", "/api/auth/refresh"),
@@ -110,6 +112,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "reply": ("POST", "/api/conversations/{conversation_id}/reply"),
     "resend_verification": ("POST", "/api/me/verification"),
     "reset_password": ("POST", "/api/auth/reset"),
+    "reset_system_text": ("DELETE", "/api/system-texts/{kind}/{locale}"),
     "restore_tenant": ("POST", "/api/tenants/{tenant_id}/restore"),
     "resume_destination": ("POST", "/api/outbox/destinations/{destination_id}/resume"),
     "revoke_api_key": ("DELETE", "/api/keys/{key_id}"),
@@ -563,6 +566,10 @@ class Operations(ClientBase):
         """GET /api/chatbots/{chatbot_id}/knowledge/sources (200): List a chatbot's knowledge sources with progress and counts."""
         return await self.request("GET", f"/api/chatbots/{segment(chatbot_id)}/knowledge/sources", headers=headers)
 
+    async def list_system_texts(self, *, locale: str | None = None, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/system-texts (200): Every system text of the workspace in one language, each marked custom when changed."""
+        return await self.request("GET", "/api/system-texts", query={"locale": locale}, headers=headers)
+
     async def list_telegram(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/channels/telegram (200): The workspace's Telegram channels and their health."""
         return await self.request("GET", "/api/channels/telegram", headers=headers)
@@ -629,6 +636,14 @@ class Operations(ClientBase):
     async def put_settings(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """PUT /api/settings (200): Rename the workspace and merge settings: given keys are set, null removes one, others are kept."""
         return await self.request("PUT", "/api/settings", body=body, headers=headers)
+
+    async def put_system_text(
+        self, kind: Any, locale: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """PUT /api/system-texts/{kind}/{locale} (200): Word one system text of one language your way, and choose where it goes (audited)."""
+        return await self.request(
+            "PUT", f"/api/system-texts/{segment(kind)}/{segment(locale)}", body=body, headers=headers
+        )
 
     async def questions(
         self,
@@ -710,6 +725,10 @@ class Operations(ClientBase):
     async def reset_password(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/auth/reset (204): Set a new password with an emailed reset token; every session of the account is ended. Public (no token)."""
         return await self.request("POST", "/api/auth/reset", body=body, headers=headers)
+
+    async def reset_system_text(self, kind: Any, locale: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """DELETE /api/system-texts/{kind}/{locale} (200): Go back to the shipped text of one kind and language; returns it."""
+        return await self.request("DELETE", f"/api/system-texts/{segment(kind)}/{segment(locale)}", headers=headers)
 
     async def restore_tenant(self, tenant_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/tenants/{tenant_id}/restore (200): Cancel a workspace's deletion during its grace period (owners of it)."""

@@ -51,6 +51,7 @@ def setup(app: aioweb.Application) -> None:
         onboarding,
         privacy,
         sso,
+        system_texts,
         team,
     )
     from pyapp.domains import console as _domains  # noqa: F401

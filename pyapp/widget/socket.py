@@ -249,9 +249,19 @@ class VisitorSession:
         self.send(error_frame(mapped.code, mapped.message, **extra))
         if mapped.status in (402, 429):
             if self.claims.conversation_id is None:
-                self._limit_reached(mapped)  # the conversation could not start
+                await self._limit_reached(mapped)  # the conversation could not start
             else:
                 await self._notice(mapped)
+
+    def _language(self) -> str | None:
+        """The chatbot's language, or with none or "auto" the visitor's browser locale (SQL picks the text)."""
+        language = (self.chatbot.get("public_config") or {}).get("language")
+        if language and language != "auto":
+            return str(language)
+        return self.hello.locale if self.hello else None
+
+    def _limits_tx(self):
+        return tenant_tx(self.pool, Actor(self.claims.tenant_id, kind="service", actor_id="limits"))
 
     async def _notice(self, err: ApiError) -> None:
         """Limits: the visitor must see it in the conversation, so store one system message (throttled)."""
@@ -261,22 +271,32 @@ class VisitorSession:
         if now - self._notices.get(err.code, -NOTICE_EVERY) < NOTICE_EVERY:
             return
         self._notices[err.code] = now
-        body = (
-            "You're sending messages too quickly. Please wait a moment before sending more."
-            if err.status == 429
-            else "This chat can't take more messages right now. Please try again later."
-        )
+        kind = "rate_limited" if err.status == 429 else "message_limit"
         try:
-            async with tenant_tx(self.pool, Actor(self.claims.tenant_id, kind="service", actor_id="limits")) as conn:
-                await conn.fetchval(
-                    "SELECT m.id FROM parley.post_message($1, 'system', $2, NULL, $3) m",
+            async with self._limits_tx() as conn:
+                said = await conn.fetchval(
+                    "SELECT parley.post_system_text($1, $2, $3, $4)",
                     self.claims.conversation_id,
-                    body,
+                    kind,
+                    self._language(),
                     {"notice": err.code},
                 )
         except asyncpg.PostgresError:
-            # Could not store it (the limit covers system messages too): show it unstored.
-            self._unstored_notice(body, err.code)
+            said = None  # could not store it (the limit covers system messages too): show it unstored
+        if said is None or (not said["posted"] and said["to_widget"] and not said.get("limited")):
+            await self._unstored_system_text(kind, err.code)
+
+    async def _unstored_system_text(self, kind: str, code: str) -> None:
+        try:
+            async with self._limits_tx() as conn:
+                said = await conn.fetchval(
+                    "SELECT parley.system_text($1, $2, $3)", kind, self._language(), self.claims.conversation_id
+                )
+        except asyncpg.PostgresError as exc:
+            log.warning("system text %s unavailable: %s", kind, exc)
+            return
+        if said["to_widget"]:
+            self._unstored_notice(said["body"], code)
 
     async def _converse(self, *, anew: bool = False) -> bool:
         """Start the visitor's conversation if it has none (or `anew`: its conversation has ended)."""
@@ -323,14 +343,11 @@ class VisitorSession:
         message = {"id": None, "author": "system", "body": body, "client_id": None, "notice": code}
         self.send({"type": "message", "message": {**message, "created_at": dt.datetime.now(dt.UTC).isoformat()}})
 
-    def _limit_reached(self, err: ApiError) -> None:
+    async def _limit_reached(self, err: ApiError) -> None:
         """No conversation could start: say so (unstored, there is nowhere to store it) and offer the form."""
-        body = (
-            "You're sending messages too quickly. Please wait a moment and try again."
-            if err.code == "rate_limited"
-            else "We can't start a new chat right now. Leave your details and we'll get back to you."
+        await self._unstored_system_text(
+            "rate_limited" if err.code == "rate_limited" else "conversation_limit", err.code
         )
-        self._unstored_notice(body, err.code)
         if err.code != "rate_limited" and not self.lead_sent:
             lead = (self.chatbot.get("public_config") or {}).get("lead_capture") or {}
             self.send(

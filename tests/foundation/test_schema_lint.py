@@ -20,6 +20,7 @@ SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 # (tenant_id leading the PK and every unique/FK, RLS policies) do not apply to them.
 ALLOW_GLOBAL: dict[str, str] = {
     "parley.plans": "the price list every tenant chooses from; reference data without tenant",
+    "parley.system_text_defaults": "the shipped system message texts every tenant starts from; reference data without tenant",
     "parley.chatbot_templates": "the product's chatbot templates (personas), the same for every tenant; read-only to the app",
     "parley.tenants": "the tenants themselves; RLS lets a tenant see only its own row",
     "parley.users": "people are global (one login, many workspaces); RLS shows self and colleagues",
@@ -39,7 +40,7 @@ ALLOW_GLOBAL: dict[str, str] = {
 
 # Global tables that intentionally have no RLS: no tenant data in them, and no app role may
 # write them (checked below).
-NO_RLS_OK = {"parley.plans", "parley.job_schedules", "parley.chatbot_templates"}
+NO_RLS_OK = {"parley.plans", "parley.job_schedules", "parley.chatbot_templates", "parley.system_text_defaults"}
 
 TABLES = """
 SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relrowsecurity, c.relforcerowsecurity,

@@ -37,6 +37,11 @@ async def test_python_limits_are_sqls(owner_conn):
         " ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
         " WHERE c.conrelid = 'parley.messages'::regclass AND c.contype = 'c' AND a.attname = 'body'")
     assert f"<= {types.BOT_MESSAGE_BODY_MAX}" in check
+    check = await owner_conn.fetchval(
+        "SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c JOIN pg_attribute a"
+        " ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)"
+        " WHERE c.conrelid = 'parley.system_texts'::regclass AND c.contype = 'c' AND a.attname = 'body'")
+    assert f"<= {types.SYSTEM_TEXT_MAX}" in check  # length(body) BETWEEN 1 AND 2000
 
     async def lead_ok(name=None, email=None, phone=None) -> bool:
         try:
