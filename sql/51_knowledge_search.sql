@@ -176,7 +176,7 @@ COMMENT ON FUNCTION parley.exact_knn_limit() IS
 
 -- Reciprocal-rank fusion: score = w_fts / (k + rank in full text) + w_vec / (k + rank in vectors).
 CREATE OR REPLACE FUNCTION parley.knowledge_fusion(OUT k int, OUT w_fts real, OUT w_vec real)
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 60, 1.0::real, 1.0::real $$;
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 60, 1.0::real, 2.0::real $$;
 COMMENT ON FUNCTION parley.knowledge_fusion() IS
   'The fusion constants of knowledge_search (RRF k and the weights of the full-text and vector lists), tuned on the tuning half of bench/answer_quality.py.';
 
@@ -192,9 +192,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
   SELECT CASE
     WHEN p_cosine IS NULL THEN coalesce(p_coverage, 0) >= 0.4999
-    ELSE p_cosine >= 0.62
-         OR (p_cosine >= 0.45 AND coalesce(p_coverage, 0) >= 0.5)
-         OR (p_agree AND p_cosine >= 0.40)
+    ELSE p_cosine >= 0.63
+         OR (p_cosine >= 0.39 AND coalesce(p_coverage, 0) >= 0.55)
+         OR (p_agree AND p_cosine >= 0.53)
   END
 $$;
 COMMENT ON FUNCTION parley.knowledge_answerable(double precision, real, real, boolean) IS

@@ -55,7 +55,8 @@ async def test_answer_quality_on_a_docs_slice(tenant, local_embedder):
         await site.close()
     print(f"\ndocs slice ({fts['answerable']}+{fts['unanswerable']} questions): fts {ev.line(fts)}\n"
           f"  hybrid {ev.line(hybrid)}")
-    # Measured when set: fts hit@5 0.919, hybrid hit@5 0.946, declined 0.944, wrongly declined 0.054.
-    assert hybrid["hit5"] >= 0.85 and hybrid["hit10"] >= hybrid["hit5"]
-    assert fts["hit5"] >= 0.80
-    assert hybrid["declined"] >= 0.85 and hybrid["wrong_declines"] <= 0.12
+    # Measured when set (int8 embedder, fusion 60/1/2, decline rule tuned on the whole site's tuning
+    # half): fts hit@5 0.919; hybrid hit@5 0.946, hit@10 1.0, declined 1.0, wrongly declined 0.027.
+    assert hybrid["hit5"] >= 0.89 and hybrid["hit10"] >= 0.94 and hybrid["hit10"] >= hybrid["hit5"]
+    assert fts["hit5"] >= 0.86
+    assert hybrid["declined"] >= 0.90 and hybrid["wrong_declines"] <= 0.08
