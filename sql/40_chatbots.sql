@@ -42,6 +42,12 @@ $$;
 COMMENT ON FUNCTION parley.chatbot_language(jsonb, text) IS
   'The language a chatbot speaks with a visitor whose browser says p_locale (e.g. de-DE): the fixed config.language if set; else, with a config.languages list, the locale (exact, then its primary subtag, then a listed variant of that language; case-insensitive, spelled as listed) when listed, otherwise the first listed; with no list, auto (the widget picks from the browser).';
 
+CREATE OR REPLACE FUNCTION parley.spoken_language(p_config jsonb, p_locale text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT coalesce(nullif(parley.chatbot_language(p_config, p_locale), 'auto'), p_locale) $$;
+COMMENT ON FUNCTION parley.spoken_language(jsonb, text) IS
+  'The language the chatbot speaks with a visitor whose browser says p_locale: chatbot_language, and for auto without a list of languages the browser''s locale itself (NULL when unknown). What the assistant answers in and what system texts are said in.';
+
 CREATE OR REPLACE FUNCTION parley.localize_widget_config(p_public jsonb, p_config jsonb, p_locale text)
 RETURNS jsonb
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

@@ -198,9 +198,8 @@ class TurnState:
 
 async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
     conv = await conn.fetchrow(
-        # the language the chatbot speaks with this visitor (sql/40_chatbots.sql: chatbot_language;
-        # auto without a list of languages: the visitor's browser language)
-        """SELECT c.status, coalesce(nullif(parley.chatbot_language(b.config, c.locale), 'auto'), c.locale) AS locale,
+        # the language the chatbot speaks with this visitor (sql/40_chatbots.sql: spoken_language)
+        """SELECT c.status, parley.spoken_language(b.config, c.locale) AS locale,
                   b.config FROM parley.conversations c
              JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
             WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""",

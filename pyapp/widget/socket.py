@@ -51,6 +51,8 @@ HARD_FRAME_BYTES = 64 * 1024  # larger frames close the socket (aiohttp's limit)
 HELLO_TIMEOUT = 10.0
 HEARTBEAT = 30.0
 REPLAY_PAGE = 1000  # visible_messages page size on hello
+# The language system texts are said in: the chatbot's, picked in SQL from the browser locale ($4).
+SPOKEN_LANGUAGE = "parley.spoken_language(b.config, $4)"
 NOTICE_EVERY = 60.0  # at most one stored limit notice per code per socket per minute
 
 
@@ -253,13 +255,6 @@ class VisitorSession:
             else:
                 await self._notice(mapped)
 
-    def _language(self) -> str | None:
-        """The chatbot's language, or with none or "auto" the visitor's browser locale (SQL picks the text)."""
-        language = (self.chatbot.get("public_config") or {}).get("language")
-        if language and language != "auto":
-            return str(language)
-        return self.hello.locale if self.hello else None
-
     def _limits_tx(self):
         return tenant_tx(self.pool, Actor(self.claims.tenant_id, kind="service", actor_id="limits"))
 
@@ -275,10 +270,12 @@ class VisitorSession:
         try:
             async with self._limits_tx() as conn:
                 said = await conn.fetchval(
-                    "SELECT parley.post_system_text($1, $2, $3, $4)",
+                    f"SELECT parley.post_system_text($1, $2, {SPOKEN_LANGUAGE}, $5) FROM parley.chatbots b"
+                    " WHERE b.tenant_id = parley.current_tenant_id() AND b.id = $3",
                     self.claims.conversation_id,
                     kind,
-                    self._language(),
+                    self.claims.chatbot_id,
+                    self.hello.locale if self.hello else None,
                     {"notice": err.code},
                 )
         except asyncpg.PostgresError:
@@ -290,7 +287,12 @@ class VisitorSession:
         try:
             async with self._limits_tx() as conn:
                 said = await conn.fetchval(
-                    "SELECT parley.system_text($1, $2, $3)", kind, self._language(), self.claims.conversation_id
+                    f"SELECT parley.system_text($1, {SPOKEN_LANGUAGE}, $2) FROM parley.chatbots b"
+                    " WHERE b.tenant_id = parley.current_tenant_id() AND b.id = $3",
+                    kind,
+                    self.claims.conversation_id,
+                    self.claims.chatbot_id,
+                    self.hello.locale if self.hello else None,
                 )
         except asyncpg.PostgresError as exc:
             log.warning("system text %s unavailable: %s", kind, exc)
