@@ -162,7 +162,9 @@ class VisitorSession:
                     "SELECT count(*) FROM parley.visible_messages($1, 0, 1000) v WHERE v.author = 'visitor'",
                     self.claims.conversation_id,
                 )
-            if self._lead_mode() != "never":
+            # Waiting for a person while nobody of the team is online: said again after a reload.
+            nobody = conv["status"] == "waiting_human" and await conn.fetchval("SELECT parley.members_online()") == 0
+            if nobody or self._lead_mode() != "never":
                 # The visitor's own lead only (RLS): a form already filled in is not asked again.
                 self.lead_sent = await conn.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM parley.leads l WHERE l.conversation_id = $1)",
@@ -178,6 +180,9 @@ class VisitorSession:
                 self.visitor_messages += 1
             self.sink.replayed.add(msg["id"])
             self.sink.push(json_dumps({"type": "message", "message": msg}), bounded=False)
+        if nobody:  # after the replay, as when the handoff happened: the widget says it again
+            frame = {"type": "status", "status": self.status, "available": False, "lead_sent": self.lead_sent}
+            self.sink.push(json_dumps(frame), bounded=False)
         # A lead form that was due and not filled in is asked for again on resume (after a reload).
         self._maybe_request_lead(after_message=True) or self._maybe_request_lead(
             before_handoff=self.status == "waiting_human"

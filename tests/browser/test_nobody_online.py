@@ -27,6 +27,13 @@ def test_nobody_online_offers_the_lead_form(server_thread, widget_page, widget_b
         form = w.q("form.pl-card")
         expect(form).to_be_visible()
         w.shot("nobody-online")
+        # after a reload, still waiting with nobody online: said again, once, with the form
+        w.page.reload()
+        w.wait_ready().open()
+        expect(w.q(".pl-log .pl-sys")).to_have_text(
+            ["No one from the team is available right now. Leave your details and we will get back to you."],
+            timeout=10_000)
+        expect(form).to_be_visible()
         form.locator("input[name=name]").fill("Ana")
         form.locator("input[name=email]").fill("ana@example.test")
         form.locator("button[type=submit]").click()
@@ -36,6 +43,13 @@ def test_nobody_online_offers_the_lead_form(server_thread, widget_page, widget_b
             return status == 200 and [lead for lead in out["leads"] if lead["email"] == "ana@example.test"]
 
         wait_for(w.page, stored, timeout=10, what="the lead")
+        # once the details are in, a reload says it again but does not ask for them again
+        w.page.reload()
+        w.wait_ready().open()
+        expect(w.q(".pl-log .pl-sys")).to_have_text(
+            ["No one from the team is available right now. Leave your details and we will get back to you."],
+            timeout=10_000)
+        expect(form).to_have_count(0)
         # the team still sees the request in the inbox
         status, inbox = srv.run(srv.server.call("GET", "/api/conversations?status=waiting_human", token=token))
         assert status == 200 and len(inbox["conversations"]) == 1, inbox

@@ -192,7 +192,7 @@ const boot = () => {
 
   // ---- UI -----------------------------------------------------------------------------------
   let ui, t, root, wrap, launcher, badge, panel, log, input, stateEl, subEl, typingEl, chips, humanBtn, nudge, seenEl;
-  let isOpen, wantOpen, unread = 0, status, readSent = 0, typingTimer, myTyping = false, typingOff, leadBox, rated;
+  let isOpen, wantOpen, unread = 0, status, readSent = 0, typingTimer, myTyping = false, typingOff, leadBox, rated, told;
   const byId = new Map(); // message id -> element (dedupe)
   const byCid = new Map(); // client_id -> pending visitor bubble
   const streams = new Map(); // stream_id -> {text, el, b}
@@ -386,7 +386,7 @@ const boot = () => {
     conversationId = null;
     resetLog();
     leadBox = null;
-    rated = 0;
+    rated = told = 0;
     // No socket until this session is in: one opened meanwhile would still carry the old token.
     let s;
     busy = 1;
@@ -434,15 +434,16 @@ const boot = () => {
       case 'read': return seen(f.message_id);
       case 'status':
         setStatus(f.status);
-        if (f.available === false) { // nobody online: say so, and offer to leave a message
+        if (f.available === false && !told) { // nobody online: say so (once), offer to leave a message
+          told = 1;
           add(h('div', { class: 'pl-sys', dir: 'auto' }, t.nobody), true);
-          leadForm();
+          f.lead_sent || leadForm();
         }
         return f.status === 'closed' && rating();
       case 'lead_request': return leadForm(f.fields);
       case 'conversation': // a new conversation (the first message, or writing after an ended one)
         adopt(f);
-        rated = 0;
+        rated = told = 0;
         return setStatus(f.status);
       case 'error':
         if (f.client_id && byCid.has(f.client_id)) {
