@@ -246,8 +246,10 @@ class OutboxDrainer:
     async def _send(
         self, destination: Destination, deliveries: list[Delivery], posts: list[int]
     ) -> list[tuple[Delivery, Result]]:
-        """Send a batch; ``posts[i]`` is the post delivery i belongs to (ordered destinations send
-        each post, several deliveries coalesced or one, in turn and stop at the first not delivered)."""
+        """Send a batch; ``posts[i]`` is the post delivery i belongs to. Ordered destinations send
+        each post (several deliveries coalesced, or one) in turn; one not delivered stops the rest of
+        its conversation (the ordering key: one Telegram topic), the other conversations go on, unless
+        the answer holds or pauses the whole destination (retry_after, pause_reason)."""
         sender = self.senders.get(destination.kind)
         if sender is None:
             return [
@@ -256,8 +258,11 @@ class OutboxDrainer:
         if destination.ordered:
             done = []
             made: dict = {}  # threads made or renamed in this batch serve the conversation's next deliveries
-            for group in _grouped(deliveries, posts):  # one post at a time, stop at the first not through
+            stopped: set = set()  # ordering keys (conversations) whose post did not get through
+            for group in _grouped(deliveries, posts):  # one post at a time; a failure stops its conversation only
                 first = group[0]
+                if first.conversation_id in stopped:
+                    continue  # left pending: taken again, in order, after the failed one is settled
                 if first.conversation_id in made:
                     thread, title = made[first.conversation_id]
                     group = [dataclasses.replace(d, thread=thread, thread_title=title) for d in group]
@@ -270,7 +275,9 @@ class OutboxDrainer:
                     )
                 done += [(d, res) for d in group]
                 if res.outcome != "delivered":
-                    break
+                    stopped.add(first.conversation_id)
+                    if res.retry_after is not None or res.pause_reason is not None:
+                        break  # the whole destination waits (429) or is gone (403): nothing else goes now
             return done
         gate = asyncio.Semaphore(SEND_CONCURRENCY)
 

@@ -10,7 +10,8 @@
 -- Drain (parley_jobs only, see jobs/outbox.py):
 --   1. lease_outbox_destinations(worker, n, seconds) leases destinations, not rows
 --      (FOR NO KEY UPDATE SKIP LOCKED on the destination), so a destination's deliveries are
---      sent by one worker at a time and an ordered destination keeps its order; a lease that
+--      sent by one worker at a time and an ordered destination keeps its order per ordering key
+--      (the conversation: a retry or a refusal in one Telegram topic holds that topic only); a lease that
 --      is not renewed (the worker died) expires and another worker takes over;
 --   2. take_outbox_batch(destination, worker, n) returns up to n ready deliveries in id order,
 --      as many as the destination's token buckets allow;
@@ -21,7 +22,8 @@
 --      then dead (the dead-letter queue, replayable).
 -- A crash between send and record sends the delivery again with the same delivery_key
 -- (at-least-once; receivers deduplicate on webhook-id / Idempotency-Key).
--- Destination health: a retryable failure with no success in its batch holds the destination
+-- Destination health: any success in a batch clears the destination's failing state (one refused
+-- delivery is that delivery's failure); a retryable failure with no success in its batch holds the destination
 -- until the earliest retry (a 429's retry_after exactly); a destination failing for
 -- pause_after (or whose adapter says it is gone, e.g. a bot removed) is paused with its reason.
 
@@ -193,7 +195,8 @@ AS $$
            WHERE c.status = 'active' AND c.next_send_at <= now()
              AND (c.leased_until IS NULL OR c.leased_until < now())
              AND EXISTS (SELECT 1 FROM parley.outbox o
-                          WHERE o.tenant_id = c.tenant_id AND o.destination_id = c.id AND o.status = 'pending')
+                          WHERE o.tenant_id = c.tenant_id AND o.destination_id = c.id AND o.status = 'pending'
+                            AND o.next_attempt_at <= now())
            ORDER BY c.next_send_at
            LIMIT p_limit
            FOR NO KEY UPDATE OF c SKIP LOCKED) pick
@@ -201,7 +204,7 @@ AS $$
   RETURNING d.tenant_id, d.id, d.kind
 $$;
 COMMENT ON FUNCTION parley.lease_outbox_destinations(text, int, int) IS
-  'Drainers: lease up to p_limit active destinations of any tenant that have pending deliveries and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. Returns ids only; the worker then works in that tenant''s transaction.';
+  'Drainers: lease up to p_limit active destinations of any tenant that have a pending delivery due now and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. Returns ids only; the worker then works in that tenant''s transaction.';
 ALTER FUNCTION parley.lease_outbox_destinations(text, int, int) OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.lease_outbox_destinations(text, int, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.lease_outbox_destinations(text, int, int) TO parley_jobs;
@@ -271,23 +274,61 @@ GRANT EXECUTE ON FUNCTION parley.renew_destination_lease(uuid, text, int) TO par
 
 CREATE OR REPLACE FUNCTION parley.hold_destination_until_due(p_destination_id uuid, p_ordered boolean)
 RETURNS void
-LANGUAGE sql VOLATILE
+LANGUAGE plpgsql VOLATILE
 AS $$
+BEGIN
+  IF p_ordered THEN
+    -- Per ordering key: what queues behind a conversation's head waiting for a retry waits as long
+    -- as the head (so the lease's "something ready" probe skips it). The destination itself is not
+    -- held: another conversation's new delivery is ready at once.
+    UPDATE parley.outbox o SET next_attempt_at = h.next_attempt_at
+      FROM (SELECT DISTINCT ON (p.conversation_id) p.conversation_id, p.id, p.next_attempt_at FROM parley.outbox p
+             WHERE p.tenant_id = parley.current_tenant_id() AND p.destination_id = p_destination_id
+               AND p.status = 'pending'
+             ORDER BY p.conversation_id, p.id) h
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id AND o.status = 'pending'
+       AND o.conversation_id IS NOT DISTINCT FROM h.conversation_id AND o.id > h.id
+       AND h.next_attempt_at > now() AND o.next_attempt_at < h.next_attempt_at;
+    RETURN;
+  END IF;
   UPDATE parley.outbox_destinations d
-     SET next_send_at = coalesce(
-           CASE WHEN p_ordered
-                THEN (SELECT o.next_attempt_at FROM parley.outbox o
-                       WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'pending'
-                       ORDER BY o.id LIMIT 1)
-                ELSE (SELECT min(o.next_attempt_at) FROM parley.outbox o
-                       WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'pending')
-           END, d.next_send_at)
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id
-$$;
+     SET next_send_at = coalesce((SELECT min(o.next_attempt_at) FROM parley.outbox o
+                                   WHERE o.tenant_id = d.tenant_id AND o.destination_id = d.id AND o.status = 'pending'),
+                                 d.next_send_at)
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id;
+END $$;
 COMMENT ON FUNCTION parley.hold_destination_until_due(uuid, boolean) IS
-  'Drainers, when everything pending waits for a retry: hold a destination of the current tenant until its first delivery is due (an ordered one: its head), so no drainer leases it in vain meanwhile.';
+  'Drainers, when nothing pending is ready: an unordered destination of the current tenant is held until its first delivery is due, so no drainer leases it in vain meanwhile; an ordered one is not held (a conversation waiting for a retry holds only itself, outbox_ready_ids), but the deliveries queued behind each waiting head get the head''s time, so lease_outbox_destinations does not see them as ready.';
 REVOKE ALL ON FUNCTION parley.hold_destination_until_due(uuid, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.hold_destination_until_due(uuid, boolean) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.outbox_ready_ids(p_destination_id uuid, p_ordered boolean, p_limit int)
+RETURNS bigint[]
+LANGUAGE sql STABLE
+AS $$
+  SELECT CASE WHEN p_ordered THEN
+    -- Ordered: per ordering key (the conversation: one Telegram topic), the run before its first
+    -- delivery waiting for a retry; one conversation waiting holds only itself, not the destination.
+    (SELECT array_agg(r.id ORDER BY r.id) FROM (
+       SELECT x.id FROM (
+         SELECT o.id, bool_or(o.next_attempt_at > now()) OVER (PARTITION BY o.conversation_id ORDER BY o.id) AS blocked
+           FROM parley.outbox o
+          WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+            AND o.status = 'pending') x
+        WHERE NOT x.blocked
+        ORDER BY x.id LIMIT p_limit) r)
+  ELSE
+    (SELECT array_agg(r.id ORDER BY r.id) FROM (
+       SELECT o.id FROM parley.outbox o
+        WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+          AND o.status = 'pending' AND o.next_attempt_at <= now()
+        ORDER BY o.id LIMIT p_limit) r)
+  END
+$$;
+COMMENT ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) IS
+  'Drainers: up to p_limit pending deliveries of a destination of the current tenant that may go now, in id order. Unordered: every one due. Ordered: per ordering key (conversation_id; deliveries without one share a key), the run before the key''s first delivery waiting for a retry, so a retry or a failure holds its own conversation (Telegram topic) only.';
+REVOKE ALL ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.take_outbox_batch(p_destination_id uuid, p_worker text, p_limit int,
                                                    p_lease_seconds int DEFAULT 30)
@@ -307,15 +348,7 @@ BEGIN
   IF v_dest.id IS NULL THEN
     RETURN;
   END IF;
-  -- Ready deliveries in id order; an ordered destination stops before its first one not ready.
-  SELECT array_agg(r.id ORDER BY r.id) INTO v_ready FROM (
-    SELECT o.id, o.next_attempt_at,
-           bool_or(o.next_attempt_at > now()) OVER (ORDER BY o.id) AS blocked
-      FROM parley.outbox o
-     WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
-       AND (v_dest.ordered OR o.next_attempt_at <= now())
-     ORDER BY o.id LIMIT p_limit) r
-   WHERE NOT (v_dest.ordered AND r.blocked);
+  v_ready := parley.outbox_ready_ids(p_destination_id, v_dest.ordered, p_limit);
   v_n := coalesce(cardinality(v_ready), 0);
   IF v_n = 0 THEN
     -- Everything waits for a retry: hold the destination until the first one is due, so no
@@ -342,7 +375,7 @@ BEGIN
      ORDER BY o.id;
 END $$;
 COMMENT ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) IS
-  'Drainers: up to p_limit ready pending deliveries of a destination this worker leases, in id order, renewing the lease for p_lease_seconds (an ordered destination: only the run before its first delivery waiting for a retry), cut to what its token buckets allow (none left: the destination is held until one refills). Empty when the lease is lost or the destination is paused or held.';
+  'Drainers: up to p_limit ready pending deliveries of a destination this worker leases, in id order, renewing the lease for p_lease_seconds (an ordered destination: per conversation, the run before its first delivery waiting for a retry, outbox_ready_ids), cut to what its token buckets allow (none left: the destination is held until one refills). Empty when the lease is lost or the destination is paused or held.';
 REVOKE ALL ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) TO parley_jobs;
 
@@ -423,8 +456,10 @@ BEGIN
   v_pause := (SELECT max(x.pause_reason) FROM jsonb_to_recordset(p_results) AS x(pause_reason text));
 
   UPDATE parley.outbox_destinations d
-     SET consecutive_failures = CASE WHEN v_ok > 0 AND v_bad = 0 THEN 0 ELSE d.consecutive_failures + v_bad END,
-         failing_since = CASE WHEN v_ok > 0 AND v_bad = 0 THEN NULL
+     -- One delivery refused (a 4xx in one topic) while others get through is that delivery's
+     -- failure, not the destination's: any success clears the destination's failing state.
+     SET consecutive_failures = CASE WHEN v_ok > 0 THEN v_bad ELSE d.consecutive_failures + v_bad END,
+         failing_since = CASE WHEN v_ok > 0 THEN NULL
                               WHEN v_bad > 0 THEN coalesce(d.failing_since, now()) ELSE d.failing_since END,
          last_success_at = CASE WHEN v_ok > 0 THEN now() ELSE d.last_success_at END,
          last_error = CASE WHEN v_bad > 0 THEN left(v_error, 1000) ELSE d.last_error END,

@@ -166,13 +166,9 @@ BEGIN
   IF v_dest.id IS NULL THEN
     RETURN;
   END IF;
-  -- The run of pending deliveries before the first one waiting for a retry (the topic's order).
-  SELECT array_agg(x.id ORDER BY x.id) INTO v_ids FROM (
-    SELECT o.id, bool_or(o.next_attempt_at > now()) OVER (ORDER BY o.id) AS blocked
-      FROM parley.outbox o
-     WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
-     ORDER BY o.id LIMIT p_limit) x
-   WHERE NOT x.blocked;
+  -- Per conversation, the run of pending deliveries before its first one waiting for a retry
+  -- (each topic's order; a topic waiting holds only itself).
+  v_ids := parley.outbox_ready_ids(p_destination_id, true, p_limit);
   IF coalesce(cardinality(v_ids), 0) = 0 THEN
     PERFORM parley.hold_destination_until_due(p_destination_id, true);
     RETURN;
@@ -230,6 +226,6 @@ BEGIN
      ORDER BY k.rank, k.id;
 END $$;
 COMMENT ON FUNCTION parley.take_channel_batch(uuid, text, int, int) IS
-  'Drainers, for a channel destination (Telegram) this worker leases: the run of ready pending deliveries (up to p_limit, before the first waiting for a retry) as posts: a conversation''s consecutive whole messages coalesced into one post (bodies up to channel_post_bytes_max), anything else a post of its own; conversations with a handoff request first, then by age, each conversation in its own order; as many posts as the rate buckets grant (one token per post; none: the destination is held until one refills). Column post numbers the posts in sending order.';
+  'Drainers, for a channel destination (Telegram) this worker leases: the ready pending deliveries (up to p_limit; per conversation, the run before its first waiting for a retry, outbox_ready_ids) as posts: a conversation''s consecutive whole messages coalesced into one post (bodies up to channel_post_bytes_max), anything else a post of its own; conversations with a handoff request first, then by age, each conversation in its own order; as many posts as the rate buckets grant (one token per post; none: the destination is held until one refills). Column post numbers the posts in sending order.';
 REVOKE ALL ON FUNCTION parley.take_channel_batch(uuid, text, int, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.take_channel_batch(uuid, text, int, int) TO parley_jobs;

@@ -101,3 +101,16 @@ async def make_workspace(server, signup, settings, owner_conn) -> Workspace:
     bot = await owner_conn.fetchval("INSERT INTO parley.chatbots (tenant_id, name) VALUES ($1, 'Bot') RETURNING id",
                                     __import__("uuid").UUID(owner["tenant_id"]))
     return Workspace(server, owner, settings, owner_conn, bot)
+
+
+async def connect_telegram(ws, owner_conn, *, token=None, chat=None, capacity=100, per_second=100):
+    """Connect the fake Bot API's bot and group to the workspace through the API, its rate buckets set
+    to ``capacity`` tokens refilled at ``per_second`` (the real limits have their own tests)."""
+    from support.fakes.telegram import CHAT, TOKEN
+
+    status, channel = await ws.call("POST", "/api/channels/telegram",
+                                    json={"name": "Support", "bot_token": token or TOKEN, "chat_id": chat or CHAT})
+    assert status == 201, channel
+    await owner_conn.execute("UPDATE parley.outbox_rate_buckets SET capacity = $2, tokens = $2, per_second = $3"
+                             " WHERE tenant_id = $1", ws.tenant.id, capacity, per_second)
+    return channel
