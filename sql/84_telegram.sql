@@ -176,16 +176,17 @@ BEGIN
   -- Bodies first (built on first take, see enqueue_event_deliveries): coalescing reads them.
   PERFORM parley.fill_delivery_payloads(p_destination_id, v_ids);
   -- Posts: a message joins its conversation's open post when both are whole messages (not part
-  -- way through a split) and the bodies stay under channel_post_bytes_max; anything else
+  -- way through a split, not a system text to pin: that one is pinned alone) and the bodies stay under channel_post_bytes_max; anything else
   -- (another kind, a long message) is a post of its own and closes the conversation's open one.
   FOR r IN SELECT o.id, o.conversation_id, o.kind, o.parts_sent,
-                  octet_length(coalesce(o.payload #>> '{data,message,body}', '')) AS bytes
+                  octet_length(coalesce(o.payload #>> '{data,message,body}', '')) AS bytes,
+                  coalesce(o.payload #> '{data,message,meta,pin}' = 'true', false) AS pin
              FROM parley.outbox o
             WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
               AND o.id = ANY (v_ids)
             ORDER BY o.id LOOP
     v_key := coalesce(r.conversation_id::text, 'none');
-    v_joinable := r.kind = 'conversation.message_added' AND r.parts_sent = 0
+    v_joinable := r.kind = 'conversation.message_added' AND r.parts_sent = 0 AND NOT r.pin
                   AND r.bytes <= parley.channel_post_bytes_max();
     v_bytes := (v_open -> v_key ->> 'bytes')::int;
     IF v_joinable AND v_bytes IS NOT NULL AND v_bytes + r.bytes <= parley.channel_post_bytes_max() THEN

@@ -70,8 +70,12 @@ class ChannelAdapter(Protocol):
         """The parts a text is posted in (the channel's length limit)."""
         ...
 
-    async def post(self, destination: Destination, thread: str, text: str, actions: list[Action] | None) -> None:
-        """One part into the thread, with buttons under it when actions are given."""
+    async def post(self, destination: Destination, thread: str, text: str, actions: list[Action] | None) -> str:
+        """One part into the thread, with buttons under it when actions are given; the posted message's id."""
+        ...
+
+    async def pin(self, destination: Destination, thread: str, message: str) -> None:
+        """Pin a posted message in its thread."""
         ...
 
     async def rename_thread(self, destination: Destination, thread: str, title: str) -> None: ...
@@ -114,6 +118,12 @@ def render(payload: dict[str, Any]) -> tuple[str, list[Action]]:
     }.get(kind, kind.replace("_", " ").capitalize() + "."), []
 
 
+def pinned(payload: dict[str, Any]) -> bool:
+    """A system text whose template says pin (its meta, sql/49_system_texts.sql): pinned in the thread."""
+    message = (payload.get("data") or {}).get("message") or {}
+    return (message.get("meta") or {}).get("pin") is True
+
+
 def thread_title(payload: dict[str, Any]) -> str:
     """A conversation's thread title: its codename, else the visitor's name (from a lead), else its id."""
     data = payload.get("data") or {}
@@ -124,7 +134,9 @@ def thread_title(payload: dict[str, Any]) -> str:
 class ChannelSender:
     """The outbox Sender for a channel kind, through the adapter: the conversation's thread (made, or
     renamed when its title changed), then the text (and buttons) in parts; a closed conversation
-    closes its thread after the post, a reopened one reopens it before. What it made or renamed is
+    closes its thread after the post, a reopened one reopens it before; a system text marked pin is
+    pinned in the thread once posted (its first part; a pin refused is noted on the delivered
+    attempt, not retried: the text is there). What it made or renamed is
     reported in ``Result.extra`` (thread, title), and the parts delivered in ``Result.parts_sent``,
     even when a later step fails, so a retry does neither again.
 
@@ -151,6 +163,7 @@ class ChannelSender:
         extra: dict[str, Any] = {}
         parts = self.adapter.split(text)
         done = first.parts_sent if len(deliveries) == 1 else 0
+        first_posted: str | None = None  # the first part this attempt posted (pinned when asked)
         try:
             thread = first.thread
             if thread is None:
@@ -163,7 +176,10 @@ class ChannelSender:
                 await self.adapter.reopen_thread(destination, thread)
             while done < len(parts):
                 last = done == len(parts) - 1
-                await self.adapter.post(destination, thread, parts[done], actions if last and actions else None)
+                posted = await self.adapter.post(
+                    destination, thread, parts[done], actions if last and actions else None
+                )
+                first_posted = first_posted or posted
                 done += 1
             if kind == "closed":
                 await self.adapter.close_thread(destination, thread)
@@ -178,11 +194,20 @@ class ChannelSender:
                 extra=extra,
                 parts_sent=done,
             )
+        request: dict[str, Any] = {"chars": len(text), "parts": len(parts), "deliveries": len(deliveries)}
+        error = None
+        if first_posted is not None and any(pinned(d.payload) for d in deliveries):
+            try:
+                await self.adapter.pin(destination, thread, first_posted)
+                request["pinned"] = first_posted
+            except ChannelError as exc:
+                error = f"posted, not pinned: {exc}"[:1000]
         return Result(
             "delivered",
             status_code=200,
             latency_ms=_ms(started),
-            request={"chars": len(text), "parts": len(parts), "deliveries": len(deliveries)},
+            error=error,
+            request=request,
             extra=extra,
             parts_sent=done,
         )

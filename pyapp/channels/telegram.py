@@ -162,13 +162,21 @@ class TelegramAdapter:
     def split(self, text: str) -> list[str]:
         return split_text(text)
 
-    async def post(self, destination: Destination, thread: str, text: str, actions: list[Action] | None) -> None:
+    async def post(self, destination: Destination, thread: str, text: str, actions: list[Action] | None) -> str:
         markup = None
         if actions:
             markup = {"inline_keyboard": [[{"text": a.label, "callback_data": a.name} for a in actions]]}
-        await self._send(destination, thread, text, markup)
+        return await self._send(destination, thread, text, markup)
 
-    async def _send(self, destination: Destination, thread: str, text: str, markup: dict | None) -> None:
+    async def pin(self, destination: Destination, thread: str, message: str) -> None:
+        """pinChatMessage: a message sent in a forum topic is pinned in that topic (quietly)."""
+        await self.api.call(
+            self._token(destination),
+            "pinChatMessage",
+            {"chat_id": destination.config["chat_id"], "message_id": int(message), "disable_notification": True},
+        )
+
+    async def _send(self, destination: Destination, thread: str, text: str, markup: dict | None) -> str:
         params: dict[str, Any] = {
             "chat_id": destination.config["chat_id"],
             "message_thread_id": int(thread),
@@ -177,7 +185,8 @@ class TelegramAdapter:
         }
         if markup is not None:
             params["reply_markup"] = markup
-        await self.api.call(self._token(destination), "sendMessage", params)
+        sent = await self.api.call(self._token(destination), "sendMessage", params)
+        return str(sent["message_id"]) if isinstance(sent, dict) and "message_id" in sent else ""
 
     def parse_update(self, update: dict[str, Any], bot_username: str) -> Inbound | None:
         """A message (text or /command[@bot] argument) or a button press; None for anything else

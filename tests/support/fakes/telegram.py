@@ -3,7 +3,9 @@ JSON in, {"ok": ..., "result"|"description", "parameters"} out).
 
 Methods: getMe, createForumTopic, editForumTopic, closeForumTopic, reopenForumTopic, sendMessage
 (with message_thread_id; 400 "message is too long" past 4096 UTF-16 code units, 400 when the
-topic does not exist), answerCallbackQuery, setWebhook, deleteWebhook, getUpdates (409 while a
+topic does not exist), pinChatMessage (a message of the chat, pinned in the forum topic it was
+sent in: ``pinned[(chat, thread)]``; 400 when the message is not there), answerCallbackQuery,
+setWebhook, deleteWebhook, getUpdates (409 while a
 webhook is set; with a timeout it waits for ``push_update``). Scripted answers: ``fail_next(method, status, retry_after=...)`` answers the
 next call of a method with that status (429 with ``parameters.retry_after``); ``remove_bot(chat)``
 answers 403 for that chat from then on. Unknown tokens get 401.
@@ -52,6 +54,7 @@ class FakeTelegram:
         self.removed: set[int] = set()
         self.scripted: dict[str, list[tuple[int, int | None, str | None]]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
+        self.pinned: dict[tuple[int, int | None], list[int]] = {}  # (chat, topic) → message ids, pinned order
         self.polls: list[dict[str, Any]] = []  # getUpdates parameters, as each call arrives
         self._next_thread = 100
         self._next_message = 1000
@@ -185,6 +188,13 @@ class FakeTelegram:
                        "reply_markup": p.get("reply_markup")}
             self.messages.append(message)
             return ok(message)
+        if method == "pinChatMessage":
+            # A message sent in a forum topic is pinned in that topic (Telegram keeps a topic's pins apart).
+            found = [m for m in self.messages if m["chat"]["id"] == chat_id and m["message_id"] == p.get("message_id")]
+            if not found:
+                return bad("message to pin not found")
+            self.pinned.setdefault((chat_id, found[0].get("message_thread_id")), []).append(found[0]["message_id"])
+            return ok(True)
         if method == "answerCallbackQuery":
             self.answered_callbacks.append(p)
             return ok(True)
