@@ -170,6 +170,7 @@ class OutboxDrainer:
                     rows = await conn.fetch(take, destination_id, self.worker, self.batch, self.lease_s)
                     destination = await self._destination(conn, tenant_id, dest_row) if dest_row and rows else None
                     threads = await self._threads(conn, destination, rows) if destination else {}
+                    parents = await _traceparents(conn, destination_id, rows) if destination else {}
                 if not rows or destination is None:
                     return
                 deliveries = [
@@ -184,6 +185,7 @@ class OutboxDrainer:
                         thread=threads.get(r["conversation_id"], (None, None))[0],
                         thread_title=threads.get(r["conversation_id"], (None, None))[1],
                         parts_sent=r.get("parts_sent") or 0,
+                        traceparent=parents.get(r["id"]),
                     )
                     for r in rows
                 ]
@@ -297,6 +299,16 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), seconds)
 
 
+async def _traceparents(conn, destination_id, rows) -> dict[int, str]:
+    """Traces on: the trace context each taken delivery was enqueued under (none asked for when off)."""
+    if not tracing.enabled() or not rows:
+        return {}
+    found = await conn.fetch(
+        "SELECT * FROM parley.outbox_traceparents($1, $2)", destination_id, [r["id"] for r in rows]
+    )
+    return {r["id"]: r["traceparent"] for r in found}
+
+
 def _posts(rows) -> list[int]:
     """The post each taken row belongs to: take_channel_batch's post column, else one post per row."""
     return [r["post"] if "post" in r.keys() else i for i, r in enumerate(rows)]  # noqa: SIM118 (a Record)
@@ -320,7 +332,10 @@ async def _safe_send(
     /metrics (attempts by outcome, latency, retry_after) and traced (outbox.send)."""
     started = time.perf_counter()
     with tracing.span(
-        "outbox.send", **{"parley.destination_kind": destination.kind, "parley.delivery_id": delivery.id}
+        "outbox.send",
+        parent=delivery.traceparent,  # the request's trace, when it was traced
+        links=[d.traceparent for d in group[1:]] if group else (),  # a coalesced post's other requests
+        **{"parley.destination_kind": destination.kind, "parley.delivery_id": delivery.id},
     ):
         try:
             result = None

@@ -130,31 +130,38 @@ async def tenant_tx(pool: asyncpg.Pool, actor: Actor) -> AsyncIterator[asyncpg.C
     async with acquire(pool) as conn:
         with metrics.timed(_TX_SECONDS), tracing.child_span("db.transaction", actor_kind=actor.kind):
             async with conn.transaction():
-                await conn.fetchval(
-                    "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)",
-                    actor.tenant_id,
-                    actor.kind,
-                    actor.actor_id,
-                    actor.session_id,
-                    actor.ip,
-                    actor.request_id,
-                    actor.min_role,
-                )
+                parent = tracing.traceparent()
+                if parent is None:
+                    await conn.fetchval(_BEGIN, *_request_args(actor))
+                else:  # traces on: what this transaction enqueues in the outbox continues its span
+                    await conn.fetchval(_BEGIN_TRACED, *_request_args(actor), parent)
                 yield conn
 
 
+_BEGIN = "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)"
+_BEGIN_TRACED = _BEGIN + ", set_config('app.traceparent', $8, true)"
+
+
 @lru_cache(maxsize=256)
-def in_request(query: str, nargs: int) -> str:
+def in_request(query: str, nargs: int, traced: bool = False) -> str:
     """`query` (parameters $1..$nargs) as one statement that begins the request itself.
 
     begin_request takes parameters $nargs+1..$nargs+7 and is the outer side of a LATERAL join
     whose gate (`WHERE request.role IS NOT NULL`, a one-time filter) references it, so Postgres
     runs it first; the statement is its own transaction, so set_config(..., true) ends with it.
+    `traced`: $nargs+8 is the span's traceparent, set as app.traceparent under the same gate.
     """
     p = ", ".join(f"${nargs + i}" for i in range(1, 8))
+    if not traced:
+        return (
+            f"SELECT result.* FROM parley.begin_request({p}) AS request(role)"
+            f" CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q WHERE request.role IS NOT NULL OFFSET 0) AS result"
+        )
     return (
         f"SELECT result.* FROM parley.begin_request({p}) AS request(role)"
-        f" CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q WHERE request.role IS NOT NULL OFFSET 0) AS result"
+        f" CROSS JOIN LATERAL set_config('app.traceparent', ${nargs + 8}, true) AS trace(parent)"
+        f" CROSS JOIN LATERAL (SELECT * FROM ({query}) AS q"
+        " WHERE request.role IS NOT NULL AND trace.parent IS NOT NULL OFFSET 0) AS result"
     )
 
 
@@ -172,7 +179,10 @@ async def tenant_fetch(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> l
     logs.bind(tenant_id=actor.tenant_id)
     async with acquire(pool) as conn:
         with metrics.timed(_STATEMENT_SECONDS), tracing.child_span("db.statement", actor_kind=actor.kind):
-            return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))
+            parent = tracing.traceparent()
+            if parent is None:
+                return await conn.fetch(in_request(query, len(args)), *args, *_request_args(actor))
+            return await conn.fetch(in_request(query, len(args), True), *args, *_request_args(actor), parent)
 
 
 async def tenant_fetchrow(pool: asyncpg.Pool, actor: Actor, query: str, *args) -> asyncpg.Record | None:

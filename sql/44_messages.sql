@@ -325,9 +325,10 @@ COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
 -- transaction does not hold up the rest. At most 24 messages: each one's two subtransactions
 -- keep their ids until commit, and past 64 a backend's subtransaction cache overflows, which
 -- makes every snapshot in the cluster slower.
+DROP FUNCTION IF EXISTS parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]);
 CREATE OR REPLACE FUNCTION parley.post_visitor_messages(
   p_tenant_id uuid, p_conversation_ids uuid[], p_bodies text[], p_client_ids text[], p_ips text[],
-  p_request_ids text[])
+  p_request_ids text[], p_traceparents text[] DEFAULT NULL)
 RETURNS TABLE (ord int, message jsonb, duplicate boolean, status text,
                error_state text, error_message text, error_hint text)
 LANGUAGE plpgsql VOLATILE
@@ -341,6 +342,7 @@ DECLARE
   v_client_id text[];
   v_ip text[];
   v_request_id text[];
+  v_traceparent text[];
   v_state text[] := array_fill(NULL::text, ARRAY[v_n]);
   v_text text[] := array_fill(NULL::text, ARRAY[v_n]);
   v_hint text[] := array_fill(NULL::text, ARRAY[v_n]);
@@ -359,7 +361,8 @@ BEGIN
     PERFORM parley.raise_error(413, 'batch_too_large', 'At most 24 messages per batch.');
   END IF;
   IF coalesce(cardinality(p_bodies), 0) <> v_n OR coalesce(cardinality(p_client_ids), 0) <> v_n
-     OR coalesce(cardinality(p_ips), 0) <> v_n OR coalesce(cardinality(p_request_ids), 0) <> v_n THEN
+     OR coalesce(cardinality(p_ips), 0) <> v_n OR coalesce(cardinality(p_request_ids), 0) <> v_n
+     OR coalesce(cardinality(p_traceparents), v_n) <> v_n THEN
     PERFORM parley.raise_error(422, 'invalid_batch', 'Every array needs one entry per message.');
   END IF;
   IF v_n = 0 THEN
@@ -367,10 +370,11 @@ BEGIN
   END IF;
   SELECT array_agg(x.n::int ORDER BY x.conversation_id, x.n), array_agg(x.conversation_id ORDER BY x.conversation_id, x.n),
          array_agg(x.body ORDER BY x.conversation_id, x.n), array_agg(x.client_id ORDER BY x.conversation_id, x.n),
-         array_agg(x.ip ORDER BY x.conversation_id, x.n), array_agg(x.request_id ORDER BY x.conversation_id, x.n)
-    INTO v_ord, v_conv, v_body, v_client_id, v_ip, v_request_id
-    FROM unnest(p_conversation_ids, p_bodies, p_client_ids, p_ips, p_request_ids) WITH ORDINALITY
-         AS x(conversation_id, body, client_id, ip, request_id, n);
+         array_agg(x.ip ORDER BY x.conversation_id, x.n), array_agg(x.request_id ORDER BY x.conversation_id, x.n),
+         array_agg(x.traceparent ORDER BY x.conversation_id, x.n)
+    INTO v_ord, v_conv, v_body, v_client_id, v_ip, v_request_id, v_traceparent
+    FROM unnest(p_conversation_ids, p_bodies, p_client_ids, p_ips, p_request_ids, p_traceparents) WITH ORDINALITY
+         AS x(conversation_id, body, client_id, ip, request_id, traceparent, n);
 
   PERFORM set_config('lock_timeout', '1s', true);
   -- 1. The conversations.
@@ -406,6 +410,9 @@ BEGIN
   FOR i IN 1..v_n LOOP
     CONTINUE WHEN v_state[i] IS NOT NULL OR v_duplicate[i];
     v_role := parley.begin_request(p_tenant_id, 'visitor', v_conv[i]::text, NULL, v_ip[i], v_request_id[i], 'visitor');
+    IF p_traceparents IS NOT NULL THEN  -- traces on: what the events enqueue carries this message's trace
+      PERFORM set_config('app.traceparent', coalesce(v_traceparent[i], ''), true);
+    END IF;
     PERFORM parley.emit_message_events(v_stored_message[i], v_status[i], NULL, v_reopened[i], false, false);
   END LOOP;
 
@@ -419,11 +426,14 @@ BEGIN
     error_hint := v_hint[i];
     RETURN NEXT;
   END LOOP;
+  IF p_traceparents IS NOT NULL THEN
+    PERFORM set_config('app.traceparent', '', true);
+  END IF;
 END $$;
-COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) IS
-  'Store up to 24 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Locks all conversations first (in id order), then stores the messages, then writes the events, so the batch keeps the lock order of single writers and awaits no lock after its first event. A message waits at most 1 s for a lock (then 55P03 in its row), so one busy conversation does not hold up the others.';
-REVOKE ALL ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]) TO parley_app;
+COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) IS
+  'Store up to 24 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id, and its trace context when p_traceparents is given: app.traceparent while its events are written, so their outbox rows carry it; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Locks all conversations first (in id order), then stores the messages, then writes the events, so the batch keeps the lock order of single writers and awaits no lock after its first event. A message waits at most 1 s for a lock (then 55P03 in its row), so one busy conversation does not hold up the others.';
+REVOKE ALL ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.agent_reply(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages

@@ -31,6 +31,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
+from pyapp import tracing
+
 ALLOW_HOSTS_ENV = "PARLEY_FETCH_ALLOW_HOSTS"
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 DEFAULT_TIMEOUT = 30.0
@@ -646,8 +648,31 @@ def guarded_session(
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)
     trace.on_request_redirect.append(on_request_redirect)
+    _trace_requests(trace)
     connector = aiohttp.TCPConnector(
         resolver=_GuardedResolver(allow, resolver), use_dns_cache=False, ssl=ssl if ssl is not None else True
     )
     session_kwargs.setdefault("trust_env", False)
     return aiohttp.ClientSession(connector=connector, trace_configs=[trace], **session_kwargs)
+
+
+def _trace_requests(trace: aiohttp.TraceConfig) -> None:
+    """With traces on, a client span per request made under a span (an outbox send, a bot turn):
+    method and host only (a path may hold a token, as Telegram's does), the answer's status."""
+    if not tracing.enabled():
+        return
+
+    async def start(_session, ctx, params: aiohttp.TraceRequestStartParams) -> None:
+        ctx.span = tracing.start_client_span(
+            f"HTTP {params.method}", **{"http.request.method": params.method, "server.address": params.url.host}
+        )
+
+    async def end(_session, ctx, params: aiohttp.TraceRequestEndParams) -> None:
+        tracing.end_client_span(getattr(ctx, "span", None), status_code=params.response.status)
+
+    async def failed(_session, ctx, params: aiohttp.TraceRequestExceptionParams) -> None:
+        tracing.end_client_span(getattr(ctx, "span", None), error=params.exception)
+
+    trace.on_request_start.append(start)
+    trace.on_request_end.append(end)
+    trace.on_request_exception.append(failed)

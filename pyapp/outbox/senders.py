@@ -38,6 +38,7 @@ class Delivery:
     thread: str | None = None  # channel kinds: the conversation's thread there, once made
     thread_title: str | None = None  # and the title it has (None: unknown)
     parts_sent: int = 0  # of a post split in parts, those earlier attempts delivered
+    traceparent: str | None = None  # traces on: the span that enqueued it (the send continues its trace)
 
 
 @dataclass

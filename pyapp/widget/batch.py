@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from pyapp import metrics
+from pyapp import metrics, tracing
 
 MAX_BATCH = 24  # parley.post_visitor_messages refuses more (subtransaction cache; see there)
 FLUSHES_PER_TENANT = 2  # statements in flight per tenant: enough to keep both cores busy
@@ -58,6 +58,7 @@ class _Item:
     request_id: str | None
     future: asyncio.Future
     attempts: int = 0
+    traceparent: str | None = None  # the sender's span (traces on): its message's outbox rows continue it
 
 
 @dataclass
@@ -88,7 +89,8 @@ class VisitorMessages:
     ) -> Posted:
         """Store one visitor message; raises MessageRefused (or the statement's own error)."""
         future = asyncio.get_running_loop().create_future()
-        self._enqueue(tenant_id, _Item(conversation_id, body, client_id, ip, request_id, future))
+        item = _Item(conversation_id, body, client_id, ip, request_id, future, traceparent=tracing.traceparent())
+        self._enqueue(tenant_id, item)
         return await future
 
     def _enqueue(self, tenant_id: uuid.UUID, item: _Item) -> None:
@@ -118,14 +120,16 @@ class VisitorMessages:
         self.statements += 1
         self.messages += len(batch)
         try:
+            traced = any(i.traceparent for i in batch)
             rows = await self.pool.fetch(
-                "SELECT * FROM parley.post_visitor_messages($1, $2, $3, $4, $5, $6)",
+                "SELECT * FROM parley.post_visitor_messages($1, $2, $3, $4, $5, $6, $7)",
                 tenant_id,
                 [i.conversation_id for i in batch],
                 [i.body for i in batch],
                 [i.client_id for i in batch],
                 [i.ip for i in batch],
                 [i.request_id for i in batch],
+                [i.traceparent for i in batch] if traced else None,
             )
         except asyncio.CancelledError:
             _fail(batch, ConnectionError("server shutting down"))

@@ -12,7 +12,7 @@ import asyncpg
 from aiohttp import WSMsgType, web
 from pydantic import BaseModel, ValidationError
 
-from pyapp import logs, metrics
+from pyapp import logs, metrics, tracing
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, database_outage, tenant_tx
 from pyapp.domains.host import domain_tenant_refuses
@@ -237,7 +237,8 @@ class VisitorSession:
             )
             return
         try:
-            await getattr(self, f"on_{kind}")(frame)
+            with tracing.frame_span(f"WS visitor {kind}", **{"parley.request_id": self.request_id}):
+                await getattr(self, f"on_{kind}")(frame)
         except (asyncpg.PostgresError, MessageRefused) as exc:
             if database_outage(exc):  # not this frame's fault: the socket closes with 1013, the widget resends
                 raise

@@ -1,6 +1,7 @@
 """Structured logs and traces (pyapp/logs.py, pyapp/tracing.py): with PARLEY_LOG_FORMAT=json each
 line is one JSON object carrying the request, tenant and conversation ids where known; traces
-(off by default) follow a request through its SQL, and an outbox delivery to its send; with
+(off by default) follow a request through its SQL, and an outbox delivery to its send (one trace across
+both: tests/ops/test_trace_outbox.py); with
 OTEL_EXPORTER_OTLP_ENDPOINT set they reach an OTLP/HTTP receiver (a local one the test runs)."""
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import sys
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from support.knowledge import ROOT
 from support.outbox import add_destination, make_drainer, post, sink, start_conversation  # noqa: F401 (fixture)
 from support.realtime import create_chatbot, widget_session
@@ -39,14 +39,6 @@ def json_lines():
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
     root.removeHandler(handler)
     root.setLevel(level)
-
-
-@pytest.fixture
-def spans():
-    exporter = InMemorySpanExporter()
-    tracing.configure(exporter, batch=False)
-    yield exporter
-    tracing.shutdown()
 
 
 async def test_json_lines_carry_the_ids(server, signup, owner_conn, json_lines):
