@@ -131,21 +131,20 @@ async def _loop(settings, stop: asyncio.Event, backoff: Backoff, pools, once: bo
     from pyapp.knowledge.ingest import drain_embeddings
     from pyapp.outbox.registry import default_senders
 
-    from jobs.metering import Metering
     from jobs.outbox import OutboxDrainer
     from jobs.telegram_poll import TelegramPoller
 
     pool, outbox_pool = pools
     worker = worker_name()
     log.info("jobs process %s started", worker)
+    senders = default_senders(settings)
     drainer = OutboxDrainer(
         outbox_pool,
         worker,
         listen_dsn=settings.jobs_listen_url,
-        senders=default_senders(settings),
+        senders=senders,
         keyring=Keyring.from_settings(settings.secret_key),
     )
-    metering = Metering(settings)
     outbox_task = None if once else asyncio.create_task(drainer.run(stop))
     # Telegram long polling acts as the server (the webhook it stands in for): the app's role.
     app_pool = await create_pool(settings.app_url, min_size=1, max_size=4)
@@ -158,10 +157,9 @@ async def _loop(settings, stop: asyncio.Event, backoff: Backoff, pools, once: bo
             try:
                 if not registered:
                     await register(pool)
+                    await resume_payment_deliveries(pool, senders)
                     registered = True
                 ran = await run_due_jobs(pool, worker)
-                if "report_overage" in ran:  # the SQL job wrote the rows; send them to Stripe
-                    await metering.send(pool)
                 _touch_heartbeat()
                 if backoff.failures or time.monotonic() - lag_logged >= LAG_EVERY_S:
                     log.info(
@@ -194,10 +192,22 @@ async def _loop(settings, stop: asyncio.Event, backoff: Backoff, pools, once: bo
         await drainer.close()
         await poller.close()
         await app_pool.close()
-        await metering.close()
         await outbox_pool.close()
         await pool.close()
     return 0
+
+
+async def resume_payment_deliveries(pool: asyncpg.Pool, senders: dict) -> int:
+    """With payments on, resume the Stripe destinations a drainer paused while they were off."""
+    from pyapp.billing.sender import PAYMENTS_OFF
+
+    stripe_sender = senders.get("stripe")
+    if stripe_sender is None or not getattr(stripe_sender, "live", False):
+        return 0
+    resumed = int(await pool.fetchval("SELECT parley.resume_stripe_destinations($1)", PAYMENTS_OFF))
+    if resumed:
+        log.info("resumed %d Stripe destination(s) held while payments were off", resumed)
+    return resumed
 
 
 async def _sleep_unless_stopped(stop: asyncio.Event, seconds: float) -> None:

@@ -1,6 +1,7 @@
 -- Metering: usage per tenant per day (the sharded counters of sql/43_usage.sql, summed),
 -- the monthly usage feed, and overage on metered plans as increment-only reports, one per
--- tenant, period, metric and finished day, each with its idempotency key (`identifier`).
+-- tenant, period, metric and finished day, each with its idempotency key (`identifier`),
+-- delivered to Stripe through the outbox (destination kind stripe).
 
 CREATE OR REPLACE FUNCTION parley.usage_days(p_from date, p_to date)
 RETURNS TABLE (day date, messages bigint, ai_messages bigint, conversations bigint, active_seats bigint)
@@ -18,12 +19,70 @@ COMMENT ON FUNCTION parley.usage_days(date, date) IS
 REVOKE ALL ON FUNCTION parley.usage_days(date, date) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.usage_days(date, date) TO parley_app, parley_jobs;
 
--- Overage of finished days not yet reported: for each metered metric and period, the
--- cumulative usage past the allowance, day by day; a day's quantity is the growth of that
--- overage (never negative). Rows are written once (ON CONFLICT DO NOTHING), so the day's
--- quantity and identifier never change; days with nothing to bill are marked reported.
-CREATE OR REPLACE FUNCTION parley.claim_usage_reports(p_today date DEFAULT NULL)
-RETURNS TABLE (period_start date, metric text, day date, quantity bigint, identifier text, customer_ref text)
+-- Overage of finished days: for each metered metric and period, the cumulative usage past the
+-- allowance, day by day; a day's quantity is the growth of that overage (never negative). Rows
+-- are written once (ON CONFLICT DO NOTHING), so the day's quantity and identifier never change;
+-- days with nothing to bill are marked reported. Each row to bill becomes one outbox delivery
+-- (kind billing.meter_event) to the tenant's Stripe destination, in the same transaction: the
+-- drainer sends it as a Billing Meter event whose identifier (and Idempotency-Key) is the row's,
+-- so a resend after a crash is dropped by Stripe and the day is billed once.
+DROP FUNCTION IF EXISTS parley.claim_usage_reports(date);
+DROP FUNCTION IF EXISTS parley.mark_usage_reported(text);
+
+CREATE OR REPLACE FUNCTION parley.stripe_destination(p_tenant_id uuid) RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_dest uuid;
+BEGIN
+  SELECT d.id INTO v_dest FROM parley.outbox_destinations d
+   WHERE d.tenant_id = p_tenant_id AND d.kind = 'stripe' AND d.chatbot_id IS NULL
+   ORDER BY d.created_at LIMIT 1;
+  IF v_dest IS NULL THEN
+    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, ordered)
+    VALUES (p_tenant_id, 'stripe', 'Stripe', 'stripe', true)
+    RETURNING id INTO v_dest;
+  END IF;
+  RETURN v_dest;
+END $$;
+COMMENT ON FUNCTION parley.stripe_destination(uuid) IS
+  'The tenant''s one outbox destination of kind stripe (customer balance credits, meter events), made on first use; its id.';
+REVOKE ALL ON FUNCTION parley.stripe_destination(uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.stripe_destination(uuid) TO parley_jobs, parley_auth;
+
+-- Payments were off when a delivery was tried (the drainer paused the destination with
+-- p_reason); the jobs process, starting with payments on, resumes every such destination.
+GRANT UPDATE (status, paused_reason, paused_at, failing_since, consecutive_failures, next_send_at, updated_at)
+   ON parley.outbox_destinations TO parley_auth;
+GRANT UPDATE (next_attempt_at) ON parley.outbox TO parley_auth;
+CREATE OR REPLACE FUNCTION parley.resume_stripe_destinations(p_reason text) RETURNS int
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_n int;
+BEGIN
+  WITH resumed AS (
+    UPDATE parley.outbox_destinations d
+       SET status = 'active', paused_reason = NULL, paused_at = NULL, failing_since = NULL,
+           consecutive_failures = 0, next_send_at = '-infinity', updated_at = now()
+     WHERE d.kind = 'stripe' AND d.status = 'paused' AND d.paused_reason = p_reason
+    RETURNING d.tenant_id, d.id
+  ), due AS (
+    UPDATE parley.outbox o SET next_attempt_at = now()
+      FROM resumed r
+     WHERE o.tenant_id = r.tenant_id AND o.destination_id = r.id AND o.status = 'pending'
+    RETURNING 1
+  )
+  SELECT count(*) INTO v_n FROM resumed;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.resume_stripe_destinations(text) IS
+  'Jobs process, at start with payments on: resume every tenant''s stripe destination paused with reason p_reason (the drainer''s "payments are off" reason), its waiting deliveries due now (the drainers'' next poll takes them); returns how many.';
+ALTER FUNCTION parley.resume_stripe_destinations(text) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.resume_stripe_destinations(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.resume_stripe_destinations(text) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.queue_usage_reports(p_today date DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE
 AS $$
 #variable_conflict use_column
@@ -32,6 +91,8 @@ DECLARE
   v_today date := coalesce(p_today, (now() AT TIME ZONE 'UTC')::date);
   v_lim record;
   v_customer text;
+  v_dest uuid;
+  v_n int;
 BEGIN
   IF parley.current_actor_kind() <> 'system' THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Only the jobs process reports usage.');
@@ -40,7 +101,7 @@ BEGIN
   SELECT s.customer_ref INTO v_customer FROM parley.subscriptions s
    WHERE s.tenant_id = v_tenant AND s.provider = 'stripe' AND s.status IN ('active', 'trialing', 'past_due');
   IF NOT v_lim.metered OR v_customer IS NULL THEN
-    RETURN;
+    RETURN 0;
   END IF;
   INSERT INTO parley.usage_reports AS r (tenant_id, period_start, metric, day, quantity, identifier, reported_at)
   SELECT v_tenant, o.p, o.metric, o.day, o.inc,
@@ -61,25 +122,55 @@ BEGIN
        WHERE c.allowance > 0
     ) o
   ON CONFLICT (tenant_id, period_start, metric, day) DO NOTHING;
-  RETURN QUERY
-    SELECT r.period_start, r.metric, r.day, r.quantity, r.identifier, v_customer
+  IF NOT EXISTS (SELECT 1 FROM parley.usage_reports r
+                  WHERE r.tenant_id = v_tenant AND r.reported_at IS NULL AND r.delivery_id IS NULL) THEN
+    RETURN 0;
+  END IF;
+  v_dest := parley.stripe_destination(v_tenant);
+  -- Stripe takes meter events up to 35 days old: a delivery not through by then is dead.
+  WITH todo AS (
+    SELECT r.period_start, r.metric, r.day, r.quantity, r.identifier, nextval('parley.outbox_id_seq') AS id
       FROM parley.usage_reports r
-     WHERE r.tenant_id = v_tenant AND r.reported_at IS NULL
-     ORDER BY r.day, r.metric;
+     WHERE r.tenant_id = v_tenant AND r.reported_at IS NULL AND r.delivery_id IS NULL
+     ORDER BY r.day, r.metric
+       FOR UPDATE
+  ), queued AS (
+    INSERT INTO parley.outbox (tenant_id, id, destination_id, kind, payload, deadline)
+    SELECT v_tenant, t.id, v_dest, 'billing.meter_event', jsonb_build_object(
+             'type', 'billing.meter_event', 'customer', v_customer, 'metric', t.metric, 'value', t.quantity,
+             'timestamp', extract(epoch FROM (t.day + time '12:00') AT TIME ZONE 'UTC')::bigint,
+             'period_start', t.period_start, 'day', t.day, 'identifier', t.identifier),
+           least(now() + interval '30 days', (t.day + 35)::timestamp AT TIME ZONE 'UTC')
+      FROM todo t
+    RETURNING 1
+  )
+  UPDATE parley.usage_reports r SET delivery_id = t.id
+    FROM todo t
+   WHERE r.tenant_id = v_tenant AND r.period_start = t.period_start AND r.metric = t.metric AND r.day = t.day;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  PERFORM pg_notify('parley_outbox', v_tenant::text);
+  RETURN v_n;
 END $$;
-COMMENT ON FUNCTION parley.claim_usage_reports(date) IS
-  'Jobs: write the current tenant''s overage rows for finished days (before p_today, this and the previous period) on a metered plan with a Stripe customer, then return every row not yet reported with its idempotency key and the customer. A day is written once; a row whose report failed comes back with the same identifier, so the provider bills it once.';
-REVOKE ALL ON FUNCTION parley.claim_usage_reports(date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.claim_usage_reports(date) TO parley_jobs;
+COMMENT ON FUNCTION parley.queue_usage_reports(date) IS
+  'Jobs (system actor): write the current tenant''s overage rows for finished days (before p_today, this and the previous period) on a metered plan with a Stripe customer, and queue every row to bill and not yet queued as one outbox delivery (kind billing.meter_event, destination kind stripe: customer, metric, value, the day''s noon as timestamp, identifier parley:<tenant>:<period>:<metric>:<day> = the idempotency key; deadline 30 days, at most 35 days after the day). A day is written and queued once. Returns how many were queued; NOTIFY parley_outbox when any.';
+REVOKE ALL ON FUNCTION parley.queue_usage_reports(date) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.queue_usage_reports(date) TO parley_jobs;
 
-CREATE OR REPLACE FUNCTION parley.mark_usage_reported(p_identifier text) RETURNS boolean
-LANGUAGE sql VOLATILE
+-- Stripe accepted a meter event (the drainer marked its delivery delivered): the day is reported.
+CREATE OR REPLACE FUNCTION parley.on_usage_report_delivered() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
 AS $$
-  UPDATE parley.usage_reports r SET reported_at = now()
-   WHERE r.tenant_id = (SELECT parley.current_tenant_id()) AND r.identifier = p_identifier AND r.reported_at IS NULL
-  RETURNING true
-$$;
-COMMENT ON FUNCTION parley.mark_usage_reported(text) IS
-  'Jobs: the provider accepted the report with this identifier; true when it was pending.';
-REVOKE ALL ON FUNCTION parley.mark_usage_reported(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.mark_usage_reported(text) TO parley_jobs;
+BEGIN
+  UPDATE parley.usage_reports r SET reported_at = coalesce(NEW.finished_at, now())
+   WHERE r.tenant_id = NEW.tenant_id AND r.period_start = (NEW.payload->>'period_start')::date
+     AND r.metric = NEW.payload->>'metric' AND r.day = (NEW.payload->>'day')::date
+     AND r.delivery_id = NEW.id AND r.reported_at IS NULL;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.on_usage_report_delivered() IS
+  'Trigger: a billing.meter_event delivery was delivered, so its usage report is reported (reported_at).';
+REVOKE ALL ON FUNCTION parley.on_usage_report_delivered() FROM PUBLIC;
+DROP TRIGGER IF EXISTS t61_usage_report_delivered ON parley.outbox;
+CREATE TRIGGER t61_usage_report_delivered AFTER UPDATE OF status ON parley.outbox
+  FOR EACH ROW WHEN (NEW.kind = 'billing.meter_event' AND NEW.status = 'delivered')
+  EXECUTE FUNCTION parley.on_usage_report_delivered();

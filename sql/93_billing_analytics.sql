@@ -46,9 +46,10 @@ ALTER VIEW analytics.usage_monthly OWNER TO parley_reporting;
 GRANT SELECT ON analytics.usage_monthly TO parley_analyst;
 
 CREATE OR REPLACE VIEW analytics.overage WITH (security_barrier = true) AS
-  SELECT r.tenant_id, r.period_start, r.metric, r.day, r.quantity, r.reported_at IS NOT NULL AS reported
+  SELECT r.tenant_id, r.period_start, r.metric, r.day, r.quantity, r.reported_at IS NOT NULL AS reported,
+         r.delivery_id IS NOT NULL AS queued, r.reported_at
     FROM parley.usage_reports r WHERE r.quantity > 0;
 COMMENT ON VIEW analytics.overage IS
-  'Overage billed per tenant, period, metric and day (units past the allowance) and whether Stripe has it yet.';
+  'Overage billed per tenant, period, metric and day (units past the allowance): queued (its meter event is in the outbox) and reported (Stripe accepted it, at reported_at).';
 ALTER VIEW analytics.overage OWNER TO parley_reporting;
 GRANT SELECT ON analytics.overage TO parley_analyst;

@@ -88,14 +88,7 @@ BEGIN
         WHERE r.tenant_id = p_referrer AND r.status = 'earned' AND r.amount_cents > 0 AND r.delivery_id IS NULL) THEN
     RETURN 0;
   END IF;
-  SELECT d.id INTO v_dest FROM parley.outbox_destinations d
-   WHERE d.tenant_id = p_referrer AND d.kind = 'stripe' AND d.chatbot_id IS NULL
-   ORDER BY d.created_at LIMIT 1;
-  IF v_dest IS NULL THEN
-    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, ordered)
-    VALUES (p_referrer, 'stripe', 'Stripe customer balance', 'stripe', true)
-    RETURNING id INTO v_dest;
-  END IF;
+  v_dest := parley.stripe_destination(p_referrer);
   FOR v_row IN SELECT * FROM parley.referral_credits r
                 WHERE r.tenant_id = p_referrer AND r.status = 'earned' AND r.amount_cents > 0
                   AND r.delivery_id IS NULL
@@ -114,7 +107,7 @@ BEGIN
   RETURN v_n;
 END $$;
 COMMENT ON FUNCTION parley.queue_referral_credits(uuid) IS
-  'Internal: queue every earned, not yet queued credit of p_referrer as an outbox delivery to its Stripe customer''s balance (destination kind stripe, created on first use; idempotency key parley-referral-<referrer>-<referred>). Nothing without a Stripe customer; returns how many were queued.';
+  'Internal: queue every earned, not yet queued credit of p_referrer as an outbox delivery to its Stripe customer''s balance (destination kind stripe, parley.stripe_destination; idempotency key parley-referral-<referrer>-<referred>). Nothing without a Stripe customer; returns how many were queued.';
 ALTER FUNCTION parley.queue_referral_credits(uuid) OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.queue_referral_credits(uuid) FROM PUBLIC;
 

@@ -1,7 +1,7 @@
 -- Widget branding defaults: the "Powered by" label and link a widget shows, resolved once in
 -- SQL: the chatbot's own (config.branding.powered_by_label / powered_by_url) → the workspace's
--- default (parley.tenant_branding) → the server's (database settings parley.branding_label /
--- parley.branding_url).
+-- default (parley.tenant_branding) → the server's (PARLEY_BRANDING_LABEL / PARLEY_BRANDING_URL from
+-- its environment, else the database settings parley.branding_label / parley.branding_url).
 
 SELECT parley.apply_tenant_policies('parley.tenant_branding');
 GRANT SELECT ON parley.tenant_branding TO parley_app, parley_auth;
@@ -25,14 +25,52 @@ COMMENT ON FUNCTION parley.check_branding(text, text) IS
   'Raise 422 invalid_branding unless the "Powered by" label (text rule, 1-60 characters) and link (http or https, at most 2048) are acceptable; NULLs pass (inherit).';
 GRANT EXECUTE ON FUNCTION parley.check_branding(text, text) TO parley_app, parley_auth;
 
+-- Installation settings from a server's environment (PARLEY_BRANDING_LABEL / _URL), written at
+-- start by parley.sync_server_settings; everyone reads, only parley_auth writes.
+ALTER TABLE parley.server_settings ENABLE ROW LEVEL SECURITY;
+ALTER TABLE parley.server_settings FORCE ROW LEVEL SECURITY;
+DROP POLICY IF EXISTS select_all ON parley.server_settings;
+CREATE POLICY select_all ON parley.server_settings FOR SELECT USING (true);
+DROP POLICY IF EXISTS write_auth ON parley.server_settings;
+CREATE POLICY write_auth ON parley.server_settings FOR ALL USING (current_user = 'parley_auth')
+  WITH CHECK (current_user = 'parley_auth');
+GRANT SELECT ON parley.server_settings TO parley_app, parley_jobs, parley_auth;
+GRANT INSERT, UPDATE, DELETE ON parley.server_settings TO parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.sync_server_branding(p_label text, p_url text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_label text := nullif(btrim(p_label), '');
+  v_url text := nullif(btrim(p_url), '');
+BEGIN
+  PERFORM parley.check_branding(v_label, v_url);
+  DELETE FROM parley.server_settings s
+   WHERE (s.name = 'branding_label' AND v_label IS NULL) OR (s.name = 'branding_url' AND v_url IS NULL);
+  INSERT INTO parley.server_settings AS s (name, value)
+  SELECT x.name, x.value FROM (VALUES ('branding_label', v_label), ('branding_url', v_url)) AS x(name, value)
+   WHERE x.value IS NOT NULL
+  ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+   WHERE s.value IS DISTINCT FROM EXCLUDED.value;
+  RETURN parley.server_branding();
+END $$;
+COMMENT ON FUNCTION parley.sync_server_branding(text, text) IS
+  'Server start: the installation''s default credit line from its environment (PARLEY_BRANDING_LABEL, PARLEY_BRANDING_URL; NULL or empty = unset, the database settings apply), checked like any credit line (422 invalid_branding); returns parley.server_branding().';
+ALTER FUNCTION parley.sync_server_branding(text, text) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.sync_server_branding(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.sync_server_branding(text, text) TO parley_app;
+
 CREATE OR REPLACE FUNCTION parley.server_branding() RETURNS jsonb
 LANGUAGE sql STABLE
 AS $$
-  SELECT jsonb_build_object('label', nullif(current_setting('parley.branding_label', true), ''),
-                            'url', nullif(current_setting('parley.branding_url', true), ''))
+  SELECT jsonb_build_object(
+    'label', coalesce((SELECT s.value FROM parley.server_settings s WHERE s.name = 'branding_label'),
+                      nullif(current_setting('parley.branding_label', true), '')),
+    'url', coalesce((SELECT s.value FROM parley.server_settings s WHERE s.name = 'branding_url'),
+                    nullif(current_setting('parley.branding_url', true), '')))
 $$;
 COMMENT ON FUNCTION parley.server_branding() IS
-  'The installation''s default credit line: database settings parley.branding_label and parley.branding_url (ALTER DATABASE ... SET); a NULL label is the widget''s own "Powered by Parley" in the visitor''s language, a NULL url no link.';
+  'The installation''s default credit line, field by field: the server''s environment (PARLEY_BRANDING_LABEL / PARLEY_BRANDING_URL, parley.server_settings), else the database settings parley.branding_label / parley.branding_url (ALTER DATABASE ... SET); a NULL label is the widget''s own "Powered by Parley" in the visitor''s language, a NULL url no link.';
 GRANT EXECUTE ON FUNCTION parley.server_branding() TO parley_app, parley_auth;
 
 -- The one resolution: chatbot override → workspace default → server default, field by field; the

@@ -27,8 +27,9 @@ class PaymentsDisabled(Exception):
 
 
 class Gateway:
-    def __init__(self, config: BillingConfig):
+    def __init__(self, config: BillingConfig, *, network_retries: int = 2):
         self.config = config
+        self.network_retries = network_retries  # the outbox's sender passes 0: the outbox schedules retries
         self._client: stripe.StripeClient | None = None
         self._http: stripe.AIOHTTPClient | None = None
 
@@ -44,7 +45,7 @@ class Gateway:
             kwargs: dict[str, Any] = {
                 "stripe_version": STRIPE_API_VERSION,
                 "http_client": self._http,
-                "max_network_retries": 2,
+                "max_network_retries": self.network_retries,
             }
             if self.config.api_base:
                 kwargs["base_addresses"] = {"api": self.config.api_base}
@@ -202,16 +203,19 @@ class Gateway:
 
     # ------------------------------------------------------------------ metering
 
-    async def meter_event(self, *, event_name: str, customer: str, value: int, identifier: str, timestamp: int) -> None:
-        """One Billing Meter event; Stripe drops a second event with the same identifier."""
-        await self.client().v1.billing.meter_events.create_async(
+    async def meter_event(self, *, event_name: str, customer: str, value: int, identifier: str, timestamp: int) -> dict:
+        """One Billing Meter event; Stripe drops a second event with the same identifier (sent as the
+        Idempotency-Key too, so a resend within 24 h gets the first answer)."""
+        event = await self.client().v1.billing.meter_events.create_async(
             {
                 "event_name": event_name,
                 "identifier": identifier,
                 "timestamp": timestamp,
                 "payload": {"stripe_customer_id": customer, "value": str(value)},
-            }
+            },
+            options={"idempotency_key": identifier},
         )
+        return event.to_dict()
 
     # ------------------------------------------------------------------ customer balance
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import uuid
 from typing import Literal
 
@@ -349,10 +350,24 @@ async def webhook(request: web.Request) -> web.Response:
     return web.json_response({"received": True, "applied": result["applied"], "plan": result["plan"]})
 
 
+def server_branding(settings) -> tuple[str | None, str | None]:
+    """The installation's default credit line from its environment (PARLEY_BRANDING_LABEL,
+    PARLEY_BRANDING_URL; tests pass `extra["server_branding"]`). SQL checks and resolves it."""
+    given = settings.extra.get("server_branding")
+    if isinstance(given, tuple):
+        return given
+    return os.environ.get("PARLEY_BRANDING_LABEL") or None, os.environ.get("PARLEY_BRANDING_URL") or None
+
+
 def setup(app: web.Application) -> None:
     gw = Gateway(billing_config(app[SETTINGS]))
     app[GATEWAY] = gw
     app.router.add_post("/api/billing/webhook", webhook)
+
+    async def sync_branding(app: web.Application):
+        await app[POOL].fetchval("SELECT parley.sync_server_branding($1, $2)", *server_branding(app[SETTINGS]))
+
+    app.on_startup.append(sync_branding)
 
     async def close(app: web.Application):
         await gw.close()

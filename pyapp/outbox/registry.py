@@ -4,7 +4,7 @@ Telegram through pyapp.channels.adapter.ChannelSender)."""
 from __future__ import annotations
 
 from pyapp.billing.config import billing_config
-from pyapp.billing.sender import StripeBalanceSender
+from pyapp.billing.sender import StripeSender
 from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.senders import EmailSender, SlackSender
 from pyapp.channels.telegram import TelegramAdapter
@@ -22,5 +22,5 @@ def default_senders(settings=None) -> dict[str, Sender]:
     }
     if settings is not None:
         senders["email"] = EmailSender(mailer_for(settings), getattr(settings, "public_url", "") or "")
-        senders["stripe"] = StripeBalanceSender(billing_config(settings))
+        senders["stripe"] = StripeSender(billing_config(settings))
     return senders

@@ -111,3 +111,47 @@ async def test_console_sets_the_credit_line(server, signup, console_client):
     assert 'id="branding"' not in html
     status, html, _ = await c2.post("/console/billing/branding", {"label": "Mine"})
     assert status == 402
+
+
+async def test_server_default_credit_line_from_the_environment(settings, tenant, owner_conn, signup):
+    import dataclasses
+
+    import asyncpg
+    from support.server import start_server
+
+    status, bot = await tenant.call("POST", "/api/chatbots", json={"name": "B"})
+    assert status == 201
+    db = await owner_conn.fetchval("SELECT current_database()")
+    await owner_conn.execute(f'ALTER DATABASE "{db}" SET parley.branding_url = \'https://db.example\'')
+    # A second server started with PARLEY_BRANDING_LABEL / _URL: SQL resolves it for every widget.
+    env = dataclasses.replace(settings, extra={**settings.extra, "server_branding": ("Help by Host Co", None)})
+    other = await start_server(env)
+    try:
+        assert await _session_branding(other, bot["public_key"]) == {"label": "Help by Host Co",
+                                                                     "url": "https://db.example"}
+        status, body = await other.call("GET", "/api/branding", token=tenant.token)
+        assert body["server"] == {"label": "Help by Host Co", "url": "https://db.example"}
+        # A plan that may replace it: the workspace's own line still wins, field by field.
+        await owner_conn.execute("UPDATE parley.tenants SET plan = 'starter' WHERE id = $1", tenant.id)
+        status, _ = await other.call("PUT", "/api/branding", json={"url": "https://acme.example.com"}, token=tenant.token)
+        assert status == 200
+        assert await _session_branding(other, bot["public_key"]) == {"label": "Help by Host Co",
+                                                                     "url": "https://acme.example.com"}
+    finally:
+        await other.close()
+    # The environment is checked like any credit line (a server with a bad one stops at start),
+    # and only the server's start may write it: not a tenant's transaction, not the app role directly.
+    async with tenant.member_tx() as conn:
+        with pytest.raises(asyncpg.PostgresError) as err:
+            await conn.fetchval("SELECT parley.sync_server_branding(NULL, 'javascript:alert(1)')")
+        assert err.value.hint == "invalid_branding"
+    async with tenant.member_tx() as conn:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("INSERT INTO parley.server_settings (name, value) VALUES ('branding_label', 'x')")
+    # Without the variables the database settings apply again.
+    plain = await start_server(settings)
+    try:
+        await owner_conn.execute("UPDATE parley.tenants SET plan = 'free' WHERE id = $1", tenant.id)
+        assert await _session_branding(plain, bot["public_key"]) == {"label": None, "url": "https://db.example"}
+    finally:
+        await plain.close()

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from jobs.outbox import OutboxDrainer
 from pyapp.billing.config import billing_config
-from pyapp.billing.sender import StripeBalanceSender
+from pyapp.billing.sender import StripeSender
 from pyapp.outbox.senders import Delivery, Destination
 from support.accounts import TEST_PASSWORD
 from support.billing import PUBLIC, Tenant, deliver, stripe_live, subscribe
@@ -38,7 +38,7 @@ async def ledger(owner_conn, referrer):
 
 
 async def drain(jobs_pool, settings) -> int:
-    drainer = OutboxDrainer(jobs_pool, "referrals", senders={"stripe": StripeBalanceSender(billing_config(settings))})
+    drainer = OutboxDrainer(jobs_pool, "referrals", senders={"stripe": StripeSender(billing_config(settings))})
     try:
         return await drainer.drain()
     finally:
@@ -85,7 +85,7 @@ async def test_paid_conversion_credits_the_referrer_once_on_its_stripe_balance(
 
     # A resend of the same delivery (a drainer that died before recording) applies once at Stripe.
     payload = await owner_conn.fetchval("SELECT payload FROM parley.outbox WHERE kind = 'billing.referral_credit'")
-    sender = StripeBalanceSender(billing_config(settings))
+    sender = StripeSender(billing_config(settings))
     dest = Destination(id=uuid.uuid4(), kind="stripe", target="stripe", config={}, ordered=True)
     again = Delivery(id=1, created_at=dt.datetime.now(dt.UTC), delivery_key=uuid.uuid4(),
                      kind="billing.referral_credit", payload=payload, attempts=1)

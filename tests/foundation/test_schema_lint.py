@@ -36,6 +36,7 @@ ALLOW_GLOBAL: dict[str, str] = {
     "parley.oidc_logins": "single sign-on attempts in flight, before any person or tenant is known; parley_auth only",
     "parley.sso_sessions": "which sessions an identity provider opened; belongs to a person; parley_auth only",
     "parley.domain_routes": "Host -> tenant of verified custom domains, read before any tenant is known; parley_auth only",
+    "parley.server_settings": "installation settings a server writes from its environment at start (default branding); no tenant data; parley_auth writes",
 }
 
 # Global tables that intentionally have no RLS: no tenant data in them, and no app role may

@@ -3,7 +3,11 @@
 Speaks the parts of the real API Parley uses, with Stripe's form-encoded request bodies
 (`a[b][0][c]=…`) and JSON answers: customers, Checkout Sessions, Billing Portal sessions,
 subscriptions (retrieve, update), customer balance transactions (a repeated Idempotency-Key
-gets the first answer) and Billing Meter events (deduplicated on `identifier`, as Stripe does). Every request is recorded (method, path, headers, decoded params).
+gets the first answer) and Billing Meter events (the request checked as the real API checks it:
+event name, identifier, a timestamp within the past 35 days, payload customer and whole-number
+value, an API version; deduplicated on `identifier`, a repeated Idempotency-Key answered with the
+first answer or refused when its parameters differ). `fail_next` / `fail_with` make the next calls
+answer 500 or any status (429 with Retry-After). Every request is recorded (method, path, headers, decoded params).
 
 Test helpers drive what Stripe itself would do: `complete_checkout` turns a session into a
 subscription and returns the `checkout.session.completed` event, `set_status` moves a
@@ -12,6 +16,7 @@ subscription (e.g. to past_due), `event` builds any event, and `sign` produces t
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import itertools
@@ -70,8 +75,14 @@ class FakeStripe:
         self.meter_events: dict[str, dict] = {}  # identifier -> first event
         self.meter_posts = 0
         self.balance_transactions: list[dict] = []
-        self.idempotent: dict[str, dict] = {}  # Idempotency-Key -> first answer (balance transactions)
+        self.idempotent: dict[str, dict] = {}  # Idempotency-Key -> first answer (balance transactions, meter events)
         self.fail_next: int = 0  # answer the next N API calls with 500
+        # Answer the next API calls with these statuses, one each ((status, Retry-After or None)).
+        self.fail_with: list[tuple[int, str | None]] = []
+        # Meter events: `received` is set once one is accepted; while `hold` is an unset Event the
+        # answer waits for it (the event is already recorded: a client that dies meanwhile never hears).
+        self.received = asyncio.Event()
+        self.hold: asyncio.Event | None = None
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
@@ -104,6 +115,13 @@ class FakeStripe:
         if self.fail_next > 0:
             self.fail_next -= 1
             return _error(500, "Something went wrong.", "api_error")
+        if self.fail_with:
+            status, retry_after = self.fail_with.pop(0)
+            resp = _error(status, "Too many requests." if status == 429 else "Something went wrong.",
+                          "rate_limit_error" if status == 429 else "api_error")
+            if retry_after is not None:
+                resp.headers["Retry-After"] = retry_after
+            return resp
         path, method = request.path, request.method
         if method == "POST" and path == "/v1/customers":
             cus = {"id": self._id("cus"), "object": "customer", "name": params.get("name"),
@@ -151,11 +169,26 @@ class FakeStripe:
             return web.json_response(txn)
         if method == "POST" and path == "/v1/billing/meter_events":
             self.meter_posts += 1
-            ident = params.get("identifier")
-            self.meter_events.setdefault(ident, params)
-            return web.json_response({"object": "billing.meter_event", "event_name": params.get("event_name"),
-                                      "identifier": ident, "payload": params.get("payload"),
-                                      "timestamp": int(params.get("timestamp", 0))})
+            refused = _meter_event_refusal(params, request.headers)
+            if refused is not None:
+                return refused
+            key = request.headers.get("Idempotency-Key")
+            if key and key in self.idempotent:  # a retried key: the first answer, if the request is the same
+                first = self.idempotent[key]
+                if first["params"] != params:
+                    return _error(400, "Keys for idempotent requests can only be used with the same parameters.",
+                                  "idempotency_error")
+                return web.json_response(first["answer"])
+            ident = params["identifier"]
+            self.meter_events.setdefault(ident, params)  # Stripe keeps the first event per identifier
+            answer = {"object": "billing.meter_event", "event_name": params["event_name"], "identifier": ident,
+                      "payload": params["payload"], "timestamp": int(params["timestamp"]), "livemode": False}
+            if key:
+                self.idempotent[key] = {"params": params, "answer": answer}
+            self.received.set()
+            if self.hold is not None:
+                await self.hold.wait()
+            return web.json_response(answer)
         return _error(404, f"Unrecognized request URL ({method}: {path}).")
 
     # ------------------------------------------------------------------ what Stripe would do
@@ -196,6 +229,31 @@ class FakeStripe:
         return {"id": self._id("evt"), "object": "event", "type": kind, "api_version": "2026-10-28.endive",
                 "created": int(time.time()) if created is None else created, "livemode": False,
                 "pending_webhooks": 1, "data": {"object": json.loads(json.dumps(obj))}}
+
+
+METER_EVENT_MAX_AGE_S = 35 * 86400  # Stripe refuses meter events older than 35 days
+METER_EVENT_MAX_AHEAD_S = 5 * 60  # or more than 5 minutes in the future
+
+
+def _meter_event_refusal(params: dict, headers) -> web.Response | None:
+    """What the real API answers for a malformed Billing Meter event (None: it is well formed)."""
+    for name in ("event_name", "identifier", "timestamp"):
+        if not params.get(name):
+            return _error(400, f"Missing required param: {name}.", code="parameter_missing")
+    payload = params.get("payload")
+    if not isinstance(payload, dict) or not payload.get("stripe_customer_id"):
+        return _error(400, "Missing required param: payload[stripe_customer_id].", code="parameter_missing")
+    if not re.fullmatch(r"[1-9][0-9]*", str(payload.get("value", ""))):
+        return _error(400, "payload[value] must be a positive whole number.", code="parameter_invalid_integer")
+    if not re.fullmatch(r"[0-9]+", str(params["timestamp"])):
+        return _error(400, "Invalid timestamp.", code="parameter_invalid_integer")
+    age = time.time() - int(params["timestamp"])
+    if age > METER_EVENT_MAX_AGE_S or age < -METER_EVENT_MAX_AHEAD_S:
+        return _error(400, "The timestamp must be within the past 35 days and not more than 5 minutes in the future.",
+                      code="timestamp_too_far_in_past" if age > 0 else "timestamp_in_future")
+    if not headers.get("Stripe-Version"):
+        return _error(400, "No API version was given.")
+    return None
 
 
 def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> web.Response:
