@@ -61,18 +61,18 @@ def database(admin: str, fresh: bool, db: str = DB) -> Settings:
     return settings
 
 
-async def tenant_and_bot(settings: Settings) -> tuple:
+async def tenant_and_bot(settings: Settings, slug: str = SLUG, config: str = '{"language": "en"}') -> tuple:
     conn = await asyncpg.connect(settings.admin_url)
     try:
         row = await conn.fetchrow("SELECT t.id AS tenant_id, b.id AS chatbot_id FROM parley.tenants t"
-                                  " JOIN parley.chatbots b ON b.tenant_id = t.id WHERE t.slug = $1", SLUG)
+                                  " JOIN parley.chatbots b ON b.tenant_id = t.id WHERE t.slug = $1", slug)
         if row is None:
             plan = await conn.fetchval("SELECT id FROM parley.plans ORDER BY max_chatbots = 0 DESC,"
                                        " max_chatbots DESC LIMIT 1")
             tenant_id = await conn.fetchval("INSERT INTO parley.tenants (slug, name, plan) VALUES ($1, 'Quality', $2)"
-                                            " RETURNING id", SLUG, plan)
+                                            " RETURNING id", slug, plan)
             chatbot_id = await conn.fetchval("INSERT INTO parley.chatbots (tenant_id, name, config) VALUES"
-                                             " ($1, 'Docs bot', '{\"language\": \"en\"}') RETURNING id", tenant_id)
+                                             " ($1, 'Docs bot', $2::jsonb) RETURNING id", tenant_id, config)
             return tenant_id, chatbot_id
         return row["tenant_id"], row["chatbot_id"]
     finally:
@@ -134,6 +134,46 @@ def show(label: str, report: ev.Report, misses: bool) -> None:
                 print(f"   {'wrong decline' if o.declined else 'answered'}: {o.question.text[:70]!r} {o.pages[:2]}")
 
 
+def dump(path: str, fts: ev.Report, hybrid: ev.Report | None) -> None:
+    """Each question's outcome and the decline rule's inputs as JSON lines (calibration)."""
+    with open(path, "w") as out:
+        for mode, report in (("fts", fts), ("hybrid", hybrid)):
+            for o in (report.outcomes if report else []):
+                out.write(json.dumps({"mode": mode, "n": o.question.n, "half": o.question.half,
+                                      "answerable": o.question.answerable, "rank": o.rank(),
+                                      "declined": o.declined, "features": o.features}) + "\n")
+
+
+async def small_corpus(settings: Settings, args) -> None:
+    """The help centre (30 documents, as the tests' chatbot: English) or the demo's text (as
+    seeded: no language), each in its own tenant of the bench database."""
+    from pyapp.providers.embeddings import LocalMiniLMEmbedder
+    from pyapp.widget.demo import DEMO_KNOWLEDGE
+
+    if args.corpus == "help":
+        tenant_id, chatbot_id = await tenant_and_bot(settings, "quality-help")
+        documents, questions = ev.help_documents(), ev.help_questions()
+    else:
+        tenant_id, chatbot_id = await tenant_and_bot(settings, "quality-demo", "{}")
+        documents, questions = [("demo", DEMO_KNOWLEDGE)], ev.demo_questions()
+    embedder = None if args.fts_only else LocalMiniLMEmbedder()
+    pool = await create_pool(settings.app_url, min_size=1, max_size=4)
+    try:
+        names = await ev.ingest_texts(pool, tenant_id, chatbot_id, documents, embedder)
+        page = ev.page_by_document(names)
+        fts = await ev.evaluate(pool, tenant_id, chatbot_id, questions, "", None, page=page)
+        show("fts", fts, args.misses and args.fts_only)
+        hybrid = None
+        if embedder is not None:
+            hybrid = await ev.evaluate(pool, tenant_id, chatbot_id, questions, "", embedder, page=page)
+            show("hybrid", hybrid, args.misses)
+        if args.dump:
+            dump(args.dump, fts, hybrid)
+        print(ev.line((hybrid or fts).figures("held")))
+    finally:
+        await pool.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fresh", action="store_true", help="drop the database first (re-embeds everything)")
@@ -144,6 +184,9 @@ async def main() -> None:
     parser.add_argument("--misses", action="store_true", help="list the tuning half's misses")
     parser.add_argument("--db", default=DB, help="the database (kept between runs)")
     parser.add_argument("--dump", default=None, help="write each question's outcome as JSON lines here")
+    parser.add_argument("--corpus", default="pydocs", choices=("pydocs", "help", "demo"),
+                        help="pydocs: the whole Python docs site; help: the 30-document help centre of the tests;"
+                             " demo: the demo tenant's text (as seeded: no language set)")
     parser.add_argument("--fusion", default=None, metavar="K,W_FTS,W_VEC",
                         help="try other fusion constants (replaces parley.knowledge_fusion in the bench database)")
     args = parser.parse_args()
@@ -151,6 +194,9 @@ async def main() -> None:
         sys.exit(f"{ev.DOC_ROOT} is missing: apt-get install python3.11-doc")
 
     settings = database(admin_base_url(), args.fresh, args.db)
+    if args.corpus != "pydocs":
+        await small_corpus(settings, args)
+        return
     tenant_id, chatbot_id = await tenant_and_bot(settings)
     if args.fusion:
         k, w_fts, w_vec = (float(x) for x in args.fusion.split(","))
@@ -196,12 +242,7 @@ async def main() -> None:
         else:
             final = fts
         if args.dump:
-            with open(args.dump, "w") as out:
-                for mode, report in (("fts", fts), ("hybrid", final if embedder is not None else None)):
-                    for o in (report.outcomes if report else []):
-                        out.write(json.dumps({"mode": mode, "n": o.question.n, "half": o.question.half,
-                                              "answerable": o.question.answerable, "rank": o.rank(),
-                                              "declined": o.declined, "features": o.features}) + "\n")
+            dump(args.dump, fts, final if embedder is not None else None)
         print(ev.line(final.figures("held")))
     finally:
         await site.close()

@@ -68,6 +68,20 @@ CREATE TRIGGER knowledge_terms_delete AFTER DELETE ON parley.knowledge_chunks
 
 -- Full text ------------------------------------------------------------------------
 
+-- Whether a word is a stop word of any language whose text-search configuration the product
+-- ships (ts_config_for). Chatbots without a language use the `simple` configuration, which
+-- has none: there "What are your support hours?" counted "what", "are" and "your" as three
+-- of its five terms, and in a small knowledge base (where no word is common) each weighed as
+-- much as "support" (demo: coverage 0.41 of the passage headed "Opening hours"; without them 1.0).
+CREATE OR REPLACE FUNCTION parley.knowledge_stop_word(p_word text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  SELECT EXISTS (SELECT 1 FROM unnest(ARRAY['en', 'es', 'fr', 'de', 'tr']) l
+                  WHERE to_tsvector(parley.ts_config_for(l), p_word) = ''::tsvector)
+$$;
+COMMENT ON FUNCTION parley.knowledge_stop_word(text) IS
+  'True when the word is a stop word in the text-search configuration of any language ts_config_for knows (en/es/fr/de/tr); knowledge_query_terms drops such words from questions to a chatbot on the simple configuration.';
+
 -- The question's terms: lexemes of its words in the chatbot's configuration, so plain words
 -- are never operators ("or", "-x", quotes and "!" mean nothing), each with its document
 -- frequency and BM25 weight ln(1 + (N - df + 0.5) / (df + 0.5)) over the chatbot's chunks.
@@ -85,7 +99,8 @@ AS $$
   SELECT q.term, coalesce(t.chunks, 0),
          ln(1 + (greatest(n.n, 1000) - coalesce(nullif(t.chunks, 0), 2) + 0.5)
                 / (coalesce(nullif(t.chunks, 0), 2) + 0.5))::real
-    FROM (SELECT DISTINCT l AS term FROM unnest(tsvector_to_array(to_tsvector(p_config, left(coalesce(p_query, ''), 2000)))) l) q
+    FROM (SELECT DISTINCT l AS term FROM unnest(tsvector_to_array(to_tsvector(p_config, left(coalesce(p_query, ''), 2000)))) l
+           WHERE p_config <> 'simple'::regconfig OR NOT parley.knowledge_stop_word(l)) q
     CROSS JOIN n
     LEFT JOIN parley.knowledge_terms t
       ON t.tenant_id = (SELECT parley.current_tenant_id()) AND t.chatbot_id = p_chatbot_id AND t.term = q.term
@@ -183,22 +198,44 @@ COMMENT ON FUNCTION parley.knowledge_fusion() IS
 -- The decline rule: whether the best passages answer the question at all. Inputs: the best
 -- cosine similarity of the vector list (NULL without vectors), the idf-weighted coverage of
 -- the question's terms by the best full-text passage, the share of the question's term
--- weight the chatbot's knowledge contains anywhere, and whether both lists agree on the top
--- document. Constants calibrated on the tuning half of the evaluation (docs/knowledge.md).
+-- weight the chatbot's knowledge contains anywhere, whether both lists agree on the top
+-- document, and the size of the knowledge (passages, documents). Constants calibrated on the
+-- tuning halves of the evaluations (docs/knowledge.md).
+--
+-- Size: the best cosine is the largest of N similarities, so an unrelated question's best
+-- cosine grows with N (the largest of N normal draws sits near sigma * sqrt(2 ln N) above
+-- their mean). The cosine thresholds were set on the 19,407-passage docs site; a smaller
+-- knowledge base lowers them by knowledge_size_shift(N) (0 at 20,000 passages). Agreement of
+-- the two lists is evidence only when it is unlikely by chance: with D documents the vector
+-- list's top document lands among the full text's top five with chance about 5 / D, so it
+-- counts from knowledge_agree_documents() documents on (the demo's one document always "agrees").
+CREATE OR REPLACE FUNCTION parley.knowledge_size_shift(p_chunks int) RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 0.135 * (sqrt(2 * ln(20000)) - sqrt(2 * ln(greatest(coalesce(p_chunks, 20000), 2)))) $$;
+COMMENT ON FUNCTION parley.knowledge_size_shift(int) IS
+  'How much lower the decline rule''s cosine thresholds sit for a knowledge base of p_chunks passages than at 20,000 (sigma * (sqrt(2 ln 20000) - sqrt(2 ln N)), sigma calibrated on the small corpora''s tuning halves).';
+
+CREATE OR REPLACE FUNCTION parley.knowledge_agree_documents() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 50 $$;
+COMMENT ON FUNCTION parley.knowledge_agree_documents() IS
+  'Documents a chatbot needs before the agreement of its full-text and vector lists counts in the decline rule (chance agreement about 5 / documents).';
+
+DROP FUNCTION IF EXISTS parley.knowledge_answerable(double precision, real, real, boolean);
 CREATE OR REPLACE FUNCTION parley.knowledge_answerable(p_cosine double precision, p_coverage real, p_known real,
-                                                       p_agree boolean)
+                                                       p_agree boolean, p_chunks int, p_documents int)
 RETURNS boolean
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
   SELECT CASE
     WHEN p_cosine IS NULL THEN coalesce(p_coverage, 0) >= 0.4999
-    ELSE p_cosine >= 0.63
-         OR (p_cosine >= 0.39 AND coalesce(p_coverage, 0) >= 0.55)
-         OR (p_agree AND p_cosine >= 0.53)
+    ELSE p_cosine >= 0.63 - s.shift
+         OR (p_cosine >= 0.39 - s.shift AND coalesce(p_coverage, 0) >= 0.55)
+         OR (p_agree AND coalesce(p_documents, 0) >= parley.knowledge_agree_documents() AND p_cosine >= 0.53 - s.shift)
   END
+    FROM (SELECT parley.knowledge_size_shift(p_chunks) AS shift) s
 $$;
-COMMENT ON FUNCTION parley.knowledge_answerable(double precision, real, real, boolean) IS
-  'Decline rule: true when the retrieved passages can answer (best cosine, idf-weighted term coverage of the best full-text passage, share of the question''s term weight the knowledge knows, agreement of the two lists on the top document). Calibrated on the tuning half of bench/answer_quality.py.';
+COMMENT ON FUNCTION parley.knowledge_answerable(double precision, real, real, boolean, int, int) IS
+  'Decline rule: true when the retrieved passages can answer (best cosine, idf-weighted term coverage of the best full-text passage, share of the question''s term weight the knowledge knows, agreement of the two lists on the top document; cosine thresholds lowered for small knowledge bases by knowledge_size_shift, agreement counted from knowledge_agree_documents documents). Calibrated on the tuning halves of bench/answer_quality.py.';
 
 DROP FUNCTION IF EXISTS parley.knowledge_search(uuid, text, int, vector, text);
 CREATE FUNCTION parley.knowledge_search(
@@ -223,6 +260,7 @@ DECLARE
   v_vec bigint[] := '{}';
   v_vec_dist double precision[] := '{}';
   v_chunks int;
+  v_documents int;
   v_agree boolean := false;
   v_answerable boolean;
 BEGIN
@@ -242,9 +280,9 @@ BEGIN
   END IF;
 
   -- Vectors: exact for small chatbots, HNSW with iterative scan (pgvector 0.8) for big ones.
+  SELECT s.chunks INTO v_chunks FROM parley.knowledge_stats s
+   WHERE s.tenant_id = v_tenant AND s.chatbot_id = p_chatbot_id;
   IF p_query_embedding IS NOT NULL THEN
-    SELECT s.chunks INTO v_chunks FROM parley.knowledge_stats s
-     WHERE s.tenant_id = v_tenant AND s.chatbot_id = p_chatbot_id;
     IF coalesce(v_chunks, 0) <= parley.exact_knn_limit() THEN
       SELECT array_agg(v.id ORDER BY v.d, v.id), array_agg(v.d ORDER BY v.d, v.id)
         INTO v_vec, v_vec_dist
@@ -273,9 +311,14 @@ BEGIN
                      ON b.tenant_id = a.tenant_id AND b.document_id = a.document_id
                     WHERE a.tenant_id = v_tenant AND a.id = v_vec[1] AND b.id = ANY (v_fts[1:5]))
       INTO v_agree;
+    IF v_agree THEN  -- how much agreement says depends on how many documents there are
+      SELECT count(*) INTO v_documents FROM parley.knowledge_documents d
+       WHERE d.tenant_id = v_tenant AND d.chatbot_id = p_chatbot_id;
+    END IF;
   END IF;
 
-  v_answerable := parley.knowledge_answerable(1 - v_vec_dist[1], v_fts_cov[1], v_known, v_agree);
+  v_answerable := parley.knowledge_answerable(1 - v_vec_dist[1], v_fts_cov[1], v_known, v_agree, v_chunks,
+                                              v_documents);
 
   -- Reciprocal-rank fusion (knowledge_fusion).
   RETURN QUERY
@@ -298,7 +341,8 @@ BEGIN
   SELECT c.id, c.document_id, c.title, c.url, c.heading_path, c.text, best.r, best.cov,
          best.d, best.s::double precision, v_answerable,
          jsonb_build_object('cosine', round((1 - v_vec_dist[1])::numeric, 4), 'coverage', round(v_fts_cov[1]::numeric, 4),
-                            'known', round(v_known::numeric, 4), 'agree', v_agree)
+                            'known', round(v_known::numeric, 4), 'agree', v_agree, 'chunks', v_chunks,
+                            'documents', v_documents)
     FROM best
     CROSS JOIN LATERAL (SELECT k.id, k.document_id, k.title, k.url, k.heading_path, k.text
                           FROM parley.knowledge_chunks k WHERE k.tenant_id = v_tenant AND k.id = best.id OFFSET 0) c

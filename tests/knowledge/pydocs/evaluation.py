@@ -149,8 +149,9 @@ def line(figures: dict) -> str:
 
 
 async def ask(pool, tenant_id: uuid.UUID, chatbot_id: uuid.UUID, question: Question, base: str, embedder, *,
-              k: int = 10) -> Outcome:
-    """One question through the product's retrieval and decline rule, as the app role under RLS."""
+              k: int = 10, page=None) -> Outcome:
+    """One question through the product's retrieval and decline rule, as the app role under RLS.
+    ``page`` names a passage's page (default: its URL's path under ``base``)."""
     from pyapp.knowledge.search import answerable, query_vector, search_passages
 
     vector = await query_vector(embedder, question.text)
@@ -161,11 +162,89 @@ async def ask(pool, tenant_id: uuid.UUID, chatbot_id: uuid.UUID, question: Quest
     ms = (time.perf_counter() - started) * 1000
     signals = found[0].get("signals") if found else None
     features = json.loads(signals) if isinstance(signals, str) else dict(signals or {})
-    return Outcome(question, [page_of(p["url"], base) for p in found], not answerable(found), ms, features)
+    pages = [page(p) if page else page_of(p["url"], base) for p in found]
+    return Outcome(question, pages, not answerable(found), ms, features)
 
 
-async def evaluate(pool, tenant_id, chatbot_id, questions: list[Question], base: str, embedder) -> Report:
+async def evaluate(pool, tenant_id, chatbot_id, questions: list[Question], base: str, embedder, *,
+                   page=None) -> Report:
     report = Report()
     for question in questions:
-        report.outcomes.append(await ask(pool, tenant_id, chatbot_id, question, base, embedder))
+        report.outcomes.append(await ask(pool, tenant_id, chatbot_id, question, base, embedder, page=page))
     return report
+
+
+# Small knowledge bases ---------------------------------------------------------------------
+# The decline rule must hold at both ends: a help centre of 30 short documents (tests/knowledge/
+# corpus: 42 answerable questions, each naming its document, and 22 the corpus does not cover)
+# and the demo tenant's five passages (pyapp/widget/demo.py). Halves alternate within the
+# answerable and within the unanswerable questions, as above.
+
+CORPUS = HERE.parent / "corpus"
+
+# The demo's knowledge text: questions a visitor of the demo asks, and ones it cannot answer.
+DEMO_QUESTIONS = [
+    ("What are your support hours?", True), ("When are you open?", True), ("Can I get a refund?", True),
+    ("How much is shipping to Germany?", True), ("Can I put the mugs in the dishwasher?", True),
+    ("how long does delivery to the US take", True), ("Where is your studio?", True),
+    ("do you ship outside europe", True),
+    ("What is your phone number?", False), ("Are you hiring?", False), ("tell me a joke", False),
+    ("What's the weather in Lisbon?", False), ("Do you have a loyalty program?", False),
+    ("Can I pay with bitcoin?", False), ("who is your CEO", False), ("hi", False),
+]
+
+
+def _halved(items: list[tuple[str, list[str]]]) -> list[Question]:
+    out: list[Question] = []
+    seen = {True: 0, False: 0}
+    for text, pages in items:
+        kind = bool(pages)
+        out.append(Question(len(out), text, pages, "tune" if seen[kind] % 2 == 0 else "held"))
+        seen[kind] += 1
+    return out
+
+
+def help_documents() -> list[tuple[str, str]]:
+    """The 30 help-centre documents: (name, markdown)."""
+    return sorted((p.stem, p.read_text()) for p in (CORPUS / "docs").glob("*.md"))
+
+
+def help_questions() -> list[Question]:
+    """The help centre's questions: pages are the answering document's name (none: not covered)."""
+    answerable = [(q["q"], [q["doc"]]) for q in json.loads((CORPUS / "questions.json").read_text())]
+    others = [(q["q"], []) for q in json.loads((CORPUS / "unanswerable.json").read_text())]
+    return _halved(answerable + others)
+
+
+def demo_questions() -> list[Question]:
+    """The demo tenant's questions (pages: "demo" when its text answers them)."""
+    return _halved([(text, ["demo"] if covered else []) for text, covered in DEMO_QUESTIONS])
+
+
+async def ingest_texts(pool, tenant_id: uuid.UUID, chatbot_id: uuid.UUID, documents: list[tuple[str, str]],
+                       embedder) -> dict[str, str]:
+    """Each (name, markdown) as its own file source of the chatbot (re-ingesting keeps unchanged
+    passages), then the embedding queue drained; returns document id -> name."""
+    from pyapp.knowledge import extract, ingest
+
+    names: dict[str, str] = {}
+    async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="service", actor_id="eval")) as conn:
+        for name, text in documents:
+            source_id = await conn.fetchval(
+                "SELECT id FROM parley.knowledge_sources WHERE chatbot_id = $1 AND title = $2", chatbot_id, name)
+            if source_id is None:
+                source_id = await conn.fetchval(
+                    "SELECT s.id FROM parley.create_knowledge_source($1, 'file', $2, NULL, $3) s",
+                    chatbot_id, name, f"{name}.md")
+            doc = extract.extract(text.encode(), filename=f"{name}.md")
+            result = await ingest.ingest_document(conn, source_id, f"{name}.md", doc)
+            names[str(result["document_id"])] = name
+    if embedder is not None:
+        await ingest.drain_embeddings(pool, actor_kind="service", embedder=embedder, until_empty=True,
+                                      max_batches=100)
+    return names
+
+
+def page_by_document(names: dict[str, str]):
+    """A ``page`` function for ask/evaluate: the passage's document name."""
+    return lambda passage: names.get(str(passage["document_id"]), "?")
