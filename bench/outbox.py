@@ -129,7 +129,7 @@ async def run(args) -> None:
         # Throughput: a backlog.
         await emit(app_pool, tenant, conv, args.events)
         total = args.events * args.destinations
-        sender = WebhookSender(allow_hosts=["127.0.0.1"], limit=400)
+        sender = WebhookSender(allow_hosts=["127.0.0.1"])
         drainer = OutboxDrainer(jobs_pool, "bench", senders={"webhook": sender}, batch=args.batch,
                                 max_destinations=args.destinations)
         t0, cpu0, sink0 = time.perf_counter(), time.process_time(), proc_cpu(sink.pid)
