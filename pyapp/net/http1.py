@@ -26,6 +26,7 @@ import time
 from collections.abc import Collection
 from dataclasses import dataclass
 
+from pyapp import tracing
 from pyapp.net.safe_fetch import FetchFailed, Resolver, VettedURL, vet_url
 
 IDLE_S = 4.0  # reuse a keep-alive connection idle at most this long
@@ -338,16 +339,29 @@ class PinnedClient:
                 raise FetchFailed("dns_failed", "no address", url=url)
             pool = self._pool(vetted)
             request = _request_bytes(vetted, body, headers, self.user_agent)
-            async with pool.gate:
-                conn = pool.reuse()
-                if conn is not None:
-                    try:
-                        return await self._exchange(pool, conn, request, keep)
-                    except (OSError, ProtocolError):
-                        if not conn.answered_nothing:
-                            raise
-                        # The server had closed the idle connection: once more on a new one.
-                return await self._exchange(pool, await pool.connect(), request, keep)
+            # Traces on: a client span under the current one (an outbox send); method and host only.
+            span = tracing.start_client_span(
+                "HTTP POST", **{"http.request.method": "POST", "server.address": vetted.host}
+            )
+            try:
+                response = await self._send(pool, request, keep)
+            except BaseException as exc:
+                tracing.end_client_span(span, error=exc)
+                raise
+            tracing.end_client_span(span, status_code=response.status)
+            return response
+
+    async def _send(self, pool: _Pool, request: bytes, keep: int) -> Response:
+        async with pool.gate:
+            conn = pool.reuse()
+            if conn is not None:
+                try:
+                    return await self._exchange(pool, conn, request, keep)
+                except (OSError, ProtocolError):
+                    if not conn.answered_nothing:
+                        raise
+                    # The server had closed the idle connection: once more on a new one.
+            return await self._exchange(pool, await pool.connect(), request, keep)
 
     async def _exchange(self, pool: _Pool, conn: _Conn, request: bytes, keep: int) -> Response:
         try:
