@@ -47,6 +47,100 @@ DROP FUNCTION IF EXISTS parley.consecutive_misses(uuid);
 
 GRANT EXECUTE ON FUNCTION parley.normalize_question(text) TO parley_app, parley_jobs, parley_reporting;
 
+-- Human involvement, kept on the conversation -----------------------------------------
+
+-- What the day figures need from a conversation's events and agent messages, written when they
+-- are (migration 0035 filled in the older ones), so counting the days the rollup does not hold
+-- reads one row per conversation. The definitions:
+--   human_at              min(at) of its human_requested / claimed / assigned events
+--   human_requested_at    min(at) of its human_requested events
+--   first_human_reply_at  min(created_at) of its agent messages at or after human_requested_at
+-- least() ignores NULLs, so an event or message that arrives out of time order still leaves the
+-- minimum; a request earlier than the one known re-reads the first reply after it.
+CREATE OR REPLACE FUNCTION parley.note_human_event() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  UPDATE parley.conversations c
+     SET human_at = least(c.human_at, NEW.at),
+         human_requested_at = CASE WHEN NEW.kind = 'human_requested' THEN least(c.human_requested_at, NEW.at)
+                                   ELSE c.human_requested_at END,
+         first_human_reply_at = CASE
+           WHEN NEW.kind = 'human_requested' AND NEW.at < coalesce(c.human_requested_at, 'infinity') THEN
+             (SELECT min(m.created_at) FROM parley.messages m
+               WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'agent'
+                 AND m.created_at >= NEW.at)
+           ELSE c.first_human_reply_at END
+   WHERE c.tenant_id = NEW.tenant_id AND c.id = NEW.conversation_id
+     AND (NEW.at < coalesce(c.human_at, 'infinity')
+          OR (NEW.kind = 'human_requested' AND NEW.at < coalesce(c.human_requested_at, 'infinity')));
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.note_human_event() IS
+  'Trigger (events, after insert of human_requested / claimed / assigned): keep the conversation''s human_at, human_requested_at (the earliest such events) and, when the request time moves earlier, first_human_reply_at (the first agent message at or after it). Read by parley.day_stats_from_rows.';
+
+CREATE OR REPLACE FUNCTION parley.note_human_reply() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  UPDATE parley.conversations c SET first_human_reply_at = NEW.created_at
+   WHERE c.tenant_id = NEW.tenant_id AND c.id = NEW.conversation_id
+     AND c.human_requested_at <= NEW.created_at AND NEW.created_at < coalesce(c.first_human_reply_at, 'infinity');
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.note_human_reply() IS
+  'Trigger (messages, after insert of an agent message): the conversation''s first_human_reply_at becomes this message''s time when it is at or after human_requested_at and earlier than the one known. Read by parley.day_stats_from_rows.';
+
+-- Rows edited in place (not something the app does; a repair, a test moving time) are
+-- counted again from scratch for their conversation.
+CREATE OR REPLACE FUNCTION parley.recount_human_facts(p_tenant_id uuid, p_conversation_id uuid) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.conversations c
+     SET human_at = x.human_at, human_requested_at = x.requested_at,
+         first_human_reply_at = (SELECT min(m.created_at) FROM parley.messages m
+                                  WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'agent'
+                                    AND m.created_at >= x.requested_at)
+    FROM (SELECT min(e.at) AS human_at, min(e.at) FILTER (WHERE e.kind = 'human_requested') AS requested_at
+            FROM parley.events e
+           WHERE e.tenant_id = p_tenant_id AND e.conversation_id = p_conversation_id
+             AND e.kind IN ('human_requested', 'claimed', 'assigned')) x
+   WHERE c.tenant_id = p_tenant_id AND c.id = p_conversation_id
+$$;
+COMMENT ON FUNCTION parley.recount_human_facts(uuid, uuid) IS
+  'Set a conversation''s human_at, human_requested_at and first_human_reply_at from its events and agent messages (their definitions, in full).';
+
+CREATE OR REPLACE FUNCTION parley.recount_human_facts_on_change() RETURNS trigger
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  PERFORM parley.recount_human_facts(OLD.tenant_id, OLD.conversation_id);
+  IF (NEW.tenant_id, NEW.conversation_id) IS DISTINCT FROM (OLD.tenant_id, OLD.conversation_id) THEN
+    PERFORM parley.recount_human_facts(NEW.tenant_id, NEW.conversation_id);
+  END IF;
+  RETURN NULL;
+END $$;
+COMMENT ON FUNCTION parley.recount_human_facts_on_change() IS
+  'Trigger (events or messages updated in a way the human facts depend on): parley.recount_human_facts for the old and the new conversation.';
+
+DROP TRIGGER IF EXISTS t41_recount_human_event ON parley.events;
+CREATE TRIGGER t41_recount_human_event AFTER UPDATE OF at, kind, conversation_id ON parley.events
+  FOR EACH ROW WHEN (OLD.kind IN ('human_requested', 'claimed', 'assigned') OR NEW.kind IN ('human_requested', 'claimed', 'assigned'))
+  EXECUTE FUNCTION parley.recount_human_facts_on_change();
+DROP TRIGGER IF EXISTS t41_recount_human_reply ON parley.messages;
+CREATE TRIGGER t41_recount_human_reply AFTER UPDATE OF created_at, author, conversation_id ON parley.messages
+  FOR EACH ROW WHEN (OLD.author = 'agent' OR NEW.author = 'agent')
+  EXECUTE FUNCTION parley.recount_human_facts_on_change();
+DROP TRIGGER IF EXISTS t40_note_human_event ON parley.events;
+CREATE TRIGGER t40_note_human_event AFTER INSERT ON parley.events
+  FOR EACH ROW WHEN (NEW.kind IN ('human_requested', 'claimed', 'assigned') AND NEW.conversation_id IS NOT NULL)
+  EXECUTE FUNCTION parley.note_human_event();
+DROP TRIGGER IF EXISTS t40_note_human_reply ON parley.messages;
+CREATE TRIGGER t40_note_human_reply AFTER INSERT ON parley.messages
+  FOR EACH ROW WHEN (NEW.author = 'agent')
+  EXECUTE FUNCTION parley.note_human_reply();
+GRANT UPDATE (human_at, human_requested_at, first_human_reply_at) ON parley.conversations TO parley_app;
+
 -- Member statistics (tenant-scoped by RLS; p_days is 7, 30 or 90 in the API) -------------
 
 -- The day figures: one rule, two readers. parley.day_stats_from_rows counts them from the rows;
@@ -65,26 +159,15 @@ LANGUAGE sql STABLE
 AS $$
   -- Bounds as timestamptz: under RLS only leakproof operators are index conditions, and
   -- timestamptz >= date is not (timestamptz >= timestamptz is).
-  WITH conv AS (
-    SELECT c.tenant_id, c.id, c.chatbot_id, c.created_at::date AS day, c.status,
-           EXISTS (SELECT 1 FROM parley.events e
-                    WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id
-                      AND e.kind IN ('human_requested', 'claimed', 'assigned')) AS human,
-           (SELECT min(e.at) FROM parley.events e
-             WHERE e.tenant_id = c.tenant_id AND e.conversation_id = c.id AND e.kind = 'human_requested') AS requested_at
+  WITH facts AS (
+    SELECT c.chatbot_id, c.created_at::date AS day, 1 AS conversations, (c.status = 'closed')::int AS closed,
+           (c.status = 'closed' AND c.human_at IS NULL)::int AS closed_without_human,
+           (c.human_requested_at IS NOT NULL)::int AS human_requests,
+           round(extract(epoch FROM c.first_human_reply_at - c.human_requested_at))::int AS response_s,
+           0 AS ai_turns, 0 AS ai_unanswered, 0 AS ratings, 0 AS rating_sum, 0 AS thumbs_up, 0 AS thumbs_down
       FROM parley.conversations c
      WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.created_at >= p_from::timestamptz AND c.created_at < p_to::timestamptz
-       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)),
-  facts AS (
-    SELECT c.chatbot_id, c.day, 1 AS conversations, (c.status = 'closed')::int AS closed,
-           (c.status = 'closed' AND NOT c.human)::int AS closed_without_human,
-           (c.requested_at IS NOT NULL)::int AS human_requests,
-           round(extract(epoch FROM (SELECT min(m.created_at) FROM parley.messages m
-                                      WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id
-                                        AND m.author = 'agent' AND m.created_at >= c.requested_at)
-                                    - c.requested_at))::int AS response_s,
-           0 AS ai_turns, 0 AS ai_unanswered, 0 AS ratings, 0 AS rating_sum, 0 AS thumbs_up, 0 AS thumbs_down
-      FROM conv c
+       AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)
     UNION ALL
     SELECT a.chatbot_id, a.created_at::date, 0, 0, 0, 0, NULL, 1, (NOT a.grounded)::int, 0, 0, 0, 0
       FROM parley.assistant_turns a
@@ -109,7 +192,7 @@ AS $$
    GROUP BY x.chatbot_id, x.day
 $$;
 COMMENT ON FUNCTION parley.day_stats_from_rows(date, date, uuid) IS
-  'The current tenant''s day figures per chatbot and day in [p_from, p_to), counted from the rows: conversations started that day (closed, closed without a human, asking for a human, seconds from the first request to the first agent reply), assistant turns (answered/unknown, ungrounded), ratings (count, sum) and thumbs of that day. The one definition the rollup stores and the readers use for the days since it ran.';
+  'The current tenant''s day figures per chatbot and day in [p_from, p_to), counted from the rows: conversations started that day (closed, closed without a human, asking for a human, seconds from the first request to the first agent reply: one row each, through the conversation''s human_at / human_requested_at / first_human_reply_at), assistant turns (answered/unknown, ungrounded), ratings (count, sum) and thumbs of that day. The one definition the rollup stores and the readers use for the days since it ran.';
 
 CREATE OR REPLACE FUNCTION parley.stats_rolled_until() RETURNS date
 LANGUAGE sql STABLE
