@@ -4,8 +4,8 @@
 
 Builds once, in SQL (as the superuser, straight into the tables: minutes at full scale on 2
 cores), a database `parley_history_bench` holding
-  * the big tenant: 400,000 conversations and 4,000,000 messages over the last 90 days
-    (10 per conversation, bodies drawn from a support vocabulary; "refund" and "damaged" are
+  * the big tenant: 400,000 conversations and 4,000,000 messages over the last 90 days, written
+    in time order as a live tenant's are (message ids grow with time) (10 per conversation, bodies drawn from a support vocabulary; "refund" and "damaged" are
     among the rarer words), 20,000 leads, the daily rollups (parley.rollup_daily_stats);
   * another tenant with 1,000,000 messages, so the big tenant's costs are measured beside them;
   * a small tenant (200 conversations).
@@ -14,7 +14,7 @@ runs (`--rebuild` builds it again, `--drop` removes it). Then a real server (in 
 answers, as each tenant's owner over HTTP:
   inbox text search GET /api/conversations?q=refund%20damaged, the 90-day analytics summary and
   conversations per day, the leads CSV (and whether it is streamed: chunked, first byte early);
-and prints p50/p95/max per call and tenant, plus the search's plan as the inbox runs it (parley_app
+and prints p50/p95/max per call and tenant (timed against `parley serve` in a process of its own), plus the search's plan as the inbox runs it (parley_app
 under RLS → list_conversations → search_conversation_ids, via auto_explain). Before timing it runs
 the rollup job once per tenant as the jobs process would (analytics read the rollup).
 Targets (issue 17): search p95 <= 200 ms at 4 M messages; analytics <= 50 ms whatever the history.
@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 
+from bench.soak import free_port, start_server  # noqa: E402
 from pyapp.client import ParleyClient  # noqa: E402  (the API's own client)
 
 DB = "parley_history_bench"
@@ -89,13 +90,16 @@ async def build_tenant(conn: asyncpg.Connection, tenant_id: uuid.UUID, n_conv: i
                    at + interval '20 minutes', CASE WHEN g % 5 = 0 THEN NULL ELSE at + interval '25 minutes' END,
                    'https://shop.example/p/' || (g % 500)
               FROM generate_series($5::int, $6::int) g,
-                   LATERAL (SELECT now() - random() * interval '90 days' AS at WHERE g > 0) t  -- per row (g)
+                   -- in time order, as a live tenant writes them (message ids grow with time);
+                   -- per row (g), with a little jitter
+                   LATERAL (SELECT now() - interval '90 days' * (1 - (g - random()) / $7::int) AS at WHERE g > 0) t
             RETURNING id, created_at)
           INSERT INTO parley.messages (tenant_id, created_at, conversation_id, author, body)
           SELECT $1, c.created_at + g * interval '90 seconds', c.id,
                  CASE WHEN g % 2 = 0 THEN 'visitor' WHEN g % 3 = 0 THEN 'agent' ELSE 'bot' END, {BODY_SQL}
-            FROM c, generate_series(1, {per_conv}) g""",
-                           tenant_id, WORDS, list(RARE), bot, start + 1, start + count)
+            FROM c, generate_series(1, {per_conv}) g
+           ORDER BY 2""",
+                           tenant_id, WORDS, list(RARE), bot, start + 1, start + count, n_conv)
         print(f"  {tenant_id}: {start + count:,} / {n_conv:,} conversations", flush=True)
     await conn.execute("""
       UPDATE parley.conversations c SET last_message_id = m.max_id, last_activity_at = m.last_at
@@ -252,8 +256,18 @@ async def main(args) -> None:
             out = await api.log_in(body={"email": t["email"], "password": "bench password 1"})
             t["token"] = out["access_token"]
         print("rollup job (run, then again):", await rollup(settings, tenants), flush=True)
+        # The calls are timed against `parley serve` in a process of its own: the client (this
+        # process) shares no event loop with the server.
+        server = await start_server(settings, free_port())
+        served = f"http://127.0.0.1:{server.args[-1]}"
+        timed_api = ParleyClient(served, session=http)
+        print(f"timing against parley serve (pid {server.pid}) from this process; {args.runs} calls each"
+              f" (machine shared: load {os.getloadavg()[0]:.1f})", flush=True)
         pages = {"search": lambda c: c.list_conversations(q="refund damaged"),
                  "search, one word": lambda c: c.list_conversations(q="refund"),
+                 "search, commonest word": lambda c: c.list_conversations(q="order"),
+                 "search, rare pair": lambda c: c.list_conversations(q="chargeback cancelled"),
+                 "search, no match": lambda c: c.list_conversations(q="zebra"),
                  "analytics summary 90d": lambda c: c.summary(days=90),
                  "conversations per day 90d": lambda c: c.conversations_per_day(days=90),
                  "csat per day 90d": lambda c: c.csat_per_day(days=90),
@@ -262,7 +276,7 @@ async def main(args) -> None:
         print(f"\n{'call':28} {'tenant':6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
         for label, page in pages.items():
             for name in ("big", "small"):
-                member = api.with_token(tenants[name]["token"])
+                member = timed_api.with_token(tenants[name]["token"])
                 times = await timed(lambda page=page, member=member: page(member), args.runs)
                 print(f"{label:28} {name:6} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {max(times):8.1f}", flush=True)
         # The rollup a day behind (the jobs process down since yesterday): yesterday and today
@@ -273,15 +287,17 @@ async def main(args) -> None:
                                 " WHERE tenant_id = $1", tenants["big"]["id"])
             for label, path in (("summary 90d, rollup 1 day old", pages["analytics summary 90d"]),
                                 ("per day 90d, rollup 1 day old", pages["conversations per day 90d"])):
-                times, status = await timed(http, base, path, tenants["big"]["token"], args.runs)
-                assert status == 200, (path, status)
+                big = timed_api.with_token(tenants["big"]["token"])
+                times = await timed(lambda path=path, big=big: path(big), args.runs)
                 print(f"{label:28} {'big':6} {pct(times, 50):8.1f} {pct(times, 95):8.1f} {max(times):8.1f}",
                       flush=True)
         finally:
             await admin.execute("UPDATE parley.daily_stats_state SET rolled_at = rolled_at + interval '1 day'"
                                 " WHERE tenant_id = $1", tenants["big"]["id"])
             await admin.close()
-        print("\nleads CSV, big tenant:", await export_shape(http, base, tenants["big"]["token"]))
+        print("\nleads CSV, big tenant:", await export_shape(http, served, tenants["big"]["token"]))
+        server.terminate()
+        server.wait(15)
         print("\nsearch plan (big tenant, 'refund damaged', as parley_app through list_conversations):")
         print(await plan(settings, tenants["big"]["id"], "refund damaged"))
     finally:
