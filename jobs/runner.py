@@ -60,9 +60,11 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: list[str] | None = None) -> list[str]:
+async def run_due_jobs(
+    pool: asyncpg.Pool, worker: str | None = None, *, only: list[str] | None = None, settings=None
+) -> list[str]:
     """Claim and run every due job (one at a time); returns the names run. The jobs must be
-    registered (`jobs.schedule.register`) first."""
+    registered (`jobs.schedule.register`) first; `settings` reach the jobs that work outside SQL."""
     worker = worker or worker_name()
     skip = disabled_jobs()
     names = [n for n in (only or JOBS) if n not in skip]
@@ -74,7 +76,7 @@ async def run_due_jobs(pool: asyncpg.Pool, worker: str | None = None, *, only: l
         job = JOBS[row["name"]]
         started = time.monotonic()
         try:
-            result, status = await run_job(pool, job), "ok"
+            result, status = await run_job(pool, job, settings), "ok"
         except Exception as exc:  # a broken job must not stop the others
             if db_unavailable(exc):
                 raise  # not the job's fault: the runner waits for the database and claims again
@@ -159,7 +161,7 @@ async def _loop(settings, stop: asyncio.Event, backoff: Backoff, pools, once: bo
                     await register(pool)
                     await resume_payment_deliveries(pool, senders)
                     registered = True
-                ran = await run_due_jobs(pool, worker)
+                ran = await run_due_jobs(pool, worker, settings=settings)
                 _touch_heartbeat()
                 if backoff.failures or time.monotonic() - lag_logged >= LAG_EVERY_S:
                     log.info(

@@ -1,7 +1,8 @@
 """The scheduled jobs: one module per job in `jobs/scheduled/`, found here.
 
 A job module's name is the job's name, and its `JOB` says everything else once: how often it
-runs, whether once globally or once per tenant, and the SQL it runs. The jobs process writes
+runs, whether once globally or once per tenant, and the SQL it runs (or, for a job that must ask
+the outside world between SQL calls, the coroutine that does, e.g. recheck_domains' DNS lookups). The jobs process writes
 names and intervals into parley.job_schedules (`register`, through parley.register_jobs) before
 it claims anything; the table keeps only what operators set (enabled, external = run by pg_cron)
 and the run history. Per-tenant jobs run inside a `system` tenant transaction, so RLS scopes
@@ -14,10 +15,11 @@ import importlib
 import logging
 import os
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from types import ModuleType
+from typing import Any
 
 import asyncpg
 from pyapp.db import Actor, tenant_tx
@@ -31,10 +33,13 @@ log = logging.getLogger("parley.jobs")
 class Job:
     every: timedelta
     per_tenant: bool
-    sql: str  # one statement calling one parley function; $1.. come from `args`
+    sql: str = ""  # one statement calling one parley function; $1.. come from `args`
     # The statement's arguments, read when the job runs; None skips this run (nothing to do).
     args: Callable[[], tuple | None] = tuple
     name: str = ""  # set by discovery: the module's name
+    # A job that must ask the outside world between its SQL calls (DNS): run instead of `sql`
+    # with the jobs pool and the process's settings; SQL still decides everything.
+    work: Callable[[asyncpg.Pool, Any], Awaitable[dict]] | None = None
 
     async def run(self, conn: asyncpg.Connection):
         args = self.args()
@@ -49,8 +54,8 @@ def discover(package: ModuleType = jobs.scheduled) -> dict[str, Job]:
     for info in pkgutil.iter_modules(package.__path__):
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         job = getattr(module, "JOB", None)
-        if not isinstance(job, Job):
-            raise TypeError(f"{module.__name__} declares no JOB = Job(...)")
+        if not isinstance(job, Job) or bool(job.sql) == (job.work is not None):
+            raise TypeError(f"{module.__name__} declares no JOB = Job(...) with either sql or work")
         found[info.name] = replace(job, name=info.name)
     return dict(sorted(found.items()))
 
@@ -70,8 +75,10 @@ async def tenant_ids(pool: asyncpg.Pool) -> list:
     return [r[0] for r in await pool.fetch("SELECT parley.job_tenant_ids()")]
 
 
-async def run_job(pool: asyncpg.Pool, job: Job) -> dict:
+async def run_job(pool: asyncpg.Pool, job: Job, settings: Any = None) -> dict:
     """Run one job now; per-tenant jobs get one short transaction per tenant (a failure stays local)."""
+    if job.work is not None:
+        return await job.work(pool, settings)
     if not job.per_tenant:
         async with pool.acquire() as conn:
             return {"result": _plain(await job.run(conn))}

@@ -2,7 +2,9 @@
 -- (TXT _parley.<host> = its token, and a CNAME to the configured target or an A record to its
 -- addresses), and the verified name routes widget traffic to it (parley.domain_routes, global:
 -- the Host is known before the tenant). Staff may force-activate or disable; a plan change that
--- loses allow_custom_domain disables every domain (parley.change_plan).
+-- loses allow_custom_domain disables every domain (parley.change_plan). Active domains are
+-- re-checked daily by the jobs process: failing (still served, owners e-mailed), then disabled
+-- after the grace (parley.record_domain_recheck, at the end of this file).
 
 SELECT parley.apply_tenant_policies('parley.custom_domains');
 GRANT SELECT ON parley.custom_domains TO parley_app, parley_jobs;
@@ -14,6 +16,28 @@ DROP POLICY IF EXISTS all_auth ON parley.domain_routes;
 CREATE POLICY all_auth ON parley.domain_routes FOR ALL USING (current_user = 'parley_auth')
   WITH CHECK (current_user = 'parley_auth');
 GRANT SELECT, INSERT, DELETE ON parley.domain_routes TO parley_auth;
+
+-- Re-verification settings (the re-check itself is at the end of this file).
+CREATE OR REPLACE FUNCTION parley.domain_recheck_every() RETURNS interval
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('parley.domain_recheck_every', true), '')::interval, interval '24 hours') $$;
+COMMENT ON FUNCTION parley.domain_recheck_every() IS
+  'How often an active or failing custom domain is re-checked: the database setting parley.domain_recheck_every, default 24 hours.';
+GRANT EXECUTE ON FUNCTION parley.domain_recheck_every() TO parley_app, parley_jobs, parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.domain_grace() RETURNS interval
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('parley.domain_grace', true), '')::interval, interval '72 hours') $$;
+COMMENT ON FUNCTION parley.domain_grace() IS
+  'How long a failing custom domain is still served before it is disabled (with at least domain_grace_checks() failed re-checks): the database setting parley.domain_grace, default 72 hours.';
+GRANT EXECUTE ON FUNCTION parley.domain_grace() TO parley_app, parley_jobs, parley_auth;
+
+CREATE OR REPLACE FUNCTION parley.domain_grace_checks() RETURNS int
+LANGUAGE sql STABLE
+AS $$ SELECT coalesce(nullif(current_setting('parley.domain_grace_checks', true), '')::int, 3) $$;
+COMMENT ON FUNCTION parley.domain_grace_checks() IS
+  'Failed re-checks in a row before a failing custom domain is disabled (after domain_grace() too): the database setting parley.domain_grace_checks, default 3.';
+GRANT EXECUTE ON FUNCTION parley.domain_grace_checks() TO parley_app, parley_jobs, parley_auth;
 
 CREATE OR REPLACE FUNCTION parley.normalize_hostname(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -40,12 +64,14 @@ AS $$
     'hostname', d.hostname, 'status', d.status, 'created_at', d.created_at, 'checked_at', d.checked_at,
     'check', d.check_result, 'verified_at', d.verified_at, 'activated_by', d.activated_by,
     'disabled_at', d.disabled_at, 'disabled_reason', d.disabled_reason,
+    'failing_since', d.failing_since, 'failed_checks', d.failed_checks,
+    'disabled_after', d.failing_since + parley.domain_grace(),
     'txt', jsonb_build_object('name', parley.domain_txt_name(d.hostname), 'value', 'parley-verify=' || d.token))
     FROM parley.custom_domains d
    WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname
 $$;
 COMMENT ON FUNCTION parley.custom_domain_json(text) IS
-  'A custom domain of the current tenant as the API shows it, with the ownership TXT record to create (name, value); NULL when unknown. The routing record (CNAME to the server''s target, or A records) is configuration the server adds.';
+  'A custom domain of the current tenant as the API shows it (a failing one: since when, how many re-checks failed, when it is disabled unless fixed), with the ownership TXT record to create (name, value); NULL when unknown. The routing record (CNAME to the server''s target, or A records) is configuration the server adds.';
 GRANT EXECUTE ON FUNCTION parley.custom_domain_json(text) TO parley_app;
 
 -- The global route of a verified name (definer: the table is parley_auth's alone).
@@ -108,6 +134,41 @@ GRANT EXECUTE ON FUNCTION parley.claim_domain(text) TO parley_app;
 -- Writes go through these definer functions (owned by parley_owner, under the tenant's RLS):
 -- the app role only reads claims, so a domain is active only through a check or staff.
 
+-- The one rule of what proves a domain: the TXT record at _parley.<host> holds parley-verify=<token>,
+-- and the name routes to this installation (a CNAME to the target, or, when it has no CNAME (e.g.
+-- a zone apex), an A/AAAA address of the target's). Used by the admin's check and the re-check job.
+CREATE OR REPLACE FUNCTION parley.domain_check_verdict(p_token text, p_observed jsonb, p_expected jsonb)
+RETURNS jsonb
+LANGUAGE sql IMMUTABLE
+AS $$
+  SELECT jsonb_build_object(
+    'txt', EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_observed->'txt', '[]')) t
+                    WHERE btrim(t) = 'parley-verify=' || p_token),
+    'routed', coalesce((c.cname IS NOT NULL AND c.cname = rtrim(lower(p_expected->>'target'), '.'))
+              OR (c.cname IS NULL AND EXISTS (
+                    SELECT 1 FROM jsonb_array_elements_text(coalesce(p_observed->'addresses', '[]')) a
+                     WHERE a IN (SELECT jsonb_array_elements_text(coalesce(p_expected->'addresses', '[]'))))), false),
+    'observed', p_observed, 'error', p_observed->'error')
+    FROM (SELECT rtrim(lower(p_observed->>'cname'), '.') AS cname) c
+$$;
+COMMENT ON FUNCTION parley.domain_check_verdict(text, jsonb, jsonb) IS
+  'What the DNS showed (p_observed: txt strings at _parley.<host>, cname, addresses, error) against what routes here (p_expected: target, addresses) for a domain whose token is p_token: {txt, routed, observed, error}; both true prove it.';
+
+-- A failing domain proved itself again (the admin's check or the re-check job).
+CREATE OR REPLACE FUNCTION parley.domain_recovered(p_hostname text, p_result jsonb) RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  UPDATE parley.custom_domains d SET status = 'active', failing_since = NULL, failed_checks = 0
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname AND d.status = 'failing';
+  IF FOUND THEN
+    PERFORM parley.write_audit('domain.recovered', 'domain', p_hostname, p_result - 'observed');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.domain_recovered(text, jsonb) IS
+  'Internal: a failing domain of the current tenant proved ownership again: active, its failure count reset, audited as domain.recovered.';
+REVOKE ALL ON FUNCTION parley.domain_recovered(text, jsonb) FROM PUBLIC;
+
 -- The DNS check's verdict. The server asks the resolver; the rule is here: the TXT record at
 -- _parley.<host> holds parley-verify=<token>, and the name routes to this installation (a CNAME
 -- to the target, or, when it has no CNAME (e.g. a zone apex), an A/AAAA address of the target's).
@@ -118,7 +179,6 @@ AS $$
 DECLARE
   v_dom parley.custom_domains;
   v_txt boolean;
-  v_cname text := rtrim(lower(p_observed->>'cname'), '.');
   v_routed boolean;
   v_result jsonb;
 BEGIN
@@ -128,16 +188,14 @@ BEGIN
   IF NOT FOUND THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
   END IF;
-  v_txt := EXISTS (SELECT 1 FROM jsonb_array_elements_text(coalesce(p_observed->'txt', '[]')) t
-                    WHERE btrim(t) = 'parley-verify=' || v_dom.token);
-  v_routed := (v_cname IS NOT NULL AND v_cname = rtrim(lower(p_expected->>'target'), '.'))
-              OR (v_cname IS NULL AND EXISTS (
-                    SELECT 1 FROM jsonb_array_elements_text(coalesce(p_observed->'addresses', '[]')) a
-                     WHERE a IN (SELECT jsonb_array_elements_text(coalesce(p_expected->'addresses', '[]')))));
-  v_result := jsonb_build_object('txt', v_txt, 'routed', v_routed, 'observed', p_observed,
-                                 'error', p_observed->'error');
+  v_result := parley.domain_check_verdict(v_dom.token, p_observed, p_expected);
+  v_txt := (v_result->>'txt')::boolean;
+  v_routed := (v_result->>'routed')::boolean;
   UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
    WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+  IF v_txt AND v_routed AND v_dom.status = 'failing' THEN
+    PERFORM parley.domain_recovered(v_dom.hostname, v_result);
+  END IF;
   IF v_txt AND v_routed AND v_dom.status = 'pending'
      AND (SELECT l.allow_custom_domain FROM parley.effective_limits(v_dom.tenant_id) l) THEN
     PERFORM parley.set_domain_route(v_dom.hostname, true);
@@ -148,7 +206,7 @@ BEGIN
   RETURN parley.custom_domain_json(v_dom.hostname);
 END $$;
 COMMENT ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) IS
-  'Admins: store what the DNS showed for a pending domain (p_observed: txt strings at _parley.<host>, cname, addresses, error) against what routes here (p_expected: target, addresses) and activate it when the TXT holds parley-verify=<token> and the name is a CNAME to the target or (without CNAME) has one of its addresses, on a plan that allows custom domains. A disabled domain stays disabled (staff or a plan change did it). Returns the domain.';
+  'Admins: store what the DNS showed for a pending domain (p_observed: txt strings at _parley.<host>, cname, addresses, error) against what routes here (p_expected: target, addresses) and activate it when the TXT holds parley-verify=<token> and the name is a CNAME to the target or (without CNAME) has one of its addresses, on a plan that allows custom domains (the rule: parley.domain_check_verdict); a failing domain that proves itself again is active again. A disabled domain stays disabled (staff, a plan change or the re-check did it). Returns the domain.';
 ALTER FUNCTION parley.record_domain_check(text, jsonb, jsonb) OWNER TO parley_owner;
 REVOKE ALL ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) TO parley_app;
@@ -192,7 +250,7 @@ BEGIN
   END IF;
   PERFORM parley.set_domain_route(v_host, p_status = 'active');
   UPDATE parley.custom_domains d
-     SET status = p_status,
+     SET status = p_status, failing_since = NULL, failed_checks = 0,
          verified_at = CASE WHEN p_status = 'active' THEN coalesce(d.verified_at, now()) ELSE d.verified_at END,
          activated_by = CASE WHEN p_status = 'active' THEN 'staff' ELSE d.activated_by END,
          disabled_at = CASE WHEN p_status = 'disabled' THEN now() END,
@@ -249,10 +307,97 @@ CREATE OR REPLACE FUNCTION parley.active_domain() RETURNS text
 LANGUAGE sql STABLE
 AS $$
   SELECT d.hostname FROM parley.custom_domains d
-   WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.status = 'active'
+   WHERE d.tenant_id = (SELECT parley.current_tenant_id()) AND d.status IN ('active', 'failing')
      AND (SELECT l.allow_custom_domain FROM parley.effective_limits(parley.current_tenant_id()) l)
    ORDER BY d.verified_at, d.hostname LIMIT 1
 $$;
 COMMENT ON FUNCTION parley.active_domain() IS
-  'The current tenant''s active custom domain (the first verified) that embed snippets use, or NULL.';
+  'The current tenant''s active custom domain (the first verified; a failing one still counts during its grace) that embed snippets use, or NULL.';
 GRANT EXECUTE ON FUNCTION parley.active_domain() TO parley_app;
+
+-- Re-verification: the jobs process re-checks every active or failing domain once a day
+-- (jobs/scheduled/recheck_domains.py). A domain whose DNS no longer proves it goes 'failing'
+-- (still served; owners e-mailed) and is disabled after parley.domain_grace_checks() failed
+-- re-checks in a row spanning parley.domain_grace() (owners e-mailed again); proving it again
+-- makes it active. A resolver that does not answer proves nothing either way: it is not counted.
+CREATE OR REPLACE FUNCTION parley.domains_due_for_recheck(p_limit int)
+RETURNS TABLE (tenant_id uuid, hostname text, txt_name text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT d.tenant_id, d.hostname, parley.domain_txt_name(d.hostname)
+    FROM parley.custom_domains d JOIN parley.tenants t ON t.id = d.tenant_id AND t.deleted_at IS NULL
+   WHERE d.status IN ('active', 'failing')
+     AND (d.checked_at IS NULL OR d.checked_at <= now() - parley.domain_recheck_every())
+   ORDER BY d.checked_at NULLS FIRST, d.tenant_id, d.hostname
+   LIMIT p_limit
+$$;
+COMMENT ON FUNCTION parley.domains_due_for_recheck(int) IS
+  'Jobs: up to p_limit active or failing custom domains of live tenants not checked for domain_recheck_every(), oldest check first: tenant id, host name and where its TXT record lives (names only).';
+ALTER FUNCTION parley.domains_due_for_recheck(int) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.domains_due_for_recheck(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.domains_due_for_recheck(int) TO parley_jobs;
+
+GRANT EXECUTE ON FUNCTION parley.workspace_owner_emails() TO parley_owner;
+CREATE OR REPLACE FUNCTION parley.record_domain_recheck(p_hostname text, p_observed jsonb, p_expected jsonb)
+RETURNS text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_dom parley.custom_domains;
+  v_result jsonb;
+  v_grace_ends timestamptz;
+BEGIN
+  IF parley.current_actor_kind() IS DISTINCT FROM 'system' THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Only the jobs process re-checks domains.');
+  END IF;
+  SELECT * INTO v_dom FROM parley.custom_domains d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname AND d.status IN ('active', 'failing')
+     FOR UPDATE;
+  IF NOT FOUND THEN
+    RETURN NULL;  -- removed, disabled or re-checked meanwhile
+  END IF;
+  v_result := parley.domain_check_verdict(v_dom.token, p_observed, p_expected);
+  UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
+   WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+  IF (v_result->>'txt')::boolean AND (v_result->>'routed')::boolean THEN
+    PERFORM parley.domain_recovered(v_dom.hostname, v_result);
+    RETURN 'active';
+  END IF;
+  IF p_observed ? 'error' THEN
+    RETURN v_dom.status;  -- the resolver did not answer: no proof either way, not counted
+  END IF;
+  IF v_dom.status = 'active' THEN
+    UPDATE parley.custom_domains d SET status = 'failing', failing_since = now(), failed_checks = 1
+     WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+    PERFORM parley.write_audit('domain.failing', 'domain', v_dom.hostname, v_result - 'observed');
+    PERFORM parley.notify_owners('notice.domain_failing', jsonb_build_object(
+      'hostname', v_dom.hostname, 'txt', v_result->'txt', 'routed', v_result->'routed',
+      'txt_name', parley.domain_txt_name(v_dom.hostname), 'failing_since', now(),
+      'disabled_after', now() + parley.domain_grace()));
+    RETURN 'failing';
+  END IF;
+  v_grace_ends := v_dom.failing_since + parley.domain_grace();
+  IF v_dom.failed_checks + 1 < parley.domain_grace_checks() OR now() < v_grace_ends THEN
+    UPDATE parley.custom_domains d SET failed_checks = d.failed_checks + 1
+     WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+    RETURN 'failing';
+  END IF;
+  PERFORM parley.set_domain_route(v_dom.hostname, false);
+  UPDATE parley.custom_domains d
+     SET status = 'disabled', failed_checks = d.failed_checks + 1, disabled_at = now(),
+         disabled_reason = left(format('The DNS records no longer prove this domain (since %s).',
+                                       to_char(v_dom.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')), 200)
+   WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+  PERFORM parley.write_audit('domain.disabled', 'domain', v_dom.hostname,
+                             jsonb_build_object('reason', 'dns', 'failing_since', v_dom.failing_since,
+                                                'failed_checks', v_dom.failed_checks + 1));
+  PERFORM parley.notify_owners('notice.domain_disabled', jsonb_build_object(
+    'hostname', v_dom.hostname, 'txt', v_result->'txt', 'routed', v_result->'routed',
+    'txt_name', parley.domain_txt_name(v_dom.hostname), 'failing_since', v_dom.failing_since));
+  RETURN 'disabled';
+END $$;
+COMMENT ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) IS
+  'Jobs (system actor), inside the tenant: store a re-check of an active or failing domain (parley.domain_check_verdict). Proven: active again. Not proven: an active domain goes failing (still served; audited domain.failing; owners e-mailed notice.domain_failing); a failing one counts the failure and, after domain_grace_checks() failures in a row and domain_grace() since it began failing, is disabled (route removed, reason kept, audited domain.disabled, owners e-mailed notice.domain_disabled). A resolver error is stored but not counted. Returns the status after, NULL when the domain is no longer active or failing.';
+ALTER FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) OWNER TO parley_owner;
+REVOKE ALL ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) TO parley_jobs;

@@ -11,6 +11,8 @@ TITLES = {
     "alert.test": "Test alert",
     "notice.webhook_paused": "A webhook endpoint was paused",
     "notice.usage_warning": "Usage of your plan",
+    "notice.domain_failing": "Your custom domain's DNS records no longer check out",
+    "notice.domain_disabled": "Your custom domain was disabled",
 }
 METERS = {
     "conversations": "conversations this period",
@@ -47,6 +49,8 @@ def alert_text(payload: dict[str, Any], console_url: str = "") -> tuple[str, str
         lines.append("Fix the endpoint, then resume it from the console's Deliveries page; nothing was lost.")
     if kind == "notice.usage_warning":
         lines += _usage_lines(data, console_url)
+    if kind in ("notice.domain_failing", "notice.domain_disabled"):
+        lines += _domain_lines(kind, data, console_url)
     if kind == "alert.test":
         lines.append("This alert channel works.")
     if data.get("conversation_id") and console_url:
@@ -64,6 +68,33 @@ def _usage_lines(data: dict[str, Any], console_url: str) -> list[str]:
             lines.append(f"{w.get('threshold')} % of your {what} are used: {w.get('used')} of {w.get('allowance')}.")
     if console_url:
         lines.append(f"Plans and usage: {console_url.rstrip('/')}/console/billing")
+    return lines
+
+
+def _domain_lines(kind: str, data: dict[str, Any], console_url: str) -> list[str]:
+    host = data.get("hostname")
+    missing = [
+        what
+        for what, ok in (
+            (f"the TXT record at {data.get('txt_name')}", data.get("txt")),
+            ("the CNAME (or A record) to this installation", data.get("routed")),
+        )
+        if not ok
+    ]
+    lines = [
+        f"Domain: {host}",
+        f"Not found in DNS: {', '.join(missing) or 'nothing'} (since {data.get('failing_since')}).",
+    ]
+    if kind == "notice.domain_failing":
+        lines.append(
+            f"The widget is still served on {host}; unless the records are back, it stops after {data.get('disabled_after')}."
+        )
+    else:
+        lines.append(
+            f"The widget is no longer served on {host}. Restore the records, then ask the operator to enable it."
+        )
+    if console_url:
+        lines.append(f"Records to create: {console_url.rstrip('/')}/console/domains")
     return lines
 
 

@@ -6,28 +6,18 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from pyapp.domains.dns import DomainConfig
+from support.billing import DNS_TARGET, with_dns
 from support.console import console_client  # noqa: F401 (fixture)
-from support.fakes.dns_server import FakeDns
 
-TARGET = "edge.parley-cloud.net"
+TARGET = DNS_TARGET
 HOST = "chat.shopco.com"
 OPS = "ops@example.test"
 
 
 @pytest.fixture
-async def fake_dns():
-    async with FakeDns() as server:
-        yield server
-
-
-@pytest.fixture
 def settings(settings, fake_dns):
-    settings.public_url = "https://app.parley-cloud.net"
-    settings.extra["domains"] = DomainConfig(resolver=("127.0.0.1", fake_dns.port), target=TARGET, timeout=1.0)
     settings.extra["admin_emails"] = [OPS]
-    fake_dns.records[(TARGET, "A")] = ["203.0.113.10"]
-    return settings
+    return with_dns(settings, fake_dns)
 
 
 async def white_label(tenant):

@@ -113,7 +113,7 @@ async def test_embedding_queue_drained_by_the_jobs_process(settings, owner_conn,
     await other.close()
 
 
-async def _nothing_due(pool, worker=None, *, only=None):
+async def _nothing_due(pool, worker=None, *, only=None, settings=None):
     return []
 
 

@@ -118,3 +118,26 @@ async def subscribe(tenant, fake, plan="pro", interval="month", extra_seats=0):
     assert status == 200, body
     session_id = body["url"].rsplit("/", 1)[1]
     return fake.sessions[session_id], fake.complete_checkout(session_id)
+
+
+# ------------------------------------------------------------------ custom domains against the local DNS server
+
+DNS_TARGET = "edge.parley-cloud.net"
+
+
+@pytest.fixture
+async def fake_dns():
+    from support.fakes.dns_server import FakeDns
+
+    async with FakeDns() as server:
+        yield server
+
+
+def with_dns(settings, fake_dns):
+    """Settings whose custom-domain checks ask the local DNS server; the target has an address there."""
+    from pyapp.domains.dns import DomainConfig
+
+    settings.public_url = "https://app.parley-cloud.net"
+    settings.extra["domains"] = DomainConfig(resolver=("127.0.0.1", fake_dns.port), target=DNS_TARGET, timeout=1.0)
+    fake_dns.records[(DNS_TARGET, "A")] = ["203.0.113.10"]
+    return settings
