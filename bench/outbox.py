@@ -3,8 +3,9 @@
     python bench/outbox.py [--quick] [--events N] [--destinations D] [--rate R] [--seconds S] [--profile N]
 
 Uses DATABASE_URL when set, else the embedded PostgreSQL (./.parley); creates its own database
-(bench/chat_flow.py's prepare_database) and drops it afterwards. The sink is an aiohttp server
-in a child process that answers 200 and notes when each webhook-id arrived.
+(bench/chat_flow.py's prepare_database) and drops it afterwards. The sink is an HTTP server
+in a child process (a raw asyncio HTTP/1.1 protocol, so its own cost stays small) that answers 200 and
+notes when each webhook-id arrived.
 
 * Throughput: N events are written as the server writes them (parley.emit_event in a tenant
   transaction), each enqueuing one delivery per subscribed destination through the events
@@ -35,24 +36,38 @@ sys.path.insert(0, str(ROOT / "bench"))
 import asyncpg
 
 SINK = r"""
-import asyncio, json, sys, time
-from aiohttp import web
+# A cheap HTTP/1.1 sink (raw asyncio protocol, keep-alive) so the figure is about the drainer: answers
+# every POST 200 and notes when each webhook-id first arrived; GET /stats returns them as JSON.
+import asyncio, json, time
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 seen = {}
-async def hook(request):
-    await request.read()
-    seen.setdefault(request.headers.get("webhook-id", ""), time.time())
-    return web.Response(text="ok")
-async def stats(request):
-    return web.json_response(seen)
+class Sink(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.t, self.buf = transport, bytearray()
+    def data_received(self, data):
+        buf = self.buf
+        buf += data
+        while True:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(buf[:end]).lower()
+            i = head.find(b"content-length:")
+            n = int(head[i + 15:head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None]) if i >= 0 else 0
+            if len(buf) < end + 4 + n:
+                return
+            del buf[:end + 4 + n]
+            if head.startswith(b"get /stats"):
+                body = json.dumps(seen).encode()
+                self.t.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                continue
+            j = head.find(b"webhook-id:")
+            if j >= 0:
+                seen.setdefault(head[j + 11:head.find(b"\r\n", j) if head.find(b"\r\n", j) > 0 else None].strip().decode(), time.time())
+            self.t.write(OK)
 async def main():
-    app = web.Application()
-    app.router.add_post("/hook/{n}", hook)
-    app.router.add_get("/stats", stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-    await site.start()
-    print(site._server.sockets[0].getsockname()[1], flush=True)
+    server = await asyncio.get_running_loop().create_server(Sink, "127.0.0.1", 0, backlog=4096)
+    print(server.sockets[0].getsockname()[1], flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())
 """

@@ -23,7 +23,7 @@ from pyapp import metrics, tracing
 from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.db import Actor, tenant_tx
 from pyapp.outbox.registry import default_senders
-from pyapp.outbox.senders import Delivery, Destination, Result, Sender
+from pyapp.outbox.senders import RAW_BODY, Delivery, Destination, Result, Sender
 
 log = logging.getLogger("parley.jobs.outbox")
 
@@ -40,6 +40,9 @@ THREADED = {"telegram"}  # kinds that keep a thread per conversation (parley.cha
 _DESTINATION = """SELECT d.id, d.kind, d.target, d.config, d.ordered
                     FROM parley.outbox_destinations d WHERE d.id = $1"""
 _TAKE = "SELECT * FROM parley.take_outbox_batch($1, $2, $3, $4)"
+# Kinds that send the stored body as is (webhooks): its JSON text, never decoded here.
+_TAKE_RAW = """SELECT t.id, t.created_at, t.delivery_key, t.kind, t.payload::text AS body, t.attempts, t.event_id,
+                      t.conversation_id FROM parley.take_outbox_batch($1, $2, $3, $4) t"""
 # Channel kinds take posts: a conversation's messages coalesced, handoffs first (sql/84_telegram.sql).
 _TAKE_POSTS = "SELECT * FROM parley.take_channel_batch($1, $2, $3, $4)"
 _RECORD = "SELECT parley.record_outbox_results($1, $2, $3)"
@@ -161,7 +164,8 @@ class OutboxDrainer:
         return tenant_tx(self.pool, Actor(tenant_id=tenant_id, kind="system", actor_id=self.worker))
 
     async def _work(self, tenant_id, destination_id, kind: str) -> None:
-        take = _TAKE_POSTS if kind in THREADED else _TAKE
+        take = _TAKE_POSTS if kind in THREADED else _TAKE_RAW if kind in RAW_BODY else _TAKE
+        raw = kind in RAW_BODY
         try:
             deadline = time.monotonic() + self.lease_s * 0.8
             while time.monotonic() < deadline:
@@ -179,7 +183,8 @@ class OutboxDrainer:
                         created_at=r["created_at"],
                         delivery_key=r["delivery_key"],
                         kind=r["kind"],
-                        payload=r["payload"],
+                        payload={} if raw else r["payload"],
+                        body=r["body"] if raw else None,
                         attempts=r["attempts"],
                         conversation_id=r["conversation_id"],
                         thread=threads.get(r["conversation_id"], (None, None))[0],
@@ -348,11 +353,17 @@ async def _safe_send(
         except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
             log.exception("outbox adapter %s", destination.kind)
             result = Result("retry", error=f"adapter error: {type(exc).__name__}"[:1000])
-    metrics.CHANNEL_SECONDS.labels(destination.kind).observe(time.perf_counter() - started)
-    metrics.CHANNEL_SENDS.labels(destination.kind, result.outcome).inc()
+    _labelled(metrics.CHANNEL_SECONDS, destination.kind).observe(time.perf_counter() - started)
+    _labelled(metrics.CHANNEL_SENDS, destination.kind, result.outcome).inc()
     if result.retry_after is not None:
         metrics.CHANNEL_RETRY_AFTER.labels(destination.kind).observe(result.retry_after)
     return result
+
+
+@functools.cache
+def _labelled(metric, *labels: str):
+    """A metric's child for these labels, looked up once (labels() costs more than the observation)."""
+    return metric.labels(*labels)
 
 
 def dumps(value) -> str:

@@ -15,6 +15,9 @@ from uuid import UUID
 
 Outcome = Literal["delivered", "retry", "failed"]
 
+# Destination kinds whose adapter sends the stored body as it is (Delivery.body, not .payload).
+RAW_BODY = frozenset({"webhook"})
+
 
 @dataclass(frozen=True)
 class Destination:
@@ -39,6 +42,9 @@ class Delivery:
     thread_title: str | None = None  # and the title it has (None: unknown)
     parts_sent: int = 0  # of a post split in parts, those earlier attempts delivered
     traceparent: str | None = None  # traces on: the span that enqueued it (the send continues its trace)
+    # Kinds in RAW_BODY: the body as stored, JSON text sent as is (payload then stays empty: no
+    # decoding and re-encoding per delivery on the drainer's hot path).
+    body: str | None = None
 
 
 @dataclass
