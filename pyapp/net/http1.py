@@ -251,6 +251,7 @@ class _Pool:
         self.ssl_context = ssl_context
         self.idle: list[_Conn] = []
         self.gate = asyncio.Semaphore(PER_KEY_MAX)
+        self.busy = 0  # requests in flight or waiting for the gate
 
     def reuse(self) -> _Conn | None:
         now = time.monotonic()
@@ -275,6 +276,16 @@ class _Pool:
     def put_back(self, conn: _Conn) -> None:
         conn.idle_since = time.monotonic()
         self.idle.append(conn)
+
+    def sweep(self, now: float) -> None:
+        """Close the idle connections too old to reuse (or closed by the server)."""
+        keep = []
+        for conn in self.idle:
+            if conn.closed or now - conn.idle_since > IDLE_S:
+                conn.close()
+            else:
+                keep.append(conn)
+        self.idle = keep
 
     def close(self) -> None:
         for conn in self.idle:
@@ -307,6 +318,7 @@ class PinnedClient:
         self.vet_ttl = vet_ttl
         self._vetted: dict[str, tuple[float, VettedURL]] = {}
         self._pools: dict[tuple[str, str, int, str], _Pool] = {}
+        self._swept = time.monotonic()
 
     async def vet(self, url: str) -> VettedURL:
         hit = self._vetted.get(url)
@@ -319,7 +331,23 @@ class PinnedClient:
         self._vetted[url] = (now, vetted)
         return vetted
 
+    def _sweep(self, now: float | None = None) -> None:
+        """Now and then: close expired idle connections and forget pools with nothing open or waiting
+        (and vettings past their time)."""
+        now = time.monotonic() if now is None else now
+        if now - self._swept < IDLE_S:
+            return
+        self._swept = now
+        for key, pool in list(self._pools.items()):
+            pool.sweep(now)
+            if not pool.idle and not pool.busy:
+                del self._pools[key]
+        for url, (at, _v) in list(self._vetted.items()):
+            if now - at >= self.vet_ttl:
+                del self._vetted[url]
+
     def _pool(self, vetted: VettedURL) -> _Pool:
+        self._sweep()
         scheme = vetted.url.scheme
         key = (scheme, vetted.host, vetted.port, vetted.addresses[0])
         pool = self._pools.get(key)
@@ -352,16 +380,20 @@ class PinnedClient:
             return response
 
     async def _send(self, pool: _Pool, request: bytes, keep: int) -> Response:
-        async with pool.gate:
-            conn = pool.reuse()
-            if conn is not None:
-                try:
-                    return await self._exchange(pool, conn, request, keep)
-                except (OSError, ProtocolError):
-                    if not conn.answered_nothing:
-                        raise
-                    # The server had closed the idle connection: once more on a new one.
-            return await self._exchange(pool, await pool.connect(), request, keep)
+        pool.busy += 1
+        try:
+            async with pool.gate:
+                conn = pool.reuse()
+                if conn is not None:
+                    try:
+                        return await self._exchange(pool, conn, request, keep)
+                    except (OSError, ProtocolError):
+                        if not conn.answered_nothing:
+                            raise
+                        # The server had closed the idle connection: once more on a new one.
+                return await self._exchange(pool, await pool.connect(), request, keep)
+        finally:
+            pool.busy -= 1
 
     async def _exchange(self, pool: _Pool, conn: _Conn, request: bytes, keep: int) -> Response:
         try:

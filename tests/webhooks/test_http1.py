@@ -174,3 +174,19 @@ def test_header_values_cannot_inject_lines():
     client = _client()
     with pytest.raises(ValueError):
         asyncio.run(client.post("http://127.0.0.1:9/", b"", {"x": "a\r\nInjected: 1"}, timeout=1, keep=1))
+
+
+async def test_idle_connections_past_their_time_are_closed_and_their_pool_forgotten():
+    import time
+
+    async with RawServer([]) as srv:
+        client = _client()
+        url = f"http://127.0.0.1:{srv.port}/"
+        assert (await client.post(url, b"{}", {}, timeout=5, keep=10)).status == 200
+        (pool,) = client._pools.values()
+        (conn,) = pool.idle
+        client._sweep(now=time.monotonic() + 60)  # past IDLE_S and the vetting's 30 s
+        assert conn.closed and client._pools == {} and client._vetted == {}
+        assert (await client.post(url, b"{}", {}, timeout=5, keep=10)).status == 200
+        await client.close()
+    assert srv.connections == 2
