@@ -401,3 +401,34 @@ COMMENT ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) IS
 ALTER FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) OWNER TO parley_owner;
 REVOKE ALL ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) TO parley_jobs;
+
+-- Staff: every workspace's custom domains, for the back-office (console and API).
+CREATE OR REPLACE FUNCTION parley.staff_domains(p_query text DEFAULT '', p_limit int DEFAULT 100) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+DECLARE
+  v_q text := lower(btrim(coalesce(p_query, '')));
+  v_out jsonb;
+BEGIN
+  PERFORM parley.require_operator();
+  SELECT coalesce(jsonb_agg(jsonb_build_object(
+           'tenant_id', x.tenant_id, 'tenant_slug', x.slug, 'tenant_name', x.name, 'plan', x.plan,
+           'hostname', x.hostname, 'status', x.status, 'activated_by', x.activated_by, 'created_at', x.created_at,
+           'verified_at', x.verified_at, 'checked_at', x.checked_at, 'failing_since', x.failing_since,
+           'failed_checks', x.failed_checks, 'disabled_reason', x.disabled_reason,
+           'routed', EXISTS (SELECT 1 FROM parley.domain_routes r
+                              WHERE r.hostname = x.hostname AND r.tenant_id = x.tenant_id))
+           ORDER BY x.hostname, x.created_at), '[]')
+    INTO v_out
+    FROM (SELECT d.*, t.slug, t.name, t.plan FROM parley.custom_domains d
+            JOIN parley.tenants t ON t.id = d.tenant_id AND t.deleted_at IS NULL
+           WHERE v_q = '' OR strpos(d.hostname, v_q) > 0 OR d.status = v_q OR t.id::text = v_q
+              OR strpos(lower(t.slug), v_q) > 0
+           ORDER BY d.hostname, d.created_at LIMIT least(greatest(coalesce(p_limit, 100), 1), 500)) x;
+  RETURN v_out;
+END $$;
+COMMENT ON FUNCTION parley.staff_domains(text, int) IS
+  'Staff: custom domains of live workspaces whose host name or workspace slug contains p_query, or whose status or workspace id is p_query (all when empty), by host name: workspace, plan, status, how it was activated, checks, failing state, disable reason and whether it is routed.';
+ALTER FUNCTION parley.staff_domains(text, int) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.staff_domains(text, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.staff_domains(text, int) TO parley_app;

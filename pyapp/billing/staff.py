@@ -74,33 +74,43 @@ def admin_emails(settings) -> list[str]:
 
 
 @asynccontextmanager
-async def staff_tx(call: Call):
-    """A cross-tenant staff transaction: SQL checks the person is staff first."""
-    async with call.pool.acquire() as conn, conn.transaction():
+async def staff_transaction(pool, request: web.Request, user_id, session_id):
+    """A cross-tenant staff transaction for a signed-in person (API or console): SQL checks they are staff first."""
+    async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "SELECT parley.begin_staff_request($1, $2, $3, $4)",
-            call.user_id,
-            call.session_id,
-            client_ip(call.request),
-            call.request.get(REQUEST_ID),
+            user_id,
+            session_id,
+            client_ip(request),
+            request.get(REQUEST_ID),
         )
         yield conn
 
 
-def in_tenant(call: Call):
-    """The target tenant's transaction, as staff (begin_request checks staff and the session)."""
+def staff_in_tenant(pool, request: web.Request, tenant_id, user_id, session_id):
+    """A tenant's transaction, acting as staff (begin_request checks staff and the session)."""
     return tenant_tx(
-        call.pool,
+        pool,
         Actor(
-            tenant_id=call.uuid_param("tenant_id"),
+            tenant_id=tenant_id,
             kind="staff",
-            actor_id=str(call.user_id),
-            session_id=call.session_id,
-            ip=client_ip(call.request),
-            request_id=call.request.get(REQUEST_ID),
+            actor_id=str(user_id),
+            session_id=session_id,
+            ip=client_ip(request),
+            request_id=request.get(REQUEST_ID),
             min_role="owner",
         ),
     )
+
+
+def staff_tx(call: Call):
+    """A cross-tenant staff transaction for an API call."""
+    return staff_transaction(call.pool, call.request, call.user_id, call.session_id)
+
+
+def in_tenant(call: Call):
+    """The target tenant's transaction, as staff, for an API call."""
+    return staff_in_tenant(call.pool, call.request, call.uuid_param("tenant_id"), call.user_id, call.session_id)
 
 
 @api.route("GET", "/api/staff/stats", auth="user", summary="Installation-wide figures", tags=TAGS)

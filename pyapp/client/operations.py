@@ -122,6 +122,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "send_test": ("POST", "/api/webhooks/{endpoint_id}/test"),
     "set_limits": ("POST", "/api/staff/tenants/{tenant_id}/limits"),
     "sign_up": ("POST", "/api/auth/signup"),
+    "staff_list": ("GET", "/api/staff/domains"),
     "staff_set": ("POST", "/api/staff/tenants/{tenant_id}/domains/{hostname}"),
     "stats": ("GET", "/api/staff/stats"),
     "stream_events": ("GET", "/api/events"),
@@ -769,6 +770,12 @@ class Operations(ClientBase):
     async def sign_up(self, *, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         """POST /api/auth/signup (201): Create an account, optionally with a new workspace (you become its owner), and sign in. Public (no token)."""
         return await self.request("POST", "/api/auth/signup", body=body, headers=headers)
+
+    async def staff_list(
+        self, *, q: str | None = None, limit: int | None = None, headers: dict[str, str] | None = None
+    ) -> Any:
+        """GET /api/staff/domains (200): Staff: custom domains of every workspace"""
+        return await self.request("GET", "/api/staff/domains", query={"q": q, "limit": limit}, headers=headers)
 
     async def staff_set(
         self, tenant_id: Any, hostname: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None

@@ -469,16 +469,20 @@ async def _read_form(ctx: Ctx) -> None:
 
 
 async def _nav(ctx: Ctx) -> dict:
-    """Workspace name, the badges in the navigation (waiting and unread conversations), the billing and verification banners."""
+    """Workspace name, the badges in the navigation (waiting and unread conversations), the billing and verification
+    banners, and whether the person is staff (the back-office link)."""
     from pyapp.console import queries
 
     nav = {
         "tenant_name": await ctx.conn.fetchval("SELECT name FROM parley.tenants WHERE id = $1", ctx.tenant_id),
         "billing": await ctx.conn.fetchval("SELECT parley.billing_banner()"),
-        "unverified": await ctx.conn.fetchval(
-            "SELECT email_verified_at IS NULL FROM parley.users WHERE id = parley.current_user_id()"
-        ),
     }
+    person = await ctx.conn.fetchrow(
+        "SELECT u.email_verified_at IS NULL AS unverified, parley.is_staff(u.id, $1) AS staff"
+        " FROM parley.users u WHERE u.id = parley.current_user_id()",
+        ctx.claims.session_id,
+    )
+    nav["unverified"], nav["staff"] = (person["unverified"], person["staff"]) if person else (None, False)
     try:
         async with ctx.conn.transaction():
             counts = await queries.fetchrow(ctx.conn, "inbox_counts")

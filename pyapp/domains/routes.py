@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
-from pyapp.billing.staff import in_tenant
+from pyapp.billing.staff import in_tenant, staff_tx
 from pyapp.context import POOL, SETTINGS
 from pyapp.domains.dns import DomainDns, domain_config
 from pyapp.domains.host import custom_domain_host
@@ -25,6 +25,11 @@ class DomainIn(BaseModel):
 
 class CheckQuery(BaseModel):
     domain: str = Field(min_length=1, max_length=253)
+
+
+class StaffDomainsQuery(BaseModel):
+    q: str = Field("", max_length=253)
+    limit: int = Field(100, ge=1, le=500)
 
 
 class StaffDomainIn(BaseModel):
@@ -93,6 +98,19 @@ async def remove(call: Call):
         if not await conn.fetchval("SELECT parley.remove_domain($1)", call.request.match_info["hostname"]):
             raise ApiError(404, "not_found", "No such domain.")
     return None
+
+
+@api.route(
+    "GET",
+    "/api/staff/domains",
+    auth="user",
+    query=StaffDomainsQuery,
+    summary="Staff: custom domains of every workspace",
+    tags=("staff",),
+)
+async def staff_list(call: Call):
+    async with staff_tx(call) as conn:
+        return {"domains": await conn.fetchval("SELECT parley.staff_domains($1, $2)", call.query.q, call.query.limit)}
 
 
 @api.route(
