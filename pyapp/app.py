@@ -37,6 +37,7 @@ SURFACES: list[str] = [
     "pyapp.chatbots.routes",
     "pyapp.conversations.routes",
     "pyapp.conversations.system_texts",
+    "pyapp.conversations.actions",
     "pyapp.leads.routes",
     "pyapp.knowledge.routes",
     "pyapp.assistant.routes",

@@ -376,6 +376,13 @@ END $$;
 COMMENT ON FUNCTION parley.reopen_conversation(uuid) IS
   'closed → human assigned to the reopening agent (signed-in user), or → bot for anyone else; not closed → 409; 402 at max_open_conversations. Event reopened.';
 
+CREATE OR REPLACE FUNCTION parley.codename_max() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 64 $$;
+COMMENT ON FUNCTION parley.codename_max() IS
+  'Longest conversation codename, in characters (set_codename; the actions catalog''s codename input says the same).';
+GRANT EXECUTE ON FUNCTION parley.codename_max() TO parley_app, parley_jobs;
+
 CREATE OR REPLACE FUNCTION parley.set_codename(p_conversation_id uuid, p_codename text)
 RETURNS parley.conversations
 LANGUAGE plpgsql VOLATILE
@@ -387,8 +394,9 @@ BEGIN
   PERFORM parley.require_staff();
   IF v_name IS NOT NULL THEN
     PERFORM parley.check_text(v_name, 'invalid_codename', 'A codename', true);
-    IF length(v_name) > 64 THEN
-      PERFORM parley.raise_error(422, 'invalid_codename', 'A codename is at most 64 characters.');
+    IF length(v_name) > parley.codename_max() THEN
+      PERFORM parley.raise_error(422, 'invalid_codename',
+        format('A codename is at most %s characters.', parley.codename_max()));
     END IF;
   END IF;
   v_conv := parley.lock_conversation(p_conversation_id);

@@ -17,6 +17,13 @@ AS $$ SELECT 6 $$;
 COMMENT ON FUNCTION parley.system_texts_per_minute() IS
   'At most this many system texts per conversation per minute; more are dropped (not an error: the visitor''s own message was accepted).';
 
+CREATE OR REPLACE FUNCTION parley.locale_language(p_locale text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT lower(split_part(split_part(coalesce(p_locale, ''), '-', 1), '_', 1)) $$;
+COMMENT ON FUNCTION parley.locale_language(text) IS
+  'The language of a locale, as the shipped texts are keyed: de-DE, de_AT, DE → de ('''' for NULL).';
+GRANT EXECUTE ON FUNCTION parley.locale_language(text) TO parley_app, parley_jobs;
+
 CREATE OR REPLACE FUNCTION parley.system_text(p_kind text, p_locale text, p_conversation_id uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql STABLE
@@ -29,7 +36,7 @@ DECLARE
   v_codename text;
 BEGIN
   -- The language of the locale asked for ('de-DE' → 'de') when it is shipped, else English.
-  v_locale := lower(split_part(split_part(coalesce(p_locale, ''), '-', 1), '_', 1));
+  v_locale := parley.locale_language(p_locale);
   IF NOT EXISTS (SELECT 1 FROM parley.system_text_defaults d WHERE d.kind = p_kind AND d.locale = v_locale) THEN
     v_locale := 'en';
   END IF;

@@ -116,6 +116,7 @@ AS $$
              'codename', c.codename, 'visitor_name', l.name,
              'actor', jsonb_build_object('kind', e.actor_kind, 'id', e.actor_id),
              'details', e.data,
+             'actions', parley.channel_keyboard(e.kind, c.status),
              'message', (SELECT parley.message_json(m) FROM parley.messages m
                           WHERE m.tenant_id = e.tenant_id AND m.conversation_id = e.conversation_id
                             AND m.id = e.message_id)))
@@ -125,7 +126,7 @@ AS $$
    WHERE e.tenant_id = parley.current_tenant_id() AND e.id = ANY (p_event_ids)
 $$;
 COMMENT ON FUNCTION parley.event_delivery_payloads(bigint[]) IS
-  'The delivery bodies of domain events of the current tenant, set-based (one statement for a drainer''s whole batch; Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, codename, visitor_name (the lead''s), actor, details, message}); no row for an event that is gone.';
+  'The delivery bodies of domain events of the current tenant, set-based (one statement for a drainer''s whole batch; Standard Webhooks shape: type conversation.<kind>, timestamp, data {event_id, conversation_id, chatbot_id, codename, visitor_name (the lead''s), actor, details, actions (after a change of state: what an agent may do now, sql/57_actions.sql channel_keyboard; else null), message}); no row for an event that is gone.';
 
 CREATE OR REPLACE FUNCTION parley.event_delivery_payload(p_event_id bigint) RETURNS jsonb
 LANGUAGE sql STABLE

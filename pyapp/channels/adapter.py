@@ -9,6 +9,7 @@ adapter to ensure a thread, then posts the text, and reports a thread it created
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -18,7 +19,7 @@ from pyapp.outbox.senders import Delivery, Destination, Outcome, Result
 
 @dataclass(frozen=True)
 class Action:
-    """A button under a post: the action's name (claim, close, release) and its label."""
+    """A button under a post: an action of the registry (sql/57_actions.sql) and its label."""
 
     name: str
     label: str
@@ -58,7 +59,10 @@ class Inbound:
     callback_id: str | None = None
 
 
-COMMANDS = ("claim", "close", "release", "reopen", "note", "codename", "link")
+# Commands and buttons name actions of the registry (sql/57_actions.sql), which decides what
+# exists; a command is any /word. "link" is the one command that is not about a conversation.
+LINK_COMMAND = "link"
+COMMAND_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 class ChannelAdapter(Protocol):
@@ -92,30 +96,40 @@ class ChannelAdapter(Protocol):
 
 
 AUTHOR = {"visitor": "Visitor", "bot": "Bot", "agent": "Agent", "system": "System"}
-CONVERSATION_ACTIONS = [Action("claim", "Claim"), Action("release", "Release"), Action("close", "Close")]
+
+
+def keyboard(data: dict[str, Any]) -> list[Action]:
+    """The buttons the event's payload carries (the registry's actions valid now, built in SQL:
+    parley.channel_keyboard), none when it carries none."""
+    return [
+        Action(str(a["key"]), str(a["label"]))
+        for a in data.get("actions") or []
+        if isinstance(a, dict) and COMMAND_NAME.match(str(a.get("key") or ""))
+    ]
 
 
 def render(payload: dict[str, Any]) -> tuple[str, list[Action]]:
     """The text (and buttons) a conversation event becomes in a channel thread."""
     kind = str(payload.get("type", "")).removeprefix("conversation.")
     data = payload.get("data") or {}
+    actions = keyboard(data)
     if kind == "message_added":
         message = data.get("message") or {}
         who = AUTHOR.get(str(message.get("author")), str(message.get("author") or "Someone"))
-        return f"{who}: {message.get('body') or ''}", []
+        return f"{who}: {message.get('body') or ''}", actions
     if kind == "human_requested":
-        return "The visitor asked for a person.", CONVERSATION_ACTIONS
+        return "The visitor asked for a person.", actions
     if kind == "codename_set":
         codename = (data.get("details") or {}).get("codename")
-        return (f"Codename: {codename}." if codename else "Codename removed."), []
+        return (f"Codename: {codename}." if codename else "Codename removed."), actions
     if kind == "lead_captured":
-        return "The visitor left their contact details.", []
+        return "The visitor left their contact details.", actions
     return {
         "claimed": "Claimed.",
         "released": "Released: waiting for a person.",
         "closed": "Closed.",
         "reopened": "Reopened.",
-    }.get(kind, kind.replace("_", " ").capitalize() + "."), []
+    }.get(kind, kind.replace("_", " ").capitalize() + "."), actions
 
 
 def pinned(payload: dict[str, Any]) -> bool:

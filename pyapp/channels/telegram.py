@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from pyapp.channels.adapter import COMMANDS, Action, ChannelError, Inbound
+from pyapp.channels.adapter import COMMAND_NAME, Action, ChannelError, Inbound
 from pyapp.outbox.senders import Destination
 
 API_ENV = "PARLEY_TELEGRAM_API"
@@ -205,7 +205,7 @@ class TelegramAdapter:
                 _id(message.get("chat")),
                 _thread(message),
                 _id(query.get("from")),
-                command=data if data in COMMANDS else None,
+                command=data if isinstance(data, str) and COMMAND_NAME.match(data) else None,
                 callback_id=str(query.get("id") or ""),
             )
         message = update.get("message")
@@ -220,7 +220,7 @@ class TelegramAdapter:
         if addressed and addressed.lower() != bot_username.lower():
             return None  # a command for another bot in the group
         name = name.lower()
-        if name not in COMMANDS:
+        if not COMMAND_NAME.match(name):
             return None
         return Inbound(update_id, base.chat, base.thread, base.user, text=text, command=name, argument=argument.strip())
 

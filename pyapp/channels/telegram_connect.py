@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from pyapp.channels.adapter import ChannelError
+from pyapp.channels.adapter import LINK_COMMAND, ChannelError
 from pyapp.channels.envelope import Keyring, open_secrets, store_secret
 from pyapp.channels.telegram import TelegramApi
 from pyapp.errors import ApiError
@@ -97,6 +97,34 @@ async def set_webhook(public_url: str, channel_id: uuid.UUID, token: str, hook_s
                 "allowed_updates": ["message", "callback_query"],
             },
         )
+    except ChannelError as exc:
+        return str(exc)[:300]
+    finally:
+        await api.close()
+    return None
+
+
+async def bot_commands(conn: asyncpg.Connection) -> list[dict[str, str]]:
+    """The bot's command menu: the registry's Telegram commands (parley.action_catalog), then /link."""
+    catalog = await conn.fetchval("SELECT parley.action_catalog('telegram_command', 'en')")
+    commands = [
+        {
+            "command": a["key"],
+            "description": a["label"] + (f" (/{a['key']} {a['args'][0].upper()})" if a["args"] else ""),
+        }
+        for a in catalog
+    ]
+    return [
+        *commands,
+        {"command": LINK_COMMAND, "description": "Link your Telegram account (/link CODE from the console)"},
+    ]
+
+
+async def set_commands(token: str, commands: list[dict[str, str]]) -> str | None:
+    """setMyCommands for the support group's members; the error in words, None when set."""
+    api = TelegramApi()
+    try:
+        await api.call(token, "setMyCommands", {"commands": commands, "scope": {"type": "all_group_chats"}})
     except ChannelError as exc:
         return str(exc)[:300]
     finally:

@@ -10,7 +10,15 @@ import uuid
 import asyncpg
 
 from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram_connect import BOT_TOKEN, check_bot, connect, set_inbound, set_webhook
+from pyapp.channels.telegram_connect import (
+    BOT_TOKEN,
+    bot_commands,
+    check_bot,
+    connect,
+    set_commands,
+    set_inbound,
+    set_webhook,
+)
 from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
@@ -95,13 +103,20 @@ async def create(ctx: Ctx):
                 chatbot_id=chatbot_id,
                 me=me,
             )
+            commands = await bot_commands(conn)
     except (ApiError, asyncpg.PostgresError) as exc:
         failed = refusal(exc)
         return await _page(ctx, status=failed.status, error=failed.message, form=form)
+    missing = []
     if ctx.settings.public_url:
         webhook_error = await set_webhook(ctx.settings.public_url, channel_id, token, hook_secret)
         if webhook_error:
-            return await _page(ctx, notice=f"Connected, but the webhook is not set: {webhook_error}")
+            missing.append(f"the webhook is not set: {webhook_error}")
+    command_error = await set_commands(token, commands)
+    if command_error:
+        missing.append(f"the command menu is not set: {command_error}")
+    if missing:
+        return await _page(ctx, notice="Connected, but " + "; ".join(missing))
     return redirect("/console/telegram?done=connected")
 
 

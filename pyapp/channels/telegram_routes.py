@@ -12,7 +12,15 @@ from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
 from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram_connect import BOT_TOKEN, check_bot, connect, set_inbound, set_webhook
+from pyapp.channels.telegram_connect import (
+    BOT_TOKEN,
+    bot_commands,
+    check_bot,
+    connect,
+    set_commands,
+    set_inbound,
+    set_webhook,
+)
 from pyapp.conversations.routes import Strict
 from pyapp.outbox import destinations
 
@@ -68,6 +76,10 @@ async def connect_telegram(call: Call):
             me=me,
         )
         shown = await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id)
+        commands = await bot_commands(conn)
+    command_error = await set_commands(b.bot_token, commands)
+    if command_error:  # connected all the same: only the command menu is missing
+        shown = {**shown, "last_error": command_error}
     if public_url:
         error = await set_webhook(public_url, channel_id, b.bot_token, hook_secret)
         if error:  # connected all the same: the webhook can be set again

@@ -4,8 +4,10 @@ by long polling (jobs/telegram_poll.py).
 As the server in the channel's tenant, parley.accept_channel_update dedupes on update_id and
 resolves the topic's conversation and the sender's linked member; the action runs as that member
 (actor kind 'channel') through the functions the API calls: a message in a topic → agent_reply;
-/claim /close /release /reopen and the buttons → the transitions; /note → add_note; /codename
-NAME → set_codename (the topic is renamed); /link CODE links the sender. Button presses are answered with answerCallbackQuery.
+a button or a slash command → parley.perform_action, the actions registry's one dispatcher
+(sql/57_actions.sql: which actions exist, who may do them in which state, and what a command's
+argument is: /note TEXT, /codename NAME); /link CODE links the sender. Button presses are
+answered with answerCallbackQuery, with the action's "done" text or the rule that refused it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from pyapp.channels.adapter import Inbound
+from pyapp.channels.adapter import LINK_COMMAND, Inbound
 from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.channels.telegram import TelegramAdapter
 from pyapp.db import Actor, tenant_tx
@@ -24,14 +26,6 @@ from pyapp.errors import from_postgres
 from pyapp.outbox.senders import Destination
 
 log = logging.getLogger("parley.channels.telegram")
-
-TRANSITIONS = {
-    "claim": "parley.claim_conversation($1)",
-    "close": "parley.close_conversation($1)",
-    "release": "parley.release_conversation($1)",
-    "reopen": "parley.reopen_conversation($1)",
-}
-DONE = {"claim": "Claimed.", "close": "Closed.", "release": "Released.", "reopen": "Reopened.", "note": "Noted."}
 
 
 async def channel_secrets(pool: asyncpg.Pool, keyring: Keyring, service: Actor, channel_id: uuid.UUID):
@@ -74,7 +68,7 @@ async def handle_update(
         )
         if seen["duplicate"]:
             return {"ok": True, "duplicate": True}
-        if inbound.command == "link" and seen["own_chat"] and inbound.user:
+        if inbound.command == LINK_COMMAND and seen["own_chat"] and inbound.user:
             linked = await conn.fetchval(
                 "SELECT parley.link_channel_member('telegram', $1, $2)", inbound.user, inbound.argument
             )
@@ -101,27 +95,28 @@ async def _act(pool, service: Actor, inbound: Inbound, seen: dict) -> str:
     client_id = f"telegram:{inbound.update_id}"
     try:
         async with tenant_tx(pool, member) as conn:
-            if inbound.command in TRANSITIONS:
-                await conn.execute(f"SELECT 1 FROM {TRANSITIONS[inbound.command]}", conversation_id)
-            elif inbound.command == "note":
-                if not inbound.argument:
-                    return "Write the note after /note."
-                await conn.execute(
-                    "SELECT 1 FROM parley.add_note($1, $2, $3)", conversation_id, inbound.argument, client_id
-                )
-            elif inbound.command == "codename":
-                await conn.execute("SELECT 1 FROM parley.set_codename($1, $2)", conversation_id, inbound.argument)
-                return "Codename set." if inbound.argument else "Codename removed."
-            elif inbound.command is None and inbound.text and not inbound.callback_id:
+            if inbound.command is None:
+                if not inbound.text or inbound.callback_id:
+                    return "Unknown action."
                 await conn.execute(
                     "SELECT 1 FROM parley.agent_reply($1, $2, $3)", conversation_id, inbound.text, client_id
                 )
                 return "Sent."
-            else:
-                return "Unknown action."
+            surface = "telegram_keyboard" if inbound.callback_id else "telegram_command"
+            args = await conn.fetchval(
+                "SELECT a.args FROM parley.conversation_action_catalog a WHERE a.key = $1", inbound.command
+            )
+            data: dict[str, str] = {}
+            if args:  # a command's argument is the action's first input (the note, the codename)
+                data[args[0]] = inbound.argument
+                if "client_id" in args:
+                    data["client_id"] = client_id
+            done = await conn.fetchval(
+                "SELECT parley.perform_action($1, $2, $3, $4)", conversation_id, inbound.command, data, surface
+            )
     except asyncpg.PostgresError as exc:
         error = from_postgres(exc)
         if error is None:
             raise
         return error.message[:200]
-    return DONE[inbound.command]
+    return str(done["done"])

@@ -64,6 +64,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "get_text": ("GET", "/api/knowledge/sources/{source_id}/text"),
     "limits": ("GET", "/api/limits"),
     "link_code": ("POST", "/api/channels/telegram/link-code"),
+    "list_actions": ("GET", "/api/conversations/{conversation_id}/actions"),
     "list_alerts": ("GET", "/api/chatbots/{chatbot_id}/alerts"),
     "list_api_keys": ("GET", "/api/keys"),
     "list_audit": ("GET", "/api/audit"),
@@ -90,6 +91,7 @@ OPERATIONS: dict[str, tuple[str, str]] = {
     "log_out": ("POST", "/api/auth/logout"),
     "negative_feedback": ("GET", "/api/feedback/negative"),
     "overview": ("GET", "/api/billing"),
+    "perform_action": ("POST", "/api/conversations/{conversation_id}/actions/{key}"),
     "portal": ("POST", "/api/billing/portal"),
     "put_branding": ("PUT", "/api/branding"),
     "put_inbound": ("PUT", "/api/channels/telegram/{channel_id}/inbound"),
@@ -430,6 +432,10 @@ class Operations(ClientBase):
         """POST /api/channels/telegram/link-code (201): A one-time code (10 minutes) to send as `/link CODE` in the Telegram group: your Telegram"""
         return await self.request("POST", "/api/channels/telegram/link-code", headers=headers)
 
+    async def list_actions(self, conversation_id: Any, *, headers: dict[str, str] | None = None) -> Any:
+        """GET /api/conversations/{conversation_id}/actions (200): The actions you may take on this conversation now, with their input schemas."""
+        return await self.request("GET", f"/api/conversations/{segment(conversation_id)}/actions", headers=headers)
+
     async def list_alerts(self, chatbot_id: Any, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/chatbots/{chatbot_id}/alerts (200): The chatbot's alert channels and their health."""
         return await self.request("GET", f"/api/chatbots/{segment(chatbot_id)}/alerts", headers=headers)
@@ -611,6 +617,14 @@ class Operations(ClientBase):
     async def overview(self, *, headers: dict[str, str] | None = None) -> Any:
         """GET /api/billing (200): Plan, subscription, meters and warnings"""
         return await self.request("GET", "/api/billing", headers=headers)
+
+    async def perform_action(
+        self, conversation_id: Any, key: Any, *, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """POST /api/conversations/{conversation_id}/actions/{key} (200): Do one action (its key from the list) with its input as the body: 404 unknown, 403 not yours,"""
+        return await self.request(
+            "POST", f"/api/conversations/{segment(conversation_id)}/actions/{segment(key)}", body=body, headers=headers
+        )
 
     async def portal(self, *, headers: dict[str, str] | None = None) -> Any:
         """POST /api/billing/portal (200): Open the Stripe customer portal"""

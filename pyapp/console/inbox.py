@@ -18,6 +18,7 @@ from pyapp.console import queries
 from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
 from pyapp.errors import ApiError, from_postgres
 
+SURFACE = "console"  # the actions registry's name for this surface (sql/57_actions.sql)
 TABS = (("new", "New"), ("waiting", "Waiting for a human"), ("mine", "Mine"), ("all", "All"), ("closed", "Closed"))
 TAB_KEYS = {key for key, _ in TABS}
 STATUS_LABELS = {
@@ -78,8 +79,10 @@ async def _pane(ctx: Ctx, conversation_id: uuid.UUID) -> dict:
             await ctx.conn.execute("SELECT parley.mark_conversation_read($1, $2)", conversation_id, last_id)
     members = await queries.fetch(ctx.conn, "members")
     others = await queries.fetch(ctx.conn, "other_visitor_conversations", conversation_id)
+    actions = await ctx.conn.fetchval("SELECT parley.conversation_actions($1, $2)", conversation_id, SURFACE)
     return {
         "conv": conv,
+        "actions": {a["key"]: a for a in actions},
         "others": [{**o, "status_label": STATUS_LABELS.get(o["status"], o["status"])} for o in others],
         "messages": messages,
         "last_id": last_id,
@@ -93,7 +96,7 @@ async def _inbox_page(ctx: Ctx, conversation_id: uuid.UUID | None):
     pane = await _pane(ctx, conversation_id) if conversation_id else None
     if pane is not None:
         ctx.nav = await _refresh_nav(ctx)
-    return await _render_inbox(ctx, tab, q, pane, conversation_id, flash=_flash(ctx.request), errors={})
+    return await _render_inbox(ctx, tab, q, pane, conversation_id, flash=await _done_flash(ctx), errors={})
 
 
 async def _render_inbox(ctx: Ctx, tab: str, q: str | None, pane, current, *, status: int = 200, **extra):
@@ -169,17 +172,17 @@ async def conversation_pane(ctx: Ctx):
 
 
 def _flash(request: web.Request) -> str | None:
-    return {
-        "claimed": "You took this conversation.",
-        "replied": "Reply sent.",
-        "noted": "Note added.",
-        "assigned": "Conversation assigned.",
-        "released": "Handed back to the bot.",
-        "closed": "Conversation closed.",
-        "reopened": "Conversation reopened.",
-        "saved": "Saved.",
-        "deleted": "Deleted.",
-    }.get(request.query.get("done", ""))
+    return {"replied": "Reply sent.", "saved": "Saved.", "deleted": "Deleted."}.get(request.query.get("done", ""))
+
+
+async def _done_flash(ctx: Ctx) -> str | None:
+    """The flash after a redirect: ?done=<action key> says the registry's done text."""
+    done = ctx.request.query.get("done", "")
+    if done and done not in ("replied", "saved", "deleted") and done.isascii() and len(done) <= 40:
+        return await ctx.conn.fetchval(
+            "SELECT parley.action_done(a.key, 'en') FROM parley.conversation_action_catalog a WHERE a.key = $1", done
+        )
+    return _flash(ctx.request)
 
 
 # ---------------------------------------------------------------------------------- actions
@@ -207,57 +210,76 @@ class ReplyForm(BaseModel):
         return _written(value, "Write something first.")
 
 
-class AssignForm(BaseModel):
-    assignee_id: uuid.UUID | None = None
-
-    @field_validator("assignee_id", mode="before")
-    @classmethod
-    def _empty(cls, value):
-        return value or None
-
-
-ACTIONS = {
-    # action: (SQL, form model or None, flash code)
-    "claim": ("SELECT 1 FROM parley.claim_conversation($1)", None, "claimed"),
-    "release": ("SELECT 1 FROM parley.release_conversation($1)", None, "released"),
-    "close": ("SELECT 1 FROM parley.close_conversation($1)", None, "closed"),
-    "reopen": ("SELECT 1 FROM parley.reopen_conversation($1)", None, "reopened"),
-    "reply": ("SELECT 1 FROM parley.agent_reply($1, $2)", ReplyForm, "replied"),
-    "note": ("SELECT 1 FROM parley.add_note($1, $2)", ReplyForm, "noted"),
-    "assign": ("SELECT 1 FROM parley.assign_conversation($1, $2)", AssignForm, "assigned"),
-}
-
-
 def _back(ctx: Ctx, conversation_id: uuid.UUID, done: str) -> str:
     tab = ctx.form.get("tab") if ctx.form.get("tab") in TAB_KEYS else "all"
     return f"/console/conversations/{conversation_id}?tab={tab}&done={done}"
 
 
-async def _act(ctx: Ctx, action: str):
+async def _refused(ctx: Ctx, conversation_id: uuid.UUID, exc: asyncpg.PostgresError, field: str):
+    """A rule SQL refused (state, role, input): shown beside the actions, or the JSON error."""
+    mapped = from_postgres(exc)
+    if mapped is None or mapped.status >= 500 or ctx.wants_json:
+        raise exc
+    return await _rerender(ctx, conversation_id, {field: mapped.message}, status=mapped.status)
+
+
+@page("POST", "/console/conversations/{conversation_id}/reply")
+async def conversation_reply(ctx: Ctx):
+    """A reply to the visitor (a message, not a registry action)."""
     conversation_id = ctx.uuid("conversation_id")
-    sql, model, done = ACTIONS[action]
-    args: list = [conversation_id]
-    if model is not None:
-        try:
-            data = model.model_validate(ctx.form)
-        except ValidationError as exc:
-            errors = form_errors(exc)
-            if ctx.wants_json:
-                raise ApiError(422, "validation_failed", next(iter(errors.values())), {"fields": errors}) from None
-            return await _rerender(ctx, conversation_id, errors)
-        args.append(data.body if isinstance(data, ReplyForm) else data.assignee_id)
+    try:
+        data = ReplyForm.model_validate(ctx.form)
+    except ValidationError as exc:
+        return await _invalid(ctx, conversation_id, form_errors(exc))
     try:
         async with ctx.savepoint() as conn:
-            await conn.execute(sql, *args)
-    except asyncpg.PostgresError as exc:  # a rule of the state machine: show it beside the actions
-        mapped = from_postgres(exc)
-        if mapped is None or mapped.status >= 500 or ctx.wants_json:
-            raise
-        field = "body" if model is ReplyForm else "__all__"
-        return await _rerender(ctx, conversation_id, {field: mapped.message}, status=mapped.status)
+            await conn.execute("SELECT 1 FROM parley.agent_reply($1, $2)", conversation_id, data.body)
+    except asyncpg.PostgresError as exc:
+        return await _refused(ctx, conversation_id, exc, "body")
     if ctx.wants_json:
-        return json_ok({"ok": True, "done": done})
-    return redirect(_back(ctx, conversation_id, done))
+        return json_ok({"ok": True, "done": "replied"})
+    return redirect(_back(ctx, conversation_id, "replied"))
+
+
+async def _invalid(ctx: Ctx, conversation_id: uuid.UUID, errors: dict):
+    if ctx.wants_json:
+        raise ApiError(422, "validation_failed", next(iter(errors.values())), {"fields": errors})
+    return await _rerender(ctx, conversation_id, errors)
+
+
+async def _perform(ctx: Ctx, key: str):
+    """An action of the registry (the buttons, the note, assign, codename): its input is the form's
+    fields named after the action's arguments; text inputs meet the text rule early (pyapp/types.py,
+    the copy of SQL's), everything else is parley.perform_action's to check."""
+    conversation_id = ctx.uuid("conversation_id")
+    catalog = await ctx.conn.fetchval("SELECT parley.action_catalog($1)", SURFACE)
+    action = next((a for a in catalog if a["key"] == key), None)
+    if action is None:
+        raise ApiError(404, "unknown_action", "There is no such action here.")
+    data: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for name in action["args"]:
+        if name not in ctx.form:
+            continue
+        value = str(ctx.form[name])
+        if action["input"]["properties"][name].get("x-text"):
+            try:
+                types.text(value)
+            except ValueError as exc:
+                errors[name] = f"The text {exc}: remove them and send again."
+                continue
+            value = value.strip()
+        data[name] = value
+    if errors:
+        return await _invalid(ctx, conversation_id, errors)
+    try:
+        async with ctx.savepoint() as conn:
+            await conn.fetchval("SELECT parley.perform_action($1, $2, $3, $4)", conversation_id, key, data, SURFACE)
+    except asyncpg.PostgresError as exc:
+        return await _refused(ctx, conversation_id, exc, "body" if "body" in action["args"] else "__all__")
+    if ctx.wants_json:
+        return json_ok({"ok": True, "done": key})
+    return redirect(_back(ctx, conversation_id, key))
 
 
 async def _rerender(ctx: Ctx, conversation_id: uuid.UUID, errors: dict, status: int = 422):
@@ -266,18 +288,6 @@ async def _rerender(ctx: Ctx, conversation_id: uuid.UUID, errors: dict, status: 
     return await _render_inbox(
         ctx, tab, None, pane, conversation_id, status=status, errors=errors, draft=ctx.form.get("body", ""), flash=None
     )
-
-
-def _action_route(action: str):
-    async def handler(ctx: Ctx):
-        return await _act(ctx, action)
-
-    handler.__name__ = f"conversation_{action}"
-    page("POST", f"/console/conversations/{{conversation_id}}/{action}")(handler)
-
-
-for _name in ACTIONS:
-    _action_route(_name)
 
 
 class ReadForm(BaseModel):
@@ -296,6 +306,12 @@ async def conversation_read(ctx: Ctx):
         "SELECT parley.mark_conversation_read($1, $2)", ctx.uuid("conversation_id"), data.message_id
     )
     return json_ok({"last_read_message_id": upto})
+
+
+@page("POST", "/console/conversations/{conversation_id}/{action}")
+async def conversation_action(ctx: Ctx):
+    """Any action of the registry on the console surface (declared after the fixed paths above)."""
+    return await _perform(ctx, ctx.request.match_info["action"])
 
 
 # ---------------------------------------------------------------------------- canned replies

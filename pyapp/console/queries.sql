@@ -59,7 +59,7 @@ SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
 SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
        coalesce(nullif(u.name, ''), u.email) AS assignee_name,
        c.visitor_id, c.page_url, c.referrer, c.user_agent, c.locale, c.country, c.created_at,
-       c.last_activity_at, c.closed_at, c.bot_misses,
+       c.last_activity_at, c.closed_at, c.bot_misses, c.codename,
        l.id AS lead_id, l.name AS lead_name, l.email AS lead_email, l.phone AS lead_phone,
        l.custom AS lead_custom, l.status AS lead_status,
        r.last_read_message_id

@@ -92,11 +92,14 @@ async def _conversation(conn: asyncpg.Connection, conversation_id: uuid.UUID, ch
 
 
 async def _localized(call: Call, chatbot, locale: str | None) -> dict:
-    """The widget config in the visitor's language (sql/40_chatbots.sql: localize_widget_config)."""
-    if not locale:
-        return chatbot["public_config"]
+    """The widget config in the visitor's language (sql/40_chatbots.sql: localize_widget_config), with
+    the visitor's buttons from the actions registry (sql/57_actions.sql: widget_actions)."""
     return await call.pool.fetchval(
-        "SELECT parley.localize_widget_config($1, $2, $3)", chatbot["public_config"], chatbot["config"], locale
+        "SELECT CASE WHEN $3::text IS NULL THEN $1::jsonb ELSE parley.localize_widget_config($1, $2, $3) END"
+        " || jsonb_build_object('actions', parley.widget_actions($2, $3))",
+        chatbot["public_config"],
+        chatbot["config"],
+        locale or None,
     )
 
 

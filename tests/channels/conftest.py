@@ -5,6 +5,9 @@ from support.fakes.smtp import SmtpSink
 from support.fakes.telegram import OTHER_TOKEN, TOKEN, FakeTelegram
 from support.outbox import make_workspace, sink  # noqa: F401 (fixtures)
 
+from pyapp.context import SETTINGS
+from pyapp.db import create_pool
+
 
 @pytest.fixture
 async def smtp():
@@ -21,6 +24,20 @@ async def tg(monkeypatch):
     monkeypatch.setenv("PARLEY_TELEGRAM_API", fake.url)
     yield fake
     await fake.close()
+
+
+@pytest.fixture
+def public_url(monkeypatch, server):
+    """The server has a public URL: connecting a bot sets its webhook (and Telegram learns the secret token)."""
+    monkeypatch.setattr(server.app[SETTINGS], "public_url", "https://parley.example")
+
+
+@pytest.fixture
+async def jobs_pool(settings):
+    """A pool as the jobs process (parley_jobs), for a drainer the test runs."""
+    pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture

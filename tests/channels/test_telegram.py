@@ -97,7 +97,7 @@ async def test_handoff_request_posts_claim_release_close_buttons(ws, tg):
         await runner
         await drainer.close()
     buttons = last[0]["reply_markup"]["inline_keyboard"][0]
-    assert [(b["text"], b["callback_data"]) for b in buttons] == [("Claim", "claim"), ("Release", "release"),
+    assert [(b["text"], b["callback_data"]) for b in buttons] == [("Claim", "claim"), ("Release to bot", "release"),
                                                                   ("Close", "close")]
 
 

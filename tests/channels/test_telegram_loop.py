@@ -9,7 +9,7 @@ import asyncio
 import uuid
 
 import pytest
-from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN, FakeTelegram, message_update, press_update
+from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN, message_update, press_update
 from support.realtime import clients, create_chatbot, placeholder_bot, tenant, visitor, widget_session  # noqa: F401
 from support.server import TEST_SECRET
 from support.waits import until
@@ -18,30 +18,14 @@ from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi
-from pyapp.context import SETTINGS
 
 AGENT_TG = 5550001
 
 
 @pytest.fixture
-async def tg(monkeypatch, server):
-    fake = await FakeTelegram().start()
-    fake.add_bot(TOKEN, 123456789, "parley_support_bot")
-    fake.add_bot(OTHER_TOKEN, 987654321, "other_bot")
-    monkeypatch.setenv("PARLEY_TELEGRAM_API", fake.url)
-    # With a public URL, connecting a bot sets its webhook (and Telegram learns the secret token).
-    monkeypatch.setattr(server.app[SETTINGS], "public_url", "https://parley.example")
-    yield fake
-    await fake.close()
-
-
-@pytest.fixture
-async def jobs_pool(settings):
-    from pyapp.db import create_pool
-
-    pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
+def tg(tg, public_url):
+    """The fake Bot API, with a server that has a public URL (connecting a bot sets its webhook)."""
+    return tg
 
 
 async def _connect(server, token, bot_token=TOKEN):

@@ -97,7 +97,7 @@ async def test_inbox_actions_and_escaping(server, signup, console_client):
         status, html, _ = await c.post(f"/console/conversations/{conv}/close", {})
         assert status == 200 and "Closed" in html
         status, html, _ = await c.post(f"/console/conversations/{conv}/close", {})
-        assert status == 409 and "already closed" in html
+        assert status == 409 and "Close is not possible while the conversation is closed" in html
         status, html, _ = await c.post(f"/console/conversations/{conv}/reopen", {})
         assert status == 200 and "With an agent" in html
     finally:

@@ -22,6 +22,8 @@ ALLOW_GLOBAL: dict[str, str] = {
     "parley.plans": "the price list every tenant chooses from; reference data without tenant",
     "parley.system_text_defaults": "the shipped system message texts every tenant starts from; reference data without tenant",
     "parley.chatbot_templates": "the product's chatbot templates (personas), the same for every tenant; read-only to the app",
+    "parley.conversation_action_catalog": "the conversation actions registry, the same for every tenant; read-only to the app",
+    "parley.conversation_action_labels": "the actions registry's labels per language; reference data, read-only to the app",
     "parley.tenants": "the tenants themselves; RLS lets a tenant see only its own row",
     "parley.users": "people are global (one login, many workspaces); RLS shows self and colleagues",
     "parley.refresh_tokens": "sessions belong to a person, not a tenant; only parley_auth functions touch them",
@@ -41,7 +43,14 @@ ALLOW_GLOBAL: dict[str, str] = {
 
 # Global tables that intentionally have no RLS: no tenant data in them, and no app role may
 # write them (checked below).
-NO_RLS_OK = {"parley.plans", "parley.job_schedules", "parley.chatbot_templates", "parley.system_text_defaults"}
+NO_RLS_OK = {
+    "parley.plans",
+    "parley.job_schedules",
+    "parley.chatbot_templates",
+    "parley.system_text_defaults",
+    "parley.conversation_action_catalog",
+    "parley.conversation_action_labels",
+}
 
 TABLES = """
 SELECT c.oid, n.nspname || '.' || c.relname AS name, c.relrowsecurity, c.relforcerowsecurity,

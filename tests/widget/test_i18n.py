@@ -1,4 +1,5 @@
-"""i18n: five catalogs with the same keys; every visible string and aria label comes from them."""
+"""i18n: five catalogs with the same keys; every visible string and aria label comes from them, or
+from the session's config (the visitor buttons: the actions registry's labels, sql/57_actions.sql)."""
 from __future__ import annotations
 
 import functools
@@ -94,7 +95,8 @@ def test_each_language_shows_its_strings(double, visit, lang):
 
     shown = set(ui_strings(w))
     content = {"Acme", "hi", "An answer", "Doc", "★", "1"}
-    allowed = (set(t.values()) | content | {f"{t['you']}:", f"{t['bot']}:"}
+    actions = {a["label"] for a in double.actions[lang]}  # the registry's visitor buttons, in this language
+    allowed = (set(t.values()) | content | actions | {f"{t['you']}:", f"{t['bot']}:"}
                | {t["star"].replace("{n}", str(n)) for n in range(1, 6)})
     assert shown - allowed == set()
     if lang != "en":

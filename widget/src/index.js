@@ -191,7 +191,7 @@ const boot = () => {
   W.addEventListener('offline', () => ws && drop());
 
   // ---- UI -----------------------------------------------------------------------------------
-  let ui, t, root, wrap, launcher, badge, panel, log, input, stateEl, subEl, typingEl, chips, humanBtn, nudge, seenEl;
+  let ui, t, root, wrap, launcher, badge, panel, log, input, stateEl, subEl, typingEl, chips, humanBtn, freshBtn, nudge, seenEl;
   let isOpen, wantOpen, unread = 0, status, readSent = 0, typingTimer, myTyping = false, typingOff, leadBox, rated, told;
   const byId = new Map(); // message id -> element (dedupe)
   const byCid = new Map(); // client_id -> pending visitor bubble
@@ -199,6 +199,10 @@ const boot = () => {
   const finished = new Set(); // stream ids whose final message arrived
 
   const fill = (s, n) => s.replace('{n}', n);
+  // The visitor's actions come from the server's registry (config.actions: key, label, states):
+  // each is offered while the conversation's status is in its states (before the first message: bot).
+  const act = (k) => (cfg.actions || []).find((a) => a.key === k) || { states: [] };
+  const offered = (k) => act(k).states.includes(status || 'bot');
   const btn = (props, ...kids) => h('button', { type: 'button', ...props }, ...kids);
 
   const setOnline = (on) => {
@@ -213,8 +217,9 @@ const boot = () => {
   const setStatus = (s) => {
     status = s || status;
     if (!ui) return;
-    humanBtn.hidden = !!status && status !== 'bot';
-    if (status && status !== 'bot') log.querySelectorAll('.pl-offer').forEach((b) => b.remove());
+    humanBtn.hidden = !offered('human');
+    freshBtn.hidden = !offered('new');
+    if (humanBtn.hidden) log.querySelectorAll('.pl-offer').forEach((b) => b.remove());
     subEl.textContent = { waiting_human: t.waiting, human: t.human_on, closed: t.closed }[status] || '';
   };
 
@@ -270,8 +275,8 @@ const boot = () => {
       })));
     }
     if (a === 'bot' && m.id) el.append(thumbs(m.id));
-    if (m.offer_human && status === 'bot') {
-      el.append(btn({ class: 'pl-offer', onclick: (e) => { queue({ type: 'human' }); e.currentTarget.remove(); } }, t.human));
+    if (m.offer_human && offered('human')) {
+      el.append(btn({ class: 'pl-offer', onclick: (e) => { queue({ type: 'human' }); e.currentTarget.remove(); } }, act('human').label));
     }
     if (visitor) el.append(h('div', { class: 'pl-meta' }, t.queued));
     return el;
@@ -410,7 +415,8 @@ const boot = () => {
   const rating = () => {
     if (rated) return;
     rated = 1;
-    const box = h('div', { class: 'pl-card', role: 'group', 'aria-label': t.rate }, h('p', {}, t.rate));
+    const { label } = act('rate');
+    const box = h('div', { class: 'pl-card', role: 'group', 'aria-label': label }, h('p', {}, label));
     const row = h('div', { class: 'pl-stars' });
     for (let n = 1; n <= 5; n++) {
       row.append(btn({
@@ -439,7 +445,7 @@ const boot = () => {
           add(h('div', { class: 'pl-sys', dir: 'auto' }, t.nobody), true);
           f.lead_sent || leadForm();
         }
-        return f.status === 'closed' && rating();
+        return offered('rate') && rating();
       case 'lead_request': return leadForm(f.fields);
       case 'conversation': // a new conversation (the first message, or writing after an ended one)
         adopt(f);
@@ -606,9 +612,9 @@ const boot = () => {
     if (!cfg.greeting) log.firstChild.hidden = true;
     chips = h('div', { class: 'pl-chips', role: 'group', 'aria-label': t.starters },
       (cfg.starters || []).map((s) => btn({ class: 'pl-chip', onclick: () => say(s) }, s)));
-    humanBtn = btn({ class: 'pl-human', hidden: true, onclick: () => { queue({ type: 'human' }); humanBtn.hidden = true; input.focus(); } }, t.human);
+    humanBtn = btn({ class: 'pl-human', hidden: true, onclick: () => { queue({ type: 'human' }); humanBtn.hidden = true; input.focus(); } }, act('human').label);
     const histBtn = btn({ class: 'pl-link pl-hist', onclick: history }, t.history);
-    const freshBtn = btn({ class: 'pl-link pl-fresh', onclick: () => switchTo(null) }, t.fresh);
+    freshBtn = btn({ class: 'pl-link pl-fresh', onclick: () => switchTo(null) }, act('new').label);
     panel = h('div', {
       class: 'pl-panel', id: 'pl-panel', role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': 'pl-title',
       hidden: true, onkeydown: trap,

@@ -34,10 +34,11 @@ async def fake_anthropic():
 
 
 @pytest.fixture(scope="session")
-def double_server(widget_build):
-    from support.fakes.protocol_double import ProtocolDouble
+def double_server(widget_build, pg_server, template_db):
+    from support.database import admin_url
+    from support.fakes.protocol_double import ProtocolDouble, widget_actions
 
-    d = ProtocolDouble().start()
+    d = ProtocolDouble(widget_actions(admin_url(pg_server, template_db))).start()
     yield d
     d.stop()
 

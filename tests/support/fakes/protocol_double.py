@@ -69,8 +69,24 @@ class Conversation:
     by_client_id: dict[str, dict] = field(default_factory=dict)
 
 
+LANGS = ("en", "es", "fr", "de", "tr")
+
+
+def widget_actions(db_url: str) -> dict[str, list[dict]]:
+    """The visitor buttons the real server puts in a session's config (the actions registry,
+    parley.widget_actions), per widget language: read once from the migrated database, so the
+    double serves what the registry says rather than a list of its own."""
+    import psycopg
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT l, parley.widget_actions(jsonb_build_object('language', l), NULL)"
+                            " FROM unnest(%s::text[]) l", [list(LANGS)]).fetchall()
+    return dict(rows)
+
+
 class ProtocolDouble:
-    def __init__(self) -> None:
+    def __init__(self, actions: dict[str, list[dict]] | None = None) -> None:
+        self.actions = actions or {}  # per language: the registry's visitor buttons (config.actions)
         self._set_defaults()
         self._tasks: set[asyncio.Task] = set()
         self.loop = asyncio.new_event_loop()
@@ -196,13 +212,19 @@ class ProtocolDouble:
             **self._cors(request), "Access-Control-Allow-Methods": "POST, OPTIONS",
             "Access-Control-Allow-Headers": "Content-Type", "Access-Control-Max-Age": "600"})
 
-    def _issue(self, conv: Conversation) -> dict:
+    def _issue(self, conv: Conversation, locale: str | None = None) -> dict:
         token = secrets.token_urlsafe(16)
         expires = time.time() + self.token_ttl
         self.tokens[token] = (conv.id, expires)
+        config = copy.deepcopy(self.config)
+        if "actions" not in config:  # as the server: in the chatbot's language, or with auto the browser's
+            lang = config.get("language") or "auto"
+            if lang == "auto":
+                lang = (locale or "en").split("-")[0].lower()
+            config["actions"] = self.actions.get(lang) or self.actions.get("en") or []
         return {"token": token,
                 "expires_at": dt.datetime.fromtimestamp(expires, dt.timezone.utc).isoformat(),
-                "conversation_id": conv.id, "status": conv.status, "config": copy.deepcopy(self.config)}
+                "conversation_id": conv.id, "status": conv.status, "config": config}
 
     async def _session(self, request: web.Request) -> web.Response:
         cors = self._cors(request)
@@ -216,7 +238,7 @@ class ProtocolDouble:
         if conv is None:
             conv = Conversation(str(uuid.uuid4()))
             self.conversations[conv.id] = conv
-        return web.json_response(self._issue(conv), status=201, headers=cors)
+        return web.json_response(self._issue(conv, body.get("locale")), status=201, headers=cors)
 
     async def _refresh(self, request: web.Request) -> web.Response:
         cors = self._cors(request)

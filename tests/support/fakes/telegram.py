@@ -55,6 +55,7 @@ class FakeTelegram:
         self.scripted: dict[str, list[tuple[int, int | None, str | None]]] = {}
         self.answered_callbacks: list[dict[str, Any]] = []
         self.pinned: dict[tuple[int, int | None], list[int]] = {}  # (chat, topic) → message ids, pinned order
+        self.commands: dict[str, list[dict[str, Any]]] = {}  # setMyCommands, per bot token
         self.polls: list[dict[str, Any]] = []  # getUpdates parameters, as each call arrives
         self._next_thread = 100
         self._next_message = 1000
@@ -194,6 +195,15 @@ class FakeTelegram:
             if not found:
                 return bad("message to pin not found")
             self.pinned.setdefault((chat_id, found[0].get("message_thread_id")), []).append(found[0]["message_id"])
+            return ok(True)
+        if method == "setMyCommands":
+            commands = p.get("commands")
+            if not isinstance(commands, list) or not all(
+                isinstance(c, dict) and isinstance(c.get("command"), str) and 1 <= len(c["command"]) <= 32
+                and isinstance(c.get("description"), str) and 1 <= len(c["description"]) <= 256 for c in commands
+            ):
+                return bad("invalid commands")
+            self.commands[token] = commands
             return ok(True)
         if method == "answerCallbackQuery":
             self.answered_callbacks.append(p)
