@@ -265,8 +265,8 @@ async def _perform(ctx: Ctx, key: str):
         if action["input"]["properties"][name].get("x-text"):
             try:
                 types.text(value)
-            except ValueError as exc:
-                errors[name] = f"The text {exc}: remove them and send again."
+            except ValueError as exc:  # shown in the composer (its body) or beside the actions
+                errors["body" if name == "body" else "__all__"] = f"The text {exc}: remove them and send again."
                 continue
             value = value.strip()
         data[name] = value

@@ -85,7 +85,7 @@ async def test_a_403_bot_kicked_pauses_the_whole_channel_with_its_reason(ws, tg,
         await post(ws.tenant, conv, "hello", author="visitor")
     tg.remove_bot(CHAT)
     assert await drain_telegram(ws.tenant, tg) == 0
-    assert tg.sent(CHAT) == [] and [c.method for c in tg.calls] == ["getMe", "createForumTopic"]
+    assert tg.sent(CHAT) == [] and [c.method for c in tg.calls] == ["getMe", "setMyCommands", "createForumTopic"]
     statuses = [r["status"] for conv in convs for r in await _rows(owner_conn, channel, conv)]
     assert sorted(statuses) == ["failed", "pending", "pending"]
     status, listed = await ws.call("GET", "/api/channels/telegram")
