@@ -26,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import statistics
 import sys
 import time
@@ -47,6 +48,12 @@ from pyapp.db import Actor, create_pool, tenant_tx  # noqa: E402
 DB = "parley_bench"
 SECRET = "bench-secret-not-for-production-use"
 ORIGIN = "https://bench.example"
+
+
+def load() -> str:
+    """The 1-minute load average (the machine is shared: every rate is read beside it)."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
 
 
 def pct(values: list[float], p: float) -> float:
@@ -224,9 +231,47 @@ async def large_latencies(settings: Settings, queries: int) -> dict:
         await pool.close()
 
 
-def embed_rate(n: int = 256) -> tuple[float, int]:
+def process_cpu() -> float:
+    """CPU seconds of this process, all its threads (user + system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu(pid: int, children: bool = False) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = [int(x) for x in fields[11:15]]  # utime, stime, cutime, cstime
+    return sum(ticks if children else ticks[:2]) / os.sysconf("SC_CLK_TCK")
+
+
+async def postgres_cpu(admin_url: str) -> float | None:
+    """CPU seconds PostgreSQL's processes have used (the postmaster, its reaped children and the
+    live ones), when it runs on this machine; None otherwise."""
+    conn = await asyncpg.connect(admin_url)
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        postmaster = int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+    finally:
+        await conn.close()
+    try:
+        total = _proc_cpu(postmaster, children=True)
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == postmaster:
+                        total += _proc_cpu(int(entry.name))
+                except (OSError, ValueError):
+                    continue
+        return total
+    except OSError:
+        return None
+
+
+def embed_rate(n: int = 256) -> tuple[float, int, float]:
     """Passages per second through the local embedder as the queue drains (batches of 32),
-    on real documentation passages when python3.11-doc is installed."""
+    on real documentation passages when python3.11-doc is installed, and the CPU milliseconds
+    per passage (independent of other processes' load)."""
     from pyapp.knowledge import extract
     from pyapp.knowledge.ingest import EMBED_BATCH, chunk_document, passage_text
     from pyapp.providers.embeddings import LocalMiniLMEmbedder
@@ -243,13 +288,13 @@ def embed_rate(n: int = 256) -> tuple[float, int]:
     texts = texts[:n]
     embedder = LocalMiniLMEmbedder()
     embedder._encode(["warm up"])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), process_cpu()
     for i in range(0, n, EMBED_BATCH):
         embedder._encode(texts[i:i + EMBED_BATCH])
-    return n / (time.perf_counter() - started), n
+    return n / (time.perf_counter() - started), n, (process_cpu() - cpu) * 1000 / n
 
 
-async def answer_rate(settings: Settings, visitors: int, per_visitor: int) -> float:
+async def answer_rate(settings: Settings, visitors: int, per_visitor: int) -> dict:
     """Retrieval-only answers per second through the bot path on the large chatbot: visitor
     sockets ask, the assistant searches (full text: no embedder here) and stores an extractive
     answer or "I don't know"; counted when the bot's message reaches the visitor."""
@@ -299,11 +344,87 @@ async def answer_rate(settings: Settings, visitors: int, per_visitor: int) -> fl
 
     try:
         async with aiohttp.ClientSession() as http:
-            started = time.perf_counter()
+            started, cpu, pg_cpu = time.perf_counter(), process_cpu(), await postgres_cpu(settings.admin_url)
             done = await asyncio.gather(*(visitor(http, per_visitor) for _ in range(visitors)))
-            return sum(done) / (time.perf_counter() - started)
+            took, answered = time.perf_counter() - started, sum(done)
+            cpu = process_cpu() - cpu  # the server and the visitors' clients (one process)
+            pg_after = await postgres_cpu(settings.admin_url)
+            pg_cpu = pg_after - pg_cpu if pg_after is not None and pg_cpu is not None else None
+            return {"per_s": answered / took, "app_cpu_ms": cpu * 1000 / answered,
+                    "pg_cpu_ms": pg_cpu * 1000 / answered if pg_cpu is not None else None}
     finally:
         await runner.cleanup()
+
+
+async def first_answer_after_ready(settings: Settings) -> dict:
+    """`parley serve` started as its own process (local embedder, warm-up on): seconds until
+    /readyz answers 200, then milliseconds from that moment until the bot's answer to one
+    question reaches a visitor (session, socket, question: the widget's own path), and a
+    second question for comparison. The chatbot holds the tests' 30-document help centre,
+    embedded by the local model beforehand (the restart case: vectors already stored)."""
+    import socket
+    import subprocess
+
+    from pyapp.providers.embeddings import LocalMiniLMEmbedder
+    from tests.knowledge.pydocs import evaluation as ev
+
+    admin = await asyncpg.connect(settings.admin_url)
+    tenant_id = await admin.fetchval("INSERT INTO parley.tenants (slug, name, plan) VALUES ('bench-first', 'First', 'pro')"
+                                     " RETURNING id")
+    bot = await admin.fetchrow("INSERT INTO parley.chatbots (tenant_id, name, config, allowed_origins) VALUES"
+                               " ($1, 'Help', '{\"language\": \"en\"}', $2) RETURNING id, public_key", tenant_id, [ORIGIN])
+    await admin.close()
+    pool = await create_pool(settings.app_url, min_size=1, max_size=2)
+    try:
+        await ev.ingest_texts(pool, tenant_id, bot["id"], ev.help_documents(), LocalMiniLMEmbedder())
+    finally:
+        await pool.close()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": SECRET, "PARLEY_EMBEDDINGS": "local",
+           "PARLEY_EMBED_WORKER": "0"}
+    base = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-c", "import sys; from pyapp.cli import main; sys.exit(main())",
+                               "serve", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        async with aiohttp.ClientSession() as http:
+            while True:  # the readiness probe, as an orchestrator polls it
+                if server.poll() is not None:
+                    raise RuntimeError(f"parley serve exited with {server.returncode}")
+                try:
+                    async with http.get(base + "/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.02)
+            ready = time.perf_counter()
+            gaps = []
+            async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
+                    "chatbot_key": bot["public_key"], "conversation_id": None, "page_url": ORIGIN + "/",
+                    "referrer": None, "locale": "en"}) as resp:
+                session = await resp.json()
+                assert resp.status == 201, session
+            ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
+            await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
+            for i, question in enumerate(("What are your opening hours?", "How do I enable 2FA?")):
+                asked = time.perf_counter()
+                await ws.send_json({"type": "message", "client_id": f"f{i}", "body": question})
+                while True:
+                    frame = json.loads((await ws.receive(timeout=60)).data)
+                    if frame.get("type") == "error":
+                        raise RuntimeError(f"refused: {frame}")
+                    if frame.get("type") == "message" and frame["message"].get("author") in ("bot", "system"):
+                        break
+                gaps.append(((time.perf_counter() - (ready if i == 0 else asked)) * 1000))
+            await ws.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return {"ready_s": ready - started, "first_answer_ms": gaps[0], "second_answer_ms": gaps[1]}
 
 
 class TimedLLM:
@@ -432,14 +553,24 @@ async def main() -> None:
     overheads = await first_chunk_overhead(settings, turns)
     print(f"first-token → visitor first chunk: n={len(overheads)} p50={statistics.median(overheads):.2f} ms "
           f"p95={pct(overheads, 95):.2f} ms")
-    per_s, n = embed_rate(128 if args.quick else 512)
-    print(f"local embedder: {n} documentation passages at {per_s:.1f}/s (batches of 32)")
-    answers = await answer_rate(settings, visitors=8, per_visitor=10 if args.quick else 40)
-    print(f"retrieval-only answers through the bot path (large chatbot, 8 visitors): {answers:.1f}/s")
+    per_s, n, cpu_ms = embed_rate(128 if args.quick else 512)
+    cores = os.cpu_count() or 1
+    print(f"local embedder: {n} documentation passages at {per_s:.1f}/s (batches of 32); {cpu_ms:.1f} CPU ms per"
+          f" passage, i.e. {1000 * cores / cpu_ms:.0f}/s on {cores} idle cores; load {load()}")
+    rate = await answer_rate(settings, visitors=8, per_visitor=10 if args.quick else 40)
+    answers = rate["per_s"]
+    cpu_ms = rate["app_cpu_ms"] + (rate["pg_cpu_ms"] or 0)
+    print(f"retrieval-only answers through the bot path (large chatbot, 8 visitors): {answers:.1f}/s; CPU ms per"
+          f" answer: server and clients {rate['app_cpu_ms']:.1f}, PostgreSQL {rate['pg_cpu_ms'] or float('nan'):.1f},"
+          f" i.e. {1000 * cores / cpu_ms:.0f}/s on {cores} idle cores; load {load()}")
+    first = await first_answer_after_ready(settings)
+    print(f"parley serve (a process): /readyz after {first['ready_s']:.1f} s; first answer {first['first_answer_ms']:.0f} ms"
+          f" after ready (session, socket, question), the next {first['second_answer_ms']:.0f} ms; load {load()}")
     print(f"total {time.perf_counter() - t0:.1f} s")
     print(f"fts_p95_ms={pct(lat['fts'], 95):.1f} hybrid_p95_ms={pct(lat['hybrid'], 95):.1f} "
           f"first_chunk_overhead_ms={statistics.median(overheads):.1f} "
-          f"large_hybrid_p95_ms={pct(large['hybrid'], 95):.1f} embed_per_s={per_s:.1f} answers_per_s={answers:.1f}")
+          f"large_hybrid_p95_ms={pct(large['hybrid'], 95):.1f} embed_per_s={per_s:.1f} answers_per_s={answers:.1f} "
+          f"first_answer_after_ready_ms={first['first_answer_ms']:.0f}")
 
 
 if __name__ == "__main__":

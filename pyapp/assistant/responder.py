@@ -40,7 +40,7 @@ from pyapp.assistant.provider import resolve_llm
 from pyapp.db import database_outage
 from pyapp.errors import from_postgres
 from pyapp.knowledge.ingest import get_embedder
-from pyapp.knowledge.search import HAS_VECTORS, answerable, query_vector, search_passages
+from pyapp.knowledge.search import answerable, query_vector, search_passages
 from pyapp.net import FetchError
 from pyapp.providers.llm import LLMError
 from pyapp.providers.prompt import build_prompt, extractive_answer
@@ -196,52 +196,45 @@ class TurnState:
     offered: bool = False  # the message before the visitor's offered a person
 
 
+# Everything a turn needs to know before it searches, in one round trip: the conversation and
+# its chatbot, the language spoken, the daily AI quota, whether a lead was left, whether the
+# chatbot has vectors, the recent history and whether the last message offered a person.
+STATE = """
+SELECT c.status, parley.spoken_language(b.config, c.locale) AS locale, b.config,
+       (SELECT parley.limit_reached(l.ai_msgs_per_day, parley.usage_on('ai_messages'))
+          FROM parley.effective_limits(parley.current_tenant_id()) l) AS over,
+       EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1) AS has_lead,
+       EXISTS (SELECT 1 FROM parley.knowledge_chunks k  -- as search.HAS_VECTORS
+                WHERE k.tenant_id = c.tenant_id AND k.chatbot_id = c.chatbot_id AND k.embedding IS NOT NULL)
+         AS has_vectors,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('role', h.author, 'content', h.body) ORDER BY h.id), '[]')
+          FROM (SELECT m.id, m.author, m.body FROM parley.messages m
+                 WHERE m.tenant_id = parley.current_tenant_id() AND m.conversation_id = $1
+                   AND m.author IN ('visitor', 'bot', 'agent') AND m.id < $2
+                 ORDER BY m.id DESC LIMIT $3) h) AS history,
+       (SELECT m.meta->'offer_human' = 'true'::jsonb FROM parley.messages m
+         WHERE m.tenant_id = parley.current_tenant_id() AND m.conversation_id = $1
+           AND m.author <> 'note' AND m.id < $2
+         ORDER BY m.id DESC LIMIT 1) AS offered
+  FROM parley.conversations c
+  JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
+ WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1"""
+
+
 async def _state(conn: asyncpg.Connection, turn: BotTurn) -> TurnState | None:
-    conv = await conn.fetchrow(
-        # the language the chatbot speaks with this visitor (sql/40_chatbots.sql: spoken_language)
-        """SELECT c.status, parley.spoken_language(b.config, c.locale) AS locale,
-                  b.config FROM parley.conversations c
-             JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
-            WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1""",
-        turn.conversation_id,
-    )
+    conv = await conn.fetchrow(STATE, turn.conversation_id, int(turn.message.get("id") or 2**62), HISTORY_MESSAGES)
     if conv is None:
         return None
-    over = await conn.fetchval(
-        "SELECT parley.limit_reached(l.ai_msgs_per_day, parley.usage_on('ai_messages')) "
-        "FROM parley.effective_limits(parley.current_tenant_id()) l"
-    )
-    has_lead = await conn.fetchval(
-        "SELECT EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1)", turn.conversation_id
-    )
-    has_vectors = await conn.fetchval(HAS_VECTORS, turn.chatbot_id)
-    history = await conn.fetch(
-        """SELECT author, body FROM parley.messages
-            WHERE tenant_id = parley.current_tenant_id() AND conversation_id = $1
-              AND author IN ('visitor', 'bot', 'agent') AND id < $2
-            ORDER BY id DESC LIMIT $3""",
-        turn.conversation_id,
-        int(turn.message.get("id") or 2**62),
-        HISTORY_MESSAGES,
-    )
-    offered = await conn.fetchval(
-        """SELECT m.meta->'offer_human' = 'true'::jsonb FROM parley.messages m
-            WHERE m.tenant_id = parley.current_tenant_id() AND m.conversation_id = $1
-              AND m.author <> 'note' AND m.id < $2
-            ORDER BY m.id DESC LIMIT 1""",
-        turn.conversation_id,
-        int(turn.message.get("id") or 2**62),
-    )
     config = dict(conv["config"] or {})
     return TurnState(
         status=conv["status"],
         config=config,
-        quota_left=not over,
+        quota_left=not conv["over"],
         lead_mode=str((config.get("lead_capture") or {}).get("mode") or "never"),
-        has_lead=bool(has_lead),
-        has_vectors=bool(has_vectors),
-        history=[{"role": r["author"], "content": r["body"]} for r in reversed(history)],
-        offered=bool(offered),
+        has_lead=bool(conv["has_lead"]),
+        has_vectors=bool(conv["has_vectors"]),
+        history=list(conv["history"]),
+        offered=bool(conv["offered"]),
         locale=conv["locale"],
     )
 
@@ -257,7 +250,10 @@ async def _record(
     passages: int = 0,
     first_token_ms=None,
     total_ms=None,
-) -> None:
+    status: bool = False,
+) -> str | None:
+    """Store the turn (assistant_turns); with ``status``, returns the conversation's status
+    after it, read in the same transaction (None otherwise or when nothing could be stored)."""
     metrics.BOT_TURNS.labels(outcome).inc()
     try:
         async with turn.service_tx() as conn:
@@ -274,8 +270,14 @@ async def _record(
                 first_token_ms,
                 total_ms,
             )
+            if not status:
+                return None
+            return await conn.fetchval(
+                "SELECT c.status FROM parley.conversations c WHERE c.id = $1", turn.conversation_id
+            )
     except asyncpg.PostgresError as exc:
         log.warning("assistant turn not recorded: %s", exc)
+    return None
 
 
 async def _notice(turn: BotTurn, kind: str, lang: str) -> None:
@@ -293,10 +295,14 @@ async def _notice(turn: BotTurn, kind: str, lang: str) -> None:
         log.warning("notice %s not stored: %s", kind, exc)
 
 
-async def _declined_text(turn: BotTurn, lang: str) -> str:
-    """The "I don't know" reply in the visitor's language, as the tenant worded it."""
-    async with turn.service_tx() as conn:
-        return await conn.fetchval("SELECT parley.system_text('unknown', $1, $2)->>'body'", lang, turn.conversation_id)
+async def _declined_text(turn: BotTurn, lang: str, conn: asyncpg.Connection | None = None) -> str:
+    """The "I don't know" reply in the visitor's language, as the tenant worded it (in ``conn``'s
+    transaction when given)."""
+    query = "SELECT parley.system_text('unknown', $1, $2)->>'body'"
+    if conn is not None:
+        return await conn.fetchval(query, lang, turn.conversation_id)
+    async with turn.service_tx() as own:
+        return await own.fetchval(query, lang, turn.conversation_id)
 
 
 def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
@@ -368,10 +374,13 @@ async def _respond(turn: BotTurn) -> None:
         except (FetchError, ValueError) as exc:
             log.warning("LLM settings unusable for tenant %s: %s", turn.tenant_id, exc)
             llm = False
+        # The decline rule is SQL's (parley.knowledge_answerable, via knowledge_search).
+        grounded = answerable(found)
+        # Without a model a declined question gets the tenant's "I don't know": read it here,
+        # in the same transaction (one round trip less per declined answer).
+        declined = await _declined_text(turn, lang, conn) if llm is None and not grounded else None
     for p in found:
         p["confidence"] = confidence(p)
-    # The decline rule is SQL's (parley.knowledge_answerable, via knowledge_search).
-    grounded = answerable(found)
     passages = [p for p in found if p["confidence"] >= USE_AT] if grounded else []
     stream_id = uuid.uuid4().hex
     first_token_ms = None
@@ -385,7 +394,7 @@ async def _respond(turn: BotTurn) -> None:
     offer = False
     if llm is None:
         answer = extractive_answer(question, [{**p, "score": p["confidence"]} for p in passages], USE_AT)
-        text = str(answer) if answer else await _declined_text(turn, lang)
+        text = str(answer) if answer else (declined or await _declined_text(turn, lang))
         grounded = answer is not None
         offer = answer is None
     else:
@@ -431,7 +440,7 @@ async def _respond(turn: BotTurn) -> None:
             return  # a human took over while the answer was generated: stay silent
         raise
     metrics.BOT_SECONDS.labels("answer").observe(time.monotonic() - started)
-    await _record(
+    status = await _record(
         turn,
         question,
         "answered" if grounded else "unknown",
@@ -441,15 +450,11 @@ async def _respond(turn: BotTurn) -> None:
         passages=len(passages),
         first_token_ms=first_token_ms,
         total_ms=int((time.monotonic() - started) * 1000),
+        status=not grounded,
     )
-    if not grounded:
-        async with turn.service_tx() as conn:
-            status = await conn.fetchval(
-                "SELECT c.status FROM parley.conversations c WHERE c.id = $1", turn.conversation_id
-            )
-        if status == "waiting_human":  # this miss reached handoff.miss_threshold (store_message)
-            _lead_before_handoff(turn, state)
-            await _notice(turn, "handoff", lang)
+    if not grounded and status == "waiting_human":  # this miss reached handoff.miss_threshold (store_message)
+        _lead_before_handoff(turn, state)
+        await _notice(turn, "handoff", lang)
 
 
 def setup(app: web.Application) -> None:

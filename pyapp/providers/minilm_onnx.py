@@ -9,8 +9,8 @@ by tests/providers/test_embeddings.py), so stored vectors stay valid under the s
 
 Why it is faster (docs/knowledge.md, "Speed"): texts are sorted by length and run in small
 groups, so a short passage is not padded to the longest one of its batch; ONNX Runtime fuses
-attention and GELU; threads do not spin while waiting (on a shared machine spinning burns the
-cores other processes need).
+attention and GELU; a batch's runs go to one single-threaded worker per core; threads do not
+spin while waiting (on a shared machine spinning burns the cores other processes need).
 
 The exported file lives in ``PARLEY_MODEL_CACHE`` (default ``$XDG_CACHE_HOME/parley`` or
 ``~/.cache/parley``) under a name derived from the weights' size and modification time; a
@@ -26,6 +26,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -165,12 +166,19 @@ class OnnxMiniLM:
 
         path = ensure_exported(model_dir, int8=int8)
         self.group = GROUP_INT8 if int8 else GROUP_FLOAT
+        # Parallel across texts, not inside one: each run is single-threaded and a batch's runs
+        # go to one worker per core (ONNX Runtime's run is thread-safe and releases the GIL).
+        # Splitting one small run over two threads costs synchronisation; two independent runs
+        # keep both cores busy (docs/knowledge.md, "Speed").
+        self.workers = max(1, threads or min(2, os.cpu_count() or 1))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="minilm") if self.workers > 1 else None
         # tokenizer.json ships with truncation and padding at 128; the model reads 256.
         self.tokenizer = Tokenizer.from_file(os.path.join(str(model_dir), "tokenizer.json"))
         self.tokenizer.no_padding()
@@ -182,9 +190,9 @@ class OnnxMiniLM:
 
         encodings = self.tokenizer.encode_batch(list(texts))
         order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
-        out: list[list[float]] = [[] for _ in encodings]
-        for start in range(0, len(order), self.group):
-            group = order[start : start + self.group]
+        groups = [order[start : start + self.group] for start in range(0, len(order), self.group)]
+
+        def run(group: list[int]) -> Any:
             width = max(len(encodings[i].ids) for i in group)
             ids = np.zeros((len(group), width), dtype=np.int64)
             mask = np.zeros((len(group), width), dtype=np.int64)
@@ -192,7 +200,12 @@ class OnnxMiniLM:
                 n = len(encodings[i].ids)
                 ids[row, :n] = encodings[i].ids
                 mask[row, :n] = 1
-            vectors = self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            return self.session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+
+        # Longest first across the workers, so the last runs to finish are short ones.
+        results = self._pool.map(run, groups[::-1]) if self._pool and len(groups) > 1 else map(run, groups[::-1])
+        out: list[list[float]] = [[] for _ in encodings]
+        for group, vectors in zip(groups[::-1], results, strict=True):
             for row, i in enumerate(group):
                 out[i] = vectors[row].tolist()
         return out
