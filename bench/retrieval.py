@@ -294,6 +294,29 @@ def embed_rate(n: int = 256) -> tuple[float, int, float]:
     return n / (time.perf_counter() - started), n, (process_cpu() - cpu) * 1000 / n
 
 
+async def visitor_socket(http: aiohttp.ClientSession, base: str, chatbot_key: str):
+    """A widget session for a new visitor and its socket, said hello on (the widget's own path)."""
+    async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
+            "chatbot_key": chatbot_key, "conversation_id": None, "page_url": ORIGIN + "/",
+            "referrer": None, "locale": "en"}) as resp:
+        session = await resp.json()
+        assert resp.status == 201, session
+    ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
+    await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
+    return ws
+
+
+async def ask_bot(ws, client_id: str, question: str) -> None:
+    """Send one question and wait for the bot's (or a system) message back."""
+    await ws.send_json({"type": "message", "client_id": client_id, "body": question})
+    while True:
+        frame = json.loads((await ws.receive(timeout=60)).data)
+        if frame.get("type") == "error":
+            raise RuntimeError(f"refused: {frame}")
+        if frame.get("type") == "message" and frame["message"].get("author") in ("bot", "system"):
+            return
+
+
 async def answer_rate(settings: Settings, visitors: int, per_visitor: int) -> dict:
     """Retrieval-only answers per second through the bot path on the large chatbot: visitor
     sockets ask, the assistant searches (full text: no embedder here) and stores an extractive
@@ -321,26 +344,11 @@ async def answer_rate(settings: Settings, visitors: int, per_visitor: int) -> di
     rng = random.Random(5)
 
     async def visitor(http: aiohttp.ClientSession, n: int) -> int:
-        async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
-                "chatbot_key": bot["public_key"], "conversation_id": None, "page_url": ORIGIN + "/",
-                "referrer": None, "locale": "en"}) as resp:
-            session = await resp.json()
-            assert resp.status == 201, session
-        ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
-        await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
-        answered = 0
+        ws = await visitor_socket(http, base, bot["public_key"])
         for i in range(n):
-            question = "how do I " + " ".join(rng.choice(words) for _ in range(3))
-            await ws.send_json({"type": "message", "client_id": f"q{i}", "body": question})
-            while True:
-                frame = json.loads((await ws.receive(timeout=60)).data)
-                if frame.get("type") == "error":
-                    raise RuntimeError(f"refused: {frame}")
-                if frame.get("type") == "message" and frame["message"].get("author") in ("bot", "system"):
-                    answered += 1
-                    break
+            await ask_bot(ws, f"q{i}", "how do I " + " ".join(rng.choice(words) for _ in range(3)))
         await ws.close()
-        return answered
+        return n
 
     try:
         async with aiohttp.ClientSession() as http:
@@ -403,23 +411,11 @@ async def first_answer_after_ready(settings: Settings) -> dict:
                 await asyncio.sleep(0.02)
             ready = time.perf_counter()
             gaps = []
-            async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
-                    "chatbot_key": bot["public_key"], "conversation_id": None, "page_url": ORIGIN + "/",
-                    "referrer": None, "locale": "en"}) as resp:
-                session = await resp.json()
-                assert resp.status == 201, session
-            ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
-            await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
+            ws = await visitor_socket(http, base, bot["public_key"])
             for i, question in enumerate(("What are your opening hours?", "How do I enable 2FA?")):
                 asked = time.perf_counter()
-                await ws.send_json({"type": "message", "client_id": f"f{i}", "body": question})
-                while True:
-                    frame = json.loads((await ws.receive(timeout=60)).data)
-                    if frame.get("type") == "error":
-                        raise RuntimeError(f"refused: {frame}")
-                    if frame.get("type") == "message" and frame["message"].get("author") in ("bot", "system"):
-                        break
-                gaps.append(((time.perf_counter() - (ready if i == 0 else asked)) * 1000))
+                await ask_bot(ws, f"f{i}", question)
+                gaps.append((time.perf_counter() - (ready if i == 0 else asked)) * 1000)
             await ws.close()
     finally:
         server.terminate()
@@ -489,13 +485,7 @@ async def first_chunk_overhead(settings: Settings, turns: int) -> list[float]:
     overheads: list[float] = []
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.post(base + "/api/widget/sessions", headers={"Origin": ORIGIN}, json={
-                    "chatbot_key": bot["public_key"], "conversation_id": None, "page_url": ORIGIN + "/",
-                    "referrer": None, "locale": "en"}) as resp:
-                session = await resp.json()
-                assert resp.status == 201, session
-            ws = await http.ws_connect(base.replace("http", "ws") + "/ws/visitor")
-            await ws.send_json({"type": "hello", "token": session["token"], "last_seen_id": 0})
+            ws = await visitor_socket(http, base, bot["public_key"])
             for i in range(turns):
                 await ws.send_json({"type": "message", "client_id": f"m{i}", "body": f"question number {i}?"})
                 got_stream = False
