@@ -10,14 +10,9 @@ import asyncio
 import uuid
 
 from support.fakes.telegram import CHAT, TOKEN, message_update, press_update
+from support.outbox import telegram_drainer
 from support.realtime import create_chatbot, tenant, widget_session  # noqa: F401
-from support.server import TEST_SECRET
 from support.waits import until
-
-from jobs.outbox import OutboxDrainer
-from pyapp.channels.adapter import ChannelSender
-from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 
 AGENT_TG = 5550001
 
@@ -50,8 +45,7 @@ async def test_keyboard_and_commands_come_from_the_catalog(server, tenant, tg, p
     assert (await update(message_update(1, f"/link {code['code']}", CHAT, None, AGENT_TG)))["linked"] is True
 
     stop = asyncio.Event()
-    drainer = OutboxDrainer(jobs_pool, "tg-actions", poll_s=0.05, keyring=Keyring.from_settings(TEST_SECRET),
-                            senders={"telegram": ChannelSender(TelegramAdapter(TelegramApi(base=tg.url)))})
+    drainer = telegram_drainer(jobs_pool, tg, "tg-actions", poll_s=0.05)
     running = asyncio.create_task(drainer.run(stop))
     try:
         conv = await widget_session(server, tenant["key"])
@@ -103,6 +97,11 @@ async def test_keyboard_and_commands_come_from_the_catalog(server, tenant, tg, p
             assert out["result"] == result, (text, out)
         closed = await post_after(4, "Closed.")
         assert _buttons(closed) == [("Reopen", "reopen")]
+        out = await update(press_update(28, "reopen", CHAT, thread, AGENT_TG))
+        assert out["result"] == "Reopened."
+        reopened = await post_after(5, "Reopened.")  # reopened by the linked agent: theirs
+        assert _buttons(reopened) == [("Release to bot", "release"), ("Close", "close")]
+        await tg.wait_for(lambda: [t for t in tg.topics.values() if not t.closed])
     finally:
         stop.set()
         await running
