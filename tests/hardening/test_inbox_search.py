@@ -37,11 +37,13 @@ async def _write(owner_conn, tenant, conversations: list[list[tuple[int, str]]],
     return ids
 
 
-async def _search(tenant, q: str, limit: int, window: int = 50000, status=None, before=None) -> list:
+async def _search(tenant, q: str, limit: int, window: int = 50000, status=None, before=None, few: int = 1) -> list:
+    """few = 1: past the first step, always the id windows (the "every match when few" step
+    is the windows' last one, tested with window 50000 and with few=2000)."""
     async with tenant_tx(await tenant.pool("app"), Actor(tenant_id=tenant.id, kind="service")) as conn:
         return list(await conn.fetchval(
-            "SELECT parley.search_inbox($1, $2, p_status => $3, p_before => $4, p_window => $5)",
-            q, limit, status, before, window))
+            "SELECT parley.search_inbox($1, $2, p_status => $3, p_before => $4, p_window => $5, p_few => $6)",
+            q, limit, status, before, window, few))
 
 
 async def _oracle(owner_conn, tenant, q: str, limit: int, status=None, before=None) -> list:
@@ -51,19 +53,22 @@ async def _oracle(owner_conn, tenant, q: str, limit: int, status=None, before=No
 async def test_a_match_only_older_than_the_windows_still_ranks_by_activity(settings, owner_conn):
     tenant = await make_tenant(settings, owner_conn)
     try:
-        # 30 conversations, k = 0 the most recently active; "zebra" in k = 9, 13 and 19 recently,
+        # 30 conversations, k = 0 the most recently active; "zebra" in k = 9, 13, 19 recently,
         # and in k = 10 only in a message written days ago (a conversation taken up again).
         conversations = [[(k * 10 + 5, "hello there"), (k * 10 + 1, "zebra here" if k in (9, 13, 19) else "filler")]
                          for k in range(30)]
         conversations[10] = [(5000, "an old zebra"), (101, "filler")]
+        # k = 25 matches twice, far apart (two windows; past the first step for a limit of 6)
+        conversations[25] = [(3000, "zebra early on"), (255, "hello there"), (251, "zebra here")]
         ids = await _write(owner_conn, tenant, conversations)
         # A limit of 2 walks the newest 8 (no match), then windows of 4, 8, 16... message ids
         # find k = 9 and 13 first; k = 10 ranks between them and must not be missed.
         assert await _search(tenant, "zebra", 2, window=4) == [ids[9], ids[10]]
         assert await _search(tenant, "zebra", 3, window=4) == [ids[9], ids[10], ids[13]]
-        for limit in (1, 2, 3, 4, 10):
-            for window in (1, 4, 50000):
-                assert await _search(tenant, "zebra", limit, window) == await _oracle(owner_conn, tenant, "zebra", limit)
+        for limit in (1, 2, 3, 4, 6, 10):
+            for window, few in ((1, 1), (4, 1), (50000, 1), (4, 2000)):
+                assert await _search(tenant, "zebra", limit, window, few=few) == \
+                    await _oracle(owner_conn, tenant, "zebra", limit)
         assert await _search(tenant, "nothing-like-this", 5, window=4) == []
     finally:
         await tenant.close()
@@ -86,10 +91,10 @@ async def test_common_and_rare_words_filters_and_pages_equal_a_count_from_scratc
         await _write(owner_conn, other, [[(0, "refund damaged order")]] * 10)
         for q in ("order", "refund", "refund damaged", '"damaged box"', "courier -order"):
             for limit in (1, 5, 50):
-                for window in (3, 50000):
+                for window, few in ((3, 1), (50000, 1), (3, 2000), (3, 3)):
                     for status in (None, "closed"):
-                        assert await _search(tenant, q, limit, window, status) == \
-                            await _oracle(owner_conn, tenant, q, limit, status), (q, limit, window, status)
+                        assert await _search(tenant, q, limit, window, status, few=few) == \
+                            await _oracle(owner_conn, tenant, q, limit, status), (q, limit, window, few, status)
         # Paging with the keyset (last activity before the last one seen) reaches every match once.
         seen, before = [], None
         while True:
@@ -117,7 +122,8 @@ async def test_visitors_cannot_search(settings, owner_conn):
         async with tenant_tx(await tenant.pool("app"), Actor(tenant_id=tenant.id, kind="visitor",
                                                              actor_id=str(ids[0]), min_role="visitor")) as conn:
             for sql in ("SELECT parley.search_inbox('zebra', 5)", "SELECT parley.search_inbox('zebra', 5, p_window => 1)",
-                        "SELECT parley.search_conversation_ids('zebra', NULL, 0, 100000000)"):
+                                    "SELECT parley.search_conversation_ids('zebra', NULL, 0, 100000000)",
+                        "SELECT parley.search_conversation_ids('zebra', 10)"):
                 with pytest.raises(Exception, match="members"):
                     async with conn.transaction():
                         await conn.fetch(sql)
