@@ -316,7 +316,9 @@ async def _traceparents(conn, destination_id, rows) -> dict[int, str]:
 
 def _posts(rows) -> list[int]:
     """The post each taken row belongs to: take_channel_batch's post column, else one post per row."""
-    return [r["post"] if "post" in r.keys() else i for i, r in enumerate(rows)]  # noqa: SIM118 (a Record)
+    if not rows or "post" not in rows[0].keys():  # noqa: SIM118 (a Record); one look, not one per row
+        return list(range(len(rows)))
+    return [r["post"] for r in rows]
 
 
 def _grouped(deliveries: list[Delivery], posts: list[int]) -> list[list[Delivery]]:

@@ -366,17 +366,30 @@ BEGIN
       RETURN;
     END IF;
   END IF;
-  -- Bodies of event deliveries are built on first take (see enqueue_event_deliveries) and kept.
-  PERFORM parley.fill_delivery_payloads(p_destination_id, v_ready);
+  -- Bodies of event deliveries not built yet (see enqueue_event_deliveries) are built here and
+  -- returned, not written: record_outbox_results keeps the body the drainer sent with the attempt's
+  -- row update (one row version per delivery, not two; a drainer that dies first leaves '{}', and
+  -- the next take builds it again).
   RETURN QUERY
-    SELECT o.id, o.created_at, o.delivery_key, o.kind, o.payload, o.attempts, o.event_id, o.conversation_id
+    WITH todo AS (
+      SELECT o.event_id FROM parley.outbox o
+       WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
+         AND o.id = ANY (v_ready) AND o.event_id IS NOT NULL AND o.payload = '{}'
+    ), built AS (
+      SELECT b.event_id, b.payload FROM parley.event_delivery_payloads(ARRAY(SELECT t.event_id FROM todo t)) b
+    )
+    SELECT o.id, o.created_at, o.delivery_key, o.kind,
+           CASE WHEN o.payload = '{}' AND o.event_id IS NOT NULL
+                THEN coalesce(b.payload, parley.event_delivery_payload(o.event_id)) ELSE o.payload END,
+           o.attempts, o.event_id, o.conversation_id
       FROM parley.outbox o
+      LEFT JOIN built b ON b.event_id = o.event_id AND o.payload = '{}'
      WHERE o.tenant_id = v_tenant AND o.destination_id = p_destination_id AND o.status = 'pending'
        AND o.id = ANY (v_ready)
      ORDER BY o.id;
 END $$;
 COMMENT ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) IS
-  'Drainers: up to p_limit ready pending deliveries of a destination this worker leases, in id order, renewing the lease for p_lease_seconds (an ordered destination: per conversation, the run before its first delivery waiting for a retry, outbox_ready_ids), cut to what its token buckets allow (none left: the destination is held until one refills). Empty when the lease is lost or the destination is paused or held.';
+  'Drainers: up to p_limit ready pending deliveries of a destination this worker leases, in id order, renewing the lease for p_lease_seconds (an ordered destination: per conversation, the run before its first delivery waiting for a retry, outbox_ready_ids), cut to what its token buckets allow (none left: the destination is held until one refills), the bodies of event deliveries not built yet built (event_delivery_payloads) but not written: record_outbox_results keeps the body sent. Empty when the lease is lost or the destination is paused or held.';
 REVOKE ALL ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) TO parley_jobs;
 
@@ -414,7 +427,7 @@ BEGIN
   WITH res AS (
     SELECT * FROM jsonb_to_recordset(p_results) AS x(id bigint, created_at timestamptz, outcome text,
              status_code int, latency_ms int, error text, request jsonb, response text, retry_after numeric,
-             parts_sent int)
+             parts_sent int, body text)
      WHERE x.outcome IN ('delivered', 'retry', 'failed')
   ), moved AS (
     UPDATE parley.outbox o
@@ -429,6 +442,8 @@ BEGIN
            last_status_code = r.status_code,
            last_error = left(r.error, 1000),
            parts_sent = greatest(o.parts_sent, coalesce(r.parts_sent, 0)),
+           -- A body built on take and not kept yet: the one this attempt sent.
+           payload = CASE WHEN o.payload = '{}' AND r.body IS NOT NULL THEN r.body::jsonb ELSE o.payload END,
            finished_at = CASE WHEN r.outcome <> 'retry' OR (r.retry_after IS NULL AND now() >= o.deadline)
                               THEN now() END
       FROM res r
@@ -483,7 +498,7 @@ BEGIN
   RETURN jsonb_build_object('delivered', v_ok, 'failed', v_bad - v_retry, 'retry', v_retry, 'dead', v_dead);
 END $$;
 COMMENT ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) IS
-  'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason, parts_sent (of a split post, delivered so far: a retry sends the rest)}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
+  'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason, parts_sent (of a split post, delivered so far: a retry sends the rest), body (the JSON text sent: kept when the delivery had no body stored yet, see take_outbox_batch)}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
 REVOKE ALL ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) TO parley_jobs;
 

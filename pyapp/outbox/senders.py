@@ -8,6 +8,7 @@ the answer. The rules about what happens next (backoff, dead letters, pausing) a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -74,6 +75,9 @@ class Result:
             "retry_after": self.retry_after,
             "pause_reason": self.pause_reason,
             "parts_sent": self.parts_sent,
+            # The body sent: kept with the attempt when the delivery had none stored (take_outbox_batch
+            # builds event bodies without writing them).
+            "body": delivery.body if delivery.body is not None else json.dumps(delivery.payload, default=str),
         }
 
 

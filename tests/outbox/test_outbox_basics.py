@@ -2,6 +2,7 @@
 sink, retries, retry_after, 4xx, dead letters and replay, pausing, order, rate limits."""
 import asyncio
 import datetime
+import json
 
 from support.outbox import add_destination, post, start_conversation
 
@@ -37,7 +38,13 @@ async def test_delivery_is_written_with_its_event_or_not_at_all(owner_conn, tena
     payload = taken[0]["payload"]
     assert payload["data"]["message"]["body"] == "hello" and payload["data"]["conversation_id"] == str(conv)
     assert payload["type"] == "conversation.message_added" and payload["data"]["chatbot_id"] == str(tenant.chatbot_id)
-    assert (await _deliveries(owner_conn, tenant))[0]["payload"] == payload  # kept for the log and replays
+    # Built on take, not written then (one row version per delivery): the attempt's record keeps the body sent.
+    assert (await _deliveries(owner_conn, tenant))[0]["payload"] == {}
+    async with tenant_tx(await tenant.pool("jobs"), Actor(tenant_id=tenant.id, kind="system", actor_id="t")) as conn:
+        await conn.fetchval("SELECT parley.record_outbox_results($1, 't', $2)", dest, [{
+            "id": taken[0]["id"], "created_at": taken[0]["created_at"].isoformat(), "outcome": "retry",
+            "error": "HTTP 503", "body": json.dumps(payload)}])
+    assert (await _deliveries(owner_conn, tenant))[0]["payload"] == payload  # kept for retries, the log and replays
     assert row["deadline"] - row["created_at"] >= datetime.timedelta(hours=72)
     # Other event kinds are not subscribed.
     async with await tenant.tx("service") as conn:
