@@ -31,6 +31,10 @@ COPY --from=widget /widget/dist ./widget/dist
 # not the copy pip put in site-packages, which has the code but not those files.
 ENV PYTHONPATH=/app PYTHONUNBUFFERED=1 \
     PARLEY_HOST=0.0.0.0 PARLEY_PORT=8080 PARLEY_DATA_DIR=/var/lib/parley PARLEY_LOG_FORMAT=json
+# The embedding model's ONNX files, exported here once from the installed weights instead of at each
+# new container's first start (which wrote ~150 MB into the data directory and delayed /readyz).
+ENV PARLEY_MODEL_CACHE=/opt/parley-model
+RUN parley embeddings export
 RUN useradd --system --home /var/lib/parley --create-home parley
 USER parley
 EXPOSE 8080

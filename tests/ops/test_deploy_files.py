@@ -45,3 +45,32 @@ def test_dockerfile_installs_the_cpu_torch_first():
             for source in line.split()[1:-1]:
                 assert (ROOT / source.rstrip("/")).exists(), source
     assert "nodejs" not in text.split("FROM python")[1]  # no Node in the final image
+
+
+def _image_tool():
+    """scripts/dockerfile_chroot.py, the interpreter scripts/check_image.sh runs the Dockerfile with."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dockerfile_chroot", ROOT / "scripts" / "dockerfile_chroot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_build_context_leaves_out_local_state():
+    tool = _image_tool()
+    patterns = tool.ignore_patterns(ROOT)
+    # Never sent to a build: the venv, the embedded databases (their passwords), caches, a host's
+    # node_modules (the widget stage's `COPY widget/ ./` would overwrite its own `npm ci`), built output.
+    for path in (".venv", ".parley/db.json", ".git", "widget/node_modules/esbuild", "widget/dist/widget.js",
+                 "pyapp/__pycache__/db.cpython-311.pyc", "jobs/__pycache__", "test-artifacts/x.png"):
+        assert tool.ignored(path, patterns), path
+    stages = tool.stages(tool.instructions((ROOT / "Dockerfile").read_text()))  # every instruction understood
+    assert [s["name"] for s in stages] == ["widget", "1"]
+    for stage in stages:
+        for word, rest in stage["steps"]:
+            if word == "COPY" and "--from=" not in rest:
+                for source in rest.split()[:-1]:
+                    assert not tool.ignored(source.strip("/"), patterns), source  # what it copies is sent
+    final = dict((w, r) for w, r in stages[-1]["steps"] if w in ("USER", "HEALTHCHECK", "CMD"))
+    assert final["USER"] != "root" and "/readyz" in final["HEALTHCHECK"] and final["CMD"] == '["parley", "serve"]'
