@@ -12,9 +12,10 @@ Every message must reach every agent, whichever server it was sent to.
 
 Sized for the full soak: the file-descriptor limit is raised to the hard limit (the servers and
 clients inherit it; a warning says when it is below the sockets needed); sockets open at --ramp
-a second; the clients are sharded over --clients processes (default: one per 8,000 agent
-deliveries a second or 2,500 visitors, at most 8: 50 agents at 500 msgs/s is 25,000 frames a
-second to parse), each with its share of visitors and agents, all starting to send at one moment.
+a second; the clients are sharded over --clients processes (default: one per 4,000 agent
+deliveries a second or 2,500 visitors, whichever needs more, at most 8: 50 agents at 500 msgs/s
+is 25,000 frames a second to parse, 7 processes; one process fell behind at 10,000/s), each with
+its share of visitors and agents, all starting to send at one moment.
 The send time rides in the message body (one monotonic clock for the machine); latencies go to
 a 0.1 ms histogram and deliveries to one byte per (agent, message), so client memory is flat.
 
@@ -235,7 +236,7 @@ async def soak(args) -> None:
     need = args.visitors + args.agents + 200
     if limit < need:
         print(f"warning: file-descriptor limit {limit} < {need} (raise the hard limit: ulimit -Hn)", flush=True)
-    shards = args.clients or max(1, min(8, -(-args.agents * args.rate // 8000), -(-args.visitors // 2500)))
+    shards = args.clients or max(1, min(8, max(-(-args.agents * args.rate // 4000), -(-args.visitors // 2500))))
     shards = int(max(shards, 1))
     settings, maint, dbname = await asyncio.to_thread(prepare_database)
     servers: list[subprocess.Popen] = []
@@ -374,7 +375,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--sample", type=float, default=30, help="seconds between memory samples")
     parser.add_argument("--clients", type=int, default=0,
-                        help="client processes (default: one per 8,000 agent deliveries/s or 2,500 visitors, at most 8)")
+                        help="client processes (default: one per 4,000 agent deliveries/s or 2,500 visitors, whichever needs more, at most 8)")
     parser.add_argument("--ramp", type=float, default=250, help="sockets opened per second, all client processes together")
     parser.add_argument("--drain", type=float, default=10, help="seconds to wait for the last deliveries")
     parser.add_argument("--quick", action="store_true")
