@@ -68,7 +68,7 @@ async def backdate_failing(owner_conn, hours: float):
 
 
 async def test_lost_records_fail_then_disable_after_the_grace_and_owners_are_mailed(
-        make_tenant, fake_dns, settings, owner_conn, jobs_pool, smtp):
+        make_tenant, fake_dns, settings, owner_conn, jobs_pool, smtp, console_client):
     t = await active_domain(make_tenant, fake_dns)
     bystander = await active_domain(make_tenant, fake_dns, "help.other-shop.com")
     await register(jobs_pool)
@@ -85,7 +85,13 @@ async def test_lost_records_fail_then_disable_after_the_grace_and_owners_are_mai
     assert (await domain(owner_conn, bystander))["status"] == "active"
     assert await tls_ask(t.server) == 200  # still served during the grace
     status, listed = await t.call("GET", "/api/domains")
-    assert listed["domains"][0]["status"] == "failing" and listed["domains"][0]["check"]["txt"] is False
+    shown = listed["domains"][0]
+    assert shown["status"] == "failing" and shown["check"]["txt"] is False and shown["failed_checks"] == 1
+    assert shown["disabled_after"] > shown["failing_since"]
+    c = console_client()  # the owner's console says so, with the deadline
+    await c.sign_in(t.owner["email"], t.owner["password"])
+    status, html, _ = await c.get("/console/domains")
+    assert status == 200 and "no longer finds these records" in html and "still served" in html
 
     # Owners are e-mailed through the outbox (real SMTP).
     sender = EmailSender(SmtpMailer(smtp.url, "parley@example.test"), "https://parley.example")
