@@ -530,7 +530,7 @@ DECLARE
   v_limit int := least(greatest(coalesce(p_limit, 50), 1), 200);
   v_ids uuid[] := '{}';
   v_walk int := 4 * v_limit;  -- conversations read by the first step, at most ...
-  v_walk_until timestamptz := clock_timestamp() + interval '20 milliseconds';  -- ... and for at most this long
+  v_walk_until timestamptz := clock_timestamp() + interval '10 milliseconds';  -- ... and for at most this long
   v_walked int := 0;
   v_stopped boolean := false;
   v_at timestamptz;           -- the first step read every conversation before (v_at, v_id)
@@ -568,8 +568,9 @@ BEGIN
         RETURN v_ids;
       END IF;
     END IF;
-    IF clock_timestamp() > v_walk_until THEN
-      v_stopped := true;  -- long conversations: the index takes over from here
+    -- Out of time and, at this rate, not enough by the end of the step: the index takes over.
+    IF clock_timestamp() > v_walk_until AND cardinality(v_ids) * v_walk < v_limit * v_walked THEN
+      v_stopped := true;
       EXIT;
     END IF;
   END LOOP;
@@ -635,7 +636,7 @@ BEGIN
   RETURN v_ids || v_top;
 END $$;
 COMMENT ON FUNCTION parley.search_inbox(text, int, text, uuid, uuid, timestamptz, timestamptz, timestamptz, bigint, int) IS
-  'Members: the ids of the p_limit (1-200) most recently active conversations (last_activity_at DESC, id) that pass the inbox filters (parley.inbox_conversations) and have a message matching p_q (websearch syntax, ''simple'', notes included), in that order. Exact (for messages written in time order, to an hour), at a cost bounded by how far it reads: first the newest 4 x p_limit conversations one by one, for at most 20 ms (a common word ends here); then, when it found none, every match if fewer than p_few (1-5,000) conversations match (a rare word); else the search index in growing windows of message ids (the first p_window wide), newest first, until enough are found, plus the conversations ranked above the last of them that started before the windows and match there.';
+  'Members: the ids of the p_limit (1-200) most recently active conversations (last_activity_at DESC, id) that pass the inbox filters (parley.inbox_conversations) and have a message matching p_q (websearch syntax, ''simple'', notes included), in that order. Exact (for messages written in time order, to an hour), at a cost bounded by how far it reads: first the newest 4 x p_limit conversations one by one, for at most 10 ms unless matches come fast enough to fill the page (a common word ends here); then, when it found none, every match if fewer than p_few (1-5,000) conversations match (a rare word); else the search index in growing windows of message ids (the first p_window wide), newest first, until enough are found, plus the conversations ranked above the last of them that started before the windows and match there.';
 
 CREATE OR REPLACE FUNCTION parley.list_conversations(
   p_status text DEFAULT NULL, p_assignee_id uuid DEFAULT NULL, p_chatbot_id uuid DEFAULT NULL,
