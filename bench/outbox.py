@@ -1,6 +1,7 @@
 """Outbox benchmark: deliveries drained to a local webhook sink.
 
-    python bench/outbox.py [--quick] [--events N] [--destinations D] [--rate R] [--seconds S] [--profile N]
+    python bench/outbox.py [--quick] [--events N] [--destinations D] [--drainers N] [--rate R] [--seconds S]
+                           [--profile N]
 
 Uses DATABASE_URL when set, else the embedded PostgreSQL (./.parley); creates its own database
 (bench/chat_flow.py's prepare_database) and drops it afterwards. The sink is an HTTP server
@@ -9,7 +10,8 @@ notes when each webhook-id arrived.
 
 * Throughput: N events are written as the server writes them (parley.emit_event in a tenant
   transaction), each enqueuing one delivery per subscribed destination through the events
-  trigger; then one drainer (jobs/outbox.py, as parley_jobs) sends the backlog. outbox_per_s =
+  trigger; then one drainer (jobs/outbox.py, as parley_jobs) sends the backlog (--drainers N: N
+  drain processes, each leasing its share of the destinations). outbox_per_s =
   deliveries ÷ time from the drainer's start to the last one recorded as delivered.
 * Latency: events at R deliveries/s for S seconds while the drainer runs (LISTEN wake-ups and
   polling as in `parley jobs`); enqueue-to-send = the sink's arrival time − the delivery's
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +76,29 @@ asyncio.run(main())
 """
 
 
+# An extra drain process for --drainers N (as a second `parley jobs` would be): drains what it can
+# lease, then prints the deliveries it sent and its CPU seconds.
+DRAIN = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[1])
+from jobs.outbox import OutboxDrainer
+from pyapp.db import create_pool
+from pyapp.webhooks.sender import WebhookSender
+async def main():
+    url, worker, batch, most = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    pool = await create_pool(url, min_size=2, max_size=8)
+    drainer = OutboxDrainer(pool, worker, senders={"webhook": WebhookSender(allow_hosts=["127.0.0.1"])},
+                            batch=batch, max_destinations=most)
+    sys.stdin.readline()  # go
+    cpu0 = time.process_time()
+    sent = await drainer.drain(timeout=600)
+    await drainer.close()
+    await pool.close()
+    print(json.dumps({"sent": sent, "cpu": time.process_time() - cpu0}), flush=True)
+asyncio.run(main())
+"""
+
+
 def pct(values, q):
     if not values:
         return float("nan")
@@ -100,10 +126,13 @@ def proc_cpu(pid: int) -> float:
         return 0.0
 
 
-async def pg_cpu(owner) -> float:
-    """CPU seconds of every PostgreSQL process so far (postmaster's children, via /proc)."""
-    pids = [r[0] for r in await owner.fetch("SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL")]
-    return sum(proc_cpu(p) for p in pids)
+async def pg_cpu(admin_url: str) -> float:
+    """CPU seconds of PostgreSQL so far: the postmaster, its reaped children (backends that ended,
+    autovacuum workers) and the live ones (bench/retrieval.py's postgres_cpu). Every database of the
+    cluster counts: run it on a cluster of its own."""
+    from retrieval import postgres_cpu
+
+    return await postgres_cpu(admin_url) or 0.0
 
 
 async def enqueue_cost(pool, tenant, conv, n) -> float:
@@ -145,27 +174,42 @@ async def run(args) -> None:
         await emit(app_pool, tenant, conv, args.events)
         total = args.events * args.destinations
         sender = WebhookSender(allow_hosts=["127.0.0.1"])
+        share = -(-args.destinations // args.drainers)  # destinations each drain process leases at once
         drainer = OutboxDrainer(jobs_pool, "bench", senders={"webhook": sender}, batch=args.batch,
-                                max_destinations=args.destinations)
+                                max_destinations=share)
+        others = [subprocess.Popen([sys.executable, "-c", DRAIN, str(ROOT), settings.jobs_url, f"bench-{i}",
+                                    str(args.batch), str(share)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   text=True) for i in range(1, args.drainers)]
+        await asyncio.sleep(2 if others else 0)  # their imports and pools ready
         t0, cpu0, sink0 = time.perf_counter(), time.process_time(), proc_cpu(sink.pid)
-        pg0 = await pg_cpu(owner)
+        pg0 = await pg_cpu(settings.admin_url)
+        for child in others:
+            child.stdin.write("go\n")
+            child.stdin.flush()
         profiler = None
         if args.profile:
             import cProfile
             profiler = cProfile.Profile()
             profiler.enable()
         sent = await drainer.drain(timeout=600)
+        other_cpu = 0.0
+        for child in others:
+            line = await asyncio.to_thread(child.stdout.readline)
+            done = json.loads(line)
+            sent += done["sent"]
+            other_cpu += done["cpu"]
         elapsed = time.perf_counter() - t0
         if profiler is not None:
             import pstats
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(args.profile)
-        cpu = (time.process_time() - cpu0) / max(sent, 1) * 1e6
+        cpu = (time.process_time() - cpu0 + other_cpu) / max(sent, 1) * 1e6
         sink_cpu = (proc_cpu(sink.pid) - sink0) / max(sent, 1) * 1e6
-        pg = (await pg_cpu(owner) - pg0) / max(sent, 1) * 1e6
+        pg = (await pg_cpu(settings.admin_url) - pg0) / max(sent, 1) * 1e6
         per_s = sent / elapsed
         print(f"backlog: {sent:,}/{total:,} deliveries in {elapsed:.2f} s = {per_s:,.0f}/s "
-              f"(batch {args.batch}, {args.destinations} destinations); CPU per delivery: drainer {cpu:.0f} µs, "
+              f"(batch {args.batch}, {args.destinations} destinations, {args.drainers} drain process"
+              f"{'es' if args.drainers > 1 else ''}); CPU per delivery: drainer {cpu:.0f} µs, "
               f"PostgreSQL {pg:.0f} µs, sink {sink_cpu:.0f} µs; load average {os.getloadavg()[0]:.1f}", flush=True)
 
         # Latency: paced, drainer woken by NOTIFY and polling.
@@ -227,6 +271,9 @@ def main() -> None:
     parser.add_argument("--events", type=int)
     parser.add_argument("--destinations", type=int, default=4)
     parser.add_argument("--batch", type=int, default=200)
+    parser.add_argument("--drainers", type=int, default=1,
+                        help="drain processes for the backlog (as several `parley jobs`), each leasing its share"
+                             " of the destinations")
     parser.add_argument("--rate", type=float, default=1000.0, help="deliveries/s offered in the paced run")
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--profile", type=int, default=0, metavar="N",
