@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 
 from pyapp.channels.adapter import COMMAND_NAME, Action, ChannelError, Inbound
+from pyapp.net import request_spans
 from pyapp.outbox.senders import Destination
 
 API_ENV = "PARLEY_TELEGRAM_API"
@@ -65,7 +66,9 @@ class TelegramApi:
 
     async def call(self, token: str, method: str, params: dict[str, Any]) -> Any:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout), trace_configs=request_spans()
+            )
         url = f"{self.base or api_base()}/bot{token}/{method}"
         try:
             async with self._session.post(url, json=params, allow_redirects=False) as resp:

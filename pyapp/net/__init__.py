@@ -11,6 +11,7 @@ from pyapp.net.safe_fetch import (
     forbidden_reason,
     guarded_session,
     parse_host,
+    request_spans,
     safe_fetch,
     vet_url,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "forbidden_reason",
     "guarded_session",
     "parse_host",
+    "request_spans",
     "safe_fetch",
     "vet_url",
 ]

@@ -648,19 +648,20 @@ def guarded_session(
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)
     trace.on_request_redirect.append(on_request_redirect)
-    _trace_requests(trace)
     connector = aiohttp.TCPConnector(
         resolver=_GuardedResolver(allow, resolver), use_dns_cache=False, ssl=ssl if ssl is not None else True
     )
     session_kwargs.setdefault("trust_env", False)
-    return aiohttp.ClientSession(connector=connector, trace_configs=[trace], **session_kwargs)
+    return aiohttp.ClientSession(connector=connector, trace_configs=[trace, *request_spans()], **session_kwargs)
 
 
-def _trace_requests(trace: aiohttp.TraceConfig) -> None:
-    """With traces on, a client span per request made under a span (an outbox send, a bot turn):
-    method and host only (a path may hold a token, as Telegram's does), the answer's status."""
+def request_spans() -> list[aiohttp.TraceConfig]:
+    """For an ``aiohttp.ClientSession``'s ``trace_configs``: with traces on (when the session is
+    made), a client span per request made under a span (an outbox send, a bot turn): method and host
+    only (a path may hold a token, as Telegram's does), the answer's status. Nothing when off."""
     if not tracing.enabled():
-        return
+        return []
+    trace = aiohttp.TraceConfig()
 
     async def start(_session, ctx, params: aiohttp.TraceRequestStartParams) -> None:
         ctx.span = tracing.start_client_span(
@@ -676,3 +677,4 @@ def _trace_requests(trace: aiohttp.TraceConfig) -> None:
     trace.on_request_start.append(start)
     trace.on_request_end.append(end)
     trace.on_request_exception.append(failed)
+    return [trace]
