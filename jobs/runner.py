@@ -200,15 +200,16 @@ async def _loop(settings, stop: asyncio.Event, backoff: Backoff, pools, once: bo
 
 
 async def resume_payment_deliveries(pool: asyncpg.Pool, senders: dict) -> int:
-    """With payments on, resume the Stripe destinations a drainer paused while they were off."""
-    from pyapp.billing.sender import PAYMENTS_OFF
+    """With payments on, resume the Stripe destinations a drainer paused for the operator's configuration
+    (payments off, the API key refused): a start is when that configuration changes."""
+    from pyapp.billing.sender import OPERATOR_PAUSES
 
     stripe_sender = senders.get("stripe")
     if stripe_sender is None or not getattr(stripe_sender, "live", False):
         return 0
-    resumed = int(await pool.fetchval("SELECT parley.resume_stripe_destinations($1)", PAYMENTS_OFF))
+    resumed = int(await pool.fetchval("SELECT parley.resume_stripe_destinations($1)", list(OPERATOR_PAUSES)))
     if resumed:
-        log.info("resumed %d Stripe destination(s) held while payments were off", resumed)
+        log.info("resumed %d Stripe destination(s) held for the payments configuration", resumed)
     return resumed
 
 

@@ -50,12 +50,14 @@ COMMENT ON FUNCTION parley.stripe_destination(uuid) IS
 REVOKE ALL ON FUNCTION parley.stripe_destination(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.stripe_destination(uuid) TO parley_jobs, parley_auth;
 
--- Payments were off when a delivery was tried (the drainer paused the destination with
--- p_reason); the jobs process, starting with payments on, resumes every such destination.
+-- Payments were off (or Stripe refused the API key) when a delivery was tried: the drainer
+-- paused the destination with one of the reasons p_reasons; the jobs process, starting with
+-- payments on (the operator's configuration fixed), resumes every such destination.
 GRANT UPDATE (status, paused_reason, paused_at, failing_since, consecutive_failures, next_send_at, updated_at)
    ON parley.outbox_destinations TO parley_auth;
 GRANT UPDATE (next_attempt_at) ON parley.outbox TO parley_auth;
-CREATE OR REPLACE FUNCTION parley.resume_stripe_destinations(p_reason text) RETURNS int
+DROP FUNCTION IF EXISTS parley.resume_stripe_destinations(text);
+CREATE OR REPLACE FUNCTION parley.resume_stripe_destinations(p_reasons text[]) RETURNS int
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
@@ -65,7 +67,7 @@ BEGIN
     UPDATE parley.outbox_destinations d
        SET status = 'active', paused_reason = NULL, paused_at = NULL, failing_since = NULL,
            consecutive_failures = 0, next_send_at = '-infinity', updated_at = now()
-     WHERE d.kind = 'stripe' AND d.status = 'paused' AND d.paused_reason = p_reason
+     WHERE d.kind = 'stripe' AND d.status = 'paused' AND d.paused_reason = ANY (p_reasons)
     RETURNING d.tenant_id, d.id
   ), due AS (
     UPDATE parley.outbox o SET next_attempt_at = now()
@@ -76,11 +78,11 @@ BEGIN
   SELECT count(*) INTO v_n FROM resumed;
   RETURN v_n;
 END $$;
-COMMENT ON FUNCTION parley.resume_stripe_destinations(text) IS
-  'Jobs process, at start with payments on: resume every tenant''s stripe destination paused with reason p_reason (the drainer''s "payments are off" reason), its waiting deliveries due now (the drainers'' next poll takes them); returns how many.';
-ALTER FUNCTION parley.resume_stripe_destinations(text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.resume_stripe_destinations(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.resume_stripe_destinations(text) TO parley_jobs;
+COMMENT ON FUNCTION parley.resume_stripe_destinations(text[]) IS
+  'Jobs process, at start with payments on: resume every tenant''s stripe destination paused with one of p_reasons (the drainer''s reasons for the operator''s configuration: payments off, API key refused), its waiting deliveries due now (the drainers'' next poll takes them); returns how many.';
+ALTER FUNCTION parley.resume_stripe_destinations(text[]) OWNER TO parley_auth;
+REVOKE ALL ON FUNCTION parley.resume_stripe_destinations(text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.resume_stripe_destinations(text[]) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.queue_usage_reports(p_today date DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE

@@ -6,10 +6,10 @@ parley.queue_referral_credits, sql/94_referrals.sql, or parley.queue_usage_repor
 sql/91_metering.sql) names the customer, the amount or quantity and the idempotency key. The
 library's own retries are off: the outbox schedules them. Stripe's answer is classified for the
 drainer: 429, 5xx and network errors are retried (a Retry-After honoured); a refused API key
-pauses the destination; any other 4xx fails the delivery, shown. With payments off on this
-installation (no PARLEY_STRIPE_ENABLED and key) nothing is sent: the destination is paused with
-PAYMENTS_OFF as its visible reason, its deliveries kept, and `parley jobs` resumes it when it
-starts with payments on (parley.resume_stripe_destinations).
+pauses the destination (KEY_REFUSED); any other 4xx fails the delivery, shown. With payments off on
+this installation (no PARLEY_STRIPE_ENABLED and key) nothing is sent: the destination is paused with
+PAYMENTS_OFF as its visible reason, its deliveries kept. Both are the operator's to fix: `parley jobs`
+resumes such destinations when it starts with payments on (parley.resume_stripe_destinations).
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ PAYMENTS_OFF = (
     "Payments are off on this installation (PARLEY_STRIPE_ENABLED and PARLEY_STRIPE_SECRET_KEY): "
     "held until the jobs process starts with them on."
 )
-KEY_REFUSED = "Stripe refuses the API key (PARLEY_STRIPE_SECRET_KEY): fix it, then resume."
+KEY_REFUSED = (
+    "Stripe refuses the API key (PARLEY_STRIPE_SECRET_KEY): held until the jobs process starts with a good one."
+)
+# Pauses about the operator's configuration, which `parley jobs` lifts when it starts with payments on.
+OPERATOR_PAUSES = (PAYMENTS_OFF, KEY_REFUSED)
 
 
 class StripeSender:

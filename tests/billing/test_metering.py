@@ -12,7 +12,7 @@ import pytest
 from jobs.outbox import OutboxDrainer
 from jobs.runner import resume_payment_deliveries
 from pyapp.billing.config import BillingConfig
-from pyapp.billing.sender import PAYMENTS_OFF, StripeSender
+from pyapp.billing.sender import KEY_REFUSED, PAYMENTS_OFF, StripeSender
 from support.fakes.stripe_api import SECRET_KEY
 
 
@@ -214,6 +214,22 @@ async def test_payments_off_holds_stripe_deliveries_paused_with_a_visible_reason
 
     # The jobs process starts with payments on: the destination resumes and the report goes out.
     assert await resume_payment_deliveries(jobs_pool, {"stripe": StripeSender(off)}) == 0
+    assert await resume_payment_deliveries(jobs_pool, {"stripe": StripeSender(live)}) == 1
+    assert await drain(jobs_pool, live) == 1 and len(fake_stripe.meter_events) == 1
+
+
+async def test_a_refused_api_key_pauses_until_the_jobs_process_starts_with_a_good_one(
+        tenant, owner_conn, jobs_tx, jobs_pool, live, fake_stripe):
+    await paid(tenant, owner_conn)
+    await use(owner_conn, tenant, D, "conversations", 9)
+    assert await queue(jobs_tx, tenant, D + dt.timedelta(days=1)) == 1
+    wrong = BillingConfig(enabled=True, secret_key="sk_test_revoked", api_base=fake_stripe.base_url)
+    assert await drain(jobs_pool, wrong) == 0
+    dest = await owner_conn.fetchrow("SELECT * FROM parley.outbox_destinations WHERE tenant_id = $1 AND kind = 'stripe'",
+                                     tenant.id)
+    (row,) = await deliveries(owner_conn, tenant)
+    assert (dest["status"], dest["paused_reason"]) == ("paused", KEY_REFUSED)
+    assert (row["status"], row["last_status_code"]) == ("pending", 401)  # kept, not failed
     assert await resume_payment_deliveries(jobs_pool, {"stripe": StripeSender(live)}) == 1
     assert await drain(jobs_pool, live) == 1 and len(fake_stripe.meter_events) == 1
 
