@@ -35,6 +35,9 @@ AS $$
 DECLARE
   v_dest uuid;
 BEGIN
+  -- Two first uses at once (a referral credit and a usage report) would each see none and make
+  -- one: the second waits here, then finds the first's.
+  PERFORM pg_advisory_xact_lock(hashtextextended('parley.stripe_destination ' || p_tenant_id::text, 0));
   SELECT d.id INTO v_dest FROM parley.outbox_destinations d
    WHERE d.tenant_id = p_tenant_id AND d.kind = 'stripe' AND d.chatbot_id IS NULL
    ORDER BY d.created_at LIMIT 1;
@@ -46,7 +49,7 @@ BEGIN
   RETURN v_dest;
 END $$;
 COMMENT ON FUNCTION parley.stripe_destination(uuid) IS
-  'The tenant''s one outbox destination of kind stripe (customer balance credits, meter events), made on first use; its id.';
+  'The tenant''s one outbox destination of kind stripe (customer balance credits, meter events), made on first use (one even when two transactions ask first at once: a per-tenant advisory lock); its id.';
 REVOKE ALL ON FUNCTION parley.stripe_destination(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.stripe_destination(uuid) TO parley_jobs, parley_auth;
 
