@@ -7,6 +7,7 @@ The older per-action routes (claim, release, close, …) stay as they were.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,7 @@ from pyapp.inputs import check_value
 
 TAGS = ("conversations",)
 SURFACE = "api"
+ACTION_KEY = re.compile(r"^[a-z][a-z_]{1,31}$")
 
 
 class ActionOut(BaseModel):
@@ -64,7 +66,7 @@ async def perform_action(call: Call):
     """Do one action (its key from the list) with its input as the body: 404 unknown, 403 not yours,
     422 bad input, 409 not in this state."""
     key = call.param("key")
-    if not key.isascii() or len(key) > 40:
+    if not ACTION_KEY.match(key):  # the catalog's key rule (migration 0033); anything else names no action
         raise ApiError(404, "unknown_action", "There is no such action here.")
     data = call.body.model_extra or {}
     check_value(data)

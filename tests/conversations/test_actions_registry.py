@@ -126,7 +126,8 @@ async def test_invalid_input_is_422_with_the_sql_rules_code(ws):
 async def test_unknown_visitor_and_other_tenants_actions(ws, make_workspace):
     bot = await ws.chatbot()
     conv = await ws.start(bot["id"])
-    for key, code in (("explode", 404), ("human", 404), ("new", 404), ("rate", 404)):
+    for key, code in (("explode", 404), ("human", 404), ("new", 404), ("rate", 404), ("n%00te", 404),
+                      ("Claim", 404), ("x" * 300, 404)):
         # the visitor's actions are not on the API surface at all
         status, out = await _act(ws, conv, key)
         assert (status, out["error"]["code"]) == (code, "unknown_action"), key
