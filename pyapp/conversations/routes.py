@@ -1,6 +1,6 @@
 """Conversations for agents: the inbox list, transcripts, and every state change.
 
-Handlers are thin: each opens `call.tx()` and calls one SQL function (sql/41_conversations.sql,
+Handlers are thin: each opens `call.tx()` and calls one SQL function (sql/41_conversations.sql, 41_inbox.sql,
 44_messages.sql, 45_events.sql, 46_leads.sql), which holds the rules (state machine, assignment,
 limits, events, NOTIFY). JSON is shaped in SQL (`parley.conversation_json`, `parley.message_json`)
 and passed straight through.

@@ -78,6 +78,8 @@ async def test_full_loop_claim_reply_close_from_telegram(server, tenant, clients
         clients.append(vis)
         await vis.send({"type": "message", "client_id": "c-1", "body": "My parcel is late"})
         await vis.expect_message("My parcel is late", author="visitor")
+        # The bot answers first (asked for a person before that, its answer would follow the handoff).
+        await vis.expect_message(author="bot")
         await vis.send({"type": "human"})
         assert (await vis.expect(type="status"))["status"] == "waiting_human"
         (ask,) = await tg.wait_for(lambda: [m for m in tg.messages if m.get("reply_markup")])

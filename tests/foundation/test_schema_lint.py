@@ -356,3 +356,9 @@ async def test_app_roles_own_nothing(owner_conn, role):
            UNION ALL
            SELECT p.proname FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner WHERE r.rolname = $1""", role)
     assert owned == []
+
+
+def test_every_sql_file_stays_under_600_lines():
+    """One domain per file, each small enough to read: a file past 600 lines is split by domain."""
+    long = {p.name: n for p in sorted(SQL_DIR.glob("*.sql")) if (n := len(p.read_text().splitlines())) > 600}
+    assert not long, long
