@@ -440,6 +440,7 @@ const boot = () => {
       case 'read': return seen(f.message_id);
       case 'status':
         setStatus(f.status);
+        if (f.status !== 'waiting_human') told = 0; // a later handoff may find nobody again
         if (f.available === false && !told) { // nobody online: say so (once), offer to leave a message
           told = 1;
           add(h('div', { class: 'pl-sys', dir: 'auto' }, t.nobody), true);
