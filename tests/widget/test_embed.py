@@ -7,6 +7,7 @@ import pytest
 
 from playwright.sync_api import expect
 
+from support.browser import wait_for
 from support.fakes.protocol_double import KEY
 
 
@@ -33,8 +34,8 @@ def test_renders_in_shadow_dom_with_session_and_hello(double, visit, context):
 
     # The token goes in the first frame, not the URL; a fresh page asks for the whole history.
     expect(w.launcher).to_have_attribute("aria-label", "Open chat")
-    page.wait_for_function("() => true")
-    assert double.hellos and double.hellos[0]["type"] == "hello"
+    wait_for(page, lambda: double.hellos, timeout=10, what="the socket's hello")  # the socket opens after the launcher
+    assert double.hellos[0]["type"] == "hello"
     assert double.hellos[0]["last_seen_id"] == 0 and double.hellos[0]["token"] in double.tokens
 
     w.open()
