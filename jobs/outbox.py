@@ -73,6 +73,7 @@ class OutboxDrainer:
         self.poll_s = poll_s
         self.wake = asyncio.Event()
         self.active: dict[object, asyncio.Task] = {}
+        self.unreleased: set[tuple] = set()  # leases whose release failed (the database away): retried
         self.sent = 0
 
     # -- the loop ------------------------------------------------------------------------
@@ -119,6 +120,7 @@ class OutboxDrainer:
                     await asyncio.wait(list(self.active.values()), return_when=asyncio.FIRST_COMPLETED)
 
     async def lease_more(self) -> int:
+        await self._release_leftovers()
         room = self.max_destinations - len(self.active)
         if room <= 0:
             return 0
@@ -134,6 +136,20 @@ class OutboxDrainer:
 
     def _forget(self, key: object, _task: asyncio.Task) -> None:
         self.active.pop(key, None)
+
+    async def _release_leftovers(self) -> None:
+        """Give back the leases a finished destination task could not release (the database restarted
+        under it): without this they would sit out LEASE_S before anyone, this drainer too, sends
+        their deliveries. A lease another worker has taken since is left alone (the release is
+        by worker). Raises what the database raises: the loop retries."""
+        for key in list(self.unreleased):
+            if key in self.active:  # leased again meanwhile: that task releases it
+                self.unreleased.discard(key)
+                continue
+            tenant_id, destination_id = key
+            async with self._tx(tenant_id) as conn:
+                await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id, self.worker)
+            self.unreleased.discard(key)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """One LISTEN connection outside the pool; reconnects; a missed notice only delays."""
@@ -218,8 +234,9 @@ class OutboxDrainer:
             try:
                 async with self._tx(tenant_id) as conn:
                     await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id, self.worker)
-            except Exception as exc:  # the lease expires by itself
+            except Exception as exc:  # retried before the next lease (it would expire by itself)
                 log.warning("outbox: release of %s failed: %s", destination_id, exc)
+                self.unreleased.add((tenant_id, destination_id))
 
     async def _destination(self, conn, tenant_id, row) -> Destination:
         return Destination(

@@ -96,7 +96,9 @@ async def test_postgres_crash_restart_loses_nothing(settings, tenant, sink, pg_s
     await _bulk_events(tenant, conv, 60)
 
     pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
-    drainer = make_drainer(pool, "through-restart", listen_dsn=settings.jobs_url, poll_s=0.2)
+    # A lease far longer than the wait below: the destination the crash caught mid-batch must come
+    # back because the drainer gives its lease back, not because the lease ran out.
+    drainer = make_drainer(pool, "through-restart", listen_dsn=settings.jobs_url, poll_s=0.2, lease_s=600)
     stop = asyncio.Event()
     task = asyncio.create_task(drainer.run(stop))
     try:
