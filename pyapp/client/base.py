@@ -4,8 +4,12 @@ Imports nothing from the server (only aiohttp), so integrators can use it on its
 
 from __future__ import annotations
 
+import functools
+import inspect
+import keyword
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import aiohttp
@@ -29,6 +33,12 @@ class ParleyError(Exception):
 def segment(value: Any) -> str:
     """A path parameter, escaped (a `/` or `?` in an id cannot reach another route)."""
     return quote(str(value), safe="")
+
+
+def wire_name(name: str) -> str:
+    """A parameter's name on the wire (the client spells a Python keyword with a trailing `_`: `from_`)."""
+    bare = name.removesuffix("_")
+    return bare if name != bare and keyword.iskeyword(bare) else name
 
 
 def _query_value(value: Any) -> str:
@@ -114,3 +124,33 @@ class ClientBase:
                     resp.headers.get("Retry-After"),
                 )
             return data
+
+
+Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+
+
+def operations(table: dict[str, tuple[str, str]]) -> Callable[[Method], Method]:
+    """The decorator that makes a typed signature a call of the route `table` names it after:
+    `(method, path)` by operationId. The signature's positional parameters fill the path's
+    `{placeholders}` (each escaped to one segment), `body` is the JSON body, `headers` extra
+    headers, and every other keyword a query parameter (None: left out)."""
+
+    def operation(signature: Method) -> Method:
+        method, path = table[signature.__name__]
+        params = inspect.signature(signature)
+        in_path = [p.name for p in params.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD][1:]
+
+        @functools.wraps(signature)
+        async def call(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
+            bound = params.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            values = {name: value for name, value in bound.arguments.items() if name != "self"}
+            url = path.format_map({name: segment(values.pop(name)) for name in in_path})
+            body, headers = values.pop("body", None), values.pop("headers", None)
+            query = {wire_name(name): value for name, value in values.items()}
+            return await self.request(method, url, body=body, query=query, headers=headers)
+
+        call.__doc__ = f"{method} {path} {signature.__doc__ or ''}".rstrip()
+        return cast(Method, call)
+
+    return operation

@@ -56,6 +56,12 @@ async def test_the_client_against_the_server(server, signup):
     with pytest.raises(ParleyError) as err:
         await client.list_conversations(limit=100_000)
     assert err.value.status == 422 and err.value.code == "validation_failed" and err.value.details["fields"]
+    # A keyword spelled with a trailing _ (from_) goes out under its API name (from).
+    with pytest.raises(ParleyError) as err:
+        await client.usage(from_="not-a-date")
+    assert err.value.status == 422 and "from" in str(err.value.details), err.value.details
+    with pytest.raises(TypeError):
+        await client.get_conversation()  # a path parameter is required, as in any Python call
     # Errors carry the API's code and status.
     with pytest.raises(ParleyError) as err:
         await server.client().get_me()
