@@ -256,9 +256,9 @@ COMMENT ON FUNCTION parley.gdpr_erase_visitor(uuid, text) IS
 
 CREATE OR REPLACE FUNCTION parley.tenant_purge_grace() RETURNS interval
 LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.purge_grace', true), '')::interval, interval '30 days') $$;
+AS $$ SELECT parley.server_setting('purge_grace', NULL::interval) $$;
 COMMENT ON FUNCTION parley.tenant_purge_grace() IS
-  'How long a deleted workspace can be restored before it is purged: 30 days, or the database setting parley.purge_grace (ALTER DATABASE … SET parley.purge_grace = ''7 days'').';
+  'How long a deleted workspace can be restored before it is purged: the purge_grace setting of parley.server_setting_catalog, 30 days unless set (ALTER DATABASE … SET parley.purge_grace = ''7 days'').';
 
 CREATE OR REPLACE FUNCTION parley.list_my_deleted_tenants() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''

@@ -17,13 +17,6 @@ GRANT UPDATE (notified_at) ON parley.usage_warnings TO parley_app;
 GRANT SELECT, INSERT, UPDATE ON parley.usage_reports TO parley_jobs;
 GRANT SELECT ON parley.usage_reports TO parley_app;
 
-CREATE OR REPLACE FUNCTION parley.grace_period() RETURNS interval
-LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.grace_period', true), '')::interval, interval '7 days') $$;
-COMMENT ON FUNCTION parley.grace_period() IS
-  'How long a delinquent subscription keeps its plan''s limits: the database setting parley.grace_period (ALTER DATABASE ... SET), default 7 days.';
-GRANT EXECUTE ON FUNCTION parley.grace_period() TO parley_app, parley_jobs;
-
 CREATE OR REPLACE FUNCTION parley.usage_between(p_metric text, p_from date, p_to date)
 RETURNS bigint
 LANGUAGE sql STABLE
@@ -237,7 +230,8 @@ BEGIN
   IF v_status IN ('past_due', 'unpaid', 'incomplete') THEN
     -- Grace starts at the first failure (the event's time when the provider gives one).
     v_grace := coalesce(v_sub.grace_until,
-                        coalesce((v_state->>'delinquent_since')::timestamptz, now()) + parley.grace_period());
+                        coalesce((v_state->>'delinquent_since')::timestamptz, now())
+                          + parley.server_setting('grace_period', NULL::interval));
   END IF;
 
   INSERT INTO parley.subscriptions AS s (tenant_id, provider, plan, billing_interval, status, current_period_start,
@@ -285,7 +279,7 @@ BEGIN
                             'grace_until', v_grace);
 END $$;
 COMMENT ON FUNCTION parley.change_plan(text, text, jsonb) IS
-  'Set the current tenant''s plan and subscription state (p_state: provider, interval, status, current_period_start/end, extra_seats, cancel_at_period_end, customer_ref, subscription_ref, synced_at, delinquent_since) with every side effect: tenants.plan, subscriptions (grace period from the first delinquency, parley.grace_period()), plan_changes, this period''s warnings reset, audit. p_source: webhook/checkout (service), staff (staff), dunning (jobs), downgrade (an admin, to a free plan only). A state read before the one applied (synced_at) is ignored: {"applied": false}.';
+  'Set the current tenant''s plan and subscription state (p_state: provider, interval, status, current_period_start/end, extra_seats, cancel_at_period_end, customer_ref, subscription_ref, synced_at, delinquent_since) with every side effect: tenants.plan, subscriptions (grace period from the first delinquency: the grace_period setting), plan_changes, this period''s warnings reset, audit. p_source: webhook/checkout (service), staff (staff), dunning (jobs), downgrade (an admin, to a free plan only). A state read before the one applied (synced_at) is ignored: {"applied": false}.';
 ALTER FUNCTION parley.change_plan(text, text, jsonb) OWNER TO parley_owner;
 REVOKE ALL ON FUNCTION parley.change_plan(text, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.change_plan(text, text, jsonb) TO parley_app, parley_jobs;

@@ -1,8 +1,8 @@
 -- Referrals: every tenant has a stable share code (tenants.referral_code); a workspace created
 -- at sign-up with `?ref=<code>` is attributed to the code's tenant once, in the sign-up
 -- transaction; when it first pays (an active Stripe subscription to a paid plan, applied by
--- parley.change_plan) the referrer earns a credit (parley.referral_credit_cents(), 10 USD),
--- capped per referrer (parley.referral_cap_cents(), 100 USD), once per referred tenant. Earned
+-- parley.change_plan) the referrer earns a credit (setting referral_credit_cents, 10 USD),
+-- capped per referrer (setting referral_cap_cents, 100 USD), once per referred tenant. Earned
 -- credits go to Stripe as a customer balance transaction through the outbox (destination kind
 -- 'stripe', idempotency key per referrer and referred tenant), as soon as the referrer has a
 -- Stripe customer; Stripe's answer sets applied_at.
@@ -15,20 +15,6 @@ GRANT SELECT, INSERT ON parley.outbox_destinations TO parley_auth;
 GRANT INSERT ON parley.outbox TO parley_auth;
 GRANT USAGE ON SEQUENCE parley.outbox_id_seq TO parley_auth;
 GRANT SELECT ON parley.subscriptions, parley.plans TO parley_auth;
-
-CREATE OR REPLACE FUNCTION parley.referral_credit_cents() RETURNS int
-LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.referral_credit_cents', true), '')::int, 1000) $$;
-COMMENT ON FUNCTION parley.referral_credit_cents() IS
-  'Credit per paid conversion in USD cents: the database setting parley.referral_credit_cents, default 1000 (10 USD).';
-GRANT EXECUTE ON FUNCTION parley.referral_credit_cents() TO parley_app, parley_jobs, parley_auth;
-
-CREATE OR REPLACE FUNCTION parley.referral_cap_cents() RETURNS int
-LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.referral_cap_cents', true), '')::int, 10000) $$;
-COMMENT ON FUNCTION parley.referral_cap_cents() IS
-  'Most credit one referrer can earn in USD cents: the database setting parley.referral_cap_cents, default 10000 (100 USD).';
-GRANT EXECUTE ON FUNCTION parley.referral_cap_cents() TO parley_app, parley_jobs, parley_auth;
 
 -- Sign-up (auth transaction, after parley.sign_up): attribute the new workspace to a code.
 CREATE OR REPLACE FUNCTION parley.attribute_referral(p_tenant_id uuid, p_code text) RETURNS boolean
@@ -129,7 +115,8 @@ BEGIN
   -- One referrer's conversions are counted one at a time, so the cap holds under concurrency.
   PERFORM pg_advisory_xact_lock(hashtextextended('parley.referral_credits:' || v_row.tenant_id::text, 0));
   SELECT coalesce(sum(r.amount_cents), 0) INTO v_total FROM parley.referral_credits r WHERE r.tenant_id = v_row.tenant_id;
-  v_amount := least(parley.referral_credit_cents(), greatest(parley.referral_cap_cents() - v_total, 0))::int;
+  v_amount := least(parley.server_setting('referral_credit_cents', NULL::int),
+                    greatest(parley.server_setting('referral_cap_cents', NULL::int) - v_total, 0))::int;
   UPDATE parley.referral_credits r
      SET status = CASE WHEN v_amount > 0 THEN 'earned' ELSE 'capped' END, amount_cents = v_amount,
          earned_at = now(), earned_plan = p_plan
@@ -140,7 +127,7 @@ BEGIN
   RETURN v_amount;
 END $$;
 COMMENT ON FUNCTION parley.earn_referral_credit(text) IS
-  'Internal to parley.change_plan: the current tenant converted to paid plan p_plan; if it was referred and has not converted before, its referrer earns referral_credit_cents() (less what the referral_cap_cents() cap leaves; 0 = capped), audited in the referrer''s trail, and queued to Stripe. Returns the amount, NULL when nothing was pending.';
+  'Internal to parley.change_plan: the current tenant converted to paid plan p_plan; if it was referred and has not converted before, its referrer earns the referral_credit_cents setting (less what the referral_cap_cents cap leaves; 0 = capped), audited in the referrer''s trail, and queued to Stripe. Returns the amount, NULL when nothing was pending.';
 ALTER FUNCTION parley.earn_referral_credit(text) OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.earn_referral_credit(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.earn_referral_credit(text) TO parley_owner;
@@ -170,8 +157,8 @@ LANGUAGE sql STABLE
 AS $$
   SELECT jsonb_build_object(
     'code', t.referral_code,
-    'credit_cents', parley.referral_credit_cents(),
-    'cap_cents', parley.referral_cap_cents(),
+    'credit_cents', parley.server_setting('referral_credit_cents', NULL::int),
+    'cap_cents', parley.server_setting('referral_cap_cents', NULL::int),
     'signed_up', (SELECT count(*) FROM parley.referral_credits r WHERE r.tenant_id = t.id),
     'converted', (SELECT count(*) FROM parley.referral_credits r WHERE r.tenant_id = t.id AND r.status <> 'pending'),
     'earned_cents', (SELECT coalesce(sum(r.amount_cents), 0) FROM parley.referral_credits r WHERE r.tenant_id = t.id),

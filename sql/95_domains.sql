@@ -17,28 +17,6 @@ CREATE POLICY all_auth ON parley.domain_routes FOR ALL USING (current_user = 'pa
   WITH CHECK (current_user = 'parley_auth');
 GRANT SELECT, INSERT, DELETE ON parley.domain_routes TO parley_auth;
 
--- Re-verification settings (the re-check itself is at the end of this file).
-CREATE OR REPLACE FUNCTION parley.domain_recheck_every() RETURNS interval
-LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.domain_recheck_every', true), '')::interval, interval '24 hours') $$;
-COMMENT ON FUNCTION parley.domain_recheck_every() IS
-  'How often an active or failing custom domain is re-checked: the database setting parley.domain_recheck_every, default 24 hours.';
-GRANT EXECUTE ON FUNCTION parley.domain_recheck_every() TO parley_app, parley_jobs, parley_auth;
-
-CREATE OR REPLACE FUNCTION parley.domain_grace() RETURNS interval
-LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.domain_grace', true), '')::interval, interval '72 hours') $$;
-COMMENT ON FUNCTION parley.domain_grace() IS
-  'How long a failing custom domain is still served before it is disabled (with at least domain_grace_checks() failed re-checks): the database setting parley.domain_grace, default 72 hours.';
-GRANT EXECUTE ON FUNCTION parley.domain_grace() TO parley_app, parley_jobs, parley_auth;
-
-CREATE OR REPLACE FUNCTION parley.domain_grace_checks() RETURNS int
-LANGUAGE sql STABLE
-AS $$ SELECT coalesce(nullif(current_setting('parley.domain_grace_checks', true), '')::int, 3) $$;
-COMMENT ON FUNCTION parley.domain_grace_checks() IS
-  'Failed re-checks in a row before a failing custom domain is disabled (after domain_grace() too): the database setting parley.domain_grace_checks, default 3.';
-GRANT EXECUTE ON FUNCTION parley.domain_grace_checks() TO parley_app, parley_jobs, parley_auth;
-
 CREATE OR REPLACE FUNCTION parley.normalize_hostname(p_value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
@@ -65,7 +43,7 @@ AS $$
     'check', d.check_result, 'verified_at', d.verified_at, 'activated_by', d.activated_by,
     'disabled_at', d.disabled_at, 'disabled_reason', d.disabled_reason,
     'failing_since', d.failing_since, 'failed_checks', d.failed_checks,
-    'disabled_after', d.failing_since + parley.domain_grace(),
+    'disabled_after', d.failing_since + parley.server_setting('domain_grace', NULL::interval),
     'txt', jsonb_build_object('name', parley.domain_txt_name(d.hostname), 'value', 'parley-verify=' || d.token))
     FROM parley.custom_domains d
    WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname
@@ -317,9 +295,9 @@ GRANT EXECUTE ON FUNCTION parley.active_domain() TO parley_app;
 
 -- Re-verification: the jobs process re-checks every active or failing domain once a day
 -- (jobs/scheduled/recheck_domains.py). A domain whose DNS no longer proves it goes 'failing'
--- (still served; owners e-mailed) and is disabled after parley.domain_grace_checks() failed
--- re-checks in a row spanning parley.domain_grace() (owners e-mailed again); proving it again
--- makes it active. A resolver that does not answer proves nothing either way: it is not counted.
+-- (still served; owners e-mailed) and is disabled after domain_grace_checks failed re-checks in a
+-- row spanning domain_grace (owners e-mailed again; both settings of parley.server_setting_catalog);
+-- proving it again makes it active. A resolver that does not answer proves nothing either way: it is not counted.
 CREATE OR REPLACE FUNCTION parley.domains_due_for_recheck(p_limit int)
 RETURNS TABLE (tenant_id uuid, hostname text, txt_name text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
@@ -327,12 +305,12 @@ AS $$
   SELECT d.tenant_id, d.hostname, parley.domain_txt_name(d.hostname)
     FROM parley.custom_domains d JOIN parley.tenants t ON t.id = d.tenant_id AND t.deleted_at IS NULL
    WHERE d.status IN ('active', 'failing')
-     AND (d.checked_at IS NULL OR d.checked_at <= now() - parley.domain_recheck_every())
+     AND (d.checked_at IS NULL OR d.checked_at <= now() - parley.server_setting('domain_recheck_every', NULL::interval))
    ORDER BY d.checked_at NULLS FIRST, d.tenant_id, d.hostname
    LIMIT p_limit
 $$;
 COMMENT ON FUNCTION parley.domains_due_for_recheck(int) IS
-  'Jobs: up to p_limit active or failing custom domains of live tenants not checked for domain_recheck_every(), oldest check first: tenant id, host name and where its TXT record lives (names only).';
+  'Jobs: up to p_limit active or failing custom domains of live tenants not checked for the domain_recheck_every setting, oldest check first: tenant id, host name and where its TXT record lives (names only).';
 ALTER FUNCTION parley.domains_due_for_recheck(int) OWNER TO parley_auth;
 REVOKE ALL ON FUNCTION parley.domains_due_for_recheck(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.domains_due_for_recheck(int) TO parley_jobs;
@@ -373,11 +351,11 @@ BEGIN
     PERFORM parley.notify_owners('notice.domain_failing', jsonb_build_object(
       'hostname', v_dom.hostname, 'txt', v_result->'txt', 'routed', v_result->'routed',
       'txt_name', parley.domain_txt_name(v_dom.hostname), 'failing_since', now(),
-      'disabled_after', now() + parley.domain_grace()));
+      'disabled_after', now() + parley.server_setting('domain_grace', NULL::interval)));
     RETURN 'failing';
   END IF;
-  v_grace_ends := v_dom.failing_since + parley.domain_grace();
-  IF v_dom.failed_checks + 1 < parley.domain_grace_checks() OR now() < v_grace_ends THEN
+  v_grace_ends := v_dom.failing_since + parley.server_setting('domain_grace', NULL::interval);
+  IF v_dom.failed_checks + 1 < parley.server_setting('domain_grace_checks', NULL::int) OR now() < v_grace_ends THEN
     UPDATE parley.custom_domains d SET failed_checks = d.failed_checks + 1
      WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
     RETURN 'failing';
@@ -397,7 +375,7 @@ BEGIN
   RETURN 'disabled';
 END $$;
 COMMENT ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) IS
-  'Jobs (system actor), inside the tenant: store a re-check of an active or failing domain (parley.domain_check_verdict). Proven: active again. Not proven: an active domain goes failing (still served; audited domain.failing; owners e-mailed notice.domain_failing); a failing one counts the failure and, after domain_grace_checks() failures in a row and domain_grace() since it began failing, is disabled (route removed, reason kept, audited domain.disabled, owners e-mailed notice.domain_disabled). A resolver error is stored but not counted. Returns the status after, NULL when the domain is no longer active or failing.';
+  'Jobs (system actor), inside the tenant: store a re-check of an active or failing domain (parley.domain_check_verdict). Proven: active again. Not proven: an active domain goes failing (still served; audited domain.failing; owners e-mailed notice.domain_failing); a failing one counts the failure and, after domain_grace_checks failures in a row and domain_grace since it began failing (settings), is disabled (route removed, reason kept, audited domain.disabled, owners e-mailed notice.domain_disabled). A resolver error is stored but not counted. Returns the status after, NULL when the domain is no longer active or failing.';
 ALTER FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) OWNER TO parley_owner;
 REVOKE ALL ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) TO parley_jobs;

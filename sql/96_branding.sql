@@ -25,18 +25,6 @@ COMMENT ON FUNCTION parley.check_branding(text, text) IS
   'Raise 422 invalid_branding unless the "Powered by" label (text rule, 1-60 characters) and link (http or https, at most 2048) are acceptable; NULLs pass (inherit).';
 GRANT EXECUTE ON FUNCTION parley.check_branding(text, text) TO parley_app, parley_auth;
 
--- Installation settings from a server's environment (PARLEY_BRANDING_LABEL / _URL), written at
--- start by parley.sync_server_settings; everyone reads, only parley_auth writes.
-ALTER TABLE parley.server_settings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.server_settings FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS select_all ON parley.server_settings;
-CREATE POLICY select_all ON parley.server_settings FOR SELECT USING (true);
-DROP POLICY IF EXISTS write_auth ON parley.server_settings;
-CREATE POLICY write_auth ON parley.server_settings FOR ALL USING (current_user = 'parley_auth')
-  WITH CHECK (current_user = 'parley_auth');
-GRANT SELECT ON parley.server_settings TO parley_app, parley_jobs, parley_auth;
-GRANT INSERT, UPDATE, DELETE ON parley.server_settings TO parley_auth;
-
 CREATE OR REPLACE FUNCTION parley.sync_server_branding(p_label text, p_url text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
@@ -63,14 +51,11 @@ GRANT EXECUTE ON FUNCTION parley.sync_server_branding(text, text) TO parley_app;
 CREATE OR REPLACE FUNCTION parley.server_branding() RETURNS jsonb
 LANGUAGE sql STABLE
 AS $$
-  SELECT jsonb_build_object(
-    'label', coalesce((SELECT s.value FROM parley.server_settings s WHERE s.name = 'branding_label'),
-                      nullif(current_setting('parley.branding_label', true), '')),
-    'url', coalesce((SELECT s.value FROM parley.server_settings s WHERE s.name = 'branding_url'),
-                    nullif(current_setting('parley.branding_url', true), '')))
+  SELECT jsonb_build_object('label', parley.server_setting('branding_label', NULL::text),
+                            'url', parley.server_setting('branding_url', NULL::text))
 $$;
 COMMENT ON FUNCTION parley.server_branding() IS
-  'The installation''s default credit line, field by field: the server''s environment (PARLEY_BRANDING_LABEL / PARLEY_BRANDING_URL, parley.server_settings), else the database settings parley.branding_label / parley.branding_url (ALTER DATABASE ... SET); a NULL label is the widget''s own "Powered by Parley" in the visitor''s language, a NULL url no link.';
+  'The installation''s default credit line, field by field (settings branding_label / branding_url of parley.server_setting_catalog): the server''s environment (PARLEY_BRANDING_LABEL / PARLEY_BRANDING_URL, parley.server_settings), else the database settings parley.branding_label / parley.branding_url (ALTER DATABASE ... SET); a NULL label is the widget''s own "Powered by Parley" in the visitor''s language, a NULL url no link.';
 GRANT EXECUTE ON FUNCTION parley.server_branding() TO parley_app, parley_auth;
 
 -- The one resolution: chatbot override → workspace default → server default, field by field; the
