@@ -36,6 +36,7 @@ class RouteSpec:
     status: int
     summary: str
     tags: tuple[str, ...]
+    media: str = "application/json"  # what a success answers with (text/event-stream, text/csv)
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Api:
         status: int = 200,
         summary: str = "",
         tags: tuple[str, ...] = (),
+        media: str = "application/json",
     ):
         def deco(fn):
             self.routes.append(
@@ -190,6 +192,7 @@ class Api:
                     status,
                     summary or (fn.__doc__ or "").strip().split("\n")[0],
                     tags,
+                    media,
                 )
             )
             return fn
@@ -269,9 +272,12 @@ class Api:
             if spec.status == 204:
                 responses["204"] = {"description": "No content"}
             else:
-                content = (
-                    {"application/json": {"schema": schema_of(spec.response)}} if spec.response is not None else {}
-                )
+                if spec.media != "application/json":  # a stream or a file: text, not a JSON document
+                    content = {spec.media: {"schema": {"type": "string"}}}
+                elif spec.response is not None:
+                    content = {"application/json": {"schema": schema_of(spec.response)}}
+                else:
+                    content = {}
                 responses[str(spec.status)] = {"description": "OK", **({"content": content} if content else {})}
             responses["default"] = {
                 "description": "Error",

@@ -37,6 +37,7 @@ class EventsQuery(BaseModel):
     query=EventsQuery,
     summary="The tenant's events as Server-Sent Events",
     tags=("events",),
+    media="text/event-stream",
 )
 async def stream_events(call: Call):
     """The tenant's events as Server-Sent Events (resume with Last-Event-ID)."""

@@ -150,7 +150,7 @@ EXPORT_COLUMNS = [
 ]
 
 
-@api.route("GET", "/api/leads.csv", query=LeadQuery, tags=TAGS)
+@api.route("GET", "/api/leads.csv", query=LeadQuery, tags=TAGS, media="text/csv")
 async def export_leads(call: Call):
     """All matching leads as CSV (formula-looking cells are prefixed with a quote), streamed in chunks."""
     q = call.query

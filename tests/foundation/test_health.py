@@ -23,3 +23,13 @@ async def test_openapi_document(server):
     status, body = await server.call("GET", "/api/openapi.json")
     assert status == 200
     assert body["openapi"].startswith("3.")
+
+
+async def test_openapi_names_what_streams_and_files_answer_with(server):
+    """A client generator or a fuzzer must know that the event stream never ends and the CSV export is
+    not JSON: the document says so per route; JSON routes keep their schema."""
+    _status, body = await server.call("GET", "/api/openapi.json")
+    ok = {path: body["paths"][path]["get"]["responses"]["200"] for path in ("/api/events", "/api/leads.csv")}
+    assert list(ok["/api/events"]["content"]) == ["text/event-stream"]
+    assert list(ok["/api/leads.csv"]["content"]) == ["text/csv"]
+    assert list(body["paths"]["/api/me"]["get"]["responses"]["200"]["content"]) == ["application/json"]
