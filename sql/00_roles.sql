@@ -1,44 +1,40 @@
 -- Roles, extensions and the schema. Run by `parley migrate` as the administrative
 -- connection (superuser or CREATEROLE) before the migrations; everything after this
 -- file runs as parley_owner so the app roles never own anything.
+
+-- The roles, as data: NOLOGIN roles own things, LOGIN roles (NOINHERIT) are what the processes
+-- connect as. Login roles get their attributes re-asserted on every migrate, so they can never
+-- become the owner or each other.
 DO $$
+DECLARE
+  r record;
 BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_owner') THEN
-    CREATE ROLE parley_owner NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
-  END IF;
-  -- Owns only the few SECURITY DEFINER functions that must look across tenants before a
-  -- tenant is known (sign-in, API-key and invite lookups); each filters explicitly.
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_auth') THEN
-    CREATE ROLE parley_auth NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS;
-  END IF;
-  -- Owns the analyst views in schema analytics: they read across tenants (platform
-  -- analytics) but expose only the columns each view selects.
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_reporting') THEN
-    CREATE ROLE parley_reporting NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS;
-  END IF;
-  -- Owns only the functions that delete personal data (sql/66_gdpr.sql): erasing a visitor in
-  -- the current tenant, purging a deleted tenant past its grace. Row-level security applies.
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_purge') THEN
-    CREATE ROLE parley_purge NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_app') THEN
-    CREATE ROLE parley_app LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_jobs') THEN
-    CREATE ROLE parley_jobs LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
-  END IF;
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'parley_analyst') THEN
-    CREATE ROLE parley_analyst LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
-  END IF;
+  FOR r IN SELECT * FROM (VALUES
+    ('parley_owner', false, 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'),
+    -- Owns only the few SECURITY DEFINER functions that must look across tenants before a
+    -- tenant is known (sign-in, API-key and invite lookups); each filters explicitly.
+    ('parley_auth', false, 'NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS'),
+    -- Owns the analyst views in schema analytics: they read across tenants (platform
+    -- analytics) but expose only the columns each view selects.
+    ('parley_reporting', false, 'NOSUPERUSER NOCREATEDB NOCREATEROLE BYPASSRLS'),
+    -- Owns only the functions that delete personal data (sql/66_gdpr.sql): erasing a visitor in
+    -- the current tenant, purging a deleted tenant past its grace. Row-level security applies.
+    ('parley_purge', false, 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS'),
+    ('parley_app', true, 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT'),
+    ('parley_jobs', true, 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT'),
+    ('parley_analyst', true, 'NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT')) v(name, login, attributes)
+  LOOP
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r.name) THEN
+      EXECUTE format('CREATE ROLE %I %s %s', r.name, CASE WHEN r.login THEN 'LOGIN' ELSE 'NOLOGIN' END, r.attributes);
+    ELSIF r.login THEN
+      EXECUTE format('ALTER ROLE %I %s', r.name, r.attributes);
+    END IF;
+  END LOOP;
 END $$;
 
 -- parley_owner may hand function ownership to parley_auth, parley_reporting and parley_purge (and nothing else).
 GRANT parley_auth, parley_reporting, parley_purge TO parley_owner;
 
--- Login roles must never be able to become the owner or each other.
-ALTER ROLE parley_app NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
-ALTER ROLE parley_jobs NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
-ALTER ROLE parley_analyst NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT;
 ALTER ROLE parley_analyst SET default_transaction_read_only = on;
 
 CREATE EXTENSION IF NOT EXISTS vector;

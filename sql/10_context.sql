@@ -88,20 +88,19 @@ DECLARE
 BEGIN
   -- Only monthly partitions wholly older than p_before go; the default partition stays.
   FOR r IN
-    SELECT c.oid::regclass AS part, pg_get_expr(c.relpartbound, c.oid) AS bound
+    SELECT b.part
       FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-     WHERE i.inhparent = p_table AND NOT c.relispartition IS FALSE
+     CROSS JOIN LATERAL (SELECT c.oid::regclass AS part, pg_get_expr(c.relpartbound, c.oid) AS bound) b
+     WHERE i.inhparent = p_table AND NOT c.relispartition IS FALSE AND b.bound LIKE 'FOR VALUES FROM%'
+       AND (regexp_match(b.bound, 'TO \(''([^'']+)''\)'))[1]::timestamptz <= p_before
   LOOP
-    IF r.bound LIKE 'FOR VALUES FROM%' AND
-       (regexp_match(r.bound, 'TO \(''([^'']+)''\)'))[1]::timestamptz <= p_before THEN
-      EXECUTE format('DROP TABLE %s', r.part);
-      v_dropped := v_dropped + 1;
-    END IF;
+    EXECUTE format('DROP TABLE %s', r.part);
+    v_dropped := v_dropped + 1;
   END LOOP;
   RETURN v_dropped;
 END $$;
 COMMENT ON FUNCTION parley.drop_partitions_before(regclass, timestamptz) IS
   'Retention for DBAs and the jobs process: drop monthly partitions whose whole range ends before p_before.';
 
-REVOKE ALL ON FUNCTION parley.ensure_monthly_partitions(regclass, int) FROM PUBLIC;
-REVOKE ALL ON FUNCTION parley.drop_partitions_before(regclass, timestamptz) FROM PUBLIC;
+SELECT parley.secure_functions(NULL, NULL, 'parley.ensure_monthly_partitions(regclass, int)',
+                               'parley.drop_partitions_before(regclass, timestamptz)');

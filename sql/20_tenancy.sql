@@ -2,23 +2,43 @@
 -- API keys, settings. Every tenant-owned table: ENABLE + FORCE RLS, one policy per
 -- command keyed on (SELECT parley.current_tenant_id()), evaluated once per query.
 
--- tenants: a tenant sees only itself.
-ALTER TABLE parley.tenants ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.tenants FORCE ROW LEVEL SECURITY;
+-- The standard tenant policies: one per command, keyed on the transaction's tenant. Every plain
+-- tenant-owned table takes all four; tables with other rules take the commands they allow (a
+-- command left out has no policy, so it is refused) and write their special policies after.
+DROP FUNCTION IF EXISTS parley.apply_tenant_policies(regclass);
+CREATE OR REPLACE FUNCTION parley.apply_tenant_policies(
+  p_table regclass, p_commands text[] DEFAULT ARRAY['select', 'insert', 'update', 'delete'],
+  p_tenant_column name DEFAULT 'tenant_id') RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_command text;
+  v_own text := format('%I = (SELECT parley.current_tenant_id())', p_tenant_column);
+BEGIN
+  PERFORM parley.force_row_security(p_table);
+  FOREACH v_command IN ARRAY ARRAY['select', 'insert', 'update', 'delete'] LOOP
+    EXECUTE format('DROP POLICY IF EXISTS %I ON %s', v_command || '_tenant', p_table);
+    CONTINUE WHEN NOT v_command = ANY (p_commands);
+    EXECUTE format('CREATE POLICY %I ON %s FOR %s', v_command || '_tenant', p_table, upper(v_command))
+         || CASE v_command WHEN 'insert' THEN format(' WITH CHECK (%s)', v_own)
+                           WHEN 'update' THEN format(' USING (%s) WITH CHECK (%s)', v_own, v_own)
+                           ELSE format(' USING (%s)', v_own) END;
+  END LOOP;
+END $$;
+COMMENT ON FUNCTION parley.apply_tenant_policies(regclass, text[], name) IS
+  'Enable and force RLS on a tenant-owned table and (re)create its per-command tenant policies <command>_tenant on p_tenant_column = (SELECT parley.current_tenant_id()): all four by default, else only p_commands (the others are dropped, so refused).';
+SELECT parley.secure_functions(NULL, NULL, 'parley.apply_tenant_policies(regclass, text[], name)');
+
+-- tenants: a tenant sees and renames only itself.
 DROP POLICY IF EXISTS select_own ON parley.tenants;
-CREATE POLICY select_own ON parley.tenants FOR SELECT
-  USING (id = (SELECT parley.current_tenant_id()));
 DROP POLICY IF EXISTS update_own ON parley.tenants;
-CREATE POLICY update_own ON parley.tenants FOR UPDATE
-  USING (id = (SELECT parley.current_tenant_id()))
-  WITH CHECK (id = (SELECT parley.current_tenant_id()));
+SELECT parley.apply_tenant_policies('parley.tenants', ARRAY['select', 'update'], 'id');
 GRANT SELECT ON parley.tenants TO parley_app, parley_jobs;
 GRANT UPDATE (name, deleted_at) ON parley.tenants TO parley_app;
 GRANT SELECT ON parley.plans TO parley_app, parley_jobs, parley_auth;
 
 -- users: global identities; the app sees the signed-in user and fellow members of the tenant.
-ALTER TABLE parley.users ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.users FORCE ROW LEVEL SECURITY;
+SELECT parley.force_row_security('parley.users');
 DROP POLICY IF EXISTS select_self_or_colleague ON parley.users;
 CREATE POLICY select_self_or_colleague ON parley.users FOR SELECT
   USING (id = (SELECT parley.current_user_id())
@@ -34,36 +54,11 @@ GRANT UPDATE (name) ON parley.users TO parley_app;
 GRANT SELECT (id, name) ON parley.users TO parley_jobs;
 
 -- Global tables only the auth functions touch (no app grants at all).
-ALTER TABLE parley.refresh_tokens ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.refresh_tokens FORCE ROW LEVEL SECURITY;
-ALTER TABLE parley.password_resets ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.password_resets FORCE ROW LEVEL SECURITY;
-ALTER TABLE parley.login_throttle ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.login_throttle FORCE ROW LEVEL SECURITY;
+SELECT parley.force_row_security('parley.refresh_tokens', 'parley.password_resets', 'parley.login_throttle');
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.refresh_tokens, parley.password_resets,
   parley.login_throttle TO parley_auth;
 GRANT SELECT, INSERT, UPDATE ON parley.users, parley.tenants TO parley_auth;
 GRANT SELECT, INSERT, UPDATE ON parley.members, parley.invites, parley.api_keys TO parley_auth;
-
--- The standard tenant policies, applied to every plain tenant-owned table by one helper.
-CREATE OR REPLACE FUNCTION parley.apply_tenant_policies(p_table regclass) RETURNS void
-LANGUAGE plpgsql VOLATILE
-AS $$
-BEGIN
-  EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', p_table);
-  EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', p_table);
-  EXECUTE format('DROP POLICY IF EXISTS select_tenant ON %s', p_table);
-  EXECUTE format('CREATE POLICY select_tenant ON %s FOR SELECT USING (tenant_id = (SELECT parley.current_tenant_id()))', p_table);
-  EXECUTE format('DROP POLICY IF EXISTS insert_tenant ON %s', p_table);
-  EXECUTE format('CREATE POLICY insert_tenant ON %s FOR INSERT WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()))', p_table);
-  EXECUTE format('DROP POLICY IF EXISTS update_tenant ON %s', p_table);
-  EXECUTE format('CREATE POLICY update_tenant ON %s FOR UPDATE USING (tenant_id = (SELECT parley.current_tenant_id())) WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()))', p_table);
-  EXECUTE format('DROP POLICY IF EXISTS delete_tenant ON %s', p_table);
-  EXECUTE format('CREATE POLICY delete_tenant ON %s FOR DELETE USING (tenant_id = (SELECT parley.current_tenant_id()))', p_table);
-END $$;
-COMMENT ON FUNCTION parley.apply_tenant_policies(regclass) IS
-  'Enable and force RLS on a tenant-owned table and (re)create its four per-command tenant policies.';
-REVOKE ALL ON FUNCTION parley.apply_tenant_policies(regclass) FROM PUBLIC;
 
 SELECT parley.apply_tenant_policies('parley.members');
 SELECT parley.apply_tenant_policies('parley.invites');

@@ -5,35 +5,32 @@
 -- has, so the answers do not tell which accounts exist. (The per-address throttle across all
 -- emails, throttle_auth_attempt, is in 22_sessions.sql.) Table: migration 0011.
 
-ALTER TABLE parley.sign_in_failures ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.sign_in_failures FORCE ROW LEVEL SECURITY;
+SELECT parley.force_row_security('parley.sign_in_failures');
 REVOKE ALL ON parley.sign_in_failures FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.sign_in_failures TO parley_auth;
 
-CREATE OR REPLACE FUNCTION parley.sign_in_key(p_email text, p_ip inet, OUT email_key bytea, OUT net inet)
-LANGUAGE sql IMMUTABLE
+DROP FUNCTION IF EXISTS parley.sign_in_key(text, inet);
+CREATE OR REPLACE FUNCTION parley.sign_in_key(p_email text, OUT email_key bytea, OUT net inet)
+LANGUAGE sql STABLE
 SET search_path = ''
 AS $$
   SELECT pg_catalog.sha256(pg_catalog.convert_to(lower(btrim(coalesce(p_email, ''))), 'UTF8')),
-         CASE WHEN pg_catalog.family(p_ip) = 6 THEN pg_catalog.network(pg_catalog.set_masklen(p_ip, 64))::inet
-              ELSE pg_catalog.host(p_ip)::inet END
+         CASE WHEN pg_catalog.family(ip) = 6 THEN pg_catalog.network(pg_catalog.set_masklen(ip, 64))::inet
+              ELSE pg_catalog.host(ip)::inet END
+    FROM parley.current_request_ip() ip
 $$;
-COMMENT ON FUNCTION parley.sign_in_key(text, inet) IS
-  'Internal: the sign-in backoff key: SHA-256 of the trimmed lower-case email, and the client address (its /64 for IPv6, which one client holds whole).';
+COMMENT ON FUNCTION parley.sign_in_key(text) IS
+  'Internal: the sign-in backoff key of this email at the request''s address: SHA-256 of the trimmed lower-case email, and the client address (its /64 for IPv6, which one client holds whole); net is NULL when the request has no address (unix socket), which nothing is keyed on.';
 
 CREATE OR REPLACE FUNCTION parley.check_sign_in_backoff(p_email text) RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = ''
 AS $$
 DECLARE
-  v_ip inet := parley.current_request_ip();
   v_until timestamptz;
 BEGIN
-  IF v_ip IS NULL THEN
-    RETURN;
-  END IF;
   SELECT f.blocked_until INTO v_until
-    FROM parley.sign_in_failures f, parley.sign_in_key(p_email, v_ip) k
+    FROM parley.sign_in_failures f, parley.sign_in_key(p_email) k
    WHERE f.email_key = k.email_key AND f.ip = k.net;
   IF v_until > now() THEN
     PERFORM parley.raise_error(429, 'too_many_attempts',
@@ -48,14 +45,13 @@ LANGUAGE plpgsql VOLATILE
 SET search_path = ''
 AS $$
 DECLARE
-  v_ip inet := parley.current_request_ip();
   v_key record;
   v_failures int;
 BEGIN
-  IF v_ip IS NULL THEN
+  SELECT * INTO v_key FROM parley.sign_in_key(p_email);
+  IF v_key.net IS NULL THEN
     RETURN;
   END IF;
-  SELECT * INTO v_key FROM parley.sign_in_key(p_email, v_ip);
   IF p_ok THEN
     DELETE FROM parley.sign_in_failures f WHERE f.email_key = v_key.email_key AND f.ip = v_key.net;
     RETURN;
@@ -89,15 +85,6 @@ $$;
 COMMENT ON FUNCTION parley.prune_sign_in_failures() IS
   'Internal: forget backoff rows an hour after their last failure (called by prune_auth_tables).';
 
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.sign_in_key(text, inet)', 'parley.check_sign_in_backoff(text)',
-    'parley.record_sign_in_result(text, boolean)', 'parley.prune_sign_in_failures()']
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-  END LOOP;
-END $$;
+SELECT parley.secure_functions('parley_auth', NULL,
+  'parley.sign_in_key(text)', 'parley.check_sign_in_backoff(text)',
+  'parley.record_sign_in_result(text, boolean)', 'parley.prune_sign_in_failures()');

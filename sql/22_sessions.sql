@@ -196,20 +196,11 @@ END $$;
 COMMENT ON FUNCTION parley.throttle_auth_attempt() IS
   'Internal: count one sign-in/reset attempt for the request''s address; raise 429 too_many_attempts above 20 per 15 minutes.';
 
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.act_as_user(uuid)', 'parley.tenant_json(uuid, uuid)', 'parley.user_json(uuid)',
-    'parley.default_tenant_of(uuid, uuid)', 'parley.session_json(uuid, uuid, uuid)',
-    'parley.start_session(uuid, bytea, int, uuid)', 'parley.audit_for_user(uuid, text, jsonb)',
-    'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()', 'parley.require_signed_in()']
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-  END LOOP;
-END $$;
+SELECT parley.secure_functions('parley_auth', NULL,
+  'parley.act_as_user(uuid)', 'parley.tenant_json(uuid, uuid)', 'parley.user_json(uuid)',
+  'parley.default_tenant_of(uuid, uuid)', 'parley.session_json(uuid, uuid, uuid)',
+  'parley.start_session(uuid, bytea, int, uuid)', 'parley.audit_for_user(uuid, text, jsonb)',
+  'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()', 'parley.require_signed_in()');
 
 ---------------------------------------------------------------------------------------------
 -- Sign-up, sign-in, sessions
@@ -504,37 +495,15 @@ COMMENT ON FUNCTION parley.prune_auth_tables() IS
 ---------------------------------------------------------------------------------------------
 -- Ownership and grants
 ---------------------------------------------------------------------------------------------
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  -- Definer functions: owned by parley_auth (BYPASSRLS), executable by the server only.
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.begin_auth_request(text, text, uuid, uuid)',
-    'parley.sign_up(text, text, text, text, text, bytea, int)',
-    'parley.begin_sign_in(text)',
-    'parley.finish_sign_in(text, uuid, text, boolean, bytea, int)',
-    'parley.rotate_session(bytea, bytea, int)',
-    'parley.end_session(boolean)',
-    'parley.switch_tenant(uuid)',
-    'parley.get_me(uuid)',
-    'parley.list_my_tenants()',
-    'parley.request_password_reset(text, bytea)',
-    'parley.reset_password(bytea, text)',
-    'parley.prune_auth_tables()']
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-    IF v_fn = 'parley.prune_auth_tables()' THEN
-      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_jobs', v_fn);
-    ELSE
-      EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_app', v_fn);
-    END IF;
-  END LOOP;
-END $$;
-REVOKE ALL ON FUNCTION parley.current_session_id() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.current_session_id() TO parley_app;
-GRANT EXECUTE ON FUNCTION parley.current_session_id() TO parley_jobs, parley_auth;
+-- Definer functions: owned by parley_auth (BYPASSRLS), executable by the server only.
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.begin_auth_request(text, text, uuid, uuid)', 'parley.sign_up(text, text, text, text, text, bytea, int)',
+  'parley.begin_sign_in(text)', 'parley.finish_sign_in(text, uuid, text, boolean, bytea, int)',
+  'parley.rotate_session(bytea, bytea, int)', 'parley.end_session(boolean)', 'parley.switch_tenant(uuid)',
+  'parley.get_me(uuid)', 'parley.list_my_tenants()', 'parley.request_password_reset(text, bytea)',
+  'parley.reset_password(bytea, text)');
+SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.prune_auth_tables()');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.current_session_id()');
 
 -- The new columns of 0002 are for the auth functions only.
 GRANT SELECT (last_tenant_id) ON parley.users TO parley_app;

@@ -254,25 +254,12 @@ COMMENT ON FUNCTION parley.remove_member(uuid) IS
 ---------------------------------------------------------------------------------------------
 
 -- accept_invite crosses tenants for one person: owned by parley_auth, run by the server only.
-ALTER FUNCTION parley.accept_invite(bytea) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.accept_invite(bytea) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.accept_invite(bytea) TO parley_app;
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.accept_invite(bytea)');
 
 -- Invoker functions: run under RLS in the tenant transaction.
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.current_member_role()', 'parley.require_role(text)',
-    'parley.invite_json(uuid)', 'parley.create_invite(text, text, bytea)',
-    'parley.list_invites()', 'parley.revoke_invite(uuid)',
-    'parley.protect_last_owner()', 'parley.member_json(uuid)', 'parley.list_members()',
-    'parley.check_member_change(uuid, text)', 'parley.change_member_role(uuid, text)',
-    'parley.remove_member(uuid)']
-  LOOP
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_app', v_fn);
-  END LOOP;
-END $$;
-GRANT EXECUTE ON FUNCTION parley.current_member_role(), parley.require_role(text) TO parley_jobs, parley_auth;
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}',
+  'parley.current_member_role()', 'parley.require_role(text)');
+SELECT parley.secure_functions(NULL, '{parley_app}',
+  'parley.invite_json(uuid)', 'parley.create_invite(text, text, bytea)', 'parley.list_invites()',
+  'parley.revoke_invite(uuid)', 'parley.protect_last_owner()', 'parley.member_json(uuid)', 'parley.list_members()',
+  'parley.check_member_change(uuid, text)', 'parley.change_member_role(uuid, text)', 'parley.remove_member(uuid)');

@@ -59,13 +59,5 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.revoke_api_key(uuid) IS 'Revoke an API key of the current workspace (admin+); idempotent; 404 when there is none.';
 -- Invoker functions: run under RLS in the tenant transaction, by the server.
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY['parley.api_key_json(uuid)', 'parley.create_api_key(text, text, bytea, text[], timestamptz)', 'parley.list_api_keys()', 'parley.revoke_api_key(uuid)']
-  LOOP
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_app', v_fn);
-  END LOOP;
-END $$;
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.api_key_json(uuid)',
+  'parley.create_api_key(text, text, bytea, text[], timestamptz)', 'parley.list_api_keys()', 'parley.revoke_api_key(uuid)');

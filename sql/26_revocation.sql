@@ -78,6 +78,5 @@ CREATE TRIGGER t91_notify_deleted AFTER DELETE ON parley.api_keys
   REFERENCING OLD TABLE AS old_rows
   FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id');
 
-REVOKE ALL ON FUNCTION parley.notify_revoked(text, text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.notify_revoked(text, text[]) TO parley_app, parley_jobs, parley_auth;
-REVOKE ALL ON FUNCTION parley.t_notify_revoked() FROM PUBLIC;
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.notify_revoked(text, text[])');
+SELECT parley.secure_functions(NULL, NULL, 'parley.t_notify_revoked()');

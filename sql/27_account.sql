@@ -198,27 +198,13 @@ $$;
 COMMENT ON FUNCTION parley.prune_email_verifications() IS
   'Internal: delete verification links expired over a day ago; returns how many (part of prune_auth_tables).';
 
-ALTER TABLE parley.email_verifications ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.email_verifications FORCE ROW LEVEL SECURITY;
+SELECT parley.force_row_security('parley.email_verifications');
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.email_verifications TO parley_auth;
 GRANT DELETE ON parley.users TO parley_auth;
 GRANT DELETE ON parley.members TO parley_auth;
 
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.finish_password_check(text, boolean)',
-    'parley.request_email_verification(bytea, text)', 'parley.verify_email(bytea)',
-    'parley.update_profile(text)', 'parley.begin_password_check()',
-    'parley.change_password(text, boolean, text)', 'parley.delete_account(text, boolean)',
-    'parley.prune_email_verifications()']
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-  END LOOP;
-END $$;
-GRANT EXECUTE ON FUNCTION parley.request_email_verification(bytea, text), parley.verify_email(bytea),
-  parley.update_profile(text), parley.begin_password_check(), parley.change_password(text, boolean, text),
-  parley.delete_account(text, boolean) TO parley_app;
+SELECT parley.secure_functions('parley_auth', NULL,
+  'parley.finish_password_check(text, boolean)', 'parley.prune_email_verifications()');
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.request_email_verification(bytea, text)', 'parley.verify_email(bytea)', 'parley.update_profile(text)',
+  'parley.begin_password_check()', 'parley.change_password(text, boolean, text)', 'parley.delete_account(text, boolean)');

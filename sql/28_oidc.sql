@@ -4,12 +4,7 @@
 -- address; a workspace that requires SSO lets in only sessions an identity provider opened.
 -- Definer functions owned by parley_auth: they run before a tenant is known.
 
-ALTER TABLE parley.user_identities ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.user_identities FORCE ROW LEVEL SECURITY;
-ALTER TABLE parley.oidc_logins ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.oidc_logins FORCE ROW LEVEL SECURITY;
-ALTER TABLE parley.sso_sessions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.sso_sessions FORCE ROW LEVEL SECURITY;
+SELECT parley.force_row_security('parley.user_identities', 'parley.oidc_logins', 'parley.sso_sessions');
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.user_identities, parley.oidc_logins, parley.sso_sessions
   TO parley_auth;
 GRANT UPDATE (require_sso) ON parley.tenants TO parley_auth;
@@ -218,21 +213,9 @@ END $$;
 COMMENT ON FUNCTION parley.set_require_sso(boolean) IS
   'Owner only, signed in (no API key): require single sign-on for the current workspace, or stop requiring it. Turning it on needs the caller''s own session to have come through an identity provider (409 sso_session_required). Audited (tenant.require_sso) when it changes.';
 
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.oidc_begin(bytea, text, bytea, text, boolean)',
-    'parley.oidc_take_login(bytea, text, bytea)',
-    'parley.oidc_sign_in(text, text, text, text, boolean, text, uuid, boolean, bytea, int)',
-    'parley.list_my_identities()', 'parley.unlink_my_identity(text)',
-    'parley.get_require_sso()', 'parley.set_require_sso(boolean)']
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO parley_app', v_fn);
-  END LOOP;
-  ALTER FUNCTION parley.is_sso_session(uuid) OWNER TO parley_auth;
-  REVOKE ALL ON FUNCTION parley.is_sso_session(uuid) FROM PUBLIC;
-END $$;
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.oidc_begin(bytea, text, bytea, text, boolean)', 'parley.oidc_take_login(bytea, text, bytea)',
+  'parley.oidc_sign_in(text, text, text, text, boolean, text, uuid, boolean, bytea, int)',
+  'parley.list_my_identities()', 'parley.unlink_my_identity(text)', 'parley.get_require_sso()',
+  'parley.set_require_sso(boolean)');
+SELECT parley.secure_functions('parley_auth', NULL, 'parley.is_sso_session(uuid)');

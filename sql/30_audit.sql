@@ -1,12 +1,7 @@
 -- The audit trail: append-only, written only by SQL (this function, called from
 -- triggers and stored functions), never by the app roles directly.
 
-ALTER TABLE parley.audit_log ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.audit_log FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS select_tenant ON parley.audit_log;
-CREATE POLICY select_tenant ON parley.audit_log FOR SELECT
-  USING (tenant_id = (SELECT parley.current_tenant_id()));
-DROP POLICY IF EXISTS insert_tenant ON parley.audit_log;
+SELECT parley.apply_tenant_policies('parley.audit_log', ARRAY['select']);
 CREATE POLICY insert_tenant ON parley.audit_log FOR INSERT
   WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()) OR current_user = 'parley_auth');
 REVOKE ALL ON parley.audit_log FROM parley_app, parley_jobs;
@@ -31,9 +26,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) IS
   'Append one audit row for the current (or given) tenant with the actor, ip and request id of the transaction. Owned by parley_auth so a sign-in can be audited for each tenant of the user; the app cannot insert audit rows itself.';
-ALTER FUNCTION parley.write_audit(text, text, text, jsonb, uuid) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid) TO parley_app, parley_jobs;
+SELECT parley.secure_functions('parley_auth', '{parley_app, parley_jobs}', 'parley.write_audit(text, text, text, jsonb, uuid)');
 
 -- A generic row-change auditor for the tenancy tables; secrets (hashes) never reach details.
 CREATE OR REPLACE FUNCTION parley.audit_row_change() RETURNS trigger
@@ -60,24 +53,24 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.audit_row_change() IS
   'AFTER trigger: audit an insert/update/delete of a tenancy row as <kind>.<op>, with hashes stripped; an update that changed nothing (hashes aside) is not audited.';
-ALTER FUNCTION parley.audit_row_change() OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.audit_row_change() FROM PUBLIC;
+SELECT parley.secure_functions('parley_auth', NULL, 'parley.audit_row_change()');
 
-DROP TRIGGER IF EXISTS t90_audit ON parley.members;
-CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.members
-  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('member');
-DROP TRIGGER IF EXISTS t90_audit ON parley.invites;
-CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.invites
-  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('invite');
-DROP TRIGGER IF EXISTS t90_audit ON parley.api_keys;
-CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OF name, revoked_at, scopes, expires_at OR DELETE ON parley.api_keys
-  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('api_key');
-DROP TRIGGER IF EXISTS t90_audit ON parley.tenant_settings;
-CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.tenant_settings
-  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('setting');
-DROP TRIGGER IF EXISTS t90_audit ON parley.tenants;
-CREATE TRIGGER t90_audit AFTER INSERT OR UPDATE OR DELETE ON parley.tenants
-  FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change('tenant');
+-- The audited tenancy tables, as data: the kind each row change is audited as, and which updates
+-- count (api_keys: not the last_used_at bump of every request).
+DO $$
+DECLARE
+  r record;
+BEGIN
+  FOR r IN SELECT * FROM (VALUES
+    ('parley.members'::regclass, 'member', 'UPDATE'), ('parley.invites', 'invite', 'UPDATE'),
+    ('parley.api_keys', 'api_key', 'UPDATE OF name, revoked_at, scopes, expires_at'),
+    ('parley.tenant_settings', 'setting', 'UPDATE'), ('parley.tenants', 'tenant', 'UPDATE')) v(tbl, kind, updates)
+  LOOP
+    EXECUTE format('DROP TRIGGER IF EXISTS t90_audit ON %s', r.tbl);
+    EXECUTE format('CREATE TRIGGER t90_audit AFTER INSERT OR %s OR DELETE ON %s
+                      FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change(%L)', r.updates, r.tbl, r.kind);
+  END LOOP;
+END $$;
 
 -- Analysts see the trail without secrets or free-text details.
 CREATE OR REPLACE VIEW analytics.audit_events WITH (security_barrier = true) AS
@@ -142,5 +135,4 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.list_audit(bigint, int, text, text) IS
   'The current workspace''s audit trail, newest first (admin+): keyset pagination on id (pass next_before back as p_before), optional exact action and actor filters; limit 1..200. Each item has its details and their readable changes (parley.audit_changes).';
-REVOKE ALL ON FUNCTION parley.list_audit(bigint, int, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.list_audit(bigint, int, text, text) TO parley_app;
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.list_audit(bigint, int, text, text)');

@@ -389,8 +389,7 @@ GRANT SELECT, DELETE, UPDATE (purge_after) ON parley.tenants TO parley_purge;  -
 DROP POLICY IF EXISTS delete_purged ON parley.tenants;
 CREATE POLICY delete_purged ON parley.tenants FOR DELETE TO parley_purge
   USING (id = (SELECT parley.current_tenant_id()) AND purge_after <= now());
-ALTER TABLE parley.tenant_purges ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.tenant_purges FORCE ROW LEVEL SECURITY;
+SELECT parley.force_row_security('parley.tenant_purges');
 DROP POLICY IF EXISTS insert_purge ON parley.tenant_purges;
 CREATE POLICY insert_purge ON parley.tenant_purges FOR INSERT TO parley_purge WITH CHECK (true);
 DROP POLICY IF EXISTS select_purge ON parley.tenant_purges;
@@ -398,39 +397,23 @@ CREATE POLICY select_purge ON parley.tenant_purges FOR SELECT TO parley_purge US
 GRANT SELECT, INSERT ON parley.tenant_purges TO parley_purge;
 GRANT SELECT ON parley.tenant_purges TO parley_auth;
 
-ALTER FUNCTION parley.gdpr_erase_visitor(uuid, text) OWNER TO parley_purge;
-ALTER FUNCTION parley.purge_deleted_tenants(int) OWNER TO parley_purge;
-DO $$
-DECLARE
-  v_fn text;
-BEGIN
-  FOREACH v_fn IN ARRAY ARRAY['parley.list_my_deleted_tenants()', 'parley.restore_tenant(uuid)',
-                              'parley.tenants_due_for_purge(int)']
-  LOOP
-    EXECUTE format('ALTER FUNCTION %s OWNER TO parley_auth', v_fn);
-  END LOOP;
-  FOREACH v_fn IN ARRAY ARRAY[
-    'parley.tenant_owned_tables()', 'parley.gdpr_visitor_scope(uuid, text)', 'parley.begin_gdpr_export(uuid, text)',
-    'parley.gdpr_export_conversations(uuid[])', 'parley.gdpr_export_messages(uuid[])',
-    'parley.gdpr_export_leads(uuid[])', 'parley.gdpr_export_feedback(uuid[])',
-    'parley.gdpr_export_knowledge_sources()', 'parley.gdpr_export_audit()',
-    'parley.gdpr_erase_visitor(uuid, text)', 'parley.tenant_purge_grace()', 'parley.list_my_deleted_tenants()',
-    'parley.restore_tenant(uuid)', 'parley.tenants_due_for_purge(int)', 'parley.purge_deleted_tenants(int)']
-  LOOP
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', v_fn);
-  END LOOP;
-END $$;
-GRANT EXECUTE ON FUNCTION parley.gdpr_visitor_scope(uuid, text), parley.begin_gdpr_export(uuid, text),
-  parley.gdpr_export_conversations(uuid[]), parley.gdpr_export_messages(uuid[]), parley.gdpr_export_leads(uuid[]),
-  parley.gdpr_export_feedback(uuid[]), parley.gdpr_export_knowledge_sources(), parley.gdpr_export_audit(),
-  parley.gdpr_erase_visitor(uuid, text), parley.tenant_purge_grace(), parley.list_my_deleted_tenants(),
-  parley.restore_tenant(uuid) TO parley_app;
-GRANT EXECUTE ON FUNCTION parley.gdpr_visitor_scope(uuid, text), parley.begin_gdpr_export(uuid, text),
-  parley.gdpr_export_conversations(uuid[]), parley.gdpr_export_messages(uuid[]), parley.gdpr_export_leads(uuid[]),
-  parley.gdpr_export_feedback(uuid[]), parley.gdpr_export_knowledge_sources(), parley.gdpr_export_audit(),
-  parley.gdpr_erase_visitor(uuid, text), parley.purge_deleted_tenants(int) TO parley_jobs;
-GRANT EXECUTE ON FUNCTION parley.tenant_owned_tables(), parley.gdpr_visitor_scope(uuid, text),
-  parley.tenants_due_for_purge(int), parley.write_audit(text, text, text, jsonb, uuid), parley.require_role(text),
+-- Who runs what: the server (parley_app: the console and API), the jobs process (parley_jobs: the
+-- purge job, `parley gdpr`), and what the purge itself calls as parley_purge.
+SELECT parley.secure_functions('parley_purge', '{parley_app, parley_jobs}', 'parley.gdpr_erase_visitor(uuid, text)');
+SELECT parley.secure_functions('parley_purge', '{parley_jobs}', 'parley.purge_deleted_tenants(int)');
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.list_my_deleted_tenants()', 'parley.restore_tenant(uuid)');
+SELECT parley.secure_functions('parley_auth', '{parley_purge}', 'parley.tenants_due_for_purge(int)');
+SELECT parley.secure_functions(NULL, '{parley_purge}', 'parley.tenant_owned_tables()');
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.tenant_purge_grace()');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_purge}', 'parley.gdpr_visitor_scope(uuid, text)');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}',
+  'parley.begin_gdpr_export(uuid, text)', 'parley.gdpr_export_conversations(uuid[])',
+  'parley.gdpr_export_messages(uuid[])', 'parley.gdpr_export_leads(uuid[])', 'parley.gdpr_export_feedback(uuid[])',
+  'parley.gdpr_export_knowledge_sources()', 'parley.gdpr_export_audit()');
+-- What the functions owned by parley_purge call as it (require_role, write_audit; notify_revoked by
+-- the revocation triggers of the rows they delete).
+GRANT EXECUTE ON FUNCTION parley.write_audit(text, text, text, jsonb, uuid), parley.require_role(text),
   parley.current_member_role(), parley.notify_revoked(text, text[]) TO parley_purge;
 GRANT UPDATE (purge_after) ON parley.tenants TO parley_app;  -- parley.delete_tenant sets it
 -- `parley gdpr export` runs as the jobs role in the tenant's transaction: it reads the tenant's

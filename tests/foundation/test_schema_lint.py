@@ -131,7 +131,7 @@ _ARG_DEFAULT = re.compile(r"\s+DEFAULT\s+|\s*=\s*", re.I)
 def _top_level_split(text: str) -> list[str]:
     parts, depth, current = [], 0, ""
     for ch in text:
-        depth += {"(": 1, ")": -1}.get(ch, 0)
+        depth += {"(": 1, ")": -1, "[": 1, "]": -1}.get(ch, 0)  # an ARRAY[...] default holds commas
         if ch == "," and depth == 0:
             parts.append(current)
             current = ""
