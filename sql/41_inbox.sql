@@ -54,7 +54,12 @@ LANGUAGE sql STABLE
 AS $$
   SELECT c.* FROM parley.conversations c
    WHERE c.tenant_id = parley.current_tenant_id()
-     AND (p_status IS NULL OR c.status = p_status)
+     AND (p_status IS NULL OR c.status = p_status
+          OR (p_status = 'open' AND c.status <> 'closed')
+          OR (p_status = 'new' AND c.status <> 'closed' AND c.assignee_id IS NULL
+              AND NOT EXISTS (SELECT 1 FROM parley.conversation_reads r
+                               WHERE r.tenant_id = c.tenant_id AND r.conversation_id = c.id
+                                 AND r.user_id = parley.current_user_id())))
      AND (p_assignee_id IS NULL OR c.assignee_id = p_assignee_id)
      AND (p_chatbot_id IS NULL OR c.chatbot_id = p_chatbot_id)
      AND (p_from IS NULL OR c.created_at >= p_from)
@@ -62,7 +67,7 @@ AS $$
      AND (p_before IS NULL OR c.last_activity_at < p_before)
 $$;
 COMMENT ON FUNCTION parley.inbox_conversations(text, uuid, uuid, timestamptz, timestamptz, timestamptz) IS
-  'The inbox filters (status, assignee, chatbot, creation range [p_from, p_to), last activity before p_before) over the current tenant''s conversations, unordered; inlined into its callers, which order by last_activity_at DESC, id.';
+  'The inbox filters (status, or ''open'': any but closed, or ''new'': open, unassigned and never opened by the current member; assignee, chatbot, creation range [p_from, p_to), last activity before p_before) over the current tenant''s conversations, unordered; inlined into its callers, which order by last_activity_at DESC, id.';
 
 DROP FUNCTION IF EXISTS parley.search_inbox(text, int, text, uuid, uuid, timestamptz, timestamptz, timestamptz, bigint);
 CREATE OR REPLACE FUNCTION parley.search_inbox(

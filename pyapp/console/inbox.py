@@ -21,6 +21,14 @@ from pyapp.errors import ApiError, from_postgres
 SURFACE = "console"  # the actions registry's name for this surface (sql/57_actions.sql)
 TABS = (("new", "New"), ("waiting", "Waiting for a human"), ("mine", "Mine"), ("all", "All"), ("closed", "Closed"))
 TAB_KEYS = {key for key, _ in TABS}
+# Each tab as parley.inbox_conversations filters it: a status (or 'open', 'new'), and whether only the member's own.
+TAB_FILTERS = {
+    "new": ("new", False),
+    "waiting": ("waiting_human", False),
+    "mine": ("open", True),
+    "all": ("open", False),
+    "closed": ("closed", False),
+}
 STATUS_LABELS = {
     "bot": "With the bot",
     "waiting_human": "Waiting for a human",
@@ -46,7 +54,8 @@ async def _counts(ctx: Ctx) -> dict:
 
 
 async def _list(ctx: Ctx, tab: str, q: str | None) -> list:
-    return await queries.fetch(ctx.conn, "inbox_list", tab, q, 100)
+    status, own = TAB_FILTERS[tab]
+    return await queries.fetch(ctx.conn, "inbox_list", status, ctx.user_id if own else None, q, 100)
 
 
 def _render_fragment(name: str, ctx: Ctx, **values) -> str:

@@ -22,7 +22,7 @@ SELECT count(*) FILTER (WHERE c.status <> 'closed' AND c.assignee_id IS NULL AND
 SELECT count(*) FROM parley.conversations WHERE status = 'closed';
 
 -- name: inbox_list
--- One inbox tab ($1 = new|waiting|mine|all|closed), newest activity first, with the last visible message and unread flag; $2 = search text or NULL, $3 = limit.
+-- One inbox tab (parley.inbox_conversations: $1 status, 'open' or 'new', $2 assignee or NULL), newest activity first, with the last visible message and unread flag; $3 = search text or NULL (the messages by parley.search_inbox, as the REST inbox, or the lead's name or email), $4 = limit.
 SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
        coalesce(nullif(u.name, ''), u.email) AS assignee_name,
        c.visitor_id, c.page_url, c.locale, c.country, c.created_at, c.last_activity_at, c.closed_at,
@@ -31,7 +31,7 @@ SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
        EXISTS (SELECT 1 FROM parley.messages m
                 WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author = 'visitor'
                   AND m.id > coalesce(r.last_read_message_id, 0)) AS unread
-  FROM parley.conversations c
+  FROM parley.inbox_conversations($1::text, $2::uuid) c
   JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
   LEFT JOIN parley.users u ON u.id = c.assignee_id
   LEFT JOIN parley.leads l ON l.tenant_id = c.tenant_id AND l.conversation_id = c.id
@@ -41,18 +41,11 @@ SELECT c.id, c.chatbot_id, b.name AS chatbot_name, c.status, c.assignee_id,
     SELECT m.id, m.author, m.body FROM parley.messages m
      WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.author <> 'note'
      ORDER BY m.id DESC LIMIT 1) lm ON true
- WHERE CASE $1::text
-         WHEN 'new' THEN c.status <> 'closed' AND c.assignee_id IS NULL AND r.user_id IS NULL
-         WHEN 'waiting' THEN c.status = 'waiting_human'
-         WHEN 'mine' THEN c.status <> 'closed' AND c.assignee_id = parley.current_user_id()
-         WHEN 'closed' THEN c.status = 'closed'
-         ELSE c.status <> 'closed'
-       END
-   AND ($2::text IS NULL
-        OR c.id IN (SELECT s.conversation_id FROM parley.search_conversation_ids($2::text, 5000) s)
-        OR l.email ILIKE '%' || $2::text || '%' OR l.name ILIKE '%' || $2::text || '%')
- ORDER BY c.last_activity_at DESC
- LIMIT $3;
+ WHERE $3::text IS NULL
+    OR c.id IN (SELECT unnest(parley.search_inbox($3::text, $4::int, $1::text, $2::uuid)))
+    OR l.email ILIKE '%' || $3::text || '%' OR l.name ILIKE '%' || $3::text || '%'
+ ORDER BY c.last_activity_at DESC, c.id
+ LIMIT $4;
 
 -- name: conversation
 -- One conversation with its chatbot, assignee, visitor details and lead, for the conversation pane.
