@@ -331,6 +331,54 @@ COMMENT ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) IS
 REVOKE ALL ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) TO parley_jobs;
 
+-- The two ends every take shares (take_outbox_batch here, take_channel_batch in sql/84_telegram.sql).
+CREATE OR REPLACE FUNCTION parley.lease_ready_ids(p_destination_id uuid, p_worker text, p_limit int,
+                                                 p_lease_seconds int)
+RETURNS bigint[]
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_dest parley.outbox_destinations;
+  v_ready bigint[];
+BEGIN
+  v_dest := parley.renew_destination_lease(p_destination_id, p_worker, p_lease_seconds);
+  IF v_dest.id IS NULL THEN
+    RETURN NULL;
+  END IF;
+  v_ready := parley.outbox_ready_ids(p_destination_id, v_dest.ordered, p_limit);
+  IF coalesce(cardinality(v_ready), 0) = 0 THEN
+    -- Everything waits for a retry: hold the destination until the first one is due, so no
+    -- drainer leases it in vain meanwhile (an ordered one waits for its head).
+    PERFORM parley.hold_destination_until_due(p_destination_id, v_dest.ordered);
+    RETURN NULL;
+  END IF;
+  RETURN v_ready;
+END $$;
+COMMENT ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) IS
+  'Drainers, the start of a take: renew this worker''s lease on a destination of the current tenant (renew_destination_lease) and return up to p_limit ready pending deliveries in id order (outbox_ready_ids; per conversation on an ordered destination). NULL when the lease is lost, the destination is paused or held, or nothing is ready (then it is held until the first is due, hold_destination_until_due).';
+REVOKE ALL ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.take_destination_tokens(p_destination_id uuid, p_want int) RETURNS int
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_tokens record;
+BEGIN
+  v_tokens := parley.take_rate_tokens((SELECT d.rate_keys FROM parley.outbox_destinations d
+                                        WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id),
+                                      p_want);
+  IF v_tokens.granted = 0 THEN
+    UPDATE parley.outbox_destinations d SET next_send_at = now() + make_interval(secs => v_tokens.wait_s::float8)
+     WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id;
+  END IF;
+  RETURN v_tokens.granted;
+END $$;
+COMMENT ON FUNCTION parley.take_destination_tokens(uuid, int) IS
+  'Drainers, the end of a take: how many of p_want sends (deliveries or posts) a destination of the current tenant may make now, taken from its rate buckets (take_rate_tokens); none: the destination is held until its emptiest bucket refills.';
+REVOKE ALL ON FUNCTION parley.take_destination_tokens(uuid, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.take_destination_tokens(uuid, int) TO parley_jobs;
+
 CREATE OR REPLACE FUNCTION parley.take_outbox_batch(p_destination_id uuid, p_worker text, p_limit int,
                                                    p_lease_seconds int DEFAULT 30)
 RETURNS TABLE (id bigint, created_at timestamptz, delivery_key uuid, kind text, payload jsonb, attempts int,
@@ -340,31 +388,14 @@ SET enable_seqscan = off
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
-  v_dest parley.outbox_destinations;
-  v_ready bigint[];
-  v_tokens record;
-  v_n int;
+  v_ready bigint[] := parley.lease_ready_ids(p_destination_id, p_worker, p_limit, p_lease_seconds);
 BEGIN
-  v_dest := parley.renew_destination_lease(p_destination_id, p_worker, p_lease_seconds);
-  IF v_dest.id IS NULL THEN
+  IF v_ready IS NULL THEN
     RETURN;
   END IF;
-  v_ready := parley.outbox_ready_ids(p_destination_id, v_dest.ordered, p_limit);
-  v_n := coalesce(cardinality(v_ready), 0);
-  IF v_n = 0 THEN
-    -- Everything waits for a retry: hold the destination until the first one is due, so no
-    -- drainer leases it in vain meanwhile (an ordered one waits for its head).
-    PERFORM parley.hold_destination_until_due(p_destination_id, v_dest.ordered);
+  v_ready := v_ready[1:parley.take_destination_tokens(p_destination_id, cardinality(v_ready))];
+  IF cardinality(v_ready) = 0 THEN
     RETURN;
-  END IF;
-  v_tokens := parley.take_rate_tokens(v_dest.rate_keys, v_n);
-  IF v_tokens.granted < v_n THEN
-    v_ready := v_ready[1:v_tokens.granted];
-    IF v_tokens.granted = 0 THEN
-      UPDATE parley.outbox_destinations d SET next_send_at = now() + make_interval(secs => v_tokens.wait_s::float8)
-       WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
-      RETURN;
-    END IF;
   END IF;
   -- Bodies of event deliveries not built yet (see enqueue_event_deliveries) are built here and
   -- returned, not written: record_outbox_results keeps the body the drainer sent with the attempt's

@@ -150,9 +150,10 @@ SET enable_seqscan = off
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
-  v_dest parley.outbox_destinations;
-  v_ids bigint[];
-  v_tokens record;
+  -- Per conversation, the run of pending deliveries before its first one waiting for a retry
+  -- (each topic's order; a topic waiting holds only itself): channel destinations are ordered.
+  v_ids bigint[] := parley.lease_ready_ids(p_destination_id, p_worker, p_limit, p_lease_seconds);
+  v_granted int;
   r record;
   v_group int := 0;
   v_open jsonb := '{}';     -- conversation → {"g": its open group, "bytes": bodies in it}
@@ -162,15 +163,7 @@ DECLARE
   v_key text;
   v_posts int;
 BEGIN
-  v_dest := parley.renew_destination_lease(p_destination_id, p_worker, p_lease_seconds);
-  IF v_dest.id IS NULL THEN
-    RETURN;
-  END IF;
-  -- Per conversation, the run of pending deliveries before its first one waiting for a retry
-  -- (each topic's order; a topic waiting holds only itself).
-  v_ids := parley.outbox_ready_ids(p_destination_id, true, p_limit);
-  IF coalesce(cardinality(v_ids), 0) = 0 THEN
-    PERFORM parley.hold_destination_until_due(p_destination_id, true);
+  IF v_ids IS NULL THEN
     RETURN;
   END IF;
   -- Bodies first (built on first take, see enqueue_event_deliveries): coalescing reads them.
@@ -199,10 +192,8 @@ BEGIN
                      ELSE v_open - v_key END;
     END IF;
   END LOOP;
-  v_tokens := parley.take_rate_tokens(v_dest.rate_keys, v_group);
-  IF v_tokens.granted = 0 THEN
-    UPDATE parley.outbox_destinations d SET next_send_at = now() + make_interval(secs => v_tokens.wait_s::float8)
-     WHERE d.tenant_id = v_tenant AND d.id = p_destination_id;
+  v_granted := parley.take_destination_tokens(p_destination_id, v_group);
+  IF v_granted = 0 THEN
     RETURN;
   END IF;
   -- Conversations waiting for a person first (their own order kept), then the rest by age; as many
@@ -223,7 +214,7 @@ BEGIN
     SELECT k.id, k.created_at, k.delivery_key, k.kind, k.payload, k.attempts, k.event_id, k.conversation_id,
            k.parts_sent, k.rank
       FROM ranked k
-     WHERE k.rank <= v_tokens.granted
+     WHERE k.rank <= v_granted
      ORDER BY k.rank, k.id;
 END $$;
 COMMENT ON FUNCTION parley.take_channel_batch(uuid, text, int, int) IS

@@ -67,13 +67,8 @@ AS $$ SELECT (parley.allowance_period(p_day)).period_start $$;
 COMMENT ON FUNCTION parley.period_start(date) IS
   'First day of the current tenant''s allowance period holding p_day (default today): see parley.allowance_period.';
 GRANT EXECUTE ON FUNCTION parley.period_start(date) TO parley_app, parley_jobs;
-
-CREATE OR REPLACE FUNCTION parley.period_end(p_day date DEFAULT NULL) RETURNS date
-LANGUAGE sql STABLE
-AS $$ SELECT (parley.allowance_period(p_day)).period_end $$;
-COMMENT ON FUNCTION parley.period_end(date) IS
-  'The day after the current tenant''s allowance period holding p_day (default today) ends: see parley.allowance_period.';
-GRANT EXECUTE ON FUNCTION parley.period_end(date) TO parley_app, parley_jobs;
+-- Both ends of the period are to_jsonb(parley.allowance_period()).
+DROP FUNCTION IF EXISTS parley.period_end(date);
 
 -- Monthly allowances: a hard cap on plans without overage (Free), nothing on metered plans.
 CREATE OR REPLACE FUNCTION parley.check_allowance(p_metric text) RETURNS void
@@ -156,8 +151,8 @@ BEGIN
   IF v_n > 0 THEN
     -- One e-mail to the owners for what this run found (each threshold is found once a period).
     PERFORM parley.notify_owners('notice.usage_warning', jsonb_build_object(
-      'warnings', v_new, 'period_start', parley.period_start(), 'period_end', parley.period_end(),
-      'plan', (SELECT t.plan FROM parley.tenants t WHERE t.id = parley.current_tenant_id())));
+      'warnings', v_new, 'plan', (SELECT t.plan FROM parley.tenants t WHERE t.id = parley.current_tenant_id()))
+      || (SELECT to_jsonb(p) FROM parley.allowance_period() p));
     UPDATE parley.usage_warnings w SET notified_at = now()
      WHERE w.tenant_id = parley.current_tenant_id() AND w.notified_at IS NULL;
   END IF;
@@ -392,18 +387,16 @@ AS $$
         'grace_until', s.grace_until, 'limited_at', s.limited_at, 'extra_seats', s.extra_seats,
         'has_customer', s.customer_ref IS NOT NULL)
         FROM parley.subscriptions s WHERE s.tenant_id = t.id),
-    'period_start', parley.period_start(),
-    'period_end', parley.period_end(),
     'meters', (SELECT coalesce(jsonb_agg(to_jsonb(m)), '[]') FROM parley.usage_meters() m),
     'warnings', (SELECT coalesce(jsonb_agg(jsonb_build_object(
         'metric', m.metric, 'level', CASE WHEN m.percent >= 100 THEN 'limit' ELSE 'warning' END,
         'used', m.used, 'allowance', m.allowance, 'percent', m.percent)), '[]')
-        FROM parley.usage_meters() m WHERE m.percent >= 80))
-    FROM parley.tenants t, parley.effective_limits(t.id) l
+        FROM parley.usage_meters() m WHERE m.percent >= 80)) || to_jsonb(p)
+    FROM parley.tenants t, parley.effective_limits(t.id) l, parley.allowance_period() p
    WHERE t.id = parley.current_tenant_id()
 $$;
 COMMENT ON FUNCTION parley.billing_overview() IS
-  'The current tenant''s plan, limits (limited = past its grace period), subscription (no provider ids), period start, meters and live warnings (80 % warning, 100 % limit).';
+  'The current tenant''s plan, limits (limited = past its grace period), subscription (no provider ids), allowance period (period_start, period_end), meters and live warnings (80 % warning, 100 % limit).';
 REVOKE ALL ON FUNCTION parley.billing_overview() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.billing_overview() TO parley_app, parley_jobs;
 
