@@ -199,6 +199,15 @@ class Api:
 
         return deco
 
+    def group(self, **shared: Any) -> Callable[..., Callable]:
+        """A surface's route decorator: ``route``'s options its routes all share (tags, auth, min_role,
+        keys) stated once; each route gives the rest."""
+
+        def route(method: str, path: str, **options: Any):
+            return self.route(method, path, **shared, **options)
+
+        return route
+
     def install(self, app: web.Application) -> None:
         for spec in self.routes:
             app.router.add_route(spec.method, spec.path, self._wrap(spec))

@@ -14,29 +14,26 @@ from pyapp.errors import not_found
 from pyapp.widget.hooks import VisitorContext, visitor_hooks
 
 
-async def on_feedback(ctx: VisitorContext, frame: dict) -> dict:
-    """Thumbs up/down on one bot reply of the visitor's own conversation."""
-    async with ctx.tx() as conn:
-        await conn.fetchrow(
-            "SELECT * FROM parley.record_feedback($1, $2, $3, $4)",
-            ctx.conversation_id,
-            frame["message_id"],
-            frame["value"],
-            frame.get("comment") or "",
-        )
-    return {"type": "feedback_saved", "message_id": frame["message_id"], "value": frame["value"]}
+def _stored_frame(sql: str, fields: tuple[str, ...], saved: str):
+    """A visitor frame handler: ``sql`` stores the frame for the visitor's own conversation (its
+    arguments: the conversation, the frame's ``fields``, the comment), then the ``saved`` frame echoes
+    the fields back."""
+
+    async def handler(ctx: VisitorContext, frame: dict) -> dict:
+        values = [frame[f] for f in fields]
+        async with ctx.tx() as conn:
+            await conn.fetchrow(sql, ctx.conversation_id, *values, frame.get("comment") or "")
+        return {"type": saved, **dict(zip(fields, values, strict=True))}
+
+    return handler
 
 
-async def on_rating(ctx: VisitorContext, frame: dict) -> dict:
-    """The 1-5 end-of-chat rating (one per conversation; a new one replaces it)."""
-    async with ctx.tx() as conn:
-        await conn.fetchrow(
-            "SELECT * FROM parley.rate_conversation($1, $2, $3)",
-            ctx.conversation_id,
-            frame["score"],
-            frame.get("comment") or "",
-        )
-    return {"type": "rating_saved", "score": frame["score"]}
+# Thumbs up/down on one bot reply of the visitor's own conversation.
+on_feedback = _stored_frame(
+    "SELECT * FROM parley.record_feedback($1, $2, $3, $4)", ("message_id", "value"), "feedback_saved"
+)
+# The 1-5 end-of-chat rating (one per conversation; a new one replaces it).
+on_rating = _stored_frame("SELECT * FROM parley.rate_conversation($1, $2, $3)", ("score",), "rating_saved")
 
 
 def setup(app: web.Application) -> None:

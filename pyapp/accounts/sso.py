@@ -129,6 +129,17 @@ def redirect_uri(call: Call, provider: Provider) -> str:
     return call.settings.base_url + CALLBACK_PATH.format(provider=provider.id)
 
 
+def _bound_to(call: Call, provider: Provider, state: str) -> dict[str, str]:
+    """What a sign-in's state binds, the same when it starts and when it comes back: the nonce, the
+    PKCE verifier (both derived from the state, never stored) and the redirect URI."""
+    secret_key = call.settings.secret_key
+    return {
+        "nonce": derived(secret_key, "nonce", state),
+        "verifier": derived(secret_key, "pkce", state),
+        "redirect_uri": redirect_uri(call, provider),
+    }
+
+
 async def start(call: Call, provider: Provider, *, next_path: str, link: bool) -> tuple[str, str]:
     """Begin a sign-in (or, with `link`, add an identity to the signed-in person).
 
@@ -140,9 +151,7 @@ async def start(call: Call, provider: Provider, *, next_path: str, link: bool) -
         url = await client.authorization_url(
             provider,
             state=state,
-            nonce=derived(call.settings.secret_key, "nonce", state),
-            verifier=derived(call.settings.secret_key, "pkce", state),
-            redirect_uri=redirect_uri(call, provider),
+            **_bound_to(call, provider, state),
         )
     except OidcError as exc:
         raise ApiError(502, exc.code, exc.message) from None
@@ -183,9 +192,7 @@ async def finish(call: Call, provider: Provider, *, code: str, state: str, bindi
             call.request.app[OIDC],
             provider,
             code=code,
-            verifier=derived(call.settings.secret_key, "pkce", state),
-            nonce=derived(call.settings.secret_key, "nonce", state),
-            redirect_uri=redirect_uri(call, provider),
+            **_bound_to(call, provider, state),
         )
     except OidcError as exc:
         status = 401 if exc.code == "invalid_id_token" else 502

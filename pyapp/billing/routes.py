@@ -29,6 +29,10 @@ from pyapp.errors import ApiError
 
 log = logging.getLogger("parley.billing")
 TAGS = ("billing",)
+route = api.group(tags=TAGS)
+admin_route = api.group(tags=TAGS, min_role="admin")
+# The plan's payments (Checkout, portal, downgrade): an admin's own session, never an API key.
+payment_route = api.group(tags=TAGS, min_role="admin", keys=False)
 GATEWAY = web.AppKey("billing_gateway", Gateway)
 
 HANDLED = (
@@ -73,13 +77,13 @@ def _public_url(call: Call, path: str) -> str:
     return call.settings.base_url.rstrip("/") + path
 
 
-@api.route("GET", "/api/billing/plans", summary="The plans on offer", tags=TAGS)
+@route("GET", "/api/billing/plans", summary="The plans on offer")
 async def list_plans(call: Call):
     async with call.tx() as conn:
         return {"plans": await conn.fetchval("SELECT parley.plan_catalog()"), "payments_live": gateway(call).live}
 
 
-@api.route("GET", "/api/billing", min_role="admin", summary="Plan, subscription, meters and warnings", tags=TAGS)
+@admin_route("GET", "/api/billing", summary="Plan, subscription, meters and warnings")
 async def overview(call: Call):
     async with call.tx() as conn:
         out = await conn.fetchval("SELECT parley.billing_overview()")
@@ -87,15 +91,12 @@ async def overview(call: Call):
     return out
 
 
-@api.route(
+@payment_route(
     "POST",
     "/api/billing/checkout",
-    min_role="admin",
-    keys=False,
     body=CheckoutIn,
     response=UrlOut,
     summary="Start a Stripe Checkout for a plan and interval",
-    tags=TAGS,
 )
 async def checkout(call: Call):
     gw = gateway(call)
@@ -137,15 +138,7 @@ async def checkout(call: Call):
     return {"url": url}
 
 
-@api.route(
-    "POST",
-    "/api/billing/portal",
-    min_role="admin",
-    keys=False,
-    response=UrlOut,
-    summary="Open the Stripe customer portal",
-    tags=TAGS,
-)
+@payment_route("POST", "/api/billing/portal", response=UrlOut, summary="Open the Stripe customer portal")
 async def portal(call: Call):
     gw = gateway(call)
     if not gw.live:
@@ -161,15 +154,7 @@ async def portal(call: Call):
     return {"url": url}
 
 
-@api.route(
-    "POST",
-    "/api/billing/downgrade",
-    min_role="admin",
-    keys=False,
-    body=DowngradeIn,
-    summary="Go down to a free plan",
-    tags=TAGS,
-)
+@payment_route("POST", "/api/billing/downgrade", body=DowngradeIn, summary="Go down to a free plan")
 async def downgrade(call: Call):
     """A paid Stripe subscription is cancelled at its period's end (the webhook then switches);
     otherwise the plan changes now, through parley.change_plan."""
@@ -204,7 +189,7 @@ def referral_link(settings, code: str) -> str:
     return settings.base_url.rstrip("/") + "/console/sign-up?ref=" + code
 
 
-@api.route("GET", "/api/billing/referrals", min_role="admin", summary="Your referral link and credits", tags=TAGS)
+@admin_route("GET", "/api/billing/referrals", summary="Your referral link and credits")
 async def referrals(call: Call):
     """The share link (`?ref=` on the sign-up page), the credit per paid conversion, the cap, and
     the credits earned and applied to the Stripe balance (sql/94_referrals.sql)."""
@@ -219,20 +204,13 @@ class BrandingIn(BaseModel):
     url: str | None = Field(default=None, max_length=2048, description="http(s) link; null: the server's default.")
 
 
-@api.route("GET", "/api/branding", min_role="admin", summary="Your widgets' default credit line", tags=TAGS)
+@admin_route("GET", "/api/branding", summary="Your widgets' default credit line")
 async def get_branding(call: Call):
     async with call.tx() as conn:
         return await conn.fetchval("SELECT parley.get_default_branding()")
 
 
-@api.route(
-    "PUT",
-    "/api/branding",
-    min_role="admin",
-    body=BrandingIn,
-    summary="Set your widgets' default credit line (label and link)",
-    tags=TAGS,
-)
+@admin_route("PUT", "/api/branding", body=BrandingIn, summary="Set your widgets' default credit line (label and link)")
 async def put_branding(call: Call):
     """Chatbot override (config.branding.powered_by_label / powered_by_url) → this default → the
     server's; only on plans that allow replacing the Parley branding (sql/96_branding.sql)."""
@@ -251,7 +229,7 @@ class UsageQuery(BaseModel):
     format: Literal["json", "csv"] = "json"
 
 
-@api.route("GET", "/api/billing/usage", query=UsageQuery, summary="Usage per day of a month (JSON or CSV)", tags=TAGS)
+@route("GET", "/api/billing/usage", query=UsageQuery, summary="Usage per day of a month (JSON or CSV)")
 async def usage_feed(call: Call):
     """A calendar month with `month`, else the current allowance period (the subscription's own)."""
     async with call.tx() as conn:

@@ -15,13 +15,14 @@ resumes such destinations when it starts with payments on (parley.resume_stripe_
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import stripe
 
 from pyapp.billing.config import BillingConfig
 from pyapp.billing.gateway import Gateway
-from pyapp.outbox.senders import Delivery, Destination, Outcome, Result, classify_http
+from pyapp.outbox.senders import Delivery, Destination, Result, elapsed_ms, http_result
 
 PAYMENTS_OFF = (
     "Payments are off on this installation (PARLEY_STRIPE_ENABLED and PARLEY_STRIPE_SECRET_KEY): "
@@ -72,7 +73,7 @@ class StripeSender:
                 )
         except stripe.StripeError as exc:
             return _refused(exc, request, started)
-        return Result("delivered", status_code=200, latency_ms=_ms(started), request=request, response=response)
+        return Result("delivered", status_code=200, latency_ms=elapsed_ms(started), request=request, response=response)
 
     async def close(self) -> None:
         await self.gateway.close()
@@ -82,19 +83,9 @@ def _refused(exc: stripe.StripeError, request: dict, started: float) -> Result:
     status = exc.http_status
     retry_after = _retry_after(exc)
     error = f"Stripe: {type(exc).__name__}"
-    if status in (401, 403):
-        return Result(
-            "retry", status_code=status, latency_ms=_ms(started), request=request, error=error, pause_reason=KEY_REFUSED
-        )
-    outcome: Outcome = "retry" if status is None else classify_http(status)  # no answer: retried
-    return Result(
-        outcome,
-        status_code=status,
-        latency_ms=_ms(started),
-        request=request,
-        error=error,
-        retry_after=retry_after if outcome == "retry" else None,
-    )
+    if status in (401, 403):  # the key is refused: held (retried) with the destination paused
+        return replace(http_result(status, started, request, error=error), outcome="retry", pause_reason=KEY_REFUSED)
+    return http_result(status, started, request, error=error, retry_after=retry_after)
 
 
 def _retry_after(exc: stripe.StripeError) -> float | None:
@@ -103,7 +94,3 @@ def _retry_after(exc: stripe.StripeError) -> float | None:
         return min(max(float(value), 0.0), 3600.0) if value is not None else None
     except ValueError:
         return None
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

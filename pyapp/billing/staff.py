@@ -22,6 +22,7 @@ from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip
 from pyapp.db import Actor, tenant_tx
 
 TAGS = ("staff",)
+route = api.group(auth="user", tags=TAGS)
 
 
 class TenantsQuery(BaseModel):
@@ -113,13 +114,13 @@ def in_tenant(call: Call):
     return staff_in_tenant(call.pool, call.request, call.uuid_param("tenant_id"), call.user_id, call.session_id)
 
 
-@api.route("GET", "/api/staff/stats", auth="user", summary="Installation-wide figures", tags=TAGS)
+@route("GET", "/api/staff/stats", summary="Installation-wide figures")
 async def stats(call: Call):
     async with staff_tx(call) as conn:
         return await conn.fetchval("SELECT parley.staff_stats()")
 
 
-@api.route("GET", "/api/staff/tenants", auth="user", query=TenantsQuery, summary="Find tenants", tags=TAGS)
+@route("GET", "/api/staff/tenants", query=TenantsQuery, summary="Find tenants")
 async def find_tenants(call: Call):
     async with staff_tx(call) as conn:
         return {
@@ -127,7 +128,7 @@ async def find_tenants(call: Call):
         }
 
 
-@api.route("GET", "/api/staff/audit", auth="user", query=AuditQuery, summary="Audit trail across tenants", tags=TAGS)
+@route("GET", "/api/staff/audit", query=AuditQuery, summary="Audit trail across tenants")
 async def audit(call: Call):
     async with staff_tx(call) as conn:
         return {
@@ -135,13 +136,11 @@ async def audit(call: Call):
         }
 
 
-@api.route(
+@route(
     "POST",
     "/api/staff/tenants/{tenant_id}/plan",
-    auth="user",
     body=PlanIn,
     summary="Assign a plan (the same plan change the webhook makes)",
-    tags=TAGS,
 )
 async def assign_plan(call: Call):
     async with in_tenant(call) as conn:
@@ -152,13 +151,11 @@ async def assign_plan(call: Call):
         )
 
 
-@api.route(
+@route(
     "POST",
     "/api/staff/tenants/{tenant_id}/limits",
-    auth="user",
     body=LimitsIn,
     summary="Set per-tenant limit overrides (null inherits, 0 unlimited)",
-    tags=TAGS,
 )
 async def set_limits(call: Call):
     async with in_tenant(call) as conn:
@@ -170,37 +167,21 @@ async def _suspended(call: Call, suspended: bool) -> dict:
         return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend($1, $2)", suspended, call.body.reason)}
 
 
-@api.route(
-    "POST",
-    "/api/staff/tenants/{tenant_id}/suspend",
-    auth="user",
-    body=SuspendIn,
-    summary="Suspend a tenant (data kept)",
-    tags=TAGS,
-)
+@route("POST", "/api/staff/tenants/{tenant_id}/suspend", body=SuspendIn, summary="Suspend a tenant (data kept)")
 async def suspend(call: Call):
     return await _suspended(call, True)
 
 
-@api.route(
-    "POST",
-    "/api/staff/tenants/{tenant_id}/unsuspend",
-    auth="user",
-    body=SuspendIn,
-    summary="Lift a suspension",
-    tags=TAGS,
-)
+@route("POST", "/api/staff/tenants/{tenant_id}/unsuspend", body=SuspendIn, summary="Lift a suspension")
 async def unsuspend(call: Call):
     return await _suspended(call, False)
 
 
-@api.route(
+@route(
     "DELETE",
     "/api/staff/tenants/{tenant_id}",
-    auth="user",
     status=204,
     summary="Delete a tenant (purged after the grace period; its owners can restore it until then)",
-    tags=TAGS,
 )
 async def delete_tenant(call: Call):
     """The owners' own deletion (parley.delete_tenant), as staff: the purge job deletes its rows after the grace."""

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pyapp.outbox.senders import Delivery, Destination, Outcome, Result
+from pyapp.outbox.senders import Delivery, Destination, Outcome, Result, elapsed_ms
 
 
 @dataclass(frozen=True)
@@ -201,7 +201,7 @@ class ChannelSender:
             return Result(
                 exc.outcome,
                 status_code=exc.status_code,
-                latency_ms=_ms(started),
+                latency_ms=elapsed_ms(started),
                 error=str(exc)[:1000],
                 retry_after=exc.retry_after,
                 pause_reason=exc.pause_reason,
@@ -219,7 +219,7 @@ class ChannelSender:
         return Result(
             "delivered",
             status_code=200,
-            latency_ms=_ms(started),
+            latency_ms=elapsed_ms(started),
             error=error,
             request=request,
             extra=extra,
@@ -228,7 +228,3 @@ class ChannelSender:
 
     async def close(self) -> None:
         await self.adapter.close()
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

@@ -14,7 +14,7 @@ import aiohttp
 from pyapp.channels.alert_text import alert_text
 from pyapp.mailer import LogMailer, Mailer
 from pyapp.net import FetchRefused, guarded_session
-from pyapp.outbox.senders import Delivery, Destination, Result, classify_http
+from pyapp.outbox.senders import Delivery, Destination, Result, elapsed_ms, http_result
 
 
 class EmailSender:
@@ -36,13 +36,13 @@ class EmailSender:
             return Result(
                 "retry" if exc.smtp_code < 500 else "failed",
                 status_code=exc.smtp_code,
-                latency_ms=_ms(started),
+                latency_ms=elapsed_ms(started),
                 request=request,
                 error=f"SMTP {exc.smtp_code}",
             )
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
-            return Result("retry", latency_ms=_ms(started), request=request, error=f"SMTP: {type(exc).__name__}")
-        return Result("delivered", latency_ms=_ms(started), request=request)
+            return Result("retry", latency_ms=elapsed_ms(started), request=request, error=f"SMTP: {type(exc).__name__}")
+        return Result("delivered", latency_ms=elapsed_ms(started), request=request)
 
     async def close(self) -> None:
         return None
@@ -76,29 +76,17 @@ class SlackSender:
         except FetchRefused as exc:
             return Result(
                 "failed",
-                latency_ms=_ms(started),
+                latency_ms=elapsed_ms(started),
                 request=request,
                 error="refused: address not allowed",
                 pause_reason=f"The Slack URL is not allowed: {exc.code}",
             )
         except TimeoutError:
-            return Result("retry", latency_ms=_ms(started), request=request, error="no answer in time")
+            return Result("retry", latency_ms=elapsed_ms(started), request=request, error="no answer in time")
         except (aiohttp.ClientError, OSError) as exc:
-            return Result("retry", latency_ms=_ms(started), request=request, error=type(exc).__name__)
-        outcome = classify_http(status)
-        return Result(
-            outcome,
-            status_code=status,
-            latency_ms=_ms(started),
-            request=request,
-            response=text,
-            error=None if outcome == "delivered" else f"HTTP {status}",
-        )
+            return Result("retry", latency_ms=elapsed_ms(started), request=request, error=type(exc).__name__)
+        return http_result(status, started, request, response=text)
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

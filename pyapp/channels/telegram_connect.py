@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -17,6 +18,17 @@ from pyapp.channels.telegram import TelegramApi
 from pyapp.errors import ApiError
 
 BOT_TOKEN = r"^[0-9]{1,20}:[A-Za-z0-9_-]{30,100}$"
+
+
+@dataclass(frozen=True)
+class ToTell:
+    """What Telegram is told once the transaction has committed (``tell_telegram``): where to send the
+    channel's updates (webhook mode on a public server) and, for a bot just connected, its command menu."""
+
+    channel_id: uuid.UUID
+    token: str
+    hook_secret: str | None = None  # None: no webhook to set (polling)
+    commands: list[dict[str, str]] | None = None  # None: the menu is left as it is
 
 
 async def check_bot(token: str) -> dict[str, Any]:
@@ -46,10 +58,10 @@ async def connect(
     chat_id: int,
     chatbot_id: uuid.UUID | None,
     me: dict[str, Any],
-) -> tuple[uuid.UUID, str]:
+) -> ToTell:
     """In the caller's transaction: the channel (parley.connect_telegram), its sealed token and webhook
-    secret, polling when the server has no public URL. Returns the channel id and the webhook secret
-    (for ``set_webhook`` once committed)."""
+    secret, polling when the server has no public URL. Returns what to tell Telegram once committed
+    (the webhook, the command menu)."""
     channel_id = uuid.uuid4()
     await conn.fetchval(
         "SELECT parley.connect_telegram($1, $2, $3, $4, $5, $6)",
@@ -66,14 +78,16 @@ async def connect(
     await store_secret(conn, keyring, tenant_id, channel_id, "signing", hook_secret, hint=None)
     if not public_url:  # Telegram cannot reach us: parley jobs polls instead
         await conn.execute("SELECT parley.set_telegram_inbound($1, 'polling')", channel_id)
-    return channel_id, hook_secret
+    return ToTell(
+        channel_id, bot_token, hook_secret=hook_secret if public_url else None, commands=await bot_commands(conn)
+    )
 
 
 async def set_inbound(
     conn: asyncpg.Connection, keyring: Keyring, tenant_id: uuid.UUID, channel_id: uuid.UUID, mode: str, public_url: str
-) -> tuple[dict, tuple[str, str] | None]:
-    """Switch how updates arrive (parley.set_telegram_inbound); for webhook mode also the (token,
-    webhook secret) to call ``set_webhook`` with once committed. 409 webhook without a public URL."""
+) -> tuple[dict, ToTell | None]:
+    """Switch how updates arrive (parley.set_telegram_inbound); for webhook mode also the webhook to
+    tell Telegram once committed. 409 webhook without a public URL."""
     if mode == "webhook" and not public_url:
         raise ApiError(409, "no_public_url", "Telegram can only call a server with a public URL (PARLEY_PUBLIC_URL).")
     shown = await conn.fetchval("SELECT parley.set_telegram_inbound($1, $2)", channel_id, mode)
@@ -81,27 +95,35 @@ async def set_inbound(
         return shown, None
     tokens = await open_secrets(conn, keyring, tenant_id, channel_id, "token")
     hooks = await open_secrets(conn, keyring, tenant_id, channel_id, "signing")
-    return shown, (tokens[0], hooks[0]) if tokens and hooks else None
+    return shown, ToTell(channel_id, tokens[0], hook_secret=hooks[0]) if tokens and hooks else None
 
 
-async def set_webhook(public_url: str, channel_id: uuid.UUID, token: str, hook_secret: str) -> str | None:
-    """setWebhook to this server's public URL for the channel; the error in words, None when set."""
+async def tell_telegram(public_url: str, told: ToTell) -> dict[str, str]:
+    """After the commit: setWebhook to this server's public URL for the channel, and setMyCommands for
+    the support group's members. The channel works without them (each can be set again), so what
+    Telegram refused is returned in words, by what was not set ("webhook", "command menu")."""
+    calls: list[tuple[str, str, dict[str, Any]]] = []
+    if told.hook_secret is not None and public_url:
+        webhook = {
+            "url": f"{public_url.rstrip('/')}/api/channels/telegram/{told.channel_id}/webhook",
+            "secret_token": told.hook_secret,
+            "allowed_updates": ["message", "callback_query"],
+        }
+        calls.append(("webhook", "setWebhook", webhook))
+    if told.commands is not None:
+        menu = {"commands": told.commands, "scope": {"type": "all_group_chats"}}
+        calls.append(("command menu", "setMyCommands", menu))
+    refused: dict[str, str] = {}
     api = TelegramApi()
     try:
-        await api.call(
-            token,
-            "setWebhook",
-            {
-                "url": f"{public_url.rstrip('/')}/api/channels/telegram/{channel_id}/webhook",
-                "secret_token": hook_secret,
-                "allowed_updates": ["message", "callback_query"],
-            },
-        )
-    except ChannelError as exc:
-        return str(exc)[:300]
+        for what, method, params in calls:
+            try:
+                await api.call(told.token, method, params)
+            except ChannelError as exc:
+                refused[what] = str(exc)[:300]
     finally:
         await api.close()
-    return None
+    return refused
 
 
 async def bot_commands(conn: asyncpg.Connection) -> list[dict[str, str]]:
@@ -118,15 +140,3 @@ async def bot_commands(conn: asyncpg.Connection) -> list[dict[str, str]]:
         *commands,
         {"command": LINK_COMMAND, "description": "Link your Telegram account (/link CODE from the console)"},
     ]
-
-
-async def set_commands(token: str, commands: list[dict[str, str]]) -> str | None:
-    """setMyCommands for the support group's members; the error in words, None when set."""
-    api = TelegramApi()
-    try:
-        await api.call(token, "setMyCommands", {"commands": commands, "scope": {"type": "all_group_chats"}})
-    except ChannelError as exc:
-        return str(exc)[:300]
-    finally:
-        await api.close()
-    return None

@@ -10,15 +10,7 @@ import uuid
 import asyncpg
 
 from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram_connect import (
-    BOT_TOKEN,
-    bot_commands,
-    check_bot,
-    connect,
-    set_commands,
-    set_inbound,
-    set_webhook,
-)
+from pyapp.channels.telegram_connect import BOT_TOKEN, check_bot, connect, set_inbound, tell_telegram
 from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
@@ -92,7 +84,7 @@ async def create(ctx: Ctx):
         if me is None:
             raise ApiError(422, "invalid_bot_token", "Paste the token @BotFather gave you.")
         async with ctx.savepoint() as conn:
-            channel_id, hook_secret = await connect(
+            told = await connect(
                 conn,
                 Keyring.from_settings(ctx.settings.secret_key),
                 ctx.tenant,
@@ -103,20 +95,13 @@ async def create(ctx: Ctx):
                 chatbot_id=chatbot_id,
                 me=me,
             )
-            commands = await bot_commands(conn)
     except (ApiError, asyncpg.PostgresError) as exc:
         failed = refusal(exc)
         return await _page(ctx, status=failed.status, error=failed.message, form=form)
-    missing = []
-    if ctx.settings.public_url:
-        webhook_error = await set_webhook(ctx.settings.public_url, channel_id, token, hook_secret)
-        if webhook_error:
-            missing.append(f"the webhook is not set: {webhook_error}")
-    command_error = await set_commands(token, commands)
-    if command_error:
-        missing.append(f"the command menu is not set: {command_error}")
-    if missing:
-        return await _page(ctx, notice="Connected, but " + "; ".join(missing))
+    refused = await tell_telegram(ctx.settings.public_url, told)
+    if refused:
+        missing = "; ".join(f"the {what} is not set: {error}" for what, error in refused.items())
+        return await _page(ctx, notice=f"Connected, but {missing}")
     return redirect("/console/telegram?done=connected")
 
 
@@ -125,7 +110,7 @@ async def inbound(ctx: Ctx):
     channel_id = ctx.uuid("channel_id")
     try:
         async with ctx.savepoint() as conn:
-            _shown, hook = await set_inbound(
+            _shown, told = await set_inbound(
                 conn,
                 Keyring.from_settings(ctx.settings.secret_key),
                 ctx.tenant,
@@ -136,10 +121,9 @@ async def inbound(ctx: Ctx):
     except (ApiError, asyncpg.PostgresError) as exc:
         failed = refusal(exc)
         return await _page(ctx, status=failed.status, error=failed.message)
-    if hook:
-        webhook_error = await set_webhook(ctx.settings.public_url, channel_id, *hook)
-        if webhook_error:
-            return await _page(ctx, notice=f"The webhook is not set: {webhook_error}")
+    refused = await tell_telegram(ctx.settings.public_url, told) if told else {}
+    if refused:
+        return await _page(ctx, notice=f"The webhook is not set: {refused['webhook']}")
     return redirect("/console/telegram?done=inbound")
 
 

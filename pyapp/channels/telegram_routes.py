@@ -12,19 +12,12 @@ from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
 from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram_connect import (
-    BOT_TOKEN,
-    bot_commands,
-    check_bot,
-    connect,
-    set_commands,
-    set_inbound,
-    set_webhook,
-)
+from pyapp.channels.telegram_connect import BOT_TOKEN, ToTell, check_bot, connect, set_inbound, tell_telegram
 from pyapp.conversations.routes import Strict
 from pyapp.outbox import destinations
 
 TAGS = ("channels",)
+route = api.group(tags=TAGS)
 
 
 class TelegramIn(Strict):
@@ -55,16 +48,14 @@ class TelegramListOut(BaseModel):
     channels: list[TelegramOut]
 
 
-@api.route(
-    "POST", "/api/channels/telegram", body=TelegramIn, response=TelegramOut, status=201, min_role="admin", tags=TAGS
-)
+@route("POST", "/api/channels/telegram", body=TelegramIn, response=TelegramOut, status=201, min_role="admin")
 async def connect_telegram(call: Call):
     """Connect a Telegram bot and a support group with topics: each conversation gets a topic there."""
     b = call.body
     me = await check_bot(b.bot_token)
     public_url = call.settings.public_url
     async with call.tx() as conn:
-        channel_id, hook_secret = await connect(
+        told = await connect(
             conn,
             Keyring.from_settings(call.settings.secret_key),
             call.member.tenant_id,
@@ -75,16 +66,15 @@ async def connect_telegram(call: Call):
             chatbot_id=b.chatbot_id,
             me=me,
         )
-        shown = await conn.fetchval("SELECT parley.telegram_channel_json($1)", channel_id)
-        commands = await bot_commands(conn)
-    command_error = await set_commands(b.bot_token, commands)
-    if command_error:  # connected all the same: only the command menu is missing
-        shown = {**shown, "last_error": command_error}
-    if public_url:
-        error = await set_webhook(public_url, channel_id, b.bot_token, hook_secret)
-        if error:  # connected all the same: the webhook can be set again
-            shown = {**shown, "last_error": error}
-    return shown
+        shown = await conn.fetchval("SELECT parley.telegram_channel_json($1)", told.channel_id)
+    return await _told(public_url, told, shown)
+
+
+async def _told(public_url: str, told: ToTell | None, shown: dict) -> dict:
+    """Tell Telegram once committed; the channel is connected all the same, with what Telegram refused
+    (the webhook before the command menu) as its last error."""
+    refused = await tell_telegram(public_url, told) if told else {}
+    return {**shown, "last_error": next(iter(refused.values()))} if refused else shown
 
 
 class InboundIn(Strict):
@@ -93,14 +83,7 @@ class InboundIn(Strict):
     )
 
 
-@api.route(
-    "PUT",
-    "/api/channels/telegram/{channel_id}/inbound",
-    body=InboundIn,
-    response=TelegramOut,
-    min_role="admin",
-    tags=TAGS,
-)
+@route("PUT", "/api/channels/telegram/{channel_id}/inbound", body=InboundIn, response=TelegramOut, min_role="admin")
 async def put_inbound(call: Call):
     """How the channel's updates arrive: by webhook (the server needs a public URL) or by long polling
     from `parley jobs` (it deletes the webhook first)."""
@@ -108,12 +91,8 @@ async def put_inbound(call: Call):
     public_url = call.settings.public_url
     keyring = Keyring.from_settings(call.settings.secret_key)
     async with call.tx() as conn:
-        shown, hook = await set_inbound(conn, keyring, call.member.tenant_id, channel_id, call.body.mode, public_url)
-    if hook:
-        error = await set_webhook(public_url, channel_id, *hook)
-        if error:
-            shown = {**shown, "last_error": error}
-    return shown
+        shown, told = await set_inbound(conn, keyring, call.member.tenant_id, channel_id, call.body.mode, public_url)
+    return await _told(public_url, told, shown)
 
 
 class LinkCodeOut(BaseModel):
@@ -121,7 +100,7 @@ class LinkCodeOut(BaseModel):
     expires_in: int
 
 
-@api.route("POST", "/api/channels/telegram/link-code", response=LinkCodeOut, status=201, tags=TAGS)
+@route("POST", "/api/channels/telegram/link-code", response=LinkCodeOut, status=201)
 async def link_code(call: Call):
     """A one-time code (10 minutes) to send as `/link CODE` in the Telegram group: your Telegram
     account then acts as you there (replies, claim, close, notes)."""
@@ -129,14 +108,14 @@ async def link_code(call: Call):
         return {"code": await conn.fetchval("SELECT parley.create_channel_link_code('telegram')"), "expires_in": 600}
 
 
-@api.route("GET", "/api/channels/telegram", response=TelegramListOut, min_role="admin", tags=TAGS)
+@route("GET", "/api/channels/telegram", response=TelegramListOut, min_role="admin")
 async def list_telegram(call: Call):
     """The workspace's Telegram channels and their health."""
     async with call.tx() as conn:
         return {"channels": await destinations.listed(conn, "telegram_channel_json", "telegram")}
 
 
-@api.route("DELETE", "/api/channels/telegram/{channel_id}", status=204, min_role="admin", tags=TAGS)
+@route("DELETE", "/api/channels/telegram/{channel_id}", status=204, min_role="admin")
 async def delete_telegram(call: Call):
     """Disconnect a Telegram channel (its topics stay in the group)."""
     async with call.tx() as conn:

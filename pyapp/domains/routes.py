@@ -16,6 +16,8 @@ from pyapp.domains.host import custom_domain_host
 from pyapp.errors import ApiError
 
 TAGS = ("domains",)
+route = api.group(min_role="admin", tags=TAGS)
+staff_route = api.group(auth="user", tags=("staff",))
 DNS = web.AppKey("domain_dns", DomainDns)
 
 
@@ -53,7 +55,7 @@ def _found(domain: dict | None) -> dict:
     return domain
 
 
-@api.route("GET", "/api/domains", min_role="admin", summary="Your custom domains and their DNS records", tags=TAGS)
+@route("GET", "/api/domains", summary="Your custom domains and their DNS records")
 async def list_domains(call: Call):
     async with call.tx() as conn:
         rows = await conn.fetch("SELECT parley.custom_domain_json(hostname) AS d FROM parley.custom_domains ORDER BY 1")
@@ -63,15 +65,13 @@ async def list_domains(call: Call):
     return {"allowed": allowed, "domains": [routing(call.request, r["d"]) for r in rows]}
 
 
-@api.route(
-    "POST", "/api/domains", min_role="admin", body=DomainIn, status=201, summary="Claim a custom domain", tags=TAGS
-)
+@route("POST", "/api/domains", body=DomainIn, status=201, summary="Claim a custom domain")
 async def claim(call: Call):
     async with call.tx() as conn:
         return routing(call.request, await conn.fetchval("SELECT parley.claim_domain($1)", call.body.hostname))
 
 
-@api.route("POST", "/api/domains/{hostname}/verify", min_role="admin", summary="Check the DNS records now", tags=TAGS)
+@route("POST", "/api/domains/{hostname}/verify", summary="Check the DNS records now")
 async def verify(call: Call):
     """Ask the resolver for the TXT and routing records; SQL decides and activates."""
     return await verify_domain(call.request, call.tx, call.request.match_info["hostname"])
@@ -92,7 +92,7 @@ async def verify_domain(request: web.Request, tx, hostname: str) -> dict:
     return _found(routing(request, out))
 
 
-@api.route("DELETE", "/api/domains/{hostname}", min_role="admin", status=204, summary="Remove a domain", tags=TAGS)
+@route("DELETE", "/api/domains/{hostname}", status=204, summary="Remove a domain")
 async def remove(call: Call):
     async with call.tx() as conn:
         if not await conn.fetchval("SELECT parley.remove_domain($1)", call.request.match_info["hostname"]):
@@ -100,26 +100,22 @@ async def remove(call: Call):
     return None
 
 
-@api.route(
+@staff_route(
     "GET",
     "/api/staff/domains",
-    auth="user",
     query=StaffDomainsQuery,
     summary="Staff: custom domains of every workspace",
-    tags=("staff",),
 )
 async def staff_list(call: Call):
     async with staff_tx(call) as conn:
         return {"domains": await conn.fetchval("SELECT parley.staff_domains($1, $2)", call.query.q, call.query.limit)}
 
 
-@api.route(
+@staff_route(
     "POST",
     "/api/staff/tenants/{tenant_id}/domains/{hostname}",
-    auth="user",
     body=StaffDomainIn,
     summary="Staff: force a domain active or disable it",
-    tags=("staff",),
 )
 async def staff_set(call: Call):
     async with in_tenant(call) as conn:

@@ -34,6 +34,8 @@ TEXT_MAX_CHARS = 500_000
 UPLOAD_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm", ".pdf")
 
 # options.text: a pasted-text source's own text (read only by GET .../text, never listed)
+route = api.group(tags=("knowledge",))
+
 SOURCES = """SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.options - 'text' AS options,
   s.status, s.progress, s.error,
   s.created_at, s.updated_at, s.last_imported_at, n.documents, n.chunks, n.chunks_embedded,
@@ -132,7 +134,7 @@ def _text_document(
     return doc
 
 
-@api.route("GET", "/api/chatbots/{chatbot_id}/knowledge/sources", response=list[Source], tags=("knowledge",))
+@route("GET", "/api/chatbots/{chatbot_id}/knowledge/sources", response=list[Source])
 async def list_sources(call: Call):
     """List a chatbot's knowledge sources with progress and counts."""
     chatbot_id = call.uuid_param("chatbot_id")
@@ -150,14 +152,8 @@ async def list_sources(call: Call):
         )
 
 
-@api.route(
-    "POST",
-    "/api/chatbots/{chatbot_id}/knowledge/sources",
-    body=SourceIn,
-    response=Source,
-    status=201,
-    min_role="admin",
-    tags=("knowledge",),
+@route(
+    "POST", "/api/chatbots/{chatbot_id}/knowledge/sources", body=SourceIn, response=Source, status=201, min_role="admin"
 )
 async def create_source(call: Call):
     """Add pasted text (imported at once) or a URL, sitemap or crawl (imported in the background)."""
@@ -198,14 +194,7 @@ async def create_source(call: Call):
     return source
 
 
-@api.route(
-    "POST",
-    "/api/chatbots/{chatbot_id}/knowledge/upload",
-    response=Source,
-    status=201,
-    min_role="admin",
-    tags=("knowledge",),
-)
+@route("POST", "/api/chatbots/{chatbot_id}/knowledge/upload", response=Source, status=201, min_role="admin")
 async def upload_source(call: Call):
     """Upload a .txt, .md, .html or .pdf file (multipart field "file"; optional "title")."""
     chatbot_id = call.uuid_param("chatbot_id")
@@ -249,7 +238,7 @@ async def upload_source(call: Call):
     return source
 
 
-@api.route("GET", "/api/knowledge/sources/{source_id}", response=Source, tags=("knowledge",))
+@route("GET", "/api/knowledge/sources/{source_id}", response=Source)
 async def get_source(call: Call):
     """One source with its import status and progress (poll this while it runs)."""
     async with call.tx() as conn:
@@ -270,7 +259,7 @@ class SourceTextOut(BaseModel):
     exact: bool = Field(description="false: an older source whose text was not kept, joined from its passages")
 
 
-@api.route("GET", "/api/knowledge/sources/{source_id}/text", response=SourceTextOut, tags=("knowledge",))
+@route("GET", "/api/knowledge/sources/{source_id}/text", response=SourceTextOut)
 async def get_text(call: Call):
     """The text of a pasted-text source, to read or edit (PUT the same path to replace it)."""
     source_id = call.uuid_param("source_id")
@@ -290,14 +279,7 @@ async def get_text(call: Call):
     return {"title": source["title"], "text": "\n\n".join(r["text"] for r in passages), "exact": False}
 
 
-@api.route(
-    "PUT",
-    "/api/knowledge/sources/{source_id}/text",
-    body=TextIn,
-    response=Source,
-    min_role="admin",
-    tags=("knowledge",),
-)
+@route("PUT", "/api/knowledge/sources/{source_id}/text", body=TextIn, response=Source, min_role="admin")
 async def replace_text(call: Call):
     """Replace the text of a pasted-text source; unchanged passages keep their embeddings."""
     source_id = call.uuid_param("source_id")
@@ -318,14 +300,7 @@ async def replace_text(call: Call):
     return source
 
 
-@api.route(
-    "POST",
-    "/api/knowledge/sources/{source_id}/reimport",
-    response=Source,
-    status=202,
-    min_role="admin",
-    tags=("knowledge",),
-)
+@route("POST", "/api/knowledge/sources/{source_id}/reimport", response=Source, status=202, min_role="admin")
 async def reimport_source(call: Call):
     """Fetch a URL, sitemap or crawl source again; documents update in place, unchanged chunks are kept."""
     source_id = call.uuid_param("source_id")
@@ -341,14 +316,7 @@ async def reimport_source(call: Call):
     return source
 
 
-@api.route(
-    "POST",
-    "/api/knowledge/sources/{source_id}/continue",
-    response=Source,
-    status=202,
-    min_role="admin",
-    tags=("knowledge",),
-)
+@route("POST", "/api/knowledge/sources/{source_id}/continue", response=Source, status=202, min_role="admin")
 async def continue_source(call: Call):
     """Import the pages a crawl or sitemap import had not reached when it stopped at its page
     limit (`pages_left`); the pages already imported stay as they are."""
@@ -372,7 +340,7 @@ async def continue_source(call: Call):
     return source
 
 
-@api.route("DELETE", "/api/knowledge/sources/{source_id}", status=204, min_role="admin", tags=("knowledge",))
+@route("DELETE", "/api/knowledge/sources/{source_id}", status=204, min_role="admin")
 async def delete_source(call: Call):
     """Delete a source and every document, chunk and queued embedding of it."""
     source_id = call.uuid_param("source_id")
@@ -383,7 +351,7 @@ async def delete_source(call: Call):
     return None
 
 
-@api.route("GET", "/api/knowledge/sources/{source_id}/documents", tags=("knowledge",))
+@route("GET", "/api/knowledge/sources/{source_id}/documents")
 async def list_documents(call: Call):
     """The documents (pages, files) of a source with their chunk counts."""
     async with call.tx() as conn:
@@ -401,7 +369,7 @@ async def list_documents(call: Call):
         )
 
 
-@api.route("POST", "/api/chatbots/{chatbot_id}/knowledge/search", body=SearchIn, tags=("knowledge",))
+@route("POST", "/api/chatbots/{chatbot_id}/knowledge/search", body=SearchIn)
 async def try_question(call: Call):
     """Try a question: the passages the bot would ground its answer in, and whether it would answer or decline."""
     chatbot_id = call.uuid_param("chatbot_id")

@@ -16,6 +16,7 @@ from pyapp.conversations.routes import Strict
 from pyapp.errors import ApiError
 
 TAGS = ("outbox",)
+route = api.group(min_role="admin", tags=TAGS)
 DeliveryStatus = Literal["pending", "delivered", "failed", "dead", "replayed"]
 
 
@@ -97,28 +98,21 @@ def delivery_id(call: Call) -> int:
     return int(raw)
 
 
-@api.route("GET", "/api/outbox/destinations", response=DestinationsOut, min_role="admin", tags=TAGS)
+@route("GET", "/api/outbox/destinations", response=DestinationsOut)
 async def list_destinations(call: Call):
     """Every destination (webhook endpoints, alert targets, channels) with its health."""
     async with call.tx() as conn:
         return {"destinations": [dict(r) for r in await conn.fetch("SELECT * FROM parley.list_destinations()")]}
 
 
-@api.route("POST", "/api/outbox/destinations/{destination_id}/resume", status=204, min_role="admin", tags=TAGS)
+@route("POST", "/api/outbox/destinations/{destination_id}/resume", status=204)
 async def resume_destination(call: Call):
     """Resume a paused destination: its waiting deliveries go out."""
     async with call.tx() as conn:
         await conn.execute("SELECT parley.resume_destination($1)", call.uuid_param("destination_id"))
 
 
-@api.route(
-    "POST",
-    "/api/outbox/destinations/{destination_id}/replay",
-    body=ReplayAllIn,
-    response=ReplayedOut,
-    min_role="admin",
-    tags=TAGS,
-)
+@route("POST", "/api/outbox/destinations/{destination_id}/replay", body=ReplayAllIn, response=ReplayedOut)
 async def replay_dead_letters(call: Call):
     """Replay the destination's whole dead-letter queue, in order, each with its original id."""
     async with call.tx() as conn:
@@ -128,7 +122,7 @@ async def replay_dead_letters(call: Call):
     return {"replayed": n}
 
 
-@api.route("GET", "/api/outbox/deliveries", query=DeliveryQuery, response=DeliveriesOut, min_role="admin", tags=TAGS)
+@route("GET", "/api/outbox/deliveries", query=DeliveryQuery, response=DeliveriesOut)
 async def list_deliveries(call: Call):
     """The delivery log, newest first; status=dead lists the dead-letter queue."""
     q = call.query
@@ -142,16 +136,14 @@ async def list_deliveries(call: Call):
     return {"deliveries": rows, "next_before_id": rows[-1]["id"] if len(rows) == q.limit else None}
 
 
-@api.route("GET", "/api/outbox/deliveries/{delivery_id}", response=dict[str, Any], min_role="admin", tags=TAGS)
+@route("GET", "/api/outbox/deliveries/{delivery_id}", response=dict[str, Any])
 async def get_delivery(call: Call):
     """One delivery: payload, status and every attempt (status code, latency, error, truncated response)."""
     async with call.tx() as conn:
         return await conn.fetchval("SELECT parley.get_delivery($1)", delivery_id(call))
 
 
-@api.route(
-    "POST", "/api/outbox/deliveries/{delivery_id}/replay", response=ReplayOut, status=202, min_role="admin", tags=TAGS
-)
+@route("POST", "/api/outbox/deliveries/{delivery_id}/replay", response=ReplayOut, status=202)
 async def replay_delivery(call: Call):
     """Send a finished delivery again (same webhook-id, fresh retry window)."""
     async with call.tx() as conn:

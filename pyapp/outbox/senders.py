@@ -9,6 +9,7 @@ the answer. The rules about what happens next (backoff, dead letters, pausing) a
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -94,3 +95,32 @@ def classify_http(status: int) -> Outcome:
     if status in (408, 429) or status < 400 or status >= 500:
         return "retry"
     return "failed"
+
+
+def elapsed_ms(started: float) -> int:
+    """Milliseconds since ``started`` (a time.monotonic() reading): an attempt's latency."""
+    return int((time.monotonic() - started) * 1000)
+
+
+def http_result(
+    status: int | None,
+    started: float,
+    request: dict[str, Any],
+    *,
+    response: str | None = None,
+    error: str | None = None,
+    retry_after: float | None = None,
+) -> Result:
+    """An attempt that got an HTTP answer (``status``; None: no answer, retried) as the drainer's Result:
+    classified by classify_http, the error "HTTP <status>" unless delivered or given, and Retry-After
+    kept only when the attempt is retried."""
+    outcome: Outcome = "retry" if status is None else classify_http(status)
+    return Result(
+        outcome,
+        status_code=status,
+        latency_ms=elapsed_ms(started),
+        request=request,
+        response=response,
+        error=error if error is not None or outcome == "delivered" else f"HTTP {status}",
+        retry_after=retry_after if outcome == "retry" else None,
+    )

@@ -24,6 +24,7 @@ from pyapp.outbox.routes import DeliveriesOut
 from pyapp.webhooks.signing import new_secret
 
 TAGS = ("webhooks",)
+route = api.group(min_role="admin", tags=TAGS)
 
 
 class EndpointIn(Strict):
@@ -111,7 +112,7 @@ async def _endpoint(conn, endpoint_id) -> dict:
     return await destinations.shown(conn, "webhook_endpoint_json", endpoint_id, ENDPOINT_MISSING)
 
 
-@api.route("POST", "/api/webhooks", body=EndpointIn, response=EndpointOut, status=201, min_role="admin", tags=TAGS)
+@route("POST", "/api/webhooks", body=EndpointIn, response=EndpointOut, status=201)
 async def create_endpoint(call: Call):
     """Add an endpoint; the response carries its whsec_ signing secret, shown this once."""
     b = call.body
@@ -130,23 +131,21 @@ async def create_endpoint(call: Call):
         return {**await _endpoint(conn, endpoint_id), "secret": secret}
 
 
-@api.route("GET", "/api/webhooks", response=EndpointsOut, min_role="admin", tags=TAGS)
+@route("GET", "/api/webhooks", response=EndpointsOut)
 async def list_endpoints(call: Call):
     """Every endpoint with its health (paused ones say why)."""
     async with call.tx() as conn:
         return {"endpoints": await destinations.listed(conn, "webhook_endpoint_json", "webhook")}
 
 
-@api.route("GET", "/api/webhooks/{endpoint_id}", response=EndpointOut, min_role="admin", tags=TAGS)
+@route("GET", "/api/webhooks/{endpoint_id}", response=EndpointOut)
 async def get_endpoint(call: Call):
     """One endpoint."""
     async with call.tx() as conn:
         return await _endpoint(conn, call.uuid_param("endpoint_id"))
 
 
-@api.route(
-    "PATCH", "/api/webhooks/{endpoint_id}", body=EndpointPatch, response=EndpointOut, min_role="admin", tags=TAGS
-)
+@route("PATCH", "/api/webhooks/{endpoint_id}", body=EndpointPatch, response=EndpointOut)
 async def update_endpoint(call: Call):
     """Change the name, URL (vetted again), event kinds, or disable/enable it."""
     b = call.body
@@ -163,21 +162,14 @@ async def update_endpoint(call: Call):
         )
 
 
-@api.route("DELETE", "/api/webhooks/{endpoint_id}", status=204, min_role="admin", tags=TAGS)
+@route("DELETE", "/api/webhooks/{endpoint_id}", status=204)
 async def delete_endpoint(call: Call):
     """Delete an endpoint with its deliveries and secrets."""
     async with call.tx() as conn:
         await destinations.delete(conn, "webhook_endpoint_json", call.uuid_param("endpoint_id"), ENDPOINT_MISSING)
 
 
-@api.route(
-    "POST",
-    "/api/webhooks/{endpoint_id}/rotate-secret",
-    body=RotateIn,
-    response=EndpointOut,
-    min_role="admin",
-    tags=TAGS,
-)
+@route("POST", "/api/webhooks/{endpoint_id}/rotate-secret", body=RotateIn, response=EndpointOut)
 async def rotate_secret(call: Call):
     """A new signing secret (shown once); the old one keeps signing too for overlap_hours."""
     endpoint_id = call.uuid_param("endpoint_id")
@@ -187,7 +179,7 @@ async def rotate_secret(call: Call):
         return {**await _endpoint(conn, endpoint_id), "secret": secret}
 
 
-@api.route("POST", "/api/webhooks/{endpoint_id}/test", response=TestOut, status=202, min_role="admin", tags=TAGS)
+@route("POST", "/api/webhooks/{endpoint_id}/test", response=TestOut, status=202)
 async def send_test(call: Call):
     """Queue a signed webhook.test event to the endpoint."""
     async with call.tx() as conn:
@@ -196,7 +188,7 @@ async def send_test(call: Call):
         }
 
 
-@api.route("GET", "/api/webhooks/{endpoint_id}/deliveries", response=DeliveriesOut, min_role="admin", tags=TAGS)
+@route("GET", "/api/webhooks/{endpoint_id}/deliveries", response=DeliveriesOut)
 async def endpoint_deliveries(call: Call):
     """The endpoint's delivery log, newest first (replay: POST /api/outbox/deliveries/{id}/replay)."""
     endpoint_id = call.uuid_param("endpoint_id")

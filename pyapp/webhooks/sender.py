@@ -14,7 +14,7 @@ from email.utils import parsedate_to_datetime
 
 from pyapp.net import FetchError, FetchRefused
 from pyapp.net.http1 import PinnedClient, ProtocolError
-from pyapp.outbox.senders import Delivery, Destination, Result, classify_http
+from pyapp.outbox.senders import Delivery, Destination, Result, elapsed_ms, http_result
 from pyapp.webhooks import signing
 
 TIMEOUT_S = 15.0
@@ -65,37 +65,23 @@ class WebhookSender:
         except FetchRefused as exc:
             return Result(
                 "failed",
-                latency_ms=_ms(started),
+                latency_ms=elapsed_ms(started),
                 error=f"refused: {exc.message}"[:1000],
                 request=request,
                 pause_reason=f"The URL is not allowed: {exc.message}"[:1000],
             )
         except TimeoutError:
             return Result(
-                "retry", latency_ms=_ms(started), error=f"no answer within {self.timeout:g}s", request=request
+                "retry", latency_ms=elapsed_ms(started), error=f"no answer within {self.timeout:g}s", request=request
             )
         except (FetchError, OSError, ProtocolError, ValueError) as exc:  # FetchFailed: DNS
             return Result(
-                "retry", latency_ms=_ms(started), error=f"{type(exc).__name__}: {exc}"[:1000], request=request
+                "retry", latency_ms=elapsed_ms(started), error=f"{type(exc).__name__}: {exc}"[:1000], request=request
             )
         status = resp.status
         text = resp.body.decode("utf-8", "replace")[:RESPONSE_KEEP]
         retry_after = retry_after_seconds(resp.headers.get("retry-after")) if status == 429 else None
-        outcome = classify_http(status)
-        error = None if outcome == "delivered" else f"HTTP {status}"
-        return Result(
-            outcome,
-            status_code=status,
-            latency_ms=_ms(started),
-            error=error,
-            request=request,
-            response=text,
-            retry_after=retry_after,
-        )
+        return http_result(status, started, request, response=text, retry_after=retry_after)
 
     async def close(self) -> None:
         await self.client.close()
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
+import uuid
 
 import asyncpg
 from aiohttp import WSMsgType, web
@@ -368,28 +369,19 @@ class VisitorSession:
         # statement, one commit; see message_batch), each exactly as post_message would. A
         # resend returns the row stored by an earlier transaction and writes nothing.
         batcher = message_batcher(self.app)
+
+        def post():  # to the conversation the claims name now
+            c, a = self.claims, self.actor
+            return batcher.post(c.tenant_id, c.conversation, frame.body, frame.client_id, a.ip, a.request_id)
+
         try:
-            posted = await batcher.post(
-                self.claims.tenant_id,
-                self.claims.conversation,
-                frame.body,
-                frame.client_id,
-                self.actor.ip,
-                self.actor.request_id,
-            )
+            posted = await post()
         except MessageRefused as exc:
             mapped = from_postgres(exc)
             if mapped is None or mapped.code != "conversation_closed":
                 raise
             await self._converse(anew=True)  # ended (rated, or closed too long ago): a new conversation
-            posted = await batcher.post(
-                self.claims.tenant_id,
-                self.claims.conversation,
-                frame.body,
-                frame.client_id,
-                self.actor.ip,
-                self.actor.request_id,
-            )
+            posted = await post()
         self.status = posted.status
         msg = posted.message
         if posted.duplicate:
@@ -455,28 +447,24 @@ class VisitorSession:
                 if mapped is None or mapped.code == "rate_limited":
                     raise
                 # No conversation can start now (a limit): the lead is kept on its own.
-                async with self.tx() as conn:
-                    await conn.execute(
-                        "SELECT parley.leave_lead($1, $2, $3, $4, $5, $6::inet)",
-                        self.claims.chatbot_id,
-                        frame.name,
-                        frame.email,
-                        frame.phone,
-                        custom,
-                        self.ip,
-                    )
-                self.lead_sent = True
+                await self._store_lead(
+                    "SELECT parley.leave_lead($1, $2, $3, $4, $5, $6::inet)",
+                    self.claims.chatbot_id,
+                    frame,
+                    custom,
+                    self.ip,
+                )
                 self.send({"type": "lead_saved"})
                 return
+        await self._store_lead(
+            "SELECT l.id FROM parley.capture_lead($1, $2, $3, $4, $5) l", self.claims.conversation_id, frame, custom
+        )
+
+    async def _store_lead(self, sql: str, owner: uuid.UUID | None, frame: LeadFrame, custom: dict, *more) -> None:
+        """Store the visitor's details with ``sql`` (its arguments: the owner, the fields, ``more``):
+        on the conversation, or on their own when none could start."""
         async with self.tx() as conn:
-            await conn.fetchval(
-                "SELECT l.id FROM parley.capture_lead($1, $2, $3, $4, $5) l",
-                self.claims.conversation_id,
-                frame.name,
-                frame.email,
-                frame.phone,
-                custom,
-            )
+            await conn.execute(sql, owner, frame.name, frame.email, frame.phone, custom, *more)
         self.lead_sent = True
 
     async def _hooked(self, kind: str, frame: BaseModel) -> None:
