@@ -123,22 +123,28 @@ $$;
 COMMENT ON FUNCTION parley.session_json(uuid, uuid, uuid) IS
   'Internal: what the server needs to mint an access token and answer a sign-in: session id, user, workspace.';
 
-CREATE OR REPLACE FUNCTION parley.start_session(
-  p_user_id uuid, p_refresh_hash bytea, p_refresh_ttl int, p_tenant_id uuid) RETURNS uuid
+DROP FUNCTION IF EXISTS parley.start_session(uuid, bytea, int, uuid);
+CREATE OR REPLACE FUNCTION parley.open_session(
+  p_user_id uuid, p_refresh_hash bytea, p_refresh_ttl int, p_tenant_id uuid DEFAULT NULL,
+  p_sso_issuer text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_family uuid := gen_random_uuid();
+  v_tenant uuid := parley.default_tenant_of(p_user_id, p_tenant_id);
 BEGIN
   INSERT INTO parley.refresh_tokens (family_id, user_id, token_hash, expires_at, tenant_id)
-  VALUES (v_family, p_user_id, p_refresh_hash, now() + make_interval(secs => p_refresh_ttl), p_tenant_id);
-  IF p_tenant_id IS NOT NULL THEN
-    UPDATE parley.users SET last_tenant_id = p_tenant_id WHERE id = p_user_id;
+  VALUES (v_family, p_user_id, p_refresh_hash, now() + make_interval(secs => p_refresh_ttl), v_tenant);
+  IF v_tenant IS NOT NULL THEN
+    UPDATE parley.users SET last_tenant_id = v_tenant WHERE id = p_user_id;
   END IF;
-  RETURN v_family;
+  IF p_sso_issuer IS NOT NULL THEN
+    INSERT INTO parley.sso_sessions (family_id, user_id, issuer) VALUES (v_family, p_user_id, p_sso_issuer);
+  END IF;
+  RETURN parley.session_json(p_user_id, v_tenant, v_family);
 END $$;
-COMMENT ON FUNCTION parley.start_session(uuid, bytea, int, uuid) IS
-  'Internal: open a session (a new refresh-token family) for a person who just proved who they are; returns the family id (the access token''s sid).';
+COMMENT ON FUNCTION parley.open_session(uuid, bytea, int, uuid, text) IS
+  'Internal: open a session (a new refresh-token family) for a person who just proved who they are, in p_tenant_id if they are a member of it, else their default workspace (default_tenant_of); with p_sso_issuer it is marked as opened by that identity provider (sso_sessions). Returns session_json (session_id = the access token''s sid).';
 
 CREATE OR REPLACE FUNCTION parley.audit_for_user(
   p_user_id uuid, p_action text, p_details jsonb DEFAULT '{}') RETURNS void
@@ -199,7 +205,7 @@ COMMENT ON FUNCTION parley.throttle_auth_attempt() IS
 SELECT parley.secure_functions('parley_auth', NULL,
   'parley.act_as_user(uuid)', 'parley.tenant_json(uuid, uuid)', 'parley.user_json(uuid)',
   'parley.default_tenant_of(uuid, uuid)', 'parley.session_json(uuid, uuid, uuid)',
-  'parley.start_session(uuid, bytea, int, uuid)', 'parley.audit_for_user(uuid, text, jsonb)',
+  'parley.open_session(uuid, bytea, int, uuid, text)', 'parley.audit_for_user(uuid, text, jsonb)',
   'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()', 'parley.require_signed_in()');
 
 ---------------------------------------------------------------------------------------------
@@ -215,7 +221,6 @@ AS $$
 DECLARE
   v_user uuid;
   v_tenant uuid;
-  v_session uuid;
 BEGIN
   IF (p_tenant_name IS NULL) <> (p_slug IS NULL) THEN
     PERFORM parley.raise_error(422, 'tenant_incomplete', 'Give both a workspace name and a slug, or neither.');
@@ -237,8 +242,7 @@ BEGIN
     INSERT INTO parley.members (tenant_id, user_id, role) VALUES (v_tenant, v_user, 'owner');
     PERFORM parley.write_audit('auth.sign_up', 'user', v_user::text, '{}', v_tenant);
   END IF;
-  v_session := parley.start_session(v_user, p_refresh_hash, p_refresh_ttl, v_tenant);
-  RETURN parley.session_json(v_user, v_tenant, v_session);
+  RETURN parley.open_session(v_user, p_refresh_hash, p_refresh_ttl, v_tenant);
 END $$;
 COMMENT ON FUNCTION parley.sign_up(text, text, text, text, text, bytea, int) IS
   'Create a person and, when a name and slug are given, their workspace with them as owner; opens a session. 409 email_taken (case-insensitive) or slug_taken. Definer: no tenant exists yet.';
@@ -276,7 +280,6 @@ AS $$
 DECLARE
   v_user parley.users%ROWTYPE;
   v_status text;
-  v_tenant uuid;
 BEGIN
   -- No account lock: failures slow down this email at this address only (21_sign_in_throttle.sql).
   IF p_user_id IS NOT NULL THEN
@@ -300,9 +303,7 @@ BEGIN
   IF v_status <> 'ok' THEN
     RETURN jsonb_build_object('status', v_status);
   END IF;
-  v_tenant := parley.default_tenant_of(p_user_id, NULL);
-  RETURN parley.session_json(p_user_id, v_tenant,
-                             parley.start_session(p_user_id, p_refresh_hash, p_refresh_ttl, v_tenant));
+  RETURN parley.open_session(p_user_id, p_refresh_hash, p_refresh_ttl);
 END $$;
 COMMENT ON FUNCTION parley.finish_sign_in(text, uuid, text, boolean, bytea, int) IS
   'Step 2 of sign-in: record the outcome for this email at the request''s address (record_sign_in_result: a failure counts towards the backoff, also for an unknown email; a success clears it) and, for a success, open a session in the last-used workspace. No account-wide lock. Audited (auth.sign_in / auth.sign_in_failed) in each workspace of the person. Returns {status: ok|invalid, ...}; never raises, so failures are committed.';
@@ -393,29 +394,23 @@ COMMENT ON FUNCTION parley.switch_tenant(uuid) IS
   'Move the current session to another live workspace the person belongs to (404 otherwise); refreshes keep it and the next sign-in lands there.';
 
 CREATE OR REPLACE FUNCTION parley.get_me(p_tenant_id uuid) RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-DECLARE
-  v_user uuid := parley.require_signed_in();
-BEGIN
-  RETURN jsonb_build_object('user', parley.user_json(v_user),
-                            'tenant', parley.tenant_json(p_tenant_id, v_user),
-                            'session_id', parley.current_session_id());
-END $$;
+  SELECT jsonb_build_object('user', parley.user_json(me), 'tenant', parley.tenant_json(p_tenant_id, me),
+                            'session_id', parley.current_session_id())
+    FROM parley.require_signed_in() me
+$$;
 COMMENT ON FUNCTION parley.get_me(uuid) IS
   'The signed-in person and the workspace their token names (NULL if none, left or deleted).';
 
 CREATE OR REPLACE FUNCTION parley.list_my_tenants() RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-DECLARE
-  v_user uuid := parley.require_signed_in();
-BEGIN
-  RETURN coalesce((
-    SELECT jsonb_agg(parley.tenant_json(m.tenant_id, v_user) ORDER BY t.name, t.id)
-      FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
-     WHERE m.user_id = v_user), '[]'::jsonb);
-END $$;
+  SELECT coalesce((SELECT jsonb_agg(parley.tenant_json(m.tenant_id, me) ORDER BY t.name, t.id)
+                     FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id AND t.deleted_at IS NULL
+                    WHERE m.user_id = me), '[]'::jsonb)
+    FROM parley.require_signed_in() me
+$$;
 COMMENT ON FUNCTION parley.list_my_tenants() IS
   'Every live workspace the signed-in person belongs to, with their role. Definer: memberships of other tenants are outside the RLS scope.';
 

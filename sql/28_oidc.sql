@@ -65,8 +65,6 @@ AS $$
 DECLARE
   v_user uuid;
   v_by_email uuid;
-  v_tenant uuid;
-  v_session uuid;
   v_email text := nullif(btrim(coalesce(p_email, '')), '');
   v_name text := left(btrim(coalesce(p_name, '')), 200);
 BEGIN
@@ -124,11 +122,8 @@ BEGIN
   PERFORM parley.act_as_user(v_user);
   UPDATE parley.user_identities SET last_used_at = now(), email = coalesce(v_email, email)
    WHERE issuer = p_issuer AND subject = p_subject;
-  v_tenant := parley.default_tenant_of(v_user, NULL);
-  v_session := parley.start_session(v_user, p_refresh_hash, p_refresh_ttl, v_tenant);
-  INSERT INTO parley.sso_sessions (family_id, user_id, issuer) VALUES (v_session, v_user, p_issuer);
   PERFORM parley.audit_for_user(v_user, 'auth.sign_in', jsonb_build_object('method', 'sso', 'provider', p_provider));
-  RETURN parley.session_json(v_user, v_tenant, v_session);
+  RETURN parley.open_session(v_user, p_refresh_hash, p_refresh_ttl, NULL, p_issuer);
 END $$;
 COMMENT ON FUNCTION parley.oidc_sign_in(text, text, text, text, boolean, text, uuid, boolean, bytea, int) IS
   'Finish a sign-in whose id_token the server verified: the person linked to (issuer, subject); else the account with the same email when the provider says it is verified (linked now; unverified → status unverified_email, nothing linked); else a new person when sign-up is allowed (no usable password). Opens a session marked as SSO (sso_sessions) and audits it. With p_link_user_id, links the identity to that signed-in person instead (409 identity_taken when it belongs to someone else). Returns session_json, or {status: linked|unverified_email|no_account|no_email}.';
@@ -148,11 +143,8 @@ CREATE OR REPLACE FUNCTION parley.unlink_my_identity(p_provider text) RETURNS vo
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_user uuid := parley.current_user_id();
+  v_user uuid := parley.require_signed_in();
 BEGIN
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(401, 'unauthenticated', 'Sign in first.');
-  END IF;
   IF NOT EXISTS (SELECT 1 FROM parley.user_identities i WHERE i.user_id = v_user AND i.provider = p_provider) THEN
     PERFORM parley.raise_error(404, 'identity_not_found', 'No identity of this provider is linked to your account.');
   END IF;

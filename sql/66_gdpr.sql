@@ -261,18 +261,16 @@ COMMENT ON FUNCTION parley.tenant_purge_grace() IS
   'How long a deleted workspace can be restored before it is purged: the purge_grace setting of parley.server_setting_catalog, 30 days unless set (ALTER DATABASE … SET parley.purge_grace = ''7 days'').';
 
 CREATE OR REPLACE FUNCTION parley.list_my_deleted_tenants() RETURNS jsonb
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-DECLARE
-  v_user uuid := parley.require_signed_in();
-BEGIN
-  RETURN coalesce((
-    SELECT jsonb_agg(jsonb_build_object('id', t.id, 'slug', t.slug, 'name', t.name, 'deleted_at', t.deleted_at,
-                                        'purge_after', t.purge_after) ORDER BY t.deleted_at DESC, t.id)
-      FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id
-     WHERE m.user_id = v_user AND m.role = 'owner' AND t.deleted_at IS NOT NULL AND t.purge_after > now()),
-    '[]'::jsonb);
-END $$;
+  SELECT coalesce((SELECT jsonb_agg(jsonb_build_object('id', t.id, 'slug', t.slug, 'name', t.name,
+                                                       'deleted_at', t.deleted_at, 'purge_after', t.purge_after)
+                                    ORDER BY t.deleted_at DESC, t.id)
+                     FROM parley.members m JOIN parley.tenants t ON t.id = m.tenant_id
+                    WHERE m.user_id = me AND m.role = 'owner' AND t.deleted_at IS NOT NULL AND t.purge_after > now()),
+                  '[]'::jsonb)
+    FROM parley.require_signed_in() me
+$$;
 COMMENT ON FUNCTION parley.list_my_deleted_tenants() IS
   'Workspaces the signed-in person owns that are deleted but still in their grace period (restorable), with when they will be purged.';
 

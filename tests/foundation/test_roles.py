@@ -25,7 +25,7 @@ FORBIDDEN = [
     "SELECT key_hash FROM parley.api_keys",
     "SELECT token_hash FROM parley.invites",
     "SELECT * FROM parley.refresh_tokens",
-    "SELECT parley.start_session(gen_random_uuid(), '\\x00', 60, NULL)",
+    "SELECT parley.open_session(gen_random_uuid(), '\\x00', 60)",
     "SELECT parley.revoke_user_sessions(gen_random_uuid())",
 ]
 

@@ -75,8 +75,9 @@ class Rows:
                 " RETURNING id", email, name)
             await self.owner_conn.execute("INSERT INTO parley.members (tenant_id, user_id, role) VALUES ($1, $2, $3)",
                                           tenant.tenant_id, user_id, role)
-            session_id = await self.owner_conn.fetchval("SELECT parley.start_session($1, $2, $3, $4)", user_id,
-                                                        new_opaque_token()[1], REFRESH_TTL, tenant.tenant_id)
+            session_id = await self.owner_conn.fetchval(
+                "SELECT (parley.open_session($1, $2, $3, $4) ->> 'session_id')::uuid", user_id,
+                new_opaque_token()[1], REFRESH_TTL, tenant.tenant_id)
         return Person(user_id, tenant.tenant_id, session_id, email, role)
 
     async def chatbot(self, admin: Person, name: str = "Helper", origins=(), config: dict | None = None) -> dict:
