@@ -30,6 +30,7 @@ import re
 import time
 import unicodedata
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -255,44 +256,47 @@ async def _record(
     """Store the turn (assistant_turns); with ``status``, returns the conversation's status
     after it, read in the same transaction (None otherwise or when nothing could be stored)."""
     metrics.BOT_TURNS.labels(outcome).inc()
-    try:
-        async with turn.service_tx() as conn:
-            await conn.execute(
-                "SELECT parley.record_assistant_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                turn.conversation_id,
-                question,
-                outcome,
-                grounded,
-                turn.message.get("id"),
-                reply_id,
-                provider,
-                passages,
-                first_token_ms,
-                total_ms,
-            )
-            if not status:
-                return None
-            return await conn.fetchval(
-                "SELECT c.status FROM parley.conversations c WHERE c.id = $1", turn.conversation_id
-            )
-    except asyncpg.PostgresError as exc:
-        log.warning("assistant turn not recorded: %s", exc)
+    async with _best_effort(turn, "assistant turn") as conn:
+        await conn.execute(
+            "SELECT parley.record_assistant_turn($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            turn.conversation_id,
+            question,
+            outcome,
+            grounded,
+            turn.message.get("id"),
+            reply_id,
+            provider,
+            passages,
+            first_token_ms,
+            total_ms,
+        )
+        if not status:
+            return None
+        return await conn.fetchval("SELECT c.status FROM parley.conversations c WHERE c.id = $1", turn.conversation_id)
     return None
 
 
 async def _notice(turn: BotTurn, kind: str, lang: str) -> None:
     """Say a system text (handoff, ai_quota, assistant_unavailable) as the tenant's template for it asks."""
+    async with _best_effort(turn, f"notice {kind}") as conn:
+        await conn.fetchval(
+            "SELECT parley.post_system_text($1, $2, $3, $4)",
+            turn.conversation_id,
+            kind,
+            lang,
+            {"offer_human": kind != "handoff"},
+        )
+
+
+@contextlib.asynccontextmanager
+async def _best_effort(turn: BotTurn, what: str) -> AsyncIterator[asyncpg.Connection]:
+    """The turn's service transaction for a write the reply goes on without: a database error
+    rolls it back and is logged, not raised."""
     try:
         async with turn.service_tx() as conn:
-            await conn.fetchval(
-                "SELECT parley.post_system_text($1, $2, $3, $4)",
-                turn.conversation_id,
-                kind,
-                lang,
-                {"offer_human": kind != "handoff"},
-            )
+            yield conn
     except asyncpg.PostgresError as exc:
-        log.warning("notice %s not stored: %s", kind, exc)
+        log.warning("%s not stored: %s", what, exc)
 
 
 async def _declined_text(turn: BotTurn, lang: str, conn: asyncpg.Connection | None = None) -> str:
