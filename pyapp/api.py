@@ -199,12 +199,12 @@ class Api:
 
         return deco
 
-    def group(self, **shared: Any) -> Callable[..., Callable]:
+    def group(self, prefix: str = "", **shared: Any) -> Callable[..., Callable]:
         """A surface's route decorator: ``route``'s options its routes all share (tags, auth, min_role,
-        keys) stated once; each route gives the rest."""
+        keys) and the start of their paths stated once; each route gives the rest."""
 
         def route(method: str, path: str, **options: Any):
-            return self.route(method, path, **shared, **options)
+            return self.route(method, prefix + path, **shared, **options)
 
         return route
 

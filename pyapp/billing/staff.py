@@ -22,7 +22,9 @@ from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip
 from pyapp.db import Actor, tenant_tx
 
 TAGS = ("staff",)
-route = api.group(auth="user", tags=TAGS)
+staff_route = api.group(auth="user", tags=TAGS)
+# Staff acting in one tenant: in_tenant(call) opens the transaction as the path's tenant.
+tenant_route = api.group("/api/staff/tenants/{tenant_id}", auth="user", tags=TAGS)
 
 
 class TenantsQuery(BaseModel):
@@ -114,13 +116,13 @@ def in_tenant(call: Call):
     return staff_in_tenant(call.pool, call.request, call.uuid_param("tenant_id"), call.user_id, call.session_id)
 
 
-@route("GET", "/api/staff/stats", summary="Installation-wide figures")
+@staff_route("GET", "/api/staff/stats", summary="Installation-wide figures")
 async def stats(call: Call):
     async with staff_tx(call) as conn:
         return await conn.fetchval("SELECT parley.staff_stats()")
 
 
-@route("GET", "/api/staff/tenants", query=TenantsQuery, summary="Find tenants")
+@staff_route("GET", "/api/staff/tenants", query=TenantsQuery, summary="Find tenants")
 async def find_tenants(call: Call):
     async with staff_tx(call) as conn:
         return {
@@ -128,7 +130,7 @@ async def find_tenants(call: Call):
         }
 
 
-@route("GET", "/api/staff/audit", query=AuditQuery, summary="Audit trail across tenants")
+@staff_route("GET", "/api/staff/audit", query=AuditQuery, summary="Audit trail across tenants")
 async def audit(call: Call):
     async with staff_tx(call) as conn:
         return {
@@ -136,12 +138,7 @@ async def audit(call: Call):
         }
 
 
-@route(
-    "POST",
-    "/api/staff/tenants/{tenant_id}/plan",
-    body=PlanIn,
-    summary="Assign a plan (the same plan change the webhook makes)",
-)
+@tenant_route("POST", "/plan", body=PlanIn, summary="Assign a plan (the same plan change the webhook makes)")
 async def assign_plan(call: Call):
     async with in_tenant(call) as conn:
         return await conn.fetchval(
@@ -151,12 +148,7 @@ async def assign_plan(call: Call):
         )
 
 
-@route(
-    "POST",
-    "/api/staff/tenants/{tenant_id}/limits",
-    body=LimitsIn,
-    summary="Set per-tenant limit overrides (null inherits, 0 unlimited)",
-)
+@tenant_route("POST", "/limits", body=LimitsIn, summary="Set per-tenant limit overrides (null inherits, 0 unlimited)")
 async def set_limits(call: Call):
     async with in_tenant(call) as conn:
         return await conn.fetchval("SELECT parley.staff_set_limits($1)", call.body.model_dump(exclude_unset=True))
@@ -167,19 +159,19 @@ async def _suspended(call: Call, suspended: bool) -> dict:
         return {"suspended_at": await conn.fetchval("SELECT parley.staff_suspend($1, $2)", suspended, call.body.reason)}
 
 
-@route("POST", "/api/staff/tenants/{tenant_id}/suspend", body=SuspendIn, summary="Suspend a tenant (data kept)")
+@tenant_route("POST", "/suspend", body=SuspendIn, summary="Suspend a tenant (data kept)")
 async def suspend(call: Call):
     return await _suspended(call, True)
 
 
-@route("POST", "/api/staff/tenants/{tenant_id}/unsuspend", body=SuspendIn, summary="Lift a suspension")
+@tenant_route("POST", "/unsuspend", body=SuspendIn, summary="Lift a suspension")
 async def unsuspend(call: Call):
     return await _suspended(call, False)
 
 
-@route(
+@tenant_route(
     "DELETE",
-    "/api/staff/tenants/{tenant_id}",
+    "",
     status=204,
     summary="Delete a tenant (purged after the grace period; its owners can restore it until then)",
 )

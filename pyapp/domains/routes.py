@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api
-from pyapp.billing.staff import in_tenant, staff_tx
+from pyapp.billing.staff import in_tenant, staff_route, staff_tx, tenant_route
 from pyapp.context import POOL, SETTINGS
 from pyapp.domains.dns import DomainDns, domain_config
 from pyapp.domains.host import custom_domain_host
@@ -17,7 +17,6 @@ from pyapp.errors import ApiError
 
 TAGS = ("domains",)
 route = api.group(min_role="admin", tags=TAGS)
-staff_route = api.group(auth="user", tags=("staff",))
 DNS = web.AppKey("domain_dns", DomainDns)
 
 
@@ -100,23 +99,13 @@ async def remove(call: Call):
     return None
 
 
-@staff_route(
-    "GET",
-    "/api/staff/domains",
-    query=StaffDomainsQuery,
-    summary="Staff: custom domains of every workspace",
-)
+@staff_route("GET", "/api/staff/domains", query=StaffDomainsQuery, summary="Staff: custom domains of every workspace")
 async def staff_list(call: Call):
     async with staff_tx(call) as conn:
         return {"domains": await conn.fetchval("SELECT parley.staff_domains($1, $2)", call.query.q, call.query.limit)}
 
 
-@staff_route(
-    "POST",
-    "/api/staff/tenants/{tenant_id}/domains/{hostname}",
-    body=StaffDomainIn,
-    summary="Staff: force a domain active or disable it",
-)
+@tenant_route("POST", "/domains/{hostname}", body=StaffDomainIn, summary="Staff: force a domain active or disable it")
 async def staff_set(call: Call):
     async with in_tenant(call) as conn:
         out = await conn.fetchval(
