@@ -12,7 +12,10 @@
 --                                    subject to max_open_conversations)
 --
 -- Every transition locks the conversation row first (lock_conversation) and writes its events
--- through parley.emit_event; the lock order all writers keep is in 45_events.sql.
+-- through parley.emit_event; the lock order all writers keep is in 45_events.sql. The ones a
+-- member or the visitor asks for by name (human, claim, assign, release, close, reopen) are rows
+-- of parley.conversation_transitions, applied by transition_conversation; an agent's reply and a
+-- returning visitor move the state in post_message (44_messages.sql), idle close here.
 --
 -- Bot handoff after misses: bot_misses counts the bot's ungrounded answers in a row (a bot
 -- message with meta.grounded = false; store_message, 44_messages.sql). A grounded answer and
@@ -72,25 +75,7 @@ END $$;
 COMMENT ON FUNCTION parley.lock_conversation(uuid) IS
   'Lock a conversation of the current tenant FOR UPDATE (held to commit: serialises its writers) and return it; 404 when not visible, 403 when a visitor names another conversation.';
 
--- How every transition below is applied, once its rule has been checked on the locked row.
-CREATE OR REPLACE FUNCTION parley.move_conversation(p_conv parley.conversations, p_status text, p_assignee uuid,
-                                                    p_event text, p_data jsonb)
-RETURNS parley.conversations
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_conv parley.conversations;
-BEGIN
-  UPDATE parley.conversations c
-     SET status = p_status, assignee_id = p_assignee, last_activity_at = now(),
-         closed_at = CASE WHEN p_status = 'closed' THEN now() END,
-         bot_misses = CASE WHEN p_status = 'closed' THEN c.bot_misses ELSE 0 END
-   WHERE c.tenant_id = p_conv.tenant_id AND c.id = p_conv.id RETURNING * INTO v_conv;
-  PERFORM parley.emit_event(p_event, v_conv.id, NULL, p_data);
-  RETURN v_conv;
-END $$;
-COMMENT ON FUNCTION parley.move_conversation(parley.conversations, text, uuid, text, jsonb) IS
-  'Internal to the transitions: set a locked conversation''s status and assignee, its activity time, closed_at (now when closing, else none) and the bot-miss count (0 unless closing), and emit p_event with p_data. The caller has checked the move.';
+DROP FUNCTION IF EXISTS parley.move_conversation(parley.conversations, text, uuid, text, jsonb);
 
 -- The JSON builders are plain expressions with no sub-SELECT, so Postgres inlines them into
 -- the calling query (see 44_messages.sql); the name lookup they need is a small plpgsql
@@ -242,139 +227,110 @@ COMMENT ON FUNCTION parley.other_visitor_conversations(uuid) IS
 GRANT EXECUTE ON FUNCTION parley.other_visitor_conversations(uuid) TO parley_app;
 
 ------------------------------------------------------------------------------------------
--- Transitions
+-- Transitions: the state machine above as rows of parley.conversation_transitions (migration
+-- 0037), each named as the action of the actions catalog that asks for it (57_actions.sql),
+-- applied by the one function transition_conversation(conversation, name[, member]).
 
-CREATE OR REPLACE FUNCTION parley.request_human(p_conversation_id uuid)
-RETURNS parley.conversations
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_conv parley.conversations;
-BEGIN
-  v_conv := parley.lock_conversation(p_conversation_id);
-  IF v_conv.status = 'waiting_human' THEN
-    RETURN v_conv;  -- asking twice is harmless
-  ELSIF v_conv.status <> 'bot' THEN
-    PERFORM parley.raise_error(409, 'invalid_transition',
-      format('Cannot ask for a human in a conversation that is %s.', v_conv.status));
-  END IF;
-  RETURN parley.move_conversation(v_conv, 'waiting_human', v_conv.assignee_id, 'human_requested',
-                                  parley.handoff_data('requested'));
-END $$;
-COMMENT ON FUNCTION parley.request_human(uuid) IS
-  'bot → waiting_human (visitor or member); already waiting is a no-op; human/closed give 409 invalid_transition. Event human_requested (data: parley.handoff_data, with how many members were online).';
+GRANT SELECT ON parley.conversation_transitions TO parley_app, parley_jobs;
 
-CREATE OR REPLACE FUNCTION parley.claim_conversation(p_conversation_id uuid)
+INSERT INTO parley.conversation_transitions AS t
+       (name, from_states, to_status, assignee, event, staff_only, needs_person, assignee_only, counts_seat,
+        repeat_is_noop, refusal)
+VALUES
+  ('human', '{bot}', 'waiting_human', 'kept', 'human_requested', false, false, false, false, true,
+   'Cannot ask for a human in a conversation that is %s.'),
+  ('claim', '{bot,waiting_human,human}', 'human', 'actor', 'claimed', true, true, false, true, true,
+   'The conversation is closed.'),
+  ('assign', '{bot,waiting_human,human}', 'human', 'member', 'assigned', true, false, false, false, true,
+   'The conversation is closed.'),
+  ('release', '{waiting_human,human}', 'bot', 'none', 'released', true, false, true, false, false,
+   'Only a conversation with or waiting for a human can go back to the bot (it is %s).'),
+  ('close', '{bot,waiting_human,human}', 'closed', 'kept', 'closed', false, false, false, false, false,
+   'The conversation is already closed.'),
+  ('reopen', '{closed}', 'human', 'actor', 'reopened', false, false, false, false, false,
+   'Only a closed conversation can be reopened.')
+ON CONFLICT (name) DO UPDATE
+   SET from_states = EXCLUDED.from_states, to_status = EXCLUDED.to_status, assignee = EXCLUDED.assignee,
+       event = EXCLUDED.event, staff_only = EXCLUDED.staff_only, needs_person = EXCLUDED.needs_person,
+       assignee_only = EXCLUDED.assignee_only, counts_seat = EXCLUDED.counts_seat,
+       repeat_is_noop = EXCLUDED.repeat_is_noop, refusal = EXCLUDED.refusal;
+
+CREATE OR REPLACE FUNCTION parley.transition_conversation(p_conversation_id uuid, p_action text,
+                                                          p_user_id uuid DEFAULT NULL)
 RETURNS parley.conversations
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_user uuid := parley.current_user_id();
+  v_rule parley.conversation_transitions;
   v_conv parley.conversations;
+  v_assignee uuid;
+  v_status text;
+  v_data jsonb;
 BEGIN
-  PERFORM parley.require_staff();
-  IF v_user IS NULL THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Only a signed-in agent can claim a conversation.');
+  SELECT * INTO v_rule FROM parley.conversation_transitions t WHERE t.name = p_action;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'no conversation transition %', p_action;  -- a caller's mistake, not a client's
+  END IF;
+  IF v_rule.staff_only THEN
+    PERFORM parley.require_staff();
+  END IF;
+  IF v_rule.needs_person AND v_user IS NULL THEN
+    PERFORM parley.raise_error(403, 'forbidden', format('Only a signed-in agent can %s a conversation.', p_action));
   END IF;
   -- Two agents claiming at once: the row lock makes the second wait, then see the first's claim.
   v_conv := parley.lock_conversation(p_conversation_id);
-  IF v_conv.status = 'human' AND v_conv.assignee_id = v_user THEN
-    RETURN v_conv;
-  ELSIF v_conv.status = 'closed' OR (v_conv.status = 'human' AND v_conv.assignee_id IS NOT NULL) THEN
-    PERFORM parley.raise_error(409, 'invalid_transition',
-      CASE WHEN v_conv.status = 'closed' THEN 'The conversation is closed.'
-           ELSE 'Another agent has already claimed this conversation.' END);
-  END IF;
-  PERFORM parley.note_active_seat(v_user);
-  RETURN parley.move_conversation(v_conv, 'human', v_user, 'claimed', jsonb_build_object('assignee_id', v_user));
-END $$;
-COMMENT ON FUNCTION parley.claim_conversation(uuid) IS
-  'The signed-in agent takes an unassigned conversation (bot / waiting_human / human without assignee → human, assignee = me). Claiming one''s own is a no-op; claimed by someone else or closed → 409. Exactly one of two concurrent claims wins. Event claimed.';
-
-CREATE OR REPLACE FUNCTION parley.assign_conversation(p_conversation_id uuid, p_user_id uuid)
-RETURNS parley.conversations
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_conv parley.conversations;
-BEGIN
-  PERFORM parley.require_staff();
-  v_conv := parley.lock_conversation(p_conversation_id);
-  IF NOT EXISTS (SELECT 1 FROM parley.members m
-                  WHERE m.tenant_id = v_conv.tenant_id AND m.user_id = p_user_id) THEN
+  IF v_rule.assignee = 'member' AND NOT EXISTS (SELECT 1 FROM parley.members m
+                                                 WHERE m.tenant_id = v_conv.tenant_id AND m.user_id = p_user_id) THEN
     PERFORM parley.raise_error(422, 'not_a_member', 'Conversations can only be assigned to members of this workspace.');
   END IF;
-  IF v_conv.status = 'closed' THEN
-    PERFORM parley.raise_error(409, 'invalid_transition', 'The conversation is closed.');
+  v_assignee := CASE v_rule.assignee WHEN 'kept' THEN v_conv.assignee_id WHEN 'actor' THEN v_user
+                                     WHEN 'member' THEN p_user_id END;
+  -- With nobody to talk to, a move to human goes to the bot (a reopen by an API key or the visitor).
+  v_status := CASE WHEN v_rule.to_status = 'human' AND v_assignee IS NULL THEN 'bot' ELSE v_rule.to_status END;
+  IF v_rule.repeat_is_noop AND v_conv.status = v_status AND v_conv.assignee_id IS NOT DISTINCT FROM v_assignee THEN
+    RETURN v_conv;  -- asking again for what already is: harmless
   END IF;
-  IF v_conv.status = 'human' AND v_conv.assignee_id = p_user_id THEN
-    RETURN v_conv;
+  IF NOT v_conv.status = ANY (v_rule.from_states) THEN
+    PERFORM parley.raise_error(409, 'invalid_transition', format(v_rule.refusal, v_conv.status));
   END IF;
-  RETURN parley.move_conversation(v_conv, 'human', p_user_id, 'assigned',
-    jsonb_build_object('assignee_id', p_user_id, 'previous_assignee_id', v_conv.assignee_id));
-END $$;
-COMMENT ON FUNCTION parley.assign_conversation(uuid, uuid) IS
-  'Give a conversation to a member (status human, assignee = p_user_id); 422 not_a_member, 409 when closed, no-op when already theirs. Event assigned.';
-
-CREATE OR REPLACE FUNCTION parley.release_conversation(p_conversation_id uuid)
-RETURNS parley.conversations
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_user uuid := parley.current_user_id();
-  v_conv parley.conversations;
-BEGIN
-  PERFORM parley.require_staff();
-  v_conv := parley.lock_conversation(p_conversation_id);
-  IF v_conv.status NOT IN ('human', 'waiting_human') THEN
-    PERFORM parley.raise_error(409, 'invalid_transition',
-      format('Only a conversation with or waiting for a human can go back to the bot (it is %s).', v_conv.status));
+  -- Another agent's conversation changes hands only by assigning it.
+  IF v_rule.assignee = 'actor' AND v_conv.status = 'human' AND v_conv.assignee_id <> v_user THEN
+    PERFORM parley.raise_error(409, 'invalid_transition', 'Another agent has already claimed this conversation.');
   END IF;
-  IF v_user IS NOT NULL AND v_conv.assignee_id IS NOT NULL AND v_conv.assignee_id <> v_user
+  IF v_rule.assignee_only AND v_user IS NOT NULL AND v_conv.assignee_id <> v_user
      AND parley.actor_role_rank() < parley.role_rank('admin') THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Only the assignee or an admin can release this conversation.');
+    PERFORM parley.raise_error(403, 'forbidden', format('Only the assignee or an admin can %s this conversation.',
+                                                      p_action));
   END IF;
-  RETURN parley.move_conversation(v_conv, 'bot', NULL, 'released', '{}');
-END $$;
-COMMENT ON FUNCTION parley.release_conversation(uuid) IS
-  'human / waiting_human → bot, unassigned (the assignee, an admin, or an API key); bot/closed → 409. Event released.';
-
-CREATE OR REPLACE FUNCTION parley.close_conversation(p_conversation_id uuid)
-RETURNS parley.conversations
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_conv parley.conversations;
-BEGIN
-  v_conv := parley.lock_conversation(p_conversation_id);
   IF v_conv.status = 'closed' THEN
-    PERFORM parley.raise_error(409, 'invalid_transition', 'The conversation is already closed.');
+    PERFORM parley.check_open_conversation_limit();  -- leaving closed counts against max_open_conversations
   END IF;
-  RETURN parley.move_conversation(v_conv, 'closed', v_conv.assignee_id, 'closed',
-                                  jsonb_build_object('reason', 'closed'));
+  IF v_rule.counts_seat THEN
+    PERFORM parley.note_active_seat(v_user);
+  END IF;
+  v_data := CASE v_rule.event
+              WHEN 'human_requested' THEN parley.handoff_data('requested')
+              WHEN 'claimed' THEN jsonb_build_object('assignee_id', v_assignee)
+              WHEN 'assigned' THEN jsonb_build_object('assignee_id', v_assignee, 'previous_assignee_id', v_conv.assignee_id)
+              WHEN 'closed' THEN jsonb_build_object('reason', 'closed')
+              WHEN 'reopened' THEN jsonb_build_object('status', v_status)
+              ELSE '{}' END;
+  UPDATE parley.conversations c
+     SET status = v_status, assignee_id = v_assignee, last_activity_at = now(),
+         closed_at = CASE WHEN v_status = 'closed' THEN now() END,
+         bot_misses = CASE WHEN v_status = 'closed' THEN c.bot_misses ELSE 0 END
+   WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id RETURNING * INTO v_conv;
+  PERFORM parley.emit_event(v_rule.event, v_conv.id, NULL, v_data);
+  RETURN v_conv;
 END $$;
-COMMENT ON FUNCTION parley.close_conversation(uuid) IS
-  'Any open status → closed (a member, or the visitor of this conversation); closed → 409. The assignee is kept for the record. Event closed.';
+COMMENT ON FUNCTION parley.transition_conversation(uuid, text, uuid) IS
+  'Apply the transition p_action (a row of parley.conversation_transitions) to a conversation of the current tenant, checked in this order: members only (403), a signed-in person (403), the conversation (lock_conversation: 404, 403 for another''s visitor), the member p_user_id to assign (422 not_a_member), already so (no-op, when the row says so), its from_states (409 invalid_transition with the row''s refusal), another agent''s conversation (409), its assignee or an admin (403), leaving closed (402 at max_open_conversations). Then the status (human without an assignee: bot), assignee, activity time, closed_at (now when closing, else none), bot-miss count (0 unless closing), an active seat when the row counts one, and the row''s event with its data.';
 
-CREATE OR REPLACE FUNCTION parley.reopen_conversation(p_conversation_id uuid)
-RETURNS parley.conversations
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_user uuid := parley.current_user_id();
-  v_conv parley.conversations;
-  v_status text;
-BEGIN
-  v_conv := parley.lock_conversation(p_conversation_id);
-  IF v_conv.status <> 'closed' THEN
-    PERFORM parley.raise_error(409, 'invalid_transition', 'Only a closed conversation can be reopened.');
-  END IF;
-  PERFORM parley.check_open_conversation_limit();
-  v_status := CASE WHEN v_user IS NOT NULL THEN 'human' ELSE 'bot' END;
-  RETURN parley.move_conversation(v_conv, v_status, v_user, 'reopened', jsonb_build_object('status', v_status));
-END $$;
-COMMENT ON FUNCTION parley.reopen_conversation(uuid) IS
-  'closed → human assigned to the reopening agent (signed-in user), or → bot for anyone else; not closed → 409; 402 at max_open_conversations. Event reopened.';
+-- Each transition had a function of its own before the table (callers name the row now).
+DROP FUNCTION IF EXISTS parley.request_human(uuid), parley.claim_conversation(uuid),
+  parley.assign_conversation(uuid, uuid), parley.release_conversation(uuid), parley.close_conversation(uuid),
+  parley.reopen_conversation(uuid);
 
 CREATE OR REPLACE FUNCTION parley.codename_max() RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE

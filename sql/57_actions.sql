@@ -24,24 +24,24 @@ SELECT v.key, v.position, v.roles, v.states, v.input, v.function, v.args, v.surf
   FROM (VALUES
   ('claim', 1, '{agent,admin,owner}'::text[], '{bot,waiting_human}'::text[],
    '{"type": "object", "properties": {}, "additionalProperties": false}'::jsonb,
-   'parley.claim_conversation(uuid)', '{}'::text[],
+   'parley.transition_conversation(uuid,text,uuid)', '{}'::text[],
    '{telegram_keyboard,telegram_command,console,api}'::text[], true, false),
   ('release', 2, '{agent,admin,owner}', '{waiting_human,human}',
    '{"type": "object", "properties": {}, "additionalProperties": false}',
-   'parley.release_conversation(uuid)', '{}',
+   'parley.transition_conversation(uuid,text,uuid)', '{}',
    '{telegram_keyboard,telegram_command,console,api}', false, true),
   ('close', 3, '{agent,admin,owner}', '{bot,waiting_human,human}',
    '{"type": "object", "properties": {}, "additionalProperties": false}',
-   'parley.close_conversation(uuid)', '{}',
+   'parley.transition_conversation(uuid,text,uuid)', '{}',
    '{telegram_keyboard,telegram_command,console,api}', false, false),
   ('reopen', 4, '{agent,admin,owner}', '{closed}',
    '{"type": "object", "properties": {}, "additionalProperties": false}',
-   'parley.reopen_conversation(uuid)', '{}',
+   'parley.transition_conversation(uuid,text,uuid)', '{}',
    '{telegram_keyboard,telegram_command,console,api}', false, false),
   ('assign', 5, '{agent,admin,owner}', '{bot,waiting_human,human}',
    '{"type": "object", "required": ["user_id"], "additionalProperties": false,
      "properties": {"user_id": {"type": "string", "format": "uuid", "description": "a member''s user id"}}}',
-   'parley.assign_conversation(uuid,uuid)', '{user_id}',
+   'parley.transition_conversation(uuid,text,uuid)', '{user_id}',
    '{console,api}', false, false),
   ('note', 6, '{agent,admin,owner}', '{bot,waiting_human,human,closed}',
    jsonb_build_object('type', 'object', 'required', jsonb_build_array('body'), 'additionalProperties', false,
@@ -61,7 +61,7 @@ SELECT v.key, v.position, v.roles, v.states, v.input, v.function, v.args, v.surf
    '{telegram_command,console,api}', false, false),
   ('human', 8, '{visitor}', '{bot}',
    '{"type": "object", "properties": {}, "additionalProperties": false}',
-   'parley.request_human(uuid)', '{}',
+   'parley.transition_conversation(uuid,text,uuid)', '{}',
    '{widget}', false, false),
   ('rate', 9, '{visitor}', '{closed}',
    '{"type": "object", "required": ["score"], "additionalProperties": false,
@@ -264,7 +264,6 @@ DECLARE
   v_role text := parley.acting_role();
   v_visitor boolean := parley.current_actor_kind() = 'visitor';
   v_conv parley.conversations;
-  v_fn oid;
   v_call text;
 BEGIN
   SELECT * INTO v_action FROM parley.conversation_action_catalog a
@@ -291,17 +290,18 @@ BEGIN
       format('%s is not possible while the conversation is %s.', parley.action_label(p_action, 'en'),
              replace(v_conv.status, '_', ' ')));
   END IF;
-  -- The function and its arguments come from the catalog, which only the owner writes; each
-  -- argument is the input's property cast to the type the function declares.
-  v_fn := to_regprocedure(v_action.function);
-  SELECT format('SELECT 1 FROM %I.%I($1%s)', n.nspname, p.proname,
-                (SELECT string_agg(format(', ($2->>%L)::%s', a.name, format_type(p.proargtypes[a.i], NULL)), ''
-                                   ORDER BY a.i)
+  -- The function and its arguments come from the catalog, which only the owner writes: the
+  -- conversation id, the action's key when the function's second parameter is p_action (the
+  -- transitions), then each argument: the input's property cast to the type the function declares.
+  SELECT format('SELECT 1 FROM %I.%I($1%s%s)', n.nspname, p.proname, CASE WHEN k.keyed THEN ', $3' END,
+                (SELECT string_agg(format(', ($2->>%L)::%s', a.name,
+                                          format_type(p.proargtypes[a.i + k.keyed::int], NULL)), '' ORDER BY a.i)
                    FROM unnest(v_action.args) WITH ORDINALITY a(name, i)))
     INTO v_call
     FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-   WHERE p.oid = v_fn;
-  EXECUTE v_call USING p_conversation_id, coalesce(p_input, '{}');
+   CROSS JOIN LATERAL (SELECT coalesce(p.proargnames[2] = 'p_action', false) AS keyed) k
+   WHERE p.oid = to_regprocedure(v_action.function);
+  EXECUTE v_call USING p_conversation_id, coalesce(p_input, '{}'), v_action.key;
   SELECT * INTO v_conv FROM parley.conversations c
    WHERE c.tenant_id = v_conv.tenant_id AND c.id = v_conv.id;
   RETURN jsonb_build_object(
@@ -312,7 +312,7 @@ BEGIN
     'actions', parley.conversation_actions(p_conversation_id, p_surface));
 END $$;
 COMMENT ON FUNCTION parley.perform_action(uuid, text, jsonb, text) IS
-  'The one dispatcher of conversation actions (REST, console, Telegram, the widget socket): the catalog''s action p_action (shown on p_surface when given; else 404 unknown_action), checked for the acting role (403), a signed-in person when it needs one (403), its input''s shape (422 invalid_input), the conversation (404; a visitor''s own only, 403) and its state (409 invalid_transition), then its function called with the conversation id and the input''s properties in the catalog''s order (raising its own 4xx: body_too_long, invalid_codename, not_a_member, invalid_rating …). Returns {action, done (what is said when done, English), status, conversation (members: conversation_json), actions (what is offered now, on p_surface)}. The widget''s own action (new) gives 409 surface_action.';
+  'The one dispatcher of conversation actions (REST, console, Telegram, the widget socket): the catalog''s action p_action (shown on p_surface when given; else 404 unknown_action), checked for the acting role (403), a signed-in person when it needs one (403), its input''s shape (422 invalid_input), the conversation (404; a visitor''s own only, 403) and its state (409 invalid_transition), then its function called with the conversation id (and the action''s key, for a function taking p_action: transition_conversation) and the input''s properties in the catalog''s order (raising its own 4xx: body_too_long, invalid_codename, not_a_member, invalid_rating …). Returns {action, done (what is said when done, English), status, conversation (members: conversation_json), actions (what is offered now, on p_surface)}. The widget''s own action (new) gives 409 surface_action.';
 
 GRANT EXECUTE ON FUNCTION parley.action_label(text, text), parley.action_done(text, text), parley.action_catalog(text, text),
   parley.offered_actions(text, uuid, text, text, boolean, uuid, text), parley.acting_role(),

@@ -5,7 +5,7 @@ For each visitor message stored while the conversation is with the bot (the visi
 
 1. Silent unless the conversation is still `bot` (a human owns it, or it waits for one).
 2. A handoff phrase ("talk to a human", "hablar con una persona", …), or a yes ("yes", "ja
-   gerne", "sí", "oui", "evet", …) right after a message that offered a person → request_human.
+   gerne", "sí", "oui", "evet", …) right after a message that offered a person → the human transition.
 3. AI quota (ai_msgs_per_day) checked BEFORE any model call: over → a system notice
    offering a person, no LLM call.
 4. knowledge_search (query embedded when an embedder is configured, else full text).
@@ -321,7 +321,7 @@ async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
     """Ask for a person (the lead form first when configured so), and say so."""
     _lead_before_handoff(turn, state)
     async with turn.service_tx() as conn:
-        await conn.fetchrow("SELECT * FROM parley.request_human($1)", turn.conversation_id)
+        await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", turn.conversation_id)
     await _notice(turn, "handoff", language_of(state.config, state.locale))
     await _record(turn, question, "handoff", False)
 

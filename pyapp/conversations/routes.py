@@ -224,31 +224,31 @@ async def _transition(call: Call, sql: str, *args) -> dict:
 @api.route("POST", "/api/conversations/{conversation_id}/claim", response=ConversationOut, tags=TAGS)
 async def claim(call: Call):
     """Take an unassigned conversation (409 if another agent has it)."""
-    return await _transition(call, "parley.claim_conversation($1)")
+    return await _transition(call, "parley.transition_conversation($1, 'claim')")
 
 
 @api.route("POST", "/api/conversations/{conversation_id}/assign", body=AssignIn, response=ConversationOut, tags=TAGS)
 async def assign(call: Call):
     """Give the conversation to a member."""
-    return await _transition(call, "parley.assign_conversation($1, $2)", call.body.user_id)
+    return await _transition(call, "parley.transition_conversation($1, 'assign', $2)", call.body.user_id)
 
 
 @api.route("POST", "/api/conversations/{conversation_id}/release", response=ConversationOut, tags=TAGS)
 async def release(call: Call):
     """Hand the conversation back to the bot."""
-    return await _transition(call, "parley.release_conversation($1)")
+    return await _transition(call, "parley.transition_conversation($1, 'release')")
 
 
 @api.route("POST", "/api/conversations/{conversation_id}/close", response=ConversationOut, tags=TAGS)
 async def close(call: Call):
     """Close the conversation."""
-    return await _transition(call, "parley.close_conversation($1)")
+    return await _transition(call, "parley.transition_conversation($1, 'close')")
 
 
 @api.route("POST", "/api/conversations/{conversation_id}/reopen", response=ConversationOut, tags=TAGS)
 async def reopen(call: Call):
     """Reopen a closed conversation (assigned to you when you are signed in)."""
-    return await _transition(call, "parley.reopen_conversation($1)")
+    return await _transition(call, "parley.transition_conversation($1, 'reopen')")
 
 
 @api.route("PUT", "/api/conversations/{conversation_id}/codename", body=CodenameIn, response=ConversationOut, tags=TAGS)

@@ -429,7 +429,7 @@ class VisitorSession:
         self._maybe_request_lead(before_handoff=True)  # the form is shown; the handoff goes ahead anyway
         async with self.tx() as conn:
             self.status = await conn.fetchval(
-                "SELECT c.status FROM parley.request_human($1) c", self.claims.conversation_id
+                "SELECT c.status FROM parley.transition_conversation($1, 'human') c", self.claims.conversation_id
             )
         self.relay.wake(self.claims.tenant_id)
 

@@ -44,7 +44,7 @@ async def test_email_alert_on_handoff_and_test_send(ws, smtp):
     conv = await start_conversation(ws.tenant)
     async with await ws.tenant.tx("service") as conn:
         await conn.execute("SELECT 1 FROM parley.post_message($1, 'visitor', 'I want a human please')", conv)
-        await conn.execute("SELECT parley.request_human($1)", conv)
+        await conn.execute("SELECT parley.transition_conversation($1, 'human')", conv)
     assert await _drain(ws, smtp) == 1
     (rcpt, msg), = await smtp.wait_for(1)
     assert rcpt == ["support@shop.example"]

@@ -86,7 +86,7 @@ async def test_handoff_request_posts_claim_release_close_buttons(ws, tg):
     conv = await start_conversation(ws.tenant)
     await post(ws.tenant, conv, "A person please", author="visitor")
     async with await ws.tenant.tx("service") as conn:
-        await conn.execute("SELECT parley.request_human($1)", conv)
+        await conn.execute("SELECT parley.transition_conversation($1, 'human')", conv)
     stop = asyncio.Event()
     drainer = telegram_drainer(await ws.tenant.pool("jobs"), tg, poll_s=0.05)
     runner = asyncio.create_task(drainer.run(stop))

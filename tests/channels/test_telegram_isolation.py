@@ -30,7 +30,7 @@ async def test_a_400_in_one_topic_fails_that_delivery_only(ws, tg, owner_conn):
     await post(ws.tenant, first, "too long, says Telegram", author="visitor")
     await post(ws.tenant, second, "Hello from the second", author="visitor")
     async with await ws.tenant.tx("service") as conn:  # a second post of the first topic, queued behind the 400
-        await conn.execute("SELECT parley.request_human($1)", first)
+        await conn.execute("SELECT parley.transition_conversation($1, 'human')", first)
     tg.fail_next("sendMessage", 400, description="Bad Request: message is too long")
     assert await drain_telegram(ws.tenant, tg) == 2
     by_name = {t.thread_id: t for t in tg.topics.values()}

@@ -31,7 +31,7 @@ async def _polling_channel(ws, tg, owner_conn):
     assert channel["inbound"] == "polling"
     conv = await start_conversation(ws.tenant)
     async with await ws.tenant.tx("service") as conn:
-        await conn.execute("SELECT parley.request_human($1)", conv)
+        await conn.execute("SELECT parley.transition_conversation($1, 'human')", conv)
     await owner_conn.execute("INSERT INTO parley.channel_threads (tenant_id, destination_id, conversation_id,"
                              " thread_ref) VALUES ($1, $2, $3, $4)", ws.tenant.id, uuid.UUID(channel["id"]), conv,
                              str(THREAD))

@@ -53,7 +53,7 @@ async def test_handoffs_go_before_the_backlog_in_each_conversations_order(ws, tg
     urgent = await start_conversation(ws.tenant)
     await post(ws.tenant, urgent, "I need a person", author="visitor")
     async with await ws.tenant.tx("service") as conn:
-        await conn.execute("SELECT parley.request_human($1)", urgent)
+        await conn.execute("SELECT parley.transition_conversation($1, 'human')", urgent)
     # Tokens for two posts now, then one every 50 ms.
     await owner_conn.execute("UPDATE parley.outbox_rate_buckets SET capacity = 2, tokens = 2, per_second = 20"
                              " WHERE tenant_id = $1", ws.tenant.id)

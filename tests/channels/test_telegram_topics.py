@@ -41,8 +41,8 @@ async def test_topic_is_renamed_closed_and_reopened_with_the_conversation(ws, tg
     assert topic.name == f"Conversation {str(conv)[:8]}"
     await _as_service(ws, "SELECT 1 FROM parley.capture_lead($1, 'Ana Silva', 'ana@example.com', NULL)", conv)
     await _as_service(ws, "SELECT 1 FROM parley.set_codename($1, 'Falcon')", conv)
-    await _as_service(ws, "SELECT 1 FROM parley.close_conversation($1)", conv)
-    await _as_service(ws, "SELECT 1 FROM parley.reopen_conversation($1)", conv)
+    await _as_service(ws, "SELECT 1 FROM parley.transition_conversation($1, 'close')", conv)
+    await _as_service(ws, "SELECT 1 FROM parley.transition_conversation($1, 'reopen')", conv)
     await post(ws.tenant, conv, "Still there?", author="visitor")
     tg.calls.clear()
     assert await drain_telegram(ws.tenant, tg) == 5
@@ -69,7 +69,7 @@ async def test_topic_is_renamed_closed_and_reopened_with_the_conversation(ws, tg
     assert _topic_calls(tg) == [("editForumTopic", "Ana Silva"), ("sendMessage", "Codename removed.")]
     # Any other 400 (the topic deleted by hand, say) stops that delivery and shows it.
     tg.fail_next("closeForumTopic", 400, description="Bad Request: message thread not found")
-    await _as_service(ws, "SELECT 1 FROM parley.close_conversation($1)", conv)
+    await _as_service(ws, "SELECT 1 FROM parley.transition_conversation($1, 'close')", conv)
     assert await drain_telegram(ws.tenant, tg) == 0  # a plain 400 is a failed delivery, shown
     row = await owner_conn.fetchrow("SELECT status, last_status_code FROM parley.outbox WHERE conversation_id = $1"
                                     " ORDER BY id DESC LIMIT 1", conv)
@@ -82,7 +82,7 @@ async def test_topic_not_modified_counts_as_done(ws, tg, channel):
     await post(ws.tenant, conv, "Hello", author="visitor")
     await drain_telegram(ws.tenant, tg)
     tg.fail_next("closeForumTopic", 400, description="Bad Request: TOPIC_NOT_MODIFIED")
-    await _as_service(ws, "SELECT 1 FROM parley.close_conversation($1)", conv)
+    await _as_service(ws, "SELECT 1 FROM parley.transition_conversation($1, 'close')", conv)
     assert await drain_telegram(ws.tenant, tg) == 1
 
 

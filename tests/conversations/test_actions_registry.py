@@ -224,9 +224,14 @@ async def test_labels_per_language_and_limits_from_the_enforcing_functions(ws):
     for a in catalog:  # every function the catalog names exists with the arguments it passes
         if a["function"] is not None:
             async with ws.tx() as conn:
-                nargs = await conn.fetchval("SELECT pronargs FROM pg_proc WHERE oid = to_regprocedure($1)",
-                                            a["function"])
-            assert nargs == 1 + len(a["args"]), a["key"]
+                names, nargs, defaults = await conn.fetchrow(
+                    "SELECT proargnames, pronargs, pronargdefaults FROM pg_proc WHERE oid = to_regprocedure($1)",
+                    a["function"])
+                transition = await conn.fetchval(
+                    "SELECT name FROM parley.conversation_transitions WHERE name = $1", a["key"])
+            keyed = names[1] == "p_action"  # transition_conversation: perform_action passes the key
+            assert nargs - defaults <= 1 + keyed + len(a["args"]) <= nargs, a["key"]
+            assert (transition == a["key"]) == keyed, a["key"]  # a transition's action names its row
 
 
 def test_no_surface_keeps_its_own_list_of_actions():
@@ -235,8 +240,8 @@ def test_no_surface_keeps_its_own_list_of_actions():
     checks = {
         "pyapp/channels/adapter.py": r'Action\("|COMMANDS\s*=|"(claim|release|close|reopen|note)"',
         "pyapp/channels/telegram.py": r'Action\("|"(claim|release|close|reopen|note|codename)"',
-        "pyapp/channels/telegram_updates.py": r'"(claim|release|reopen|codename|note)"|claim_conversation',
-        "pyapp/console/inbox.py": r'"(claim|release|reopen|codename|assign|note)"|claim_conversation',
+        "pyapp/channels/telegram_updates.py": r'"(claim|release|reopen|codename|note)"|transition_conversation',
+        "pyapp/console/inbox.py": r'"(claim|release|reopen|codename|assign|note)"|transition_conversation',
         "pyapp/templates/console/_conversation.html": r"/(claim|release|close|reopen|assign|note)\b|>Claim<",
     }
     for path, pattern in checks.items():

@@ -34,7 +34,7 @@ async def test_a_person_taking_part_starts_the_count_again(ws):
     assert status == 200
     assert tuple(await _bot_says(ws, conv, False)) == ("bot", 1)  # not 2: no handoff
     async with ws.visitor_tx(conv) as conn:
-        await conn.fetchrow("SELECT * FROM parley.request_human($1)", conv)
+        await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", conv)
     status, _ = await ws.call("POST", f"/api/conversations/{conv}/release")
     assert status == 200
     assert tuple(await _bot_says(ws, conv, False)) == ("bot", 1)

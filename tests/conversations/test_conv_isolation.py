@@ -70,13 +70,13 @@ async def test_visitor_is_confined_to_its_conversation(ws, owner_conn):
         for sql, args in [
             ("SELECT * FROM parley.post_message($1, 'visitor', 'sneaky')", (other,)),
             ("SELECT * FROM parley.visible_messages($1, 0)", (other,)),
-            ("SELECT * FROM parley.request_human($1)", (other,)),
-            ("SELECT * FROM parley.close_conversation($1)", (other,)),
+            ("SELECT * FROM parley.transition_conversation($1, 'human')", (other,)),
+            ("SELECT * FROM parley.transition_conversation($1, 'close')", (other,)),
             ("SELECT id FROM parley.capture_lead($1, 'n', 'e@x.test', NULL)", (other,)),
             ("SELECT * FROM parley.post_message($1, 'agent', 'pretending')", (mine,)),
             ("SELECT * FROM parley.post_message($1, 'bot', 'pretending')", (mine,)),
             ("SELECT * FROM parley.add_note($1, 'note')", (mine,)),
-            ("SELECT * FROM parley.claim_conversation($1)", (mine,)),
+            ("SELECT * FROM parley.transition_conversation($1, 'claim')", (mine,)),
             ("SELECT * FROM parley.events_after(0, 10)", ()),
             ("SELECT * FROM parley.list_conversations()", ()),
         ]:

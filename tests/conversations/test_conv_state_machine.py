@@ -19,8 +19,8 @@ async def test_lifecycle_and_invalid_transitions(ws, owner_conn):
 
     # visitor asks for a human: bot → waiting_human (asking twice is harmless)
     async with ws.visitor_tx(conv) as conn:
-        assert (await conn.fetchrow("SELECT * FROM parley.request_human($1)", conv))["status"] == "waiting_human"
-        assert (await conn.fetchrow("SELECT * FROM parley.request_human($1)", conv))["status"] == "waiting_human"
+        assert (await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", conv))["status"] == "waiting_human"
+        assert (await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", conv))["status"] == "waiting_human"
 
     # agent claims: waiting_human → human
     status, body = await ws.call("POST", base + "/claim", token=agent["access_token"])
@@ -35,7 +35,7 @@ async def test_lifecycle_and_invalid_transitions(ws, owner_conn):
     # a visitor cannot ask for a human while with one
     async with ws.visitor_tx(conv) as conn:
         with pytest.raises(asyncpg.PostgresError) as exc:
-            await conn.fetchrow("SELECT * FROM parley.request_human($1)", conv)
+            await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", conv)
     assert exc.value.sqlstate == "PT409"
 
     # the assignee replies, then hands back to the bot
@@ -143,12 +143,12 @@ async def test_concurrent_claim_exactly_one_wins(ws, owner_conn):
     # Interleaved step by step: A claims inside an open transaction; B's claim must wait for
     # A's row lock, then see A's claim and fail.
     async with agent_tx(first) as a:
-        row = await a.fetchrow("SELECT * FROM parley.claim_conversation($1)", conv)
+        row = await a.fetchrow("SELECT * FROM parley.transition_conversation($1, 'claim')", conv)
         assert str(row["assignee_id"]) == first["user_id"]
 
         async def b_claims():
             async with agent_tx(second) as b:
-                return await b.fetchrow("SELECT * FROM parley.claim_conversation($1)", conv)
+                return await b.fetchrow("SELECT * FROM parley.transition_conversation($1, 'claim')", conv)
         b_task = asyncio.create_task(b_claims())
         await blocked_on_lock(owner_conn)
         assert not b_task.done()  # blocked on A's lock

@@ -19,7 +19,7 @@ async def test_every_event_kind_gives_the_visitor_its_frame_and_never_a_note(ws)
         await conn.fetchrow("SELECT * FROM parley.post_message($1, 'bot', 'Let me look.', NULL, $2)",
                             conv, {"stream_id": "s-1", "internal": "staff only"})
     async with ws.visitor_tx(conv) as conn:
-        await conn.fetchrow("SELECT * FROM parley.request_human($1)", conv)
+        await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", conv)
     steps = [("notes", {"body": "VIP customer, staff only"}, None), ("claim", None, agent),
              ("reply", {"body": "Ann here"}, agent), ("release", None, agent),
              ("assign", {"user_id": agent["user_id"]}, None), ("close", None, None),

@@ -24,6 +24,7 @@ ALLOW_GLOBAL: dict[str, str] = {
     "parley.chatbot_templates": "the product's chatbot templates (personas), the same for every tenant; read-only to the app",
     "parley.conversation_action_catalog": "the conversation actions registry, the same for every tenant; read-only to the app",
     "parley.conversation_action_labels": "the actions registry's labels per language; reference data, read-only to the app",
+    "parley.conversation_transitions": "the conversation state machine's transitions, the same for every tenant; read-only to the app",
     "parley.tenants": "the tenants themselves; RLS lets a tenant see only its own row",
     "parley.users": "people are global (one login, many workspaces); RLS shows self and colleagues",
     "parley.refresh_tokens": "sessions belong to a person, not a tenant; only parley_auth functions touch them",
@@ -50,6 +51,7 @@ NO_RLS_OK = {
     "parley.system_text_defaults",
     "parley.conversation_action_catalog",
     "parley.conversation_action_labels",
+    "parley.conversation_transitions",
 }
 
 TABLES = """

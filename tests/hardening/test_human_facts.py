@@ -80,14 +80,14 @@ async def test_facts_follow_their_definition_in_any_order(settings, owner_conn):
 
 
 async def test_facts_written_by_the_app_roles_under_rls(settings, owner_conn):
-    """The visitor asks for a human through parley.request_human and a member replies, each in
+    """The visitor asks for a human through parley.transition_conversation and a member replies, each in
     its own transaction as parley_app (the triggers write the conversation as the caller)."""
     tenant = await make_tenant(settings, owner_conn)
     try:
         conv = await _conversation(owner_conn, tenant)
         async with tenant_tx(await tenant.pool("app"), Actor(tenant_id=tenant.id, kind="visitor",
                                                              actor_id=str(conv), min_role="visitor")) as conn:
-            await conn.execute("SELECT parley.request_human($1)", conv)
+            await conn.execute("SELECT parley.transition_conversation($1, 'human')", conv)
         async with await tenant.tx("service") as conn:
             await conn.execute("INSERT INTO parley.messages (tenant_id, conversation_id, author, body)"
                                " VALUES ($1, $2, 'agent', 'here')", tenant.id, conv)

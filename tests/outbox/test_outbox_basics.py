@@ -48,7 +48,7 @@ async def test_delivery_is_written_with_its_event_or_not_at_all(owner_conn, tena
     assert row["deadline"] - row["created_at"] >= datetime.timedelta(hours=72)
     # Other event kinds are not subscribed.
     async with await tenant.tx("service") as conn:
-        await conn.execute("SELECT parley.request_human($1)", conv)
+        await conn.execute("SELECT parley.transition_conversation($1, 'human')", conv)
     assert len(await _deliveries(owner_conn, tenant)) == 1
 
 
