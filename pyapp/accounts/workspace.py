@@ -31,17 +31,18 @@ from .models import (
 )
 from .sessions import invite_link
 
+# Running the workspace (settings, invites, roles, API keys): admins, from their own session, never an API key.
+admin_route = api.group(min_role="admin", keys=False)
 
-@api.route("GET", "/api/settings", min_role="admin", keys=False, response=SettingsOut, tags=("tenants",))
+
+@admin_route("GET", "/api/settings", response=SettingsOut, tags=("tenants",))
 async def get_settings(call: Call):
     """The workspace and its settings."""
     async with call.tx() as conn:
         return SettingsOut.model_validate(await conn.fetchval("SELECT parley.get_tenant_settings()"))
 
 
-@api.route(
-    "PUT", "/api/settings", min_role="admin", keys=False, body=SettingsIn, response=SettingsOut, tags=("tenants",)
-)
+@admin_route("PUT", "/api/settings", body=SettingsIn, response=SettingsOut, tags=("tenants",))
 async def put_settings(call: Call):
     """Rename the workspace and merge settings: given keys are set, null removes one, others are kept."""
     async with call.tx() as conn:
@@ -56,16 +57,7 @@ async def delete_tenant(call: Call):
         await conn.execute("SELECT parley.delete_tenant()")
 
 
-@api.route(
-    "POST",
-    "/api/invites",
-    min_role="admin",
-    keys=False,
-    body=InviteIn,
-    response=InviteCreatedOut,
-    status=201,
-    tags=("invites",),
-)
+@admin_route("POST", "/api/invites", body=InviteIn, response=InviteCreatedOut, status=201, tags=("invites",))
 async def create_invite(call: Call):
     """Invite someone by email (7 days, single use); `mail` says whether the email went out."""
     token, token_hash = new_opaque_token()
@@ -87,14 +79,14 @@ async def create_invite(call: Call):
     return InviteCreatedOut(**invite, token=token, accept_url=url, mail=mail)
 
 
-@api.route("GET", "/api/invites", min_role="admin", keys=False, response=InvitesOut, tags=("invites",))
+@admin_route("GET", "/api/invites", response=InvitesOut, tags=("invites",))
 async def list_invites(call: Call):
     """Invites of the workspace, newest first, with their status."""
     async with call.tx() as conn:
         return InvitesOut(invites=await conn.fetchval("SELECT parley.list_invites()"))
 
 
-@api.route("DELETE", "/api/invites/{invite_id}", min_role="admin", keys=False, response=InviteOut, tags=("invites",))
+@admin_route("DELETE", "/api/invites/{invite_id}", response=InviteOut, tags=("invites",))
 async def revoke_invite(call: Call):
     """Revoke a pending invite."""
     invite_id = call.uuid_param("invite_id")
@@ -109,15 +101,7 @@ async def list_members(call: Call):
         return MembersOut(members=await conn.fetchval("SELECT parley.list_members()"))
 
 
-@api.route(
-    "PATCH",
-    "/api/members/{user_id}",
-    min_role="admin",
-    keys=False,
-    body=MemberPatch,
-    response=MemberOut,
-    tags=("members",),
-)
+@admin_route("PATCH", "/api/members/{user_id}", body=MemberPatch, response=MemberOut, tags=("members",))
 async def change_member_role(call: Call):
     """Change a member's role: only owners touch owners, nobody grants above their own role, one owner stays."""
     user_id = call.uuid_param("user_id")
@@ -134,16 +118,7 @@ async def remove_member(call: Call):
         await conn.execute("SELECT parley.remove_member($1)", user_id)
 
 
-@api.route(
-    "POST",
-    "/api/keys",
-    min_role="admin",
-    keys=False,
-    body=ApiKeyIn,
-    response=ApiKeyCreatedOut,
-    status=201,
-    tags=("keys",),
-)
+@admin_route("POST", "/api/keys", body=ApiKeyIn, response=ApiKeyCreatedOut, status=201, tags=("keys",))
 async def create_api_key(call: Call):
     """Create an API key for this workspace; the key is shown once and stored only as a hash."""
     key, prefix, key_hash = new_api_key()
@@ -159,14 +134,14 @@ async def create_api_key(call: Call):
     return ApiKeyCreatedOut(**row, key=key)
 
 
-@api.route("GET", "/api/keys", min_role="admin", keys=False, response=ApiKeysOut, tags=("keys",))
+@admin_route("GET", "/api/keys", response=ApiKeysOut, tags=("keys",))
 async def list_api_keys(call: Call):
     """API keys of the workspace (never the keys themselves)."""
     async with call.tx() as conn:
         return ApiKeysOut(keys=await conn.fetchval("SELECT parley.list_api_keys()"))
 
 
-@api.route("DELETE", "/api/keys/{key_id}", min_role="admin", keys=False, response=ApiKeyOut, tags=("keys",))
+@admin_route("DELETE", "/api/keys/{key_id}", response=ApiKeyOut, tags=("keys",))
 async def revoke_api_key(call: Call):
     """Revoke an API key; it stops working at once."""
     key_id = call.uuid_param("key_id")
