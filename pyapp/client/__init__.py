@@ -1,5 +1,5 @@
-"""A small typed Python client for Parley's HTTP API: one method per route (generated from the
-server's OpenAPI document by scripts/gen_client.py), errors raised as ParleyError with the API's
+"""A small typed Python client for Parley's HTTP API: one method per route (made from the route table
+that scripts/gen_client.py writes from the server's OpenAPI document), errors raised as ParleyError with the API's
 `code` and status.
 
     async with ParleyClient("http://127.0.0.1:8080") as parley:

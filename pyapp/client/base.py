@@ -4,12 +4,12 @@ Imports nothing from the server (only aiohttp), so integrators can use it on its
 
 from __future__ import annotations
 
-import functools
 import inspect
 import keyword
+import re
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -126,31 +126,59 @@ class ClientBase:
             return data
 
 
-Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
+class Operation(NamedTuple):
+    """One route as the client calls it: HTTP method, path (its {placeholders} are the method's
+    positional parameters), summary, whether it takes a JSON `body`, and its query parameters
+    (Python name: type name), each an optional keyword."""
+
+    method: str
+    path: str
+    doc: str
+    body: bool = False
+    query: dict[str, str] | None = None
 
 
-def operations(table: dict[str, tuple[str, str]]) -> Callable[[Method], Method]:
-    """The decorator that makes a typed signature a call of the route `table` names it after:
-    `(method, path)` by operationId. The signature's positional parameters fill the path's
-    `{placeholders}` (each escaped to one segment), `body` is the JSON body, `headers` extra
-    headers, and every other keyword a query parameter (None: left out)."""
+def with_operations(table: dict[str, Operation]) -> Callable[[type[Client]], type[Client]]:
+    """A class decorator: one method per row of `table`, named by the row's key."""
 
-    def operation(signature: Method) -> Method:
-        method, path = table[signature.__name__]
-        params = inspect.signature(signature)
-        in_path = [p.name for p in params.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD][1:]
+    def attach(cls: type[Client]) -> type[Client]:
+        for name, op in table.items():
+            method = _method(op)
+            method.__name__, method.__qualname__, method.__module__ = name, f"{cls.__qualname__}.{name}", cls.__module__
+            setattr(cls, name, method)
+        return cls
 
-        @functools.wraps(signature)
-        async def call(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
-            bound = params.bind(self, *args, **kwargs)
-            bound.apply_defaults()
-            values = {name: value for name, value in bound.arguments.items() if name != "self"}
-            url = path.format_map({name: segment(values.pop(name)) for name in in_path})
-            body, headers = values.pop("body", None), values.pop("headers", None)
-            query = {wire_name(name): value for name, value in values.items()}
-            return await self.request(method, url, body=body, query=query, headers=headers)
+    return attach
 
-        call.__doc__ = f"{method} {path} {signature.__doc__ or ''}".rstrip()
-        return cast(Method, call)
 
-    return operation
+def _method(op: Operation) -> Callable[..., Awaitable[Any]]:
+    """The coroutine method that calls `op`, with the signature its row describes: path parameters
+    (each escaped to one segment), then keywords only: `body`, the query parameters (None: left
+    out), `headers`."""
+    in_path = re.findall(r"{(\w+)}", op.path)
+    param = inspect.Parameter
+    params = [param("self", param.POSITIONAL_OR_KEYWORD)]
+    params += [param(name, param.POSITIONAL_OR_KEYWORD, annotation="Any") for name in in_path]
+    if op.body:
+        params.append(param("body", param.KEYWORD_ONLY, annotation="dict[str, Any]"))
+    params += [
+        param(name, param.KEYWORD_ONLY, default=None, annotation=f"{kind} | None")
+        for name, kind in (op.query or {}).items()
+    ]
+    params.append(param("headers", param.KEYWORD_ONLY, default=None, annotation="dict[str, str] | None"))
+    signature = inspect.Signature(params, return_annotation="Any")
+
+    async def call(self: ClientBase, *args: Any, **kwargs: Any) -> Any:
+        values = signature.bind(self, *args, **kwargs).arguments
+        del values["self"]
+        url = op.path.format_map({name: segment(values.pop(name)) for name in in_path})
+        body, headers = values.pop("body", None), values.pop("headers", None)
+        query = {wire_name(name): value for name, value in values.items()}
+        return await self.request(op.method, url, body=body, query=query, headers=headers)
+
+    call.__doc__ = f"{op.method} {op.path} {op.doc}"
+    setattr(call, "__signature__", signature)  # noqa: B010 (what inspect and help() read)
+    return call
+
+
+Client = TypeVar("Client", bound=ClientBase)
