@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 from pydantic import ValidationError
 
 from pyapp.api import Call
@@ -55,7 +56,7 @@ async def _page(
     form: str = "",
 ):
     bot = await _chatbot(ctx, chatbot_id)
-    sources = await queries.fetch(ctx.conn, "knowledge_sources", chatbot_id)
+    sources = await queries.fetch(ctx.conn, "knowledge_sources", chatbot_id, None)
     bots = await queries.fetch(ctx.conn, "chatbots")
     done = {
         "added": "Added. Passages are searchable at once; embeddings follow in the background.",
@@ -158,11 +159,16 @@ async def upload(ctx: Ctx):
     return redirect(f"/console/knowledge/{chatbot_id}?done=uploaded")
 
 
-async def _source_chatbot(ctx: Ctx, source_id: uuid.UUID) -> uuid.UUID:
-    row = await queries.fetchrow(ctx.conn, "knowledge_source", source_id)
+async def _source(ctx: Ctx, source_id: uuid.UUID) -> asyncpg.Record:
+    """One knowledge source of the workspace with its counts; 404 when there is none."""
+    row = await queries.fetchrow(ctx.conn, "knowledge_sources", None, source_id)
     if row is None:
         raise ApiError(404, "not_found", "No such knowledge source.")
-    return row["chatbot_id"]
+    return row
+
+
+async def _source_chatbot(ctx: Ctx, source_id: uuid.UUID) -> uuid.UUID:
+    return (await _source(ctx, source_id))["chatbot_id"]
 
 
 async def _source_action(ctx: Ctx, handler: Callable[[Call], Awaitable[Any]], done: str):
@@ -244,9 +250,7 @@ async def delete(ctx: Ctx):
 @page("GET", "/console/knowledge/sources/{source_id}/status")
 async def source_status(ctx: Ctx):
     """The progress cells of one source, for polling while an import runs."""
-    row = await queries.fetchrow(ctx.conn, "knowledge_source", ctx.uuid("source_id"))
-    if row is None:
-        raise ApiError(404, "not_found", "No such knowledge source.")
+    row = await _source(ctx, ctx.uuid("source_id"))
     html = ENV.get_template("console/_source_status.html").render(s=row)
     return json_ok({"html": html, "done": row["status"] in ("ready", "failed"), "status": row["status"]})
 

@@ -53,7 +53,7 @@ async def render_step(
     bot = await _chatbot(ctx)
     if bot is None:
         step = "chatbot"
-    sources = await queries.fetch(ctx.conn, "knowledge_sources", bot["id"]) if bot else []
+    sources = await queries.fetch(ctx.conn, "knowledge_sources", bot["id"], None) if bot else []
     done = {
         "chatbot": bot is not None,
         "knowledge": bool(sources),

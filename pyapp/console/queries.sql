@@ -158,21 +158,13 @@ SELECT day, messages, ai_messages, conversations, active_seats
  ORDER BY day DESC;
 
 -- name: knowledge_sources
--- A chatbot's knowledge sources with status, progress, document and chunk counts and the last import, newest first.
+-- Knowledge sources with status, progress, document and chunk counts and the last import, newest first: a chatbot's ($1), or one source ($2: progress polling, finding its chatbot).
 SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
        s.created_at, s.updated_at, s.last_imported_at,
        n.documents, n.chunks, n.chunks_embedded, cardinality(s.frontier) AS pages_left
   FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n
- WHERE s.chatbot_id = $1
+ WHERE s.chatbot_id = $1::uuid OR s.id = $2::uuid
  ORDER BY s.created_at DESC;
-
--- name: knowledge_source
--- One knowledge source with its counts (progress polling, finding its chatbot).
-SELECT s.id, s.chatbot_id, s.kind, s.title, s.url, s.filename, s.status, s.progress, s.error,
-       s.created_at, s.updated_at, s.last_imported_at,
-       n.documents, n.chunks, n.chunks_embedded, cardinality(s.frontier) AS pages_left
-  FROM parley.knowledge_sources s CROSS JOIN LATERAL parley.knowledge_source_counts(s.tenant_id, s.id) n
- WHERE s.id = $1;
 
 -- name: first_response_per_day
 -- Per day of the last $1 days (chatbot $2 or all): median seconds from a human request to the first agent reply, and how many requests.
