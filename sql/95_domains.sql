@@ -52,6 +52,19 @@ COMMENT ON FUNCTION parley.custom_domain_json(text) IS
   'A custom domain of the current tenant as the API shows it (a failing one: since when, how many re-checks failed, when it is disabled unless fixed), with the ownership TXT record to create (name, value); NULL when unknown. The routing record (CNAME to the server''s target, or A records) is configuration the server adds.';
 GRANT EXECUTE ON FUNCTION parley.custom_domain_json(text) TO parley_app;
 
+-- The one lookup of a claim the writers below change: by its normalized name, locked.
+CREATE OR REPLACE FUNCTION parley.lock_custom_domain(p_hostname text) RETURNS parley.custom_domains
+LANGUAGE sql VOLATILE
+AS $$
+  SELECT d.* FROM parley.custom_domains d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = parley.normalize_hostname(p_hostname)
+     FOR UPDATE
+$$;
+COMMENT ON FUNCTION parley.lock_custom_domain(text) IS
+  'Internal: the current tenant''s claim of p_hostname (normalize_hostname), locked FOR UPDATE until the transaction ends; NULL when it has none.';
+REVOKE ALL ON FUNCTION parley.lock_custom_domain(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION parley.lock_custom_domain(text) TO parley_owner;
+
 -- The global route of a verified name (definer: the table is parley_auth's alone).
 CREATE OR REPLACE FUNCTION parley.set_domain_route(p_hostname text, p_active boolean) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -161,9 +174,8 @@ DECLARE
   v_result jsonb;
 BEGIN
   PERFORM parley.require_role('admin');
-  SELECT * INTO v_dom FROM parley.custom_domains d
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = parley.normalize_hostname(p_hostname) FOR UPDATE;
-  IF NOT FOUND THEN
+  v_dom := parley.lock_custom_domain(p_hostname);
+  IF v_dom.hostname IS NULL THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
   END IF;
   v_result := parley.domain_check_verdict(v_dom.token, p_observed, p_expected);
@@ -193,16 +205,16 @@ CREATE OR REPLACE FUNCTION parley.remove_domain(p_hostname text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_host text := parley.normalize_hostname(p_hostname);
+  v_dom parley.custom_domains;
 BEGIN
   PERFORM parley.require_role('admin');
-  IF NOT EXISTS (SELECT 1 FROM parley.custom_domains d
-                  WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host) THEN
+  v_dom := parley.lock_custom_domain(p_hostname);
+  IF v_dom.hostname IS NULL THEN
     RETURN false;
   END IF;
-  PERFORM parley.set_domain_route(v_host, false);
-  DELETE FROM parley.custom_domains d WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host;
-  PERFORM parley.write_audit('domain.removed', 'domain', v_host, '{}');
+  PERFORM parley.set_domain_route(v_dom.hostname, false);
+  DELETE FROM parley.custom_domains d WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+  PERFORM parley.write_audit('domain.removed', 'domain', v_dom.hostname, '{}');
   RETURN true;
 END $$;
 COMMENT ON FUNCTION parley.remove_domain(text) IS 'Admins: drop a custom domain claim and its route; false when there was none.';
@@ -216,14 +228,14 @@ RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_host text := parley.normalize_hostname(p_hostname);
+  v_host text;
 BEGIN
   PERFORM parley.require_operator();
   IF p_status NOT IN ('active', 'disabled') THEN
     PERFORM parley.raise_error(422, 'invalid_status', 'A domain is set active or disabled.');
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM parley.custom_domains d
-                  WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host) THEN
+  v_host := (parley.lock_custom_domain(p_hostname)).hostname;
+  IF v_host IS NULL THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
   END IF;
   PERFORM parley.set_domain_route(v_host, p_status = 'active');
@@ -328,11 +340,9 @@ BEGIN
   IF parley.current_actor_kind() IS DISTINCT FROM 'system' THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Only the jobs process re-checks domains.');
   END IF;
-  SELECT * INTO v_dom FROM parley.custom_domains d
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname AND d.status IN ('active', 'failing')
-     FOR UPDATE;
-  IF NOT FOUND THEN
-    RETURN NULL;  -- removed, disabled or re-checked meanwhile
+  v_dom := parley.lock_custom_domain(p_hostname);
+  IF v_dom.status IS NULL OR v_dom.status NOT IN ('active', 'failing') THEN
+    RETURN NULL;  -- removed or disabled meanwhile
   END IF;
   v_result := parley.domain_check_verdict(v_dom.token, p_observed, p_expected);
   UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
