@@ -154,8 +154,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) IS
   'Drainers, on first take: build the bodies of the pending event deliveries p_ids of a destination of the current tenant that have none yet (see enqueue_event_deliveries), in one statement.';
-REVOKE ALL ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) TO parley_jobs;
 
 DROP TRIGGER IF EXISTS t50_enqueue_deliveries ON parley.events;
 CREATE TRIGGER t50_enqueue_deliveries AFTER INSERT ON parley.events
@@ -206,9 +204,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.lease_outbox_destinations(text, int, int) IS
   'Drainers: lease up to p_limit active destinations of any tenant that have a pending delivery due now and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. Returns ids only; the worker then works in that tenant''s transaction.';
-ALTER FUNCTION parley.lease_outbox_destinations(text, int, int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.lease_outbox_destinations(text, int, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.lease_outbox_destinations(text, int, int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.release_outbox_destination(p_destination_id uuid, p_worker text)
 RETURNS void
@@ -219,8 +214,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.release_outbox_destination(uuid, text) IS
   'Drainers: give back a destination this worker leased (no-op when the lease was lost).';
-REVOKE ALL ON FUNCTION parley.release_outbox_destination(uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.release_outbox_destination(uuid, text) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.take_rate_tokens(p_keys text[], p_want int, OUT granted int, OUT wait_s numeric)
 LANGUAGE plpgsql VOLATILE
@@ -248,8 +241,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.take_rate_tokens(text[], int) IS
   'Token buckets: refill the current tenant''s buckets p_keys, take as many tokens (≤ p_want) as every one of them holds, and return that count with the seconds until the emptiest holds one again. Unknown keys limit nothing.';
-REVOKE ALL ON FUNCTION parley.take_rate_tokens(text[], int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.take_rate_tokens(text[], int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.renew_destination_lease(p_destination_id uuid, p_worker text, p_lease_seconds int)
 RETURNS parley.outbox_destinations
@@ -270,8 +261,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.renew_destination_lease(uuid, text, int) IS
   'Drainers, before taking a batch: lock a destination of the current tenant and renew this worker''s lease on it for p_lease_seconds; NULL (take nothing) when the lease is lost or the destination is paused or held.';
-REVOKE ALL ON FUNCTION parley.renew_destination_lease(uuid, text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.renew_destination_lease(uuid, text, int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.hold_destination_until_due(p_destination_id uuid, p_ordered boolean)
 RETURNS void
@@ -300,8 +289,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.hold_destination_until_due(uuid, boolean) IS
   'Drainers, when nothing pending is ready: an unordered destination of the current tenant is held until its first delivery is due, so no drainer leases it in vain meanwhile; an ordered one is not held (a conversation waiting for a retry holds only itself, outbox_ready_ids), but the deliveries queued behind each waiting head get the head''s time, so lease_outbox_destinations does not see them as ready.';
-REVOKE ALL ON FUNCTION parley.hold_destination_until_due(uuid, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.hold_destination_until_due(uuid, boolean) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.outbox_ready_ids(p_destination_id uuid, p_ordered boolean, p_limit int)
 RETURNS bigint[]
@@ -328,8 +315,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) IS
   'Drainers: up to p_limit pending deliveries of a destination of the current tenant that may go now, in id order. Unordered: every one due. Ordered: per ordering key (conversation_id; deliveries without one share a key), the run before the key''s first delivery waiting for a retry, so a retry or a failure holds its own conversation (Telegram topic) only.';
-REVOKE ALL ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.outbox_ready_ids(uuid, boolean, int) TO parley_jobs;
 
 -- The two ends every take shares (take_outbox_batch here, take_channel_batch in sql/84_telegram.sql).
 CREATE OR REPLACE FUNCTION parley.lease_ready_ids(p_destination_id uuid, p_worker text, p_limit int,
@@ -356,8 +341,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) IS
   'Drainers, the start of a take: renew this worker''s lease on a destination of the current tenant (renew_destination_lease) and return up to p_limit ready pending deliveries in id order (outbox_ready_ids; per conversation on an ordered destination). NULL when the lease is lost, the destination is paused or held, or nothing is ready (then it is held until the first is due, hold_destination_until_due).';
-REVOKE ALL ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.take_destination_tokens(p_destination_id uuid, p_want int) RETURNS int
 LANGUAGE plpgsql VOLATILE
@@ -376,8 +359,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.take_destination_tokens(uuid, int) IS
   'Drainers, the end of a take: how many of p_want sends (deliveries or posts) a destination of the current tenant may make now, taken from its rate buckets (take_rate_tokens); none: the destination is held until its emptiest bucket refills.';
-REVOKE ALL ON FUNCTION parley.take_destination_tokens(uuid, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.take_destination_tokens(uuid, int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.take_outbox_batch(p_destination_id uuid, p_worker text, p_limit int,
                                                    p_lease_seconds int DEFAULT 30)
@@ -421,8 +402,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) IS
   'Drainers: up to p_limit ready pending deliveries of a destination this worker leases, in id order, renewing the lease for p_lease_seconds (an ordered destination: per conversation, the run before its first delivery waiting for a retry, outbox_ready_ids), cut to what its token buckets allow (none left: the destination is held until one refills), the bodies of event deliveries not built yet built (event_delivery_payloads) but not written: record_outbox_results keeps the body sent. Empty when the lease is lost or the destination is paused or held.';
-REVOKE ALL ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.take_outbox_batch(uuid, text, int, int) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.outbox_backoff(p_attempt int) RETURNS interval
 LANGUAGE sql VOLATILE
@@ -530,8 +509,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) IS
   'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason, parts_sent (of a split post, delivered so far: a retry sends the rest), body (the JSON text sent: kept when the delivery had no body stored yet, see take_outbox_batch)}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
-REVOKE ALL ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.pause_destination(p_destination_id uuid, p_reason text)
 RETURNS void
@@ -547,8 +524,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.pause_destination(uuid, text) IS
   'Pause an active destination of the current tenant with a visible reason (its deliveries wait, pending, until it is resumed) and run parley.on_destination_paused (sql/83_alerts.sql: owners are e-mailed about a paused webhook endpoint).';
-REVOKE ALL ON FUNCTION parley.pause_destination(uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.pause_destination(uuid, text) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.expire_outbox_deliveries() RETURNS int
 LANGUAGE sql VOLATILE
@@ -563,8 +538,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.expire_outbox_deliveries() IS
   'Jobs, per tenant: dead-letter pending deliveries more than an hour past their deadline that no drainer got to (their destination is paused or held); returns how many.';
-REVOKE ALL ON FUNCTION parley.expire_outbox_deliveries() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.expire_outbox_deliveries() TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.maintain_outbox_partitions(p_keep interval DEFAULT NULL)
 RETURNS jsonb
@@ -583,5 +556,14 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.maintain_outbox_partitions(interval) IS
   'Jobs: monthly partitions of outbox and outbox_attempts three months ahead; drop whole months older than p_keep (default parley.partition_keep: the delivery log and dead letters are kept about two months; a delivery retries for 72 h).';
-REVOKE ALL ON FUNCTION parley.maintain_outbox_partitions(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.maintain_outbox_partitions(interval) TO parley_jobs;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_jobs}',
+  'parley.fill_delivery_payloads(uuid, bigint[])', 'parley.release_outbox_destination(uuid, text)',
+  'parley.take_rate_tokens(text[], int)', 'parley.renew_destination_lease(uuid, text, int)',
+  'parley.hold_destination_until_due(uuid, boolean)', 'parley.outbox_ready_ids(uuid, boolean, int)',
+  'parley.lease_ready_ids(uuid, text, int, int)', 'parley.take_destination_tokens(uuid, int)',
+  'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb)',
+  'parley.pause_destination(uuid, text)', 'parley.expire_outbox_deliveries()',
+  'parley.maintain_outbox_partitions(interval)');
+SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.lease_outbox_destinations(text, int, int)');

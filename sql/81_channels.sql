@@ -87,7 +87,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.data_keys_to_rewrap(text) IS
   'Operators (`parley rotate-kek`, admin connection): data keys of every tenant still wrapped by another key-encryption key than p_current_kek.';
-REVOKE ALL ON FUNCTION parley.data_keys_to_rewrap(text) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION parley.rewrap_data_key(p_tenant_id uuid, p_id int, p_old_kek text, p_kek_id text,
                                                  p_wrapped bytea)
@@ -102,7 +101,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.rewrap_data_key(uuid, int, text, text, bytea) IS
   'Operators: replace one data key''s wrapping (the same key under the current key-encryption key), only if it is still wrapped by p_old_kek; returns 1 or 0.';
-REVOKE ALL ON FUNCTION parley.rewrap_data_key(uuid, int, text, text, bytea) FROM PUBLIC;
 
 CREATE OR REPLACE FUNCTION parley.data_key_by_id(p_id int)
 RETURNS TABLE (id int, kek_id text, wrapped bytea)
@@ -113,3 +111,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.data_key_by_id(int) IS
   'One data key of the current tenant, wrapped (a secret sealed under an older data key names it); empty when unknown.';
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions(NULL, NULL,
+  'parley.data_keys_to_rewrap(text)', 'parley.rewrap_data_key(uuid, int, text, text, bytea)');

@@ -131,9 +131,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.workspace_owner_emails() IS
   'E-mail addresses of the current workspace''s owners (for notices sent through the outbox); definer because the jobs role reads no users.';
-ALTER FUNCTION parley.workspace_owner_emails() OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.workspace_owner_emails() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.workspace_owner_emails() TO parley_app, parley_jobs;
 GRANT SELECT ON parley.members TO parley_auth;
 
 -- The workspace's notice channel: e-mail to its owners (their addresses go with each notice).
@@ -161,8 +158,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.notify_owners(text, jsonb) IS
   'Queue one e-mail notice (p_kind, e.g. notice.webhook_paused, notice.usage_warning; p_data its details) to the current workspace''s owners through the outbox (destination "Workspace owners", created on first use); returns the delivery id.';
-REVOKE ALL ON FUNCTION parley.notify_owners(text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.notify_owners(text, jsonb) TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.on_destination_paused(p_destination_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -182,3 +177,7 @@ END $$;
 COMMENT ON FUNCTION parley.on_destination_paused(uuid) IS
   'Run in the transaction that pauses a destination: for a webhook endpoint (auto-disabled after failing for 5 days), queue an e-mail to the workspace owners through the outbox (destination "Workspace owners", created on first use).';
 GRANT INSERT ON parley.outbox_destinations TO parley_jobs;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app, parley_jobs}', 'parley.workspace_owner_emails()');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.notify_owners(text, jsonb)');

@@ -120,8 +120,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) IS
   'Drainers: remember the thread (Telegram topic) an adapter created for a conversation on a destination of the current tenant, and its title once made or renamed (NULL keeps the one known).';
-REVOKE ALL ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.record_channel_thread(uuid, uuid, text, text) TO parley_jobs;
 
 -- Posting to a busy group (the 20/min per group limit is shared by every topic): a conversation's
 -- consecutive messages waiting for the same topic go as ONE post, and conversations waiting for a
@@ -219,5 +217,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.take_channel_batch(uuid, text, int, int) IS
   'Drainers, for a channel destination (Telegram) this worker leases: the ready pending deliveries (up to p_limit; per conversation, the run before its first waiting for a retry, outbox_ready_ids) as posts: a conversation''s consecutive whole messages coalesced into one post (bodies up to channel_post_bytes_max), anything else a post of its own; conversations with a handoff request first, then by age, each conversation in its own order; as many posts as the rate buckets grant (one token per post; none: the destination is held until one refills). Column post numbers the posts in sending order.';
-REVOKE ALL ON FUNCTION parley.take_channel_batch(uuid, text, int, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.take_channel_batch(uuid, text, int, int) TO parley_jobs;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_jobs}',
+  'parley.record_channel_thread(uuid, uuid, text, text)', 'parley.take_channel_batch(uuid, text, int, int)');

@@ -31,9 +31,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.lease_channel_polls(text, int, int) IS
   'Pollers (the server role in parley jobs): lease up to p_limit polling channels of any tenant whose destination is active and whose lease is free or expired, for p_lease_seconds, least recently polled first. Returns ids only; the poller then works in that tenant''s transaction.';
-ALTER FUNCTION parley.lease_channel_polls(text, int, int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.lease_channel_polls(text, int, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.lease_channel_polls(text, int, int) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.record_channel_poll(p_destination_id uuid, p_worker text, p_next_offset bigint,
                                                      p_webhook_cleared boolean, p_error text,
@@ -84,3 +81,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.set_telegram_inbound(uuid, text) IS
   'Admins: how a Telegram channel of the current tenant receives its updates: ''polling'' (parley jobs calls getUpdates; for servers without a public URL) or ''webhook'' (Telegram calls the server). 404 unknown channel, 422 other modes.';
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.lease_channel_polls(text, int, int)');

@@ -27,8 +27,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.usage_between(text, date, date) IS
   'The current tenant''s total of p_metric over the UTC days [p_from, p_to).';
-REVOKE ALL ON FUNCTION parley.usage_between(text, date, date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.usage_between(text, date, date) TO parley_app, parley_jobs;
 
 -- Allowance periods follow the subscription's own billing period: monthly periods anchored on
 -- the day its current period started (an annual subscription's allowances renew monthly on that
@@ -58,8 +56,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.allowance_period(date) IS
   'The current tenant''s allowance period [period_start, period_end) holding p_day (default today, UTC): monthly from the day its Stripe subscription''s current period started (annual subscriptions renew allowances monthly on that day), else the calendar month.';
-REVOKE ALL ON FUNCTION parley.allowance_period(date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.allowance_period(date) TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.period_start(p_day date DEFAULT NULL) RETURNS date
 LANGUAGE sql STABLE
@@ -94,8 +90,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.check_allowance(text) IS
   'Raise 402 plan_limit when the current tenant has used this allowance period''s (parley.allowance_period) allowance of p_metric (conversations, ai_messages) on a plan without overage; metered plans are billed past it instead.';
-REVOKE ALL ON FUNCTION parley.check_allowance(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.check_allowance(text) TO parley_app, parley_jobs;
 
 -- The meters: each allowance with what is used of it now.
 CREATE OR REPLACE FUNCTION parley.usage_meters()
@@ -125,8 +119,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.usage_meters() IS
   'The current tenant''s meters: used vs allowance (0 = unlimited, percent NULL) for this month''s conversations and AI replies, today''s AI replies, seats, chatbots and open conversations.';
-REVOKE ALL ON FUNCTION parley.usage_meters() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.usage_meters() TO parley_app, parley_jobs;
 
 -- Soft warnings: the 80 % and 100 % marks of each allowance, kept once per period, so the
 -- owners are told once (the outbox mails rows with notified_at NULL).
@@ -160,8 +152,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.record_usage_warnings() IS
   'Jobs: record the current tenant''s allowances that reached 80 % or 100 % (once per allowance period, metric and threshold) and queue one e-mail to the workspace owners through the outbox (parley.notify_owners, notice.usage_warning) listing them; notified_at is set then. Returns rows added.';
-REVOKE ALL ON FUNCTION parley.record_usage_warnings() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.record_usage_warnings() TO parley_jobs;
 
 -- The one function that changes a tenant's plan and subscription state, with every side
 -- effect: tenants.plan, the subscription row, the grace period, plan_changes, the period's
@@ -275,9 +265,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.change_plan(text, text, jsonb) IS
   'Set the current tenant''s plan and subscription state (p_state: provider, interval, status, current_period_start/end, extra_seats, cancel_at_period_end, customer_ref, subscription_ref, synced_at, delinquent_since) with every side effect: tenants.plan, subscriptions (grace period from the first delinquency: the grace_period setting), plan_changes, this period''s warnings reset, audit. p_source: webhook/checkout (service), staff (staff), dunning (jobs), downgrade (an admin, to a free plan only). A state read before the one applied (synced_at) is ignored: {"applied": false}.';
-ALTER FUNCTION parley.change_plan(text, text, jsonb) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.change_plan(text, text, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.change_plan(text, text, jsonb) TO parley_app, parley_jobs;
 
 -- The payment provider's customer of this tenant, stored before checkout so the portal and
 -- later checkouts reuse it.
@@ -299,9 +286,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.attach_billing_customer(text) IS
   'Record the payment provider''s customer id of the current tenant (admin; only when none is stored yet).';
-ALTER FUNCTION parley.attach_billing_customer(text) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.attach_billing_customer(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.attach_billing_customer(text) TO parley_app;
 
 -- Provider events: applied once per event id.
 CREATE OR REPLACE FUNCTION parley.claim_billing_event(p_event_id text, p_type text, p_created timestamptz)
@@ -322,8 +306,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.claim_billing_event(text, text, timestamptz) IS
   'Webhook dedupe: true the first time this provider event id is seen for the current tenant (in the transaction that applies it), false for a replay.';
-REVOKE ALL ON FUNCTION parley.claim_billing_event(text, text, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.claim_billing_event(text, text, timestamptz) TO parley_app;
 
 -- Dunning: a delinquent subscription whose grace ended is marked limited (Free limits in
 -- effective_limits, from grace_until on even before this runs); p_now is the clock.
@@ -349,9 +331,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.sweep_grace(timestamptz) IS
   'Jobs: mark the current tenant''s delinquent subscription limited once its grace period ended by p_now (its limits become Free''s; no data is removed); audited as billing.limited. Returns 1 when it did.';
-ALTER FUNCTION parley.sweep_grace(timestamptz) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.sweep_grace(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.sweep_grace(timestamptz) TO parley_jobs, parley_app;
 
 -- What the billing page and GET /api/billing show.
 CREATE OR REPLACE FUNCTION parley.plan_catalog() RETURNS jsonb
@@ -397,8 +376,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.billing_overview() IS
   'The current tenant''s plan, limits (limited = past its grace period), subscription (no provider ids), allowance period (period_start, period_end), meters and live warnings (80 % warning, 100 % limit).';
-REVOKE ALL ON FUNCTION parley.billing_overview() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.billing_overview() TO parley_app, parley_jobs;
 
 -- The console's banner on every page: the most urgent billing state, or NULL.
 CREATE OR REPLACE FUNCTION parley.billing_banner() RETURNS jsonb
@@ -424,5 +401,14 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.billing_banner() IS
   'The console banner for the current tenant: limited (grace over), payment failed (in grace), or an allowance at 100 % / 80 % this period (recorded by the record_usage_warnings job); NULL when all is well.';
-REVOKE ALL ON FUNCTION parley.billing_banner() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.billing_banner() TO parley_app;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}',
+  'parley.usage_between(text, date, date)', 'parley.allowance_period(date)', 'parley.check_allowance(text)',
+  'parley.usage_meters()', 'parley.billing_overview()');
+SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.record_usage_warnings()');
+SELECT parley.secure_functions('parley_owner', '{parley_app, parley_jobs}',
+  'parley.change_plan(text, text, jsonb)', 'parley.sweep_grace(timestamptz)');
+SELECT parley.secure_functions('parley_owner', '{parley_app}', 'parley.attach_billing_customer(text)');
+SELECT parley.secure_functions(NULL, '{parley_app}',
+  'parley.claim_billing_event(text, text, timestamptz)', 'parley.billing_banner()');

@@ -16,8 +16,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.usage_days(date, date) IS
   'The current tenant''s usage per UTC day over [p_from, p_to), one row per day (zeros included): messages, AI replies, conversations started, active seats.';
-REVOKE ALL ON FUNCTION parley.usage_days(date, date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.usage_days(date, date) TO parley_app, parley_jobs;
 
 -- Overage of finished days: for each metered metric and period, the cumulative usage past the
 -- allowance, day by day; a day's quantity is the growth of that overage (never negative). Rows
@@ -50,8 +48,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.stripe_destination(uuid) IS
   'The tenant''s one outbox destination of kind stripe (customer balance credits, meter events), made on first use (one even when two transactions ask first at once: a per-tenant advisory lock); its id.';
-REVOKE ALL ON FUNCTION parley.stripe_destination(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.stripe_destination(uuid) TO parley_jobs, parley_auth;
 
 -- Payments were off (or Stripe refused the API key) when a delivery was tried: the drainer
 -- paused the destination with one of the reasons p_reasons; the jobs process, starting with
@@ -83,9 +79,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.resume_stripe_destinations(text[]) IS
   'Jobs process, at start with payments on: resume every tenant''s stripe destination paused with one of p_reasons (the drainer''s reasons for the operator''s configuration: payments off, API key refused), its waiting deliveries due now (the drainers'' next poll takes them); returns how many.';
-ALTER FUNCTION parley.resume_stripe_destinations(text[]) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.resume_stripe_destinations(text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.resume_stripe_destinations(text[]) TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.queue_usage_reports(p_today date DEFAULT NULL) RETURNS int
 LANGUAGE plpgsql VOLATILE
@@ -158,8 +151,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.queue_usage_reports(date) IS
   'Jobs (system actor): write the current tenant''s overage rows for finished days (before p_today, this and the previous period) on a metered plan with a Stripe customer, and queue every row to bill and not yet queued as one outbox delivery (kind billing.meter_event, destination kind stripe: customer, metric, value, the day''s noon as timestamp, identifier parley:<tenant>:<period>:<metric>:<day> = the idempotency key; deadline 30 days, at most 35 days after the day). A day is written and queued once. Returns how many were queued; NOTIFY parley_outbox when any.';
-REVOKE ALL ON FUNCTION parley.queue_usage_reports(date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.queue_usage_reports(date) TO parley_jobs;
 
 -- Stripe accepted a meter event (the drainer marked its delivery delivered): the day is reported.
 CREATE OR REPLACE FUNCTION parley.on_usage_report_delivered() RETURNS trigger
@@ -174,8 +165,14 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.on_usage_report_delivered() IS
   'Trigger: a billing.meter_event delivery was delivered, so its usage report is reported (reported_at).';
-REVOKE ALL ON FUNCTION parley.on_usage_report_delivered() FROM PUBLIC;
 DROP TRIGGER IF EXISTS t61_usage_report_delivered ON parley.outbox;
 CREATE TRIGGER t61_usage_report_delivered AFTER UPDATE OF status ON parley.outbox
   FOR EACH ROW WHEN (NEW.kind = 'billing.meter_event' AND NEW.status = 'delivered')
   EXECUTE FUNCTION parley.on_usage_report_delivered();
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.usage_days(date, date)');
+SELECT parley.secure_functions(NULL, '{parley_jobs, parley_auth}', 'parley.stripe_destination(uuid)');
+SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.resume_stripe_destinations(text[])');
+SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.queue_usage_reports(date)');
+SELECT parley.secure_functions(NULL, NULL, 'parley.on_usage_report_delivered()');

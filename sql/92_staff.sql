@@ -27,9 +27,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.sync_staff_emails(text[]) IS
   'Server start: make the staff list exactly the configured emails (PARLEY_ADMIN_EMAILS, lower-cased); returns how many there are.';
-ALTER FUNCTION parley.sync_staff_emails(text[]) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.sync_staff_emails(text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.sync_staff_emails(text[]) TO parley_app;
 
 -- Staff: a live session of a person whose email is listed and verified (the password-reset
 -- mail proves the mailbox), so signing up first with an operator's address gains nothing.
@@ -45,9 +42,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.is_staff(uuid, uuid) IS
   'True when the person has a verified email on the staff list and this session is alive.';
-ALTER FUNCTION parley.is_staff(uuid, uuid) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.is_staff(uuid, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.is_staff(uuid, uuid) TO parley_app;
 
 -- A cross-tenant staff transaction (no tenant): the first call before the reads below.
 CREATE OR REPLACE FUNCTION parley.begin_staff_request(p_user_id uuid, p_session_id uuid, p_ip text,
@@ -68,9 +62,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.begin_staff_request(uuid, uuid, text, text) IS
   'First call of a cross-tenant staff transaction: 403 not_staff unless parley.is_staff; sets the actor (staff, no tenant).';
-ALTER FUNCTION parley.begin_staff_request(uuid, uuid, text, text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.begin_staff_request(uuid, uuid, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.begin_staff_request(uuid, uuid, text, text) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.require_operator() RETURNS void
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
@@ -83,9 +74,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.require_operator() IS
   'Raise 403 not_staff unless this transaction was begun by staff (begin_staff_request or begin_request as staff) and still is.';
-ALTER FUNCTION parley.require_operator() OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.require_operator() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.require_operator() TO parley_app, parley_owner;
 
 CREATE OR REPLACE FUNCTION parley.staff_stats() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
@@ -113,9 +101,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_stats() IS
   'Staff: installation-wide counts (tenants, suspended, users, tenants per plan, paying, delinquent, MRR in cents, messages today).';
-ALTER FUNCTION parley.staff_stats() OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.staff_stats() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_stats() TO parley_app;
 GRANT SELECT ON parley.subscriptions, parley.usage_counters, parley.audit_log TO parley_auth;
 
 CREATE OR REPLACE FUNCTION parley.staff_find_tenants(p_query text, p_limit int DEFAULT 50) RETURNS jsonb
@@ -143,9 +128,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_find_tenants(text, int) IS
   'Staff: live tenants whose id, slug, name or a member''s email contains p_query (all when empty), newest first, with plan, subscription status, suspension and member count.';
-ALTER FUNCTION parley.staff_find_tenants(text, int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.staff_find_tenants(text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_find_tenants(text, int) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.staff_audit(p_tenant_id uuid DEFAULT NULL, p_limit int DEFAULT 100) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
@@ -164,9 +146,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_audit(uuid, int) IS
   'Staff: the newest audit rows of every tenant (or one), without ip addresses.';
-ALTER FUNCTION parley.staff_audit(uuid, int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.staff_audit(uuid, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_audit(uuid, int) TO parley_app;
 
 -- Inside a tenant (begin_request as staff): overrides and suspension, audited with actor staff.
 CREATE OR REPLACE FUNCTION parley.staff_set_limits(p_limits jsonb) RETURNS jsonb
@@ -197,9 +176,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_set_limits(jsonb) IS
   'Staff, inside the tenant: merge p_limits into its tenant_limits overrides (null = inherit the plan, 0 = unlimited; unknown keys ignored; values checked by the table), audited as staff.limits_changed; returns the effective limits.';
-ALTER FUNCTION parley.staff_set_limits(jsonb) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.staff_set_limits(jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_set_limits(jsonb) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.staff_suspend(p_suspended boolean, p_reason text DEFAULT NULL) RETURNS timestamptz
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -217,9 +193,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_suspend(boolean, text) IS
   'Staff, inside the tenant: suspend (members, keys and the widget are refused; data kept) or unsuspend it; audited as staff.suspended / staff.unsuspended with the reason.';
-ALTER FUNCTION parley.staff_suspend(boolean, text) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.staff_suspend(boolean, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_suspend(boolean, text) TO parley_app;
 
 -- GET /api/tenants?ids=: a batch fetch for proxies that map chatbot → workspace → plan (the widget's
 -- session names the tenant). Staff see any workspace; anyone else only those they belong to; the
@@ -249,6 +222,12 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.tenants_by_ids(uuid[]) IS
   'The signed-in person''s view of up to 100 workspaces by id (id, slug, name, plan, their role, created, suspended), in the order asked: staff any live workspace, others only those they are a member of; the rest are left out. Definer: other tenants'' rows are outside RLS.';
-ALTER FUNCTION parley.tenants_by_ids(uuid[]) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.tenants_by_ids(uuid[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.tenants_by_ids(uuid[]) TO parley_app;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.sync_staff_emails(text[])', 'parley.is_staff(uuid, uuid)',
+  'parley.begin_staff_request(uuid, uuid, text, text)', 'parley.staff_stats()',
+  'parley.staff_find_tenants(text, int)', 'parley.staff_audit(uuid, int)', 'parley.tenants_by_ids(uuid[])');
+SELECT parley.secure_functions('parley_auth', '{parley_app, parley_owner}', 'parley.require_operator()');
+SELECT parley.secure_functions('parley_owner', '{parley_app}',
+  'parley.staff_set_limits(jsonb)', 'parley.staff_suspend(boolean, text)');

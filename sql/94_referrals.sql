@@ -52,9 +52,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.attribute_referral(uuid, text) IS
   'Sign-up: attribute the workspace created in this transaction by the acting person (its owner) to the tenant whose referral_code is p_code (once; audited in the referrer''s trail as referral.signed_up). False for an unknown code or a self-referral (the person is a member of the referrer); 403 for any other workspace. Definer: the referrer is another tenant.';
-ALTER FUNCTION parley.attribute_referral(uuid, text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.attribute_referral(uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.attribute_referral(uuid, text) TO parley_app;
 
 -- Earned credits of a referrer become Stripe balance deliveries once it has a Stripe customer.
 CREATE OR REPLACE FUNCTION parley.queue_referral_credits(p_referrer uuid) RETURNS int
@@ -94,8 +91,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.queue_referral_credits(uuid) IS
   'Internal: queue every earned, not yet queued credit of p_referrer as an outbox delivery to its Stripe customer''s balance (destination kind stripe, parley.stripe_destination; idempotency key parley-referral-<referrer>-<referred>). Nothing without a Stripe customer; returns how many were queued.';
-ALTER FUNCTION parley.queue_referral_credits(uuid) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.queue_referral_credits(uuid) FROM PUBLIC;
 
 -- The referred tenant pays (called by parley.change_plan): its referrer earns, once, capped.
 CREATE OR REPLACE FUNCTION parley.earn_referral_credit(p_plan text) RETURNS int
@@ -128,10 +123,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.earn_referral_credit(text) IS
   'Internal to parley.change_plan: the current tenant converted to paid plan p_plan; if it was referred and has not converted before, its referrer earns the referral_credit_cents setting (less what the referral_cap_cents cap leaves; 0 = capped), audited in the referrer''s trail, and queued to Stripe. Returns the amount, NULL when nothing was pending.';
-ALTER FUNCTION parley.earn_referral_credit(text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.earn_referral_credit(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.earn_referral_credit(text) TO parley_owner;
-GRANT EXECUTE ON FUNCTION parley.queue_referral_credits(uuid) TO parley_owner;
 
 -- Stripe confirmed a balance transaction (the outbox marked the delivery delivered).
 CREATE OR REPLACE FUNCTION parley.on_referral_credit_delivered() RETURNS trigger
@@ -144,8 +135,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.on_referral_credit_delivered() IS
   'Trigger: a billing.referral_credit delivery was delivered, so its credit is applied (applied_at).';
-ALTER FUNCTION parley.on_referral_credit_delivered() OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.on_referral_credit_delivered() FROM PUBLIC;
 DROP TRIGGER IF EXISTS t60_referral_credit_delivered ON parley.outbox;
 CREATE TRIGGER t60_referral_credit_delivered AFTER UPDATE OF status ON parley.outbox
   FOR EACH ROW WHEN (NEW.kind = 'billing.referral_credit' AND NEW.status = 'delivered')
@@ -168,8 +157,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.referral_summary() IS
   'The current tenant''s referral code, the credit per paid conversion and the cap (cents), how many workspaces signed up with the code and converted, credit earned and applied to its Stripe balance (cents).';
-REVOKE ALL ON FUNCTION parley.referral_summary() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.referral_summary() TO parley_app;
 
 -- Analysts: the ledger, without customer ids.
 GRANT SELECT ON parley.referral_credits TO parley_reporting;
@@ -181,3 +168,10 @@ COMMENT ON VIEW analytics.referral_credits IS
   'Referral ledger: who referred whom, when the referred workspace signed up and first paid (plan), the credit (USD cents; 0 when capped) and when Stripe applied it to the referrer''s balance.';
 ALTER VIEW analytics.referral_credits OWNER TO parley_reporting;
 GRANT SELECT ON analytics.referral_credits TO parley_analyst;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.attribute_referral(uuid, text)');
+SELECT parley.secure_functions('parley_auth', '{parley_owner}',
+  'parley.queue_referral_credits(uuid)', 'parley.earn_referral_credit(text)');
+SELECT parley.secure_functions('parley_auth', NULL, 'parley.on_referral_credit_delivered()');
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.referral_summary()');

@@ -62,8 +62,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.lock_custom_domain(text) IS
   'Internal: the current tenant''s claim of p_hostname (normalize_hostname), locked FOR UPDATE until the transaction ends; NULL when it has none.';
-REVOKE ALL ON FUNCTION parley.lock_custom_domain(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.lock_custom_domain(text) TO parley_owner;
 
 -- The global route of a verified name (definer: the table is parley_auth's alone).
 CREATE OR REPLACE FUNCTION parley.set_domain_route(p_hostname text, p_active boolean) RETURNS void
@@ -90,9 +88,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.set_domain_route(text, boolean) IS
   'Internal: route p_hostname (a claim of the current tenant) to it, or remove its route; 409 domain_taken when another workspace already has the name routed.';
-ALTER FUNCTION parley.set_domain_route(text, boolean) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.set_domain_route(text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.set_domain_route(text, boolean) TO parley_app, parley_owner;
 
 CREATE OR REPLACE FUNCTION parley.claim_domain(p_hostname text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -118,9 +113,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.claim_domain(text) IS
   'Admins on a plan with allow_custom_domain: claim a host name (normalize_hostname; at most 5 per workspace) with a fresh verification token; pending until verified. Claiming again returns the claim unchanged. 402 plan_limit, 422 invalid_hostname, 409 too_many_domains.';
-ALTER FUNCTION parley.claim_domain(text) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.claim_domain(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.claim_domain(text) TO parley_app;
 
 -- Writes go through these definer functions (owned by parley_owner, under the tenant's RLS):
 -- the app role only reads claims, so a domain is active only through a check or staff.
@@ -158,7 +150,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.domain_recovered(text, jsonb) IS
   'Internal: a failing domain of the current tenant proved ownership again: active, its failure count reset, audited as domain.recovered.';
-REVOKE ALL ON FUNCTION parley.domain_recovered(text, jsonb) FROM PUBLIC;
 
 -- The DNS check's verdict. The server asks the resolver; the rule is here: the TXT record at
 -- _parley.<host> holds parley-verify=<token>, and the name routes to this installation (a CNAME
@@ -197,9 +188,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) IS
   'Admins: store what the DNS showed for a pending domain (p_observed: txt strings at _parley.<host>, cname, addresses, error) against what routes here (p_expected: target, addresses) and activate it when the TXT holds parley-verify=<token> and the name is a CNAME to the target or (without CNAME) has one of its addresses, on a plan that allows custom domains (the rule: parley.domain_check_verdict); a failing domain that proves itself again is active again. A disabled domain stays disabled (staff, a plan change or the re-check did it). Returns the domain.';
-ALTER FUNCTION parley.record_domain_check(text, jsonb, jsonb) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.record_domain_check(text, jsonb, jsonb) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.remove_domain(p_hostname text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -218,9 +206,6 @@ BEGIN
   RETURN true;
 END $$;
 COMMENT ON FUNCTION parley.remove_domain(text) IS 'Admins: drop a custom domain claim and its route; false when there was none.';
-ALTER FUNCTION parley.remove_domain(text) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.remove_domain(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.remove_domain(text) TO parley_app;
 
 -- Staff (inside the tenant, actor staff): force a domain active (no DNS check) or disable it.
 CREATE OR REPLACE FUNCTION parley.staff_set_domain(p_hostname text, p_status text, p_reason text DEFAULT NULL)
@@ -251,9 +236,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_set_domain(text, text, text) IS
   'Staff, inside the tenant: force a claimed domain active (routed without a DNS check; 409 domain_taken when another workspace has it) or disable it (route removed, reason kept); audited as staff.domain_active / staff.domain_disabled.';
-ALTER FUNCTION parley.staff_set_domain(text, text, text) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.staff_set_domain(text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_set_domain(text, text, text) TO parley_app;
 
 -- A plan change that loses custom domains (parley.change_plan) disables them all.
 CREATE OR REPLACE FUNCTION parley.disable_custom_domains(p_reason text) RETURNS int
@@ -274,9 +256,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.disable_custom_domains(text) IS
   'Internal to parley.change_plan: disable every custom domain of the current tenant (routes removed, reason kept, audited) when its new plan has no custom domains; returns how many.';
-ALTER FUNCTION parley.disable_custom_domains(text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.disable_custom_domains(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.disable_custom_domains(text) TO parley_owner;
 
 -- Before any tenant is known: which tenant serves widget traffic on this Host (NULL: none).
 CREATE OR REPLACE FUNCTION parley.domain_tenant(p_host text) RETURNS uuid
@@ -289,9 +268,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.domain_tenant(text) IS
   'The tenant an active custom domain routes to, or NULL (unknown, disabled, tenant deleted or suspended, or its plan, e.g. limited after the grace period, no longer allows custom domains). Answers the widget''s Host check and the reverse proxy''s on-demand TLS question.';
-ALTER FUNCTION parley.domain_tenant(text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.domain_tenant(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.domain_tenant(text) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.active_domain() RETURNS text
 LANGUAGE sql STABLE
@@ -323,9 +299,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.domains_due_for_recheck(int) IS
   'Jobs: up to p_limit active or failing custom domains of live tenants not checked for the domain_recheck_every setting, oldest check first: tenant id, host name and where its TXT record lives (names only).';
-ALTER FUNCTION parley.domains_due_for_recheck(int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.domains_due_for_recheck(int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.domains_due_for_recheck(int) TO parley_jobs;
 
 GRANT EXECUTE ON FUNCTION parley.workspace_owner_emails() TO parley_owner;
 CREATE OR REPLACE FUNCTION parley.record_domain_recheck(p_hostname text, p_observed jsonb, p_expected jsonb)
@@ -386,9 +359,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) IS
   'Jobs (system actor), inside the tenant: store a re-check of an active or failing domain (parley.domain_check_verdict). Proven: active again. Not proven: an active domain goes failing (still served; audited domain.failing; owners e-mailed notice.domain_failing); a failing one counts the failure and, after domain_grace_checks failures in a row and domain_grace since it began failing (settings), is disabled (route removed, reason kept, audited domain.disabled, owners e-mailed notice.domain_disabled). A resolver error is stored but not counted. Returns the status after, NULL when the domain is no longer active or failing.';
-ALTER FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.record_domain_recheck(text, jsonb, jsonb) TO parley_jobs;
 
 -- Staff: every workspace's custom domains, for the back-office (console and API).
 CREATE OR REPLACE FUNCTION parley.staff_domains(p_query text DEFAULT '', p_limit int DEFAULT 100) RETURNS jsonb
@@ -417,6 +387,16 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.staff_domains(text, int) IS
   'Staff: custom domains of live workspaces whose host name or workspace slug contains p_query, or whose status or workspace id is p_query (all when empty), by host name: workspace, plan, status, how it was activated, checks, failing state, disable reason and whether it is routed.';
-ALTER FUNCTION parley.staff_domains(text, int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.staff_domains(text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.staff_domains(text, int) TO parley_app;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_owner}', 'parley.lock_custom_domain(text)');
+SELECT parley.secure_functions('parley_auth', '{parley_app, parley_owner}', 'parley.set_domain_route(text, boolean)');
+SELECT parley.secure_functions('parley_owner', '{parley_app}',
+  'parley.claim_domain(text)', 'parley.record_domain_check(text, jsonb, jsonb)', 'parley.remove_domain(text)',
+  'parley.staff_set_domain(text, text, text)');
+SELECT parley.secure_functions(NULL, NULL, 'parley.domain_recovered(text, jsonb)');
+SELECT parley.secure_functions('parley_auth', '{parley_owner}', 'parley.disable_custom_domains(text)');
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.domain_tenant(text)', 'parley.staff_domains(text, int)');
+SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.domains_due_for_recheck(int)');
+SELECT parley.secure_functions('parley_owner', '{parley_jobs}', 'parley.record_domain_recheck(text, jsonb, jsonb)');

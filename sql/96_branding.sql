@@ -44,9 +44,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.sync_server_branding(text, text) IS
   'Server start: the installation''s default credit line from its environment (PARLEY_BRANDING_LABEL, PARLEY_BRANDING_URL; NULL or empty = unset, the database settings apply), checked like any credit line (422 invalid_branding); returns parley.server_branding().';
-ALTER FUNCTION parley.sync_server_branding(text, text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.sync_server_branding(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.sync_server_branding(text, text) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.server_branding() RETURNS jsonb
 LANGUAGE sql STABLE
@@ -113,6 +110,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.set_default_branding(text, text) IS
   'Admins: the workspace''s default "Powered by" label and link for its widgets (NULL or empty = inherit the server''s); 422 invalid_branding (check_branding), 402 plan_limit unless the plan allows replacing the branding; audited.';
-ALTER FUNCTION parley.set_default_branding(text, text) OWNER TO parley_owner;
-REVOKE ALL ON FUNCTION parley.set_default_branding(text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.set_default_branding(text, text) TO parley_app;
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.sync_server_branding(text, text)');
+SELECT parley.secure_functions('parley_owner', '{parley_app}', 'parley.set_default_branding(text, text)');
