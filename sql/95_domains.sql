@@ -137,19 +137,47 @@ $$;
 COMMENT ON FUNCTION parley.domain_check_verdict(text, jsonb, jsonb) IS
   'What the DNS showed (p_observed: txt strings at _parley.<host>, cname, addresses, error) against what routes here (p_expected: target, addresses) for a domain whose token is p_token: {txt, routed, observed, error}; both true prove it.';
 
--- A failing domain proved itself again (the admin's check or the re-check job).
-CREATE OR REPLACE FUNCTION parley.domain_recovered(p_hostname text, p_result jsonb) RETURNS void
+-- The one change of a domain's status: its route follows (active: routed; disabled: not; a failing
+-- domain keeps its route through the grace), the columns p_changes names change with it, one audit row.
+DROP FUNCTION IF EXISTS parley.domain_recovered(text, jsonb);
+CREATE OR REPLACE FUNCTION parley.move_custom_domain(p_hostname text, p_status text, p_changes jsonb,
+                                                    p_audit text, p_details jsonb) RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-  UPDATE parley.custom_domains d SET status = 'active', failing_since = NULL, failed_checks = 0
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname AND d.status = 'failing';
-  IF FOUND THEN
-    PERFORM parley.write_audit('domain.recovered', 'domain', p_hostname, p_result - 'observed');
+  IF p_status IN ('active', 'disabled') THEN
+    PERFORM parley.set_domain_route(p_hostname, p_status = 'active');
   END IF;
+  UPDATE parley.custom_domains d
+     SET (status, verified_at, activated_by, failing_since, failed_checks, disabled_at, disabled_reason) =
+         (SELECT n.status, n.verified_at, n.activated_by, n.failing_since, n.failed_checks, n.disabled_at,
+                 n.disabled_reason
+            FROM jsonb_populate_record(d, p_changes || jsonb_build_object('status', p_status)) n)
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = p_hostname;
+  PERFORM parley.write_audit(p_audit, 'domain', p_hostname, p_details);
 END $$;
-COMMENT ON FUNCTION parley.domain_recovered(text, jsonb) IS
-  'Internal: a failing domain of the current tenant proved ownership again: active, its failure count reset, audited as domain.recovered.';
+COMMENT ON FUNCTION parley.move_custom_domain(text, text, jsonb, text, jsonb) IS
+  'Internal: set a custom domain of the current tenant to p_status (its route added when active, removed when disabled; 409 domain_taken from set_domain_route), with the columns p_changes names (verified_at, activated_by, failing_since, failed_checks, disabled_at, disabled_reason; the others kept), audited as p_audit with p_details.';
+
+-- What a DNS check (the admin's or the re-check job's) showed, stored; a failing domain that
+-- proves itself again is active again. Returns the verdict.
+CREATE OR REPLACE FUNCTION parley.store_domain_check(p_dom parley.custom_domains, p_observed jsonb, p_expected jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_result jsonb := parley.domain_check_verdict(p_dom.token, p_observed, p_expected);
+BEGIN
+  UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
+   WHERE d.tenant_id = p_dom.tenant_id AND d.hostname = p_dom.hostname;
+  IF (v_result->>'txt')::boolean AND (v_result->>'routed')::boolean AND p_dom.status = 'failing' THEN
+    PERFORM parley.move_custom_domain(p_dom.hostname, 'active', '{"failing_since": null, "failed_checks": 0}',
+                                      'domain.recovered', v_result - 'observed');
+  END IF;
+  RETURN v_result;
+END $$;
+COMMENT ON FUNCTION parley.store_domain_check(parley.custom_domains, jsonb, jsonb) IS
+  'Internal: store the verdict (domain_check_verdict) of a DNS check of the current tenant''s domain p_dom (locked by the caller) and return it; a failing domain it proves is active again, its failure count reset, audited as domain.recovered.';
 
 -- The DNS check's verdict. The server asks the resolver; the rule is here: the TXT record at
 -- _parley.<host> holds parley-verify=<token>, and the name routes to this installation (a CNAME
@@ -160,8 +188,6 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_dom parley.custom_domains;
-  v_txt boolean;
-  v_routed boolean;
   v_result jsonb;
 BEGIN
   PERFORM parley.require_role('admin');
@@ -169,20 +195,12 @@ BEGIN
   IF v_dom.hostname IS NULL THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
   END IF;
-  v_result := parley.domain_check_verdict(v_dom.token, p_observed, p_expected);
-  v_txt := (v_result->>'txt')::boolean;
-  v_routed := (v_result->>'routed')::boolean;
-  UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
-   WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
-  IF v_txt AND v_routed AND v_dom.status = 'failing' THEN
-    PERFORM parley.domain_recovered(v_dom.hostname, v_result);
-  END IF;
-  IF v_txt AND v_routed AND v_dom.status = 'pending'
+  v_result := parley.store_domain_check(v_dom, p_observed, p_expected);
+  IF (v_result->>'txt')::boolean AND (v_result->>'routed')::boolean AND v_dom.status = 'pending'
      AND (SELECT l.allow_custom_domain FROM parley.effective_limits(v_dom.tenant_id) l) THEN
-    PERFORM parley.set_domain_route(v_dom.hostname, true);
-    UPDATE parley.custom_domains d SET status = 'active', verified_at = now(), activated_by = 'dns'
-     WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
-    PERFORM parley.write_audit('domain.verified', 'domain', v_dom.hostname, v_result - 'observed');
+    PERFORM parley.move_custom_domain(v_dom.hostname, 'active',
+                                      jsonb_build_object('verified_at', now(), 'activated_by', 'dns'),
+                                      'domain.verified', v_result - 'observed');
   END IF;
   RETURN parley.custom_domain_json(v_dom.hostname);
 END $$;
@@ -213,26 +231,25 @@ RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_host text;
+  v_dom parley.custom_domains;
 BEGIN
   PERFORM parley.require_operator();
   IF p_status NOT IN ('active', 'disabled') THEN
     PERFORM parley.raise_error(422, 'invalid_status', 'A domain is set active or disabled.');
   END IF;
-  v_host := (parley.lock_custom_domain(p_hostname)).hostname;
-  IF v_host IS NULL THEN
+  v_dom := parley.lock_custom_domain(p_hostname);
+  IF v_dom.hostname IS NULL THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such domain.');
   END IF;
-  PERFORM parley.set_domain_route(v_host, p_status = 'active');
-  UPDATE parley.custom_domains d
-     SET status = p_status, failing_since = NULL, failed_checks = 0,
-         verified_at = CASE WHEN p_status = 'active' THEN coalesce(d.verified_at, now()) ELSE d.verified_at END,
-         activated_by = CASE WHEN p_status = 'active' THEN 'staff' ELSE d.activated_by END,
-         disabled_at = CASE WHEN p_status = 'disabled' THEN now() END,
-         disabled_reason = CASE WHEN p_status = 'disabled' THEN left(coalesce(p_reason, 'disabled by the operator'), 200) END
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.hostname = v_host;
-  PERFORM parley.write_audit('staff.domain_' || p_status, 'domain', v_host, jsonb_build_object('reason', left(p_reason, 200)));
-  RETURN parley.custom_domain_json(v_host);
+  PERFORM parley.move_custom_domain(v_dom.hostname, p_status,
+    jsonb_build_object('failing_since', NULL, 'failed_checks', 0)
+      || CASE WHEN p_status = 'active'
+              THEN jsonb_build_object('verified_at', coalesce(v_dom.verified_at, now()), 'activated_by', 'staff',
+                                      'disabled_at', NULL, 'disabled_reason', NULL)
+              ELSE jsonb_build_object('disabled_at', now(),
+                                      'disabled_reason', left(coalesce(p_reason, 'disabled by the operator'), 200)) END,
+    'staff.domain_' || p_status, jsonb_build_object('reason', left(p_reason, 200)));
+  RETURN parley.custom_domain_json(v_dom.hostname);
 END $$;
 COMMENT ON FUNCTION parley.staff_set_domain(text, text, text) IS
   'Staff, inside the tenant: force a claimed domain active (routed without a DNS check; 409 domain_taken when another workspace has it) or disable it (route removed, reason kept); audited as staff.domain_active / staff.domain_disabled.';
@@ -317,20 +334,17 @@ BEGIN
   IF v_dom.status IS NULL OR v_dom.status NOT IN ('active', 'failing') THEN
     RETURN NULL;  -- removed or disabled meanwhile
   END IF;
-  v_result := parley.domain_check_verdict(v_dom.token, p_observed, p_expected);
-  UPDATE parley.custom_domains d SET checked_at = now(), check_result = v_result
-   WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
+  v_result := parley.store_domain_check(v_dom, p_observed, p_expected);
   IF (v_result->>'txt')::boolean AND (v_result->>'routed')::boolean THEN
-    PERFORM parley.domain_recovered(v_dom.hostname, v_result);
     RETURN 'active';
   END IF;
   IF p_observed ? 'error' THEN
     RETURN v_dom.status;  -- the resolver did not answer: no proof either way, not counted
   END IF;
   IF v_dom.status = 'active' THEN
-    UPDATE parley.custom_domains d SET status = 'failing', failing_since = now(), failed_checks = 1
-     WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
-    PERFORM parley.write_audit('domain.failing', 'domain', v_dom.hostname, v_result - 'observed');
+    PERFORM parley.move_custom_domain(v_dom.hostname, 'failing',
+                                      jsonb_build_object('failing_since', now(), 'failed_checks', 1),
+                                      'domain.failing', v_result - 'observed');
     PERFORM parley.notify_owners('notice.domain_failing', jsonb_build_object(
       'hostname', v_dom.hostname, 'txt', v_result->'txt', 'routed', v_result->'routed',
       'txt_name', parley.domain_txt_name(v_dom.hostname), 'failing_since', now(),
@@ -343,15 +357,12 @@ BEGIN
      WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
     RETURN 'failing';
   END IF;
-  PERFORM parley.set_domain_route(v_dom.hostname, false);
-  UPDATE parley.custom_domains d
-     SET status = 'disabled', failed_checks = d.failed_checks + 1, disabled_at = now(),
-         disabled_reason = left(format('The DNS records no longer prove this domain (since %s).',
-                                       to_char(v_dom.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')), 200)
-   WHERE d.tenant_id = v_dom.tenant_id AND d.hostname = v_dom.hostname;
-  PERFORM parley.write_audit('domain.disabled', 'domain', v_dom.hostname,
-                             jsonb_build_object('reason', 'dns', 'failing_since', v_dom.failing_since,
-                                                'failed_checks', v_dom.failed_checks + 1));
+  PERFORM parley.move_custom_domain(v_dom.hostname, 'disabled', jsonb_build_object(
+      'failed_checks', v_dom.failed_checks + 1, 'disabled_at', now(),
+      'disabled_reason', left(format('The DNS records no longer prove this domain (since %s).',
+                                     to_char(v_dom.failing_since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI "UTC"')), 200)),
+    'domain.disabled', jsonb_build_object('reason', 'dns', 'failing_since', v_dom.failing_since,
+                                          'failed_checks', v_dom.failed_checks + 1));
   PERFORM parley.notify_owners('notice.domain_disabled', jsonb_build_object(
     'hostname', v_dom.hostname, 'txt', v_result->'txt', 'routed', v_result->'routed',
     'txt_name', parley.domain_txt_name(v_dom.hostname), 'failing_since', v_dom.failing_since));
@@ -389,12 +400,14 @@ COMMENT ON FUNCTION parley.staff_domains(text, int) IS
   'Staff: custom domains of live workspaces whose host name or workspace slug contains p_query, or whose status or workspace id is p_query (all when empty), by host name: workspace, plan, status, how it was activated, checks, failing state, disable reason and whether it is routed.';
 
 -- Owners and callers (parley.secure_functions, sql/05_access.sql).
-SELECT parley.secure_functions(NULL, '{parley_owner}', 'parley.lock_custom_domain(text)');
+-- Internal steps of the writers below (their owner, parley_owner, runs them; nobody else).
+SELECT parley.secure_functions(NULL, NULL, 'parley.lock_custom_domain(text)',
+  'parley.move_custom_domain(text, text, jsonb, text, jsonb)',
+  'parley.store_domain_check(parley.custom_domains, jsonb, jsonb)');
 SELECT parley.secure_functions('parley_auth', '{parley_app, parley_owner}', 'parley.set_domain_route(text, boolean)');
 SELECT parley.secure_functions('parley_owner', '{parley_app}',
   'parley.claim_domain(text)', 'parley.record_domain_check(text, jsonb, jsonb)', 'parley.remove_domain(text)',
   'parley.staff_set_domain(text, text, text)');
-SELECT parley.secure_functions(NULL, NULL, 'parley.domain_recovered(text, jsonb)');
 SELECT parley.secure_functions('parley_auth', '{parley_owner}', 'parley.disable_custom_domains(text)');
 SELECT parley.secure_functions('parley_auth', '{parley_app}',
   'parley.domain_tenant(text)', 'parley.staff_domains(text, int)');
