@@ -221,34 +221,29 @@ async def _transition(call: Call, sql: str, *args) -> dict:
         )
 
 
-@api.route("POST", "/api/conversations/{conversation_id}/claim", response=ConversationOut, tags=TAGS)
-async def claim(call: Call):
-    """Take an unassigned conversation (409 if another agent has it)."""
-    return await _transition(call, "parley.transition_conversation($1, 'claim')")
+def _transition_route(action: str, body: type[AssignIn] | None, doc: str) -> None:
+    """POST /api/conversations/{conversation_id}/<action>: the state machine's transition of that name
+    (a row of parley.conversation_transitions), with the member to assign when the body names one."""
+
+    async def transition(call: Call) -> dict:
+        assignee = call.body.user_id if body is not None else None
+        return await _transition(call, "parley.transition_conversation($1, $2, $3)", action, assignee)
+
+    transition.__name__ = transition.__qualname__ = action  # the operation id (the client's method name)
+    transition.__doc__ = doc
+    path = f"/api/conversations/{{conversation_id}}/{action}"
+    api.route("POST", path, body=body, response=ConversationOut, tags=TAGS)(transition)
 
 
-@api.route("POST", "/api/conversations/{conversation_id}/assign", body=AssignIn, response=ConversationOut, tags=TAGS)
-async def assign(call: Call):
-    """Give the conversation to a member."""
-    return await _transition(call, "parley.transition_conversation($1, 'assign', $2)", call.body.user_id)
-
-
-@api.route("POST", "/api/conversations/{conversation_id}/release", response=ConversationOut, tags=TAGS)
-async def release(call: Call):
-    """Hand the conversation back to the bot."""
-    return await _transition(call, "parley.transition_conversation($1, 'release')")
-
-
-@api.route("POST", "/api/conversations/{conversation_id}/close", response=ConversationOut, tags=TAGS)
-async def close(call: Call):
-    """Close the conversation."""
-    return await _transition(call, "parley.transition_conversation($1, 'close')")
-
-
-@api.route("POST", "/api/conversations/{conversation_id}/reopen", response=ConversationOut, tags=TAGS)
-async def reopen(call: Call):
-    """Reopen a closed conversation (assigned to you when you are signed in)."""
-    return await _transition(call, "parley.transition_conversation($1, 'reopen')")
+# The transitions members ask for by REST, in the order of the API document.
+for _action, _body, _doc in (
+    ("claim", None, "Take an unassigned conversation (409 if another agent has it)."),
+    ("assign", AssignIn, "Give the conversation to a member."),
+    ("release", None, "Hand the conversation back to the bot."),
+    ("close", None, "Close the conversation."),
+    ("reopen", None, "Reopen a closed conversation (assigned to you when you are signed in)."),
+):
+    _transition_route(_action, _body, _doc)
 
 
 @api.route("PUT", "/api/conversations/{conversation_id}/codename", body=CodenameIn, response=ConversationOut, tags=TAGS)
