@@ -43,7 +43,9 @@ async def conversations_per_day(call: Call):
     async with call.tx() as conn:
         return rows(
             await conn.fetch(
-                "SELECT * FROM parley.stats_conversations_per_day($1, $2)", call.query.days, call.query.chatbot_id
+                "SELECT day, conversations, closed, closed_without_human FROM parley.stats_per_day($1, $2)",
+                call.query.days,
+                call.query.chatbot_id,
             )
         )
 
@@ -65,5 +67,9 @@ async def csat_per_day(call: Call):
     """Ratings (count and average) and thumbs per day."""
     async with call.tx() as conn:
         return rows(
-            await conn.fetch("SELECT * FROM parley.stats_csat_per_day($1, $2)", call.query.days, call.query.chatbot_id)
+            await conn.fetch(
+                "SELECT day, ratings, avg_score, thumbs_up, thumbs_down FROM parley.stats_per_day($1, $2)",
+                call.query.days,
+                call.query.chatbot_id,
+            )
         )

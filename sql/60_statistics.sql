@@ -222,18 +222,22 @@ $$;
 COMMENT ON FUNCTION parley.stats_days(int, uuid) IS
   'The day figures (parley.day_stats_from_rows) of the last p_days days per chatbot and day: from the rollup (parley.daily_stats) for the days before its last run, from the rows for the days since, so the cost does not grow with the history. A finished day changed after the last run (an old conversation closed) shows on the next run (rollup_daily_stats, every 10 minutes).';
 
-CREATE OR REPLACE FUNCTION parley.stats_conversations_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
-RETURNS TABLE (day date, conversations bigint, closed bigint, closed_without_human bigint)
+DROP FUNCTION IF EXISTS parley.stats_conversations_per_day(int, uuid), parley.stats_csat_per_day(int, uuid);
+CREATE OR REPLACE FUNCTION parley.stats_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
+RETURNS TABLE (day date, conversations bigint, closed bigint, closed_without_human bigint,
+               ratings bigint, avg_score numeric, thumbs_up bigint, thumbs_down bigint)
 LANGUAGE sql STABLE
 AS $$
   SELECT d.day::date, coalesce(sum(s.conversations), 0)::bigint, coalesce(sum(s.closed), 0)::bigint,
-         coalesce(sum(s.closed_without_human), 0)::bigint
+         coalesce(sum(s.closed_without_human), 0)::bigint,
+         coalesce(sum(s.ratings), 0)::bigint, round(sum(s.rating_sum)::numeric / nullif(sum(s.ratings), 0), 2),
+         coalesce(sum(s.thumbs_up), 0)::bigint, coalesce(sum(s.thumbs_down), 0)::bigint
     FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') AS d(day)
     LEFT JOIN parley.stats_days(p_days, p_chatbot_id) s ON s.day = d.day::date
    GROUP BY d.day ORDER BY d.day
 $$;
-COMMENT ON FUNCTION parley.stats_conversations_per_day(int, uuid) IS
-  'Conversations started per day over the last p_days days (every day listed), with how many are closed and closed without a human (parley.stats_days).';
+COMMENT ON FUNCTION parley.stats_per_day(int, uuid) IS
+  'Per day of the last p_days days (every day listed, all chatbots or one): conversations started, how many of them are closed and closed without a human, the number of 1-5 ratings and their average, thumbs up and down on bot replies (parley.stats_days).';
 
 CREATE OR REPLACE FUNCTION parley.day_questions_from_rows(p_from date, p_to date, p_chatbot_id uuid DEFAULT NULL)
 RETURNS TABLE (chatbot_id uuid, day date, question_norm text, asked int, unanswered int, last_asked timestamptz)
@@ -275,19 +279,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.stats_top_questions(int, uuid, int, boolean) IS
   'Most asked (normalised) questions over the last p_days days (from the rollup, daily_questions, for the days before its last run and from the rows since) with how often the bot found no grounding; p_unanswered_only lists the unanswered ones.';
-
-CREATE OR REPLACE FUNCTION parley.stats_csat_per_day(p_days int, p_chatbot_id uuid DEFAULT NULL)
-RETURNS TABLE (day date, ratings bigint, avg_score numeric, thumbs_up bigint, thumbs_down bigint)
-LANGUAGE sql STABLE
-AS $$
-  SELECT d.day::date, coalesce(sum(s.ratings), 0)::bigint, round(sum(s.rating_sum)::numeric / nullif(sum(s.ratings), 0), 2),
-         coalesce(sum(s.thumbs_up), 0)::bigint, coalesce(sum(s.thumbs_down), 0)::bigint
-    FROM generate_series(current_date - (p_days - 1), current_date, interval '1 day') AS d(day)
-    LEFT JOIN parley.stats_days(p_days, p_chatbot_id) s ON s.day = d.day::date
-   GROUP BY d.day ORDER BY d.day
-$$;
-COMMENT ON FUNCTION parley.stats_csat_per_day(int, uuid) IS
-  'Per day: number of 1-5 ratings and their average, thumbs up and down on bot replies (parley.stats_days).';
 
 CREATE OR REPLACE FUNCTION parley.stats_summary(p_days int, p_chatbot_id uuid DEFAULT NULL)
 RETURNS TABLE (conversations bigint, closed bigint, closed_without_human bigint, ai_resolution_rate numeric,

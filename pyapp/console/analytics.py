@@ -43,8 +43,7 @@ async def analytics(ctx: Ctx):
     days, chatbot = _window(ctx)
     conn = ctx.conn
     summary = await conn.fetchrow("SELECT * FROM parley.stats_summary($1, $2)", days, chatbot)
-    per_day = await conn.fetch("SELECT * FROM parley.stats_conversations_per_day($1, $2)", days, chatbot)
-    csat = await conn.fetch("SELECT * FROM parley.stats_csat_per_day($1, $2)", days, chatbot)
+    per_day = await conn.fetch("SELECT * FROM parley.stats_per_day($1, $2)", days, chatbot)
     frt = await queries.fetch(conn, "first_response_per_day", days, chatbot)
     top = await conn.fetch("SELECT * FROM parley.stats_top_questions($1, $2, 15, false)", days, chatbot)
     unanswered = await conn.fetch("SELECT * FROM parley.stats_top_questions($1, $2, 15, true)", days, chatbot)
@@ -64,8 +63,8 @@ async def analytics(ctx: Ctx):
         charts.line_chart("AI resolution rate (closed without a human / closed)", labels, rate, unit="%", vmax=1.0),
         charts.line_chart(
             "CSAT: average rating (1-5)",
-            [_label(r["day"]) for r in csat],
-            [float(r["avg_score"]) if r["avg_score"] is not None else None for r in csat],
+            labels,
+            [float(r["avg_score"]) if r["avg_score"] is not None else None for r in per_day],
             vmax=5.0,
         ),
         charts.line_chart(
@@ -75,7 +74,7 @@ async def analytics(ctx: Ctx):
             unit="s",
         ),
     ]
-    thumbs = {"up": sum(r["thumbs_up"] for r in csat), "down": sum(r["thumbs_down"] for r in csat)}
+    thumbs = {"up": sum(r["thumbs_up"] for r in per_day), "down": sum(r["thumbs_down"] for r in per_day)}
     keep = {"days": days, **({"chatbot": str(chatbot)} if chatbot else {})}
     flash = {"triaged": "Marked as triaged.", "reopened": "Back on the list."}.get(ctx.request.query.get("done", ""))
     return ctx.render(

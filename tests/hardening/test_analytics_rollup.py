@@ -119,8 +119,7 @@ async def _expected(owner_conn, tenant_id, days: int, chatbot_id) -> dict:
 async def _served(pool, tenant_id, days: int, chatbot_id) -> dict:
     async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="service", min_role="agent")) as conn:
         s = await conn.fetchrow("SELECT * FROM parley.stats_summary($1, $2)", days, chatbot_id)
-        conv = await conn.fetch("SELECT * FROM parley.stats_conversations_per_day($1, $2)", days, chatbot_id)
-        csat = await conn.fetch("SELECT * FROM parley.stats_csat_per_day($1, $2)", days, chatbot_id)
+        conv = csat = await conn.fetch("SELECT * FROM parley.stats_per_day($1, $2)", days, chatbot_id)
         top = {only: sorted(tuple(r) for r in await conn.fetch(
             "SELECT * FROM parley.stats_top_questions($1, $2, 100, $3)", days, chatbot_id, only))
             for only in (False, True)}
