@@ -225,6 +225,7 @@ BEGIN
   IF (p_tenant_name IS NULL) <> (p_slug IS NULL) THEN
     PERFORM parley.raise_error(422, 'tenant_incomplete', 'Give both a workspace name and a slug, or neither.');
   END IF;
+  PERFORM parley.check_account_email(btrim(p_email));
   BEGIN
     INSERT INTO parley.users (email, name, password_hash)
     VALUES (btrim(p_email), coalesce(p_name, ''), p_password_hash)
@@ -245,7 +246,7 @@ BEGIN
   RETURN parley.open_session(v_user, p_refresh_hash, p_refresh_ttl, v_tenant);
 END $$;
 COMMENT ON FUNCTION parley.sign_up(text, text, text, text, text, bytea, int) IS
-  'Create a person and, when a name and slug are given, their workspace with them as owner; opens a session. 409 email_taken (case-insensitive) or slug_taken. Definer: no tenant exists yet.';
+  'Create a person and, when a name and slug are given, their workspace with them as owner; opens a session. 422 invalid_email (parley.is_account_email), 409 email_taken (case-insensitive) or slug_taken. Definer: no tenant exists yet.';
 
 -- Until 0011 sign-in returned the account's lock and finished without the email.
 DROP FUNCTION IF EXISTS parley.finish_sign_in(uuid, text, boolean, bytea, int);

@@ -11,6 +11,30 @@
 -- access token cannot be used to guess the password faster than sign-in allows.
 
 ---------------------------------------------------------------------------------------------
+-- The account e-mail rule, once: sign-up and an e-mail change refuse an address it refuses (422),
+-- single sign-on drops one (only these write users.email, as parley_auth; the app roles cannot);
+-- pyapp/accounts/models.py's Email answers the same before SQL (tests/foundation/test_account_email.py).
+---------------------------------------------------------------------------------------------
+
+CREATE OR REPLACE FUNCTION parley.is_account_email(p_email text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT p_email ~ '^[^@\s]+@[^@\s]+$' AND length(p_email) <= 320 AND NOT parley.unsafe_text(p_email, true) $$;
+COMMENT ON FUNCTION parley.is_account_email(text) IS
+  'Whether text may be an account''s e-mail address: one line (parley.unsafe_text), something@something without white space, at most 320 characters. NULL for NULL.';
+
+CREATE OR REPLACE FUNCTION parley.check_account_email(p_email text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  PERFORM parley.check_text(p_email, 'invalid_email', 'The email address', true);
+  IF NOT coalesce(parley.is_account_email(p_email), false) THEN
+    PERFORM parley.raise_error(422, 'invalid_email', 'Enter a valid email address.');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.check_account_email(text) IS
+  'Raise 422 invalid_email unless parley.is_account_email(p_email) (the text rule''s message for a control or text-direction character).';
+
+---------------------------------------------------------------------------------------------
 -- E-mail verification and e-mail change
 ---------------------------------------------------------------------------------------------
 
@@ -31,10 +55,7 @@ BEGIN
     END IF;
     v_email := v_user.email;
   ELSE
-    PERFORM parley.check_text(v_email, 'invalid_email', 'The email address', true);
-    IF v_email !~ '^[^@\s]+@[^@\s]+$' OR length(v_email) > 320 THEN
-      PERFORM parley.raise_error(422, 'invalid_email', 'Enter a valid email address.');
-    END IF;
+    PERFORM parley.check_account_email(v_email);
     IF EXISTS (SELECT 1 FROM parley.users u WHERE lower(u.email) = lower(v_email)) THEN
       PERFORM parley.raise_error(409, 'email_taken', 'Another account uses this email address.');
     END IF;
@@ -205,6 +226,8 @@ GRANT DELETE ON parley.members TO parley_auth;
 
 SELECT parley.secure_functions('parley_auth', NULL,
   'parley.finish_password_check(text, boolean)', 'parley.prune_email_verifications()');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}',
+  'parley.is_account_email(text)', 'parley.check_account_email(text)');
 SELECT parley.secure_functions('parley_auth', '{parley_app}',
   'parley.request_email_verification(bytea, text)', 'parley.verify_email(bytea)', 'parley.update_profile(text)',
   'parley.begin_password_check()', 'parley.change_password(text, boolean, text)', 'parley.delete_account(text, boolean)');

@@ -69,8 +69,7 @@ DECLARE
   v_name text := left(btrim(coalesce(p_name, '')), 200);
 BEGIN
   -- What the provider says is not typed by the person: a value our rules refuse is dropped, not fatal.
-  IF v_email IS NOT NULL AND (v_email !~ '^[^@\s]+@[^@\s]+$' OR length(v_email) > 320
-                              OR parley.unsafe_text(v_email, true)) THEN
+  IF NOT parley.is_account_email(v_email) THEN
     v_email := NULL;
   END IF;
   IF parley.unsafe_text(v_name, true) THEN
