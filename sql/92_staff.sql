@@ -78,11 +78,9 @@ COMMENT ON FUNCTION parley.require_operator() IS
 CREATE OR REPLACE FUNCTION parley.staff_stats() RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-DECLARE
-  v_out jsonb;
 BEGIN
   PERFORM parley.require_operator();
-  SELECT jsonb_build_object(
+  RETURN jsonb_build_object(
     'tenants', (SELECT count(*) FROM parley.tenants t WHERE t.deleted_at IS NULL),
     'suspended', (SELECT count(*) FROM parley.tenants t WHERE t.deleted_at IS NULL AND t.suspended_at IS NOT NULL),
     'users', (SELECT count(*) FROM parley.users),
@@ -95,9 +93,7 @@ BEGIN
                     FROM parley.subscriptions s JOIN parley.plans p ON p.id = s.plan
                    WHERE s.provider = 'stripe' AND s.status IN ('active', 'trialing', 'past_due')),
     'messages_today', (SELECT coalesce(sum(u.value), 0) FROM parley.usage_counters u
-                        WHERE u.metric = 'messages' AND u.day = (now() AT TIME ZONE 'UTC')::date))
-  INTO v_out;
-  RETURN v_out;
+                        WHERE u.metric = 'messages' AND u.day = (now() AT TIME ZONE 'UTC')::date));
 END $$;
 COMMENT ON FUNCTION parley.staff_stats() IS
   'Staff: installation-wide counts (tenants, suspended, users, tenants per plan, paying, delinquent, MRR in cents, messages today).';
@@ -108,23 +104,20 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_q text := lower(coalesce(p_query, ''));
-  v_out jsonb;
 BEGIN
   PERFORM parley.require_operator();
-  SELECT coalesce(jsonb_agg(jsonb_build_object(
+  RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
            'id', t.id, 'slug', t.slug, 'name', t.name, 'plan', t.plan, 'created_at', t.created_at,
            'suspended_at', t.suspended_at, 'status', s.status, 'members', (SELECT count(*) FROM parley.members m
                                                                          WHERE m.tenant_id = t.id))
            ORDER BY t.created_at DESC), '[]')
-    INTO v_out
     FROM (SELECT * FROM parley.tenants t
            WHERE t.deleted_at IS NULL
              AND (v_q = '' OR t.id::text = v_q OR strpos(lower(t.slug), v_q) > 0 OR strpos(lower(t.name), v_q) > 0
                   OR EXISTS (SELECT 1 FROM parley.members m JOIN parley.users u ON u.id = m.user_id
                               WHERE m.tenant_id = t.id AND strpos(lower(u.email), v_q) > 0))
            ORDER BY t.created_at DESC LIMIT least(greatest(coalesce(p_limit, 50), 1), 200)) t
-    LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id;
-  RETURN v_out;
+    LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id);
 END $$;
 COMMENT ON FUNCTION parley.staff_find_tenants(text, int) IS
   'Staff: live tenants whose id, slug, name or a member''s email contains p_query (all when empty), newest first, with plan, subscription status, suspension and member count.';
@@ -132,17 +125,14 @@ COMMENT ON FUNCTION parley.staff_find_tenants(text, int) IS
 CREATE OR REPLACE FUNCTION parley.staff_audit(p_tenant_id uuid DEFAULT NULL, p_limit int DEFAULT 100) RETURNS jsonb
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
-DECLARE
-  v_out jsonb;
 BEGIN
   PERFORM parley.require_operator();
-  SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.at DESC, a.id DESC), '[]') INTO v_out
+  RETURN (SELECT coalesce(jsonb_agg(to_jsonb(a) ORDER BY a.at DESC, a.id DESC), '[]')
     FROM (SELECT l.tenant_id, l.id, l.at, l.actor_kind, l.actor_id, l.action, l.target_kind, l.target_id,
                  l.request_id, l.details
             FROM parley.audit_log l
            WHERE p_tenant_id IS NULL OR l.tenant_id = p_tenant_id
-           ORDER BY l.at DESC, l.id DESC LIMIT least(greatest(coalesce(p_limit, 100), 1), 500)) a;
-  RETURN v_out;
+           ORDER BY l.at DESC, l.id DESC LIMIT least(greatest(coalesce(p_limit, 100), 1), 500)) a);
 END $$;
 COMMENT ON FUNCTION parley.staff_audit(uuid, int) IS
   'Staff: the newest audit rows of every tenant (or one), without ip addresses.';

@@ -377,10 +377,9 @@ LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_q text := lower(btrim(coalesce(p_query, '')));
-  v_out jsonb;
 BEGIN
   PERFORM parley.require_operator();
-  SELECT coalesce(jsonb_agg(jsonb_build_object(
+  RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object(
            'tenant_id', x.tenant_id, 'tenant_slug', x.slug, 'tenant_name', x.name, 'plan', x.plan,
            'hostname', x.hostname, 'status', x.status, 'activated_by', x.activated_by, 'created_at', x.created_at,
            'verified_at', x.verified_at, 'checked_at', x.checked_at, 'failing_since', x.failing_since,
@@ -388,13 +387,11 @@ BEGIN
            'routed', EXISTS (SELECT 1 FROM parley.domain_routes r
                               WHERE r.hostname = x.hostname AND r.tenant_id = x.tenant_id))
            ORDER BY x.hostname, x.created_at), '[]')
-    INTO v_out
     FROM (SELECT d.*, t.slug, t.name, t.plan FROM parley.custom_domains d
             JOIN parley.tenants t ON t.id = d.tenant_id AND t.deleted_at IS NULL
            WHERE v_q = '' OR strpos(d.hostname, v_q) > 0 OR d.status = v_q OR t.id::text = v_q
               OR strpos(lower(t.slug), v_q) > 0
-           ORDER BY d.hostname, d.created_at LIMIT least(greatest(coalesce(p_limit, 100), 1), 500)) x;
-  RETURN v_out;
+           ORDER BY d.hostname, d.created_at LIMIT least(greatest(coalesce(p_limit, 100), 1), 500)) x);
 END $$;
 COMMENT ON FUNCTION parley.staff_domains(text, int) IS
   'Staff: custom domains of live workspaces whose host name or workspace slug contains p_query, or whose status or workspace id is p_query (all when empty), by host name: workspace, plan, status, how it was activated, checks, failing state, disable reason and whether it is routed.';
