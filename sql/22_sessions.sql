@@ -164,17 +164,20 @@ END $$;
 COMMENT ON FUNCTION parley.audit_for_user(uuid, text, jsonb) IS
   'Internal: write one audit row per live workspace of the person (sign-ins, password resets, refresh reuse).';
 
-CREATE OR REPLACE FUNCTION parley.revoke_user_sessions(p_user_id uuid) RETURNS int
+DROP FUNCTION IF EXISTS parley.revoke_user_sessions(uuid);
+CREATE OR REPLACE FUNCTION parley.end_sessions(p_user_id uuid, p_families uuid[] DEFAULT NULL, p_keep uuid DEFAULT NULL)
+RETURNS int
 LANGUAGE sql VOLATILE
 AS $$
-  WITH revoked AS (
+  WITH ended AS (
     UPDATE parley.refresh_tokens SET revoked_at = now()
      WHERE user_id = p_user_id AND revoked_at IS NULL
-    RETURNING 1)
-  SELECT count(*)::int FROM revoked
+       AND (p_families IS NULL OR family_id = ANY (p_families)) AND family_id IS DISTINCT FROM p_keep
+    RETURNING family_id)
+  SELECT count(DISTINCT family_id)::int FROM ended
 $$;
-COMMENT ON FUNCTION parley.revoke_user_sessions(uuid) IS
-  'Internal: end every session of a person (password reset, sign out everywhere); returns how many tokens were revoked.';
+COMMENT ON FUNCTION parley.end_sessions(uuid, uuid[], uuid) IS
+  'Internal, the one way a session ends: revoke the live refresh tokens of a person''s sessions (all of them, or those of p_families; never p_keep); returns how many sessions ended. Their access tokens stop at once (begin_request checks the family) and their streams close (26_revocation.sql).';
 
 CREATE OR REPLACE FUNCTION parley.throttle_auth_attempt() RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -206,7 +209,7 @@ SELECT parley.secure_functions('parley_auth', NULL,
   'parley.act_as_user(uuid)', 'parley.tenant_json(uuid, uuid)', 'parley.user_json(uuid)',
   'parley.default_tenant_of(uuid, uuid)', 'parley.session_json(uuid, uuid, uuid)',
   'parley.open_session(uuid, bytea, int, uuid, text)', 'parley.audit_for_user(uuid, text, jsonb)',
-  'parley.revoke_user_sessions(uuid)', 'parley.throttle_auth_attempt()', 'parley.require_signed_in()');
+  'parley.end_sessions(uuid, uuid[], uuid)', 'parley.throttle_auth_attempt()', 'parley.require_signed_in()');
 
 ---------------------------------------------------------------------------------------------
 -- Sign-up, sign-in, sessions
@@ -337,8 +340,7 @@ BEGIN
   END IF;
   IF v_old.used_at IS NOT NULL THEN
     -- A rotated token came back: it was stolen or replayed. End the whole family.
-    UPDATE parley.refresh_tokens SET revoked_at = now()
-     WHERE family_id = v_old.family_id AND revoked_at IS NULL;
+    PERFORM parley.end_sessions(v_old.user_id, ARRAY[v_old.family_id]);
     PERFORM parley.audit_for_user(v_old.user_id, 'auth.refresh_reused',
                                   jsonb_build_object('session_id', v_old.family_id));
     RETURN jsonb_build_object('status', 'reused');
@@ -361,20 +363,13 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.require_signed_in();
-  v_count int;
+  v_count int := parley.end_sessions(v_user, CASE WHEN p_everywhere THEN NULL ELSE ARRAY[parley.current_session_id()] END);
 BEGIN
-  IF p_everywhere THEN
-    v_count := parley.revoke_user_sessions(v_user);
-  ELSE
-    UPDATE parley.refresh_tokens SET revoked_at = now()
-     WHERE family_id = parley.current_session_id() AND user_id = v_user AND revoked_at IS NULL;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-  END IF;
   PERFORM parley.audit_for_user(v_user, 'auth.sign_out', jsonb_build_object('everywhere', p_everywhere));
   RETURN v_count;
 END $$;
 COMMENT ON FUNCTION parley.end_session(boolean) IS
-  'Sign out: revoke the current session (refresh-token family) or, with p_everywhere, every session of the signed-in person. Access tokens of a revoked session stop working at once (begin_request checks the family).';
+  'Sign out: end the current session (refresh-token family) or, with p_everywhere, every session of the signed-in person (parley.end_sessions); returns how many sessions ended. Access tokens of an ended session stop working at once (begin_request checks the family).';
 
 CREATE OR REPLACE FUNCTION parley.switch_tenant(p_tenant_id uuid) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -456,7 +451,7 @@ BEGIN
    WHERE id = v_reset.user_id;
   -- Single use, and every other outstanding link of this person dies with it.
   UPDATE parley.password_resets SET used_at = now() WHERE user_id = v_reset.user_id AND used_at IS NULL;
-  PERFORM parley.revoke_user_sessions(v_reset.user_id);
+  PERFORM parley.end_sessions(v_reset.user_id);
   PERFORM parley.audit_for_user(v_reset.user_id, 'auth.password_reset');
   RETURN v_reset.user_id;
 END $$;

@@ -172,13 +172,7 @@ BEGIN
   END IF;
   UPDATE parley.users SET password_hash = p_new_hash WHERE id = v_user;
   UPDATE parley.password_resets SET used_at = now() WHERE user_id = v_user AND used_at IS NULL;
-  -- Every other session ends; this one goes on.
-  WITH ended AS (
-    UPDATE parley.refresh_tokens SET revoked_at = now()
-     WHERE user_id = v_user AND revoked_at IS NULL
-       AND family_id IS DISTINCT FROM parley.current_session_id()
-    RETURNING family_id)
-  SELECT count(DISTINCT family_id) INTO v_ended FROM ended;
+  v_ended := parley.end_sessions(v_user, p_keep => parley.current_session_id());  -- this one goes on
   PERFORM parley.audit_for_user(v_user, 'auth.password_changed', jsonb_build_object('sessions_ended', v_ended));
   RETURN jsonb_build_object('status', 'ok', 'sessions_ended', v_ended);
 END $$;
@@ -196,7 +190,7 @@ BEGIN
   END IF;
   -- Audited first, in each workspace, while the memberships still say where.
   PERFORM parley.audit_for_user(v_user, 'account.deleted');
-  PERFORM parley.revoke_user_sessions(v_user);  -- closes live sockets at once (26_revocation.sql)
+  PERFORM parley.end_sessions(v_user);  -- closes live sockets at once (26_revocation.sql)
   -- Memberships go first, one by one through protect_last_owner, which refuses (409 last_owner)
   -- when this is the only owner of a live workspace; the whole deletion then rolls back.
   DELETE FROM parley.members WHERE user_id = v_user;

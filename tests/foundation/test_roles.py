@@ -26,7 +26,7 @@ FORBIDDEN = [
     "SELECT token_hash FROM parley.invites",
     "SELECT * FROM parley.refresh_tokens",
     "SELECT parley.open_session(gen_random_uuid(), '\\x00', 60)",
-    "SELECT parley.revoke_user_sessions(gen_random_uuid())",
+    "SELECT parley.end_sessions(gen_random_uuid())",
 ]
 
 
