@@ -164,8 +164,8 @@ COMMENT ON FUNCTION parley.drop_expired_partitions(boolean, regclass) IS
 REVOKE ALL ON FUNCTION parley.drop_expired_partitions(boolean, regclass) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.drop_expired_partitions(boolean, regclass) TO parley_jobs;
 
--- Globally: monthly partitions of messages, events and the audit trail created ahead, and
--- expired ones dropped (the outbox's are maintain_outbox_partitions').
+-- Globally: monthly partitions of messages, events, the audit trail and the outbox created ahead,
+-- and expired ones dropped.
 CREATE OR REPLACE FUNCTION parley.maintain_partitions(p_months_ahead int DEFAULT 3)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
@@ -175,14 +175,15 @@ DECLARE
   v_dropped int := 0;
   v_table regclass;
 BEGIN
-  FOREACH v_table IN ARRAY ARRAY['parley.messages'::regclass, 'parley.events'::regclass, 'parley.audit_log'::regclass] LOOP
+  FOREACH v_table IN ARRAY ARRAY['parley.messages'::regclass, 'parley.events'::regclass, 'parley.audit_log'::regclass,
+                                 'parley.outbox'::regclass, 'parley.outbox_attempts'::regclass] LOOP
     v_created := v_created + parley.ensure_monthly_partitions(v_table, p_months_ahead);
     v_dropped := v_dropped + (SELECT count(*)::int FROM parley.drop_expired_partitions(false, v_table));
   END LOOP;
   RETURN jsonb_build_object('created', v_created, 'dropped', v_dropped);
 END $$;
 COMMENT ON FUNCTION parley.maintain_partitions(int) IS
-  'Jobs: create monthly partitions of messages, events and audit_log p_months_ahead months ahead, and drop their expired ones (parley.partition_keep: messages and events only once every live tenant''s retention has passed them, audit after 180 days).';
+  'Jobs: create monthly partitions of messages, events, audit_log, outbox and outbox_attempts p_months_ahead months ahead, and drop their expired ones (parley.partition_keep: messages and events only once every live tenant''s retention has passed them, audit after 180 days, the outbox''s delivery log and dead letters after 62 days).';
 REVOKE ALL ON FUNCTION parley.maintain_partitions(int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION parley.maintain_partitions(int) TO parley_jobs;
 

@@ -539,23 +539,8 @@ $$;
 COMMENT ON FUNCTION parley.expire_outbox_deliveries() IS
   'Jobs, per tenant: dead-letter pending deliveries more than an hour past their deadline that no drainer got to (their destination is paused or held); returns how many.';
 
-CREATE OR REPLACE FUNCTION parley.maintain_outbox_partitions(p_keep interval DEFAULT NULL)
-RETURNS jsonb
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
-AS $$
-DECLARE
-  v_created int := 0;
-  v_dropped int := 0;
-  v_table regclass;
-BEGIN
-  FOREACH v_table IN ARRAY ARRAY['parley.outbox'::regclass, 'parley.outbox_attempts'::regclass] LOOP
-    v_created := v_created + parley.ensure_monthly_partitions(v_table, 3);
-    v_dropped := v_dropped + parley.drop_partitions_before(v_table, now() - coalesce(p_keep, parley.partition_keep(v_table)));
-  END LOOP;
-  RETURN jsonb_build_object('created', v_created, 'dropped', v_dropped);
-END $$;
-COMMENT ON FUNCTION parley.maintain_outbox_partitions(interval) IS
-  'Jobs: monthly partitions of outbox and outbox_attempts three months ahead; drop whole months older than p_keep (default parley.partition_keep: the delivery log and dead letters are kept about two months; a delivery retries for 72 h).';
+-- Its monthly partitions are made and dropped with the others' (parley.maintain_partitions).
+DROP FUNCTION IF EXISTS parley.maintain_outbox_partitions(interval);
 
 -- Owners and callers (parley.secure_functions, sql/05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_jobs}',
@@ -564,6 +549,5 @@ SELECT parley.secure_functions(NULL, '{parley_jobs}',
   'parley.hold_destination_until_due(uuid, boolean)', 'parley.outbox_ready_ids(uuid, boolean, int)',
   'parley.lease_ready_ids(uuid, text, int, int)', 'parley.take_destination_tokens(uuid, int)',
   'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb)',
-  'parley.pause_destination(uuid, text)', 'parley.expire_outbox_deliveries()',
-  'parley.maintain_outbox_partitions(interval)');
+  'parley.pause_destination(uuid, text)', 'parley.expire_outbox_deliveries()');
 SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.lease_outbox_destinations(text, int, int)');

@@ -51,15 +51,18 @@ async def test_idle_close_and_retention(settings, owner_conn, tenant):
 
 
 async def test_partitions_rollup_and_usage_compaction(settings, owner_conn, tenant):
-    await owner_conn.execute("DROP TABLE IF EXISTS parley.messages_" +
-                             (await owner_conn.fetchval("SELECT to_char(now() + interval '3 months', 'YYYY_MM')")))
+    ahead = await owner_conn.fetchval("SELECT to_char(now() + interval '3 months', 'YYYY_MM')")
+    for table in ("parley.messages", "parley.outbox_attempts"):  # the outbox's are maintained with the others
+        await owner_conn.execute(f"DROP TABLE IF EXISTS {table}_{ahead}")
     await _conversation(owner_conn, tenant, status="closed", idle="1 minute", closed_days=0)
     await _make_due(owner_conn, "maintain_partitions", "rollup_daily_stats", "compact_usage", "prune_rate_counters")
     pool = await tenant.pool("jobs")
     ran = await runner.run_due_jobs(pool, "test")
     assert {"maintain_partitions", "rollup_daily_stats", "compact_usage", "prune_rate_counters"} <= set(ran)
     result = await owner_conn.fetchval("SELECT last_result FROM parley.job_schedules WHERE name = 'maintain_partitions'")
-    assert result["result"]["created"] >= 1
+    assert result["result"]["created"] >= 2
+    assert await owner_conn.fetchval("SELECT to_regclass($1)::text", f"parley.outbox_attempts_{ahead}") \
+        == f"parley.outbox_attempts_{ahead}"
     stats = await owner_conn.fetchrow("SELECT * FROM parley.daily_stats WHERE tenant_id = $1", tenant.id)
     assert (stats["conversations"], stats["closed"], stats["closed_without_human"]) == (1, 1, 1)
 
