@@ -9,7 +9,7 @@ import asyncpg
 
 from pyapp.channels.alerts import ALERT_MISSING, add_alert_channel, vet_alert_target
 from pyapp.channels.envelope import Keyring
-from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
+from pyapp.console.web import FIRST_VIEW, Ctx, Shown, form_page, page, redirect
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
 
@@ -20,23 +20,14 @@ _LIST = (
 )
 
 
-async def _page(ctx: Ctx, *, status: int = 200, error: str | None = None, form: dict | None = None):
+DONE = {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}
+
+
+async def _page(ctx: Ctx, shown: Shown = FIRST_VIEW):
     alerts = [{**r["a"], "chatbot_name": r["chatbot_name"]} for r in await ctx.conn.fetch(_LIST)]
     chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
     events = await ctx.conn.fetchval("SELECT parley.alert_event_kinds()")
-    flash = done_flash(
-        ctx, {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}
-    )
-    return ctx.render(
-        "alerts.html",
-        status=status,
-        alerts=alerts,
-        chatbots=chatbots,
-        events=events,
-        error=error,
-        form=form or {},
-        flash=flash,
-    )
+    return form_page(ctx, "alerts.html", shown, DONE, alerts=alerts, chatbots=chatbots, events=events)
 
 
 @page("GET", "/console/alerts", min_role="admin")
@@ -69,8 +60,7 @@ async def create(ctx: Ctx):
                 events,
             )
     except (ApiError, asyncpg.PostgresError) as exc:
-        failed = refusal(exc)
-        return await _page(ctx, status=failed.status, error=failed.message, form=form)
+        return await _page(ctx, Shown.refused(exc, form))
     return redirect("/console/alerts?done=added")
 
 

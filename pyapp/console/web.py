@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,9 +367,36 @@ def _register(method: str, path: str, fn: Handler, handler) -> Handler:
     return fn
 
 
-def done_flash(ctx: Ctx, messages: dict[str, str]) -> str | None:
+def done_flash(ctx: Ctx, messages: Mapping[str, str]) -> str | None:
     """The confirmation a page shows after a redirect with ?done=<what>."""
     return messages.get(ctx.request.query.get("done", ""))
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a page with a form is shown: the answer's status, errors by field ("__all__": the
+    whole form's), the values typed back, and a confirmation of its own."""
+
+    status: int = 200
+    errors: Mapping[str, str] = field(default_factory=dict)
+    values: Mapping[str, Any] = field(default_factory=dict)
+    flash: str | None = None
+
+    @classmethod
+    def refused(cls, exc: ApiError | asyncpg.PostgresError, values: Mapping[str, Any], field: str = "__all__") -> Shown:
+        """The form again with its values, and the refusal (its status and message) beside `field`."""
+        failed = refusal(exc)
+        return cls(failed.status, {field: failed.message}, values)
+
+
+FIRST_VIEW = Shown()
+
+
+def form_page(ctx: Ctx, template: str, shown: Shown, done: Mapping[str, str], **data) -> web.Response:
+    """A page with a form, as `shown`: its own confirmation, else the one `done` has for the
+    ?done=<what> the page was redirected with."""
+    flash = shown.flash or done_flash(ctx, done)
+    return ctx.render(template, status=shown.status, errors=shown.errors, values=shown.values, flash=flash, **data)
 
 
 def form_int(

@@ -9,30 +9,18 @@ from datetime import timedelta
 import asyncpg
 
 from pyapp.channels.envelope import Keyring
-from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
+from pyapp.console.web import FIRST_VIEW, Ctx, Shown, form_page, page, redirect
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
 from pyapp.webhooks.routes import ENDPOINT_MISSING, new_signing_secret, vet
 
+DONE = {"tested": "Test event queued.", "updated": "Endpoint updated.", "deleted": "Endpoint deleted."}
 
-async def _page(
-    ctx: Ctx, *, status: int = 200, created: dict | None = None, error: str | None = None, form: dict | None = None
-):
+
+async def _page(ctx: Ctx, shown: Shown = FIRST_VIEW, created: dict | None = None):
     endpoints = await destinations.listed(ctx.conn, "webhook_endpoint_json", "webhook")
     kinds = await ctx.conn.fetchval("SELECT parley.outbox_event_kinds()")
-    flash = done_flash(
-        ctx, {"tested": "Test event queued.", "updated": "Endpoint updated.", "deleted": "Endpoint deleted."}
-    )
-    return ctx.render(
-        "webhooks.html",
-        status=status,
-        endpoints=endpoints,
-        kinds=kinds,
-        created=created,
-        error=error,
-        form=form or {},
-        flash=flash,
-    )
+    return form_page(ctx, "webhooks.html", shown, DONE, endpoints=endpoints, kinds=kinds, created=created)
 
 
 @page("GET", "/console/webhooks", min_role="admin")
@@ -57,9 +45,8 @@ async def create(ctx: Ctx):
                 conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, endpoint_id, None
             )
     except (ApiError, asyncpg.PostgresError) as exc:
-        failed = refusal(exc)
-        return await _page(ctx, status=failed.status, error=failed.message, form=form)
-    return await _page(ctx, status=201, created={"name": name, "secret": secret})
+        return await _page(ctx, Shown.refused(exc, form))
+    return await _page(ctx, Shown(status=201), created={"name": name, "secret": secret})
 
 
 @page("POST", "/console/webhooks/{endpoint_id}/rotate", min_role="admin")
