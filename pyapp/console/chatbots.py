@@ -23,7 +23,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from pyapp.console import bridge, queries
-from pyapp.console.web import Ctx, json_ok, page, redirect, secure_headers
+from pyapp.console.web import Ctx, Shown, json_ok, page, redirect, secure_headers
 from pyapp.context import POOL, SETTINGS, json_dumps
 from pyapp.domains.host import embed_base
 from pyapp.errors import ApiError
@@ -293,9 +293,8 @@ async def create(ctx: Ctx):
         if next_page == "onboarding":
             from pyapp.console.onboarding import render_step
 
-            return await render_step(
-                ctx, "chatbot", status=422, errors={"name": message}, values={"name": name, "template": template or ""}
-            )
+            shown = Shown(422, {"name": message}, {"name": name, "template": template or ""})
+            return await render_step(ctx, "chatbot", shown)
         bots = await queries.fetch(ctx.conn, "chatbots")
         return ctx.render("chatbots.html", status=422, bots=bots, values={"name": name}, errors={"name": message})
     if next_page == "onboarding":

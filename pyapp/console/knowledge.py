@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,19 @@ from pydantic import ValidationError
 
 from pyapp.api import Call
 from pyapp.console import bridge, queries
-from pyapp.console.web import ENV, Ctx, form_errors, form_int, json_ok, page, redirect
+from pyapp.console.web import (
+    ENV,
+    FIRST_VIEW,
+    Ctx,
+    Shown,
+    form_errors,
+    form_int,
+    form_page,
+    form_refused,
+    json_ok,
+    page,
+    redirect,
+)
 from pyapp.errors import ApiError
 
 KINDS = (("url", "One page"), ("sitemap", "A sitemap"), ("crawl", "A whole site (follow links)"))
@@ -44,42 +57,25 @@ async def knowledge_home(ctx: Ctx):
     return ctx.render("knowledge_home.html", bots=bots)
 
 
-async def _page(
-    ctx: Ctx,
-    chatbot_id: uuid.UUID,
-    *,
-    status: int = 200,
-    errors: dict | None = None,
-    values: dict | None = None,
-    answer: dict | None = None,
-    flash: str | None = None,
-    form: str = "",
-):
+DONE = {
+    "added": "Added. Passages are searchable at once; embeddings follow in the background.",
+    "importing": "Import started; progress shows below.",
+    "deleted": "Source deleted.",
+    "reimporting": "Re-import started.",
+    "continuing": "Import continues from where it stopped.",
+    "uploaded": "File added.",
+    "edited": "Text saved. Passages are searchable at once; embeddings follow in the background.",
+}
+
+
+async def _page(ctx: Ctx, chatbot_id: uuid.UUID, shown: Shown = FIRST_VIEW, *, answer: dict | None = None, form=""):
+    """The chatbot's knowledge page; `form` names the form shown open (text, import, upload, try)."""
     bot = await _chatbot(ctx, chatbot_id)
     sources = await queries.fetch(ctx.conn, "knowledge_sources", chatbot_id, None)
     bots = await queries.fetch(ctx.conn, "chatbots")
-    done = {
-        "added": "Added. Passages are searchable at once; embeddings follow in the background.",
-        "importing": "Import started; progress shows below.",
-        "deleted": "Source deleted.",
-        "reimporting": "Re-import started.",
-        "continuing": "Import continues from where it stopped.",
-        "uploaded": "File added.",
-        "edited": "Text saved. Passages are searchable at once; embeddings follow in the background.",
-    }
-    return ctx.render(
-        "knowledge.html",
-        status=status,
-        bot=bot,
-        bots=bots,
-        sources=sources,
-        kinds=KINDS,
-        errors=errors or {},
-        values=values or {"kind": "url"},
-        answer=answer,
-        form=form,
-        flash=flash or done.get(ctx.request.query.get("done", "")),
-    )
+    shown = replace(shown, values=shown.values or {"kind": "url"})
+    data = {"bot": bot, "bots": bots, "sources": sources, "kinds": KINDS, "answer": answer, "form": form}
+    return form_page(ctx, "knowledge.html", shown, DONE, **data)
 
 
 @page("GET", "/console/knowledge/{chatbot_id}")
@@ -111,11 +107,9 @@ async def _create_source(ctx: Ctx, routes, chatbot_id: uuid.UUID, source: dict, 
             raise ApiError(422, "text_required", "Paste some text.")
         await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
     except ValidationError as exc:
-        return await _page(ctx, chatbot_id, status=422, errors=form_errors(exc), values=values, form=form)
+        return await _page(ctx, chatbot_id, Shown(422, form_errors(exc), values), form=form)
     except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={field: exc.message}, values=values, form=form)
+        return await _page(ctx, chatbot_id, form_refused(exc, field, values), form=form)
     return None
 
 
@@ -132,7 +126,7 @@ async def import_url(ctx: Ctx):
     max_pages = form_int(values["max_pages"], "max_pages", 1, routes.HARD_MAX_PAGES, errors)
     max_depth = form_int(values["max_depth"], "max_depth", 0, routes.HARD_MAX_DEPTH, errors)
     if errors:
-        return await _page(ctx, chatbot_id, status=422, errors=errors, values=values, form="import")
+        return await _page(ctx, chatbot_id, Shown(422, errors, values), form="import")
     source = {
         "kind": values["kind"],
         "url": values["url"].strip(),
@@ -153,9 +147,7 @@ async def upload(ctx: Ctx):
             raise ApiError(422, "file_required", "Choose a file to upload.")
         await bridge.call(ctx, routes.upload_source, min_role="admin")
     except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={"file": exc.message}, form="upload")
+        return await _page(ctx, chatbot_id, form_refused(exc, "file"), form="upload")
     return redirect(f"/console/knowledge/{chatbot_id}?done=uploaded")
 
 
@@ -177,9 +169,7 @@ async def _source_action(ctx: Ctx, handler: Callable[[Call], Awaitable[Any]], do
     try:
         await bridge.call(ctx, handler, min_role="admin")
     except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await _page(ctx, chatbot_id, status=exc.status, errors={"__all__": exc.message})
+        return await _page(ctx, chatbot_id, form_refused(exc, "__all__"))
     return redirect(f"/console/knowledge/{chatbot_id}?done={done}")
 
 
@@ -194,7 +184,7 @@ async def continue_import(ctx: Ctx):
     return await _source_action(ctx, _routes().continue_source, "continuing")
 
 
-async def _text_page(ctx: Ctx, *, values: dict | None = None, errors: dict | None = None, status: int = 200):
+async def _text_page(ctx: Ctx, shown: Shown = FIRST_VIEW):
     """A pasted-text source's text, shown to members and editable by admins (the API's GET/PUT .../text)."""
     routes = _routes()
     source_id = ctx.uuid("source_id")
@@ -205,15 +195,9 @@ async def _text_page(ctx: Ctx, *, values: dict | None = None, errors: dict | Non
         if exc.code != "not_text":
             raise
         return redirect(f"/console/knowledge/{chatbot_id}")
-    return ctx.render(
-        "source_text.html",
-        status=status,
-        bot=await _chatbot(ctx, chatbot_id),
-        source_id=source_id,
-        exact=kept["exact"],
-        values=values or {"title": kept["title"], "text": kept["text"]},
-        errors=errors or {},
-    )
+    shown = replace(shown, values=shown.values or {"title": kept["title"], "text": kept["text"]})
+    bot = await _chatbot(ctx, chatbot_id)
+    return form_page(ctx, "source_text.html", shown, {}, bot=bot, source_id=source_id, exact=kept["exact"])
 
 
 @page("GET", "/console/knowledge/sources/{source_id}/text")
@@ -232,11 +216,9 @@ async def save_source_text(ctx: Ctx):
             raise ApiError(422, "text_required", "Paste some text.")
         await bridge.call(ctx, routes.replace_text, body=body, min_role="admin")
     except ValidationError as exc:
-        return await _text_page(ctx, values=values, errors=form_errors(exc), status=422)
+        return await _text_page(ctx, Shown(422, form_errors(exc), values))
     except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await _text_page(ctx, values=values, errors=_api_errors(exc, "text"), status=exc.status)
+        return await _text_page(ctx, replace(form_refused(exc, "text", values), errors=_api_errors(exc, "text")))
     return redirect(f"/console/knowledge/{chatbot_id}?done=edited")
 
 
@@ -263,13 +245,7 @@ async def try_question(ctx: Ctx):
     try:
         body = routes.SearchIn.model_validate({"query": values["query"].strip(), "k": 5})
     except ValidationError:
-        return await _page(
-            ctx,
-            chatbot_id,
-            status=422,
-            errors={"query": "Ask a question (up to 2000 characters)."},
-            values=values,
-            form="try",
-        )
+        errors = {"query": "Ask a question (up to 2000 characters)."}
+        return await _page(ctx, chatbot_id, Shown(422, errors, values), form="try")
     result = await bridge.call(ctx, routes.try_question, body=body)
-    return await _page(ctx, chatbot_id, values=values, answer=result, form="try")
+    return await _page(ctx, chatbot_id, Shown(values=values), answer=result, form="try")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from pyapp.console import bridge, queries
-from pyapp.console.web import Ctx, form_errors, page, redirect
+from pyapp.console.web import FIRST_VIEW, Ctx, Shown, form_errors, form_page, form_refused, page, redirect
 from pyapp.domains.host import embed_base
 from pyapp.errors import ApiError
 from pyapp.widget.assets import snippet
@@ -41,15 +41,7 @@ async def _chatbot(ctx: Ctx):
     return bots[0] if bots else None
 
 
-async def render_step(
-    ctx: Ctx,
-    step: str,
-    *,
-    status: int = 200,
-    errors: dict | None = None,
-    values: dict | None = None,
-    check: dict | None = None,
-):
+async def render_step(ctx: Ctx, step: str, shown: Shown = FIRST_VIEW, *, check: dict | None = None):
     bot = await _chatbot(ctx)
     if bot is None:
         step = "chatbot"
@@ -60,20 +52,10 @@ async def render_step(
         "embed": False,
         "install": bool(check and check.get("ok")),
     }
-    return ctx.render(
-        "onboarding.html",
-        status=status,
-        step=step,
-        steps=STEPS,
-        bot=bot,
-        sources=sources,
-        done=done,
-        errors=errors or {},
-        values=values or {},
-        check=check,
-        snippet=snippet(await embed_base(ctx.conn, ctx.request), bot["public_key"]) if bot else "",
-        templates=await queries.fetch(ctx.conn, "chatbot_templates") if step == "chatbot" else [],
-    )
+    data = {"step": step, "steps": STEPS, "bot": bot, "sources": sources, "done": done, "check": check}
+    data["snippet"] = snippet(await embed_base(ctx.conn, ctx.request), bot["public_key"]) if bot else ""
+    data["templates"] = await queries.fetch(ctx.conn, "chatbot_templates") if step == "chatbot" else []
+    return form_page(ctx, "onboarding.html", shown, {}, **data)
 
 
 @page("GET", "/console/onboarding", min_role="admin")
@@ -97,13 +79,8 @@ async def add_knowledge(ctx: Ctx):
     values = {k: str(ctx.form.get(k, "")) for k in ("text", "url")}
     text, url = values["text"].strip(), values["url"].strip()
     if not text and not url:
-        return await render_step(
-            ctx,
-            "knowledge",
-            status=422,
-            values=values,
-            errors={"text": "Paste some text, or give the address of a page below.", "url": " "},
-        )
+        errors = {"text": "Paste some text, or give the address of a page below.", "url": " "}
+        return await render_step(ctx, "knowledge", Shown(422, errors, values))
     try:
         if text:
             body = routes.SourceIn.model_validate({"kind": "text", "title": "About us", "text": text})
@@ -113,13 +90,9 @@ async def add_knowledge(ctx: Ctx):
             )
         await bridge.call(ctx, routes.create_source, body=body, min_role="admin")
     except ValidationError as exc:
-        return await render_step(ctx, "knowledge", status=422, values=values, errors=form_errors(exc))
+        return await render_step(ctx, "knowledge", Shown(422, form_errors(exc), values))
     except ApiError as exc:
-        if exc.status >= 500 or exc.status in (401, 403, 404):
-            raise
-        return await render_step(
-            ctx, "knowledge", status=exc.status, values=values, errors={"text" if text else "url": exc.message}
-        )
+        return await render_step(ctx, "knowledge", form_refused(exc, "text" if text else "url", values))
     return redirect(f"/console/onboarding?chatbot={bot['id']}&step=embed")
 
 
@@ -148,25 +121,15 @@ async def install_check(ctx: Ctx):
     url = str(ctx.form.get("url", "")).strip()[:2048]
     values = {"url": url}
     if not url.lower().startswith(("http://", "https://")):
-        return await render_step(
-            ctx,
-            "install",
-            status=422,
-            values=values,
-            errors={"url": "Enter the full address of a page of your site (https://…)."},
-        )
+        errors = {"url": "Enter the full address of a page of your site (https://…)."}
+        return await render_step(ctx, "install", Shown(422, errors, values))
     try:
         result = await SafeFetcher(max_bytes=INSTALL_MAX_BYTES, timeout=15).fetch(
             url, allowed_types=("text/html", "application/xhtml+xml")
         )
     except FetchError as exc:
-        return await render_step(
-            ctx,
-            "install",
-            status=422,
-            values=values,
-            errors={"url": f"We could not read that page: {exc.message} ({exc.code})."},
-        )
+        errors = {"url": f"We could not read that page: {exc.message} ({exc.code})."}
+        return await render_step(ctx, "install", Shown(422, errors, values))
     found = find_widget(result.text(), bot["public_key"])
     parts = urlsplit(result.url)
     allowed = list(bot["allowed_origins"] or [])
@@ -184,4 +147,4 @@ async def install_check(ctx: Ctx):
         "origin_allowed": origin_allowed,
         "allowed": allowed,
     }
-    return await render_step(ctx, "install", values=values, check=check)
+    return await render_step(ctx, "install", Shown(values=values), check=check)

@@ -392,10 +392,18 @@ class Shown:
 FIRST_VIEW = Shown()
 
 
-def form_page(ctx: Ctx, template: str, shown: Shown, done: Mapping[str, str], **data) -> web.Response:
-    """A page with a form, as `shown`: its own confirmation, else the one `done` has for the
+def form_refused(exc: ApiError, field: str, values: Mapping[str, Any] | None = None) -> Shown:
+    """An API handler's refusal of a form, shown beside `field` with the values typed back; a
+    fault (5xx) or a refusal of the page itself (401, 403, 404) passes on to the error page."""
+    if exc.status >= 500 or exc.status in (401, 403, 404):
+        raise exc
+    return Shown(exc.status, {field: exc.message}, values or {})
+
+
+def form_page(ctx: Ctx, template: str, shown: Shown, confirmations: Mapping[str, str], **data) -> web.Response:
+    """A page with a form, as `shown`: its own confirmation, else the one of `confirmations` for the
     ?done=<what> the page was redirected with."""
-    flash = shown.flash or done_flash(ctx, done)
+    flash = shown.flash or done_flash(ctx, confirmations)
     return ctx.render(template, status=shown.status, errors=shown.errors, values=shown.values, flash=flash, **data)
 
 
