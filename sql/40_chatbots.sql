@@ -122,9 +122,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.widget_chatbot(text) IS
   'Widget session bootstrap (POST /api/widget/sessions), before the tenant is known: the live chatbot with this public key and its tenant, allowed origins, full config and widget-facing config. Empty when unknown, deleted, or the tenant is deleted. Owned by parley_auth (cross-tenant); filters explicitly.';
-ALTER FUNCTION parley.widget_chatbot(text) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.widget_chatbot(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.widget_chatbot(text) TO parley_app;
 
 -- Origins --------------------------------------------------------------------------------
 -- The one rule for which pages may start the widget (widget sessions) and which the console's
@@ -212,8 +209,6 @@ BEGIN
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.require_chatbot_admin() IS 'Raise 403 unless the transaction''s role (app.role) is admin or owner.';
-REVOKE ALL ON FUNCTION parley.require_chatbot_admin() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.require_chatbot_admin() TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.check_chatbot_languages(p_config jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -267,8 +262,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.check_chatbot_languages(jsonb) IS
   'Validate a chatbot config''s languages (at most 10 language codes) and texts (per language code: greeting of at most 500 characters, at most 10 starters of at most 200, the text rule on each); 422 invalid_config.';
-REVOKE ALL ON FUNCTION parley.check_chatbot_languages(jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.check_chatbot_languages(jsonb) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.check_chatbot_fields(p_allowed_origins text[], p_config jsonb) RETURNS void
 LANGUAGE plpgsql STABLE
@@ -302,8 +295,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.check_chatbot_fields(text[], jsonb) IS
   'Validate allowed origins and config of a chatbot (422), and the plan''s allow_hide_branding (402).';
-REVOKE ALL ON FUNCTION parley.check_chatbot_fields(text[], jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.check_chatbot_fields(text[], jsonb) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.create_chatbot(p_name text, p_allowed_origins text[] DEFAULT '{}',
                                                  p_config jsonb DEFAULT '{}')
@@ -333,8 +324,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.create_chatbot(text, text[], jsonb) IS
   'Admin: create a chatbot with a fresh public key; 402 plan_limit at max_chatbots (live chatbots), 402 when hiding branding is not allowed, 422 on a bad origin or config.';
-REVOKE ALL ON FUNCTION parley.create_chatbot(text, text[], jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.create_chatbot(text, text[], jsonb) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.update_chatbot(p_chatbot_id uuid, p_name text DEFAULT NULL,
                                                  p_allowed_origins text[] DEFAULT NULL, p_config jsonb DEFAULT NULL)
@@ -374,8 +363,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) IS
   'Admin: change name, allowed origins and/or config of a live chatbot. Config is merged at the top level (null removes a key; unknown keys survive). 404 when missing or deleted.';
-REVOKE ALL ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.update_chatbot(uuid, text, text[], jsonb) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.rotate_chatbot_key(p_chatbot_id uuid)
 RETURNS parley.chatbots
@@ -398,8 +385,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.rotate_chatbot_key(uuid) IS
   'Admin: give a chatbot a new public key (the old embed code stops working).';
-REVOKE ALL ON FUNCTION parley.rotate_chatbot_key(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.rotate_chatbot_key(uuid) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.delete_chatbot(p_chatbot_id uuid)
 RETURNS void
@@ -417,5 +402,10 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.delete_chatbot(uuid) IS
   'Admin: soft-delete a chatbot (deleted_at); its widget key stops working and it no longer counts against max_chatbots.';
-REVOKE ALL ON FUNCTION parley.delete_chatbot(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.delete_chatbot(uuid) TO parley_app;
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.widget_chatbot(text)');
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.require_chatbot_admin()',
+  'parley.check_chatbot_languages(jsonb)', 'parley.check_chatbot_fields(text[], jsonb)',
+  'parley.create_chatbot(text, text[], jsonb)', 'parley.update_chatbot(uuid, text, text[], jsonb)',
+  'parley.rotate_chatbot_key(uuid)', 'parley.delete_chatbot(uuid)');

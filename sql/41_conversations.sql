@@ -134,9 +134,6 @@ END $$;
 COMMENT ON FUNCTION parley.check_open_conversation_limit() IS
   'Raise 402 plan_limit when the current tenant already has max_open_conversations conversations not closed (0 = unlimited). Owned by parley_auth and filtered by the current tenant explicitly: a visitor transaction sees only its own conversation, yet must be counted against the whole tenant.';
 GRANT SELECT ON parley.conversations, parley.tenant_limits TO parley_auth;
-ALTER FUNCTION parley.check_open_conversation_limit() OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.check_open_conversation_limit() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.check_open_conversation_limit() TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.clean_text(p_value text, p_max int) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -199,9 +196,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.visitor_conversations(uuid, uuid) IS
   'The widget''s list of a visitor''s conversations with a chatbot (newest activity first, at most 20; preview = the first visitor message, cut to 80 characters). Visitor transactions only (empty otherwise); the visitor id comes from the signed visitor token. Owned by parley_auth: under RLS a visitor sees only its current conversation.';
-ALTER FUNCTION parley.visitor_conversations(uuid, uuid) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.visitor_conversations(uuid, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.visitor_conversations(uuid, uuid) TO parley_app;
 
 -- The members' view of the same list: beside an open conversation, the visitor's others.
 CREATE OR REPLACE FUNCTION parley.other_visitor_conversations(p_conversation_id uuid)
@@ -410,3 +404,7 @@ COMMENT ON FUNCTION parley.close_idle_conversations(interval) IS
   'Jobs (per tenant, actor system) or an admin: close up to 1000 open conversations of the current tenant idle longer than p_idle, or when NULL the configured time (chatbot config idle_close.bot_minutes / human_minutes, else tenant setting conversations.idle_close, else 30 min for bot and 24 h for waiting_human/human). One closed event each, one NOTIFY. Returns how many were closed.';
 -- The jobs process runs the idle sweep.
 GRANT EXECUTE ON FUNCTION parley.close_idle_conversations(interval), parley.lock_conversation(uuid) TO parley_jobs;
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app, parley_jobs}', 'parley.check_open_conversation_limit()');
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.visitor_conversations(uuid, uuid)');

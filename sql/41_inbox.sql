@@ -42,9 +42,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.search_conversation_ids(text, int, bigint, bigint) IS
   'Full-text search (websearch syntax, ''simple'' configuration, notes included) over the current tenant''s messages; returns matching conversation ids: at most p_limit (1-5000, in no particular order), or, given a message id window [p_from_id, p_to_id), every conversation with a match in it. SECURITY DEFINER owned by parley_auth so the tenant-led GIN index is usable; filters by parley.current_tenant_id() explicitly; members only.';
-ALTER FUNCTION parley.search_conversation_ids(text, int, bigint, bigint) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.search_conversation_ids(text, int, bigint, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.search_conversation_ids(text, int, bigint, bigint) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.inbox_conversations(
   p_status text DEFAULT NULL, p_assignee_id uuid DEFAULT NULL, p_chatbot_id uuid DEFAULT NULL,
@@ -216,3 +213,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.list_conversations(text, uuid, uuid, timestamptz, timestamptz, text, timestamptz, int) IS
   'Members: the tenant''s conversations, most recently active first, filtered by status, assignee, chatbot, creation date range [p_from, p_to), full-text p_q over messages (notes included; parley.search_inbox: the most recent matching ones, exactly), and keyset p_before (last_activity_at). Each row is conversation_json plus last_message.';
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}',
+  'parley.search_conversation_ids(text, int, bigint, bigint)');

@@ -108,8 +108,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.effective_limits(uuid) IS
   'The limits in force for a tenant: per-tenant override (tenant_limits) where not NULL, else the plan''s value (max_seats plus the subscription''s extra seats); 0 means unlimited. A delinquent subscription past its grace period is limited: Free''s limits, no overage, retention unchanged. The single resolver used by every enforcement point. Under RLS the app sees only its own tenant (other tenants give no row).';
-REVOKE ALL ON FUNCTION parley.effective_limits(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.effective_limits(uuid) TO parley_app, parley_jobs, parley_auth;
 
 -- Is `p_used` already at a limit? 0 (unlimited) never is.
 CREATE OR REPLACE FUNCTION parley.limit_reached(p_limit int, p_used bigint) RETURNS boolean
@@ -153,8 +151,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.hit_rate_limit(text, text, int) IS
   'Count one hit in the current one-minute window of (scope, key) for the current tenant (scopes: chatbot, ip, tenant, conversation, api_key), or raise 429 rate_limited with DETAIL retry_after=<seconds to the window''s end> (the server''s Retry-After) when the window already holds p_limit hits (0 = unlimited). Sharded by backend so writers do not serialise.';
-REVOKE ALL ON FUNCTION parley.hit_rate_limit(text, text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.hit_rate_limit(text, text, int) TO parley_app, parley_auth;
 
 -- Starting a conversation from the widget (parley.start_conversation as a visitor). Widget
 -- sessions write nothing, so page views cost no conversation; what a visitor can start is
@@ -168,9 +164,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.count_open_conversations_from(inet) IS
   'Open (not closed) conversations of the current tenant started from one client address. Owned by parley_auth and filtered by the current tenant explicitly: a visitor transaction sees only its own conversation under RLS.';
-ALTER FUNCTION parley.count_open_conversations_from(inet) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.count_open_conversations_from(inet) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.count_open_conversations_from(inet) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.check_visitor_start(p_chatbot_id uuid, p_ip inet) RETURNS void
 LANGUAGE plpgsql VOLATILE
@@ -190,8 +183,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.check_visitor_start(uuid, inet) IS
   'Limits on a visitor starting a conversation (called by start_conversation for visitor actors, after the tenant''s open-conversation lock): 429 rate_limited beyond msgs_per_min_ip starts per address or conversations_per_min_chatbot starts per chatbot per minute; 429 too_many_conversations when the address already has max_open_conversations_per_ip open conversations (0 = unlimited).';
-REVOKE ALL ON FUNCTION parley.check_visitor_start(uuid, inet) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.check_visitor_start(uuid, inet) TO parley_app;
 
 SELECT parley.apply_tenant_policies('parley.rate_counters');
 GRANT SELECT, INSERT, UPDATE ON parley.rate_counters TO parley_app, parley_auth;
@@ -211,8 +202,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.prune_rate_counters(interval) IS
   'Jobs: delete the current tenant''s rate windows older than p_older_than; returns how many rows went.';
-REVOKE ALL ON FUNCTION parley.prune_rate_counters(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.prune_rate_counters(interval) TO parley_jobs;
 
 -- Seats: enforced where a membership is created, whoever creates it (signup, invites, admin).
 CREATE OR REPLACE FUNCTION parley.check_seat_limit() RETURNS trigger
@@ -237,8 +226,15 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.check_seat_limit() IS
   'BEFORE INSERT trigger on members: raise 402 plan_limit when the tenant already uses max_seats seats (effective_limits; 0 = unlimited).';
-REVOKE ALL ON FUNCTION parley.check_seat_limit() FROM PUBLIC;
 
 DROP TRIGGER IF EXISTS t20_seat_limit ON parley.members;
 CREATE TRIGGER t20_seat_limit BEFORE INSERT ON parley.members
   FOR EACH ROW EXECUTE FUNCTION parley.check_seat_limit();
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.effective_limits(uuid)');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_auth}', 'parley.hit_rate_limit(text, text, int)');
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.count_open_conversations_from(inet)');
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.check_visitor_start(uuid, inet)');
+SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.prune_rate_counters(interval)');
+SELECT parley.secure_functions(NULL, NULL, 'parley.check_seat_limit()');

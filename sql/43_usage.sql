@@ -29,8 +29,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.bump_usage(text, bigint) IS
   'Add p_n to today''s (UTC) counter of p_metric for the current tenant, in the shard row of this backend (no single hot row).';
-REVOKE ALL ON FUNCTION parley.bump_usage(text, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.bump_usage(text, bigint) TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.note_active_seat(p_user_id uuid)
 RETURNS void
@@ -52,8 +50,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.note_active_seat(uuid) IS
   'Record that a member acted today (UTC); the first time per day bumps the active_seats counter.';
-REVOKE ALL ON FUNCTION parley.note_active_seat(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.note_active_seat(uuid) TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.usage_on(p_metric text, p_day date DEFAULT NULL)
 RETURNS bigint
@@ -67,8 +63,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.usage_on(text, date) IS
   'The current tenant''s total of p_metric on a day (default today, UTC): the sum of its shard rows.';
-REVOKE ALL ON FUNCTION parley.usage_on(text, date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.usage_on(text, date) TO parley_app, parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.compact_usage(p_before date DEFAULT NULL)
 RETURNS int
@@ -94,8 +88,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.compact_usage(date) IS
   'Jobs: fold the current tenant''s usage shards of days before p_before (default today) into shard 0; returns rows written.';
-REVOKE ALL ON FUNCTION parley.compact_usage(date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.compact_usage(date) TO parley_jobs;
 
 -- The one pivot of the counters: a row per tenant and UTC day, a column per metric, shards
 -- summed. security_invoker, so the app sees its own tenant (RLS); the analysts' view and the
@@ -124,9 +116,6 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$ SELECT u.tenant_id, u.day, u.messages, u.ai_messages, u.conversations, u.active_seats FROM parley.usage_by_day u $$;
 COMMENT ON FUNCTION analytics.usage_by_day() IS
   'Every tenant''s parley.usage_by_day, for analytics.usage_daily (definer, owned by parley_reporting: no message bodies or secrets here, only counts).';
-ALTER FUNCTION analytics.usage_by_day() OWNER TO parley_reporting;
-REVOKE ALL ON FUNCTION analytics.usage_by_day() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION analytics.usage_by_day() TO parley_analyst;
 CREATE OR REPLACE VIEW analytics.usage_daily WITH (security_barrier = true) AS
   SELECT u.tenant_id, u.day, u.messages, u.ai_messages, u.conversations, u.active_seats
     FROM analytics.usage_by_day() u;
@@ -134,3 +123,9 @@ COMMENT ON VIEW analytics.usage_daily IS
   'Daily usage per tenant for analysts: messages, AI messages, conversations started and active seats (UTC days, shards summed).';
 ALTER VIEW analytics.usage_daily OWNER TO parley_reporting;
 GRANT SELECT ON analytics.usage_daily TO parley_analyst;
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.bump_usage(text, bigint)',
+  'parley.note_active_seat(uuid)', 'parley.usage_on(text, date)');
+SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.compact_usage(date)');
+SELECT parley.secure_functions('parley_reporting', '{parley_analyst}', 'analytics.usage_by_day()');

@@ -432,8 +432,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) IS
   'Store up to 24 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id, and its trace context when p_traceparents is given: app.traceparent while its events are written, so their outbox rows carry it; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Locks all conversations first (in id order), then stores the messages, then writes the events, so the batch keeps the lock order of single writers and awaits no lock after its first event. A message waits at most 1 s for a lock (then 55P03 in its row), so one busy conversation does not hold up the others.';
-REVOKE ALL ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.agent_reply(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages
@@ -491,3 +489,7 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.visible_messages(uuid, bigint, int) IS
   'Messages a visitor may see (every author except note) with id > p_after_id, oldest first, at most p_limit (≤ 1000). message is the protocol''s visitor-safe message object (no author ids, no meta). A visitor may only read its own conversation (403).';
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app}',
+  'parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[])');

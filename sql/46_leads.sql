@@ -236,6 +236,7 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.export_leads(text, text, uuid, timestamptz, timestamptz, int) IS
   'Members: the leads export, newest first, filtered by search text (name, email, phone), status, chatbot and a creation range [p_from, p_before); at most p_limit (1..100000) rows. Its columns are the CSV''s columns.';
-REVOKE ALL ON FUNCTION parley.export_leads(text, text, uuid, timestamptz, timestamptz, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.export_leads(text, text, uuid, timestamptz, timestamptz, int) TO parley_app;
 
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app}',
+  'parley.export_leads(text, text, uuid, timestamptz, timestamptz, int)');

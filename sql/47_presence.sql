@@ -36,8 +36,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.set_presence(text, boolean) IS
   'The signed-in member is online on this server instance (refreshes seen_at) or no longer (removes the row). 403 for any other actor.';
-REVOKE ALL ON FUNCTION parley.set_presence(text, boolean) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.set_presence(text, boolean) TO parley_app;
 
 CREATE OR REPLACE FUNCTION parley.members_online() RETURNS int
 LANGUAGE sql STABLE
@@ -58,3 +56,6 @@ AS $$ SELECT jsonb_build_object('reason', p_reason, 'members_online', parley.mem
 COMMENT ON FUNCTION parley.handoff_data(text) IS
   'The data of a human_requested event: why (requested, bot_misses) and how many members were online at that moment (0: the widget says nobody is available and offers the lead form).';
 GRANT EXECUTE ON FUNCTION parley.handoff_data(text) TO parley_app, parley_jobs;
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.set_presence(text, boolean)');

@@ -285,9 +285,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.embedding_queue_tenants(int) IS
   'Tenants with due embedding jobs (oldest first) and how many; ids only, for the queue workers.';
-ALTER FUNCTION parley.embedding_queue_tenants(int) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.embedding_queue_tenants(int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.embedding_queue_tenants(int) TO parley_app, parley_jobs;
 
 -- Lease a batch: claimed rows are skipped by other workers (SKIP LOCKED) and hidden for
 -- p_lease; store_embeddings deletes them, a crashed worker's lease simply expires.
@@ -363,11 +360,6 @@ $$;
 COMMENT ON FUNCTION parley.enqueue_stale_embeddings(text, int) IS
   'Queue re-embedding of the current tenant''s chunks whose embedding was made by another model (or none).';
 
-REVOKE ALL ON FUNCTION parley.claim_embedding_jobs(int, interval), parley.store_embeddings(bigint[], vector[], text),
-  parley.fail_embedding_jobs(bigint[], text), parley.enqueue_stale_embeddings(text, int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.claim_embedding_jobs(int, interval), parley.store_embeddings(bigint[], vector[], text),
-  parley.fail_embedding_jobs(bigint[], text), parley.enqueue_stale_embeddings(text, int) TO parley_app, parley_jobs;
-
 -- The one count of a source's documents and chunks (the API's source list and the console's).
 CREATE OR REPLACE FUNCTION parley.knowledge_source_counts(p_tenant_id uuid, p_source_id uuid)
 RETURNS TABLE (documents bigint, chunks bigint, chunks_embedded bigint)
@@ -381,9 +373,6 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.knowledge_source_counts(uuid, uuid) IS
   'Documents, chunks and embedded chunks of one knowledge source (one row; RLS applies). Use it LATERAL beside parley.knowledge_sources.';
-REVOKE ALL ON FUNCTION parley.knowledge_source_counts(uuid, uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.knowledge_source_counts(uuid, uuid) TO parley_app;
-
 
 -- A stored LLM key is sent only to the host and provider it was entered for: moving the
 -- setting to another base URL or provider needs the key again (issue 15 item 4), on every
@@ -408,3 +397,10 @@ COMMENT ON FUNCTION parley.llm_key_follows_endpoint() IS
 DROP TRIGGER IF EXISTS t10_llm_key_follows_endpoint ON parley.llm_settings;
 CREATE TRIGGER t10_llm_key_follows_endpoint BEFORE UPDATE ON parley.llm_settings
   FOR EACH ROW EXECUTE FUNCTION parley.llm_key_follows_endpoint();
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app, parley_jobs}', 'parley.embedding_queue_tenants(int)');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.claim_embedding_jobs(int, interval)',
+  'parley.store_embeddings(bigint[], vector[], text)', 'parley.fail_embedding_jobs(bigint[], text)',
+  'parley.enqueue_stale_embeddings(text, int)');
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.knowledge_source_counts(uuid, uuid)');

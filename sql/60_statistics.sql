@@ -360,5 +360,6 @@ END
 $$;
 COMMENT ON FUNCTION parley.rollup_daily_stats(date) IS
   'Jobs: store the current tenant''s day figures (parley.day_stats_from_rows) per chatbot and day in daily_stats, and its questions (parley.day_questions_from_rows) in daily_questions, for every day from p_since, or (p_since NULL) for the days touched since the last run (all days on the first run), and record the run in daily_stats_state; returns rows written.';
-REVOKE ALL ON FUNCTION parley.rollup_daily_stats(date) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.rollup_daily_stats(date) TO parley_jobs;
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.rollup_daily_stats(date)');

@@ -69,8 +69,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.apply_retention(int) IS
   'Jobs, per tenant: delete the current tenant''s closed conversations past retention (with everything hanging off them), then up to p_batch messages and p_batch events older than its retention cutoff, oldest first; returns how many rows went (0 when it keeps forever). Run again while it returns p_batch or more.';
-REVOKE ALL ON FUNCTION parley.apply_retention(int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.apply_retention(int) TO parley_jobs;
 
 -- Partitions --------------------------------------------------------------------------
 
@@ -106,9 +104,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.partition_keep(regclass) IS
   'How long a range-partitioned table''s rows are kept, across all tenants: messages and events the longest effective retention of any live tenant (NULL = forever while any keeps forever), audit_log 180 days, outbox and outbox_attempts 62 days; NULL for other tables (never dropped). A monthly partition whose range ends before now() minus this may be dropped whole.';
-ALTER FUNCTION parley.partition_keep(regclass) OWNER TO parley_auth;
-REVOKE ALL ON FUNCTION parley.partition_keep(regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.partition_keep(regclass) TO parley_owner, parley_jobs, parley_reporting;
 
 DROP VIEW IF EXISTS ops.partitions;
 CREATE VIEW ops.partitions AS
@@ -161,8 +156,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.drop_expired_partitions(boolean, regclass) IS
   'Operators and jobs: drop the monthly partitions ops.partitions marks expired (of one table, or all), returning each one; with p_dry_run nothing is dropped, only listed.';
-REVOKE ALL ON FUNCTION parley.drop_expired_partitions(boolean, regclass) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.drop_expired_partitions(boolean, regclass) TO parley_jobs;
 
 -- Globally: monthly partitions of messages, events, the audit trail and the outbox created ahead,
 -- and expired ones dropped.
@@ -184,8 +177,6 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.maintain_partitions(int) IS
   'Jobs: create monthly partitions of messages, events, audit_log, outbox and outbox_attempts p_months_ahead months ahead, and drop their expired ones (parley.partition_keep: messages and events only once every live tenant''s retention has passed them, audit after 180 days, the outbox''s delivery log and dead letters after 62 days).';
-REVOKE ALL ON FUNCTION parley.maintain_partitions(int) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.maintain_partitions(int) TO parley_jobs;
 
 -- Each tenant's retention, for DBAs: what is past its cutoff and still there.
 DROP VIEW IF EXISTS ops.retention_status;
@@ -205,3 +196,9 @@ CREATE VIEW ops.retention_status AS
 COMMENT ON VIEW ops.retention_status IS
   'Per live tenant: effective retention_days (0 = forever), the cutoff, the oldest message kept, and the messages, events and closed conversations past the cutoff that the retention job has still to delete.';
 ALTER VIEW ops.retention_status OWNER TO parley_reporting;
+
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.apply_retention(int)',
+  'parley.drop_expired_partitions(boolean, regclass)', 'parley.maintain_partitions(int)');
+SELECT parley.secure_functions('parley_auth', '{parley_owner, parley_jobs, parley_reporting}',
+  'parley.partition_keep(regclass)');

@@ -94,9 +94,6 @@ END $$;
 COMMENT ON FUNCTION parley.mark_conversation_read(uuid, bigint) IS
   'Move the signed-in agent''s read position in a conversation forward to p_message_id (never back); returns the position. No-op for API keys.';
 
-REVOKE ALL ON FUNCTION parley.save_canned_reply(uuid, text, text) FROM PUBLIC;
-REVOKE ALL ON FUNCTION parley.delete_canned_reply(uuid) FROM PUBLIC;
-REVOKE ALL ON FUNCTION parley.mark_conversation_read(uuid, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION parley.save_canned_reply(uuid, text, text) TO parley_app;
-GRANT EXECUTE ON FUNCTION parley.delete_canned_reply(uuid) TO parley_app;
-GRANT EXECUTE ON FUNCTION parley.mark_conversation_read(uuid, bigint) TO parley_app;
+-- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.save_canned_reply(uuid, text, text)',
+  'parley.delete_canned_reply(uuid)', 'parley.mark_conversation_read(uuid, bigint)');
