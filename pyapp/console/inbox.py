@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pyapp import types
 from pyapp.console import queries
-from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect
+from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect, shown_refusal
 from pyapp.errors import ApiError, from_postgres
 
 SURFACE = "console"  # the actions registry's name for this surface (sql/57_actions.sql)
@@ -226,10 +226,8 @@ def _back(ctx: Ctx, conversation_id: uuid.UUID, done: str) -> str:
 
 async def _refused(ctx: Ctx, conversation_id: uuid.UUID, exc: asyncpg.PostgresError, field: str):
     """A rule SQL refused (state, role, input): shown beside the actions, or the JSON error."""
-    mapped = from_postgres(exc)
-    if mapped is None or mapped.status >= 500 or ctx.wants_json:
-        raise exc
-    return await _rerender(ctx, conversation_id, {field: mapped.message}, status=mapped.status)
+    refused = shown_refusal(ctx, exc)
+    return await _rerender(ctx, conversation_id, {field: refused.message}, status=refused.status)
 
 
 @page("POST", "/console/conversations/{conversation_id}/reply")

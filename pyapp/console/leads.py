@@ -10,9 +10,9 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError, field_validator
 
 from pyapp.console import queries
-from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query
+from pyapp.console.web import Ctx, form_errors, json_ok, page, redirect, safe_query, shown_refusal
 from pyapp.csv_export import csv_response, stream_csv
-from pyapp.errors import ApiError, from_postgres
+from pyapp.errors import ApiError
 from pyapp.leads.routes import EXPORT_COLUMNS, EXPORT_LEADS
 
 STATUSES = ("new", "contacted", "qualified", "won", "lost")
@@ -142,10 +142,8 @@ async def lead_status(ctx: Ctx):
         async with ctx.savepoint() as conn:
             await conn.execute("SELECT 1 FROM parley.set_lead_status($1, $2)", lead_id, data.status)
     except asyncpg.PostgresError as exc:
-        mapped = from_postgres(exc)
-        if mapped is None or mapped.status not in (409, 422) or ctx.wants_json:
-            raise
-        return await _leads_page(ctx, status=mapped.status, row_errors={str(lead_id): mapped.message})
+        refused = shown_refusal(ctx, exc, (409, 422))
+        return await _leads_page(ctx, status=refused.status, row_errors={str(lead_id): refused.message})
     if ctx.wants_json:
         return json_ok({"ok": True, "status": data.status})
     back = safe_query(ctx.form.get("back"))

@@ -81,11 +81,20 @@ async def invite(ctx: Ctx):
     return await _team_page(ctx, values={"role": "agent"}, created=created, flash=flash)
 
 
-@page("POST", "/console/team/invites/{invite_id}/revoke", min_role="admin")
-async def revoke_invite(ctx: Ctx):
-    ctx.uuid("invite_id")
-    await _ws(ctx, "revoke_invite")
-    return redirect("/console/team?done=revoked")
+def _revoke(path: str, param: str, handler: str, back: str) -> None:
+    """A POST that revokes what `param` names (an invite, an API key) through the accounts
+    `handler`, then goes `back` to its page."""
+
+    async def revoke(ctx: Ctx):
+        ctx.uuid(param)
+        await _ws(ctx, handler)
+        return redirect(back)
+
+    revoke.__name__ = handler
+    page("POST", path, min_role="admin")(revoke)
+
+
+_revoke("/console/team/invites/{invite_id}/revoke", "invite_id", "revoke_invite", "/console/team?done=revoked")
 
 
 @page("POST", "/console/team/members/{user_id}/role", min_role="admin")
@@ -181,11 +190,7 @@ async def create_key(ctx: Ctx):
     return await _keys_page(ctx, created=created, flash="API key created. Copy it now: it is not shown again.")
 
 
-@page("POST", "/console/keys/{key_id}/revoke", min_role="admin")
-async def revoke_key(ctx: Ctx):
-    ctx.uuid("key_id")
-    await _ws(ctx, "revoke_api_key")
-    return redirect("/console/keys?done=revoked")
+_revoke("/console/keys/{key_id}/revoke", "key_id", "revoke_api_key", "/console/keys?done=revoked")
 
 
 # ---------------------------------------------------------------------------------- audit

@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Container, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,6 +432,16 @@ def refusal(exc: ApiError | asyncpg.PostgresError) -> ApiError:
         return exc
     mapped = from_postgres(exc)
     if mapped is None:
+        raise exc
+    return mapped
+
+
+def shown_refusal(ctx: Ctx, exc: asyncpg.PostgresError, statuses: Container[int] = range(400, 500)) -> ApiError:
+    """The refusal a SQL error stands for, for a page to show beside its form; a fault, a refusal
+    with a status outside `statuses`, or any error of a request that wants JSON is re-raised, for
+    the page wrapper to answer."""
+    mapped = from_postgres(exc)
+    if mapped is None or mapped.status not in statuses or ctx.wants_json:
         raise exc
     return mapped
 
