@@ -97,6 +97,13 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.user_json(uuid) IS 'Internal: a person as the client sees them (never the password hash or lock state).';
 
+-- How an address names an account, the rule of the unique index users__lower_email_idx.
+CREATE OR REPLACE FUNCTION parley.user_by_email(p_email text) RETURNS uuid
+LANGUAGE sql STABLE
+AS $$ SELECT u.id FROM parley.users u WHERE lower(u.email) = lower(btrim(p_email)) $$;
+COMMENT ON FUNCTION parley.user_by_email(text) IS
+  'The account an e-mail address names, case-insensitively and trimmed (at most one: users__lower_email_idx), among the accounts the caller may see; NULL when none.';
+
 CREATE OR REPLACE FUNCTION parley.default_tenant_of(p_user_id uuid, p_preferred uuid) RETURNS uuid
 LANGUAGE sql STABLE
 AS $$
@@ -269,8 +276,7 @@ BEGIN
   PERFORM parley.throttle_auth_attempt();
   PERFORM parley.check_sign_in_backoff(p_email);
   RETURN QUERY
-    SELECT u.id, u.password_hash FROM parley.users u
-     WHERE lower(u.email) = lower(btrim(p_email));
+    SELECT u.id, u.password_hash FROM parley.users u WHERE u.id = parley.user_by_email(p_email);
 END $$;
 COMMENT ON FUNCTION parley.begin_sign_in(text) IS
   'Step 1 of sign-in: count the attempt against the address (429 too_many_attempts above 20 per 15 minutes), refuse it while this email is in backoff at this address (429 too_many_attempts, the same for unknown emails), and return the id and password hash of the account with this email (no row when unknown). The password is verified in Python (against a dummy hash when unknown), then finish_sign_in records the outcome.';
@@ -421,7 +427,7 @@ DECLARE
   v_user parley.users%ROWTYPE;
 BEGIN
   PERFORM parley.throttle_auth_attempt();
-  SELECT * INTO v_user FROM parley.users u WHERE lower(u.email) = lower(btrim(p_email));
+  SELECT * INTO v_user FROM parley.users u WHERE u.id = parley.user_by_email(p_email);
   IF NOT FOUND THEN
     RETURN NULL;
   END IF;
@@ -495,6 +501,7 @@ SELECT parley.secure_functions('parley_auth', '{parley_app}',
   'parley.reset_password(bytea, text)');
 SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.prune_auth_tables()');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.current_session_id()');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_auth}', 'parley.user_by_email(text)');
 
 -- The new columns of 0002 are for the auth functions only.
 GRANT SELECT (last_tenant_id) ON parley.users TO parley_app;

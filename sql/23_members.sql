@@ -63,8 +63,7 @@ BEGIN
   IF parley.role_rank(p_role) > parley.role_rank(v_role) THEN
     PERFORM parley.raise_error(403, 'role_too_high', 'You cannot invite someone to a role above your own.');
   END IF;
-  IF EXISTS (SELECT 1 FROM parley.members m JOIN parley.users u ON u.id = m.user_id
-              WHERE m.tenant_id = v_tenant AND lower(u.email) = lower(btrim(p_email))) THEN
+  IF EXISTS (SELECT 1 FROM parley.members m WHERE m.tenant_id = v_tenant AND m.user_id = parley.user_by_email(p_email)) THEN
     PERFORM parley.raise_error(409, 'already_member', 'That person is already a member.');
   END IF;
   -- One live invite per address: a new one replaces any pending one.

@@ -56,7 +56,7 @@ BEGIN
     v_email := v_user.email;
   ELSE
     PERFORM parley.check_account_email(v_email);
-    IF EXISTS (SELECT 1 FROM parley.users u WHERE lower(u.email) = lower(v_email)) THEN
+    IF parley.user_by_email(v_email) IS NOT NULL THEN
       PERFORM parley.raise_error(409, 'email_taken', 'Another account uses this email address.');
     END IF;
   END IF;
@@ -88,8 +88,7 @@ BEGIN
   END IF;
   PERFORM parley.act_as_user(v_link.user_id);
   SELECT u.email INTO v_old FROM parley.users u WHERE u.id = v_link.user_id FOR UPDATE;
-  IF lower(v_old) <> lower(v_link.email)
-     AND EXISTS (SELECT 1 FROM parley.users u WHERE lower(u.email) = lower(v_link.email)) THEN
+  IF parley.user_by_email(v_link.email) <> v_link.user_id THEN  -- someone else took it meanwhile
     PERFORM parley.raise_error(409, 'email_taken', 'Another account uses this email address now.');
   END IF;
   UPDATE parley.users SET email = v_link.email, email_verified_at = now() WHERE id = v_link.user_id;

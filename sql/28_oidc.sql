@@ -94,7 +94,7 @@ BEGIN
   END IF;
 
   IF v_user IS NULL AND v_email IS NOT NULL THEN
-    SELECT u.id INTO v_by_email FROM parley.users u WHERE lower(u.email) = lower(v_email);
+    v_by_email := parley.user_by_email(v_email);
     IF v_by_email IS NOT NULL THEN
       -- Only an address the provider vouches for may take over an existing account.
       IF NOT coalesce(p_email_verified, false) THEN

@@ -51,3 +51,26 @@ async def test_sign_up_and_email_change_refuse_what_the_rule_refuses(owner_conn,
         await owner_conn.execute("SELECT parley.begin_auth_request('127.0.0.1', 'r', $1, $2),"
                                  " parley.request_email_verification('\\x02', 'ana.new@example.test')",
                                  person.user_id, person.session_id)
+
+
+async def test_an_address_taken_meanwhile_is_not_taken_over(owner_conn, rows):
+    person = await rows.tenant()
+    wanted = f"wanted-{person.user_id.hex[:8]}@example.test"
+
+    async def request(token: bytes, email: str) -> None:
+        async with owner_conn.transaction():
+            await owner_conn.execute("SELECT parley.begin_auth_request('127.0.0.1', 'r', $1, $2),"
+                                     " parley.request_email_verification($3, $4)",
+                                     person.user_id, person.session_id, token, email)
+
+    await request(b"\x03", wanted)
+    await owner_conn.execute("SELECT parley.sign_up($1, 'not-a-hash', 'Y', NULL, NULL, '\\x04', 60)", wanted.upper())
+    with pytest.raises(asyncpg.PostgresError) as exc:
+        await owner_conn.execute("SELECT parley.verify_email('\\x03')")
+    assert (exc.value.sqlstate, exc.value.hint) == ("PT409", "email_taken")
+    # Their own address in other letters is still theirs (a link to it, as an earlier change left it).
+    own = await owner_conn.fetchval(
+        "INSERT INTO parley.email_verifications (user_id, email, token_hash, expires_at)"
+        " SELECT id, upper(email), '\\x05', now() + interval '1 hour' FROM parley.users WHERE id = $1"
+        " RETURNING email", person.user_id)
+    assert (await owner_conn.fetchval("SELECT parley.verify_email('\\x05')"))["email"] == own
