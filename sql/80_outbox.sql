@@ -181,6 +181,32 @@ END $$;
 COMMENT ON FUNCTION parley.enqueue_delivery(uuid, text, jsonb, uuid) IS
   'Write one delivery that no domain event causes (test event, alert, owner notice) to a destination of the current tenant, and NOTIFY parley_outbox (payload: tenant id). Call it at most once per transaction that already notifies.';
 
+-- A tenant's one destination of a kind Parley itself sends to (the owners' notices, Stripe), made on
+-- first use. Two first uses at once (a referral credit and a usage report; two notices) would each
+-- see none and make one: the second waits on the lock, then finds the first's.
+CREATE OR REPLACE FUNCTION parley.system_destination(p_tenant_id uuid, p_kind text, p_target text, p_name text,
+                                                    p_ordered boolean)
+RETURNS uuid
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_dest uuid;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended(format('parley.system_destination %s %s %s', p_tenant_id, p_kind,
+                                                        p_target), 0));
+  SELECT d.id INTO v_dest FROM parley.outbox_destinations d
+   WHERE d.tenant_id = p_tenant_id AND d.kind = p_kind AND d.target = p_target AND d.chatbot_id IS NULL
+   ORDER BY d.created_at LIMIT 1;
+  IF v_dest IS NULL THEN
+    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, ordered)
+    VALUES (p_tenant_id, p_kind, p_name, p_target, p_ordered)
+    RETURNING id INTO v_dest;
+  END IF;
+  RETURN v_dest;
+END $$;
+COMMENT ON FUNCTION parley.system_destination(uuid, text, text, text, boolean) IS
+  'The tenant''s one outbox destination of kind p_kind and target p_target for no chatbot, made on first use (named p_name, ordered or not); one even when two transactions ask first at once (an advisory lock per tenant, kind and target). Its id.';
+
 ------------------------------------------------------------------------------------------
 -- Drain (parley_jobs)
 
@@ -551,3 +577,5 @@ SELECT parley.secure_functions(NULL, '{parley_jobs}',
   'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb)',
   'parley.pause_destination(uuid, text)', 'parley.expire_outbox_deliveries()');
 SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.lease_outbox_destinations(text, int, int)');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}',
+  'parley.system_destination(uuid, text, text, text, boolean)');

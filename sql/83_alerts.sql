@@ -139,25 +139,17 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
-  v_notices uuid;
   v_id bigint;
 BEGIN
-  SELECT d.id INTO v_notices FROM parley.outbox_destinations d
-   WHERE d.tenant_id = v_tenant AND d.kind = 'email' AND d.target = 'owners' AND d.chatbot_id IS NULL;
-  IF v_notices IS NULL THEN
-    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target)
-    VALUES (v_tenant, 'email', 'Workspace owners', 'owners')
-    RETURNING id INTO v_notices;
-  END IF;
   INSERT INTO parley.outbox (tenant_id, destination_id, kind, payload, deadline)
-  VALUES (v_tenant, v_notices, p_kind, jsonb_build_object(
+  VALUES (v_tenant, parley.system_destination(v_tenant, 'email', 'owners', 'Workspace owners', false), p_kind, jsonb_build_object(
             'type', p_kind, 'timestamp', now(), 'to', to_jsonb(parley.workspace_owner_emails()), 'data', p_data),
           now() + interval '72 hours')
   RETURNING id INTO v_id;
   RETURN v_id;
 END $$;
 COMMENT ON FUNCTION parley.notify_owners(text, jsonb) IS
-  'Queue one e-mail notice (p_kind, e.g. notice.webhook_paused, notice.usage_warning; p_data its details) to the current workspace''s owners through the outbox (destination "Workspace owners", created on first use); returns the delivery id.';
+  'Queue one e-mail notice (p_kind, e.g. notice.webhook_paused, notice.usage_warning; p_data its details) to the current workspace''s owners through the outbox (destination "Workspace owners", parley.system_destination); returns the delivery id.';
 
 CREATE OR REPLACE FUNCTION parley.on_destination_paused(p_destination_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE

@@ -28,26 +28,10 @@ DROP FUNCTION IF EXISTS parley.claim_usage_reports(date);
 DROP FUNCTION IF EXISTS parley.mark_usage_reported(text);
 
 CREATE OR REPLACE FUNCTION parley.stripe_destination(p_tenant_id uuid) RETURNS uuid
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_dest uuid;
-BEGIN
-  -- Two first uses at once (a referral credit and a usage report) would each see none and make
-  -- one: the second waits here, then finds the first's.
-  PERFORM pg_advisory_xact_lock(hashtextextended('parley.stripe_destination ' || p_tenant_id::text, 0));
-  SELECT d.id INTO v_dest FROM parley.outbox_destinations d
-   WHERE d.tenant_id = p_tenant_id AND d.kind = 'stripe' AND d.chatbot_id IS NULL
-   ORDER BY d.created_at LIMIT 1;
-  IF v_dest IS NULL THEN
-    INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, ordered)
-    VALUES (p_tenant_id, 'stripe', 'Stripe', 'stripe', true)
-    RETURNING id INTO v_dest;
-  END IF;
-  RETURN v_dest;
-END $$;
+LANGUAGE sql VOLATILE
+AS $$ SELECT parley.system_destination(p_tenant_id, 'stripe', 'stripe', 'Stripe', true) $$;
 COMMENT ON FUNCTION parley.stripe_destination(uuid) IS
-  'The tenant''s one outbox destination of kind stripe (customer balance credits, meter events), made on first use (one even when two transactions ask first at once: a per-tenant advisory lock); its id.';
+  'The tenant''s one outbox destination of kind stripe (customer balance credits, meter events; ordered), made on first use (parley.system_destination: one even when two transactions ask first at once); its id.';
 
 -- Payments were off (or Stripe refused the API key) when a delivery was tried: the drainer
 -- paused the destination with one of the reasons p_reasons; the jobs process, starting with
