@@ -8,6 +8,7 @@ are minted, hashed, mailed and audited in one place.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -20,8 +21,19 @@ ROLES = ("agent", "admin", "owner")
 
 
 async def _ws(ctx: Ctx, handler: str, **kw):
-    """An accounts workspace handler, with its refusals turned into form errors by the caller."""
+    """An accounts workspace handler (its refusals go to the error page)."""
     return await accounts.workspace_call(ctx.request, ctx.session, handler, **kw)
+
+
+async def _attempt(ctx: Ctx, handler: str, **kw) -> tuple[Any, ApiError | None]:
+    """An accounts workspace handler whose refusal (4xx) the page shows on its form: (its answer,
+    None) or (None, the refusal); a fault (5xx) goes to the error page."""
+    try:
+        return await _ws(ctx, handler, **kw), None
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        return None, exc
 
 
 # ---------------------------------------------------------------------------------- team
@@ -64,13 +76,10 @@ async def invite(ctx: Ctx):
         if "role" in errors:
             errors["role"] = "Choose agent, admin or owner."
         return await _team_page(ctx, status=422, values=values, errors=errors)
-    try:
-        created = await _ws(ctx, "create_invite", body=body)
-    except ApiError as exc:
-        if exc.status >= 500:
-            raise
-        field = "role" if exc.status == 403 or "role" in exc.code else "email"
-        return await _team_page(ctx, status=exc.status, values=values, errors={field: exc.message})
+    created, refused = await _attempt(ctx, "create_invite", body=body)
+    if refused:
+        field = "role" if refused.status == 403 or "role" in refused.code else "email"
+        return await _team_page(ctx, status=refused.status, values=values, errors={field: refused.message})
     flash = {
         "sent": f"Invitation sent to {created.email}.",
         "not_configured": f"The invitation to {created.email} was not emailed: this server has no mail server "
@@ -106,12 +115,9 @@ async def change_role(ctx: Ctx):
         body = MemberPatch.model_validate({"role": ctx.form.get("role")})
     except ValidationError:
         return await _team_page(ctx, status=422, member_errors={str(user_id): "Choose agent, admin or owner."})
-    try:
-        await _ws(ctx, "change_member_role", body=body)
-    except ApiError as exc:
-        if exc.status >= 500:
-            raise
-        return await _team_page(ctx, status=exc.status, member_errors={str(user_id): exc.message})
+    _, refused = await _attempt(ctx, "change_member_role", body=body)
+    if refused:
+        return await _team_page(ctx, status=refused.status, member_errors={str(user_id): refused.message})
     return redirect("/console/team?done=role")
 
 
@@ -119,12 +125,11 @@ async def change_role(ctx: Ctx):
 async def remove_member(ctx: Ctx):
     """Admins remove members; anyone may leave (the SQL rules decide)."""
     user_id = ctx.uuid("user_id")
-    try:
-        await _ws(ctx, "remove_member", min_role="agent")
-    except ApiError as exc:
-        if exc.status >= 500 or not ctx.at_least("admin"):
-            raise
-        return await _team_page(ctx, status=exc.status, member_errors={str(user_id): exc.message})
+    _, refused = await _attempt(ctx, "remove_member", min_role="agent")
+    if refused and not ctx.at_least("admin"):
+        raise refused  # someone leaving: the refusal's own page
+    if refused:
+        return await _team_page(ctx, status=refused.status, member_errors={str(user_id): refused.message})
     if user_id == ctx.user_id:
         return redirect("/console/workspaces")
     return redirect("/console/team?done=removed")
@@ -181,12 +186,9 @@ async def create_key(ctx: Ctx):
         body = None
     if errors:
         return await _keys_page(ctx, status=422, values=values, errors=errors)
-    try:
-        created = await _ws(ctx, "create_api_key", body=body)
-    except ApiError as exc:
-        if exc.status >= 500:
-            raise
-        return await _keys_page(ctx, status=exc.status, values=values, errors={"__all__": exc.message})
+    created, refused = await _attempt(ctx, "create_api_key", body=body)
+    if refused:
+        return await _keys_page(ctx, status=refused.status, values=values, errors={"__all__": refused.message})
     return await _keys_page(ctx, created=created, flash="API key created. Copy it now: it is not shown again.")
 
 
