@@ -189,12 +189,10 @@ COMMENT ON FUNCTION parley.member_json(uuid) IS 'A member of the current workspa
 CREATE OR REPLACE FUNCTION parley.list_members() RETURNS jsonb
 LANGUAGE sql STABLE
 AS $$
-  SELECT coalesce(jsonb_agg(jsonb_build_object('user_id', m.user_id, 'email', u.email, 'name', u.name,
-                                               'role', m.role, 'created_at', m.created_at)
-                            ORDER BY parley.role_rank(m.role) DESC, u.email), '[]'::jsonb)
+  SELECT coalesce(jsonb_agg(parley.member_json(m.user_id) ORDER BY parley.role_rank(m.role) DESC, u.email), '[]'::jsonb)
     FROM parley.members m JOIN parley.users u ON u.id = m.user_id
 $$;
-COMMENT ON FUNCTION parley.list_members() IS 'Members of the current workspace (RLS) with email and name, owners first.';
+COMMENT ON FUNCTION parley.list_members() IS 'Members of the current workspace (RLS), each as member_json, owners first.';
 
 CREATE OR REPLACE FUNCTION parley.check_member_change(p_user_id uuid, p_new_role text) RETURNS text
 LANGUAGE plpgsql VOLATILE

@@ -113,6 +113,7 @@ CREATE OR REPLACE FUNCTION parley.list_audit(
 LANGUAGE plpgsql STABLE
 AS $$
 DECLARE
+  v_limit int := greatest(1, least(coalesce(p_limit, 50), 200));
   v_items jsonb;
   v_count int;
   v_last bigint;
@@ -128,10 +129,9 @@ BEGIN
              AND (p_action IS NULL OR l.action = p_action)
              AND (p_actor_id IS NULL OR l.actor_id = p_actor_id)
            ORDER BY l.id DESC
-           LIMIT greatest(1, least(coalesce(p_limit, 50), 200))) a;
+           LIMIT v_limit) a;
   RETURN jsonb_build_object('items', v_items,
-                            'next_before', CASE WHEN v_count = greatest(1, least(coalesce(p_limit, 50), 200))
-                                                THEN v_last END);
+                            'next_before', CASE WHEN v_count = v_limit THEN v_last END);
 END $$;
 COMMENT ON FUNCTION parley.list_audit(bigint, int, text, text) IS
   'The current workspace''s audit trail, newest first (admin+): keyset pagination on id (pass next_before back as p_before), optional exact action and actor filters; limit 1..200. Each item has its details and their readable changes (parley.audit_changes).';
