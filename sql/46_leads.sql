@@ -45,6 +45,23 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.check_lead_fields(text, text, text, jsonb) IS 'Validate lead fields (422 with a field-specific code): email (320, a@b.c), phone (50, digits and +()./ -), name (200), the text rule of parley.check_text, custom (an object of at most 8 KiB; its string values held to the text rule, its keys, at any depth, to the one-line rule).';
 
+-- What every path that stores a lead does to its fields first.
+CREATE OR REPLACE FUNCTION parley.clean_lead_fields(p_name text, p_email text, p_phone text, p_custom jsonb,
+                                                    p_required boolean, OUT name text, OUT email text, OUT phone text)
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  name := parley.clean_text(p_name, 201);
+  email := lower(parley.clean_text(p_email, 321));
+  phone := parley.clean_text(p_phone, 51);
+  IF p_required AND name IS NULL AND email IS NULL AND phone IS NULL THEN
+    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
+  END IF;
+  PERFORM parley.check_lead_fields(name, email, phone, p_custom);
+END $$;
+COMMENT ON FUNCTION parley.clean_lead_fields(text, text, text, jsonb, boolean) IS
+  'A lead''s name, email and phone as stored: trimmed, empty as NULL, cut one past their limit (so check_lead_fields refuses a longer one), the email in lower case; then check_lead_fields (with p_custom). With p_required, 422 empty_lead when all three are empty.';
+
 CREATE OR REPLACE FUNCTION parley.capture_lead(p_conversation_id uuid, p_name text, p_email text, p_phone text,
                                                p_custom jsonb DEFAULT '{}')
 RETURNS parley.leads
@@ -53,18 +70,13 @@ AS $$
 DECLARE
   v_conv parley.conversations;
   v_lead parley.leads;
-  v_name text := parley.clean_text(p_name, 201);
-  v_email text := lower(parley.clean_text(p_email, 321));
-  v_phone text := parley.clean_text(p_phone, 51);
+  v_f record;
 BEGIN
   v_conv := parley.lock_conversation(p_conversation_id);
-  IF v_name IS NULL AND v_email IS NULL AND v_phone IS NULL THEN
-    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
-  END IF;
-  PERFORM parley.check_lead_fields(v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  v_f := parley.clean_lead_fields(p_name, p_email, p_phone, coalesce(p_custom, '{}'), true);
   -- One lead per conversation: a second form fills in / updates the first.
   INSERT INTO parley.leads AS l (tenant_id, chatbot_id, conversation_id, name, email, phone, custom)
-  VALUES (v_conv.tenant_id, v_conv.chatbot_id, v_conv.id, v_name, v_email, v_phone, coalesce(p_custom, '{}'))
+  VALUES (v_conv.tenant_id, v_conv.chatbot_id, v_conv.id, v_f.name, v_f.email, v_f.phone, coalesce(p_custom, '{}'))
   ON CONFLICT (tenant_id, conversation_id) WHERE conversation_id IS NOT NULL DO UPDATE
      SET name = coalesce(EXCLUDED.name, l.name), email = coalesce(EXCLUDED.email, l.email),
          phone = coalesce(EXCLUDED.phone, l.phone), custom = l.custom || EXCLUDED.custom, updated_at = now()
@@ -82,21 +94,16 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_lead parley.leads;
-  v_name text := parley.clean_text(p_name, 201);
-  v_email text := lower(parley.clean_text(p_email, 321));
-  v_phone text := parley.clean_text(p_phone, 51);
+  v_f record;
 BEGIN
   PERFORM parley.require_staff();
-  IF v_name IS NULL AND v_email IS NULL AND v_phone IS NULL THEN
-    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
-  END IF;
-  PERFORM parley.check_lead_fields(v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  v_f := parley.clean_lead_fields(p_name, p_email, p_phone, coalesce(p_custom, '{}'), true);
   IF p_chatbot_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parley.chatbots b
       WHERE b.tenant_id = parley.current_tenant_id() AND b.id = p_chatbot_id) THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
   END IF;
   INSERT INTO parley.leads (tenant_id, chatbot_id, name, email, phone, custom)
-  VALUES (parley.current_tenant_id(), p_chatbot_id, v_name, v_email, v_phone, coalesce(p_custom, '{}'))
+  VALUES (parley.current_tenant_id(), p_chatbot_id, v_f.name, v_f.email, v_f.phone, coalesce(p_custom, '{}'))
   RETURNING * INTO v_lead;
   RETURN v_lead;
 END $$;
@@ -109,17 +116,12 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_id uuid := gen_random_uuid();
-  v_name text := parley.clean_text(p_name, 201);
-  v_email text := lower(parley.clean_text(p_email, 321));
-  v_phone text := parley.clean_text(p_phone, 51);
+  v_f record;
 BEGIN
   IF parley.current_actor_kind() IS DISTINCT FROM 'visitor' OR parley.current_actor_id() IS NOT NULL THEN
     PERFORM parley.raise_error(403, 'forbidden', 'Only a visitor without a conversation leaves a lead this way.');
   END IF;
-  IF v_name IS NULL AND v_email IS NULL AND v_phone IS NULL THEN
-    PERFORM parley.raise_error(422, 'empty_lead', 'Give at least a name, an email or a phone number.');
-  END IF;
-  PERFORM parley.check_lead_fields(v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  v_f := parley.clean_lead_fields(p_name, p_email, p_phone, coalesce(p_custom, '{}'), true);
   IF NOT EXISTS (SELECT 1 FROM parley.chatbots b WHERE b.tenant_id = parley.current_tenant_id()
                     AND b.id = p_chatbot_id AND b.deleted_at IS NULL) THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
@@ -128,7 +130,7 @@ BEGIN
      FROM parley.effective_limits(parley.current_tenant_id()) l;
   -- No RETURNING: the visitor may not read leads that are not its conversation's.
   INSERT INTO parley.leads (tenant_id, id, chatbot_id, name, email, phone, custom)
-  VALUES (parley.current_tenant_id(), v_id, p_chatbot_id, v_name, v_email, v_phone, coalesce(p_custom, '{}'));
+  VALUES (parley.current_tenant_id(), v_id, p_chatbot_id, v_f.name, v_f.email, v_f.phone, coalesce(p_custom, '{}'));
   PERFORM parley.emit_event('lead_captured', NULL, NULL, jsonb_build_object('lead_id', v_id));
   RETURN v_id;
 END $$;
@@ -144,14 +146,14 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_lead parley.leads;
+  v_f record;
 BEGIN
   PERFORM parley.require_staff();
-  PERFORM parley.check_lead_fields(parley.clean_text(p_name, 201), lower(parley.clean_text(p_email, 321)),
-                                   parley.clean_text(p_phone, 51), p_custom);
+  v_f := parley.clean_lead_fields(p_name, p_email, p_phone, p_custom, false);
   UPDATE parley.leads l
-     SET name = CASE WHEN p_name IS NULL THEN l.name ELSE parley.clean_text(p_name, 201) END,
-         email = CASE WHEN p_email IS NULL THEN l.email ELSE lower(parley.clean_text(p_email, 321)) END,
-         phone = CASE WHEN p_phone IS NULL THEN l.phone ELSE parley.clean_text(p_phone, 51) END,
+     SET name = CASE WHEN p_name IS NULL THEN l.name ELSE v_f.name END,
+         email = CASE WHEN p_email IS NULL THEN l.email ELSE v_f.email END,
+         phone = CASE WHEN p_phone IS NULL THEN l.phone ELSE v_f.phone END,
          custom = coalesce(p_custom, l.custom), updated_at = now()
    WHERE l.tenant_id = parley.current_tenant_id() AND l.id = p_lead_id
   RETURNING * INTO v_lead;
