@@ -190,16 +190,14 @@ GRANT SELECT, DELETE ON parley.rate_counters TO parley_jobs;
 
 CREATE OR REPLACE FUNCTION parley.prune_rate_counters(p_older_than interval DEFAULT '10 minutes')
 RETURNS int
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 AS $$
-DECLARE
-  v_n int;
-BEGIN
-  DELETE FROM parley.rate_counters r
-   WHERE r.tenant_id = parley.current_tenant_id() AND r.window_start < now() - p_older_than;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  RETURN v_n;
-END $$;
+  WITH gone AS (
+    DELETE FROM parley.rate_counters r
+     WHERE r.tenant_id = parley.current_tenant_id() AND r.window_start < now() - p_older_than
+    RETURNING 1)
+  SELECT count(*)::int FROM gone
+$$;
 COMMENT ON FUNCTION parley.prune_rate_counters(interval) IS
   'Jobs: delete the current tenant''s rate windows older than p_older_than; returns how many rows went.';
 

@@ -66,11 +66,8 @@ COMMENT ON FUNCTION parley.usage_on(text, date) IS
 
 CREATE OR REPLACE FUNCTION parley.compact_usage(p_before date DEFAULT NULL)
 RETURNS int
-LANGUAGE plpgsql VOLATILE
+LANGUAGE sql VOLATILE
 AS $$
-DECLARE
-  v_n int;
-BEGIN
   -- Fold the shards of finished days into shard 0 (one row per tenant/day/metric).
   WITH gone AS (
     DELETE FROM parley.usage_counters u
@@ -79,13 +76,13 @@ BEGIN
     RETURNING u.tenant_id, u.day, u.metric, u.value
   ), sums AS (
     SELECT g.tenant_id, g.day, g.metric, sum(g.value)::bigint AS value FROM gone g GROUP BY 1, 2, 3
-  )
-  INSERT INTO parley.usage_counters AS u (tenant_id, day, metric, shard, value)
-  SELECT s.tenant_id, s.day, s.metric, 0, s.value FROM sums s
-  ON CONFLICT (tenant_id, day, metric, shard) DO UPDATE SET value = u.value + EXCLUDED.value;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  RETURN v_n;
-END $$;
+  ), folded AS (
+    INSERT INTO parley.usage_counters AS u (tenant_id, day, metric, shard, value)
+    SELECT s.tenant_id, s.day, s.metric, 0, s.value FROM sums s
+    ON CONFLICT (tenant_id, day, metric, shard) DO UPDATE SET value = u.value + EXCLUDED.value
+    RETURNING 1)
+  SELECT count(*)::int FROM folded
+$$;
 COMMENT ON FUNCTION parley.compact_usage(date) IS
   'Jobs: fold the current tenant''s usage shards of days before p_before (default today) into shard 0; returns rows written.';
 
