@@ -3,55 +3,23 @@
 -- of a paused destination, removal. The queue itself (enqueue, drain, retries) is sql/80_outbox.sql.
 
 
-CREATE OR REPLACE FUNCTION parley.replay_delivery(p_delivery_id bigint) RETURNS bigint
+-- The one replay: finished deliveries sent again, each as a new pending delivery with its
+-- delivery_key (receivers see the same webhook-id) and a fresh retry window, in their order.
+CREATE OR REPLACE FUNCTION parley.replay_deliveries(p_ids bigint[]) RETURNS bigint[]
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-  v_row parley.outbox;
-  v_id bigint;
+  v_ids bigint[];
 BEGIN
   PERFORM parley.require_role('admin');
-  SELECT * INTO v_row FROM parley.outbox o
-   WHERE o.tenant_id = parley.current_tenant_id() AND o.id = p_delivery_id FOR UPDATE;
-  IF NOT FOUND THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such delivery.');
-  END IF;
-  IF v_row.status = 'pending' THEN
-    PERFORM parley.raise_error(409, 'pending', 'This delivery is still being tried.');
-  END IF;
-  INSERT INTO parley.outbox (tenant_id, destination_id, event_id, kind, conversation_id, payload, delivery_key,
-                             deadline, replay_of)
-  SELECT v_row.tenant_id, v_row.destination_id, v_row.event_id, v_row.kind, v_row.conversation_id, v_row.payload,
-         v_row.delivery_key, now() + d.retry_window, v_row.id
-    FROM parley.outbox_destinations d WHERE d.tenant_id = v_row.tenant_id AND d.id = v_row.destination_id
-  RETURNING id INTO v_id;
-  IF v_row.status IN ('dead', 'failed') THEN
-    UPDATE parley.outbox o SET status = 'replayed'
-     WHERE o.tenant_id = v_row.tenant_id AND o.id = v_row.id AND o.created_at = v_row.created_at;
-  END IF;
-  PERFORM pg_notify('parley_outbox', v_row.tenant_id::text);
-  RETURN v_id;
-END $$;
-COMMENT ON FUNCTION parley.replay_delivery(bigint) IS
-  'Admins: send a finished delivery of the current tenant again as a new pending delivery with the same delivery_key (receivers see the same webhook-id) and a fresh retry window; a dead or failed original becomes replayed. 404 for another tenant''s id, 409 while it is pending. NOTIFY parley_outbox.';
-
-CREATE OR REPLACE FUNCTION parley.replay_dead_letters(p_destination_id uuid, p_include_failed boolean DEFAULT false)
-RETURNS int
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  v_n int;
-BEGIN
-  PERFORM parley.require_role('admin');
-  IF NOT EXISTS (SELECT 1 FROM parley.outbox_destinations d
-                  WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such destination.');
-  END IF;
   WITH old AS (
+    SELECT o.* FROM parley.outbox o
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.id = ANY (p_ids) AND o.status <> 'pending'
+  ), replayed AS (
     UPDATE parley.outbox o SET status = 'replayed'
-     WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
-       AND (o.status = 'dead' OR (p_include_failed AND o.status = 'failed'))
-    RETURNING o.*
+      FROM old
+     WHERE o.tenant_id = old.tenant_id AND o.id = old.id AND o.created_at = old.created_at
+       AND old.status IN ('dead', 'failed')
   ), fresh AS (
     INSERT INTO parley.outbox (tenant_id, destination_id, event_id, kind, conversation_id, payload, delivery_key,
                                deadline, replay_of)
@@ -59,16 +27,55 @@ BEGIN
            now() + d.retry_window, o.id
       FROM old o JOIN parley.outbox_destinations d ON d.tenant_id = o.tenant_id AND d.id = o.destination_id
      ORDER BY o.id
-    RETURNING 1
+    RETURNING id
   )
-  SELECT count(*) INTO v_n FROM fresh;
-  IF v_n > 0 THEN
+  SELECT array_agg(f.id ORDER BY f.id) INTO v_ids FROM fresh f;
+  IF v_ids IS NOT NULL THEN
     PERFORM pg_notify('parley_outbox', parley.current_tenant_id()::text);
   END IF;
-  RETURN v_n;
+  RETURN coalesce(v_ids, '{}');
+END $$;
+COMMENT ON FUNCTION parley.replay_deliveries(bigint[]) IS
+  'Admins (the replays below): send the finished (not pending) deliveries p_ids of the current tenant again, each as a new pending delivery with the same delivery_key and a fresh retry window, in id order; a dead or failed original becomes replayed. Returns the new ids; NOTIFY parley_outbox when any.';
+
+CREATE OR REPLACE FUNCTION parley.replay_delivery(p_delivery_id bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_status text;
+BEGIN
+  PERFORM parley.require_role('admin');
+  SELECT o.status INTO v_status FROM parley.outbox o
+   WHERE o.tenant_id = parley.current_tenant_id() AND o.id = p_delivery_id FOR UPDATE;
+  IF NOT FOUND THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such delivery.');
+  END IF;
+  IF v_status = 'pending' THEN
+    PERFORM parley.raise_error(409, 'pending', 'This delivery is still being tried.');
+  END IF;
+  RETURN (parley.replay_deliveries(ARRAY[p_delivery_id]))[1];
+END $$;
+COMMENT ON FUNCTION parley.replay_delivery(bigint) IS
+  'Admins: send a finished delivery of the current tenant again (replay_deliveries: same delivery_key, fresh retry window; a dead or failed original becomes replayed); the new id. 404 for another tenant''s id, 409 while it is pending. NOTIFY parley_outbox.';
+
+CREATE OR REPLACE FUNCTION parley.replay_dead_letters(p_destination_id uuid, p_include_failed boolean DEFAULT false)
+RETURNS int
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  PERFORM parley.require_role('admin');
+  IF NOT EXISTS (SELECT 1 FROM parley.outbox_destinations d
+                  WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such destination.');
+  END IF;
+  RETURN cardinality(parley.replay_deliveries(ARRAY(
+    SELECT o.id FROM parley.outbox o
+     WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+       AND (o.status = 'dead' OR (p_include_failed AND o.status = 'failed'))
+     FOR UPDATE)));
 END $$;
 COMMENT ON FUNCTION parley.replay_dead_letters(uuid, boolean) IS
-  'Admins: replay a destination''s whole dead-letter queue (and its failed deliveries with p_include_failed), in their original order, each with its delivery_key; returns how many. NOTIFY parley_outbox.';
+  'Admins: replay a destination''s whole dead-letter queue (and its failed deliveries with p_include_failed), in their original order, each with its delivery_key (replay_deliveries); returns how many. NOTIFY parley_outbox.';
 
 CREATE OR REPLACE FUNCTION parley.resume_destination(p_destination_id uuid) RETURNS void
 LANGUAGE plpgsql VOLATILE
