@@ -9,7 +9,7 @@ import asyncpg
 
 from pyapp.channels.alerts import ALERT_MISSING, add_alert_channel, vet_alert_target
 from pyapp.channels.envelope import Keyring
-from pyapp.console.web import FIRST_VIEW, Ctx, Shown, form_page, page, redirect
+from pyapp.console.web import FIRST_VIEW, Ctx, Shown, button, form_page, page, redirect
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
 
@@ -64,13 +64,11 @@ async def create(ctx: Ctx):
     return redirect("/console/alerts?done=added")
 
 
-@page("POST", "/console/alerts/{alert_id}/test", min_role="admin")
-async def test(ctx: Ctx):
-    await ctx.conn.fetchval("SELECT parley.send_test_alert($1)", ctx.uuid("alert_id"))
-    return redirect("/console/alerts?done=tested")
+@button("/console/alerts/{alert_id}/test", "/console/alerts?done=tested", min_role="admin")
+async def test(ctx: Ctx, alert_id: uuid.UUID):
+    await ctx.conn.fetchval("SELECT parley.send_test_alert($1)", alert_id)
 
 
-@page("POST", "/console/alerts/{alert_id}/delete", min_role="admin")
-async def delete(ctx: Ctx):
-    await destinations.delete(ctx.conn, "alert_channel_json", ctx.uuid("alert_id"), ALERT_MISSING)
-    return redirect("/console/alerts?done=deleted")
+@button("/console/alerts/{alert_id}/delete", "/console/alerts?done=deleted", min_role="admin")
+async def delete(ctx: Ctx, alert_id: uuid.UUID):
+    await destinations.delete(ctx.conn, "alert_channel_json", alert_id, ALERT_MISSING)

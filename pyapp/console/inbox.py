@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from pyapp import types
 from pyapp.console import queries
-from pyapp.console.web import ENV, Ctx, form_errors, json_ok, page, redirect, shown_refusal
+from pyapp.console.web import ENV, Ctx, button, form_errors, json_ok, page, redirect, shown_refusal
 from pyapp.errors import ApiError, from_postgres
 
 SURFACE = "console"  # the actions registry's name for this surface (sql/57_actions.sql)
@@ -398,7 +398,6 @@ async def canned_save(ctx: Ctx):
     return redirect("/console/canned?done=saved")
 
 
-@page("POST", "/console/canned/{reply_id}/delete")
-async def canned_delete(ctx: Ctx):
-    await ctx.conn.execute("SELECT parley.delete_canned_reply($1)", ctx.uuid("reply_id"))
-    return redirect("/console/canned?done=deleted")
+@button("/console/canned/{reply_id}/delete", "/console/canned?done=deleted")
+async def canned_delete(ctx: Ctx, reply_id: uuid.UUID):
+    await ctx.conn.execute("SELECT parley.delete_canned_reply($1)", reply_id)

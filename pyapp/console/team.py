@@ -8,13 +8,14 @@ are minted, hashed, mailed and audited in one place.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from typing import Any
 
 from pydantic import ValidationError
 
 from pyapp.console import accounts_bridge as accounts
 from pyapp.console import queries
-from pyapp.console.web import Ctx, done_flash, form_errors, form_int, json_ok, page, redirect
+from pyapp.console.web import Ctx, button, done_flash, form_errors, form_int, json_ok, page, redirect
 from pyapp.errors import ApiError
 
 ROLES = ("agent", "admin", "owner")
@@ -90,20 +91,9 @@ async def invite(ctx: Ctx):
     return await _team_page(ctx, values={"role": "agent"}, created=created, flash=flash)
 
 
-def _revoke(path: str, param: str, handler: str, back: str) -> None:
-    """A POST that revokes what `param` names (an invite, an API key) through the accounts
-    `handler`, then goes `back` to its page."""
-
-    async def revoke(ctx: Ctx):
-        ctx.uuid(param)
-        await _ws(ctx, handler)
-        return redirect(back)
-
-    revoke.__name__ = handler
-    page("POST", path, min_role="admin")(revoke)
-
-
-_revoke("/console/team/invites/{invite_id}/revoke", "invite_id", "revoke_invite", "/console/team?done=revoked")
+@button("/console/team/invites/{invite_id}/revoke", "/console/team?done=revoked", min_role="admin")
+async def revoke_invite(ctx: Ctx, _invite_id: uuid.UUID):
+    await _ws(ctx, "revoke_invite")  # the handler reads invite_id from the path too
 
 
 @page("POST", "/console/team/members/{user_id}/role", min_role="admin")
@@ -192,7 +182,9 @@ async def create_key(ctx: Ctx):
     return await _keys_page(ctx, created=created, flash="API key created. Copy it now: it is not shown again.")
 
 
-_revoke("/console/keys/{key_id}/revoke", "key_id", "revoke_api_key", "/console/keys?done=revoked")
+@button("/console/keys/{key_id}/revoke", "/console/keys?done=revoked", min_role="admin")
+async def revoke_key(ctx: Ctx, _key_id: uuid.UUID):
+    await _ws(ctx, "revoke_api_key")  # the handler reads key_id from the path too
 
 
 # ---------------------------------------------------------------------------------- audit

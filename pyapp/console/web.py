@@ -360,6 +360,26 @@ def page(method: str, path: str, *, min_role: str = "agent", tx: bool = True, st
     return deco
 
 
+RowAction = Callable[[Ctx, uuid.UUID], Awaitable[Any]]
+
+
+def button(path: str, back: str, *, min_role: str = "agent") -> Callable[[RowAction], RowAction]:
+    """Declare the POST route of a button on one row: the decorated function does the work with
+    the id the path names (404 when it is not an id), then the page goes `back` (a 303)."""
+    (param,) = re.findall(r"{(\w+)}", path)
+
+    def deco(action: RowAction) -> RowAction:
+        async def pressed(ctx: Ctx) -> web.StreamResponse:
+            await action(ctx, ctx.uuid(param))
+            return redirect(back)
+
+        pressed.__name__ = action.__name__
+        page("POST", path, min_role=min_role)(pressed)
+        return action
+
+    return deco
+
+
 def _register(method: str, path: str, fn: Handler, handler) -> Handler:
     """Add a console route (its wrapped handler, named as the page function) and hand back the page function."""
     handler.__name__ = fn.__name__

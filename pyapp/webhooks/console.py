@@ -9,7 +9,7 @@ from datetime import timedelta
 import asyncpg
 
 from pyapp.channels.envelope import Keyring
-from pyapp.console.web import FIRST_VIEW, Ctx, Shown, form_page, page, redirect
+from pyapp.console.web import FIRST_VIEW, Ctx, Shown, button, form_page, page
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
 from pyapp.webhooks.routes import ENDPOINT_MISSING, new_signing_secret, vet
@@ -59,23 +59,17 @@ async def rotate(ctx: Ctx):
     return await _page(ctx, created={"name": "rotated (the old secret stays valid for 24 hours)", "secret": secret})
 
 
-@page("POST", "/console/webhooks/{endpoint_id}/test", min_role="admin")
-async def test(ctx: Ctx):
-    await ctx.conn.fetchval("SELECT parley.send_test_webhook($1)", ctx.uuid("endpoint_id"))
-    return redirect("/console/webhooks?done=tested")
+@button("/console/webhooks/{endpoint_id}/test", "/console/webhooks?done=tested", min_role="admin")
+async def test(ctx: Ctx, endpoint_id: uuid.UUID):
+    await ctx.conn.fetchval("SELECT parley.send_test_webhook($1)", endpoint_id)
 
 
-@page("POST", "/console/webhooks/{endpoint_id}/enabled", min_role="admin")
-async def enabled(ctx: Ctx):
-    await ctx.conn.fetchval(
-        "SELECT parley.update_webhook_endpoint($1, NULL, NULL, NULL, $2)",
-        ctx.uuid("endpoint_id"),
-        ctx.form.get("enabled") == "1",
-    )
-    return redirect("/console/webhooks?done=updated")
+@button("/console/webhooks/{endpoint_id}/enabled", "/console/webhooks?done=updated", min_role="admin")
+async def enabled(ctx: Ctx, endpoint_id: uuid.UUID):
+    on = ctx.form.get("enabled") == "1"
+    await ctx.conn.fetchval("SELECT parley.update_webhook_endpoint($1, NULL, NULL, NULL, $2)", endpoint_id, on)
 
 
-@page("POST", "/console/webhooks/{endpoint_id}/delete", min_role="admin")
-async def delete(ctx: Ctx):
-    await destinations.delete(ctx.conn, "webhook_endpoint_json", ctx.uuid("endpoint_id"), ENDPOINT_MISSING)
-    return redirect("/console/webhooks?done=deleted")
+@button("/console/webhooks/{endpoint_id}/delete", "/console/webhooks?done=deleted", min_role="admin")
+async def delete(ctx: Ctx, endpoint_id: uuid.UUID):
+    await destinations.delete(ctx.conn, "webhook_endpoint_json", endpoint_id, ENDPOINT_MISSING)

@@ -250,6 +250,11 @@ async def test_console_page_creates_tests_rotates_and_refuses_internal_urls(ws, 
         await _drain(ws)
         got = sink.received[0]
         assert verify(secret, got.headers, got.body) and got.json()["type"] == "webhook.test"
+        status, html, _ = await client.post(f"/console/webhooks/{ep['id']}/enabled", {"enabled": "0"})
+        assert status == 200 and "Endpoint updated." in html
+        assert (await ws.call("GET", f"/api/webhooks/{ep['id']}"))[1]["status"] == "disabled"
+        status, html, _ = await client.post(f"/console/webhooks/{ep['id']}/enabled", {"enabled": "1"})
+        assert (await ws.call("GET", f"/api/webhooks/{ep['id']}"))[1]["status"] == "active"
         status, html, _ = await client.post(f"/console/webhooks/{ep['id']}/rotate")
         assert status == 200 and "whsec_" in html
         monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS")
