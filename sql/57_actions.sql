@@ -79,28 +79,22 @@ ON CONFLICT (key) DO UPDATE
        function = EXCLUDED.function, args = EXCLUDED.args, surfaces = EXCLUDED.surfaces,
        needs_person = EXCLUDED.needs_person, assignee_only = EXCLUDED.assignee_only;
 
-INSERT INTO parley.conversation_action_labels AS l (action, locale, label, done) VALUES
-  ('claim', 'en', 'Claim', 'Claimed.'), ('claim', 'es', 'Tomar', NULL), ('claim', 'fr', 'Prendre en charge', NULL),
-  ('claim', 'de', 'Übernehmen', NULL), ('claim', 'tr', 'Üstlen', NULL),
-  ('release', 'en', 'Release to bot', 'Released.'), ('release', 'es', 'Devolver al bot', NULL), ('release', 'fr', 'Rendre au bot', NULL),
-  ('release', 'de', 'An den Bot zurückgeben', NULL), ('release', 'tr', 'Bota devret', NULL),
-  ('close', 'en', 'Close', 'Closed.'), ('close', 'es', 'Cerrar', NULL), ('close', 'fr', 'Fermer', NULL),
-  ('close', 'de', 'Schließen', NULL), ('close', 'tr', 'Kapat', NULL),
-  ('reopen', 'en', 'Reopen', 'Reopened.'), ('reopen', 'es', 'Reabrir', NULL), ('reopen', 'fr', 'Rouvrir', NULL),
-  ('reopen', 'de', 'Wieder öffnen', NULL), ('reopen', 'tr', 'Yeniden aç', NULL),
-  ('assign', 'en', 'Assign', 'Assigned.'), ('assign', 'es', 'Asignar', NULL), ('assign', 'fr', 'Attribuer', NULL),
-  ('assign', 'de', 'Zuweisen', NULL), ('assign', 'tr', 'Ata', NULL),
-  ('note', 'en', 'Add private note', 'Noted.'), ('note', 'es', 'Añadir nota privada', NULL), ('note', 'fr', 'Ajouter une note privée', NULL),
-  ('note', 'de', 'Private Notiz hinzufügen', NULL), ('note', 'tr', 'Özel not ekle', NULL),
-  ('codename', 'en', 'Set codename', 'Codename set.'), ('codename', 'es', 'Poner nombre en clave', NULL), ('codename', 'fr', 'Définir un nom de code', NULL),
-  ('codename', 'de', 'Codenamen setzen', NULL), ('codename', 'tr', 'Kod adı belirle', NULL),
-  ('human', 'en', 'Talk to a human', 'Asked for a person.'), ('human', 'es', 'Hablar con una persona', NULL), ('human', 'fr', 'Parler à une personne', NULL),
-  ('human', 'de', 'Mit einem Menschen sprechen', NULL), ('human', 'tr', 'Bir temsilciyle görüşün', NULL),
-  ('rate', 'en', 'How was this conversation?', 'Thanks for rating.'), ('rate', 'es', '¿Qué tal fue esta conversación?', NULL),
-  ('rate', 'fr', 'Comment s’est passée cette conversation ?', NULL), ('rate', 'de', 'Wie war dieses Gespräch?', NULL),
-  ('rate', 'tr', 'Bu görüşme nasıldı?', NULL),
-  ('new', 'en', 'New conversation', 'New conversation.'), ('new', 'es', 'Nueva conversación', NULL), ('new', 'fr', 'Nouvelle conversation', NULL),
-  ('new', 'de', 'Neue Unterhaltung', NULL), ('new', 'tr', 'Yeni konuşma', NULL)
+-- Labels in the five widget languages, and in English what is said when it is done.
+INSERT INTO parley.conversation_action_labels AS l (action, locale, label, done)
+SELECT v.action, t.locale, t.label, CASE WHEN t.locale = 'en' THEN v.done END
+  FROM (VALUES
+  ('claim', 'Claimed.', '{"en": "Claim", "es": "Tomar", "fr": "Prendre en charge", "de": "Übernehmen", "tr": "Üstlen"}'::jsonb),
+  ('release', 'Released.', '{"en": "Release to bot", "es": "Devolver al bot", "fr": "Rendre au bot", "de": "An den Bot zurückgeben", "tr": "Bota devret"}'),
+  ('close', 'Closed.', '{"en": "Close", "es": "Cerrar", "fr": "Fermer", "de": "Schließen", "tr": "Kapat"}'),
+  ('reopen', 'Reopened.', '{"en": "Reopen", "es": "Reabrir", "fr": "Rouvrir", "de": "Wieder öffnen", "tr": "Yeniden aç"}'),
+  ('assign', 'Assigned.', '{"en": "Assign", "es": "Asignar", "fr": "Attribuer", "de": "Zuweisen", "tr": "Ata"}'),
+  ('note', 'Noted.', '{"en": "Add private note", "es": "Añadir nota privada", "fr": "Ajouter une note privée", "de": "Private Notiz hinzufügen", "tr": "Özel not ekle"}'),
+  ('codename', 'Codename set.', '{"en": "Set codename", "es": "Poner nombre en clave", "fr": "Définir un nom de code", "de": "Codenamen setzen", "tr": "Kod adı belirle"}'),
+  ('human', 'Asked for a person.', '{"en": "Talk to a human", "es": "Hablar con una persona", "fr": "Parler à une personne", "de": "Mit einem Menschen sprechen", "tr": "Bir temsilciyle görüşün"}'),
+  ('rate', 'Thanks for rating.', '{"en": "How was this conversation?", "es": "¿Qué tal fue esta conversación?", "fr": "Comment s’est passée cette conversation ?", "de": "Wie war dieses Gespräch?", "tr": "Bu görüşme nasıldı?"}'),
+  ('new', 'New conversation.', '{"en": "New conversation", "es": "Nueva conversación", "fr": "Nouvelle conversation", "de": "Neue Unterhaltung", "tr": "Yeni konuşma"}')
+  ) v(action, done, labels)
+ CROSS JOIN LATERAL jsonb_each_text(v.labels) t(locale, label)
 ON CONFLICT (action, locale) DO UPDATE SET label = EXCLUDED.label, done = EXCLUDED.done;
 
 ------------------------------------------------------------------------------------------
