@@ -23,16 +23,13 @@ _LIST = (
 DONE = {"tested": "Test alert queued.", "deleted": "Alert channel deleted.", "added": "Alert channel added."}
 
 
-async def _page(ctx: Ctx, shown: Shown = FIRST_VIEW):
+@page("GET", "/console/alerts", min_role="admin")
+async def alerts(ctx: Ctx, shown: Shown = FIRST_VIEW):
+    """The page (GET), or the page again as a form's answer shows it."""
     alerts = [{**r["a"], "chatbot_name": r["chatbot_name"]} for r in await ctx.conn.fetch(_LIST)]
     chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
     events = await ctx.conn.fetchval("SELECT parley.alert_event_kinds()")
     return form_page(ctx, "alerts.html", shown, DONE, alerts=alerts, chatbots=chatbots, events=events)
-
-
-@page("GET", "/console/alerts", min_role="admin")
-async def alerts(ctx: Ctx):
-    return await _page(ctx)
 
 
 @page("POST", "/console/alerts", min_role="admin")
@@ -60,7 +57,7 @@ async def create(ctx: Ctx):
                 events,
             )
     except (ApiError, asyncpg.PostgresError) as exc:
-        return await _page(ctx, Shown.refused(exc, form))
+        return await alerts(ctx, Shown.refused(exc, form))
     return redirect("/console/alerts?done=added")
 
 

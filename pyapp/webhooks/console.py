@@ -17,15 +17,12 @@ from pyapp.webhooks.routes import ENDPOINT_MISSING, new_signing_secret, vet
 DONE = {"tested": "Test event queued.", "updated": "Endpoint updated.", "deleted": "Endpoint deleted."}
 
 
-async def _page(ctx: Ctx, shown: Shown = FIRST_VIEW, created: dict | None = None):
+@page("GET", "/console/webhooks", min_role="admin")
+async def webhooks(ctx: Ctx, shown: Shown = FIRST_VIEW, created: dict | None = None):
+    """The page (GET), or the page again as a form's answer shows it (`created`: a secret shown once)."""
     endpoints = await destinations.listed(ctx.conn, "webhook_endpoint_json", "webhook")
     kinds = await ctx.conn.fetchval("SELECT parley.outbox_event_kinds()")
     return form_page(ctx, "webhooks.html", shown, DONE, endpoints=endpoints, kinds=kinds, created=created)
-
-
-@page("GET", "/console/webhooks", min_role="admin")
-async def webhooks(ctx: Ctx):
-    return await _page(ctx)
 
 
 @page("POST", "/console/webhooks", min_role="admin")
@@ -45,8 +42,8 @@ async def create(ctx: Ctx):
                 conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, endpoint_id, None
             )
     except (ApiError, asyncpg.PostgresError) as exc:
-        return await _page(ctx, Shown.refused(exc, form))
-    return await _page(ctx, Shown(status=201), created={"name": name, "secret": secret})
+        return await webhooks(ctx, Shown.refused(exc, form))
+    return await webhooks(ctx, Shown(status=201), created={"name": name, "secret": secret})
 
 
 @page("POST", "/console/webhooks/{endpoint_id}/rotate", min_role="admin")
@@ -56,7 +53,7 @@ async def rotate(ctx: Ctx):
     secret = await new_signing_secret(
         ctx.conn, Keyring.from_settings(ctx.settings.secret_key), ctx.tenant, endpoint_id, timedelta(hours=24)
     )
-    return await _page(ctx, created={"name": "rotated (the old secret stays valid for 24 hours)", "secret": secret})
+    return await webhooks(ctx, created={"name": "rotated (the old secret stays valid for 24 hours)", "secret": secret})
 
 
 @button("/console/webhooks/{endpoint_id}/test", "/console/webhooks?done=tested", min_role="admin")
