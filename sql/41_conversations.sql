@@ -52,6 +52,19 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.require_staff() IS 'Raise 403 for visitors (and anyone below the agent role).';
 
+-- A visitor transaction acts on, and reads, only the conversation in its widget token (actor_id);
+-- every function that takes a conversation checks this first (RLS alone would answer 404).
+CREATE OR REPLACE FUNCTION parley.require_own_conversation(p_conversation_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF parley.current_actor_kind() = 'visitor' AND parley.current_actor_id() IS DISTINCT FROM p_conversation_id::text THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Visitors can only act on their own conversation.');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.require_own_conversation(uuid) IS
+  'Raise 403 when a visitor transaction names a conversation other than its own (members, API keys, the server and jobs: no check here).';
+
 CREATE OR REPLACE FUNCTION parley.lock_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
 LANGUAGE plpgsql VOLATILE
@@ -59,11 +72,7 @@ AS $$
 DECLARE
   v_conv parley.conversations;
 BEGIN
-  -- A visitor acts only on the conversation in its widget token (actor_id).
-  IF parley.current_actor_kind() = 'visitor'
-     AND parley.current_actor_id() IS DISTINCT FROM p_conversation_id::text THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Visitors can only act on their own conversation.');
-  END IF;
+  PERFORM parley.require_own_conversation(p_conversation_id);
   SELECT * INTO v_conv FROM parley.conversations c
    WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_conversation_id
    FOR UPDATE;

@@ -470,10 +470,7 @@ DECLARE
   v_after bigint := coalesce(p_after_id, 0);
   v_limit int := least(greatest(coalesce(p_limit, 500), 1), 1000);
 BEGIN
-  IF parley.current_actor_kind() = 'visitor'
-     AND parley.current_actor_id() IS DISTINCT FROM p_conversation_id::text THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Visitors can only read their own conversation.');
-  END IF;
+  PERFORM parley.require_own_conversation(p_conversation_id);
   IF NOT EXISTS (SELECT 1 FROM parley.conversations c
                   WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_conversation_id) THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such conversation.');

@@ -15,9 +15,7 @@ AS $$
 DECLARE
   v_chatbot uuid;
 BEGIN
-  IF parley.current_actor_kind() = 'visitor' AND parley.current_actor_id() IS DISTINCT FROM p_conversation_id::text THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Not your conversation.');
-  END IF;
+  PERFORM parley.require_own_conversation(p_conversation_id);
   SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
    WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.id = p_conversation_id;
   IF v_chatbot IS NULL THEN

@@ -171,9 +171,7 @@ DECLARE
   v_visitor boolean := parley.current_actor_kind() = 'visitor';
   v_row record;
 BEGIN
-  IF v_visitor AND parley.current_actor_id() IS DISTINCT FROM p_conversation_id::text THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Visitors can only act on their own conversation.');
-  END IF;
+  PERFORM parley.require_own_conversation(p_conversation_id);
   SELECT c.status, c.assignee_id, c.locale, b.config INTO v_row
     FROM parley.conversations c
     LEFT JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
