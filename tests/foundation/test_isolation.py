@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 from support.accounts import create_api_key, sign_up
-from support.database import CopyJanitor, admin_url
+from support.database import admin_url
 from support.server import make_settings, start_server
 
 from pyapp.db import _init_connection
@@ -80,11 +80,9 @@ async def _snapshot_b(conn, tenant_id) -> dict:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(pg_server, template_db):
-    janitor = CopyJanitor(user=pg_server.user, host=pg_server.host, port=pg_server.port,
-                          password=pg_server.password, dbname=f"t_{uuid.uuid4().hex[:16]}", template_dbname=template_db)
-    janitor.init()
-    settings = make_settings(admin_url(pg_server, janitor.dbname))
+async def world(pg_server, database_stock):
+    dbname = database_stock.take()
+    settings = make_settings(admin_url(pg_server, dbname))
     server = await start_server(settings)
     admin_conn = await asyncpg.connect(settings.admin_url)
     await _init_connection(admin_conn)
@@ -116,7 +114,7 @@ async def world(pg_server, template_db):
     yield w
     await admin_conn.close()
     await server.close()
-    janitor.drop()
+    database_stock.give_back(dbname)
 
 
 def _fill(value, b: dict):

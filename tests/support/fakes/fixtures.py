@@ -34,11 +34,17 @@ async def fake_anthropic():
 
 
 @pytest.fixture(scope="session")
-def double_server(widget_build, pg_server, template_db):
+def double_server(widget_build, pg_server, database_stock):
     from support.database import admin_url
     from support.fakes.protocol_double import ProtocolDouble, widget_actions
 
-    d = ProtocolDouble(widget_actions(admin_url(pg_server, template_db))).start()
+    # Read from a copy, never the template: copies of it are made meanwhile (support.database).
+    dbname = database_stock.take()
+    try:
+        actions = widget_actions(admin_url(pg_server, dbname))
+    finally:
+        database_stock.give_back(dbname)
+    d = ProtocolDouble(actions).start()
     yield d
     d.stop()
 
