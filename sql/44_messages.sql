@@ -470,11 +470,7 @@ DECLARE
   v_after bigint := coalesce(p_after_id, 0);
   v_limit int := least(greatest(coalesce(p_limit, 500), 1), 1000);
 BEGIN
-  PERFORM parley.require_own_conversation(p_conversation_id);
-  IF NOT EXISTS (SELECT 1 FROM parley.conversations c
-                  WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_conversation_id) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such conversation.');
-  END IF;
+  PERFORM parley.check_conversation_access(p_conversation_id);
   RETURN QUERY
     SELECT m.id, m.created_at, m.author, m.body, m.client_id, m.meta, j.doc->>'author_name', j.doc
       FROM parley.messages m

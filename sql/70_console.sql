@@ -80,9 +80,7 @@ BEGIN
   IF v_user IS NULL THEN
     RETURN NULL;  -- API keys have no inbox
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM parley.conversations c WHERE c.id = p_conversation_id) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such conversation.');
-  END IF;
+  PERFORM parley.check_conversation_access(p_conversation_id);
   INSERT INTO parley.conversation_reads AS r (tenant_id, user_id, conversation_id, last_read_message_id)
   VALUES (parley.current_tenant_id(), v_user, p_conversation_id, greatest(coalesce(p_message_id, 0), 0))
   ON CONFLICT (tenant_id, user_id, conversation_id) DO UPDATE
