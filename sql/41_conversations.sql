@@ -65,24 +65,6 @@ END $$;
 COMMENT ON FUNCTION parley.require_own_conversation(uuid) IS
   'Raise 403 when a visitor transaction names a conversation other than its own (members, API keys, the server and jobs: no check here).';
 
--- A conversation someone names: the visitor's own (403 for another), one of the tenant's (404).
-CREATE OR REPLACE FUNCTION parley.check_conversation_access(p_conversation_id uuid) RETURNS uuid
-LANGUAGE plpgsql STABLE
-AS $$
-DECLARE
-  v_chatbot uuid;
-BEGIN
-  PERFORM parley.require_own_conversation(p_conversation_id);
-  SELECT c.chatbot_id INTO v_chatbot FROM parley.conversations c
-   WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.id = p_conversation_id;
-  IF v_chatbot IS NULL THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such conversation.');
-  END IF;
-  RETURN v_chatbot;
-END $$;
-COMMENT ON FUNCTION parley.check_conversation_access(uuid) IS
-  'The chatbot of a conversation of the current tenant; 403 when a visitor asks about another conversation, 404 when unknown.';
-
 CREATE OR REPLACE FUNCTION parley.lock_conversation(p_conversation_id uuid)
 RETURNS parley.conversations
 LANGUAGE plpgsql VOLATILE
