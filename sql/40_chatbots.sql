@@ -210,6 +210,20 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.require_chatbot_admin() IS 'Raise 403 unless the transaction''s role (app.role) is admin or owner.';
 
+-- What naming a chatbot requires (a conversation, a lead, knowledge): a live one of the tenant.
+CREATE OR REPLACE FUNCTION parley.require_live_chatbot(p_chatbot_id uuid) RETURNS void
+LANGUAGE plpgsql STABLE
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM parley.chatbots b
+                  WHERE b.tenant_id = (SELECT parley.current_tenant_id()) AND b.id = p_chatbot_id
+                    AND b.deleted_at IS NULL) THEN
+    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  END IF;
+END $$;
+COMMENT ON FUNCTION parley.require_live_chatbot(uuid) IS
+  'Raise 404 not_found unless p_chatbot_id is a chatbot of the current tenant that is not deleted (as the caller sees it under RLS).';
+
 CREATE OR REPLACE FUNCTION parley.check_chatbot_languages(p_config jsonb) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 AS $$

@@ -162,10 +162,7 @@ DECLARE
   v_conv parley.conversations;
   v_id uuid;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM parley.chatbots b
-                  WHERE b.tenant_id = v_tenant AND b.id = p_chatbot_id AND b.deleted_at IS NULL) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
-  END IF;
+  PERFORM parley.require_live_chatbot(p_chatbot_id);
   PERFORM parley.check_open_conversation_limit();
   PERFORM parley.check_allowance('conversations');  -- a hard cap on plans without overage
   IF parley.current_actor_kind() = 'visitor' THEN

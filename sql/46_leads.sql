@@ -122,10 +122,7 @@ BEGIN
     PERFORM parley.raise_error(403, 'forbidden', 'Only a visitor without a conversation leaves a lead this way.');
   END IF;
   v_f := parley.clean_lead_fields(p_name, p_email, p_phone, coalesce(p_custom, '{}'), true);
-  IF NOT EXISTS (SELECT 1 FROM parley.chatbots b WHERE b.tenant_id = parley.current_tenant_id()
-                    AND b.id = p_chatbot_id AND b.deleted_at IS NULL) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
-  END IF;
+  PERFORM parley.require_live_chatbot(p_chatbot_id);
   PERFORM parley.hit_rate_limit('ip', 'lead:' || coalesce(host(p_ip), 'unknown'), l.msgs_per_min_ip)
      FROM parley.effective_limits(parley.current_tenant_id()) l;
   -- No RETURNING: the visitor may not read leads that are not its conversation's.

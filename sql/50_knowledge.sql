@@ -73,11 +73,7 @@ AS $$
 DECLARE
   v_row parley.knowledge_sources;
 BEGIN
-  IF NOT EXISTS (SELECT 1 FROM parley.chatbots b
-                  WHERE b.tenant_id = (SELECT parley.current_tenant_id()) AND b.id = p_chatbot_id
-                    AND b.deleted_at IS NULL) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
-  END IF;
+  PERFORM parley.require_live_chatbot(p_chatbot_id);
   INSERT INTO parley.knowledge_sources (tenant_id, chatbot_id, kind, title, url, filename, options, created_by)
   VALUES (parley.current_tenant_id(), p_chatbot_id, p_kind, coalesce(p_title, ''), p_url, p_filename,
           coalesce(p_options, '{}'), parley.current_user_id())
