@@ -11,45 +11,33 @@ import asyncpg
 
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram_connect import BOT_TOKEN, check_bot, connect, set_inbound, tell_telegram
-from pyapp.console.web import Ctx, done_flash, page, redirect, refusal
+from pyapp.console.web import FIRST_VIEW, Ctx, Shown, button, form_page, page, redirect
 from pyapp.errors import ApiError
 from pyapp.outbox import destinations
 
 MISSING = "No such Telegram channel."
+DONE = {
+    "connected": "Telegram channel connected.",
+    "deleted": "Telegram channel disconnected.",
+    "inbound": "Updates now arrive the new way.",
+}
 
 
-async def _page(
-    ctx: Ctx,
-    *,
-    status: int = 200,
-    error: str | None = None,
-    form: dict | None = None,
-    code: str | None = None,
-    notice: str | None = None,
-):
+async def _page(ctx: Ctx, shown: Shown = FIRST_VIEW, code: str | None = None):
     channels = await destinations.listed(ctx.conn, "telegram_channel_json", "telegram")
     chatbots = await ctx.conn.fetch("SELECT id, name FROM parley.chatbots WHERE deleted_at IS NULL ORDER BY name")
     linked = await ctx.conn.fetchval(
         "SELECT count(*) FROM parley.channel_member_links l WHERE l.user_id = $1 AND l.kind = 'telegram'", ctx.user_id
     )
-    flash = notice or done_flash(
+    return form_page(
         ctx,
-        {
-            "connected": "Telegram channel connected.",
-            "deleted": "Telegram channel disconnected.",
-            "inbound": "Updates now arrive the new way.",
-        },
-    )
-    return ctx.render(
         "telegram.html",
-        status=status,
+        shown,
+        DONE,
         channels=channels,
         chatbots=chatbots,
         linked=linked,
         code=code,
-        error=error,
-        form=form or {},
-        flash=flash,
         public_url=ctx.settings.public_url,
         bot_token_pattern=BOT_TOKEN,
     )
@@ -96,12 +84,11 @@ async def create(ctx: Ctx):
                 me=me,
             )
     except (ApiError, asyncpg.PostgresError) as exc:
-        failed = refusal(exc)
-        return await _page(ctx, status=failed.status, error=failed.message, form=form)
+        return await _page(ctx, Shown.refused(exc, form))
     refused = await tell_telegram(ctx.settings.public_url, told)
     if refused:
         missing = "; ".join(f"the {what} is not set: {error}" for what, error in refused.items())
-        return await _page(ctx, notice=f"Connected, but {missing}")
+        return await _page(ctx, Shown(flash=f"Connected, but {missing}"))
     return redirect("/console/telegram?done=connected")
 
 
@@ -119,15 +106,13 @@ async def inbound(ctx: Ctx):
                 ctx.settings.public_url,
             )
     except (ApiError, asyncpg.PostgresError) as exc:
-        failed = refusal(exc)
-        return await _page(ctx, status=failed.status, error=failed.message)
+        return await _page(ctx, Shown.refused(exc, {}))
     refused = await tell_telegram(ctx.settings.public_url, told) if told else {}
     if refused:
-        return await _page(ctx, notice=f"The webhook is not set: {refused['webhook']}")
+        return await _page(ctx, Shown(flash=f"The webhook is not set: {refused['webhook']}"))
     return redirect("/console/telegram?done=inbound")
 
 
-@page("POST", "/console/telegram/{channel_id}/delete", min_role="admin")
-async def delete(ctx: Ctx):
-    await destinations.delete(ctx.conn, "telegram_channel_json", ctx.uuid("channel_id"), MISSING)
-    return redirect("/console/telegram?done=deleted")
+@button("/console/telegram/{channel_id}/delete", "/console/telegram?done=deleted", min_role="admin")
+async def delete(ctx: Ctx, channel_id: uuid.UUID) -> None:
+    await destinations.delete(ctx.conn, "telegram_channel_json", channel_id, MISSING)
