@@ -28,6 +28,16 @@ class QuestionsQuery(Window):
     unanswered: bool = False
 
 
+# The day figures each chart reads: every day of the window, from parley.stats_per_day.
+CONVERSATIONS_PER_DAY = "SELECT day, conversations, closed, closed_without_human FROM parley.stats_per_day($1, $2)"
+CSAT_PER_DAY = "SELECT day, ratings, avg_score, thumbs_up, thumbs_down FROM parley.stats_per_day($1, $2)"
+
+
+async def _per_day(call: Call, query: str) -> list[dict]:
+    async with call.tx() as conn:
+        return rows(await conn.fetch(query, call.query.days, call.query.chatbot_id))
+
+
 @api.route("GET", "/api/analytics/summary", query=Window, tags=("analytics",))
 async def summary(call: Call):
     """Headline figures: conversations, AI resolution rate, misses, ratings, median first human response."""
@@ -40,14 +50,7 @@ async def summary(call: Call):
 @api.route("GET", "/api/analytics/conversations", query=Window, tags=("analytics",))
 async def conversations_per_day(call: Call):
     """Conversations per day (every day of the window), closed and closed without a human."""
-    async with call.tx() as conn:
-        return rows(
-            await conn.fetch(
-                "SELECT day, conversations, closed, closed_without_human FROM parley.stats_per_day($1, $2)",
-                call.query.days,
-                call.query.chatbot_id,
-            )
-        )
+    return await _per_day(call, CONVERSATIONS_PER_DAY)
 
 
 @api.route("GET", "/api/analytics/questions", query=QuestionsQuery, tags=("analytics",))
@@ -65,11 +68,4 @@ async def questions(call: Call):
 @api.route("GET", "/api/analytics/csat", query=Window, tags=("analytics",))
 async def csat_per_day(call: Call):
     """Ratings (count and average) and thumbs per day."""
-    async with call.tx() as conn:
-        return rows(
-            await conn.fetch(
-                "SELECT day, ratings, avg_score, thumbs_up, thumbs_down FROM parley.stats_per_day($1, $2)",
-                call.query.days,
-                call.query.chatbot_id,
-            )
-        )
+    return await _per_day(call, CSAT_PER_DAY)
