@@ -72,8 +72,7 @@ class OutboxDrainer:
         self.max_destinations = max_destinations
         self.poll_s = poll_s
         self.wake = asyncio.Event()
-        self.active: dict[object, asyncio.Task] = {}
-        self.unreleased: set[tuple] = set()  # leases whose release failed (the database away): retried
+        self.active: dict[tuple, asyncio.Task] = {}  # (tenant_id, destination_id) -> its task
         self.sent = 0
 
     # -- the loop ------------------------------------------------------------------------
@@ -120,12 +119,12 @@ class OutboxDrainer:
                     await asyncio.wait(list(self.active.values()), return_when=asyncio.FIRST_COMPLETED)
 
     async def lease_more(self) -> int:
-        await self._release_leftovers()
         room = self.max_destinations - len(self.active)
         if room <= 0:
             return 0
+        busy = [destination_id for _tenant, destination_id in self.active]
         rows = await self.pool.fetch(
-            "SELECT * FROM parley.lease_outbox_destinations($1, $2, $3)", self.worker, room, self.lease_s
+            "SELECT * FROM parley.lease_outbox_destinations($1, $2, $3, $4)", self.worker, room, self.lease_s, busy
         )
         for row in rows:
             key = (row["tenant_id"], row["destination_id"])
@@ -134,22 +133,8 @@ class OutboxDrainer:
             task.add_done_callback(functools.partial(self._forget, key))
         return len(rows)
 
-    def _forget(self, key: object, _task: asyncio.Task) -> None:
+    def _forget(self, key: tuple, _task: asyncio.Task) -> None:
         self.active.pop(key, None)
-
-    async def _release_leftovers(self) -> None:
-        """Give back the leases a finished destination task could not release (the database restarted
-        under it): without this they would sit out LEASE_S before anyone, this drainer too, sends
-        their deliveries. A lease another worker has taken since is left alone (the release is
-        by worker). Raises what the database raises: the loop retries."""
-        for key in list(self.unreleased):
-            if key in self.active:  # leased again meanwhile: that task releases it
-                self.unreleased.discard(key)
-                continue
-            tenant_id, destination_id = key
-            async with self._tx(tenant_id) as conn:
-                await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id, self.worker)
-            self.unreleased.discard(key)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """One LISTEN connection outside the pool; reconnects; a missed notice only delays."""
@@ -234,9 +219,8 @@ class OutboxDrainer:
             try:
                 async with self._tx(tenant_id) as conn:
                     await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id, self.worker)
-            except Exception as exc:  # retried before the next lease (it would expire by itself)
+            except Exception as exc:  # this worker's next lease takes it again (lease_outbox_destinations)
                 log.warning("outbox: release of %s failed: %s", destination_id, exc)
-                self.unreleased.add((tenant_id, destination_id))
 
     async def _destination(self, conn, tenant_id, row) -> Destination:
         return Destination(

@@ -8,7 +8,7 @@
 -- payload <tenant>:<event>:<conversation>) and `parley_outbox` (payload: tenant id, sent by
 -- replays and deliveries written outside an event); NOTIFY is only a wake-up, they poll too.
 -- Drain (parley_jobs only, see jobs/outbox.py):
---   1. lease_outbox_destinations(worker, n, seconds) leases destinations, not rows
+--   1. lease_outbox_destinations(worker, n, seconds, busy) leases destinations, not rows
 --      (FOR NO KEY UPDATE SKIP LOCKED on the destination), so a destination's deliveries are
 --      sent by one worker at a time and an ordered destination keeps its order per ordering key
 --      (the conversation: a retry or a refusal in one Telegram topic holds that topic only); a lease that
@@ -210,7 +210,9 @@ COMMENT ON FUNCTION parley.system_destination(uuid, text, text, text, boolean) I
 ------------------------------------------------------------------------------------------
 -- Drain (parley_jobs)
 
-CREATE OR REPLACE FUNCTION parley.lease_outbox_destinations(p_worker text, p_limit int, p_lease_seconds int)
+DROP FUNCTION IF EXISTS parley.lease_outbox_destinations(text, int, int);
+CREATE OR REPLACE FUNCTION parley.lease_outbox_destinations(p_worker text, p_limit int, p_lease_seconds int,
+                                                            p_busy uuid[] DEFAULT '{}')
 RETURNS TABLE (tenant_id uuid, destination_id uuid, kind text)
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
@@ -218,7 +220,8 @@ AS $$
      SET leased_by = p_worker, leased_until = now() + make_interval(secs => p_lease_seconds)
     FROM (SELECT c.tenant_id, c.id FROM parley.outbox_destinations c
            WHERE c.status = 'active' AND c.next_send_at <= now()
-             AND (c.leased_until IS NULL OR c.leased_until < now())
+             AND (c.leased_until IS NULL OR c.leased_until < now()
+                  OR (c.leased_by = p_worker AND c.id <> ALL (p_busy)))
              AND EXISTS (SELECT 1 FROM parley.outbox o
                           WHERE o.tenant_id = c.tenant_id AND o.destination_id = c.id AND o.status = 'pending'
                             AND o.next_attempt_at <= now())
@@ -228,8 +231,8 @@ AS $$
    WHERE d.tenant_id = pick.tenant_id AND d.id = pick.id
   RETURNING d.tenant_id, d.id, d.kind
 $$;
-COMMENT ON FUNCTION parley.lease_outbox_destinations(text, int, int) IS
-  'Drainers: lease up to p_limit active destinations of any tenant that have a pending delivery due now and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. Returns ids only; the worker then works in that tenant''s transaction.';
+COMMENT ON FUNCTION parley.lease_outbox_destinations(text, int, int, uuid[]) IS
+  'Drainers: lease up to p_limit active destinations of any tenant that have a pending delivery due now and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. A lease of p_worker itself on a destination not in p_busy (the ones it is working on) is taken again: the worker lost track of it (the database restarted under its release or under this very call) and need not wait for it to run out. Worker names are one per drainer. Returns ids only; the worker then works in that tenant''s transaction.';
 
 CREATE OR REPLACE FUNCTION parley.release_outbox_destination(p_destination_id uuid, p_worker text)
 RETURNS void
@@ -576,6 +579,6 @@ SELECT parley.secure_functions(NULL, '{parley_jobs}',
   'parley.lease_ready_ids(uuid, text, int, int)', 'parley.take_destination_tokens(uuid, int)',
   'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb)',
   'parley.pause_destination(uuid, text)', 'parley.expire_outbox_deliveries()');
-SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.lease_outbox_destinations(text, int, int)');
+SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.lease_outbox_destinations(text, int, int, uuid[])');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}',
   'parley.system_destination(uuid, text, text, text, boolean)');

@@ -10,7 +10,6 @@ from pathlib import Path
 import asyncpg
 import pytest
 from support.database import crash_and_restart
-from support.database import crash_and_restart
 from support.outbox import add_destination, make_drainer, post, start_conversation
 from support.server import TEST_SECRET
 
@@ -187,3 +186,22 @@ async def test_a_tenant_never_sees_or_replays_anothers_deliveries(settings, owne
         assert await owner_conn.fetchval("SELECT status FROM parley.outbox WHERE id = $1", delivery) == "dead"
     finally:
         await other.close()
+
+
+async def test_a_worker_takes_back_a_lease_it_lost_track_of(settings, owner_conn, tenant, sink):
+    """The database can restart after it committed a lease but before the drainer heard of it (or
+    under the release): the same worker's next lease takes that destination again at once; another
+    worker still waits for the lease to run out, and a destination the worker is busy with is not
+    handed to it twice."""
+    dest = await add_destination(owner_conn, tenant, sink.url)
+    conv = await start_conversation(tenant)
+    await post(tenant, conv, "waiting")
+    pool = await create_pool(settings.jobs_url, min_size=1, max_size=2)
+    lease = "SELECT destination_id FROM parley.lease_outbox_destinations($1, 10, 600, $2)"
+    try:
+        assert [r["destination_id"] for r in await pool.fetch(lease, "w1", [])] == [dest]  # reply "lost"
+        assert await pool.fetch(lease, "w2", []) == []  # another worker: leased for 600 s
+        assert await pool.fetch(lease, "w1", [dest]) == []  # busy with it: not twice
+        assert [r["destination_id"] for r in await pool.fetch(lease, "w1", [])] == [dest]  # taken back
+    finally:
+        await pool.close()
