@@ -21,7 +21,7 @@ class Sink:
     """One connected client: ordered, non-blocking writes through a lazy writer task.
 
     Until `go_live()` the relay's events are held (the client is being replayed from the
-    table); after it, events already replayed are dropped by id.
+    table); after it, events already replayed are dropped by id (`_already_sent`).
     """
 
     kind = "agent"
@@ -30,6 +30,7 @@ class Sink:
         "_done",
         "_held",
         "_queue",
+        "_replayed_max",
         "_send",
         "_writer",
         "actor",
@@ -59,6 +60,7 @@ class Sink:
         self._writer: asyncio.Task | None = None
         self._held: list[PreparedEvent] | None = []
         self.replayed: set[int] = set()
+        self._replayed_max = 0
         self.closed = False
         self.feed: Any = None  # set by the relay: its per-tenant feed this sink counts in
         self._done: asyncio.Event | None = None
@@ -126,12 +128,25 @@ class Sink:
 
     def go_live(self) -> None:
         held, self._held = self._held or [], None
+        self._replayed_max = max(self.replayed, default=0)
         for ev in held:
             self.emit(ev)
-        self.replayed = set()
+
+    def _already_sent(self, key: int) -> bool:
+        """Whether the replay sent this event (a visitor's: this message) already. The relay's
+        feed can lag behind the table the replay read, so a replayed event may still be offered
+        after go_live (e.g. its feed back-filling after the database restarted): the ids are kept
+        until the feed passes the last of them (it offers in id order), then forgotten."""
+        if not self.replayed:
+            return False
+        if key in self.replayed:
+            return True
+        if key > self._replayed_max:
+            self.replayed = set()
+        return False
 
     def emit(self, ev: PreparedEvent) -> None:
-        if ev.id in self.replayed:
+        if self._already_sent(ev.id):
             return
         self.push(ev.agent_text)
 
@@ -145,7 +160,7 @@ class SseSink(Sink):
     __slots__ = ()
 
     def emit(self, ev: PreparedEvent) -> None:
-        if ev.id in self.replayed:
+        if self._already_sent(ev.id):
             return
         self.push(ev.sse_bytes)
 
@@ -162,6 +177,6 @@ class VisitorSink(Sink):
         if frame is None:
             return
         message_id, text = frame
-        if message_id is not None and message_id in self.replayed:
+        if message_id is not None and self._already_sent(message_id):
             return
         self.push(text)
