@@ -440,26 +440,44 @@ END $$;
 COMMENT ON FUNCTION parley.request_password_reset(text, bytea) IS
   'Store a one-hour reset token for the account with this email and return where to send it; NULL when there is no such account (the caller answers the same either way). Counts against the address throttle.';
 
+-- An e-mailed link (a password reset, an address to verify): a row with user_id, token_hash,
+-- expires_at and used_at, good once, before it expires; using one spends every other of its kind
+-- the person has outstanding.
+CREATE OR REPLACE FUNCTION parley.use_emailed_link(
+  p_links regclass, p_token_hash bytea, p_invalid_code text, p_invalid_message text) RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_link jsonb;
+BEGIN
+  EXECUTE format('SELECT to_jsonb(l) FROM %s l WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()'
+                 ' FOR UPDATE', p_links) INTO v_link USING p_token_hash;
+  IF v_link IS NULL THEN
+    PERFORM parley.raise_error(400, p_invalid_code, p_invalid_message);
+  END IF;
+  EXECUTE format('UPDATE %s SET used_at = now() WHERE user_id = $1 AND used_at IS NULL', p_links)
+    USING (v_link ->> 'user_id')::uuid;
+  PERFORM parley.act_as_user((v_link ->> 'user_id')::uuid);
+  RETURN v_link;
+END $$;
+COMMENT ON FUNCTION parley.use_emailed_link(regclass, bytea, text, text) IS
+  'Internal: use the e-mailed link of table p_links with this token hash (400 p_invalid_code when there is none, or it is used or expired): every outstanding link of that kind of its person is spent, the person becomes the actor; returns the link''s row as jsonb.';
+SELECT parley.secure_functions('parley_auth', NULL, 'parley.use_emailed_link(regclass, bytea, text, text)');
+
 CREATE OR REPLACE FUNCTION parley.reset_password(p_token_hash bytea, p_password_hash text) RETURNS uuid
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_reset parley.password_resets%ROWTYPE;
+  v_user uuid := (parley.use_emailed_link('parley.password_resets', p_token_hash, 'invalid_reset_token',
+                                          'This reset link is invalid, used or expired.') ->> 'user_id')::uuid;
 BEGIN
-  SELECT * INTO v_reset FROM parley.password_resets r WHERE r.token_hash = p_token_hash FOR UPDATE;
-  IF NOT FOUND OR v_reset.used_at IS NOT NULL OR v_reset.expires_at <= now() THEN
-    PERFORM parley.raise_error(400, 'invalid_reset_token', 'This reset link is invalid, used or expired.');
-  END IF;
-  PERFORM parley.act_as_user(v_reset.user_id);
   -- Using the emailed link also proves the person reads that mailbox.
   UPDATE parley.users SET password_hash = p_password_hash, failed_logins = 0, locked_until = NULL,
                           email_verified_at = coalesce(email_verified_at, now())
-   WHERE id = v_reset.user_id;
-  -- Single use, and every other outstanding link of this person dies with it.
-  UPDATE parley.password_resets SET used_at = now() WHERE user_id = v_reset.user_id AND used_at IS NULL;
-  PERFORM parley.end_sessions(v_reset.user_id);
-  PERFORM parley.audit_for_user(v_reset.user_id, 'auth.password_reset');
-  RETURN v_reset.user_id;
+   WHERE id = v_user;
+  PERFORM parley.end_sessions(v_user);
+  PERFORM parley.audit_for_user(v_user, 'auth.password_reset');
+  RETURN v_user;
 END $$;
 COMMENT ON FUNCTION parley.reset_password(bytea, text) IS
   'Set a new password hash with a live reset token (single use, one hour), unlock the account, mark the email verified and revoke every session. 400 invalid_reset_token otherwise.';

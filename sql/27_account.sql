@@ -79,23 +79,20 @@ CREATE OR REPLACE FUNCTION parley.verify_email(p_token_hash bytea) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_link parley.email_verifications%ROWTYPE;
+  v_link jsonb := parley.use_emailed_link('parley.email_verifications', p_token_hash, 'invalid_verification_token',
+                                          'This verification link is invalid, used or expired.');
+  v_user uuid := (v_link ->> 'user_id')::uuid;
+  v_email text := v_link ->> 'email';
   v_old text;
 BEGIN
-  SELECT * INTO v_link FROM parley.email_verifications v WHERE v.token_hash = p_token_hash FOR UPDATE;
-  IF NOT FOUND OR v_link.used_at IS NOT NULL OR v_link.expires_at <= now() THEN
-    PERFORM parley.raise_error(400, 'invalid_verification_token', 'This verification link is invalid, used or expired.');
-  END IF;
-  PERFORM parley.act_as_user(v_link.user_id);
-  SELECT u.email INTO v_old FROM parley.users u WHERE u.id = v_link.user_id FOR UPDATE;
-  IF parley.user_by_email(v_link.email) <> v_link.user_id THEN  -- someone else took it meanwhile
+  SELECT u.email INTO v_old FROM parley.users u WHERE u.id = v_user FOR UPDATE;
+  IF parley.user_by_email(v_email) <> v_user THEN  -- someone else took it meanwhile
     PERFORM parley.raise_error(409, 'email_taken', 'Another account uses this email address now.');
   END IF;
-  UPDATE parley.users SET email = v_link.email, email_verified_at = now() WHERE id = v_link.user_id;
-  UPDATE parley.email_verifications SET used_at = now() WHERE user_id = v_link.user_id AND used_at IS NULL;
-  PERFORM parley.audit_for_user(v_link.user_id,
-    CASE WHEN v_old <> v_link.email THEN 'account.email_changed' ELSE 'account.email_verified' END);
-  RETURN parley.user_json(v_link.user_id);
+  UPDATE parley.users SET email = v_email, email_verified_at = now() WHERE id = v_user;
+  PERFORM parley.audit_for_user(v_user,
+    CASE WHEN v_old <> v_email THEN 'account.email_changed' ELSE 'account.email_verified' END);
+  RETURN parley.user_json(v_user);
 END $$;
 COMMENT ON FUNCTION parley.verify_email(bytea) IS
   'Use a verification link (no sign-in needed: the token is the proof): mark the address verified and, for an e-mail change, make it the account''s address (409 email_taken if someone took it meanwhile). Single use; every other outstanding link of the person dies; 400 invalid_verification_token otherwise. Audited.';
