@@ -83,8 +83,10 @@ async def test_a_reader_waits_for_an_earlier_writer_still_in_flight(ws, owner_co
     try:
         slow_msg = await conn.fetchrow("SELECT * FROM parley.post_message($1, 'visitor', 'first id, late commit')",
                                        slow_conv)
-        # The second writer is not held up by the first (writers share the tenant's event lock).
-        fast_msg = await asyncio.wait_for(ws.visitor_says(fast_conv, "second id, committed first"), 5)
+        # The second writer is not held up by the first (writers share the tenant's event lock):
+        # held up, it would wait until the first commits, which happens only below. The bound is
+        # that, not a speed (it failed at 5 s on a machine at load 15).
+        fast_msg = await asyncio.wait_for(ws.visitor_says(fast_conv, "second id, committed first"), 30)
 
         timeouts: list[int] = []
         reading = asyncio.create_task(_read_until_free(ws, start, timeouts))
@@ -93,12 +95,12 @@ async def test_a_reader_waits_for_an_earlier_writer_still_in_flight(ws, owner_co
         # its id would never see the first one. It keeps timing out (55P03) instead.
         assert not reading.done()
         # ...and while it tries, the tenant's writers still get through between its attempts.
-        await asyncio.wait_for(ws.visitor_says(fast_conv, "written while the reader waits"), 5)
+        await asyncio.wait_for(ws.visitor_says(fast_conv, "written while the reader waits"), 30)
     except BaseException as exc:
         await slow.__aexit__(type(exc), exc, exc.__traceback__)
         raise
     await slow.__aexit__(None, None, None)  # commit the first writer
-    got = await asyncio.wait_for(reading, 5)
+    got = await asyncio.wait_for(reading, 30)
     assert [m for _, m in got][:2] == [slow_msg["id"], fast_msg["id"]] and len(got) == 3
     assert [i for i, _ in got] == sorted(i for i, _ in got)
 

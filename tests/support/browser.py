@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 WIDGET = ROOT / "widget"
 AXE = WIDGET / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = os.environ.get("PARLEY_CHROMIUM", "/usr/bin/chromium")
+WAIT_MS = 15_000  # how long a page action or an expect() waits for its condition
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -111,7 +112,13 @@ def context(browser, request):
     if marker:
         options.update(marker.kwargs)
     ctx = browser.new_context(**options)
-    ctx.set_default_timeout(5000)
+    # Waits, not sleeps: each ends as soon as its condition holds, so a generous bound costs a passing
+    # test nothing and keeps a loaded machine (two workers, PostgreSQL, Chromium on 2 cores) from
+    # failing a check at Playwright's 5 s default.
+    from playwright.sync_api import expect
+
+    ctx.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
     yield ctx
     ctx.close()
 
@@ -183,7 +190,7 @@ class WidgetPage:
             return self.q(".pl-log .pl-sys")
         return self.q(f".pl-log .pl-m.pl-{author}:not(.pl-greet)" if author else ".pl-log .pl-m:not(.pl-greet)")
 
-    def expect_bubble(self, author: str, text: str | re.Pattern, timeout: float = 10_000):
+    def expect_bubble(self, author: str, text: str | re.Pattern, timeout: float = WAIT_MS):
         from playwright.sync_api import expect
 
         loc = self.bubbles(author).filter(has_text=text).last
