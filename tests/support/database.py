@@ -16,6 +16,7 @@ Only fsync is off (see SERVER_OPTIONS), which makes each copy's checkpoints chea
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import pwd
 import queue
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Named per run: an outside server (TEST_DATABASE_URL) may be shared by several runs.
 DBNAME = f"parley_{os.getpid()}"
 SYSTEM_USER = "embedded_postgres"
+log = logging.getLogger("tests.database")
 # fsync off: nothing waits for the disk (a copy's checkpoints included); what matters is only an
 # operating-system crash, never a server crash (tests crash and restart it: the WAL still recovers).
 SERVER_OPTIONS = "-c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c log_min_messages=warning"
@@ -210,9 +212,11 @@ def template_db(pg_server):
 class DatabaseStock:
     """Copies of the template made ahead in a thread (DEPTH of them ready), and the copies tests are
     done with dropped there too: a test takes a database at once instead of waiting for its copy.
-    PostgreSQL away (tests that crash or stop it) only delays the thread: it retries."""
+    PostgreSQL away (tests that crash or stop it) only delays the thread: it retries. Should the
+    thread fall behind or fail, `take` makes the copy itself, as a test's setup did before."""
 
     DEPTH = 2
+    WAIT_S = 20  # how long take() waits for the thread before making a copy itself
 
     def __init__(self, server, template: str):
         self.server, self.template = server, template
@@ -228,9 +232,15 @@ class DatabaseStock:
                            password=self.server.password, dbname=name, template_dbname=self.template)
 
     def take(self) -> str:
-        name = self.ready.get(timeout=180)
         self.wake.set()
-        return name
+        try:
+            return self.ready.get(timeout=self.WAIT_S if self.thread.is_alive() else 0)
+        except queue.Empty:
+            name = f"t_{uuid.uuid4().hex[:16]}"
+            self._janitor(name).init()
+            return name
+        finally:
+            self.wake.set()
 
     def give_back(self, name: str) -> None:
         self.spent.put(name)
@@ -239,16 +249,20 @@ class DatabaseStock:
     def _run(self) -> None:
         while not self.stopping.is_set():
             self.wake.clear()
-            if not self.spent.empty():
-                name = self.spent.get()
-                if not self._try(self._janitor(name).drop):
-                    self.spent.put(name)
-            elif self.ready.qsize() < self.DEPTH:
-                name = f"t_{uuid.uuid4().hex[:16]}"
-                if self._try(self._janitor(name).init):
-                    self.ready.put(name)
-            else:
-                self.wake.wait(1)
+            try:
+                if self.ready.qsize() < self.DEPTH:  # a test may be waiting: copies before drops
+                    name = f"t_{uuid.uuid4().hex[:16]}"
+                    if self._try(self._janitor(name).init):
+                        self.ready.put(name)
+                elif not self.spent.empty():
+                    name = self.spent.get()
+                    if not self._try(self._janitor(name).drop):
+                        self.spent.put(name)
+                else:
+                    self.wake.wait(1)
+            except Exception:  # noqa: BLE001 - never let the stock die quietly: take() would wait on it
+                log.exception("database stock")
+                time.sleep(0.5)
 
     def _try(self, step) -> bool:
         try:
