@@ -25,7 +25,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -262,14 +261,14 @@ class DatabaseStock:
                     self.wake.wait(1)
             except Exception:  # noqa: BLE001 - never let the stock die quietly: take() would wait on it
                 log.exception("database stock")
-                time.sleep(0.5)
+                self.stopping.wait(0.5)
 
     def _try(self, step) -> bool:
         try:
             step()
             return True
-        except psycopg.Error:  # PostgreSQL restarting under a test: try again shortly
-            time.sleep(0.2)
+        except psycopg.Error:  # PostgreSQL restarting under a test: try again shortly (or stop)
+            self.stopping.wait(0.2)
             return False
 
     def close(self) -> None:
