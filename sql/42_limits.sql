@@ -48,6 +48,22 @@ GRANT SELECT ON parley.tenant_limits TO parley_app, parley_jobs, parley_auth;
 
 GRANT SELECT ON parley.subscriptions TO parley_auth;
 
+-- Subscription statuses (the CHECK on parley.subscriptions.status lists them all): the one home of
+-- which count as delinquent (payment failing: grace, then Free's limits) and which are billed
+-- (Stripe charges and meters them). Plain IMMUTABLE SQL, so callers' queries inline them into the
+-- same `status = ANY (…)` test they wrote before. sql/90_billing.sql writes the statuses.
+CREATE OR REPLACE FUNCTION parley.subscription_delinquent(p_status text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT p_status IN ('past_due', 'unpaid', 'incomplete') $$;
+COMMENT ON FUNCTION parley.subscription_delinquent(text) IS
+  'True for the subscription statuses whose payment is failing (past_due, unpaid, incomplete): grace starts, then Free''s limits (effective_limits, sweep_grace). The only list of them.';
+
+CREATE OR REPLACE FUNCTION parley.subscription_billed(p_status text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT p_status IN ('active', 'trialing', 'past_due') $$;
+COMMENT ON FUNCTION parley.subscription_billed(text) IS
+  'True for the subscription statuses the provider still bills (active, trialing, past_due): usage is metered and the price counts in revenue. Billed and not delinquent is paying. The only list of them.';
+
 -- The result grew columns (billing, visitor starts, knowledge pages): an old shape is dropped once, then replaced in place.
 DO $$
 BEGIN
@@ -102,7 +118,7 @@ AS $$
     LEFT JOIN parley.tenant_limits o ON o.tenant_id = t.id
     LEFT JOIN parley.subscriptions s ON s.tenant_id = t.id
     CROSS JOIN LATERAL (
-      SELECT coalesce(s.status IN ('past_due', 'unpaid', 'incomplete')
+      SELECT coalesce(parley.subscription_delinquent(s.status)
                       AND (s.limited_at IS NOT NULL OR s.grace_until <= now()), false) AS limited) d
    WHERE t.id = p_tenant_id
 $$;
@@ -230,6 +246,8 @@ CREATE TRIGGER t20_seat_limit BEFORE INSERT ON parley.members
   FOR EACH ROW EXECUTE FUNCTION parley.check_seat_limit();
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth, parley_reporting, parley_analyst}',
+                               'parley.subscription_delinquent(text)', 'parley.subscription_billed(text)');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.effective_limits(uuid)');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_auth}', 'parley.hit_rate_limit(text, text, int)');
 SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.count_open_conversations_from(inet)');

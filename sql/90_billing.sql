@@ -197,12 +197,8 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM parley.plans p WHERE p.id = p_plan AND (p.public OR p_source IN ('staff', 'webhook'))) THEN
     PERFORM parley.raise_error(422, 'unknown_plan', 'No such plan.');
   END IF;
-  IF coalesce(v_state->>'interval', 'month') NOT IN ('month', 'year')
-     OR coalesce(v_state->>'status', 'active') NOT IN ('active', 'trialing', 'past_due', 'unpaid', 'canceled', 'incomplete')
-     OR coalesce(v_state->>'provider', 'none') NOT IN ('none', 'stripe', 'staff')
-     OR coalesce((v_state->>'extra_seats')::int, 0) < 0 THEN
-    PERFORM parley.raise_error(422, 'invalid', 'The subscription state is not valid.');
-  END IF;
+  -- The state's interval, status, provider and seats are guarded by parley.subscriptions' CHECKs
+  -- (the one list of each; a violation is a 422 invalid like any CHECK's).
 
   SELECT t.plan INTO v_from FROM parley.tenants t WHERE t.id = v_tenant FOR UPDATE;
   SELECT * INTO v_sub FROM parley.subscriptions s WHERE s.tenant_id = v_tenant;
@@ -212,7 +208,7 @@ BEGIN
   END IF;
 
   v_status := coalesce(v_state->>'status', 'active');
-  IF v_status IN ('past_due', 'unpaid', 'incomplete') THEN
+  IF parley.subscription_delinquent(v_status) THEN
     -- Grace starts at the first failure (the event's time when the provider gives one).
     v_grace := coalesce(v_sub.grace_until,
                         coalesce((v_state->>'delinquent_since')::timestamptz, now())
@@ -320,7 +316,7 @@ BEGIN
     PERFORM parley.raise_error(403, 'forbidden', 'Only the jobs process sweeps grace periods.');
   END IF;
   UPDATE parley.subscriptions s SET limited_at = p_now, updated_at = now()
-   WHERE s.tenant_id = v_tenant AND s.status IN ('past_due', 'unpaid', 'incomplete')
+   WHERE s.tenant_id = v_tenant AND parley.subscription_delinquent(s.status)
      AND s.grace_until <= p_now AND s.limited_at IS NULL;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   IF v_n > 0 THEN

@@ -81,7 +81,7 @@ BEGIN
   END IF;
   SELECT * INTO v_lim FROM parley.effective_limits(v_tenant);
   SELECT s.customer_ref INTO v_customer FROM parley.subscriptions s
-   WHERE s.tenant_id = v_tenant AND s.provider = 'stripe' AND s.status IN ('active', 'trialing', 'past_due');
+   WHERE s.tenant_id = v_tenant AND s.provider = 'stripe' AND parley.subscription_billed(s.status);
   IF NOT v_lim.metered OR v_customer IS NULL THEN
     RETURN 0;
   END IF;

@@ -86,12 +86,14 @@ BEGIN
     'users', (SELECT count(*) FROM parley.users),
     'by_plan', (SELECT coalesce(jsonb_object_agg(x.plan, x.n), '{}') FROM
                  (SELECT t.plan, count(*) AS n FROM parley.tenants t WHERE t.deleted_at IS NULL GROUP BY t.plan) x),
-    'paying', (SELECT count(*) FROM parley.subscriptions s WHERE s.provider = 'stripe' AND s.status IN ('active', 'trialing')),
-    'delinquent', (SELECT count(*) FROM parley.subscriptions s WHERE s.status IN ('past_due', 'unpaid', 'incomplete')),
+    'paying', (SELECT count(*) FROM parley.subscriptions s
+                WHERE s.provider = 'stripe' AND parley.subscription_billed(s.status)
+                  AND NOT parley.subscription_delinquent(s.status)),
+    'delinquent', (SELECT count(*) FROM parley.subscriptions s WHERE parley.subscription_delinquent(s.status)),
     'mrr_cents', (SELECT coalesce(sum(CASE s.billing_interval WHEN 'year' THEN p.price_annual_cents / 12
                                                              ELSE p.price_monthly_cents END), 0)
                     FROM parley.subscriptions s JOIN parley.plans p ON p.id = s.plan
-                   WHERE s.provider = 'stripe' AND s.status IN ('active', 'trialing', 'past_due')),
+                   WHERE s.provider = 'stripe' AND parley.subscription_billed(s.status)),
     'messages_today', (SELECT coalesce(sum(u.value), 0) FROM parley.usage_counters u
                         WHERE u.metric = 'messages' AND u.day = (now() AT TIME ZONE 'UTC')::date));
 END $$;

@@ -19,7 +19,7 @@ CREATE OR REPLACE VIEW analytics.mrr_by_plan WITH (security_barrier = true) AS
            AS mrr_cents
     FROM parley.plans p
     LEFT JOIN parley.subscriptions s ON s.plan = p.id AND s.provider = 'stripe'
-                                    AND s.status IN ('active', 'trialing', 'past_due')
+                                    AND parley.subscription_billed(s.status)
    GROUP BY p.id, p.sort_order ORDER BY p.sort_order;
 COMMENT ON VIEW analytics.mrr_by_plan IS
   'Monthly recurring revenue by plan in USD cents from paying Stripe subscriptions (annual = a twelfth of the year''s price; extra seats included; overage not).';

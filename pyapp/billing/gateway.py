@@ -19,7 +19,6 @@ from pyapp.billing.config import STRIPE_API_VERSION, BillingConfig
 
 Interval = Literal["month", "year"]
 WEBHOOK_TOLERANCE_S = 300
-DELINQUENT = ("past_due", "unpaid", "incomplete")
 
 
 class PaymentsDisabled(Exception):
