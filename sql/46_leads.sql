@@ -98,16 +98,16 @@ DECLARE
 BEGIN
   PERFORM parley.require_staff();
   v_f := parley.clean_lead_fields(p_name, p_email, p_phone, coalesce(p_custom, '{}'), true);
-  IF p_chatbot_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM parley.chatbots b
-      WHERE b.tenant_id = parley.current_tenant_id() AND b.id = p_chatbot_id) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  IF p_chatbot_id IS NOT NULL THEN
+    PERFORM parley.require_live_chatbot(p_chatbot_id);
   END IF;
   INSERT INTO parley.leads (tenant_id, chatbot_id, name, email, phone, custom)
   VALUES (parley.current_tenant_id(), p_chatbot_id, v_f.name, v_f.email, v_f.phone, coalesce(p_custom, '{}'))
   RETURNING * INTO v_lead;
   RETURN v_lead;
 END $$;
-COMMENT ON FUNCTION parley.create_lead(uuid, text, text, text, jsonb) IS 'Members: record a lead by hand (no conversation).';
+COMMENT ON FUNCTION parley.create_lead(uuid, text, text, text, jsonb) IS
+  'Members: record a lead by hand (no conversation), of a live chatbot of the tenant or of none (404 for a deleted or unknown one). 422 as capture_lead.';
 
 CREATE OR REPLACE FUNCTION parley.leave_lead(p_chatbot_id uuid, p_name text, p_email text, p_phone text,
                                              p_custom jsonb DEFAULT '{}', p_ip inet DEFAULT NULL)

@@ -50,6 +50,9 @@ AS $$
 BEGIN
   PERFORM parley.require_role('admin');
   PERFORM parley.check_webhook_fields(p_name, p_url, p_event_kinds);
+  IF p_chatbot_id IS NOT NULL THEN
+    PERFORM parley.require_live_chatbot(p_chatbot_id);
+  END IF;
   IF (SELECT count(*) FROM parley.outbox_destinations d
        WHERE d.tenant_id = parley.current_tenant_id() AND d.kind = 'webhook') >= 20 THEN
     PERFORM parley.raise_error(409, 'too_many_endpoints', 'A workspace has at most 20 webhook endpoints.');
@@ -61,7 +64,7 @@ BEGIN
   RETURN parley.webhook_endpoint_json(p_id);
 END $$;
 COMMENT ON FUNCTION parley.create_webhook_endpoint(uuid, text, text, text[], uuid) IS
-  'Admins: a webhook endpoint for the current tenant (id chosen by the server, which seals its first secret with it); at most 20 per workspace; paused after 5 days of failures. Audited without secrets.';
+  'Admins: a webhook endpoint for the current tenant (id chosen by the server, which seals its first secret with it), for every chatbot or one live chatbot (404 otherwise); at most 20 per workspace; paused after 5 days of failures. Audited without secrets.';
 
 CREATE OR REPLACE FUNCTION parley.update_webhook_endpoint(p_id uuid, p_name text, p_url text, p_event_kinds text[],
                                                          p_enabled boolean)

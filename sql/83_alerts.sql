@@ -29,10 +29,7 @@ BEGIN
   IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
     PERFORM parley.raise_error(422, 'invalid_name', 'The name is 1 to 100 characters.');
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM parley.chatbots c
-                  WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_chatbot_id AND c.deleted_at IS NULL) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
-  END IF;
+  PERFORM parley.require_live_chatbot(p_chatbot_id);
   IF (SELECT count(*) FROM parley.outbox_destinations d
        WHERE d.tenant_id = parley.current_tenant_id() AND d.chatbot_id = p_chatbot_id AND d.kind IN ('email', 'slack')) >= 10 THEN
     PERFORM parley.raise_error(409, 'too_many_alerts', 'A chatbot has at most 10 alert channels.');

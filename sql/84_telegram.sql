@@ -45,9 +45,8 @@ BEGIN
   IF p_bot_id IS NULL OR p_bot_id <= 0 OR p_bot_username IS NULL OR p_bot_username !~ '^[A-Za-z0-9_]{1,64}$' THEN
     PERFORM parley.raise_error(422, 'invalid_bot', 'The bot token does not name a bot.');
   END IF;
-  IF p_chatbot_id IS NOT NULL AND NOT EXISTS (
-       SELECT 1 FROM parley.chatbots c WHERE c.tenant_id = v_tenant AND c.id = p_chatbot_id AND c.deleted_at IS NULL) THEN
-    PERFORM parley.raise_error(404, 'not_found', 'No such chatbot.');
+  IF p_chatbot_id IS NOT NULL THEN
+    PERFORM parley.require_live_chatbot(p_chatbot_id);
   END IF;
   IF EXISTS (SELECT 1 FROM parley.outbox_destinations d
               WHERE d.tenant_id = v_tenant AND d.kind = 'telegram' AND d.target = p_chat_id::text) THEN

@@ -52,6 +52,16 @@ async def test_crud_and_status_workflow(ws):
     assert (await ws.call("DELETE", path))[0] == 404
 
 
+async def test_a_lead_of_a_deleted_chatbot_is_refused(ws):
+    bot = await ws.chatbot()
+    status, lead = await ws.call("POST", "/api/leads", json={"email": "kept@example.test", "chatbot_id": bot["id"]})
+    assert status == 201 and lead["chatbot_id"] == bot["id"]
+    assert (await ws.call("DELETE", f"/api/chatbots/{bot['id']}"))[0] == 204
+    status, body = await ws.call("POST", "/api/leads", json={"email": "late@example.test", "chatbot_id": bot["id"]})
+    assert (status, body["error"]["code"]) == (404, "not_found"), body
+    assert (await ws.call("GET", f"/api/leads/{lead['id']}"))[0] == 200  # its earlier lead is kept
+
+
 async def test_csv_export_defuses_formulas(ws):
     nasty = {
         "=HYPERLINK(\"http://evil.test\",\"click\")": "=1+1",
