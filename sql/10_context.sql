@@ -78,29 +78,8 @@ END $$;
 COMMENT ON FUNCTION parley.ensure_monthly_partitions(regclass, int) IS
   'Create the monthly partitions of a range-partitioned table from this month to p_months_ahead months ahead; returns how many were created.';
 
-CREATE OR REPLACE FUNCTION parley.drop_partitions_before(p_table regclass, p_before timestamptz)
-RETURNS int
-LANGUAGE plpgsql VOLATILE
-AS $$
-DECLARE
-  r record;
-  v_dropped int := 0;
-BEGIN
-  -- Only monthly partitions wholly older than p_before go; the default partition stays.
-  FOR r IN
-    SELECT b.part
-      FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-     CROSS JOIN LATERAL (SELECT c.oid::regclass AS part, pg_get_expr(c.relpartbound, c.oid) AS bound) b
-     WHERE i.inhparent = p_table AND NOT c.relispartition IS FALSE AND b.bound LIKE 'FOR VALUES FROM%'
-       AND (regexp_match(b.bound, 'TO \(''([^'']+)''\)'))[1]::timestamptz <= p_before
-  LOOP
-    EXECUTE format('DROP TABLE %s', r.part);
-    v_dropped := v_dropped + 1;
-  END LOOP;
-  RETURN v_dropped;
-END $$;
-COMMENT ON FUNCTION parley.drop_partitions_before(regclass, timestamptz) IS
-  'Retention for DBAs and the jobs process: drop monthly partitions whose whole range ends before p_before.';
+-- Dropping expired partitions is parley.drop_expired_partitions (sql/62_retention.sql, by each
+-- table's retention); the earlier drop-by-date copy, never called, is gone.
+DROP FUNCTION IF EXISTS parley.drop_partitions_before(regclass, timestamptz);
 
-SELECT parley.secure_functions(NULL, NULL, 'parley.ensure_monthly_partitions(regclass, int)',
-                               'parley.drop_partitions_before(regclass, timestamptz)');
+SELECT parley.secure_functions(NULL, NULL, 'parley.ensure_monthly_partitions(regclass, int)');
