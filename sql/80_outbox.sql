@@ -271,16 +271,26 @@ END $$;
 COMMENT ON FUNCTION parley.take_rate_tokens(text[], int) IS
   'Token buckets: refill the current tenant''s buckets p_keys, take as many tokens (≤ p_want) as every one of them holds, and return that count with the seconds until the emptiest holds one again. Unknown keys limit nothing.';
 
+-- The drainers' read of the destination they work on: locked, so its lease, health and pausing
+-- are written by one transaction at a time.
+CREATE OR REPLACE FUNCTION parley.lock_destination(p_destination_id uuid) RETURNS parley.outbox_destinations
+LANGUAGE sql VOLATILE
+AS $$
+  SELECT * FROM parley.outbox_destinations d
+   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id
+     FOR NO KEY UPDATE
+$$;
+COMMENT ON FUNCTION parley.lock_destination(uuid) IS
+  'A destination of the current tenant, locked (FOR NO KEY UPDATE) until the transaction ends; all NULL when there is none. Drainers (renew_destination_lease, record_outbox_results) and on_destination_paused read it this way.';
+
 CREATE OR REPLACE FUNCTION parley.renew_destination_lease(p_destination_id uuid, p_worker text, p_lease_seconds int)
 RETURNS parley.outbox_destinations
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-  v_dest parley.outbox_destinations;
+  v_dest parley.outbox_destinations := parley.lock_destination(p_destination_id);
 BEGIN
-  SELECT * INTO v_dest FROM parley.outbox_destinations d
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id FOR NO KEY UPDATE;
-  IF NOT FOUND OR v_dest.leased_by IS DISTINCT FROM p_worker OR v_dest.leased_until < now()
+  IF v_dest.id IS NULL OR v_dest.leased_by IS DISTINCT FROM p_worker OR v_dest.leased_until < now()
      OR v_dest.status <> 'active' OR v_dest.next_send_at > now() THEN
     RETURN NULL;
   END IF;
@@ -458,9 +468,8 @@ DECLARE
   v_error text;
   v_dead int;
 BEGIN
-  SELECT * INTO v_dest FROM parley.outbox_destinations d
-   WHERE d.tenant_id = v_tenant AND d.id = p_destination_id FOR NO KEY UPDATE;
-  IF NOT FOUND THEN
+  v_dest := parley.lock_destination(p_destination_id);
+  IF v_dest.id IS NULL THEN
     RETURN jsonb_build_object('recorded', 0);
   END IF;
   WITH res AS (
@@ -574,7 +583,8 @@ DROP FUNCTION IF EXISTS parley.maintain_outbox_partitions(interval);
 -- Owners and callers (parley.secure_functions, sql/05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_jobs}',
   'parley.fill_delivery_payloads(uuid, bigint[])', 'parley.release_outbox_destination(uuid, text)',
-  'parley.take_rate_tokens(text[], int)', 'parley.renew_destination_lease(uuid, text, int)',
+  'parley.take_rate_tokens(text[], int)', 'parley.lock_destination(uuid)',
+  'parley.renew_destination_lease(uuid, text, int)',
   'parley.hold_destination_until_due(uuid, boolean)', 'parley.outbox_ready_ids(uuid, boolean, int)',
   'parley.lease_ready_ids(uuid, text, int, int)', 'parley.take_destination_tokens(uuid, int)',
   'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb)',

@@ -152,11 +152,9 @@ CREATE OR REPLACE FUNCTION parley.on_destination_paused(p_destination_id uuid) R
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
-  v_dest parley.outbox_destinations;
+  v_dest parley.outbox_destinations := parley.lock_destination(p_destination_id);  -- the pausing UPDATE holds it
 BEGIN
-  SELECT * INTO v_dest FROM parley.outbox_destinations d
-   WHERE d.tenant_id = parley.current_tenant_id() AND d.id = p_destination_id;
-  IF v_dest.kind <> 'webhook' THEN
+  IF v_dest.kind IS DISTINCT FROM 'webhook' THEN
     RETURN;
   END IF;
   PERFORM parley.notify_owners('notice.webhook_paused', jsonb_build_object(
