@@ -25,8 +25,13 @@ GRANT EXECUTE ON FUNCTION parley.retention_cutoff(uuid) TO parley_app, parley_jo
 
 DROP FUNCTION IF EXISTS parley.apply_retention();
 -- Per tenant: closed conversations past retention go (cascade: messages, events, feedback,
--- ratings, assistant turns), then at most p_batch messages and p_batch events older than
--- the cutoff, oldest first, so a large backlog is worked off over several short runs.
+-- ratings, assistant turns), then a batch of the oldest messages and one of the oldest events
+-- before the cutoff, so a large backlog is worked off over several short runs.
+-- Both tables' batches are the same two statements (table and time column filled in): the
+-- instant of the p_batch-th oldest row is read on the (tenant_id, <time>) index, then the tenant's
+-- rows up to that instant go by the same index, in the partitions that range covers, so a batch
+-- reads what it deletes (joining the batch's ids back to the table read every row the tenant had
+-- before the cutoff, for each batch). Rows stored at that same last instant go with it.
 -- SECURITY DEFINER (owner) so the jobs role needs no DELETE grant; FORCE RLS still keeps
 -- it inside the tenant set by begin_request.
 CREATE OR REPLACE FUNCTION parley.apply_retention(p_batch int DEFAULT 5000) RETURNS int
@@ -35,6 +40,9 @@ AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
   v_cutoff timestamptz;
+  v_table text;
+  v_at text;
+  v_upto timestamptz;
   v_n int;
   v_total int := 0;
 BEGIN
@@ -50,25 +58,18 @@ BEGIN
      AND coalesce(c.closed_at, c.last_activity_at) < v_cutoff;
   GET DIAGNOSTICS v_n = ROW_COUNT;
   v_total := v_total + v_n;
-  WITH doomed AS (
-    SELECT m.id, m.created_at FROM parley.messages m
-     WHERE m.tenant_id = v_tenant AND m.created_at < v_cutoff
-     ORDER BY m.created_at LIMIT p_batch)
-  DELETE FROM parley.messages m USING doomed d
-   WHERE m.tenant_id = v_tenant AND m.id = d.id AND m.created_at = d.created_at;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  v_total := v_total + v_n;
-  WITH doomed AS (
-    SELECT e.id, e.at FROM parley.events e
-     WHERE e.tenant_id = v_tenant AND e.at < v_cutoff
-     ORDER BY e.at LIMIT p_batch)
-  DELETE FROM parley.events e USING doomed d
-   WHERE e.tenant_id = v_tenant AND e.id = d.id AND e.at = d.at;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  RETURN v_total + v_n;
+  FOR v_table, v_at IN VALUES ('parley.messages', 'created_at'), ('parley.events', 'at') LOOP
+    EXECUTE format('SELECT max(b.at) FROM (SELECT r.%2$I AS at FROM %1$s r WHERE r.tenant_id = $1 AND r.%2$I < $2'
+                   ' ORDER BY r.%2$I LIMIT $3) b', v_table, v_at)
+       INTO v_upto USING v_tenant, v_cutoff, p_batch;
+    EXECUTE format('DELETE FROM %1$s r WHERE r.tenant_id = $1 AND r.%2$I <= $2', v_table, v_at) USING v_tenant, v_upto;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    v_total := v_total + v_n;
+  END LOOP;
+  RETURN v_total;
 END $$;
 COMMENT ON FUNCTION parley.apply_retention(int) IS
-  'Jobs, per tenant: delete the current tenant''s closed conversations past retention (with everything hanging off them), then up to p_batch messages and p_batch events older than its retention cutoff, oldest first; returns how many rows went (0 when it keeps forever). Run again while it returns p_batch or more.';
+  'Jobs, per tenant: delete the current tenant''s closed conversations past retention (with everything hanging off them), then the oldest p_batch messages and p_batch events older than its retention cutoff (and any stored at the same instant as a batch''s last); returns how many rows went (0 when it keeps forever). Run again while it returns p_batch or more.';
 
 -- Partitions --------------------------------------------------------------------------
 

@@ -153,6 +153,20 @@ async def test_retention_deletes_each_tenants_rows_in_batches(settings, owner_co
     await keeper.close()
 
 
+async def test_retention_batch_takes_what_was_stored_at_its_last_instant(owner_conn, tenant):
+    conv = await _message(owner_conn, tenant, "1 day")
+    await owner_conn.execute(  # three messages stored together (one statement, one instant), then a later one
+        "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+        " SELECT $1::uuid, $2::uuid, 'visitor', 'old words', now() - interval '40 days' FROM generate_series(1, 3)"
+        " UNION ALL SELECT $1, $2, 'visitor', 'old words', now() - interval '35 days'", tenant.id, conv)
+    runs = []
+    for _ in range(3):
+        async with await tenant.tx("system") as conn:
+            runs.append(await conn.fetchval("SELECT parley.apply_retention(2)"))
+    assert runs == [3, 1, 0]  # never half of what arrived together, never past the cutoff
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", tenant.id) == 1
+
+
 async def test_retention_never_reaches_another_tenant(settings, owner_conn, tenant):
     other = await make_tenant(settings, owner_conn)
     theirs = await _message(owner_conn, other, "60 days")
