@@ -199,16 +199,8 @@ COMMENT ON FUNCTION parley.origin_allowed(text[], text) IS
 GRANT EXECUTE ON FUNCTION parley.normalize_origin(text), parley.origin_is_local(text), parley.origin_is_public_name(text),
   parley.origin_allowed(text[], text) TO parley_app, parley_auth;
 
--- Admin gate inside SQL too (the route gate is the first line of defence).
-CREATE OR REPLACE FUNCTION parley.require_chatbot_admin() RETURNS void
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-  IF parley.actor_role_rank() < parley.role_rank('admin') THEN
-    PERFORM parley.raise_error(403, 'forbidden', 'Managing chatbots needs the admin role.');
-  END IF;
-END $$;
-COMMENT ON FUNCTION parley.require_chatbot_admin() IS 'Raise 403 unless the transaction''s role (app.role) is admin or owner.';
+-- Managing chatbots is admin work: parley.require_role('admin') (the route gate is the first line of defence).
+DROP FUNCTION IF EXISTS parley.require_chatbot_admin();
 
 -- What naming a chatbot requires (a conversation, a lead, knowledge): a live one of the tenant.
 CREATE OR REPLACE FUNCTION parley.require_live_chatbot(p_chatbot_id uuid) RETURNS void
@@ -321,7 +313,7 @@ DECLARE
   v_used bigint;
   v_row parley.chatbots;
 BEGIN
-  PERFORM parley.require_chatbot_admin();
+  PERFORM parley.require_role('admin');
   PERFORM parley.check_chatbot_fields(p_allowed_origins, p_config);
   SELECT l.max_chatbots INTO v_limit FROM parley.effective_limits(v_tenant) l;
   -- Two admins creating the last allowed chatbot at once: the second counts after the first commits.
@@ -348,7 +340,7 @@ DECLARE
   v_row parley.chatbots;
   v_config jsonb;
 BEGIN
-  PERFORM parley.require_chatbot_admin();
+  PERFORM parley.require_role('admin');
   SELECT * INTO v_row FROM parley.chatbots c
    WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_chatbot_id AND c.deleted_at IS NULL
    FOR UPDATE;
@@ -385,7 +377,7 @@ AS $$
 DECLARE
   v_row parley.chatbots;
 BEGIN
-  PERFORM parley.require_chatbot_admin();
+  PERFORM parley.require_role('admin');
   UPDATE parley.chatbots c
      SET public_key = 'pk_' || replace(gen_random_uuid()::text, '-', '') || replace(gen_random_uuid()::text, '-', ''),
          updated_at = now()
@@ -405,7 +397,7 @@ RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 BEGIN
-  PERFORM parley.require_chatbot_admin();
+  PERFORM parley.require_role('admin');
   -- Soft delete: conversations and leads keep pointing at it; the widget key stops working.
   UPDATE parley.chatbots c SET deleted_at = now(), updated_at = now()
    WHERE c.tenant_id = parley.current_tenant_id() AND c.id = p_chatbot_id AND c.deleted_at IS NULL;
@@ -419,7 +411,7 @@ COMMENT ON FUNCTION parley.delete_chatbot(uuid) IS
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
 SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.widget_chatbot(text)');
-SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.require_chatbot_admin()',
+SELECT parley.secure_functions(NULL, '{parley_app}',
   'parley.check_chatbot_languages(jsonb)', 'parley.check_chatbot_fields(text[], jsonb)',
   'parley.create_chatbot(text, text[], jsonb)', 'parley.update_chatbot(uuid, text, text[], jsonb)',
   'parley.rotate_chatbot_key(uuid)', 'parley.delete_chatbot(uuid)');

@@ -22,7 +22,7 @@ DECLARE
   v_before jsonb;
   v_row parley.chatbots;
 BEGIN
-  PERFORM parley.require_chatbot_admin();
+  PERFORM parley.require_role('admin');
   SELECT t.config INTO v_config FROM parley.chatbot_templates t WHERE t.key = p_template;
   IF v_config IS NULL THEN
     PERFORM parley.raise_error(422, 'unknown_template', format('No template %s.', left(coalesce(p_template, 'null'), 40)));
