@@ -68,6 +68,9 @@ class Settings:
     access_token_ttl: int = 900
     refresh_token_ttl: int = 30 * 86400
     max_body_bytes: int = 1_048_576
+    # `parley migrate`: how long one statement may wait for a table lock, and how many tries.
+    migrate_lock_timeout: float = 5.0
+    migrate_lock_attempts: int = 5
     extra: dict = field(default_factory=dict)
 
     def role_url(self, role: str) -> str:
@@ -128,6 +131,8 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
         port=int(port or os.environ.get("PARLEY_PORT", "8080")),
         public_url=os.environ.get("PARLEY_PUBLIC_URL", ""),
         embedded=embedded,
+        migrate_lock_timeout=float(os.environ.get("PARLEY_MIGRATE_LOCK_TIMEOUT") or Settings.migrate_lock_timeout),
+        migrate_lock_attempts=int(os.environ.get("PARLEY_MIGRATE_LOCK_ATTEMPTS") or Settings.migrate_lock_attempts),
         extra={
             "trust_proxy": os.environ.get("PARLEY_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
             # Load the embedding model at start, in the background; /readyz waits for it.

@@ -2,18 +2,31 @@
 
 Tables change through numbered, never-edited migrations; functions, policies, views and
 grants are re-applied from sql/ on every deploy, so they always match the code.
+
+A deploy runs while traffic does: re-applying what already is so takes no table lock (sql/
+declares policies through parley.ensure_policy), and whatever must lock a table waits at most
+`migrate_lock_timeout` seconds (lock_timeout) before that step is rolled back and tried again, up
+to `migrate_lock_attempts` times, so requests never queue behind a migrate stuck behind a long
+transaction for longer than that.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql as pgsql
 
 from pyapp.config import LOGIN_ROLES, OWNER_ROLE, Settings, role_password
+
+log = logging.getLogger("parley.migrate")
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 MIGRATIONS_DIR = ROOT / "migrations"
@@ -40,9 +53,74 @@ def schema_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def _owner_url(admin_url: str) -> str:
+class MigrateLockTimeout(RuntimeError):
+    """`parley migrate` gave up: a table lock it needs stayed held by other sessions."""
+
+
+# Sessions in a transaction for longer than the lock timeout: who a migrate that gave up waited for.
+LONG_TRANSACTIONS_QUERY = """
+  SELECT pid, usename, application_name, state, round(extract(epoch FROM now() - xact_start))::int, left(query, 120)
+    FROM pg_stat_activity
+   WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start < now() - make_interval(secs => %s)
+   ORDER BY xact_start
+"""
+
+
+def _lock_wait(exc: psycopg.Error) -> str:
+    """What waited: the message, the statement (PL/pgSQL context) and the sql/ file."""
+    context = (exc.diag.context or "").split("\n", 1)[0]
+    return "; ".join(part for part in [exc.diag.message_primary, context, *getattr(exc, "__notes__", [])] if part)
+
+
+def _lock_timeout_ms(settings: Settings) -> int:
+    return max(1, round(settings.migrate_lock_timeout * 1000))
+
+
+def _long_transactions(conn: psycopg.Connection, seconds: float) -> str:
+    rows = conn.execute(LONG_TRANSACTIONS_QUERY, (seconds,)).fetchall()
+    return "; ".join(
+        f"pid {pid} ({user}, {app or 'no application_name'}, {state}, in a transaction for {age} s: {query})"
+        for pid, user, app, state, age, query in rows
+    )
+
+
+def with_lock_retries(conn: psycopg.Connection, settings: Settings, what: str, step: Callable[[], T]) -> T:
+    """Run `step` (one transaction, or steps that each roll back on error), again when a statement of
+    it waited longer than lock_timeout for a lock; raise MigrateLockTimeout naming the long
+    transactions after migrate_lock_attempts tries. Between tries the requests that queued behind
+    the lock run: the pause is as long as a try may wait."""
+    attempts = max(1, settings.migrate_lock_attempts)
+    attempt = 1
+    while True:
+        try:
+            return step()
+        except psycopg.errors.LockNotAvailable as exc:
+            waited = _lock_wait(exc)
+            log.warning(
+                "%s: lock wait over %s s (try %d of %d): %s",
+                what,
+                settings.migrate_lock_timeout,
+                attempt,
+                attempts,
+                waited,
+            )
+            if attempt >= attempts:
+                raise MigrateLockTimeout(
+                    f"{what}: gave up after {attempts} tries, each waiting at most {settings.migrate_lock_timeout} s "
+                    f"for a table lock ({waited}); what the last try had not committed was rolled back. "
+                    f"Long transactions: {_long_transactions(conn, settings.migrate_lock_timeout) or 'none left now'}. "
+                    "End them or run it again later (PARLEY_MIGRATE_LOCK_TIMEOUT, PARLEY_MIGRATE_LOCK_ATTEMPTS)."
+                ) from exc
+        time.sleep(settings.migrate_lock_timeout)
+        attempt += 1
+
+
+def _owner_url(admin_url: str, lock_timeout_ms: int | None = None) -> str:
     parts = urlsplit(admin_url)
-    extra = f"options={quote(f'-c role={OWNER_ROLE} -c search_path={MIGRATION_SCHEMA}')}"
+    options = f"-c role={OWNER_ROLE} -c search_path={MIGRATION_SCHEMA}"
+    if lock_timeout_ms is not None:
+        options += f" -c lock_timeout={lock_timeout_ms}"
+    extra = f"options={quote(options)}"
     query = f"{parts.query}&{extra}" if parts.query else extra
     return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
@@ -75,16 +153,28 @@ def apply_roles(conn: psycopg.Connection, secret_key: str, dbname: str) -> None:
             pgsql.Identifier(MIGRATION_SCHEMA), pgsql.Identifier(OWNER_ROLE)
         )
     )
+    # TEMPORARY: parley.ensure_policy compares a policy with the declared one built on a scratch table.
     conn.execute(
-        pgsql.SQL("GRANT CREATE ON DATABASE {} TO {}").format(pgsql.Identifier(dbname), pgsql.Identifier(OWNER_ROLE))
+        pgsql.SQL("GRANT CREATE, TEMPORARY ON DATABASE {} TO {}").format(
+            pgsql.Identifier(dbname), pgsql.Identifier(OWNER_ROLE)
+        )
     )
 
 
-def apply_migrations(admin_url: str) -> list[str]:
+def applied_migrations(conn: psycopg.Connection) -> set[str]:
+    """Ids of the migrations yoyo has recorded (none on a fresh database)."""
+    table = f"{MIGRATION_SCHEMA}._yoyo_migration"
+    if not conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchall()[0][0]:
+        return set()
+    return {row[0] for row in conn.execute(f"SELECT migration_id FROM {table}")}
+
+
+def apply_migrations(admin_url: str, lock_timeout_ms: int | None = None) -> list[str]:
     from yoyo import get_backend, read_migrations
 
     backend = get_backend(
-        _owner_url(admin_url).replace("postgresql://", "postgresql+psycopg://", 1), migration_table="_yoyo_migration"
+        _owner_url(admin_url, lock_timeout_ms).replace("postgresql://", "postgresql+psycopg://", 1),
+        migration_table="_yoyo_migration",
     )
     migrations = read_migrations(str(MIGRATIONS_DIR))
     try:
@@ -102,6 +192,9 @@ def apply_sql_files(conn: psycopg.Connection) -> None:
     for path in sql_files():
         try:
             conn.execute(path.read_text())
+        except psycopg.errors.LockNotAvailable as exc:
+            exc.add_note(f"in sql/{path.name}")
+            raise  # with_lock_retries tries again
         except psycopg.Error as exc:
             raise RuntimeError(f"{path.name}: {exc}") from exc
     for (table,) in conn.execute(PARTITIONED_TABLES_QUERY).fetchall():
@@ -128,9 +221,18 @@ def migrate(settings: Settings) -> list[str]:
         conn.execute("SELECT pg_advisory_lock(7261001)")
         try:
             apply_roles(conn, settings.secret_key, dbname)
-            applied = apply_migrations(settings.admin_url)
-            with conn.transaction():
-                apply_sql_files(conn)
+            timeout_ms = _lock_timeout_ms(settings)
+            before = applied_migrations(conn)  # a try that gave up may have applied some already
+            with_lock_retries(conn, settings, "migrations", lambda: apply_migrations(settings.admin_url, timeout_ms))
+            applied = sorted(applied_migrations(conn) - before)
+            conn.execute(pgsql.SQL("SET lock_timeout = {}").format(pgsql.Literal(timeout_ms)))
+
+            def sql_step() -> None:
+                with conn.transaction():
+                    apply_sql_files(conn)
+
+            with_lock_retries(conn, settings, "sql/", sql_step)
+            conn.execute("RESET lock_timeout")
         finally:
             conn.execute("SELECT pg_advisory_unlock(7261001)")
     return applied

@@ -30,12 +30,105 @@ DECLARE
   v_table regclass;
 BEGIN
   FOREACH v_table IN ARRAY p_tables LOOP
+    -- ALTER TABLE takes an ACCESS EXCLUSIVE lock even when nothing changes: only when needed.
+    CONTINUE WHEN (SELECT c.relrowsecurity AND c.relforcerowsecurity FROM pg_class c WHERE c.oid = v_table);
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_table);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', v_table);
   END LOOP;
 END $$;
 COMMENT ON FUNCTION parley.force_row_security(regclass[]) IS
-  'For sql/ files: enable and force row-level security on each table, so even its owner reads it only through policies.';
+  'For sql/ files: enable and force row-level security on each table, so even its owner reads it only through policies. A table that already has both is left alone (no lock).';
+
+-- Policies and triggers without locks on a re-apply: CREATE/DROP POLICY and DROP TRIGGER take an
+-- ACCESS EXCLUSIVE lock on the table (CREATE TRIGGER a SHARE ROW EXCLUSIVE one), so a deploy that
+-- recreated them all queued behind any open transaction and stalled every request behind itself.
+-- The declared object is built on an empty scratch copy of the table (same name and columns, in
+-- pg_temp) and compared with the live one as PostgreSQL stores it; only a difference touches the table.
+CREATE OR REPLACE FUNCTION parley.scratch_copy(p_table regclass) RETURNS regclass
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_name name := (SELECT relname FROM pg_class WHERE oid = p_table);
+BEGIN
+  EXECUTE format('CREATE TEMP TABLE %I (LIKE %s)', v_name, p_table);
+  RETURN format('pg_temp.%I', v_name)::regclass;
+END $$;
+COMMENT ON FUNCTION parley.scratch_copy(regclass) IS
+  'For ensure_policy / ensure_trigger: an empty temporary table with p_table''s name and columns (the caller drops it), to build a declared policy or trigger on and compare with the live one without locking p_table.';
+
+CREATE OR REPLACE FUNCTION parley.ensure_policy(p_table regclass, p_name name, p_definition text) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_exists boolean := EXISTS (SELECT FROM pg_policy WHERE polrelid = p_table AND polname = p_name);
+  v_scratch regclass;
+  v_same boolean;
+BEGIN
+  IF v_exists AND p_definition IS NOT NULL THEN
+    v_scratch := parley.scratch_copy(p_table);
+    EXECUTE format('CREATE POLICY %I ON %s %s', p_name, v_scratch, p_definition);
+    SELECT live.polcmd = want.polcmd AND live.polpermissive = want.polpermissive
+           AND ARRAY(SELECT unnest(live.polroles) ORDER BY 1) = ARRAY(SELECT unnest(want.polroles) ORDER BY 1)
+           AND pg_get_expr(live.polqual, live.polrelid) IS NOT DISTINCT FROM pg_get_expr(want.polqual, want.polrelid)
+           AND pg_get_expr(live.polwithcheck, live.polrelid) IS NOT DISTINCT FROM pg_get_expr(want.polwithcheck, want.polrelid)
+      INTO v_same
+      FROM pg_policy live, pg_policy want
+     WHERE live.polrelid = p_table AND live.polname = p_name AND want.polrelid = v_scratch AND want.polname = p_name;
+    EXECUTE format('DROP TABLE %s', v_scratch);
+    IF v_same THEN
+      RETURN false;
+    END IF;
+  END IF;
+  IF v_exists THEN
+    EXECUTE format('DROP POLICY %I ON %s', p_name, p_table);
+  END IF;
+  IF p_definition IS NOT NULL THEN
+    EXECUTE format('CREATE POLICY %I ON %s %s', p_name, p_table, p_definition);
+  END IF;
+  RETURN v_exists OR p_definition IS NOT NULL;
+END $$;
+COMMENT ON FUNCTION parley.ensure_policy(regclass, name, text) IS
+  'For sql/ files: make policy p_name on p_table what p_definition declares (the text after "CREATE POLICY <name> ON <table>": [AS RESTRICTIVE] [FOR <command>] [TO <roles>] [USING (...)] [WITH CHECK (...)]); NULL: the policy must not exist. Touches the table (ACCESS EXCLUSIVE lock) only when the live policy is missing, extra, or differs in command, permissiveness, roles or deparsed expressions; returns whether it did.';
+
+CREATE OR REPLACE FUNCTION parley.ensure_trigger(p_table regclass, p_name name, p_when text, p_action text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_live oid := (SELECT oid FROM pg_trigger WHERE tgrelid = p_table AND tgname = p_name);
+  v_on text := (SELECT format(' ON %s.%s ', quote_ident(n.nspname), quote_ident(c.relname))
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_table);
+  v_scratch regclass;
+  v_same boolean;
+BEGIN
+  IF v_live IS NOT NULL AND p_when IS NOT NULL THEN
+    v_scratch := parley.scratch_copy(p_table);
+    EXECUTE format('CREATE TRIGGER %I %s ON %s %s', p_name, p_when, v_scratch, p_action);
+    -- pg_get_triggerdef names the table schema-qualified (the scratch's schema as pg_temp, or
+    -- pg_temp_<n> before PostgreSQL 16): the table's name is the one difference.
+    SELECT live.tgenabled = 'O' AND pg_get_triggerdef(live.oid) IN (
+             replace(pg_get_triggerdef(want.oid), format(' ON pg_temp.%s ', quote_ident(c.relname)), v_on),
+             replace(pg_get_triggerdef(want.oid), format(' ON %s.%s ', quote_ident(n.nspname), quote_ident(c.relname)), v_on))
+      INTO v_same
+      FROM pg_trigger live, pg_trigger want JOIN pg_class c ON c.oid = want.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE live.oid = v_live AND want.tgrelid = v_scratch AND want.tgname = p_name;
+    EXECUTE format('DROP TABLE %s', v_scratch);
+    IF v_same THEN
+      RETURN false;
+    END IF;
+  END IF;
+  IF v_live IS NOT NULL THEN
+    EXECUTE format('DROP TRIGGER %I ON %s', p_name, p_table);
+  END IF;
+  IF p_when IS NOT NULL THEN
+    EXECUTE format('CREATE TRIGGER %I %s ON %s %s', p_name, p_when, p_table, p_action);
+  END IF;
+  RETURN v_live IS NOT NULL OR p_when IS NOT NULL;
+END $$;
+COMMENT ON FUNCTION parley.ensure_trigger(regclass, name, text, text) IS
+  'For sql/ files: make trigger p_name on p_table the one "CREATE TRIGGER <name> <p_when> ON <table> <p_action>" declares (p_when: BEFORE/AFTER and the events; p_action: [REFERENCING ...] FOR EACH ... [WHEN (...)] EXECUTE FUNCTION ...); p_when NULL: the trigger must not exist. Touches the table only when the live trigger is missing, extra, disabled or deparses differently; returns whether it did.';
 
 SELECT parley.secure_functions(NULL, NULL, 'parley.secure_functions(name, name[], regprocedure[])',
-                               'parley.force_row_security(regclass[])');
+                               'parley.force_row_security(regclass[])', 'parley.scratch_copy(regclass)',
+                               'parley.ensure_policy(regclass, name, text)',
+                               'parley.ensure_trigger(regclass, name, text, text)');

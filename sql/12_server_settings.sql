@@ -5,13 +5,10 @@
 -- A new setting is one row below; its domain reads it with parley.server_setting(name, NULL::type).
 
 -- Everyone reads the environment's values; only parley_auth functions write them.
-ALTER TABLE parley.server_settings ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.server_settings FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS select_all ON parley.server_settings;
-CREATE POLICY select_all ON parley.server_settings FOR SELECT USING (true);
-DROP POLICY IF EXISTS write_auth ON parley.server_settings;
-CREATE POLICY write_auth ON parley.server_settings FOR ALL USING (current_user = 'parley_auth')
-  WITH CHECK (current_user = 'parley_auth');
+SELECT parley.force_row_security('parley.server_settings');
+SELECT parley.ensure_policy('parley.server_settings', 'select_all', 'FOR SELECT USING (true)');
+SELECT parley.ensure_policy('parley.server_settings', 'write_auth',
+  $$FOR ALL USING (current_user = 'parley_auth') WITH CHECK (current_user = 'parley_auth')$$);
 GRANT SELECT ON parley.server_settings TO parley_app, parley_jobs, parley_auth;
 GRANT INSERT, UPDATE, DELETE ON parley.server_settings TO parley_auth;
 

@@ -62,9 +62,8 @@ BEGIN
   FOR v IN SELECT * FROM (VALUES ('parley.users', 'A person''s name'), ('parley.tenants', 'A workspace name'),
                                  ('parley.chatbots', 'A chatbot name'), ('parley.api_keys', 'An API key name')) t(tbl, what)
   LOOP
-    EXECUTE format('DROP TRIGGER IF EXISTS t05_check_name_text ON %s', v.tbl);
-    EXECUTE format('CREATE TRIGGER t05_check_name_text BEFORE INSERT OR UPDATE OF name ON %s'
-                   ' FOR EACH ROW EXECUTE FUNCTION parley.check_name_text(%L)', v.tbl, v.what);
+    PERFORM parley.ensure_trigger(v.tbl::regclass, 't05_check_name_text', 'BEFORE INSERT OR UPDATE OF name',
+                                  format('FOR EACH ROW EXECUTE FUNCTION parley.check_name_text(%L)', v.what));
   END LOOP;
 END $$;
 REVOKE ALL ON FUNCTION parley.check_name_text() FROM PUBLIC;

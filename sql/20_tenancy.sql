@@ -17,21 +17,19 @@ DECLARE
 BEGIN
   PERFORM parley.force_row_security(p_table);
   FOREACH v_command IN ARRAY ARRAY['select', 'insert', 'update', 'delete'] LOOP
-    EXECUTE format('DROP POLICY IF EXISTS %I ON %s', v_command || '_tenant', p_table);
-    CONTINUE WHEN NOT v_command = ANY (p_commands);
-    EXECUTE format('CREATE POLICY %I ON %s FOR %s', v_command || '_tenant', p_table, upper(v_command))
-         || CASE v_command WHEN 'insert' THEN format(' WITH CHECK (%s)', v_own)
-                           WHEN 'update' THEN format(' USING (%s) WITH CHECK (%s)', v_own, v_own)
-                           ELSE format(' USING (%s)', v_own) END;
+    PERFORM parley.ensure_policy(p_table, v_command || '_tenant', CASE WHEN v_command = ANY (p_commands) THEN
+      format('FOR %s ', upper(v_command))
+      || CASE v_command WHEN 'insert' THEN format('WITH CHECK (%s)', v_own)
+                        WHEN 'update' THEN format('USING (%s) WITH CHECK (%s)', v_own, v_own)
+                        ELSE format('USING (%s)', v_own) END END);
   END LOOP;
 END $$;
 COMMENT ON FUNCTION parley.apply_tenant_policies(regclass, text[], name) IS
-  'Enable and force RLS on a tenant-owned table and (re)create its per-command tenant policies <command>_tenant on p_tenant_column = (SELECT parley.current_tenant_id()): all four by default, else only p_commands (the others are dropped, so refused).';
+  'Enable and force RLS on a tenant-owned table and make its per-command tenant policies <command>_tenant on p_tenant_column = (SELECT parley.current_tenant_id()): all four by default, else only p_commands (the others are dropped, so refused). What already is so is left alone (parley.ensure_policy: no lock on a re-apply).';
 SELECT parley.secure_functions(NULL, NULL, 'parley.apply_tenant_policies(regclass, text[], name)');
 
 -- tenants: a tenant sees and renames only itself.
-DROP POLICY IF EXISTS select_own ON parley.tenants;
-DROP POLICY IF EXISTS update_own ON parley.tenants;
+SELECT parley.ensure_policy('parley.tenants', 'select_own', NULL), parley.ensure_policy('parley.tenants', 'update_own', NULL);
 SELECT parley.apply_tenant_policies('parley.tenants', ARRAY['select', 'update'], 'id');
 GRANT SELECT ON parley.tenants TO parley_app, parley_jobs;
 GRANT UPDATE (name, deleted_at) ON parley.tenants TO parley_app;
@@ -39,15 +37,13 @@ GRANT SELECT ON parley.plans TO parley_app, parley_jobs, parley_auth;
 
 -- users: global identities; the app sees the signed-in user and fellow members of the tenant.
 SELECT parley.force_row_security('parley.users');
-DROP POLICY IF EXISTS select_self_or_colleague ON parley.users;
-CREATE POLICY select_self_or_colleague ON parley.users FOR SELECT
+SELECT parley.ensure_policy('parley.users', 'select_self_or_colleague', $$FOR SELECT
   USING (id = (SELECT parley.current_user_id())
          OR id IN (SELECT m.user_id FROM parley.members m
-                    WHERE m.tenant_id = (SELECT parley.current_tenant_id())));
-DROP POLICY IF EXISTS update_self ON parley.users;
-CREATE POLICY update_self ON parley.users FOR UPDATE
+                    WHERE m.tenant_id = (SELECT parley.current_tenant_id())))$$);
+SELECT parley.ensure_policy('parley.users', 'update_self', $$FOR UPDATE
   USING (id = (SELECT parley.current_user_id()))
-  WITH CHECK (id = (SELECT parley.current_user_id()));
+  WITH CHECK (id = (SELECT parley.current_user_id()))$$);
 GRANT SELECT (id, email, name, email_verified_at, created_at) ON parley.users TO parley_app;
 GRANT UPDATE (name) ON parley.users TO parley_app;
 -- The outbox drainer builds an agent reply's body with the agent's name (author_display_name).

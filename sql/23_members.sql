@@ -172,9 +172,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.protect_last_owner() IS
   'BEFORE UPDATE/DELETE trigger on members, the one sole-owner rule (leaving, removal, demotion, account deletion): refuse (409 last_owner) to demote or remove the last owner of a live tenant (a deleted one awaiting its purge needs none); concurrent changes serialise on the tenant row.';
-DROP TRIGGER IF EXISTS t10_protect_last_owner ON parley.members;
-CREATE TRIGGER t10_protect_last_owner BEFORE UPDATE OF role OR DELETE ON parley.members
-  FOR EACH ROW EXECUTE FUNCTION parley.protect_last_owner();
+SELECT parley.ensure_trigger('parley.members', 't10_protect_last_owner', 'BEFORE UPDATE OF role OR DELETE',
+  $$FOR EACH ROW EXECUTE FUNCTION parley.protect_last_owner()$$);
 
 CREATE OR REPLACE FUNCTION parley.member_json(p_user_id uuid) RETURNS jsonb
 LANGUAGE sql STABLE

@@ -59,24 +59,20 @@ DROP FUNCTION IF EXISTS parley.t_sessions_revoked() CASCADE;
 DROP FUNCTION IF EXISTS parley.t_members_removed() CASCADE;
 DROP FUNCTION IF EXISTS parley.t_api_keys_revoked() CASCADE;
 
-DROP TRIGGER IF EXISTS t90_notify_revoked ON parley.refresh_tokens;
-CREATE TRIGGER t90_notify_revoked AFTER UPDATE ON parley.refresh_tokens
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('session', 'family_id');
+SELECT parley.ensure_trigger('parley.refresh_tokens', 't90_notify_revoked', 'AFTER UPDATE',
+  $$REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('session', 'family_id')$$);
 
-DROP TRIGGER IF EXISTS t90_notify_removed ON parley.members;
-CREATE TRIGGER t90_notify_removed AFTER DELETE ON parley.members
-  REFERENCING OLD TABLE AS old_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('member', 'user_id', 'tenant_id');
+SELECT parley.ensure_trigger('parley.members', 't90_notify_removed', 'AFTER DELETE',
+  $$REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('member', 'user_id', 'tenant_id')$$);
 
-DROP TRIGGER IF EXISTS t90_notify_revoked ON parley.api_keys;
-CREATE TRIGGER t90_notify_revoked AFTER UPDATE ON parley.api_keys
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id');
-DROP TRIGGER IF EXISTS t91_notify_deleted ON parley.api_keys;
-CREATE TRIGGER t91_notify_deleted AFTER DELETE ON parley.api_keys
-  REFERENCING OLD TABLE AS old_rows
-  FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id');
+SELECT parley.ensure_trigger('parley.api_keys', 't90_notify_revoked', 'AFTER UPDATE',
+  $$REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id')$$);
+SELECT parley.ensure_trigger('parley.api_keys', 't91_notify_deleted', 'AFTER DELETE',
+  $$REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION parley.t_notify_revoked('key', 'id', 'tenant_id')$$);
 
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.notify_revoked(text, text[])');
 SELECT parley.secure_functions(NULL, NULL, 'parley.t_notify_revoked()');

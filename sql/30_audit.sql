@@ -2,8 +2,8 @@
 -- triggers and stored functions), never by the app roles directly.
 
 SELECT parley.apply_tenant_policies('parley.audit_log', ARRAY['select']);
-CREATE POLICY insert_tenant ON parley.audit_log FOR INSERT
-  WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()) OR current_user = 'parley_auth');
+SELECT parley.ensure_policy('parley.audit_log', 'insert_tenant_or_auth', $$FOR INSERT
+  WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()) OR current_user = 'parley_auth')$$);
 REVOKE ALL ON parley.audit_log FROM parley_app, parley_jobs;
 GRANT SELECT ON parley.audit_log TO parley_app;
 GRANT INSERT ON parley.audit_log TO parley_auth;
@@ -66,9 +66,8 @@ BEGIN
     ('parley.api_keys', 'api_key', 'UPDATE OF name, revoked_at, scopes, expires_at'),
     ('parley.tenant_settings', 'setting', 'UPDATE'), ('parley.tenants', 'tenant', 'UPDATE')) v(tbl, kind, updates)
   LOOP
-    EXECUTE format('DROP TRIGGER IF EXISTS t90_audit ON %s', r.tbl);
-    EXECUTE format('CREATE TRIGGER t90_audit AFTER INSERT OR %s OR DELETE ON %s
-                      FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change(%L)', r.updates, r.tbl, r.kind);
+    PERFORM parley.ensure_trigger(r.tbl, 't90_audit', format('AFTER INSERT OR %s OR DELETE', r.updates),
+                                  format('FOR EACH ROW EXECUTE FUNCTION parley.audit_row_change(%L)', r.kind));
   END LOOP;
 END $$;
 

@@ -28,9 +28,8 @@ SELECT parley.apply_tenant_policies('parley.conversations');
 -- Visitors: a widget transaction (actor kind 'visitor', actor id = its conversation) sees only
 -- its own conversation, that conversation's messages without notes, and its lead, whatever
 -- SQL runs in it. RESTRICTIVE, so these narrow the tenant policies rather than widen them.
-DROP POLICY IF EXISTS select_visitor_own ON parley.conversations;
-CREATE POLICY select_visitor_own ON parley.conversations AS RESTRICTIVE FOR SELECT
-  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR id::text = (SELECT parley.current_actor_id()));
+SELECT parley.ensure_policy('parley.conversations', 'select_visitor_own', $$AS RESTRICTIVE FOR SELECT
+  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR id::text = (SELECT parley.current_actor_id()))$$);
 
 GRANT SELECT, INSERT,
       UPDATE (status, assignee_id, last_activity_at, closed_at, bot_misses, last_message_id, codename)

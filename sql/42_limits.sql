@@ -241,9 +241,8 @@ END $$;
 COMMENT ON FUNCTION parley.check_seat_limit() IS
   'BEFORE INSERT trigger on members: raise 402 plan_limit when the tenant already uses max_seats seats (effective_limits; 0 = unlimited).';
 
-DROP TRIGGER IF EXISTS t20_seat_limit ON parley.members;
-CREATE TRIGGER t20_seat_limit BEFORE INSERT ON parley.members
-  FOR EACH ROW EXECUTE FUNCTION parley.check_seat_limit();
+SELECT parley.ensure_trigger('parley.members', 't20_seat_limit', 'BEFORE INSERT',
+  $$FOR EACH ROW EXECUTE FUNCTION parley.check_seat_limit()$$);
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth, parley_reporting, parley_analyst}',

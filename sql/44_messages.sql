@@ -7,10 +7,9 @@
 
 SELECT parley.apply_tenant_policies('parley.messages');
 
-DROP POLICY IF EXISTS select_visitor_own ON parley.messages;
-CREATE POLICY select_visitor_own ON parley.messages AS RESTRICTIVE FOR SELECT
+SELECT parley.ensure_policy('parley.messages', 'select_visitor_own', $$AS RESTRICTIVE FOR SELECT
   USING ((SELECT parley.current_actor_kind()) <> 'visitor'
-         OR (conversation_id::text = (SELECT parley.current_actor_id()) AND author <> 'note'));
+         OR (conversation_id::text = (SELECT parley.current_actor_id()) AND author <> 'note'))$$);
 
 GRANT SELECT, INSERT ON parley.messages TO parley_app;
 GRANT USAGE ON SEQUENCE parley.messages_id_seq TO parley_app, parley_jobs;

@@ -3,9 +3,8 @@
 SELECT parley.apply_tenant_policies('parley.leads');
 
 -- A visitor transaction sees only the lead of its own conversation (see 41_conversations.sql).
-DROP POLICY IF EXISTS select_visitor_own ON parley.leads;
-CREATE POLICY select_visitor_own ON parley.leads AS RESTRICTIVE FOR SELECT
-  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR conversation_id::text = (SELECT parley.current_actor_id()));
+SELECT parley.ensure_policy('parley.leads', 'select_visitor_own', $$AS RESTRICTIVE FOR SELECT
+  USING ((SELECT parley.current_actor_kind()) <> 'visitor' OR conversation_id::text = (SELECT parley.current_actor_id()))$$);
 
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.leads TO parley_app;
 GRANT SELECT ON parley.leads TO parley_jobs;

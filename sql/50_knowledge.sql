@@ -390,9 +390,8 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.llm_key_follows_endpoint() IS
   'BEFORE UPDATE trigger on llm_settings: a new provider or base_url with the old encrypted key is refused (422 llm_key_required), so a key cannot be redirected to another host without entering it again; provider none drops the key.';
-DROP TRIGGER IF EXISTS t10_llm_key_follows_endpoint ON parley.llm_settings;
-CREATE TRIGGER t10_llm_key_follows_endpoint BEFORE UPDATE ON parley.llm_settings
-  FOR EACH ROW EXECUTE FUNCTION parley.llm_key_follows_endpoint();
+SELECT parley.ensure_trigger('parley.llm_settings', 't10_llm_key_follows_endpoint', 'BEFORE UPDATE',
+  $$FOR EACH ROW EXECUTE FUNCTION parley.llm_key_follows_endpoint()$$);
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
 SELECT parley.secure_functions('parley_auth', '{parley_app, parley_jobs}', 'parley.embedding_queue_tenants(int)');

@@ -55,16 +55,13 @@ END $$;
 COMMENT ON FUNCTION parley.knowledge_terms_delta() IS
   'Statement trigger on knowledge_chunks: applies the chunks'' lexemes to knowledge_terms (document frequency per chatbot) and their count to knowledge_stats.';
 
-DROP TRIGGER IF EXISTS knowledge_terms_insert ON parley.knowledge_chunks;
-CREATE TRIGGER knowledge_terms_insert AFTER INSERT ON parley.knowledge_chunks
-  REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION parley.knowledge_terms_delta();
-DROP TRIGGER IF EXISTS knowledge_terms_update ON parley.knowledge_chunks;
-CREATE TRIGGER knowledge_terms_update AFTER UPDATE ON parley.knowledge_chunks
-  REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
-  EXECUTE FUNCTION parley.knowledge_terms_delta();
-DROP TRIGGER IF EXISTS knowledge_terms_delete ON parley.knowledge_chunks;
-CREATE TRIGGER knowledge_terms_delete AFTER DELETE ON parley.knowledge_chunks
-  REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION parley.knowledge_terms_delta();
+SELECT parley.ensure_trigger('parley.knowledge_chunks', 'knowledge_terms_insert', 'AFTER INSERT',
+  $$REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION parley.knowledge_terms_delta()$$);
+SELECT parley.ensure_trigger('parley.knowledge_chunks', 'knowledge_terms_update', 'AFTER UPDATE',
+  $$REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
+    EXECUTE FUNCTION parley.knowledge_terms_delta()$$);
+SELECT parley.ensure_trigger('parley.knowledge_chunks', 'knowledge_terms_delete', 'AFTER DELETE',
+  $$REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION parley.knowledge_terms_delta()$$);
 
 -- Full text ------------------------------------------------------------------------
 

@@ -123,22 +123,18 @@ END $$;
 COMMENT ON FUNCTION parley.recount_human_facts_on_change() IS
   'Trigger (events or messages updated in a way the human facts depend on): parley.recount_human_facts for the old and the new conversation.';
 
-DROP TRIGGER IF EXISTS t41_recount_human_event ON parley.events;
-CREATE TRIGGER t41_recount_human_event AFTER UPDATE OF at, kind, conversation_id ON parley.events
-  FOR EACH ROW WHEN (OLD.kind IN ('human_requested', 'claimed', 'assigned') OR NEW.kind IN ('human_requested', 'claimed', 'assigned'))
-  EXECUTE FUNCTION parley.recount_human_facts_on_change();
-DROP TRIGGER IF EXISTS t41_recount_human_reply ON parley.messages;
-CREATE TRIGGER t41_recount_human_reply AFTER UPDATE OF created_at, author, conversation_id ON parley.messages
-  FOR EACH ROW WHEN (OLD.author = 'agent' OR NEW.author = 'agent')
-  EXECUTE FUNCTION parley.recount_human_facts_on_change();
-DROP TRIGGER IF EXISTS t40_note_human_event ON parley.events;
-CREATE TRIGGER t40_note_human_event AFTER INSERT ON parley.events
-  FOR EACH ROW WHEN (NEW.kind IN ('human_requested', 'claimed', 'assigned') AND NEW.conversation_id IS NOT NULL)
-  EXECUTE FUNCTION parley.note_human_event();
-DROP TRIGGER IF EXISTS t40_note_human_reply ON parley.messages;
-CREATE TRIGGER t40_note_human_reply AFTER INSERT ON parley.messages
-  FOR EACH ROW WHEN (NEW.author = 'agent')
-  EXECUTE FUNCTION parley.note_human_reply();
+SELECT parley.ensure_trigger('parley.events', 't41_recount_human_event', 'AFTER UPDATE OF at, kind, conversation_id',
+  $$FOR EACH ROW WHEN (OLD.kind IN ('human_requested', 'claimed', 'assigned') OR NEW.kind IN ('human_requested', 'claimed', 'assigned'))
+    EXECUTE FUNCTION parley.recount_human_facts_on_change()$$);
+SELECT parley.ensure_trigger('parley.messages', 't41_recount_human_reply', 'AFTER UPDATE OF created_at, author, conversation_id',
+  $$FOR EACH ROW WHEN (OLD.author = 'agent' OR NEW.author = 'agent')
+    EXECUTE FUNCTION parley.recount_human_facts_on_change()$$);
+SELECT parley.ensure_trigger('parley.events', 't40_note_human_event', 'AFTER INSERT',
+  $$FOR EACH ROW WHEN (NEW.kind IN ('human_requested', 'claimed', 'assigned') AND NEW.conversation_id IS NOT NULL)
+    EXECUTE FUNCTION parley.note_human_event()$$);
+SELECT parley.ensure_trigger('parley.messages', 't40_note_human_reply', 'AFTER INSERT',
+  $$FOR EACH ROW WHEN (NEW.author = 'agent')
+    EXECUTE FUNCTION parley.note_human_reply()$$);
 GRANT UPDATE (human_at, human_requested_at, first_human_reply_at) ON parley.conversations TO parley_app;
 
 -- Member statistics (tenant-scoped by RLS; p_days is 7, 30 or 90 in the API) -------------

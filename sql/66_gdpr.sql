@@ -368,30 +368,25 @@ BEGIN
       -- The trail stays append-only for everyone, except for the purge of a tenant past its grace
       -- (or already gone: the tenant row's own deletion is audited after it).
       EXECUTE 'GRANT SELECT, DELETE ON parley.audit_log TO parley_purge';
-      EXECUTE 'DROP POLICY IF EXISTS delete_purged ON parley.audit_log';
-      EXECUTE 'CREATE POLICY delete_purged ON parley.audit_log FOR DELETE TO parley_purge
+      PERFORM parley.ensure_policy(v_table, 'delete_purged', 'FOR DELETE TO parley_purge
                  USING (tenant_id = (SELECT parley.current_tenant_id())
                         AND (EXISTS (SELECT 1 FROM parley.tenants t WHERE t.id = audit_log.tenant_id
                                         AND t.purge_after <= now())
-                             OR NOT EXISTS (SELECT 1 FROM parley.tenants t WHERE t.id = audit_log.tenant_id)))';
+                             OR NOT EXISTS (SELECT 1 FROM parley.tenants t WHERE t.id = audit_log.tenant_id)))');
     ELSE
       EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO parley_purge', v_table);
-      EXECUTE format('DROP POLICY IF EXISTS all_purge ON %s', v_table);
-      EXECUTE format('CREATE POLICY all_purge ON %s FOR ALL TO parley_purge
+      PERFORM parley.ensure_policy(v_table, 'all_purge', 'FOR ALL TO parley_purge
                         USING (tenant_id = (SELECT parley.current_tenant_id()))
-                        WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()))', v_table);
+                        WITH CHECK (tenant_id = (SELECT parley.current_tenant_id()))');
     END IF;
   END LOOP;
 END $$;
 GRANT SELECT, DELETE, UPDATE (purge_after) ON parley.tenants TO parley_purge;  -- UPDATE: the last-owner trigger locks the row
-DROP POLICY IF EXISTS delete_purged ON parley.tenants;
-CREATE POLICY delete_purged ON parley.tenants FOR DELETE TO parley_purge
-  USING (id = (SELECT parley.current_tenant_id()) AND purge_after <= now());
+SELECT parley.ensure_policy('parley.tenants', 'delete_purged', $$FOR DELETE TO parley_purge
+  USING (id = (SELECT parley.current_tenant_id()) AND purge_after <= now())$$);
 SELECT parley.force_row_security('parley.tenant_purges');
-DROP POLICY IF EXISTS insert_purge ON parley.tenant_purges;
-CREATE POLICY insert_purge ON parley.tenant_purges FOR INSERT TO parley_purge WITH CHECK (true);
-DROP POLICY IF EXISTS select_purge ON parley.tenant_purges;
-CREATE POLICY select_purge ON parley.tenant_purges FOR SELECT TO parley_purge USING (true);
+SELECT parley.ensure_policy('parley.tenant_purges', 'insert_purge', 'FOR INSERT TO parley_purge WITH CHECK (true)');
+SELECT parley.ensure_policy('parley.tenant_purges', 'select_purge', 'FOR SELECT TO parley_purge USING (true)');
 GRANT SELECT, INSERT ON parley.tenant_purges TO parley_purge;
 GRANT SELECT ON parley.tenant_purges TO parley_auth;
 

@@ -29,12 +29,9 @@
 
 SELECT parley.apply_tenant_policies('parley.outbox_destinations');
 SELECT parley.apply_tenant_policies('parley.outbox');
-SELECT parley.apply_tenant_policies('parley.outbox_attempts');
-SELECT parley.apply_tenant_policies('parley.outbox_rate_buckets');
-
 -- Append-only attempts: no role may change or remove one (partitions are dropped whole).
-DROP POLICY IF EXISTS update_tenant ON parley.outbox_attempts;
-DROP POLICY IF EXISTS delete_tenant ON parley.outbox_attempts;
+SELECT parley.apply_tenant_policies('parley.outbox_attempts', ARRAY['select', 'insert']);
+SELECT parley.apply_tenant_policies('parley.outbox_rate_buckets');
 
 GRANT SELECT ON parley.outbox_destinations, parley.outbox, parley.outbox_attempts TO parley_app, parley_jobs;
 -- Enqueue happens inside whatever transaction writes an event (server or jobs).
@@ -155,9 +152,8 @@ $$;
 COMMENT ON FUNCTION parley.fill_delivery_payloads(uuid, bigint[]) IS
   'Drainers, on first take: build the bodies of the pending event deliveries p_ids of a destination of the current tenant that have none yet (see enqueue_event_deliveries), in one statement.';
 
-DROP TRIGGER IF EXISTS t50_enqueue_deliveries ON parley.events;
-CREATE TRIGGER t50_enqueue_deliveries AFTER INSERT ON parley.events
-  FOR EACH ROW EXECUTE FUNCTION parley.enqueue_event_deliveries();
+SELECT parley.ensure_trigger('parley.events', 't50_enqueue_deliveries', 'AFTER INSERT',
+  $$FOR EACH ROW EXECUTE FUNCTION parley.enqueue_event_deliveries()$$);
 
 CREATE OR REPLACE FUNCTION parley.enqueue_delivery(p_destination_id uuid, p_kind text, p_payload jsonb,
                                                   p_conversation_id uuid DEFAULT NULL)

@@ -14,7 +14,22 @@ $$;
 COMMENT ON FUNCTION parley.current_traceparent() IS
   'The W3C traceparent (version 00) the current transaction runs under (setting app.traceparent, set by the server only while traces are on); NULL when unset, empty or not a valid traceparent (all-zero ids included), so nothing malformed reaches an outbox row. The default of parley.outbox.traceparent.';
 
-ALTER TABLE parley.outbox ALTER COLUMN traceparent SET DEFAULT parley.current_traceparent();
+-- Only when it is not already so (compared as deparsed, set on a scratch copy): ALTER TABLE locks
+-- the outbox and all its partitions.
+DO $$
+DECLARE
+  v_scratch regclass := parley.scratch_copy('parley.outbox');
+  v_same boolean;
+BEGIN
+  EXECUTE format('ALTER TABLE %s ALTER COLUMN traceparent SET DEFAULT parley.current_traceparent()', v_scratch);
+  SELECT count(DISTINCT pg_get_expr(d.adbin, d.adrelid)) = 1 AND count(*) = 2 INTO v_same
+    FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+   WHERE d.adrelid IN ('parley.outbox'::regclass, v_scratch) AND a.attname = 'traceparent';
+  EXECUTE format('DROP TABLE %s', v_scratch);
+  IF NOT v_same THEN
+    ALTER TABLE parley.outbox ALTER COLUMN traceparent SET DEFAULT parley.current_traceparent();
+  END IF;
+END $$;
 
 CREATE OR REPLACE FUNCTION parley.outbox_traceparents(p_destination_id uuid, p_ids bigint[])
 RETURNS TABLE (id bigint, traceparent text)

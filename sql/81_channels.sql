@@ -2,11 +2,9 @@
 -- the database holds only wrapped data keys and sealed secrets, never a key-encryption key).
 -- Secrets are written and read by these functions only; no role reads the table directly.
 
-SELECT parley.apply_tenant_policies('parley.tenant_data_keys');
-SELECT parley.apply_tenant_policies('parley.destination_secrets');
 -- Data keys are never changed in place by the app: only added (and re-wrapped by an operator).
-DROP POLICY IF EXISTS update_tenant ON parley.tenant_data_keys;
-DROP POLICY IF EXISTS delete_tenant ON parley.tenant_data_keys;
+SELECT parley.apply_tenant_policies('parley.tenant_data_keys', ARRAY['select', 'insert']);
+SELECT parley.apply_tenant_policies('parley.destination_secrets');
 
 REVOKE ALL ON parley.tenant_data_keys, parley.destination_secrets FROM parley_app, parley_jobs;
 GRANT SELECT, INSERT ON parley.tenant_data_keys TO parley_app;

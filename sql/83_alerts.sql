@@ -110,12 +110,10 @@ END $$;
 COMMENT ON FUNCTION parley.enqueue_negative_feedback() IS
   'Triggers t50_enqueue_negative_feedback on message_feedback (a thumbs-down) and conversation_ratings (score 1-2): one delivery per destination subscribed to negative_feedback, in the same transaction; drainers find it by polling (no NOTIFY).';
 
-DROP TRIGGER IF EXISTS t50_enqueue_negative_feedback ON parley.message_feedback;
-CREATE TRIGGER t50_enqueue_negative_feedback AFTER INSERT OR UPDATE OF value ON parley.message_feedback
-  FOR EACH ROW EXECUTE FUNCTION parley.enqueue_negative_feedback();
-DROP TRIGGER IF EXISTS t50_enqueue_negative_feedback ON parley.conversation_ratings;
-CREATE TRIGGER t50_enqueue_negative_feedback AFTER INSERT OR UPDATE OF score ON parley.conversation_ratings
-  FOR EACH ROW EXECUTE FUNCTION parley.enqueue_negative_feedback();
+SELECT parley.ensure_trigger('parley.message_feedback', 't50_enqueue_negative_feedback', 'AFTER INSERT OR UPDATE OF value',
+  $$FOR EACH ROW EXECUTE FUNCTION parley.enqueue_negative_feedback()$$);
+SELECT parley.ensure_trigger('parley.conversation_ratings', 't50_enqueue_negative_feedback', 'AFTER INSERT OR UPDATE OF score',
+  $$FOR EACH ROW EXECUTE FUNCTION parley.enqueue_negative_feedback()$$);
 
 -- Owners' notices ------------------------------------------------------------------------
 

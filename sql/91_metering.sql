@@ -149,10 +149,9 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.on_usage_report_delivered() IS
   'Trigger: a billing.meter_event delivery was delivered, so its usage report is reported (reported_at).';
-DROP TRIGGER IF EXISTS t61_usage_report_delivered ON parley.outbox;
-CREATE TRIGGER t61_usage_report_delivered AFTER UPDATE OF status ON parley.outbox
-  FOR EACH ROW WHEN (NEW.kind = 'billing.meter_event' AND NEW.status = 'delivered')
-  EXECUTE FUNCTION parley.on_usage_report_delivered();
+SELECT parley.ensure_trigger('parley.outbox', 't61_usage_report_delivered', 'AFTER UPDATE OF status',
+  $$FOR EACH ROW WHEN (NEW.kind = 'billing.meter_event' AND NEW.status = 'delivered')
+    EXECUTE FUNCTION parley.on_usage_report_delivered()$$);
 
 -- Owners and callers (parley.secure_functions, sql/05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.usage_days(date, date)');

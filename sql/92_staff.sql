@@ -4,11 +4,9 @@
 -- the audit trail apply as for the tenant's own people, with actor staff; the cross-tenant
 -- reads (stats, search, audit) are the definer functions below, each checking staff itself.
 
-ALTER TABLE parley.staff_emails ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.staff_emails FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS all_auth ON parley.staff_emails;
-CREATE POLICY all_auth ON parley.staff_emails FOR ALL USING (current_user = 'parley_auth')
-  WITH CHECK (current_user = 'parley_auth');
+SELECT parley.force_row_security('parley.staff_emails');
+SELECT parley.ensure_policy('parley.staff_emails', 'all_auth',
+  $$FOR ALL USING (current_user = 'parley_auth') WITH CHECK (current_user = 'parley_auth')$$);
 GRANT SELECT, INSERT, DELETE ON parley.staff_emails TO parley_auth;
 GRANT SELECT (suspended_at) ON parley.tenants TO parley_app;
 

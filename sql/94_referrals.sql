@@ -135,10 +135,9 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.on_referral_credit_delivered() IS
   'Trigger: a billing.referral_credit delivery was delivered, so its credit is applied (applied_at).';
-DROP TRIGGER IF EXISTS t60_referral_credit_delivered ON parley.outbox;
-CREATE TRIGGER t60_referral_credit_delivered AFTER UPDATE OF status ON parley.outbox
-  FOR EACH ROW WHEN (NEW.kind = 'billing.referral_credit' AND NEW.status = 'delivered')
-  EXECUTE FUNCTION parley.on_referral_credit_delivered();
+SELECT parley.ensure_trigger('parley.outbox', 't60_referral_credit_delivered', 'AFTER UPDATE OF status',
+  $$FOR EACH ROW WHEN (NEW.kind = 'billing.referral_credit' AND NEW.status = 'delivered')
+    EXECUTE FUNCTION parley.on_referral_credit_delivered()$$);
 
 -- What the billing page shows: the share code and this tenant's credits.
 CREATE OR REPLACE FUNCTION parley.referral_summary() RETURNS jsonb

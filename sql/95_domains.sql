@@ -10,11 +10,9 @@ SELECT parley.apply_tenant_policies('parley.custom_domains');
 GRANT SELECT ON parley.custom_domains TO parley_app, parley_jobs;
 GRANT SELECT, INSERT, UPDATE, DELETE ON parley.custom_domains TO parley_auth;
 
-ALTER TABLE parley.domain_routes ENABLE ROW LEVEL SECURITY;
-ALTER TABLE parley.domain_routes FORCE ROW LEVEL SECURITY;
-DROP POLICY IF EXISTS all_auth ON parley.domain_routes;
-CREATE POLICY all_auth ON parley.domain_routes FOR ALL USING (current_user = 'parley_auth')
-  WITH CHECK (current_user = 'parley_auth');
+SELECT parley.force_row_security('parley.domain_routes');
+SELECT parley.ensure_policy('parley.domain_routes', 'all_auth',
+  $$FOR ALL USING (current_user = 'parley_auth') WITH CHECK (current_user = 'parley_auth')$$);
 GRANT SELECT, INSERT, DELETE ON parley.domain_routes TO parley_auth;
 
 CREATE OR REPLACE FUNCTION parley.normalize_hostname(p_value text) RETURNS text
