@@ -443,13 +443,23 @@ COMMENT ON FUNCTION parley.request_password_reset(text, bytea) IS
 -- An e-mailed link (a password reset, an address to verify): a row with user_id, token_hash,
 -- expires_at and used_at, good once, before it expires; using one spends every other of its kind
 -- the person has outstanding.
+-- Lock order: the person's users row, then their links. Requesting a link
+-- (request_email_verification), changing the password (change_password) and deleting the account
+-- lock the person first and then write their links; using a link does the same, so two of these
+-- at once for one person queue instead of deadlocking (tests/foundation/test_account_link_locks.py).
+-- FOR NO KEY UPDATE: what every caller's own write of the row takes, and it lets sessions of the
+-- person be opened meanwhile (their refresh token's foreign key takes only KEY SHARE).
 CREATE OR REPLACE FUNCTION parley.use_emailed_link(
   p_links regclass, p_token_hash bytea, p_invalid_code text, p_invalid_message text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_link jsonb;
+  v_user uuid;
 BEGIN
+  EXECUTE format('SELECT l.user_id FROM %s l WHERE l.token_hash = $1', p_links) INTO v_user USING p_token_hash;
+  PERFORM FROM parley.users u WHERE u.id = v_user FOR NO KEY UPDATE;
+  -- Read again under the lock: another use of it may have committed while this one waited.
   EXECUTE format('SELECT to_jsonb(l) FROM %s l WHERE l.token_hash = $1 AND l.used_at IS NULL AND l.expires_at > now()'
                  ' FOR UPDATE', p_links) INTO v_link USING p_token_hash;
   IF v_link IS NULL THEN
@@ -461,7 +471,7 @@ BEGIN
   RETURN v_link;
 END $$;
 COMMENT ON FUNCTION parley.use_emailed_link(regclass, bytea, text, text) IS
-  'Internal: use the e-mailed link of table p_links with this token hash (400 p_invalid_code when there is none, or it is used or expired): every outstanding link of that kind of its person is spent, the person becomes the actor; returns the link''s row as jsonb.';
+  'Internal: use the e-mailed link of table p_links with this token hash (400 p_invalid_code when there is none, or it is used or expired): every outstanding link of that kind of its person is spent, the person becomes the actor; returns the link''s row as jsonb. Locks the person''s users row (FOR NO KEY UPDATE) before the links, the order every path that writes a person''s links keeps.';
 SELECT parley.secure_functions('parley_auth', NULL, 'parley.use_emailed_link(regclass, bytea, text, text)');
 
 CREATE OR REPLACE FUNCTION parley.reset_password(p_token_hash bytea, p_password_hash text) RETURNS uuid

@@ -47,6 +47,7 @@ DECLARE
   v_email text := btrim(p_new_email);
   v_change boolean;
 BEGIN
+  -- The person, then their links: the lock order of e-mailed links (use_emailed_link, 22_sessions.sql).
   SELECT * INTO v_user FROM parley.users u WHERE u.id = parley.require_signed_in() FOR UPDATE;
   v_change := v_email IS NOT NULL AND lower(v_email) <> lower(v_user.email);
   IF NOT v_change THEN
