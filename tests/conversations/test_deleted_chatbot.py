@@ -5,6 +5,7 @@ an unknown one, and still works for a live one."""
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -32,3 +33,10 @@ async def test_deleted_or_unknown_chatbot_takes_nothing(tenant_conn, what):
                 await tenant_conn.fetchval(ATTACH[what], chatbot)
         assert refused.value.sqlstate == "PT404"
     assert await tenant_conn.fetchval(ATTACH[what], live) is not None
+
+
+def test_no_other_file_checks_a_chatbot_itself():
+    """Outside sql/40_chatbots.sql (the home, and the writers that change the chatbot row itself)
+    nothing answers 'No such chatbot': a copy of the check written again elsewhere fails here."""
+    sql = Path(__file__).resolve().parents[2] / "sql"
+    assert sorted(p.name for p in sql.glob("*.sql") if "No such chatbot" in p.read_text()) == ["40_chatbots.sql"]

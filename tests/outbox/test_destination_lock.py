@@ -6,7 +6,9 @@ on_destination_paused all read it this way)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+from pathlib import Path
 
 from support.billing import jobs_pool, jobs_tx  # noqa: F401 (fixtures)
 from support.waits import blocked_on_lock
@@ -44,3 +46,11 @@ async def test_an_unknown_destination_pausing_notifies_nobody(rows, jobs_tx):
     async with jobs_tx(mine.tenant_id) as conn:
         await conn.execute("SELECT parley.on_destination_paused($1)", uuid.uuid4())
         assert await conn.fetchval("SELECT count(*) FROM parley.outbox") == 0
+
+
+def test_no_other_statement_locks_a_destination():
+    """Only lock_destination takes a destination's row lock: a copy written again elsewhere fails here."""
+    sql = Path(__file__).resolve().parents[2] / "sql"
+    locking = [p.name for p in sql.glob("*.sql") for statement in p.read_text().split(";")
+               if re.search(r"FROM parley\.outbox_destinations d\b", statement) and "FOR NO KEY UPDATE" in statement]
+    assert locking == ["80_outbox.sql"]
