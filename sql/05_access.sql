@@ -128,7 +128,51 @@ END $$;
 COMMENT ON FUNCTION parley.ensure_trigger(regclass, name, text, text) IS
   'For sql/ files: make trigger p_name on p_table the one "CREATE TRIGGER <name> <p_when> ON <table> <p_action>" declares (p_when: BEFORE/AFTER and the events; p_action: [REFERENCING ...] FOR EACH ... [WHEN (...)] EXECUTE FUNCTION ...); p_when NULL: the trigger must not exist. Touches the table only when the live trigger is missing, extra, disabled or deparses differently; returns whether it did.';
 
+-- Views alike: CREATE OR REPLACE VIEW and ALTER VIEW ... OWNER TO lock the view (ACCESS EXCLUSIVE)
+-- even when nothing changes, so every request reading it (server_setting_catalog: the plan limits)
+-- queued behind a deploy that waited for one long reader.
+CREATE OR REPLACE FUNCTION parley.ensure_view(p_view text, p_options text, p_owner name, p_query text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_live regclass := to_regclass(p_view);
+  v_with text := CASE WHEN p_options IS NOT NULL THEN format(' WITH (%s)', p_options) ELSE '' END;
+  v_scratch regclass;
+  v_same boolean := false;
+BEGIN
+  IF v_live IS NOT NULL THEN
+    -- The declared view as a temporary one of the same name, deparsed beside the live one.
+    EXECUTE format('CREATE TEMP VIEW %I%s AS %s', (SELECT relname FROM pg_class WHERE oid = v_live), v_with, p_query);
+    v_scratch := format('pg_temp.%I', (SELECT relname FROM pg_class WHERE oid = v_live))::regclass;
+    SELECT pg_get_viewdef(live.oid) = pg_get_viewdef(want.oid) AND live.reloptions IS NOT DISTINCT FROM want.reloptions
+           AND ARRAY(SELECT (a.attname, a.atttypid, a.atttypmod, a.attcollation)::text FROM pg_attribute a
+                      WHERE a.attrelid = live.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
+             = ARRAY(SELECT (a.attname, a.atttypid, a.atttypmod, a.attcollation)::text FROM pg_attribute a
+                      WHERE a.attrelid = want.oid AND a.attnum > 0 ORDER BY a.attnum)
+      INTO v_same
+      FROM pg_class live, pg_class want WHERE live.oid = v_live AND want.oid = v_scratch;
+    EXECUTE format('DROP VIEW %s', v_scratch);
+  END IF;
+  IF NOT v_same THEN
+    BEGIN
+      EXECUTE format('CREATE OR REPLACE VIEW %s%s AS %s', p_view, v_with, p_query);
+    EXCEPTION WHEN invalid_table_definition THEN  -- columns dropped or renamed: replacing cannot do it
+      EXECUTE format('DROP VIEW %s', p_view);     -- (refused while other views depend on it)
+      EXECUTE format('CREATE VIEW %s%s AS %s', p_view, v_with, p_query);
+    END;
+  END IF;
+  IF p_owner IS NOT NULL AND (SELECT relowner FROM pg_class WHERE oid = p_view::regclass) <> p_owner::regrole THEN
+    EXECUTE format('ALTER VIEW %s OWNER TO %I', p_view, p_owner);
+    v_same := false;
+  END IF;
+  RETURN NOT v_same;
+END $$;
+COMMENT ON FUNCTION parley.ensure_view(text, text, name, text) IS
+  'For sql/ files: make view p_view (schema-qualified name) the one "CREATE VIEW <p_view> [WITH (p_options)] AS p_query" declares, owned by p_owner (NULL: whoever creates it). Touches the view (ACCESS EXCLUSIVE lock) only when it is missing, deparses differently, has other options or columns, or another owner; a change of columns replacing cannot make drops and recreates it. Returns whether it did anything. Grants and comments stay the caller''s statements (they take no lock readers wait for).';
+
 SELECT parley.secure_functions(NULL, NULL, 'parley.secure_functions(name, name[], regprocedure[])',
                                'parley.force_row_security(regclass[])', 'parley.scratch_copy(regclass)',
                                'parley.ensure_policy(regclass, name, text)',
-                               'parley.ensure_trigger(regclass, name, text, text)');
+                               'parley.ensure_trigger(regclass, name, text, text)',
+                               'parley.ensure_view(text, text, name, text)');

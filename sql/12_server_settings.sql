@@ -12,7 +12,7 @@ SELECT parley.ensure_policy('parley.server_settings', 'write_auth',
 GRANT SELECT ON parley.server_settings TO parley_app, parley_jobs, parley_auth;
 GRANT INSERT, UPDATE, DELETE ON parley.server_settings TO parley_auth;
 
-CREATE OR REPLACE VIEW parley.server_setting_catalog AS
+SELECT parley.ensure_view('parley.server_setting_catalog', NULL, NULL, $$
   SELECT c.name, c.type,
          coalesce(s.value, nullif(current_setting('parley.' || c.name, true), ''), c.default_value) AS value,
          CASE WHEN s.value IS NOT NULL THEN 'environment'
@@ -39,7 +39,7 @@ CREATE OR REPLACE VIEW parley.server_setting_catalog AS
       ('branding_url', 'text', NULL,
        'The installation''s "Powered by" link; unset: no link (sql/96_branding.sql).')
     ) AS c(name, type, default_value, description)
-    LEFT JOIN parley.server_settings s ON s.name = c.name;
+    LEFT JOIN parley.server_settings s ON s.name = c.name$$);
 COMMENT ON VIEW parley.server_setting_catalog IS
   'Every installation setting: its type, effective value and where that comes from (environment: parley.server_settings, written by the server at start; database: ALTER DATABASE … SET parley.<name>; default), the default and what it does.';
 GRANT SELECT ON parley.server_setting_catalog TO parley_app, parley_jobs, parley_auth;

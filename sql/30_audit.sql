@@ -72,12 +72,11 @@ BEGIN
 END $$;
 
 -- Analysts see the trail without secrets or free-text details.
-CREATE OR REPLACE VIEW analytics.audit_events WITH (security_barrier = true) AS
+SELECT parley.ensure_view('analytics.audit_events', 'security_barrier = true', 'parley_reporting', $$
   SELECT tenant_id, id, at, actor_kind, actor_id, action, target_kind, target_id, request_id
-    FROM parley.audit_log;
+    FROM parley.audit_log$$);
 COMMENT ON VIEW analytics.audit_events IS 'Audit trail for analysts: who did what to which object, without ip addresses or details.';
 GRANT SELECT ON parley.audit_log TO parley_reporting;
-ALTER VIEW analytics.audit_events OWNER TO parley_reporting;
 GRANT SELECT ON analytics.audit_events TO parley_analyst;
 
 ---------------------------------------------------------------------------------------------

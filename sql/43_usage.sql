@@ -91,14 +91,14 @@ COMMENT ON FUNCTION parley.compact_usage(date) IS
 -- metering feed (91_metering.sql) read it too. (It replaces parley.usage_daily, one row per
 -- metric, which three readers each pivoted for themselves.)
 DROP VIEW IF EXISTS parley.usage_daily;
-CREATE OR REPLACE VIEW parley.usage_by_day WITH (security_invoker = true) AS
+SELECT parley.ensure_view('parley.usage_by_day', 'security_invoker = true', NULL, $$
   SELECT u.tenant_id, u.day,
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'messages'), 0)::bigint AS messages,
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'ai_messages'), 0)::bigint AS ai_messages,
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'conversations'), 0)::bigint AS conversations,
          coalesce(sum(u.value) FILTER (WHERE u.metric = 'active_seats'), 0)::bigint AS active_seats
     FROM parley.usage_counters u
-   GROUP BY u.tenant_id, u.day;
+   GROUP BY u.tenant_id, u.day$$);
 COMMENT ON VIEW parley.usage_by_day IS
   'Usage per tenant and UTC day (shards summed): messages, AI replies, conversations started, active seats. The app sees its own tenant only (security_invoker, RLS).';
 GRANT SELECT ON parley.usage_by_day TO parley_app, parley_jobs, parley_reporting;
@@ -113,12 +113,11 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
 AS $$ SELECT u.tenant_id, u.day, u.messages, u.ai_messages, u.conversations, u.active_seats FROM parley.usage_by_day u $$;
 COMMENT ON FUNCTION analytics.usage_by_day() IS
   'Every tenant''s parley.usage_by_day, for analytics.usage_daily (definer, owned by parley_reporting: no message bodies or secrets here, only counts).';
-CREATE OR REPLACE VIEW analytics.usage_daily WITH (security_barrier = true) AS
+SELECT parley.ensure_view('analytics.usage_daily', 'security_barrier = true', 'parley_reporting', $$
   SELECT u.tenant_id, u.day, u.messages, u.ai_messages, u.conversations, u.active_seats
-    FROM analytics.usage_by_day() u;
+    FROM analytics.usage_by_day() u$$);
 COMMENT ON VIEW analytics.usage_daily IS
   'Daily usage per tenant for analysts: messages, AI messages, conversations started and active seats (UTC days, shards summed).';
-ALTER VIEW analytics.usage_daily OWNER TO parley_reporting;
 GRANT SELECT ON analytics.usage_daily TO parley_analyst;
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).

@@ -106,8 +106,7 @@ END $$;
 COMMENT ON FUNCTION parley.partition_keep(regclass) IS
   'How long a range-partitioned table''s rows are kept, across all tenants: messages and events the longest effective retention of any live tenant (NULL = forever while any keeps forever), audit_log 180 days, outbox and outbox_attempts 62 days; NULL for other tables (never dropped). A monthly partition whose range ends before now() minus this may be dropped whole.';
 
-DROP VIEW IF EXISTS ops.partitions;
-CREATE VIEW ops.partitions AS
+SELECT parley.ensure_view('ops.partitions', NULL, 'parley_reporting', $$
   SELECT p.parent::text AS table_name,
          p.part::text AS partition_name,
          p.range_from, p.range_to,
@@ -128,10 +127,9 @@ CREATE VIEW ops.partitions AS
            WHERE pt.partstrat = 'r') p
     JOIN pg_class c ON c.oid = p.part
     CROSS JOIN LATERAL (SELECT parley.partition_keep(p.parent) AS keep) k
-   ORDER BY p.parent::text, p.range_from NULLS FIRST;
+   ORDER BY p.parent::text, p.range_from NULLS FIRST$$);
 COMMENT ON VIEW ops.partitions IS
   'Every partition of parley''s range-partitioned tables: its range (NULL for the default partition), row estimate (from ANALYZE; NULL before), size, how long its table keeps rows, and whether it has expired (may be dropped whole: parley.drop_expired_partitions).';
-ALTER VIEW ops.partitions OWNER TO parley_reporting;
 
 -- Drop (or, with p_dry_run, only list) every expired monthly partition of p_table (all
 -- partitioned tables when NULL). The default partition never goes.
@@ -180,8 +178,7 @@ COMMENT ON FUNCTION parley.maintain_partitions(int) IS
   'Jobs: create monthly partitions of messages, events, audit_log, outbox and outbox_attempts p_months_ahead months ahead, and drop their expired ones (parley.partition_keep: messages and events only once every live tenant''s retention has passed them, audit after 180 days, the outbox''s delivery log and dead letters after 62 days).';
 
 -- Each tenant's retention, for DBAs: what is past its cutoff and still there.
-DROP VIEW IF EXISTS ops.retention_status;
-CREATE VIEW ops.retention_status AS
+SELECT parley.ensure_view('ops.retention_status', NULL, 'parley_reporting', $$
   SELECT t.id AS tenant_id, t.slug, t.plan, l.retention_days,
          parley.retention_cutoff(t.id) AS cutoff,
          (SELECT min(m.created_at) FROM parley.messages m WHERE m.tenant_id = t.id) AS oldest_message_at,
@@ -193,10 +190,9 @@ CREATE VIEW ops.retention_status AS
            WHERE c.tenant_id = t.id AND c.status = 'closed'
              AND coalesce(c.closed_at, c.last_activity_at) < parley.retention_cutoff(t.id)) AS closed_conversations_due
     FROM parley.tenants t CROSS JOIN LATERAL parley.effective_limits(t.id) l
-   WHERE t.deleted_at IS NULL;
+   WHERE t.deleted_at IS NULL$$);
 COMMENT ON VIEW ops.retention_status IS
   'Per live tenant: effective retention_days (0 = forever), the cutoff, the oldest message kept, and the messages, events and closed conversations past the cutoff that the retention job has still to delete.';
-ALTER VIEW ops.retention_status OWNER TO parley_reporting;
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.apply_retention(int)',

@@ -159,13 +159,12 @@ COMMENT ON FUNCTION parley.referral_summary() IS
 
 -- Analysts: the ledger, without customer ids.
 GRANT SELECT ON parley.referral_credits TO parley_reporting;
-CREATE OR REPLACE VIEW analytics.referral_credits WITH (security_barrier = true) AS
+SELECT parley.ensure_view('analytics.referral_credits', 'security_barrier = true', 'parley_reporting', $$
   SELECT r.tenant_id AS referrer_tenant_id, r.referred_tenant_id, r.signed_up_at, r.status, r.amount_cents,
          r.earned_at, r.earned_plan, r.applied_at
-    FROM parley.referral_credits r;
+    FROM parley.referral_credits r$$);
 COMMENT ON VIEW analytics.referral_credits IS
   'Referral ledger: who referred whom, when the referred workspace signed up and first paid (plan), the credit (USD cents; 0 when capped) and when Stripe applied it to the referrer''s balance.';
-ALTER VIEW analytics.referral_credits OWNER TO parley_reporting;
 GRANT SELECT ON analytics.referral_credits TO parley_analyst;
 
 -- Owners and callers (parley.secure_functions, sql/05_access.sql).

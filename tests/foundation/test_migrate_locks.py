@@ -9,10 +9,11 @@ import re
 from contextlib import asynccontextmanager
 
 import asyncpg
+import psycopg
 import pytest
 
 from pyapp.db import _init_connection
-from pyapp.migrate import MigrateLockTimeout, migrate, sql_files
+from pyapp.migrate import MigrateLockTimeout, apply_sql_files, migrate, sql_files
 
 from support.rows import bound
 
@@ -22,6 +23,24 @@ POLICIES = """
 ROW_SECURITY = """
     SELECT c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity FROM pg_class c
      WHERE c.relnamespace = 'parley'::regnamespace AND c.relkind IN ('r', 'p') ORDER BY 1"""
+
+
+# Locks a re-apply may take on the schema's own tables and views: none that waits for, or makes wait,
+# a reader or a writer (SHARE UPDATE EXCLUSIVE, e.g. COMMENT ON, lets both through).
+STRONG_LOCKS = """
+    SELECT c.oid::regclass::text || ' ' || l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+     WHERE l.pid = pg_backend_pid() AND c.relpersistence <> 't'
+       AND c.relnamespace::regnamespace::text IN ('parley', 'analytics', 'ops')
+       AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
+     ORDER BY 1"""
+
+
+VIEWS = """
+    SELECT c.oid::regclass::text, pg_get_userbyid(c.relowner), c.reloptions, pg_get_viewdef(c.oid), c.relacl::text[],
+           obj_description(c.oid, 'pg_class'),
+           ARRAY(SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 ORDER BY a.attnum)
+      FROM pg_class c WHERE c.relkind = 'v' AND c.relnamespace::regnamespace::text IN ('parley', 'analytics', 'ops')
+     ORDER BY 1"""
 
 
 def impatient(settings, timeout: float, attempts: int = 1):
@@ -70,6 +89,12 @@ async def test_reapply_does_not_wait_for_an_open_transaction(settings, owner_con
     assert await owner_conn.fetch(POLICIES) == policies
 
 
+def test_reapply_over_a_current_schema_takes_no_lock_a_request_would_wait_for(settings):
+    with psycopg.connect(settings.admin_url, autocommit=True) as conn, conn.transaction():
+        apply_sql_files(conn)
+        assert conn.execute(STRONG_LOCKS).fetchall() == []
+
+
 async def test_a_changed_policy_is_put_back(settings, owner_conn):
     policies = await owner_conn.fetch(POLICIES)
     row_security = await owner_conn.fetch(ROW_SECURITY)
@@ -89,6 +114,20 @@ async def test_a_changed_policy_is_put_back(settings, owner_conn):
     assert await owner_conn.fetch(ROW_SECURITY) == row_security
 
 
+async def test_a_changed_view_is_put_back(settings, owner_conn):
+    views = await owner_conn.fetch(VIEWS)
+    for tamper in ("ALTER VIEW analytics.conversations_daily OWNER TO parley_owner",
+                   "ALTER VIEW analytics.questions RESET (security_barrier)",
+                   "ALTER VIEW ops.partitions RENAME COLUMN size TO pretty_size",  # replacing cannot undo it
+                   "CREATE OR REPLACE VIEW analytics.csat_daily WITH (security_barrier = true) AS"
+                   " SELECT s.tenant_id, s.chatbot_id, s.day, s.ratings, 0::numeric AS avg_score, s.thumbs_up,"
+                   " s.thumbs_down FROM parley.daily_stats s"):
+        await owner_conn.execute(tamper)
+    assert await owner_conn.fetch(VIEWS) != views
+    await asyncio.to_thread(migrate, settings)
+    assert await owner_conn.fetch(VIEWS) == views
+
+
 async def test_a_lock_held_too_long_gives_up_with_the_holder_named(settings, owner_conn, rows, sql_tenant):
     # A policy to put back needs the table: a transaction holding a row of it makes migrate wait.
     await owner_conn.execute("ALTER POLICY select_tenant ON parley.conversations USING (true)")
@@ -106,10 +145,12 @@ async def test_a_lock_held_too_long_gives_up_with_the_holder_named(settings, own
     assert "current_tenant_id" in await owner_conn.fetchval(select_tenant)
 
 
-def test_sql_files_declare_policies_and_triggers_through_the_lock_free_helpers():
-    """A bare CREATE/DROP POLICY or TRIGGER, or an RLS switch, in sql/ would lock its table on every
-    deploy; sql/05_access.sql holds the helpers that do them only when something differs."""
-    bare = re.compile(r"\b(?:CREATE|DROP)\s+(?:POLICY|TRIGGER)\b|\bROW\s+LEVEL\s+SECURITY\b", re.IGNORECASE)
+def test_sql_files_declare_policies_triggers_and_views_through_the_lock_free_helpers():
+    """A bare CREATE/DROP POLICY or TRIGGER, an RLS switch, CREATE OR REPLACE VIEW or ALTER VIEW in
+    sql/ would lock its table or view on every deploy; sql/05_access.sql holds the helpers that do
+    them only when something differs."""
+    bare = re.compile(r"\b(?:CREATE|DROP)\s+(?:POLICY|TRIGGER)\b|\bROW\s+LEVEL\s+SECURITY\b"
+                      r"|\bCREATE\s+(?:OR\s+REPLACE\s+)?VIEW\b|\bALTER\s+VIEW\b", re.IGNORECASE)
     offenders = []
     for path in sql_files():
         if path.name == "05_access.sql":
