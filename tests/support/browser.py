@@ -9,7 +9,7 @@ Fixtures (the one browser of the suite; every directory uses these)
 - `context`: a fresh browser context per test (no shared storage). Options per test with
   `@pytest.mark.browser_context(locale="de-DE", viewport={"width": 375, "height": 700})`.
 - `page`: a page in that context; uncaught page errors are collected in `page.parley_errors`,
-  and a screenshot is saved to `test-artifacts/screenshots/<test>.png` when the test ends.
+  and when the test fails a screenshot is saved to `test-artifacts/screenshots/<test>.png`.
 - `widget_page`: `visit(base_url, path="/demo")` (or `visit(full_url)`) opens a page that embeds
   the widget, waits until its launcher is shown, and returns a `WidgetPage` driver.
 
@@ -129,10 +129,21 @@ def page(context, request):
     pg.parley_errors = []
     pg.on("pageerror", lambda exc: pg.parley_errors.append(str(exc)))
     yield pg
-    try:
-        screenshot(pg, request.node.name)
-    except Exception:  # a closed page must not turn a pass into an error
-        pass
+    failed = getattr(request.node, "parley_call_failed", False)
+    if failed:
+        try:
+            screenshot(pg, request.node.name)
+        except Exception:  # a closed page must not hide the test's own failure
+            pass
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # The `page` fixture screenshots a test whose body failed (a passing test's picture costs
+    # 0.1-0.3 s of Chromium time and tells nothing).
+    outcome = yield
+    if call.when == "call" and outcome.get_result().failed:
+        item.parley_call_failed = True
 
 
 class WidgetPage:
