@@ -327,6 +327,13 @@ DECLARE
   v_new parley.refresh_tokens%ROWTYPE;
   v_tenant uuid;
 BEGIN
+  -- The person first, then their tokens (the order of every path that ends sessions: a password
+  -- change or reset, account deletion). FOR SHARE: refreshes of one person run side by side, a
+  -- password change waits for them and they for it, so the change's end_sessions also sees the token
+  -- a refresh just made. Locking only the token deadlocked with such a change, or let the new
+  -- token outlive it (tests/foundation/test_account_link_locks.py).
+  PERFORM FROM parley.users u
+   WHERE u.id = (SELECT r.user_id FROM parley.refresh_tokens r WHERE r.token_hash = p_refresh_hash) FOR SHARE;
   SELECT * INTO v_old FROM parley.refresh_tokens r WHERE r.token_hash = p_refresh_hash FOR UPDATE;
   IF NOT FOUND THEN
     RETURN jsonb_build_object('status', 'invalid');
@@ -447,8 +454,9 @@ COMMENT ON FUNCTION parley.request_password_reset(text, bytea) IS
 -- (request_email_verification), changing the password (change_password) and deleting the account
 -- lock the person first and then write their links; using a link does the same, so two of these
 -- at once for one person queue instead of deadlocking (tests/foundation/test_account_link_locks.py).
--- FOR NO KEY UPDATE: what every caller's own write of the row takes, and it lets sessions of the
--- person be opened meanwhile (their refresh token's foreign key takes only KEY SHARE).
+-- FOR NO KEY UPDATE: what every caller's own write of the row takes (FOR UPDATE would also hold up
+-- rows that only reference the person: their foreign keys take KEY SHARE). Refreshes keep the same
+-- order (rotate_session).
 CREATE OR REPLACE FUNCTION parley.use_emailed_link(
   p_links regclass, p_token_hash bytea, p_invalid_code text, p_invalid_message text) RETURNS jsonb
 LANGUAGE plpgsql VOLATILE

@@ -1,9 +1,10 @@
-"""A person's e-mailed links and their users row are locked in one order: the person, then the
-links (parley.use_emailed_link, sql/22_sessions.sql). Using a link used to lock the link first and
-the person second, while requesting a link or changing the password lock the person and then write
-the links: two at once for one person deadlocked. Each test lines the two up in the order that
-deadlocked (a third session holds the link, the user of the link queues first, the other path
-second, then the link is let go) and shows both finish, one after the other."""
+"""A person's users row is locked before their e-mailed links (parley.use_emailed_link) and their
+refresh tokens (parley.rotate_session), sql/22_sessions.sql. Using a link used to lock the link
+first and the person second, while requesting a link or changing the password lock the person and
+then write the links, so two at once for one person deadlocked; so did a refresh and a password
+change. Each test lines the two up in the order that deadlocked (a third session holds the link or
+token, the path using it queues first, the other path second, then it is let go) and shows both
+finish, one after the other."""
 from __future__ import annotations
 
 import asyncio
@@ -103,3 +104,27 @@ async def test_resetting_the_password_while_changing_it(settings, owner_conn, ro
     # The reset went first: the password the change had verified is no longer the account's.
     assert changed["status"] == "invalid"
     assert await owner_conn.fetchval("SELECT password_hash FROM parley.users WHERE id = $1", person.user_id) == "reset-hash"
+
+
+async def test_changing_the_password_while_another_session_refreshes(settings, owner_conn, rows, connect):
+    """Not a link, the same kind of pair: a refresh locked its token and then inserted the next one
+    (its foreign key takes KEY SHARE on the person), while a password change locks the person and
+    then ends the other sessions (their tokens): they deadlocked. A refresh now locks the person
+    first (FOR SHARE), so the change waits for it and ends the token it made too."""
+    person = await rows.tenant()  # its password hash is 'not-a-hash'
+    other = await owner_conn.fetchval("SELECT (parley.open_session($1, $2, 3600) ->> 'session_id')::uuid",
+                                      person.user_id, sha256(b"other-refresh"))
+
+    refreshed, changed = await _race(
+        settings, owner_conn, connect, "parley.refresh_tokens", b"other-refresh",
+        lambda conn: _in_tx(conn, ("SELECT parley.begin_auth_request(NULL, NULL, NULL, NULL)", ()),
+                            ("SELECT parley.rotate_session($1, $2, 3600)",
+                             (sha256(b"other-refresh"), sha256(b"other-refresh-2")))),
+        lambda conn: _in_tx(conn, ("SELECT parley.begin_auth_request('127.0.0.1', 'r', $1, $2)",
+                                   (person.user_id, person.session_id)),
+                            ("SELECT parley.change_password('not-a-hash', true, 'changed-hash')", ())))
+
+    assert refreshed["session_id"] == str(other)  # the refresh queued first went first...
+    assert (changed["status"], changed["sessions_ended"]) == ("ok", 1)  # ...and its session ended after
+    assert await owner_conn.fetchval(
+        "SELECT revoked_at IS NOT NULL FROM parley.refresh_tokens WHERE token_hash = $1", sha256(b"other-refresh-2"))
