@@ -49,12 +49,21 @@ LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_name name := (SELECT relname FROM pg_class WHERE oid = p_table);
+  v_scratch regclass := to_regclass(format('pg_temp.%I', v_name));
 BEGIN
-  EXECUTE format('CREATE TEMP TABLE %I (LIKE %s)', v_name, p_table);
-  RETURN format('pg_temp.%I', v_name)::regclass;
+  -- One per table and transaction (a re-apply compares several policies of each table).
+  IF v_scratch IS NOT NULL AND obj_description(v_scratch, 'pg_class') = p_table::oid::text THEN
+    RETURN v_scratch;
+  ELSIF v_scratch IS NOT NULL THEN
+    EXECUTE format('DROP TABLE %s', v_scratch);
+  END IF;
+  EXECUTE format('CREATE TEMP TABLE %I (LIKE %s) ON COMMIT DROP', v_name, p_table);
+  v_scratch := format('pg_temp.%I', v_name)::regclass;
+  EXECUTE format('COMMENT ON TABLE %s IS %L', v_scratch, p_table::oid::text);
+  RETURN v_scratch;
 END $$;
 COMMENT ON FUNCTION parley.scratch_copy(regclass) IS
-  'For ensure_policy / ensure_trigger: an empty temporary table with p_table''s name and columns (the caller drops it), to build a declared policy or trigger on and compare with the live one without locking p_table.';
+  'For ensure_policy / ensure_trigger: an empty temporary table with p_table''s name and columns, dropped at commit and reused within the transaction (the caller drops what it builds on it), to build a declared policy or trigger on and compare with the live one without locking p_table.';
 
 CREATE OR REPLACE FUNCTION parley.ensure_policy(p_table regclass, p_name name, p_definition text) RETURNS boolean
 LANGUAGE plpgsql VOLATILE
@@ -74,7 +83,7 @@ BEGIN
       INTO v_same
       FROM pg_policy live, pg_policy want
      WHERE live.polrelid = p_table AND live.polname = p_name AND want.polrelid = v_scratch AND want.polname = p_name;
-    EXECUTE format('DROP TABLE %s', v_scratch);
+    EXECUTE format('DROP POLICY %I ON %s', p_name, v_scratch);
     IF v_same THEN
       RETURN false;
     END IF;
@@ -112,7 +121,7 @@ BEGIN
       INTO v_same
       FROM pg_trigger live, pg_trigger want JOIN pg_class c ON c.oid = want.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE live.oid = v_live AND want.tgrelid = v_scratch AND want.tgname = p_name;
-    EXECUTE format('DROP TABLE %s', v_scratch);
+    EXECUTE format('DROP TRIGGER %I ON %s', p_name, v_scratch);
     IF v_same THEN
       RETURN false;
     END IF;
@@ -142,9 +151,9 @@ DECLARE
   v_same boolean := false;
 BEGIN
   IF v_live IS NOT NULL THEN
-    -- The declared view as a temporary one of the same name, deparsed beside the live one.
-    EXECUTE format('CREATE TEMP VIEW %I%s AS %s', (SELECT relname FROM pg_class WHERE oid = v_live), v_with, p_query);
-    v_scratch := format('pg_temp.%I', (SELECT relname FROM pg_class WHERE oid = v_live))::regclass;
+    -- The declared view as a temporary one, deparsed beside the live one.
+    EXECUTE format('CREATE TEMP VIEW parley_scratch_view%s AS %s', v_with, p_query);
+    v_scratch := 'pg_temp.parley_scratch_view'::regclass;
     SELECT pg_get_viewdef(live.oid) = pg_get_viewdef(want.oid) AND live.reloptions IS NOT DISTINCT FROM want.reloptions
            AND ARRAY(SELECT (a.attname, a.atttypid, a.atttypmod, a.attcollation)::text FROM pg_attribute a
                       WHERE a.attrelid = live.oid AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum)
