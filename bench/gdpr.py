@@ -10,7 +10,7 @@ transaction):
     chunk) and prints rows/s, bytes, the time to the first chunk and how much the process's peak
     memory grew (ru_maxrss): it should stay flat whatever the tenant's size;
   * deletes the tenant, ends its grace and purges it with the job's function in batches of 5,000
-    rows, printing the batches' p50/max and the total time; then checks zero rows are left and the
+    rows, printing the batches' p50/p95/max and the total time; then checks zero rows are left and the
     small tenant is unchanged.
 Every figure is from whatever machine runs it; on a shared, loaded machine say so.
 """
@@ -124,7 +124,7 @@ async def main(args) -> None:
         assert await counts(conn, small) == before_small, "the other tenant changed"
         print(f"purge: {big_rows:,} rows in {len(batches)} batches of <= 5,000, {took:.1f} s "
               f"({big_rows / took:,.0f} rows/s), batch p50 {pct(batches, 50) * 1000:.0f} ms"
-              f" max {max(batches) * 1000:.0f} ms; 0 rows left, the other tenant unchanged", flush=True)
+              f" p95 {pct(batches, 95) * 1000:.0f} ms max {max(batches) * 1000:.0f} ms; 0 rows left, the other tenant unchanged", flush=True)
     finally:
         await conn.close()
         if not args.keep:

@@ -13,15 +13,24 @@
 -- The tenant-owned tables
 ---------------------------------------------------------------------------------------------
 
+-- Until the purge read its batches by row address and time, the catalog gave each table's key columns.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = to_regprocedure('parley.tenant_owned_tables()')
+                                     AND pg_get_function_result(oid) LIKE '%key_columns%') THEN
+    DROP FUNCTION parley.tenant_owned_tables();
+  END IF;
+END $$;
+
 CREATE OR REPLACE FUNCTION parley.tenant_owned_tables()
-RETURNS TABLE (table_name regclass, key_columns text, depth int)
+RETURNS TABLE (table_name regclass, depth int, partition_key name)
 LANGUAGE sql STABLE
 AS $$
   WITH RECURSIVE owned AS (
     SELECT c.oid,
-           (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)
-              FROM unnest(con.conkey) WITH ORDINALITY k(attnum, ord)
-              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum) AS key_columns
+           (SELECT a.attname FROM pg_partitioned_table p
+              JOIN pg_attribute a ON a.attrelid = p.partrelid AND a.attnum = p.partattrs[0]
+             WHERE p.partrelid = c.oid) AS partition_key
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'parley'
       JOIN pg_constraint con ON con.conrelid = c.oid AND con.contype = 'p'
@@ -37,13 +46,13 @@ AS $$
     UNION ALL
     SELECT r.parent, ch.depth + 1 FROM chain ch JOIN refs r ON r.child = ch.oid WHERE ch.depth < 32
   )
-  SELECT o.oid::regclass, o.key_columns, max(ch.depth)::int
+  SELECT o.oid::regclass, max(ch.depth)::int, o.partition_key
     FROM owned o JOIN chain ch ON ch.oid = o.oid
-   GROUP BY o.oid, o.key_columns
-   ORDER BY 3, 1::regclass::text
+   GROUP BY o.oid, o.partition_key
+   ORDER BY 2, 1::regclass::text
 $$;
 COMMENT ON FUNCTION parley.tenant_owned_tables() IS
-  'Every tenant-owned table of schema parley (tenant_id leads its primary key; partitions through their parent), with its key columns and its depth: tables that reference others come first, so deleting in this order never waits on a foreign key.';
+  'Every tenant-owned table of schema parley (tenant_id leads its primary key; partitions through their parent), with its depth (tables that reference others come first, so deleting in this order never waits on a foreign key) and, for a partitioned table, the column it is range-partitioned by (its time column; NULL for a plain table).';
 
 ---------------------------------------------------------------------------------------------
 -- Which conversations and leads are one visitor's
@@ -303,6 +312,47 @@ $$;
 COMMENT ON FUNCTION parley.tenants_due_for_purge(int) IS
   'Internal to the purge: deleted tenants whose grace is over, oldest first (a cross-tenant read, so owned by parley_auth).';
 
+-- One batch of the purge in one table reads only the rows it deletes. A plain table: up to p_max
+-- of the tenant's rows by their addresses (ctid). A table partitioned by time: the instant of the
+-- tenant's (p_max + 1)-th oldest row, read on the (tenant_id, <time>) index, and every row of the
+-- tenant before it, in the partitions that range covers; when more rows than that share the oldest
+-- instant, p_max of them by their addresses in that instant's one partition. Joining a batch's
+-- keys back to the table read every row the tenant had in it (all partitions) for each batch.
+CREATE OR REPLACE FUNCTION parley.purge_table_batch(p_table regclass, p_partition_key name, p_tenant uuid,
+                                                    p_max bigint) RETURNS bigint
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_next timestamptz;
+  v_n bigint;
+BEGIN
+  IF p_partition_key IS NULL THEN
+    EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1'
+                   ' AND ctid = ANY (ARRAY(SELECT ctid FROM %1$s WHERE tenant_id = $1 LIMIT $2))', p_table)
+      USING p_tenant, p_max;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
+  END IF;
+  EXECUTE format('SELECT %2$I FROM %1$s WHERE tenant_id = $1 ORDER BY %2$I OFFSET $2 LIMIT 1', p_table, p_partition_key)
+     INTO v_next USING p_tenant, p_max;
+  IF v_next IS NULL THEN  -- p_max rows or fewer left
+    EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1', p_table) USING p_tenant;
+  ELSE
+    EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1 AND %2$I < $2', p_table, p_partition_key)
+      USING p_tenant, v_next;
+  END IF;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  IF v_n = 0 AND v_next IS NOT NULL THEN  -- the p_max + 1 oldest rows share one instant
+    EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1 AND %2$I = $2 AND ctid = ANY (ARRAY('
+                   'SELECT ctid FROM %1$s WHERE tenant_id = $1 AND %2$I = $2 LIMIT $3))', p_table, p_partition_key)
+      USING p_tenant, v_next, p_max;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+  END IF;
+  RETURN v_n;
+END $$;
+COMMENT ON FUNCTION parley.purge_table_batch(regclass, name, uuid, bigint) IS
+  'Internal to the purge (runs as parley_purge, under row-level security with the tenant set): delete at most p_max of tenant p_tenant''s rows of p_table, a plain table by row address, one partitioned by time (p_partition_key, from tenant_owned_tables) oldest first by range, so a batch reads only the rows it deletes. Returns how many went.';
+
 CREATE OR REPLACE FUNCTION parley.purge_deleted_tenants(p_max_rows int DEFAULT 5000) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
@@ -330,10 +380,7 @@ BEGIN
     LOOP
       v_pass := 0;
       FOR v_table IN SELECT * FROM parley.tenant_owned_tables() LOOP
-        EXECUTE format('DELETE FROM %1$s WHERE (%2$s) IN (SELECT %2$s FROM %1$s WHERE tenant_id = $1 LIMIT $2)',
-                       v_table.table_name, v_table.key_columns)
-          USING v_tenant, v_left;
-        GET DIAGNOSTICS v_n = ROW_COUNT;
+        v_n := parley.purge_table_batch(v_table.table_name, v_table.partition_key, v_tenant, v_left);
         v_pass := v_pass + v_n;
         v_left := v_left - v_n;
         EXIT WHEN v_left <= 0;
@@ -397,7 +444,8 @@ SELECT parley.secure_functions('parley_purge', '{parley_jobs}', 'parley.purge_de
 SELECT parley.secure_functions('parley_auth', '{parley_app}',
   'parley.list_my_deleted_tenants()', 'parley.restore_tenant(uuid)');
 SELECT parley.secure_functions('parley_auth', '{parley_purge}', 'parley.tenants_due_for_purge(int)');
-SELECT parley.secure_functions(NULL, '{parley_purge}', 'parley.tenant_owned_tables()');
+SELECT parley.secure_functions(NULL, '{parley_purge}', 'parley.tenant_owned_tables()',
+  'parley.purge_table_batch(regclass, name, uuid, bigint)');
 SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.tenant_purge_grace()');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_purge}', 'parley.gdpr_visitor_scope(uuid, text)');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}',

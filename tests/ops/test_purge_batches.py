@@ -1,0 +1,79 @@
+"""The purge's batches (parley.purge_table_batch): a tenant whose messages and events lie in several
+monthly partitions (and the default one), with more rows at one instant than a batch may take, is
+purged to zero rows, never more than p_max_rows per call, while another tenant's rows in the same
+partitions and at the same instants stay."""
+from __future__ import annotations
+
+import asyncpg
+
+# Instants in the default partition (before the monthly ones), this month and two months ahead.
+AGES = ["now() - interval '60 days'", "now()", "now() + interval '35 days'", "now() + interval '70 days'"]
+
+
+async def _seed(owner_conn, person, bot) -> None:
+    conversation = await owner_conn.fetchval(
+        "INSERT INTO parley.conversations (tenant_id, chatbot_id, visitor_id, status)"
+        " VALUES ($1, $2, gen_random_uuid(), 'bot') RETURNING id", person.tenant_id, bot["id"])
+    for i, at in enumerate(AGES):
+        # Nine rows at the oldest instant (more than a batch), three at each later one.
+        for _ in range(9 if i == 0 else 3):
+            await owner_conn.execute(
+                "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+                f" VALUES ($1, $2, 'visitor', 'hello', date_trunc('second', {at}))", person.tenant_id, conversation)
+            await owner_conn.execute(
+                "INSERT INTO parley.events (tenant_id, kind, conversation_id, actor_kind, at)"
+                f" VALUES ($1, 'message_added', $2, 'visitor', date_trunc('second', {at}))",
+                person.tenant_id, conversation)
+
+
+async def _counts(owner_conn, tenant_id) -> dict[str, int]:
+    return {table: await owner_conn.fetchval(f"SELECT count(*) FROM {table} WHERE tenant_id = $1", tenant_id)
+            for (table,) in await owner_conn.fetch("SELECT table_name::text FROM parley.tenant_owned_tables()")}
+
+
+async def test_purge_across_partitions_and_ties(rows, owner_conn, settings):
+    doomed, other = await rows.tenant(), await rows.tenant()
+    for person in (doomed, other):
+        await _seed(owner_conn, person, await rows.chatbot(person))
+    spread = await owner_conn.fetchval(
+        "SELECT count(DISTINCT tableoid) FROM parley.messages WHERE tenant_id = $1", doomed.tenant_id)
+    assert spread == 4  # the default partition and three monthly ones
+    before_other = await _counts(owner_conn, other.tenant_id)
+    assert before_other["parley.messages"] >= 18 and before_other["parley.events"] >= 18
+    await owner_conn.execute("UPDATE parley.tenants SET deleted_at = now(), purge_after = now() - interval '1 second'"
+                             " WHERE id = $1", doomed.tenant_id)
+    jobs = await asyncpg.connect(settings.jobs_url)
+    try:
+        batches = []
+        while deleted := await jobs.fetchval("SELECT parley.purge_deleted_tenants(4)"):
+            batches.append(deleted)
+            assert len(batches) < 100
+    finally:
+        await jobs.close()
+    assert max(batches) <= 4  # nine rows at one instant go four, four and one
+    assert sum(batches) >= 36
+    left = {t: n for t, n in (await _counts(owner_conn, doomed.tenant_id)).items() if n}
+    assert left == {"parley.tenant_purges": 1}  # the record of the purge
+    assert await _counts(owner_conn, other.tenant_id) == before_other
+
+
+async def test_a_batch_in_a_plain_table_stays_in_its_tenant(rows, owner_conn):
+    """Row addresses repeat across tables and partitions; the batch deletes only the tenant's rows of
+    the table it names, and no more than asked."""
+    mine, theirs = await rows.tenant(), await rows.tenant()
+    bots = {p.tenant_id: await rows.chatbot(p) for p in (mine, theirs)}
+    for person in (mine, theirs):
+        for _ in range(5):
+            await rows.conversation(person.tenant_id, bots[person.tenant_id]["id"])
+    async with owner_conn.transaction():
+        await owner_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(mine.tenant_id))
+        await owner_conn.execute("SET LOCAL ROLE parley_purge")
+        took = await owner_conn.fetchval(
+            "SELECT parley.purge_table_batch('parley.conversations', NULL, $1, 3)", mine.tenant_id)
+        # Asked for another tenant, it finds nothing: row-level security keeps it in the one set.
+        foreign = await owner_conn.fetchval(
+            "SELECT parley.purge_table_batch('parley.conversations', NULL, $1, 3)", theirs.tenant_id)
+    assert (took, foreign) == (3, 0)
+    count = "SELECT count(*) FROM parley.conversations WHERE tenant_id = $1"
+    assert await owner_conn.fetchval(count, mine.tenant_id) == 2
+    assert await owner_conn.fetchval(count, theirs.tenant_id) == 5
