@@ -77,3 +77,32 @@ async def test_a_batch_in_a_plain_table_stays_in_its_tenant(rows, owner_conn):
     count = "SELECT count(*) FROM parley.conversations WHERE tenant_id = $1"
     assert await owner_conn.fetchval(count, mine.tenant_id) == 2
     assert await owner_conn.fetchval(count, theirs.tenant_id) == 5
+
+
+async def test_rows_with_foreign_key_actions_weigh_more(rows, owner_conn, settings):
+    """Deleting a conversation runs the action of every foreign key that references conversations
+    (its messages, events, feedback... go or are detached), so it counts that many times more: with a
+    budget of one conversation's weight, each call deletes at most one."""
+    doomed = await rows.tenant()
+    bot = await rows.chatbot(doomed)
+    for _ in range(4):
+        await rows.conversation(doomed.tenant_id, bot["id"])
+    weight = 1 + await owner_conn.fetchval(
+        "SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confrelid = 'parley.conversations'::regclass"
+        " AND conparentid = 0")
+    assert weight > 5
+    await owner_conn.execute("UPDATE parley.tenants SET deleted_at = now(), purge_after = now() - interval '1 second'"
+                             " WHERE id = $1", doomed.tenant_id)
+    count = "SELECT count(*) FROM parley.conversations WHERE tenant_id = $1"
+    jobs = await asyncpg.connect(settings.jobs_url)
+    try:
+        left = [await owner_conn.fetchval(count, doomed.tenant_id)]
+        while deleted := await jobs.fetchval("SELECT parley.purge_deleted_tenants($1)", weight):
+            assert deleted <= weight
+            left.append(await owner_conn.fetchval(count, doomed.tenant_id))
+            assert len(left) < 200
+    finally:
+        await jobs.close()
+    assert left[0] == 4 and left[-1] == 0
+    assert all(before - after <= 1 for before, after in zip(left, left[1:]))
+    assert await owner_conn.fetchval("SELECT count(*) FROM parley.tenants WHERE id = $1", doomed.tenant_id) == 0
