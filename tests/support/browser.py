@@ -233,8 +233,8 @@ def widget_page(page):
     return visit
 
 
-def wait_for(page, predicate, timeout: float = 5.0, what: str = "condition"):
-    """Poll a Python predicate while letting Playwright dispatch events."""
+def wait_for(page, predicate, timeout: float = WAIT_MS / 1000, what: str = "condition"):
+    """Poll a Python predicate while letting Playwright dispatch events (as long as an expect() waits)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         out = predicate()

@@ -169,8 +169,10 @@ def test_unread_badge_and_message_events(double, visit):
     w = visit("/")
     # (not ending in the unsubscribe function: Playwright would call a returned function)
     w.page.evaluate("window.__got = []; Parley.on('message', m => window.__got.push(m.body)); 0")
-    w.page.wait_for_function("() => document.querySelector('parley-chat')")
-    w.page.wait_for_timeout(900)  # past the initial replay window
+    # The widget counts nothing as unread for 800 ms after its socket's first "ready" (the replay of
+    # what the visitor already saw): wait for the socket, then past that window.
+    wait_for(w.page, lambda: double.connected, what="the widget's socket")
+    w.page.wait_for_timeout(900)
     double.post("agent", "Are you still there?", author_name="Dana")
     double.post("agent", "We can help with sizing.", author_name="Dana")
     badge = w.q(".pl-badge")
