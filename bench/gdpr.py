@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg  # noqa: E402
-from history import build_tenant, pct, settings_for  # noqa: E402
+from history import build_tenant, drop_database, pct, scratch_database  # noqa: E402
 
 DB = "parley_gdpr_bench"
 
@@ -64,13 +64,7 @@ async def main(args) -> None:
     from pyapp.gdpr.archive import archive_chunks, begin_export
     from pyapp.migrate import migrate
 
-    settings, maint = settings_for(DB)
-    admin = await asyncpg.connect(maint)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DB}"')
-    finally:
-        await admin.close()
+    settings, maint = await scratch_database(DB)
     migrate(settings)
     big, small = await new_tenant(settings, "big"), await new_tenant(settings, "small")
     conn = await asyncpg.connect(settings.admin_url)
@@ -128,11 +122,7 @@ async def main(args) -> None:
     finally:
         await conn.close()
         if not args.keep:
-            admin = await asyncpg.connect(maint)
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-            finally:
-                await admin.close()
+            await drop_database(maint, DB)
 
 
 if __name__ == "__main__":

@@ -67,6 +67,24 @@ def settings_for(name: str):
                     embedded=not url, extra={"argon2_fast": True}), maint
 
 
+
+async def scratch_database(name: str):
+    """A new, empty database `name` (one left by an earlier run is dropped first): (settings, maint URL)."""
+    settings, maint = settings_for(name)
+    await drop_database(maint, name, then_create=True)
+    return settings, maint
+
+
+async def drop_database(maint: str, name: str, *, then_create: bool = False) -> None:
+    """Drop the scratch database `name` (its connections too) and, with then_create, make it again empty."""
+    admin = await asyncpg.connect(maint)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if then_create:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
 # The bodies: 8-14 words, one of the rare words in about 1 message in 50 (both in 1 in ~2,500).
 BODY_SQL = """
   (SELECT string_agg(w, ' ') FROM (

@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg  # noqa: E402
 import psycopg  # noqa: E402
-from history import pct, settings_for  # noqa: E402
+from history import drop_database, pct, scratch_database  # noqa: E402
 
 DB = "parley_migrate_bench"
 STRONG_LOCKS = """
@@ -76,13 +76,7 @@ async def main(args) -> None:
     from pyapp.db import Actor, create_pool, tenant_tx
     from pyapp.migrate import migrate
 
-    settings, maint = settings_for(DB)
-    admin = await asyncpg.connect(maint)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{DB}"')
-    finally:
-        await admin.close()
+    settings, maint = await scratch_database(DB)
     try:
         migrate(settings)
         reapply = []
@@ -142,11 +136,7 @@ async def main(args) -> None:
         print(f"reapply_s={statistics.median(reapply):.2f} strong_locks={strong} migrate_under_hold_s={under_hold:.2f}"
               f" request_p50_ms={pct(ms, 50):.1f} request_p99_ms={pct(ms, 99):.1f} request_max_ms={ms[-1]:.1f}")
     finally:
-        admin = await asyncpg.connect(maint)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{DB}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await drop_database(maint, DB)
 
 
 if __name__ == "__main__":
