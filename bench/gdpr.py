@@ -29,25 +29,13 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import asyncpg  # noqa: E402
-from history import build_tenant, drop_database, pct, scratch_database  # noqa: E402
+from history import build_tenant, drop_database, pct, scratch_database, sign_up  # noqa: E402
 
 DB = "parley_gdpr_bench"
 
 
 async def new_tenant(settings, name: str) -> uuid.UUID:
-    conn = await asyncpg.connect(settings.app_url)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT parley.begin_auth_request(NULL, NULL, NULL, NULL)")
-            session = await conn.fetchval(
-                "SELECT parley.sign_up($1, 'not-a-hash', 'Bench', $2, $3, $4, 3600)::text",
-                f"{name}-{uuid.uuid4().hex[:6]}@bench.example", name, f"{name}-{uuid.uuid4().hex[:6]}",
-                uuid.uuid4().bytes)
-    finally:
-        await conn.close()
-    import json
-
-    return uuid.UUID(json.loads(session)["tenant"]["id"])
+    return uuid.UUID((await sign_up(settings, name))["tenant"]["id"])
 
 
 async def counts(admin: asyncpg.Connection, tenant_id: uuid.UUID) -> dict[str, int]:

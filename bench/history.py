@@ -75,6 +75,24 @@ async def scratch_database(name: str):
     return settings, maint
 
 
+
+async def sign_up(settings, name: str = "Bench") -> dict:
+    """A new workspace and its owner, as the server signs someone up (parley.sign_up, with a password
+    hash the bench never checks): the session JSON (user, tenant, session_id)."""
+    import json
+
+    conn = await asyncpg.connect(settings.app_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT parley.begin_auth_request(NULL, NULL, NULL, NULL)")
+            session = await conn.fetchval(
+                "SELECT parley.sign_up($1, 'not-a-hash', 'Bench', $2, $3, $4, 3600)::text",
+                f"{name}-{uuid.uuid4().hex[:6]}@bench.example", name, f"{name}-{uuid.uuid4().hex[:6]}".lower(),
+                uuid.uuid4().bytes)
+    finally:
+        await conn.close()
+    return json.loads(session)
+
 async def drop_database(maint: str, name: str, *, then_create: bool = False) -> None:
     """Drop the scratch database `name` (its connections too) and, with then_create, make it again empty."""
     admin = await asyncpg.connect(maint)

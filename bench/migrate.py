@@ -31,9 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import asyncpg  # noqa: E402
 import psycopg  # noqa: E402
-from history import drop_database, pct, scratch_database  # noqa: E402
+from history import drop_database, pct, scratch_database, sign_up  # noqa: E402
 
 DB = "parley_migrate_bench"
 STRONG_LOCKS = """
@@ -55,18 +54,7 @@ async def workspace(settings) -> tuple[object, uuid.UUID]:
     """A workspace's owner actor and a conversation of it, made through the product's functions."""
     from pyapp.db import Actor
 
-    conn = await asyncpg.connect(settings.app_url)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT parley.begin_auth_request(NULL, NULL, NULL, NULL)")
-            session = await conn.fetchval(
-                "SELECT parley.sign_up($1, 'not-a-hash', 'Bench', 'Bench', $2, $3, 3600)::jsonb",
-                f"owner-{uuid.uuid4().hex[:6]}@bench.example", f"b-{uuid.uuid4().hex[:6]}", uuid.uuid4().bytes)
-    finally:
-        await conn.close()
-    import json
-
-    session = json.loads(session) if isinstance(session, str) else session
+    session = await sign_up(settings)
     owner = Actor(tenant_id=uuid.UUID(session["tenant"]["id"]), kind="user", actor_id=session["user"]["id"],
                   session_id=uuid.UUID(session["session_id"]), min_role="agent")
     return owner, session
