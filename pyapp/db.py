@@ -42,12 +42,18 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-# The database is unreachable or went away (restart, failover, network): worth retrying later,
-# unlike an error in a statement. Class 08 (connection), class 57 (shutdown, cannot connect now),
-# a connection asyncpg already knows is closed, and the socket's own errors.
+# The database is unreachable or went away (restart, failover, network), or has no room for this
+# session or write (max_connections or a database's CONNECTION LIMIT reached, disk full, out of
+# memory): worth retrying later, unlike an error in a statement. Class 08 (connection), class 57
+# (shutdown, cannot connect now), 53100/53200/53300 of class 53 (not 53400, a statement over a
+# configured limit such as temp_file_limit: the statement's fault), a connection asyncpg already
+# knows is closed, and the socket's own errors.
 DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.DiskFullError,
+    asyncpg.exceptions.OutOfMemoryError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
     OSError,

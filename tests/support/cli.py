@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import os
+import signal
 import sys
 
 from support.knowledge import ROOT
@@ -17,3 +20,59 @@ async def run_parley(settings, *args, timeout: float = 60):
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
+
+
+class Output:
+    """The lines a child process writes, and a wait for the first one matching."""
+
+    def __init__(self, stream: asyncio.StreamReader):
+        self.lines: list[str] = []
+        self.changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream):
+        while line := await stream.readline():
+            async with self.changed:
+                self.lines.append(line.decode(errors="replace").rstrip())
+                self.changed.notify_all()
+
+    async def wait_for(self, predicate, timeout: float = 60, start: int = 0) -> int:
+        """Index of the first line from `start` on that satisfies predicate."""
+        try:
+            async with asyncio.timeout(timeout), self.changed:
+                while True:
+                    for i in range(start, len(self.lines)):
+                        if predicate(self.lines[i]):
+                            return i
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError("no such line; the last ones:\n" + "\n".join(self.lines[-20:])) from None
+
+
+def json_line(line: str) -> dict:
+    """A log line as the JSON object it holds, or {}."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+@contextlib.asynccontextmanager
+async def jobs_process(settings, tmp_path):
+    """`parley jobs` as its own process on the test database, its output in an Output; stopped
+    with SIGTERM after the block, which must end it with exit code 0."""
+    env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
+           "PARLEY_JOBS_HEARTBEAT": str(tmp_path / "alive"), "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pyapp.cli", "jobs", cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out = Output(proc.stdout)
+    try:
+        yield proc, out
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 30)
+        await out.task
+    assert code == 0, "\n".join(out.lines[-30:])
