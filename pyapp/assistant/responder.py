@@ -45,6 +45,7 @@ from pyapp.knowledge.search import answerable, query_vector, search_passages
 from pyapp.net import FetchError
 from pyapp.providers.llm import LLMError
 from pyapp.providers.prompt import build_prompt, extractive_answer
+from pyapp.types import BOT_MESSAGE_BODY_MAX
 from pyapp.widget.hooks import BotTurn, visitor_hooks
 
 log = logging.getLogger("parley.assistant")
@@ -405,14 +406,19 @@ async def _respond(turn: BotTurn) -> None:
         provider = llm.provider
         messages = build_prompt(state.config.get("persona"), passages, state.history, question)
         parts: list[str] = []
+        room = BOT_MESSAGE_BODY_MAX  # a model past its max_tokens: the answer ends where a bot message must
         try:
             async with contextlib.aclosing(llm.stream_chat(messages)) as stream:
                 async for delta in stream:
                     if first_token_ms is None:
                         first_token_ms = int((time.monotonic() - started) * 1000)
                         metrics.BOT_SECONDS.labels("first_token").observe(first_token_ms / 1000)
+                    delta = delta[:room]
+                    room -= len(delta)
                     parts.append(delta)
                     turn.stream(stream_id, delta)
+                    if not room:
+                        break
         except (LLMError, OSError) as exc:
             log.warning("LLM failed for conversation %s: %s", turn.conversation_id, exc)
             turn.typing(False)

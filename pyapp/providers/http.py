@@ -135,17 +135,23 @@ class SSEEvent:
     data: str
 
 
-async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+SSE_EVENT_MAX_CHARS = 1 << 20  # one event's data; a model's delta is a few characters, a usage chunk a few hundred
+
+
+async def iter_sse(resp: aiohttp.ClientResponse, max_chars: int = SSE_EVENT_MAX_CHARS) -> AsyncIterator[SSEEvent]:
     """Server-sent events of a streaming response (``event:``/``data:`` fields, blank-line
     terminated, ``:`` comments ignored). A final event without its blank line is still
-    delivered: some OpenAI-compatible servers close right after the last ``data:``."""
+    delivered: some OpenAI-compatible servers close right after the last ``data:``.
+    An event whose data passes ``max_chars`` (``data:`` lines that never end in a blank one)
+    raises ValueError instead of growing without bound."""
     event, data = "", cast(list[str], [])
+    size = 0
     async for raw in resp.content:
         line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if not line:
             if data:
                 yield SSEEvent(event or "message", "\n".join(data))
-            event, data = "", []
+            event, data, size = "", [], 0
             continue
         if line.startswith(":"):
             continue
@@ -154,6 +160,9 @@ async def iter_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
         if name == "event":
             event = value
         elif name == "data":
+            size += len(value) + 1
+            if size > max_chars:
+                raise ValueError(f"a server-sent event over {max_chars} characters")
             data.append(value)
     if data:
         yield SSEEvent(event or "message", "\n".join(data))

@@ -7,8 +7,10 @@ Failure policy (why it is shaped like this): a request that fails *before the fi
 (429, 5xx, 529 overloaded, a refused or dropped connection, a timeout) is retried with
 exponential backoff that honours Retry-After, because nothing has been shown yet. Once a
 token has been yielded a failure is final (``stream_interrupted``): retrying would repeat
-or contradict text the visitor already saw. Time limits apply to connecting and to the gap
-between two reads (``read_timeout``), not to the whole answer, which may legitimately be long.
+or contradict text the visitor already saw. Time limits apply to connecting, to the gap
+between two reads (``read_timeout``), and to the whole answer, retries included
+(``answer_timeout``, 120 s by default: long enough for any real answer, and a model that drips
+keep-alives or deltas forever cannot hold a bot turn, and the conversation's next turns, for ever).
 
 Errors are :class:`LLMError` with a stable ``code``: ``rate_limited``, ``overloaded``,
 ``upstream_error``, ``auth_failed``, ``bad_request``, ``not_found``, ``timeout``,
@@ -75,6 +77,7 @@ class LLM(ABC):
 
     provider = "llm"
     path = "/"
+    answer_timeout = 120.0  # seconds for a whole answer, from the first request to the end marker
 
     def __init__(
         self,
@@ -150,16 +153,25 @@ class LLM(ABC):
         usage: dict[str, int] | None,
     ) -> AsyncIterator[str]:
         attempt = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.answer_timeout
         while True:
             yielded = False
             try:
-                async with session.post(
-                    self.url, json=body, headers=headers, timeout=timeout, allow_redirects=False
-                ) as resp:
+                async with asyncio.timeout_at(deadline):
+                    resp = await session.post(
+                        self.url, json=body, headers=headers, timeout=timeout, allow_redirects=False
+                    )
+                async with resp:
                     if resp.status != 200:
                         raise await error_from_response(resp, LLMError)
                     finished = False
-                    async for event in iter_sse(resp):
+                    events = aiter(iter_sse(resp))
+                    while True:
+                        async with asyncio.timeout_at(deadline):  # only the wait for the next event
+                            event = await anext(events, None)
+                        if event is None:
+                            break
                         try:
                             deltas = self._deltas(event, usage)
                         except _Done:
@@ -181,7 +193,10 @@ class LLM(ABC):
             except FetchError as exc:  # a guarded session refused the destination
                 error = LLMError(exc.code, exc.message)
             except TimeoutError:
-                error = LLMError("timeout", f"no data for {self.read_timeout:g}s", retryable=True)
+                if loop.time() >= deadline:
+                    error = LLMError("timeout", f"no complete answer within {self.answer_timeout:g}s")
+                else:
+                    error = LLMError("timeout", f"no data for {self.read_timeout:g}s", retryable=True)
             except aiohttp.ClientPayloadError as exc:
                 error = LLMError("stream_interrupted", f"connection dropped mid-stream: {exc}", retryable=True)
             except (aiohttp.ClientError, OSError) as exc:
@@ -194,7 +209,7 @@ class LLM(ABC):
                 error.retryable = False
                 raise error
             wait = self.retry.delay(attempt, error.retry_after) if error.retryable else None
-            if wait is None:
+            if wait is None or loop.time() + wait >= deadline:
                 raise error
             attempt += 1
             await asyncio.sleep(wait)

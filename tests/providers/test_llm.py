@@ -1,12 +1,13 @@
 """Streaming LLM clients against the local fake OpenAI and Anthropic servers."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
 import pytest
 
-from pyapp.providers.http import RetryPolicy, endpoint, parse_retry_after
+from pyapp.providers.http import SSE_EVENT_MAX_CHARS, RetryPolicy, endpoint, parse_retry_after
 from pyapp.providers.llm import AnthropicLLM, LLMError, OpenAICompatibleLLM, get_llm
 from support.fakes.llm_servers import FakeAnthropicServer, FakeOpenAIServer, Reply
 
@@ -200,3 +201,42 @@ def test_get_llm_from_configuration():
         get_llm(env={"PARLEY_LLM": "openai"})
     with pytest.raises(ValueError):
         get_llm(env={"PARLEY_LLM": "gpt", "PARLEY_LLM_MODEL": "m"})
+
+
+# A model API that never finishes cannot hold an answer: the whole answer, retries included, has a time
+# limit (answer_timeout), and one server-sent event a size limit. Before, a model dripping deltas (or
+# stalling, retried, stalling again) kept its bot turn, and the conversation's next turns queued
+# behind it, as long as it liked; an event that never ended grew in memory until the stream did.
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_never_finishes_is_cut_at_the_answer_timeout(kind):
+    async with server_for(kind) as srv:
+        srv.script.append(Reply(chunks=["tick "] * 100_000, delay=0.02))  # 2,000 s of deltas
+        llm = make(kind, srv)
+        llm.answer_timeout = 0.5
+        deltas, error = await asyncio.wait_for(collect(llm), 30)
+        # (A loaded machine may reach the limit before the first delta: then it is a plain timeout.)
+        assert error.code == ("stream_interrupted" if deltas else "timeout") and not error.retryable
+        assert "0.5s" in error.message and len(srv.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stall_before_the_first_token_ends_at_the_answer_timeout(kind):
+    async with server_for(kind) as srv:
+        srv.default_reply = Reply(hang_after=0)  # every attempt: headers, then nothing
+        llm = make(kind, srv, read_timeout=60)
+        llm.answer_timeout = 0.5
+        deltas, error = await asyncio.wait_for(collect(llm), 30)
+        assert deltas == [] and error.code == "timeout" and not error.retryable
+        assert "0.5s" in error.message and len(srv.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_an_event_that_never_ends_is_refused_at_its_size_limit(kind):
+    async with server_for(kind) as srv:
+        line = b"data: " + b"x" * 65_536 + b"\n"  # data lines, never the blank line that ends the event
+        srv.script.append(Reply(raw=[line] * (SSE_EVENT_MAX_CHARS // 65_536 * 4)))
+        deltas, error = await asyncio.wait_for(collect(make(kind, srv)), 30)
+        assert deltas == [] and error.code == "bad_response"
+        assert f"over {SSE_EVENT_MAX_CHARS} characters" in error.message

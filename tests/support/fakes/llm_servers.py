@@ -43,7 +43,8 @@ class Reply:
     each chunk. ``drop_after``: close the connection after that many chunks. ``hang_after``:
     stop sending after that many chunks until the server closes (read-timeout tests).
     ``error_event``: an in-stream error (e.g. ``"overloaded_error"``) sent after the chunks
-    instead of the normal end. ``usage``: (input_tokens, output_tokens) reported.
+    instead of the normal end. ``usage``: (input_tokens, output_tokens) reported. ``raw``: bytes
+    sent as they are in place of the chunk events (garbage or malformed server-sent events).
     """
 
     chunks: list[str] = field(default_factory=lambda: ["Hello", " from", " the", " fake", " model."])
@@ -54,6 +55,7 @@ class Reply:
     hang_after: int | None = None
     error_event: str | None = None
     usage: tuple[int, int] = (12, 5)
+    raw: list[bytes] | None = None
 
     @classmethod
     def text(cls, text: str, **kwargs) -> "Reply":
@@ -176,6 +178,8 @@ class _FakeServer:
         await resp.prepare(request)
         for event in events:
             await resp.write(event)
+        if reply.raw is not None:
+            chunk_events = reply.raw
         for index, event in enumerate(chunk_events):
             if reply.drop_after is not None and index >= reply.drop_after:
                 assert request.transport is not None
