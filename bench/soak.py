@@ -59,13 +59,14 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def start_server(settings, port: int) -> subprocess.Popen:
+async def start_server(settings, port: int, log=subprocess.DEVNULL) -> subprocess.Popen:
+    """`parley serve` on `port` in a process of its own (its output to `log`), once /healthz answers."""
     env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": settings.secret_key,
            "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT),
            # Every client comes from 127.0.0.1, as from a load balancer: no per-address connection cap.
            "PARLEY_TRUST_PROXY": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log)
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 60
         while True:

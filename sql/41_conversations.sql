@@ -150,9 +150,11 @@ COMMENT ON FUNCTION parley.clean_text(text, int) IS 'Trim, cut to p_max characte
 ------------------------------------------------------------------------------------------
 -- Starting and writing
 
-CREATE OR REPLACE FUNCTION parley.start_conversation(
-  p_chatbot_id uuid, p_visitor_id uuid, p_page_url text DEFAULT NULL, p_referrer text DEFAULT NULL,
-  p_user_agent text DEFAULT NULL, p_locale text DEFAULT NULL, p_ip inet DEFAULT NULL, p_country text DEFAULT NULL)
+-- The writing half of start_conversation (every check, the row, usage; no event), so that a
+-- visitor's first message can be stored in the same transaction before any event is written
+-- (parley.start_with_message; lock order: nothing is awaited after the first event).
+CREATE OR REPLACE FUNCTION parley.open_conversation(p_chatbot_id uuid, p_visitor_id uuid, p_page_url text,
+  p_referrer text, p_user_agent text, p_locale text, p_ip inet, p_country text)
 RETURNS parley.conversations
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -180,6 +182,21 @@ BEGIN
           CASE WHEN p_country ~ '^[A-Za-z]{2}$' THEN upper(p_country) END, p_ip)
   RETURNING * INTO v_conv;
   PERFORM parley.bump_usage('conversations', 1);
+  RETURN v_conv;
+END $$;
+COMMENT ON FUNCTION parley.open_conversation(uuid, uuid, text, text, text, text, inet, text) IS
+  'The writing half of start_conversation: every check and limit, the row, usage ''conversations''; no event (the caller writes conversation_started in the same transaction). Only start_conversation and start_with_message call it.';
+
+CREATE OR REPLACE FUNCTION parley.start_conversation(
+  p_chatbot_id uuid, p_visitor_id uuid, p_page_url text DEFAULT NULL, p_referrer text DEFAULT NULL,
+  p_user_agent text DEFAULT NULL, p_locale text DEFAULT NULL, p_ip inet DEFAULT NULL, p_country text DEFAULT NULL)
+RETURNS parley.conversations
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_conv parley.conversations := parley.open_conversation(p_chatbot_id, p_visitor_id, p_page_url, p_referrer,
+                                                          p_user_agent, p_locale, p_ip, p_country);
+BEGIN
   PERFORM parley.emit_event('conversation_started', v_conv.id, NULL, jsonb_build_object('chatbot_id', p_chatbot_id));
   RETURN v_conv;
 END $$;
@@ -201,6 +218,25 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.visitor_conversations(uuid, uuid) IS
   'The widget''s list of a visitor''s conversations with a chatbot (newest activity first, at most 20; preview = the first visitor message, cut to 80 characters). Visitor transactions only (empty otherwise); the visitor id comes from the signed visitor token. Owned by parley_auth: under RLS a visitor sees only its current conversation.';
+
+-- Which of a visitor's conversations already holds the message `p_client_id` (the visitor's own
+-- id for it): a first message sent again from another tab, or resent on a new socket before the
+-- first one's conversation frame arrived, goes there instead of starting a second conversation.
+CREATE OR REPLACE FUNCTION parley.visitor_conversation_with(p_chatbot_id uuid, p_visitor_id uuid, p_client_id text)
+RETURNS uuid
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+AS $$
+  SELECT c.id FROM parley.conversations c
+   WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = p_chatbot_id AND c.visitor_id = p_visitor_id
+     AND parley.current_actor_kind() = 'visitor' AND p_visitor_id IS NOT NULL AND p_client_id IS NOT NULL
+     AND EXISTS (SELECT 1 FROM parley.messages m
+                  WHERE m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.client_id = p_client_id
+                    AND m.created_at >= c.created_at - interval '1 day')
+   ORDER BY c.created_at DESC
+   LIMIT 1
+$$;
+COMMENT ON FUNCTION parley.visitor_conversation_with(uuid, uuid, text) IS
+  'The visitor''s (the signed visitor token''s id) conversation with the chatbot that holds a message with client_id p_client_id, newest first, or NULL. Visitor transactions only (NULL otherwise). Owned by parley_auth: under RLS a visitor without a conversation sees none.';
 
 -- The members' view of the same list: beside an open conversation, the visitor's others.
 CREATE OR REPLACE FUNCTION parley.other_visitor_conversations(p_conversation_id uuid)
@@ -412,4 +448,5 @@ GRANT EXECUTE ON FUNCTION parley.close_idle_conversations(interval), parley.lock
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
 SELECT parley.secure_functions('parley_auth', '{parley_app, parley_jobs}', 'parley.check_open_conversation_limit()');
-SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.visitor_conversations(uuid, uuid)');
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.visitor_conversations(uuid, uuid)',
+                               'parley.visitor_conversation_with(uuid, uuid, text)');

@@ -208,6 +208,9 @@ BEGIN
       PERFORM parley.hit_rate_limit('tenant', 'all', v_lim.msgs_per_min_tenant);
     END IF;
   ELSIF p_author = 'bot' THEN
+    IF coalesce(v_lim.ai_msgs_per_day, 0) > 0 THEN  -- concurrent replies count one after another
+      PERFORM parley.lock_usage_cap('ai_messages');
+    END IF;
     IF parley.limit_reached(v_lim.ai_msgs_per_day, parley.usage_on('ai_messages')) THEN
       PERFORM parley.raise_error(402, 'plan_limit',
         format('The daily allowance of %s AI replies is used up.', v_lim.ai_msgs_per_day));
@@ -303,6 +306,50 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION parley.post_message(uuid, text, text, text, jsonb) IS
   'Store one message. Idempotent on (conversation, client_id): a resend returns the stored row with no new event (tell it apart: its created_at < now(), i.e. it was stored by an earlier transaction). Visitors post only visitor messages into their own conversation (403); members post agent/note. Visitor messages: per-chatbot and per-IP messages-per-minute limits (429 rate_limited), and a visitor message to a closed conversation reopens it (status bot) only within the chatbot''s reopen_window_minutes (default 30, 0 = never) and when not rated, else 409 conversation_closed (the widget starts a new conversation). Bot messages: ai_msgs_per_day (402), refused while a human has the conversation (409); meta.grounded=false is a miss: handoff.miss_threshold (default 2, 0 = never) misses in a row set waiting_human (event human_requested, reason bot_misses), meta.grounded=true resets the count. Agent messages claim an unassigned conversation, 409 if assigned to someone else. Body 1..4000 chars (16000 for bot/system). Updates last_activity_at/last_message_id (not for notes), counts usage, writes message_added (note_added for notes) and sends one NOTIFY.';
+
+-- A visitor's first message: the conversation it starts and the message, in one transaction.
+-- Started apart (the conversation, then the message through the batch), the same first message
+-- from two tabs of one visitor, or resent on a new socket before the first one's conversation
+-- frame arrived, started two conversations and was stored in each (bench/races.py). Here the
+-- visitor's starts take turns (advisory lock 7261014 on the visitor, to commit) and a message
+-- whose client_id one of the visitor's conversations already holds goes there: a resend, stored
+-- once. Lock order: the visitor, then what open_conversation and store_message take; the events last.
+CREATE OR REPLACE FUNCTION parley.start_with_message(
+  p_chatbot_id uuid, p_visitor_id uuid, p_body text, p_client_id text, p_page_url text DEFAULT NULL,
+  p_referrer text DEFAULT NULL, p_user_agent text DEFAULT NULL, p_locale text DEFAULT NULL, p_ip inet DEFAULT NULL,
+  p_country text DEFAULT NULL)
+RETURNS TABLE (id uuid, status text, visitor_id uuid, message jsonb, duplicate boolean)
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_conv parley.conversations;
+  v_found uuid;
+  v record;
+BEGIN
+  IF parley.current_actor_kind() IS DISTINCT FROM 'visitor' OR parley.current_actor_id() IS NOT NULL
+     OR p_visitor_id IS NULL THEN
+    PERFORM parley.raise_error(403, 'forbidden', 'Only a visitor without a conversation starts one this way.');
+  END IF;
+  PERFORM pg_advisory_xact_lock(7261014, hashtext(parley.current_tenant_id()::text || ':' || p_visitor_id::text));
+  v_found := parley.visitor_conversation_with(p_chatbot_id, p_visitor_id, p_client_id);
+  IF v_found IS NOT NULL THEN
+    PERFORM set_config('app.actor_id', v_found::text, true);  -- from here on the visitor of that one
+    v_conv := parley.lock_conversation(v_found);
+  ELSE
+    v_conv := parley.open_conversation(p_chatbot_id, p_visitor_id, p_page_url, p_referrer, p_user_agent, p_locale,
+                                       p_ip, p_country);
+  END IF;
+  SELECT * INTO v FROM parley.store_message(v_conv.id, 'visitor', p_body, p_client_id, '{}');
+  IF v_found IS NULL THEN
+    PERFORM parley.emit_event('conversation_started', v_conv.id, NULL, jsonb_build_object('chatbot_id', p_chatbot_id));
+  END IF;
+  IF NOT v.duplicate THEN
+    PERFORM parley.emit_message_events(v.message, v.status, v.assignee_id, v.reopened, v.claimed, v.handoff);
+  END IF;
+  RETURN QUERY SELECT v_conv.id, v.status, v_conv.visitor_id, parley.message_json(v.message, true), v.duplicate;
+END $$;
+COMMENT ON FUNCTION parley.start_with_message(uuid, uuid, text, text, text, text, text, text, inet, text) IS
+  'A visitor without a conversation speaks (the widget''s first message): start a conversation as start_conversation would (its checks and limits) and store the message as post_message would, in one transaction; or, when one of this visitor''s conversations with the chatbot already holds a message with p_client_id (the same first message from another tab, or resent), that conversation and the stored row (duplicate, nothing written). A visitor''s starts take turns (advisory lock 7261014 on the visitor). Returns the conversation (id, status after the message, visitor) and the message in the visitor''s shape. 403 for anyone but a visitor without a conversation.';
 
 -- Visitor messages of one tenant, many per statement: most of PostgreSQL's time per message
 -- was the round trip, the transaction and its WAL flush, not the work (bench/chat_flow.py),

@@ -82,6 +82,11 @@ BEGIN
   SELECT * INTO v_period FROM parley.allowance_period();
   v_allowance := CASE p_metric WHEN 'conversations' THEN v_lim.included_conversations
                                WHEN 'ai_messages' THEN v_lim.included_ai_messages END;
+  IF coalesce(v_allowance, 0) = 0 THEN
+    RETURN;
+  END IF;
+  -- Concurrent writers at the edge count one after another (the caller's bump_usage follows).
+  PERFORM parley.lock_usage_cap(p_metric);
   IF parley.limit_reached(v_allowance, parley.usage_between(p_metric, v_period.period_start, v_period.period_end)) THEN
     PERFORM parley.raise_error(402, 'plan_limit',
       format('This period''s allowance of %s %s is used up; upgrade for more.', v_allowance,

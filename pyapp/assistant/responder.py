@@ -321,10 +321,21 @@ def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
 async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
     """Ask for a person (the lead form first when configured so), and say so."""
     _lead_before_handoff(turn, state)
-    async with turn.service_tx() as conn:
-        await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", turn.conversation_id)
+    try:
+        async with turn.service_tx() as conn:
+            await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", turn.conversation_id)
+    except asyncpg.PostgresError as exc:
+        if not _taken_over(exc):
+            raise
+        return  # a person took the conversation (or closed it) since the turn began: nothing to say
     await _notice(turn, "handoff", language_of(state.config, state.locale))
     await _record(turn, question, "handoff", False)
+
+
+def _taken_over(exc: asyncpg.PostgresError) -> bool:
+    """SQL refused the bot's step with a 409: the conversation changed hands (or closed) meanwhile."""
+    mapped = from_postgres(exc)
+    return mapped is not None and mapped.status == 409
 
 
 def citations_of(text: str, passages: list[dict]) -> list[dict]:
@@ -446,7 +457,7 @@ async def _respond(turn: BotTurn) -> None:
             await _notice(turn, "ai_quota", lang)
             await _record(turn, question, "quota", grounded, provider=provider)
             return
-        if mapped is not None and mapped.status == 409:
+        if _taken_over(exc):
             return  # a human took over while the answer was generated: stay silent
         raise
     metrics.BOT_SECONDS.labels("answer").observe(time.monotonic() - started)

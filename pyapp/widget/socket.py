@@ -26,7 +26,7 @@ from pyapp.realtime.relay import install as install_relay
 from pyapp.realtime.sinks import VisitorSink
 from pyapp.realtime.throttle import FrameBucket
 from pyapp.security import TokenError
-from pyapp.widget.batch import MessageRefused, VisitorMessages
+from pyapp.widget.batch import MessageRefused, Posted, VisitorMessages
 from pyapp.widget.frames import (
     FRAME_MODELS,
     FeedbackFrame,
@@ -307,10 +307,12 @@ class VisitorSession:
         if said["to_widget"]:
             self._unstored_notice(said["body"], code)
 
-    async def _converse(self, *, anew: bool = False) -> bool:
-        """Start the visitor's conversation if it has none (or `anew`: its conversation has ended)."""
-        if self.claims.conversation_id is not None and not anew:
-            return True
+    async def _converse(self, *, first: MessageFrame | None = None) -> asyncpg.Record | None:
+        """Start the visitor's conversation if it has none; with `first` (a message frame) always (the
+        visitor's conversation may have ended), storing that message with it: the row has `message`
+        and `duplicate` then (start_visitor_conversation)."""
+        if self.claims.conversation_id is not None and first is None:
+            return None
         request, hello = self.request, self.hello
         row = await start_visitor_conversation(
             self.pool,
@@ -322,6 +324,7 @@ class VisitorSession:
             user_agent=request.headers.get("User-Agent") if request is not None else None,
             locale=hello.locale if hello else None,
             country=country_of(request) if request is not None else None,
+            first=(first.body, first.client_id) if first is not None else None,
         )
         if self.claims.conversation_id is not None:  # the ended one: this socket follows the new one
             self.relay.detach(self.sink)  # re-attached below under the new conversation
@@ -332,7 +335,6 @@ class VisitorSession:
         self.status = row["status"]
         self.sink.conversation_id = row["id"]
         await self.relay.attach(self.sink)
-        self.sink.go_live()
         token, expires_at = visitor_token(self.app[SETTINGS].secret_key, self.claims)
         self.send(
             {
@@ -343,8 +345,12 @@ class VisitorSession:
                 "expires_at": expires_at,
             }
         )
+        if first is not None:  # committed before this socket followed the conversation: sent here, not relayed
+            self.sink.replayed.add(row["message"]["id"])
+            self.send({"type": "message", "message": row["message"]})
+        self.sink.go_live()
         self.relay.wake(self.claims.tenant_id)
-        return True
+        return row
 
     def _unstored_notice(self, body: str, code: str) -> None:
         """A system notice the visitor sees that is not (or could not be) stored: a message frame
@@ -364,29 +370,31 @@ class VisitorSession:
             )
 
     async def on_message(self, frame: MessageFrame) -> None:
-        await self._converse()
         # Stored together with whatever other visitors of this tenant sent meanwhile (one
         # statement, one commit; see message_batch), each exactly as post_message would. A
-        # resend returns the row stored by an earlier transaction and writes nothing.
-        batcher = message_batcher(self.app)
-
-        def post():  # to the conversation the claims name now
+        # resend returns the row stored by an earlier transaction and writes nothing. A first
+        # message starts the conversation and is stored with it (already sent to this socket).
+        started = None
+        if self.claims.conversation_id is None:
+            started = await self._converse(first=frame)
+        else:
             c, a = self.claims, self.actor
-            return batcher.post(c.tenant_id, c.conversation, frame.body, frame.client_id, a.ip, a.request_id)
-
-        try:
-            posted = await post()
-        except MessageRefused as exc:
-            mapped = from_postgres(exc)
-            if mapped is None or mapped.code != "conversation_closed":
-                raise
-            await self._converse(anew=True)  # ended (rated, or closed too long ago): a new conversation
-            posted = await post()
+            try:
+                posted = await message_batcher(self.app).post(
+                    c.tenant_id, c.conversation, frame.body, frame.client_id, a.ip, a.request_id
+                )
+            except MessageRefused as exc:
+                mapped = from_postgres(exc)
+                if mapped is None or mapped.code != "conversation_closed":
+                    raise
+                started = await self._converse(first=frame)  # ended (rated, or closed too long ago): a new one
+        if started is not None:
+            posted = Posted(started["message"], started["duplicate"], started["status"])
         self.status = posted.status
         msg = posted.message
         if posted.duplicate:
-            # No new event will come through the relay: answer the resend directly.
-            self.send({"type": "message", "message": msg})
+            if started is None:  # no new event will come through the relay: answer the resend directly
+                self.send({"type": "message", "message": msg})
             return
         self.relay.wake(self.claims.tenant_id)
         self.visitor_messages += 1

@@ -61,22 +61,33 @@ async def start_visitor_conversation(
     user_agent: str | None,
     locale: str | None,
     country: str | None,
+    first: tuple[str, str | None] | None = None,
 ):
-    """Start the conversation of a visitor who has none yet (the limits are start_conversation's)."""
+    """Start the conversation of a visitor who has none yet (the limits are start_conversation's).
+
+    With `first` (the body and client_id of the visitor's first message), the message is stored in
+    the same transaction (parley.start_with_message): a first message the visitor already sent from
+    another tab, or resent, goes to the conversation that holds it; the row then also has `message`
+    (the visitor's shape) and `duplicate`."""
     # The visitor has no conversation yet, so no actor id (the event records none).
     actor = Actor(
         tenant_id=claims.tenant_id, kind="visitor", actor_id=None, ip=ip, request_id=request_id, min_role="visitor"
     )
+    about = (page_url, referrer, (user_agent or "")[:512] or None, locale, ip, country)
+    visitor_id = claims.visitor_id or uuid.uuid4()
     async with tenant_tx(pool, actor) as conn:
+        if first is not None:
+            return await conn.fetchrow(
+                "SELECT * FROM parley.start_with_message($1, $2, $3, $4, $5, $6, $7, $8, $9::inet, $10)",
+                claims.chatbot_id,
+                visitor_id,
+                *first,
+                *about,
+            )
         return await conn.fetchrow(
             "SELECT c.id, c.status, c.visitor_id"
             "  FROM parley.start_conversation($1, $2, $3, $4, $5, $6, $7::inet, $8) c",
             claims.chatbot_id,
-            claims.visitor_id or uuid.uuid4(),
-            page_url,
-            referrer,
-            (user_agent or "")[:512] or None,
-            locale,
-            ip,
-            country,
+            visitor_id,
+            *about,
         )

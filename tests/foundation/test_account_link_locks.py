@@ -12,31 +12,12 @@ import hashlib
 import uuid
 
 import asyncpg
-import pytest
-
-from pyapp.db import _init_connection
 
 from support.waits import blocked_on_lock
 
 
 def sha256(token: bytes) -> bytes:
     return hashlib.sha256(token).digest()
-
-
-@pytest.fixture
-async def connect(settings):
-    """Open connections (parley_app, as the server's; or the admin's), closed after the test."""
-    opened: list[asyncpg.Connection] = []
-
-    async def open_one(url: str | None = None) -> asyncpg.Connection:
-        conn = await asyncpg.connect(url or settings.app_url)
-        await _init_connection(conn)
-        opened.append(conn)
-        return conn
-
-    yield open_one
-    for conn in opened:
-        await conn.close()
 
 
 async def _in_tx(conn: asyncpg.Connection, *statements: tuple[str, tuple]):

@@ -113,6 +113,25 @@ async def app_pool(settings):
 
 
 @pytest.fixture
+async def connect(settings):
+    """`await connect()`: a parley_app connection of its own, as the server's (or the admin's with
+    `connect(settings.admin_url)`), for tests that interleave sessions; closed after the test."""
+    from pyapp.db import _init_connection
+
+    opened: list[asyncpg.Connection] = []
+
+    async def open_one(url: str | None = None) -> asyncpg.Connection:
+        conn = await asyncpg.connect(url or settings.app_url)
+        await _init_connection(conn)
+        opened.append(conn)
+        return conn
+
+    yield open_one
+    for conn in opened:
+        await conn.close()
+
+
+@pytest.fixture
 def rows(app_pool, owner_conn) -> Rows:
     return Rows(app_pool, owner_conn)
 
