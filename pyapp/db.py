@@ -47,8 +47,12 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 # memory): worth retrying later, unlike an error in a statement. Class 08 (connection), class 57
 # (shutdown, cannot connect now), 53100/53200/53300 of class 53 (not 53400, a statement over a
 # configured limit such as temp_file_limit: the statement's fault), a connection asyncpg already
-# knows is closed, and the socket's own errors.
+# knows is closed, and the socket's own errors. And asyncpg's InternalClientError: a connection whose
+# session PostgreSQL ended (a restart, pg_terminate_backend) when the close has not reached the client
+# yet has read the FATAL error but is still open; the next query on it fails with that error ("cannot
+# switch to state ..."), and the pool drops the connection.
 DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
@@ -80,7 +84,8 @@ def database_outage(exc: BaseException) -> bool:
         if tb.tb_frame.f_globals.get("__name__", "").startswith("asyncpg."):
             return True
         tb = tb.tb_next
-    return False
+    # An error raised from an outage (`raise ConnectionError(...) from exc`, as the relay does) is one too.
+    return exc.__cause__ is not None and database_outage(exc.__cause__)
 
 
 POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE)

@@ -32,7 +32,7 @@ import asyncpg
 from aiohttp import web
 
 from pyapp.context import POOL, SETTINGS, json_dumps
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, database_outage, tenant_tx
 from pyapp.errors import from_postgres
 from pyapp.realtime.frames import BATCH, PreparedEvent, read_events
 from pyapp.realtime.presence import Presence
@@ -160,8 +160,8 @@ class Relay:
         if not isinstance(sink, VisitorSink):
             await self.presence.join(sink.actor)
         await asyncio.wait_for(feed.ready.wait(), 30)
-        if feed.failed is not None:
-            raise ConnectionError(f"cannot read events: {feed.failed}")
+        if feed.failed is not None:  # from the failure: a database outage stays one (pyapp.db.database_outage)
+            raise ConnectionError(f"cannot read events: {feed.failed}") from feed.failed
 
     def detach(self, sink: Sink) -> None:
         visitor_key = (sink.tenant_id, sink.conversation_id)
@@ -333,6 +333,9 @@ class Relay:
             if self._feeds.get(feed.tenant_id) is feed:
                 self._feeds.pop(feed.tenant_id)
             feed.ready.set()
+            if database_outage(exc):  # the waiting sockets close with 1013 (retry): no fault of the relay
+                log.warning("relay: the events of tenant %s are unreadable now: %s", feed.tenant_id, type(exc).__name__)
+                return
             raise
         feed.ready.set()
         if feed.low is not None:

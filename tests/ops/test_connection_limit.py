@@ -2,13 +2,14 @@
 LIMIT, both SQLSTATE 53300): the server answers 503 `database_unavailable` with Retry-After, the
 visitor socket closes with 1013 after that error frame, `parley jobs` waits and reconnects, and
 both serve again by themselves once sessions are free. Before, REST answered a generic 500 and
-the jobs process ended with TooManyConnectionsError.
+the jobs process ended with TooManyConnectionsError; a visitor socket whose tenant's event feed
+could not be read closed with 1011 (internal error), logged with its stack trace.
 
 The limit is the test database's own (ALTER DATABASE ... CONNECTION LIMIT 0, which binds every
 role but superusers, as max_connections binds every role but the reserved ones), and the app's
 open sessions are ended so that the next request must open one."""
 from support.cli import jobs_process, json_line
-from support.realtime import create_chatbot, visitor, widget_session
+from support.realtime import Client, create_chatbot, visitor, widget_session
 from support.waits import until
 
 from pyapp.client import ParleyError
@@ -51,6 +52,14 @@ async def test_server_at_the_connection_limit_answers_503_and_recovers(server, s
         await vis.send({"type": "message", "client_id": "c-1", "body": "anyone there?"})
         assert (await vis.expect(type="error"))["code"] == "database_unavailable"
         assert await vis.expect_closed() == 1013
+        # Its reconnect: the chatbot is known (cached), but the tenant's event feed cannot be read.
+        fresh = await Client.connect(server.base_url, "/ws/visitor")
+        try:
+            await fresh.send({"type": "hello", "token": sess["token"], "last_seen_id": 0})
+            assert (await fresh.expect(type="error"))["code"] == "database_unavailable"
+            assert await fresh.expect_closed() == 1013
+        finally:
+            await fresh.close()
     finally:
         await _room_again(owner_conn)
         await vis.close()
