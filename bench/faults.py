@@ -1,0 +1,615 @@
+"""Soak with faults: the product measured from outside while faults are injected.
+
+    python bench/faults.py [--visitors 60] [--agents 2] [--clients 2] [--rate 30] [--every 12]
+                           [--faults kill_server,pg_restart,conn_limit,kill_jobs,sink_500,sink_429,sink_hang]
+                           [--quick]
+
+Creates its own database on the embedded PostgreSQL (the PostgreSQL faults need it; with
+DATABASE_URL they are left out) and drops it afterwards. Runs two `parley serve` processes and
+one `parley jobs` (the outbox drainer) on it, a webhook sink on 127.0.0.1 subscribed to every
+visitor message, and client processes of their own (this file with --client): visitors on the
+widget socket, as the widget does (resend what was not echoed under its client id, reconnect with
+last_seen_id, to the other server after a failure), and agents on the agent socket (reconnect with
+last_event_id). This process probes REST (GET /api/conversations, both servers, every 100 ms).
+
+Every --every seconds one fault, in turn:
+- kill_server: SIGKILL one `parley serve` (mid-stream), started again on its port;
+- pg_restart: `pg_ctl restart -m immediate` (no shutdown checkpoint; mid-transaction);
+- conn_limit: the database's CONNECTION LIMIT 0 and the app's and jobs' sessions ended (as at
+  max_connections), for 3 s;
+- kill_jobs: SIGKILL `parley jobs` while the sink answers slowly (mid-delivery), started again;
+- sink_500 / sink_429 (Retry-After: 1) / sink_hang (answers after 20 s): the webhook sink, 5 s.
+
+Printed after the run (the machine is shared: times are under other engineers' load):
+messages sent / accepted (echoed) / stored, lost (accepted but not stored, and sent but never
+stored), duplicated (stored rows beyond one per client id), visitors whose messages were stored
+out of order, agents missing or seeing twice a stored message; webhook deliveries expected /
+arrived (distinct webhook-id) / missing / arrived more than once (a resend of the same id, which
+the receiver drops); REST answers by status and code during the faults, 500s, bodies with a stack
+trace, requests that hung (no answer in 5 s); per fault, the time from its end (process started,
+PostgreSQL restarted, limit lifted, sink healthy) to the first REST 200 from both servers and,
+for the sink faults, to the outbox delivering again; log lines with a Traceback, and whether a
+secret (the session token, the password, the server key) appears in any log.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import aiohttp  # noqa: E402
+import asyncpg  # noqa: E402
+from aiohttp import web  # noqa: E402
+from bench.chat_flow import arrange_parley, drop_database, prepare_database, raise_fd_limit  # noqa: E402
+from bench.soak import free_port, start_server  # noqa: E402
+
+FAULTS = ("kill_server", "pg_restart", "conn_limit", "kill_jobs", "sink_500", "sink_429", "sink_hang")
+PROBE_EVERY = 0.1
+PROBE_TIMEOUT = 5.0
+PASSWORD = "bench-password-123"  # arrange_parley's sign-up: must never reach a log
+
+
+# --------------------------------------------------------------------------- client process
+
+
+class Visitor:
+    """The widget's delivery rule: a message is sent under its client id until echoed back; after
+    any failure the socket reconnects (to the other server) with last_seen_id and resends, in
+    order, every message not yet echoed."""
+
+    def __init__(self, i: int, token: str):
+        self.i, self.token = i, token
+        self.order: list[str] = []  # client ids in the order they were written
+        self.acked: dict[str, int] = {}
+        self.last_seen_id = 0
+        self.reconnects = 0
+        self.errors: Counter = Counter()
+        self.wake = asyncio.Event()
+
+    def write(self) -> None:
+        self.order.append(f"f{self.i}-{len(self.order) + 1}")
+        self.wake.set()
+
+    def pending(self) -> list[str]:
+        return [c for c in self.order if c not in self.acked]
+
+    async def run(self, http: aiohttp.ClientSession, bases: list[str], stop: asyncio.Event) -> None:
+        server = self.i % len(bases)
+        while not (stop.is_set() and not self.pending()):
+            try:
+                async with http.ws_connect(bases[server].replace("http", "ws", 1) + "/ws/visitor",
+                                           heartbeat=None, timeout=aiohttp.ClientWSTimeout(ws_close=2)) as ws:
+                    await ws.send_str(json.dumps({"type": "hello", "token": self.token,
+                                                  "last_seen_id": self.last_seen_id}))
+                    await self._session(ws, stop)
+            except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
+                pass
+            if stop.is_set() and not self.pending():
+                break
+            self.reconnects += 1
+            server = (server + 1) % len(bases)
+            await asyncio.sleep(0.25 + random.random() * 0.5)
+
+    async def _session(self, ws, stop: asyncio.Event) -> None:
+        async with asyncio.timeout(10):
+            while True:
+                msg = await ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    return
+                if json.loads(msg.data).get("type") == "ready":
+                    break
+        sent: set[str] = set()
+        reader = asyncio.ensure_future(self._read(ws, sent))
+        try:
+            while not reader.done() and not (stop.is_set() and not self.pending()):
+                self.wake.clear()
+                for cid in self.pending():
+                    if cid not in sent:
+                        sent.add(cid)
+                        await ws.send_str(json.dumps({"type": "message", "client_id": cid,
+                                                      "body": f"faults {cid} {time.monotonic():.6f}"}))
+                waker = asyncio.ensure_future(self.wake.wait())
+                await asyncio.wait([reader, waker], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                waker.cancel()
+        finally:
+            reader.cancel()
+
+    async def _read(self, ws, sent: set[str]) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return
+            frame = json.loads(msg.data)
+            m = frame.get("message") or {}
+            if frame.get("type") == "message" and m.get("id"):
+                self.last_seen_id = max(self.last_seen_id, m["id"])
+                if m.get("author") == "visitor" and m.get("client_id"):
+                    self.acked[m["client_id"]] = m["id"]
+                    self.wake.set()
+            elif frame.get("type") == "error":
+                self.errors[frame.get("code", "?")] += 1
+                sent.clear()  # a refused frame says not which message: resend what is unechoed
+                self.wake.set()
+
+
+class Agent:
+    """The console's agent socket: every visitor message event, resumed with last_event_id."""
+
+    def __init__(self, j: int, token: str):
+        self.j, self.token = j, token
+        self.seen: Counter = Counter()
+        self.last_event_id: int | None = None
+        self.reconnects = 0
+
+    async def run(self, http: aiohttp.ClientSession, bases: list[str], ready: asyncio.Event) -> None:
+        server = self.j % len(bases)
+        while True:
+            try:
+                async with http.ws_connect(bases[server].replace("http", "ws", 1) + "/ws/agent", heartbeat=None,
+                                           max_msg_size=0) as ws:
+                    hello = {"type": "hello", "token": self.token}
+                    if self.last_event_id is not None:
+                        hello["last_event_id"] = self.last_event_id
+                    await ws.send_str(json.dumps(hello))
+                    async for msg in ws:
+                        if msg.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        frame = json.loads(msg.data)
+                        if frame.get("type") == "ready":
+                            ready.set()
+                            if self.last_event_id is None:
+                                self.last_event_id = 0
+                        ev = frame.get("event") or {}
+                        if frame.get("type") == "event" and ev.get("id"):
+                            self.last_event_id = max(self.last_event_id or 0, ev["id"])
+                            m = ev.get("message") or {}
+                            if ev.get("kind") == "message_added" and m.get("author") == "visitor":
+                                self.seen[m["id"]] += 1
+            except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
+                pass
+            self.reconnects += 1
+            server = (server + 1) % len(bases)
+            await asyncio.sleep(0.25 + random.random() * 0.5)
+
+
+async def client_main(config_path: str) -> None:
+    """One client shard: its visitors write at their pace until told to stop, then until every
+    message is echoed (or --drain runs out); its agents listen until the parent says so."""
+    raise_fd_limit()
+    cfg = json.loads(Path(config_path).read_text())
+    bases = cfg["bases"]
+    visitors = [Visitor(i, t) for i, t in enumerate(cfg["visitor_tokens"]) if i % cfg["shards"] == cfg["shard"]]
+    agents = [Agent(j, cfg["agent_token"]) for j in range(cfg["agents"]) if j % cfg["shards"] == cfg["shard"]]
+    interval = len(cfg["visitor_tokens"]) / cfg["rate"]
+    loop = asyncio.get_running_loop()
+    stdin = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        ready = [asyncio.Event() for _ in agents]
+        agent_tasks = [asyncio.ensure_future(a.run(http, bases, r)) for a, r in zip(agents, ready, strict=True)]
+        for r in ready:
+            await asyncio.wait_for(r.wait(), 60)
+        print(json.dumps({"event": "open", "shard": cfg["shard"]}), flush=True)
+        await stdin.readline()  # go
+        stop = asyncio.Event()
+        tasks = [asyncio.ensure_future(v.run(http, bases, stop)) for v in visitors]
+
+        async def pace(v: Visitor) -> None:
+            await asyncio.sleep(random.random() * interval)
+            while not stop.is_set():
+                v.write()
+                await asyncio.sleep(interval)
+
+        pacers = [asyncio.ensure_future(pace(v)) for v in visitors]
+        await stdin.readline()  # stop writing
+        stop.set()
+        for v in visitors:
+            v.wake.set()
+        await asyncio.gather(*pacers)
+        try:
+            await asyncio.wait_for(asyncio.gather(*tasks), cfg["drain"])
+        except TimeoutError:
+            pass
+        print(json.dumps({"event": "written", "shard": cfg["shard"]}), flush=True)
+        await stdin.readline()  # everything stored: the agents' last deliveries are in
+        for t in tasks + agent_tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
+    Path(cfg["result"]).write_text(json.dumps({
+        "visitors": [{"order": v.order, "acked": v.acked, "reconnects": v.reconnects, "errors": v.errors}
+                     for v in visitors],
+        "agents": [{"seen": {str(k): n for k, n in a.seen.items()}, "reconnects": a.reconnects} for a in agents]}))
+    print(json.dumps({"event": "done", "shard": cfg["shard"]}), flush=True)
+
+
+# --------------------------------------------------------------------------- outside services
+
+
+class Sink:
+    """The webhook receiver: answers as `mode` says; counts each webhook-id it accepted (2xx)."""
+
+    def __init__(self):
+        self.mode = {"status": 200, "delay": 0.0, "headers": {}}
+        self.accepted: Counter = Counter()
+        self.answers: Counter = Counter()
+        self.last_accepted = 0.0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        status, delay, headers = self.mode["status"], self.mode["delay"], self.mode["headers"]
+        if delay:
+            await asyncio.sleep(delay)
+        self.answers[status] += 1
+        if status < 300:
+            self.accepted[request.headers.get("webhook-id", "")] += 1
+            self.last_accepted = time.monotonic()
+        return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
+
+
+class Probe:
+    """REST as a client sees it during the faults: one GET every PROBE_EVERY s to each server."""
+
+    def __init__(self, bases: list[str], token: str):
+        self.bases, self.token = bases, token
+        self.log: list[tuple[float, int, int, str]] = []  # (t, server, status, code); status 0: no answer
+        self.traces = 0
+        self.hung = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT)) as http:
+            while not stop.is_set():
+                await asyncio.gather(*(self.one(http, k) for k in range(len(self.bases))))
+                await asyncio.sleep(PROBE_EVERY)
+
+    async def one(self, http: aiohttp.ClientSession, k: int) -> None:
+        status, code = 0, "refused"
+        try:
+            async with http.get(self.bases[k] + "/api/conversations?limit=1",
+                                headers={"Authorization": f"Bearer {self.token}"}) as resp:
+                status, text = resp.status, await resp.text()
+            if "Traceback" in text or 'File "' in text:
+                self.traces += 1
+            if status >= 400:
+                try:
+                    code = json.loads(text)["error"]["code"]
+                except (ValueError, KeyError, TypeError):
+                    code = "not_json"
+            else:
+                code = "ok"
+        except TimeoutError:
+            self.hung += 1
+            code = "hung"
+        except (aiohttp.ClientError, OSError):
+            pass
+        self.log.append((time.monotonic(), k, status, code))
+
+    async def both_answer(self, since: float, timeout: float = 120) -> float | None:
+        """Seconds from `since` until each server has answered 200 once after it (None: not within timeout)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            firsts = [next((t for t, k, s, _ in self.log if k == n and s == 200 and t >= since), None)
+                      for n in range(len(self.bases))]
+            if all(firsts):
+                return max(firsts) - since  # type: ignore[type-var]
+            await asyncio.sleep(0.05)
+        return None
+
+
+class Processes:
+    """The two servers and the jobs process, their output in log files."""
+
+    def __init__(self, settings, logdir: Path):
+        self.settings, self.logdir = settings, logdir
+        self.ports = [free_port(), free_port()]
+        self.bases = [f"http://127.0.0.1:{p}" for p in self.ports]
+        self.servers: list[subprocess.Popen | None] = [None, None]
+        self.jobs: subprocess.Popen | None = None
+        self.env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": settings.secret_key,
+                    "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT), "PARLEY_TRUST_PROXY": "1",
+                    "PARLEY_FETCH_ALLOW_HOSTS": "127.0.0.1", "PARLEY_OUTBOX_LEASE_S": "3",
+                    "PARLEY_JOBS_HEARTBEAT": str(logdir / "jobs.alive")}
+
+    def _log(self, name: str):
+        return open(self.logdir / f"{name}.log", "ab")
+
+    async def start_server(self, k: int) -> None:
+        with self._log(f"server{k}") as log:
+            self.servers[k] = await start_server(self.settings, self.ports[k], log=log, env=self.env)
+
+    def start_jobs(self) -> None:
+        with self._log("jobs") as log:
+            self.jobs = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "jobs"], cwd=ROOT, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+
+    @staticmethod
+    def kill9(proc: subprocess.Popen | None) -> None:
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def stop_all(self) -> None:
+        for proc in [*self.servers, self.jobs]:
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def pg_restart_immediate() -> None:
+    from pyapp.config import data_dir
+    from pyapp.embedded import EmbeddedCluster
+
+    cluster = EmbeddedCluster(data_dir())
+    cluster._run("pg_ctl", ["-D", str(cluster.pgdata), "-l", str(cluster.log_file), "-m", "immediate", "-w",
+                            "-t", "60", "restart"], timeout=90)
+
+
+async def connection_limit(settings, dbname: str, limit: int) -> None:
+    from pyapp.config import APP_ROLE, JOBS_ROLE
+
+    owner = await asyncpg.connect(settings.admin_url)
+    try:
+        await owner.execute(f'ALTER DATABASE "{dbname}" CONNECTION LIMIT {int(limit)}')
+        if limit == 0:
+            await owner.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1"
+                                " AND usename = ANY($2::text[])", dbname, [APP_ROLE, JOBS_ROLE])
+    finally:
+        await owner.close()
+
+
+# --------------------------------------------------------------------------- main
+
+
+async def inject(kind: str, procs: Processes, sink: Sink, settings, dbname: str) -> float:
+    """Inject one fault; returns the monotonic time it ended (what recovery is measured from)."""
+    if kind == "kill_server":
+        k = random.randrange(2)
+        procs.kill9(procs.servers[k])
+        await procs.start_server(k)
+    elif kind == "pg_restart":
+        await asyncio.to_thread(pg_restart_immediate)
+    elif kind == "conn_limit":
+        await connection_limit(settings, dbname, 0)
+        await asyncio.sleep(3)
+        await connection_limit(settings, dbname, -1)
+    elif kind == "kill_jobs":
+        sink.mode = {"status": 200, "delay": 0.3, "headers": {}}  # deliveries in flight when it dies
+        await asyncio.sleep(1.5)
+        procs.kill9(procs.jobs)
+        sink.mode = {"status": 200, "delay": 0.0, "headers": {}}
+        procs.start_jobs()
+    else:
+        sink.mode = {"sink_500": {"status": 500, "delay": 0.0, "headers": {}},
+                     "sink_429": {"status": 429, "delay": 0.0, "headers": {"Retry-After": "1"}},
+                     "sink_hang": {"status": 200, "delay": 20.0, "headers": {}}}[kind]
+        await asyncio.sleep(5)
+        sink.mode = {"status": 200, "delay": 0.0, "headers": {}}
+    return time.monotonic()
+
+
+async def outbox_state(settings, destination_id) -> tuple[set[str], int]:
+    owner = await asyncpg.connect(settings.admin_url)
+    try:
+        rows = await owner.fetch("SELECT delivery_key, status FROM parley.outbox WHERE destination_id = $1",
+                                 destination_id)
+    finally:
+        await owner.close()
+    return {f"msg_{r['delivery_key'].hex}" for r in rows}, sum(r["status"] == "pending" for r in rows)
+
+
+async def run(args) -> None:
+    raise_fd_limit()
+    if os.environ.get("DATABASE_URL"):
+        faults = [f for f in args.faults if f not in ("pg_restart", "conn_limit")]
+        print("DATABASE_URL is set: the PostgreSQL faults are left out", flush=True)
+    else:
+        faults = list(args.faults)
+    settings, maint, dbname = await asyncio.to_thread(prepare_database)
+    logdir = Path(tempfile.mkdtemp(prefix="parley-faults-"))
+    procs = Processes(settings, logdir)
+    sink = Sink()
+    children: list[asyncio.subprocess.Process] = []
+    paths: list[str] = []
+    try:
+        await sink.start()
+        for k in range(2):
+            await procs.start_server(k)
+        arranged = await arrange_parley(procs.bases[0], settings, args.visitors, 0, webhooks=1)
+        owner = await asyncpg.connect(settings.admin_url)
+        try:
+            destination = await owner.fetchval("UPDATE parley.outbox_destinations SET target = $1 RETURNING id",
+                                                sink.url)
+        finally:
+            await owner.close()
+        procs.start_jobs()
+        print(f"two servers, one jobs process, {args.visitors} visitors and {args.agents} agents in {args.clients}"
+              f" client processes, {args.rate:g} msgs/s, a fault every {args.every:g} s: {', '.join(faults)}"
+              f" (machine shared: times under load); logs in {logdir}", flush=True)
+        for shard in range(args.clients):
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+                json.dump({"bases": procs.bases, "visitor_tokens": arranged["visitor_tokens"],
+                           "agent_token": arranged["agent_token"], "agents": args.agents, "shard": shard,
+                           "shards": args.clients, "rate": args.rate, "drain": args.drain,
+                           "result": fh.name + ".result"}, fh)
+                paths.append(fh.name)
+            children.append(await asyncio.create_subprocess_exec(
+                sys.executable, __file__, "--client", fh.name, stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+
+        async def expect(event: str) -> None:
+            for c in children:
+                assert c.stdout is not None
+                while json.loads(await c.stdout.readline())["event"] != event:
+                    pass
+
+        async def tell() -> None:
+            for c in children:
+                assert c.stdin is not None
+                c.stdin.write(b"\n")
+                await c.stdin.drain()
+
+        await asyncio.wait_for(expect("open"), 120)
+        probe = Probe(procs.bases, arranged["agent_token"])
+        probe_stop = asyncio.Event()
+        probe_task = asyncio.ensure_future(probe.run(probe_stop))
+        await tell()  # go
+        recovery: dict[str, list[float | None]] = {}
+        windows: list[tuple[float, float]] = []
+        await asyncio.sleep(args.every)
+        for kind in faults:
+            began = time.monotonic()
+            ended = await inject(kind, procs, sink, settings, dbname)
+            rest = await probe.both_answer(ended)
+            if kind.startswith("sink") or kind == "kill_jobs":
+                deadline = time.monotonic() + 60
+                while sink.last_accepted < ended and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
+                delivering = sink.last_accepted - ended if sink.last_accepted >= ended else None
+                recovery.setdefault(kind, []).append(delivering)
+            else:
+                recovery.setdefault(kind, []).append(rest)
+            windows.append((began, time.monotonic()))
+            took = recovery[kind][-1]
+            print(f"  {kind}: recovered in {'never' if took is None else f'{took:.2f} s'}", flush=True)
+            await asyncio.sleep(args.every)
+        await tell()  # stop writing
+        await asyncio.wait_for(expect("written"), args.drain + 60)
+        deadline = time.monotonic() + 120
+        keys, pending = await outbox_state(settings, destination)
+        while pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            keys, pending = await outbox_state(settings, destination)
+        await asyncio.sleep(3)  # the agents' last events (they resume from their last_event_id)
+        await tell()
+        await asyncio.wait_for(expect("done"), 60)
+        for c in children:
+            await c.wait()
+        probe_stop.set()
+        await probe_task
+        results = [json.loads(Path(p + ".result").read_text()) for p in paths]
+        report(args, settings, results, probe, windows, recovery, sink, keys, pending, logdir, arranged,
+               await stored_messages(settings))
+    finally:
+        for c in children:
+            if c.returncode is None:
+                c.kill()
+        for path in paths:
+            for name in (path, path + ".result"):
+                if os.path.exists(name):
+                    os.unlink(name)
+        procs.stop_all()
+        if sink.runner is not None:
+            await sink.runner.cleanup()
+        await drop_database(maint, dbname)
+
+
+async def stored_messages(settings) -> list:
+    owner = await asyncpg.connect(settings.admin_url)
+    try:
+        return await owner.fetch("SELECT id, client_id FROM parley.messages WHERE author = 'visitor'"
+                                 " AND client_id LIKE 'f%' ORDER BY id")
+    finally:
+        await owner.close()
+
+
+def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink, keys: set[str], pending: int,
+           logdir: Path, arranged: dict, stored_rows) -> None:
+    visitors = [v for r in results for v in r["visitors"]]
+    agents = [a for r in results for a in r["agents"]]
+    by_cid: dict[str, list[int]] = {}
+    for row in stored_rows:
+        by_cid.setdefault(row["client_id"], []).append(row["id"])
+    sent = [c for v in visitors for c in v["order"]]
+    acked = {c: i for v in visitors for c, i in v["acked"].items()}
+    lost_accepted = [c for c in acked if c not in by_cid]
+    never_stored = [c for c in sent if c not in by_cid]
+    duplicated = sum(len(ids) - 1 for ids in by_cid.values())
+    wrong_echo = sum(1 for c, i in acked.items() if c in by_cid and by_cid[c][0] != i)
+    out_of_order = 0
+    for v in visitors:
+        ids = [by_cid[c][0] for c in v["order"] if c in by_cid]
+        out_of_order += ids != sorted(ids)
+    stored_ids = {ids[0] for ids in by_cid.values()}
+    missing = [len(stored_ids - {int(k) for k in a["seen"]}) for a in agents]
+    twice = [sum(n > 1 for n in a["seen"].values()) for a in agents]
+    during = [e for e in probe.log if any(b <= e[0] <= w for b, w in windows)]
+    codes = Counter(f"{s} {c}" for _, _, s, c in during)
+    arrived = set(sink.accepted) - {""}
+    secrets_found = []
+    logs = {p.name: p.read_text(errors="replace") for p in logdir.glob("*.log")}
+    for name, text in logs.items():
+        for label, secret in (("session token", arranged["agent_token"]), ("password", PASSWORD),
+                              ("server key", settings.secret_key)):
+            if secret and secret in text:
+                secrets_found.append(f"{label} in {name}")
+    tracebacks = {name: text.count("Traceback") for name, text in logs.items() if "Traceback" in text}
+    print(f"messages: sent {len(sent)}, accepted {len(acked)}, stored {len(by_cid)}; lost after acceptance"
+          f" {len(lost_accepted)}, sent and never stored {len(never_stored)}, duplicated {duplicated}, echoed with"
+          f" another id {wrong_echo}, visitors stored out of order {out_of_order}", flush=True)
+    print(f"visitor reconnects {sum(v['reconnects'] for v in visitors)}, error frames"
+          f" {dict(sum((Counter(v['errors']) for v in visitors), Counter()))}; agents: stored messages missed"
+          f" {missing}, seen twice {twice}, reconnects {[a['reconnects'] for a in agents]}", flush=True)
+    print(f"webhooks: expected {len(keys)} (pending {pending}), arrived {len(arrived & keys)}, missing"
+          f" {len(keys - arrived)}, unexpected {len(arrived - keys)}, arrived more than once"
+          f" {sum(n > 1 for n in sink.accepted.values())}; sink answers {dict(sink.answers)}", flush=True)
+    print(f"REST during faults: {dict(codes)}; 500s {sum(s == 500 for _, _, s, _ in probe.log)}, stack traces"
+          f" {probe.traces}, hung {probe.hung}, of {len(probe.log)} probes", flush=True)
+    for kind, times in recovery.items():
+        shown = ", ".join("never" if t is None else f"{t:.2f}" for t in times)
+        what = "outbox delivering again" if kind.startswith("sink") or kind == "kill_jobs" else "REST 200 on both"
+        print(f"recovery {kind}: {shown} s ({what})", flush=True)
+    print(f"logs: tracebacks {tracebacks or 0}; secrets {secrets_found or 'none'}", flush=True)
+    print(f"visitors={args.visitors} rate={args.rate:g} faults={len(recovery)} sent={len(sent)} accepted={len(acked)}"
+          f" lost={len(lost_accepted)} unstored={len(never_stored)} duplicated={duplicated}"
+          f" out_of_order={out_of_order} agent_missed={max(missing, default=0)} webhooks_missing={len(keys - arrived)}"
+          f" rest_500={sum(s == 500 for _, _, s, _ in probe.log)} hung={probe.hung}", flush=True)
+
+
+def main() -> None:
+    if len(sys.argv) > 2 and sys.argv[1] == "--client":
+        asyncio.run(client_main(sys.argv[2]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--visitors", type=int, default=60)
+    parser.add_argument("--agents", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
+    parser.add_argument("--rate", type=float, default=30, help="visitor messages a second, all together")
+    parser.add_argument("--every", type=float, default=12, help="seconds between faults")
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, in order: " + ", ".join(FAULTS))
+    parser.add_argument("--drain", type=float, default=60, help="seconds for the last messages to be echoed")
+    parser.add_argument("--quick", action="store_true", help="20 visitors, 10 msgs/s, a fault every 6 s")
+    args = parser.parse_args()
+    args.faults = [f for f in args.faults.split(",") if f]
+    unknown = set(args.faults) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
+    if args.quick:
+        args.visitors, args.rate, args.every = 20, 10, 6
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
