@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -53,7 +54,7 @@ import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 from bench.chat_flow import arrange_parley, drop_database, prepare_database, raise_fd_limit  # noqa: E402
-from bench.soak import free_port, start_server  # noqa: E402
+from bench.soak import end_clients, free_port, start_server, stop_processes  # noqa: E402
 
 FAULTS = ("kill_server", "pg_restart", "conn_limit", "kill_jobs", "sink_500", "sink_429", "sink_hang")
 PROBE_EVERY = 0.1
@@ -217,10 +218,8 @@ async def client_main(config_path: str) -> None:
         for v in visitors:
             v.wake.set()
         await asyncio.gather(*pacers)
-        try:
+        with contextlib.suppress(TimeoutError):  # what is still unechoed then counts as never stored
             await asyncio.wait_for(asyncio.gather(*tasks), cfg["drain"])
-        except TimeoutError:
-            pass
         print(json.dumps({"event": "written", "shard": cfg["shard"]}), flush=True)
         await stdin.readline()  # everything stored: the agents' last deliveries are in
         for t in tasks + agent_tasks:
@@ -348,15 +347,6 @@ class Processes:
         if proc is not None and proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-
-    def stop_all(self) -> None:
-        for proc in [*self.servers, self.jobs]:
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
 
 
 def pg_restart_immediate() -> None:
@@ -513,14 +503,8 @@ async def run(args) -> None:
         report(args, settings, results, probe, windows, recovery, sink, keys, pending, logdir, arranged,
                await stored_messages(settings))
     finally:
-        for c in children:
-            if c.returncode is None:
-                c.kill()
-        for path in paths:
-            for name in (path, path + ".result"):
-                if os.path.exists(name):
-                    os.unlink(name)
-        procs.stop_all()
+        end_clients(children, paths)
+        stop_processes([*procs.servers, procs.jobs])
         if sink.runner is not None:
             await sink.runner.cleanup()
         await drop_database(maint, dbname)

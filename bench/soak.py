@@ -350,20 +350,32 @@ async def soak(args) -> None:
               f" clients={shards} p50_ms={p50:.1f} p99_ms={p99:.1f} lost={lost} duplicated={duplicated}"
               f" undelivered={len(sent) - d_min} rss_growth_mb={growth[0]:.1f},{growth[1]:.1f}", flush=True)
     finally:
-        for c in children:
-            if c.returncode is None:
-                c.kill()
-        for path in paths:
-            for name in (path, path + ".result"):
-                if os.path.exists(name):
-                    os.unlink(name)
-        for p in servers:
-            p.terminate()
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        end_clients(children, paths)
+        stop_processes(servers)
         await drop_database(maint, dbname)
+
+
+def end_clients(children: list[asyncio.subprocess.Process], paths: list[str]) -> None:
+    """Kill the client processes still running; remove their configuration and result files."""
+    for c in children:
+        if c.returncode is None:
+            c.kill()
+    for path in paths:
+        for name in (path, path + ".result"):
+            if os.path.exists(name):
+                os.unlink(name)
+
+
+def stop_processes(procs) -> None:
+    """SIGTERM each process still running (None: never started), SIGKILL if it has not ended in 15 s."""
+    for p in procs:
+        if p is None or p.poll() is not None:
+            continue
+        p.terminate()
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def main() -> None:
