@@ -90,6 +90,59 @@ def _error_response(exc: BaseException, request_id: str) -> web.StreamResponse |
     return web.json_response({"error": {"code": "internal", "message": "Internal error."}}, status=500)
 
 
+MULTIPART_SLACK = 1_048_576  # a file upload's other fields and part headers, beside the file itself
+
+
+def _declared_too_large(request: web.BaseRequest) -> ApiError | None:
+    """A 413 for a body whose Content-Length is past anything the route reads, before reading a byte.
+
+    aiohttp counts only what has arrived: a client announcing 2 GB and sending two bytes held a
+    handler until the slow-client guard cut it, with no answer. Multipart bodies may carry a file
+    up to the upload limit (the upload route counts the file itself as it streams).
+    """
+    size = request.content_length
+    limit = request.client_max_size
+    if request.content_type.startswith("multipart/"):
+        from pyapp.knowledge.routes import UPLOAD_MAX_BYTES
+
+        limit = max(limit, UPLOAD_MAX_BYTES + MULTIPART_SLACK)
+    if size is None or size <= limit:
+        return None
+    return ApiError(413, "payload_too_large", f"Request bodies are limited to {limit} bytes.")
+
+
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """`Expect: 100-continue` is answered with 100 only when the body may come: a declared body over
+    the limit gets its 413 at once, any other expectation a 417, both in the JSON shape (aiohttp's
+    own handler said 100 to any size and answered other expectations in plain text)."""
+    refused: ApiError | None
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        refused = ApiError(417, "expectation_failed", "Only Expect: 100-continue is understood.")
+    else:
+        refused = _declared_too_large(request)
+    if refused is not None:
+        response = web.json_response(refused.body(), status=refused.status)
+        response.force_close()
+        return response
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own handler: the 100 is not the response
+    return None
+
+
+def _client_gone(request: web.Request, exc: BaseException) -> web.Response | None:
+    """The client closed its connection (or the slow-client guard closed it) before its body was read:
+    nobody is left to answer and nothing failed here, so no traceback and no 5xx in the metrics."""
+    transport = request.transport
+    if isinstance(exc, ConnectionResetError) and (transport is None or transport.is_closing()):
+        log.info("client closed the connection mid-request", extra={"request_id": request[REQUEST_ID]})
+        body = {
+            "error": {"code": "incomplete_request", "message": "The connection closed before the request was read."}
+        }
+        return web.json_response(body, status=400)
+    return None
+
+
 @web.middleware
 async def request_context(request: web.Request, handler):
     """Request id, JSON error shape, and one structured log line per request."""
@@ -105,14 +158,19 @@ async def request_context(request: web.Request, handler):
         **{"http.request.method": request.method, "url.path": request.path, "parley.request_id": request[REQUEST_ID]},
     ) as span:
         try:
+            too_large = _declared_too_large(request)
+            if too_large is not None:
+                raise too_large
             response = await handler(request)
             status = response.status
         except Exception as exc:
-            failed = _error_response(exc, request[REQUEST_ID])
+            failed = _client_gone(request, exc) or _error_response(exc, request[REQUEST_ID])
             if failed is None:
                 raise
             response = failed
             status = response.status
+        if status == 413:
+            response.force_close()  # not worth reading (lingering) the rest of a refused body
         if span is not None:
             span.set_attribute("http.response.status_code", status)
     if not response.prepared:
@@ -203,6 +261,8 @@ def create_app(settings: Settings, *, pool=None) -> web.Application:
     for module in modules:
         if hasattr(module, "setup"):
             module.setup(app)
+    for route in app.router.routes():  # aiohttp takes the Expect handler per route, when it is added
+        route._expect_handler = expect_continue
 
     async def open_pool(app: web.Application):
         owned = pool is None

@@ -10,6 +10,12 @@ request handler that tracks each connection's phase, and one watchdog per server
 - a new connection from an address that already holds `max_connections_per_ip` (0: no cap;
   behind a proxy every client shares the proxy's address, so set it there, not here).
 WebSockets and streaming responses are not touched once their request has been read.
+
+A request aiohttp cannot parse (a bad request line, header or chunk, a line past 8 KB) never reaches
+the application's middleware: the handler answers it here in the API's JSON error shape, and logs
+one line naming the kind of fault, never the request's bytes (aiohttp's own answer is plain text
+quoting the offending line, and it logs a traceback with that line: an `Authorization` or `Cookie`
+header with one bad byte put its token in the log, and every malformed request cost a traceback).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_log import AccessLogger
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
@@ -131,6 +138,23 @@ class GuardedHandler(RequestHandler):
                 self._phase, self._phase_start, self._body = "body", now, payload
             else:
                 self._phase, self._body = "idle", None
+
+    def handle_error(self, request, status: int = 500, exc: BaseException | None = None, message=None):
+        """What aiohttp answers outside the application (see the module docstring), as JSON."""
+        if request.writer.output_size > 0:  # a response is under way: the connection is broken
+            raise ConnectionError("Response is sent already, cannot send another response with the error message")
+        if status >= 500:
+            log.error("request from %s failed outside the application (%s)", request.remote, type(exc).__name__)
+            code, text = ("timeout", "The request took too long.") if status == 504 else ("internal", "Internal error.")
+        else:
+            log.info("malformed request from %s (%s)", request.remote, type(exc).__name__)
+            if isinstance(exc, LineTooLong) or (isinstance(exc, HttpProcessingError) and "Too many" in exc.message):
+                code, text = "request_head_too_large", "The request line or its headers are too large."
+            else:
+                code, text = "bad_request", "The request is not valid HTTP/1.1."
+        response = web.json_response({"error": {"code": code, "message": text}}, status=status)
+        response.force_close()
+        return response
 
     def overdue(self, now: float, limits: GuardLimits) -> str | None:
         if self._phase == "head" and now - self._phase_start > limits.header_timeout:

@@ -8,7 +8,6 @@ Knows nothing about tenants or rules: it turns Parley's requests into Stripe cal
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any, Literal
 
 import stripe
@@ -16,9 +15,29 @@ from stripe.params import CustomerCreateParams
 from stripe.params.checkout import SessionCreateParamsLineItem
 
 from pyapp.billing.config import STRIPE_API_VERSION, BillingConfig
+from pyapp.errors import ApiError
+from pyapp.inputs import parse_json
 
 Interval = Literal["month", "year"]
 WEBHOOK_TOLERANCE_S = 300
+
+
+def stripe_event(payload: bytes) -> dict:
+    """A verified body as an event: the client JSON limits (nesting, NUL, int64: 400/422), then the fields
+    the webhook reads, with their types (an id, a type, `created` seconds, `data.object` an object),
+    so a signed body of another shape is a 400 rather than a 500."""
+    event = parse_json(payload)
+    data = event.get("data", {}) if isinstance(event, dict) else None
+    if not (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("type"), str)
+        and isinstance(event.get("created", 0), int)
+        and isinstance(data, dict)
+        and isinstance(data.get("object", {}), dict)
+    ):
+        raise ApiError(400, "invalid_event", "The body is not a Stripe event.")
+    return event
 
 
 class PaymentsDisabled(Exception):
@@ -68,7 +87,7 @@ class Gateway:
         if not secret:
             raise stripe.SignatureVerificationError("No webhook secret is configured.", signature, payload)
         stripe.WebhookSignature.verify_header(payload.decode("utf-8"), signature, secret, WEBHOOK_TOLERANCE_S)
-        return json.loads(payload)
+        return stripe_event(payload)
 
     # ------------------------------------------------------------------ customers, checkout, portal
 

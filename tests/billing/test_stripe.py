@@ -178,3 +178,21 @@ async def test_an_event_naming_another_tenants_customer_changes_nothing(make_ten
     assert status == 200 and body.get("ignored") == "customer mismatch", body
     after = await facts(owner_conn, a)  # the event id is recorded as handled; nothing else moved
     assert {**after, "events": 0} == {**before, "events": 0} and after["plan"] == "starter"
+
+
+@pytest.mark.parametrize("payload, status, code", [
+    (b"[1, 2]", 400, "invalid_event"),
+    (b'"evt"', 400, "invalid_event"),
+    (json.dumps({"id": "evt_1", "type": "invoice.paid", "data": "x"}).encode(), 400, "invalid_event"),
+    (json.dumps({"id": "evt_1", "type": "invoice.paid", "data": {"object": [1]}}).encode(), 400, "invalid_event"),
+    (json.dumps({"id": 7, "type": "invoice.paid", "data": {"object": {}}}).encode(), 400, "invalid_event"),
+    (json.dumps({"id": "evt_1", "type": "invoice.paid", "created": "soon", "data": {"object": {}}}).encode(),
+     400, "invalid_event"),
+    (b'{"id": "evt_1", "type": "made.up", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "too_deep"),
+    (json.dumps({"id": "evt_\u0000", "type": "invoice.paid", "data": {"object": {}}}).encode(), 422, "validation_failed"),
+])
+async def test_signed_bodies_that_are_not_events_are_refused(server, payload, status, code):
+    """Found by bench/hostile.py: a correctly signed body of another shape (a list, `data` a string, too
+    deep to parse) was a 500; only Stripe can sign, but a 500 makes it retry for days."""
+    got, body = await deliver(server, payload)
+    assert (got, body["error"]["code"]) == (status, code), body
