@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
+from asyncpg.exceptions._base import PostgresMessageMeta
 
 from pyapp import metrics, tracing
+from pyapp.db import db_unavailable
 
 MAX_BATCH = 24  # parley.post_visitor_messages refuses more (subtransaction cache; see there)
 FLUSHES_PER_TENANT = 2  # statements in flight per tenant: enough to keep both cores busy
@@ -151,7 +153,15 @@ class VisitorMessages:
                 self.retried[state] += 1
                 self._enqueue(tenant_id, item)
             else:
-                item.future.set_exception(MessageRefused(state, row["error_message"], row["error_hint"]))
+                item.future.set_exception(_refusal(state, row["error_message"], row["error_hint"]))
+
+
+def _refusal(sqlstate: str, message: str, hint: str | None) -> Exception:
+    """Why one message of a batch was not stored: MessageRefused, or for a state that means the
+    database cannot take writes now (53100 disk full, 53200 out of memory: pyapp.db.db_unavailable)
+    asyncpg's own error of that state, so the socket answers it as the outage it is (1013, resend)."""
+    error = PostgresMessageMeta.get_message_class_for_sqlstate(sqlstate)(message)
+    return error if db_unavailable(error) else MessageRefused(sqlstate, message, hint)
 
 
 def _fail(items, exc: BaseException) -> None:
