@@ -153,6 +153,14 @@ _BEGIN = "SELECT parley.begin_request($1, $2, $3, $4, $5, $6, $7)"
 _BEGIN_TRACED = _BEGIN + ", set_config('app.traceparent', $8, true)"
 
 
+async def act_as(conn: asyncpg.Connection, actor: Actor) -> None:
+    """Inside a tenant transaction, act as `actor` from here on (parley.begin_request again, with its
+    checks; as post_visitor_messages does per message): what the server recorded as itself and what
+    the actor does then commit together. Within a savepoint (`conn.transaction()`) the actor ends
+    with it if it is rolled back."""
+    await conn.fetchval(_BEGIN, *_request_args(actor))
+
+
 @lru_cache(maxsize=256)
 def in_request(query: str, nargs: int, traced: bool = False) -> str:
     """`query` (parameters $1..$nargs) as one statement that begins the request itself.

@@ -21,7 +21,7 @@ import asyncpg
 from pyapp.channels.adapter import LINK_COMMAND, Inbound
 from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.channels.telegram import TelegramAdapter
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, act_as, tenant_tx
 from pyapp.errors import from_postgres
 from pyapp.outbox.senders import Destination
 
@@ -57,6 +57,9 @@ async def handle_update(
     inbound = adapter.parse_update(update, str(destination.config.get("bot_username") or ""))
     if inbound is None:
         return {"ok": True, "ignored": "not a message or action"}
+    # The update is recorded and acted on in one transaction: recorded apart, an update whose action
+    # then failed (the database gone mid-way) was refused as a duplicate when Telegram sent it again,
+    # and the operator's reply was lost. A concurrent copy waits for this one and is then a duplicate.
     async with tenant_tx(pool, service) as conn:
         seen = await conn.fetchval(
             "SELECT parley.accept_channel_update($1, $2, $3, $4, $5)",
@@ -73,7 +76,7 @@ async def handle_update(
                 "SELECT parley.link_channel_member('telegram', $1, $2)", inbound.user, inbound.argument
             )
             return {"ok": True, "linked": linked is not None}
-    outcome = await _act(pool, service, inbound, seen)
+        outcome = await _act(conn, service, inbound, seen)
     if inbound.callback_id:
         try:
             await adapter.answer_action(destination, inbound.callback_id, outcome)
@@ -82,8 +85,9 @@ async def handle_update(
     return {"ok": True, "result": outcome}
 
 
-async def _act(pool, service: Actor, inbound: Inbound, seen: dict) -> str:
-    """Run the update's action as the linked member; a short outcome text (shown on a button)."""
+async def _act(conn: asyncpg.Connection, service: Actor, inbound: Inbound, seen: dict) -> str:
+    """Run the update's action as the linked member, in a savepoint of the update's transaction (a
+    refused action leaves the update recorded); a short outcome text (shown on a button)."""
     if not seen["own_chat"] or seen["conversation_id"] is None:
         return "This is not a conversation's topic."
     if seen["user_id"] is None:
@@ -94,7 +98,8 @@ async def _act(pool, service: Actor, inbound: Inbound, seen: dict) -> str:
     )
     client_id = f"telegram:{inbound.update_id}"
     try:
-        async with tenant_tx(pool, member) as conn:
+        async with conn.transaction():
+            await act_as(conn, member)
             if inbound.command is None:
                 if not inbound.text or inbound.callback_id:
                     return "Unknown action."
@@ -116,7 +121,7 @@ async def _act(pool, service: Actor, inbound: Inbound, seen: dict) -> str:
             )
     except asyncpg.PostgresError as exc:
         error = from_postgres(exc)
-        if error is None:
-            raise
+        if error is None or error.code in ("retry", "busy"):
+            raise  # not done, and worth doing: the update is not recorded either, Telegram sends it again
         return error.message[:200]
     return str(done["done"])
