@@ -12,6 +12,7 @@ import time
 
 import asyncpg
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from pyapp import logs, metrics, migrate, tracing
 from pyapp.api import api
@@ -75,6 +76,8 @@ def _error_response(exc: BaseException, request_id: str) -> web.StreamResponse |
             log.exception("database error", extra={"request_id": request_id})
             mapped = ApiError(500, "internal", "Internal error.")
         return _error_response(mapped, request_id)
+    if isinstance(exc, HttpProcessingError):  # a body part a handler read was malformed (a multipart header past 8 KB)
+        return _error_response(ApiError(400, "malformed_body", "The request body is malformed."), request_id)
     if isinstance(exc, web.HTTPException):
         if exc.status < 400 or exc.status in (101,):
             return None

@@ -285,7 +285,8 @@ class Importer:
             if result is None:
                 self.progress.pages_unchanged += 1
                 return list(self.known[key].get("links") or [])
-            doc = ex.extract(
+            doc = await asyncio.to_thread(  # off the event loop, as uploads: seconds of CPU for a large page
+                ex.extract,
                 result.body,
                 content_type=result.content_type
                 if not result.charset
@@ -295,7 +296,7 @@ class Importer:
         except (FetchError, ex.ExtractError) as exc:
             self.progress.fail(url, exc.code)
             return None
-        links = ex.extract_links(result.body, doc.url or url) if doc.kind == "html" else []
+        links = await asyncio.to_thread(ex.extract_links, result.body, doc.url or url) if doc.kind == "html" else []
         if doc.kind == "html" and doc.link_density >= INDEX_LINK_DENSITY:
             self.progress.pages_skipped += 1  # an index or table of contents: its links, not its text
             return links

@@ -218,7 +218,8 @@ async def upload_source(call: Call):
         raise ApiError(422, "file_required", 'Send the file in the multipart field "file".')
     if not filename.lower().endswith(UPLOAD_SUFFIXES):
         raise ApiError(415, "unsupported_type", "Upload a .txt, .md, .html or .pdf file.")
-    doc = _text_document(title, "", filename=filename, data=data, content_type=content_type)
+    # Off the event loop: a 10 MB page or PDF takes seconds of CPU, and every other request waits meanwhile.
+    doc = await asyncio.to_thread(_text_document, title, "", filename=filename, data=data, content_type=content_type)
     async with call.tx() as conn:
         await _check_backlog(conn)
         created = await conn.fetchrow(
