@@ -689,6 +689,56 @@ async def ai_quota(d: Driver, rounds: int) -> Tally:
     return t
 
 
+async def seats(d: Driver, rounds: int) -> Tally:
+    """Free plan (3 seats), 2 used: different people accept their invites at once. Rule: never more than 3."""
+    t = Tally("seats")
+    for _ in range(rounds):
+        w = await d.workspace(plan="free", agents=1)
+        people = [await d.sign_up() for _ in range(min(len(d.conns), 3))]
+        invites = []
+        for person in people:
+            status, invite = await d.call("POST", "/api/invites", {"email": person["user"]["email"],
+                                                                   "role": "agent"}, w["token"])
+            assert status == 201, (status, invite)
+            invites.append(invite)
+        outs = await d.fire([http("POST", "/api/invites/accept", {"token": i["token"]}, p["access_token"])
+                             for i, p in zip(invites, people, strict=True)])
+        t.add(outs)
+        members = await d.admin.fetchval("SELECT count(*) FROM parley.members WHERE tenant_id = $1", w["tenant"])
+        if members > 3 or any(o.get("status", 500) >= 500 for o in outs):
+            t.bad(f"{members} members of 3 seats {[status_of(o) for o in outs]}")
+    return t
+
+
+async def rate_edge(d: Driver, rounds: int) -> Tally:
+    """Visitors of one chatbot in several processes send at once with one message left of
+    msgs_per_min_chatbot. Figure: how many pass the limit (the rate windows are sharded by backend
+    and documented to overshoot by up to the concurrent writers - 1, sql/42_limits.sql)."""
+    t = Tally("rate_edge")
+    n = len(d.conns)
+    over = 0
+    for r in range(rounds):
+        w = await d.workspace(plan="pro", agents=0)
+        sessions = [await d.visitor(w) for _ in range(n)]
+        await d.admin.execute("UPDATE parley.tenant_limits SET msgs_per_min_chatbot = 5 WHERE tenant_id = $1",
+                              w["tenant"])
+        await d.admin.execute(
+            "INSERT INTO parley.rate_counters (tenant_id, scope, key, window_start, shard, hits)"
+            " VALUES ($1, 'chatbot', $2, date_trunc('minute', now()), 7, 4)", w["tenant"], w["chatbot"])
+        if time.time() % 60 > 55:  # not across a window's end
+            await asyncio.sleep(60 - time.time() % 60 + 0.5)
+        outs = await d.fire([visitor_ws(s["token"], [{"type": "message", "client_id": uuid.uuid4().hex,
+                                                      "body": "hello"}],
+                                        {"types": ("message", "error"), "client_id": None}, ip=f"10.2.{r}.{i}")
+                             for i, s in enumerate(sessions)])
+        t.add(outs)
+        stored = await d.admin.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1"
+                                        " AND author = 'visitor'", w["tenant"])
+        over += max(0, stored - 1)  # a figure, not a violation: the documented bound of the sharded windows
+    print(f"    rate_edge: {over} messages past the limit in {rounds} rounds of {n} at once", flush=True)
+    return t
+
+
 async def run(args) -> None:
     settings, maint, name = prepare_database()
     logs = []
@@ -734,7 +784,8 @@ async def run(args) -> None:
 
 
 SCENARIOS = [takeover, visitor_tabs, visitor_vs_close, first_message_tabs, bot_vs_takeover, csat_and_lead, invites,
-             owners, signups, refresh, api_key_revoke, chatbot_delete, conversation_quota, ai_quota]
+             owners, signups, refresh, api_key_revoke, chatbot_delete, conversation_quota, ai_quota,
+             seats, rate_edge]
 
 
 def main() -> None:

@@ -142,6 +142,8 @@ BEGIN
   IF v_chatbot IS NULL THEN
     PERFORM parley.raise_error(404, 'not_found', 'No such knowledge source.');
   END IF;
+  -- An import still running when its chatbot is deleted stops at its next page (404).
+  PERFORM parley.require_live_chatbot(v_chatbot);
   IF jsonb_typeof(p_chunks) IS DISTINCT FROM 'array' THEN
     PERFORM parley.raise_error(422, 'invalid', 'Chunks must be an array.');
   END IF;
@@ -200,7 +202,7 @@ BEGIN
                             'unchanged', cardinality(v_keep_ids), 'removed', v_removed);
 END $$;
 COMMENT ON FUNCTION parley.ingest_document(uuid, text, text, text, jsonb) IS
-  'Upsert one document of a source (by doc_key) with its chunks [{text, heading_path}]; unchanged chunks (same checksum) keep their embeddings, new ones are queued. Returns {document_id, added, unchanged, removed}.';
+  'Upsert one document of a source (by doc_key) with its chunks [{text, heading_path}]; unchanged chunks (same checksum) keep their embeddings, new ones are queued. 404 when the source''s chatbot is deleted (an import running meanwhile stops). Returns {document_id, added, unchanged, removed}.';
 
 CREATE OR REPLACE FUNCTION parley.knowledge_document_fetched(p_document_id uuid, p_etag text, p_last_modified text,
                                                              p_links text[])

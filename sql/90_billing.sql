@@ -205,7 +205,11 @@ BEGIN
   -- The state's interval, status, provider and seats are guarded by parley.subscriptions' CHECKs
   -- (the one list of each; a violation is a 422 invalid like any CHECK's).
 
-  SELECT t.plan INTO v_from FROM parley.tenants t WHERE t.id = v_tenant FOR UPDATE;
+  -- FOR NO KEY UPDATE (what the UPDATE of plan below takes anyway), not FOR UPDATE: the webhook's
+  -- transaction has already inserted its billing_events row, whose foreign key holds the tenant's
+  -- row FOR KEY SHARE; two deliveries of one tenant at once each waited for the other's key share
+  -- (a deadlock, answered 409 retry: bench/races.py, tests/billing/test_stripe_races.py).
+  SELECT t.plan INTO v_from FROM parley.tenants t WHERE t.id = v_tenant FOR NO KEY UPDATE;
   SELECT * INTO v_sub FROM parley.subscriptions s WHERE s.tenant_id = v_tenant;
   -- A provider state read earlier than the one applied already is stale (deliveries race).
   IF v_synced IS NOT NULL AND v_sub.provider_synced_at IS NOT NULL AND v_synced < v_sub.provider_synced_at THEN

@@ -35,6 +35,23 @@ async def test_deleted_or_unknown_chatbot_takes_nothing(tenant_conn, what):
     assert await tenant_conn.fetchval(ATTACH[what], live) is not None
 
 
+async def test_an_import_running_when_its_chatbot_is_deleted_stores_no_more_pages(tenant_conn):
+    """The race of an import with the chatbot's deletion: the import's next page is refused (404,
+    the import reports failed) instead of adding knowledge to a deleted chatbot."""
+    bot = await tenant_conn.fetchval("SELECT id FROM parley.create_chatbot('Importing')")
+    source = await tenant_conn.fetchval("SELECT id FROM parley.create_knowledge_source($1, 'crawl', 'Site',"
+                                        " 'https://shop.example/')", bot)
+    page = "SELECT parley.ingest_document($1, $2, $2, 'A page', '[{\"text\": \"Opening hours: 9 to 5.\"}]')"
+    assert (await tenant_conn.fetchval(page, source, "https://shop.example/a"))["added"] == 1
+    await tenant_conn.execute("SELECT parley.delete_chatbot($1)", bot)
+    with pytest.raises(asyncpg.PostgresError, match="No such chatbot") as refused:
+        async with tenant_conn.transaction():
+            await tenant_conn.fetchval(page, source, "https://shop.example/b")
+    assert refused.value.sqlstate == "PT404"
+    assert await tenant_conn.fetchval("SELECT count(*) FROM parley.knowledge_documents WHERE source_id = $1",
+                                      source) == 1
+
+
 def test_no_other_file_checks_a_chatbot_itself():
     """Outside sql/40_chatbots.sql (the home, and the writers that change the chatbot row itself)
     nothing answers 'No such chatbot': a copy of the check written again elsewhere fails here."""
