@@ -18,7 +18,14 @@ Every --every seconds one fault, in turn:
 - conn_limit: the database's CONNECTION LIMIT 0 and the app's and jobs' sessions ended (as at
   max_connections), for 3 s;
 - kill_jobs: SIGKILL `parley jobs` while the sink answers slowly (mid-delivery), started again;
-- sink_500 / sink_429 (Retry-After: 1) / sink_hang (answers after 20 s): the webhook sink, 5 s.
+- sink_500 / sink_429 (Retry-After: 1) / sink_hang (answers after 20 s): the webhook sink, 5 s;
+- llm_stall (two deltas, then nothing), llm_garbage (a chunk that is not JSON), llm_close (the
+  socket closed mid-stream), llm_slow (8 s to the first byte): the OpenAI-compatible model, 5 s.
+
+Beside the chatting visitors, --bot-visitors talk to the bot (the servers' model is a fake
+OpenAI-compatible API on 127.0.0.1 streaming SSE): one question at a time, each answered by the
+bot or by the assistant_unavailable notice; a question left with neither, or answered twice, is
+counted.
 
 Printed after the run (the machine is shared: times are under other engineers' load):
 messages sent / accepted (echoed) / stored, lost (accepted but not stored, and sent but never
@@ -27,9 +34,10 @@ out of order, agents missing or seeing twice a stored message; webhook deliverie
 arrived (distinct webhook-id) / missing / arrived more than once (a resend of the same id, which
 the receiver drops); REST answers by status and code during the faults, 500s, bodies with a stack
 trace, requests that hung (no answer in 5 s); per fault, the time from its end (process started,
-PostgreSQL restarted, limit lifted, sink healthy) to the first REST 200 from both servers and,
-for the sink faults, to the outbox delivering again; log lines with a Traceback, and whether a
-secret (the session token, the password, the server key) appears in any log.
+PostgreSQL restarted, limit lifted, sink or model healthy) to the first REST 200 from both
+servers, for the sink faults to the outbox delivering again, for the model's to a whole answer
+streamed again; log lines with a Traceback, and whether a
+secret (the session token, the password, the server key, the model's API key) appears in any log.
 """
 from __future__ import annotations
 
@@ -56,7 +64,11 @@ from aiohttp import web  # noqa: E402
 from bench.chat_flow import arrange_parley, drop_database, prepare_database, raise_fd_limit  # noqa: E402
 from bench.soak import end_clients, free_port, start_server, stop_processes  # noqa: E402
 
-FAULTS = ("kill_server", "pg_restart", "conn_limit", "kill_jobs", "sink_500", "sink_429", "sink_hang")
+FAULTS = ("kill_server", "pg_restart", "conn_limit", "kill_jobs", "sink_500", "sink_429", "sink_hang",
+          "llm_stall", "llm_garbage", "llm_close", "llm_slow")
+LLM_FAULT_S = 5  # how long the model misbehaves
+BOT_PACE = 2.0  # s between a bot visitor's answer and its next question
+BOT_WAIT = 150.0  # s a bot visitor waits for an answer or a notice (the model's read timeout is 60 s, a retry)
 PROBE_EVERY = 0.1
 PROBE_TIMEOUT = 5.0
 PASSWORD = "bench-password-123"  # arrange_parley's sign-up: must never reach a log
@@ -144,6 +156,78 @@ class Visitor:
                 self.wake.set()
 
 
+class BotVisitor:
+    """A visitor talking to the bot: one question at a time; the first bot message or system notice
+    after the question's echo is its outcome. Reconnects with last_seen_id (replayed messages count)."""
+
+    def __init__(self, i: int, token: str):
+        self.i, self.token = i, token
+        self.asked: list[str] = []
+        self.outcomes: dict[str, str] = {}  # client id -> "answer" | "notice"
+        self.extra = 0  # bot messages and notices beyond one per question
+        self.last_seen_id = 0
+        self.echoed: set[str] = set()
+        self.changed = asyncio.Event()
+
+    def _on(self, frame: dict) -> None:
+        m = frame.get("message") or {}
+        if frame.get("type") != "message" or not m.get("id") or m["id"] <= self.last_seen_id:
+            return
+        self.last_seen_id = m["id"]
+        if m.get("author") == "visitor" and m.get("client_id"):
+            self.echoed.add(m["client_id"])
+        elif m.get("author") in ("bot", "system") and self.asked:
+            waiting = [c for c in self.asked if c not in self.outcomes]
+            if waiting:
+                self.outcomes[waiting[0]] = "answer" if m["author"] == "bot" else "notice"
+            else:
+                self.extra += 1
+        self.changed.set()
+
+    async def run(self, http: aiohttp.ClientSession, bases: list[str], stop: asyncio.Event) -> None:
+        server = self.i % len(bases)
+        while not stop.is_set() or (self.asked and self.asked[-1] not in self.outcomes):
+            try:
+                async with http.ws_connect(bases[server].replace("http", "ws", 1) + "/ws/visitor",
+                                           heartbeat=None) as ws:
+                    await ws.send_str(json.dumps({"type": "hello", "token": self.token,
+                                                  "last_seen_id": self.last_seen_id}))
+                    reader = asyncio.ensure_future(self._read(ws))
+                    try:
+                        await self._converse(ws, reader, stop)
+                    finally:
+                        reader.cancel()
+            except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
+                pass
+            server = (server + 1) % len(bases)
+            await asyncio.sleep(0.25 + random.random() * 0.5)
+
+    async def _read(self, ws) -> None:
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                return
+            self._on(json.loads(msg.data))
+
+    async def _converse(self, ws, reader: asyncio.Future, stop: asyncio.Event) -> None:
+        while not reader.done():
+            if not self.asked or self.asked[-1] in self.outcomes:
+                if stop.is_set():
+                    return
+                self.asked.append(f"b{self.i}-{len(self.asked) + 1}")
+            cid = self.asked[-1]
+            if cid not in self.echoed:
+                await ws.send_str(json.dumps({"type": "message", "client_id": cid,
+                                              "body": f"Question {cid}: what are your opening hours?"}))
+            started = time.monotonic()
+            while cid not in self.outcomes and not reader.done() and time.monotonic() - started < BOT_WAIT:
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 1.0)
+            if cid not in self.outcomes:
+                return  # the socket ended (reconnect and resend) or nothing came: counted as silent
+            await asyncio.sleep(BOT_PACE)
+
+
 class Agent:
     """The console's agent socket: every visitor message event, resumed with last_event_id."""
 
@@ -192,6 +276,7 @@ async def client_main(config_path: str) -> None:
     bases = cfg["bases"]
     visitors = [Visitor(i, t) for i, t in enumerate(cfg["visitor_tokens"]) if i % cfg["shards"] == cfg["shard"]]
     agents = [Agent(j, cfg["agent_token"]) for j in range(cfg["agents"]) if j % cfg["shards"] == cfg["shard"]]
+    bots = [BotVisitor(i, t) for i, t in enumerate(cfg["bot_tokens"]) if i % cfg["shards"] == cfg["shard"]]
     interval = len(cfg["visitor_tokens"]) / cfg["rate"]
     loop = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
@@ -205,6 +290,8 @@ async def client_main(config_path: str) -> None:
         await stdin.readline()  # go
         stop = asyncio.Event()
         tasks = [asyncio.ensure_future(v.run(http, bases, stop)) for v in visitors]
+        bot_stop = asyncio.Event()
+        bot_tasks = [asyncio.ensure_future(b.run(http, bases, bot_stop)) for b in bots]
 
         async def pace(v: Visitor) -> None:
             await asyncio.sleep(random.random() * interval)
@@ -213,22 +300,26 @@ async def client_main(config_path: str) -> None:
                 await asyncio.sleep(interval)
 
         pacers = [asyncio.ensure_future(pace(v)) for v in visitors]
-        await stdin.readline()  # stop writing
+        await stdin.readline()  # stop writing (the bot visitors: asking; each waits for its last answer)
         stop.set()
+        bot_stop.set()
         for v in visitors:
             v.wake.set()
         await asyncio.gather(*pacers)
         with contextlib.suppress(TimeoutError):  # what is still unechoed then counts as never stored
             await asyncio.wait_for(asyncio.gather(*tasks), cfg["drain"])
+        with contextlib.suppress(TimeoutError):  # a question still unanswered then counts as silent
+            await asyncio.wait_for(asyncio.gather(*bot_tasks), BOT_WAIT + 10)
         print(json.dumps({"event": "written", "shard": cfg["shard"]}), flush=True)
         await stdin.readline()  # everything stored: the agents' last deliveries are in
-        for t in tasks + agent_tasks:
+        for t in tasks + agent_tasks + bot_tasks:
             t.cancel()
-        await asyncio.gather(*tasks, *agent_tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *agent_tasks, *bot_tasks, return_exceptions=True)
     Path(cfg["result"]).write_text(json.dumps({
         "visitors": [{"order": v.order, "acked": v.acked, "reconnects": v.reconnects, "errors": v.errors}
                      for v in visitors],
-        "agents": [{"seen": {str(k): n for k, n in a.seen.items()}, "reconnects": a.reconnects} for a in agents]}))
+        "agents": [{"seen": {str(k): n for k, n in a.seen.items()}, "reconnects": a.reconnects} for a in agents],
+        "bots": [{"asked": b.asked, "outcomes": b.outcomes, "extra": b.extra} for b in bots]}))
     print(json.dumps({"event": "done", "shard": cfg["shard"]}), flush=True)
 
 
@@ -265,6 +356,66 @@ class Sink:
             self.accepted[request.headers.get("webhook-id", "")] += 1
             self.last_accepted = time.monotonic()
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
+
+
+class FakeModel:
+    """An OpenAI-compatible chat API streaming SSE; `mode` says how it misbehaves."""
+
+    KEY = "sk-bench-model-key-never-logged"
+
+    def __init__(self):
+        self.mode = "ok"
+        self.completed = 0
+        self.last_completed = 0.0
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self.handle)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    @staticmethod
+    def chunk(text: str | None, finish: str | None = None) -> bytes:
+        delta = {"content": text} if text is not None else {}
+        return ("data: " + json.dumps({"id": "c", "object": "chat.completion.chunk", "model": "bench",
+                                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+                + "\n\n").encode()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._answer(request)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):  # the server gave up on it
+            return web.Response(status=499)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
+        await request.read()
+        mode = self.mode
+        if mode == "slow":
+            await asyncio.sleep(8)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        words = ["We", " are", " open", " from", " nine", " to", " six", " on", " weekdays", "."]
+        for n, word in enumerate(words):
+            if n == 2 and mode == "stall":
+                await asyncio.sleep(600)  # the client's read timeout ends it
+            if n == 2 and mode == "garbage":
+                await resp.write(b"data: {this is not json\n\n")
+            if n == 2 and mode == "close":
+                assert request.transport is not None
+                request.transport.close()
+                return resp
+            await resp.write(self.chunk(word))
+            await asyncio.sleep(0.02)
+        await resp.write(self.chunk(None, "stop") + b"data: [DONE]\n\n")
+        await resp.write_eof()
+        self.completed += 1
+        self.last_completed = time.monotonic()
+        return resp
 
 
 class Probe:
@@ -319,7 +470,7 @@ class Probe:
 class Processes:
     """The two servers and the jobs process, their output in log files."""
 
-    def __init__(self, settings, logdir: Path):
+    def __init__(self, settings, logdir: Path, model_url: str):
         self.settings, self.logdir = settings, logdir
         self.ports = [free_port(), free_port()]
         self.bases = [f"http://127.0.0.1:{p}" for p in self.ports]
@@ -328,7 +479,8 @@ class Processes:
         self.env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": settings.secret_key,
                     "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT), "PARLEY_TRUST_PROXY": "1",
                     "PARLEY_FETCH_ALLOW_HOSTS": "127.0.0.1", "PARLEY_OUTBOX_LEASE_S": "3",
-                    "PARLEY_JOBS_HEARTBEAT": str(logdir / "jobs.alive")}
+                    "PARLEY_JOBS_HEARTBEAT": str(logdir / "jobs.alive"), "PARLEY_LLM": "openai",
+                    "PARLEY_LLM_URL": model_url, "PARLEY_LLM_MODEL": "bench", "PARLEY_LLM_KEY": FakeModel.KEY}
 
     def _log(self, name: str):
         return open(self.logdir / f"{name}.log", "ab")
@@ -374,7 +526,7 @@ async def connection_limit(settings, dbname: str, limit: int) -> None:
 # --------------------------------------------------------------------------- main
 
 
-async def inject(kind: str, procs: Processes, sink: Sink, settings, dbname: str) -> float:
+async def inject(kind: str, procs: Processes, sink: Sink, model: FakeModel, settings, dbname: str) -> float:
     """Inject one fault; returns the monotonic time it ended (what recovery is measured from)."""
     if kind == "kill_server":
         k = random.randrange(2)
@@ -392,6 +544,10 @@ async def inject(kind: str, procs: Processes, sink: Sink, settings, dbname: str)
         procs.kill9(procs.jobs)
         sink.mode = {"status": 200, "delay": 0.0, "headers": {}}
         procs.start_jobs()
+    elif kind.startswith("llm"):
+        model.mode = kind.removeprefix("llm_")
+        await asyncio.sleep(LLM_FAULT_S)
+        model.mode = "ok"
     else:
         sink.mode = {"sink_500": {"status": 500, "delay": 0.0, "headers": {}},
                      "sink_429": {"status": 429, "delay": 0.0, "headers": {"Retry-After": "1"}},
@@ -399,6 +555,14 @@ async def inject(kind: str, procs: Processes, sink: Sink, settings, dbname: str)
         await asyncio.sleep(5)
         sink.mode = {"status": 200, "delay": 0.0, "headers": {}}
     return time.monotonic()
+
+
+async def since(last, ended: float, timeout: float = 90) -> float | None:
+    """Seconds from `ended` until last() (a monotonic time) passes it, or None within timeout."""
+    deadline = time.monotonic() + timeout
+    while last() < ended and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return last() - ended if last() >= ended else None
 
 
 async def outbox_state(settings, destination_id) -> tuple[set[str], int]:
@@ -420,7 +584,9 @@ async def run(args) -> None:
         faults = list(args.faults)
     settings, maint, dbname = await asyncio.to_thread(prepare_database)
     logdir = Path(tempfile.mkdtemp(prefix="parley-faults-"))
-    procs = Processes(settings, logdir)
+    model = FakeModel()
+    await model.start()
+    procs = Processes(settings, logdir, model.url)
     sink = Sink()
     children: list[asyncio.subprocess.Process] = []
     paths: list[str] = []
@@ -428,11 +594,13 @@ async def run(args) -> None:
         await sink.start()
         for k in range(2):
             await procs.start_server(k)
-        arranged = await arrange_parley(procs.bases[0], settings, args.visitors, 0, webhooks=1)
+        arranged = await arrange_parley(procs.bases[0], settings, args.visitors, args.bot_visitors, webhooks=1)
         owner = await asyncpg.connect(settings.admin_url)
         try:
             destination = await owner.fetchval("UPDATE parley.outbox_destinations SET target = $1 RETURNING id",
                                                 sink.url)
+            # The bot answers every question (no handoff after misses: there is no knowledge to ground on).
+            await owner.execute("""UPDATE parley.chatbots SET config = config || '{"handoff": {"miss_threshold": 0}}'""")
         finally:
             await owner.close()
         procs.start_jobs()
@@ -442,6 +610,7 @@ async def run(args) -> None:
         for shard in range(args.clients):
             with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
                 json.dump({"bases": procs.bases, "visitor_tokens": arranged["visitor_tokens"],
+                           "bot_tokens": arranged["idle_tokens"],
                            "agent_token": arranged["agent_token"], "agents": args.agents, "shard": shard,
                            "shards": args.clients, "rate": args.rate, "drain": args.drain,
                            "result": fh.name + ".result"}, fh)
@@ -471,14 +640,12 @@ async def run(args) -> None:
         await asyncio.sleep(args.every)
         for kind in faults:
             began = time.monotonic()
-            ended = await inject(kind, procs, sink, settings, dbname)
+            ended = await inject(kind, procs, sink, model, settings, dbname)
             rest = await probe.both_answer(ended)
             if kind.startswith("sink") or kind == "kill_jobs":
-                deadline = time.monotonic() + 60
-                while sink.last_accepted < ended and time.monotonic() < deadline:
-                    await asyncio.sleep(0.05)
-                delivering = sink.last_accepted - ended if sink.last_accepted >= ended else None
-                recovery.setdefault(kind, []).append(delivering)
+                recovery.setdefault(kind, []).append(await since(lambda: sink.last_accepted, ended))
+            elif kind.startswith("llm"):
+                recovery.setdefault(kind, []).append(await since(lambda: model.last_completed, ended))
             else:
                 recovery.setdefault(kind, []).append(rest)
             windows.append((began, time.monotonic()))
@@ -486,7 +653,7 @@ async def run(args) -> None:
             print(f"  {kind}: recovered in {'never' if took is None else f'{took:.2f} s'}", flush=True)
             await asyncio.sleep(args.every)
         await tell()  # stop writing
-        await asyncio.wait_for(expect("written"), args.drain + 60)
+        await asyncio.wait_for(expect("written"), args.drain + BOT_WAIT + 60)
         deadline = time.monotonic() + 120
         keys, pending = await outbox_state(settings, destination)
         while pending and time.monotonic() < deadline:
@@ -501,12 +668,13 @@ async def run(args) -> None:
         await probe_task
         results = [json.loads(Path(p + ".result").read_text()) for p in paths]
         report(args, settings, results, probe, windows, recovery, sink, keys, pending, logdir, arranged,
-               await stored_messages(settings))
+               await stored_messages(settings), model)
     finally:
         end_clients(children, paths)
         stop_processes([*procs.servers, procs.jobs])
-        if sink.runner is not None:
-            await sink.runner.cleanup()
+        for runner in (sink.runner, model.runner):
+            if runner is not None:
+                await runner.cleanup()
         await drop_database(maint, dbname)
 
 
@@ -520,7 +688,7 @@ async def stored_messages(settings) -> list:
 
 
 def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink, keys: set[str], pending: int,
-           logdir: Path, arranged: dict, stored_rows) -> None:
+           logdir: Path, arranged: dict, stored_rows, model: FakeModel) -> None:
     visitors = [v for r in results for v in r["visitors"]]
     agents = [a for r in results for a in r["agents"]]
     by_cid: dict[str, list[int]] = {}
@@ -546,7 +714,7 @@ def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink,
     logs = {p.name: p.read_text(errors="replace") for p in logdir.glob("*.log")}
     for name, text in logs.items():
         for label, secret in (("session token", arranged["agent_token"]), ("password", PASSWORD),
-                              ("server key", settings.secret_key)):
+                              ("server key", settings.secret_key), ("model key", FakeModel.KEY)):
             if secret and secret in text:
                 secrets_found.append(f"{label} in {name}")
     tracebacks = {name: text.count("Traceback") for name, text in logs.items() if "Traceback" in text}
@@ -559,11 +727,18 @@ def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink,
     print(f"webhooks: expected {len(keys)} (pending {pending}), arrived {len(arrived & keys)}, missing"
           f" {len(keys - arrived)}, unexpected {len(arrived - keys)}, arrived more than once"
           f" {sum(n > 1 for n in sink.accepted.values())}; sink answers {dict(sink.answers)}", flush=True)
+    bots = [b for r in results for b in r["bots"]]
+    outcomes = Counter(o for b in bots for o in b["outcomes"].values())
+    silent = sum(len(b["asked"]) - len(b["outcomes"]) for b in bots)
+    print(f"bot visitors: questions {sum(len(b['asked']) for b in bots)}, answered {outcomes['answer']}, notice"
+          f" {outcomes['notice']}, left without either {silent}, answered twice {sum(b['extra'] for b in bots)}; model streams completed {model.completed}",
+          flush=True)
     print(f"REST during faults: {dict(codes)}; 500s {sum(s == 500 for _, _, s, _ in probe.log)}, stack traces"
           f" {probe.traces}, hung {probe.hung}, of {len(probe.log)} probes", flush=True)
     for kind, times in recovery.items():
         shown = ", ".join("never" if t is None else f"{t:.2f}" for t in times)
-        what = "outbox delivering again" if kind.startswith("sink") or kind == "kill_jobs" else "REST 200 on both"
+        what = ("outbox delivering again" if kind.startswith("sink") or kind == "kill_jobs"
+                else "a whole answer streamed" if kind.startswith("llm") else "REST 200 on both")
         print(f"recovery {kind}: {shown} s ({what})", flush=True)
     print(f"logs: tracebacks {tracebacks or 0}; secrets {secrets_found or 'none'}", flush=True)
     print(f"visitors={args.visitors} rate={args.rate:g} faults={len(recovery)} sent={len(sent)} accepted={len(acked)}"
@@ -579,6 +754,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--visitors", type=int, default=60)
     parser.add_argument("--agents", type=int, default=2)
+    parser.add_argument("--bot-visitors", type=int, default=6, help="visitors talking to the bot")
     parser.add_argument("--clients", type=int, default=2, help="client processes")
     parser.add_argument("--rate", type=float, default=30, help="visitor messages a second, all together")
     parser.add_argument("--every", type=float, default=12, help="seconds between faults")
@@ -591,7 +767,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
     if args.quick:
-        args.visitors, args.rate, args.every = 20, 10, 6
+        args.visitors, args.rate, args.every, args.bot_visitors = 20, 10, 6, 4
     asyncio.run(run(args))
 
 
