@@ -24,6 +24,7 @@ the turn does not depend on the socket, and the stored reply is replayed on reco
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
@@ -347,6 +348,25 @@ def citations_of(text: str, passages: list[dict]) -> list[dict]:
     return cited
 
 
+REPLY_RETRY_S = 30.0  # how long a streamed answer waits for the database to store it
+
+
+async def _store_reply(turn: BotTurn, text: str, meta: dict) -> dict:
+    """Store the answer the visitor has already seen streamed. Through a database outage (a restart,
+    a failover) it is tried again for up to REPLY_RETRY_S, under a client id made of its stream id,
+    so an attempt that committed before its connection was lost is found, not stored twice."""
+    deadline = time.monotonic() + REPLY_RETRY_S
+    delay = 0.25
+    while True:
+        try:
+            return await turn.reply(text, meta=meta, client_id=f"bot:{meta['stream_id']}")
+        except Exception as exc:
+            if not database_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 4.0)
+
+
 async def respond(turn: BotTurn) -> None:
     """The bot responder (see the module docstring); an unexpected failure still tells the visitor."""
     try:
@@ -450,7 +470,7 @@ async def _respond(turn: BotTurn) -> None:
         meta["offer_human"] = True
     turn.typing(False)
     try:
-        reply = await turn.reply(text, meta=meta)
+        reply = await _store_reply(turn, text, meta)
     except asyncpg.PostgresError as exc:
         mapped = from_postgres(exc)
         if mapped is not None and mapped.code == "plan_limit":

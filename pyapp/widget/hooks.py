@@ -76,15 +76,19 @@ class BotTurn:
             self.tenant_id, self.conversation_id, {"type": "typing", "author": "bot", "on": bool(on)}
         )
 
-    async def reply(self, body: str, *, meta: dict | None = None, author: str = "bot") -> dict:
-        """Store the bot's answer (one post_message); everyone gets it through the relay."""
+    async def reply(
+        self, body: str, *, meta: dict | None = None, author: str = "bot", client_id: str | None = None
+    ) -> dict:
+        """Store the bot's answer (one post_message); everyone gets it through the relay. With a
+        client_id it is idempotent: storing it again returns the stored row (post_message)."""
         message = await tenant_fetchval(
             self.pool,
             self.service_actor,
-            "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, NULL, $4) m",
+            "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, $4, $5) m",
             self.conversation_id,
             author,
             body,
+            client_id,
             meta or {},
         )
         metrics.MESSAGES.labels(author).inc()
