@@ -133,6 +133,19 @@ COMMENT ON FUNCTION parley.limit_reached(int, bigint) IS
   'True when p_used has reached p_limit; a limit of 0 (or NULL) is unlimited.';
 GRANT EXECUTE ON FUNCTION parley.limit_reached(int, bigint) TO parley_app, parley_jobs, parley_auth;
 
+-- A counted limit (rows of a kind, or usage against a cap) is checked by counting and then
+-- writing; concurrent writers at the edge each count before the others commit and all pass (seen
+-- with AI replies, allowances, alert channels, domains, open conversations per address:
+-- bench/races.py). The enforcing function takes this lock before it counts and keeps it to
+-- commit, after its own write: writers at one limit of one tenant then count one after another.
+-- Taken only while the limit applies. Lock order: after the conversation row, before usage rows,
+-- rate rows' successors and the tenant's event lock.
+CREATE OR REPLACE FUNCTION parley.lock_limit(p_what text) RETURNS void
+LANGUAGE sql VOLATILE
+AS $$ SELECT pg_advisory_xact_lock(7261013, hashtext(parley.current_tenant_id()::text || ':' || p_what)) $$;
+COMMENT ON FUNCTION parley.lock_limit(text) IS
+  'Take the current tenant''s lock on the counted limit p_what (e.g. usage:ai_messages, webhook_endpoints; advisory 7261013, to commit) before counting against it: checks and the writes they guard run one after another, so concurrent writers cannot pass the limit together.';
+
 -- Per-minute rate windows (visitor messages per chatbot and per client address).
 -- Design: fixed one-minute windows; each backend increments its own shard row
 -- (pg_backend_pid() % 8) with an upsert and the check sums the shards of the current
@@ -190,6 +203,9 @@ BEGIN
   SELECT * INTO v_lim FROM parley.effective_limits(parley.current_tenant_id());
   PERFORM parley.hit_rate_limit('ip', 'session:' || coalesce(host(p_ip), 'unknown'), v_lim.msgs_per_min_ip);
   PERFORM parley.hit_rate_limit('chatbot', 'start:' || p_chatbot_id::text, v_lim.conversations_per_min_chatbot);
+  IF p_ip IS NOT NULL AND coalesce(v_lim.max_open_conversations_per_ip, 0) > 0 THEN
+    PERFORM parley.lock_limit('open_from:' || host(p_ip));  -- starts from one address count in turn
+  END IF;
   IF p_ip IS NOT NULL
      AND parley.limit_reached(v_lim.max_open_conversations_per_ip, parley.count_open_conversations_from(p_ip)) THEN
     PERFORM parley.raise_error(429, 'too_many_conversations',
@@ -247,7 +263,8 @@ SELECT parley.ensure_trigger('parley.members', 't20_seat_limit', 'BEFORE INSERT'
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth, parley_reporting, parley_analyst}',
                                'parley.subscription_delinquent(text)', 'parley.subscription_billed(text)');
-SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.effective_limits(uuid)');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.effective_limits(uuid)',
+                               'parley.lock_limit(text)');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_auth}', 'parley.hit_rate_limit(text, text, int)');
 SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.count_open_conversations_from(inet)');
 SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.check_visitor_start(uuid, inet)');

@@ -30,18 +30,8 @@ END $$;
 COMMENT ON FUNCTION parley.bump_usage(text, bigint) IS
   'Add p_n to today''s (UTC) counter of p_metric for the current tenant, in the shard row of this backend (no single hot row).';
 
--- A capped metric (AI replies per day, a Free plan's monthly allowances): the check and the count
--- it guards must run one writer at a time. Usage is sharded and a writer's count is invisible
--- until it commits, so concurrent writers each read the total from before the others and all
--- pass at the edge (seen: 4 bot replies accepted with one left of ai_msgs_per_day, bench/races.py).
--- The enforcing function takes this lock before it reads the total and keeps it to commit, after
--- its bump_usage; only while a cap applies. Lock order: after the conversation row, before usage
--- rows and the tenant's event lock.
-CREATE OR REPLACE FUNCTION parley.lock_usage_cap(p_metric text) RETURNS void
-LANGUAGE sql VOLATILE
-AS $$ SELECT pg_advisory_xact_lock(7261013, hashtext(parley.current_tenant_id()::text || ':' || p_metric)) $$;
-COMMENT ON FUNCTION parley.lock_usage_cap(text) IS
-  'Take the current tenant''s lock on the capped metric p_metric (advisory 7261013, to commit) before reading its usage against a cap: checks and the counts they guard then run one after another, so no cap is passed by concurrent writers.';
+-- Renamed: parley.lock_limit (sql/42_limits.sql) guards every counted limit, usage caps included.
+DROP FUNCTION IF EXISTS parley.lock_usage_cap(text);
 
 CREATE OR REPLACE FUNCTION parley.note_active_seat(p_user_id uuid)
 RETURNS void
@@ -134,7 +124,6 @@ COMMENT ON VIEW analytics.usage_daily IS
 GRANT SELECT ON analytics.usage_daily TO parley_analyst;
 
 -- Owners and EXECUTE grants of the functions above (parley.secure_functions, 05_access.sql).
-SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.lock_usage_cap(text)');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs}', 'parley.bump_usage(text, bigint)',
   'parley.note_active_seat(uuid)', 'parley.usage_on(text, date)');
 SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.compact_usage(date)');

@@ -209,7 +209,7 @@ BEGIN
     END IF;
   ELSIF p_author = 'bot' THEN
     IF coalesce(v_lim.ai_msgs_per_day, 0) > 0 THEN  -- concurrent replies count one after another
-      PERFORM parley.lock_usage_cap('ai_messages');
+      PERFORM parley.lock_limit('usage:ai_messages');
     END IF;
     IF parley.limit_reached(v_lim.ai_msgs_per_day, parley.usage_on('ai_messages')) THEN
       PERFORM parley.raise_error(402, 'plan_limit',

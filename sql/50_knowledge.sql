@@ -148,7 +148,9 @@ BEGIN
     PERFORM parley.raise_error(422, 'invalid', 'Chunks must be an array.');
   END IF;
   v_config := coalesce(parley.chatbot_ts_config(v_chatbot), 'simple');
-  -- The plan's page limit: a source holds at most knowledge_page_limit() documents.
+  -- The plan's page limit: a source holds at most knowledge_page_limit() documents (a re-import
+  -- and a running import of one source count in turn).
+  PERFORM parley.lock_limit('pages:' || p_source_id);
   IF NOT EXISTS (SELECT 1 FROM parley.knowledge_documents d
                   WHERE d.tenant_id = v_tenant AND d.source_id = p_source_id AND d.doc_key = p_doc_key)
      AND (SELECT count(*) FROM parley.knowledge_documents d

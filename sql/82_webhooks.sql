@@ -53,6 +53,7 @@ BEGIN
   IF p_chatbot_id IS NOT NULL THEN
     PERFORM parley.require_live_chatbot(p_chatbot_id);
   END IF;
+  PERFORM parley.lock_limit('webhook_endpoints');
   IF (SELECT count(*) FROM parley.outbox_destinations d
        WHERE d.tenant_id = parley.current_tenant_id() AND d.kind = 'webhook') >= 20 THEN
     PERFORM parley.raise_error(409, 'too_many_endpoints', 'A workspace has at most 20 webhook endpoints.');

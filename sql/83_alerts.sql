@@ -30,6 +30,7 @@ BEGIN
     PERFORM parley.raise_error(422, 'invalid_name', 'The name is 1 to 100 characters.');
   END IF;
   PERFORM parley.require_live_chatbot(p_chatbot_id);
+  PERFORM parley.lock_limit('alert_channels:' || p_chatbot_id);
   IF (SELECT count(*) FROM parley.outbox_destinations d
        WHERE d.tenant_id = parley.current_tenant_id() AND d.chatbot_id = p_chatbot_id AND d.kind IN ('email', 'slack')) >= 10 THEN
     PERFORM parley.raise_error(409, 'too_many_alerts', 'A chatbot has at most 10 alert channels.');

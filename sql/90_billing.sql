@@ -86,7 +86,7 @@ BEGIN
     RETURN;
   END IF;
   -- Concurrent writers at the edge count one after another (the caller's bump_usage follows).
-  PERFORM parley.lock_usage_cap(p_metric);
+  PERFORM parley.lock_limit('usage:' || p_metric);
   IF parley.limit_reached(v_allowance, parley.usage_between(p_metric, v_period.period_start, v_period.period_end)) THEN
     PERFORM parley.raise_error(402, 'plan_limit',
       format('This period''s allowance of %s %s is used up; upgrade for more.', v_allowance,

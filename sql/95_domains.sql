@@ -100,6 +100,7 @@ BEGIN
   IF v_host IS NULL THEN
     PERFORM parley.raise_error(422, 'invalid_hostname', 'Give a public host name such as chat.example.com.');
   END IF;
+  PERFORM parley.lock_limit('custom_domains');
   IF (SELECT count(*) FROM parley.custom_domains d WHERE d.tenant_id = parley.current_tenant_id()) >= 5 THEN
     PERFORM parley.raise_error(409, 'too_many_domains', 'A workspace has at most 5 custom domains.');
   END IF;

@@ -1,19 +1,22 @@
-"""Caps on usage hold when writers meet at the edge (bench/races.py found them passed).
+"""Counted limits hold when writers meet at the edge (bench/races.py found them passed).
 
-Usage counters are sharded by backend and a writer's count is invisible until it commits, so two
-bot replies (or two conversation starts) of one tenant with one left under a cap each read the total
-from before the other and both passed: 4 bot replies were stored with one left of ai_msgs_per_day.
-Now the enforcing function takes the tenant's lock on the capped metric (parley.lock_usage_cap,
-sql/43_usage.sql) before it reads the total, to commit: the second writer waits for the first, then
-sees its count and is refused. Each test holds the first writer's transaction open, starts the
-second, waits until it is blocked on a lock (or, on the old code, done), commits the first, and
-checks the second was refused 402."""
+A limit is checked by counting and then writing; usage counters are sharded and a writer's count or
+row is invisible until it commits, so two writers with one left each counted before the other and
+both passed: 4 bot replies were stored with one left of ai_msgs_per_day, alert channels, custom
+domains and open conversations per address went past their caps. Now the enforcing function takes
+the tenant's lock on that limit (parley.lock_limit, sql/42_limits.sql) before it counts, to commit:
+the second writer waits for the first, then counts its row and is refused. Each test holds the first
+writer's transaction open, starts the second, waits until it is blocked on a lock (or, on the old
+code, done), commits the first, and checks the second was refused."""
 from __future__ import annotations
 
 import asyncio
 import uuid
 
 import asyncpg
+import pytest
+
+from pyapp.db import Actor, act_as
 from support.waits import until
 
 
@@ -108,3 +111,63 @@ async def test_replies_far_from_the_cap_still_pass(rows, owner_conn, connect):
                                     convs[1])
 
     assert refused is None
+
+
+async def _arrange_alerts(owner_conn, owner, bot):
+    await owner_conn.execute(
+        "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, event_kinds, chatbot_id)"
+        " SELECT $1, 'email', 'a' || g, 'a' || g || '@example.test', '{lead_captured}', $2"
+        " FROM generate_series(1, 9) g", owner.tenant_id, bot["id"])
+    return ("SELECT parley.create_alert_channel(gen_random_uuid(), $1, 'email', 'Desk', $2, '{lead_captured}')",
+            lambda n: (bot["id"], f"desk{n}@example.test"), "PT409")
+
+
+async def _arrange_domains(owner_conn, owner, bot):
+    await owner_conn.execute("INSERT INTO parley.custom_domains (tenant_id, hostname, token) SELECT $1, 'd' || g ||"
+                             " '.example.com', md5(g::text) FROM generate_series(1, 4) g", owner.tenant_id)
+    return "SELECT parley.claim_domain($1)", lambda n: (f"chat{n}.example.com",), "PT409"
+
+
+async def _arrange_webhooks(owner_conn, owner, bot):
+    await owner_conn.execute(
+        "INSERT INTO parley.outbox_destinations (tenant_id, kind, name, target, event_kinds)"
+        " SELECT $1, 'webhook', 'w' || g, 'https://hooks.example.test/' || g, '{message_added}'"
+        " FROM generate_series(1, 19) g", owner.tenant_id)
+    return ("SELECT parley.create_webhook_endpoint(gen_random_uuid(), 'Orders', $1, '{message_added}')",
+            lambda n: (f"https://hooks.example.test/new{n}",), "PT409")
+
+
+@pytest.mark.parametrize("arrange", [_arrange_alerts, _arrange_domains, _arrange_webhooks],
+                         ids=["alert channels", "custom domains", "webhook endpoints"])
+async def test_the_last_one_of_a_counted_cap_created_twice_at_once(rows, owner_conn, connect, arrange):
+    owner = await rows.tenant(plan="white_label")
+    bot = await rows.chatbot(owner)
+    sql, args, refusal = await arrange(owner_conn, owner, bot)
+    first, second = await connect(), await connect()
+    for conn in (first, second):
+        await conn.execute("BEGIN")
+        await act_as(conn, Actor(owner.tenant_id, kind="user", actor_id=str(owner.user_id),
+                                 session_id=owner.session_id, min_role="admin"))
+    await first.fetchval(sql, *args(1))
+
+    refused = await _second_refused(owner_conn, first, second, sql, *args(2))
+
+    assert refused is not None and refused.sqlstate == refusal, refused
+
+
+async def test_two_conversations_from_one_address_with_one_left(rows, owner_conn, connect):
+    owner = await rows.tenant(plan="pro")
+    bot = await rows.chatbot(owner)
+    await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, max_open_conversations_per_ip)"
+                             " VALUES ($1, 2)", owner.tenant_id)
+    await rows.conversation(owner.tenant_id, bot["id"], ip="198.51.100.9")
+    start = "SELECT id FROM parley.start_conversation($1, $2, NULL, NULL, NULL, NULL, '198.51.100.9')"
+    first, second = await connect(), await connect()
+    for conn in (first, second):
+        await conn.execute("BEGIN")
+        await act_as(conn, Actor(owner.tenant_id, kind="visitor", ip="198.51.100.9", min_role="visitor"))
+    await first.fetchval(start, bot["id"], uuid.uuid4())
+
+    refused = await _second_refused(owner_conn, first, second, start, bot["id"], uuid.uuid4())
+
+    assert refused is not None and refused.sqlstate == "PT429", refused
