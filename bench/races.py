@@ -805,6 +805,29 @@ async def counted_caps(d: Driver, rounds: int) -> Tally:
     return t
 
 
+async def logout_vs_refresh(d: Driver, rounds: int) -> Tally:
+    """Signing out while another tab refreshes the same session. Rule: the session is over: no live
+    refresh token left in it, and a token the refresh handed out meanwhile is refused."""
+    t = Tally("logout_vs_refresh")
+    for r in range(rounds):
+        person = await d.sign_up()
+        outs = await d.fire([
+            http("POST", "/api/auth/logout", {"everywhere": r % 2 == 1}, person["access_token"]),
+            http("POST", "/api/auth/refresh", {"refresh_token": person["refresh_token"]}),
+        ])
+        t.add(outs)
+        live = await d.admin.fetchval("SELECT count(*) FROM parley.refresh_tokens WHERE user_id = $1"
+                                      " AND revoked_at IS NULL", uuid.UUID(person["user"]["id"]))
+        fresh = outs[1].get("body") or {}
+        again = None
+        if outs[1].get("status") == 200:
+            again, _ = await d.call("POST", "/api/auth/refresh", {"refresh_token": fresh["refresh_token"]})
+        if live or again == 200 or any(o.get("status", 500) >= 500 for o in outs):
+            t.bad(f"after sign-out: {live} live refresh tokens, its successor answered {again}"
+                  f" {[status_of(o) for o in outs]}")
+    return t
+
+
 async def run(args) -> None:
     settings, maint, name = prepare_database()
     logs = []
@@ -851,7 +874,7 @@ async def run(args) -> None:
 
 SCENARIOS = [takeover, visitor_tabs, visitor_vs_close, first_message_tabs, bot_vs_takeover, csat_and_lead, invites,
              owners, signups, refresh, api_key_revoke, chatbot_delete, conversation_quota, ai_quota,
-             seats, rate_edge, counted_caps]
+             seats, rate_edge, counted_caps, logout_vs_refresh]
 
 
 def main() -> None:

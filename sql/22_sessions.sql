@@ -376,8 +376,13 @@ LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
   v_user uuid := parley.require_signed_in();
-  v_count int := parley.end_sessions(v_user, CASE WHEN p_everywhere THEN NULL ELSE ARRAY[parley.current_session_id()] END);
+  v_count int;
 BEGIN
+  -- The person first, then their tokens, as rotate_session and a password change: a refresh of this
+  -- session in flight finishes first and the token it made is ended too. Ending the tokens alone
+  -- missed that new token, so the session outlived its sign-out (bench/races.py logout_vs_refresh).
+  PERFORM FROM parley.users u WHERE u.id = v_user FOR NO KEY UPDATE;
+  v_count := parley.end_sessions(v_user, CASE WHEN p_everywhere THEN NULL ELSE ARRAY[parley.current_session_id()] END);
   PERFORM parley.audit_for_user(v_user, 'auth.sign_out', jsonb_build_object('everywhere', p_everywhere));
   RETURN v_count;
 END $$;
