@@ -224,7 +224,10 @@ USAGE_CSV = f"SELECT {', '.join(USAGE_COLUMNS)} FROM parley.usage_days($1, $2)"
 
 class UsageQuery(BaseModel):
     month: str | None = Field(
-        default=None, pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); default this month"
+        # 1970-2999: the year 0000 and the month after 9999-12 are no dates (they were 500s).
+        default=None,
+        pattern=r"^(19[7-9][0-9]|2[0-9]{3})-(0[1-9]|1[0-2])$",
+        description="YYYY-MM (UTC, 1970-01 to 2999-12); default this month",
     )
     format: Literal["json", "csv"] = "json"
 

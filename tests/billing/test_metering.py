@@ -300,3 +300,11 @@ async def test_scheduled_job_queues_what_the_drainer_sends(tenant, owner_conn, j
     payload = await owner_conn.fetchval("SELECT payload FROM parley.outbox WHERE tenant_id = $1 AND id = $2",
                                         tenant.id, row["delivery_id"])
     assert (payload["metric"], payload["value"], payload["customer"]) == ("ai_messages", 40, "cus_meter")
+
+
+@pytest.mark.parametrize("month", ["0000-01", "9999-12", "1969-12", "3000-01"])
+async def test_usage_of_a_month_that_is_no_date_is_a_422(tenant, month):
+    """Found by bench/hostile.py (schemathesis from outside): 0000-01 and 9999-12 passed the pattern and
+    were 500s (year 0, and the month after 9999-12)."""
+    status, body = await tenant.call("GET", f"/api/billing/usage?month={month}")
+    assert (status, body["error"]["code"]) == (422, "validation_failed"), body
