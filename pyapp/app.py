@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import json
 import logging
@@ -76,6 +77,8 @@ def _error_response(exc: BaseException, request_id: str) -> web.StreamResponse |
             log.exception("database error", extra={"request_id": request_id})
             mapped = ApiError(500, "internal", "Internal error.")
         return _error_response(mapped, request_id)
+    if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:  # a static file named past the file system's limit
+        return _error_response(web.HTTPNotFound(), request_id)
     if isinstance(exc, HttpProcessingError):  # a body part a handler read was malformed (a multipart header past 8 KB)
         return _error_response(ApiError(400, "malformed_body", "The request body is malformed."), request_id)
     if isinstance(exc, web.HTTPException):

@@ -100,3 +100,10 @@ async def test_a_client_leaving_mid_body_is_no_server_error(server, caplog):
     assert any("closed the connection mid-request" in m for m in messages), messages
     assert not any(r.levelno >= logging.ERROR for r in caplog.records), messages
     assert metrics.HTTP_REQUESTS.labels("POST", "5xx")._value.get() == before
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "%F0%9F%98%80" * 70])
+async def test_a_static_file_name_past_the_file_system_limit_is_a_404(server, name):
+    """Found from outside: the console's static files answered a 300-byte name with a 500 (ENAMETOOLONG)."""
+    status, body = await server.call("GET", "/console/static/" + name)
+    assert (status, body["error"]["code"]) == (404, "not_found"), body
