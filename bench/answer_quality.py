@@ -1,14 +1,16 @@
-"""Answer quality on a real documentation site: the Python 3.11 docs, crawled whole.
+"""Answer quality on a real documentation site, crawled whole: the Python 3.11 docs (Sphinx) or
+the PostgreSQL 15 docs (DocBook).
 
-    .venv/bin/python bench/answer_quality.py [--fresh] [--max-pages N] [--fts-only] [--misses]
+    .venv/bin/python bench/answer_quality.py [--corpus pydocs|pgdocs] [--fresh] [--max-pages N]
+                                             [--fts-only] [--misses]
 
-Needs Debian's python3.11-doc (scripts/setup.sh --test installs it). Serves its HTML on
+Needs the site's Debian package (python3.11-doc, postgresql-doc-15). Serves its HTML on
 127.0.0.1:--port, imports it with the product's crawl (pyapp.knowledge.crawl.Importer, SSRF
-guard on, the test host allowed) into the database `parley_quality` (kept between runs: a
-re-import keeps unchanged passages and their vectors, so only what a change touched is
-re-embedded; --fresh starts over), embeds the queue with the local model, then asks every
-question of tests/knowledge/pydocs/questions.tsv through parley.knowledge_search and the decline
-rule as parley_app under RLS.
+guard on, the test host allowed) into the database `parley_quality`, one tenant per corpus
+(kept between runs: a re-import keeps unchanged passages and their vectors, so only what a
+change touched is re-embedded; --fresh starts over), embeds the queue with the local model,
+then asks every question of tests/knowledge/<corpus>/questions.tsv through
+parley.knowledge_search and the decline rule as parley_app under RLS.
 
 Prints the figures of the tuning half, the held-out half and both, FTS-only and hybrid; the
 last line is the held-out hybrid one: `hit1= hit5= hit10= declined= wrong_declines=`.
@@ -35,7 +37,7 @@ from tests.knowledge.pydocs import evaluation as ev  # noqa: E402
 
 DB = "parley_quality"
 SECRET = "bench-secret-not-for-production-use"
-SLUG = "quality-pydocs"
+SLUG = "quality-pydocs"  # the tenant of the pydocs corpus; another site's is quality-<name>
 
 
 def admin_base_url() -> str:
@@ -79,7 +81,7 @@ async def tenant_and_bot(settings: Settings, slug: str = SLUG, config: str = '{"
         await conn.close()
 
 
-async def import_site(pool, tenant_id, chatbot_id, url: str, max_pages: int | None) -> dict:
+async def import_site(pool, tenant_id, chatbot_id, url: str, max_pages: int | None, title: str) -> dict:
     from pyapp.knowledge.crawl import Importer
     from pyapp.net import SafeFetcher
 
@@ -89,8 +91,8 @@ async def import_site(pool, tenant_id, chatbot_id, url: str, max_pages: int | No
                                      chatbot_id, url)
         if source is None:
             options = {"max_pages": max_pages} if max_pages else {}
-            source = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'crawl', 'Python docs',"
-                                         " $2, NULL, $3)", chatbot_id, url, options)
+            source = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'crawl', $4,"
+                                         " $2, NULL, $3)", chatbot_id, url, options, title)
         source = dict(source)
     if max_pages:
         source["options"] = {**(source.get("options") or {}), "max_pages": max_pages}
@@ -184,20 +186,21 @@ async def main() -> None:
     parser.add_argument("--misses", action="store_true", help="list the tuning half's misses")
     parser.add_argument("--db", default=DB, help="the database (kept between runs)")
     parser.add_argument("--dump", default=None, help="write each question's outcome as JSON lines here")
-    parser.add_argument("--corpus", default="pydocs", choices=("pydocs", "help", "demo"),
-                        help="pydocs: the whole Python docs site; help: the 30-document help centre of the tests;"
-                             " demo: the demo tenant's text (as seeded: no language set)")
+    parser.add_argument("--corpus", default="pydocs", choices=(*ev.SITES, "help", "demo"),
+                        help="pydocs: the whole Python docs site; pgdocs: the whole PostgreSQL docs site; help: the"
+                             " 30-document help centre of the tests; demo: the demo tenant's text (as seeded: no"
+                             " language set)")
     parser.add_argument("--fusion", default=None, metavar="K,W_FTS,W_VEC",
                         help="try other fusion constants (replaces parley.knowledge_fusion in the bench database)")
     args = parser.parse_args()
-    if not ev.DOC_ROOT.is_dir():
-        sys.exit(f"{ev.DOC_ROOT} is missing: apt-get install python3.11-doc")
-
     settings = database(admin_base_url(), args.fresh, args.db)
-    if args.corpus != "pydocs":
+    if args.corpus not in ev.SITES:
         await small_corpus(settings, args)
         return
-    tenant_id, chatbot_id = await tenant_and_bot(settings)
+    doc = ev.SITES[args.corpus]
+    if not doc.root.is_dir():
+        sys.exit(f"{doc.root} is missing: apt-get install {doc.package}")
+    tenant_id, chatbot_id = await tenant_and_bot(settings, f"quality-{doc.name}")
     if args.fusion:
         k, w_fts, w_vec = (float(x) for x in args.fusion.split(","))
         conn = await asyncpg.connect(settings.admin_url)
@@ -205,7 +208,7 @@ async def main() -> None:
                            f" LANGUAGE sql IMMUTABLE AS $$ SELECT {int(k)}, {w_fts}::real, {w_vec}::real $$")
         await conn.close()
     pool = await create_pool(settings.app_url, min_size=1, max_size=4)
-    site = ev.DocSite()
+    site = ev.DocSite(doc.root)
     site_port = args.port
     try:
         from aiohttp import web
@@ -217,11 +220,12 @@ async def main() -> None:
         await web.TCPSite(site.runner, "127.0.0.1", site_port).start()
         site.base = f"http://127.0.0.1:{site_port}"
         if not args.no_import:
-            result = await import_site(pool, tenant_id, chatbot_id, site.base + "/index.html", args.max_pages)
+            result = await import_site(pool, tenant_id, chatbot_id, site.base + "/index.html", args.max_pages,
+                                       doc.title)
             p = result["progress"]
             print(f"import: {result['status']} in {result['seconds']:.1f} s, {result['documents']} documents, "
                   f"{result['chunks']} passages; pages done {p.get('pages_done')} found {p.get('pages_found')} "
-                  f"failed {p.get('pages_failed')}; added {p.get('chunks_added')} unchanged "
+                  f"failed {p.get('pages_failed')} skipped {p.get('pages_skipped')}; added {p.get('chunks_added')} unchanged "
                   f"{p.get('chunks_unchanged')}", flush=True)
         embedder = None
         if not args.fts_only:
@@ -232,7 +236,7 @@ async def main() -> None:
             n, took = await embed_all(pool, embedder)
             if n:
                 print(f"embedded {n} passages in {took:.1f} s: {n / took:.1f}/s", flush=True)
-        questions = ev.load_questions()
+        questions = ev.load_questions(doc)
         fts = await ev.evaluate(pool, tenant_id, chatbot_id, questions, site.base, None)
         show("fts", fts, args.misses and args.fts_only)
         if embedder is not None:

@@ -1,10 +1,11 @@
-"""Answer-quality evaluation on a real documentation site: the Python 3.11 docs (Debian's
-python3.11-doc package, HTML under /usr/share/doc/python3.11/html), served on 127.0.0.1 and
-imported with the product's own crawl (pyapp.knowledge.crawl.Importer, SSRF guard on).
+"""Answer-quality evaluation on real documentation sites, each a Debian package's HTML served on
+127.0.0.1 and imported with the product's own crawl (pyapp.knowledge.crawl.Importer, SSRF guard
+on): the Python 3.11 docs (python3.11-doc, Sphinx: ``pydocs``) and the PostgreSQL 15 docs
+(postgresql-doc-15, DocBook: ``pgdocs``).
 
-Shared by bench/answer_quality.py (the whole site) and tests/knowledge/test_answer_quality.py
-(a small slice in CI). questions.tsv holds the questions with their acceptable pages; every
-other one belongs to the held-out half, never used to tune anything.
+Shared by bench/answer_quality.py (whole sites) and tests/knowledge/test_answer_quality.py
+(small slices in CI). Each site's questions.tsv (tests/knowledge/<name>/) holds the questions with
+their acceptable pages; every other one belongs to the held-out half, never used to tune anything.
 """
 from __future__ import annotations
 
@@ -20,8 +21,29 @@ from aiohttp import web
 from pyapp.db import Actor, tenant_tx
 
 HERE = Path(__file__).parent
-DOC_ROOT = Path("/usr/share/doc/python3.11/html")
-QUESTIONS = HERE / "questions.tsv"
+
+
+@dataclass(frozen=True)
+class Site:
+    """A documentation site of the evaluation: its HTML tree, the Debian package that installs it,
+    and its questions (tests/knowledge/<name>/questions.tsv)."""
+
+    name: str
+    title: str
+    root: Path
+    package: str
+
+    @property
+    def questions(self) -> Path:
+        return HERE.parent / self.name / "questions.tsv"
+
+
+SITES = {
+    "pydocs": Site("pydocs", "Python docs", Path("/usr/share/doc/python3.11/html"), "python3.11-doc"),
+    "pgdocs": Site("pgdocs", "PostgreSQL docs", Path("/usr/share/doc/postgresql-doc-15/html"), "postgresql-doc-15"),
+}
+DOC_ROOT = SITES["pydocs"].root
+QUESTIONS = SITES["pydocs"].questions
 
 
 @dataclass
@@ -36,9 +58,9 @@ class Question:
         return bool(self.pages)
 
 
-def load_questions() -> list[Question]:
+def load_questions(site: Site = SITES["pydocs"]) -> list[Question]:
     out: list[Question] = []
-    for line in QUESTIONS.read_text().splitlines():
+    for line in site.questions.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         text, _, pages = line.partition("\t")
