@@ -183,6 +183,9 @@ async def main() -> None:
     parser.add_argument("--port", type=int, default=18816, help="the doc site's port (fixed: it is in every URL)")
     parser.add_argument("--fts-only", action="store_true", help="no embeddings at all")
     parser.add_argument("--no-import", action="store_true", help="ask only (the corpus is already loaded)")
+    parser.add_argument("--reextract", action="store_true",
+                        help="forget the pages' validators first, so the import fetches and extracts every page again"
+                             " (after an extraction change; unchanged passages keep their vectors)")
     parser.add_argument("--misses", action="store_true", help="list the tuning half's misses")
     parser.add_argument("--db", default=DB, help="the database (kept between runs)")
     parser.add_argument("--dump", default=None, help="write each question's outcome as JSON lines here")
@@ -201,6 +204,11 @@ async def main() -> None:
     if not doc.root.is_dir():
         sys.exit(f"{doc.root} is missing: apt-get install {doc.package}")
     tenant_id, chatbot_id = await tenant_and_bot(settings, f"quality-{doc.name}")
+    if args.reextract:
+        conn = await asyncpg.connect(settings.admin_url)
+        await conn.execute("UPDATE parley.knowledge_documents SET etag = NULL, last_modified = NULL"
+                           " WHERE tenant_id = $1", tenant_id)
+        await conn.close()
     if args.fusion:
         k, w_fts, w_vec = (float(x) for x in args.fusion.split(","))
         conn = await asyncpg.connect(settings.admin_url)

@@ -137,7 +137,19 @@ _DROP_TAGS = frozenset(
     }
 )
 _DROP_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "alert"})
-_DROP_CLASS_HINT = re.compile(r"(^|[\s_-])(cookie|consent|sidebar|navbar|skip-link)([\s_-]|$)", re.I)
+# Words that name page chrome in the common site generators and themes: cookie and consent
+# banners, sidebars, navigation bars and link bars (Bootstrap's navbar, DocBook XSL's
+# navheader/navfooter with their prev/up/next/home tables, "nav", "navigation", "nav-links"),
+# breadcrumbs and pagination/pagers. Without them every page of a DocBook site carried a passage
+# of its title and "Prev | Up | Home | Next", and its neighbours' titles in its last one. A class
+# names chrome when one of its words is one of these; an id only when it is one of them whole:
+# ids are mostly made from headings ("editing-and-navigation", "cookie-settings"), and such a
+# section is content.
+_CHROME_WORDS = (
+    r"(cookie|consent|sidebar|skip-link|nav|navbar|navheader|navfooter|navigation|breadcrumbs?|pagination|pager)"
+)
+_DROP_CLASS_HINT = re.compile(rf"(^|[\s_-]){_CHROME_WORDS}([\s_-]|$)", re.I)
+_DROP_ID_HINT = re.compile(rf"{_CHROME_WORDS}", re.I)
 _BLOCK_TAGS = frozenset(
     {
         "address",
@@ -206,8 +218,7 @@ def _dropped(node: LexborNode) -> bool:
         return True
     if re.search(r"display\s*:\s*none|visibility\s*:\s*hidden", attrs.get("style") or "", re.I):
         return True
-    hint = f"{attrs.get('class') or ''} {attrs.get('id') or ''}"
-    return bool(_DROP_CLASS_HINT.search(hint))
+    return bool(_DROP_CLASS_HINT.search(attrs.get("class") or "") or _DROP_ID_HINT.fullmatch(attrs.get("id") or ""))
 
 
 _CELL = "\ue000"  # table-cell separator while collecting (a private-use character, not whitespace)
