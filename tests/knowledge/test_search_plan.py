@@ -162,3 +162,34 @@ async def test_language_config_stems_queries(settings, owner_conn):
         assert len(found) == 1
         assert await conn.fetchval("SELECT DISTINCT ts_config::text FROM parley.knowledge_chunks") == "german"
     await german.close()
+
+
+async def test_each_documents_best_passage_comes_before_another_passage_of_the_same_document(tenant):
+    # A long page matched by several of its passages filled the top k with itself, so the one
+    # passage of another page that also answers never showed (knowledge_per_document).
+    def section(n: int) -> str:
+        return f"## Freezing part {n}\n\n" + " ".join(
+            [f"Vacuum freezes old row versions to prevent transaction id wraparound, step {n}."] * 8)
+
+    long_page = "# Routine vacuuming\n\n" + "\n\n".join(section(n) for n in range(1, 4))
+    other_page = "# Server settings\n\nautovacuum_freeze_max_age sets when a vacuum freezes rows against wraparound."
+    documents = {}
+    async with await tenant.tx() as conn:
+        for name, text in (("vacuuming", long_page), ("settings", other_page)):
+            source = await conn.fetchval("SELECT s.id FROM parley.create_knowledge_source($1, 'file', $2, NULL, $3) s",
+                                         tenant.chatbot_id, name, f"{name}.md")
+            stored = await ingest.ingest_document(conn, source, f"{name}.md",
+                                                  extract.extract(text.encode(), filename=f"{name}.md"))
+            documents[str(stored["document_id"])] = name
+        passages = await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks WHERE chatbot_id = $1",
+                                       tenant.chatbot_id)
+        assert passages >= 4, passages
+        query = "vacuum freezes wraparound"
+        top = [documents[str(r["document_id"])] for r in
+               await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, 2)", tenant.chatbot_id, query)]
+        assert top == ["vacuuming", "settings"], top
+        # The top k is still filled from the same document when no other one matches.
+        every = [documents[str(r["document_id"])] for r in
+                 await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, 10)", tenant.chatbot_id, query)]
+        assert sorted(every) == ["settings"] + ["vacuuming"] * (passages - 1), every
+        assert every[:2] == ["vacuuming", "settings"], every

@@ -196,6 +196,52 @@ async def evaluate(pool, tenant_id, chatbot_id, questions: list[Question], base:
     return report
 
 
+def slice_questions(site: Site, pages: list[str]) -> list[Question]:
+    """The site's questions for a slice of its pages: each answerable one with an acceptable page in
+    the slice (only those pages acceptable), and every unanswerable one."""
+    chosen = []
+    for q in load_questions(site):
+        if not q.answerable:
+            chosen.append(q)
+        elif set(q.pages) & set(pages):
+            chosen.append(Question(q.n, q.text, [p for p in q.pages if p in pages], q.half))
+    return chosen
+
+
+async def evaluate_slice(tenant, embedder, site: Site, pages: list[str]) -> tuple[dict, dict]:
+    """CI's share of the bench: the slice served on 127.0.0.1 with a sitemap, imported with the
+    product's importer (SSRF guard on, the test host allowed) into the test tenant's chatbot,
+    embedded, then slice_questions asked FTS-only and hybrid. Returns both figures (all questions)."""
+    from pyapp.knowledge import ingest
+    from pyapp.knowledge.crawl import Importer
+    from pyapp.net import SafeFetcher
+
+    assert site.root.is_dir(), f"{site.package} is missing (scripts/setup.sh --test installs it)"
+    doc_site = DocSite(site.root, only=pages)
+    base = await doc_site.start()
+    try:
+        pool = await tenant.pool()
+        async with await tenant.tx() as conn:
+            source = dict(await conn.fetchrow(
+                "SELECT * FROM parley.create_knowledge_source($1, 'sitemap', $2, $3)",
+                tenant.chatbot_id, site.title, base + "/sitemap.xml"))
+        await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
+        async with await tenant.tx() as conn:
+            row = await conn.fetchrow("SELECT status, progress FROM parley.knowledge_sources WHERE id = $1",
+                                      source["id"])
+        assert row["status"] == "ready" and row["progress"]["pages_done"] == len(pages), row
+        await ingest.drain_embeddings(pool, actor_kind="service", embedder=embedder, until_empty=True,
+                                      max_batches=1000)
+        questions = slice_questions(site, pages)
+        fts = (await evaluate(pool, tenant.id, tenant.chatbot_id, questions, base, None)).figures()
+        hybrid = (await evaluate(pool, tenant.id, tenant.chatbot_id, questions, base, embedder)).figures()
+    finally:
+        await doc_site.close()
+    print(f"\n{site.name} slice ({fts['answerable']}+{fts['unanswerable']} questions): fts {line(fts)}\n"
+          f"  hybrid {line(hybrid)}")
+    return fts, hybrid
+
+
 # Small knowledge bases ---------------------------------------------------------------------
 # The decline rule must hold at both ends: a help centre of 30 short documents (tests/knowledge/
 # corpus: 42 answerable questions, each naming its document, and 22 the corpus does not cover)
