@@ -794,7 +794,7 @@ async def phase_console(base: str, creds: dict, slow: float) -> Tally:
                 page = await resp.text()
             csrf = _meta(page, "csrf-token")
             async with console.post(base + "/console/sign-in", allow_redirects=False,
-                                    data={"email": creds["email"], "password": PASSWORD, "csrf": csrf or ""}) as resp:
+                                    data={"email": creds["email"], "password": PASSWORD, "_csrf": csrf or ""}) as resp:
                 signed_in = resp.status in (302, 303)
             if not signed_in:
                 tally.finding(f"console sign-in failed: {resp.status}")
@@ -805,8 +805,8 @@ async def phase_console(base: str, creds: dict, slow: float) -> Tally:
                      (f"/console/knowledge/{chatbot}/text", {"title": "t", "text": "x"}),
                      ("/console/team/invites", {"email": "a@b.c", "role": "agent"})]
             for path, data in forms:
-                for label, extra, headers in (("no CSRF", {}, {}), ("wrong CSRF", {"csrf": "A" * 40}, {}),
-                                              ("other origin", {"csrf": token}, {"Origin": "https://evil.example"}),
+                for label, extra, headers in (("no CSRF", {}, {}), ("wrong CSRF", {"_csrf": "A" * 40}, {}),
+                                              ("other origin", {"_csrf": token}, {"Origin": "https://evil.example"}),
                                               ("JSON body", None, {"Content-Type": "application/json"})):
                     body = json.dumps(data) if extra is None else {**data, **extra}
                     async with console.post(base + path, data=body, headers={**headers, "Accept": "application/json"},
@@ -816,7 +816,7 @@ async def phase_console(base: str, creds: dict, slow: float) -> Tally:
             upload = f"/console/knowledge/{chatbot}/upload"
             for name, (filename, data) in list(hostile_files().items())[:12]:
                 form = aiohttp.FormData()
-                form.add_field("csrf", token)
+                form.add_field("_csrf", token)
                 form.add_field("file", data, filename=filename, content_type="application/octet-stream")
                 started = time.monotonic()
                 try:
@@ -918,7 +918,7 @@ def probe_process(base: str, creds: dict, rate: float, stop, out) -> None:
     async def run() -> dict:
         latencies: list[float] = []
         errors: Counter = Counter()
-        auth = {"Authorization": f"Bearer {creds['prober']}"}
+        auth = {"Authorization": f"Bearer {creds['probe_key']}"}  # an API key: no 15-minute expiry
         session_body = {"chatbot_key": creds["chatbot_key"]}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             i = 0
@@ -978,6 +978,7 @@ async def arrange(base: str) -> dict:
             switched = await member.switch_tenant(body={"tenant_id": owner["tenant"]["id"]})
             people[role] = switched["access_token"]
         key = (await boss.create_api_key(body={"name": "read only", "scopes": ["read"]}))["key"]
+        probe_key = (await boss.create_api_key(body={"name": "probe", "scopes": ["read"]}))["key"]
         chatbots = await boss.list_chatbots()
         items = chatbots["chatbots"] if isinstance(chatbots, dict) else chatbots
         chatbot = items[0] if items else await boss.create_chatbot(body={"name": "Hostile bot"})
@@ -987,7 +988,7 @@ async def arrange(base: str) -> dict:
             if resp.status != 201:
                 raise SystemExit(f"widget session: {resp.status} {session}")
     return {"owner": owner["access_token"], "agent": people["agent"], "prober": people["admin"],
-            "readonly_key": key, "email": email, "tenant_id": owner["tenant"]["id"], "chatbot_id": chatbot["id"],
+            "readonly_key": key, "probe_key": probe_key, "email": email, "tenant_id": owner["tenant"]["id"], "chatbot_id": chatbot["id"],
             "chatbot_key": chatbot["public_key"], "visitor_token": session["token"],
             "conversation_id": session["conversation_id"]}
 
@@ -1071,8 +1072,10 @@ def main() -> int:
 
 
 def run_phases(args, base: str, creds: dict, pid: int | None, tallies: list[Tally]) -> None:
-    for name in args.phases.split(","):
+    for number, name in enumerate(args.phases.split(",")):
         print(f"phase {name}", flush=True)
+        if number:  # access tokens last 15 minutes, and a phase may have ended its workspace or sessions
+            creds = asyncio.run(arrange(base))
         if name == "http":
             tally = phase_http(base, creds, args.slow)
         elif name == "bodies":

@@ -14,7 +14,7 @@ import os
 import uuid
 from typing import Literal
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 from pydantic import BaseModel, Field
 
 from pyapp.api import Call, api, rows
@@ -194,14 +194,14 @@ async def create_source(call: Call):
     return source
 
 
-@route("POST", "/api/chatbots/{chatbot_id}/knowledge/upload", response=Source, status=201, min_role="admin")
-async def upload_source(call: Call):
-    """Upload a .txt, .md, .html or .pdf file (multipart field "file"; optional "title")."""
-    chatbot_id = call.uuid_param("chatbot_id")
-    reader = await call.multipart()
+async def _read_upload(reader) -> tuple[bytes | None, str | None, str | None, str]:
+    """The file part (its bytes, name and media type) and the title of an upload; other parts, and
+    nested multipart bodies (which have no field name), are skipped."""
     data, filename, content_type, title = None, None, None, ""
     async for part in reader:
-        if part.name == "title":
+        if not isinstance(part, BodyPartReader):
+            await part.release()
+        elif part.name == "title":
             title = (await part.text())[:300]
         elif part.name == "file":
             filename = os.path.basename(part.filename or "upload")[:255]
@@ -214,6 +214,19 @@ async def upload_source(call: Call):
                         413, "payload_too_large", f"Files are limited to {UPLOAD_MAX_BYTES // (1024 * 1024)} MB."
                     )
             data = bytes(buf)
+    return data, filename, content_type, title
+
+
+@route("POST", "/api/chatbots/{chatbot_id}/knowledge/upload", response=Source, status=201, min_role="admin")
+async def upload_source(call: Call):
+    """Upload a .txt, .md, .html or .pdf file (multipart field "file"; optional "title")."""
+    chatbot_id = call.uuid_param("chatbot_id")
+    reader = await call.multipart()
+    try:
+        data, filename, content_type, title = await _read_upload(reader)
+    except (ValueError, LookupError, AssertionError):
+        # An unterminated part ("Reading after EOF"), an unknown charset, a broken part header: a 500 before.
+        raise ApiError(400, "malformed_body", "The multipart body is malformed.") from None
     if data is None or filename is None:
         raise ApiError(422, "file_required", 'Send the file in the multipart field "file".')
     if not filename.lower().endswith(UPLOAD_SUFFIXES):
