@@ -268,6 +268,46 @@ class Agent:
             await asyncio.sleep(0.25 + random.random() * 0.5)
 
 
+class SseAgent(Agent):
+    """The agent stream over server-sent events (GET /api/events), resumed with Last-Event-ID."""
+
+    async def run(self, http: aiohttp.ClientSession, bases: list[str], ready: asyncio.Event) -> None:
+        server = self.j % len(bases)
+        while True:
+            headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+            if self.last_event_id is not None:
+                headers["Last-Event-ID"] = str(self.last_event_id)
+            try:
+                async with http.get(bases[server] + "/api/events", headers=headers,
+                                    timeout=aiohttp.ClientTimeout(total=None, sock_read=60)) as resp:
+                    if resp.status == 200:
+                        ready.set()
+                        if self.last_event_id is None:
+                            self.last_event_id = 0
+                        await self._read(resp)
+            except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError, ValueError):
+                pass
+            self.reconnects += 1
+            server = (server + 1) % len(bases)
+            await asyncio.sleep(0.25 + random.random() * 0.5)
+
+    async def _read(self, resp: aiohttp.ClientResponse) -> None:
+        data: list[str] = []
+        async for raw in resp.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and data:
+                ev = json.loads("\n".join(data))
+                data = []
+                if not isinstance(ev, dict) or not ev.get("id"):
+                    continue
+                self.last_event_id = max(self.last_event_id or 0, ev["id"])
+                m = ev.get("message") or {}
+                if ev.get("kind") == "message_added" and m.get("author") == "visitor":
+                    self.seen[m["id"]] += 1
+
+
 async def client_main(config_path: str) -> None:
     """One client shard: its visitors write at their pace until told to stop, then until every
     message is echoed (or --drain runs out); its agents listen until the parent says so."""
@@ -275,7 +315,8 @@ async def client_main(config_path: str) -> None:
     cfg = json.loads(Path(config_path).read_text())
     bases = cfg["bases"]
     visitors = [Visitor(i, t) for i, t in enumerate(cfg["visitor_tokens"]) if i % cfg["shards"] == cfg["shard"]]
-    agents = [Agent(j, cfg["agent_token"]) for j in range(cfg["agents"]) if j % cfg["shards"] == cfg["shard"]]
+    agents = [(SseAgent if j % 2 else Agent)(j, cfg["agent_token"])  # every other one over SSE
+              for j in range(cfg["agents"]) if j % cfg["shards"] == cfg["shard"]]
     bots = [BotVisitor(i, t) for i, t in enumerate(cfg["bot_tokens"]) if i % cfg["shards"] == cfg["shard"]]
     interval = len(cfg["visitor_tokens"]) / cfg["rate"]
     loop = asyncio.get_running_loop()
@@ -318,7 +359,8 @@ async def client_main(config_path: str) -> None:
     Path(cfg["result"]).write_text(json.dumps({
         "visitors": [{"order": v.order, "acked": v.acked, "reconnects": v.reconnects, "errors": v.errors}
                      for v in visitors],
-        "agents": [{"seen": {str(k): n for k, n in a.seen.items()}, "reconnects": a.reconnects} for a in agents],
+        "agents": [{"seen": {str(k): n for k, n in a.seen.items()}, "reconnects": a.reconnects,
+                    "kind": "sse" if isinstance(a, SseAgent) else "socket"} for a in agents],
         "bots": [{"asked": b.asked, "outcomes": b.outcomes, "extra": b.extra} for b in bots]}))
     print(json.dumps({"event": "done", "shard": cfg["shard"]}), flush=True)
 
@@ -722,8 +764,9 @@ def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink,
           f" {len(lost_accepted)}, sent and never stored {len(never_stored)}, duplicated {duplicated}, echoed with"
           f" another id {wrong_echo}, visitors stored out of order {out_of_order}", flush=True)
     print(f"visitor reconnects {sum(v['reconnects'] for v in visitors)}, error frames"
-          f" {dict(sum((Counter(v['errors']) for v in visitors), Counter()))}; agents: stored messages missed"
-          f" {missing}, seen twice {twice}, reconnects {[a['reconnects'] for a in agents]}", flush=True)
+          f" {dict(sum((Counter(v['errors']) for v in visitors), Counter()))}; agents"
+          f" ({', '.join(a['kind'] for a in agents)}): stored messages missed {missing}, seen twice {twice},"
+          f" reconnects {[a['reconnects'] for a in agents]}", flush=True)
     print(f"webhooks: expected {len(keys)} (pending {pending}), arrived {len(arrived & keys)}, missing"
           f" {len(keys - arrived)}, unexpected {len(arrived - keys)}, arrived more than once"
           f" {sum(n > 1 for n in sink.accepted.values())}; sink answers {dict(sink.answers)}", flush=True)
