@@ -148,7 +148,10 @@ _DROP_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary",
 _CHROME_WORDS = (
     r"(cookie|consent|sidebar|skip-link|nav|navbar|navheader|navfooter|navigation|breadcrumbs?|pagination|pager)"
 )
-_DROP_CLASS_HINT = re.compile(rf"(^|[\s_-]){_CHROME_WORDS}([\s_-]|$)", re.I)
+# A page's own table of contents (DocBook's div.toc on every chapter page, MkDocs' and Hugo's toc)
+# repeats the headings of the pages below it: matched as a whole class word only, as Sphinx
+# marks each heading's link back to its contents "toc-backref".
+_DROP_CLASS_HINT = re.compile(rf"(^|[\s_-]){_CHROME_WORDS}([\s_-]|$)|(^|\s)(toc|table-of-contents)(\s|$)", re.I)
 _DROP_ID_HINT = re.compile(rf"{_CHROME_WORDS}", re.I)
 _BLOCK_TAGS = frozenset(
     {
