@@ -19,7 +19,7 @@ from pyapp.auth import Credential, bearer_token, no_tenant, resolve_member, reso
 from pyapp.context import POOL, REQUEST_ID, SESSION_TOKEN, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError
-from pyapp.inputs import INT64_MAX, check_value, parse_json
+from pyapp.inputs import INT64_MAX, MALFORMED_BODY, check_value, parse_json
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Call:
             raise ApiError(415, "multipart_required", "Upload the file as multipart/form-data.")
         try:
             return await self.request.multipart()
-        except (ValueError, AssertionError):  # aiohttp: "boundary missed", malformed Content-Type
+        except MALFORMED_BODY:  # aiohttp: "boundary missed", malformed Content-Type
             raise ApiError(400, "invalid_multipart", "The multipart body has no valid boundary.") from None
 
     def tx(self):

@@ -16,6 +16,11 @@ from typing import Any
 
 from pyapp.errors import ApiError
 
+# What aiohttp's form and multipart readers raise for a body they cannot read: no or a bad boundary,
+# a part that never ends ("Reading after EOF"), a charset that does not exist (LookupError). Every
+# reader of a form or multipart body answers these as a 400, never a 500.
+MALFORMED_BODY: tuple[type[Exception], ...] = (ValueError, LookupError, AssertionError)
+
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 MAX_DEPTH = 32  # arrays/objects inside each other; Parley's deepest legitimate input is ~5

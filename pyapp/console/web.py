@@ -28,7 +28,7 @@ from pyapp.console import session as sess
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip, json_dumps
 from pyapp.db import Actor, tenant_tx
 from pyapp.errors import ApiError, from_postgres
-from pyapp.inputs import parse_json
+from pyapp.inputs import MALFORMED_BODY, parse_json
 from pyapp.security import AccessClaims
 
 log = logging.getLogger("parley.console")
@@ -499,11 +499,11 @@ async def _first_part_csrf(ctx: Ctx) -> str | None:
     try:
         reader = await ctx.request.multipart()
         part = await reader.next()
-    except (ValueError, AssertionError):
-        return None
-    if isinstance(part, BodyPartReader) and part.name == sess.CSRF_FIELD:
-        presented = presented or (await part.text())[:200]
-    elif presented is None:
+        if isinstance(part, BodyPartReader) and part.name == sess.CSRF_FIELD:
+            presented = presented or (await part.text())[:200]
+        elif presented is None:
+            return None
+    except MALFORMED_BODY:
         return None
     ctx.multipart = reader
     return presented
@@ -519,7 +519,7 @@ async def _read_form(ctx: Ctx) -> None:
     if ctype in ("application/x-www-form-urlencoded", "multipart/form-data"):
         try:
             post = await request.post()
-        except (ValueError, AssertionError):  # multipart without a (valid) boundary
+        except MALFORMED_BODY:  # multipart without a (valid) boundary, a charset that does not exist
             raise ApiError(400, "invalid_form", "The form body is malformed.") from None
         form: dict = {}
         for key, value in post.items():

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from pyapp.api import Call, api, rows
 from pyapp.context import EMBEDDER_WARM, POOL, SETTINGS
 from pyapp.errors import ApiError, not_found
+from pyapp.inputs import MALFORMED_BODY
 from pyapp.knowledge import extract as ex
 from pyapp.knowledge.crawl import HARD_MAX_DEPTH, HARD_MAX_PAGES, ImportManager
 from pyapp.knowledge.ingest import MAX_BACKLOG, EmbeddingWorker, backlog, get_embedder, ingest_document
@@ -224,7 +225,7 @@ async def upload_source(call: Call):
     reader = await call.multipart()
     try:
         data, filename, content_type, title = await _read_upload(reader)
-    except (ValueError, LookupError, AssertionError):
+    except MALFORMED_BODY:
         # An unterminated part ("Reading after EOF"), an unknown charset, a broken part header: a 500 before.
         raise ApiError(400, "malformed_body", "The multipart body is malformed.") from None
     if data is None or filename is None:
