@@ -69,6 +69,7 @@ class Progress:
     documents_pruned: int = 0
     page_limit: int = 0
     limited: bool = False
+    extraction: int = 0  # the extraction every stored page was made by (ex.EXTRACTION_VERSION once a pass is whole)
     errors: list = field(default_factory=list)
 
     def as_json(self) -> dict:
@@ -84,6 +85,7 @@ class Progress:
             "documents_pruned": self.documents_pruned,
             "page_limit": self.page_limit,
             "limited": self.limited,
+            "extraction": self.extraction,
             "errors": self.errors[-10:],
         }
 
@@ -217,11 +219,19 @@ class Importer:
                 " WHERE tenant_id = parley.current_tenant_id() AND source_id = $1",
                 self.source["id"],
             )
+            progress = await conn.fetchval(
+                "SELECT progress FROM parley.knowledge_sources WHERE id = $1", self.source["id"]
+            )
         self.progress.page_limit = limit
         self.max_pages = max(1, min(self.requested_pages or limit, limit))
         if self.resume:  # continuing adds pages to those stored, within the plan's limit
             self.max_pages = max(0, min(self.max_pages, limit - len(rows)))
         self.known = {r["doc_key"]: dict(r) for r in rows}
+        self.progress.extraction = int((progress or {}).get("extraction") or 0)
+        if self.progress.extraction != ex.EXTRACTION_VERSION:
+            # Stored by an older extraction: fetch every page whole (a 304 would keep its old text);
+            # passages that come out the same keep their vectors.
+            self.known = {key: {**row, "etag": None, "last_modified": None} for key, row in self.known.items()}
 
     async def run(self) -> None:
         kind = self.source["kind"]
@@ -245,6 +255,8 @@ class Importer:
                     self.progress.documents_pruned = await conn.fetchval(
                         "SELECT parley.prune_source_documents($1, $2)", self.source["id"], list(seen)
                     )
+            if not self.progress.pages_failed and not self.resume:
+                self.progress.extraction = ex.EXTRACTION_VERSION  # every page this pass reached was made now
             await self.report("ready")
         except asyncio.CancelledError:
             await asyncio.shield(self.report("failed", "cancelled"))

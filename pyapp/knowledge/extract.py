@@ -31,6 +31,11 @@ if TYPE_CHECKING:
 MAX_SITEMAP_BYTES = 50 * 1024 * 1024  # the sitemap protocol's own limit, uncompressed
 MAX_SITEMAP_URLS = 50_000
 MAX_PDF_PAGES = 1000
+# Which extraction made a source's passages: raised whenever the same bytes extract to different
+# text (2: chrome named by class: navigation bars, breadcrumbs, pagers, tables of contents). A
+# re-import by a newer extraction asks for every page whole instead of "if changed" (crawl.py),
+# else an unchanged page would keep the text the older one made.
+EXTRACTION_VERSION = 2
 
 
 class ExtractError(Exception):

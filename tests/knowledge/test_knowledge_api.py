@@ -371,3 +371,47 @@ async def test_recrawl_sends_validators_and_keeps_unchanged_pages(tenant):
             assert await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks") == chunks
     finally:
         await site.close()
+
+
+async def test_a_newer_extraction_fetches_every_page_whole_and_keeps_unchanged_passages(tenant, owner_conn):
+    # Pages stored by an older extraction answered 304 to the re-import's validators and kept the
+    # text it made (every DocBook page's navigation bar, after the extraction learnt to drop it).
+    from pyapp.knowledge import extract
+    from pyapp.knowledge.crawl import Importer
+    from pyapp.net import SafeFetcher
+    from tests.knowledge.pydocs.evaluation import DOC_ROOT, DocSite
+
+    pages = ["library/json.html", "library/glob.html"]
+    site = DocSite(DOC_ROOT, only=pages)
+    base = await site.start()
+    try:
+        pool = await tenant.pool()
+        async with await tenant.tx() as conn:
+            source = dict(await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'sitemap', 'Docs', $2)",
+                                              tenant.chatbot_id, base + "/sitemap.xml"))
+
+        async def run() -> dict:
+            site.headers.clear()
+            await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
+            async with await tenant.tx() as conn:
+                return dict(await conn.fetchval("SELECT progress FROM parley.knowledge_sources WHERE id = $1",
+                                                source["id"]))
+
+        first = await run()
+        assert first["pages_done"] == 2 and first["extraction"] == extract.EXTRACTION_VERSION, first
+        async with await tenant.tx() as conn:
+            chunks = await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d"
+                                         " ON d.id = c.document_id WHERE d.source_id = $1", source["id"])
+        # As if an older extraction had made them: its pages are asked for whole and extracted again.
+        await owner_conn.execute("UPDATE parley.knowledge_sources SET progress = progress || '{\"extraction\": 1}'"
+                                 " WHERE id = $1", source["id"])
+        again = await run()
+        assert again["pages_done"] == 2 and again["pages_unchanged"] == 0, again
+        assert not any(h.get("If-None-Match") or h.get("If-Modified-Since") for path, h in site.headers if path in pages)
+        assert again["chunks_unchanged"] == chunks and again["chunks_added"] == 0, again  # same text: vectors kept
+        assert again["extraction"] == extract.EXTRACTION_VERSION, again
+        third = await run()  # made by this extraction now: "if changed" again
+        assert third["pages_unchanged"] == 2, third
+        assert all(h.get("If-None-Match") for path, h in site.headers if path in pages)
+    finally:
+        await site.close()
