@@ -20,18 +20,25 @@ SECRET = "tok-5ec12e7-never-in-a-log"
 
 
 async def exchange(server, data: bytes, *, wait: float = 5.0) -> bytes:
-    """Send raw bytes; everything the server sends back until it closes (or `wait` passes)."""
+    """Send raw bytes; what the server sends back until a whole final response (by its Content-Length)
+    has arrived, the server closes, or `wait` passes."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(data)
     await writer.drain()
     out = b""
     try:
-        while chunk := await asyncio.wait_for(reader.read(65536), wait):
+        while not _complete(out) and (chunk := await asyncio.wait_for(reader.read(65536), wait)):
             out += chunk
     except (asyncio.TimeoutError, ConnectionError):
         pass
     writer.close()
     return out
+
+
+def _complete(out: bytes) -> bool:
+    head, sep, body = out.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n").partition(b"\r\n\r\n")
+    lengths = [line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")]
+    return bool(sep and lengths and len(body) >= int(lengths[0]))
 
 
 def answer(out: bytes) -> tuple[int, dict]:
