@@ -194,6 +194,7 @@ class Importer:
         depth = opts.get("max_depth")
         self.max_depth = max(0, min(int(depth) if depth is not None else DEFAULT_MAX_DEPTH, HARD_MAX_DEPTH))
         self.known: dict[str, dict] = {}  # doc_key -> stored validators and links
+        self.link_lists: set[str] = set()  # pages of this pass followed but not stored (indexes, tables of contents)
         self.repeated = RepeatedBlocks()
         self.robots: RobotFileParser | None = None
 
@@ -250,10 +251,11 @@ class Importer:
                 await self.report("failed", self.progress.errors[-1]["code"])
                 return
             if seen is not None and not self.progress.pages_failed and not self.resume:
-                # A complete pass: pages that are gone from the site leave the knowledge too.
+                # A complete pass: pages that are gone from the site leave the knowledge too, and so
+                # do pages stored before that are only lists of links now.
                 async with self.tx() as conn:
                     self.progress.documents_pruned = await conn.fetchval(
-                        "SELECT parley.prune_source_documents($1, $2)", self.source["id"], list(seen)
+                        "SELECT parley.prune_source_documents($1, $2)", self.source["id"], list(seen - self.link_lists)
                     )
             if not self.progress.pages_failed and not self.resume:
                 self.progress.extraction = ex.EXTRACTION_VERSION  # every page this pass reached was made now
@@ -311,6 +313,7 @@ class Importer:
         links = await asyncio.to_thread(ex.extract_links, result.body, doc.url or url) if doc.kind == "html" else []
         if doc.kind == "html" and doc.link_density >= INDEX_LINK_DENSITY:
             self.progress.pages_skipped += 1  # an index or table of contents: its links, not its text
+            self.link_lists.add(key)
             return links
         if doc.kind == "html":
             doc.text = self.repeated.filter(doc.text)

@@ -415,3 +415,44 @@ async def test_a_newer_extraction_fetches_every_page_whole_and_keeps_unchanged_p
         assert all(h.get("If-None-Match") for path, h in site.headers if path in pages)
     finally:
         await site.close()
+
+
+async def test_a_page_that_became_a_list_of_links_leaves_the_knowledge(tenant, tmp_path):
+    # A stored page that a later pass finds to be an index (mostly links) was followed and counted
+    # as seen, so the prune kept the text it had before.
+    from pyapp.knowledge.crawl import Importer
+    from pyapp.net import SafeFetcher
+    from tests.knowledge.pydocs.evaluation import DocSite
+
+    def page(title: str, body: str) -> str:
+        return f"<html><head><title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"
+
+    (tmp_path / "guide.html").write_text(page("Guide", "<p>Vacuum reclaims the storage of dead rows.</p>" * 5))
+    (tmp_path / "topics.html").write_text(page("Topics", "<p>Replication keeps a standby server in step.</p>" * 5))
+    site = DocSite(tmp_path, only=["guide.html", "topics.html"])
+    base = await site.start()
+    try:
+        pool = await tenant.pool()
+        async with await tenant.tx() as conn:
+            source = dict(await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'sitemap', 'Docs', $2)",
+                                              tenant.chatbot_id, base + "/sitemap.xml"))
+
+        async def run() -> tuple[dict, list[str]]:
+            await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
+            async with await tenant.tx() as conn:
+                progress = await conn.fetchval("SELECT progress FROM parley.knowledge_sources WHERE id = $1",
+                                               source["id"])
+                titles = [r["title"] for r in await conn.fetch(
+                    "SELECT DISTINCT c.title FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d"
+                    " ON d.id = c.document_id WHERE d.source_id = $1 ORDER BY 1", source["id"])]
+            return dict(progress), titles
+
+        first, titles = await run()
+        assert first["pages_done"] == 2 and titles == ["Guide", "Topics"], (first, titles)
+        links = "".join(f'<li><a href="guide.html#s{n}">Replication section number {n}</a></li>' for n in range(30))
+        (tmp_path / "topics.html").write_text(page("Topics", f"<ul>{links}</ul>"))
+        again, titles = await run()
+        assert again["pages_skipped"] == 1 and again["documents_pruned"] == 1, again
+        assert titles == ["Guide"], titles
+    finally:
+        await site.close()
