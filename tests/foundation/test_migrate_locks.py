@@ -80,8 +80,11 @@ async def _holds_lock(owner_conn, conn, table: str, mode: str) -> bool:
 async def test_reapply_does_not_wait_for_an_open_transaction(settings, owner_conn, rows, sql_tenant, reply):
     policies = await owner_conn.fetch(POLICIES)
     async with conversation_held(settings, rows, sql_tenant, reply=reply) as holder:
-        # lock_timeout 1 ms, one try: waiting for any lock at all would raise MigrateLockTimeout.
-        applied = await asyncio.to_thread(migrate, impatient(settings, 0.001))
+        # lock_timeout 1 ms: a statement that needed a lock the holder has would wait for it on every
+        # try and raise MigrateLockTimeout. Several tries, because a catalog can be locked for a few
+        # milliseconds by autovacuum truncating it (pg_shdepend, shared by every test database of the
+        # cluster, churns with each migrate's scratch policies): that wait ends, the holder's does not.
+        applied = await asyncio.to_thread(migrate, impatient(settings, 0.001, attempts=20))
         assert applied == []
         # The transaction was open all along, holding what it took.
         assert await _holds_lock(owner_conn, holder, "parley.conversations", "RowShareLock")
