@@ -365,7 +365,12 @@ BEGIN
   IF v_dest.id IS NULL THEN
     RETURN NULL;
   END IF;
-  v_ready := parley.outbox_ready_ids(p_destination_id, v_dest.ordered, p_limit);
+  -- A destination that got nothing through its last batch (failing_since: down, or answering 429)
+  -- is probed with one delivery until one gets through: after its hold a batch of every due retry
+  -- would meet the same answer all at once (bench/faults.py: a 429 with Retry-After: 1 drew a
+  -- whole batch of 429s a second).
+  v_ready := parley.outbox_ready_ids(p_destination_id, v_dest.ordered,
+                                     CASE WHEN v_dest.failing_since IS NULL THEN p_limit ELSE least(p_limit, 1) END);
   IF coalesce(cardinality(v_ready), 0) = 0 THEN
     -- Everything waits for a retry: hold the destination until the first one is due, so no
     -- drainer leases it in vain meanwhile (an ordered one waits for its head).
@@ -375,7 +380,7 @@ BEGIN
   RETURN v_ready;
 END $$;
 COMMENT ON FUNCTION parley.lease_ready_ids(uuid, text, int, int) IS
-  'Drainers, the start of a take: renew this worker''s lease on a destination of the current tenant (renew_destination_lease) and return up to p_limit ready pending deliveries in id order (outbox_ready_ids; per conversation on an ordered destination). NULL when the lease is lost, the destination is paused or held, or nothing is ready (then it is held until the first is due, hold_destination_until_due).';
+  'Drainers, the start of a take: renew this worker''s lease on a destination of the current tenant (renew_destination_lease) and return up to p_limit ready pending deliveries in id order (outbox_ready_ids; per conversation on an ordered destination), only one while the destination is failing (a probe: its last batch got nothing through). NULL when the lease is lost, the destination is paused or held, or nothing is ready (then it is held until the first is due, hold_destination_until_due).';
 
 CREATE OR REPLACE FUNCTION parley.take_destination_tokens(p_destination_id uuid, p_want int) RETURNS int
 LANGUAGE plpgsql VOLATILE

@@ -215,3 +215,27 @@ async def test_token_bucket_limits_sends(owner_conn, tenant, sink, drainer):
     assert 0 <= held["tokens"] < 1 and 0 < held["seconds"] <= 20.0
     assert abs(held["tokens"] + 0.05 * held["seconds"] - 1) < 1e-6
     assert await drainer.drain() == 0
+
+
+async def test_a_failing_destination_is_probed_with_one_delivery(owner_conn, tenant, sink, drainer):
+    dest = await add_destination(owner_conn, tenant, sink.url)
+    conv = await start_conversation(tenant)
+
+    async def due_now():  # as if the backoff had passed
+        await owner_conn.execute("UPDATE parley.outbox SET next_attempt_at = now() WHERE tenant_id = $1 AND status = 'pending'",
+                                 tenant.id)
+        await owner_conn.execute("UPDATE parley.outbox_destinations SET next_send_at = now() WHERE id = $1", dest)
+
+    sink.script = [(503, {}, 0)] * 5
+    await post(tenant, conv, *(f"message {n}" for n in range(5)))
+    assert await drainer.drain() == 0 and len(sink.received) == 5  # one batch, every delivery refused
+    # Still failing: after the hold one delivery goes (a probe), not all five again.
+    await due_now()
+    sink.script = [(503, {}, 0)]
+    assert await drainer.drain() == 0 and len(sink.received) == 6
+    # The probe gets through: the destination is healthy again and the rest follow in the same drain.
+    await due_now()
+    assert await drainer.drain() == 5 and len(sink.received) == 11
+    rows = await _deliveries(owner_conn, tenant)
+    assert [r["status"] for r in rows] == ["delivered"] * 5
+    assert await owner_conn.fetchval("SELECT failing_since FROM parley.outbox_destinations WHERE id = $1", dest) is None
