@@ -134,7 +134,25 @@ def ensure_database(admin_url: str) -> None:
             conn.execute(pgsql.SQL("CREATE DATABASE {}").format(pgsql.Identifier(dbname)))
 
 
+ROLE_TRIES = 5  # apply_roles against another database's migrate on the same PostgreSQL
+
+
 def apply_roles(conn: psycopg.Connection, secret_key: str, dbname: str) -> None:
+    """The roles (sql/00_roles.sql), the login roles' passwords and the database's grants, on an autocommit
+    connection. The roles are the cluster's: another database's migrate re-asserts them too, and an
+    ALTER ROLE that waited for its commit fails with "tuple concurrently updated" (PostgreSQL updates a
+    catalog row without locking it first). Every step here is idempotent, so they are run again."""
+    for attempt in range(1, ROLE_TRIES + 1):
+        try:
+            return _apply_roles(conn, secret_key, dbname)
+        except psycopg.errors.InternalError_ as exc:
+            if "tuple concurrently updated" not in str(exc) or attempt == ROLE_TRIES:
+                raise
+            log.warning("roles: updated by another migrate meanwhile (try %d of %d)", attempt, ROLE_TRIES)
+            time.sleep(0.1 * attempt)
+
+
+def _apply_roles(conn: psycopg.Connection, secret_key: str, dbname: str) -> None:
     conn.execute((SQL_DIR / ROLES_FILE).read_text())
     for role in LOGIN_ROLES:
         conn.execute(
