@@ -8,6 +8,7 @@ stream starts live. A comment line every `KEEPALIVE` seconds keeps proxies from 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -16,6 +17,7 @@ from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
 from pyapp.api import Call, api
 from pyapp.auth import check_member
 from pyapp.context import SETTINGS
+from pyapp.db import database_outage
 from pyapp.errors import ApiError
 from pyapp.inputs import INT64_MAX
 from pyapp.realtime.relay import get_relay
@@ -91,8 +93,11 @@ async def stream_events(call: Call):
                     break
             if request.transport is None or request.transport.is_closing():
                 break
-    except (ConnectionResetError, ConnectionError):
-        pass  # the client went away, or the relay is shutting down
+    except (ConnectionResetError, ConnectionError) as exc:
+        if database_outage(exc):  # the tenant's events cannot be read now: say so, as the sockets do (1013)
+            with contextlib.suppress(ConnectionError):
+                await response.write(b'retry: 2000\n\nevent: error\ndata: {"code":"database_unavailable"}\n\n')
+        # else: the client went away, or the relay is shutting down
     finally:
         relay.detach(sink)
     return response
