@@ -63,6 +63,7 @@ import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 from bench.chat_flow import arrange_parley, drop_database, prepare_database, raise_fd_limit  # noqa: E402
 from bench.soak import end_clients, free_port, start_server, stop_processes  # noqa: E402
+from pyapp.client.agent_socket import AgentFeed  # noqa: E402
 
 FAULTS = ("kill_server", "pg_restart", "conn_limit", "kill_jobs", "sink_500", "sink_429", "sink_hang",
           "llm_stall", "llm_garbage", "llm_close", "llm_slow")
@@ -228,39 +229,25 @@ class BotVisitor:
             await asyncio.sleep(BOT_PACE)
 
 
-class Agent:
+class Agent(AgentFeed):
     """The console's agent socket: every visitor message event, resumed with last_event_id."""
 
     def __init__(self, j: int, token: str):
-        self.j, self.token = j, token
+        super().__init__(token)
+        self.j = j
         self.seen: Counter = Counter()
-        self.last_event_id: int | None = None
         self.reconnects = 0
+
+    def count(self, ev: dict) -> None:
+        m = ev.get("message") or {}
+        if ev.get("kind") == "message_added" and m.get("author") == "visitor":
+            self.seen[m["id"]] += 1
 
     async def run(self, http: aiohttp.ClientSession, bases: list[str], ready: asyncio.Event) -> None:
         server = self.j % len(bases)
         while True:
             try:
-                async with http.ws_connect(bases[server].replace("http", "ws", 1) + "/ws/agent", heartbeat=None,
-                                           max_msg_size=0) as ws:
-                    hello = {"type": "hello", "token": self.token}
-                    if self.last_event_id is not None:
-                        hello["last_event_id"] = self.last_event_id
-                    await ws.send_str(json.dumps(hello))
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        frame = json.loads(msg.data)
-                        if frame.get("type") == "ready":
-                            ready.set()
-                            if self.last_event_id is None:
-                                self.last_event_id = 0
-                        ev = frame.get("event") or {}
-                        if frame.get("type") == "event" and ev.get("id"):
-                            self.last_event_id = max(self.last_event_id or 0, ev["id"])
-                            m = ev.get("message") or {}
-                            if ev.get("kind") == "message_added" and m.get("author") == "visitor":
-                                self.seen[m["id"]] += 1
+                await self.follow(http, bases[server], self.count, ready, heartbeat=None, max_msg_size=0)
             except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
                 pass
             self.reconnects += 1
@@ -303,9 +290,7 @@ class SseAgent(Agent):
                 if not isinstance(ev, dict) or not ev.get("id"):
                     continue
                 self.last_event_id = max(self.last_event_id or 0, ev["id"])
-                m = ev.get("message") or {}
-                if ev.get("kind") == "message_added" and m.get("author") == "visitor":
-                    self.seen[m["id"]] += 1
+                self.count(ev)
 
 
 async def client_main(config_path: str) -> None:

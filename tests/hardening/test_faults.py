@@ -22,6 +22,8 @@ from support.database import crash_and_restart
 from support.realtime import ORIGIN, widget_session
 from support.server import TEST_SECRET, free_port
 
+from pyapp.client.agent_socket import AgentFeed
+
 VISITORS = 6
 PER_VISITOR = 24
 PACE = 0.15  # s between a visitor's messages: under the 10 frames/s socket limit
@@ -107,37 +109,23 @@ class Visitor:
                 self.last_seen_id = max(self.last_seen_id, m["id"])
 
 
-class Agent:
+class Agent(AgentFeed):
     """Watches every event; reconnects with last_event_id after a failure."""
 
     def __init__(self, token: str):
-        self.token = token
+        super().__init__(token)
         self.deliveries: list[tuple[int, str | None]] = []  # (message id, client id) per message_added
-        self.last_event_id: int | None = None
         self.stop = asyncio.Event()
+
+    def record(self, ev: dict) -> None:
+        m = ev.get("message") or {}
+        if ev.get("kind") == "message_added" and m.get("author") == "visitor":
+            self.deliveries.append((m["id"], m.get("client_id")))
 
     async def run(self, http: aiohttp.ClientSession, server: ServeProcess, ready: asyncio.Event) -> None:
         while not self.stop.is_set():
             try:
-                async with http.ws_connect(server.base_url.replace("http", "ws") + "/ws/agent") as ws:
-                    hello = {"type": "hello", "token": self.token}
-                    if self.last_event_id is not None:
-                        hello["last_event_id"] = self.last_event_id
-                    await ws.send_str(json.dumps(hello))
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        frame = json.loads(msg.data)
-                        if frame.get("type") == "ready":
-                            ready.set()
-                            if self.last_event_id is None:
-                                self.last_event_id = 0
-                        ev = frame.get("event") or {}
-                        if frame.get("type") == "event" and ev.get("id"):
-                            self.last_event_id = max(self.last_event_id or 0, ev["id"])
-                            m = ev.get("message") or {}
-                            if ev.get("kind") == "message_added" and m.get("author") == "visitor":
-                                self.deliveries.append((m["id"], m.get("client_id")))
+                await self.follow(http, server.base_url, self.record, ready)
             except (aiohttp.ClientError, ConnectionError, TimeoutError, RuntimeError):
                 pass
             if not self.stop.is_set():
