@@ -1,6 +1,7 @@
 """Knowledge sources through the REST API: text, URL, sitemap, crawl, upload; re-import in
 place, checksum reuse, delete, progress, hostile URLs, tenant isolation, try-a-question."""
 import asyncio
+import contextlib
 import uuid
 
 import aiohttp
@@ -336,13 +337,16 @@ async def test_plan_page_limit_is_enforced_in_sql(server, owner, owner_conn, fak
     assert "plan_limit" in str(getattr(refused.value, "hint", "")) or "at most 2 pages" in str(refused.value)
 
 
-async def test_recrawl_sends_validators_and_keeps_unchanged_pages(tenant):
+@contextlib.asynccontextmanager
+async def sitemap_import(tenant, root, pages):
+    """`pages` under `root` served on loopback (tests.knowledge.pydocs.evaluation.DocSite) as a sitemap
+    knowledge source of the tenant's chatbot; yields the site, the source and crawl(): one import by
+    the product's Importer, then the source's status and progress."""
     from pyapp.knowledge.crawl import Importer
     from pyapp.net import SafeFetcher
-    from tests.knowledge.pydocs.evaluation import DOC_ROOT, DocSite
+    from tests.knowledge.pydocs.evaluation import DocSite
 
-    pages = ["library/json.html", "library/glob.html", "tutorial/venv.html"]
-    site = DocSite(DOC_ROOT, only=pages)  # static files: ETag and Last-Modified on every page
+    site = DocSite(root, only=pages)  # static files: ETag and Last-Modified on every page
     base = await site.start()
     try:
         pool = await tenant.pool()
@@ -350,12 +354,22 @@ async def test_recrawl_sends_validators_and_keeps_unchanged_pages(tenant):
             source = dict(await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'sitemap', 'Docs', $2)",
                                               tenant.chatbot_id, base + "/sitemap.xml"))
 
-        async def run() -> dict:
+        async def crawl() -> dict:
             await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
             async with await tenant.tx() as conn:
                 return dict(await conn.fetchrow("SELECT status, progress FROM parley.knowledge_sources WHERE id = $1",
                                                 source["id"]))
 
+        yield site, source, crawl
+    finally:
+        await site.close()
+
+
+async def test_recrawl_sends_validators_and_keeps_unchanged_pages(tenant):
+    from tests.knowledge.pydocs.evaluation import DOC_ROOT
+
+    pages = ["library/json.html", "library/glob.html", "tutorial/venv.html"]
+    async with sitemap_import(tenant, DOC_ROOT, pages) as (site, source, run):
         first = await run()
         assert first["status"] == "ready" and first["progress"]["pages_done"] == 3, first
         async with await tenant.tx() as conn:
@@ -369,33 +383,20 @@ async def test_recrawl_sends_validators_and_keeps_unchanged_pages(tenant):
         assert all(h.get("If-None-Match") for path, h in site.headers if path in pages)
         async with await tenant.tx() as conn:  # nothing was pruned or re-chunked
             assert await conn.fetchval("SELECT count(*) FROM parley.knowledge_chunks") == chunks
-    finally:
-        await site.close()
 
 
 async def test_a_newer_extraction_fetches_every_page_whole_and_keeps_unchanged_passages(tenant, owner_conn):
     # Pages stored by an older extraction answered 304 to the re-import's validators and kept the
     # text it made (every DocBook page's navigation bar, after the extraction learnt to drop it).
     from pyapp.knowledge import extract
-    from pyapp.knowledge.crawl import Importer
-    from pyapp.net import SafeFetcher
-    from tests.knowledge.pydocs.evaluation import DOC_ROOT, DocSite
+    from tests.knowledge.pydocs.evaluation import DOC_ROOT
 
     pages = ["library/json.html", "library/glob.html"]
-    site = DocSite(DOC_ROOT, only=pages)
-    base = await site.start()
-    try:
-        pool = await tenant.pool()
-        async with await tenant.tx() as conn:
-            source = dict(await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'sitemap', 'Docs', $2)",
-                                              tenant.chatbot_id, base + "/sitemap.xml"))
+    async with sitemap_import(tenant, DOC_ROOT, pages) as (site, source, crawl):
 
         async def run() -> dict:
             site.headers.clear()
-            await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
-            async with await tenant.tx() as conn:
-                return dict(await conn.fetchval("SELECT progress FROM parley.knowledge_sources WHERE id = $1",
-                                                source["id"]))
+            return (await crawl())["progress"]
 
         first = await run()
         assert first["pages_done"] == 2 and first["extraction"] == extract.EXTRACTION_VERSION, first
@@ -413,39 +414,25 @@ async def test_a_newer_extraction_fetches_every_page_whole_and_keeps_unchanged_p
         third = await run()  # made by this extraction now: "if changed" again
         assert third["pages_unchanged"] == 2, third
         assert all(h.get("If-None-Match") for path, h in site.headers if path in pages)
-    finally:
-        await site.close()
 
 
 async def test_a_page_that_became_a_list_of_links_leaves_the_knowledge(tenant, tmp_path):
     # A stored page that a later pass finds to be an index (mostly links) was followed and counted
     # as seen, so the prune kept the text it had before.
-    from pyapp.knowledge.crawl import Importer
-    from pyapp.net import SafeFetcher
-    from tests.knowledge.pydocs.evaluation import DocSite
-
     def page(title: str, body: str) -> str:
         return f"<html><head><title>{title}</title></head><body><main><h1>{title}</h1>{body}</main></body></html>"
 
     (tmp_path / "guide.html").write_text(page("Guide", "<p>Vacuum reclaims the storage of dead rows.</p>" * 5))
     (tmp_path / "topics.html").write_text(page("Topics", "<p>Replication keeps a standby server in step.</p>" * 5))
-    site = DocSite(tmp_path, only=["guide.html", "topics.html"])
-    base = await site.start()
-    try:
-        pool = await tenant.pool()
-        async with await tenant.tx() as conn:
-            source = dict(await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'sitemap', 'Docs', $2)",
-                                              tenant.chatbot_id, base + "/sitemap.xml"))
+    async with sitemap_import(tenant, tmp_path, ["guide.html", "topics.html"]) as (_site, source, crawl):
 
         async def run() -> tuple[dict, list[str]]:
-            await Importer(pool, tenant.id, source, fetcher=SafeFetcher(allow_hosts=["127.0.0.1"])).run()
+            progress = (await crawl())["progress"]
             async with await tenant.tx() as conn:
-                progress = await conn.fetchval("SELECT progress FROM parley.knowledge_sources WHERE id = $1",
-                                               source["id"])
                 titles = [r["title"] for r in await conn.fetch(
                     "SELECT DISTINCT c.title FROM parley.knowledge_chunks c JOIN parley.knowledge_documents d"
                     " ON d.id = c.document_id WHERE d.source_id = $1 ORDER BY 1", source["id"])]
-            return dict(progress), titles
+            return progress, titles
 
         first, titles = await run()
         assert first["pages_done"] == 2 and titles == ["Guide", "Topics"], (first, titles)
@@ -454,5 +441,3 @@ async def test_a_page_that_became_a_list_of_links_leaves_the_knowledge(tenant, t
         again, titles = await run()
         assert again["pages_skipped"] == 1 and again["documents_pruned"] == 1, again
         assert titles == ["Guide"], titles
-    finally:
-        await site.close()
