@@ -111,6 +111,17 @@ def db_statement_cache() -> int:
     return int(os.environ.get("PARLEY_DB_STATEMENT_CACHE") or 100)
 
 
+def _seconds(name: str) -> float | None:
+    """A positive number of seconds from the environment variable ``name`` (unset: None)."""
+    value = os.environ.get(name)
+    if not value:
+        return None
+    seconds = float(value)
+    if not seconds > 0:
+        raise ValueError(f"{name} must be a positive number of seconds")
+    return seconds
+
+
 def load_settings(*, start_embedded: bool = True, host: str | None = None, port: int | None = None) -> Settings:
     """Use DATABASE_URL when given (never start a server then); otherwise the embedded cluster."""
     ddir = data_dir()
@@ -142,5 +153,9 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
             "metrics_bind": os.environ.get("PARLEY_METRICS_BIND") or None,
             "jobs_metrics_bind": os.environ.get("PARLEY_JOBS_METRICS_BIND") or None,
             "db_pool_size": int(os.environ["PARLEY_DB_POOL_SIZE"]) if os.environ.get("PARLEY_DB_POOL_SIZE") else None,
+            # Seconds a model's answer may go without text once it has begun (pyapp.providers.llm, default 20).
+            "llm_idle_timeout": _seconds("PARLEY_LLM_IDLE_TIMEOUT"),
+            # Seconds between a server's looks for bot turns whose server died (pyapp.assistant.turns, default 5).
+            "bot_turn_pick_every": _seconds("PARLEY_BOT_TURN_PICK_EVERY"),
         },
     )

@@ -23,7 +23,16 @@ def global_llm(settings):
 
 
 async def resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, chatbot_id: uuid.UUID):
-    """The chatbot's own provider, else the tenant default, else the global one (None = no LLM)."""
+    """The chatbot's own provider, else the tenant default, else the global one (None = no LLM),
+    with the installation's idle limit between deltas (PARLEY_LLM_IDLE_TIMEOUT)."""
+    llm = await _resolve_llm(conn, settings, tenant_id, chatbot_id)
+    idle = (getattr(settings, "extra", None) or {}).get("llm_idle_timeout")
+    if llm is not None and idle:
+        llm.idle_timeout = float(idle)
+    return llm
+
+
+async def _resolve_llm(conn: asyncpg.Connection, settings, tenant_id: uuid.UUID, chatbot_id: uuid.UUID):
     row = await conn.fetchrow(
         """SELECT provider, base_url, model, api_key_enc, chatbot_id FROM parley.llm_settings
             WHERE tenant_id = parley.current_tenant_id() AND (chatbot_id = $1 OR chatbot_id IS NULL)

@@ -11,6 +11,10 @@ or contradict text the visitor already saw. Time limits apply to connecting, to 
 between two reads (``read_timeout``), and to the whole answer, retries included
 (``answer_timeout``, 120 s by default: long enough for any real answer, and a model that drips
 keep-alives or deltas forever cannot hold a bot turn, and the conversation's next turns, for ever).
+Once the answer has begun, text must keep coming: ``idle_timeout`` (20 s by default, the setting
+PARLEY_LLM_IDLE_TIMEOUT through pyapp.assistant.provider) between two deltas, keep-alives or
+empty events not counting, ends a stalled stream (``stream_interrupted``) long before the read
+timeout would; the wait for the first token keeps ``read_timeout`` and ``answer_timeout``.
 
 Errors are :class:`LLMError` with a stable ``code``: ``rate_limited``, ``overloaded``,
 ``upstream_error``, ``auth_failed``, ``bad_request``, ``not_found``, ``timeout``,
@@ -78,6 +82,7 @@ class LLM(ABC):
     provider = "llm"
     path = "/"
     answer_timeout = 120.0  # seconds for a whole answer, from the first request to the end marker
+    idle_timeout = 20.0  # seconds between two deltas once the answer has begun
 
     def __init__(
         self,
@@ -157,6 +162,7 @@ class LLM(ABC):
         deadline = loop.time() + self.answer_timeout
         while True:
             yielded = False
+            idle_at = deadline  # when the stream counts as stalled: idle_timeout after the last delta
             try:
                 async with asyncio.timeout_at(deadline):
                     resp = await session.post(
@@ -168,7 +174,7 @@ class LLM(ABC):
                     finished = False
                     events = aiter(iter_sse(resp))
                     while True:
-                        async with asyncio.timeout_at(deadline):  # only the wait for the next event
+                        async with asyncio.timeout_at(idle_at):  # only the wait for the next event
                             event = await anext(events, None)
                         if event is None:
                             break
@@ -181,6 +187,7 @@ class LLM(ABC):
                             if delta:
                                 yielded = True
                                 yield delta
+                                idle_at = min(deadline, loop.time() + self.idle_timeout)
                     if not finished:
                         raise LLMError(
                             "stream_interrupted" if yielded else "bad_response",
@@ -195,6 +202,8 @@ class LLM(ABC):
             except TimeoutError:
                 if loop.time() >= deadline:
                     error = LLMError("timeout", f"no complete answer within {self.answer_timeout:g}s")
+                elif loop.time() >= idle_at:
+                    error = LLMError("timeout", f"no text for {self.idle_timeout:g}s after the answer began")
                 else:
                     error = LLMError("timeout", f"no data for {self.read_timeout:g}s", retryable=True)
             except aiohttp.ClientPayloadError as exc:

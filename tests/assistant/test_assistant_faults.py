@@ -14,6 +14,7 @@ from support.database import postgres_down
 from support.fakes.llm_servers import Reply
 from support.waits import until
 
+from pyapp.context import SETTINGS
 from pyapp.providers.llm import LLM
 from pyapp.types import BOT_MESSAGE_BODY_MAX
 
@@ -34,6 +35,23 @@ async def test_a_never_ending_answer_ends_with_a_notice_and_frees_the_conversati
     assert [(m["author"], m["meta"].get("notice")) for m in stored] == [("system", "assistant_unavailable"),
                                                                        ("bot", None)]
     assert stored[1]["id"] == answer["id"]
+
+
+async def test_a_stalled_answer_ends_with_the_notice_at_the_idle_limit(
+        server, bot, owner_conn, clients, fake_openai):
+    """The model stops sending text mid-answer (its socket open): the visitor gets the notice, offering
+    a person, once PARLEY_LLM_IDLE_TIMEOUT has passed (1 s here), not after the 60 s read timeout; the
+    half answer is not stored (it would read as the bot's whole answer in the transcript)."""
+    server.app[SETTINGS].extra["llm_idle_timeout"] = 1.0
+    fake_openai.script.append(Reply(chunks=["Refunds are", " possible", " within"], hang_after=1))
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    assert (await v.expect(type="stream"))["delta"] == "Refunds are"
+    notice = await v.expect_message(author="system", timeout=15)
+    assert "unavailable" in notice["body"] and notice.get("offer_human") is True
+    stored = await bot_messages(owner_conn, session["conversation_id"])
+    assert [(m["author"], m["meta"].get("notice")) for m in stored] == [("system", "assistant_unavailable")]
 
 
 async def test_an_answer_past_the_bot_message_limit_is_cut_there_and_stored(

@@ -240,3 +240,41 @@ async def test_an_event_that_never_ends_is_refused_at_its_size_limit(kind):
         deltas, error = await asyncio.wait_for(collect(make(kind, srv)), 30)
         assert deltas == [] and error.code == "bad_response"
         assert f"over {SSE_EVENT_MAX_CHARS} characters" in error.message
+
+
+# A model that stalls once its answer has begun ends at idle_timeout, not at the 60 s read timeout (the
+# faults bench's llm_stall kept a visitor waiting that long for the "unavailable" notice); events that
+# carry no text (keep-alives, empty deltas) do not count as progress. The first token keeps its limits.
+
+
+@pytest.mark.asyncio
+async def test_a_stream_stalled_after_its_first_delta_ends_at_the_idle_timeout(kind):
+    async with server_for(kind) as srv:
+        srv.script.append(Reply(chunks=["We are", " open"], hang_after=1))
+        llm = make(kind, srv, read_timeout=60)
+        llm.idle_timeout = 0.5
+        started = time.monotonic()
+        deltas, error = await asyncio.wait_for(collect(llm), 30)
+        assert deltas == ["We are"] and error.code == "stream_interrupted" and not error.retryable
+        assert "no text for 0.5s" in error.message and time.monotonic() - started < 30
+        assert len(srv.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_empty_deltas_do_not_keep_a_stalled_answer_alive(kind):
+    async with server_for(kind) as srv:
+        srv.script.append(Reply(chunks=["We are"] + [""] * 100_000, delay=0.02))  # 2,000 s of empty deltas
+        llm = make(kind, srv, read_timeout=60)
+        llm.idle_timeout = 0.5
+        deltas, error = await asyncio.wait_for(collect(llm), 30)
+        assert deltas == ["We are"] and error.code == "stream_interrupted" and "no text for 0.5s" in error.message
+
+
+@pytest.mark.asyncio
+async def test_the_idle_timeout_does_not_limit_the_first_token(kind):
+    async with server_for(kind) as srv:
+        srv.script.append(Reply(chunks=["Late but whole."], delay=1.0))  # the first (only) delta after 1 s
+        llm = make(kind, srv, read_timeout=60)
+        llm.idle_timeout = 0.5
+        deltas, error = await asyncio.wait_for(collect(llm), 30)
+        assert error is None and "".join(deltas) == "Late but whole."
