@@ -15,13 +15,13 @@ WORKDIR /app
 # (gigabytes the embedding model never uses). The project's own install below then finds
 # torch==X already satisfied (X+cpu matches ==X) and leaves it. This index is used for torch only.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 RUN TORCH_PIN="$(python -c 'import re,tomllib;print(next(d for d in tomllib.load(open("pyproject.toml","rb"))["project"]["dependencies"] if re.match(r"torch\b",d)))')" \
  && pip install --no-cache-dir --index-url "$TORCH_INDEX" "$TORCH_PIN" \
  && python -c "import torch; assert not torch.cuda.is_available() and torch.version.cuda is None, torch.__version__; print('torch', torch.__version__, 'CPU only')"
 COPY pyapp ./pyapp
 COPY jobs ./jobs
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir -c constraints.txt . \
  && python -c "import torch; assert torch.version.cuda is None, 'the project install replaced the CPU torch'" \
  && ! pip list 2>/dev/null | grep -i '^nvidia-'
 COPY migrations ./migrations

@@ -1,7 +1,8 @@
 """The production image and the compose file, checked as far as this machine can (it has no
 Docker): the compose file parses, every long-running service has a health check (the web's reads
 /readyz), start order waits on health; the Dockerfile installs torch from the CPU wheel index at
-pyproject's pin before the project, and copies only paths that exist."""
+pyproject's pin before the project, and copies only paths that exist; constraints.txt (the locked
+versions every install uses) agrees with pyproject.toml."""
 from __future__ import annotations
 
 import re
@@ -35,7 +36,7 @@ def test_dockerfile_installs_the_cpu_torch_first():
     assert len(pins) == 1 and re.fullmatch(r"torch==[\d.]+", pins[0]), pins  # an exact pin, no local label
     cpu = text.index("--index-url \"$TORCH_INDEX\"")
     assert "ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu" in text
-    project = text.index("pip install --no-cache-dir .")
+    project = text.index("pip install --no-cache-dir -c constraints.txt .")
     assert cpu < project
     # The project install must not swap the CPU build for another one.
     assert "torch.version.cuda is None" in text[project:]
@@ -74,3 +75,31 @@ def test_the_build_context_leaves_out_local_state():
                     assert not tool.ignored(source.strip("/"), patterns), source  # what it copies is sent
     final = dict((w, r) for w, r in stages[-1]["steps"] if w in ("USER", "HEALTHCHECK", "CMD"))
     assert final["USER"] != "root" and "/readyz" in final["HEALTHCHECK"] and final["CMD"] == '["parley", "serve"]'
+
+
+def test_constraints_lock_every_dependency_at_a_version_pyproject_allows():
+    """constraints.txt (written by scripts/lock.sh) holds one exact version of each package
+    pyproject.toml names, runtime and test tools, and each is one pyproject's own specifier allows:
+    a dependency added to pyproject but not locked, or a minimum raised past the lock, fails here
+    rather than as an install that quietly falls back to the newest versions."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins: dict[str, str] = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and re.fullmatch(r"[\w.!]+", version), line  # exact, no local label (+cpu)
+        assert canonicalize_name(name) not in pins, f"{name} locked twice"
+        pins[canonicalize_name(name)] = version
+    for text in project["dependencies"] + project["optional-dependencies"]["test"]:
+        req = Requirement(text)
+        version = pins.get(canonicalize_name(req.name))
+        assert version, f"{req.name} is not in constraints.txt (bash scripts/lock.sh)"
+        assert req.specifier.contains(version, prereleases=True), f"{req} but constraints.txt has {version}"
+    text = (ROOT / "Dockerfile").read_text()
+    assert "constraints.txt" in text.split("COPY pyproject.toml", 1)[1].splitlines()[0]
+    assert "pip install --no-cache-dir -c constraints.txt ." in text
+    assert "-c constraints.txt" in (ROOT / "scripts" / "setup.sh").read_text()
