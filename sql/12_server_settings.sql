@@ -37,7 +37,13 @@ SELECT parley.ensure_view('parley.server_setting_catalog', NULL, NULL, $$
       ('branding_label', 'text', NULL,
        'The installation''s "Powered by" label; unset: the widget''s own "Powered by Parley" in the visitor''s language (sql/96_branding.sql).'),
       ('branding_url', 'text', NULL,
-       'The installation''s "Powered by" link; unset: no link (sql/96_branding.sql).')
+       'The installation''s "Powered by" link; unset: no link (sql/96_branding.sql).'),
+      ('bot_turn_lease', 'interval', '20 seconds',
+       'How long a bot turn stays with the server running it without a renewal (renewed every third of it); then another server picks it up (sql/53_bot_turns.sql).'),
+      ('bot_turn_attempts', 'integer', '3',
+       'Runs a bot turn gets, the first and the pick-ups after a server died, before it is given up with the assistant_unavailable notice (sql/53_bot_turns.sql).'),
+      ('bot_turn_max_age', 'interval', '10 minutes',
+       'A bot turn picked up later than this after its question is given up, not answered: the visitor gets the assistant_unavailable notice offering a person (sql/53_bot_turns.sql).')
     ) AS c(name, type, default_value, description)
     LEFT JOIN parley.server_settings s ON s.name = c.name$$);
 COMMENT ON VIEW parley.server_setting_catalog IS

@@ -258,12 +258,18 @@ BEGIN
   IF p_author IN ('agent', 'note') THEN
     PERFORM parley.note_active_seat(v_user);
   END IF;
+  -- What needs a bot turn: a visitor message that leaves the conversation with the bot. Its turn
+  -- is a claim written here, in the message's own transaction (sql/53_bot_turns.sql).
+  IF p_author = 'visitor' AND v_status = 'bot' THEN
+    INSERT INTO parley.bot_turns (tenant_id, question_id, conversation_id)
+    VALUES (v_conv.tenant_id, message.id, v_conv.id);
+  END IF;
 
   duplicate := false; status := v_status; assignee_id := v_assignee;
   reopened := v_reopened; claimed := v_claimed; handoff := v_handoff;
 END $$;
 COMMENT ON FUNCTION parley.store_message(uuid, text, text, text, jsonb) IS
-  'The writing half of post_message: every check, the message row, the conversation''s new state, usage; no event. Returns the message, whether it was a resend (duplicate: the stored row, nothing written), the conversation''s status and assignee after it, and which events it calls for (reopened, claimed, handoff; message_added or note_added always unless duplicate), to be written with emit_message_events in the same transaction. Only post_message and post_visitor_messages call it: a message stored without its events would never reach the relay.';
+  'The writing half of post_message: every check, the message row, the conversation''s new state, usage, and for a visitor message that leaves the conversation with the bot its turn (parley.bot_turns); no event. Returns the message, whether it was a resend (duplicate: the stored row, nothing written), the conversation''s status and assignee after it, and which events it calls for (reopened, claimed, handoff; message_added or note_added always unless duplicate), to be written with emit_message_events in the same transaction. Only post_message and post_visitor_messages call it: a message stored without its events would never reach the relay.';
 
 -- The events of one stored message, in the order post_message always wrote them.
 CREATE OR REPLACE FUNCTION parley.emit_message_events(

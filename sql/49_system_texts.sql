@@ -69,8 +69,9 @@ END $$;
 COMMENT ON FUNCTION parley.system_text(text, text, uuid) IS
   'The current tenant''s system text of this kind in this locale''s language (de-DE → de; its own wording, else the shipped one; a language not shipped falls back to English), placeholders {customer_name}, {agent_name}, {codename} filled from the conversation when one is given (as written otherwise), with its flags: {kind, locale, custom, body, store, to_widget, to_channels, pin}. 404 unknown_system_text.';
 
+DROP FUNCTION IF EXISTS parley.post_system_text(uuid, text, text, jsonb);
 CREATE OR REPLACE FUNCTION parley.post_system_text(
-  p_conversation_id uuid, p_kind text, p_locale text, p_meta jsonb DEFAULT '{}')
+  p_conversation_id uuid, p_kind text, p_locale text, p_meta jsonb DEFAULT '{}', p_client_id text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 AS $$
@@ -90,13 +91,13 @@ BEGIN
     RETURN v_text || '{"posted": false}';  -- the caller shows it once, unstored
   END IF;
   SELECT * INTO v_message FROM parley.post_message(
-    p_conversation_id, 'system', v_text->>'body', NULL,
+    p_conversation_id, 'system', v_text->>'body', p_client_id,
     jsonb_build_object('notice', p_kind, 'to_channels', (v_text->>'to_channels')::boolean,
                        'pin', (v_text->>'pin')::boolean) || coalesce(p_meta, '{}'));
   RETURN v_text || jsonb_build_object('posted', true, 'message_id', v_message.id);
 END $$;
-COMMENT ON FUNCTION parley.post_system_text(uuid, text, text, jsonb) IS
-  'Say a system text in a conversation as its flags ask: stored through post_message (meta: notice = kind, to_channels, pin; p_meta adds to or overrides them) when store and to_widget; nothing when to_widget is false; at most system_texts_per_minute() per conversation (then {posted: false, limited: true}). Returns system_text''s object with posted (and message_id); an unstored text is for the caller to show once.';
+COMMENT ON FUNCTION parley.post_system_text(uuid, text, text, jsonb, text) IS
+  'Say a system text in a conversation as its flags ask: stored through post_message (meta: notice = kind, to_channels, pin; p_meta adds to or overrides them; idempotent on p_client_id as post_message is: a bot turn''s notice is stored under its question''s key, bot:<question id>) when store and to_widget; nothing when to_widget is false; at most system_texts_per_minute() per conversation (then {posted: false, limited: true}). Returns system_text''s object with posted (and message_id); an unstored text is for the caller to show once.';
 
 CREATE OR REPLACE FUNCTION parley.list_system_texts(p_locale text) RETURNS jsonb
 LANGUAGE sql STABLE

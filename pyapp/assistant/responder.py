@@ -20,6 +20,10 @@ For each visitor message stored while the conversation is with the bot (the visi
    off in the answer's own transaction); here only the lead form and the notice follow.
 A provider failure stores a system notice instead. The visitor may disconnect at any time:
 the turn does not depend on the socket, and the stored reply is replayed on reconnect.
+The turn is a claim in the database (pyapp/widget/turns.py, sql/53_bot_turns.sql): what it
+says (the answer, a notice, the handoff) is stored under its question's key, bot:<question id>,
+in the transaction that ends the turn, so a turn picked up by another server after this one died,
+or run twice, says one thing. A run that lost its turn to another (`turn.lost`) says nothing more.
 """
 
 from __future__ import annotations
@@ -278,16 +282,10 @@ async def _record(
     return None
 
 
-async def _notice(turn: BotTurn, kind: str, lang: str) -> None:
-    """Say a system text (handoff, ai_quota, assistant_unavailable) as the tenant's template for it asks."""
-    async with _best_effort(turn, f"notice {kind}") as conn:
-        await conn.fetchval(
-            "SELECT parley.post_system_text($1, $2, $3, $4)",
-            turn.conversation_id,
-            kind,
-            lang,
-            {"offer_human": kind != "handoff"},
-        )
+async def _say(turn: BotTurn, kind: str, lang: str) -> None:
+    """End the turn with a system text (ai_quota, assistant_unavailable: offering a person) as the
+    tenant's template for it asks."""
+    await turn.say(kind, lang, {"offer_human": True})
 
 
 @contextlib.asynccontextmanager
@@ -320,17 +318,38 @@ def _lead_before_handoff(turn: BotTurn, state: TurnState) -> None:
 
 
 async def hand_off(turn: BotTurn, state: TurnState, question: str) -> None:
-    """Ask for a person (the lead form first when configured so), and say so."""
+    """Ask for a person (the lead form first when configured so), and say so: one transaction, which
+    ends the turn."""
     _lead_before_handoff(turn, state)
     try:
-        async with turn.service_tx() as conn:
+        async with turn.ending() as conn:
             await conn.fetchrow("SELECT * FROM parley.transition_conversation($1, 'human')", turn.conversation_id)
+            await conn.fetchval(
+                "SELECT parley.post_system_text($1, 'handoff', $2, $3, $4)",
+                turn.conversation_id,
+                language_of(state.config, state.locale),
+                {"offer_human": False},
+                turn.key,
+            )
     except asyncpg.PostgresError as exc:
         if not _taken_over(exc):
             raise
         return  # a person took the conversation (or closed it) since the turn began: nothing to say
-    await _notice(turn, "handoff", language_of(state.config, state.locale))
-    await _record(turn, question, "handoff", False)
+    if turn.ended_here:
+        await _record(turn, question, "handoff", False)
+
+
+async def _handoff_notice(turn: BotTurn, lang: str) -> None:
+    """Say that a person is asked for after the answer that reached the misses threshold (once:
+    under the turn's key with :handoff)."""
+    async with _best_effort(turn, "notice handoff") as conn:
+        await conn.fetchval(
+            "SELECT parley.post_system_text($1, 'handoff', $2, $3, $4)",
+            turn.conversation_id,
+            lang,
+            {"offer_human": False},
+            f"{turn.key}:handoff" if turn.key else None,
+        )
 
 
 def _taken_over(exc: asyncpg.PostgresError) -> bool:
@@ -351,20 +370,22 @@ def citations_of(text: str, passages: list[dict]) -> list[dict]:
 REPLY_RETRY_S = 30.0  # how long a streamed answer waits for the database to store it
 
 
-async def _store_reply(turn: BotTurn, text: str, meta: dict) -> dict:
-    """Store the answer the visitor has already seen streamed. Through a database outage (a restart,
-    a failover) it is tried again for up to REPLY_RETRY_S, under a client id made of its stream id,
-    so an attempt that committed before its connection was lost is found, not stored twice."""
+async def _store_reply(turn: BotTurn, text: str, meta: dict) -> dict | None:
+    """Store the answer the visitor has already seen streamed, ending the turn. Through a database
+    outage (a restart, a failover) it is tried again for up to REPLY_RETRY_S, under the turn's key
+    (bot:<question id>), so an attempt that committed before its connection was lost is found, not
+    stored twice. None when the turn was lost to another run meanwhile (that one answers)."""
     deadline = time.monotonic() + REPLY_RETRY_S
     delay = 0.25
-    while True:
+    while not turn.lost:
         try:
-            return await turn.reply(text, meta=meta, client_id=f"bot:{meta['stream_id']}")
+            return await turn.reply(text, meta=meta)
         except Exception as exc:
             if not database_outage(exc) or time.monotonic() + delay > deadline:
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 4.0)
+    return None
 
 
 async def respond(turn: BotTurn) -> None:
@@ -373,11 +394,12 @@ async def respond(turn: BotTurn) -> None:
         await _respond(turn)
     except Exception as exc:
         turn.typing(False)
-        if database_outage(exc):  # nothing can be stored now, the notice included: the turn is lost
+        if database_outage(exc):  # nothing can be stored now: the turn is picked up once it is back
             log.warning("assistant: database unavailable in conversation %s", turn.conversation_id)
-            return
+            raise
         log.exception("assistant failed in conversation %s", turn.conversation_id)
-        await _notice(turn, "assistant_unavailable", language_of(turn.chatbot_config or {}))
+        if not turn.ended and not turn.lost:
+            await _say(turn, "assistant_unavailable", language_of(turn.chatbot_config or {}))
 
 
 async def _respond(turn: BotTurn) -> None:
@@ -393,8 +415,9 @@ async def _respond(turn: BotTurn) -> None:
         await hand_off(turn, state, question)
         return
     if not state.quota_left:
-        await _notice(turn, "ai_quota", lang)
-        await _record(turn, question, "quota", False)
+        await _say(turn, "ai_quota", lang)
+        if turn.ended_here:
+            await _record(turn, question, "quota", False)
         return
 
     turn.typing(True)
@@ -424,8 +447,9 @@ async def _respond(turn: BotTurn) -> None:
 
     if llm is False:
         turn.typing(False)
-        await _notice(turn, "assistant_unavailable", lang)
-        await _record(turn, question, "error", grounded, passages=len(passages))
+        await _say(turn, "assistant_unavailable", lang)
+        if turn.ended_here:
+            await _record(turn, question, "error", grounded, passages=len(passages))
         return
     offer = False
     if llm is None:
@@ -448,13 +472,16 @@ async def _respond(turn: BotTurn) -> None:
                     room -= len(delta)
                     parts.append(delta)
                     turn.stream(stream_id, delta)
-                    if not room:
+                    if not room or turn.lost:  # (lost: another run has the turn and answers it)
                         break
         except (LLMError, OSError) as exc:
             log.warning("LLM failed for conversation %s: %s", turn.conversation_id, exc)
             turn.typing(False)
-            await _notice(turn, "assistant_unavailable", lang)
-            await _record(turn, question, "error", grounded, provider=provider, passages=len(passages))
+            if turn.lost:
+                return
+            await _say(turn, "assistant_unavailable", lang)
+            if turn.ended_here:
+                await _record(turn, question, "error", grounded, provider=provider, passages=len(passages))
             return
         text = "".join(parts).strip()
         if not text:
@@ -474,12 +501,15 @@ async def _respond(turn: BotTurn) -> None:
     except asyncpg.PostgresError as exc:
         mapped = from_postgres(exc)
         if mapped is not None and mapped.code == "plan_limit":
-            await _notice(turn, "ai_quota", lang)
-            await _record(turn, question, "quota", grounded, provider=provider)
+            await _say(turn, "ai_quota", lang)
+            if turn.ended_here:
+                await _record(turn, question, "quota", grounded, provider=provider)
             return
         if _taken_over(exc):
             return  # a human took over while the answer was generated: stay silent
         raise
+    if reply is None or not turn.ended_here:
+        return  # another run of this turn answered (or is answering) it
     metrics.BOT_SECONDS.labels("answer").observe(time.monotonic() - started)
     status = await _record(
         turn,
@@ -495,7 +525,7 @@ async def _respond(turn: BotTurn) -> None:
     )
     if not grounded and status == "waiting_human":  # this miss reached handoff.miss_threshold (store_message)
         _lead_before_handoff(turn, state)
-        await _notice(turn, "handoff", lang)
+        await _handoff_notice(turn, lang)
 
 
 def setup(app: web.Application) -> None:

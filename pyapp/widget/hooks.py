@@ -4,9 +4,14 @@ Hooks belong to one application (`visitor_hooks(app)`), set by the surfaces' `se
 nothing is installed process-wide at import, so two apps in one process can differ.
 - `visitor_hooks(app).set_bot_responder(fn)`: `async fn(turn: BotTurn)` runs as a background task on the instance
   holding the visitor's socket, after a visitor message is stored while the conversation is
-  with the bot. It may stream chunks with `turn.stream(...)` (local sockets only, never NOTIFY)
-  and stores its answer with `await turn.reply(body, meta=...)`. Turns of one conversation run
-  one after another on this instance. The default posts a short placeholder reply.
+  with the bot, or on any instance that picks the turn up after its server died
+  (pyapp/widget/turns.py, sql/53_bot_turns.sql). It may stream chunks with `turn.stream(...)`
+  (local sockets only, never NOTIFY) and ends the turn with what it says, in that transaction:
+  `await turn.reply(body, meta=...)`, `await turn.say(kind, locale)` (a system text), or its own
+  writes in `async with turn.ending() as conn`. A responder that returns having said nothing ends
+  the turn silently; one that raises leaves it to be picked up again. It should stop when
+  `turn.lost` (another run has the turn). Turns of one conversation run one after another. The
+  default posts a short placeholder reply.
 - `visitor_hooks(app).set_frame_handler("feedback" | "rating", fn)`: `async fn(ctx: VisitorContext, frame: dict)`
   stores a CSAT frame (in `ctx.tx()`, the visitor's own transaction) and may return a frame to
   send back. Without a handler the visitor gets `{"type":"error","code":"unsupported"}`.
@@ -14,8 +19,9 @@ nothing is installed process-wide at import, so two apps in one process can diff
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -23,7 +29,7 @@ from aiohttp import web
 
 from pyapp import metrics
 from pyapp.context import POOL, SETTINGS
-from pyapp.db import Actor, tenant_fetchval, tenant_tx
+from pyapp.db import Actor, tenant_tx
 from pyapp.realtime.relay import Relay, get_relay
 from pyapp.realtime.sinks import VisitorSink
 from pyapp.widget.tokens import VisitorClaims, visitor_actor
@@ -39,6 +45,21 @@ class BotTurn:
     conversation_id: uuid.UUID
     message: dict
     chatbot_config: dict = field(default_factory=dict)
+    lost: bool = False  # the turn is no longer this run's (ended elsewhere, or picked up by another server)
+    ended: bool = False  # the turn ended in this run's transaction (committed)
+    ended_here: bool = True  # ...and was still open then (False: another run had ended it)
+
+    @property
+    def question_id(self) -> int | None:
+        """The visitor message the turn answers (its parley.bot_turns row)."""
+        value = self.message.get("id")
+        return int(value) if value is not None else None
+
+    @property
+    def key(self) -> str | None:
+        """The client_id of what the turn ends with: one per question, so of two runs of one turn
+        (a slow first run and a pick-up) only the first to store says anything."""
+        return f"bot:{self.question_id}" if self.question_id is not None else None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -76,24 +97,53 @@ class BotTurn:
             self.tenant_id, self.conversation_id, {"type": "typing", "author": "bot", "on": bool(on)}
         )
 
+    @contextlib.asynccontextmanager
+    async def ending(self) -> AsyncIterator[asyncpg.Connection]:
+        """A service transaction that ends the turn (parley.end_bot_turn) with what it writes, so the
+        claim and the answer commit together. `ended_here` is then whether this run ended it (False:
+        another run had, and what this one stored under `key` was a resend of that one's)."""
+        async with self.service_tx() as conn:
+            yield conn
+            if self.question_id is not None:
+                self.ended_here = bool(await conn.fetchval("SELECT parley.end_bot_turn($1)", self.question_id))
+        self.ended = True
+        self.relay.wake(self.tenant_id)
+
+    async def end(self) -> None:
+        """End the turn saying nothing (a person has the conversation, nothing to answer)."""
+        async with self.ending():
+            pass
+
     async def reply(
         self, body: str, *, meta: dict | None = None, author: str = "bot", client_id: str | None = None
     ) -> dict:
-        """Store the bot's answer (one post_message); everyone gets it through the relay. With a
-        client_id it is idempotent: storing it again returns the stored row (post_message)."""
-        message = await tenant_fetchval(
-            self.pool,
-            self.service_actor,
-            "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, $4, $5) m",
-            self.conversation_id,
-            author,
-            body,
-            client_id,
-            meta or {},
-        )
+        """Store the bot's answer (one post_message) and end the turn with it; everyone gets it through
+        the relay. Idempotent under its client_id (default: the turn's key): storing it again returns
+        the stored row (post_message)."""
+        async with self.ending() as conn:
+            message = await conn.fetchval(
+                "SELECT parley.message_json(m) FROM parley.post_message($1, $2, $3, $4, $5) m",
+                self.conversation_id,
+                author,
+                body,
+                client_id or self.key,
+                meta or {},
+            )
         metrics.MESSAGES.labels(author).inc()
-        self.relay.wake(self.tenant_id)
         return message
+
+    async def say(self, kind: str, locale: str | None, meta: dict | None = None) -> None:
+        """End the turn with a system text (assistant_unavailable, ai_quota, ...), stored under the
+        turn's key as the tenant's template for it asks (parley.post_system_text)."""
+        async with self.ending() as conn:
+            await conn.fetchval(
+                "SELECT parley.post_system_text($1, $2, $3, $4, $5)",
+                self.conversation_id,
+                kind,
+                locale,
+                meta or {},
+                self.key,
+            )
 
 
 BotResponder = Callable[[BotTurn], Awaitable[None]]

@@ -42,6 +42,8 @@ from pyapp.widget.frames import (
 )
 from pyapp.widget.hooks import BotTurn, VisitorContext, visitor_hooks
 from pyapp.widget.tokens import VisitorClaims, decode_visitor_token, visitor_actor, visitor_token
+from pyapp.widget.turns import install as install_turns
+from pyapp.widget.turns import turn_runner
 from pyapp.widget.visitors import chatbot_by_key, country_of, start_visitor_conversation
 from pyapp.widget.visitors import install as install_visitors
 
@@ -514,7 +516,6 @@ class VisitorSession:
 # --------------------------------------------------------------------------- bot turns
 
 
-_BOT_LOCKS = web.AppKey("bot_locks", dict)
 _MESSAGES = web.AppKey("visitor_messages", dict)
 
 
@@ -527,30 +528,9 @@ def message_batcher(app: web.Application) -> VisitorMessages:
 
 
 def schedule_bot_turn(app: web.Application, turn: BotTurn) -> asyncio.Task:
-    """Run the bot responder in the background; turns of one conversation run in order."""
-    locks: dict = app[_BOT_LOCKS]
-    relay = get_relay(app)
-
-    responder = visitor_hooks(app).bot_responder
-
-    async def run() -> None:
-        lock = locks.setdefault(turn.conversation_id, asyncio.Lock())
-        try:
-            async with lock:
-                await responder(turn)
-        except Exception as exc:
-            mapped = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
-            if database_outage(exc):
-                log.warning("bot turn dropped: database unavailable (%s)", type(exc).__name__)
-            elif mapped is not None:
-                log.info("bot reply refused: %s", mapped.code)
-            else:
-                log.exception("bot responder failed")
-        finally:
-            if not lock.locked() and locks.get(turn.conversation_id) is lock:
-                locks.pop(turn.conversation_id, None)
-
-    return relay.spawn(run(), name=f"bot-{turn.conversation_id}")
+    """Run the bot responder on a stored question's turn in the background (pyapp/widget/turns.py:
+    leased, so another server answers it should this one die); turns of one conversation run in order."""
+    return turn_runner(app).schedule(turn)
 
 
 # --------------------------------------------------------------------------- handler
@@ -608,6 +588,6 @@ def setup(app: web.Application) -> None:
     install_relay(app)
     install_visitors(app)
     visitor_hooks(app)
-    app[_BOT_LOCKS] = {}
+    install_turns(app)
     app[_MESSAGES] = {}
     app.router.add_get("/ws/visitor", metrics.tracked("visitor", visitor_socket))

@@ -10,52 +10,19 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import aiohttp
 import asyncpg
 import pytest
 from support.database import crash_and_restart
 from support.realtime import ORIGIN, widget_session
-from support.server import TEST_SECRET, free_port
+from support.server import TEST_SECRET, ServeProcess, free_port
 
 from pyapp.client.agent_socket import AgentFeed
 
 VISITORS = 6
 PER_VISITOR = 24
 PACE = 0.15  # s between a visitor's messages: under the 10 frames/s socket limit
-ROOT = Path(__file__).resolve().parents[2]
-
-
-class ServeProcess:
-    """`parley serve` as its own process on a fixed port (so clients reconnect to the restarted one)."""
-
-    def __init__(self, settings, port: int):
-        self.port = port
-        self.base_url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
-                    "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT)}
-        self.proc: subprocess.Popen | None = None
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--port", str(self.port)],
-                                     cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        async with asyncio.timeout(60):
-            while True:  # ready when it answers
-                assert self.proc.poll() is None, "parley serve exited"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.base_url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.1)
-
-    def kill9(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
 
 
 class Visitor:
@@ -156,7 +123,7 @@ async def test_kill_9_serve_and_postgres_restart_lose_and_duplicate_nothing(sett
         try:
             visitors = []
             for i in range(VISITORS):
-                session = await widget_session(_Caller(http, server.base_url), bot["public_key"])
+                session = await widget_session(server, bot["public_key"])
                 # An agent has the conversation, so no bot answers in between.
                 async with http.post(f"{server.base_url}/api/conversations/{session['conversation_id']}/claim",
                                      headers={"Authorization": f"Bearer {token}"}) as resp:
@@ -208,14 +175,3 @@ async def test_kill_9_serve_and_postgres_restart_lose_and_duplicate_nothing(sett
                 await agent_task
         finally:
             server.kill9()
-
-
-class _Caller:
-    """support.realtime.widget_session's `server.call` over a plain HTTP session."""
-
-    def __init__(self, http: aiohttp.ClientSession, base_url: str):
-        self.http, self.base_url = http, base_url
-
-    async def call(self, method: str, path: str, *, json=None, headers=None, token=None):
-        async with self.http.request(method, self.base_url + path, json=json, headers=headers) as resp:
-            return resp.status, await resp.json()

@@ -4,8 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -71,6 +77,48 @@ async def start_server(settings: Settings, port: int | None = None) -> RunningSe
     site = web.TCPSite(runner, "127.0.0.1", port)
     await site.start()
     return RunningServer(app, runner, port)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServeProcess:
+    """`parley serve` as its own process on a fixed port (so clients reconnect to the restarted one),
+    for faults that take a process down (SIGKILL). `call` is RunningServer's, over the session given
+    to `start`. `env`: more environment for the process."""
+
+    def __init__(self, settings: Settings, port: int, env: dict | None = None):
+        self.port = port
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
+                    "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT), **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.http: aiohttp.ClientSession | None = None
+
+    async def start(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+        self.proc = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--port", str(self.port)],
+                                     cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        async with asyncio.timeout(60):
+            while True:  # ready when it answers
+                assert self.proc.poll() is None, "parley serve exited"
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(self.base_url + "/healthz") as resp:
+                        if resp.status == 200:
+                            return
+                await asyncio.sleep(0.1)
+
+    async def call(self, method: str, path: str, *, json=None, token: str | None = None, headers: dict | None = None):
+        """Returns (status, parsed JSON)."""
+        assert self.http is not None, "start it first"
+        hdrs = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
+        async with self.http.request(method, self.base_url + path, json=json, headers=hdrs) as resp:
+            return resp.status, await resp.json()
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
 
 class ServerThread:

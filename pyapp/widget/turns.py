@@ -1,0 +1,181 @@
+"""Bot turns that outlive the server running them (the rules: sql/53_bot_turns.sql).
+
+A visitor message that leaves its conversation with the bot is stored with its turn, a row in
+parley.bot_turns written in the message's own transaction. The server that stored it runs the
+turn at once (`schedule`): it leases the turn under its own name, renews the lease every third of
+it while the turn runs, and the responder ends the turn in the transaction of what it says
+(`BotTurn.reply`, `say`, `ending`; pyapp/widget/hooks.py). A run whose lease is lost (the turn
+ended elsewhere, or another server took it) is `turn.lost`: it says nothing more.
+
+Every server also looks every few seconds (`bot_turn_pick_every`, PARLEY_BOT_TURN_PICK_EVERY,
+default 5 s) for turns whose lease ran out, because their server died (SIGKILL, OOM, a deploy) or
+lost the database: `parley.pick_bot_turns` leases them to it, one picker per turn, and it runs
+them as their own server would have. A turn SQL gives up (too many runs, or too old) gets the
+assistant_unavailable notice instead (`parley.give_up_bot_turn`). The visitor, on whichever
+server their socket is, gets what the turn stored through the relay, or in the replay when they
+reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+import asyncpg
+from aiohttp import web
+
+from pyapp.context import POOL, SETTINGS
+from pyapp.db import Actor, database_outage, tenant_tx
+from pyapp.errors import from_postgres
+from pyapp.realtime.relay import get_relay
+from pyapp.widget.hooks import BotTurn, visitor_hooks
+
+log = logging.getLogger("parley.widget.turns")
+
+PICK_EVERY_S = 5.0  # between a server's looks for turns whose server died
+PICK_LIMIT = 20  # turns taken per look
+RENEW_RETRY_S = 1.0  # after a renewal the database did not answer
+
+# What a picked-up turn needs to run: its question, conversation and chatbot.
+_PICKED = """
+SELECT c.chatbot_id, b.config, m.body
+  FROM parley.conversations c
+  JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
+  JOIN parley.messages m ON m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.id = $2
+ WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1"""
+
+
+class TurnRunner:
+    """One app's bot turns: the runs under way (a conversation's one after another) and the pick-up."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        # Unique per app: two apps in one process (tests) are two servers.
+        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self.picked = 0  # turns this server picked up (tests, logs)
+
+    def schedule(self, turn: BotTurn) -> asyncio.Task:
+        """Run the bot responder on `turn` in the background, holding its lease."""
+        return get_relay(self.app).spawn(self._run(turn), name=f"bot-{turn.conversation_id}")
+
+    async def _run(self, turn: BotTurn) -> None:
+        responder = visitor_hooks(self.app).bot_responder
+        # Held from now, also while the turn waits behind the conversation's earlier one.
+        lease = asyncio.create_task(self._keep_lease(turn), name=f"bot-lease-{turn.question_id}")
+        lock = self.locks.setdefault(turn.conversation_id, asyncio.Lock())
+        try:
+            async with lock:
+                if turn.lost:
+                    return
+                await responder(turn)
+                if not turn.ended and not turn.lost:  # it said nothing: the turn ends silently
+                    await turn.end()
+        except Exception as exc:  # the turn stays open: picked up again once its lease runs out
+            mapped = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
+            if database_outage(exc):
+                log.warning("bot turn left for pick-up: database unavailable (%s)", type(exc).__name__)
+            elif mapped is not None:
+                log.info("bot reply refused: %s", mapped.code)
+            else:
+                log.exception("bot responder failed")
+        finally:
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+            if not lock.locked() and self.locks.get(turn.conversation_id) is lock:
+                self.locks.pop(turn.conversation_id, None)
+
+    async def _keep_lease(self, turn: BotTurn) -> None:
+        """Take the turn's lease under this server's name and renew it every third of it, until the
+        run ends; a lease that cannot be had any more marks the run lost."""
+        if turn.question_id is None:
+            return
+        pool = self.app[POOL]
+        while not turn.ended:
+            try:
+                async with tenant_tx(pool, turn.service_actor) as conn:
+                    seconds = await conn.fetchval("SELECT parley.lease_bot_turn($1, $2)", turn.question_id, self.worker)
+            except Exception as exc:  # the database away: the run goes on, and so do the renewals
+                log.warning("bot turn lease not renewed: %s", type(exc).__name__)
+                await asyncio.sleep(RENEW_RETRY_S)
+                continue
+            if seconds is None:
+                if not turn.ended:
+                    turn.lost = True
+                return
+            await asyncio.sleep(float(seconds) / 3)
+
+    # Pick-up -------------------------------------------------------------------
+    async def pick(self) -> int:
+        """Take the turns whose lease ran out (parley.pick_bot_turns) and run them, or give them up
+        as SQL says; returns how many were taken."""
+        pool = self.app[POOL]
+        rows = await pool.fetch("SELECT * FROM parley.pick_bot_turns($1, $2)", self.worker, PICK_LIMIT)
+        for row in rows:
+            actor = Actor(row["tenant_id"], kind="service", actor_id="bot")
+            try:
+                if row["give_up"]:
+                    async with tenant_tx(pool, actor) as conn:
+                        await conn.fetchval("SELECT parley.give_up_bot_turn($1)", row["question_id"])
+                    get_relay(self.app).wake(row["tenant_id"])
+                    log.info("bot turn %s given up after %d runs", row["question_id"], row["attempts"] - 1)
+                    continue
+                async with tenant_tx(pool, actor) as conn:
+                    found = await conn.fetchrow(_PICKED, row["conversation_id"], row["question_id"])
+                    if found is None:  # the question is gone (erased): nothing to answer
+                        await conn.fetchval("SELECT parley.end_bot_turn($1)", row["question_id"])
+                        continue
+            except asyncpg.PostgresError as exc:
+                log.warning("bot turn %s not taken up: %s", row["question_id"], exc)
+                continue
+            message = {"id": row["question_id"], "author": "visitor", "body": found["body"]}
+            turn = BotTurn(
+                self.app,
+                row["tenant_id"],
+                found["chatbot_id"],
+                row["conversation_id"],
+                message,
+                dict(found["config"] or {}),
+            )
+            self.picked += 1
+            log.info("bot turn %s picked up (run %d)", row["question_id"], row["attempts"])
+            self.schedule(turn)
+        return len(rows)
+
+    async def pick_forever(self) -> None:
+        every = float(self.app[SETTINGS].extra.get("bot_turn_pick_every") or PICK_EVERY_S)
+        while True:
+            try:
+                while await self.pick() == PICK_LIMIT:  # more waiting: take them now
+                    pass
+            except Exception as exc:  # the database away: look again later
+                if not database_outage(exc):
+                    log.exception("bot turn pick-up failed")
+            await asyncio.sleep(every)
+
+
+RUNNER = web.AppKey("bot_turns", TurnRunner)
+
+
+def turn_runner(app: web.Application) -> TurnRunner:
+    return app[RUNNER]
+
+
+def install(app: web.Application) -> None:
+    """Give the app its turn runner, and look for turns to pick up while it serves (after the relay
+    starts: install the relay first)."""
+    if RUNNER in app:
+        return
+    runner = app[RUNNER] = TurnRunner(app)
+
+    async def pick_ctx(app: web.Application):
+        task = get_relay(app).spawn(runner.pick_forever(), name="bot-turn-pick-up")
+        yield
+        task.cancel()
+
+    app.cleanup_ctx.append(pick_ctx)

@@ -1,0 +1,122 @@
+-- Bot turns: the bot's answer to a visitor message, owed from the message's own transaction until
+-- the transaction that ends it, whichever server runs it (pyapp/assistant/turns.py).
+--
+-- * What needs a turn: a visitor message that leaves its conversation with the bot. store_message
+--   (44_messages.sql) writes the turn in the message's transaction, so a stored question always has
+--   one, and a resend (the same client_id) none.
+-- * The server that stored the question runs the turn at once. Its lease (bot_turn_lease in the
+--   installation settings, 20 s) is counted from the question until it leases the turn under its
+--   own name (lease_bot_turn), then renewed every third of the lease while the turn runs (the model
+--   streaming, or the turn waiting behind the conversation's earlier turn). A lease that is lost
+--   (the turn ended elsewhere, or another server took it) stops the run, silently.
+-- * A turn whose lease ran out (its server died, or lost the database) is picked up by any live
+--   server (pick_bot_turns, FOR UPDATE SKIP LOCKED: one picker per turn), the oldest open turn of a
+--   conversation first, so a conversation's turns still run in order.
+-- * A turn ends in the transaction of what it says (end_bot_turn there): the answer, a notice
+--   (assistant_unavailable, ai_quota), the handoff, or nothing (a person took the conversation, the
+--   question was empty). Every message a turn ends with is stored under its question's key, client_id
+--   bot:<question id>, which post_message keeps unique per conversation: of a slow but live first
+--   run and a pick-up, whichever stores first says it, and the other stores nothing.
+-- * A turn picked up after bot_turn_attempts runs (3), or later than bot_turn_max_age (10 minutes)
+--   after its question, is given up (give_up_bot_turn): not answered; while the conversation is still
+--   the bot's, the visitor gets the assistant_unavailable notice offering a person.
+
+SELECT parley.apply_tenant_policies('parley.bot_turns');
+GRANT SELECT, INSERT, DELETE ON parley.bot_turns TO parley_app;
+GRANT UPDATE (attempts, leased_by, leased_until) ON parley.bot_turns TO parley_app;
+-- The cross-tenant pick (owned by parley_auth, BYPASSRLS).
+GRANT SELECT, UPDATE (attempts, leased_by, leased_until) ON parley.bot_turns TO parley_auth;
+-- Jobs delete conversations (retention, purges): the cascade reaches their turns.
+GRANT SELECT, DELETE ON parley.bot_turns TO parley_jobs;
+
+CREATE OR REPLACE FUNCTION parley.bot_turn_lease() RETURNS interval
+LANGUAGE sql STABLE
+AS $$ SELECT greatest(parley.server_setting('bot_turn_lease', NULL::interval), interval '1 second') $$;
+COMMENT ON FUNCTION parley.bot_turn_lease() IS
+  'How long a bot turn stays with the server running it without a renewal: the installation setting bot_turn_lease (default 20 s; at least 1 s).';
+
+CREATE OR REPLACE FUNCTION parley.lease_bot_turn(p_question_id bigint, p_worker text) RETURNS double precision
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.bot_turns t
+     SET leased_by = p_worker, leased_until = now() + parley.bot_turn_lease()
+   WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id
+     AND (t.leased_by IS NULL OR t.leased_by = p_worker)
+  RETURNING extract(epoch FROM parley.bot_turn_lease())::double precision
+$$;
+COMMENT ON FUNCTION parley.lease_bot_turn(bigint, text) IS
+  'The server running a bot turn of the current tenant takes or renews its lease under its own name p_worker (the server that stored the question runs it unnamed until then). Returns the lease in seconds (renew within a third of it), or NULL when the turn is no longer this server''s to run: ended (answered elsewhere, given up) or picked up by another server. Then stop, saying nothing.';
+
+CREATE OR REPLACE FUNCTION parley.end_bot_turn(p_question_id bigint) RETURNS boolean
+LANGUAGE sql VOLATILE
+AS $$
+  WITH ended AS (
+    DELETE FROM parley.bot_turns t
+     WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id
+    RETURNING 1)
+  SELECT EXISTS (SELECT 1 FROM ended)
+$$;
+COMMENT ON FUNCTION parley.end_bot_turn(bigint) IS
+  'End the bot turn of question p_question_id of the current tenant, in the transaction of what the turn says (its answer, a notice, the handoff) or alone when it says nothing. True when it was open; false when it had already ended (then what this run stores under bot:<question id> is a resend of what the other stored).';
+
+CREATE OR REPLACE FUNCTION parley.pick_bot_turns(p_worker text, p_limit int)
+RETURNS TABLE (tenant_id uuid, conversation_id uuid, question_id bigint, attempts int, give_up boolean)
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = ''
+AS $$
+  WITH rules AS (
+    SELECT parley.bot_turn_lease() AS lease,
+           parley.server_setting('bot_turn_attempts', NULL::integer) AS max_attempts,
+           parley.server_setting('bot_turn_max_age', NULL::interval) AS max_age)
+  UPDATE parley.bot_turns t
+     SET leased_by = p_worker, leased_until = now() + r.lease, attempts = t.attempts + 1
+    FROM rules r,
+         (SELECT b.tenant_id, b.question_id FROM parley.bot_turns b
+            JOIN parley.tenants n ON n.id = b.tenant_id AND n.deleted_at IS NULL
+           WHERE coalesce(b.leased_until, b.asked_at + (SELECT lease FROM rules)) < now()
+             AND NOT EXISTS (SELECT 1 FROM parley.bot_turns e  -- a conversation's turns in order
+                              WHERE e.tenant_id = b.tenant_id AND e.conversation_id = b.conversation_id
+                                AND e.question_id < b.question_id)
+           ORDER BY b.asked_at
+           LIMIT greatest(p_limit, 0)
+           FOR UPDATE OF b SKIP LOCKED) pick
+   WHERE t.tenant_id = pick.tenant_id AND t.question_id = pick.question_id
+  RETURNING t.tenant_id, t.conversation_id, t.question_id, t.attempts,
+            t.attempts > r.max_attempts OR t.asked_at < now() - r.max_age
+$$;
+COMMENT ON FUNCTION parley.pick_bot_turns(text, int) IS
+  'Servers (parley_app), across tenants: lease to p_worker up to p_limit bot turns whose lease ran out (their server died or lost the database), oldest first, only the oldest open turn of a conversation, one picker per turn (SKIP LOCKED), counting the run. give_up: the turn has had bot_turn_attempts runs or its question is older than bot_turn_max_age; give_up_bot_turn ends it, anything else is run again. Returns ids only; the server then works in that tenant''s transaction.';
+
+CREATE OR REPLACE FUNCTION parley.give_up_bot_turn(p_question_id bigint) RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_conv parley.conversations;
+  v_config jsonb;
+  v_question text;
+BEGIN
+  SELECT c.* INTO v_conv FROM parley.bot_turns t
+    JOIN parley.conversations c ON c.tenant_id = t.tenant_id AND c.id = t.conversation_id
+   WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id;
+  IF NOT FOUND THEN
+    RETURN false;
+  END IF;
+  -- The conversation first, as every writer of it (then the turn, as an answer's transaction does).
+  v_conv := parley.lock_conversation(v_conv.id);
+  IF NOT parley.end_bot_turn(p_question_id) THEN
+    RETURN false;
+  END IF;
+  SELECT b.config INTO v_config FROM parley.chatbots b WHERE b.tenant_id = v_conv.tenant_id AND b.id = v_conv.chatbot_id;
+  SELECT m.body INTO v_question FROM parley.messages m
+   WHERE m.tenant_id = v_conv.tenant_id AND m.conversation_id = v_conv.id AND m.id = p_question_id;
+  IF v_conv.status = 'bot' THEN
+    PERFORM parley.post_system_text(v_conv.id, 'assistant_unavailable', parley.spoken_language(v_config, v_conv.locale),
+                                    '{"offer_human": true}', 'bot:' || p_question_id);
+  END IF;
+  PERFORM parley.record_assistant_turn(v_conv.id, coalesce(v_question, ''), 'error', false, p_question_id);
+  RETURN v_conv.status = 'bot';
+END $$;
+COMMENT ON FUNCTION parley.give_up_bot_turn(bigint) IS
+  'End a bot turn of the current tenant that is not to be answered (pick_bot_turns said give_up): while the conversation is still the bot''s, the assistant_unavailable notice offering a person is said under the question''s key (bot:<question id>); logged in assistant_turns as an error. True when the notice was due; false when the conversation had left the bot (silent) or the turn had already ended.';
+
+-- Owners and callers (parley.secure_functions, sql/05_access.sql).
+SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.pick_bot_turns(text, int)');

@@ -1,0 +1,206 @@
+"""Bot turns are claims in the database (sql/53_bot_turns.sql, pyapp/widget/turns.py): a stored
+question has its turn until what the turn says ends it; a turn whose server died is picked up by one
+other server, answered once, or given up with the notice; a person taking the conversation first
+silences it. (A server killed mid-answer, with real processes: tests/hardening/test_bot_turn_death.py.)
+
+The questions here are stored straight through SQL, as the visitor socket stores them, with no server
+running their turns: each test then plays the server that died by moving the turn's lease into the past."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from support.assistant import bot_messages, open_visitor, use_llm
+from support.fakes.llm_servers import Reply
+from support.realtime import visitor
+from support.server import start_server
+from support.waits import until
+
+from pyapp.assistant.responder import respond
+from pyapp.context import POOL
+from pyapp.db import Actor, tenant_tx
+from pyapp.widget.hooks import BotTurn
+from pyapp.widget.turns import turn_runner
+
+ANSWER = "Refunds are possible within 30 days of purchase [1]."
+
+
+@pytest.fixture(autouse=True)
+def picks_only_when_told(settings):
+    """The servers' own looks for turns to pick up wait an hour: each test picks (`pick()`) when it
+    has made a turn whose server died."""
+    settings.extra["bot_turn_pick_every"] = 3600
+
+
+@pytest.fixture
+async def other(settings):
+    """A second server on the same database."""
+    srv = await start_server(settings)
+    yield srv
+    await srv.close()
+
+
+async def visitor_asks(server, bot, conversation_id, body: str) -> int:
+    """A visitor question stored as the socket stores it, with no server running its turn; its id."""
+    conv = uuid.UUID(str(conversation_id))
+    async with tenant_tx(server.app[POOL], Actor(uuid.UUID(bot["tenant_id"]), kind="visitor", actor_id=str(conv),
+                                                 min_role="visitor")) as conn:
+        return await conn.fetchval("SELECT id FROM parley.post_message($1, 'visitor', $2, $3)", conv, body,
+                                   uuid.uuid4().hex)
+
+
+async def ask(server, bot, body: str = "Can I get a refund?") -> tuple[uuid.UUID, int]:
+    """A new conversation and its visitor's question; (conversation, question id)."""
+    async with tenant_tx(server.app[POOL], Actor(uuid.UUID(bot["tenant_id"]), kind="service",
+                                                 min_role="visitor")) as conn:
+        conv = await conn.fetchval("SELECT id FROM parley.start_conversation($1, $2)", bot["chatbot_id"], uuid.uuid4())
+    return conv, await visitor_asks(server, bot, conv, body)
+
+
+async def server_died(owner_conn, question: int) -> None:
+    """The turn's server is gone: its lease ran out (as it does 20 s after the last renewal)."""
+    await owner_conn.execute("UPDATE parley.bot_turns SET leased_by = 'dead-server', leased_until = now() - interval"
+                             " '1 second' WHERE question_id = $1", question)
+
+
+async def open_turns(owner_conn) -> list:
+    return await owner_conn.fetch("SELECT question_id, attempts, leased_by FROM parley.bot_turns")
+
+
+async def test_a_question_has_a_turn_until_its_answer_ends_it(server, bot, owner_conn, clients, fake_openai):
+    fake_openai.script.append(Reply.text(ANSWER, delay=0.05))
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    question = await v.expect_message(author="visitor")
+    await v.expect(type="stream")
+    turn = await open_turns(owner_conn)  # the model is answering: the turn is open, leased by this server
+    assert [t["question_id"] for t in turn] == [question["id"]]
+    answer = await v.expect_message(ANSWER, author="bot")
+    stored = await owner_conn.fetchrow("SELECT client_id FROM parley.messages WHERE id = $1", answer["id"])
+    assert stored["client_id"] == f"bot:{question['id']}"
+    assert await open_turns(owner_conn) == []  # ended in the answer's transaction
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})  # a resend: no new turn
+    await v.expect_message("Can I get a refund?", author="visitor")
+    assert await open_turns(owner_conn) == []
+    assert len(fake_openai.requests) == 1
+
+
+async def test_a_turn_whose_server_died_is_taken_by_one_of_two_pickers_and_answered_once(
+        server, other, bot, owner_conn, fake_openai):
+    fake_openai.default_reply = Reply.text(ANSWER)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    conv, question = await ask(server, bot)
+    await server_died(owner_conn, question)
+    taken = await asyncio.gather(turn_runner(server.app).pick(), turn_runner(other.app).pick())
+    assert sorted(taken) == [0, 1]
+    [turn] = await open_turns(owner_conn)
+    assert turn["attempts"] == 2
+    await until(lambda: bot_messages(owner_conn, str(conv)), what="the picked-up turn's answer")
+    await until(lambda: owner_conn.fetchval("SELECT count(*) = 0 FROM parley.bot_turns"), what="the turn ended")
+    said = await bot_messages(owner_conn, str(conv))
+    assert [(m["author"], m["body"]) for m in said] == [("bot", ANSWER)]
+    assert len(fake_openai.requests) == 1
+    # Nothing left to pick: a later look takes nothing.
+    assert await turn_runner(other.app).pick() == 0
+
+
+async def test_two_runs_of_one_turn_store_one_answer(server, bot, owner_conn, fake_openai):
+    """A slow but live first run and a pick-up both reach the end of the model's answer: the question's
+    key (bot:<question id>) lets the first store it, and the second stores nothing."""
+    fake_openai.default_reply = Reply.text(ANSWER, delay=0.02)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    conv, question = await ask(server, bot)
+    message = {"id": question, "body": "Can I get a refund?"}
+    runs = [BotTurn(server.app, uuid.UUID(bot["tenant_id"]), bot["chatbot_id"], conv, dict(message), {"language": "en"})
+            for _ in range(2)]
+    await asyncio.gather(*(respond(t) for t in runs))
+    assert len(fake_openai.requests) == 2  # both ran the model
+    said = await bot_messages(owner_conn, str(conv))
+    assert [(m["author"], m["body"]) for m in said] == [("bot", ANSWER)]
+    assert sorted(t.ended_here for t in runs) == [False, True]
+    assert await open_turns(owner_conn) == []
+    logged = await owner_conn.fetchval("SELECT count(*) FROM parley.assistant_turns WHERE question_message_id = $1",
+                                       question)
+    assert logged == 1
+
+
+async def test_a_person_taking_over_before_the_pick_up_silences_the_turn(server, bot, owner_conn, fake_openai):
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    conv, question = await ask(server, bot)
+    await owner_conn.execute("UPDATE parley.conversations SET status = 'human', assignee_id = $2 WHERE id = $1",
+                             conv, uuid.UUID(bot["user_id"]))
+    await server_died(owner_conn, question)
+    assert await turn_runner(server.app).pick() == 1
+    await until(lambda: owner_conn.fetchval("SELECT count(*) = 0 FROM parley.bot_turns"), what="the turn ended")
+    assert await bot_messages(owner_conn, str(conv)) == []
+    assert fake_openai.requests == []
+
+
+async def test_an_old_turn_is_given_up_with_the_notice_not_answered(server, bot, owner_conn, clients, fake_openai):
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    await v.expect_message(author="bot")  # the first question is answered as usual
+    conv = uuid.UUID(session["conversation_id"])
+    question = await visitor_asks(server, bot, conv, "And shipping?")
+    await owner_conn.execute("UPDATE parley.bot_turns SET asked_at = now() - interval '1 hour' WHERE question_id = $1",
+                             question)
+    await server_died(owner_conn, question)
+    assert await turn_runner(server.app).pick() == 1
+    notice = await v.expect_message(author="system")
+    assert "unavailable" in notice["body"] and notice["offer_human"] is True
+    said = await bot_messages(owner_conn, str(conv))
+    assert [(m["author"], m["meta"].get("notice")) for m in said] == [("bot", None), ("system", "assistant_unavailable")]
+    stored = await owner_conn.fetchval("SELECT client_id FROM parley.messages WHERE id = $1", notice["id"])
+    assert stored == f"bot:{question}"
+    assert await open_turns(owner_conn) == []
+    assert len(fake_openai.requests) == 1  # only the first question's
+
+
+async def test_a_turn_is_given_up_after_its_runs(server, bot, owner_conn, fake_openai):
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    conv, question = await ask(server, bot)
+    await owner_conn.execute("UPDATE parley.bot_turns SET attempts = 3 WHERE question_id = $1", question)
+    await server_died(owner_conn, question)  # the third run's server died too
+    assert await turn_runner(server.app).pick() == 1
+    said = await until(lambda: bot_messages(owner_conn, str(conv)), what="the notice")
+    assert [(m["author"], m["meta"].get("notice")) for m in said] == [("system", "assistant_unavailable")]
+    assert fake_openai.requests == []
+    outcome = await owner_conn.fetchval("SELECT outcome FROM parley.assistant_turns WHERE question_message_id = $1",
+                                        question)
+    assert outcome == "error"
+
+
+async def test_a_run_that_lost_its_turn_says_nothing(server, bot, owner_conn, clients, fake_openai):
+    """The model is slow; meanwhile the turn went to another server (this one looked dead): this run
+    stops at its next renewal and stores nothing, the other answers."""
+    await owner_conn.execute("INSERT INTO parley.server_settings (name, value) VALUES ('bot_turn_lease', '1 second')")
+    fake_openai.script.append(Reply.text("A slow answer that is never stored.", delay=0.3))
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
+    question = await v.expect_message(author="visitor")
+    await v.expect(type="stream")
+    await owner_conn.execute("UPDATE parley.bot_turns SET leased_by = 'another-server' WHERE question_id = $1",
+                             question["id"])
+    await v.expect(lambda f: f.get("type") == "typing" and f.get("on") is False)
+    assert await bot_messages(owner_conn, session["conversation_id"]) == []
+    [turn] = await open_turns(owner_conn)  # still the other server's to answer
+    assert turn["leased_by"] == "another-server"
+
+
+async def test_a_visitor_on_another_server_gets_the_picked_up_answer(
+        server, other, bot, owner_conn, clients, fake_openai):
+    fake_openai.default_reply = Reply.text(ANSWER)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    session, v = await open_visitor(server, bot, clients)
+    question = await visitor_asks(server, bot, session["conversation_id"], "Refund?")
+    await server_died(owner_conn, question)
+    assert await turn_runner(other.app).pick() == 1
+    answer = await v.expect_message(ANSWER, author="bot")
+    v2 = await visitor(server, session, last_seen_id=question)  # and on reconnect, in the replay
+    clients.append(v2)
+    assert (await v2.expect_message(ANSWER, author="bot"))["id"] == answer["id"]
