@@ -65,10 +65,16 @@ class TurnRunner:
 
     async def _run(self, turn: BotTurn) -> None:
         responder = visitor_hooks(self.app).bot_responder
-        # Held from now, also while the turn waits behind the conversation's earlier one.
-        lease = asyncio.create_task(self._keep_lease(turn), name=f"bot-lease-{turn.question_id}")
         lock = self.locks.setdefault(turn.conversation_id, asyncio.Lock())
+        keeper: asyncio.Task | None = None
         try:
+            # SQL says whether there is a turn to run: none (the question needs no answer, or it was
+            # answered elsewhere), or another server's, and this run ends here, saying nothing.
+            lease = await self._lease(turn) if turn.question_id is not None else None
+            if turn.question_id is not None and lease is None:
+                return
+            if lease is not None:  # held from now on, also while the turn waits behind an earlier one
+                keeper = asyncio.create_task(self._keep_lease(turn, lease), name=f"bot-lease-{turn.question_id}")
             async with lock:
                 if turn.lost:
                     return
@@ -84,31 +90,38 @@ class TurnRunner:
             else:
                 log.exception("bot responder failed")
         finally:
-            lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
             if not lock.locked() and self.locks.get(turn.conversation_id) is lock:
                 self.locks.pop(turn.conversation_id, None)
 
-    async def _keep_lease(self, turn: BotTurn) -> None:
-        """Take the turn's lease under this server's name and renew it every third of it, until the
-        run ends; a lease that cannot be had any more marks the run lost."""
-        if turn.question_id is None:
-            return
-        pool = self.app[POOL]
-        while not turn.ended:
+    async def _lease(self, turn: BotTurn) -> float | None:
+        """Take or renew the turn's lease under this server's name: its length in seconds, or None
+        when the turn is not this server's to run (parley.lease_bot_turn)."""
+        async with tenant_tx(self.app[POOL], turn.service_actor) as conn:
+            seconds = await conn.fetchval("SELECT parley.lease_bot_turn($1, $2)", turn.question_id, self.worker)
+        return None if seconds is None else float(seconds)
+
+    async def _keep_lease(self, turn: BotTurn, lease: float) -> None:
+        """Renew the lease every third of it until the run ends; a lease that cannot be had any more
+        marks the run lost."""
+        while True:
+            await asyncio.sleep(lease / 3)
+            if turn.ended:
+                return
             try:
-                async with tenant_tx(pool, turn.service_actor) as conn:
-                    seconds = await conn.fetchval("SELECT parley.lease_bot_turn($1, $2)", turn.question_id, self.worker)
+                renewed = await self._lease(turn)
             except Exception as exc:  # the database away: the run goes on, and so do the renewals
                 log.warning("bot turn lease not renewed: %s", type(exc).__name__)
-                await asyncio.sleep(RENEW_RETRY_S)
+                lease = RENEW_RETRY_S * 3
                 continue
-            if seconds is None:
+            if renewed is None:
                 if not turn.ended:
                     turn.lost = True
                 return
-            await asyncio.sleep(float(seconds) / 3)
+            lease = renewed
 
     # Pick-up -------------------------------------------------------------------
     async def pick(self) -> int:

@@ -86,6 +86,12 @@ async def test_a_question_has_a_turn_until_its_answer_ends_it(server, bot, owner
     await v.expect_message("Can I get a refund?", author="visitor")
     assert await open_turns(owner_conn) == []
     assert len(fake_openai.requests) == 1
+    # A run for a question whose turn has ended (SQL says there is none to run) says nothing.
+    again = BotTurn(server.app, uuid.UUID(bot["tenant_id"]), bot["chatbot_id"], uuid.UUID(session["conversation_id"]),
+                    {"id": question["id"], "body": "Can I get a refund?"}, {"language": "en"})
+    await turn_runner(server.app).schedule(again)
+    assert len(fake_openai.requests) == 1 and not again.ended
+    assert len(await bot_messages(owner_conn, session["conversation_id"])) == 1
 
 
 async def test_a_turn_whose_server_died_is_taken_by_one_of_two_pickers_and_answered_once(
