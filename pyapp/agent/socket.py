@@ -73,13 +73,21 @@ def _remember(state: OrderedDict, key, value) -> None:
 
 
 class AgentSession:
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, actor: Actor, *, can_write: bool) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        ws: web.WebSocketResponse,
+        actor: Actor,
+        *,
+        can_write: bool,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.app = app
         self.ws = ws
         self.actor = actor
         self.can_write = can_write  # typing and read receipts reach visitors: not for read-only API keys
         self.relay: Relay = get_relay(app)
-        self.sink = Sink(actor.tenant_id, self._send, self._close, label=f"agent:{actor.actor_id}")
+        self.sink = Sink(actor.tenant_id, self._send, self._close, label=f"agent:{actor.actor_id}", transport=transport)
         self.sink.actor = actor  # a revocation (parley_revoked) closes it at once
         self._typing: OrderedDict[uuid.UUID, tuple[bool, float]] = OrderedDict()
         self._read: OrderedDict[uuid.UUID, int] = OrderedDict()
@@ -181,7 +189,13 @@ async def agent_socket(request: web.Request) -> web.WebSocketResponse:
                 message=mapped.code.encode(),
             )
             return ws
-        session = AgentSession(app, ws, actor, can_write=actor.kind != "api_key" or "write" in credential.scopes)
+        session = AgentSession(
+            app,
+            ws,
+            actor,
+            can_write=actor.kind != "api_key" or "write" in credential.scopes,
+            transport=request.transport,
+        )
         await session.relay.attach(session.sink)
         session.sink.push(json_dumps({"type": "ready", "tenant_id": actor.tenant_id}), bounded=False)
         if hello.last_event_id is not None:

@@ -69,7 +69,7 @@ async def stream_events(call: Call):
         pass  # the handler returns once the sink is closed
 
     relay = get_relay(request.app)
-    sink = SseSink(call.member.tenant_id, send, close, label="sse")
+    sink = SseSink(call.member.tenant_id, send, close, label="sse", transport=request.transport)
     sink.actor = call.member  # a revocation (parley_revoked) ends the stream at once
     try:
         await relay.attach(sink)

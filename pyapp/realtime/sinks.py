@@ -15,6 +15,9 @@ from pyapp.realtime.frames import PreparedEvent
 log = logging.getLogger("parley.realtime")
 
 MAX_QUEUE = 2000  # frames waiting for one slow client before it is dropped (it resumes by id)
+# How long a closing client has to take its last frames and the close: a peer that stopped reading
+# never does (its kernel buffers are full, so every write waits), and its connection is dropped.
+CLOSE_GRACE = 5.0
 
 
 class Sink:
@@ -32,6 +35,7 @@ class Sink:
         "_queue",
         "_replayed_max",
         "_send",
+        "_transport",
         "_writer",
         "actor",
         "closed",
@@ -50,12 +54,14 @@ class Sink:
         *,
         conversation_id: uuid.UUID | None = None,
         label: str = "",
+        transport: asyncio.Transport | None = None,
     ) -> None:
         self.tenant_id = tenant_id
         self.conversation_id = conversation_id
         self.label = label
         self._send = send
         self._close = close
+        self._transport = transport  # the client's connection, dropped if a close does not get through
         self._queue: deque | None = None  # created on demand: idle sockets hold none
         self._writer: asyncio.Task | None = None
         self._held: list[PreparedEvent] | None = []
@@ -92,20 +98,39 @@ class Sink:
         finally:
             self._writer = None
 
-    async def flush(self) -> None:
-        """Wait until every queued frame has been handed to the transport."""
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued frame has been handed to the transport (at most `timeout`
+        seconds, CLOSE_GRACE by default: a peer that stopped reading never takes them); whether it was."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (CLOSE_GRACE if timeout is None else timeout)
         while self._writer is not None:
-            await asyncio.shield(self._writer)
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait([self._writer], timeout=remaining)
+        return True
 
     def close_soon(self, code: int = 1001, reason: str = "") -> asyncio.Task | None:
-        """Stop writing and close the client (the handler notices through `wait_closed`)."""
+        """Stop writing and close the client (the handler notices through `wait_closed`); a client
+        that has not taken its last frame and the close within CLOSE_GRACE loses its connection."""
         if self.closed:
             return None
         self.closed = True
         self._queue = None
         if self._done is not None:
             self._done.set()
-        return asyncio.get_running_loop().create_task(self._close(code, reason))
+        return asyncio.get_running_loop().create_task(self._close_within(code, reason))
+
+    async def _close_within(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self._close(code, reason)
+                while self._writer is not None:  # the frame being written when the close came
+                    await asyncio.shield(self._writer)
+        except TimeoutError:
+            if self._transport is not None:
+                log.info("dropping a %s client that does not read (close %d not taken)", self.kind, code)
+                self._transport.abort()
 
     async def wait_closed(self, timeout: float | None = None) -> bool:
         """True once the sink is closed (by the relay, a failed write, or close_soon); False on timeout."""

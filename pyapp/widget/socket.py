@@ -107,7 +107,12 @@ class VisitorSession:
         self.chatbot = chatbot
         self.actor = visitor_actor(None, claims, ip=ip, request_id=request_id)
         self.sink = VisitorSink(
-            claims.tenant_id, self._send, self._close, conversation_id=claims.conversation_id, label="visitor"
+            claims.tenant_id,
+            self._send,
+            self._close,
+            conversation_id=claims.conversation_id,
+            label="visitor",
+            transport=request.transport if request is not None else None,
         )
         self.ip = ip
         self.request_id = request_id
