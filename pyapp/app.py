@@ -21,7 +21,7 @@ from pyapp.config import Settings
 from pyapp.context import EMBEDDER_WARM, POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
 from pyapp.db import POOL_SIZE, create_pool, database_outage
 from pyapp.errors import ApiError, database_unavailable, from_postgres
-from pyapp.http_guard import GuardedRunner, GuardLimits
+from pyapp.http_guard import GuardedRunner, GuardLimits, raise_open_files_limit
 
 log = logging.getLogger("parley.http")
 
@@ -233,7 +233,7 @@ def load_surfaces() -> list:
     return [importlib.import_module(name) for name in SURFACES]
 
 
-def make_runner(app: web.Application, **kwargs) -> web.AppRunner:
+def make_runner(app: web.Application, **kwargs) -> GuardedRunner:
     """The runner every server uses (`parley serve`, tests): slow or crowding clients are cut off."""
     return GuardedRunner(app, GuardLimits.from_settings(app[SETTINGS]), **kwargs)
 
@@ -242,7 +242,9 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     """Run until SIGINT/SIGTERM, then shut down cleanly (sockets get 1001 and reconnect elsewhere)."""
     import signal
 
+    limit = raise_open_files_limit()  # before make_runner: the connection cap follows it
     runner = make_runner(app, access_log=None)
+    log.info("open-files limit %d; at most %d connections", limit, runner.guard.limits.max_connections)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     stop = asyncio.Event()

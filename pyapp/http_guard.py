@@ -8,7 +8,12 @@ request handler that tracks each connection's phase, and one watchdog per server
 - a connection whose request body has been silent for `body_idle_timeout`, or still incomplete
   `body_timeout` after its head;
 - a new connection from an address that already holds `max_connections_per_ip` (0: no cap;
-  behind a proxy every client shares the proxy's address, so set it there, not here).
+  behind a proxy every client shares the proxy's address, so set it there, not here);
+- a new connection past `max_connections` in all, answered `503 server_busy` at once. By default the
+  cap is the open-files limit less RESERVED_FILES, so the connections never take the descriptors the
+  pool, the relay and served files need, and accept() never fails for want of one (at that limit
+  asyncio's accept loop logged a traceback per pending connection and rescheduled itself once per
+  error: a server given more sockets than its limit spun and filled its log, bench/connections.py).
 WebSockets and streaming responses are not touched once their request has been read.
 
 A request aiohttp cannot parse (a bad request line, header or chunk, a line past 8 KB) never reaches
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 from collections import Counter
 from dataclasses import dataclass
 
@@ -34,12 +40,47 @@ from aiohttp.web_server import Server
 log = logging.getLogger("parley.http")
 
 
+# Descriptors the connection cap leaves free: the pool, the relay's LISTEN, logs and served files (about
+# 30), and what accept() takes before the handler counts it (two ticks of asyncio's accept loop, which
+# accepts up to the listen backlog, 128, at a time).
+RESERVED_FILES = 320
+
+_BUSY_BODY = b'{"error":{"code":"server_busy","message":"The server has too many connections; retry shortly."}}'
+BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit (a shell's or systemd's
+    default soft limit, often 1,024, is far below thousands of sockets); returns the soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1_048_576)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:
+            log.warning("open-files limit stays %d: %s", soft, exc)
+    return soft
+
+
+def connection_cap() -> int:
+    """The default of max_connections: the open-files limit less RESERVED_FILES (at least half of it)."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 0
+    return max(soft - RESERVED_FILES, soft // 2)
+
+
 @dataclass
 class GuardLimits:
     header_timeout: float = 10.0
     body_idle_timeout: float = 15.0
     body_timeout: float = 120.0
     max_connections_per_ip: int = 256
+    max_connections: int = 0  # in all (0: no cap); from_settings: connection_cap() unless set
     tick: float = 0.5  # how often the watchdog looks
 
     @classmethod
@@ -53,6 +94,7 @@ class GuardLimits:
             max_connections_per_ip=int(
                 extra.get("max_connections_per_ip", 0 if behind_proxy else cls.max_connections_per_ip)
             ),
+            max_connections=int(extra.get("max_connections") or connection_cap()),
         )
 
 
@@ -63,6 +105,8 @@ class _Guard:
         self.limits = limits
         self.by_ip: Counter[str] = Counter()
         self.handlers: set[GuardedHandler] = set()
+        self.connections = 0
+        self.busy = 0  # connections answered server_busy
         self.refused = 0
         self.timed_out = 0
         self._task: asyncio.Task | None = None
@@ -106,7 +150,15 @@ class GuardedHandler(RequestHandler):
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if isinstance(peer, (tuple, list)) and peer else ""
         guard = self._guard
+        guard.connections += 1
         guard.by_ip[self.peer_ip] += 1
+        if guard.limits.max_connections and guard.connections > guard.limits.max_connections:
+            if guard.busy % 1000 == 0:  # one line per thousand, not one per connection
+                log.warning("server busy: %d connections open; new ones are answered 503", guard.connections - 1)
+            guard.busy += 1
+            transport.write(BUSY)
+            self.force_close()
+            return
         cap = guard.limits.max_connections_per_ip
         if cap and guard.by_ip[self.peer_ip] > cap:
             guard.refused += 1
@@ -116,6 +168,7 @@ class GuardedHandler(RequestHandler):
 
     def connection_lost(self, exc) -> None:
         guard = self._guard
+        guard.connections -= 1
         guard.handlers.discard(self)
         if self.peer_ip in guard.by_ip:
             guard.by_ip[self.peer_ip] -= 1
