@@ -16,7 +16,8 @@ async def test_a_question_whose_server_was_killed_is_answered_once_by_another(
         settings, rows, owner_conn, fake_openai):
     owner = await rows.tenant()
     bot = await create_chatbot(owner_conn, owner.tenant_id, config={"language": "en"})
-    # A short lease, so the dead server's turn is free in seconds rather than 20.
+    # A short lease, so the dead server's turn is free in seconds rather than 20 (the second server
+    # starts once the first is dead, so no pick-up can come early on a loaded machine).
     await owner_conn.execute("INSERT INTO parley.server_settings (name, value) VALUES ('bot_turn_lease', '2 seconds')")
     fake_openai.script.append(Reply(chunks=["Refunds", " take", " ages"], hang_after=1))  # held mid-answer
     fake_openai.default_reply = Reply.text(ANSWER)
@@ -26,7 +27,6 @@ async def test_a_question_whose_server_was_killed_is_answered_once_by_another(
     async with aiohttp.ClientSession() as http:
         try:
             await first.start(http)
-            await second.start(http)
             status, out = await first.call("PUT", "/api/assistant/llm", token=owner.access_token(TEST_SECRET), json={
                 "provider": "openai", "base_url": fake_openai.base_url, "model": "fake-model", "api_key": "test-key"})
             assert status == 200, out
@@ -35,9 +35,9 @@ async def test_a_question_whose_server_was_killed_is_answered_once_by_another(
             clients.append(v)
             await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
             question = await v.expect_message(author="visitor")
-            assert (await v.expect(type="stream"))["delta"] == "Refunds"
+            assert (await v.expect(type="stream", timeout=30))["delta"] == "Refunds"
             first.kill9()  # the model still holds the rest of the answer
-
+            await second.start(http)  # (only now: nothing could take the turn while the first one lived)
             again = await visitor(second, session, last_seen_id=question["id"])  # the widget reconnects
             clients.append(again)
             answer = await again.expect_message(ANSWER, author="bot", timeout=30)
