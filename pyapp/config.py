@@ -111,6 +111,12 @@ def db_statement_cache() -> int:
     return int(os.environ.get("PARLEY_DB_STATEMENT_CACHE") or 100)
 
 
+def db_acquire_timeout() -> float:
+    """Seconds a request waits for a pooled connection while every one is in use before it is
+    answered 503 database_busy (PARLEY_DB_ACQUIRE_TIMEOUT, default 10)."""
+    return float(os.environ.get("PARLEY_DB_ACQUIRE_TIMEOUT") or 10)
+
+
 def _seconds(name: str) -> float | None:
     """A positive number of seconds from the environment variable ``name`` (unset: None)."""
     value = os.environ.get(name)

@@ -21,7 +21,7 @@ import asyncpg
 from pgvector.asyncpg import register_vector
 
 from pyapp import logs, metrics, tracing
-from pyapp.config import db_statement_cache
+from pyapp.config import db_acquire_timeout, db_statement_cache
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -125,13 +125,28 @@ _TX_SECONDS = metrics.DB_QUERY.labels("transaction")
 _STATEMENT_SECONDS = metrics.DB_QUERY.labels("statement")
 
 
+class PoolBusy(TimeoutError):
+    """Every connection of the pool stayed in use for db_acquire_timeout(): more requests than the pool
+    serves (503 database_busy), not the database away. Before, such a request waited as long as the
+    queue ahead of it, however long that was."""
+
+
 @asynccontextmanager
 async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """pool.acquire(), its wait counted in parley_db_pool_wait_seconds."""
+    """pool.acquire() for at most db_acquire_timeout() seconds (then PoolBusy, or the TimeoutError of a
+    connection that could not be opened), its wait counted in parley_db_pool_wait_seconds."""
     started = time.perf_counter()
-    async with pool.acquire() as conn:
+    try:
+        conn = await pool.acquire(timeout=db_acquire_timeout())
+    except TimeoutError as exc:
+        if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+            raise PoolBusy(f"no pooled connection free in {db_acquire_timeout():g} s") from exc
+        raise
+    try:
         metrics.DB_POOL_WAIT.observe(time.perf_counter() - started)
         yield conn
+    finally:
+        await pool.release(conn)
 
 
 @asynccontextmanager

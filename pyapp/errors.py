@@ -81,5 +81,18 @@ def database_unavailable() -> ApiError:
     )
 
 
+BUSY_RETRY_AFTER_S = 1  # what a client is told to wait while every pooled connection is in use
+
+
+def database_busy() -> ApiError:
+    """The answer when no pooled connection came free in time (pyapp.db.PoolBusy): retryable."""
+    return ApiError(
+        503,
+        "database_busy",
+        "The server is busy; retry shortly.",
+        headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
+    )
+
+
 def not_found(what: str = "object") -> ApiError:
     return ApiError(404, "not_found", f"No such {what}.")

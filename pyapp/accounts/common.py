@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pyapp.api import Call
 from pyapp.context import REQUEST_ID, SETTINGS, client_ip
+from pyapp.db import acquire
 from pyapp.mailer import LogMailer, Mailer, mailer_for
 from pyapp.passwords import Passwords
 from pyapp.security import issue_access_token
@@ -40,7 +41,7 @@ async def auth_tx(call: Call, *, signed_in: bool = False) -> AsyncIterator[async
     Its first statement is parley.begin_auth_request, which records ip and request id for the
     audit trail and, for a signed-in person, checks that the session is alive.
     """
-    async with call.pool.acquire() as conn, conn.transaction():
+    async with acquire(call.pool) as conn, conn.transaction():
         await conn.execute(
             "SELECT parley.begin_auth_request($1, $2, $3, $4)",
             client_ip(call.request),

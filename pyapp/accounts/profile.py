@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 
 from pyapp.api import Call, api
+from pyapp.db import acquire
 from pyapp.errors import ApiError
 from pyapp.security import new_opaque_token, sha256
 
@@ -35,7 +36,7 @@ async def send_verification(call: Call, user_id: uuid.UUID, session_id: uuid.UUI
     Returns the address it goes to. SQL refuses an already verified address, a taken one, and
     more than one link a minute."""
     token, token_hash = new_opaque_token()
-    async with call.pool.acquire() as conn, conn.transaction():
+    async with acquire(call.pool) as conn, conn.transaction():
         await conn.execute("SELECT parley.begin_auth_request($1, $2, $3, $4)", *_context(call), user_id, session_id)
         target = await conn.fetchval("SELECT parley.request_email_verification($1, $2)", token_hash, new_email)
     url = link(call, VERIFY_PATH, token)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pyapp.api import Call, api
 from pyapp.context import POOL, REQUEST_ID, SETTINGS, client_ip
-from pyapp.db import Actor, tenant_tx
+from pyapp.db import Actor, acquire, tenant_tx
 
 TAGS = ("staff",)
 staff_route = api.group(auth="user", tags=TAGS)
@@ -79,7 +79,7 @@ def admin_emails(settings) -> list[str]:
 @asynccontextmanager
 async def staff_transaction(pool, request: web.Request, user_id, session_id):
     """A cross-tenant staff transaction for a signed-in person (API or console): SQL checks they are staff first."""
-    async with pool.acquire() as conn, conn.transaction():
+    async with acquire(pool) as conn, conn.transaction():
         await conn.execute(
             "SELECT parley.begin_staff_request($1, $2, $3, $4)",
             user_id,

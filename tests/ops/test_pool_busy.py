@@ -1,0 +1,42 @@
+"""More requests than the pool serves (found by bench/connections.py): a request that waits longer than
+PARLEY_DB_ACQUIRE_TIMEOUT for a pooled connection is answered 503 database_busy with Retry-After, not
+held for as long as the queue ahead of it (before: for ever, while the connections stayed in use), and
+the server serves again as soon as a connection is free."""
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from support.server import start_server
+
+from pyapp.context import POOL
+
+
+@pytest.fixture
+async def small_pool(settings, monkeypatch):
+    monkeypatch.setenv("PARLEY_DB_ACQUIRE_TIMEOUT", "0.5")
+    settings.extra["db_pool_size"] = 2
+    srv = await start_server(settings)
+    yield srv
+    await srv.close()
+
+
+async def test_a_request_that_gets_no_pooled_connection_in_time_is_told_the_database_is_busy(small_pool, signup):
+    owner = await signup(small_pool)
+    pool = small_pool.app[POOL]
+    held = [await pool.acquire() for _ in range(2)]  # every connection in use (a long transaction, say)
+    try:
+        status, body = await asyncio.wait_for(
+            small_pool.call("GET", "/api/conversations", token=owner["access_token"]), 10)
+        assert status == 503 and body["error"]["code"] == "database_busy"
+        async with small_pool.http.get(small_pool.base_url + "/api/me",
+                                       headers={"Authorization": f"Bearer {owner['access_token']}"}) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        async with small_pool.http.post(small_pool.base_url + "/api/auth/login",  # no tenant yet: the same
+                                        json={"email": owner["email"], "password": "x" * 12}) as resp:
+            assert resp.status == 503 and (await resp.json())["error"]["code"] == "database_busy"
+    finally:
+        for conn in held:
+            await pool.release(conn)
+    status, _ = await small_pool.call("GET", "/api/conversations", token=owner["access_token"])
+    assert status == 200
