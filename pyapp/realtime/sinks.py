@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
+import struct
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -18,6 +21,16 @@ MAX_QUEUE = 2000  # frames waiting for one slow client before it is dropped (it 
 # How long a closing client has to take its last frames and the close: a peer that stopped reading
 # never does (its kernel buffers are full, so every write waits), and its connection is dropped.
 CLOSE_GRACE = 5.0
+
+
+def drop(transport: asyncio.Transport) -> None:
+    """Close a connection at once with a reset: a plain close would leave the kernel sending what is
+    buffered (up to its send buffer, megabytes) to a peer that reads nothing, for minutes."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
 
 
 class Sink:
@@ -130,7 +143,7 @@ class Sink:
         except TimeoutError:
             if self._transport is not None:
                 log.info("dropping a %s client that does not read (close %d not taken)", self.kind, code)
-                self._transport.abort()
+                drop(self._transport)
 
     async def wait_closed(self, timeout: float | None = None) -> bool:
         """True once the sink is closed (by the relay, a failed write, or close_soon); False on timeout."""

@@ -97,12 +97,19 @@ async def _until_dropped(server, tenant_id, conversation_id, dropped, received) 
 
 
 def _holds(server, sock: socket.socket) -> bool:
-    """Whether the server still holds a connection from `sock` (its transport, buffers and handler)."""
+    """Whether the server still holds a connection from `sock`: its handler (transport, buffers), or the
+    kernel its socket, in any state (a socket closed with megabytes unsent to a peer that reads nothing
+    stays, orphaned, until the kernel gives up on it)."""
     port = sock.getsockname()[1]
     for handler in server.runner.server.connections:
         peer = handler.transport.get_extra_info("peername") if handler.transport is not None else None
         if peer and peer[1] == port:
             return True
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            local, remote = line.split()[1:3]
+            if int(local.rsplit(":", 1)[1], 16) == server.port and int(remote.rsplit(":", 1)[1], 16) == port:
+                return True
     return False
 
 
