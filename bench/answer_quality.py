@@ -1,10 +1,10 @@
-"""Answer quality on a real documentation site, crawled whole: the Python 3.11 docs (Sphinx) or
-the PostgreSQL 15 docs (DocBook).
+"""Answer quality on a real documentation site, crawled whole: the Python 3.11 docs (Sphinx), the
+PostgreSQL 15 docs (DocBook) or the GNU Octave 7 manual (texinfo).
 
-    .venv/bin/python bench/answer_quality.py [--corpus pydocs|pgdocs] [--fresh] [--max-pages N]
+    .venv/bin/python bench/answer_quality.py [--corpus pydocs|pgdocs|octave] [--fresh] [--max-pages N]
                                              [--fts-only] [--misses]
 
-Needs the site's Debian package (python3.11-doc, postgresql-doc-15). Serves its HTML on
+Needs the site's Debian package (python3.11-doc, postgresql-doc-15, octave-doc). Serves its HTML on
 127.0.0.1:--port, imports it with the product's crawl (pyapp.knowledge.crawl.Importer, SSRF
 guard on, the test host allowed) into the database `parley_quality`, one tenant per corpus
 (kept between runs: a re-import keeps unchanged passages and their vectors, so only what a
@@ -190,7 +190,8 @@ async def main() -> None:
     parser.add_argument("--db", default=DB, help="the database (kept between runs)")
     parser.add_argument("--dump", default=None, help="write each question's outcome as JSON lines here")
     parser.add_argument("--corpus", default="pydocs", choices=(*ev.SITES, "help", "demo"),
-                        help="pydocs: the whole Python docs site; pgdocs: the whole PostgreSQL docs site; help: the"
+                        help="pydocs: the whole Python docs site; pgdocs: the whole PostgreSQL docs site; octave: the"
+                             " whole GNU Octave manual; help: the"
                              " 30-document help centre of the tests; demo: the demo tenant's text (as seeded: no"
                              " language set)")
     parser.add_argument("--fusion", default=None, metavar="K,W_FTS,W_VEC",

@@ -29,9 +29,10 @@ if ! "$PY" -c 'import venv, ensurepip' >/dev/null 2>&1; then apt_install python3
 command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
 if [ $WANT_TEST = 1 ]; then
   apt_install chromium fonts-dejavu-core
-  # Real documentation sites for the answer-quality tests and bench (tests/knowledge/pydocs, pgdocs).
+  # Real documentation sites for the answer-quality tests and bench (tests/knowledge/pydocs, pgdocs, octave).
   apt_install python3.11-doc
   apt_install postgresql-doc-15
+  apt_install octave-doc
   # PgBouncer in transaction mode in front of the test PostgreSQL (tests/hardening/test_pooled_isolation.py).
   apt_install pgbouncer
 fi

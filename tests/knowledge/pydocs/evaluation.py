@@ -1,7 +1,8 @@
 """Answer-quality evaluation on real documentation sites, each a Debian package's HTML served on
 127.0.0.1 and imported with the product's own crawl (pyapp.knowledge.crawl.Importer, SSRF guard
-on): the Python 3.11 docs (python3.11-doc, Sphinx: ``pydocs``) and the PostgreSQL 15 docs
-(postgresql-doc-15, DocBook: ``pgdocs``).
+on): the Python 3.11 docs (python3.11-doc, Sphinx: ``pydocs``), the PostgreSQL 15 docs
+(postgresql-doc-15, DocBook: ``pgdocs``) and the GNU Octave 7 manual (octave-doc, texinfo's
+makeinfo: ``octave``).
 
 Shared by bench/answer_quality.py (whole sites) and tests/knowledge/test_answer_quality.py
 (small slices in CI). Each site's questions.tsv (tests/knowledge/<name>/) holds the questions with
@@ -41,6 +42,7 @@ class Site:
 SITES = {
     "pydocs": Site("pydocs", "Python docs", Path("/usr/share/doc/python3.11/html"), "python3.11-doc"),
     "pgdocs": Site("pgdocs", "PostgreSQL docs", Path("/usr/share/doc/postgresql-doc-15/html"), "postgresql-doc-15"),
+    "octave": Site("octave", "GNU Octave manual", Path("/usr/share/doc/octave/octave.html"), "octave-doc"),
 }
 DOC_ROOT = SITES["pydocs"].root
 QUESTIONS = SITES["pydocs"].questions
