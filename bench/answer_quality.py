@@ -180,7 +180,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--fresh", action="store_true", help="drop the database first (re-embeds everything)")
     parser.add_argument("--max-pages", type=int, default=None, help="the crawl's page limit (default: the plan's)")
-    parser.add_argument("--port", type=int, default=18816, help="the doc site's port (fixed: it is in every URL)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="the doc site's port (default the site's own: it is in every URL the site's passages keep)")
     parser.add_argument("--fts-only", action="store_true", help="no embeddings at all")
     parser.add_argument("--no-import", action="store_true", help="ask only (the corpus is already loaded)")
     parser.add_argument("--reextract", action="store_true",
@@ -218,7 +219,7 @@ async def main() -> None:
         await conn.close()
     pool = await create_pool(settings.app_url, min_size=1, max_size=4)
     site = ev.DocSite(doc.root)
-    site_port = args.port
+    site_port = args.port or doc.port
     try:
         from aiohttp import web
 

@@ -32,10 +32,11 @@ MAX_SITEMAP_BYTES = 50 * 1024 * 1024  # the sitemap protocol's own limit, uncomp
 MAX_SITEMAP_URLS = 50_000
 MAX_PDF_PAGES = 1000
 # Which extraction made a source's passages: raised whenever the same bytes extract to different
-# text (2: chrome named by class: navigation bars, breadcrumbs, pagers, tables of contents). A
+# text (2: chrome named by class: navigation bars, breadcrumbs, pagers, tables of contents; 3: pagers
+# known by their labels, as texinfo writes them). A
 # re-import by a newer extraction asks for every page whole instead of "if changed" (crawl.py),
 # else an unchanged page would keep the text the older one made.
-EXTRACTION_VERSION = 2
+EXTRACTION_VERSION = 3
 
 
 class ExtractError(Exception):
@@ -230,6 +231,23 @@ def _dropped(node: LexborNode) -> bool:
 
 
 _CELL = "\ue000"  # table-cell separator while collecting (a private-use character, not whitespace)
+# A pager: a block of links to the neighbouring pages and nothing else but their labels, as texinfo
+# writes atop every node ("Next: Broadcasting, Up: Vectorization [Contents][Index]", in a div of
+# class "header", a word that also names content: pandoc's table header rows, Bootstrap's
+# card-header) and many hand-made sites ("« Previous | Next »"). Its titles are the neighbours',
+# so every page's first passage matched questions about the pages beside it.
+_PAGER_LABEL = r"(next|prev|previous|up|top|home|contents|index)"
+_PAGER_TEXT = re.compile(rf"(?:[\s,:;|/\[\]()<>«»‹›←→↑•·-]|{_PAGER_LABEL}\b)*", re.I)
+_PAGER_WORD = re.compile(r"\b(next|prev|previous|up)\b", re.I)
+_PAGER_LINKS = re.compile(rf"(?:[\s|«»‹›←→<>:,.-]*{_PAGER_LABEL}[\s|«»‹›←→<>:,.-]*)+", re.I)  # not "next()"
+
+
+def _is_pager(linked: str, plain: str) -> bool:
+    """Whether a block's text is links labelled as a pager: outside its links only pager labels and
+    separators, and next/previous/up among the labels or as a link's whole text."""
+    if not linked.strip() or not _PAGER_TEXT.fullmatch(plain):
+        return False
+    return bool(_PAGER_WORD.search(plain)) or bool(_PAGER_LINKS.fullmatch(linked))
 
 
 class _TextBuilder:
@@ -240,10 +258,22 @@ class _TextBuilder:
         self.inline: list[str] = []
         self.prefix = ""
         self.kind = "p"
+        self.in_link = 0  # depth of <a href> around the text being read
+        self.linked: list[str] = []  # the block's text inside links, and outside them
+        self.plain: list[str] = []
+        self.pager_links = 0  # characters of link text in the pagers left out (not the page's own links)
+
+    def add_text(self, text: str) -> None:
+        self.inline.append(text)
+        (self.linked if self.in_link else self.plain).append(text)
 
     def flush(self) -> None:
         lines = [_collapse(line) for line in "".join(self.inline).split("\n")]
         text = "\n".join(line for line in lines if line)
+        if text and _is_pager(" ".join(self.linked), " ".join(self.plain)):
+            self.pager_links += sum(len(_collapse(part)) for part in self.linked)
+            text = ""
+        self.linked, self.plain = [], []
         if text:
             if self.kind == "li":
                 text = "- " + text.replace("\n", " ")
@@ -268,7 +298,7 @@ class _TextBuilder:
         return "".join(out)
 
 
-def _walk(root: LexborNode) -> str:
+def _walk(root: LexborNode) -> _TextBuilder:
     """Iterative (not recursive: hostile pages nest deeply) walk producing markdown-ish text."""
     builder = _TextBuilder()
     stack: list[tuple[LexborNode, bool]] = [(root, False)]
@@ -280,10 +310,12 @@ def _walk(root: LexborNode) -> str:
                 builder.flush()
             elif tag in ("td", "th"):
                 builder.inline.append(_CELL)
+            elif tag == "a" and "href" in node.attributes:
+                builder.in_link -= 1
             continue
         if tag == "-text":
             # Source line breaks are just whitespace; only <br> makes a line break.
-            builder.inline.append(re.sub(r"\s+", " ", node.text_content or ""))
+            builder.add_text(re.sub(r"\s+", " ", node.text_content or ""))
             continue
         if not node.is_element_node or _dropped(node):
             continue
@@ -306,6 +338,8 @@ def _walk(root: LexborNode) -> str:
                 builder.kind = tag
         elif tag == "img":
             continue
+        elif tag == "a" and "href" in node.attributes:
+            builder.in_link += 1
         stack.append((node, True))
         children = []
         child = node.child
@@ -314,7 +348,7 @@ def _walk(root: LexborNode) -> str:
             child = child.next
         stack.extend((c, False) for c in reversed(children))
     builder.flush()
-    return builder.render()
+    return builder
 
 
 def _content_root(tree: LexborHTMLParser) -> LexborNode | None:
@@ -409,16 +443,18 @@ def extract_html(html: str | bytes, *, url: str | None = None, charset: str | No
     _check_depth(html)
     tree = LexborHTMLParser(html)
     root = _content_root(tree)
-    text = clean_text(_walk(root)) if root is not None else ""
+    built = _walk(root) if root is not None else None
+    text = clean_text(built.render()) if built is not None else ""
     title = clean_text(_html_title(tree, text)) or _title_from_url(url)
-    return Document(title=title, text=text, kind="html", url=url, link_density=_link_density(root, text))
+    density = _link_density(root, text, built.pager_links if built is not None else 0)
+    return Document(title=title, text=text, kind="html", url=url, link_density=density)
 
 
-def _link_density(root: LexborNode | None, text: str) -> float:
-    """Characters of link text (outside dropped chrome) per character of the page's text."""
+def _link_density(root: LexborNode | None, text: str, pager_links: int = 0) -> float:
+    """Characters of link text (outside dropped chrome and pagers) per character of the page's text."""
     if root is None or not text:
         return 0.0
-    linked = 0
+    linked = -pager_links
     for anchor in root.css("a[href]"):
         node: LexborNode | None = anchor
         hidden = False

@@ -91,6 +91,37 @@ def test_link_bars_breadcrumbs_and_pagers_are_chrome_but_sections_named_after_th
         assert chrome not in doc.text, chrome
 
 
+def test_pagers_known_by_their_labels_are_chrome():
+    # texinfo's makeinfo (the GNU Octave manual): a "Next/Previous/Up" paragraph in a div of class
+    # "header" atop every node (and again below long ones). A hand-made "« Previous | Next »" bar
+    # goes too; text and links that only mention such words stay.
+    html = """<html><head><title>Basic Vectorization (GNU Octave (version 7.3.0))</title></head><body>
+      <div class="section" id="Basic-Vectorization"><div class="header"><p>
+      Next: <a href="Broadcasting.html" accesskey="n" rel="next">Broadcasting</a>, Up: <a href="Vectorization.html"
+      accesskey="u" rel="up">Vectorization and Faster Code Execution</a> &nbsp; [<a href="index.html#SEC_Contents"
+      rel="contents">Contents</a>][<a href="Concept-Index.html" rel="index">Index</a>]</p></div><hr>
+      <h3 class="section">19.1 Basic Vectorization</h3><p>Write code that avoids loops. See
+      <a href="Index-Expressions.html">Index Expressions</a>.</p>
+      <p>Next, the iterator: <a href="f.html">next()</a> and <a href="g.html">iter()</a>.</p>
+      <ul><li><a href="up.html">Up</a> is where the index lives.</li><li><a href="n.html">next()</a></li></ul>
+      <p><a href="p.html">&laquo; Previous</a> | <a href="n.html">Next &raquo;</a></p>
+      <table><tr class="header"><th>Operator</th><th>Meaning</th></tr><tr><td>.*</td><td>times</td></tr></table>
+      </div></body></html>"""
+    doc = extract_html(html)
+    assert doc.text.startswith("### 19.1 Basic Vectorization\n\nWrite code that avoids loops. See Index Expressions.")
+    assert "Next, the iterator: next() and iter()." in doc.text and "- Up is where the index lives." in doc.text
+    assert "- next()" in doc.text and "Operator | Meaning" in doc.text
+    for chrome in ("Broadcasting", "Faster Code", "Contents", "[", "Previous", "Next »"):
+        assert chrome not in doc.text, chrome
+    # A pager's links do not count toward the page's link density (a chapter page with a short
+    # introduction was skipped as a link list once its pager's text was gone but its links counted).
+    chapter = extract_html("""<html><body><div class="header"><p>Next: <a href="n.html">Nonlinear Equations and
+      Their Many Solvers</a>, Previous: <a href="p.html">Linear Algebra and Matrix Factorizations</a></p></div>
+      <h2>19 Vectorization</h2><p>Vectorization uses whole-array operations instead of loops.</p>
+      <ul><li><a href="b.html">Basic Vectorization</a></li></ul></body></html>""")
+    assert chapter.text.startswith("## 19 Vectorization") and chapter.link_density < 0.3, chapter.link_density
+
+
 def test_html_bytes_use_the_meta_charset_and_hostile_characters_are_removed():
     html = '<html><head><meta charset="windows-1252"><title>Caf\xe9</title></head><body><p>Cr\xe8me</p></body></html>'
     doc = extract_html(html.encode("cp1252"))

@@ -33,6 +33,7 @@ class Site:
     title: str
     root: Path
     package: str
+    port: int  # bench/answer_quality.py serves it there (in every URL it stores; one per site, so two run at once)
 
     @property
     def questions(self) -> Path:
@@ -40,9 +41,10 @@ class Site:
 
 
 SITES = {
-    "pydocs": Site("pydocs", "Python docs", Path("/usr/share/doc/python3.11/html"), "python3.11-doc"),
-    "pgdocs": Site("pgdocs", "PostgreSQL docs", Path("/usr/share/doc/postgresql-doc-15/html"), "postgresql-doc-15"),
-    "octave": Site("octave", "GNU Octave manual", Path("/usr/share/doc/octave/octave.html"), "octave-doc"),
+    "pydocs": Site("pydocs", "Python docs", Path("/usr/share/doc/python3.11/html"), "python3.11-doc", 18817),
+    "pgdocs": Site("pgdocs", "PostgreSQL docs", Path("/usr/share/doc/postgresql-doc-15/html"), "postgresql-doc-15",
+                   18816),
+    "octave": Site("octave", "GNU Octave manual", Path("/usr/share/doc/octave/octave.html"), "octave-doc", 18818),
 }
 DOC_ROOT = SITES["pydocs"].root
 QUESTIONS = SITES["pydocs"].questions
