@@ -139,7 +139,7 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     try:
         conn = await pool.acquire(timeout=db_acquire_timeout())
     except TimeoutError as exc:
-        if pool.get_idle_size() == 0 and pool.get_size() >= pool.get_max_size():
+        if pool.get_size() >= pool.get_max_size():  # full: the wait was for a connection in use, not a connect
             raise PoolBusy(f"no pooled connection free in {db_acquire_timeout():g} s") from exc
         raise
     try:

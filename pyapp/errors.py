@@ -69,29 +69,21 @@ def _retry_after(detail: str | None) -> dict:
 
 
 OUTAGE_RETRY_AFTER_S = 5  # what a client is told to wait while the database is unreachable
+BUSY_RETRY_AFTER_S = 1  # what a client is told to wait while every pooled connection is in use
+
+
+def _retry_later(code: str, message: str, seconds: int) -> ApiError:
+    return ApiError(503, code, message, headers={"Retry-After": str(seconds)})
 
 
 def database_unavailable() -> ApiError:
     """The answer while the database cannot be reached (stopped, restarting, failing over): retryable."""
-    return ApiError(
-        503,
-        "database_unavailable",
-        "The database is unavailable; retry shortly.",
-        headers={"Retry-After": str(OUTAGE_RETRY_AFTER_S)},
-    )
-
-
-BUSY_RETRY_AFTER_S = 1  # what a client is told to wait while every pooled connection is in use
+    return _retry_later("database_unavailable", "The database is unavailable; retry shortly.", OUTAGE_RETRY_AFTER_S)
 
 
 def database_busy() -> ApiError:
     """The answer when no pooled connection came free in time (pyapp.db.PoolBusy): retryable."""
-    return ApiError(
-        503,
-        "database_busy",
-        "The server is busy; retry shortly.",
-        headers={"Retry-After": str(BUSY_RETRY_AFTER_S)},
-    )
+    return _retry_later("database_busy", "The server is busy; retry shortly.", BUSY_RETRY_AFTER_S)
 
 
 def not_found(what: str = "object") -> ApiError:

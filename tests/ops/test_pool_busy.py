@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from support.realtime import Client, create_chatbot, widget_session
 from support.server import start_server
 
 from pyapp.context import POOL
@@ -21,8 +22,11 @@ async def small_pool(settings, monkeypatch):
     await srv.close()
 
 
-async def test_a_request_that_gets_no_pooled_connection_in_time_is_told_the_database_is_busy(small_pool, signup):
+async def test_a_request_that_gets_no_pooled_connection_in_time_is_told_the_database_is_busy(
+        small_pool, signup, owner_conn):
     owner = await signup(small_pool)
+    bot = await create_chatbot(owner_conn, owner["tenant_id"])
+    session = await widget_session(small_pool, bot["key"])
     pool = small_pool.app[POOL]
     held = [await pool.acquire() for _ in range(2)]  # every connection in use (a long transaction, say)
     try:
@@ -35,6 +39,11 @@ async def test_a_request_that_gets_no_pooled_connection_in_time_is_told_the_data
         async with small_pool.http.post(small_pool.base_url + "/api/auth/login",  # no tenant yet: the same
                                         json={"email": owner["email"], "password": "x" * 12}) as resp:
             assert resp.status == 503 and (await resp.json())["error"]["code"] == "database_busy"
+        visitor = await Client.connect(small_pool.base_url, "/ws/visitor")  # a socket: told, and 1013 (retry)
+        await visitor.send({"type": "hello", "token": session["token"], "last_seen_id": 0})
+        assert (await visitor.expect(type="error"))["code"] == "database_busy"
+        assert await visitor.expect_closed() == 1013
+        await visitor.close()
     finally:
         for conn in held:
             await pool.release(conn)
