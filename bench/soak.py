@@ -59,15 +59,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def start_server(settings, port: int, log=subprocess.DEVNULL, env: dict | None = None) -> subprocess.Popen:
+async def start_server(settings, port: int, log=subprocess.DEVNULL, env: dict | None = None,
+                       preexec_fn=None) -> subprocess.Popen:
     """`parley serve` on `port` in a process of its own (its output to `log`, its environment `env` or
-    the settings'), once /healthz answers."""
+    the settings', `preexec_fn` run in the child before it starts), once /healthz answers."""
     env = env or {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": settings.secret_key,
                   "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT),
                   # Every client comes from 127.0.0.1, as from a load balancer: no per-address connection cap.
                   "PARLEY_TRUST_PROXY": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log)
+                            stdout=log, stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else log,
+                            preexec_fn=preexec_fn)
     async with aiohttp.ClientSession() as http:
         deadline = time.monotonic() + 60
         while True:
