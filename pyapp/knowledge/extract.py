@@ -33,10 +33,10 @@ MAX_SITEMAP_URLS = 50_000
 MAX_PDF_PAGES = 1000
 # Which extraction made a source's passages: raised whenever the same bytes extract to different
 # text (2: chrome named by class: navigation bars, breadcrumbs, pagers, tables of contents; 3: pagers
-# known by their labels, as texinfo writes them). A
+# known by their labels, as texinfo writes them; 4: texinfo's section-toc and mini-toc). A
 # re-import by a newer extraction asks for every page whole instead of "if changed" (crawl.py),
 # else an unchanged page would keep the text the older one made.
-EXTRACTION_VERSION = 3
+EXTRACTION_VERSION = 4
 
 
 class ExtractError(Exception):
@@ -154,10 +154,13 @@ _DROP_ROLES = frozenset({"navigation", "banner", "contentinfo", "complementary",
 _CHROME_WORDS = (
     r"(cookie|consent|sidebar|skip-link|nav|navbar|navheader|navfooter|navigation|breadcrumbs?|pagination|pager)"
 )
-# A page's own table of contents (DocBook's div.toc on every chapter page, MkDocs' and Hugo's toc)
-# repeats the headings of the pages below it: matched as a whole class word only, as Sphinx
-# marks each heading's link back to its contents "toc-backref".
-_DROP_CLASS_HINT = re.compile(rf"(^|[\s_-]){_CHROME_WORDS}([\s_-]|$)|(^|\s)(toc|table-of-contents)(\s|$)", re.I)
+# A page's own table of contents (DocBook's div.toc on every chapter page, MkDocs' and Hugo's toc,
+# texinfo's ul.section-toc, mini-toc since texinfo 7) repeats the headings of the pages below it:
+# matched as a whole class word only, as Sphinx marks each heading's link back to its contents
+# "toc-backref" (and a theme may mark a heading "no-toc" or a page "has-toc").
+_DROP_CLASS_HINT = re.compile(
+    rf"(^|[\s_-]){_CHROME_WORDS}([\s_-]|$)|(^|\s)((section-|mini-|page-)?toc|table-of-contents)(\s|$)", re.I
+)
 _DROP_ID_HINT = re.compile(rf"{_CHROME_WORDS}", re.I)
 _BLOCK_TAGS = frozenset(
     {

@@ -20,7 +20,7 @@ SLICE = [f"{p}.html" for p in (
 async def test_answer_quality_on_a_texinfo_slice(tenant, local_embedder):
     fts, hybrid = await ev.evaluate_slice(tenant, local_embedder, ev.SITES["octave"], SLICE)
     # Measured when set (pagers dropped; 43 + 35 questions): fts hit@5
-    # 0.953; hybrid hit@5 1.0, hit@10 1.0, declined 1.0, wrongly declined 0.140.
+    # 0.953; hybrid hit@5 0.977, hit@10 1.0, declined 1.0, wrongly declined 0.140.
     assert hybrid["hit5"] >= 0.95 and hybrid["hit10"] >= 0.97 and hybrid["hit10"] >= hybrid["hit5"]
     assert fts["hit5"] >= 0.9
     assert hybrid["declined"] >= 0.94 and hybrid["wrong_declines"] <= 0.19

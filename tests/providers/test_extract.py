@@ -64,9 +64,9 @@ def test_html_hidden_content_line_breaks_entities_and_article_header():
 
 def test_link_bars_breadcrumbs_and_pagers_are_chrome_but_sections_named_after_them_are_content():
     # DocBook XSL's navigation tables (every page of the PostgreSQL docs) and its chapter pages'
-    # table of contents, Bootstrap's breadcrumb and pagination, and sections whose heading-made ids
-    # contain those words (Python's http.cookies docs: "cookie-objects"; IDLE's
-    # "editing-and-navigation").
+    # table of contents, texinfo's (section-toc; mini-toc since texinfo 7), Bootstrap's breadcrumb
+    # and pagination, and sections whose heading-made ids contain those words (Python's
+    # http.cookies docs: "cookie-objects"; IDLE's "editing-and-navigation").
     html = """<html><head><title>CREATE INDEX</title></head><body>
       <div class="navheader"><table summary="Navigation header"><tr><th colspan="3">CREATE INDEX</th></tr>
         <tr><td><a accesskey="p" href="a.html">Prev</a></td><td><a href="u.html">Up</a></td>
@@ -74,7 +74,9 @@ def test_link_bars_breadcrumbs_and_pagers_are_chrome_but_sections_named_after_th
       <ol class="breadcrumb"><li><a href="/">Docs</a></li><li>Indexes</li></ol>
       <div class="refentry"><h2>CREATE INDEX</h2><p>CREATE INDEX constructs an index.</p>
       <div class="toc"><p><strong>Table of Contents</strong></p><dl><dt><a href="s.html">11.8. Partial Indexes</a></dt></dl></div>
-      <h3><a class="toc-backref" href="#id1">Examples</a></h3>
+      <h3><a class="toc-backref" href="#id1">Examples</a></h3><h4 class="no-toc">Notes</h4>
+      <ul class="section-toc"><li><a href="v.html">Basic Vectorization</a></li></ul>
+      <ul class="mini-toc"><li><a href="b.html">Broadcasting</a></li></ul>
       <section id="editing-and-navigation"><h3>Editing and navigation</h3><p>Arrow keys move around.</p></section>
       <section id="cookie-objects"><h3>Cookie objects</h3><p>BaseCookie.value_decode(val)</p></section></div>
       <ul class="pagination"><li><a href="?p=2">2</a></li></ul>
@@ -86,8 +88,9 @@ def test_link_bars_breadcrumbs_and_pagers_are_chrome_but_sections_named_after_th
     assert doc.text.startswith("## CREATE INDEX\n\nCREATE INDEX constructs an index.")
     assert "Arrow keys move around." in doc.text and "BaseCookie.value_decode(val)" in doc.text
     assert "### Examples" in doc.text  # Sphinx's heading link back to the contents is the heading
+    assert "#### Notes" in doc.text  # a heading kept out of a table of contents is still content
     for chrome in ("Prev", "Next", "Home", "SQL Commands", "CREATE GROUP", "CREATE LANGUAGE", "Docs", "SIDEBAR-NOISE",
-                   "Table of Contents", "Partial Indexes"):
+                   "Table of Contents", "Partial Indexes", "Basic Vectorization", "Broadcasting"):
         assert chrome not in doc.text, chrome
 
 
