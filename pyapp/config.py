@@ -163,7 +163,7 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
             "llm_idle_timeout": _seconds("PARLEY_LLM_IDLE_TIMEOUT"),
             # Seconds between a server's looks for bot turns whose server died (pyapp.assistant.turns, default 5).
             "bot_turn_pick_every": _seconds("PARLEY_BOT_TURN_PICK_EVERY"),
-            # Connections in all before new ones get 503 server_busy (default: the open-files limit less 320).
+            # Connections in all before new ones get 503 server_busy (default: the open-files limit less 320 or a tenth).
             "max_connections": int(os.environ.get("PARLEY_MAX_CONNECTIONS") or 0),
         },
     )

@@ -40,9 +40,10 @@ from aiohttp.web_server import Server
 log = logging.getLogger("parley.http")
 
 
-# Descriptors the connection cap leaves free: the pool, the relay's LISTEN, logs and served files (about
-# 30), and what accept() takes before the handler counts it (two ticks of asyncio's accept loop, which
-# accepts up to the listen backlog, 128, at a time).
+# Descriptors the connection cap leaves free, at least: the pool, the relay's LISTEN, logs and served
+# files (about 30), and what accept() takes before the handler counts it (two ticks of asyncio's accept
+# loop, which accepts up to the listen backlog, 128, at a time). A tenth of a larger limit is kept
+# instead, for the server's own outgoing connections (bot answers streaming from the model, imports).
 RESERVED_FILES = 320
 
 _BUSY_BODY = b'{"error":{"code":"server_busy","message":"The server has too many connections; retry shortly."}}'
@@ -67,11 +68,12 @@ def raise_open_files_limit() -> int:
 
 
 def connection_cap() -> int:
-    """The default of max_connections: the open-files limit less RESERVED_FILES (at least half of it)."""
+    """The default of max_connections: the open-files limit less RESERVED_FILES or a tenth of it, whichever
+    is more (at least half of the limit)."""
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         return 0
-    return max(soft - RESERVED_FILES, soft // 2)
+    return max(soft - max(RESERVED_FILES, soft // 10), soft // 2)
 
 
 @dataclass

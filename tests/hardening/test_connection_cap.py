@@ -18,6 +18,7 @@ from support.cli import Output
 from support.knowledge import ROOT
 from support.server import TEST_SECRET, free_port, start_server
 
+from pyapp import http_guard
 from pyapp.http_guard import RESERVED_FILES
 
 CAP = 8
@@ -138,3 +139,9 @@ async def test_more_sockets_than_open_files_are_refused_without_a_storm(settings
             assert resp.status == 200
         assert not [line for line in out.lines if "out of system resource" in line or "Too many open files" in line]
         assert sum("server busy" in line for line in out.lines) == 1
+
+
+def test_the_default_cap_keeps_room_for_the_servers_own_descriptors(monkeypatch):
+    for soft, cap in ((1024, 704), (65536, 58983), (400, 200)):
+        monkeypatch.setattr(http_guard.resource, "getrlimit", lambda _which, soft=soft: (soft, soft))
+        assert http_guard.connection_cap() == cap
