@@ -87,6 +87,12 @@ async def import_site(pool, tenant_id, chatbot_id, url: str, max_pages: int | No
 
     actor = Actor(tenant_id=tenant_id, kind="service", actor_id="bench")
     async with tenant_tx(pool, actor) as conn:
+        # A source kept from a run on another port holds the same pages under other URLs: dropped, not
+        # left beside the new one (each site has had its own port since the third site came).
+        stale = await conn.fetch("DELETE FROM parley.knowledge_sources WHERE chatbot_id = $1 AND kind = 'crawl'"
+                                 " AND url <> $2 RETURNING url", chatbot_id, url)
+        for row in stale:
+            print(f"dropped the source kept for {row['url']} (another port): its pages are imported again", flush=True)
         source = await conn.fetchrow("SELECT * FROM parley.knowledge_sources WHERE chatbot_id = $1 AND url = $2",
                                      chatbot_id, url)
         if source is None:
