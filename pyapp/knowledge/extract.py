@@ -33,10 +33,11 @@ MAX_SITEMAP_URLS = 50_000
 MAX_PDF_PAGES = 1000
 # Which extraction made a source's passages: raised whenever the same bytes extract to different
 # text (2: chrome named by class: navigation bars, breadcrumbs, pagers, tables of contents; 3: pagers
-# known by their labels, as texinfo writes them; 4: texinfo's section-toc and mini-toc). A
+# known by their labels, as texinfo writes them; 4: texinfo's section-toc and mini-toc; 5: a pager's
+# label is a word and a colon, so Node.js's "previous <fs.Stats>" stays). A
 # re-import by a newer extraction asks for every page whole instead of "if changed" (crawl.py),
 # else an unchanged page would keep the text the older one made.
-EXTRACTION_VERSION = 4
+EXTRACTION_VERSION = 5
 
 
 class ExtractError(Exception):
@@ -241,13 +242,13 @@ _CELL = "\ue000"  # table-cell separator while collecting (a private-use charact
 # so every page's first passage matched questions about the pages beside it.
 _PAGER_LABEL = r"(next|prev|previous|up|top|home|contents|index)"
 _PAGER_TEXT = re.compile(rf"(?:[\s,:;|/\[\]()<>«»‹›←→↑•·-]|{_PAGER_LABEL}\b)*", re.I)
-_PAGER_WORD = re.compile(r"\b(next|prev|previous|up)\b", re.I)
+_PAGER_WORD = re.compile(r"\b(next|prev|previous|up)\s*:", re.I)  # a label: not Node's "previous <fs.Stats>"
 _PAGER_LINKS = re.compile(rf"(?:[\s|«»‹›←→<>:,.-]*{_PAGER_LABEL}[\s|«»‹›←→<>:,.-]*)+", re.I)  # not "next()"
 
 
 def _is_pager(linked: str, plain: str) -> bool:
     """Whether a block's text is links labelled as a pager: outside its links only pager labels and
-    separators, and next/previous/up among the labels or as a link's whole text."""
+    separators, with "next:", "previous:" or "up:" among them, or links that are only such labels."""
     if not linked.strip() or not _PAGER_TEXT.fullmatch(plain):
         return False
     return bool(_PAGER_WORD.search(plain)) or bool(_PAGER_LINKS.fullmatch(linked))

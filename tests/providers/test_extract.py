@@ -106,7 +106,8 @@ def test_pagers_known_by_their_labels_are_chrome():
       <h3 class="section">19.1 Basic Vectorization</h3><p>Write code that avoids loops. See
       <a href="Index-Expressions.html">Index Expressions</a>.</p>
       <p>Next, the iterator: <a href="f.html">next()</a> and <a href="g.html">iter()</a>.</p>
-      <ul><li><a href="up.html">Up</a> is where the index lives.</li><li><a href="n.html">next()</a></li></ul>
+      <ul><li><a href="up.html">Up</a> is where the index lives.</li><li><a href="n.html">next()</a></li>
+      <li><code>previous</code> <a href="fs.html#class-fsstats">&lt;fs.Stats&gt;</a></li></ul>
       <p><a href="p.html">&laquo; Previous</a> | <a href="n.html">Next &raquo;</a></p>
       <table><tr class="header"><th>Operator</th><th>Meaning</th></tr><tr><td>.*</td><td>times</td></tr></table>
       </div></body></html>"""
@@ -114,6 +115,7 @@ def test_pagers_known_by_their_labels_are_chrome():
     assert doc.text.startswith("### 19.1 Basic Vectorization\n\nWrite code that avoids loops. See Index Expressions.")
     assert "Next, the iterator: next() and iter()." in doc.text and "- Up is where the index lives." in doc.text
     assert "- next()" in doc.text and "Operator | Meaning" in doc.text
+    assert "- previous <fs.Stats>" in doc.text  # Node.js's docs: an argument named previous, and its type
     for chrome in ("Broadcasting", "Faster Code", "Contents", "[", "Previous", "Next »"):
         assert chrome not in doc.text, chrome
     # A pager's links do not count toward the page's link density (a chapter page with a short
