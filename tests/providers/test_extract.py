@@ -127,6 +127,14 @@ def test_pagers_known_by_their_labels_are_chrome():
     assert chapter.text.startswith("## 19 Vectorization") and chapter.link_density < 0.3, chapter.link_density
 
 
+@pytest.mark.timeout(60)  # a bound on a hang, not a timing: the old pattern took 17 s for 16 labels, doubling with each
+def test_a_link_text_of_many_pager_labels_is_read_in_linear_time():
+    # "(separators* label separators*)+" split each run of separators between two labels every way
+    # before failing: a block whose link text was 40 "next" and a "!" never finished extracting.
+    html = "<p><a href='n.html'>" + "next  " * 40 + "!</a></p><p>Body text.</p>"
+    assert extract_html(html).text == ("next " * 40).strip() + " !\n\nBody text."
+
+
 def test_html_bytes_use_the_meta_charset_and_hostile_characters_are_removed():
     html = '<html><head><meta charset="windows-1252"><title>Caf\xe9</title></head><body><p>Cr\xe8me</p></body></html>'
     doc = extract_html(html.encode("cp1252"))
