@@ -5,10 +5,16 @@
 --   (44_messages.sql) writes the turn in the message's transaction, so a stored question always has
 --   one, and a resend (the same client_id) none.
 -- * The server that stored the question runs the turn at once. Its lease (bot_turn_lease in the
---   installation settings, 20 s) is counted from the question until it leases the turn under its
---   own name (lease_bot_turn), then renewed every third of the lease while the turn runs (the model
---   streaming, or the turn waiting behind the conversation's earlier turn). A lease that is lost
---   (the turn ended elsewhere, or another server took it) stops the run, silently.
+--   installation settings, 20 s) is counted from the question while the turn runs unnamed
+--   (leased_by NULL), until the server's first renewal, a third of the lease in, names it
+--   (lease_bot_turn); then renewed every third of the lease while the turn runs (the model
+--   streaming, or the turn waiting behind the conversation's earlier turn, which is named before
+--   it waits). A lease that is lost (the turn ended elsewhere, or another server took it) stops
+--   the run, silently.
+-- * A run begins nothing before SQL says the turn is its own: the first transaction of the run
+--   (whatever the responder reads or writes first) asks run_bot_turn before anything else, so a
+--   question with no open turn (answered elsewhere, needing none) or one another server holds is
+--   never run, and a turn just stored costs no transaction of its own to claim.
 -- * A turn whose lease ran out (its server died, or lost the database) is picked up by any live
 --   server (pick_bot_turns, FOR UPDATE SKIP LOCKED: one picker per turn), the oldest open turn of a
 --   conversation first, so a conversation's turns still run in order.
@@ -46,6 +52,23 @@ AS $$
 $$;
 COMMENT ON FUNCTION parley.lease_bot_turn(bigint, text) IS
   'The server running a bot turn of the current tenant takes or renews its lease under its own name p_worker (the server that stored the question runs it unnamed until then). Returns the lease in seconds (renew within a third of it), or NULL when the turn is no longer this server''s to run: ended (answered elsewhere, given up) or picked up by another server. Then stop, saying nothing.';
+
+CREATE OR REPLACE FUNCTION parley.run_bot_turn(p_question_id bigint, p_worker text) RETURNS double precision
+LANGUAGE sql VOLATILE
+AS $$
+  SELECT coalesce(
+    -- Its lease still runs, unnamed (a turn just stored) or under p_worker's name: a read, no write.
+    (SELECT extract(epoch FROM coalesce(t.leased_until, t.asked_at + parley.bot_turn_lease()) - now())::double precision
+       FROM parley.bot_turns t
+      WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id
+        AND (t.leased_by IS NULL OR t.leased_by = p_worker)
+        AND coalesce(t.leased_until, t.asked_at + parley.bot_turn_lease()) > now()),
+    -- Its lease ran out, or the turn is gone or another server's: take it as lease_bot_turn does
+    -- (the row lock it waits for makes it and a pick-up exclude each other), else NULL.
+    parley.lease_bot_turn(p_question_id, p_worker))
+$$;
+COMMENT ON FUNCTION parley.run_bot_turn(bigint, text) IS
+  'The first statement of a bot turn''s run by server p_worker (in the run''s first transaction of the current tenant, before anything is read for the answer): the seconds its lease still runs (renew, lease_bot_turn, within a third of them), or NULL when the turn is not this run''s: ended (answered elsewhere, given up, or never needed) or held by another server. Then stop, saying nothing. A turn whose lease still runs, unnamed (just stored: counted from asked_at) or under p_worker, is only read; one whose lease ran out is leased to p_worker as lease_bot_turn does, unless a pick-up has it.';
 
 CREATE OR REPLACE FUNCTION parley.end_bot_turn(p_question_id bigint) RETURNS boolean
 LANGUAGE sql VOLATILE

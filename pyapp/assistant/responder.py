@@ -23,7 +23,8 @@ the turn does not depend on the socket, and the stored reply is replayed on reco
 The turn is a claim in the database (pyapp/widget/turns.py, sql/53_bot_turns.sql): what it
 says (the answer, a notice, the handoff) is stored under its question's key, bot:<question id>,
 in the transaction that ends the turn, so a turn picked up by another server after this one died,
-or run twice, says one thing. A run that lost its turn to another (`turn.lost`) says nothing more.
+or run twice, says one thing. A run that lost its turn to another (`turn.lost`) says nothing more;
+one whose turn is not its own at all stops at its first read (`_state`), where `TurnLost` is raised.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from pyapp.net import FetchError
 from pyapp.providers.llm import LLMError
 from pyapp.providers.prompt import build_prompt, extractive_answer
 from pyapp.types import BOT_MESSAGE_BODY_MAX
-from pyapp.widget.hooks import BotTurn, visitor_hooks
+from pyapp.widget.hooks import BotTurn, TurnLost, visitor_hooks
 
 log = logging.getLogger("parley.assistant")
 
@@ -392,6 +393,8 @@ async def respond(turn: BotTurn) -> None:
     """The bot responder (see the module docstring); an unexpected failure still tells the visitor."""
     try:
         await _respond(turn)
+    except TurnLost:  # not this run's turn: nothing was read or said
+        raise
     except Exception as exc:
         turn.typing(False)
         if database_outage(exc):  # nothing can be stored now: the turn is picked up once it is back

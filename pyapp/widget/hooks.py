@@ -11,7 +11,11 @@ nothing is installed process-wide at import, so two apps in one process can diff
   writes in `async with turn.ending() as conn`. A responder that returns having said nothing ends
   the turn silently; one that raises leaves it to be picked up again. It should stop when
   `turn.lost` (another run has the turn). Turns of one conversation run one after another. The
-  default posts a short placeholder reply.
+  turn's first transaction (`service_tx`, `ending`, `reply`, `say`) first asks SQL whether the turn is
+  still this run's (`turn.admit`, set by the runner); when it is not, it raises `TurnLost` before
+  anything is read or written, and the run ends silently (a responder lets it through); so a
+  responder begins with a transaction before it calls out or streams (the assistant's reads its
+  state). The default posts a short placeholder reply.
 - `visitor_hooks(app).set_frame_handler("feedback" | "rating", fn)`: `async fn(ctx: VisitorContext, frame: dict)`
   stores a CSAT frame (in `ctx.tx()`, the visitor's own transaction) and may return a frame to
   send back. Without a handler the visitor gets `{"type":"error","code":"unsupported"}`.
@@ -35,6 +39,13 @@ from pyapp.realtime.sinks import VisitorSink
 from pyapp.widget.tokens import VisitorClaims, visitor_actor
 
 
+class TurnLost(Exception):
+    """The turn is not this run's to run (ended elsewhere, or another server's): say nothing."""
+
+
+Admit = Callable[[asyncpg.Connection], Awaitable[None]]
+
+
 @dataclass
 class BotTurn:
     """What a bot responder gets: the conversation, the visitor's message, and ways to answer."""
@@ -48,6 +59,9 @@ class BotTurn:
     lost: bool = False  # the turn is no longer this run's (ended elsewhere, or picked up by another server)
     ended: bool = False  # the turn ended in this run's transaction (committed)
     ended_here: bool = True  # ...and was still open then (False: another run had ended it)
+    # The runner's check that the turn is this run's, run first in the turn's first transaction
+    # (raises TurnLost when it is not); None once it passed, or for a turn run outside the runner.
+    admit: Admit | None = None
 
     @property
     def question_id(self) -> int | None:
@@ -78,9 +92,15 @@ class BotTurn:
         """The server itself acting in the tenant (actor kind `service`)."""
         return Actor(self.tenant_id, kind="service", actor_id="bot")
 
-    def service_tx(self):
-        """A transaction in the tenant as the server itself."""
-        return tenant_tx(self.pool, self.service_actor)
+    @contextlib.asynccontextmanager
+    async def service_tx(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in the tenant as the server itself; the turn's first one begins with
+        `admit` (TurnLost when the turn is not this run's, before anything else runs)."""
+        async with tenant_tx(self.pool, self.service_actor) as conn:
+            if self.admit is not None:
+                await self.admit(conn)
+                self.admit = None
+            yield conn
 
     def stream(self, stream_id: str, delta: str) -> None:
         """A chunk of the reply being generated: local visitor + local agents only."""

@@ -2,10 +2,14 @@
 
 A visitor message that leaves its conversation with the bot is stored with its turn, a row in
 parley.bot_turns written in the message's own transaction. The server that stored it runs the
-turn at once (`schedule`): it leases the turn under its own name, renews the lease every third of
-it while the turn runs, and the responder ends the turn in the transaction of what it says
-(`BotTurn.reply`, `say`, `ending`; pyapp/widget/hooks.py). A run whose lease is lost (the turn
-ended elsewhere, or another server took it) is `turn.lost`: it says nothing more.
+turn at once (`schedule`), unnamed: the run's first transaction, the responder's own, begins by
+asking SQL whether the turn is still its own (`parley.run_bot_turn`: a turn with no open row, or
+another server's, ends there with `TurnLost`, nothing read or said) and learns how long its lease
+still runs. From then the lease is renewed under the server's name every third of it while the turn
+runs (a turn that must wait behind its conversation's earlier one is named before it waits), and
+the responder ends the turn in the transaction of what it says (`BotTurn.reply`, `say`, `ending`;
+pyapp/widget/hooks.py). A run whose lease is lost (the turn ended elsewhere, or another server took
+it) is `turn.lost`: it says nothing more.
 
 Every server also looks every few seconds (`bot_turn_pick_every`, PARLEY_BOT_TURN_PICK_EVERY,
 default 5 s) for turns whose lease ran out, because their server died (SIGKILL, OOM, a deploy) or
@@ -32,7 +36,7 @@ from pyapp.context import POOL, SETTINGS
 from pyapp.db import Actor, database_outage, tenant_tx
 from pyapp.errors import from_postgres
 from pyapp.realtime.relay import get_relay
-from pyapp.widget.hooks import BotTurn, visitor_hooks
+from pyapp.widget.hooks import BotTurn, TurnLost, visitor_hooks
 
 log = logging.getLogger("parley.widget.turns")
 
@@ -56,7 +60,8 @@ class TurnRunner:
         self.app = app
         # Unique per app: two apps in one process (tests) are two servers.
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self.locks: dict[uuid.UUID, asyncio.Lock] = {}  # a conversation's turns, one after another
+        self.runs: dict[uuid.UUID, int] = {}  # runs begun and not ended, per conversation
         self.picked = 0  # turns this server picked up (tests, logs)
 
     def schedule(self, turn: BotTurn) -> asyncio.Task:
@@ -65,22 +70,43 @@ class TurnRunner:
 
     async def _run(self, turn: BotTurn) -> None:
         responder = visitor_hooks(self.app).bot_responder
-        lock = self.locks.setdefault(turn.conversation_id, asyncio.Lock())
+        conversation = turn.conversation_id
+        behind = conversation in self.runs  # an earlier turn of the conversation runs here: this one waits
+        self.runs[conversation] = self.runs.get(conversation, 0) + 1
+        lock = self.locks.setdefault(conversation, asyncio.Lock())
         keeper: asyncio.Task | None = None
-        try:
-            # SQL says whether there is a turn to run: none (the question needs no answer, or it was
-            # answered elsewhere), or another server's, and this run ends here, saying nothing.
-            lease = await self._lease(turn) if turn.question_id is not None else None
-            if turn.question_id is not None and lease is None:
-                return
-            if lease is not None:  # held from now on, also while the turn waits behind an earlier one
+
+        def keep(lease: float) -> None:  # renew the lease from now until the run ends
+            nonlocal keeper
+            if keeper is None:
                 keeper = asyncio.create_task(self._keep_lease(turn, lease), name=f"bot-lease-{turn.question_id}")
+
+        async def admit(conn: asyncpg.Connection) -> None:
+            # SQL says whether there is a turn to run, first in the run's first transaction: none (the
+            # question needs no answer, or it was answered elsewhere), or another server's, and this
+            # run ends here, saying nothing.
+            lease = await conn.fetchval("SELECT parley.run_bot_turn($1, $2)", turn.question_id, self.worker)
+            if lease is None:
+                turn.lost = True
+                raise TurnLost(turn.question_id)
+            keep(float(lease))
+
+        try:
+            if turn.question_id is not None:
+                if behind:  # named now, and renewed while it waits
+                    lease = await self._lease(turn)
+                    if lease is None:
+                        return
+                    keep(lease)
+                turn.admit = admit
             async with lock:
                 if turn.lost:
                     return
                 await responder(turn)
                 if not turn.ended and not turn.lost:  # it said nothing: the turn ends silently
                     await turn.end()
+        except TurnLost:  # not this run's turn (SQL said so before anything was read or said)
+            return
         except Exception as exc:  # the turn stays open: picked up again once its lease runs out
             mapped = from_postgres(exc) if isinstance(exc, asyncpg.PostgresError) else None
             if database_outage(exc):
@@ -94,8 +120,9 @@ class TurnRunner:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await keeper
-            if not lock.locked() and self.locks.get(turn.conversation_id) is lock:
-                self.locks.pop(turn.conversation_id, None)
+            self.runs[conversation] -= 1
+            if not self.runs[conversation]:
+                del self.runs[conversation], self.locks[conversation]
 
     async def _lease(self, turn: BotTurn) -> float | None:
         """Take or renew the turn's lease under this server's name: its length in seconds, or None

@@ -21,7 +21,7 @@ from support.waits import until
 from pyapp.assistant.responder import respond
 from pyapp.context import POOL
 from pyapp.db import Actor, tenant_tx
-from pyapp.widget.hooks import BotTurn
+from pyapp.widget.hooks import BotTurn, visitor_hooks
 from pyapp.widget.turns import turn_runner
 
 ANSWER = "Refunds are possible within 30 days of purchase [1]."
@@ -210,3 +210,47 @@ async def test_a_visitor_on_another_server_gets_the_picked_up_answer(
     v2 = await visitor(server, session, last_seen_id=question)  # and on reconnect, in the replay
     clients.append(v2)
     assert (await v2.expect_message(ANSWER, author="bot"))["id"] == answer["id"]
+
+
+async def test_a_run_begins_with_sql_saying_the_turn_is_its_own(server, bot, owner_conn, clients):
+    """No transaction of its own claims a turn just stored: the responder's first transaction finds it
+    unnamed (its lease counted from the question; the first renewal names it), SQL having said first in
+    that transaction that it is this run's (parley.run_bot_turn). A question asked while the one before
+    it is being answered waits named, its lease renewed. A turn another server holds is never run."""
+    seen: dict[int, str | None] = {}
+    first_may_answer = asyncio.Event()
+
+    async def responder(turn: BotTurn) -> None:
+        async with turn.service_tx() as conn:
+            seen[turn.question_id] = await conn.fetchval(
+                "SELECT leased_by FROM parley.bot_turns WHERE question_id = $1", turn.question_id)
+        if len(seen) == 1:
+            await first_may_answer.wait()
+        await turn.reply(f"answer to {turn.message['body']}")
+
+    visitor_hooks(server.app).set_bot_responder(responder)
+    runner = turn_runner(server.app)
+    session, v = await open_visitor(server, bot, clients)
+    await v.send({"type": "message", "client_id": "c1", "body": "first"})
+    first = await v.expect_message("first", author="visitor")
+    await until(lambda: first["id"] in seen, what="the first turn's responder")
+    assert seen == {first["id"]: None}  # not leased before its run: no transaction of its own
+    await v.send({"type": "message", "client_id": "c2", "body": "second"})
+    second = await v.expect_message("second", author="visitor")
+    await until(lambda: owner_conn.fetchval("SELECT leased_by = $2 FROM parley.bot_turns WHERE question_id = $1",
+                                            second["id"], runner.worker), what="the waiting turn named")
+    first_may_answer.set()
+    await v.expect_message("answer to first", author="bot")
+    await v.expect_message("answer to second", author="bot")
+    assert seen[second["id"]] == runner.worker and await open_turns(owner_conn) == []
+
+    conv, question = await ask(server, bot, "third")
+    await owner_conn.execute("UPDATE parley.bot_turns SET leased_by = 'another-server', leased_until = now()"
+                             " + interval '1 minute' WHERE question_id = $1", question)
+    run = BotTurn(server.app, uuid.UUID(bot["tenant_id"]), bot["chatbot_id"], conv,
+                  {"id": question, "body": "third"}, {"language": "en"})
+    await runner.schedule(run)
+    assert question not in seen and run.lost and not run.ended
+    [turn] = await open_turns(owner_conn)
+    assert turn["leased_by"] == "another-server"
+    assert await bot_messages(owner_conn, str(conv)) == []
