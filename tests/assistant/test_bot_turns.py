@@ -16,7 +16,7 @@ from support.assistant import bot_messages, open_visitor, use_llm
 from support.fakes.llm_servers import Reply
 from support.realtime import visitor
 from support.server import start_server
-from support.waits import until
+from support.waits import blocked_on_lock, until
 
 from pyapp.assistant.responder import respond
 from pyapp.context import POOL
@@ -254,3 +254,48 @@ async def test_a_run_begins_with_sql_saying_the_turn_is_its_own(server, bot, own
     [turn] = await open_turns(owner_conn)
     assert turn["leased_by"] == "another-server"
     assert await bot_messages(owner_conn, str(conv)) == []
+
+
+async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server, bot, owner_conn):
+    """parley.run_bot_turn on a turn whose lease ran out before its run began (its server stalled
+    past bot_turn_lease): it is leased to the run, as lease_bot_turn does; once one server holds it
+    another's run gets NULL. And a run that meets a pick-up taking the same turn waits for the
+    pick-up's row lock, then gets NULL: the pick-up's, never both."""
+    actor = Actor(uuid.UUID(bot["tenant_id"]), kind="service", actor_id="bot", min_role="visitor")
+    pool = server.app[POOL]
+
+    async def run(question: int, worker: str):
+        async with tenant_tx(pool, actor) as conn:
+            return await conn.fetchval("SELECT parley.run_bot_turn($1, $2)", question, worker)
+
+    async def lapse(question: int) -> None:  # stored (unnamed) more than a lease ago
+        await owner_conn.execute("UPDATE parley.bot_turns SET asked_at = now() - interval '1 minute'"
+                                 " WHERE question_id = $1", question)
+
+    lease = await owner_conn.fetchval("SELECT extract(epoch FROM parley.bot_turn_lease())::float8")
+    _, fresh = await ask(server, bot, "fresh")
+    assert 0 < await run(fresh, "server-a") <= lease  # its lease still runs: only read, left unnamed
+    assert [t["leased_by"] for t in await open_turns(owner_conn)] == [None]
+
+    await lapse(fresh)
+    assert await run(fresh, "server-a") == lease  # ran out: taken for a whole lease, named
+    assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
+                                     fresh) == "server-a"
+    assert await run(fresh, "server-b") is None  # another server's now
+
+    _, late = await ask(server, bot, "late")
+    await lapse(late)
+    picker = await pool.acquire()
+    try:
+        pick = picker.transaction()
+        await pick.start()
+        [picked] = await picker.fetch("SELECT * FROM parley.pick_bot_turns('picker', 10)")
+        assert picked["question_id"] == late
+        running = asyncio.create_task(run(late, "server-a"))
+        await blocked_on_lock(owner_conn)  # the run's lease waits for the pick-up's row lock
+        await pick.commit()
+    finally:
+        await pool.release(picker)
+    assert await running is None
+    assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
+                                     late) == "picker"
