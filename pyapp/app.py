@@ -249,6 +249,7 @@ async def serve(app: web.Application, host: str, port: int) -> None:
     log.info("open-files limit %d; at most %d connections", limit, runner.guard.limits.max_connections)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
+    log.info("listening on %s:%d", host, port)  # what a supervisor (or a test) may wait for
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -36,7 +36,7 @@ async def test_a_question_whose_server_was_killed_is_answered_once_by_another(
             await v.send({"type": "message", "client_id": "c1", "body": "Can I get a refund?"})
             question = await v.expect_message(author="visitor")
             assert (await v.expect(type="stream", timeout=30))["delta"] == "Refunds"
-            first.kill9()  # the model still holds the rest of the answer
+            await first.kill9()  # the model still holds the rest of the answer
             await second.start(http)  # (only now: nothing could take the turn while the first one lived)
             again = await visitor(second, session, last_seen_id=question["id"])  # the widget reconnects
             clients.append(again)
@@ -50,5 +50,5 @@ async def test_a_question_whose_server_was_killed_is_answered_once_by_another(
         finally:
             for c in clients:
                 await c.close()
-            first.kill9()
-            second.kill9()
+            await first.kill9()
+            await second.kill9()

@@ -14,7 +14,7 @@ import sys
 
 import aiohttp
 import pytest
-from support.cli import Output
+from support.waits import Output
 from support.knowledge import ROOT
 from support.server import TEST_SECRET, free_port, start_server
 
@@ -97,14 +97,7 @@ async def _serve(settings, soft: int, hard: int):
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)))
     out = Output(proc.stdout)
     try:
-        await out.wait_for(lambda line: "open-files limit" in line)
-        async with aiohttp.ClientSession() as http, asyncio.timeout(60):
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                await asyncio.sleep(0.05)  # until it listens
+        await out.wait_for(lambda line: "listening on" in line)  # after the open-files line
         yield proc, port, out
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -137,7 +137,7 @@ async def test_kill_9_serve_and_postgres_restart_lose_and_duplicate_nothing(sett
             go.set()
 
             await _sent_so_far(visitors, 1 / 3)
-            server.kill9()  # mid-conversation: frames in flight, sockets cut
+            await server.kill9()  # mid-conversation: frames in flight, sockets cut
             await server.start(http)
             await _sent_so_far(visitors, 2 / 3)
             await asyncio.to_thread(crash_and_restart, pg_server)  # no shutdown checkpoint
@@ -174,4 +174,4 @@ async def test_kill_9_serve_and_postgres_restart_lose_and_duplicate_nothing(sett
             with contextlib.suppress(asyncio.CancelledError):
                 await agent_task
         finally:
-            server.kill9()
+            await server.kill9()

@@ -10,6 +10,7 @@ import sys
 
 from support.knowledge import ROOT
 from support.server import TEST_SECRET
+from support.waits import Output
 
 
 async def run_parley(settings, *args, timeout: float = 60):
@@ -20,33 +21,6 @@ async def run_parley(settings, *args, timeout: float = 60):
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode, out.decode(), err.decode()
-
-
-class Output:
-    """The lines a child process writes, and a wait for the first one matching."""
-
-    def __init__(self, stream: asyncio.StreamReader):
-        self.lines: list[str] = []
-        self.changed = asyncio.Condition()
-        self.task = asyncio.create_task(self._read(stream))
-
-    async def _read(self, stream):
-        while line := await stream.readline():
-            async with self.changed:
-                self.lines.append(line.decode(errors="replace").rstrip())
-                self.changed.notify_all()
-
-    async def wait_for(self, predicate, timeout: float = 60, start: int = 0) -> int:
-        """Index of the first line from `start` on that satisfies predicate."""
-        try:
-            async with asyncio.timeout(timeout), self.changed:
-                while True:
-                    for i in range(start, len(self.lines)):
-                        if predicate(self.lines[i]):
-                            return i
-                    await self.changed.wait()
-        except TimeoutError:
-            raise AssertionError("no such line; the last ones:\n" + "\n".join(self.lines[-20:])) from None
 
 
 def json_line(line: str) -> dict:

@@ -4,11 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -16,6 +13,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+
+from support.waits import Output
 
 from pyapp.config import Settings
 
@@ -92,21 +91,18 @@ class ServeProcess:
         self.base_url = f"http://127.0.0.1:{port}"
         self.env = {**os.environ, "DATABASE_URL": settings.admin_url, "PARLEY_SECRET_KEY": TEST_SECRET,
                     "PARLEY_EMBED_WARM": "0", "PYTHONPATH": str(ROOT), **(env or {})}
-        self.proc: subprocess.Popen | None = None
+        self.proc: asyncio.subprocess.Process | None = None
+        self.out: Output | None = None
         self.http: aiohttp.ClientSession | None = None
 
     async def start(self, http: aiohttp.ClientSession) -> None:
+        """Start it and return once it listens (its "listening on" log line)."""
         self.http = http
-        self.proc = subprocess.Popen([sys.executable, "-m", "pyapp.cli", "serve", "--port", str(self.port)],
-                                     cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        async with asyncio.timeout(60):
-            while True:  # ready when it answers
-                assert self.proc.poll() is None, "parley serve exited"
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.base_url + "/healthz") as resp:
-                        if resp.status == 200:
-                            return
-                await asyncio.sleep(0.1)
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pyapp.cli", "serve", "--port", str(self.port), cwd=ROOT, env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        self.out = Output(self.proc.stdout)  # read all along, so the pipe never fills
+        await self.out.wait_for(lambda line: "listening on" in line)
 
     async def call(self, method: str, path: str, *, json=None, token: str | None = None, headers: dict | None = None):
         """Returns (status, parsed JSON)."""
@@ -115,10 +111,13 @@ class ServeProcess:
         async with self.http.request(method, self.base_url + path, json=json, headers=hdrs) as resp:
             return resp.status, await resp.json()
 
-    def kill9(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+    async def kill9(self) -> None:
+        """SIGKILL, and return once it is gone (its port free for a restart)."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await asyncio.wait_for(self.proc.wait(), 10)
+        if self.out is not None:
+            await self.out.task
 
 
 class ServerThread:

@@ -56,3 +56,30 @@ async def notifications_delivered(listener: asyncpg.Connection, sender: asyncpg.
         await asyncio.wait_for(arrived.wait(), timeout)
     finally:
         await listener.remove_listener(MARKER_CHANNEL, on_marker)
+
+
+class Output:
+    """The lines a child process writes, and a wait for the first one matching."""
+
+    def __init__(self, stream: asyncio.StreamReader):
+        self.lines: list[str] = []
+        self.changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._read(stream))
+
+    async def _read(self, stream):
+        while line := await stream.readline():
+            async with self.changed:
+                self.lines.append(line.decode(errors="replace").rstrip())
+                self.changed.notify_all()
+
+    async def wait_for(self, predicate, timeout: float = 60, start: int = 0) -> int:
+        """Index of the first line from `start` on that satisfies predicate."""
+        try:
+            async with asyncio.timeout(timeout), self.changed:
+                while True:
+                    for i in range(start, len(self.lines)):
+                        if predicate(self.lines[i]):
+                            return i
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError("no such line; the last ones:\n" + "\n".join(self.lines[-20:])) from None
