@@ -19,8 +19,8 @@ from pyapp import logs, metrics, migrate, tracing
 from pyapp.api import api
 from pyapp.config import Settings
 from pyapp.context import EMBEDDER_WARM, POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
-from pyapp.db import POOL_SIZE, PoolBusy, create_pool, database_outage
-from pyapp.errors import ApiError, database_busy, database_unavailable, from_postgres
+from pyapp.db import POOL_SIZE, create_pool, outage_error
+from pyapp.errors import ApiError, from_postgres
 from pyapp.http_guard import GuardedRunner, GuardLimits, raise_open_files_limit
 
 log = logging.getLogger("parley.http")
@@ -67,12 +67,11 @@ def _error_response(exc: BaseException, request_id: str) -> web.StreamResponse |
     """The JSON error a failed handler answers with; None: let aiohttp handle it (redirects, 101)."""
     if isinstance(exc, ApiError):
         return web.json_response(exc.body(), status=exc.status, headers=exc.headers)
-    if isinstance(exc, PoolBusy):  # before the outage: every pooled connection in use is load, not an outage
-        return _error_response(database_busy(), request_id)
-    if database_outage(exc):  # before PostgresError: a shutdown or a lost connection is an outage too
-        log.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
-        metrics.DB_UNAVAILABLE.inc()
-        return _error_response(database_unavailable(), request_id)
+    outage = outage_error(exc)  # before PostgresError: a shutdown or a lost connection is an outage too
+    if outage is not None:
+        if outage.code == "database_unavailable":
+            log.warning("database unavailable: %s", type(exc).__name__, extra={"request_id": request_id})
+        return _error_response(outage, request_id)
     if isinstance(exc, asyncpg.PostgresError):
         mapped = from_postgres(exc)
         if mapped is None:

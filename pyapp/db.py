@@ -22,6 +22,7 @@ from pgvector.asyncpg import register_vector
 
 from pyapp import logs, metrics, tracing
 from pyapp.config import db_acquire_timeout, db_statement_cache
+from pyapp.errors import ApiError, database_busy, database_unavailable
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -129,6 +130,22 @@ class PoolBusy(TimeoutError):
     """Every connection of the pool stayed in use for db_acquire_timeout(): more requests than the pool
     serves (503 database_busy), not the database away. Before, such a request waited as long as the
     queue ahead of it, however long that was."""
+
+
+def outage_error(exc: BaseException) -> ApiError | None:
+    """What a client is told when `exc` is the database's doing, not the request's, on every transport
+    (REST, both sockets, SSE): 503 database_busy when no pooled connection came free in time (PoolBusy,
+    or an error raised from one, as the relay re-raises what it met), 503 database_unavailable for an
+    outage (counted in parley_database_unavailable_total); None for anything else."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, PoolBusy):  # before the outage: every pooled connection in use is load
+            return database_busy()
+        cause = cause.__cause__
+    if database_outage(exc):
+        metrics.DB_UNAVAILABLE.inc()
+        return database_unavailable()
+    return None
 
 
 @asynccontextmanager

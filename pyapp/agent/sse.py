@@ -17,7 +17,7 @@ from pyapp.agent.replay import RECHECK_SECONDS, recheck, replay_events
 from pyapp.api import Call, api
 from pyapp.auth import check_member
 from pyapp.context import SETTINGS
-from pyapp.db import database_outage
+from pyapp.db import outage_error
 from pyapp.errors import ApiError
 from pyapp.inputs import INT64_MAX
 from pyapp.realtime.relay import get_relay
@@ -93,11 +93,16 @@ async def stream_events(call: Call):
                     break
             if request.transport is None or request.transport.is_closing():
                 break
-    except (ConnectionResetError, ConnectionError) as exc:
-        if database_outage(exc):  # the tenant's events cannot be read now: say so, as the sockets do (1013)
+    except Exception as exc:
+        # The tenant's events cannot be read now (an outage, or no pooled connection free in time, as
+        # the relay or the replay met it): say which, as the sockets do before closing 1013, and the
+        # client reconnects after `retry`. Else the client went away, or the relay is shutting down.
+        err = outage_error(exc)
+        if err is not None:
             with contextlib.suppress(ConnectionError):
-                await response.write(b'retry: 2000\n\nevent: error\ndata: {"code":"database_unavailable"}\n\n')
-        # else: the client went away, or the relay is shutting down
+                await response.write(f'retry: 2000\n\nevent: error\ndata: {{"code":"{err.code}"}}\n\n'.encode())
+        elif not isinstance(exc, ConnectionError):
+            raise
     finally:
         relay.detach(sink)
     return response

@@ -8,10 +8,9 @@ from collections.abc import Callable
 import asyncpg
 from aiohttp import web
 
-from pyapp import metrics
 from pyapp.context import json_dumps
-from pyapp.db import PoolBusy, database_outage
-from pyapp.errors import ApiError, database_busy, database_unavailable, from_postgres
+from pyapp.db import outage_error
+from pyapp.errors import ApiError, from_postgres
 
 log = logging.getLogger("parley.realtime")
 
@@ -39,25 +38,13 @@ TRY_AGAIN_LATER = 1013  # RFC 6455: a retryable close; clients reconnect with th
 
 
 async def closed_for_outage(ws: web.WebSocketResponse, exc: BaseException) -> bool:
-    """Whether `exc` is a database outage; if so the client got a `database_unavailable` error frame
-    (`database_busy` when no pooled connection came free in time) when still open and the socket
-    closed with 1013, so it reconnects instead of giving up."""
-    if not database_outage(exc):
+    """Whether `exc` is a database outage or a busy pool (pyapp.db.outage_error); if so the client got
+    that error frame (database_unavailable or database_busy) when still open and the socket closed
+    with 1013, so it reconnects instead of giving up."""
+    err = outage_error(exc)
+    if err is None:
         return False
-    busy = _pool_busy(exc)
-    if not busy:
-        metrics.DB_UNAVAILABLE.inc()
     if not ws.closed:
-        err = database_busy() if busy else database_unavailable()
         await ws.send_str(json_dumps({"type": "error", "code": err.code, "message": err.message}))
         await ws.close(code=TRY_AGAIN_LATER, message=b"database unavailable")
     return True
-
-
-def _pool_busy(exc: BaseException | None) -> bool:
-    """Whether `exc` is, or was raised from, pyapp.db.PoolBusy (the relay re-raises what it met)."""
-    while exc is not None:
-        if isinstance(exc, PoolBusy):
-            return True
-        exc = exc.__cause__
-    return False

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from support.realtime import Client, create_chatbot, widget_session
+from support.realtime import Client, SseClient, create_chatbot, widget_session
 from support.server import start_server
+from support.waits import blocked_on_lock
 
 from pyapp.context import POOL
 
@@ -49,3 +50,38 @@ async def test_a_request_that_gets_no_pooled_connection_in_time_is_told_the_data
             await pool.release(conn)
     status, _ = await small_pool.call("GET", "/api/conversations", token=owner["access_token"])
     assert status == 200
+
+
+async def test_an_event_stream_whose_replay_gets_no_pooled_connection_says_the_database_is_busy(
+        small_pool, signup, owner_conn):
+    """GET /api/events is answered 200 before it reads the tenant's events; when its replay then waits
+    too long for a pooled connection the stream ends with an error event database_busy (as the sockets
+    say before 1013), not database_unavailable, nor cut off with a traceback in the log (before: the
+    TimeoutError left the handler unhandled)."""
+    owner = await signup(small_pool)
+    pool = small_pool.app[POOL]
+    first = await SseClient.connect(small_pool, owner["access_token"])  # the tenant's feed is ready
+    await first.expect(lambda e: "retry" in e)
+    held: list = []
+    waiting = None
+    async with owner_conn.transaction():
+        # The second stream's credential check (parley.begin_request reads the session's refresh token)
+        # waits behind this lock, holding one of the pool's two connections.
+        await owner_conn.execute("LOCK TABLE parley.refresh_tokens IN ACCESS EXCLUSIVE MODE")
+        second = asyncio.ensure_future(SseClient.connect(small_pool, owner["access_token"], last_event_id=0))
+        await blocked_on_lock(owner_conn)
+        held.append(await pool.acquire())  # the other connection
+        waiting = asyncio.ensure_future(pool.acquire())  # queued first for the one the check frees
+    try:
+        held.append(await asyncio.wait_for(waiting, 10))
+        stream = await asyncio.wait_for(second, 10)
+        assert stream.resp.status == 200
+        error = await stream.expect(lambda e: e.get("event") == "error")
+        assert error["data"] == {"code": "database_busy"}
+        await stream.close()
+    finally:
+        if waiting is not None and not waiting.done():
+            waiting.cancel()
+        for conn in held:
+            await pool.release(conn)
+        await first.close()
