@@ -159,8 +159,12 @@ async def _speak(server, tenant, clients, body="hi", headers=None) -> tuple[Clie
                                      headers={"Origin": ORIGIN, **(headers or {})})
     assert status == 201, view  # a page view is never refused for a limit: the widget always renders
     http = aiohttp.ClientSession()
-    ws = await http.ws_connect(server.base_url.replace("http", "ws", 1) + "/ws/visitor", heartbeat=None,
-                               headers=headers or {})
+    try:
+        ws = await http.ws_connect(server.base_url.replace("http", "ws", 1) + "/ws/visitor", heartbeat=None,
+                                   headers=headers or {})
+    except BaseException:
+        await http.close()
+        raise
     v = Client(ws, http)
     clients.append(v)
     await v.send({"type": "hello", "token": view["token"]})

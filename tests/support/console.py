@@ -82,10 +82,14 @@ class Visitor:
     async def connect(cls, base_url: str, token: str) -> "Visitor":
         import aiohttp as _a
         http = _a.ClientSession()
-        ws = await http.ws_connect(base_url.replace("http", "ws", 1) + "/ws/visitor", heartbeat=None)
-        v = cls(http, ws)
-        await v.send({"type": "hello", "token": token, "last_seen_id": 0})
-        await v.expect(lambda f: f.get("type") == "ready")
+        try:
+            ws = await http.ws_connect(base_url.replace("http", "ws", 1) + "/ws/visitor", heartbeat=None)
+            v = cls(http, ws)
+            await v.send({"type": "hello", "token": token, "last_seen_id": 0})
+            await v.expect(lambda f: f.get("type") == "ready")
+        except BaseException:  # refused or cancelled: no session left to the garbage collector
+            await http.close()
+            raise
         return v
 
     async def send(self, frame: dict) -> None:

@@ -24,7 +24,11 @@ class Client:
     @classmethod
     async def connect(cls, base_url: str, path: str) -> "Client":
         session = aiohttp.ClientSession()
-        ws = await session.ws_connect(base_url.replace("http", "ws", 1) + path, heartbeat=None)
+        try:
+            ws = await session.ws_connect(base_url.replace("http", "ws", 1) + path, heartbeat=None)
+        except BaseException:  # refused (a test may expect it), or cancelled: no session left to the collector
+            await session.close()
+            raise
         return cls(ws, session)
 
     async def send(self, frame: dict) -> None:
@@ -172,7 +176,11 @@ class SseClient:
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
-        resp = await session.get(server.base_url + "/api/events", headers=headers)
+        try:
+            resp = await session.get(server.base_url + "/api/events", headers=headers)
+        except BaseException:
+            await session.close()
+            raise
         return cls(resp, session)
 
     async def _read_one(self, timeout: float) -> None:
