@@ -2,7 +2,7 @@
 PostgreSQL 15 docs (DocBook) or the GNU Octave 7 manual (texinfo).
 
     .venv/bin/python bench/answer_quality.py [--corpus pydocs|pgdocs|octave] [--fresh] [--max-pages N]
-                                             [--fts-only] [--misses]
+                                             [--fts-only] [--misses] [--typos]
 
 Needs the site's Debian package (python3.11-doc, postgresql-doc-15, octave-doc). Serves its HTML on
 127.0.0.1:--port, imports it with the product's crawl (pyapp.knowledge.crawl.Importer, SSRF
@@ -14,6 +14,8 @@ parley.knowledge_search and the decline rule as parley_app under RLS.
 
 Prints the figures of the tuning half, the held-out half and both, FTS-only and hybrid; the
 last line is the held-out hybrid one: `hit1= hit5= hit10= declined= wrong_declines=`.
+--typos asks every question with one slip in its longest word (misspell): the same figures for
+questions typed in a hurry.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -129,6 +132,32 @@ async def embed_all(pool, embedder) -> tuple[int, float]:
     return total, time.perf_counter() - started
 
 
+KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def misspell(text: str, n: int) -> str:
+    """The question typed in a hurry: its longest word of five letters or more (the first of equals) gets
+    one slip in its middle, the kind chosen by the question's number: a letter left out, a letter
+    doubled, two letters swapped, or a letter replaced by its neighbour on the keyboard."""
+    words = list(re.finditer(r"[A-Za-z]{5,}", text))
+    if not words:
+        return text
+    m = max(words, key=lambda w: len(w.group()))
+    word, i = m.group(), len(m.group()) // 2
+    kind = n % 4
+    if kind == 0:
+        slipped = word[:i] + word[i + 1:]
+    elif kind == 1:
+        slipped = word[:i] + word[i] + word[i:]
+    elif kind == 2 and word[i - 1].lower() != word[i].lower():
+        slipped = word[:i - 1] + word[i] + word[i - 1] + word[i + 1:]
+    else:
+        row = next(r for r in KEYBOARD if word[i].lower() in r)
+        j = row.index(word[i].lower())
+        slipped = word[:i] + row[j + 1 if j + 1 < len(row) else j - 1] + word[i + 1:]
+    return text[:m.start()] + slipped + text[m.end():]
+
+
 def show(label: str, report: ev.Report, misses: bool) -> None:
     for half in ("tune", "held", None):
         f = report.figures(half)
@@ -194,6 +223,8 @@ async def main() -> None:
                         help="forget the pages' validators first, so the import fetches and extracts every page again"
                              " (after an extraction change; unchanged passages keep their vectors)")
     parser.add_argument("--misses", action="store_true", help="list the tuning half's misses")
+    parser.add_argument("--typos", action="store_true",
+                        help="ask every question with one slip in its longest word (misspell)")
     parser.add_argument("--db", default=DB, help="the database (kept between runs)")
     parser.add_argument("--dump", default=None, help="write each question's outcome as JSON lines here")
     parser.add_argument("--corpus", default="pydocs", choices=(*ev.SITES, "help", "demo"),
@@ -253,6 +284,8 @@ async def main() -> None:
             if n:
                 print(f"embedded {n} passages in {took:.1f} s: {n / took:.1f}/s", flush=True)
         questions = ev.load_questions(doc)
+        if args.typos:
+            questions = [ev.Question(q.n, misspell(q.text, q.n), q.pages, q.half) for q in questions]
         fts = await ev.evaluate(pool, tenant_id, chatbot_id, questions, site.base, None)
         show("fts", fts, args.misses and args.fts_only)
         if embedder is not None:

@@ -79,6 +79,74 @@ $$;
 COMMENT ON FUNCTION parley.knowledge_stop_word(text) IS
   'True when the word is a stop word in the text-search configuration of any language ts_config_for knows (en/es/fr/de/tr); knowledge_query_terms drops such words from questions to a chatbot on the simple configuration.';
 
+-- Edit distance counting two neighbouring letters swapped as one slip, as people type them
+-- ("stirng"; Levenshtein counts two). A loop over the letters: knowledge_spelling_distance calls
+-- it only on pairs that Levenshtein (fuzzystrmatch, in C) already found near, a few per question.
+CREATE OR REPLACE FUNCTION parley.knowledge_swap_distance(p_a text, p_b text) RETURNS int
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE STRICT
+AS $$
+DECLARE
+  a text[] := regexp_split_to_array(p_a, '');
+  b text[] := regexp_split_to_array(p_b, '');
+  m int := cardinality(a);
+  n int := cardinality(b);
+  d int[];  -- (m + 1) x (n + 1), row-major from 0
+  cost int;
+BEGIN
+  IF m = 0 OR n = 0 THEN
+    RETURN greatest(m, n);
+  END IF;
+  d := array_fill(0, ARRAY[(m + 1) * (n + 1)]);
+  FOR i IN 0..m LOOP d[i * (n + 1) + 1] := i; END LOOP;
+  FOR j IN 0..n LOOP d[j + 1] := j; END LOOP;
+  FOR i IN 1..m LOOP
+    FOR j IN 1..n LOOP
+      cost := CASE WHEN a[i] = b[j] THEN 0 ELSE 1 END;
+      d[i * (n + 1) + j + 1] := least(d[(i - 1) * (n + 1) + j + 1] + 1, d[i * (n + 1) + j] + 1,
+                                      d[(i - 1) * (n + 1) + j] + cost);
+      IF i > 1 AND j > 1 AND a[i] = b[j - 1] AND a[i - 1] = b[j] THEN
+        d[i * (n + 1) + j + 1] := least(d[i * (n + 1) + j + 1], d[(i - 2) * (n + 1) + j - 1] + 1);
+      END IF;
+    END LOOP;
+  END LOOP;
+  RETURN d[(m + 1) * (n + 1)];
+END $$;
+COMMENT ON FUNCTION parley.knowledge_swap_distance(text, text) IS
+  'Edit distance between two words counting an insertion, a deletion, a replacement or two neighbouring letters swapped as one edit (optimal string alignment); called by knowledge_spelling_distance on pairs already near by Levenshtein.';
+
+-- How many slips a question's word of this length may hold and still be read as a word of the
+-- knowledge: none under 5 letters (too many short words are one letter apart), then 1, from 8
+-- letters 2.
+CREATE OR REPLACE FUNCTION parley.knowledge_spelling_budget(p_length int) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT CASE WHEN p_length >= 8 THEN 2 WHEN p_length >= 5 THEN 1 ELSE 0 END $$;
+COMMENT ON FUNCTION parley.knowledge_spelling_budget(int) IS
+  'Edits (knowledge_swap_distance) a misspelt question word of p_length letters may be from the word it is read as (docs/knowledge.md).';
+
+-- How far a question's word is from a word of the knowledge when it may be read as it (a
+-- misspelling): the edit distance when within the asked word's budget, else NULL. A word that is
+-- two question words run together is tried separately (knowledge_query_terms).
+CREATE OR REPLACE FUNCTION parley.knowledge_spelling_distance(p_asked text, p_known text) RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+  -- One expression, so the planner inlines it: the cheap tests (lengths, then Levenshtein in C, within
+  -- twice the budget as a swap counts two there) leave few pairs to the swap-aware distance.
+  SELECT CASE WHEN abs(length(p_asked) - length(p_known)) <= parley.knowledge_spelling_budget(length(p_asked))
+               AND parley.levenshtein_less_equal(p_asked, p_known, 2 * parley.knowledge_spelling_budget(length(p_asked)))
+                   <= 2 * parley.knowledge_spelling_budget(length(p_asked))
+              THEN nullif(least(parley.knowledge_swap_distance(p_asked, p_known),
+                                parley.knowledge_spelling_budget(length(p_asked)) + 1),
+                          parley.knowledge_spelling_budget(length(p_asked)) + 1) END
+$$;
+COMMENT ON FUNCTION parley.knowledge_spelling_distance(text, text) IS
+  'Edit distance (a swap of neighbouring letters counting one) between a question''s word and a word of the knowledge when within the asked word''s knowledge_spelling_budget, else NULL; used by knowledge_query_terms to read a misspelt word.';
+
+-- How many of the vector list's best passages lend their words to misspelt question words.
+CREATE OR REPLACE FUNCTION parley.knowledge_spelling_neighbours() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 20 $$;
+COMMENT ON FUNCTION parley.knowledge_spelling_neighbours() IS
+  'Passages of the vector list (best first) whose words a question word no passage holds may be read as (knowledge_query_terms; docs/knowledge.md).';
+
 -- The question's terms: lexemes of its words in the chatbot's configuration, so plain words
 -- are never operators ("or", "-x", quotes and "!" mean nothing), each with its document
 -- frequency and BM25 weight ln(1 + (N - df + 0.5) / (df + 0.5)) over the chatbot's chunks.
@@ -86,24 +154,73 @@ COMMENT ON FUNCTION parley.knowledge_stop_word(text) IS
 -- contain. N is at least
 -- 1,000: a small knowledge base is weighed as if it sat in a larger one, so a word in both of
 -- its two passages still counts (there the score tends to the plain share of terms).
-CREATE OR REPLACE FUNCTION parley.knowledge_query_terms(p_chatbot_id uuid, p_config regconfig, p_query text)
-RETURNS TABLE (term text, df int, idf real)
+-- Misspellings: given the best passages of the question's vector (p_near), a term no chunk
+-- contains is read as a word of those passages that it is a misspelling of
+-- (knowledge_spelling_distance), or that it makes with another of the question's words run
+-- together ("eigen values" -> eigenvalu); nearest first, then the better passage's, then the
+-- commonest. Only the passages the question's meaning found lend words, so an outside word
+-- ("julia", "mathematica") is not bent to some near word of the knowledge ("julian", "mathemat")
+-- that the question is not about, and only this chatbot's passages (the caller's tenant, RLS) are
+-- read. Under 10 x knowledge_spelling_neighbours() passages nothing is read: there the best
+-- passages are much of the knowledge, and a word near one of theirs says nothing ("getting" and
+-- "setting"). `asked` is the question's own term.
+DROP FUNCTION IF EXISTS parley.knowledge_query_terms(uuid, regconfig, text);
+CREATE OR REPLACE FUNCTION parley.knowledge_query_terms(p_chatbot_id uuid, p_config regconfig, p_query text,
+                                                        p_near bigint[] DEFAULT NULL)
+RETURNS TABLE (term text, df int, idf real, asked text)
 LANGUAGE sql STABLE
 AS $$
   WITH n AS (SELECT coalesce((SELECT s.chunks FROM parley.knowledge_stats s
                                WHERE s.tenant_id = (SELECT parley.current_tenant_id())
-                                 AND s.chatbot_id = p_chatbot_id), 0) AS n)
-  SELECT q.term, coalesce(t.chunks, 0),
-         ln(1 + (greatest(n.n, 1000) - coalesce(nullif(t.chunks, 0), 2) + 0.5)
-                / (coalesce(nullif(t.chunks, 0), 2) + 0.5))::real
-    FROM (SELECT DISTINCT l AS term FROM unnest(tsvector_to_array(to_tsvector(p_config, left(coalesce(p_query, ''), 2000)))) l
-           WHERE p_config <> 'simple'::regconfig OR NOT parley.knowledge_stop_word(l)) q
-    CROSS JOIN n
-    LEFT JOIN parley.knowledge_terms t
-      ON t.tenant_id = (SELECT parley.current_tenant_id()) AND t.chatbot_id = p_chatbot_id AND t.term = q.term
+                                 AND s.chatbot_id = p_chatbot_id), 0) AS n),
+  q AS (SELECT DISTINCT l AS term FROM unnest(tsvector_to_array(to_tsvector(p_config, left(coalesce(p_query, ''), 2000)))) l
+         WHERE p_config <> 'simple'::regconfig OR NOT parley.knowledge_stop_word(l)),
+  known AS (SELECT q.term, coalesce(t.chunks, 0) AS df FROM q
+              LEFT JOIN parley.knowledge_terms t
+                ON t.tenant_id = (SELECT parley.current_tenant_id()) AND t.chatbot_id = p_chatbot_id AND t.term = q.term),
+  -- Only for terms no chunk holds: the question's words as written (runs of letters, lower case) that
+  -- give them, and the words of the passages the question's vector found best.
+  words AS (SELECT DISTINCT w FROM regexp_split_to_table(lower(left(coalesce(p_query, ''), 2000)), '[^[:alpha:]]+') w
+             WHERE w <> '' AND EXISTS (SELECT 1 FROM known WHERE known.df = 0)),
+  unknown AS (SELECT k.term, w.w FROM known k JOIN words w ON k.term = ANY (tsvector_to_array(to_tsvector(p_config, w.w)))
+               WHERE k.df = 0),
+  near AS (SELECT r, min(array_position(p_near, c.id)) AS place
+             FROM parley.knowledge_chunks c,
+                  regexp_split_to_table(lower(concat_ws(' ', c.title, c.heading_path, c.text)), '[^[:alpha:]]+') r
+            WHERE EXISTS (SELECT 1 FROM unknown)
+              AND (SELECT n.n FROM n) >= 10 * parley.knowledge_spelling_neighbours()
+              AND c.tenant_id = (SELECT parley.current_tenant_id()) AND c.chatbot_id = p_chatbot_id
+              AND c.id = ANY (p_near[1:parley.knowledge_spelling_neighbours()])
+              AND r <> ''
+            GROUP BY r),
+  -- The words within reach of each unknown term (misspelt, or two of the question's words run together).
+  reach AS MATERIALIZED (
+    SELECT u.term AS asked, x.r, x.place, x.d FROM unknown u
+     CROSS JOIN LATERAL (SELECT nr.r, nr.place, parley.knowledge_spelling_distance(u.w, nr.r) AS d FROM near nr
+                         UNION ALL
+                         SELECT nr.r, nr.place, 0 FROM near nr JOIN words o ON o.w <> u.w
+                          WHERE nr.r IN (u.w || o.w, o.w || u.w)) x
+     WHERE x.d IS NOT NULL),
+  -- Each unknown term's reading: the lexeme of the nearest such word, then of the best passage, then
+  -- the commonest.
+  fix AS (SELECT DISTINCT ON (y.asked) y.asked, y.term, y.chunks
+            FROM (SELECT x.asked, x.d, x.place, l AS term,
+                         (SELECT t.chunks FROM parley.knowledge_terms t  -- a lookup by key per candidate
+                           WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.chatbot_id = p_chatbot_id
+                             AND t.term = l) AS chunks
+                    FROM reach x CROSS JOIN LATERAL unnest(tsvector_to_array(to_tsvector(p_config, x.r))) l) y
+           WHERE y.chunks > 0
+           ORDER BY y.asked, y.d, y.place, y.chunks DESC, y.term),
+  read AS (SELECT k.term AS asked, coalesce(f.term, k.term) AS term, coalesce(f.chunks, k.df) AS df
+             FROM known k LEFT JOIN fix f ON f.asked = k.term)
+  SELECT r.term, r.df,
+         ln(1 + (greatest(n.n, 1000) - coalesce(nullif(r.df, 0), 2) + 0.5) / (coalesce(nullif(r.df, 0), 2) + 0.5))::real,
+         min(r.asked)
+    FROM read r CROSS JOIN n
+   GROUP BY r.term, r.df, n.n
 $$;
-COMMENT ON FUNCTION parley.knowledge_query_terms(uuid, regconfig, text) IS
-  'The lexemes of a question in a chatbot''s text-search configuration with their document frequency and BM25 idf over the chatbot''s chunks (current tenant).';
+COMMENT ON FUNCTION parley.knowledge_query_terms(uuid, regconfig, text, bigint[]) IS
+  'The lexemes of a question in a chatbot''s text-search configuration with their document frequency and BM25 idf over the chatbot''s chunks (current tenant); a lexeme no chunk holds is read as a near word (knowledge_spelling_distance) or a run-together pair of the question''s words found in the passages p_near (the vector list, best first); asked: the question''s own lexeme.';
 
 -- How many index postings the candidate step may read: the informative terms are taken from
 -- the rarest while their chunk counts add up to at most this (the rarest always). Every
@@ -270,20 +387,10 @@ DECLARE
   v_documents int;
   v_agree boolean := false;
   v_answerable boolean;
+  v_read jsonb;
 BEGIN
   IF v_tenant IS NULL OR v_config IS NULL THEN
     RETURN;  -- no tenant, or the chatbot is not this tenant's: nothing to find
-  END IF;
-
-  SELECT array_agg(q.term ORDER BY q.term), array_agg(q.idf ORDER BY q.term), array_agg(q.df ORDER BY q.term),
-         (sum(q.idf) FILTER (WHERE q.df > 0) / nullif(sum(q.idf), 0))::real
-    INTO v_terms, v_idf, v_df, v_known
-    FROM parley.knowledge_query_terms(p_chatbot_id, v_config, p_query) q;
-  IF v_terms IS NOT NULL THEN
-    SELECT array_agg(f.chunk_id ORDER BY f.score DESC, f.chunk_id), array_agg(f.score ORDER BY f.score DESC, f.chunk_id),
-           array_agg(f.coverage ORDER BY f.score DESC, f.chunk_id)
-      INTO v_fts, v_fts_rank, v_fts_cov
-      FROM parley.knowledge_fts(p_chatbot_id, v_terms, v_idf, v_df, v_pool) f;
   END IF;
 
   -- Vectors: exact for small chatbots, HNSW with iterative scan (pgvector 0.8) for big ones.
@@ -313,6 +420,22 @@ BEGIN
                         LIMIT $5) v'
         INTO v_vec, v_vec_dist USING p_query_embedding, v_tenant, p_chatbot_id, p_model, v_pool;
     END IF;
+  END IF;
+
+  -- The question's terms, a misspelt word read as a word of the best vector passages.
+  SELECT array_agg(q.term ORDER BY q.term), array_agg(q.idf ORDER BY q.term), array_agg(q.df ORDER BY q.term),
+         (sum(q.idf) FILTER (WHERE q.df > 0) / nullif(sum(q.idf), 0))::real,
+         jsonb_object_agg(q.asked, q.term) FILTER (WHERE q.asked <> q.term)
+    INTO v_terms, v_idf, v_df, v_known, v_read
+    FROM parley.knowledge_query_terms(p_chatbot_id, v_config, p_query, v_vec) q;
+  IF v_terms IS NOT NULL THEN
+    SELECT array_agg(f.chunk_id ORDER BY f.score DESC, f.chunk_id), array_agg(f.score ORDER BY f.score DESC, f.chunk_id),
+           array_agg(f.coverage ORDER BY f.score DESC, f.chunk_id)
+      INTO v_fts, v_fts_rank, v_fts_cov
+      FROM parley.knowledge_fts(p_chatbot_id, v_terms, v_idf, v_df, v_pool) f;
+  END IF;
+
+  IF p_query_embedding IS NOT NULL THEN
     -- Agreement: the best vector passage's document is among the best full-text ones.
     SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks a JOIN parley.knowledge_chunks b
                      ON b.tenant_id = a.tenant_id AND b.document_id = a.document_id
@@ -359,11 +482,11 @@ BEGIN
          best.d, best.s::double precision, v_answerable,
          jsonb_build_object('cosine', round((1 - v_vec_dist[1])::numeric, 4), 'coverage', round(v_fts_cov[1]::numeric, 4),
                             'known', round(v_known::numeric, 4), 'agree', v_agree, 'chunks', v_chunks,
-                            'documents', v_documents)
+                            'documents', v_documents, 'read', v_read)
     FROM best
     CROSS JOIN LATERAL (SELECT k.id, k.document_id, k.title, k.url, k.heading_path, k.text
                           FROM parley.knowledge_chunks k WHERE k.tenant_id = v_tenant AND k.id = best.id OFFSET 0) c
    ORDER BY best.later, best.s DESC, best.d NULLS LAST, best.r DESC NULLS LAST, c.id;
 END $$;
 COMMENT ON FUNCTION parley.knowledge_search(uuid, text, int, vector, text) IS
-  'Hybrid retrieval for one chatbot of the current tenant: full text (knowledge_fts: plain-word terms, idf and field weights, normalised 0..1) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (knowledge_fusion), the best passage of each document before the next passages of any (knowledge_per_document). FTS-only without a query embedding. fts_coverage: idf-weighted share of the question''s terms a passage contains; answerable: the decline rule (knowledge_answerable) for the question and signals: its inputs, the same on every row.';
+  'Hybrid retrieval for one chatbot of the current tenant: full text (knowledge_fts: plain-word terms, idf and field weights, normalised 0..1) and vector kNN (exact for small chatbots, HNSW iterative scan otherwise) fused by reciprocal rank (knowledge_fusion), the best passage of each document before the next passages of any (knowledge_per_document). FTS-only without a query embedding. A question word no passage holds is read as a near word of the best vector passages (knowledge_query_terms), listed in signals.read. fts_coverage: idf-weighted share of the question''s terms a passage contains; answerable: the decline rule (knowledge_answerable) for the question and signals: its inputs, the same on every row.';
