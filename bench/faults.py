@@ -36,8 +36,9 @@ the receiver drops); REST answers by status and code during the faults, 500s, bo
 trace, requests that hung (no answer in 5 s); per fault, the time from its end (process started,
 PostgreSQL restarted, limit lifted, sink or model healthy) to the first REST 200 from both
 servers, for the sink faults to the outbox delivering again, for the model's to a whole answer
-streamed again; log lines with a Traceback, and whether a
-secret (the session token, the password, the server key, the model's API key) appears in any log.
+streamed again; for the bot questions whose server was killed while they waited, the wait from
+question to answer or notice (p50/p95/max) and how many got neither; log lines with a Traceback, and
+whether a secret (the session token, the password, the server key, the model's API key) appears in any log.
 """
 from __future__ import annotations
 
@@ -169,6 +170,10 @@ class BotVisitor:
         self.last_seen_id = 0
         self.echoed: set[str] = set()
         self.changed = asyncio.Event()
+        self.server = 0  # the server this visitor's socket is on
+        self.asked_at: dict[str, float] = {}  # client id -> first sent (time.monotonic, one clock per machine)
+        self.stored_on: dict[str, int] = {}  # client id -> the server whose echo said it was stored
+        self.outcome_at: dict[str, float] = {}  # client id -> when its answer or notice came
 
     def _on(self, frame: dict) -> None:
         m = frame.get("message") or {}
@@ -177,10 +182,12 @@ class BotVisitor:
         self.last_seen_id = m["id"]
         if m.get("author") == "visitor" and m.get("client_id"):
             self.echoed.add(m["client_id"])
+            self.stored_on.setdefault(m["client_id"], self.server)
         elif m.get("author") in ("bot", "system") and self.asked:
             waiting = [c for c in self.asked if c not in self.outcomes]
             if waiting:
                 self.outcomes[waiting[0]] = "answer" if m["author"] == "bot" else "notice"
+                self.outcome_at[waiting[0]] = time.monotonic()
             else:
                 self.extra += 1
         self.changed.set()
@@ -188,6 +195,7 @@ class BotVisitor:
     async def run(self, http: aiohttp.ClientSession, bases: list[str], stop: asyncio.Event) -> None:
         server = self.i % len(bases)
         while not stop.is_set() or (self.asked and self.asked[-1] not in self.outcomes):
+            self.server = server
             try:
                 async with http.ws_connect(bases[server].replace("http", "ws", 1) + "/ws/visitor",
                                            heartbeat=None) as ws:
@@ -217,6 +225,7 @@ class BotVisitor:
                 self.asked.append(f"b{self.i}-{len(self.asked) + 1}")
             cid = self.asked[-1]
             if cid not in self.echoed:
+                self.asked_at.setdefault(cid, time.monotonic())
                 await ws.send_str(json.dumps({"type": "message", "client_id": cid,
                                               "body": f"Question {cid}: what are your opening hours?"}))
             started = time.monotonic()
@@ -346,7 +355,8 @@ async def client_main(config_path: str) -> None:
                      for v in visitors],
         "agents": [{"seen": {str(k): n for k, n in a.seen.items()}, "reconnects": a.reconnects,
                     "kind": "sse" if isinstance(a, SseAgent) else "socket"} for a in agents],
-        "bots": [{"asked": b.asked, "outcomes": b.outcomes, "extra": b.extra} for b in bots]}))
+        "bots": [{"asked": b.asked, "outcomes": b.outcomes, "extra": b.extra, "asked_at": b.asked_at,
+                  "stored_on": b.stored_on, "outcome_at": b.outcome_at} for b in bots]}))
     print(json.dumps({"event": "done", "shard": cfg["shard"]}), flush=True)
 
 
@@ -553,11 +563,14 @@ async def connection_limit(settings, dbname: str, limit: int) -> None:
 # --------------------------------------------------------------------------- main
 
 
-async def inject(kind: str, procs: Processes, sink: Sink, model: FakeModel, settings, dbname: str) -> float:
-    """Inject one fault; returns the monotonic time it ended (what recovery is measured from)."""
+async def inject(kind: str, procs: Processes, sink: Sink, model: FakeModel, settings, dbname: str,
+                 kills: list[tuple[float, int]]) -> float:
+    """Inject one fault; returns the monotonic time it ended (what recovery is measured from). A server
+    killed is noted in `kills` (when, which)."""
     if kind == "kill_server":
         k = random.randrange(2)
         procs.kill9(procs.servers[k])
+        kills.append((time.monotonic(), k))
         await procs.start_server(k)
     elif kind == "pg_restart":
         await asyncio.to_thread(pg_restart_immediate)
@@ -664,10 +677,11 @@ async def run(args) -> None:
         await tell()  # go
         recovery: dict[str, list[float | None]] = {}
         windows: list[tuple[float, float]] = []
+        kills: list[tuple[float, int]] = []
         await asyncio.sleep(args.every)
         for kind in faults:
             began = time.monotonic()
-            ended = await inject(kind, procs, sink, model, settings, dbname)
+            ended = await inject(kind, procs, sink, model, settings, dbname, kills)
             rest = await probe.both_answer(ended)
             if kind.startswith("sink") or kind == "kill_jobs":
                 recovery.setdefault(kind, []).append(await since(lambda: sink.last_accepted, ended))
@@ -695,7 +709,7 @@ async def run(args) -> None:
         await probe_task
         results = [json.loads(Path(p + ".result").read_text()) for p in paths]
         report(args, settings, results, probe, windows, recovery, sink, keys, pending, logdir, arranged,
-               await stored_messages(settings), model)
+               await stored_messages(settings), model, kills)
     finally:
         end_clients(children, paths)
         stop_processes([*procs.servers, procs.jobs])
@@ -714,8 +728,25 @@ async def stored_messages(settings) -> list:
         await owner.close()
 
 
+def orphaned_waits(bots: list[dict], kills: list[tuple[float, int]]) -> tuple[list[float], int]:
+    """The bot questions whose server was killed while they waited (stored by it, asked before the kill,
+    not answered by then): the seconds from each question to its answer or notice, and how many got
+    neither."""
+    waits, silent = [], 0
+    for b in bots:
+        for cid, asked in b["asked_at"].items():
+            done = b["outcome_at"].get(cid)
+            if not any(k == b["stored_on"].get(cid) and asked < t and (done is None or done > t) for t, k in kills):
+                continue
+            if done is None:
+                silent += 1
+            else:
+                waits.append(done - asked)
+    return sorted(waits), silent
+
+
 def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink, keys: set[str], pending: int,
-           logdir: Path, arranged: dict, stored_rows, model: FakeModel) -> None:
+           logdir: Path, arranged: dict, stored_rows, model: FakeModel, kills: list[tuple[float, int]]) -> None:
     visitors = [v for r in results for v in r["visitors"]]
     agents = [a for r in results for a in r["agents"]]
     by_cid: dict[str, list[int]] = {}
@@ -761,6 +792,15 @@ def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink,
     print(f"bot visitors: questions {sum(len(b['asked']) for b in bots)}, answered {outcomes['answer']}, notice"
           f" {outcomes['notice']}, left without either {silent}, answered twice {sum(b['extra'] for b in bots)}; model streams completed {model.completed}",
           flush=True)
+    if kills:
+        waits, orphans_silent = orphaned_waits(bots, kills)
+
+        def at(q: float) -> str:
+            return f"{waits[min(len(waits) - 1, int(q * len(waits)))]:.1f}" if waits else "-"
+
+        print(f"bot questions whose server was killed while they waited: {len(waits) + orphans_silent}, answered"
+              f" {len(waits)} after p50 {at(0.5)} s, p95 {at(0.95)} s, max {at(1.0)} s (question to answer or"
+              f" notice), left without either {orphans_silent}", flush=True)
     print(f"REST during faults: {dict(codes)}; 500s {sum(s == 500 for _, _, s, _ in probe.log)}, stack traces"
           f" {probe.traces}, hung {probe.hung}, of {len(probe.log)} probes", flush=True)
     for kind, times in recovery.items():
