@@ -18,7 +18,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pyapp import logs, metrics, migrate, tracing
 from pyapp.api import api
 from pyapp.config import Settings
-from pyapp.context import EMBEDDER_WARM, POOL, REQUEST_ID, SETTINGS, TRUST_PROXY
+from pyapp.context import EMBEDDER_WARM, POOL, REQUEST_ID, SETTINGS, TRUST_PROXY, WORKER, server_name
 from pyapp.db import POOL_SIZE, create_pool, outage_error
 from pyapp.errors import ApiError, from_postgres
 from pyapp.http_guard import GuardedRunner, GuardLimits, raise_open_files_limit
@@ -263,6 +263,7 @@ def create_app(settings: Settings, *, pool=None) -> web.Application:
     app = web.Application(middlewares=[request_context], client_max_size=settings.max_body_bytes)
     app[SETTINGS] = settings
     app[TRUST_PROXY] = bool(settings.extra.get("trust_proxy"))
+    app[WORKER] = server_name()
     modules = load_surfaces()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -277,7 +278,9 @@ def create_app(settings: Settings, *, pool=None) -> web.Application:
     async def open_pool(app: web.Application):
         owned = pool is None
         app[POOL] = pool or await create_pool(
-            settings.app_url, max_size=settings.extra.get("db_pool_size") or POOL_SIZE
+            settings.app_url,
+            max_size=settings.extra.get("db_pool_size") or POOL_SIZE,
+            worker=app[WORKER] if settings.pool_sessions_own else None,
         )
         yield
         if owned:

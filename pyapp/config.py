@@ -95,6 +95,13 @@ class Settings:
         return os.environ.get("PARLEY_LISTEN_URL") or self.app_url
 
     @property
+    def pool_sessions_own(self) -> bool:
+        """Whether the app pool's connections are PostgreSQL sessions of their own, so that a setting
+        given when one opens holds for every transaction on it: no transaction pooler between, which
+        is when PARLEY_LISTEN_URL is unset or the pool's own URL (a pooler needs a direct one)."""
+        return self.listen_url == self.app_url
+
+    @property
     def jobs_listen_url(self) -> str:
         """The jobs process's LISTEN connection (outbox wake-ups): PARLEY_JOBS_LISTEN_URL, else the jobs URL."""
         return os.environ.get("PARLEY_JOBS_LISTEN_URL") or self.jobs_url
@@ -161,7 +168,7 @@ def load_settings(*, start_embedded: bool = True, host: str | None = None, port:
             "db_pool_size": int(os.environ["PARLEY_DB_POOL_SIZE"]) if os.environ.get("PARLEY_DB_POOL_SIZE") else None,
             # Seconds a model's answer may go without text once it has begun (pyapp.providers.llm, default 20).
             "llm_idle_timeout": _seconds("PARLEY_LLM_IDLE_TIMEOUT"),
-            # Seconds between a server's looks for bot turns whose server died (pyapp.assistant.turns, default 5).
+            # Seconds between a server's looks for bot turns whose server died (pyapp.widget.turns, default 2).
             "bot_turn_pick_every": _seconds("PARLEY_BOT_TURN_PICK_EVERY"),
             # Connections in all before new ones get 503 server_busy (default: the open-files limit less 320 or a tenth).
             "max_connections": int(os.environ.get("PARLEY_MAX_CONNECTIONS") or 0),

@@ -11,6 +11,8 @@ import asyncio
 import decimal
 import ipaddress
 import json
+import os
+import socket
 import uuid
 from typing import Any
 
@@ -23,11 +25,20 @@ from pyapp.config import Settings
 POOL = web.AppKey("pool", asyncpg.Pool)
 SETTINGS = web.AppKey("settings", Settings)
 TRUST_PROXY = web.AppKey("trust_proxy", bool)
+# The server's name: its pooled connections carry it (the bot turns they store are named after it) and
+# its liveness lock is taken under it (pyapp/widget/turns.py, sql/53_bot_turns.sql).
+WORKER = web.AppKey("worker", str)
 EMBEDDER_WARM: web.AppKey[asyncio.Future] = web.AppKey(
     "embedder_warm"
 )  # the embedding model loading at start (/readyz waits)
 REQUEST_ID = web.RequestKey("request_id", str)
 SESSION_TOKEN = web.RequestKey("session_token", str)
+
+
+def server_name() -> str:
+    """A name for one server (one app): its host, process and a random part, so that two apps in one
+    process (tests) are two servers, and a server started again is a new one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def client_ip(request: web.Request) -> str | None:

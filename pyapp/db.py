@@ -36,7 +36,8 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Release without asyncpg's reset query (RESET ALL, UNLISTEN *, ...): one round trip saved per use.
 
     Safe because the app keeps no session state on pooled connections: settings are
-    transaction-local (set_config(..., true)), advisory locks are xact locks (the one exception,
+    transaction-local (set_config(..., true); app.worker, the server's name, is given once when a
+    connection opens and is the same for every use), advisory locks are xact locks (the one exception,
     events_after's barrier, is released inside the function on every path, errors and cancels
     included), LISTEN lives on the relay's own connection. asyncpg still rolls back a
     transaction left open.
@@ -92,11 +93,17 @@ def database_outage(exc: BaseException) -> bool:
 POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE)
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE, worker: str | None = None
+) -> asyncpg.Pool:
     """The app's pool. Small on purpose: past ~5 backends per core, more connections add lock
     and scheduler churn in PostgreSQL, not throughput (bench/chat_flow.py; PARLEY_DB_POOL_SIZE).
     Transaction poolers (PgBouncer): nothing here keeps session state (see _keep_session); the
-    statement cache follows PARLEY_DB_STATEMENT_CACHE (0 for PgBouncer < 1.21)."""
+    statement cache follows PARLEY_DB_STATEMENT_CACHE (0 for PgBouncer < 1.21).
+    `worker`: the server's name, which every connection then carries from its start as the session
+    setting app.worker (parley.storing_server: the bot turns it stores are named after the server;
+    set once per connection, nothing per transaction). Only for sessions of their own: a
+    transaction pooler refuses the setting (Settings.pool_sessions_own)."""
     return await asyncpg.create_pool(
         dsn,
         statement_cache_size=db_statement_cache(),
@@ -106,6 +113,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE)
         reset=_keep_session,
         command_timeout=60,
         max_inactive_connection_lifetime=300,
+        server_settings={"app.worker": worker} if worker else None,
     )
 
 

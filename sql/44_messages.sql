@@ -259,10 +259,11 @@ BEGIN
     PERFORM parley.note_active_seat(v_user);
   END IF;
   -- What needs a bot turn: a visitor message that leaves the conversation with the bot. Its turn
-  -- is a claim written here, in the message's own transaction (sql/53_bot_turns.sql).
+  -- is a claim written here, in the message's own transaction, named after the server storing it
+  -- (sql/53_bot_turns.sql).
   IF p_author = 'visitor' AND v_status = 'bot' THEN
-    INSERT INTO parley.bot_turns (tenant_id, question_id, conversation_id)
-    VALUES (v_conv.tenant_id, message.id, v_conv.id);
+    INSERT INTO parley.bot_turns (tenant_id, question_id, conversation_id, leased_by)
+    VALUES (v_conv.tenant_id, message.id, v_conv.id, parley.storing_server());
   END IF;
 
   duplicate := false; status := v_status; assignee_id := v_assignee;

@@ -4,20 +4,31 @@
 -- * What needs a turn: a visitor message that leaves its conversation with the bot. store_message
 --   (44_messages.sql) writes the turn in the message's transaction, so a stored question always has
 --   one, and a resend (the same client_id) none.
+-- * The turn names the server that stored it from the start: store_message writes leased_by from
+--   the session setting app.worker that the server's pooled connections carry (storing_server);
+--   NULL (unnamed) where it is unset (another process, a pool behind a transaction pooler).
 -- * The server that stored the question runs the turn at once. Its lease (bot_turn_lease in the
---   installation settings, 20 s) is counted from the question while the turn runs unnamed
---   (leased_by NULL), until the server's first renewal, a third of the lease in, names it
---   (lease_bot_turn); then renewed every third of the lease while the turn runs (the model
---   streaming, or the turn waiting behind the conversation's earlier turn, which is named before
---   it waits). A lease that is lost (the turn ended elsewhere, or another server took it) stops
---   the run, silently.
+--   installation settings, 20 s) is counted from the question (leased_until NULL) until the server's
+--   first renewal, a third of the lease in (lease_bot_turn, which names an unnamed turn); then
+--   renewed every third of the lease while the turn runs (the model streaming, or the turn waiting
+--   behind the conversation's earlier turn, which is leased before it waits). A lease that is lost
+--   (the turn ended elsewhere, or another server took it) stops the run, silently.
+-- * A server says it lives by holding, on a connection of its own, a session-level advisory lock
+--   named after it (hold_server_lock: class 7261015, shared, so two names that hash alike never
+--   wait for each other). When its process dies (SIGKILL, OOM, a deploy) PostgreSQL ends the
+--   session and the lock goes with it, at once; a server whose lock connection is down counts as
+--   dead too. Liveness only hastens a pick-up: whoever runs a turn is still decided by the lease
+--   and its row lock, so a server wrongly taken for dead loses its lease at its next renewal, or
+--   stores nothing, as a slow server does.
 -- * A run begins nothing before SQL says the turn is its own: the first transaction of the run
 --   (whatever the responder reads or writes first) asks run_bot_turn before anything else, so a
 --   question with no open turn (answered elsewhere, needing none) or one another server holds is
 --   never run, and a turn just stored costs no transaction of its own to claim.
--- * A turn whose lease ran out (its server died, or lost the database) is picked up by any live
---   server (pick_bot_turns, FOR UPDATE SKIP LOCKED: one picker per turn), the oldest open turn of a
---   conversation first, so a conversation's turns still run in order.
+-- * A turn whose lease ran out (its server died, or lost the database), or whose named server
+--   holds no liveness lock in this database (it died: no need to wait for the lease), is picked up
+--   by any live server (pick_bot_turns, FOR UPDATE SKIP LOCKED: one picker per turn), the oldest
+--   open turn of a conversation first, so a conversation's turns still run in order. An unnamed
+--   turn is picked only when its lease ran out.
 -- * A turn ends in the transaction of what it says (end_bot_turn there): the answer, a notice
 --   (assistant_unavailable, ai_quota), the handoff, or nothing (a person took the conversation, the
 --   question was empty). Every message a turn ends with is stored under its question's key, client_id
@@ -41,6 +52,34 @@ AS $$ SELECT greatest(parley.server_setting('bot_turn_lease', NULL::interval), i
 COMMENT ON FUNCTION parley.bot_turn_lease() IS
   'How long a bot turn stays with the server running it without a renewal: the installation setting bot_turn_lease (default 20 s; at least 1 s).';
 
+CREATE OR REPLACE FUNCTION parley.storing_server() RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT CASE WHEN length(w.name) <= 200 THEN w.name END FROM nullif(current_setting('app.worker', true), '') AS w(name) $$;
+COMMENT ON FUNCTION parley.storing_server() IS
+  'The server whose connection runs this transaction, as the bot turns it stores are named (store_message): the session setting app.worker its pooled connections carry from their start (pyapp.db.create_pool). NULL when unset (other processes, a pool behind a transaction pooler) or too long for a turn''s leased_by: the turn then runs unnamed until its first renewal.';
+
+CREATE OR REPLACE FUNCTION parley.server_lock_key(p_worker text) RETURNS int
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT hashtext(p_worker) $$;
+COMMENT ON FUNCTION parley.server_lock_key(text) IS
+  'The second key of server p_worker''s liveness lock (the first is 7261015; hold_server_lock). Two names may share one: then a dead server can look alive, and its turns wait for their lease as unnamed ones do; never the other way.';
+
+CREATE OR REPLACE FUNCTION parley.hold_server_lock(p_worker text) RETURNS boolean
+LANGUAGE sql VOLATILE
+AS $$ SELECT pg_try_advisory_lock_shared(7261015, parley.server_lock_key(p_worker)) $$;
+COMMENT ON FUNCTION parley.hold_server_lock(text) IS
+  'Server p_worker says it lives, once, on a connection of its own that it keeps open (not a pooled one): a session-level shared advisory lock (7261015, server_lock_key) held until that session ends, which PostgreSQL ends as soon as the server''s process dies. While it is held, pick_bot_turns leaves the turns named after p_worker to their lease; once it is gone it takes them at once. True when held (false only if something held it exclusively).';
+
+CREATE OR REPLACE FUNCTION parley.live_server_keys() RETURNS SETOF oid
+LANGUAGE sql VOLATILE
+AS $$
+  SELECT l.objid FROM pg_catalog.pg_locks l
+   WHERE l.locktype = 'advisory' AND l.classid = 7261015 AND l.objsubid = 2 AND l.granted
+     AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+$$;
+COMMENT ON FUNCTION parley.live_server_keys() IS
+  'The server_lock_key (as pg_locks shows it: an oid, compare key::oid) of every server alive now in this database: those holding their liveness lock (hold_server_lock), one row per holder (a key twice when two names share it).';
+
 CREATE OR REPLACE FUNCTION parley.lease_bot_turn(p_question_id bigint, p_worker text) RETURNS double precision
 LANGUAGE sql VOLATILE
 AS $$
@@ -51,13 +90,14 @@ AS $$
   RETURNING extract(epoch FROM parley.bot_turn_lease())::double precision
 $$;
 COMMENT ON FUNCTION parley.lease_bot_turn(bigint, text) IS
-  'The server running a bot turn of the current tenant takes or renews its lease under its own name p_worker (the server that stored the question runs it unnamed until then). Returns the lease in seconds (renew within a third of it), or NULL when the turn is no longer this server''s to run: ended (answered elsewhere, given up) or picked up by another server. Then stop, saying nothing.';
+  'The server running a bot turn of the current tenant takes or renews its lease under its own name p_worker (a turn stored where no server name was set runs unnamed until then). Returns the lease in seconds (renew within a third of it), or NULL when the turn is no longer this server''s to run: ended (answered elsewhere, given up) or picked up by another server. Then stop, saying nothing.';
 
 CREATE OR REPLACE FUNCTION parley.run_bot_turn(p_question_id bigint, p_worker text) RETURNS double precision
 LANGUAGE sql VOLATILE
 AS $$
   SELECT coalesce(
-    -- Its lease still runs, unnamed (a turn just stored) or under p_worker's name: a read, no write.
+    -- Its lease still runs, unnamed or under p_worker's name (a turn just stored: counted from
+    -- asked_at): a read, no write.
     (SELECT extract(epoch FROM coalesce(t.leased_until, t.asked_at + parley.bot_turn_lease()) - now())::double precision
        FROM parley.bot_turns t
       WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id
@@ -68,7 +108,7 @@ AS $$
     parley.lease_bot_turn(p_question_id, p_worker))
 $$;
 COMMENT ON FUNCTION parley.run_bot_turn(bigint, text) IS
-  'The first statement of a bot turn''s run by server p_worker (in the run''s first transaction of the current tenant, before anything is read for the answer): the seconds its lease still runs (renew, lease_bot_turn, within a third of them), or NULL when the turn is not this run''s: ended (answered elsewhere, given up, or never needed) or held by another server. Then stop, saying nothing. A turn whose lease still runs, unnamed (just stored: counted from asked_at) or under p_worker, is only read; one whose lease ran out is leased to p_worker as lease_bot_turn does, unless a pick-up has it.';
+  'The first statement of a bot turn''s run by server p_worker (in the run''s first transaction of the current tenant, before anything is read for the answer): the seconds its lease still runs (renew, lease_bot_turn, within a third of them), or NULL when the turn is not this run''s: ended (answered elsewhere, given up, or never needed) or held by another server. Then stop, saying nothing. A turn whose lease still runs, unnamed or under p_worker (just stored: counted from asked_at), is only read; one whose lease ran out is leased to p_worker as lease_bot_turn does, unless a pick-up has it.';
 
 CREATE OR REPLACE FUNCTION parley.end_bot_turn(p_question_id bigint) RETURNS boolean
 LANGUAGE sql VOLATILE
@@ -89,13 +129,17 @@ AS $$
   WITH rules AS (
     SELECT parley.bot_turn_lease() AS lease,
            parley.server_setting('bot_turn_attempts', NULL::integer) AS max_attempts,
-           parley.server_setting('bot_turn_max_age', NULL::interval) AS max_age)
+           parley.server_setting('bot_turn_max_age', NULL::interval) AS max_age),
+  live AS MATERIALIZED (SELECT k.key FROM parley.live_server_keys() AS k(key))  -- read once, when needed
   UPDATE parley.bot_turns t
      SET leased_by = p_worker, leased_until = now() + r.lease, attempts = t.attempts + 1
     FROM rules r,
          (SELECT b.tenant_id, b.question_id FROM parley.bot_turns b
             JOIN parley.tenants n ON n.id = b.tenant_id AND n.deleted_at IS NULL
-           WHERE coalesce(b.leased_until, b.asked_at + (SELECT lease FROM rules)) < now()
+           WHERE (coalesce(b.leased_until, b.asked_at + (SELECT lease FROM rules)) < now()
+                  -- or named after another server that holds no liveness lock: it died
+                  OR (b.leased_by IS NOT NULL AND b.leased_by <> p_worker
+                      AND NOT EXISTS (SELECT 1 FROM live WHERE live.key = parley.server_lock_key(b.leased_by)::oid)))
              AND NOT EXISTS (SELECT 1 FROM parley.bot_turns e  -- a conversation's turns in order
                               WHERE e.tenant_id = b.tenant_id AND e.conversation_id = b.conversation_id
                                 AND e.question_id < b.question_id)
@@ -107,7 +151,7 @@ AS $$
             t.attempts > r.max_attempts OR t.asked_at < now() - r.max_age
 $$;
 COMMENT ON FUNCTION parley.pick_bot_turns(text, int) IS
-  'Servers (parley_app), across tenants: lease to p_worker up to p_limit bot turns whose lease ran out (their server died or lost the database), oldest first, only the oldest open turn of a conversation, one picker per turn (SKIP LOCKED), counting the run. give_up: the turn has had bot_turn_attempts runs or its question is older than bot_turn_max_age; give_up_bot_turn ends it, anything else is run again. Returns ids only; the server then works in that tenant''s transaction.';
+  'Servers (parley_app), across tenants: lease to p_worker up to p_limit bot turns whose lease ran out (their server died or lost the database) or that are named after another server holding no liveness lock (hold_server_lock: it died, so its lease need not run out), oldest first, only the oldest open turn of a conversation, one picker per turn (SKIP LOCKED), counting the run. give_up: the turn has had bot_turn_attempts runs or its question is older than bot_turn_max_age; give_up_bot_turn ends it, anything else is run again. Returns ids only; the server then works in that tenant''s transaction.';
 
 CREATE OR REPLACE FUNCTION parley.give_up_bot_turn(p_question_id bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE

@@ -1,8 +1,9 @@
 """Bot turns that outlive the server running them (the rules: sql/53_bot_turns.sql).
 
 A visitor message that leaves its conversation with the bot is stored with its turn, a row in
-parley.bot_turns written in the message's own transaction. The server that stored it runs the
-turn at once (`schedule`), unnamed: the run's first transaction, the responder's own, begins by
+parley.bot_turns written in the message's own transaction and named after the server that stored
+it (the session setting app.worker its pooled connections carry: pyapp.db.create_pool). That
+server runs the turn at once (`schedule`): the run's first transaction, the responder's own, begins by
 asking SQL whether the turn is still its own (`parley.run_bot_turn`: a turn with no open row, or
 another server's, ends there with `TurnLost`, nothing read or said) and learns how long its lease
 still runs. From then the lease is renewed under the server's name every third of it while the turn
@@ -11,10 +12,12 @@ the responder ends the turn in the transaction of what it says (`BotTurn.reply`,
 pyapp/widget/hooks.py). A run whose lease is lost (the turn ended elsewhere, or another server took
 it) is `turn.lost`: it says nothing more.
 
-Every server also looks every few seconds (`bot_turn_pick_every`, PARLEY_BOT_TURN_PICK_EVERY,
-default 5 s) for turns whose lease ran out, because their server died (SIGKILL, OOM, a deploy) or
-lost the database: `parley.pick_bot_turns` leases them to it, one picker per turn, and it runs
-them as their own server would have. A turn SQL gives up (too many runs, or too old) gets the
+Every server holds its liveness lock (`parley.hold_server_lock`) on a connection of its own for as
+long as it runs (`live_forever`); PostgreSQL drops it the moment the server's process dies. And
+every server looks every few seconds (`bot_turn_pick_every`, PARLEY_BOT_TURN_PICK_EVERY, default
+2 s) for turns whose server died (SIGKILL, OOM, a deploy: its lock is gone) or whose lease ran out
+(their server stalled or lost the database): `parley.pick_bot_turns` leases them to it, one picker
+per turn, and it runs them as their own server would have. A turn SQL gives up (too many runs, or too old) gets the
 assistant_unavailable notice instead (`parley.give_up_bot_turn`). The visitor, on whichever
 server their socket is, gets what the turn stored through the relay, or in the replay when they
 reconnect.
@@ -25,14 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import uuid
 
 import asyncpg
 from aiohttp import web
 
-from pyapp.context import POOL, SETTINGS
+from pyapp.context import POOL, SETTINGS, WORKER, server_name
 from pyapp.db import Actor, database_outage, tenant_tx
 from pyapp.errors import from_postgres
 from pyapp.realtime.relay import get_relay
@@ -40,9 +41,20 @@ from pyapp.widget.hooks import BotTurn, TurnLost, visitor_hooks
 
 log = logging.getLogger("parley.widget.turns")
 
-PICK_EVERY_S = 5.0  # between a server's looks for turns whose server died
+PICK_EVERY_S = 2.0  # between a server's looks for turns whose server died
 PICK_LIMIT = 20  # turns taken per look
 RENEW_RETRY_S = 1.0  # after a renewal the database did not answer
+LIFE_CHECK_S = 10.0  # between checks that the liveness connection still answers
+LIFE_BACKOFF_S = (0.1, 2.0)  # first and longest wait before the liveness connection is opened again
+LIFE_START_S = 10.0  # at most this long, at start, for the liveness lock before serving regardless
+# The liveness connection: named for pg_stat_activity; TCP keepalives so that PostgreSQL ends the
+# session of a server whose host vanished (power, network) in ~11 s rather than the system's hours.
+LIFE_SESSION = {
+    "application_name": "parley-server-life",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
+    "tcp_keepalives_count": "3",
+}
 
 # What a picked-up turn needs to run: its question, conversation and chatbot.
 _PICKED = """
@@ -58,8 +70,9 @@ class TurnRunner:
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
-        # Unique per app: two apps in one process (tests) are two servers.
-        self.worker = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # The app's name (its pooled connections name the turns they store after it); unique per app.
+        self.worker = app[WORKER] if WORKER in app else server_name()
+        self.alive = asyncio.Event()  # this server holds its liveness lock
         self.locks: dict[uuid.UUID, asyncio.Lock] = {}  # a conversation's turns, one after another
         self.runs: dict[uuid.UUID, int] = {}  # runs begun and not ended, per conversation
         self.picked = 0  # turns this server picked up (tests, logs)
@@ -187,6 +200,40 @@ class TurnRunner:
             self.schedule(turn)
         return len(rows)
 
+    # Liveness -----------------------------------------------------------------
+    async def live_forever(self) -> None:
+        """Hold this server's liveness lock (parley.hold_server_lock) on a direct connection of its own
+        for as long as the server runs, and again whenever that connection is lost: while it is held
+        no other server picks up the turns named after this one before their lease runs out; when
+        the process dies, PostgreSQL ends the session and the lock with it."""
+        backoff = LIFE_BACKOFF_S[0]
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(
+                    self.app[SETTINGS].listen_url, timeout=LIFE_CHECK_S, server_settings=LIFE_SESSION
+                )
+                lost = asyncio.get_running_loop().create_future()
+                conn.add_termination_listener(lambda _c, lost=lost: lost.done() or lost.set_result(None))
+                if not await conn.fetchval("SELECT parley.hold_server_lock($1)", self.worker):
+                    raise RuntimeError("the liveness lock is held exclusively")
+                self.alive.set()
+                backoff = LIFE_BACKOFF_S[0]
+                while not (await asyncio.wait([lost], timeout=LIFE_CHECK_S))[0]:
+                    await conn.fetchval("SELECT 1", timeout=LIFE_CHECK_S)
+                log.warning("liveness lock lost: its connection closed")
+            except Exception as exc:  # the database away: other servers count this one dead meanwhile
+                if database_outage(exc):
+                    log.warning("liveness lock lost: %s", type(exc).__name__)
+                else:
+                    log.exception("liveness lock lost")
+            finally:
+                self.alive.clear()
+                if conn is not None and not conn.is_closed():
+                    conn.terminate()
+            await asyncio.sleep(backoff)
+            backoff = min(LIFE_BACKOFF_S[1], backoff * 2)
+
     async def pick_forever(self) -> None:
         every = float(self.app[SETTINGS].extra.get("bot_turn_pick_every") or PICK_EVERY_S)
         while True:
@@ -214,8 +261,12 @@ def install(app: web.Application) -> None:
     runner = app[RUNNER] = TurnRunner(app)
 
     async def pick_ctx(app: web.Application):
+        life = get_relay(app).spawn(runner.live_forever(), name="server-life")
+        with contextlib.suppress(TimeoutError):  # alive before serving (the database may be away: serve anyway)
+            await asyncio.wait_for(runner.alive.wait(), LIFE_START_S)
         task = get_relay(app).spawn(runner.pick_forever(), name="bot-turn-pick-up")
         yield
         task.cancel()
+        life.cancel()  # its turns are picked up at once by the servers that remain
 
     app.cleanup_ctx.append(pick_ctx)

@@ -4,12 +4,15 @@ other server, answered once, or given up with the notice; a person taking the co
 silences it. (A server killed mid-answer, with real processes: tests/hardening/test_bot_turn_death.py.)
 
 The questions here are stored straight through SQL, as the visitor socket stores them, with no server
-running their turns: each test then plays the server that died by moving the turn's lease into the past."""
+running their turns: each test then plays the server that died by moving the turn's lease into the past,
+or by naming the turn after a server whose liveness lock (parley.hold_server_lock) a test connection
+holds and then lets go, as PostgreSQL does when a server's process dies."""
 from __future__ import annotations
 
 import asyncio
 import uuid
 
+import asyncpg
 import pytest
 
 from support.assistant import bot_messages, open_visitor, use_llm
@@ -42,21 +45,25 @@ async def other(settings):
     await srv.close()
 
 
-async def visitor_asks(server, bot, conversation_id, body: str) -> int:
-    """A visitor question stored as the socket stores it, with no server running its turn; its id."""
+async def visitor_asks(server, bot, conversation_id, body: str, *, stored_by: str | None = None) -> int:
+    """A visitor question stored as the socket stores it, with no server running its turn; its id. The
+    turn is named after `server` (its pool's app.worker), or `stored_by` ('': unnamed)."""
     conv = uuid.UUID(str(conversation_id))
     async with tenant_tx(server.app[POOL], Actor(uuid.UUID(bot["tenant_id"]), kind="visitor", actor_id=str(conv),
                                                  min_role="visitor")) as conn:
+        if stored_by is not None:
+            await conn.execute("SELECT set_config('app.worker', $1, true)", stored_by)
         return await conn.fetchval("SELECT id FROM parley.post_message($1, 'visitor', $2, $3)", conv, body,
                                    uuid.uuid4().hex)
 
 
-async def ask(server, bot, body: str = "Can I get a refund?") -> tuple[uuid.UUID, int]:
+async def ask(server, bot, body: str = "Can I get a refund?", *, stored_by: str | None = None
+              ) -> tuple[uuid.UUID, int]:
     """A new conversation and its visitor's question; (conversation, question id)."""
     async with tenant_tx(server.app[POOL], Actor(uuid.UUID(bot["tenant_id"]), kind="service",
                                                  min_role="visitor")) as conn:
         conv = await conn.fetchval("SELECT id FROM parley.start_conversation($1, $2)", bot["chatbot_id"], uuid.uuid4())
-    return conv, await visitor_asks(server, bot, conv, body)
+    return conv, await visitor_asks(server, bot, conv, body, stored_by=stored_by)
 
 
 async def server_died(owner_conn, question: int) -> None:
@@ -217,13 +224,13 @@ async def test_a_run_begins_with_sql_saying_the_turn_is_its_own(server, bot, own
     unnamed (its lease counted from the question; the first renewal names it), SQL having said first in
     that transaction that it is this run's (parley.run_bot_turn). A question asked while the one before
     it is being answered waits named, its lease renewed. A turn another server holds is never run."""
-    seen: dict[int, str | None] = {}
+    seen: dict[int, tuple] = {}
     first_may_answer = asyncio.Event()
 
     async def responder(turn: BotTurn) -> None:
         async with turn.service_tx() as conn:
-            seen[turn.question_id] = await conn.fetchval(
-                "SELECT leased_by FROM parley.bot_turns WHERE question_id = $1", turn.question_id)
+            seen[turn.question_id] = tuple(await conn.fetchrow(
+                "SELECT leased_by, leased_until FROM parley.bot_turns WHERE question_id = $1", turn.question_id))
         if len(seen) == 1:
             await first_may_answer.wait()
         await turn.reply(f"answer to {turn.message['body']}")
@@ -234,15 +241,17 @@ async def test_a_run_begins_with_sql_saying_the_turn_is_its_own(server, bot, own
     await v.send({"type": "message", "client_id": "c1", "body": "first"})
     first = await v.expect_message("first", author="visitor")
     await until(lambda: first["id"] in seen, what="the first turn's responder")
-    assert seen == {first["id"]: None}  # not leased before its run: no transaction of its own
+    # Named after the server that stored it, its lease counted from the question: no transaction of its own.
+    assert seen == {first["id"]: (runner.worker, None)}
     await v.send({"type": "message", "client_id": "c2", "body": "second"})
     second = await v.expect_message("second", author="visitor")
-    await until(lambda: owner_conn.fetchval("SELECT leased_by = $2 FROM parley.bot_turns WHERE question_id = $1",
-                                            second["id"], runner.worker), what="the waiting turn named")
+    await until(lambda: owner_conn.fetchval("SELECT leased_until IS NOT NULL FROM parley.bot_turns"
+                                            " WHERE question_id = $1", second["id"]), what="the waiting turn leased")
     first_may_answer.set()
     await v.expect_message("answer to first", author="bot")
     await v.expect_message("answer to second", author="bot")
-    assert seen[second["id"]] == runner.worker and await open_turns(owner_conn) == []
+    assert seen[second["id"]][0] == runner.worker and seen[second["id"]][1] is not None
+    assert await open_turns(owner_conn) == []
 
     conv, question = await ask(server, bot, "third")
     await owner_conn.execute("UPDATE parley.bot_turns SET leased_by = 'another-server', leased_until = now()"
@@ -273,17 +282,24 @@ async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server
                                  " WHERE question_id = $1", question)
 
     lease = await owner_conn.fetchval("SELECT extract(epoch FROM parley.bot_turn_lease())::float8")
-    _, fresh = await ask(server, bot, "fresh")
-    assert 0 < await run(fresh, "server-a") <= lease  # its lease still runs: only read, left unnamed
-    assert [t["leased_by"] for t in await open_turns(owner_conn)] == [None]
+    _, fresh = await ask(server, bot, "fresh", stored_by="server-a")
+    assert await run(fresh, "server-b") is None  # named after the server that stored it: only it runs it
+    assert 0 < await run(fresh, "server-a") <= lease  # its lease still runs: only read
+    assert [tuple(t) for t in await owner_conn.fetch("SELECT leased_by, leased_until FROM parley.bot_turns")] == [
+        ("server-a", None)]
+    _, unnamed = await ask(server, bot, "unnamed", stored_by="")  # stored where no server name is set
+    assert 0 < await run(unnamed, "server-b") <= lease  # any server's run: only read, left unnamed
+    assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1", unnamed) is None
 
     await lapse(fresh)
     assert await run(fresh, "server-a") == lease  # ran out: taken for a whole lease, named
     assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
                                      fresh) == "server-a"
     assert await run(fresh, "server-b") is None  # another server's now
+    # (No server-a holds a liveness lock: a pick-up would take its turn as one whose server died.)
+    await owner_conn.execute("DELETE FROM parley.bot_turns WHERE question_id = $1", fresh)
 
-    _, late = await ask(server, bot, "late")
+    _, late = await ask(server, bot, "late")  # named after the live `server`: picked once its lease ran out
     await lapse(late)
     picker = await pool.acquire()
     try:
@@ -291,7 +307,7 @@ async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server
         await pick.start()
         [picked] = await picker.fetch("SELECT * FROM parley.pick_bot_turns('picker', 10)")
         assert picked["question_id"] == late
-        running = asyncio.create_task(run(late, "server-a"))
+        running = asyncio.create_task(run(late, turn_runner(server.app).worker))  # its own server
         await blocked_on_lock(owner_conn)  # the run's lease waits for the pick-up's row lock
         await pick.commit()
     finally:
@@ -299,3 +315,104 @@ async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server
     assert await running is None
     assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
                                      late) == "picker"
+
+
+
+async def alive(owner_conn, worker: str) -> bool:
+    """Whether server `worker` holds its liveness lock in this database (parley.live_server_keys)."""
+    return await owner_conn.fetchval(
+        "SELECT parley.server_lock_key($1)::oid IN (SELECT parley.live_server_keys())", worker)
+
+
+@pytest.fixture
+async def doomed(settings, owner_conn):
+    """A server's name whose liveness lock a session of its own holds, as a server holds it, and how it
+    dies: the session ends (as PostgreSQL ends it when the server's process dies), the lock with it."""
+    name = f"doomed-{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(settings.app_url)
+    assert await conn.fetchval("SELECT parley.hold_server_lock($1)", name)
+
+    async def dies() -> None:
+        await conn.close()
+
+        async def gone() -> bool:
+            return not await alive(owner_conn, name)
+
+        await until(gone, what="the dead server's lock gone")
+
+    yield name, dies
+    if not conn.is_closed():
+        await conn.close()
+
+
+
+async def test_a_turn_is_left_to_its_server_while_it_lives_and_picked_once_it_died(
+        server, other, bot, owner_conn, fake_openai, doomed):
+    """Named after the server that stored it, a turn is not picked while that server holds its liveness
+    lock and its lease runs; once the server died (its lock gone) it is taken at once, its lease still
+    running: by one of two pickers, counting the run, and answered once."""
+    fake_openai.default_reply = Reply.text(ANSWER)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    owner = turn_runner(server.app)
+    assert await alive(owner_conn, owner.worker)
+    _, own = await ask(server, bot)  # stored by a live server (the `server` fixture's)
+    assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
+                                     own) == owner.worker
+    name, dies = doomed
+    conv, question = await ask(server, bot, stored_by=name)
+    assert await turn_runner(other.app).pick() == 0  # both servers alive, both leases running
+    await dies()
+    taken = await asyncio.gather(owner.pick(), turn_runner(other.app).pick())
+    assert sorted(taken) == [0, 1]
+    turns = {t["question_id"]: t for t in await open_turns(owner_conn)}
+    assert turns[question]["attempts"] == 2 and turns[question]["leased_by"] in (owner.worker,
+                                                                                 turn_runner(other.app).worker)
+    assert turns[own]["attempts"] == 1 and turns[own]["leased_by"] == owner.worker  # its server lives
+    said = await until(lambda: bot_messages(owner_conn, str(conv)), what="the picked-up turn's answer")
+    await until(lambda: owner_conn.fetchval("SELECT count(*) = 0 FROM parley.bot_turns WHERE question_id = $1",
+                                            question), what="the turn ended")
+    assert [(m["author"], m["body"]) for m in said] == [("bot", ANSWER)]
+    assert len(fake_openai.requests) == 1
+    assert await turn_runner(other.app).pick() == 0  # the live server's turn still waits for its lease
+
+
+async def test_an_unnamed_turn_keeps_the_lease_rule(server, other, bot, owner_conn, fake_openai):
+    """A turn stored where no server name is set (another process, a pool behind a transaction pooler)
+    has no server to be found dead: it is picked only once its lease ran out, as before."""
+    fake_openai.default_reply = Reply.text(ANSWER)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    conv, question = await ask(server, bot, stored_by="")
+    [turn] = await open_turns(owner_conn)
+    assert turn["leased_by"] is None
+    assert await turn_runner(other.app).pick() == 0
+    await owner_conn.execute("UPDATE parley.bot_turns SET asked_at = now() - interval '1 minute'"
+                             " WHERE question_id = $1", question)  # its lease ran out
+    assert await turn_runner(other.app).pick() == 1
+    await until(lambda: bot_messages(owner_conn, str(conv)), what="the picked-up turn's answer")
+
+
+async def test_a_server_name_that_does_not_fit_stores_the_turn_unnamed(server, bot, owner_conn):
+    """A setting too long for a turn's leased_by never refuses the visitor's message: the turn is unnamed."""
+    _, question = await ask(server, bot, stored_by="x" * 201)
+    assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
+                                     question) is None
+
+
+async def test_a_server_holds_its_liveness_lock_again_after_losing_its_connection(server, owner_conn):
+    """The liveness connection ended from outside (a restart, pg_terminate_backend): the server counts
+    as dead meanwhile, then takes its lock again on a new connection."""
+    runner = turn_runner(server.app)
+    key = await owner_conn.fetchval("SELECT parley.server_lock_key($1)::oid", runner.worker)
+    pid = await owner_conn.fetchval("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7261015"
+                                    " AND objid = $1 AND database = (SELECT oid FROM pg_database"
+                                    " WHERE datname = current_database())", key)
+    assert await owner_conn.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+    async def again() -> bool:
+        held = await owner_conn.fetchval("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7261015"
+                                         " AND objid = $1 AND database = (SELECT oid FROM pg_database"
+                                         " WHERE datname = current_database())", key)
+        return held is not None and held != pid
+
+    await until(again, what="the liveness lock held again")
+    assert runner.alive.is_set()
