@@ -275,6 +275,8 @@ AS $$
 DECLARE
   v_origin text;
   v_allow boolean;
+  v_label text;
+  v_url text;
 BEGIN
   IF p_config IS NOT NULL AND jsonb_typeof(p_config) <> 'object' THEN
     PERFORM parley.raise_error(422, 'invalid_config', 'config must be a JSON object.');
@@ -289,10 +291,12 @@ BEGIN
         format('%s is not an origin (scheme://host[:port], no path).', coalesce(v_origin, 'null')));
     END IF;
   END LOOP;
-  -- The credit line's override (sql/96_branding.sql: one check; 402 below like hiding it).
-  PERFORM parley.check_branding(p_config #>> '{branding,powered_by_label}', p_config #>> '{branding,powered_by_url}');
-  IF p_config #> '{branding,hide_powered_by}' = 'true'::jsonb
-     OR coalesce(p_config #>> '{branding,powered_by_label}', p_config #>> '{branding,powered_by_url}') IS NOT NULL THEN
+  -- The credit line's override, read as the widget reads it (sql/96_branding.sql: a blank one
+  -- inherits; one check; 402 below like hiding it).
+  v_label := parley.branding_value(p_config #>> '{branding,powered_by_label}');
+  v_url := parley.branding_value(p_config #>> '{branding,powered_by_url}');
+  PERFORM parley.check_branding(v_label, v_url);
+  IF p_config #> '{branding,hide_powered_by}' = 'true'::jsonb OR coalesce(v_label, v_url) IS NOT NULL THEN
     SELECT l.allow_hide_branding INTO v_allow FROM parley.effective_limits(parley.current_tenant_id()) l;
     IF NOT coalesce(v_allow, false) THEN
       PERFORM parley.raise_error(402, 'plan_limit', 'Your plan does not allow hiding the Parley branding.');

@@ -6,6 +6,15 @@
 SELECT parley.apply_tenant_policies('parley.tenant_branding');
 GRANT SELECT ON parley.tenant_branding TO parley_app, parley_auth;
 
+-- What a credit line's label or link is, as every writer stores it and the widget reads it: trimmed,
+-- and blank is NULL (inherit the next level's).
+CREATE OR REPLACE FUNCTION parley.branding_value(p_value text) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$ SELECT nullif(btrim(p_value), '') $$;
+COMMENT ON FUNCTION parley.branding_value(text) IS
+  'A "Powered by" label or link as it counts (chatbot override, workspace default, server default alike): trimmed; empty or blank is NULL, which inherits. So a blank override is neither refused nor taken for one (check_chatbot_fields'' 402), and the widget shows what was checked.';
+GRANT EXECUTE ON FUNCTION parley.branding_value(text) TO parley_app, parley_auth;
+
 -- The one check of a credit line's label and link (workspace default and chatbot override alike).
 CREATE OR REPLACE FUNCTION parley.check_branding(p_label text, p_url text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -29,8 +38,8 @@ CREATE OR REPLACE FUNCTION parley.sync_server_branding(p_label text, p_url text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_label text := nullif(btrim(p_label), '');
-  v_url text := nullif(btrim(p_url), '');
+  v_label text := parley.branding_value(p_label);
+  v_url text := parley.branding_value(p_url);
 BEGIN
   PERFORM parley.check_branding(v_label, v_url);
   DELETE FROM parley.server_settings s
@@ -63,8 +72,8 @@ LANGUAGE sql STABLE
 AS $$
   SELECT CASE WHEN coalesce(p_allow, false) THEN
            jsonb_build_object(
-             'label', coalesce(nullif(btrim(p_config #>> '{branding,powered_by_label}'), ''), b.label, s->>'label'),
-             'url', coalesce(nullif(btrim(p_config #>> '{branding,powered_by_url}'), ''), b.url, s->>'url'))
+             'label', coalesce(parley.branding_value(p_config #>> '{branding,powered_by_label}'), b.label, s->>'label'),
+             'url', coalesce(parley.branding_value(p_config #>> '{branding,powered_by_url}'), b.url, s->>'url'))
          ELSE s END
     FROM parley.server_branding() s
     LEFT JOIN parley.tenant_branding b ON b.tenant_id = p_tenant_id
@@ -92,8 +101,8 @@ CREATE OR REPLACE FUNCTION parley.set_default_branding(p_label text, p_url text)
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''
 AS $$
 DECLARE
-  v_label text := nullif(btrim(p_label), '');
-  v_url text := nullif(btrim(p_url), '');
+  v_label text := parley.branding_value(p_label);
+  v_url text := parley.branding_value(p_url);
 BEGIN
   PERFORM parley.require_role('admin');
   PERFORM parley.check_branding(v_label, v_url);

@@ -67,6 +67,12 @@ async def test_credit_line_chatbot_then_workspace_then_server(tenant, owner_conn
     assert status == 201
     none = {"label": None, "url": None}
     assert await _session_branding(tenant.server, bot["public_key"]) == none
+    # A blank override is no override, for the chatbot as for the workspace (parley.branding_value):
+    # not refused as a label, not taken for a replacement the Free plan may not make.
+    status, body = await tenant.call("PATCH", f"/api/chatbots/{bot['id']}",
+                                     json={"config": {"branding": {"powered_by_label": "   ", "powered_by_url": ""}}})
+    assert status == 200, body
+    assert await _session_branding(tenant.server, bot["public_key"]) == none
     status, body = await tenant.call("PUT", "/api/branding", json={"label": "Support by Acme"})
     assert status == 402 and body["error"]["code"] == "plan_limit"  # Free keeps Parley's credit
     await owner_conn.execute("UPDATE parley.tenants SET plan = 'starter' WHERE id = $1", tenant.id)
@@ -84,6 +90,12 @@ async def test_credit_line_chatbot_then_workspace_then_server(tenant, owner_conn
     assert status == 200
     assert await _session_branding(tenant.server, bot["public_key"]) == {
         "label": "Acme Shop help", "url": "https://acme.example.com/help"}
+    # Its link as the workspace's would be read: trimmed.
+    status, body = await tenant.call("PATCH", f"/api/chatbots/{bot['id']}", json={"config": {"branding": {
+        "powered_by_label": "Acme Shop help", "powered_by_url": " https://shop.acme.example/help "}}})
+    assert status == 200, body
+    assert await _session_branding(tenant.server, bot["public_key"]) == {
+        "label": "Acme Shop help", "url": "https://shop.acme.example/help"}
     status, body = await tenant.call("PATCH", f"/api/chatbots/{bot['id']}",
                                      json={"config": {"branding": {"powered_by_url": "javascript:alert(1)"}}})
     assert status == 422 and body["error"]["code"] == "invalid_branding"
