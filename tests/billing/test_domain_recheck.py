@@ -12,7 +12,7 @@ from jobs.runner import run_due_jobs
 from jobs.schedule import register
 from pyapp.channels.senders import EmailSender
 from pyapp.mailer import SmtpMailer
-from support.billing import DNS_TARGET, with_dns
+from support.billing import DNS_TARGET, resolver_down, with_dns
 from support.fakes.smtp import SmtpSink
 
 TARGET = DNS_TARGET
@@ -134,20 +134,18 @@ async def test_a_failing_domain_recovers_and_resolver_outages_are_not_counted(
         make_tenant, fake_dns, settings, owner_conn, jobs_pool):
     t = await active_domain(make_tenant, fake_dns)
     await register(jobs_pool)
-    fake_dns.silent = True  # our resolver is down: no proof either way
-    assert await recheck(jobs_pool, settings, owner_conn)
+    with resolver_down(fake_dns, settings):  # our resolver is down: no proof either way
+        assert await recheck(jobs_pool, settings, owner_conn)
     d = await domain(owner_conn, t)
     assert d["status"] == "active" and d["failed_checks"] == 0 and "did not answer" in d["check_result"]["error"]
-    fake_dns.silent = False
     fake_dns.records[(HOST, "CNAME")] = ["elsewhere.example.net"]  # routed away
     assert await recheck(jobs_pool, settings, owner_conn)
     d = await domain(owner_conn, t)
     assert d["status"] == "failing" and d["check_result"]["routed"] is False
-    fake_dns.silent = True
     await backdate_failing(owner_conn, 100)
-    assert await recheck(jobs_pool, settings, owner_conn)
+    with resolver_down(fake_dns, settings):
+        assert await recheck(jobs_pool, settings, owner_conn)
     assert (await domain(owner_conn, t))["failed_checks"] == 1  # an outage is not a failure
-    fake_dns.silent = False
     fake_dns.records[(HOST, "CNAME")] = [TARGET]
     assert await recheck(jobs_pool, settings, owner_conn)
     d = await domain(owner_conn, t)

@@ -2,6 +2,8 @@
 pool as the server calls it (service for the webhook, system for jobs, a signed-in member)."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass
@@ -138,6 +140,30 @@ def with_dns(settings, fake_dns):
     from pyapp.domains.dns import DomainConfig
 
     settings.public_url = "https://app.parley-cloud.net"
-    settings.extra["domains"] = DomainConfig(resolver=("127.0.0.1", fake_dns.port), target=DNS_TARGET, timeout=1.0)
+    # The resolver's usual lifetime: the local server answers in milliseconds, but a test process on a
+    # loaded machine can stall past a short one (a verification then read "pending"). Tests of a
+    # resolver that does not answer shorten it (resolver_down).
+    settings.extra["domains"] = DomainConfig(resolver=("127.0.0.1", fake_dns.port), target=DNS_TARGET)
     fake_dns.records[(DNS_TARGET, "A")] = ["203.0.113.10"]
     return settings
+
+
+@contextlib.contextmanager
+def resolver_down(fake_dns, settings, app=None, *, timeout: float = 1.0):
+    """The DNS server stops answering, and lookups give up after `timeout` seconds instead of the usual
+    lifetime: in the jobs' checks (they read `settings`) and, given its app, in a running server."""
+    from pyapp.domains.routes import DNS
+
+    usual = settings.extra["domains"]
+    settings.extra["domains"] = quick = dataclasses.replace(usual, timeout=timeout)
+    checker = app[DNS] if app is not None else None
+    if checker is not None:
+        checker.config = quick
+    fake_dns.silent = True
+    try:
+        yield
+    finally:
+        fake_dns.silent = False
+        settings.extra["domains"] = usual
+        if checker is not None:
+            checker.config = usual
