@@ -798,9 +798,9 @@ def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink,
         def at(q: float) -> str:
             return f"{waits[min(len(waits) - 1, int(q * len(waits)))]:.1f}" if waits else "-"
 
-        print(f"bot questions whose server was killed while they waited: {len(waits) + orphans_silent}, answered"
-              f" {len(waits)} after p50 {at(0.5)} s, p95 {at(0.95)} s, max {at(1.0)} s (question to answer or"
-              f" notice), left without either {orphans_silent}", flush=True)
+        print(f"bot questions whose server was killed while they waited ({len(kills)} kills): {len(waits) + orphans_silent},"
+              f" answered {len(waits)} after min {at(0.0)} s, p50 {at(0.5)} s, p95 {at(0.95)} s, max {at(1.0)} s"
+              f" (question to answer or notice), left without either {orphans_silent}", flush=True)
     print(f"REST during faults: {dict(codes)}; 500s {sum(s == 500 for _, _, s, _ in probe.log)}, stack traces"
           f" {probe.traces}, hung {probe.hung}, of {len(probe.log)} probes", flush=True)
     for kind, times in recovery.items():
