@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -93,6 +94,26 @@ def database_outage(exc: BaseException) -> bool:
 POOL_SIZE = 10  # default max connections of the app's pool (PARLEY_DB_POOL_SIZE)
 
 
+class OutageLines(logging.Filter):
+    """While the database is away (a restart, the connection limit) asyncpg's pool keeps reopening its
+    floor connections and logs each failure with a whole traceback, a dozen per process per outage:
+    for an outage (db_unavailable) the line says what failed, the error's type and text, without it.
+    Anything else keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and db_unavailable(exc):
+            record.msg, record.args = "%s (%s: %s)", (record.getMessage(), type(exc).__name__, exc)
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def _quiet_pool_outages() -> None:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OutageLines) for f in pool_log.filters):
+        pool_log.addFilter(OutageLines())
+
+
 async def create_pool(
     dsn: str, *, min_size: int = 2, max_size: int = POOL_SIZE, worker: str | None = None
 ) -> asyncpg.Pool:
@@ -103,7 +124,9 @@ async def create_pool(
     `worker`: the server's name, which every connection then carries from its start as the session
     setting app.worker (parley.storing_server: the bot turns it stores are named after the server;
     set once per connection, nothing per transaction). Only for sessions of their own: a
-    transaction pooler refuses the setting (Settings.pool_sessions_own)."""
+    transaction pooler refuses the setting (Settings.pool_sessions_own). Its outages are logged a
+    line each (OutageLines)."""
+    _quiet_pool_outages()
     return await asyncpg.create_pool(
         dsn,
         statement_cache_size=db_statement_cache(),

@@ -85,3 +85,43 @@ async def test_an_event_stream_whose_replay_gets_no_pooled_connection_says_the_d
         for conn in held:
             await pool.release(conn)
         await first.close()
+
+
+async def test_a_pool_that_cannot_reopen_its_connections_logs_a_line_not_a_traceback(settings, owner_conn):
+    """asyncpg's pool reopens the connections it keeps (min_size) while the database refuses them (here
+    the database's connection limit, as at a restart or max_connections) and logged a whole traceback
+    for every try; pyapp.db.OutageLines makes each one line naming the error."""
+    import logging
+    import sys
+
+    import asyncpg
+
+    from pyapp.db import OutageLines, create_pool
+
+    seen: asyncio.Queue[logging.LogRecord] = asyncio.Queue()
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.put_nowait(record)
+
+    catch = Catch()
+    logging.getLogger("asyncpg.pool").addHandler(catch)
+    db = await owner_conn.fetchval("SELECT current_database()")
+    pool = await create_pool(settings.app_url, min_size=2, max_size=2)
+    try:
+        await owner_conn.execute(f'ALTER DATABASE "{db}" CONNECTION LIMIT 0')  # parley_app may not connect
+        await owner_conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename = 'parley_app'")
+        record = await asyncio.wait_for(seen.get(), 10)
+        assert record.exc_info is None and "TooManyConnectionsError" in record.getMessage(), record.getMessage()
+        assert "floor" in record.getMessage()
+    finally:
+        logging.getLogger("asyncpg.pool").removeHandler(catch)
+        await owner_conn.execute(f'ALTER DATABASE "{db}" CONNECTION LIMIT -1')
+        pool.terminate()
+    # Anything else keeps its traceback.
+    try:
+        await owner_conn.execute("SELECT 1/0")
+    except asyncpg.PostgresError:
+        other = logging.LogRecord("asyncpg.pool", logging.WARNING, __file__, 0, "failed", None, sys.exc_info())
+    assert OutageLines().filter(other) and other.exc_info is not None and other.getMessage() == "failed"
