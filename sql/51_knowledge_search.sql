@@ -125,21 +125,25 @@ COMMENT ON FUNCTION parley.knowledge_spelling_budget(int) IS
 
 -- How far a question's word is from a word of the knowledge when it may be read as it (a
 -- misspelling): the edit distance when within the asked word's budget, else NULL. A word that is
--- two question words run together is tried separately (knowledge_query_terms).
+-- two question words run together is tried separately (knowledge_query_terms). A word of over 64
+-- letters is no misspelling of anything (a pasted sequence, a run of letters): never read, and
+-- never handed to Levenshtein, which raises an error past 255 characters.
 CREATE OR REPLACE FUNCTION parley.knowledge_spelling_distance(p_asked text, p_known text) RETURNS int
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$
   -- One expression, so the planner inlines it: the cheap tests (lengths, then Levenshtein in C, within
-  -- twice the budget as a swap counts two there) leave few pairs to the swap-aware distance.
-  SELECT CASE WHEN abs(length(p_asked) - length(p_known)) <= parley.knowledge_spelling_budget(length(p_asked))
-               AND parley.levenshtein_less_equal(p_asked, p_known, 2 * parley.knowledge_spelling_budget(length(p_asked)))
-                   <= 2 * parley.knowledge_spelling_budget(length(p_asked))
-              THEN nullif(least(parley.knowledge_swap_distance(p_asked, p_known),
-                                parley.knowledge_spelling_budget(length(p_asked)) + 1),
-                          parley.knowledge_spelling_budget(length(p_asked)) + 1) END
+  -- twice the budget as a swap counts two there) leave few pairs to the swap-aware distance. Nested
+  -- CASEs, so each test runs only after the one before it passed (AND promises no order).
+  SELECT CASE WHEN length(p_asked) <= 64
+               AND abs(length(p_asked) - length(p_known)) <= parley.knowledge_spelling_budget(length(p_asked))
+              THEN CASE WHEN parley.levenshtein_less_equal(p_asked, p_known, 2 * parley.knowledge_spelling_budget(length(p_asked)))
+                             <= 2 * parley.knowledge_spelling_budget(length(p_asked))
+                        THEN nullif(least(parley.knowledge_swap_distance(p_asked, p_known),
+                                          parley.knowledge_spelling_budget(length(p_asked)) + 1),
+                                    parley.knowledge_spelling_budget(length(p_asked)) + 1) END END
 $$;
 COMMENT ON FUNCTION parley.knowledge_spelling_distance(text, text) IS
-  'Edit distance (a swap of neighbouring letters counting one) between a question''s word and a word of the knowledge when within the asked word''s knowledge_spelling_budget, else NULL; used by knowledge_query_terms to read a misspelt word.';
+  'Edit distance (a swap of neighbouring letters counting one) between a question''s word and a word of the knowledge when within the asked word''s knowledge_spelling_budget, else NULL (always for a word of over 64 letters); used by knowledge_query_terms to read a misspelt word.';
 
 -- How many of the vector list's best passages lend their words to misspelt question words.
 CREATE OR REPLACE FUNCTION parley.knowledge_spelling_neighbours() RETURNS int

@@ -138,6 +138,18 @@ async def test_a_word_far_from_the_passages_or_short_or_only_elsewhere_is_not_re
     assert terms["histogramm"] == ("histogramm", 0)
 
 
+async def test_a_long_run_of_letters_in_a_question_and_a_passage_is_not_read(tenant):
+    # A pasted sequence of letters against a passage that holds one of nearly its length (a DNA
+    # sequence, say): before, Levenshtein (at most 255 characters) raised, and the search failed.
+    sequence = "ACGT" * 75  # 300 letters
+    docs = [("sequence", f"# Reads\n\nA read of 300 bases: {sequence} aligned to the reference."), *DOCS[1:]]
+    await _arrange(tenant, docs)
+    rows, signals = await _search(tenant, f"align {sequence[:-1]}A please", unit(0))  # one letter off
+    assert rows and signals.get("read") is None, signals
+    async with await tenant.tx() as conn:
+        assert await conn.fetchval("SELECT parley.knowledge_spelling_distance($1, $2)", "a" * 300, "a" * 299) is None
+
+
 async def test_another_tenants_or_chatbots_words_are_never_read(settings, owner_conn, tenant):
     # This tenant's chatbot has no histogram passage; another tenant's, and this tenant's second chatbot, have.
     await _arrange(tenant, DOCS[1:])
