@@ -6,7 +6,9 @@
 --   one, and a resend (the same client_id) none.
 -- * The turn names the server that stored it from the start: store_message writes leased_by from
 --   the session setting app.worker that the server's pooled connections carry (storing_server);
---   NULL (unnamed) where it is unset (another process, a pool behind a transaction pooler).
+--   NULL (unnamed) where it is unset (another process, a pool behind a transaction pooler) or where
+--   that server holds no liveness lock (live_server_name: only a live server gives its name, to a
+--   turn it stores, renews or picks up).
 -- * The server that stored the question runs the turn at once. Its lease (bot_turn_lease in the
 --   installation settings, 20 s) is counted from the question (leased_until NULL) until the server's
 --   first renewal, a third of the lease in (lease_bot_turn, which names an unnamed turn); then
@@ -52,12 +54,6 @@ AS $$ SELECT greatest(parley.server_setting('bot_turn_lease', NULL::interval), i
 COMMENT ON FUNCTION parley.bot_turn_lease() IS
   'How long a bot turn stays with the server running it without a renewal: the installation setting bot_turn_lease (default 20 s; at least 1 s).';
 
-CREATE OR REPLACE FUNCTION parley.storing_server() RETURNS text
-LANGUAGE sql STABLE
-AS $$ SELECT CASE WHEN length(w.name) <= 200 THEN w.name END FROM nullif(current_setting('app.worker', true), '') AS w(name) $$;
-COMMENT ON FUNCTION parley.storing_server() IS
-  'The server whose connection runs this transaction, as the bot turns it stores are named (store_message): the session setting app.worker its pooled connections carry from their start (pyapp.db.create_pool). NULL when unset (other processes, a pool behind a transaction pooler) or too long for a turn''s leased_by: the turn then runs unnamed until its first renewal.';
-
 CREATE OR REPLACE FUNCTION parley.server_lock_key(p_worker text) RETURNS int
 LANGUAGE sql IMMUTABLE
 AS $$ SELECT hashtext(p_worker) $$;
@@ -80,17 +76,42 @@ $$;
 COMMENT ON FUNCTION parley.live_server_keys() IS
   'The server_lock_key (as pg_locks shows it: an oid, compare key::oid) of every server alive now in this database: those holding their liveness lock (hold_server_lock), one row per holder (a key twice when two names share it).';
 
+-- A server's name as a turn may carry it: only while that server holds its liveness lock. A name is
+-- what lets pick_bot_turns take a turn at once when the lock is gone, so a server that holds none (its
+-- liveness connection refused, max_connections or the role's CONNECTION LIMIT reached, while its pool
+-- still serves) must not give its name: every turn it stored was taken by another server within
+-- seconds while it ran it too, and two such servers took each other's turns at every look until
+-- bot_turn_attempts gave the visitor the notice instead of an answer. Its turns stay unnamed and keep
+-- the lease rule, as where no name is set.
+CREATE OR REPLACE FUNCTION parley.live_server_name(p_worker text) RETURNS text
+LANGUAGE sql VOLATILE
+AS $$
+  SELECT CASE WHEN length(p_worker) <= 200
+               AND parley.server_lock_key(p_worker)::oid IN (SELECT k FROM parley.live_server_keys() AS k)
+              THEN p_worker END
+$$;
+COMMENT ON FUNCTION parley.live_server_name(text) IS
+  'p_worker when that server holds its liveness lock in this database now (live_server_keys) and the name fits a turn''s leased_by, else NULL: the name a bot turn may be given (storing_server, lease_bot_turn, pick_bot_turns), so that only a server that lives names turns and pick_bot_turns'' "its server died" means it.';
+
+CREATE OR REPLACE FUNCTION parley.storing_server() RETURNS text
+LANGUAGE sql VOLATILE
+AS $$ SELECT parley.live_server_name(w.name) FROM nullif(current_setting('app.worker', true), '') AS w(name) $$;
+COMMENT ON FUNCTION parley.storing_server() IS
+  'The server whose connection runs this transaction, as the bot turns it stores are named (store_message): the session setting app.worker its pooled connections carry from their start (pyapp.db.create_pool), when that server holds its liveness lock (live_server_name). NULL when unset (other processes, a pool behind a transaction pooler), too long for a turn''s leased_by, or the server holds no liveness lock: the turn then runs unnamed and keeps the lease rule.';
+
 CREATE OR REPLACE FUNCTION parley.lease_bot_turn(p_question_id bigint, p_worker text) RETURNS double precision
 LANGUAGE sql VOLATILE
 AS $$
   UPDATE parley.bot_turns t
-     SET leased_by = p_worker, leased_until = now() + parley.bot_turn_lease()
+     -- named after p_worker only while it lives (live_server_name; a named turn keeps its name)
+     SET leased_by = CASE WHEN t.leased_by IS NOT NULL THEN t.leased_by ELSE parley.live_server_name(p_worker) END,
+         leased_until = now() + parley.bot_turn_lease()
    WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id
      AND (t.leased_by IS NULL OR t.leased_by = p_worker)
   RETURNING extract(epoch FROM parley.bot_turn_lease())::double precision
 $$;
 COMMENT ON FUNCTION parley.lease_bot_turn(bigint, text) IS
-  'The server running a bot turn of the current tenant takes or renews its lease under its own name p_worker (a turn stored where no server name was set runs unnamed until then). Returns the lease in seconds (renew within a third of it), or NULL when the turn is no longer this server''s to run: ended (answered elsewhere, given up) or picked up by another server. Then stop, saying nothing.';
+  'The server running a bot turn of the current tenant takes or renews its lease under its own name p_worker (a turn stored where no server name was set runs unnamed until then; an unnamed turn is named only while p_worker holds its liveness lock, live_server_name). Returns the lease in seconds (renew within a third of it), or NULL when the turn is no longer this server''s to run: ended (answered elsewhere, given up) or picked up by another server. Then stop, saying nothing.';
 
 CREATE OR REPLACE FUNCTION parley.run_bot_turn(p_question_id bigint, p_worker text) RETURNS double precision
 LANGUAGE sql VOLATILE
@@ -130,9 +151,13 @@ AS $$
     SELECT parley.bot_turn_lease() AS lease,
            parley.server_setting('bot_turn_attempts', NULL::integer) AS max_attempts,
            parley.server_setting('bot_turn_max_age', NULL::interval) AS max_age),
-  live AS MATERIALIZED (SELECT k.key FROM parley.live_server_keys() AS k(key))  -- read once, when needed
+  live AS MATERIALIZED (SELECT k.key FROM parley.live_server_keys() AS k(key)),  -- read once, when needed
+  me AS MATERIALIZED (SELECT parley.live_server_name(p_worker) AS name)
   UPDATE parley.bot_turns t
-     SET leased_by = p_worker, leased_until = now() + r.lease, attempts = t.attempts + 1
+     -- named after the picker only while it lives: a picker holding no liveness lock leaves the turn
+     -- unnamed, to its lease (else two such servers took each other's turns at every look)
+     SET leased_by = (SELECT me.name FROM me),
+         leased_until = now() + r.lease, attempts = t.attempts + 1
     FROM rules r,
          (SELECT b.tenant_id, b.question_id FROM parley.bot_turns b
             JOIN parley.tenants n ON n.id = b.tenant_id AND n.deleted_at IS NULL
@@ -151,7 +176,7 @@ AS $$
             t.attempts > r.max_attempts OR t.asked_at < now() - r.max_age
 $$;
 COMMENT ON FUNCTION parley.pick_bot_turns(text, int) IS
-  'Servers (parley_app), across tenants: lease to p_worker up to p_limit bot turns whose lease ran out (their server died or lost the database) or that are named after another server holding no liveness lock (hold_server_lock: it died, so its lease need not run out), oldest first, only the oldest open turn of a conversation, one picker per turn (SKIP LOCKED), counting the run. give_up: the turn has had bot_turn_attempts runs or its question is older than bot_turn_max_age; give_up_bot_turn ends it, anything else is run again. Returns ids only; the server then works in that tenant''s transaction.';
+  'Servers (parley_app), across tenants: lease to p_worker up to p_limit bot turns whose lease ran out (their server died or lost the database) or that are named after another server holding no liveness lock (hold_server_lock: it died, so its lease need not run out), oldest first, only the oldest open turn of a conversation, one picker per turn (SKIP LOCKED), counting the run; named after p_worker only while it holds its own liveness lock (live_server_name), else left unnamed to its lease. give_up: the turn has had bot_turn_attempts runs or its question is older than bot_turn_max_age; give_up_bot_turn ends it, anything else is run again. Returns ids only; the server then works in that tenant''s transaction.';
 
 CREATE OR REPLACE FUNCTION parley.give_up_bot_turn(p_question_id bigint) RETURNS boolean
 LANGUAGE plpgsql VOLATILE

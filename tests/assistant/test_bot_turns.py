@@ -265,7 +265,7 @@ async def test_a_run_begins_with_sql_saying_the_turn_is_its_own(server, bot, own
     assert await bot_messages(owner_conn, str(conv)) == []
 
 
-async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server, bot, owner_conn):
+async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server, bot, owner_conn, living):
     """parley.run_bot_turn on a turn whose lease ran out before its run began (its server stalled
     past bot_turn_lease): it is leased to the run, as lease_bot_turn does; once one server holds it
     another's run gets NULL. And a run that meets a pick-up taking the same turn waits for the
@@ -282,6 +282,7 @@ async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server
                                  " WHERE question_id = $1", question)
 
     lease = await owner_conn.fetchval("SELECT extract(epoch FROM parley.bot_turn_lease())::float8")
+    await living("server-a", "server-b", "picker")  # servers give their names only while they live
     _, fresh = await ask(server, bot, "fresh", stored_by="server-a")
     assert await run(fresh, "server-b") is None  # named after the server that stored it: only it runs it
     assert 0 < await run(fresh, "server-a") <= lease  # its lease still runs: only read
@@ -296,7 +297,7 @@ async def test_a_run_whose_lease_ran_out_takes_it_unless_a_pick_up_has_it(server
     assert await owner_conn.fetchval("SELECT leased_by FROM parley.bot_turns WHERE question_id = $1",
                                      fresh) == "server-a"
     assert await run(fresh, "server-b") is None  # another server's now
-    # (No server-a holds a liveness lock: a pick-up would take its turn as one whose server died.)
+    # (A pick-up would take it at once if server-a died: not what this test is about.)
     await owner_conn.execute("DELETE FROM parley.bot_turns WHERE question_id = $1", fresh)
 
     _, late = await ask(server, bot, "late")  # named after the live `server`: picked once its lease ran out
@@ -344,6 +345,58 @@ async def doomed(settings, owner_conn):
     if not conn.is_closed():
         await conn.close()
 
+
+
+@pytest.fixture
+async def living(settings):
+    """Hold the liveness locks of the named servers on a session of their own, as live servers do."""
+    conn = await asyncpg.connect(settings.app_url)
+
+    async def hold(*names: str) -> None:
+        for name in names:
+            assert await conn.fetchval("SELECT parley.hold_server_lock($1)", name)
+
+    yield hold
+    await conn.close()
+
+
+async def test_a_server_without_its_liveness_lock_names_no_turn(server, bot, owner_conn, living):
+    """A server whose liveness connection is refused (max_connections, the role's CONNECTION LIMIT) while
+    its pool still serves stores, renews and picks up turns unnamed, to their lease: named after it, a
+    turn it was running was taken at once by any other server as one whose server died, and two such
+    servers took each other's turns at every look until bot_turn_attempts gave the visitor the notice
+    (failed on the old code: named, picked at once, and given up by the third look)."""
+    pool = server.app[POOL]
+    actor = Actor(uuid.UUID(bot["tenant_id"]), kind="service", actor_id="bot", min_role="visitor")
+
+    async def pick(worker: str) -> list:
+        return [tuple(r) for r in await pool.fetch(
+            "SELECT question_id, attempts, give_up FROM parley.pick_bot_turns($1, 10)", worker)]
+
+    async def turn(question: int) -> tuple:
+        return tuple(await owner_conn.fetchrow("SELECT leased_by, attempts FROM parley.bot_turns"
+                                               " WHERE question_id = $1", question))
+
+    _, question = await ask(server, bot, stored_by="lockless-a")
+    assert await turn(question) == (None, 1)  # stored unnamed
+    async with tenant_tx(pool, actor) as conn:  # its run renews it: still unnamed
+        assert await conn.fetchval("SELECT parley.run_bot_turn($1, 'lockless-a')", question) > 0
+        assert await conn.fetchval("SELECT parley.lease_bot_turn($1, 'lockless-a')", question) > 0
+    assert await turn(question) == (None, 1)
+    assert await pick("lockless-b") == [] and await pick("lockless-a") == []  # its lease runs
+    await owner_conn.execute("UPDATE parley.bot_turns SET leased_until = now() - interval '1 second'"
+                             " WHERE question_id = $1", question)  # the lease ran out: picked, once
+    assert await pick("lockless-b") == [(question, 2, False)]
+    assert await turn(question) == (None, 2)
+    for _ in range(3):  # a picker without its lock leaves it to its lease, not to the next look
+        assert await pick("lockless-a") == [] and await pick("lockless-b") == []
+    async with tenant_tx(pool, actor) as conn:  # the picker's run is admitted and renews it
+        assert await conn.fetchval("SELECT parley.run_bot_turn($1, 'lockless-b')", question) > 0
+    # A server that lives names what it stores and renews, as before.
+    await living("living-c")
+    _, named = await ask(server, bot, stored_by="living-c")
+    assert await turn(named) == ("living-c", 1)
+    assert await pick("lockless-b") == []
 
 
 async def test_a_turn_is_left_to_its_server_while_it_lives_and_picked_once_it_died(
