@@ -193,9 +193,15 @@ AS $$
                 JOIN known k ON k.term = l
                WHERE k.df = 0
                ORDER BY length(w.w) DESC, w.w LIMIT 5),
+  -- The words of the passages' title, heading path and text, each cut to a length no passage of the
+  -- chunker reaches (text: 1,000 characters; a title or heading path of a few words): a document's
+  -- title or heading is repeated on each of its passages uncut, so a page with a heading of 20,000
+  -- words (160 KB) made every question with an unknown word split and compare 3 MB (300 ms; an upload
+  -- of 10 MB, seconds).
   near AS (SELECT r, min(array_position(p_near, c.id)) AS place
              FROM parley.knowledge_chunks c,
-                  regexp_split_to_table(lower(concat_ws(' ', c.title, c.heading_path, c.text)), '[^[:alpha:]]+') r
+                  regexp_split_to_table(lower(concat_ws(' ', left(c.title, 300), left(c.heading_path, 600),
+                                                        left(c.text, 3000))), '[^[:alpha:]]+') r
             WHERE EXISTS (SELECT 1 FROM unknown)
               AND (SELECT n.n FROM n) >= 10 * parley.knowledge_spelling_neighbours()
               AND c.tenant_id = (SELECT parley.current_tenant_id()) AND c.chatbot_id = p_chatbot_id

@@ -150,6 +150,20 @@ async def test_a_long_run_of_letters_in_a_question_and_a_passage_is_not_read(ten
         assert await conn.fetchval("SELECT parley.knowledge_spelling_distance($1, $2)", "a" * 300, "a" * 299) is None
 
 
+async def test_only_the_first_words_of_a_huge_heading_lend_spellings(tenant):
+    # A document's heading is repeated, uncut, on each of its passages: one of 20,000 words made every
+    # question with an unknown word split and compare 3 MB of the best passages' words (300 ms). Only
+    # the first 600 characters of a heading path (300 of a title, 3,000 of a passage's text: more than
+    # the chunker ever makes) lend words: a slip of the heading's last word is no longer read, a slip
+    # of a word of the passage's text still is.
+    filler = " ".join("".join(chr(97 + (i * 7 + k * 3) % 26) for k in range(6)) for i in range(1200))
+    docs = [("histograms", f"# Histograms {filler} quokkalike\n\n{DOCS[0][1].split(chr(10), 2)[2]}"), *DOCS[1:]]
+    await _arrange(tenant, docs)
+    assert (await _terms(tenant, "quokkalike", None))["quokkalik"][1] > 0  # the word is the knowledge's
+    _, signals = await _search(tenant, "quokkalikr histogramm", unit(0))
+    assert signals["read"] == {"histogramm": "histogram"}, signals
+
+
 async def test_another_tenants_or_chatbots_words_are_never_read(settings, owner_conn, tenant):
     # This tenant's chatbot has no histogram passage; another tenant's, and this tenant's second chatbot, have.
     await _arrange(tenant, DOCS[1:])
