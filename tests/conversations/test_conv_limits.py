@@ -4,6 +4,7 @@ import uuid
 import asyncpg
 import pytest
 
+from support.waits import window_clear
 from support.workspace import override_limits
 
 from pyapp.client import ParleyError
@@ -88,6 +89,7 @@ async def test_ai_messages_per_day(make_workspace, owner_conn):
     bot = await ws.chatbot()
     conv = await ws.start(bot["id"])
     await override_limits(owner_conn, ws.tenant_id, ai_msgs_per_day=3)
+    await window_clear(owner_conn, "day", margin=30)
     async with ws.tx() as conn:
         for n in range(3):
             await conn.fetchrow("SELECT * FROM parley.post_message($1, 'bot', $2)", conv, f"answer {n}")
@@ -132,6 +134,7 @@ async def test_rate_limit_per_ip_hit_then_recovered(make_workspace, owner_conn):
     bot = await ws.chatbot()
     await override_limits(owner_conn, ws.tenant_id, msgs_per_min_ip=5, msgs_per_min_chatbot=0)
     conv = await ws.start(bot["id"])
+    await window_clear(owner_conn)
     assert await _burst(ws, conv, 7, "198.51.100.1", "a") == ["ok"] * 5 + ["rate_limited"] * 2
     # another address is not affected
     other = await ws.start(bot["id"])
@@ -150,6 +153,7 @@ async def test_rate_limit_per_chatbot_across_visitors(make_workspace, owner_conn
     await override_limits(owner_conn, ws.tenant_id, msgs_per_min_chatbot=4, msgs_per_min_ip=0)
     convs = [await ws.start(bot["id"]) for _ in range(3)]
     results = []
+    await window_clear(owner_conn)
     for i, conv in enumerate(convs * 2):
         results += await _burst(ws, conv, 1, f"198.51.100.{10 + i}", "x")
     assert results == ["ok"] * 4 + ["rate_limited"] * 2

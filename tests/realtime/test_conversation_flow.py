@@ -5,6 +5,7 @@ import uuid
 
 from pyapp.widget import hooks
 from support.realtime import SseClient, agent, visitor, widget_session
+from support.waits import window_clear
 
 
 async def test_visitor_bot_and_agent_see_the_conversation(server, tenant, clients):
@@ -137,6 +138,7 @@ async def test_limits_over_give_error_and_system_notice_then_recover(server, ten
     sess = await widget_session(server, tenant["key"])
     vis = await visitor(server, sess)
     clients.append(vis)
+    await window_clear(owner_conn)
     for i in range(2):
         await vis.send({"type": "message", "client_id": f"c-{i}", "body": f"m{i}"})
         await vis.expect_message(f"m{i}")

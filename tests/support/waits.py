@@ -83,3 +83,19 @@ class Output:
                     await self.changed.wait()
         except TimeoutError:
             raise AssertionError("no such line; the last ones:\n" + "\n".join(self.lines[-20:])) from None
+
+
+async def window_clear(conn: asyncpg.Connection, unit: str = "minute", *, margin: float = 10.0) -> None:
+    """Return once the database clock has `margin` seconds or more left in its current `unit`
+    (UTC): rate limits count in fixed minute windows (parley.hit_rate_limit) and quotas in UTC days
+    (parley.usage_on), so a test that fills a window and expects the next hit refused sees a fresh
+    window instead if the minute turns in between (1 run in a few hundred did). The signal waited
+    on is the clock itself: when too little of the window is left, this waits for the next one."""
+    left = await conn.fetchval(
+        "SELECT extract(epoch FROM date_trunc($1, now_utc) + make_interval(mins => ($1 = 'minute')::int,"
+        " days => ($1 = 'day')::int) - now_utc)::float8 FROM (SELECT clock_timestamp() AT TIME ZONE 'UTC') t(now_utc)",
+        unit)
+    if left is None:
+        raise ValueError(f"unit {unit!r}: minute or day")
+    if left < margin:
+        await asyncio.sleep(left + 0.05)
