@@ -61,20 +61,30 @@ COMMENT ON FUNCTION parley.server_lock_key(text) IS
   'The second key of server p_worker''s liveness lock (the first is 7261015; hold_server_lock). Two names may share one: then a dead server can look alive, and its turns wait for their lease as unnamed ones do; never the other way.';
 
 CREATE OR REPLACE FUNCTION parley.hold_server_lock(p_worker text) RETURNS boolean
-LANGUAGE sql VOLATILE
-AS $$ SELECT pg_try_advisory_lock_shared(7261015, parley.server_lock_key(p_worker)) $$;
+LANGUAGE plpgsql VOLATILE
+SET lock_timeout = '2s'
+AS $$
+BEGIN
+  -- Waits out a live_server_name probe (an exclusive transaction lock on the same key, held to the
+  -- end of a transaction of this server's while it had no liveness lock).
+  PERFORM pg_advisory_lock_shared(7261015, parley.server_lock_key(p_worker));
+  RETURN true;
+EXCEPTION WHEN lock_not_available THEN
+  RETURN false;
+END $$;
 COMMENT ON FUNCTION parley.hold_server_lock(text) IS
-  'Server p_worker says it lives, once, on a connection of its own that it keeps open (not a pooled one): a session-level shared advisory lock (7261015, server_lock_key) held until that session ends, which PostgreSQL ends as soon as the server''s process dies. While it is held, pick_bot_turns leaves the turns named after p_worker to their lease; once it is gone it takes them at once. True when held (false only if something held it exclusively).';
+  'Server p_worker says it lives, once, on a connection of its own that it keeps open (not a pooled one): a session-level shared advisory lock (7261015, server_lock_key) held until that session ends, which PostgreSQL ends as soon as the server''s process dies. While it is held, pick_bot_turns leaves the turns named after p_worker to their lease; once it is gone it takes them at once. True when held; false when the key stayed held exclusively for 2 s (live_server_name''s probes hold it so only to the end of their transaction).';
 
 CREATE OR REPLACE FUNCTION parley.live_server_keys() RETURNS SETOF oid
 LANGUAGE sql VOLATILE
 AS $$
   SELECT l.objid FROM pg_catalog.pg_locks l
    WHERE l.locktype = 'advisory' AND l.classid = 7261015 AND l.objsubid = 2 AND l.granted
+     AND l.mode = 'ShareLock'  -- not live_server_name's exclusive probe
      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
 $$;
 COMMENT ON FUNCTION parley.live_server_keys() IS
-  'The server_lock_key (as pg_locks shows it: an oid, compare key::oid) of every server alive now in this database: those holding their liveness lock (hold_server_lock), one row per holder (a key twice when two names share it).';
+  'The server_lock_key (as pg_locks shows it: an oid, compare key::oid) of every server alive now in this database: those holding their liveness lock (hold_server_lock, shared), one row per holder (a key twice when two names share it). Reads pg_locks, which takes every lock-manager partition: for pick_bot_turns'' look every few seconds, not for every stored question (live_server_name).';
 
 -- A server's name as a turn may carry it: only while that server holds its liveness lock. A name is
 -- what lets pick_bot_turns take a turn at once when the lock is gone, so a server that holds none (its
@@ -86,12 +96,17 @@ COMMENT ON FUNCTION parley.live_server_keys() IS
 CREATE OR REPLACE FUNCTION parley.live_server_name(p_worker text) RETURNS text
 LANGUAGE sql VOLATILE
 AS $$
-  SELECT CASE WHEN length(p_worker) <= 200
-               AND parley.server_lock_key(p_worker)::oid IN (SELECT k FROM parley.live_server_keys() AS k)
-              THEN p_worker END
+  -- Two probes of the key, neither waiting (CASE tries them in order): an exclusive one is granted
+  -- only when no other session holds the key, so the server holds no liveness lock (and this
+  -- transaction keeps the key to its end: another probe of it now fails both ways, hold_server_lock
+  -- waits); a shared one is granted when the holder holds it shared, as the liveness lock is.
+  SELECT CASE WHEN p_worker IS NULL OR length(p_worker) > 200 THEN NULL
+              WHEN pg_try_advisory_xact_lock(7261015, parley.server_lock_key(p_worker)) THEN NULL
+              WHEN pg_try_advisory_xact_lock_shared(7261015, parley.server_lock_key(p_worker)) THEN p_worker
+         END
 $$;
 COMMENT ON FUNCTION parley.live_server_name(text) IS
-  'p_worker when that server holds its liveness lock in this database now (live_server_keys) and the name fits a turn''s leased_by, else NULL: the name a bot turn may be given (storing_server, lease_bot_turn, pick_bot_turns), so that only a server that lives names turns and pick_bot_turns'' "its server died" means it.';
+  'p_worker when that server holds its liveness lock in this database now (hold_server_lock) and the name fits a turn''s leased_by, else NULL: the name a bot turn may be given (storing_server, lease_bot_turn, pick_bot_turns), so that only a server that lives names turns and pick_bot_turns'' "its server died" means it. Two advisory-lock probes of its key, no pg_locks read; a probe that finds no holder keeps the key exclusively to the end of the transaction. Never call it on the liveness lock''s own session (a session never conflicts with itself).';
 
 CREATE OR REPLACE FUNCTION parley.storing_server() RETURNS text
 LANGUAGE sql VOLATILE

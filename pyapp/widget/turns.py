@@ -65,6 +65,10 @@ SELECT c.chatbot_id, b.config, m.body
  WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1"""
 
 
+class LockBusy(Exception):
+    """The liveness lock's key stayed held exclusively (parley.hold_server_lock's wait ran out)."""
+
+
 class TurnRunner:
     """One app's bot turns: the runs under way (a conversation's one after another) and the pick-up."""
 
@@ -216,14 +220,16 @@ class TurnRunner:
                 lost = asyncio.get_running_loop().create_future()
                 conn.add_termination_listener(lambda _c, lost=lost: lost.done() or lost.set_result(None))
                 if not await conn.fetchval("SELECT parley.hold_server_lock($1)", self.worker):
-                    raise RuntimeError("the liveness lock is held exclusively")
+                    raise LockBusy("its key held exclusively for over 2 s")
                 self.alive.set()
                 backoff = LIFE_BACKOFF_S[0]
                 while not (await asyncio.wait([lost], timeout=LIFE_CHECK_S))[0]:
                     await conn.fetchval("SELECT 1", timeout=LIFE_CHECK_S)
                 log.warning("liveness lock lost: its connection closed")
             except Exception as exc:  # the database away: other servers count this one dead meanwhile
-                if database_outage(exc):
+                if isinstance(exc, LockBusy):
+                    log.warning("liveness lock not taken: %s", exc)
+                elif database_outage(exc):
                     log.warning("liveness lock lost: %s", type(exc).__name__)
                 else:
                     log.exception("liveness lock lost")

@@ -469,3 +469,31 @@ async def test_a_server_holds_its_liveness_lock_again_after_losing_its_connectio
 
     await until(again, what="the liveness lock held again")
     assert runner.alive.is_set()
+
+
+async def test_liveness_is_probed_without_reading_pg_locks(settings, owner_conn, living):
+    """live_server_name probes the server's lock key (no pg_locks read on every stored question): a
+    held liveness lock is seen by concurrent transactions; a missing one is missed by all of them,
+    also while another transaction's probe keeps the key; the probe never makes a dead server look
+    alive to pick_bot_turns; and the server's liveness connection waits the probe out."""
+    first, second, life = [await asyncpg.connect(settings.app_url) for _ in range(3)]
+    try:
+        await living("probed-live")
+        async with first.transaction(), second.transaction():
+            for conn in (first, second, first):
+                assert await conn.fetchval("SELECT parley.live_server_name('probed-live')") == "probed-live"
+                assert await conn.fetchval("SELECT parley.live_server_name('probed-dead')") is None
+        async with first.transaction():
+            assert await first.fetchval("SELECT parley.live_server_name('probed-dead')") is None
+            async with second.transaction():  # the first probe keeps the key: still not alive
+                assert await second.fetchval("SELECT parley.live_server_name('probed-dead')") is None
+            assert not await alive(owner_conn, "probed-dead")
+            taking = asyncio.create_task(life.fetchval("SELECT parley.hold_server_lock('probed-dead')"))
+            await blocked_on_lock(owner_conn)
+        assert await taking is True  # taken once the probing transaction ended
+        assert await alive(owner_conn, "probed-dead")
+        assert await second.fetchval("SELECT parley.live_server_name('probed-dead')") == "probed-dead"
+        assert await second.fetchval("SELECT parley.live_server_name($1)", "x" * 201) is None  # too long a name
+    finally:
+        for conn in (first, second, life):
+            await conn.close()
