@@ -85,7 +85,7 @@ class Output:
             raise AssertionError("no such line; the last ones:\n" + "\n".join(self.lines[-20:])) from None
 
 
-async def window_clear(conn: asyncpg.Connection, unit: str = "minute", *, margin: float = 10.0) -> None:
+async def window_clear(conn: asyncpg.Connection, unit: str = "minute", *, margin: float = 5.0) -> None:
     """Return once the database clock has `margin` seconds or more left in its current `unit`
     (UTC): rate limits count in fixed minute windows (parley.hit_rate_limit) and quotas in UTC days
     (parley.usage_on), so a test that fills a window and expects the next hit refused sees a fresh
