@@ -32,7 +32,8 @@ messages sent / accepted (echoed) / stored, lost (accepted but not stored, and s
 stored), duplicated (stored rows beyond one per client id), visitors whose messages were stored
 out of order, agents missing or seeing twice a stored message; webhook deliveries expected /
 arrived (distinct webhook-id) / missing / arrived more than once (a resend of the same id, which
-the receiver drops); REST answers by status and code during the faults, 500s, bodies with a stack
+the receiver drops), and of those how many the sink was still answering when `parley jobs` was
+killed (in flight: sent again whatever the drainer does; the rest were answered and not recorded); REST answers by status and code during the faults, 500s, bodies with a stack
 trace, requests that hung (no answer in 5 s); per fault, the time from its end (process started,
 PostgreSQL restarted, limit lifted, sink or model healthy) to the first REST 200 from both
 servers, for the sink faults to the outbox delivering again, for the model's to a whole answer
@@ -371,8 +372,17 @@ class Sink:
         self.accepted: Counter = Counter()
         self.answers: Counter = Counter()
         self.last_accepted = 0.0
+        self.spans: list[tuple[float, float, str]] = []  # accepted: (read, answered, webhook-id)
+        self.jobs_kills: list[tuple[float, float]] = []  # (just before, just after) each SIGKILL of `parley jobs`
         self.runner: web.AppRunner | None = None
         self.url = ""
+
+    def in_flight_at_kills(self) -> set[str]:
+        """Webhook-ids the sink accepted from a killed drainer after it died: read before the kill (or
+        just after, from the socket's buffer: a new `parley jobs` needs longer than 0.5 s to send)
+        and answered after it."""
+        return {key for read, answered, key in self.spans
+                if any(answered > before and read < after + 0.5 for before, after in self.jobs_kills)}
 
     async def start(self) -> None:
         app = web.Application()
@@ -385,6 +395,7 @@ class Sink:
 
     async def handle(self, request: web.Request) -> web.Response:
         await request.read()
+        read = time.monotonic()
         status, delay, headers = self.mode["status"], self.mode["delay"], self.mode["headers"]
         if delay:
             await asyncio.sleep(delay)
@@ -392,6 +403,7 @@ class Sink:
         if status < 300:
             self.accepted[request.headers.get("webhook-id", "")] += 1
             self.last_accepted = time.monotonic()
+            self.spans.append((read, self.last_accepted, request.headers.get("webhook-id", "")))
         return web.Response(status=status, headers=headers, text="ok" if status < 300 else "no")
 
 
@@ -581,7 +593,9 @@ async def inject(kind: str, procs: Processes, sink: Sink, model: FakeModel, sett
     elif kind == "kill_jobs":
         sink.mode = {"status": 200, "delay": 0.3, "headers": {}}  # deliveries in flight when it dies
         await asyncio.sleep(1.5)
+        before = time.monotonic()
         procs.kill9(procs.jobs)
+        sink.jobs_kills.append((before, time.monotonic()))
         sink.mode = {"status": 200, "delay": 0.0, "headers": {}}
         procs.start_jobs()
     elif kind.startswith("llm"):
@@ -785,7 +799,9 @@ def report(args, settings, results, probe: Probe, windows, recovery, sink: Sink,
           f" reconnects {[a['reconnects'] for a in agents]}", flush=True)
     print(f"webhooks: expected {len(keys)} (pending {pending}), arrived {len(arrived & keys)}, missing"
           f" {len(keys - arrived)}, unexpected {len(arrived - keys)}, arrived more than once"
-          f" {sum(n > 1 for n in sink.accepted.values())}; sink answers {dict(sink.answers)}", flush=True)
+          f" {len(twice_ids := {k for k, n in sink.accepted.items() if n > 1})} (of which in flight at a kill of"
+          f" `parley jobs`: {len(twice_ids & sink.in_flight_at_kills())}); sink answers {dict(sink.answers)}",
+          flush=True)
     bots = [b for r in results for b in r["bots"]]
     outcomes = Counter(o for b in bots for o in b["outcomes"].values())
     silent = sum(len(b["asked"]) - len(b["outcomes"]) for b in bots)

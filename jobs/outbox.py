@@ -3,7 +3,9 @@
 Many drainers (tasks in one process, or several `parley jobs` processes) run side by side:
 parley.lease_outbox_destinations hands each destination to one worker at a time (a lease that
 expires if the worker dies), so a destination's deliveries keep their order. Sends happen
-outside any transaction; results are recorded in one statement per batch. NOTIFY on
+outside any transaction; results are recorded as they come (_Recording: after each post of an
+ordered destination, every RECORD_S on an unordered one), so a drainer that dies mid-batch leaves
+only what was in flight or just answered to be sent again. NOTIFY on
 `parley_events` / `parley_outbox` only wakes the loop early: it polls every POLL_S anyway.
 """
 
@@ -33,6 +35,7 @@ LEASE_S = int(os.environ.get("PARLEY_OUTBOX_LEASE_S", "30"))  # a dead drainer's
 BATCH = 100
 MAX_DESTINATIONS = 16  # destinations worked on at once per drainer
 SEND_CONCURRENCY = 32  # sends in flight per unordered destination
+RECORD_S = 0.1  # an unordered destination's answers are recorded this long after the first unrecorded one
 
 SECRET_PURPOSE = {"webhook": "signing", "slack": "token", "telegram": "token"}
 THREADED = {"telegram"}  # kinds that keep a thread per conversation (parley.channel_threads)
@@ -45,7 +48,7 @@ _TAKE_RAW = """SELECT t.id, t.created_at, t.delivery_key, t.kind, t.payload::tex
                       t.conversation_id FROM parley.take_outbox_batch($1, $2, $3, $4) t"""
 # Channel kinds take posts: a conversation's messages coalesced, handoffs first (sql/84_telegram.sql).
 _TAKE_POSTS = "SELECT * FROM parley.take_channel_batch($1, $2, $3, $4)"
-_RECORD = "SELECT parley.record_outbox_results($1, $2, $3)"
+_RECORD = "SELECT parley.record_outbox_results($1, $2, $3, $4)"
 
 
 class OutboxDrainer:
@@ -195,20 +198,14 @@ class OutboxDrainer:
                     )
                     for r in rows
                 ]
-                results = await self._send(destination, deliveries, _posts(rows))
-                async with self._tx(tenant_id) as conn:
-                    for d, res in results:
-                        thread = res.extra.get("thread") or d.thread
-                        if (res.extra.get("thread") or res.extra.get("title")) and d.conversation_id and thread:
-                            await conn.execute(
-                                "SELECT parley.record_channel_thread($1, $2, $3, $4)",
-                                destination_id,
-                                d.conversation_id,
-                                str(thread),
-                                res.extra.get("title"),
-                            )
-                    await conn.fetchval(_RECORD, destination_id, self.worker, [res.record(d) for d, res in results])
-                self.sent += sum(1 for _d, res in results if res.outcome == "delivered")
+                recording = _Recording(self, tenant_id, destination_id)
+                try:
+                    results = await self._send(destination, deliveries, _posts(rows), recording)
+                    await recording.close()
+                except BaseException:  # stopped, or a record failed: what was answered is recorded if it can be
+                    with contextlib.suppress(Exception):
+                        await recording.close()
+                    raise
                 if len(results) < len(deliveries) or any(res.outcome != "delivered" for _d, res in results):
                     return
         except asyncio.CancelledError:
@@ -252,17 +249,21 @@ class OutboxDrainer:
             return []
 
     async def _send(
-        self, destination: Destination, deliveries: list[Delivery], posts: list[int]
+        self, destination: Destination, deliveries: list[Delivery], posts: list[int], recording: _Recording
     ) -> list[tuple[Delivery, Result]]:
-        """Send a batch; ``posts[i]`` is the post delivery i belongs to. Ordered destinations send
-        each post (several deliveries coalesced, or one) in turn; one not delivered stops the rest of
+        """Send a batch, handing each answer to ``recording`` as it comes (an ordered destination's
+        post is recorded before the next goes); ``posts[i]`` is the post delivery i belongs to.
+        Ordered destinations send each post (several deliveries coalesced, or one) in turn; one not
+        delivered stops the rest of
         its conversation (the ordering key: one Telegram topic), the other conversations go on, unless
         the answer holds or pauses the whole destination (retry_after, pause_reason)."""
         sender = self.senders.get(destination.kind)
         if sender is None:
-            return [
+            done = [
                 (d, Result("retry", error=f"no adapter for {destination.kind!r} in this process")) for d in deliveries
             ]
+            recording.add(done)
+            return done
         if destination.ordered:
             done = []
             made: dict = {}  # threads made or renamed in this batch serve the conversation's next deliveries
@@ -282,6 +283,7 @@ class OutboxDrainer:
                         res.extra.get("title") or first.thread_title,
                     )
                 done += [(d, res) for d in group]
+                await recording.now([(d, res) for d in group])
                 if res.outcome != "delivered":
                     stopped.add(first.conversation_id)
                     if res.retry_after is not None or res.pause_reason is not None:
@@ -291,13 +293,105 @@ class OutboxDrainer:
 
         async def one(d):
             async with gate:
-                return d, await _safe_send(sender, destination, d)
+                answered = d, await _safe_send(sender, destination, d)
+            recording.add([answered])
+            return answered
 
         return list(await asyncio.gather(*(one(d) for d in deliveries)))
 
     async def close(self) -> None:
         for sender in self.senders.values():
             await sender.close()
+
+
+class _Recording:
+    """One batch's answers, recorded as they come (parley.record_outbox_results, called once or more
+    per batch): a drainer that dies mid-batch must not leave the answered ones to be sent again.
+    ``now`` records at once (an ordered destination's post: worth more than a small transaction);
+    ``add`` within RECORD_S (an unordered destination's 32 sends at once: one call per window, not
+    per answer); ``close`` (the batch's end) records the rest. A thread an answer made or renamed is
+    recorded with it, before it. Answers that did not get through wait for the batch's first one that
+    did, so the destination's health still sees the batch as one (a failure recorded alone would
+    hold the destination until its retry though the batch then gets through); a thread one of them
+    made is recorded at once all the same."""
+
+    def __init__(self, drainer: OutboxDrainer, tenant_id, destination_id):
+        self.drainer = drainer
+        self.tenant_id = tenant_id
+        self.destination_id = destination_id
+        self.waiting: list[tuple[Delivery, Result]] = []
+        self.delivered = 0  # of this batch, recorded (record_outbox_results' p_batch_delivered)
+        self.lock = asyncio.Lock()  # one call at a time, in order
+        self.ending = asyncio.Event()
+        self.timer: asyncio.Task | None = None
+        self.threads_done: set[int] = set()  # answers (their id()) whose thread is recorded
+
+    def add(self, answered: list[tuple[Delivery, Result]]) -> None:
+        self.waiting += answered
+        if self.timer is None:
+            self.timer = asyncio.create_task(self._soon())
+
+    async def now(self, answered: list[tuple[Delivery, Result]]) -> None:
+        self.waiting += answered
+        await self._flush()
+
+    async def close(self) -> None:
+        """The batch is over: record what is left (a failure to do so raises)."""
+        self.ending.set()
+        if self.timer is not None:  # waited for, not awaited: a cancelled close leaves it be
+            await asyncio.wait([self.timer])
+        await self._flush(final=True)
+
+    async def _soon(self) -> None:
+        await _wait(self.ending, RECORD_S)
+        self.timer = None
+        try:
+            await self._flush()
+        except Exception as exc:  # kept: the next call (at the latest close) records them
+            log.warning("outbox: recording results of %s failed (%s); retrying", self.destination_id, exc)
+
+    async def _flush(self, final: bool = False) -> None:
+        async with self.lock:
+            taken = self.waiting
+            if not final and self.delivered == 0 and not any(res.outcome == "delivered" for _d, res in taken):
+                # Failures only: they wait for the batch's first success (or its end); their threads do not.
+                if any(id(res) not in self.threads_done and _thread(d, res) for d, res in taken):
+                    await self._record(taken, results=False)
+                return
+            self.waiting = []
+            if not taken:
+                return
+            try:
+                await self._record(taken)
+            except BaseException:
+                self.waiting[:0] = taken
+                raise
+            ok = sum(1 for _d, res in taken if res.outcome == "delivered")
+            self.delivered += ok
+            self.drainer.sent += ok
+
+    async def _record(self, taken: list[tuple[Delivery, Result]], results: bool = True) -> None:
+        done = set(self.threads_done)
+        async with self.drainer._tx(self.tenant_id) as conn:
+            for d, res in taken:  # in the order they were made and renamed
+                thread = _thread(d, res)
+                if thread is not None and id(res) not in done:
+                    done.add(id(res))
+                    await conn.execute(
+                        "SELECT parley.record_channel_thread($1, $2, $3, $4)", self.destination_id, *thread
+                    )
+            if results:
+                answers = [res.record(d) for d, res in taken]
+                await conn.fetchval(_RECORD, self.destination_id, self.drainer.worker, answers, self.delivered)
+        self.threads_done = done
+
+
+def _thread(d: Delivery, res: Result) -> tuple | None:
+    """The thread an answer made or renamed: (conversation, thread, title or None to keep it), or None."""
+    thread = res.extra.get("thread") or d.thread
+    if (res.extra.get("thread") or res.extra.get("title")) and d.conversation_id and thread:
+        return d.conversation_id, str(thread), res.extra.get("title")
+    return None
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

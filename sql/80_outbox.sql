@@ -15,12 +15,13 @@
 --      is not renewed (the worker died) expires and another worker takes over;
 --   2. take_outbox_batch(destination, worker, n) returns up to n ready deliveries in id order,
 --      as many as the destination's token buckets allow;
---   3. the worker sends them outside any transaction, then record_outbox_results(...) writes
---      one parley.outbox_attempts row per attempt and moves each delivery on: delivered;
+--   3. the worker sends them outside any transaction and records results as they come
+--      (record_outbox_results): one parley.outbox_attempts row per attempt; each delivery moves on: delivered;
 --      failed (a 4xx other than 429: not retried, shown); retry with exponential backoff and
 --      jitter (or exactly retry_after) until its deadline (created + retry_window, ≥ 72 h),
 --      then dead (the dead-letter queue, replayable).
--- A crash between send and record sends the delivery again with the same delivery_key
+-- A crash between send and record (what was in flight, answered in the last ~0.1 s, or a failure
+-- waiting for its batch's first success) sends it again with the same delivery_key
 -- (at-least-once; receivers deduplicate on webhook-id / Idempotency-Key).
 -- Destination health: any success in a batch clears the destination's failing state (one refused
 -- delivery is that delivery's failure); a retryable failure with no success in its batch holds the destination
@@ -452,7 +453,9 @@ $$;
 COMMENT ON FUNCTION parley.outbox_backoff(int) IS
   'Delay before retry number p_attempt + 1: 5 s doubling per attempt, capped at 6 h, with ±25 % jitter (about 20 attempts in the 72 h window).';
 
-CREATE OR REPLACE FUNCTION parley.record_outbox_results(p_destination_id uuid, p_worker text, p_results jsonb)
+DROP FUNCTION IF EXISTS parley.record_outbox_results(uuid, text, jsonb);
+CREATE OR REPLACE FUNCTION parley.record_outbox_results(p_destination_id uuid, p_worker text, p_results jsonb,
+                                                       p_batch_delivered int DEFAULT 0)
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
 SET enable_seqscan = off
@@ -522,9 +525,11 @@ BEGIN
 
   UPDATE parley.outbox_destinations d
      -- One delivery refused (a 4xx in one topic) while others get through is that delivery's
-     -- failure, not the destination's: any success clears the destination's failing state.
-     SET consecutive_failures = CASE WHEN v_ok > 0 THEN v_bad ELSE d.consecutive_failures + v_bad END,
-         failing_since = CASE WHEN v_ok > 0 THEN NULL
+     -- failure, not the destination's: any success of the batch (in this call or, p_batch_delivered,
+     -- an earlier one of the same batch) clears the destination's failing state.
+     SET consecutive_failures = CASE WHEN v_ok > 0 AND p_batch_delivered = 0 THEN v_bad
+                                     ELSE d.consecutive_failures + v_bad END,
+         failing_since = CASE WHEN v_ok + p_batch_delivered > 0 THEN NULL
                               WHEN v_bad > 0 THEN coalesce(d.failing_since, now()) ELSE d.failing_since END,
          last_success_at = CASE WHEN v_ok > 0 THEN now() ELSE d.last_success_at END,
          last_error = CASE WHEN v_bad > 0 THEN left(v_error, 1000) ELSE d.last_error END,
@@ -532,7 +537,7 @@ BEGIN
          -- the earliest retry (a circuit breaker: a down endpoint is not hammered by new events).
          next_send_at = CASE WHEN v_retry_after IS NOT NULL
                                THEN greatest(d.next_send_at, now() + make_interval(secs => v_retry_after::float8))
-                             WHEN v_retry > 0 AND v_ok = 0 AND v_earliest IS NOT NULL
+                             WHEN v_retry > 0 AND v_ok + p_batch_delivered = 0 AND v_earliest IS NOT NULL
                                THEN greatest(d.next_send_at, v_earliest)
                              ELSE d.next_send_at END,
          updated_at = now()
@@ -546,8 +551,8 @@ BEGIN
   END IF;
   RETURN jsonb_build_object('delivered', v_ok, 'failed', v_bad - v_retry, 'retry', v_retry, 'dead', v_dead);
 END $$;
-COMMENT ON FUNCTION parley.record_outbox_results(uuid, text, jsonb) IS
-  'Drainers: record the attempts of one batch (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason, parts_sent (of a split post, delivered so far: a retry sends the rest), body (the JSON text sent: kept when the delivery had no body stored yet, see take_outbox_batch)}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health, holds it for retry_after or while it is down, and pauses it when an adapter says so or it has failed for pause_after.';
+COMMENT ON FUNCTION parley.record_outbox_results(uuid, text, jsonb, int) IS
+  'Drainers: record attempts of one batch as they come, in one call or several (JSON array of {id, created_at, outcome delivered|retry|failed, status_code, latency_ms, error, request, response, retry_after, pause_reason, parts_sent (of a split post, delivered so far: a retry sends the rest), body (the JSON text sent: kept when the delivery had no body stored yet, see take_outbox_batch)}): one append-only outbox_attempts row each; delivered, failed (not retried), retried after exactly retry_after or backoff with jitter, dead once past its deadline. Updates the destination''s health as for the whole batch (p_batch_delivered: its deliveries earlier calls recorded delivered; a batch''s failures go with or after its first success), holds it for retry_after or while it is down (no success in the batch), and pauses it when an adapter says so or it has failed for pause_after. Leaves the lease alone (p_worker only names the attempts): the take''s lease covers the batch.';
 
 CREATE OR REPLACE FUNCTION parley.pause_destination(p_destination_id uuid, p_reason text)
 RETURNS void
@@ -588,7 +593,7 @@ SELECT parley.secure_functions(NULL, '{parley_jobs}',
   'parley.renew_destination_lease(uuid, text, int)',
   'parley.hold_destination_until_due(uuid, boolean)', 'parley.outbox_ready_ids(uuid, boolean, int)',
   'parley.lease_ready_ids(uuid, text, int, int)', 'parley.take_destination_tokens(uuid, int)',
-  'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb)',
+  'parley.take_outbox_batch(uuid, text, int, int)', 'parley.record_outbox_results(uuid, text, jsonb, int)',
   'parley.pause_destination(uuid, text)', 'parley.expire_outbox_deliveries()');
 SELECT parley.secure_functions('parley_auth', '{parley_jobs}', 'parley.lease_outbox_destinations(text, int, int, uuid[])');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}',

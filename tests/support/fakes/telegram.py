@@ -8,7 +8,8 @@ sent in: ``pinned[(chat, thread)]``; 400 when the message is not there), answerC
 setWebhook, deleteWebhook, getUpdates (409 while a
 webhook is set; with a timeout it waits for ``push_update``). Scripted answers: ``fail_next(method, status, retry_after=...)`` answers the
 next call of a method with that status (429 with ``parameters.retry_after``); ``remove_bot(chat)``
-answers 403 for that chat from then on. Unknown tokens get 401.
+answers 403 for that chat from then on. ``hold_next(method, event, after=n)``: the call of a method
+after the next n waits for the event before it is answered (counted in ``held`` meanwhile). Unknown tokens get 401.
 """
 from __future__ import annotations
 
@@ -57,6 +58,8 @@ class FakeTelegram:
         self.pinned: dict[tuple[int, int | None], list[int]] = {}  # (chat, topic) → message ids, pinned order
         self.commands: dict[str, list[dict[str, Any]]] = {}  # setMyCommands, per bot token
         self.polls: list[dict[str, Any]] = []  # getUpdates parameters, as each call arrives
+        self.holds: dict[str, list[asyncio.Event | None]] = {}  # per method, per call (None: not held)
+        self.held = 0  # calls that waited for (or wait for) a hold
         self._next_thread = 100
         self._next_message = 1000
         self._changed = asyncio.Condition()
@@ -69,6 +72,9 @@ class FakeTelegram:
     def fail_next(self, method: str, status: int, *, retry_after: int | None = None,
                   description: str | None = None) -> None:
         self.scripted.setdefault(method, []).append((status, retry_after, description))
+
+    def hold_next(self, method: str, event: asyncio.Event, *, after: int = 0) -> None:
+        self.holds.setdefault(method, []).extend([None] * after + [event])
 
     async def push_update(self, token: str, update: dict[str, Any]) -> None:
         """Queue an update for the bot's getUpdates (a waiting long poll returns it at once)."""
@@ -121,6 +127,12 @@ class FakeTelegram:
                 self._changed.notify_all()
         if method == "getUpdates" and token in self.bots and token not in self.webhooks:
             await self._long_poll(token, params)
+        hold = self.holds[method].pop(0) if self.holds.get(method) else None
+        if hold is not None:
+            async with self._changed:
+                self.held += 1
+                self._changed.notify_all()
+            await hold.wait()
         status, body = self._answer(token, method, params)
         self.calls.append(Call(time.monotonic(), token, method, params, status))
         async with self._changed:

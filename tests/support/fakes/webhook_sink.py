@@ -3,7 +3,9 @@
 The verification follows the spec's reference algorithm and shares no code with Parley's
 signer: base64-decode the secret after `whsec_`, HMAC-SHA256 over `id.timestamp.body`,
 compare in constant time with every `v1,` value of the header, reject timestamps more than
-five minutes away. Answers are scripted per request (`script`), default 200.
+five minutes away. Answers are scripted per request (`script`), default 200; a request whose
+scripted delay is an asyncio.Event is answered (and noted in `received`) once it is set, and is
+counted in `arrived` meanwhile.
 """
 from __future__ import annotations
 
@@ -57,6 +59,7 @@ class WebhookSink:
     secrets: list[str] = field(default_factory=list)
     script: list = field(default_factory=list)   # (status, headers dict, delay_s) per request, in order
     received: list[Received] = field(default_factory=list)
+    arrived: int = 0  # requests read, answered or not
 
     def __post_init__(self):
         self._changed = asyncio.Condition()
@@ -84,7 +87,12 @@ class WebhookSink:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         status, headers, delay = (self.script.pop(0) if self.script else (200, {}, 0))
-        if delay:
+        async with self._changed:
+            self.arrived += 1
+            self._changed.notify_all()
+        if isinstance(delay, asyncio.Event):
+            await delay.wait()
+        elif delay:
             await asyncio.sleep(delay)
         valid = any(verify(s, request.headers, body) for s in self.secrets) if self.secrets else None
         async with self._changed:
@@ -92,6 +100,12 @@ class WebhookSink:
                                           body, status, valid))
             self._changed.notify_all()
         return web.Response(status=status, headers=headers, text=f"answer {status}")
+
+    async def wait_arrived(self, n: int, timeout: float = 20) -> None:
+        """Until at least n requests were read, answered or not."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.arrived >= n)
 
     async def wait_for(self, n: int, timeout: float = 20) -> list[Received]:
         """Until at least n requests arrived (a real signal: each request notifies)."""
