@@ -17,7 +17,8 @@ notes when each webhook-id arrived.
   polling as in `parley jobs`); enqueue-to-send = the sink's arrival time − the delivery's
   created_at (its transaction's start).
 * Afterwards: the outbox's size and dead tuples (autovacuum has to keep up with one UPDATE per
-  delivery), and the enqueue cost: the same events with no destination subscribed and with D.
+  delivery), how many record_outbox_results calls recorded the attempts (a drainer records a
+  batch's answers as they come: more calls, fewer resends after a crash), and the enqueue cost: the same events with no destination subscribed and with D.
 
 Last line: `outbox_per_s=N p99_enqueue_to_send_ms=N`.
 """
@@ -251,8 +252,11 @@ async def run(args) -> None:
         size = await owner.fetchval("SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))) FROM pg_class c"
                                     " JOIN pg_inherits i ON i.inhrelid = c.oid WHERE i.inhparent = 'parley.outbox'::regclass")
         attempts = await owner.fetchval("SELECT count(*) FROM parley.outbox_attempts")
+        # One record_outbox_results call is one transaction: its attempts share `at` (now()).
+        calls = await owner.fetchval("SELECT count(DISTINCT (destination_id, at)) FROM parley.outbox_attempts")
         print(f"outbox after: {stats['live']} live / {stats['dead']} dead tuples, {size} with indexes, "
-              f"{stats['upd']} updates ({stats['hot']} HOT), autovacuum runs {stats['av']}; {attempts} attempts rows",
+              f"{stats['upd']} updates ({stats['hot']} HOT), autovacuum runs {stats['av']}; {attempts} attempts rows"
+              f" recorded in {calls} calls ({attempts / max(calls, 1):.0f} a call)",
               flush=True)
         print(f"enqueue cost per event: {cost_none:.0f} µs with no destination, {cost_some:.0f} µs with "
               f"{args.destinations} (50 events per transaction)", flush=True)
