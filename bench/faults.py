@@ -2,14 +2,15 @@
 
     python bench/faults.py [--visitors 60] [--agents 2] [--clients 2] [--rate 30] [--every 12]
                            [--faults kill_server,pg_restart,conn_limit,kill_jobs,sink_500,sink_429,sink_hang]
-                           [--quick]
+                           [--quick] [--ordered]
 
 Creates its own database on the embedded PostgreSQL (the PostgreSQL faults need it; with
 DATABASE_URL they are left out) and drops it afterwards. Runs two `parley serve` processes and
 one `parley jobs` (the outbox drainer) on it, a webhook sink on 127.0.0.1 subscribed to every
-visitor message, and client processes of their own (this file with --client): visitors on the
-widget socket, as the widget does (resend what was not echoed under its client id, reconnect with
-last_seen_id, to the other server after a failure), and agents on the agent socket (reconnect with
+visitor message (--ordered: an ordered destination, sent one post at a time as Telegram and Slack
+are), and client processes of their own (this file with --client): visitors on the widget socket,
+as the widget does (resend what was not echoed under its client id, reconnect with last_seen_id,
+to the other server after a failure), and agents on the agent socket (reconnect with
 last_event_id). This process probes REST (GET /api/conversations, both servers, every 100 ms).
 
 Every --every seconds one fault, in turn:
@@ -651,8 +652,8 @@ async def run(args) -> None:
         arranged = await arrange_parley(procs.bases[0], settings, args.visitors, args.bot_visitors, webhooks=1)
         owner = await asyncpg.connect(settings.admin_url)
         try:
-            destination = await owner.fetchval("UPDATE parley.outbox_destinations SET target = $1 RETURNING id",
-                                                sink.url)
+            destination = await owner.fetchval("UPDATE parley.outbox_destinations SET target = $1, ordered = $2"
+                                                " RETURNING id", sink.url, args.ordered)
             # The bot answers every question (no handoff after misses: there is no knowledge to ground on).
             await owner.execute("""UPDATE parley.chatbots SET config = config || '{"handoff": {"miss_threshold": 0}}'""")
         finally:
@@ -845,6 +846,8 @@ def main() -> None:
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated, in order: " + ", ".join(FAULTS))
     parser.add_argument("--drain", type=float, default=60, help="seconds for the last messages to be echoed")
     parser.add_argument("--quick", action="store_true", help="20 visitors, 10 msgs/s, a fault every 6 s")
+    parser.add_argument("--ordered", action="store_true",
+                        help="the sink's destination is ordered (one post at a time, as Telegram and Slack)")
     args = parser.parse_args()
     args.faults = [f for f in args.faults.split(",") if f]
     unknown = set(args.faults) - set(FAULTS)
