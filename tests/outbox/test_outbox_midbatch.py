@@ -1,5 +1,6 @@
 """A drainer stopped hard mid-batch: what was answered before is recorded (not sent again), what
-was in flight is sent after the lease, nothing is lost; and a batch recorded in several calls keeps
+was in flight is sent after the lease, nothing is lost; a drainer stopped (cancelled) records what it
+was answered before it goes; and a batch recorded in several calls keeps
 the destination's health as one batch does (jobs/outbox.py _Recording, parley.record_outbox_results)."""
 import asyncio
 import contextlib
@@ -7,6 +8,7 @@ import contextlib
 import pytest
 from support.outbox import add_destination, make_drainer, start_conversation
 
+from jobs import outbox
 from pyapp.db import Actor, create_pool, tenant_tx
 from pyapp.webhooks.sender import WebhookSender
 
@@ -142,3 +144,49 @@ async def test_a_later_call_of_a_batch_that_got_through_holds_nothing(owner_conn
     # A batch with no success (the next one): failing, and held until its earliest retry.
     await record(rows[3:4], "retry", 0)
     assert dict(await health()) == {"healthy": False, "consecutive_failures": 3, "open": False}
+
+
+class _Counting:
+    """A webhook sender that counts the answers it hands the drainer (which notes each one before
+    it next waits: the count is a real signal that the drainer holds them)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.answered = 0
+
+    async def send(self, destination, delivery):
+        result = await self.inner.send(destination, delivery)
+        self.answered += 1
+        return result
+
+    async def close(self):
+        await self.inner.close()
+
+
+async def test_a_drainer_stopped_mid_batch_records_what_was_answered(monkeypatch, owner_conn, tenant, sink):
+    """`parley jobs` stopping (its drainer cancelled, the database still there) records the answers
+    it holds before it goes, though its next recording was not due yet; the one in flight stays pending."""
+    monkeypatch.setattr(outbox, "RECORD_S", 600)  # nothing recorded on the way: only the stop records
+    release = asyncio.Event()
+    sink.script = [(200, {}, 0)] * 5 + [(200, {}, release)]
+    await add_destination(owner_conn, tenant, sink.url)
+    conv = await start_conversation(tenant)
+    async with await tenant.tx("service") as conn:
+        for i in range(10):
+            await conn.execute("SELECT 1 FROM parley.post_message($1, 'bot', $2)", conv, f"m{i}")
+    counting = _Counting(WebhookSender(allow_hosts=["127.0.0.1"], timeout=300))
+    drainer = make_drainer(await tenant.pool("jobs"), "stopping", senders={"webhook": counting}, lease_s=600)
+    task = asyncio.create_task(drainer.run(asyncio.Event()))
+    try:
+        async with asyncio.timeout(20):
+            while counting.answered < 9:
+                await asyncio.sleep(0.02)
+        assert await _counts(owner_conn, tenant) == {"pending": 10}
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert await _counts(owner_conn, tenant) == {"delivered": 9, "pending": 1}
+    finally:
+        release.set()
+        task.cancel()  # a no-op once stopped above
+        await drainer.close()
