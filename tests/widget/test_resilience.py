@@ -103,10 +103,24 @@ def test_unknown_stored_conversation_starts_a_new_one(double, page, visit):
     expect(w.launcher).to_be_visible()
 
 
+# Frames the page's sockets received, noted before the widget's own handler runs (in the same event
+# dispatch): once a frame shows here, the widget has handled it.
+NOTE_RECEIVED = """
+window.__rx = [];
+window.WebSocket = class extends WebSocket {
+  constructor(...args) { super(...args); this.addEventListener('message', (e) => window.__rx.push(e.data)); }
+};
+"""
+
+
 def test_token_refresh_and_heartbeat(double, page, visit):
     page.clock.install()
+    page.add_init_script(NOTE_RECEIVED)
     w = visit("/")
     wait_for(page, lambda: double.hellos, what="hello")
+    # The heartbeat pings only a socket the server said ready to: the clock moves once the widget
+    # has that (moved before, its tick found the socket not yet ready and the next never came).
+    wait_for(page, lambda: page.evaluate("window.__rx.some((d) => JSON.parse(d).type === 'ready')"), what="ready")
     first_token = double.hellos[0]["token"]
     page.clock.run_for(26_000)
     wait_for(page, lambda: double.frames_of("ping"), what="ping")
