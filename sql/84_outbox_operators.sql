@@ -1,6 +1,7 @@
 -- The outbox for operators (admins, through the API and the console): the destinations and
 -- their health, the delivery log, replay of one delivery or a whole dead-letter queue, resume
--- of a paused destination, removal. The queue itself (enqueue, drain, retries) is sql/80_outbox.sql.
+-- of a paused destination, removal. The queue itself (enqueue, drain, retries) is sql/80_outbox.sql
+-- and sql/80_outbox_results.sql.
 
 
 -- The one replay: finished deliveries sent again, each as a new pending delivery with its
