@@ -49,6 +49,7 @@ _TAKE_RAW = """SELECT t.id, t.created_at, t.delivery_key, t.kind, t.payload::tex
 # Channel kinds take posts: a conversation's messages coalesced, handoffs first (sql/84_telegram.sql).
 _TAKE_POSTS = "SELECT * FROM parley.take_channel_batch($1, $2, $3, $4)"
 _RECORD = "SELECT parley.record_outbox_results($1, $2, $3, $4)"
+_RENEW = "SELECT d.id FROM parley.renew_destination_lease($1, $2, $3) d"
 
 
 class OutboxDrainer:
@@ -199,13 +200,19 @@ class OutboxDrainer:
                     for r in rows
                 ]
                 recording = _Recording(self, tenant_id, destination_id)
+                lost = asyncio.Event()  # the lease is gone: send nothing more of this batch
+                keeper = asyncio.create_task(self._keep_lease(tenant_id, destination_id, lost))
                 try:
-                    results = await self._send(destination, deliveries, _posts(rows), recording)
+                    results = await self._send(destination, deliveries, _posts(rows), recording, lost)
                     await recording.close()
                 except BaseException:  # stopped, or a record failed: what was answered is recorded if it can be
                     with contextlib.suppress(Exception):
                         await recording.close()
                     raise
+                finally:
+                    keeper.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await keeper
                 if len(results) < len(deliveries) or any(res.outcome != "delivered" for _d, res in results):
                     return
         except asyncio.CancelledError:
@@ -218,6 +225,25 @@ class OutboxDrainer:
                     await conn.execute("SELECT parley.release_outbox_destination($1, $2)", destination_id, self.worker)
             except Exception as exc:  # this worker's next lease takes it again (lease_outbox_destinations)
                 log.warning("outbox: release of %s failed: %s", destination_id, exc)
+
+    async def _keep_lease(self, tenant_id, destination_id, lost: asyncio.Event) -> None:
+        """Renew the destination's lease every third of it while a batch is sent: a batch may outlast
+        its lease (a slow endpoint, 15 s a send, one post at a time), and another drainer that took the
+        destination then would send what is not recorded yet again, and out of order. A lease that
+        cannot be renewed (another drainer took it, or the destination was paused or held meanwhile,
+        parley.renew_destination_lease) sets `lost`: the batch sends nothing more."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                async with self._tx(tenant_id) as conn:
+                    kept = await conn.fetchval(_RENEW, destination_id, self.worker, self.lease_s)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:  # tried again at the next third
+                log.warning("outbox: lease of %s not renewed (%s)", destination_id, exc)
+                continue
+            if kept is None:
+                log.info("outbox: lease of destination %s lost mid-batch; the rest of the batch waits", destination_id)
+                lost.set()
+                return
 
     async def _destination(self, conn, tenant_id, row) -> Destination:
         return Destination(
@@ -249,14 +275,20 @@ class OutboxDrainer:
             return []
 
     async def _send(
-        self, destination: Destination, deliveries: list[Delivery], posts: list[int], recording: _Recording
+        self,
+        destination: Destination,
+        deliveries: list[Delivery],
+        posts: list[int],
+        recording: _Recording,
+        lost: asyncio.Event,
     ) -> list[tuple[Delivery, Result]]:
         """Send a batch, handing each answer to ``recording`` as it comes (an ordered destination's
         post is recorded before the next goes); ``posts[i]`` is the post delivery i belongs to.
         Ordered destinations send each post (several deliveries coalesced, or one) in turn; one not
         delivered stops the rest of
         its conversation (the ordering key: one Telegram topic), the other conversations go on, unless
-        the answer holds or pauses the whole destination (retry_after, pause_reason)."""
+        the answer holds or pauses the whole destination (retry_after, pause_reason). Once ``lost`` is
+        set (the lease is gone, _keep_lease) nothing more is sent: the rest stays pending."""
         sender = self.senders.get(destination.kind)
         if sender is None:
             done = [
@@ -269,6 +301,8 @@ class OutboxDrainer:
             made: dict = {}  # threads made or renamed in this batch serve the conversation's next deliveries
             stopped: set = set()  # ordering keys (conversations) whose post did not get through
             for group in _grouped(deliveries, posts):  # one post at a time; a failure stops its conversation only
+                if lost.is_set():
+                    break
                 first = group[0]
                 if first.conversation_id in stopped:
                     continue  # left pending: taken again, in order, after the failed one is settled
@@ -293,11 +327,13 @@ class OutboxDrainer:
 
         async def one(d):
             async with gate:
+                if lost.is_set():
+                    return None
                 answered = d, await _safe_send(sender, destination, d)
             recording.add([answered])
             return answered
 
-        return list(await asyncio.gather(*(one(d) for d in deliveries)))
+        return [answered for answered in await asyncio.gather(*(one(d) for d in deliveries)) if answered is not None]
 
     async def close(self) -> None:
         for sender in self.senders.values():

@@ -217,8 +217,8 @@ AS $$
      SET leased_by = p_worker, leased_until = now() + make_interval(secs => p_lease_seconds)
     FROM (SELECT c.tenant_id, c.id FROM parley.outbox_destinations c
            WHERE c.status = 'active' AND c.next_send_at <= now()
-             AND (c.leased_until IS NULL OR c.leased_until < now()
-                  OR (c.leased_by = p_worker AND c.id <> ALL (p_busy)))
+             AND c.id <> ALL (coalesce(p_busy, '{}'))  -- never a second task on one destination, even past its lease
+             AND (c.leased_until IS NULL OR c.leased_until < now() OR c.leased_by = p_worker)
              AND EXISTS (SELECT 1 FROM parley.outbox o
                           WHERE o.tenant_id = c.tenant_id AND o.destination_id = c.id AND o.status = 'pending'
                             AND o.next_attempt_at <= now())
@@ -229,7 +229,7 @@ AS $$
   RETURNING d.tenant_id, d.id, d.kind
 $$;
 COMMENT ON FUNCTION parley.lease_outbox_destinations(text, int, int, uuid[]) IS
-  'Drainers: lease up to p_limit active destinations of any tenant that have a pending delivery due now and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker. A lease of p_worker itself on a destination not in p_busy (the ones it is working on) is taken again: the worker lost track of it (the database restarted under its release or under this very call) and need not wait for it to run out. Worker names are one per drainer. Returns ids only; the worker then works in that tenant''s transaction.';
+  'Drainers: lease up to p_limit active destinations of any tenant that have a pending delivery due now and may send now (not held by backoff, retry_after or an empty bucket), for p_lease_seconds; skips destinations leased by another live worker, and those in p_busy (the ones p_worker is working on, even past their lease: their batch renews it). A lease of p_worker itself on a destination not in p_busy is taken again: the worker lost track of it (the database restarted under its release or under this very call) and need not wait for it to run out. Worker names are one per drainer. Returns ids only; the worker then works in that tenant''s transaction.';
 
 CREATE OR REPLACE FUNCTION parley.release_outbox_destination(p_destination_id uuid, p_worker text)
 RETURNS void
