@@ -237,8 +237,8 @@ class OutboxDrainer:
             try:
                 async with self._tx(tenant_id) as conn:
                     kept = await conn.fetchval(_RENEW, destination_id, self.worker, self.lease_s)
-            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:  # tried again at the next third
-                log.warning("outbox: lease of %s not renewed (%s)", destination_id, exc)
+            except Exception as exc:  # the database away or busy: tried again at the next third
+                log.warning("outbox: lease of %s not renewed (%s: %s)", destination_id, type(exc).__name__, exc)
                 continue
             if kept is None:
                 log.info("outbox: lease of destination %s lost mid-batch; the rest of the batch waits", destination_id)
