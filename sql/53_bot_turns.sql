@@ -146,6 +146,20 @@ $$;
 COMMENT ON FUNCTION parley.run_bot_turn(bigint, text) IS
   'The first statement of a bot turn''s run by server p_worker (in the run''s first transaction of the current tenant, before anything is read for the answer): the seconds its lease still runs (renew, lease_bot_turn, within a third of them), or NULL when the turn is not this run''s: ended (answered elsewhere, given up, or never needed) or held by another server. Then stop, saying nothing. A turn whose lease still runs, unnamed or under p_worker (just stored: counted from asked_at), is only read; one whose lease ran out is leased to p_worker as lease_bot_turn does, unless a pick-up has it.';
 
+-- A conversation's turns in order across servers too: a question stored on one server while the
+-- conversation's earlier question still has its turn open (another server runs it, or it waits for a
+-- pick-up because its server died) is answered after it, not before.
+CREATE OR REPLACE FUNCTION parley.earlier_bot_turn_open(p_question_id bigint) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+  SELECT EXISTS (SELECT 1 FROM parley.bot_turns t
+                   JOIN parley.bot_turns e ON e.tenant_id = t.tenant_id AND e.conversation_id = t.conversation_id
+                                          AND e.question_id < t.question_id
+                  WHERE t.tenant_id = (SELECT parley.current_tenant_id()) AND t.question_id = p_question_id)
+$$;
+COMMENT ON FUNCTION parley.earlier_bot_turn_open(bigint) IS
+  'Whether the conversation of question p_question_id (current tenant) has an open bot turn of an earlier question: the run of this one then waits for it (pyapp/widget/turns.py), as pick_bot_turns takes only a conversation''s oldest open turn.';
+
 CREATE OR REPLACE FUNCTION parley.end_bot_turn(p_question_id bigint) RETURNS boolean
 LANGUAGE sql VOLATILE
 AS $$

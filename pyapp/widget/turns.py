@@ -44,6 +44,8 @@ log = logging.getLogger("parley.widget.turns")
 PICK_EVERY_S = 2.0  # between a server's looks for turns whose server died
 PICK_LIMIT = 20  # turns taken per look
 RENEW_RETRY_S = 1.0  # after a renewal the database did not answer
+BEHIND_POLL_S = 0.5  # how often a turn waiting behind its conversation's earlier one looks again
+BEHIND_MAX_S = 60.0  # then it runs regardless (an earlier turn is given up after bot_turn_attempts runs)
 LIFE_CHECK_S = 10.0  # between checks that the liveness connection still answers
 LIFE_BACKOFF_S = (0.1, 2.0)  # first and longest wait before the liveness connection is opened again
 LIFE_START_S = 10.0  # at most this long, at start, for the liveness lock before serving regardless
@@ -56,6 +58,10 @@ LIFE_SESSION = {
     "tcp_keepalives_count": "3",
 }
 
+# The run's first statement: its lease (NULL: not its turn) and whether an earlier turn of the
+# conversation is still open (then it waits for it).
+_ADMIT = "SELECT parley.run_bot_turn($1, $2) AS lease, parley.earlier_bot_turn_open($1) AS behind"
+
 # What a picked-up turn needs to run: its question, conversation and chatbot.
 _PICKED = """
 SELECT c.chatbot_id, b.config, m.body
@@ -63,6 +69,11 @@ SELECT c.chatbot_id, b.config, m.body
   JOIN parley.chatbots b ON b.tenant_id = c.tenant_id AND b.id = c.chatbot_id
   JOIN parley.messages m ON m.tenant_id = c.tenant_id AND m.conversation_id = c.id AND m.id = $2
  WHERE c.tenant_id = parley.current_tenant_id() AND c.id = $1"""
+
+
+class TurnBehind(TurnLost):
+    """An earlier question of the conversation still has its turn open (another server runs it, or it
+    waits for a pick-up: its server died): this run waits for it before it says anything."""
 
 
 class LockBusy(Exception):
@@ -98,15 +109,19 @@ class TurnRunner:
             if keeper is None:
                 keeper = asyncio.create_task(self._keep_lease(turn, lease), name=f"bot-lease-{turn.question_id}")
 
+        waited = False  # behind the conversation's earlier turn, once
+
         async def admit(conn: asyncpg.Connection) -> None:
             # SQL says whether there is a turn to run, first in the run's first transaction: none (the
             # question needs no answer, or it was answered elsewhere), or another server's, and this
-            # run ends here, saying nothing.
-            lease = await conn.fetchval("SELECT parley.run_bot_turn($1, $2)", turn.question_id, self.worker)
-            if lease is None:
+            # run ends here, saying nothing; or one that must wait for the conversation's earlier turn.
+            row = await conn.fetchrow(_ADMIT, turn.question_id, self.worker)
+            if row["lease"] is None:
                 turn.lost = True
                 raise TurnLost(turn.question_id)
-            keep(float(lease))
+            keep(float(row["lease"]))
+            if row["behind"] and not waited:
+                raise TurnBehind(turn.question_id)
 
         try:
             if turn.question_id is not None:
@@ -116,12 +131,18 @@ class TurnRunner:
                         return
                     keep(lease)
                 turn.admit = admit
-            async with lock:
-                if turn.lost:
-                    return
-                await responder(turn)
-                if not turn.ended and not turn.lost:  # it said nothing: the turn ends silently
-                    await turn.end()
+            while True:
+                try:
+                    async with lock:
+                        if turn.lost:
+                            return
+                        await responder(turn)
+                        if not turn.ended and not turn.lost:  # it said nothing: the turn ends silently
+                            await turn.end()
+                    break
+                except TurnBehind:  # outside the lock, so this server may run the earlier turn meanwhile
+                    await self._wait_behind(turn)
+                    waited = True
         except TurnLost:  # not this run's turn (SQL said so before anything was read or said)
             return
         except Exception as exc:  # the turn stays open: picked up again once its lease runs out
@@ -140,6 +161,19 @@ class TurnRunner:
             self.runs[conversation] -= 1
             if not self.runs[conversation]:
                 del self.runs[conversation], self.locks[conversation]
+
+    async def _wait_behind(self, turn: BotTurn) -> None:
+        """Wait until the conversation's earlier turns have ended (parley.earlier_bot_turn_open): they
+        run on another server, or wait for a pick-up (this server's own, too). The lease is kept
+        meanwhile; at most BEHIND_MAX_S, then the turn runs regardless."""
+        log.info("bot turn %s waits for its conversation's earlier turn", turn.question_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BEHIND_MAX_S
+        while loop.time() < deadline and not turn.lost:
+            await asyncio.sleep(BEHIND_POLL_S)
+            async with tenant_tx(self.app[POOL], turn.service_actor) as conn:
+                if not await conn.fetchval("SELECT parley.earlier_bot_turn_open($1)", turn.question_id):
+                    return
 
     async def _lease(self, turn: BotTurn) -> float | None:
         """Take or renew the turn's lease under this server's name: its length in seconds, or None

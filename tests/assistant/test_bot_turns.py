@@ -10,6 +10,7 @@ holds and then lets go, as PostgreSQL does when a server's process dies."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 
 import asyncpg
@@ -497,3 +498,30 @@ async def test_liveness_is_probed_without_reading_pg_locks(settings, owner_conn,
     finally:
         for conn in (first, second, life):
             await conn.close()
+
+
+async def test_a_later_question_is_answered_after_an_earlier_turn_open_elsewhere(
+        server, bot, owner_conn, fake_openai, doomed, caplog):
+    """A conversation's turns in order across servers: its question stored on a live server while its
+    earlier question is still open elsewhere (there: the server that stored it died before answering,
+    and no look has picked it up yet) waits for that turn, which is answered first (failed on the old
+    code: the later question was answered at once, before the earlier one)."""
+    caplog.set_level(logging.INFO, logger="parley.widget.turns")
+    fake_openai.default_reply = Reply.text(ANSWER)
+    await use_llm(server, bot, "openai", fake_openai.base_url)
+    name, dies = doomed
+    conv, first = await ask(server, bot, "Can I get a refund?", stored_by=name)
+    await dies()
+    second = await visitor_asks(server, bot, conv, "And how long is shipping?")  # on the live `server`
+    runner = turn_runner(server.app)
+    runner.schedule(BotTurn(server.app, uuid.UUID(bot["tenant_id"]), bot["chatbot_id"], conv,
+                            {"id": second, "body": "And how long is shipping?"}, {"language": "en"}))
+    await until(lambda: any(f"bot turn {second} waits" in r.getMessage() for r in caplog.records),
+                what="the later turn to wait for the earlier one")
+    assert fake_openai.requests == []
+    assert await runner.pick() == 1  # the dead server's turn, the conversation's oldest
+    await until(lambda: owner_conn.fetchval("SELECT count(*) = 0 FROM parley.bot_turns"), what="both turns ended")
+    said = await owner_conn.fetch("SELECT client_id FROM parley.messages WHERE conversation_id = $1"
+                                  " AND author = 'bot' ORDER BY id", conv)
+    assert [m["client_id"] for m in said] == [f"bot:{first}", f"bot:{second}"]
+    assert len(fake_openai.requests) == 2
