@@ -46,14 +46,17 @@ async def test_purge_across_partitions_and_ties(rows, owner_conn, settings):
                              " WHERE id = $1", doomed.tenant_id)
     jobs = await asyncpg.connect(settings.jobs_url)
     try:
-        batches = []
+        batches, trail = [], []  # trail: what each call left of the tenant's messages and events, and when
         while deleted := await jobs.fetchval("SELECT parley.purge_deleted_tenants(4)"):
             batches.append(deleted)
+            trail.append(tuple(await owner_conn.fetchrow(
+                "SELECT (SELECT count(*) FROM parley.messages WHERE tenant_id = $1),"
+                " (SELECT count(*) FROM parley.events WHERE tenant_id = $1), clock_timestamp()", doomed.tenant_id)))
             assert len(batches) < 100
     finally:
         await jobs.close()
     assert max(batches) <= 4, batches  # nine rows at one instant go four, four and one
-    assert sum(batches) >= 36, batches
+    assert sum(batches) >= 36, (batches, trail)
     left = {t: n for t, n in (await _counts(owner_conn, doomed.tenant_id)).items() if n}
     assert left == {"parley.tenant_purges": 1}, (left, batches)  # the record of the purge
     after_other = await _counts(owner_conn, other.tenant_id)
