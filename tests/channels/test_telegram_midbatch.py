@@ -7,6 +7,7 @@ import contextlib
 from support.fakes.telegram import CHAT
 from support.outbox import connect_telegram, post, start_conversation
 from support.server import TEST_SECRET
+from support.waits import until
 
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
@@ -42,10 +43,8 @@ async def _killed_once_the_first_topic_is_recorded(ws, tg, owner_conn, settings)
     task = asyncio.create_task(doomed.run(asyncio.Event()))
     try:
         await tg.wait_for(lambda: tg.held == 1)
-        async with asyncio.timeout(20):
-            while not await owner_conn.fetchval("SELECT count(*) FROM parley.channel_threads WHERE tenant_id = $1",
-                                                ws.tenant.id):
-                await asyncio.sleep(0.05)
+        await until(lambda: owner_conn.fetchval("SELECT count(*) FROM parley.channel_threads WHERE tenant_id = $1",
+                                                ws.tenant.id), timeout=20, what="the first topic recorded")
     finally:
         pool.terminate()
         task.cancel()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 
-from support.outbox import add_destination, make_drainer, start_conversation
+from support.outbox import add_destination, delivery_statuses, make_drainer, start_conversation
 from support.waits import until
 
 from pyapp.webhooks.sender import WebhookSender
@@ -39,12 +39,6 @@ async def _draining(tenant, worker):
         await drainer.close()
 
 
-async def _statuses(owner_conn, tenant) -> dict:
-    rows = await owner_conn.fetch("SELECT status, count(*) AS n FROM parley.outbox WHERE tenant_id = $1 GROUP BY 1",
-                                  tenant.id)
-    return {r["status"]: r["n"] for r in rows}
-
-
 async def test_a_batch_longer_than_its_lease_keeps_it(owner_conn, tenant, sink):
     release = asyncio.Event()
     dest = await _queued(tenant, owner_conn, sink, release)
@@ -65,7 +59,7 @@ async def test_a_batch_longer_than_its_lease_keeps_it(owner_conn, tenant, sink):
             await until(lambda: drainer.sent == N, what="every delivery sent")
     finally:
         release.set()
-    assert await _statuses(owner_conn, tenant) == {"delivered": N}
+    assert await delivery_statuses(owner_conn, tenant) == {"delivered": N}
     bodies = [r.json()["data"]["message"]["body"] for r in sink.received]
     assert bodies == [f"m{i}" for i in range(N)]  # each once, in order
 
@@ -85,7 +79,7 @@ async def test_a_batch_whose_lease_is_lost_sends_nothing_more(owner_conn, tenant
     finally:
         release.set()
     assert sink.arrived == 1
-    assert await _statuses(owner_conn, tenant) == {"delivered": 1, "pending": N - 1}
+    assert await delivery_statuses(owner_conn, tenant) == {"delivered": 1, "pending": N - 1}
 
 
 async def test_a_drainer_never_leases_again_what_it_is_working_on(owner_conn, tenant, sink):

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 
 import pytest
-from support.outbox import add_destination, make_drainer, start_conversation
+from support.outbox import add_destination, delivery_statuses, make_drainer, start_conversation
+from support.waits import until
 
 from jobs import outbox
 from pyapp.db import Actor, create_pool, tenant_tx
@@ -16,18 +17,13 @@ N = 40  # deliveries: one batch
 HUNG = 10  # the sink answers the first HUNG requests, then holds the next one until released
 
 
-async def _counts(owner_conn, tenant) -> dict:
-    rows = await owner_conn.fetch("SELECT status, count(*) AS n FROM parley.outbox WHERE tenant_id = $1 GROUP BY 1",
-                                  tenant.id)
-    return {r["status"]: r["n"] for r in rows}
-
-
 async def _recorded(owner_conn, tenant, n, timeout=20):
     """Until n delivered attempts are in parley.outbox_attempts (the drainer's record, seen from outside)."""
-    async with asyncio.timeout(timeout):
-        while await owner_conn.fetchval("SELECT count(*) FROM parley.outbox_attempts WHERE tenant_id = $1"
-                                        " AND outcome = 'delivered'", tenant.id) < n:
-            await asyncio.sleep(0.05)
+    async def enough():
+        return await owner_conn.fetchval("SELECT count(*) FROM parley.outbox_attempts WHERE tenant_id = $1"
+                                         " AND outcome = 'delivered'", tenant.id) >= n
+
+    await until(enough, timeout=timeout, what=f"{n} delivered attempts recorded")
 
 
 @pytest.mark.parametrize("ordered", [False, True], ids=["unordered", "ordered"])
@@ -66,7 +62,7 @@ async def _kill_mid_batch(settings, owner_conn, tenant, sink, ordered, release):
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await slow.close()
-    assert await _counts(owner_conn, tenant) == {"delivered": answered, "pending": N - answered}
+    assert await delivery_statuses(owner_conn, tenant) == {"delivered": answered, "pending": N - answered}
     sent_before = len(sink.received)
     assert sent_before == answered
 
@@ -75,14 +71,15 @@ async def _kill_mid_batch(settings, owner_conn, tenant, sink, ordered, release):
                              " WHERE tenant_id = $1", tenant.id)
     release.set()  # the hung request ends (its answer goes to a closed connection)
     survivor = make_drainer(await tenant.pool("jobs"), "survivor")
+    async def all_delivered():
+        await survivor.drain()
+        return (await delivery_statuses(owner_conn, tenant)).get("delivered", 0) >= N
+
     try:
-        async with asyncio.timeout(30):
-            while (await _counts(owner_conn, tenant)).get("delivered", 0) < N:
-                if await survivor.drain() == 0:
-                    await asyncio.sleep(0.1)
+        await until(all_delivered, timeout=30, what="every delivery delivered by the survivor")
     finally:
         await survivor.close()
-    assert await _counts(owner_conn, tenant) == {"delivered": N}
+    assert await delivery_statuses(owner_conn, tenant) == {"delivered": N}
     await sink.wait_for(N + 1)  # every delivery, and the hung request noted once released
     bodies = [r.json()["data"]["message"]["body"] for r in sink.received]
     assert set(bodies) == {f"m{i}" for i in range(N)}  # nothing lost
@@ -178,14 +175,12 @@ async def test_a_drainer_stopped_mid_batch_records_what_was_answered(monkeypatch
     drainer = make_drainer(await tenant.pool("jobs"), "stopping", senders={"webhook": counting}, lease_s=600)
     task = asyncio.create_task(drainer.run(asyncio.Event()))
     try:
-        async with asyncio.timeout(20):
-            while counting.answered < 9:
-                await asyncio.sleep(0.02)
-        assert await _counts(owner_conn, tenant) == {"pending": 10}
+        await until(lambda: counting.answered >= 9, timeout=20, what="nine answers")
+        assert await delivery_statuses(owner_conn, tenant) == {"pending": 10}
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        assert await _counts(owner_conn, tenant) == {"delivered": 9, "pending": 1}
+        assert await delivery_statuses(owner_conn, tenant) == {"delivered": 9, "pending": 1}
     finally:
         release.set()
         task.cancel()  # a no-op once stopped above

@@ -10,21 +10,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 from support.database import crash_and_restart
-from support.outbox import add_destination, make_drainer, post, start_conversation
+from support.outbox import add_destination, delivery_statuses, make_drainer, post, start_conversation
 from support.server import TEST_SECRET
 
 from pyapp.db import Actor, create_pool, tenant_tx
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def _statuses(owner_conn, tenant):
-    """The message deliveries' statuses (owners' notices, e.g. the usage warnings `parley jobs` mails when
-    these bulk bot replies pass the plan's allowances, are not what these tests count)."""
-    rows = await owner_conn.fetch(
-        "SELECT status, count(*) AS n FROM parley.outbox WHERE tenant_id = $1 AND kind NOT LIKE 'notice.%' "
-        "GROUP BY 1", tenant.id)
-    return {r["status"]: r["n"] for r in rows}
 
 
 async def _bulk_events(tenant, conv, n):
@@ -36,7 +27,7 @@ async def _bulk_events(tenant, conv, n):
 
 async def _until_all_delivered(owner_conn, tenant, total, drainer, timeout=60):
     async with asyncio.timeout(timeout):
-        while (await _statuses(owner_conn, tenant)).get("delivered", 0) < total:
+        while (await delivery_statuses(owner_conn, tenant)).get("delivered", 0) < total:
             if await drainer.drain() == 0:
                 await asyncio.sleep(0.2)  # a destination held by its rate bucket or backoff
 
@@ -73,7 +64,7 @@ async def test_kill_9_mid_drain_loses_nothing(settings, owner_conn, tenant, sink
         await _until_all_delivered(owner_conn, tenant, 300, drainer)
     finally:
         await drainer.close()
-    assert await _statuses(owner_conn, tenant) == {"delivered": 300}
+    assert await delivery_statuses(owner_conn, tenant) == {"delivered": 300}
     got = [r.msg_id for r in sink.received]
     assert set(got) == keys                      # every delivery arrived
     assert len(got) >= 300                      # some twice (sent, then killed before recording) ...
@@ -143,7 +134,7 @@ async def test_two_drainers_share_the_work_and_keep_order(settings, owner_conn, 
             await d.close()
             await p.close()
     assert sum(sent) == 400
-    assert await _statuses(owner_conn, tenant) == {"delivered": 400}
+    assert await delivery_statuses(owner_conn, tenant) == {"delivered": 400}
     assert len(sink.received) == 400 and len({r.msg_id for r in sink.received}) == 400  # none twice
     ordered_bodies = [r.json()["data"]["message"]["body"] for r in sink.received if r.query == "ordered"]
     assert ordered_bodies == [f"m{i}" for i in range(100)]

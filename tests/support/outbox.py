@@ -48,6 +48,15 @@ async def post(tenant, conv, *bodies, author="bot"):
     return ids
 
 
+async def delivery_statuses(owner_conn, tenant) -> dict[str, int]:
+    """The tenant's deliveries by status (owners' notices, e.g. the usage warnings `parley jobs` mails
+    when bulk bot replies pass the plan's allowances, are not what the outbox tests count)."""
+    rows = await owner_conn.fetch(
+        "SELECT status, count(*) AS n FROM parley.outbox WHERE tenant_id = $1 AND kind NOT LIKE 'notice.%' "
+        "GROUP BY 1", tenant.id)
+    return {r["status"]: r["n"] for r in rows}
+
+
 def make_drainer(pool, worker="w1", **kw) -> OutboxDrainer:
     kw.setdefault("senders", {"webhook": WebhookSender(allow_hosts=["127.0.0.1"])})
     kw.setdefault("keyring", Keyring.from_settings(TEST_SECRET))
