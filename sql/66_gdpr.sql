@@ -52,7 +52,7 @@ AS $$
   SELECT o.oid::regclass, max(ch.depth)::int, o.partition_key, o.referenced_by
     FROM owned o JOIN chain ch ON ch.oid = o.oid
    GROUP BY o.oid, o.partition_key, o.referenced_by
-   ORDER BY 2, 1::regclass::text
+   ORDER BY max(ch.depth), o.oid::regclass::text
 $$;
 COMMENT ON FUNCTION parley.tenant_owned_tables() IS
   'Every tenant-owned table of schema parley (tenant_id leads its primary key; partitions through their parent), with its depth (tables that reference others come first, so deleting in this order never waits on a foreign key) and, for a partitioned table, the column it is range-partitioned by (its time column; NULL for a plain table), and how many foreign keys reference it (deleting one of its rows fires that many actions).';
@@ -318,9 +318,12 @@ COMMENT ON FUNCTION parley.tenants_due_for_purge(int) IS
 -- One batch of the purge in one table reads only the rows it deletes. A plain table: up to p_max
 -- of the tenant's rows by their addresses (ctid). A table partitioned by time: the instant of the
 -- tenant's (p_max + 1)-th oldest row, read on the (tenant_id, <time>) index, and every row of the
--- tenant before it, in the partitions that range covers; when more rows than that share the oldest
--- instant, p_max of them by their addresses in that instant's one partition (a partitioned table
--- without that index, outbox and outbox_attempts, sorts the tenant's rows to find the instant).
+-- tenant before it, in the partitions that range covers, and as many as the batch still takes of the
+-- rows at that instant, by their addresses in its one partition (a partitioned table without that
+-- index, outbox and outbox_attempts, sorts the tenant's rows to find the instant). Either way a batch
+-- deletes p_max rows, or every row left: one that took fewer while rows were left (the rows before
+-- the instant were fewer than p_max, the rest tied at it) let the purge's pass go on to the tables
+-- these rows reference, whose cascade then deleted them all in one batch, past its bound.
 -- Joining a batch's keys back to the table read every row the tenant had in it (all partitions)
 -- for each batch.
 CREATE OR REPLACE FUNCTION parley.purge_table_batch(p_table regclass, p_partition_key name, p_tenant uuid,
@@ -330,6 +333,7 @@ AS $$
 DECLARE
   v_next timestamptz;
   v_n bigint;
+  v_taken bigint;
 BEGIN
   IF p_partition_key IS NULL THEN
     EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1'
@@ -342,21 +346,23 @@ BEGIN
      INTO v_next USING p_tenant, p_max;
   IF v_next IS NULL THEN  -- p_max rows or fewer left
     EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1', p_table) USING p_tenant;
-  ELSE
-    EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1 AND %2$I < $2', p_table, p_partition_key)
-      USING p_tenant, v_next;
+    GET DIAGNOSTICS v_n = ROW_COUNT;
+    RETURN v_n;
   END IF;
+  EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1 AND %2$I < $2', p_table, p_partition_key)
+    USING p_tenant, v_next;
   GET DIAGNOSTICS v_n = ROW_COUNT;
-  IF v_n = 0 AND v_next IS NOT NULL THEN  -- the p_max + 1 oldest rows share one instant
+  IF v_n < p_max THEN  -- the rest of the batch from the rows at v_next (more than p_max rows left)
     EXECUTE format('DELETE FROM %1$s WHERE tenant_id = $1 AND %2$I = $2 AND ctid = ANY (ARRAY('
                    'SELECT ctid FROM %1$s WHERE tenant_id = $1 AND %2$I = $2 LIMIT $3))', p_table, p_partition_key)
-      USING p_tenant, v_next, p_max;
-    GET DIAGNOSTICS v_n = ROW_COUNT;
+      USING p_tenant, v_next, p_max - v_n;
+    GET DIAGNOSTICS v_taken = ROW_COUNT;
+    v_n := v_n + v_taken;
   END IF;
   RETURN v_n;
 END $$;
 COMMENT ON FUNCTION parley.purge_table_batch(regclass, name, uuid, bigint) IS
-  'Internal to the purge (runs as parley_purge, under row-level security with the tenant set): delete at most p_max of tenant p_tenant''s rows of p_table, a plain table by row address, one partitioned by time (p_partition_key, from tenant_owned_tables) oldest first by range, so a batch reads only the rows it deletes. Returns how many went.';
+  'Internal to the purge (runs as parley_purge, under row-level security with the tenant set): delete at most p_max of tenant p_tenant''s rows of p_table, a plain table by row address, one partitioned by time (p_partition_key, from tenant_owned_tables) oldest first by range, so a batch reads only the rows it deletes. Deletes exactly p_max rows, or all that are left (so the purge reaches a referenced table only once the tables referencing it are empty). Returns how many went.';
 
 CREATE OR REPLACE FUNCTION parley.purge_deleted_tenants(p_max_rows int DEFAULT 5000) RETURNS bigint
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = ''

@@ -63,6 +63,54 @@ async def test_purge_across_partitions_and_ties(rows, owner_conn, settings):
     assert after_other == before_other, {t: (n, after_other[t]) for t, n in before_other.items() if after_other[t] != n}
 
 
+async def test_a_batch_ending_in_a_tie_takes_its_rest_there(rows, owner_conn, settings):
+    """Fewer rows before the batch's last instant than it takes, and more than it takes at that
+    instant: the batch takes the rest from that instant. A batch that stopped short there while rows
+    were left let the purge's pass go on to the conversation, whose cascade took every message left
+    in one call (a conversation of a million messages in one batch)."""
+    doomed = await rows.tenant()
+    bot = await rows.chatbot(doomed)
+    conversation = await owner_conn.fetchval(
+        "INSERT INTO parley.conversations (tenant_id, chatbot_id, visitor_id, status)"
+        " VALUES ($1, $2, gen_random_uuid(), 'bot') RETURNING id", doomed.tenant_id, bot["id"])
+    # Two messages at one second, five at the next, nine a month later: batches of 4 take 2 + 2 at
+    # the first, then the three and one more at the second instant, and so on.
+    for count, at in ((2, "0 s"), (5, "1 s"), (9, "30 days")):
+        await owner_conn.execute(
+            "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+            " SELECT $1, $2, 'visitor', 'hello', date_trunc('second', now() - interval '60 days') + $3::text::interval"
+            " FROM generate_series(1, $4)", doomed.tenant_id, conversation, at, count)
+    async with owner_conn.transaction():
+        await owner_conn.execute("SELECT set_config('app.tenant_id', $1, true)", str(doomed.tenant_id))
+        await owner_conn.execute("SET LOCAL ROLE parley_purge")
+        taken = [await owner_conn.fetchval(
+            "SELECT parley.purge_table_batch('parley.messages', 'created_at', $1, 4)", doomed.tenant_id)
+            for _ in range(5)]
+    assert taken == [4, 4, 4, 4, 0], taken
+
+    # The whole purge: the conversation goes only once its messages have.
+    for count, at in ((2, "0 s"), (5, "1 s"), (9, "30 days")):
+        await owner_conn.execute(
+            "INSERT INTO parley.messages (tenant_id, conversation_id, author, body, created_at)"
+            " SELECT $1, $2, 'visitor', 'hello', date_trunc('second', now() - interval '60 days') + $3::text::interval"
+            " FROM generate_series(1, $4)", doomed.tenant_id, conversation, at, count)
+    await owner_conn.execute("UPDATE parley.tenants SET deleted_at = now(), purge_after = now() - interval '1 second'"
+                             " WHERE id = $1", doomed.tenant_id)
+    left = ("SELECT (SELECT count(*) FROM parley.messages WHERE tenant_id = $1),"
+            " (SELECT count(*) FROM parley.conversations WHERE tenant_id = $1)")
+    jobs = await asyncpg.connect(settings.jobs_url)
+    try:
+        trail = [tuple(await owner_conn.fetchrow(left, doomed.tenant_id))]
+        while await jobs.fetchval("SELECT parley.purge_deleted_tenants(4)"):
+            trail.append(tuple(await owner_conn.fetchrow(left, doomed.tenant_id)))
+            assert len(trail) < 100
+    finally:
+        await jobs.close()
+    assert trail[0] == (16, 1) and trail[-1] == (0, 0), trail
+    assert all(messages == 0 for messages, conversations in trail if conversations == 0), trail
+    assert all(before[0] - after[0] <= 4 for before, after in itertools.pairwise(trail)), trail
+
+
 async def test_a_batch_in_a_plain_table_stays_in_its_tenant(rows, owner_conn):
     """Row addresses repeat across tables and partitions; the batch deletes only the tenant's rows of
     the table it names, and no more than asked."""
