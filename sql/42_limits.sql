@@ -146,40 +146,60 @@ AS $$ SELECT pg_advisory_xact_lock(7261013, hashtext(parley.current_tenant_id():
 COMMENT ON FUNCTION parley.lock_limit(text) IS
   'Take the current tenant''s lock on the counted limit p_what (e.g. usage:ai_messages, webhook_endpoints; advisory 7261013, to commit) before counting against it: checks and the writes they guard run one after another, so concurrent writers cannot pass the limit together.';
 
--- Per-minute rate windows (visitor messages per chatbot and per client address).
--- Design: fixed one-minute windows; each backend increments its own shard row
--- (pg_backend_pid() % 8) with an upsert and the check sums the shards of the current
--- window, so concurrent writers of one busy chatbot do not queue on a single row lock.
--- The price: concurrent checks may overshoot the limit by at most (concurrent writers - 1)
--- at the edge of a window, which is acceptable for abuse protection.
+-- Per-minute rate limits (visitor messages per chatbot, address, conversation and tenant; new
+-- conversations; API keys; system texts): at most p_limit hits in any 60 seconds. Hits are counted
+-- in 10-second buckets and a hit is refused while the buckets of the last minute (the current one
+-- and the six before it) hold p_limit: a limit is never passed across a minute's turn (fixed
+-- one-minute windows let a client send the limit at 00:59 and again at 01:00), at the price of
+-- refusing up to 10 s longer than an exact count would. Each backend increments its own shard row
+-- (pg_backend_pid() % 8) with an upsert and the check sums the shards, so concurrent writers of
+-- one busy chatbot do not queue on a single row lock; concurrent checks may overshoot the limit
+-- by at most (concurrent writers - 1), which is acceptable for abuse protection.
+CREATE OR REPLACE FUNCTION parley.rate_bucket(p_at timestamptz) RETURNS timestamptz
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT date_bin(interval '10 seconds', p_at, timestamptz '2000-01-01 00:00:00+00') $$;
+COMMENT ON FUNCTION parley.rate_bucket(timestamptz) IS
+  'The 10-second bucket of rate_counters that p_at counts in (its start); hit_rate_limit sums the current bucket and the six before it.';
+
 CREATE OR REPLACE FUNCTION parley.hit_rate_limit(p_scope text, p_key text, p_limit int)
 RETURNS void
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_tenant uuid := parley.current_tenant_id();
-  v_window timestamptz := date_trunc('minute', now());
+  v_bucket timestamptz := parley.rate_bucket(now());
   v_used bigint;
+  v_frees timestamptz;
 BEGIN
   IF coalesce(p_limit, 0) = 0 OR p_key IS NULL THEN
     RETURN;
   END IF;
   SELECT coalesce(sum(r.hits), 0) INTO v_used FROM parley.rate_counters r
-   WHERE r.tenant_id = v_tenant AND r.scope = p_scope AND r.key = p_key AND r.window_start = v_window;
+   WHERE r.tenant_id = v_tenant AND r.scope = p_scope AND r.key = p_key
+     AND r.window_start >= v_bucket - interval '60 seconds';
   IF parley.limit_reached(p_limit, v_used) THEN
-    -- The window is a fixed minute: the client may retry when it ends.
+    -- The client may retry once enough of the oldest hits have left the minute: a bucket stops
+    -- counting 70 s after it began.
+    SELECT b.window_start + interval '70 seconds' INTO v_frees
+      FROM (SELECT r.window_start, v_used - sum(sum(r.hits)) OVER (ORDER BY r.window_start) AS still
+              FROM parley.rate_counters r
+             WHERE r.tenant_id = v_tenant AND r.scope = p_scope AND r.key = p_key
+               AND r.window_start >= v_bucket - interval '60 seconds'
+             GROUP BY r.window_start) b
+     WHERE b.still < p_limit ORDER BY b.window_start LIMIT 1;
     RAISE EXCEPTION USING ERRCODE = 'PT429', HINT = 'rate_limited',
       MESSAGE = CASE WHEN p_scope = 'api_key'
                      THEN format('Too many requests (%s per minute per API key); wait a moment.', p_limit)
                      ELSE format('Too many messages (%s per minute per %s); wait a moment.', p_limit, p_scope) END,
-      DETAIL = 'retry_after=' || greatest(1, ceil(extract(epoch FROM v_window + interval '1 minute' - clock_timestamp())))::int;
+      DETAIL = 'retry_after=' || greatest(1, ceil(extract(epoch FROM coalesce(v_frees, v_bucket + interval '70 seconds')
+                                                                   - clock_timestamp())))::int;
   END IF;
   INSERT INTO parley.rate_counters AS r (tenant_id, scope, key, window_start, shard, hits)
-  VALUES (v_tenant, p_scope, p_key, v_window, pg_backend_pid() % 8, 1)
+  VALUES (v_tenant, p_scope, p_key, v_bucket, pg_backend_pid() % 8, 1)
   ON CONFLICT (tenant_id, scope, key, window_start, shard) DO UPDATE SET hits = r.hits + 1;
 END $$;
 COMMENT ON FUNCTION parley.hit_rate_limit(text, text, int) IS
-  'Count one hit in the current one-minute window of (scope, key) for the current tenant (scopes: chatbot, ip, tenant, conversation, api_key), or raise 429 rate_limited with DETAIL retry_after=<seconds to the window''s end> (the server''s Retry-After) when the window already holds p_limit hits (0 = unlimited). Sharded by backend so writers do not serialise.';
+  'Count one hit of (scope, key) for the current tenant (scopes: chatbot, ip, tenant, conversation, api_key, system_text), or raise 429 rate_limited with DETAIL retry_after=<seconds until enough hits have left the minute> (the server''s Retry-After) when the last minute (rate_bucket: the current 10-second bucket and the six before it) already holds p_limit hits (0 = unlimited): never more than p_limit in any 60 seconds. Sharded by backend so writers do not serialise.';
 
 -- Starting a conversation from the widget (parley.start_conversation as a visitor). Widget
 -- sessions write nothing, so page views cost no conversation; what a visitor can start is
@@ -265,7 +285,7 @@ SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth, par
                                'parley.subscription_delinquent(text)', 'parley.subscription_billed(text)');
 SELECT parley.secure_functions(NULL, '{parley_app, parley_jobs, parley_auth}', 'parley.effective_limits(uuid)',
                                'parley.lock_limit(text)');
-SELECT parley.secure_functions(NULL, '{parley_app, parley_auth}', 'parley.hit_rate_limit(text, text, int)');
+SELECT parley.secure_functions(NULL, '{parley_app, parley_auth}', 'parley.hit_rate_limit(text, text, int)', 'parley.rate_bucket(timestamptz)');
 SELECT parley.secure_functions('parley_auth', '{parley_app}', 'parley.count_open_conversations_from(inet)');
 SELECT parley.secure_functions(NULL, '{parley_app}', 'parley.check_visitor_start(uuid, inet)');
 SELECT parley.secure_functions(NULL, '{parley_jobs}', 'parley.prune_rate_counters(interval)');

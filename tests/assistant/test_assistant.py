@@ -8,7 +8,7 @@ from pyapp.metrics import REGISTRY
 from pyapp.providers.prompt import RULES
 from support.assistant import bot_messages, open_visitor, use_llm
 from support.fakes.llm_servers import Reply
-from support.waits import window_clear
+from support.waits import day_clear
 
 
 async def test_streams_then_stores_the_reply_once(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
@@ -107,7 +107,7 @@ async def test_quota_refusal_makes_no_llm_call(server, bot, owner_conn, clients,
     await use_llm(server, bot, "openai", fake_openai.base_url)
     await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, ai_msgs_per_day) VALUES ($1, 1)",
                              uuid.UUID(bot["tenant_id"]))
-    await window_clear(owner_conn, "day", margin=30)
+    await day_clear(owner_conn)
     await owner_conn.execute("INSERT INTO parley.usage_counters (tenant_id, day, metric, shard, value)"
                              " VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 'ai_messages', 0, 1)",
                              uuid.UUID(bot["tenant_id"]))

@@ -7,7 +7,6 @@ import json
 
 import asyncpg
 import pytest
-from support.waits import window_clear
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -156,7 +155,6 @@ async def test_api_key_rate_limit_answers_429_with_retry_after(tenant, make_api_
     await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, api_requests_per_min) VALUES ($1, 2)",
                              tenant.id)
     key = await make_api_key(tenant.server, tenant.token)
-    await window_clear(owner_conn)
     for _ in range(2):
         status, _ = await tenant.call("GET", "/api/chatbots", token=key)
         assert status == 200
@@ -164,7 +162,7 @@ async def test_api_key_rate_limit_answers_429_with_retry_after(tenant, make_api_
                                       headers={"Authorization": f"Bearer {key}"}) as resp:
         body = await resp.json()
         assert resp.status == 429 and body["error"]["code"] == "rate_limited"
-        assert 1 <= int(resp.headers["Retry-After"]) <= 60
+        assert 1 <= int(resp.headers["Retry-After"]) <= 70  # the last minute, in 10-second buckets
     # A person's session is not counted against the key's window.
     status, _ = await tenant.call("GET", "/api/chatbots")
     assert status == 200
@@ -220,7 +218,6 @@ async def test_message_windows_per_conversation_and_tenant(tenant, owner_conn, s
         2 if scope == "conversation" else 0, 3 if scope == "tenant" else 0)
     bot = await _bot(tenant, owner_conn)
     first = await _start(tenant, bot)
-    await window_clear(owner_conn)
     await _visitor_says(tenant, first, "one")
     await _visitor_says(tenant, first, "two")
     other = await _start(tenant, bot)

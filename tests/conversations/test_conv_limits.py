@@ -4,7 +4,7 @@ import uuid
 import asyncpg
 import pytest
 
-from support.waits import window_clear
+from support.waits import day_clear
 from support.workspace import override_limits
 
 from pyapp.client import ParleyError
@@ -89,7 +89,7 @@ async def test_ai_messages_per_day(make_workspace, owner_conn):
     bot = await ws.chatbot()
     conv = await ws.start(bot["id"])
     await override_limits(owner_conn, ws.tenant_id, ai_msgs_per_day=3)
-    await window_clear(owner_conn, "day", margin=30)
+    await day_clear(owner_conn)
     async with ws.tx() as conn:
         for n in range(3):
             await conn.fetchrow("SELECT * FROM parley.post_message($1, 'bot', $2)", conv, f"answer {n}")
@@ -134,17 +134,41 @@ async def test_rate_limit_per_ip_hit_then_recovered(make_workspace, owner_conn):
     bot = await ws.chatbot()
     await override_limits(owner_conn, ws.tenant_id, msgs_per_min_ip=5, msgs_per_min_chatbot=0)
     conv = await ws.start(bot["id"])
-    await window_clear(owner_conn)
     assert await _burst(ws, conv, 7, "198.51.100.1", "a") == ["ok"] * 5 + ["rate_limited"] * 2
     # another address is not affected
     other = await ws.start(bot["id"])
     assert await _burst(ws, other, 2, "198.51.100.2", "b") == ["ok", "ok"]
-    # the window passes (moved one minute into the past instead of sleeping)
-    await owner_conn.execute("UPDATE parley.rate_counters SET window_start = window_start - interval '1 minute' "
+    # the minute passes (the hits moved 70 s into the past instead of sleeping)
+    await owner_conn.execute("UPDATE parley.rate_counters SET window_start = window_start - interval '70 seconds' "
                              "WHERE tenant_id = $1", ws.tenant_id)
     assert await _burst(ws, conv, 1, "198.51.100.1", "c") == ["ok"]
     # refused messages were not stored
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE conversation_id = $1", conv) == 6
+
+
+async def test_rate_limit_counts_the_last_sixty_seconds(make_workspace, owner_conn):
+    """A limit per minute holds in any 60 seconds, across a minute's turn: fixed one-minute windows
+    let a client send the limit at 00:59 and again at 01:00. The refusal's retry_after says when
+    enough hits have left the last minute."""
+    ws = await make_workspace()
+    bot = await ws.chatbot()
+    await override_limits(owner_conn, ws.tenant_id, msgs_per_min_ip=4, msgs_per_min_chatbot=0)
+    conv = await ws.start(bot["id"])
+    assert await _burst(ws, conv, 4, "198.51.100.7", "a") == ["ok"] * 4
+    hits_at = ("WITH gone AS (DELETE FROM parley.rate_counters WHERE tenant_id = $1 AND scope = 'ip' RETURNING hits)"
+               " INSERT INTO parley.rate_counters (tenant_id, scope, key, window_start, shard, hits)"
+               " SELECT $1, 'ip', '198.51.100.7', parley.rate_bucket({}), 0, sum(hits) FROM gone")
+    # The four hits a second before this minute began (the last fixed minute): still within the
+    # last 60 seconds, so the fifth is refused until this minute ends.
+    await owner_conn.execute(hits_at.format("date_trunc('minute', clock_timestamp()) - interval '1 second'"),
+                             ws.tenant_id)
+    with pytest.raises(asyncpg.PostgresError) as refused:
+        await ws.visitor_says(conv, "b", ip="198.51.100.7")
+    assert refused.value.hint == "rate_limited"
+    assert 1 <= int(refused.value.detail.removeprefix("retry_after=")) <= 60, refused.value.detail
+    # Once they are more than a minute old, the next is taken.
+    await owner_conn.execute(hits_at.format("clock_timestamp() - interval '70 seconds'"), ws.tenant_id)
+    assert await _burst(ws, conv, 1, "198.51.100.7", "c") == ["ok"]
 
 
 async def test_rate_limit_per_chatbot_across_visitors(make_workspace, owner_conn):
@@ -153,14 +177,13 @@ async def test_rate_limit_per_chatbot_across_visitors(make_workspace, owner_conn
     await override_limits(owner_conn, ws.tenant_id, msgs_per_min_chatbot=4, msgs_per_min_ip=0)
     convs = [await ws.start(bot["id"]) for _ in range(3)]
     results = []
-    await window_clear(owner_conn)
     for i, conv in enumerate(convs * 2):
         results += await _burst(ws, conv, 1, f"198.51.100.{10 + i}", "x")
     assert results == ["ok"] * 4 + ["rate_limited"] * 2
     # the counter is sharded by backend: several rows may hold the window, their sum is the count
     assert await owner_conn.fetchval("SELECT sum(hits) FROM parley.rate_counters WHERE tenant_id = $1 "
                                      "AND scope = 'chatbot'", ws.tenant_id) == 4
-    await owner_conn.execute("UPDATE parley.rate_counters SET window_start = window_start - interval '1 minute'")
+    await owner_conn.execute("UPDATE parley.rate_counters SET window_start = window_start - interval '70 seconds'")
     assert await _burst(ws, convs[0], 1, "198.51.100.99", "y") == ["ok"]
     # agents and the bot are never rate limited
     status, _ = await ws.call("POST", f"/api/conversations/{convs[1]}/reply", json={"body": "hi"})

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from pyapp.db import Actor, act_as
-from support.waits import until, window_clear
+from support.waits import day_clear, until
 
 
 async def _begin(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> None:
@@ -60,7 +60,7 @@ async def test_two_bot_replies_with_one_left_today(rows, owner_conn, connect):
     second_conv = await rows.conversation(owner.tenant_id, bot["id"])
     await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, ai_msgs_per_day) VALUES ($1, 3)",
                              owner.tenant_id)
-    await window_clear(owner_conn, "day", margin=30)
+    await day_clear(owner_conn)
     await owner_conn.execute("INSERT INTO parley.usage_counters (tenant_id, day, metric, shard, value)"
                              " VALUES ($1, (now() AT TIME ZONE 'UTC')::date, 'ai_messages', 15, 2)", owner.tenant_id)
     first, second = await connect(), await connect()

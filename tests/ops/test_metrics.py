@@ -18,7 +18,7 @@ from support.knowledge import ROOT
 from support.outbox import add_destination, make_drainer, post, sink, start_conversation  # noqa: F401 (fixture)
 from support.realtime import agent, create_chatbot, visitor, widget_session
 from support.server import TEST_SECRET, free_port, start_server
-from support.waits import until, window_clear
+from support.waits import until
 
 from pyapp import metrics
 
@@ -99,7 +99,6 @@ async def test_traffic_moves_the_figures(metered, signup, owner_conn):
     await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, msgs_per_min_ip) VALUES ($1, 1)"
                              " ON CONFLICT (tenant_id) DO UPDATE SET msgs_per_min_ip = 1",
                              uuid.UUID(owner["tenant_id"]))
-    await window_clear(owner_conn)
     for _ in range(3):
         status, refused = await metered.call("POST", "/api/widget/sessions",
                                              json={"chatbot_key": bot["key"], "start": True},

@@ -15,7 +15,6 @@ from pyapp.db import Actor, create_pool, tenant_tx
 from pyapp.widget.tokens import _visitor_key
 from support.realtime import ORIGIN, Client, agent, visitor, widget_session
 from support.server import TEST_SECRET, start_server
-from support.waits import window_clear
 
 
 async def _count(owner_conn, tenant) -> int:
@@ -224,7 +223,6 @@ async def test_one_address_cannot_fill_the_tenant(server, tenant, owner_conn, cl
 
 async def test_conversation_starts_per_chatbot_are_rate_limited(server, tenant, owner_conn, clients):
     await _limit(owner_conn, tenant, conversations_per_min_chatbot=2)
-    await window_clear(owner_conn)
     for _ in range(2):
         _, ok = await _speak(server, tenant, clients)
         assert ok["type"] == "conversation"

@@ -85,17 +85,14 @@ class Output:
             raise AssertionError("no such line; the last ones:\n" + "\n".join(self.lines[-20:])) from None
 
 
-async def window_clear(conn: asyncpg.Connection, unit: str = "minute", *, margin: float = 5.0) -> None:
-    """Return once the database clock has `margin` seconds or more left in its current `unit`
-    (UTC): rate limits count in fixed minute windows (parley.hit_rate_limit) and quotas in UTC days
-    (parley.usage_on), so a test that fills a window and expects the next hit refused sees a fresh
-    window instead if the minute turns in between (1 run in a few hundred did). The signal waited
-    on is the clock itself: when too little of the window is left, this waits for the next one."""
+async def day_clear(conn: asyncpg.Connection, *, margin: float = 30.0) -> None:
+    """Return once the database clock has `margin` seconds or more left in its UTC day: quotas count
+    in UTC days (parley.usage_on), so a test that fills a day's quota and expects the next use
+    refused would see a fresh day instead if midnight passed in between. The signal waited on is
+    the clock itself: when too little of the day is left, this waits for the next one. (Rate limits
+    need no such wait: parley.hit_rate_limit counts the last 60 seconds, whatever the clock says.)"""
     left = await conn.fetchval(
-        "SELECT extract(epoch FROM date_trunc($1, now_utc) + make_interval(mins => ($1 = 'minute')::int,"
-        " days => ($1 = 'day')::int) - now_utc)::float8 FROM (SELECT clock_timestamp() AT TIME ZONE 'UTC') t(now_utc)",
-        unit)
-    if left is None:
-        raise ValueError(f"unit {unit!r}: minute or day")
+        "SELECT extract(epoch FROM date_trunc('day', now_utc) + interval '1 day' - now_utc)::float8"
+        " FROM (SELECT clock_timestamp() AT TIME ZONE 'UTC') t(now_utc)")
     if left < margin:
         await asyncio.sleep(left + 0.05)
