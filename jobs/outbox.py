@@ -25,7 +25,7 @@ from pyapp import metrics, tracing
 from pyapp.channels.envelope import Keyring, SecretUnavailable, open_secrets
 from pyapp.db import Actor, tenant_tx
 from pyapp.outbox.registry import default_senders
-from pyapp.outbox.senders import RAW_BODY, Delivery, Destination, Result, Sender
+from pyapp.outbox.senders import RAW_BODY, Delivery, Destination, Progress, Result, Sender
 
 log = logging.getLogger("parley.jobs.outbox")
 
@@ -310,7 +310,7 @@ class OutboxDrainer:
                     thread, title = made[first.conversation_id]
                     group = [dataclasses.replace(d, thread=thread, thread_title=title) for d in group]
                     first = group[0]
-                res = await _safe_send(sender, destination, first, group)
+                res = await _safe_send(sender, destination, first, group, recording.progress)
                 if first.conversation_id is not None and (res.extra.get("thread") or res.extra.get("title")):
                     made[first.conversation_id] = (
                         str(res.extra.get("thread") or first.thread),
@@ -361,6 +361,7 @@ class _Recording:
         self.ending = asyncio.Event()
         self.timer: asyncio.Task | None = None
         self.threads_done: set[int] = set()  # answers (their id()) whose thread is recorded
+        self.progress = _Progress(drainer, tenant_id, destination_id)
 
     def add(self, answered: list[tuple[Delivery, Result]]) -> None:
         self.waiting += answered
@@ -422,6 +423,37 @@ class _Recording:
         self.threads_done = done
 
 
+class _Progress:
+    """A post's steps recorded as the sender reports them (pyapp.outbox.senders.Progress), before its
+    answer: the thread it made or renamed (parley.record_channel_thread) and the parts of a split
+    post delivered so far (parley.note_parts_sent). A drainer that dies mid-post leaves the next one
+    only the call that was in flight to do again. A step that cannot be recorded (the database
+    away) is a warning: the post goes on, and its answer records the step with it."""
+
+    def __init__(self, drainer: OutboxDrainer, tenant_id, destination_id):
+        self.drainer = drainer
+        self.tenant_id = tenant_id
+        self.destination_id = destination_id
+
+    async def thread(self, delivery: Delivery, thread: str, title: str | None) -> None:
+        if delivery.conversation_id is not None:
+            await self._note(
+                "SELECT parley.record_channel_thread($1, $2, $3, $4)", delivery.conversation_id, thread, title
+            )
+
+    async def parts(self, delivery: Delivery, parts_sent: int) -> None:
+        await self._note("SELECT parley.note_parts_sent($1, $2, $3, $4)", delivery.id, delivery.created_at, parts_sent)
+
+    async def _note(self, sql: str, *args) -> None:
+        try:
+            async with self.drainer._tx(self.tenant_id) as conn:
+                await conn.execute(sql, self.destination_id, *args)
+        except Exception as exc:
+            log.warning(
+                "outbox: progress of a post to %s not recorded (%s: %s)", self.destination_id, type(exc).__name__, exc
+            )
+
+
 def _thread(d: Delivery, res: Result) -> tuple | None:
     """The thread an answer made or renamed: (conversation, thread, title or None to keep it), or None."""
     thread = res.extra.get("thread") or d.thread
@@ -464,10 +496,15 @@ def _grouped(deliveries: list[Delivery], posts: list[int]) -> list[list[Delivery
 
 
 async def _safe_send(
-    sender: Sender, destination: Destination, delivery: Delivery, group: list[Delivery] | None = None
+    sender: Sender,
+    destination: Destination,
+    delivery: Delivery,
+    group: list[Delivery] | None = None,
+    progress: Progress | None = None,
 ) -> Result:
-    """One delivery, or a coalesced post of several through the sender's send_post; counted in
-    /metrics (attempts by outcome, latency, retry_after) and traced (outbox.send)."""
+    """One delivery, or a post (one delivery or several coalesced) through the sender's send_post,
+    which reports its progress as it goes; counted in /metrics (attempts by outcome, latency,
+    retry_after) and traced (outbox.send)."""
     started = time.perf_counter()
     with tracing.span(
         "outbox.send",
@@ -476,12 +513,10 @@ async def _safe_send(
         **{"parley.destination_kind": destination.kind, "parley.delivery_id": delivery.id},
     ):
         try:
-            result = None
-            if group is not None and len(group) > 1:
-                send_post = getattr(sender, "send_post", None)
-                if send_post is not None:
-                    result = await send_post(destination, group)
-            if result is None:
+            send_post = getattr(sender, "send_post", None)
+            if send_post is not None and group is not None:
+                result = await send_post(destination, group, progress)
+            else:
                 result = await sender.send(destination, delivery)
         except Exception as exc:  # an adapter bug is a failed attempt, recorded, not a lost delivery
             log.exception("outbox adapter %s", destination.kind)

@@ -141,7 +141,21 @@ $$;
 COMMENT ON FUNCTION parley.expire_outbox_deliveries() IS
   'Jobs, per tenant: dead-letter pending deliveries more than an hour past their deadline that no drainer got to (their destination is paused or held); returns how many.';
 
+-- A post split in parts (a long message to Telegram) notes each part as it is delivered, before
+-- the attempt's result: a drainer that dies half way leaves the next one only the rest to send.
+CREATE OR REPLACE FUNCTION parley.note_parts_sent(p_destination_id uuid, p_id bigint, p_created_at timestamptz,
+                                                 p_parts_sent int)
+RETURNS void
+LANGUAGE sql VOLATILE
+AS $$
+  UPDATE parley.outbox o SET parts_sent = greatest(o.parts_sent, p_parts_sent)
+   WHERE o.tenant_id = parley.current_tenant_id() AND o.destination_id = p_destination_id
+     AND o.id = p_id AND o.created_at = p_created_at AND o.status = 'pending'
+$$;
+COMMENT ON FUNCTION parley.note_parts_sent(uuid, bigint, timestamptz, int) IS
+  'Drainers, while a split post is sent: its first p_parts_sent parts are delivered (never fewer than noted before), so a retry after the drainer died sends the rest (take_channel_batch hands parts_sent to the sender). A pending delivery of the current tenant only.';
+
 -- Owners and callers (parley.secure_functions, sql/05_access.sql).
 SELECT parley.secure_functions(NULL, '{parley_jobs}',
   'parley.record_outbox_results(uuid, text, jsonb, int)', 'parley.pause_destination(uuid, text)',
-  'parley.expire_outbox_deliveries()');
+  'parley.expire_outbox_deliveries()', 'parley.note_parts_sent(uuid, bigint, timestamptz, int)');

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pyapp.outbox.senders import Delivery, Destination, Outcome, Result, elapsed_ms
+from pyapp.outbox.senders import Delivery, Destination, Outcome, Progress, Result, elapsed_ms
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,8 @@ class ChannelSender:
     pinned in the thread once posted (its first part; a pin refused is noted on the delivered
     attempt, not retried: the text is there). What it made or renamed is
     reported in ``Result.extra`` (thread, title), and the parts delivered in ``Result.parts_sent``,
-    even when a later step fails, so a retry does neither again.
+    even when a later step fails, so a retry does neither again; and to ``progress`` as each is done,
+    so a drainer that dies before the Result does neither again either.
 
     ``send_post`` sends several deliveries of one conversation as one post (the drainer's
     coalesced messages, parley.take_channel_batch): their lines joined, one Result for all."""
@@ -163,7 +164,9 @@ class ChannelSender:
     async def send(self, destination: Destination, delivery: Delivery) -> Result:
         return await self.send_post(destination, [delivery])
 
-    async def send_post(self, destination: Destination, deliveries: list[Delivery]) -> Result:
+    async def send_post(
+        self, destination: Destination, deliveries: list[Delivery], progress: Progress | None = None
+    ) -> Result:
         first = deliveries[0]
         conversation_id = str((first.payload.get("data") or {}).get("conversation_id") or "")
         if not conversation_id:
@@ -183,9 +186,13 @@ class ChannelSender:
             if thread is None:
                 thread = await self.adapter.ensure_thread(destination, conversation_id, title, None)
                 extra.update(thread=thread, title=title)
+                if progress is not None:
+                    await progress.thread(first, thread, title)
             elif first.thread_title != title:
                 await self.adapter.rename_thread(destination, thread, title)
                 extra["title"] = title
+                if progress is not None:
+                    await progress.thread(first, thread, title)
             if kind == "reopened" and done == 0:
                 await self.adapter.reopen_thread(destination, thread)
             while done < len(parts):
@@ -195,6 +202,8 @@ class ChannelSender:
                 )
                 first_posted = first_posted or posted
                 done += 1
+                if progress is not None and done < len(parts) and len(deliveries) == 1:
+                    await progress.parts(first, done)
             if kind == "closed":
                 await self.adapter.close_thread(destination, thread)
         except ChannelError as exc:

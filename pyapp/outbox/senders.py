@@ -88,6 +88,16 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
+class Progress(Protocol):
+    """What a sender reports while a post is under way, before its Result: a drainer that dies
+    before the answer must not do it again. Only the call in flight then is done again (no channel
+    takes an idempotency key): a thread made or renamed, each part of a split post delivered."""
+
+    async def thread(self, delivery: Delivery, thread: str, title: str | None) -> None: ...
+
+    async def parts(self, delivery: Delivery, parts_sent: int) -> None: ...
+
+
 def classify_http(status: int) -> Outcome:
     """2xx delivered; 429, 408, 3xx (redirects are never followed) and 5xx retried; other 4xx stop."""
     if 200 <= status < 300:

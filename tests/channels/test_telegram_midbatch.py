@@ -1,6 +1,8 @@
 """A drainer killed mid-batch after a conversation's post made its topic: the topic and the post are
 recorded as they come (jobs/outbox.py _Recording), so the next drainer neither makes the topic again
-nor shows the operators the post twice; the post in flight is the only one sent again."""
+nor shows the operators the post twice; the post in flight is the only one sent again. Killed
+mid-post: the topic it made and the parts of a long message it delivered are recorded as they are
+done (_Progress), so only the call in flight is made again."""
 import asyncio
 import contextlib
 
@@ -34,8 +36,16 @@ async def _killed_once_the_first_topic_is_recorded(ws, tg, owner_conn, settings)
     """A drainer runs until the second conversation's topic hangs and the first one's is recorded,
     then stops hard (its connections gone first, so nothing more can be recorded); the statuses of
     the visitors' deliveries."""
+    return await _killed_when(ws, tg, owner_conn, settings, "createForumTopic", 1, "the first topic recorded",
+                              "SELECT count(*) FROM parley.channel_threads WHERE tenant_id = $1")
+
+
+async def _killed_when(ws, tg, owner_conn, settings, method, after, what, recorded):
+    """A drainer runs until its call number ``after`` + 1 of ``method`` hangs and the query
+    ``recorded`` (of the tenant's rows) answers something, then stops hard; the statuses of the
+    visitors' deliveries."""
     release = asyncio.Event()
-    tg.hold_next("createForumTopic", release, after=1)  # the second conversation's topic hangs
+    tg.hold_next(method, release, after=after)
     pool = await create_pool(settings.jobs_url, min_size=1, max_size=4)
     # A send timeout far longer than the test: only recording each post as it is answered can show
     # the first one recorded while the batch is still under way.
@@ -43,8 +53,7 @@ async def _killed_once_the_first_topic_is_recorded(ws, tg, owner_conn, settings)
     task = asyncio.create_task(doomed.run(asyncio.Event()))
     try:
         await tg.wait_for(lambda: tg.held == 1)
-        await until(lambda: owner_conn.fetchval("SELECT count(*) FROM parley.channel_threads WHERE tenant_id = $1",
-                                                ws.tenant.id), timeout=20, what="the first topic recorded")
+        await until(lambda: owner_conn.fetchval(recorded, ws.tenant.id), timeout=20, what=what)
     finally:
         pool.terminate()
         task.cancel()
@@ -94,3 +103,39 @@ async def test_a_topic_made_for_a_post_that_failed_is_recorded_at_once(ws, tg, o
     assert [m["text"] for m in tg.sent(CHAT)].count("Visitor: Hello from the first") == 1
     named = [t.name for t in tg.topics.values()]
     assert named.count(f"Conversation {str(first)[:8]}") == 1
+
+
+async def test_a_topic_is_recorded_before_its_first_post_is_answered(ws, tg, owner_conn, settings, jobs_pool):
+    """The drainer dies while the post into the topic it just made is in flight: the topic was
+    recorded as soon as it was made, so the next drainer posts into it instead of making another."""
+    await connect_telegram(ws, owner_conn)
+    conversation = await start_conversation(ws.tenant)
+    await post(ws.tenant, conversation, "Where is my parcel?", author="visitor")
+    statuses = await _killed_when(ws, tg, owner_conn, settings, "sendMessage", 0, "the topic recorded mid-post",
+                                  "SELECT count(*) FROM parley.channel_threads WHERE tenant_id = $1")
+    assert statuses == {conversation: "pending"}
+    await _survivor_drains(ws, tg, owner_conn, jobs_pool)
+    named = [t.name for t in tg.topics.values()]
+    assert named.count(f"Conversation {str(conversation)[:8]}") == 1
+    assert {m.get("message_thread_id") for m in tg.sent(CHAT)} == {t.thread_id for t in tg.topics.values()}
+
+
+async def test_the_parts_of_a_long_message_delivered_are_not_posted_again(ws, tg, owner_conn, settings, jobs_pool):
+    """An answer longer than a Telegram post goes in parts; the drainer dies while the third is in
+    flight: the two delivered were noted as they went (parley.note_parts_sent), so the next drainer
+    sends the third and nothing before it again."""
+    await connect_telegram(ws, owner_conn)
+    conversation = await start_conversation(ws.tenant)
+    long = "\n".join(f"Line {i:03d} of the order history: " + "shipped, delivered, returned. " * 4 for i in range(70))
+    assert 8192 < len(long) < 12000  # three parts of at most 4096
+    await post(ws.tenant, conversation, long)  # the assistant's long answer
+    statuses = await _killed_when(ws, tg, owner_conn, settings, "sendMessage", 2, "two parts noted",
+                                  "SELECT count(*) FROM parley.outbox WHERE tenant_id = $1 AND parts_sent = 2")
+    assert statuses == {conversation: "pending"}
+    await _survivor_drains(ws, tg, owner_conn, jobs_pool)
+    texts = [m["text"] for m in tg.sent(CHAT)]
+    assert len(set(texts)) == 3, [t[:40] for t in texts]
+    # The third part twice at most (the call in flight was answered after its drainer died); the
+    # first two once.
+    assert [texts.count(t) for t in dict.fromkeys(texts)][:2] == [1, 1], [t[:40] for t in texts]
+    assert "".join(dict.fromkeys(texts)).replace("\n", "").endswith(long.replace("\n", "")[-200:])
