@@ -425,7 +425,7 @@ def _schema_worker(args: tuple) -> tuple[str, dict, list[str], int]:
                     return
                 calls += 1
                 statuses[response.status_code] += 1
-                text = response.text[:300]
+                text = response.content[:300].decode("utf-8", "replace")  # a zip (GDPR export) is no text
                 if response.status_code >= 500:
                     try:
                         code = response.json()["error"]["code"]
@@ -434,7 +434,7 @@ def _schema_worker(args: tuple) -> tuple[str, dict, list[str], int]:
                     if code not in ("payments_disabled", "telegram_unavailable", "stripe_unavailable"):
                         findings.append(f"{op.method.upper()} {op.path} [{mode.value}] {case.path_parameters} "
                                         f"{case.query} {str(case.body)[:200]!r}: {response.status_code} {text!r}")
-                elif response.status_code >= 400 and not _error_shape(response.text):
+                elif response.status_code >= 400 and not _error_shape(response.content.decode("utf-8", "replace")):
                     findings.append(f"{op.method.upper()} {op.path} [{mode.value}]: {response.status_code} "
                                     f"not the error shape {text!r}")
 
