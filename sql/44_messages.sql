@@ -379,11 +379,20 @@ COMMENT ON FUNCTION parley.start_with_message(uuid, uuid, text, text, text, text
 -- keep their ids until commit, and past 64 a backend's subtransaction cache overflows, which
 -- makes every snapshot in the cluster slower.
 DROP FUNCTION IF EXISTS parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[]);
+-- The result grew error_detail (a rate limit's retry_after): the old shape (if any) is dropped once.
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc
+              WHERE oid = to_regprocedure('parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[])')
+                AND NOT 'error_detail' = ANY (proargnames)) THEN
+    DROP FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]);
+  END IF;
+END $$;
 CREATE OR REPLACE FUNCTION parley.post_visitor_messages(
   p_tenant_id uuid, p_conversation_ids uuid[], p_bodies text[], p_client_ids text[], p_ips text[],
   p_request_ids text[], p_traceparents text[] DEFAULT NULL)
 RETURNS TABLE (ord int, message jsonb, duplicate boolean, status text,
-               error_state text, error_message text, error_hint text)
+               error_state text, error_message text, error_hint text, error_detail text)
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
@@ -399,6 +408,7 @@ DECLARE
   v_state text[] := array_fill(NULL::text, ARRAY[v_n]);
   v_text text[] := array_fill(NULL::text, ARRAY[v_n]);
   v_hint text[] := array_fill(NULL::text, ARRAY[v_n]);
+  v_detail text[] := array_fill(NULL::text, ARRAY[v_n]);
   v_stored_message parley.messages[] := array_fill(NULL::parley.messages, ARRAY[v_n]);
   v_status text[] := array_fill(NULL::text, ARRAY[v_n]);
   v_reopened boolean[] := array_fill(NULL::boolean, ARRAY[v_n]);
@@ -408,6 +418,7 @@ DECLARE
   v_e_state text;
   v_e_text text;
   v_e_hint text;
+  v_e_detail text;
   v_lock_timeout text := current_setting('lock_timeout');
 BEGIN
   IF v_n > 24 THEN
@@ -437,8 +448,9 @@ BEGIN
                                      'visitor');
       PERFORM parley.lock_conversation(v_conv[i]);
     EXCEPTION WHEN others THEN  -- not query_canceled: a cancel ends the whole batch
-      GET STACKED DIAGNOSTICS v_e_state = RETURNED_SQLSTATE, v_e_text = MESSAGE_TEXT, v_e_hint = PG_EXCEPTION_HINT;
-      v_state[i] := v_e_state; v_text[i] := v_e_text; v_hint[i] := v_e_hint;
+      GET STACKED DIAGNOSTICS v_e_state = RETURNED_SQLSTATE, v_e_text = MESSAGE_TEXT, v_e_hint = PG_EXCEPTION_HINT,
+                              v_e_detail = PG_EXCEPTION_DETAIL;
+      v_state[i] := v_e_state; v_text[i] := v_e_text; v_hint[i] := v_e_hint; v_detail[i] := v_e_detail;
     END;
   END LOOP;
   -- 2. The messages.
@@ -453,8 +465,9 @@ BEGIN
       v_reopened[i] := v_stored.reopened;
       v_duplicate[i] := v_stored.duplicate;
     EXCEPTION WHEN others THEN
-      GET STACKED DIAGNOSTICS v_e_state = RETURNED_SQLSTATE, v_e_text = MESSAGE_TEXT, v_e_hint = PG_EXCEPTION_HINT;
-      v_state[i] := v_e_state; v_text[i] := v_e_text; v_hint[i] := v_e_hint;
+      GET STACKED DIAGNOSTICS v_e_state = RETURNED_SQLSTATE, v_e_text = MESSAGE_TEXT, v_e_hint = PG_EXCEPTION_HINT,
+                              v_e_detail = PG_EXCEPTION_DETAIL;
+      v_state[i] := v_e_state; v_text[i] := v_e_text; v_hint[i] := v_e_hint; v_detail[i] := v_e_detail;
     END;
   END LOOP;
   PERFORM set_config('lock_timeout', v_lock_timeout, true);
@@ -477,6 +490,7 @@ BEGIN
     error_state := v_state[i];
     error_message := v_text[i];
     error_hint := v_hint[i];
+    error_detail := v_detail[i];
     RETURN NEXT;
   END LOOP;
   IF p_traceparents IS NOT NULL THEN
@@ -484,7 +498,7 @@ BEGIN
   END IF;
 END $$;
 COMMENT ON FUNCTION parley.post_visitor_messages(uuid, uuid[], text[], text[], text[], text[], text[]) IS
-  'Store up to 24 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id, and its trace context when p_traceparents is given: app.traceparent while its events are written, so their outbox rows carry it; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint (SQLSTATE, message and stable code of the error that refused that message alone; nothing of it was written). Locks all conversations first (in id order), then stores the messages, then writes the events, so the batch keeps the lock order of single writers and awaits no lock after its first event. A message waits at most 1 s for a lock (then 55P03 in its row), so one busy conversation does not hold up the others.';
+  'Store up to 24 visitor messages of one tenant in one transaction, each as post_message would for that visitor (actor = the conversation, with its IP and request id, and its trace context when p_traceparents is given: app.traceparent while its events are written, so their outbox rows carry it; all its checks, limits, idempotency and events). One row per message (ord = its position in the arrays, rows in conversation order): message (visitor shape), duplicate (a resend: the stored row, no event), status (the conversation''s after it), or error_state/error_message/error_hint/error_detail (SQLSTATE, message, stable code and detail, such as a rate limit''s retry_after=<seconds>, of the error that refused that message alone; nothing of it was written). Locks all conversations first (in id order), then stores the messages, then writes the events, so the batch keeps the lock order of single writers and awaits no lock after its first event. A message waits at most 1 s for a lock (then 55P03 in its row), so one busy conversation does not hold up the others.';
 
 CREATE OR REPLACE FUNCTION parley.agent_reply(p_conversation_id uuid, p_body text, p_client_id text DEFAULT NULL)
 RETURNS parley.messages

@@ -45,10 +45,11 @@ class Posted:
 class MessageRefused(Exception):
     """One message was refused (its SQLSTATE, message and stable code, as errors.from_postgres reads them)."""
 
-    def __init__(self, sqlstate: str, message: str, hint: str | None) -> None:
+    def __init__(self, sqlstate: str, message: str, hint: str | None, detail: str | None = None) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
         self.hint = hint
+        self.detail = detail  # e.g. a rate limit's retry_after=<seconds>
 
 
 @dataclass
@@ -153,15 +154,15 @@ class VisitorMessages:
                 self.retried[state] += 1
                 self._enqueue(tenant_id, item)
             else:
-                item.future.set_exception(_refusal(state, row["error_message"], row["error_hint"]))
+                item.future.set_exception(_refusal(state, row["error_message"], row["error_hint"], row["error_detail"]))
 
 
-def _refusal(sqlstate: str, message: str, hint: str | None) -> Exception:
+def _refusal(sqlstate: str, message: str, hint: str | None, detail: str | None = None) -> Exception:
     """Why one message of a batch was not stored: MessageRefused, or for a state that means the
     database cannot take writes now (53100 disk full, 53200 out of memory: pyapp.db.db_unavailable)
     asyncpg's own error of that state, so the socket answers it as the outage it is (1013, resend)."""
     error = PostgresMessageMeta.get_message_class_for_sqlstate(sqlstate)(message)
-    return error if db_unavailable(error) else MessageRefused(sqlstate, message, hint)
+    return error if db_unavailable(error) else MessageRefused(sqlstate, message, hint, detail)
 
 
 def _fail(items, exc: BaseException) -> None:

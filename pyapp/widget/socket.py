@@ -261,7 +261,9 @@ class VisitorSession:
         if mapped is None:
             log.exception("visitor frame failed", exc_info=exc)
             mapped = ApiError(500, "internal", "Something went wrong; please try again.")
-        extra = {"client_id": frame.client_id} if isinstance(frame, MessageFrame) else {}
+        extra: dict = {"client_id": frame.client_id} if isinstance(frame, MessageFrame) else {}
+        if extra and mapped.headers.get("Retry-After"):  # refused for now: the widget sends it again then
+            extra["retry_after"] = int(mapped.headers["Retry-After"])
         self.send(error_frame(mapped.code, mapped.message, **extra))
         if mapped.status in (402, 429):
             if self.claims.conversation_id is None:

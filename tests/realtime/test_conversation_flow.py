@@ -143,6 +143,7 @@ async def test_limits_over_give_error_and_system_notice_then_recover(server, ten
     await vis.send({"type": "message", "client_id": "c-over", "body": "one too many"})
     err = await vis.expect(type="error")
     assert err["code"] == "rate_limited" and err["client_id"] == "c-over"
+    assert 1 <= err["retry_after"] <= 70  # the widget sends it again then (the last minute, in 10 s buckets)
     notice = await vis.expect_message(author="system")
     assert "too quickly" in notice["body"]
 

@@ -144,6 +144,49 @@ def test_token_refresh_and_heartbeat(double, page, visit):
     assert double.hellos[1]["last_seen_id"] == 0  # nothing was ever received
 
 
+def test_a_message_refused_for_now_is_sent_again_when_the_limit_allows(double, page, visit):
+    """A rate limit refuses a message with retry_after: the bubble stays, marked queued, and the same
+    message (its client_id) goes again after that many seconds, then settles; another refusal
+    (no retry_after) is final: "Not sent"."""
+    page.clock.install()
+    page.add_init_script(NOTE_RECEIVED)
+    orig = double._on_frame
+    refusals = [{"code": "rate_limited", "message": "Too many messages.", "retry_after": 30},
+                {"code": "body_too_long", "message": "A message is at most 4000 characters."}]
+
+    async def refuse_first(ws, conv, frame):
+        if frame.get("type") == "message" and frame["client_id"] not in double.__dict__.setdefault("_refused", set()):
+            double._refused.add(frame["client_id"])
+            await ws.send_json({"type": "error", "client_id": frame["client_id"], **refusals.pop(0)})
+            return
+        await orig(ws, conv, frame)
+    double._on_frame = refuse_first
+    w = visit("/").open()
+    w.send("too fast")
+    wait_for(page, lambda: page.evaluate("window.__rx.some((d) => JSON.parse(d).code === 'rate_limited')"),
+             what="the refusal")
+    held = w.bubbles("visitor").last
+    expect(held).to_have_class(re.compile(r"\bpl-held\b"))
+    expect(held.locator(".pl-meta")).to_have_text("Queued")
+    expect(held.locator(".pl-meta")).to_be_visible()
+    page.clock.run_for(29_000)
+    page.wait_for_timeout(50)
+    assert len(double.frames_of("message")) == 1  # not before the limit allows
+    page.clock.run_for(1_500)
+    wait_for(page, lambda: len(double.frames_of("message")) == 2, what="the message sent again")
+    first, again = double.frames_of("message")
+    assert first == again
+    expect(w.bubbles("visitor")).to_have_count(1)
+    expect(w.bubbles("visitor").last).not_to_have_class(re.compile(r"\bpl-(pending|held)\b"))
+    # A refusal without retry_after is final.
+    w.send("x" * 10)
+    expect(w.bubbles("visitor").last).to_have_class(re.compile(r"\bpl-failed\b"))
+    expect(w.bubbles("visitor").last.locator(".pl-meta")).to_have_text("Not sent")
+    page.clock.run_for(60_000)
+    page.wait_for_timeout(50)
+    assert len(double.frames_of("message")) == 3
+
+
 def test_rejected_hello_refreshes_the_session(double, visit):
     w = visit("/").open()
     w.send("hello")

@@ -454,8 +454,13 @@ const boot = () => {
         return setStatus(f.status);
       case 'error':
         if (f.client_id && byCid.has(f.client_id)) {
-          pending.delete(f.client_id);
           const el = byCid.get(f.client_id);
+          const m = pending.get(f.client_id);
+          if (f.retry_after > 0 && m) { // refused for now (a rate limit): the same message goes again then
+            el.classList.add('pl-held');
+            return setTimeout(() => pending.get(f.client_id) === m && send(m), f.retry_after * 1e3);
+          }
+          pending.delete(f.client_id);
           el.classList.add('pl-failed');
           el.lastChild.textContent = t.failed;
           byCid.delete(f.client_id);
