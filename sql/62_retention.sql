@@ -24,9 +24,13 @@ COMMENT ON FUNCTION parley.retention_cutoff(uuid) IS
 GRANT EXECUTE ON FUNCTION parley.retention_cutoff(uuid) TO parley_app, parley_jobs, parley_reporting;
 
 DROP FUNCTION IF EXISTS parley.apply_retention();
--- Per tenant: closed conversations past retention go (cascade: messages, events, feedback,
--- ratings, assistant turns), then a batch of the oldest messages and one of the oldest events
--- before the cutoff, so a large backlog is worked off over several short runs.
+-- Per tenant: a batch of the oldest messages and one of the oldest events before the cutoff, then
+-- the closed conversations past retention (cascade: what is left of their messages and events,
+-- feedback, ratings, assistant turns) as many as a batch holds, each weighed with the messages and
+-- events its cascade deletes, so a large backlog is worked off over several short runs. (Deleted
+-- all at once, a plan's retention lowered from a year to 30 days took a year of conversations with
+-- every message in one transaction.) A closed conversation heavier than a batch waits while the
+-- message and event batches, oldest first, take its rows.
 -- Both tables' batches are the same two statements (table and time column filled in): the
 -- instant of the p_batch-th oldest row is read on the (tenant_id, <time>) index, then the tenant's
 -- rows up to that instant go by the same index, in the partitions that range covers, so a batch
@@ -53,11 +57,6 @@ BEGIN
   IF v_cutoff IS NULL THEN
     RETURN 0;  -- keeps forever
   END IF;
-  DELETE FROM parley.conversations c
-   WHERE c.tenant_id = v_tenant AND c.status = 'closed'
-     AND coalesce(c.closed_at, c.last_activity_at) < v_cutoff;
-  GET DIAGNOSTICS v_n = ROW_COUNT;
-  v_total := v_total + v_n;
   FOR v_table, v_at IN VALUES ('parley.messages', 'created_at'), ('parley.events', 'at') LOOP
     EXECUTE format('SELECT max(b.at) FROM (SELECT r.%2$I AS at FROM %1$s r WHERE r.tenant_id = $1 AND r.%2$I < $2'
                    ' ORDER BY r.%2$I LIMIT $3) b', v_table, v_at)
@@ -66,10 +65,27 @@ BEGIN
     GET DIAGNOSTICS v_n = ROW_COUNT;
     v_total := v_total + v_n;
   END LOOP;
-  RETURN v_total;
+  WITH due AS (
+    SELECT c.id, coalesce(c.closed_at, c.last_activity_at) AS t
+      FROM parley.conversations c
+     WHERE c.tenant_id = v_tenant AND c.status = 'closed' AND coalesce(c.closed_at, c.last_activity_at) < v_cutoff
+     ORDER BY 2, c.id
+     LIMIT least(p_batch, 500)
+  ), weighed AS (
+    SELECT d.id, d.t,
+           1 + (SELECT count(*) FROM parley.messages m WHERE m.tenant_id = v_tenant AND m.conversation_id = d.id)
+             + (SELECT count(*) FROM parley.events e WHERE e.tenant_id = v_tenant AND e.conversation_id = d.id) AS w
+      FROM due d
+  ), light AS (
+    SELECT x.id, sum(x.w) OVER (ORDER BY x.t, x.id) AS upto FROM weighed x WHERE x.w <= p_batch
+  )
+  DELETE FROM parley.conversations c USING light l
+   WHERE c.tenant_id = v_tenant AND c.id = l.id AND l.upto <= p_batch;
+  GET DIAGNOSTICS v_n = ROW_COUNT;
+  RETURN v_total + v_n;
 END $$;
 COMMENT ON FUNCTION parley.apply_retention(int) IS
-  'Jobs, per tenant: delete the current tenant''s closed conversations past retention (with everything hanging off them), then the oldest p_batch messages and p_batch events older than its retention cutoff (and any stored at the same instant as a batch''s last); returns how many rows went (0 when it keeps forever). Run again while it returns p_batch or more.';
+  'Jobs, per tenant: delete the oldest p_batch messages and p_batch events older than the tenant''s retention cutoff (and any stored at the same instant as a batch''s last), then its closed conversations past retention, oldest first, as many as fit in p_batch rows counting the messages and events each one''s cascade deletes (one heavier than that waits for the message and event batches); returns how many messages, events and conversations went (0 when it keeps forever). Run again while it returns p_batch or more.';
 
 -- Partitions --------------------------------------------------------------------------
 

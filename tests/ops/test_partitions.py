@@ -3,6 +3,7 @@
 a monthly partition goes whole only once every tenant's retention has passed it, otherwise each
 tenant's older rows are deleted in batches."""
 import asyncio
+import itertools
 import json
 import os
 import sys
@@ -165,6 +166,40 @@ async def test_retention_batch_takes_what_was_stored_at_its_last_instant(owner_c
             runs.append(await conn.fetchval("SELECT parley.apply_retention(2)"))
     assert runs == [3, 1, 0]  # never half of what arrived together, never past the cutoff
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.messages WHERE tenant_id = $1", tenant.id) == 1
+
+
+async def test_retention_takes_closed_conversations_a_batch_at_a_time(owner_conn, tenant):
+    """A plan's retention lowered (a year to 30 days) leaves old closed conversations with all their
+    messages past the cutoff: each run deletes at most a batch of messages, one of events and one of
+    conversations counted with what their cascade deletes, never a whole conversation's backlog at
+    once (the old code deleted every closed conversation past retention, messages and all, in its
+    first run), and a conversation goes only once it fits in a batch."""
+    heavy = await _message(owner_conn, tenant, "50 days")
+    for minutes in range(1, 12):  # twelve messages and twelve events, a minute apart
+        await _message(owner_conn, tenant, f"50 days -{minutes} minutes", heavy)
+    light = await _message(owner_conn, tenant, "45 days")
+    fresh = await _message(owner_conn, tenant, "45 days")
+    await owner_conn.execute("UPDATE parley.conversations SET status = 'closed', closed_at = now() - interval '40 days'"
+                             " WHERE id = ANY ($1::uuid[])", [heavy, light])
+    await owner_conn.execute("UPDATE parley.conversations SET status = 'closed', closed_at = now() - interval '5 days'"
+                             " WHERE id = $1", fresh)  # closed within retention: kept (its old messages are not)
+    rows = ("SELECT (SELECT count(*) FROM parley.messages WHERE tenant_id = $1)"
+            " + (SELECT count(*) FROM parley.events WHERE tenant_id = $1)"
+            " + (SELECT count(*) FROM parley.conversations WHERE tenant_id = $1)")
+    left, runs = [await owner_conn.fetchval(rows, tenant.id)], []
+    while True:
+        async with await tenant.tx("system") as conn:
+            runs.append(await conn.fetchval("SELECT parley.apply_retention(4)"))
+        left.append(await owner_conn.fetchval(rows, tenant.id))
+        if runs[-1] == 0:
+            break
+        assert len(runs) < 20
+    assert left[0] == 3 + 2 * 14
+    gone = [before - after for before, after in itertools.pairwise(left)]
+    assert max(gone) <= 3 * 4, (gone, runs)  # a batch of each kind at most, cascades counted
+    # Everything past retention went; the conversation closed 5 days ago stays (its old messages did not).
+    assert await owner_conn.fetchval("SELECT array_agg(id) FROM parley.conversations WHERE tenant_id = $1",
+                                     tenant.id) == [fresh]
 
 
 async def test_retention_never_reaches_another_tenant(settings, owner_conn, tenant):
