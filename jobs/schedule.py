@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import pkgutil
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -28,6 +29,8 @@ import jobs.scheduled
 
 log = logging.getLogger("parley.jobs")
 
+BACKLOG_BUDGET_S = 20.0  # how long a run of a job with `again` may go on calling while batches come back full
+
 
 @dataclass(frozen=True)
 class Job:
@@ -40,6 +43,10 @@ class Job:
     # A job that must ask the outside world between its SQL calls (DNS): run instead of `sql`
     # with the jobs pool and the process's settings; SQL still decides everything.
     work: Callable[[asyncpg.Pool, Any], Awaitable[dict]] | None = None
+    # A job that works off a backlog a batch at a time (retention, the purge): while this says the
+    # last call's result was a full batch, the same call again (for the same tenant), each in its
+    # own short transaction, until the run has taken BACKLOG_BUDGET_S. None: one call a run.
+    again: Callable[[Any], bool] | None = None
 
     async def run(self, conn: asyncpg.Connection):
         args = self.args()
@@ -75,24 +82,41 @@ async def tenant_ids(pool: asyncpg.Pool) -> list:
     return [r[0] for r in await pool.fetch("SELECT parley.job_tenant_ids()")]
 
 
-async def run_job(pool: asyncpg.Pool, job: Job, settings: Any = None) -> dict:
-    """Run one job now; per-tenant jobs get one short transaction per tenant (a failure stays local)."""
+async def run_job(pool: asyncpg.Pool, job: Job, settings: Any = None, budget_s: float | None = None) -> dict:
+    """Run one job now; per-tenant jobs get one short transaction per tenant (a failure stays local).
+    A job with `again` calls again while its last call took a full batch, for up to `budget_s`
+    (BACKLOG_BUDGET_S) in all; `calls` counts the calls when there were more than one per tenant."""
     if job.work is not None:
         return await job.work(pool, settings)
+    deadline = time.monotonic() + (BACKLOG_BUDGET_S if budget_s is None else budget_s)
+
+    def more(result) -> bool:
+        return job.again is not None and job.again(result) and time.monotonic() < deadline
+
     if not job.per_tenant:
-        async with pool.acquire() as conn:
-            return {"result": _plain(await job.run(conn))}
-    done, failed, total = 0, 0, 0
-    for tenant_id in await tenant_ids(pool):
+        results: list[Any] = []
+        while not results or more(results[-1]):
+            async with pool.acquire() as conn:
+                results.append(await job.run(conn))
+        if len(results) == 1:
+            return {"result": _plain(results[0])}
+        return {"result": sum(int(r or 0) for r in results), "calls": len(results)}
+    done, failed, total, calls = 0, 0, 0, 0
+    tenants = await tenant_ids(pool)
+    for tenant_id in tenants:
         try:
-            async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="system", actor_id="jobs")) as conn:
-                result = await job.run(conn)
-            total += int(result or 0) if isinstance(result, (int, float)) else 0
+            result = None
+            while result is None or more(result):
+                async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="system", actor_id="jobs")) as conn:
+                    result = await job.run(conn)
+                calls += 1
+                total += int(result or 0) if isinstance(result, (int, float)) else 0
             done += 1
         except asyncpg.PostgresError as exc:
             failed += 1
             log.warning("job %s failed for tenant %s: %s", job.name, tenant_id, exc)
-    return {"tenants": done, "failed": failed, "total": total}
+    out = {"tenants": done, "failed": failed, "total": total}
+    return out | {"calls": calls} if calls > len(tenants) else out
 
 
 def _plain(value):
