@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import math
@@ -59,7 +60,6 @@ sys.path.insert(0, str(ROOT))
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
-
 from pyapp.client import ParleyClient  # noqa: E402  (the API's own client: HTTP arranging goes through it)
 
 ORIGIN = "https://bench.example"
@@ -125,7 +125,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 # --------------------------------------------------------------------------- database
@@ -195,15 +195,11 @@ def baseline_app(pool: asyncpg.Pool, listen_dsn: str) -> web.Application:
                                                               "conversation_id": msg["conversation_id"],
                                                               "message": msg}})
             for ws in list(visitors.get(msg["conversation_id"], ())):
-                try:
+                with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_str(to_visitor)
-                except (ConnectionError, RuntimeError):
-                    pass
             for ws in list(agents):
-                try:
+                with contextlib.suppress(ConnectionError, RuntimeError):
                     await ws.send_str(to_agent)
-                except (ConnectionError, RuntimeError):
-                    pass
 
     async def startup(app):
         state["listen"] = await asyncpg.connect(listen_dsn)
@@ -226,15 +222,14 @@ def baseline_app(pool: asyncpg.Pool, listen_dsn: str) -> web.Application:
                     visitors.setdefault(conv, set()).add(ws)
                     await ws.send_str(json.dumps({"type": "ready", "conversation_id": conv, "status": "human"}))
                 elif frame["type"] == "message":
-                    async with pool.acquire() as conn:
-                        async with conn.transaction():
-                            row = await conn.fetchrow(
-                                "INSERT INTO bench_baseline (conversation_id, body, client_id) VALUES ($1, $2, $3)"
-                                " RETURNING id, created_at", conv, frame["body"], frame["client_id"])
-                            payload = json.dumps({"id": row["id"], "conversation_id": conv, "author": "visitor",
-                                                  "body": frame["body"], "client_id": frame["client_id"],
-                                                  "created_at": row["created_at"].isoformat()})
-                            await conn.execute("SELECT pg_notify('bench_baseline', $1)", payload)
+                    async with pool.acquire() as conn, conn.transaction():
+                        row = await conn.fetchrow(
+                            "INSERT INTO bench_baseline (conversation_id, body, client_id) VALUES ($1, $2, $3)"
+                            " RETURNING id, created_at", conv, frame["body"], frame["client_id"])
+                        payload = json.dumps({"id": row["id"], "conversation_id": conv, "author": "visitor",
+                                              "body": frame["body"], "client_id": frame["client_id"],
+                                              "created_at": row["created_at"].isoformat()})
+                        await conn.execute("SELECT pg_notify('bench_baseline', $1)", payload)
         finally:
             if conv:
                 visitors.get(conv, set()).discard(ws)
@@ -301,7 +296,7 @@ async def run_visitor(session: aiohttp.ClientSession, base: str, token: str, run
         while True:
             try:
                 await ws.receive(timeout=0.2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
         run.connected += 1
         await run.go.wait()
@@ -388,7 +383,7 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
         run = Run(warmup, seconds)
         readies = [asyncio.Event() for _ in agent_tokens]
         agents = [asyncio.ensure_future(run_agent(session, base, t, run, r))
-                  for t, r in zip(agent_tokens, readies)]
+                  for t, r in zip(agent_tokens, readies, strict=True)]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 30)
         interval = len(visitor_tokens) / rate if rate else None
         visitors = [asyncio.ensure_future(run_visitor(session, base, t, run, i, interval))
@@ -422,7 +417,7 @@ async def drive(base: str, visitor_tokens: list[str], agent_tokens: list[str], s
     # acknowledges senders but builds a backlog towards the agents gets no credit for the backlog.
     delivered = len(lat) / max(1, len(agent_tokens))
     if "end" in cpu and delivered:
-        py_ms, pg_ms = ((b - a) * 1000 / delivered for a, b in zip(cpu["start"], cpu["end"]))
+        py_ms, pg_ms = ((b - a) * 1000 / delivered for a, b in zip(cpu["start"], cpu["end"], strict=True))
     else:
         py_ms = pg_ms = float("nan")
     return {"msgs_per_s": delivered / seconds, "acked_per_s": run.acked / seconds,

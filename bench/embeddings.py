@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyapp.providers.embeddings import LocalMiniLMEmbedder, get_embedder  # noqa: E402
+from pyapp.providers.embeddings import LocalMiniLMEmbedder, get_embedder
 
-WORDS = ("widget router password invoice refund shipping battery warranty light button network account "
-         "billing customer order delivery screen cable firmware update reset the a of to and is in for").split()
+WORDS = ["widget", "router", "password", "invoice", "refund", "shipping", "battery", "warranty", "light", "button",
+         "network", "account", "billing", "customer", "order", "delivery", "screen", "cable", "firmware", "update",
+         "reset", "the", "a", "of", "to", "and", "is", "in", "for"]
 
 
 def passage(rng: random.Random, words: int) -> str:

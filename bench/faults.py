@@ -257,10 +257,8 @@ class Agent(AgentFeed):
     async def run(self, http: aiohttp.ClientSession, bases: list[str], ready: asyncio.Event) -> None:
         server = self.j % len(bases)
         while True:
-            try:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
                 await self.follow(http, bases[server], self.count, ready, heartbeat=None, max_msg_size=0)
-            except (aiohttp.ClientError, OSError, TimeoutError, RuntimeError):
-                pass
             self.reconnects += 1
             server = (server + 1) % len(bases)
             await asyncio.sleep(0.25 + random.random() * 0.5)

@@ -34,20 +34,20 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-
 from bench.soak import free_port, start_server  # noqa: E402
 from pyapp.client import ParleyClient  # noqa: E402  (the API's own client)
 
 DB = "parley_history_bench"
-WORDS = ("order shipping delivery tracking package address invoice payment card account password login "
-         "email help thanks please hello size color return exchange warranty discount coupon price stock "
-         "available week today tomorrow late slow broken missing wrong item box label courier status").split()
+WORDS = ["order", "shipping", "delivery", "tracking", "package", "address", "invoice", "payment", "card", "account",
+         "password", "login", "email", "help", "thanks", "please", "hello", "size", "color", "return", "exchange",
+         "warranty", "discount", "coupon", "price", "stock", "available", "week", "today", "tomorrow", "late", "slow",
+         "broken", "missing", "wrong", "item", "box", "label", "courier", "status"]
 RARE = ("refund", "damaged", "chargeback", "cancelled")
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
 def settings_for(name: str):
@@ -247,9 +247,9 @@ async def rollup(settings, tenants: dict) -> str:
 
 
 async def main(args) -> None:
+    from aiohttp import web
     from pyapp.app import create_app, make_runner
     from pyapp.migrate import migrate
-    from aiohttp import web
 
     settings, maint = settings_for(DB)
     admin = await asyncpg.connect(maint)
@@ -288,7 +288,7 @@ async def main(args) -> None:
         sizes = await _sizes(settings)
         print("tenants:", ", ".join(f"{n}: {sizes.get(t['id'], (0, 0))[0]:,} conversations / "
                                      f"{sizes.get(t['id'], (0, 0))[1]:,} messages" for n, t in tenants.items()))
-        for name, t in tenants.items():
+        for _name, t in tenants.items():
             out = await api.log_in(body={"email": t["email"], "password": "bench password 1"})
             t["token"] = out["access_token"]
         print("rollup job (run, then again):", await rollup(settings, tenants), flush=True)

@@ -334,7 +334,7 @@ async def phase_bodies(base: str, creds: dict, slow: float) -> Tally:
         }
         auth = {"Authorization": f"Bearer {creds['owner']}"}
         for path, ops in doc["paths"].items():
-            for method, op in ops.items():
+            for method, _op in ops.items():
                 if method not in ("post", "put", "patch") or path in SKIP_PATHS:
                     continue
                 url = base + _fill(path, creds)
@@ -411,7 +411,7 @@ def _schema_worker(args: tuple) -> tuple[str, dict, list[str], int]:
             @hsettings(max_examples=examples, deadline=None, database=None, phases=[Phase.generate],
                        suppress_health_check=list(HealthCheck))
             @given(case=op.as_strategy(mode))
-            def run(case):
+            def run(case, op, mode, streams, timeout):
                 nonlocal calls
                 keep_signed_in()
                 started = time.monotonic()
@@ -439,7 +439,7 @@ def _schema_worker(args: tuple) -> tuple[str, dict, list[str], int]:
                                     f"not the error shape {text!r}")
 
             try:
-                run()
+                run(op=op, mode=mode, streams=streams, timeout=timeout)
             except Unsatisfiable:
                 pass
             except Exception as exc:
@@ -628,25 +628,27 @@ async def _flood(base: str, creds: dict, tally: Tally) -> None:
     sent = 0
     frames: Counter = Counter()
     started = time.monotonic()
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(ws_url, origin="https://shop.example", max_msg_size=0) as ws:
-            await ws.send_str(json.dumps({"type": "hello", "token": creds["visitor_token"]}))
-            for i in range(20_000):
-                kind = ("message", "typing", "read", "ping")[i % 4]
-                frame = {"type": kind, "client_id": str(uuid.uuid4()), "body": f"flood {i}", "on": True, "message_id": i}
-                await ws.send_str(json.dumps(frame))
-                sent += 1
-            spent = time.monotonic() - started
-            try:
-                while True:
-                    msg = await ws.receive(timeout=3)
-                    if msg.type != aiohttp.WSMsgType.TEXT:
-                        frames[f"ws {msg.type.name} {ws.close_code}"] += 1
-                        break
-                    data = json.loads(msg.data)
-                    frames[data.get("type") + ("/" + data["code"] if data.get("code") else "")] += 1
-            except TimeoutError:
-                pass
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(ws_url, origin="https://shop.example", max_msg_size=0) as ws,
+    ):
+        await ws.send_str(json.dumps({"type": "hello", "token": creds["visitor_token"]}))
+        for i in range(20_000):
+            kind = ("message", "typing", "read", "ping")[i % 4]
+            frame = {"type": kind, "client_id": str(uuid.uuid4()), "body": f"flood {i}", "on": True, "message_id": i}
+            await ws.send_str(json.dumps(frame))
+            sent += 1
+        spent = time.monotonic() - started
+        try:
+            while True:
+                msg = await ws.receive(timeout=3)
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    frames[f"ws {msg.type.name} {ws.close_code}"] += 1
+                    break
+                data = json.loads(msg.data)
+                frames[data.get("type") + ("/" + data["code"] if data.get("code") else "")] += 1
+        except TimeoutError:
+            pass
     print(f"  flood: {sent} frames in {spent:.1f} s ({sent / spent:.0f}/s) from one visitor; answers {dict(frames)}")
     tally.statuses["flood frames"] += sent
     if any("internal" in k for k in frames):

@@ -33,11 +33,11 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-
-import asyncpg
 
 SINK = r"""
 # A cheap HTTP/1.1 sink (raw asyncio protocol, keep-alive) so the figure is about the drainer: answers
@@ -104,7 +104,7 @@ def pct(values, q):
     if not values:
         return float("nan")
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q / 100 * len(s) + 0.5)) - 1))]
+    return s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
 
 
 async def emit(pool, tenant, conv, n, per_tx=50):
@@ -145,7 +145,6 @@ async def enqueue_cost(pool, tenant, conv, n) -> float:
 
 async def run(args) -> None:
     from chat_flow import drop_database, prepare_database
-
     from jobs.outbox import OutboxDrainer
     from pyapp.db import create_pool
     from pyapp.outbox.senders import Destination  # noqa: F401  (import check)
@@ -234,9 +233,8 @@ async def run(args) -> None:
         await task
         await sender.close()
         import aiohttp
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{port}/stats") as r:
-                seen = await r.json()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/stats") as r:
+            seen = await r.json()
         rows = await owner.fetch("SELECT delivery_key, extract(epoch FROM created_at) AS t FROM parley.outbox"
                                  " WHERE id > $1", start_id)
         lat = [(seen[f"msg_{r['delivery_key'].hex}"] - float(r["t"])) * 1000 for r in rows

@@ -24,16 +24,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import asyncpg  # noqa: E402
-
 from bench.chat_flow import drop_database, prepare_database  # noqa: E402
 
 
 async def main(args) -> None:
+    from pyapp.db import _init_connection
     from support.pgbouncer import Bouncer
     from support.pooled import make_tenants, run_mix
     from support.server import start_server
-
-    from pyapp.db import _init_connection
 
     settings, maint, name = prepare_database()
     bouncer = Bouncer(settings.admin_url, pool_size=args.pool_size, secret=settings.secret_key)

@@ -36,7 +36,6 @@ sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
 import asyncpg  # noqa: E402
-
 from bench.chat_flow import drop_database, prepare_database  # noqa: E402
 from bench.soak import free_port, start_server  # noqa: E402
 
@@ -113,7 +112,7 @@ async def _ws_fire(ws, a: dict) -> dict:
             frames.append(frame)
             if _stops(frame, until):
                 break
-    except asyncio.TimeoutError:
+    except TimeoutError:
         frames.append({"type": "timeout"})
     await ws.close()
     return {"frames": frames}
@@ -131,7 +130,7 @@ async def _client_loop(conn, barrier) -> None:
             try:
                 if a["op"] == "ws":
                     ws, _ = await _ws_open(session, base, a)
-            except Exception as exc:  # noqa: BLE001 (reported to the parent as the outcome)
+            except Exception as exc:  # reported to the parent as the outcome
                 ws = exc
             await loop.run_in_executor(None, barrier.wait)
             try:
@@ -145,7 +144,7 @@ async def _client_loop(conn, barrier) -> None:
                     out = await _http_loop(session, base, a)
                 else:
                     out = await _http(session, base, a)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 out = {"error": repr(exc)}
             conn.send(out)
 
@@ -689,7 +688,7 @@ async def ai_quota(d: Driver, rounds: int) -> Tally:
     Rule: never more bot replies than the allowance."""
     t = Tally("ai_quota")
     n = len(d.conns)
-    for r in range(rounds):
+    for _r in range(rounds):
         w = await d.workspace(plan="pro", agents=0)
         await d.admin.execute("UPDATE parley.tenant_limits SET ai_msgs_per_day = 3 WHERE tenant_id = $1", w["tenant"])
         await d.admin.execute(
@@ -835,9 +834,9 @@ async def run(args) -> None:
         bases = []
         for _ in range(args.servers):
             port = free_port()
-            log = tempfile.NamedTemporaryFile("w+", prefix="races-serve-", suffix=".log", delete=False)
-            logs.append(log.name)
-            servers.append(await start_server(settings, port, log))
+            with tempfile.NamedTemporaryFile("w+", prefix="races-serve-", suffix=".log", delete=False) as log:
+                logs.append(log.name)
+                servers.append(await start_server(settings, port, log))
             bases.append(f"http://127.0.0.1:{port}")
         driver = Driver(args.procs, bases, admin)
         try:

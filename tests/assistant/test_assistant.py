@@ -3,7 +3,6 @@ import asyncio
 import uuid
 
 import pytest
-
 from pyapp.metrics import REGISTRY
 from pyapp.providers.prompt import RULES
 from support.assistant import bot_messages, open_visitor, use_llm
@@ -11,7 +10,7 @@ from support.fakes.llm_servers import Reply
 from support.waits import day_clear
 
 
-async def test_streams_then_stores_the_reply_once(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+async def test_streams_then_stores_the_reply_once(server, bot, owner_conn, clients, fake_openai):
     fake_openai.script.append(Reply.text("Refunds are possible within 30 days of purchase [1]."))
     await use_llm(server, bot, "openai", fake_openai.base_url)
     session, v = await open_visitor(server, bot, clients)
@@ -37,7 +36,7 @@ async def test_streams_then_stores_the_reply_once(server, bot, owner_conn, clien
 
 
 async def test_visitor_disconnect_mid_stream_still_stores_and_replays(server, bot, owner_conn, clients,
-                                                                      fake_openai):  # noqa: F811
+                                                                      fake_openai):
     fake_openai.script.append(Reply.text("Refunds take 5 to 10 business days [1].", delay=0.05))
     await use_llm(server, bot, "openai", fake_openai.base_url)
     session, v = await open_visitor(server, bot, clients)
@@ -62,7 +61,7 @@ async def test_visitor_disconnect_mid_stream_still_stores_and_replays(server, bo
 @pytest.mark.parametrize("phrase", ["Can I talk to a human please?", "Quiero hablar con una persona",
                                     "Je veux parler à un humain", "Kann ich mit einem Menschen sprechen?",
                                     "İnsanla konuşmak istiyorum", "agent"])
-async def test_handoff_by_phrase_makes_no_llm_call(server, bot, owner_conn, clients, fake_openai, phrase):  # noqa: F811
+async def test_handoff_by_phrase_makes_no_llm_call(server, bot, owner_conn, clients, fake_openai, phrase):
     await use_llm(server, bot, "openai", fake_openai.base_url)
     session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": phrase})
@@ -103,7 +102,7 @@ async def test_a_yes_after_the_offer_hands_off_then_silent_until_released(server
     assert await owner_conn.fetchval("SELECT status FROM parley.conversations WHERE id = $1", conv) == "bot"
 
 
-async def test_quota_refusal_makes_no_llm_call(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+async def test_quota_refusal_makes_no_llm_call(server, bot, owner_conn, clients, fake_openai):
     await use_llm(server, bot, "openai", fake_openai.base_url)
     await owner_conn.execute("INSERT INTO parley.tenant_limits (tenant_id, ai_msgs_per_day) VALUES ($1, 1)",
                              uuid.UUID(bot["tenant_id"]))
@@ -120,10 +119,10 @@ async def test_quota_refusal_makes_no_llm_call(server, bot, owner_conn, clients,
     assert fake_openai.requests == []
 
 
-async def test_anthropic_provider(server, bot, owner_conn, clients, fake_anthropic):  # noqa: F811
+async def test_anthropic_provider(server, bot, owner_conn, clients, fake_anthropic):
     fake_anthropic.script.append(Reply.text("Standard delivery takes 2 to 4 working days [1]."))
     await use_llm(server, bot, "anthropic", fake_anthropic.base_url)
-    session, v = await open_visitor(server, bot, clients)
+    _session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": "How long does shipping take?"})
     await v.expect(type="stream")
     final = await v.expect_message(author="bot")
@@ -132,7 +131,7 @@ async def test_anthropic_provider(server, bot, owner_conn, clients, fake_anthrop
     assert fake_anthropic.requests[0].headers.get("x-api-key") == "test-key"
 
 
-async def test_provider_failure_gives_a_clear_notice(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+async def test_provider_failure_gives_a_clear_notice(server, bot, owner_conn, clients, fake_openai):
     fake_openai.default_reply = Reply.server_error(500)
     await use_llm(server, bot, "openai", fake_openai.base_url)
     session, v = await open_visitor(server, bot, clients)
@@ -151,7 +150,7 @@ async def test_extractive_answer_without_llm_cites(server, bot, clients):
     assert answer["citations"] == [{"n": 1, "title": "Help", "url": None}]
 
 
-async def test_llm_keys_are_encrypted_at_rest(server, bot, owner_conn, fake_openai):  # noqa: F811
+async def test_llm_keys_are_encrypted_at_rest(server, bot, owner_conn, fake_openai):
     await use_llm(server, bot, "openai", fake_openai.base_url)
     blob = await owner_conn.fetchval("SELECT api_key_enc FROM parley.llm_settings")
     assert b"test-key" not in bytes(blob)
@@ -163,7 +162,7 @@ async def test_llm_keys_are_encrypted_at_rest(server, bot, owner_conn, fake_open
 
 
 async def test_a_key_is_not_redirected_to_a_new_host_without_entering_it(server, bot, owner_conn,
-                                                                         fake_openai, fake_anthropic):  # noqa: F811
+                                                                         fake_openai, fake_anthropic):
     await use_llm(server, bot, "openai", fake_openai.base_url)
     before = await owner_conn.fetchrow("SELECT base_url, api_key_enc FROM parley.llm_settings")
     for change in ({"provider": "openai", "base_url": fake_anthropic.base_url},
@@ -195,11 +194,11 @@ async def test_a_yes_without_an_offer_is_just_a_message(server, bot, owner_conn,
                                      uuid.UUID(session["conversation_id"])) == "bot"
 
 
-async def test_two_misses_hand_off_by_default(server, bot, owner_conn, clients, fake_openai):  # noqa: F811
+async def test_two_misses_hand_off_by_default(server, bot, owner_conn, clients, fake_openai):
     await owner_conn.execute("UPDATE parley.chatbots SET config = config - 'handoff' WHERE id = $1", bot["chatbot_id"])
     fake_openai.script.extend([Reply.text("Hmm, maybe ask around."), Reply.text("I am not sure about that.")])
     await use_llm(server, bot, "openai", fake_openai.base_url)
-    session, v = await open_visitor(server, bot, clients)
+    _session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": "What's the airspeed of a swallow?"})
     first = await v.expect_message(author="bot")
     assert first["body"] == "Hmm, maybe ask around."

@@ -9,14 +9,13 @@ seen it streamed, nobody could see it after)."""
 import uuid
 
 import asyncpg
+from pyapp.context import SETTINGS
+from pyapp.providers.llm import LLM
+from pyapp.types import BOT_MESSAGE_BODY_MAX
 from support.assistant import bot_messages, open_visitor, use_llm
 from support.database import postgres_down
 from support.fakes.llm_servers import Reply
 from support.waits import until
-
-from pyapp.context import SETTINGS
-from pyapp.providers.llm import LLM
-from pyapp.types import BOT_MESSAGE_BODY_MAX
 
 
 async def test_a_never_ending_answer_ends_with_a_notice_and_frees_the_conversation(

@@ -15,18 +15,16 @@ import uuid
 
 import asyncpg
 import pytest
-
-from support.assistant import bot_messages, open_visitor, use_llm
-from support.fakes.llm_servers import Reply
-from support.realtime import visitor
-from support.server import start_server
-from support.waits import blocked_on_lock, until
-
 from pyapp.assistant.responder import respond
 from pyapp.context import POOL
 from pyapp.db import Actor, tenant_tx
 from pyapp.widget.hooks import BotTurn, visitor_hooks
 from pyapp.widget.turns import turn_runner
+from support.assistant import bot_messages, open_visitor, use_llm
+from support.fakes.llm_servers import Reply
+from support.realtime import visitor
+from support.server import start_server
+from support.waits import blocked_on_lock, until
 
 ANSWER = "Refunds are possible within 30 days of purchase [1]."
 
@@ -238,7 +236,7 @@ async def test_a_run_begins_with_sql_saying_the_turn_is_its_own(server, bot, own
 
     visitor_hooks(server.app).set_bot_responder(responder)
     runner = turn_runner(server.app)
-    session, v = await open_visitor(server, bot, clients)
+    _session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": "first"})
     first = await v.expect_message("first", author="visitor")
     await until(lambda: first["id"] in seen, what="the first turn's responder")

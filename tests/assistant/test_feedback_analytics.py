@@ -4,14 +4,13 @@ import uuid
 
 import asyncpg
 import pytest
-
 from pyapp.config import ANALYST_ROLE
 from support.assistant import open_visitor
 
 
-async def test_thumbs_rating_triage_and_analytics(server, bot, owner_conn, clients):  # noqa: F811
+async def test_thumbs_rating_triage_and_analytics(server, bot, owner_conn, clients):
     token = bot["access_token"]
-    session, v = await open_visitor(server, bot, clients)
+    _session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": "How many days do I have to ask for a refund?"})
     answer = await v.expect_message(author="bot")
     await v.send({"type": "message", "client_id": "c2", "body": "What is the airspeed of a swallow?"})
@@ -50,11 +49,11 @@ async def test_thumbs_rating_triage_and_analytics(server, bot, owner_conn, clien
          "last_asked": questions[0]["last_asked"]}]
     status, csat = await server.call("GET", "/api/analytics/csat?days=7", token=token)
     assert status == 200 and csat[-1]["thumbs_up"] == 1 and csat[-1]["thumbs_down"] == 1
-    status, body = await server.call("GET", "/api/analytics/summary?days=12", token=token)
+    status, _body = await server.call("GET", "/api/analytics/summary?days=12", token=token)
     assert status == 422
 
 
-async def test_median_first_human_response(server, bot, owner_conn, clients):  # noqa: F811
+async def test_median_first_human_response(server, bot, owner_conn, clients):
     session, v = await open_visitor(server, bot, clients)
     conv = session["conversation_id"]
     await v.send({"type": "human"})

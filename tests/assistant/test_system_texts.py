@@ -27,7 +27,7 @@ async def test_a_workspace_words_the_decline_its_way(server, bot, owner_conn, cl
     status, out = await server.call("PUT", "/api/system-texts/unknown/en", token=bot["access_token"], json={
         "body": "No idea, sorry{customer_name}. Shall I get someone?"})
     assert status == 200 and out["custom"] is True and out["to_widget"] is True
-    session, v = await open_visitor(server, bot, clients)
+    _session, v = await open_visitor(server, bot, clients)
     await v.send({"type": "message", "client_id": "c1", "body": "What's the airspeed of a swallow?"})
     reply = await v.expect_message(author="bot")
     assert reply["body"] == "No idea, sorry. Shall I get someone?" and reply["offer_human"] is True

@@ -11,7 +11,6 @@ import asyncio
 import uuid
 
 import asyncpg
-
 from pyapp.assistant.responder import respond
 from pyapp.context import POOL
 from pyapp.db import Actor, tenant_tx

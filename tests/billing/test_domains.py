@@ -207,7 +207,7 @@ async def test_staff_force_and_disable_and_a_downgrade_disables(make_tenant, fak
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.domain_routes WHERE tenant_id = $1", t.id) == 0
 
 
-async def test_embed_snippet_switches_to_the_active_domain(make_tenant, fake_dns, console_client, signup, server,
+async def test_embed_snippet_switches_to_the_active_domain(make_tenant, fake_dns, console_client, signup, server,  # noqa: F811  pytest fixture imported above, injected by name
                                                           owner_conn):
     owner = await signup(server, plan="white_label")
     status, bot = await server.call("POST", "/api/chatbots", json={"name": "Shop"}, token=owner["access_token"])

@@ -10,6 +10,7 @@ import pytest
 from support.billing import PUBLIC, deliver, stripe_live, subscribe
 from support.fakes.stripe_api import sign
 
+
 @pytest.fixture
 def settings(settings, fake_stripe):
     return stripe_live(settings, fake_stripe)

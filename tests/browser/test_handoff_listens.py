@@ -3,9 +3,8 @@ and the visitor's "yes" in the widget's language hands the conversation to the t
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
-
 from browser.test_widget_e2e import _customer_site
+from playwright.sync_api import expect
 from support.accounts import sign_up
 
 
@@ -46,7 +45,7 @@ def test_the_offer_button_hands_off(server_thread, widget_page, widget_build):
     srv = server_thread
     owner = srv.run(sign_up(srv.server, name="Olivia Owner"))
     token = owner["access_token"]
-    status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
+    _status, bot = srv.run(srv.server.call("POST", "/api/chatbots", token=token, json={
         "name": "Shop helper", "allowed_origins": [], "config": {"language": "en"}}))
     runner, shop = srv.run(_customer_site(srv.base_url, bot["public_key"]))
     srv.run(srv.server.call("PATCH", f"/api/chatbots/{bot['id']}", token=token, json={"allowed_origins": [shop]}))

@@ -3,9 +3,8 @@ German, and so does the bot, which takes the visitor's language from the convers
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
-
 from browser.test_widget_e2e import _customer_site
+from playwright.sync_api import expect
 from support.accounts import sign_up
 from support.browser import shop_chatbot
 

@@ -1,9 +1,8 @@
 """Real Chromium: the lead form the chatbot asked for is still there after a reload, until filled in."""
 from __future__ import annotations
 
-from playwright.sync_api import expect
-
 from browser.test_widget_e2e import _customer_site
+from playwright.sync_api import expect
 from support.accounts import sign_up
 from support.browser import wait_for
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 from playwright.sync_api import expect
-
 from support.accounts import sign_up
 from support.browser import shop_chatbot, wait_for
 from support.realtime import agent

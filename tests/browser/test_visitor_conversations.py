@@ -1,9 +1,8 @@
 """Real Chromium: a visitor starts a new conversation, lists both, and goes back to the first."""
 from __future__ import annotations
 
-from playwright.sync_api import expect
-
 from browser.test_widget_e2e import _customer_site
+from playwright.sync_api import expect
 from support.accounts import sign_up
 
 

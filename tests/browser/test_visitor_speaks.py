@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 import psycopg
-from playwright.sync_api import expect
-
 from browser.test_widget_e2e import _customer_site
+from playwright.sync_api import expect
 from support.accounts import sign_up
 from support.browser import WidgetPage, wait_for
 
@@ -62,7 +61,7 @@ def test_five_page_loads_create_no_conversation_the_first_message_does(server_th
 
 def test_limit_reached_widget_renders_says_so_and_takes_a_lead(server_thread, widget_page, widget_build):
     srv = server_thread
-    owner, bot, runner, shop = _shop(srv)
+    owner, _bot, runner, shop = _shop(srv)
     with psycopg.connect(srv.settings.admin_url, autocommit=True) as conn:
         conn.execute("INSERT INTO parley.tenant_limits (tenant_id, max_open_conversations) VALUES (%s, 1)",
                      (owner["tenant_id"],))

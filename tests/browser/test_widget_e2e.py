@@ -10,7 +10,6 @@ import re
 import uuid
 
 from playwright.sync_api import expect
-
 from support.accounts import sign_up
 from support.browser import customer_site as _customer_site
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import expect
-
 from browser.test_visitor_speaks import _shop
+from playwright.sync_api import expect
 from support.database import start_postgres, stop_postgres
 
 

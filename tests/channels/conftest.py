@@ -1,12 +1,11 @@
 """Channel tests: an SMTP sink (`support.fakes.smtp`), a webhook sink standing in for Slack, the fake
 Telegram Bot API with two bots, workspaces signed up through the API."""
 import pytest
+from pyapp.context import SETTINGS
+from pyapp.db import create_pool
 from support.fakes.smtp import SmtpSink
 from support.fakes.telegram import OTHER_TOKEN, TOKEN, FakeTelegram
 from support.outbox import make_workspace, sink  # noqa: F401 (fixtures)
-
-from pyapp.context import SETTINGS
-from pyapp.db import create_pool
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ feedback; test-send; the owners' e-mail when a webhook endpoint is paused; the S
 import uuid
 
 import pytest
-from support.outbox import TEST_SECRET, make_workspace, start_conversation
-
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.senders import EmailSender, SlackSender
 from pyapp.mailer import SmtpMailer
 from pyapp.webhooks.sender import WebhookSender
+from support.outbox import TEST_SECRET, make_workspace, start_conversation
 
 
 @pytest.fixture
@@ -51,7 +50,7 @@ async def test_email_alert_on_handoff_and_test_send(ws, smtp):
     assert msg["Subject"] == "[Parley] A visitor asked for a person"
     body = msg.get_content()
     assert f"https://parley.example/console/conversations/{conv}" in body
-    status, sent = await ws.call("POST", f"/api/alerts/{alert['id']}/test")
+    status, _sent = await ws.call("POST", f"/api/alerts/{alert['id']}/test")
     assert status == 202
     await _drain(ws, smtp)
     (_, test_msg) = (await smtp.wait_for(2))[1]

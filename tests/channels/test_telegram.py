@@ -6,12 +6,9 @@ import asyncio
 import itertools
 import uuid
 
+from pyapp.channels.telegram import split_text, utf16_units
 from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN
 from support.outbox import drain_telegram, post, start_conversation, telegram_drainer
-
-from pyapp.channels.telegram import split_text, utf16_units
-
-
 
 
 async def _connect(ws, chat=CHAT, token=TOKEN):

@@ -5,14 +5,13 @@ shows as linked; an agent sees the channels read-only and cannot connect, switch
 import re
 import uuid
 
+from jobs.telegram_poll import TelegramPoller
+from pyapp.channels.envelope import Keyring
+from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 from support.accounts import sign_up
 from support.console import ConsoleClient
 from support.fakes.telegram import CHAT, TOKEN, message_update
 from support.outbox import TEST_SECRET
-
-from jobs.telegram_poll import TelegramPoller
-from pyapp.channels.envelope import Keyring
-from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 
 
 async def _client(ws, person):

@@ -9,15 +9,14 @@ import asyncio
 import uuid
 
 import pytest
-from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN, message_update, press_update
-from support.realtime import clients, create_chatbot, placeholder_bot, tenant, visitor, widget_session  # noqa: F401
-from support.server import TEST_SECRET
-from support.waits import until
-
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi
+from support.fakes.telegram import CHAT, OTHER_TOKEN, TOKEN, message_update, press_update
+from support.realtime import clients, create_chatbot, placeholder_bot, tenant, visitor, widget_session  # noqa: F401
+from support.server import TEST_SECRET
+from support.waits import until
 
 AGENT_TG = 5550001
 

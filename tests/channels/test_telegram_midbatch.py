@@ -6,16 +6,15 @@ done (_Progress), so only the call in flight is made again."""
 import asyncio
 import contextlib
 
-from support.fakes.telegram import CHAT
-from support.outbox import connect_telegram, post, start_conversation
-from support.server import TEST_SECRET
-from support.waits import until
-
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 from pyapp.db import create_pool
+from support.fakes.telegram import CHAT
+from support.outbox import connect_telegram, post, start_conversation
+from support.server import TEST_SECRET
+from support.waits import until
 
 
 def _drainer(pool, tg, worker, timeout=15.0) -> OutboxDrainer:

@@ -6,12 +6,11 @@ update fetched again after a lost offset acts once; one poller per channel; a we
 import asyncio
 import uuid
 
-from support.fakes.telegram import CHAT, TOKEN, message_update, press_update
-from support.outbox import TEST_SECRET, make_workspace, start_conversation
-
 from jobs.telegram_poll import TelegramPoller
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi
+from support.fakes.telegram import CHAT, TOKEN, message_update, press_update
+from support.outbox import TEST_SECRET, make_workspace, start_conversation
 
 THREAD = 777
 
@@ -79,8 +78,8 @@ async def test_polling_links_claims_and_replies_through_the_webhook_handler(ws, 
 
 
 async def test_the_running_poller_waits_on_getupdates_and_one_poller_per_channel(ws, tg, owner_conn):
-    channel, conv = await _polling_channel(ws, tg, owner_conn)
-    status, code = await ws.call("POST", "/api/channels/telegram/link-code")
+    channel, _conv = await _polling_channel(ws, tg, owner_conn)
+    _status, code = await ws.call("POST", "/api/channels/telegram/link-code")
     await tg.push_update(TOKEN, message_update(7, f"/link {code['code']}", CHAT))
     pool = await ws.tenant.pool("app")
     stop = asyncio.Event()
@@ -129,7 +128,7 @@ async def test_a_webhook_set_again_is_shown_then_cleared_and_the_mode_is_switche
     assert status == 409 and body["error"]["code"] == "no_public_url"
     status, body = await ws.call("PUT", f"/api/channels/telegram/{channel['id']}/inbound", json={"mode": "carrier"})
     assert status == 422
-    status, other = await ws.call("PUT", f"/api/channels/telegram/{uuid.uuid4()}/inbound", json={"mode": "polling"})
+    status, _other = await ws.call("PUT", f"/api/channels/telegram/{uuid.uuid4()}/inbound", json={"mode": "polling"})
     assert status == 404
 
 
@@ -141,11 +140,11 @@ async def test_another_tenants_poller_state_is_out_of_reach(ws, tg, owner_conn, 
             assert await conn.fetch("SELECT * FROM parley.channel_polls") == []
             assert await conn.fetchval("SELECT parley.record_channel_poll($1, 'p1', 99, true, NULL, 60)",
                                        uuid.UUID(channel["id"])) is None
-        status, body = await other.call("PUT", f"/api/channels/telegram/{channel['id']}/inbound",
-                                        json={"mode": "webhook"})
+        status, _body = await other.call("PUT", f"/api/channels/telegram/{channel['id']}/inbound",
+                                         json={"mode": "webhook"})
         assert status in (404, 409)
-        status, body = await other.call("PUT", f"/api/channels/telegram/{channel['id']}/inbound",
-                                        json={"mode": "polling"})
+        status, _body = await other.call("PUT", f"/api/channels/telegram/{channel['id']}/inbound",
+                                         json={"mode": "polling"})
         assert status == 404
     finally:
         await other.close()

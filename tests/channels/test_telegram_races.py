@@ -11,7 +11,6 @@ import asyncio
 import uuid
 
 import asyncpg
-
 from support.fakes.telegram import CHAT, TOKEN, message_update
 from support.outbox import telegram_drainer
 from support.realtime import clients, tenant, visitor, widget_session  # noqa: F401
@@ -80,7 +79,7 @@ async def test_an_update_sent_again_after_its_action_failed_is_acted_on(server, 
 
 
 async def test_the_same_update_at_once_and_the_visitor_meanwhile(server, tenant, tg, public_url,  # noqa: F811
-                                                                 owner_conn, jobs_pool, clients):
+                                                                 owner_conn, jobs_pool, clients):  # noqa: F811  pytest fixture imported above, injected by name
     """Rounds of one update delivered four times at once while the visitor sends: each reply stored
     once, every copy answered 200, every visitor message stored once."""
     deliver, thread, conv, session = await _topic(server, tenant, tg, owner_conn, jobs_pool)

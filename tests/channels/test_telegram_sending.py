@@ -9,9 +9,6 @@ from support.fakes.telegram import CHAT, TOKEN
 from support.outbox import drain_telegram, post, start_conversation, telegram_drainer
 
 
-
-
-
 async def _connect(ws, owner_conn, *, capacity=100, per_second=100):
     status, channel = await ws.call("POST", "/api/channels/telegram",
                                     json={"name": "Support", "bot_token": TOKEN, "chat_id": CHAT})

@@ -9,8 +9,6 @@ from support.fakes.telegram import CHAT
 from support.outbox import drain_telegram, post, start_conversation
 
 
-
-
 @pytest.fixture
 async def channel(ws, tg, owner_conn):
     status, body = await ws.call("POST", "/api/channels/telegram",

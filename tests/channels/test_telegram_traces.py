@@ -1,14 +1,13 @@
 """Traces through a channel send (issue 14 §6) against the fake Bot API on 127.0.0.1: a post that
 coalesces several messages continues the first one's trace and links the others'; the Bot API's
 URL holds the bot token, and no span carries it (name, attributes, events)."""
+from pyapp import tracing
 from support.fakes.telegram import TOKEN
 from support.outbox import connect_telegram, drain_telegram, post, start_conversation
 from support.traces import spans  # noqa: F401 (fixture)
 
-from pyapp import tracing
 
-
-async def test_a_coalesced_post_continues_its_messages_traces_and_hides_the_token(ws, tg, owner_conn, spans):
+async def test_a_coalesced_post_continues_its_messages_traces_and_hides_the_token(ws, tg, owner_conn, spans):  # noqa: F811  pytest fixture imported above, injected by name
     await connect_telegram(ws, owner_conn)
     conv = await start_conversation(ws.tenant)
     parents = []

@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 from playwright.sync_api import expect
-
-from support.console import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
 from support.accounts import sign_up
 from support.browser import customer_site as _shop_site
+from support.console import SCREENSHOTS, Visitor, browser_sign_in, make_chatbot, widget_session
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -145,7 +144,6 @@ def test_inbox_with_a_protocol_visitor(server_thread, browser):
 
 def test_knowledge_try_question_and_analytics(server_thread, browser):
     import asyncpg
-
     from support.console import seed_analytics
 
     srv = server_thread
@@ -209,7 +207,7 @@ def test_chatbot_settings_live_preview(server_thread, browser):
         page.screenshot(path=str(SCREENSHOTS / "chatbot-settings.png"), full_page=True)
     finally:
         context.close()
-    status, body = srv.run(srv.server.call("GET", "/api/conversations", token=owner["access_token"]))
+    _status, body = srv.run(srv.server.call("GET", "/api/conversations", token=owner["access_token"]))
     assert body["conversations"] == []  # the preview never creates a conversation
 
 

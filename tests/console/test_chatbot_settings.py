@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
-
 from support.accounts import sign_up
 from support.console import browser_sign_in, make_chatbot
 
@@ -81,7 +80,7 @@ def test_sections_save_reachable_and_preview_in_view(server_thread, browser):
                 " return r.top >= 0 && r.top < innerHeight - 100; }", arg=section)
             for el in (save, preview):
                 box = el.bounding_box()
-                assert 0 <= box["y"] and box["y"] + min(box["height"], 100) <= 800, (section, box)
+                assert box["y"] >= 0 and box["y"] + min(box["height"], 100) <= 800, (section, box)
         page.locator("#f-miss_threshold").fill("3")
         save.click()
         page.wait_for_url("**done=saved*")

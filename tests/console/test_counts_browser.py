@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
-
 from support.accounts import sign_up
 from support.browser import SCREENSHOTS, shop_chatbot, wait_for
 from support.console import browser_sign_in

@@ -38,7 +38,7 @@ async def test_csrf_missing_or_wrong_is_refused(server, signup, console_client):
     c = console_client()
     await c.sign_in(owner["email"], owner["password"])
     status, text, _ = await c.post("/console/canned", {"shortcut": "hi", "body": "Hello!"}, csrf=False)
-    assert status == 403 and "csrf" in text.lower() or "expired" in text
+    assert (status == 403 and "csrf" in text.lower()) or "expired" in text
     status, text, _ = await c.post("/console/canned", {"shortcut": "hi", "body": "Hello!", "_csrf": "forged"})
     assert status == 403
     status, text, _ = await c.post("/console/canned", {"shortcut": "hi", "body": "Hello!"})

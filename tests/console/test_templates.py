@@ -6,7 +6,6 @@ import re
 
 import asyncpg
 import pytest
-
 from support.console import make_chatbot
 
 KEYS = ["support", "sales", "faq", "booking", "product_guide"]
@@ -110,7 +109,7 @@ async def test_settings_apply_a_template(server, signup, console_client):
     status, html, _ = await c.get(f"/console/chatbots/{bot['id']}")
     form = re.search(r'<form[^>]*id="template-form".*?</form>', html, re.S).group(0)
     assert re.findall(r'<option value="([^"]*)"', form) == ["", *KEYS]
-    status, html, resp = await c.post(f"/console/chatbots/{bot['id']}/template", {"template": "support"})
+    status, html, _resp = await c.post(f"/console/chatbots/{bot['id']}/template", {"template": "support"})
     assert status == 200 and "Template applied" in html
     assert 'value="Hi! How can we help you today?"' in html  # the greeting field shows the new text
     status, html, _ = await c.post(f"/console/chatbots/{bot['id']}/template", {"template": ""})

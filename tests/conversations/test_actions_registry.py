@@ -116,7 +116,7 @@ async def test_invalid_input_is_422_with_the_sql_rules_code(ws):
     # nothing of it was stored, and good input works
     status, out = await _act(ws, conv, "note", {"body": "  VIP  ", "client_id": "n-1"})
     assert status == 200
-    status, again = await _act(ws, conv, "note", {"body": "  VIP  ", "client_id": "n-1"})  # idempotent
+    status, _again = await _act(ws, conv, "note", {"body": "  VIP  ", "client_id": "n-1"})  # idempotent
     status, transcript = await ws.call("GET", f"/api/conversations/{conv}")
     assert [m["body"] for m in transcript["messages"] if m["author"] == "note"] == ["  VIP  "]
     status, out = await _act(ws, conv, "codename", {"codename": "Blue Fox"})
@@ -214,7 +214,7 @@ async def test_labels_per_language_and_limits_from_the_enforcing_functions(ws):
         ("human", "Mit einem Menschen sprechen", ["bot"]),
         ("rate", "Wie war dieses Gespräch?", ["closed"]),
         ("new", "Neue Unterhaltung", ["bot", "waiting_human", "human", "closed"])]
-    assert [a["label"] for a in xx][0] == "Talk to a human"  # a language not shipped: English
+    assert next(a["label"] for a in xx) == "Talk to a human"  # a language not shipped: English
     by_key = {a["key"]: a for a in catalog}
     assert set(by_key) == {*AGENT_ACTIONS, "human", "rate", "new"}
     assert by_key["note"]["input"]["properties"]["body"]["maxLength"] == note_max

@@ -1,6 +1,5 @@
 """Chatbot CRUD and the widget lookup; idle close as the jobs process runs it."""
 import asyncpg
-
 from pyapp.config import role_password, url_for_role
 from pyapp.db import _init_connection
 from support.server import TEST_SECRET
@@ -26,7 +25,7 @@ async def test_chatbot_crud_keeps_unknown_config_keys(ws, owner_conn):
 
     for bad in ({"allowed_origins": ["https://shop.test/path"]}, {"config": {"branding": {"primary_color": "red"}}},
                 {"config": {"lead_capture": {"mode": "sometimes"}}}, {"name": ""}):
-        status, body = await ws.call("PATCH", f"/api/chatbots/{bot['id']}", json=bad)
+        status, _body = await ws.call("PATCH", f"/api/chatbots/{bot['id']}", json=bad)
         assert status == 422, bad
 
     widget = await owner_conn.fetchrow("SELECT * FROM parley.widget_chatbot($1)", bot["public_key"])

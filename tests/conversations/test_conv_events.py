@@ -3,9 +3,7 @@ import asyncio
 
 import asyncpg
 import pytest
-
 from pyapp.config import role_password, url_for_role  # noqa: F401  (documentation of the roles involved)
-
 from support.waits import notifications_delivered, until
 
 

@@ -46,7 +46,7 @@ async def test_crud_and_status_workflow(ws):
     assert (status, body["status"]) == (200, "new")  # lost → new reopens
 
     status, listed = await ws.call("GET", "/api/leads?status=won")
-    assert [l["id"] for l in listed["leads"]] == [lead["id"]]
+    assert [item["id"] for item in listed["leads"]] == [lead["id"]]
     assert (await ws.call("DELETE", path))[0] == 204
     assert (await ws.call("GET", path))[0] == 404
     assert (await ws.call("DELETE", path))[0] == 404

@@ -3,11 +3,9 @@ import uuid
 
 import asyncpg
 import pytest
-
+from pyapp.client import ParleyError
 from support.waits import day_clear
 from support.workspace import override_limits
-
-from pyapp.client import ParleyError
 
 
 async def test_max_chatbots_plan_override_and_unlimited(make_workspace, owner_conn):

@@ -3,7 +3,6 @@ import asyncio
 
 import asyncpg
 import pytest
-
 from support.waits import blocked_on_lock
 
 

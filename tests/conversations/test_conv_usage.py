@@ -4,7 +4,6 @@ import collections
 import uuid
 
 import asyncpg
-
 from pyapp.config import role_password, url_for_role
 from pyapp.db import _init_connection
 from support.server import TEST_SECRET
@@ -38,7 +37,7 @@ async def test_usage_exact_under_concurrency_and_sharded(make_workspace, owner_c
                 await conn.execute("SELECT id FROM parley.post_message($1, $2, $3)", conv, author, f"m{i}")
 
     try:
-        await asyncio.gather(*(worker(c, conv) for c, conv in zip(conns, convs)))
+        await asyncio.gather(*(worker(c, conv) for c, conv in zip(conns, convs, strict=True)))
     finally:
         for c in conns:
             await c.close()
@@ -108,6 +107,6 @@ async def test_active_seats_count_people_once_a_day(ws, signup):
     for i in range(3):
         await ws.call("POST", f"/api/conversations/{conv}/reply", json={"body": f"r{i}"}, token=agent["access_token"])
     await ws.call("POST", f"/api/conversations/{conv}/notes", json={"body": "n"})
-    status, body = await ws.call("GET", "/api/usage")
+    _status, body = await ws.call("GET", "/api/usage")
     assert body["days"][-1]["active_seats"] == 2
     assert uuid.UUID(ws.owner["user_id"])

@@ -6,7 +6,6 @@ import uuid
 
 import asyncpg
 import pytest
-
 from pyapp.db import Actor, tenant_fetch, tenant_fetchrow
 from pyapp.errors import from_postgres
 

@@ -15,7 +15,6 @@ import uuid
 
 import asyncpg
 import pytest
-
 from pyapp.db import Actor, act_as
 from support.waits import day_clear, until
 

@@ -2,16 +2,13 @@
 would store it for that visitor; a refused one is rolled back alone; no lock is awaited after
 the batch's first event; the server's batcher retries a message that lost a deadlock."""
 import asyncio
-import uuid
 from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
-
 from pyapp.db import Actor, create_pool, tenant_fetch
 from pyapp.errors import from_postgres
 from pyapp.widget.batch import MessageRefused, VisitorMessages
-
 from support.waits import blocked_on_lock, notifications_delivered
 from support.workspace import override_limits
 

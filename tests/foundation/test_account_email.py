@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from pydantic import TypeAdapter, ValidationError
-
 from pyapp.accounts.models import Email
+from pydantic import TypeAdapter, ValidationError
 
 SAMPLES = [
     "ana@example.test", "A.N.A+tag@Example.TEST", "x@y", "üñï@çødé.test", "a@b@c", "@example.test", "ana@",

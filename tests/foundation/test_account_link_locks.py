@@ -12,7 +12,6 @@ import hashlib
 import uuid
 
 import asyncpg
-
 from support.waits import blocked_on_lock
 
 

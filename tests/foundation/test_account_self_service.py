@@ -9,7 +9,6 @@ import pytest
 from support.mail import token_from
 
 
-
 def _email() -> str:
     return f"p-{uuid.uuid4().hex[:10]}@example.test"
 

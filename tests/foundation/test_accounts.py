@@ -5,7 +5,6 @@ import asyncio
 import uuid
 
 import asyncpg
-
 from pyapp.api import api
 from pyapp.db import Actor, tenant_tx
 
@@ -232,7 +231,7 @@ async def test_member_rules(server, signup):
         return await server.call("DELETE", f"/api/members/{target['user_id']}", token=actor["access_token"])
 
     status, body = await server.call("GET", "/api/members", token=agent["access_token"])
-    assert status == 200 and [m["role"] for m in body["members"]][0] == "owner"
+    assert status == 200 and next(m["role"] for m in body["members"]) == "owner"
     assert {m["email"] for m in body["members"]} == {owner["email"], admin["email"], agent["email"],
                                                       other_agent["email"]}
     assert (await patch(agent, other_agent, "admin"))[0] == 403

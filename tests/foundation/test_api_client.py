@@ -10,11 +10,10 @@ import sys
 import uuid
 
 import pytest
-from support.accounts import TEST_PASSWORD
-from support.knowledge import ROOT
-
 from pyapp.client import OPERATIONS, ParleyClient, ParleyError
 from pyapp.client.operations import Operations
+from support.accounts import TEST_PASSWORD
+from support.knowledge import ROOT
 
 
 async def _openapi(server) -> dict:

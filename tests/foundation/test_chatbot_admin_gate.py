@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from pyapp.db import tenant_tx
 
 CALLS = [

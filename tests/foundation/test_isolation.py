@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import asyncpg
 import pytest
 import pytest_asyncio
+from pyapp.db import _init_connection
+from pyapp.security import issue_access_token
 from support.accounts import create_api_key, sign_up
 from support.database import admin_url
 from support.server import make_settings, start_server
-
-from pyapp.db import _init_connection
-from pyapp.security import issue_access_token
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -93,11 +92,11 @@ async def world(pg_server, database_stock):
         admin = await sign_up(server, join=owner, role="admin")
         agent = await sign_up(server, join=owner, role="agent")
         key = await create_api_key(server, owner["access_token"])
-        status, invite = await server.call("POST", "/api/invites", json={"email": f"{side}-new@example.test"},
-                                           token=owner["access_token"])
-        status, keys = await server.call("GET", "/api/keys", token=owner["access_token"])
-        status, _ = await server.call("PUT", "/api/settings", json={"values": {f"{side}.setting": side}},
-                                      token=owner["access_token"])
+        _status, invite = await server.call("POST", "/api/invites", json={"email": f"{side}-new@example.test"},
+                                            token=owner["access_token"])
+        _status, keys = await server.call("GET", "/api/keys", token=owner["access_token"])
+        _status, _ = await server.call("PUT", "/api/settings", json={"values": {f"{side}.setting": side}},
+                                       token=owner["access_token"])
         getattr(w, side).update(
             owner=owner, admin=admin, agent=agent, key=key, tenant_id=owner["tenant_id"],
             owner_id=owner["user_id"], admin_id=admin["user_id"], agent_id=agent["user_id"],
@@ -108,7 +107,7 @@ async def world(pg_server, database_stock):
     w.b_secrets += w.b["emails"] + ["b.setting"]
     # A token signed with the right secret for A's owner and session, naming tenant B: membership is
     # checked per request, so even a token minted for the wrong tenant gets nothing.
-    status, me = await server.call("GET", "/api/me", token=w.a["owner"]["access_token"])
+    _status, me = await server.call("GET", "/api/me", token=w.a["owner"]["access_token"])
     w.a["token_for_b"], _ = issue_access_token(settings.secret_key, user_id=w.a["owner_id"],
                                                tenant_id=w.b["tenant_id"], session_id=me["session_id"], ttl=300)
     yield w
@@ -121,7 +120,7 @@ def _fill(value, b: dict):
     if isinstance(value, str):
         for k, v in b.items():
             if isinstance(v, (str, int)):
-                value = value.replace("{b.%s}" % k, str(v))
+                value = value.replace(f"{{b.{k}}}", str(v))
         return value
     if isinstance(value, dict):
         return {k: _fill(v, b) for k, v in value.items()}

@@ -90,9 +90,9 @@ def test_no_import_circle():
         state[node] = 1
         for dep in sorted(GRAPH[node]):
             if state.get(dep) == 1:
-                circles.append(path[path.index(dep):] + [node, dep] if dep in path else [node, dep])
+                circles.append([*path[path.index(dep):], node, dep] if dep in path else [node, dep])
             elif dep not in state:
-                visit(dep, path + [node])
+                visit(dep, [*path, node])
         state[node] = 2
 
     for name in sorted(GRAPH):

@@ -11,10 +11,8 @@ from contextlib import asynccontextmanager
 import asyncpg
 import psycopg
 import pytest
-
 from pyapp.db import _init_connection
 from pyapp.migrate import MigrateLockTimeout, apply_sql_files, migrate, sql_files
-
 from support.rows import bound
 
 POLICIES = """

@@ -7,10 +7,8 @@ import asyncio
 from urllib.parse import urlsplit
 
 import psycopg
-
 from pyapp.config import LOGIN_ROLES
 from pyapp.migrate import migrate
-
 from support.waits import blocked_on_lock
 
 

@@ -11,7 +11,6 @@ from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-
 from support.console import ConsoleClient
 from support.fakes.oidc_provider import FakeIdentityProvider
 from support.server import free_port, start_server
@@ -93,8 +92,8 @@ async def test_new_person_gets_an_account_without_a_password(sso_server, browser
                                      "WHERE email = 'newcomer@example.test'")
     assert user["name"] == "New Comer" and user["email_verified_at"] is not None
     # No password opens it.
-    status, out = await sso_server.call("POST", "/api/auth/login",
-                                        json={"email": "newcomer@example.test", "password": user["password_hash"]})
+    status, _out = await sso_server.call("POST", "/api/auth/login",
+                                         json={"email": "newcomer@example.test", "password": user["password_hash"]})
     assert status == 401
     # Its only way in cannot be unlinked.
     await browser.get("/console/account")
@@ -106,7 +105,7 @@ async def test_new_person_gets_an_account_without_a_password(sso_server, browser
 async def test_sign_up_off_refuses_unknown_people(settings, sso_server, browser, idp, owner_conn):
     settings.extra["oidc_sign_up"] = False
     idp.user = {"sub": "stranger", "email": "stranger@example.test", "email_verified": True}
-    status, page, resp = await sso_sign_in(browser)
+    status, page, _resp = await sso_sign_in(browser)
     assert status == 403 and "does not create one" in unescape(page)
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.users WHERE email = 'stranger@example.test'") == 0
 
@@ -114,7 +113,7 @@ async def test_sign_up_off_refuses_unknown_people(settings, sso_server, browser,
 async def test_an_unverified_email_never_takes_over_an_account(sso_server, browser, idp, signup, owner_conn):
     await signup(sso_server, email="victim@example.test")
     idp.user = {"sub": "attacker", "email": "victim@example.test", "email_verified": False}
-    status, page, resp = await sso_sign_in(browser)
+    status, page, _resp = await sso_sign_in(browser)
     assert status == 403 and "does not vouch" in unescape(page)
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.user_identities") == 0
     assert "parley_console" not in {c.key for c in browser.http.cookie_jar}
@@ -142,7 +141,7 @@ async def test_a_bad_id_token_signs_nobody_in(sso_server, browser, idp, signup, 
         idp.claims_hook = lambda c: {**c, "nonce": "not-the-one-we-sent"}
     elif tamper == "alg_none":
         idp.unsigned = True
-    status, page, resp = await sso_sign_in(browser)
+    status, page, _resp = await sso_sign_in(browser)
     assert status == 401, page[:300]
     assert expected in unescape(page).lower()
     assert await owner_conn.fetchval("SELECT count(*) FROM parley.sso_sessions") == 0
@@ -220,7 +219,7 @@ async def test_linking_from_the_account_page(sso_server, browser, idp, signup, o
     assert status == 403
     status, page, _ = await browser.get("/console/account")
     link = unescape(LINK_RE.search(page).group(1))
-    status, page, resp = await browser.get(link)
+    status, page, _resp = await browser.get(link)
     assert status == 200 and "The identity is linked" in page, page[:300]
     row = await owner_conn.fetchrow("SELECT user_id FROM parley.user_identities WHERE subject = 'shared-sub'")
     assert str(row["user_id"]) == me["user_id"]

@@ -13,7 +13,7 @@ async def test_console_role_rank_is_sqls(owner_conn):
         " AND c.contype = 'c' AND pg_get_constraintdef(c.oid) LIKE '%role%'")
     member_roles = set(re.findall(r"'(\w+)'", check))
     assert set(ROLE_RANK) == member_roles
-    assert ROLE_RANK == {r: await owner_conn.fetchval("SELECT parley.role_rank($1)", r) for r in member_roles}
+    assert {r: await owner_conn.fetchval("SELECT parley.role_rank($1)", r) for r in member_roles} == ROLE_RANK
 
 
 async def test_lead_csv_columns_are_the_export_functions(owner_conn):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 from aiohttp import web
-
 from support.console import ConsoleClient, make_chatbot
 from support.realtime import create_chatbot, widget_session
 

@@ -7,11 +7,10 @@ import uuid
 from urllib.parse import quote, unquote
 
 import pytest
-from support.mail import token_from
-from support.server import start_server
-
 from pyapp.accounts.common import MAIL_TASKS
 from pyapp.security import sha256
+from support.mail import token_from
+from support.server import start_server
 
 
 def _email() -> str:

@@ -317,7 +317,7 @@ async def test_every_function_is_defined_in_sql_dir(owner_conn):
 
 def test_every_function_states_its_volatility():
     problems = volatility_problems(sql_dir_functions())
-    assert not problems, "\n  ".join(["volatility left to the default:"] + problems)
+    assert not problems, "\n  ".join(["volatility left to the default:", *problems])
 
 
 async def test_function_lints_catch_violations(owner_conn):

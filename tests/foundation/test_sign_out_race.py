@@ -12,7 +12,6 @@ import asyncio
 import hashlib
 
 import pytest
-
 from support.waits import blocked_on_lock
 
 

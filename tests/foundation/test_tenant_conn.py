@@ -3,7 +3,6 @@ role, bound to one fresh tenant by parley.begin_request, confined by row-level s
 here, not assumed), and rolled back afterwards."""
 import asyncpg
 import pytest
-
 from support.rows import bound
 
 

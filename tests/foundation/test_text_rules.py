@@ -7,13 +7,12 @@ import uuid
 
 import asyncpg
 import pytest
-
 from pyapp import types
 from pyapp.db import Actor, tenant_tx
 from support.realtime import clients, tenant, visitor, widget_session  # noqa: F401 (fixtures)
 
 # Every code point up to U+2FFF and some beyond, but NUL and the surrogates (text cannot hold them).
-CODE_POINTS = [chr(c) for c in list(range(1, 0x3000)) + [0xFEFF, 0xFFFD, 0x1F600, 0xE0001] if not 0xD800 <= c <= 0xDFFF]
+CODE_POINTS = [chr(c) for c in [*range(1, 0x3000), 0xFEFF, 0xFFFD, 0x1F600, 0xE0001] if not 0xD800 <= c <= 0xDFFF]
 BAD = ["\u202e", "\u202a", "\u2066", "\u2069", "\x07", "\x1b", "\x7f", "\x85", "\x9b"]
 
 
@@ -23,7 +22,7 @@ async def test_python_rule_is_sqls_code_point_by_code_point(owner_conn, line):
         "SELECT array_agg(parley.unsafe_text(c, $2) ORDER BY i) FROM unnest($1::text[]) WITH ORDINALITY u(c, i)",
         CODE_POINTS, line)
     rule = types.UNSAFE_IN_LINE if line else types.UNSAFE_IN_TEXT
-    differ = [hex(ord(c)) for c, s in zip(CODE_POINTS, sql) if bool(rule.search(c)) != s]
+    differ = [hex(ord(c)) for c, s in zip(CODE_POINTS, sql, strict=True) if bool(rule.search(c)) != s]
     assert differ == []
     assert sum(sql) == (32 + 33 + 9 - 1 if line else 32 - 3 + 33 + 9 - 1)  # C0 (no NUL), C1 + DEL, bidi
 
@@ -91,7 +90,7 @@ async def test_every_path_refuses_bad_text(server, tenant, owner_conn, clients):
     await v.expect_message(author="visitor", body="Hello\tthere\nfriend")
     conv = uuid.UUID(await owner_conn.fetchval("SELECT id::text FROM parley.conversations WHERE chatbot_id = $1",
                                                tenant["chatbot_id"]))
-    for n, ch in enumerate(BAD + ["\x00"]):
+    for n, ch in enumerate([*BAD, "\x00"]):
         # the visitor socket: a message and the lead form
         await v.send({"type": "message", "client_id": f"bad{n}", "body": f"pay {ch}here"})
         await v.expect(type="error", client_id=f"bad{n}")

@@ -8,10 +8,9 @@ import uuid
 
 import jwt
 import pytest
-from support.server import TEST_SECRET, start_server
-
 from pyapp.api import RouteSpec, api
 from pyapp.security import ACCESS_AUDIENCE, issue_access_token
+from support.server import TEST_SECRET, start_server
 
 
 def _claims(user: dict, session_id: str, **override) -> dict:

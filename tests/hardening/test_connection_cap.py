@@ -14,12 +14,11 @@ import sys
 
 import aiohttp
 import pytest
-from support.waits import Output
-from support.knowledge import ROOT
-from support.server import TEST_SECRET, free_port, start_server
-
 from pyapp import http_guard
 from pyapp.http_guard import RESERVED_FILES
+from support.knowledge import ROOT
+from support.server import TEST_SECRET, free_port, start_server
+from support.waits import Output
 
 CAP = 8
 

@@ -15,7 +15,7 @@ from support.console import console_client  # noqa: F401 (fixture)
     ("multipart/form-data; boundary=b", '--b\r\nContent-Disposition: form-data; name="_csrf"\r\n\r\n{csrf}\r\n--b\r\n'
                                         'Content-Disposition: form-data; name="name"\r\n\r\nnever ends'),
 ])
-async def test_a_form_in_a_charset_that_does_not_exist_is_a_400(server, signup, console_client, content_type, body):
+async def test_a_form_in_a_charset_that_does_not_exist_is_a_400(server, signup, console_client, content_type, body):  # noqa: F811  pytest fixture imported above, injected by name
     owner = await signup(server)
     console = console_client()
     await console.sign_in(owner["email"], TEST_PASSWORD)

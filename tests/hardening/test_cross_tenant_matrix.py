@@ -10,7 +10,6 @@ import uuid
 import zipfile
 
 import aiohttp
-
 from support.realtime import create_chatbot, widget_session
 
 # A valid body per route, so each request gets past validation to the tenant check. "{x}" is replaced by
@@ -110,7 +109,7 @@ def _resolve(schema: dict, doc: dict) -> dict:
 def _instance(schema: dict, doc: dict):
     """A value valid for a JSON schema (required properties only, the simplest valid value each)."""
     schema = _resolve(schema, doc)
-    if "examples" in schema and schema["examples"]:
+    if schema.get("examples"):
         return schema["examples"][0]
     if "example" in schema:
         return schema["example"]

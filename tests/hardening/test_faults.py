@@ -14,11 +14,10 @@ import os
 import aiohttp
 import asyncpg
 import pytest
+from pyapp.client.agent_socket import AgentFeed
 from support.database import crash_and_restart
 from support.realtime import ORIGIN, widget_session
 from support.server import TEST_SECRET, ServeProcess, free_port
-
-from pyapp.client.agent_socket import AgentFeed
 
 VISITORS = 6
 PER_VISITOR = 24
@@ -91,10 +90,8 @@ class Agent(AgentFeed):
 
     async def run(self, http: aiohttp.ClientSession, server: ServeProcess, ready: asyncio.Event) -> None:
         while not self.stop.is_set():
-            try:
+            with contextlib.suppress(aiohttp.ClientError, ConnectionError, TimeoutError, RuntimeError):
                 await self.follow(http, server.base_url, self.record, ready)
-            except (aiohttp.ClientError, ConnectionError, TimeoutError, RuntimeError):
-                pass
             if not self.stop.is_set():
                 await asyncio.sleep(0.2)
 

@@ -3,18 +3,19 @@ workspace that has a chatbot and a conversation: bounded examples per operation,
 No response may be >= 500, and every 4xx must be the error shape {"error": {"code", "message"}}."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings as hsettings
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
 from hypothesis.errors import Unsatisfiable
+from pyapp.api import api
+from pyapp.app import load_surfaces
 from schemathesis import GenerationMode
 from support.accounts import sign_up
 from support.server import free_port
-
-from pyapp.api import api
-from pyapp.app import load_surfaces
 
 EXAMPLES = 3  # per operation and generation mode: ~830 requests in all (about 10 s)
 LAST = {("DELETE", "/api/tenant"), ("POST", "/api/auth/logout")}  # they end the workspace or the session
@@ -28,17 +29,15 @@ DELIBERATE = {(503, "payments_disabled"),    # billing without Stripe configured
 def _problem(response) -> str | None:
     status = response.status_code
     if status >= 500:
-        try:
+        with contextlib.suppress(Exception):  # not the error shape: reported below
             if (status, response.json()["error"]["code"]) in DELIBERATE:
                 return None
-        except Exception:  # noqa: BLE001 - not the error shape: reported below
-            pass
         return f"{status}: {response.text[:200]}"
     if status >= 400:
         try:
             err = response.json()["error"]
             assert isinstance(err["code"], str) and isinstance(err["message"], str)
-        except Exception:  # noqa: BLE001 - any deviation from the shape is the finding
+        except Exception:  # any deviation from the shape is the finding
             return f"{status} not in the error shape: {response.text[:200]}"
     return None
 
@@ -68,11 +67,11 @@ def test_fuzz_every_route(server_thread, monkeypatch):
             @given(case=op.as_strategy(mode))
             def run(case):
                 nonlocal calls
-                response = case.call(base_url=server_thread.base_url, headers=headers, timeout=timeout)
+                response = case.call(base_url=server_thread.base_url, headers=headers, timeout=timeout)  # noqa: B023  run() is called within this iteration
                 calls += 1
                 problem = _problem(response)
                 if problem:
-                    problems.append(f"{op.method.upper()} {op.path} [{mode.value}] {case.path_parameters} "
+                    problems.append(f"{op.method.upper()} {op.path} [{mode.value}] {case.path_parameters} "  # noqa: B023  run() is called within this iteration
                                     f"{case.query} {str(case.body)[:120]!r}: {problem}")
 
             try:

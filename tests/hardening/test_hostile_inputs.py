@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 
-import aiohttp
 import pytest
-
 from support.realtime import Client, agent, visitor, widget_session
 
 NESTED = "[" * 5000 + "]" * 5000
@@ -42,7 +40,7 @@ async def test_deeply_nested_json_on_every_json_route(server, tenant, payload):
     for method, path, auth in json_body_routes(server):
         url = path
         for name in ("chatbot_id", "conversation_id", "lead_id", "source_id", "user_id", "invite_id", "key_id"):
-            url = url.replace("{%s}" % name, str(tenant["chatbot_id"]) if name == "chatbot_id" else str(uuid.uuid4()))
+            url = url.replace(f"{{{name}}}", str(tenant["chatbot_id"]) if name == "chatbot_id" else str(uuid.uuid4()))
         url = url.replace("{message_id}", "1")
         status, body = await raw_call(server, method, url, payload,
                                       token=None if auth == "public" else tenant["access_token"])

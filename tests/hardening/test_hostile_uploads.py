@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-
 from pyapp.knowledge import extract as ex
 
 

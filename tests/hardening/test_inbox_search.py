@@ -4,7 +4,6 @@ walk over the newest conversations, the index in message-id windows, the convers
 since whose matches are older than the windows), with the inbox filters and the keyset, inside
 the caller's tenant only. Checked against a count from scratch over the rows."""
 import pytest
-
 from pyapp.db import Actor, tenant_tx
 from support.knowledge import make_tenant
 

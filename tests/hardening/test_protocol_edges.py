@@ -15,7 +15,6 @@ import json
 import logging
 
 import pytest
-
 from support.waits import until
 
 SECRET = "tok-5ec12e7-never-in-a-log"
@@ -31,7 +30,7 @@ async def exchange(server, data: bytes, *, wait: float = 5.0) -> bytes:
     try:
         while not _complete(out) and (chunk := await asyncio.wait_for(reader.read(65536), wait)):
             out += chunk
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         pass
     writer.close()
     return out
@@ -97,7 +96,7 @@ async def test_a_client_leaving_mid_body_is_no_server_error(server, caplog):
 
     before = metrics.HTTP_REQUESTS.labels("POST", "5xx")._value.get()
     with caplog.at_level(logging.INFO):
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         writer.write(LOGIN + b"Content-Length: 100\r\n\r\n{\"email\":")
         await writer.drain()
         writer.close()  # 9 of 100 bytes sent: the handler is left reading a body that never comes

@@ -29,7 +29,7 @@ async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
             chunk = await asyncio.wait_for(reader.read(65536), seconds)
             if not chunk:
                 return True
-    except asyncio.TimeoutError:  # (a subclass of OSError: caught first)
+    except TimeoutError:  # (a subclass of OSError: caught first)
         return False
     except (ConnectionError, OSError):
         return True

@@ -93,7 +93,7 @@ async def test_external_jobs_are_left_to_pg_cron(settings, owner_conn, tenant):
     assert await runner.run_due_jobs(await tenant.pool("jobs"), "test", only=["retention"]) == []
 
 
-async def test_embedding_queue_drained_by_the_jobs_process(settings, owner_conn, tenant, fake_openai,  # noqa: F811
+async def test_embedding_queue_drained_by_the_jobs_process(settings, owner_conn, tenant, fake_openai,
                                                            monkeypatch):
     other = await make_tenant(settings, owner_conn)
     for t in (tenant, other):
@@ -121,7 +121,7 @@ async def _nothing_due(pool, worker=None, *, only=None, settings=None):
     return []
 
 
-async def test_failed_embeddings_back_off_and_model_change_requeues(settings, owner_conn, tenant, fake_openai):  # noqa: F811
+async def test_failed_embeddings_back_off_and_model_change_requeues(settings, owner_conn, tenant, fake_openai):
     async with await tenant.tx() as conn:
         source = await conn.fetchrow("SELECT * FROM parley.create_knowledge_source($1, 'text', 'T')", tenant.chatbot_id)
         await ingest.ingest_document(conn, source["id"], "text", extract.extract_text("Opening hours are 9 to 5."))

@@ -7,7 +7,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from jobs import runner, schedule
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
@@ -93,7 +92,7 @@ def test_discovery_names_jobs_by_module_and_refuses_a_module_without_job(tmp_pat
     found = schedule.discover(lint_jobs)
     assert list(found) == ["sweep_things"] and found["sweep_things"].name == "sweep_things"
     (package / "helper.py").write_text("X = 1\n")
-    with pytest.raises(TypeError, match="lint_jobs.helper declares no JOB"):
+    with pytest.raises(TypeError, match=r"lint_jobs\.helper declares no JOB"):
         schedule.discover(lint_jobs)
     sys.modules.pop("lint_jobs", None)
 

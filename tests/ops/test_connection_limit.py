@@ -8,11 +8,10 @@ could not be read closed with 1011 (internal error), logged with its stack trace
 The limit is the test database's own (ALTER DATABASE ... CONNECTION LIMIT 0, which binds every
 role but superusers, as max_connections binds every role but the reserved ones), and the app's
 open sessions are ended so that the next request must open one."""
+from pyapp.client import ParleyError
 from support.cli import jobs_process, json_line
 from support.realtime import Client, create_chatbot, visitor, widget_session
 from support.waits import until
-
-from pyapp.client import ParleyError
 
 
 async def _no_room(owner_conn, roles: list[str]) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from support.database import SYSTEM_USER
-from support.realtime import Client, create_chatbot, visitor, widget_session
-
 from pyapp.client import ParleyError
+from support.database import SYSTEM_USER
+from support.realtime import create_chatbot, visitor, widget_session
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,12 +6,11 @@ the connection is dropped: the next request answers. Before, 500 internal (seen 
 bench/faults.py after a PostgreSQL restart and after sessions were ended at the connection limit)."""
 from urllib.parse import urlsplit, urlunsplit
 
+from pyapp.client import ParleyError
+from pyapp.config import APP_ROLE
 from support.proxy import HoldingProxy
 from support.server import make_settings, start_server
 from support.waits import until
-
-from pyapp.client import ParleyError
-from pyapp.config import APP_ROLE
 
 
 async def test_a_request_on_a_session_postgresql_ended_answers_503(settings, signup, owner_conn):

@@ -11,10 +11,9 @@ import zipfile
 
 import asyncpg
 import pytest
+from pyapp.db import Actor, tenant_tx
 from support.cli import run_parley as _cli
 from support.rows import VISITOR_IP
-
-from pyapp.db import Actor, tenant_tx
 
 # Every table of schema parley with a tenant_id column, from the catalog: a new table is covered.
 TENANT_TABLES = """

@@ -16,13 +16,12 @@ import sys
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from pyapp import logs, tracing
 from support.knowledge import ROOT
 from support.outbox import add_destination, make_drainer, post, sink, start_conversation  # noqa: F401 (fixture)
 from support.realtime import create_chatbot, widget_session
 from support.server import free_port
 from support.waits import until
-
-from pyapp import logs, tracing
 
 
 @pytest.fixture
@@ -94,7 +93,7 @@ async def test_a_request_is_traced_through_its_sql(server, signup, owner_conn, s
     assert any(s.parent.span_id == request.context.span_id for s in sql)
 
 
-async def test_an_outbox_delivery_is_traced_to_its_send(tenant, owner_conn, sink, spans):
+async def test_an_outbox_delivery_is_traced_to_its_send(tenant, owner_conn, sink, spans):  # noqa: F811  pytest fixture imported above, injected by name
     await add_destination(owner_conn, tenant, sink.url)
     conv = await start_conversation(tenant)
     await post(tenant, conv, "traced")

@@ -13,14 +13,13 @@ import uuid
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pyapp import metrics
 from support.database import postgres_down
 from support.knowledge import ROOT
 from support.outbox import add_destination, make_drainer, post, sink, start_conversation  # noqa: F401 (fixture)
 from support.realtime import agent, create_chatbot, visitor, widget_session
 from support.server import TEST_SECRET, free_port, start_server
 from support.waits import until
-
-from pyapp import metrics
 
 TOKEN = "metrics-token-for-tests-0123456789"
 
@@ -136,7 +135,7 @@ async def test_traffic_moves_the_figures(metered, signup, owner_conn):
         assert secret not in text
 
 
-async def test_outbox_depth_age_and_jobs_lag_come_from_sql(metered, tenant, owner_conn, sink):
+async def test_outbox_depth_age_and_jobs_lag_come_from_sql(metered, tenant, owner_conn, sink):  # noqa: F811  pytest fixture imported above, injected by name
     from jobs import schedule
 
     url = metered.base_url + "/metrics"

@@ -4,13 +4,14 @@
 same server serves again once PostgreSQL is back, without a restart."""
 from __future__ import annotations
 
+import contextlib
+
 import aiohttp
 import pytest
+from pyapp.client import ParleyError
 from support.database import postgres_down
 from support.realtime import Client, agent, create_chatbot, visitor, widget_session
 from support.waits import until
-
-from pyapp.client import ParleyError
 
 
 async def test_rest_and_sockets_during_a_database_outage(server, signup, owner_conn, pg_server):
@@ -69,7 +70,5 @@ async def test_rest_and_sockets_during_a_database_outage(server, signup, owner_c
         await again.close()
     finally:
         for c in (vis, ag):
-            try:
+            with contextlib.suppress(aiohttp.ClientError):
                 await c.close()
-            except aiohttp.ClientError:
-                pass

@@ -7,11 +7,10 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from pyapp.context import POOL
 from support.realtime import Client, SseClient, create_chatbot, widget_session
 from support.server import start_server
 from support.waits import blocked_on_lock
-
-from pyapp.context import POOL
 
 
 @pytest.fixture
@@ -95,7 +94,6 @@ async def test_a_pool_that_cannot_reopen_its_connections_logs_a_line_not_a_trace
     import sys
 
     import asyncpg
-
     from pyapp.db import OutageLines, create_pool
 
     seen: asyncio.Queue[logging.LogRecord] = asyncio.Queue()

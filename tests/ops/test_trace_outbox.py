@@ -8,11 +8,10 @@ import uuid
 
 import asyncpg
 import pytest
+from pyapp import tracing
 from support.outbox import add_destination, make_drainer, sink  # noqa: F401 (fixture)
 from support.realtime import clients, create_chatbot, placeholder_bot, visitor, widget_session  # noqa: F401 (fixture)
 from support.waits import until
-
-from pyapp import tracing
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 VALID = f"00-{TRACE}-b7ad6b7169203331-01"
@@ -48,7 +47,7 @@ async def _drain(settings):
         await pool.close()
 
 
-async def _traced_reply(server, signup, owner_conn, sink):
+async def _traced_reply(server, signup, owner_conn, sink):  # noqa: F811  pytest fixture imported above, injected by name
     """An agent's reply sent with the caller's traceparent (VALID) to a workspace with a webhook;
     returns its outbox row."""
     owner = await signup(server)
@@ -75,8 +74,8 @@ def _send_trace(done, delivery_id):
     return send, http
 
 
-async def test_a_visitor_message_and_its_webhook_send_are_one_trace(server, signup, owner_conn, settings, sink,
-                                                                     spans, clients):
+async def test_a_visitor_message_and_its_webhook_send_are_one_trace(server, signup, owner_conn, settings, sink,  # noqa: F811  pytest fixture imported above, injected by name
+                                                                     spans, clients):  # noqa: F811  pytest fixture imported above, injected by name
     owner = await signup(server)
     bot = await create_chatbot(owner_conn, owner["tenant_id"])
     await add_destination(owner_conn, _Tenant(owner["tenant_id"]), sink.url)
@@ -116,7 +115,7 @@ async def test_a_visitor_message_and_its_webhook_send_are_one_trace(server, sign
     assert int(visitor_row["traceparent"].split("-")[2], 16) in ids
 
 
-async def test_a_rest_reply_continues_the_callers_trace_to_the_send(server, signup, owner_conn, settings, sink,
+async def test_a_rest_reply_continues_the_callers_trace_to_the_send(server, signup, owner_conn, settings, sink,  # noqa: F811  pytest fixture imported above, injected by name
                                                                     spans):
     row = await _traced_reply(server, signup, owner_conn, sink)
     assert row["author"] == "agent" and row["traceparent"].startswith(f"00-{TRACE}-")
@@ -129,7 +128,7 @@ async def test_a_rest_reply_continues_the_callers_trace_to_the_send(server, sign
     assert len(http) == 1
 
 
-async def test_traces_off_write_no_trace_context(server, signup, owner_conn, sink):
+async def test_traces_off_write_no_trace_context(server, signup, owner_conn, sink):  # noqa: F811  pytest fixture imported above, injected by name
     assert not tracing.enabled()
     row = await _traced_reply(server, signup, owner_conn, sink)  # a caller's trace is not followed
     assert row["traceparent"] is None
@@ -144,7 +143,7 @@ async def test_traces_off_write_no_trace_context(server, signup, owner_conn, sin
     f"00-{TRACE.upper()}-b7ad6b7169203331-01",
     "",
 ])
-async def test_only_a_valid_traceparent_reaches_an_outbox_row(tenant, owner_conn, sink, value):
+async def test_only_a_valid_traceparent_reaches_an_outbox_row(tenant, owner_conn, sink, value):  # noqa: F811  pytest fixture imported above, injected by name
     """Whatever sets app.traceparent, the row gets a valid W3C value or nothing (and the write succeeds)."""
     await add_destination(owner_conn, tenant, sink.url)
     async with await tenant.tx("service") as conn:
@@ -158,7 +157,7 @@ async def test_only_a_valid_traceparent_reaches_an_outbox_row(tenant, owner_conn
         "SELECT array_agg(traceparent) FROM parley.outbox WHERE tenant_id = $1", tenant.id) == [None]
 
 
-async def test_a_batch_gives_each_message_its_own_trace_context(tenant, owner_conn, sink):
+async def test_a_batch_gives_each_message_its_own_trace_context(tenant, owner_conn, sink):  # noqa: F811  pytest fixture imported above, injected by name
     """post_visitor_messages sets app.traceparent per message: a message sent without a trace does
     not inherit the one before it, and nothing is left set after the batch."""
     await add_destination(owner_conn, tenant, sink.url)

@@ -22,7 +22,7 @@ async def destination(owner_conn, tenant_id) -> uuid.UUID:
         " VALUES ($1, 'webhook', 'hook', 'https://hooks.example.test/x', '{message_added}') RETURNING id", tenant_id)
 
 
-async def test_only_the_own_tenants_destination_and_a_second_writer_waits(rows, owner_conn, jobs_tx):
+async def test_only_the_own_tenants_destination_and_a_second_writer_waits(rows, owner_conn, jobs_tx):  # noqa: F811  pytest fixture imported above, injected by name
     mine, theirs = await rows.tenant(), await rows.tenant()
     dest = await destination(owner_conn, mine.tenant_id)
     async with jobs_tx(theirs.tenant_id) as conn:
@@ -41,7 +41,7 @@ async def test_only_the_own_tenants_destination_and_a_second_writer_waits(rows, 
     assert (await waiting)["delivered"] == 0  # went on once the holder committed
 
 
-async def test_an_unknown_destination_pausing_notifies_nobody(rows, jobs_tx):
+async def test_an_unknown_destination_pausing_notifies_nobody(rows, jobs_tx):  # noqa: F811  pytest fixture imported above, injected by name
     mine = await rows.tenant()
     async with jobs_tx(mine.tenant_id) as conn:
         await conn.execute("SELECT parley.on_destination_paused($1)", uuid.uuid4())

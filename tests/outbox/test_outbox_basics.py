@@ -4,9 +4,8 @@ import asyncio
 import datetime
 import json
 
-from support.outbox import add_destination, post, start_conversation
-
 from pyapp.db import Actor, tenant_tx
+from support.outbox import add_destination, post, start_conversation
 
 
 async def _deliveries(owner_conn, tenant):

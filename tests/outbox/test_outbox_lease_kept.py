@@ -6,10 +6,9 @@ import asyncio
 import contextlib
 import logging
 
+from pyapp.webhooks.sender import WebhookSender
 from support.outbox import add_destination, delivery_statuses, make_drainer, start_conversation
 from support.waits import until
-
-from pyapp.webhooks.sender import WebhookSender
 
 N = 4
 LEASE_S = 2  # renewed every 2/3 s while the batch is sent

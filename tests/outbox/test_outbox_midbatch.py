@@ -6,12 +6,11 @@ import asyncio
 import contextlib
 
 import pytest
-from support.outbox import add_destination, delivery_statuses, make_drainer, start_conversation
-from support.waits import until
-
 from jobs import outbox
 from pyapp.db import Actor, create_pool, tenant_tx
 from pyapp.webhooks.sender import WebhookSender
+from support.outbox import add_destination, delivery_statuses, make_drainer, start_conversation
+from support.waits import until
 
 N = 40  # deliveries: one batch
 HUNG = 10  # the sink answers the first HUNG requests, then holds the next one until released

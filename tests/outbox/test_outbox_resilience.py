@@ -9,11 +9,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pyapp.db import Actor, create_pool, tenant_tx
 from support.database import crash_and_restart
 from support.outbox import add_destination, delivery_statuses, make_drainer, post, start_conversation
 from support.server import TEST_SECRET
-
-from pyapp.db import Actor, create_pool, tenant_tx
 
 ROOT = Path(__file__).resolve().parents[2]
 

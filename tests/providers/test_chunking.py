@@ -2,16 +2,17 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import re
 
 import pytest
-
 from pyapp.knowledge.chunking import Chunk, chunk_document, chunk_text, split_sections
 from pyapp.knowledge.extract import Document
 
-WORDS = ("widget router password invoice refund shipping battery warranty light button network "
-         "account billing customer order delivery screen cable firmware update reset").split()
+WORDS = ["widget", "router", "password", "invoice", "refund", "shipping", "battery", "warranty", "light", "button",
+         "network", "account", "billing", "customer", "order", "delivery", "screen", "cable", "firmware", "update",
+         "reset"]
 
 
 def _sentences(count: int, seed: int) -> list[str]:
@@ -62,13 +63,13 @@ def test_consecutive_chunks_of_a_section_overlap():
     text = "# Only\n\n" + "\n\n".join(" ".join(_sentences(4, seed)) for seed in range(12))
     chunks = chunk_text(text, target=500, max_chars=700, overlap=120)
     assert len(chunks) >= 3
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in itertools.pairwise(chunks):
         first_sentence = re.split(r"(?<=\.)\s", after.text)[0]
         assert first_sentence in before.text
         assert len(after.text) <= 700
     no_overlap = chunk_text(text, target=500, max_chars=700, overlap=0)
     starts = [re.split(r"(?<=\.)\s", c.text)[0] for c in no_overlap[1:]]
-    assert not any(s in prev.text for s, prev in zip(starts, no_overlap))
+    assert not any(s in prev.text for s, prev in zip(starts, no_overlap, strict=False))
 
 
 def test_overlong_paragraphs_and_tokens_are_split_under_the_hard_max():

@@ -4,9 +4,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from typing import ClassVar
 
 import pytest
-
 from pyapp.providers.embeddings import (
     EmbeddingError,
     LocalMiniLMEmbedder,
@@ -19,7 +19,7 @@ from support.fakes.llm_servers import FakeOpenAIServer, Reply
 
 
 def cosine(a, b):
-    return sum(x * y for x, y in zip(a, b))
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.asyncio
@@ -112,7 +112,7 @@ def test_factory_reads_the_environment():
     assert configured_model_name(env=env) == "nomic-embed-text"
 
     class Settings:
-        extra = {"PARLEY_EMBEDDINGS": "none"}
+        extra: ClassVar[dict[str, str]] = {"PARLEY_EMBEDDINGS": "none"}
 
     assert get_embedder(Settings(), env=env) is None  # settings override the environment
     with pytest.raises(ValueError):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import gzip
 
 import pytest
-
 from pyapp.knowledge.extract import (
     ExtractError,
     clean_text,

@@ -6,7 +6,6 @@ import contextlib
 import time
 
 import pytest
-
 from pyapp.providers.http import SSE_EVENT_MAX_CHARS, RetryPolicy, endpoint, parse_retry_after
 from pyapp.providers.llm import AnthropicLLM, LLMError, OpenAICompatibleLLM, get_llm
 from support.fakes.llm_servers import FakeAnthropicServer, FakeOpenAIServer, Reply
@@ -120,7 +119,7 @@ async def test_5xx_retried_then_given_up(kind):
 async def test_retry_after_beyond_the_wait_limit_fails_at_once(kind):
     async with server_for(kind) as srv:
         srv.script.append(Reply.rate_limited(retry_after="3600"))
-        deltas, error = await collect(make(kind, srv))
+        _deltas, error = await collect(make(kind, srv))
         assert error.code == "rate_limited" and error.retry_after == 3600 and len(srv.requests) == 1
 
 
@@ -128,7 +127,7 @@ async def test_retry_after_beyond_the_wait_limit_fails_at_once(kind):
 async def test_auth_failure_is_not_retried(kind):
     async with server_for(kind) as srv:
         cls = OpenAICompatibleLLM if kind == "openai" else AnthropicLLM
-        deltas, error = await collect(cls(srv.base_url, "wrong", "m", retry=FAST))
+        _deltas, error = await collect(cls(srv.base_url, "wrong", "m", retry=FAST))
         assert error.code == "auth_failed" and not error.retryable and len(srv.requests) == 1
 
 
@@ -178,7 +177,7 @@ async def test_connection_refused(kind):
         url = srv.base_url
     llm = (OpenAICompatibleLLM if kind == "openai" else AnthropicLLM)(
         url, "k", "m", retry=RetryPolicy(max_retries=1, base_delay=0.01))
-    deltas, error = await collect(llm)
+    _deltas, error = await collect(llm)
     assert error.code == "connection_failed"
 
 

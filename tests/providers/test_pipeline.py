@@ -3,7 +3,6 @@ fetch → extract → chunk → embed → rank → prompt → stream (and the no
 from __future__ import annotations
 
 import pytest
-
 from pyapp.knowledge.chunking import chunk_document
 from pyapp.knowledge.extract import SUPPORTED_TYPES, extract, extract_links
 from pyapp.net.safe_fetch import SafeFetcher
@@ -34,7 +33,8 @@ async def test_import_retrieve_and_answer(fake_website, fake_openai, fake_anthro
     vectors = await embedder.embed([c.embedding_text for _d, c in chunks])
     question = "When are refunds paid back?"
     [query] = await embedder.embed_queries([question])
-    scored = sorted(((sum(a * b for a, b in zip(query, v)), d, c) for (d, c), v in zip(chunks, vectors)),
+    scored = sorted(((sum(a * b for a, b in zip(query, v, strict=True)), d, c)
+                     for (d, c), v in zip(chunks, vectors, strict=True)),
                     key=lambda row: -row[0])
     passages = [{"title": d.title, "url": d.url, "heading_path": " > ".join(c.heading_path), "text": c.text,
                  "score": s} for s, d, c in scored[:3]]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import socket
 
 import pytest
-
 from pyapp.net.safe_fetch import (
     ALLOW_HOSTS_ENV,
     FetchFailed,

@@ -168,8 +168,8 @@ async def test_sse_stream_and_resume(server, tenant):
     sse = await SseClient.connect(server, tenant["access_token"])
     try:
         assert sse.resp.status == 200 and sse.resp.headers["Content-Type"].startswith("text/event-stream")
-        status, reply = await server.call("POST", f"/api/conversations/{conv}/reply", token=tenant["access_token"],
-                                          json={"body": "over SSE"})
+        _status, reply = await server.call("POST", f"/api/conversations/{conv}/reply", token=tenant["access_token"],
+                                           json={"body": "over SSE"})
         ev = await sse.expect_event("message_added", lambda d: d["message"]["id"] == reply["id"])
         assert int(ev["id"]) == ev["data"]["id"]
         last = int(ev["id"])

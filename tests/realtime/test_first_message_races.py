@@ -12,7 +12,6 @@ import asyncio
 import uuid
 
 import asyncpg
-
 from pyapp.db import _init_connection
 from support.realtime import visitor, widget_session
 from support.waits import blocked_on_lock

@@ -8,8 +8,8 @@ from pyapp.realtime.relay import get_relay
 from pyapp.realtime.source import RELAY_APP_NAME
 from pyapp.widget import hooks
 from pyapp.widget.hooks import visitor_hooks
-from support.server import start_server
 from support.realtime import agent, visitor, widget_session
+from support.server import start_server
 
 
 async def test_visitor_on_one_instance_agent_on_another(server, settings, tenant, clients):

@@ -1,8 +1,8 @@
 """An agent of tenant A never receives tenant B's events: WebSocket, SSE, REST, on one or two instances."""
 from __future__ import annotations
 
-from support.server import start_server
 from support.realtime import SseClient, agent, create_chatbot, visitor, widget_session
+from support.server import start_server
 
 
 async def test_agents_only_get_their_own_tenants_events(server, settings, signup, owner_conn, clients):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import uuid
 
 import aiohttp
-
 from pyapp.context import SETTINGS
 from pyapp.security import issue_access_token
 from pyapp.widget.tokens import issue_visitor_token
@@ -21,11 +20,13 @@ async def _rest(server, token: str) -> tuple[int, str]:
 
 
 async def _sse(server, token: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(server.base_url + "/api/events", headers={"Authorization": f"Bearer {token}"}) as resp:
-            if resp.status >= 400:
-                return resp.status, (await resp.json())["error"]["code"]
-            return resp.status, "ok"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(server.base_url + "/api/events", headers={"Authorization": f"Bearer {token}"}) as resp,
+    ):
+        if resp.status >= 400:
+            return resp.status, (await resp.json())["error"]["code"]
+        return resp.status, "ok"
 
 
 async def _socket(server, token: str, clients) -> tuple[int, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from pyapp.widget import assets as static, demo
+from pyapp.widget import assets as static
+from pyapp.widget import demo
 from support.server import start_server
 
 

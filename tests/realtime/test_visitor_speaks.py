@@ -10,7 +10,6 @@ import uuid
 import aiohttp
 import asyncpg
 import jwt
-
 from pyapp.db import Actor, create_pool, tenant_tx
 from pyapp.widget.tokens import _visitor_key
 from support.realtime import ORIGIN, Client, agent, visitor, widget_session

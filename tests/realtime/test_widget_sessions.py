@@ -5,10 +5,9 @@ import time
 import uuid
 
 import jwt
-
 from pyapp.widget.tokens import decode_visitor_token, issue_visitor_token
-from support.server import TEST_SECRET
 from support.realtime import ORIGIN, Client, create_chatbot, visitor, widget_session
+from support.server import TEST_SECRET
 
 
 async def test_allowed_origin_gets_cors_and_a_short_lived_token(server, tenant):
@@ -131,7 +130,7 @@ async def test_visitor_token_cannot_read_or_post_another_conversation(server, te
         await ws.send({"type": "hello", "token": token, "last_seen_id": 0})
         assert (await ws.expect(type="error"))["code"] == "invalid_token"
     # Nor is a visitor token a member credential.
-    status, body = await server.call("GET", f"/api/conversations/{b['conversation_id']}", token=a["token"])
+    status, _body = await server.call("GET", f"/api/conversations/{b['conversation_id']}", token=a["token"])
     assert status == 401
     ws = await Client.connect(server.base_url, "/ws/agent")
     clients.append(ws)

@@ -92,6 +92,7 @@ async def fake_stripe():
 def stripe_live(settings, fake):
     """Settings with payments live against the fake and PUBLIC as the public URL."""
     from pyapp.billing.config import BillingConfig
+
     from support.fakes.stripe_api import SECRET_KEY, WEBHOOK_SECRET
 
     settings.public_url = PUBLIC

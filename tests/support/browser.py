@@ -25,6 +25,7 @@ The sync API runs in the test's thread; servers under test run in their own thre
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -131,10 +132,8 @@ def page(context, request):
     yield pg
     failed = getattr(request.node, "parley_call_failed", False)
     if failed:
-        try:
+        with contextlib.suppress(Exception):  # a closed page must not hide the test's own failure
             screenshot(pg, request.node.name)
-        except Exception:  # a closed page must not hide the test's own failure
-            pass
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -172,11 +171,11 @@ class WidgetPage:
     def input(self):
         return self.q(".pl-form textarea")
 
-    def wait_ready(self, timeout: float = 10_000) -> "WidgetPage":
+    def wait_ready(self, timeout: float = 10_000) -> WidgetPage:
         self.launcher.wait_for(state="visible", timeout=timeout)
         return self
 
-    def open(self) -> "WidgetPage":
+    def open(self) -> WidgetPage:
         if not self.panel.is_visible():
             self.launcher.click()
         self.panel.wait_for(state="visible")

@@ -79,7 +79,7 @@ class Visitor:
         self.http, self.ws, self.frames = http, ws, []
 
     @classmethod
-    async def connect(cls, base_url: str, token: str) -> "Visitor":
+    async def connect(cls, base_url: str, token: str) -> Visitor:
         import aiohttp as _a
         http = _a.ClientSession()
         try:
@@ -147,7 +147,7 @@ async def seed_analytics(conn, tenant_id, chatbot_id) -> dict:
 
     rnd = random.Random(7)
     tenant_id, chatbot_id = _uuid.UUID(str(tenant_id)), _uuid.UUID(str(chatbot_id))
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     questions = ["how long does shipping take", "can i return a mug", "do you ship to brazil",
                  "are the bowls dishwasher safe", "what are your opening hours"]
     down_conv = None

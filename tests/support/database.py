@@ -26,19 +26,18 @@ import signal
 import subprocess
 import threading
 import uuid
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import asyncpg
-import psycopg
 import port_for
+import psycopg
 import pytest
 from psycopg import sql
+from pyapp.config import Settings
 from pytest_postgresql.executors import NoopExecutor, PostgreSQLExecutor
 from pytest_postgresql.janitor import DatabaseJanitor
-
-from pyapp.config import Settings
 
 from support.server import make_settings
 
@@ -100,10 +99,8 @@ def _sweep_abandoned() -> None:
             continue
         pidfile = run_dir / "pg" / "pg" / "postmaster.pid"
         if pidfile.exists():
-            try:
+            with suppress(ValueError, ProcessLookupError):
                 os.kill(int(pidfile.read_text().split("\n", 1)[0]), signal.SIGQUIT)  # immediate shutdown
-            except (ValueError, ProcessLookupError):
-                pass
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
@@ -259,7 +256,7 @@ class DatabaseStock:
                         self.spent.put(name)
                 else:
                     self.wake.wait(1)
-            except Exception:  # noqa: BLE001 - never let the stock die quietly: take() would wait on it
+            except Exception:  # never let the stock die quietly: take() would wait on it
                 log.exception("database stock")
                 self.stopping.wait(0.5)
 

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from pyapp.db import Actor, create_pool, tenant_tx
 
 ROOT = Path(__file__).resolve().parents[2]

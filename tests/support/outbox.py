@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.fakes.webhook_sink import WebhookSink
-from support.server import TEST_SECRET
-
 from jobs.outbox import OutboxDrainer
 from pyapp.channels.adapter import ChannelSender
 from pyapp.channels.envelope import Keyring
 from pyapp.channels.telegram import TelegramAdapter, TelegramApi
 from pyapp.webhooks.sender import WebhookSender
+
+from support.fakes.webhook_sink import WebhookSink
+from support.server import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 

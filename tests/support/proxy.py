@@ -19,7 +19,7 @@ class HoldingProxy:
         self.changed = asyncio.Condition()
         self._writers: set[asyncio.StreamWriter] = set()
 
-    async def start(self) -> "HoldingProxy":
+    async def start(self) -> HoldingProxy:
         self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         self.port = self.server.sockets[0].getsockname()[1]
         return self

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 
@@ -22,7 +23,7 @@ class Client:
         self._seen = 0
 
     @classmethod
-    async def connect(cls, base_url: str, path: str) -> "Client":
+    async def connect(cls, base_url: str, path: str) -> Client:
         session = aiohttp.ClientSession()
         try:
             ws = await session.ws_connect(base_url.replace("http", "ws", 1) + path, heartbeat=None)
@@ -154,10 +155,8 @@ async def clients():
     opened: list[Client] = []
     yield opened
     for c in opened:
-        try:
+        with contextlib.suppress(Exception):
             await c.close()
-        except Exception:
-            pass
 
 
 class SseClient:
@@ -171,7 +170,7 @@ class SseClient:
         self._buf: dict = {}
 
     @classmethod
-    async def connect(cls, server, token: str, last_event_id: int | None = None) -> "SseClient":
+    async def connect(cls, server, token: str, last_event_id: int | None = None) -> SseClient:
         session = aiohttp.ClientSession()
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         if last_event_id is not None:

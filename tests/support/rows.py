@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import pytest
-
 from pyapp.db import Actor, create_pool, tenant_tx
 from pyapp.security import issue_access_token, new_opaque_token
 

@@ -13,10 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from pyapp.config import Settings
 
 from support.waits import Output
-
-from pyapp.config import Settings
 
 TEST_SECRET = "test-secret-key-for-parley-tests-only"
 
@@ -136,7 +135,7 @@ class ServerThread:
         self.ready.set()
         self.loop.run_forever()
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self.thread.start()
         self.ready.wait(30)
         return self

@@ -9,7 +9,6 @@ import uuid
 from dataclasses import dataclass, field
 
 import pytest
-
 from pyapp.db import Actor, tenant_tx
 
 from support.rows import VISITOR_IP, Person, Rows

@@ -7,9 +7,6 @@ import sys
 import uuid
 
 import pytest
-from support.outbox import ROOT, make_workspace
-from support.server import TEST_SECRET
-
 from pyapp.channels.envelope import (
     DERIVED_ID,
     Keyring,
@@ -18,6 +15,8 @@ from pyapp.channels.envelope import (
     open_secrets,
     seal,
 )
+from support.outbox import ROOT, make_workspace
+from support.server import TEST_SECRET
 
 
 def test_sealed_secret_opens_only_for_its_tenant_channel_and_purpose():

@@ -6,10 +6,9 @@ is old), and TLS checked for the URL's name on the pinned address."""
 import asyncio
 
 import pytest
-from support.fakes.tls import make_certificate
-
 from pyapp.net import FetchRefused
 from pyapp.net.http1 import PinnedClient, ProtocolError
+from support.fakes.tls import make_certificate
 
 
 class RawServer:

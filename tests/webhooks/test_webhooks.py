@@ -78,7 +78,7 @@ async def test_rotation_signs_with_both_secrets_during_the_overlap(ws, sink, all
     status, rotated = await ws.call("POST", f"/api/webhooks/{ep['id']}/rotate-secret", json={"overlap_hours": 24})
     assert status == 200 and rotated["secret"] != old and len(rotated["secrets"]) == 2
     new = rotated["secret"]
-    status, test = await ws.call("POST", f"/api/webhooks/{ep['id']}/test")
+    status, _test = await ws.call("POST", f"/api/webhooks/{ep['id']}/test")
     assert status == 202
     await _drain(ws)
     got = sink.received[0]
@@ -124,10 +124,9 @@ async def test_ssrf_guard_at_delivery_and_no_redirects(ws, sink, allow_local, mo
     monkeypatch.delenv("PARLEY_FETCH_ALLOW_HOSTS")
     await owner_conn.execute("UPDATE parley.outbox SET next_attempt_at = now()")
     await owner_conn.execute("UPDATE parley.outbox_destinations SET next_send_at = '-infinity'")
-    from support.outbox import TEST_SECRET, Keyring
-
     from jobs.outbox import OutboxDrainer
     from pyapp.webhooks.sender import WebhookSender
+    from support.outbox import TEST_SECRET, Keyring
     drainer = OutboxDrainer(await ws.tenant.pool("jobs"), "strict", senders={"webhook": WebhookSender()},
                             keyring=Keyring.from_settings(TEST_SECRET))
     try:
@@ -135,15 +134,14 @@ async def test_ssrf_guard_at_delivery_and_no_redirects(ws, sink, allow_local, mo
     finally:
         await drainer.close()
     assert len(sink.received) == 1
-    status, now = await ws.call("GET", f"/api/webhooks/{ep['id']}")
+    _status, now = await ws.call("GET", f"/api/webhooks/{ep['id']}")
     assert now["status"] == "paused" and "not allowed" in now["paused_reason"]
 
 
 async def test_timeout_is_a_retry(ws, sink, allow_local, owner_conn):
-    from support.outbox import TEST_SECRET, Keyring
-
     from jobs.outbox import OutboxDrainer
     from pyapp.webhooks.sender import WebhookSender
+    from support.outbox import TEST_SECRET, Keyring
 
     await _endpoint(ws, sink)
     sink.script = [(200, {}, 1.0)]
@@ -176,9 +174,7 @@ async def test_secrets_stay_out_of_logs_audit_errors_and_dumps(ws, sink, allow_l
     texts += [str(dict(r)) for r in await owner_conn.fetch("SELECT * FROM parley.audit_log")]
     texts += [str(dict(r)) for r in await owner_conn.fetch("SELECT * FROM parley.outbox_attempts")]
     texts += [str(dict(r)) for r in await owner_conn.fetch("SELECT * FROM parley.outbox")]
-    import os
 
-    from support.outbox import ROOT
 
     from pyapp.embedded import POSTGRES_BIN_PATH
     dump = subprocess.run([str(Path(POSTGRES_BIN_PATH) / "pg_dump"), "--data-only", settings.admin_url],

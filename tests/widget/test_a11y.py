@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 from playwright.sync_api import expect
-
-from support.browser import AXE
-from support.browser import wait_for
+from support.browser import AXE, wait_for
 
 
 def test_keyboard_focus_trap_escape_and_return(double, visit):

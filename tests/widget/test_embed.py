@@ -1,12 +1,8 @@
 """Embedding: shadow DOM, sessions, storage, isolation from host CSS, theming, layout, JS API."""
 from __future__ import annotations
 
-import re
-
 import pytest
-
 from playwright.sync_api import expect
-
 from support.browser import wait_for
 from support.fakes.protocol_double import KEY
 

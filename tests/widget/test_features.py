@@ -4,9 +4,8 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
-
-from support.fakes.protocol_double import KEY
 from support.browser import wait_for
+from support.fakes.protocol_double import KEY
 
 
 def test_lead_form_on_lead_request(double, visit):

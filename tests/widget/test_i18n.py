@@ -8,7 +8,6 @@ import subprocess
 
 import pytest
 from playwright.sync_api import expect
-
 from support.browser import WIDGET
 
 LANGS = ["en", "es", "fr", "de", "tr"]

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import expect
-
-from support.browser import SCREENSHOTS
-from support.browser import wait_for
+from support.browser import SCREENSHOTS, wait_for
 
 HOSTILE_CSS = """<style>
 * { all: unset !important; }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-
 from support.realtime import ORIGIN, clients, placeholder_bot, tenant  # noqa: F401 (fixtures)
 
 CONFIG = {
@@ -66,7 +65,7 @@ async def test_sql_refuses_bad_languages_and_texts(tenant_conn, bad, message):
             await tenant_conn.fetchrow("SELECT id FROM parley.create_chatbot('Bot', '{}', $1)", bad)
 
 
-async def test_the_session_config_is_in_the_browsers_language(server, tenant):
+async def test_the_session_config_is_in_the_browsers_language(server, tenant):  # noqa: F811  pytest fixture imported above, injected by name
     status, out = await server.call("PATCH", f"/api/chatbots/{tenant['chatbot_id']}", token=tenant["access_token"],
                                     json={"config": CONFIG})
     assert status == 200, out

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
-
 from support.browser import wait_for
 
 

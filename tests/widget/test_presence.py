@@ -8,7 +8,6 @@ import asyncio
 
 import asyncpg
 import pytest
-
 from pyapp.context import POOL
 from pyapp.db import Actor, tenant_tx
 from support.realtime import SseClient, agent, clients, placeholder_bot, tenant, visitor, widget_session  # noqa: F401
@@ -64,7 +63,7 @@ async def test_only_a_signed_in_member_has_a_presence(rows, app_pool, kind):
             await conn.execute("SELECT parley.set_presence('i1', true)")
 
 
-async def test_nobody_online_the_visitor_is_told_and_the_handoff_still_happens(server, tenant, clients, owner_conn):
+async def test_nobody_online_the_visitor_is_told_and_the_handoff_still_happens(server, tenant, clients, owner_conn):  # noqa: F811  pytest fixture imported above, injected by name
     session = await widget_session(server, tenant["key"])
     v = await visitor(server, session)
     clients.append(v)
@@ -77,7 +76,7 @@ async def test_nobody_online_the_visitor_is_told_and_the_handoff_still_happens(s
     assert data == {"reason": "requested", "members_online": 0}
 
 
-async def test_an_agent_with_the_inbox_open_is_online_until_it_closes(server, tenant, clients):
+async def test_an_agent_with_the_inbox_open_is_online_until_it_closes(server, tenant, clients):  # noqa: F811  pytest fixture imported above, injected by name
     a = await agent(server, tenant["access_token"])
     clients.append(a)
     pool = server.app[POOL]
@@ -107,7 +106,7 @@ async def _is_online(pool, tenant_id) -> bool:
     return await _online(pool, tenant_id) == 1
 
 
-async def test_an_api_key_stream_is_nobody(server, tenant, make_api_key, clients):
+async def test_an_api_key_stream_is_nobody(server, tenant, make_api_key, clients):  # noqa: F811  pytest fixture imported above, injected by name
     key = await make_api_key(server, tenant["access_token"])
     a = await agent(server, key)
     clients.append(a)

@@ -4,9 +4,8 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
-
-from support.fakes.protocol_double import KEY
 from support.browser import wait_for
+from support.fakes.protocol_double import KEY
 
 
 def test_offline_queue_is_sent_once_after_reconnect_and_nothing_is_missed(double, visit):
@@ -116,7 +115,7 @@ window.WebSocket = class extends WebSocket {
 def test_token_refresh_and_heartbeat(double, page, visit):
     page.clock.install()
     page.add_init_script(NOTE_RECEIVED)
-    w = visit("/")
+    visit("/")
     wait_for(page, lambda: double.hellos, what="hello")
     # The heartbeat pings only a socket the server said ready to: the clock moves once the widget
     # has that (moved before, its tick found the socket not yet ready and the next never came).
@@ -127,7 +126,7 @@ def test_token_refresh_and_heartbeat(double, page, visit):
     for _ in range(29):  # to 80 % of a 900 s token, in heartbeat steps so each pong gets back
         pings = len(double.frames_of("ping"))
         page.clock.run_for(25_000)
-        wait_for(page, lambda: len(double.frames_of("ping")) > pings, what="ping")
+        wait_for(page, lambda pings=pings: len(double.frames_of("ping")) > pings, what="ping")
         page.wait_for_timeout(30)
     wait_for(page, lambda: len(double.session_requests) == 2, what="refresh")
     path, body, _ = double.session_requests[1]

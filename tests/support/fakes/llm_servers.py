@@ -58,20 +58,20 @@ class Reply:
     raw: list[bytes] | None = None
 
     @classmethod
-    def text(cls, text: str, **kwargs) -> "Reply":
+    def text(cls, text: str, **kwargs) -> Reply:
         """Stream ``text`` word by word (spaces kept on the following word)."""
         return cls(chunks=re.findall(r"\s*\S+", text) or [text], **kwargs)
 
     @classmethod
-    def rate_limited(cls, retry_after: str | None = "0") -> "Reply":
+    def rate_limited(cls, retry_after: str | None = "0") -> Reply:
         return cls(chunks=[], status=429, retry_after=retry_after)
 
     @classmethod
-    def server_error(cls, status: int = 500) -> "Reply":
+    def server_error(cls, status: int = 500) -> Reply:
         return cls(chunks=[], status=status)
 
     @classmethod
-    def dropped(cls, after: int = 1, chunks: list[str] | None = None) -> "Reply":
+    def dropped(cls, after: int = 1, chunks: list[str] | None = None) -> Reply:
         return cls(chunks=chunks or ["Partial", " answer", " that", " never", " ends"], drop_after=after)
 
 
@@ -82,9 +82,10 @@ class RecordedRequest:
     json: Any
 
 
-_STOPWORDS = frozenset("""a an the and or but of to in on at by for with from is are was were be been do does did
-how what when where why who which can could should would will i you we my your our it its this that there
-""".split())
+_STOPWORDS = frozenset(["a", "an", "the", "and", "or", "but", "of", "to", "in", "on", "at", "by", "for", "with", "from",
+                        "is", "are", "was", "were", "be", "been", "do", "does", "did", "how", "what", "when", "where",
+                        "why", "who", "which", "can", "could", "should", "would", "will", "i", "you", "we", "my",
+                        "your", "our", "it", "its", "this", "that", "there"])
 
 
 def hash_embedding(text: str, dim: int) -> list[float]:

@@ -23,9 +23,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
@@ -54,7 +55,7 @@ def _free_port() -> int:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 def error(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
@@ -127,7 +128,7 @@ class ProtocolDouble:
             self._set_defaults()
         self.call(run)
 
-    def start(self) -> "ProtocolDouble":
+    def start(self) -> ProtocolDouble:
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("protocol double did not start")
@@ -223,7 +224,7 @@ class ProtocolDouble:
                 lang = (locale or "en").split("-")[0].lower()
             config["actions"] = self.actions.get(lang) or self.actions.get("en") or []
         return {"token": token,
-                "expires_at": dt.datetime.fromtimestamp(expires, dt.timezone.utc).isoformat(),
+                "expires_at": dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(),
                 "conversation_id": conv.id, "status": conv.status, "config": config}
 
     async def _session(self, request: web.Request) -> web.Response:
@@ -270,7 +271,7 @@ class ProtocolDouble:
         await ws.prepare(request)
         try:
             hello = await ws.receive_json(timeout=10)
-        except (TypeError, ValueError, asyncio.TimeoutError):
+        except (TimeoutError, TypeError, ValueError):
             await ws.close(code=4400, message=b"hello expected")
             return ws
         self.hellos.append(hello)

@@ -196,7 +196,7 @@ class FakeWebsite:
         """The public HTML pages (what a crawler should find), without ``/private``."""
         return [p for p in PAGES if p != "/private"]
 
-    async def __aenter__(self) -> "FakeWebsite":
+    async def __aenter__(self) -> FakeWebsite:
         await self.start()
         return self
 
@@ -283,7 +283,7 @@ class FakeWebsite:
     async def _sitemap(self, _request: web.Request) -> web.Response:
         entries = "".join(
             f"  <url><loc>{self.url(path)}</loc><lastmod>2026-11-0{i + 1}</lastmod></url>\n"
-            for i, path in enumerate(self.page_paths() + ["/guide.pdf"]))
+            for i, path in enumerate([*self.page_paths(), "/guide.pdf"]))
         xml = ('<?xml version="1.0" encoding="UTF-8"?>\n'
                '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">\n' + entries + "</urlset>\n")
         return web.Response(text=xml, content_type="application/xml")
@@ -345,5 +345,5 @@ class FakeWebsite:
 
     def sitemap_paths(self) -> list[str]:
         """Paths listed in ``/sitemap.xml``."""
-        return self.page_paths() + ["/guide.pdf"]
+        return [*self.page_paths(), "/guide.pdf"]
 
