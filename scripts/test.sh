@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 # Habits first (seconds): lint and types of the shipped Python; a finding fails the command.
-.venv/bin/ruff check pyapp jobs
+.venv/bin/ruff check pyapp jobs tests bench scripts
 .venv/bin/ruff format --check pyapp jobs
 .venv/bin/mypy
 set +e
