@@ -29,7 +29,7 @@ import jobs.scheduled
 
 log = logging.getLogger("parley.jobs")
 
-BACKLOG_BUDGET_S = 20.0  # how long a run of a job with `again` may go on calling while batches come back full
+BACKLOG_BUDGET_S = 20.0  # how long a run of a job with `again` may go on calling while calls find work
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class Job:
     # with the jobs pool and the process's settings; SQL still decides everything.
     work: Callable[[asyncpg.Pool, Any], Awaitable[dict]] | None = None
     # A job that works off a backlog a batch at a time (retention, the purge): while this says the
-    # last call's result was a full batch, the same call again (for the same tenant), each in its
-    # own short transaction, until the run has taken BACKLOG_BUDGET_S. None: one call a run.
+    # last call's result found work (rows deleted), the same call again (for the same tenant), each
+    # in its own short transaction, until the run has taken BACKLOG_BUDGET_S. None: one call a run.
     again: Callable[[Any], bool] | None = None
 
     async def run(self, conn: asyncpg.Connection):
@@ -84,7 +84,7 @@ async def tenant_ids(pool: asyncpg.Pool) -> list:
 
 async def run_job(pool: asyncpg.Pool, job: Job, settings: Any = None, budget_s: float | None = None) -> dict:
     """Run one job now; per-tenant jobs get one short transaction per tenant (a failure stays local).
-    A job with `again` calls again while its last call took a full batch, for up to `budget_s`
+    A job with `again` calls again while its last call found work, for up to `budget_s`
     (BACKLOG_BUDGET_S) in all; `calls` counts the calls when there were more than one per tenant."""
     if job.work is not None:
         return await job.work(pool, settings)

@@ -70,7 +70,7 @@ BEGIN
       FROM parley.conversations c
      WHERE c.tenant_id = v_tenant AND c.status = 'closed' AND coalesce(c.closed_at, c.last_activity_at) < v_cutoff
      ORDER BY 2, c.id
-     LIMIT least(p_batch, 500)
+     LIMIT p_batch
   ), weighed AS (
     SELECT d.id, d.t,
            1 + (SELECT count(*) FROM parley.messages m WHERE m.tenant_id = v_tenant AND m.conversation_id = d.id)
@@ -85,7 +85,7 @@ BEGIN
   RETURN v_total + v_n;
 END $$;
 COMMENT ON FUNCTION parley.apply_retention(int) IS
-  'Jobs, per tenant: delete the oldest p_batch messages and p_batch events older than the tenant''s retention cutoff (and any stored at the same instant as a batch''s last), then its closed conversations past retention, oldest first, as many as fit in p_batch rows counting the messages and events each one''s cascade deletes (one heavier than that waits for the message and event batches); returns how many messages, events and conversations went (0 when it keeps forever). Run again while it returns p_batch or more.';
+  'Jobs, per tenant: delete the oldest p_batch messages and p_batch events older than the tenant''s retention cutoff (and any stored at the same instant as a batch''s last), then its closed conversations past retention, oldest first, as many as fit in p_batch rows counting the messages and events each one''s cascade deletes (one heavier than that waits for the message and event batches); returns how many messages, events and conversations went (0 when it keeps forever, or nothing is due). Run again while it returns rows.';
 
 -- Partitions --------------------------------------------------------------------------
 

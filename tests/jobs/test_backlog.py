@@ -25,7 +25,7 @@ async def _old_messages(owner_conn, tenant, n):
 
 def _retention(batch):
     return schedule.Job(every=timedelta(minutes=15), per_tenant=True, sql="SELECT parley.apply_retention($1)",
-                        args=lambda: (batch,), again=lambda deleted: deleted >= batch, name="retention")
+                        args=lambda: (batch,), again=retention.JOB.again, name="retention")
 
 
 async def _rows(owner_conn, tenant):
@@ -40,7 +40,7 @@ async def test_retention_works_off_a_backlog_in_one_run(owner_conn, tenant):
     # Without time for more, one call: a batch of messages and one of events.
     assert await schedule.run_job(pool, _retention(4), budget_s=0) == {"tenants": 1, "failed": 0, "total": 8}
     assert await _rows(owner_conn, tenant) == 12
-    # With it, call after call while they come back with a batch's worth: 4 + 4, 2 + 2, then none.
+    # With it, call after call while they find rows: 4 + 4, 2 + 2, then none.
     assert await schedule.run_job(pool, _retention(4)) == {"tenants": 1, "failed": 0, "total": 12, "calls": 3}
     assert await _rows(owner_conn, tenant) == 0
 
@@ -67,7 +67,7 @@ async def test_the_purge_goes_on_while_rows_are_left(settings, owner_conn, tenan
 
 def test_the_backlog_jobs_declare_when_to_call_again():
     assert schedule.JOBS["retention"].args() == (retention.BATCH,)
-    assert schedule.JOBS["retention"].again(retention.BATCH) and not schedule.JOBS["retention"].again(retention.BATCH - 1)
+    assert schedule.JOBS["retention"].again(1) and not schedule.JOBS["retention"].again(0)
     assert schedule.JOBS["purge_deleted_tenants"].again(1) and not schedule.JOBS["purge_deleted_tenants"].again(0)
     assert all(job.again is None for name, job in schedule.JOBS.items()
                if name not in ("retention", "purge_deleted_tenants"))
