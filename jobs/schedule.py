@@ -105,12 +105,13 @@ async def run_job(pool: asyncpg.Pool, job: Job, settings: Any = None, budget_s: 
     tenants = await tenant_ids(pool)
     for tenant_id in tenants:
         try:
-            result = None
-            while result is None or more(result):
+            while True:
                 async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="system", actor_id="jobs")) as conn:
                     result = await job.run(conn)
                 calls += 1
                 total += int(result or 0) if isinstance(result, (int, float)) else 0
+                if not more(result):
+                    break
             done += 1
         except asyncpg.PostgresError as exc:
             failed += 1
