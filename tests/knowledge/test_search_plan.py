@@ -193,3 +193,28 @@ async def test_each_documents_best_passage_comes_before_another_passage_of_the_s
                  await conn.fetch("SELECT * FROM parley.knowledge_search($1, $2, 10)", tenant.chatbot_id, query)]
         assert sorted(every) == ["settings"] + ["vacuuming"] * (passages - 1), every
         assert every[:2] == ["vacuuming", "settings"], every
+
+
+async def test_vectors_take_part_once_a_fifth_of_the_passages_have_theirs(owner_conn, tenant):
+    """An import's first minutes: most passages wait in the embedding queue, and a question's nearest
+    vectors are those of the few embedded so far. Until at most 80 % wait, the search is full text
+    alone (the decline rule's full-text form; no cosine), then hybrid."""
+    await _bulk(owner_conn, tenant, 100)
+    await owner_conn.execute(
+        "WITH waiting AS (UPDATE parley.knowledge_chunks SET embedding = NULL WHERE tenant_id = $1 AND ordinal > 10"
+        " RETURNING tenant_id, id) INSERT INTO parley.embedding_jobs (tenant_id, chunk_id) SELECT * FROM waiting",
+        tenant.id)
+    vector = [random.uniform(-1, 1) for _ in range(384)]
+
+    async def signals():
+        async with await tenant.tx() as conn:
+            ready = await conn.fetchval("SELECT parley.knowledge_vectors_ready($1, 100)", tenant.chatbot_id)
+            rows = await conn.fetch("SELECT vector_distance, signals FROM parley.knowledge_search($1, 'alpha', 5, $2)",
+                                    tenant.chatbot_id, vector)
+        return ready, {r["vector_distance"] is None for r in rows}, rows[0]["signals"]["cosine"]
+
+    assert await signals() == (False, {True}, None)  # 90 of 100 waiting
+    await owner_conn.execute("DELETE FROM parley.embedding_jobs WHERE tenant_id = $1 AND chunk_id IN"
+                             " (SELECT id FROM parley.knowledge_chunks WHERE tenant_id = $1 AND ordinal <= 20)", tenant.id)
+    ready, no_distance, cosine = await signals()  # 80 waiting: the ten embedded take part
+    assert ready is True and no_distance != {True} and cosine is not None

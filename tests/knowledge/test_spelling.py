@@ -63,6 +63,9 @@ async def _arrange(tenant, docs=DOCS, chatbot_id=None, filler: int = 200) -> dic
             str(unit(i).tolist()),
         )
         ids[name] = chunk
+    # Nothing waits to be embedded (the filler stays without vectors): with most passages still in the
+    # queue, knowledge_search answers from full text alone (parley.knowledge_vectors_ready).
+    await tenant.owner.execute("DELETE FROM parley.embedding_jobs WHERE tenant_id = $1", tenant.id)
     return ids
 
 
