@@ -380,6 +380,19 @@ $$;
 COMMENT ON FUNCTION parley.knowledge_vectors_ready(uuid, int) IS
   'Whether the chatbot''s vectors take part in knowledge_search: at most 80 % of its p_chunks passages wait in the embedding queue (current tenant). Before that, a question is answered from full text alone.';
 
+CREATE OR REPLACE FUNCTION parley.knowledge_uses_vectors(p_chatbot_id uuid) RETURNS boolean
+LANGUAGE sql STABLE
+AS $$
+  SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks c
+                  WHERE c.tenant_id = (SELECT parley.current_tenant_id()) AND c.chatbot_id = p_chatbot_id
+                    AND c.embedding IS NOT NULL)
+     AND parley.knowledge_vectors_ready(p_chatbot_id, (SELECT s.chunks FROM parley.knowledge_stats s
+                                                       WHERE s.tenant_id = (SELECT parley.current_tenant_id())
+                                                         AND s.chatbot_id = p_chatbot_id))
+$$;
+COMMENT ON FUNCTION parley.knowledge_uses_vectors(uuid) IS
+  'Whether a question to this chatbot (current tenant) is worth embedding: some of its passages have vectors and knowledge_vectors_ready says they take part. The server embeds the question only then (no model call, no latency otherwise); knowledge_search applies the same rule to whatever vector it is given.';
+
 DROP FUNCTION IF EXISTS parley.knowledge_answerable(double precision, real, real, boolean);
 CREATE OR REPLACE FUNCTION parley.knowledge_answerable(p_cosine double precision, p_coverage real, p_known real,
                                                        p_agree boolean, p_chunks int, p_documents int)

@@ -212,9 +212,7 @@ SELECT c.status, parley.spoken_language(b.config, c.locale) AS locale, b.config,
        (SELECT parley.limit_reached(l.ai_msgs_per_day, parley.usage_on('ai_messages'))
           FROM parley.effective_limits(parley.current_tenant_id()) l) AS over,
        EXISTS (SELECT 1 FROM parley.leads WHERE conversation_id = $1) AS has_lead,
-       EXISTS (SELECT 1 FROM parley.knowledge_chunks k  -- as search.HAS_VECTORS
-                WHERE k.tenant_id = c.tenant_id AND k.chatbot_id = c.chatbot_id AND k.embedding IS NOT NULL)
-         AS has_vectors,
+       parley.knowledge_uses_vectors(c.chatbot_id) AS has_vectors,
        (SELECT coalesce(jsonb_agg(jsonb_build_object('role', h.author, 'content', h.body) ORDER BY h.id), '[]')
           FROM (SELECT m.id, m.author, m.body FROM parley.messages m
                  WHERE m.tenant_id = parley.current_tenant_id() AND m.conversation_id = $1

@@ -13,12 +13,10 @@ from pyapp.knowledge.ingest import embed_query
 
 log = logging.getLogger("parley.knowledge")
 
-# NULL: no such chatbot; false: none of its chunks has a vector yet (then the query is not
-# embedded at all: no model load, no latency, full text only).
-HAS_VECTORS = """SELECT EXISTS (SELECT 1 FROM parley.knowledge_chunks c
-                                 WHERE c.tenant_id = parley.current_tenant_id() AND c.chatbot_id = b.id
-                                   AND c.embedding IS NOT NULL)
-                   FROM parley.chatbots b WHERE b.id = $1"""
+# NULL: no such chatbot; false: its vectors do not take part yet (none, or most passages still
+# wait for theirs: parley.knowledge_uses_vectors), so the query is not embedded at all: no model
+# load, no latency, full text only.
+HAS_VECTORS = "SELECT parley.knowledge_uses_vectors(b.id) FROM parley.chatbots b WHERE b.id = $1"
 
 
 async def query_vector(embedder, query: str):

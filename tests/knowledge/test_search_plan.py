@@ -209,6 +209,8 @@ async def test_vectors_take_part_once_a_fifth_of_the_passages_have_theirs(owner_
     async def signals():
         async with await tenant.tx() as conn:
             ready = await conn.fetchval("SELECT parley.knowledge_vectors_ready($1, 100)", tenant.chatbot_id)
+            # The server embeds a question only when they take part (the same rule, with the chatbot's count).
+            assert await conn.fetchval("SELECT parley.knowledge_uses_vectors($1)", tenant.chatbot_id) is ready
             rows = await conn.fetch("SELECT vector_distance, signals FROM parley.knowledge_search($1, 'alpha', 5, $2)",
                                     tenant.chatbot_id, vector)
         return ready, {r["vector_distance"] is None for r in rows}, rows[0]["signals"]["cosine"]
