@@ -90,34 +90,34 @@ async def run_job(pool: asyncpg.Pool, job: Job, settings: Any = None, budget_s: 
         return await job.work(pool, settings)
     deadline = time.monotonic() + (BACKLOG_BUDGET_S if budget_s is None else budget_s)
 
-    def more(result) -> bool:
-        return job.again is not None and job.again(result) and time.monotonic() < deadline
+    async def calls(transaction) -> list[Any]:
+        """The job's call, in a fresh `transaction()` each time, again while `again` says so."""
+        results: list[Any] = []
+        while not results or (job.again is not None and job.again(results[-1]) and time.monotonic() < deadline):
+            async with transaction() as conn:
+                results.append(await job.run(conn))
+        return results
 
     if not job.per_tenant:
-        results: list[Any] = []
-        while not results or more(results[-1]):
-            async with pool.acquire() as conn:
-                results.append(await job.run(conn))
+        results = await calls(pool.acquire)
         if len(results) == 1:
             return {"result": _plain(results[0])}
         return {"result": sum(int(r or 0) for r in results), "calls": len(results)}
-    done, failed, total, calls = 0, 0, 0, 0
+    done, failed, total, made = 0, 0, 0, 0
     tenants = await tenant_ids(pool)
     for tenant_id in tenants:
         try:
-            while True:
-                async with tenant_tx(pool, Actor(tenant_id=tenant_id, kind="system", actor_id="jobs")) as conn:
-                    result = await job.run(conn)
-                calls += 1
-                total += int(result or 0) if isinstance(result, (int, float)) else 0
-                if not more(result):
-                    break
+            results = await calls(
+                lambda t=tenant_id: tenant_tx(pool, Actor(tenant_id=t, kind="system", actor_id="jobs"))
+            )
+            made += len(results)
+            total += sum(int(r or 0) for r in results if isinstance(r, (int, float)))
             done += 1
         except asyncpg.PostgresError as exc:
             failed += 1
             log.warning("job %s failed for tenant %s: %s", job.name, tenant_id, exc)
     out = {"tenants": done, "failed": failed, "total": total}
-    return out | {"calls": calls} if calls > len(tenants) else out
+    return out | {"calls": made} if made > len(tenants) else out
 
 
 def _plain(value):
